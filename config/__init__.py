@@ -1,0 +1,1 @@
+"""Configuration: API keys and settings read once from the environment and `.env`."""

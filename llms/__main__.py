@@ -1,0 +1,94 @@
+"""Command line: `python -m llms status | chat "text" | check`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from llms.errors import LLMError, OutcomeKind, format_duration
+from llms.smart_client import SmartClient, get_smart_client
+
+
+def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llms", description="LLM API-key rotation client")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("status", help="show every key: state, reason, cooldown left")
+    chat = commands.add_parser("chat", help="send one message and show who answered")
+    chat.add_argument("text")
+    chat.add_argument("--max-tokens", type=int, default=500)
+    chat.add_argument("--temperature", type=float, default=0.3)
+    commands.add_parser("check", help="one cheap call per key; report which keys are valid")
+    args = parser.parse_args(argv)
+
+    client = client or get_smart_client()
+    if args.command == "status":
+        print_status(client)
+        return 0
+    if args.command == "chat":
+        return _chat(client, args.text, args.temperature, args.max_tokens)
+    return _check(client)
+
+
+def print_status(client: SmartClient) -> None:
+    summary = client.get_status_summary()
+    rows = [("provider", "key", "hint", "state", "reason", "cooldown left", "ok", "failed")]
+    for provider in client.settings.provider_order:
+        info = summary[provider.value]
+        for key in info["keys"]:
+            rows.append(
+                (
+                    provider.value,
+                    key.key_id,
+                    key.hint,
+                    "available" if key.available else "cooling",
+                    key.reason or "-",
+                    format_duration(key.cooldown_remaining) if not key.available else "-",
+                    str(key.successes),
+                    str(key.failures),
+                )
+            )
+        if not info["keys"]:
+            rows.append((provider.value, "-", "-", "no keys", "-", "-", "-", "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    totals = ", ".join(
+        f"{p.value} {summary[p.value]['available']}/{summary[p.value]['total']}" for p in client.settings.provider_order
+    )
+    print(f"\navailable: {totals}")
+
+
+def _chat(client: SmartClient, text: str, temperature: float, max_tokens: int) -> int:
+    try:
+        result = client.complete([{"role": "user", "content": text}], temperature=temperature, max_tokens=max_tokens)
+    except LLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(result.text)
+    skipped = ", ".join(a.describe() for a in result.attempts if a.kind is not OutcomeKind.OK)
+    print(
+        f"\n— {result.provider} · {result.model} · {result.key_id} ({result.key_hint}) · {result.latency_s:.2f} s"
+        + (f" · skipped {skipped}" if skipped else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _check(client: SmartClient) -> int:
+    valid = 0
+    total = 0
+    for provider in client.settings.provider_order:
+        for key in client.key_manager.keys(provider.value):
+            total += 1
+            outcome = client.check_key(key.key_id)
+            verdict = "valid" if outcome.kind is OutcomeKind.OK else outcome.kind.value
+            valid += outcome.kind is OutcomeKind.OK
+            detail = f"  {outcome.message}" if outcome.kind is not OutcomeKind.OK else ""
+            print(f"{key.key_id:<16} {key.hint:<12} {verdict}{detail}")
+    print(f"\n{valid}/{total} keys valid")
+    return 0 if valid or not total else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Which key to use next, and what an outcome does to a key.
+
+The key manager turns outcomes into cooldowns (the policy) and keeps them in a `StateStore` (the memory).
+It knows nothing of HTTP: adapters classify answers, the smart client hands the verdicts here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from config.api_keys import ApiKey
+from config.settings import CooldownSettings
+from llms.errors import Outcome, OutcomeKind, format_duration
+from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore
+
+log = logging.getLogger("llms.keys")
+
+_REASONS: Mapping[OutcomeKind, CooldownReason] = {
+    OutcomeKind.RATE_LIMIT: CooldownReason.RATE_LIMIT,
+    OutcomeKind.INVALID_KEY: CooldownReason.INVALID_KEY,
+    OutcomeKind.NO_CREDITS: CooldownReason.NO_CREDITS,
+}
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """One key as the status page and `get_status_summary` show it. Never holds the secret."""
+
+    key_id: str
+    hint: str
+    provider: str
+    available: bool
+    reason: str | None
+    cooldown_remaining: float
+    cooldown_until: float | None
+    consecutive_failures: int
+    successes: int
+    failures: int
+    last_error: str | None
+    last_used: float | None
+
+
+class KeyManager:
+    def __init__(
+        self,
+        keys: Mapping[str, Sequence[ApiKey]],
+        cooldowns: CooldownSettings,
+        store: StateStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys = {provider: tuple(ks) for provider, ks in keys.items()}
+        self._by_id = {k.key_id: k for ks in self._keys.values() for k in ks}
+        self._cooldowns = cooldowns
+        self._store = store
+        self._clock = clock
+        for provider, ks in self._keys.items():
+            store.register(provider, [k.key_id for k in ks])
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(self._keys)
+
+    def keys(self, provider: str) -> tuple[ApiKey, ...]:
+        return self._keys.get(provider, ())
+
+    def acquire(self, provider: str, exclude: Collection[str] = ()) -> ApiKey | None:
+        """The next usable key of `provider` in round-robin order, or None when all are cooling or excluded."""
+        key_id = self._store.acquire(provider, self._clock(), exclude)
+        return self._by_id[key_id] if key_id else None
+
+    def next_free(self) -> tuple[ApiKey, float] | None:
+        """The cooling key that frees up first across all providers, with seconds until then."""
+        now = self._clock()
+        soonest: tuple[ApiKey, float] | None = None
+        for provider in self._keys:
+            found = self._store.next_free(provider, now)
+            if found and (soonest is None or found[1] - now < soonest[1]):
+                soonest = (self._by_id[found[0]], found[1] - now)
+        return soonest
+
+    def record(self, key: ApiKey, outcome: Outcome) -> None:
+        """Apply the penalty (or the absolution) an outcome earns the key that produced it."""
+        now = self._clock()
+        if outcome.kind is OutcomeKind.OK:
+            before = self._store.record_success(key.key_id, now)
+            if before.consecutive_failures:
+                self._event(now, key, EventKind.RECOVERED, f"after {before.consecutive_failures} failure(s)")
+            return
+        if outcome.kind is OutcomeKind.REQUEST_ERROR:
+            return
+        streak = self._store.record_failure(
+            key.key_id, now, outcome.message, streak=outcome.kind is OutcomeKind.TRANSIENT
+        )
+        if outcome.kind is OutcomeKind.TRANSIENT:
+            if streak >= self._cooldowns.error_threshold:
+                self.cool(key, self._cooldowns.errors, CooldownReason.ERRORS, f"{streak} consecutive errors")
+            else:
+                self._event(now, key, EventKind.FAILED, f"{outcome.message} ({streak}/{self._cooldowns.error_threshold})")
+            return
+        reason = _REASONS[outcome.kind]
+        if outcome.kind is OutcomeKind.RATE_LIMIT:
+            hinted = outcome.retry_after is not None
+            seconds = outcome.retry_after if hinted else self._cooldowns.rate_limit
+            source = "per-day quota" if outcome.daily_quota else ("provider hint" if hinted else "default")
+        else:
+            seconds, source = self._cooldowns.invalid_key, outcome.message or reason.value
+        self.cool(key, seconds, reason, source)
+
+    def rest(self, key: ApiKey, seconds: float) -> None:
+        """Rest a key whose quota the provider reported as used up on a successful answer."""
+        self.cool(key, seconds, CooldownReason.RATE_LIMIT, "quota at zero (remaining-requests header)")
+
+    def cool(self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "") -> None:
+        now = self._clock()
+        self._store.cool(key.key_id, now + max(0.0, seconds), reason)
+        detail = f"{reason.value} for {format_duration(seconds)}" + (f" ({why})" if why else "")
+        self._event(now, key, EventKind.COOLED, detail)
+        log.info("cooling %s: %s", key.label, detail)
+
+    def reset_key(self, key_id: str) -> None:
+        if key_id not in self._by_id:
+            raise KeyError(f"unknown key id {key_id!r}; known: {', '.join(self._by_id) or 'none'}")
+        self._reset([self._by_id[key_id]])
+
+    def reset_provider(self, provider: str) -> None:
+        if provider not in self._keys:
+            raise KeyError(f"unknown provider {provider!r}; known: {', '.join(self._keys)}")
+        self._reset(self._keys[provider])
+
+    def reset_all(self) -> None:
+        self._reset(self._by_id.values())
+
+    def _reset(self, keys: Iterable[ApiKey]) -> None:
+        keys = list(keys)
+        now = self._clock()
+        records = self._store.records([k.key_id for k in keys])
+        self._store.reset(k.key_id for k in keys)
+        for key, record in zip(keys, records, strict=True):
+            if record.cooldown_until > now or record.consecutive_failures:
+                self._event(now, key, EventKind.RESET, "manual reset")
+
+    def statuses(self, provider: str) -> list[KeyStatus]:
+        keys = self._keys.get(provider, ())
+        now = self._clock()
+        records = self._store.records([k.key_id for k in keys])
+        return [_status(key, record, now) for key, record in zip(keys, records, strict=True)]
+
+    def events(self, limit: int = 100) -> list[KeyEvent]:
+        return self._store.events(limit)
+
+    def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:
+        self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))
+
+
+def _status(key: ApiKey, record: KeyRecord, now: float) -> KeyStatus:
+    cooling = record.cooldown_until > now
+    return KeyStatus(
+        key_id=key.key_id,
+        hint=key.hint,
+        provider=key.provider,
+        available=not cooling,
+        reason=record.reason.value if cooling and record.reason else None,
+        cooldown_remaining=max(0.0, record.cooldown_until - now) if cooling else 0.0,
+        cooldown_until=record.cooldown_until if cooling else None,
+        consecutive_failures=record.consecutive_failures,
+        successes=record.successes,
+        failures=record.failures,
+        last_error=record.last_error,
+        last_used=record.last_used,
+    )

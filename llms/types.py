@@ -1,0 +1,147 @@
+"""Values that cross module lines: the validated request, a provider's completion, the client's result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llms.errors import Attempt
+
+Message = Mapping[str, Any]
+_ROLES = ("system", "user", "assistant")
+_PART_TYPES = ("text", "image_url")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat request. Built by `ChatRequest.build`, which fails before any network call."""
+
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    @classmethod
+    def build(cls, messages: Any, temperature: float | None = None, max_tokens: int | None = None) -> ChatRequest:
+        return cls(validate_messages(messages), _temperature(temperature), _max_tokens(max_tokens))
+
+    @property
+    def has_images(self) -> bool:
+        return any(
+            isinstance(m["content"], list) and any(p.get("type") == "image_url" for p in m["content"])
+            for m in self.messages
+        )
+
+
+def validate_messages(messages: Any) -> tuple[Message, ...]:
+    """OpenAI-style messages: a non-empty list of {"role", "content"}; content is text or a list of parts."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ValueError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    if not messages:
+        raise ValueError("messages must contain at least one message")
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(message).__name__}")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise ValueError(f"messages[{i}]['role'] must be one of {', '.join(_ROLES)}, got {role!r}")
+        _validate_content(i, message.get("content"))
+    if all(m["role"] == "system" for m in messages):
+        raise ValueError("messages must contain at least one user or assistant message")
+    return tuple(dict(m) for m in messages)
+
+
+def _validate_content(i: int, content: Any) -> None:
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list) or not content:
+        raise ValueError(f"messages[{i}]['content'] must be a string or a non-empty list of parts")
+    for j, part in enumerate(content):
+        where = f"messages[{i}]['content'][{j}]"
+        if not isinstance(part, Mapping) or part.get("type") not in _PART_TYPES:
+            raise ValueError(f"{where} must be a dict with 'type' 'text' or 'image_url'")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise ValueError(f"{where}['text'] must be a string")
+        if part["type"] == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, Mapping) else None
+            if not isinstance(url, str) or not url.startswith(("data:image/", "http://", "https://")):
+                raise ValueError(f"{where}['image_url']['url'] must be a data:image/… URL or an http(s) URL")
+
+
+def _temperature(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 2:
+        raise ValueError(f"temperature must be a number between 0 and 2, got {value!r}")
+    return float(value)
+
+
+def _max_tokens(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_tokens must be a positive whole number, got {value!r}")
+    return value
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's content, whether a string or a list of parts."""
+    if isinstance(content, str):
+        return content
+    return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What an adapter returns for one successful call.
+
+    `rest_for` is set when the provider said, on this very answer, that the key's quota is now at zero
+    (Groq's `x-ratelimit-remaining-requests: 0`): the seconds until it resets.
+    """
+
+    text: str
+    model: str
+    usage: Usage = Usage()
+    rest_for: float | None = None
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The answer plus who gave it and what it took to get it."""
+
+    text: str
+    provider: str
+    model: str
+    key_id: str
+    key_hint: str
+    latency_s: float
+    usage: Usage
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def skipped(self) -> tuple[Attempt, ...]:
+        """The failed attempts before the answering key."""
+        return tuple(a for a in self.attempts if a.key_id != self.key_id or a.kind != "ok")
+
+
+@dataclass
+class StreamReply:
+    """An open stream from one provider: text pieces, with usage known once the pieces run out.
+
+    The adapter has already checked the HTTP status when it returns this, so errors that happen before the
+    first piece surface from `open_stream`, and errors inside the stream surface while iterating.
+    """
+
+    pieces: Iterator[str]
+    model: str
+    rest_for: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    close: Callable[[], None] = lambda: None

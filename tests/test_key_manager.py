@@ -1,0 +1,205 @@
+"""Rotation and cooldown arithmetic with an injected clock (no sleeps), resets, events, thread safety."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from config.api_keys import ApiKey
+from config.settings import CooldownSettings
+from llms.errors import Outcome, OutcomeKind
+from llms.key_manager import KeyManager
+from llms.state import EventKind, MemoryStore
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make(n: int = 4, provider: str = "groq", clock: Clock | None = None, **cooldowns: float) -> tuple[KeyManager, list[ApiKey], Clock]:
+    clock = clock or Clock()
+    keys = [ApiKey(provider, i, f"gsk_test_secret_{i:04d}_abcdef") for i in range(1, n + 1)]
+    manager = KeyManager({provider: keys}, CooldownSettings(**cooldowns), MemoryStore(), clock)
+    return manager, keys, clock
+
+
+def fail(kind: OutcomeKind, retry_after: float | None = None, status: int = 429) -> Outcome:
+    return Outcome(kind, status, f"{kind.value} happened", retry_after=retry_after)
+
+
+def test_round_robin_order() -> None:
+    manager, keys, _ = make(3)
+    picked = [manager.acquire("groq").key_id for _ in range(7)]
+    assert picked == ["groq:1", "groq:2", "groq:3", "groq:1", "groq:2", "groq:3", "groq:1"]
+
+
+def test_rate_limit_without_hint_cools_for_the_default_hour_then_returns() -> None:
+    manager, keys, clock = make(2)
+    manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT))
+    assert [manager.acquire("groq").key_id for _ in range(3)] == ["groq:2"] * 3
+    status = manager.statuses("groq")[0]
+    assert not status.available and status.reason == "rate_limit" and status.cooldown_remaining == 3600
+    clock.advance(3599.9)
+    assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(0.1)
+    clock.advance(0.1)
+    assert manager.statuses("groq")[0].available
+    assert {manager.acquire("groq").key_id for _ in range(2)} == {"groq:1", "groq:2"}
+
+
+def test_provider_hint_wins_exactly_even_when_fractional() -> None:
+    manager, keys, clock = make(1)
+    manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT, retry_after=1.2))
+    assert manager.acquire("groq") is None
+    assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(1.2)
+    clock.advance(1.2)
+    assert manager.acquire("groq") == keys[0]
+
+
+@pytest.mark.parametrize("kind", [OutcomeKind.INVALID_KEY, OutcomeKind.NO_CREDITS])
+def test_bad_keys_rest_a_day(kind: OutcomeKind) -> None:
+    manager, keys, clock = make(1)
+    manager.record(keys[0], fail(kind, status=401))
+    assert manager.statuses("groq")[0].reason == kind.value
+    clock.advance(86399)
+    assert manager.acquire("groq") is None
+    clock.advance(1)
+    assert manager.acquire("groq") == keys[0]
+
+
+def test_transient_errors_cool_only_at_the_threshold_of_consecutive_failures() -> None:
+    manager, keys, clock = make(1)
+    transient = fail(OutcomeKind.TRANSIENT, status=503)
+    manager.record(keys[0], transient)
+    manager.record(keys[0], transient)
+    manager.record(keys[0], Outcome(OutcomeKind.OK, 200))  # a success resets the streak
+    manager.record(keys[0], transient)
+    manager.record(keys[0], transient)
+    assert manager.statuses("groq")[0].available
+    assert manager.statuses("groq")[0].consecutive_failures == 2
+    manager.record(keys[0], transient)
+    status = manager.statuses("groq")[0]
+    assert not status.available and status.reason == "errors" and status.cooldown_remaining == 600
+    assert status.failures == 5 and status.successes == 1
+    clock.advance(600)
+    assert manager.acquire("groq") == keys[0]
+    assert manager.statuses("groq")[0].consecutive_failures == 0
+
+
+def test_configured_cooldowns_and_threshold() -> None:
+    manager, keys, _ = make(1, rate_limit=5, errors=7, error_threshold=1)
+    manager.record(keys[0], fail(OutcomeKind.TRANSIENT, status=500))
+    assert manager.statuses("groq")[0].cooldown_remaining == 7
+
+
+def test_request_errors_do_not_penalise_the_key() -> None:
+    manager, keys, _ = make(1)
+    manager.record(keys[0], fail(OutcomeKind.REQUEST_ERROR, status=400))
+    status = manager.statuses("groq")[0]
+    assert status.available and status.failures == 0
+
+
+def test_quota_at_zero_rests_the_key_before_a_429() -> None:
+    manager, keys, clock = make(2)
+    manager.rest(keys[0], 2.5)
+    assert manager.acquire("groq") == keys[1]
+    assert manager.acquire("groq") == keys[1]
+    clock.advance(2.5)
+    assert {manager.acquire("groq"), manager.acquire("groq")} == set(keys)
+
+
+def test_resets_free_keys_and_are_logged() -> None:
+    manager, keys, _ = make(3)
+    for key in keys:
+        manager.record(key, fail(OutcomeKind.RATE_LIMIT))
+    assert manager.acquire("groq") is None
+    manager.reset_key("groq:2")
+    assert manager.acquire("groq") == keys[1]
+    manager.reset_provider("groq")
+    assert sum(s.available for s in manager.statuses("groq")) == 3
+    for key in keys:
+        manager.record(key, fail(OutcomeKind.INVALID_KEY, status=401))
+    manager.reset_all()
+    assert sum(s.available for s in manager.statuses("groq")) == 3
+    kinds = Counter(e.kind for e in manager.events(1000))
+    assert kinds[EventKind.COOLED] == 6 and kinds[EventKind.RESET] == 6
+    with pytest.raises(KeyError, match="groq:9"):
+        manager.reset_key("groq:9")
+
+
+def test_next_free_reports_the_soonest_key() -> None:
+    manager, keys, _ = make(3)
+    manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT, retry_after=50))
+    manager.record(keys[1], fail(OutcomeKind.RATE_LIMIT, retry_after=20))
+    manager.record(keys[2], fail(OutcomeKind.INVALID_KEY, status=401))
+    key, seconds = manager.next_free()
+    assert key == keys[1] and seconds == pytest.approx(20)
+    manager.reset_key("groq:2")
+    assert manager.next_free()[0] == keys[0]
+
+
+def test_event_log_is_bounded() -> None:
+    clock = Clock()
+    keys = [ApiKey("groq", 1, "gsk_bounded_log_key_1234")]
+    manager = KeyManager({"groq": keys}, CooldownSettings(), MemoryStore(max_events=10), clock)
+    for _ in range(50):
+        manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT, retry_after=1))
+        clock.advance(1)
+    events = manager.events(1000)
+    assert len(events) == 10 and events[0].at > events[-1].at
+
+
+def test_statuses_never_contain_secrets() -> None:
+    manager, keys, _ = make(2)
+    manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT))
+    text = repr(manager.statuses("groq")) + repr(manager.events()) + repr(keys)
+    assert all(k.secret not in text for k in keys)
+    assert "gsk_…cdef" in text
+
+
+def test_32_threads_never_double_count_or_lose_an_update() -> None:
+    manager, keys, _ = make(4, error_threshold=10**9)
+    per_thread = 500
+    picks: Counter[str] = Counter()
+    lock = threading.Lock()
+    barrier = threading.Barrier(32)
+
+    def work() -> None:
+        barrier.wait()
+        local: Counter[str] = Counter()
+        for _ in range(per_thread):
+            key = manager.acquire("groq")
+            local[key.key_id] += 1
+            manager.record(key, Outcome(OutcomeKind.OK, 200))
+            manager.record(key, fail(OutcomeKind.TRANSIENT, status=500))
+            manager.record(key, Outcome(OutcomeKind.OK, 200))
+        with lock:
+            picks.update(local)
+
+    threads = [threading.Thread(target=work) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = 32 * per_thread
+    assert sum(picks.values()) == total
+    assert set(picks.values()) == {total // 4}  # strict round robin even under contention
+    statuses = manager.statuses("groq")
+    assert sum(s.successes for s in statuses) == 2 * total
+    assert sum(s.failures for s in statuses) == total
+
+
+def test_cooling_keys_piling_up_do_not_change_which_keys_rotate() -> None:
+    manager, keys, _ = make(10_000)
+    for key in keys[:9_000]:
+        manager.record(key, fail(OutcomeKind.RATE_LIMIT))
+    seen = {manager.acquire("groq").key_id for _ in range(2_000)}
+    assert seen == {k.key_id for k in keys[9_000:]}
