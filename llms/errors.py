@@ -155,7 +155,7 @@ def classify_response(
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
     if status == 402:
         return Outcome(OutcomeKind.NO_CREDITS, status, message)
-    if status == 413 or (status == 400 and _CONTEXT_WORDS.search(message)):
+    if status == 413 or (status == 400 and (_CONTEXT_WORDS.search(message) or _MODERATION_WORDS.search(message))):
         return Outcome(OutcomeKind.REQUEST_ERROR, status, message, other_provider_may_serve=True)
     if status == 403:
         if _MODERATION_WORDS.search(message):

@@ -64,8 +64,8 @@ class SmartClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._order = [p for p in settings.provider_order if settings.providers[p].keys]
-        self._adapters: dict[str, ProviderAdapter] = {p.value: build_adapter(settings, p) for p in self._order}
+        self._order = [p.value for p in settings.provider_order if settings.providers[p].keys]
+        self._adapters: dict[str, ProviderAdapter] = {p: build_adapter(settings, Provider(p)) for p in self._order}
         self.key_manager = KeyManager(
             {p.value: settings.providers[p].keys for p in settings.provider_order},
             settings.cooldowns,

@@ -1,0 +1,289 @@
+"""The smart client over real HTTP against the simulator: rotation, classification, fallback, exhaustion."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, python_env
+
+from llms import AllKeysExhaustedError, OutcomeKind, RequestRejectedError
+from llms.simulator import Simulator
+
+PROVIDERS = ["openrouter", "groq", "gemini"]
+
+
+def _secret(provider: str, number: int) -> str:
+    return SECRETS[provider][number - 1]
+
+# Step → (attempt kind, cooldown reason of the key afterwards or None when it stays available)
+ROWS = {
+    "rate_limit": (OutcomeKind.RATE_LIMIT, "rate_limit"),
+    "rate_limit_nohint": (OutcomeKind.RATE_LIMIT, "rate_limit"),
+    "rate_limit_daily": (OutcomeKind.RATE_LIMIT, "rate_limit"),
+    "invalid_key": (OutcomeKind.INVALID_KEY, "invalid_key"),
+    "permission_denied": (OutcomeKind.INVALID_KEY, "invalid_key"),
+    "server_error": (OutcomeKind.TRANSIENT, None),
+    "overloaded": (OutcomeKind.TRANSIENT, None),
+    "garbage": (OutcomeKind.TRANSIENT, None),
+    "error_200": (OutcomeKind.TRANSIENT, None),
+    "drop": (OutcomeKind.TRANSIENT, None),
+    "timeout": (OutcomeKind.TRANSIENT, None),
+}
+
+
+@pytest.mark.parametrize("step", sorted(ROWS))
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_each_failure_row_moves_to_the_next_key_with_the_right_penalty(
+    make_client: MakeClient, provider: str, step: str
+) -> None:
+    client = make_client({provider: 2}, steps={f"{provider}:1": [step]})
+    result = client.complete(USER_HELLO)
+    kind, reason = ROWS[step]
+    assert result.key_id == f"{provider}:2"
+    assert [(a.key_id, a.kind) for a in result.attempts] == [(f"{provider}:1", kind), (f"{provider}:2", OutcomeKind.OK)]
+    first = client.get_status_summary()[provider]["keys"][0]
+    assert first.reason == reason
+    assert first.available is (reason is None)
+    if reason is None:
+        assert first.consecutive_failures == 1
+
+
+def test_no_credits_is_a_long_cooldown(make_client: MakeClient) -> None:
+    client = make_client({"openrouter": 2}, steps={"openrouter:1": ["no_credits"]})
+    client.complete(USER_HELLO)
+    first = client.get_status_summary()["openrouter"]["keys"][0]
+    assert first.reason == "no_credits" and first.cooldown_remaining > 86000
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_hints_set_the_cooldown(make_client: MakeClient, sim: Simulator, provider: str) -> None:
+    client = make_client({provider: 1}, limits={f"{provider}:1": (1, 30.0)}, LLM_RATE_LIMIT_COOLDOWN="9999")
+    client.complete(USER_HELLO)
+    with pytest.raises(AllKeysExhaustedError):
+        client.complete(USER_HELLO)
+    remaining = client.get_status_summary()[provider]["keys"][0].cooldown_remaining
+    assert 25 < remaining <= 30.5  # the provider's own hint, not the 9999 s default
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_hintless_429_uses_the_configured_default(make_client: MakeClient, provider: str) -> None:
+    client = make_client({provider: 1}, steps={f"{provider}:1": ["rate_limit_nohint"]}, LLM_RATE_LIMIT_COOLDOWN="1234")
+    with pytest.raises(AllKeysExhaustedError):
+        client.complete(USER_HELLO)
+    assert client.get_status_summary()[provider]["keys"][0].cooldown_remaining == pytest.approx(1234, abs=2)
+
+
+def test_three_consecutive_transient_errors_cool_the_key_for_the_error_cooldown(make_client: MakeClient) -> None:
+    client = make_client({"groq": 1}, steps={"groq:1": ["server_error"] * 3})
+    for expected_streak in (1, 2):
+        with pytest.raises(AllKeysExhaustedError):
+            client.complete(USER_HELLO)
+        assert client.get_status_summary()["groq"]["keys"][0].consecutive_failures == expected_streak
+    with pytest.raises(AllKeysExhaustedError) as info:
+        client.complete(USER_HELLO)
+    key = client.get_status_summary()["groq"]["keys"][0]
+    assert key.reason == "errors" and key.cooldown_remaining == pytest.approx(600, abs=2)
+    assert "groq:1" in str(info.value)
+
+
+def test_acceptance_fallback_chain(make_client: MakeClient, sim: Simulator) -> None:
+    """OpenRouter 1–4 and Groq 1–3 answer 429, Gemini answers: Gemini replies, each cooled key was called once,
+    and the next call makes exactly one request."""
+    steps = {f"openrouter:{i}": ["rate_limit"] * 5 for i in range(1, 5)}
+    steps |= {f"groq:{i}": ["rate_limit"] * 5 for i in range(1, 4)}
+    client = make_client({"openrouter": 4, "groq": 3, "gemini": 1}, steps=steps)
+    response = client.chat(USER_HELLO, temperature=0.3, max_tokens=500)
+    assert response.startswith("Simulated gemini reply")
+    assert client.get_current_provider() == "gemini"
+    cooled = [f"openrouter:{i}" for i in range(1, 5)] + [f"groq:{i}" for i in range(1, 4)]
+    assert {name: sim.calls(name) for name in cooled} == dict.fromkeys(cooled, 1)
+    before = sim.calls()
+    assert client.chat(USER_HELLO).startswith("Simulated gemini reply")
+    assert sim.calls() == before + 1
+    status = client.get_status_summary()
+    assert (status["openrouter"]["available"], status["groq"]["available"], status["gemini"]["available"]) == (0, 0, 1)
+    assert (status["openrouter"]["total"], status["groq"]["total"], status["gemini"]["total"]) == (4, 3, 1)
+    assert isinstance(status["timestamp"], float)
+
+
+def test_round_robin_spreads_calls_over_keys(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"groq": 3})
+    results = [client.complete(USER_HELLO).key_id for _ in range(6)]
+    assert results == ["groq:1", "groq:2", "groq:3"] * 2
+    assert [sim.calls(f"groq:{i}") for i in (1, 2, 3)] == [2, 2, 2]
+
+
+def test_exhaustion_makes_no_network_call_and_says_when_a_key_frees(make_client: MakeClient, sim: Simulator) -> None:
+    clock = Clock()
+    client = make_client({"openrouter": 1, "groq": 1}, steps={"openrouter:1": ["rate_limit_nohint"], "groq:1": ["invalid_key"]},
+                         clock=clock, LLM_RATE_LIMIT_COOLDOWN="300")
+    with pytest.raises(AllKeysExhaustedError) as first:
+        client.chat(USER_HELLO)
+    assert [a.key_id for a in first.value.attempts] == ["openrouter:1", "groq:1"]
+    calls = sim.calls()
+    with pytest.raises(RuntimeError, match="All API keys exhausted") as info:
+        client.chat(USER_HELLO)
+    assert sim.calls() == calls
+    assert info.value.retry_in == pytest.approx(300) and info.value.next_key_id == "openrouter:1"
+    assert "openrouter:1" in str(info.value) and "5 min" in str(info.value)
+    clock.advance(300)
+    assert client.chat(USER_HELLO).startswith("Simulated openrouter")
+
+
+def test_bad_request_raises_at_once_without_touching_other_keys(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"groq": 3, "gemini": 1}, steps={"groq:1": ["bad_request"]})
+    with pytest.raises(RequestRejectedError, match="groq rejected the request"):
+        client.chat(USER_HELLO)
+    assert sim.calls() == 1
+    assert client.get_status_summary()["groq"]["available"] == 3
+
+
+@pytest.mark.parametrize("bad", [None, "Hello", [], [{"role": "robot", "content": "x"}], [{"role": "user"}],
+                                 [{"role": "user", "content": [{"type": "audio"}]}], [{"role": "system", "content": "x"}],
+                                 [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]])
+def test_malformed_messages_fail_before_any_network_call(make_client: MakeClient, sim: Simulator, bad: object) -> None:
+    client = make_client({"groq": 1})
+    with pytest.raises(ValueError, match="messages"):
+        client.chat(bad)
+    assert sim.calls() == 0
+    assert client.get_status_summary()["groq"]["keys"][0].last_used is None
+
+
+def test_bad_sampling_parameters_fail_before_any_network_call(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"groq": 1})
+    with pytest.raises(ValueError, match="temperature"):
+        client.chat(USER_HELLO, temperature=5)
+    with pytest.raises(ValueError, match="max_tokens"):
+        client.chat(USER_HELLO, max_tokens=0)
+    assert sim.calls() == 0
+
+
+@pytest.mark.parametrize("step", ["too_large", "context_length", "blocked"])
+def test_request_errors_another_provider_may_take(make_client: MakeClient, sim: Simulator, step: str) -> None:
+    client = make_client({"groq": 2, "gemini": 1}, steps={"groq:1": [step]})
+    result = client.complete(USER_HELLO)
+    assert result.provider == "gemini"
+    assert sim.calls("groq:2") == 0  # another key of the same provider would refuse the same request
+    assert client.get_status_summary()["groq"]["available"] == 2
+
+
+def test_request_error_everywhere_is_a_clear_error(make_client: MakeClient) -> None:
+    client = make_client({"groq": 1, "gemini": 1}, steps={"groq:1": ["too_large"], "gemini:1": ["context_length"]})
+    with pytest.raises(RequestRejectedError, match="No provider accepted the request"):
+        client.chat(USER_HELLO)
+
+
+def test_unknown_model_is_a_configuration_problem_not_a_key_problem(make_client: MakeClient) -> None:
+    client = make_client({"openrouter": 2, "groq": 1}, steps={"openrouter:1": ["model_not_found"]})
+    assert client.complete(USER_HELLO).provider == "groq"
+    summary = client.get_status_summary()
+    assert summary["openrouter"]["available"] == 2
+    assert "model" in summary["openrouter"]["problem"]
+
+
+def test_image_parts_reach_gemini_as_inline_data(make_client: MakeClient) -> None:
+    client = make_client({"gemini": 1})
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 32).decode()
+    messages = [
+        {"role": "system", "content": "Describe images."},
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                      {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]},
+    ]
+    result = client.complete(messages)
+    assert result.text == "Simulated gemini reply to: What is this? [image received]"
+    assert result.usage.total_tokens > 0 and result.model
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_chat_result_names_who_answered(make_client: MakeClient, provider: str) -> None:
+    client = make_client({provider: 1})
+    result = client.complete(USER_HELLO)
+    assert result.provider == provider and result.key_id == f"{provider}:1"
+    assert result.key_hint.startswith(_secret(provider, 1)[:4]) and "…" in result.key_hint
+    assert result.latency_s > 0 and result.usage.prompt_tokens == 1
+
+
+def test_groq_quota_at_zero_rests_the_key_before_it_earns_a_429(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"groq": 2}, limits={"groq:1": (2, 30.0)})
+    keys = [client.complete(USER_HELLO).key_id for _ in range(6)]
+    assert keys.count("groq:1") == 2
+    assert all(r.status == 200 for r in sim.requests)
+
+
+def test_32_threads_share_one_client(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"openrouter": 4})
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(10):
+                client.chat(USER_HELLO)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sim.calls() == 320
+    keys = client.get_status_summary()["openrouter"]["keys"]
+    assert [k.successes for k in keys] == [80, 80, 80, 80]
+
+
+def test_feature_description_snippets_run_verbatim(sim: Simulator, tmp_path) -> None:
+    env = python_env(**sim.env(), GROQ_API_KEY_1=_secret("groq", 1), OPENROUTER_API_KEY_1=_secret("openrouter", 1))
+    sim.add_key("groq", _secret("groq", 1))
+    sim.add_key("openrouter", _secret("openrouter", 1), "rate_limit")
+    snippet = """
+from llms import get_smart_client
+client = get_smart_client()
+response = client.chat([{"role": "user", "content": "Hello"}], temperature=0.3, max_tokens=500)
+print(response)
+print(client.get_current_provider())
+status = client.get_status_summary()
+for provider in ("openrouter", "groq", "gemini"):
+    print(provider, status[provider]['available'], status[provider]['total'])
+print(status['timestamp'] > 0)
+try:
+    for _ in range(3):
+        client.chat([{"role": "user", "content": "Hello"}])
+except RuntimeError as e:
+    if "All API keys exhausted" in str(e):
+        print("exhausted")
+"""
+    sim.set_steps(_secret("groq", 1), "ok", "rate_limit")
+    out = subprocess.run([PYTHON, "-c", snippet], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "Simulated groq reply to: Hello", "groq", "openrouter 0 1", "groq 1 1", "gemini 0 0", "True", "exhausted",
+    ]
+
+
+def test_a_slow_provider_times_out_as_a_transient_error(make_client: MakeClient) -> None:
+    client = make_client({"groq": 1, "gemini": 1}, steps={"groq:1": ["timeout"]}, LLM_REQUEST_TIMEOUT="0.5")
+    started = time.perf_counter()
+    assert client.complete(USER_HELLO).provider == "gemini"
+    assert time.perf_counter() - started < 2.5
+
+
+def test_cli_status_chat_and_check(sim: Simulator, tmp_path) -> None:
+    sim.add_key("groq", _secret("groq", 1))
+    sim.add_key("groq", _secret("groq", 2), "invalid_key")
+    env = python_env(**sim.env(), GROQ_API_KEY_1=_secret("groq", 1), GROQ_API_KEY_2=_secret("groq", 2))
+    run = lambda *args: subprocess.run([PYTHON, "-m", "llms", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)  # noqa: E731
+    status = run("status")
+    assert status.returncode == 0 and "groq:1" in status.stdout and "groq 2/2" in status.stdout
+    chat = run("chat", "Hello")
+    assert chat.returncode == 0 and "Simulated groq reply to: Hello" in chat.stdout and "groq:1" in chat.stderr
+    check = run("check")
+    assert "groq:1" in check.stdout and "valid" in check.stdout and "invalid_key" in check.stdout
+    assert "1/2 keys valid" in check.stdout
+    for out in (status, chat, check):
+        assert _secret("groq", 1) not in out.stdout + out.stderr
+        assert _secret("groq", 2) not in out.stdout + out.stderr
