@@ -139,11 +139,7 @@ _NUMBERED = re.compile(r"^(OPENROUTER|GROQ|GEMINI)_API_KEY_(\d+)$")
 def _keys(provider: Provider, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
     """Numbered keys in numeric order (gaps allowed), then the legacy single form; blanks and duplicates dropped."""
     prefix = provider.upper()
-    numbered = sorted(
-        (int(m.group(2)), name)
-        for name in env
-        if (m := _NUMBERED.match(name)) and m.group(1) == prefix
-    )
+    numbered = sorted((int(m.group(2)), name) for name in env if (m := _NUMBERED.match(name)) and m.group(1) == prefix)
     candidates = [(number, name) for number, name in numbered]
     single = f"{prefix}_API_KEY"
     if single in env:

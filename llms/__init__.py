@@ -1,8 +1,8 @@
 """A drop-in LLM client that rotates API keys across OpenRouter, Groq and Gemini.
 
-    from llms import get_smart_client
-    client = get_smart_client()
-    print(client.chat([{"role": "user", "content": "Hello"}], temperature=0.3, max_tokens=500))
+from llms import get_smart_client
+client = get_smart_client()
+print(client.chat([{"role": "user", "content": "Hello"}], temperature=0.3, max_tokens=500))
 """
 
 from llms.errors import (

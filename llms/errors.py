@@ -136,9 +136,7 @@ _KEY_WORDS = re.compile(r"api.?key|user not found|unauthori[sz]ed|authenticat", 
 _DAILY_WORDS = re.compile(r"per.?day|\(RPD\)|\(TPD\)|daily", re.I)
 
 
-def classify_response(
-    provider: str, status: int, headers: Mapping[str, str], body: Any, now: float
-) -> Outcome:
+def classify_response(provider: str, status: int, headers: Mapping[str, str], body: Any, now: float) -> Outcome:
     """Classify one HTTP answer. `body` is the parsed JSON, or the raw text when it was not JSON."""
     headers = _lower(headers)
     message = error_message(body)
@@ -162,9 +160,7 @@ def classify_response(
             return Outcome(OutcomeKind.REQUEST_ERROR, status, message, other_provider_may_serve=True)
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
     if status == 404 or (status == 400 and _error_code(body) in ("model_decommissioned", "model_not_found")):
-        return Outcome(
-            OutcomeKind.REQUEST_ERROR, status, message, other_provider_may_serve=True, config_error=True
-        )
+        return Outcome(OutcomeKind.REQUEST_ERROR, status, message, other_provider_may_serve=True, config_error=True)
     if status == 400 and (_gemini_reason(body) == "API_KEY_INVALID" or _KEY_WORDS.search(message)):
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
     if status in (400, 405, 415, 422):

@@ -119,9 +119,7 @@ class GeminiAdapter:
         outcome = self._check(response, streaming=False)
         if outcome.kind is not OutcomeKind.OK:
             raise ProviderError(outcome)
-        return Completion(
-            text=_text_of(response), model=response.model_version or self.model, usage=_usage(response)
-        )
+        return Completion(text=_text_of(response), model=response.model_version or self.model, usage=_usage(response))
 
     def _check(self, response: Any, *, streaming: bool) -> Outcome:
         """A 200 can still be a blocked prompt (no candidates, a block reason) or an empty answer."""
@@ -130,7 +128,9 @@ class GeminiAdapter:
         feedback = response.prompt_feedback
         body: dict[str, Any] = {}
         if feedback is not None and feedback.block_reason:
-            body = {"promptFeedback": {"blockReason": str(getattr(feedback.block_reason, "value", feedback.block_reason))}}
+            body = {
+                "promptFeedback": {"blockReason": str(getattr(feedback.block_reason, "value", feedback.block_reason))}
+            }
         if streaming and not body:
             return Outcome(OutcomeKind.OK, 200)
         return classify_response(self.provider, 200, {}, body, time.time())
@@ -162,9 +162,7 @@ class GeminiAdapter:
             outcome = classify_response(self.provider, int(exc.code or 0), headers, body, time.time())
         elif "Timeout" in type(exc).__name__:
             outcome = Outcome(OutcomeKind.TRANSIENT, None, "timed out")
-        elif type(exc).__module__.startswith(("httpx", "httpcore", "h11", "ssl", "socket")) or isinstance(
-            exc, OSError
-        ):
+        elif type(exc).__module__.startswith(("httpx", "httpcore", "h11", "ssl", "socket")) or isinstance(exc, OSError):
             outcome = Outcome(OutcomeKind.TRANSIENT, None, f"connection failed ({type(exc).__name__})")
         else:
             outcome = Outcome(OutcomeKind.TRANSIENT, None, f"unreadable answer ({type(exc).__name__})")

@@ -98,7 +98,9 @@ class KeyManager:
             if streak >= self._cooldowns.error_threshold:
                 self.cool(key, self._cooldowns.errors, CooldownReason.ERRORS, f"{streak} consecutive errors")
             else:
-                self._event(now, key, EventKind.FAILED, f"{outcome.message} ({streak}/{self._cooldowns.error_threshold})")
+                self._event(
+                    now, key, EventKind.FAILED, f"{outcome.message} ({streak}/{self._cooldowns.error_threshold})"
+                )
             return
         reason = _REASONS[outcome.kind]
         if outcome.kind is OutcomeKind.RATE_LIMIT:

@@ -36,9 +36,7 @@ class OpenAICompatAdapter:
         self.provider = settings.provider.value
         self.model = settings.model
         self._url = f"{settings.base_url}/chat/completions"
-        self._probe_url = (
-            f"{settings.base_url}/key" if self.provider == "openrouter" else f"{settings.base_url}/models"
-        )
+        self._probe_url = f"{settings.base_url}/key" if self.provider == "openrouter" else f"{settings.base_url}/models"
         self._timeout = timeout
         self._secrets = [k.secret for k in settings.keys]
         self._session = requests.Session()
@@ -100,9 +98,7 @@ class OpenAICompatAdapter:
         if stream:
             payload["stream"] = True
         try:
-            return self._session.post(
-                self._url, json=payload, headers=_auth(key), timeout=self._timeout, stream=stream
-            )
+            return self._session.post(self._url, json=payload, headers=_auth(key), timeout=self._timeout, stream=stream)
         except requests.RequestException as exc:
             raise ProviderError(_network_outcome(exc).redacted(self._secrets)) from None
 
@@ -144,7 +140,6 @@ class OpenAICompatAdapter:
 
     def _stream_error(self, message: str) -> ProviderError:
         return ProviderError(Outcome(OutcomeKind.TRANSIENT, 200, message).redacted(self._secrets))
-
 
 
 def _auth(key: ApiKey) -> dict[str, str]:

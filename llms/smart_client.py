@@ -96,9 +96,7 @@ class SmartClient:
             return self._succeeded(provider, key, completion, attempts, time.perf_counter() - started)
         raise self._give_up(attempts, rejected)
 
-    def chat_stream(
-        self, messages: Any, temperature: float | None = None, max_tokens: int | None = None
-    ) -> ChatStream:
+    def chat_stream(self, messages: Any, temperature: float | None = None, max_tokens: int | None = None) -> ChatStream:
         """Stream the answer's text. Fails over until the first piece arrives; after that an error raises.
 
         The returned `ChatStream` is an iterator of text pieces; once it is exhausted, `.result` holds the
@@ -285,4 +283,3 @@ def reset_smart_client() -> None:
         if _client is not None:
             _client.close()
         _client = None
-

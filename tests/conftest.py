@@ -50,7 +50,8 @@ MakeClient = Callable[..., SmartClient]
 @pytest.fixture
 def make_client(sim: Simulator) -> Iterator[MakeClient]:
     """Build a client over the simulator. `keys={"groq": 2}` registers the first N test keys of each provider;
-    `steps={"groq:1": ["rate_limit"]}` scripts a key, `limits={"groq:1": (2, 30.0)}` gives it a request window; extra keyword arguments become environment variables."""
+    `steps={"groq:1": ["rate_limit"]}` scripts a key, `limits={"groq:1": (2, 30.0)}` gives it a request window;
+    extra keyword arguments become environment variables."""
     clients: list[SmartClient] = []
 
     def build(
@@ -69,8 +70,11 @@ def make_client(sim: Simulator) -> Iterator[MakeClient]:
                 scripted = (steps or {}).get(f"{provider}:{i + 1}", ())
                 limit = (limits or {}).get(f"{provider}:{i + 1}")
                 sim.add_key(provider, secret, *scripted, limit=limit, name=f"{provider}:{i + 1}")
-        client = SmartClient(load_settings(variables, dotenv_path=None), store=store or MemoryStore(), **(
-            {"clock": clock} if clock else {}))
+        client = SmartClient(
+            load_settings(variables, dotenv_path=None),
+            store=store or MemoryStore(),
+            **({"clock": clock} if clock else {}),
+        )
         clients.append(client)
         return client
 

@@ -19,6 +19,7 @@ PROVIDERS = ["openrouter", "groq", "gemini"]
 def _secret(provider: str, number: int) -> str:
     return SECRETS[provider][number - 1]
 
+
 # Step → (attempt kind, cooldown reason of the key afterwards or None when it stays available)
 ROWS = {
     "rate_limit": (OutcomeKind.RATE_LIMIT, "rate_limit"),
@@ -119,8 +120,12 @@ def test_round_robin_spreads_calls_over_keys(make_client: MakeClient, sim: Simul
 
 def test_exhaustion_makes_no_network_call_and_says_when_a_key_frees(make_client: MakeClient, sim: Simulator) -> None:
     clock = Clock()
-    client = make_client({"openrouter": 1, "groq": 1}, steps={"openrouter:1": ["rate_limit_nohint"], "groq:1": ["invalid_key"]},
-                         clock=clock, LLM_RATE_LIMIT_COOLDOWN="300")
+    client = make_client(
+        {"openrouter": 1, "groq": 1},
+        steps={"openrouter:1": ["rate_limit_nohint"], "groq:1": ["invalid_key"]},
+        clock=clock,
+        LLM_RATE_LIMIT_COOLDOWN="300",
+    )
     with pytest.raises(AllKeysExhaustedError) as first:
         client.chat(USER_HELLO)
     assert [a.key_id for a in first.value.attempts] == ["openrouter:1", "groq:1"]
@@ -142,9 +147,19 @@ def test_bad_request_raises_at_once_without_touching_other_keys(make_client: Mak
     assert client.get_status_summary()["groq"]["available"] == 3
 
 
-@pytest.mark.parametrize("bad", [None, "Hello", [], [{"role": "robot", "content": "x"}], [{"role": "user"}],
-                                 [{"role": "user", "content": [{"type": "audio"}]}], [{"role": "system", "content": "x"}],
-                                 [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        "Hello",
+        [],
+        [{"role": "robot", "content": "x"}],
+        [{"role": "user"}],
+        [{"role": "user", "content": [{"type": "audio"}]}],
+        [{"role": "system", "content": "x"}],
+        [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}],
+    ],
+)
 def test_malformed_messages_fail_before_any_network_call(make_client: MakeClient, sim: Simulator, bad: object) -> None:
     client = make_client({"groq": 1})
     with pytest.raises(ValueError, match="messages"):
@@ -190,8 +205,13 @@ def test_image_parts_reach_gemini_as_inline_data(make_client: MakeClient) -> Non
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 32).decode()
     messages = [
         {"role": "system", "content": "Describe images."},
-        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                      {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+            ],
+        },
     ]
     result = client.complete(messages)
     assert result.text == "Simulated gemini reply to: What is this? [image received]"
@@ -261,7 +281,13 @@ except RuntimeError as e:
     out = subprocess.run([PYTHON, "-c", snippet], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
-        "Simulated groq reply to: Hello", "groq", "openrouter 0 1", "groq 1 1", "gemini 0 0", "True", "exhausted",
+        "Simulated groq reply to: Hello",
+        "groq",
+        "openrouter 0 1",
+        "groq 1 1",
+        "gemini 0 0",
+        "True",
+        "exhausted",
     ]
 
 
@@ -276,7 +302,10 @@ def test_cli_status_chat_and_check(sim: Simulator, tmp_path) -> None:
     sim.add_key("groq", _secret("groq", 1))
     sim.add_key("groq", _secret("groq", 2), "invalid_key")
     env = python_env(**sim.env(), GROQ_API_KEY_1=_secret("groq", 1), GROQ_API_KEY_2=_secret("groq", 2))
-    run = lambda *args: subprocess.run([PYTHON, "-m", "llms", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)  # noqa: E731
+    def run(*args):
+        return subprocess.run(
+            [PYTHON, "-m", "llms", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
     status = run("status")
     assert status.returncode == 0 and "groq:1" in status.stdout and "groq 2/2" in status.stdout
     chat = run("chat", "Hello")

@@ -63,14 +63,30 @@ def test_groq_reset_header_of_the_exhausted_quota() -> None:
 
 
 def test_openrouter_reset_is_epoch_milliseconds_also_inside_metadata() -> None:
-    body = {"error": {"code": 429, "message": "Rate limit exceeded", "metadata": {"headers": {
-        "X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int((NOW + 42.5) * 1000))}}}}
+    body = {
+        "error": {
+            "code": 429,
+            "message": "Rate limit exceeded",
+            "metadata": {
+                "headers": {
+                    "X-RateLimit-Limit": "20",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": str(int((NOW + 42.5) * 1000)),
+                }
+            },
+        }
+    }
     assert retry_hint({}, body, "", NOW) == pytest.approx(42.5)
 
 
 def test_gemini_retry_info_and_message_hints() -> None:
-    body = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"}]}}
+    body = {
+        "error": {
+            "code": 429,
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"}],
+        }
+    }
     assert retry_hint({}, body, "", NOW) == 36
     assert retry_hint({}, {}, "Please try again in 4.77s. Visit …", NOW) == pytest.approx(4.77)
     assert retry_hint({}, {}, "Please retry in 1m30.5s", NOW) == pytest.approx(90.5)
@@ -83,9 +99,19 @@ def test_fractional_hints_are_kept_exactly(provider: str) -> None:
 
 
 def test_daily_quota_without_hint_cools_until_midnight_pacific_for_gemini() -> None:
-    body = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}
+    body = {
+        "error": {
+            "code": 429,
+            "status": "RESOURCE_EXHAUSTED",
+            "message": "quota",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}],
+                }
+            ],
+        }
+    }
     outcome = classify_response("gemini", 429, {}, body, NOW)
     assert outcome.daily_quota
     assert outcome.retry_after == pytest.approx(seconds_until_daily_reset("gemini", NOW))
@@ -101,7 +127,11 @@ def test_daily_quota_without_hint_cools_until_midnight_pacific_for_gemini() -> N
         (200, {"id": "x", "choices": []}, OutcomeKind.TRANSIENT),
         (403, {"error": {"message": "Input was flagged by moderation"}}, OutcomeKind.REQUEST_ERROR),
         (403, {"error": {"message": "Forbidden"}}, OutcomeKind.INVALID_KEY),
-        (400, {"error": {"message": "model_decommissioned", "code": "model_decommissioned"}}, OutcomeKind.REQUEST_ERROR),
+        (
+            400,
+            {"error": {"message": "model_decommissioned", "code": "model_decommissioned"}},
+            OutcomeKind.REQUEST_ERROR,
+        ),
         (408, "Request Timeout", OutcomeKind.TRANSIENT),
         (418, "", OutcomeKind.TRANSIENT),
         (400, {"error": {"message": "Too many requests, quota hit"}}, OutcomeKind.RATE_LIMIT),

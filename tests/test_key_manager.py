@@ -25,7 +25,9 @@ class Clock:
         self.now += seconds
 
 
-def make(n: int = 4, provider: str = "groq", clock: Clock | None = None, **cooldowns: float) -> tuple[KeyManager, list[ApiKey], Clock]:
+def make(
+    n: int = 4, provider: str = "groq", clock: Clock | None = None, **cooldowns: float
+) -> tuple[KeyManager, list[ApiKey], Clock]:
     clock = clock or Clock()
     keys = [ApiKey(provider, i, f"gsk_test_secret_{i:04d}_abcdef") for i in range(1, n + 1)]
     manager = KeyManager({provider: keys}, CooldownSettings(**cooldowns), MemoryStore(), clock)
@@ -37,7 +39,7 @@ def fail(kind: OutcomeKind, retry_after: float | None = None, status: int = 429)
 
 
 def test_round_robin_order() -> None:
-    manager, keys, _ = make(3)
+    manager, _keys, _ = make(3)
     picked = [manager.acquire("groq").key_id for _ in range(7)]
     assert picked == ["groq:1", "groq:2", "groq:3", "groq:1", "groq:2", "groq:3", "groq:1"]
 
@@ -166,7 +168,7 @@ def test_statuses_never_contain_secrets() -> None:
 
 
 def test_32_threads_never_double_count_or_lose_an_update() -> None:
-    manager, keys, _ = make(4, error_threshold=10**9)
+    manager, _keys, _ = make(4, error_threshold=10**9)
     per_thread = 500
     picks: Counter[str] = Counter()
     lock = threading.Lock()

@@ -45,8 +45,10 @@ def test_nothing_captured_contains_a_key(make_client: MakeClient, captured_logs:
     client = make_client(
         {"openrouter": 2, "groq": 2, "gemini": 2},
         steps={
-            "openrouter:1": ["invalid_key"], "openrouter:2": ["rate_limit", "no_credits"],
-            "groq:1": ["server_error", "garbage", "timeout"], "groq:2": ["rate_limit_daily", "mid_stream_error"],
+            "openrouter:1": ["invalid_key"],
+            "openrouter:2": ["rate_limit", "no_credits"],
+            "groq:1": ["server_error", "garbage", "timeout"],
+            "groq:2": ["rate_limit_daily", "mid_stream_error"],
             "gemini:1": ["permission_denied", "rate_limit"],
         },
         LLM_REQUEST_TIMEOUT="0.5",

@@ -35,7 +35,11 @@ def test_defaults_without_any_variable() -> None:
 
 
 def test_numbered_keys_any_number_with_gaps_in_numeric_order() -> None:
-    s = load(OPENROUTER_API_KEY_12="sk-or-twelve-aaaa", OPENROUTER_API_KEY_2="sk-or-two-bbbbbbb", OPENROUTER_API_KEY_5="sk-or-five-cccccc")
+    s = load(
+        OPENROUTER_API_KEY_12="sk-or-twelve-aaaa",
+        OPENROUTER_API_KEY_2="sk-or-two-bbbbbbb",
+        OPENROUTER_API_KEY_5="sk-or-five-cccccc",
+    )
     assert [k.key_id for k in s.openrouter_api_keys] == ["openrouter:2", "openrouter:5", "openrouter:12"]
     assert [k.secret for k in s.openrouter_api_keys] == ["sk-or-two-bbbbbbb", "sk-or-five-cccccc", "sk-or-twelve-aaaa"]
 
@@ -121,8 +125,12 @@ def test_feature_description_snippet_counts_keys(tmp_path: Path) -> None:
         "print(len(SETTINGS.openrouter_api_keys), len(SETTINGS.groq_api_keys), len(SETTINGS.gemini_api_keys))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.split() == ["2", "1", "0"]
 
@@ -130,8 +138,10 @@ def test_feature_description_snippet_counts_keys(tmp_path: Path) -> None:
 def test_a_malformed_environment_fails_at_import_naming_the_variable(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-c", "import config.settings"],
-        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "LLM_ERROR_COOLDOWN": "ten"},
-        capture_output=True, text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "LLM_ERROR_COOLDOWN": "ten"},
+        capture_output=True,
+        text=True,
     )
     assert out.returncode != 0
     assert "LLM_ERROR_COOLDOWN" in out.stderr and "ConfigError" in out.stderr

@@ -47,8 +47,9 @@ def test_mid_stream_error_raises_instead_of_truncating(make_client: MakeClient, 
 
 
 def test_stream_falls_back_across_providers(make_client: MakeClient) -> None:
-    client = make_client({"openrouter": 1, "groq": 1, "gemini": 1},
-                         steps={"openrouter:1": ["rate_limit"], "groq:1": ["overloaded"]})
+    client = make_client(
+        {"openrouter": 1, "groq": 1, "gemini": 1}, steps={"openrouter:1": ["rate_limit"], "groq:1": ["overloaded"]}
+    )
     stream = client.chat_stream(USER_HELLO)
     assert "".join(stream).startswith("Simulated gemini")
     assert [a.key_id for a in stream.result.attempts] == ["openrouter:1", "groq:1", "gemini:1"]
