@@ -1,0 +1,96 @@
+"""Scale: does picking a key get slower as cooling keys pile up?
+
+Measures, in one run, the cost per call of the key manager's pick + record with 8 keys against 10,000 keys of
+which 9,000 are cooling, and the same for a full `SmartClient.complete` against the simulator.
+Prints ratios (10,000-key cost ÷ 8-key cost); absolute times are context only.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from config.api_keys import ApiKey  # noqa: E402
+from config.settings import CooldownSettings, load_settings  # noqa: E402
+from llms.errors import Outcome, OutcomeKind  # noqa: E402
+from llms.key_manager import KeyManager  # noqa: E402
+from llms.simulator import Simulator  # noqa: E402
+from llms.smart_client import SmartClient  # noqa: E402
+from llms.state import MemoryStore  # noqa: E402
+
+OK = Outcome(OutcomeKind.OK, 200)
+LIMITED = Outcome(OutcomeKind.RATE_LIMIT, 429, "rate limited")
+
+
+def manager_with(total: int, cooling: int) -> KeyManager:
+    keys = [ApiKey("groq", i, f"gsk_bench_{i:08d}_secret") for i in range(1, total + 1)]
+    manager = KeyManager({"groq": keys}, CooldownSettings(), MemoryStore())
+    for key in keys[:cooling]:
+        manager.record(key, LIMITED)
+    return manager
+
+
+def pick_cost(manager: KeyManager, calls: int) -> float:
+    """Median over 5 rounds of seconds per pick + success record."""
+    rounds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(calls):
+            key = manager.acquire("groq")
+            manager.record(key, OK)
+        rounds.append((time.perf_counter() - started) / calls)
+    return statistics.median(rounds)
+
+
+def client_with(sim: Simulator, total: int, cooling: int) -> SmartClient:
+    env = dict(sim.env())
+    for i in range(1, total + 1):
+        secret = f"gsk_bench_{i:08d}_secret"
+        env[f"GROQ_API_KEY_{i}"] = secret
+        sim.add_key("groq", secret)
+    client = SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore())
+    for key in client.key_manager.keys("groq")[:cooling]:
+        client.key_manager.record(key, LIMITED)
+    return client
+
+
+def complete_cost(client: SmartClient, calls: int) -> float:
+    messages = [{"role": "user", "content": "Hello"}]
+    for _ in range(20):
+        client.complete(messages)
+    rounds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(calls):
+            client.complete(messages)
+        rounds.append((time.perf_counter() - started) / calls)
+    return statistics.median(rounds)
+
+
+def run() -> dict[str, float]:
+    small, large = manager_with(8, 0), manager_with(10_000, 9_000)
+    pick_small, pick_large = pick_cost(small, 20_000), pick_cost(large, 20_000)
+    with Simulator() as sim:
+        client_small, client_large = client_with(sim, 8, 0), client_with(sim, 10_000, 9_000)
+        call_small, call_large = complete_cost(client_small, 300), complete_cost(client_large, 300)
+        client_small.close()
+        client_large.close()
+    return {
+        "pick_8_us": pick_small * 1e6,
+        "pick_10k_us": pick_large * 1e6,
+        "pick_ratio": pick_large / pick_small,
+        "call_8_ms": call_small * 1e3,
+        "call_10k_ms": call_large * 1e3,
+        "call_ratio": call_large / call_small,
+    }
+
+
+if __name__ == "__main__":
+    r = run()
+    print("scale: 10,000 keys (9,000 cooling) vs 8 keys, cost per call")
+    print(f"  key pick + record : {r['pick_ratio']:.2f}x   ({r['pick_8_us']:.1f} µs vs {r['pick_10k_us']:.1f} µs)")
+    print(f"  full complete()   : {r['call_ratio']:.2f}x   ({r['call_8_ms']:.2f} ms vs {r['call_10k_ms']:.2f} ms)")
