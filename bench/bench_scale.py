@@ -14,13 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config.api_keys import ApiKey  # noqa: E402
-from config.settings import CooldownSettings, load_settings  # noqa: E402
-from llms.errors import Outcome, OutcomeKind  # noqa: E402
-from llms.key_manager import KeyManager  # noqa: E402
-from llms.simulator import Simulator  # noqa: E402
-from llms.smart_client import SmartClient  # noqa: E402
-from llms.state import MemoryStore  # noqa: E402
+from config.api_keys import ApiKey
+from config.settings import CooldownSettings, load_settings
+from llms.errors import Outcome, OutcomeKind
+from llms.key_manager import KeyManager
+from llms.simulator import Simulator
+from llms.smart_client import SmartClient
+from llms.state import MemoryStore
 
 OK = Outcome(OutcomeKind.OK, 200)
 LIMITED = Outcome(OutcomeKind.RATE_LIMIT, 429, "rate limited")

@@ -27,6 +27,7 @@ import time
 import zlib
 from collections import deque
 from dataclasses import asdict, dataclass
+from email.utils import formatdate
 from enum import StrEnum
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,9 +81,9 @@ class SimRequest:
 def _demo_keys() -> dict[str, list[str]]:
     """Fake secrets shaped like real ones, so hints and validation look right, and obviously not real."""
     return {
-        "openrouter": [f"sk-or-v1-{'0' * 54}dec0de{i:04x}" for i in range(1, 5)],
-        "groq": [f"gsk_demo{'0' * 40}{i:04d}" for i in range(1, 4)],
-        "gemini": [f"AIzaSyDEMO-not-a-real-key-{i:09d}" for i in range(1, 2)],
+        "openrouter": [f"sk-or-v1-{'0' * 54}dec0dea{i:03d}" for i in range(1, 5)],
+        "groq": [f"gsk_demo{'0' * 44}b{i:03d}" for i in range(1, 4)],
+        "gemini": [f"AIzaSyDEMO-not-a-real-key-c{i:012d}" for i in range(1, 2)],
     }
 
 
@@ -755,6 +756,14 @@ def _label(secret: str | None) -> str:
 # --------------------------------------------------------------------------------------------- HTTP server
 
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
+_DATE: list[Any] = [0, ""]  # (epoch second, formatted): formatting a Date header per request is measurable
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _DATE[0] != now:
+        _DATE[:] = [now, formatdate(now, usegmt=True)]
+    return str(_DATE[1])
 
 
 class _Server(ThreadingHTTPServer):
@@ -828,8 +837,9 @@ class _Handler(BaseHTTPRequestHandler):
         if plan.step is Step.DROP:
             self.close_connection = True
             return
-        if plan.step is Step.TIMEOUT:
-            sim._stopping.wait(sim.hang_seconds)
+        if plan.step is Step.TIMEOUT and sim._stopping.wait(sim.hang_seconds):
+            self.close_connection = True  # stopped while hanging: die like a killed server
+            return
         self._write(_render(call, plan, _label(secret)), plan.latency)
 
     def _secret(self, provider: str, query: str) -> str | None:
@@ -880,7 +890,7 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [
             f"HTTP/1.1 {reply.status} {_PHRASES.get(reply.status, '')}",
             f"Server: {self.server_version}",
-            f"Date: {self.date_time_string()}",
+            f"Date: {_http_date()}",
             *(f"{k}: {v}" for k, v in reply.headers.items()),
         ]
         events = reply.events
@@ -915,6 +925,8 @@ class _Handler(BaseHTTPRequestHandler):
 class Simulator:
     """Fake OpenRouter / Groq / Gemini endpoints on 127.0.0.1 with scripted per-key behaviour.
 
+    `latency`: seconds before each answer (streams also spread that much again across their chunks);
+    `hang_seconds`: how long a `timeout` step hangs; `port`: 0 picks a free one.
     Thread-safe: one lock guards scripts, limit windows and the log; rendering and sleeping happen outside it.
     """
 
