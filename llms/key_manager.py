@@ -53,11 +53,12 @@ class KeyManager:
     ) -> None:
         self._keys = {provider: tuple(ks) for provider, ks in keys.items()}
         self._by_id = {k.key_id: k for ks in self._keys.values() for k in ks}
+        self._by_fingerprint = {k.fingerprint: k for k in self._by_id.values()}
         self._cooldowns = cooldowns
         self._store = store
         self._clock = clock
         for provider, ks in self._keys.items():
-            store.register(provider, [k.key_id for k in ks])
+            store.register(provider, [k.fingerprint for k in ks])
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -66,10 +67,10 @@ class KeyManager:
     def keys(self, provider: str) -> tuple[ApiKey, ...]:
         return self._keys.get(provider, ())
 
-    def acquire(self, provider: str, exclude: Collection[str] = ()) -> ApiKey | None:
+    def acquire(self, provider: str, exclude: Collection[ApiKey] = ()) -> ApiKey | None:
         """The next usable key of `provider` in round-robin order, or None when all are cooling or excluded."""
-        key_id = self._store.acquire(provider, self._clock(), exclude)
-        return self._by_id[key_id] if key_id else None
+        fingerprint = self._store.acquire(provider, self._clock(), {k.fingerprint for k in exclude})
+        return self._by_fingerprint[fingerprint] if fingerprint else None
 
     def next_free(self) -> tuple[ApiKey, float] | None:
         """The cooling key that frees up first across all providers, with seconds until then."""
@@ -78,24 +79,24 @@ class KeyManager:
         for provider in self._keys:
             found = self._store.next_free(provider, now)
             if found and (soonest is None or found[1] - now < soonest[1]):
-                soonest = (self._by_id[found[0]], found[1] - now)
+                soonest = (self._by_fingerprint[found[0]], found[1] - now)
         return soonest
 
     def record(self, key: ApiKey, outcome: Outcome) -> None:
         """Apply the penalty (or the absolution) an outcome earns the key that produced it."""
         now = self._clock()
         if outcome.kind is OutcomeKind.OK:
-            before = self._store.record_success(key.key_id, now)
+            before = self._store.record_success(key.fingerprint, now)
             if before.consecutive_failures:
                 self._event(now, key, EventKind.RECOVERED, f"after {before.consecutive_failures} failure(s)")
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             return
         streak = self._store.record_failure(
-            key.key_id, now, outcome.message, streak=outcome.kind is OutcomeKind.TRANSIENT
+            key.fingerprint, now, outcome.message, streak=outcome.kind is OutcomeKind.TRANSIENT
         )
         if outcome.kind is OutcomeKind.TRANSIENT:
-            if streak >= self._cooldowns.error_threshold:
+            if streak % self._cooldowns.error_threshold == 0:  # every Nth consecutive error, not every one after
                 self.cool(key, self._cooldowns.errors, CooldownReason.ERRORS, f"{streak} consecutive errors")
             else:
                 self._event(
@@ -117,7 +118,7 @@ class KeyManager:
 
     def cool(self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "") -> None:
         now = self._clock()
-        self._store.cool(key.key_id, now + max(0.0, seconds), reason)
+        self._store.cool(key.fingerprint, now + max(0.0, seconds), reason)
         detail = f"{reason.value} for {format_duration(seconds)}" + (f" ({why})" if why else "")
         self._event(now, key, EventKind.COOLED, detail)
         log.info("cooling %s: %s", key.label, detail)
@@ -138,8 +139,8 @@ class KeyManager:
     def _reset(self, keys: Iterable[ApiKey]) -> None:
         keys = list(keys)
         now = self._clock()
-        records = self._store.records([k.key_id for k in keys])
-        self._store.reset(k.key_id for k in keys)
+        records = self._store.records([k.fingerprint for k in keys])
+        self._store.reset(k.fingerprint for k in keys)
         for key, record in zip(keys, records, strict=True):
             if record.cooldown_until > now or record.consecutive_failures:
                 self._event(now, key, EventKind.RESET, "manual reset")
@@ -147,7 +148,7 @@ class KeyManager:
     def statuses(self, provider: str) -> list[KeyStatus]:
         keys = self._keys.get(provider, ())
         now = self._clock()
-        records = self._store.records([k.key_id for k in keys])
+        records = self._store.records([k.fingerprint for k in keys])
         return [_status(key, record, now) for key, record in zip(keys, records, strict=True)]
 
     def events(self, limit: int = 100) -> list[KeyEvent]:

@@ -107,9 +107,9 @@ class SmartClient:
     def _candidates(self, attempts: list[Attempt]) -> Iterator[tuple[str, ProviderAdapter, ApiKey]]:
         """Each usable key once, provider by provider; stops early when a caller stops iterating."""
         for provider in self._order:
-            tried: set[str] = set()
+            tried: set[ApiKey] = set()
             while (key := self.key_manager.acquire(provider, exclude=tried)) is not None:
-                tried.add(key.key_id)
+                tried.add(key)
                 yield provider, self._adapters[provider], key
                 if attempts and attempts[-1].kind is OutcomeKind.REQUEST_ERROR:
                     break

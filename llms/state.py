@@ -158,7 +158,7 @@ class MemoryStore(StateStore):
             record = self._records[key_id]
             if record.cooldown_until != until:
                 continue  # stale entry: the key was reset or re-cooled since
-            self._records[key_id] = replace(record, cooldown_until=0.0, reason=None, consecutive_failures=0)
+            self._records[key_id] = replace(record, cooldown_until=0.0, reason=None)
             self._put_back(key_id)
 
     def _put_back(self, key_id: str) -> None:
