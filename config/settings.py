@@ -68,6 +68,7 @@ class Settings:
     cooldowns: CooldownSettings
     request_timeout: float
     state_url: str
+    state_prefix: str
     demo: bool
 
     @property
@@ -129,6 +130,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         cooldowns=cooldowns,
         request_timeout=_seconds(env, "LLM_REQUEST_TIMEOUT", 60.0),
         state_url=state_url,
+        state_prefix=_text(env, "LLM_STATE_PREFIX", "llmkeys"),
         demo=_flag(env, "LLM_DEMO"),
     )
 

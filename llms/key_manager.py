@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.errors import Outcome, OutcomeKind, format_duration
-from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore
+from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
 
 log = logging.getLogger("llms.keys")
 
@@ -118,7 +118,7 @@ class KeyManager:
 
     def cool(self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "") -> None:
         now = self._clock()
-        self._store.cool(key.fingerprint, now + max(0.0, seconds), reason)
+        self._store.cool(key.fingerprint, now + max(0.0, seconds), reason, now)
         detail = f"{reason.value} for {format_duration(seconds)}" + (f" ({why})" if why else "")
         self._event(now, key, EventKind.COOLED, detail)
         log.info("cooling %s: %s", key.label, detail)
@@ -153,6 +153,9 @@ class KeyManager:
 
     def events(self, limit: int = 100) -> list[KeyEvent]:
         return self._store.events(limit)
+
+    def store_health(self) -> StoreHealth:
+        return self._store.health()
 
     def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))

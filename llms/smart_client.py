@@ -69,7 +69,7 @@ class SmartClient:
         self.key_manager = KeyManager(
             {p.value: settings.providers[p].keys for p in settings.provider_order},
             settings.cooldowns,
-            store or store_from_url(settings.state_url),
+            store or store_from_url(settings.state_url, settings.state_prefix),
             clock,
         )
         self._clock = clock
@@ -167,7 +167,8 @@ class SmartClient:
         return self._current_provider
 
     def get_status_summary(self) -> dict[str, Any]:
-        """Per provider: available/total counts, a `KeyStatus` per key, and any configuration problem."""
+        """Per provider: available/total counts, a `KeyStatus` per key, and any configuration problem;
+        `store` says which backend holds key state and whether it is healthy (`StoreHealth`)."""
         summary: dict[str, Any] = {}
         for provider in self.settings.provider_order:
             keys = self.key_manager.statuses(provider.value)
@@ -178,6 +179,7 @@ class SmartClient:
                 "problem": self._problems.get(provider.value),
                 "keys": keys,
             }
+        summary["store"] = self.key_manager.store_health()
         summary["timestamp"] = self._clock()
         return summary
 

@@ -58,10 +58,23 @@ class StateError(RuntimeError):
     """The store could not be reached or understood; backend-specific errors are wrapped in this."""
 
 
+@dataclass(frozen=True)
+class StoreHealth:
+    """Which backend holds key state and whether it is working; shown on the status page."""
+
+    backend: str
+    location: str
+    healthy: bool
+    detail: str = ""
+
+
 class StateStore(ABC):
     """Atomic operations on key state. Every method is safe to call from many threads at once."""
 
     SCHEMES: ClassVar[tuple[str, ...]] = ()
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(backend=self.SCHEMES[0], location="this process", healthy=True)
 
     @abstractmethod
     def register(self, pool: str, key_ids: Sequence[str]) -> None:
@@ -84,7 +97,7 @@ class StateStore(ABC):
         """Count a failure (extending the consecutive streak if `streak`); returns the streak length."""
 
     @abstractmethod
-    def cool(self, key_id: str, until: float, reason: CooldownReason) -> None: ...
+    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None: ...
 
     @abstractmethod
     def reset(self, key_ids: Iterable[str]) -> None:
@@ -191,7 +204,7 @@ class MemoryStore(StateStore):
             )
             return consecutive
 
-    def cool(self, key_id: str, until: float, reason: CooldownReason) -> None:
+    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
         with self._lock:
             self._records[key_id] = replace(self._records[key_id], cooldown_until=until, reason=reason)
             heapq.heappush(self._heaps[self._pool_of[key_id]], (until, key_id))
@@ -216,14 +229,14 @@ class MemoryStore(StateStore):
             return list(self._events)[::-1][:limit]
 
 
-_BACKENDS: tuple[type[StateStore], ...] = (MemoryStore,)
-
-
-def store_from_url(url: str) -> StateStore:
-    """Pick a backend by URL scheme, e.g. `memory://`."""
+def store_from_url(url: str, prefix: str = "llmkeys") -> StateStore:
+    """Pick a backend by URL scheme: `memory://`, or `redis://host:port/db` / `rediss://…` (shared)."""
     scheme = url.split("://", 1)[0].lower()
-    for backend in _BACKENDS:
-        if scheme in backend.SCHEMES:
-            return backend()
-    known = ", ".join(f"{s}://" for b in _BACKENDS for s in b.SCHEMES)
+    if scheme in MemoryStore.SCHEMES:
+        return MemoryStore()
+    from llms.redis_state import REDIS_SCHEMES, FailoverStore, RedisStore
+
+    if scheme in REDIS_SCHEMES:
+        return FailoverStore(RedisStore(url, prefix), MemoryStore())
+    known = ", ".join(f"{s}://" for s in (*MemoryStore.SCHEMES, *REDIS_SCHEMES))
     raise StateError(f"LLM_STATE_URL has unknown scheme {scheme!r}; supported: {known}")

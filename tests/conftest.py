@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from config.settings import load_settings
+from llms.redis_state import FailoverStore
 from llms.simulator import Simulator
 from llms.smart_client import SmartClient
-from llms.state import MemoryStore, StateStore
+from llms.state import StateStore, store_from_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +45,73 @@ class Clock:
         self.now += seconds
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A private `redis-server` on a free loopback port, so tests never touch the machine's own Redis."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not installed; .ci/run installs it with apt")
+        pytest.skip("redis-server is not installed (apt-get install redis-server); Redis tests need a real server")
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def state_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[], StateStore]]:
+    """Each test using it runs once per backend: one test body, every store (the way `limits` tests storage)."""
+    made: list[StateStore] = []
+
+    def build() -> StateStore:
+        if request.param == "memory":
+            store = store_from_url("memory://")
+        else:
+            server = request.getfixturevalue("redis_server")
+            store = store_from_url(server.url, prefix=f"test-{uuid.uuid4().hex[:10]}")
+        made.append(store)
+        return store
+
+    yield build
+    for store in made:
+        if isinstance(store, FailoverStore):
+            with contextlib.suppress(Exception):
+                store.primary.clear()
+            store.primary.close()
+
+
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     with Simulator(hang_seconds=3.0) as server:
@@ -48,7 +122,7 @@ MakeClient = Callable[..., SmartClient]
 
 
 @pytest.fixture
-def make_client(sim: Simulator) -> Iterator[MakeClient]:
+def make_client(sim: Simulator, state_backend: Callable[[], StateStore]) -> Iterator[MakeClient]:
     """Build a client over the simulator. `keys={"groq": 2}` registers the first N test keys of each provider;
     `steps={"groq:1": ["rate_limit"]}` scripts a key, `limits={"groq:1": (2, 30.0)}` gives it a request window;
     extra keyword arguments become environment variables."""
@@ -72,7 +146,7 @@ def make_client(sim: Simulator) -> Iterator[MakeClient]:
                 sim.add_key(provider, secret, *scripted, limit=limit, name=f"{provider}:{i + 1}")
         client = SmartClient(
             load_settings(variables, dotenv_path=None),
-            store=store or MemoryStore(),
+            store=store or state_backend(),
             **({"clock": clock} if clock else {}),
         )
         clients.append(client)

@@ -1,0 +1,302 @@
+"""Key state in Redis, shared by every process that points at the same server and prefix.
+
+Layout under the prefix (default `llmkeys`), keyed by a key's fingerprint (a hash; no secret is written):
+`{p}:pool:{provider}:ring` (list, rotation order), `:members` (set), `:cursor` (counter);
+`{p}:key:{fp}` (hash: successes, failures, consecutive, last_error, last_used);
+`{p}:cool:{fp}` ("until|reason", with a TTL so expired cooldowns vanish without a sweeper);
+`{p}:events` (capped list of JSON events, newest first).
+
+Picking the next key is one Lua script, so N processes share one round-robin order. `FailoverStore` keeps
+calls working on local memory while Redis is unreachable and returns to Redis when it is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
+
+log = logging.getLogger("llms.state")
+
+REDIS_SCHEMES = ("redis", "rediss")
+T = TypeVar("T")
+
+_ACQUIRE = """
+local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local n = redis.call('LLEN', ring)
+local excluded = {}
+for i = 3, #ARGV do excluded[ARGV[i]] = true end
+for _ = 1, n do
+  local c = redis.call('INCR', cursor)
+  local id = redis.call('LINDEX', ring, (c - 1) % n)
+  if id and not excluded[id] then
+    local cool = redis.call('GET', prefix .. 'cool:' .. id)
+    if not cool or tonumber(string.match(cool, '^[^|]+')) <= now then
+      redis.call('HSET', prefix .. 'key:' .. id, 'last_used', ARGV[2])
+      return id
+    end
+  end
+end
+return false
+"""
+
+_REGISTER = """
+for i = 1, #ARGV do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[i]) end
+end
+return redis.call('LLEN', KEYS[1])
+"""
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for display."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisStore(StateStore):
+    SCHEMES = REDIS_SCHEMES
+
+    def __init__(self, url: str, prefix: str = "llmkeys", max_events: int = 500, timeout: float = 0.5) -> None:
+        self.url = url
+        self._p = f"{prefix}:"
+        self._max_events = max_events
+        self._redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._register = self._redis.register_script(_REGISTER)
+
+    def health(self) -> StoreHealth:
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:
+            return StoreHealth("redis", redacted_url(self.url), False, f"unreachable ({type(exc).__name__})")
+        return StoreHealth("redis", redacted_url(self.url), True)
+
+    def _run(self, operation: Callable[[], T]) -> T:
+        try:
+            return operation()
+        except redis.RedisError as exc:
+            raise StateError(f"redis at {redacted_url(self.url)}: {type(exc).__name__}: {exc}") from exc
+
+    def register(self, pool: str, key_ids: Sequence[str]) -> None:
+        ring, members = f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:members"
+        if key_ids:
+            self._run(lambda: self._register(keys=[ring, members], args=list(key_ids)))
+
+    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
+        keys = [f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:cursor"]
+        found = self._run(lambda: self._acquire(keys=keys, args=[self._p, repr(now), *exclude]))
+        return found or None
+
+    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
+        ids = self._run(lambda: self._redis.lrange(f"{self._p}pool:{pool}:ring", 0, -1))
+        cools = self._run(lambda: self._redis.mget([f"{self._p}cool:{i}" for i in ids])) if ids else []
+        cooling = [(until, key_id) for key_id, raw in zip(ids, cools, strict=True) if (until := _until(raw)) > now]
+        if not cooling:
+            return None
+        until, key_id = min(cooling)
+        return key_id, until
+
+    def record_success(self, key_id: str, now: float) -> KeyRecord:
+        name = f"{self._p}key:{key_id}"
+
+        def apply() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hgetall(name)
+            pipe.hincrby(name, "successes", 1)
+            pipe.hset(name, mapping={"consecutive": 0, "last_used": repr(now)})
+            return pipe.execute()
+
+        return _record(self._run(apply)[0], None)
+
+    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
+        name = f"{self._p}key:{key_id}"
+
+        def apply() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hincrby(name, "failures", 1)
+            pipe.hincrby(name, "consecutive", 1 if streak else 0)
+            pipe.hset(name, mapping={"last_error": error[:300], "last_used": repr(now)})
+            return pipe.execute()
+
+        return int(self._run(apply)[1])
+
+    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
+        ttl_ms = max(1, math.ceil((until - now) * 1000)) + 1000
+        self._run(lambda: self._redis.set(f"{self._p}cool:{key_id}", f"{until!r}|{reason.value}", px=ttl_ms))
+
+    def reset(self, key_ids: Iterable[str]) -> None:
+        ids = list(key_ids)
+
+        def apply() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            for key_id in ids:
+                pipe.delete(f"{self._p}cool:{key_id}")
+                pipe.hset(f"{self._p}key:{key_id}", "consecutive", 0)
+            pipe.execute()
+
+        if ids:
+            self._run(apply)
+
+    def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
+        def fetch() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key_id in key_ids:
+                pipe.hgetall(f"{self._p}key:{key_id}")
+                pipe.get(f"{self._p}cool:{key_id}")
+            return pipe.execute()
+
+        results = self._run(fetch) if key_ids else []
+        return [_record(results[i], results[i + 1]) for i in range(0, len(results), 2)]
+
+    def add_event(self, event: KeyEvent) -> None:
+        payload = json.dumps({"at": event.at, "key_id": event.key_id, "kind": event.kind.value, "detail": event.detail})
+
+        def apply() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.lpush(f"{self._p}events", payload)
+            pipe.ltrim(f"{self._p}events", 0, self._max_events - 1)
+            pipe.execute()
+
+        self._run(apply)
+
+    def events(self, limit: int = 100) -> list[KeyEvent]:
+        raw = self._run(lambda: self._redis.lrange(f"{self._p}events", 0, limit - 1))
+        events = []
+        for item in raw:
+            data = json.loads(item)
+            events.append(KeyEvent(data["at"], data["key_id"], EventKind(data["kind"]), data.get("detail", "")))
+        return events
+
+    def clear(self) -> None:
+        """Delete everything under this store's prefix (tests and `reset --hard` style maintenance)."""
+        keys = list(self._run(lambda: list(self._redis.scan_iter(f"{self._p}*", count=1000))))
+        if keys:
+            self._run(lambda: self._redis.delete(*keys))
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _until(raw: str | None) -> float:
+    return float(raw.split("|", 1)[0]) if raw else 0.0
+
+
+def _record(fields: dict[str, str], cool: str | None) -> KeyRecord:
+    until, reason = 0.0, None
+    if cool:
+        head, _, tail = cool.partition("|")
+        until, reason = float(head), CooldownReason(tail)
+    last_used = fields.get("last_used")
+    return KeyRecord(
+        cooldown_until=until,
+        reason=reason,
+        consecutive_failures=int(fields.get("consecutive", 0)),
+        successes=int(fields.get("successes", 0)),
+        failures=int(fields.get("failures", 0)),
+        last_error=fields.get("last_error"),
+        last_used=float(last_used) if last_used else None,
+    )
+
+
+class FailoverStore(StateStore):
+    """Redis first; local memory while Redis is unreachable, with one warning per outage.
+
+    Nothing raises out of the client because of the store: an unreachable Redis costs one failed attempt per
+    `retry_every` seconds, and state written locally meanwhile stays local (cooldowns are short-lived anyway).
+    """
+
+    SCHEMES = REDIS_SCHEMES
+
+    def __init__(self, primary: RedisStore, fallback: StateStore, retry_every: float = 2.0) -> None:
+        self.primary = primary
+        self._fallback = fallback
+        self._retry_every = retry_every
+        self._lock = threading.Lock()
+        self._pools: dict[str, list[str]] = {}
+        self._down_since: float | None = None
+        self._last_try = 0.0
+        self._synced: set[str] = set()
+
+    def health(self) -> StoreHealth:
+        location = redacted_url(self.primary.url)
+        if self._down_since is None:
+            return StoreHealth("redis", location, True)
+        since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
+        return StoreHealth("redis", location, False, f"degraded: Redis unreachable since {since}, using local memory")
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self._down_since is not None and time.monotonic() - self._last_try < self._retry_every:
+            return getattr(self._fallback, name)(*args, **kwargs)
+        try:
+            self._sync_pools()
+            result = getattr(self.primary, name)(*args, **kwargs)
+        except StateError as exc:
+            with self._lock:
+                self._last_try = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = time.time()
+                    self._synced.clear()
+                    log.warning("key state store unavailable, continuing on local memory: %s", exc)
+            return getattr(self._fallback, name)(*args, **kwargs)
+        if self._down_since is not None:
+            with self._lock:
+                self._down_since = None
+            log.warning("key state store is back: %s", redacted_url(self.primary.url))
+        return result
+
+    def _sync_pools(self) -> None:
+        """(Re-)register pools on Redis after a start or an outage; a restarted Redis has lost them."""
+        for pool, ids in list(self._pools.items()):
+            if pool not in self._synced:
+                self.primary.register(pool, ids)
+                self._synced.add(pool)
+
+    def register(self, pool: str, key_ids: Sequence[str]) -> None:
+        self._pools[pool] = list(key_ids)
+        self._fallback.register(pool, key_ids)
+        self._call("register", pool, key_ids)
+
+    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
+        return self._call("acquire", pool, now, exclude)
+
+    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
+        return self._call("next_free", pool, now)
+
+    def record_success(self, key_id: str, now: float) -> KeyRecord:
+        return self._call("record_success", key_id, now)
+
+    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
+        return self._call("record_failure", key_id, now, error, streak=streak)
+
+    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
+        self._call("cool", key_id, until, reason, now)
+
+    def reset(self, key_ids: Iterable[str]) -> None:
+        ids = list(key_ids)
+        self._fallback.reset(ids)
+        self._call("reset", ids)
+
+    def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
+        return self._call("records", key_ids)
+
+    def add_event(self, event: KeyEvent) -> None:
+        self._call("add_event", event)
+
+    def events(self, limit: int = 100) -> list[KeyEvent]:
+        return self._call("events", limit)

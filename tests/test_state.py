@@ -1,0 +1,112 @@
+"""One store contract, run against every backend (memory and a real redis-server)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from llms.state import CooldownReason, EventKind, KeyEvent, StateError, StateStore, store_from_url
+
+NOW = 1_900_000_000.0
+IDS = ["fp-a", "fp-b", "fp-c"]
+
+
+@pytest.fixture
+def store(state_backend: Callable[[], StateStore]) -> StateStore:
+    store = state_backend()
+    store.register("pool", IDS)
+    return store
+
+
+def test_round_robin_skips_cooling_and_excluded_keys(store: StateStore) -> None:
+    assert [store.acquire("pool", NOW) for _ in range(4)] == ["fp-a", "fp-b", "fp-c", "fp-a"]
+    store.cool("fp-b", NOW + 10, CooldownReason.RATE_LIMIT, NOW)
+    picked = [store.acquire("pool", NOW) for _ in range(4)]
+    assert "fp-b" not in picked and set(picked) == {"fp-a", "fp-c"}
+    assert store.acquire("pool", NOW, exclude={"fp-a", "fp-c"}) is None
+    assert "fp-b" in {store.acquire("pool", NOW + 10) for _ in range(3)}
+
+
+def test_register_is_idempotent_and_keeps_state(store: StateStore) -> None:
+    store.record_success("fp-a", NOW)
+    store.register("pool", IDS)
+    assert store.records(["fp-a"])[0].successes == 1
+    assert {store.acquire("pool", NOW) for _ in range(6)} == set(IDS)
+
+
+def test_counters_streaks_and_last_error(store: StateStore) -> None:
+    assert store.record_failure("fp-a", NOW, "boom", streak=True) == 1
+    assert store.record_failure("fp-a", NOW + 1, "boom again", streak=True) == 2
+    assert store.record_failure("fp-a", NOW + 2, "429", streak=False) == 2
+    before = store.record_success("fp-a", NOW + 3)
+    assert before.consecutive_failures == 2
+    record = store.records(["fp-a"])[0]
+    assert (record.successes, record.failures, record.consecutive_failures) == (1, 3, 0)
+    assert record.last_error == "429" and record.last_used == NOW + 3
+
+
+def test_cooldown_reason_expiry_and_next_free(store: StateStore) -> None:
+    store.cool("fp-a", NOW + 30, CooldownReason.INVALID_KEY, NOW)
+    store.cool("fp-c", NOW + 5, CooldownReason.ERRORS, NOW)
+    record = store.records(["fp-a"])[0]
+    assert record.cooldown_until == NOW + 30 and record.reason is CooldownReason.INVALID_KEY
+    assert store.next_free("pool", NOW) == ("fp-c", NOW + 5)
+    assert store.next_free("pool", NOW + 6) == ("fp-a", NOW + 30)
+    assert store.next_free("pool", NOW + 31) is None
+
+
+def test_reset_frees_keys_and_clears_streaks(store: StateStore) -> None:
+    store.record_failure("fp-a", NOW, "x", streak=True)
+    store.cool("fp-a", NOW + 100, CooldownReason.MANUAL, NOW)
+    store.reset(["fp-a"])
+    record = store.records(["fp-a"])[0]
+    assert record.cooldown_until <= NOW and record.consecutive_failures == 0 and record.failures == 1
+    assert "fp-a" in {store.acquire("pool", NOW) for _ in range(3)}
+
+
+def test_events_newest_first(store: StateStore) -> None:
+    for i in range(5):
+        store.add_event(KeyEvent(NOW + i, f"groq:{i}", EventKind.COOLED, f"detail {i}"))
+    events = store.events(3)
+    assert [e.key_id for e in events] == ["groq:4", "groq:3", "groq:2"]
+    assert events[0].kind is EventKind.COOLED and events[0].detail == "detail 4"
+
+
+def test_unknown_records_are_blank(store: StateStore) -> None:
+    record = store.records(["never-seen"])[0]
+    assert record.successes == 0 and record.cooldown_until == 0
+
+
+def test_health_names_the_backend(store: StateStore) -> None:
+    health = store.health()
+    assert health.healthy and health.backend in ("memory", "redis")
+
+
+def test_32_threads_lose_no_update(store: StateStore) -> None:
+    picks: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def work() -> None:
+        local: Counter[str] = Counter()
+        for _ in range(30):
+            key_id = store.acquire("pool", NOW)
+            local[key_id] += 1
+            store.record_success(key_id, NOW)
+        with lock:
+            picks.update(local)
+
+    threads = [threading.Thread(target=work) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(picks.values()) == 960 and set(picks.values()) == {320}
+    assert sum(r.successes for r in store.records(IDS)) == 960
+
+
+def test_unknown_scheme_is_a_clear_error() -> None:
+    with pytest.raises(StateError, match=r"unknown scheme 'mongodb'.*memory://.*redis://"):
+        store_from_url("mongodb://localhost")
