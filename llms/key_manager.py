@@ -86,9 +86,9 @@ class KeyManager:
         """Apply the penalty (or the absolution) an outcome earns the key that produced it."""
         now = self._clock()
         if outcome.kind is OutcomeKind.OK:
-            before = self._store.record_success(key.fingerprint, now)
-            if before.consecutive_failures:
-                self._event(now, key, EventKind.RECOVERED, f"after {before.consecutive_failures} failure(s)")
+            ended_streak = self._store.record_success(key.fingerprint, now)
+            if ended_streak:
+                self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             return

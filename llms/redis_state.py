@@ -49,6 +49,20 @@ end
 return false
 """
 
+_SUCCESS = """
+local before = tonumber(redis.call('HGET', KEYS[1], 'consecutive') or '0')
+redis.call('HINCRBY', KEYS[1], 'successes', 1)
+redis.call('HSET', KEYS[1], 'consecutive', 0, 'last_used', ARGV[1])
+return before
+"""
+
+_FAILURE = """
+redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local streak = redis.call('HINCRBY', KEYS[1], 'consecutive', tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'last_error', ARGV[2], 'last_used', ARGV[1])
+return streak
+"""
+
 _REGISTER = """
 for i = 1, #ARGV do
   if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[i]) end
@@ -79,6 +93,8 @@ class RedisStore(StateStore):
         )
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._register = self._redis.register_script(_REGISTER)
+        self._success = self._redis.register_script(_SUCCESS)
+        self._failure = self._redis.register_script(_FAILURE)
 
     def health(self) -> StoreHealth:
         try:
@@ -112,29 +128,12 @@ class RedisStore(StateStore):
         until, key_id = min(cooling)
         return key_id, until
 
-    def record_success(self, key_id: str, now: float) -> KeyRecord:
-        name = f"{self._p}key:{key_id}"
-
-        def apply() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hgetall(name)
-            pipe.hincrby(name, "successes", 1)
-            pipe.hset(name, mapping={"consecutive": 0, "last_used": repr(now)})
-            return pipe.execute()
-
-        return _record(self._run(apply)[0], None)
+    def record_success(self, key_id: str, now: float) -> int:
+        return int(self._run(lambda: self._success(keys=[f"{self._p}key:{key_id}"], args=[repr(now)])))
 
     def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
-        name = f"{self._p}key:{key_id}"
-
-        def apply() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hincrby(name, "failures", 1)
-            pipe.hincrby(name, "consecutive", 1 if streak else 0)
-            pipe.hset(name, mapping={"last_error": error[:300], "last_used": repr(now)})
-            return pipe.execute()
-
-        return int(self._run(apply)[1])
+        args = [repr(now), error[:300], 1 if streak else 0]
+        return int(self._run(lambda: self._failure(keys=[f"{self._p}key:{key_id}"], args=args)))
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
         ttl_ms = max(1, math.ceil((until - now) * 1000)) + 1000
@@ -278,7 +277,7 @@ class FailoverStore(StateStore):
     def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
         return self._call("next_free", pool, now)
 
-    def record_success(self, key_id: str, now: float) -> KeyRecord:
+    def record_success(self, key_id: str, now: float) -> int:
         return self._call("record_success", key_id, now)
 
     def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:

@@ -89,8 +89,8 @@ class StateStore(ABC):
         """The cooling key of the pool that frees up first, with its `cooldown_until`."""
 
     @abstractmethod
-    def record_success(self, key_id: str, now: float) -> KeyRecord:
-        """Count a success and clear the consecutive-failure streak; returns the record as it was before."""
+    def record_success(self, key_id: str, now: float) -> int:
+        """Count a success and clear the consecutive-failure streak; returns the streak that just ended."""
 
     @abstractmethod
     def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
@@ -187,13 +187,13 @@ class MemoryStore(StateStore):
                     return key_id, until
             return None
 
-    def record_success(self, key_id: str, now: float) -> KeyRecord:
+    def record_success(self, key_id: str, now: float) -> int:
         with self._lock:
             before = self._records[key_id]
             self._records[key_id] = replace(
                 before, successes=before.successes + 1, consecutive_failures=0, last_used=now
             )
-            return before
+            return before.consecutive_failures
 
     def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
         with self._lock:

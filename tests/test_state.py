@@ -41,8 +41,7 @@ def test_counters_streaks_and_last_error(store: StateStore) -> None:
     assert store.record_failure("fp-a", NOW, "boom", streak=True) == 1
     assert store.record_failure("fp-a", NOW + 1, "boom again", streak=True) == 2
     assert store.record_failure("fp-a", NOW + 2, "429", streak=False) == 2
-    before = store.record_success("fp-a", NOW + 3)
-    assert before.consecutive_failures == 2
+    assert store.record_success("fp-a", NOW + 3) == 2
     record = store.records(["fp-a"])[0]
     assert (record.successes, record.failures, record.consecutive_failures) == (1, 3, 0)
     assert record.last_error == "429" and record.last_used == NOW + 3
