@@ -20,17 +20,16 @@ from llms.errors import Outcome, OutcomeKind
 from llms.key_manager import KeyManager
 from llms.simulator import Simulator
 from llms.smart_client import SmartClient
-from llms.state import MemoryStore
+from llms.state import CooldownReason, MemoryStore
 
 OK = Outcome(OutcomeKind.OK, 200)
-LIMITED = Outcome(OutcomeKind.RATE_LIMIT, 429, "rate limited")
 
 
 def manager_with(total: int, cooling: int) -> KeyManager:
     keys = [ApiKey("groq", i, f"gsk_bench_{i:08d}_secret") for i in range(1, total + 1)]
     manager = KeyManager({"groq": keys}, CooldownSettings(), MemoryStore())
     for key in keys[:cooling]:
-        manager.record(key, LIMITED)
+        manager.cool(key, 3600, CooldownReason.RATE_LIMIT)
     return manager
 
 
@@ -54,7 +53,7 @@ def client_with(sim: Simulator, total: int, cooling: int) -> SmartClient:
         sim.add_key("groq", secret)
     client = SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore())
     for key in client.key_manager.keys("groq")[:cooling]:
-        client.key_manager.record(key, LIMITED)
+        client.key_manager.cool(key, 3600, CooldownReason.RATE_LIMIT)
     return client
 
 

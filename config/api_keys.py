@@ -14,11 +14,16 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One API key of one provider, numbered like its environment variable (`GROQ_API_KEY_2` → `groq:2`)."""
+    """One API key of one provider, numbered like its environment variable (`GROQ_API_KEY_2` → `groq:2`).
+
+    `group` names the account / organization / project the key belongs to: providers count rate limits per
+    account, so keys of one group share one limit.
+    """
 
     provider: str
     number: int
     secret: str = field(repr=False, compare=False)
+    group: str | None = field(default=None, compare=False)
     fingerprint: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

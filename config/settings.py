@@ -49,6 +49,8 @@ class ProviderSettings:
     keys: tuple[ApiKey, ...]
     model: str
     base_url: str
+    requests_per_minute: int | None = None
+    requests_per_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class CooldownSettings:
     invalid_key: float = 86400.0
     errors: float = 600.0
     error_threshold: int = 3
+    storm: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Settings:
     provider_order: tuple[Provider, ...]
     cooldowns: CooldownSettings
     request_timeout: float
+    max_wait: float
     state_url: str
     state_prefix: str
     demo: bool
@@ -112,6 +116,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
             keys=_keys(p, env),
             model=_text(env, f"{p.upper()}_CHAT_MODEL", DEFAULT_MODELS[p]),
             base_url=_url(env, f"{p.upper()}_BASE_URL", DEFAULT_BASE_URLS[p]),
+            requests_per_minute=_optional_count(env, f"{p.upper()}_REQUESTS_PER_MINUTE"),
+            requests_per_day=_optional_count(env, f"{p.upper()}_REQUESTS_PER_DAY"),
         )
         for p in Provider
     }
@@ -120,6 +126,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         invalid_key=_seconds(env, "LLM_INVALID_KEY_COOLDOWN", CooldownSettings.invalid_key),
         errors=_seconds(env, "LLM_ERROR_COOLDOWN", CooldownSettings.errors),
         error_threshold=_count(env, "LLM_ERROR_THRESHOLD", CooldownSettings.error_threshold),
+        storm=_seconds(env, "LLM_STORM_COOLDOWN", CooldownSettings.storm),
     )
     state_url = _text(env, "LLM_STATE_URL", "memory://")
     if "://" not in state_url:
@@ -129,6 +136,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         provider_order=_order(env),
         cooldowns=cooldowns,
         request_timeout=_seconds(env, "LLM_REQUEST_TIMEOUT", 60.0),
+        max_wait=_seconds(env, "LLM_MAX_WAIT", 0.0, allow_zero=True),
         state_url=state_url,
         state_prefix=_text(env, "LLM_STATE_PREFIX", "llmkeys"),
         demo=_flag(env, "LLM_DEMO"),
@@ -160,7 +168,8 @@ def _keys(provider: Provider, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
             log.warning("%s repeats the key already given in %s; using it once", name, seen[secret])
             continue
         seen[secret] = name
-        keys.append(ApiKey(provider=provider.value, number=number, secret=secret))
+        group = env.get(f"{name}_GROUP", "").strip() or None
+        keys.append(ApiKey(provider=provider.value, number=number, secret=secret, group=group))
     return tuple(keys)
 
 
@@ -176,7 +185,7 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -184,9 +193,14 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        kind = "zero or a positive" if allow_zero else "a positive"
+        raise ConfigError(f"{name} must be {kind} number of seconds, got {raw!r}")
     return value
+
+
+def _optional_count(env: Mapping[str, str], name: str) -> int | None:
+    return _count(env, name, 0) or None if env.get(name, "").strip() else None
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:

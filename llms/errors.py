@@ -90,6 +90,8 @@ class AllKeysExhaustedError(LLMError):
         self.next_key_id = next_key_id
         if retry_in is None:
             when = "no key will free up by itself (none configured, or all need a manual reset)"
+        elif next_key_id is None:
+            when = "every free key is busy with requests in flight; retry in a moment"
         else:
             when = f"the first key ({next_key_id}) frees up in {format_duration(retry_in)}"
         tried = f"; tried {', '.join(a.describe() for a in self.attempts)}" if self.attempts else ""
@@ -188,16 +190,21 @@ def _classify_200(provider: str, body: Any, message: str) -> Outcome:
     return Outcome(OutcomeKind.TRANSIENT, 200, "answer had no choices")
 
 
-def classify_rate_headers(headers: Mapping[str, str]) -> float | None:
-    """On a successful answer: seconds until the request quota resets if it just reached zero, else None.
+@dataclass(frozen=True)
+class QuotaHint:
+    """What a successful answer said about the key's request quota: requests left and seconds until reset."""
 
-    Groq reports `x-ratelimit-remaining-requests` on every answer, so a key can rest before it earns a 429.
-    """
+    remaining: int
+    reset_after: float | None
+
+
+def quota_hint(headers: Mapping[str, str]) -> QuotaHint | None:
+    """Groq reports `x-ratelimit-remaining-requests` on every answer, so a key can rest before it earns a 429."""
     headers = _lower(headers)
-    if headers.get("x-ratelimit-remaining-requests", "").strip() != "0":
+    raw = headers.get("x-ratelimit-remaining-requests", "").strip()
+    if not raw.isdigit():
         return None
-    reset = parse_duration(headers.get("x-ratelimit-reset-requests", ""))
-    return reset
+    return QuotaHint(int(raw), parse_duration(headers.get("x-ratelimit-reset-requests", "")))
 
 
 def error_message(body: Any) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
-from llms.errors import Outcome, OutcomeKind, format_duration
+from llms.errors import Outcome, OutcomeKind, QuotaHint, format_duration
+from llms.quota import ConcurrencyGate, RequestBudget, StormDetector
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
 
 log = logging.getLogger("llms.keys")
@@ -32,6 +34,7 @@ class KeyStatus:
     key_id: str
     hint: str
     provider: str
+    group: str | None
     available: bool
     reason: str | None
     cooldown_remaining: float
@@ -50,13 +53,21 @@ class KeyManager:
         cooldowns: CooldownSettings,
         store: StateStore,
         clock: Callable[[], float] = time.time,
+        budgets: Mapping[str, RequestBudget] | None = None,
     ) -> None:
         self._keys = {provider: tuple(ks) for provider, ks in keys.items()}
         self._by_id = {k.key_id: k for ks in self._keys.values() for k in ks}
         self._by_fingerprint = {k.fingerprint: k for k in self._by_id.values()}
+        self._groups: dict[tuple[str, str], list[ApiKey]] = defaultdict(list)
+        for key in self._by_id.values():
+            if key.group:
+                self._groups[key.provider, key.group].append(key)
         self._cooldowns = cooldowns
         self._store = store
         self._clock = clock
+        self._budgets = {p: b for p, b in (budgets or {}).items() if b.active}
+        self._gate = ConcurrencyGate()
+        self._storms = StormDetector()
         for provider, ks in self._keys.items():
             store.register(provider, [k.fingerprint for k in ks])
 
@@ -68,9 +79,26 @@ class KeyManager:
         return self._keys.get(provider, ())
 
     def acquire(self, provider: str, exclude: Collection[ApiKey] = ()) -> ApiKey | None:
-        """The next usable key of `provider` in round-robin order, or None when all are cooling or excluded."""
-        fingerprint = self._store.acquire(provider, self._clock(), {k.fingerprint for k in exclude})
-        return self._by_fingerprint[fingerprint] if fingerprint else None
+        """The next usable key of `provider` in round-robin order, or None when all are cooling or excluded.
+
+        A key that already has as many requests in flight as the provider says it has left is passed over, and
+        a request that uses a configured limit's last slot rests the key right after it.
+        """
+        skip = {k.fingerprint for k in exclude}
+        while True:
+            now = self._clock()
+            fingerprint = self._store.acquire(provider, now, skip)
+            if fingerprint is None:
+                return None
+            if self._gate.try_start(fingerprint, now):
+                break
+            skip.add(fingerprint)
+        key = self._by_fingerprint[fingerprint]
+        budget = self._budgets.get(provider)
+        rest = budget.take(fingerprint, now) if budget else None
+        if rest is not None:
+            self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
+        return key
 
     def next_free(self) -> tuple[ApiKey, float] | None:
         """The cooling key that frees up first across all providers, with seconds until then."""
@@ -82,13 +110,16 @@ class KeyManager:
                 soonest = (self._by_fingerprint[found[0]], found[1] - now)
         return soonest
 
-    def record(self, key: ApiKey, outcome: Outcome) -> None:
+    def record(self, key: ApiKey, outcome: Outcome, quota: QuotaHint | None = None) -> None:
         """Apply the penalty (or the absolution) an outcome earns the key that produced it."""
         now = self._clock()
+        self._gate.finish(key.fingerprint, quota if outcome.kind is OutcomeKind.OK else None, now)
         if outcome.kind is OutcomeKind.OK:
             ended_streak = self._store.record_success(key.fingerprint, now)
             if ended_streak:
                 self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
+            if quota is not None and quota.remaining == 0 and quota.reset_after is not None:
+                self.cool(key, quota.reset_after, CooldownReason.RATE_LIMIT, "quota at zero (remaining header)")
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             return
@@ -103,18 +134,38 @@ class KeyManager:
                     now, key, EventKind.FAILED, f"{outcome.message} ({streak}/{self._cooldowns.error_threshold})"
                 )
             return
-        reason = _REASONS[outcome.kind]
         if outcome.kind is OutcomeKind.RATE_LIMIT:
-            hinted = outcome.retry_after is not None
-            seconds = outcome.retry_after if hinted else self._cooldowns.rate_limit
-            source = "per-day quota" if outcome.daily_quota else ("provider hint" if hinted else "default")
+            self._rate_limited(key, outcome, now)
         else:
-            seconds, source = self._cooldowns.invalid_key, outcome.message or reason.value
-        self.cool(key, seconds, reason, source)
+            reason = _REASONS[outcome.kind]
+            self.cool(key, self._cooldowns.invalid_key, reason, outcome.message or reason.value)
 
-    def rest(self, key: ApiKey, seconds: float) -> None:
-        """Rest a key whose quota the provider reported as used up on a successful answer."""
-        self.cool(key, seconds, CooldownReason.RATE_LIMIT, "quota at zero (remaining-requests header)")
+    def busy(self) -> bool:
+        """Whether this process has requests in flight, which may be all that keeps a key from being picked."""
+        return self._gate.busy()
+
+    def abandon(self, key: ApiKey) -> None:
+        """The caller gave up on a request (a stream closed early): it no longer counts as in flight."""
+        self._gate.finish(key.fingerprint)
+
+    def _rate_limited(self, key: ApiKey, outcome: Outcome, now: float) -> None:
+        """Cool the key, its whole shared-limit group, and on a storm the provider's other keys."""
+        hinted = outcome.retry_after is not None
+        seconds = outcome.retry_after if hinted else self._cooldowns.rate_limit
+        source = "per-day quota" if outcome.daily_quota else ("provider hint" if hinted else "default")
+        self.cool(key, seconds, CooldownReason.RATE_LIMIT, source)
+        for member in self._groups.get((key.provider, key.group or ""), ()):
+            if member is not key:
+                self.cool(member, seconds, CooldownReason.RATE_LIMIT, f"shares a limit with {key.key_id}")
+        provider_keys = self._keys.get(key.provider, ())
+        storm = self._storms.observe(key.provider, key.fingerprint, outcome.retry_after, now, len(provider_keys))
+        if storm is None:
+            return
+        rest = min(storm, self._cooldowns.storm)
+        statuses = self._store.records([k.fingerprint for k in provider_keys])
+        for other, record in zip(provider_keys, statuses, strict=True):
+            if record.cooldown_until < now + rest:
+                self.cool(other, rest, CooldownReason.RATE_LIMIT, f"{key.provider} answered 429 on most keys at once")
 
     def cool(self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "") -> None:
         now = self._clock()
@@ -167,6 +218,7 @@ def _status(key: ApiKey, record: KeyRecord, now: float) -> KeyStatus:
         key_id=key.key_id,
         hint=key.hint,
         provider=key.provider,
+        group=key.group,
         available=not cooling,
         reason=record.reason.value if cooling and record.reason else None,
         cooldown_remaining=max(0.0, record.cooldown_until - now) if cooling else 0.0,

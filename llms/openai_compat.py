@@ -20,9 +20,9 @@ from llms.errors import (
     Outcome,
     OutcomeKind,
     ProviderError,
-    classify_rate_headers,
     classify_response,
     error_message,
+    quota_hint,
 )
 from llms.types import ChatRequest, Completion, StreamReply, Usage
 
@@ -56,7 +56,7 @@ class OpenAICompatAdapter:
             text=_content_text(choice.get("message", {}).get("content")),
             model=str(body.get("model") or self.model),
             usage=_usage(body.get("usage")),
-            rest_for=classify_rate_headers(response.headers),
+            quota=quota_hint(response.headers),
         )
 
     def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
@@ -69,7 +69,7 @@ class OpenAICompatAdapter:
                 outcome = Outcome(OutcomeKind.TRANSIENT, 200, "expected an event stream, got a JSON answer")
             raise ProviderError(outcome.redacted(self._secrets))
         reply = StreamReply(
-            pieces=iter(()), model=self.model, rest_for=classify_rate_headers(response.headers), close=response.close
+            pieces=iter(()), model=self.model, quota=quota_hint(response.headers), close=response.close
         )
         reply.pieces = self._pieces(response, reply)
         return reply

@@ -23,12 +23,17 @@ from llms.errors import (
     ProviderError,
     RequestRejectedError,
     StreamInterruptedError,
+    seconds_until_daily_reset,
 )
 from llms.key_manager import KeyManager, KeyStatus
+from llms.quota import RequestBudget
 from llms.state import KeyEvent, StateStore, store_from_url
 from llms.types import ChatRequest, ChatResult, Completion, StreamReply
 
 log = logging.getLogger("llms.client")
+
+Wait = bool | float | None
+_BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
 
 
 class ProviderAdapter(Protocol):
@@ -71,6 +76,14 @@ class SmartClient:
             settings.cooldowns,
             store or store_from_url(settings.state_url, settings.state_prefix),
             clock,
+            budgets={
+                p.value: RequestBudget(
+                    settings.providers[p].requests_per_minute,
+                    settings.providers[p].requests_per_day,
+                    lambda now, provider=p.value: seconds_until_daily_reset(provider, now),
+                )
+                for p in settings.provider_order
+            },
         )
         self._clock = clock
         self._current_provider: str | None = None
@@ -79,14 +92,21 @@ class SmartClient:
 
     # --- chatting -------------------------------------------------------------------------------------------------
 
-    def chat(self, messages: Any, temperature: float | None = None, max_tokens: int | None = None) -> str:
-        return self.complete(messages, temperature=temperature, max_tokens=max_tokens).text
+    def chat(
+        self, messages: Any, temperature: float | None = None, max_tokens: int | None = None, wait: Wait = None
+    ) -> str:
+        return self.complete(messages, temperature=temperature, max_tokens=max_tokens, wait=wait).text
 
-    def complete(self, messages: Any, temperature: float | None = None, max_tokens: int | None = None) -> ChatResult:
+    def complete(
+        self, messages: Any, temperature: float | None = None, max_tokens: int | None = None, wait: Wait = None
+    ) -> ChatResult:
+        """Answer with the first key that can. `wait`: when every key is cooling but one frees up within that
+        many seconds, wait for it instead of raising (`True`: `LLM_MAX_WAIT`, or 60 s when that is 0; default:
+        `LLM_MAX_WAIT`, which is 0 unless configured)."""
         request = ChatRequest.build(messages, temperature, max_tokens)
         attempts: list[Attempt] = []
         rejected: list[Outcome] = []
-        for provider, adapter, key in self._candidates(attempts):
+        for provider, adapter, key in self._candidates(attempts, self._deadline(wait)):
             started = time.perf_counter()
             try:
                 completion = adapter.send(request, key)
@@ -96,23 +116,44 @@ class SmartClient:
             return self._succeeded(provider, key, completion, attempts, time.perf_counter() - started)
         raise self._give_up(attempts, rejected)
 
-    def chat_stream(self, messages: Any, temperature: float | None = None, max_tokens: int | None = None) -> ChatStream:
+    def chat_stream(
+        self, messages: Any, temperature: float | None = None, max_tokens: int | None = None, wait: Wait = None
+    ) -> ChatStream:
         """Stream the answer's text. Fails over until the first piece arrives; after that an error raises.
 
         The returned `ChatStream` is an iterator of text pieces; once it is exhausted, `.result` holds the
         `ChatResult` (provider, key, usage) of the streamed answer.
         """
-        return ChatStream(self, ChatRequest.build(messages, temperature, max_tokens))
+        return ChatStream(self, ChatRequest.build(messages, temperature, max_tokens), self._deadline(wait))
 
-    def _candidates(self, attempts: list[Attempt]) -> Iterator[tuple[str, ProviderAdapter, ApiKey]]:
-        """Each usable key once, provider by provider; stops early when a caller stops iterating."""
-        for provider in self._order:
-            tried: set[ApiKey] = set()
-            while (key := self.key_manager.acquire(provider, exclude=tried)) is not None:
-                tried.add(key)
-                yield provider, self._adapters[provider], key
-                if attempts and attempts[-1].kind is OutcomeKind.REQUEST_ERROR:
-                    break
+    def _deadline(self, wait: Wait) -> float:
+        if wait is None or wait is False:
+            seconds = self.settings.max_wait
+        elif wait is True:
+            seconds = self.settings.max_wait or 60.0
+        elif isinstance(wait, (int, float)) and wait >= 0:
+            seconds = float(wait)
+        else:
+            raise ValueError(f"wait must be True, False, None or a number of seconds, got {wait!r}")
+        return time.monotonic() + seconds
+
+    def _candidates(self, attempts: list[Attempt], deadline: float) -> Iterator[tuple[str, ProviderAdapter, ApiKey]]:
+        """Each usable key once, provider by provider; then, if allowed, wait for the first key to free up."""
+        while True:
+            for provider in self._order:
+                tried: set[ApiKey] = set()
+                while (key := self.key_manager.acquire(provider, exclude=tried)) is not None:
+                    tried.add(key)
+                    yield provider, self._adapters[provider], key
+                    if attempts and attempts[-1].kind is OutcomeKind.REQUEST_ERROR:
+                        break
+            if any(a.kind is OutcomeKind.REQUEST_ERROR for a in attempts):
+                return
+            soonest = self.key_manager.next_free()
+            pause = soonest[1] + 0.001 if soonest else (_BUSY_POLL if self.key_manager.busy() else None)
+            if pause is None or time.monotonic() + pause > deadline:
+                return
+            time.sleep(pause)
 
     def _failed(
         self, provider: str, key: ApiKey, outcome: Outcome, attempts: list[Attempt], rejected: list[Outcome]
@@ -132,9 +173,7 @@ class SmartClient:
     def _succeeded(
         self, provider: str, key: ApiKey, completion: Completion, attempts: list[Attempt], latency: float
     ) -> ChatResult:
-        self.key_manager.record(key, Outcome(OutcomeKind.OK, 200))
-        if completion.rest_for is not None:
-            self.key_manager.rest(key, completion.rest_for)
+        self.key_manager.record(key, Outcome(OutcomeKind.OK, 200), completion.quota)
         attempts.append(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
         with self._lock:
             self._current_provider = provider
@@ -156,7 +195,7 @@ class SmartClient:
             return RequestRejectedError(f"No provider accepted the request ({reasons})", attempts)
         soonest = self.key_manager.next_free()
         if soonest is None:
-            return AllKeysExhaustedError(attempts, None, None)
+            return AllKeysExhaustedError(attempts, _BUSY_POLL if self.key_manager.busy() else None, None)
         key, seconds = soonest
         return AllKeysExhaustedError(attempts, seconds, key.key_id)
 
@@ -221,9 +260,10 @@ class SmartClient:
 class ChatStream(Iterator[str]):
     """An iterator of text pieces that fails over between keys until the first piece is out."""
 
-    def __init__(self, client: SmartClient, request: ChatRequest) -> None:
+    def __init__(self, client: SmartClient, request: ChatRequest, deadline: float) -> None:
         self._client = client
         self._request = request
+        self._deadline = deadline
         self._pieces: Iterator[str] = self._run()
         self.result: ChatResult | None = None
 
@@ -234,7 +274,7 @@ class ChatStream(Iterator[str]):
         client = self._client
         attempts: list[Attempt] = []
         rejected: list[Outcome] = []
-        for provider, adapter, key in client._candidates(attempts):
+        for provider, adapter, key in client._candidates(attempts, self._deadline):
             started = time.perf_counter()
             try:
                 reply = adapter.open_stream(self._request, key)
@@ -247,8 +287,8 @@ class ChatStream(Iterator[str]):
                 client._failed(provider, key, Outcome(OutcomeKind.TRANSIENT, 200, "empty stream"), attempts, rejected)
                 continue
             text = [first]
-            yield first
             try:
+                yield first
                 for piece in pieces:
                     text.append(piece)
                     yield piece
@@ -257,9 +297,12 @@ class ChatStream(Iterator[str]):
                 raise StreamInterruptedError(
                     f"{provider} stream broke after {len(text)} piece(s): {exc.outcome.message}", attempts
                 ) from None
+            except GeneratorExit:
+                client.key_manager.abandon(key)
+                raise
             finally:
                 reply.close()
-            completion = Completion("".join(text), reply.model, reply.usage, reply.rest_for)
+            completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
             self.result = client._succeeded(provider, key, completion, attempts, time.perf_counter() - started)
             return
         raise client._give_up(attempts, rejected)

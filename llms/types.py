@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llms.errors import Attempt
+from llms.errors import Attempt, QuotaHint
 
 Message = Mapping[str, Any]
 _ROLES = ("system", "user", "assistant")
@@ -101,16 +101,12 @@ class Usage:
 
 @dataclass(frozen=True)
 class Completion:
-    """What an adapter returns for one successful call.
-
-    `rest_for` is set when the provider said, on this very answer, that the key's quota is now at zero
-    (Groq's `x-ratelimit-remaining-requests: 0`): the seconds until it resets.
-    """
+    """What an adapter returns for one successful call; `quota` is the key's remaining quota when reported."""
 
     text: str
     model: str
     usage: Usage = Usage()
-    rest_for: float | None = None
+    quota: QuotaHint | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +138,6 @@ class StreamReply:
 
     pieces: Iterator[str]
     model: str
-    rest_for: float | None = None
+    quota: QuotaHint | None = None
     usage: Usage = field(default_factory=Usage)
     close: Callable[[], None] = lambda: None

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Distinctive fake keys: the secret-leak tests grep everything captured for these exact strings.
 SECRETS: Mapping[str, tuple[str, ...]] = {
-    "openrouter": tuple(f"sk-or-v1-LEAKCHECK{i}{'a1b2c3d4' * 6}{i:04d}" for i in range(1, 5)),
-    "groq": tuple(f"gsk_LEAKCHECK{i}{'Q9w8E7r6' * 5}{i:04d}" for i in range(1, 5)),
-    "gemini": tuple(f"AIzaLEAKCHECK{i}{'Zx8Yw7Vu' * 3}{i:04d}" for i in range(1, 5)),
+    "openrouter": tuple(f"sk-or-v1-LEAKCHECK{i}{'a1b2c3d4' * 6}{i:04d}" for i in range(1, 9)),
+    "groq": tuple(f"gsk_LEAKCHECK{i}{'Q9w8E7r6' * 5}{i:04d}" for i in range(1, 9)),
+    "gemini": tuple(f"AIzaLEAKCHECK{i}{'Zx8Yw7Vu' * 3}{i:04d}" for i in range(1, 9)),
 }
 ALL_SECRETS = tuple(s for group in SECRETS.values() for s in group)
 

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from llms.errors import (
     AllKeysExhaustedError,
     OutcomeKind,
-    classify_rate_headers,
+    QuotaHint,
     classify_response,
     parse_duration,
+    quota_hint,
     retry_hint,
     seconds_until_daily_reset,
 )
@@ -141,10 +142,11 @@ def test_edge_rows(status: int, body: object, kind: OutcomeKind) -> None:
     assert classify_response("openrouter", status, {}, body, NOW).kind is kind
 
 
-def test_remaining_zero_on_success_gives_a_rest() -> None:
-    assert classify_rate_headers({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"}) == 1.5
-    assert classify_rate_headers({"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1.5s"}) is None
-    assert classify_rate_headers({}) is None
+def test_remaining_quota_on_success() -> None:
+    hint = quota_hint({"X-RateLimit-Remaining-Requests": "0", "x-ratelimit-reset-requests": "1.5s"})
+    assert hint == QuotaHint(0, 1.5)
+    assert quota_hint({"x-ratelimit-remaining-requests": "3"}) == QuotaHint(3, None)
+    assert quota_hint({}) is None
 
 
 def test_exhausted_error_is_a_runtime_error_with_the_documented_text() -> None:

@@ -9,9 +9,9 @@ import pytest
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
-from llms.errors import Outcome, OutcomeKind
+from llms.errors import Outcome, OutcomeKind, QuotaHint
 from llms.key_manager import KeyManager
-from llms.state import EventKind, MemoryStore
+from llms.state import CooldownReason, EventKind, MemoryStore
 
 
 class Clock:
@@ -115,7 +115,7 @@ def test_request_errors_do_not_penalise_the_key() -> None:
 
 def test_quota_at_zero_rests_the_key_before_a_429() -> None:
     manager, keys, clock = make(2)
-    manager.rest(keys[0], 2.5)
+    manager.record(keys[0], Outcome(OutcomeKind.OK, 200), QuotaHint(remaining=0, reset_after=2.5))
     assert manager.acquire("groq") == keys[1]
     assert manager.acquire("groq") == keys[1]
     clock.advance(2.5)
@@ -206,6 +206,6 @@ def test_32_threads_never_double_count_or_lose_an_update() -> None:
 def test_cooling_keys_piling_up_do_not_change_which_keys_rotate() -> None:
     manager, keys, _ = make(10_000)
     for key in keys[:9_000]:
-        manager.record(key, fail(OutcomeKind.RATE_LIMIT))
+        manager.cool(key, 3600, CooldownReason.RATE_LIMIT)
     seen = {manager.acquire("groq").key_id for _ in range(2_000)}
     assert seen == {k.key_id for k in keys[9_000:]}

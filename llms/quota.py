@@ -1,0 +1,141 @@
+"""Spending each key's quota without earning 429s: local limits, concurrency gating, storm detection.
+
+These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. They keep
+per-process, in-memory bookkeeping only; what they decide (a key must rest) goes through the shared store.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llms.errors import QuotaHint
+
+
+class RequestBudget:
+    """Configured per-key limits (requests per minute / per day), so a known free-tier limit is never hit.
+
+    `take` records one request and returns how long the key must rest when that request used the last slot
+    of a window (None otherwise): the caller cools the key, and the request itself still goes out.
+    """
+
+    def __init__(
+        self,
+        per_minute: int | None,
+        per_day: int | None,
+        seconds_until_day_reset: Callable[[float], float],
+    ) -> None:
+        self._per_minute = per_minute
+        self._per_day = per_day
+        self._day_reset = seconds_until_day_reset
+        self._recent: dict[str, deque[float]] = defaultdict(deque)
+        self._daily: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._per_minute or self._per_day)
+
+    def take(self, key: str, now: float) -> float | None:
+        rest: float | None = None
+        with self._lock:
+            if self._per_minute:
+                recent = self._recent[key]
+                while recent and recent[0] <= now - 60.0:
+                    recent.popleft()
+                recent.append(now)
+                if len(recent) >= self._per_minute:
+                    rest = recent[-self._per_minute] + 60.0 - now
+            if self._per_day:
+                resets_at, used = self._daily.get(key, (0.0, 0))
+                if now >= resets_at:
+                    resets_at, used = now + self._day_reset(now), 0
+                used += 1
+                self._daily[key] = (resets_at, used)
+                if used >= self._per_day:
+                    rest = max(rest or 0.0, resets_at - now)
+        return rest
+
+
+@dataclass
+class _Remaining:
+    remaining: int
+    valid_until: float
+
+
+class ConcurrencyGate:
+    """Never send a key more requests at once than the provider said it has left.
+
+    The count of requests in flight is per process; the remaining quota is what the key's last answer reported
+    (Groq's `x-ratelimit-remaining-requests`), trusted until that quota's reset time.
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: Counter[str] = Counter()
+        self._remaining: dict[str, _Remaining] = {}
+        self._lock = threading.Lock()
+
+    def try_start(self, key: str, now: float) -> bool:
+        with self._lock:
+            known = self._remaining.get(key)
+            if known is not None and now < known.valid_until and self._in_flight[key] >= known.remaining:
+                return False
+            self._in_flight[key] += 1
+            return True
+
+    def busy(self) -> bool:
+        """Whether any request is in flight (a saturated key will be free again when it answers)."""
+        with self._lock:
+            return any(self._in_flight.values())
+
+    def finish(self, key: str, quota: QuotaHint | None = None, now: float = 0.0) -> None:
+        """A request ended; learn the quota it reported in the same step, so no other thread slips in between.
+
+        Answers can arrive out of order, so within one quota window the lowest reported value wins.
+        """
+        with self._lock:
+            if self._in_flight[key] > 0:
+                self._in_flight[key] -= 1
+            if quota is None:
+                return
+            valid_until = now + (quota.reset_after if quota.reset_after is not None else 60.0)
+            known = self._remaining.get(key)
+            if known is not None and now < known.valid_until:
+                self._remaining[key] = _Remaining(min(known.remaining, quota.remaining), known.valid_until)
+            else:
+                self._remaining[key] = _Remaining(quota.remaining, valid_until)
+
+
+class StormDetector:
+    """Most keys of one provider answering 429 within a few seconds means a provider- or IP-wide limit.
+
+    Then resting the provider's remaining keys briefly beats burning through every one of them. It takes at
+    least `min_keys` distinct keys, so a small pool (the original 4 OpenRouter keys) is simply walked through.
+    """
+
+    def __init__(self, window: float = 5.0, share: float = 0.75, min_keys: int = 4) -> None:
+        self._window = window
+        self._share = share
+        self._min_keys = min_keys
+        self._seen: dict[str, deque[tuple[float, str, float | None]]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def observe(self, provider: str, key: str, hint: float | None, now: float, total_keys: int) -> float | None:
+        """Record a 429; when it completes a storm, return the shortest hint seen in it (or inf if none had one)."""
+        needed = max(self._min_keys, math.ceil(self._share * total_keys))
+        if total_keys <= needed:
+            return None
+        with self._lock:
+            seen = self._seen[provider]
+            seen.append((now, key, hint))
+            while seen and seen[0][0] < now - self._window:
+                seen.popleft()
+            keys = {k for _, k, _ in seen}
+            if len(keys) < needed:
+                return None
+            hints = [h for _, _, h in seen]
+            seen.clear()
+            return math.inf if None in hints else min(h for h in hints if h is not None)

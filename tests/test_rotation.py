@@ -1,0 +1,120 @@
+"""Rate-limit-aware rotation: remaining-quota headers, configured limits, concurrency, groups, storms, waiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from conftest import SECRETS, USER_HELLO, MakeClient
+
+from llms import AllKeysExhaustedError
+from llms.simulator import Simulator
+
+
+def statuses_429(sim: Simulator) -> int:
+    return sum(r.status == 429 for r in sim.requests)
+
+
+def test_configured_per_minute_limit_is_never_hit(make_client: MakeClient, sim: Simulator) -> None:
+    """OpenRouter sends no remaining-quota header, so a known free-tier limit is configured instead."""
+    client = make_client(
+        {"openrouter": 2},
+        limits={"openrouter:1": (2, 60.0), "openrouter:2": (2, 60.0)},
+        OPENROUTER_REQUESTS_PER_MINUTE="2",
+    )
+    assert sorted(client.complete(USER_HELLO).key_id for _ in range(4)) == ["openrouter:1"] * 2 + ["openrouter:2"] * 2
+    with pytest.raises(AllKeysExhaustedError) as info:
+        client.complete(USER_HELLO)
+    assert 55 < info.value.retry_in <= 60
+    assert statuses_429(sim) == 0 and sim.calls() == 4
+
+
+def test_configured_per_day_limit_rests_the_key_until_the_daily_reset(make_client: MakeClient) -> None:
+    client = make_client({"gemini": 1}, GEMINI_REQUESTS_PER_DAY="2")
+    client.complete(USER_HELLO)
+    client.complete(USER_HELLO)
+    key = client.get_status_summary()["gemini"]["keys"][0]
+    assert not key.available and key.cooldown_remaining > 60
+
+
+def test_concurrent_requests_never_exceed_the_remaining_quota(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"groq": 2}, limits={"groq:1": (4, 30.0), "groq:2": (4, 30.0)})
+    client.complete(USER_HELLO)  # each key's first answer reports "3 remaining"
+    client.complete(USER_HELLO)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        try:
+            key = client.complete(USER_HELLO, wait=0.5).key_id
+        except AllKeysExhaustedError:
+            key = "exhausted"
+        with lock:
+            results.append(key)
+
+    threads = [threading.Thread(target=one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("groq:1") == 3 and results.count("groq:2") == 3
+    assert statuses_429(sim) == 0
+
+
+def test_a_rate_limit_cools_the_whole_shared_limit_group(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client(
+        {"groq": 3},
+        steps={"groq:1": ["rate_limit_nohint"]},
+        GROQ_API_KEY_1_GROUP="org-alpha",
+        GROQ_API_KEY_2_GROUP="org-alpha",
+    )
+    assert client.complete(USER_HELLO).key_id == "groq:3"  # groq:2 shares groq:1's exhausted limit
+    keys = {k.key_id: k for k in client.get_status_summary()["groq"]["keys"]}
+    assert not keys["groq:2"].available and keys["groq:2"].group == "org-alpha"
+    assert keys["groq:3"].available and keys["groq:3"].group is None
+    assert sim.calls("groq:2") == 0
+    assert any("shares a limit with groq:1" in e.detail for e in client.events())
+
+
+def test_a_storm_rests_the_provider_instead_of_burning_every_key(make_client: MakeClient, sim: Simulator) -> None:
+    steps = {f"groq:{i}": ["rate_limit_nohint"] for i in range(1, 7)}  # 6 of 8 keys: 75 %
+    client = make_client({"groq": 8, "gemini": 1}, steps=steps, LLM_STORM_COOLDOWN="5")
+    assert client.complete(USER_HELLO).provider == "gemini"
+    assert [sim.calls(f"groq:{i}") for i in range(1, 9)] == [1, 1, 1, 1, 1, 1, 0, 0]
+    rested = client.get_status_summary()["groq"]["keys"][6]
+    assert not rested.available and rested.cooldown_remaining == pytest.approx(5, abs=1)
+    assert any("429 on most keys" in e.detail for e in client.events())
+
+
+def test_wait_for_the_first_key_instead_of_failing(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"groq": 1}, limits={"groq:1": (1, 1.0)})
+    client.complete(USER_HELLO)  # the key's quota is now at zero, reset within a second
+    with pytest.raises(AllKeysExhaustedError):
+        client.complete(USER_HELLO, wait=0.05)
+    started = time.monotonic()
+    assert client.complete(USER_HELLO, wait=3).key_id == "groq:1"
+    assert time.monotonic() - started < 2
+    assert statuses_429(sim) == 0
+
+
+def test_wait_beyond_the_limit_still_raises_at_once(make_client: MakeClient) -> None:
+    client = make_client({"groq": 1}, steps={"groq:1": ["rate_limit_nohint"]})
+    with pytest.raises(AllKeysExhaustedError):
+        client.complete(USER_HELLO)
+    started = time.monotonic()
+    with pytest.raises(AllKeysExhaustedError):
+        client.complete(USER_HELLO, wait=True)  # an hour away: more than the 60 s wait=True allows
+    assert time.monotonic() - started < 0.5
+
+
+def test_wait_must_be_a_number(make_client: MakeClient) -> None:
+    client = make_client({"groq": 1})
+    with pytest.raises(ValueError, match="wait"):
+        client.complete(USER_HELLO, wait="soon")
+
+
+def test_secrets_used_for_groups_are_not_echoed(make_client: MakeClient) -> None:
+    client = make_client({"groq": 2}, GROQ_API_KEY_1_GROUP="acct", GROQ_API_KEY_2_GROUP="acct")
+    text = repr(client.get_status_summary())
+    assert all(s not in text for s in SECRETS["groq"])
