@@ -375,7 +375,9 @@ def _openai_ok(call: _Call, step: Step) -> _Reply:
     n, created, model = next(_IDS), int(time.time()), call.shown_model
     cid = f"gen-{created}-sim{n:012d}" if openrouter else f"chatcmpl-sim{n:012d}"
     usage = _usage(call)
-    extra: dict[str, Any] = {"provider": "SimProvider"} if openrouter else {"system_fingerprint": "fp_sim"}
+    extra: dict[str, Any] = (
+        {"provider": "SimProvider"} if openrouter else {"system_fingerprint": "fp_sim", "service_tier": "on_demand"}
+    )
     if not call.stream:
         message = {"role": "assistant", "content": call.reply}
         body: dict[str, Any] = {
