@@ -62,6 +62,7 @@ class CooldownSettings:
     errors: float = 600.0
     error_threshold: int = 3
     storm: float = 10.0
+    policy: str = "adaptive"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Settings:
     cooldowns: CooldownSettings
     request_timeout: float
     max_wait: float
+    probe_interval: float
     state_url: str
     state_prefix: str
     demo: bool
@@ -127,6 +129,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         errors=_seconds(env, "LLM_ERROR_COOLDOWN", CooldownSettings.errors),
         error_threshold=_count(env, "LLM_ERROR_THRESHOLD", CooldownSettings.error_threshold),
         storm=_seconds(env, "LLM_STORM_COOLDOWN", CooldownSettings.storm),
+        policy=_choice(env, "LLM_COOLDOWN_POLICY", ("adaptive", "fixed")),
     )
     state_url = _text(env, "LLM_STATE_URL", "memory://")
     if "://" not in state_url:
@@ -137,6 +140,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         cooldowns=cooldowns,
         request_timeout=_seconds(env, "LLM_REQUEST_TIMEOUT", 60.0),
         max_wait=_seconds(env, "LLM_MAX_WAIT", 0.0, allow_zero=True),
+        probe_interval=_seconds(env, "LLM_PROBE_INTERVAL", 0.0, allow_zero=True),
         state_url=state_url,
         state_prefix=_text(env, "LLM_STATE_PREFIX", "llmkeys"),
         demo=_flag(env, "LLM_DEMO"),
@@ -214,6 +218,15 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name} must be at least 1, got {raw!r}")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

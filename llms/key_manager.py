@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
+from llms.cooldown import Backoff, cooldown_policy
 from llms.errors import Outcome, OutcomeKind, QuotaHint, format_duration
 from llms.quota import ConcurrencyGate, RequestBudget, StormDetector
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
@@ -44,6 +45,8 @@ class KeyStatus:
     failures: int
     last_error: str | None
     last_used: float | None
+    backoff_step: int = 0
+    learned_rest: float | None = None
 
 
 class KeyManager:
@@ -68,6 +71,7 @@ class KeyManager:
         self._budgets = {p: b for p, b in (budgets or {}).items() if b.active}
         self._gate = ConcurrencyGate()
         self._storms = StormDetector()
+        self.policy = cooldown_policy(cooldowns.policy, cooldowns.rate_limit)
         for provider, ks in self._keys.items():
             store.register(provider, [k.fingerprint for k in ks])
 
@@ -115,6 +119,7 @@ class KeyManager:
         now = self._clock()
         self._gate.finish(key.fingerprint, quota if outcome.kind is OutcomeKind.OK else None, now)
         if outcome.kind is OutcomeKind.OK:
+            self.policy.succeeded(_subject(key))
             ended_streak = self._store.record_success(key.fingerprint, now)
             if ended_streak:
                 self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
@@ -150,9 +155,14 @@ class KeyManager:
 
     def _rate_limited(self, key: ApiKey, outcome: Outcome, now: float) -> None:
         """Cool the key, its whole shared-limit group, and on a storm the provider's other keys."""
-        hinted = outcome.retry_after is not None
-        seconds = outcome.retry_after if hinted else self._cooldowns.rate_limit
-        source = "per-day quota" if outcome.daily_quota else ("provider hint" if hinted else "default")
+        if outcome.retry_after is not None:
+            seconds = outcome.retry_after
+            source = "per-day quota" if outcome.daily_quota else "provider hint"
+        else:
+            if self._store.records([key.fingerprint])[0].cooldown_until > now:
+                return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
+            seconds = self.policy.hintless_rest(_subject(key))
+            source = f"no hint; {self.policy.name} policy, step {self.policy.backoff(_subject(key)).step}"
         self.cool(key, seconds, CooldownReason.RATE_LIMIT, source)
         for member in self._groups.get((key.provider, key.group or ""), ()):
             if member is not key:
@@ -200,7 +210,10 @@ class KeyManager:
         keys = self._keys.get(provider, ())
         now = self._clock()
         records = self._store.records([k.fingerprint for k in keys])
-        return [_status(key, record, now) for key, record in zip(keys, records, strict=True)]
+        return [
+            _status(key, record, self.policy.backoff(_subject(key)), now)
+            for key, record in zip(keys, records, strict=True)
+        ]
 
     def events(self, limit: int = 100) -> list[KeyEvent]:
         return self._store.events(limit)
@@ -212,7 +225,12 @@ class KeyManager:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))
 
 
-def _status(key: ApiKey, record: KeyRecord, now: float) -> KeyStatus:
+def _subject(key: ApiKey) -> str:
+    """What a hint-less rest is learned for: the shared-limit group when the key has one, else the key."""
+    return f"{key.provider}/{key.group}" if key.group else key.fingerprint
+
+
+def _status(key: ApiKey, record: KeyRecord, backoff: Backoff, now: float) -> KeyStatus:
     cooling = record.cooldown_until > now
     return KeyStatus(
         key_id=key.key_id,
@@ -228,4 +246,6 @@ def _status(key: ApiKey, record: KeyRecord, now: float) -> KeyStatus:
         failures=record.failures,
         last_error=record.last_error,
         last_used=record.last_used,
+        backoff_step=backoff.step,
+        learned_rest=backoff.learned,
     )

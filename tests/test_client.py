@@ -71,8 +71,15 @@ def test_provider_hints_set_the_cooldown(make_client: MakeClient, sim: Simulator
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_hintless_429_uses_the_configured_default(make_client: MakeClient, provider: str) -> None:
-    client = make_client({provider: 1}, steps={f"{provider}:1": ["rate_limit_nohint"]}, LLM_RATE_LIMIT_COOLDOWN="1234")
+def test_hintless_429_under_the_fixed_policy_rests_the_configured_default(
+    make_client: MakeClient, provider: str
+) -> None:
+    client = make_client(
+        {provider: 1},
+        steps={f"{provider}:1": ["rate_limit_nohint"]},
+        LLM_RATE_LIMIT_COOLDOWN="1234",
+        LLM_COOLDOWN_POLICY="fixed",
+    )
     with pytest.raises(AllKeysExhaustedError):
         client.complete(USER_HELLO)
     assert client.get_status_summary()[provider]["keys"][0].cooldown_remaining == pytest.approx(1234, abs=2)
@@ -125,6 +132,7 @@ def test_exhaustion_makes_no_network_call_and_says_when_a_key_frees(make_client:
         steps={"openrouter:1": ["rate_limit_nohint"], "groq:1": ["invalid_key"]},
         clock=clock,
         LLM_RATE_LIMIT_COOLDOWN="300",
+        LLM_COOLDOWN_POLICY="fixed",
     )
     with pytest.raises(AllKeysExhaustedError) as first:
         client.chat(USER_HELLO)
@@ -302,10 +310,12 @@ def test_cli_status_chat_and_check(sim: Simulator, tmp_path) -> None:
     sim.add_key("groq", _secret("groq", 1))
     sim.add_key("groq", _secret("groq", 2), "invalid_key")
     env = python_env(**sim.env(), GROQ_API_KEY_1=_secret("groq", 1), GROQ_API_KEY_2=_secret("groq", 2))
+
     def run(*args):
         return subprocess.run(
             [PYTHON, "-m", "llms", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
         )
+
     status = run("status")
     assert status.returncode == 0 and "groq:1" in status.stdout and "groq 2/2" in status.stdout
     chat = run("chat", "Hello")

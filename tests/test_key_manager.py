@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ class Clock:
 
 
 def make(
-    n: int = 4, provider: str = "groq", clock: Clock | None = None, **cooldowns: float
+    n: int = 4, provider: str = "groq", clock: Clock | None = None, **cooldowns: Any
 ) -> tuple[KeyManager, list[ApiKey], Clock]:
     clock = clock or Clock()
     keys = [ApiKey(provider, i, f"gsk_test_secret_{i:04d}_abcdef") for i in range(1, n + 1)]
@@ -44,8 +45,8 @@ def test_round_robin_order() -> None:
     assert picked == ["groq:1", "groq:2", "groq:3", "groq:1", "groq:2", "groq:3", "groq:1"]
 
 
-def test_rate_limit_without_hint_cools_for_the_default_hour_then_returns() -> None:
-    manager, keys, clock = make(2)
+def test_rate_limit_without_hint_cools_for_the_default_hour_under_the_fixed_policy() -> None:
+    manager, keys, clock = make(2, policy="fixed")
     manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT))
     assert [manager.acquire("groq").key_id for _ in range(3)] == ["groq:2"] * 3
     status = manager.statuses("groq")[0]

@@ -99,7 +99,7 @@ def test_wait_for_the_first_key_instead_of_failing(make_client: MakeClient, sim:
 
 
 def test_wait_beyond_the_limit_still_raises_at_once(make_client: MakeClient) -> None:
-    client = make_client({"groq": 1}, steps={"groq:1": ["rate_limit_nohint"]})
+    client = make_client({"groq": 1}, steps={"groq:1": ["rate_limit_nohint"]}, LLM_COOLDOWN_POLICY="fixed")
     with pytest.raises(AllKeysExhaustedError):
         client.complete(USER_HELLO)
     started = time.monotonic()
