@@ -184,6 +184,19 @@ class KeyManager:
         self._event(now, key, EventKind.COOLED, detail)
         log.info("cooling %s: %s", key.label, detail)
 
+    def probe_passed(self, key: ApiKey) -> bool:
+        """A cheap real call just worked: a key parked as invalid or out of credit comes back now.
+
+        A rate-limited key stays put, since a call that spends no tokens says nothing about its quota.
+        """
+        now = self._clock()
+        record = self._store.records([key.fingerprint])[0]
+        if record.cooldown_until <= now or record.reason not in (CooldownReason.INVALID_KEY, CooldownReason.NO_CREDITS):
+            return False
+        self._store.reset([key.fingerprint])
+        self._event(now, key, EventKind.RECOVERED, f"probe passed after {record.reason.value}")
+        return True
+
     def reset_key(self, key_id: str) -> None:
         if key_id not in self._by_id:
             raise KeyError(f"unknown key id {key_id!r}; known: {', '.join(self._by_id) or 'none'}")

@@ -26,6 +26,7 @@ from llms.errors import (
     seconds_until_daily_reset,
 )
 from llms.key_manager import KeyManager, KeyStatus
+from llms.prober import Prober
 from llms.quota import RequestBudget
 from llms.state import KeyEvent, StateStore, store_from_url
 from llms.types import ChatRequest, ChatResult, Completion, StreamReply
@@ -89,6 +90,10 @@ class SmartClient:
         self._current_provider: str | None = None
         self._problems: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.prober: Prober | None = None
+        if settings.probe_interval > 0:
+            self.prober = Prober(self, settings.probe_interval)
+            self.prober.start()
 
     # --- chatting -------------------------------------------------------------------------------------------------
 
@@ -238,15 +243,20 @@ class SmartClient:
         self.key_manager.reset_all()
 
     def check_key(self, key_id: str) -> Outcome:
-        """One cheap real call with one key (no tokens where the provider allows), recorded like any other."""
+        """One cheap real call with one key (no tokens where the provider allows), recorded like any other;
+        a key parked as invalid or out of credit that now answers is returned to the rotation."""
         key = next((k for p in self._order for k in self.key_manager.keys(p) if k.key_id == key_id), None)
         if key is None:
             raise KeyError(f"unknown key id {key_id!r}")
         outcome = self._adapters[key.provider].probe(key)
         self.key_manager.record(key, outcome)
+        if outcome.kind is OutcomeKind.OK:
+            self.key_manager.probe_passed(key)
         return outcome
 
     def close(self) -> None:
+        if self.prober is not None:
+            self.prober.stop()
         for adapter in self._adapters.values():
             adapter.close()
 

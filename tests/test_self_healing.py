@@ -1,0 +1,136 @@
+"""Self-healing keys: hint-less rate-limit windows are learned; parked keys are probed back to health."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+from conftest import USER_HELLO, Clock, MakeClient
+
+from llms import AllKeysExhaustedError
+from llms.cooldown import AdaptiveCooldown, FixedCooldown
+from llms.prober import Prober
+from llms.simulator import Simulator
+
+
+def test_adaptive_ladder_doubles_caps_and_remembers_what_worked() -> None:
+    policy = AdaptiveCooldown(maximum=10.0, initial=1.0)
+    assert [policy.hintless_rest("k") for _ in range(6)] == [1, 2, 4, 8, 10, 10]
+    assert policy.backoff("k").step == 6
+    policy.succeeded("k")
+    assert policy.backoff("k").step == 0 and policy.backoff("k").learned == 10
+    assert policy.hintless_rest("k") == 10  # starts where it worked last time
+    policy.succeeded("k")
+    assert policy.hintless_rest("other") == 1  # learned per key (or per group)
+
+
+def test_fixed_policy_is_the_original_rule() -> None:
+    policy = FixedCooldown(3600)
+    assert [policy.hintless_rest("k") for _ in range(3)] == [3600] * 3
+
+
+@pytest.mark.parametrize("policy", ["fixed", "adaptive"])
+def test_hint_wins_over_any_policy(make_client: MakeClient, policy: str) -> None:
+    client = make_client({"groq": 1}, limits={"groq:1": (1, 30.0)}, LLM_COOLDOWN_POLICY=policy)
+    client.complete(USER_HELLO)
+    with pytest.raises(AllKeysExhaustedError):
+        client.complete(USER_HELLO)
+    assert 25 < client.get_status_summary()["groq"]["keys"][0].cooldown_remaining <= 30.5
+
+
+def test_fixed_policy_keeps_the_original_60_min_24_h_10_min(make_client: MakeClient) -> None:
+    clock = Clock()
+    client = make_client(
+        {"openrouter": 3},
+        steps={
+            "openrouter:1": ["rate_limit_nohint"],
+            "openrouter:2": ["invalid_key"],
+            "openrouter:3": ["server_error"] * 3,
+        },
+        clock=clock,
+        LLM_COOLDOWN_POLICY="fixed",
+    )
+    for _ in range(3):
+        with pytest.raises(AllKeysExhaustedError):
+            client.complete(USER_HELLO)
+    rests = {k.key_id: (k.reason, k.cooldown_remaining) for k in client.get_status_summary()["openrouter"]["keys"]}
+    assert rests == {
+        "openrouter:1": ("rate_limit", 3600),
+        "openrouter:2": ("invalid_key", 86400),
+        "openrouter:3": ("errors", 600),
+    }
+
+
+def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClient, sim: Simulator) -> None:
+    """A key allows 2 requests per 1.5 s window and its 429s say nothing about when to come back."""
+    client = make_client({"openrouter": 1})
+    secret = client.key_manager.keys("openrouter")[0].secret
+    sim.add_key("openrouter", secret, limit=(2, 1.5), limit_hint=False, name="openrouter:1")
+    deadline = time.monotonic() + 6
+    answers = 0
+    while time.monotonic() < deadline:
+        try:
+            client.complete(USER_HELLO, wait=5)
+            answers += 1
+        except AllKeysExhaustedError:
+            pass
+    key = client.get_status_summary()["openrouter"]["keys"][0]
+    limited = [r for r in sim.requests if r.status == 429]
+    assert key.learned_rest is not None and 1.5 <= key.learned_rest <= 3.0
+    assert len(limited) <= answers / 2 + 3  # after learning: one probe 429 per window of 2 answers
+    assert answers >= 6  # a fixed hour would have delivered 2
+
+
+def test_a_key_back_from_a_false_401_returns_after_the_next_probe(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"groq": 2}, steps={"groq:1": ["invalid_key"]})
+    assert client.complete(USER_HELLO).key_id == "groq:2"
+    assert client.get_status_summary()["groq"]["keys"][0].reason == "invalid_key"
+    prober = Prober(client, interval=60)
+    assert prober.run_once() == ["groq:1"]
+    first = client.get_status_summary()["groq"]["keys"][0]
+    assert first.available
+    assert any(e.key_id == "groq:1" and "probe passed" in e.detail for e in client.events())
+    assert [r.path.rsplit("/", 1)[-1] for r in sim.requests if r.key_name == "groq:1"] == ["completions", "models"]
+
+
+def test_a_revoked_key_stays_out_and_costs_at_most_one_probe_per_interval(
+    make_client: MakeClient, sim: Simulator
+) -> None:
+    client = make_client({"openrouter": 2}, steps={"openrouter:1": ["invalid_key"] * 100})
+    client.complete(USER_HELLO)
+    clock = Clock(0)
+    prober = Prober(client, interval=30, clock=clock)
+    for _ in range(10):  # ten rounds within one interval, then the next interval
+        prober.run_once()
+        clock.advance(2.9)
+    clock.advance(2)
+    prober.run_once()
+    assert sim.calls("openrouter:1") == 1 + 2  # the failing chat, then one probe per interval
+    assert client.get_status_summary()["openrouter"]["keys"][0].reason == "invalid_key"
+
+
+def test_probes_skip_short_cooldowns(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"groq": 3}, steps={"groq:1": ["rate_limit"], "groq:2": ["server_error"] * 3})
+    client.complete(USER_HELLO)
+    assert Prober(client, interval=1).due() == []
+
+
+def test_probes_run_one_at_a_time(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"groq": 4}, steps={f"groq:{i}": ["invalid_key"] for i in range(1, 4)})
+    client.complete(USER_HELLO)
+    sim.clear_log()
+    sim.latency = 0.1
+    assert sorted(Prober(client, interval=1).run_once()) == ["groq:1", "groq:2", "groq:3"]
+    starts = sorted(r.at for r in sim.requests)
+    assert len(starts) == 3 and all(b - a >= 0.09 for a, b in itertools.pairwise(starts))
+
+
+def test_background_prober_is_off_by_default_and_runs_when_configured(make_client: MakeClient) -> None:
+    assert make_client({"groq": 1}).prober is None
+    client = make_client({"groq": 2}, steps={"groq:1": ["invalid_key"]}, LLM_PROBE_INTERVAL="0.2")
+    client.complete(USER_HELLO)
+    deadline = time.monotonic() + 5
+    while not client.get_status_summary()["groq"]["keys"][0].available and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.get_status_summary()["groq"]["keys"][0].available
