@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
 
 def print_status(client: SmartClient) -> None:
     summary = client.get_status_summary()
-    rows = [("provider", "key", "hint", "state", "reason", "cooldown left", "ok", "failed")]
+    rows = [("provider", "key", "hint", "group", "state", "reason", "cooldown left", "backoff", "ok", "failed")]
     for provider in client.settings.provider_order:
         info = summary[provider.value]
         for key in info["keys"]:
@@ -41,22 +41,26 @@ def print_status(client: SmartClient) -> None:
                     provider.value,
                     key.key_id,
                     key.hint,
+                    key.group or "-",
                     "available" if key.available else "cooling",
                     key.reason or "-",
                     format_duration(key.cooldown_remaining) if not key.available else "-",
+                    f"step {key.backoff_step}" if key.backoff_step else "-",
                     str(key.successes),
                     str(key.failures),
                 )
             )
         if not info["keys"]:
-            rows.append((provider.value, "-", "-", "no keys", "-", "-", "-", "-"))
+            rows.append((provider.value, "-", "-", "-", "no keys", "-", "-", "-", "-", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     totals = ", ".join(
         f"{p.value} {summary[p.value]['available']}/{summary[p.value]['total']}" for p in client.settings.provider_order
     )
+    store = summary["store"]
     print(f"\navailable: {totals}")
+    print(f"key state: {store.backend} at {store.location} · {'ok' if store.healthy else store.detail}")
 
 
 def _chat(client: SmartClient, text: str, temperature: float, max_tokens: int) -> int:
