@@ -1,12 +1,13 @@
 """Settings read once from the environment and `.env`, validated, and frozen.
 
-`SETTINGS` is built when this module is first imported. A malformed value raises `ConfigError` naming the
-variable, so a typo fails at start-up instead of on the first request. Real environment variables always win
-over `.env` (python-dotenv never overrides them).
+`SETTINGS` is built on first access (`from config.settings import SETTINGS`). A malformed value raises
+`ConfigError` naming the variable, so a typo fails at start-up instead of on the first request. Real environment
+variables always win over `.env` (python-dotenv never overrides them).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -255,4 +256,15 @@ def _order(env: Mapping[str, str]) -> tuple[Provider, ...]:
     return tuple(Provider(n) for n in names)
 
 
-SETTINGS: Settings = load_settings()
+@functools.cache
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment and `.env` on first use."""
+    return load_settings()
+
+
+def __getattr__(name: str) -> Settings:
+    """`from config.settings import SETTINGS` loads (and validates) the settings on first access, so a malformed
+    value fails there with a `ConfigError` naming the variable, while `ConfigError` itself stays importable."""
+    if name == "SETTINGS":
+        return get_settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -68,9 +68,7 @@ class OpenAICompatAdapter:
             if outcome.kind is OutcomeKind.OK:
                 outcome = Outcome(OutcomeKind.TRANSIENT, 200, "expected an event stream, got a JSON answer")
             raise ProviderError(outcome.redacted(self._secrets))
-        reply = StreamReply(
-            pieces=iter(()), model=self.model, quota=quota_hint(response.headers), close=response.close
-        )
+        reply = StreamReply(pieces=iter(()), model=self.model, quota=quota_hint(response.headers), close=response.close)
         reply.pieces = self._pieces(response, reply)
         return reply
 

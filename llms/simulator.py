@@ -292,9 +292,7 @@ def _route(method: str, path: str, query: str, body: bytes) -> _Call | None:
                 model = data.get("model") if isinstance(data, dict) else None
                 stream = isinstance(data, dict) and data.get("stream") is True
                 reply = _reply_text(provider, last, image)
-                return _Call(
-                    provider, False, model if isinstance(model, str) else None, stream, reply, words, valid
-                )
+                return _Call(provider, False, model if isinstance(model, str) else None, stream, reply, words, valid)
             if method == "GET" and rest == probe:
                 return _Call(provider, True, None, False, "", 0, True)
             return None
@@ -306,9 +304,7 @@ def _route(method: str, path: str, query: str, body: bytes) -> _Call | None:
         last, words, image, valid = _gemini_parse(_loads(body))
         stream = action == "streamGenerateContent"
         sse = "alt=sse" in query
-        return _Call(
-            "gemini", False, model, stream, _reply_text("gemini", last, image), words, valid, version, sse
-        )
+        return _Call("gemini", False, model, stream, _reply_text("gemini", last, image), words, valid, version, sse)
     if not action and method == "GET":
         return _Call("gemini", True, model, False, "", 0, True, version)
     return None
@@ -459,8 +455,7 @@ def _openrouter(call: _Call, plan: _Plan, step: Step, label: str) -> _Reply:
     if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_DAILY, Step.RATE_LIMIT_NOHINT):
         daily = step is Step.RATE_LIMIT_DAILY
         message = (
-            "Rate limit exceeded: free-models-per-day. "
-            "Add 10 credits to unlock 1000 free model requests per day"
+            "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day"
             if daily
             else "Rate limit exceeded: free-models-per-min. "
         )
@@ -492,8 +487,7 @@ _GROQ_ERRORS: dict[Step, dict[str, Any]] = {
         "code": "invalid_api_key",
     },
     Step.PERMISSION_DENIED: {
-        "message": "Organization has been restricted. "
-        "Please reach out to support if you believe this was in error.",
+        "message": "Organization has been restricted. Please reach out to support if you believe this was in error.",
         "type": "invalid_request_error",
         "code": "organization_restricted",
     },
@@ -552,9 +546,7 @@ def _groq(call: _Call, plan: _Plan, step: Step, label: str) -> _Reply:
         token_remaining, token_reset = 0, 432.5
     headers = {
         "x-ratelimit-limit-requests": str(limit),
-        "x-ratelimit-remaining-requests": str(
-            0 if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_NOHINT) else remaining
-        ),
+        "x-ratelimit-remaining-requests": str(0 if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_NOHINT) else remaining),
         "x-ratelimit-reset-requests": _go_duration(reset),
         "x-ratelimit-limit-tokens": str(_GROQ_TOKENS_PER_MINUTE),
         "x-ratelimit-remaining-tokens": str(token_remaining),
@@ -581,9 +573,7 @@ def _groq(call: _Call, plan: _Plan, step: Step, label: str) -> _Reply:
             retry=f" Please try again in {_go_duration(retry)}." if hint else "",
         )
         kind = "tokens" if step is Step.RATE_LIMIT_DAILY else "requests"
-        return _json(
-            429, {"error": {"message": message, "type": kind, "code": "rate_limit_exceeded"}}, headers
-        )
+        return _json(429, {"error": {"message": message, "type": kind, "code": "rate_limit_exceeded"}}, headers)
     if step in _OKISH or step is Step.MID_STREAM_ERROR:
         if call.probe:
             data = [{"id": m, "object": "model", "owned_by": "Sim", "active": True} for m in _GROQ_MODELS]
@@ -592,10 +582,7 @@ def _groq(call: _Call, plan: _Plan, step: Step, label: str) -> _Reply:
             reply = _openai_ok(call, step)
         reply.headers.update(headers)
         return reply
-    error = {
-        k: v.format(model=model, org=plan.org) if isinstance(v, str) else v
-        for k, v in _GROQ_ERRORS[step].items()
-    }
+    error = {k: v.format(model=model, org=plan.org) if isinstance(v, str) else v for k, v in _GROQ_ERRORS[step].items()}
     return _json(plan.status, {"error": error}, headers)
 
 
@@ -652,9 +639,7 @@ _GEMINI_HELP = {
 }
 
 
-def _gemini_error(
-    code: int, status: str, message: str, details: list[dict[str, Any]] | None = None
-) -> _Reply:
+def _gemini_error(code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> _Reply:
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
     if details:
         error["details"] = details
@@ -1125,18 +1110,14 @@ class Simulator:
             status = _status(call.provider, step, call.stream)
             shown_path = path.replace(secret, "<redacted>") if secret and secret in path else path
             self._log.append(
-                SimRequest(
-                    call.provider, name, shown_path, call.stream, status, step.value, call.model, in_url, at
-                )
+                SimRequest(call.provider, name, shown_path, call.stream, status, step.value, call.model, in_url, at)
             )
         return _Plan(step, status, quota, latency, org)
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m llms.simulator`: a foreground simulator for manual runs and the dashboard demo."""
-    parser = argparse.ArgumentParser(
-        prog="python -m llms.simulator", description="Fake OpenRouter/Groq/Gemini server."
-    )
+    parser = argparse.ArgumentParser(prog="python -m llms.simulator", description="Fake OpenRouter/Groq/Gemini server.")
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--demo", action="store_true", help="register the demo keys and print their env vars")
     parser.add_argument("--per-minute", type=int, default=3, help="requests per minute per demo key")

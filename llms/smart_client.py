@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Protocol
 
 from config.api_keys import ApiKey
-from config.settings import SETTINGS, Provider, Settings
+from config.settings import Provider, Settings, get_settings
 from llms.errors import (
     AllKeysExhaustedError,
     Attempt,
@@ -274,13 +274,17 @@ class ChatStream(Iterator[str]):
         self._client = client
         self._request = request
         self._deadline = deadline
-        self._pieces: Iterator[str] = self._run()
+        self._pieces: Generator[str, None, None] = self._run()
         self.result: ChatResult | None = None
 
     def __next__(self) -> str:
         return next(self._pieces)
 
-    def _run(self) -> Iterator[str]:
+    def close(self) -> None:
+        """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
+        self._pieces.close()
+
+    def _run(self) -> Generator[str, None, None]:
         client = self._client
         attempts: list[Attempt] = []
         rejected: list[Outcome] = []
@@ -327,7 +331,7 @@ def get_smart_client(settings: Settings | None = None) -> SmartClient:
     global _client
     with _client_lock:
         if _client is None:
-            _client = SmartClient(settings or SETTINGS)
+            _client = SmartClient(settings or get_settings())
         return _client
 
 

@@ -137,7 +137,7 @@ def test_feature_description_snippet_counts_keys(tmp_path: Path) -> None:
 
 def test_a_malformed_environment_fails_at_import_naming_the_variable(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", "import config.settings"],
+        [sys.executable, "-c", "from config.settings import SETTINGS"],
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "LLM_ERROR_COOLDOWN": "ten"},
         capture_output=True,

@@ -188,10 +188,7 @@ def test_gemini_inline_data_is_noticed(simulator: Simulator) -> None:
     }
     resp = send(simulator, "gemini", scripted(simulator, "gemini"), body=body)
     out = resp.json()
-    assert (
-        out["candidates"][0]["content"]["parts"][0]["text"]
-        == "Simulated gemini reply to: describe [image received]"
-    )
+    assert out["candidates"][0]["content"]["parts"][0]["text"] == "Simulated gemini reply to: describe [image received]"
     assert out["usageMetadata"]["promptTokenCount"] == 3
 
 
@@ -284,13 +281,9 @@ def test_error_step(simulator: Simulator, provider: str, step: Step) -> None:
         if step in GROQ_CODES:
             assert error["code"] == GROQ_CODES[step]
         if step is Step.TOO_LARGE:
-            assert error["type"] == "tokens" and error["message"].startswith(
-                "Request too large for model `test/model`"
-            )
+            assert error["type"] == "tokens" and error["message"].startswith("Request too large for model `test/model`")
         if step is Step.MODEL_NOT_FOUND:
-            assert (
-                error["message"] == "The model `test/model` does not exist or you do not have access to it."
-            )
+            assert error["message"] == "The model `test/model` does not exist or you do not have access to it."
     elif step is Step.BLOCKED:
         assert body["promptFeedback"]["blockReason"] == "SAFETY"
         assert "usageMetadata" in body
@@ -407,10 +400,7 @@ def test_gemini_rate_limit_hints(simulator: Simulator) -> None:
 
     details = gemini_details(day)
     assert "RetryInfo" not in details
-    assert (
-        details["QuotaFailure"]["violations"][0]["quotaId"]
-        == "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
-    )
+    assert details["QuotaFailure"]["violations"][0]["quotaId"] == "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
 
     details = gemini_details(nohint)
     assert "RetryInfo" not in details
@@ -507,15 +497,11 @@ def test_openrouter_stream(simulator: Simulator) -> None:
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(e) for e in data_events(resp)[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
-    content = [
-        c["choices"][0]["delta"]["content"] for c in chunks if c["choices"] and c["choices"][0]["delta"]
-    ]
+    content = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"] and c["choices"][0]["delta"]]
     assert len(content) >= 2 and "".join(content) == expected_reply("openrouter")
     stop, usage = chunks[-2], chunks[-1]
     assert stop["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
-    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == len(
-        expected_reply("openrouter").split()
-    )
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == len(expected_reply("openrouter").split())
     assert simulator.requests[-1].stream is True
 
 
@@ -531,9 +517,7 @@ def test_groq_stream(simulator: Simulator) -> None:
     assert content == expected_reply("groq")
     final = chunks[-1]
     assert final["choices"][0]["finish_reason"] == "stop"
-    assert final["x_groq"]["usage"]["total_tokens"] == len(PROMPT.split()) + len(
-        expected_reply("groq").split()
-    )
+    assert final["x_groq"]["usage"]["total_tokens"] == len(PROMPT.split()) + len(expected_reply("groq").split())
 
 
 def test_gemini_stream_wire(simulator: Simulator) -> None:
@@ -602,9 +586,7 @@ def test_gemini_through_google_genai_sdk(simulator: Simulator) -> None:
 
     secret = scripted(simulator, "gemini", Step.OK, Step.OK, Step.OK, Step.MID_STREAM_ERROR, Step.RATE_LIMIT)
     sdk = client(secret)
-    assert sdk.models.generate_content(model="gemini-2.5-flash", contents="hi").text == expected_reply(
-        "gemini", "hi"
-    )
+    assert sdk.models.generate_content(model="gemini-2.5-flash", contents="hi").text == expected_reply("gemini", "hi")
 
     pieces = [ch.text for ch in sdk.models.generate_content_stream(model="gemini-2.5-flash", contents=PROMPT)]
     assert len(pieces) >= 2 and "".join(pieces) == expected_reply("gemini")

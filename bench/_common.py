@@ -1,0 +1,178 @@
+"""What every benchmark script shares: the result rows, a skip signal, simulator + client set-up, and the CLI.
+
+Why one module: each `bench/bench_*.py` is runnable on its own (`python bench/bench_x.py`) and is also run by
+`bench/run_all.py` in a fresh subprocess (`--json PATH`), so a crash, a skip or LiteLLM's background threads in
+one benchmark cannot disturb the next. Heavy imports (LiteLLM, Streamlit) stay inside the scripts' `run()` so
+`run_all` can import every script cheaply for its titles, method notes and table rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from llms.simulator import Simulator
+    from llms.smart_client import SmartClient
+
+Result = dict[str, Any]
+MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Hello"}]
+SKIPPED_EXIT = 3
+"""Exit code of a script that skipped itself (a missing `redis-server`, an unimportable dashboard)."""
+
+LITELLM_MODELS: Mapping[str, str] = {
+    "groq": "groq/openai/gpt-oss-20b",
+    "openrouter": "openrouter/openai/gpt-oss-20b:free",
+}
+"""The same models our client asks for by default, in LiteLLM's provider-prefixed spelling."""
+
+
+class Skip(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raised by a benchmark that cannot run here; the message says why and what to install."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a result table: what was measured, our value, the target, LiteLLM's value, and the verdict."""
+
+    what: str
+    measured: str
+    target: str = "—"
+    litellm: str = "—"
+    met: bool | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "—" if self.met is None else ("met" if self.met else "**missed**")
+
+
+# --- statistics -------------------------------------------------------------------------------------------------
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): an observed value, never an interpolation between two."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples)
+
+
+# --- simulator and clients --------------------------------------------------------------------------------------
+
+
+def register_keys(
+    sim: Simulator, provider: str, count: int, *, prefix: str = "bench", **add_key: Any
+) -> tuple[list[str], dict[str, str]]:
+    """Register `count` keys in the simulator; return their secrets and the env vars that configure them.
+
+    The env also points every provider at the simulator and puts `provider` first, so nothing leaves loopback.
+    Secrets are shaped like the provider's (`gsk_…`, `sk-or-v1-…`) so key hints look like production.
+    """
+    shape = {"groq": "gsk_", "openrouter": "sk-or-v1-", "gemini": "AIza"}[provider]
+    env = {**sim.env(), "LLM_PROVIDER_ORDER": provider}
+    secrets = []
+    for i in range(1, count + 1):
+        secret = f"{shape}{prefix}_{i:06d}_{'0' * 24}"
+        sim.add_key(provider, secret, name=f"{provider}:{i}", **add_key)
+        env[f"{provider.upper()}_API_KEY_{i}"] = secret
+        secrets.append(secret)
+    return secrets, env
+
+
+def smart_client(env: Mapping[str, str]) -> SmartClient:
+    """Our client configured from `env` alone (no `.env`, no process environment), as a deployment would be."""
+    from config.settings import load_settings
+    from llms.smart_client import SmartClient
+
+    return SmartClient(load_settings(env, dotenv_path=None))
+
+
+def import_litellm() -> Any:
+    """Import LiteLLM offline (bundled model cost map) and quiet; returns the module."""
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    return litellm
+
+
+def litellm_router(sim: Simulator, provider: str, secrets: Sequence[str]) -> Any:
+    """A LiteLLM `Router` with one deployment per key, all in one model group, default settings otherwise."""
+    litellm = import_litellm()
+    base = sim.base_urls[provider]
+    model_list = [
+        {"model_name": "chat", "litellm_params": {"model": LITELLM_MODELS[provider], "api_key": s, "api_base": base}}
+        for s in secrets
+    ]
+    return litellm.Router(model_list=model_list)
+
+
+def litellm_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("litellm")
+    except PackageNotFoundError:
+        return None
+
+
+# --- output -----------------------------------------------------------------------------------------------------
+
+
+def table(rows: Sequence[Row], *, markdown: bool = False) -> str:
+    """Rows as a plain-text table (terminal) or a GitHub markdown table (the report)."""
+    head = ("", "measured", "target", "LiteLLM", "verdict")
+    cells = [(r.what, r.measured, r.target, r.litellm, r.verdict.replace("**", "")) for r in rows]
+    if markdown:
+        cells = [(r.what, r.measured, r.target, r.litellm, r.verdict) for r in rows]
+        lines = ["| " + " | ".join(("what", *head[1:])) + " |", "|---|---:|---:|---:|---|"]
+        return "\n".join([*lines, *("| " + " | ".join(c) + " |" for c in cells)])
+    widths = [max(len(str(c[i])) for c in (head, *cells)) for i in range(len(head))]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join(fmt.format(*c) for c in (head, *cells))
+
+
+def main(title: str, run: Callable[[], Result], rows: Callable[[Result], list[Row]]) -> int:
+    """The CLI of every script: run, print the table; `--json PATH` also writes the raw result for `run_all`."""
+    parser = argparse.ArgumentParser(description=title)
+    parser.add_argument("--json", metavar="PATH", help="also write the raw result (or the skip reason) here")
+    args = parser.parse_args()
+    try:
+        result = run()
+    except Skip as exc:
+        print(f"{title}: skipped — {exc}")
+        _write(args.json, {"status": "skipped", "message": str(exc)})
+        return SKIPPED_EXIT
+    except Exception as exc:
+        traceback.print_exc()
+        _write(args.json, {"status": "failed", "message": f"{type(exc).__name__}: {exc}"})
+        return 1
+    print(title)
+    print(table(rows(result)))
+    _write(args.json, {"status": "ok", "result": result})
+    return 0
+
+
+def _write(path: str | None, data: Result) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,96 @@
+"""One `SmartClient` per Streamlit process, shared by every session and page, plus the demo mode behind it.
+
+Why a module: `st.cache_resource` keys include the defining module, and page scripts run as `__main__`, so a
+factory defined in a page would be cached once per page. Settings are read afresh when the resource is built
+(not taken from the process-wide `config.settings.SETTINGS`), so tests can steer the dashboard through env vars;
+in a normal run both read the same environment and `.env`.
+
+Demo mode (no keys configured, or `LLM_DEMO=1`): the provider simulator starts on a free loopback port with
+fake keys that allow a few requests a minute each, so rotation, cooldowns, fallback and recovery all show up
+within a minute of chatting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from config.settings import Settings, load_settings
+from llms import SmartClient
+from llms.simulator import DEMO_KEYS, Simulator
+
+DEMO_LATENCY = 0.3
+"""Seconds the simulator takes per answer: long enough to see streaming, short enough not to bore."""
+DEMO_PER_MINUTE = 3
+"""Requests per minute per demo key: OpenRouter's four keys run dry after about a dozen messages."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The process-wide client, and whether it talks to the demo simulator instead of real providers."""
+
+    client: SmartClient
+    demo: bool = False
+    demo_reason: str = ""
+    simulator: Simulator | None = field(default=None, repr=False)
+
+    @property
+    def simulator_url(self) -> str | None:
+        return self.simulator.url if self.simulator else None
+
+    def close(self) -> None:
+        self.client.close()
+        if self.simulator is not None:
+            self.simulator.stop()
+
+
+def demo_reason(settings: Settings) -> str:
+    """Why the dashboard runs in demo mode ("" when it uses the configured keys)."""
+    if settings.demo:
+        return "LLM_DEMO is set"
+    if not settings.has_keys:
+        return "no API keys are configured"
+    return ""
+
+
+def build_backend(env: Mapping[str, str] | None = None, dotenv_path: str | None = "") -> Backend:
+    """Build the client from the environment (default `os.environ` over `.env`), or start demo mode."""
+    settings = load_settings(env, dotenv_path=dotenv_path)
+    reason = demo_reason(settings)
+    if not reason:
+        return Backend(SmartClient(settings))
+    simulator = Simulator(latency=DEMO_LATENCY).start()
+    try:
+        demo_env = {**_overrides(os.environ if env is None else env), **simulator.add_demo_keys(DEMO_PER_MINUTE)}
+        client = SmartClient(load_settings(demo_env, dotenv_path=None))
+    except Exception:
+        simulator.stop()
+        raise
+    return Backend(client, demo=True, demo_reason=reason, simulator=simulator)
+
+
+def _overrides(env: Mapping[str, str]) -> dict[str, str]:
+    """The operator's LLM_* tuning (cooldowns, order, timeouts) carries into the demo; a shared state store
+    does not, so demo keys never land in a real Redis."""
+    return {k: v for k, v in env.items() if k.startswith("LLM_") and k != "LLM_STATE_URL"}
+
+
+def demo_key_counts() -> dict[str, int]:
+    return {provider: len(secrets) for provider, secrets in DEMO_KEYS.items()}
+
+
+def _release(backend: Backend) -> None:
+    backend.close()
+
+
+@st.cache_resource(show_spinner="Starting the LLM client…", on_release=_release)
+def get_backend() -> Backend:
+    """The shared backend; `st.cache_resource.clear()` closes it (and stops a demo simulator)."""
+    return build_backend()
+
+
+def get_client() -> SmartClient:
+    return get_backend().client

@@ -1,0 +1,102 @@
+"""Wording shared by the pages: provider names, durations, the answer caption, error messages.
+
+Pure functions of library values, so the exact text operators read (and tests assert on) lives in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+from llms import AllKeysExhaustedError, Attempt, ChatResult, Outcome, OutcomeKind
+
+PROVIDER_TITLES: dict[str, str] = {"openrouter": "OpenRouter", "groq": "Groq", "gemini": "Gemini"}
+
+_KIND_WORDS: dict[str, str] = {
+    OutcomeKind.OK: "ok",
+    OutcomeKind.RATE_LIMIT: "rate-limited",
+    OutcomeKind.INVALID_KEY: "invalid key",
+    OutcomeKind.NO_CREDITS: "no credits",
+    OutcomeKind.TRANSIENT: "error",
+    OutcomeKind.REQUEST_ERROR: "rejected the request",
+}
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>$~|])")
+MAX_SKIPS_SHOWN = 4
+
+
+def provider_title(provider: str) -> str:
+    return PROVIDER_TITLES.get(provider, provider.title())
+
+
+def md_escape(text: str) -> str:
+    """Captions render Markdown: keep `gsk_…` hints and model names literal (and `$` from turning into LaTeX)."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def countdown(seconds: float) -> str:
+    """A cooldown as operators read it: `42 s`, `12 min 05 s`, `23 h 59 min`. Rounds up, so never `0 s` early."""
+    total = max(0, math.ceil(seconds))
+    if total < 100:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60} min {total % 60:02d} s"
+    return f"{total // 3600} h {total % 3600 // 60:02d} min"
+
+
+def clock_time(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S")
+
+
+def kind_word(kind: str, status: int | None = None) -> str:
+    if kind == OutcomeKind.TRANSIENT:
+        return f"error {status}" if status else "no answer"
+    return _KIND_WORDS.get(kind, str(kind))
+
+
+def describe_attempt(attempt: Attempt) -> str:
+    return f"{attempt.key_id} {kind_word(attempt.kind, attempt.status)}"
+
+
+def skipped_text(attempts: Sequence[Attempt]) -> str:
+    """`skipped openrouter:1 rate-limited, openrouter:2 invalid key` ("" when nothing was skipped)."""
+    if not attempts:
+        return ""
+    shown = ", ".join(describe_attempt(a) for a in attempts[:MAX_SKIPS_SHOWN])
+    more = len(attempts) - MAX_SKIPS_SHOWN
+    return "skipped " + shown + (f" and {more} more" if more > 0 else "")
+
+
+def answer_caption(result: ChatResult) -> str:
+    """`groq · openai/gpt-oss-20b · groq:2 (gsk_…9f3a) · 0.8 s · skipped openrouter:1 rate-limited`."""
+    parts = [result.provider, result.model, f"{result.key_id} ({result.key_hint})", f"{result.latency_s:.1f} s"]
+    skipped = skipped_text(result.skipped)
+    if skipped:
+        parts.append(skipped)
+    return " · ".join(parts)
+
+
+def exhausted_message(error: AllKeysExhaustedError, now: float | None = None) -> str:
+    """Every key is cooling: say when the first one frees up instead of showing a traceback."""
+    if error.retry_in is None:
+        return (
+            "No API key could answer, and none is scheduled to free up by itself. "
+            "Check the Status page for invalid keys or repeated errors."
+        )
+    at = (time.time() if now is None else now) + error.retry_in
+    return (
+        f"All API keys are cooling down right now. The next one, {error.next_key_id}, frees up in "
+        f"{countdown(error.retry_in)} (at {clock_time(at)}). Try again then, or reset keys on the Status page."
+    )
+
+
+def verdict(key_id: str, outcome: Outcome) -> str:
+    """A key check's result in one line, for a toast."""
+    if outcome.kind == OutcomeKind.OK:
+        return f"{key_id}: OK, the key works"
+    status = f" (HTTP {outcome.status})" if outcome.status else ""
+    wait = f", retry in {countdown(outcome.retry_after)}" if outcome.retry_after else ""
+    message = f": {outcome.message}" if outcome.message else ""
+    return f"{key_id}: {_KIND_WORDS.get(outcome.kind, outcome.kind)}{status}{wait}{message}"

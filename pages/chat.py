@@ -1,0 +1,28 @@
+"""Chat page: talk to whichever key of whichever provider can answer, and see who answered and what was skipped."""
+
+import streamlit as st
+
+from dashboard import chat, shell
+from dashboard.client import get_client
+
+shell.ensure()
+client = get_client()
+options = chat.options_sidebar()
+
+st.title("Chat")
+st.caption("Each answer names the provider, model and key that produced it, and the keys skipped on the way.")
+
+turns = chat.history()
+for turn in turns:
+    chat.render_turn(turn)
+
+prompt, rejected = chat.user_turn(st.chat_input("Message", accept_file=True, file_type=chat.IMAGE_TYPES))
+if rejected:
+    st.warning(f"Not a readable image, left out: {', '.join(rejected)}", icon=":material/broken_image:")
+if prompt is not None:
+    turns.append(prompt)
+    chat.render_turn(prompt)
+    messages = chat.build_messages(turns, options.system_prompt)
+    with st.chat_message("assistant"):
+        answer = chat.stream_answer(client, messages, options, st.write_stream, keep=turns.append)
+        chat.render_details(answer)
