@@ -17,6 +17,7 @@ import streamlit as st
 
 from dashboard.text import countdown, provider_title, verdict
 from llms import KeyStatus, LLMError, SmartClient
+from llms.state import StoreHealth
 
 HISTORY_KEY = "status_availability"
 HISTORY_POINTS = 300
@@ -78,6 +79,18 @@ def provider_views(summary: dict[str, Any]) -> list[ProviderView]:
     ]
 
 
+def backoff_text(key: KeyStatus) -> str:
+    parts = [f"step {key.backoff_step}"] if key.backoff_step else []
+    if key.learned_rest:
+        parts.append(f"learned {countdown(key.learned_rest)}")
+    return " · ".join(parts)
+
+
+def store_text(store: StoreHealth) -> str:
+    where = "in this process" if store.backend == "memory" else f"in Redis at `{store.location}`"
+    return f"Key state is kept {where}" + ("." if store.healthy else f" — **{store.detail}**")
+
+
 def _when(at: float | None) -> datetime | None:
     return datetime.fromtimestamp(at) if at else None
 
@@ -87,9 +100,11 @@ def key_frame(keys: Sequence[KeyStatus]) -> pd.DataFrame:
         {
             "Key": k.key_id,
             "Hint": k.hint,
+            "Group": k.group or "",
             "State": "available" if k.available else "cooling",
             "Reason": k.reason or "",
             "Frees in": "" if k.available else countdown(k.cooldown_remaining),
+            "Backoff": backoff_text(k),
             "Streak": k.consecutive_failures,
             "Successes": k.successes,
             "Failures": k.failures,
@@ -105,9 +120,13 @@ def key_frame(keys: Sequence[KeyStatus]) -> pd.DataFrame:
 KEY_COLUMNS: dict[str, Any] = {
     "Key": st.column_config.TextColumn("Key", pinned=True),
     "Hint": st.column_config.TextColumn("Hint", help="First and last four characters; the key is never shown."),
+    "Group": st.column_config.TextColumn("Group", help="Keys of one account share one rate limit (…_API_KEY_N_GROUP)."),
     "State": st.column_config.TextColumn("State"),
     "Reason": st.column_config.TextColumn("Reason"),
     "Frees in": st.column_config.TextColumn("Frees in", help="Live countdown until the key is back in rotation."),
+    "Backoff": st.column_config.TextColumn(
+        "Backoff", help="Adaptive rest after 429s without a hint: current step, and the rest that worked last time."
+    ),
     "Streak": st.column_config.NumberColumn("Streak", help="Consecutive failures (cooling at the threshold)."),
     "Successes": st.column_config.NumberColumn("OK", help="Successful requests since the process started."),
     "Failures": st.column_config.NumberColumn("Failed", help="Failed requests since the process started."),

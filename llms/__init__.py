@@ -17,6 +17,7 @@ from llms.errors import (
 )
 from llms.key_manager import KeyStatus
 from llms.smart_client import ChatStream, SmartClient, get_smart_client, reset_smart_client
+from llms.state import StoreHealth
 from llms.types import ChatResult, Usage
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ProviderError",
     "RequestRejectedError",
     "SmartClient",
+    "StoreHealth",
     "StreamInterruptedError",
     "Usage",
     "get_smart_client",

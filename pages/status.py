@@ -22,7 +22,13 @@ right.button("Reset all", icon=":material/restart_alt:", on_click=status.reset_a
 @st.fragment(run_every="1s")
 def live_status() -> None:
     """Only this part reruns every second, so countdowns tick without redrawing the page."""
-    views = status.provider_views(client.get_status_summary())
+    summary = client.get_status_summary()
+    views = status.provider_views(summary)
+    store = summary["store"]
+    if store.healthy:
+        st.caption(status.store_text(store))
+    else:
+        st.warning(status.store_text(store), icon=":material/cloud_off:")
     trend = status.sample_availability(views)
     for column, view in zip(st.columns(len(views)), views, strict=True):
         with column.container(border=True):

@@ -362,3 +362,45 @@ def test_countdown_and_caption_wording() -> None:
     many = [Attempt(f"openrouter:{i}", OutcomeKind.INVALID_KEY, 401, "") for i in range(1, 7)]
     assert skipped_text(many).endswith("openrouter:4 invalid key and 2 more")
     assert "none is scheduled to free up" in exhausted_message(AllKeysExhaustedError([], None, None))
+
+
+# --- shared state (Redis) -----------------------------------------------------------------------------------------
+
+
+def test_status_shows_cooldowns_from_another_process_and_resets_them_for_it(
+    env: pytest.MonkeyPatch, sim: Simulator, redis_server
+) -> None:
+    from config.settings import load_settings
+    from llms.state import store_from_url
+
+    use_keys(env, sim, {"groq": 2}, steps={"groq:1": ["rate_limit_nohint"]})
+    env.setenv("LLM_STATE_URL", redis_server.url)
+    env.setenv("LLM_STATE_PREFIX", "dash-shared")
+    settings = load_settings(dict(os.environ), dotenv_path=None)
+    worker = SmartClient(settings, store=store_from_url(settings.state_url, settings.state_prefix))
+    assert worker.complete([{"role": "user", "content": "hi"}]).key_id == "groq:2"  # groq:1 earned a 429 there
+
+    at = app().run()
+    at.switch_page(STATUS).run()
+    assert metrics(at)["Groq"] == "1/2 available"
+    assert any("Redis at" in c for c in captions(at))
+    _click(at, "Reset all")
+    assert metrics(at)["Groq"] == "2/2 available"
+    assert worker.get_status_summary()["groq"]["available"] == 2  # the reset reached the other process
+    worker.close()
+
+
+def test_status_says_when_the_shared_store_is_degraded(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    use_keys(env, sim, {"groq": 1})
+    env.setenv("LLM_STATE_URL", f"redis://127.0.0.1:{port}/0")  # nothing listens there
+    at = app().run()
+    chat(at, "still answered")
+    assert "Simulated groq reply" in at.chat_message[-1].markdown[0].value
+    at.switch_page(STATUS).run()
+    assert not at.exception
+    assert any("degraded" in w.value for w in at.warning)
