@@ -8,10 +8,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,6 +25,7 @@ from llms.smart_client import SmartClient
 from llms.state import StateStore, store_from_url
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 # Distinctive fake keys: the secret-leak tests grep everything captured for these exact strings.
 SECRETS: Mapping[str, tuple[str, ...]] = {
@@ -162,6 +166,18 @@ def python_env(**extra: str) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY",)) and "_API_KEY_" not in k}
     keep = {k: v for k, v in keep.items() if not k.startswith(("LLM_", "OPENROUTER_", "GROQ_", "GEMINI_"))}
     return {**keep, "PYTHONPATH": str(ROOT), **extra}
+
+
+def in_threads(count: int, work: Callable[[], T]) -> list[T]:
+    """Run `work` in `count` threads at once; returns their results and re-raises the first exception."""
+    barrier = threading.Barrier(count)
+
+    def start(_: int) -> T:
+        barrier.wait()
+        return work()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(start, range(count)))
 
 
 PYTHON = sys.executable

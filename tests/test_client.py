@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import threading
 import time
 
 import pytest
-from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, python_env
+from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, in_threads, python_env
 
 from llms import AllKeysExhaustedError, OutcomeKind, RequestRejectedError
 from llms.simulator import Simulator
@@ -244,21 +243,7 @@ def test_groq_quota_at_zero_rests_the_key_before_it_earns_a_429(make_client: Mak
 
 def test_32_threads_share_one_client(make_client: MakeClient, sim: Simulator) -> None:
     client = make_client({"openrouter": 4})
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            for _ in range(10):
-                client.chat(USER_HELLO)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    in_threads(32, lambda: [client.chat(USER_HELLO) for _ in range(10)])
     assert sim.calls() == 320
     keys = client.get_status_summary()["openrouter"]["keys"]
     assert [k.successes for k in keys] == [80, 80, 80, 80]

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from typing import Any
 
 import pytest
+from conftest import Clock, in_threads
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.errors import Outcome, OutcomeKind, QuotaHint
 from llms.key_manager import KeyManager
 from llms.state import CooldownReason, EventKind, MemoryStore
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make(
@@ -175,12 +164,8 @@ def test_statuses_never_contain_secrets() -> None:
 def test_32_threads_never_double_count_or_lose_an_update() -> None:
     manager, _keys, _ = make(4, error_threshold=10**9)
     per_thread = 500
-    picks: Counter[str] = Counter()
-    lock = threading.Lock()
-    barrier = threading.Barrier(32)
 
-    def work() -> None:
-        barrier.wait()
+    def work() -> Counter[str]:
         local: Counter[str] = Counter()
         for _ in range(per_thread):
             key = manager.acquire("groq")
@@ -188,14 +173,9 @@ def test_32_threads_never_double_count_or_lose_an_update() -> None:
             manager.record(key, Outcome(OutcomeKind.OK, 200))
             manager.record(key, fail(OutcomeKind.TRANSIENT, status=500))
             manager.record(key, Outcome(OutcomeKind.OK, 200))
-        with lock:
-            picks.update(local)
+        return local
 
-    threads = [threading.Thread(target=work) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    picks = sum(in_threads(32, work), Counter())
     total = 32 * per_thread
     assert sum(picks.values()) == total
     assert set(picks.values()) == {total // 4}  # strict round robin even under contention

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from conftest import SECRETS, USER_HELLO, MakeClient
+from conftest import SECRETS, USER_HELLO, MakeClient, in_threads
 
 from llms import AllKeysExhaustedError
 from llms.simulator import Simulator
@@ -42,22 +41,14 @@ def test_concurrent_requests_never_exceed_the_remaining_quota(make_client: MakeC
     client = make_client({"groq": 2}, limits={"groq:1": (4, 30.0), "groq:2": (4, 30.0)})
     client.complete(USER_HELLO)  # each key's first answer reports "3 remaining"
     client.complete(USER_HELLO)
-    results: list[str] = []
-    lock = threading.Lock()
 
-    def one() -> None:
+    def one() -> str:
         try:
-            key = client.complete(USER_HELLO, wait=0.5).key_id
+            return client.complete(USER_HELLO, wait=0.5).key_id
         except AllKeysExhaustedError:
-            key = "exhausted"
-        with lock:
-            results.append(key)
+            return "exhausted"
 
-    threads = [threading.Thread(target=one) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = in_threads(16, one)
     assert results.count("groq:1") == 3 and results.count("groq:2") == 3
     assert statuses_429(sim) == 0
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from conftest import in_threads
 
 from llms.state import CooldownReason, EventKind, KeyEvent, StateError, StateStore, store_from_url
 
@@ -85,23 +85,15 @@ def test_health_names_the_backend(store: StateStore) -> None:
 
 
 def test_32_threads_lose_no_update(store: StateStore) -> None:
-    picks: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def work() -> None:
+    def work() -> Counter[str]:
         local: Counter[str] = Counter()
         for _ in range(30):
             key_id = store.acquire("pool", NOW)
             local[key_id] += 1
             store.record_success(key_id, NOW)
-        with lock:
-            picks.update(local)
+        return local
 
-    threads = [threading.Thread(target=work) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    picks = sum(in_threads(32, work), Counter())
     assert sum(picks.values()) == 960 and set(picks.values()) == {320}
     assert sum(r.successes for r in store.records(IDS)) == 960
 
