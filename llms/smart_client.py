@@ -118,6 +118,9 @@ class SmartClient:
             except ProviderError as exc:
                 self._failed(provider, key, exc.outcome, attempts, rejected)
                 continue
+            except Exception as exc:  # an answer no adapter rule foresaw is a transient error, not a crash
+                self._failed(provider, key, _unexpected(exc), attempts, rejected)
+                continue
             return self._succeeded(provider, key, completion, attempts, time.perf_counter() - started)
         raise self._give_up(attempts, rejected)
 
@@ -297,6 +300,9 @@ class ChatStream(Iterator[str]):
             except ProviderError as exc:
                 client._failed(provider, key, exc.outcome, attempts, rejected)
                 continue
+            except Exception as exc:
+                client._failed(provider, key, _unexpected(exc), attempts, rejected)
+                continue
             if first is None:
                 client._failed(provider, key, Outcome(OutcomeKind.TRANSIENT, 200, "empty stream"), attempts, rejected)
                 continue
@@ -306,10 +312,11 @@ class ChatStream(Iterator[str]):
                 for piece in pieces:
                     text.append(piece)
                     yield piece
-            except ProviderError as exc:
-                client._failed(provider, key, exc.outcome, attempts, rejected)
+            except (ProviderError, Exception) as exc:
+                outcome = exc.outcome if isinstance(exc, ProviderError) else _unexpected(exc)
+                client._failed(provider, key, outcome, attempts, rejected)
                 raise StreamInterruptedError(
-                    f"{provider} stream broke after {len(text)} piece(s): {exc.outcome.message}", attempts
+                    f"{provider} stream broke after {len(text)} piece(s): {outcome.message}", attempts
                 ) from None
             except GeneratorExit:
                 client.key_manager.abandon(key)
@@ -320,6 +327,12 @@ class ChatStream(Iterator[str]):
             self.result = client._succeeded(provider, key, completion, attempts, time.perf_counter() - started)
             return
         raise client._give_up(attempts, rejected)
+
+
+def _unexpected(exc: Exception) -> Outcome:
+    """Only the exception's type is kept: its text could quote a request, and with it a key."""
+    log.warning("unexpected %s while calling a provider; treated as a transient error", type(exc).__name__)
+    return Outcome(OutcomeKind.TRANSIENT, None, f"unexpected error ({type(exc).__name__})")
 
 
 _client: SmartClient | None = None

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llms.errors import Attempt, QuotaHint
+from llms.errors import Attempt, OutcomeKind, QuotaHint
 
 Message = Mapping[str, Any]
 _ROLES = ("system", "user", "assistant")
@@ -125,7 +125,7 @@ class ChatResult:
     @property
     def skipped(self) -> tuple[Attempt, ...]:
         """The failed attempts before the answering key."""
-        return tuple(a for a in self.attempts if a.key_id != self.key_id or a.kind != "ok")
+        return tuple(a for a in self.attempts if a.kind is not OutcomeKind.OK)
 
 
 @dataclass
