@@ -168,7 +168,7 @@ class KeyManager:
             if member is not key:
                 self.cool(member, seconds, CooldownReason.RATE_LIMIT, f"shares a limit with {key.key_id}")
         provider_keys = self._keys.get(key.provider, ())
-        storm = self._storms.observe(key.provider, key.fingerprint, outcome.retry_after, now, len(provider_keys))
+        storm = self._storms.observe(key.provider, key.fingerprint, seconds, now, len(provider_keys))
         if storm is None:
             return
         rest = min(storm, self._cooldowns.storm)

@@ -70,7 +70,9 @@ class ConcurrencyGate:
     """Never send a key more requests at once than the provider said it has left.
 
     The count of requests in flight is per process; the remaining quota is what the key's last answer reported
-    (Groq's `x-ratelimit-remaining-requests`), trusted until that quota's reset time.
+    (Groq's `x-ratelimit-remaining-requests`), trusted until that quota's reset time. After the reset, a key
+    known to report its quota gets one request at a time until an answer says how much the new window holds,
+    so threads waiting for the reset don't all rush in at once and overdraw it.
     """
 
     def __init__(self) -> None:
@@ -81,8 +83,10 @@ class ConcurrencyGate:
     def try_start(self, key: str, now: float) -> bool:
         with self._lock:
             known = self._remaining.get(key)
-            if known is not None and now < known.valid_until and self._in_flight[key] >= known.remaining:
-                return False
+            if known is not None:
+                allowed = known.remaining if now < known.valid_until else 1
+                if self._in_flight[key] >= allowed:
+                    return False
             self._in_flight[key] += 1
             return True
 
@@ -120,22 +124,25 @@ class StormDetector:
         self._window = window
         self._share = share
         self._min_keys = min_keys
-        self._seen: dict[str, deque[tuple[float, str, float | None]]] = defaultdict(deque)
+        self._seen: dict[str, deque[tuple[float, str, float]]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def observe(self, provider: str, key: str, hint: float | None, now: float, total_keys: int) -> float | None:
-        """Record a 429; when it completes a storm, return the shortest hint seen in it (or inf if none had one)."""
+    def observe(self, provider: str, key: str, rest: float, now: float, total_keys: int) -> float | None:
+        """Record a 429 and the rest it earned; when it completes a storm, return the shortest of those rests.
+
+        The other keys then rest no longer than the rate-limited ones do: a storm is a reason to pause, not to
+        outlast the limit itself (with the adaptive policy that first pause is a second).
+        """
         needed = max(self._min_keys, math.ceil(self._share * total_keys))
         if total_keys <= needed:
             return None
         with self._lock:
             seen = self._seen[provider]
-            seen.append((now, key, hint))
+            seen.append((now, key, rest))
             while seen and seen[0][0] < now - self._window:
                 seen.popleft()
-            keys = {k for _, k, _ in seen}
-            if len(keys) < needed:
+            if len({k for _, k, _ in seen}) < needed:
                 return None
-            hints = [h for _, _, h in seen]
+            shortest = min(r for _, _, r in seen)
             seen.clear()
-            return math.inf if None in hints else min(h for h in hints if h is not None)
+            return shortest

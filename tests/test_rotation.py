@@ -70,12 +70,20 @@ def test_a_rate_limit_cools_the_whole_shared_limit_group(make_client: MakeClient
 
 def test_a_storm_rests_the_provider_instead_of_burning_every_key(make_client: MakeClient, sim: Simulator) -> None:
     steps = {f"groq:{i}": ["rate_limit_nohint"] for i in range(1, 7)}  # 6 of 8 keys: 75 %
-    client = make_client({"groq": 8, "gemini": 1}, steps=steps, LLM_STORM_COOLDOWN="5")
+    client = make_client({"groq": 8, "gemini": 1}, steps=steps, LLM_STORM_COOLDOWN="5", LLM_COOLDOWN_POLICY="fixed")
     assert client.complete(USER_HELLO).provider == "gemini"
     assert [sim.calls(f"groq:{i}") for i in range(1, 9)] == [1, 1, 1, 1, 1, 1, 0, 0]
     rested = client.get_status_summary()["groq"]["keys"][6]
     assert not rested.available and rested.cooldown_remaining == pytest.approx(5, abs=1)
     assert any("429 on most keys" in e.detail for e in client.events())
+
+
+def test_a_storm_rest_is_never_longer_than_the_rate_limited_keys_rest(make_client: MakeClient) -> None:
+    steps = {f"groq:{i}": ["rate_limit_nohint"] for i in range(1, 7)}
+    client = make_client({"groq": 8, "gemini": 1}, steps=steps, LLM_STORM_COOLDOWN="5")  # adaptive: first rest 1 s
+    client.complete(USER_HELLO)
+    rested = client.get_status_summary()["groq"]["keys"][6]
+    assert not rested.available and rested.cooldown_remaining <= 1.0
 
 
 def test_wait_for_the_first_key_instead_of_failing(make_client: MakeClient, sim: Simulator) -> None:
