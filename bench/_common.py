@@ -41,7 +41,7 @@ LITELLM_MODELS: Mapping[str, str] = {
 """The same models our client asks for by default, in LiteLLM's provider-prefixed spelling."""
 
 
-class Skip(Exception):  # noqa: N818 - it is a signal, not an error
+class Skip(Exception):
     """Raised by a benchmark that cannot run here; the message says why and what to install."""
 
 

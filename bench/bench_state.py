@@ -16,11 +16,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import Result, Row, Skip, main
 from config.settings import load_settings
 from llms.simulator import Simulator
 from llms.smart_client import SmartClient
 from llms.state import store_from_url
 
+TITLE = "State store: extra time per call with Redis instead of memory"
+METHOD = (
+    "The same `SmartClient.complete` loop against the simulator (Groq wire format, 4 keys, zero latency) with "
+    "`memory://` and with a private `redis-server` on a free loopback port (`redis://`, one Lua call to pick a "
+    "key and one to record the outcome). Three interleaved rounds per store, each 50 warm-up calls then 7 "
+    "samples of 300 calls; the figure is the difference of the medians. Skipped when `redis-server` is not on "
+    "`PATH`."
+)
+TARGET_EXTRA_MS = 0.5
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
@@ -53,9 +63,9 @@ def per_call(client: SmartClient, calls: int, rounds: int = 7) -> list[float]:
     return samples
 
 
-def run(calls: int = 300) -> dict[str, float]:
+def run(calls: int = 300) -> Result:
     if shutil.which("redis-server") is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+        raise Skip("redis-server is not on PATH (apt-get install redis-server)")
     proc, url = start_redis()
     try:
         with Simulator() as sim:
@@ -78,8 +88,32 @@ def run(calls: int = 300) -> dict[str, float]:
     return {"memory_ms": mem * 1e3, "redis_ms": red * 1e3, "extra_ms": (red - mem) * 1e3, "ratio": red / mem}
 
 
+def rows(r: Result) -> list[Row]:
+    return [
+        Row(
+            "extra per call, Redis vs memory",
+            f"{r['extra_ms']:.3f} ms",
+            f"< {TARGET_EXTRA_MS} ms",
+            met=r["extra_ms"] < TARGET_EXTRA_MS,
+        ),
+        Row("per call (context)", f"memory {r['memory_ms']:.2f} ms, Redis {r['redis_ms']:.2f} ms", "—"),
+        Row("ratio (context)", f"{r['ratio']:.2f}×"),
+    ]
+
+
+def notes(r: Result) -> list[str]:
+    if r["extra_ms"] < TARGET_EXTRA_MS:
+        return []
+    return [
+        "**Why it misses.** Each call makes two Redis round trips — `EVALSHA` to pick a key, `EVALSHA` to record "
+        f"the success — so {r['extra_ms']:.2f} ms is about {r['extra_ms'] / 2:.2f} ms per round trip. Under "
+        "`cProfile` nearly all of it is inside redis-py's `execute_command` (pack, send, wait, parse; pool "
+        "checkout and release add a little), not in `llms/redis_state.py`. On this 2-core machine the client, "
+        "the in-process simulator and `redis-server` share two cores, so each round trip also pays a context "
+        "switch. Folding the success record into the next pick, or sending it without waiting for the reply, "
+        "would halve the cost."
+    ]
+
+
 if __name__ == "__main__":
-    r = run()
-    print("state store: Redis vs memory, per complete() call against the simulator")
-    print(f"  extra per call : {r['extra_ms']:.3f} ms   (ratio {r['ratio']:.2f}x)")
-    print(f"  context        : memory {r['memory_ms']:.2f} ms, redis {r['redis_ms']:.2f} ms per call")
+    raise SystemExit(main(TITLE, run, rows))
