@@ -16,7 +16,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.cooldown import Backoff, cooldown_policy
 from llms.errors import Outcome, OutcomeKind, QuotaHint, format_duration
-from llms.quota import ConcurrencyGate, RequestBudget, StormDetector
+from llms.quota import ConcurrencyGate, LearnedWindows, RequestBudget, StormDetector
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
 
 log = logging.getLogger("llms.keys")
@@ -72,6 +72,7 @@ class KeyManager:
         self._gate = ConcurrencyGate()
         self._storms = StormDetector()
         self.policy = cooldown_policy(cooldowns.policy, cooldowns.rate_limit)
+        self._windows = LearnedWindows() if self.policy.name == "adaptive" else None
         for provider, ks in self._keys.items():
             store.register(provider, [k.fingerprint for k in ks])
 
@@ -117,14 +118,17 @@ class KeyManager:
     def record(self, key: ApiKey, outcome: Outcome, quota: QuotaHint | None = None) -> None:
         """Apply the penalty (or the absolution) an outcome earns the key that produced it."""
         now = self._clock()
-        self._gate.finish(key.fingerprint, quota if outcome.kind is OutcomeKind.OK else None, now)
+        ok = outcome.kind is OutcomeKind.OK
+        if ok and quota is None and self._windows is not None:
+            quota = self._windows.succeeded(_subject(key), now, self.policy.backoff(_subject(key)).learned)
+        self._gate.finish(key.fingerprint, ok, quota if ok else None, now)
         if outcome.kind is OutcomeKind.OK:
             self.policy.succeeded(_subject(key))
             ended_streak = self._store.record_success(key.fingerprint, now)
             if ended_streak:
                 self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
             if quota is not None and quota.remaining == 0 and quota.reset_after is not None:
-                self.cool(key, quota.reset_after, CooldownReason.RATE_LIMIT, "quota at zero (remaining header)")
+                self.cool(key, quota.reset_after, CooldownReason.RATE_LIMIT, "quota used up for this window")
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             return
@@ -151,7 +155,7 @@ class KeyManager:
 
     def abandon(self, key: ApiKey) -> None:
         """The caller gave up on a request (a stream closed early): it no longer counts as in flight."""
-        self._gate.finish(key.fingerprint)
+        self._gate.finish(key.fingerprint, succeeded=False)
 
     def _rate_limited(self, key: ApiKey, outcome: Outcome, now: float) -> None:
         """Cool the key, its whole shared-limit group, and on a storm the provider's other keys."""
@@ -162,6 +166,9 @@ class KeyManager:
             if self._store.records([key.fingerprint])[0].cooldown_until > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
             seconds = self.policy.hintless_rest(_subject(key))
+            self._gate.probe_next(key.fingerprint)
+            if self._windows is not None:
+                self._windows.limited(_subject(key), now, seconds)
             source = f"no hint; {self.policy.name} policy, step {self.policy.backoff(_subject(key)).step}"
         self.cool(key, seconds, CooldownReason.RATE_LIMIT, source)
         for member in self._groups.get((key.provider, key.group or ""), ()):

@@ -78,10 +78,18 @@ class ConcurrencyGate:
     def __init__(self) -> None:
         self._in_flight: Counter[str] = Counter()
         self._remaining: dict[str, _Remaining] = {}
+        self._probing: set[str] = set()
         self._lock = threading.Lock()
+
+    def probe_next(self, key: str) -> None:
+        """After a rest with no hint, the next request is a probe: send one, not a crowd, until one succeeds."""
+        with self._lock:
+            self._probing.add(key)
 
     def try_start(self, key: str, now: float) -> bool:
         with self._lock:
+            if key in self._probing and self._in_flight[key] >= 1:
+                return False
             known = self._remaining.get(key)
             if known is not None:
                 allowed = known.remaining if now < known.valid_until else 1
@@ -95,7 +103,7 @@ class ConcurrencyGate:
         with self._lock:
             return any(self._in_flight.values())
 
-    def finish(self, key: str, quota: QuotaHint | None = None, now: float = 0.0) -> None:
+    def finish(self, key: str, succeeded: bool, quota: QuotaHint | None = None, now: float = 0.0) -> None:
         """A request ended; learn the quota it reported in the same step, so no other thread slips in between.
 
         Answers can arrive out of order, so within one quota window the lowest reported value wins.
@@ -103,6 +111,8 @@ class ConcurrencyGate:
         with self._lock:
             if self._in_flight[key] > 0:
                 self._in_flight[key] -= 1
+            if succeeded:
+                self._probing.discard(key)
             if quota is None:
                 return
             valid_until = now + (quota.reset_after if quota.reset_after is not None else 60.0)
@@ -111,6 +121,47 @@ class ConcurrencyGate:
                 self._remaining[key] = _Remaining(min(known.remaining, quota.remaining), known.valid_until)
             else:
                 self._remaining[key] = _Remaining(quota.remaining, valid_until)
+
+
+class LearnedWindows:
+    """For keys whose provider reports no quota: learn how many requests a window holds, then treat it as one.
+
+    The successes counted in a window that ended in a hint-less 429 are the window's size; answers still in
+    flight when the 429 came (they arrive during the rest) count toward the window that just closed. Once the
+    size is known, each success yields a `QuotaHint` (requests left, seconds of the learned rest), so the
+    concurrency gate and the key manager spend the window exactly and rest the key before the next 429.
+    """
+
+    def __init__(self) -> None:
+        self._used: Counter[str] = Counter()
+        self._size: dict[str, int] = {}
+        self._closed_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def limited(self, subject: str, now: float, rest: float) -> None:
+        with self._lock:
+            self._closed_until[subject] = now + rest
+            if self._used[subject]:
+                self._size[subject] = self._used[subject]
+
+    def succeeded(self, subject: str, now: float, rest: float | None) -> QuotaHint | None:
+        with self._lock:
+            closed_until = self._closed_until.get(subject)
+            if closed_until is not None:
+                if now < closed_until:  # a late answer from the window that just closed
+                    self._used[subject] += 1
+                    self._size[subject] = max(self._size.get(subject, 0), self._used[subject])
+                    return None
+                del self._closed_until[subject]
+                self._used[subject] = 0
+            self._used[subject] += 1
+            size = self._size.get(subject)
+            if size is None or rest is None:
+                return None
+            remaining = max(0, size - self._used[subject])
+            if remaining == 0:
+                self._closed_until[subject] = now + rest  # the key rests now; the next success opens a window
+            return QuotaHint(remaining, rest)
 
 
 class StormDetector:

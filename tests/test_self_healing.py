@@ -10,7 +10,9 @@ from conftest import USER_HELLO, Clock, MakeClient
 
 from llms import AllKeysExhaustedError
 from llms.cooldown import AdaptiveCooldown, FixedCooldown
+from llms.errors import QuotaHint
 from llms.prober import Prober
+from llms.quota import LearnedWindows
 from llms.simulator import Simulator
 
 
@@ -23,6 +25,18 @@ def test_adaptive_ladder_doubles_caps_and_remembers_what_worked() -> None:
     assert policy.hintless_rest("k") == 10  # starts where it worked last time
     policy.succeeded("k")
     assert policy.hintless_rest("other") == 1  # learned per key (or per group)
+
+
+def test_learned_windows_count_late_answers_and_then_spend_each_window_exactly() -> None:
+    windows = LearnedWindows()
+    assert windows.succeeded("k", 0.0, None) is None  # nothing learned yet
+    windows.succeeded("k", 0.1, None)
+    windows.limited("k", 0.2, rest=2.0)  # the third request of the window earned a 429...
+    assert windows.succeeded("k", 0.3, 2.0) is None  # ...while a fourth was still in flight: size 3
+    assert windows.succeeded("k", 2.5, 2.0) == QuotaHint(2, 2.0)  # a new window
+    assert windows.succeeded("k", 2.6, 2.0) == QuotaHint(1, 2.0)
+    assert windows.succeeded("k", 2.7, 2.0) == QuotaHint(0, 2.0)  # used up: the key rests before a 429
+    assert windows.succeeded("k", 4.8, 2.0) == QuotaHint(2, 2.0)
 
 
 def test_fixed_policy_is_the_original_rule() -> None:
@@ -67,6 +81,7 @@ def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClien
     client = make_client({"openrouter": 1})
     secret = client.key_manager.keys("openrouter")[0].secret
     sim.add_key("openrouter", secret, limit=(2, 1.5), limit_hint=False, name="openrouter:1")
+    started = time.time()
     deadline = time.monotonic() + 6
     answers = 0
     while time.monotonic() < deadline:
@@ -78,7 +93,8 @@ def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClien
     key = client.get_status_summary()["openrouter"]["keys"][0]
     limited = [r for r in sim.requests if r.status == 429]
     assert key.learned_rest is not None and 1.5 <= key.learned_rest <= 3.0
-    assert len(limited) <= answers / 2 + 3  # after learning: one probe 429 per window of 2 answers
+    assert len(limited) <= 3  # a few probes while learning the rest and the window's size
+    assert not [r for r in limited if r.at > started + 3.5]  # then each window is spent exactly, without a 429
     assert answers >= 6  # a fixed hour would have delivered 2
 
 
