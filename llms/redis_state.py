@@ -93,7 +93,7 @@ class RedisStore(StateStore):
         )
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._register = self._redis.register_script(_REGISTER)
-        self._success = self._redis.register_script(_SUCCESS)
+        self._streaks: dict[str, int] = {}
         self._failure = self._redis.register_script(_FAILURE)
 
     def health(self) -> StoreHealth:
@@ -129,11 +129,28 @@ class RedisStore(StateStore):
         return key_id, until
 
     def record_success(self, key_id: str, now: float) -> int:
-        return int(self._run(lambda: self._success(keys=[f"{self._p}key:{key_id}"], args=[repr(now)])))
+        """Sent without waiting for a reply (`CLIENT REPLY SKIP`): a success changes no rotation decision, so the
+        call need not pay a round trip for it. Returns the failure streak this process last saw for the key."""
+        name = f"{self._p}key:{key_id}"
+        self._run(lambda: self._send_unacknowledged(("EVAL", _SUCCESS, 1, name, repr(now))))
+        return self._streaks.pop(key_id, 0)
+
+    def _send_unacknowledged(self, command: tuple[Any, ...]) -> None:
+        pool = self._redis.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands([("CLIENT", "REPLY", "SKIP"), command]))
+        except redis.RedisError:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
 
     def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
         args = [repr(now), error[:300], 1 if streak else 0]
-        return int(self._run(lambda: self._failure(keys=[f"{self._p}key:{key_id}"], args=args)))
+        count = int(self._run(lambda: self._failure(keys=[f"{self._p}key:{key_id}"], args=args)))
+        self._streaks[key_id] = count
+        return count
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
         ttl_ms = max(1, math.ceil((until - now) * 1000)) + 1000
