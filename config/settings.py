@@ -205,7 +205,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: b
 
 
 def _optional_count(env: Mapping[str, str], name: str) -> int | None:
-    return _count(env, name, 0) or None if env.get(name, "").strip() else None
+    return _count(env, name, 0) or None
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:

@@ -140,7 +140,6 @@ _DAILY_WORDS = re.compile(r"per.?day|\(RPD\)|\(TPD\)|daily", re.I)
 
 def classify_response(provider: str, status: int, headers: Mapping[str, str], body: Any, now: float) -> Outcome:
     """Classify one HTTP answer. `body` is the parsed JSON, or the raw text when it was not JSON."""
-    headers = _lower(headers)
     message = error_message(body)
     if status == 200:
         return _classify_200(provider, body, message)

@@ -119,11 +119,12 @@ class KeyManager:
         """Apply the penalty (or the absolution) an outcome earns the key that produced it."""
         now = self._clock()
         ok = outcome.kind is OutcomeKind.OK
+        subject = _subject(key)
         if ok and quota is None and self._windows is not None:
-            quota = self._windows.succeeded(_subject(key), now, self.policy.backoff(_subject(key)).learned)
+            quota = self._windows.succeeded(subject, now, self.policy.backoff(subject).learned)
         self._gate.finish(key.fingerprint, ok, quota if ok else None, now)
-        if outcome.kind is OutcomeKind.OK:
-            self.policy.succeeded(_subject(key))
+        if ok:
+            self.policy.succeeded(subject)
             ended_streak = self._store.record_success(key.fingerprint, now)
             if ended_streak:
                 self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
@@ -165,11 +166,12 @@ class KeyManager:
         else:
             if self._store.records([key.fingerprint])[0].cooldown_until > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
-            seconds = self.policy.hintless_rest(_subject(key))
+            subject = _subject(key)
+            seconds = self.policy.hintless_rest(subject)
             self._gate.probe_next(key.fingerprint)
             if self._windows is not None:
-                self._windows.limited(_subject(key), now, seconds)
-            source = f"no hint; {self.policy.name} policy, step {self.policy.backoff(_subject(key)).step}"
+                self._windows.limited(subject, now, seconds)
+            source = f"no hint; {self.policy.name} policy, step {self.policy.backoff(subject).step}"
         self.cool(key, seconds, CooldownReason.RATE_LIMIT, source)
         for member in self._groups.get((key.provider, key.group or ""), ()):
             if member is not key:

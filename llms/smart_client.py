@@ -25,7 +25,7 @@ from llms.errors import (
     StreamInterruptedError,
     seconds_until_daily_reset,
 )
-from llms.key_manager import KeyManager, KeyStatus
+from llms.key_manager import KeyManager
 from llms.prober import Prober
 from llms.quota import RequestBudget
 from llms.state import KeyEvent, StateStore, store_from_url
@@ -229,9 +229,6 @@ class SmartClient:
         summary["store"] = self.key_manager.store_health()
         summary["timestamp"] = self._clock()
         return summary
-
-    def key_statuses(self, provider: str) -> list[KeyStatus]:
-        return self.key_manager.statuses(provider)
 
     def events(self, limit: int = 100) -> list[KeyEvent]:
         return self.key_manager.events(limit)

@@ -25,13 +25,6 @@ class ChatRequest:
     def build(cls, messages: Any, temperature: float | None = None, max_tokens: int | None = None) -> ChatRequest:
         return cls(validate_messages(messages), _temperature(temperature), _max_tokens(max_tokens))
 
-    @property
-    def has_images(self) -> bool:
-        return any(
-            isinstance(m["content"], list) and any(p.get("type") == "image_url" for p in m["content"])
-            for m in self.messages
-        )
-
 
 def validate_messages(messages: Any) -> tuple[Message, ...]:
     """OpenAI-style messages: a non-empty list of {"role", "content"}; content is text or a list of parts."""
