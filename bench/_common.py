@@ -26,8 +26,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
-    from llms.simulator import Simulator
     from llms.smart_client import SmartClient
+    from simulator import Simulator
 
 Result = dict[str, Any]
 MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Hello"}]

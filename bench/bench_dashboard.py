@@ -67,7 +67,7 @@ def _render(app_test: Any, path: str) -> float:
 
 def run() -> Result:
     st, app_test = _imports()
-    from llms.simulator import Simulator
+    from simulator import Simulator
 
     for name in [n for n in os.environ if n.startswith(_OURS_PREFIXES)]:
         del os.environ[name]

@@ -31,10 +31,10 @@ from bench._common import (
     register_keys,
     smart_client,
 )
-from config.settings import DEFAULT_MODELS, Provider
+from llms.providers import PROVIDERS
 
 if TYPE_CHECKING:
-    from llms.simulator import Simulator
+    from simulator import Simulator
 
 TITLE = "Overhead: ms per chat call vs a bare requests POST (Groq wire format, 4 keys, zero latency)"
 METHOD = (
@@ -60,7 +60,7 @@ def _contenders(sim: Simulator, secrets: list[str], env: dict[str, str]) -> dict
     session = requests.Session()
     url = f"{sim.base_urls['groq']}/chat/completions"
     headers = itertools.cycle([{"Authorization": f"Bearer {s}"} for s in secrets])
-    model = DEFAULT_MODELS[Provider.GROQ]  # what our client sends
+    model = PROVIDERS["groq"].default_model  # what our client sends
 
     def bare() -> object:
         response = session.post(url, json={"model": model, "messages": MESSAGES}, headers=next(headers), timeout=60)
@@ -79,7 +79,7 @@ def _contenders(sim: Simulator, secrets: list[str], env: dict[str, str]) -> dict
 
 
 def run() -> Result:
-    from llms.simulator import Simulator
+    from simulator import Simulator
 
     with Simulator(latency=0.0) as sim:
         secrets, env = register_keys(sim, "groq", 4)

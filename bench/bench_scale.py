@@ -17,11 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import Result, Row, main
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings, load_settings
-from llms.errors import Outcome, OutcomeKind
 from llms.key_manager import KeyManager
-from llms.simulator import Simulator
+from llms.outcomes import Outcome, OutcomeKind
 from llms.smart_client import SmartClient
-from llms.state import CooldownReason, MemoryStore
+from llms.state import CooldownReason
+from llms.state.memory import MemoryStore
+from simulator import Simulator
 
 TITLE = "Scale: cost per call with 10,000 keys (9,000 cooling) vs 8 keys"
 METHOD = (

@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import Result, Row, Skip, main
 from config.settings import load_settings
-from llms.simulator import Simulator
 from llms.smart_client import SmartClient
 from llms.state import store_from_url
+from simulator import Simulator
 
 TITLE = "State store: extra time per call with Redis instead of memory"
 METHOD = (
@@ -108,7 +108,7 @@ def notes(r: Result) -> list[str]:
     return [
         "**Why it misses.** Each call waits for one Redis round trip (`EVALSHA` to pick a key) and sends one more "
         "command without waiting (the success record). Under `cProfile` nearly all of the time is inside "
-        "redis-py (pack, send, wait, parse; pool checkout and release), not in `llms/redis_state.py`. On this "
+        "redis-py (pack, send, wait, parse; pool checkout and release), not in `llms/state/redis.py`. On this "
         "2-core machine the client, the in-process simulator and `redis-server` share two cores, so each round "
         "trip also pays a context switch; the figure moves by about 0.1 ms between runs."
     ]

@@ -107,7 +107,7 @@ def _load(call: Callable[[], object], caught: tuple[type[BaseException], ...]) -
 def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> Result:
     """One contender against a fresh simulator; the simulator's log is the judge."""
     from llms import LLMError
-    from llms.simulator import Simulator
+    from simulator import Simulator
 
     storms: set[float] = set()
     with Simulator(latency=0.0) as sim:

@@ -153,7 +153,7 @@ def markdown(outcomes: list[Outcome], info: dict[str, str], took: float) -> str:
         f"Measured {info['date']} by `python bench/run_all.py` ({took / 60:.1f} min) on {info['nproc']} cores "
         f"({info['cpu']}), Python {info['python']}, {info['os']}, LiteLLM {info['litellm']}"
         + (f", commit `{info['commit']}`" if info["commit"] else "")
-        + ". Everything runs against the provider simulator (`llms/simulator.py`) on loopback; nothing leaves the "
+        + ". Everything runs against the provider simulator (`simulator/`) on loopback; nothing leaves the "
         "machine. LiteLLM runs with its default `Router` settings throughout (one deployment per key in one model "
         "group); the only accommodation is in the harness and applies to both clients alike (a 10 ms pause after "
         "an error in the utilisation benchmark).",

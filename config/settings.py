@@ -13,31 +13,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
 from dotenv import dotenv_values, find_dotenv
 
 from config.api_keys import ApiKey
+from llms.providers import PROVIDERS
 
 log = logging.getLogger("llms.config")
-
-
-class Provider(StrEnum):
-    OPENROUTER = "openrouter"
-    GROQ = "groq"
-    GEMINI = "gemini"
-
-
-DEFAULT_MODELS: Mapping[Provider, str] = {
-    Provider.OPENROUTER: "openai/gpt-oss-20b:free",
-    Provider.GROQ: "openai/gpt-oss-20b",
-    Provider.GEMINI: "gemini-2.5-flash",
-}
-DEFAULT_BASE_URLS: Mapping[Provider, str] = {
-    Provider.OPENROUTER: "https://openrouter.ai/api/v1",
-    Provider.GROQ: "https://api.groq.com/openai/v1",
-    Provider.GEMINI: "https://generativelanguage.googleapis.com",
-}
 
 
 class ConfigError(ValueError):
@@ -46,7 +28,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ProviderSettings:
-    provider: Provider
+    provider: str
     keys: tuple[ApiKey, ...]
     model: str
     base_url: str
@@ -68,8 +50,8 @@ class CooldownSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    providers: Mapping[Provider, ProviderSettings]
-    provider_order: tuple[Provider, ...]
+    providers: Mapping[str, ProviderSettings]
+    provider_order: tuple[str, ...]
     cooldowns: CooldownSettings
     request_timeout: float
     max_wait: float
@@ -80,15 +62,15 @@ class Settings:
 
     @property
     def openrouter_api_keys(self) -> tuple[ApiKey, ...]:
-        return self.providers[Provider.OPENROUTER].keys
+        return self.providers["openrouter"].keys
 
     @property
     def groq_api_keys(self) -> tuple[ApiKey, ...]:
-        return self.providers[Provider.GROQ].keys
+        return self.providers["groq"].keys
 
     @property
     def gemini_api_keys(self) -> tuple[ApiKey, ...]:
-        return self.providers[Provider.GEMINI].keys
+        return self.providers["gemini"].keys
 
     @property
     def has_keys(self) -> bool:
@@ -114,15 +96,15 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | None 
 
 def _parse(env: Mapping[str, str]) -> Settings:
     providers = {
-        p: ProviderSettings(
-            provider=p,
-            keys=_keys(p, env),
-            model=_text(env, f"{p.upper()}_CHAT_MODEL", DEFAULT_MODELS[p]),
-            base_url=_url(env, f"{p.upper()}_BASE_URL", DEFAULT_BASE_URLS[p]),
-            requests_per_minute=_optional_count(env, f"{p.upper()}_REQUESTS_PER_MINUTE"),
-            requests_per_day=_optional_count(env, f"{p.upper()}_REQUESTS_PER_DAY"),
+        name: ProviderSettings(
+            provider=name,
+            keys=_keys(name, env),
+            model=_text(env, f"{spec.env_prefix}_CHAT_MODEL", spec.default_model),
+            base_url=_url(env, f"{spec.env_prefix}_BASE_URL", spec.default_base_url),
+            requests_per_minute=_optional_count(env, f"{spec.env_prefix}_REQUESTS_PER_MINUTE"),
+            requests_per_day=_optional_count(env, f"{spec.env_prefix}_REQUESTS_PER_DAY"),
         )
-        for p in Provider
+        for name, spec in PROVIDERS.items()
     }
     cooldowns = CooldownSettings(
         rate_limit=_seconds(env, "LLM_RATE_LIMIT_COOLDOWN", CooldownSettings.rate_limit),
@@ -148,12 +130,12 @@ def _parse(env: Mapping[str, str]) -> Settings:
     )
 
 
-_NUMBERED = re.compile(r"^(OPENROUTER|GROQ|GEMINI)_API_KEY_(\d+)$")
+_NUMBERED = re.compile(r"^([A-Z0-9]+)_API_KEY_(\d+)$")
 
 
-def _keys(provider: Provider, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
+def _keys(provider: str, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
     """Numbered keys in numeric order (gaps allowed), then the legacy single form; blanks and duplicates dropped."""
-    prefix = provider.upper()
+    prefix = PROVIDERS[provider].env_prefix
     numbered = sorted((int(m.group(2)), name) for name in env if (m := _NUMBERED.match(name)) and m.group(1) == prefix)
     candidates = [(number, name) for number, name in numbered]
     single = f"{prefix}_API_KEY"
@@ -174,7 +156,7 @@ def _keys(provider: Provider, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
             continue
         seen[secret] = name
         group = env.get(f"{name}_GROUP", "").strip() or None
-        keys.append(ApiKey(provider=provider.value, number=number, secret=secret, group=group))
+        keys.append(ApiKey(provider=provider, number=number, secret=secret, group=group))
     return tuple(keys)
 
 
@@ -239,12 +221,12 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
 
 
-def _order(env: Mapping[str, str]) -> tuple[Provider, ...]:
+def _order(env: Mapping[str, str]) -> tuple[str, ...]:
     raw = env.get("LLM_PROVIDER_ORDER", "").strip()
     if not raw:
-        return tuple(Provider)
+        return tuple(PROVIDERS)
     names = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    known = {p.value for p in Provider}
+    known = set(PROVIDERS)
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise ConfigError(
@@ -253,7 +235,7 @@ def _order(env: Mapping[str, str]) -> tuple[Provider, ...]:
         )
     if len(set(names)) != len(names):
         raise ConfigError(f"LLM_PROVIDER_ORDER names a provider twice: {raw!r}")
-    return tuple(Provider(n) for n in names)
+    return tuple(names)
 
 
 @functools.cache

@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from config.settings import Settings, load_settings
 from llms import SmartClient
-from llms.simulator import DEMO_KEYS, Simulator
+
+if TYPE_CHECKING:
+    from simulator import Simulator
 
 DEMO_LATENCY = 0.3
 """Seconds the simulator takes per answer: long enough to see streaming, short enough not to bore."""
@@ -62,6 +65,8 @@ def build_backend(env: Mapping[str, str] | None = None, dotenv_path: str | None 
     reason = demo_reason(settings)
     if not reason:
         return Backend(SmartClient(settings))
+    from simulator import Simulator  # the fake providers are imported only for the demo
+
     simulator = Simulator(latency=DEMO_LATENCY).start()
     try:
         demo_env = {**_overrides(os.environ if env is None else env), **simulator.add_demo_keys(DEMO_PER_MINUTE)}
@@ -79,6 +84,8 @@ def _overrides(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def demo_key_counts() -> dict[str, int]:
+    from simulator import DEMO_KEYS
+
     return {provider: len(secrets) for provider, secrets in DEMO_KEYS.items()}
 
 

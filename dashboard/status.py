@@ -15,9 +15,8 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
-from dashboard.text import countdown, provider_title, verdict
-from llms import KeyStatus, LLMError, SmartClient
-from llms.state import StoreHealth
+from dashboard.text import countdown, pause_text, reason_text, verdict
+from llms import KeyStatus, LLMError, ProviderStatus, SmartClient, StoreHealth
 
 HISTORY_KEY = "status_availability"
 HISTORY_POINTS = 300
@@ -26,15 +25,38 @@ HISTORY_POINTS = 300
 
 @dataclass(frozen=True)
 class ProviderView:
-    """One provider's row of the summary, as the page draws it."""
+    """One provider's status, as the page draws it."""
 
-    provider: str
-    title: str
-    available: int
-    total: int
-    model: str
-    problem: str | None
-    keys: tuple[KeyStatus, ...]
+    status: ProviderStatus
+    now: float
+
+    @property
+    def provider(self) -> str:
+        return self.status.provider
+
+    @property
+    def title(self) -> str:
+        return self.status.title
+
+    @property
+    def total(self) -> int:
+        return self.status.total
+
+    @property
+    def available(self) -> int:
+        return self.status.available
+
+    @property
+    def model(self) -> str:
+        return self.status.model
+
+    @property
+    def problem(self) -> str | None:
+        return self.status.problem
+
+    @property
+    def keys(self) -> tuple[KeyStatus, ...]:
+        return self.status.keys
 
     @property
     def label(self) -> str:
@@ -54,29 +76,20 @@ class ProviderView:
 
     @property
     def note(self) -> str:
-        """`openrouter:1 frees in 42 s`, or a word on why nothing is cooling."""
+        """`openrouter:1 frees in 42 s`, a provider-wide pause, or a word on why nothing is cooling."""
         if not self.total:
             return "No keys configured."
+        if self.status.paused_until:
+            return pause_text(self.status, self.now)
         soonest = self.next_free
         if soonest is None:
             return "All keys ready."
         return f"{soonest.key_id} frees in {countdown(soonest.cooldown_remaining)}"
 
 
-def provider_views(summary: dict[str, Any]) -> list[ProviderView]:
-    return [
-        ProviderView(
-            provider=name,
-            title=provider_title(name),
-            available=entry["available"],
-            total=entry["total"],
-            model=entry.get("model", ""),
-            problem=entry.get("problem"),
-            keys=tuple(entry["keys"]),
-        )
-        for name, entry in summary.items()
-        if isinstance(entry, dict)
-    ]
+def provider_views(client: SmartClient, now: float | None = None) -> list[ProviderView]:
+    moment = time.time() if now is None else now
+    return [ProviderView(status, moment) for status in client.provider_statuses()]
 
 
 def backoff_text(key: KeyStatus) -> str:
@@ -102,7 +115,7 @@ def key_frame(keys: Sequence[KeyStatus]) -> pd.DataFrame:
             "Hint": k.hint,
             "Group": k.group or "",
             "State": "available" if k.available else "cooling",
-            "Reason": k.reason or "",
+            "Reason": reason_text(k) if not k.available else "",
             "Frees in": "" if k.available else countdown(k.cooldown_remaining),
             "Backoff": backoff_text(k),
             "Streak": k.consecutive_failures,
@@ -168,7 +181,7 @@ def sample_availability(views: Sequence[ProviderView], now: float | None = None)
 
 def key_choices(client: SmartClient) -> dict[str, str]:
     """Key id → `openrouter:1 · sk-o…0001` labels for the key picker."""
-    return {k.key_id: f"{k.key_id} · {k.hint}" for v in provider_views(client.get_status_summary()) for k in v.keys}
+    return {k.key_id: f"{k.key_id} · {k.hint}" for v in client.provider_statuses() for k in v.keys}
 
 
 # --- callbacks (on_click) ---------------------------------------------------------------------------------------
@@ -179,9 +192,9 @@ def reset_all(client: SmartClient) -> None:
     st.toast("All keys are back in rotation.", icon=":material/restart_alt:")
 
 
-def reset_provider(client: SmartClient, provider: str) -> None:
+def reset_provider(client: SmartClient, provider: str, title: str) -> None:
     client.reset_provider(provider)
-    st.toast(f"{provider_title(provider)} keys are back in rotation.", icon=":material/restart_alt:")
+    st.toast(f"{title} keys are back in rotation.", icon=":material/restart_alt:")
 
 
 def reset_key(client: SmartClient, key_id: str | None) -> None:

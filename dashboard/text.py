@@ -9,26 +9,63 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
-from llms import AllKeysExhaustedError, Attempt, ChatResult, Outcome, OutcomeKind
-
-PROVIDER_TITLES: dict[str, str] = {"openrouter": "OpenRouter", "groq": "Groq", "gemini": "Gemini"}
+from llms import AllKeysExhaustedError, Attempt, ChatResult, KeyStatus, Outcome, OutcomeKind, ProviderStatus
+from llms.providers import PROVIDERS
 
 _KIND_WORDS: dict[str, str] = {
     OutcomeKind.OK: "ok",
     OutcomeKind.RATE_LIMIT: "rate-limited",
     OutcomeKind.INVALID_KEY: "invalid key",
     OutcomeKind.NO_CREDITS: "no credits",
+    OutcomeKind.SPEND_CAP: "spend cap reached",
+    OutcomeKind.NO_ACCESS: "no access to the model",
     OutcomeKind.TRANSIENT: "error",
     OutcomeKind.REQUEST_ERROR: "rejected the request",
+}
+_REASON_WORDS: dict[str, str] = {
+    "rate_limit": "rate-limited",
+    "invalid_key": "invalid key",
+    "no_credits": "no credit left",
+    "spend_cap": "spend cap",
+    "no_access": "configuration problem",
+    "errors": "resting after errors",
+    "upstream": "model busy upstream",
+    "manual": "parked by hand",
 }
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>$~|])")
 MAX_SKIPS_SHOWN = 4
 
 
 def provider_title(provider: str) -> str:
-    return PROVIDER_TITLES.get(provider, provider.title())
+    spec = PROVIDERS.get(provider)
+    return spec.title if spec else provider.title()
+
+
+def reason_text(key: KeyStatus) -> str:
+    """Why a key is out of rotation, as an operator reads it: "Groq spend cap — until 1 Dec",
+    "no quota for gemini-2.5-pro in this project", "rate-limited"."""
+    reason = key.reason or ""
+    words = _REASON_WORDS.get(reason, reason.replace("_", " "))
+    if reason == "spend_cap" and key.cooldown_until:
+        return f"{provider_title(key.provider)} spend cap — until {_day(key.cooldown_until)}"
+    if reason == "no_access" and key.last_error:
+        return key.last_error.split(":", 1)[0]
+    if reason in ("invalid_key", "no_credits") and key.last_error:
+        return f"{words}: {key.last_error}"
+    return words
+
+
+def pause_text(status: ProviderStatus, now: float) -> str:
+    """A provider resting as a whole: "OpenRouter model busy upstream — back in 8 s"."""
+    words = _REASON_WORDS.get(status.pause_reason or "", "paused")
+    return f"{status.title} {words} — back in {countdown((status.paused_until or now) - now)}"
+
+
+def _day(at: float) -> str:
+    moment = datetime.fromtimestamp(at, UTC)  # spend caps reset at midnight UTC on the 1st
+    return f"{moment.day} {moment:%b}"
 
 
 def md_escape(text: str) -> str:

@@ -3,22 +3,35 @@
 from llms import get_smart_client
 client = get_smart_client()
 print(client.chat([{"role": "user", "content": "Hello"}], temperature=0.3, max_tokens=500))
+
+Names are loaded on first use (PEP 562), so importing a submodule such as `llms.providers` (which the settings
+module reads for provider names and defaults) does not build the whole client.
 """
 
-from llms.errors import (
-    AllKeysExhaustedError,
-    Attempt,
-    LLMError,
-    Outcome,
-    OutcomeKind,
-    ProviderError,
-    RequestRejectedError,
-    StreamInterruptedError,
-)
-from llms.key_manager import KeyStatus
-from llms.smart_client import ChatStream, SmartClient, get_smart_client, reset_smart_client
-from llms.state import StoreHealth
-from llms.types import ChatResult, Usage
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "AllKeysExhaustedError": "llms.exceptions",
+    "LLMError": "llms.exceptions",
+    "ProviderError": "llms.exceptions",
+    "RequestRejectedError": "llms.exceptions",
+    "StreamInterruptedError": "llms.exceptions",
+    "Attempt": "llms.outcomes",
+    "Outcome": "llms.outcomes",
+    "OutcomeKind": "llms.outcomes",
+    "KeyStatus": "llms.key_manager",
+    "ProviderStatus": "llms.smart_client",
+    "ChatStream": "llms.smart_client",
+    "SmartClient": "llms.smart_client",
+    "get_smart_client": "llms.smart_client",
+    "reset_smart_client": "llms.smart_client",
+    "StoreHealth": "llms.state",
+    "ChatResult": "llms.types",
+    "Usage": "llms.types",
+}
 
 __all__ = [
     "AllKeysExhaustedError",
@@ -30,6 +43,7 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "ProviderError",
+    "ProviderStatus",
     "RequestRejectedError",
     "SmartClient",
     "StoreHealth",
@@ -38,3 +52,30 @@ __all__ = [
     "get_smart_client",
     "reset_smart_client",
 ]
+
+if TYPE_CHECKING:
+    from llms.exceptions import (
+        AllKeysExhaustedError,
+        LLMError,
+        ProviderError,
+        RequestRejectedError,
+        StreamInterruptedError,
+    )
+    from llms.key_manager import KeyStatus
+    from llms.outcomes import Attempt, Outcome, OutcomeKind
+    from llms.smart_client import ChatStream, ProviderStatus, SmartClient, get_smart_client, reset_smart_client
+    from llms.state import StoreHealth
+    from llms.types import ChatResult, Usage
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llms' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

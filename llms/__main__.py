@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
-from llms.errors import LLMError, OutcomeKind, format_duration
+from llms.exceptions import LLMError
+from llms.outcomes import OutcomeKind, format_duration
 from llms.smart_client import SmartClient, get_smart_client
 
 
@@ -31,14 +33,13 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
 
 
 def print_status(client: SmartClient) -> None:
-    summary = client.get_status_summary()
+    statuses = client.provider_statuses()
     rows = [("provider", "key", "hint", "group", "state", "reason", "cooldown left", "backoff", "ok", "failed")]
-    for provider in client.settings.provider_order:
-        info = summary[provider.value]
-        for key in info["keys"]:
+    for info in statuses:
+        for key in info.keys:
             rows.append(
                 (
-                    provider.value,
+                    info.provider,
                     key.key_id,
                     key.hint,
                     key.group or "-",
@@ -50,16 +51,20 @@ def print_status(client: SmartClient) -> None:
                     str(key.failures),
                 )
             )
-        if not info["keys"]:
-            rows.append((provider.value, "-", "-", "-", "no keys", "-", "-", "-", "-", "-"))
+        if not info.keys:
+            rows.append((info.provider, "-", "-", "-", "no keys", "-", "-", "-", "-", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    totals = ", ".join(
-        f"{p.value} {summary[p.value]['available']}/{summary[p.value]['total']}" for p in client.settings.provider_order
-    )
-    store = summary["store"]
+    totals = ", ".join(f"{info.provider} {info.available}/{info.total}" for info in statuses)
     print(f"\navailable: {totals}")
+    now = time.time()
+    for info in statuses:
+        if info.paused_until:
+            print(f"{info.title} paused ({info.pause_reason}) for {format_duration(info.paused_until - now)}")
+        if info.problem:
+            print(f"{info.title}: {info.problem}")
+    store = client.store_health()
     print(f"key state: {store.backend} at {store.location} · {'ok' if store.healthy else store.detail}")
 
 
@@ -83,7 +88,7 @@ def _check(client: SmartClient) -> int:
     valid = 0
     total = 0
     for provider in client.settings.provider_order:
-        for key in client.key_manager.keys(provider.value):
+        for key in client.key_manager.keys(provider):
             total += 1
             outcome = client.check_key(key.key_id)
             verdict = "valid" if outcome.kind is OutcomeKind.OK else outcome.kind.value

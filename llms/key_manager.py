@@ -15,17 +15,19 @@ from dataclasses import dataclass
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.cooldown import Backoff, cooldown_policy
-from llms.errors import Outcome, OutcomeKind, QuotaHint, format_duration
+from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import ConcurrencyGate, LearnedWindows, RequestBudget, StormDetector
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
 
 log = logging.getLogger("llms.keys")
 
-_REASONS: Mapping[OutcomeKind, CooldownReason] = {
-    OutcomeKind.RATE_LIMIT: CooldownReason.RATE_LIMIT,
+_PARKED: Mapping[OutcomeKind, CooldownReason] = {
     OutcomeKind.INVALID_KEY: CooldownReason.INVALID_KEY,
     OutcomeKind.NO_CREDITS: CooldownReason.NO_CREDITS,
+    OutcomeKind.SPEND_CAP: CooldownReason.SPEND_CAP,
+    OutcomeKind.NO_ACCESS: CooldownReason.NO_ACCESS,
 }
+"""Outcomes that park a key for the long cooldown (or until the date the provider names)."""
 
 
 @dataclass(frozen=True)
@@ -124,19 +126,17 @@ class KeyManager:
             quota = self._windows.succeeded(subject, now, self.policy.backoff(subject).learned)
         self._gate.finish(key.fingerprint, ok, quota if ok else None, now)
         if ok:
-            self.policy.succeeded(subject)
-            ended_streak = self._store.record_success(key.fingerprint, now)
-            if ended_streak:
-                self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
-            if quota is not None and quota.remaining == 0 and quota.reset_after is not None:
-                self.cool(key, quota.reset_after, CooldownReason.RATE_LIMIT, "quota used up for this window")
+            self._succeeded(key, quota, now)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             return
-        streak = self._store.record_failure(
-            key.fingerprint, now, outcome.message, streak=outcome.kind is OutcomeKind.TRANSIENT
-        )
-        if outcome.kind is OutcomeKind.TRANSIENT:
+        if outcome.scope is Scope.PROVIDER:
+            self._store.record_failure(key.fingerprint, now, outcome.message, streak=False)
+            self.pause_provider(key.provider, outcome)
+            return
+        transient = outcome.kind is OutcomeKind.TRANSIENT
+        streak = self._store.record_failure(key.fingerprint, now, outcome.message, streak=transient)
+        if transient:
             if streak % self._cooldowns.error_threshold == 0:  # every Nth consecutive error, not every one after
                 self.cool(key, self._cooldowns.errors, CooldownReason.ERRORS, f"{streak} consecutive errors")
             else:
@@ -146,9 +146,45 @@ class KeyManager:
             return
         if outcome.kind is OutcomeKind.RATE_LIMIT:
             self._rate_limited(key, outcome, now)
-        else:
-            reason = _REASONS[outcome.kind]
-            self.cool(key, self._cooldowns.invalid_key, reason, outcome.message or reason.value)
+            return
+        reason = _PARKED[outcome.kind]
+        seconds = outcome.retry_after if outcome.retry_after is not None else self._cooldowns.invalid_key
+        for member in self._account(key) if outcome.scope is Scope.ACCOUNT else (key,):
+            why = outcome.message or reason.value
+            self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}")
+
+    def _succeeded(self, key: ApiKey, quota: QuotaHint | None, now: float) -> None:
+        self.policy.succeeded(_subject(key))
+        ended_streak = self._store.record_success(key.fingerprint, now)
+        if ended_streak:
+            self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
+        if quota is None:
+            return
+        if quota.rest is not None:
+            self.cool(key, quota.rest, CooldownReason.RATE_LIMIT, "token quota for this minute cannot cover another")
+        elif quota.remaining == 0 and quota.reset_after is not None:
+            self.cool(key, quota.reset_after, CooldownReason.RATE_LIMIT, "quota used up for this window")
+
+    def pause_provider(self, provider: str, outcome: Outcome) -> None:
+        """A limit every key of the provider shares (an upstream model limit, a blocked network): rest the
+        provider, not its keys, so no other key is spent finding out."""
+        now = self._clock()
+        seconds = outcome.retry_after if outcome.retry_after is not None else self._cooldowns.storm
+        reason = CooldownReason.UPSTREAM if outcome.kind is OutcomeKind.RATE_LIMIT else CooldownReason.ERRORS
+        self._store.pause(provider, now + seconds, reason, now)
+        detail = f"{provider} paused for {format_duration(seconds)}: {outcome.message}"
+        self._store.add_event(KeyEvent(at=now, key_id=provider, kind=EventKind.COOLED, detail=detail))
+        log.info("%s", detail)
+
+    def provider_pause(self, provider: str) -> tuple[float, CooldownReason] | None:
+        """When and why the whole provider rests, if it does."""
+        return self._store.paused(provider, self._clock())
+
+    def _account(self, key: ApiKey) -> list[ApiKey]:
+        """The key and every key configured in its group (keys of one account share limits and caps)."""
+        if not key.group:
+            return [key]
+        return [key, *(m for m in self._groups.get((key.provider, key.group), ()) if m is not key)]
 
     def busy(self) -> bool:
         """Whether this process has requests in flight, which may be all that keeps a key from being picked."""
@@ -173,9 +209,8 @@ class KeyManager:
                 self._windows.limited(subject, now, seconds)
             source = f"no hint; {self.policy.name} policy, step {self.policy.backoff(subject).step}"
         self.cool(key, seconds, CooldownReason.RATE_LIMIT, source)
-        for member in self._groups.get((key.provider, key.group or ""), ()):
-            if member is not key:
-                self.cool(member, seconds, CooldownReason.RATE_LIMIT, f"shares a limit with {key.key_id}")
+        for member in self._account(key)[1:]:
+            self.cool(member, seconds, CooldownReason.RATE_LIMIT, f"shares a limit with {key.key_id}")
         provider_keys = self._keys.get(key.provider, ())
         storm = self._storms.observe(key.provider, key.fingerprint, seconds, now, len(provider_keys))
         if storm is None:
@@ -193,14 +228,16 @@ class KeyManager:
         self._event(now, key, EventKind.COOLED, detail)
         log.info("cooling %s: %s", key.label, detail)
 
-    def probe_passed(self, key: ApiKey) -> bool:
-        """A cheap real call just worked: a key parked as invalid or out of credit comes back now.
+    def probe_passed(self, key: ApiKey, vouches_for: Collection[OutcomeKind]) -> bool:
+        """A cheap real call just worked: a key parked for a reason that call disproves comes back now.
 
-        A rate-limited key stays put, since a call that spends no tokens says nothing about its quota.
+        `vouches_for` comes from the provider's spec: a call that spends no tokens says nothing about a rate
+        limit, and on most providers nothing about credit either, so such keys stay put.
         """
         now = self._clock()
         record = self._store.records([key.fingerprint])[0]
-        if record.cooldown_until <= now or record.reason not in (CooldownReason.INVALID_KEY, CooldownReason.NO_CREDITS):
+        revivable = {_PARKED[kind] for kind in vouches_for if kind in _PARKED}
+        if record.cooldown_until <= now or record.reason not in revivable:
             return False
         self._store.reset([key.fingerprint])
         self._event(now, key, EventKind.RECOVERED, f"probe passed after {record.reason.value}")
@@ -214,9 +251,12 @@ class KeyManager:
     def reset_provider(self, provider: str) -> None:
         if provider not in self._keys:
             raise KeyError(f"unknown provider {provider!r}; known: {', '.join(self._keys)}")
+        self._store.pause(provider, 0.0, CooldownReason.MANUAL, self._clock())
         self._reset(self._keys[provider])
 
     def reset_all(self) -> None:
+        for provider in self._keys:
+            self._store.pause(provider, 0.0, CooldownReason.MANUAL, self._clock())
         self._reset(self._by_id.values())
 
     def _reset(self, keys: Iterable[ApiKey]) -> None:
@@ -242,6 +282,9 @@ class KeyManager:
 
     def store_health(self) -> StoreHealth:
         return self._store.health()
+
+    def close(self) -> None:
+        self._store.close()
 
     def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))

@@ -11,14 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
-from llms.errors import OutcomeKind
+from llms.outcomes import Outcome, OutcomeKind
 from llms.state import CooldownReason
-
-if TYPE_CHECKING:
-    from llms.smart_client import SmartClient
 
 log = logging.getLogger("llms.prober")
 
@@ -26,8 +22,17 @@ LONG_COOLDOWNS = frozenset({CooldownReason.INVALID_KEY.value, CooldownReason.NO_
 
 
 class Prober:
-    def __init__(self, client: SmartClient, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._client = client
+    """`parked()` lists key ids in a long cooldown; `check(key_id)` probes one and records the verdict."""
+
+    def __init__(
+        self,
+        parked: Callable[[], Iterable[str]],
+        check: Callable[[str], Outcome],
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._parked = parked
+        self._check = check
         self.interval = interval
         self._clock = clock
         self._last_probe: dict[str, float] = {}
@@ -37,13 +42,7 @@ class Prober:
     def due(self) -> list[str]:
         """Key ids in a long cooldown whose last probe is at least one interval old."""
         now = self._clock()
-        summary = self._client.get_status_summary()
-        return [
-            key.key_id
-            for provider in self._client.settings.provider_order
-            for key in summary[provider.value]["keys"]
-            if key.reason in LONG_COOLDOWNS and now - self._last_probe.get(key.key_id, -1e18) >= self.interval
-        ]
+        return [key_id for key_id in self._parked() if now - self._last_probe.get(key_id, -1e18) >= self.interval]
 
     def run_once(self) -> list[str]:
         """Probe every due key, one after another; returns the ids of keys that came back."""
@@ -52,7 +51,7 @@ class Prober:
             if self._stop.is_set():
                 break
             self._last_probe[key_id] = self._clock()
-            outcome = self._client.check_key(key_id)
+            outcome = self._check(key_id)
             if outcome.kind is OutcomeKind.OK:
                 recovered.append(key_id)
             log.info("probe %s: %s", key_id, outcome.kind.value)

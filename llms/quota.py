@@ -12,7 +12,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llms.errors import QuotaHint
+from llms.outcomes import QuotaHint
 
 
 class RequestBudget:
@@ -113,7 +113,7 @@ class ConcurrencyGate:
                 self._in_flight[key] -= 1
             if succeeded:
                 self._probing.discard(key)
-            if quota is None:
+            if quota is None or quota.remaining is None:
                 return
             valid_until = now + (quota.reset_after if quota.reset_after is not None else 60.0)
             known = self._remaining.get(key)

@@ -11,52 +11,63 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 from config.api_keys import ApiKey
-from config.settings import Provider, Settings, get_settings
-from llms.errors import (
-    AllKeysExhaustedError,
-    Attempt,
-    Outcome,
-    OutcomeKind,
-    ProviderError,
-    RequestRejectedError,
-    StreamInterruptedError,
-    seconds_until_daily_reset,
-)
-from llms.key_manager import KeyManager
-from llms.prober import Prober
+from config.settings import Settings, get_settings
+from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
+from llms.key_manager import KeyManager, KeyStatus
+from llms.outcomes import Attempt, Outcome, OutcomeKind, Scope, rejected, transient
+from llms.prober import LONG_COOLDOWNS, Prober
+from llms.providers import PROVIDERS, Endpoint, ProviderAdapter
 from llms.quota import RequestBudget
-from llms.state import KeyEvent, StateStore, store_from_url
+from llms.state import KeyEvent, StateStore, StoreHealth, store_from_url
 from llms.types import ChatRequest, ChatResult, Completion, StreamReply
+from llms.wire import seconds_until_midnight
 
 log = logging.getLogger("llms.client")
 
 Wait = bool | float | None
+T = TypeVar("T")
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
 
 
-class ProviderAdapter(Protocol):
+@dataclass(frozen=True)
+class ProviderStatus:
+    """One provider as `get_status_summary` and the dashboard show it."""
+
     provider: str
+    title: str
     model: str
+    available: int
+    total: int
+    problem: str | None
+    paused_until: float | None
+    pause_reason: str | None
+    keys: tuple[KeyStatus, ...]
 
-    def send(self, request: ChatRequest, key: ApiKey) -> Completion: ...
-    def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply: ...
-    def probe(self, key: ApiKey) -> Outcome: ...
-    def close(self) -> None: ...
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (`json.dumps` takes it), in the shape the original description's status loop reads."""
+        return {
+            "available": self.available,
+            "total": self.total,
+            "title": self.title,
+            "model": self.model,
+            "problem": self.problem,
+            "paused_until": self.paused_until,
+            "pause_reason": self.pause_reason,
+            "keys": [asdict(k) for k in self.keys],
+        }
 
 
-def build_adapter(settings: Settings, provider: Provider) -> ProviderAdapter:
-    """The Gemini module (and with it the SDK) is imported only when Gemini has keys."""
-    provider_settings = settings.providers[provider]
-    if provider is Provider.GEMINI:
-        from llms.gemini import GeminiAdapter
+@dataclass
+class _Run:
+    """What one request has been through so far; the failover loop reads its flags, not the attempt list."""
 
-        return GeminiAdapter(provider_settings, settings.request_timeout)
-    from llms.openai_compat import OpenAICompatAdapter
-
-    return OpenAICompatAdapter(provider_settings, settings.request_timeout)
+    attempts: list[Attempt] = field(default_factory=list)
+    rejected: list[Outcome] = field(default_factory=list)
+    leave_provider: bool = False  # this provider as a whole cannot serve the request now
 
 
 class SmartClient:
@@ -70,18 +81,19 @@ class SmartClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._order = [p.value for p in settings.provider_order if settings.providers[p].keys]
-        self._adapters: dict[str, ProviderAdapter] = {p: build_adapter(settings, Provider(p)) for p in self._order}
+        self._order = [p for p in settings.provider_order if settings.providers[p].keys]
+        self._adapters: dict[str, ProviderAdapter] = {p: _adapter(settings, p) for p in self._order}
+        self._owns_store = store is None
         self.key_manager = KeyManager(
-            {p.value: settings.providers[p].keys for p in settings.provider_order},
+            {p: settings.providers[p].keys for p in settings.provider_order},
             settings.cooldowns,
             store or store_from_url(settings.state_url, settings.state_prefix),
             clock,
             budgets={
-                p.value: RequestBudget(
+                p: RequestBudget(
                     settings.providers[p].requests_per_minute,
                     settings.providers[p].requests_per_day,
-                    lambda now, provider=p.value: seconds_until_daily_reset(provider, now),
+                    lambda now, zone=PROVIDERS[p].day_zone: seconds_until_midnight(zone, now),
                 )
                 for p in settings.provider_order
             },
@@ -92,7 +104,7 @@ class SmartClient:
         self._lock = threading.Lock()
         self.prober: Prober | None = None
         if settings.probe_interval > 0:
-            self.prober = Prober(self, settings.probe_interval)
+            self.prober = Prober(self.parked_key_ids, self.check_key, settings.probe_interval)
             self.prober.start()
 
     # --- chatting -------------------------------------------------------------------------------------------------
@@ -109,20 +121,9 @@ class SmartClient:
         many seconds, wait for it instead of raising (`True`: `LLM_MAX_WAIT`, or 60 s when that is 0; default:
         `LLM_MAX_WAIT`, which is 0 unless configured)."""
         request = ChatRequest.build(messages, temperature, max_tokens)
-        attempts: list[Attempt] = []
-        rejected: list[Outcome] = []
-        for provider, adapter, key in self._candidates(attempts, self._deadline(wait)):
-            started = time.perf_counter()
-            try:
-                completion = adapter.send(request, key)
-            except ProviderError as exc:
-                self._failed(provider, key, exc.outcome, attempts, rejected)
-                continue
-            except Exception as exc:  # an answer no adapter rule foresaw is a transient error, not a crash
-                self._failed(provider, key, _unexpected(exc), attempts, rejected)
-                continue
-            return self._succeeded(provider, key, completion, attempts, time.perf_counter() - started)
-        raise self._give_up(attempts, rejected)
+        started = time.perf_counter()
+        provider, key, completion, run = self._serve(request, self._deadline(wait), lambda a, k: a.send(request, k))
+        return self._succeeded(provider, key, completion, run, time.perf_counter() - started)
 
     def chat_stream(
         self, messages: Any, temperature: float | None = None, max_tokens: int | None = None, wait: Wait = None
@@ -132,7 +133,8 @@ class SmartClient:
         The returned `ChatStream` is an iterator of text pieces; once it is exhausted, `.result` holds the
         `ChatResult` (provider, key, usage) of the streamed answer.
         """
-        return ChatStream(self, ChatRequest.build(messages, temperature, max_tokens), self._deadline(wait))
+        request = ChatRequest.build(messages, temperature, max_tokens)
+        return ChatStream(self._stream(request, self._deadline(wait)))
 
     def _deadline(self, wait: Wait) -> float:
         if wait is None or wait is False:
@@ -145,44 +147,80 @@ class SmartClient:
             raise ValueError(f"wait must be True, False, None or a number of seconds, got {wait!r}")
         return time.monotonic() + seconds
 
-    def _candidates(self, attempts: list[Attempt], deadline: float) -> Iterator[tuple[str, ProviderAdapter, ApiKey]]:
-        """Each usable key once, provider by provider; then, if allowed, wait for the first key to free up."""
+    def _serve(
+        self, request: ChatRequest, deadline: float, call: Callable[[ProviderAdapter, ApiKey], T]
+    ) -> tuple[str, ApiKey, T, _Run]:
+        """The failover loop: for each provider in order, each usable key once, until `call` returns.
+
+        Then, if allowed, wait for the first key to free up and go round again. A request error that another
+        provider may take, or a limit the whole provider shares, moves on to the next provider at once.
+        """
+        run = _Run()
         while True:
             for provider in self._order:
                 tried: set[ApiKey] = set()
-                while (key := self.key_manager.acquire(provider, exclude=tried)) is not None:
+                run.leave_provider = False
+                while not run.leave_provider and (key := self.key_manager.acquire(provider, exclude=tried)):
                     tried.add(key)
-                    yield provider, self._adapters[provider], key
-                    if attempts and attempts[-1].kind is OutcomeKind.REQUEST_ERROR:
-                        break
-            if any(a.kind is OutcomeKind.REQUEST_ERROR for a in attempts):
-                return
-            soonest = self.key_manager.next_free()
-            pause = soonest[1] + 0.001 if soonest else (_BUSY_POLL if self.key_manager.busy() else None)
+                    try:
+                        return provider, key, call(self._adapters[provider], key), run
+                    except ProviderError as exc:
+                        self._failed(provider, key, exc.outcome, run)
+                    except Exception as exc:  # an answer no adapter rule foresaw is a transient error, not a crash
+                        self._failed(provider, key, _unexpected(exc), run)
+            pause = None if run.rejected else self._pause_before_retry()
             if pause is None or time.monotonic() + pause > deadline:
-                return
+                raise self._give_up(run)
             time.sleep(pause)
 
-    def _failed(
-        self, provider: str, key: ApiKey, outcome: Outcome, attempts: list[Attempt], rejected: list[Outcome]
-    ) -> None:
+    def _pause_before_retry(self) -> float | None:
+        soonest = self.key_manager.next_free()
+        if soonest is not None:
+            return soonest[1] + 0.001
+        return _BUSY_POLL if self.key_manager.busy() else None
+
+    def _stream(self, request: ChatRequest, deadline: float) -> Generator[str, None, ChatResult]:
+        started = time.perf_counter()
+        provider, key, (reply, first), run = self._serve(request, deadline, lambda a, k: _open_stream(a, request, k))
+        text = [first]
+        try:
+            yield first
+            for piece in reply.pieces:
+                text.append(piece)
+                yield piece
+        except GeneratorExit:
+            self.key_manager.abandon(key)
+            raise
+        except Exception as exc:
+            outcome = exc.outcome if isinstance(exc, ProviderError) else _unexpected(exc)
+            self._failed(provider, key, outcome, run, raise_rejected=False)
+            raise StreamInterruptedError(
+                f"{provider} stream broke after {len(text)} piece(s): {outcome.message}", run.attempts
+            ) from None
+        finally:
+            reply.close()
+        completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
+        return self._succeeded(provider, key, completion, run, time.perf_counter() - started)
+
+    def _failed(self, provider: str, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
         self.key_manager.record(key, outcome)
-        attempts.append(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
+        run.attempts.append(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
         log.debug("%s failed: %s %s %s", key.label, outcome.kind.value, outcome.status, outcome.message)
+        if outcome.scope is Scope.PROVIDER:
+            run.leave_provider = True
         if outcome.kind is not OutcomeKind.REQUEST_ERROR:
             return
         if outcome.config_error:
             with self._lock:
                 self._problems[provider] = f"model {self._adapters[provider].model!r}: {outcome.message}"
-        if not outcome.other_provider_may_serve:
-            raise RequestRejectedError(f"{provider} rejected the request: {outcome.message}", attempts)
-        rejected.append(outcome)
+        if not outcome.other_provider_may_serve and raise_rejected:
+            raise RequestRejectedError(f"{provider} rejected the request: {outcome.message}", run.attempts)
+        run.rejected.append(outcome)
+        run.leave_provider = True
 
-    def _succeeded(
-        self, provider: str, key: ApiKey, completion: Completion, attempts: list[Attempt], latency: float
-    ) -> ChatResult:
+    def _succeeded(self, provider: str, key: ApiKey, completion: Completion, run: _Run, latency: float) -> ChatResult:
         self.key_manager.record(key, Outcome(OutcomeKind.OK, 200), completion.quota)
-        attempts.append(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
+        run.attempts.append(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
         with self._lock:
             self._current_provider = provider
             self._problems.pop(provider, None)
@@ -194,18 +232,20 @@ class SmartClient:
             key_hint=key.hint,
             latency_s=latency,
             usage=completion.usage,
-            attempts=tuple(attempts),
+            attempts=tuple(run.attempts),
         )
 
-    def _give_up(self, attempts: list[Attempt], rejected: list[Outcome]) -> Exception:
-        if rejected:
-            reasons = "; ".join(f"{a.key_id.split(':')[0]}: {a.message}" for a in attempts if a.kind == "request_error")
-            return RequestRejectedError(f"No provider accepted the request ({reasons})", attempts)
+    def _give_up(self, run: _Run) -> Exception:
+        if run.rejected:
+            reasons = "; ".join(
+                f"{a.key_id.split(':')[0]}: {a.message}" for a in run.attempts if a.kind is OutcomeKind.REQUEST_ERROR
+            )
+            return RequestRejectedError(f"No provider accepted the request ({reasons})", run.attempts)
         soonest = self.key_manager.next_free()
         if soonest is None:
-            return AllKeysExhaustedError(attempts, _BUSY_POLL if self.key_manager.busy() else None, None)
+            return AllKeysExhaustedError(run.attempts, _BUSY_POLL if self.key_manager.busy() else None, None)
         key, seconds = soonest
-        return AllKeysExhaustedError(attempts, seconds, key.key_id)
+        return AllKeysExhaustedError(run.attempts, seconds, key.key_id)
 
     # --- status and control ---------------------------------------------------------------------------------------
 
@@ -214,21 +254,39 @@ class SmartClient:
         return self._current_provider
 
     def get_status_summary(self) -> dict[str, Any]:
-        """Per provider: available/total counts, a `KeyStatus` per key, and any configuration problem;
-        `store` says which backend holds key state and whether it is healthy (`StoreHealth`)."""
-        summary: dict[str, Any] = {}
-        for provider in self.settings.provider_order:
-            keys = self.key_manager.statuses(provider.value)
-            summary[provider.value] = {
-                "available": sum(k.available for k in keys),
-                "total": len(keys),
-                "model": self.settings.providers[provider].model,
-                "problem": self._problems.get(provider.value),
-                "keys": keys,
-            }
-        summary["store"] = self.key_manager.store_health()
+        """`{"openrouter": {"available": 3, "total": 4, "keys": [...], ...}, ..., "timestamp": 1764...}`.
+
+        Every entry but `timestamp` is a provider mapping; everything is plain data (`json.dumps` takes it).
+        The store's health has its own method, `store_health()`.
+        """
+        summary: dict[str, Any] = {status.provider: status.as_dict() for status in self.provider_statuses()}
         summary["timestamp"] = self._clock()
         return summary
+
+    def provider_statuses(self) -> list[ProviderStatus]:
+        """The same as `get_status_summary`, as typed values (what the dashboard and the CLI draw)."""
+        statuses = []
+        for provider in self.settings.provider_order:
+            keys = tuple(self.key_manager.statuses(provider))
+            pause = self.key_manager.provider_pause(provider)
+            statuses.append(
+                ProviderStatus(
+                    provider=provider,
+                    title=PROVIDERS[provider].title,
+                    model=self.settings.providers[provider].model,
+                    available=0 if pause else sum(k.available for k in keys),
+                    total=len(keys),
+                    problem=self._problems.get(provider),
+                    paused_until=pause[0] if pause else None,
+                    pause_reason=pause[1].value if pause else None,
+                    keys=keys,
+                )
+            )
+        return statuses
+
+    def store_health(self) -> StoreHealth:
+        """Which backend holds key state, and whether it is working."""
+        return self.key_manager.store_health()
 
     def events(self, limit: int = 100) -> list[KeyEvent]:
         return self.key_manager.events(limit)
@@ -244,21 +302,34 @@ class SmartClient:
 
     def check_key(self, key_id: str) -> Outcome:
         """One cheap real call with one key (no tokens where the provider allows), recorded like any other;
-        a key parked as invalid or out of credit that now answers is returned to the rotation."""
+        a key parked for a reason that call disproves (see `ProviderSpec.probe_vouches_for`) returns to the
+        rotation."""
         key = next((k for p in self._order for k in self.key_manager.keys(p) if k.key_id == key_id), None)
         if key is None:
             raise KeyError(f"unknown key id {key_id!r}")
         outcome = self._adapters[key.provider].probe(key)
         self.key_manager.record(key, outcome)
         if outcome.kind is OutcomeKind.OK:
-            self.key_manager.probe_passed(key)
+            self.key_manager.probe_passed(key, PROVIDERS[key.provider].probe_vouches_for)
         return outcome
 
+    def parked_key_ids(self) -> list[str]:
+        """Keys parked for the long cooldown (invalid, no credit), which a probe may bring back."""
+        return [
+            key.key_id
+            for provider in self._order
+            for key in self.key_manager.statuses(provider)
+            if key.reason in LONG_COOLDOWNS
+        ]
+
     def close(self) -> None:
+        """Stop the prober, close provider connections and, if this client opened it, the state store."""
         if self.prober is not None:
             self.prober.stop()
         for adapter in self._adapters.values():
             adapter.close()
+        if self._owns_store:
+            self.key_manager.close()
 
     def __enter__(self) -> SmartClient:
         return self
@@ -268,68 +339,48 @@ class SmartClient:
 
 
 class ChatStream(Iterator[str]):
-    """An iterator of text pieces that fails over between keys until the first piece is out."""
+    """An iterator of text pieces; `.result` holds the `ChatResult` once the pieces run out."""
 
-    def __init__(self, client: SmartClient, request: ChatRequest, deadline: float) -> None:
-        self._client = client
-        self._request = request
-        self._deadline = deadline
-        self._pieces: Generator[str, None, None] = self._run()
+    def __init__(self, pieces: Generator[str, None, ChatResult]) -> None:
+        self._pieces = pieces
         self.result: ChatResult | None = None
 
     def __next__(self) -> str:
-        return next(self._pieces)
+        try:
+            return next(self._pieces)
+        except StopIteration as done:
+            self.result = done.value
+            raise
 
     def close(self) -> None:
         """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
         self._pieces.close()
 
-    def _run(self) -> Generator[str, None, None]:
-        client = self._client
-        attempts: list[Attempt] = []
-        rejected: list[Outcome] = []
-        for provider, adapter, key in client._candidates(attempts, self._deadline):
-            started = time.perf_counter()
-            try:
-                reply = adapter.open_stream(self._request, key)
-                pieces = iter(reply.pieces)
-                first = next(pieces, None)
-            except ProviderError as exc:
-                client._failed(provider, key, exc.outcome, attempts, rejected)
-                continue
-            except Exception as exc:
-                client._failed(provider, key, _unexpected(exc), attempts, rejected)
-                continue
-            if first is None:
-                client._failed(provider, key, Outcome(OutcomeKind.TRANSIENT, 200, "empty stream"), attempts, rejected)
-                continue
-            text = [first]
-            try:
-                yield first
-                for piece in pieces:
-                    text.append(piece)
-                    yield piece
-            except (ProviderError, Exception) as exc:
-                outcome = exc.outcome if isinstance(exc, ProviderError) else _unexpected(exc)
-                client._failed(provider, key, outcome, attempts, rejected)
-                raise StreamInterruptedError(
-                    f"{provider} stream broke after {len(text)} piece(s): {outcome.message}", attempts
-                ) from None
-            except GeneratorExit:
-                client.key_manager.abandon(key)
-                raise
-            finally:
-                reply.close()
-            completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
-            self.result = client._succeeded(provider, key, completion, attempts, time.perf_counter() - started)
-            return
-        raise client._give_up(attempts, rejected)
+
+def _adapter(settings: Settings, provider: str) -> ProviderAdapter:
+    config = settings.providers[provider]
+    endpoint = Endpoint(config.model, config.base_url, settings.request_timeout, tuple(k.secret for k in config.keys))
+    return PROVIDERS[provider].adapter(endpoint)
+
+
+def _open_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> tuple[StreamReply, str]:
+    """Open a stream and read up to its first text piece, so a failure before any text can still fail over."""
+    reply = adapter.open_stream(request, key)
+    try:
+        first = next(iter(reply.pieces), None)
+    except BaseException:
+        reply.close()
+        raise
+    if first is None:
+        reply.close()
+        raise ProviderError(rejected("answer had no text (the stream ended without any)", 200))
+    return reply, first
 
 
 def _unexpected(exc: Exception) -> Outcome:
     """Only the exception's type is kept: its text could quote a request, and with it a key."""
     log.warning("unexpected %s while calling a provider; treated as a transient error", type(exc).__name__)
-    return Outcome(OutcomeKind.TRANSIENT, None, f"unexpected error ({type(exc).__name__})")
+    return transient(f"unexpected error ({type(exc).__name__})")
 
 
 _client: SmartClient | None = None

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llms.errors import Attempt, OutcomeKind, QuotaHint
+from llms.outcomes import Attempt, OutcomeKind, QuotaHint
 
 Message = Mapping[str, Any]
 _ROLES = ("system", "user", "assistant")

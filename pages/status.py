@@ -22,9 +22,8 @@ right.button("Reset all", icon=":material/restart_alt:", on_click=status.reset_a
 @st.fragment(run_every="1s")
 def live_status() -> None:
     """Only this part reruns every second, so countdowns tick without redrawing the page."""
-    summary = client.get_status_summary()
-    views = status.provider_views(summary)
-    store = summary["store"]
+    views = status.provider_views(client)
+    store = client.store_health()
     if store.healthy:
         st.caption(status.store_text(store))
     else:
@@ -50,7 +49,7 @@ def live_status() -> None:
                 key=f"reset_{view.provider}",
                 icon=":material/restart_alt:",
                 on_click=status.reset_provider,
-                args=(client, view.provider),
+                args=(client, view.provider, view.title),
                 disabled=not view.total,
                 width="stretch",
             )
@@ -95,7 +94,7 @@ if last := st.session_state.get(status.VERDICT_KEY):
 @st.fragment(run_every="2s")
 def activity() -> None:
     """Recent state changes and request counts; a slower refresh is plenty for these."""
-    views = status.provider_views(client.get_status_summary())
+    views = status.provider_views(client)
     timeline, charts = st.columns([3, 2])
     with timeline:
         st.subheader("Recent events", divider="gray")

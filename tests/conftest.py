@@ -19,10 +19,10 @@ from typing import TypeVar
 import pytest
 
 from config.settings import load_settings
-from llms.redis_state import FailoverStore
-from llms.simulator import Simulator
 from llms.smart_client import SmartClient
 from llms.state import StateStore, store_from_url
+from llms.state.failover import FailoverStore
+from simulator import Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")

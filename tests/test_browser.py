@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from llms.simulator import Simulator
+from simulator import Simulator
 from tests.conftest import ROOT, SECRETS, python_env
 
 CHROMIUM = "/usr/bin/chromium"

@@ -10,7 +10,7 @@ import pytest
 from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, in_threads, python_env
 
 from llms import AllKeysExhaustedError, OutcomeKind, RequestRejectedError
-from llms.simulator import Simulator
+from simulator import Simulator
 
 PROVIDERS = ["openrouter", "groq", "gemini"]
 
@@ -45,7 +45,7 @@ def test_each_failure_row_moves_to_the_next_key_with_the_right_penalty(
     kind, reason = ROWS[step]
     assert result.key_id == f"{provider}:2"
     assert [(a.key_id, a.kind) for a in result.attempts] == [(f"{provider}:1", kind), (f"{provider}:2", OutcomeKind.OK)]
-    first = client.get_status_summary()[provider]["keys"][0]
+    first = client.key_manager.statuses(provider)[0]
     assert first.reason == reason
     assert first.available is (reason is None)
     if reason is None:
@@ -55,7 +55,7 @@ def test_each_failure_row_moves_to_the_next_key_with_the_right_penalty(
 def test_no_credits_is_a_long_cooldown(make_client: MakeClient) -> None:
     client = make_client({"openrouter": 2}, steps={"openrouter:1": ["no_credits"]})
     client.complete(USER_HELLO)
-    first = client.get_status_summary()["openrouter"]["keys"][0]
+    first = client.key_manager.statuses("openrouter")[0]
     assert first.reason == "no_credits" and first.cooldown_remaining > 86000
 
 
@@ -65,7 +65,7 @@ def test_provider_hints_set_the_cooldown(make_client: MakeClient, sim: Simulator
     client.complete(USER_HELLO)
     with pytest.raises(AllKeysExhaustedError):
         client.complete(USER_HELLO)
-    remaining = client.get_status_summary()[provider]["keys"][0].cooldown_remaining
+    remaining = client.key_manager.statuses(provider)[0].cooldown_remaining
     assert 25 < remaining <= 30.5  # the provider's own hint, not the 9999 s default
 
 
@@ -81,7 +81,7 @@ def test_hintless_429_under_the_fixed_policy_rests_the_configured_default(
     )
     with pytest.raises(AllKeysExhaustedError):
         client.complete(USER_HELLO)
-    assert client.get_status_summary()[provider]["keys"][0].cooldown_remaining == pytest.approx(1234, abs=2)
+    assert client.key_manager.statuses(provider)[0].cooldown_remaining == pytest.approx(1234, abs=2)
 
 
 def test_three_consecutive_transient_errors_cool_the_key_for_the_error_cooldown(make_client: MakeClient) -> None:
@@ -89,10 +89,10 @@ def test_three_consecutive_transient_errors_cool_the_key_for_the_error_cooldown(
     for expected_streak in (1, 2):
         with pytest.raises(AllKeysExhaustedError):
             client.complete(USER_HELLO)
-        assert client.get_status_summary()["groq"]["keys"][0].consecutive_failures == expected_streak
+        assert client.key_manager.statuses("groq")[0].consecutive_failures == expected_streak
     with pytest.raises(AllKeysExhaustedError) as info:
         client.complete(USER_HELLO)
-    key = client.get_status_summary()["groq"]["keys"][0]
+    key = client.key_manager.statuses("groq")[0]
     assert key.reason == "errors" and key.cooldown_remaining == pytest.approx(600, abs=2)
     assert "groq:1" in str(info.value)
 
@@ -172,7 +172,7 @@ def test_malformed_messages_fail_before_any_network_call(make_client: MakeClient
     with pytest.raises(ValueError, match="messages"):
         client.chat(bad)
     assert sim.calls() == 0
-    assert client.get_status_summary()["groq"]["keys"][0].last_used is None
+    assert client.key_manager.statuses("groq")[0].last_used is None
 
 
 def test_bad_sampling_parameters_fail_before_any_network_call(make_client: MakeClient, sim: Simulator) -> None:
@@ -245,7 +245,7 @@ def test_32_threads_share_one_client(make_client: MakeClient, sim: Simulator) ->
     client = make_client({"openrouter": 4})
     in_threads(32, lambda: [client.chat(USER_HELLO) for _ in range(10)])
     assert sim.calls() == 320
-    keys = client.get_status_summary()["openrouter"]["keys"]
+    keys = client.key_manager.statuses("openrouter")
     assert [k.successes for k in keys] == [80, 80, 80, 80]
 
 

@@ -22,8 +22,8 @@ from dashboard.chat import ChatOptions, Turn, stream_answer
 from dashboard.client import build_backend, get_client
 from dashboard.text import answer_caption, countdown, exhausted_message, md_escape, skipped_text
 from llms import AllKeysExhaustedError, Attempt, ChatResult, OutcomeKind, SmartClient, Usage
-from llms.simulator import Simulator, Step
 from llms.state import CooldownReason
+from simulator import Simulator, Step
 from tests.conftest import ROOT, SECRETS
 
 APP = str(ROOT / "streamlit_app.py")
@@ -207,7 +207,7 @@ def test_status_follows_cooldowns_and_each_reset(env: pytest.MonkeyPatch, sim: S
     assert (at.metric[1].delta, at.metric[2].delta) == ("All keys ready.", "No keys configured.")
     table = at.dataframe[0].value
     assert table.loc[table["Key"] == "openrouter:1", "State"].item() == "cooling"
-    assert table.loc[table["Key"] == "openrouter:1", "Reason"].item() == "rate_limit"
+    assert table.loc[table["Key"] == "openrouter:1", "Reason"].item() == "rate-limited"
     assert not any(secret in table.to_string() for secret in SECRETS["openrouter"])
 
     at.selectbox(key="status_key").set_value("openrouter:1").run()
@@ -331,7 +331,7 @@ def test_demo_rotation_falls_back_within_a_minute(env: pytest.MonkeyPatch) -> No
         assert " · skipped openrouter:1 rate-limited, openrouter:2 rate-limited" in answer_caption(result)
         openrouter = client.get_status_summary()["openrouter"]
         assert openrouter["available"] == 0
-        assert all(0 < k.cooldown_remaining <= 60 for k in openrouter["keys"])
+        assert all(0 < k["cooldown_remaining"] <= 60 for k in openrouter["keys"])
     finally:
         backend.close()
 

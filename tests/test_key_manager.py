@@ -10,9 +10,10 @@ from conftest import Clock, in_threads
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
-from llms.errors import Outcome, OutcomeKind, QuotaHint
 from llms.key_manager import KeyManager
-from llms.state import CooldownReason, EventKind, MemoryStore
+from llms.outcomes import Outcome, OutcomeKind, QuotaHint
+from llms.state import CooldownReason, EventKind
+from llms.state.memory import MemoryStore
 
 
 def make(

@@ -12,9 +12,11 @@ from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, RedisServer, python_env
 
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
-from llms.redis_state import FailoverStore, RedisStore
-from llms.simulator import Simulator
-from llms.state import MemoryStore, store_from_url
+from llms.state import store_from_url
+from llms.state.failover import FailoverStore
+from llms.state.memory import MemoryStore
+from llms.state.redis import RedisStore
+from simulator import Simulator
 
 # A worker: N calls, then prints one JSON line with the key ids that answered, failures and the store health.
 WORKER = """
@@ -29,7 +31,7 @@ for _ in range(calls):
     except LLMError as exc:
         errors.append(type(exc).__name__)
     time.sleep(pause)
-health = client.get_status_summary()["store"]
+health = client.store_health()
 print(json.dumps({"used": used, "errors": errors, "healthy": health.healthy}))
 """
 
@@ -127,14 +129,14 @@ def test_the_client_returns_to_redis_when_it_is_back(sim: Simulator) -> None:
     client = SmartClient(load_settings(env, dotenv_path=None), store=store)  # Redis is not up yet: local memory
     try:
         assert client.chat(USER_HELLO)
-        health = client.get_status_summary()["store"]
+        health = client.store_health()
         assert not health.healthy and "degraded" in health.detail
         server.start()
         time.sleep(0.15)
         assert client.chat(USER_HELLO)
-        assert client.get_status_summary()["store"].healthy
+        assert client.store_health().healthy
         other = local_client(env)
-        assert other.get_status_summary()["groq"]["keys"][0].successes == 1  # the call after recovery is shared
+        assert other.key_manager.statuses("groq")[0].successes == 1  # the call after recovery is shared
         other.close()
     finally:
         client.close()

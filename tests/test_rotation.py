@@ -8,7 +8,7 @@ import pytest
 from conftest import SECRETS, USER_HELLO, MakeClient, in_threads
 
 from llms import AllKeysExhaustedError
-from llms.simulator import Simulator
+from simulator import Simulator
 
 
 def statuses_429(sim: Simulator) -> int:
@@ -33,7 +33,7 @@ def test_configured_per_day_limit_rests_the_key_until_the_daily_reset(make_clien
     client = make_client({"gemini": 1}, GEMINI_REQUESTS_PER_DAY="2")
     client.complete(USER_HELLO)
     client.complete(USER_HELLO)
-    key = client.get_status_summary()["gemini"]["keys"][0]
+    key = client.key_manager.statuses("gemini")[0]
     assert not key.available and key.cooldown_remaining > 60
 
 
@@ -61,7 +61,7 @@ def test_a_rate_limit_cools_the_whole_shared_limit_group(make_client: MakeClient
         GROQ_API_KEY_2_GROUP="org-alpha",
     )
     assert client.complete(USER_HELLO).key_id == "groq:3"  # groq:2 shares groq:1's exhausted limit
-    keys = {k.key_id: k for k in client.get_status_summary()["groq"]["keys"]}
+    keys = {k.key_id: k for k in client.key_manager.statuses("groq")}
     assert not keys["groq:2"].available and keys["groq:2"].group == "org-alpha"
     assert keys["groq:3"].available and keys["groq:3"].group is None
     assert sim.calls("groq:2") == 0
@@ -73,7 +73,7 @@ def test_a_storm_rests_the_provider_instead_of_burning_every_key(make_client: Ma
     client = make_client({"groq": 8, "gemini": 1}, steps=steps, LLM_STORM_COOLDOWN="5", LLM_COOLDOWN_POLICY="fixed")
     assert client.complete(USER_HELLO).provider == "gemini"
     assert [sim.calls(f"groq:{i}") for i in range(1, 9)] == [1, 1, 1, 1, 1, 1, 0, 0]
-    rested = client.get_status_summary()["groq"]["keys"][6]
+    rested = client.key_manager.statuses("groq")[6]
     assert not rested.available and rested.cooldown_remaining == pytest.approx(5, abs=1)
     assert any("429 on most keys" in e.detail for e in client.events())
 
@@ -82,7 +82,7 @@ def test_a_storm_rest_is_never_longer_than_the_rate_limited_keys_rest(make_clien
     steps = {f"groq:{i}": ["rate_limit_nohint"] for i in range(1, 7)}
     client = make_client({"groq": 8, "gemini": 1}, steps=steps, LLM_STORM_COOLDOWN="5")  # adaptive: first rest 1 s
     client.complete(USER_HELLO)
-    rested = client.get_status_summary()["groq"]["keys"][6]
+    rested = client.key_manager.statuses("groq")[6]
     assert not rested.available and rested.cooldown_remaining <= 1.0
 
 

@@ -12,7 +12,7 @@ from conftest import ALL_SECRETS, SECRETS, USER_HELLO, MakeClient
 
 from config.settings import load_settings
 from llms import LLMError, SmartClient
-from llms.state import MemoryStore
+from llms.state.memory import MemoryStore
 
 
 @pytest.fixture

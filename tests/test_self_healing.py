@@ -10,10 +10,10 @@ from conftest import USER_HELLO, Clock, MakeClient
 
 from llms import AllKeysExhaustedError
 from llms.cooldown import AdaptiveCooldown, FixedCooldown
-from llms.errors import QuotaHint
+from llms.outcomes import QuotaHint
 from llms.prober import Prober
 from llms.quota import LearnedWindows
-from llms.simulator import Simulator
+from simulator import Simulator
 
 
 def test_adaptive_ladder_doubles_caps_and_remembers_what_worked() -> None:
@@ -50,7 +50,7 @@ def test_hint_wins_over_any_policy(make_client: MakeClient, policy: str) -> None
     client.complete(USER_HELLO)
     with pytest.raises(AllKeysExhaustedError):
         client.complete(USER_HELLO)
-    assert 25 < client.get_status_summary()["groq"]["keys"][0].cooldown_remaining <= 30.5
+    assert 25 < client.key_manager.statuses("groq")[0].cooldown_remaining <= 30.5
 
 
 def test_fixed_policy_keeps_the_original_60_min_24_h_10_min(make_client: MakeClient) -> None:
@@ -68,7 +68,7 @@ def test_fixed_policy_keeps_the_original_60_min_24_h_10_min(make_client: MakeCli
     for _ in range(3):
         with pytest.raises(AllKeysExhaustedError):
             client.complete(USER_HELLO)
-    rests = {k.key_id: (k.reason, k.cooldown_remaining) for k in client.get_status_summary()["openrouter"]["keys"]}
+    rests = {k.key_id: (k.reason, k.cooldown_remaining) for k in client.key_manager.statuses("openrouter")}
     assert rests == {
         "openrouter:1": ("rate_limit", 3600),
         "openrouter:2": ("invalid_key", 86400),
@@ -90,7 +90,7 @@ def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClien
             answers += 1
         except AllKeysExhaustedError:
             pass
-    key = client.get_status_summary()["openrouter"]["keys"][0]
+    key = client.key_manager.statuses("openrouter")[0]
     limited = [r for r in sim.requests if r.status == 429]
     assert key.learned_rest is not None and 1.5 <= key.learned_rest <= 3.0
     assert len(limited) <= 3  # a few probes while learning the rest and the window's size
@@ -101,10 +101,10 @@ def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClien
 def test_a_key_back_from_a_false_401_returns_after_the_next_probe(make_client: MakeClient, sim: Simulator) -> None:
     client = make_client({"groq": 2}, steps={"groq:1": ["invalid_key"]})
     assert client.complete(USER_HELLO).key_id == "groq:2"
-    assert client.get_status_summary()["groq"]["keys"][0].reason == "invalid_key"
-    prober = Prober(client, interval=60)
+    assert client.key_manager.statuses("groq")[0].reason == "invalid_key"
+    prober = Prober(client.parked_key_ids, client.check_key, interval=60)
     assert prober.run_once() == ["groq:1"]
-    first = client.get_status_summary()["groq"]["keys"][0]
+    first = client.key_manager.statuses("groq")[0]
     assert first.available
     assert any(e.key_id == "groq:1" and "probe passed" in e.detail for e in client.events())
     assert [r.path.rsplit("/", 1)[-1] for r in sim.requests if r.key_name == "groq:1"] == ["completions", "models"]
@@ -116,20 +116,20 @@ def test_a_revoked_key_stays_out_and_costs_at_most_one_probe_per_interval(
     client = make_client({"openrouter": 2}, steps={"openrouter:1": ["invalid_key"] * 100})
     client.complete(USER_HELLO)
     clock = Clock(0)
-    prober = Prober(client, interval=30, clock=clock)
+    prober = Prober(client.parked_key_ids, client.check_key, interval=30, clock=clock)
     for _ in range(10):  # ten rounds within one interval, then the next interval
         prober.run_once()
         clock.advance(2.9)
     clock.advance(2)
     prober.run_once()
     assert sim.calls("openrouter:1") == 1 + 2  # the failing chat, then one probe per interval
-    assert client.get_status_summary()["openrouter"]["keys"][0].reason == "invalid_key"
+    assert client.key_manager.statuses("openrouter")[0].reason == "invalid_key"
 
 
 def test_probes_skip_short_cooldowns(make_client: MakeClient, sim: Simulator) -> None:
     client = make_client({"groq": 3}, steps={"groq:1": ["rate_limit"], "groq:2": ["server_error"] * 3})
     client.complete(USER_HELLO)
-    assert Prober(client, interval=1).due() == []
+    assert Prober(client.parked_key_ids, client.check_key, interval=1).due() == []
 
 
 def test_probes_run_one_at_a_time(make_client: MakeClient, sim: Simulator) -> None:
@@ -137,7 +137,7 @@ def test_probes_run_one_at_a_time(make_client: MakeClient, sim: Simulator) -> No
     client.complete(USER_HELLO)
     sim.clear_log()
     sim.latency = 0.1
-    assert sorted(Prober(client, interval=1).run_once()) == ["groq:1", "groq:2", "groq:3"]
+    assert sorted(Prober(client.parked_key_ids, client.check_key, interval=1).run_once()) == ["groq:1", "groq:2", "groq:3"]
     starts = sorted(r.at for r in sim.requests)
     assert len(starts) == 3 and all(b - a >= 0.09 for a, b in itertools.pairwise(starts))
 
@@ -147,6 +147,6 @@ def test_background_prober_is_off_by_default_and_runs_when_configured(make_clien
     client = make_client({"groq": 2}, steps={"groq:1": ["invalid_key"]}, LLM_PROBE_INTERVAL="0.2")
     client.complete(USER_HELLO)
     deadline = time.monotonic() + 5
-    while not client.get_status_summary()["groq"]["keys"][0].available and time.monotonic() < deadline:
+    while not client.key_manager.statuses("groq")[0].available and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert client.get_status_summary()["groq"]["keys"][0].available
+    assert client.key_manager.statuses("groq")[0].available

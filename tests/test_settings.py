@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config.settings import ConfigError, Provider, load_settings
+from config.settings import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,14 +24,14 @@ def load(**env: str):
 def test_defaults_without_any_variable() -> None:
     s = load()
     assert not s.has_keys
-    assert s.provider_order == (Provider.OPENROUTER, Provider.GROQ, Provider.GEMINI)
+    assert s.provider_order == ("openrouter", "groq", "gemini")
     assert (s.cooldowns.rate_limit, s.cooldowns.invalid_key, s.cooldowns.errors) == (3600, 86400, 600)
     assert s.cooldowns.error_threshold == 3
     assert s.request_timeout == 60
     assert s.state_url == "memory://"
-    assert s.providers[Provider.GROQ].model == "openai/gpt-oss-20b"
-    assert s.providers[Provider.GEMINI].base_url == "https://generativelanguage.googleapis.com"
-    assert s.providers[Provider.OPENROUTER].base_url == "https://openrouter.ai/api/v1"
+    assert s.providers["groq"].model == "openai/gpt-oss-20b"
+    assert s.providers["gemini"].base_url == "https://generativelanguage.googleapis.com"
+    assert s.providers["openrouter"].base_url == "https://openrouter.ai/api/v1"
 
 
 def test_numbered_keys_any_number_with_gaps_in_numeric_order() -> None:
@@ -69,9 +69,9 @@ def test_overrides() -> None:
         LLM_STATE_URL="redis://127.0.0.1:6379/0",
         LLM_DEMO="yes",
     )
-    assert s.providers[Provider.GROQ].model == "llama-3.1-8b-instant"
-    assert s.providers[Provider.GROQ].base_url == "http://127.0.0.1:9999/groq/openai/v1"
-    assert s.provider_order == (Provider.GEMINI, Provider.GROQ)
+    assert s.providers["groq"].model == "llama-3.1-8b-instant"
+    assert s.providers["groq"].base_url == "http://127.0.0.1:9999/groq/openai/v1"
+    assert s.provider_order == ("gemini", "groq")
     assert s.cooldowns.rate_limit == 1.5 and s.cooldowns.error_threshold == 5
     assert s.state_url.startswith("redis://") and s.demo
 
@@ -109,7 +109,7 @@ def test_dotenv_file_is_read_but_never_overrides_the_environment(tmp_path: Path)
     env_file.write_text("GROQ_API_KEY_1=gsk_from_dotenv_file_1\nGROQ_CHAT_MODEL=from-dotenv\nLLM_ERROR_THRESHOLD=7\n")
     s = load_settings({"GROQ_CHAT_MODEL": "from-env"}, dotenv_path=str(env_file))
     assert [k.secret for k in s.groq_api_keys] == ["gsk_from_dotenv_file_1"]
-    assert s.providers[Provider.GROQ].model == "from-env"
+    assert s.providers["groq"].model == "from-env"
     assert s.cooldowns.error_threshold == 7
 
 

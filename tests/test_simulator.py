@@ -1,4 +1,4 @@
-"""Wire-format tests for llms.simulator: raw HTTP against a live simulator, plus the google-genai SDK.
+"""Wire-format tests for the simulator: raw HTTP against a live simulator, plus the google-genai SDK.
 
 The client's classification is only as good as the simulator's fidelity, so these pin each provider's status
 codes, headers, error bodies and SSE framing (see docs in DESIGN.md §3–§4).
@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import requests
 
-from llms.simulator import DEMO_KEYS, SimRequest, Simulator, Step, _go_duration
+from simulator import DEMO_KEYS, SimRequest, Simulator, Step
+from simulator.core import go_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVIDERS = ("openrouter", "groq", "gemini")
@@ -781,7 +782,7 @@ def test_cli_prints_exports_and_serves() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "llms.simulator",
+        "simulator",
         "--port",
         "0",
         "--demo",
@@ -818,7 +819,7 @@ def test_cli_prints_exports_and_serves() -> None:
     [(179.56, "2m59.56s"), (7.66, "7.66s"), (0.84, "840ms"), (432.5, "7m12.5s"), (3600, "1h0m0s"), (6, "6s")],
 )
 def test_go_duration(seconds: float, text: str) -> None:
-    assert _go_duration(seconds) == text
+    assert go_duration(seconds) == text
 
 
 def test_log_and_repr_never_hold_a_secret(simulator: Simulator) -> None:

@@ -6,7 +6,7 @@ import pytest
 from conftest import USER_HELLO, MakeClient
 
 from llms import AllKeysExhaustedError, OutcomeKind, StreamInterruptedError
-from llms.simulator import Simulator
+from simulator import Simulator
 
 PROVIDERS = ["openrouter", "groq", "gemini"]
 
@@ -43,7 +43,7 @@ def test_mid_stream_error_raises_instead_of_truncating(make_client: MakeClient, 
             received.append(piece)
     assert received  # something arrived before the break, and the caller was told
     assert sim.calls(f"{provider}:2") == 0
-    assert client.get_status_summary()[provider]["keys"][0].consecutive_failures == 1
+    assert client.key_manager.statuses(provider)[0].consecutive_failures == 1
 
 
 def test_stream_falls_back_across_providers(make_client: MakeClient) -> None:

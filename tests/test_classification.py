@@ -1,4 +1,4 @@
-"""Retry-hint parsing and classification edge cases, from literal answers (the wire tests cover each row over HTTP)."""
+"""Hint parsing and classification edge cases, from literal answers (the wire tests cover each row over HTTP)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llms.errors import (
-    AllKeysExhaustedError,
-    OutcomeKind,
-    QuotaHint,
-    classify_response,
-    parse_duration,
-    quota_hint,
-    retry_hint,
-    seconds_until_daily_reset,
-)
+from llms.exceptions import AllKeysExhaustedError
+from llms.outcomes import OutcomeKind, QuotaHint
+from llms.providers import PROVIDERS
+from llms.providers.gemini import PACIFIC
+from llms.providers.groq import quota as groq_quota
+from llms.providers.openrouter import classify as openrouter_classify
+from llms.types import ChatRequest
+from llms.wire import message_hint, parse_duration, retry_after_header, seconds_until_midnight
 
 NOW = 1_800_000_000.0
 
@@ -43,24 +41,41 @@ def test_any_go_duration_round_trips(h: int, m: int, s: float) -> None:
 
 
 def test_retry_after_seconds_and_http_date() -> None:
-    assert retry_hint({"Retry-After": "7"}, {}, "", NOW) == 7
+    assert retry_after_header({"retry-after": "7"}, NOW) == 7
     when = datetime.fromtimestamp(NOW + 90, UTC)
-    assert retry_hint({"Retry-After": format_datetime(when, usegmt=True)}, {}, "", NOW) == pytest.approx(90)
+    assert retry_after_header({"retry-after": format_datetime(when, usegmt=True)}, NOW) == pytest.approx(90)
 
 
-def test_retry_after_wins_over_other_hints() -> None:
-    headers = {"retry-after": "3", "x-ratelimit-reset-requests": "59s", "x-ratelimit-remaining-requests": "0"}
-    assert retry_hint(headers, {}, "try again in 40s", NOW) == 3
+@pytest.mark.parametrize(
+    ("message", "seconds"),
+    [
+        ("Please try again in 7.66s. Need more tokens?", 7.66),
+        ("Please try again in 817.5ms. Need more tokens?", 0.8175),
+        ("Please try again in 1h15m4.753s.", 4504.753),
+        ("Please try again in 6m 11.52s.", 371.52),
+        ("Please try again in 1h23m45.6s.", 5025.6),
+        ("Please try again in 2s. Need more tokens?", 2.0),
+        ("Please retry in 51.606482386s.", 51.606482386),
+        ("retry after 30 seconds", 30.0),
+    ],
+)
+def test_groq_and_gemini_waits_in_messages_parse_exactly(message: str, seconds: float) -> None:
+    assert message_hint(message) == pytest.approx(seconds)
 
 
-def test_groq_reset_header_of_the_exhausted_quota() -> None:
+def test_groq_success_rests_the_key_when_its_minute_of_tokens_cannot_pay_for_another_request() -> None:
     headers = {
-        "x-ratelimit-remaining-requests": "12",
-        "x-ratelimit-reset-requests": "2m59.56s",
-        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-remaining-requests": "999",
+        "x-ratelimit-reset-requests": "1m26.4s",
+        "x-ratelimit-remaining-tokens": "300",
         "x-ratelimit-reset-tokens": "7.66s",
     }
-    assert retry_hint(headers, {}, "", NOW) == pytest.approx(7.66)
+    small = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=200)
+    large = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=500)
+    assert groq_quota(headers, small) == QuotaHint(999, pytest.approx(86.4), None)
+    assert groq_quota(headers, large) == QuotaHint(999, pytest.approx(86.4), pytest.approx(7.66))
+    assert groq_quota({**headers, "x-ratelimit-remaining-tokens": "0"}, small).rest == pytest.approx(7.66)
+    assert groq_quota({}, small) is None
 
 
 def test_openrouter_reset_is_epoch_milliseconds_also_inside_metadata() -> None:
@@ -77,29 +92,28 @@ def test_openrouter_reset_is_epoch_milliseconds_also_inside_metadata() -> None:
             },
         }
     }
-    assert retry_hint({}, body, "", NOW) == pytest.approx(42.5)
+    assert openrouter_classify(429, {}, body, NOW).retry_after == pytest.approx(42.5)
 
 
-def test_gemini_retry_info_and_message_hints() -> None:
+def test_gemini_retry_info_is_the_hint() -> None:
     body = {
         "error": {
             "code": 429,
             "status": "RESOURCE_EXHAUSTED",
+            "message": "You exceeded your current quota",
             "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"}],
         }
     }
-    assert retry_hint({}, body, "", NOW) == 36
-    assert retry_hint({}, {}, "Please try again in 4.77s. Visit …", NOW) == pytest.approx(4.77)
-    assert retry_hint({}, {}, "Please retry in 1m30.5s", NOW) == pytest.approx(90.5)
+    assert PROVIDERS["gemini"].classify(429, {}, body, NOW).retry_after == 36
 
 
 @pytest.mark.parametrize("provider", ["openrouter", "groq", "gemini"])
 def test_fractional_hints_are_kept_exactly(provider: str) -> None:
-    outcome = classify_response(provider, 429, {"retry-after": "1.2"}, {"error": {"message": "slow down"}}, NOW)
+    outcome = PROVIDERS[provider].classify(429, {"retry-after": "1.2"}, {"error": {"message": "slow down"}}, NOW)
     assert outcome.kind is OutcomeKind.RATE_LIMIT and outcome.retry_after == pytest.approx(1.2)
 
 
-def test_daily_quota_without_hint_cools_until_midnight_pacific_for_gemini() -> None:
+def test_daily_quota_cools_until_midnight_pacific_for_gemini() -> None:
     body = {
         "error": {
             "code": 429,
@@ -113,9 +127,9 @@ def test_daily_quota_without_hint_cools_until_midnight_pacific_for_gemini() -> N
             ],
         }
     }
-    outcome = classify_response("gemini", 429, {}, body, NOW)
+    outcome = PROVIDERS["gemini"].classify(429, {}, body, NOW)
     assert outcome.daily_quota
-    assert outcome.retry_after == pytest.approx(seconds_until_daily_reset("gemini", NOW))
+    assert outcome.retry_after == pytest.approx(seconds_until_midnight(PACIFIC, NOW))
     # NOW is 2027-01-15 08:00 UTC = 00:00 Pacific: a full day to go.
     assert outcome.retry_after == pytest.approx(24 * 3600)
 
@@ -128,25 +142,13 @@ def test_daily_quota_without_hint_cools_until_midnight_pacific_for_gemini() -> N
         (200, {"id": "x", "choices": []}, OutcomeKind.TRANSIENT),
         (403, {"error": {"message": "Input was flagged by moderation"}}, OutcomeKind.REQUEST_ERROR),
         (403, {"error": {"message": "Forbidden"}}, OutcomeKind.INVALID_KEY),
-        (
-            400,
-            {"error": {"message": "model_decommissioned", "code": "model_decommissioned"}},
-            OutcomeKind.REQUEST_ERROR,
-        ),
         (408, "Request Timeout", OutcomeKind.TRANSIENT),
         (418, "", OutcomeKind.TRANSIENT),
         (400, {"error": {"message": "Too many requests, quota hit"}}, OutcomeKind.RATE_LIMIT),
     ],
 )
 def test_edge_rows(status: int, body: object, kind: OutcomeKind) -> None:
-    assert classify_response("openrouter", status, {}, body, NOW).kind is kind
-
-
-def test_remaining_quota_on_success() -> None:
-    hint = quota_hint({"X-RateLimit-Remaining-Requests": "0", "x-ratelimit-reset-requests": "1.5s"})
-    assert hint == QuotaHint(0, 1.5)
-    assert quota_hint({"x-ratelimit-remaining-requests": "3"}) == QuotaHint(3, None)
-    assert quota_hint({}) is None
+    assert openrouter_classify(status, {}, body, NOW).kind is kind
 
 
 def test_exhausted_error_is_a_runtime_error_with_the_documented_text() -> None:

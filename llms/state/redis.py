@@ -4,34 +4,31 @@ Layout under the prefix (default `llmkeys`), keyed by a key's fingerprint (a has
 `{p}:pool:{provider}:ring` (list, rotation order), `:members` (set), `:cursor` (counter);
 `{p}:key:{fp}` (hash: successes, failures, consecutive, last_error, last_used);
 `{p}:cool:{fp}` ("until|reason", with a TTL so expired cooldowns vanish without a sweeper);
-`{p}:events` (capped list of JSON events, newest first).
+`{p}:pool:{provider}:pause` ("until|reason", TTL: the whole pool rests); `{p}:events` (capped list of JSON
+events, newest first).
 
-Picking the next key is one Lua script, so N processes share one round-robin order. `FailoverStore` keeps
-calls working on local memory while Redis is unreachable and returns to Redis when it is back.
+Picking the next key is one Lua script, so N processes share one round-robin order. `llms.state.failover`
+keeps calls working on local memory while Redis is unreachable.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import threading
-import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
+from llms.state.base import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
 
-log = logging.getLogger("llms.state")
-
-REDIS_SCHEMES = ("redis", "rediss")
 T = TypeVar("T")
 
 _ACQUIRE = """
 local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local pause = redis.call('GET', KEYS[3])
+if pause and tonumber(string.match(pause, '^[^|]+')) > now then return false end
 local n = redis.call('LLEN', ring)
 local excluded = {}
 for i = 3, #ARGV do excluded[ARGV[i]] = true end
@@ -82,7 +79,8 @@ def redacted_url(url: str) -> str:
 
 
 class RedisStore(StateStore):
-    SCHEMES = REDIS_SCHEMES
+    SCHEMES = ("redis", "rediss")
+    SHARED = True
 
     def __init__(self, url: str, prefix: str = "llmkeys", max_events: int = 500, timeout: float = 0.5) -> None:
         self.url = url
@@ -95,6 +93,10 @@ class RedisStore(StateStore):
         self._register = self._redis.register_script(_REGISTER)
         self._streaks: dict[str, int] = {}
         self._failure = self._redis.register_script(_FAILURE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> RedisStore:
+        return cls(url, prefix)
 
     def health(self) -> StoreHealth:
         try:
@@ -115,18 +117,36 @@ class RedisStore(StateStore):
             self._run(lambda: self._register(keys=[ring, members], args=list(key_ids)))
 
     def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
-        keys = [f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:cursor"]
+        keys = [f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:cursor", f"{self._p}pool:{pool}:pause"]
         found = self._run(lambda: self._acquire(keys=keys, args=[self._p, repr(now), *exclude]))
         return found or None
 
     def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
         ids = self._run(lambda: self._redis.lrange(f"{self._p}pool:{pool}:ring", 0, -1))
-        cools = self._run(lambda: self._redis.mget([f"{self._p}cool:{i}" for i in ids])) if ids else []
-        cooling = [(until, key_id) for key_id, raw in zip(ids, cools, strict=True) if (until := _until(raw)) > now]
-        if not cooling:
+        names = [f"{self._p}pool:{pool}:pause", *(f"{self._p}cool:{i}" for i in ids)]
+        pause, *cools = self._run(lambda: self._redis.mget(names))
+        resumes = max(_until(pause), now)
+        frees = [(max(_until(raw), resumes), key_id) for key_id, raw in zip(ids, cools, strict=True)]
+        waiting = [(until, key_id) for until, key_id in frees if until > now]
+        if not waiting:
             return None
-        until, key_id = min(cooling)
+        until, key_id = min(waiting)
         return key_id, until
+
+    def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
+        name = f"{self._p}pool:{pool}:pause"
+        if until <= now:
+            self._run(lambda: self._redis.delete(name))
+            return
+        ttl_ms = max(1, math.ceil((until - now) * 1000)) + 1000
+        self._run(lambda: self._redis.set(name, f"{until!r}|{reason.value}", px=ttl_ms))
+
+    def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
+        raw = self._run(lambda: self._redis.get(f"{self._p}pool:{pool}:pause"))
+        if not raw or _until(raw) <= now:
+            return None
+        head, _, tail = raw.partition("|")
+        return float(head), CooldownReason(tail)
 
     def record_success(self, key_id: str, now: float) -> int:
         """Sent without waiting for a reply (`CLIENT REPLY SKIP`): a success changes no rotation decision, so the
@@ -228,91 +248,3 @@ def _record(fields: dict[str, str], cool: str | None) -> KeyRecord:
         last_error=fields.get("last_error"),
         last_used=float(last_used) if last_used else None,
     )
-
-
-class FailoverStore(StateStore):
-    """Redis first; local memory while Redis is unreachable, with one warning per outage.
-
-    Nothing raises out of the client because of the store: an unreachable Redis costs one failed attempt per
-    `retry_every` seconds, and state written locally meanwhile stays local (cooldowns are short-lived anyway).
-    """
-
-    SCHEMES = REDIS_SCHEMES
-
-    def __init__(self, primary: RedisStore, fallback: StateStore, retry_every: float = 2.0) -> None:
-        self.primary = primary
-        self._fallback = fallback
-        self._retry_every = retry_every
-        self._lock = threading.Lock()
-        self._pools: dict[str, list[str]] = {}
-        self._down_since: float | None = None
-        self._last_try = 0.0
-        self._synced: set[str] = set()
-
-    def health(self) -> StoreHealth:
-        location = redacted_url(self.primary.url)
-        if self._down_since is None:
-            return StoreHealth("redis", location, True)
-        since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
-        return StoreHealth("redis", location, False, f"degraded: Redis unreachable since {since}, using local memory")
-
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self._down_since is not None and time.monotonic() - self._last_try < self._retry_every:
-            return getattr(self._fallback, name)(*args, **kwargs)
-        try:
-            self._sync_pools()
-            result = getattr(self.primary, name)(*args, **kwargs)
-        except StateError as exc:
-            with self._lock:
-                self._last_try = time.monotonic()
-                if self._down_since is None:
-                    self._down_since = time.time()
-                    self._synced.clear()
-                    log.warning("key state store unavailable, continuing on local memory: %s", exc)
-            return getattr(self._fallback, name)(*args, **kwargs)
-        if self._down_since is not None:
-            with self._lock:
-                self._down_since = None
-            log.warning("key state store is back: %s", redacted_url(self.primary.url))
-        return result
-
-    def _sync_pools(self) -> None:
-        """(Re-)register pools on Redis after a start or an outage; a restarted Redis has lost them."""
-        for pool, ids in list(self._pools.items()):
-            if pool not in self._synced:
-                self.primary.register(pool, ids)
-                self._synced.add(pool)
-
-    def register(self, pool: str, key_ids: Sequence[str]) -> None:
-        self._pools[pool] = list(key_ids)
-        self._fallback.register(pool, key_ids)
-        self._call("register", pool, key_ids)
-
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
-        return self._call("acquire", pool, now, exclude)
-
-    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
-        return self._call("next_free", pool, now)
-
-    def record_success(self, key_id: str, now: float) -> int:
-        return self._call("record_success", key_id, now)
-
-    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
-        return self._call("record_failure", key_id, now, error, streak=streak)
-
-    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
-        self._call("cool", key_id, until, reason, now)
-
-    def reset(self, key_ids: Iterable[str]) -> None:
-        ids = list(key_ids)
-        self._fallback.reset(ids)
-        self._call("reset", ids)
-
-    def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
-        return self._call("records", key_ids)
-
-    def add_event(self, event: KeyEvent) -> None:
-        self._call("add_event", event)
-
-    def events(self, limit: int = 100) -> list[KeyEvent]:
-        return self._call("events", limit)

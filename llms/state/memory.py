@@ -1,117 +1,14 @@
-"""Where key state lives: cooldowns, counters, the round-robin cursor and the event log.
-
-The key manager decides *what* happens to a key; a `StateStore` only remembers it, atomically. Stores are
-chosen by URL scheme (`memory://`, later `redis://`), the way the `limits` library picks its storage, so the
-same key manager runs embedded in one process or shared by many. A store knows key ids and pool names
-(one pool per provider) and nothing about providers or HTTP.
-"""
+"""`memory://`: key state in this process, behind one lock. For embedding, tests, and the failover's fallback."""
 
 from __future__ import annotations
 
 import heapq
 import threading
-from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, replace
-from enum import StrEnum
-from typing import ClassVar
+from dataclasses import replace
 
-
-class CooldownReason(StrEnum):
-    RATE_LIMIT = "rate_limit"
-    INVALID_KEY = "invalid_key"
-    NO_CREDITS = "no_credits"
-    ERRORS = "errors"
-    MANUAL = "manual"
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """Everything remembered about one key. A key is cooling while `cooldown_until` is in the future."""
-
-    cooldown_until: float = 0.0
-    reason: CooldownReason | None = None
-    consecutive_failures: int = 0
-    successes: int = 0
-    failures: int = 0
-    last_error: str | None = None
-    last_used: float | None = None
-
-
-class EventKind(StrEnum):
-    COOLED = "cooled"
-    RESET = "reset"
-    FAILED = "failed"
-    RECOVERED = "recovered"
-
-
-@dataclass(frozen=True)
-class KeyEvent:
-    at: float
-    key_id: str
-    kind: EventKind
-    detail: str = ""
-
-
-class StateError(RuntimeError):
-    """The store could not be reached or understood; backend-specific errors are wrapped in this."""
-
-
-@dataclass(frozen=True)
-class StoreHealth:
-    """Which backend holds key state and whether it is working; shown on the status page."""
-
-    backend: str
-    location: str
-    healthy: bool
-    detail: str = ""
-
-
-class StateStore(ABC):
-    """Atomic operations on key state. Every method is safe to call from many threads at once."""
-
-    SCHEMES: ClassVar[tuple[str, ...]] = ()
-
-    def health(self) -> StoreHealth:
-        return StoreHealth(backend=self.SCHEMES[0], location="this process", healthy=True)
-
-    @abstractmethod
-    def register(self, pool: str, key_ids: Sequence[str]) -> None:
-        """Declare a pool's keys in rotation order (idempotent; state of known keys is kept)."""
-
-    @abstractmethod
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
-        """The next available key of the pool in round-robin order, marked as used; None if all are cooling."""
-
-    @abstractmethod
-    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
-        """The cooling key of the pool that frees up first, with its `cooldown_until`."""
-
-    @abstractmethod
-    def record_success(self, key_id: str, now: float) -> int:
-        """Count a success and clear the consecutive-failure streak; returns the streak that just ended."""
-
-    @abstractmethod
-    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
-        """Count a failure (extending the consecutive streak if `streak`); returns the streak length."""
-
-    @abstractmethod
-    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None: ...
-
-    @abstractmethod
-    def reset(self, key_ids: Iterable[str]) -> None:
-        """End cooldowns and failure streaks now (counters and history are kept)."""
-
-    @abstractmethod
-    def records(self, key_ids: Sequence[str]) -> list[KeyRecord]: ...
-
-    @abstractmethod
-    def add_event(self, event: KeyEvent) -> None: ...
-
-    @abstractmethod
-    def events(self, limit: int = 100) -> list[KeyEvent]:
-        """The most recent events, newest first."""
+from llms.state.base import CooldownReason, KeyEvent, KeyRecord, StateStore
 
 
 class MemoryStore(StateStore):
@@ -132,6 +29,7 @@ class MemoryStore(StateStore):
         self._heaps: dict[str, list[tuple[float, str]]] = {}
         self._pool_of: dict[str, str] = {}
         self._events: deque[KeyEvent] = deque(maxlen=max_events)
+        self._pauses: dict[str, tuple[float, CooldownReason]] = {}
 
     def register(self, pool: str, key_ids: Sequence[str]) -> None:
         with self._lock:
@@ -147,6 +45,9 @@ class MemoryStore(StateStore):
 
     def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
         with self._lock:
+            pause = self._pauses.get(pool)
+            if pause is not None and pause[0] > now:
+                return None
             self._release_expired(pool, now)
             ring = self._rings.get(pool)
             if not ring:
@@ -182,10 +83,28 @@ class MemoryStore(StateStore):
     def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
         with self._lock:
             self._release_expired(pool, now)
+            pause = self._pauses.get(pool)
+            resumes = pause[0] if pause is not None and pause[0] > now else 0.0
+            if resumes:
+                for key_id in self._rings.get(pool, ()):
+                    if self._records[key_id].cooldown_until <= resumes:
+                        return key_id, resumes
             for until, key_id in sorted(self._heaps.get(pool, ())):
                 if self._records[key_id].cooldown_until == until:
-                    return key_id, until
+                    return key_id, max(until, resumes)
             return None
+
+    def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
+        with self._lock:
+            if until > now:
+                self._pauses[pool] = (until, reason)
+            else:
+                self._pauses.pop(pool, None)
+
+    def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
+        with self._lock:
+            pause = self._pauses.get(pool)
+            return pause if pause is not None and pause[0] > now else None
 
     def record_success(self, key_id: str, now: float) -> int:
         with self._lock:
@@ -227,16 +146,3 @@ class MemoryStore(StateStore):
     def events(self, limit: int = 100) -> list[KeyEvent]:
         with self._lock:
             return list(self._events)[::-1][:limit]
-
-
-def store_from_url(url: str, prefix: str = "llmkeys") -> StateStore:
-    """Pick a backend by URL scheme: `memory://`, or `redis://host:port/db` / `rediss://…` (shared)."""
-    scheme = url.split("://", 1)[0].lower()
-    if scheme in MemoryStore.SCHEMES:
-        return MemoryStore()
-    from llms.redis_state import REDIS_SCHEMES, FailoverStore, RedisStore
-
-    if scheme in REDIS_SCHEMES:
-        return FailoverStore(RedisStore(url, prefix), MemoryStore())
-    known = ", ".join(f"{s}://" for s in (*MemoryStore.SCHEMES, *REDIS_SCHEMES))
-    raise StateError(f"LLM_STATE_URL has unknown scheme {scheme!r}; supported: {known}")

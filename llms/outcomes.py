@@ -1,0 +1,108 @@
+"""The verdict on one provider answer, as every other module reads it.
+
+Provider modules produce `Outcome`s (see `llms.providers`); the key manager turns them into penalties; the
+smart client decides from them whether to try the next key, the next provider, or to stop. Nothing here knows
+any provider's wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from config.api_keys import redact
+
+
+class OutcomeKind(StrEnum):
+    OK = "ok"
+    RATE_LIMIT = "rate_limit"  # the key (or its account, or the provider) must rest, then it works again
+    INVALID_KEY = "invalid_key"  # revoked, disabled, leaked, unknown
+    NO_CREDITS = "no_credits"  # the account has no credit left
+    SPEND_CAP = "spend_cap"  # the account hit the spend limit its owner set; back at the next billing period
+    NO_ACCESS = "no_access"  # the key's project cannot use the model at all (no quota, region, billing)
+    TRANSIENT = "transient"  # the provider failed this once: 5xx, timeouts, garbage, errors inside a 200
+    REQUEST_ERROR = "request_error"  # the request's fault: another key of the same provider will not help
+
+
+class Scope(StrEnum):
+    """Who pays for an outcome: the key that got it, every key of its account, or the whole provider."""
+
+    KEY = "key"
+    ACCOUNT = "account"
+    PROVIDER = "provider"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict on one answer.
+
+    `retry_after` is how long the provider says to wait, in seconds (None: no hint; the cooldown policy
+    decides). `scope` says who must rest. For request errors, `other_provider_may_serve` says whether another
+    provider could still take the same request (too long for this model, blocked by this provider's filter);
+    `config_error` marks problems of our configuration (an unknown model) that the status page should show.
+    """
+
+    kind: OutcomeKind
+    status: int | None = None
+    message: str = ""
+    retry_after: float | None = None
+    daily_quota: bool = False
+    scope: Scope = Scope.KEY
+    other_provider_may_serve: bool = False
+    config_error: bool = False
+
+    def redacted(self, secrets: Sequence[str]) -> Outcome:
+        return replace(self, message=redact(self.message, secrets))
+
+
+OK = Outcome(OutcomeKind.OK, 200)
+
+
+def transient(message: str, status: int | None = None) -> Outcome:
+    return Outcome(OutcomeKind.TRANSIENT, status, message)
+
+
+def rejected(message: str, status: int | None = None, *, elsewhere: bool = True, config: bool = False) -> Outcome:
+    """A request error; `elsewhere`: another provider may still take it."""
+    return Outcome(OutcomeKind.REQUEST_ERROR, status, message, other_provider_may_serve=elsewhere, config_error=config)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaHint:
+    """What a successful answer said about the key's quota.
+
+    `remaining` requests until `reset_after` seconds from now; `rest`, when set, means the key must rest that
+    long right away (a token quota that cannot cover another request of this size).
+    """
+
+    remaining: int | None
+    reset_after: float | None
+    rest: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One call the client made while answering a request. `message` is short and already redacted."""
+
+    key_id: str
+    kind: OutcomeKind
+    status: int | None
+    message: str
+
+    def describe(self) -> str:
+        status = f" {self.status}" if self.status else ""
+        return f"{self.key_id} {self.kind.value}{status}"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

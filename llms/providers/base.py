@@ -1,0 +1,63 @@
+"""What every provider module declares: its facts (`ProviderSpec`) and an adapter that makes one call.
+
+An adapter sends one request with one key and reports what happened; it never retries and never picks keys.
+It raises `ProviderError(outcome)` for anything that is not a usable answer, so the failover loop needs no
+provider knowledge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any, Protocol
+
+from config.api_keys import ApiKey
+from llms.outcomes import Outcome, OutcomeKind
+from llms.types import ChatRequest, Completion, StreamReply
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What an adapter needs to reach its provider: no settings object, so provider modules stay leaves."""
+
+    model: str
+    base_url: str
+    timeout: float
+    secrets: tuple[str, ...]
+
+
+class ProviderAdapter(Protocol):
+    provider: str
+    model: str
+
+    def send(self, request: ChatRequest, key: ApiKey) -> Completion: ...
+    def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply: ...
+    def probe(self, key: ApiKey) -> Outcome: ...
+    def close(self) -> None: ...
+
+
+Classifier = Callable[[int, Mapping[str, str], Any, float], Outcome]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One provider's facts, read by settings (env names, defaults), the key manager and the dashboard.
+
+    `day_zone`: where its per-day quotas reset at midnight. `classify(status, headers, body, now)` reads one
+    answer. `probe_vouches_for`: parking reasons a passing probe disproves (a call that spends no tokens says
+    nothing about a rate limit, and on most providers nothing about credit either).
+    """
+
+    name: str
+    title: str
+    default_model: str
+    default_base_url: str
+    day_zone: tzinfo
+    classify: Classifier
+    adapter: Callable[[Endpoint], ProviderAdapter]
+    probe_vouches_for: frozenset[OutcomeKind] = frozenset({OutcomeKind.INVALID_KEY})
+
+    @property
+    def env_prefix(self) -> str:
+        return self.name.upper()

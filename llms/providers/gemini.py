@@ -1,0 +1,348 @@
+"""Gemini through the maintained `google-genai` SDK: how its answers read, and its adapter.
+
+Facts (sources in the README's "Provider facts"):
+- Errors are `{"error": {"code", "message", "status", "details"}}`. A 429 lists one or several `QuotaFailure`
+  violations: any per-day one rests the key until midnight Pacific, even when `RetryInfo` says 51 s; a limit of
+  0 (`quotaValue "0"`, "limit: 0") means the project has no quota for the model at all, which no wait fixes.
+- Depleted prepay credits answer 402 (429 before 2026) "Your prepayment credits are depleted"; 400
+  `FAILED_PRECONDITION` (region without a free tier, billing) is the key's project, not the request.
+- A 200 can carry no text: `promptFeedback.blockReason`, or a candidate that stopped at `MAX_TOKENS`, `SAFETY`,
+  `RECITATION`… Thinking models count thoughts against `max_output_tokens`, so thinking is set to the model's
+  lowest level and `max_output_tokens` gets that level's allowance on top of the caller's `max_tokens`.
+- Limits are per Google Cloud project; per-day quotas reset at midnight Pacific.
+
+Why one `genai.Client` per key: the SDK binds the key at construction, construction costs tens of milliseconds,
+and a client dropped after one call closes its connection pool. SDK retries are off (one attempt) so that
+rotation, not the SDK, decides what happens after a 429. The SDK is imported on first use, so `import llms`
+stays fast for users who have no Gemini key.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from config.api_keys import ApiKey
+from llms.exceptions import ProviderError
+from llms.outcomes import OK, Outcome, OutcomeKind, Scope, rejected, transient
+from llms.providers.base import Endpoint, ProviderSpec
+from llms.types import ChatRequest, Completion, StreamReply, Usage, message_text
+from llms.wire import (
+    classify_common,
+    error_message,
+    error_object,
+    lower_headers,
+    message_hint,
+    parse_duration,
+    retry_after_header,
+    seconds_until_midnight,
+)
+
+if TYPE_CHECKING:
+    from google import genai
+
+PACIFIC = ZoneInfo("America/Los_Angeles")
+API_VERSION = "v1"
+"""google-genai 3.x talks to `v1` by default (it was `v1beta` before); named here so the tests can check that
+the system prompt and the thinking settings reach that version."""
+
+_NO_QUOTA = re.compile(r"limit:\s*0\b|doesn't have a free quota tier", re.I)
+_PREPAY = re.compile(r"prepayment credits are depleted", re.I)
+_UNAVAILABLE_MODEL = re.compile(r"no longer available|is not found for API version", re.I)
+
+
+def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> Outcome:
+    """Classify an error answer (Gemini's 200s are read from the SDK's objects in `check_answer`)."""
+    error = error_object(body)
+    message = error_message(body)
+    reason = _detail_field(error, "ErrorInfo", "reason")
+    if _PREPAY.search(message):
+        return Outcome(OutcomeKind.NO_CREDITS, status, message, scope=Scope.ACCOUNT)
+    if status == 429 or error.get("status") == "RESOURCE_EXHAUSTED":
+        violations = [
+            v for d in _details(error, "QuotaFailure") for v in d.get("violations") or [] if isinstance(v, dict)
+        ]
+        if _NO_QUOTA.search(message) or any(str(v.get("quotaValue")) == "0" for v in violations):
+            model = next(
+                (str((v.get("quotaDimensions") or {}).get("model")) for v in violations if v.get("quotaDimensions")), ""
+            )
+            what = f"no quota for {model} in this project" if model else "no quota for this model in this project"
+            return Outcome(OutcomeKind.NO_ACCESS, status, f"{what}: {message}", scope=Scope.ACCOUNT)
+        hint = _retry_delay(error)
+        if hint is None:
+            hint = retry_after_header(lower_headers(headers), now)
+        if hint is None:
+            hint = message_hint(message)
+        if any("PerDay" in str(v.get("quotaId", "")) for v in violations):
+            until_midnight = seconds_until_midnight(PACIFIC, now)
+            return Outcome(
+                OutcomeKind.RATE_LIMIT,
+                status,
+                message,
+                max(hint or 0.0, until_midnight),
+                daily_quota=True,
+                scope=Scope.ACCOUNT,
+            )
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, scope=Scope.ACCOUNT)
+    if reason == "API_KEY_INVALID":
+        return Outcome(OutcomeKind.INVALID_KEY, status, message)
+    if status == 400 and error.get("status") == "FAILED_PRECONDITION":
+        return Outcome(OutcomeKind.NO_ACCESS, status, message, scope=Scope.ACCOUNT)
+    if status == 404 or _UNAVAILABLE_MODEL.search(message):
+        return rejected(message, status, config=True)
+    if status == 403 and error.get("status") == "PERMISSION_DENIED":
+        return Outcome(OutcomeKind.INVALID_KEY, status, message)
+    return classify_common(status, message, None)
+
+
+def _details(error: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+    details = error.get("details")
+    if not isinstance(details, list):
+        return []
+    return [d for d in details if isinstance(d, dict) and str(d.get("@type", "")).endswith(f"google.rpc.{kind}")]
+
+
+def _detail_field(error: Mapping[str, Any], kind: str, name: str) -> Any:
+    return next((d.get(name) for d in _details(error, kind)), None)
+
+
+def _retry_delay(error: Mapping[str, Any]) -> float | None:
+    delay = _detail_field(error, "RetryInfo", "retryDelay")
+    return parse_duration(str(delay)) if delay is not None else None
+
+
+_NO_TEXT = {
+    "MAX_TOKENS": "max_tokens ran out before any text (thinking counts against it); raise max_tokens",
+    "SAFETY": "blocked by Gemini's safety filter",
+    "RECITATION": "stopped for reciting protected material",
+    "PROHIBITED_CONTENT": "blocked as prohibited content",
+    "BLOCKLIST": "blocked by a blocklist",
+    "SPII": "blocked for sensitive personal information",
+}
+
+
+def check_answer(response: Any, *, streaming: bool) -> Outcome:
+    """A 200 is an answer only with text: a blocked prompt or a candidate that stopped before any text is not.
+
+    The first chunk of a stream may carry no text yet; only a stream that ends with none is refused (by the
+    client's failover loop).
+    """
+    feedback = response.prompt_feedback
+    if not response.candidates:
+        if feedback is not None and feedback.block_reason:
+            return rejected(f"prompt blocked by Gemini ({_enum(feedback.block_reason)})", 200)
+        return OK if streaming else transient("answer had no candidates", 200)
+    if text_of(response) or streaming:
+        return OK
+    finish = _enum(response.candidates[0].finish_reason) or "none"
+    return rejected(f"answer had no text (finishReason {finish}: {_NO_TEXT.get(finish, 'no text')})", 200)
+
+
+def _enum(value: Any) -> str:
+    return str(getattr(value, "value", value) or "")
+
+
+def thinking(model: str) -> tuple[dict[str, Any], int]:
+    """The lowest thinking the model allows, and how many output tokens to add for it.
+
+    2.5 Flash and Flash-Lite turn thinking off with a budget of 0; 2.5 Pro cannot (its minimum is 128). Gemini 3
+    and later take a level instead of a budget (a budget of 0 is refused): `MINIMAL` for Flash models, `LOW` for
+    Pro, whose thinking cannot be turned off.
+    """
+    name = model.removeprefix("models/").lower()
+    if name.startswith("gemini-2.5-pro"):
+        return {"thinking_budget": 128}, 128
+    if name.startswith("gemini-2.5"):
+        return {"thinking_budget": 0}, 0
+    generation = re.match(r"gemini-(\d+)", name)
+    if generation and int(generation.group(1)) >= 3:
+        return ({"thinking_level": "LOW"}, 1024) if "pro" in name else ({"thinking_level": "MINIMAL"}, 256)
+    return {}, 0
+
+
+class GeminiAdapter:
+    provider = "gemini"
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.model = endpoint.model
+        self._base_url = endpoint.base_url
+        self._timeout_ms = max(1, int(endpoint.timeout * 1000))
+        self._secrets = endpoint.secrets
+        self._thinking, self._thought_allowance = thinking(endpoint.model)
+        self._clients: dict[str, genai.Client] = {}
+        self._lock = threading.Lock()
+
+    def send(self, request: ChatRequest, key: ApiKey) -> Completion:
+        contents, config = self._translate(request)
+        try:
+            response = self._client(key).models.generate_content(model=self.model, contents=contents, config=config)
+        except Exception as exc:
+            raise ProviderError(self._outcome_of(exc)) from None
+        self._raise_unless_ok(check_answer(response, streaming=False))
+        return Completion(text=text_of(response), model=response.model_version or self.model, usage=_usage(response))
+
+    def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
+        contents, config = self._translate(request)
+        try:
+            chunks = iter(
+                self._client(key).models.generate_content_stream(model=self.model, contents=contents, config=config)
+            )
+            first = next(chunks, None)
+        except Exception as exc:
+            raise ProviderError(self._outcome_of(exc)) from None
+        if first is None:
+            raise ProviderError(transient("stream ended before any answer", 200))
+        self._raise_unless_ok(check_answer(first, streaming=True))
+        reply = StreamReply(pieces=iter(()), model=self.model)
+        reply.pieces = self._pieces(first, chunks, reply)
+        return reply
+
+    def probe(self, key: ApiKey) -> Outcome:
+        """Listing models spends no tokens and fails the same way a bad key fails a completion."""
+        try:
+            pager = self._client(key).models.list(config={"page_size": 1})
+            next(iter(pager), None)
+        except Exception as exc:
+            return self._outcome_of(exc)
+        return Outcome(OutcomeKind.OK, 200, "key accepted")
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def _raise_unless_ok(self, outcome: Outcome) -> None:
+        if outcome.kind is not OutcomeKind.OK:
+            raise ProviderError(outcome.redacted(self._secrets))
+
+    def _client(self, key: ApiKey) -> genai.Client:
+        client = self._clients.get(key.fingerprint)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._clients.get(key.fingerprint)
+            if client is None:
+                from google import genai
+                from google.genai import types
+
+                client = genai.Client(
+                    api_key=key.secret,
+                    http_options=types.HttpOptions(
+                        base_url=self._base_url,
+                        api_version=API_VERSION,
+                        timeout=self._timeout_ms,
+                        retry_options=types.HttpRetryOptions(attempts=1),
+                    ),
+                )
+                self._clients[key.fingerprint] = client
+            return client
+
+    def _translate(self, request: ChatRequest) -> tuple[list[Any], Any]:
+        """OpenAI-style messages to Gemini contents: system → system_instruction, assistant → model, images inline."""
+        from google.genai import types
+
+        system: list[str] = []
+        contents: list[types.Content] = []
+        for message in request.messages:
+            if message["role"] == "system":
+                system.append(message_text(message["content"]))
+                continue
+            role = "model" if message["role"] == "assistant" else "user"
+            contents.append(types.Content(role=role, parts=_parts(message["content"])))
+        max_output = request.max_tokens + self._thought_allowance if request.max_tokens else None
+        config = types.GenerateContentConfig(
+            temperature=request.temperature,
+            max_output_tokens=max_output,
+            system_instruction="\n\n".join(system) if system else None,
+            thinking_config=types.ThinkingConfig(**self._thinking) if self._thinking else None,
+        )
+        return contents, config
+
+    def _pieces(self, first: Any, rest: Iterator[Any], reply: StreamReply) -> Iterator[str]:
+        chunk = first
+        try:
+            while chunk is not None:
+                if chunk.usage_metadata:
+                    reply.usage = _usage(chunk)
+                if chunk.model_version:
+                    reply.model = chunk.model_version
+                text = text_of(chunk)
+                if text:
+                    yield text
+                chunk = next(rest, None)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise ProviderError(self._outcome_of(exc)) from None
+
+    def _outcome_of(self, exc: Exception) -> Outcome:
+        """SDK errors carry the status and the whole parsed body; transport errors mean a transient failure."""
+        from google.genai import errors
+
+        if isinstance(exc, errors.APIError):
+            headers = dict(getattr(exc.response, "headers", None) or {})
+            body = exc.details if isinstance(exc.details, (dict, list)) else str(exc.details)
+            outcome = classify(int(exc.code or 0), headers, body, time.time())
+        elif "Timeout" in type(exc).__name__:
+            outcome = transient("timed out")
+        elif type(exc).__module__.startswith(("httpx", "httpcore", "h11", "ssl", "socket")) or isinstance(exc, OSError):
+            outcome = transient(f"connection failed ({type(exc).__name__})")
+        else:
+            outcome = transient(f"unreadable answer ({type(exc).__name__})")
+        return outcome.redacted(self._secrets)
+
+
+def _parts(content: Any) -> list[Any]:
+    from google.genai import types
+
+    if isinstance(content, str):
+        return [types.Part(text=content)]
+    parts = []
+    for part in content:
+        if part["type"] == "text":
+            parts.append(types.Part(text=part["text"]))
+            continue
+        url = part["image_url"]["url"]
+        if url.startswith("data:"):
+            header, _, data = url.partition(",")
+            mime = header[5:].split(";")[0] or "image/png"
+            parts.append(types.Part.from_bytes(data=base64.b64decode(data), mime_type=mime))
+        else:
+            mime = "image/png" if url.lower().endswith(".png") else "image/jpeg"
+            parts.append(types.Part.from_uri(file_uri=url, mime_type=mime))
+    return parts
+
+
+def text_of(response: Any) -> str:
+    texts = []
+    for candidate in response.candidates or []:
+        for part in (candidate.content.parts if candidate.content else None) or []:
+            if part.text and not part.thought:
+                texts.append(part.text)
+    return "".join(texts)
+
+
+def _usage(response: Any) -> Usage:
+    meta = response.usage_metadata
+    if meta is None:
+        return Usage()
+    prompt = meta.prompt_token_count or 0
+    completion = meta.candidates_token_count or 0
+    return Usage(prompt, completion, meta.total_token_count or prompt + completion)
+
+
+SPEC = ProviderSpec(
+    name="gemini",
+    title="Gemini",
+    default_model="gemini-3.5-flash-lite",
+    default_base_url="https://generativelanguage.googleapis.com",
+    day_zone=PACIFIC,
+    classify=classify,
+    adapter=GeminiAdapter,
+)

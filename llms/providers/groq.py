@@ -1,0 +1,106 @@
+"""Groq: how its answers read, and its adapter. Sources are in the README's "Provider facts".
+
+- `x-ratelimit-*-requests` count requests per **day**; `x-ratelimit-*-tokens` count tokens per **minute**, the
+  limit most users hit. A success whose remaining tokens cannot cover another request of the same size rests
+  the key until `x-ratelimit-reset-tokens`, instead of earning a 429.
+- Limits and spend caps belong to the **organization**. A spend cap answers 400 `blocked_api_access` (documented)
+  or `spend_limit_reached` (what users receive) for every key of it until the 1st of the month.
+- 429 messages name the limit (RPM, RPD, TPM, TPD, OTPM) and end "Please try again in 7.66s" (also `817.5ms`,
+  `1h15m4.753s`). "Request too large … reduce max_tokens" is about the request, even as a 429.
+- 498 `capacity_exceeded` (flex tier) is transient; 403 "Access denied. Please check your network settings." is
+  the network's, not the key's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC
+from typing import Any
+
+from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, rejected, transient
+from llms.providers.base import ProviderSpec
+from llms.providers.openai_compat import OpenAICompatAdapter, classify_answer
+from llms.types import ChatRequest
+from llms.wire import (
+    classify_common,
+    error_message,
+    error_object,
+    lower_headers,
+    message_hint,
+    parse_duration,
+    retry_after_header,
+    seconds_until_next_month,
+)
+
+_DAILY = re.compile(r"per day|\((RPD|TPD)\)", re.I)
+_SPEND = re.compile(r"spend (alert|limit)|blocked api access", re.I)
+_TOO_LARGE = re.compile(r"request too large", re.I)
+_NETWORK = re.compile(r"check your network settings", re.I)
+
+
+def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> Outcome:
+    error = error_object(body)
+    if status == 200 and not error:
+        return classify_answer(body)
+    message = error_message(body)
+    code = str(error.get("code") or "")
+    lowered = lower_headers(headers)
+    hint = message_hint(message)
+    if hint is None:
+        hint = retry_after_header(lowered, now)
+
+    if code in ("blocked_api_access", "spend_limit_reached") or _SPEND.search(message):
+        until = seconds_until_next_month(UTC, now)
+        return Outcome(OutcomeKind.SPEND_CAP, status, f"spend cap: {message}", until, scope=Scope.ACCOUNT)
+    if _TOO_LARGE.search(message):
+        return rejected(message, status)
+    if status == 429:
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=bool(_DAILY.search(message)))
+    if code in ("model_decommissioned", "model_not_found"):
+        return rejected(message, status, config=True)
+    if code == "organization_restricted":
+        return Outcome(OutcomeKind.INVALID_KEY, status, message, scope=Scope.ACCOUNT)
+    if status == 403 and code == "model_permission_blocked_org":
+        return Outcome(OutcomeKind.NO_ACCESS, status, message, scope=Scope.ACCOUNT)
+    if status == 403 and _NETWORK.search(message):
+        return Outcome(OutcomeKind.TRANSIENT, status, f"network blocked: {message}", scope=Scope.PROVIDER)
+    if status == 498:
+        return transient(f"flex capacity exceeded: {message}", status)
+    return classify_common(status, message, hint)
+
+
+def quota(headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
+    """Requests left today, and a rest when this minute's tokens cannot pay for another request like this one."""
+    remaining_requests = headers.get("x-ratelimit-remaining-requests", "").strip()
+    remaining_tokens = headers.get("x-ratelimit-remaining-tokens", "").strip()
+    if not remaining_requests.isdigit() and not remaining_tokens.isdigit():
+        return None
+    rest = None
+    if remaining_tokens.isdigit() and int(remaining_tokens) < max(1, request.max_tokens or 1):
+        rest = parse_duration(headers.get("x-ratelimit-reset-tokens", ""))
+    return QuotaHint(
+        remaining=int(remaining_requests) if remaining_requests.isdigit() else None,
+        reset_after=parse_duration(headers.get("x-ratelimit-reset-requests", "")),
+        rest=rest,
+    )
+
+
+class GroqAdapter(OpenAICompatAdapter):
+    provider = "groq"
+    probe_path = "models"
+    classify = staticmethod(classify)
+
+    def quota(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
+        return quota(headers, request)
+
+
+SPEC = ProviderSpec(
+    name="groq",
+    title="Groq",
+    default_model="openai/gpt-oss-20b",
+    default_base_url="https://api.groq.com/openai/v1",
+    day_zone=UTC,
+    classify=classify,
+    adapter=GroqAdapter,
+)

@@ -1,0 +1,110 @@
+"""A shared store with a safety net: local memory while the shared backend is unreachable.
+
+Nothing raises out of the client because of the store: an unreachable backend costs one failed attempt per
+`retry_every` seconds, and state written locally meanwhile stays local (cooldowns are short-lived anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from llms.state.base import CooldownReason, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
+
+log = logging.getLogger("llms.state")
+
+
+class FailoverStore(StateStore):
+    """The shared backend first; local memory while it is unreachable, with one warning per outage."""
+
+    def __init__(self, primary: StateStore, fallback: StateStore, retry_every: float = 2.0) -> None:
+        self.primary = primary
+        self._fallback = fallback
+        self._retry_every = retry_every
+        self._lock = threading.Lock()
+        self._pools: dict[str, list[str]] = {}
+        self._down_since: float | None = None
+        self._last_try = 0.0
+        self._synced: set[str] = set()
+
+    def health(self) -> StoreHealth:
+        primary = self.primary.health()
+        if self._down_since is None:
+            return primary
+        since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
+        detail = f"degraded: {primary.backend} unreachable since {since}, using local memory"
+        return StoreHealth(primary.backend, primary.location, False, detail)
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self._down_since is not None and time.monotonic() - self._last_try < self._retry_every:
+            return getattr(self._fallback, name)(*args, **kwargs)
+        try:
+            self._sync_pools()
+            result = getattr(self.primary, name)(*args, **kwargs)
+        except StateError as exc:
+            with self._lock:
+                self._last_try = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = time.time()
+                    self._synced.clear()
+                    log.warning("key state store unavailable, continuing on local memory: %s", exc)
+            return getattr(self._fallback, name)(*args, **kwargs)
+        if self._down_since is not None:
+            with self._lock:
+                self._down_since = None
+            log.warning("key state store is back: %s", self.primary.health().location)
+        return result
+
+    def _sync_pools(self) -> None:
+        """(Re-)register pools on Redis after a start or an outage; a restarted Redis has lost them."""
+        for pool, ids in list(self._pools.items()):
+            if pool not in self._synced:
+                self.primary.register(pool, ids)
+                self._synced.add(pool)
+
+    def register(self, pool: str, key_ids: Sequence[str]) -> None:
+        self._pools[pool] = list(key_ids)
+        self._fallback.register(pool, key_ids)
+        self._call("register", pool, key_ids)
+
+    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
+        return self._call("acquire", pool, now, exclude)
+
+    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
+        return self._call("next_free", pool, now)
+
+    def record_success(self, key_id: str, now: float) -> int:
+        return self._call("record_success", key_id, now)
+
+    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
+        return self._call("record_failure", key_id, now, error, streak=streak)
+
+    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
+        self._call("cool", key_id, until, reason, now)
+
+    def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
+        self._call("pause", pool, until, reason, now)
+
+    def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
+        return self._call("paused", pool, now)
+
+    def reset(self, key_ids: Iterable[str]) -> None:
+        ids = list(key_ids)
+        self._fallback.reset(ids)
+        self._call("reset", ids)
+
+    def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
+        return self._call("records", key_ids)
+
+    def add_event(self, event: KeyEvent) -> None:
+        self._call("add_event", event)
+
+    def events(self, limit: int = 100) -> list[KeyEvent]:
+        return self._call("events", limit)
+
+    def close(self) -> None:
+        self.primary.close()
+        self._fallback.close()

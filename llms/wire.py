@@ -1,0 +1,188 @@
+"""Reading answers the way every provider writes them: durations, `Retry-After`, error bodies, calendars.
+
+Pure functions with no provider knowledge; the provider modules (`llms.providers.*`) combine them with their
+own facts. `classify_common` is the status-code ladder all three providers share; each provider module handles
+its own special cases first and hands the rest to it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from llms.outcomes import Outcome, OutcomeKind, rejected, transient
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|us|µs|ns|h|m|s))+$")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_MESSAGE_HINT = re.compile(
+    r"(?:try again|retry)\s+(?:in|after)\s+"
+    r"((?:\d+(?:\.\d+)?(?:ms|h|m|s)\s?)+(?![a-z])|\d+(?:\.\d+)?\s*(?:seconds?|secs?|minutes?|mins?))",
+    re.I,
+)
+_WORD_UNITS = {"second": 1.0, "sec": 1.0, "minute": 60.0, "min": 60.0}
+
+RATE_WORDS = re.compile(r"rate.?limit|quota|too many requests|resource.?exhausted", re.I)
+CONTEXT_WORDS = re.compile(
+    r"context.?length|context window|maximum context|too many tokens|exceeds the maximum number of tokens"
+    r"|payload size exceeds|request too large|reduce (the length|your message)",
+    re.I,
+)
+MODERATION_WORDS = re.compile(r"moderation|flagged|safety|guardrail", re.I)
+KEY_WORDS = re.compile(r"api.?key|user not found|unauthori[sz]ed|authenticat", re.I)
+
+
+def parse_duration(text: str) -> float | None:
+    """Go-style durations as Groq and Gemini send them (`2m59.56s`, `7.66s`, `840ms`, `6m 11.52s`), bare seconds,
+    and `30 seconds` / `2 minutes`."""
+    text = text.strip().replace(" ", "").lower()
+    if not text:
+        return None
+    if _DURATION.match(text):
+        return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    words = re.fullmatch(r"(\d+(?:\.\d+)?)(seconds?|secs?|minutes?|mins?)", text)
+    if words:
+        return float(words.group(1)) * _WORD_UNITS[words.group(2).rstrip("s") or "s"]
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def message_hint(message: str) -> float | None:
+    """`Please try again in 7.66s` / `Please retry in 51.2s` / `retry after 30 seconds` → seconds."""
+    match = _MESSAGE_HINT.search(message)
+    return parse_duration(match.group(1)) if match else None
+
+
+def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def retry_after_header(headers: Mapping[str, str], now: float) -> float | None:
+    """`Retry-After` as seconds or as an HTTP date (headers already lower-cased)."""
+    raw = headers.get("retry-after", "").strip()
+    if not raw:
+        return None
+    value = parse_duration(raw)
+    if value is not None:
+        return value
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def epoch_reset(raw: Any, now: float) -> float | None:
+    """A reset given as an epoch (milliseconds, as OpenRouter sends, or seconds) or as seconds from now."""
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    if value > 1e11:
+        return max(0.0, value / 1000.0 - now)
+    if value > 1e9:
+        return max(0.0, value - now)
+    return value
+
+
+# --- error bodies --------------------------------------------------------------------------------------------
+
+
+def error_object(body: Any) -> dict[str, Any]:
+    """The `error` object of an OpenAI- or Google-style error body (Google streams it inside a list)."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"]
+    return {}
+
+
+def error_metadata(body: Any) -> dict[str, Any]:
+    meta = error_object(body).get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def error_message(body: Any) -> str:
+    """The human part of an error body, whichever provider shape it has, shortened."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            msg = str(err.get("message") or "")
+            raw = error_metadata(body).get("raw")
+            return snippet(f"{msg} ({raw})" if raw and str(raw) not in msg else msg)
+        if isinstance(err, str):
+            return snippet(err)
+        return snippet(str(body.get("message") or ""))
+    if isinstance(body, list) and body:
+        return error_message(body[0])
+    return snippet(body) if body else ""
+
+
+def snippet(value: Any, limit: int = 300) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def status_of(code: Any) -> int | None:
+    """An error's `code` as an HTTP status: a number, or a string of digits (OpenRouter sends both)."""
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code
+    if isinstance(code, str) and code.strip().isdigit():
+        return int(code.strip())
+    return None
+
+
+# --- calendars -----------------------------------------------------------------------------------------------
+
+
+def seconds_until_midnight(zone: tzinfo, now: float) -> float:
+    """Per-day quotas reset at midnight in the provider's zone."""
+    local = datetime.fromtimestamp(now, zone)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+    return max(1.0, midnight.timestamp() - now)
+
+
+def seconds_until_next_month(zone: tzinfo, now: float) -> float:
+    """Monthly spend limits reset on the 1st at midnight."""
+    local = datetime.fromtimestamp(now, zone)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    return max(1.0, datetime(year, month, 1, tzinfo=zone).timestamp() - now)
+
+
+# --- the shared status-code ladder ---------------------------------------------------------------------------
+
+
+def classify_common(status: int, message: str, hint: float | None) -> Outcome:
+    """What a status code means when the provider module has no more specific rule for the answer."""
+    if status == 429 or (400 <= status < 500 and RATE_WORDS.search(message) and not CONTEXT_WORDS.search(message)):
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, retry_after=hint)
+    if status == 401:
+        return Outcome(OutcomeKind.INVALID_KEY, status, message)
+    if status == 402:
+        return Outcome(OutcomeKind.NO_CREDITS, status, message)
+    if status == 413 or (status == 400 and (CONTEXT_WORDS.search(message) or MODERATION_WORDS.search(message))):
+        return rejected(message, status)
+    if status == 403:
+        if MODERATION_WORDS.search(message):
+            return rejected(message, status)
+        return Outcome(OutcomeKind.INVALID_KEY, status, message)
+    if status == 404:
+        return rejected(message, status, config=True)
+    if status == 400 and KEY_WORDS.search(message):
+        return Outcome(OutcomeKind.INVALID_KEY, status, message)
+    if status in (400, 405, 415, 422):
+        return rejected(message, status, elsewhere=False)
+    return transient(message or f"HTTP {status}", status)

@@ -1,0 +1,283 @@
+"""What the simulator's parts share: the scripted `Step`s, a parsed call, a planned reply, wire helpers.
+
+Each provider's renderer (`simulator.openrouter`, `.groq`, `.gemini`) turns a `Call` and a `Plan` into the
+provider's exact answer; `simulator.server` routes requests and keeps per-key scripts and limit windows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+PROVIDERS: tuple[str, ...] = ("openrouter", "groq", "gemini")
+
+
+class Step(StrEnum):
+    """What a key does for one request: each value is a wire-level situation the client must classify."""
+
+    OK = "ok"
+    RATE_LIMIT = "rate_limit"  # 429 with the provider's retry hint
+    RATE_LIMIT_NOHINT = "rate_limit_nohint"  # 429 without any hint
+    RATE_LIMIT_DAILY = "rate_limit_daily"  # 429 for a per-day quota
+    INVALID_KEY = "invalid_key"
+    PERMISSION_DENIED = "permission_denied"
+    NO_CREDITS = "no_credits"
+    SERVER_ERROR = "server_error"
+    OVERLOADED = "overloaded"
+    TIMEOUT = "timeout"  # hang `hang_seconds`, then answer ok
+    GARBAGE = "garbage"  # 200 text/html from a gateway
+    ERROR_200 = "error_200"  # 200 whose body is an error / has no answer
+    BAD_REQUEST = "bad_request"
+    CONTEXT_LENGTH = "context_length"
+    TOO_LARGE = "too_large"
+    MODEL_NOT_FOUND = "model_not_found"
+    BLOCKED = "blocked"  # prompt refused by moderation / safety
+    MID_STREAM_ERROR = "mid_stream_error"  # stream starts, then fails; non-stream: as server_error
+    DROP = "drop"  # close the socket without answering
+
+
+@dataclass(frozen=True, slots=True)
+class SimRequest:
+    """One logged request; never holds a secret (tests assert `key_in_url` stays False for the client)."""
+
+    provider: str
+    key_name: str
+    path: str
+    stream: bool
+    status: int  # 0 for a dropped connection
+    step: str
+    model: str | None
+    key_in_url: bool
+    at: float
+
+
+def _demo_keys() -> dict[str, list[str]]:
+    """Fake secrets shaped like real ones, so hints and validation look right, and obviously not real."""
+    return {
+        "openrouter": [f"sk-or-v1-{'0' * 54}dec0dea{i:03d}" for i in range(1, 5)],
+        "groq": [f"gsk_demo{'0' * 44}b{i:03d}" for i in range(1, 4)],
+        "gemini": [f"AIzaSyDEMO-not-a-real-key-c{i:012d}" for i in range(1, 2)],
+    }
+
+
+DEMO_KEYS: dict[str, list[str]] = _demo_keys()
+
+DEFAULT_MODEL = {"openrouter": "openrouter/auto", "groq": "openai/gpt-oss-20b", "gemini": "gemini-2.5-flash"}
+GROQ_MODELS = ("openai/gpt-oss-20b", "llama-3.1-8b-instant", "llama-3.3-70b-versatile")
+GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro")
+
+# HTTP status per step: (openrouter, groq, gemini). One table so the log and the renderers agree.
+STATUS: dict[Step, tuple[int, int, int]] = {
+    Step.OK: (200, 200, 200),
+    Step.RATE_LIMIT: (429, 429, 429),
+    Step.RATE_LIMIT_NOHINT: (429, 429, 429),
+    Step.RATE_LIMIT_DAILY: (429, 429, 429),
+    Step.INVALID_KEY: (401, 401, 400),
+    Step.PERMISSION_DENIED: (403, 403, 403),
+    Step.NO_CREDITS: (402, 402, 429),
+    Step.SERVER_ERROR: (500, 500, 500),
+    Step.OVERLOADED: (502, 503, 503),
+    Step.TIMEOUT: (200, 200, 200),
+    Step.GARBAGE: (200, 200, 200),
+    Step.ERROR_200: (200, 200, 200),
+    Step.BAD_REQUEST: (400, 400, 400),
+    Step.CONTEXT_LENGTH: (400, 400, 400),
+    Step.TOO_LARGE: (413, 413, 400),
+    Step.MODEL_NOT_FOUND: (404, 404, 404),
+    Step.BLOCKED: (403, 400, 200),
+    Step.MID_STREAM_ERROR: (200, 200, 200),
+    Step.DROP: (0, 0, 0),
+}
+_COLUMN = {p: i for i, p in enumerate(PROVIDERS)}
+OKISH = frozenset({Step.OK, Step.TIMEOUT})
+IDS = itertools.count(1)  # next() on itertools.count is atomic under the GIL
+
+
+def status_for(provider: str, step: Step, stream: bool) -> int:
+    if step is Step.MID_STREAM_ERROR and not stream:
+        step = Step.SERVER_ERROR
+    return STATUS[step][_COLUMN[provider]]
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Snapshot of a limit window, taken under the lock, rendered outside it."""
+
+    limit: int
+    remaining: int
+    reset_in: float  # seconds until the window resets
+    window: float
+
+
+@dataclass(slots=True)
+class Window:
+    """Fixed request window; keys of one account (`group`) share one, as providers count per account."""
+
+    limit: int
+    seconds: float
+    start: float | None = None
+    used: int = 0
+
+    def roll(self, now: float) -> None:
+        if self.start is None or now - self.start >= self.seconds:
+            self.start, self.used = now, 0
+
+    def quota(self, now: float) -> Quota:
+        start = now if self.start is None else self.start
+        reset_in = max(0.0, start + self.seconds - now)
+        return Quota(self.limit, max(0, self.limit - self.used), reset_in, self.seconds)
+
+
+@dataclass(slots=True)
+class ScriptedKey:
+    """A registered key's script. The secret is only the dict key in `Simulator._keys`, never stored here."""
+
+    provider: str
+    name: str
+    steps: deque[Step]
+    then: Step
+    window: Window | None
+    limit_hint: bool
+    latency: float | None
+    org: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to answer, decided under the lock."""
+
+    step: Step
+    status: int
+    quota: Quota | None
+    latency: float
+    org: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A parsed provider request."""
+
+    provider: str
+    probe: bool  # GET /key, /models: cheap key checks
+    model: str | None
+    stream: bool
+    reply: str
+    prompt_tokens: int
+    valid: bool
+    version: str = "v1"
+    sse: bool = True
+
+    @property
+    def shown_model(self) -> str:
+        return self.model or DEFAULT_MODEL[self.provider]
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.reply.split())
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    events: list[bytes] | None = None  # SSE frames, sent with chunked transfer encoding
+
+
+GARBAGE = b"<html><body>502 Bad Gateway</body></html>"
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+def dumps(obj: Any, indent: int | None = None) -> bytes:
+    if indent:
+        return json.dumps(obj, indent=indent).encode()
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def json_reply(status: int, obj: Any, headers: dict[str, str] | None = None, indent: int | None = None) -> Reply:
+    return Reply(status, {"Content-Type": "application/json", **(headers or {})}, dumps(obj, indent))
+
+
+def sse_event(obj: Any, end: bytes = b"\n\n") -> bytes:
+    return b"data: " + dumps(obj) + end
+
+
+def split_pieces(text: str) -> list[str]:
+    """~3-word chunks whose concatenation is exactly `text`."""
+    words = text.split(" ")
+    chunks = [" ".join(words[i : i + 3]) for i in range(0, len(words), 3)]
+    return [c + " " for c in chunks[:-1]] + chunks[-1:]
+
+
+def go_duration(seconds: float) -> str:
+    """Go's time.Duration text, as Groq's x-ratelimit-reset-* headers use ("2m59.56s", "7.66s", "840ms")."""
+    if seconds < 1:
+        ms = round(seconds * 1000)
+        return f"{ms}ms" if ms else "0s"
+    hours, rest = divmod(round(seconds * 100), 360000)
+    minutes, centis = divmod(rest, 6000)
+    secs = f"{centis / 100:.2f}".rstrip("0").rstrip(".")
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + f"{secs}s"
+
+
+def pb_duration(seconds: float) -> str:
+    """google.protobuf.Duration JSON text ("36s", "1.25s")."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def usage_of(call: Call) -> dict[str, int]:
+    prompt, completion = call.prompt_tokens, call.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def openai_answer(call: Call, step: Step) -> Reply:
+    """OpenRouter / Groq chat completion, plain or streamed (also the truncated mid-stream-error stream)."""
+    openrouter = call.provider == "openrouter"
+    n, created, model = next(IDS), int(time.time()), call.shown_model
+    cid = f"gen-{created}-sim{n:012d}" if openrouter else f"chatcmpl-sim{n:012d}"
+    usage = usage_of(call)
+    extra: dict[str, Any] = (
+        {"provider": "SimProvider"} if openrouter else {"system_fingerprint": "fp_sim", "service_tier": "on_demand"}
+    )
+    if not call.stream:
+        message = {"role": "assistant", "content": call.reply}
+        body: dict[str, Any] = {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            **extra,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": usage,
+        }
+        if not openrouter:
+            body["x_groq"] = {"id": f"req_sim{n:012d}"}
+        return json_reply(200, body)
+
+    head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, **extra}
+
+    def chunk(delta: dict[str, str], finish: str | None, **more: Any) -> bytes:
+        return sse_event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more})
+
+    pieces = split_pieces(call.reply)
+    if step is Step.MID_STREAM_ERROR:
+        pieces = pieces[:2]
+    events = [b": OPENROUTER PROCESSING\n\n"] if openrouter else []
+    events += [chunk({"role": "assistant", "content": p}, None) for p in pieces]
+    if step is Step.MID_STREAM_ERROR:
+        error = {"code": 502, "message": "Upstream provider disconnected"}
+        choice = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
+        events.append(sse_event({**head, "error": error, "choices": [choice]}))
+        return Reply(200, dict(SSE_HEADERS), events=events)
+    if openrouter:
+        events.append(chunk({}, "stop"))
+        events.append(sse_event({**head, "choices": [], "usage": usage}))
+    else:
+        events.append(chunk({}, "stop", x_groq={"id": f"req_sim{n:012d}", "usage": usage}))
+    events.append(b"data: [DONE]\n\n")
+    return Reply(200, dict(SSE_HEADERS), events=events)

@@ -1,0 +1,156 @@
+"""Gemini as the simulator renders it: answers, errors and rate limits in its exact wire format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulator.core import (
+    GEMINI_MODELS,
+    IDS,
+    OKISH,
+    SSE_HEADERS,
+    Call,
+    Plan,
+    Reply,
+    Step,
+    json_reply,
+    pb_duration,
+    split_pieces,
+    sse_event,
+)
+
+_GEMINI_ERRORS: dict[Step, tuple[str, str]] = {
+    Step.INVALID_KEY: ("INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."),
+    Step.PERMISSION_DENIED: (
+        "PERMISSION_DENIED",
+        "Your API key was reported as leaked. Please use another API key.",
+    ),
+    Step.NO_CREDITS: (
+        "RESOURCE_EXHAUSTED",
+        "Your prepayment credits are depleted. Please go to AI Studio at https://ai.studio/projects "
+        "to manage your project and billing.",
+    ),
+    Step.SERVER_ERROR: (
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
+    Step.OVERLOADED: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    Step.BAD_REQUEST: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    Step.CONTEXT_LENGTH: (
+        "INVALID_ARGUMENT",
+        "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+    ),
+    Step.TOO_LARGE: ("INVALID_ARGUMENT", "Request payload size exceeds the limit: 20971520 bytes."),
+    Step.MODEL_NOT_FOUND: (
+        "NOT_FOUND",
+        "models/{model} is not found for API version {version}, or is not supported for generateContent. "
+        "Call ListModels to see the list of available models and their supported methods.",
+    ),
+}
+_API_KEY_INVALID = [
+    {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "API_KEY_INVALID",
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com"},
+    },
+    {
+        "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+        "locale": "en-US",
+        "message": "API key not valid. Please pass a valid API key.",
+    },
+]
+_GEMINI_HELP = {
+    "@type": "type.googleapis.com/google.rpc.Help",
+    "links": [
+        {
+            "description": "Learn more about Gemini API quotas",
+            "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+        }
+    ],
+}
+
+
+def _gemini_error(code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> Reply:
+    error: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details:
+        error["details"] = details
+    return json_reply(code, {"error": error}, indent=2)  # Google pretty-prints JSON bodies
+
+
+def _gemini_rate_limit(call: Call, plan: Plan, step: Step) -> Reply:
+    daily, quota = step is Step.RATE_LIMIT_DAILY, plan.quota
+    value = "250" if daily else str(quota.limit if quota else 10)
+    period = "Day" if daily else "Minute"
+    metric = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
+    message = (
+        "You exceeded your current quota, please check your plan and billing details. For more "
+        "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. "
+        "To monitor your current usage, head to: https://ai.dev/usage?tab=rate-limit. \n"
+        f"* Quota exceeded for metric: {metric}, limit: {value}, model: {call.shown_model}"
+    )
+    violation = {
+        "quotaMetric": metric,
+        "quotaId": f"GenerateRequestsPer{period}PerProjectPerModel-FreeTier",
+        "quotaDimensions": {"location": "global", "model": call.shown_model},
+        "quotaValue": value,
+    }
+    details: list[dict[str, Any]] = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+        _GEMINI_HELP,
+    ]
+    if step is Step.RATE_LIMIT:
+        delay = pb_duration(quota.reset_in if quota else 36.0)
+        message += f"\nPlease retry in {delay}."
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
+    return _gemini_error(429, "RESOURCE_EXHAUSTED", message, details)
+
+
+def render_gemini(call: Call, plan: Plan, step: Step, label: str) -> Reply:
+    model, rid = call.shown_model, f"sim{next(IDS):012d}"
+    prompt = {"promptTokenCount": call.prompt_tokens, "totalTokenCount": call.prompt_tokens}
+    if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_DAILY, Step.RATE_LIMIT_NOHINT):
+        return _gemini_rate_limit(call, plan, step)
+    if step in OKISH and call.probe:
+
+        def describe(name: str) -> dict[str, Any]:
+            methods = ["generateContent", "countTokens"]
+            return {"name": f"models/{name}", "displayName": name, "supportedGenerationMethods": methods}
+
+        listing = describe(call.model) if call.model else {"models": [describe(m) for m in GEMINI_MODELS]}
+        return json_reply(200, listing, indent=2)
+    if step in (Step.BLOCKED, Step.ERROR_200):
+        body: dict[str, Any] = {"usageMetadata": prompt, "modelVersion": model, "responseId": rid}
+        if step is Step.BLOCKED:
+            body = {"promptFeedback": {"blockReason": "SAFETY"}, **body}
+        if call.stream and call.sse:
+            return Reply(200, dict(SSE_HEADERS), events=[sse_event(body, b"\r\n\r\n")])
+        return json_reply(200, body, indent=2)
+    if step not in OKISH and step is not Step.MID_STREAM_ERROR:
+        status, message = _GEMINI_ERRORS[step]
+        details = _API_KEY_INVALID if step is Step.INVALID_KEY else None
+        return _gemini_error(plan.status, status, message.format(model=model, version=call.version), details)
+
+    usage = {**prompt, "candidatesTokenCount": call.completion_tokens}
+    usage["totalTokenCount"] = call.prompt_tokens + call.completion_tokens
+
+    def answer(text: str, final: bool) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if final:
+            candidate["finishReason"] = "STOP"
+        meta = usage if final else prompt
+        return {"candidates": [candidate], "usageMetadata": meta, "modelVersion": model, "responseId": rid}
+
+    if not call.stream:
+        return json_reply(200, answer(call.reply, True), indent=2)
+    pieces = split_pieces(call.reply)
+    if step is Step.MID_STREAM_ERROR:
+        chunks = [answer(p, False) for p in pieces[:2]]
+        status, message = _GEMINI_ERRORS[Step.OVERLOADED]
+        chunks.append({"error": {"code": 503, "message": message, "status": status}})
+    else:
+        chunks = [answer(p, i == len(pieces) - 1) for i, p in enumerate(pieces)]
+    if not call.sse:  # without alt=sse Gemini streams one JSON array
+        return json_reply(200, chunks, indent=2)
+    return Reply(200, dict(SSE_HEADERS), events=[sse_event(c, b"\r\n\r\n") for c in chunks])

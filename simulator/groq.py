@@ -1,0 +1,113 @@
+"""Groq as the simulator renders it: answers, errors and rate limits in its exact wire format."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from simulator.core import GROQ_MODELS, OKISH, Call, Plan, Reply, Step, go_duration, json_reply, openai_answer
+
+_GROQ_ERRORS: dict[Step, dict[str, Any]] = {
+    Step.INVALID_KEY: {
+        "message": "Invalid API Key",
+        "type": "invalid_request_error",
+        "code": "invalid_api_key",
+    },
+    Step.PERMISSION_DENIED: {
+        "message": "Organization has been restricted. Please reach out to support if you believe this was in error.",
+        "type": "invalid_request_error",
+        "code": "organization_restricted",
+    },
+    Step.NO_CREDITS: {
+        "message": "Your organization has reached its spending limit. Please review your billing settings.",
+        "type": "invalid_request_error",
+        "code": "spend_limit_reached",
+    },
+    Step.SERVER_ERROR: {"message": "Internal Server Error", "type": "internal_server_error"},
+    Step.OVERLOADED: {"message": "Service Unavailable", "type": "internal_server_error"},
+    Step.ERROR_200: {"message": "Internal Server Error", "type": "internal_server_error"},
+    Step.BAD_REQUEST: {
+        "message": "'messages' must contain at least one message",
+        "type": "invalid_request_error",
+        "code": None,
+    },
+    Step.CONTEXT_LENGTH: {
+        "message": "Please reduce the length of the messages or completion.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    },
+    Step.TOO_LARGE: {
+        "message": "Request too large for model `{model}` in organization `{org}` on tokens per minute "
+        "(TPM): Limit 6000, Requested 9000, please reduce your message size and try again.",
+        "type": "tokens",
+        "code": "rate_limit_exceeded",
+    },
+    Step.MODEL_NOT_FOUND: {
+        "message": "The model `{model}` does not exist or you do not have access to it.",
+        "type": "invalid_request_error",
+        "code": "model_not_found",
+    },
+    Step.BLOCKED: {
+        "message": "Input was flagged by moderation",
+        "type": "invalid_request_error",
+        "code": "content_filter",
+    },
+}
+_GROQ_TOKENS_PER_MINUTE = 6000
+_GROQ_RATE_TEXT = (
+    "Rate limit reached for model `{model}` in organization `{org}` on {what}: Limit {limit}, Used {used}, "
+    "Requested {requested}.{retry} Visit https://console.groq.com/docs/rate-limits for more information."
+)
+
+
+def render_groq(call: Call, plan: Plan, step: Step, label: str) -> Reply:
+    quota, is429 = plan.quota, plan.status == 429
+    limit, remaining, reset = (quota.limit, quota.remaining, quota.reset_in) if quota else (14400, 14399, 6.0)
+    if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_NOHINT) and not quota:
+        limit, reset = 30, 7.66  # Groq's free-tier RPM and a typical hint
+    tokens = call.prompt_tokens + call.completion_tokens
+    token_reset = tokens * 60.0 / _GROQ_TOKENS_PER_MINUTE
+    token_remaining = max(0, _GROQ_TOKENS_PER_MINUTE - tokens)
+    if step is Step.RATE_LIMIT_DAILY:
+        token_remaining, token_reset = 0, 432.5
+    headers = {
+        "x-ratelimit-limit-requests": str(limit),
+        "x-ratelimit-remaining-requests": str(0 if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_NOHINT) else remaining),
+        "x-ratelimit-reset-requests": go_duration(reset),
+        "x-ratelimit-limit-tokens": str(_GROQ_TOKENS_PER_MINUTE),
+        "x-ratelimit-remaining-tokens": str(token_remaining),
+        "x-ratelimit-reset-tokens": go_duration(token_reset),
+    }
+    model = call.shown_model
+    if is429:
+        if step is Step.RATE_LIMIT_DAILY:
+            what, nums, retry = "tokens per day (TPD)", (500000, 499990, 40), 432.5
+        else:
+            what, nums, retry = "requests per minute (RPM)", (limit, limit, 1), reset
+        hint = step is not Step.RATE_LIMIT_NOHINT
+        if hint:
+            headers["retry-after"] = str(max(1, math.ceil(retry)))
+        else:
+            del headers["x-ratelimit-reset-requests"], headers["x-ratelimit-reset-tokens"]
+        message = _GROQ_RATE_TEXT.format(
+            model=model,
+            org=plan.org,
+            what=what,
+            limit=nums[0],
+            used=nums[1],
+            requested=nums[2],
+            retry=f" Please try again in {go_duration(retry)}." if hint else "",
+        )
+        kind = "tokens" if step is Step.RATE_LIMIT_DAILY else "requests"
+        return json_reply(429, {"error": {"message": message, "type": kind, "code": "rate_limit_exceeded"}}, headers)
+    if step in OKISH or step is Step.MID_STREAM_ERROR:
+        if call.probe:
+            data = [{"id": m, "object": "model", "owned_by": "Sim", "active": True} for m in GROQ_MODELS]
+            reply = json_reply(200, {"object": "list", "data": data})
+        else:
+            reply = openai_answer(call, step)
+        reply.headers.update(headers)
+        return reply
+    error = {k: v.format(model=model, org=plan.org) if isinstance(v, str) else v for k, v in _GROQ_ERRORS[step].items()}
+    return json_reply(plan.status, {"error": error}, headers)

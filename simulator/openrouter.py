@@ -1,0 +1,74 @@
+"""OpenRouter as the simulator renders it: answers, errors and rate limits in its exact wire format."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from simulator.core import OKISH, Call, Plan, Reply, Step, json_reply, openai_answer
+
+_UPSTREAM = {"provider_name": "SimUpstream", "raw": "upstream overloaded"}
+_OR_ERRORS: dict[Step, tuple[int, str, dict[str, Any]]] = {
+    Step.INVALID_KEY: (401, "User not found.", {}),
+    Step.PERMISSION_DENIED: (403, "This API key has been disabled.", {}),
+    Step.NO_CREDITS: (402, "Insufficient credits. Add more using https://openrouter.ai/credits", {}),
+    Step.SERVER_ERROR: (500, "Internal Server Error", {}),
+    Step.OVERLOADED: (502, "Provider returned error", _UPSTREAM),
+    Step.ERROR_200: (502, "Provider returned error", _UPSTREAM),
+    Step.BAD_REQUEST: (400, 'Input required: specify "prompt" or "messages"', {}),
+    Step.CONTEXT_LENGTH: (
+        400,
+        "This endpoint's maximum context length is 131072 tokens. However, you requested about 200000 tokens "
+        '(200000 of text input). Please reduce the length of either one, or use the "middle-out" transform '
+        "to compress your prompt automatically.",
+        {"provider_name": None},
+    ),
+    Step.TOO_LARGE: (413, "Request too large: the payload exceeds the provider's size limit.", {}),
+    Step.MODEL_NOT_FOUND: (404, "No endpoints found for {model}.", {}),
+    Step.BLOCKED: (403, "Input was flagged by moderation", {"reasons": ["violence"]}),
+}
+
+
+def _next_utc_midnight_ms() -> int:
+    return (int(time.time()) // 86400 + 1) * 86400 * 1000
+
+
+def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
+    if step in OKISH:
+        if not call.probe:
+            return openai_answer(call, step)
+        quota = plan.quota
+        rate = {
+            "requests": quota.limit if quota else 20,
+            "interval": f"{quota.window:g}s" if quota else "10s",
+        }
+        data = {"label": label, "usage": 0, "limit": None, "limit_remaining": None, "is_free_tier": True}
+        return json_reply(200, {"data": {**data, "rate_limit": rate}})
+    if step is Step.MID_STREAM_ERROR:
+        return openai_answer(call, step)
+    if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_DAILY, Step.RATE_LIMIT_NOHINT):
+        daily = step is Step.RATE_LIMIT_DAILY
+        message = (
+            "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day"
+            if daily
+            else "Rate limit exceeded: free-models-per-min. "
+        )
+        if step is Step.RATE_LIMIT_NOHINT:
+            return json_reply(429, {"error": {"code": 429, "message": message, "metadata": {}}})
+        quota = plan.quota
+        if daily:
+            limit, reset_ms = 50, _next_utc_midnight_ms()
+        elif quota:
+            limit, reset_ms = quota.limit, int((time.time() + quota.reset_in) * 1000)
+        else:
+            limit, reset_ms = 20, (int(time.time()) // 60 + 1) * 60_000
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(reset_ms),
+        }
+        meta = {"headers": headers, "provider_name": None}
+        return json_reply(429, {"error": {"code": 429, "message": message, "metadata": meta}}, headers)
+    code, message, meta = _OR_ERRORS[step]
+    error = {"code": code, "message": message.format(model=call.shown_model), "metadata": meta}
+    return json_reply(plan.status, {"error": error})

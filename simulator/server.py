@@ -1,0 +1,577 @@
+"""Loopback HTTP server that fakes OpenRouter, Groq and Gemini on the wire.
+
+Why: the rotation client has to be tested, benchmarked and demoed against the providers' *real* answer
+shapes (status codes, rate-limit headers, error bodies, SSE framing) without network access or real keys.
+Every registered key follows a script of `Step`s plus an optional fixed-window request limit, so any failure
+sequence is reproducible. Stdlib only, and never imported by the client path.
+
+    with Simulator() as sim:
+        sim.add_key("groq", "gsk_test", Step.RATE_LIMIT, then=Step.OK)
+        requests.post(f"{sim.base_urls['groq']}/chat/completions", ...)
+
+Run `python -m simulator --demo` for a foreground server with demo keys (prints the env exports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import zlib
+from collections import deque
+from dataclasses import asdict
+from email.utils import formatdate
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+from simulator.core import (
+    DEMO_KEYS,
+    GARBAGE,
+    OKISH,
+    PROVIDERS,
+    Call,
+    Plan,
+    Quota,
+    Reply,
+    ScriptedKey,
+    SimRequest,
+    Step,
+    Window,
+    json_reply,
+    status_for,
+)
+from simulator.gemini import render_gemini
+from simulator.groq import render_groq
+from simulator.openrouter import render_openrouter
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def _openai_parse(data: Any) -> tuple[str, int, bool, bool]:
+    """(last user text, prompt words, has image, valid) from an OpenAI-style body."""
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if not isinstance(messages, list) or not messages:
+        return "", 0, False, False
+    last, words, image = "", 0, False
+    for msg in messages:
+        if not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                if isinstance(part, dict):
+                    if part.get("type") == "text":
+                        texts.append(str(part.get("text", "")))
+                    elif part.get("type") == "image_url":
+                        image = True
+            text = " ".join(texts)
+        else:
+            text = content if isinstance(content, str) else ""
+        words += len(text.split())
+        if msg.get("role") == "user":
+            last = text
+    return last, words, image, True
+
+
+def _gemini_parts(content: Any) -> tuple[str, bool]:
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return "", False
+    texts = [str(p["text"]) for p in parts if isinstance(p, dict) and "text" in p]
+    image = any(isinstance(p, dict) and ("inlineData" in p or "inline_data" in p) for p in parts)
+    return " ".join(texts), image
+
+
+def _gemini_parse(data: Any) -> tuple[str, int, bool, bool]:
+    """(last user text, prompt words, has image, valid) from a generateContent body."""
+    contents = data.get("contents") if isinstance(data, dict) else None
+    if not isinstance(contents, list) or not contents:
+        return "", 0, False, False
+    system = data.get("systemInstruction") or data.get("system_instruction")
+    words = len(_gemini_parts(system)[0].split()) if system else 0
+    last, image = "", False
+    for content in contents:
+        text, has_image = _gemini_parts(content)
+        words += len(text.split())
+        image = image or has_image
+        if isinstance(content, dict) and content.get("role", "user") == "user":
+            last = text
+    return last, words, image, True
+
+
+def _reply_text(provider: str, last: str, image: bool) -> str:
+    return f"Simulated {provider} reply to: {last[:200]}" + (" [image received]" if image else "")
+
+
+_OR_PREFIX = "/openrouter/api/v1/"
+_GROQ_PREFIX = "/groq/openai/v1/"
+_GEMINI_RE = re.compile(
+    r"/gemini/(v1|v1beta|v1alpha)/models(?:/([^/:]+))?(?::(generateContent|streamGenerateContent))?"
+)
+
+
+def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
+    """Map a request to a provider call, or None for an unknown route."""
+    for provider, prefix, probe in (("openrouter", _OR_PREFIX, "key"), ("groq", _GROQ_PREFIX, "models")):
+        if path.startswith(prefix):
+            rest = path[len(prefix) :]
+            if method == "POST" and rest == "chat/completions":
+                data = loads(body)
+                last, words, image, valid = _openai_parse(data)
+                model = data.get("model") if isinstance(data, dict) else None
+                stream = isinstance(data, dict) and data.get("stream") is True
+                reply = _reply_text(provider, last, image)
+                return Call(provider, False, model if isinstance(model, str) else None, stream, reply, words, valid)
+            if method == "GET" and rest == probe:
+                return Call(provider, True, None, False, "", 0, True)
+            return None
+    match = _GEMINI_RE.fullmatch(path)
+    if match is None:
+        return None
+    version, model, action = match.groups()
+    if action and method == "POST":
+        last, words, image, valid = _gemini_parse(loads(body))
+        stream = action == "streamGenerateContent"
+        sse = "alt=sse" in query
+        return Call("gemini", False, model, stream, _reply_text("gemini", last, image), words, valid, version, sse)
+    if not action and method == "GET":
+        return Call("gemini", True, model, False, "", 0, True, version)
+    return None
+
+
+def loads(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+_RENDERERS = {"openrouter": render_openrouter, "groq": render_groq, "gemini": render_gemini}
+
+
+def _render(call: Call, plan: Plan, label: str) -> Reply:
+    step = plan.step
+    if step is Step.MID_STREAM_ERROR and not call.stream:
+        step = Step.SERVER_ERROR
+    if step is Step.GARBAGE:
+        return Reply(200, {"Content-Type": "text/html"}, GARBAGE)
+    return _RENDERERS[call.provider](call, plan, step, label)
+
+
+def _label(secret: str | None) -> str:
+    """OpenRouter's partial key label ("sk-or-v1-abc...xyz"); never the full secret."""
+    return f"{secret[:12]}...{secret[-3:]}" if secret and len(secret) > 20 else "sk-or-v1-...."
+
+
+# --------------------------------------------------------------------------------------------- HTTP server
+
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+_DATE: list[Any] = [0, ""]  # (epoch second, formatted): formatting a Date header per request is measurable
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _DATE[0] != now:
+        _DATE[:] = [now, formatdate(now, usegmt=True)]
+    return str(_DATE[1])
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() must not wait for hung (timeout step) or idle keep-alive connections
+    request_queue_size = 1024
+    sim: Simulator
+
+    def __init__(self, address: tuple[str, int], sim: Simulator) -> None:
+        self.sim = sim
+        self.connections: set[socket.socket] = set()
+        self.conn_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up (timeouts, drops) are normal here; anything else gets one quiet line."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            print(f"simulator: handler error: {type(exc).__name__}", file=sys.stderr)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "LLMSimulator/1.0"
+    disable_nagle_algorithm = True  # small header + body writes must not wait for delayed ACKs
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.conn_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.conn_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: request lines could carry a key (`?key=`), and tests want quiet output."""
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        sim = self.server.sim
+        raw = self.path
+        path, _, query = raw.partition("?")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._write(json_reply(400, {"error": {"message": "bad Content-Length"}}))
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length else b""
+        if path.startswith("/_sim/"):
+            self._write(self._control(path, body))
+            return
+        call = _route(self.command, path, query, body)
+        if call is None:
+            self._write(json_reply(404, {"error": {"code": 404, "message": f"Not found: {self.command} {path}"}}))
+            return
+        secret = self._secret(call.provider, query)
+        plan = sim._admit(call, secret, raw, path)
+        if plan.latency > 0:
+            time.sleep(plan.latency)
+        if plan.step is Step.DROP:
+            self.close_connection = True
+            return
+        if plan.step is Step.TIMEOUT and sim._stopping.wait(sim.hang_seconds):
+            self.close_connection = True  # stopped while hanging: die like a killed server
+            return
+        self._write(_render(call, plan, _label(secret)), plan.latency)
+
+    def _secret(self, provider: str, query: str) -> str | None:
+        if provider == "gemini":
+            key = self.headers.get("x-goog-api-key")
+            if not key and "key=" in query:  # Google also accepts ?key=; the log flags it as key_in_url
+                key = parse_qs(query).get("key", [""])[0]
+            return key or None
+        auth = self.headers.get("Authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return token.strip() or None
+
+    def _control(self, path: str, body: bytes) -> Reply:
+        """Control API for other processes (benchmarks, the dashboard demo)."""
+        sim, method = self.server.sim, self.command
+        try:
+            data = loads(body) or {}
+            if path == "/_sim/keys" and method == "POST":
+                limit = data.get("limit")
+                name = sim.add_key(
+                    data["provider"],
+                    data["secret"],
+                    *data.get("steps", ()),
+                    then=data.get("then", Step.OK),
+                    limit=(int(limit[0]), float(limit[1])) if limit else None,
+                    limit_hint=bool(data.get("limit_hint", True)),
+                    group=data.get("group"),
+                    latency=data.get("latency"),
+                    name=data.get("name"),
+                )
+                return json_reply(200, {"name": name})
+            if path == "/_sim/steps" and method == "POST":
+                sim.set_steps(data["secret"], *data.get("steps", ()), then=data.get("then", Step.OK))
+                return json_reply(200, {"ok": True})
+            if path == "/_sim/requests" and method == "GET":
+                return json_reply(200, [asdict(r) for r in sim.requests])
+            if path == "/_sim/clear" and method == "POST":
+                sim.clear_log()
+                return json_reply(200, {"ok": True})
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            return json_reply(400, {"error": f"{type(exc).__name__}: {exc}"})
+        return json_reply(404, {"error": f"unknown control endpoint {method} {path}"})
+
+    def _write(self, reply: Reply, latency: float = 0.0) -> None:
+        """One write for a plain answer; chunked transfer encoding for SSE, so keep-alive survives streams."""
+        lines = [
+            f"HTTP/1.1 {reply.status} {_PHRASES.get(reply.status, '')}",
+            f"Server: {self.server_version}",
+            f"Date: {_http_date()}",
+            *(f"{k}: {v}" for k, v in reply.headers.items()),
+        ]
+        events = reply.events
+        chunked = events is not None and self.request_version != "HTTP/1.0"
+        if events is None:
+            lines.append(f"Content-Length: {len(reply.body)}")
+        elif chunked:
+            lines.append("Transfer-Encoding: chunked")
+        else:
+            lines.append("Connection: close")
+            self.close_connection = True
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            if events is None:
+                self.wfile.write(head + reply.body)
+                return
+            delay = latency / len(events) if latency > 0 else 0.0
+            for i, event in enumerate(events):
+                frame = b"%x\r\n%s\r\n" % (len(event), event) if chunked else event
+                self.wfile.write(head + frame if i == 0 else frame)
+                if delay:
+                    time.sleep(delay)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+
+
+# --------------------------------------------------------------------------------------------- public API
+
+
+class Simulator:
+    """Fake OpenRouter / Groq / Gemini endpoints on 127.0.0.1 with scripted per-key behaviour.
+
+    `latency`: seconds before each answer (streams also spread that much again across their chunks);
+    `hang_seconds`: how long a `timeout` step hangs; `port`: 0 picks a free one.
+    Thread-safe: one lock guards scripts, limit windows and the log; rendering and sleeping happen outside it.
+    """
+
+    def __init__(self, latency: float = 0.0, hang_seconds: float = 5.0, port: int = 0) -> None:
+        self.latency = latency
+        self.hang_seconds = hang_seconds
+        self._port = port
+        self._lock = threading.Lock()
+        self._keys: dict[str, ScriptedKey] = {}
+        self._groups: dict[tuple[str, str], Window] = {}
+        self._counts = dict.fromkeys(PROVIDERS, 0)
+        self._log: list[SimRequest] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> Simulator:
+        """Bind 127.0.0.1 (a free port unless `port` was given) and serve in a daemon thread."""
+        if self._server is None:
+            self._stopping.clear()
+            server = _Server(("127.0.0.1", self._port), self)
+            self._thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="llm-simulator", daemon=True
+            )
+            self._server = server
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close open connections (so pooled clients see a dead server); idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        with server.conn_lock:
+            conns = list(server.connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self._server else "stopped"
+        return f"Simulator({where}, keys={len(self._keys)}, requests={len(self._log)})"
+
+    # addresses ---------------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("Simulator not started: call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_urls(self) -> dict[str, str]:
+        url = self.url
+        return {
+            "openrouter": f"{url}/openrouter/api/v1",
+            "groq": f"{url}/groq/openai/v1",
+            "gemini": f"{url}/gemini",
+        }
+
+    def env(self) -> dict[str, str]:
+        """Base-URL env vars that point a client at this simulator."""
+        return {f"{p.upper()}_BASE_URL": u for p, u in self.base_urls.items()}
+
+    # scripting ---------------------------------------------------------------------------------------
+    def add_key(
+        self,
+        provider: str,
+        secret: str,
+        *steps: Step | str,
+        then: Step | str = Step.OK,
+        limit: tuple[int, float] | None = None,
+        limit_hint: bool = True,
+        group: str | None = None,
+        latency: float | None = None,
+        name: str | None = None,
+    ) -> str:
+        """Register (or re-script) a key; returns its display name.
+
+        `steps` run one per request, then `then` forever. `limit=(n, seconds)` allows n successful requests
+        per fixed window (started by the first request); over it the key answers 429 whatever its steps,
+        without consuming a step. Keys sharing `group` (per provider) share one window. Probes (GET /key,
+        /models) are subject to the limit but do not use it up. A scripted `ok` whose body is malformed
+        answers `bad_request`, as the real API would.
+        """
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
+        if not isinstance(secret, str) or not secret:
+            raise ValueError("secret must be a non-empty string")
+        if limit is not None and (int(limit[0]) < 0 or float(limit[1]) <= 0):
+            raise ValueError("limit must be (n >= 0, window_seconds > 0)")
+        script, final = deque(Step(s) for s in steps), Step(then)
+        with self._lock:
+            old = self._keys.get(secret)
+            if name is None:
+                if old is not None and old.provider == provider:
+                    name = old.name
+                else:
+                    self._counts[provider] += 1
+                    name = f"{provider}#{self._counts[provider]}"
+            window = self._window(provider, limit, group)
+            org = f"org_01sim{zlib.crc32((group or name).encode()):08x}"
+            self._keys[secret] = ScriptedKey(provider, name, script, final, window, limit_hint, latency, org)
+        return name
+
+    def _window(self, provider: str, limit: tuple[int, float] | None, group: str | None) -> Window | None:
+        if group is None:
+            return Window(int(limit[0]), float(limit[1])) if limit else None
+        window = self._groups.get((provider, group))
+        if window is None and limit:
+            window = self._groups[(provider, group)] = Window(int(limit[0]), float(limit[1]))
+        elif window is not None and limit:
+            window.limit, window.seconds = int(limit[0]), float(limit[1])
+        return window
+
+    def set_steps(self, secret: str, *steps: Step | str, then: Step | str = Step.OK) -> None:
+        """Re-script an existing key (its limit window is kept)."""
+        script, final = deque(Step(s) for s in steps), Step(then)
+        with self._lock:
+            key = self._keys.get(secret)
+            if key is None:
+                raise KeyError("no key registered with that secret")
+            key.steps, key.then = script, final
+
+    def add_demo_keys(self, per_minute: int = 3) -> dict[str, str]:
+        """Register DEMO_KEYS (each `per_minute` requests per minute); returns the env a client needs."""
+        env = self.env()
+        for provider, secrets in DEMO_KEYS.items():
+            for i, secret in enumerate(secrets, 1):
+                self.add_key(provider, secret, limit=(per_minute, 60.0))
+                env[f"{provider.upper()}_API_KEY_{i}"] = secret
+        return env
+
+    # log ---------------------------------------------------------------------------------------------
+    @property
+    def requests(self) -> list[SimRequest]:
+        with self._lock:
+            return list(self._log)
+
+    def calls(self, name: str | None = None) -> int:
+        """Requests that reached the key called `name` (all requests when None)."""
+        with self._lock:
+            if name is None:
+                return len(self._log)
+            return sum(1 for r in self._log if r.key_name == name)
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    # request path ------------------------------------------------------------------------------------
+    def _admit(self, call: Call, secret: str | None, raw_path: str, path: str) -> Plan:
+        """Pick the step for one request (limit, then script), update the window and log it."""
+        at, now = time.time(), time.monotonic()
+        with self._lock:
+            key = self._keys.get(secret) if secret else None
+            if key is not None and key.provider != call.provider:
+                key = None  # a Groq key sent to OpenRouter is as unknown there as a typo
+            in_url = any(s in raw_path for s in self._keys) or bool(secret and secret in raw_path)
+            quota: Quota | None = None
+            if key is None:
+                step, name, latency, org = Step.INVALID_KEY, "unknown", self.latency, "org_unknown"
+            else:
+                name, org = key.name, key.org
+                latency = self.latency if key.latency is None else key.latency
+                window = key.window
+                if window is not None:
+                    window.roll(now)
+                if window is not None and window.used >= window.limit:
+                    step = Step.RATE_LIMIT if key.limit_hint else Step.RATE_LIMIT_NOHINT
+                else:
+                    step = key.steps.popleft() if key.steps else key.then
+                    if step is Step.OK and not call.valid:
+                        step = Step.BAD_REQUEST
+                    if window is not None and step in OKISH and not call.probe:
+                        window.used += 1
+                if window is not None:
+                    quota = window.quota(now)
+            status = status_for(call.provider, step, call.stream)
+            shown_path = path.replace(secret, "<redacted>") if secret and secret in path else path
+            self._log.append(
+                SimRequest(call.provider, name, shown_path, call.stream, status, step.value, call.model, in_url, at)
+            )
+        return Plan(step, status, quota, latency, org)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m simulator`: a foreground simulator for manual runs and the dashboard demo."""
+    parser = argparse.ArgumentParser(prog="python -m simulator", description="Fake OpenRouter/Groq/Gemini server.")
+    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--demo", action="store_true", help="register the demo keys and print their env vars")
+    parser.add_argument("--per-minute", type=int, default=3, help="requests per minute per demo key")
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds of simulated latency per answer")
+    args = parser.parse_args(argv)
+    try:
+        sim = Simulator(latency=args.latency, port=args.port).start()
+    except OSError as exc:
+        print(f"simulator: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    env = sim.add_demo_keys(args.per_minute) if args.demo else sim.env()
+    print(f"# LLM provider simulator on {sim.url} — paste these into the client's shell, Ctrl-C to stop")
+    for var, value in env.items():
+        print(f"export {var}={value}")
+    sys.stdout.flush()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
