@@ -6,12 +6,15 @@ provider's exact answer; `simulator.server` routes requests and keeps per-key sc
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import time
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from string import Template
 from typing import Any
 
 PROVIDERS: tuple[str, ...] = ("openrouter", "groq", "gemini")
@@ -39,6 +42,21 @@ class Step(StrEnum):
     BLOCKED = "blocked"  # prompt refused by moderation / safety
     MID_STREAM_ERROR = "mid_stream_error"  # stream starts, then fails; non-stream: as server_error
     DROP = "drop"  # close the socket without answering
+    EMPTY_ANSWER = "empty_answer"  # 200 with no text: max_tokens spent (on thoughts), finish_reason length
+    # Provider-specific steps, rendered from the recorded wire examples in simulator/wire/ (see WIRE_STEPS):
+    UPSTREAM_RATE_LIMIT = "upstream_rate_limit"  # OpenRouter: the model is rate-limited upstream, for every key
+    RATE_LIMIT_IN_200 = "rate_limit_in_200"  # OpenRouter: a 429 inside a 200 body (or SSE event)
+    ERROR_IN_CHOICE = "error_in_choice"  # OpenRouter: partial text, finish_reason error
+    NEEDS_FEWER_TOKENS = "needs_fewer_tokens"  # OpenRouter: 402 "…or fewer max_tokens… can only afford N"
+    KEY_LIMIT = "key_limit"  # OpenRouter: 403 the key's own spend limit
+    GUARDRAIL = "guardrail"  # OpenRouter: 403 request blocked by a guardrail
+    SPEND_CAP = "spend_cap"  # Groq: 400 the organization's spend cap, until the 1st
+    TOKENS_SPENT = "tokens_spent"  # Groq: a 200 whose x-ratelimit-remaining-tokens is 0
+    FLEX_CAPACITY = "flex_capacity"  # Groq: 498 flex tier at capacity
+    NETWORK_BLOCKED = "network_blocked"  # Groq: 403 "Access denied. Please check your network settings."
+    OUTPUT_TOO_LARGE = "output_too_large"  # Groq: 429 "Request too large … reduce max_tokens"
+    NO_QUOTA = "no_quota"  # Gemini: 429 limit 0, the project has no quota for the model
+    NO_ACCESS = "no_access"  # Gemini: 400 FAILED_PRECONDITION, user location not supported
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +110,10 @@ STATUS: dict[Step, tuple[int, int, int]] = {
     Step.BLOCKED: (403, 400, 200),
     Step.MID_STREAM_ERROR: (200, 200, 200),
     Step.DROP: (0, 0, 0),
+    Step.EMPTY_ANSWER: (200, 200, 200),
 }
 _COLUMN = {p: i for i, p in enumerate(PROVIDERS)}
-OKISH = frozenset({Step.OK, Step.TIMEOUT})
+OKISH = frozenset({Step.OK, Step.TIMEOUT, Step.TOKENS_SPENT})
 IDS = itertools.count(1)  # next() on itertools.count is atomic under the GIL
 
 
@@ -244,15 +263,17 @@ def openai_answer(call: Call, step: Step) -> Reply:
     extra: dict[str, Any] = (
         {"provider": "SimProvider"} if openrouter else {"system_fingerprint": "fp_sim", "service_tier": "on_demand"}
     )
+    empty = step is Step.EMPTY_ANSWER
+    finish = "length" if empty else "stop"
     if not call.stream:
-        message = {"role": "assistant", "content": call.reply}
+        message = {"role": "assistant", "content": "" if empty else call.reply}
         body: dict[str, Any] = {
             "id": cid,
             "object": "chat.completion",
             "created": created,
             "model": model,
             **extra,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }
         if not openrouter:
@@ -264,7 +285,7 @@ def openai_answer(call: Call, step: Step) -> Reply:
     def chunk(delta: dict[str, str], finish: str | None, **more: Any) -> bytes:
         return sse_event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more})
 
-    pieces = split_pieces(call.reply)
+    pieces = [] if empty else split_pieces(call.reply)
     if step is Step.MID_STREAM_ERROR:
         pieces = pieces[:2]
     events = [b": OPENROUTER PROCESSING\n\n"] if openrouter else []
@@ -275,9 +296,47 @@ def openai_answer(call: Call, step: Step) -> Reply:
         events.append(sse_event({**head, "error": error, "choices": [choice]}))
         return Reply(200, dict(SSE_HEADERS), events=events)
     if openrouter:
-        events.append(chunk({}, "stop"))
+        events.append(chunk({}, finish))
         events.append(sse_event({**head, "choices": [], "usage": usage}))
     else:
-        events.append(chunk({}, "stop", x_groq={"id": f"req_sim{n:012d}", "usage": usage}))
+        events.append(chunk({}, finish, x_groq={"id": f"req_sim{n:012d}", "usage": usage}))
     events.append(b"data: [DONE]\n\n")
     return Reply(200, dict(SSE_HEADERS), events=events)
+
+
+WIRE_DIR = Path(__file__).with_name("wire")
+"""Recorded wire examples, one JSON file per provider: what the simulator sends and the classifier tests read."""
+
+
+@functools.cache
+def wire_examples(provider: str) -> dict[str, Any]:
+    return json.loads((WIRE_DIR / f"{provider}.json").read_text(encoding="utf-8"))
+
+
+def wire_example(provider: str, name: str, **values: Any) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, body) of a recorded example, with `${model}`-style placeholders filled in."""
+    example = wire_examples(provider)[name]
+    text = {k: str(v) for k, v in values.items()}
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, str):
+            return Template(node).safe_substitute(text)
+        if isinstance(node, list):
+            return [fill(item) for item in node]
+        if isinstance(node, dict):
+            return {key: fill(item) for key, item in node.items()}
+        return node
+
+    return int(example["status"]), fill(example.get("headers", {})), fill(example["body"])
+
+
+def render_wire(call: Call, name: str, values: dict[str, Any], *, indent: int | None = None) -> Reply:
+    """A recorded example as the provider sends it: a JSON answer, or one SSE event when a stream was asked
+    for and the example is a 200 (errors that arrive after the stream started)."""
+    status, headers, body = wire_example(call.provider, name, **values)
+    if status == 200 and call.stream:
+        if not call.sse:
+            return json_reply(200, [body], headers, indent)
+        end = b"\r\n\r\n" if call.provider == "gemini" else b"\n\n"
+        return Reply(200, {**SSE_HEADERS, **headers}, events=[sse_event(body, end)])
+    return json_reply(status, body, headers, indent)

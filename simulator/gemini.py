@@ -15,6 +15,7 @@ from simulator.core import (
     Step,
     json_reply,
     pb_duration,
+    render_wire,
     split_pieces,
     sse_event,
 )
@@ -107,7 +108,19 @@ def _gemini_rate_limit(call: Call, plan: Plan, step: Step) -> Reply:
     return _gemini_error(429, "RESOURCE_EXHAUSTED", message, details)
 
 
+WIRE_STEPS: dict[Step, str] = {
+    Step.NO_QUOTA: "no_quota",
+    Step.NO_ACCESS: "location_unsupported",
+    Step.EMPTY_ANSWER: "max_tokens_no_text",
+    Step.RATE_LIMIT_DAILY: "rate_limit_daily",
+    Step.NO_CREDITS: "prepay_depleted",
+}
+"""Steps answered with a recorded example from simulator/wire/gemini.json."""
+
+
 def render_gemini(call: Call, plan: Plan, step: Step, label: str) -> Reply:
+    if step in WIRE_STEPS:
+        return render_wire(call, WIRE_STEPS[step], {"model": call.shown_model}, indent=2)
     model, rid = call.shown_model, f"sim{next(IDS):012d}"
     prompt = {"promptTokenCount": call.prompt_tokens, "totalTokenCount": call.prompt_tokens}
     if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_DAILY, Step.RATE_LIMIT_NOHINT):

@@ -5,7 +5,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from simulator.core import GROQ_MODELS, OKISH, Call, Plan, Reply, Step, go_duration, json_reply, openai_answer
+from simulator.core import (
+    GROQ_MODELS,
+    OKISH,
+    Call,
+    Plan,
+    Reply,
+    Step,
+    go_duration,
+    json_reply,
+    openai_answer,
+    render_wire,
+)
+
+WIRE_STEPS: dict[Step, str] = {
+    Step.SPEND_CAP: "spend_cap",
+    Step.FLEX_CAPACITY: "flex_capacity",
+    Step.NETWORK_BLOCKED: "network_blocked",
+    Step.OUTPUT_TOO_LARGE: "output_too_large",
+}
+"""Steps answered with a recorded example from simulator/wire/groq.json."""
 
 _GROQ_ERRORS: dict[Step, dict[str, Any]] = {
     Step.INVALID_KEY: {
@@ -62,6 +81,8 @@ _GROQ_RATE_TEXT = (
 
 
 def render_groq(call: Call, plan: Plan, step: Step, label: str) -> Reply:
+    if step in WIRE_STEPS:
+        return render_wire(call, WIRE_STEPS[step], {"model": call.shown_model, "org": plan.org})
     quota, is429 = plan.quota, plan.status == 429
     limit, remaining, reset = (quota.limit, quota.remaining, quota.reset_in) if quota else (14400, 14399, 6.0)
     if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_NOHINT) and not quota:
@@ -71,6 +92,8 @@ def render_groq(call: Call, plan: Plan, step: Step, label: str) -> Reply:
     token_remaining = max(0, _GROQ_TOKENS_PER_MINUTE - tokens)
     if step is Step.RATE_LIMIT_DAILY:
         token_remaining, token_reset = 0, 432.5
+    if step is Step.TOKENS_SPENT:
+        token_remaining, token_reset = 0, 7.66
     headers = {
         "x-ratelimit-limit-requests": str(limit),
         "x-ratelimit-remaining-requests": str(0 if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_NOHINT) else remaining),

@@ -5,7 +5,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from simulator.core import OKISH, Call, Plan, Reply, Step, json_reply, openai_answer
+from simulator.core import OKISH, Call, Plan, Reply, Step, json_reply, openai_answer, render_wire
+
+WIRE_STEPS: dict[Step, str] = {
+    Step.UPSTREAM_RATE_LIMIT: "upstream_rate_limit",
+    Step.RATE_LIMIT_IN_200: "rate_limit_in_200",
+    Step.ERROR_IN_CHOICE: "error_in_choice",
+    Step.NEEDS_FEWER_TOKENS: "needs_fewer_tokens",
+    Step.KEY_LIMIT: "key_limit",
+    Step.GUARDRAIL: "guardrail",
+    Step.RATE_LIMIT_DAILY: "free_models_per_day",
+    Step.NO_CREDITS: "insufficient_credits",
+    Step.BLOCKED: "moderation",
+}
+"""Steps answered with a recorded example from simulator/wire/openrouter.json."""
+_STREAM_WIRE = {Step.RATE_LIMIT_IN_200: "stream_error_event", Step.ERROR_IN_CHOICE: "mid_stream_error"}
 
 _UPSTREAM = {"provider_name": "SimUpstream", "raw": "upstream overloaded"}
 _OR_ERRORS: dict[Step, tuple[int, str, dict[str, Any]]] = {
@@ -34,6 +48,20 @@ def _next_utc_midnight_ms() -> int:
 
 
 def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
+    if call.probe and step is Step.NO_CREDITS:  # GET /key answers 200 for a key that has no credit left
+        return render_wire(call, "key_info_no_credit", {"label": label})
+    if step in WIRE_STEPS:
+        name = _STREAM_WIRE.get(step, WIRE_STEPS[step]) if call.stream else WIRE_STEPS[step]
+        quota = plan.quota
+        reset_in = quota.reset_in if quota else 60.0
+        values = {
+            "model": call.shown_model,
+            "label": label,
+            "midnight_ms": _next_utc_midnight_ms(),
+            "reset_ms": int((time.time() + reset_in) * 1000),
+            "limit": quota.limit if quota else 20,
+        }
+        return render_wire(call, name, values)
     if step in OKISH:
         if not call.probe:
             return openai_answer(call, step)

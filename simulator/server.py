@@ -31,11 +31,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from simulator import gemini, groq, openrouter
 from simulator.core import (
     DEMO_KEYS,
     GARBAGE,
     OKISH,
     PROVIDERS,
+    STATUS,
     Call,
     Plan,
     Quota,
@@ -46,6 +48,7 @@ from simulator.core import (
     Window,
     json_reply,
     status_for,
+    wire_examples,
 )
 from simulator.gemini import render_gemini
 from simulator.groq import render_groq
@@ -155,6 +158,21 @@ def loads(body: bytes) -> Any:
 
 
 _RENDERERS = {"openrouter": render_openrouter, "groq": render_groq, "gemini": render_gemini}
+WIRE_STEPS = {"openrouter": openrouter.WIRE_STEPS, "groq": groq.WIRE_STEPS, "gemini": gemini.WIRE_STEPS}
+
+
+def _supports(provider: str, step: Step) -> bool:
+    return step in STATUS or step in WIRE_STEPS[provider] or (provider == "groq" and step is Step.TOKENS_SPENT)
+
+
+def _status(call: Call, step: Step) -> int:
+    """The status the answer will carry, logged before it is rendered."""
+    if call.probe and step is Step.NO_CREDITS and call.provider == "openrouter":
+        return 200
+    name = WIRE_STEPS[call.provider].get(step)
+    if name is not None:
+        return int(wire_examples(call.provider)[name]["status"])
+    return 200 if step is Step.TOKENS_SPENT else status_for(call.provider, step, call.stream)
 
 
 def _render(call: Call, plan: Plan, label: str) -> Reply:
@@ -452,6 +470,9 @@ class Simulator:
         if limit is not None and (int(limit[0]) < 0 or float(limit[1]) <= 0):
             raise ValueError("limit must be (n >= 0, window_seconds > 0)")
         script, final = deque(Step(s) for s in steps), Step(then)
+        unsupported = sorted({s.value for s in (*script, final) if not _supports(provider, s)})
+        if unsupported:
+            raise ValueError(f"{provider} has no step {', '.join(unsupported)}")
         with self._lock:
             old = self._keys.get(secret)
             if name is None:
@@ -538,7 +559,7 @@ class Simulator:
                         window.used += 1
                 if window is not None:
                     quota = window.quota(now)
-            status = status_for(call.provider, step, call.stream)
+            status = _status(call, step)
             shown_path = path.replace(secret, "<redacted>") if secret and secret in path else path
             self._log.append(
                 SimRequest(call.provider, name, shown_path, call.stream, status, step.value, call.model, in_url, at)

@@ -137,7 +137,11 @@ def test_probes_run_one_at_a_time(make_client: MakeClient, sim: Simulator) -> No
     client.complete(USER_HELLO)
     sim.clear_log()
     sim.latency = 0.1
-    assert sorted(Prober(client.parked_key_ids, client.check_key, interval=1).run_once()) == ["groq:1", "groq:2", "groq:3"]
+    assert sorted(Prober(client.parked_key_ids, client.check_key, interval=1).run_once()) == [
+        "groq:1",
+        "groq:2",
+        "groq:3",
+    ]
     starts = sorted(r.at for r in sim.requests)
     assert len(starts) == 3 and all(b - a >= 0.09 for a, b in itertools.pairwise(starts))
 
