@@ -72,6 +72,7 @@ class SimRequest:
     model: str | None
     key_in_url: bool
     at: float
+    payload: Any = None  # the request's JSON body (keys travel in headers, never here)
 
 
 def _demo_keys() -> dict[str, list[str]]:

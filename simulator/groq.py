@@ -124,7 +124,7 @@ def render_groq(call: Call, plan: Plan, step: Step, label: str) -> Reply:
         )
         kind = "tokens" if step is Step.RATE_LIMIT_DAILY else "requests"
         return json_reply(429, {"error": {"message": message, "type": kind, "code": "rate_limit_exceeded"}}, headers)
-    if step in OKISH or step is Step.MID_STREAM_ERROR:
+    if step in OKISH or step in (Step.MID_STREAM_ERROR, Step.EMPTY_ANSWER):
         if call.probe:
             data = [{"id": m, "object": "model", "owned_by": "Sim", "active": True} for m in GROQ_MODELS]
             reply = json_reply(200, {"object": "list", "data": data})

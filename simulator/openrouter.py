@@ -62,7 +62,7 @@ def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
             "limit": quota.limit if quota else 20,
         }
         return render_wire(call, name, values)
-    if step in OKISH:
+    if step in OKISH or step is Step.EMPTY_ANSWER:
         if not call.probe:
             return openai_answer(call, step)
         quota = plan.quota

@@ -267,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(json_reply(404, {"error": {"code": 404, "message": f"Not found: {self.command} {path}"}}))
             return
         secret = self._secret(call.provider, query)
-        plan = sim._admit(call, secret, raw, path)
+        plan = sim._admit(call, secret, raw, path, loads(body))
         if plan.latency > 0:
             time.sleep(plan.latency)
         if plan.step is Step.DROP:
@@ -532,7 +532,7 @@ class Simulator:
             self._log.clear()
 
     # request path ------------------------------------------------------------------------------------
-    def _admit(self, call: Call, secret: str | None, raw_path: str, path: str) -> Plan:
+    def _admit(self, call: Call, secret: str | None, raw_path: str, path: str, payload: Any = None) -> Plan:
         """Pick the step for one request (limit, then script), update the window and log it."""
         at, now = time.time(), time.monotonic()
         with self._lock:
@@ -562,7 +562,9 @@ class Simulator:
             status = _status(call, step)
             shown_path = path.replace(secret, "<redacted>") if secret and secret in path else path
             self._log.append(
-                SimRequest(call.provider, name, shown_path, call.stream, status, step.value, call.model, in_url, at)
+                SimRequest(
+                    call.provider, name, shown_path, call.stream, status, step.value, call.model, in_url, at, payload
+                )
             )
         return Plan(step, status, quota, latency, org)
 

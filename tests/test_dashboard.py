@@ -404,3 +404,17 @@ def test_status_says_when_the_shared_store_is_degraded(env: pytest.MonkeyPatch, 
     at.switch_page(STATUS).run()
     assert not at.exception
     assert any("degraded" in w.value for w in at.warning)
+
+
+def test_status_page_says_why_in_words(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    steps = {"openrouter:1": ["upstream_rate_limit"], "groq:1": ["spend_cap"], "gemini:1": ["no_quota"]}
+    use_keys(env, sim, {"openrouter": 1, "groq": 1, "gemini": 1}, steps=steps)
+    env.setenv("GEMINI_CHAT_MODEL", "gemini-2.5-pro")
+    at = chat(app().run(), "Hello")
+    assert any("All API keys are cooling down" in e.value for e in at.error)
+    at.switch_page(STATUS).run()
+    assert not at.exception
+    assert at.metric[0].delta.startswith("OpenRouter model busy upstream — back in")
+    groq, gemini = (frame.value for frame in at.dataframe[1:3])
+    assert groq["Reason"].item().startswith("Groq spend cap — until ")
+    assert gemini["Reason"].item() == "no quota for gemini-2.5-pro in this project"
