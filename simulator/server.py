@@ -31,7 +31,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from simulator import gemini, groq, openrouter
 from simulator.core import (
     DEMO_KEYS,
     GARBAGE,
@@ -50,8 +49,11 @@ from simulator.core import (
     status_for,
     wire_examples,
 )
+from simulator.gemini import WIRE_STEPS as GEMINI_WIRE_STEPS
 from simulator.gemini import render_gemini
+from simulator.groq import WIRE_STEPS as GROQ_WIRE_STEPS
 from simulator.groq import render_groq
+from simulator.openrouter import WIRE_STEPS as OPENROUTER_WIRE_STEPS
 from simulator.openrouter import render_openrouter
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -158,7 +160,7 @@ def loads(body: bytes) -> Any:
 
 
 _RENDERERS = {"openrouter": render_openrouter, "groq": render_groq, "gemini": render_gemini}
-WIRE_STEPS = {"openrouter": openrouter.WIRE_STEPS, "groq": groq.WIRE_STEPS, "gemini": gemini.WIRE_STEPS}
+WIRE_STEPS = {"openrouter": OPENROUTER_WIRE_STEPS, "groq": GROQ_WIRE_STEPS, "gemini": GEMINI_WIRE_STEPS}
 
 
 def _supports(provider: str, step: Step) -> bool:

@@ -156,3 +156,19 @@ def test_exhausted_error_is_a_runtime_error_with_the_documented_text() -> None:
     assert isinstance(err, RuntimeError)
     assert str(err).startswith("All API keys exhausted across all providers")
     assert "groq:2" in str(err) and "2 min" in str(err)
+
+
+def test_an_openrouter_402_with_a_retry_after_is_a_temporary_budget_not_an_empty_account() -> None:
+    body = {"error": {"code": 402, "message": "Too many requests in flight for this key's budget"}}
+    outcome = openrouter_classify(402, {"Retry-After": "3"}, body, NOW)
+    assert (outcome.kind, outcome.retry_after) == (OutcomeKind.RATE_LIMIT, 3)
+    no_credit = openrouter_classify(402, {}, {"error": {"code": 402, "message": "Insufficient credits"}}, NOW)
+    assert no_credit.kind is OutcomeKind.NO_CREDITS
+
+
+@pytest.mark.parametrize("code", [429, "429", None])
+def test_an_openrouter_error_code_may_be_a_number_a_string_or_missing(code: object) -> None:
+    error = {"message": "Rate limit exceeded", "http_status": 429}
+    if code is not None:
+        error["code"] = code
+    assert openrouter_classify(200, {}, {"error": error}, NOW).kind is OutcomeKind.RATE_LIMIT

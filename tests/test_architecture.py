@@ -1,0 +1,131 @@
+"""The layout's promises, checked: no import circles, light imports, one module per provider."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from conftest import PYTHON, ROOT, USER_HELLO, python_env
+
+from config.settings import load_settings
+from llms import SmartClient
+from llms.outcomes import Outcome
+from llms.providers import PROVIDERS, ProviderSpec
+from llms.providers.groq import classify as groq_classify
+from llms.providers.openai_compat import OpenAICompatAdapter
+from llms.state.memory import MemoryStore
+from llms.wire import seconds_until_midnight
+from simulator import Simulator
+
+PACKAGES = ("config", "llms", "simulator", "dashboard")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def _imports(path: Path, known: Mapping[str, Path]) -> Iterator[str]:
+    """Project modules `path` imports at run time (imports under `if TYPE_CHECKING:` are for type checkers)."""
+    tree = ast.parse(path.read_text())
+    skip = {
+        id(node)
+        for branch in ast.walk(tree)
+        if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
+        for stmt in branch.body
+        for node in ast.walk(stmt)
+    }
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name in known:
+                yield name
+
+
+def test_no_module_imports_another_in_a_circle() -> None:
+    known = _modules()
+    graph = {name: set(_imports(path, known)) - {name} for name, path in known.items()}
+    cycles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        for dep in graph[node]:
+            if dep in trail:
+                cycles.append([*trail[trail.index(dep) :], dep])
+            elif dep not in done:
+                visit(dep, [*trail, dep])
+        done.add(node)
+
+    done: set[str] = set()
+    for name in graph:
+        if name not in done:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_importing_the_client_loads_no_web_stack_no_sdk_no_backend_and_no_simulator() -> None:
+    code = (
+        "import json, sys; import llms; from llms import get_smart_client, SmartClient; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('streamlit', 'redis', 'google', 'simulator', 'pandas') or m == 'llms.state.redis')))"
+    )
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=python_env(), cwd=ROOT, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_the_state_base_module_imports_no_backend() -> None:
+    known = _modules()
+    assert set(_imports(known["llms.state.base"], known)) == set()
+
+
+class _TogetherAdapter(OpenAICompatAdapter):
+    provider = "together"
+    classify: ClassVar = staticmethod(groq_classify)
+
+
+def test_a_fourth_openai_compatible_provider_is_one_module_and_one_registry_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a new provider module declares; the registry line is the `setitem` below. It speaks the OpenAI wire
+    format, so the simulator's Groq endpoint stands in for it."""
+    spec = ProviderSpec(
+        name="together",
+        title="Together",
+        default_model="meta-llama/Llama-3.3-70B-Instruct-Turbo-Free",
+        default_base_url="https://api.together.xyz/v1",
+        day_zone=PROVIDERS["groq"].day_zone,
+        classify=groq_classify,
+        adapter=_TogetherAdapter,
+    )
+    monkeypatch.setitem(PROVIDERS, "together", spec)  # type: ignore[index]
+    with Simulator() as sim:
+        sim.add_key("groq", "tg-secret-key-0001", "rate_limit", name="together:1")
+        sim.add_key("groq", "tg-secret-key-0002", name="together:2")
+        env = {
+            "TOGETHER_API_KEY_1": "tg-secret-key-0001",
+            "TOGETHER_API_KEY_2": "tg-secret-key-0002",
+            "TOGETHER_BASE_URL": sim.base_urls["groq"],
+            "LLM_PROVIDER_ORDER": "together",
+        }
+        with SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore()) as client:
+            result = client.complete(USER_HELLO)
+            assert (result.provider, result.key_id) == ("together", "together:2")
+            assert client.get_status_summary()["together"]["title"] == "Together"
+            assert seconds_until_midnight(spec.day_zone, 0.0) > 0
+            assert isinstance(client.check_key("together:2"), Outcome)
