@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -24,39 +24,10 @@ HISTORY_POINTS = 300
 
 
 @dataclass(frozen=True)
-class ProviderView:
-    """One provider's status, as the page draws it."""
+class ProviderView(ProviderStatus):
+    """One provider's status, with what the page draws from it at the moment `now`."""
 
-    status: ProviderStatus
     now: float
-
-    @property
-    def provider(self) -> str:
-        return self.status.provider
-
-    @property
-    def title(self) -> str:
-        return self.status.title
-
-    @property
-    def total(self) -> int:
-        return self.status.total
-
-    @property
-    def available(self) -> int:
-        return self.status.available
-
-    @property
-    def model(self) -> str:
-        return self.status.model
-
-    @property
-    def problem(self) -> str | None:
-        return self.status.problem
-
-    @property
-    def keys(self) -> tuple[KeyStatus, ...]:
-        return self.status.keys
 
     @property
     def label(self) -> str:
@@ -79,8 +50,8 @@ class ProviderView:
         """`openrouter:1 frees in 42 s`, a provider-wide pause, or a word on why nothing is cooling."""
         if not self.total:
             return "No keys configured."
-        if self.status.paused_until:
-            return pause_text(self.status, self.now)
+        if self.paused_until:
+            return pause_text(self, self.now)
         soonest = self.next_free
         if soonest is None:
             return "All keys ready."
@@ -89,7 +60,10 @@ class ProviderView:
 
 def provider_views(client: SmartClient, now: float | None = None) -> list[ProviderView]:
     moment = time.time() if now is None else now
-    return [ProviderView(status, moment) for status in client.provider_statuses()]
+    return [
+        ProviderView(**{f.name: getattr(status, f.name) for f in fields(status)}, now=moment)
+        for status in client.provider_statuses()
+    ]
 
 
 def backoff_text(key: KeyStatus) -> str:
