@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,16 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9_\-\.]{8,}")
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for messages and the status page."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url.split("@")[-1]
+    if password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

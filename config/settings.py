@@ -13,10 +13,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values, find_dotenv
 
-from config.api_keys import ApiKey
+from config.api_keys import ApiKey, redacted_url
 from llms.providers import PROVIDERS
 
 log = logging.getLogger("llms.config")
@@ -46,6 +47,8 @@ class CooldownSettings:
     error_threshold: int = 3
     storm: float = 10.0
     policy: str = "adaptive"
+    maximum: float = 31 * 86400.0
+    """The longest rest any hint may impose (`LLM_MAX_COOLDOWN`): provider hints are clamped to it."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Settings:
     provider_order: tuple[str, ...]
     cooldowns: CooldownSettings
     request_timeout: float
+    stream_max_seconds: float
+    max_response_bytes: int
     max_wait: float
     probe_interval: float
     state_url: str
@@ -106,25 +111,28 @@ def _parse(env: Mapping[str, str]) -> Settings:
         )
         for name, spec in PROVIDERS.items()
     }
+    rate_limit = _seconds(env, "LLM_RATE_LIMIT_COOLDOWN", CooldownSettings.rate_limit, most=MONTH)
+    invalid_key = _seconds(env, "LLM_INVALID_KEY_COOLDOWN", CooldownSettings.invalid_key, most=MONTH)
+    errors = _seconds(env, "LLM_ERROR_COOLDOWN", CooldownSettings.errors, most=MONTH)
     cooldowns = CooldownSettings(
-        rate_limit=_seconds(env, "LLM_RATE_LIMIT_COOLDOWN", CooldownSettings.rate_limit),
-        invalid_key=_seconds(env, "LLM_INVALID_KEY_COOLDOWN", CooldownSettings.invalid_key),
-        errors=_seconds(env, "LLM_ERROR_COOLDOWN", CooldownSettings.errors),
-        error_threshold=_count(env, "LLM_ERROR_THRESHOLD", CooldownSettings.error_threshold),
-        storm=_seconds(env, "LLM_STORM_COOLDOWN", CooldownSettings.storm),
+        rate_limit=rate_limit,
+        invalid_key=invalid_key,
+        errors=errors,
+        error_threshold=_count(env, "LLM_ERROR_THRESHOLD", CooldownSettings.error_threshold, most=1000),
+        storm=_seconds(env, "LLM_STORM_COOLDOWN", CooldownSettings.storm, most=DAY),
         policy=_choice(env, "LLM_COOLDOWN_POLICY", ("adaptive", "fixed")),
+        maximum=_seconds(env, "LLM_MAX_COOLDOWN", max(rate_limit, invalid_key, errors), most=MONTH),
     )
-    state_url = _text(env, "LLM_STATE_URL", "memory://")
-    if "://" not in state_url:
-        raise ConfigError(f"LLM_STATE_URL must look like memory:// or redis://host:port/db, got {state_url!r}")
     return Settings(
         providers=providers,
         provider_order=_order(env),
         cooldowns=cooldowns,
-        request_timeout=_seconds(env, "LLM_REQUEST_TIMEOUT", 60.0),
-        max_wait=_seconds(env, "LLM_MAX_WAIT", 0.0, allow_zero=True),
-        probe_interval=_seconds(env, "LLM_PROBE_INTERVAL", 0.0, allow_zero=True),
-        state_url=state_url,
+        request_timeout=_seconds(env, "LLM_REQUEST_TIMEOUT", 60.0, most=HOUR),
+        stream_max_seconds=_seconds(env, "LLM_STREAM_MAX_SECONDS", 600.0, most=DAY),
+        max_response_bytes=_count(env, "LLM_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, least=1024, most=1 << 30),
+        max_wait=_seconds(env, "LLM_MAX_WAIT", 0.0, allow_zero=True, most=DAY),
+        probe_interval=_seconds(env, "LLM_PROBE_INTERVAL", 0.0, allow_zero=True, most=7 * DAY),
+        state_url=_state_url(env, "LLM_STATE_URL"),
         state_prefix=_text(env, "LLM_STATE_PREFIX", "llmkeys"),
         demo=_flag(env, "LLM_DEMO"),
     )
@@ -151,6 +159,12 @@ def _keys(provider: str, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
             continue
         if any(ch.isspace() for ch in secret):
             raise ConfigError(f"{name} contains whitespace; an API key is a single token")
+        odd = next(((i, ch) for i, ch in enumerate(secret) if not (ch.isascii() and ch.isprintable())), None)
+        if odd is not None:
+            raise ConfigError(
+                f"{name} contains an invisible or non-ASCII character (U+{ord(odd[1]):04X} at position {odd[0] + 1});"
+                " API keys are printable ASCII, so it was probably pasted with the key"
+            )
         if secret in seen:
             log.warning("%s repeats the key already given in %s; using it once", name, seen[secret])
             continue
@@ -172,17 +186,25 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
+HOUR = 3600.0
+DAY = 86400.0
+MONTH = 31 * DAY
+"""Upper bounds: every duration must fit every store (Redis TTLs in milliseconds, SQLite reals) and every timer."""
+
+
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False, most: float = MONTH
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
-        return default
+        return min(default, most)
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
-        kind = "zero or a positive" if allow_zero else "a positive"
-        raise ConfigError(f"{name} must be {kind} number of seconds, got {raw!r}")
+    if not (0 <= value <= most) or (value == 0 and not allow_zero):
+        low = "0" if allow_zero else "more than 0"
+        raise ConfigError(f"{name} must be between {low} and {most:g} seconds, got {raw!r}")
     return value
 
 
@@ -190,7 +212,7 @@ def _optional_count(env: Mapping[str, str], name: str) -> int | None:
     return _count(env, name, 0) or None
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: int, *, least: int = 1, most: int = 10**9) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -198,9 +220,37 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, got {raw!r}")
+    if not least <= value <= most:
+        raise ConfigError(f"{name} must be between {least} and {most}, got {raw!r}")
     return value
+
+
+_STATE_SCHEMES = ("memory", "redis", "rediss")
+
+
+def _state_url(env: Mapping[str, str], name: str) -> str:
+    """`memory://`, or `redis[s]://[user:password@]host[:port][/db]`: checked here so a typo names the variable."""
+    url = _text(env, name, "memory://")
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in _STATE_SCHEMES:
+        known = ", ".join(f"{s}://" for s in _STATE_SCHEMES)
+        raise ConfigError(f"{name} must start with one of {known}, got {redacted_url(url)!r}")
+    if scheme.lower() == "memory":
+        return url
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{name} has a port that is not a number from 1 to 65535: {redacted_url(url)!r}") from None
+    if port == 0:
+        raise ConfigError(f"{name} has port 0: {redacted_url(url)!r}")
+    if not parts.hostname:
+        raise ConfigError(f"{name} names no host: {redacted_url(url)!r}")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        example = "redis://host:6379/0"
+        raise ConfigError(f"{name} has a database {db!r} that is not a number ({example}): {redacted_url(url)!r}")
+    return url
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

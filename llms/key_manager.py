@@ -7,6 +7,7 @@ It knows nothing of HTTP: adapters classify answers, the smart client hands the 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from llms.quota import ConcurrencyGate, LearnedWindows, RequestBudget, StormDete
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
 
 log = logging.getLogger("llms.keys")
+_MONTH = 31 * 86400.0
 
 _PARKED: Mapping[OutcomeKind, CooldownReason] = {
     OutcomeKind.INVALID_KEY: CooldownReason.INVALID_KEY,
@@ -122,6 +124,7 @@ class KeyManager:
         now = self._clock()
         ok = outcome.kind is OutcomeKind.OK
         subject = _subject(key)
+        quota = self._sane_quota(quota)
         if ok and quota is None and self._windows is not None:
             quota = self._windows.succeeded(subject, now, self.policy.backoff(subject).learned)
         self._gate.finish(key.fingerprint, ok, quota if ok else None, now)
@@ -148,7 +151,7 @@ class KeyManager:
             self._rate_limited(key, outcome, now)
             return
         reason = _PARKED[outcome.kind]
-        seconds = outcome.retry_after if outcome.retry_after is not None else self._cooldowns.invalid_key
+        seconds = self._sane(outcome.retry_after, scheduled=outcome.scheduled) or self._cooldowns.invalid_key
         for member in self._account(key) if outcome.scope is Scope.ACCOUNT else (key,):
             why = outcome.message or reason.value
             self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}")
@@ -169,7 +172,7 @@ class KeyManager:
         """A limit every key of the provider shares (an upstream model limit, a blocked network): rest the
         provider, not its keys, so no other key is spent finding out."""
         now = self._clock()
-        seconds = outcome.retry_after if outcome.retry_after is not None else self._cooldowns.storm
+        seconds = self._sane(outcome.retry_after) or self._cooldowns.storm
         reason = CooldownReason.UPSTREAM if outcome.kind is OutcomeKind.RATE_LIMIT else CooldownReason.ERRORS
         self._store.pause(provider, now + seconds, reason, now)
         detail = f"{provider} paused for {format_duration(seconds)}: {outcome.message}"
@@ -196,8 +199,9 @@ class KeyManager:
 
     def _rate_limited(self, key: ApiKey, outcome: Outcome, now: float) -> None:
         """Cool the key, its whole shared-limit group, and on a storm the provider's other keys."""
-        if outcome.retry_after is not None:
-            seconds = outcome.retry_after
+        hint = self._sane(outcome.retry_after)
+        if hint is not None:
+            seconds = hint
             source = "per-day quota" if outcome.daily_quota else "provider hint"
         else:
             if self._store.records([key.fingerprint])[0].cooldown_until > now:
@@ -221,9 +225,23 @@ class KeyManager:
             if record.cooldown_until < now + rest:
                 self.cool(other, rest, CooldownReason.RATE_LIMIT, f"{key.provider} answered 429 on most keys at once")
 
+    def _sane(self, seconds: float | None, *, scheduled: bool = False) -> float | None:
+        """A provider's hint as a rest: none when it is not a finite wait into the future (the policy decides),
+        and never longer than `LLM_MAX_COOLDOWN` (a calendar reset: never longer than 31 days)."""
+        if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+            return None
+        return min(seconds, _MONTH if scheduled else self._cooldowns.maximum)
+
+    def _sane_quota(self, quota: QuotaHint | None) -> QuotaHint | None:
+        if quota is None:
+            return None
+        remaining = quota.remaining if quota.remaining is None or quota.remaining >= 0 else 0
+        return QuotaHint(remaining, self._sane(quota.reset_after), self._sane(quota.rest))
+
     def cool(self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "") -> None:
         now = self._clock()
-        self._store.cool(key.fingerprint, now + max(0.0, seconds), reason, now)
+        seconds = min(max(0.0, seconds), _MONTH) if math.isfinite(seconds) else self._cooldowns.maximum
+        self._store.cool(key.fingerprint, now + seconds, reason, now)
         detail = f"{reason.value} for {format_duration(seconds)}" + (f" ({why})" if why else "")
         self._event(now, key, EventKind.COOLED, detail)
         log.info("cooling %s: %s", key.label, detail)

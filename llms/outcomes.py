@@ -38,9 +38,11 @@ class Outcome:
     """The verdict on one answer.
 
     `retry_after` is how long the provider says to wait, in seconds (None: no hint; the cooldown policy
-    decides). `scope` says who must rest. For request errors, `other_provider_may_serve` says whether another
-    provider could still take the same request (too long for this model, blocked by this provider's filter);
-    `config_error` marks problems of our configuration (an unknown model) that the status page should show.
+    decides); `scheduled` marks a wait that is a calendar fact (a monthly spend cap resets on the 1st), not a
+    provider's hint, so it is trusted beyond `LLM_MAX_COOLDOWN` (up to 31 days). `scope` says who must rest.
+    For request errors, `other_provider_may_serve` says whether another provider could still take the same
+    request (too long for this model, blocked by this provider's filter); `config_error` marks problems of our
+    configuration (an unknown model) that the status page should show.
     """
 
     kind: OutcomeKind
@@ -48,6 +50,7 @@ class Outcome:
     message: str = ""
     retry_after: float | None = None
     daily_quota: bool = False
+    scheduled: bool = False
     scope: Scope = Scope.KEY
     other_provider_may_serve: bool = False
     config_error: bool = False

@@ -359,7 +359,14 @@ class ChatStream(Iterator[str]):
 
 def _adapter(settings: Settings, provider: str) -> ProviderAdapter:
     config = settings.providers[provider]
-    endpoint = Endpoint(config.model, config.base_url, settings.request_timeout, tuple(k.secret for k in config.keys))
+    endpoint = Endpoint(
+        config.model,
+        config.base_url,
+        settings.request_timeout,
+        tuple(k.secret for k in config.keys),
+        settings.max_response_bytes,
+        settings.stream_max_seconds,
+    )
     return PROVIDERS[provider].adapter(endpoint)
 
 

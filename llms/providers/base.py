@@ -25,6 +25,10 @@ class Endpoint:
     base_url: str
     timeout: float
     secrets: tuple[str, ...]
+    max_bytes: int = 10 * 1024 * 1024
+    stream_max_seconds: float = 600.0
+    """An attempt gets `timeout` seconds to a complete answer (a stream: to its first text piece, then between
+    text pieces, within `stream_max_seconds`), and `max_bytes` of answer."""
 
 
 class ProviderAdapter(Protocol):

@@ -31,6 +31,7 @@ from config.api_keys import ApiKey
 from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, Scope, rejected, transient
 from llms.providers.base import Endpoint, ProviderSpec
+from llms.transport import Budget, gemini_http_client
 from llms.types import ChatRequest, Completion, StreamReply, Usage, message_text
 from llms.wire import (
     classify_common,
@@ -171,7 +172,9 @@ class GeminiAdapter:
     def __init__(self, endpoint: Endpoint) -> None:
         self.model = endpoint.model
         self._base_url = endpoint.base_url
-        self._timeout_ms = max(1, int(endpoint.timeout * 1000))
+        self._timeout = endpoint.timeout
+        self._max_bytes = endpoint.max_bytes
+        self._stream_max = endpoint.stream_max_seconds
         self._secrets = endpoint.secrets
         self._thinking, self._thought_allowance = thinking(endpoint.model)
         self._clients: dict[str, genai.Client] = {}
@@ -179,36 +182,42 @@ class GeminiAdapter:
 
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
         contents, config = self._translate(request)
+        budget = Budget(self._timeout, self._max_bytes)
         try:
-            response = self._client(key).models.generate_content(model=self.model, contents=contents, config=config)
+            with budget.active():
+                response = self._client(key).models.generate_content(model=self.model, contents=contents, config=config)
         except Exception as exc:
-            raise ProviderError(self._outcome_of(exc)) from None
+            raise ProviderError(self._outcome_of(exc, budget)) from None
         self._raise_unless_ok(check_answer(response, streaming=False))
         return Completion(text=text_of(response), model=response.model_version or self.model, usage=_usage(response))
 
     def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
         contents, config = self._translate(request)
+        budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
         try:
-            chunks = iter(
-                self._client(key).models.generate_content_stream(model=self.model, contents=contents, config=config)
-            )
-            first = next(chunks, None)
+            with budget.active():
+                chunks = iter(
+                    self._client(key).models.generate_content_stream(model=self.model, contents=contents, config=config)
+                )
+                first = next(chunks, None)
         except Exception as exc:
-            raise ProviderError(self._outcome_of(exc)) from None
+            raise ProviderError(self._outcome_of(exc, budget)) from None
         if first is None:
             raise ProviderError(transient("stream ended before any answer", 200))
         self._raise_unless_ok(check_answer(first, streaming=True))
-        reply = StreamReply(pieces=iter(()), model=self.model)
-        reply.pieces = self._pieces(first, chunks, reply)
+        reply = StreamReply(pieces=iter(()), model=self.model, close=lambda: _close(chunks))
+        reply.pieces = self._pieces(first, chunks, reply, budget)
         return reply
 
-    def probe(self, key: ApiKey) -> Outcome:
+    def probe(self, key: ApiKey, timeout: float | None = None) -> Outcome:
         """Listing models spends no tokens and fails the same way a bad key fails a completion."""
+        budget = Budget(timeout or self._timeout, self._max_bytes)
         try:
-            pager = self._client(key).models.list(config={"page_size": 1})
-            next(iter(pager), None)
+            with budget.active():
+                pager = self._client(key).models.list(config={"page_size": 1})
+                next(iter(pager), None)
         except Exception as exc:
-            return self._outcome_of(exc)
+            return self._outcome_of(exc, budget)
         return Outcome(OutcomeKind.OK, 200, "key accepted")
 
     def close(self) -> None:
@@ -236,8 +245,9 @@ class GeminiAdapter:
                     http_options=types.HttpOptions(
                         base_url=self._base_url,
                         api_version=API_VERSION,
-                        timeout=self._timeout_ms,
+                        timeout=max(1, int(self._timeout * 1000)),
                         retry_options=types.HttpRetryOptions(attempts=1),
+                        httpx_client=gemini_http_client(self._timeout),
                     ),
                 )
                 self._clients[key.fingerprint] = client
@@ -264,7 +274,8 @@ class GeminiAdapter:
         )
         return contents, config
 
-    def _pieces(self, first: Any, rest: Iterator[Any], reply: StreamReply) -> Iterator[str]:
+    def _pieces(self, first: Any, rest: Iterator[Any], reply: StreamReply, budget: Budget) -> Iterator[str]:
+        """The budget is active only while a chunk is read; each text piece moves the deadline on."""
         chunk = first
         try:
             while chunk is not None:
@@ -274,18 +285,24 @@ class GeminiAdapter:
                     reply.model = chunk.model_version
                 text = text_of(chunk)
                 if text:
+                    budget.extend(self._timeout)
                     yield text
-                chunk = next(rest, None)
+                with budget.active():
+                    chunk = next(rest, None)
         except ProviderError:
             raise
         except Exception as exc:
-            raise ProviderError(self._outcome_of(exc)) from None
+            raise ProviderError(self._outcome_of(exc, budget)) from None
 
-    def _outcome_of(self, exc: Exception) -> Outcome:
+    def _outcome_of(self, exc: Exception, budget: Budget) -> Outcome:
         """SDK errors carry the status and the whole parsed body; transport errors mean a transient failure."""
         from google.genai import errors
 
-        if isinstance(exc, errors.APIError):
+        if budget.exceeded == "size":
+            outcome = transient(f"answer larger than {budget.max_bytes:,} bytes")
+        elif budget.exceeded == "deadline":
+            outcome = transient("timed out")
+        elif isinstance(exc, errors.APIError):
             headers = dict(getattr(exc.response, "headers", None) or {})
             body = exc.details if isinstance(exc.details, (dict, list)) else str(exc.details)
             outcome = classify(int(exc.code or 0), headers, body, time.time())
@@ -326,6 +343,12 @@ def text_of(response: Any) -> str:
             if part.text and not part.thought:
                 texts.append(part.text)
     return "".join(texts)
+
+
+def _close(chunks: Iterator[Any]) -> None:
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
 
 
 def _usage(response: Any) -> Usage:

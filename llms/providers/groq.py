@@ -52,7 +52,9 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
 
     if code in ("blocked_api_access", "spend_limit_reached") or _SPEND.search(message):
         until = seconds_until_next_month(UTC, now)
-        return Outcome(OutcomeKind.SPEND_CAP, status, f"spend cap: {message}", until, scope=Scope.ACCOUNT)
+        return Outcome(
+            OutcomeKind.SPEND_CAP, status, f"spend cap: {message}", until, scheduled=True, scope=Scope.ACCOUNT
+        )
     if _TOO_LARGE.search(message):
         return rejected(message, status)
     if status == 429:

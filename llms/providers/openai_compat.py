@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from config.api_keys import ApiKey
 from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, QuotaHint, rejected, transient
 from llms.providers.base import Endpoint
+from llms.transport import Budget, BudgetExceeded, read_body, read_lines, requests_session
 from llms.types import ChatRequest, Completion, StreamReply, Usage
 from llms.wire import error_object, snippet
 
@@ -34,12 +34,11 @@ class OpenAICompatAdapter:
         self._url = f"{endpoint.base_url}/chat/completions"
         self._probe_url = f"{endpoint.base_url}/{self.probe_path}"
         self._timeout = endpoint.timeout
+        self._max_bytes = endpoint.max_bytes
+        self._stream_max = endpoint.stream_max_seconds
         self._secrets = endpoint.secrets
-        self._session = requests.Session()
+        self._session = requests_session(pool_size)
         self._session.headers.update(self.extra_headers)
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
 
     # --- provider hooks --------------------------------------------------------------------------------------
 
@@ -56,8 +55,9 @@ class OpenAICompatAdapter:
     # --- calls -----------------------------------------------------------------------------------------------
 
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
-        response = self._post(request, key, stream=False)
-        body = _json_or_text(response)
+        budget = Budget(self._timeout, self._max_bytes)
+        response = self._post(request, key, budget, stream=False)
+        body = self._body(response, budget)
         self._raise_unless_ok(self.classify(response.status_code, response.headers, body, time.time()))
         choice = body["choices"][0]
         text = content_text((choice.get("message") or {}).get("content"))
@@ -71,10 +71,10 @@ class OpenAICompatAdapter:
         )
 
     def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
-        response = self._post(request, key, stream=True)
+        budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
+        response = self._post(request, key, budget, stream=True)
         if response.status_code != 200 or "json" in response.headers.get("content-type", ""):
-            body = _json_or_text(response)
-            response.close()
+            body = self._body(response, budget)
             outcome = self.classify(response.status_code, response.headers, body, time.time())
             if outcome.kind is OutcomeKind.OK:
                 outcome = transient("expected an event stream, got a JSON answer", 200)
@@ -82,15 +82,21 @@ class OpenAICompatAdapter:
         reply = StreamReply(
             pieces=iter(()), model=self.model, quota=self.quota(response.headers, request), close=response.close
         )
-        reply.pieces = self._pieces(response, reply)
+        reply.pieces = self._pieces(response, reply, budget)
         return reply
 
-    def probe(self, key: ApiKey) -> Outcome:
+    def probe(self, key: ApiKey, timeout: float | None = None) -> Outcome:
+        budget = Budget(timeout or self._timeout, self._max_bytes)
         try:
-            response = self._session.get(self._probe_url, headers=_auth(key), timeout=self._timeout)
-        except requests.RequestException as exc:
-            return network_outcome(exc)
-        body = _json_or_text(response)
+            with budget.active():
+                response = self._session.get(
+                    self._probe_url, headers=_auth(key), timeout=budget.timeout(None), stream=True
+                )
+            body = self._body(response, budget)
+        except ProviderError as exc:
+            return exc.outcome
+        except (requests.RequestException, OSError) as exc:
+            return network_outcome(exc, budget)
         if response.status_code == 200 and not error_object(body):
             return self.probe_outcome(body).redacted(self._secrets)
         return self.classify(response.status_code, response.headers, body, time.time()).redacted(self._secrets)
@@ -102,7 +108,7 @@ class OpenAICompatAdapter:
         if outcome.kind is not OutcomeKind.OK:
             raise ProviderError(outcome.redacted(self._secrets))
 
-    def _post(self, request: ChatRequest, key: ApiKey, *, stream: bool) -> requests.Response:
+    def _post(self, request: ChatRequest, key: ApiKey, budget: Budget, *, stream: bool) -> requests.Response:
         payload: dict[str, Any] = {"model": self.model, "messages": list(request.messages)}
         if request.temperature is not None:
             payload["temperature"] = request.temperature
@@ -111,17 +117,34 @@ class OpenAICompatAdapter:
         if stream:
             payload["stream"] = True
         try:
-            return self._session.post(self._url, json=payload, headers=_auth(key), timeout=self._timeout, stream=stream)
-        except requests.RequestException as exc:
-            raise ProviderError(network_outcome(exc)) from None
+            with budget.active():
+                return self._session.post(
+                    self._url, json=payload, headers=_auth(key), timeout=self._timeout, stream=True
+                )
+        except (requests.RequestException, OSError) as exc:
+            raise ProviderError(network_outcome(exc, budget)) from None
 
-    def _pieces(self, response: requests.Response, reply: StreamReply) -> Iterator[str]:
-        """SSE `data:` lines; comment lines (`: OPENROUTER PROCESSING`) are keep-alives. An event carrying `error`
-        (providers send one when a stream fails after its 200) is classified like any error answer."""
+    def _body(self, response: requests.Response, budget: Budget) -> Any:
+        """The parsed JSON body, or its text when it is not JSON; read within the attempt's budget."""
+        try:
+            raw = read_body(response, budget)
+        except (requests.RequestException, OSError) as exc:
+            raise ProviderError(network_outcome(exc, budget)) from None
+        finally:
+            response.close()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw[:500].decode("utf-8", "replace")
+
+    def _pieces(self, response: requests.Response, reply: StreamReply, budget: Budget) -> Iterator[str]:
+        """SSE `data:` lines; comment lines (`: OPENROUTER PROCESSING`) are keep-alives and do not count as progress:
+        only a text piece moves the deadline on. An event carrying `error` (providers send one when a stream fails
+        after its 200) is classified like any error answer."""
         finished = False
         try:
-            for raw in response.iter_lines(chunk_size=None):
-                line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            for raw in read_lines(response, budget):
+                line = raw.decode("utf-8", "replace")
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
@@ -144,11 +167,12 @@ class OpenAICompatAdapter:
                         raise ProviderError(transient("stream ended with finish_reason 'error'", 200))
                     text = (choice.get("delta") or {}).get("content")
                     if text:
+                        budget.extend(self._timeout)
                         yield text
                 if chunk.get("model"):
                     reply.model = str(chunk["model"])
-        except requests.RequestException as exc:
-            raise ProviderError(network_outcome(exc)) from None
+        except (requests.RequestException, OSError) as exc:
+            raise ProviderError(network_outcome(exc, budget)) from None
         finally:
             response.close()
         if not finished:
@@ -175,8 +199,10 @@ def empty_answer(finish_reason: Any) -> Outcome:
     return rejected(f"answer had no text ({reason})", 200)
 
 
-def network_outcome(exc: requests.RequestException) -> Outcome:
-    if isinstance(exc, requests.Timeout):
+def network_outcome(exc: Exception, budget: Budget | None = None) -> Outcome:
+    if budget is not None and budget.exceeded == "size":
+        return transient(f"answer larger than {budget.max_bytes:,} bytes")
+    if (budget is not None and budget.exceeded) or isinstance(exc, (requests.Timeout, BudgetExceeded, TimeoutError)):
         return transient("timed out")
     if isinstance(exc, requests.ConnectionError):
         return transient(f"connection failed ({type(exc).__name__})")
@@ -185,16 +211,6 @@ def network_outcome(exc: requests.RequestException) -> Outcome:
 
 def _auth(key: ApiKey) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.secret}"}
-
-
-def _json_or_text(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except (ValueError, requests.RequestException):
-        try:
-            return response.text[:500]
-        except requests.RequestException:
-            return ""
 
 
 def content_text(content: Any) -> str:
@@ -206,8 +222,12 @@ def content_text(content: Any) -> str:
 
 
 def usage_of(raw: Any) -> Usage:
+    """Token counts; a malformed `usage` block costs the counts, never the answer."""
     if not isinstance(raw, dict):
         return Usage()
-    prompt = int(raw.get("prompt_tokens") or 0)
-    completion = int(raw.get("completion_tokens") or 0)
-    return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
+    try:
+        prompt = max(0, int(raw.get("prompt_tokens") or 0))
+        completion = max(0, int(raw.get("completion_tokens") or 0))
+        return Usage(prompt, completion, max(0, int(raw.get("total_tokens") or prompt + completion)))
+    except (TypeError, ValueError, OverflowError):
+        return Usage()

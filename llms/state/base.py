@@ -55,7 +55,14 @@ class KeyEvent:
 
 
 class StateError(RuntimeError):
-    """The store could not be reached or understood; backend-specific errors are wrapped in this."""
+    """The store could not be reached or understood; backend-specific errors are wrapped in this.
+
+    `reason` is a short text for operators ("out of memory", "unreachable", "DB index out of range").
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)

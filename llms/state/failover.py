@@ -27,6 +27,7 @@ class FailoverStore(StateStore):
         self._lock = threading.Lock()
         self._pools: dict[str, list[str]] = {}
         self._down_since: float | None = None
+        self._down_reason = ""
         self._last_try = 0.0
         self._synced: set[str] = set()
 
@@ -35,7 +36,7 @@ class FailoverStore(StateStore):
         if self._down_since is None:
             return primary
         since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
-        detail = f"degraded: {primary.backend} unreachable since {since}, using local memory"
+        detail = f"degraded since {since}, using local memory: {self._down_reason}"
         return StoreHealth(primary.backend, primary.location, False, detail)
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -47,6 +48,7 @@ class FailoverStore(StateStore):
         except StateError as exc:
             with self._lock:
                 self._last_try = time.monotonic()
+                self._down_reason = exc.reason
                 if self._down_since is None:
                     self._down_since = time.time()
                     self._synced.clear()

@@ -14,22 +14,25 @@ keeps calls working on local memory while Redis is unreachable.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from config.api_keys import redacted_url
 from llms.state.base import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
 
 T = TypeVar("T")
+log = logging.getLogger("llms.state")
 
 _ACQUIRE = """
 local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 local pause = redis.call('GET', KEYS[3])
 if pause and tonumber(string.match(pause, '^[^|]+')) > now then return false end
 local n = redis.call('LLEN', ring)
+if n == 0 then return -1 end
 local excluded = {}
 for i = 3, #ARGV do excluded[ARGV[i]] = true end
 for _ = 1, n do
@@ -68,16 +71,6 @@ return redis.call('LLEN', KEYS[1])
 """
 
 
-def redacted_url(url: str) -> str:
-    """The URL without its password, for display."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class RedisStore(StateStore):
     SCHEMES = ("redis", "rediss")
     SHARED = True
@@ -92,6 +85,7 @@ class RedisStore(StateStore):
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._register = self._redis.register_script(_REGISTER)
         self._streaks: dict[str, int] = {}
+        self._pools: dict[str, list[str]] = {}
         self._failure = self._redis.register_script(_FAILURE)
 
     @classmethod
@@ -99,27 +93,38 @@ class RedisStore(StateStore):
         return cls(url, prefix)
 
     def health(self) -> StoreHealth:
+        """Says what is wrong, not just that something is: unreachable, authentication, DB index, memory."""
         try:
             self._redis.ping()
+            self._redis.set(f"{self._p}health", "1", px=60_000)
         except redis.RedisError as exc:
-            return StoreHealth("redis", redacted_url(self.url), False, f"unreachable ({type(exc).__name__})")
+            return StoreHealth("redis", redacted_url(self.url), False, describe(exc))
         return StoreHealth("redis", redacted_url(self.url), True)
 
     def _run(self, operation: Callable[[], T]) -> T:
         try:
             return operation()
         except redis.RedisError as exc:
-            raise StateError(f"redis at {redacted_url(self.url)}: {type(exc).__name__}: {exc}") from exc
+            raise StateError(f"redis at {redacted_url(self.url)}: {describe(exc)}", describe(exc)) from exc
 
     def register(self, pool: str, key_ids: Sequence[str]) -> None:
         ring, members = f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:members"
+        self._pools[pool] = list(key_ids)
         if key_ids:
             self._run(lambda: self._register(keys=[ring, members], args=list(key_ids)))
 
     def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
+        """An empty ring for a pool this store registered means Redis restarted or was flushed: register again
+        and pick once more, so a restart costs no call."""
         keys = [f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:cursor", f"{self._p}pool:{pool}:pause"]
-        found = self._run(lambda: self._acquire(keys=keys, args=[self._p, repr(now), *exclude]))
-        return found or None
+        args = [self._p, repr(now), *exclude]
+        found = self._run(lambda: self._acquire(keys=keys, args=args))
+        if found == -1 and self._pools.get(pool):
+            log.warning("key state for %s is gone from Redis (restarted or flushed); registering the keys again", pool)
+            for name, ids in self._pools.items():
+                self.register(name, ids)
+            found = self._run(lambda: self._acquire(keys=keys, args=args))
+        return found if isinstance(found, str) else None
 
     def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
         ids = self._run(lambda: self._redis.lrange(f"{self._p}pool:{pool}:ring", 0, -1))
@@ -138,7 +143,7 @@ class RedisStore(StateStore):
         if until <= now:
             self._run(lambda: self._redis.delete(name))
             return
-        ttl_ms = max(1, math.ceil((until - now) * 1000)) + 1000
+        until, ttl_ms = _bounded(until, now)
         self._run(lambda: self._redis.set(name, f"{until!r}|{reason.value}", px=ttl_ms))
 
     def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
@@ -173,7 +178,7 @@ class RedisStore(StateStore):
         return count
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
-        ttl_ms = max(1, math.ceil((until - now) * 1000)) + 1000
+        until, ttl_ms = _bounded(until, now)
         self._run(lambda: self._redis.set(f"{self._p}cool:{key_id}", f"{until!r}|{reason.value}", px=ttl_ms))
 
     def reset(self, key_ids: Iterable[str]) -> None:
@@ -227,6 +232,33 @@ class RedisStore(StateStore):
 
     def close(self) -> None:
         self._redis.close()
+
+
+_LONGEST = 366 * 86400.0
+"""No cooldown is kept longer than a year, whatever value reaches the store: TTLs must fit Redis's integers."""
+
+
+def _bounded(until: float, now: float) -> tuple[float, int]:
+    """`until` made finite and at most a year away, with the matching TTL in milliseconds (plus a second)."""
+    rest = until - now
+    if not math.isfinite(rest) or rest > _LONGEST:
+        rest = _LONGEST
+    rest = max(0.0, rest)
+    return now + rest, math.ceil(rest * 1000) + 1000
+
+
+def describe(exc: redis.RedisError) -> str:
+    """What an operator should read on the status page for a Redis error."""
+    text = str(exc)
+    if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
+        return "authentication failed (check the password in LLM_STATE_URL)"
+    if "DB index is out of range" in text:
+        return "DB index out of range (check the number at the end of LLM_STATE_URL)"
+    if text.startswith("OOM") or "maxmemory" in text:
+        return "out of memory (maxmemory reached; writes are refused)"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return f"unreachable ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def _until(raw: str | None) -> float:

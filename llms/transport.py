@@ -1,0 +1,318 @@
+"""How provider calls reach the network: every socket read obeys the attempt's deadline and size cap.
+
+`requests` and `httpx` time out per socket operation, so a server that trickles one byte a second never times
+out, and a gzip bomb or an endless body fills memory. A `Budget` is one attempt's limits: a deadline (moved
+forward by a stream each time text arrives, never past the stream's overall cap) and a maximum number of
+bytes. While a budget is active in a thread, the sockets made here wait at most until its deadline on every
+read and count what they receive; past either limit the read fails, and the adapter reports a transient error.
+
+- `requests_session()`: a `requests.Session` whose connections (plain and TLS) wrap their socket;
+- `gemini_http_client()`: an `httpx2.Client` for `google-genai` whose network streams do the same, and which
+  decodes gzip/deflate itself within the cap (so a small compressed answer cannot expand without bound).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+_active = threading.local()
+
+
+class BudgetExceeded(TimeoutError):
+    """The attempt ran past its deadline or its size cap (`.reason` says which)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Budget:
+    """One attempt's limits: seconds until its deadline, and bytes it may receive."""
+
+    def __init__(self, seconds: float, max_bytes: int, *, overall: float | None = None) -> None:
+        now = time.monotonic()
+        self.deadline = now + seconds
+        self.max_bytes = max_bytes
+        self.received = 0
+        self.exceeded: str | None = None
+        self._cap = now + overall if overall is not None else None
+
+    def extend(self, seconds: float) -> None:
+        """Progress was made (a stream's text piece): the next deadline is `seconds` from now, within the cap."""
+        deadline = time.monotonic() + seconds
+        self.deadline = min(deadline, self._cap) if self._cap is not None else deadline
+
+    def timeout(self, default: float | None) -> float:
+        """How long the next socket operation may wait."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.exceeded = self.exceeded or "deadline"
+            raise BudgetExceeded("deadline")
+        return left if default is None else min(default, left)
+
+    def count(self, size: int) -> None:
+        self.received += size
+        if self.received > self.max_bytes:
+            self.exceeded = self.exceeded or "size"
+            raise BudgetExceeded("size")
+
+    @contextmanager
+    def active(self) -> Iterator[Budget]:
+        """Make this the budget of the calling thread's socket reads while the block runs."""
+        previous = getattr(_active, "budget", None)
+        _active.budget = self
+        try:
+            yield self
+        finally:
+            _active.budget = previous
+
+
+def current() -> Budget | None:
+    return getattr(_active, "budget", None)
+
+
+# --- requests / urllib3 ----------------------------------------------------------------------------------------
+
+
+class _GuardedSocket:
+    """A connected socket (plain or TLS) whose reads and writes wait no longer than the active budget allows."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._default = sock.gettimeout()
+
+    def _arm(self) -> Budget | None:
+        budget = current()
+        self._sock.settimeout(budget.timeout(self._default) if budget else self._default)
+        return budget
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        budget = self._arm()
+        size = self._sock.recv_into(buffer, nbytes, flags)
+        if budget is not None:
+            budget.count(size)
+        return size
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        budget = self._arm()
+        data = self._sock.recv(bufsize, flags)
+        if budget is not None:
+            budget.count(len(data))
+        return data
+
+    def settimeout(self, value: float | None) -> None:
+        """urllib3 sets the per-operation timeout of each request; the budget only ever shortens it."""
+        self._default = value
+        self._sock.settimeout(value)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._arm()
+        self._sock.sendall(data, flags)
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, **_: Any) -> Any:
+        """What `http.client` reads the response through: a buffered reader over *this* object."""
+        raw = socket.SocketIO(self, "rb" if "b" in mode or mode == "r" else mode)  # type: ignore[arg-type]
+        self._sock._io_refs += 1  # type: ignore[attr-defined]
+        return io.BufferedReader(raw, buffering if buffering and buffering > 0 else io.DEFAULT_BUFFER_SIZE)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        self.sock = _GuardedSocket(self.sock)  # type: ignore[assignment]
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        self.sock = _GuardedSocket(self.sock)  # type: ignore[assignment]
+
+
+class _GuardedPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedTLSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedPool, "https": _GuardedTLSPool}
+
+
+def requests_session(pool_size: int = 32) -> requests.Session:
+    """A session with no retries whose every read obeys the active `Budget`."""
+    session = requests.Session()
+    adapter = _GuardedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def read_body(response: requests.Response, budget: Budget, chunk: int = 65536) -> bytes:
+    """The whole (decoded) body, counted against the budget as it is decompressed, so a gzip bomb stops at the cap."""
+    parts: list[bytes] = []
+    size = 0
+    with budget.active():
+        for piece in response.raw.stream(chunk, decode_content=True):
+            size += len(piece)
+            if size > budget.max_bytes:
+                budget.exceeded = budget.exceeded or "size"
+                raise BudgetExceeded("size")
+            parts.append(piece)
+    return b"".join(parts)
+
+
+def read_lines(response: requests.Response, budget: Budget, chunk: int = 8192) -> Iterator[bytes]:
+    """Lines of a streamed (decoded) body; the budget is active only while reading, never between lines."""
+    pieces = response.raw.stream(chunk, decode_content=True)
+    pending = b""
+    size = 0
+    while True:
+        with budget.active():
+            piece = next(pieces, None)
+        if piece is None:
+            break
+        size += len(piece)
+        if size > budget.max_bytes:
+            budget.exceeded = budget.exceeded or "size"
+            raise BudgetExceeded("size")
+        pending += piece
+        *lines, pending = pending.split(b"\n")
+        yield from (line.rstrip(b"\r") for line in lines)
+    if pending:
+        yield pending.rstrip(b"\r")
+
+
+# --- google-genai / httpx2 -------------------------------------------------------------------------------------
+
+
+def gemini_http_client(timeout: float) -> Any:
+    """An `httpx2.Client` for `google-genai`: guarded network streams, and gzip/deflate decoded within the cap."""
+    import httpcore2
+    import httpx2
+
+    class GuardedStream(httpcore2.NetworkStream):
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            budget = current()
+            if budget is None:
+                return self._inner.read(max_bytes, timeout)
+            try:
+                data = self._inner.read(max_bytes, budget.timeout(timeout))
+                budget.count(len(data))
+            except BudgetExceeded as exc:
+                raise httpcore2.ReadTimeout(f"attempt {exc.reason} exceeded") from None
+            return data
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            budget = current()
+            try:
+                self._inner.write(buffer, budget.timeout(timeout) if budget else timeout)
+            except BudgetExceeded as exc:
+                raise httpcore2.WriteTimeout(f"attempt {exc.reason} exceeded") from None
+
+        def close(self) -> None:
+            self._inner.close()
+
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+            return GuardedStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+        def get_extra_info(self, info: str) -> Any:
+            return self._inner.get_extra_info(info)
+
+    class GuardedBackend(httpcore2.NetworkBackend):
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
+            return GuardedStream(self._inner.connect_tcp(*args, **kwargs))
+
+        def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
+            return GuardedStream(self._inner.connect_unix_socket(*args, **kwargs))
+
+        def sleep(self, seconds: float) -> None:
+            self._inner.sleep(seconds)
+
+    class CappedDecoding(httpx2.BaseTransport):
+        """Decode gzip/deflate here, in bounded steps counted against the budget; refuse other encodings."""
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def handle_request(self, request: Any) -> Any:
+            response = self._inner.handle_request(request)
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding in ("", "identity"):
+                return response
+            if encoding not in ("gzip", "deflate"):
+                response.close()
+                raise httpx2.DecodingError(f"unexpected content-encoding {encoding!r}")
+            headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            stream = _DecodedStream(response.stream, wbits=47 if encoding == "gzip" else 15, errors=httpx2)
+            return httpx2.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
+
+        def close(self) -> None:
+            self._inner.close()
+
+    inner = httpx2.HTTPTransport(retries=0)
+    pool = inner._pool  # httpx builds its httpcore pool here; the guarded backend replaces its sockets' I/O
+    pool._network_backend = GuardedBackend(pool._network_backend)
+    return httpx2.Client(
+        transport=CappedDecoding(inner),
+        timeout=timeout,
+        headers={"Accept-Encoding": "identity"},
+        follow_redirects=False,
+    )
+
+
+class _DecodedStream:
+    """An httpx byte stream decompressed 64 KiB at a time, each step counted against the active budget."""
+
+    def __init__(self, raw: Any, wbits: int, errors: Any) -> None:
+        self._raw = raw
+        self._wbits = wbits
+        self._errors = errors
+
+    def __iter__(self) -> Iterator[bytes]:
+        decoder = zlib.decompressobj(self._wbits)
+        try:
+            for chunk in self._raw:
+                data = decoder.decompress(chunk, 65536)
+                while data:
+                    self._count(len(data))
+                    yield data
+                    data = decoder.decompress(decoder.unconsumed_tail, 65536)
+        except zlib.error as exc:
+            raise self._errors.DecodingError(f"bad compressed answer: {exc}") from None
+
+    def _count(self, size: int) -> None:
+        budget = current()
+        if budget is not None:
+            try:
+                budget.count(size)
+            except BudgetExceeded as exc:
+                raise self._errors.ReadError(f"attempt {exc.reason} exceeded") from None
+
+    def close(self) -> None:
+        self._raw.close()
