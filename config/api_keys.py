@@ -6,6 +6,7 @@ when they build a request header. Everything else (repr, str, ids, hints, finger
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -57,11 +58,80 @@ def key_hint(secret: str) -> str:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of a known secret (and any bearer token) in `text` by its hint."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, key_hint(secret))
+    """Replace every recognisable part of a known secret in `text` by the secret's hint, and any bearer token.
+
+    Recognisable: any run of 8 or more characters that starts or ends the secret, in any letter case (a provider
+    quoting "the first 22 characters of your key" must not leak them either).
+    """
+    if text:
+        text = _redactor(tuple(secrets)).apply(text)
     return _BEARER.sub("Bearer ***", text)
+
+
+_FRAGMENT = 8
+
+
+class _Redactor:
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self._starts: dict[str, list[str]] = {}
+        self._ends: dict[str, list[str]] = {}
+        for secret in secrets:
+            if secret:
+                self._starts.setdefault(secret[:_FRAGMENT].lower(), []).append(secret)
+                self._ends.setdefault(secret[-_FRAGMENT:].lower(), []).append(secret)
+        fragments = sorted({*self._starts, *self._ends}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, fragments)), re.IGNORECASE) if fragments else None
+
+    def apply(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        lowered = text.lower()
+        spans = self._find(lowered)
+        if not spans:
+            return text
+        spans.sort()
+        out, last = [], 0
+        for start, end, secret in spans:
+            if start < last:
+                continue
+            out += [text[last:start], key_hint(secret)]
+            last = end
+        out.append(text[last:])
+        return "".join(out)
+
+    def _find(self, lowered: str) -> list[tuple[int, int, str]]:
+        """Every place a secret's start or end appears, widened to as much of that secret as matches there."""
+        assert self._pattern is not None
+        found = []
+        position = 0
+        while (match := self._pattern.search(lowered, position)) is not None:
+            fragment, start = match.group(), match.start()
+            best = (start, match.end(), "")
+            for secret in self._starts.get(fragment, ()):
+                length = _common_prefix(lowered[start:], secret.lower())
+                if start + length > best[1] or not best[2]:
+                    best = (start, start + length, secret)
+            for secret in self._ends.get(fragment, ()):
+                length = _common_prefix(lowered[: match.end()][::-1], secret.lower()[::-1])
+                if match.end() - length < best[0] or not best[2]:
+                    best = (match.end() - length, match.end(), secret)
+            found.append(best)
+            position = start + 1
+        return found
+
+
+def _common_prefix(a: str, b: str) -> int:
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+@functools.lru_cache(maxsize=64)
+def _redactor(secrets: tuple[str, ...]) -> _Redactor:
+    return _Redactor(secrets)
 
 
 _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9_\-\.]{8,}")

@@ -122,6 +122,11 @@ def exhausted_message(error: AllKeysExhaustedError, now: float | None = None) ->
             "No API key could answer, and none is scheduled to free up by itself. "
             "Check the Status page for invalid keys or repeated errors."
         )
+    if error.next_key_id is None:
+        return (
+            "Every key failed this request, but none is cooling: they can be tried again now. "
+            "The Status page shows their last errors."
+        )
     at = (time.time() if now is None else now) + error.retry_in
     return (
         f"All API keys are cooling down right now. The next one, {error.next_key_id}, frees up in "

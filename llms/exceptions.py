@@ -23,18 +23,25 @@ class ProviderError(LLMError):
 class AllKeysExhaustedError(LLMError):
     """Every key of every provider is cooling down (or failed just now)."""
 
-    def __init__(self, attempts: Sequence[Attempt], retry_in: float | None, next_key_id: str | None) -> None:
+    def __init__(
+        self, attempts: Sequence[Attempt], retry_in: float | None, next_key_id: str | None, states: str = ""
+    ) -> None:
+        """`retry_in`: seconds until a key can answer (0: the keys are available, they all failed just now;
+        None: none will by itself). `states`: how the keys stand, e.g. "2 rate-limited, 1 invalid key"."""
         self.attempts = tuple(attempts)
         self.retry_in = retry_in
         self.next_key_id = next_key_id
         if retry_in is None:
             when = "no key will free up by itself (none configured, or all need a manual reset)"
-        elif next_key_id is None:
-            when = "every free key is busy with requests in flight; retry in a moment"
-        else:
+        elif next_key_id is not None:
             when = f"the first key ({next_key_id}) frees up in {format_duration(retry_in)}"
+        elif retry_in == 0:
+            when = "every key failed this request, none is cooling: they can be tried again now"
+        else:
+            when = "every free key is busy with requests in flight; retry in a moment"
+        known = f" ({states})" if states else ""
         tried = f"; tried {', '.join(a.describe() for a in self.attempts)}" if self.attempts else ""
-        super().__init__(f"All API keys exhausted across all providers: {when}{tried}")
+        super().__init__(f"All API keys exhausted across all providers: {when}{known}{tried}")
 
 
 class RequestRejectedError(LLMError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ log = logging.getLogger("llms.client")
 Wait = bool | float | None
 T = TypeVar("T")
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
+_STATE_WORDS = {"available": "available", "rate_limit": "rate-limited", "errors": "resting after errors"}
 
 
 @dataclass(frozen=True)
@@ -241,11 +243,15 @@ class SmartClient:
                 f"{a.key_id.split(':')[0]}: {a.message}" for a in run.attempts if a.kind is OutcomeKind.REQUEST_ERROR
             )
             return RequestRejectedError(f"No provider accepted the request ({reasons})", run.attempts)
+        states = Counter(k.reason or "available" for p in self._order for k in self.key_manager.statuses(p))
+        described = ", ".join(f"{n} {_STATE_WORDS.get(state, state)}" for state, n in sorted(states.items()))
         soonest = self.key_manager.next_free()
-        if soonest is None:
-            return AllKeysExhaustedError(run.attempts, _BUSY_POLL if self.key_manager.busy() else None, None)
-        key, seconds = soonest
-        return AllKeysExhaustedError(run.attempts, seconds, key.key_id)
+        if soonest is not None:
+            key, seconds = soonest
+            return AllKeysExhaustedError(run.attempts, seconds, key.key_id, described)
+        if self.key_manager.busy():
+            return AllKeysExhaustedError(run.attempts, _BUSY_POLL, None, described)
+        return AllKeysExhaustedError(run.attempts, 0.0 if states else None, None, described)
 
     # --- status and control ---------------------------------------------------------------------------------------
 

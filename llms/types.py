@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +62,31 @@ def _validate_content(i: int, content: Any) -> None:
             url = image.get("url") if isinstance(image, Mapping) else None
             if not isinstance(url, str) or not url.startswith(("data:image/", "http://", "https://")):
                 raise ValueError(f"{where}['image_url']['url'] must be a data:image/… URL or an http(s) URL")
+            if url.startswith("data:"):
+                _validate_data_url(where, url)
+
+
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/webp", "image/gif", "image/heic", "image/heif")
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+"""Gemini's limit for an inline request; the others are smaller or equal."""
+
+
+def _validate_data_url(where: str, url: str) -> None:
+    """Decoded here, so a broken image fails before any key is spent (and counts against no key)."""
+    header, comma, payload = url.partition(",")
+    mime, _, encoding = header[5:].partition(";")
+    if not comma or encoding != "base64" or mime.lower() not in _IMAGE_TYPES:
+        raise ValueError(
+            f"{where}['image_url']['url'] must be data:<{'|'.join(t[6:] for t in _IMAGE_TYPES)}>;base64,<data>"
+        )
+    if len(payload) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise ValueError(f"{where}: the image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{where}: the image is not valid base64") from None
+    if not data:
+        raise ValueError(f"{where}: the image is empty")
 
 
 def _temperature(value: Any) -> float | None:
