@@ -26,8 +26,12 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 _active = threading.local()
+
+NETWORK_ERRORS = (requests.RequestException, Urllib3Error, OSError)
+"""What a call over `requests_session()` may raise: reading the raw body bypasses requests' own wrapping."""
 
 
 class BudgetExceeded(TimeoutError):
@@ -182,13 +186,13 @@ def read_body(response: requests.Response, budget: Budget, chunk: int = 65536) -
 
 def read_lines(response: requests.Response, budget: Budget, chunk: int = 8192) -> Iterator[bytes]:
     """Lines of a streamed (decoded) body; the budget is active only while reading, never between lines."""
-    pieces = response.raw.stream(chunk, decode_content=True)
+    raw = response.raw
     pending = b""
     size = 0
     while True:
         with budget.active():
-            piece = next(pieces, None)
-        if piece is None:
+            piece = raw.read1(chunk, decode_content=True)  # what has arrived, not a full chunk: events are small
+        if not piece:
             break
         size += len(piece)
         if size > budget.max_bytes:
@@ -253,6 +257,37 @@ def gemini_http_client(timeout: float) -> Any:
         def sleep(self, seconds: float) -> None:
             self._inner.sleep(seconds)
 
+    class DecodedStream(httpx2.SyncByteStream):
+        """The raw byte stream decompressed 64 KiB at a time, each step counted against the active budget."""
+
+        def __init__(self, raw: Any, wbits: int) -> None:
+            self._raw = raw
+            self._wbits = wbits
+
+        def __iter__(self) -> Iterator[bytes]:
+            decoder = zlib.decompressobj(self._wbits)
+            try:
+                for chunk in self._raw:
+                    data = decoder.decompress(chunk, 65536)
+                    while data:
+                        self._count(len(data))
+                        yield data
+                        data = decoder.decompress(decoder.unconsumed_tail, 65536)
+            except zlib.error as exc:
+                raise httpx2.DecodingError(f"bad compressed answer: {exc}") from None
+
+        @staticmethod
+        def _count(size: int) -> None:
+            budget = current()
+            if budget is not None:
+                try:
+                    budget.count(size)
+                except BudgetExceeded as exc:
+                    raise httpx2.ReadError(f"attempt {exc.reason} exceeded") from None
+
+        def close(self) -> None:
+            self._raw.close()
+
     class CappedDecoding(httpx2.BaseTransport):
         """Decode gzip/deflate here, in bounded steps counted against the budget; refuse other encodings."""
 
@@ -269,7 +304,7 @@ def gemini_http_client(timeout: float) -> Any:
                 raise httpx2.DecodingError(f"unexpected content-encoding {encoding!r}")
             headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-            stream = _DecodedStream(response.stream, wbits=47 if encoding == "gzip" else 15, errors=httpx2)
+            stream = DecodedStream(response.stream, wbits=47 if encoding == "gzip" else 15)
             return httpx2.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
 
         def close(self) -> None:
@@ -284,35 +319,3 @@ def gemini_http_client(timeout: float) -> Any:
         headers={"Accept-Encoding": "identity"},
         follow_redirects=False,
     )
-
-
-class _DecodedStream:
-    """An httpx byte stream decompressed 64 KiB at a time, each step counted against the active budget."""
-
-    def __init__(self, raw: Any, wbits: int, errors: Any) -> None:
-        self._raw = raw
-        self._wbits = wbits
-        self._errors = errors
-
-    def __iter__(self) -> Iterator[bytes]:
-        decoder = zlib.decompressobj(self._wbits)
-        try:
-            for chunk in self._raw:
-                data = decoder.decompress(chunk, 65536)
-                while data:
-                    self._count(len(data))
-                    yield data
-                    data = decoder.decompress(decoder.unconsumed_tail, 65536)
-        except zlib.error as exc:
-            raise self._errors.DecodingError(f"bad compressed answer: {exc}") from None
-
-    def _count(self, size: int) -> None:
-        budget = current()
-        if budget is not None:
-            try:
-                budget.count(size)
-            except BudgetExceeded as exc:
-                raise self._errors.ReadError(f"attempt {exc.reason} exceeded") from None
-
-    def close(self) -> None:
-        self._raw.close()

@@ -18,7 +18,7 @@ from config.api_keys import ApiKey
 from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, QuotaHint, rejected, transient
 from llms.providers.base import Endpoint
-from llms.transport import Budget, BudgetExceeded, read_body, read_lines, requests_session
+from llms.transport import NETWORK_ERRORS, Budget, BudgetExceeded, read_body, read_lines, requests_session
 from llms.types import ChatRequest, Completion, StreamReply, Usage
 from llms.wire import error_object, snippet
 
@@ -95,7 +95,7 @@ class OpenAICompatAdapter:
             body = self._body(response, budget)
         except ProviderError as exc:
             return exc.outcome
-        except (requests.RequestException, OSError) as exc:
+        except NETWORK_ERRORS as exc:
             return network_outcome(exc, budget)
         if response.status_code == 200 and not error_object(body):
             return self.probe_outcome(body).redacted(self._secrets)
@@ -121,14 +121,14 @@ class OpenAICompatAdapter:
                 return self._session.post(
                     self._url, json=payload, headers=_auth(key), timeout=self._timeout, stream=True
                 )
-        except (requests.RequestException, OSError) as exc:
+        except NETWORK_ERRORS as exc:
             raise ProviderError(network_outcome(exc, budget)) from None
 
     def _body(self, response: requests.Response, budget: Budget) -> Any:
         """The parsed JSON body, or its text when it is not JSON; read within the attempt's budget."""
         try:
             raw = read_body(response, budget)
-        except (requests.RequestException, OSError) as exc:
+        except NETWORK_ERRORS as exc:
             raise ProviderError(network_outcome(exc, budget)) from None
         finally:
             response.close()
@@ -171,7 +171,7 @@ class OpenAICompatAdapter:
                         yield text
                 if chunk.get("model"):
                     reply.model = str(chunk["model"])
-        except (requests.RequestException, OSError) as exc:
+        except NETWORK_ERRORS as exc:
             raise ProviderError(network_outcome(exc, budget)) from None
         finally:
             response.close()
@@ -202,7 +202,8 @@ def empty_answer(finish_reason: Any) -> Outcome:
 def network_outcome(exc: Exception, budget: Budget | None = None) -> Outcome:
     if budget is not None and budget.exceeded == "size":
         return transient(f"answer larger than {budget.max_bytes:,} bytes")
-    if (budget is not None and budget.exceeded) or isinstance(exc, (requests.Timeout, BudgetExceeded, TimeoutError)):
+    timed_out = isinstance(exc, (requests.Timeout, BudgetExceeded, TimeoutError)) or "Timeout" in type(exc).__name__
+    if timed_out or (budget is not None and budget.exceeded):
         return transient("timed out")
     if isinstance(exc, requests.ConnectionError):
         return transient(f"connection failed ({type(exc).__name__})")

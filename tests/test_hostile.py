@@ -1,0 +1,346 @@
+"""Hostile networks and broken infrastructure: a real socket server that trickles, explodes and lies, and a
+private redis-server that restarts, runs out of memory or refuses us. Wall times have generous margins."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import subprocess
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, RedisServer, python_env
+from hostile_server import HostileServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from config.settings import ConfigError, load_settings
+from llms import AllKeysExhaustedError, SmartClient, StreamInterruptedError
+from llms.providers import PROVIDERS
+from llms.state import StateStore, store_from_url
+from llms.state.memory import MemoryStore
+from llms.wire import epoch_reset, error_message, message_hint, parse_duration, retry_after_header
+from simulator import Simulator
+
+KEY = {"groq": SECRETS["groq"][0], "gemini": SECRETS["gemini"][0], "openrouter": SECRETS["openrouter"][0]}
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileServer]:
+    with HostileServer(limit=30) as server:
+        yield server
+
+
+def client_for(provider: str, base_url: str, store: StateStore | None = None, **env: str) -> SmartClient:
+    variables = {
+        f"{provider.upper()}_API_KEY_1": KEY[provider],
+        f"{provider.upper()}_BASE_URL": base_url,
+        "LLM_REQUEST_TIMEOUT": "1",
+        **env,
+    }
+    return SmartClient(load_settings(variables, dotenv_path=None), store=store or MemoryStore())
+
+
+# --- deadlines -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", ["groq", "gemini"])
+@pytest.mark.parametrize("behaviour", ["trickle-status", "trickle-body"])
+def test_a_trickling_answer_ends_at_the_deadline(hostile: HostileServer, provider: str, behaviour: str) -> None:
+    with client_for(provider, hostile.base(behaviour)) as client:
+        started = time.monotonic()
+        with pytest.raises(AllKeysExhaustedError) as caught:
+            client.complete(USER_HELLO)
+        assert time.monotonic() - started < 4  # a 1 s deadline; it used to take 130-200 s
+        assert caught.value.attempts[0].message == "timed out"
+
+
+def test_keep_alive_comments_after_the_first_piece_are_not_progress(hostile: HostileServer) -> None:
+    with client_for("groq", hostile.base("keepalive-stream")) as client:
+        stream = client.chat_stream(USER_HELLO)
+        started = time.monotonic()
+        assert next(stream) == "first piece "
+        with pytest.raises(StreamInterruptedError, match="timed out"):
+            next(stream)
+        assert time.monotonic() - started < 4
+
+
+def test_a_stream_that_never_ends_stops_at_its_overall_cap(hostile: HostileServer) -> None:
+    with client_for("groq", hostile.base("endless-pieces"), LLM_STREAM_MAX_SECONDS="2") as client:
+        started = time.monotonic()
+        with pytest.raises(StreamInterruptedError, match="timed out"):
+            for _ in client.chat_stream(USER_HELLO):
+                pass
+        assert 1.5 < time.monotonic() - started < 5
+
+
+# --- memory ----------------------------------------------------------------------------------------------------
+
+_MEMORY_PROBE = textwrap.dedent(
+    """
+    import json, resource, sys
+    import google.genai
+    from config.settings import load_settings
+    from llms import SmartClient
+    from llms.state.memory import MemoryStore
+    provider, base, key, stream = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    env = {f"{provider.upper()}_API_KEY_1": key, f"{provider.upper()}_BASE_URL": base, "LLM_REQUEST_TIMEOUT": "20"}
+    client = SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        if stream:
+            for _ in client.chat_stream([{"role": "user", "content": "hi"}]):
+                pass
+        else:
+            client.complete([{"role": "user", "content": "hi"}])
+        error = ""
+    except Exception as exc:
+        error = f"{type(exc).__name__}: " + "; ".join(a.message for a in getattr(exc, "attempts", ())) + str(exc)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"grew_mb": (after - before) / 1024, "error": error}))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("provider", "behaviour", "stream"),
+    [
+        ("groq", "gzip-bomb", False),
+        ("groq", "huge-body", False),
+        ("groq", "huge-pieces", True),
+        ("gemini", "gzip-bomb", False),
+        ("gemini", "huge-body", False),
+    ],
+)
+def test_memory_stays_below_the_cap_plus_50_mb(
+    hostile: HostileServer, provider: str, behaviour: str, stream: bool
+) -> None:
+    args = [PYTHON, "-c", _MEMORY_PROBE, provider, hostile.base(behaviour), KEY[provider], "1" if stream else "0"]
+    done = subprocess.run(args, capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=120, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["grew_mb"] < 10 + 50, result
+    assert "larger than 10,485,760 bytes" in result["error"], result
+
+
+# --- hints -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(state_backend: Callable[[], StateStore]) -> StateStore:
+    return state_backend()
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "longest"), [("retry-after-huge", 86400.0), ("retry-after-overflow", 86400.0), ("reset-inf", 1.0)]
+)
+def test_absurd_hints_are_clamped_or_ignored_and_the_next_provider_answers(
+    hostile: HostileServer, sim: Simulator, store: StateStore, behaviour: str, longest: float
+) -> None:
+    sim.add_key("gemini", KEY["gemini"])
+    env = {"GEMINI_API_KEY_1": KEY["gemini"], "GEMINI_BASE_URL": sim.base_urls["gemini"], "LLM_PROVIDER_ORDER": "groq,gemini"}
+    with client_for("groq", hostile.base(behaviour), store, **env) as client:
+        assert client.complete(USER_HELLO).provider == "gemini"
+        key = client.key_manager.statuses("groq")[0]
+        assert key.reason == "rate_limit" and 0 < key.cooldown_remaining <= longest + 1
+        summary = client.get_status_summary()
+        assert math.isfinite(summary["groq"]["keys"][0]["cooldown_until"])
+        json.dumps(summary, allow_nan=False)
+
+
+def test_a_reset_in_the_past_is_no_hint_so_the_key_never_rests_zero_seconds(hostile: HostileServer) -> None:
+    with client_for("groq", hostile.base("reset-past")) as client:
+        with pytest.raises(AllKeysExhaustedError):
+            client.complete(USER_HELLO)
+        assert client.key_manager.statuses("groq")[0].cooldown_remaining > 0.5  # the adaptive policy's first rest
+
+
+def test_a_success_that_claims_a_reset_in_1e300_seconds_rests_the_key_no_longer_than_the_maximum(
+    hostile: HostileServer, store: StateStore
+) -> None:
+    with client_for("groq", hostile.base("remaining-zero-forever"), store) as client:
+        assert client.complete(USER_HELLO).text == "hostile hello"
+        assert 0 < client.key_manager.statuses("groq")[0].cooldown_remaining <= 86401
+
+
+def test_a_malformed_usage_block_keeps_the_answer(hostile: HostileServer) -> None:
+    with client_for("groq", hostile.base("bad-usage")) as client:
+        result = client.complete(USER_HELLO)
+        assert (result.text, result.usage.total_tokens) == ("kept", 0)
+
+
+def test_a_provider_quoting_the_start_of_a_key_is_redacted(hostile: HostileServer) -> None:
+    with client_for("groq", hostile.base("quote-key")) as client:
+        with pytest.raises(AllKeysExhaustedError) as caught:
+            client.complete(USER_HELLO)
+        told = str(caught.value) + repr(client.get_status_summary()) + repr(client.events())
+        secret = KEY["groq"]
+        assert not any(secret[i : i + 8].lower() in told.lower() for i in range(len(secret) - 7))
+        assert "gsk_…" in told
+
+
+def test_the_exhausted_error_says_an_available_key_is_available(sim: Simulator) -> None:
+    sim.add_key("groq", KEY["groq"], "server_error")
+    with client_for("groq", sim.base_urls["groq"]) as client:
+        with pytest.raises(AllKeysExhaustedError) as caught:
+            client.complete(USER_HELLO)
+        assert caught.value.retry_in == 0
+        assert "none is cooling: they can be tried again now (1 available)" in str(caught.value)
+        assert "manual reset" not in str(caught.value)
+
+
+# --- bad input fails before the network ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["data:image/png;base64,!!!not-base64!!!", "data:image/png;base64,", "data:text/html,x"]
+)
+def test_a_broken_image_is_a_value_error_before_any_key_is_spent(sim: Simulator, url: str) -> None:
+    sim.add_key("gemini", KEY["gemini"])
+    message = {
+        "role": "user",
+        "content": [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": url}}],
+    }
+    with client_for("gemini", sim.base_urls["gemini"]) as client:
+        with pytest.raises(ValueError, match=r"messages\[0\]\['content'\]\[1\]"):
+            client.complete([message])
+        assert sim.calls() == 0 and client.key_manager.statuses("gemini")[0].failures == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("LLM_REQUEST_TIMEOUT", "1e10", "between more than 0 and 3600"),
+        ("LLM_RATE_LIMIT_COOLDOWN", "1e308", "between more than 0 and 2.6784e+06"),
+        ("LLM_PROBE_INTERVAL", "1e308", "between 0 and 604800"),
+        ("LLM_REQUEST_TIMEOUT", "nan", "between"),
+        ("GROQ_API_KEY_1", "gsk_abc\u200bdef", "U+200B at position 8"),
+        ("LLM_STATE_URL", "redis://h:notaport/0", "port that is not a number"),
+        ("LLM_STATE_URL", "redis://h:6379/abc", "database 'abc' that is not a number"),
+        ("LLM_STATE_URL", "postgres://h/0", "must start with one of"),
+        ("LLM_STATE_URL", "redis://:s3cret@h:notaport/0", "port"),
+    ],
+)
+def test_settings_that_would_break_later_fail_now_naming_the_variable(name: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value}, dotenv_path=None)
+    assert name in str(caught.value) and says in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+_OURS = [
+    "LLM_REQUEST_TIMEOUT",
+    "LLM_STREAM_MAX_SECONDS",
+    "LLM_MAX_RESPONSE_BYTES",
+    "LLM_RATE_LIMIT_COOLDOWN",
+    "LLM_MAX_COOLDOWN",
+    "LLM_ERROR_THRESHOLD",
+    "LLM_PROBE_INTERVAL",
+    "LLM_MAX_WAIT",
+    "LLM_STATE_URL",
+    "LLM_PROVIDER_ORDER",
+    "LLM_COOLDOWN_POLICY",
+    "LLM_DEMO",
+    "GROQ_API_KEY_1",
+    "GROQ_REQUESTS_PER_MINUTE",
+    "GEMINI_BASE_URL",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(_OURS), st.text(max_size=40), max_size=6))
+def test_any_settings_load_or_raise_config_error_only(env: dict[str, str]) -> None:
+    with contextlib.suppress(ConfigError):
+        load_settings(env, dotenv_path=None)
+
+
+_TEXT = st.one_of(st.text(max_size=30), st.sampled_from(["1e308", "inf", "-1", "nan", "1e-400", "9" * 400, "1h"]))
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), _TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_TEXT, inner, max_size=4)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(sorted(PROVIDERS)),
+    st.integers(100, 599),
+    st.dictionaries(st.sampled_from(["retry-after", "x-ratelimit-reset", "x-ratelimit-reset-tokens"]), _TEXT),
+    st.one_of(
+        _JSON,
+        st.fixed_dictionaries({"error": _JSON}),
+        st.fixed_dictionaries(
+            {
+                "error": st.dictionaries(
+                    st.sampled_from(["code", "message", "metadata", "details", "status", "availability"]), _JSON
+                )
+            }
+        ),
+    ),
+)
+def test_no_answer_makes_a_classifier_raise(provider: str, status: int, headers: dict[str, str], body: Any) -> None:
+    outcome = PROVIDERS[provider].classify(status, headers, body, 1_800_000_000.0)
+    assert outcome.retry_after is None or outcome.retry_after >= 0
+
+
+@given(_TEXT)
+def test_hint_parsers_never_raise(text: str) -> None:
+    for value in (parse_duration(text), message_hint(text), epoch_reset(text, 1e9)):
+        assert value is None or (math.isfinite(value) and value >= 0)
+    retry_after_header({"retry-after": text}, 1e9)
+    error_message({"error": {"message": text}})
+
+
+# --- Redis that restarts, fills up, or refuses us ------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may restart."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_calls_keep_working_across_a_redis_restart_and_a_flush(own_redis: RedisServer, sim: Simulator) -> None:
+    sim.add_key("groq", KEY["groq"])
+    store = store_from_url(own_redis.url, prefix="restart")
+    with client_for("groq", sim.base_urls["groq"], store) as client:
+        assert client.complete(USER_HELLO).provider == "groq"
+        time.sleep(0.3)  # idle, as in the report
+        own_redis.stop()
+        own_redis.start()
+        results = [client.complete(USER_HELLO).key_id for _ in range(20)]
+        assert results == ["groq:1"] * 20
+        redis.Redis.from_url(own_redis.url).flushall()
+        assert client.complete(USER_HELLO).key_id == "groq:1"
+        assert client.store_health().healthy
+
+
+def test_redis_out_of_memory_is_reported_as_such_and_no_call_fails(own_redis: RedisServer, sim: Simulator) -> None:
+    sim.add_key("groq", KEY["groq"])
+    store = store_from_url(own_redis.url, prefix="oom")
+    with client_for("groq", sim.base_urls["groq"], store) as client:
+        admin = redis.Redis.from_url(own_redis.url)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+        assert client.complete(USER_HELLO).provider == "groq"
+        health = client.store_health()
+        assert not health.healthy and "out of memory" in health.detail
+
+
+def test_redis_wrong_db_and_wrong_password_are_named(own_redis: RedisServer) -> None:
+    wrong_db = store_from_url(own_redis.url.rsplit("/", 1)[0] + "/99", failover=False)
+    assert "DB index out of range" in wrong_db.health().detail
+    wrong_db.close()
+    redis.Redis.from_url(own_redis.url).config_set("requirepass", "right-one")
+    refused = store_from_url(own_redis.url.replace("redis://", "redis://:wrong-one@"), failover=False)
+    assert "authentication failed" in refused.health().detail
+    assert "wrong-one" not in refused.health().location
+    refused.close()
