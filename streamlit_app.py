@@ -16,6 +16,7 @@ if not auth.is_unlocked():
     st.stop()
 
 shell.banner(shell.start())
+auth.logout_button()
 
 with shell.routed():
     st.navigation(

@@ -25,7 +25,10 @@ then, in `streamlit_app.py` in place of the password gate:
 from __future__ import annotations
 
 import hmac
+import math
 import os
+import threading
+import time
 
 import streamlit as st
 
@@ -33,6 +36,38 @@ PASSWORD_VAR = "DASHBOARD_PASSWORD"
 _UNLOCKED = "auth_unlocked"
 _FAILED = "auth_failed"
 _ENTERED = "auth_password"
+_SESSION = "auth_session_id"
+MAX_DELAY = 60.0
+
+
+class Throttle:
+    """Wrong passwords make the next attempt wait: 1 s, 2 s, 4 s … up to a minute, per session and per client
+    address (so opening new sessions does not reset it). Attempts during the wait are refused unchecked."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, *who: str) -> float:
+        """Seconds before `who` may try again (0: now)."""
+        now = time.monotonic()
+        with self._lock:
+            return max([0.0, *(self._failures.get(w, (0, 0.0))[1] - now for w in who)])
+
+    def failed(self, *who: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for w in who:
+                count = self._failures.get(w, (0, 0.0))[0] + 1
+                self._failures[w] = (count, now + min(MAX_DELAY, 2.0 ** (count - 1)))
+
+    def passed(self, *who: str) -> None:
+        with self._lock:
+            for w in who:
+                self._failures.pop(w, None)
+
+
+THROTTLE = Throttle()
 
 
 def configured_password() -> str | None:
@@ -48,12 +83,37 @@ def is_unlocked() -> bool:
     return configured_password() is None or bool(st.session_state.get(_UNLOCKED))
 
 
+def _who() -> tuple[str, ...]:
+    session = st.session_state.setdefault(_SESSION, os.urandom(8).hex())
+    address = getattr(st.context, "ip_address", None)
+    return (f"session:{session}", f"address:{address}") if address else (f"session:{session}",)
+
+
 def _check() -> None:
     entered = str(st.session_state.pop(_ENTERED, "") or "")
+    who = _who()
+    if THROTTLE.wait(*who) > 0:
+        st.session_state[_FAILED] = "wait"
+        return
     password = configured_password() or ""
     ok = bool(password) and hmac.compare_digest(entered.encode(), password.encode())
     st.session_state[_UNLOCKED] = ok
-    st.session_state[_FAILED] = not ok
+    st.session_state[_FAILED] = "" if ok else "wrong"
+    if ok:
+        THROTTLE.passed(*who)
+    else:
+        THROTTLE.failed(*who)
+
+
+def log_out() -> None:
+    st.session_state[_UNLOCKED] = False
+    st.session_state[_FAILED] = ""
+
+
+def logout_button() -> None:
+    """In the sidebar, when a password protects the dashboard."""
+    if configured_password() is not None:
+        st.sidebar.button("Log out", icon=":material/logout:", on_click=log_out, width="stretch")
 
 
 def login_page() -> None:
@@ -64,5 +124,10 @@ def login_page() -> None:
         with st.form("login", border=True):
             st.text_input("Password", type="password", key=_ENTERED)
             st.form_submit_button("Unlock", icon=":material/lock_open:", on_click=_check, type="primary")
-        if st.session_state.get(_FAILED):
-            st.error("Wrong password.", icon=":material/lock:")
+        failed = st.session_state.get(_FAILED)
+        wait = THROTTLE.wait(*_who())
+        if failed == "wrong":
+            later = f" Try again in {math.ceil(wait)} s." if wait > 0 else ""
+            st.error(f"Wrong password.{later}", icon=":material/lock:")
+        elif failed == "wait":
+            st.error(f"Too many wrong passwords: try again in {max(1, math.ceil(wait))} s.", icon=":material/timer:")

@@ -17,7 +17,7 @@ import pandas as pd
 import PIL.Image
 import streamlit as st
 
-from dashboard.text import answer_caption, exhausted_message, kind_word, md_escape, skipped_text
+from dashboard.text import answer_caption, exhausted_message, kind_word, md_escape, safe_markdown, skipped_text
 from llms import (
     AllKeysExhaustedError,
     Attempt,
@@ -181,9 +181,21 @@ def _answer(
     except ValueError as exc:  # the request itself is malformed (validated before any call)
         return Turn("assistant", error=f"Invalid request: {exc}")
     result = stream.result
-    if result is None:  # the iterator was not drained; cannot happen with st.write_stream
+    if result is None:  # the iterator was not drained; cannot happen with write_safely
         return Turn("assistant", text="".join(pieces), warning="The answer ended without a result.")
     return Turn("assistant", text="".join(pieces), caption=answer_caption(result), attempts=result.attempts)
+
+
+def write_safely(pieces: Iterator[str]) -> str:
+    """Like `st.write_stream`, but the text so far is made safe (`safe_markdown`) each time it is redrawn, so an
+    image or link split across pieces is caught as well."""
+    placeholder = st.empty()
+    text = ""
+    for piece in pieces:
+        text += piece
+        placeholder.markdown(safe_markdown(text) + " ▌")
+    placeholder.markdown(safe_markdown(text))
+    return text
 
 
 def attempts_frame(attempts: Iterable[Attempt]) -> pd.DataFrame:
@@ -198,9 +210,10 @@ def attempts_frame(attempts: Iterable[Attempt]) -> pd.DataFrame:
 def render_details(turn: Turn) -> None:
     """Caption, warnings and the attempts expander under an assistant answer."""
     if turn.error:
-        st.error(turn.error, icon=":material/hourglass_top:" if "cooling" in turn.error else ":material/error:")
+        icon = ":material/hourglass_top:" if "cooling" in turn.error else ":material/error:"
+        st.error(safe_markdown(turn.error), icon=icon)
     if turn.warning:
-        st.warning(turn.warning, icon=":material/warning:")
+        st.warning(safe_markdown(turn.warning), icon=":material/warning:")
     if turn.caption:
         st.caption(md_escape(turn.caption))
     if turn.attempts:
@@ -214,7 +227,7 @@ def render_turn(turn: Turn) -> None:
         if turn.images:
             st.image([image.data for image in turn.images], width=240)
         if turn.text:
-            st.markdown(turn.text)
+            st.markdown(safe_markdown(turn.text))
         if turn.role == "assistant":
             render_details(turn)
 

@@ -76,3 +76,4 @@ def ensure() -> None:
         auth.login_page()
         st.stop()
     banner(start())
+    auth.logout_button()

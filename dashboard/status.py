@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
-from dashboard.text import countdown, pause_text, reason_text, verdict
+from dashboard.text import countdown, pause_text, reason_text, safe_markdown, verdict
 from llms import KeyStatus, LLMError, ProviderStatus, SmartClient, StoreHealth
 
 HISTORY_KEY = "status_availability"
@@ -189,5 +189,6 @@ def check_key(client: SmartClient, key_id: str | None) -> None:
         text = verdict(key_id, client.check_key(key_id))
     except (LLMError, KeyError) as exc:
         text = f"{key_id}: check failed: {exc}"
+    text = safe_markdown(text)
     st.session_state[VERDICT_KEY] = text
     st.toast(text, icon=":material/check_circle:" if "OK" in text else ":material/report:")

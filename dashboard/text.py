@@ -38,6 +38,22 @@ _MARKDOWN = re.compile(r"([\\`*_\[\]<>$~|])")
 MAX_SKIPS_SHOWN = 4
 
 
+_TARGET = r"\(\s*<?([^)\s>]*)>?(?:\s+[\"'(][^)]*)?\)"
+_INLINE_IMAGE = re.compile(r"!\[([^\]\n]*)\]" + _TARGET)
+_INLINE_LINK = re.compile(r"\[([^\]\n]*)\]" + _TARGET)
+_DEFINITION = re.compile(r"^( {0,3})\[(?=[^\]\n]+\]:)", re.MULTILINE)
+
+
+def safe_markdown(text: str) -> str:
+    """Markdown from a model or a provider, made unable to fetch or hide anything: no image is ever loaded (a
+    tracking pixel costs nothing to send), and every link shows its target as text beside its label. Reference
+    definitions are escaped, so `[label][ref]` links cannot resolve to a hidden target either."""
+    text = _DEFINITION.sub(lambda m: m.group(1) + "\\[", text)
+    text = _INLINE_IMAGE.sub(lambda m: f"\\[image: {m.group(1) or 'untitled'}\\] ({m.group(2)})", text)
+    text = text.replace("![", "!\\[")
+    return _INLINE_LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(2) else m.group(1), text)
+
+
 def provider_title(provider: str) -> str:
     spec = PROVIDERS.get(provider)
     return spec.title if spec else provider.title()

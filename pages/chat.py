@@ -24,5 +24,5 @@ if prompt is not None:
     chat.render_turn(prompt)
     messages = chat.build_messages(turns, options.system_prompt)
     with st.chat_message("assistant"):
-        answer = chat.stream_answer(client, messages, options, st.write_stream, keep=turns.append)
+        answer = chat.stream_answer(client, messages, options, chat.write_safely, keep=turns.append)
         chat.render_details(answer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 
 import PIL.Image
@@ -17,10 +18,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from dashboard import auth
 from dashboard import client as dashboard_client
 from dashboard.chat import ChatOptions, Turn, stream_answer
 from dashboard.client import build_backend, get_client
-from dashboard.text import answer_caption, countdown, exhausted_message, md_escape, skipped_text
+from dashboard.text import answer_caption, countdown, exhausted_message, md_escape, safe_markdown, skipped_text
 from llms import AllKeysExhaustedError, Attempt, ChatResult, OutcomeKind, SmartClient, Usage
 from llms.state import CooldownReason
 from simulator import Simulator, Step
@@ -259,14 +261,40 @@ def test_password_gate_from_env(env: pytest.MonkeyPatch, sim: Simulator) -> None
     assert not at.chat_input and not at.metric, "nothing behind the gate runs"
     at.text_input(key="auth_password").input("open sesam")
     _click(at, "Unlock")
-    assert at.error[0].value == "Wrong password." and not at.chat_input
+    assert at.error[0].value == "Wrong password. Try again in 1 s." and not at.chat_input
 
+    at.text_input(key="auth_password").input("open sesame")  # right, but too soon: refused unchecked
+    _click(at, "Unlock")
+    assert at.error[0].value.startswith("Too many wrong passwords") and not at.chat_input
+    time.sleep(1.1)
     at.text_input(key="auth_password").input("open sesame")
     _click(at, "Unlock")
     assert not at.error and at.chat_input
     chat(at, "Hi")
     at.switch_page(STATUS).run()
     assert metrics(at)["Groq"] == "1/1 available"
+    _click(at, "Log out")
+    assert not at.metric and [t.label for t in at.text_input] == ["Password"]
+
+
+def test_wrong_passwords_wait_longer_each_time_up_to_a_minute() -> None:
+    throttle = auth.Throttle()
+    waits = []
+    for _ in range(8):
+        throttle.failed("address:10.0.0.1")
+        waits.append(round(throttle.wait("session:new", "address:10.0.0.1")))
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60]
+    throttle.passed("address:10.0.0.1")
+    assert throttle.wait("address:10.0.0.1") == 0
+
+
+def test_replies_and_provider_texts_cannot_load_images_or_hide_links() -> None:
+    reply = (
+        "See ![pixel](https://tracker.example/p.gif) or [docs](https://phish.example) or [x][ref]\n\n[ref]: https://a"
+    )
+    shown = safe_markdown(reply)
+    assert "![" not in shown and "](" not in shown
+    assert "docs (https://phish.example)" in shown and "\\[ref]: https://a" in shown
 
 
 def test_a_page_run_without_the_entry_script_still_asks_for_the_password(

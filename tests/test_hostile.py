@@ -142,7 +142,8 @@ def test_absurd_hints_are_clamped_or_ignored_and_the_next_provider_answers(
     hostile: HostileServer, sim: Simulator, store: StateStore, behaviour: str, longest: float
 ) -> None:
     sim.add_key("gemini", KEY["gemini"])
-    env = {"GEMINI_API_KEY_1": KEY["gemini"], "GEMINI_BASE_URL": sim.base_urls["gemini"], "LLM_PROVIDER_ORDER": "groq,gemini"}
+    env = {"GEMINI_API_KEY_1": KEY["gemini"], "GEMINI_BASE_URL": sim.base_urls["gemini"]}
+    env["LLM_PROVIDER_ORDER"] = "groq,gemini"
     with client_for("groq", hostile.base(behaviour), store, **env) as client:
         assert client.complete(USER_HELLO).provider == "gemini"
         key = client.key_manager.statuses("groq")[0]
