@@ -91,6 +91,8 @@ def md_escape(text: str) -> str:
 
 def countdown(seconds: float) -> str:
     """A cooldown as operators read it: `42 s`, `12 min 05 s`, `23 h 59 min`. Rounds up, so never `0 s` early."""
+    if not math.isfinite(seconds):
+        return "never" if seconds > 0 else "0 s"
     total = max(0, math.ceil(seconds))
     if total < 100:
         return f"{total} s"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import subprocess
 import textwrap
@@ -174,11 +175,15 @@ def test_a_malformed_usage_block_keeps_the_answer(hostile: HostileServer) -> Non
         assert (result.text, result.usage.total_tokens) == ("kept", 0)
 
 
-def test_a_provider_quoting_the_start_of_a_key_is_redacted(hostile: HostileServer) -> None:
+def test_a_provider_quoting_the_start_of_a_key_is_redacted(
+    hostile: HostileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     with client_for("groq", hostile.base("quote-key")) as client:
         with pytest.raises(AllKeysExhaustedError) as caught:
             client.complete(USER_HELLO)
-        told = str(caught.value) + repr(client.get_status_summary()) + repr(client.events())
+        told = str(caught.value) + repr(client.get_status_summary()) + repr(client.events()) + caplog.text
+        assert "Incorrect API key provided" in caplog.text
         secret = KEY["groq"]
         assert not any(secret[i : i + 8].lower() in told.lower() for i in range(len(secret) - 7))
         assert "gsk_…" in told
