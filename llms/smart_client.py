@@ -32,7 +32,16 @@ log = logging.getLogger("llms.client")
 Wait = bool | float | None
 T = TypeVar("T")
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
-_STATE_WORDS = {"available": "available", "rate_limit": "rate-limited", "errors": "resting after errors"}
+_STATE_WORDS = {
+    "available": "available",
+    "rate_limit": "rate-limited",
+    "errors": "resting after errors",
+    "invalid_key": "parked as invalid",
+    "no_credits": "parked without credit",
+    "spend_cap": "parked at a spend cap",
+    "no_access": "parked without access to the model",
+    "manual": "parked by hand",
+}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import pytest
 from config.settings import load_settings
 from llms.smart_client import SmartClient
 from llms.state import StateStore, store_from_url
-from llms.state.failover import FailoverStore
+from llms.state.redis import RedisStore
 from simulator import Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,26 +94,29 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def state_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[], StateStore]]:
-    """Each test using it runs once per backend: one test body, every store (the way `limits` tests storage)."""
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def state_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], StateStore]]:
+    """Each test using it runs once per backend: one test body, every store (the way `limits` tests storage).
+    The stores are bare (no failover to memory), so a broken backend fails these tests."""
     made: list[StateStore] = []
 
     def build() -> StateStore:
         if request.param == "memory":
-            store = store_from_url("memory://")
+            store = store_from_url("memory://", failover=False)
+        elif request.param == "sqlite":
+            store = store_from_url(f"sqlite://{tmp_path / f'state-{len(made)}.db'}", failover=False)
         else:
             server = request.getfixturevalue("redis_server")
-            store = store_from_url(server.url, prefix=f"test-{uuid.uuid4().hex[:10]}")
+            store = store_from_url(server.url, prefix=f"test-{uuid.uuid4().hex[:10]}", failover=False)
         made.append(store)
         return store
 
     yield build
     for store in made:
-        if isinstance(store, FailoverStore):
+        if isinstance(store, RedisStore):
             with contextlib.suppress(Exception):
-                store.primary.clear()
-            store.primary.close()
+                store.clear()
+        store.close()
 
 
 @pytest.fixture
@@ -165,7 +168,7 @@ def python_env(**extra: str) -> dict[str, str]:
     """Environment for a subprocess running this checkout's code with no keys from the developer's shell."""
     keep = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY",)) and "_API_KEY_" not in k}
     keep = {k: v for k, v in keep.items() if not k.startswith(("LLM_", "OPENROUTER_", "GROQ_", "GEMINI_"))}
-    return {**keep, "PYTHONPATH": str(ROOT), **extra}
+    return {**keep, "PYTHONPATH": str(ROOT), "LLM_STATE_URL": "memory://", **extra}
 
 
 def in_threads(count: int, work: Callable[[], T]) -> list[T]:

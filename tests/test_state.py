@@ -81,7 +81,7 @@ def test_unknown_records_are_blank(store: StateStore) -> None:
 
 def test_health_names_the_backend(store: StateStore) -> None:
     health = store.health()
-    assert health.healthy and health.backend in ("memory", "redis")
+    assert health.healthy and health.backend in ("memory", "sqlite", "redis")
 
 
 def test_32_threads_lose_no_update(store: StateStore) -> None:

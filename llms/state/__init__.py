@@ -19,7 +19,12 @@ from llms.state.base import (
     StoreHealth,
 )
 
-_MODULES = {"memory": "llms.state.memory", "redis": "llms.state.redis", "rediss": "llms.state.redis"}
+_MODULES = {
+    "memory": "llms.state.memory",
+    "sqlite": "llms.state.sqlite",
+    "redis": "llms.state.redis",
+    "rediss": "llms.state.redis",
+}
 
 __all__ = [
     "CooldownReason",

@@ -1,0 +1,306 @@
+"""`sqlite://PATH`: key state in one SQLite file, shared safely by every process on one machine (the default).
+
+Why SQLite: it is in the standard library, survives restarts, and its write lock makes each operation atomic
+across processes — the same guarantee the Redis store gets from Lua. WAL mode lets readers (the status page)
+run beside writers; `synchronous=NORMAL` skips the fsync per commit (a power cut may lose the last moments of
+cooldowns, never corrupt the file); a busy timeout makes concurrent writers wait their turn instead of failing.
+One connection per thread. The file is created readable by its owner only (0600); it holds fingerprints of
+keys, never keys.
+
+`sqlite://` is followed by the file's path: `sqlite:///var/lib/llm/state.db` (absolute), `sqlite://state.db`
+(relative to the working directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from llms.state.base import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
+
+T = TypeVar("T")
+_LONGEST = 366 * 86400.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    fp TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    cooldown_until REAL NOT NULL DEFAULT 0,
+    reason TEXT,
+    consecutive INTEGER NOT NULL DEFAULT 0,
+    successes INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_used REAL
+);
+CREATE INDEX IF NOT EXISTS keys_by_pool ON keys (pool, position);
+CREATE TABLE IF NOT EXISTS pools (
+    pool TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL DEFAULT -1,
+    paused_until REAL NOT NULL DEFAULT 0,
+    pause_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    key_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+class SQLiteStore(StateStore):
+    SCHEMES = ("sqlite",)
+    SHARED = True  # other processes share the file, and a file can fail (locked, full, read-only)
+
+    def __init__(self, path: str | os.PathLike[str], max_events: int = 500, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path).expanduser()
+        self._max_events = max_events
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._run(lambda db: db.executescript(_SCHEMA), write=False)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> SQLiteStore:
+        return cls(url.split("://", 1)[1])
+
+    # --- connections -------------------------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def _run(self, operation: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """One operation in one transaction (`BEGIN IMMEDIATE` takes the write lock up front, so two processes
+        never interleave a read-modify-write)."""
+        try:
+            db = self._connection()
+            if not write:
+                return operation(db)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = operation(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"sqlite at {self.path}: {describe(exc)}", describe(exc)) from exc
+
+    def health(self) -> StoreHealth:
+        try:
+            self._run(lambda db: db.execute("SELECT count(*) FROM keys").fetchone(), write=False)
+        except StateError as exc:
+            return StoreHealth("sqlite", str(self.path), False, exc.reason)
+        return StoreHealth("sqlite", str(self.path), True)
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        self._local = threading.local()
+
+    # --- the contract ------------------------------------------------------------------------------------------
+
+    def register(self, pool: str, key_ids: Sequence[str]) -> None:
+        def apply(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR IGNORE INTO pools (pool) VALUES (?)", (pool,))
+            start = db.execute("SELECT coalesce(max(position), -1) + 1 FROM keys WHERE pool = ?", (pool,)).fetchone()[0]
+            known = {row[0] for row in db.execute("SELECT fp FROM keys WHERE pool = ?", (pool,))}
+            fresh = [fp for fp in dict.fromkeys(key_ids) if fp not in known]
+            db.executemany(
+                "INSERT OR IGNORE INTO keys (fp, pool, position) VALUES (?, ?, ?)",
+                [(fp, pool, start + i) for i, fp in enumerate(fresh)],
+            )
+
+        self._run(apply)
+
+    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
+        skip = set(exclude)
+
+        def apply(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT cursor, paused_until FROM pools WHERE pool = ?", (pool,)).fetchone()
+            if row is None or row[1] > now:
+                return None
+            cursor = row[0]
+            query = (
+                "SELECT fp, position FROM keys WHERE pool = ? AND cooldown_until <= ? AND position {} ? "
+                "ORDER BY position"
+            )
+            for sql, bound in ((query.format(">"), cursor), (query.format("<="), cursor)):
+                for fp, position in db.execute(sql, (pool, now, bound)):
+                    if fp in skip:
+                        continue
+                    db.execute("UPDATE pools SET cursor = ? WHERE pool = ?", (position, pool))
+                    db.execute("UPDATE keys SET last_used = ? WHERE fp = ?", (now, fp))
+                    return fp
+            return None
+
+        return self._run(apply)
+
+    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
+        def read(db: sqlite3.Connection) -> tuple[str, float] | None:
+            row = db.execute("SELECT paused_until FROM pools WHERE pool = ?", (pool,)).fetchone()
+            resumes = row[0] if row and row[0] > now else 0.0
+            if resumes:
+                free = db.execute(
+                    "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? ORDER BY position LIMIT 1",
+                    (pool, resumes),
+                ).fetchone()
+                if free:
+                    return free[0], resumes
+            soonest = db.execute(
+                "SELECT fp, cooldown_until FROM keys WHERE pool = ? AND cooldown_until > ? "
+                "ORDER BY cooldown_until LIMIT 1",
+                (pool, now),
+            ).fetchone()
+            return (soonest[0], max(soonest[1], resumes)) if soonest else None
+
+        return self._run(read, write=False)
+
+    def record_success(self, key_id: str, now: float) -> int:
+        def apply(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT consecutive FROM keys WHERE fp = ?", (key_id,)).fetchone()
+            db.execute(
+                "UPDATE keys SET successes = successes + 1, consecutive = 0, last_used = ? WHERE fp = ?", (now, key_id)
+            )
+            return int(row[0]) if row else 0
+
+        return self._run(apply)
+
+    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
+        def apply(db: sqlite3.Connection) -> int:
+            db.execute(
+                "UPDATE keys SET failures = failures + 1, consecutive = consecutive + ?, last_error = ?, last_used = ? "
+                "WHERE fp = ?",
+                (1 if streak else 0, error[:300], now, key_id),
+            )
+            row = db.execute("SELECT consecutive FROM keys WHERE fp = ?", (key_id,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return self._run(apply)
+
+    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
+        until = _bounded(until, now)
+        self._run(
+            lambda db: db.execute(
+                "UPDATE keys SET cooldown_until = ?, reason = ? WHERE fp = ?", (until, reason.value, key_id)
+            )
+        )
+
+    def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
+        until = _bounded(until, now) if until > now else 0.0
+        self._run(
+            lambda db: db.execute(
+                "UPDATE pools SET paused_until = ?, pause_reason = ? WHERE pool = ?", (until, reason.value, pool)
+            )
+        )
+
+    def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
+        row = self._run(
+            lambda db: db.execute("SELECT paused_until, pause_reason FROM pools WHERE pool = ?", (pool,)).fetchone(),
+            write=False,
+        )
+        if not row or row[0] <= now:
+            return None
+        return float(row[0]), CooldownReason(row[1])
+
+    def reset(self, key_ids: Iterable[str]) -> None:
+        ids = [(fp,) for fp in key_ids]
+        self._run(
+            lambda db: db.executemany(
+                "UPDATE keys SET cooldown_until = 0, reason = NULL, consecutive = 0 WHERE fp = ?", ids
+            )
+        )
+
+    def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
+        def read(db: sqlite3.Connection) -> list[KeyRecord]:
+            found: dict[str, KeyRecord] = {}
+            for start in range(0, len(key_ids), 500):
+                chunk = key_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in db.execute(
+                    "SELECT fp, cooldown_until, reason, consecutive, successes, failures, last_error, last_used "
+                    f"FROM keys WHERE fp IN ({marks})",
+                    chunk,
+                ):
+                    found[row[0]] = KeyRecord(
+                        cooldown_until=row[1],
+                        reason=CooldownReason(row[2]) if row[2] else None,
+                        consecutive_failures=row[3],
+                        successes=row[4],
+                        failures=row[5],
+                        last_error=row[6],
+                        last_used=row[7],
+                    )
+            return [found.get(fp, KeyRecord()) for fp in key_ids]
+
+        return self._run(read, write=False)
+
+    def add_event(self, event: KeyEvent) -> None:
+        def apply(db: sqlite3.Connection) -> None:
+            cursor = db.execute(
+                "INSERT INTO events (at, key_id, kind, detail) VALUES (?, ?, ?, ?)",
+                (event.at, event.key_id, event.kind.value, event.detail),
+            )
+            db.execute("DELETE FROM events WHERE id <= ?", ((cursor.lastrowid or 0) - self._max_events,))
+
+        self._run(apply)
+
+    def events(self, limit: int = 100) -> list[KeyEvent]:
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT at, key_id, kind, detail FROM events ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall(),
+            write=False,
+        )
+        return [KeyEvent(at, key_id, EventKind(kind), detail) for at, key_id, kind, detail in rows]
+
+    def clear(self) -> None:
+        def apply(db: sqlite3.Connection) -> None:
+            for table in ("keys", "pools", "events"):
+                db.execute(f"DELETE FROM {table}")
+
+        self._run(apply)
+
+
+def _bounded(until: float, now: float) -> float:
+    rest = until - now
+    return now + (_LONGEST if rest != rest or rest > _LONGEST else max(0.0, rest))
+
+
+def describe(exc: BaseException) -> str:
+    """What an operator should read on the status page for a SQLite error."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"locked by another process for longer than the busy timeout ({text})"
+    if "disk is full" in text or "database or disk is full" in text:
+        return "disk full"
+    if "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+        return f"read-only ({text})"
+    if "malformed" in text or "not a database" in text:
+        return f"corrupt file ({text})"
+    return f"{type(exc).__name__}: {text[:200]}"
