@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import platformdirs
 from dotenv import dotenv_values, find_dotenv
 
 from config.api_keys import ApiKey, redacted_url
@@ -225,17 +226,28 @@ def _count(env: Mapping[str, str], name: str, default: int, *, least: int = 1, m
     return value
 
 
-_STATE_SCHEMES = ("memory", "redis", "rediss")
+_STATE_SCHEMES = ("sqlite", "memory", "redis", "rediss")
+
+
+def default_state_url() -> str:
+    """A SQLite file in the per-user data directory: state survives restarts and is shared by every process of
+    this user on this machine."""
+    return f"sqlite://{platformdirs.user_data_path('llm-key-rotation') / 'state.db'}"
 
 
 def _state_url(env: Mapping[str, str], name: str) -> str:
-    """`memory://`, or `redis[s]://[user:password@]host[:port][/db]`: checked here so a typo names the variable."""
-    url = _text(env, name, "memory://")
+    """`sqlite://PATH`, `memory://`, or `redis[s]://[user:password@]host[:port][/db]`, checked here so that a
+    typo names the variable."""
+    url = _text(env, name, "") or default_state_url()
     scheme, sep, _ = url.partition("://")
     if not sep or scheme.lower() not in _STATE_SCHEMES:
         known = ", ".join(f"{s}://" for s in _STATE_SCHEMES)
         raise ConfigError(f"{name} must start with one of {known}, got {redacted_url(url)!r}")
     if scheme.lower() == "memory":
+        return url
+    if scheme.lower() == "sqlite":
+        if not url.split("://", 1)[1].strip():
+            raise ConfigError(f"{name} must name a file after sqlite:// (sqlite:///var/lib/llm/state.db)")
         return url
     parts = urlsplit(url)
     try:

@@ -78,9 +78,10 @@ def build_backend(env: Mapping[str, str] | None = None, dotenv_path: str | None 
 
 
 def _overrides(env: Mapping[str, str]) -> dict[str, str]:
-    """The operator's LLM_* tuning (cooldowns, order, timeouts) carries into the demo; a shared state store
-    does not, so demo keys never land in a real Redis."""
-    return {k: v for k, v in env.items() if k.startswith("LLM_") and k != "LLM_STATE_URL"}
+    """The operator's LLM_* tuning (cooldowns, order, timeouts) carries into the demo; the state store does not:
+    demo keys live in this process only, never in the operator's SQLite file or Redis."""
+    tuning = {k: v for k, v in env.items() if k.startswith("LLM_") and k != "LLM_STATE_URL"}
+    return {**tuning, "LLM_STATE_URL": "memory://"}
 
 
 def demo_key_counts() -> dict[str, int]:

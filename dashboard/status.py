@@ -74,7 +74,10 @@ def backoff_text(key: KeyStatus) -> str:
 
 
 def store_text(store: StoreHealth) -> str:
-    where = "in this process" if store.backend == "memory" else f"in Redis at `{store.location}`"
+    where = {
+        "memory": "in this process only (lost on restart)",
+        "sqlite": f"in the SQLite file `{store.location}` (kept across restarts, shared by this machine's processes)",
+    }.get(store.backend, f"in Redis at `{store.location}` (shared by every process that uses it)")
     return f"Key state is kept {where}" + ("." if store.healthy else f" — **{store.detail}**")
 
 

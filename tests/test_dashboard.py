@@ -40,6 +40,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> Iterator
         if _OURS.search(name):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # load_settings looks for .env from the working directory upwards
+    monkeypatch.setenv("LLM_STATE_URL", f"sqlite://{os.path.join(tmp_path, 'state.db')}")
     st.cache_resource.clear()
     yield monkeypatch
     st.cache_resource.clear()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config.settings import ConfigError, load_settings
+from config.settings import ConfigError, default_state_url, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,8 @@ def test_defaults_without_any_variable() -> None:
     assert (s.cooldowns.rate_limit, s.cooldowns.invalid_key, s.cooldowns.errors) == (3600, 86400, 600)
     assert s.cooldowns.error_threshold == 3
     assert s.request_timeout == 60
-    assert s.state_url == "memory://"
+    assert s.state_url == default_state_url()
+    assert default_state_url().startswith("sqlite://") and default_state_url().endswith("/llm-key-rotation/state.db")
     assert s.providers["groq"].model == "openai/gpt-oss-20b"
     assert s.providers["gemini"].base_url == "https://generativelanguage.googleapis.com"
     assert s.providers["openrouter"].base_url == "https://openrouter.ai/api/v1"

@@ -8,7 +8,7 @@ One connection per thread. The file is created readable by its owner only (0600)
 keys, never keys.
 
 `sqlite://` is followed by the file's path: `sqlite:///var/lib/llm/state.db` (absolute), `sqlite://state.db`
-(relative to the working directory).
+(relative to the working directory); `?timeout=SECONDS` sets the busy timeout (default 5 s).
 """
 
 from __future__ import annotations
@@ -66,12 +66,15 @@ class SQLiteStore(StateStore):
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._run(lambda db: db.executescript(_SCHEMA), write=False)
+        self._lock = threading.Lock()  # the file is opened on first use: a broken one fails that call, not this one
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> SQLiteStore:
-        return cls(url.split("://", 1)[1])
+        """`sqlite://PATH[?timeout=SECONDS]`: the busy timeout is how long a writer waits for another's lock."""
+        path, _, query = url.split("://", 1)[1].partition("?")
+        options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        timeout = float(options.get("timeout") or 5.0)
+        return cls(path, busy_timeout=timeout if 0 < timeout <= 60 else 5.0)
 
     # --- connections -------------------------------------------------------------------------------------------
 
@@ -85,6 +88,7 @@ class SQLiteStore(StateStore):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            db.executescript(_SCHEMA)
             self._local.db = db
             with self._lock:
                 self._connections.append(db)

@@ -1,0 +1,96 @@
+"""Key state that survives restarts and is shared by every process: the default SQLite store."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import subprocess
+from pathlib import Path
+
+from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, python_env
+
+from config.settings import load_settings
+from llms import SmartClient
+from simulator import Simulator
+
+
+def _cli(sim: Simulator, data_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = python_env(
+        **sim.env(),
+        LLM_STATE_URL="",  # the default: a SQLite file in the per-user data directory
+        XDG_DATA_HOME=str(data_home),
+        GROQ_API_KEY_1=SECRETS["groq"][0],
+        GROQ_API_KEY_2=SECRETS["groq"][1],
+    )
+    return subprocess.run([PYTHON, "-m", "llms", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+
+
+def test_two_cli_calls_in_a_row_the_second_skips_the_key_the_first_found_rate_limited(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.add_key("groq", SECRETS["groq"][0], "rate_limit", name="groq:1")
+    sim.add_key("groq", SECRETS["groq"][1], name="groq:2")
+    first = _cli(sim, tmp_path, "chat", "Hello")
+    assert first.returncode == 0 and "skipped groq:1 rate_limit 429" in first.stderr
+    second = _cli(sim, tmp_path, "chat", "Hello")
+    assert second.returncode == 0 and "skipped" not in second.stderr and "groq:2" in second.stderr
+    assert sim.calls("groq:1") == 1  # the second process never tried the resting key
+    status = _cli(sim, tmp_path, "status")
+    assert "rate_limit" in status.stdout and "key state: sqlite at " in status.stdout
+
+    database = tmp_path / "llm-key-rotation" / "state.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    contents = b"".join(p.read_bytes() for p in database.parent.iterdir())
+    assert not any(secret.encode() in contents for secret in SECRETS["groq"])
+
+
+def test_a_restarted_client_sees_the_state_it_left(sim: Simulator, tmp_path: Path) -> None:
+    sim.add_key("groq", SECRETS["groq"][0], "invalid_key", name="groq:1")
+    sim.add_key("groq", SECRETS["groq"][1], name="groq:2")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_API_KEY_2": SECRETS["groq"][1]}
+    env["LLM_STATE_URL"] = f"sqlite://{tmp_path / 'state.db'}"
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+        client.complete(USER_HELLO)
+        client.complete(USER_HELLO)
+    with SmartClient(load_settings(env, dotenv_path=None)) as restarted:
+        keys = restarted.key_manager.statuses("groq")
+        assert keys[0].reason == "invalid_key" and keys[0].cooldown_remaining > 23 * 3600
+        assert (keys[0].failures, keys[1].successes) == (1, 2)
+        assert restarted.events(10)
+        assert restarted.complete(USER_HELLO).key_id == "groq:2"
+
+
+def test_an_unwritable_location_falls_back_to_memory_and_no_call_fails(sim: Simulator, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "LLM_STATE_URL": f"sqlite://{blocker / 'state.db'}"}
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+        assert client.complete(USER_HELLO).key_id == "groq:1"
+        assert not client.store_health().healthy
+
+
+def test_a_corrupt_file_warns_falls_back_to_memory_and_no_call_fails(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database" * 100)
+    sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "LLM_STATE_URL": f"sqlite://{path}"}
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+        assert client.complete(USER_HELLO).key_id == "groq:1"
+        health = client.store_health()
+        assert not health.healthy and "corrupt file" in health.detail
+
+
+def test_a_locked_file_makes_callers_wait_then_fall_back_never_fail(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "LLM_STATE_URL": f"sqlite://{path}?timeout=0.2"}
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock longer than the busy timeout
+        try:
+            assert client.complete(USER_HELLO).key_id == "groq:1"
+            assert "locked" in client.store_health().detail
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
