@@ -62,6 +62,8 @@ class Settings:
     max_response_bytes: int
     max_wait: float
     probe_interval: float
+    history_days: float
+    request_log_size: int
     state_url: str
     state_prefix: str
     demo: bool
@@ -133,6 +135,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         max_response_bytes=_count(env, "LLM_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, least=1024, most=1 << 30),
         max_wait=_seconds(env, "LLM_MAX_WAIT", 0.0, allow_zero=True, most=DAY),
         probe_interval=_seconds(env, "LLM_PROBE_INTERVAL", 0.0, allow_zero=True, most=7 * DAY),
+        history_days=float(_count(env, "LLM_HISTORY_DAYS", 30, most=366)),
+        request_log_size=_count(env, "LLM_REQUEST_LOG_SIZE", 5000, least=10, most=1_000_000),
         state_url=_state_url(env, "LLM_STATE_URL"),
         state_prefix=_text(env, "LLM_STATE_PREFIX", "llmkeys"),
         demo=_flag(env, "LLM_DEMO"),

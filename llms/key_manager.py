@@ -19,6 +19,7 @@ from llms.cooldown import Backoff, cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import ConcurrencyGate, LearnedWindows, RequestBudget, StormDetector
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
+from llms.state.base import HourOfKey, RequestRecord
 
 log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
@@ -119,8 +120,11 @@ class KeyManager:
                 soonest = (self._by_fingerprint[found[0]], found[1] - now)
         return soonest
 
-    def record(self, key: ApiKey, outcome: Outcome, quota: QuotaHint | None = None) -> None:
-        """Apply the penalty (or the absolution) an outcome earns the key that produced it."""
+    def record(
+        self, key: ApiKey, outcome: Outcome, quota: QuotaHint | None = None, request: RequestRecord | None = None
+    ) -> None:
+        """Apply the penalty (or the absolution) an outcome earns the key that produced it; `request` goes to the
+        request log and the history in the same store write."""
         now = self._clock()
         ok = outcome.kind is OutcomeKind.OK
         subject = _subject(key)
@@ -129,16 +133,18 @@ class KeyManager:
             quota = self._windows.succeeded(subject, now, self.policy.backoff(subject).learned)
         self._gate.finish(key.fingerprint, ok, quota if ok else None, now)
         if ok:
-            self._succeeded(key, quota, now)
+            self._succeeded(key, quota, now, request)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
+            if request is not None:
+                self._store.log_request(request)
             return
         if outcome.scope is Scope.PROVIDER:
-            self._store.record_failure(key.fingerprint, now, outcome.message, streak=False)
+            self._store.record_failure(key.fingerprint, now, outcome.message, streak=False, request=request)
             self.pause_provider(key.provider, outcome)
             return
         transient = outcome.kind is OutcomeKind.TRANSIENT
-        streak = self._store.record_failure(key.fingerprint, now, outcome.message, streak=transient)
+        streak = self._store.record_failure(key.fingerprint, now, outcome.message, streak=transient, request=request)
         if transient:
             if streak % self._cooldowns.error_threshold == 0:  # every Nth consecutive error, not every one after
                 self.cool(key, self._cooldowns.errors, CooldownReason.ERRORS, f"{streak} consecutive errors")
@@ -156,9 +162,9 @@ class KeyManager:
             why = outcome.message or reason.value
             self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}")
 
-    def _succeeded(self, key: ApiKey, quota: QuotaHint | None, now: float) -> None:
+    def _succeeded(self, key: ApiKey, quota: QuotaHint | None, now: float, request: RequestRecord | None) -> None:
         self.policy.succeeded(_subject(key))
-        ended_streak = self._store.record_success(key.fingerprint, now)
+        ended_streak = self._store.record_success(key.fingerprint, now, request)
         if ended_streak:
             self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
         if quota is None:
@@ -297,6 +303,12 @@ class KeyManager:
 
     def events(self, limit: int = 100) -> list[KeyEvent]:
         return self._store.events(limit)
+
+    def request_log(self, limit: int = 100) -> list[RequestRecord]:
+        return self._store.request_log(limit)
+
+    def history(self, since: float) -> list[HourOfKey]:
+        return self._store.history(since)
 
     def store_health(self) -> StoreHealth:
         return self._store.health()

@@ -24,6 +24,7 @@ from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import PROVIDERS, Endpoint, ProviderAdapter
 from llms.quota import RequestBudget
 from llms.state import KeyEvent, StateStore, StoreHealth, store_from_url
+from llms.state.base import LATENCY_BOUNDS, HourOfKey, RequestRecord
 from llms.types import ChatRequest, ChatResult, Completion, StreamReply
 from llms.wire import seconds_until_midnight
 
@@ -31,6 +32,7 @@ log = logging.getLogger("llms.client")
 
 Wait = bool | float | None
 T = TypeVar("T")
+_OK = Outcome(OutcomeKind.OK, 200)
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
 _STATE_WORDS = {
     "available": "available",
@@ -79,6 +81,7 @@ class _Run:
     attempts: list[Attempt] = field(default_factory=list)
     rejected: list[Outcome] = field(default_factory=list)
     leave_provider: bool = False  # this provider as a whole cannot serve the request now
+    started: float = 0.0  # when the current attempt began (perf_counter)
 
 
 class SmartClient:
@@ -98,7 +101,7 @@ class SmartClient:
         self.key_manager = KeyManager(
             {p: settings.providers[p].keys for p in settings.provider_order},
             settings.cooldowns,
-            store or store_from_url(settings.state_url, settings.state_prefix),
+            _retained(store or store_from_url(settings.state_url, settings.state_prefix), settings),
             clock,
             budgets={
                 p: RequestBudget(
@@ -132,9 +135,8 @@ class SmartClient:
         many seconds, wait for it instead of raising (`True`: `LLM_MAX_WAIT`, or 60 s when that is 0; default:
         `LLM_MAX_WAIT`, which is 0 unless configured)."""
         request = ChatRequest.build(messages, temperature, max_tokens)
-        started = time.perf_counter()
         provider, key, completion, run = self._serve(request, self._deadline(wait), lambda a, k: a.send(request, k))
-        return self._succeeded(provider, key, completion, run, time.perf_counter() - started)
+        return self._succeeded(provider, key, completion, run)
 
     def chat_stream(
         self, messages: Any, temperature: float | None = None, max_tokens: int | None = None, wait: Wait = None
@@ -173,6 +175,7 @@ class SmartClient:
                 run.leave_provider = False
                 while not run.leave_provider and (key := self.key_manager.acquire(provider, exclude=tried)):
                     tried.add(key)
+                    run.started = time.perf_counter()
                     try:
                         return provider, key, call(self._adapters[provider], key), run
                     except ProviderError as exc:
@@ -191,7 +194,6 @@ class SmartClient:
         return _BUSY_POLL if self.key_manager.busy() else None
 
     def _stream(self, request: ChatRequest, deadline: float) -> Generator[str, None, ChatResult]:
-        started = time.perf_counter()
         provider, key, (reply, first), run = self._serve(request, deadline, lambda a, k: _open_stream(a, request, k))
         text = [first]
         try:
@@ -211,10 +213,11 @@ class SmartClient:
         finally:
             reply.close()
         completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
-        return self._succeeded(provider, key, completion, run, time.perf_counter() - started)
+        return self._succeeded(provider, key, completion, run)
 
     def _failed(self, provider: str, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
-        self.key_manager.record(key, outcome)
+        latency = time.perf_counter() - run.started
+        self.key_manager.record(key, outcome, request=self._log_entry(provider, key, outcome, latency))
         run.attempts.append(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
         log.debug("%s failed: %s %s %s", key.label, outcome.kind.value, outcome.status, outcome.message)
         if outcome.scope is Scope.PROVIDER:
@@ -229,8 +232,10 @@ class SmartClient:
         run.rejected.append(outcome)
         run.leave_provider = True
 
-    def _succeeded(self, provider: str, key: ApiKey, completion: Completion, run: _Run, latency: float) -> ChatResult:
-        self.key_manager.record(key, Outcome(OutcomeKind.OK, 200), completion.quota)
+    def _succeeded(self, provider: str, key: ApiKey, completion: Completion, run: _Run) -> ChatResult:
+        latency = time.perf_counter() - run.started
+        entry = self._log_entry(provider, key, _OK, latency, completion)
+        self.key_manager.record(key, _OK, completion.quota, entry)
         run.attempts.append(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
         with self._lock:
             self._current_provider = provider
@@ -244,6 +249,23 @@ class SmartClient:
             latency_s=latency,
             usage=completion.usage,
             attempts=tuple(run.attempts),
+        )
+
+    def _log_entry(
+        self, provider: str, key: ApiKey, outcome: Outcome, latency: float, completion: Completion | None = None
+    ) -> RequestRecord:
+        usage = completion.usage if completion else None
+        return RequestRecord(
+            at=self._clock(),
+            provider=provider,
+            model=completion.model if completion else self._adapters[provider].model,
+            key=key.fingerprint,
+            key_id=key.key_id,
+            outcome=outcome.kind.value,
+            status=outcome.status,
+            latency=round(latency, 6),
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
         )
 
     def _give_up(self, run: _Run) -> Exception:
@@ -305,6 +327,34 @@ class SmartClient:
 
     def events(self, limit: int = 100) -> list[KeyEvent]:
         return self.key_manager.events(limit)
+
+    def request_log(
+        self, limit: int = 100, *, provider: str | None = None, key_id: str | None = None, outcome: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The most recent requests, newest first, as plain data: time, provider, model, key id, outcome, HTTP
+        status, latency and tokens. Never message content, never a key. Filters match exactly."""
+        wanted = (provider, key_id, outcome)
+        rows = self.key_manager.request_log(self.settings.request_log_size if any(wanted) else limit)
+        kept = [
+            r
+            for r in rows
+            if (provider is None or r.provider == provider)
+            and (key_id is None or r.key_id == key_id)
+            and (outcome is None or r.outcome == outcome)
+        ]
+        return [_plain_request(r) for r in kept[:limit]]
+
+    def history(
+        self, hours: float = 24.0, *, provider: str | None = None, key_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Per key and per hour over the last `hours`: requests, successes, 429s, other errors, tokens in and
+        out, mean and p95 latency (seconds), oldest first, as plain data."""
+        rows = self.key_manager.history(self._clock() - hours * 3600)
+        return [
+            _plain_hour(r)
+            for r in rows
+            if (provider is None or r.provider == provider) and (key_id is None or r.key_id == key_id)
+        ]
 
     def reset_key(self, key_id: str) -> None:
         self.key_manager.reset_key(key_id)
@@ -370,6 +420,54 @@ class ChatStream(Iterator[str]):
     def close(self) -> None:
         """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
         self._pieces.close()
+
+
+def _retained(store: StateStore, settings: Settings) -> StateStore:
+    store.retain(settings.history_days, settings.request_log_size)
+    return store
+
+
+def _plain_request(record: RequestRecord) -> dict[str, Any]:
+    return {
+        "at": record.at,
+        "provider": record.provider,
+        "model": record.model,
+        "key_id": record.key_id,
+        "outcome": record.outcome,
+        "status": record.status,
+        "latency_s": record.latency,
+        "tokens_in": record.tokens_in,
+        "tokens_out": record.tokens_out,
+    }
+
+
+def _plain_hour(row: HourOfKey) -> dict[str, Any]:
+    return {
+        "hour": row.hour,
+        "provider": row.provider,
+        "key_id": row.key_id,
+        "requests": row.requests,
+        "successes": row.successes,
+        "rate_limits": row.rate_limits,
+        "errors": row.errors,
+        "tokens_in": row.tokens_in,
+        "tokens_out": row.tokens_out,
+        "latency_mean_s": row.latency_total / row.requests if row.requests else 0.0,
+        "latency_p95_s": _percentile(row.latency_buckets, 0.95),
+    }
+
+
+def _percentile(buckets: tuple[int, ...], share: float) -> float:
+    """The upper bound of the latency bucket holding the `share` quantile (twice the last bound past it)."""
+    total = sum(buckets)
+    if not total:
+        return 0.0
+    seen = 0
+    for i, count in enumerate(buckets):
+        seen += count
+        if seen >= share * total:
+            return LATENCY_BOUNDS[i] if i < len(LATENCY_BOUNDS) else LATENCY_BOUNDS[-1] * 2
+    return LATENCY_BOUNDS[-1] * 2
 
 
 def _adapter(settings: Settings, provider: str) -> ProviderAdapter:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
 import subprocess
 from pathlib import Path
 
-from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, python_env
+from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, MakeClient, python_env
 
 from config.settings import load_settings
 from llms import SmartClient
@@ -94,3 +95,46 @@ def test_a_locked_file_makes_callers_wait_then_fall_back_never_fail(sim: Simulat
         finally:
             holder.execute("ROLLBACK")
             holder.close()
+
+
+def test_the_request_log_and_history_are_plain_data_without_content_or_keys(make_client: MakeClient) -> None:
+    client = make_client({"groq": 2}, steps={"groq:1": ["rate_limit"]})
+    secret_words = "the secret plans for tuesday"
+    for _ in range(3):
+        client.complete([{"role": "user", "content": secret_words}])
+    log = client.request_log()
+    assert [(r["key_id"], r["outcome"]) for r in log][-2:] == [("groq:2", "ok"), ("groq:1", "rate_limit")]
+    assert client.request_log(outcome="rate_limit")[0]["status"] == 429
+    assert all(r["key_id"] == "groq:2" for r in client.request_log(key_id="groq:2"))
+    hours = client.history()
+    assert sum(h["requests"] for h in hours) == 4 and sum(h["rate_limits"] for h in hours) == 1
+    assert all(0 < h["latency_p95_s"] <= 0.05 for h in hours)  # the simulator answers at once
+    dumped = json.dumps([log, hours])
+    assert secret_words not in dumped and not any(s in dumped for s in SECRETS["groq"])
+
+
+_WORKER = """
+import sys
+from config.settings import load_settings
+from llms import SmartClient
+env = dict(arg.split("=", 1) for arg in sys.argv[1:])
+with SmartClient(load_settings(env, dotenv_path=None)) as client:
+    for _ in range(10):
+        client.complete([{"role": "user", "content": "hi"}])
+"""
+
+
+def test_processes_sharing_one_sqlite_file_add_up_exactly(sim: Simulator, tmp_path: Path) -> None:
+    for i in range(2):
+        sim.add_key("groq", SECRETS["groq"][i], name=f"groq:{i + 1}")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_API_KEY_2": SECRETS["groq"][1]}
+    env["LLM_STATE_URL"] = f"sqlite://{tmp_path / 'state.db'}"
+    args = [f"{k}={v}" for k, v in env.items()]
+    workers = [subprocess.Popen([PYTHON, "-c", _WORKER, *args], env=python_env(), cwd=ROOT) for _ in range(4)]
+    assert [w.wait(60) for w in workers] == [0, 0, 0, 0]
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+        keys = client.key_manager.statuses("groq")
+        assert sum(k.successes for k in keys) == 40 == sim.calls()
+        assert abs(keys[0].successes - keys[1].successes) <= 4  # one round robin shared by four processes
+        assert sum(h["requests"] for h in client.history()) == 40
+        assert len(client.request_log(limit=1000)) == 40

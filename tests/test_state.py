@@ -9,6 +9,7 @@ import pytest
 from conftest import in_threads
 
 from llms.state import CooldownReason, EventKind, KeyEvent, StateError, StateStore, store_from_url
+from llms.state.base import RequestRecord
 
 NOW = 1_900_000_000.0
 IDS = ["fp-a", "fp-b", "fp-c"]
@@ -101,3 +102,33 @@ def test_32_threads_lose_no_update(store: StateStore) -> None:
 def test_unknown_scheme_is_a_clear_error() -> None:
     with pytest.raises(StateError, match=r"unknown scheme 'mongodb'.*memory://.*redis://"):
         store_from_url("mongodb://localhost")
+
+
+def _request(at: float, key: str, outcome: str = "ok", latency: float = 0.25, tokens: int = 10) -> RequestRecord:
+    return RequestRecord(
+        at, "groq", "m", key, f"groq:{key[-1]}", outcome, 200 if outcome == "ok" else 429, latency, tokens, 2 * tokens
+    )
+
+
+def test_the_request_log_keeps_the_newest_and_the_history_adds_up_per_key_and_hour(store: StateStore) -> None:
+    store.retain(history_days=2, log_size=50)
+    for i in range(120):
+        outcome = "rate_limit" if i % 10 == 0 else "ok"
+        if outcome == "ok":
+            store.record_success("fp-a", NOW + i, _request(NOW + i, "fp-a", latency=0.04 if i % 2 else 2.5))
+        else:
+            store.record_failure("fp-a", NOW + i, "429", streak=False, request=_request(NOW + i, "fp-a", outcome))
+    store.log_request(_request(NOW + 200, "fp-b", "request_error"))
+    log = store.request_log(1000)
+    assert 50 <= len(log) <= 150 and log[0].outcome == "request_error" and log[1].at == NOW + 119
+    assert store.request_log(3) == log[:3]
+    hours = {(h.key, h.hour): h for h in store.history(NOW - 3600)}
+    a = [h for (key, _), h in hours.items() if key == "fp-a"]
+    assert sum(h.requests for h in a) == 120 and sum(h.rate_limits for h in a) == 12
+    assert sum(h.successes for h in a) == 108 and sum(h.tokens_out for h in a) == 2400
+    assert sum(sum(h.latency_buckets) for h in a) == 120 and a[0].key_id == "groq:a"
+    b = next(h for (key, _), h in hours.items() if key == "fp-b")
+    assert (b.requests, b.errors) == (1, 1)
+    later = NOW + 3 * 86400  # three days on, with two days kept: the old hours are gone
+    store.record_success("fp-a", later, _request(later, "fp-a"))
+    assert {h.hour for h in store.history(NOW - 3600)} == {later - later % 3600}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -54,6 +54,83 @@ class KeyEvent:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One provider call, for the request log and the hourly history: who answered and how, never what.
+
+    `key` is the store's name for the key (its fingerprint); `key_id` ("groq:2") is how people know it.
+    """
+
+    at: float
+    provider: str
+    model: str
+    key: str
+    key_id: str
+    outcome: str
+    status: int | None
+    latency: float
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+LATENCY_BOUNDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0)
+"""Upper bounds (seconds) of the latency buckets kept per hour; one more bucket holds everything slower."""
+
+
+def latency_bucket(seconds: float) -> int:
+    return next((i for i, bound in enumerate(LATENCY_BOUNDS) if seconds <= bound), len(LATENCY_BOUNDS))
+
+
+@dataclass(frozen=True)
+class HourOfKey:
+    """What one key did in one hour (`hour` is the hour's start, epoch seconds)."""
+
+    hour: float
+    key: str
+    provider: str
+    key_id: str
+    requests: int = 0
+    successes: int = 0
+    rate_limits: int = 0
+    errors: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_total: float = 0.0
+    latency_buckets: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS) + 1)
+
+
+def hour_of(at: float) -> float:
+    return at - at % 3600
+
+
+def outcome_columns(request: RequestRecord) -> tuple[int, int, int]:
+    """(success, rate limit, other error) as 0/1 counts; request errors count as errors of the request."""
+    ok = request.outcome == "ok"
+    limited = request.outcome == "rate_limit"
+    return int(ok), int(limited), int(not ok and not limited)
+
+
+def tally(row: HourOfKey | None, request: RequestRecord) -> HourOfKey:
+    """`row` with one more request counted (a new row for a new hour)."""
+    if row is None:
+        row = HourOfKey(hour_of(request.at), request.key, request.provider, request.key_id)
+    ok, limited, failed = outcome_columns(request)
+    buckets = list(row.latency_buckets)
+    buckets[latency_bucket(request.latency)] += 1
+    return replace(
+        row,
+        key_id=request.key_id,
+        requests=row.requests + 1,
+        successes=row.successes + ok,
+        rate_limits=row.rate_limits + limited,
+        errors=row.errors + failed,
+        tokens_in=row.tokens_in + request.tokens_in,
+        tokens_out=row.tokens_out + request.tokens_out,
+        latency_total=row.latency_total + request.latency,
+        latency_buckets=tuple(buckets),
+    )
+
+
 class StateError(RuntimeError):
     """The store could not be reached or understood; backend-specific errors are wrapped in this.
 
@@ -88,6 +165,13 @@ class StateStore(ABC):
 
     SCHEMES: ClassVar[tuple[str, ...]] = ()
     SHARED: ClassVar[bool] = False
+    history_days: float = 30.0
+    log_size: int = 5000
+
+    def retain(self, history_days: float, log_size: int) -> None:
+        """How long hourly history is kept, and how many requests the log holds."""
+        self.history_days = history_days
+        self.log_size = log_size
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -119,12 +203,28 @@ class StateStore(ABC):
         """The key of the pool that frees up first, with when: its `cooldown_until`, or the pool's pause end."""
 
     @abstractmethod
-    def record_success(self, key_id: str, now: float) -> int:
-        """Count a success and clear the consecutive-failure streak; returns the streak that just ended."""
+    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
+        """Count a success and clear the consecutive-failure streak; returns the streak that just ended.
+
+        `request`, when given, goes to the request log and the hour's history in the same write."""
 
     @abstractmethod
-    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
+    def record_failure(
+        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+    ) -> int:
         """Count a failure (extending the consecutive streak if `streak`); returns the streak length."""
+
+    @abstractmethod
+    def log_request(self, request: RequestRecord) -> None:
+        """Log a request that changes nothing about its key (the request's own fault)."""
+
+    @abstractmethod
+    def request_log(self, limit: int = 100) -> list[RequestRecord]:
+        """The most recent requests, newest first."""
+
+    @abstractmethod
+    def history(self, since: float) -> list[HourOfKey]:
+        """Every key's hours from the one containing `since` on (older hours are pruned as they age out)."""
 
     @abstractmethod
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None: ...

@@ -12,7 +12,16 @@ import time
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from llms.state.base import CooldownReason, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
+from llms.state.base import (
+    CooldownReason,
+    HourOfKey,
+    KeyEvent,
+    KeyRecord,
+    RequestRecord,
+    StateError,
+    StateStore,
+    StoreHealth,
+)
 
 log = logging.getLogger("llms.state")
 
@@ -78,11 +87,27 @@ class FailoverStore(StateStore):
     def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
         return self._call("next_free", pool, now)
 
-    def record_success(self, key_id: str, now: float) -> int:
-        return self._call("record_success", key_id, now)
+    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
+        return self._call("record_success", key_id, now, request)
 
-    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
-        return self._call("record_failure", key_id, now, error, streak=streak)
+    def record_failure(
+        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+    ) -> int:
+        return self._call("record_failure", key_id, now, error, streak=streak, request=request)
+
+    def log_request(self, request: RequestRecord) -> None:
+        self._call("log_request", request)
+
+    def request_log(self, limit: int = 100) -> list[RequestRecord]:
+        return self._call("request_log", limit)
+
+    def history(self, since: float) -> list[HourOfKey]:
+        return self._call("history", since)
+
+    def retain(self, history_days: float, log_size: int) -> None:
+        super().retain(history_days, log_size)
+        self.primary.retain(history_days, log_size)
+        self._fallback.retain(history_days, log_size)
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
         self._call("cool", key_id, until, reason, now)

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 
-from llms.state.base import CooldownReason, KeyEvent, KeyRecord, StateStore
+from llms.state.base import CooldownReason, HourOfKey, KeyEvent, KeyRecord, RequestRecord, StateStore, hour_of, tally
 
 
 class MemoryStore(StateStore):
@@ -30,6 +30,13 @@ class MemoryStore(StateStore):
         self._pool_of: dict[str, str] = {}
         self._events: deque[KeyEvent] = deque(maxlen=max_events)
         self._pauses: dict[str, tuple[float, CooldownReason]] = {}
+        self._log: deque[RequestRecord] = deque(maxlen=self.log_size)
+        self._hours: dict[tuple[float, str], HourOfKey] = {}
+
+    def retain(self, history_days: float, log_size: int) -> None:
+        super().retain(history_days, log_size)
+        with self._lock:
+            self._log = deque(self._log, maxlen=log_size)
 
     def register(self, pool: str, key_ids: Sequence[str]) -> None:
         with self._lock:
@@ -106,22 +113,50 @@ class MemoryStore(StateStore):
             pause = self._pauses.get(pool)
             return pause if pause is not None and pause[0] > now else None
 
-    def record_success(self, key_id: str, now: float) -> int:
+    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
         with self._lock:
             before = self._records[key_id]
             self._records[key_id] = replace(
                 before, successes=before.successes + 1, consecutive_failures=0, last_used=now
             )
+            self._remember(request)
             return before.consecutive_failures
 
-    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
+    def record_failure(
+        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+    ) -> int:
         with self._lock:
             record = self._records[key_id]
             consecutive = record.consecutive_failures + 1 if streak else record.consecutive_failures
             self._records[key_id] = replace(
                 record, failures=record.failures + 1, consecutive_failures=consecutive, last_error=error, last_used=now
             )
+            self._remember(request)
             return consecutive
+
+    def _remember(self, request: RequestRecord | None) -> None:
+        if request is None:
+            return
+        self._log.append(request)
+        slot = (hour_of(request.at), request.key)
+        if slot not in self._hours:
+            oldest = hour_of(request.at - self.history_days * 86400)
+            for stale in [s for s in self._hours if s[0] < oldest]:
+                del self._hours[stale]
+        self._hours[slot] = tally(self._hours.get(slot), request)
+
+    def log_request(self, request: RequestRecord) -> None:
+        with self._lock:
+            self._remember(request)
+
+    def request_log(self, limit: int = 100) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._log)[::-1][:limit]
+
+    def history(self, since: float) -> list[HourOfKey]:
+        with self._lock:
+            first = hour_of(since)
+            return sorted((row for (hour, _), row in self._hours.items() if hour >= first), key=lambda r: r.hour)
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
         with self._lock:

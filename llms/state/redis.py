@@ -17,12 +17,27 @@ import json
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import redis
 
 from config.api_keys import redacted_url
-from llms.state.base import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
+from llms.state.base import (
+    LATENCY_BOUNDS,
+    CooldownReason,
+    EventKind,
+    HourOfKey,
+    KeyEvent,
+    KeyRecord,
+    RequestRecord,
+    StateError,
+    StateStore,
+    StoreHealth,
+    hour_of,
+    latency_bucket,
+    outcome_columns,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("llms.state")
@@ -49,19 +64,49 @@ end
 return false
 """
 
-_SUCCESS = """
+_REMEMBER = """
+local function remember(o)
+  if #ARGV < o then return end
+  local p, hour, key = ARGV[o], ARGV[o + 2], ARGV[o + 3]
+  redis.call('LPUSH', p .. 'requests', ARGV[o + 1])
+  redis.call('LTRIM', p .. 'requests', 0, tonumber(ARGV[o + 13]) - 1)
+  local h = p .. 'hist:' .. hour .. ':' .. key
+  redis.call('HSET', h, 'hour', hour, 'key', key, 'provider', ARGV[o + 4], 'key_id', ARGV[o + 5])
+  redis.call('HINCRBY', h, 'requests', 1)
+  redis.call('HINCRBY', h, 'successes', ARGV[o + 6])
+  redis.call('HINCRBY', h, 'rate_limits', ARGV[o + 7])
+  redis.call('HINCRBY', h, 'errors', ARGV[o + 8])
+  redis.call('HINCRBY', h, 'tokens_in', ARGV[o + 9])
+  redis.call('HINCRBY', h, 'tokens_out', ARGV[o + 10])
+  redis.call('HINCRBYFLOAT', h, 'latency_total', ARGV[o + 11])
+  redis.call('HINCRBY', h, 'b' .. ARGV[o + 12], 1)
+  redis.call('EXPIRE', h, ARGV[o + 14])
+  redis.call('ZADD', p .. 'hist:index', hour, hour .. ':' .. key)
+  redis.call('ZREMRANGEBYSCORE', p .. 'hist:index', '-inf', '(' .. ARGV[o + 15])
+end
+"""
+
+_SUCCESS = (
+    _REMEMBER
+    + """
 local before = tonumber(redis.call('HGET', KEYS[1], 'consecutive') or '0')
 redis.call('HINCRBY', KEYS[1], 'successes', 1)
 redis.call('HSET', KEYS[1], 'consecutive', 0, 'last_used', ARGV[1])
+remember(2)
 return before
 """
+)
 
-_FAILURE = """
+_FAILURE = (
+    _REMEMBER
+    + """
 redis.call('HINCRBY', KEYS[1], 'failures', 1)
 local streak = redis.call('HINCRBY', KEYS[1], 'consecutive', tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'last_error', ARGV[2], 'last_used', ARGV[1])
+remember(4)
 return streak
 """
+)
 
 _REGISTER = """
 for i = 1, #ARGV do
@@ -153,12 +198,58 @@ class RedisStore(StateStore):
         head, _, tail = raw.partition("|")
         return float(head), CooldownReason(tail)
 
-    def record_success(self, key_id: str, now: float) -> int:
+    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
         """Sent without waiting for a reply (`CLIENT REPLY SKIP`): a success changes no rotation decision, so the
-        call need not pay a round trip for it. Returns the failure streak this process last saw for the key."""
+        call need not pay a round trip for it (the request log and history ride along in the same script).
+        Returns the failure streak this process last saw for the key."""
         name = f"{self._p}key:{key_id}"
-        self._run(lambda: self._send_unacknowledged(("EVAL", _SUCCESS, 1, name, repr(now))))
+        command = ("EVAL", _SUCCESS, 1, name, repr(now), *self._remember_args(request))
+        self._run(lambda: self._send_unacknowledged(command))
         return self._streaks.pop(key_id, 0)
+
+    def _remember_args(self, request: RequestRecord | None) -> list[Any]:
+        if request is None:
+            return []
+        hour = hour_of(request.at)
+        ok, limited, failed = outcome_columns(request)
+        return [
+            self._p,
+            json.dumps(asdict(request)),
+            repr(hour),
+            request.key,
+            request.provider,
+            request.key_id,
+            ok,
+            limited,
+            failed,
+            request.tokens_in,
+            request.tokens_out,
+            repr(request.latency),
+            latency_bucket(request.latency),
+            self.log_size,
+            int(self.history_days * 86400) + 3600,
+            repr(hour_of(request.at - self.history_days * 86400)),
+        ]
+
+    def log_request(self, request: RequestRecord) -> None:
+        command = ("EVAL", _REMEMBER + "remember(1)", 0, *self._remember_args(request))
+        self._run(lambda: self._send_unacknowledged(command))
+
+    def request_log(self, limit: int = 100) -> list[RequestRecord]:
+        raw = self._run(lambda: self._redis.lrange(f"{self._p}requests", 0, limit - 1))
+        return [RequestRecord(**json.loads(item)) for item in raw]
+
+    def history(self, since: float) -> list[HourOfKey]:
+        members = self._run(lambda: self._redis.zrangebyscore(f"{self._p}hist:index", hour_of(since), "+inf"))
+
+        def fetch() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for member in members:
+                pipe.hgetall(f"{self._p}hist:{member}")
+            return pipe.execute()
+
+        rows = self._run(fetch) if members else []
+        return [_hour_row(fields) for fields in rows if fields]
 
     def _send_unacknowledged(self, command: tuple[Any, ...]) -> None:
         pool = self._redis.connection_pool
@@ -171,8 +262,10 @@ class RedisStore(StateStore):
         finally:
             pool.release(connection)
 
-    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
-        args = [repr(now), error[:300], 1 if streak else 0]
+    def record_failure(
+        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+    ) -> int:
+        args = [repr(now), error[:300], 1 if streak else 0, *self._remember_args(request)]
         count = int(self._run(lambda: self._failure(keys=[f"{self._p}key:{key_id}"], args=args)))
         self._streaks[key_id] = count
         return count
@@ -259,6 +352,24 @@ def describe(exc: redis.RedisError) -> str:
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return f"unreachable ({type(exc).__name__})"
     return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _hour_row(fields: dict[str, str]) -> HourOfKey:
+    buckets = tuple(int(fields.get(f"b{i}", 0)) for i in range(len(LATENCY_BOUNDS) + 1))
+    return HourOfKey(
+        hour=float(fields["hour"]),
+        key=fields["key"],
+        provider=fields.get("provider", ""),
+        key_id=fields.get("key_id", ""),
+        requests=int(fields.get("requests", 0)),
+        successes=int(fields.get("successes", 0)),
+        rate_limits=int(fields.get("rate_limits", 0)),
+        errors=int(fields.get("errors", 0)),
+        tokens_in=int(fields.get("tokens_in", 0)),
+        tokens_out=int(fields.get("tokens_out", 0)),
+        latency_total=float(fields.get("latency_total", 0.0)),
+        latency_buckets=buckets,
+    )
 
 
 def _until(raw: str | None) -> float:

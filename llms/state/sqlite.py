@@ -21,7 +21,21 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from llms.state.base import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
+from llms.state.base import (
+    LATENCY_BOUNDS,
+    CooldownReason,
+    EventKind,
+    HourOfKey,
+    KeyEvent,
+    KeyRecord,
+    RequestRecord,
+    StateError,
+    StateStore,
+    StoreHealth,
+    hour_of,
+    latency_bucket,
+    outcome_columns,
+)
 
 T = TypeVar("T")
 _LONGEST = 366 * 86400.0
@@ -46,6 +60,49 @@ CREATE TABLE IF NOT EXISTS pools (
     paused_until REAL NOT NULL DEFAULT 0,
     pause_reason TEXT
 );
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    key TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    status INTEGER,
+    latency REAL NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    hour REAL NOT NULL,
+    key TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    successes INTEGER NOT NULL DEFAULT 0,
+    rate_limits INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    latency_total REAL NOT NULL DEFAULT 0,
+    b0 INTEGER NOT NULL DEFAULT 0,
+    b1 INTEGER NOT NULL DEFAULT 0,
+    b2 INTEGER NOT NULL DEFAULT 0,
+    b3 INTEGER NOT NULL DEFAULT 0,
+    b4 INTEGER NOT NULL DEFAULT 0,
+    b5 INTEGER NOT NULL DEFAULT 0,
+    b6 INTEGER NOT NULL DEFAULT 0,
+    b7 INTEGER NOT NULL DEFAULT 0,
+    b8 INTEGER NOT NULL DEFAULT 0,
+    b9 INTEGER NOT NULL DEFAULT 0,
+    b10 INTEGER NOT NULL DEFAULT 0,
+    b11 INTEGER NOT NULL DEFAULT 0,
+    b12 INTEGER NOT NULL DEFAULT 0,
+    b13 INTEGER NOT NULL DEFAULT 0,
+    b14 INTEGER NOT NULL DEFAULT 0,
+    b15 INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, key)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -66,6 +123,7 @@ class SQLiteStore(StateStore):
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
+        self._pruned_hour = -1.0
         self._lock = threading.Lock()  # the file is opened on first use: a broken one fails that call, not this one
 
     @classmethod
@@ -185,27 +243,86 @@ class SQLiteStore(StateStore):
 
         return self._run(read, write=False)
 
-    def record_success(self, key_id: str, now: float) -> int:
+    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
         def apply(db: sqlite3.Connection) -> int:
             row = db.execute("SELECT consecutive FROM keys WHERE fp = ?", (key_id,)).fetchone()
             db.execute(
                 "UPDATE keys SET successes = successes + 1, consecutive = 0, last_used = ? WHERE fp = ?", (now, key_id)
             )
+            self._remember(db, request)
             return int(row[0]) if row else 0
 
         return self._run(apply)
 
-    def record_failure(self, key_id: str, now: float, error: str, *, streak: bool) -> int:
+    def record_failure(
+        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+    ) -> int:
         def apply(db: sqlite3.Connection) -> int:
             db.execute(
                 "UPDATE keys SET failures = failures + 1, consecutive = consecutive + ?, last_error = ?, last_used = ? "
                 "WHERE fp = ?",
                 (1 if streak else 0, error[:300], now, key_id),
             )
+            self._remember(db, request)
             row = db.execute("SELECT consecutive FROM keys WHERE fp = ?", (key_id,)).fetchone()
             return int(row[0]) if row else 0
 
         return self._run(apply)
+
+    def _remember(self, db: sqlite3.Connection, request: RequestRecord | None) -> None:
+        """The request log and the hour's history, in the transaction that records the outcome."""
+        if request is None:
+            return
+        r = request
+        cursor = db.execute(
+            "INSERT INTO requests (at, provider, model, key, key_id, outcome, status, latency, tokens_in, tokens_out) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.at, r.provider, r.model, r.key, r.key_id, r.outcome, r.status, r.latency, r.tokens_in, r.tokens_out),
+        )
+        if (cursor.lastrowid or 0) % 100 == 0:  # trim in batches: one indexed delete per hundred requests
+            db.execute("DELETE FROM requests WHERE id <= ?", ((cursor.lastrowid or 0) - self.log_size,))
+        ok, limited, failed = outcome_columns(r)
+        bucket = f"b{latency_bucket(r.latency)}"
+        hour = hour_of(r.at)
+        db.execute(
+            "INSERT INTO history (hour, key, provider, key_id, requests, successes, rate_limits, errors, tokens_in, "
+            f"tokens_out, latency_total, {bucket}) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 1) "
+            "ON CONFLICT (hour, key) DO UPDATE SET key_id = excluded.key_id, requests = requests + 1, "
+            "successes = successes + excluded.successes, rate_limits = rate_limits + excluded.rate_limits, "
+            "errors = errors + excluded.errors, tokens_in = tokens_in + excluded.tokens_in, "
+            "tokens_out = tokens_out + excluded.tokens_out, latency_total = latency_total + excluded.latency_total, "
+            f"{bucket} = {bucket} + 1",
+            (hour, r.key, r.provider, r.key_id, ok, limited, failed, r.tokens_in, r.tokens_out, r.latency),
+        )
+        if hour != self._pruned_hour:
+            db.execute("DELETE FROM history WHERE hour < ?", (hour_of(r.at - self.history_days * 86400),))
+            self._pruned_hour = hour
+
+    def log_request(self, request: RequestRecord) -> None:
+        self._run(lambda db: self._remember(db, request))
+
+    def request_log(self, limit: int = 100) -> list[RequestRecord]:
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT at, provider, model, key, key_id, outcome, status, latency, tokens_in, tokens_out "
+                "FROM requests ORDER BY id DESC LIMIT ?",
+                (min(limit, self.log_size),),
+            ).fetchall(),
+            write=False,
+        )
+        return [RequestRecord(*row) for row in rows]
+
+    def history(self, since: float) -> list[HourOfKey]:
+        buckets = ", ".join(f"b{i}" for i in range(len(LATENCY_BOUNDS) + 1))
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT hour, key, provider, key_id, requests, successes, rate_limits, errors, tokens_in, tokens_out, "
+                f"latency_total, {buckets} FROM history WHERE hour >= ? ORDER BY hour",
+                (hour_of(since),),
+            ).fetchall(),
+            write=False,
+        )
+        return [HourOfKey(*row[:11], latency_buckets=tuple(row[11:])) for row in rows]
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
         until = _bounded(until, now)
@@ -285,7 +402,7 @@ class SQLiteStore(StateStore):
 
     def clear(self) -> None:
         def apply(db: sqlite3.Connection) -> None:
-            for table in ("keys", "pools", "events"):
+            for table in ("keys", "pools", "events", "requests", "history"):
                 db.execute(f"DELETE FROM {table}")
 
         self._run(apply)
