@@ -17,7 +17,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.cooldown import Backoff, cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
-from llms.quota import ConcurrencyGate, LearnedWindows, RequestBudget, StormDetector
+from llms.quota import ConcurrencyGate, ConfiguredLimits, LearnedWindows, StormDetector
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
 from llms.state.base import HourOfKey, RequestRecord
 
@@ -61,7 +61,7 @@ class KeyManager:
         cooldowns: CooldownSettings,
         store: StateStore,
         clock: Callable[[], float] = time.time,
-        budgets: Mapping[str, RequestBudget] | None = None,
+        limits: Mapping[str, ConfiguredLimits] | None = None,
     ) -> None:
         self._keys = {provider: tuple(ks) for provider, ks in keys.items()}
         self._by_id = {k.key_id: k for ks in self._keys.values() for k in ks}
@@ -73,7 +73,7 @@ class KeyManager:
         self._cooldowns = cooldowns
         self._store = store
         self._clock = clock
-        self._budgets = {p: b for p, b in (budgets or {}).items() if b.active}
+        self._limits = {p: b for p, b in (limits or {}).items() if b.active}
         self._gate = ConcurrencyGate()
         self._storms = StormDetector()
         self.policy = cooldown_policy(cooldowns.policy, cooldowns.rate_limit)
@@ -95,20 +95,24 @@ class KeyManager:
         a request that uses a configured limit's last slot rests the key right after it.
         """
         skip = {k.fingerprint for k in exclude}
+        limits = self._limits.get(provider)
         while True:
             now = self._clock()
             fingerprint = self._store.acquire(provider, now, skip)
             if fingerprint is None:
                 return None
-            if self._gate.try_start(fingerprint, now):
-                break
             skip.add(fingerprint)
-        key = self._by_fingerprint[fingerprint]
-        budget = self._budgets.get(provider)
-        rest = budget.take(fingerprint, now) if budget else None
-        if rest is not None:
-            self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
-        return key
+            if not self._gate.try_start(fingerprint, now):
+                continue
+            key = self._by_fingerprint[fingerprint]
+            if limits is None:
+                return key
+            counted, rest = self._store.spend(fingerprint, now, limits.at(now))
+            if rest is not None:
+                self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
+            if counted:
+                return key
+            self._gate.finish(fingerprint, succeeded=False)  # another process took the last slot first
 
     def next_free(self) -> tuple[ApiKey, float] | None:
         """The cooling key that frees up first across all providers, with seconds until then."""

@@ -13,51 +13,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from llms.outcomes import QuotaHint
+from llms.state.base import RequestLimits
 
 
-class RequestBudget:
-    """Configured per-key limits (requests per minute / per day), so a known free-tier limit is never hit.
+@dataclass(frozen=True)
+class ConfiguredLimits:
+    """A provider's configured per-key limits (requests per minute / per day), so a known free-tier limit is never
+    hit. The counting lives in the store (`StateStore.spend`), so every process sharing it counts together."""
 
-    `take` records one request and returns how long the key must rest when that request used the last slot
-    of a window (None otherwise): the caller cools the key, and the request itself still goes out.
-    """
-
-    def __init__(
-        self,
-        per_minute: int | None,
-        per_day: int | None,
-        seconds_until_day_reset: Callable[[float], float],
-    ) -> None:
-        self._per_minute = per_minute
-        self._per_day = per_day
-        self._day_reset = seconds_until_day_reset
-        self._recent: dict[str, deque[float]] = defaultdict(deque)
-        self._daily: dict[str, tuple[float, int]] = {}
-        self._lock = threading.Lock()
+    per_minute: int | None
+    per_day: int | None
+    day_ends_in: Callable[[float], float]
+    """Seconds from a moment until the provider's day ends (its per-day quotas reset)."""
 
     @property
     def active(self) -> bool:
-        return bool(self._per_minute or self._per_day)
+        return bool(self.per_minute or self.per_day)
 
-    def take(self, key: str, now: float) -> float | None:
-        rest: float | None = None
-        with self._lock:
-            if self._per_minute:
-                recent = self._recent[key]
-                while recent and recent[0] <= now - 60.0:
-                    recent.popleft()
-                recent.append(now)
-                if len(recent) >= self._per_minute:
-                    rest = recent[-self._per_minute] + 60.0 - now
-            if self._per_day:
-                resets_at, used = self._daily.get(key, (0.0, 0))
-                if now >= resets_at:
-                    resets_at, used = now + self._day_reset(now), 0
-                used += 1
-                self._daily[key] = (resets_at, used)
-                if used >= self._per_day:
-                    rest = max(rest or 0.0, resets_at - now)
-        return rest
+    def at(self, now: float) -> RequestLimits:
+        return RequestLimits(self.per_minute, self.per_day, now + self.day_ends_in(now))
 
 
 @dataclass

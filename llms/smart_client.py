@@ -22,7 +22,7 @@ from llms.key_manager import KeyManager, KeyStatus
 from llms.outcomes import Attempt, Outcome, OutcomeKind, Scope, rejected, transient
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import PROVIDERS, Endpoint, ProviderAdapter
-from llms.quota import RequestBudget
+from llms.quota import ConfiguredLimits
 from llms.state import KeyEvent, StateStore, StoreHealth, store_from_url
 from llms.state.base import LATENCY_BOUNDS, HourOfKey, RequestRecord
 from llms.types import ChatRequest, ChatResult, Completion, StreamReply
@@ -103,8 +103,8 @@ class SmartClient:
             settings.cooldowns,
             _retained(store or store_from_url(settings.state_url, settings.state_prefix), settings),
             clock,
-            budgets={
-                p: RequestBudget(
+            limits={
+                p: ConfiguredLimits(
                     settings.providers[p].requests_per_minute,
                     settings.providers[p].requests_per_day,
                     lambda now, zone=PROVIDERS[p].day_zone: seconds_until_midnight(zone, now),

@@ -8,6 +8,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, MakeClient, python_env
 
 from config.settings import load_settings
@@ -138,3 +139,39 @@ def test_processes_sharing_one_sqlite_file_add_up_exactly(sim: Simulator, tmp_pa
         assert abs(keys[0].successes - keys[1].successes) <= 4  # one round robin shared by four processes
         assert sum(h["requests"] for h in client.history()) == 40
         assert len(client.request_log(limit=1000)) == 40
+
+
+_BURST = """
+import sys
+from config.settings import load_settings
+from llms import SmartClient
+env = dict(arg.split("=", 1) for arg in sys.argv[1:])
+answered = 0
+with SmartClient(load_settings(env, dotenv_path=None)) as client:
+    for _ in range(15):
+        try:
+            client.complete([{"role": "user", "content": "hi"}])
+            answered += 1
+        except RuntimeError:
+            pass
+print(answered)
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_configured_limit_is_shared_by_every_process(
+    sim: Simulator, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
+    url = f"sqlite://{tmp_path / 'state.db'}"
+    if backend == "redis":
+        url = request.getfixturevalue("redis_server").url
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_REQUESTS_PER_MINUTE": "20", "LLM_STATE_URL": url}
+    env["LLM_STATE_PREFIX"] = f"shared-limit-{tmp_path.name}"
+    args = [f"{k}={v}" for k, v in env.items()]
+    workers = [
+        subprocess.Popen([PYTHON, "-c", _BURST, *args], env=python_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    answered = [int(w.communicate(timeout=60)[0].strip()) for w in workers]
+    assert sum(answered) == 20 == sim.calls()  # four processes, one limit: 20 a minute, not 80

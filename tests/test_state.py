@@ -9,7 +9,7 @@ import pytest
 from conftest import in_threads
 
 from llms.state import CooldownReason, EventKind, KeyEvent, StateError, StateStore, store_from_url
-from llms.state.base import RequestRecord
+from llms.state.base import RequestLimits, RequestRecord
 
 NOW = 1_900_000_000.0
 IDS = ["fp-a", "fp-b", "fp-c"]
@@ -132,3 +132,23 @@ def test_the_request_log_keeps_the_newest_and_the_history_adds_up_per_key_and_ho
     later = NOW + 3 * 86400  # three days on, with two days kept: the old hours are gone
     store.record_success("fp-a", later, _request(later, "fp-a"))
     assert {h.hour for h in store.history(NOW - 3600)} == {later - later % 3600}
+
+
+def test_configured_limits_are_counted_in_the_store(store: StateStore) -> None:
+    per_minute = RequestLimits(per_minute=3, per_day=None, day_ends_at=NOW + 1000)
+    assert [store.spend("fp-a", NOW + i, per_minute) for i in range(2)] == [(True, None), (True, None)]
+    counted, rest = store.spend("fp-a", NOW + 2, per_minute)  # the minute's last slot
+    assert counted and rest == pytest.approx(58)
+    counted, rest = store.spend("fp-a", NOW + 3, per_minute)  # none left: refused, not counted
+    assert not counted and rest == pytest.approx(57)
+    assert store.spend("fp-b", NOW + 3, per_minute) == (True, None)  # per key
+    assert store.spend("fp-a", NOW + 61, per_minute) == (True, None)  # a sliding minute: NOW+1 and NOW+2 left
+    counted, rest = store.spend("fp-a", NOW + 61.5, per_minute)
+    assert counted and rest == pytest.approx(0.5)  # NOW+2 leaves the window at NOW+62
+    per_day = RequestLimits(per_minute=None, per_day=2, day_ends_at=NOW + 500)
+    assert store.spend("fp-c", NOW, per_day) == (True, None)
+    counted, rest = store.spend("fp-c", NOW + 10, per_day)
+    assert counted and rest == pytest.approx(490)
+    assert store.spend("fp-c", NOW + 20, per_day)[0] is False
+    later = RequestLimits(per_minute=None, per_day=2, day_ends_at=NOW + 90_000)
+    assert store.spend("fp-c", NOW + 600, later) == (True, None)  # a new day

@@ -99,6 +99,47 @@ class HourOfKey:
     latency_buckets: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS) + 1)
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """A key's configured request limits: at most `per_minute` in any 60 s, `per_day` until `day_ends_at`."""
+
+    per_minute: int | None
+    per_day: int | None
+    day_ends_at: float
+
+
+@dataclass
+class LimitUsage:
+    """What a key has spent of its configured limits: recent request times, and this day's count."""
+
+    recent: list[float]
+    day_ends_at: float = 0.0
+    day_used: int = 0
+
+    def spend(self, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
+        """Count one request if a slot is free. Returns (counted, rest): `rest` is how long until a slot frees
+        when this request used the last one, or when none was free (then nothing is counted)."""
+        recent = [at for at in self.recent if at > now - 60.0]
+        if now >= self.day_ends_at:
+            self.day_ends_at, self.day_used = limits.day_ends_at, 0
+        full_minute = bool(limits.per_minute) and len(recent) >= (limits.per_minute or 0)
+        full_day = bool(limits.per_day) and self.day_used >= (limits.per_day or 0)
+        if full_minute or full_day:
+            self.recent = recent
+            return False, self._rest(now, limits, full_minute, full_day)
+        self.recent = [*recent[-(limits.per_minute or 1) + 1 :], now] if limits.per_minute else []
+        self.day_used += 1
+        used_minute = bool(limits.per_minute) and len(self.recent) >= (limits.per_minute or 0)
+        used_day = bool(limits.per_day) and self.day_used >= (limits.per_day or 0)
+        return True, self._rest(now, limits, used_minute, used_day) if used_minute or used_day else None
+
+    def _rest(self, now: float, limits: RequestLimits, minute: bool, day: bool) -> float:
+        rests = [self.recent[-(limits.per_minute or 1)] + 60.0 - now] if minute else []
+        if day:
+            rests.append(self.day_ends_at - now)
+        return max(rests)
+
+
 def hour_of(at: float) -> float:
     return at - at % 3600
 
@@ -243,6 +284,11 @@ class StateStore(ABC):
 
     @abstractmethod
     def records(self, key_ids: Sequence[str]) -> list[KeyRecord]: ...
+
+    @abstractmethod
+    def spend(self, key_id: str, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
+        """Count one request against the key's configured limits, atomically for every process sharing the
+        store: (counted, rest) — see `LimitUsage.spend`."""
 
     @abstractmethod
     def add_event(self, event: KeyEvent) -> None: ...

@@ -17,6 +17,7 @@ from llms.state.base import (
     HourOfKey,
     KeyEvent,
     KeyRecord,
+    RequestLimits,
     RequestRecord,
     StateError,
     StateStore,
@@ -94,6 +95,9 @@ class FailoverStore(StateStore):
         self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
     ) -> int:
         return self._call("record_failure", key_id, now, error, streak=streak, request=request)
+
+    def spend(self, key_id: str, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
+        return self._call("spend", key_id, now, limits)
 
     def log_request(self, request: RequestRecord) -> None:
         self._call("log_request", request)

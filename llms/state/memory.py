@@ -8,7 +8,18 @@ from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 
-from llms.state.base import CooldownReason, HourOfKey, KeyEvent, KeyRecord, RequestRecord, StateStore, hour_of, tally
+from llms.state.base import (
+    CooldownReason,
+    HourOfKey,
+    KeyEvent,
+    KeyRecord,
+    LimitUsage,
+    RequestLimits,
+    RequestRecord,
+    StateStore,
+    hour_of,
+    tally,
+)
 
 
 class MemoryStore(StateStore):
@@ -30,6 +41,7 @@ class MemoryStore(StateStore):
         self._pool_of: dict[str, str] = {}
         self._events: deque[KeyEvent] = deque(maxlen=max_events)
         self._pauses: dict[str, tuple[float, CooldownReason]] = {}
+        self._usage: dict[str, LimitUsage] = {}
         self._log: deque[RequestRecord] = deque(maxlen=self.log_size)
         self._hours: dict[tuple[float, str], HourOfKey] = {}
 
@@ -144,6 +156,10 @@ class MemoryStore(StateStore):
             for stale in [s for s in self._hours if s[0] < oldest]:
                 del self._hours[stale]
         self._hours[slot] = tally(self._hours.get(slot), request)
+
+    def spend(self, key_id: str, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
+        with self._lock:
+            return self._usage.setdefault(key_id, LimitUsage([])).spend(now, limits)
 
     def log_request(self, request: RequestRecord) -> None:
         with self._lock:

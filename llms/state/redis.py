@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from llms.state.base import (
     HourOfKey,
     KeyEvent,
     KeyRecord,
+    RequestLimits,
     RequestRecord,
     StateError,
     StateStore,
@@ -108,6 +110,39 @@ return streak
 """
 )
 
+_SPEND = """
+local recent, day = KEYS[1], KEYS[2]
+local now, per_minute, per_day, day_ends = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+redis.call('ZREMRANGEBYSCORE', recent, '-inf', now - 60)
+local ends = tonumber(redis.call('HGET', day, 'ends') or '0')
+if now >= ends then redis.call('HSET', day, 'ends', day_ends, 'used', 0); ends = tonumber(day_ends) end
+local in_minute = redis.call('ZCARD', recent)
+local used = tonumber(redis.call('HGET', day, 'used') or '0')
+local function rest(minute, today)
+  local r = -1
+  if minute then
+    local nth = redis.call('ZRANGE', recent, -per_minute, -per_minute, 'WITHSCORES')
+    r = tonumber(nth[2]) + 60 - now
+  end
+  if today then r = math.max(r, ends - now) end
+  return tostring(r)
+end
+local full_minute = per_minute > 0 and in_minute >= per_minute
+local full_day = per_day > 0 and used >= per_day
+if full_minute or full_day then return {0, rest(full_minute, full_day)} end
+if per_minute > 0 then
+  redis.call('ZADD', recent, now, ARGV[5])
+  redis.call('EXPIRE', recent, 120)
+  in_minute = in_minute + 1
+end
+used = redis.call('HINCRBY', day, 'used', 1)
+redis.call('EXPIREAT', day, math.ceil(ends) + 60)
+local last_minute = per_minute > 0 and in_minute >= per_minute
+local last_day = per_day > 0 and used >= per_day
+if last_minute or last_day then return {1, rest(last_minute, last_day)} end
+return {1, false}
+"""
+
 _REGISTER = """
 for i = 1, #ARGV do
   if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[i]) end
@@ -132,6 +167,7 @@ class RedisStore(StateStore):
         self._streaks: dict[str, int] = {}
         self._pools: dict[str, list[str]] = {}
         self._failure = self._redis.register_script(_FAILURE)
+        self._spend = self._redis.register_script(_SPEND)
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisStore:
@@ -230,6 +266,12 @@ class RedisStore(StateStore):
             int(self.history_days * 86400) + 3600,
             repr(hour_of(request.at - self.history_days * 86400)),
         ]
+
+    def spend(self, key_id: str, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
+        keys = [f"{self._p}limit:{key_id}:recent", f"{self._p}limit:{key_id}:day"]
+        args = [repr(now), limits.per_minute or 0, limits.per_day or 0, repr(limits.day_ends_at), os.urandom(8).hex()]
+        counted, rest = self._run(lambda: self._spend(keys=keys, args=args))
+        return bool(counted), float(rest) if rest else None
 
     def log_request(self, request: RequestRecord) -> None:
         command = ("EVAL", _REMEMBER + "remember(1)", 0, *self._remember_args(request))

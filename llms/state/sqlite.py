@@ -14,6 +14,7 @@ keys, never keys.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -28,6 +29,8 @@ from llms.state.base import (
     HourOfKey,
     KeyEvent,
     KeyRecord,
+    LimitUsage,
+    RequestLimits,
     RequestRecord,
     StateError,
     StateStore,
@@ -102,6 +105,12 @@ CREATE TABLE IF NOT EXISTS history (
     b14 INTEGER NOT NULL DEFAULT 0,
     b15 INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, key)
+);
+CREATE TABLE IF NOT EXISTS limit_usage (
+    fp TEXT PRIMARY KEY,
+    recent TEXT NOT NULL,
+    day_ends_at REAL NOT NULL,
+    day_used INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -298,6 +307,19 @@ class SQLiteStore(StateStore):
             db.execute("DELETE FROM history WHERE hour < ?", (hour_of(r.at - self.history_days * 86400),))
             self._pruned_hour = hour
 
+    def spend(self, key_id: str, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
+        def apply(db: sqlite3.Connection) -> tuple[bool, float | None]:
+            row = db.execute("SELECT recent, day_ends_at, day_used FROM limit_usage WHERE fp = ?", (key_id,)).fetchone()
+            usage = LimitUsage(json.loads(row[0]), row[1], row[2]) if row else LimitUsage([])
+            verdict = usage.spend(now, limits)
+            db.execute(
+                "INSERT OR REPLACE INTO limit_usage (fp, recent, day_ends_at, day_used) VALUES (?, ?, ?, ?)",
+                (key_id, json.dumps(usage.recent), usage.day_ends_at, usage.day_used),
+            )
+            return verdict
+
+        return self._run(apply)
+
     def log_request(self, request: RequestRecord) -> None:
         self._run(lambda db: self._remember(db, request))
 
@@ -402,7 +424,7 @@ class SQLiteStore(StateStore):
 
     def clear(self) -> None:
         def apply(db: sqlite3.Connection) -> None:
-            for table in ("keys", "pools", "events", "requests", "history"):
+            for table in ("keys", "pools", "events", "requests", "history", "limit_usage"):
                 db.execute(f"DELETE FROM {table}")
 
         self._run(apply)
