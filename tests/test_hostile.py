@@ -350,3 +350,12 @@ def test_redis_wrong_db_and_wrong_password_are_named(own_redis: RedisServer) -> 
     assert "authentication failed" in refused.health().detail
     assert "wrong-one" not in refused.health().location
     refused.close()
+
+
+def test_proxy_settings_are_read_once_per_endpoint_and_honour_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llms.transport import requests_session
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert requests_session("https://api.groq.com/openai/v1").proxies["https"] == "http://proxy.internal:3128"
+    assert "https" not in requests_session("https://127.0.0.1:8765/groq").proxies

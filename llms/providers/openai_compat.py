@@ -37,7 +37,7 @@ class OpenAICompatAdapter:
         self._max_bytes = endpoint.max_bytes
         self._stream_max = endpoint.stream_max_seconds
         self._secrets = endpoint.secrets
-        self._session = requests_session(pool_size)
+        self._session = requests_session(endpoint.base_url, pool_size)
         self._session.headers.update(self.extra_headers)
 
     # --- provider hooks --------------------------------------------------------------------------------------
