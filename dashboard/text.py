@@ -33,6 +33,7 @@ _REASON_WORDS: dict[str, str] = {
     "errors": "resting after errors",
     "upstream": "model busy upstream",
     "manual": "parked by hand",
+    "disabled": "disabled by an operator",
 }
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>$~|])")
 MAX_SKIPS_SHOWN = 4

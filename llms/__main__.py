@@ -1,4 +1,4 @@
-"""Command line: `python -m llms status | chat "text" | check`."""
+"""Command line: `python -m llms status | chat "text" | check | disable KEY… | enable KEY…`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
     chat.add_argument("--max-tokens", type=int, default=500)
     chat.add_argument("--temperature", type=float, default=0.3)
     commands.add_parser("check", help="one cheap call per key; report which keys are valid")
+    for name, what in (
+        ("disable", "take keys out of rotation (every process sharing the store)"),
+        ("enable", "put them back"),
+    ):
+        switch = commands.add_parser(name, help=what)
+        switch.add_argument("key_ids", nargs="+", metavar="KEY_ID", help="e.g. groq:2")
     args = parser.parse_args(argv)
 
     client = client or get_smart_client()
@@ -29,6 +35,14 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
         return 0
     if args.command == "chat":
         return _chat(client, args.text, args.temperature, args.max_tokens)
+    if args.command in ("disable", "enable"):
+        try:
+            (client.disable_key if args.command == "disable" else client.enable_key)(*args.key_ids)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        print(f"{args.command}d: {', '.join(args.key_ids)}")
+        return 0
     return _check(client)
 
 
@@ -43,7 +57,7 @@ def print_status(client: SmartClient) -> None:
                     key.key_id,
                     key.hint,
                     key.group or "-",
-                    "available" if key.available else "cooling",
+                    "disabled" if key.disabled else "available" if key.available else "cooling",
                     key.reason or "-",
                     format_duration(key.cooldown_remaining) if not key.available else "-",
                     f"step {key.backoff_step}" if key.backoff_step else "-",

@@ -52,6 +52,7 @@ class KeyStatus:
     last_used: float | None
     backoff_step: int = 0
     learned_rest: float | None = None
+    disabled: bool = False
 
 
 class KeyManager:
@@ -271,6 +272,19 @@ class KeyManager:
         self._event(now, key, EventKind.RECOVERED, f"probe passed after {record.reason.value}")
         return True
 
+    def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
+        """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys."""
+        keys = [self._key(key_id) for key_id in key_ids]
+        self._store.set_disabled([k.fingerprint for k in keys], disabled)
+        now = self._clock()
+        for key in keys:
+            self._event(now, key, EventKind.DISABLED if disabled else EventKind.ENABLED, "by an operator")
+
+    def _key(self, key_id: str) -> ApiKey:
+        if key_id not in self._by_id:
+            raise KeyError(f"unknown key id {key_id!r}; known: {', '.join(self._by_id) or 'none'}")
+        return self._by_id[key_id]
+
     def reset_key(self, key_id: str) -> None:
         if key_id not in self._by_id:
             raise KeyError(f"unknown key id {key_id!r}; known: {', '.join(self._by_id) or 'none'}")
@@ -336,8 +350,8 @@ def _status(key: ApiKey, record: KeyRecord, backoff: Backoff, now: float) -> Key
         hint=key.hint,
         provider=key.provider,
         group=key.group,
-        available=not cooling,
-        reason=record.reason.value if cooling and record.reason else None,
+        available=not cooling and not record.disabled,
+        reason="disabled" if record.disabled else record.reason.value if cooling and record.reason else None,
         cooldown_remaining=max(0.0, record.cooldown_until - now) if cooling else 0.0,
         cooldown_until=record.cooldown_until if cooling else None,
         consecutive_failures=record.consecutive_failures,
@@ -347,4 +361,5 @@ def _status(key: ApiKey, record: KeyRecord, backoff: Backoff, now: float) -> Key
         last_used=record.last_used,
         backoff_step=backoff.step,
         learned_rest=backoff.learned,
+        disabled=record.disabled,
     )

@@ -43,6 +43,7 @@ _STATE_WORDS = {
     "spend_cap": "parked at a spend cap",
     "no_access": "parked without access to the model",
     "manual": "parked by hand",
+    "disabled": "disabled by an operator",
 }
 
 
@@ -355,6 +356,13 @@ class SmartClient:
             for r in rows
             if (provider is None or r.provider == provider) and (key_id is None or r.key_id == key_id)
         ]
+
+    def disable_key(self, *key_ids: str) -> None:
+        """Take keys out of rotation until `enable_key`; kept in the store, so every process sharing it skips them."""
+        self.key_manager.set_disabled(key_ids, True)
+
+    def enable_key(self, *key_ids: str) -> None:
+        self.key_manager.set_disabled(key_ids, False)
 
     def reset_key(self, key_id: str) -> None:
         self.key_manager.reset_key(key_id)

@@ -175,3 +175,27 @@ def test_a_configured_limit_is_shared_by_every_process(
     ]
     answered = [int(w.communicate(timeout=60)[0].strip()) for w in workers]
     assert sum(answered) == 20 == sim.calls()  # four processes, one limit: 20 a minute, not 80
+
+
+def test_a_key_disabled_in_one_process_is_skipped_by_every_process(sim: Simulator, tmp_path: Path) -> None:
+    sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
+    sim.add_key("groq", SECRETS["groq"][1], name="groq:2")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_API_KEY_2": SECRETS["groq"][1]}
+    env["LLM_STATE_URL"] = f"sqlite://{tmp_path / 'state.db'}"
+    disabled = _cli_env(sim, env, "disable", "groq:1")
+    assert disabled.returncode == 0, disabled.stderr
+    with SmartClient(load_settings(env, dotenv_path=None)) as other:
+        assert {other.complete(USER_HELLO).key_id for _ in range(4)} == {"groq:2"}
+        other.reset_all()  # a reset does not undo an operator's switch
+        assert other.key_manager.statuses("groq")[0].reason == "disabled"
+        summary = other.get_status_summary()["groq"]
+        assert (summary["available"], summary["keys"][0]["disabled"]) == (1, True)
+        other.enable_key("groq:1")
+        assert "groq:1" in {other.complete(USER_HELLO).key_id for _ in range(4)}
+    assert sim.calls("groq:1") == 2
+
+
+def _cli_env(sim: Simulator, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "llms", *args], capture_output=True, text=True, env=python_env(**env), cwd=ROOT, timeout=60
+    )

@@ -152,3 +152,15 @@ def test_configured_limits_are_counted_in_the_store(store: StateStore) -> None:
     assert store.spend("fp-c", NOW + 20, per_day)[0] is False
     later = RequestLimits(per_minute=None, per_day=2, day_ends_at=NOW + 90_000)
     assert store.spend("fp-c", NOW + 600, later) == (True, None)  # a new day
+
+
+def test_a_disabled_key_is_never_acquired_until_enabled(store: StateStore) -> None:
+    store.set_disabled(["fp-b"], True)
+    assert {store.acquire("pool", NOW) for _ in range(6)} == {"fp-a", "fp-c"}
+    store.cool("fp-b", NOW + 5, CooldownReason.RATE_LIMIT, NOW)
+    store.reset(["fp-b"])
+    assert store.records(["fp-b"])[0].disabled and "fp-b" not in {store.acquire("pool", NOW) for _ in range(6)}
+    store.cool("fp-a", NOW + 5, CooldownReason.RATE_LIMIT, NOW)
+    assert store.next_free("pool", NOW) == ("fp-a", NOW + 5)  # a disabled key never "frees up"
+    store.set_disabled(["fp-b"], False)
+    assert "fp-b" in {store.acquire("pool", NOW) for _ in range(6)}

@@ -37,6 +37,7 @@ class KeyRecord:
     failures: int = 0
     last_error: str | None = None
     last_used: float | None = None
+    disabled: bool = False
 
 
 class EventKind(StrEnum):
@@ -44,6 +45,8 @@ class EventKind(StrEnum):
     RESET = "reset"
     FAILED = "failed"
     RECOVERED = "recovered"
+    DISABLED = "disabled"
+    ENABLED = "enabled"
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,10 @@ class StateStore(ABC):
     @abstractmethod
     def reset(self, key_ids: Iterable[str]) -> None:
         """End cooldowns and failure streaks now (counters and history are kept)."""
+
+    @abstractmethod
+    def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
+        """An operator's switch: a disabled key is never acquired, whatever its cooldown, until enabled again."""
 
     @abstractmethod
     def records(self, key_ids: Sequence[str]) -> list[KeyRecord]: ...

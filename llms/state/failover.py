@@ -127,6 +127,11 @@ class FailoverStore(StateStore):
         self._fallback.reset(ids)
         self._call("reset", ids)
 
+    def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
+        ids = list(key_ids)
+        self._fallback.set_disabled(ids, disabled)
+        self._call("set_disabled", ids, disabled)
+
     def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
         return self._call("records", key_ids)
 

@@ -78,7 +78,7 @@ class MemoryStore(StateStore):
                     self._in_ring.discard(key_id)
                     continue
                 ring.append(key_id)
-                if key_id in exclude:
+                if key_id in exclude or record.disabled:
                     continue
                 self._records[key_id] = replace(record, last_used=now)
                 return key_id
@@ -106,10 +106,11 @@ class MemoryStore(StateStore):
             resumes = pause[0] if pause is not None and pause[0] > now else 0.0
             if resumes:
                 for key_id in self._rings.get(pool, ()):
-                    if self._records[key_id].cooldown_until <= resumes:
+                    if self._records[key_id].cooldown_until <= resumes and not self._records[key_id].disabled:
                         return key_id, resumes
             for until, key_id in sorted(self._heaps.get(pool, ())):
-                if self._records[key_id].cooldown_until == until:
+                record = self._records[key_id]
+                if record.cooldown_until == until and not record.disabled:
                     return key_id, max(until, resumes)
             return None
 
@@ -185,6 +186,11 @@ class MemoryStore(StateStore):
                 record = self._records[key_id]
                 self._records[key_id] = replace(record, cooldown_until=0.0, reason=None, consecutive_failures=0)
                 self._put_back(key_id)
+
+    def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
+        with self._lock:
+            for key_id in key_ids:
+                self._records[key_id] = replace(self._records[key_id], disabled=disabled)
 
     def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
         with self._lock:

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 import redis
@@ -55,7 +55,7 @@ for i = 3, #ARGV do excluded[ARGV[i]] = true end
 for _ = 1, n do
   local c = redis.call('INCR', cursor)
   local id = redis.call('LINDEX', ring, (c - 1) % n)
-  if id and not excluded[id] then
+  if id and not excluded[id] and redis.call('SISMEMBER', prefix .. 'disabled', id) == 0 then
     local cool = redis.call('GET', prefix .. 'cool:' .. id)
     if not cool or tonumber(string.match(cool, '^[^|]+')) <= now then
       redis.call('HSET', prefix .. 'key:' .. id, 'last_used', ARGV[2])
@@ -209,6 +209,8 @@ class RedisStore(StateStore):
 
     def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
         ids = self._run(lambda: self._redis.lrange(f"{self._p}pool:{pool}:ring", 0, -1))
+        disabled = self._run(lambda: self._redis.smembers(f"{self._p}disabled")) if ids else set()
+        ids = [i for i in ids if i not in disabled]
         names = [f"{self._p}pool:{pool}:pause", *(f"{self._p}cool:{i}" for i in ids)]
         pause, *cools = self._run(lambda: self._redis.mget(names))
         resumes = max(_until(pause), now)
@@ -329,16 +331,28 @@ class RedisStore(StateStore):
         if ids:
             self._run(apply)
 
+    def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
+        ids = list(key_ids)
+        if ids:
+            name = f"{self._p}disabled"
+            self._run(lambda: self._redis.sadd(name, *ids) if disabled else self._redis.srem(name, *ids))
+
     def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
         def fetch() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for key_id in key_ids:
                 pipe.hgetall(f"{self._p}key:{key_id}")
                 pipe.get(f"{self._p}cool:{key_id}")
+            pipe.smembers(f"{self._p}disabled")
             return pipe.execute()
 
-        results = self._run(fetch) if key_ids else []
-        return [_record(results[i], results[i + 1]) for i in range(0, len(results), 2)]
+        if not key_ids:
+            return []
+        *results, disabled = self._run(fetch)
+        return [
+            replace(_record(results[i], results[i + 1]), disabled=key_ids[i // 2] in disabled)
+            for i in range(0, len(results), 2)
+        ]
 
     def add_event(self, event: KeyEvent) -> None:
         payload = json.dumps({"at": event.at, "key_id": event.key_id, "kind": event.kind.value, "detail": event.detail})

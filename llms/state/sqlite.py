@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS keys (
     successes INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    last_used REAL
+    last_used REAL,
+    disabled INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS keys_by_pool ON keys (pool, position);
 CREATE TABLE IF NOT EXISTS pools (
@@ -218,8 +219,8 @@ class SQLiteStore(StateStore):
                 return None
             cursor = row[0]
             query = (
-                "SELECT fp, position FROM keys WHERE pool = ? AND cooldown_until <= ? AND position {} ? "
-                "ORDER BY position"
+                "SELECT fp, position FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0 "
+                "AND position {} ? ORDER BY position"
             )
             for sql, bound in ((query.format(">"), cursor), (query.format("<="), cursor)):
                 for fp, position in db.execute(sql, (pool, now, bound)):
@@ -238,13 +239,14 @@ class SQLiteStore(StateStore):
             resumes = row[0] if row and row[0] > now else 0.0
             if resumes:
                 free = db.execute(
-                    "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? ORDER BY position LIMIT 1",
+                    "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0 "
+                    "ORDER BY position LIMIT 1",
                     (pool, resumes),
                 ).fetchone()
                 if free:
                     return free[0], resumes
             soonest = db.execute(
-                "SELECT fp, cooldown_until FROM keys WHERE pool = ? AND cooldown_until > ? "
+                "SELECT fp, cooldown_until FROM keys WHERE pool = ? AND cooldown_until > ? AND disabled = 0 "
                 "ORDER BY cooldown_until LIMIT 1",
                 (pool, now),
             ).fetchone()
@@ -379,6 +381,10 @@ class SQLiteStore(StateStore):
             )
         )
 
+    def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
+        ids = [(int(disabled), fp) for fp in key_ids]
+        self._run(lambda db: db.executemany("UPDATE keys SET disabled = ? WHERE fp = ?", ids))
+
     def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
         def read(db: sqlite3.Connection) -> list[KeyRecord]:
             found: dict[str, KeyRecord] = {}
@@ -386,8 +392,8 @@ class SQLiteStore(StateStore):
                 chunk = key_ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in db.execute(
-                    "SELECT fp, cooldown_until, reason, consecutive, successes, failures, last_error, last_used "
-                    f"FROM keys WHERE fp IN ({marks})",
+                    "SELECT fp, cooldown_until, reason, consecutive, successes, failures, last_error, last_used, "
+                    f"disabled FROM keys WHERE fp IN ({marks})",
                     chunk,
                 ):
                     found[row[0]] = KeyRecord(
@@ -398,6 +404,7 @@ class SQLiteStore(StateStore):
                         failures=row[5],
                         last_error=row[6],
                         last_used=row[7],
+                        disabled=bool(row[8]),
                     )
             return [found.get(fp, KeyRecord()) for fp in key_ids]
 
