@@ -51,6 +51,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("import", "bench_import", "Import"),
     Bench("dashboard", "bench_dashboard", "Dashboard"),
     Bench("state", "bench_state", "State store"),
+    Bench("sqlite", "bench_sqlite_processes", "SQLite, many processes"),
 )
 
 

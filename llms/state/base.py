@@ -8,6 +8,7 @@ store knows key fingerprints and pool names (one pool per provider) and nothing 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -141,6 +142,18 @@ class LimitUsage:
         if day:
             rests.append(self.day_ends_at - now)
         return max(rests)
+
+
+LONGEST_REST = 366 * 86400.0
+"""No cooldown is kept longer than a year, whatever value reaches a store: every backend's numbers must hold it."""
+
+
+def bounded_until(until: float, now: float) -> float:
+    """`until` made finite, not in the past, and at most a year away."""
+    rest = until - now
+    if not math.isfinite(rest) or rest > LONGEST_REST:
+        rest = LONGEST_REST
+    return now + max(0.0, rest)
 
 
 def hour_of(at: float) -> float:

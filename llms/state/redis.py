@@ -36,6 +36,7 @@ from llms.state.base import (
     StateError,
     StateStore,
     StoreHealth,
+    bounded_until,
     hour_of,
     latency_bucket,
     outcome_columns,
@@ -383,17 +384,10 @@ class RedisStore(StateStore):
         self._redis.close()
 
 
-_LONGEST = 366 * 86400.0
-"""No cooldown is kept longer than a year, whatever value reaches the store: TTLs must fit Redis's integers."""
-
-
 def _bounded(until: float, now: float) -> tuple[float, int]:
-    """`until` made finite and at most a year away, with the matching TTL in milliseconds (plus a second)."""
-    rest = until - now
-    if not math.isfinite(rest) or rest > _LONGEST:
-        rest = _LONGEST
-    rest = max(0.0, rest)
-    return now + rest, math.ceil(rest * 1000) + 1000
+    """`until` within the store's bounds, with the matching TTL in milliseconds (plus a second)."""
+    until = bounded_until(until, now)
+    return until, math.ceil((until - now) * 1000) + 1000
 
 
 def describe(exc: redis.RedisError) -> str:

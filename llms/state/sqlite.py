@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -35,13 +36,13 @@ from llms.state.base import (
     StateError,
     StateStore,
     StoreHealth,
+    bounded_until,
     hour_of,
     latency_bucket,
     outcome_columns,
 )
 
 T = TypeVar("T")
-_LONGEST = 366 * 86400.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -153,14 +154,27 @@ class SQLiteStore(StateStore):
             if not self.path.exists():
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-            db.executescript(_SCHEMA)
+            self._set_up(db)
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
         return db
+
+    def _set_up(self, db: sqlite3.Connection) -> None:
+        """WAL mode and the schema. Switching the journal mode can answer "locked" at once, without waiting for
+        the busy timeout, when several processes open a new file together: so it is retried within that timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _run(self, operation: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
         """One operation in one transaction (`BEGIN IMMEDIATE` takes the write lock up front, so two processes
@@ -349,7 +363,7 @@ class SQLiteStore(StateStore):
         return [HourOfKey(*row[:11], latency_buckets=tuple(row[11:])) for row in rows]
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
-        until = _bounded(until, now)
+        until = bounded_until(until, now)
         self._run(
             lambda db: db.execute(
                 "UPDATE keys SET cooldown_until = ?, reason = ? WHERE fp = ?", (until, reason.value, key_id)
@@ -357,7 +371,7 @@ class SQLiteStore(StateStore):
         )
 
     def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
-        until = _bounded(until, now) if until > now else 0.0
+        until = bounded_until(until, now) if until > now else 0.0
         self._run(
             lambda db: db.execute(
                 "UPDATE pools SET paused_until = ?, pause_reason = ? WHERE pool = ?", (until, reason.value, pool)
@@ -435,11 +449,6 @@ class SQLiteStore(StateStore):
                 db.execute(f"DELETE FROM {table}")
 
         self._run(apply)
-
-
-def _bounded(until: float, now: float) -> float:
-    rest = until - now
-    return now + (_LONGEST if rest != rest or rest > _LONGEST else max(0.0, rest))
 
 
 def describe(exc: BaseException) -> str:
