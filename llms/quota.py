@@ -1,7 +1,9 @@
-"""Spending each key's quota without earning 429s: local limits, concurrency gating, storm detection.
+"""Spending each key's quota without earning 429s: configured limits, concurrency gating, storm detection.
 
-These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. They keep
-per-process, in-memory bookkeeping only; what they decide (a key must rest) goes through the shared store.
+These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. Configured
+limits are counted in the store (every process sharing it counts together); the concurrency gate, learned
+windows and the storm detector still keep per-process bookkeeping, and what they decide (a key must rest) goes
+through the store.
 """
 
 from __future__ import annotations

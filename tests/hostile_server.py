@@ -143,6 +143,15 @@ class HostileServer:
             conn.sendall(b": keep-alive\n\n")
             time.sleep(0.2)
 
+    def _gemini_keepalive_stream(self, conn: socket.socket, _: dict[str, str]) -> None:
+        conn.sendall(_head("200 OK", {"Content-Type": "text/event-stream", "Connection": "close"}))
+        chunk = {"candidates": [{"content": {"role": "model", "parts": [{"text": "first piece "}]}, "index": 0}]}
+        conn.sendall(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
+        going = self._until_limit()
+        while going():
+            conn.sendall(b"\r\n")  # blank lines: bytes keep coming, text does not
+            time.sleep(0.2)
+
     def _endless_pieces(self, conn: socket.socket, _: dict[str, str]) -> None:
         conn.sendall(_head("200 OK", {"Content-Type": "text/event-stream", "Connection": "close"}))
         going = self._until_limit()

@@ -61,8 +61,13 @@ def test_a_trickling_answer_ends_at_the_deadline(hostile: HostileServer, provide
         assert caught.value.attempts[0].message == "timed out"
 
 
-def test_keep_alive_comments_after_the_first_piece_are_not_progress(hostile: HostileServer) -> None:
-    with client_for("groq", hostile.base("keepalive-stream")) as client:
+@pytest.mark.parametrize(
+    ("provider", "behaviour"), [("groq", "keepalive-stream"), ("gemini", "gemini-keepalive-stream")]
+)
+def test_keep_alive_comments_after_the_first_piece_are_not_progress(
+    hostile: HostileServer, provider: str, behaviour: str
+) -> None:
+    with client_for(provider, hostile.base(behaviour)) as client:
         stream = client.chat_stream(USER_HELLO)
         started = time.monotonic()
         assert next(stream) == "first piece "

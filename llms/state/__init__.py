@@ -1,4 +1,5 @@
-"""Key-state stores, chosen by URL scheme: `memory://` in this process, `redis://` / `rediss://` shared.
+"""Key-state stores, chosen by URL scheme: `sqlite://` (the default; every process of one machine), `memory://`
+(this process), `redis://` / `rediss://` (every machine).
 
 Backends register their schemes when their module is imported (`StateStore.SCHEMES`); `_MODULES` says which
 module to import for a scheme, so a Redis-less install never imports `redis`.
