@@ -48,11 +48,11 @@ class Budget:
 
     def __init__(self, seconds: float, max_bytes: int, *, overall: float | None = None) -> None:
         now = time.monotonic()
-        self.deadline = now + seconds
+        self._cap = now + overall if overall is not None else None
+        self.deadline = min(now + seconds, self._cap) if self._cap is not None else now + seconds
         self.max_bytes = max_bytes
         self.received = 0
         self.exceeded: str | None = None
-        self._cap = now + overall if overall is not None else None
 
     def extend(self, seconds: float) -> None:
         """Progress was made (a stream's text piece): the next deadline is `seconds` from now, within the cap."""
