@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
-from collections import defaultdict
+import uuid
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -17,9 +19,9 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.cooldown import Backoff, cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
-from llms.quota import ConcurrencyGate, ConfiguredLimits, LearnedWindows, StormDetector
+from llms.quota import ConfiguredLimits, LearnedWindows, StormDetector
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
-from llms.state.base import HourOfKey, RequestRecord
+from llms.state.base import Finish, HourOfKey, Lease, RequestRecord
 
 log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
@@ -63,7 +65,9 @@ class KeyManager:
         store: StateStore,
         clock: Callable[[], float] = time.time,
         limits: Mapping[str, ConfiguredLimits] | None = None,
+        lease_seconds: float = 660.0,
     ) -> None:
+        """`lease_seconds`: how long a request may hold its in-flight slot before a crashed process's slot frees."""
         self._keys = {provider: tuple(ks) for provider, ks in keys.items()}
         self._by_id = {k.key_id: k for ks in self._keys.values() for k in ks}
         self._by_fingerprint = {k.fingerprint: k for k in self._by_id.values()}
@@ -75,7 +79,9 @@ class KeyManager:
         self._store = store
         self._clock = clock
         self._limits = {p: b for p, b in (limits or {}).items() if b.active}
-        self._gate = ConcurrencyGate()
+        self._lease_seconds = lease_seconds
+        self._leases: defaultdict[str, deque[str]] = defaultdict(deque)
+        self._lock = threading.Lock()
         self._storms = StormDetector()
         self.policy = cooldown_policy(cooldowns.policy, cooldowns.rate_limit)
         self._windows = LearnedWindows() if self.policy.name == "adaptive" else None
@@ -99,21 +105,22 @@ class KeyManager:
         limits = self._limits.get(provider)
         while True:
             now = self._clock()
-            fingerprint = self._store.acquire(provider, now, skip)
+            lease = Lease(uuid.uuid4().hex, now + self._lease_seconds)
+            fingerprint = self._store.acquire(provider, now, skip, lease)
             if fingerprint is None:
                 return None
             skip.add(fingerprint)
-            if not self._gate.try_start(fingerprint, now):
-                continue
             key = self._by_fingerprint[fingerprint]
-            if limits is None:
-                return key
-            counted, rest = self._store.spend(fingerprint, now, limits.at(now))
-            if rest is not None:
-                self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
-            if counted:
-                return key
-            self._gate.finish(fingerprint, succeeded=False)  # another process took the last slot first
+            if limits is not None:
+                counted, rest = self._store.spend(fingerprint, now, limits.at(now))
+                if rest is not None:
+                    self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
+                if not counted:  # another process took the last slot first
+                    self._store.end_lease(fingerprint, Finish(lease.token), now)
+                    continue
+            with self._lock:
+                self._leases[fingerprint].append(lease.token)
+            return key
 
     def next_free(self) -> tuple[ApiKey, float] | None:
         """The cooling key that frees up first across all providers, with seconds until then."""
@@ -136,20 +143,23 @@ class KeyManager:
         quota = self._sane_quota(quota)
         if ok and quota is None and self._windows is not None:
             quota = self._windows.succeeded(subject, now, self.policy.backoff(subject).learned)
-        self._gate.finish(key.fingerprint, ok, quota if ok else None, now)
+        finish = self._finish(key, quota if ok else None, now)
         if ok:
-            self._succeeded(key, quota, now, request)
+            self._succeeded(key, quota, now, request, finish)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             if request is not None:
-                self._store.log_request(request)
+                self._store.log_request(request, finish)
+            elif finish is not None:
+                self._store.end_lease(key.fingerprint, finish, now)
             return
+        fp, message = key.fingerprint, outcome.message
         if outcome.scope is Scope.PROVIDER:
-            self._store.record_failure(key.fingerprint, now, outcome.message, streak=False, request=request)
+            self._store.record_failure(fp, now, message, streak=False, request=request, finish=finish)
             self.pause_provider(key.provider, outcome)
             return
         transient = outcome.kind is OutcomeKind.TRANSIENT
-        streak = self._store.record_failure(key.fingerprint, now, outcome.message, streak=transient, request=request)
+        streak = self._store.record_failure(fp, now, message, streak=transient, request=request, finish=finish)
         if transient:
             if streak % self._cooldowns.error_threshold == 0:  # every Nth consecutive error, not every one after
                 self.cool(key, self._cooldowns.errors, CooldownReason.ERRORS, f"{streak} consecutive errors")
@@ -167,9 +177,22 @@ class KeyManager:
             why = outcome.message or reason.value
             self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}")
 
-    def _succeeded(self, key: ApiKey, quota: QuotaHint | None, now: float, request: RequestRecord | None) -> None:
+    def _finish(self, key: ApiKey, quota: QuotaHint | None, now: float) -> Finish | None:
+        """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota."""
+        with self._lock:
+            tokens = self._leases.get(key.fingerprint)
+            token = tokens.popleft() if tokens else None
+        if token is None:
+            return None
+        if quota is None or quota.remaining is None:
+            return Finish(token)
+        return Finish(token, quota.remaining, now + (quota.reset_after if quota.reset_after is not None else 60.0))
+
+    def _succeeded(
+        self, key: ApiKey, quota: QuotaHint | None, now: float, request: RequestRecord | None, finish: Finish | None
+    ) -> None:
         self.policy.succeeded(_subject(key))
-        ended_streak = self._store.record_success(key.fingerprint, now, request)
+        ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
         if ended_streak:
             self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
         if quota is None:
@@ -202,11 +225,14 @@ class KeyManager:
 
     def busy(self) -> bool:
         """Whether this process has requests in flight, which may be all that keeps a key from being picked."""
-        return self._gate.busy()
+        with self._lock:
+            return any(self._leases.values())
 
     def abandon(self, key: ApiKey) -> None:
         """The caller gave up on a request (a stream closed early): it no longer counts as in flight."""
-        self._gate.finish(key.fingerprint, succeeded=False)
+        finish = self._finish(key, None, self._clock())
+        if finish is not None:
+            self._store.end_lease(key.fingerprint, finish, self._clock())
 
     def _rate_limited(self, key: ApiKey, outcome: Outcome, now: float) -> None:
         """Cool the key, its whole shared-limit group, and on a storm the provider's other keys."""
@@ -219,7 +245,7 @@ class KeyManager:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
             subject = _subject(key)
             seconds = self.policy.hintless_rest(subject)
-            self._gate.probe_next(key.fingerprint)
+            self._store.probe_next(key.fingerprint)
             if self._windows is not None:
                 self._windows.limited(subject, now, seconds)
             source = f"no hint; {self.policy.name} policy, step {self.policy.backoff(subject).step}"

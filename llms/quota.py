@@ -1,9 +1,9 @@
-"""Spending each key's quota without earning 429s: configured limits, concurrency gating, storm detection.
+"""Spending each key's quota without earning 429s: configured limits, learned windows, storm detection.
 
 These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. Configured
-limits are counted in the store (every process sharing it counts together); the concurrency gate, learned
-windows and the storm detector still keep per-process bookkeeping, and what they decide (a key must rest) goes
-through the store.
+limits are counted in the store, and so is how many requests a key may have in flight (`llms.state.base.Gate`),
+so every process sharing the store acts as one; learned windows and the storm detector still keep per-process
+bookkeeping, and what they decide (a key must rest) goes through the store.
 """
 
 from __future__ import annotations
@@ -34,69 +34,6 @@ class ConfiguredLimits:
 
     def at(self, now: float) -> RequestLimits:
         return RequestLimits(self.per_minute, self.per_day, now + self.day_ends_in(now))
-
-
-@dataclass
-class _Remaining:
-    remaining: int
-    valid_until: float
-
-
-class ConcurrencyGate:
-    """Never send a key more requests at once than the provider said it has left.
-
-    The count of requests in flight is per process; the remaining quota is what the key's last answer reported
-    (Groq's `x-ratelimit-remaining-requests`), trusted until that quota's reset time. After the reset, a key
-    known to report its quota gets one request at a time until an answer says how much the new window holds,
-    so threads waiting for the reset don't all rush in at once and overdraw it.
-    """
-
-    def __init__(self) -> None:
-        self._in_flight: Counter[str] = Counter()
-        self._remaining: dict[str, _Remaining] = {}
-        self._probing: set[str] = set()
-        self._lock = threading.Lock()
-
-    def probe_next(self, key: str) -> None:
-        """After a rest with no hint, the next request is a probe: send one, not a crowd, until one succeeds."""
-        with self._lock:
-            self._probing.add(key)
-
-    def try_start(self, key: str, now: float) -> bool:
-        with self._lock:
-            if key in self._probing and self._in_flight[key] >= 1:
-                return False
-            known = self._remaining.get(key)
-            if known is not None:
-                allowed = known.remaining if now < known.valid_until else 1
-                if self._in_flight[key] >= allowed:
-                    return False
-            self._in_flight[key] += 1
-            return True
-
-    def busy(self) -> bool:
-        """Whether any request is in flight (a saturated key will be free again when it answers)."""
-        with self._lock:
-            return any(self._in_flight.values())
-
-    def finish(self, key: str, succeeded: bool, quota: QuotaHint | None = None, now: float = 0.0) -> None:
-        """A request ended; learn the quota it reported in the same step, so no other thread slips in between.
-
-        Answers can arrive out of order, so within one quota window the lowest reported value wins.
-        """
-        with self._lock:
-            if self._in_flight[key] > 0:
-                self._in_flight[key] -= 1
-            if succeeded:
-                self._probing.discard(key)
-            if quota is None or quota.remaining is None:
-                return
-            valid_until = now + (quota.reset_after if quota.reset_after is not None else 60.0)
-            known = self._remaining.get(key)
-            if known is not None and now < known.valid_until:
-                self._remaining[key] = _Remaining(min(known.remaining, quota.remaining), known.valid_until)
-            else:
-                self._remaining[key] = _Remaining(quota.remaining, valid_until)
 
 
 class LearnedWindows:

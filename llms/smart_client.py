@@ -112,6 +112,7 @@ class SmartClient:
                 )
                 for p in settings.provider_order
             },
+            lease_seconds=settings.stream_max_seconds + settings.request_timeout,
         )
         self._clock = clock
         self._current_provider: str | None = None

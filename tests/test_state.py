@@ -9,7 +9,7 @@ import pytest
 from conftest import in_threads
 
 from llms.state import CooldownReason, EventKind, KeyEvent, StateError, StateStore, store_from_url
-from llms.state.base import RequestLimits, RequestRecord
+from llms.state.base import Finish, Lease, RequestLimits, RequestRecord
 
 NOW = 1_900_000_000.0
 IDS = ["fp-a", "fp-b", "fp-c"]
@@ -164,3 +164,32 @@ def test_a_disabled_key_is_never_acquired_until_enabled(store: StateStore) -> No
     assert store.next_free("pool", NOW) == ("fp-a", NOW + 5)  # a disabled key never "frees up"
     store.set_disabled(["fp-b"], False)
     assert "fp-b" in {store.acquire("pool", NOW) for _ in range(6)}
+
+
+def _lease(token: str, until: float = NOW + 60) -> Lease:
+    return Lease(token, until)
+
+
+def test_in_flight_leases_obey_the_reported_quota_and_expire_when_a_process_dies(store: StateStore) -> None:
+    store.register("solo", ["fp-z"])
+    assert store.acquire("solo", NOW, lease=_lease("t1")) == "fp-z"  # nothing known: no limit
+    store.record_success("fp-z", NOW, finish=Finish("t1", remaining=2, window_ends=NOW + 30))
+    assert store.acquire("solo", NOW, lease=_lease("t2")) == "fp-z"
+    assert store.acquire("solo", NOW, lease=_lease("t3")) == "fp-z"
+    assert store.acquire("solo", NOW, lease=_lease("t4")) is None  # two in flight, two left: no third
+    store.record_failure("fp-z", NOW + 1, "boom", streak=True, finish=Finish("t2"))
+    assert store.acquire("solo", NOW + 1, lease=_lease("t5")) == "fp-z"  # a slot came back
+    store.end_lease("fp-z", Finish("t5"), NOW + 1)
+    assert store.acquire("solo", NOW + 31, lease=_lease("t6", NOW + 100)) is None  # window over: one at a time
+    assert store.acquire("solo", NOW + 61, lease=_lease("t7", NOW + 120)) == "fp-z"  # t3's process died: freed
+    assert store.acquire("solo", NOW + 61) == "fp-z"  # without a lease (probes), the gate does not apply
+
+
+def test_a_probing_key_takes_one_request_at_a_time_until_one_succeeds(store: StateStore) -> None:
+    store.register("solo", ["fp-z"])
+    store.probe_next("fp-z")
+    assert store.acquire("solo", NOW, lease=_lease("t1")) == "fp-z"
+    assert store.acquire("solo", NOW, lease=_lease("t2")) is None
+    store.record_success("fp-z", NOW, finish=Finish("t1"))
+    assert store.acquire("solo", NOW, lease=_lease("t3")) == "fp-z"
+    assert store.acquire("solo", NOW, lease=_lease("t4")) == "fp-z"

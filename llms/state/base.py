@@ -104,6 +104,78 @@ class HourOfKey:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """A slot for one request in flight on a key. A process that dies without ending it frees it at `until`."""
+
+    token: str
+    until: float
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of a lease, with what the answer said about the key's quota: `remaining` requests until
+    `window_ends` (an absolute time), when the provider reports them."""
+
+    token: str
+    remaining: int | None = None
+    window_ends: float | None = None
+
+
+IN_FLIGHT_CEILING = 256
+"""More requests left than could ever be in flight on one key at once: such a key needs no counting."""
+
+
+@dataclass
+class Gate:
+    """How many requests may be in flight on one key: the rule every store applies the same way.
+
+    Never more than the provider said the key has left (trusted until that window ends, then one at a time until
+    an answer reports again), and one at a time while the key is being probed after a hint-less rest. Leases are
+    only counted while the rule can bind (`tracks`), so a key with plenty left costs the store nothing.
+    """
+
+    leases: dict[str, float]
+    remaining: int | None = None
+    window_ends: float = 0.0
+    probing: bool = False
+
+    def tracks(self, now: float) -> bool:
+        if self.probing:
+            return True
+        return self.remaining is not None and (now >= self.window_ends or self.remaining < IN_FLIGHT_CEILING)
+
+    def allowed(self, now: float) -> int:
+        if self.probing:
+            return 1
+        return self.remaining if self.remaining is not None and now < self.window_ends else 1
+
+    def allows(self, now: float) -> bool:
+        if not self.tracks(now):
+            return True
+        return sum(1 for until in self.leases.values() if until > now) < self.allowed(now)
+
+    def take(self, lease: Lease, now: float) -> None:
+        if self.tracks(now):
+            self.leases = {token: until for token, until in self.leases.items() if until > now}
+            self.leases[lease.token] = lease.until
+
+    def end(self, finish: Finish, now: float, *, succeeded: bool) -> None:
+        """Answers can arrive out of order, so within one quota window the lowest reported value wins."""
+        self.leases.pop(finish.token, None)
+        if succeeded:
+            self.probing = False
+        self.learn(finish, now)
+
+    def learn(self, finish: Finish, now: float) -> None:
+        if finish.remaining is None:
+            return
+        if now < self.window_ends and self.remaining is not None:
+            self.remaining = min(self.remaining, finish.remaining)
+        else:
+            self.remaining, self.window_ends = finish.remaining, finish.window_ends or now + 60.0
+
+
+@dataclass(frozen=True)
 class RequestLimits:
     """A key's configured request limits: at most `per_minute` in any 60 s, `per_day` until `day_ends_at`."""
 
@@ -251,29 +323,48 @@ class StateStore(ABC):
         """Declare a pool's keys in rotation order (idempotent; state of known keys is kept)."""
 
     @abstractmethod
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
+    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
         """The next available key of the pool in round-robin order, marked as used; None if all are cooling or
-        the pool is paused."""
+        the pool is paused. With a `lease`, only a key whose `Gate` allows one more request in flight is picked,
+        and the lease is taken on it in the same step."""
 
     @abstractmethod
     def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
         """The key of the pool that frees up first, with when: its `cooldown_until`, or the pool's pause end."""
 
     @abstractmethod
-    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
+    def record_success(
+        self, key_id: str, now: float, request: RequestRecord | None = None, finish: Finish | None = None
+    ) -> int:
         """Count a success and clear the consecutive-failure streak; returns the streak that just ended.
 
-        `request`, when given, goes to the request log and the hour's history in the same write."""
+        `request`, when given, goes to the request log and the hour's history, and `finish` ends the request's
+        lease (with the quota the answer reported), in the same write."""
 
     @abstractmethod
     def record_failure(
-        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+        self,
+        key_id: str,
+        now: float,
+        error: str,
+        *,
+        streak: bool,
+        request: RequestRecord | None = None,
+        finish: Finish | None = None,
     ) -> int:
         """Count a failure (extending the consecutive streak if `streak`); returns the streak length."""
 
     @abstractmethod
-    def log_request(self, request: RequestRecord) -> None:
-        """Log a request that changes nothing about its key (the request's own fault)."""
+    def log_request(self, request: RequestRecord, finish: Finish | None = None) -> None:
+        """Log a request that changes nothing about its key (the request's own fault), ending its lease."""
+
+    @abstractmethod
+    def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
+        """End a lease without an answer (the caller gave up on a stream)."""
+
+    @abstractmethod
+    def probe_next(self, key_id: str) -> None:
+        """After a hint-less rest, the key takes one request at a time until one succeeds."""
 
     @abstractmethod
     def request_log(self, limit: int = 100) -> list[RequestRecord]:

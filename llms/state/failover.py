@@ -14,9 +14,11 @@ from typing import Any
 
 from llms.state.base import (
     CooldownReason,
+    Finish,
     HourOfKey,
     KeyEvent,
     KeyRecord,
+    Lease,
     RequestLimits,
     RequestRecord,
     StateError,
@@ -82,25 +84,40 @@ class FailoverStore(StateStore):
         self._fallback.register(pool, key_ids)
         self._call("register", pool, key_ids)
 
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
-        return self._call("acquire", pool, now, exclude)
+    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
+        return self._call("acquire", pool, now, exclude, lease)
 
     def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
         return self._call("next_free", pool, now)
 
-    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
-        return self._call("record_success", key_id, now, request)
+    def record_success(
+        self, key_id: str, now: float, request: RequestRecord | None = None, finish: Finish | None = None
+    ) -> int:
+        return self._call("record_success", key_id, now, request, finish)
 
     def record_failure(
-        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+        self,
+        key_id: str,
+        now: float,
+        error: str,
+        *,
+        streak: bool,
+        request: RequestRecord | None = None,
+        finish: Finish | None = None,
     ) -> int:
-        return self._call("record_failure", key_id, now, error, streak=streak, request=request)
+        return self._call("record_failure", key_id, now, error, streak=streak, request=request, finish=finish)
 
     def spend(self, key_id: str, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
         return self._call("spend", key_id, now, limits)
 
-    def log_request(self, request: RequestRecord) -> None:
-        self._call("log_request", request)
+    def log_request(self, request: RequestRecord, finish: Finish | None = None) -> None:
+        self._call("log_request", request, finish)
+
+    def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
+        self._call("end_lease", key_id, finish, now)
+
+    def probe_next(self, key_id: str) -> None:
+        self._call("probe_next", key_id)
 
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
         return self._call("request_log", limit)

@@ -10,9 +10,12 @@ from dataclasses import replace
 
 from llms.state.base import (
     CooldownReason,
+    Finish,
+    Gate,
     HourOfKey,
     KeyEvent,
     KeyRecord,
+    Lease,
     LimitUsage,
     RequestLimits,
     RequestRecord,
@@ -42,6 +45,7 @@ class MemoryStore(StateStore):
         self._events: deque[KeyEvent] = deque(maxlen=max_events)
         self._pauses: dict[str, tuple[float, CooldownReason]] = {}
         self._usage: dict[str, LimitUsage] = {}
+        self._gates: dict[str, Gate] = {}
         self._log: deque[RequestRecord] = deque(maxlen=self.log_size)
         self._hours: dict[tuple[float, str], HourOfKey] = {}
 
@@ -62,7 +66,7 @@ class MemoryStore(StateStore):
                 ring.append(key_id)
                 self._in_ring.add(key_id)
 
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
+    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
         with self._lock:
             pause = self._pauses.get(pool)
             if pause is not None and pause[0] > now:
@@ -80,6 +84,11 @@ class MemoryStore(StateStore):
                 ring.append(key_id)
                 if key_id in exclude or record.disabled:
                     continue
+                if lease is not None:
+                    gate = self._gates.setdefault(key_id, Gate({}))
+                    if not gate.allows(now):
+                        continue
+                    gate.take(lease, now)
                 self._records[key_id] = replace(record, last_used=now)
                 return key_id
             return None
@@ -126,8 +135,11 @@ class MemoryStore(StateStore):
             pause = self._pauses.get(pool)
             return pause if pause is not None and pause[0] > now else None
 
-    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
+    def record_success(
+        self, key_id: str, now: float, request: RequestRecord | None = None, finish: Finish | None = None
+    ) -> int:
         with self._lock:
+            self._end(key_id, finish, now, succeeded=True)
             before = self._records[key_id]
             self._records[key_id] = replace(
                 before, successes=before.successes + 1, consecutive_failures=0, last_used=now
@@ -136,9 +148,17 @@ class MemoryStore(StateStore):
             return before.consecutive_failures
 
     def record_failure(
-        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+        self,
+        key_id: str,
+        now: float,
+        error: str,
+        *,
+        streak: bool,
+        request: RequestRecord | None = None,
+        finish: Finish | None = None,
     ) -> int:
         with self._lock:
+            self._end(key_id, finish, now, succeeded=False)
             record = self._records[key_id]
             consecutive = record.consecutive_failures + 1 if streak else record.consecutive_failures
             self._records[key_id] = replace(
@@ -162,9 +182,28 @@ class MemoryStore(StateStore):
         with self._lock:
             return self._usage.setdefault(key_id, LimitUsage([])).spend(now, limits)
 
-    def log_request(self, request: RequestRecord) -> None:
+    def log_request(self, request: RequestRecord, finish: Finish | None = None) -> None:
         with self._lock:
+            self._end(request.key, finish, request.at, succeeded=False)
             self._remember(request)
+
+    def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
+        with self._lock:
+            self._end(key_id, finish, now, succeeded=False)
+
+    def probe_next(self, key_id: str) -> None:
+        with self._lock:
+            self._gates.setdefault(key_id, Gate({})).probing = True
+
+    def _end(self, key_id: str, finish: Finish | None, now: float, *, succeeded: bool) -> None:
+        gate = self._gates.get(key_id)
+        if gate is None and finish is not None and finish.remaining is not None:
+            gate = self._gates.setdefault(key_id, Gate({}))
+        if gate is not None:
+            if finish is not None:
+                gate.end(finish, now, succeeded=succeeded)
+            elif succeeded:
+                gate.probing = False
 
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
         with self._lock:

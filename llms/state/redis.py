@@ -25,12 +25,15 @@ import redis
 
 from config.api_keys import redacted_url
 from llms.state.base import (
+    IN_FLIGHT_CEILING,
     LATENCY_BOUNDS,
     CooldownReason,
     EventKind,
+    Finish,
     HourOfKey,
     KeyEvent,
     KeyRecord,
+    Lease,
     RequestLimits,
     RequestRecord,
     StateError,
@@ -47,18 +50,32 @@ log = logging.getLogger("llms.state")
 
 _ACQUIRE = """
 local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local token, lease_until = ARGV[3], tonumber(ARGV[4])
 local pause = redis.call('GET', KEYS[3])
 if pause and tonumber(string.match(pause, '^[^|]+')) > now then return false end
 local n = redis.call('LLEN', ring)
 if n == 0 then return -1 end
 local excluded = {}
-for i = 3, #ARGV do excluded[ARGV[i]] = true end
+for i = 5, #ARGV do excluded[ARGV[i]] = true end
+local function admit(id)
+  local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing')
+  local probing, remaining, ends = g[3] == '1', tonumber(g[1]), tonumber(g[2] or '0')
+  if not (probing or (remaining and (now >= ends or remaining < IN_FLIGHT_CEILING))) then return true end
+  local leases = prefix .. 'lease:' .. id
+  redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+  local allowed = 1
+  if not probing and remaining and now < ends then allowed = remaining end
+  if redis.call('ZCARD', leases) >= allowed then return false end
+  redis.call('ZADD', leases, lease_until, token)
+  redis.call('EXPIRE', leases, math.ceil(lease_until - now) + 60)
+  return true
+end
 for _ = 1, n do
   local c = redis.call('INCR', cursor)
   local id = redis.call('LINDEX', ring, (c - 1) % n)
   if id and not excluded[id] and redis.call('SISMEMBER', prefix .. 'disabled', id) == 0 then
     local cool = redis.call('GET', prefix .. 'cool:' .. id)
-    if not cool or tonumber(string.match(cool, '^[^|]+')) <= now then
+    if (not cool or tonumber(string.match(cool, '^[^|]+')) <= now) and (token == '' or admit(id)) then
       redis.call('HSET', prefix .. 'key:' .. id, 'last_used', ARGV[2])
       return id
     end
@@ -89,24 +106,47 @@ local function remember(o)
 end
 """
 
+_FINISH = """
+local function finish(o)
+  local prefix, id, token, remaining = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
+  local gate = prefix .. 'gate:' .. id
+  if token ~= '' then redis.call('ZREM', prefix .. 'lease:' .. id, token) end
+  if ARGV[o + 5] == '1' and redis.call('HGET', gate, 'probing') == '1' then redis.call('HSET', gate, 'probing', '0') end
+  if remaining ~= '' then
+    local g = redis.call('HMGET', gate, 'remaining', 'window_ends')
+    if g[1] and g[2] and tonumber(ARGV[o + 6]) < tonumber(g[2]) then
+      redis.call('HSET', gate, 'remaining', math.min(tonumber(g[1]), tonumber(remaining)))
+    else
+      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4])
+    end
+  end
+end
+"""
+
+_ACQUIRE = _ACQUIRE.replace("IN_FLIGHT_CEILING", str(IN_FLIGHT_CEILING))
+
 _SUCCESS = (
     _REMEMBER
+    + _FINISH
     + """
 local before = tonumber(redis.call('HGET', KEYS[1], 'consecutive') or '0')
 redis.call('HINCRBY', KEYS[1], 'successes', 1)
 redis.call('HSET', KEYS[1], 'consecutive', 0, 'last_used', ARGV[1])
-remember(2)
+finish(2)
+remember(9)
 return before
 """
 )
 
 _FAILURE = (
     _REMEMBER
+    + _FINISH
     + """
 redis.call('HINCRBY', KEYS[1], 'failures', 1)
 local streak = redis.call('HINCRBY', KEYS[1], 'consecutive', tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'last_error', ARGV[2], 'last_used', ARGV[1])
-remember(4)
+finish(4)
+remember(11)
 return streak
 """
 )
@@ -195,11 +235,11 @@ class RedisStore(StateStore):
         if key_ids:
             self._run(lambda: self._register(keys=[ring, members], args=list(key_ids)))
 
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
+    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
         """An empty ring for a pool this store registered means Redis restarted or was flushed: register again
         and pick once more, so a restart costs no call."""
         keys = [f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:cursor", f"{self._p}pool:{pool}:pause"]
-        args = [self._p, repr(now), *exclude]
+        args = [self._p, repr(now), lease.token if lease else "", repr(lease.until) if lease else "0", *exclude]
         found = self._run(lambda: self._acquire(keys=keys, args=args))
         if found == -1 and self._pools.get(pool):
             log.warning("key state for %s is gone from Redis (restarted or flushed); registering the keys again", pool)
@@ -237,12 +277,15 @@ class RedisStore(StateStore):
         head, _, tail = raw.partition("|")
         return float(head), CooldownReason(tail)
 
-    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
+    def record_success(
+        self, key_id: str, now: float, request: RequestRecord | None = None, finish: Finish | None = None
+    ) -> int:
         """Sent without waiting for a reply (`CLIENT REPLY SKIP`): a success changes no rotation decision, so the
         call need not pay a round trip for it (the request log and history ride along in the same script).
         Returns the failure streak this process last saw for the key."""
         name = f"{self._p}key:{key_id}"
-        command = ("EVAL", _SUCCESS, 1, name, repr(now), *self._remember_args(request))
+        finished = self._finish_args(key_id, finish, now, succeeded=True)
+        command = ("EVAL", _SUCCESS, 1, name, repr(now), *finished, *self._remember_args(request))
         self._run(lambda: self._send_unacknowledged(command))
         return self._streaks.pop(key_id, 0)
 
@@ -276,9 +319,31 @@ class RedisStore(StateStore):
         counted, rest = self._run(lambda: self._spend(keys=keys, args=args))
         return bool(counted), float(rest) if rest else None
 
-    def log_request(self, request: RequestRecord) -> None:
-        command = ("EVAL", _REMEMBER + "remember(1)", 0, *self._remember_args(request))
-        self._run(lambda: self._send_unacknowledged(command))
+    def log_request(self, request: RequestRecord, finish: Finish | None = None) -> None:
+        finished = self._finish_args(request.key, finish, request.at, succeeded=False)
+        script = _REMEMBER + _FINISH + "finish(1)\nremember(8)"
+        self._run(lambda: self._send_unacknowledged(("EVAL", script, 0, *finished, *self._remember_args(request))))
+
+    def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
+        finished = self._finish_args(key_id, finish, now, succeeded=False)
+        self._run(lambda: self._redis.eval(_FINISH + "finish(1)", 0, *finished))
+
+    def probe_next(self, key_id: str) -> None:
+        self._run(lambda: self._redis.hset(f"{self._p}gate:{key_id}", "probing", "1"))
+
+    def _finish_args(self, key_id: str, finish: Finish | None, now: float, *, succeeded: bool) -> list[Any]:
+        """The `finish(o)` block of the scripts: end the lease, clear probing on a success, learn the quota."""
+        remaining = finish.remaining if finish is not None else None
+        ends = finish.window_ends if finish is not None and finish.window_ends is not None else now + 60.0
+        return [
+            self._p,
+            key_id,
+            finish.token if finish is not None else "",
+            "" if remaining is None else remaining,
+            repr(ends),
+            "1" if succeeded else "0",
+            repr(now),
+        ]
 
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
         raw = self._run(lambda: self._redis.lrange(f"{self._p}requests", 0, limit - 1))
@@ -308,9 +373,17 @@ class RedisStore(StateStore):
             pool.release(connection)
 
     def record_failure(
-        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+        self,
+        key_id: str,
+        now: float,
+        error: str,
+        *,
+        streak: bool,
+        request: RequestRecord | None = None,
+        finish: Finish | None = None,
     ) -> int:
-        args = [repr(now), error[:300], 1 if streak else 0, *self._remember_args(request)]
+        finished = self._finish_args(key_id, finish, now, succeeded=False)
+        args = [repr(now), error[:300], 1 if streak else 0, *finished, *self._remember_args(request)]
         count = int(self._run(lambda: self._failure(keys=[f"{self._p}key:{key_id}"], args=args)))
         self._streaks[key_id] = count
         return count

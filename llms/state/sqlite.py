@@ -27,9 +27,12 @@ from llms.state.base import (
     LATENCY_BOUNDS,
     CooldownReason,
     EventKind,
+    Finish,
+    Gate,
     HourOfKey,
     KeyEvent,
     KeyRecord,
+    Lease,
     LimitUsage,
     RequestLimits,
     RequestRecord,
@@ -108,6 +111,18 @@ CREATE TABLE IF NOT EXISTS history (
     b15 INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, key)
 );
+CREATE TABLE IF NOT EXISTS gates (
+    fp TEXT PRIMARY KEY,
+    remaining INTEGER,
+    window_ends REAL NOT NULL DEFAULT 0,
+    probing INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS leases (
+    token TEXT PRIMARY KEY,
+    fp TEXT NOT NULL,
+    until REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_by_key ON leases (fp, until);
 CREATE TABLE IF NOT EXISTS limit_usage (
     fp TEXT PRIMARY KEY,
     recent TEXT NOT NULL,
@@ -135,6 +150,7 @@ class SQLiteStore(StateStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._pruned_hour = -1.0
+        self._tokens: set[str] = set()  # leases this process took, so ending one costs nothing when none was
         self._lock = threading.Lock()  # the file is opened on first use: a broken one fails that call, not this one
 
     @classmethod
@@ -224,7 +240,7 @@ class SQLiteStore(StateStore):
 
         self._run(apply)
 
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = ()) -> str | None:
+    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
         skip = set(exclude)
 
         def apply(db: sqlite3.Connection) -> str | None:
@@ -239,6 +255,8 @@ class SQLiteStore(StateStore):
             for sql, bound in ((query.format(">"), cursor), (query.format("<="), cursor)):
                 for fp, position in db.execute(sql, (pool, now, bound)):
                     if fp in skip:
+                        continue
+                    if lease is not None and not self._lease(db, fp, lease, now):
                         continue
                     db.execute("UPDATE pools SET cursor = ? WHERE pool = ?", (position, pool))
                     db.execute("UPDATE keys SET last_used = ? WHERE fp = ?", (now, fp))
@@ -268,8 +286,11 @@ class SQLiteStore(StateStore):
 
         return self._run(read, write=False)
 
-    def record_success(self, key_id: str, now: float, request: RequestRecord | None = None) -> int:
+    def record_success(
+        self, key_id: str, now: float, request: RequestRecord | None = None, finish: Finish | None = None
+    ) -> int:
         def apply(db: sqlite3.Connection) -> int:
+            self._end(db, key_id, finish, now, succeeded=True)
             row = db.execute("SELECT consecutive FROM keys WHERE fp = ?", (key_id,)).fetchone()
             db.execute(
                 "UPDATE keys SET successes = successes + 1, consecutive = 0, last_used = ? WHERE fp = ?", (now, key_id)
@@ -280,9 +301,17 @@ class SQLiteStore(StateStore):
         return self._run(apply)
 
     def record_failure(
-        self, key_id: str, now: float, error: str, *, streak: bool, request: RequestRecord | None = None
+        self,
+        key_id: str,
+        now: float,
+        error: str,
+        *,
+        streak: bool,
+        request: RequestRecord | None = None,
+        finish: Finish | None = None,
     ) -> int:
         def apply(db: sqlite3.Connection) -> int:
+            self._end(db, key_id, finish, now, succeeded=False)
             db.execute(
                 "UPDATE keys SET failures = failures + 1, consecutive = consecutive + ?, last_error = ?, last_used = ? "
                 "WHERE fp = ?",
@@ -336,8 +365,58 @@ class SQLiteStore(StateStore):
 
         return self._run(apply)
 
-    def log_request(self, request: RequestRecord) -> None:
-        self._run(lambda db: self._remember(db, request))
+    def log_request(self, request: RequestRecord, finish: Finish | None = None) -> None:
+        def apply(db: sqlite3.Connection) -> None:
+            self._end(db, request.key, finish, request.at, succeeded=False)
+            self._remember(db, request)
+
+        self._run(apply)
+
+    def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
+        self._run(lambda db: self._end(db, key_id, finish, now, succeeded=False))
+
+    def probe_next(self, key_id: str) -> None:
+        self._run(
+            lambda db: db.execute(
+                "INSERT INTO gates (fp, probing) VALUES (?, 1) ON CONFLICT (fp) DO UPDATE SET probing = 1", (key_id,)
+            )
+        )
+
+    def _lease(self, db: sqlite3.Connection, fp: str, lease: Lease, now: float) -> bool:
+        """Take a lease on `fp` if its gate allows one more request in flight (in the caller's transaction)."""
+        gate = _gate(db, fp)
+        if not gate.tracks(now):
+            return True
+        db.execute("DELETE FROM leases WHERE fp = ? AND until <= ?", (fp, now))
+        live = db.execute("SELECT count(*) FROM leases WHERE fp = ?", (fp,)).fetchone()[0]
+        if live >= gate.allowed(now):
+            return False
+        db.execute("INSERT INTO leases (token, fp, until) VALUES (?, ?, ?)", (lease.token, fp, lease.until))
+        with self._lock:
+            self._tokens.add(lease.token)
+        return True
+
+    def _end(self, db: sqlite3.Connection, fp: str, finish: Finish | None, now: float, *, succeeded: bool) -> None:
+        """End a lease (and clear probing on a success, learn a reported quota) in the caller's transaction."""
+        if finish is not None:
+            with self._lock:
+                held = finish.token in self._tokens
+                self._tokens.discard(finish.token)
+            if held:
+                db.execute("DELETE FROM leases WHERE token = ?", (finish.token,))
+        if not succeeded and (finish is None or finish.remaining is None):
+            return
+        gate = _gate(db, fp)
+        before = (gate.remaining, gate.window_ends, gate.probing)
+        if succeeded:
+            gate.probing = False
+        if finish is not None:
+            gate.learn(finish, now)
+        if (gate.remaining, gate.window_ends, gate.probing) != before:
+            db.execute(
+                "INSERT OR REPLACE INTO gates (fp, remaining, window_ends, probing) VALUES (?, ?, ?, ?)",
+                (fp, gate.remaining, gate.window_ends, int(gate.probing)),
+            )
 
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
         rows = self._run(
@@ -445,10 +524,15 @@ class SQLiteStore(StateStore):
 
     def clear(self) -> None:
         def apply(db: sqlite3.Connection) -> None:
-            for table in ("keys", "pools", "events", "requests", "history", "limit_usage"):
+            for table in ("keys", "pools", "events", "requests", "history", "limit_usage", "gates", "leases"):
                 db.execute(f"DELETE FROM {table}")
 
         self._run(apply)
+
+
+def _gate(db: sqlite3.Connection, fp: str) -> Gate:
+    row = db.execute("SELECT remaining, window_ends, probing FROM gates WHERE fp = ?", (fp,)).fetchone()
+    return Gate({}, row[0], row[1], bool(row[2])) if row else Gate({})
 
 
 def describe(exc: BaseException) -> str:
