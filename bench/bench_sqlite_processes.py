@@ -41,7 +41,7 @@ class Count(logging.Handler):
         if "unavailable" in record.getMessage():
             fallbacks.append(record.getMessage()[-160:])
 logging.getLogger("llms.state").addHandler(Count())
-answers, errors, lock = [0], [0], threading.Lock()
+answers, errors, samples, lock = [0], [0], [], threading.Lock()
 client = SmartClient(load_settings(env, dotenv_path=None))
 end = time.monotonic() + seconds
 def work():
@@ -49,12 +49,14 @@ def work():
         try:
             client.complete([{"role": "user", "content": "hi"}], wait=5)
             with lock: answers[0] += 1
-        except Exception:
-            with lock: errors[0] += 1
+        except Exception as exc:
+            with lock:
+                errors[0] += 1
+                samples.append(str(exc)[-200:])
 workers = [threading.Thread(target=work) for _ in range(threads)]
 [w.start() for w in workers]; [w.join() for w in workers]
 client.close()
-print(json.dumps({"answers": answers[0], "errors": errors[0], "fallbacks": len(fallbacks), "why": fallbacks[:3]}))
+print(json.dumps({"answers": answers[0], "errors": errors[0], "fallbacks": len(fallbacks), "why": fallbacks[:3] + samples[:3]}))
 """
 
 

@@ -150,7 +150,8 @@ class SQLiteStore(StateStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._pruned_hour = -1.0
-        self._tokens: set[str] = set()  # leases this process took, so ending one costs nothing when none was
+        self._tokens: set[str] = set()
+        self._writer = threading.Lock()  # leases this process took, so ending one costs nothing when none was
         self._lock = threading.Lock()  # the file is opened on first use: a broken one fails that call, not this one
 
     @classmethod
@@ -194,19 +195,24 @@ class SQLiteStore(StateStore):
 
     def _run(self, operation: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
         """One operation in one transaction (`BEGIN IMMEDIATE` takes the write lock up front, so two processes
-        never interleave a read-modify-write)."""
+        never interleave a read-modify-write).
+
+        A process's threads write one at a time: SQLite's busy handler is not a fair queue, and with a hundred
+        threads polling for the lock one of them can lose for longer than the busy timeout. With this lock only
+        one thread per process contends, and SQLite arbitrates between processes."""
         try:
             db = self._connection()
             if not write:
                 return operation(db)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = operation(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
+            with self._writer:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = operation(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+                return result
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"sqlite at {self.path}: {describe(exc)}", describe(exc)) from exc
 
