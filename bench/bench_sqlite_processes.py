@@ -56,7 +56,8 @@ def work():
 workers = [threading.Thread(target=work) for _ in range(threads)]
 [w.start() for w in workers]; [w.join() for w in workers]
 client.close()
-print(json.dumps({"answers": answers[0], "errors": errors[0], "fallbacks": len(fallbacks), "why": fallbacks[:3] + samples[:3]}))
+why = fallbacks[:3] + samples[:3]
+print(json.dumps({"answers": answers[0], "errors": errors[0], "fallbacks": len(fallbacks), "why": why}))
 """
 
 
@@ -78,6 +79,10 @@ def run(seconds: float = SECONDS) -> Result:
     total = {name: sum(o[name] for o in outputs) for name in ("answers", "errors", "fallbacks")}
     why = sorted({reason for o in outputs for reason in o["why"]})
     return {**total, "why": why, "per_second": total["answers"] / elapsed, "seconds": elapsed}
+
+
+def notes(r: Result) -> list[str]:
+    return [f"What went wrong: {'; '.join(r['why'])}"] if r.get("why") else []
 
 
 def rows(r: Result) -> list[Row]:
