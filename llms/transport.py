@@ -13,6 +13,7 @@ read and count what they receive; past either limit the read fails, and the adap
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import socket
@@ -217,6 +218,24 @@ def read_lines(response: requests.Response, budget: Budget, chunk: int = 8192) -
 
 def gemini_http_client(timeout: float) -> Any:
     """An `httpx2.Client` for `google-genai`: guarded network streams, and gzip/deflate decoded within the cap."""
+    import httpx2
+
+    guarded_backend, capped_decoding = _httpx2_guards()
+    inner = httpx2.HTTPTransport(retries=0)
+    pool = inner._pool  # httpx builds its httpcore pool here; the guarded backend replaces its sockets' I/O
+    pool._network_backend = guarded_backend(pool._network_backend)
+    return httpx2.Client(
+        transport=capped_decoding(inner),
+        timeout=timeout,
+        headers={"Accept-Encoding": "identity"},
+        follow_redirects=False,
+    )
+
+
+@functools.cache
+def _httpx2_guards() -> tuple[type, type]:
+    """The guarded network backend and the capped-decoding transport, defined once, on first use: `httpx2` is
+    imported only when a Gemini key is used, and one client is made per key."""
     import httpcore2
     import httpx2
 
@@ -317,12 +336,4 @@ def gemini_http_client(timeout: float) -> Any:
         def close(self) -> None:
             self._inner.close()
 
-    inner = httpx2.HTTPTransport(retries=0)
-    pool = inner._pool  # httpx builds its httpcore pool here; the guarded backend replaces its sockets' I/O
-    pool._network_backend = GuardedBackend(pool._network_backend)
-    return httpx2.Client(
-        transport=CappedDecoding(inner),
-        timeout=timeout,
-        headers={"Accept-Encoding": "identity"},
-        follow_redirects=False,
-    )
+    return GuardedBackend, CappedDecoding

@@ -46,7 +46,7 @@ def parse_duration(text: str) -> float | None:
         return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     words = re.fullmatch(r"(\d+(?:\.\d+)?)(seconds?|secs?|minutes?|mins?)", text)
     if words:
-        return float(words.group(1)) * _WORD_UNITS[words.group(2).rstrip("s") or "s"]
+        return float(words.group(1)) * _WORD_UNITS[words.group(2).rstrip("s")]
     try:
         value = float(text)
     except ValueError:

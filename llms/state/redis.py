@@ -124,6 +124,8 @@ end
 """
 
 _ACQUIRE = _ACQUIRE.replace("IN_FLIGHT_CEILING", str(IN_FLIGHT_CEILING))
+_LOG = _REMEMBER + _FINISH + "finish(1)\nremember(8)"
+_END_LEASE = _FINISH + "finish(1)"
 
 _SUCCESS = (
     _REMEMBER
@@ -321,12 +323,11 @@ class RedisStore(StateStore):
 
     def log_request(self, request: RequestRecord, finish: Finish | None = None) -> None:
         finished = self._finish_args(request.key, finish, request.at, succeeded=False)
-        script = _REMEMBER + _FINISH + "finish(1)\nremember(8)"
-        self._run(lambda: self._send_unacknowledged(("EVAL", script, 0, *finished, *self._remember_args(request))))
+        self._run(lambda: self._send_unacknowledged(("EVAL", _LOG, 0, *finished, *self._remember_args(request))))
 
     def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
         finished = self._finish_args(key_id, finish, now, succeeded=False)
-        self._run(lambda: self._redis.eval(_FINISH + "finish(1)", 0, *finished))
+        self._run(lambda: self._redis.eval(_END_LEASE, 0, *finished))
 
     def probe_next(self, key_id: str) -> None:
         self._run(lambda: self._redis.hset(f"{self._p}gate:{key_id}", "probing", "1"))

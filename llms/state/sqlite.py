@@ -218,7 +218,7 @@ class SQLiteStore(StateStore):
 
     def health(self) -> StoreHealth:
         try:
-            self._run(lambda db: db.execute("SELECT count(*) FROM keys").fetchone(), write=False)
+            self._run(lambda db: db.execute("SELECT 1 FROM keys LIMIT 1").fetchone(), write=False)
         except StateError as exc:
             return StoreHealth("sqlite", str(self.path), False, exc.reason)
         return StoreHealth("sqlite", str(self.path), True)
