@@ -242,7 +242,7 @@ def notes(r: Result) -> list[str]:
         out.append(
             "**Why hint-less adaptive misses.** The keys' windows start together, so within a few milliseconds "
             "6 or more of the 7 keys answer a hint-less 429. The key manager's storm detector "
-            "(`llms/quota.py: StormDetector`, ≥ 75 % of a provider's keys rate-limited within 5 s) reads that as "
+            "(`llms/quota.py: StormRule`, ≥ 75 % of a provider's keys rate-limited within 5 s) reads that as "
             "a provider-wide limit and rests *every* key for `LLM_STORM_COOLDOWN` (10 s) — a storm with no hint "
             "returns `inf`, capped to that setting — whatever the cooldown policy says. "
             f"Storm rests in {len(adaptive['runs'])} runs: {adaptive['storm_rests']:g}. Each lasts the rest of the "

@@ -5,18 +5,21 @@ rule (rest `LLM_RATE_LIMIT_COOLDOWN`, an hour by default). `AdaptiveCooldown` (t
 lets the next real request be the probe, doubles the rest on every repeated hint-less 429 up to that same
 maximum, and remembers per key (or per shared-limit group) the rest that worked, so the next rest starts
 there. A fixed hour throws most of a short window's quota away; the ladder finds the window in a few probes.
+
+Policies are pure: they turn one `Backoff` into the next. Where a key stands is kept in the store
+(`llms.quota.Pacing`), so every process sharing it climbs one ladder.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Protocol
 
 
 @dataclass(frozen=True)
 class Backoff:
-    """Where a key stands on the ladder, for the status page: `step` 0 means it is not backing off."""
+    """Where a key stands on the ladder: `step` 0 means it is not backing off; `rest` is the current step's rest,
+    `learned` the rest that worked last time."""
 
     step: int = 0
     rest: float | None = None
@@ -26,13 +29,13 @@ class Backoff:
 class CooldownPolicy(Protocol):
     name: str
 
-    def hintless_rest(self, subject: str) -> float:
-        """Seconds to rest `subject` (a key fingerprint or a group) after a 429 without a hint."""
+    def climb(self, backoff: Backoff) -> Backoff:
+        """The ladder after one more hint-less 429; its `rest` is how long the key rests now."""
         ...
 
-    def succeeded(self, subject: str) -> None: ...
-
-    def backoff(self, subject: str) -> Backoff: ...
+    def settle(self, backoff: Backoff) -> Backoff:
+        """The ladder after a request went through."""
+        ...
 
 
 class FixedCooldown:
@@ -41,21 +44,11 @@ class FixedCooldown:
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
 
-    def hintless_rest(self, subject: str) -> float:
-        return self._seconds
+    def climb(self, backoff: Backoff) -> Backoff:
+        return Backoff(rest=self._seconds)
 
-    def succeeded(self, subject: str) -> None:
-        pass
-
-    def backoff(self, subject: str) -> Backoff:
+    def settle(self, backoff: Backoff) -> Backoff:
         return Backoff()
-
-
-@dataclass
-class _Ladder:
-    step: int = 0
-    rest: float | None = None
-    learned: float | None = None
 
 
 class AdaptiveCooldown:
@@ -65,31 +58,17 @@ class AdaptiveCooldown:
         self._maximum = maximum
         self._initial = min(initial, maximum)
         self._factor = factor
-        self._ladders: dict[str, _Ladder] = {}
-        self._lock = threading.Lock()
 
-    def hintless_rest(self, subject: str) -> float:
-        with self._lock:
-            ladder = self._ladders.setdefault(subject, _Ladder())
-            if ladder.step == 0:
-                rest = ladder.learned or self._initial
-            else:
-                rest = min((ladder.rest or self._initial) * self._factor, self._maximum)
-            ladder.step += 1
-            ladder.rest = rest
-            return rest
+    def climb(self, backoff: Backoff) -> Backoff:
+        if backoff.step == 0:
+            rest = backoff.learned or self._initial
+        else:
+            rest = min((backoff.rest or self._initial) * self._factor, self._maximum)
+        return Backoff(backoff.step + 1, rest, backoff.learned)
 
-    def succeeded(self, subject: str) -> None:
+    def settle(self, backoff: Backoff) -> Backoff:
         """The request after a rest went through: that rest was long enough, start there next time."""
-        with self._lock:
-            ladder = self._ladders.get(subject)
-            if ladder is not None and ladder.step:
-                ladder.learned, ladder.step, ladder.rest = ladder.rest, 0, None
-
-    def backoff(self, subject: str) -> Backoff:
-        with self._lock:
-            ladder = self._ladders.get(subject)
-            return Backoff(ladder.step, ladder.rest, ladder.learned) if ladder else Backoff()
+        return Backoff(0, None, backoff.rest) if backoff.step else backoff
 
 
 def cooldown_policy(name: str, maximum: float) -> CooldownPolicy:

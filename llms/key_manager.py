@@ -17,14 +17,15 @@ from dataclasses import dataclass
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
-from llms.cooldown import Backoff, cooldown_policy
+from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
-from llms.quota import ConfiguredLimits, LearnedWindows, StormDetector
+from llms.quota import ConfiguredLimits, Pacing, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
 from llms.state.base import Finish, HourOfKey, Lease, RequestRecord
 
 log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
+_PACED_REFRESH = 2.0
 
 _PARKED: Mapping[OutcomeKind, CooldownReason] = {
     OutcomeKind.INVALID_KEY: CooldownReason.INVALID_KEY,
@@ -82,9 +83,10 @@ class KeyManager:
         self._lease_seconds = lease_seconds
         self._leases: defaultdict[str, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
-        self._storms = StormDetector()
+        self._storms = StormRule()
         self.policy = cooldown_policy(cooldowns.policy, cooldowns.rate_limit)
-        self._windows = LearnedWindows() if self.policy.name == "adaptive" else None
+        self._paced: set[str] = set()
+        self._paced_read_at = -math.inf
         for provider, ks in self._keys.items():
             store.register(provider, [k.fingerprint for k in ks])
 
@@ -139,10 +141,10 @@ class KeyManager:
         request log and the history in the same store write."""
         now = self._clock()
         ok = outcome.kind is OutcomeKind.OK
-        subject = _subject(key)
         quota = self._sane_quota(quota)
-        if ok and quota is None and self._windows is not None:
-            quota = self._windows.succeeded(subject, now, self.policy.backoff(subject).learned)
+        if ok and self._is_paced(_subject(key), now):
+            pacing = self._pace(_subject(key), lambda p: p.succeeded(now, self.policy))
+            quota = quota or pacing.quota()
         finish = self._finish(key, quota if ok else None, now)
         if ok:
             self._succeeded(key, quota, now, request, finish)
@@ -191,7 +193,6 @@ class KeyManager:
     def _succeeded(
         self, key: ApiKey, quota: QuotaHint | None, now: float, request: RequestRecord | None, finish: Finish | None
     ) -> None:
-        self.policy.succeeded(_subject(key))
         ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
         if ended_streak:
             self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
@@ -243,24 +244,45 @@ class KeyManager:
         else:
             if self._store.records([key.fingerprint])[0].cooldown_until > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
-            subject = _subject(key)
-            seconds = self.policy.hintless_rest(subject)
+            pacing = self._pace(_subject(key), lambda p: p.limited(now, self.policy))
+            seconds = pacing.backoff.rest or self._cooldowns.rate_limit
             self._store.probe_next(key.fingerprint)
-            if self._windows is not None:
-                self._windows.limited(subject, now, seconds)
-            source = f"no hint; {self.policy.name} policy, step {self.policy.backoff(subject).step}"
+            source = f"no hint; {self.policy.name} policy, step {pacing.backoff.step}"
         self.cool(key, seconds, CooldownReason.RATE_LIMIT, source)
         for member in self._account(key)[1:]:
             self.cool(member, seconds, CooldownReason.RATE_LIMIT, f"shares a limit with {key.key_id}")
         provider_keys = self._keys.get(key.provider, ())
-        storm = self._storms.observe(key.provider, key.fingerprint, seconds, now, len(provider_keys))
-        if storm is None:
+        if not self._storms.applies(len(provider_keys)):
             return
-        rest = min(storm, self._cooldowns.storm)
+        seen = self._store.change(
+            f"storm/{key.provider}",
+            lambda seen: self._storms.observe(seen, key.fingerprint, seconds, now, len(provider_keys)),
+        )
+        if seen["storm"] is None:
+            return
+        rest = min(seen["storm"], self._cooldowns.storm)
         statuses = self._store.records([k.fingerprint for k in provider_keys])
         for other, record in zip(provider_keys, statuses, strict=True):
             if record.cooldown_until < now + rest:
                 self.cool(other, rest, CooldownReason.RATE_LIMIT, f"{key.provider} answered 429 on most keys at once")
+
+    def _pace(self, subject: str, change: Callable[[Pacing], Pacing]) -> Pacing:
+        with self._lock:
+            self._paced.add(subject)
+        return Pacing.of(self._store.change(f"pace/{subject}", lambda d: change(Pacing.of(d)).document()))
+
+    def _is_paced(self, subject: str, now: float) -> bool:
+        """Whether something was learned about the subject's hidden limit, so its successes must be counted.
+
+        Only such subjects (they met a hint-less 429) cost a store write per success. What other processes
+        sharing the store learned is read every `_PACED_REFRESH` seconds."""
+        if now - self._paced_read_at >= _PACED_REFRESH:
+            self._paced_read_at = now
+            subjects = sorted({_subject(k) for k in self._by_id.values()})
+            documents = self._store.documents([f"pace/{s}" for s in subjects])
+            with self._lock:
+                self._paced |= {s for s, d in zip(subjects, documents, strict=True) if d}
+        return subject in self._paced
 
     def _sane(self, seconds: float | None, *, scheduled: bool = False) -> float | None:
         """A provider's hint as a rest: none when it is not a finite wait into the future (the policy decides),
@@ -340,9 +362,10 @@ class KeyManager:
         keys = self._keys.get(provider, ())
         now = self._clock()
         records = self._store.records([k.fingerprint for k in keys])
+        pacings = self._store.documents([f"pace/{_subject(k)}" for k in keys])
         return [
-            _status(key, record, self.policy.backoff(_subject(key)), now)
-            for key, record in zip(keys, records, strict=True)
+            _status(key, record, Pacing.of(pacing), now)
+            for key, record, pacing in zip(keys, records, pacings, strict=True)
         ]
 
     def events(self, limit: int = 100) -> list[KeyEvent]:
@@ -369,7 +392,7 @@ def _subject(key: ApiKey) -> str:
     return f"{key.provider}/{key.group}" if key.group else key.fingerprint
 
 
-def _status(key: ApiKey, record: KeyRecord, backoff: Backoff, now: float) -> KeyStatus:
+def _status(key: ApiKey, record: KeyRecord, pacing: Pacing, now: float) -> KeyStatus:
     cooling = record.cooldown_until > now
     return KeyStatus(
         key_id=key.key_id,
@@ -385,7 +408,7 @@ def _status(key: ApiKey, record: KeyRecord, backoff: Backoff, now: float) -> Key
         failures=record.failures,
         last_error=record.last_error,
         last_used=record.last_used,
-        backoff_step=backoff.step,
-        learned_rest=backoff.learned,
+        backoff_step=pacing.backoff.step,
+        learned_rest=pacing.backoff.learned,
         disabled=record.disabled,
     )

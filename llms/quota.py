@@ -1,21 +1,19 @@
 """Spending each key's quota without earning 429s: configured limits, learned windows, storm detection.
 
-These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. Configured
-limits are counted in the store, and so is how many requests a key may have in flight (`llms.state.base.Gate`),
-so every process sharing the store acts as one; learned windows and the storm detector still keep per-process
-bookkeeping, and what they decide (a key must rest) goes through the store.
+These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. They are pure
+rules; what they count lives in the store (configured limits in `StateStore.spend`, in-flight requests in
+`llms.state.base.Gate`, learned windows and storms as documents), so every process sharing it acts as one.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from llms.cooldown import Backoff, CooldownPolicy
 from llms.outcomes import QuotaHint
-from llms.state.base import RequestLimits
+from llms.state.base import Document, RequestLimits
 
 
 @dataclass(frozen=True)
@@ -36,77 +34,83 @@ class ConfiguredLimits:
         return RequestLimits(self.per_minute, self.per_day, now + self.day_ends_in(now))
 
 
-class LearnedWindows:
-    """For keys whose provider reports no quota: learn how many requests a window holds, then treat it as one.
+@dataclass(frozen=True)
+class Pacing:
+    """What was learned about one subject's hidden limit (a key, or a shared-limit group), for providers that
+    report no quota: the backoff ladder, and how many answers a window holds.
 
     The successes counted in a window that ended in a hint-less 429 are the window's size; answers still in
     flight when the 429 came (they arrive during the rest) count toward the window that just closed. Once the
-    size is known, each success yields a `QuotaHint` (requests left, seconds of the learned rest), so the
-    concurrency gate and the key manager spend the window exactly and rest the key before the next 429.
+    size is known, each success yields a `QuotaHint` (requests left, seconds of the learned rest), so the store's
+    in-flight gate and the key manager spend the window exactly and rest the key before the next 429.
+
+    Kept in the store as a document and changed atomically (`StateStore.change`), so every process sharing the
+    store counts one window and climbs one ladder.
     """
 
-    def __init__(self) -> None:
-        self._used: Counter[str] = Counter()
-        self._size: dict[str, int] = {}
-        self._closed_until: dict[str, float] = {}
-        self._lock = threading.Lock()
+    backoff: Backoff = field(default_factory=Backoff)
+    window: int | None = None
+    used: int = 0
+    closed_until: float = 0.0
 
-    def limited(self, subject: str, now: float, rest: float) -> None:
-        with self._lock:
-            self._closed_until[subject] = now + rest
-            if self._used[subject]:
-                self._size[subject] = self._used[subject]
+    @classmethod
+    def of(cls, document: Document) -> Pacing:
+        ladder = document.get("backoff") or [0, None, None]
+        return cls(Backoff(*ladder), document.get("window"), document.get("used", 0), document.get("closed", 0.0))
 
-    def succeeded(self, subject: str, now: float, rest: float | None) -> QuotaHint | None:
-        with self._lock:
-            closed_until = self._closed_until.get(subject)
-            if closed_until is not None:
-                if now < closed_until:  # a late answer from the window that just closed
-                    self._used[subject] += 1
-                    self._size[subject] = max(self._size.get(subject, 0), self._used[subject])
-                    return None
-                del self._closed_until[subject]
-                self._used[subject] = 0
-            self._used[subject] += 1
-            size = self._size.get(subject)
-            if size is None or rest is None:
-                return None
-            remaining = max(0, size - self._used[subject])
-            if remaining == 0:
-                self._closed_until[subject] = now + rest  # the key rests now; the next success opens a window
-            return QuotaHint(remaining, rest)
+    def document(self) -> Document:
+        ladder = [self.backoff.step, self.backoff.rest, self.backoff.learned]
+        return {"backoff": ladder, "window": self.window, "used": self.used, "closed": self.closed_until}
+
+    def limited(self, now: float, policy: CooldownPolicy) -> Pacing:
+        """A hint-less 429: one step up the ladder, and the current window closes for that step's rest."""
+        backoff = policy.climb(self.backoff)
+        return replace(self, backoff=backoff, window=self.used or self.window, closed_until=now + (backoff.rest or 0))
+
+    def succeeded(self, now: float, policy: CooldownPolicy) -> Pacing:
+        pacing = replace(self, backoff=policy.settle(self.backoff))
+        if now < pacing.closed_until:  # a late answer from the window that just closed
+            used = pacing.used + 1
+            return replace(pacing, used=used, window=max(pacing.window, used) if pacing.window else None)
+        used = 1 if pacing.closed_until else pacing.used + 1
+        remaining = self._remaining(pacing.window, used, pacing.backoff.learned)
+        closed_until = now + (pacing.backoff.learned or 0) if remaining == 0 else 0.0
+        return replace(pacing, used=used, closed_until=closed_until)
+
+    def quota(self) -> QuotaHint | None:
+        """What the window has left after the success that produced this state (None while nothing is learned)."""
+        remaining = self._remaining(self.window, self.used, self.backoff.learned)
+        return None if remaining is None else QuotaHint(remaining, self.backoff.learned)
+
+    @staticmethod
+    def _remaining(window: int | None, used: int, rest: float | None) -> int | None:
+        return None if window is None or rest is None else max(0, window - used)
 
 
-class StormDetector:
+@dataclass(frozen=True)
+class StormRule:
     """Most keys of one provider answering 429 within a few seconds means a provider- or IP-wide limit.
 
     Then resting the provider's remaining keys briefly beats burning through every one of them. It takes at
     least `min_keys` distinct keys, so a small pool (the original 4 OpenRouter keys) is simply walked through.
+    The 429s seen are a document in the store, so 429s in different processes add up to one storm.
     """
 
-    def __init__(self, window: float = 5.0, share: float = 0.75, min_keys: int = 4) -> None:
-        self._window = window
-        self._share = share
-        self._min_keys = min_keys
-        self._seen: dict[str, deque[tuple[float, str, float]]] = defaultdict(deque)
-        self._lock = threading.Lock()
+    window: float = 5.0
+    share: float = 0.75
+    min_keys: int = 4
 
-    def observe(self, provider: str, key: str, rest: float, now: float, total_keys: int) -> float | None:
-        """Record a 429 and the rest it earned; when it completes a storm, return the shortest of those rests.
+    def applies(self, total_keys: int) -> bool:
+        return total_keys > self._needed(total_keys)
 
-        The other keys then rest no longer than the rate-limited ones do: a storm is a reason to pause, not to
-        outlast the limit itself (with the adaptive policy that first pause is a second).
-        """
-        needed = max(self._min_keys, math.ceil(self._share * total_keys))
-        if total_keys <= needed:
-            return None
-        with self._lock:
-            seen = self._seen[provider]
-            seen.append((now, key, rest))
-            while seen and seen[0][0] < now - self._window:
-                seen.popleft()
-            if len({k for _, k, _ in seen}) < needed:
-                return None
-            shortest = min(r for _, _, r in seen)
-            seen.clear()
-            return shortest
+    def observe(self, seen: Document, key: str, rest: float, now: float, total_keys: int) -> Document:
+        """`seen` with one more 429 and the rest it earned. When it completes a storm, `storm` holds the shortest
+        of those rests (the other keys then rest no longer than the rate-limited ones: a storm is a reason to
+        pause, not to outlast the limit itself) and the list starts over."""
+        recent = [entry for entry in seen.get("seen", []) if entry[0] >= now - self.window] + [[now, key, rest]]
+        if len({entry[1] for entry in recent}) < self._needed(total_keys):
+            return {"seen": recent, "storm": None}
+        return {"seen": [], "storm": min(entry[2] for entry in recent)}
+
+    def _needed(self, total_keys: int) -> int:
+        return max(self.min_keys, math.ceil(self.share * total_keys))

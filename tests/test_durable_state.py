@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, MakeClient, python_env
+from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, python_env
 
 from config.settings import load_settings
-from llms import SmartClient
+from llms import AllKeysExhaustedError, SmartClient
 from simulator import Simulator
 
 
@@ -117,7 +117,7 @@ def test_the_request_log_and_history_are_plain_data_without_content_or_keys(make
 _WORKER = """
 import sys
 from config.settings import load_settings
-from llms import SmartClient
+from llms import AllKeysExhaustedError, SmartClient
 env = dict(arg.split("=", 1) for arg in sys.argv[1:])
 with SmartClient(load_settings(env, dotenv_path=None)) as client:
     for _ in range(10):
@@ -144,7 +144,7 @@ def test_processes_sharing_one_sqlite_file_add_up_exactly(sim: Simulator, tmp_pa
 _BURST = """
 import sys
 from config.settings import load_settings
-from llms import SmartClient
+from llms import AllKeysExhaustedError, SmartClient
 env = dict(arg.split("=", 1) for arg in sys.argv[1:])
 answered = 0
 with SmartClient(load_settings(env, dotenv_path=None)) as client:
@@ -199,3 +199,66 @@ def _cli_env(sim: Simulator, env: dict[str, str], *args: str) -> subprocess.Comp
     return subprocess.run(
         [PYTHON, "-m", "llms", *args], capture_output=True, text=True, env=python_env(**env), cwd=ROOT, timeout=60
     )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_clients_sharing_a_store_climb_one_ladder_and_count_one_window(
+    sim: Simulator, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A hint-less limit learned by one client is known to every client sharing the store: the second 429 climbs
+    the first one's ladder, and both clients' answers fill one learned window, so the key rests before a 429."""
+    secret = SECRETS["openrouter"][0]
+    sim.add_key("openrouter", secret, "rate_limit_nohint", name="openrouter:1")
+    url = request.getfixturevalue("redis_server").url if backend == "redis" else f"sqlite://{tmp_path / 'state.db'}"
+    env = {**sim.env(), "OPENROUTER_API_KEY_1": secret, "LLM_STATE_URL": url, "LLM_STATE_PREFIX": tmp_path.name}
+    clock = Clock()
+    first, second = (SmartClient(load_settings(env, dotenv_path=None), clock=clock) for _ in range(2))
+
+    def ask(client: SmartClient) -> str:
+        try:
+            return client.complete(USER_HELLO).key_id
+        except AllKeysExhaustedError:
+            return "exhausted"
+
+    with first, second:
+        assert ask(first) == "exhausted"  # a hint-less 429: rest 1 s, the ladder's first step
+        clock.advance(1.5)
+        sim.set_steps(secret, "rate_limit_nohint")
+        assert ask(second) == "exhausted"
+        for client in (first, second):
+            status = client.key_manager.statuses("openrouter")[0]
+            assert (status.backoff_step, status.cooldown_remaining) == (2, 2.0)  # not a fresh ladder at 1 s
+
+        clock.advance(2.5)
+        sim.set_steps(secret, "ok", "ok", "ok", "rate_limit_nohint")
+        assert [ask(c) for c in (first, second, first, second)] == ["openrouter:1"] * 3 + ["exhausted"]
+        assert second.key_manager.statuses("openrouter")[0].learned_rest == 2.0  # learned: 3 answers, 2 s rest
+
+        clock.advance(2.5)
+        sim.set_steps(secret, "ok", "ok", "ok", then="rate_limit_nohint")
+        calls = sim.calls()
+        assert [ask(c) for c in (second, first, second, first)] == ["openrouter:1"] * 3 + ["exhausted"]
+        assert sim.calls() == calls + 3  # the key rested after the window's third answer: no 429 was earned
+        assert "quota used up" in first.key_manager.events(1)[0].detail
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_429s_seen_by_different_clients_add_up_to_one_storm(
+    sim: Simulator, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    secrets = SECRETS["groq"][:8]
+    for i, secret in enumerate(secrets, 1):
+        sim.add_key("groq", secret, *(["rate_limit_nohint"] if i <= 3 else []), name=f"groq:{i}")
+    sim.add_key("gemini", SECRETS["gemini"][0], name="gemini:1")
+    url = request.getfixturevalue("redis_server").url if backend == "redis" else f"sqlite://{tmp_path / 'state.db'}"
+    env = {**sim.env(), "LLM_STATE_URL": url, "LLM_STATE_PREFIX": tmp_path.name, "LLM_COOLDOWN_POLICY": "fixed"}
+    env |= {f"GROQ_API_KEY_{i}": s for i, s in enumerate(secrets, 1)} | {"GEMINI_API_KEY_1": SECRETS["gemini"][0]}
+    env["LLM_STORM_COOLDOWN"] = "5"
+    settings = load_settings(env, dotenv_path=None)
+    with SmartClient(settings) as first, SmartClient(settings) as second:
+        assert first.complete(USER_HELLO).key_id == "groq:4"  # three 429s here...
+        for secret in secrets[4:7]:
+            sim.set_steps(secret, "rate_limit_nohint")
+        assert second.complete(USER_HELLO).provider == "gemini"  # ...and three there: six of eight keys
+        assert sim.calls("groq:8") == 0
+        assert any("429 on most keys" in e.detail for e in second.events())

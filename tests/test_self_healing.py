@@ -9,39 +9,49 @@ import pytest
 from conftest import USER_HELLO, Clock, MakeClient
 
 from llms import AllKeysExhaustedError
-from llms.cooldown import AdaptiveCooldown, FixedCooldown
+from llms.cooldown import AdaptiveCooldown, Backoff, FixedCooldown
 from llms.outcomes import QuotaHint
 from llms.prober import Prober
-from llms.quota import LearnedWindows
+from llms.quota import Pacing
 from simulator import Simulator
 
 
 def test_adaptive_ladder_doubles_caps_and_remembers_what_worked() -> None:
     policy = AdaptiveCooldown(maximum=10.0, initial=1.0)
-    assert [policy.hintless_rest("k") for _ in range(6)] == [1, 2, 4, 8, 10, 10]
-    assert policy.backoff("k").step == 6
-    policy.succeeded("k")
-    assert policy.backoff("k").step == 0 and policy.backoff("k").learned == 10
-    assert policy.hintless_rest("k") == 10  # starts where it worked last time
-    policy.succeeded("k")
-    assert policy.hintless_rest("other") == 1  # learned per key (or per group)
+    ladder = [Backoff()]
+    for _ in range(6):
+        ladder.append(policy.climb(ladder[-1]))
+    assert [b.rest for b in ladder[1:]] == [1, 2, 4, 8, 10, 10]
+    assert ladder[-1].step == 6
+    settled = policy.settle(ladder[-1])
+    assert settled.step == 0 and settled.learned == 10
+    assert policy.climb(settled).rest == 10  # starts where it worked last time
+    assert policy.settle(settled) == settled  # a success while not backing off changes nothing
 
 
 def test_learned_windows_count_late_answers_and_then_spend_each_window_exactly() -> None:
-    windows = LearnedWindows()
-    assert windows.succeeded("k", 0.0, None) is None  # nothing learned yet
-    windows.succeeded("k", 0.1, None)
-    windows.limited("k", 0.2, rest=2.0)  # the third request of the window earned a 429...
-    assert windows.succeeded("k", 0.3, 2.0) is None  # ...while a fourth was still in flight: size 3
-    assert windows.succeeded("k", 2.5, 2.0) == QuotaHint(2, 2.0)  # a new window
-    assert windows.succeeded("k", 2.6, 2.0) == QuotaHint(1, 2.0)
-    assert windows.succeeded("k", 2.7, 2.0) == QuotaHint(0, 2.0)  # used up: the key rests before a 429
-    assert windows.succeeded("k", 4.8, 2.0) == QuotaHint(2, 2.0)
+    policy = AdaptiveCooldown(maximum=60.0, initial=2.0)
+    pacing = Pacing().limited(0.0, policy)  # the first hint-less 429: nothing counted yet, rest 2 s
+    assert pacing.window is None and pacing.closed_until == 2.0
+    for at in (2.1, 2.2, 2.3):
+        pacing = pacing.succeeded(at, policy)
+        assert pacing.quota() is None  # the rest worked (learned: 2 s), but the window's size is not known yet
+    pacing = pacing.limited(2.4, policy)  # the fourth request of the window earned a 429...
+    assert pacing.window == 3 and pacing.backoff.rest == 2.0
+    pacing = pacing.succeeded(2.5, policy)  # ...while a fifth was still in flight: size 4
+    assert pacing.window == 4 and pacing.quota() == QuotaHint(0, 2.0)
+    hints = []
+    for at in (4.5, 4.6, 4.7, 4.8, 6.9):  # a new window: spent exactly, then the key rests before a 429
+        pacing = pacing.succeeded(at, policy)
+        hints.append(pacing.quota())
+    assert hints == [QuotaHint(n, 2.0) for n in (3, 2, 1, 0, 3)]
+    assert Pacing.of(pacing.document()) == pacing  # what the store keeps is all there is
 
 
 def test_fixed_policy_is_the_original_rule() -> None:
     policy = FixedCooldown(3600)
-    assert [policy.hintless_rest("k") for _ in range(3)] == [3600] * 3
+    assert [policy.climb(Backoff(step)).rest for step in range(3)] == [3600] * 3
+    assert Pacing().limited(0.0, policy).succeeded(1.0, policy).quota() is None  # learns no windows
 
 
 @pytest.mark.parametrize("policy", ["fixed", "adaptive"])

@@ -1,4 +1,4 @@
-"""One store contract, run against every backend (memory and a real redis-server)."""
+"""One store contract, run against every backend (memory, a real SQLite file and a real redis-server)."""
 
 from __future__ import annotations
 
@@ -193,3 +193,16 @@ def test_a_probing_key_takes_one_request_at_a_time_until_one_succeeds(store: Sta
     store.record_success("fp-z", NOW, finish=Finish("t1"))
     assert store.acquire("solo", NOW, lease=_lease("t3")) == "fp-z"
     assert store.acquire("solo", NOW, lease=_lease("t4")) == "fp-z"
+
+
+def test_documents_change_atomically_and_read_back_as_stored(store: StateStore) -> None:
+    assert store.documents(["pace/a", "pace/b"]) == [{}, {}]
+
+    def bump(document: dict) -> dict:
+        return {"count": document.get("count", 0) + 1, "rest": 1.5, "seen": [[NOW, "fp-a", None]]}
+
+    results = in_threads(16, lambda: [store.change("pace/a", bump)["count"] for _ in range(10)])
+    counts = [count for result in results for count in result]
+    assert sorted(counts) == list(range(1, 161))  # every change saw the one before it: no lost update
+    assert store.documents(["pace/b", "pace/a"]) == [{}, {"count": 160, "rest": 1.5, "seen": [[NOW, "fp-a", None]]}]
+    assert store.change("pace/b", lambda d: d) == {}

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, ClassVar
+
+Document = dict[str, Any]
+"""A small JSON object a store keeps under a name without interpreting it: what the client has learned about a
+key's hidden limits (its backoff ladder, window size) or a provider's recent 429s. Changed atomically by
+`StateStore.change`, so every process sharing the store learns together."""
 
 
 class CooldownReason(StrEnum):
@@ -400,6 +405,16 @@ class StateStore(ABC):
     def spend(self, key_id: str, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
         """Count one request against the key's configured limits, atomically for every process sharing the
         store: (counted, rest) — see `LimitUsage.spend`."""
+
+    @abstractmethod
+    def change(self, name: str, change: Callable[[Document], Document]) -> Document:
+        """Replace the document `name` by `change(current)` ({} when there is none) atomically for every process
+        sharing the store, and return what was stored. `change` must be pure: a backend may call it again when
+        another process changed the document meanwhile."""
+
+    @abstractmethod
+    def documents(self, names: Sequence[str]) -> list[Document]:
+        """The documents under `names`, {} for a name that has none."""
 
     @abstractmethod
     def add_event(self, event: KeyEvent) -> None: ...

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from llms.state.base import (
     CooldownReason,
+    Document,
     Finish,
     HourOfKey,
     KeyEvent,
@@ -151,6 +152,12 @@ class FailoverStore(StateStore):
 
     def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
         return self._call("records", key_ids)
+
+    def change(self, name: str, change: Callable[[Document], Document]) -> Document:
+        return self._call("change", name, change)
+
+    def documents(self, names: Sequence[str]) -> list[Document]:
+        return self._call("documents", names)
 
     def add_event(self, event: KeyEvent) -> None:
         self._call("add_event", event)

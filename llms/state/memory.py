@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import heapq
+import json
 import threading
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 
 from llms.state.base import (
     CooldownReason,
+    Document,
     Finish,
     Gate,
     HourOfKey,
@@ -48,6 +50,7 @@ class MemoryStore(StateStore):
         self._gates: dict[str, Gate] = {}
         self._log: deque[RequestRecord] = deque(maxlen=self.log_size)
         self._hours: dict[tuple[float, str], HourOfKey] = {}
+        self._documents: dict[str, str] = {}
 
     def retain(self, history_days: float, log_size: int) -> None:
         super().retain(history_days, log_size)
@@ -234,6 +237,18 @@ class MemoryStore(StateStore):
     def records(self, key_ids: Sequence[str]) -> list[KeyRecord]:
         with self._lock:
             return [self._records.get(k, KeyRecord()) for k in key_ids]
+
+    def change(self, name: str, change: Callable[[Document], Document]) -> Document:
+        """Kept as JSON text, so what callers get back behaves exactly as from a shared store (no aliasing)."""
+        with self._lock:
+            raw = self._documents.get(name)
+            self._documents[name] = json.dumps(change(json.loads(raw) if raw else {}))
+            return json.loads(self._documents[name])
+
+    def documents(self, names: Sequence[str]) -> list[Document]:
+        with self._lock:
+            raws = [self._documents.get(name) for name in names]
+        return [json.loads(raw) if raw else {} for raw in raws]
 
     def add_event(self, event: KeyEvent) -> None:
         with self._lock:

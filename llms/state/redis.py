@@ -5,7 +5,7 @@ Layout under the prefix (default `llmkeys`), keyed by a key's fingerprint (a has
 `{p}:key:{fp}` (hash: successes, failures, consecutive, last_error, last_used);
 `{p}:cool:{fp}` ("until|reason", with a TTL so expired cooldowns vanish without a sweeper);
 `{p}:pool:{provider}:pause` ("until|reason", TTL: the whole pool rests); `{p}:events` (capped list of JSON
-events, newest first).
+events, newest first); `{p}:doc:{name}` (JSON documents: what was learned about hidden limits).
 
 Picking the next key is one Lua script, so N processes share one round-robin order. `llms.state.failover`
 keeps calls working on local memory while Redis is unreachable.
@@ -28,6 +28,7 @@ from llms.state.base import (
     IN_FLIGHT_CEILING,
     LATENCY_BOUNDS,
     CooldownReason,
+    Document,
     EventKind,
     Finish,
     HourOfKey,
@@ -428,6 +429,27 @@ class RedisStore(StateStore):
             replace(_record(results[i], results[i + 1]), disabled=key_ids[i // 2] in disabled)
             for i in range(0, len(results), 2)
         ]
+
+    def change(self, name: str, change: Callable[[Document], Document]) -> Document:
+        """Optimistic: WATCH the document, compute, and write in MULTI/EXEC; redis-py runs `change` again when
+        another process wrote the document in between. It is kept as long as the history."""
+        key = f"{self._p}doc:{name}"
+        ttl = max(3600, int(self.history_days * 86400))
+
+        def apply(pipe: redis.client.Pipeline) -> Document:
+            raw = pipe.get(key)
+            document = change(json.loads(raw) if raw else {})
+            pipe.multi()
+            pipe.set(key, json.dumps(document), ex=ttl)
+            return document
+
+        return self._run(lambda: self._redis.transaction(apply, key, value_from_callable=True))
+
+    def documents(self, names: Sequence[str]) -> list[Document]:
+        if not names:
+            return []
+        raws = self._run(lambda: self._redis.mget([f"{self._p}doc:{name}" for name in names]))
+        return [json.loads(raw) if raw else {} for raw in raws]
 
     def add_event(self, event: KeyEvent) -> None:
         payload = json.dumps({"at": event.at, "key_id": event.key_id, "kind": event.kind.value, "detail": event.detail})

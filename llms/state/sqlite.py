@@ -26,6 +26,7 @@ from typing import TypeVar
 from llms.state.base import (
     LATENCY_BOUNDS,
     CooldownReason,
+    Document,
     EventKind,
     Finish,
     Gate,
@@ -128,6 +129,10 @@ CREATE TABLE IF NOT EXISTS limit_usage (
     recent TEXT NOT NULL,
     day_ends_at REAL NOT NULL,
     day_used INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS documents (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -509,6 +514,27 @@ class SQLiteStore(StateStore):
 
         return self._run(read, write=False)
 
+    def change(self, name: str, change: Callable[[Document], Document]) -> Document:
+        def apply(db: sqlite3.Connection) -> Document:
+            row = db.execute("SELECT body FROM documents WHERE name = ?", (name,)).fetchone()
+            document = change(json.loads(row[0]) if row else {})
+            db.execute("INSERT OR REPLACE INTO documents (name, body) VALUES (?, ?)", (name, json.dumps(document)))
+            return document
+
+        return self._run(apply)
+
+    def documents(self, names: Sequence[str]) -> list[Document]:
+        def read(db: sqlite3.Connection) -> list[Document]:
+            found: dict[str, Document] = {}
+            for start in range(0, len(names), 500):
+                chunk = names[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for name, body in db.execute(f"SELECT name, body FROM documents WHERE name IN ({marks})", chunk):
+                    found[name] = json.loads(body)
+            return [found.get(name, {}) for name in names]
+
+        return self._run(read, write=False)
+
     def add_event(self, event: KeyEvent) -> None:
         def apply(db: sqlite3.Connection) -> None:
             cursor = db.execute(
@@ -530,10 +556,13 @@ class SQLiteStore(StateStore):
 
     def clear(self) -> None:
         def apply(db: sqlite3.Connection) -> None:
-            for table in ("keys", "pools", "events", "requests", "history", "limit_usage", "gates", "leases"):
+            for table in _TABLES:
                 db.execute(f"DELETE FROM {table}")
 
         self._run(apply)
+
+
+_TABLES = ("keys", "pools", "events", "requests", "history", "limit_usage", "gates", "leases", "documents")
 
 
 def _gate(db: sqlite3.Connection, fp: str) -> Gate:
