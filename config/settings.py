@@ -62,6 +62,8 @@ class Settings:
     max_response_bytes: int
     max_wait: float
     probe_interval: float
+    probe_timeout: float
+    alert_webhook: str | None
     history_days: float
     request_log_size: int
     state_url: str
@@ -135,6 +137,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         max_response_bytes=_count(env, "LLM_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, least=1024, most=1 << 30),
         max_wait=_seconds(env, "LLM_MAX_WAIT", 0.0, allow_zero=True, most=DAY),
         probe_interval=_seconds(env, "LLM_PROBE_INTERVAL", 0.0, allow_zero=True, most=7 * DAY),
+        probe_timeout=_seconds(env, "LLM_PROBE_TIMEOUT", 10.0, most=HOUR),
+        alert_webhook=_webhook(env, "LLM_ALERT_WEBHOOK"),
         history_days=float(_count(env, "LLM_HISTORY_DAYS", 30, most=366)),
         request_log_size=_count(env, "LLM_REQUEST_LOG_SIZE", 5000, least=10, most=1_000_000),
         state_url=_state_url(env, "LLM_STATE_URL"),
@@ -188,6 +192,16 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     value = _text(env, name, default).rstrip("/")
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _webhook(env: Mapping[str, str], name: str) -> str | None:
+    """A webhook URL often carries its secret in the path (Slack's do), so an error never repeats the value."""
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")) or " " in value:
+        raise ConfigError(f"{name} must be an http:// or https:// URL (value not shown: it may hold a secret)")
     return value
 
 

@@ -21,7 +21,7 @@ from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import ConfiguredLimits, Pacing, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
-from llms.state.base import Finish, HourOfKey, Lease, RequestRecord
+from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord
 
 log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
@@ -69,13 +69,6 @@ class KeyManager:
         lease_seconds: float = 660.0,
     ) -> None:
         """`lease_seconds`: how long a request may hold its in-flight slot before a crashed process's slot frees."""
-        self._keys = {provider: tuple(ks) for provider, ks in keys.items()}
-        self._by_id = {k.key_id: k for ks in self._keys.values() for k in ks}
-        self._by_fingerprint = {k.fingerprint: k for k in self._by_id.values()}
-        self._groups: dict[tuple[str, str], list[ApiKey]] = defaultdict(list)
-        for key in self._by_id.values():
-            if key.group:
-                self._groups[key.provider, key.group].append(key)
         self._cooldowns = cooldowns
         self._store = store
         self._clock = clock
@@ -87,8 +80,26 @@ class KeyManager:
         self.policy = cooldown_policy(cooldowns.policy, cooldowns.rate_limit)
         self._paced: set[str] = set()
         self._paced_read_at = -math.inf
-        for provider, ks in self._keys.items():
-            store.register(provider, [k.fingerprint for k in ks])
+        self._foreign: set[str] = set()
+        self.set_keys(keys)
+
+    def set_keys(self, keys: Mapping[str, Sequence[ApiKey]]) -> None:
+        """The keys in rotation, per provider (again at runtime: the rest keep their state in the store).
+
+        A key in the store's ring that this manager does not know (removed here, or added by another process
+        sharing the store) is passed over, never handed out."""
+        by_provider = {provider: tuple(ks) for provider, ks in keys.items()}
+        groups: dict[tuple[str, str], list[ApiKey]] = defaultdict(list)
+        for key in (k for ks in by_provider.values() for k in ks):
+            if key.group:
+                groups[key.provider, key.group].append(key)
+        for provider, ks in by_provider.items():
+            self._store.register(provider, [k.fingerprint for k in ks])
+        self._by_id = {k.key_id: k for ks in by_provider.values() for k in ks}
+        self._by_fingerprint = {k.fingerprint: k for k in self._by_id.values()}
+        self._groups = groups
+        self._keys = by_provider
+        self._foreign = set()
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -103,7 +114,7 @@ class KeyManager:
         A key that already has as many requests in flight as the provider says it has left is passed over, and
         a request that uses a configured limit's last slot rests the key right after it.
         """
-        skip = {k.fingerprint for k in exclude}
+        skip = {k.fingerprint for k in exclude} | self._foreign
         limits = self._limits.get(provider)
         while True:
             now = self._clock()
@@ -112,7 +123,11 @@ class KeyManager:
             if fingerprint is None:
                 return None
             skip.add(fingerprint)
-            key = self._by_fingerprint[fingerprint]
+            key = self._by_fingerprint.get(fingerprint)
+            if key is None:
+                self._foreign.add(fingerprint)
+                self._store.end_lease(fingerprint, Finish(lease.token), now)
+                continue
             if limits is not None:
                 counted, rest = self._store.spend(fingerprint, now, limits.at(now))
                 if rest is not None:
@@ -376,6 +391,12 @@ class KeyManager:
 
     def history(self, since: float) -> list[HourOfKey]:
         return self._store.history(since)
+
+    def document(self, name: str) -> Document:
+        return self._store.documents([name])[0]
+
+    def change_document(self, name: str, change: Callable[[Document], Document]) -> Document:
+        return self._store.change(name, change)
 
     def store_health(self) -> StoreHealth:
         return self._store.health()

@@ -98,6 +98,21 @@ class Attempt:
         return f"{self.key_id} {self.kind.value}{status}"
 
 
+STATE_WORDS = {
+    "available": "available",
+    "rate_limit": "rate-limited",
+    "errors": "resting after errors",
+    "invalid_key": "parked as invalid",
+    "no_credits": "parked without credit",
+    "spend_cap": "parked at a spend cap",
+    "no_access": "parked without access to the model",
+    "upstream": "resting: model busy upstream",
+    "manual": "parked by hand",
+    "disabled": "disabled by an operator",
+}
+"""How a key's state (its cooldown reason, or `available` / `disabled`) reads in messages and alerts."""
+
+
 def format_duration(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 10:

@@ -11,15 +11,17 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 from config.api_keys import ApiKey
-from config.settings import Settings, get_settings
+from config.settings import Settings, get_settings, load_settings
+from llms.alerts import Alerts
+from llms.checks import KeyChecks
 from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
 from llms.key_manager import KeyManager, KeyStatus
-from llms.outcomes import Attempt, Outcome, OutcomeKind, Scope, rejected, transient
+from llms.outcomes import STATE_WORDS, Attempt, Outcome, OutcomeKind, Scope, rejected, transient
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import PROVIDERS, Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits
@@ -34,17 +36,6 @@ Wait = bool | float | None
 T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
-_STATE_WORDS = {
-    "available": "available",
-    "rate_limit": "rate-limited",
-    "errors": "resting after errors",
-    "invalid_key": "parked as invalid",
-    "no_credits": "parked without credit",
-    "spend_cap": "parked at a spend cap",
-    "no_access": "parked without access to the model",
-    "manual": "parked by hand",
-    "disabled": "disabled by an operator",
-}
 
 
 @dataclass(frozen=True)
@@ -98,6 +89,7 @@ class SmartClient:
         self.settings = settings
         self._order = [p for p in settings.provider_order if settings.providers[p].keys]
         self._adapters: dict[str, ProviderAdapter] = {p: _adapter(settings, p) for p in self._order}
+        self._retired: list[ProviderAdapter] = []
         self._owns_store = store is None
         self.key_manager = KeyManager(
             {p: settings.providers[p].keys for p in settings.provider_order},
@@ -118,6 +110,16 @@ class SmartClient:
         self._current_provider: str | None = None
         self._problems: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._checks = KeyChecks(self.check_key, lambda key_id: self._key(key_id).provider)
+        self._alerts = Alerts(
+            self.key_manager.change_document,
+            lambda: self.key_manager.document(Alerts.NAME),
+            self.provider_statuses,
+            settings.alert_webhook,
+            clock,
+        )
+        if settings.alert_webhook:
+            self._alerts.watch()
         self.prober: Prober | None = None
         if settings.probe_interval > 0:
             self.prober = Prober(self.parked_key_ids, self.check_key, settings.probe_interval)
@@ -277,7 +279,7 @@ class SmartClient:
             )
             return RequestRejectedError(f"No provider accepted the request ({reasons})", run.attempts)
         states = Counter(k.reason or "available" for p in self._order for k in self.key_manager.statuses(p))
-        described = ", ".join(f"{n} {_STATE_WORDS.get(state, state)}" for state, n in sorted(states.items()))
+        described = ", ".join(f"{n} {STATE_WORDS.get(state, state)}" for state, n in sorted(states.items()))
         soonest = self.key_manager.next_free()
         if soonest is not None:
             key, seconds = soonest
@@ -375,17 +377,64 @@ class SmartClient:
         self.key_manager.reset_all()
 
     def check_key(self, key_id: str) -> Outcome:
-        """One cheap real call with one key (no tokens where the provider allows), recorded like any other;
-        a key parked for a reason that call disproves (see `ProviderSpec.probe_vouches_for`) returns to the
-        rotation."""
-        key = next((k for p in self._order for k in self.key_manager.keys(p) if k.key_id == key_id), None)
-        if key is None:
-            raise KeyError(f"unknown key id {key_id!r}")
-        outcome = self._adapters[key.provider].probe(key)
+        """One cheap real call with one key (no tokens where the provider allows) within `LLM_PROBE_TIMEOUT`,
+        recorded like any other; a key parked for a reason that call disproves (see
+        `ProviderSpec.probe_vouches_for`) returns to the rotation."""
+        key = self._key(key_id)
+        outcome = self._adapters[key.provider].probe(key, self.settings.probe_timeout)
         self.key_manager.record(key, outcome)
         if outcome.kind is OutcomeKind.OK:
             self.key_manager.probe_passed(key, PROVIDERS[key.provider].probe_vouches_for)
         return outcome
+
+    def reload_keys(self, settings: Settings | None = None) -> dict[str, list[str]]:
+        """Read the keys again (from the environment and `.env`, or from `settings`) without a restart: new keys
+        join the rotation, removed keys leave it, the others keep their state. Only keys change; other settings
+        take effect on a restart. Returns the key ids `added` and `removed`."""
+        fresh = settings or load_settings()
+        before = {k.fingerprint: k.key_id for p in self.settings.provider_order for k in self.key_manager.keys(p)}
+        providers = {p: replace(c, keys=fresh.providers[p].keys) for p, c in self.settings.providers.items()}
+        self.settings = replace(self.settings, providers=providers)
+        self.key_manager.set_keys({p: providers[p].keys for p in self.settings.provider_order})
+        with self._lock:
+            for provider in self.settings.provider_order:
+                if providers[provider].keys:  # a new adapter knows the new secrets (to keep them out of messages)
+                    old = self._adapters.get(provider)
+                    self._adapters[provider] = _adapter(self.settings, provider)
+                    if old is not None:
+                        self._retired.append(old)  # requests may still be using it; closed with the client
+            self._order = [p for p in self.settings.provider_order if providers[p].keys]
+        after = {k.fingerprint: k.key_id for p in self._order for k in self.key_manager.keys(p)}
+        return {
+            "added": [after[f] for f in after if f not in before],
+            "removed": [before[f] for f in before if f not in after],
+        }
+
+    def start_checks(self, key_ids: Sequence[str] | None = None) -> bool:
+        """Check keys (default: all) in the background, one at a time per provider; `checks()` follows it.
+        Returns False, starting nothing, while an earlier run is still going."""
+        every = (k.key_id for p in self._order for k in self.key_manager.keys(p))
+        ids = list(every if key_ids is None else key_ids)
+        for key_id in ids:
+            self._key(key_id)
+        return self._checks.start(ids)
+
+    def checks(self) -> dict[str, Any]:
+        """Progress of the background checks and each key's latest result, as plain data (see `KeyChecks`)."""
+        return self._checks.progress()
+
+    def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Alerts, newest first, as plain data `{"at", "id", "state": "open" | "resolved", "text"}`: a provider with
+        no key available, a key parked (invalid, no credit, spend cap, no access), every key exhausted, and each
+        one's end. Brings them up to date with key state first (every process sharing the store sees one list)."""
+        self._alerts.update()
+        return self._alerts.recent(limit)
+
+    def _key(self, key_id: str) -> ApiKey:
+        key = next((k for p in self._order for k in self.key_manager.keys(p) if k.key_id == key_id), None)
+        if key is None:
+            raise KeyError(f"unknown key id {key_id!r}")
+        return key
 
     def parked_key_ids(self) -> list[str]:
         """Keys parked for the long cooldown (invalid, no credit), which a probe may bring back."""
@@ -400,7 +449,9 @@ class SmartClient:
         """Stop the prober, close provider connections and, if this client opened it, the state store."""
         if self.prober is not None:
             self.prober.stop()
-        for adapter in self._adapters.values():
+        self._checks.stop()
+        self._alerts.close()
+        for adapter in [*self._adapters.values(), *self._retired]:
             adapter.close()
         if self._owns_store:
             self.key_manager.close()

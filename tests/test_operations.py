@@ -1,0 +1,165 @@
+"""Operating the pool at runtime: background key checks, alerts with a webhook, reloading keys."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ALL_SECRETS, SECRETS, USER_HELLO, MakeClient
+
+from config.settings import ConfigError, load_settings
+from llms import AllKeysExhaustedError, SmartClient
+from simulator import Simulator
+
+
+class Webhook:
+    """A real HTTP receiver on loopback that answers 500 to the first `failures` POSTs."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.failures = failures
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.attempts += 1
+                failing = hook.attempts <= hook.failures
+                if not failing:
+                    hook.received.append(json.loads(body))
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/T000/B000/secret-path"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.received
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook(failures=2)
+    yield hook
+    hook.server.shutdown()
+
+
+def _settle(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("state_backend", ["sqlite"], indirect=True)
+def test_checks_run_in_the_background_one_provider_at_a_time_with_a_short_timeout(
+    make_client: MakeClient, sim: Simulator
+) -> None:
+    client = make_client({"groq": 2, "openrouter": 1}, LLM_PROBE_TIMEOUT="0.5")
+    sim.add_key("groq", SECRETS["groq"][0], name="groq:1", latency=5.0)  # hangs far past the probe timeout
+    sim.add_key("groq", SECRETS["groq"][1], "invalid_key", name="groq:2")
+    started = time.monotonic()
+    assert client.start_checks() is True
+    assert time.monotonic() - started < 0.2  # the caller is never held up
+    assert client.start_checks(["openrouter:1"]) is False  # one run at a time
+    _settle(lambda: not client.checks()["running"])
+    progress = client.checks()
+    assert (progress["done"], progress["total"]) == (3, 3)
+    results = progress["results"]
+    assert results["openrouter:1"]["ok"] and results["openrouter:1"]["verdict"] == "OK, the key works"
+    assert results["groq:1"]["outcome"] == "transient"  # timed out within LLM_PROBE_TIMEOUT, not 5 s
+    assert results["groq:2"]["outcome"] == "invalid_key" and results["groq:2"]["status"] == 401
+    assert time.monotonic() - started < 3.0
+    assert json.dumps(progress) and not any(secret in json.dumps(progress) for secret in ALL_SECRETS)
+    with pytest.raises(KeyError, match="unknown key id"):
+        client.start_checks(["groq:9"])
+
+
+def test_alerts_open_once_per_incident_reach_the_webhook_with_retries_and_say_when_it_ends(
+    sim: Simulator, tmp_path: Path, webhook: Webhook
+) -> None:
+    sim.add_key("groq", SECRETS["groq"][0], "invalid_key", name="groq:1")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "LLM_STATE_URL": f"sqlite://{tmp_path / 's.db'}"}
+    settings = load_settings({**env, "LLM_ALERT_WEBHOOK": webhook.url}, dotenv_path=None)
+    with SmartClient(settings) as client, SmartClient(settings) as other_process:
+        with pytest.raises(AllKeysExhaustedError):
+            client.complete(USER_HELLO)
+        alerts = client.alerts()
+        assert {a["id"] for a in alerts} == {"key:groq:1", "provider:Groq", "exhausted"}
+        assert other_process.alerts() == alerts  # one list for every process sharing the store...
+        texts = [a["text"] for a in webhook.wait_for(3)]
+        assert any(t.startswith("🔴 groq:1 (gsk_…") and "parked as invalid" in t for t in texts)
+        assert any("Groq has no key available: 1 parked as invalid" in t for t in texts)
+        assert webhook.attempts == 5  # two failed POSTs were retried
+        client.reset_all()
+        other_process.alerts()
+        resolved = [a for a in client.alerts() if a["state"] == "resolved"]
+        assert {a["id"] for a in resolved} == {"key:groq:1", "provider:Groq", "exhausted"}
+        assert "✅ groq:1 (gsk_…" in json.dumps([a["text"] for a in webhook.wait_for(6)], ensure_ascii=False)
+        time.sleep(0.3)
+        assert len(webhook.received) == 6  # ...and one alert per incident and per recovery, not one per process
+    assert not any(secret in json.dumps(webhook.received) for secret in ALL_SECRETS)
+
+
+def test_a_dead_webhook_never_slows_or_fails_a_call(sim: Simulator, tmp_path: Path) -> None:
+    sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
+    sim.add_key("groq", SECRETS["groq"][1], "invalid_key", name="groq:2")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_API_KEY_2": SECRETS["groq"][1]}
+    env |= {"LLM_STATE_URL": "memory://", "LLM_ALERT_WEBHOOK": "http://127.0.0.1:9/nobody-listens"}
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+        started = time.monotonic()
+        for _ in range(4):
+            assert client.complete(USER_HELLO).key_id == "groq:1"
+        assert client.alerts()[0]["id"] == "key:groq:2"
+        assert time.monotonic() - started < 2.0
+
+
+def test_a_malformed_webhook_names_the_variable_but_not_the_value() -> None:
+    with pytest.raises(ConfigError, match="LLM_ALERT_WEBHOOK") as error:
+        load_settings({"LLM_ALERT_WEBHOOK": "hooks.slack.com/services/T0/B0/XsecretX"}, dotenv_path=None)
+    assert "XsecretX" not in str(error.value)
+
+
+def test_reloading_keys_adds_and_removes_keys_and_the_rest_keep_their_state(sim: Simulator, tmp_path: Path) -> None:
+    groq = SECRETS["groq"]
+    sim.add_key("groq", groq[0], "invalid_key", name="groq:1")
+    sim.add_key("groq", groq[1], name="groq:2")
+    sim.add_key("groq", groq[2], name="groq:3")
+    env = {**sim.env(), "GROQ_API_KEY_1": groq[0], "GROQ_API_KEY_2": groq[1], "LLM_STATE_URL": "memory://"}
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+        client.complete(USER_HELLO)  # groq:1 is parked as invalid on the way
+        env |= {"GROQ_API_KEY_3": groq[2]}
+        del env["GROQ_API_KEY_2"]
+        assert client.reload_keys(load_settings(env, dotenv_path=None)) == {"added": ["groq:3"], "removed": ["groq:2"]}
+        keys = {k.key_id: k for k in client.key_manager.statuses("groq")}
+        assert set(keys) == {"groq:1", "groq:3"} and keys["groq:1"].reason == "invalid_key"  # state kept
+        assert {client.complete(USER_HELLO).key_id for _ in range(3)} == {"groq:3"}
+        assert sim.calls("groq:2") == 1  # the removed key is never handed out again
+        assert client.reload_keys(load_settings(env, dotenv_path=None)) == {"added": [], "removed": []}
+
+
+def test_a_key_another_process_added_to_the_shared_ring_is_passed_over(sim: Simulator, tmp_path: Path) -> None:
+    groq = SECRETS["groq"]
+    for i in range(2):
+        sim.add_key("groq", groq[i], name=f"groq:{i + 1}")
+    base = {**sim.env(), "LLM_STATE_URL": f"sqlite://{tmp_path / 's.db'}", "GROQ_API_KEY_1": groq[0]}
+    with (
+        SmartClient(load_settings(base, dotenv_path=None)) as old,
+        SmartClient(load_settings({**base, "GROQ_API_KEY_2": groq[1]}, dotenv_path=None)) as new,
+    ):
+        assert {old.complete(USER_HELLO).key_id for _ in range(4)} == {"groq:1"}
+        assert {new.complete(USER_HELLO).key_id for _ in range(4)} == {"groq:1", "groq:2"}
