@@ -97,11 +97,14 @@ def register_keys(
 
 
 def smart_client(env: Mapping[str, str]) -> SmartClient:
-    """Our client configured from `env` alone (no `.env`, no process environment), as a deployment would be."""
+    """Our client configured from `env` alone (no `.env`, no process environment), as a deployment would be.
+
+    Key state lives in this process (`memory://`) unless `env` names a store: with the default SQLite file, one
+    run's cooldowns (an hour, under the fixed policy) would still bind the next run's keys of the same secrets."""
     from config.settings import load_settings
     from llms.smart_client import SmartClient
 
-    return SmartClient(load_settings(env, dotenv_path=None))
+    return SmartClient(load_settings({"LLM_STATE_URL": "memory://", **env}, dotenv_path=None))
 
 
 def import_litellm() -> Any:

@@ -11,7 +11,7 @@ import math
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -81,6 +81,7 @@ class KeyManager:
         self._paced: set[str] = set()
         self._paced_read_at = -math.inf
         self._foreign: set[str] = set()
+        self._unpaced_successes: Counter[str] = Counter()
         self.set_keys(keys)
 
     def set_keys(self, keys: Mapping[str, Sequence[ApiKey]]) -> None:
@@ -157,9 +158,13 @@ class KeyManager:
         now = self._clock()
         ok = outcome.kind is OutcomeKind.OK
         quota = self._sane_quota(quota)
-        if ok and self._is_paced(_subject(key), now):
-            pacing = self._pace(_subject(key), lambda p: p.succeeded(now, self.policy))
-            quota = quota or pacing.quota()
+        if ok:
+            subject = _subject(key)
+            if self._is_paced(subject, now):
+                pacing = self._pace(subject, lambda p: p.succeeded(now, self.policy))
+                quota = quota or pacing.quota()
+            else:
+                self._unpaced_successes[subject] += 1  # a first guess at a window's size, should a 429 come
         finish = self._finish(key, quota if ok else None, now)
         if ok:
             self._succeeded(key, quota, now, request, finish)
@@ -259,7 +264,8 @@ class KeyManager:
         else:
             if self._store.records([key.fingerprint])[0].cooldown_until > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
-            pacing = self._pace(_subject(key), lambda p: p.limited(now, self.policy))
+            seen = self._unpaced_successes.pop(_subject(key), 0)
+            pacing = self._pace(_subject(key), lambda p: p.limited(now, self.policy, seen))
             seconds = pacing.backoff.rest or self._cooldowns.rate_limit
             self._store.probe_next(key.fingerprint)
             source = f"no hint; {self.policy.name} policy, step {pacing.backoff.step}"

@@ -62,10 +62,15 @@ class Pacing:
         ladder = [self.backoff.step, self.backoff.rest, self.backoff.learned]
         return {"backoff": ladder, "window": self.window, "used": self.used, "closed": self.closed_until}
 
-    def limited(self, now: float, policy: CooldownPolicy) -> Pacing:
-        """A hint-less 429: one step up the ladder, and the current window closes for that step's rest."""
+    def limited(self, now: float, policy: CooldownPolicy, seen: int = 0) -> Pacing:
+        """A hint-less 429: one step up the ladder, and the current window closes for that step's rest.
+
+        `seen`: successes the caller counted itself before anything was learned (the first 429 of a subject),
+        a first guess at the window's size that the next 429 corrects."""
         backoff = policy.climb(self.backoff)
-        return replace(self, backoff=backoff, window=self.used or self.window, closed_until=now + (backoff.rest or 0))
+        used = self.used or (seen if self.window is None else 0)
+        closed_until = now + (backoff.rest or 0)
+        return replace(self, backoff=backoff, window=used or self.window, used=used, closed_until=closed_until)
 
     def succeeded(self, now: float, policy: CooldownPolicy) -> Pacing:
         pacing = replace(self, backoff=policy.settle(self.backoff))

@@ -33,6 +33,7 @@ from llms.wire import seconds_until_midnight
 log = logging.getLogger("llms.client")
 
 Wait = bool | float | None
+OnAttempt = Callable[[Attempt], None]
 T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
@@ -74,6 +75,15 @@ class _Run:
     rejected: list[Outcome] = field(default_factory=list)
     leave_provider: bool = False  # this provider as a whole cannot serve the request now
     started: float = 0.0  # when the current attempt began (perf_counter)
+    on_attempt: OnAttempt | None = None
+
+    def attempted(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+        if self.on_attempt is not None:
+            try:
+                self.on_attempt(attempt)
+            except Exception:  # a caller's display must never break the failover
+                log.exception("on_attempt callback failed")
 
 
 class SmartClient:
@@ -133,25 +143,39 @@ class SmartClient:
         return self.complete(messages, temperature=temperature, max_tokens=max_tokens, wait=wait).text
 
     def complete(
-        self, messages: Any, temperature: float | None = None, max_tokens: int | None = None, wait: Wait = None
+        self,
+        messages: Any,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        wait: Wait = None,
+        on_attempt: OnAttempt | None = None,
     ) -> ChatResult:
         """Answer with the first key that can. `wait`: when every key is cooling but one frees up within that
         many seconds, wait for it instead of raising (`True`: `LLM_MAX_WAIT`, or 60 s when that is 0; default:
-        `LLM_MAX_WAIT`, which is 0 unless configured)."""
+        `LLM_MAX_WAIT`, which is 0 unless configured). `on_attempt` hears each attempt as it ends (from the
+        calling thread), so a caller can show the keys being tried while it happens."""
         request = ChatRequest.build(messages, temperature, max_tokens)
-        provider, key, completion, run = self._serve(request, self._deadline(wait), lambda a, k: a.send(request, k))
+        run = _Run(on_attempt=on_attempt)
+        provider, key, completion, run = self._serve(
+            request, self._deadline(wait), lambda a, k: a.send(request, k), run
+        )
         return self._succeeded(provider, key, completion, run)
 
     def chat_stream(
-        self, messages: Any, temperature: float | None = None, max_tokens: int | None = None, wait: Wait = None
+        self,
+        messages: Any,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        wait: Wait = None,
+        on_attempt: OnAttempt | None = None,
     ) -> ChatStream:
         """Stream the answer's text. Fails over until the first piece arrives; after that an error raises.
 
         The returned `ChatStream` is an iterator of text pieces; once it is exhausted, `.result` holds the
-        `ChatResult` (provider, key, usage) of the streamed answer.
+        `ChatResult` (provider, key, usage) of the streamed answer. `on_attempt`: as for `complete`.
         """
         request = ChatRequest.build(messages, temperature, max_tokens)
-        return ChatStream(self._stream(request, self._deadline(wait)))
+        return ChatStream(self._stream(request, self._deadline(wait), _Run(on_attempt=on_attempt)))
 
     def _deadline(self, wait: Wait) -> float:
         if wait is None or wait is False:
@@ -165,14 +189,13 @@ class SmartClient:
         return time.monotonic() + seconds
 
     def _serve(
-        self, request: ChatRequest, deadline: float, call: Callable[[ProviderAdapter, ApiKey], T]
+        self, request: ChatRequest, deadline: float, call: Callable[[ProviderAdapter, ApiKey], T], run: _Run
     ) -> tuple[str, ApiKey, T, _Run]:
         """The failover loop: for each provider in order, each usable key once, until `call` returns.
 
         Then, if allowed, wait for the first key to free up and go round again. A request error that another
         provider may take, or a limit the whole provider shares, moves on to the next provider at once.
         """
-        run = _Run()
         while True:
             for provider in self._order:
                 tried: set[ApiKey] = set()
@@ -197,8 +220,10 @@ class SmartClient:
             return soonest[1] + 0.001
         return _BUSY_POLL if self.key_manager.busy() else None
 
-    def _stream(self, request: ChatRequest, deadline: float) -> Generator[str, None, ChatResult]:
-        provider, key, (reply, first), run = self._serve(request, deadline, lambda a, k: _open_stream(a, request, k))
+    def _stream(self, request: ChatRequest, deadline: float, run: _Run) -> Generator[str, None, ChatResult]:
+        provider, key, (reply, first), run = self._serve(
+            request, deadline, lambda a, k: _open_stream(a, request, k), run
+        )
         text = [first]
         try:
             yield first
@@ -222,7 +247,7 @@ class SmartClient:
     def _failed(self, provider: str, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
         latency = time.perf_counter() - run.started
         self.key_manager.record(key, outcome, request=self._log_entry(provider, key, outcome, latency))
-        run.attempts.append(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
+        run.attempted(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
         log.debug("%s failed: %s %s %s", key.label, outcome.kind.value, outcome.status, outcome.message)
         if outcome.scope is Scope.PROVIDER:
             run.leave_provider = True
@@ -240,7 +265,7 @@ class SmartClient:
         latency = time.perf_counter() - run.started
         entry = self._log_entry(provider, key, _OK, latency, completion)
         self.key_manager.record(key, _OK, completion.quota, entry)
-        run.attempts.append(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
+        run.attempted(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
         with self._lock:
             self._current_provider = provider
             self._problems.pop(provider, None)

@@ -311,3 +311,16 @@ def test_cli_status_chat_and_check(sim: Simulator, tmp_path) -> None:
     for out in (status, chat, check):
         assert _secret("groq", 1) not in out.stdout + out.stderr
         assert _secret("groq", 2) not in out.stdout + out.stderr
+
+
+def test_on_attempt_hears_each_attempt_as_it_ends_and_cannot_break_the_failover(make_client: MakeClient) -> None:
+    client = make_client({"groq": 2}, steps={"groq:1": ["rate_limit"]})
+    heard: list[str] = []
+    result = client.complete(USER_HELLO, on_attempt=lambda attempt: heard.append(attempt.describe()))
+    assert heard == ["groq:1 rate_limit 429", "groq:2 ok 200"] == [a.describe() for a in result.attempts]
+
+    def broken(attempt: object) -> None:
+        raise RuntimeError("a display bug")
+
+    stream = client.chat_stream(USER_HELLO, on_attempt=broken)
+    assert "".join(stream) and stream.result is not None and stream.result.key_id == "groq:2"

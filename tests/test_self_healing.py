@@ -48,6 +48,14 @@ def test_learned_windows_count_late_answers_and_then_spend_each_window_exactly()
     assert Pacing.of(pacing.document()) == pacing  # what the store keeps is all there is
 
 
+def test_a_first_429_learns_from_the_successes_its_caller_counted_and_late_answers_add_to_them() -> None:
+    policy = AdaptiveCooldown(maximum=60.0, initial=2.0)
+    pacing = Pacing().limited(0.0, policy, seen=3)
+    assert (pacing.window, pacing.used) == (3, 3)
+    assert pacing.succeeded(0.5, policy).window == 4  # still in flight when the 429 came: the window held 4
+    assert Pacing(window=5, used=2).limited(0.0, policy, seen=9).window == 2  # once counting, the count wins
+
+
 def test_fixed_policy_is_the_original_rule() -> None:
     policy = FixedCooldown(3600)
     assert [policy.climb(Backoff(step)).rest for step in range(3)] == [3600] * 3
