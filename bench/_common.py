@@ -9,12 +9,14 @@ one benchmark cannot disturb the next. Heavy imports (LiteLLM, Streamlit) stay i
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
 import os
 import statistics
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -75,6 +77,28 @@ def median(samples: Sequence[float]) -> float:
 
 
 # --- simulator and clients --------------------------------------------------------------------------------------
+
+
+def interleaved(
+    calls: Mapping[str, Callable[[], None]], warmup: Mapping[str, int], block: Mapping[str, int], rounds: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each contender, measured in blocks that take turns (who goes first rotates each
+    round) after a warm-up, with a collection before each block: drift, caches and GC hit every contender alike,
+    so ratios taken in one run compare like with like."""
+    for name, call in calls.items():
+        for _ in range(warmup[name]):
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            call, out = calls[name], samples[name]
+            gc.collect()
+            for _ in range(block[name]):
+                started = time.perf_counter()
+                call()
+                out.append(time.perf_counter() - started)
+    return samples
 
 
 def register_keys(

@@ -9,10 +9,8 @@ all three alike. Ratios to the floor are the result; milliseconds are context.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +21,7 @@ from bench._common import (
     MESSAGES,
     Result,
     Row,
+    interleaved,
     litellm_router,
     litellm_version,
     main,
@@ -84,19 +83,7 @@ def run() -> Result:
     with Simulator(latency=0.0) as sim:
         secrets, env = register_keys(sim, "groq", 4)
         calls = _contenders(sim, secrets, env)
-        for name, call in calls.items():
-            for _ in range(WARMUP[name]):
-                call()
-        samples: dict[str, list[float]] = {name: [] for name in calls}
-        names = list(calls)
-        for r in range(ROUNDS):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                call, out = calls[name], samples[name]
-                gc.collect()
-                for _ in range(BLOCK[name]):
-                    started = time.perf_counter()
-                    call()
-                    out.append(time.perf_counter() - started)
+        samples = interleaved(calls, WARMUP, BLOCK, ROUNDS)
         statuses = {req.status for req in sim.requests}
     if statuses != {200}:
         raise RuntimeError(f"the simulator answered something other than 200: {sorted(statuses)}")

@@ -52,6 +52,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("dashboard", "bench_dashboard", "Dashboard"),
     Bench("state", "bench_state", "State store"),
     Bench("sqlite", "bench_sqlite_processes", "SQLite, many processes"),
+    Bench("gateway", "bench_gateway", "Gateway"),
 )
 
 

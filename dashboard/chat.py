@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
+import math
 import mimetypes
-from collections.abc import Callable, Iterable, Iterator
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,11 +22,25 @@ import pandas as pd
 import PIL.Image
 import streamlit as st
 
-from dashboard.text import answer_caption, exhausted_message, kind_word, md_escape, safe_markdown, skipped_text
+from dashboard.text import (
+    answer_caption,
+    clock_time,
+    countdown,
+    exhausted_message,
+    kind_word,
+    md_escape,
+    provider_title,
+    safe_markdown,
+    skipped_text,
+)
 from llms import (
     AllKeysExhaustedError,
     Attempt,
+    ChatResult,
+    ChatStream,
     LLMError,
+    OutcomeKind,
+    ProviderStatus,
     RequestRejectedError,
     SmartClient,
     StreamInterruptedError,
@@ -29,7 +48,14 @@ from llms import (
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "gif"]
 HISTORY_KEY = "chat_history"
+RETRY_KEY = "chat_retry"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer concisely."
+MAX_RETRY_WAIT = 120.0
+"""Longest the "Retry when a key frees up" button waits: the page is blocked meanwhile."""
+RETRY_MARGIN = 1.0
+"""Seconds added to the first key's cooldown, so the retry does not arrive a hair early."""
+TRAIL_POLL = 0.1
+"""Seconds between looks at the request log while keys are being tried."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +72,29 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """Why an answer did not come from the first choice. `frees_at` is a moment, not a duration, so a redraw of
+    the history counts down afresh instead of repeating the number from the time of the answer."""
+
+    text: str
+    frees_at: float | None = None
+
+    def label(self, now: float) -> str:
+        """`OpenRouter → Groq · 4 keys rate-limited · next frees in 9 min 58 s`."""
+        if self.frees_at is None:
+            return self.text
+        if self.frees_at > now:
+            return f"{self.text} · next frees in {countdown(self.frees_at - now)}"
+        return f"{self.text} · next freed at {clock_time(self.frees_at)}"
+
+
+@dataclass(frozen=True)
 class Turn:
-    """One chat bubble. An assistant turn with only an `error` is shown but never sent back to the model."""
+    """One chat bubble. An assistant turn with only an `error` is shown but never sent back to the model.
+
+    `retry_at`: when the first key frees up, on an "all keys cooling" error (None: no retry to offer).
+    `warning` on a user turn notes attachments that were left out.
+    """
 
     role: Literal["user", "assistant"]
     text: str = ""
@@ -56,6 +103,8 @@ class Turn:
     attempts: tuple[Attempt, ...] = ()
     error: str = ""
     warning: str = ""
+    fallback: Fallback | None = None
+    retry_at: float | None = None
 
     def message(self) -> dict[str, Any] | None:
         """The OpenAI-style message for this turn (None for error-only turns)."""
@@ -106,7 +155,10 @@ def readable_image(data: bytes) -> bool:
 
 
 def user_turn(value: Any) -> tuple[Turn | None, list[str]]:
-    """A user turn from `st.chat_input(accept_file=True)`'s value (or a plain string), and unreadable file names."""
+    """A user turn from `st.chat_input(accept_file=True)`'s value (or a plain string), and unreadable file names.
+
+    A file that is not a readable image is left out, and the turn says so under the message for good (the page
+    also warns at once); a message of nothing but unreadable files is not sent at all."""
     if value is None:
         return None, []
     if isinstance(value, str):
@@ -119,7 +171,10 @@ def user_turn(value: Any) -> tuple[Turn | None, list[str]]:
             images.append(image_from_upload(upload.name, upload.type, data))
         else:
             rejected.append(upload.name)
-    return (Turn("user", text, tuple(images)) if text or images else None), rejected
+    if not text and not images:
+        return None, rejected
+    note = f"Left out, not a readable image: {', '.join(rejected)}" if rejected else ""
+    return Turn("user", text, tuple(images), warning=note), rejected
 
 
 def stream_answer(
@@ -128,6 +183,9 @@ def stream_answer(
     options: ChatOptions,
     write_stream: Callable[[Iterator[str]], Any],
     keep: Callable[[Turn], None],
+    *,
+    wait: float | None = None,
+    trail: Trail | None = None,
 ) -> Turn:
     """Stream an answer through `write_stream`, hand the assistant turn describing it to `keep`, and return it.
 
@@ -135,6 +193,7 @@ def stream_answer(
     interrupted rather than lost; every library error becomes a message, never a traceback. A message sent
     while an answer is still streaming makes Streamlit abandon this run by raising from inside `write_stream`:
     the partial answer is kept then too, which is why the turn is handed over rather than only returned.
+    `wait`: seconds the client may wait for a cooling key (the retry button); `trail`: the live `st.status`.
     """
     pieces: list[str] = []
 
@@ -144,7 +203,7 @@ def stream_answer(
             yield piece
 
     try:
-        turn = _answer(client, messages, options, write_stream, relay, pieces)
+        turn = _answer(client, messages, options, write_stream, relay, pieces, wait, trail)
     except BaseException:
         keep(Turn("assistant", text="".join(pieces), warning="Stopped early: a new message arrived first."))
         raise
@@ -159,13 +218,26 @@ def _answer(
     write_stream: Callable[[Iterator[str]], Any],
     relay: Callable[[Iterator[str]], Iterator[str]],
     pieces: list[str],
+    wait: float | None,
+    trail: Trail | None,
 ) -> Turn:
+    finish = trail.finish if trail else (lambda attempts, ok: None)
     try:
-        stream = client.chat_stream(messages, temperature=options.temperature, max_tokens=options.max_tokens)
-        write_stream(relay(stream))
+        stream = client.chat_stream(
+            messages,
+            temperature=options.temperature,
+            max_tokens=options.max_tokens,
+            wait=wait,
+            on_attempt=trail.record if trail else None,
+        )
+        first = first_piece(stream, trail.poll if trail else None)
+        write_stream(relay(itertools.chain([first] if first is not None else [], stream)))
     except AllKeysExhaustedError as exc:
-        return Turn("assistant", error=exhausted_message(exc), attempts=exc.attempts)
+        finish(exc.attempts, False)
+        retry_at = time.time() + exc.retry_in if exc.retry_in is not None else None
+        return Turn("assistant", error=exhausted_message(exc), attempts=exc.attempts, retry_at=retry_at)
     except StreamInterruptedError as exc:
+        finish(exc.attempts, False)
         last = exc.attempts[-1].key_id if exc.attempts else "unknown key"
         return Turn(
             "assistant",
@@ -175,15 +247,264 @@ def _answer(
             warning=f"The answer was interrupted and is incomplete: {exc}",
         )
     except RequestRejectedError as exc:
+        finish(exc.attempts, False)
         return Turn("assistant", error=f"The request was refused: {exc}", attempts=exc.attempts)
     except LLMError as exc:
-        return Turn("assistant", error=f"The request failed: {exc}", attempts=getattr(exc, "attempts", ()))
+        attempts = getattr(exc, "attempts", ())
+        finish(attempts, False)
+        return Turn("assistant", error=f"The request failed: {exc}", attempts=attempts)
     except ValueError as exc:  # the request itself is malformed (validated before any call)
+        finish((), False)
         return Turn("assistant", error=f"Invalid request: {exc}")
     result = stream.result
     if result is None:  # the iterator was not drained; cannot happen with write_safely
+        finish((), False)
         return Turn("assistant", text="".join(pieces), warning="The answer ended without a result.")
-    return Turn("assistant", text="".join(pieces), caption=answer_caption(result), attempts=result.attempts)
+    finish(result.attempts, True)
+    return Turn(
+        "assistant",
+        text="".join(pieces),
+        caption=answer_caption(result),
+        attempts=result.attempts,
+        fallback=fallback_of(result, client.provider_statuses(), time.time()),
+    )
+
+
+def first_piece(stream: ChatStream, poll: Callable[[], None] | None) -> str | None:
+    """Wait for the stream's first piece, which is when the client stops failing over, calling `poll` meanwhile.
+
+    The failover runs in a worker thread so this (the script's) thread stays free to redraw the trail. If the
+    run is abandoned meanwhile (Streamlit raises from `poll` when a new message arrives), the worker closes the
+    stream once the client is done with it, so no key's in-flight slot is left taken.
+    """
+    if poll is None:
+        return next(stream, None)
+    outcome: dict[str, Any] = {}
+    lock = threading.Lock()
+    done, abandoned = threading.Event(), threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["piece"] = next(stream, None)
+        except BaseException as exc:  # handed to the script thread, which raises it
+            outcome["error"] = exc
+        with lock:
+            done.set()
+            if abandoned.is_set():
+                stream.close()
+
+    threading.Thread(target=work, name="chat-failover", daemon=True).start()
+    try:
+        while not done.wait(TRAIL_POLL):
+            poll()
+        poll()
+    except BaseException:
+        with lock:
+            abandoned.set()
+            if done.is_set():
+                stream.close()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("piece")
+
+
+# --- the rotation story: fallback badge and live trail ----------------------------------------------------------
+
+_HELD_WORDS: dict[str, str] = {
+    "rate_limit": "rate-limited",
+    "invalid_key": "invalid",
+    "no_credits": "out of credit",
+    "spend_cap": "at a spend cap",
+    "no_access": "without access to the model",
+    "errors": "resting after errors",
+    "upstream": "busy upstream",
+    "manual": "parked by hand",
+    "disabled": "disabled",
+}
+
+
+_FAILED_WORDS: dict[str, str] = {
+    OutcomeKind.RATE_LIMIT: "rate-limited",
+    OutcomeKind.INVALID_KEY: "invalid",
+    OutcomeKind.NO_CREDITS: "out of credit",
+    OutcomeKind.SPEND_CAP: "at a spend cap",
+    OutcomeKind.NO_ACCESS: "without access to the model",
+    OutcomeKind.REQUEST_ERROR: "refused the request",
+}
+
+
+_PASSING = frozenset({"rate_limit", "errors", "upstream"})
+"""Reasons a key rests by itself for a while; keys parked for the long cooldown (invalid, no credit) come back
+only when a probe vouches for them, so "next frees in 24 h" would mislead."""
+
+
+def failed_word(attempt: Attempt) -> str:
+    """How a key failed, to follow a count: `rate-limited`, `invalid`, `failed (503)`."""
+    if attempt.kind is OutcomeKind.TRANSIENT:
+        return f"failed ({attempt.status})" if attempt.status else "not answering"
+    return _FAILED_WORDS.get(attempt.kind, kind_word(attempt.kind, attempt.status))
+
+
+def counted(words: Iterable[str]) -> str:
+    """`4 keys rate-limited, 1 key invalid`: most common first."""
+    return ", ".join(f"{n} key{'s' if n != 1 else ''} {word}" for word, n in Counter(words).most_common())
+
+
+def fallback_of(result: ChatResult, statuses: Sequence[ProviderStatus], now: float) -> Fallback | None:
+    """How an answer strayed from the first choice (None when the first key tried of the first provider answered).
+
+    Past the first provider: `OpenRouter → Groq · 4 keys rate-limited`, counting why the passed providers' keys
+    are out of rotation now (they may have been skipped without a call, being known to cool), or failed just now.
+    Within the first provider: `openrouter:1 → openrouter:2 · 1 key rate-limited`, from the attempts.
+    """
+    order = [s for s in statuses if s.total]
+    providers = [s.provider for s in order]
+    if not order or result.provider not in providers:
+        return None
+    if result.provider != providers[0]:
+        passed = order[: providers.index(result.provider)]
+        held = [k for s in passed for k in s.keys if not k.available]
+        words = [_HELD_WORDS.get(k.reason or "", (k.reason or "unavailable").replace("_", " ")) for k in held]
+        pauses = [f"{s.title} paused" for s in passed if s.paused_until]
+        if not words and not pauses:
+            skipped = [a for a in result.skipped if a.key_id.split(":")[0] != result.provider]
+            words = [failed_word(a) for a in skipped]
+        until = [k.cooldown_until for k in held if k.reason in _PASSING] + [s.paused_until for s in passed]
+        text = f"{order[0].title} → {provider_title(result.provider)}"
+    elif len(result.attempts) > 1:
+        skipped_ids = {a.key_id for a in result.skipped}
+        keys = [k for s in order for k in s.keys if k.key_id in skipped_ids and not k.available]
+        words, pauses = [failed_word(a) for a in result.skipped], []
+        until = [k.cooldown_until for k in keys if k.reason in _PASSING]
+        text = f"{result.attempts[0].key_id} → {result.key_id}"
+    else:
+        return None
+    detail = ", ".join(part for part in (counted(words), *pauses) if part)
+    if detail:
+        text += f" · {detail}"
+    frees_at = min((u for u in until if u and u > now and math.isfinite(u)), default=None)
+    return Fallback(text, frees_at)
+
+
+def trail_lines(attempts: Sequence[Attempt]) -> list[str]:
+    """One line per attempt, and a line where the request moved on to the next provider."""
+    lines, provider = [], None
+    for attempt in attempts:
+        current = attempt.key_id.split(":")[0]
+        if provider is not None and current != provider:
+            lines.append(f"↪ falling back to {provider_title(current)}")
+        provider = current
+        if attempt.kind is OutcomeKind.OK:
+            lines.append(f"✓ {attempt.key_id} answered")
+        else:
+            lines.append(f"✗ {attempt.key_id} {kind_word(attempt.kind, attempt.status)}")
+    return lines
+
+
+def trail_summary(attempts: Sequence[Attempt], ok: bool) -> str:
+    """The collapsed trail's label: `4 keys skipped, groq:1 answered` / `No key could answer (5 attempts)`."""
+    if not ok:
+        return f"No key could answer ({len(attempts)} attempt{'s' if len(attempts) != 1 else ''})"
+    skipped = len(attempts) - 1
+    return f"{skipped} key{'s' if skipped != 1 else ''} skipped, {attempts[-1].key_id} answered"
+
+
+class Trail:
+    """The live `st.status` of one request: which keys failed while the next one is tried.
+
+    The client reports each attempt as it ends (`on_attempt`, called from the thread doing the failover); the
+    script's thread redraws from what was heard while it waits for the first piece (`first_piece`). A first
+    key that simply answers leaves no trail.
+    """
+
+    def __init__(self, client: SmartClient, wait: float | None = None) -> None:
+        self._heard: list[Attempt] = []
+        self._shown = 0
+        self._lines: list[str] = []
+        self._provider: str | None = None
+        first = next((s.title for s in client.provider_statuses() if s.available), None)
+        if wait:
+            label = f"Waiting up to {countdown(wait)} for a key to free up …"
+        else:
+            label = f"Trying {first} …" if first else "Looking for a key …"
+        self._holder = st.empty()
+        self._status = self._holder.status(md_escape(label), expanded=True)
+        self._box = self._status.empty()
+
+    def record(self, attempt: Attempt) -> None:
+        """The client's `on_attempt`: only appends (the list is read by the script's thread)."""
+        self._heard.append(attempt)
+
+    def poll(self) -> None:
+        """Add the failures heard since the last look, and say which key is being tried next."""
+        heard = self._heard[self._shown :]
+        self._shown += len(heard)
+        failed = None
+        for attempt in heard:
+            if attempt.kind is OutcomeKind.OK:
+                continue
+            provider = attempt.key_id.split(":")[0]
+            if self._provider is not None and provider != self._provider:
+                self._lines.append(f"↪ falling back to {provider_title(provider)}")
+            self._provider = provider
+            failed = f"{attempt.key_id} {failed_word(attempt)}"
+            self._lines.append(f"✗ {failed}")
+        if failed:
+            self._box.markdown("  \n".join(md_escape(line) for line in self._lines))
+            self._status.update(label=md_escape(f"{failed} — trying the next key …"))
+
+    def finish(self, attempts: Sequence[Attempt], ok: bool) -> None:
+        """Collapse to a one-line summary over the request's own attempts, or vanish if the first key answered."""
+        if not attempts or (ok and len(attempts) == 1):
+            self._holder.empty()
+            return
+        self._box.markdown("  \n".join(md_escape(line) for line in trail_lines(attempts)))
+        state = "complete" if ok else "error"
+        self._status.update(label=md_escape(trail_summary(attempts, ok)), state=state, expanded=False)
+
+
+# --- retry after exhaustion -------------------------------------------------------------------------------------
+
+
+def retry_wait(turn: Turn, now: float) -> float | None:
+    """Seconds a retry of `turn` should let the client wait: until the first key frees up, plus a margin."""
+    if turn.role != "assistant" or turn.retry_at is None:
+        return None
+    return max(0.0, turn.retry_at - now) + RETRY_MARGIN
+
+
+def _ask_retry() -> None:
+    st.session_state[RETRY_KEY] = True
+
+
+def retry_button(turns: Sequence[Turn]) -> None:
+    """Under an "all keys cooling" answer (the last turn only): re-send the last message once a key frees up.
+    Disabled when that is further off than `MAX_RETRY_WAIT`, since the page is blocked while it waits."""
+    wait = retry_wait(turns[-1], time.time()) if turns else None
+    if wait is None:
+        return
+    too_long = wait > MAX_RETRY_WAIT
+    st.button(
+        "Retry when a key frees up",
+        icon=":material/schedule_send:",
+        key="chat_retry_button",
+        on_click=_ask_retry,
+        disabled=too_long,
+        help=(
+            f"The first key frees up in {countdown(wait)}: too long to wait here. Reset keys on the Status page."
+            if too_long
+            else f"Sends your last message again, waiting up to {countdown(wait)} for the first key to free up."
+        ),
+    )
+
+
+def take_retry(turns: Sequence[Turn]) -> float | None:
+    """The wait for a retry the button asked for in this run (None when not asked, or nothing to retry)."""
+    if not st.session_state.pop(RETRY_KEY, False) or not turns:
+        return None
+    wait = retry_wait(turns[-1], time.time())
+    return min(wait, MAX_RETRY_WAIT) if wait is not None else None
 
 
 def write_safely(pieces: Iterator[str]) -> str:
@@ -208,7 +529,9 @@ def attempts_frame(attempts: Iterable[Attempt]) -> pd.DataFrame:
 
 
 def render_details(turn: Turn) -> None:
-    """Caption, warnings and the attempts expander under an assistant answer."""
+    """Fallback badge, caption, warnings and the attempts expander (more than one attempt) under an answer."""
+    if turn.fallback is not None:
+        st.markdown(f":orange-badge[:material/alt_route: {md_escape(turn.fallback.label(time.time()))}]")
     if turn.error:
         icon = ":material/hourglass_top:" if "cooling" in turn.error else ":material/error:"
         st.error(safe_markdown(turn.error), icon=icon)
@@ -216,7 +539,7 @@ def render_details(turn: Turn) -> None:
         st.warning(safe_markdown(turn.warning), icon=":material/warning:")
     if turn.caption:
         st.caption(md_escape(turn.caption))
-    if turn.attempts:
+    if len(turn.attempts) > 1:
         label = f"{len(turn.attempts)} attempt{'s' if len(turn.attempts) != 1 else ''}"
         with st.expander(label, icon=":material/route:"):
             st.dataframe(attempts_frame(turn.attempts), hide_index=True, width="stretch")
@@ -230,6 +553,8 @@ def render_turn(turn: Turn) -> None:
             st.markdown(safe_markdown(turn.text))
         if turn.role == "assistant":
             render_details(turn)
+        elif turn.warning:
+            st.caption(f":material/broken_image: {md_escape(turn.warning)}")
 
 
 # --- sidebar options ------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ factory defined in a page would be cached once per page. Settings are read afres
 in a normal run both read the same environment and `.env`.
 
 Demo mode (no keys configured, or `LLM_DEMO=1`): the provider simulator starts on a free loopback port with
-fake keys that allow a few requests a minute each, so rotation, cooldowns, fallback and recovery all show up
-within a minute of chatting.
+fake keys. OpenRouter's keys allow one request per ten minutes each, so the fifth message falls back to Groq
+however slowly it is typed; Groq's and Gemini's allow a few a minute, so they keep answering after that.
 """
 
 from __future__ import annotations
@@ -28,7 +28,15 @@ if TYPE_CHECKING:
 DEMO_LATENCY = 0.3
 """Seconds the simulator takes per answer: long enough to see streaming, short enough not to bore."""
 DEMO_PER_MINUTE = 3
-"""Requests per minute per demo key: OpenRouter's four keys run dry after about a dozen messages."""
+"""Requests per minute per Groq and Gemini demo key: they carry the demo once OpenRouter's keys are spent."""
+DEMO_LIMITS: dict[str, tuple[int, float]] = {
+    "openrouter": (1, 600.0),
+    "groq": (DEMO_PER_MINUTE, 60.0),
+    "gemini": (DEMO_PER_MINUTE, 60.0),
+}
+"""(requests, window seconds) per demo key. OpenRouter's window is counted in requests over ten minutes, not per
+minute, so its four keys are spent by the fifth message at any typing pace (a per-minute window refills while a
+presenter talks); its countdown then shows on the Status page, and the Simulate panel's "Recover" ends it early."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ def build_backend(env: Mapping[str, str] | None = None, dotenv_path: str | None 
 
     simulator = Simulator(latency=DEMO_LATENCY).start()
     try:
-        demo_env = {**_overrides(os.environ if env is None else env), **simulator.add_demo_keys(DEMO_PER_MINUTE)}
+        demo_env = {**_overrides(os.environ if env is None else env), **simulator.add_demo_keys(limits=DEMO_LIMITS)}
         client = SmartClient(load_settings(demo_env, dotenv_path=None))
     except Exception:
         simulator.stop()

@@ -1,76 +1,150 @@
-"""The status page's data and controls: key tables, next-free hints, events, request counts, reset/test callbacks.
+"""The status page's data and actions, as plain functions: provider summaries, the one key table (filtered,
+searched, selection kept by key id), charts of fixed size, and the bulk actions the buttons call.
 
-Everything is read through `SmartClient`'s public methods; only `key_id` and `hint` ever identify a key.
-Callbacks run before the rerun they trigger, so the tables drawn right after a click already show the effect.
+Problems first: the table opens on the keys that need attention, and every state has its own words and colour
+so a revoked key never reads like a rate limit. Everything is read through `SmartClient`'s public methods; only
+`key_id` and `hint` ever identify a key. Nothing here draws: the page (`pages/status.py`) does, so the cost of
+a refresh is the cost of these functions on the rows shown, and tests call them directly.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import pandas as pd
 import streamlit as st
 
-from dashboard.text import countdown, pause_text, reason_text, safe_markdown, verdict
-from llms import KeyStatus, LLMError, ProviderStatus, SmartClient, StoreHealth
+from dashboard.text import check_text, countdown, md_escape, pause_text, reason_text, state_label
+from llms import KeyStatus, ProviderStatus, SmartClient, StoreHealth
 
-HISTORY_KEY = "status_availability"
-HISTORY_POINTS = 300
-"""Availability samples kept per session for the metrics' sparklines: five minutes at one sample a second."""
+REFRESH_SECONDS = 2
+"""How often the live part reruns: countdowns move visibly, and an open tab stays cheap at hundreds of keys."""
+ACTIVITY_REFRESH_SECONDS = 10
+"""Events and request charts change slowly; they rerun less often than the table."""
+TOP_KEYS = 15
+"""Bars per provider chart: the busiest keys, so the chart stays readable at 10,000 keys."""
+CHART_HEIGHT = 360
+"""Fixed chart height in pixels, whatever the number of keys."""
+
+PARKED = frozenset({"invalid_key", "no_credits", "spend_cap", "no_access"})
+"""Reasons that park a key until someone acts (or a long cooldown ends): "Reset all" leaves these alone unless
+the operator asks, since resetting a revoked key only earns another 401."""
+COOLING = frozenset({"rate_limit", "errors", "upstream", "manual", "paused"})
+
+NEEDS_ATTENTION = "Needs attention"
+ALL = "All"
+FILTERS: dict[str, frozenset[str] | None] = {
+    NEEDS_ATTENTION: None,  # everything not available
+    ALL: None,
+    "Available": frozenset({"available"}),
+    "Rate-limited": frozenset({"rate_limit", "upstream"}),
+    "Resting after errors": frozenset({"errors"}),
+    "Parked": PARKED | {"manual"},
+    "Disabled": frozenset({"disabled"}),
+    "Provider paused": frozenset({"paused"}),
+}
+"""The table's state filter: the default shows every key that is not available."""
+
+
+def key_state(key: KeyStatus, paused: bool = False) -> str:
+    """The one state a key is in: `disabled`, its cooldown reason, `paused` (the provider rests), or `available`."""
+    if key.disabled:
+        return "disabled"
+    if not key.available:
+        return key.reason or "manual"
+    return "paused" if paused else "available"
+
+
+def category(state: str) -> str:
+    """available / cooling / parked / disabled, for the per-provider counts."""
+    if state in ("available", "disabled"):
+        return state
+    return "parked" if state in PARKED else "cooling"
+
+
+# --- per-provider summary ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ProviderView(ProviderStatus):
-    """One provider's status, with what the page draws from it at the moment `now`."""
+class ProviderSummary:
+    """One provider in one line: counts per category, the provider-wide pause, and the next key to free."""
 
-    now: float
-
-    @property
-    def label(self) -> str:
-        return f"{self.available}/{self.total} available"
-
-    @property
-    def next_free(self) -> KeyStatus | None:
-        cooling = [k for k in self.keys if not k.available]
-        return min(cooling, key=lambda k: k.cooldown_remaining) if cooling else None
-
-    @property
-    def tone(self) -> Literal["green", "orange", "gray"]:
-        """Colour of the note: nothing configured, something cooling, or all ready."""
-        if not self.total:
-            return "gray"
-        return "orange" if self.available < self.total else "green"
+    provider: str
+    title: str
+    model: str
+    problem: str | None
+    total: int
+    available: int
+    cooling: int
+    parked: int
+    disabled: int
+    pause: str | None
+    next_key: str | None
+    next_in: float | None
 
     @property
     def note(self) -> str:
-        """`openrouter:1 frees in 42 s`, a provider-wide pause, or a word on why nothing is cooling."""
+        """The pause if any, else when the next key frees up, else a word on why nothing will."""
         if not self.total:
             return "No keys configured."
-        if self.paused_until:
-            return pause_text(self, self.now)
-        soonest = self.next_free
-        if soonest is None:
+        if self.pause:
+            return f"⏸ {self.pause}"
+        if self.next_key is not None and self.next_in is not None:
+            return f"{self.next_key} frees in {countdown(self.next_in)}"
+        if self.available == self.total:
             return "All keys ready."
-        return f"{soonest.key_id} frees in {countdown(soonest.cooldown_remaining)}"
+        return "Nothing frees up by itself: disabled keys wait for Enable."
 
 
-def provider_views(client: SmartClient, now: float | None = None) -> list[ProviderView]:
-    moment = time.time() if now is None else now
-    return [
-        ProviderView(**{f.name: getattr(status, f.name) for f in fields(status)}, now=moment)
-        for status in client.provider_statuses()
-    ]
+def summarize(status: ProviderStatus, now: float) -> ProviderSummary:
+    paused = bool(status.paused_until and status.paused_until > now)
+    counts: dict[str, int] = defaultdict(int)
+    for key in status.keys:
+        counts[category(key_state(key, paused))] += 1
+    waiting = [k for k in status.keys if not k.available and not k.disabled]
+    soonest = min(waiting, key=lambda k: k.cooldown_remaining) if waiting else None
+    return ProviderSummary(
+        provider=status.provider,
+        title=status.title,
+        model=status.model,
+        problem=status.problem,
+        total=status.total,
+        available=counts["available"],
+        cooling=counts["cooling"],
+        parked=counts["parked"],
+        disabled=counts["disabled"],
+        pause=pause_text(status, now) if paused else None,
+        next_key=soonest.key_id if soonest else None,
+        next_in=soonest.cooldown_remaining if soonest else None,
+    )
 
 
-def backoff_text(key: KeyStatus) -> str:
-    parts = [f"step {key.backoff_step}"] if key.backoff_step else []
-    if key.learned_rest:
-        parts.append(f"learned {countdown(key.learned_rest)}")
-    return " · ".join(parts)
+def summary_table(summaries: Sequence[ProviderSummary]) -> str:
+    """Every provider as one row of one Markdown table: a single cheap element per refresh. Three columns, and
+    only the states some key is in, so it fits a phone without scrolling sideways."""
+    lines = ["| Provider | Keys | Next |", "|---|---|---|"]
+    for s in summaries:
+        if not s.total:
+            lines.append(f"| **{md_escape(s.title)}** | — | {md_escape(s.note)} |")
+            continue
+        counts = [f"🟢 {s.available}/{s.total} available"]
+        counts += [f"{mark} {n} {word}" for mark, n, word in _counted(s) if n]
+        lines.append(f"| **{md_escape(s.title)}** | {' · '.join(counts)} | {md_escape(s.note)} |")
+    return "\n".join(lines)
+
+
+def _counted(s: ProviderSummary) -> tuple[tuple[str, int, str], ...]:
+    return (("🟠", s.cooling, "cooling"), ("🔴", s.parked, "parked"), ("⚫", s.disabled, "disabled"))
+
+
+def models_text(summaries: Sequence[ProviderSummary]) -> str:
+    return "Models: " + " · ".join(f"{md_escape(s.title)} `{s.model}`" for s in summaries if s.total)
 
 
 def store_text(store: StoreHealth) -> str:
@@ -81,48 +155,173 @@ def store_text(store: StoreHealth) -> str:
     return f"Key state is kept {where}" + ("." if store.healthy else f" — **{store.detail}**")
 
 
+# --- the key table ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One key with what the table needs to know about its provider at this moment."""
+
+    key: KeyStatus
+    state: str
+    pause_left: float | None  # seconds the provider still rests, for keys that are only waiting on that
+
+
+def rows_of(statuses: Iterable[ProviderStatus], now: float) -> list[Row]:
+    rows = []
+    for status in statuses:
+        paused = bool(status.paused_until and status.paused_until > now)
+        left = (status.paused_until or now) - now if paused else None
+        rows.extend(Row(k, key_state(k, paused), left) for k in status.keys)
+    return rows
+
+
+def wanted(row: Row, choice: str | None, needle: str) -> bool:
+    """Whether the state filter and the search (key id, hint or group, any case) let this row through."""
+    if choice == NEEDS_ATTENTION and row.state == "available":
+        return False
+    states = FILTERS.get(choice or ALL)
+    if states is not None and row.state not in states:
+        return False
+    if not needle:
+        return True
+    key = row.key
+    return any(needle in (text or "").lower() for text in (key.key_id, key.hint, key.group))
+
+
+def shown_rows(rows: Sequence[Row], choice: str | None, search: str, keep: Iterable[str] = ()) -> list[Row]:
+    """The rows the filter and search let through, plus the selected ones (`keep`), in configuration order:
+    a selected key never vanishes from under the operator's cursor because it recovered or the filter changed."""
+    needle = search.strip().lower()
+    kept = set(keep)
+    return [r for r in rows if r.key.key_id in kept or wanted(r, choice, needle)]
+
+
 def _when(at: float | None) -> datetime | None:
     return datetime.fromtimestamp(at) if at else None
 
 
-def key_frame(keys: Sequence[KeyStatus]) -> pd.DataFrame:
-    rows = [
-        {
-            "Key": k.key_id,
-            "Hint": k.hint,
-            "Group": k.group or "",
-            "State": "available" if k.available else "cooling",
-            "Reason": reason_text(k) if not k.available else "",
-            "Frees in": "" if k.available else countdown(k.cooldown_remaining),
-            "Backoff": backoff_text(k),
-            "Streak": k.consecutive_failures,
-            "Successes": k.successes,
-            "Failures": k.failures,
-            "Last used": _when(k.last_used),
-            "Last error": k.last_error or "",
-        }
-        for k in keys
-    ]
-    frame = pd.DataFrame(rows, columns=list(KEY_COLUMNS))
-    return frame.astype({"Last used": "datetime64[ns]"})
+def frees_in(row: Row) -> float | None:
+    """Whole seconds until the key is back in rotation (None when it is available or waits for an operator)."""
+    if row.state == "disabled":
+        return None
+    if row.state == "paused":
+        return float(math.ceil(row.pause_left or 0.0))
+    if not row.key.available and math.isfinite(row.key.cooldown_remaining):
+        return float(math.ceil(row.key.cooldown_remaining))
+    return None
+
+
+def reason(row: Row, pauses: Mapping[str, str]) -> str:
+    if row.state == "available":
+        return ""
+    if row.state == "paused":
+        return pauses.get(row.key.provider, "provider paused")
+    return reason_text(row.key)
 
 
 KEY_COLUMNS: dict[str, Any] = {
+    "Provider": st.column_config.TextColumn("Provider", width="small"),
     "Key": st.column_config.TextColumn("Key", pinned=True),
     "Hint": st.column_config.TextColumn("Hint", help="First and last four characters; the key is never shown."),
-    "Group": st.column_config.TextColumn("Group", help="Keys of one account share one rate limit (…_API_KEY_N_GROUP)."),
     "State": st.column_config.TextColumn("State"),
-    "Reason": st.column_config.TextColumn("Reason"),
-    "Frees in": st.column_config.TextColumn("Frees in", help="Live countdown until the key is back in rotation."),
+    "Frees in": st.column_config.NumberColumn(
+        "Frees in", format="%d s", help="Seconds until the key is back in rotation (sorts numerically)."
+    ),
+    "Frees at": st.column_config.DatetimeColumn("Frees at", format="D MMM HH:mm:ss"),
+    "Reason": st.column_config.TextColumn("Reason", width="medium"),
+    "Last check": st.column_config.TextColumn("Last check", help="The latest Test of this key from this dashboard."),
+    "Group": st.column_config.TextColumn("Group", help="Keys of one account share one rate limit (…_API_KEY_N_GROUP)."),
+    "Streak": st.column_config.NumberColumn("Streak", help="Consecutive failures (cooling at the threshold)."),
+    "Successes": st.column_config.NumberColumn("OK", help="Successful requests recorded in the state store."),
+    "Failures": st.column_config.NumberColumn("Failed", help="Failed requests recorded in the state store."),
     "Backoff": st.column_config.TextColumn(
         "Backoff", help="Adaptive rest after 429s without a hint: current step, and the rest that worked last time."
     ),
-    "Streak": st.column_config.NumberColumn("Streak", help="Consecutive failures (cooling at the threshold)."),
-    "Successes": st.column_config.NumberColumn("OK", help="Successful requests since the process started."),
-    "Failures": st.column_config.NumberColumn("Failed", help="Failed requests since the process started."),
     "Last used": st.column_config.DatetimeColumn("Last used", format="HH:mm:ss"),
     "Last error": st.column_config.TextColumn("Last error", width="large"),
 }
+
+
+def backoff_text(key: KeyStatus) -> str:
+    parts = [f"step {key.backoff_step}"] if key.backoff_step else []
+    if key.learned_rest:
+        parts.append(f"learned {countdown(key.learned_rest)}")
+    return " · ".join(parts)
+
+
+def key_frame(
+    rows: Sequence[Row],
+    now: float,
+    checks: Mapping[str, Mapping[str, Any]] | None = None,
+    pauses: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """The key table for the rows shown (only those: the cost of a refresh follows the filter, not the fleet)."""
+    results = checks or {}
+    records = []
+    for row in rows:
+        key = row.key
+        seconds = frees_in(row)
+        result = results.get(key.key_id)
+        records.append(
+            {
+                "Provider": key.provider,
+                "Key": key.key_id,
+                "Hint": key.hint,
+                "State": state_label(row.state),
+                "Frees in": seconds,
+                "Frees at": _when(now + seconds) if seconds else None,
+                "Reason": reason(row, pauses or {}),
+                "Last check": check_text(result) if result else "",
+                "Group": key.group or "",
+                "Streak": key.consecutive_failures,
+                "Successes": key.successes,
+                "Failures": key.failures,
+                "Backoff": backoff_text(key),
+                "Last used": _when(key.last_used),
+                "Last error": key.last_error or "",
+            }
+        )
+    frame = pd.DataFrame(records, columns=list(KEY_COLUMNS))
+    return frame.astype({"Frees in": "float64", "Frees at": "datetime64[ns]", "Last used": "datetime64[ns]"})
+
+
+class SessionState(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+TABLE_KEY = "status_keys"
+"""The key table's widget key: `st.session_state[TABLE_KEY]` holds its selection (row positions)."""
+_SHOWN = "status_shown_ids"
+
+
+def selected_ids(state: SessionState) -> list[str]:
+    """The key ids selected in the table. Streamlit reports row positions in the table as last drawn; they are
+    turned into ids at once, because the next refresh may show other rows (a key recovered, the filter changed)."""
+    shown: list[str] = state.get(_SHOWN) or []
+    selection = (state.get(TABLE_KEY) or {}).get("selection") or {}
+    return [shown[i] for i in selection.get("rows") or () if 0 <= i < len(shown)]
+
+
+def remember_rows(state: SessionState, rows: Sequence[Row], chosen: Sequence[str]) -> None:
+    """Before the table is drawn: note which ids it shows, and move the selection to the rows' new positions
+    (Streamlit forgets or misplaces a positional selection when the rows change under it)."""
+    ids = [r.key.key_id for r in rows]
+    where = {key_id: i for i, key_id in enumerate(ids)}
+    positions = sorted(where[k] for k in chosen if k in where)
+    current = ((state.get(TABLE_KEY) or {}).get("selection") or {}).get("rows") or []
+    if list(current) != positions or state.get(_SHOWN) != ids:
+        state[TABLE_KEY] = {"selection": {"rows": positions, "columns": [], "cells": []}}
+    state[_SHOWN] = ids
+
+
+def clear_selection(state: SessionState) -> None:
+    state[TABLE_KEY] = {"selection": {"rows": [], "columns": [], "cells": []}}
+
+
+# --- charts and events ------------------------------------------------------------------------------------------
+
 
 EVENT_COLUMNS: dict[str, Any] = {
     "Time": st.column_config.DatetimeColumn("Time", format="HH:mm:ss"),
@@ -140,58 +339,103 @@ def events_frame(client: SmartClient, limit: int = 50) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(EVENT_COLUMNS)).astype({"Time": "datetime64[ns]"})
 
 
-def requests_frame(views: Iterable[ProviderView]) -> pd.DataFrame:
-    """Successes and failures per key since the process started, for a stacked bar chart."""
-    rows = [{"Key": k.key_id, "Succeeded": k.successes, "Failed": k.failures} for v in views for k in v.keys]
-    return pd.DataFrame(rows, columns=["Key", "Succeeded", "Failed"]).set_index("Key")
+CHART_SERIES = ("Succeeded", "Rate-limited", "Other errors")
+CHART_COLORS = ["#16a34a", "#f59e0b", "#dc2626"]
 
 
-def sample_availability(views: Sequence[ProviderView], now: float | None = None) -> pd.DataFrame:
-    """Append this moment's available-key counts to the session's series and return the series."""
-    series: list[dict[str, Any]] = st.session_state.setdefault(HISTORY_KEY, [])
-    point: dict[str, Any] = {"Time": datetime.fromtimestamp(time.time() if now is None else now)}
-    point.update({v.title: v.available for v in views if v.total})
-    series.append(point)
-    del series[:-HISTORY_POINTS]
-    return pd.DataFrame(series).set_index("Time")
+def top_keys(history: Iterable[Mapping[str, Any]], top: int = TOP_KEYS) -> dict[str, pd.DataFrame]:
+    """Per provider, the `top` keys by requests in `client.history()`'s hours, as stacked-bar frames indexed by
+    key id, busiest first: a fixed number of bars whatever the number of keys."""
+    totals: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    for hour in history:
+        counts = totals[hour["provider"]][hour["key_id"]]
+        counts[0] += hour["successes"]
+        counts[1] += hour["rate_limits"]
+        counts[2] += hour["errors"]
+    frames = {}
+    for provider, per_key in totals.items():
+        busiest = sorted(per_key.items(), key=lambda item: (-sum(item[1]), item[0]))[:top]
+        frame = pd.DataFrame([c for _, c in busiest], index=[k for k, _ in busiest], columns=list(CHART_SERIES))
+        frame.index.name = "Key"
+        frames[provider] = frame
+    return frames
 
 
-def key_choices(client: SmartClient) -> dict[str, str]:
-    """Key id → `openrouter:1 · sk-o…0001` labels for the key picker."""
-    return {k.key_id: f"{k.key_id} · {k.hint}" for v in client.provider_statuses() for k in v.keys}
+# --- actions (plain functions: the buttons call them, tests call them) -------------------------------------------
 
 
-# --- callbacks (on_click) ---------------------------------------------------------------------------------------
+def _plural(count: int, word: str = "key") -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def reset_all(client: SmartClient) -> None:
-    client.reset_all()
-    st.toast("All keys are back in rotation.", icon=":material/restart_alt:")
+def disable_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
+    if not key_ids:
+        return "No key selected."
+    client.disable_key(*key_ids)
+    return f"Disabled {_plural(len(key_ids))}: {', '.join(key_ids)}. They stay out of rotation until Enable."
 
 
-def reset_provider(client: SmartClient, provider: str, title: str) -> None:
-    client.reset_provider(provider)
-    st.toast(f"{title} keys are back in rotation.", icon=":material/restart_alt:")
+def enable_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
+    if not key_ids:
+        return "No key selected."
+    client.enable_key(*key_ids)
+    return f"Enabled {_plural(len(key_ids))}: {', '.join(key_ids)}."
 
 
-def reset_key(client: SmartClient, key_id: str | None) -> None:
-    if not key_id:
-        return
-    client.reset_key(key_id)
-    st.toast(f"{key_id} is back in rotation.", icon=":material/restart_alt:")
+def reset_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
+    """Reset the chosen keys, whatever parked them (the operator picked them); disabled keys stay disabled."""
+    if not key_ids:
+        return "No key selected."
+    for key_id in key_ids:
+        client.reset_key(key_id)
+    return f"Reset {_plural(len(key_ids))}: {', '.join(key_ids)}."
 
 
-VERDICT_KEY = "status_last_check"
+def test_keys(client: SmartClient, key_ids: Sequence[str] | None) -> str:
+    """Start background checks (None: every key). Never waits for a provider, so the page never freezes."""
+    if key_ids is not None and not key_ids:
+        return "No key selected."
+    if not client.start_checks(key_ids):
+        return "A check run is still going; its results appear in the table as they come."
+    which = "every key" if key_ids is None else _plural(len(key_ids))
+    return f"Checking {which} in the background, one at a time per provider; see “Last check”."
 
 
-def check_key(client: SmartClient, key_id: str | None) -> None:
-    """One cheap real call with the key; the verdict goes to a toast and stays under the buttons."""
-    if not key_id:
-        return
-    try:
-        text = verdict(key_id, client.check_key(key_id))
-    except (LLMError, KeyError) as exc:
-        text = f"{key_id}: check failed: {exc}"
-    text = safe_markdown(text)
-    st.session_state[VERDICT_KEY] = text
-    st.toast(text, icon=":material/check_circle:" if "OK" in text else ":material/report:")
+def reset_all(
+    client: SmartClient, include_parked: bool = False, providers: Iterable[str] | None = None, now: float | None = None
+) -> str:
+    """Put cooling keys back in rotation and lift provider pauses. Keys parked as invalid, out of credit, at a
+    spend cap or without access stay parked unless `include_parked`; disabled keys stay disabled (and keep
+    whatever parked them underneath, for when they are enabled).
+
+    A provider whose keys all may be reset is reset as a whole; otherwise its resettable keys are reset together
+    and its pause is lifted on its own.
+    """
+    moment = time.time() if now is None else now
+    only = set(providers) if providers is not None else None
+    reset, kept = 0, 0
+    for status in client.provider_statuses():
+        if only is not None and status.provider not in only:
+            continue
+        keep = [k for k in status.keys if k.disabled or (k.reason in PARKED and not include_parked)]
+        kept_ids = {k.key_id for k in keep}
+        due = [k for k in status.keys if k.key_id not in kept_ids and (not k.available or k.consecutive_failures)]
+        kept += sum(1 for k in keep if not k.disabled)
+        is_paused = bool(status.paused_until and status.paused_until > moment)
+        if not keep:
+            if due or is_paused:
+                client.reset_provider(status.provider)
+            reset += len(due)
+            continue
+        if due:
+            client.reset_key(*(key.key_id for key in due))
+        reset += len(due)
+        if is_paused:
+            client.resume_provider(status.provider)
+    parts = [f"Reset {_plural(reset)}." if reset else "Nothing was cooling."]
+    if kept:
+        parts.append(
+            f"Left {_plural(kept)} parked (invalid, no credit, spend cap or no access): "
+            "tick “include invalid keys” to reset them too."
+        )
+    return " ".join(parts)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from llms import AllKeysExhaustedError, Attempt, ChatResult, KeyStatus, Outcome, OutcomeKind, ProviderStatus
 from llms.providers import PROVIDERS
@@ -72,6 +73,40 @@ def reason_text(key: KeyStatus) -> str:
     if reason in ("invalid_key", "no_credits") and key.last_error:
         return f"{words}: {key.last_error}"
     return words
+
+
+STATE_LABELS: dict[str, str] = {
+    "available": "🟢 available",
+    "rate_limit": "🟠 rate-limited",
+    "errors": "🟡 resting after errors",
+    "upstream": "🟠 model busy upstream",
+    "manual": "⚪ parked by hand",
+    "invalid_key": "🔴 invalid",
+    "no_credits": "🔴 no credit",
+    "spend_cap": "🟣 spend cap",
+    "no_access": "🟤 no access",
+    "disabled": "⚫ disabled",
+    "paused": "🔵 provider paused",
+}
+"""Each key state as the status table shows it: a colour marker first, so states stay apart at a glance (a
+revoked key is red and says "invalid"; a rate limit is orange), and words, never internal names."""
+
+
+def state_label(state: str) -> str:
+    return STATE_LABELS.get(state, "⚪ " + state.replace("_", " "))
+
+
+def check_text(result: Mapping[str, Any]) -> str:
+    """A background check's result for the "Last check" column: `✅ OK · 12:03:04`, `❌ invalid key (HTTP 401)`."""
+    when = clock_time(result["at"]) if result.get("at") else ""
+    if result.get("ok"):
+        return f"✅ OK · {when}"
+    kind = result.get("outcome")
+    if kind is None:
+        return f"❌ {result.get('verdict', 'failed')} · {when}"
+    code = result.get("status")
+    status = f" (HTTP {code})" if code and kind != OutcomeKind.TRANSIENT else ""  # transient words name it
+    return f"❌ {kind_word(kind, code)}{status} · {when}"
 
 
 def pause_text(status: ProviderStatus, now: float) -> str:

@@ -1,4 +1,4 @@
-"""Command line: `python -m llms status | chat "text" | check | disable KEY… | enable KEY…`."""
+"""Command line: `python -m llms status | chat "text" | check | disable KEY… | enable KEY… | serve`."""
 
 from __future__ import annotations
 
@@ -27,8 +27,16 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
     ):
         switch = commands.add_parser(name, help=what)
         switch.add_argument("key_ids", nargs="+", metavar="KEY_ID", help="e.g. groq:2")
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible HTTP gateway over the key pool")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (non-loopback needs LLM_GATEWAY_TOKENS)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--demo", action="store_true", help="serve the built-in simulator with demo keys")
     args = parser.parse_args(argv)
 
+    if args.command == "serve":
+        from gateway.server import serve as run_gateway  # the web stack loads only for this command
+
+        return run_gateway(args.host, args.port, args.demo)
     client = client or get_smart_client()
     if args.command == "status":
         print_status(client)

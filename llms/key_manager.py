@@ -343,26 +343,30 @@ class KeyManager:
 
     def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
         """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys."""
-        keys = [self._key(key_id) for key_id in key_ids]
+        keys = [self.key(key_id) for key_id in key_ids]
         self._store.set_disabled([k.fingerprint for k in keys], disabled)
         now = self._clock()
         for key in keys:
             self._event(now, key, EventKind.DISABLED if disabled else EventKind.ENABLED, "by an operator")
 
-    def _key(self, key_id: str) -> ApiKey:
-        if key_id not in self._by_id:
-            raise KeyError(f"unknown key id {key_id!r}; known: {', '.join(self._by_id) or 'none'}")
-        return self._by_id[key_id]
+    def key(self, key_id: str) -> ApiKey:
+        key = self._by_id.get(key_id)
+        if key is None:
+            known = ", ".join(list(self._by_id)[:5]) + (", …" if len(self._by_id) > 5 else "")
+            raise KeyError(f"unknown key id {key_id!r}; known: {known or 'none'}")
+        return key
 
-    def reset_key(self, key_id: str) -> None:
-        if key_id not in self._by_id:
-            raise KeyError(f"unknown key id {key_id!r}; known: {', '.join(self._by_id) or 'none'}")
-        self._reset([self._by_id[key_id]])
+    def reset_key(self, *key_ids: str) -> None:
+        self._reset([self.key(key_id) for key_id in key_ids])
 
-    def reset_provider(self, provider: str) -> None:
+    def resume_provider(self, provider: str) -> None:
+        """Lift a provider-wide pause, leaving its keys as they are."""
         if provider not in self._keys:
             raise KeyError(f"unknown provider {provider!r}; known: {', '.join(self._keys)}")
         self._store.pause(provider, 0.0, CooldownReason.MANUAL, self._clock())
+
+    def reset_provider(self, provider: str) -> None:
+        self.resume_provider(provider)
         self._reset(self._keys[provider])
 
     def reset_all(self) -> None:

@@ -76,6 +76,7 @@ class _Run:
     leave_provider: bool = False  # this provider as a whole cannot serve the request now
     started: float = 0.0  # when the current attempt began (perf_counter)
     on_attempt: OnAttempt | None = None
+    answering: tuple[str, str, str] | None = None  # a stream's provider, model and key id, once it has begun
 
     def attempted(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
@@ -120,7 +121,7 @@ class SmartClient:
         self._current_provider: str | None = None
         self._problems: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._checks = KeyChecks(self.check_key, lambda key_id: self._key(key_id).provider)
+        self._checks = KeyChecks(self.check_key, lambda key_id: self.key_manager.key(key_id).provider)
         self._alerts = Alerts(
             self.key_manager.change_document,
             lambda: self.key_manager.document(Alerts.NAME),
@@ -175,7 +176,8 @@ class SmartClient:
         `ChatResult` (provider, key, usage) of the streamed answer. `on_attempt`: as for `complete`.
         """
         request = ChatRequest.build(messages, temperature, max_tokens)
-        return ChatStream(self._stream(request, self._deadline(wait), _Run(on_attempt=on_attempt)))
+        run = _Run(on_attempt=on_attempt)
+        return ChatStream(self._stream(request, self._deadline(wait), run), run)
 
     def _deadline(self, wait: Wait) -> float:
         if wait is None or wait is False:
@@ -224,6 +226,7 @@ class SmartClient:
         provider, key, (reply, first), run = self._serve(
             request, deadline, lambda a, k: _open_stream(a, request, k), run
         )
+        run.answering = (provider, reply.model, key.key_id)
         text = [first]
         try:
             yield first
@@ -392,8 +395,12 @@ class SmartClient:
     def enable_key(self, *key_ids: str) -> None:
         self.key_manager.set_disabled(key_ids, False)
 
-    def reset_key(self, key_id: str) -> None:
-        self.key_manager.reset_key(key_id)
+    def reset_key(self, *key_ids: str) -> None:
+        self.key_manager.reset_key(*key_ids)
+
+    def resume_provider(self, provider: str) -> None:
+        """Lift a provider-wide pause (an upstream limit), leaving its keys' cooldowns as they are."""
+        self.key_manager.resume_provider(provider)
 
     def reset_provider(self, provider: str) -> None:
         self.key_manager.reset_provider(provider)
@@ -405,7 +412,7 @@ class SmartClient:
         """One cheap real call with one key (no tokens where the provider allows) within `LLM_PROBE_TIMEOUT`,
         recorded like any other; a key parked for a reason that call disproves (see
         `ProviderSpec.probe_vouches_for`) returns to the rotation."""
-        key = self._key(key_id)
+        key = self.key_manager.key(key_id)
         outcome = self._adapters[key.provider].probe(key, self.settings.probe_timeout)
         self.key_manager.record(key, outcome)
         if outcome.kind is OutcomeKind.OK:
@@ -441,7 +448,7 @@ class SmartClient:
         every = (k.key_id for p in self._order for k in self.key_manager.keys(p))
         ids = list(every if key_ids is None else key_ids)
         for key_id in ids:
-            self._key(key_id)
+            self.key_manager.key(key_id)
         return self._checks.start(ids)
 
     def checks(self) -> dict[str, Any]:
@@ -454,12 +461,6 @@ class SmartClient:
         one's end. Brings them up to date with key state first (every process sharing the store sees one list)."""
         self._alerts.update()
         return self._alerts.recent(limit)
-
-    def _key(self, key_id: str) -> ApiKey:
-        key = next((k for p in self._order for k in self.key_manager.keys(p) if k.key_id == key_id), None)
-        if key is None:
-            raise KeyError(f"unknown key id {key_id!r}")
-        return key
 
     def parked_key_ids(self) -> list[str]:
         """Keys parked for the long cooldown (invalid, no credit), which a probe may bring back."""
@@ -489,11 +490,31 @@ class SmartClient:
 
 
 class ChatStream(Iterator[str]):
-    """An iterator of text pieces; `.result` holds the `ChatResult` once the pieces run out."""
+    """An iterator of text pieces; `.result` holds the `ChatResult` once the pieces run out. Who answers is known
+    as soon as the first piece has arrived (`provider`, `model`, `key_id`; None before), for callers that must say
+    so before the end (the gateway's response headers)."""
 
-    def __init__(self, pieces: Generator[str, None, ChatResult]) -> None:
+    def __init__(self, pieces: Generator[str, None, ChatResult], run: _Run | None = None) -> None:
         self._pieces = pieces
+        self._run = run or _Run()
         self.result: ChatResult | None = None
+
+    @property
+    def provider(self) -> str | None:
+        return self._run.answering[0] if self._run.answering else None
+
+    @property
+    def model(self) -> str | None:
+        return self._run.answering[1] if self._run.answering else None
+
+    @property
+    def key_id(self) -> str | None:
+        return self._run.answering[2] if self._run.answering else None
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        """The attempts so far (all of them once the stream has ended)."""
+        return tuple(self._run.attempts)
 
     def __next__(self) -> str:
         try:

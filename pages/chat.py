@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import chat, shell
 from dashboard.client import get_client
+from dashboard.text import md_escape
 
 shell.ensure()
 client = get_client()
@@ -18,11 +19,19 @@ for turn in turns:
 
 prompt, rejected = chat.user_turn(st.chat_input("Message", accept_file=True, file_type=chat.IMAGE_TYPES))
 if rejected:
-    st.warning(f"Not a readable image, left out: {', '.join(rejected)}", icon=":material/broken_image:")
+    names = md_escape(", ".join(rejected))
+    st.warning(f"Not a readable image, left out: {names}", icon=":material/broken_image:")
+wait = chat.take_retry(turns)
 if prompt is not None:
     turns.append(prompt)
     chat.render_turn(prompt)
+    wait = None  # a new message answers the new message, not the retry
+if prompt is not None or wait is not None:
     messages = chat.build_messages(turns, options.system_prompt)
     with st.chat_message("assistant"):
-        answer = chat.stream_answer(client, messages, options, chat.write_safely, keep=turns.append)
+        trail = chat.Trail(client, wait)
+        answer = chat.stream_answer(
+            client, messages, options, chat.write_safely, keep=turns.append, wait=wait, trail=trail
+        )
         chat.render_details(answer)
+chat.retry_button(turns)

@@ -1,112 +1,185 @@
-"""Status page: which keys can answer now, live cooldown countdowns, resets, key checks and recent activity."""
+"""Status page, problems first: a line per provider, one key table opening on the keys that need attention,
+bulk actions on selected keys, background key checks, recent events and the busiest keys."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
 
 import streamlit as st
 
 from dashboard import shell, status
-from dashboard.client import get_client
-from dashboard.text import provider_title
+from dashboard.alerts import ALERT_COLUMNS, alerts_frame
+from dashboard.client import get_backend, get_client
+from dashboard.simulate import simulate_panel
+from dashboard.text import md_escape, provider_title
+from llms import SmartClient
 
 shell.ensure()
 client = get_client()
+INCLUDE_PARKED = "status_include_parked"
 
 st.title("Key status")
-left, right = st.columns([3, 1], vertical_alignment="bottom")
 current = client.get_current_provider()
-left.caption(
-    "Refreshes every second. Keys are identified by id and hint only. "
+st.caption(
+    f"Refreshes every {status.REFRESH_SECONDS} s. Keys are identified by id and hint only. "
     + (f"Last answer came from **{provider_title(current)}**." if current else "No answer yet in this process.")
 )
-right.button("Reset all", icon=":material/restart_alt:", on_click=status.reset_all, args=(client,), width="stretch")
 
 
-@st.fragment(run_every="1s")
+def notify(text: str) -> None:
+    st.toast(md_escape(text), icon=":material/info:")
+
+
+def reset_everything(providers: Sequence[str] | None = None) -> None:
+    include = bool(st.session_state.get(INCLUDE_PARKED))
+    notify(status.reset_all(client, include, providers))
+
+
+def act(action: Callable[[SmartClient, Sequence[str]], str], key_ids: Sequence[str], keep: bool = False) -> None:
+    """A bulk button: run the action on the selected ids, say what happened, and (except for Test) clear the
+    selection so a second click cannot repeat it on keys that have moved on."""
+    notify(action(client, key_ids))
+    if not keep:
+        status.clear_selection(st.session_state)
+
+
+backend = get_backend()
+
+
+def reload_keys() -> None:
+    changed = client.reload_keys()
+    added, removed = ", ".join(changed["added"]) or "none", ", ".join(changed["removed"]) or "none"
+    notify(f"Keys read again from the environment and .env. Added: {added}. Removed: {removed}.")
+
+
+@st.fragment(run_every=status.REFRESH_SECONDS)
 def live_status() -> None:
-    """Only this part reruns every second, so countdowns tick without redrawing the page."""
-    views = status.provider_views(client)
+    """Only this part reruns on the timer; it builds frames for the rows shown, not for every key."""
+    now = time.time()
+    statuses = client.provider_statuses()
     store = client.store_health()
     if store.healthy:
         st.caption(status.store_text(store))
     else:
         st.warning(status.store_text(store), icon=":material/cloud_off:")
-    trend = status.sample_availability(views)
-    for column, view in zip(st.columns(len(views)), views, strict=True):
-        with column.container(border=True):
-            st.metric(
-                view.title,
-                view.label,
-                delta=view.note,
-                delta_color=view.tone,
-                delta_arrow="off",
-                chart_data=trend[view.title].tolist() if view.total and len(trend) > 1 else None,
-                chart_type="area",
-                help="Keys in rotation now; the sparkline covers the last few minutes on this page.",
-            )
-            st.caption(f"Model `{view.model}`")
-            if view.problem:
-                st.warning(f"Configuration problem: {view.problem}", icon=":material/build:")
-            st.button(
-                f"Reset {view.title}",
-                key=f"reset_{view.provider}",
-                icon=":material/restart_alt:",
-                on_click=status.reset_provider,
-                args=(client, view.provider, view.title),
-                disabled=not view.total,
-                width="stretch",
-            )
-    for view in views:
-        if view.keys:
-            st.subheader(view.title, divider="gray")
-            st.dataframe(
-                status.key_frame(view.keys),
-                column_config=status.KEY_COLUMNS,
-                hide_index=True,
-                width="stretch",
-                placeholder="—",
-            )
+    checks = client.checks()
+    if checks["running"]:
+        st.progress(checks["done"] / max(1, checks["total"]), text=f"Checking keys: {checks['done']}/{checks['total']}")
+
+    summaries = [status.summarize(s, now) for s in statuses]
+    st.markdown(status.summary_table(summaries))
+    st.caption(status.models_text(summaries))
+    for summary in summaries:
+        if summary.problem:
+            st.warning(f"{summary.title} configuration problem: {md_escape(summary.problem)}", icon=":material/build:")
+
+    choice = st.pills("Show", list(status.FILTERS), default=status.NEEDS_ATTENTION, key="status_filter")
+    search = st.text_input("Search", key="status_search", placeholder="key id, hint or group", width=360)
+    chosen = status.selected_ids(st.session_state)
+    rows = status.shown_rows(status.rows_of(statuses, now), choice, search, keep=chosen)
+    status.remember_rows(st.session_state, rows, chosen)
+    pauses = {s.provider: s.pause for s in summaries if s.pause}
+    event = st.dataframe(
+        status.key_frame(rows, now, checks["results"], pauses),
+        column_config=status.KEY_COLUMNS,
+        hide_index=True,
+        width="stretch",
+        placeholder="—",
+        key=status.TABLE_KEY,
+        on_select="rerun",
+        selection_mode="multi-row",
+    )
+    if not rows:
+        st.caption("No key needs attention." if choice == status.NEEDS_ATTENTION else "No key matches.")
+    ids = [rows[i].key.key_id for i in event.selection.rows if i < len(rows)]
+    st.caption(
+        f"{len(ids)} selected: {', '.join(ids)}"
+        if ids
+        else "Tick rows to act on several keys at once. Selected rows stay listed until you untick them."
+    )
+    with st.container(horizontal=True):
+        st.button("Reset", icon=":material/lock_reset:", on_click=act, args=(status.reset_keys, ids), disabled=not ids)
+        st.button(
+            "Test", icon=":material/network_check:", on_click=act, args=(status.test_keys, ids, True), disabled=not ids
+        )
+        st.button("Disable", icon=":material/block:", on_click=act, args=(status.disable_keys, ids), disabled=not ids)
+        st.button(
+            "Enable", icon=":material/check_circle:", on_click=act, args=(status.enable_keys, ids), disabled=not ids
+        )
 
 
 live_status()
 
-st.subheader("Key actions", divider="gray")
-choices = status.key_choices(client)
-pick, reset, test = st.columns([3, 1, 1], vertical_alignment="bottom")
-key_id = pick.selectbox("Key", list(choices), format_func=choices.get, key="status_key", placeholder="No keys")
-reset.button(
-    "Reset key",
-    icon=":material/lock_reset:",
-    on_click=status.reset_key,
-    args=(client, key_id),
-    width="stretch",
-    disabled=key_id is None,
-)
-test.button(
-    "Test key",
-    icon=":material/network_check:",
-    on_click=status.check_key,
-    args=(client, key_id),
-    width="stretch",
-    disabled=key_id is None,
-)
-if last := st.session_state.get(status.VERDICT_KEY):
-    st.caption(f"Last check: {last}")
+
+def pool_actions() -> None:
+    """Actions on the whole pool; a row that wraps, so a phone shows two buttons per line, not one per screen."""
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.button(
+            "Test all keys", icon=":material/network_check:", on_click=lambda: notify(status.test_keys(client, None))
+        )
+        st.button(
+            "Reload keys",
+            icon=":material/sync:",
+            on_click=reload_keys,
+            disabled=backend.demo,
+            help="Read keys again from the environment and .env: new keys join, removed keys leave, the rest keep "
+            "their state. (Not in demo mode: its keys are fake.)",
+        )
+        with st.popover("Reset one provider", icon=":material/restart_alt:"):
+            for name in client.settings.provider_order:
+                st.button(
+                    f"Reset {provider_title(name)}",
+                    key=f"reset_{name}",
+                    on_click=reset_everything,
+                    args=([name],),
+                    disabled=not client.settings.providers[name].keys,
+                    width="stretch",
+                )
+        st.button("Reset all", icon=":material/restart_alt:", on_click=reset_everything)
+        st.checkbox(
+            "include invalid keys",
+            key=INCLUDE_PARKED,
+            help="Reset also the keys parked as invalid, out of credit, at a spend cap or without access to the "
+            "model. Disabled keys stay disabled either way.",
+        )
 
 
-@st.fragment(run_every="2s")
+pool_actions()
+with st.expander("Simulate provider behaviour (demo)", icon=":material/science:") if backend.demo else st.empty():
+    simulate_panel(backend)
+
+
+@st.fragment(run_every=status.ACTIVITY_REFRESH_SECONDS)
 def activity() -> None:
-    """Recent state changes and request counts; a slower refresh is plenty for these."""
-    views = status.provider_views(client)
-    timeline, charts = st.columns([3, 2])
-    with timeline:
-        st.subheader("Recent events", divider="gray")
-        events = status.events_frame(client)
-        if events.empty:
-            st.caption("No cooldowns, failures or resets yet.")
-        else:
-            st.dataframe(events, column_config=status.EVENT_COLUMNS, hide_index=True, width="stretch")
-    with charts:
-        st.subheader("Requests per key", divider="gray")
-        requests = status.requests_frame(views)
-        st.bar_chart(requests, color=["#16a34a", "#dc2626"], horizontal=True, height=80 + 34 * len(requests))
+    """Recent state changes and the busiest keys of the last hour; a slower refresh is plenty for these."""
+    st.subheader("Busiest keys, last hour", divider="gray")
+    busiest = status.top_keys(client.history(hours=1))
+    if not busiest:
+        st.caption("No requests in the last hour.")
+    for column, (provider, frame) in zip(st.columns(max(1, len(busiest))), busiest.items(), strict=False):
+        with column:
+            st.caption(f"**{provider_title(provider)}**: top {len(frame)} keys by requests")
+            st.bar_chart(
+                frame,
+                horizontal=True,
+                stack=True,
+                sort=False,
+                color=status.CHART_COLORS,
+                height=status.CHART_HEIGHT,
+            )
+    st.subheader("Alerts", divider="gray")
+    recent = client.alerts(20)
+    if recent:
+        st.dataframe(alerts_frame(recent), column_config=ALERT_COLUMNS, hide_index=True, width="stretch")
+    else:
+        st.caption("No alerts: no provider ran out of keys and no key was parked.")
+    st.subheader("Recent events", divider="gray")
+    events = status.events_frame(client)
+    if events.empty:
+        st.caption("No cooldowns, failures or resets yet.")
+    else:
+        st.dataframe(events, column_config=status.EVENT_COLUMNS, hide_index=True, width="stretch")
 
 
 activity()

@@ -24,6 +24,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict
 from email.utils import formatdate
 from http import HTTPStatus
@@ -507,12 +508,17 @@ class Simulator:
                 raise KeyError("no key registered with that secret")
             key.steps, key.then = script, final
 
-    def add_demo_keys(self, per_minute: int = 3) -> dict[str, str]:
-        """Register DEMO_KEYS (each `per_minute` requests per minute); returns the env a client needs."""
+    def add_demo_keys(
+        self, per_minute: int = 3, limits: Mapping[str, tuple[int, float]] | None = None
+    ) -> dict[str, str]:
+        """Register DEMO_KEYS (each `per_minute` requests per minute, or `limits[provider]` = (n, seconds) per
+        key); returns the env a client needs. Calling it again puts every demo key back to normal: plain `ok`
+        steps and a fresh window."""
         env = self.env()
         for provider, secrets in DEMO_KEYS.items():
+            limit = (limits or {}).get(provider, (per_minute, 60.0))
             for i, secret in enumerate(secrets, 1):
-                self.add_key(provider, secret, limit=(per_minute, 60.0))
+                self.add_key(provider, secret, limit=limit)
                 env[f"{provider.upper()}_API_KEY_{i}"] = secret
         return env
 

@@ -22,7 +22,7 @@ from llms.state.memory import MemoryStore
 from llms.wire import seconds_until_midnight
 from simulator import Simulator
 
-PACKAGES = ("config", "llms", "simulator", "dashboard")
+PACKAGES = ("config", "llms", "simulator", "dashboard", "gateway")
 
 
 def _modules() -> dict[str, Path]:
@@ -81,12 +81,20 @@ def test_no_module_imports_another_in_a_circle() -> None:
 
 def test_importing_the_client_loads_no_web_stack_no_sdk_no_backend_and_no_simulator() -> None:
     code = (
-        "import json, sys; import llms; from llms import get_smart_client, SmartClient; "
+        "import json, sys; import llms, llms.__main__; from llms import get_smart_client, SmartClient; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('streamlit', 'redis', 'google', 'simulator', 'pandas') or m == 'llms.state.redis')))"
+        "('streamlit', 'redis', 'google', 'simulator', 'pandas', 'starlette', 'uvicorn', 'anyio', "
+        "'prometheus_client', 'gateway') or m == 'llms.state.redis')))"
     )
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=python_env(), cwd=ROOT, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_the_gateway_uses_the_client_package_and_never_the_dashboard() -> None:
+    known = _modules()
+    imported = {dep for name, path in known.items() if name.startswith("gateway") for dep in _imports(path, known)}
+    assert not any(dep.startswith("dashboard") for dep in imported)
+    assert not any(dep.startswith("llms.") and dep.split(".")[1] in ("key_manager", "providers") for dep in imported)
 
 
 def test_the_state_base_module_imports_no_backend() -> None:

@@ -76,23 +76,12 @@ def chromium() -> str:
     return CHROMIUM
 
 
-@pytest.fixture
-def dashboard(chromium: str, sim: Simulator, tmp_path: Path) -> Iterator[str]:
-    """The real app in its own process group, with four OpenRouter keys (the first always rate-limited) and one
-    Groq key. It runs from an empty directory holding only the project's Streamlit config, so a developer's
-    `.env` or secrets cannot change what it shows."""
-    sim.latency = 0.2  # answers take a moment, as real ones do, so streaming and latency show
-    env = python_env(**sim.env(), LLM_REQUEST_TIMEOUT="2")
-    env.pop("DASHBOARD_PASSWORD", None)
-    for provider, count in (("openrouter", 4), ("groq", 1)):
-        for i in range(1, count + 1):
-            secret = SECRETS[provider][i - 1]
-            limit = (0, 60.0) if f"{provider}:{i}" == "openrouter:1" else None
-            sim.add_key(provider, secret, limit=limit, name=f"{provider}:{i}")
-            env[f"{provider.upper()}_API_KEY_{i}"] = secret
-    (tmp_path / ".streamlit").mkdir()
-    shutil.copy(ROOT / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
-
+def _start(tmp_path: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes], Path]:
+    """`streamlit run` in its own process group, from an empty directory holding only the project's Streamlit
+    config, so a developer's `.env` or secrets cannot change what it shows."""
+    folder = tmp_path / "app"
+    (folder / ".streamlit").mkdir(parents=True)
+    shutil.copy(ROOT / ".streamlit" / "config.toml", folder / ".streamlit" / "config.toml")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "streamlit.log"
@@ -102,73 +91,235 @@ def dashboard(chromium: str, sim: Simulator, tmp_path: Path) -> Iterator[str]:
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
     ]  # fmt: skip
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
+    _wait_healthy(url, proc, log)
+    return url, proc, log
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        _wait_healthy(url, proc, log)
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+@pytest.fixture
+def keyed(chromium: str, sim: Simulator, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The app over the simulator with a SQLite store another process can share: openrouter:1 is revoked (401),
+    openrouter:2 rate-limited for two minutes, openrouter:3 and :4 fine; groq:1 fine, groq:2 hangs."""
+    sim.latency = 0.2  # answers take a moment, as real ones do, so streaming and latency show
+    env = python_env(**sim.env(), LLM_REQUEST_TIMEOUT="2", LLM_PROBE_TIMEOUT="8")
+    env["LLM_STATE_URL"] = f"sqlite://{tmp_path / 'state.db'}"
+    env.pop("DASHBOARD_PASSWORD", None)
+    keys = {
+        "openrouter:1": {"then": "invalid_key"},
+        "openrouter:2": {"limit": (0, 120.0)},
+        "openrouter:3": {},
+        "openrouter:4": {},
+        "groq:1": {},
+        "groq:2": {"latency": 30.0},
+    }
+    for key_id, behaviour in keys.items():
+        provider, number = key_id.split(":")
+        secret = SECRETS[provider][int(number) - 1]
+        sim.add_key(provider, secret, name=key_id, **behaviour)
+        env[f"{provider.upper()}_API_KEY_{number}"] = secret
+    url, proc, _ = _start(tmp_path, env)
+    try:
+        yield url, env
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def demo(chromium: str, tmp_path: Path) -> Iterator[str]:
+    """The app with no keys at all: demo mode, its own simulator."""
+    env = python_env()
+    env.pop("DASHBOARD_PASSWORD", None)
+    env.pop("LLM_STATE_URL", None)
+    url, proc, _ = _start(tmp_path, env)
+    try:
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        _stop(proc)
 
 
 def _screenshot_whole_page(page: Any, path: Path) -> None:
     """Streamlit scrolls inside its main container, so `full_page` sees one screen: grow the viewport instead."""
+    size = page.viewport_size
     height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], int(height))})
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], int(height))})
     page.wait_for_timeout(500)  # charts re-lay out to the new size
     page.screenshot(path=path)
-    page.set_viewport_size(VIEWPORT)
+    page.set_viewport_size(size)
 
 
-def test_chat_then_live_status_then_reset(chromium: str, dashboard: str) -> None:
+def _send(page: Any, text: str) -> None:
+    box = page.locator('[data-testid="stChatInputTextArea"]')
+    box.fill(text)
+    box.press("Enter")
+
+
+def _nav(page: Any, title: str) -> None:
+    page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=title).click()
+
+
+def _show(page: Any, choice: str) -> None:
+    page.locator('[data-testid="stButtonGroup"] button').filter(has_text=re.compile(f"^{choice}$")).click()
+    page.wait_for_timeout(600)
+
+
+def _table_keys(page: Any) -> list[str]:
+    """Key ids in the key table as drawn (the grid keeps an accessible copy of its canvas)."""
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    cells = grid.locator('[role="row"]')
+    return [row.locator('[role="gridcell"]').first.inner_text() for row in cells.all()[1:]]
+
+
+def _eventually(read: Any, expected: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (seen := read()) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert seen == expected
+
+
+def _tick(page: Any, key_id: str) -> None:
+    """Tick a row's checkbox: the grid draws it on a canvas, 35 px per row under a 35 px header."""
+    index = _table_keys(page).index(key_id)
+    box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 * (index + 1) + 17)
+    page.wait_for_timeout(400)
+
+
+def _countdown(page: Any, key_id: str) -> int:
+    text = page.get_by_text(re.compile(rf"{key_id} frees in \d+ (min \d+ )?s")).first.inner_text()
+    minutes, seconds = re.search(rf"{key_id} frees in (?:(\d+) min )?(\d+) s", text).groups()
+    return int(minutes or 0) * 60 + int(seconds)
+
+
+def _toast(page: Any, text: str) -> Any:
+    return page.locator('[data-testid="stToast"]').filter(has_text=text)
+
+
+def test_an_operator_chats_filters_disables_tests_and_is_alerted(
+    chromium: str, keyed: tuple[str, dict[str, str]]
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    url, env = keyed
     DOCS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT, color_scheme="light")
+            page.set_default_timeout(15_000)
+            page.goto(url)
+            icon = page.evaluate("document.querySelector('link[rel~=\"icon\"]').href")
+            assert icon.startswith(url), f"the favicon must be served by the app itself (offline): {icon}"
+
+            # Chat: openrouter:1 is revoked and openrouter:2 rate-limited, so openrouter:3 answers, and says so.
+            _send(page, "Which key answers me?")
+            expect(page.get_by_text("Simulated openrouter reply to: Which key answers me?")).to_be_visible()
+            expect(page.get_by_text(re.compile(r"openrouter:1 → openrouter:3 · 1 key invalid"))).to_be_visible()
+            expect(page.get_by_text(re.compile(r"openrouter:3 \(sk-o…\w{4}\) · \d+\.\d s"))).to_be_visible()
+            expect(_toast(page, "openrouter:1")).to_be_visible(timeout=12_000)  # an alert: a key was parked
+            page.wait_for_timeout(300)
+            page.screenshot(path=DOCS / "screenshot-chat.png")
+
+            # Status opens on the keys that need attention; "Parked" narrows it to the revoked key.
+            _nav(page, "Status")
+            expect(page.get_by_text("🟢 2/4 available · 🟠 1 cooling · 🔴 1 parked")).to_be_visible()
+            _eventually(lambda: _table_keys(page), ["openrouter:1", "openrouter:2"])
+            _show(page, "Parked")
+            _eventually(lambda: _table_keys(page), ["openrouter:1"])
+            before = _countdown(page, "openrouter:2")
+            page.wait_for_timeout(2_500)
+            assert 1 <= before - _countdown(page, "openrouter:2") <= 5, "the countdown must tick on its own"
+
+            # Tick two keys and disable them: OpenRouter has no key left, and an alert says so at once.
+            _show(page, "All")
+            _tick(page, "openrouter:3")
+            _tick(page, "openrouter:4")
+            expect(page.get_by_text("2 selected: openrouter:3, openrouter:4")).to_be_visible()
+            page.get_by_role("button", name="Disable").click()
+            expect(page.get_by_text("🟢 0/4 available · 🟠 1 cooling · 🔴 1 parked · ⚫ 2 disabled")).to_be_visible()
+            expect(_toast(page, "OpenRouter has no key available")).to_be_visible(timeout=12_000)
+
+            # Another process sharing the store skips the disabled keys too, and so does this chat.
+            other = subprocess.run(
+                [sys.executable, "-m", "llms", "chat", "Hello"], capture_output=True, text=True, env=env, cwd=ROOT,
+                timeout=60,
+            )  # fmt: skip
+            assert other.returncode == 0, other.stderr
+            assert "groq:1" in other.stderr and "openrouter:3" not in other.stderr + other.stdout
+            _nav(page, "Chat")
+            _send(page, "And now?")
+            expect(page.get_by_text(re.compile(r"OpenRouter → Groq · "))).to_be_visible()
+
+            # Testing a key that hangs runs in the background: the page keeps ticking meanwhile.
+            _nav(page, "Status")
+            _show(page, "All")
+            _tick(page, "groq:2")
+            page.get_by_role("button", name="Test", exact=True).click()
+            expect(page.get_by_text(re.compile(r"Checking keys: 0/1"))).to_be_visible()
+            before = _countdown(page, "openrouter:2")
+            page.wait_for_timeout(2_500)
+            assert before > _countdown(page, "openrouter:2"), "the page froze while a key was being tested"
+            expect(page.get_by_text(re.compile(r"Checking keys"))).to_have_count(0, timeout=15_000)
+            _screenshot_whole_page(page, DOCS / "screenshot-status.png")
+            page.close()
+
+            # Dark: the theme follows the system.
+            dark = browser.new_page(viewport=VIEWPORT, color_scheme="dark")
+            dark.goto(f"{url}/status")
+            expect(dark.get_by_text("Key status")).to_be_visible()
+            background = dark.evaluate(
+                "getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor"
+            )
+            assert background == "rgb(15, 23, 42)", background
+            dark.wait_for_timeout(1_000)
+            dark.screenshot(path=DOCS / "screenshot-status-dark.png")
+            dark.close()
+
+            # A phone: the sidebar closes after navigating, and the summary fits the screen.
+            device = {k: v for k, v in playwright.devices["Pixel 7"].items() if k != "default_browser_type"}
+            phone = browser.new_context(**device, color_scheme="light").new_page()
+            phone.goto(url)
+            phone.locator('[data-testid="stExpandSidebarButton"]').click()
+            _nav(phone, "Status")
+            expect(phone.locator('[data-testid="stExpandSidebarButton"]')).to_be_visible()
+            summary = phone.locator("table").filter(has_text="Provider").first
+            expect(summary).to_be_visible()
+            width = phone.evaluate("window.innerWidth")
+            assert summary.bounding_box()["x"] + summary.bounding_box()["width"] <= width + 1
+            phone.wait_for_timeout(1_000)
+            phone.screenshot(path=DOCS / "screenshot-status-phone.png")
+        finally:
+            browser.close()
+
+
+def test_the_demo_falls_back_by_the_fifth_message_at_a_human_pace(chromium: str, demo: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(15_000)
-            page.goto(dashboard)
-
-            # Chat: openrouter:1 answers 429, so openrouter:2 answers and the caption says what was skipped.
-            box = page.locator('[data-testid="stChatInputTextArea"]')
-            box.fill("Which key answers me?")
-            box.press("Enter")
-            caption = page.locator('[data-testid="stCaptionContainer"]').filter(
-                has_text=re.compile(
-                    r"^openrouter · .+ · openrouter:2 \(sk-o…\w{4}\) · \d+\.\d s · skipped openrouter:1"
-                )
-            )
-            expect(caption).to_have_text(re.compile(r"skipped openrouter:1 rate-limited$"))
-            expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(2)
-            expect(page.get_by_text("Simulated openrouter reply to: Which key answers me?")).to_be_visible()
-            page.wait_for_timeout(300)  # let the attempts expander settle before the picture
-            page.screenshot(path=DOCS / "screenshot-chat.png")
-
-            # Status: the cooled key shows, and its countdown ticks without any click (the 1 s fragment).
-            page.locator('[data-testid="stSidebarNavLink"]').filter(has_text="Status").click()
-            expect(page.get_by_text("3/4 available", exact=True)).to_be_visible()
-            expect(page.get_by_text("1/1 available", exact=True)).to_be_visible()
-            note = page.get_by_text(re.compile(r"openrouter:1 frees in \d+ s"))
-            before = note.inner_text()
-            page.wait_for_timeout(2_200)
-            after = note.inner_text()
-            assert before != after, f"countdown did not move: {before!r} then {after!r}"
-            seconds = [int(re.search(r"frees in (\d+) s", text).group(1)) for text in (before, after)]
-            assert 1 <= seconds[0] - seconds[1] <= 4, seconds
-            expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible()
-            _screenshot_whole_page(page, DOCS / "screenshot-status.png")
-
-            page.get_by_role("button", name="Reset all").click()
-            expect(page.get_by_text("4/4 available", exact=True)).to_be_visible()
-            expect(page.get_by_text(re.compile(r"frees in \d+ s"))).to_have_count(0)
+            page.goto(demo)
+            expect(page.get_by_text(re.compile(r"Demo mode"))).to_be_visible()
+            for n in range(1, 6):
+                _send(page, f"Message {n}")
+                expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(2 * n)
+                expect(page.get_by_text(re.compile(rf"reply to: Message {n}$"))).to_be_visible()
+                if n < 5:
+                    expect(page.get_by_text(re.compile(r"→"))).to_have_count(0)
+                    page.wait_for_timeout(7_000)  # a person reading the answer and typing the next message
+            expect(page.get_by_text(re.compile(r"OpenRouter → Groq · 4 keys rate-limited"))).to_be_visible()
         finally:
             browser.close()

@@ -1,0 +1,297 @@
+"""Gateway: what does going through `python -m llms serve` cost, and how many requests a second does it carry?
+
+Three processes, as deployed: the simulator (`python -m simulator`, zero latency, 4 Groq keys), the gateway
+(`python -m llms serve` over those keys) and this script as the caller. Latency: the same `requests.Session` POST
+to the simulator directly and to the gateway, interleaved in rotating blocks; the gateway's added latency is the
+difference of medians (and of p99s). Throughput: 64 concurrent aiohttp clients, half of them streaming, for a
+fixed time. LiteLLM's `Router` (in-process, one deployment per key) does the same work in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (
+    MESSAGES,
+    ROOT,
+    Result,
+    Row,
+    interleaved,
+    litellm_router,
+    litellm_version,
+    main,
+    median,
+    percentile,
+)
+from llms.providers import PROVIDERS
+
+TITLE = "Gateway: added latency per request and throughput of `python -m llms serve` (Groq wire format, 4 keys)"
+METHOD = (
+    "Three processes on loopback: `python -m simulator` (zero upstream latency, 4 Groq keys), `python -m llms serve` "
+    "over those keys (memory store, default 32 workers, uvicorn with httptools and uvloop when installed) and the "
+    "benchmark. "
+    "Latency: a `requests.Session` POST of the same chat request to the simulator directly (the floor) and to the "
+    "gateway's `/v1/chat/completions`, and LiteLLM `Router.completion` (in-process, one deployment per key, "
+    "default settings), in blocks whose order rotates every round after a warm-up; added latency is each "
+    "contender's median (p99) minus the floor's. Throughput: 64 concurrent aiohttp clients, every other one "
+    "streaming (`stream: true`, read to `[DONE]`), for a fixed time after a warm-up; LiteLLM: 64 asyncio tasks "
+    "calling `Router.acompletion` the same way (half `stream=True`) in this process. Every answer is checked."
+)
+TARGET_MEDIAN_MS = 1.0
+TARGET_P99_MS = 3.0
+TARGET_RPS = 500.0
+KEYS = 4
+CONCURRENCY = 64
+ROUNDS = 10
+BLOCK = {"direct": 150, "gateway": 150, "litellm": 40}
+WARMUP = {"direct": 200, "gateway": 300, "litellm": 60}
+THROUGHPUT_WARMUP_S = 1.5
+THROUGHPUT_S = 6.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {proc.returncode}")
+        with contextlib.suppress(requests.RequestException):
+            requests.get(url, timeout=1)
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class _RemoteSimulator:
+    """The simulator subprocess, addressed like `Simulator` (for `litellm_router`)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.base_urls = {"groq": f"{self.url}/groq/openai/v1"}
+
+
+@contextlib.contextmanager
+def _processes() -> Iterator[tuple[_RemoteSimulator, str, list[str]]]:
+    """The simulator and the gateway as subprocesses; yields the simulator, the gateway URL and the key secrets."""
+    import requests
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "GROQ_", "OPENROUTER_", "GEMINI_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    sim_port, gw_port = _free_port(), _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "simulator", "--port", str(sim_port), "--latency", "0"],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        sim = _RemoteSimulator(sim_port)
+        _wait_http(f"{sim.url}/_sim/requests", procs[0])
+        secrets = [f"gsk_bench_{i:06d}_{'0' * 24}" for i in range(1, KEYS + 1)]
+        gw_env = {
+            **env,
+            "GROQ_BASE_URL": sim.base_urls["groq"],
+            "LLM_PROVIDER_ORDER": "groq",
+            "LLM_STATE_URL": "memory://",
+        }
+        for i, secret in enumerate(secrets, 1):
+            requests.post(f"{sim.url}/_sim/keys", json={"provider": "groq", "secret": secret, "name": f"groq:{i}"})
+            gw_env[f"GROQ_API_KEY_{i}"] = secret
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "llms", "serve", "--port", str(gw_port)],
+                env=gw_env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        gateway = f"http://127.0.0.1:{gw_port}"
+        _wait_http(f"{gateway}/healthz", procs[1])
+        yield sim, gateway, secrets
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+# --- latency ----------------------------------------------------------------------------------------------------
+
+
+def _latency(sim: _RemoteSimulator, gateway: str, secrets: list[str], router: Any) -> dict[str, list[float]]:
+    import requests
+
+    direct_session, gateway_session = requests.Session(), requests.Session()
+    direct_url = f"{sim.base_urls['groq']}/chat/completions"
+    headers = itertools.cycle([{"Authorization": f"Bearer {s}"} for s in secrets])
+    model = PROVIDERS["groq"].default_model
+
+    def direct() -> None:
+        body = direct_session.post(direct_url, json={"model": model, "messages": MESSAGES}, headers=next(headers))
+        assert body.json()["choices"][0]["message"]["content"]
+
+    def through_gateway() -> None:
+        body = gateway_session.post(f"{gateway}/v1/chat/completions", json={"model": "auto", "messages": MESSAGES})
+        assert body.json()["choices"][0]["message"]["content"]
+
+    def litellm() -> None:
+        assert router.completion(model="chat", messages=MESSAGES).choices[0].message.content
+
+    calls: dict[str, Callable[[], None]] = {"direct": direct, "gateway": through_gateway, "litellm": litellm}
+    return interleaved(calls, WARMUP, BLOCK, ROUNDS)
+
+
+# --- throughput -------------------------------------------------------------------------------------------------
+
+
+class _Tally:
+    """Answers and failures, counted only inside the measured window (after a warm-up)."""
+
+    def __init__(self) -> None:
+        self.done = self.failures = 0
+        self.counting = False
+        self.stop = asyncio.Event()
+
+    def count(self, ok: bool) -> None:
+        if self.counting:
+            self.done += ok
+            self.failures += not ok
+
+    async def measure(self, workers: list[Coroutine[Any, Any, None]]) -> tuple[float, int]:
+        """Run `workers` until the window has passed: (answers per second, failures)."""
+        tasks = [asyncio.create_task(w) for w in workers]
+        await asyncio.sleep(THROUGHPUT_WARMUP_S)
+        self.counting, started = True, time.perf_counter()
+        await asyncio.sleep(THROUGHPUT_S)
+        self.counting, elapsed = False, time.perf_counter() - started
+        self.stop.set()
+        await asyncio.gather(*tasks)
+        return self.done / elapsed, self.failures
+
+
+async def _gateway_throughput(gateway: str) -> tuple[float, int]:
+    """Requests per second over 64 concurrent connections, every other one streaming; and the failures seen."""
+    import aiohttp
+
+    tally = _Tally()
+    url = f"{gateway}/v1/chat/completions"
+
+    async def worker(session: aiohttp.ClientSession, streaming: bool) -> None:
+        body = json.dumps({"model": "auto", "messages": MESSAGES, "stream": streaming}).encode()
+        while not tally.stop.is_set():
+            async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+                data = await response.read()
+            ok = response.status == 200 and (data.endswith(b"data: [DONE]\n\n") if streaming else b'"content"' in data)
+            tally.count(ok)
+
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        return await tally.measure([worker(session, i % 2 == 1) for i in range(CONCURRENCY)])
+
+
+async def _litellm_throughput(router: Any) -> tuple[float, int]:
+    tally = _Tally()
+
+    async def worker(streaming: bool) -> None:
+        while not tally.stop.is_set():
+            try:
+                if streaming:
+                    text = ""
+                    async for chunk in await router.acompletion(model="chat", messages=MESSAGES, stream=True):
+                        text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+                else:
+                    text = (await router.acompletion(model="chat", messages=MESSAGES)).choices[0].message.content
+                ok = bool(text)
+            except Exception:
+                ok = False
+            tally.count(ok)
+
+    return await tally.measure([worker(i % 2 == 1) for i in range(CONCURRENCY)])
+
+
+def run() -> Result:
+    with _processes() as (sim, gateway, secrets):
+        router = litellm_router(cast(Any, sim), "groq", secrets)
+        samples = _latency(sim, gateway, secrets, router)
+        gateway_rps, gateway_failures = asyncio.run(_gateway_throughput(gateway))
+        litellm_rps, litellm_failures = asyncio.run(_litellm_throughput(router))
+    if gateway_failures:
+        raise RuntimeError(f"{gateway_failures} gateway answers were not 200 with text")
+    result: Result = {"calls": {name: len(s) for name, s in samples.items()}, "litellm_version": litellm_version()}
+    for name, s in samples.items():
+        result[f"{name}_median_ms"] = median(s) * 1e3
+        result[f"{name}_p99_ms"] = percentile(s, 99) * 1e3
+    for name in ("gateway", "litellm"):
+        result[f"{name}_added_median_ms"] = result[f"{name}_median_ms"] - result["direct_median_ms"]
+        result[f"{name}_added_p99_ms"] = result[f"{name}_p99_ms"] - result["direct_p99_ms"]
+    result.update(
+        gateway_rps=gateway_rps,
+        litellm_rps=litellm_rps,
+        litellm_failures=litellm_failures,
+        rps_ratio=gateway_rps / litellm_rps if litellm_rps else None,
+    )
+    return result
+
+
+def rows(r: Result) -> list[Row]:
+    ratio = f" ({r['rps_ratio']:.1f}× LiteLLM)" if r.get("rps_ratio") else ""
+    return [
+        Row(
+            "added latency per request, median",
+            f"{r['gateway_added_median_ms']:.2f} ms",
+            f"≤ {TARGET_MEDIAN_MS:.0f} ms",
+            f"{r['litellm_added_median_ms']:.2f} ms",
+            r["gateway_added_median_ms"] <= TARGET_MEDIAN_MS,
+        ),
+        Row(
+            "added latency per request, p99",
+            f"{r['gateway_added_p99_ms']:.2f} ms",
+            f"≤ {TARGET_P99_MS:.0f} ms",
+            f"{r['litellm_added_p99_ms']:.2f} ms",
+            r["gateway_added_p99_ms"] <= TARGET_P99_MS,
+        ),
+        Row(
+            f"throughput, {CONCURRENCY} clients (half streaming)",
+            f"{r['gateway_rps']:.0f} req/s{ratio}",
+            f"≥ {TARGET_RPS:.0f} req/s",
+            f"{r['litellm_rps']:.0f} req/s" + (f" ({r['litellm_failures']} failed)" if r["litellm_failures"] else ""),
+            r["gateway_rps"] >= TARGET_RPS,
+        ),
+        Row(
+            "median / p99 per request (context)",
+            f"{r['gateway_median_ms']:.2f} / {r['gateway_p99_ms']:.2f} ms",
+            f"direct: {r['direct_median_ms']:.2f} / {r['direct_p99_ms']:.2f} ms",
+            f"{r['litellm_median_ms']:.2f} / {r['litellm_p99_ms']:.2f} ms",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(TITLE, run, rows))

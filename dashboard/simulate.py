@@ -1,0 +1,133 @@
+"""The demo's "Simulate" panel: make the fake providers misbehave on demand, so a presenter can show each
+rotation behaviour when it fits the talk instead of waiting for it.
+
+Every action scripts the simulator (what a provider will answer), never the client or its store: the client
+finds out the way it would in production, from the next answer it gets. Only "Recover" may also end the
+client's cooldowns, through `SmartClient.reset_all()` (the Status page's "Reset all"), when asked to.
+The simulator is imported only inside these functions, as in `dashboard.client`: outside demo mode the fake
+providers are never loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from dashboard.text import provider_title
+
+if TYPE_CHECKING:
+    from dashboard.client import Backend
+    from simulator import Simulator
+
+OUTAGE_STEP = "overloaded"
+"""What every key of a provider in an outage answers (`Step.OVERLOADED`): 502/503, each provider's own shape."""
+
+
+def demo_secret(key_id: str) -> str:
+    """The fake secret behind a demo key id (`openrouter:2` is `OPENROUTER_API_KEY_2`, the second demo key)."""
+    from simulator import DEMO_KEYS
+
+    provider, _, number = key_id.partition(":")
+    secrets = DEMO_KEYS.get(provider, [])
+    if not number.isdigit() or not 1 <= int(number) <= len(secrets):
+        raise KeyError(f"not a demo key: {key_id!r}")
+    return secrets[int(number) - 1]
+
+
+def rate_limit(simulator: Simulator, key_id: str) -> str:
+    """The key's next request answers 429 with a retry hint (the rest of its limit window); then it is fine."""
+    simulator.set_steps(demo_secret(key_id), "rate_limit", then="ok")
+    return f"{key_id} will answer its next request with 429 (rate-limited), then recover."
+
+
+def revoke(simulator: Simulator, key_id: str) -> str:
+    """The key answers 401 "invalid key" from now on, as a revoked key does, until "Recover"."""
+    simulator.set_steps(demo_secret(key_id), then="invalid_key")
+    return f"{key_id} is revoked: it answers 401 invalid key until you recover it."
+
+
+def outage(simulator: Simulator, provider: str) -> str:
+    """Every key of the provider answers "overloaded" (5xx) until "Recover"."""
+    from simulator import DEMO_KEYS
+
+    for secret in DEMO_KEYS[provider]:
+        simulator.set_steps(secret, then=OUTAGE_STEP)
+    return f"{provider_title(provider)} is down: every key answers {OUTAGE_STEP} (5xx) until you recover."
+
+
+def recover(simulator: Simulator, limits: dict[str, tuple[int, float]]) -> str:
+    """Every demo key answers normally again, with a fresh limit window (registering them again does both)."""
+    simulator.add_demo_keys(limits=limits)
+    return "Every simulated key answers normally again, with a fresh limit window."
+
+
+def simulate_panel(backend: Backend) -> None:
+    """Buttons that script the demo simulator; draws nothing outside demo mode."""
+    simulator = backend.simulator
+    if simulator is None:
+        return
+    from dashboard.client import DEMO_LIMITS
+
+    client = backend.client
+    statuses = [s for s in client.provider_statuses() if s.total]
+    key_ids = [k.key_id for s in statuses for k in s.keys]
+    providers = [s.provider for s in statuses]
+
+    def act(action: Callable[[Simulator, str], str], widget: str) -> None:
+        """Read the target from the widget's state: a callback's args are those of the run that drew it."""
+        st.session_state["simulate_last"] = action(simulator, st.session_state[widget])
+
+    def recover_all() -> None:
+        message = recover(simulator, DEMO_LIMITS)
+        if st.session_state.get("simulate_reset", True):
+            client.reset_all()
+            message += " The client's cooldowns were reset too."
+        st.session_state["simulate_last"] = message
+
+    with st.container():
+        st.caption(
+            "Demo only: make the fake providers misbehave, then chat to see how the client copes. "
+            "The client is not told: it finds out from the next answer, as it would in production."
+        )
+        left, right = st.columns(2)
+        with left:
+            st.selectbox("Key", key_ids, key="simulate_key")
+            one, two = st.columns(2)
+            one.button(
+                "Rate-limit key",
+                icon=":material/speed:",
+                width="stretch",
+                on_click=act,
+                args=(rate_limit, "simulate_key"),
+                help="Its next request gets 429 with a retry hint; the client rests it and moves on.",
+            )
+            two.button(
+                "Revoke key",
+                icon=":material/key_off:",
+                width="stretch",
+                on_click=act,
+                args=(revoke, "simulate_key"),
+                help="It answers 401 from now on; the client parks it as invalid.",
+            )
+        with right:
+            st.selectbox("Provider", providers, format_func=provider_title, key="simulate_provider")
+            st.button(
+                "Provider outage",
+                icon=":material/cloud_off:",
+                width="stretch",
+                on_click=act,
+                args=(outage, "simulate_provider"),
+                help="Every key of the provider answers 5xx overloaded; the client falls back to the next provider.",
+            )
+        recover_col, toggle_col = st.columns([1, 2], vertical_alignment="center")
+        recover_col.button("Recover", icon=":material/healing:", type="primary", width="stretch", on_click=recover_all)
+        toggle_col.toggle(
+            "Also end the client's cooldowns (as Reset all)",
+            value=True,
+            key="simulate_reset",
+            help="Off: the client finds the keys healthy again only as their cooldowns end.",
+        )
+        if last := st.session_state.get("simulate_last"):
+            st.caption(last)

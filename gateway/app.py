@@ -1,0 +1,358 @@
+"""The ASGI app: OpenAI's `/v1/chat/completions` and `/v1/models`, plus `/healthz` and `/metrics`, over a key pool.
+
+Provider calls are blocking (`SmartClient` is synchronous), so each runs in a bounded worker pool
+(`LLM_GATEWAY_WORKERS`, an anyio `CapacityLimiter`); the event loop only parses, authenticates and shapes. Order
+of checks, cheapest first: route, token, body size (while reading, never after), JSON and messages, model name;
+only then is a key spent.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from gateway.config import GatewaySettings
+from gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.openai_format import (
+    ApiError,
+    ChunkWriter,
+    ParsedChat,
+    completion_body,
+    completion_id,
+    dumps,
+    model_entry,
+    model_list,
+    parse_chat,
+    retry_headers,
+)
+from gateway.pool import ClientPool
+from llms import AllKeysExhaustedError, ChatResult, ChatStream, LLMError, RequestRejectedError, StreamInterruptedError
+
+log = logging.getLogger("llms.gateway")
+T = TypeVar("T")
+JSON = "application/json"
+_END = object()
+
+
+@dataclass
+class _State:
+    pool: ClientPool
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    tokens: tuple[bytes, ...]
+    limiter: anyio.CapacityLimiter | None = field(default=None)
+
+    async def run(self, call: Callable[[], T]) -> T:
+        """A blocking pool call in a worker thread; waits for a free worker when all are busy."""
+        return await anyio.to_thread.run_sync(call, limiter=self.limiter)
+
+
+def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
+    """The gateway over `pool` (whose lifetime the caller owns)."""
+    state = _State(
+        pool, settings, GatewayMetrics(pool.auto.provider_statuses), tuple(t.encode() for t in settings.tokens)
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        state.limiter = anyio.CapacityLimiter(settings.workers)  # bound to the running event loop
+        yield
+
+    async def chat(request: Request) -> Response:
+        refused = _authenticate(state, request)
+        if refused is not None:
+            return _error(refused)
+        try:
+            body = await _read_body(request, settings.max_body)
+            parsed = parse_chat(body)
+        except ApiError as exc:
+            return _error(exc)
+        client = pool.resolve(parsed.model)
+        if client is None:
+            return _error(_unknown_model(pool, parsed.model))
+        if parsed.stream:
+            return await _stream(state, client, parsed)
+        return await _complete(state, client, parsed)
+
+    async def models(request: Request) -> Response:
+        refused = _authenticate(state, request)
+        if refused is not None:
+            return _error(refused)
+        return Response(model_list(pool.model_ids()), media_type=JSON)
+
+    async def model(request: Request) -> Response:
+        refused = _authenticate(state, request)
+        if refused is not None:
+            return _error(refused)
+        wanted = request.path_params["model"]
+        owner = dict(pool.model_ids()).get(wanted)
+        if owner is None:
+            return _error(_unknown_model(pool, wanted))
+        return Response(dumps(model_entry(wanted, owner)), media_type=JSON)
+
+    async def healthz(_: Request) -> Response:
+        statuses, store = await state.run(lambda: (pool.auto.provider_statuses(), pool.auto.store_health()))
+        providers = {
+            s.provider: {
+                "available": s.available,
+                "total": s.total,
+                "paused_until": s.paused_until,
+                "problem": s.problem,
+            }
+            for s in statuses
+        }
+        serving = any(s.available for s in statuses)
+        body = {
+            "status": "ok" if serving else "unavailable",
+            "providers": providers,
+            "store": {"backend": store.backend, "healthy": store.healthy, "detail": store.detail},
+        }
+        return Response(dumps(body), status_code=200 if serving else 503, media_type=JSON)
+
+    async def metrics(_: Request) -> Response:
+        return Response(await state.run(state.metrics.render), media_type=CONTENT_TYPE)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        text = exc.detail if isinstance(exc, HTTPException) else "Internal error."
+        return _error(ApiError(status, text, code="not_found" if status == 404 else None))
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{model:path}", model, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
+
+
+# --- checks before any key is spent ----------------------------------------------------------------------------
+
+
+def _authenticate(state: _State, request: Request) -> ApiError | None:
+    """Bearer token against every configured token in constant time (no early exit that times a prefix)."""
+    if not state.tokens:
+        return None
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return ApiError(
+            401,
+            "Missing bearer token: send 'Authorization: Bearer <token>' (api_key= in the OpenAI SDK).",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    given = token.strip().encode()
+    matched = False
+    for known in state.tokens:
+        matched |= hmac.compare_digest(given, known)
+    if not matched:
+        return ApiError(401, "Invalid token.", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to be too large: from `Content-Length` before reading a
+    byte, or while reading a chunked body — never after buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "Malformed Content-Length header.", code="invalid_request")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    mb = limit / (1024 * 1024)
+    return ApiError(
+        413,
+        f"Request body is larger than {mb:g} MB (LLM_GATEWAY_MAX_BODY).",
+        code="request_too_large",
+        headers={"Connection": "close"},  # the rest of the body stays unread: this connection cannot be reused
+    )
+
+
+def _unknown_model(pool: ClientPool, name: str) -> ApiError:
+    known = ", ".join(i for i, _ in pool.model_ids())
+    return ApiError(
+        404,
+        f"The model '{name}' is not served by this gateway. Use one of: {known}.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+# --- answering -------------------------------------------------------------------------------------------------
+
+
+async def _complete(state: _State, client: Any, parsed: ParsedChat) -> Response:
+    request = parsed.request
+    started = time.perf_counter()
+    state.metrics.in_flight.inc()
+    try:
+        result: ChatResult = await state.run(
+            partial(client.complete, request.messages, temperature=request.temperature, max_tokens=request.max_tokens)
+        )
+    except LLMError as exc:
+        error, outcome = _from_llm_error(exc)
+        state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, False)
+        return _error(error)
+    finally:
+        state.metrics.in_flight.dec()
+    state.metrics.finished("ok", result.attempts, time.perf_counter() - started, False, result.key_id)
+    cid = completion_id()
+    body = completion_body(cid, int(time.time()), _answered(result.provider, result.model), result.text, result.usage)
+    return Response(body, media_type=JSON, headers=_who(result.provider, result.key_id, result.attempts, cid))
+
+
+async def _stream(state: _State, client: Any, parsed: ParsedChat) -> Response:
+    """Fail over until the first piece (so a 429 or 400 is still a proper HTTP status), then stream SSE chunks."""
+    request = parsed.request
+    started = time.perf_counter()
+    state.metrics.in_flight.inc()
+    stream: ChatStream | None = None
+    try:
+        stream = client.chat_stream(request.messages, temperature=request.temperature, max_tokens=request.max_tokens)
+        first = await state.run(partial(_next, stream))
+    except LLMError as exc:
+        state.metrics.in_flight.dec()
+        error, outcome = _from_llm_error(exc)
+        state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, True)
+        return _error(error)
+    except BaseException:
+        state.metrics.in_flight.dec()
+        if stream is not None:
+            await _close(state, stream)
+        raise
+    cid = completion_id()
+    provider, model, key_id = stream.provider, stream.model, stream.key_id
+    writer = ChunkWriter(cid, _answered(provider, model) if provider else parsed.model, parsed.include_usage)
+    headers = {"x-request-id": cid, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if provider and key_id:
+        headers.update(_who(provider, key_id, stream.attempts, cid))
+    return _SSE(_events(state, stream, first, writer, started), media_type="text/event-stream", headers=headers)
+
+
+async def _events(
+    state: _State, stream: ChatStream, first: object, writer: ChunkWriter, started: float
+) -> AsyncGenerator[bytes, None]:
+    outcome, done = "client_disconnected", False
+    try:
+        if first is _END:  # the client never returns an empty stream; shape it correctly anyway
+            done = True
+            outcome = "ok"
+            yield writer.first("") + writer.finish(None)
+            return
+        yield writer.first(str(first))
+        while (piece := await state.run(partial(_next, stream))) is not _END:
+            yield writer.piece(str(piece))
+        done = True
+        result = stream.result
+        if result is not None:
+            writer.model = _answered(result.provider, result.model)
+        outcome = "ok"
+        yield writer.finish(result.usage if result else None)
+    except StreamInterruptedError as exc:
+        done = True
+        outcome = "interrupted"
+        error = ApiError(502, str(exc), type="server_error", code="stream_interrupted")
+        yield ChunkWriter.error(error)
+    finally:
+        if not done:  # the caller went away (or the app is stopping): free the key's in-flight slot now
+            await _close(state, stream)
+        state.metrics.in_flight.dec()
+        result = stream.result
+        attempts = result.attempts if result else stream.attempts
+        key_id = result.key_id if result and outcome == "ok" else stream.key_id
+        state.metrics.finished(outcome, attempts, time.perf_counter() - started, True, key_id)
+
+
+class _SSE(StreamingResponse):
+    """Closes its event generator when the response ends for any reason, so a client that hangs up frees its key
+    now, not when the abandoned generator is garbage-collected."""
+
+    body_iterator: AsyncGenerator[bytes, None]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+
+
+def _next(stream: ChatStream) -> object:
+    return next(stream, _END)
+
+
+async def _close(state: _State, stream: ChatStream) -> None:
+    """`ChatStream.close()` ends the provider's stream and frees the key's slot; shielded, because it usually runs
+    while the request is being cancelled. Not in the worker pool: freeing a key must not wait for a free worker."""
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(stream.close)
+
+
+def _answered(provider: str | None, model: str | None) -> str:
+    """The response's `model`: `provider/model`, the id `/v1/models` lists, so a caller can pin what answered."""
+    return f"{provider}/{model}" if model else str(provider)
+
+
+def _who(provider: str, key_id: str, attempts: Any, cid: str) -> dict[str, str]:
+    """Who answered: provider, key id (never the key) and how many keys were tried."""
+    headers = {"x-llm-provider": provider, "x-llm-key-id": key_id, "x-request-id": cid}
+    if attempts:
+        headers["x-llm-attempts"] = str(len(attempts))
+        skipped = [a.describe() for a in attempts if a.kind.value != "ok"]
+        if skipped:
+            headers["x-llm-skipped"] = ", ".join(skipped)
+    return headers
+
+
+def _from_llm_error(exc: LLMError) -> tuple[ApiError, str]:
+    """The client's errors as OpenAI-shaped answers, and the outcome label for the metrics."""
+    if isinstance(exc, AllKeysExhaustedError):
+        if exc.retry_in is not None and exc.retry_in > 0:
+            return ApiError(
+                429, str(exc), type="requests", code="rate_limit_exceeded", headers=retry_headers(exc.retry_in)
+            ), "exhausted"
+        if exc.retry_in == 0:  # every key failed just now (transient errors), none is resting
+            return ApiError(
+                503, str(exc), type="server_error", code="upstream_unavailable", headers={"Retry-After": "1"}
+            ), "unavailable"
+        return ApiError(
+            503, str(exc), type="server_error", code="no_keys_available", headers={"x-should-retry": "false"}
+        ), "unavailable"
+    if isinstance(exc, RequestRejectedError):
+        return ApiError(400, str(exc), code="request_rejected"), "rejected"
+    return ApiError(502, str(exc), type="server_error", code="upstream_error"), "error"
+
+
+def _error(error: ApiError) -> Response:
+    return Response(error.body(), status_code=error.status, media_type=JSON, headers=error.headers)

@@ -1,0 +1,267 @@
+"""OpenAI's wire format: parse a chat request, shape answers, SSE chunks and errors.
+
+Pure functions over bytes and dicts (no web framework), so the shapes can be read and tested on their own.
+Validation happens here, before any provider call: a malformed request costs no key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llms.types import ChatRequest, Usage
+
+IGNORED_FIELDS = (
+    "frequency_penalty",
+    "logit_bias",
+    "metadata",
+    "parallel_tool_calls",
+    "presence_penalty",
+    "prompt_cache_key",
+    "reasoning_effort",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "top_p",
+    "user",
+    "verbosity",
+)
+"""Accepted and ignored: they tune sampling or bookkeeping, and the answer keeps its shape without them.
+Any other unknown field is ignored too (new SDK versions add fields); these are the ones OpenAI documents."""
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+"""`developer` is OpenAI's newer name for `system` (the SDK sends it for reasoning models)."""
+
+
+class ApiError(Exception):
+    """An answer in OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}` with an HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> bytes:
+        return dumps({"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}})
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+@dataclass(frozen=True)
+class ParsedChat:
+    """A validated `/v1/chat/completions` body."""
+
+    model: str
+    request: ChatRequest
+    stream: bool
+    include_usage: bool
+
+
+def parse_chat(body: bytes) -> ParsedChat:
+    """The request, validated exactly as the client will validate it, or `ApiError(400)` saying what is wrong."""
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise bad_request("The body is not UTF-8 JSON.", code="invalid_json") from None
+    except ValueError as exc:
+        raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object.", code="invalid_json")
+    model = data.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("'model' is required: 'auto', a provider name, or 'provider/model'.", "model")
+    _refuse_unsupported(data)
+    stream = _flag(data, "stream")
+    options = data.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("'stream_options' must be an object.", "stream_options")
+    include_usage = bool(options) and _flag(options, "include_usage", "stream_options.include_usage")
+    max_tokens = data.get("max_completion_tokens")
+    which = "max_completion_tokens"
+    if max_tokens is None:
+        max_tokens, which = data.get("max_tokens"), "max_tokens"
+    messages = _messages(data.get("messages"))
+    try:
+        request = ChatRequest.build(messages, data.get("temperature"), max_tokens)
+    except ValueError as exc:
+        text = str(exc)
+        param = "temperature" if text.startswith("temperature") else which if text.startswith("max_tokens") else None
+        raise bad_request(text.replace("max_tokens", which), param or "messages") from None
+    return ParsedChat(model.strip(), request, stream, include_usage)
+
+
+def _flag(data: Mapping[str, Any], name: str, shown: str | None = None) -> bool:
+    value = data.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_request(f"'{shown or name}' must be true or false.", shown or name)
+    return value
+
+
+def _refuse_unsupported(data: Mapping[str, Any]) -> None:
+    """Fields that would change the answer's shape are refused, not ignored: a program asking for tool calls, JSON
+    mode or several choices must learn it will not get them, instead of receiving plain text it cannot parse."""
+    for name in ("tools", "functions"):
+        if data.get(name):
+            raise bad_request(
+                f"'{name}' (tool calling) is not supported by this gateway.", name, "unsupported_parameter"
+            )
+    n = data.get("n")
+    if n is not None and n != 1:
+        raise bad_request("Only one choice ('n': 1) is supported.", "n", "unsupported_parameter")
+    response_format = data.get("response_format")
+    if response_format is not None and (not isinstance(response_format, dict) or response_format.get("type") != "text"):
+        raise bad_request(
+            "Only 'response_format': {'type': 'text'} is supported (no JSON mode).",
+            "response_format",
+            "unsupported_parameter",
+        )
+    if data.get("logprobs"):
+        raise bad_request("'logprobs' is not supported.", "logprobs", "unsupported_parameter")
+    modalities = data.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise bad_request(
+            "Only text output ('modalities': ['text']) is supported.", "modalities", "unsupported_parameter"
+        )
+
+
+def _messages(messages: Any) -> Any:
+    """OpenAI's message list reduced to what the pool forwards (role and content); other shapes go to the client's
+    own validation unchanged, so its error messages (naming the index) reach the caller."""
+    if not isinstance(messages, list):
+        return messages
+    out: list[Any] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            out.append(message)
+            continue
+        role = message.get("role")
+        if role in ("tool", "function"):
+            raise bad_request(f"messages[{i}]: role '{role}' (tool results) is not supported.", "messages")
+        content = message.get("content")
+        if role == "assistant" and content is None:
+            raise bad_request(f"messages[{i}]: an assistant message without content (tool calls) is not supported.")
+        out.append({"role": _ROLES.get(role, role) if isinstance(role, str) else role, "content": content})
+    return out
+
+
+# --- answers --------------------------------------------------------------------------------------------------
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def completion_body(cid: str, created: int, model: str, text: str, usage: Usage) -> bytes:
+    """A `chat.completion`. `finish_reason` is always "stop": the client never returns an answer cut off with no text,
+    and does not report whether a non-empty one hit the token limit."""
+    return dumps(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage_dict(usage),
+            "system_fingerprint": None,
+        }
+    )
+
+
+class ChunkWriter:
+    """`chat.completion.chunk` SSE events of one streamed answer, all sharing id, created time and model."""
+
+    def __init__(self, cid: str, model: str, include_usage: bool) -> None:
+        self.cid = cid
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+
+    def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": self.cid,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "system_fingerprint": None,
+        }
+        if self.include_usage:
+            chunk["usage"] = usage  # null on every chunk but the last, as OpenAI sends it
+        return b"data: " + dumps(chunk) + b"\n\n"
+
+    def first(self, text: str) -> bytes:
+        return self._event([{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
+
+    def piece(self, text: str) -> bytes:
+        return self._event([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
+
+    def finish(self, usage: Usage | None) -> bytes:
+        """The closing events: finish reason, the usage chunk when asked for, and `[DONE]`."""
+        out = self._event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if self.include_usage:
+            out += self._event([], usage_dict(usage or Usage()))
+        return out + b"data: [DONE]\n\n"
+
+    @staticmethod
+    def error(error: ApiError) -> bytes:
+        """An error after the answer began: an SSE event the OpenAI SDKs raise as `APIError` (never `[DONE]` after
+        it, so a truncated answer is never mistaken for a whole one)."""
+        return b"data: " + error.body() + b"\n\n"
+
+
+def retry_headers(seconds: float) -> dict[str, str]:
+    """`Retry-After` in whole seconds (HTTP's unit, rounded up) and `retry-after-ms`, which the OpenAI SDKs read
+    first, with a little margin so the retry does not arrive a hair before the key frees."""
+    return {"Retry-After": str(max(1, math.ceil(seconds))), "retry-after-ms": str(math.ceil(seconds * 1000) + 20)}
+
+
+def model_list(ids: Sequence[tuple[str, str]]) -> bytes:
+    """`GET /v1/models`: (id, owned_by) pairs."""
+    return dumps({"object": "list", "data": [model_entry(i, owner) for i, owner in ids]})
+
+
+def model_entry(model_id: str, owner: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

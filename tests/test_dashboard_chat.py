@@ -1,0 +1,328 @@
+"""The chat's rotation story (fallback badge, live trail, retry), demo pacing and the Simulate panel, driven by
+AppTest against the simulator over real HTTP (fixtures and helpers shared with tests/test_dashboard.py)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import client as dashboard_client
+from dashboard.chat import first_piece
+from dashboard.client import build_backend, get_client
+from simulator import DEMO_KEYS, Simulator
+from tests.conftest import ALL_SECRETS, SECRETS
+from tests.test_dashboard import app, captions, chat, env, use_keys
+
+__all__ = ["env"]  # the fixture, imported so pytest finds it here
+
+BADGE = re.compile(r":orange-badge\[:material/alt_route: (.*)\]$")
+DEMO_SECRETS = tuple(s for keys in DEMO_KEYS.values() for s in keys)
+
+
+def badges(at: AppTest, index: int = -1) -> list[str]:
+    """The fallback badge texts in one chat message (unescaped)."""
+    found = (BADGE.match(m.value) for m in at.chat_message[index].markdown)
+    return [m.group(1).replace("\\", "") for m in found if m]
+
+
+def expanders(at: AppTest, index: int = -1) -> list[str]:
+    return [e.label for e in at.chat_message[index].expander]
+
+
+def trail(at: AppTest, index: int = -1) -> tuple[str, list[str]] | None:
+    """(label, lines) of the live trail left in a chat message, or None."""
+    statuses = at.chat_message[index].status
+    if not statuses:
+        return None
+    [status] = statuses
+    return status.label.replace("\\", ""), status.markdown[0].value.replace("\\", "").split("  \n")
+
+
+def page_text(at: AppTest) -> str:
+    """Everything the page shows as text, tables included."""
+    parts: list[str] = []
+    for kind in ("markdown", "caption", "error", "warning", "info", "toast", "text", "code"):
+        parts += [str(e.value) for e in at.get(kind)]
+    parts += [e.label for e in at.expander] + [s.label for s in at.status]
+    parts += [f.value.to_string() for f in at.dataframe]
+    return "\n".join(parts)
+
+
+def assert_no_secrets(at: AppTest, secrets: Iterable[str] = ALL_SECRETS + DEMO_SECRETS) -> None:
+    shown = page_text(at)
+    leaked = [s for s in secrets if s in shown or s[-12:] in shown]
+    assert not leaked, "a key (or a recognisable part of one) is on the page"
+
+
+def panel() -> AppTest:
+    """The Simulate panel alone, on the same cached backend as the app (st.cache_resource is per process)."""
+
+    def script() -> None:
+        from dashboard.client import get_backend
+        from dashboard.simulate import simulate_panel
+
+        simulate_panel(get_backend())
+
+    return AppTest.from_function(script, default_timeout=15)
+
+
+def key_reason(key_id: str) -> str | None:
+    return next(k.reason for s in get_client().provider_statuses() for k in s.keys if k.key_id == key_id)
+
+
+# --- fallback badge, trail, expander ------------------------------------------------------------------------------
+
+
+def test_fallback_badge_and_trail_only_when_the_first_choice_did_not_answer(
+    env: pytest.MonkeyPatch, sim: Simulator
+) -> None:
+    use_keys(env, sim, {"openrouter": 1, "groq": 1}, limits={"openrouter:1": (1, 60.0)})
+    at = chat(app().run(), "first")
+    assert captions(at)[-1].startswith("openrouter · ")
+    assert badges(at) == [] and expanders(at) == [] and trail(at) is None, "the first choice answered: no story"
+
+    chat(at, "second")  # openrouter:1 answers 429 now, Groq answers
+    assert "Simulated groq reply to: second" in [m.value for m in at.chat_message[-1].markdown]
+    [badge] = badges(at)
+    assert re.fullmatch(r"OpenRouter → Groq · 1 key rate-limited · next frees in (5\d|60) s", badge), badge
+    assert expanders(at) == ["2 attempts"]
+    assert trail(at) == (
+        "1 key skipped, groq:1 answered",
+        ["✗ openrouter:1 rate-limited", "↪ falling back to Groq", "✓ groq:1 answered"],
+    )
+    assert at.chat_message[-1].status[0].state == "complete"
+
+    chat(at, "third")  # openrouter:1 is known to cool: Groq answers at once, still not the first choice
+    assert re.fullmatch(r"OpenRouter → Groq · 1 key rate-limited · next frees in \d+ s", badges(at)[0])
+    assert expanders(at) == [] and trail(at) is None, "one attempt: no expander, no trail"
+    assert badges(at, 1) == [] and len(badges(at, 3)) == 1, "history redraws each answer's own badge"
+    assert_no_secrets(at)
+
+
+def test_badge_names_the_keys_when_a_later_key_of_the_first_provider_answers(
+    env: pytest.MonkeyPatch, sim: Simulator
+) -> None:
+    use_keys(env, sim, {"openrouter": 2}, limits={"openrouter:1": (0, 60.0)})
+    at = chat(app().run(), "Hello")
+    [badge] = badges(at)
+    assert re.fullmatch(r"openrouter:1 → openrouter:2 · 1 key rate-limited · next frees in (59|60|61) s", badge)
+    assert expanders(at) == ["2 attempts"]
+
+
+def test_trail_sees_each_failure_while_the_next_key_is_still_answering(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """The client has no per-attempt callback: the trail is live because the failover runs in a worker thread
+    while the page reads the request log."""
+    use_keys(env, sim, {"openrouter": 1, "groq": 1}, steps={"openrouter:1": ["rate_limit"]})
+    sim.add_key("groq", SECRETS["groq"][0], latency=0.8, name="groq:1")  # slow to answer
+    backend = build_backend()
+    seen: list[bool] = []
+
+    def poll() -> None:
+        seen.append(any(r["key_id"] == "openrouter:1" for r in backend.client.request_log(5)))
+
+    try:
+        stream = backend.client.chat_stream([{"role": "user", "content": "hi"}])
+        assert first_piece(stream, poll) == "Simulated groq reply "
+        assert "".join(stream) and stream.result is not None
+    finally:
+        backend.close()
+    assert seen.count(True) >= 3, "the failure showed while groq:1 was still working on the answer"
+
+
+def test_abandoned_run_frees_the_key_once_the_failover_ends(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """A new message abandons the run mid-failover (Streamlit raises from the page's next call)."""
+
+    class NewMessage(BaseException):
+        pass
+
+    def poll() -> None:
+        raise NewMessage
+
+    use_keys(env, sim, {"groq": 1})
+    sim.add_key("groq", SECRETS["groq"][0], latency=0.5, name="groq:1")
+    backend = build_backend()
+    try:
+        with pytest.raises(NewMessage):
+            first_piece(backend.client.chat_stream([{"role": "user", "content": "hi"}]), poll)
+        assert backend.client.key_manager.busy(), "the worker is still waiting for groq:1"
+        deadline = time.monotonic() + 5
+        while backend.client.key_manager.busy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not backend.client.key_manager.busy(), "the worker closed the stream: no slot left taken"
+    finally:
+        backend.close()
+
+
+# --- retry after exhaustion ---------------------------------------------------------------------------------------
+
+
+def test_retry_button_resends_once_a_key_frees_up(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 1}, limits={"groq:1": (1, 2.0)})
+    at = chat(app().run(), "one")
+    assert not [b for b in at.button if b.label == "Retry when a key frees up"]
+
+    chat(at, "two")  # the window is used up: every key cools for the rest of it
+    assert at.error[0].value.startswith("All API keys are cooling down right now. The next one, groq:1")
+    assert trail(at) is None, "groq:1 said it had nothing left: the client skipped it without a call"
+    [retry] = [b for b in at.button if b.label == "Retry when a key frees up"]
+    assert not retry.disabled
+
+    retry.click().run()
+    assert not at.exception, at.exception
+    assert "Simulated groq reply to: two" in [m.value for m in at.chat_message[-1].markdown]
+    assert len(at.error) == 1, "the error stays in the history, the answer comes below it"
+    assert not [b for b in at.button if b.label == "Retry when a key frees up"]
+
+
+def test_failed_request_leaves_an_error_trail(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 2}, steps={"groq:1": ["server_error"], "groq:2": ["overloaded"]})
+    at = chat(app().run(), "Hello")
+    assert trail(at) == ("No key could answer (2 attempts)", ["✗ groq:1 error 500", "✗ groq:2 error 503"])
+    assert at.chat_message[-1].status[0].state == "error"
+    assert expanders(at) == ["2 attempts"]
+
+
+def test_retry_button_is_disabled_when_the_first_key_frees_too_late(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """An invalid key rests for the long cooldown: waiting for it would block the page for a day."""
+    use_keys(env, sim, {"groq": 1}, steps={"groq:1": ["invalid_key"]})
+    at = chat(app().run(), "Hello")
+    assert "frees up in 24 h 00 min" in at.error[0].value
+    [retry] = [b for b in at.button if b.label == "Retry when a key frees up"]
+    assert retry.disabled
+
+
+# --- attachments --------------------------------------------------------------------------------------------------
+
+
+def test_unreadable_image_is_noted_under_the_message_for_good(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 1})
+    at = app().run()
+    at.chat_input[0].set_value("Look").upload("fake.png", b"not an image", "image/png")
+    at.run()
+    assert at.warning[0].value == "Not a readable image, left out: fake.png"
+    note = "Left out, not a readable image: fake.png"
+    assert [c.value for c in at.chat_message[0].caption] == [f":material/broken_image: {note}"]
+    chat(at, "again")  # the transient warning is gone, the note under the first message stays
+    assert not at.warning and note in at.chat_message[0].caption[0].value
+
+    at.chat_input[0].set_value("").upload("only.png", b"junk", "image/png")
+    at.run()
+    assert at.warning[0].value == "Not a readable image, left out: only.png"
+    assert len(at.chat_message) == 4, "a message of only unreadable files is not sent"
+
+
+# --- demo pacing --------------------------------------------------------------------------------------------------
+
+
+def test_demo_falls_back_to_groq_by_the_fifth_message(env: pytest.MonkeyPatch) -> None:
+    """OpenRouter's demo keys allow one request per ten minutes each: pace does not matter, count does."""
+    env.setattr(dashboard_client, "DEMO_LATENCY", 0.0)
+    at = app().run()
+    assert at.expander[0].label.startswith("**Demo mode** (no API keys are configured)")
+    assert len(at.expander) == 1  # one line, and the details open from it
+    for i in range(1, 5):
+        chat(at, f"message {i}")
+        assert captions(at)[-1].startswith(f"openrouter · openai/gpt-oss-20b:free · openrouter:{i} ("), captions(at)[-1]
+        assert badges(at) == []
+
+    chat(at, "message 5")
+    assert captions(at)[-1].startswith("groq · ")
+    [badge] = badges(at)
+    assert re.fullmatch(r"OpenRouter → Groq · 4 keys rate-limited · next frees in (9 min \d\d|10 min 00) s", badge)
+    label, lines = trail(at) or ("", [])
+    assert label == "4 keys skipped, groq:1 answered"
+    assert lines[-2:] == ["↪ falling back to Groq", "✓ groq:1 answered"]
+
+    chat(at, "message 6")  # Groq keeps answering (Gemini is behind it)
+    assert captions(at)[-1].startswith("groq · ") and badges(at)
+    assert_no_secrets(at)
+
+
+def test_demo_keys_keep_answering_after_openrouter_is_spent(env: pytest.MonkeyPatch) -> None:
+    """Replaces test_dashboard's per-minute demo test: OpenRouter is spent by the fifth request and cools for the
+    rest of its ten-minute window; Groq's three keys then carry eight more, and Gemini answers after them."""
+    env.setattr(dashboard_client, "DEMO_LATENCY", 0.0)
+    backend = build_backend()
+    try:
+        client = backend.client
+        providers = [client.complete([{"role": "user", "content": f"n{i}"}]).provider for i in range(5)]
+        assert providers == ["openrouter"] * 4 + ["groq"]
+        openrouter = client.get_status_summary()["openrouter"]
+        assert openrouter["available"] == 0
+        assert all(540 < k["cooldown_remaining"] <= 600 for k in openrouter["keys"])
+        later = [client.complete([{"role": "user", "content": "more"}]).provider for _ in range(9)]
+        assert later == ["groq"] * 8 + ["gemini"]
+    finally:
+        backend.close()
+
+
+# --- the Simulate panel -------------------------------------------------------------------------------------------
+
+
+def _press(at: AppTest, label: str) -> None:
+    [button] = [b for b in at.button if b.label == label]
+    button.click().run()
+    assert not at.exception, at.exception
+
+
+def _demo(env: pytest.MonkeyPatch) -> tuple[AppTest, AppTest]:
+    env.setattr(dashboard_client, "DEMO_LATENCY", 0.0)
+    return app().run(), panel().run()
+
+
+def test_simulate_revoke_parks_the_key_as_invalid(env: pytest.MonkeyPatch) -> None:
+    at, sim_panel = _demo(env)
+    sim_panel.selectbox(key="simulate_key").set_value("openrouter:1")
+    _press(sim_panel, "Revoke key")
+    assert sim_panel.caption[-1].value.startswith("openrouter:1 is revoked")
+    chat(at, "Hello")
+    assert key_reason("openrouter:1") == "invalid_key"
+    assert badges(at) == ["openrouter:1 → openrouter:2 · 1 key invalid"]
+    assert trail(at) == (
+        "1 key skipped, openrouter:2 answered",
+        ["✗ openrouter:1 invalid key", "✓ openrouter:2 answered"],
+    )
+    assert_no_secrets(at)
+    assert_no_secrets(sim_panel)
+
+
+def test_simulate_rate_limit_rests_the_key_then_it_answers_again(env: pytest.MonkeyPatch) -> None:
+    at, sim_panel = _demo(env)
+    sim_panel.selectbox(key="simulate_key").set_value("openrouter:1")
+    _press(sim_panel, "Rate-limit key")
+    chat(at, "Hello")
+    assert key_reason("openrouter:1") == "rate_limit"
+    assert badges(at)[0].startswith("openrouter:1 → openrouter:2 · 1 key rate-limited · next frees in ")
+
+
+def test_simulate_outage_sends_answers_to_the_next_provider_and_recover_brings_it_back(
+    env: pytest.MonkeyPatch,
+) -> None:
+    at, sim_panel = _demo(env)
+    sim_panel.selectbox(key="simulate_provider").set_value("groq")
+    _press(sim_panel, "Provider outage")
+    sim_panel.selectbox(key="simulate_provider").set_value("openrouter")
+    _press(sim_panel, "Provider outage")
+    chat(at, "Anyone?")
+    assert captions(at)[-1].startswith("gemini · "), "OpenRouter and Groq are down: Gemini answers"
+    [badge] = badges(at)
+    assert badge.startswith("OpenRouter → Gemini · ")
+    _, lines = trail(at) or ("", [])
+    assert any(re.fullmatch(r"✗ openrouter:\d error 502", line) for line in lines), lines
+    assert any(re.fullmatch(r"✗ groq:\d error 503", line) for line in lines), lines
+    assert lines[-1] == "✓ gemini:1 answered"
+
+    _press(sim_panel, "Recover")
+    assert sim_panel.caption[-1].value.endswith("The client's cooldowns were reset too.")
+    chat(at, "Back?")
+    assert captions(at)[-1].startswith("openrouter · ") and badges(at) == [] and trail(at) is None
+
+
+def test_simulate_panel_is_demo_only(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 1})
+    app().run()
+    assert not panel().run().button

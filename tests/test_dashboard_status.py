@@ -1,0 +1,363 @@
+"""The problems-first Status page: its frames and actions as plain functions, and the page under AppTest against
+the simulator over real HTTP (the dashboard's client is built from env vars, as in tests/test_dashboard.py).
+
+AppTest cannot tick dataframe rows, but a keyed `st.dataframe`'s selection lives in `st.session_state[key]`,
+which AppTest may set before a run: the tests select rows that way and then click the real buttons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from config.settings import load_settings
+from dashboard import status
+from dashboard.client import get_client
+from dashboard.text import state_label
+from llms import KeyStatus, ProviderStatus, SmartClient
+from llms.state import CooldownReason, store_from_url
+from simulator import Simulator
+from tests.conftest import SECRETS
+from tests.test_dashboard import _OURS, STATUS, app, availability, chat, cool, use_keys
+
+NOW = 1_900_000_000.0
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> Iterator[pytest.MonkeyPatch]:
+    """No keys from the developer's shell; a SQLite store in the test's directory; a fresh cached client."""
+    for name in list(os.environ):
+        if _OURS.search(name):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LLM_STATE_URL", f"sqlite://{os.path.join(tmp_path, 'state.db')}")
+    st.cache_resource.clear()
+    yield monkeypatch
+    st.cache_resource.clear()
+
+
+# --- plain functions --------------------------------------------------------------------------------------------
+
+
+def key(
+    key_id: str, reason: str | None = None, remaining: float = 0.0, disabled: bool = False, **more: object
+) -> KeyStatus:
+    provider = key_id.split(":")[0]
+    values: dict[str, object] = {
+        "key_id": key_id,
+        "hint": f"{provider[:3]}…{key_id[-1] * 4}",
+        "provider": provider,
+        "group": None,
+        "available": reason is None and not disabled,
+        "reason": "disabled" if disabled else reason,
+        "cooldown_remaining": remaining,
+        "cooldown_until": NOW + remaining if remaining else None,
+        "consecutive_failures": 0,
+        "successes": 0,
+        "failures": 0,
+        "last_error": None,
+        "last_used": None,
+        "disabled": disabled,
+    }
+    values.update(more)
+    return KeyStatus(**values)  # type: ignore[arg-type]
+
+
+def provider(name: str, *keys: KeyStatus, paused_until: float | None = None) -> ProviderStatus:
+    return ProviderStatus(
+        provider=name,
+        title=name.title(),
+        model="m",
+        available=0 if paused_until else sum(k.available for k in keys),
+        total=len(keys),
+        problem=None,
+        paused_until=paused_until,
+        pause_reason="upstream" if paused_until else None,
+        keys=keys,
+    )
+
+
+FLEET = [
+    provider(
+        "groq",
+        key("groq:1"),
+        key("groq:2", "rate_limit", 415.2),
+        key("groq:3", "invalid_key", 86_400.0, last_error="Invalid API Key"),
+        key("groq:4", disabled=True),
+        key("groq:5", "errors", 30.0, group="team-a"),
+        key("groq:6", "spend_cap", 9 * 86_400.0),
+    ),
+    provider("openrouter", key("openrouter:1"), key("openrouter:2"), paused_until=NOW + 8),
+]
+
+
+def test_states_have_distinct_words_and_a_revoked_key_never_reads_like_a_rate_limit() -> None:
+    rows = {r.key.key_id: r for r in status.rows_of(FLEET, NOW)}
+    assert [rows[k].state for k in ("groq:1", "groq:2", "groq:3", "groq:4", "groq:5", "groq:6")] == [
+        "available",
+        "rate_limit",
+        "invalid_key",
+        "disabled",
+        "errors",
+        "spend_cap",
+    ]
+    assert rows["openrouter:1"].state == "paused"  # available itself, but its provider rests
+    frame = status.key_frame(list(rows.values()), NOW, pauses={"openrouter": "OpenRouter model busy upstream"})
+    labels = dict(zip(frame["Key"], frame["State"], strict=True))
+    assert labels["groq:2"] == "🟠 rate-limited"
+    assert labels["groq:3"] == "🔴 invalid"
+    assert labels["groq:4"] == "⚫ disabled"
+    assert labels["groq:5"] == "🟡 resting after errors"
+    assert labels["openrouter:1"] == "🔵 provider paused"
+    assert len(set(labels.values())) == 7, "every state reads differently"
+    reasons = dict(zip(frame["Key"], frame["Reason"], strict=True))
+    assert reasons["groq:3"] == "invalid key: Invalid API Key" and "rate" not in reasons["groq:3"]
+    assert "_" not in "".join(frame["State"]) + "".join(frame["Reason"]), "no internal names"
+
+
+def test_countdown_column_is_numeric_and_sorts_by_time() -> None:
+    frame = status.key_frame(status.rows_of(FLEET, NOW), NOW)
+    assert frame["Frees in"].dtype == "float64"
+    ordered = frame.dropna(subset=["Frees in"]).sort_values("Frees in", kind="stable")
+    assert ordered["Key"].tolist() == ["openrouter:1", "openrouter:2", "groq:5", "groq:2", "groq:3", "groq:6"]
+    assert ordered["Frees in"].tolist() == [8, 8, 30, 416, 86_400, 777_600]  # whole seconds, rounded up
+    by_key = frame.set_index("Key")
+    assert by_key["Frees in"].isna()[["groq:1", "groq:4"]].all(), "available and disabled keys do not count down"
+
+
+def test_filter_defaults_to_keys_needing_attention_and_search_narrows() -> None:
+    rows = status.rows_of(FLEET, NOW)
+    ids = lambda shown: [r.key.key_id for r in shown]  # noqa: E731
+    attention = ids(status.shown_rows(rows, status.NEEDS_ATTENTION, ""))
+    assert attention == ["groq:2", "groq:3", "groq:4", "groq:5", "groq:6", "openrouter:1", "openrouter:2"]
+    assert len(status.shown_rows(rows, status.ALL, "")) == 8
+    assert status.shown_rows(rows, None, "") == status.shown_rows(rows, status.ALL, ""), "no filter picked: all"
+    assert ids(status.shown_rows(rows, "Parked", "")) == ["groq:3", "groq:6"]
+    assert ids(status.shown_rows(rows, "Disabled", "")) == ["groq:4"]
+    assert ids(status.shown_rows(rows, status.ALL, "TEAM-")) == ["groq:5"]  # group, any case
+    assert ids(status.shown_rows(rows, status.ALL, "ope…")) == ["openrouter:1", "openrouter:2"]  # hint
+    assert ids(status.shown_rows(rows, status.NEEDS_ATTENTION, "groq:1")) == []
+    # a selected key stays listed whatever the filter, so the selection never points at a vanished row
+    assert ids(status.shown_rows(rows, status.NEEDS_ATTENTION, "groq:3", keep=["groq:1"])) == ["groq:1", "groq:3"]
+
+
+def test_provider_summary_counts_categories_and_names_the_next_key() -> None:
+    groq, openrouter = (status.summarize(p, NOW) for p in FLEET)
+    assert (groq.available, groq.cooling, groq.parked, groq.disabled) == (1, 2, 2, 1)
+    assert groq.note == "groq:5 frees in 30 s"
+    table = status.summary_table([groq, openrouter]).splitlines()
+    assert (
+        table[2]
+        == "| **Groq** | 🟢 1/6 available · 🟠 2 cooling · 🔴 2 parked · ⚫ 1 disabled | groq:5 frees in 30 s |"
+    )
+    assert table[3].startswith("| **Openrouter** | 🟢 0/2 available · 🟠 2 cooling |")  # only the states keys are in
+    assert (openrouter.available, openrouter.cooling) == (0, 2)
+    assert openrouter.note.startswith("⏸ Openrouter model busy upstream — back in 8 s")
+
+
+def test_busiest_keys_chart_keeps_a_fixed_number_of_bars_at_ten_thousand_keys() -> None:
+    history = [
+        {"provider": p, "key_id": f"{p}:{i}", "successes": i, "rate_limits": 1, "errors": 0}
+        for p in ("groq", "gemini")
+        for i in range(1, 5001)
+    ]
+    frames = status.top_keys(history)
+    assert {p: len(f) for p, f in frames.items()} == {"groq": status.TOP_KEYS, "gemini": status.TOP_KEYS}
+    totals = frames["groq"].sum(axis=1).tolist()
+    assert totals == list(range(5001, 4986, -1)), "busiest first"
+    assert frames["groq"].index[0] == "groq:5000"
+    assert list(frames["groq"].columns) == list(status.CHART_SERIES)
+
+
+# --- the page ---------------------------------------------------------------------------------------------------
+
+
+def status_page(at: AppTest) -> AppTest:
+    at.switch_page(STATUS).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def table(at: AppTest) -> dict[str, str]:
+    """Key id → state as the key table shows it."""
+    frame = next(d for d in at.dataframe if d.key == status.TABLE_KEY).value
+    return dict(zip(frame["Key"], frame["State"], strict=True))
+
+
+def show(at: AppTest, choice: str) -> None:
+    at.button_group(key="status_filter").set_value(choice).run()
+    assert not at.exception, at.exception
+
+
+def select(at: AppTest, *key_ids: str) -> None:
+    """Tick rows by key id, as a browser would: positions in the table as last drawn."""
+    shown = list(table(at))
+    at.session_state[status.TABLE_KEY] = {
+        "selection": {"rows": [shown.index(k) for k in key_ids], "columns": [], "cells": []}
+    }
+    at.run()
+    assert not at.exception, at.exception
+
+
+def click(at: AppTest, label: str) -> None:
+    [button] = [b for b in at.button if b.label == label]
+    button.click().run()
+    assert not at.exception, at.exception
+
+
+def disabled_ids(client: SmartClient) -> set[str]:
+    return {k.key_id for s in client.provider_statuses() for k in s.keys if k.disabled}
+
+
+def test_table_opens_on_problems_and_all_is_one_click_away(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 3}, steps={"groq:2": ["invalid_key"]}, limits={"groq:3": (0, 60.0)})
+    at = app().run()
+    client = get_client()
+    for _ in range(2):  # groq:1 answers both; groq:2 is parked as invalid, groq:3 rate-limited on the way
+        chat(at, "Hello")
+    status_page(at)
+    assert table(at) == {"groq:2": "🔴 invalid", "groq:3": "🟠 rate-limited"}
+    assert not any(secret in at.dataframe[0].value.to_string() for secret in SECRETS["groq"])
+    frame = at.dataframe[0].value.set_index("Key")
+    assert frame.loc["groq:2", "Reason"].startswith("invalid key")
+    assert 55 <= frame.loc["groq:3", "Frees in"] <= 61 and frame["Frees in"].dtype == "float64"
+    assert "| 🟢 1/3 available · 🟠 1 cooling · 🔴 1 parked | groq:3 frees in" in " ".join(m.value for m in at.markdown)
+    show(at, status.ALL)
+    assert list(table(at)) == ["groq:1", "groq:2", "groq:3"]
+    at.text_input(key="status_search").input("groq:3").run()
+    assert list(table(at)) == ["groq:3"]
+    client.disable_key("groq:1")
+    at.text_input(key="status_search").input("").run()
+    show(at, "Disabled")
+    assert table(at) == {"groq:1": "⚫ disabled"}
+
+
+def test_bulk_disable_and_enable_act_on_exactly_the_selected_keys(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 4})
+    at = status_page(app().run())
+    client = get_client()
+    show(at, status.ALL)
+    select(at, "groq:2", "groq:4")
+    assert "2 selected: groq:2, groq:4" in [c.value for c in at.caption]
+    click(at, "Disable")
+    assert disabled_ids(client) == {"groq:2", "groq:4"}
+    assert at.toast[0].value.startswith("Disabled 2 keys: groq:2, groq:4")
+    settings = load_settings(dict(os.environ), dotenv_path=None)
+    with SmartClient(settings, store=store_from_url(settings.state_url)) as other:  # another process's view
+        assert disabled_ids(other) == {"groq:2", "groq:4"}
+    assert [b.disabled for b in at.button if b.label in ("Reset", "Test", "Disable", "Enable")] == [True] * 4
+    show(at, status.NEEDS_ATTENTION)
+    assert table(at) == {"groq:2": "⚫ disabled", "groq:4": "⚫ disabled"}
+    select(at, "groq:4")
+    click(at, "Enable")
+    assert disabled_ids(client) == {"groq:2"}
+    assert table(at) == {"groq:2": "⚫ disabled"}
+
+
+def test_selection_follows_the_key_when_rows_move(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """Streamlit reports positions; the page keeps ids. A key recovering above the selected one must not shift
+    the selection onto its neighbour."""
+    use_keys(env, sim, {"groq": 3})
+    at = status_page(app().run())
+    client = get_client()
+    cool(client, "groq:1", "groq:3")
+    at.run()
+    assert list(table(at)) == ["groq:1", "groq:3"]
+    select(at, "groq:3")
+    client.reset_key("groq:1")  # groq:1 leaves the "needs attention" table: groq:3 moves up a row
+    at.run()
+    assert list(table(at)) == ["groq:3"]
+    assert at.session_state[status.TABLE_KEY]["selection"]["rows"] == [0]
+    click(at, "Disable")
+    assert disabled_ids(client) == {"groq:3"}
+
+
+def test_reset_all_leaves_invalid_keys_parked_unless_asked(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 4}, steps={"groq:1": ["invalid_key"]})
+    at = app().run()
+    chat(at, "Hello")  # groq:1 is parked as invalid, groq:2 answers
+    client = get_client()
+    cool(client, "groq:3")
+    client.disable_key("groq:4")
+    status_page(at)
+    assert table(at) == {"groq:1": "🔴 invalid", "groq:3": "🟠 rate-limited", "groq:4": "⚫ disabled"}
+    click(at, "Reset all")
+    assert table(at) == {"groq:1": "🔴 invalid", "groq:4": "⚫ disabled"}
+    assert "Left 1 key parked" in at.toast[0].value
+    at.checkbox(key="status_include_parked").check().run()
+    click(at, "Reset all")
+    assert table(at) == {"groq:4": "⚫ disabled"}, "reset never enables"
+    assert disabled_ids(client) == {"groq:4"}
+
+
+def test_per_provider_reset(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"openrouter": 2, "groq": 2})
+    at = status_page(app().run())
+    client = get_client()
+    cool(client, "groq:1", "openrouter:1")
+    at.run()
+    click(at, "Reset Groq")
+    assert table(at) == {"openrouter:1": "🟠 rate-limited"}
+    assert "reset" in next(d for d in at.dataframe if d.key != status.TABLE_KEY).value["Event"].tolist()
+
+
+def test_test_buttons_check_in_the_background_and_show_the_last_verdict(
+    env: pytest.MonkeyPatch, sim: Simulator
+) -> None:
+    use_keys(env, sim, {"groq": 2}, steps={"groq:2": ["invalid_key"]})
+    at = status_page(app().run())
+    client = get_client()
+    show(at, status.ALL)
+    select(at, "groq:1", "groq:2")
+    click(at, "Test")
+    assert at.toast[0].value.startswith("Checking 2 keys in the background")
+    deadline = time.monotonic() + 10
+    while client.checks()["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    at.run()
+    frame = at.dataframe[0].value.set_index("Key")
+    assert frame.loc["groq:1", "Last check"].startswith("✅ OK")
+    assert frame.loc["groq:2", "Last check"].startswith("❌ invalid key (HTTP 401)")
+    assert frame.loc["groq:2", "State"] == "🔴 invalid"  # a check is recorded like any other call
+    click(at, "Test all keys")
+    assert at.toast[0].value.startswith(("Checking every key", "A check run is still going"))
+
+
+def test_charts_have_a_fixed_height_whatever_the_key_count(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    for count in (1, 8):
+        use_keys(env, sim, {"groq": count})
+        st.cache_resource.clear()
+        at = app().run()
+        for _ in range(count):  # round robin: each key answers once
+            chat(at, "Hello")
+        status_page(at)
+        [chart] = at.get("vega_lite_chart")
+        spec = json.loads(chart.proto.spec)
+        assert spec.get("height") == status.CHART_HEIGHT, (count, spec.get("height"))
+        assert f"top {count} keys by requests" in " ".join(c.value for c in at.caption)
+
+
+def test_state_labels_cover_every_cooldown_reason() -> None:
+    for reason in CooldownReason:
+        assert not state_label(reason.value).startswith("⚪ ") or reason is CooldownReason.MANUAL, reason
+
+
+def test_status_page_says_why_in_words(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    steps = {"openrouter:1": ["upstream_rate_limit"], "groq:1": ["spend_cap"], "gemini:1": ["no_quota"]}
+    use_keys(env, sim, {"openrouter": 1, "groq": 1, "gemini": 1}, steps=steps)
+    env.setenv("GEMINI_CHAT_MODEL", "gemini-2.5-pro")
+    at = chat(app().run(), "Hello")
+    assert any("All API keys are cooling down" in e.value for e in at.error)
+    status_page(at)
+    assert availability(at) == {"OpenRouter": "0/1", "Groq": "0/1", "Gemini": "0/1"}
+    assert "| ⏸ OpenRouter model busy upstream — back in" in " ".join(m.value for m in at.markdown)
+    frame = at.dataframe[0].value.set_index("Key")
+    assert frame.loc["openrouter:1", "State"] == "🔵 provider paused"
+    assert frame.loc["groq:1", "Reason"].startswith("Groq spend cap — until ")
+    assert frame.loc["gemini:1", "Reason"] == "no quota for gemini-2.5-pro in this project"

@@ -1,0 +1,500 @@
+"""The OpenAI-compatible gateway, as a real server on loopback in front of the simulator, driven by the official
+`openai` SDK and by raw HTTP for the error shapes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from conftest import ALL_SECRETS, PYTHON, ROOT, SECRETS, python_env
+
+from config.settings import load_settings
+from gateway.app import create_app
+from gateway.config import GatewaySettings, load_gateway_settings
+from gateway.pool import ClientPool
+from gateway.server import is_loopback
+from llms.state import store_from_url
+from simulator import Simulator
+
+TOKEN = "gw-test-token-0123456789abcdef"
+HELLO = [{"role": "user", "content": "Hello there"}]
+PNG = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+    )
+).decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    pool: ClientPool
+    sim: Simulator
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def sdk(self, max_retries: int = 0, token: str = TOKEN) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=token, max_retries=max_retries, timeout=20)
+
+    def post(self, body: bytes | dict[str, object], token: str | None = TOKEN, **kw: object) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return httpx.post(f"{self.url}/v1/chat/completions", content=content, headers=headers, timeout=20, **kw)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_sum(httpx.get(f"{self.url}/metrics", timeout=10).text, name, **labels)
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of every sample of `name` whose labels include `labels` (Prometheus text format)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        series, _, label_text = head.partition("{")
+        if series != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+StartGateway = Callable[..., RunningGateway]
+
+
+@pytest.fixture
+def start_gateway(sim: Simulator) -> Iterator[StartGateway]:
+    """`start_gateway({"groq": 2}, steps={"groq:1": ["rate_limit"]}, limits=…, latency=…, tokens=(TOKEN,))`: the
+    simulator's keys, a pool over them and uvicorn serving the gateway on a free loopback port in a thread."""
+    running: list[tuple[uvicorn.Server, threading.Thread, ClientPool]] = []
+
+    def start(
+        keys: Mapping[str, int],
+        steps: Mapping[str, Sequence[str]] | None = None,
+        limits: Mapping[str, tuple[int, float]] | None = None,
+        latency: Mapping[str, float] | None = None,
+        tokens: tuple[str, ...] = (TOKEN,),
+        **env: str,
+    ) -> RunningGateway:
+        variables = {**sim.env(), "LLM_REQUEST_TIMEOUT": "5", "LLM_STATE_URL": "memory://", **env}
+        order = [p for p in ("openrouter", "groq", "gemini") if p in keys]
+        variables.setdefault("LLM_PROVIDER_ORDER", ",".join(order))
+        for provider, count in keys.items():
+            for i in range(count):
+                name = f"{provider}:{i + 1}"
+                variables[f"{provider.upper()}_API_KEY_{i + 1}"] = SECRETS[provider][i]
+                sim.add_key(
+                    provider,
+                    SECRETS[provider][i],
+                    *(steps or {}).get(name, ()),
+                    limit=(limits or {}).get(name),
+                    latency=(latency or {}).get(name),
+                    name=name,
+                )
+        pool = ClientPool(load_settings(variables, dotenv_path=None))
+        port = _free_port()
+        app = create_app(pool, GatewaySettings(tokens=tokens, workers=8))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.01)
+        running.append((server, thread, pool))
+        return RunningGateway(f"http://127.0.0.1:{port}", pool, sim)
+
+    yield start
+    for server, thread, pool in running:
+        server.should_exit = True
+        thread.join(10)
+        pool.close()
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        assert not any(secret in text for secret in ALL_SECRETS)
+
+
+# --- the SDK ---------------------------------------------------------------------------------------------------
+
+
+def test_sdk_chat_fails_over_and_names_who_answered(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"openrouter": 1, "groq": 1}, steps={"openrouter:1": ["server_error"]})
+    raw = gw.sdk().chat.completions.with_raw_response.create(
+        model="auto", messages=HELLO, temperature=0.2, max_completion_tokens=50, top_p=0.9, seed=7, user="u1"
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "Simulated groq reply to: Hello there"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == "groq/openai/gpt-oss-20b"
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    assert raw.headers["x-llm-provider"] == "groq"
+    assert raw.headers["x-llm-key-id"] == "groq:1"
+    assert raw.headers["x-llm-attempts"] == "2"
+    assert raw.headers["x-llm-skipped"].startswith("openrouter:1 transient 500")
+    sent = next(r for r in gw.sim.requests if r.key_name == "groq:1").payload
+    assert sent["temperature"] == 0.2 and sent["max_tokens"] == 50
+    assert "seed" not in sent and "top_p" not in sent  # accepted, ignored, not forwarded
+    assert_no_secrets(raw.http_response.text, str(raw.headers))
+
+
+def test_sdk_streaming_with_usage(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"groq": 1})
+    text = "Tell me a short story please"
+    chunks = list(
+        gw.sdk().chat.completions.create(
+            model="groq",
+            messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": text}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    assert len({c.id for c in chunks}) == 1
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert len([p for p in pieces if p]) > 1
+    assert "".join(pieces) == f"Simulated groq reply to: {text}"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None and last.usage.completion_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+    assert last.model == "groq/openai/gpt-oss-20b"
+    sent = gw.sim.requests[0].payload
+    assert sent["messages"][0]["role"] == "system"  # `developer` is OpenAI's new name for it
+
+
+def test_streaming_without_usage_ends_with_done(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"groq": 1})
+    with httpx.stream(
+        "POST",
+        f"{gw.base_url}/chat/completions",
+        json={"model": "auto", "messages": HELLO, "stream": True},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert (response.headers["x-llm-provider"], response.headers["x-llm-key-id"]) == ("groq", "groq:1")
+        events = [line for line in response.iter_lines() if line]
+    assert events[-1] == "data: [DONE]"
+    assert all("usage" not in json.loads(e[6:]) for e in events[:-1])
+
+
+def test_an_image_part_reaches_gemini_through_a_pinned_provider(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"groq": 1, "gemini": 1})
+    content = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}", "detail": "low"}},
+    ]
+    raw = gw.sdk().chat.completions.with_raw_response.create(
+        model="gemini", messages=[{"role": "user", "content": content}]
+    )
+    assert raw.parse().choices[0].message.content.endswith("[image received]")
+    assert raw.headers["x-llm-provider"] == "gemini"
+    assert gw.sim.calls("groq:1") == 0
+    parts = gw.sim.requests[0].payload["contents"][0]["parts"]
+    assert any("inlineData" in p or "inline_data" in p for p in parts)
+
+
+def test_model_names_pin_providers_over_one_shared_store(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"openrouter": 1, "groq": 2}, steps={"groq:1": ["rate_limit"]})
+    sdk = gw.sdk()
+    ids = [m.id for m in sdk.models.list()]
+    assert ids[:3] == ["auto", "openrouter", "groq"]
+    assert {"openrouter/openai/gpt-oss-20b:free", "groq/openai/gpt-oss-20b", "openai/gpt-oss-20b"} <= set(ids)
+    assert sdk.models.retrieve("groq/openai/gpt-oss-20b").owned_by == "groq"
+
+    first = sdk.chat.completions.with_raw_response.create(model="groq", messages=HELLO)
+    assert (first.headers["x-llm-key-id"], first.headers["x-llm-attempts"]) == ("groq:2", "2")
+    # groq:1 now rests in the shared store: the `auto` and the bare-model clients skip it without a call
+    for model in ("openai/gpt-oss-20b", "groq/openai/gpt-oss-20b"):
+        raw = sdk.chat.completions.with_raw_response.create(model=model, messages=HELLO)
+        assert (raw.headers["x-llm-key-id"], raw.headers["x-llm-attempts"]) == ("groq:2", "1")
+    assert gw.sim.calls("groq:1") == 1
+    assert gw.sim.calls("openrouter:1") == 0
+    pinned = sdk.chat.completions.create(model="openrouter/openai/gpt-oss-20b:free", messages=HELLO)
+    assert pinned.model.startswith("openrouter/")
+
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.chat.completions.create(model="gpt-4o", messages=HELLO)
+    error = missing.value.body
+    assert isinstance(error, dict) and error["code"] == "model_not_found" and error["param"] == "model"
+    assert "groq/openai/gpt-oss-20b" in error["message"]
+
+
+def test_exhausted_pool_is_a_429_with_retry_after_that_the_sdk_honours(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"groq": 1}, limits={"groq:1": (1, 1.0)})
+    sdk = gw.sdk(max_retries=0)
+    sdk.chat.completions.create(model="auto", messages=HELLO)  # spends the window; Groq reports 0 left + reset
+    with pytest.raises(openai.RateLimitError) as limited:
+        sdk.chat.completions.create(model="auto", messages=HELLO)
+    response = limited.value.response
+    assert response.headers["retry-after"] == "1"
+    assert 0 < int(response.headers["retry-after-ms"]) <= 1100
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "groq:1" in response.json()["error"]["message"]
+    assert gw.sim.calls("groq:1") == 1  # the 429 cost no call: the key was known to be spent
+
+    started = time.monotonic()
+    answer = gw.sdk(max_retries=1).chat.completions.create(model="auto", messages=HELLO)
+    assert answer.choices[0].message.content.startswith("Simulated groq")
+    assert time.monotonic() - started > 0.1  # it waited for the key (the SDK slept on retry-after-ms)
+    assert gw.metric("llm_gateway_exhausted_total") == 2
+    assert gw.sim.calls("groq:1") == 2
+    assert_no_secrets(response.text)
+
+
+def test_mid_stream_failure_reaches_the_sdk_as_an_error(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"groq": 1}, steps={"groq:1": ["mid_stream_error"]})
+    stream = gw.sdk().chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "one two three four five six"}], stream=True
+    )
+    received = []
+    with pytest.raises(openai.APIError, match="stream broke"):
+        for chunk in stream:
+            received.append(chunk)
+    assert received  # text arrived, then the caller was told the answer is incomplete
+    assert gw.metric("llm_gateway_requests_total", outcome="interrupted") == 1
+
+
+# --- raw HTTP: error shapes ------------------------------------------------------------------------------------
+
+
+def _error(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert_no_secrets(response.text)
+    return body["error"]
+
+
+def test_malformed_requests_are_400s_that_spend_no_key(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"groq": 1})
+    assert _error(gw.post(b'{"model": "auto", "messages": ['), 400)["code"] == "invalid_json"
+    assert _error(gw.post(b"[1, 2]"), 400)["code"] == "invalid_json"
+    assert _error(gw.post({"messages": HELLO}), 400)["param"] == "model"
+    bad_role = _error(gw.post({"model": "auto", "messages": [{"role": "robot", "content": "hi"}]}), 400)
+    assert bad_role["param"] == "messages" and "messages[0]['role']" in str(bad_role["message"])
+    assert _error(gw.post({"model": "auto", "messages": []}), 400)["param"] == "messages"
+    broken_image = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,!!"}}]}
+    ]
+    assert "base64" in str(_error(gw.post({"model": "auto", "messages": broken_image}), 400)["message"])
+    assert _error(gw.post({"model": "auto", "messages": HELLO, "temperature": 7}), 400)["param"] == "temperature"
+    too_few = _error(gw.post({"model": "auto", "messages": HELLO, "max_completion_tokens": 0}), 400)
+    assert too_few["param"] == "max_completion_tokens"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert _error(gw.post({"model": "auto", "messages": HELLO, "tools": tools}), 400)["code"] == "unsupported_parameter"
+    assert _error(gw.post({"model": "auto", "messages": HELLO, "n": 3}), 400)["param"] == "n"
+    json_mode = {"model": "auto", "messages": HELLO, "response_format": {"type": "json_object"}}
+    assert _error(gw.post(json_mode), 400)["param"] == "response_format"
+    assert _error(gw.post({"model": "auto", "messages": HELLO, "stream": "yes"}), 400)["param"] == "stream"
+    unknown = _error(gw.post({"model": "no-such-model", "messages": HELLO}), 404)
+    assert unknown["code"] == "model_not_found"
+    assert gw.sim.calls() == 0
+
+
+def test_tokens_are_required_and_checked(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"groq": 1}, tokens=(TOKEN, "second-token-abcdefghijklmnop"))
+    missing = gw.post({"model": "auto", "messages": HELLO}, token=None)
+    assert _error(missing, 401)["code"] == "missing_api_key"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert _error(gw.post({"model": "auto", "messages": HELLO}, token="wrong-token-abcdefghijkl"), 401)["code"] == (
+        "invalid_api_key"
+    )
+    assert _error(gw.post({"model": "auto", "messages": HELLO}, token=TOKEN[:-1]), 401)["code"] == "invalid_api_key"
+    assert httpx.get(f"{gw.base_url}/models").status_code == 401
+    with pytest.raises(openai.AuthenticationError):
+        gw.sdk(token="not-the-token-at-all-123").chat.completions.create(model="auto", messages=HELLO)
+    assert gw.sim.calls() == 0
+    assert gw.post({"model": "auto", "messages": HELLO}, token="second-token-abcdefghijklmnop").status_code == 200
+    # a huge body without a token is refused before a byte of it is read
+    assert gw.post(b"x" * (1024 * 1024), token=None).status_code == 401
+
+
+def _length(data: bytes) -> int:
+    for line in data.partition(b"\r\n\r\n")[0].lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """Status and raw answer (headers and a Content-Length body). The server may reset the connection right after
+    (closing a socket with unread bytes does that), so a reset ends the read."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status_line = data.split(b"\r\n", 1)[0]
+    return int(status_line.split()[1]), data
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"groq": 1})
+    port = int(gw.url.rsplit(":", 1)[1])
+    declared = 25 * 1024 * 1024
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"x" * (1024 * 1024))  # 1 of the 25 MB: the answer must not wait for the rest
+        status, data = _read_response(sock)
+    assert status == 413 and b"request_too_large" in data and b"connection: close" in data.lower()
+
+    # chunked, so no Content-Length warns the server: it must stop reading once the limit is passed (what it did
+    # not read piles up in the sockets' buffers, a few MB on loopback, until the sender blocks)
+    chunk, endless = b"y" * (1024 * 1024), 200 * 1024 * 1024
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.replace(f"Content-Length: {declared}".encode(), b"Transfer-Encoding: chunked"))
+        sock.settimeout(0.5)
+        status = 0
+        while sent < endless:
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (TimeoutError, OSError):
+                break  # the server stopped reading: its answer is waiting
+            sent += len(chunk)
+        sock.settimeout(10)
+        status, data = _read_response(sock)
+    assert status == 413
+    assert 20 * 1024 * 1024 <= sent < 60 * 1024 * 1024
+    assert gw.sim.calls() == 0
+
+
+def test_a_client_that_hangs_up_mid_stream_frees_its_key_at_once(start_gateway: StartGateway) -> None:
+    """One key, trusted for one request at a time (its window ended without a fresh report), and a slow stream.
+    While the stream is open a second request finds the key busy; once the caller hangs up, the very next request
+    gets the same key — not minutes later when the in-flight lease would expire."""
+    gw = start_gateway({"groq": 1}, limits={"groq:1": (50, 0.3)}, latency={"groq:1": 0.4})
+    gw.post({"model": "auto", "messages": HELLO})  # the key reports its quota window (0.3 s)
+    time.sleep(0.4)  # the window is over: until the next answer reports, one request at a time
+    body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": " ".join(["word"] * 40)}]}
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream(
+            "POST", f"{gw.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as r,
+    ):
+        assert r.status_code == 200
+        pieces = r.iter_bytes()  # kept: a dropped iterator would close the connection right here
+        assert b"Simulated groq" in next(pieces)  # the stream is under way
+        busy = gw.post({"model": "auto", "messages": HELLO})
+        assert _error(busy, 429)["code"] == "rate_limit_exceeded"
+        # leaving the block closed the connection mid-stream
+    hung_up = time.monotonic()
+    while True:
+        answer = gw.post({"model": "auto", "messages": HELLO})
+        if answer.status_code == 200 or time.monotonic() - hung_up > 3:
+            break
+        time.sleep(0.02)
+    assert answer.status_code == 200 and answer.headers["x-llm-key-id"] == "groq:1"
+    deadline = time.monotonic() + 3
+    while gw.metric("llm_gateway_requests_total", outcome="client_disconnected") < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert gw.metric("llm_gateway_in_flight") == 0
+
+
+# --- health and metrics ----------------------------------------------------------------------------------------
+
+
+def test_healthz_and_metrics_follow_the_pool(start_gateway: StartGateway) -> None:
+    gw = start_gateway({"groq": 2}, steps={"groq:1": ["rate_limit"], "groq:2": ["invalid_key"]})
+    healthy = httpx.get(f"{gw.url}/healthz")
+    assert healthy.status_code == 200
+    assert healthy.json()["providers"]["groq"] == {"available": 2, "total": 2, "paused_until": None, "problem": None}
+    assert healthy.json()["store"] == {"backend": "memory", "healthy": True, "detail": ""}
+    assert gw.metric("llm_gateway_keys_available", provider="groq") == 2
+    assert _error(gw.post({"model": "auto", "messages": HELLO}), 429)["type"] == "requests"
+
+    down = httpx.get(f"{gw.url}/healthz")
+    assert down.status_code == 503 and down.json()["status"] == "unavailable"
+    assert down.json()["providers"]["groq"]["available"] == 0
+    assert gw.metric("llm_gateway_keys_available", provider="groq") == 0
+    assert gw.metric("llm_gateway_cooldowns_active", provider="groq") == 2
+    assert gw.metric("llm_gateway_keys_total", provider="groq") == 2
+    assert gw.metric("llm_gateway_requests_total", provider="none", outcome="exhausted") == 1
+    assert gw.metric("llm_gateway_upstream_attempts_total", key_id="groq:2", outcome="invalid_key") == 1
+    assert gw.metric("llm_gateway_upstream_429_total", key_id="groq:1") == 1
+    assert gw.metric("llm_gateway_request_duration_seconds_count") == 1
+    assert gw.metric("llm_gateway_in_flight") == 0
+    assert _error(httpx.get(f"{gw.url}/v1/nothing-here"), 404)["code"] == "not_found"
+
+
+# --- settings and the loopback rule ----------------------------------------------------------------------------
+
+
+def test_serve_refuses_a_public_address_without_tokens() -> None:
+    started = time.monotonic()
+    out = subprocess.run(
+        [PYTHON, "-m", "llms", "serve", "--host", "0.0.0.0", "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in out.stderr and "LLM_GATEWAY_TOKENS" in out.stderr
+    assert time.monotonic() - started < 30
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("192.168.1.5")
+
+
+def test_gateway_settings_name_the_variable() -> None:
+    settings = load_gateway_settings(
+        {"LLM_GATEWAY_TOKENS": f" {TOKEN} ,,{TOKEN}", "LLM_GATEWAY_MAX_BODY": "5MiB", "LLM_GATEWAY_WORKERS": "4"}
+    )
+    assert (settings.tokens, settings.max_body, settings.workers) == ((TOKEN,), 5 * 1024 * 1024, 4)
+    assert TOKEN not in repr(settings)
+    assert load_gateway_settings({}).max_body == 20 * 1024 * 1024
+    for name, value in (
+        ("LLM_GATEWAY_MAX_BODY", "lots"),
+        ("LLM_GATEWAY_WORKERS", "0"),
+        ("LLM_GATEWAY_TOKENS", "short"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            load_gateway_settings({name: value})
+
+
+def test_one_store_object_backs_every_pinned_client(sim: Simulator) -> None:
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GEMINI_API_KEY_1": SECRETS["gemini"][0]}
+    store = store_from_url("memory://")
+    pool = ClientPool(load_settings(env, dotenv_path=None), store=store)
+    with contextlib.closing(pool):
+        assert pool.resolve("auto") is pool.auto
+        assert pool.resolve("groq") is pool.resolve("groq/openai/gpt-oss-20b") is pool.pinned["groq"]
+        assert pool.resolve("groq/llama-3.1-8b-instant") is None and pool.resolve("openrouter") is None
+        assert pool.pinned["gemini"].settings.provider_order == ("gemini",)
+        assert pool.pinned["groq"].settings.probe_interval == 0 and pool.pinned["groq"].settings.alert_webhook is None
+        pool.pinned["groq"].disable_key("groq:1")
+        assert pool.auto.get_status_summary()["groq"]["keys"][0]["disabled"] is True
