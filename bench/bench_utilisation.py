@@ -2,12 +2,14 @@
 and how many 429s does it cost?
 
 7 keys that each allow a few requests per 2-second window, 16 threads asking as fast as they can for 10 s
-(5 windows). Two wire situations:
+(5 windows). Three wire situations:
 
 - *hinted* (Groq wire format): every answer reports `x-ratelimit-remaining-requests`, every 429 a retry hint;
 - *hint-less* (OpenRouter wire format with `limit_hint=False`): no remaining headers, and 429s say nothing about
   when to come back — our client with `LLM_COOLDOWN_POLICY=fixed` (rest `LLM_RATE_LIMIT_COOLDOWN`, an hour) and
-  `=adaptive`.
+  `=adaptive`;
+- *sliding* (OpenRouter wire format, as OpenRouter really answers): nothing about quota on a success, a reset hint
+  only on the 429, and a sliding window — at most n requests in any 2 s, each slot freeing 2 s after it was taken.
 
 Each contender gets a fresh simulator so windows never mix. A key's window starts at its first request, which is
 the run's start, so in 10 s a key has at most 5 windows: capacity = keys × n × 5, and answers are counted from the
@@ -51,7 +53,9 @@ METHOD = (
     "noise). *Share of quota* = 200 answers the simulator logged for requests admitted within the 10 s ÷ "
     "(keys × n × 5); *429 per answer* = 429s logged in the same span ÷ those answers. The hint-less case runs "
     "ours with `LLM_COOLDOWN_POLICY=fixed` (the original rule: an hour's rest after a hint-less 429) and "
-    "`LLM_COOLDOWN_POLICY=adaptive`. Every contender runs 3 times, interleaved. Share and 429s per answer "
+    "`LLM_COOLDOWN_POLICY=adaptive`. *Sliding*: OpenRouter wire format, `limit=(5, 2.0), sliding=True` — at most "
+    "5 requests in any 2 s, no remaining headers, a reset hint (`X-RateLimit-Reset`) only on the 429; its capacity "
+    "is the same 5 windows' worth. Every contender runs 3 times, interleaved. Share and 429s per answer "
     "pool the 3 runs (ratios of the sums), with the range of single runs in brackets; the counts are the "
     "median run's. *Errors raised* counts calls that ended in an exception at the caller "
     "(ours: `AllKeysExhaustedError` when no key frees up within `wait`; LiteLLM: `RouterRateLimitError` / "
@@ -60,7 +64,7 @@ METHOD = (
 KEYS, THREADS, WINDOW, WINDOWS = 7, 16, 2.0, 5
 DURATION = WINDOW * WINDOWS
 ERROR_PAUSE = 0.01
-TARGET_SHARE, TARGET_WASTE, TARGET_ADAPTIVE = 0.95, 0.1, 0.9
+TARGET_SHARE, TARGET_WASTE, TARGET_ADAPTIVE, TARGET_SLIDING_SHARE = 0.95, 0.1, 0.9, 0.98
 REPEATS = 3
 
 
@@ -70,10 +74,14 @@ class Scenario:
     provider: str
     per_window: int
     hint: bool
+    sliding: bool = False
 
 
 HINTED = Scenario("hinted", "groq", 5, True)
 HINTLESS = Scenario("hintless", "openrouter", 4, False)
+SLIDING = Scenario("sliding", "openrouter", 5, True, sliding=True)
+"""OpenRouter's real shape: nothing about quota on a success, a reset hint only on the 429, and a window that
+slides (each request's slot frees a window after it was taken)."""
 
 
 def _load(call: Callable[[], object], caught: tuple[type[BaseException], ...]) -> tuple[int, Counter[str], float]:
@@ -112,7 +120,12 @@ def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> R
     storms: set[float] = set()
     with Simulator(latency=0.0) as sim:
         secrets, env = register_keys(
-            sim, scenario.provider, KEYS, limit=(scenario.per_window, WINDOW), limit_hint=scenario.hint
+            sim,
+            scenario.provider,
+            KEYS,
+            limit=(scenario.per_window, WINDOW),
+            limit_hint=scenario.hint,
+            sliding=scenario.sliding,
         )
         if contender == "litellm":
             router = litellm_router(sim, scenario.provider, secrets)
@@ -146,6 +159,8 @@ CONTENDERS: tuple[tuple[Scenario, str, str | None], ...] = (
     (HINTLESS, "fixed", "fixed"),
     (HINTLESS, "adaptive", "adaptive"),
     (HINTLESS, "litellm", None),
+    (SLIDING, "ours", None),
+    (SLIDING, "litellm", None),
 )
 
 
@@ -196,6 +211,7 @@ def _counts(r: Result) -> str:
 def rows(r: Result) -> list[Row]:
     ours, lite = r["hinted"]["ours"], r["hinted"]["litellm"]
     fixed, adaptive, lite_nh = (r["hintless"][k] for k in ("fixed", "adaptive", "litellm"))
+    sliding, lite_sl = r["sliding"]["ours"], r["sliding"]["litellm"]
     return [
         Row(
             "hinted: share of quota delivered",
@@ -227,6 +243,26 @@ def rows(r: Result) -> list[Row]:
             _counts(fixed),
             f"capacity {fixed['capacity']}",
             _counts(lite_nh),
+        ),
+        Row(
+            "sliding, hint only on 429: share of quota",
+            _share(sliding),
+            f"≥ {TARGET_SLIDING_SHARE}",
+            _share(lite_sl),
+            sliding["share"] >= TARGET_SLIDING_SHARE,
+        ),
+        Row(
+            "sliding, hint only on 429: 429s per answer",
+            _waste(sliding),
+            f"≤ {TARGET_WASTE}",
+            _waste(lite_sl),
+            sliding["waste"] <= TARGET_WASTE,
+        ),
+        Row(
+            "sliding: answers / 429s / errors",
+            _counts(sliding),
+            f"capacity {sliding['capacity']}",
+            _counts(lite_sl),
         ),
     ]
 

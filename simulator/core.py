@@ -11,7 +11,7 @@ import itertools
 import json
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from string import Template
@@ -136,20 +136,35 @@ class Quota:
 
 @dataclass(slots=True)
 class Window:
-    """Fixed request window; keys of one account (`group`) share one, as providers count per account."""
+    """A request limit: `limit` requests per `seconds`; keys of one account (`group`) share one, as providers
+    count per account. Fixed (the default: a window starts at the first request after the last one ended) or
+    `sliding` (at most `limit` in any `seconds`: each request's slot frees `seconds` after it was taken)."""
 
     limit: int
     seconds: float
+    sliding: bool = False
     start: float | None = None
     used: int = 0
+    taken: deque[float] = field(default_factory=deque)
 
     def roll(self, now: float) -> None:
-        if self.start is None or now - self.start >= self.seconds:
+        if self.sliding:
+            while self.taken and self.taken[0] <= now - self.seconds:
+                self.taken.popleft()
+            self.used = len(self.taken)
+        elif self.start is None or now - self.start >= self.seconds:
             self.start, self.used = now, 0
 
+    def take(self, now: float) -> None:
+        self.used += 1
+        if self.sliding:
+            self.taken.append(now)
+
     def quota(self, now: float) -> Quota:
-        start = now if self.start is None else self.start
-        reset_in = max(0.0, start + self.seconds - now)
+        if self.sliding:
+            reset_in = max(0.0, self.taken[0] + self.seconds - now) if self.taken else 0.0
+        else:
+            reset_in = max(0.0, (now if self.start is None else self.start) + self.seconds - now)
         return Quota(self.limit, max(0, self.limit - self.used), reset_in, self.seconds)
 
 

@@ -310,6 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
                     group=data.get("group"),
                     latency=data.get("latency"),
                     name=data.get("name"),
+                    sliding=bool(data.get("sliding", False)),
                 )
                 return json_reply(200, {"name": name})
             if path == "/_sim/steps" and method == "POST":
@@ -457,11 +458,13 @@ class Simulator:
         group: str | None = None,
         latency: float | None = None,
         name: str | None = None,
+        sliding: bool = False,
     ) -> str:
         """Register (or re-script) a key; returns its display name.
 
         `steps` run one per request, then `then` forever. `limit=(n, seconds)` allows n successful requests
-        per fixed window (started by the first request); over it the key answers 429 whatever its steps,
+        per fixed window (started by the first request; `sliding=True`: in any `seconds`, each slot freeing
+        `seconds` after it was taken); over it the key answers 429 whatever its steps,
         without consuming a step. Keys sharing `group` (per provider) share one window. Probes (GET /key,
         /models) are subject to the limit but do not use it up. A scripted `ok` whose body is malformed
         answers `bad_request`, as the real API would.
@@ -484,17 +487,19 @@ class Simulator:
                 else:
                     self._counts[provider] += 1
                     name = f"{provider}#{self._counts[provider]}"
-            window = self._window(provider, limit, group)
+            window = self._window(provider, limit, group, sliding)
             org = f"org_01sim{zlib.crc32((group or name).encode()):08x}"
             self._keys[secret] = ScriptedKey(provider, name, script, final, window, limit_hint, latency, org)
         return name
 
-    def _window(self, provider: str, limit: tuple[int, float] | None, group: str | None) -> Window | None:
+    def _window(
+        self, provider: str, limit: tuple[int, float] | None, group: str | None, sliding: bool = False
+    ) -> Window | None:
         if group is None:
-            return Window(int(limit[0]), float(limit[1])) if limit else None
+            return Window(int(limit[0]), float(limit[1]), sliding) if limit else None
         window = self._groups.get((provider, group))
         if window is None and limit:
-            window = self._groups[(provider, group)] = Window(int(limit[0]), float(limit[1]))
+            window = self._groups[(provider, group)] = Window(int(limit[0]), float(limit[1]), sliding)
         elif window is not None and limit:
             window.limit, window.seconds = int(limit[0]), float(limit[1])
         return window
@@ -564,7 +569,7 @@ class Simulator:
                     if step is Step.OK and not call.valid:
                         step = Step.BAD_REQUEST
                     if window is not None and step in OKISH and not call.probe:
-                        window.used += 1
+                        window.take(now)
                 if window is not None:
                     quota = window.quota(now)
             status = _status(call, step)

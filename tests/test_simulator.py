@@ -433,6 +433,23 @@ def test_limit_window_then_recovers(simulator: Simulator, provider: str) -> None
     assert send(simulator, provider, secret).status_code == 200
 
 
+def test_a_sliding_window_frees_each_slot_when_its_request_ages_out(simulator: Simulator) -> None:
+    """At most n requests in any window: a slot frees `seconds` after the request that took it, not all at once,
+    and a 429's hint points at the oldest slot (OpenRouter's `X-RateLimit-Reset`)."""
+    secret = scripted(simulator, "openrouter", limit=(2, 0.6), sliding=True)
+    assert send(simulator, "openrouter", secret).status_code == 200
+    time.sleep(0.3)
+    assert send(simulator, "openrouter", secret).status_code == 200
+    limited = send(simulator, "openrouter", secret)
+    assert limited.status_code == 429
+    reset_in = int(limited.headers["X-RateLimit-Reset"]) / 1000 - time.time()
+    assert 0 < reset_in <= 0.31  # the first request's slot, taken 0.3 s ago
+    time.sleep(reset_in + 0.02)
+    assert [send(simulator, "openrouter", secret).status_code for _ in range(2)] == [200, 429]  # one slot, not two
+    time.sleep(0.32)
+    assert send(simulator, "openrouter", secret).status_code == 200
+
+
 def test_groq_remaining_counts_down(simulator: Simulator) -> None:
     secret = scripted(simulator, "groq", limit=(3, 30.0))
     remaining = [send(simulator, "groq", secret).headers["x-ratelimit-remaining-requests"] for _ in range(4)]
