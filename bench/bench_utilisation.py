@@ -305,6 +305,15 @@ def notes(r: Result) -> list[str]:
             "outcome depends on thread scheduling, so single runs range from no 429 at all to the worst in "
             "brackets."
         )
+    sliding = r.get("sliding", {}).get("ours")
+    if sliding and sliding["waste"] > TARGET_WASTE:
+        out.append(
+            "**Where sliding windows still cost 429s.** Until a key's first 429 nothing is known about its window, "
+            "so the first window of every key ends in 429s for the requests in flight; after it the key spends "
+            "the learned number of answers and rests a window's length after the last one (`llms/quota.py: "
+            "Pacing.hinted`). The rest are requests already in flight on a key when another thread's answer "
+            "spends its window: how many may be in flight at once is not yet adapted per key (an open issue)."
+        )
     return out
 
 
