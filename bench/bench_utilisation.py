@@ -308,11 +308,12 @@ def notes(r: Result) -> list[str]:
     sliding = r.get("sliding", {}).get("ours")
     if sliding and sliding["waste"] > TARGET_WASTE:
         out.append(
-            "**Where sliding windows still cost 429s.** Until a key's first 429 nothing is known about its window, "
-            "so the first window of every key ends in 429s for the requests in flight; after it the key spends "
-            "the learned number of answers and rests a window's length after the last one (`llms/quota.py: "
-            "Pacing.hinted`). The rest are requests already in flight on a key when another thread's answer "
-            "spends its window: how many may be in flight at once is not yet adapted per key (an open issue)."
+            "**Why sliding windows cost about a 429 per answer.** OpenRouter says nothing about quota on a "
+            "success and hints only on the 429, and its window slides: each slot frees a window after the "
+            "request that took it. A key resumes when its oldest slot frees (the hint), every thread waiting for "
+            "a key sends at once, one request takes the freed slot and the rest earn 429s. Learning the window "
+            "from hinted 429s cut this to ~0.2 per answer but delivered less quota (0.87–0.97 of capacity), so it "
+            "is not in yet; per-key adaptive concurrency is the open work (issue 14)."
         )
     return out
 

@@ -261,9 +261,6 @@ class KeyManager:
         if hint is not None:
             seconds = hint
             source = "per-day quota" if outcome.daily_quota else "provider hint"
-            if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to stop short of it
-                seen = self._unpaced_successes.pop(_subject(key), 0)
-                self._pace(_subject(key), lambda p: p.hinted(now, hint, seen))
         else:
             if self._store.records([key.fingerprint])[0].cooldown_until > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice

@@ -34,21 +34,15 @@ class ConfiguredLimits:
         return RequestLimits(self.per_minute, self.per_day, now + self.day_ends_in(now))
 
 
-CYCLE_MARGIN = 0.02
-"""Seconds added to a learned window length, so a window's last slot has surely freed when the key resumes."""
-
-
 @dataclass(frozen=True)
 class Pacing:
     """What was learned about one subject's hidden limit (a key, or a shared-limit group), for providers that
-    report no quota on a success: the backoff ladder, how many answers a window holds, and how long it lasts.
+    report no quota: the backoff ladder, and how many answers a window holds.
 
-    The successes counted in a window that ended in a 429 are the window's size; answers still in flight when
-    the 429 came (they arrive during the rest) count toward the window that just closed. A 429 with a hint also
-    gives the window's length: from the window's first success to the moment the hint names. Once the size is
-    known, each success yields a `QuotaHint` (requests left, seconds to rest when none are), so the store's
-    in-flight gate and the key manager spend the window exactly and rest the key before the next 429 — in fixed
-    windows and in sliding ones alike (resting a window's length after its last answer frees every slot it took).
+    The successes counted in a window that ended in a hint-less 429 are the window's size; answers still in
+    flight when the 429 came (they arrive during the rest) count toward the window that just closed. Once the
+    size is known, each success yields a `QuotaHint` (requests left, seconds of the learned rest), so the store's
+    in-flight gate and the key manager spend the window exactly and rest the key before the next 429.
 
     Kept in the store as a document and changed atomically (`StateStore.change`), so every process sharing the
     store counts one window and climbs one ladder.
@@ -58,36 +52,15 @@ class Pacing:
     window: int | None = None
     used: int = 0
     closed_until: float = 0.0
-    opened_at: float = 0.0
-    cycle: float | None = None
 
     @classmethod
     def of(cls, document: Document) -> Pacing:
         ladder = document.get("backoff") or [0, None, None]
-        return cls(
-            Backoff(*ladder),
-            document.get("window"),
-            document.get("used", 0),
-            document.get("closed", 0.0),
-            document.get("opened", 0.0),
-            document.get("cycle"),
-        )
+        return cls(Backoff(*ladder), document.get("window"), document.get("used", 0), document.get("closed", 0.0))
 
     def document(self) -> Document:
         ladder = [self.backoff.step, self.backoff.rest, self.backoff.learned]
-        return {
-            "backoff": ladder,
-            "window": self.window,
-            "used": self.used,
-            "closed": self.closed_until,
-            "opened": self.opened_at,
-            "cycle": self.cycle,
-        }
-
-    @property
-    def rest(self) -> float | None:
-        """How long a spent window rests: its learned length, or (without hints) the backoff that worked."""
-        return self.cycle + CYCLE_MARGIN if self.cycle else self.backoff.learned
+        return {"backoff": ladder, "window": self.window, "used": self.used, "closed": self.closed_until}
 
     def limited(self, now: float, policy: CooldownPolicy, seen: int = 0) -> Pacing:
         """A hint-less 429: one step up the ladder, and the current window closes for that step's rest.
@@ -99,31 +72,20 @@ class Pacing:
         closed_until = now + (backoff.rest or 0)
         return replace(self, backoff=backoff, window=used or self.window, used=used, closed_until=closed_until)
 
-    def hinted(self, now: float, hint: float, seen: int = 0) -> Pacing:
-        """A 429 with a hint: the window closes until the hint's moment. The first 429 of a window also says how
-        many answers it held and how long it lasts; a 429 arriving while it is closed only extends the rest."""
-        if now < self.closed_until:
-            return replace(self, closed_until=max(self.closed_until, now + hint))
-        used = self.used or (seen if self.window is None else 0)
-        cycle = now + hint - self.opened_at if self.opened_at else hint
-        return replace(self, window=used or self.window, used=used, cycle=cycle, closed_until=now + hint)
-
     def succeeded(self, now: float, policy: CooldownPolicy) -> Pacing:
         pacing = replace(self, backoff=policy.settle(self.backoff))
         if now < pacing.closed_until:  # a late answer from the window that just closed
             used = pacing.used + 1
             return replace(pacing, used=used, window=max(pacing.window, used) if pacing.window else None)
-        fresh = bool(pacing.closed_until) or not pacing.used
-        used = 1 if fresh else pacing.used + 1
-        remaining = self._remaining(pacing.window, used, pacing.rest)
-        closed_until = now + (pacing.rest or 0) if remaining == 0 else 0.0
-        opened_at = now if fresh else pacing.opened_at
-        return replace(pacing, used=used, closed_until=closed_until, opened_at=opened_at)
+        used = 1 if pacing.closed_until else pacing.used + 1
+        remaining = self._remaining(pacing.window, used, pacing.backoff.learned)
+        closed_until = now + (pacing.backoff.learned or 0) if remaining == 0 else 0.0
+        return replace(pacing, used=used, closed_until=closed_until)
 
     def quota(self) -> QuotaHint | None:
         """What the window has left after the success that produced this state (None while nothing is learned)."""
-        remaining = self._remaining(self.window, self.used, self.rest)
-        return None if remaining is None else QuotaHint(remaining, self.rest)
+        remaining = self._remaining(self.window, self.used, self.backoff.learned)
+        return None if remaining is None else QuotaHint(remaining, self.backoff.learned)
 
     @staticmethod
     def _remaining(window: int | None, used: int, rest: float | None) -> int | None:

@@ -12,7 +12,7 @@ from llms import AllKeysExhaustedError
 from llms.cooldown import AdaptiveCooldown, Backoff, FixedCooldown
 from llms.outcomes import QuotaHint
 from llms.prober import Prober
-from llms.quota import CYCLE_MARGIN, Pacing
+from llms.quota import Pacing
 from simulator import Simulator
 
 
@@ -54,24 +54,6 @@ def test_a_first_429_learns_from_the_successes_its_caller_counted_and_late_answe
     assert (pacing.window, pacing.used) == (3, 3)
     assert pacing.succeeded(0.5, policy).window == 4  # still in flight when the 429 came: the window held 4
     assert Pacing(window=5, used=2).limited(0.0, policy, seen=9).window == 2  # once counting, the count wins
-
-
-def test_a_hinted_429_teaches_the_window_size_and_length_so_the_next_window_stops_short_of_it() -> None:
-    policy = AdaptiveCooldown(maximum=60.0)
-    pacing = Pacing()
-    for at in (10.0, 10.1, 10.2):  # a window opens at 10.0 and holds three answers...
-        pacing = pacing.succeeded(at, policy)
-    pacing = pacing.hinted(10.3, hint=1.7, seen=0)  # ...then a 429: "the oldest slot frees at 12.0"
-    assert (pacing.window, pacing.cycle, pacing.closed_until) == (3, 2.0, 12.0)
-    assert pacing.hinted(10.4, hint=1.6).cycle == 2.0  # another 429 of the same window teaches nothing new
-    hints = []
-    for at in (12.0, 12.1, 12.2):
-        pacing = pacing.succeeded(at, policy)
-        hints.append(pacing.quota())
-    rest = 2.0 + CYCLE_MARGIN  # a window's length after its last answer: every slot it took has freed (sliding)
-    assert hints == [QuotaHint(2, rest), QuotaHint(1, rest), QuotaHint(0, rest)]
-    assert pacing.closed_until == pytest.approx(12.2 + rest)
-    assert pacing.backoff == Backoff()  # a hint is not a guess: the ladder never moved
 
 
 def test_fixed_policy_is_the_original_rule() -> None:
