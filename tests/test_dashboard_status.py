@@ -296,6 +296,30 @@ def test_reset_all_leaves_invalid_keys_parked_unless_asked(env: pytest.MonkeyPat
     assert disabled_ids(client) == {"groq:4"}
 
 
+def test_reload_keys_reads_the_environment_again_without_a_restart(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 2}, steps={"groq:1": ["invalid_key"]})
+    at = app().run()
+    chat(at, "Hello")  # groq:1 is parked as invalid
+    status_page(at)
+    sim.add_key("groq", SECRETS["groq"][2], name="groq:3")
+    env.setenv("GROQ_API_KEY_3", SECRETS["groq"][2])
+    env.delenv("GROQ_API_KEY_2")
+    click(at, "Reload keys")
+    assert "Added: groq:3. Removed: groq:2." in at.toast[0].value
+    assert availability(at)["Groq"] == "1/2"
+    assert table(at) == {"groq:1": "🔴 invalid"}  # a key that stays keeps its state
+
+
+def test_alerts_are_listed_on_the_status_page(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 1}, steps={"groq:1": ["invalid_key"]})
+    at = chat(app().run(), "Hello")
+    status_page(at)
+    alerts = next(d.value for d in at.dataframe if list(d.value.columns) == ["Time", "State", "Alert"])
+    assert set(alerts["State"]) == {"🔴 open"}
+    assert any(text.startswith("Groq has no key available: 1 parked as invalid") for text in alerts["Alert"])
+    assert not any(secret in alerts.to_string() for secret in SECRETS["groq"])
+
+
 def test_per_provider_reset(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"openrouter": 2, "groq": 2})
     at = status_page(app().run())
