@@ -308,12 +308,10 @@ def notes(r: Result) -> list[str]:
     sliding = r.get("sliding", {}).get("ours")
     if sliding and sliding["waste"] > TARGET_WASTE:
         out.append(
-            "**Why sliding windows cost about a 429 per answer.** OpenRouter says nothing about quota on a "
-            "success and hints only on the 429, and its window slides: each slot frees a window after the "
-            "request that took it. A key resumes when its oldest slot frees (the hint), every thread waiting for "
-            "a key sends at once, one request takes the freed slot and the rest earn 429s. Learning the window "
-            "from hinted 429s cut this to ~0.2 per answer but delivered less quota (0.87–0.97 of capacity), so it "
-            "is not in yet; per-key adaptive concurrency is the open work (issue 14)."
+            "**Where sliding windows still cost 429s.** Until a key's first 429 nothing is known about its window "
+            "(OpenRouter says nothing on a success), so every key's first window ends in 429s for the requests in "
+            "flight; after it the key keeps to the learned window (`llms/quota.py: SlotLog`). Most of what is "
+            "left is that first window: a longer run spreads it over more answers."
         )
     return out
 

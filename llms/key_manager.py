@@ -11,7 +11,7 @@ import math
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +19,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
-from llms.quota import ConfiguredLimits, Pacing, StormRule
+from llms.quota import ConfiguredLimits, Pacing, SlotLog, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord
 
@@ -78,10 +78,10 @@ class KeyManager:
         self._lock = threading.Lock()
         self._storms = StormRule()
         self.policy = cooldown_policy(cooldowns.policy, cooldowns.rate_limit)
-        self._paced: set[str] = set()
+        self._learned: set[str] = set()  # names of the documents that hold what was learned about a subject
         self._paced_read_at = -math.inf
         self._foreign: set[str] = set()
-        self._unpaced_successes: Counter[str] = Counter()
+        self._unpaced: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=64))
         self.set_keys(keys)
 
     def set_keys(self, keys: Mapping[str, Sequence[ApiKey]]) -> None:
@@ -160,11 +160,15 @@ class KeyManager:
         quota = self._sane_quota(quota)
         if ok:
             subject = _subject(key)
-            if self._is_paced(subject, now):
+            learned = self._learned_about(now)
+            if f"pace/{subject}" in learned:
                 pacing = self._pace(subject, lambda p: p.succeeded(now, self.policy))
                 quota = quota or pacing.quota()
-            else:
-                self._unpaced_successes[subject] += 1  # a first guess at a window's size, should a 429 come
+            if f"slots/{subject}" in learned:
+                slots = self._slots(subject, lambda log: log.succeeded(now))
+                quota = quota or slots.quota(now)
+            elif f"pace/{subject}" not in learned:
+                self._unpaced[subject].append(now)  # what a first 429 learns from, should one come
         finish = self._finish(key, quota if ok else None, now)
         if ok:
             self._succeeded(key, quota, now, request, finish)
@@ -261,10 +265,14 @@ class KeyManager:
         if hint is not None:
             seconds = hint
             source = "per-day quota" if outcome.daily_quota else "provider hint"
+            if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
+                seen = tuple(self._unpaced.pop(_subject(key), ()))
+                self._slots(_subject(key), lambda log: log.limited(now, hint, seen))
+                self._store.probe_next(key.fingerprint)  # resume with one request: its answer says how many fit
         else:
             if self._store.records([key.fingerprint])[0].cooldown_until > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
-            seen = self._unpaced_successes.pop(_subject(key), 0)
+            seen = len(self._unpaced.pop(_subject(key), ()))
             pacing = self._pace(_subject(key), lambda p: p.limited(now, self.policy, seen))
             seconds = pacing.backoff.rest or self._cooldowns.rate_limit
             self._store.probe_next(key.fingerprint)
@@ -289,21 +297,27 @@ class KeyManager:
 
     def _pace(self, subject: str, change: Callable[[Pacing], Pacing]) -> Pacing:
         with self._lock:
-            self._paced.add(subject)
+            self._learned.add(f"pace/{subject}")
         return Pacing.of(self._store.change(f"pace/{subject}", lambda d: change(Pacing.of(d)).document()))
 
-    def _is_paced(self, subject: str, now: float) -> bool:
-        """Whether something was learned about the subject's hidden limit, so its successes must be counted.
+    def _slots(self, subject: str, change: Callable[[SlotLog], SlotLog]) -> SlotLog:
+        with self._lock:
+            self._learned.add(f"slots/{subject}")
+        return SlotLog.of(self._store.change(f"slots/{subject}", lambda d: change(SlotLog.of(d)).document()))
 
-        Only such subjects (they met a hint-less 429) cost a store write per success. What other processes
-        sharing the store learned is read every `_PACED_REFRESH` seconds."""
+    def _learned_about(self, now: float) -> set[str]:
+        """The documents holding what was learned about subjects' hidden limits, whose successes must be counted.
+
+        Only subjects that met a 429 have one, and only they cost a store write per success. What other
+        processes sharing the store learned is read every `_PACED_REFRESH` seconds."""
         if now - self._paced_read_at >= _PACED_REFRESH:
             self._paced_read_at = now
             subjects = sorted({_subject(k) for k in self._by_id.values()})
-            documents = self._store.documents([f"pace/{s}" for s in subjects])
+            names = [f"{kind}/{s}" for s in subjects for kind in ("pace", "slots")]
+            documents = self._store.documents(names)
             with self._lock:
-                self._paced |= {s for s, d in zip(subjects, documents, strict=True) if d}
-        return subject in self._paced
+                self._learned |= {name for name, d in zip(names, documents, strict=True) if d}
+        return self._learned
 
     def _sane(self, seconds: float | None, *, scheduled: bool = False) -> float | None:
         """A provider's hint as a rest: none when it is not a finite wait into the future (the policy decides),

@@ -8,7 +8,7 @@ rules; what they count lives in the store (configured limits in `StateStore.spen
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from llms.cooldown import Backoff, CooldownPolicy
@@ -90,6 +90,71 @@ class Pacing:
     @staticmethod
     def _remaining(window: int | None, used: int, rest: float | None) -> int | None:
         return None if window is None or rest is None else max(0, window - used)
+
+
+SLOT_MARGIN = 0.02
+"""Seconds added to the moment a slot frees, so the provider has surely freed it when the key resumes."""
+SLOTS_KEPT = 256
+
+
+@dataclass(frozen=True)
+class SlotLog:
+    """A subject's sliding window, learned from 429s that carry a hint (OpenRouter, Gemini say nothing about quota
+    on a success): at most `size` answers in any `length` seconds, each slot freeing `length` after the answer
+    that took it.
+
+    The hint names when the oldest answer in the provider's window frees its slot. In the log of recent answers,
+    that oldest one is the latest that follows a gap of at least the hint (the one before it is already out of
+    the window), so one 429 gives both numbers: `length` = the hint's moment − that answer, `size` = the answers
+    since it. From then on each success yields a `QuotaHint`: slots left now, and when one frees (the next slot,
+    not the whole window: a sliding window refills one answer at a time), so the store's in-flight gate and the
+    key manager keep to it. Kept in the store like `Pacing`, so every process sharing it keeps one log.
+    """
+
+    times: tuple[float, ...] = ()
+    size: int | None = None
+    length: float | None = None
+    closed_until: float = 0.0
+
+    @classmethod
+    def of(cls, document: Document) -> SlotLog:
+        return cls(
+            tuple(document.get("times", ())), document.get("size"), document.get("length"), document.get("closed", 0.0)
+        )
+
+    def document(self) -> Document:
+        return {"times": list(self.times), "size": self.size, "length": self.length, "closed": self.closed_until}
+
+    def limited(self, now: float, hint: float, seen: Sequence[float] = ()) -> SlotLog:
+        """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned."""
+        if now < self.closed_until:  # another request of the same full window: nothing new
+            return replace(self, closed_until=max(self.closed_until, now + hint))
+        log = self.times or tuple(seen)
+        if not log or (self.length and hint < 0.1 * self.length):
+            return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window
+        oldest = max(i for i in range(len(log)) if i == 0 or log[i] - log[i - 1] >= hint)
+        return replace(
+            self, times=log, size=len(log) - oldest, length=now + hint - log[oldest], closed_until=now + hint
+        )
+
+    def succeeded(self, now: float) -> SlotLog:
+        horizon = now - self.length if self.length else -math.inf
+        times = (*(t for t in self.times if t > horizon), now)[-SLOTS_KEPT:]
+        if self.size and self.length and now < self.closed_until:  # a late answer of the window a 429 closed
+            opened = self.closed_until - self.length
+            return replace(self, times=times, size=max(self.size, sum(1 for t in times if t >= opened)))
+        return replace(self, times=times)
+
+    def quota(self, now: float) -> QuotaHint | None:
+        """Slots left now and seconds until one frees (None while nothing is learned)."""
+        if self.size is None or self.length is None:
+            return None
+        recent = [t for t in self.times if t > now - self.length]
+        left = self.size - len(recent)
+        if left > 0:
+            return QuotaHint(left, (recent[0] + self.length - now) if recent else self.length)
+        frees = recent[len(recent) - self.size] + self.length + SLOT_MARGIN
+        return QuotaHint(0, max(0.0, frees - now))
 
 
 @dataclass(frozen=True)

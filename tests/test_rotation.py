@@ -86,6 +86,35 @@ def test_a_storm_rest_is_never_longer_than_the_rate_limited_keys_rest(make_clien
     assert not rested.available and rested.cooldown_remaining <= 1.0
 
 
+def test_a_sliding_window_hinted_only_on_429s_is_learned_then_kept_to(make_client: MakeClient, sim: Simulator) -> None:
+    """OpenRouter's shape: nothing about quota on a success, a reset hint only on the 429, a sliding window. After
+    the first 429 the key's window (3 answers in any 1 s) is known, so four threads keep to it instead of earning
+    a 429 every time a slot frees — and still spend every slot."""
+    client = make_client({"openrouter": 1})
+    sim.add_key("openrouter", SECRETS["openrouter"][0], name="openrouter:1", limit=(3, 1.0), sliding=True)
+    until = time.monotonic() + 4.0
+
+    def work() -> int:
+        answered = 0
+        while time.monotonic() < until:
+            try:
+                client.complete(USER_HELLO, wait=1.5)
+                answered += 1
+            except AllKeysExhaustedError:
+                pass
+        return answered
+
+    answered = sum(in_threads(4, work))
+    rate_limited = [r.at for r in sim.requests if r.status == 429]
+    assert answered >= 10  # 3 a second for 4 s is 12 at most
+    learned = [at for at in rate_limited if at > rate_limited[0] + 1.0]  # once the first window has passed
+    assert len(learned) <= 5, (  # without learning: 8 to 12
+        f"{len(learned)} 429s after the window was learned ({answered} answers): "
+        f"{[round(at - rate_limited[0], 3) for at in rate_limited]} "
+        f"{[(round(r.at - rate_limited[0], 3), r.status) for r in sim.requests]}"
+    )
+
+
 def test_wait_for_the_first_key_instead_of_failing(make_client: MakeClient, sim: Simulator) -> None:
     client = make_client({"groq": 1}, limits={"groq:1": (1, 1.0)})
     client.complete(USER_HELLO)  # the key's quota is now at zero, reset within a second

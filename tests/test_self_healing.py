@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 
 import pytest
 from conftest import USER_HELLO, Clock, MakeClient
@@ -12,7 +13,7 @@ from llms import AllKeysExhaustedError
 from llms.cooldown import AdaptiveCooldown, Backoff, FixedCooldown
 from llms.outcomes import QuotaHint
 from llms.prober import Prober
-from llms.quota import Pacing
+from llms.quota import SLOT_MARGIN, Pacing, SlotLog
 from simulator import Simulator
 
 
@@ -54,6 +55,20 @@ def test_a_first_429_learns_from_the_successes_its_caller_counted_and_late_answe
     assert (pacing.window, pacing.used) == (3, 3)
     assert pacing.succeeded(0.5, policy).window == 4  # still in flight when the 429 came: the window held 4
     assert Pacing(window=5, used=2).limited(0.0, policy, seen=9).window == 2  # once counting, the count wins
+
+
+def test_a_hinted_429_teaches_a_sliding_window_then_each_slot_is_spent_as_it_frees() -> None:
+    burst = (10.0, 10.01, 10.02)  # three answers, long after the last ones (a gap longer than the hint)
+    log = SlotLog().limited(10.05, hint=1.95, seen=(1.0, *burst))  # "the oldest answer's slot frees at 12.0"
+    assert (log.size, log.length, log.closed_until) == (3, pytest.approx(2.0), 12.0)
+    log = log.succeeded(10.06)  # a late answer of that window: it held four
+    assert log.size == 4
+    assert log.limited(10.5, hint=1.5).length == pytest.approx(2.0)  # the same full window: nothing new
+    log = log.succeeded(12.05)  # the first three slots have freed; four answers in any 2 s
+    assert log.quota(12.05) == QuotaHint(2, pytest.approx(0.01))  # two left; one more frees when 10.06 ages out
+    log = log.succeeded(12.051).succeeded(12.052)
+    assert log.quota(12.052) == QuotaHint(0, pytest.approx(10.06 + 2.0 + SLOT_MARGIN - 12.052))
+    assert log.limited(12.2, hint=0.01) == replace(log, closed_until=12.2 + 0.01)  # a slot about to free: no lesson
 
 
 def test_fixed_policy_is_the_original_rule() -> None:
