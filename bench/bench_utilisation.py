@@ -55,7 +55,8 @@ METHOD = (
     "ours with `LLM_COOLDOWN_POLICY=fixed` (the original rule: an hour's rest after a hint-less 429) and "
     "`LLM_COOLDOWN_POLICY=adaptive`. *Sliding*: OpenRouter wire format, `limit=(5, 2.0), sliding=True` — at most "
     "5 requests in any 2 s, no remaining headers, a reset hint (`X-RateLimit-Reset`) only on the 429; its capacity "
-    "is the same 5 windows' worth. Every contender runs 3 times, interleaved. Share and 429s per answer "
+    "is the same 5 windows' worth; and the same in Gemini's wire format (a `RetryInfo` hint; ours only, LiteLLM "
+    "runs the OpenRouter row). Every contender runs 3 times, interleaved. Share and 429s per answer "
     "pool the 3 runs (ratios of the sums), with the range of single runs in brackets; the counts are the "
     "median run's. *Errors raised* counts calls that ended in an exception at the caller "
     "(ours: `AllKeysExhaustedError` when no key frees up within `wait`; LiteLLM: `RouterRateLimitError` / "
@@ -82,6 +83,8 @@ HINTLESS = Scenario("hintless", "openrouter", 4, False)
 SLIDING = Scenario("sliding", "openrouter", 5, True, sliding=True)
 """OpenRouter's real shape: nothing about quota on a success, a reset hint only on the 429, and a window that
 slides (each request's slot frees a window after it was taken)."""
+SLIDING_GEMINI = Scenario("sliding_gemini", "gemini", 5, True, sliding=True)
+"""The same in Gemini's wire format (the hint is `RetryInfo.retryDelay` in a `RESOURCE_EXHAUSTED` error)."""
 
 
 def _load(call: Callable[[], object], caught: tuple[type[BaseException], ...]) -> tuple[int, Counter[str], float]:
@@ -161,6 +164,7 @@ CONTENDERS: tuple[tuple[Scenario, str, str | None], ...] = (
     (HINTLESS, "litellm", None),
     (SLIDING, "ours", None),
     (SLIDING, "litellm", None),
+    (SLIDING_GEMINI, "ours", None),
 )
 
 
@@ -212,6 +216,7 @@ def rows(r: Result) -> list[Row]:
     ours, lite = r["hinted"]["ours"], r["hinted"]["litellm"]
     fixed, adaptive, lite_nh = (r["hintless"][k] for k in ("fixed", "adaptive", "litellm"))
     sliding, lite_sl = r["sliding"]["ours"], r["sliding"]["litellm"]
+    gemini = r.get("sliding_gemini", {}).get("ours")
     return [
         Row(
             "hinted: share of quota delivered",
@@ -263,6 +268,26 @@ def rows(r: Result) -> list[Row]:
             _counts(sliding),
             f"capacity {sliding['capacity']}",
             _counts(lite_sl),
+        ),
+        *(
+            [
+                Row(
+                    "sliding, Gemini format: share of quota",
+                    _share(gemini),
+                    f"≥ {TARGET_SLIDING_SHARE}",
+                    "—",
+                    gemini["share"] >= TARGET_SLIDING_SHARE,
+                ),
+                Row(
+                    "sliding, Gemini format: 429s per answer",
+                    _waste(gemini),
+                    f"≤ {TARGET_WASTE}",
+                    "—",
+                    gemini["waste"] <= TARGET_WASTE,
+                ),
+            ]
+            if gemini
+            else []
         ),
     ]
 
