@@ -25,19 +25,6 @@ from llms import SmartClient
 if TYPE_CHECKING:
     from simulator import Simulator
 
-DEMO_LATENCY = 0.3
-"""Seconds the simulator takes per answer: long enough to see streaming, short enough not to bore."""
-DEMO_PER_MINUTE = 3
-"""Requests per minute per Groq and Gemini demo key: they carry the demo once OpenRouter's keys are spent."""
-DEMO_LIMITS: dict[str, tuple[int, float]] = {
-    "openrouter": (1, 600.0),
-    "groq": (DEMO_PER_MINUTE, 60.0),
-    "gemini": (DEMO_PER_MINUTE, 60.0),
-}
-"""(requests, window seconds) per demo key. OpenRouter's window is counted in requests over ten minutes, not per
-minute, so its four keys are spent by the fifth message at any typing pace (a per-minute window refills while a
-presenter talks); its countdown then shows on the Status page, and the Simulate panel's "Recover" ends it early."""
-
 
 @dataclass(frozen=True)
 class Backend:
@@ -73,23 +60,15 @@ def build_backend(env: Mapping[str, str] | None = None, dotenv_path: str | None 
     reason = demo_reason(settings)
     if not reason:
         return Backend(SmartClient(settings))
-    from simulator import Simulator  # the fake providers are imported only for the demo
+    from simulator import start_demo  # the fake providers are imported only for the demo
 
-    simulator = Simulator(latency=DEMO_LATENCY).start()
+    simulator, demo_env = start_demo(os.environ if env is None else env)
     try:
-        demo_env = {**_overrides(os.environ if env is None else env), **simulator.add_demo_keys(limits=DEMO_LIMITS)}
         client = SmartClient(load_settings(demo_env, dotenv_path=None))
     except Exception:
         simulator.stop()
         raise
     return Backend(client, demo=True, demo_reason=reason, simulator=simulator)
-
-
-def _overrides(env: Mapping[str, str]) -> dict[str, str]:
-    """The operator's LLM_* tuning (cooldowns, order, timeouts) carries into the demo; the state store does not:
-    demo keys live in this process only, never in the operator's SQLite file or Redis."""
-    tuning = {k: v for k, v in env.items() if k.startswith("LLM_") and k != "LLM_STATE_URL"}
-    return {**tuning, "LLM_STATE_URL": "memory://"}
 
 
 def demo_key_counts() -> dict[str, int]:

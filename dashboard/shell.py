@@ -81,7 +81,8 @@ def banner(backend: Backend) -> None:
     banner does not push the chat down on every page."""
     if not backend.demo:
         return
-    from dashboard.client import DEMO_LIMITS, demo_key_counts
+    from dashboard.client import demo_key_counts
+    from simulator import DEMO_LIMITS
 
     counts = demo_key_counts()
     label = f"**Demo mode** ({backend.demo_reason}): a local simulator answers with fake keys"

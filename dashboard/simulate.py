@@ -68,7 +68,7 @@ def simulate_panel(backend: Backend) -> None:
     simulator = backend.simulator
     if simulator is None:
         return
-    from dashboard.client import DEMO_LIMITS
+    from simulator import DEMO_LIMITS
 
     client = backend.client
     statuses = [s for s in client.provider_statuses() if s.total]

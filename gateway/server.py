@@ -22,15 +22,6 @@ if TYPE_CHECKING:
 
     from simulator import Simulator
 
-DEMO_LATENCY = 0.3
-DEMO_LIMITS: dict[str, tuple[int, float]] = {
-    "openrouter": (1, 600.0),
-    "groq": (3, 60.0),
-    "gemini": (3, 60.0),
-}
-"""The dashboard's demo numbers (`dashboard/client.py`), repeated because the gateway does not import the
-dashboard: OpenRouter's four keys are spent by the fifth request, then Groq and Gemini carry on."""
-
 
 @dataclass
 class Gateway:
@@ -57,12 +48,10 @@ def build_gateway(env: Mapping[str, str] | None = None, *, demo: bool = False, d
     gateway_settings = load_gateway_settings(environ)
     if not demo:
         return Gateway(ClientPool(load_settings(env, dotenv_path=dotenv_path)), gateway_settings)
-    from simulator import Simulator  # the fake providers are imported only for the demo
+    from simulator import start_demo  # the fake providers are imported only for the demo
 
-    simulator = Simulator(latency=DEMO_LATENCY).start()
+    simulator, demo_env = start_demo(environ)
     try:
-        tuning = {k: v for k, v in environ.items() if k.startswith("LLM_") and k != "LLM_STATE_URL"}
-        demo_env = {**tuning, "LLM_STATE_URL": "memory://", **simulator.add_demo_keys(limits=DEMO_LIMITS)}
         pool = ClientPool(load_settings(demo_env, dotenv_path=None))
     except Exception:
         simulator.stop()

@@ -8,6 +8,6 @@ Outside the client package on purpose: the client path never imports it; the das
 """
 
 from simulator.core import DEMO_KEYS, PROVIDERS, SimRequest, Step
-from simulator.server import Simulator, main
+from simulator.server import DEMO_LIMITS, Simulator, main, start_demo
 
-__all__ = ["DEMO_KEYS", "PROVIDERS", "SimRequest", "Simulator", "Step", "main"]
+__all__ = ["DEMO_KEYS", "DEMO_LIMITS", "PROVIDERS", "SimRequest", "Simulator", "Step", "main", "start_demo"]

@@ -582,6 +582,28 @@ class Simulator:
         return Plan(step, status, quota, latency, org)
 
 
+DEMO_LATENCY = 0.3
+"""Seconds the demo's fake providers take per answer: long enough to see streaming, short enough not to bore."""
+DEMO_LIMITS: dict[str, tuple[int, float]] = {
+    "openrouter": (1, 600.0),
+    "groq": (3, 60.0),
+    "gemini": (3, 60.0),
+}
+"""(requests, window seconds) per demo key. OpenRouter's window is counted in requests over ten minutes, not per
+minute, so its four keys are spent by the fifth message at any typing pace (a per-minute window refills while a
+presenter talks); Groq's and Gemini's keys then carry the demo."""
+
+
+def start_demo(env: Mapping[str, str]) -> tuple[Simulator, dict[str, str]]:
+    """Demo mode for any front end (the dashboard, the gateway): the fake providers, started, with the demo keys,
+    and the environment a client needs for them. The operator's `LLM_*` tuning in `env` (cooldowns, order,
+    timeouts) carries over; the state store does not: demo keys live in memory, never in the operator's SQLite
+    file or Redis."""
+    simulator = Simulator(latency=DEMO_LATENCY).start()
+    tuning = {k: v for k, v in env.items() if k.startswith("LLM_") and k != "LLM_STATE_URL"}
+    return simulator, {**tuning, "LLM_STATE_URL": "memory://", **simulator.add_demo_keys(limits=DEMO_LIMITS)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m simulator`: a foreground simulator for manual runs and the dashboard demo."""
     parser = argparse.ArgumentParser(prog="python -m simulator", description="Fake OpenRouter/Groq/Gemini server.")

@@ -20,13 +20,13 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from dashboard import auth, status
-from dashboard import client as dashboard_client
 from dashboard.chat import ChatOptions, Turn, stream_answer
 from dashboard.client import build_backend, get_client
 from dashboard.text import answer_caption, countdown, exhausted_message, md_escape, safe_markdown, skipped_text
 from llms import AllKeysExhaustedError, Attempt, ChatResult, OutcomeKind, SmartClient, Usage
 from llms.state import CooldownReason
 from simulator import Simulator, Step
+from simulator import server as simulator_server
 from tests.conftest import ROOT, SECRETS
 
 APP = str(ROOT / "streamlit_app.py")
@@ -341,7 +341,7 @@ def test_demo_flag_wins_over_configured_keys(env: pytest.MonkeyPatch, sim: Simul
 def test_demo_rotation_falls_back_by_the_fifth_message(env: pytest.MonkeyPatch) -> None:
     """OpenRouter's four demo keys allow one request per ten minutes each: however slowly one types, the fifth
     message falls back to Groq."""
-    env.setattr(dashboard_client, "DEMO_LATENCY", 0.0)
+    env.setattr(simulator_server, "DEMO_LATENCY", 0.0)
     backend = build_backend()
     try:
         assert backend.demo

@@ -10,10 +10,10 @@ from collections.abc import Iterable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import client as dashboard_client
 from dashboard.chat import first_piece
 from dashboard.client import build_backend, get_client
 from simulator import DEMO_KEYS, Simulator
+from simulator import server as simulator_server
 from tests.conftest import ALL_SECRETS, SECRETS
 from tests.test_dashboard import app, captions, chat, env, use_keys
 
@@ -220,7 +220,7 @@ def test_unreadable_image_is_noted_under_the_message_for_good(env: pytest.Monkey
 
 def test_demo_falls_back_to_groq_by_the_fifth_message(env: pytest.MonkeyPatch) -> None:
     """OpenRouter's demo keys allow one request per ten minutes each: pace does not matter, count does."""
-    env.setattr(dashboard_client, "DEMO_LATENCY", 0.0)
+    env.setattr(simulator_server, "DEMO_LATENCY", 0.0)
     at = app().run()
     assert at.expander[0].label.startswith("**Demo mode** (no API keys are configured)")
     assert len(at.expander) == 1  # one line, and the details open from it
@@ -245,7 +245,7 @@ def test_demo_falls_back_to_groq_by_the_fifth_message(env: pytest.MonkeyPatch) -
 def test_demo_keys_keep_answering_after_openrouter_is_spent(env: pytest.MonkeyPatch) -> None:
     """Replaces test_dashboard's per-minute demo test: OpenRouter is spent by the fifth request and cools for the
     rest of its ten-minute window; Groq's three keys then carry eight more, and Gemini answers after them."""
-    env.setattr(dashboard_client, "DEMO_LATENCY", 0.0)
+    env.setattr(simulator_server, "DEMO_LATENCY", 0.0)
     backend = build_backend()
     try:
         client = backend.client
@@ -270,7 +270,7 @@ def _press(at: AppTest, label: str) -> None:
 
 
 def _demo(env: pytest.MonkeyPatch) -> tuple[AppTest, AppTest]:
-    env.setattr(dashboard_client, "DEMO_LATENCY", 0.0)
+    env.setattr(simulator_server, "DEMO_LATENCY", 0.0)
     return app().run(), panel().run()
 
 
