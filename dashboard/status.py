@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.text import check_text, countdown, md_escape, pause_text, reason_text, state_label
-from llms import KeyStatus, ProviderStatus, SmartClient, StoreHealth
+from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient, StoreHealth
 
 REFRESH_SECONDS = 2
 """How often the live part reruns: countdowns move visibly, and an open tab stays cheap at hundreds of keys."""
@@ -32,7 +32,7 @@ TOP_KEYS = 15
 CHART_HEIGHT = 360
 """Fixed chart height in pixels, whatever the number of keys."""
 
-PARKED = frozenset({"invalid_key", "no_credits", "spend_cap", "no_access"})
+PARKED = PARKED_REASONS
 """Reasons that park a key until someone acts (or a long cooldown ends): "Reset all" leaves these alone unless
 the operator asks, since resetting a revoked key only earns another 401."""
 COOLING = frozenset({"rate_limit", "errors", "upstream", "manual", "paused"})

@@ -23,6 +23,7 @@ _EXPORTS = {
     "Outcome": "llms.outcomes",
     "OutcomeKind": "llms.outcomes",
     "KeyStatus": "llms.key_manager",
+    "PARKED_REASONS": "llms.key_manager",
     "ProviderStatus": "llms.smart_client",
     "ChatStream": "llms.smart_client",
     "SmartClient": "llms.smart_client",
@@ -34,6 +35,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "PARKED_REASONS",
     "AllKeysExhaustedError",
     "Attempt",
     "ChatResult",
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
         RequestRejectedError,
         StreamInterruptedError,
     )
-    from llms.key_manager import KeyStatus
+    from llms.key_manager import PARKED_REASONS, KeyStatus
     from llms.outcomes import Attempt, Outcome, OutcomeKind
     from llms.smart_client import ChatStream, ProviderStatus, SmartClient, get_smart_client, reset_smart_client
     from llms.state import StoreHealth

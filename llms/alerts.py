@@ -15,7 +15,6 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,14 +22,12 @@ from urllib.parse import urlsplit
 
 import requests
 
-from llms.key_manager import KeyStatus
-from llms.outcomes import STATE_WORDS, format_duration
+from llms.key_manager import PARKED_REASONS, KeyStatus
+from llms.outcomes import STATE_WORDS, describe_states, format_duration
 from llms.state.base import Document
 
 log = logging.getLogger("llms.alerts")
 
-PARKED = frozenset({"invalid_key", "no_credits", "spend_cap", "no_access"})
-"""Reasons a key is out for a long time and a person should look at it."""
 KEEP = 200
 """Alerts kept in the list, newest first."""
 
@@ -57,7 +54,7 @@ def incidents(providers: Sequence[ProviderState]) -> dict[str, Incident]:
     configured = [p for p in providers if p.total]
     for provider in configured:
         for key in provider.keys:
-            if not key.available and key.reason in PARKED:
+            if not key.available and key.reason in PARKED_REASONS:
                 found[f"key:{key.key_id}"] = Incident(
                     f"key:{key.key_id}",
                     f"{key.key_id} ({key.hint}) is {STATE_WORDS[key.reason]}",
@@ -66,27 +63,25 @@ def incidents(providers: Sequence[ProviderState]) -> dict[str, Incident]:
         if provider.available == 0:
             found[f"provider:{provider.title}"] = Incident(
                 f"provider:{provider.title}",
-                f"{provider.title} has no key available: {_states(provider.keys)}{_next_free(provider.keys)}",
+                f"{provider.title} has no key available: {_why(provider.keys)}",
                 f"{provider.title} can answer again",
             )
     if configured and all(p.available == 0 for p in configured):
         everything = [k for p in configured for k in p.keys]
         found["exhausted"] = Incident(
             "exhausted",
-            f"Every API key is exhausted: {_states(everything)}{_next_free(everything)}",
+            f"Every API key is exhausted: {_why(everything)}",
             "Keys are available again: calls are being answered",
         )
     return found
 
 
-def _states(keys: Sequence[KeyStatus]) -> str:
-    counts = Counter(k.reason or "available" for k in keys)
-    return ", ".join(f"{n} {STATE_WORDS.get(state, state)}" for state, n in sorted(counts.items()))
-
-
-def _next_free(keys: Sequence[KeyStatus]) -> str:
+def _why(keys: Sequence[KeyStatus]) -> str:
+    """The keys' states, and when the first of them frees (`2 rate-limited; the next frees in 48 s`)."""
     waits = [k.cooldown_remaining for k in keys if k.cooldown_remaining > 0 and not k.disabled]
-    return f"; the next frees in {format_duration(min(waits))}" if waits else ""
+    return describe_states(k.reason for k in keys) + (
+        f"; the next frees in {format_duration(min(waits))}" if waits else ""
+    )
 
 
 def advance(document: Document, now_open: Mapping[str, Incident], at: float) -> Document:

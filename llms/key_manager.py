@@ -34,6 +34,8 @@ _PARKED: Mapping[OutcomeKind, CooldownReason] = {
     OutcomeKind.NO_ACCESS: CooldownReason.NO_ACCESS,
 }
 """Outcomes that park a key for the long cooldown (or until the date the provider names)."""
+PARKED_REASONS: frozenset[str] = frozenset(reason.value for reason in _PARKED.values())
+"""The states (`KeyStatus.reason`) of parked keys: out until someone acts or the long cooldown ends."""
 
 
 @dataclass(frozen=True)

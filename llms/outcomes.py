@@ -7,7 +7,8 @@ any provider's wire format.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -111,6 +112,12 @@ STATE_WORDS = {
     "disabled": "disabled by an operator",
 }
 """How a key's state (its cooldown reason, or `available` / `disabled`) reads in messages and alerts."""
+
+
+def describe_states(states: Iterable[str | None]) -> str:
+    """How many keys are in each state, in words: `1 available, 2 rate-limited` (None is available)."""
+    counts = Counter(state or "available" for state in states)
+    return ", ".join(f"{n} {STATE_WORDS.get(state, state)}" for state, n in sorted(counts.items()))
 
 
 def format_duration(seconds: float) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from llms.alerts import Alerts
 from llms.checks import KeyChecks
 from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
 from llms.key_manager import KeyManager, KeyStatus
-from llms.outcomes import STATE_WORDS, Attempt, Outcome, OutcomeKind, Scope, rejected, transient
+from llms.outcomes import Attempt, Outcome, OutcomeKind, Scope, describe_states, rejected, transient
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import PROVIDERS, Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits
@@ -306,15 +305,15 @@ class SmartClient:
                 f"{a.key_id.split(':')[0]}: {a.message}" for a in run.attempts if a.kind is OutcomeKind.REQUEST_ERROR
             )
             return RequestRejectedError(f"No provider accepted the request ({reasons})", run.attempts)
-        states = Counter(k.reason or "available" for p in self._order for k in self.key_manager.statuses(p))
-        described = ", ".join(f"{n} {STATE_WORDS.get(state, state)}" for state, n in sorted(states.items()))
+        reasons = [k.reason for p in self._order for k in self.key_manager.statuses(p)]
+        described = describe_states(reasons)
         soonest = self.key_manager.next_free()
         if soonest is not None:
             key, seconds = soonest
             return AllKeysExhaustedError(run.attempts, seconds, key.key_id, described)
         if self.key_manager.busy():
             return AllKeysExhaustedError(run.attempts, _BUSY_POLL, None, described)
-        return AllKeysExhaustedError(run.attempts, 0.0 if states else None, None, described)
+        return AllKeysExhaustedError(run.attempts, 0.0 if reasons else None, None, described)
 
     # --- status and control ---------------------------------------------------------------------------------------
 
