@@ -156,9 +156,7 @@ class SmartClient:
         calling thread), so a caller can show the keys being tried while it happens."""
         request = ChatRequest.build(messages, temperature, max_tokens)
         run = _Run(on_attempt=on_attempt)
-        provider, key, completion, run = self._serve(
-            request, self._deadline(wait), lambda a, k: a.send(request, k), run
-        )
+        provider, key, completion = self._serve(request, self._deadline(wait), lambda a, k: a.send(request, k), run)
         return self._succeeded(provider, key, completion, run)
 
     def chat_stream(
@@ -191,7 +189,7 @@ class SmartClient:
 
     def _serve(
         self, request: ChatRequest, deadline: float, call: Callable[[ProviderAdapter, ApiKey], T], run: _Run
-    ) -> tuple[str, ApiKey, T, _Run]:
+    ) -> tuple[str, ApiKey, T]:
         """The failover loop: for each provider in order, each usable key once, until `call` returns.
 
         Then, if allowed, wait for the first key to free up and go round again. A request error that another
@@ -205,7 +203,7 @@ class SmartClient:
                     tried.add(key)
                     run.started = time.perf_counter()
                     try:
-                        return provider, key, call(self._adapters[provider], key), run
+                        return provider, key, call(self._adapters[provider], key)
                     except ProviderError as exc:
                         self._failed(provider, key, exc.outcome, run)
                     except Exception as exc:  # an answer no adapter rule foresaw is a transient error, not a crash
@@ -222,9 +220,7 @@ class SmartClient:
         return _BUSY_POLL if self.key_manager.busy() else None
 
     def _stream(self, request: ChatRequest, deadline: float, run: _Run) -> Generator[str, None, ChatResult]:
-        provider, key, (reply, first), run = self._serve(
-            request, deadline, lambda a, k: _open_stream(a, request, k), run
-        )
+        provider, key, (reply, first) = self._serve(request, deadline, lambda a, k: _open_stream(a, request, k), run)
         run.answering = (provider, reply.model, key.key_id)
         text = [first]
         try:
@@ -443,12 +439,9 @@ class SmartClient:
 
     def start_checks(self, key_ids: Sequence[str] | None = None) -> bool:
         """Check keys (default: all) in the background, one at a time per provider; `checks()` follows it.
-        Returns False, starting nothing, while an earlier run is still going."""
+        Returns False, starting nothing, while an earlier run is still going; an unknown id raises `KeyError` first."""
         every = (k.key_id for p in self._order for k in self.key_manager.keys(p))
-        ids = list(every if key_ids is None else key_ids)
-        for key_id in ids:
-            self.key_manager.key(key_id)
-        return self._checks.start(ids)
+        return self._checks.start(list(every if key_ids is None else key_ids))
 
     def checks(self) -> dict[str, Any]:
         """Progress of the background checks and each key's latest result, as plain data (see `KeyChecks`)."""
