@@ -35,7 +35,6 @@ CHART_HEIGHT = 360
 PARKED = PARKED_REASONS
 """Reasons that park a key until someone acts (or a long cooldown ends): "Reset all" leaves these alone unless
 the operator asks, since resetting a revoked key only earns another 401."""
-COOLING = frozenset({"rate_limit", "errors", "upstream", "manual", "paused"})
 
 NEEDS_ATTENTION = "Needs attention"
 ALL = "All"
