@@ -26,6 +26,7 @@ from dashboard.text import (
     answer_caption,
     clock_time,
     countdown,
+    describe_attempt,
     exhausted_message,
     kind_word,
     md_escape,
@@ -395,10 +396,9 @@ def trail_lines(attempts: Sequence[Attempt]) -> list[str]:
         if provider is not None and current != provider:
             lines.append(f"↪ falling back to {provider_title(current)}")
         provider = current
-        if attempt.kind is OutcomeKind.OK:
-            lines.append(f"✓ {attempt.key_id} answered")
-        else:
-            lines.append(f"✗ {attempt.key_id} {kind_word(attempt.kind, attempt.status)}")
+        lines.append(
+            f"✓ {attempt.key_id} answered" if attempt.kind is OutcomeKind.OK else f"✗ {describe_attempt(attempt)}"
+        )
     return lines
 
 
@@ -421,8 +421,6 @@ class Trail:
     def __init__(self, client: SmartClient, wait: float | None = None) -> None:
         self._heard: list[Attempt] = []
         self._shown = 0
-        self._lines: list[str] = []
-        self._provider: str | None = None
         first = next((s.title for s in client.provider_statuses() if s.available), None)
         if wait:
             label = f"Waiting up to {countdown(wait)} for a key to free up …"
@@ -437,22 +435,13 @@ class Trail:
         self._heard.append(attempt)
 
     def poll(self) -> None:
-        """Add the failures heard since the last look, and say which key is being tried next."""
-        heard = self._heard[self._shown :]
-        self._shown += len(heard)
-        failed = None
-        for attempt in heard:
-            if attempt.kind is OutcomeKind.OK:
-                continue
-            provider = attempt.key_id.split(":")[0]
-            if self._provider is not None and provider != self._provider:
-                self._lines.append(f"↪ falling back to {provider_title(provider)}")
-            self._provider = provider
-            failed = f"{attempt.key_id} {failed_word(attempt)}"
-            self._lines.append(f"✗ {failed}")
-        if failed:
-            self._box.markdown("  \n".join(md_escape(line) for line in self._lines))
-            self._status.update(label=md_escape(f"{failed} — trying the next key …"))
+        """Redraw when failures were heard since the last look, and say which key is being tried next."""
+        failed = [a for a in self._heard if a.kind is not OutcomeKind.OK]
+        if len(failed) == self._shown:
+            return
+        self._shown = len(failed)
+        self._box.markdown("  \n".join(md_escape(line) for line in trail_lines(failed)))
+        self._status.update(label=md_escape(f"{describe_attempt(failed[-1])} — trying the next key …"))
 
     def finish(self, attempts: Sequence[Attempt], ok: bool) -> None:
         """Collapse to a one-line summary over the request's own attempts, or vanish if the first key answered."""

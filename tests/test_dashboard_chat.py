@@ -114,18 +114,21 @@ def test_badge_names_the_keys_when_a_later_key_of_the_first_provider_answers(
 
 
 def test_trail_sees_each_failure_while_the_next_key_is_still_answering(env: pytest.MonkeyPatch, sim: Simulator) -> None:
-    """The client has no per-attempt callback: the trail is live because the failover runs in a worker thread
-    while the page reads the request log."""
+    """The trail is live because the failover runs in a worker thread, reporting each attempt (`on_attempt`)
+    while the page's thread polls."""
     use_keys(env, sim, {"openrouter": 1, "groq": 1}, steps={"openrouter:1": ["rate_limit"]})
     sim.add_key("groq", SECRETS["groq"][0], latency=0.8, name="groq:1")  # slow to answer
     backend = build_backend()
     seen: list[bool] = []
+    heard: list[str] = []
 
     def poll() -> None:
-        seen.append(any(r["key_id"] == "openrouter:1" for r in backend.client.request_log(5)))
+        seen.append("openrouter:1" in heard)
 
     try:
-        stream = backend.client.chat_stream([{"role": "user", "content": "hi"}])
+        stream = backend.client.chat_stream(
+            [{"role": "user", "content": "hi"}], on_attempt=lambda attempt: heard.append(attempt.key_id)
+        )
         assert first_piece(stream, poll) == "Simulated groq reply "
         assert "".join(stream) and stream.result is not None
     finally:
