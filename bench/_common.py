@@ -9,15 +9,19 @@ one benchmark cannot disturb the next. Heavy imports (LiteLLM, Streamlit) stay i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
 import math
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import time
 import traceback
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +103,25 @@ def interleaved(
                 call()
                 out.append(time.perf_counter() - started)
     return samples
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until `url` answers 200 (a server started in `proc`); a server that exits or stays silent is an error."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {proc.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as answer:
+            if answer.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
 
 
 def register_keys(

@@ -20,18 +20,16 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, Result, Row, Skip, main, median, register_keys
+from bench._common import ROOT, Result, Row, Skip, free_port, main, median, register_keys, wait_for_http
 
 TITLE = "Dashboard: status page render time with 1,000 configured keys (Streamlit AppTest)"
 METHOD = (
@@ -134,24 +132,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as answer:
-            if answer.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"streamlit did not become healthy in {timeout:.0f} s")
-
-
 def _live_cpu() -> Result:
     """The server's CPU per wall second while one browser tab keeps the Status page open (see METHOD)."""
     if not Path(CHROMIUM).exists():
@@ -186,7 +166,7 @@ def _live_cpu() -> Result:
             client.disable_key(*(k.key_id for k in keys[5:600:60]))
         (Path(cwd) / ".streamlit").mkdir()
         shutil.copy(ROOT / ".streamlit" / "config.toml", Path(cwd) / ".streamlit" / "config.toml")
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         server_env = {k: v for k, v in os.environ.items() if not k.startswith(_OURS_PREFIXES)}
         server_env.update({**env, "PYTHONPATH": str(ROOT)})
@@ -198,7 +178,7 @@ def _live_cpu() -> Result:
         proc = subprocess.Popen(command, cwd=cwd, env=server_env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         try:
-            _wait_healthy(url, proc)
+            wait_for_http(f"{url}/_stcore/health", proc, timeout=60.0)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
                 page = browser.new_page(viewport={"width": 1280, "height": 900})

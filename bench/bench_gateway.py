@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,12 +28,14 @@ from bench._common import (
     ROOT,
     Result,
     Row,
+    free_port,
     interleaved,
     litellm_router,
     litellm_version,
     main,
     median,
     percentile,
+    wait_for_http,
 )
 from llms.providers import PROVIDERS
 
@@ -62,26 +63,6 @@ THROUGHPUT_WARMUP_S = 1.5
 THROUGHPUT_S = 6.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
-    import requests
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited with {proc.returncode}")
-        with contextlib.suppress(requests.RequestException):
-            requests.get(url, timeout=1)
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
 class _RemoteSimulator:
     """The simulator subprocess, addressed like `Simulator` (for `litellm_router`)."""
 
@@ -97,7 +78,7 @@ def _processes() -> Iterator[tuple[_RemoteSimulator, str, list[str]]]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "GROQ_", "OPENROUTER_", "GEMINI_"))}
     env["PYTHONPATH"] = str(ROOT)
-    sim_port, gw_port = _free_port(), _free_port()
+    sim_port, gw_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(
@@ -109,7 +90,7 @@ def _processes() -> Iterator[tuple[_RemoteSimulator, str, list[str]]]:
             )
         )
         sim = _RemoteSimulator(sim_port)
-        _wait_http(f"{sim.url}/_sim/requests", procs[0])
+        wait_for_http(f"{sim.url}/_sim/requests", procs[0])
         secrets = [f"gsk_bench_{i:06d}_{'0' * 24}" for i in range(1, KEYS + 1)]
         gw_env = {
             **env,
@@ -130,7 +111,7 @@ def _processes() -> Iterator[tuple[_RemoteSimulator, str, list[str]]]:
             )
         )
         gateway = f"http://127.0.0.1:{gw_port}"
-        _wait_http(f"{gateway}/healthz", procs[1])
+        wait_for_http(f"{gateway}/healthz", procs[1])
         yield sim, gateway, secrets
     finally:
         for proc in procs:
