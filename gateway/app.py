@@ -1,24 +1,25 @@
 """The ASGI app: OpenAI's `/v1/chat/completions` and `/v1/models`, plus `/healthz` and `/metrics`, over a key pool.
 
-Provider calls are blocking (`SmartClient` is synchronous), so each runs in a bounded worker pool
-(`LLM_GATEWAY_WORKERS`, an anyio `CapacityLimiter`); the event loop only parses, authenticates and shapes. Order
+Provider calls are awaited on the event loop (`SmartClient.acomplete` / `achat_stream`: aiohttp for OpenRouter and
+Groq); what blocks — Gemini's SDK, a SQLite or Redis store, `/healthz` and `/metrics` — runs in the loop's default
+executor, sized by `LLM_GATEWAY_WORKERS`. A thread hop per request cost more than the rest of the gateway. Order
 of checks, cheapest first: route, token, body size (while reading, never after), JSON and messages, model name;
 only then is a key spent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -41,12 +42,11 @@ from gateway.openai_format import (
     retry_headers,
 )
 from gateway.pool import ClientPool
-from llms import AllKeysExhaustedError, ChatResult, ChatStream, LLMError, RequestRejectedError, StreamInterruptedError
+from llms import AllKeysExhaustedError, AsyncChatStream, LLMError, RequestRejectedError, StreamInterruptedError
 
 log = logging.getLogger("llms.gateway")
 T = TypeVar("T")
 JSON = "application/json"
-_END = object()
 
 
 @dataclass
@@ -55,11 +55,10 @@ class _State:
     settings: GatewaySettings
     metrics: GatewayMetrics
     tokens: tuple[bytes, ...]
-    limiter: anyio.CapacityLimiter | None = field(default=None)
 
     async def run(self, call: Callable[[], T]) -> T:
-        """A blocking pool call in a worker thread; waits for a free worker when all are busy."""
-        return await anyio.to_thread.run_sync(call, limiter=self.limiter)
+        """A blocking call in a worker thread of the loop's default executor."""
+        return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
@@ -70,8 +69,12 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        state.limiter = anyio.CapacityLimiter(settings.workers)  # bound to the running event loop
-        yield
+        workers = ThreadPoolExecutor(settings.workers, thread_name_prefix="llm-gateway")
+        asyncio.get_running_loop().set_default_executor(workers)
+        try:
+            yield
+        finally:
+            await pool.aclose_connections()
 
     async def chat(request: Request) -> Response:
         refused = _authenticate(state, request)
@@ -217,8 +220,8 @@ async def _complete(state: _State, client: Any, parsed: ParsedChat) -> Response:
     started = time.perf_counter()
     state.metrics.in_flight.inc()
     try:
-        result: ChatResult = await state.run(
-            partial(client.complete, request.messages, temperature=request.temperature, max_tokens=request.max_tokens)
+        result = await client.acomplete(
+            request.messages, temperature=request.temperature, max_tokens=request.max_tokens
         )
     except LLMError as exc:
         error, outcome = _from_llm_error(exc)
@@ -237,10 +240,9 @@ async def _stream(state: _State, client: Any, parsed: ParsedChat) -> Response:
     request = parsed.request
     started = time.perf_counter()
     state.metrics.in_flight.inc()
-    stream: ChatStream | None = None
+    stream = client.achat_stream(request.messages, temperature=request.temperature, max_tokens=request.max_tokens)
     try:
-        stream = client.chat_stream(request.messages, temperature=request.temperature, max_tokens=request.max_tokens)
-        first = await state.run(partial(_next, stream))
+        first = await anext(stream, None)
     except LLMError as exc:
         state.metrics.in_flight.dec()
         error, outcome = _from_llm_error(exc)
@@ -248,8 +250,7 @@ async def _stream(state: _State, client: Any, parsed: ParsedChat) -> Response:
         return _error(error)
     except BaseException:
         state.metrics.in_flight.dec()
-        if stream is not None:
-            await _close(state, stream)
+        await _close(stream)
         raise
     cid = completion_id()
     provider, model, key_id = stream.provider, stream.model, stream.key_id
@@ -261,18 +262,18 @@ async def _stream(state: _State, client: Any, parsed: ParsedChat) -> Response:
 
 
 async def _events(
-    state: _State, stream: ChatStream, first: object, writer: ChunkWriter, started: float
+    state: _State, stream: AsyncChatStream, first: str | None, writer: ChunkWriter, started: float
 ) -> AsyncGenerator[bytes, None]:
     outcome, done = "client_disconnected", False
     try:
-        if first is _END:  # the client never returns an empty stream; shape it correctly anyway
+        if first is None:  # the client never returns an empty stream; shape it correctly anyway
             done = True
             outcome = "ok"
             yield writer.first("") + writer.finish(None)
             return
-        yield writer.first(str(first))
-        while (piece := await state.run(partial(_next, stream))) is not _END:
-            yield writer.piece(str(piece))
+        yield writer.first(first)
+        async for piece in stream:
+            yield writer.piece(piece)
         done = True
         result = stream.result
         if result is not None:
@@ -286,7 +287,7 @@ async def _events(
         yield ChunkWriter.error(error)
     finally:
         if not done:  # the caller went away (or the app is stopping): free the key's in-flight slot now
-            await _close(state, stream)
+            await _close(stream)
         state.metrics.in_flight.dec()
         result = stream.result
         attempts = result.attempts if result else stream.attempts
@@ -308,15 +309,11 @@ class _SSE(StreamingResponse):
                 await self.body_iterator.aclose()
 
 
-def _next(stream: ChatStream) -> object:
-    return next(stream, _END)
-
-
-async def _close(state: _State, stream: ChatStream) -> None:
-    """`ChatStream.close()` ends the provider's stream and frees the key's slot; shielded, because it usually runs
-    while the request is being cancelled. Not in the worker pool: freeing a key must not wait for a free worker."""
+async def _close(stream: AsyncChatStream) -> None:
+    """End the provider's stream and free the key's slot; shielded, because it usually runs while the request is
+    being cancelled."""
     with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(stream.close)
+        await stream.aclose()
 
 
 def _answered(provider: str | None, model: str | None) -> str:

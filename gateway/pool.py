@@ -62,9 +62,17 @@ class ClientPool:
         ids += [(m, "llm-gateway") for m in self._by_model if m not in seen]
         return ids
 
+    def _clients(self) -> list[SmartClient]:
+        return list({id(c): c for c in (self.auto, *self.pinned.values(), *self._by_model.values())}.values())
+
+    async def aclose_connections(self) -> None:
+        """Close the connections the clients' awaited calls opened, from the event loop that opened them (the
+        app's lifespan); the clients stay usable."""
+        for client in self._clients():
+            await client.aclose_connections()
+
     def close(self) -> None:
-        clients = {id(c): c for c in (self.auto, *self.pinned.values(), *self._by_model.values())}
-        for client in clients.values():
+        for client in self._clients():
             client.close()
         if self._own_store:
             self.store.close()

@@ -25,6 +25,7 @@ _EXPORTS = {
     "KeyStatus": "llms.key_manager",
     "PARKED_REASONS": "llms.key_manager",
     "ProviderStatus": "llms.smart_client",
+    "AsyncChatStream": "llms.smart_client",
     "ChatStream": "llms.smart_client",
     "SmartClient": "llms.smart_client",
     "get_smart_client": "llms.smart_client",
@@ -37,6 +38,7 @@ _EXPORTS = {
 __all__ = [
     "PARKED_REASONS",
     "AllKeysExhaustedError",
+    "AsyncChatStream",
     "Attempt",
     "ChatResult",
     "ChatStream",
@@ -65,7 +67,14 @@ if TYPE_CHECKING:
     )
     from llms.key_manager import PARKED_REASONS, KeyStatus
     from llms.outcomes import Attempt, Outcome, OutcomeKind
-    from llms.smart_client import ChatStream, ProviderStatus, SmartClient, get_smart_client, reset_smart_client
+    from llms.smart_client import (
+        AsyncChatStream,
+        ChatStream,
+        ProviderStatus,
+        SmartClient,
+        get_smart_client,
+        reset_smart_client,
+    )
     from llms.state import StoreHealth
     from llms.types import ChatResult, Usage
 

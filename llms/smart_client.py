@@ -7,12 +7,14 @@ or provider answers instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 from config.api_keys import ApiKey
 from config.settings import Settings, get_settings, load_settings
@@ -35,6 +37,8 @@ Wait = bool | float | None
 OnAttempt = Callable[[Attempt], None]
 T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
+_Step = tuple[str, ApiKey] | float  # a failover step: try this provider's key, or sleep this long
+_NO_TEXT = rejected("answer had no text (the stream ended without any)", 200)
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
 
 
@@ -76,6 +80,7 @@ class _Run:
     started: float = 0.0  # when the current attempt began (perf_counter)
     on_attempt: OnAttempt | None = None
     answering: tuple[str, str, str] | None = None  # a stream's provider, model and key id, once it has begun
+    result: ChatResult | None = None  # a stream's, once it has ended
 
     def attempted(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
@@ -101,10 +106,12 @@ class SmartClient:
         self._adapters: dict[str, ProviderAdapter] = {p: _adapter(settings, p) for p in self._order}
         self._retired: list[ProviderAdapter] = []
         self._owns_store = store is None
+        store = _retained(store or store_from_url(settings.state_url, settings.state_prefix), settings)
+        self._store_in_memory = store.IN_MEMORY
         self.key_manager = KeyManager(
             {p: settings.providers[p].keys for p in settings.provider_order},
             settings.cooldowns,
-            _retained(store or store_from_url(settings.state_url, settings.state_prefix), settings),
+            store,
             clock,
             limits={
                 p: ConfiguredLimits(
@@ -156,7 +163,7 @@ class SmartClient:
         calling thread), so a caller can show the keys being tried while it happens."""
         request = ChatRequest.build(messages, temperature, max_tokens)
         run = _Run(on_attempt=on_attempt)
-        provider, key, completion = self._serve(request, self._deadline(wait), lambda a, k: a.send(request, k), run)
+        provider, key, completion = self._serve(self._deadline(wait), lambda a, k: a.send(request, k), run)
         return self._succeeded(provider, key, completion, run)
 
     def chat_stream(
@@ -176,6 +183,35 @@ class SmartClient:
         run = _Run(on_attempt=on_attempt)
         return ChatStream(self._stream(request, self._deadline(wait), run), run)
 
+    async def acomplete(
+        self,
+        messages: Any,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        wait: Wait = None,
+        on_attempt: OnAttempt | None = None,
+    ) -> ChatResult:
+        """`complete` for callers on an event loop (the gateway), same failover and same state. Providers that
+        have awaited calls (OpenRouter, Groq) are awaited; the others (Gemini's SDK) run in the loop's default
+        executor, as does store work unless the store is in memory."""
+        request = ChatRequest.build(messages, temperature, max_tokens)
+        run = _Run(on_attempt=on_attempt)
+        provider, key, completion = await self._aserve(self._deadline(wait), lambda a, k: _asend(a, request, k), run)
+        return await self._off_loop(self._succeeded, provider, key, completion, run)
+
+    def achat_stream(
+        self,
+        messages: Any,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        wait: Wait = None,
+        on_attempt: OnAttempt | None = None,
+    ) -> AsyncChatStream:
+        """`chat_stream` for callers on an event loop: `async for piece in client.achat_stream(...)`."""
+        request = ChatRequest.build(messages, temperature, max_tokens)
+        run = _Run(on_attempt=on_attempt)
+        return AsyncChatStream(self._astream(request, self._deadline(wait), run), run)
+
     def _deadline(self, wait: Wait) -> float:
         if wait is None or wait is False:
             seconds = self.settings.max_wait
@@ -187,13 +223,15 @@ class SmartClient:
             raise ValueError(f"wait must be True, False, None or a number of seconds, got {wait!r}")
         return time.monotonic() + seconds
 
-    def _serve(
-        self, request: ChatRequest, deadline: float, call: Callable[[ProviderAdapter, ApiKey], T], run: _Run
-    ) -> tuple[str, ApiKey, T]:
-        """The failover loop: for each provider in order, each usable key once, until `call` returns.
+    def _failover(self, deadline: float, run: _Run) -> Generator[_Step, Outcome | None, None]:
+        """The failover loop: for each provider in order, each usable key once, until a key answers.
 
         Then, if allowed, wait for the first key to free up and go round again. A request error that another
         provider may take, or a limit the whole provider shares, moves on to the next provider at once.
+
+        Written once for both kinds of caller, as steps a driver carries out: it yields `(provider, key)` and is
+        sent the attempt's failure (None: the key answered, the loop ends), or yields seconds to sleep. `_serve`
+        drives it with blocking calls, `_aserve` with awaited ones.
         """
         while True:
             for provider in self._order:
@@ -202,16 +240,63 @@ class SmartClient:
                 while not run.leave_provider and (key := self.key_manager.acquire(provider, exclude=tried)):
                     tried.add(key)
                     run.started = time.perf_counter()
-                    try:
-                        return provider, key, call(self._adapters[provider], key)
-                    except ProviderError as exc:
-                        self._failed(provider, key, exc.outcome, run)
-                    except Exception as exc:  # an answer no adapter rule foresaw is a transient error, not a crash
-                        self._failed(provider, key, _unexpected(exc), run)
+                    failure = yield provider, key
+                    if failure is None:
+                        return
+                    self._failed(provider, key, failure, run)
             pause = None if run.rejected else self._pause_before_retry()
             if pause is None or time.monotonic() + pause > deadline:
                 raise self._give_up(run)
-            time.sleep(pause)
+            yield pause
+
+    def _serve(self, deadline: float, call: Callable[[ProviderAdapter, ApiKey], T], run: _Run) -> tuple[str, ApiKey, T]:
+        """The failover loop with blocking calls: the first key whose `call` returns, and what it returned."""
+        steps = self._failover(deadline, run)
+        step = next(steps)
+        while True:
+            if isinstance(step, float):
+                time.sleep(step)
+                step = next(steps)
+                continue
+            provider, key = step
+            try:
+                answer = call(self._adapters[provider], key)
+            except Exception as exc:
+                step = steps.send(_failure(exc))
+                continue
+            steps.close()
+            return provider, key, answer
+
+    async def _aserve(
+        self, deadline: float, call: Callable[[ProviderAdapter, ApiKey], Awaitable[T]], run: _Run
+    ) -> tuple[str, ApiKey, T]:
+        """The failover loop with awaited calls; its own steps (store reads and writes) run off the event loop
+        unless the store is in memory."""
+        steps = self._failover(deadline, run)
+        step = await self._off_loop(steps.send, None)
+        while True:
+            if isinstance(step, float):
+                await asyncio.sleep(step)
+                step = await self._off_loop(steps.send, None)
+                continue
+            provider, key = step
+            try:
+                answer = await call(self._adapters[provider], key)
+            except Exception as exc:
+                step = await self._off_loop(steps.send, _failure(exc))
+                continue
+            except BaseException:  # cancelled (the caller went away): the key is no longer in flight
+                self.key_manager.abandon(key)
+                raise
+            steps.close()
+            return provider, key, answer
+
+    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """Store work from the event loop: in the loop's default executor when the store may block (a SQLite
+        lock, a Redis round trip), inline when it is in this process's memory (microseconds, no thread hop)."""
+        if self._store_in_memory:
+            return work(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, partial(work, *args))
 
     def _pause_before_retry(self) -> float | None:
         soonest = self.key_manager.next_free()
@@ -220,7 +305,7 @@ class SmartClient:
         return _BUSY_POLL if self.key_manager.busy() else None
 
     def _stream(self, request: ChatRequest, deadline: float, run: _Run) -> Generator[str, None, ChatResult]:
-        provider, key, (reply, first) = self._serve(request, deadline, lambda a, k: _open_stream(a, request, k), run)
+        provider, key, (reply, first) = self._serve(deadline, lambda a, k: _open_stream(a, request, k), run)
         run.answering = (provider, reply.model, key.key_id)
         text = [first]
         try:
@@ -232,7 +317,7 @@ class SmartClient:
             self.key_manager.abandon(key)
             raise
         except Exception as exc:
-            outcome = exc.outcome if isinstance(exc, ProviderError) else _unexpected(exc)
+            outcome = _failure(exc)
             self._failed(provider, key, outcome, run, raise_rejected=False)
             raise StreamInterruptedError(
                 f"{provider} stream broke after {len(text)} piece(s): {outcome.message}", run.attempts
@@ -241,6 +326,31 @@ class SmartClient:
             reply.close()
         completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
         return self._succeeded(provider, key, completion, run)
+
+    async def _astream(self, request: ChatRequest, deadline: float, run: _Run) -> AsyncGenerator[str, None]:
+        """`_stream` with awaited calls; the result goes to `run.result` (an async generator returns nothing)."""
+        provider, key, (reply, first) = await self._aserve(deadline, lambda a, k: _aopen_stream(a, request, k), run)
+        run.answering = (provider, reply.model, key.key_id)
+        pieces = cast(AsyncIterator[str], reply.pieces)
+        text = [first]
+        try:
+            yield first
+            async for piece in pieces:
+                text.append(piece)
+                yield piece
+        except (GeneratorExit, asyncio.CancelledError):  # closed early, or cancelled while waiting for a piece
+            self.key_manager.abandon(key)  # inline: a cancelled task may not get to await anything more
+            raise
+        except Exception as exc:
+            outcome = _failure(exc)
+            await self._off_loop(partial(self._failed, raise_rejected=False), provider, key, outcome, run)
+            raise StreamInterruptedError(
+                f"{provider} stream broke after {len(text)} piece(s): {outcome.message}", run.attempts
+            ) from None
+        finally:
+            reply.close()
+        completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
+        run.result = await self._off_loop(self._succeeded, provider, key, completion, run)
 
     def _failed(self, provider: str, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
         latency = time.perf_counter() - run.started
@@ -474,6 +584,18 @@ class SmartClient:
         if self._owns_store:
             self.key_manager.close()
 
+    async def aclose(self) -> None:
+        """`close()` for a client that made awaited calls, from their event loop."""
+        await self.aclose_connections()
+        self.close()
+
+    async def aclose_connections(self) -> None:
+        """Close the connections awaited calls opened (they belong to the event loop this runs on)."""
+        for adapter in self._adapters.values():
+            aclose = getattr(adapter, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     def __enter__(self) -> SmartClient:
         return self
 
@@ -481,15 +603,13 @@ class SmartClient:
         self.close()
 
 
-class ChatStream(Iterator[str]):
-    """An iterator of text pieces; `.result` holds the `ChatResult` once the pieces run out. Who answers is known
-    as soon as the first piece has arrived (`provider`, `model`, `key_id`; None before), for callers that must say
-    so before the end (the gateway's response headers)."""
+class _StreamView:
+    """Who answers a stream, known as soon as its first piece has arrived (`provider`, `model`, `key_id`; None
+    before), for callers that must say so before the end (the gateway's response headers); `.result` holds the
+    `ChatResult` once the pieces have run out."""
 
-    def __init__(self, pieces: Generator[str, None, ChatResult], run: _Run | None = None) -> None:
-        self._pieces = pieces
-        self._run = run or _Run()
-        self.result: ChatResult | None = None
+    def __init__(self, run: _Run) -> None:
+        self._run = run
 
     @property
     def provider(self) -> str | None:
@@ -508,16 +628,43 @@ class ChatStream(Iterator[str]):
         """The attempts so far (all of them once the stream has ended)."""
         return tuple(self._run.attempts)
 
+    @property
+    def result(self) -> ChatResult | None:
+        return self._run.result
+
+
+class ChatStream(_StreamView, Iterator[str]):
+    """An iterator of text pieces (see `_StreamView` for who answers and the result)."""
+
+    def __init__(self, pieces: Generator[str, None, ChatResult], run: _Run | None = None) -> None:
+        super().__init__(run or _Run())
+        self._pieces = pieces
+
     def __next__(self) -> str:
         try:
             return next(self._pieces)
         except StopIteration as done:
-            self.result = done.value
+            self._run.result = done.value
             raise
 
     def close(self) -> None:
         """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
         self._pieces.close()
+
+
+class AsyncChatStream(_StreamView, AsyncIterator[str]):
+    """An async iterator of text pieces, from `achat_stream` (see `_StreamView` for who answers and the result)."""
+
+    def __init__(self, pieces: AsyncGenerator[str, None], run: _Run) -> None:
+        super().__init__(run)
+        self._pieces = pieces
+
+    def __anext__(self) -> Awaitable[str]:
+        return self._pieces.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
+        await self._pieces.aclose()
 
 
 def _retained(store: StateStore, settings: Settings) -> StateStore:
@@ -591,8 +738,46 @@ def _open_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) ->
         raise
     if first is None:
         reply.close()
-        raise ProviderError(rejected("answer had no text (the stream ended without any)", 200))
+        raise ProviderError(_NO_TEXT)
     return reply, first
+
+
+async def _asend(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> Completion:
+    """The adapter's awaited call, or its blocking one in the loop's default executor when it has none."""
+    asend = getattr(adapter, "asend", None)
+    if asend is not None:
+        return cast(Completion, await asend(request, key))
+    return await asyncio.get_running_loop().run_in_executor(None, adapter.send, request, key)
+
+
+async def _aopen_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> tuple[StreamReply, str]:
+    """`_open_stream` from an event loop; the reply's pieces become an async iterator either way."""
+    aopen = getattr(adapter, "aopen_stream", None)
+    loop = asyncio.get_running_loop()
+    if aopen is None:
+        reply, first = await loop.run_in_executor(None, _open_stream, adapter, request, key)
+        reply.pieces = _in_executor(cast(Iterator[str], reply.pieces))
+        return reply, first
+    reply = cast(StreamReply, await aopen(request, key))
+    try:
+        first = await anext(cast(AsyncIterator[str], reply.pieces), None)
+    except BaseException:
+        reply.close()
+        raise
+    if first is None:
+        reply.close()
+        raise ProviderError(_NO_TEXT)
+    return reply, first
+
+
+async def _in_executor(pieces: Iterator[str]) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
+        yield piece
+
+
+def _failure(exc: Exception) -> Outcome:
+    return exc.outcome if isinstance(exc, ProviderError) else _unexpected(exc)
 
 
 def _unexpected(exc: Exception) -> Outcome:

@@ -1,12 +1,12 @@
 """How provider calls reach the network: every socket read obeys the attempt's deadline and size cap.
 
-`requests` and `httpx` time out per socket operation, so a server that trickles one byte a second never times
+`urllib3` and `httpx` time out per socket operation, so a server that trickles one byte a second never times
 out, and a gzip bomb or an endless body fills memory. A `Budget` is one attempt's limits: a deadline (moved
 forward by a stream each time text arrives, never past the stream's overall cap) and a maximum number of
 bytes. While a budget is active in a thread, the sockets made here wait at most until its deadline on every
 read and count what they receive; past either limit the read fails, and the adapter reports a transient error.
 
-- `requests_session()`: a `requests.Session` whose connections (plain and TLS) wrap their socket;
+- `HttpPool`: urllib3 connections to one endpoint whose connections (plain and TLS) wrap their socket;
 - `gemini_http_client()`: an `httpx2.Client` for `google-genai` whose network streams do the same, and which
   decodes gzip/deflate itself within the cap (so a small compressed answer cannot expand without bound).
 """
@@ -19,21 +19,26 @@ import os
 import socket
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
+from urllib3 import BaseHTTPResponse, PoolManager, ProxyManager, Timeout
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.util import parse_url
 
 _active = threading.local()
 
-NETWORK_ERRORS = (requests.RequestException, Urllib3Error, OSError)
-"""What a call over `requests_session()` may raise: reading the raw body bypasses requests' own wrapping."""
+NETWORK_ERRORS = (Urllib3Error, OSError)
+"""What a call over an `HttpPool` may raise."""
+
+
+class NetworkFailure(ConnectionError):
+    """The exchange failed below HTTP; the message says how, in words fit for the request log."""
 
 
 class BudgetExceeded(TimeoutError):
@@ -89,7 +94,7 @@ def current() -> Budget | None:
     return getattr(_active, "budget", None)
 
 
-# --- requests / urllib3 ----------------------------------------------------------------------------------------
+# --- urllib3 ---------------------------------------------------------------------------------------------------
 
 
 class _GuardedSocket:
@@ -157,49 +162,80 @@ class _GuardedTLSPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
-class _GuardedAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedPool, "https": _GuardedTLSPool}
+class HttpPool:
+    """The connections to one provider endpoint, with no retries and no redirects, whose every read obeys the
+    active `Budget`.
 
-
-def requests_session(base_url: str, pool_size: int = 32) -> requests.Session:
-    """A session for one provider endpoint, with no retries, whose every read obeys the active `Budget`.
-
-    Proxy and CA-bundle variables (`HTTPS_PROXY`, `NO_PROXY`, `REQUESTS_CA_BUNDLE`, …) are read once for
-    `base_url`, here, instead of on every request: `requests` otherwise scans the whole environment twice per
-    call, which costs more than everything this package does per call.
+    urllib3 directly, not `requests`: a `requests` call re-reads proxy settings, merges session defaults and
+    re-parses the URL on every call, which took longer than the HTTP round trip itself. What `requests` decided
+    from the environment is decided here, once: the proxy for `base_url` (`HTTPS_PROXY`, `NO_PROXY`, …) and the CA
+    bundle (`REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, else certifi's, as `requests` does). Without a proxy, calls go
+    straight to the endpoint's connection pool (urllib3's manager would parse the URL and look the pool up again).
     """
-    session = requests.Session()
-    session.proxies.update(requests.utils.get_environ_proxies(base_url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    session.trust_env = False
-    adapter = _GuardedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+
+    def __init__(self, base_url: str, pool_size: int = 32) -> None:
+        options: dict[str, Any] = {"num_pools": 2, "maxsize": pool_size, "block": False, "retries": False}
+        if base_url.startswith("https:"):
+            options["ca_certs"] = ca_bundle()
+        self.proxy = proxy_for(base_url)
+        self._manager = ProxyManager(self.proxy, **options) if self.proxy else PoolManager(**options)
+        self._manager.pool_classes_by_scheme = {"http": _GuardedPool, "https": _GuardedTLSPool}
+        origin = parse_url(base_url)
+        self._origin = f"{origin.scheme}://{origin.netloc}"
+        self._direct = None if self.proxy else self._manager.connection_from_url(base_url)
+
+    def request(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: Timeout
+    ) -> BaseHTTPResponse:
+        """One exchange with `url` (under the base URL); the body is left unread for the caller to read within
+        its budget."""
+        options: dict[str, Any] = {"body": body, "headers": headers, "timeout": timeout, "redirect": False}
+        if self._direct is None:
+            return self._manager.urlopen(method, url, preload_content=False, **options)
+        return self._direct.urlopen(method, url[len(self._origin) :], preload_content=False, **options)
+
+    def close(self) -> None:
+        self._manager.clear()
 
 
-def read_body(response: requests.Response, budget: Budget) -> bytes:
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url`, or None (no proxy variable, or `NO_PROXY` covers its host)."""
+    scheme, _, rest = url.partition("://")
+    if urllib.request.proxy_bypass_environment(rest.split("/", 1)[0]):  # host[:port]; it splits off the port
+        return None
+    return urllib.request.getproxies_environment().get(scheme)
+
+
+def ca_bundle() -> str | None:
+    """The CA bundle to verify providers with: `REQUESTS_CA_BUNDLE` or `CURL_CA_BUNDLE` (as `requests` reads
+    them), else certifi's; None: the system's default store."""
+    named = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if named:
+        return named
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return str(certifi.where())
+
+
+def read_body(response: BaseHTTPResponse, budget: Budget) -> bytes:
     """The whole (decoded) body, counted against the budget as it is decompressed, so a gzip bomb stops at the cap."""
     with budget.active():
-        body = response.raw.read(budget.max_bytes + 1, decode_content=True)  # urllib3 inflates at most this much
+        body = response.read(budget.max_bytes + 1, decode_content=True)  # urllib3 inflates at most this much
     if len(body) > budget.max_bytes:
         budget.exceeded = budget.exceeded or "size"
         raise BudgetExceeded("size")
     return body
 
 
-def read_lines(response: requests.Response, budget: Budget, chunk: int = 8192) -> Iterator[bytes]:
+def read_lines(response: BaseHTTPResponse, budget: Budget, chunk: int = 8192) -> Iterator[bytes]:
     """Lines of a streamed (decoded) body; the budget is active only while reading, never between lines."""
-    raw = response.raw
     pending = b""
     size = 0
     while True:
         with budget.active():
-            piece = raw.read1(chunk, decode_content=True)  # what has arrived, not a full chunk: events are small
+            piece = response.read1(chunk, decode_content=True)  # what has arrived, not a full chunk: events are small
         if not piece:
             break
         size += len(piece)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,10 +153,11 @@ class StreamReply:
     """An open stream from one provider: text pieces, with usage known once the pieces run out.
 
     The adapter has already checked the HTTP status when it returns this, so errors that happen before the
-    first piece surface from `open_stream`, and errors inside the stream surface while iterating.
+    first piece surface from `open_stream`, and errors inside the stream surface while iterating. From
+    `aopen_stream` (awaited calls), `pieces` is an async iterator.
     """
 
-    pieces: Iterator[str]
+    pieces: Iterator[str] | AsyncIterator[str]
     model: str
     quota: QuotaHint | None = None
     usage: Usage = field(default_factory=Usage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import time
@@ -115,6 +116,51 @@ def test_acceptance_fallback_chain(make_client: MakeClient, sim: Simulator) -> N
     assert (status["openrouter"]["available"], status["groq"]["available"], status["gemini"]["available"]) == (0, 0, 1)
     assert (status["openrouter"]["total"], status["groq"]["total"], status["gemini"]["total"]) == (4, 3, 1)
     assert isinstance(status["timestamp"], float)
+
+
+def test_awaited_calls_fail_over_stream_and_give_up_like_blocking_ones(make_client: MakeClient, sim: Simulator) -> None:
+    """`acomplete` / `achat_stream` (the gateway's path) run the same failover over the same state: aiohttp for
+    the OpenAI-format providers, Gemini's SDK in the executor, the store inline or off the loop by backend."""
+    steps = {"openrouter:1": ["rate_limit"] * 9, "groq:1": ["model_not_found"] * 9}
+    client = make_client({"openrouter": 1, "groq": 1, "gemini": 1}, steps=steps)
+
+    async def calls() -> None:
+        result = await client.acomplete(USER_HELLO, temperature=0.3, max_tokens=50)
+        assert result.text.startswith("Simulated gemini reply")
+        assert [a.describe() for a in result.attempts] == [
+            "openrouter:1 rate_limit 429",
+            "groq:1 request_error 404",
+            "gemini:1 ok 200",
+        ]
+        stream = client.achat_stream(USER_HELLO)
+        text = "".join([piece async for piece in stream])
+        assert text.startswith("Simulated gemini reply") and stream.key_id == "gemini:1"
+        assert stream.result is not None and stream.result.text == text and stream.result.usage.total_tokens > 0
+        sim.add_key("gemini", SECRETS["gemini"][0], *["rate_limit"] * 9, name="gemini:1")
+        with pytest.raises(RequestRejectedError, match="No provider accepted the request"):
+            await client.acomplete(USER_HELLO)  # Groq refused it, the others are resting: refused, not exhausted
+        await client.aclose_connections()
+
+    asyncio.run(calls())
+    assert [sim.calls(p) for p in ("openrouter:1", "groq:1")] == [1, 3]  # a refused model cools no key
+    assert client.request_log(limit=1)[0]["outcome"] == "rate_limit"
+
+
+def test_an_awaited_stream_streams_from_an_openai_format_provider(make_client: MakeClient) -> None:
+    client = make_client({"groq": 2})
+
+    async def read() -> list[tuple[str | None, str]]:
+        seen = []
+        for _ in range(2):
+            stream = client.achat_stream(USER_HELLO)
+            text = "".join([piece async for piece in stream])
+            seen.append((stream.key_id, text))
+        await client.aclose_connections()
+        return seen
+
+    seen = asyncio.run(read())
+    assert [key for key, _ in seen] == ["groq:1", "groq:2"]
+    assert all(text.startswith("Simulated groq reply") for _, text in seen)
 
 
 def test_round_robin_spreads_calls_over_keys(make_client: MakeClient, sim: Simulator) -> None:

@@ -3,15 +3,20 @@ private redis-server that restarts, runs out of memory or refuses us. Wall times
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import http.client
+import http.server
 import json
 import logging
 import math
 import subprocess
 import textwrap
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
@@ -21,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.settings import ConfigError, load_settings
-from llms import AllKeysExhaustedError, SmartClient, StreamInterruptedError
+from llms import AllKeysExhaustedError, ChatResult, SmartClient, StreamInterruptedError
 from llms.providers import PROVIDERS
 from llms.state import StateStore, store_from_url
 from llms.state.memory import MemoryStore
@@ -50,60 +55,134 @@ def client_for(provider: str, base_url: str, store: StateStore | None = None, **
 # --- deadlines -------------------------------------------------------------------------------------------------
 
 
+def complete(client: SmartClient, awaited: bool) -> ChatResult:
+    """`client.complete`, or `acomplete` on an event loop (the gateway's path: aiohttp for OpenAI-format providers)."""
+    if not awaited:
+        return client.complete(USER_HELLO)
+
+    async def call() -> ChatResult:
+        try:
+            return await client.acomplete(USER_HELLO)
+        finally:
+            await client.aclose_connections()
+
+    return asyncio.run(call())
+
+
+def read_stream(client: SmartClient, awaited: bool, first: str | None = None) -> None:
+    """Read a whole stream (checking its first piece when `first` is given), blocking or awaited."""
+    if not awaited:
+        stream = client.chat_stream(USER_HELLO)
+        if first is not None:
+            assert next(stream) == first
+        for _ in stream:
+            pass
+        return
+
+    async def read() -> None:
+        stream = client.achat_stream(USER_HELLO)
+        try:
+            if first is not None:
+                assert await anext(stream) == first
+            async for _ in stream:
+                pass
+        finally:
+            await client.aclose_connections()
+
+    asyncio.run(read())
+
+
+AWAITED = pytest.mark.parametrize("awaited", [False, True], ids=["blocking", "awaited"])
+
+
+@AWAITED
 @pytest.mark.parametrize("provider", ["groq", "gemini"])
 @pytest.mark.parametrize("behaviour", ["trickle-status", "trickle-body"])
-def test_a_trickling_answer_ends_at_the_deadline(hostile: HostileServer, provider: str, behaviour: str) -> None:
+def test_a_trickling_answer_ends_at_the_deadline(
+    hostile: HostileServer, provider: str, behaviour: str, awaited: bool
+) -> None:
     with client_for(provider, hostile.base(behaviour)) as client:
         started = time.monotonic()
         with pytest.raises(AllKeysExhaustedError) as caught:
-            client.complete(USER_HELLO)
+            complete(client, awaited)
         assert time.monotonic() - started < 4  # a 1 s deadline; it used to take 130-200 s
         assert caught.value.attempts[0].message == "timed out"
 
 
+@AWAITED
 @pytest.mark.parametrize(
     ("provider", "behaviour"), [("groq", "keepalive-stream"), ("gemini", "gemini-keepalive-stream")]
 )
 def test_keep_alive_comments_after_the_first_piece_are_not_progress(
-    hostile: HostileServer, provider: str, behaviour: str
+    hostile: HostileServer, provider: str, behaviour: str, awaited: bool
 ) -> None:
     with client_for(provider, hostile.base(behaviour)) as client:
-        stream = client.chat_stream(USER_HELLO)
         started = time.monotonic()
-        assert next(stream) == "first piece "
         with pytest.raises(StreamInterruptedError, match="timed out"):
-            next(stream)
+            read_stream(client, awaited, first="first piece ")
         assert time.monotonic() - started < 4
 
 
-def test_a_stream_that_never_ends_stops_at_its_overall_cap(hostile: HostileServer) -> None:
+@AWAITED
+def test_a_stream_that_never_ends_stops_at_its_overall_cap(hostile: HostileServer, awaited: bool) -> None:
     with client_for("groq", hostile.base("endless-pieces"), LLM_STREAM_MAX_SECONDS="2") as client:
         started = time.monotonic()
         with pytest.raises(StreamInterruptedError, match="timed out"):
-            for _ in client.chat_stream(USER_HELLO):
-                pass
+            read_stream(client, awaited)
         assert 1.5 < time.monotonic() - started < 5
+
+
+def test_a_cancelled_awaited_call_frees_its_key_at_once(hostile: HostileServer) -> None:
+    """A gateway caller that hangs up cancels the awaited call: the key must not stay in flight until its lease
+    runs out."""
+    with client_for("groq", hostile.base("trickle-body"), LLM_REQUEST_TIMEOUT="10") as client:
+
+        async def hang_up() -> tuple[bool, bool]:
+            call = asyncio.create_task(client.acomplete(USER_HELLO))
+            await asyncio.sleep(0.5)
+            during = client.key_manager.busy()
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            await client.aclose_connections()
+            return during, client.key_manager.busy()
+
+        assert asyncio.run(hang_up()) == (True, False)
 
 
 # --- memory ----------------------------------------------------------------------------------------------------
 
 _MEMORY_PROBE = textwrap.dedent(
     """
-    import json, resource, sys
-    import google.genai
+    import asyncio, json, resource, sys
+    import aiohttp, google.genai
     from config.settings import load_settings
     from llms import SmartClient
     from llms.state.memory import MemoryStore
-    provider, base, key, stream = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    provider, base, key, stream, awaited = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5] == "1"
     env = {f"{provider.upper()}_API_KEY_1": key, f"{provider.upper()}_BASE_URL": base, "LLM_REQUEST_TIMEOUT": "20"}
     client = SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore())
+    hi = [{"role": "user", "content": "hi"}]
+
+    async def awaited_call():
+        try:
+            if stream:
+                async for _ in client.achat_stream(hi):
+                    pass
+            else:
+                await client.acomplete(hi)
+        finally:
+            await client.aclose_connections()
+
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
-        if stream:
-            for _ in client.chat_stream([{"role": "user", "content": "hi"}]):
+        if awaited:
+            asyncio.run(awaited_call())
+        elif stream:
+            for _ in client.chat_stream(hi):
                 pass
         else:
-            client.complete([{"role": "user", "content": "hi"}])
+            client.complete(hi)
         error = ""
     except Exception as exc:
         error = f"{type(exc).__name__}: " + "; ".join(a.message for a in getattr(exc, "attempts", ())) + str(exc)
@@ -114,19 +193,23 @@ _MEMORY_PROBE = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    ("provider", "behaviour", "stream"),
+    ("provider", "behaviour", "stream", "awaited"),
     [
-        ("groq", "gzip-bomb", False),
-        ("groq", "huge-body", False),
-        ("groq", "huge-pieces", True),
-        ("gemini", "gzip-bomb", False),
-        ("gemini", "huge-body", False),
+        ("groq", "gzip-bomb", False, False),
+        ("groq", "huge-body", False, False),
+        ("groq", "huge-pieces", True, False),
+        ("gemini", "gzip-bomb", False, False),
+        ("gemini", "huge-body", False, False),
+        ("groq", "gzip-bomb", False, True),
+        ("groq", "huge-body", False, True),
+        ("groq", "huge-pieces", True, True),
     ],
 )
 def test_memory_stays_below_the_cap_plus_50_mb(
-    hostile: HostileServer, provider: str, behaviour: str, stream: bool
+    hostile: HostileServer, provider: str, behaviour: str, stream: bool, awaited: bool
 ) -> None:
-    args = [PYTHON, "-c", _MEMORY_PROBE, provider, hostile.base(behaviour), KEY[provider], "1" if stream else "0"]
+    flags = ["1" if stream else "0", "1" if awaited else "0"]
+    args = [PYTHON, "-c", _MEMORY_PROBE, provider, hostile.base(behaviour), KEY[provider], *flags]
     done = subprocess.run(args, capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=120, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["grew_mb"] < 10 + 50, result
@@ -357,10 +440,52 @@ def test_redis_wrong_db_and_wrong_password_are_named(own_redis: RedisServer) -> 
     refused.close()
 
 
+class _ForwardProxy(http.server.BaseHTTPRequestHandler):
+    """A plain HTTP forward proxy: takes `POST http://host/path` and passes it on, noting each target it was sent."""
+
+    targets: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.targets.append(self.path)
+        target = urllib.parse.urlsplit(self.path)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        upstream = http.client.HTTPConnection(target.netloc, timeout=5)
+        hop = {"connection", "proxy-connection", "keep-alive", "host"}
+        upstream.request("POST", target.path, body, {k: v for k, v in self.headers.items() if k.lower() not in hop})
+        answer = upstream.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in hop | {"transfer-encoding", "content-length"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_calls_go_through_the_proxy_the_environment_names(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        sim.add_key("groq", KEY["groq"])
+        with client_for("groq", sim.base_urls["groq"]) as client:
+            assert client.complete(USER_HELLO).provider == "groq"
+        assert _ForwardProxy.targets == [f"{sim.base_urls['groq']}/chat/completions"]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
 def test_proxy_settings_are_read_once_per_endpoint_and_honour_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llms.transport import requests_session
+    from llms.transport import HttpPool
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    assert requests_session("https://api.groq.com/openai/v1").proxies["https"] == "http://proxy.internal:3128"
-    assert "https" not in requests_session("https://127.0.0.1:8765/groq").proxies
+    assert HttpPool("https://api.groq.com/openai/v1").proxy == "http://proxy.internal:3128"
+    assert HttpPool("https://127.0.0.1:8765/groq").proxy is None

@@ -1,6 +1,6 @@
 """The OpenAI chat-completions wire format, shared by OpenRouter and Groq (and any provider that speaks it).
 
-One pooled `requests.Session` per provider; the key travels only in the `Authorization` header. A provider
+One urllib3 connection pool per provider; the key travels only in the `Authorization` header. A provider
 module subclasses `OpenAICompatAdapter` and sets its facts: `classify` (how its answers read), `probe_path`
 and `probe_outcome` (a call that spends no tokens), `quota` (what a success says about the key's quota).
 """
@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import requests
+import urllib3
+from urllib3 import BaseHTTPResponse
+from urllib3.exceptions import NewConnectionError, ProtocolError
 
 from config.api_keys import ApiKey
 from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, QuotaHint, rejected, transient
 from llms.providers.base import Endpoint
-from llms.transport import NETWORK_ERRORS, Budget, BudgetExceeded, read_body, read_lines, requests_session
+from llms.transport import NETWORK_ERRORS, Budget, HttpPool, NetworkFailure, read_body, read_lines
 from llms.types import ChatRequest, Completion, StreamReply, Usage
 from llms.wire import error_object, snippet
+
+if TYPE_CHECKING:
+    from llms.transport_async import AsyncAnswer, AsyncHttpPool
 
 
 class OpenAICompatAdapter:
@@ -37,8 +42,12 @@ class OpenAICompatAdapter:
         self._max_bytes = endpoint.max_bytes
         self._stream_max = endpoint.stream_max_seconds
         self._secrets = endpoint.secrets
-        self._session = requests_session(endpoint.base_url, pool_size)
-        self._session.headers.update(self.extra_headers)
+        self._base_url = endpoint.base_url
+        self._pool_size = pool_size
+        self._http = HttpPool(endpoint.base_url, pool_size)
+        self._aio: AsyncHttpPool | None = None  # made on the first awaited call
+        self._timeouts = urllib3.Timeout(connect=endpoint.timeout, read=endpoint.timeout)
+        self._headers = {**_DEFAULT_HEADERS, **self.extra_headers}
 
     # --- provider hooks --------------------------------------------------------------------------------------
 
@@ -57,8 +66,64 @@ class OpenAICompatAdapter:
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
         budget = Budget(self._timeout, self._max_bytes)
         response = self._post(request, key, budget, stream=False)
-        body = self._body(response, budget)
-        self._raise_unless_ok(self.classify(response.status_code, response.headers, body, time.time()))
+        return self._completion(response.status, response.headers, self._body(response, budget), request)
+
+    async def asend(self, request: ChatRequest, key: ApiKey) -> Completion:
+        """`send` from an event loop (the gateway), over aiohttp with the same budget."""
+        budget = Budget(self._timeout, self._max_bytes)
+        answer = await self._apost(request, key, budget, stream=False)
+        return self._completion(answer.status, answer.headers, await self._abody(answer, budget), request)
+
+    def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
+        budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
+        response = self._post(request, key, budget, stream=True)
+        if _not_a_stream(response.status, response.headers):
+            self._refuse_stream(response.status, response.headers, self._body(response, budget))
+        reply = StreamReply(
+            pieces=iter(()), model=self.model, quota=self.quota(response.headers, request), close=response.close
+        )
+        reply.pieces = self._pieces(response, reply, budget)
+        return reply
+
+    async def aopen_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
+        """`open_stream` from an event loop: the reply's `pieces` is an async iterator."""
+        budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
+        answer = await self._apost(request, key, budget, stream=True)
+        if _not_a_stream(answer.status, answer.headers):
+            self._refuse_stream(answer.status, answer.headers, await self._abody(answer, budget))
+        reply = StreamReply(pieces=iter(()), model=self.model, quota=self.quota(answer.headers, request))
+        reply.close = answer.close
+        reply.pieces = self._apieces(answer, reply, budget)
+        return reply
+
+    def probe(self, key: ApiKey, timeout: float | None = None) -> Outcome:
+        budget = Budget(timeout or self._timeout, self._max_bytes)
+        try:
+            with budget.active():
+                response = self._http.request(
+                    "GET", self._probe_url, None, self._headers_for(key), urllib3.Timeout(budget.timeout(None))
+                )
+            body = self._body(response, budget)
+        except ProviderError as exc:
+            return exc.outcome
+        except NETWORK_ERRORS as exc:
+            return network_outcome(exc, budget)
+        if response.status == 200 and not error_object(body):
+            return self.probe_outcome(body).redacted(self._secrets)
+        return self.classify(response.status, response.headers, body, time.time()).redacted(self._secrets)
+
+    def close(self) -> None:
+        self._http.close()
+
+    async def aclose(self) -> None:
+        """Close the event loop's connections (from that loop)."""
+        if self._aio is not None:
+            await self._aio.close()
+
+    # --- the parts `send` and `asend`, `open_stream` and `aopen_stream` share --------------------------------
+
+    def _completion(self, status: int, headers: Mapping[str, str], body: Any, request: ChatRequest) -> Completion:
+        self._raise_unless_ok(self.classify(status, headers, body, time.time()))
         choice = body["choices"][0]
         text = content_text((choice.get("message") or {}).get("content"))
         if not text:
@@ -67,48 +132,20 @@ class OpenAICompatAdapter:
             text=text,
             model=str(body.get("model") or self.model),
             usage=usage_of(body.get("usage")),
-            quota=self.quota(response.headers, request),
+            quota=self.quota(headers, request),
         )
 
-    def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
-        budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
-        response = self._post(request, key, budget, stream=True)
-        if response.status_code != 200 or "json" in response.headers.get("content-type", ""):
-            body = self._body(response, budget)
-            outcome = self.classify(response.status_code, response.headers, body, time.time())
-            if outcome.kind is OutcomeKind.OK:
-                outcome = transient("expected an event stream, got a JSON answer", 200)
-            self._raise_unless_ok(outcome)
-        reply = StreamReply(
-            pieces=iter(()), model=self.model, quota=self.quota(response.headers, request), close=response.close
-        )
-        reply.pieces = self._pieces(response, reply, budget)
-        return reply
-
-    def probe(self, key: ApiKey, timeout: float | None = None) -> Outcome:
-        budget = Budget(timeout or self._timeout, self._max_bytes)
-        try:
-            with budget.active():
-                response = self._session.get(
-                    self._probe_url, headers=_auth(key), timeout=budget.timeout(None), stream=True
-                )
-            body = self._body(response, budget)
-        except ProviderError as exc:
-            return exc.outcome
-        except NETWORK_ERRORS as exc:
-            return network_outcome(exc, budget)
-        if response.status_code == 200 and not error_object(body):
-            return self.probe_outcome(body).redacted(self._secrets)
-        return self.classify(response.status_code, response.headers, body, time.time()).redacted(self._secrets)
-
-    def close(self) -> None:
-        self._session.close()
+    def _refuse_stream(self, status: int, headers: Mapping[str, str], body: Any) -> None:
+        outcome = self.classify(status, headers, body, time.time())
+        if outcome.kind is OutcomeKind.OK:
+            outcome = transient("expected an event stream, got a JSON answer", 200)
+        self._raise_unless_ok(outcome)
 
     def _raise_unless_ok(self, outcome: Outcome) -> None:
         if outcome.kind is not OutcomeKind.OK:
             raise ProviderError(outcome.redacted(self._secrets))
 
-    def _post(self, request: ChatRequest, key: ApiKey, budget: Budget, *, stream: bool) -> requests.Response:
+    def _payload(self, request: ChatRequest, stream: bool) -> bytes:
         payload: dict[str, Any] = {"model": self.model, "messages": list(request.messages)}
         if request.temperature is not None:
             payload["temperature"] = request.temperature
@@ -116,67 +153,132 @@ class OpenAICompatAdapter:
             payload["max_tokens"] = request.max_tokens
         if stream:
             payload["stream"] = True
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
+
+    def _headers_for(self, key: ApiKey) -> dict[str, str]:
+        return {**self._headers, "Authorization": f"Bearer {key.secret}"}
+
+    def _event(self, raw: bytes, reply: StreamReply, budget: Budget) -> list[str] | None:
+        """One SSE line: the text pieces it carries, or None at `[DONE]`. Comment lines (`: OPENROUTER
+        PROCESSING`) are keep-alives and do not count as progress: only a text piece moves the deadline on. An
+        event carrying `error` (providers send one when a stream fails after its 200) is classified like any error
+        answer."""
+        line = raw.decode("utf-8", "replace")
+        if not line.startswith("data:"):
+            return []
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return None
+        try:
+            chunk = json.loads(data)
+        except json.JSONDecodeError:
+            raise ProviderError(transient("stream sent a line that is not JSON", 200)) from None
+        if not isinstance(chunk, dict):
+            raise ProviderError(transient("stream sent an event that is not an object", 200))
+        if "error" in chunk:
+            self._raise_unless_ok(self.classify(200, {}, chunk, time.time()))
+        usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+        if usage:
+            reply.usage = usage_of(usage)
+        texts = []
+        for choice in chunk.get("choices") or []:
+            if choice.get("finish_reason") == "error":
+                raise ProviderError(transient("stream ended with finish_reason 'error'", 200))
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                budget.extend(self._timeout)
+                texts.append(text)
+        if chunk.get("model"):
+            reply.model = str(chunk["model"])
+        return texts
+
+    # --- blocking (urllib3) ----------------------------------------------------------------------------------
+
+    def _post(self, request: ChatRequest, key: ApiKey, budget: Budget, *, stream: bool) -> BaseHTTPResponse:
+        """Send the request; the answer's body is left unread. A redirect is not followed: providers do not send
+        one, and following it would carry the key to wherever it points."""
+        body = self._payload(request, stream)
         try:
             with budget.active():
-                return self._session.post(
-                    self._url, json=payload, headers=_auth(key), timeout=self._timeout, stream=True
-                )
+                return self._http.request("POST", self._url, body, self._headers_for(key), self._timeouts)
         except NETWORK_ERRORS as exc:
             raise ProviderError(network_outcome(exc, budget)) from None
 
-    def _body(self, response: requests.Response, budget: Budget) -> Any:
+    def _body(self, response: BaseHTTPResponse, budget: Budget) -> Any:
         """The parsed JSON body, or its text when it is not JSON; read within the attempt's budget."""
         try:
             raw = read_body(response, budget)
         except NETWORK_ERRORS as exc:
             raise ProviderError(network_outcome(exc, budget)) from None
         finally:
-            response.close()
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw[:500].decode("utf-8", "replace")
+            response.close()  # a fully read answer has already gone back to the pool; a partial one is dropped
+        return json_or_text(raw)
 
-    def _pieces(self, response: requests.Response, reply: StreamReply, budget: Budget) -> Iterator[str]:
-        """SSE `data:` lines; comment lines (`: OPENROUTER PROCESSING`) are keep-alives and do not count as progress:
-        only a text piece moves the deadline on. An event carrying `error` (providers send one when a stream fails
-        after its 200) is classified like any error answer."""
+    def _pieces(self, response: BaseHTTPResponse, reply: StreamReply, budget: Budget) -> Iterator[str]:
         finished = False
         try:
             for raw in read_lines(response, budget):
-                line = raw.decode("utf-8", "replace")
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+                texts = self._event(raw, reply, budget)
+                if texts is None:
                     finished = True
                     break
-                try:
-                    chunk = json.loads(data)
-                except json.JSONDecodeError:
-                    raise ProviderError(transient("stream sent a line that is not JSON", 200)) from None
-                if not isinstance(chunk, dict):
-                    raise ProviderError(transient("stream sent an event that is not an object", 200))
-                if "error" in chunk:
-                    self._raise_unless_ok(self.classify(200, {}, chunk, time.time()))
-                usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
-                if usage:
-                    reply.usage = usage_of(usage)
-                for choice in chunk.get("choices") or []:
-                    if choice.get("finish_reason") == "error":
-                        raise ProviderError(transient("stream ended with finish_reason 'error'", 200))
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        budget.extend(self._timeout)
-                        yield text
-                if chunk.get("model"):
-                    reply.model = str(chunk["model"])
+                yield from texts
         except NETWORK_ERRORS as exc:
             raise ProviderError(network_outcome(exc, budget)) from None
         finally:
             response.close()
         if not finished:
             raise ProviderError(transient("stream ended without [DONE]", 200))
+
+    # --- awaited (aiohttp) -----------------------------------------------------------------------------------
+
+    async def _apost(self, request: ChatRequest, key: ApiKey, budget: Budget, *, stream: bool) -> AsyncAnswer:
+        if self._aio is None:
+            from llms.transport_async import AsyncHttpPool
+
+            self._aio = AsyncHttpPool(self._base_url, self._pool_size)
+        body = self._payload(request, stream)
+        try:
+            return await self._aio.request("POST", self._url, body, self._headers_for(key), budget)
+        except NETWORK_ERRORS as exc:
+            raise ProviderError(network_outcome(exc, budget)) from None
+
+    async def _abody(self, answer: AsyncAnswer, budget: Budget) -> Any:
+        try:
+            raw = await answer.read()
+        except NETWORK_ERRORS as exc:
+            answer.close()
+            raise ProviderError(network_outcome(exc, budget)) from None
+        return json_or_text(raw)
+
+    async def _apieces(self, answer: AsyncAnswer, reply: StreamReply, budget: Budget) -> AsyncIterator[str]:
+        finished = False
+        try:
+            async for raw in answer.lines():
+                texts = self._event(raw, reply, budget)
+                if texts is None:
+                    finished = True
+                    break
+                for text in texts:
+                    yield text
+        except NETWORK_ERRORS as exc:
+            raise ProviderError(network_outcome(exc, budget)) from None
+        finally:
+            answer.close()
+        if not finished:
+            raise ProviderError(transient("stream ended without [DONE]", 200))
+
+
+def _not_a_stream(status: int, headers: Mapping[str, str]) -> bool:
+    return status != 200 or "json" in headers.get("content-type", "")
+
+
+def json_or_text(raw: bytes) -> Any:
+    """An answer's body as JSON, or the start of its text when it is not JSON (for the classifier to quote)."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw[:500].decode("utf-8", "replace")
 
 
 def classify_answer(body: Any) -> Outcome:
@@ -202,16 +304,22 @@ def empty_answer(finish_reason: Any) -> Outcome:
 def network_outcome(exc: Exception, budget: Budget | None = None) -> Outcome:
     if budget is not None and budget.exceeded == "size":
         return transient(f"answer larger than {budget.max_bytes:,} bytes")
-    timed_out = isinstance(exc, (requests.Timeout, BudgetExceeded, TimeoutError)) or "Timeout" in type(exc).__name__
+    timed_out = isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError))
     if timed_out or (budget is not None and budget.exceeded):
         return transient("timed out")
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, NetworkFailure):
+        return transient(str(exc))
+    if isinstance(exc, (NewConnectionError, ProtocolError, ConnectionError)):
         return transient(f"connection failed ({type(exc).__name__})")
     return transient(f"request failed ({type(exc).__name__})")
 
 
-def _auth(key: ApiKey) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key.secret}"}
+_DEFAULT_HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json, text/event-stream",
+    "Accept-Encoding": "gzip, deflate",
+    "User-Agent": f"llm-key-rotation urllib3/{urllib3.__version__}",
+}
 
 
 def content_text(content: Any) -> str:

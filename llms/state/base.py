@@ -294,11 +294,13 @@ class StateStore(ABC):
     """Atomic operations on key state. Every method is safe to call from many threads at once.
 
     `SHARED`: the state lives outside this process (and so can be unreachable: `store_from_url` then wraps the
-    backend in a failover to local memory).
+    backend in a failover to local memory). `IN_MEMORY`: no operation ever waits on I/O (a file lock, the
+    network), so a caller on an event loop may run them inline.
     """
 
     SCHEMES: ClassVar[tuple[str, ...]] = ()
     SHARED: ClassVar[bool] = False
+    IN_MEMORY: ClassVar[bool] = False
     history_days: float = 30.0
     log_size: int = 5000
 

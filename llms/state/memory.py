@@ -36,6 +36,7 @@ class MemoryStore(StateStore):
     """
 
     SCHEMES = ("memory",)
+    IN_MEMORY = True
 
     def __init__(self, max_events: int = 500) -> None:
         self._lock = threading.Lock()

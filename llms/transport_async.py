@@ -1,0 +1,133 @@
+"""How provider calls reach the network from an event loop (the gateway): aiohttp, under the same `Budget` as
+`llms.transport` — every read waits at most until the attempt's deadline, and every byte is counted against its
+cap after decompression, which is done here in bounded steps (so a small gzip answer cannot expand without bound).
+
+aiohttp, not httpx: measured on the gateway's path, an `httpx.AsyncClient` call cost three times an aiohttp one.
+Imported only by callers on an event loop, so `import llms` does not load it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import TypeVar
+
+import aiohttp
+
+from llms.transport import Budget, BudgetExceeded, NetworkFailure, ca_bundle, proxy_for
+
+T = TypeVar("T")
+_STEP = 65536
+
+
+class AsyncAnswer:
+    """A provider's answer whose body is still to be read, within the attempt's budget."""
+
+    def __init__(self, response: aiohttp.ClientResponse, budget: Budget) -> None:
+        self._response = response
+        self._budget = budget
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity", "gzip", "deflate"):
+            response.close()
+            raise NetworkFailure(f"answer in an unexpected content-encoding ({encoding[:20]!r})")
+        self._wbits = 47 if encoding == "gzip" else 15
+        self._inflate = zlib.decompressobj(self._wbits) if encoding in ("gzip", "deflate") else None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The decoded body as it arrives; each wait ends at the deadline, each byte counts against the cap."""
+        content = self._response.content
+        try:
+            while raw := await within(self._budget, content.readany()):
+                if self._inflate is None:
+                    self._budget.count(len(raw))
+                    yield raw
+                    continue
+                data = self._inflate.decompress(raw, _STEP)
+                while data:
+                    self._budget.count(len(data))
+                    yield data
+                    data = self._inflate.decompress(self._inflate.unconsumed_tail, _STEP)
+        except zlib.error:
+            raise NetworkFailure(f"answer was not valid {'gzip' if self._wbits == 47 else 'deflate'}") from None
+        except aiohttp.ClientError as exc:
+            raise NetworkFailure(f"connection failed ({type(exc).__name__})") from None
+
+    async def read(self) -> bytes:
+        """The whole decoded body; the connection goes back to the pool when it was read to the end."""
+        parts = [chunk async for chunk in self.chunks()]
+        self._response.release()
+        return b"".join(parts)
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """Lines of a streamed body (`\\r` stripped); the budget binds only while waiting, never between lines."""
+        pending = b""
+        async for piece in self.chunks():
+            pending += piece
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r")
+        if pending:
+            yield pending.rstrip(b"\r")
+
+    def close(self) -> None:
+        """Drop the connection (a half-read answer cannot go back to the pool)."""
+        self._response.close()
+
+
+class AsyncHttpPool:
+    """aiohttp connections to one provider endpoint, with no retries and no redirects; the proxy and CA bundle
+    come from the environment as for `HttpPool`. A session belongs to one event loop: a call from another loop
+    (a test's second `asyncio.run`) gets a new one."""
+
+    def __init__(self, base_url: str, pool_size: int = 32) -> None:
+        self.proxy = proxy_for(base_url)
+        self._pool_size = pool_size
+        self._tls = ssl.create_default_context(cafile=ca_bundle()) if base_url.startswith("https:") else None
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _session_here(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=self._tls or False)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+            self._loop = loop
+        return self._session
+
+    async def request(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], budget: Budget
+    ) -> AsyncAnswer:
+        """Send the request and wait for the status line and headers, within the budget."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=budget.timeout(None))
+        sending = self._session_here().request(
+            method, url, data=body, headers=headers, proxy=self.proxy, allow_redirects=False, timeout=timeout
+        )
+        try:
+            response = await within(budget, sending)
+        except aiohttp.ClientError as exc:
+            raise NetworkFailure(f"connection failed ({type(exc).__name__})") from None
+        return AsyncAnswer(response, budget)
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+async def within(budget: Budget, waiting: Awaitable[T]) -> T:
+    """Await `waiting` no longer than the budget's deadline allows."""
+    try:
+        seconds = budget.timeout(None)
+    except BudgetExceeded:
+        getattr(waiting, "close", lambda: None)()  # never awaited: say so to the coroutine, not to a warning
+        raise
+    try:
+        async with asyncio.timeout(seconds):
+            return await waiting
+    except TimeoutError:
+        budget.exceeded = budget.exceeded or "deadline"
+        raise BudgetExceeded("deadline") from None
