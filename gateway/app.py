@@ -1,8 +1,9 @@
 """The ASGI app: OpenAI's `/v1/chat/completions` and `/v1/models`, plus `/healthz` and `/metrics`, over a key pool.
 
 Provider calls are awaited on the event loop (`SmartClient.acomplete` / `achat_stream`: aiohttp for OpenRouter and
-Groq); what blocks — Gemini's SDK, a SQLite or Redis store, `/healthz` and `/metrics` — runs in the loop's default
-executor, sized by `LLM_GATEWAY_WORKERS`. A thread hop per request cost more than the rest of the gateway. Order
+Groq), at most `LLM_GATEWAY_WORKERS` at once (further requests queue); what blocks — Gemini's SDK, a SQLite or
+Redis store, `/healthz` and `/metrics` — runs in the loop's default executor, as many threads. A thread hop per
+request cost more than the rest of the gateway. Order
 of checks, cheapest first: route, token, body size (while reading, never after), JSON and messages, model name;
 only then is a key spent.
 """
@@ -55,6 +56,16 @@ class _State:
     settings: GatewaySettings
     metrics: GatewayMetrics
     tokens: tuple[bytes, ...]
+    slots: asyncio.Semaphore
+
+    async def begin(self) -> None:
+        """Wait for one of the `LLM_GATEWAY_WORKERS` request slots (further requests queue here)."""
+        await self.slots.acquire()
+        self.metrics.in_flight.inc()
+
+    def end(self) -> None:
+        self.metrics.in_flight.dec()
+        self.slots.release()
 
     async def run(self, call: Callable[[], T]) -> T:
         """A blocking call in a worker thread of the loop's default executor."""
@@ -64,7 +75,11 @@ class _State:
 def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
     """The gateway over `pool` (whose lifetime the caller owns)."""
     state = _State(
-        pool, settings, GatewayMetrics(pool.auto.provider_statuses), tuple(t.encode() for t in settings.tokens)
+        pool,
+        settings,
+        GatewayMetrics(pool.auto.provider_statuses),
+        tuple(t.encode() for t in settings.tokens),
+        asyncio.Semaphore(settings.workers),
     )
 
     @asynccontextmanager
@@ -218,7 +233,7 @@ def _unknown_model(pool: ClientPool, name: str) -> ApiError:
 async def _complete(state: _State, client: Any, parsed: ParsedChat) -> Response:
     request = parsed.request
     started = time.perf_counter()
-    state.metrics.in_flight.inc()
+    await state.begin()
     try:
         result = await client.acomplete(
             request.messages, temperature=request.temperature, max_tokens=request.max_tokens
@@ -228,7 +243,7 @@ async def _complete(state: _State, client: Any, parsed: ParsedChat) -> Response:
         state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, False)
         return _error(error)
     finally:
-        state.metrics.in_flight.dec()
+        state.end()
     state.metrics.finished("ok", result.attempts, time.perf_counter() - started, False, result.key_id)
     cid = completion_id()
     body = completion_body(cid, int(time.time()), _answered(result.provider, result.model), result.text, result.usage)
@@ -239,17 +254,17 @@ async def _stream(state: _State, client: Any, parsed: ParsedChat) -> Response:
     """Fail over until the first piece (so a 429 or 400 is still a proper HTTP status), then stream SSE chunks."""
     request = parsed.request
     started = time.perf_counter()
-    state.metrics.in_flight.inc()
+    await state.begin()
     stream = client.achat_stream(request.messages, temperature=request.temperature, max_tokens=request.max_tokens)
     try:
         first = await anext(stream, None)
     except LLMError as exc:
-        state.metrics.in_flight.dec()
+        state.end()
         error, outcome = _from_llm_error(exc)
         state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, True)
         return _error(error)
     except BaseException:
-        state.metrics.in_flight.dec()
+        state.end()
         await _close(stream)
         raise
     cid = completion_id()
@@ -288,7 +303,7 @@ async def _events(
     finally:
         if not done:  # the caller went away (or the app is stopping): free the key's in-flight slot now
             await _close(stream)
-        state.metrics.in_flight.dec()
+        state.end()
         result = stream.result
         attempts = result.attempts if result else stream.attempts
         key_id = result.key_id if result and outcome == "ok" else stream.key_id

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from conftest import ALL_SECRETS, PYTHON, ROOT, SECRETS, python_env
+from conftest import ALL_SECRETS, PYTHON, ROOT, SECRETS, in_threads, python_env
 
 from config.settings import load_settings
 from gateway.app import create_app
@@ -95,6 +95,7 @@ def start_gateway(sim: Simulator) -> Iterator[StartGateway]:
         limits: Mapping[str, tuple[int, float]] | None = None,
         latency: Mapping[str, float] | None = None,
         tokens: tuple[str, ...] = (TOKEN,),
+        workers: int = 8,
         **env: str,
     ) -> RunningGateway:
         variables = {**sim.env(), "LLM_REQUEST_TIMEOUT": "5", "LLM_STATE_URL": "memory://", **env}
@@ -114,7 +115,7 @@ def start_gateway(sim: Simulator) -> Iterator[StartGateway]:
                 )
         pool = ClientPool(load_settings(variables, dotenv_path=None))
         port = _free_port()
-        app = create_app(pool, GatewaySettings(tokens=tokens, workers=8))
+        app = create_app(pool, GatewaySettings(tokens=tokens, workers=workers))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -422,6 +423,15 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_key_at_once(start_gateway: 
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert gw.metric("llm_gateway_in_flight") == 0
+
+
+def test_requests_beyond_the_worker_limit_queue_instead_of_failing(start_gateway: StartGateway) -> None:
+    """`LLM_GATEWAY_WORKERS=1`: two requests at once over two free keys are both answered, one after the other."""
+    gw = start_gateway({"groq": 2}, latency={"groq:1": 0.4, "groq:2": 0.4}, workers=1)
+    started = time.monotonic()
+    answers = in_threads(2, lambda: gw.post({"model": "auto", "messages": HELLO}))
+    assert [a.status_code for a in answers] == [200, 200]
+    assert time.monotonic() - started >= 0.75  # 0.4 s each, in turn; side by side it would be 0.4 s
 
 
 # --- health and metrics ----------------------------------------------------------------------------------------
