@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import socket
@@ -62,6 +63,7 @@ def test_nothing_captured_contains_a_key(make_client: MakeClient, captured_logs:
         everything.append("".join(client.chat_stream(USER_HELLO)))
     except LLMError as exc:
         everything.append("".join(traceback.format_exception(exc)))
+    everything += asyncio.run(_awaited_calls(client))
     for key_id in ("openrouter:1", "groq:1", "gemini:2"):
         everything.append(repr(client.check_key(key_id)))
     everything += [repr(client.get_status_summary()), repr(client.events()), repr(client.settings)]
@@ -69,6 +71,21 @@ def test_nothing_captured_contains_a_key(make_client: MakeClient, captured_logs:
     text = "\n".join(everything)
     assert_no_secret(text)
     assert "401" in text and "429" in text  # the run really went through the failure paths
+
+
+async def _awaited_calls(client: SmartClient) -> list[str]:
+    """The gateway's path (aiohttp, the executor for Gemini): answers, or the tracebacks of its errors."""
+    seen = []
+    for stream in (False, False, True):
+        try:
+            if stream:
+                seen.append("".join([piece async for piece in client.achat_stream(USER_HELLO)]))
+            else:
+                seen.append(repr(await client.acomplete(USER_HELLO)))
+        except LLMError as exc:
+            seen.append("".join(traceback.format_exception(exc)))
+    await client.aclose_connections()
+    return seen
 
 
 def test_connection_errors_and_their_tracebacks_stay_clean(captured_logs: io.StringIO) -> None:
@@ -85,7 +102,9 @@ def test_connection_errors_and_their_tracebacks_stay_clean(captured_logs: io.Str
     client = SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore())
     with pytest.raises(LLMError) as info:
         client.chat(USER_HELLO)
-    text = "".join(traceback.format_exception(info.value)) + captured_logs.getvalue()
+    client.reset_all()
+    text = "".join(traceback.format_exception(info.value)) + "".join(asyncio.run(_awaited_calls(client)))
+    text += captured_logs.getvalue()
     text += repr(client.get_status_summary()) + repr(client.events())
     client.close()
     assert_no_secret(text)
