@@ -53,6 +53,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("state", "bench_state", "State store"),
     Bench("sqlite", "bench_sqlite_processes", "SQLite, many processes"),
     Bench("gateway", "bench_gateway", "Gateway"),
+    Bench("burst", "bench_burst", "Burst"),
 )
 
 

@@ -11,7 +11,7 @@ import math
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +19,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
-from llms.quota import ConfiguredLimits, Pacing, SlotLog, StormRule
+from llms.quota import ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord
 
@@ -84,6 +84,12 @@ class KeyManager:
         self._paced_read_at = -math.inf
         self._foreign: set[str] = set()
         self._unpaced: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=64))
+        self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
+        self._inflight_limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
+        self._saturated: set[str] = set()  # fingerprints whose subject is at its in-flight limit
+        self.ended = 0
+        """How many of this process's requests in flight have ended: a waiting caller that sees it move knows a
+        slot may have freed since it last looked."""
         self.set_keys(keys)
 
     def set_keys(self, keys: Mapping[str, Sequence[ApiKey]]) -> None:
@@ -117,7 +123,8 @@ class KeyManager:
         A key that already has as many requests in flight as the provider says it has left is passed over, and
         a request that uses a configured limit's last slot rests the key right after it.
         """
-        skip = {k.fingerprint for k in exclude} | self._foreign
+        with self._lock:
+            skip = {k.fingerprint for k in exclude} | self._foreign | self._saturated
         limits = self._limits.get(provider)
         while True:
             now = self._clock()
@@ -131,16 +138,37 @@ class KeyManager:
                 self._foreign.add(fingerprint)
                 self._store.end_lease(fingerprint, Finish(lease.token), now)
                 continue
+            if not self._admit(key, lease.token):  # another thread took this key's last in-flight slot first
+                self._store.end_lease(fingerprint, Finish(lease.token), now)
+                continue
             if limits is not None:
                 counted, rest = self._store.spend(fingerprint, now, limits.at(now))
                 if rest is not None:
                     self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
                 if not counted:  # another process took the last slot first
-                    self._store.end_lease(fingerprint, Finish(lease.token), now)
+                    self._store.end_lease(fingerprint, self._finish(key, None, now) or Finish(lease.token), now)
                     continue
-            with self._lock:
-                self._leases[fingerprint].append(lease.token)
             return key
+
+    def _admit(self, key: ApiKey, token: str) -> bool:
+        """Count a request in flight on the key if its subject's `InFlightLimit` has room."""
+        subject = _subject(key)
+        with self._lock:
+            if self._in_flight[subject] >= self._inflight_limits[subject].allowed:
+                return False
+            self._in_flight[subject] += 1
+            self._leases[key.fingerprint].append(token)
+            self._saturate(key, subject)
+        return True
+
+    def _saturate(self, key: ApiKey, subject: str) -> None:
+        """Mark the subject's keys as at (or below) their in-flight limit, so `acquire` passes over full keys
+        without a store round trip. Called with the lock held."""
+        members = [m.fingerprint for m in self._account(key)]
+        if self._in_flight[subject] >= self._inflight_limits[subject].allowed:
+            self._saturated.update(members)
+        else:
+            self._saturated.difference_update(members)
 
     def next_free(self) -> tuple[ApiKey, float] | None:
         """The cooling key that frees up first across all providers, with seconds until then."""
@@ -171,7 +199,7 @@ class KeyManager:
                 quota = quota or slots.quota(now)
             elif f"pace/{subject}" not in learned:
                 self._unpaced[subject].append(now)  # what a first 429 learns from, should one come
-        finish = self._finish(key, quota if ok else None, now)
+        finish = self._finish(key, quota if ok else None, now, _adjustment(outcome, quota))
         if ok:
             self._succeeded(key, quota, now, request, finish)
             return
@@ -205,11 +233,25 @@ class KeyManager:
             why = outcome.message or reason.value
             self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}")
 
-    def _finish(self, key: ApiKey, quota: QuotaHint | None, now: float) -> Finish | None:
-        """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota."""
+    def _finish(
+        self,
+        key: ApiKey,
+        quota: QuotaHint | None,
+        now: float,
+        quota_learned: Callable[[InFlightLimit], None] | None = None,
+    ) -> Finish | None:
+        """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota;
+        `quota_learned` adjusts the subject's in-flight limit in the same step."""
         with self._lock:
             tokens = self._leases.get(key.fingerprint)
             token = tokens.popleft() if tokens else None
+            if token is not None:
+                self.ended += 1
+                subject = _subject(key)
+                self._in_flight[subject] -= 1
+                if quota_learned is not None:
+                    quota_learned(self._inflight_limits[subject])
+                self._saturate(key, subject)
         if token is None:
             return None
         if quota is None or quota.remaining is None:
@@ -432,6 +474,17 @@ class KeyManager:
 
     def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))
+
+
+def _adjustment(outcome: Outcome, quota: QuotaHint | None) -> Callable[[InFlightLimit], None] | None:
+    """What an outcome does to its subject's in-flight limit: an answer grows it (to what the key reports left,
+    if more), a 429 halves it, anything else leaves it."""
+    if outcome.kind is OutcomeKind.OK:
+        remaining = quota.remaining if quota is not None else None
+        return lambda limit: limit.succeeded(remaining)
+    if outcome.kind is OutcomeKind.RATE_LIMIT:
+        return InFlightLimit.limited
+    return None
 
 
 def _subject(key: ApiKey) -> str:

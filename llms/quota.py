@@ -1,8 +1,10 @@
-"""Spending each key's quota without earning 429s: configured limits, learned windows, storm detection.
+"""Spending each key's quota without earning 429s: configured limits, learned windows, storm detection, and
+adaptive in-flight limits.
 
 These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. They are pure
 rules; what they count lives in the store (configured limits in `StateStore.spend`, in-flight requests in
-`llms.state.base.Gate`, learned windows and storms as documents), so every process sharing it acts as one.
+`llms.state.base.Gate`, learned windows and storms as documents), so every process sharing it acts as one —
+except `InFlightLimit`, which is each process's own, like a TCP connection's window.
 """
 
 from __future__ import annotations
@@ -32,6 +34,37 @@ class ConfiguredLimits:
 
     def at(self, now: float) -> RequestLimits:
         return RequestLimits(self.per_minute, self.per_day, now + self.day_ends_in(now))
+
+
+@dataclass
+class InFlightLimit:
+    """How many requests this process may have in flight at once on one key (or one shared-limit group): learned,
+    additive increase / multiplicative decrease, as Netflix's `concurrency-limits` AIMD limiter and TCP.
+
+    A key whose quota is unknown (no remaining-quota headers, no learned window) starts at one request at a time:
+    whatever is in flight when its window fills earns a 429, and a burst would otherwise put every thread on the
+    last keys with quota left at once. It stays there for its first `PROVEN_AFTER` answers — free tiers hold 5 to
+    30 requests a window — then grows by 1/limit per answer (about one more per round of answers); a 429 halves
+    it. An answer that says how many requests the key has left (Groq's headers, a learned window's slots) sets
+    the limit to at least that, so known quota is used at once.
+    """
+
+    limit: float = 1.0
+    answers: int = 0
+    CEILING = 256.0
+    PROVEN_AFTER = 20
+
+    @property
+    def allowed(self) -> int:
+        return int(self.limit)
+
+    def succeeded(self, remaining: int | None) -> None:
+        self.answers += 1
+        grown = self.limit + 1.0 / self.limit if self.answers > self.PROVEN_AFTER else self.limit
+        self.limit = min(self.CEILING, max(grown, float(remaining)) if remaining is not None else grown)
+
+    def limited(self) -> None:
+        self.limit = max(1.0, self.limit / 2.0)
 
 
 @dataclass(frozen=True)

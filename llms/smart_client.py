@@ -226,28 +226,40 @@ class SmartClient:
     def _failover(self, deadline: float, run: _Run) -> Generator[_Step, Outcome | None, None]:
         """The failover loop: for each provider in order, each usable key once, until a key answers.
 
-        Then, if allowed, wait for the first key to free up and go round again. A request error that another
-        provider may take, or a limit the whole provider shares, moves on to the next provider at once.
+        Then wait and go round again: while keys are only busy (at their in-flight limit), for a slot, up to
+        `LLM_REQUEST_TIMEOUT` whatever `wait` says — a slot frees as soon as a request in flight ends, and a caller
+        should not fail because this client paces itself; for the first cooling key to free up, only within
+        `wait`. A request error that another provider may take, or a limit the whole provider shares, moves on to
+        the next provider at once.
 
         Written once for both kinds of caller, as steps a driver carries out: it yields `(provider, key)` and is
         sent the attempt's failure (None: the key answered, the loop ends), or yields seconds to sleep. `_serve`
         drives it with blocking calls, `_aserve` with awaited ones.
         """
+        slot_deadline = time.monotonic() + self.settings.request_timeout
         while True:
+            ended_before, mine = self.key_manager.ended, 0
             for provider in self._order:
                 tried: set[ApiKey] = set()
                 run.leave_provider = False
                 while not run.leave_provider and (key := self.key_manager.acquire(provider, exclude=tried)):
                     tried.add(key)
+                    mine += 1
                     run.started = time.perf_counter()
                     failure = yield provider, key
                     if failure is None:
                         return
                     self._failed(provider, key, failure, run)
-            pause = None if run.rejected else self._pause_before_retry()
-            if pause is None or time.monotonic() + pause > deadline:
+            if run.rejected:
                 raise self._give_up(run)
-            yield pause
+            slots_moving = self.key_manager.busy() or self.key_manager.ended - ended_before > mine
+            if slots_moving and time.monotonic() + _BUSY_POLL <= max(deadline, slot_deadline):
+                yield _BUSY_POLL  # keys only busy: a slot frees as soon as a request in flight ends (or just did)
+                continue
+            soonest = self.key_manager.next_free()
+            if soonest is None or time.monotonic() + soonest[1] > deadline:
+                raise self._give_up(run)
+            yield soonest[1] + 0.001
 
     def _serve(self, deadline: float, call: Callable[[ProviderAdapter, ApiKey], T], run: _Run) -> tuple[str, ApiKey, T]:
         """The failover loop with blocking calls: the first key whose `call` returns, and what it returned."""
@@ -297,12 +309,6 @@ class SmartClient:
         if self._store_in_memory:
             return work(*args)
         return await asyncio.get_running_loop().run_in_executor(None, partial(work, *args))
-
-    def _pause_before_retry(self) -> float | None:
-        soonest = self.key_manager.next_free()
-        if soonest is not None:
-            return soonest[1] + 0.001
-        return _BUSY_POLL if self.key_manager.busy() else None
 
     def _stream(self, request: ChatRequest, deadline: float, run: _Run) -> Generator[str, None, ChatResult]:
         provider, key, (reply, first) = self._serve(deadline, lambda a, k: _open_stream(a, request, k), run)

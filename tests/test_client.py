@@ -288,11 +288,14 @@ def test_groq_quota_at_zero_rests_the_key_before_it_earns_a_429(make_client: Mak
 
 
 def test_32_threads_share_one_client(make_client: MakeClient, sim: Simulator) -> None:
+    """More threads than the keys' in-flight limits allow (one request at a time on a key whose quota is still
+    unknown): every call waits for a slot and is answered, no 429 is risked, and a key that is busy when its turn
+    comes passes it, so the spread is even only roughly."""
     client = make_client({"openrouter": 4})
     in_threads(32, lambda: [client.chat(USER_HELLO) for _ in range(10)])
     assert sim.calls() == 320
     keys = client.key_manager.statuses("openrouter")
-    assert [k.successes for k in keys] == [80, 80, 80, 80]
+    assert sum(k.successes for k in keys) == 320 and min(k.successes for k in keys) >= 40
 
 
 def test_feature_description_snippets_run_verbatim(sim: Simulator, tmp_path) -> None:

@@ -25,36 +25,44 @@ def make(
     return manager, keys, clock
 
 
+def pick(manager: KeyManager, provider: str = "groq") -> ApiKey | None:
+    """The next key, for a request that ends at once (so it holds none of the key's in-flight slots)."""
+    key = manager.acquire(provider)
+    if key is not None:
+        manager.abandon(key)
+    return key
+
+
 def fail(kind: OutcomeKind, retry_after: float | None = None, status: int = 429) -> Outcome:
     return Outcome(kind, status, f"{kind.value} happened", retry_after=retry_after)
 
 
 def test_round_robin_order() -> None:
     manager, _keys, _ = make(3)
-    picked = [manager.acquire("groq").key_id for _ in range(7)]
+    picked = [pick(manager).key_id for _ in range(7)]
     assert picked == ["groq:1", "groq:2", "groq:3", "groq:1", "groq:2", "groq:3", "groq:1"]
 
 
 def test_rate_limit_without_hint_cools_for_the_default_hour_under_the_fixed_policy() -> None:
     manager, keys, clock = make(2, policy="fixed")
     manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT))
-    assert [manager.acquire("groq").key_id for _ in range(3)] == ["groq:2"] * 3
+    assert [pick(manager).key_id for _ in range(3)] == ["groq:2"] * 3
     status = manager.statuses("groq")[0]
     assert not status.available and status.reason == "rate_limit" and status.cooldown_remaining == 3600
     clock.advance(3599.9)
     assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(0.1)
     clock.advance(0.1)
     assert manager.statuses("groq")[0].available
-    assert {manager.acquire("groq").key_id for _ in range(2)} == {"groq:1", "groq:2"}
+    assert {pick(manager).key_id for _ in range(2)} == {"groq:1", "groq:2"}
 
 
 def test_provider_hint_wins_exactly_even_when_fractional() -> None:
     manager, keys, clock = make(1)
     manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT, retry_after=1.2))
-    assert manager.acquire("groq") is None
+    assert pick(manager) is None
     assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(1.2)
     clock.advance(1.2)
-    assert manager.acquire("groq") == keys[0]
+    assert pick(manager) == keys[0]
 
 
 @pytest.mark.parametrize("kind", [OutcomeKind.INVALID_KEY, OutcomeKind.NO_CREDITS])
@@ -63,9 +71,9 @@ def test_bad_keys_rest_a_day(kind: OutcomeKind) -> None:
     manager.record(keys[0], fail(kind, status=401))
     assert manager.statuses("groq")[0].reason == kind.value
     clock.advance(86399)
-    assert manager.acquire("groq") is None
+    assert pick(manager) is None
     clock.advance(1)
-    assert manager.acquire("groq") == keys[0]
+    assert pick(manager) == keys[0]
 
 
 def test_transient_errors_cool_only_at_the_threshold_of_consecutive_failures() -> None:
@@ -83,7 +91,7 @@ def test_transient_errors_cool_only_at_the_threshold_of_consecutive_failures() -
     assert not status.available and status.reason == "errors" and status.cooldown_remaining == 600
     assert status.failures == 5 and status.successes == 1
     clock.advance(600)
-    assert manager.acquire("groq") == keys[0]
+    assert pick(manager) == keys[0]
     manager.record(keys[0], transient)  # a fresh run of errors is needed to cool it again
     manager.record(keys[0], transient)
     assert manager.statuses("groq")[0].available
@@ -107,19 +115,19 @@ def test_request_errors_do_not_penalise_the_key() -> None:
 def test_quota_at_zero_rests_the_key_before_a_429() -> None:
     manager, keys, clock = make(2)
     manager.record(keys[0], Outcome(OutcomeKind.OK, 200), QuotaHint(remaining=0, reset_after=2.5))
-    assert manager.acquire("groq") == keys[1]
-    assert manager.acquire("groq") == keys[1]
+    assert pick(manager) == keys[1]
+    assert pick(manager) == keys[1]
     clock.advance(2.5)
-    assert {manager.acquire("groq"), manager.acquire("groq")} == set(keys)
+    assert {pick(manager), pick(manager)} == set(keys)
 
 
 def test_resets_free_keys_and_are_logged() -> None:
     manager, keys, _ = make(3)
     for key in keys:
         manager.record(key, fail(OutcomeKind.RATE_LIMIT))
-    assert manager.acquire("groq") is None
+    assert pick(manager) is None
     manager.reset_key("groq:2")
-    assert manager.acquire("groq") == keys[1]
+    assert pick(manager) == keys[1]
     manager.reset_provider("groq")
     assert sum(s.available for s in manager.statuses("groq")) == 3
     for key in keys:
@@ -169,7 +177,8 @@ def test_32_threads_never_double_count_or_lose_an_update() -> None:
     def work() -> Counter[str]:
         local: Counter[str] = Counter()
         for _ in range(per_thread):
-            key = manager.acquire("groq")
+            while (key := manager.acquire("groq")) is None:  # every key is at its in-flight limit: look again
+                pass
             local[key.key_id] += 1
             manager.record(key, Outcome(OutcomeKind.OK, 200))
             manager.record(key, fail(OutcomeKind.TRANSIENT, status=500))
@@ -179,7 +188,7 @@ def test_32_threads_never_double_count_or_lose_an_update() -> None:
     picks = sum(in_threads(32, work), Counter())
     total = 32 * per_thread
     assert sum(picks.values()) == total
-    assert set(picks.values()) == {total // 4}  # strict round robin even under contention
+    assert min(picks.values()) > total // 8  # a key busy when its turn comes passes it: roughly even
     statuses = manager.statuses("groq")
     assert sum(s.successes for s in statuses) == 2 * total
     assert sum(s.failures for s in statuses) == total
@@ -189,5 +198,5 @@ def test_cooling_keys_piling_up_do_not_change_which_keys_rotate() -> None:
     manager, keys, _ = make(10_000)
     for key in keys[:9_000]:
         manager.cool(key, 3600, CooldownReason.RATE_LIMIT)
-    seen = {manager.acquire("groq").key_id for _ in range(2_000)}
+    seen = {pick(manager).key_id for _ in range(2_000)}
     assert seen == {k.key_id for k in keys[9_000:]}

@@ -158,6 +158,9 @@ class SQLiteStore(StateStore):
         self._tokens: set[str] = set()
         self._writer = threading.Lock()  # leases this process took, so ending one costs nothing when none was
         self._lock = threading.Lock()  # the file is opened on first use: a broken one fails that call, not this one
+        self._in_use = threading.Condition()  # operations running now, so `close` waits for them
+        self._users = 0
+        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> SQLiteStore:
@@ -205,6 +208,10 @@ class SQLiteStore(StateStore):
         A process's threads write one at a time: SQLite's busy handler is not a fair queue, and with a hundred
         threads polling for the lock one of them can lose for longer than the busy timeout. With this lock only
         one thread per process contends, and SQLite arbitrates between processes."""
+        with self._in_use:
+            if self._closed:
+                raise StateError(f"sqlite at {self.path}: the store was closed", "closed")
+            self._users += 1
         try:
             db = self._connection()
             if not write:
@@ -220,6 +227,10 @@ class SQLiteStore(StateStore):
                 return result
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"sqlite at {self.path}: {describe(exc)}", describe(exc)) from exc
+        finally:
+            with self._in_use:
+                self._users -= 1
+                self._in_use.notify_all()
 
     def health(self) -> StoreHealth:
         try:
@@ -229,6 +240,11 @@ class SQLiteStore(StateStore):
         return StoreHealth("sqlite", str(self.path), True)
 
     def close(self) -> None:
+        """Close every connection once no operation is using one (another thread may be mid-call: closing a
+        connection under a running statement crashes the interpreter); later calls fail as a closed store."""
+        with self._in_use:
+            self._closed = True
+            self._in_use.wait_for(lambda: self._users == 0, timeout=self._busy_timeout + 5)
         with self._lock:
             connections, self._connections = self._connections, []
         for db in connections:

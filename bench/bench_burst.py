@@ -1,0 +1,187 @@
+"""Burst: many threads at once over few keys — how many 429s does a burst cost before the keys are spent?
+
+8 keys, each allowing 5 requests per 30 s, spread over the three providers as users hold them (OpenRouter 4,
+Groq 3, Gemini 1, in that fallback order), each in its provider's real wire shape: OpenRouter and Gemini say
+nothing about quota on a success and send a reset hint only with the 429 (sliding windows); Groq reports
+`x-ratelimit-remaining-requests` on every answer (fixed windows). 32 threads send 80 requests between them as
+fast as they can: twice what the keys hold, all inside one window. Every request must end answered, or with an
+error that says when a key frees; every 429 the providers send is waste.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (
+    LITELLM_MODELS,
+    MESSAGES,
+    Result,
+    Row,
+    import_litellm,
+    litellm_version,
+    main,
+    median,
+    smart_client,
+)
+from llms.providers import PROVIDERS
+
+TITLE = "Burst: 32 threads, 80 requests, 8 keys of 5 per 30 s (OpenRouter 4, Groq 3, Gemini 1): 429s wasted per key"
+METHOD = (
+    "A fresh simulator per run, zero upstream latency. Keys: 4 OpenRouter and 1 Gemini key with sliding windows "
+    "(`limit=(5, 30.0), sliding=True`: a reset hint only on the 429, nothing on a success) and 3 Groq keys with "
+    "fixed windows and `x-ratelimit-remaining-requests` on every answer, in the order OpenRouter → Groq → Gemini. "
+    "32 threads take requests from a shared count of 80 and send each once: ours `client.complete(messages, "
+    "wait=1.0)` (a request may wait up to 1 s for a key that is busy or frees within that time), LiteLLM `Router.completion` over one model group with the same 8 keys as "
+    "deployments (default settings). *429s per key* = the 429s the simulator logged ÷ 8. Every request must end "
+    "in an answer or, for ours, in `AllKeysExhaustedError` with `retry_in` set (when a key frees). 5 runs each, "
+    "interleaved; the median run is shown with the range."
+)
+THREADS, REQUESTS, PER_WINDOW, WINDOW = 32, 80, 5, 30.0
+KEYS = {"openrouter": 4, "groq": 3, "gemini": 1}
+WAIT = 1.0
+TARGET_WASTE_PER_KEY = 1.0
+REPEATS = 5
+
+
+def _keys(sim: Any) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Register the keys; return the env that configures our client and (provider, secret) pairs."""
+    shape = {"groq": "gsk_", "openrouter": "sk-or-v1-", "gemini": "AIza"}
+    env = {**sim.env(), "LLM_PROVIDER_ORDER": ",".join(KEYS), "LLM_STATE_URL": "memory://"}
+    pairs = []
+    for provider, count in KEYS.items():
+        for i in range(1, count + 1):
+            secret = f"{shape[provider]}burst_{i:06d}_{'0' * 24}"
+            sim.add_key(
+                provider, secret, name=f"{provider}:{i}", limit=(PER_WINDOW, WINDOW), sliding=provider != "groq"
+            )
+            env[f"{provider.upper()}_API_KEY_{i}"] = secret
+            pairs.append((provider, secret))
+    return env, pairs
+
+
+def _burst(call: Callable[[], object], told: Callable[[BaseException], bool]) -> Counter[str]:
+    """THREADS threads sending REQUESTS requests in all; how each ended."""
+    ended = Counter[str]()
+    lock = threading.Lock()
+    left = [REQUESTS]
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if left[0] == 0:
+                    return
+                left[0] -= 1
+            try:
+                call()
+                outcome = "answered"
+            except Exception as exc:
+                outcome = "told when a key frees" if told(exc) else f"failed ({type(exc).__name__})"
+            with lock:
+                ended[outcome] += 1
+
+    threads = [threading.Thread(target=worker, name=f"bench-burst-{i}") for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return ended
+
+
+def _run_once(contender: str) -> Result:
+    from llms import AllKeysExhaustedError
+    from simulator import Simulator
+
+    with Simulator(latency=0.0) as sim:
+        env, pairs = _keys(sim)
+        started = time.perf_counter()
+        if contender == "ours":
+            client = smart_client(env)
+            ended = _burst(
+                lambda: client.complete(MESSAGES, wait=WAIT),
+                lambda exc: isinstance(exc, AllKeysExhaustedError) and exc.retry_in is not None,
+            )
+            client.close()
+        else:
+            litellm = import_litellm()
+            models = {**LITELLM_MODELS, "gemini": f"gemini/{PROVIDERS['gemini'].default_model}"}
+            bases = {**sim.base_urls, "gemini": f"{sim.base_urls['gemini']}/v1beta"}  # LiteLLM appends the rest
+            model_list = [
+                {"model_name": "chat", "litellm_params": {"model": models[p], "api_key": s, "api_base": bases[p]}}
+                for p, s in pairs
+            ]
+            router = litellm.Router(model_list=model_list)
+            ended = _burst(lambda: router.completion(model="chat", messages=MESSAGES), lambda _: False)
+        seconds = time.perf_counter() - started
+        statuses = Counter(r.status for r in sim.requests)
+        per_key = Counter(r.key_name for r in sim.requests if r.status == 429)
+    return {
+        "ended": dict(ended),
+        "answers": statuses[200],
+        "rejected_429": statuses[429],
+        "waste_per_key": statuses[429] / len(pairs),
+        "worst_key": max(per_key.values(), default=0),
+        "seconds": seconds,
+    }
+
+
+def run() -> Result:
+    runs: dict[str, list[Result]] = {"ours": [], "litellm": []}
+    for _ in range(REPEATS):
+        for contender in runs:
+            runs[contender].append(_run_once(contender))
+    result: Result = {"litellm_version": litellm_version(), "repeats": REPEATS}
+    for contender, done in runs.items():
+        wastes = [r["waste_per_key"] for r in done]
+        result[contender] = {
+            "waste_per_key": median(wastes),
+            "waste_range": [min(wastes), max(wastes)],
+            "worst_key": median([r["worst_key"] for r in done]),
+            "answers": median([r["answers"] for r in done]),
+            "unexplained": sum(n for r in done for k, n in r["ended"].items() if k.startswith("failed")),
+            "runs": done,
+        }
+    return result
+
+
+def _waste(r: Result) -> str:
+    low, high = r["waste_range"]
+    return f"{r['waste_per_key']:.2f} ({low:.2f}–{high:.2f})" if high > low else f"{r['waste_per_key']:.2f}"
+
+
+def rows(r: Result) -> list[Row]:
+    ours, lite = r["ours"], r["litellm"]
+    return [
+        Row(
+            "429s per key",
+            _waste(ours),
+            f"≤ {TARGET_WASTE_PER_KEY:g}",
+            _waste(lite),
+            ours["waste_per_key"] <= TARGET_WASTE_PER_KEY,
+        ),
+        Row("429s on the worst key (median run)", f"{ours['worst_key']:g}", "—", f"{lite['worst_key']:g}"),
+        Row(
+            "answers (of 40 the keys hold)",
+            f"{ours['answers']:g}",
+            "—",
+            f"{lite['answers']:g}",
+        ),
+        Row(
+            "requests neither answered nor told when a key frees",
+            f"{ours['unexplained']:g}",
+            "0",
+            "—",
+            ours["unexplained"] == 0,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(TITLE, run, rows))
