@@ -43,6 +43,7 @@ SKIPPED_EXIT = 3
 LITELLM_MODELS: Mapping[str, str] = {
     "groq": "groq/openai/gpt-oss-20b",
     "openrouter": "openrouter/openai/gpt-oss-20b:free",
+    "gemini": "gemini/gemini-3.5-flash-lite",
 }
 """The same models our client asks for by default, in LiteLLM's provider-prefixed spelling."""
 
@@ -168,11 +169,16 @@ def import_litellm() -> Any:
 
 def litellm_router(sim: Simulator, provider: str, secrets: Sequence[str]) -> Any:
     """A LiteLLM `Router` with one deployment per key, all in one model group, default settings otherwise."""
+    return litellm_router_over(sim, [(provider, s) for s in secrets])
+
+
+def litellm_router_over(sim: Simulator, keys: Sequence[tuple[str, str]]) -> Any:
+    """A LiteLLM `Router` with one deployment per (provider, secret), all in one model group."""
     litellm = import_litellm()
-    base = sim.base_urls[provider]
+    bases = {**sim.base_urls, "gemini": f"{sim.base_urls['gemini']}/v1beta"}  # LiteLLM appends /models/…
     model_list = [
-        {"model_name": "chat", "litellm_params": {"model": LITELLM_MODELS[provider], "api_key": s, "api_base": base}}
-        for s in secrets
+        {"model_name": "chat", "litellm_params": {"model": LITELLM_MODELS[p], "api_key": s, "api_base": bases[p]}}
+        for p, s in keys
     ]
     return litellm.Router(model_list=model_list)
 

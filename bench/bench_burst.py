@@ -21,32 +21,30 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
-    LITELLM_MODELS,
     MESSAGES,
     Result,
     Row,
-    import_litellm,
+    litellm_router_over,
     litellm_version,
     main,
     median,
     smart_client,
 )
-from llms.providers import PROVIDERS
 
 TITLE = "Burst: 32 threads, 80 requests, 8 keys of 5 per 30 s (OpenRouter 4, Groq 3, Gemini 1): 429s wasted per key"
 METHOD = (
     "A fresh simulator per run, zero upstream latency. Keys: 4 OpenRouter and 1 Gemini key with sliding windows "
     "(`limit=(5, 30.0), sliding=True`: a reset hint only on the 429, nothing on a success) and 3 Groq keys with "
     "fixed windows and `x-ratelimit-remaining-requests` on every answer, in the order OpenRouter → Groq → Gemini. "
-    "32 threads take requests from a shared count of 80 and send each once: ours `client.complete(messages, "
-    "wait=1.0)` (a request may wait up to 1 s for a key that is busy or frees within that time), LiteLLM `Router.completion` over one model group with the same 8 keys as "
-    "deployments (default settings). *429s per key* = the 429s the simulator logged ÷ 8. Every request must end "
+    "32 threads take requests from a shared count of 80 and send each once: ours `client.complete(messages)` "
+    "(default settings: a call waits for a busy key's slot, not for a cooling key), LiteLLM `Router.completion` "
+    "over one model group with the same 8 keys as deployments (default settings). *429s per key* = the 429s the "
+    "simulator logged ÷ 8. Every request must end "
     "in an answer or, for ours, in `AllKeysExhaustedError` with `retry_in` set (when a key frees). 5 runs each, "
     "interleaved; the median run is shown with the range."
 )
 THREADS, REQUESTS, PER_WINDOW, WINDOW = 32, 80, 5, 30.0
 KEYS = {"openrouter": 4, "groq": 3, "gemini": 1}
-WAIT = 1.0
 TARGET_WASTE_PER_KEY = 1.0
 REPEATS = 5
 
@@ -105,19 +103,12 @@ def _run_once(contender: str) -> Result:
         if contender == "ours":
             client = smart_client(env)
             ended = _burst(
-                lambda: client.complete(MESSAGES, wait=WAIT),
+                lambda: client.complete(MESSAGES),
                 lambda exc: isinstance(exc, AllKeysExhaustedError) and exc.retry_in is not None,
             )
             client.close()
         else:
-            litellm = import_litellm()
-            models = {**LITELLM_MODELS, "gemini": f"gemini/{PROVIDERS['gemini'].default_model}"}
-            bases = {**sim.base_urls, "gemini": f"{sim.base_urls['gemini']}/v1beta"}  # LiteLLM appends the rest
-            model_list = [
-                {"model_name": "chat", "litellm_params": {"model": models[p], "api_key": s, "api_base": bases[p]}}
-                for p, s in pairs
-            ]
-            router = litellm.Router(model_list=model_list)
+            router = litellm_router_over(sim, pairs)
             ended = _burst(lambda: router.completion(model="chat", messages=MESSAGES), lambda _: False)
         seconds = time.perf_counter() - started
         statuses = Counter(r.status for r in sim.requests)

@@ -11,9 +11,10 @@ and how many 429s does it cost?
 - *sliding* (OpenRouter wire format, as OpenRouter really answers): nothing about quota on a success, a reset hint
   only on the 429, and a sliding window — at most n requests in any 2 s, each slot freeing 2 s after it was taken.
 
-Each contender gets a fresh simulator so windows never mix. A key's window starts at its first request, which is
-the run's start, so in 10 s a key has at most 5 windows: capacity = keys × n × 5, and answers are counted from the
-simulator's log for requests admitted within the 10 s.
+Each contender gets a fresh simulator so windows never mix. A key's window starts at its first request, so in the
+10 s from it a key has at most 5 windows: capacity = keys × n × 5, and answers are counted from the simulator's log
+for requests each key admitted within 10 s of its own first request (the load runs 1.5 s longer, for keys first
+used late).
 """
 
 from __future__ import annotations
@@ -50,13 +51,14 @@ METHOD = (
     "loop `Router.completion` (one deployment per key, default Router settings). On an error raised to the "
     "caller, both kinds of thread pause 10 ms before the next call (without it, threads spinning on instant "
     "errors starve the in-process simulator of the GIL; it changes LiteLLM's results by less than run-to-run "
-    "noise). *Share of quota* = 200 answers the simulator logged for requests admitted within the 10 s ÷ "
+    "noise). *Share of quota* = 200 answers the simulator logged for requests each key admitted within 10 s of its "
+    "own first request (the load runs 1.5 s longer, for keys first used late) ÷ "
     "(keys × n × 5); *429 per answer* = 429s logged in the same span ÷ those answers. The hint-less case runs "
     "ours with `LLM_COOLDOWN_POLICY=fixed` (the original rule: an hour's rest after a hint-less 429) and "
     "`LLM_COOLDOWN_POLICY=adaptive`. *Sliding*: OpenRouter wire format, `limit=(5, 2.0), sliding=True` — at most "
     "5 requests in any 2 s, no remaining headers, a reset hint (`X-RateLimit-Reset`) only on the 429; its capacity "
-    "is the same 5 windows' worth; and the same in Gemini's wire format (a `RetryInfo` hint; ours only, LiteLLM "
-    "runs the OpenRouter row). Every contender runs 3 times, interleaved. Share and 429s per answer "
+    "is the same 5 windows' worth; and the same in Gemini's wire format (a `RetryInfo` hint). Every contender "
+    "runs 3 times, interleaved. Share and 429s per answer "
     "pool the 3 runs (ratios of the sums), with the range of single runs in brackets; the counts are the "
     "median run's. *Errors raised* counts calls that ended in an exception at the caller "
     "(ours: `AllKeysExhaustedError` when no key frees up within `wait`; LiteLLM: `RouterRateLimitError` / "
@@ -64,8 +66,11 @@ METHOD = (
 )
 KEYS, THREADS, WINDOW, WINDOWS = 7, 16, 2.0, 5
 DURATION = WINDOW * WINDOWS
+START_SLACK = 1.5
+"""Load runs this much longer than DURATION, for keys first used late (Gemini builds one SDK client per key on its
+first use, about 0.1 s each): every key is judged over DURATION from its own first request."""
 ERROR_PAUSE = 0.01
-TARGET_SHARE, TARGET_WASTE, TARGET_ADAPTIVE, TARGET_SLIDING_SHARE = 0.95, 0.1, 0.9, 0.98
+TARGET_SHARE, TARGET_WASTE, TARGET_ADAPTIVE, TARGET_SLIDING_SHARE = 0.95, 0.1, 0.95, 0.98
 REPEATS = 3
 
 
@@ -87,13 +92,12 @@ SLIDING_GEMINI = Scenario("sliding_gemini", "gemini", 5, True, sliding=True)
 """The same in Gemini's wire format (the hint is `RetryInfo.retryDelay` in a `RESOURCE_EXHAUSTED` error)."""
 
 
-def _load(call: Callable[[], object], caught: tuple[type[BaseException], ...]) -> tuple[int, Counter[str], float]:
-    """THREADS threads calling until DURATION is up; returns (answers returned, errors by type, start time)."""
+def _load(call: Callable[[], object], caught: tuple[type[BaseException], ...]) -> tuple[int, Counter[str]]:
+    """THREADS threads calling for DURATION + START_SLACK; returns (answers returned, errors by type)."""
     answered = Counter[str]()
     errors = Counter[str]()
     lock = threading.Lock()
-    start = time.time()
-    end = time.monotonic() + DURATION
+    end = time.monotonic() + DURATION + START_SLACK
 
     def worker() -> None:
         while time.monotonic() < end:
@@ -112,7 +116,7 @@ def _load(call: Callable[[], object], caught: tuple[type[BaseException], ...]) -
         t.start()
     for t in threads:
         t.join()
-    return answered["n"], errors, start
+    return answered["n"], errors
 
 
 def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> Result:
@@ -132,14 +136,19 @@ def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> R
         )
         if contender == "litellm":
             router = litellm_router(sim, scenario.provider, secrets)
-            returned, errors, start = _load(lambda: router.completion(model="chat", messages=MESSAGES), (Exception,))
+            returned, errors = _load(lambda: router.completion(model="chat", messages=MESSAGES), (Exception,))
         else:
             client = smart_client({**env, "LLM_COOLDOWN_POLICY": policy} if policy else env)
-            returned, errors, start = _load(lambda: client.complete(MESSAGES, wait=WINDOW), (LLMError,))
+            if scenario.provider == "gemini":  # the SDK's import (a second, once per process) is not the test
+                import google.genai  # noqa: F401
+            returned, errors = _load(lambda: client.complete(MESSAGES, wait=WINDOW), (LLMError,))
             # diagnostic: provider-wide "storm" rests (one event per key rested, so count distinct moments)
             storms = {round(e.at, 2) for e in client.events(100_000) if "at once" in e.detail}
             client.close()
-        log = [r for r in sim.requests if r.at < start + DURATION]
+        first_use: dict[str, float] = {}
+        for r in sim.requests:
+            first_use.setdefault(r.key_name, r.at)
+        log = [r for r in sim.requests if r.at < first_use[r.key_name] + DURATION]
     statuses = Counter(r.status for r in log)
     answers = statuses[200]
     capacity = KEYS * scenario.per_window * WINDOWS
@@ -165,6 +174,7 @@ CONTENDERS: tuple[tuple[Scenario, str, str | None], ...] = (
     (SLIDING, "ours", None),
     (SLIDING, "litellm", None),
     (SLIDING_GEMINI, "ours", None),
+    (SLIDING_GEMINI, "litellm", None),
 )
 
 
@@ -217,6 +227,7 @@ def rows(r: Result) -> list[Row]:
     fixed, adaptive, lite_nh = (r["hintless"][k] for k in ("fixed", "adaptive", "litellm"))
     sliding, lite_sl = r["sliding"]["ours"], r["sliding"]["litellm"]
     gemini = r.get("sliding_gemini", {}).get("ours")
+    lite_gemini = r.get("sliding_gemini", {}).get("litellm")
     return [
         Row(
             "hinted: share of quota delivered",
@@ -275,14 +286,14 @@ def rows(r: Result) -> list[Row]:
                     "sliding, Gemini format: share of quota",
                     _share(gemini),
                     f"≥ {TARGET_SLIDING_SHARE}",
-                    "—",
+                    _share(lite_gemini) if lite_gemini else "—",
                     gemini["share"] >= TARGET_SLIDING_SHARE,
                 ),
                 Row(
                     "sliding, Gemini format: 429s per answer",
                     _waste(gemini),
                     f"≤ {TARGET_WASTE}",
-                    "—",
+                    _waste(lite_gemini) if lite_gemini else "—",
                     gemini["waste"] <= TARGET_WASTE,
                 ),
             ]

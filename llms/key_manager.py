@@ -87,6 +87,7 @@ class KeyManager:
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._inflight_limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._saturated: set[str] = set()  # fingerprints whose subject is at its in-flight limit
+        self._answered_at: dict[str, float] = {}  # when this process last had an answer from each provider
         self.ended = 0
         """How many of this process's requests in flight have ended: a waiting caller that sees it move knows a
         slot may have freed since it last looked."""
@@ -189,6 +190,7 @@ class KeyManager:
         ok = outcome.kind is OutcomeKind.OK
         quota = self._sane_quota(quota)
         if ok:
+            self._answered_at[key.provider] = now
             subject = _subject(key)
             learned = self._learned_about(now)
             if f"pace/{subject}" in learned:
@@ -331,8 +333,8 @@ class KeyManager:
             f"storm/{key.provider}",
             lambda seen: self._storms.observe(seen, key.fingerprint, seconds, now, len(provider_keys)),
         )
-        if seen["storm"] is None:
-            return
+        if seen["storm"] is None or self._answered_at.get(key.provider, -math.inf) > seen.get("since", now):
+            return  # no storm, or keys of this provider still answered after it began: their limits are their own
         rest = min(seen["storm"], self._cooldowns.storm)
         statuses = self._store.records([k.fingerprint for k in provider_keys])
         for other, record in zip(provider_keys, statuses, strict=True):

@@ -78,6 +78,18 @@ def test_a_storm_rests_the_provider_instead_of_burning_every_key(make_client: Ma
     assert any("429 on most keys" in e.detail for e in client.events())
 
 
+def test_no_storm_while_keys_of_the_provider_still_answer(make_client: MakeClient, sim: Simulator) -> None:
+    """Six of eight keys answer 429 within seconds (a storm's count), but another key answered after the first
+    of them: the limits are each key's own, so the rest keep serving instead of resting for a storm."""
+    steps = {f"groq:{i}": ["rate_limit_nohint"] for i in (1, 3, 4, 5, 6, 7)}
+    client = make_client({"groq": 8}, steps=steps, LLM_STORM_COOLDOWN="5", LLM_COOLDOWN_POLICY="fixed")
+    assert client.complete(USER_HELLO).key_id == "groq:2"  # after groq:1's 429
+    assert client.complete(USER_HELLO).key_id == "groq:8"  # after five more 429s: six keys in all
+    statuses = client.key_manager.statuses("groq")
+    assert statuses[1].available and statuses[7].available
+    assert not any("429 on most keys" in e.detail for e in client.events())
+
+
 def test_a_storm_rest_is_never_longer_than_the_rate_limited_keys_rest(make_client: MakeClient) -> None:
     steps = {f"groq:{i}": ["rate_limit_nohint"] for i in range(1, 7)}
     client = make_client({"groq": 8, "gemini": 1}, steps=steps, LLM_STORM_COOLDOWN="5")  # adaptive: first rest 1 s
