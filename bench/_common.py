@@ -175,7 +175,9 @@ def litellm_router(sim: Simulator, provider: str, secrets: Sequence[str]) -> Any
 def litellm_router_over(sim: Simulator, keys: Sequence[tuple[str, str]]) -> Any:
     """A LiteLLM `Router` with one deployment per (provider, secret), all in one model group."""
     litellm = import_litellm()
-    bases = {**sim.base_urls, "gemini": f"{sim.base_urls['gemini']}/v1beta"}  # LiteLLM appends /models/…
+    bases = dict(sim.base_urls)
+    if "gemini" in bases:
+        bases["gemini"] += "/v1beta"  # LiteLLM appends /models/…
     model_list = [
         {"model_name": "chat", "litellm_params": {"model": LITELLM_MODELS[p], "api_key": s, "api_base": bases[p]}}
         for p, s in keys

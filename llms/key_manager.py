@@ -240,10 +240,10 @@ class KeyManager:
         key: ApiKey,
         quota: QuotaHint | None,
         now: float,
-        quota_learned: Callable[[InFlightLimit], None] | None = None,
+        adjust: Callable[[InFlightLimit], None] | None = None,
     ) -> Finish | None:
         """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota;
-        `quota_learned` adjusts the subject's in-flight limit in the same step."""
+        `adjust` changes the subject's in-flight limit in the same step."""
         with self._lock:
             tokens = self._leases.get(key.fingerprint)
             token = tokens.popleft() if tokens else None
@@ -251,8 +251,8 @@ class KeyManager:
                 self.ended += 1
                 subject = _subject(key)
                 self._in_flight[subject] -= 1
-                if quota_learned is not None:
-                    quota_learned(self._inflight_limits[subject])
+                if adjust is not None:
+                    adjust(self._inflight_limits[subject])
                 self._saturate(key, subject)
         if token is None:
             return None

@@ -1,8 +1,9 @@
 """The smart client: for each provider in order, for each key in rotation, try, record, move on.
 
 This is the only module that combines the key manager (which key, what penalty) with the adapters (one HTTP
-call). It never sleeps and never retries a key within one request: a failing key is penalised and the next key
-or provider answers instead.
+call). It never retries a failing key within one round: the key is penalised and the next key or provider answers
+instead. It sleeps only for a busy key's in-flight slot or, within `wait`, for a cooling key. Blocking callers use
+`complete` / `chat_stream`; callers on an event loop (the gateway) use `acomplete` / `achat_stream`, the same loop.
 """
 
 from __future__ import annotations

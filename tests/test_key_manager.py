@@ -12,6 +12,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.key_manager import KeyManager
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
+from llms.quota import InFlightLimit
 from llms.state import CooldownReason, EventKind
 from llms.state.memory import MemoryStore
 
@@ -168,6 +169,29 @@ def test_statuses_never_contain_secrets() -> None:
     text = repr(manager.statuses("groq")) + repr(manager.events()) + repr(keys)
     assert all(k.secret not in text for k in keys)
     assert "gsk_…cdef" in text
+
+
+def test_in_flight_limit_starts_at_one_grows_when_proven_halves_on_a_429_and_takes_reported_quota() -> None:
+    limit = InFlightLimit()
+    for _ in range(InFlightLimit.PROVEN_AFTER):
+        limit.succeeded(None)
+    assert limit.allowed == 1  # a key whose quota is unknown: one at a time for its first answers
+    for _ in range(5):
+        limit.succeeded(None)
+    assert limit.allowed == 3  # then about one more per round of answers: 1 → 2 → 2.5 → 2.9 → 3.2 → 3.5
+    limit.limited()
+    assert limit.allowed == 1
+    limit.succeeded(12)  # an answer that says 12 are left
+    assert limit.allowed == 12
+
+
+def test_a_key_with_a_request_in_flight_is_passed_over_until_it_ends() -> None:
+    manager, keys, _ = make(2)
+    first = manager.acquire("groq")
+    assert first == keys[0] and manager.acquire("groq") == keys[1]
+    assert manager.acquire("groq") is None and manager.busy()  # both at their limit of one
+    manager.record(first, Outcome(OutcomeKind.OK, 200), QuotaHint(remaining=3, reset_after=60))
+    assert [manager.acquire("groq") for _ in range(3)] == [keys[0], keys[0], keys[0]]  # room for the 3 left
 
 
 def test_32_threads_never_double_count_or_lose_an_update() -> None:
