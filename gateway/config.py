@@ -24,7 +24,7 @@ class GatewaySettings:
     max_body: int = DEFAULT_MAX_BODY
     """The largest request body read, in bytes (`LLM_GATEWAY_MAX_BODY`); larger ones get 413 unread."""
     workers: int = DEFAULT_WORKERS
-    """Provider calls running at once (`LLM_GATEWAY_WORKERS`); more requests queue for a worker."""
+    """Requests served at once (`LLM_GATEWAY_WORKERS`; more queue), and the threads for what blocks."""
 
     def __repr__(self) -> str:  # tokens are secrets: never in a repr, a log line or a traceback
         return f"GatewaySettings(tokens=<{len(self.tokens)}>, max_body={self.max_body}, workers={self.workers})"
