@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, in_threads, python_env
 
-from llms import AllKeysExhaustedError, OutcomeKind, RequestRejectedError
+from llms import AllKeysExhaustedError, Attempt, OutcomeKind, RequestRejectedError
 from simulator import Simulator
 
 PROVIDERS = ["openrouter", "groq", "gemini"]
@@ -144,6 +144,72 @@ def test_awaited_calls_fail_over_stream_and_give_up_like_blocking_ones(make_clie
     asyncio.run(calls())
     assert [sim.calls(p) for p in ("openrouter:1", "groq:1")] == [1, 3]  # a refused model cools no key
     assert client.request_log(limit=1)[0]["outcome"] == "rate_limit"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize("provider", ["openrouter", "groq"])
+@pytest.mark.parametrize(
+    "step",
+    [
+        "rate_limit",
+        "rate_limit_nohint",
+        "invalid_key",
+        "no_credits",
+        "server_error",
+        "overloaded",
+        "garbage",
+        "error_200",
+        "drop",
+        "timeout",
+        "empty_answer",
+        "context_length",
+        "mid_stream_error",
+    ],
+)
+def test_awaited_calls_read_every_answer_as_blocking_calls_do(
+    sim: Simulator, provider: str, step: str, stream: bool
+) -> None:
+    """The same scripted answer through the blocking calls (urllib3) and the awaited ones (aiohttp): the same
+    verdict on the first key, the same key answering after it, the same text."""
+    from config.settings import load_settings
+    from llms import LLMError, SmartClient
+    from llms.state.memory import MemoryStore
+
+    def run(awaited: bool) -> tuple[list[tuple[str, str, int | None]], str]:
+        sim.add_key(provider, SECRETS[provider][0], step, name=f"{provider}:1")
+        sim.add_key(provider, SECRETS[provider][1], name=f"{provider}:2")
+        env = {**sim.env(), "LLM_REQUEST_TIMEOUT": "1", f"{provider.upper()}_API_KEY_1": SECRETS[provider][0]}
+        env[f"{provider.upper()}_API_KEY_2"] = SECRETS[provider][1]
+        client = SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore())
+
+        async def awaited_call() -> tuple[tuple[Attempt, ...], str]:
+            try:
+                if stream:
+                    pieces = client.achat_stream(USER_HELLO)
+                    text = "".join([piece async for piece in pieces])
+                    return pieces.attempts, text
+                result = await client.acomplete(USER_HELLO)
+                return result.attempts, result.text
+            finally:
+                await client.aclose_connections()
+
+        def blocking_call() -> tuple[tuple[Attempt, ...], str]:
+            if stream:
+                pieces = client.chat_stream(USER_HELLO)
+                text = "".join(pieces)
+                return pieces.attempts, text
+            result = client.complete(USER_HELLO)
+            return result.attempts, result.text
+
+        try:
+            attempts, text = asyncio.run(awaited_call()) if awaited else blocking_call()
+        except LLMError as exc:
+            attempts, text = exc.attempts, type(exc).__name__  # type: ignore[attr-defined]
+        finally:
+            client.close()
+        return [(a.key_id, a.kind.value, a.status) for a in attempts], text
+
+    assert run(awaited=True) == run(awaited=False)
 
 
 def test_an_awaited_stream_streams_from_an_openai_format_provider(make_client: MakeClient) -> None:
