@@ -174,5 +174,19 @@ def rows(r: Result) -> list[Row]:
     ]
 
 
+def notes(r: Result) -> list[str]:
+    unknown = KEYS["openrouter"] + KEYS["gemini"]
+    return [
+        f"**The floor.** OpenRouter and Gemini say nothing about a key's quota until its first 429, so each of "
+        f"those {unknown} keys pays one 429 to learn its window: {unknown} / {sum(KEYS.values())} = "
+        f"{unknown / sum(KEYS.values()):.2f} per key. Groq's keys report what they have left and pay none. Ours "
+        f"stays at that floor because a key whose quota is unknown serves one request at a time "
+        "(`llms/quota.py: InFlightLimit`): when its window fills, nothing else is in flight on it to be refused, "
+        "and the other threads wait for a free slot or, once every key rests, are told when the first frees. "
+        f"LiteLLM's worst key took {r['litellm']['worst_key']:g} 429s in the median run: when the other keys "
+        "were spent, every thread landed on the last ones at once."
+    ]
+
+
 if __name__ == "__main__":
     raise SystemExit(main(TITLE, run, rows))
