@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TypeVar
@@ -80,23 +81,26 @@ class AsyncAnswer:
 
 class AsyncHttpPool:
     """aiohttp connections to one provider endpoint, with no retries and no redirects; the proxy and CA bundle
-    come from the environment as for `HttpPool`. A session belongs to one event loop: a call from another loop
-    (a test's second `asyncio.run`) gets a new one."""
+    come from the environment as for `HttpPool`. A session belongs to one event loop, so each running loop gets
+    its own (a gateway has one; a program may run several, or `asyncio.run` twice)."""
 
     def __init__(self, base_url: str, pool_size: int = 32) -> None:
         self.proxy = proxy_for(base_url)
         self._pool_size = pool_size
         self._tls = ssl.create_default_context(cafile=ca_bundle()) if base_url.startswith("https:") else None
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._lock = threading.Lock()
 
     def _session_here(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=self._tls or False)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
-            self._loop = loop
-        return self._session
+            session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+            with self._lock:  # forget the sessions of loops that have ended (nothing can close them now)
+                self._sessions = {lp: s for lp, s in self._sessions.items() if not lp.is_closed()}
+                self._sessions[loop] = session
+        return session
 
     async def request(
         self, method: str, url: str, body: bytes | None, headers: dict[str, str], budget: Budget
@@ -113,9 +117,11 @@ class AsyncHttpPool:
         return AsyncAnswer(response, budget)
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        """Close the running loop's session."""
+        with self._lock:
+            session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None and not session.closed:
+            await session.close()
 
 
 async def within(budget: Budget, waiting: Awaitable[T]) -> T:

@@ -212,6 +212,20 @@ def test_awaited_calls_read_every_answer_as_blocking_calls_do(
     assert run(awaited=True) == run(awaited=False)
 
 
+def test_one_client_serves_event_loops_in_several_threads_at_once(make_client: MakeClient) -> None:
+    """aiohttp connections belong to one event loop: each loop gets its own, so a client shared by threads that
+    each run a loop (or call `asyncio.run` again) keeps working."""
+    client = make_client({"groq": 4})
+
+    async def calls() -> list[str]:
+        try:
+            return [(await client.acomplete(USER_HELLO)).provider for _ in range(5)]
+        finally:
+            await client.aclose_connections()
+
+    assert in_threads(4, lambda: asyncio.run(calls())) == [["groq"] * 5] * 4
+
+
 def test_an_awaited_stream_streams_from_an_openai_format_provider(make_client: MakeClient) -> None:
     client = make_client({"groq": 2})
 
