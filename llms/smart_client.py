@@ -277,6 +277,9 @@ class SmartClient:
             except Exception as exc:
                 step = steps.send(_failure(exc))
                 continue
+            except BaseException:  # interrupted (Ctrl-C): the key is no longer in flight, for any process
+                self.key_manager.abandon(key)
+                raise
             steps.close()
             return provider, key, answer
 

@@ -10,6 +10,8 @@ import http.server
 import json
 import logging
 import math
+import os
+import signal
 import subprocess
 import textwrap
 import threading
@@ -130,6 +132,18 @@ def test_a_stream_that_never_ends_stops_at_its_overall_cap(hostile: HostileServe
         with pytest.raises(StreamInterruptedError, match="timed out"):
             read_stream(client, awaited)
         assert 1.5 < time.monotonic() - started < 5
+
+
+def test_an_interrupted_call_frees_its_key_at_once(hostile: HostileServer) -> None:
+    """Ctrl-C in the middle of a call: the key must not stay in flight (for every process sharing the store)
+    until its lease runs out."""
+    with client_for("groq", hostile.base("trickle-body"), LLM_REQUEST_TIMEOUT="10") as client:
+        interrupt = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        interrupt.start()
+        with pytest.raises(KeyboardInterrupt):
+            client.complete(USER_HELLO)
+        interrupt.join()
+        assert not client.key_manager.busy()
 
 
 def test_a_cancelled_awaited_call_frees_its_key_at_once(hostile: HostileServer) -> None:
