@@ -323,15 +323,15 @@ class SmartClient:
             for piece in reply.pieces:
                 text.append(piece)
                 yield piece
-        except GeneratorExit:
-            self.key_manager.abandon(key)
-            raise
         except Exception as exc:
             outcome = _failure(exc)
             self._failed(provider, key, outcome, run, raise_rejected=False)
             raise StreamInterruptedError(
                 f"{provider} stream broke after {len(text)} piece(s): {outcome.message}", run.attempts
             ) from None
+        except BaseException:  # closed early (GeneratorExit) or interrupted: the key is no longer in flight
+            self.key_manager.abandon(key)
+            raise
         finally:
             reply.close()
         completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
@@ -348,15 +348,15 @@ class SmartClient:
             async for piece in pieces:
                 text.append(piece)
                 yield piece
-        except (GeneratorExit, asyncio.CancelledError):  # closed early, or cancelled while waiting for a piece
-            self.key_manager.abandon(key)  # inline: a cancelled task may not get to await anything more
-            raise
         except Exception as exc:
             outcome = _failure(exc)
             await self._off_loop(partial(self._failed, raise_rejected=False), provider, key, outcome, run)
             raise StreamInterruptedError(
                 f"{provider} stream broke after {len(text)} piece(s): {outcome.message}", run.attempts
             ) from None
+        except BaseException:  # closed early, cancelled while waiting for a piece, or interrupted
+            self.key_manager.abandon(key)  # inline: a cancelled task may not get to await anything more
+            raise
         finally:
             reply.close()
         completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
