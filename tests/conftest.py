@@ -49,7 +49,8 @@ class Clock:
         self.now += seconds
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server to take, or for a client to find closed)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -59,7 +60,7 @@ class RedisServer:
     """A private `redis-server` on a free loopback port, so tests never touch the machine's own Redis."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from simulator import Simulator
-from tests.conftest import ROOT, SECRETS, python_env
+from tests.conftest import ROOT, SECRETS, free_port, python_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,12 +43,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI must run the browser test (install Debian's chromium and playwright)")
     pytest.skip(f"{reason}; install Debian's chromium (apt-get install chromium) to run the browser test")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
@@ -82,7 +75,7 @@ def _start(tmp_path: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen[b
     folder = tmp_path / "app"
     (folder / ".streamlit").mkdir(parents=True)
     shutil.copy(ROOT / ".streamlit" / "config.toml", folder / ".streamlit" / "config.toml")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "streamlit.log"
     command = [

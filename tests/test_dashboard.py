@@ -27,7 +27,7 @@ from llms import AllKeysExhaustedError, Attempt, ChatResult, OutcomeKind, SmartC
 from llms.state import CooldownReason
 from simulator import Simulator, Step
 from simulator import server as simulator_server
-from tests.conftest import ROOT, SECRETS
+from tests.conftest import ROOT, SECRETS, free_port
 
 APP = str(ROOT / "streamlit_app.py")
 STATUS = "pages/status.py"
@@ -413,11 +413,7 @@ def test_status_shows_cooldowns_from_another_process_and_resets_them_for_it(
 
 
 def test_status_says_when_the_shared_store_is_degraded(env: pytest.MonkeyPatch, sim: Simulator) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     use_keys(env, sim, {"groq": 1})
     env.setenv("LLM_STATE_URL", f"redis://127.0.0.1:{port}/0")  # nothing listens there
     at = app().run()

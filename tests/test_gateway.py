@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from conftest import ALL_SECRETS, PYTHON, ROOT, SECRETS, in_threads, python_env
+from conftest import ALL_SECRETS, PYTHON, ROOT, SECRETS, free_port, in_threads, python_env
 
 from config.settings import load_settings
 from gateway.app import create_app
@@ -35,12 +35,6 @@ PNG = base64.b64encode(
         "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
     )
 ).decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -114,7 +108,7 @@ def start_gateway(sim: Simulator) -> Iterator[StartGateway]:
                     name=name,
                 )
         pool = ClientPool(load_settings(variables, dotenv_path=None))
-        port = _free_port()
+        port = free_port()
         app = create_app(pool, GatewaySettings(tokens=tokens, workers=workers))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
@@ -467,7 +461,7 @@ def test_healthz_and_metrics_follow_the_pool(start_gateway: StartGateway) -> Non
 def test_serve_refuses_a_public_address_without_tokens() -> None:
     started = time.monotonic()
     out = subprocess.run(
-        [PYTHON, "-m", "llms", "serve", "--host", "0.0.0.0", "--port", str(_free_port())],
+        [PYTHON, "-m", "llms", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
         capture_output=True,
         text=True,
         env=python_env(),

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import PYTHON, ROOT, SECRETS, RedisServer, python_env
-from test_gateway import HELLO, TOKEN, _free_port, metric_sum
+from conftest import PYTHON, ROOT, SECRETS, RedisServer, free_port, python_env
+from test_gateway import HELLO, TOKEN, metric_sum
 
 from config.settings import load_settings
 from llms import SmartClient
@@ -33,7 +33,7 @@ def replicas(sim: Simulator, redis_server: RedisServer) -> Iterator[tuple[list[s
     sim.add_key("groq", SECRETS["groq"][1], name="groq:2")
     processes, urls = [], []
     for _ in range(2):
-        port = _free_port()
+        port = free_port()
         processes.append(
             subprocess.Popen(
                 [PYTHON, "-m", "llms", "serve", "--port", str(port)],

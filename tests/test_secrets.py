@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import socket
 import traceback
 
 import pytest
-from conftest import ALL_SECRETS, SECRETS, USER_HELLO, MakeClient
+from conftest import ALL_SECRETS, SECRETS, USER_HELLO, MakeClient, free_port
 
 from config.settings import load_settings
 from llms import LLMError, SmartClient
@@ -28,12 +27,6 @@ def captured_logs():
     yield stream
     root.removeHandler(handler)
     root.setLevel(old_level)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_no_secret(text: str) -> None:
@@ -89,7 +82,7 @@ async def _awaited_calls(client: SmartClient) -> list[str]:
 
 
 def test_connection_errors_and_their_tracebacks_stay_clean(captured_logs: io.StringIO) -> None:
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     env = {
         "OPENROUTER_BASE_URL": f"http://127.0.0.1:{port}/openrouter/api/v1",
         "GROQ_BASE_URL": f"http://127.0.0.1:{port}/groq/openai/v1",
