@@ -85,7 +85,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, demo: bool = False) -> int:
         return 2
     try:
         gateway = build_gateway(demo=demo)
-    except ConfigError as exc:
+    except ValueError as exc:  # a ConfigError, or a setting the transport refuses (an unsupported proxy)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     import uvicorn

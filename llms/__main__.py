@@ -37,7 +37,11 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
         from gateway.server import serve as run_gateway  # the web stack loads only for this command
 
         return run_gateway(args.host, args.port, args.demo)
-    client = client or get_smart_client()
+    try:
+        client = client or get_smart_client()
+    except ValueError as exc:  # a malformed setting: the message names the variable
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "status":
         print_status(client)
         return 0

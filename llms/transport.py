@@ -6,7 +6,7 @@ forward by a stream each time text arrives, never past the stream's overall cap)
 bytes. While a budget is active in a thread, the sockets made here wait at most until its deadline on every
 read and count what they receive; past either limit the read fails, and the adapter reports a transient error.
 
-- `HttpPool`: urllib3 connections to one endpoint whose connections (plain and TLS) wrap their socket;
+- `HttpPool`: urllib3 connections to one endpoint, each wrapping its socket (plain or TLS);
 - `gemini_http_client()`: an `httpx2.Client` for `google-genai` whose network streams do the same, and which
   decodes gzip/deflate itself within the cap (so a small compressed answer cannot expand without bound).
 """
@@ -199,11 +199,20 @@ class HttpPool:
 
 
 def proxy_for(url: str) -> str | None:
-    """The proxy the environment names for `url`, or None (no proxy variable, or `NO_PROXY` covers its host)."""
+    """The proxy the environment names for `url` (`HTTPS_PROXY` / `HTTP_PROXY`, else `ALL_PROXY`, as `requests`
+    reads them), or None: no such variable, or `NO_PROXY` covers its host."""
     scheme, _, rest = url.partition("://")
     if urllib.request.proxy_bypass_environment(rest.split("/", 1)[0]):  # host[:port]; it splits off the port
         return None
-    return urllib.request.getproxies_environment().get(scheme)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if proxy and not proxy.lower().startswith(("http://", "https://")):
+        kind = proxy.split("://", 1)[0] if "://" in proxy else "a proxy without a scheme"
+        raise ValueError(
+            f"{scheme.upper()}_PROXY / ALL_PROXY names a {kind} proxy for {url}; only http:// and https:// proxies "
+            "are supported (set NO_PROXY for this host to go direct)"
+        )
+    return proxy
 
 
 def ca_bundle() -> str | None:

@@ -503,3 +503,11 @@ def test_proxy_settings_are_read_once_per_endpoint_and_honour_no_proxy(monkeypat
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert HttpPool("https://api.groq.com/openai/v1").proxy == "http://proxy.internal:3128"
     assert HttpPool("https://127.0.0.1:8765/groq").proxy is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setenv("ALL_PROXY", "http://all.internal:8080")
+    assert HttpPool("https://api.groq.com/openai/v1").proxy == "http://all.internal:8080"
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:secret@socks.internal:1080")
+    with pytest.raises(ValueError, match="socks5 proxy") as refused:
+        HttpPool("https://api.groq.com/openai/v1")
+    assert "secret" not in str(refused.value)
