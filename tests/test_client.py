@@ -440,6 +440,10 @@ def test_cli_status_chat_and_check(sim: Simulator, tmp_path) -> None:
     for out in (status, chat, check):
         assert _secret("groq", 1) not in out.stdout + out.stderr
         assert _secret("groq", 2) not in out.stdout + out.stderr
+    env["LLM_COOLDOWN_POLICY"] = "bogus"
+    refused = run("status")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: LLM_COOLDOWN_POLICY")
+    assert "Traceback" not in refused.stderr
 
 
 def test_on_attempt_hears_each_attempt_as_it_ends_and_cannot_break_the_failover(make_client: MakeClient) -> None:
