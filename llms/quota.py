@@ -44,13 +44,15 @@ class InFlightLimit:
     A key whose quota is unknown (no remaining-quota headers, no learned window) starts at one request at a time:
     whatever is in flight when its window fills earns a 429, and a burst would otherwise put every thread on the
     last keys with quota left at once. It stays there for its first `PROVEN_AFTER` answers — free tiers hold 5 to
-    30 requests a window — then grows by 1/limit per answer (about one more per round of answers); a 429 halves
-    it. An answer that says how many requests the key has left (Groq's headers, a learned window's slots) sets
-    the limit to at least that, so known quota is used at once.
+    30 requests a window — then, like TCP, grows by one per answer (doubling each round of answers) until its first
+    429, and by 1/limit per answer (one more per round) after it; a 429 halves it. An answer that says how many
+    requests the key has left (Groq's headers, a learned window's slots) sets the limit to at least that, so known
+    quota is used at once.
     """
 
     limit: float = 1.0
     answers: int = 0
+    refused: bool = False  # a 429 has been seen: grow additively from now on
     CEILING = 256.0
     PROVEN_AFTER = 20
 
@@ -60,10 +62,14 @@ class InFlightLimit:
 
     def succeeded(self, remaining: int | None) -> None:
         self.answers += 1
-        grown = self.limit + 1.0 / self.limit if self.answers > self.PROVEN_AFTER else self.limit
+        if self.answers <= self.PROVEN_AFTER:
+            grown = self.limit
+        else:
+            grown = self.limit + (1.0 / self.limit if self.refused else 1.0)
         self.limit = min(self.CEILING, max(grown, float(remaining)) if remaining is not None else grown)
 
     def limited(self) -> None:
+        self.refused = True
         self.limit = max(1.0, self.limit / 2.0)
 
 

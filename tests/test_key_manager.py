@@ -176,11 +176,14 @@ def test_in_flight_limit_starts_at_one_grows_when_proven_halves_on_a_429_and_tak
     for _ in range(InFlightLimit.PROVEN_AFTER):
         limit.succeeded(None)
     assert limit.allowed == 1  # a key whose quota is unknown: one at a time for its first answers
+    for _ in range(7):
+        limit.succeeded(None)
+    assert limit.allowed == 8  # then one more per answer, until a 429
+    limit.limited()
+    assert limit.allowed == 4
     for _ in range(5):
         limit.succeeded(None)
-    assert limit.allowed == 3  # then about one more per round of answers: 1 → 2 → 2.5 → 2.9 → 3.2 → 3.5
-    limit.limited()
-    assert limit.allowed == 1
+    assert limit.allowed == 5  # after one, about one more per round of answers: 4 → 4.25 → 4.5 → 4.7 → 4.9 → 5.1
     limit.succeeded(12)  # an answer that says 12 are left
     assert limit.allowed == 12
 
