@@ -2,10 +2,9 @@
 
 Provider calls are awaited on the event loop (`SmartClient.acomplete` / `achat_stream`: aiohttp for OpenRouter and
 Groq), at most `LLM_GATEWAY_WORKERS` at once (further requests queue); what blocks — Gemini's SDK, a SQLite or
-Redis store, `/healthz` and `/metrics` — runs in the loop's default executor, as many threads. A thread hop per
-request cost more than the rest of the gateway. Order
-of checks, cheapest first: route, token, body size (while reading, never after), JSON and messages, model name;
-only then is a key spent.
+Redis store, `/healthz` and `/metrics` — runs in the loop's default executor, as many threads. (A thread hop per
+request cost more than the rest of the gateway.) Order of checks, cheapest first: route, token, body size (while
+reading, never after), JSON and messages, model name; only then is a key spent.
 """
 
 from __future__ import annotations
@@ -254,8 +253,8 @@ async def _stream(state: _State, client: Any, parsed: ParsedChat) -> Response:
     """Fail over until the first piece (so a 429 or 400 is still a proper HTTP status), then stream SSE chunks."""
     request = parsed.request
     started = time.perf_counter()
-    await state.begin()
     stream = client.achat_stream(request.messages, temperature=request.temperature, max_tokens=request.max_tokens)
+    await state.begin()
     try:
         first = await anext(stream, None)
     except LLMError as exc:
