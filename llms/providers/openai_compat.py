@@ -91,8 +91,9 @@ class OpenAICompatAdapter:
         answer = await self._apost(request, key, budget, stream=True)
         if _not_a_stream(answer.status, answer.headers):
             self._refuse_stream(answer.status, answer.headers, await self._abody(answer, budget))
-        reply = StreamReply(pieces=iter(()), model=self.model, quota=self.quota(answer.headers, request))
-        reply.close = answer.close
+        reply = StreamReply(
+            pieces=iter(()), model=self.model, quota=self.quota(answer.headers, request), close=answer.close
+        )
         reply.pieces = self._apieces(answer, reply, budget)
         return reply
 
