@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.text import provider_title
-from llms import OutcomeKind, SmartClient
+from llms import OutcomeKind, SmartClient, latency_quantile
 
 RANGES: dict[str, float] = {"Last hour": 1.0, "Last day": 24.0, "Last 30 days": 720.0}
 """Range label → hours handed to `client.history(hours=…)`."""
@@ -38,6 +38,7 @@ HOUR_FIELDS = (
     "tokens_out",
     "latency_mean_s",
     "latency_p95_s",
+    "latency_buckets",
 )
 LOG_FIELDS = ("at", "provider", "model", "key_id", "outcome", "status", "latency_s", "tokens_in", "tokens_out")
 COUNTS = ("requests", "successes", "rate_limits", "errors", "tokens_in", "tokens_out")
@@ -66,8 +67,8 @@ _TOTAL_NAMES = {
 }
 _SECONDS = "%.3f s"
 _P95_HELP = (
-    "Estimated from the hourly p95 of each key, weighted by requests; latencies are kept in buckets "
-    "(50 ms, 100 ms, 200 ms, …), so 0.050 s means at most 50 ms."
+    "Over every request counted in the row; latencies are kept in buckets (50 ms, 100 ms, 200 ms, …), so 0.050 s "
+    "means at most 50 ms."
 )
 _COUNT_COLUMNS: dict[str, Any] = {
     "Requests": st.column_config.NumberColumn("Requests", format="localized"),
@@ -117,22 +118,23 @@ def hours_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def _summarise(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Sums per group, the request-weighted mean latency (exact: each row's mean times its requests is its
-    total) and a p95 estimate from the rows' p95s (`client.history()` gives percentiles, not the buckets)."""
+    total) and the p95 of the group's summed latency buckets (exact to the bucket, not an average of p95s)."""
     busy = frame[frame["requests"] > 0].assign(latency_total=lambda f: f["latency_mean_s"] * f["requests"])
     grouped = busy.groupby(by, sort=False)
     sums = grouped[[*COUNTS, "latency_total"]].sum()
     sums["latency_mean_s"] = sums.pop("latency_total") / sums["requests"]
-    sums["latency_p95_s"] = weighted_quantile(busy, by, P95)
+    sums["latency_p95_s"] = bucket_quantile(busy, by, P95)
     return sums.reset_index()
 
 
-def weighted_quantile(frame: pd.DataFrame, by: list[str], share: float) -> pd.Series:
-    """Per group, the smallest row p95 at which `share` of the group's requests are reached, the way
-    `SmartClient` reads a quantile off its buckets. Vectorised: one sort, no per-group Python."""
-    ordered = frame.sort_values([*by, "latency_p95_s"], kind="stable")
-    grouped = ordered.groupby(by, sort=False)["requests"]
-    reached = ordered[grouped.cumsum() >= share * grouped.transform("sum")]
-    return reached.groupby(by, sort=False)["latency_p95_s"].first()
+def bucket_quantile(frame: pd.DataFrame, by: list[str], share: float) -> pd.Series:
+    """Per group, the `share` quantile of latency over the group's rows: their bucket counts summed, then read as
+    `SmartClient` reads one row's (`llms.latency_quantile`). Rows without buckets count for nothing here."""
+    counts = pd.DataFrame(
+        [b if isinstance(b, list) else [] for b in frame["latency_buckets"]], index=frame.index
+    ).fillna(0)
+    summed = counts.groupby([frame[column] for column in by], sort=False).sum()
+    return pd.Series([latency_quantile(row, share) for row in summed.to_numpy()], index=summed.index)
 
 
 def provider_totals(frame: pd.DataFrame) -> pd.DataFrame:
@@ -198,7 +200,7 @@ def _utc_text(epochs: pd.Series) -> pd.Series:
 
 def history_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """One line per key and hour, with the hour's start in UTC (ISO 8601) first: what the CSV export serves."""
-    frame = hours_frame(rows)
+    frame = hours_frame(rows).drop(columns="latency_buckets")  # the p95 column says what they add up to
     frame.insert(0, "hour_utc", _utc_text(frame.pop("hour")))
     return frame.to_csv(index=False).encode()
 

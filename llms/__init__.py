@@ -29,6 +29,7 @@ _EXPORTS = {
     "ChatStream": "llms.smart_client",
     "SmartClient": "llms.smart_client",
     "get_smart_client": "llms.smart_client",
+    "latency_quantile": "llms.smart_client",
     "reset_smart_client": "llms.smart_client",
     "StoreHealth": "llms.state",
     "ChatResult": "llms.types",
@@ -54,6 +55,7 @@ __all__ = [
     "StreamInterruptedError",
     "Usage",
     "get_smart_client",
+    "latency_quantile",
     "reset_smart_client",
 ]
 
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
         ProviderStatus,
         SmartClient,
         get_smart_client,
+        latency_quantile,
         reset_smart_client,
     )
     from llms.state import StoreHealth

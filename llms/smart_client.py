@@ -708,12 +708,15 @@ def _plain_hour(row: HourOfKey) -> dict[str, Any]:
         "tokens_in": row.tokens_in,
         "tokens_out": row.tokens_out,
         "latency_mean_s": row.latency_total / row.requests if row.requests else 0.0,
-        "latency_p95_s": _percentile(row.latency_buckets, 0.95),
+        "latency_p95_s": latency_quantile(row.latency_buckets, 0.95),
+        "latency_buckets": list(row.latency_buckets),
     }
 
 
-def _percentile(buckets: tuple[int, ...], share: float) -> float:
-    """The upper bound of the latency bucket holding the `share` quantile (twice the last bound past it)."""
+def latency_quantile(buckets: Sequence[int], share: float) -> float:
+    """The upper bound of the latency bucket holding the `share` quantile (twice the last bound past it), from
+    the bucket counts `history()` rows carry (`latency_buckets`): sum rows' buckets first to get the quantile of
+    several hours or keys exactly (to the bucket), not an average of their quantiles."""
     total = sum(buckets)
     if not total:
         return 0.0

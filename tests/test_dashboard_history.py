@@ -19,6 +19,7 @@ from dashboard import history
 from dashboard.client import get_client
 from dashboard.text import provider_title
 from llms import SmartClient
+from llms.state.base import LATENCY_BOUNDS
 from simulator import Simulator
 from tests.conftest import ALL_SECRETS, MakeClient
 from tests.test_dashboard import app, chat, env, use_keys  # noqa: F401  (env is a fixture)
@@ -113,14 +114,22 @@ def test_csv_exports_hold_every_row_and_no_secret_or_content(busy_client: SmartC
     assert b"tuesday" not in dumped and not any(s.encode() in dumped for s in ALL_SECRETS)
 
 
-def test_the_p95_estimate_weights_hourly_rows_by_requests() -> None:
+def test_the_p95_of_several_rows_comes_from_their_summed_latency_buckets() -> None:
+    """groq:1 answered 94 requests within 100 ms, groq:2 six within 5 s: 95 % of Groq's 100 requests are reached
+    only in the 5 s bucket. Each row's own p95 (0.1 s, 5.0 s) would not say so if averaged."""
+
+    def buckets(bound: float, count: int) -> list[int]:
+        row = [0] * (len(LATENCY_BOUNDS) + 1)
+        row[LATENCY_BOUNDS.index(bound)] = count
+        return row
+
     rows = [
-        {"provider": "groq", "key_id": "groq:1", "requests": 94, "latency_p95_s": 0.1},
-        {"provider": "groq", "key_id": "groq:2", "requests": 6, "latency_p95_s": 5.0},
-        {"provider": "gemini", "key_id": "gemini:1", "requests": 96, "latency_p95_s": 0.2},
-        {"provider": "gemini", "key_id": "gemini:2", "requests": 4, "latency_p95_s": 7.5},
+        {"provider": "groq", "key_id": "groq:1", "requests": 94, "latency_buckets": buckets(0.1, 94)},
+        {"provider": "groq", "key_id": "groq:2", "requests": 6, "latency_buckets": buckets(5.0, 6)},
+        {"provider": "gemini", "key_id": "gemini:1", "requests": 96, "latency_buckets": buckets(0.2, 96)},
+        {"provider": "gemini", "key_id": "gemini:2", "requests": 4, "latency_buckets": buckets(7.5, 4)},
     ]
-    p95 = history.weighted_quantile(pd.DataFrame(rows), ["provider"], 0.95)
+    p95 = history.bucket_quantile(pd.DataFrame(rows), ["provider"], 0.95)
     assert p95.to_dict() == {"groq": 5.0, "gemini": 0.2}
 
 
