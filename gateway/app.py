@@ -230,13 +230,10 @@ def _unknown_model(pool: ClientPool, name: str) -> ApiError:
 
 
 async def _complete(state: _State, client: Any, parsed: ParsedChat) -> Response:
-    request = parsed.request
     started = time.perf_counter()
     await state.begin()
     try:
-        result = await client.acomplete(
-            request.messages, temperature=request.temperature, max_tokens=request.max_tokens
-        )
+        result = await client.acomplete(parsed.request)  # validated once, in parse_chat
     except LLMError as exc:
         error, outcome = _from_llm_error(exc)
         state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, False)
@@ -251,9 +248,8 @@ async def _complete(state: _State, client: Any, parsed: ParsedChat) -> Response:
 
 async def _stream(state: _State, client: Any, parsed: ParsedChat) -> Response:
     """Fail over until the first piece (so a 429 or 400 is still a proper HTTP status), then stream SSE chunks."""
-    request = parsed.request
     started = time.perf_counter()
-    stream = client.achat_stream(request.messages, temperature=request.temperature, max_tokens=request.max_tokens)
+    stream = client.achat_stream(parsed.request)
     await state.begin()
     try:
         first = await anext(stream, None)

@@ -161,7 +161,8 @@ class SmartClient:
         """Answer with the first key that can. `wait`: when every key is cooling but one frees up within that
         many seconds, wait for it instead of raising (`True`: `LLM_MAX_WAIT`, or 60 s when that is 0; default:
         `LLM_MAX_WAIT`, which is 0 unless configured). `on_attempt` hears each attempt as it ends (from the
-        calling thread), so a caller can show the keys being tried while it happens."""
+        calling thread), so a caller can show the keys being tried while it happens. `messages` may also be a
+        `ChatRequest` already built (validated once, with its own temperature and max_tokens)."""
         request = ChatRequest.build(messages, temperature, max_tokens)
         run = _Run(on_attempt=on_attempt)
         provider, key, completion = self._serve(self._deadline(wait), lambda a, k: a.send(request, k), run)

@@ -25,6 +25,12 @@ class ChatRequest:
 
     @classmethod
     def build(cls, messages: Any, temperature: float | None = None, max_tokens: int | None = None) -> ChatRequest:
+        """Validate `messages` (decoding images), or pass a `ChatRequest` through: it was validated when it was
+        built (the gateway builds one before it spends anything), and images are not decoded twice."""
+        if isinstance(messages, ChatRequest):
+            if temperature is not None or max_tokens is not None:
+                raise ValueError("a ChatRequest carries its own temperature and max_tokens; give them when building it")
+            return messages
         return cls(validate_messages(messages), _temperature(temperature), _max_tokens(max_tokens))
 
 

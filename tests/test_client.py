@@ -243,6 +243,19 @@ def test_an_awaited_stream_streams_from_an_openai_format_provider(make_client: M
     assert all(text.startswith("Simulated groq reply") for _, text in seen)
 
 
+def test_a_built_request_is_used_as_it_is(make_client: MakeClient) -> None:
+    """The gateway validates (and decodes images) once; the client takes that `ChatRequest` without a second pass,
+    and refuses settings beside it that it would otherwise silently drop."""
+    from llms.types import ChatRequest
+
+    client = make_client({"groq": 1})
+    request = ChatRequest.build(USER_HELLO, 0.3, 50)
+    assert ChatRequest.build(request) is request
+    assert client.complete(request).provider == "groq"
+    with pytest.raises(ValueError, match="carries its own temperature"):
+        client.complete(request, temperature=0.9)
+
+
 def test_round_robin_spreads_calls_over_keys(make_client: MakeClient, sim: Simulator) -> None:
     client = make_client({"groq": 3})
     results = [client.complete(USER_HELLO).key_id for _ in range(6)]
