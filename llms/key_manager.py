@@ -201,7 +201,7 @@ class KeyManager:
                 quota = quota or slots.quota(now)
             elif f"pace/{subject}" not in learned:
                 self._unpaced[subject].append(now)  # what a first 429 learns from, should one come
-        finish = self._finish(key, quota if ok else None, now, _adjustment(outcome, quota))
+        finish = self._finish(key, quota if ok else None, now, outcome.kind)
         if ok:
             self._succeeded(key, quota, now, request, finish)
             return
@@ -236,14 +236,11 @@ class KeyManager:
             self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}")
 
     def _finish(
-        self,
-        key: ApiKey,
-        quota: QuotaHint | None,
-        now: float,
-        adjust: Callable[[InFlightLimit], None] | None = None,
+        self, key: ApiKey, quota: QuotaHint | None, now: float, kind: OutcomeKind | None = None
     ) -> Finish | None:
-        """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota;
-        `adjust` changes the subject's in-flight limit in the same step."""
+        """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota.
+        In the same step the outcome's `kind` moves the subject's in-flight limit: an answer grows it (to what
+        the key reports left, if more), a 429 halves it; anything else, or no outcome (abandoned), leaves it."""
         with self._lock:
             tokens = self._leases.get(key.fingerprint)
             token = tokens.popleft() if tokens else None
@@ -251,8 +248,10 @@ class KeyManager:
                 self.ended += 1
                 subject = _subject(key)
                 self._in_flight[subject] -= 1
-                if adjust is not None:
-                    adjust(self._inflight_limits[subject])
+                if kind is OutcomeKind.OK:
+                    self._inflight_limits[subject].succeeded(quota.remaining if quota is not None else None)
+                elif kind is OutcomeKind.RATE_LIMIT:
+                    self._inflight_limits[subject].limited()
                 self._saturate(key, subject)
         if token is None:
             return None
@@ -476,17 +475,6 @@ class KeyManager:
 
     def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))
-
-
-def _adjustment(outcome: Outcome, quota: QuotaHint | None) -> Callable[[InFlightLimit], None] | None:
-    """What an outcome does to its subject's in-flight limit: an answer grows it (to what the key reports left,
-    if more), a 429 halves it, anything else leaves it."""
-    if outcome.kind is OutcomeKind.OK:
-        remaining = quota.remaining if quota is not None else None
-        return lambda limit: limit.succeeded(remaining)
-    if outcome.kind is OutcomeKind.RATE_LIMIT:
-        return InFlightLimit.limited
-    return None
 
 
 def _subject(key: ApiKey) -> str:
