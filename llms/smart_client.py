@@ -39,7 +39,6 @@ OnAttempt = Callable[[Attempt], None]
 T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
 _Step = tuple[str, ApiKey] | float  # a failover step: try this provider's key, or sleep this long
-_NO_TEXT = rejected("answer had no text (the stream ended without any)", 200)
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
 
 
@@ -327,9 +326,7 @@ class SmartClient:
         except Exception as exc:
             outcome = _failure(exc)
             self._failed(provider, key, outcome, run, raise_rejected=False)
-            raise StreamInterruptedError(
-                f"{provider} stream broke after {len(text)} piece(s): {outcome.message}", run.attempts
-            ) from None
+            raise _broke(provider, len(text), outcome, run) from None
         except BaseException:  # closed early (GeneratorExit) or interrupted: the key is no longer in flight
             self.key_manager.abandon(key)
             raise
@@ -352,9 +349,7 @@ class SmartClient:
         except Exception as exc:
             outcome = _failure(exc)
             await self._off_loop(partial(self._failed, raise_rejected=False), provider, key, outcome, run)
-            raise StreamInterruptedError(
-                f"{provider} stream broke after {len(text)} piece(s): {outcome.message}", run.attempts
-            ) from None
+            raise _broke(provider, len(text), outcome, run) from None
         except BaseException:  # closed early, cancelled while waiting for a piece, or interrupted
             self.key_manager.abandon(key)  # inline: a cancelled task may not get to await anything more
             raise
@@ -750,10 +745,7 @@ def _open_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) ->
     except BaseException:
         reply.close()
         raise
-    if first is None:
-        reply.close()
-        raise ProviderError(_NO_TEXT)
-    return reply, first
+    return _begun(reply, first)
 
 
 async def _asend(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> Completion:
@@ -778,16 +770,26 @@ async def _aopen_stream(adapter: ProviderAdapter, request: ChatRequest, key: Api
     except BaseException:
         reply.close()
         raise
-    if first is None:
-        reply.close()
-        raise ProviderError(_NO_TEXT)
-    return reply, first
+    return _begun(reply, first)
 
 
 async def _in_executor(pieces: Iterator[str]) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
         yield piece
+
+
+def _begun(reply: StreamReply, first: str | None) -> tuple[StreamReply, str]:
+    """A stream that ended before any text is a request error another provider may serve, not an answer."""
+    if first is None:
+        reply.close()
+        raise ProviderError(rejected("answer had no text (the stream ended without any)", 200))
+    return reply, first
+
+
+def _broke(provider: str, pieces: int, outcome: Outcome, run: _Run) -> StreamInterruptedError:
+    """A stream that failed after text was delivered: it cannot fail over, and a truncated answer is never silent."""
+    return StreamInterruptedError(f"{provider} stream broke after {pieces} piece(s): {outcome.message}", run.attempts)
 
 
 def _failure(exc: Exception) -> Outcome:
