@@ -28,6 +28,7 @@ from bench._common import (
     litellm_version,
     main,
     median,
+    register_keys,
     smart_client,
 )
 
@@ -51,18 +52,14 @@ REPEATS = 5
 
 def _keys(sim: Any) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """Register the keys; return the env that configures our client and (provider, secret) pairs."""
-    shape = {"groq": "gsk_", "openrouter": "sk-or-v1-", "gemini": "AIza"}
-    env = {**sim.env(), "LLM_PROVIDER_ORDER": ",".join(KEYS), "LLM_STATE_URL": "memory://"}
+    env: dict[str, str] = {}
     pairs = []
     for provider, count in KEYS.items():
-        for i in range(1, count + 1):
-            secret = f"{shape[provider]}burst_{i:06d}_{'0' * 24}"
-            sim.add_key(
-                provider, secret, name=f"{provider}:{i}", limit=(PER_WINDOW, WINDOW), sliding=provider != "groq"
-            )
-            env[f"{provider.upper()}_API_KEY_{i}"] = secret
-            pairs.append((provider, secret))
-    return env, pairs
+        window = {"limit": (PER_WINDOW, WINDOW), "sliding": provider != "groq"}
+        secrets, provider_env = register_keys(sim, provider, count, prefix="burst", **window)
+        env.update(provider_env)
+        pairs += [(provider, secret) for secret in secrets]
+    return {**env, "LLM_PROVIDER_ORDER": ",".join(KEYS), "LLM_STATE_URL": "memory://"}, pairs
 
 
 def _burst(call: Callable[[], object], told: Callable[[BaseException], bool]) -> Counter[str]:
