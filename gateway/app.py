@@ -149,6 +149,12 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
         text = exc.detail if isinstance(exc, HTTPException) else "Internal error."
         return _error(ApiError(status, text, code="not_found" if status == 404 else None))
 
+    async def internal_error(_: Request, exc: Exception) -> Response:
+        """A bug must not hand its traceback (or anything in it) to a caller: OpenAI's shape, the type's name only
+        in the log (uvicorn logs the traceback where the operator reads it)."""
+        log.error("internal error answering a request: %s", type(exc).__name__)
+        return _error(ApiError(500, "Internal error.", type="server_error", code="internal_error"))
+
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
@@ -158,7 +164,7 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
     )
 

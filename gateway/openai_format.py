@@ -87,6 +87,8 @@ def parse_chat(body: bytes) -> ParsedChat:
         raise bad_request("The body is not UTF-8 JSON.", code="invalid_json") from None
     except ValueError as exc:
         raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise bad_request("The body's JSON is nested too deeply.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("The body must be a JSON object.", code="invalid_json")
     model = data.get("model")
@@ -264,4 +266,10 @@ def model_entry(model_id: str, owner: str) -> dict[str, Any]:
 
 
 def dumps(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON. Text that has no UTF-8 form (a lone surrogate a caller sent as a model name, or a provider
+    escaped into its answer) is written as a JSON escape instead of failing the answer."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(data, separators=(",", ":")).encode()

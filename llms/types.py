@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,28 @@ def validate_messages(messages: Any) -> tuple[Message, ...]:
         _validate_content(i, message.get("content"))
     if all(m["role"] == "system" for m in messages):
         raise ValueError("messages must contain at least one user or assistant message")
-    return tuple(dict(m) for m in messages)
+    copied = tuple(dict(m) for m in messages)
+    for i, message in enumerate(copied):
+        _check_encodable(i, message)
+    return copied
+
+
+def _check_encodable(i: int, message: Message) -> None:
+    """The message must become UTF-8 JSON exactly as an adapter will send it. A lone surrogate ("\\ud800"), a value
+    JSON has no form for (a set, NaN, an object), a cycle or nesting deeper than the encoder goes would otherwise fail
+    inside the adapter, after a key was taken, and read as that key's transient error: one bad message would rest
+    every key of the pool in turn."""
+    try:
+        json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise ValueError(
+            f"messages[{i}] holds text that cannot be encoded as UTF-8 ({bad!r} is a lone surrogate, not a character)"
+        ) from None
+    except RecursionError:
+        raise ValueError(f"messages[{i}] is nested too deeply to be sent as JSON") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"messages[{i}] cannot be sent as JSON ({exc})") from None
 
 
 def _validate_content(i: int, content: Any) -> None:

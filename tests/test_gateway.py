@@ -309,7 +309,16 @@ def test_malformed_requests_are_400s_that_spend_no_key(start_gateway: StartGatew
     assert _error(gw.post({"model": "auto", "messages": HELLO, "stream": "yes"}), 400)["param"] == "stream"
     unknown = _error(gw.post({"model": "no-such-model", "messages": HELLO}), 404)
     assert unknown["code"] == "model_not_found"
+    surrogate = b'{"model": "auto", "messages": [{"role": "user", "content": "x\\ud800"}]}'
+    for _ in range(4):  # three used to rest every key for 10 minutes
+        lone = _error(gw.post(surrogate), 400)
+        assert lone["param"] == "messages" and "lone surrogate" in str(lone["message"])
+    deep = _error(gw.post(b'{"model": "auto", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), 400)
+    assert deep["code"] == "invalid_json" and "Traceback" not in str(deep["message"])
+    odd_model = _error(gw.post(b'{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}'), 404)
+    assert odd_model["code"] == "model_not_found"
     assert gw.sim.calls() == 0
+    assert gw.sdk().chat.completions.create(model="auto", messages=HELLO).choices[0].message.content
 
 
 def test_tokens_are_required_and_checked(start_gateway: StartGateway) -> None:

@@ -319,6 +319,55 @@ def test_a_broken_image_is_a_value_error_before_any_key_is_spent(sim: Simulator,
         assert sim.calls() == 0 and client.key_manager.statuses("gemini")[0].failures == 0
 
 
+def _deep(levels: int) -> list[Any]:
+    outer: list[Any] = []
+    inner = outer
+    for _ in range(levels):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+def _cyclic() -> dict[str, Any]:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    return loop
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ({"role": "user", "content": "a lone \ud800 surrogate"}, "lone surrogate"),
+        ({"role": "user", "content": [{"type": "text", "text": "\udfff"}]}, "lone surrogate"),
+        ({"role": "user", "content": "hi", "name": "\ud83d"}, "lone surrogate"),
+        ({"role": "user", "content": "hi", "name": {"a set"}}, "cannot be sent as JSON"),
+        ({"role": "user", "content": "hi", "weight": math.nan}, "cannot be sent as JSON"),
+        ({"role": "user", "content": "hi", "extra": _cyclic()}, "cannot be sent as JSON"),
+        ({"role": "user", "content": "hi", "extra": _deep(100_000)}, "nested too deeply"),
+    ],
+)
+@pytest.mark.parametrize("awaited", [False, True], ids=["blocking", "awaited"])
+def test_a_request_that_cannot_be_encoded_fails_before_any_key_is_spent(
+    sim: Simulator, message: dict[str, Any], says: str, awaited: bool
+) -> None:
+    """One such message used to go to every key as a transient failure: three of them rested the whole pool."""
+    sim.add_key("groq", KEY["groq"])
+    sim.add_key("openrouter", KEY["openrouter"])
+    env = {"GROQ_API_KEY_1": KEY["groq"], "OPENROUTER_API_KEY_1": KEY["openrouter"], **sim.env()}
+    with SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore()) as client:
+        for _ in range(4):
+            with pytest.raises(ValueError, match=rf"messages\[1\].*{says}"):
+                if awaited:
+                    asyncio.run(client.acomplete([{"role": "system", "content": "be brief"}, message]))
+                else:
+                    client.complete([{"role": "system", "content": "be brief"}, message])
+        assert sim.calls() == 0
+        assert all(
+            k.available and k.failures == 0 for p in ("groq", "openrouter") for k in client.key_manager.statuses(p)
+        )
+        assert client.complete(USER_HELLO).text
+
+
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
