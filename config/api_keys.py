@@ -11,7 +11,8 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import quote, unquote
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ def key_hint(secret: str) -> str:
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every recognisable part of a known secret in `text` by the secret's hint, and any bearer token.
 
-    Recognisable: any run of 8 or more characters that starts or ends the secret, in any letter case (a provider
-    quoting "the first 22 characters of your key" must not leak them either).
+    Recognisable: any run of 8 or more characters found anywhere in the secret — its start, its end or its middle
+    — in any letter case (a provider quoting "the first 22 characters of your key", or `key[6:-6]`, must not leak
+    them either).
     """
     if text:
         text = _redactor(tuple(secrets)).apply(text)
@@ -69,24 +71,29 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 _FRAGMENT = 8
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+"""Lower-cases ASCII only, so positions in the lowered text are positions in the text (keys are ASCII)."""
 
 
 class _Redactor:
+    """Every `_FRAGMENT`-character window of every secret, lower-cased, mapped to its secret. A text's windows are
+    looked up one by one and the hits merged into runs: O(length of the text), whatever the number of keys."""
+
     def __init__(self, secrets: tuple[str, ...]) -> None:
-        self._starts: dict[str, list[str]] = {}
-        self._ends: dict[str, list[str]] = {}
+        self._windows: dict[str, str] = {}
+        short = []
         for secret in secrets:
-            if secret:
-                self._starts.setdefault(secret[:_FRAGMENT].lower(), []).append(secret)
-                self._ends.setdefault(secret[-_FRAGMENT:].lower(), []).append(secret)
-        fragments = sorted({*self._starts, *self._ends}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, fragments)), re.IGNORECASE) if fragments else None
+            lowered = secret.translate(_ASCII_LOWER)
+            if 0 < len(secret) < _FRAGMENT:
+                short.append(secret)
+            for i in range(len(lowered) - _FRAGMENT + 1):
+                self._windows.setdefault(lowered[i : i + _FRAGMENT], secret)
+        self._short = re.compile("|".join(map(re.escape, short)), re.IGNORECASE) if short else None
 
     def apply(self, text: str) -> str:
-        if self._pattern is None:
-            return text
-        lowered = text.lower()
-        spans = self._find(lowered)
+        spans = self._runs(text.translate(_ASCII_LOWER)) if self._windows else []
+        if self._short is not None:
+            spans += [[m.start(), m.end(), m.group()] for m in self._short.finditer(text)]
         if not spans:
             return text
         spans.sort()
@@ -99,34 +106,19 @@ class _Redactor:
         out.append(text[last:])
         return "".join(out)
 
-    def _find(self, lowered: str) -> list[tuple[int, int, str]]:
-        """Every place a secret's start or end appears, widened to as much of that secret as matches there."""
-        assert self._pattern is not None
-        found = []
-        position = 0
-        while (match := self._pattern.search(lowered, position)) is not None:
-            fragment, start = match.group(), match.start()
-            best = (start, match.end(), "")
-            for secret in self._starts.get(fragment, ()):
-                length = _common_prefix(lowered[start:], secret.lower())
-                if start + length > best[1] or not best[2]:
-                    best = (start, start + length, secret)
-            for secret in self._ends.get(fragment, ()):
-                length = _common_prefix(lowered[: match.end()][::-1], secret.lower()[::-1])
-                if match.end() - length < best[0] or not best[2]:
-                    best = (match.end() - length, match.end(), secret)
-            found.append(best)
-            position = start + 1
-        return found
-
-
-def _common_prefix(a: str, b: str) -> int:
-    length = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        length += 1
-    return length
+    def _runs(self, lowered: str) -> list[list[Any]]:
+        """[start, end, secret] of each run of text made of overlapping windows of secrets."""
+        runs: list[list[Any]] = []
+        windows = self._windows
+        for i in range(len(lowered) - _FRAGMENT + 1):
+            secret = windows.get(lowered[i : i + _FRAGMENT])
+            if secret is None:
+                continue
+            if runs and i <= runs[-1][1]:
+                runs[-1][1] = i + _FRAGMENT
+            else:
+                runs.append([i, i + _FRAGMENT, secret])
+        return runs
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,13 +130,29 @@ _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9_\-\.]{8,}")
 
 
 def redacted_url(url: str) -> str:
-    """The URL without its password, for messages and the status page."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url.split("@")[-1]
-    if password is None:
+    """The URL without its credentials, for messages and the status page.
+
+    Read by hand, not by `urlsplit`: a password holding an unencoded '#', '/', '?' or '@' ends `urlsplit`'s host
+    early, and the rest of the password would be printed as part of the host or path. Everything before the last
+    '@' is credentials; only a user name before a ':' is kept."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
         return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def with_encoded_credentials(url: str) -> str:
+    """`url` with its user name and password percent-encoded, so a password holding '#', '/', '?' or '@' reaches
+    the server whole instead of being cut at that character by every URL parser (already encoded ones stay as
+    they are)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    encode = functools.partial(quote, safe="")
+    return f"{scheme}{sep}{encode(unquote(user))}{colon}{encode(unquote(password))}@{host}"

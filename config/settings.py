@@ -12,13 +12,13 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import platformdirs
 from dotenv import dotenv_values, find_dotenv
 
-from config.api_keys import ApiKey, redacted_url
+from config.api_keys import ApiKey, redacted_url, with_encoded_credentials
 from llms.providers import PROVIDERS
 
 log = logging.getLogger("llms.config")
@@ -63,10 +63,10 @@ class Settings:
     max_wait: float
     probe_interval: float
     probe_timeout: float
-    alert_webhook: str | None
+    alert_webhook: str | None = field(repr=False)  # its path is often its secret
     history_days: float
     request_log_size: int
-    state_url: str
+    state_url: str = field(repr=False)  # may hold a password
     state_prefix: str
     demo: bool
 
@@ -267,6 +267,7 @@ def _state_url(env: Mapping[str, str], name: str) -> str:
         if not url.split("://", 1)[1].strip():
             raise ConfigError(f"{name} must name a file after sqlite:// (sqlite:///var/lib/llm/state.db)")
         return url
+    url = with_encoded_credentials(url)
     parts = urlsplit(url)
     try:
         port = parts.port

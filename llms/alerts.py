@@ -11,6 +11,7 @@ appear as id and hint).
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -18,13 +19,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
-import requests
+import urllib3
 
 from llms.key_manager import PARKED_REASONS, KeyStatus
 from llms.outcomes import STATE_WORDS, describe_states, format_duration
 from llms.state.base import Document
+from llms.transport import HttpPool
 
 log = logging.getLogger("llms.alerts")
 
@@ -157,13 +159,31 @@ class Alerts:
 
 
 class WebhookSender:
-    """POSTs alerts one after another from its own thread; a failed POST is retried after 1, 2, 4, 8 and 16 s."""
+    """POSTs alerts one after another from its own thread; a failed POST is retried after 1, 2, 4, 8 and 16 s.
 
-    def __init__(self, url: str, delays: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0), timeout: float = 5.0) -> None:
+    Over urllib3 (`HttpPool`: the proxy and CA bundle the environment names), following only 307/308 redirects
+    within the webhook's own origin, at most `max_redirects`: a redirect elsewhere would hand the alert to another
+    host, and a loop would multiply every alert. The webhook's path, often its secret, is masked in urllib3's
+    debug log lines and never written in ours."""
+
+    def __init__(
+        self,
+        url: str,
+        delays: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0),
+        timeout: float = 5.0,
+        max_redirects: int = 3,
+    ) -> None:
         self._url = url
-        self._where = urlsplit(url).netloc.rsplit("@", 1)[-1]  # the path of a webhook URL is often its secret
+        parts = urlsplit(url)
+        self._where = parts.netloc.rsplit("@", 1)[-1]
+        self._origin = _origin(url)
         self._delays = tuple(delays)
-        self._timeout = timeout
+        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        self._max_redirects = max_redirects
+        self._http = HttpPool(url, pool_size=1)
+        self._mask = _MaskedPath(url[len(f"{parts.scheme}://{parts.netloc}") :])
+        for name in _URLLIB3_LOGGERS:
+            logging.getLogger(name).addFilter(self._mask)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=1000)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="llms-webhook", daemon=True)
@@ -181,23 +201,67 @@ class WebhookSender:
 
     def _deliver(self, alert: dict[str, Any]) -> None:
         mark = "🔴" if alert["state"] == "open" else "✅"
-        payload = {"text": f"{mark} {alert['text']}", "alert": alert}
+        body = json.dumps({"text": f"{mark} {alert['text']}", "alert": alert}).encode()
         for retry_in in (*self._delays, None):
-            try:
-                answer = requests.post(self._url, json=payload, timeout=self._timeout)
-                if answer.ok:
-                    return
-                problem = f"HTTP {answer.status_code}"
-            except requests.RequestException as exc:
-                problem = type(exc).__name__
-            if retry_in is None:
+            problem, final = self._post(body)
+            if problem is None:
+                return
+            if retry_in is None or final:
                 log.warning("alert webhook at %s failed (%s); gave up on: %s", self._where, problem, alert["text"])
                 return
             log.warning("alert webhook at %s failed (%s); retrying in %s s", self._where, problem, retry_in)
             if self._stop.wait(retry_in):
                 return
 
+    def _post(self, body: bytes) -> tuple[str | None, bool]:
+        """One delivery, following same-origin 307/308 redirects: (None, _) when it was taken, else (what went
+        wrong, whether trying again is pointless)."""
+        url = self._url
+        for _ in range(self._max_redirects + 1):
+            try:
+                answer = self._http.request("POST", url, body, dict(_JSON), self._timeout)
+                answer.drain_conn()
+                answer.release_conn()
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                return type(exc).__name__, False
+            if 200 <= answer.status < 300:
+                return None, False
+            location = answer.headers.get("location")
+            if answer.status not in (307, 308) or not location:
+                return f"HTTP {answer.status}", answer.status in (301, 302, 303)
+            url = urljoin(url, location)
+            if _origin(url) != self._origin:
+                return f"HTTP {answer.status} to another host, not followed", True
+        return f"more than {self._max_redirects} redirects", True
+
     def close(self) -> None:
         self._stop.set()
         self._queue.put(None)
         self._thread.join(timeout=2)
+        self._http.close()
+        for name in _URLLIB3_LOGGERS:
+            logging.getLogger(name).removeFilter(self._mask)
+
+
+_JSON = {"Content-Type": "application/json", "User-Agent": "llm-key-rotation alerts"}
+_URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.poolmanager")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = urllib3.util.parse_url(url)
+    return (parsed.scheme or "", (parsed.host or "").lower(), parsed.port)
+
+
+class _MaskedPath(logging.Filter):
+    """Masks a webhook's path (and query) in urllib3's log lines, which quote every request's path at DEBUG."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path if len(path) > 1 else ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._path:
+            message = record.getMessage()
+            if self._path in message:
+                record.msg, record.args = message.replace(self._path, "/…"), ()
+        return True

@@ -205,8 +205,11 @@ class HostileServer:
     def _bad_usage(self, conn: socket.socket, _: dict[str, str]) -> None:
         self._send(conn, "200 OK", {"Content-Type": _JSON}, _answer("kept", usage={"prompt_tokens": "lots", "x": []}))
 
-    def _quote_key(self, conn: socket.socket, headers: dict[str, str]) -> None:
+    def _quote_key(self, conn: socket.socket, headers: dict[str, str], part: slice = slice(None, 22)) -> None:
         token = headers.get("authorization", "").removeprefix("Bearer ")
-        message = f"Incorrect API key provided: {token[:22]}. You can find your API key at https://example.invalid"
+        message = f"Incorrect API key provided: {token[part]}. You can find your API key at https://example.invalid"
         body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}})
         self._send(conn, "401 Unauthorized", {"Content-Type": _JSON}, body.encode())
+
+    def _quote_key_middle(self, conn: socket.socket, headers: dict[str, str]) -> None:
+        self._quote_key(conn, headers, slice(6, -6))

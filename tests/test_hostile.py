@@ -277,14 +277,18 @@ def test_a_malformed_usage_block_keeps_the_answer(hostile: HostileServer) -> Non
         assert (result.text, result.usage.total_tokens) == ("kept", 0)
 
 
-def test_a_provider_quoting_the_start_of_a_key_is_redacted(
-    hostile: HostileServer, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("behaviour", ["quote-key", "quote-key-middle"])
+def test_a_provider_quoting_part_of_a_key_is_redacted(
+    hostile: HostileServer, caplog: pytest.LogCaptureFixture, behaviour: str
 ) -> None:
+    """Its start (`key[:22]`) or its middle (`key[6:-6]`): no run of 8 characters of a key is ever shown."""
     caplog.set_level(logging.DEBUG)
-    with client_for("groq", hostile.base("quote-key")) as client:
+    with client_for("groq", hostile.base(behaviour)) as client:
         with pytest.raises(AllKeysExhaustedError) as caught:
             client.complete(USER_HELLO)
+        checked = client.check_key("groq:1")
         told = str(caught.value) + repr(client.get_status_summary()) + repr(client.events()) + caplog.text
+        told += checked.message + json.dumps(client.checks())
         assert "Incorrect API key provided" in caplog.text
         secret = KEY["groq"]
         assert not any(secret[i : i + 8].lower() in told.lower() for i in range(len(secret) - 7))
@@ -501,6 +505,31 @@ def test_redis_wrong_db_and_wrong_password_are_named(own_redis: RedisServer) -> 
     assert "authentication failed" in refused.health().detail
     assert "wrong-one" not in refused.health().location
     refused.close()
+
+
+def test_a_redis_password_with_reserved_characters_works_and_is_never_shown(
+    own_redis: RedisServer, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unencoded '#', '/', '?' and '@' used to end the host early: the password was printed whole at start-up."""
+    password = "pa#ss/wo?rd@x"
+    redis.Redis.from_url(own_redis.url).config_set("requirepass", password)
+    url = own_redis.url.replace("redis://", f"redis://:{password}@")
+    webhook = "https://hooks.example.invalid/services/T0/B0/WEBHOOKSECRET"
+    settings = load_settings({"LLM_STATE_URL": url, "LLM_ALERT_WEBHOOK": webhook}, dotenv_path=None)
+    told = repr(settings) + str(settings)
+    sim.add_key("groq", KEY["groq"])
+    caplog.set_level(logging.DEBUG)
+    with client_for("groq", sim.base_urls["groq"], store_from_url(settings.state_url, failover=False)) as client:
+        assert client.complete(USER_HELLO).provider == "groq"
+        health = client.store_health()
+        assert health.healthy
+        told += repr(health)
+    with pytest.raises(ConfigError) as malformed:
+        load_settings({"LLM_STATE_URL": url.replace(f":{own_redis.port}", ":port")}, dotenv_path=None)
+    told += str(malformed.value) + caplog.text
+    assert "LLM_STATE_URL" in str(malformed.value)
+    for fragment in ("pa#ss", "ss/wo", "wo?rd", "rd@x", "pa%23ss", "WEBHOOKSECRET"):
+        assert fragment not in told
 
 
 class _ForwardProxy(http.server.BaseHTTPRequestHandler):

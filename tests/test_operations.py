@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,15 @@ from conftest import ALL_SECRETS, SECRETS, USER_HELLO, MakeClient
 
 from config.settings import ConfigError, load_settings
 from llms import AllKeysExhaustedError, SmartClient
+from llms.alerts import WebhookSender
 from simulator import Simulator
 
 
 class Webhook:
     """A real HTTP receiver on loopback that answers 500 to the first `failures` POSTs."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, redirect: Callable[[str], str | None] = lambda path: None) -> None:
+        """`redirect(path)`: where a POST to `path` is sent on with a 307 (None: answer it)."""
         self.received: list[dict[str, Any]] = []
         self.attempts = 0
         self.failures = failures
@@ -31,6 +34,13 @@ class Webhook:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.attempts += 1
+                elsewhere = redirect(self.path)
+                if elsewhere is not None:
+                    self.send_response(307)
+                    self.send_header("Location", elsewhere)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 failing = hook.attempts <= hook.failures
                 if not failing:
                     hook.received.append(json.loads(body))
@@ -126,6 +136,45 @@ def test_a_dead_webhook_never_slows_or_fails_a_call(sim: Simulator, tmp_path: Pa
             assert client.complete(USER_HELLO).key_id == "groq:1"
         assert client.alerts()[0]["id"] == "key:groq:2"
         assert time.monotonic() - started < 2.0
+
+
+ALERT = {"at": 0.0, "id": "key:groq:1", "state": "open", "text": "groq:1 (gsk_…0001) is parked as invalid"}
+
+
+def _deliver_one(url: str) -> None:
+    sender = WebhookSender(url, delays=(0.01,) * 5, timeout=2.0)
+    sender.send(ALERT)
+    time.sleep(0.5)
+    sender.close()
+
+
+def test_the_webhook_follows_no_redirect_to_another_host_and_a_bounded_number_on_its_own() -> None:
+    """A 307 elsewhere would re-POST the alert to another host; a loop used to make 186 requests per alert."""
+    thief = Webhook()
+    away = Webhook(redirect=lambda path: f"{thief.url}?stolen")
+    looping = Webhook(redirect=lambda path: path)
+    moved = Webhook(redirect=lambda path: "/hooks/new-path" if path != "/hooks/new-path" else None)
+    try:
+        for hook in (away, looping, moved):
+            _deliver_one(hook.url)
+        assert thief.attempts == 0 and away.attempts == 1  # not followed, and not retried: it would go the same way
+        assert looping.attempts == 4  # the POST and three redirects, then it gives up
+        assert moved.attempts == 2 and moved.received[0]["alert"] == ALERT  # its own host: followed
+    finally:
+        for hook in (thief, away, looping, moved):
+            hook.server.shutdown()
+
+
+def test_urllib3_debug_lines_never_show_the_webhook_path(caplog: pytest.LogCaptureFixture) -> None:
+    hook = Webhook(failures=1)
+    caplog.set_level(logging.DEBUG)
+    try:
+        _deliver_one(hook.url)
+        assert hook.received
+    finally:
+        hook.server.shutdown()
+    assert "127.0.0.1" in caplog.text and "POST /…" in caplog.text
+    assert "secret-path" not in caplog.text
 
 
 def test_a_malformed_webhook_names_the_variable_but_not_the_value() -> None:
