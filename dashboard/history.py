@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.text import provider_title
-from llms import OutcomeKind, SmartClient, latency_quantile
+from llms import ABANDONED, OutcomeKind, SmartClient, latency_quantile
 
 RANGES: dict[str, float] = {"Last hour": 1.0, "Last day": 24.0, "Last 30 days": 720.0}
 """Range label → hours handed to `client.history(hours=…)`."""
@@ -52,6 +52,7 @@ OUTCOME_WORDS: dict[str, str] = {
     OutcomeKind.NO_ACCESS: "no access",
     OutcomeKind.TRANSIENT: "error",
     OutcomeKind.REQUEST_ERROR: "request rejected",
+    ABANDONED: "abandoned by the caller",
 }
 """Outcome value (as the request log stores it) → what the log and its filter show."""
 

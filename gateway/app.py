@@ -10,10 +10,11 @@ reading, never after), JSON and messages, model name; only then is a key spent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -103,8 +104,8 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
         if client is None:
             return _error(_unknown_model(pool, parsed.model))
         if parsed.stream:
-            return await _stream(state, client, parsed)
-        return await _complete(state, client, parsed)
+            return await _stream(state, client, parsed, request)
+        return await _complete(state, client, parsed, request)
 
     async def models(request: Request) -> Response:
         refused = _authenticate(state, request)
@@ -235,15 +236,18 @@ def _unknown_model(pool: ClientPool, name: str) -> ApiError:
 # --- answering -------------------------------------------------------------------------------------------------
 
 
-async def _complete(state: _State, client: Any, parsed: ParsedChat) -> Response:
+async def _complete(state: _State, client: Any, parsed: ParsedChat, request: Request) -> Response:
     started = time.perf_counter()
     await state.begin()
     try:
-        result = await client.acomplete(parsed.request)  # validated once, in parse_chat
+        result = await _unless_caller_leaves(request, client.acomplete(parsed.request))  # validated in parse_chat
     except LLMError as exc:
         error, outcome = _from_llm_error(exc)
         state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, False)
         return _error(error)
+    except _CallerLeft:
+        state.metrics.finished("client_disconnected", (), time.perf_counter() - started, False)
+        return Response(status_code=499)  # nobody reads it; uvicorn drops it on the closed connection
     finally:
         state.end()
     state.metrics.finished("ok", result.attempts, time.perf_counter() - started, False, result.key_id)
@@ -252,18 +256,23 @@ async def _complete(state: _State, client: Any, parsed: ParsedChat) -> Response:
     return Response(body, media_type=JSON, headers=_who(result.provider, result.key_id, result.attempts, cid))
 
 
-async def _stream(state: _State, client: Any, parsed: ParsedChat) -> Response:
+async def _stream(state: _State, client: Any, parsed: ParsedChat, request: Request) -> Response:
     """Fail over until the first piece (so a 429 or 400 is still a proper HTTP status), then stream SSE chunks."""
     started = time.perf_counter()
     stream = client.achat_stream(parsed.request)
     await state.begin()
     try:
-        first = await anext(stream, None)
+        first = await _unless_caller_leaves(request, anext(stream, None))
     except LLMError as exc:
         state.end()
         error, outcome = _from_llm_error(exc)
         state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, True)
         return _error(error)
+    except _CallerLeft:
+        state.end()
+        await _close(stream)
+        state.metrics.finished("client_disconnected", stream.attempts, time.perf_counter() - started, True)
+        return Response(status_code=499)
     except BaseException:
         state.end()
         await _close(stream)
@@ -309,6 +318,38 @@ async def _events(
         attempts = result.attempts if result else stream.attempts
         key_id = result.key_id if result and outcome == "ok" else stream.key_id
         state.metrics.finished(outcome, attempts, time.perf_counter() - started, True, key_id)
+
+
+class _CallerLeft(Exception):
+    """The caller hung up before its answer (or its stream's first piece) was ready."""
+
+
+async def _unless_caller_leaves(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result, unless the caller hangs up first: then the upstream call is cancelled at once (the client
+    frees the key's in-flight slot and logs the request as abandoned) and `_CallerLeft` is raised. Without this the
+    slot stayed held for the whole upstream call, and the answer nobody read was counted "ok"."""
+    task = asyncio.ensure_future(work)
+    left = asyncio.ensure_future(_hang_up(request))
+    try:
+        await asyncio.wait((task, left), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        left.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise _CallerLeft
+
+
+async def _hang_up(request: Request) -> None:
+    """Returns when the connection closes. The body has been read, so the server's next message is the
+    disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class _SSE(StreamingResponse):

@@ -32,11 +32,13 @@ _EXPORTS = {
     "latency_quantile": "llms.smart_client",
     "reset_smart_client": "llms.smart_client",
     "StoreHealth": "llms.state",
+    "ABANDONED": "llms.state.base",
     "ChatResult": "llms.types",
     "Usage": "llms.types",
 }
 
 __all__ = [
+    "ABANDONED",
     "PARKED_REASONS",
     "AllKeysExhaustedError",
     "AsyncChatStream",
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
         reset_smart_client,
     )
     from llms.state import StoreHealth
+    from llms.state.base import ABANDONED
     from llms.types import ChatResult, Usage
 
 

@@ -298,11 +298,15 @@ class KeyManager:
         with self._lock:
             return any(self._leases.values())
 
-    def abandon(self, key: ApiKey) -> None:
-        """The caller gave up on a request (a stream closed early): it no longer counts as in flight."""
-        finish = self._finish(key, None, self._clock())
-        if finish is not None:
-            self._store.end_lease(key.fingerprint, finish, self._clock())
+    def abandon(self, key: ApiKey, request: RequestRecord | None = None) -> None:
+        """The caller gave up on a request (cancelled, a stream closed early): it no longer counts as in flight;
+        `request` goes to the request log in the same store write."""
+        now = self._clock()
+        finish = self._finish(key, None, now)
+        if request is not None:
+            self._store.log_request(request, finish)
+        elif finish is not None:
+            self._store.end_lease(key.fingerprint, finish, now)
 
     def _rate_limited(self, key: ApiKey, outcome: Outcome, now: float) -> None:
         """Cool the key, its whole shared-limit group, and on a storm the provider's other keys."""

@@ -28,7 +28,7 @@ from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import PROVIDERS, Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits
 from llms.state import KeyEvent, StateStore, StoreHealth, store_from_url
-from llms.state.base import LATENCY_BOUNDS, HourOfKey, RequestRecord
+from llms.state.base import ABANDONED, LATENCY_BOUNDS, HourOfKey, RequestRecord
 from llms.types import ChatRequest, ChatResult, Completion, StreamReply
 from llms.wire import seconds_until_midnight
 
@@ -278,7 +278,7 @@ class SmartClient:
                 step = steps.send(_failure(exc))
                 continue
             except BaseException:  # interrupted (Ctrl-C): the key is no longer in flight, for any process
-                self.key_manager.abandon(key)
+                self._abandoned(provider, key, run)
                 raise
             steps.close()
             return provider, key, answer
@@ -302,7 +302,7 @@ class SmartClient:
                 step = await self._off_loop(steps.send, _failure(exc))
                 continue
             except BaseException:  # cancelled (the caller went away): the key is no longer in flight
-                self.key_manager.abandon(key)
+                self._abandoned(provider, key, run)
                 raise
             steps.close()
             return provider, key, answer
@@ -328,7 +328,7 @@ class SmartClient:
             self._failed(provider, key, outcome, run, raise_rejected=False)
             raise _broke(provider, len(text), outcome, run) from None
         except BaseException:  # closed early (GeneratorExit) or interrupted: the key is no longer in flight
-            self.key_manager.abandon(key)
+            self._abandoned(provider, key, run)
             raise
         finally:
             reply.close()
@@ -351,7 +351,7 @@ class SmartClient:
             await self._off_loop(partial(self._failed, raise_rejected=False), provider, key, outcome, run)
             raise _broke(provider, len(text), outcome, run) from None
         except BaseException:  # closed early, cancelled while waiting for a piece, or interrupted
-            self.key_manager.abandon(key)  # inline: a cancelled task may not get to await anything more
+            self._abandoned(provider, key, run)  # inline: a cancelled task may not get to await anything more
             raise
         finally:
             reply.close()
@@ -360,7 +360,8 @@ class SmartClient:
 
     def _failed(self, provider: str, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
         latency = time.perf_counter() - run.started
-        self.key_manager.record(key, outcome, request=self._log_entry(provider, key, outcome, latency))
+        entry = self._log_entry(provider, key, outcome.kind.value, outcome.status, latency)
+        self.key_manager.record(key, outcome, request=entry)
         run.attempted(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
         log.debug("%s failed: %s %s %s", key.label, outcome.kind.value, outcome.status, outcome.message)
         if outcome.scope is Scope.PROVIDER:
@@ -377,7 +378,7 @@ class SmartClient:
 
     def _succeeded(self, provider: str, key: ApiKey, completion: Completion, run: _Run) -> ChatResult:
         latency = time.perf_counter() - run.started
-        entry = self._log_entry(provider, key, _OK, latency, completion)
+        entry = self._log_entry(provider, key, _OK.kind.value, _OK.status, latency, completion)
         self.key_manager.record(key, _OK, completion.quota, entry)
         run.attempted(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
         with self._lock:
@@ -394,8 +395,20 @@ class SmartClient:
             attempts=tuple(run.attempts),
         )
 
+    def _abandoned(self, provider: str, key: ApiKey, run: _Run) -> None:
+        """The caller went away mid-request (cancelled, interrupted, a stream closed early). The key did nothing
+        wrong: its in-flight slot frees now, for every process, and the request log says "abandoned"."""
+        entry = self._log_entry(provider, key, ABANDONED, None, time.perf_counter() - run.started)
+        self.key_manager.abandon(key, entry)
+
     def _log_entry(
-        self, provider: str, key: ApiKey, outcome: Outcome, latency: float, completion: Completion | None = None
+        self,
+        provider: str,
+        key: ApiKey,
+        outcome: str,
+        status: int | None,
+        latency: float,
+        completion: Completion | None = None,
     ) -> RequestRecord:
         usage = completion.usage if completion else None
         return RequestRecord(
@@ -404,8 +417,8 @@ class SmartClient:
             model=completion.model if completion else self._adapters[provider].model,
             key=key.fingerprint,
             key_id=key.key_id,
-            outcome=outcome.kind.value,
-            status=outcome.status,
+            outcome=outcome,
+            status=status,
             latency=round(latency, 6),
             tokens_in=usage.prompt_tokens if usage else 0,
             tokens_out=usage.completion_tokens if usage else 0,

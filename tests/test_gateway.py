@@ -429,6 +429,35 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_key_at_once(start_gateway: 
     assert gw.metric("llm_gateway_in_flight") == 0
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_a_client_that_hangs_up_before_its_answer_cancels_the_upstream_call(
+    start_gateway: StartGateway, stream: bool
+) -> None:
+    """Hanging up before the answer (or before a stream's first piece) used to leave the key's in-flight slot held
+    for the whole upstream call, and the answer nobody read counted "ok"."""
+    gw = start_gateway({"groq": 1}, latency={"groq:1": 1.5}, LLM_REQUEST_TIMEOUT="20")
+    body = json.dumps({"model": "auto", "stream": stream, "messages": HELLO}).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    client = gw.pool.auto
+    with socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(head.encode() + body)
+        deadline = time.monotonic() + 3
+        while not client.key_manager.busy():  # the upstream call is under way
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    hung_up = time.monotonic()
+    while client.key_manager.busy() or gw.metric("llm_gateway_requests_total", outcome="client_disconnected") < 1:
+        assert time.monotonic() - hung_up < 0.7  # at once, not when the 1.5 s answer arrives
+        time.sleep(0.02)
+    assert gw.metric("llm_gateway_in_flight") == 0
+    time.sleep(1.5)  # past the upstream answer's time: nothing more is recorded for it
+    assert [r["outcome"] for r in client.request_log()] == ["abandoned"]
+    assert gw.metric("llm_gateway_requests_total", outcome="ok") == 0
+    assert client.history(1)[0]["errors"] == 0  # the key did nothing wrong
+    assert gw.post({"model": "auto", "messages": HELLO}).headers["x-llm-key-id"] == "groq:1"
+
+
 def test_requests_beyond_the_worker_limit_queue_instead_of_failing(start_gateway: StartGateway) -> None:
     """`LLM_GATEWAY_WORKERS=1`: two requests at once over two free keys are both answered, one after the other."""
     gw = start_gateway({"groq": 2}, latency={"groq:1": 0.4, "groq:2": 0.4}, workers=1)

@@ -237,11 +237,16 @@ def hour_of(at: float) -> float:
     return at - at % 3600
 
 
+ABANDONED = "abandoned"
+"""The request log's outcome for a request its caller gave up on mid-way: no verdict on the key."""
+
+
 def outcome_columns(request: RequestRecord) -> tuple[int, int, int]:
-    """(success, rate limit, other error) as 0/1 counts; request errors count as errors of the request."""
+    """(success, rate limit, other error) as 0/1 counts; request errors count as errors of the request, an
+    abandoned request as none of them (it is still a request)."""
     ok = request.outcome == "ok"
     limited = request.outcome == "rate_limit"
-    return int(ok), int(limited), int(not ok and not limited)
+    return int(ok), int(limited), int(not ok and not limited and request.outcome != ABANDONED)
 
 
 def tally(row: HourOfKey | None, request: RequestRecord) -> HourOfKey:
