@@ -24,15 +24,28 @@ class AllKeysExhaustedError(LLMError):
     """Every key of every provider is cooling down (or failed just now)."""
 
     def __init__(
-        self, attempts: Sequence[Attempt], retry_in: float | None, next_key_id: str | None, states: str = ""
+        self,
+        attempts: Sequence[Attempt],
+        retry_in: float | None,
+        next_key_id: str | None,
+        states: str = "",
+        *,
+        busy: bool = False,
     ) -> None:
         """`retry_in`: seconds until a key can answer (0: the keys are available, they all failed just now;
-        None: none will by itself). `states`: how the keys stand, e.g. "2 rate-limited, 1 invalid key"."""
+        None: none will by itself). `states`: how the keys stand, e.g. "2 rate-limited, 1 invalid key". `busy`:
+        the first key to answer is free but every slot it has is held by requests in flight (in this or another
+        process; a process that died holding one frees it within seconds)."""
         self.attempts = tuple(attempts)
         self.retry_in = retry_in
         self.next_key_id = next_key_id
         if retry_in is None:
             when = "no key will free up by itself (none configured, or all need a manual reset)"
+        elif busy and next_key_id is not None:
+            when = (
+                f"every free key is busy with requests in flight; {next_key_id} has a slot again within "
+                f"{format_duration(retry_in)}"
+            )
         elif next_key_id is not None:
             when = f"the first key ({next_key_id}) frees up in {format_duration(retry_in)}"
         elif retry_in == 0:

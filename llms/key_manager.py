@@ -20,11 +20,13 @@ from config.settings import CooldownSettings
 from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
-from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateStore, StoreHealth
+from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord
 
 log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
+LEASE_TTL = 10.0
+"""Seconds an in-flight slot outlives a process that died holding it (at most the request timeout)."""
 _PACED_REFRESH = 2.0
 
 _PARKED: Mapping[OutcomeKind, CooldownReason] = {
@@ -69,14 +71,21 @@ class KeyManager:
         clock: Callable[[], float] = time.time,
         limits: Mapping[str, ConfiguredLimits] | None = None,
         lease_seconds: float = 660.0,
+        lease_ttl: float = LEASE_TTL,
     ) -> None:
-        """`lease_seconds`: how long a request may hold its in-flight slot before a crashed process's slot frees."""
+        """`lease_seconds`: the longest a request may hold its in-flight slot (its deadline). `lease_ttl`: how long
+        a slot outlives a process that died holding it. While a request runs, this process renews its lease every
+        `lease_ttl / 3` seconds in a shared store (never past `lease_seconds`); a dead process stops renewing."""
         self._cooldowns = cooldowns
         self._store = store
         self._clock = clock
         self._limits = {p: b for p, b in (limits or {}).items() if b.active}
         self._lease_seconds = lease_seconds
+        self._lease_ttl = min(lease_ttl, lease_seconds)
         self._leases: defaultdict[str, deque[str]] = defaultdict(deque)
+        self._lease_limits: dict[str, float] = {}  # token → the latest its lease may be renewed to
+        self._renewer: threading.Thread | None = None
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         self._storms = StormRule()
         self.policy = cooldown_policy(cooldowns.policy, cooldowns.rate_limit)
@@ -129,7 +138,7 @@ class KeyManager:
         limits = self._limits.get(provider)
         while True:
             now = self._clock()
-            lease = Lease(uuid.uuid4().hex, now + self._lease_seconds)
+            lease = Lease(uuid.uuid4().hex, now + self._lease_ttl)
             fingerprint = self._store.acquire(provider, now, skip, lease)
             if fingerprint is None:
                 return None
@@ -139,7 +148,7 @@ class KeyManager:
                 self._foreign.add(fingerprint)
                 self._store.end_lease(fingerprint, Finish(lease.token), now)
                 continue
-            if not self._admit(key, lease.token):  # another thread took this key's last in-flight slot first
+            if not self._admit(key, lease.token, now):  # another thread took this key's last in-flight slot first
                 self._store.end_lease(fingerprint, Finish(lease.token), now)
                 continue
             if limits is not None:
@@ -151,7 +160,7 @@ class KeyManager:
                     continue
             return key
 
-    def _admit(self, key: ApiKey, token: str) -> bool:
+    def _admit(self, key: ApiKey, token: str, now: float) -> bool:
         """Count a request in flight on the key if its subject's `InFlightLimit` has room."""
         subject = _subject(key)
         with self._lock:
@@ -159,8 +168,30 @@ class KeyManager:
                 return False
             self._in_flight[subject] += 1
             self._leases[key.fingerprint].append(token)
+            self._lease_limits[token] = now + self._lease_seconds
             self._saturate(key, subject)
+            if self._renewer is None and not self._store.IN_MEMORY:
+                self._renewer = threading.Thread(target=self._renew_leases, name="llms-leases", daemon=True)
+                self._renewer.start()
         return True
+
+    def _renew_leases(self) -> None:
+        """Keep this process's leases `lease_ttl` ahead while their requests run (one store write per round, and
+        none while nothing is in flight)."""
+        while not self._closing.wait(self._lease_ttl / 3):
+            now = self._clock()
+            with self._lock:
+                held = {
+                    fp: {t: min(now + self._lease_ttl, self._lease_limits[t]) for t in tokens}
+                    for fp, tokens in self._leases.items()
+                    if tokens
+                }
+            if not held:
+                continue
+            try:
+                self._store.renew_leases(held, now)
+            except StateError as exc:  # the store's own failover has already said so; the leases just run out
+                log.debug("could not renew leases: %s", exc)
 
     def _saturate(self, key: ApiKey, subject: str) -> None:
         """Mark the subject's keys as at (or below) their in-flight limit, so `acquire` passes over full keys
@@ -179,6 +210,18 @@ class KeyManager:
             found = self._store.next_free(provider, now)
             if found and (soonest is None or found[1] - now < soonest[1]):
                 soonest = (self._by_fingerprint[found[0]], found[1] - now)
+        return soonest
+
+    def busy_until(self) -> tuple[ApiKey, float] | None:
+        """A free key whose every in-flight slot is held (by this process or another sharing the store), with
+        seconds until its first lease ends — at the latest when a process that died holding it is known dead."""
+        now = self._clock()
+        soonest: tuple[ApiKey, float] | None = None
+        for provider in self._keys:
+            found = self._store.busy_until(provider, now)
+            key = self._by_fingerprint.get(found[0]) if found else None
+            if found and key is not None and (soonest is None or found[1] - now < soonest[1]):
+                soonest = (key, found[1] - now)
         return soonest
 
     def record(
@@ -245,6 +288,7 @@ class KeyManager:
             tokens = self._leases.get(key.fingerprint)
             token = tokens.popleft() if tokens else None
             if token is not None:
+                self._lease_limits.pop(token, None)
                 self.ended += 1
                 subject = _subject(key)
                 self._in_flight[subject] -= 1
@@ -475,6 +519,7 @@ class KeyManager:
         return self._store.health()
 
     def close(self) -> None:
+        self._closing.set()
         self._store.close()
 
     def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:

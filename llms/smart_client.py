@@ -22,7 +22,7 @@ from config.settings import Settings, get_settings, load_settings
 from llms.alerts import Alerts
 from llms.checks import KeyChecks
 from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
-from llms.key_manager import KeyManager, KeyStatus
+from llms.key_manager import LEASE_TTL, KeyManager, KeyStatus
 from llms.outcomes import Attempt, Outcome, OutcomeKind, Scope, describe_states, rejected, transient
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import PROVIDERS, Endpoint, ProviderAdapter
@@ -40,6 +40,7 @@ T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
 _Step = tuple[str, ApiKey] | float  # a failover step: try this provider's key, or sleep this long
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
+_HELD_POLL = 0.1  # the same while other processes hold the slots (each look is a store round trip)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class SmartClient:
                 for p in settings.provider_order
             },
             lease_seconds=settings.stream_max_seconds + settings.request_timeout,
+            lease_ttl=max(1.0, min(LEASE_TTL, settings.request_timeout)),
         )
         self._clock = clock
         self._current_provider: str | None = None
@@ -256,6 +258,10 @@ class SmartClient:
             slots_moving = self.key_manager.busy() or self.key_manager.ended - ended_before > mine
             if slots_moving and time.monotonic() + _BUSY_POLL <= max(deadline, slot_deadline):
                 yield _BUSY_POLL  # keys only busy: a slot frees as soon as a request in flight ends (or just did)
+                continue
+            held = self.key_manager.busy_until()  # busy with another process's requests (or a dead one's)
+            if held is not None and time.monotonic() + _HELD_POLL <= max(deadline, slot_deadline):
+                yield min(_HELD_POLL, held[1] + 0.001)
                 continue
             soonest = self.key_manager.next_free()
             if soonest is None or time.monotonic() + soonest[1] > deadline:
@@ -433,6 +439,9 @@ class SmartClient:
         reasons = [k.reason for p in self._order for k in self.key_manager.statuses(p)]
         described = describe_states(reasons)
         soonest = self.key_manager.next_free()
+        held = self.key_manager.busy_until()
+        if held is not None and (soonest is None or held[1] < soonest[1]):
+            return AllKeysExhaustedError(run.attempts, held[1], held[0].key_id, described, busy=True)
         if soonest is not None:
             key, seconds = soonest
             return AllKeysExhaustedError(run.attempts, seconds, key.key_id, described)

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -144,6 +145,67 @@ def test_an_interrupted_call_frees_its_key_at_once(hostile: HostileServer) -> No
             client.complete(USER_HELLO)
         interrupt.join()
         assert not client.key_manager.busy()
+
+
+_ONE_CALL = """
+import sys
+from llms import get_smart_client
+client = get_smart_client()
+print("calling", flush=True)
+client.complete([{"role": "user", "content": "Hello"}])
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_worker_killed_mid_request_holds_its_key_for_seconds_not_minutes(
+    sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """The key is trusted for one request at a time (its reported window ended); a worker takes that slot and is
+    killed -9 mid-request. Its lease used to hold the key for ~10 minutes for every process, while callers were
+    told "none is cooling (1 available)". Now a live holder renews its lease every few seconds, so a dead one's
+    slot frees within the lease's life (here 2 s, the worker's request timeout), and a caller meanwhile waits
+    for it; a caller that cannot wait long enough is told the key is busy, and for how long."""
+    url = f"sqlite://{tmp_path / 'state.db'}" if backend == "sqlite" else request.getfixturevalue("redis_server").url
+    env = {
+        **sim.env(),
+        "GROQ_API_KEY_1": KEY["groq"],
+        "LLM_STATE_URL": url,
+        "LLM_STATE_PREFIX": f"dead-{tmp_path.name}",
+    }
+    sim.add_key("groq", KEY["groq"], "ok", "timeout", "ok", "timeout", limit=(50, 0.3), name="groq:1")
+    with SmartClient(load_settings({**env, "LLM_REQUEST_TIMEOUT": "5"}, dotenv_path=None)) as client:
+        client.complete(USER_HELLO)  # the key reports its window (0.3 s): when it ends, one request at a time
+        time.sleep(0.4)
+        worker = subprocess.Popen(
+            [PYTHON, "-c", _ONE_CALL], env=python_env(**env, LLM_REQUEST_TIMEOUT="2"), cwd=ROOT,
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "calling"
+            deadline = time.monotonic() + 5
+            while sim.calls() < 2:  # the worker's request is hanging at the provider
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(5)
+        finally:
+            worker.kill()
+        killed = time.monotonic()
+        assert client.complete(USER_HELLO).key_id == "groq:1"  # waited for the dead worker's slot to free
+        assert time.monotonic() - killed < 3.0
+        time.sleep(0.4)  # the window it reported ended: one at a time again
+        other = SmartClient(load_settings({**env, "LLM_REQUEST_TIMEOUT": "5"}, dotenv_path=None))
+        holding = threading.Thread(target=other.complete, args=(USER_HELLO,))  # a live holder: hangs 3 s
+        holding.start()
+        try:
+            while not other.key_manager.busy():
+                time.sleep(0.01)
+            hurried = SmartClient(load_settings({**env, "LLM_REQUEST_TIMEOUT": "1"}, dotenv_path=None))
+            with hurried, pytest.raises(AllKeysExhaustedError, match=r"busy with requests in flight; groq:1 has a"):
+                hurried.complete(USER_HELLO)
+        finally:
+            holding.join(10)
+            other.close()
 
 
 def test_a_cancelled_awaited_call_frees_its_key_at_once(hostile: HostileServer) -> None:

@@ -185,6 +185,27 @@ def test_in_flight_leases_obey_the_reported_quota_and_expire_when_a_process_dies
     assert store.acquire("solo", NOW + 61) == "fp-z"  # without a lease (probes), the gate does not apply
 
 
+def test_a_renewed_lease_holds_its_slot_and_a_dead_holders_frees_when_it_stops_being_renewed(
+    store: StateStore,
+) -> None:
+    store.register("solo", ["fp-z"])
+    store.probe_next("fp-z")  # one request at a time
+    assert store.busy_until("solo", NOW) is None
+    assert store.acquire("solo", NOW, lease=_lease("live", NOW + 10)) == "fp-z"
+    assert store.busy_until("solo", NOW + 1) == ("fp-z", NOW + 10)
+    store.renew_leases({"fp-z": {"live": NOW + 18}}, NOW + 8)  # its holder is alive: it renews
+    assert store.acquire("solo", NOW + 12, lease=_lease("other", NOW + 22)) is None
+    assert store.busy_until("solo", NOW + 12) == ("fp-z", NOW + 18)
+    store.end_lease("fp-z", Finish("live"), NOW + 13)
+    store.renew_leases({"fp-z": {"live": NOW + 30}}, NOW + 13)  # a renewal after the end brings nothing back
+    assert store.busy_until("solo", NOW + 13) is None
+    assert store.acquire("solo", NOW + 13, lease=_lease("dies", NOW + 23)) == "fp-z"  # and its holder dies
+    assert store.acquire("solo", NOW + 22, lease=_lease("waits", NOW + 32)) is None
+    assert store.acquire("solo", NOW + 23.5, lease=_lease("takes", NOW + 33)) == "fp-z"  # freed, unrenewed
+    store.cool("fp-z", NOW + 100, CooldownReason.RATE_LIMIT, NOW + 24)
+    assert store.busy_until("solo", NOW + 24) is None  # a cooling key is not "busy": it is cooling
+
+
 def test_a_probing_key_takes_one_request_at_a_time_until_one_succeeds(store: StateStore) -> None:
     store.register("solo", ["fp-z"])
     store.probe_next("fp-z")

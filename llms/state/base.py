@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -158,6 +158,13 @@ class Gate:
         if not self.tracks(now):
             return True
         return sum(1 for until in self.leases.values() if until > now) < self.allowed(now)
+
+    def held_until(self, now: float) -> float | None:
+        """When the first lease ends, if every slot this gate allows is held now (None: a slot is free)."""
+        if self.allows(now):
+            return None
+        live = [until for until in self.leases.values() if until > now]
+        return min(live) if live else None
 
     def take(self, lease: Lease, now: float) -> None:
         if self.tracks(now):
@@ -373,6 +380,17 @@ class StateStore(ABC):
     @abstractmethod
     def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
         """End a lease without an answer (the caller gave up on a stream)."""
+
+    @abstractmethod
+    def renew_leases(self, leases: Mapping[str, Mapping[str, float]], now: float) -> None:
+        """Move on the ends of leases this process holds (key → token → new end; a lease already gone stays gone),
+        so that a lease outlives its request by seconds only: a process that dies stops renewing, and its slots
+        free soon after for every process."""
+
+    @abstractmethod
+    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
+        """A free key of the pool (not cooling, not disabled) whose every in-flight slot is held now, by any
+        process, with when its first lease ends; None when no key is held that way."""
 
     @abstractmethod
     def probe_next(self, key_id: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from llms.state.base import (
@@ -116,6 +116,12 @@ class FailoverStore(StateStore):
 
     def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
         self._call("end_lease", key_id, finish, now)
+
+    def renew_leases(self, leases: Mapping[str, Mapping[str, float]], now: float) -> None:
+        self._call("renew_leases", leases, now)
+
+    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
+        return self._call("busy_until", pool, now)
 
     def probe_next(self, key_id: str) -> None:
         self._call("probe_next", key_id)

@@ -6,7 +6,7 @@ import heapq
 import json
 import threading
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from llms.state.base import (
@@ -194,6 +194,28 @@ class MemoryStore(StateStore):
     def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
         with self._lock:
             self._end(key_id, finish, now, succeeded=False)
+
+    def renew_leases(self, leases: Mapping[str, Mapping[str, float]], now: float) -> None:
+        with self._lock:
+            for key_id, ends in leases.items():
+                gate = self._gates.get(key_id)
+                if gate is not None:
+                    gate.leases.update({t: until for t, until in ends.items() if t in gate.leases})
+
+    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
+        with self._lock:
+            held = [
+                (end, key_id)
+                for key_id in self._rings.get(pool, ())
+                if (gate := self._gates.get(key_id)) is not None
+                and self._records[key_id].cooldown_until <= now
+                and not self._records[key_id].disabled
+                and (end := gate.held_until(now)) is not None
+            ]
+        if not held:
+            return None
+        end, key_id = min(held)
+        return key_id, end
 
     def probe_next(self, key_id: str) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from llms.state.base import (
     Document,
     EventKind,
     Finish,
+    Gate,
     HourOfKey,
     KeyEvent,
     KeyRecord,
@@ -329,6 +330,45 @@ class RedisStore(StateStore):
     def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
         finished = self._finish_args(key_id, finish, now, succeeded=False)
         self._run(lambda: self._redis.eval(_END_LEASE, 0, *finished))
+
+    def renew_leases(self, leases: Mapping[str, Mapping[str, float]], now: float) -> None:
+        def apply() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for key_id, ends in leases.items():
+                if ends:
+                    name = f"{self._p}lease:{key_id}"
+                    pipe.zadd(name, dict(ends), xx=True)  # XX: a lease that already ended is not brought back
+                    pipe.expire(name, math.ceil(max(ends.values()) - now) + 60)
+            pipe.execute()
+
+        if any(leases.values()):
+            self._run(apply)
+
+    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
+        ids = self._run(lambda: self._redis.lrange(f"{self._p}pool:{pool}:ring", 0, -1))
+        if not ids:
+            return None
+        disabled = self._run(lambda: self._redis.smembers(f"{self._p}disabled"))
+        cools = self._run(lambda: self._redis.mget([f"{self._p}cool:{i}" for i in ids]))
+        free = [i for i, cool in zip(ids, cools, strict=True) if i not in disabled and _until(cool) <= now]
+
+        def fetch() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key_id in free:
+                pipe.zrangebyscore(f"{self._p}lease:{key_id}", f"({now!r}", "+inf", withscores=True)
+                pipe.hmget(f"{self._p}gate:{key_id}", "remaining", "window_ends", "probing")
+            return pipe.execute()
+
+        found = self._run(fetch) if free else []
+        best: tuple[str, float] | None = None
+        for key_id, live, (remaining, ends, probing) in zip(free, found[::2], found[1::2], strict=True):
+            if not live:
+                continue
+            gate = Gate(dict(live), int(remaining) if remaining else None, float(ends or 0), probing == "1")
+            end = gate.held_until(now)
+            if end is not None and (best is None or end < best[1]):
+                best = (key_id, end)
+        return best
 
     def probe_next(self, key_id: str) -> None:
         self._run(lambda: self._redis.hset(f"{self._p}gate:{key_id}", "probing", "1"))

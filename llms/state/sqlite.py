@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -401,6 +401,29 @@ class SQLiteStore(StateStore):
 
     def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
         self._run(lambda db: self._end(db, key_id, finish, now, succeeded=False))
+
+    def renew_leases(self, leases: Mapping[str, Mapping[str, float]], now: float) -> None:
+        rows = [(until, token) for ends in leases.values() for token, until in ends.items()]
+        if rows:
+            self._run(lambda db: db.executemany("UPDATE leases SET until = ? WHERE token = ?", rows))
+
+    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
+        def read(db: sqlite3.Connection) -> tuple[str, float] | None:
+            held = db.execute(
+                "SELECT DISTINCT k.fp FROM keys k JOIN leases l ON l.fp = k.fp WHERE k.pool = ? "
+                "AND k.cooldown_until <= ? AND k.disabled = 0 AND l.until > ?",
+                (pool, now, now),
+            ).fetchall()
+            best: tuple[str, float] | None = None
+            for (fp,) in held:
+                gate = _gate(db, fp)
+                gate.leases = dict(db.execute("SELECT token, until FROM leases WHERE fp = ? AND until > ?", (fp, now)))
+                end = gate.held_until(now)
+                if end is not None and (best is None or end < best[1]):
+                    best = (fp, end)
+            return best
+
+        return self._run(read, write=False)
 
     def probe_next(self, key_id: str) -> None:
         self._run(
