@@ -32,6 +32,7 @@ from config.settings import ConfigError, load_settings
 from llms import AllKeysExhaustedError, ChatResult, SmartClient, StreamInterruptedError
 from llms.providers import PROVIDERS
 from llms.state import StateStore, store_from_url
+from llms.state.failover import FailoverStore
 from llms.state.memory import MemoryStore
 from llms.wire import epoch_reset, error_message, message_hint, parse_duration, retry_after_header
 from simulator import Simulator
@@ -234,7 +235,8 @@ _MEMORY_PROBE = textwrap.dedent(
     import aiohttp, google.genai
     from config.settings import load_settings
     from llms import SmartClient
-    from llms.state.memory import MemoryStore
+    from llms.state.failover import FailoverStore
+from llms.state.memory import MemoryStore
     provider, base, key, stream, awaited = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5] == "1"
     env = {f"{provider.upper()}_API_KEY_1": key, f"{provider.upper()}_BASE_URL": base, "LLM_REQUEST_TIMEOUT": "20"}
     client = SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore())
@@ -556,6 +558,69 @@ def test_redis_out_of_memory_is_reported_as_such_and_no_call_fails(own_redis: Re
         assert client.complete(USER_HELLO).provider == "groq"
         health = client.store_health()
         assert not health.healthy and "out of memory" in health.detail
+
+
+@pytest.mark.parametrize("breakage", ["sqlite-immutable", "redis-down", "redis-hung", "redis-out-of-memory"])
+def test_disabled_and_parked_keys_stay_out_of_rotation_through_a_store_outage(
+    breakage: str, sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An operator disabled groq:2, groq:3 is parked as invalid (both before this client started), groq:4 was
+    disabled while it ran; then the store breaks. Disabled and parked keys used to get 10–33 requests within
+    seconds, from local memory that knew nothing of them."""
+    if breakage.startswith("sqlite"):
+        url = f"sqlite://{tmp_path / 'state.db'}"
+    else:
+        url = request.getfixturevalue("own_redis").url
+    secrets = SECRETS["groq"][:4]
+    env = {**sim.env(), "LLM_STATE_URL": url, **{f"GROQ_API_KEY_{i + 1}": k for i, k in enumerate(secrets)}}
+    for i, secret in enumerate(secrets):
+        sim.add_key("groq", secret, *(["invalid_key"] if i == 2 else []), name=f"groq:{i + 1}")
+    settings = load_settings(env, dotenv_path=None)
+
+    def store() -> FailoverStore:
+        return FailoverStore(store_from_url(url, failover=False), MemoryStore(), switches_every=0.2)
+
+    with SmartClient(settings, store=store()) as operator, SmartClient(settings, store=store()) as client:
+        operator.disable_key("groq:2")
+        assert operator.check_key("groq:3").kind.value == "invalid_key"
+        assert {client.complete(USER_HELLO).key_id for _ in range(4)} == {"groq:1", "groq:4"}
+        operator.disable_key("groq:4")
+        time.sleep(0.3)  # another process's switch reaches this one within `switches_every`
+        client.complete(USER_HELLO)
+        with _broken(breakage, tmp_path, request):
+            used = {client.complete(USER_HELLO).key_id for _ in range(12)}
+            health = client.store_health()
+            assert not health.healthy and "local memory" in health.detail
+        assert used == {"groq:1"}
+
+
+@contextlib.contextmanager
+def _broken(breakage: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[None]:
+    if breakage == "sqlite-immutable":
+        files = [str(tmp_path / "state.db"), str(tmp_path / "state.db-wal")]
+        subprocess.run(["chattr", "+i", *files], check=True)  # root on ext4, as CI runs; fails loudly otherwise
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", *files], check=True)
+        return
+    server: RedisServer = request.getfixturevalue("own_redis")
+    assert server.process is not None
+    if breakage == "redis-down":
+        server.stop()
+        yield
+    elif breakage == "redis-hung":
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+    else:
+        admin = redis.Redis.from_url(server.url)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+        yield
+        admin.config_set("maxmemory", "0")
 
 
 def test_redis_wrong_db_and_wrong_password_are_named(own_redis: RedisServer) -> None:

@@ -1,12 +1,15 @@
 """A shared store with a safety net: local memory while the shared backend is unreachable.
 
 Nothing raises out of the client because of the store: an unreachable backend costs one failed attempt per
-`retry_every` seconds, and state written locally meanwhile stays local (cooldowns are short-lived anyway).
+`retry_every` seconds, and state written locally meanwhile stays local (cooldowns are short-lived anyway). The
+operator's switches are not short-lived: the local memory keeps the last known ones (disabled keys, parked and
+cooling keys) so that an outage never puts a disabled or parked key back into rotation.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -33,10 +36,15 @@ log = logging.getLogger("llms.state")
 class FailoverStore(StateStore):
     """The shared backend first; local memory while it is unreachable, with one warning per outage."""
 
-    def __init__(self, primary: StateStore, fallback: StateStore, retry_every: float = 2.0) -> None:
+    def __init__(
+        self, primary: StateStore, fallback: StateStore, retry_every: float = 2.0, switches_every: float = 5.0
+    ) -> None:
         self.primary = primary
         self._fallback = fallback
         self._retry_every = retry_every
+        self._switches_every = switches_every
+        self._switches_read = -math.inf
+        self._reading_switches = threading.Lock()
         self._lock = threading.Lock()
         self._pools: dict[str, list[str]] = {}
         self._down_since: float | None = None
@@ -62,10 +70,14 @@ class FailoverStore(StateStore):
             with self._lock:
                 self._last_try = time.monotonic()
                 self._down_reason = exc.reason
-                if self._down_since is None:
+                began = self._down_since is None
+                if began:
                     self._down_since = time.time()
                     self._synced.clear()
                     log.warning("key state store unavailable, continuing on local memory: %s", exc)
+            if began:  # a store that refuses writes may still answer reads: take its latest switches along
+                self._switches_read = -math.inf
+                self._copy_switches(time.time())
             return getattr(self._fallback, name)(*args, **kwargs)
         if self._down_since is not None:
             with self._lock:
@@ -86,7 +98,34 @@ class FailoverStore(StateStore):
         self._call("register", pool, key_ids)
 
     def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
+        if time.monotonic() - self._switches_read >= self._switches_every:
+            self._copy_switches(now)
         return self._call("acquire", pool, now, exclude, lease)
+
+    def _copy_switches(self, now: float) -> None:
+        """Copy the shared store's switches into local memory: which keys are disabled (exactly), and cooldowns
+        (only ever lengthened here, so a rest learned locally during an outage is kept). Read from the backend
+        even while it is failing: a read-only file or a Redis out of memory still answers reads. Only one thread
+        at a time, every `switches_every` seconds."""
+        if not self._reading_switches.acquire(blocking=False):
+            return
+        try:
+            self._switches_read = time.monotonic()
+            ids = [fp for pool_ids in list(self._pools.values()) for fp in pool_ids]
+            try:
+                shared = self.primary.records(ids)
+            except StateError:
+                return  # unreadable: the last switches copied stay in force
+            local = self._fallback.records(ids)
+            for disabled in (True, False):
+                self._fallback.set_disabled(
+                    [fp for fp, r in zip(ids, shared, strict=True) if r.disabled == disabled], disabled
+                )
+            for fp, mine, record in zip(ids, local, shared, strict=True):
+                if record.reason is not None and record.cooldown_until > mine.cooldown_until:
+                    self._fallback.cool(fp, record.cooldown_until, record.reason, now)
+        finally:
+            self._reading_switches.release()
 
     def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
         return self._call("next_free", pool, now)
@@ -138,6 +177,7 @@ class FailoverStore(StateStore):
         self._fallback.retain(history_days, log_size)
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
+        self._fallback.cool(key_id, until, reason, now)  # kept locally too, should the store fail next
         self._call("cool", key_id, until, reason, now)
 
     def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
