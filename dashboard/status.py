@@ -151,7 +151,9 @@ def store_text(store: StoreHealth) -> str:
         "memory": "in this process only (lost on restart)",
         "sqlite": f"in the SQLite file `{store.location}` (kept across restarts, shared by this machine's processes)",
     }.get(store.backend, f"in Redis at `{store.location}` (shared by every process that uses it)")
-    return f"Key state is kept {where}" + ("." if store.healthy else f" — **{store.detail}**")
+    if not store.healthy:
+        return f"Key state is kept {where} — **{store.detail}**"
+    return f"Key state is kept {where}" + (f" ({store.detail})." if store.detail else ".")
 
 
 # --- the key table ----------------------------------------------------------------------------------------------

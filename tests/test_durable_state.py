@@ -6,6 +6,7 @@ import json
 import sqlite3
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,33 @@ def test_a_key_disabled_in_one_process_is_skipped_by_every_process(sim: Simulato
         other.enable_key("groq:1")
         assert "groq:1" in {other.complete(USER_HELLO).key_id for _ in range(4)}
     assert sim.calls("groq:1") == 2
+
+
+@pytest.mark.parametrize("deleted", [("state.db",), ("state.db", "state.db-wal", "state.db-shm")])
+def test_a_state_file_deleted_under_a_running_process_is_noticed_and_reopened(
+    sim: Simulator, tmp_path: Path, deleted: tuple[str, ...]
+) -> None:
+    """The old process used to stay "healthy" on the unlinked file: a key disabled through a new process's new
+    file kept being used by it, and what it wrote was lost."""
+    sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
+    sim.add_key("groq", SECRETS["groq"][1], name="groq:2")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_API_KEY_2": SECRETS["groq"][1]}
+    env["LLM_STATE_URL"] = f"sqlite://{tmp_path / 'state.db'}"
+    with SmartClient(load_settings(env, dotenv_path=None)) as old:
+        assert {old.complete(USER_HELLO).key_id for _ in range(4)} == {"groq:1", "groq:2"}
+        for name in deleted:
+            (tmp_path / name).unlink(missing_ok=True)
+        disabled = _cli_env(sim, env, "disable", "groq:1")  # a new process, on a new file
+        assert disabled.returncode == 0, disabled.stderr
+        time.sleep(1.1)  # the old process looks at its file once a second
+        assert {old.complete(USER_HELLO).key_id for _ in range(6)} == {"groq:2"}
+        health = old.store_health()
+        assert health.healthy and "deleted or replaced under this process and reopened" in health.detail
+    with SmartClient(load_settings(env, dotenv_path=None)) as later:
+        assert sum(h["requests"] for h in later.history(1)) == 6  # what the old process wrote after is kept
+        assert later.get_status_summary()["groq"]["keys"][0]["disabled"]
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def _cli_env(sim: Simulator, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -235,8 +235,7 @@ _MEMORY_PROBE = textwrap.dedent(
     import aiohttp, google.genai
     from config.settings import load_settings
     from llms import SmartClient
-    from llms.state.failover import FailoverStore
-from llms.state.memory import MemoryStore
+    from llms.state.memory import MemoryStore
     provider, base, key, stream, awaited = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5] == "1"
     env = {f"{provider.upper()}_API_KEY_1": key, f"{provider.upper()}_BASE_URL": base, "LLM_REQUEST_TIMEOUT": "20"}
     client = SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -47,6 +48,7 @@ from llms.state.base import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("llms.state")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -161,6 +163,11 @@ class SQLiteStore(StateStore):
         self._in_use = threading.Condition()  # operations running now, so `close` waits for them
         self._users = 0
         self._closed = False
+        self._pools: dict[str, list[str]] = {}  # registered here, to register again in a file made anew
+        self._generation = 0  # moves on when the file at `path` is no longer the one the connections have open
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file the connections have open
+        self._next_look = 0.0
+        self._reopened: str | None = None
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> SQLiteStore:
@@ -174,17 +181,60 @@ class SQLiteStore(StateStore):
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
+        if db is not None and self._local.generation != self._generation:
+            db = None  # closed when the file was found deleted or replaced: it was a connection to the old one
         if db is None:
+            generation = self._generation
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():
+                for leftover in (f"{self.path}-wal", f"{self.path}-shm"):  # a journal without its file is garbage,
+                    with contextlib.suppress(FileNotFoundError):  # and would be replayed into the new one
+                        os.unlink(leftover)
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             self._set_up(db)
-            self._local.db = db
+            if generation:  # a file made anew (or another process's) must know this store's pools
+                for pool, ids in list(self._pools.items()):
+                    _register(db, pool, ids)
+            self._local.db, self._local.generation = db, generation
             with self._lock:
                 self._connections.append(db)
+                if self._identity is None:
+                    self._identity = _identity(self.path)
         return db
+
+    def _look_at_file(self) -> None:
+        """Once a second: is the file at `path` still the one the connections have open? A file deleted (or
+        replaced) under a running process is still readable through its open handles, so without this look the
+        process would stay "healthy" on a file no other process sees, while a new process starts a new one. When
+        it is not, every connection is closed once no operation runs, and the next operation opens the file at
+        `path` (made anew, with this store's pools, if nobody has yet)."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + 1.0
+        seen = _identity(self.path)
+        if self._identity is None or seen == self._identity:
+            return
+        with self._in_use:
+            self._in_use.wait_for(lambda: self._users == 0, timeout=self._busy_timeout + 5)
+            with self._lock:
+                if self._identity is None or seen == self._identity:
+                    return  # another thread reopened it meanwhile
+                stale, self._connections = self._connections, []
+                self._identity = None
+                self._generation += 1
+                self._reopened = time.strftime("%H:%M:%S")
+            for db in stale:  # SQLite neither checkpoints into nor deletes the journal of a file that moved
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+        what = "deleted" if seen is None else "replaced"
+        log.warning(
+            "key state file %s was %s under this process; reopening it (what only the old file held is lost)",
+            self.path,
+            what,
+        )
 
     def _set_up(self, db: sqlite3.Connection) -> None:
         """WAL mode and the schema. Switching the journal mode can answer "locked" at once, without waiting for
@@ -208,6 +258,7 @@ class SQLiteStore(StateStore):
         A process's threads write one at a time: SQLite's busy handler is not a fair queue, and with a hundred
         threads polling for the lock one of them can lose for longer than the busy timeout. With this lock only
         one thread per process contends, and SQLite arbitrates between processes."""
+        self._look_at_file()
         with self._in_use:
             if self._closed:
                 raise StateError(f"sqlite at {self.path}: the store was closed", "closed")
@@ -237,7 +288,8 @@ class SQLiteStore(StateStore):
             self._run(lambda db: db.execute("SELECT 1 FROM keys LIMIT 1").fetchone(), write=False)
         except StateError as exc:
             return StoreHealth("sqlite", str(self.path), False, exc.reason)
-        return StoreHealth("sqlite", str(self.path), True)
+        note = f"the file was deleted or replaced under this process and reopened at {self._reopened}"
+        return StoreHealth("sqlite", str(self.path), True, note if self._reopened else "")
 
     def close(self) -> None:
         """Close every connection once no operation is using one (another thread may be mid-call: closing a
@@ -255,17 +307,8 @@ class SQLiteStore(StateStore):
     # --- the contract ------------------------------------------------------------------------------------------
 
     def register(self, pool: str, key_ids: Sequence[str]) -> None:
-        def apply(db: sqlite3.Connection) -> None:
-            db.execute("INSERT OR IGNORE INTO pools (pool) VALUES (?)", (pool,))
-            start = db.execute("SELECT coalesce(max(position), -1) + 1 FROM keys WHERE pool = ?", (pool,)).fetchone()[0]
-            known = {row[0] for row in db.execute("SELECT fp FROM keys WHERE pool = ?", (pool,))}
-            fresh = [fp for fp in dict.fromkeys(key_ids) if fp not in known]
-            db.executemany(
-                "INSERT OR IGNORE INTO keys (fp, pool, position) VALUES (?, ?, ?)",
-                [(fp, pool, start + i) for i, fp in enumerate(fresh)],
-            )
-
-        self._run(apply)
+        self._pools[pool] = list(key_ids)
+        self._run(lambda db: _register(db, pool, key_ids))
 
     def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
         skip = set(exclude)
@@ -599,6 +642,25 @@ class SQLiteStore(StateStore):
                 db.execute(f"DELETE FROM {table}")
 
         self._run(apply)
+
+
+def _register(db: sqlite3.Connection, pool: str, key_ids: Sequence[str]) -> None:
+    db.execute("INSERT OR IGNORE INTO pools (pool) VALUES (?)", (pool,))
+    start = db.execute("SELECT coalesce(max(position), -1) + 1 FROM keys WHERE pool = ?", (pool,)).fetchone()[0]
+    known = {row[0] for row in db.execute("SELECT fp FROM keys WHERE pool = ?", (pool,))}
+    fresh = [fp for fp in dict.fromkeys(key_ids) if fp not in known]
+    db.executemany(
+        "INSERT OR IGNORE INTO keys (fp, pool, position) VALUES (?, ?, ?)",
+        [(fp, pool, start + i) for i, fp in enumerate(fresh)],
+    )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 _TABLES = ("keys", "pools", "events", "requests", "history", "limit_usage", "gates", "leases", "documents")
