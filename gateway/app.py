@@ -96,7 +96,7 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
         if refused is not None:
             return _error(refused)
         try:
-            body = await _read_body(request, settings.max_body)
+            body = await _read_body(request, settings.max_body, settings.body_timeout)
             parsed = parse_chat(body)
         except ApiError as exc:
             return _error(exc)
@@ -194,9 +194,10 @@ def _authenticate(state: _State, request: Request) -> ApiError | None:
     return None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The body, refused with 413 as soon as it is known to be too large: from `Content-Length` before reading a
-    byte, or while reading a chunked body — never after buffering it all."""
+    byte, or while reading a chunked body — never after buffering it all; and with 408 when it has not all arrived
+    within `timeout` seconds (a caller trickling its body must not hold a connection for ever)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -205,11 +206,20 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"The request body did not arrive within {timeout:g} s (LLM_GATEWAY_BODY_TIMEOUT).",
+            code="request_timeout",
+            headers={"Connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 

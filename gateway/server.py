@@ -18,6 +18,7 @@ from gateway.config import GatewaySettings, load_gateway_settings
 from gateway.pool import ClientPool
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.applications import Starlette
 
     from simulator import Simulator
@@ -92,20 +93,31 @@ def serve(host: str = "127.0.0.1", port: int = 8000, demo: bool = False) -> int:
 
     try:
         print(_banner(gateway, host, port), file=sys.stderr, flush=True)
-        config = uvicorn.Config(
-            gateway.app(),
-            host=host,
-            port=port,
-            access_log=False,  # a line per request costs throughput; /metrics counts requests instead
-            log_level="warning",
-            timeout_graceful_shutdown=5,
-            server_header=False,
-        )
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(uvicorn_config(gateway.app(), host, port, gateway.settings))
         server.run()
         return 0 if server.started else 1
     finally:
         gateway.close()
+
+
+def uvicorn_config(app: Starlette, host: str, port: int, settings: GatewaySettings) -> uvicorn.Config:
+    """How uvicorn serves the gateway: with the connection policy of `gateway.connections` (header size and time,
+    a connection cap within the file descriptors this process may open)."""
+    import uvicorn
+
+    from gateway.connections import connection_cap, guarded_protocol, raise_descriptor_limit
+
+    cap = connection_cap(settings, raise_descriptor_limit())
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(settings, cap),
+        access_log=False,  # a line per request costs throughput; /metrics counts requests instead
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
 
 
 def _banner(gateway: Gateway, host: str, port: int) -> str:

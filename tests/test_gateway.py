@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import openai
@@ -21,9 +21,10 @@ from conftest import ALL_SECRETS, PYTHON, ROOT, SECRETS, free_port, in_threads, 
 
 from config.settings import load_settings
 from gateway.app import create_app
-from gateway.config import GatewaySettings, load_gateway_settings
+from gateway.config import load_gateway_settings
+from gateway.connections import connection_cap
 from gateway.pool import ClientPool
-from gateway.server import is_loopback
+from gateway.server import is_loopback, uvicorn_config
 from llms.state import store_from_url
 from simulator import Simulator
 
@@ -109,8 +110,8 @@ def start_gateway(sim: Simulator) -> Iterator[StartGateway]:
                 )
         pool = ClientPool(load_settings(variables, dotenv_path=None))
         port = free_port()
-        app = create_app(pool, GatewaySettings(tokens=tokens, workers=workers))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        settings = replace(load_gateway_settings(variables), tokens=tokens, workers=workers)
+        server = uvicorn.Server(uvicorn_config(create_app(pool, settings), "127.0.0.1", port, settings))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 10
@@ -394,6 +395,103 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(start_gateway: Start
     assert gw.sim.calls() == 0
 
 
+def _port(gw: RunningGateway) -> int:
+    return int(gw.url.rsplit(":", 1)[1])
+
+
+def _send_until_refused(sock: socket.socket, first: bytes, piece: bytes, most: int) -> int:
+    """Send `first`, then `piece` after `piece` until the server stops reading (or `most` bytes); bytes sent."""
+    sock.settimeout(0.5)
+    sent = 0
+    with contextlib.suppress(TimeoutError, OSError):
+        sock.sendall(first)
+        while sent < most:
+            sock.sendall(piece)
+            sent += len(piece)
+    sock.settimeout(10)
+    return sent
+
+
+def test_headers_are_bounded_in_size_and_in_time_and_never_stall_other_callers(start_gateway: StartGateway) -> None:
+    """One 100 MB header used to be read whole (9.8 s, +195 MB), and three of 50 MB stalled other requests 2.7 s."""
+    gw = start_gateway(
+        {"groq": 1}, LLM_GATEWAY_MAX_HEADER="16KiB", LLM_GATEWAY_HEADER_TIMEOUT="1", LLM_GATEWAY_BODY_TIMEOUT="1"
+    )
+    huge = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Filler: "
+    answers: list[tuple[int, bytes, int]] = []
+
+    def send_huge() -> None:
+        with socket.create_connection(("127.0.0.1", _port(gw)), timeout=10) as sock:
+            sent = _send_until_refused(sock, huge, b"a" * 65536, 100 * 1024 * 1024)
+            answers.append((*_read_response(sock), sent))
+
+    senders = [threading.Thread(target=send_huge) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    started = time.monotonic()
+    assert gw.post({"model": "auto", "messages": HELLO}).status_code == 200
+    assert time.monotonic() - started < 1.0
+    for sender in senders:
+        sender.join(20)
+    assert [a[0] for a in answers] == [431] * 3 and all(b"headers_too_large" in a[1] for a in answers)
+    assert all(a[2] < 20 * 1024 * 1024 for a in answers)  # the rest sat in socket buffers, unread
+
+    with socket.create_connection(("127.0.0.1", _port(gw)), timeout=10) as sock:
+        started = time.monotonic()
+        status = 0
+        for byte in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n":  # a byte every 0.2 s
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+        status, data = _read_response(sock)
+    assert status == 408 and b"request_timeout" in data
+    assert 0.9 < time.monotonic() - started < 4
+
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    with socket.create_connection(("127.0.0.1", _port(gw)), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(f'{head}Content-Length: 100\r\n\r\n{{"model":'.encode())  # the rest never comes
+        status, data = _read_response(sock)
+    assert status == 408 and b"LLM_GATEWAY_BODY_TIMEOUT" in data
+    assert 0.9 < time.monotonic() - started < 4
+    assert gw.sim.calls() == 1
+
+
+def test_connections_past_the_cap_drop_the_slowest_first_then_get_503(start_gateway: StartGateway) -> None:
+    """1,050 connections trickling a byte a second used to make every normal request fail (file descriptors ran
+    out). Past the cap, the connection that waited longest for its headers makes room; when every connection is
+    inside a request, a new one gets 503 with Retry-After instead."""
+    gw = start_gateway({"groq": 4}, latency={f"groq:{i}": 1.0 for i in range(1, 5)}, LLM_GATEWAY_MAX_CONNECTIONS="8")
+    idle = [socket.create_connection(("127.0.0.1", _port(gw)), timeout=10) for _ in range(16)]
+    try:
+        for sock in idle:
+            sock.sendall(b"P")  # a request begun, its headers never finished
+        assert gw.post({"model": "auto", "messages": HELLO}).status_code == 200
+        dropped = 0
+        for sock in idle:
+            sock.settimeout(0.1)
+            with contextlib.suppress(TimeoutError):
+                dropped += b"408" in sock.recv(1024)
+        assert dropped >= 8  # the oldest slow ones made room: never more than 8 open at once
+    finally:
+        for sock in idle:
+            sock.close()
+    busy = [threading.Thread(target=gw.post, args=({"model": "auto", "messages": HELLO},)) for _ in range(8)]
+    for thread in busy:
+        thread.start()
+    time.sleep(0.5)  # all 8 inside their requests (each key takes one at a time while its quota is unknown)
+    try:
+        with socket.create_connection(("127.0.0.1", _port(gw)), timeout=10) as sock:
+            status, data = _read_response(sock)
+        assert status == 503 and b"retry-after: 1" in data.lower() and b"too_many_connections" in data
+    finally:
+        for thread in busy:
+            thread.join(20)
+    assert gw.post({"model": "auto", "messages": HELLO}).status_code == 200
+
+
 def test_a_client_that_hangs_up_mid_stream_frees_its_key_at_once(start_gateway: StartGateway) -> None:
     """One key, trusted for one request at a time (its window ended without a fresh report), and a slow stream.
     A second request sent while the stream is open waits for the key's slot; once the streaming caller hangs up,
@@ -519,11 +617,19 @@ def test_gateway_settings_name_the_variable() -> None:
     )
     assert (settings.tokens, settings.max_body, settings.workers) == ((TOKEN,), 5 * 1024 * 1024, 4)
     assert TOKEN not in repr(settings)
-    assert load_gateway_settings({}).max_body == 20 * 1024 * 1024
+    defaults = load_gateway_settings({})
+    assert defaults.max_body == 20 * 1024 * 1024 and defaults.max_header == 64 * 1024
+    assert (defaults.header_timeout, defaults.body_timeout, defaults.max_connections) == (10.0, 60.0, 1000)
+    assert connection_cap(defaults, 1024) == 1024 - 64 - 2 * 32  # never past the file descriptors
+    assert connection_cap(defaults, 100_000) == 1000
     for name, value in (
         ("LLM_GATEWAY_MAX_BODY", "lots"),
         ("LLM_GATEWAY_WORKERS", "0"),
         ("LLM_GATEWAY_TOKENS", "short"),
+        ("LLM_GATEWAY_MAX_HEADER", "-1"),
+        ("LLM_GATEWAY_HEADER_TIMEOUT", "nan"),
+        ("LLM_GATEWAY_BODY_TIMEOUT", "0"),
+        ("LLM_GATEWAY_MAX_CONNECTIONS", "many"),
     ):
         with pytest.raises(ValueError, match=name):
             load_gateway_settings({name: value})

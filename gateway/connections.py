@@ -1,0 +1,170 @@
+"""The gateway's connection policy: what one connection may cost the server before it has said what it wants.
+
+uvicorn's httptools protocol reads a request's line and headers with no size or time bound, and keeps every
+connection it accepts: one 100 MB header was read whole, and 1,050 connections trickling a byte a second made
+every other request fail once file descriptors ran out. This protocol adds, per connection:
+- the request line and headers are at most `max_header` bytes (431 and close past it), and must arrive within
+  `header_timeout` seconds of their first byte (of the connection, for the first request; 408 and close);
+- at most `max_connections` are open (bounded by the process's file descriptors): past it, the connection that
+  has waited longest for its headers is dropped to make room, and when every connection is busy with a request the
+  new one gets 503 with `Retry-After` — before the process runs out of descriptors, never after.
+The body's own deadline is the app's (`LLM_GATEWAY_BODY_TIMEOUT`), which reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import time
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.config import GatewaySettings
+
+log = logging.getLogger("llms.gateway")
+
+RESERVED_DESCRIPTORS = 64
+"""Descriptors kept back from callers' connections: listening socket, logs, the state store, what the event
+loop and its threads hold. Upstream connections are counted separately (`descriptors_for_upstream`)."""
+
+
+def raise_descriptor_limit() -> int:
+    """Lift this process's soft limit on open files to its hard limit (as most servers do at start); returns the
+    limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def connection_cap(settings: GatewaySettings, descriptors: int) -> int:
+    """`max_connections`, lowered so that callers' connections can never take the descriptors the upstream calls
+    (two per worker: a provider connection and what it may need beside) and the rest of the process need."""
+    return max(1, min(settings.max_connections, descriptors - RESERVED_DESCRIPTORS - 2 * settings.workers))
+
+
+def guarded_protocol(settings: GatewaySettings, max_connections: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with this module's limits (pass it as `uvicorn.Config(http=...)`)."""
+
+    class Guarded(_GuardedProtocol):
+        max_header = settings.max_header
+        header_timeout = settings.header_timeout
+        connection_limit = max_connections
+
+    return Guarded
+
+
+def _refusal(status: str, message: str, code: str, headers: dict[str, str] | None = None) -> bytes:
+    body = json.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}}).encode()
+    lines = [
+        f"HTTP/1.1 {status}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+_TOO_MANY = _refusal(
+    "503 Service Unavailable",
+    "The gateway has too many open connections.",
+    "too_many_connections",
+    {"retry-after": "1"},
+)
+_HEADERS_TOO_LARGE = _refusal(
+    "431 Request Header Fields Too Large",
+    "The request line and headers are larger than LLM_GATEWAY_MAX_HEADER.",
+    "headers_too_large",
+)
+_HEADERS_TOO_SLOW = _refusal(
+    "408 Request Timeout", "The request headers did not arrive within LLM_GATEWAY_HEADER_TIMEOUT.", "request_timeout"
+)
+
+
+class _GuardedProtocol(HttpToolsProtocol):
+    max_header: ClassVar[int]
+    header_timeout: ClassVar[float]
+    connection_limit: ClassVar[int]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0
+        self._head_since: float | None = None  # when the headers now awaited began to be awaited
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.connection_limit and not self._make_room():
+            log.warning("gateway at its connection limit (%d): refusing a connection with 503", self.connection_limit)
+            self._refuse(_TOO_MANY)
+            return
+        self._await_headers()
+
+    def _make_room(self) -> bool:
+        """Drop the connection that has waited longest for its headers (a slow or idle client), if there is one."""
+        waiting = [c for c in self.connections if isinstance(c, _GuardedProtocol) and c._head_since is not None]
+        waiting = [c for c in waiting if c is not self and not c._refused]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda c: c._head_since or 0.0)
+        oldest._refuse(_HEADERS_TOO_SLOW)
+        return True
+
+    def _await_headers(self) -> None:
+        self._head_bytes = 0
+        self._head_since = time.monotonic()
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self._head_timer = None
+        if self._head_since is not None:
+            self._refuse(_HEADERS_TOO_SLOW)
+
+    def _refuse(self, answer: bytes) -> None:
+        self._refused = True
+        self._head_since = None
+        self._stop_timer()
+        self.connections.discard(self)  # its descriptor is released as the transport closes
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+            self.transport.close()
+
+    def _stop_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._head_since is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._head_since is not None and self._head_bytes > self.max_header:
+            self._refuse(_HEADERS_TOO_LARGE)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_since is None:  # a further request on a kept-alive connection
+            self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        self._head_since = None
+        self._stop_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_since = None
+        self._stop_timer()
+        super().connection_lost(exc)
