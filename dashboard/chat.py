@@ -12,7 +12,6 @@ import itertools
 import math
 import mimetypes
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from llms import (
     RequestRejectedError,
     SmartClient,
     StreamInterruptedError,
+    client_time,
 )
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "gif"]
@@ -235,7 +235,7 @@ def _answer(
         write_stream(relay(itertools.chain([first] if first is not None else [], stream)))
     except AllKeysExhaustedError as exc:
         finish(exc.attempts, False)
-        retry_at = time.time() + exc.retry_in if exc.retry_in is not None else None
+        retry_at = client_time() + exc.retry_in if exc.retry_in is not None else None
         return Turn("assistant", error=exhausted_message(exc), attempts=exc.attempts, retry_at=retry_at)
     except StreamInterruptedError as exc:
         finish(exc.attempts, False)
@@ -267,7 +267,7 @@ def _answer(
         text="".join(pieces),
         caption=answer_caption(result),
         attempts=result.attempts,
-        fallback=fallback_of(result, client.provider_statuses(), time.time()),
+        fallback=fallback_of(result, client.provider_statuses(), client_time()),
     )
 
 
@@ -470,7 +470,7 @@ def _ask_retry() -> None:
 def retry_button(turns: Sequence[Turn]) -> None:
     """Under an "all keys cooling" answer (the last turn only): re-send the last message once a key frees up.
     Disabled when that is further off than `MAX_RETRY_WAIT`, since the page is blocked while it waits."""
-    wait = retry_wait(turns[-1], time.time()) if turns else None
+    wait = retry_wait(turns[-1], client_time()) if turns else None
     if wait is None:
         return
     too_long = wait > MAX_RETRY_WAIT
@@ -492,7 +492,7 @@ def take_retry(turns: Sequence[Turn]) -> float | None:
     """The wait for a retry the button asked for in this run (None when not asked, or nothing to retry)."""
     if not st.session_state.pop(RETRY_KEY, False) or not turns:
         return None
-    wait = retry_wait(turns[-1], time.time())
+    wait = retry_wait(turns[-1], client_time())
     return min(wait, MAX_RETRY_WAIT) if wait is not None else None
 
 
@@ -520,7 +520,7 @@ def attempts_frame(attempts: Iterable[Attempt]) -> pd.DataFrame:
 def render_details(turn: Turn) -> None:
     """Fallback badge, caption, warnings and the attempts expander (more than one attempt) under an answer."""
     if turn.fallback is not None:
-        st.markdown(f":orange-badge[:material/alt_route: {md_escape(turn.fallback.label(time.time()))}]")
+        st.markdown(f":orange-badge[:material/alt_route: {md_escape(turn.fallback.label(client_time()))}]")
     if turn.error:
         icon = ":material/hourglass_top:" if "cooling" in turn.error else ":material/error:"
         st.error(safe_markdown(turn.error), icon=icon)

@@ -10,7 +10,6 @@ a refresh is the cost of these functions on the rows shown, and tests call them 
 from __future__ import annotations
 
 import math
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.text import check_text, countdown, md_escape, pause_text, reason_text, state_label
-from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient, StoreHealth
+from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient, StoreHealth, client_time
 
 REFRESH_SECONDS = 2
 """How often the live part reruns: countdowns move visibly, and an open tab stays cheap at hundreds of keys."""
@@ -412,7 +411,7 @@ def reset_all(
     A provider whose keys all may be reset is reset as a whole; otherwise its resettable keys are reset together
     and its pause is lifted on its own.
     """
-    moment = time.time() if now is None else now
+    moment = client_time() if now is None else now
     only = set(providers) if providers is not None else None
     reset, kept = 0, 0
     for status in client.provider_statuses():

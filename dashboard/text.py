@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from llms import AllKeysExhaustedError, Attempt, ChatResult, KeyStatus, Outcome, OutcomeKind, ProviderStatus
+from llms import (
+    AllKeysExhaustedError,
+    Attempt,
+    ChatResult,
+    KeyStatus,
+    Outcome,
+    OutcomeKind,
+    ProviderStatus,
+    client_time,
+)
 from llms.providers import PROVIDERS
 
 _KIND_WORDS: dict[str, str] = {
@@ -181,7 +189,7 @@ def exhausted_message(error: AllKeysExhaustedError, now: float | None = None) ->
             "Every key failed this request, but none is cooling: they can be tried again now. "
             "The Status page shows their last errors."
         )
-    at = (time.time() if now is None else now) + error.retry_in
+    at = (client_time() if now is None else now) + error.retry_in
     return (
         f"All API keys are cooling down right now. The next one, {error.next_key_id}, frees up in "
         f"{countdown(error.retry_in)} (at {clock_time(at)}). Try again then, or reset keys on the Status page."

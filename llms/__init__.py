@@ -33,6 +33,7 @@ _EXPORTS = {
     "reset_smart_client": "llms.smart_client",
     "StoreHealth": "llms.state",
     "ABANDONED": "llms.state.base",
+    "client_time": "llms.clock",
     "ChatResult": "llms.types",
     "Usage": "llms.types",
 }
@@ -56,12 +57,14 @@ __all__ = [
     "StoreHealth",
     "StreamInterruptedError",
     "Usage",
+    "client_time",
     "get_smart_client",
     "latency_quantile",
     "reset_smart_client",
 ]
 
 if TYPE_CHECKING:
+    from llms.clock import client_time
     from llms.exceptions import (
         AllKeysExhaustedError,
         LLMError,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
+from llms.clock import client_time
 from llms.exceptions import LLMError
 from llms.outcomes import OutcomeKind, format_duration
 from llms.smart_client import SmartClient, get_smart_client
@@ -84,7 +84,7 @@ def print_status(client: SmartClient) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     totals = ", ".join(f"{info.provider} {info.available}/{info.total}" for info in statuses)
     print(f"\navailable: {totals}")
-    now = time.time()
+    now = client_time()
     for info in statuses:
         if info.paused_until:
             print(f"{info.title} paused ({info.pause_reason}) for {format_duration(info.paused_until - now)}")

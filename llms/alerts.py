@@ -15,7 +15,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import urllib3
 
+from llms.clock import client_time
 from llms.key_manager import PARKED_REASONS, KeyStatus
 from llms.outcomes import STATE_WORDS, describe_states, format_duration
 from llms.state.base import Document
@@ -113,7 +113,7 @@ class Alerts:
         read: Callable[[], Document],
         providers: Callable[[], Sequence[ProviderState]],
         webhook: str | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = client_time,
     ) -> None:
         self._change = change
         self._read = read

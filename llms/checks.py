@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from llms.clock import client_time
 from llms.outcomes import Outcome, OutcomeKind
 
 log = logging.getLogger("llms.checks")
@@ -73,7 +73,12 @@ class KeyChecks:
                 log.warning("checking %s failed: %s", key_id, type(exc).__name__)
                 outcome = Outcome(OutcomeKind.TRANSIENT, None, f"check failed: {type(exc).__name__}")
             result = CheckResult(
-                key_id, time.time(), outcome.kind is OutcomeKind.OK, outcome.kind.value, outcome.status, outcome.message
+                key_id,
+                client_time(),
+                outcome.kind is OutcomeKind.OK,
+                outcome.kind.value,
+                outcome.status,
+                outcome.message,
             )
             with self._lock:
                 self._results[key_id] = result

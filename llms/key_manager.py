@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
+from llms.clock import client_time
 from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
@@ -68,7 +68,7 @@ class KeyManager:
         keys: Mapping[str, Sequence[ApiKey]],
         cooldowns: CooldownSettings,
         store: StateStore,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = client_time,
         limits: Mapping[str, ConfiguredLimits] | None = None,
         lease_seconds: float = 660.0,
         lease_ttl: float = LEASE_TTL,
@@ -532,6 +532,8 @@ def _subject(key: ApiKey) -> str:
 
 
 def _status(key: ApiKey, record: KeyRecord, pacing: Pacing, now: float) -> KeyStatus:
+    until = min(record.cooldown_until, now + record.rest) if record.rest > 0 else record.cooldown_until
+    record = replace(record, cooldown_until=until)  # never longer than its own length from now (clock steps)
     cooling = record.cooldown_until > now
     return KeyStatus(
         key_id=key.key_id,

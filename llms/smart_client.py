@@ -21,6 +21,7 @@ from config.api_keys import ApiKey
 from config.settings import Settings, get_settings, load_settings
 from llms.alerts import Alerts
 from llms.checks import KeyChecks
+from llms.clock import client_time
 from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
 from llms.key_manager import LEASE_TTL, KeyManager, KeyStatus
 from llms.outcomes import Attempt, Outcome, OutcomeKind, Scope, describe_states, rejected, transient
@@ -100,7 +101,7 @@ class SmartClient:
         settings: Settings,
         *,
         store: StateStore | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = client_time,
     ) -> None:
         self.settings = settings
         self._order = [p for p in settings.provider_order if settings.providers[p].keys]

@@ -1,17 +1,16 @@
 """History page: totals per provider and key, requests per hour, the request log, CSV exports. Thin: the data
 comes from `SmartClient.history()` and `request_log()`, shaped by `dashboard.history`."""
 
-import time
-
 import streamlit as st
 
 from dashboard import history, shell
 from dashboard.client import get_client
 from dashboard.text import provider_title
+from llms import client_time
 
 shell.ensure()
 client = get_client()
-now = time.time()
+now = client_time()
 
 st.title("History")
 pick, refresh = st.columns([4, 1], vertical_alignment="bottom")

@@ -3,7 +3,6 @@ bulk actions on selected keys, background key checks, recent events and the busi
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 import streamlit as st
@@ -13,7 +12,7 @@ from dashboard.alerts import ALERT_COLUMNS, alerts_frame
 from dashboard.client import get_backend, get_client
 from dashboard.simulate import simulate_panel
 from dashboard.text import md_escape, provider_title
-from llms import SmartClient
+from llms import SmartClient, client_time
 
 shell.ensure()
 client = get_client()
@@ -56,7 +55,7 @@ def reload_keys() -> None:
 @st.fragment(run_every=status.REFRESH_SECONDS)
 def live_status() -> None:
     """Only this part reruns on the timer; it builds frames for the rows shown, not for every key."""
-    now = time.time()
+    now = client_time()
     statuses = client.provider_statuses()
     store = client.store_health()
     if store.healthy:

@@ -223,6 +223,39 @@ def test_a_state_file_deleted_under_a_running_process_is_noticed_and_reopened(
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_a_state_file_of_the_first_layout_is_migrated_in_place_and_keeps_its_data(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Layout 1 had no version and no rest lengths; opening it adds them (version 2) and loses nothing."""
+    from llms.state.sqlite import _SCHEMA, SCHEMA_VERSION
+
+    first = _SCHEMA.replace(",\n    rest REAL NOT NULL DEFAULT 0", "").replace(
+        ",\n    pause_rest REAL NOT NULL DEFAULT 0", ""
+    )
+    first = first.replace(",\n    window_began REAL NOT NULL DEFAULT 0", "")
+    assert "rest" not in first and "window_began" not in first
+    sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
+    sim.add_key("groq", SECRETS["groq"][1], name="groq:2")
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_API_KEY_2": SECRETS["groq"][1]}
+    env["LLM_STATE_URL"] = f"sqlite://{tmp_path / 'state.db'}"
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+        fingerprints = [k.fingerprint for k in client.key_manager.keys("groq")]
+    (tmp_path / "state.db").unlink()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.executescript(first)
+        db.execute(
+            "INSERT INTO keys (fp, pool, position, disabled, successes) VALUES (?, 'groq', 0, 1, 7)", (fingerprints[0],)
+        )
+        db.execute("INSERT INTO keys (fp, pool, position) VALUES (?, 'groq', 1)", (fingerprints[1],))
+        db.execute("INSERT INTO pools (pool) VALUES ('groq')")
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+        assert {client.complete(USER_HELLO).key_id for _ in range(3)} == {"groq:2"}  # groq:1 is still disabled
+        assert client.key_manager.statuses("groq")[0].successes == 7
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert "rest" in {row[1] for row in db.execute("PRAGMA table_info(keys)")}
+
+
 def _cli_env(sim: Simulator, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PYTHON, "-m", "llms", *args], capture_output=True, text=True, env=python_env(**env), cwd=ROOT, timeout=60

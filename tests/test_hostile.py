@@ -23,13 +23,14 @@ from typing import Any, ClassVar
 
 import pytest
 import redis
-from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, RedisServer, python_env
+from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, RedisServer, python_env
 from hostile_server import HostileServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.settings import ConfigError, load_settings
 from llms import AllKeysExhaustedError, ChatResult, SmartClient, StreamInterruptedError
+from llms.clock import SteadyClock
 from llms.providers import PROVIDERS
 from llms.state import StateStore, store_from_url
 from llms.state.failover import FailoverStore
@@ -366,6 +367,59 @@ def test_the_exhausted_error_says_an_available_key_is_available(sim: Simulator) 
         assert caught.value.retry_in == 0
         assert "none is cooling: they can be tried again now (1 available)" in str(caught.value)
         assert "manual reset" not in str(caught.value)
+
+
+# --- clock steps ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_wall_clock_stepped_back_an_hour_leaves_a_7_66_s_rest_at_7_66_s(
+    sim: Simulator, tmp_path: Path, backend: str
+) -> None:
+    """Kept against the wall clock, the step turned Groq's 7.66 s hint into a 3,607 s rest (and a step forward
+    ended rests early). The client's clock reads the wall once and then counts elapsed time."""
+    wall, elapsed = Clock(), Clock(0.0)
+    sim.add_key("groq", KEY["groq"], "rate_limit")
+    env = {"GROQ_API_KEY_1": KEY["groq"], **sim.env()}
+    store = MemoryStore() if backend == "memory" else store_from_url(f"sqlite://{tmp_path / 's.db'}", failover=False)
+    clock = SteadyClock(wall, elapsed)
+    with SmartClient(load_settings(env, dotenv_path=None), store=store, clock=clock) as client:
+        with pytest.raises(AllKeysExhaustedError):
+            client.complete(USER_HELLO)
+        assert client.key_manager.statuses("groq")[0].cooldown_remaining == pytest.approx(7.66, abs=0.01)
+        wall.advance(-3600)
+        elapsed.advance(3.0)
+        assert client.key_manager.statuses("groq")[0].cooldown_remaining == pytest.approx(4.66, abs=0.01)
+        wall.advance(7200)
+        elapsed.advance(4.7)
+        assert client.complete(USER_HELLO).key_id == "groq:1"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_process_started_after_a_clock_step_keeps_a_shared_rest_within_its_own_length(
+    sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Process A cooled groq:1 for its window (about 1 s); process B started after the wall clock went back an
+    hour, so by B's clock that rest ends an hour from now. B must rest the key no longer than the rest's own
+    length (and not use it at once either)."""
+    url = f"sqlite://{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("redis_server").url
+    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_API_KEY_2": SECRETS["groq"][1]}
+    env |= {"LLM_STATE_URL": url, "LLM_STATE_PREFIX": f"step-{tmp_path.name}"}
+    sim.add_key("groq", SECRETS["groq"][0], limit=(1, 1.0), name="groq:1")
+    sim.add_key("groq", SECRETS["groq"][1], name="groq:2")
+    settings = load_settings(env, dotenv_path=None)
+    before, after = Clock(time.time()), Clock(time.time() - 3600)
+    with SmartClient(settings, clock=before) as a, SmartClient(settings, clock=after) as b:
+        assert [a.complete(USER_HELLO).key_id for _ in range(3)] == ["groq:1", "groq:2", "groq:2"]  # 429, next key
+        rest = a.key_manager.statuses("groq")[0].cooldown_remaining
+        assert 0 < rest <= 1.0
+        assert b.complete(USER_HELLO).key_id == "groq:2"  # groq:1 still rests, by B's clock too
+        assert 0 < b.key_manager.statuses("groq")[0].cooldown_remaining <= rest + 1.0  # not 3,600 s
+        started = time.monotonic()
+        while b.complete(USER_HELLO).key_id != "groq:1":
+            after.advance(0.1)
+            time.sleep(0.1)  # Redis's own clock counts its TTL
+            assert time.monotonic() - started < rest + 2.5
 
 
 # --- bad input fails before the network ----------------------------------------------------------------------------

@@ -44,6 +44,9 @@ class KeyRecord:
     last_error: str | None = None
     last_used: float | None = None
     disabled: bool = False
+    rest: float = 0.0
+    """The cooldown's own length, as stated when it was set (0: not known). No reader keeps a key resting longer
+    than this from now: a `cooldown_until` further away was set by a clock ahead of the reader's."""
 
 
 class EventKind(StrEnum):
@@ -143,16 +146,23 @@ class Gate:
     remaining: int | None = None
     window_ends: float = 0.0
     probing: bool = False
+    window_began: float = 0.0
+
+    def in_window(self, now: float) -> bool:
+        """Whether `remaining` still describes now: its window has not ended, and did not begin in this clock's
+        future (a writer whose clock is ahead, or this one stepped back: then one at a time until an answer
+        reports again, never an hour of trusting an old count)."""
+        return self.window_began <= now < self.window_ends
 
     def tracks(self, now: float) -> bool:
         if self.probing:
             return True
-        return self.remaining is not None and (now >= self.window_ends or self.remaining < IN_FLIGHT_CEILING)
+        return self.remaining is not None and (not self.in_window(now) or self.remaining < IN_FLIGHT_CEILING)
 
     def allowed(self, now: float) -> int:
         if self.probing:
             return 1
-        return self.remaining if self.remaining is not None and now < self.window_ends else 1
+        return self.remaining if self.remaining is not None and self.in_window(now) else 1
 
     def allows(self, now: float) -> bool:
         if not self.tracks(now):
@@ -181,10 +191,11 @@ class Gate:
     def learn(self, finish: Finish, now: float) -> None:
         if finish.remaining is None:
             return
-        if now < self.window_ends and self.remaining is not None:
+        if self.in_window(now) and self.remaining is not None:
             self.remaining = min(self.remaining, finish.remaining)
         else:
             self.remaining, self.window_ends = finish.remaining, finish.window_ends or now + 60.0
+            self.window_began = now
 
 
 @dataclass(frozen=True)

@@ -242,7 +242,9 @@ class MemoryStore(StateStore):
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
         with self._lock:
-            self._records[key_id] = replace(self._records[key_id], cooldown_until=until, reason=reason)
+            self._records[key_id] = replace(
+                self._records[key_id], cooldown_until=until, reason=reason, rest=until - now
+            )
             heapq.heappush(self._heaps[self._pool_of[key_id]], (until, key_id))
 
     def reset(self, key_ids: Iterable[str]) -> None:

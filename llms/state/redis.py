@@ -60,24 +60,36 @@ if n == 0 then return -1 end
 local excluded = {}
 for i = 5, #ARGV do excluded[ARGV[i]] = true end
 local function admit(id)
-  local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing')
+  local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing', 'window_began')
   local probing, remaining, ends = g[3] == '1', tonumber(g[1]), tonumber(g[2] or '0')
-  if not (probing or (remaining and (now >= ends or remaining < IN_FLIGHT_CEILING))) then return true end
+  local in_window = tonumber(g[4] or '0') <= now and now < ends
+  if not (probing or (remaining and (not in_window or remaining < IN_FLIGHT_CEILING))) then return true end
   local leases = prefix .. 'lease:' .. id
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   local allowed = 1
-  if not probing and remaining and now < ends then allowed = remaining end
+  if not probing and remaining and in_window then allowed = remaining end
   if redis.call('ZCARD', leases) >= allowed then return false end
   redis.call('ZADD', leases, lease_until, token)
   redis.call('EXPIRE', leases, math.ceil(lease_until - now) + 60)
   return true
 end
+local function cooling(id)
+  local name = prefix .. 'cool:' .. id
+  local cool = redis.call('GET', name)
+  if not cool then return false end
+  local till, reason, rest = string.match(cool, '^([^|]+)|([^|]*)|?([^|]*)$')
+  till, rest = tonumber(till), tonumber(rest) or 0
+  if rest > 0 and till - now > rest then  -- set by a clock ahead of this one: it rests its own length from now
+    till = now + rest
+    redis.call('SET', name, string.format('%.6f|%s|%.6f', till, reason, rest), 'KEEPTTL')
+  end
+  return till > now
+end
 for _ = 1, n do
   local c = redis.call('INCR', cursor)
   local id = redis.call('LINDEX', ring, (c - 1) % n)
   if id and not excluded[id] and redis.call('SISMEMBER', prefix .. 'disabled', id) == 0 then
-    local cool = redis.call('GET', prefix .. 'cool:' .. id)
-    if (not cool or tonumber(string.match(cool, '^[^|]+')) <= now) and (token == '' or admit(id)) then
+    if not cooling(id) and (token == '' or admit(id)) then
       redis.call('HSET', prefix .. 'key:' .. id, 'last_used', ARGV[2])
       return id
     end
@@ -115,11 +127,12 @@ local function finish(o)
   if token ~= '' then redis.call('ZREM', prefix .. 'lease:' .. id, token) end
   if ARGV[o + 5] == '1' and redis.call('HGET', gate, 'probing') == '1' then redis.call('HSET', gate, 'probing', '0') end
   if remaining ~= '' then
-    local g = redis.call('HMGET', gate, 'remaining', 'window_ends')
-    if g[1] and g[2] and tonumber(ARGV[o + 6]) < tonumber(g[2]) then
+    local g = redis.call('HMGET', gate, 'remaining', 'window_ends', 'window_began')
+    local now = tonumber(ARGV[o + 6])
+    if g[1] and g[2] and tonumber(g[3] or '0') <= now and now < tonumber(g[2]) then
       redis.call('HSET', gate, 'remaining', math.min(tonumber(g[1]), tonumber(remaining)))
     else
-      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4])
+      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 6])
     end
   end
 end
@@ -258,8 +271,8 @@ class RedisStore(StateStore):
         ids = [i for i in ids if i not in disabled]
         names = [f"{self._p}pool:{pool}:pause", *(f"{self._p}cool:{i}" for i in ids)]
         pause, *cools = self._run(lambda: self._redis.mget(names))
-        resumes = max(_until(pause), now)
-        frees = [(max(_until(raw), resumes), key_id) for key_id, raw in zip(ids, cools, strict=True)]
+        resumes = max(_until(pause, now), now)
+        frees = [(max(_until(raw, now), resumes), key_id) for key_id, raw in zip(ids, cools, strict=True)]
         waiting = [(until, key_id) for until, key_id in frees if until > now]
         if not waiting:
             return None
@@ -272,14 +285,13 @@ class RedisStore(StateStore):
             self._run(lambda: self._redis.delete(name))
             return
         until, ttl_ms = _bounded(until, now)
-        self._run(lambda: self._redis.set(name, f"{until!r}|{reason.value}", px=ttl_ms))
+        self._run(lambda: self._redis.set(name, f"{until!r}|{reason.value}|{until - now!r}", px=ttl_ms))
 
     def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
         raw = self._run(lambda: self._redis.get(f"{self._p}pool:{pool}:pause"))
-        if not raw or _until(raw) <= now:
+        if not raw or _until(raw, now) <= now:
             return None
-        head, _, tail = raw.partition("|")
-        return float(head), CooldownReason(tail)
+        return _until(raw, now), CooldownReason(raw.split("|")[1])
 
     def record_success(
         self, key_id: str, now: float, request: RequestRecord | None = None, finish: Finish | None = None
@@ -356,15 +368,17 @@ class RedisStore(StateStore):
             pipe = self._redis.pipeline(transaction=False)
             for key_id in free:
                 pipe.zrangebyscore(f"{self._p}lease:{key_id}", f"({now!r}", "+inf", withscores=True)
-                pipe.hmget(f"{self._p}gate:{key_id}", "remaining", "window_ends", "probing")
+                pipe.hmget(f"{self._p}gate:{key_id}", "remaining", "window_ends", "probing", "window_began")
             return pipe.execute()
 
         found = self._run(fetch) if free else []
         best: tuple[str, float] | None = None
-        for key_id, live, (remaining, ends, probing) in zip(free, found[::2], found[1::2], strict=True):
+        for key_id, live, (remaining, ends, probing, began) in zip(free, found[::2], found[1::2], strict=True):
             if not live:
                 continue
-            gate = Gate(dict(live), int(remaining) if remaining else None, float(ends or 0), probing == "1")
+            gate = Gate(
+                dict(live), int(remaining) if remaining else None, float(ends or 0), probing == "1", float(began or 0)
+            )
             end = gate.held_until(now)
             if end is not None and (best is None or end < best[1]):
                 best = (key_id, end)
@@ -432,7 +446,8 @@ class RedisStore(StateStore):
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
         until, ttl_ms = _bounded(until, now)
-        self._run(lambda: self._redis.set(f"{self._p}cool:{key_id}", f"{until!r}|{reason.value}", px=ttl_ms))
+        value = f"{until!r}|{reason.value}|{until - now!r}"  # the rest's own length too, for readers behind in time
+        self._run(lambda: self._redis.set(f"{self._p}cool:{key_id}", value, px=ttl_ms))
 
     def reset(self, key_ids: Iterable[str]) -> None:
         ids = list(key_ids)
@@ -558,19 +573,25 @@ def _hour_row(fields: dict[str, str]) -> HourOfKey:
     )
 
 
-def _until(raw: str | None) -> float:
-    return float(raw.split("|", 1)[0]) if raw else 0.0
+def _until(raw: str | None, now: float | None = None) -> float:
+    """The end of a cooldown or pause value (`until|reason[|rest]`), no further than its own length from `now`."""
+    if not raw:
+        return 0.0
+    head, _, rest = [*raw.split("|"), ""][:3]
+    until = float(head)
+    return min(until, now + float(rest)) if now is not None and rest else until
 
 
 def _record(fields: dict[str, str], cool: str | None) -> KeyRecord:
-    until, reason = 0.0, None
+    until, reason, rest = 0.0, None, 0.0
     if cool:
-        head, _, tail = cool.partition("|")
-        until, reason = float(head), CooldownReason(tail)
+        head, why, length = [*cool.split("|"), ""][:3]
+        until, reason, rest = float(head), CooldownReason(why), float(length or 0)
     last_used = fields.get("last_used")
     return KeyRecord(
         cooldown_until=until,
         reason=reason,
+        rest=rest,
         consecutive_failures=int(fields.get("consecutive", 0)),
         successes=int(fields.get("successes", 0)),
         failures=int(fields.get("failures", 0)),

@@ -62,14 +62,16 @@ CREATE TABLE IF NOT EXISTS keys (
     failures INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     last_used REAL,
-    disabled INTEGER NOT NULL DEFAULT 0
+    disabled INTEGER NOT NULL DEFAULT 0,
+    rest REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS keys_by_pool ON keys (pool, position);
 CREATE TABLE IF NOT EXISTS pools (
     pool TEXT PRIMARY KEY,
     cursor INTEGER NOT NULL DEFAULT -1,
     paused_until REAL NOT NULL DEFAULT 0,
-    pause_reason TEXT
+    pause_reason TEXT,
+    pause_rest REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -118,7 +120,8 @@ CREATE TABLE IF NOT EXISTS gates (
     fp TEXT PRIMARY KEY,
     remaining INTEGER,
     window_ends REAL NOT NULL DEFAULT 0,
-    probing INTEGER NOT NULL DEFAULT 0
+    probing INTEGER NOT NULL DEFAULT 0,
+    window_began REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS leases (
     token TEXT PRIMARY KEY,
@@ -146,6 +149,21 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+SCHEMA_VERSION = 2
+"""`PRAGMA user_version` of a file this code wrote. 1: the first layout (no version was written); 2: a rest's own
+length beside its end (`keys.rest`, `pools.pause_rest`) and a quota window's start (`gates.window_began`), so that
+neither outlasts its own length whatever the clock does."""
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE keys ADD COLUMN rest REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE pools ADD COLUMN pause_rest REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE gates ADD COLUMN window_began REAL NOT NULL DEFAULT 0",
+    ),
+}
+"""What takes a file from the version before to this one, in place; data is kept (a rest of 0: length unknown)."""
+
+
 class SQLiteStore(StateStore):
     SCHEMES = ("sqlite",)
     SHARED = True  # other processes share the file, and a file can fail (locked, full, read-only)
@@ -167,6 +185,7 @@ class SQLiteStore(StateStore):
         self._generation = 0  # moves on when the file at `path` is no longer the one the connections have open
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file the connections have open
         self._next_look = 0.0
+        self._next_clamp = 0.0
         self._reopened: str | None = None
 
     @classmethod
@@ -244,7 +263,7 @@ class SQLiteStore(StateStore):
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
+                _migrate(db)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -313,7 +332,13 @@ class SQLiteStore(StateStore):
     def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
         skip = set(exclude)
 
+        clamp = time.monotonic() >= self._next_clamp
+        if clamp:
+            self._next_clamp = time.monotonic() + 1.0
+
         def apply(db: sqlite3.Connection) -> str | None:
+            if clamp:
+                _clamp_rests(db, pool, now)
             row = db.execute("SELECT cursor, paused_until FROM pools WHERE pool = ?", (pool,)).fetchone()
             if row is None or row[1] > now:
                 return None
@@ -500,15 +525,16 @@ class SQLiteStore(StateStore):
         if not succeeded and (finish is None or finish.remaining is None):
             return
         gate = _gate(db, fp)
-        before = (gate.remaining, gate.window_ends, gate.probing)
+        before = (gate.remaining, gate.window_ends, gate.probing, gate.window_began)
         if succeeded:
             gate.probing = False
         if finish is not None:
             gate.learn(finish, now)
-        if (gate.remaining, gate.window_ends, gate.probing) != before:
+        if (gate.remaining, gate.window_ends, gate.probing, gate.window_began) != before:
             db.execute(
-                "INSERT OR REPLACE INTO gates (fp, remaining, window_ends, probing) VALUES (?, ?, ?, ?)",
-                (fp, gate.remaining, gate.window_ends, int(gate.probing)),
+                "INSERT OR REPLACE INTO gates (fp, remaining, window_ends, probing, window_began) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (fp, gate.remaining, gate.window_ends, int(gate.probing), gate.window_began),
             )
 
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
@@ -538,7 +564,8 @@ class SQLiteStore(StateStore):
         until = bounded_until(until, now)
         self._run(
             lambda db: db.execute(
-                "UPDATE keys SET cooldown_until = ?, reason = ? WHERE fp = ?", (until, reason.value, key_id)
+                "UPDATE keys SET cooldown_until = ?, reason = ?, rest = ? WHERE fp = ?",
+                (until, reason.value, until - now, key_id),
             )
         )
 
@@ -546,18 +573,22 @@ class SQLiteStore(StateStore):
         until = bounded_until(until, now) if until > now else 0.0
         self._run(
             lambda db: db.execute(
-                "UPDATE pools SET paused_until = ?, pause_reason = ? WHERE pool = ?", (until, reason.value, pool)
+                "UPDATE pools SET paused_until = ?, pause_reason = ?, pause_rest = ? WHERE pool = ?",
+                (until, reason.value, max(0.0, until - now), pool),
             )
         )
 
     def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
         row = self._run(
-            lambda db: db.execute("SELECT paused_until, pause_reason FROM pools WHERE pool = ?", (pool,)).fetchone(),
+            lambda db: db.execute(
+                "SELECT paused_until, pause_reason, pause_rest FROM pools WHERE pool = ?", (pool,)
+            ).fetchone(),
             write=False,
         )
-        if not row or row[0] <= now:
+        until = min(row[0], now + row[2]) if row and row[2] > 0 else row[0] if row else 0.0
+        if not row or until <= now:
             return None
-        return float(row[0]), CooldownReason(row[1])
+        return float(until), CooldownReason(row[1])
 
     def reset(self, key_ids: Iterable[str]) -> None:
         ids = [(fp,) for fp in key_ids]
@@ -579,7 +610,7 @@ class SQLiteStore(StateStore):
                 marks = ",".join("?" * len(chunk))
                 for row in db.execute(
                     "SELECT fp, cooldown_until, reason, consecutive, successes, failures, last_error, last_used, "
-                    f"disabled FROM keys WHERE fp IN ({marks})",
+                    f"disabled, rest FROM keys WHERE fp IN ({marks})",
                     chunk,
                 ):
                     found[row[0]] = KeyRecord(
@@ -591,6 +622,7 @@ class SQLiteStore(StateStore):
                         last_error=row[6],
                         last_used=row[7],
                         disabled=bool(row[8]),
+                        rest=row[9],
                     )
             return [found.get(fp, KeyRecord()) for fp in key_ids]
 
@@ -644,6 +676,47 @@ class SQLiteStore(StateStore):
         self._run(apply)
 
 
+def _clamp_rests(db: sqlite3.Connection, pool: str, now: float) -> None:
+    """No rest outlasts its own length from now: a rest ending further away than that was set by a clock ahead of
+    this one (this machine's clock was stepped back since, or another process started on the other side of a
+    step), and it ends `rest` seconds from now instead — never an hour later. A step forward ends rests early,
+    at worst by their length."""
+    db.execute(
+        "UPDATE keys SET cooldown_until = ? + rest WHERE pool = ? AND rest > 0 AND cooldown_until > ? + rest",
+        (now, pool, now),
+    )
+    db.execute(
+        "UPDATE pools SET paused_until = ? + pause_rest "
+        "WHERE pool = ? AND pause_rest > 0 AND paused_until > ? + pause_rest",
+        (now, pool, now),
+    )
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the file to `SCHEMA_VERSION` in one transaction (another process may be doing the same: the write
+    lock makes one of them do it, and the other find it done)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'keys'").fetchone():  # not a new file
+            for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    db.execute(statement)
+        for statement in _SCHEMA.split(";"):  # tables and indexes added since, if any (executescript would commit)
+            if statement.strip():
+                db.execute(statement)
+        if version != SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"the file was written by a newer version (layout {version}; this one knows {SCHEMA_VERSION})"
+                )
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def _register(db: sqlite3.Connection, pool: str, key_ids: Sequence[str]) -> None:
     db.execute("INSERT OR IGNORE INTO pools (pool) VALUES (?)", (pool,))
     start = db.execute("SELECT coalesce(max(position), -1) + 1 FROM keys WHERE pool = ?", (pool,)).fetchone()[0]
@@ -667,8 +740,8 @@ _TABLES = ("keys", "pools", "events", "requests", "history", "limit_usage", "gat
 
 
 def _gate(db: sqlite3.Connection, fp: str) -> Gate:
-    row = db.execute("SELECT remaining, window_ends, probing FROM gates WHERE fp = ?", (fp,)).fetchone()
-    return Gate({}, row[0], row[1], bool(row[2])) if row else Gate({})
+    row = db.execute("SELECT remaining, window_ends, probing, window_began FROM gates WHERE fp = ?", (fp,)).fetchone()
+    return Gate({}, row[0], row[1], bool(row[2]), row[3]) if row else Gate({})
 
 
 def describe(exc: BaseException) -> str:
