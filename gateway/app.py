@@ -10,7 +10,6 @@ reading, never after), JSON and messages, model name; only then is a key spent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import time
@@ -337,22 +336,28 @@ class _CallerLeft(Exception):
 async def _unless_caller_leaves(request: Request, work: Awaitable[T]) -> T:
     """`work`'s result, unless the caller hangs up first: then the upstream call is cancelled at once (the client
     frees the key's in-flight slot and logs the request as abandoned) and `_CallerLeft` is raised. Without this the
-    slot stayed held for the whole upstream call, and the answer nobody read was counted "ok"."""
-    task = asyncio.ensure_future(work)
-    left = asyncio.ensure_future(_hang_up(request))
+    slot stayed held for the whole upstream call, and the answer nobody read was counted "ok". One watcher task per
+    request, which cancels this one when the connection closes (`work` itself runs in this task: no task hop)."""
+    this = asyncio.current_task()
+    assert this is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await _hang_up(request)
+        left = True
+        this.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, left), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
+        return await work
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        this.uncancel()
+        raise _CallerLeft from None
     finally:
-        left.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    raise _CallerLeft
+        watcher.cancel()
 
 
 async def _hang_up(request: Request) -> None:
