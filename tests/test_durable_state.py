@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -14,6 +15,7 @@ from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, pytho
 
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
+from llms.state.sqlite import SCHEMA_VERSION
 from simulator import Simulator
 
 
@@ -119,6 +121,7 @@ _WORKER = """
 import sys
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
+from llms.state.sqlite import SCHEMA_VERSION
 env = dict(arg.split("=", 1) for arg in sys.argv[1:])
 with SmartClient(load_settings(env, dotenv_path=None)) as client:
     for _ in range(10):
@@ -146,6 +149,7 @@ _BURST = """
 import sys
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
+from llms.state.sqlite import SCHEMA_VERSION
 env = dict(arg.split("=", 1) for arg in sys.argv[1:])
 answered = 0
 with SmartClient(load_settings(env, dotenv_path=None)) as client:
@@ -223,35 +227,30 @@ def test_a_state_file_deleted_under_a_running_process_is_noticed_and_reopened(
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def test_a_state_file_of_the_first_layout_is_migrated_in_place_and_keeps_its_data(
+def test_a_state_file_from_the_release_before_layout_2_upgrades_in_place_losing_nothing(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    """Layout 1 had no version and no rest lengths; opening it adds them (version 2) and loses nothing."""
-    from llms.state.sqlite import _SCHEMA, SCHEMA_VERSION
-
-    first = _SCHEMA.replace(",\n    rest REAL NOT NULL DEFAULT 0", "").replace(
-        ",\n    pause_rest REAL NOT NULL DEFAULT 0", ""
-    )
-    first = first.replace(",\n    window_began REAL NOT NULL DEFAULT 0", "")
-    assert "rest" not in first and "window_began" not in first
-    sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
-    sim.add_key("groq", SECRETS["groq"][1], name="groq:2")
-    env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_API_KEY_2": SECRETS["groq"][1]}
-    env["LLM_STATE_URL"] = f"sqlite://{tmp_path / 'state.db'}"
-    with SmartClient(load_settings(env, dotenv_path=None)) as client:
-        fingerprints = [k.fingerprint for k in client.key_manager.keys("groq")]
-    (tmp_path / "state.db").unlink()
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        db.executescript(first)
-        db.execute(
-            "INSERT INTO keys (fp, pool, position, disabled, successes) VALUES (?, 'groq', 0, 1, 7)", (fingerprints[0],)
-        )
-        db.execute("INSERT INTO keys (fp, pool, position) VALUES (?, 'groq', 1)", (fingerprints[1],))
-        db.execute("INSERT INTO pools (pool) VALUES ('groq')")
-    with SmartClient(load_settings(env, dotenv_path=None)) as client:
-        assert {client.complete(USER_HELLO).key_id for _ in range(3)} == {"groq:2"}  # groq:1 is still disabled
-        assert client.key_manager.statuses("groq")[0].successes == 7
-    with sqlite3.connect(tmp_path / "state.db") as db:
+    """`tests/fixtures/state-layout-1.db` was written by the release before layout 2 (commit af0e9bc): six calls
+    over three Groq keys, groq:2 parked as invalid, groq:3 disabled. Opening it upgrades it in place."""
+    path = tmp_path / "state.db"
+    shutil.copy(ROOT / "tests" / "fixtures" / "state-layout-1.db", path)
+    raw = path.read_bytes()
+    assert not any(secret[i : i + 8].encode() in raw for secret in SECRETS["groq"] for i in range(len(secret) - 7))
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (0,)
+        made = db.execute("SELECT max(at) FROM requests").fetchone()[0]
+    for i, secret in enumerate(SECRETS["groq"][:3]):
+        sim.add_key("groq", secret, name=f"groq:{i + 1}")
+    env = {**sim.env(), "LLM_STATE_URL": f"sqlite://{path}"}
+    env |= {f"GROQ_API_KEY_{i + 1}": secret for i, secret in enumerate(SECRETS["groq"][:3])}
+    with SmartClient(load_settings(env, dotenv_path=None), clock=Clock(made + 60)) as client:
+        keys = {k.key_id: k for k in client.key_manager.statuses("groq")}
+        assert keys["groq:2"].reason == "invalid_key" and keys["groq:2"].cooldown_remaining > 86000  # a day's rest
+        assert keys["groq:3"].disabled and keys["groq:1"].available and keys["groq:1"].successes >= 2
+        assert len(client.request_log()) == 7 and sum(h["requests"] for h in client.history(24)) == 7
+        assert [e.kind.value for e in client.events()] == ["disabled", "cooled"]
+        assert {client.complete(USER_HELLO).key_id for _ in range(3)} == {"groq:1"}
+    with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert "rest" in {row[1] for row in db.execute("PRAGMA table_info(keys)")}
 
