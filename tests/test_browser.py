@@ -199,6 +199,7 @@ def _toast(page: Any, text: str) -> Any:
     return page.locator('[data-testid="stToast"]').filter(has_text=text)
 
 
+@pytest.mark.slow
 def test_an_operator_chats_filters_disables_tests_and_is_alerted(
     chromium: str, keyed: tuple[str, dict[str, str]]
 ) -> None:
@@ -296,6 +297,7 @@ def test_an_operator_chats_filters_disables_tests_and_is_alerted(
             browser.close()
 
 
+@pytest.mark.slow
 def test_the_demo_falls_back_by_the_fifth_message_at_a_human_pace(chromium: str, demo: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 

@@ -103,6 +103,7 @@ def cool(client: SmartClient, *key_ids: str) -> None:
 # --- chat ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_chat_caption_names_provider_key_and_skips(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"openrouter": 2, "groq": 1}, limits={"openrouter:1": (0, 60.0)})
     at = app().run()
@@ -211,6 +212,7 @@ def test_answer_cut_short_by_a_new_message_is_kept(env: pytest.MonkeyPatch, sim:
 # --- status -------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_status_follows_cooldowns_and_each_reset(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"openrouter": 2, "groq": 2}, limits={"openrouter:1": (0, 60.0)})
     at = chat(app().run(), "Hello")  # openrouter:1 answers 429 and cools for the rest of its window
@@ -248,6 +250,7 @@ def _click(at: AppTest, label: str) -> None:
 # --- access -------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_password_gate_from_env(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"groq": 1})
     env.setenv("DASHBOARD_PASSWORD", "open sesame")
@@ -320,6 +323,7 @@ def test_password_gate_from_secrets(env: pytest.MonkeyPatch, sim: Simulator) -> 
 # --- demo mode ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_mode_without_keys_answers_a_chat(env: pytest.MonkeyPatch) -> None:
     at = app().run()
     assert at.expander[0].label.startswith("**Demo mode** (no API keys are configured)")

@@ -113,6 +113,7 @@ def test_badge_names_the_keys_when_a_later_key_of_the_first_provider_answers(
     assert expanders(at) == ["2 attempts"]
 
 
+@pytest.mark.slow
 def test_trail_sees_each_failure_while_the_next_key_is_still_answering(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     """The trail is live because the failover runs in a worker thread, reporting each attempt (`on_attempt`)
     while the page's thread polls."""
@@ -163,6 +164,7 @@ def test_abandoned_run_frees_the_key_once_the_failover_ends(env: pytest.MonkeyPa
 # --- retry after exhaustion ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_retry_button_resends_once_a_key_frees_up(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"groq": 1}, limits={"groq:1": (1, 2.0)})
     at = chat(app().run(), "one")
@@ -302,6 +304,7 @@ def test_simulate_rate_limit_rests_the_key_then_it_answers_again(env: pytest.Mon
     assert badges(at)[0].startswith("openrouter:1 → openrouter:2 · 1 key rate-limited · next frees in ")
 
 
+@pytest.mark.slow
 def test_simulate_outage_sends_answers_to_the_next_provider_and_recover_brings_it_back(
     env: pytest.MonkeyPatch,
 ) -> None:

@@ -37,6 +37,7 @@ def busy_client(make_client: MakeClient) -> SmartClient:
     return client
 
 
+@pytest.mark.slow
 def test_totals_add_up_exactly_to_the_request_log(busy_client: SmartClient) -> None:
     log = busy_client.request_log(1000)
     frame = history.hours_frame(busy_client.history(hours=24))
@@ -62,6 +63,7 @@ def test_totals_add_up_exactly_to_the_request_log(busy_client: SmartClient) -> N
     assert list(totals.index) == busiest_first  # (how many each served depends on when openrouter:1 frees)
 
 
+@pytest.mark.slow
 def test_key_table_matches_the_log_and_searches_ids_and_hints(busy_client: SmartClient) -> None:
     log = busy_client.request_log(1000)
     frame = history.hours_frame(busy_client.history(hours=24))
@@ -83,6 +85,7 @@ def test_key_table_matches_the_log_and_searches_ids_and_hints(busy_client: Smart
     assert (len(top), matched) == (1, 2)
 
 
+@pytest.mark.slow
 def test_hourly_chart_covers_every_hour_and_sums_to_the_totals(busy_client: SmartClient) -> None:
     now = time.time()
     frame = history.hours_frame(busy_client.history(hours=24))
@@ -96,6 +99,7 @@ def test_hourly_chart_covers_every_hour_and_sums_to_the_totals(busy_client: Smar
     assert by_provider.sum().to_dict() == dict(served) and sum(served.values()) == 7
 
 
+@pytest.mark.slow
 def test_csv_exports_hold_every_row_and_no_secret_or_content(busy_client: SmartClient) -> None:
     rows = busy_client.history(hours=24)
     parsed = list(csv.DictReader(io.StringIO(history.history_csv(rows).decode())))
@@ -194,6 +198,7 @@ def page(env: pytest.MonkeyPatch, sim: Simulator) -> Iterator[AppTest]:  # noqa:
     yield at
 
 
+@pytest.mark.slow
 def test_page_shows_totals_filters_the_log_and_serves_csv(page: AppTest) -> None:
     at, client = page, get_client()
     log = client.request_log(1000)

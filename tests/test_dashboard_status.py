@@ -353,6 +353,7 @@ def test_test_buttons_check_in_the_background_and_show_the_last_verdict(
     assert at.toast[0].value.startswith(("Checking every key", "A check run is still going"))
 
 
+@pytest.mark.slow
 def test_charts_have_a_fixed_height_whatever_the_key_count(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     for count in (1, 8):
         use_keys(env, sim, {"groq": count})

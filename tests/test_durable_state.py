@@ -30,6 +30,7 @@ def _cli(sim: Simulator, data_home: Path, *args: str) -> subprocess.CompletedPro
     return subprocess.run([PYTHON, "-m", "llms", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
 
 
+@pytest.mark.slow
 def test_two_cli_calls_in_a_row_the_second_skips_the_key_the_first_found_rate_limited(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -163,6 +164,7 @@ print(answered)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_a_configured_limit_is_shared_by_every_process(
     sim: Simulator, tmp_path: Path, backend: str, request: pytest.FixtureRequest
@@ -200,6 +202,7 @@ def test_a_key_disabled_in_one_process_is_skipped_by_every_process(sim: Simulato
     assert sim.calls("groq:1") == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deleted", [("state.db",), ("state.db", "state.db-wal", "state.db-shm")])
 def test_a_state_file_deleted_under_a_running_process_is_noticed_and_reopened(
     sim: Simulator, tmp_path: Path, deleted: tuple[str, ...]

@@ -240,6 +240,7 @@ def test_model_names_pin_providers_over_one_shared_store(start_gateway: StartGat
     assert "groq/openai/gpt-oss-20b" in error["message"]
 
 
+@pytest.mark.slow
 def test_exhausted_pool_is_a_429_with_retry_after_that_the_sdk_honours(start_gateway: StartGateway) -> None:
     gw = start_gateway({"groq": 1}, limits={"groq:1": (1, 1.0)})
     sdk = gw.sdk(max_retries=0)
@@ -287,6 +288,7 @@ def _error(response: httpx.Response, status: int) -> dict[str, object]:
     return body["error"]
 
 
+@pytest.mark.slow
 def test_malformed_requests_are_400s_that_spend_no_key(start_gateway: StartGateway) -> None:
     gw = start_gateway({"groq": 1})
     assert _error(gw.post(b'{"model": "auto", "messages": ['), 400)["code"] == "invalid_json"
@@ -412,6 +414,7 @@ def _send_until_refused(sock: socket.socket, first: bytes, piece: bytes, most: i
     return sent
 
 
+@pytest.mark.slow
 def test_headers_are_bounded_in_size_and_in_time_and_never_stall_other_callers(start_gateway: StartGateway) -> None:
     """One 100 MB header used to be read whole (9.8 s, +195 MB), and three of 50 MB stalled other requests 2.7 s."""
     gw = start_gateway(
@@ -459,6 +462,7 @@ def test_headers_are_bounded_in_size_and_in_time_and_never_stall_other_callers(s
     assert gw.sim.calls() == 1
 
 
+@pytest.mark.slow
 def test_connections_past_the_cap_drop_the_slowest_first_then_get_503(start_gateway: StartGateway) -> None:
     """1,050 connections trickling a byte a second used to make every normal request fail (file descriptors ran
     out). Past the cap, the connection that waited longest for its headers makes room; when every connection is
@@ -492,6 +496,7 @@ def test_connections_past_the_cap_drop_the_slowest_first_then_get_503(start_gate
     assert gw.post({"model": "auto", "messages": HELLO}).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_client_that_hangs_up_mid_stream_frees_its_key_at_once(start_gateway: StartGateway) -> None:
     """One key, trusted for one request at a time (its window ended without a fresh report), and a slow stream.
     A second request sent while the stream is open waits for the key's slot; once the streaming caller hangs up,
@@ -527,6 +532,7 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_key_at_once(start_gateway: 
     assert gw.metric("llm_gateway_in_flight") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
 def test_a_client_that_hangs_up_before_its_answer_cancels_the_upstream_call(
     start_gateway: StartGateway, stream: bool
@@ -556,6 +562,7 @@ def test_a_client_that_hangs_up_before_its_answer_cancels_the_upstream_call(
     assert gw.post({"model": "auto", "messages": HELLO}).headers["x-llm-key-id"] == "groq:1"
 
 
+@pytest.mark.slow
 def test_requests_beyond_the_worker_limit_queue_instead_of_failing(start_gateway: StartGateway) -> None:
     """`LLM_GATEWAY_WORKERS=1`: two requests at once over two free keys are both answered, one after the other."""
     gw = start_gateway({"groq": 2}, latency={"groq:1": 0.4, "groq:2": 0.4}, workers=1)

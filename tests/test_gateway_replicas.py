@@ -75,6 +75,7 @@ def _chat(url: str) -> httpx.Response:
     return response
 
 
+@pytest.mark.slow
 def test_replicas_share_cooldowns_and_their_metrics_add_up(
     replicas: tuple[list[str], dict[str, str]], sim: Simulator
 ) -> None:

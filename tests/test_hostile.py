@@ -100,6 +100,7 @@ def read_stream(client: SmartClient, awaited: bool, first: str | None = None) ->
 AWAITED = pytest.mark.parametrize("awaited", [False, True], ids=["blocking", "awaited"])
 
 
+@pytest.mark.slow
 @AWAITED
 @pytest.mark.parametrize("provider", ["groq", "gemini"])
 @pytest.mark.parametrize("behaviour", ["trickle-status", "trickle-body"])
@@ -114,6 +115,7 @@ def test_a_trickling_answer_ends_at_the_deadline(
         assert caught.value.attempts[0].message == "timed out"
 
 
+@pytest.mark.slow
 @AWAITED
 @pytest.mark.parametrize(
     ("provider", "behaviour"), [("groq", "keepalive-stream"), ("gemini", "gemini-keepalive-stream")]
@@ -128,6 +130,7 @@ def test_keep_alive_comments_after_the_first_piece_are_not_progress(
         assert time.monotonic() - started < 4
 
 
+@pytest.mark.slow
 @AWAITED
 def test_a_stream_that_never_ends_stops_at_its_overall_cap(hostile: HostileServer, awaited: bool) -> None:
     with client_for("groq", hostile.base("endless-pieces"), LLM_STREAM_MAX_SECONDS="2") as client:
@@ -158,6 +161,7 @@ client.complete([{"role": "user", "content": "Hello"}])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_a_worker_killed_mid_request_holds_its_key_for_seconds_not_minutes(
     sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest, backend: str
@@ -270,6 +274,7 @@ _MEMORY_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("provider", "behaviour", "stream", "awaited"),
     [
@@ -302,6 +307,7 @@ def store(state_backend: Callable[[], StateStore]) -> StateStore:
     return state_backend()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("behaviour", "longest"), [("retry-after-huge", 86400.0), ("retry-after-overflow", 86400.0), ("reset-inf", 1.0)]
 )
@@ -395,6 +401,7 @@ def test_a_wall_clock_stepped_back_an_hour_leaves_a_7_66_s_rest_at_7_66_s(
         assert client.complete(USER_HELLO).key_id == "groq:1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_a_process_started_after_a_clock_step_keeps_a_shared_rest_within_its_own_length(
     sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest, backend: str
@@ -544,6 +551,7 @@ _JSON = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(
     st.sampled_from(sorted(PROVIDERS)),
@@ -613,6 +621,7 @@ def test_redis_out_of_memory_is_reported_as_such_and_no_call_fails(own_redis: Re
         assert not health.healthy and "out of memory" in health.detail
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage", ["sqlite-immutable", "redis-down", "redis-hung", "redis-out-of-memory"])
 def test_disabled_and_parked_keys_stay_out_of_rotation_through_a_store_outage(
     breakage: str, sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest

@@ -197,6 +197,7 @@ def test_a_key_with_a_request_in_flight_is_passed_over_until_it_ends() -> None:
     assert [manager.acquire("groq") for _ in range(3)] == [keys[0], keys[0], keys[0]]  # room for the 3 left
 
 
+@pytest.mark.slow
 def test_32_threads_never_double_count_or_lose_an_update() -> None:
     manager, _keys, _ = make(4, error_threshold=10**9)
     per_thread = 500

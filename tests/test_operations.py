@@ -99,6 +99,7 @@ def test_checks_run_in_the_background_one_provider_at_a_time_with_a_short_timeou
         client.start_checks(["groq:9"])
 
 
+@pytest.mark.slow
 def test_alerts_open_once_per_incident_reach_the_webhook_with_retries_and_say_when_it_ends(
     sim: Simulator, tmp_path: Path, webhook: Webhook
 ) -> None:
@@ -148,6 +149,7 @@ def _deliver_one(url: str) -> None:
     sender.close()
 
 
+@pytest.mark.slow
 def test_the_webhook_follows_no_redirect_to_another_host_and_a_bounded_number_on_its_own() -> None:
     """A 307 elsewhere would re-POST the alert to another host; a loop used to make 186 requests per alert."""
     thief = Webhook()

@@ -244,6 +244,7 @@ def test_a_per_day_violation_rests_until_midnight_pacific_despite_a_51_s_retry_d
     assert first.cooldown_remaining == pytest.approx(seconds_until_midnight(PACIFIC, time.time()), abs=3)
 
 
+@pytest.mark.slow
 def test_no_quota_for_the_model_is_a_configuration_problem_not_a_rate_limit(make_client: MakeClient) -> None:
     client = make_client({"gemini": 2}, steps={"gemini:1": ["no_quota"]}, GEMINI_CHAT_MODEL="gemini-2.5-pro")
     assert client.complete(USER_HELLO).key_id == "gemini:2"
@@ -252,6 +253,7 @@ def test_no_quota_for_the_model_is_a_configuration_problem_not_a_rate_limit(make
     assert reason_text(first) == "no quota for gemini-2.5-pro in this project"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("step", "reason"), [("no_credits", "no_credits"), ("no_access", "no_access")])
 def test_prepay_and_region_problems_park_the_key(make_client: MakeClient, step: str, reason: str) -> None:
     client = make_client({"gemini": 2}, steps={"gemini:1": [step]})
@@ -259,6 +261,7 @@ def test_prepay_and_region_problems_park_the_key(make_client: MakeClient, step: 
     assert client.key_manager.statuses("gemini")[0].reason == reason
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", ["gemini", "groq", "openrouter"])
 def test_an_answer_without_text_is_never_returned(make_client: MakeClient, provider: str) -> None:
     client = make_client({provider: 2}, steps={f"{provider}:1": ["empty_answer"], f"{provider}:2": ["empty_answer"]})

@@ -75,6 +75,7 @@ def test_a_429_seen_by_one_process_cools_the_key_for_another(shared: dict[str, s
     a.close()
 
 
+@pytest.mark.slow
 def test_four_processes_share_one_round_robin(shared: dict[str, str], sim: Simulator) -> None:
     for i in range(1, 5):
         sim.add_key("groq", SECRETS["groq"][i - 1], name=f"groq:{i}")
@@ -98,6 +99,7 @@ def test_a_reset_in_one_process_frees_the_key_for_another(shared: dict[str, str]
     operator.close()
 
 
+@pytest.mark.slow
 def test_killing_redis_mid_run_loses_no_call(sim: Simulator) -> None:
     server = RedisServer()
     server.start()

@@ -98,6 +98,7 @@ def test_a_storm_rest_is_never_longer_than_the_rate_limited_keys_rest(make_clien
     assert not rested.available and rested.cooldown_remaining <= 1.0
 
 
+@pytest.mark.slow
 def test_a_sliding_window_hinted_only_on_429s_is_learned_then_kept_to(make_client: MakeClient, sim: Simulator) -> None:
     """OpenRouter's shape: nothing about quota on a success, a reset hint only on the 429, a sliding window. After
     the first 429 the key's window (3 answers in any 1 s) is known, so four threads keep to it instead of earning
@@ -127,6 +128,7 @@ def test_a_sliding_window_hinted_only_on_429s_is_learned_then_kept_to(make_clien
     )
 
 
+@pytest.mark.slow
 def test_wait_for_the_first_key_instead_of_failing(make_client: MakeClient, sim: Simulator) -> None:
     client = make_client({"groq": 1}, limits={"groq:1": (1, 1.0)})
     client.complete(USER_HELLO)  # the key's quota is now at zero, reset within a second

@@ -34,6 +34,7 @@ def assert_no_secret(text: str) -> None:
     assert not leaked, f"full keys leaked (shown truncated): {leaked}"
 
 
+@pytest.mark.slow
 def test_nothing_captured_contains_a_key(make_client: MakeClient, captured_logs: io.StringIO, capsys) -> None:
     everything: list[str] = []
     client = make_client(

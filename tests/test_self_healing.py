@@ -109,6 +109,7 @@ def test_fixed_policy_keeps_the_original_60_min_24_h_10_min(make_client: MakeCli
     }
 
 
+@pytest.mark.slow
 def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClient, sim: Simulator) -> None:
     """A key allows 2 requests per 1.5 s window and its 429s say nothing about when to come back."""
     client = make_client({"openrouter": 1})
@@ -165,6 +166,7 @@ def test_probes_skip_short_cooldowns(make_client: MakeClient, sim: Simulator) ->
     assert Prober(client.parked_key_ids, client.check_key, interval=1).due() == []
 
 
+@pytest.mark.slow
 def test_probes_run_one_at_a_time(make_client: MakeClient, sim: Simulator) -> None:
     client = make_client({"groq": 4}, steps={f"groq:{i}": ["invalid_key"] for i in range(1, 4)})
     client.complete(USER_HELLO)

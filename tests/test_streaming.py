@@ -11,6 +11,7 @@ from simulator import Simulator
 PROVIDERS = ["openrouter", "groq", "gemini"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_stream_yields_the_whole_answer_in_pieces(make_client: MakeClient, provider: str) -> None:
     client = make_client({provider: 1})
@@ -24,6 +25,7 @@ def test_stream_yields_the_whole_answer_in_pieces(make_client: MakeClient, provi
     assert client.get_current_provider() == provider
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("step", ["rate_limit", "invalid_key", "server_error", "garbage"])
 def test_stream_fails_over_before_the_first_piece(make_client: MakeClient, provider: str, step: str) -> None:
@@ -34,6 +36,7 @@ def test_stream_fails_over_before_the_first_piece(make_client: MakeClient, provi
     assert stream.result.attempts[0].kind is not OutcomeKind.OK
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_mid_stream_error_raises_instead_of_truncating(make_client: MakeClient, sim: Simulator, provider: str) -> None:
     client = make_client({provider: 2}, steps={f"{provider}:1": ["mid_stream_error"]})
