@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import asyncio
 import base64
+import importlib
 import subprocess
 import time
 
