@@ -33,9 +33,17 @@ class ProviderSettings:
     provider: str
     keys: tuple[ApiKey, ...]
     model: str
+    """The default model (`<PROVIDER>_CHAT_MODEL`): what `auto` and the bare provider name ask for."""
     base_url: str
     requests_per_minute: int | None = None
     requests_per_day: int | None = None
+    models: tuple[str, ...] = ()
+    """The catalogue: the default model first, then `<PROVIDER>_MODELS`. A bare model id is served by the
+    providers whose catalogue has it; `provider/model` reaches any model, listed or not."""
+
+    def __post_init__(self) -> None:
+        if not self.models or self.models[0] != self.model:
+            object.__setattr__(self, "models", tuple(dict.fromkeys((self.model, *self.models))))
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,8 @@ class Settings:
     state_url: str = field(repr=False)  # may hold a password
     state_prefix: str
     demo: bool
+    aliases: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    """`LLM_ALIAS_<NAME>=provider/model,provider,...`: a name (lower case) for targets tried in order."""
 
     @property
     def openrouter_api_keys(self) -> tuple[ApiKey, ...]:
@@ -113,6 +123,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
             base_url=_url(env, f"{spec.env_prefix}_BASE_URL", spec.default_base_url),
             requests_per_minute=_optional_count(env, f"{spec.env_prefix}_REQUESTS_PER_MINUTE"),
             requests_per_day=_optional_count(env, f"{spec.env_prefix}_REQUESTS_PER_DAY"),
+            models=_list(env, f"{spec.env_prefix}_MODELS"),
         )
         for name, spec in PROVIDERS.items()
     }
@@ -144,6 +155,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         state_url=_state_url(env, "LLM_STATE_URL"),
         state_prefix=_text(env, "LLM_STATE_PREFIX", "llmkeys"),
         demo=_flag(env, "LLM_DEMO"),
+        aliases=_aliases(env, providers),
     )
 
 
@@ -282,6 +294,39 @@ def _state_url(env: Mapping[str, str], name: str) -> str:
         example = "redis://host:6379/0"
         raise ConfigError(f"{name} has a database {db!r} that is not a number ({example}): {redacted_url(url)!r}")
     return url
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks dropped, each entry once."""
+    return tuple(dict.fromkeys(part.strip() for part in env.get(name, "").split(",") if part.strip()))
+
+
+_ALIAS = re.compile(r"^LLM_ALIAS_([A-Z0-9_]+)$")
+
+
+def _aliases(
+    env: Mapping[str, str], providers: Mapping[str, ProviderSettings]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """`LLM_ALIAS_FAST=groq/llama-3.1-8b-instant,gemini` → {"fast": (("groq", "llama-3.1-8b-instant"), ("gemini",
+    its default model))}. A name that is also a provider's would hide it, so it is refused."""
+    aliases: dict[str, tuple[tuple[str, str], ...]] = {}
+    for variable in sorted(env):
+        match = _ALIAS.match(variable)
+        if not match:
+            continue
+        name = match.group(1).lower()
+        if name in providers or name == "auto":
+            raise ConfigError(f"{variable}: the alias {name!r} is already the name of a provider or of 'auto'")
+        targets: list[tuple[str, str]] = []
+        for entry in _list(env, variable):
+            provider, _, model = entry.partition("/")
+            if provider.lower() not in providers:
+                raise ConfigError(f"{variable}: {entry!r} does not start with a provider name ({', '.join(providers)})")
+            targets.append((provider.lower(), model.strip() or providers[provider.lower()].model))
+        if not targets:
+            raise ConfigError(f"{variable} names no model: give provider/model entries, comma-separated")
+        aliases[name] = tuple(dict.fromkeys(targets))
+    return aliases
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

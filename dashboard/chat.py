@@ -123,6 +123,8 @@ class ChatOptions:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     temperature: float = 0.3
     max_tokens: int = 500
+    model: str = "auto"
+    """A model selector (`llms.routing`): `auto`, an alias, a provider, `provider/model` or a model id."""
 
 
 def history() -> list[Turn]:
@@ -230,6 +232,7 @@ def _answer(
             max_tokens=options.max_tokens,
             wait=wait,
             on_attempt=trail.record if trail else None,
+            model=options.model,
         )
         first = first_piece(stream, trail.poll if trail else None)
         write_stream(relay(itertools.chain([first] if first is not None else [], stream)))
@@ -555,6 +558,7 @@ _OPTION_KEYS = {
     "system_prompt": _DEFAULTS.system_prompt,
     "temperature": _DEFAULTS.temperature,
     "max_tokens": _DEFAULTS.max_tokens,
+    "model": _DEFAULTS.model,
 }
 
 
@@ -567,12 +571,23 @@ def _load(name: str) -> None:
     st.session_state[f"_chat_{name}"] = st.session_state[f"chat_{name}"]
 
 
-def options_sidebar() -> ChatOptions:
-    """System prompt, temperature, max tokens and "Clear chat" in the sidebar."""
+def options_sidebar(models: Sequence[str] = ("auto",)) -> ChatOptions:
+    """Model, system prompt, temperature, max tokens and "Clear chat" in the sidebar. `models`: the selectors to
+    offer (the client's `models()`); any other `provider/model` may be typed in."""
     for name in _OPTION_KEYS:
         _load(name)
     with st.sidebar:
         st.subheader("Chat options")
+        offered = list(dict.fromkeys([*models, st.session_state._chat_model]))
+        st.selectbox(
+            "Model",
+            offered,
+            key="_chat_model",
+            on_change=_store,
+            args=("model",),
+            accept_new_options=True,
+            help="auto: every provider in order. Or an alias, a provider, provider/model, or a model id.",
+        )
         st.text_area("System prompt", key="_chat_system_prompt", on_change=_store, args=("system_prompt",))
         st.slider("Temperature", 0.0, 2.0, step=0.1, key="_chat_temperature", on_change=_store, args=("temperature",))
         st.number_input(
@@ -583,4 +598,5 @@ def options_sidebar() -> ChatOptions:
         system_prompt=st.session_state.chat_system_prompt,
         temperature=float(st.session_state.chat_temperature),
         max_tokens=int(st.session_state.chat_max_tokens),
+        model=str(st.session_state.chat_model or "auto"),
     )

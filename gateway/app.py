@@ -249,7 +249,7 @@ async def _complete(state: _State, client: Any, parsed: ParsedChat, request: Req
     started = time.perf_counter()
     await state.begin()
     try:
-        result = await _unless_caller_leaves(request, client.acomplete(parsed.request))  # validated in parse_chat
+        result = await _unless_caller_leaves(request, client.acomplete(parsed.request, model=parsed.model))
     except LLMError as exc:
         error, outcome = _from_llm_error(exc)
         state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, False)
@@ -268,7 +268,7 @@ async def _complete(state: _State, client: Any, parsed: ParsedChat, request: Req
 async def _stream(state: _State, client: Any, parsed: ParsedChat, request: Request) -> Response:
     """Fail over until the first piece (so a 429 or 400 is still a proper HTTP status), then stream SSE chunks."""
     started = time.perf_counter()
-    stream = client.achat_stream(parsed.request)
+    stream = client.achat_stream(parsed.request, model=parsed.model)
     await state.begin()
     try:
         first = await _unless_caller_leaves(request, anext(stream, None))

@@ -20,6 +20,7 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
     chat.add_argument("text")
     chat.add_argument("--max-tokens", type=int, default=500)
     chat.add_argument("--temperature", type=float, default=0.3)
+    chat.add_argument("--model", help="auto (default), an alias, a provider, provider/model or a model id")
     commands.add_parser("check", help="one cheap call per key; report which keys are valid")
     for name, what in (
         ("disable", "take keys out of rotation (every process sharing the store)"),
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
         print_status(client)
         return 0
     if args.command == "chat":
-        return _chat(client, args.text, args.temperature, args.max_tokens)
+        return _chat(client, args.text, args.temperature, args.max_tokens, args.model)
     if args.command in ("disable", "enable"):
         try:
             (client.disable_key if args.command == "disable" else client.enable_key)(*args.key_ids)
@@ -94,12 +95,17 @@ def print_status(client: SmartClient) -> None:
     print(f"key state: {store.backend} at {store.location} · {'ok' if store.healthy else store.detail}")
 
 
-def _chat(client: SmartClient, text: str, temperature: float, max_tokens: int) -> int:
+def _chat(client: SmartClient, text: str, temperature: float, max_tokens: int, model: str | None) -> int:
     try:
-        result = client.complete([{"role": "user", "content": text}], temperature=temperature, max_tokens=max_tokens)
+        result = client.complete(
+            [{"role": "user", "content": text}], temperature=temperature, max_tokens=max_tokens, model=model
+        )
     except LLMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # an unknown model: the message lists what is served
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(result.text)
     skipped = ", ".join(a.describe() for a in result.attempts if a.kind is not OutcomeKind.OK)
     print(

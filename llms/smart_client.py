@@ -28,6 +28,7 @@ from llms.outcomes import Attempt, Outcome, OutcomeKind, Scope, describe_states,
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import PROVIDERS, Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits
+from llms.routing import Route, Router, Target
 from llms.state import KeyEvent, StateStore, StoreHealth, store_from_url
 from llms.state.base import ABANDONED, LATENCY_BOUNDS, HourOfKey, RequestRecord
 from llms.types import ChatRequest, ChatResult, Completion, StreamReply
@@ -39,7 +40,7 @@ Wait = bool | float | None
 OnAttempt = Callable[[Attempt], None]
 T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
-_Step = tuple[str, ApiKey] | float  # a failover step: try this provider's key, or sleep this long
+_Step = tuple[Target, ApiKey] | float  # a failover step: try this key for this target, or sleep this long
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
 _HELD_POLL = 0.1  # the same while other processes hold the slots (each look is a store round trip)
 
@@ -78,7 +79,7 @@ class _Run:
 
     attempts: list[Attempt] = field(default_factory=list)
     rejected: list[Outcome] = field(default_factory=list)
-    leave_provider: bool = False  # this provider as a whole cannot serve the request now
+    leave_target: bool = False  # this provider cannot serve the request with this model now
     started: float = 0.0  # when the current attempt began (perf_counter)
     on_attempt: OnAttempt | None = None
     answering: tuple[str, str, str] | None = None  # a stream's provider, model and key id, once it has begun
@@ -105,6 +106,7 @@ class SmartClient:
     ) -> None:
         self.settings = settings
         self._order = [p for p in settings.provider_order if settings.providers[p].keys]
+        self._router = Router(settings.providers, self._order, settings.aliases)
         self._adapters: dict[str, ProviderAdapter] = {p: _adapter(settings, p) for p in self._order}
         self._retired: list[ProviderAdapter] = []
         self._owns_store = store is None
@@ -128,7 +130,7 @@ class SmartClient:
         )
         self._clock = clock
         self._current_provider: str | None = None
-        self._problems: dict[str, str] = {}
+        self._problems: dict[Target, str] = {}
         self._lock = threading.Lock()
         self._checks = KeyChecks(self.check_key, lambda key_id: self.key_manager.key(key_id).provider)
         self._alerts = Alerts(
@@ -148,9 +150,15 @@ class SmartClient:
     # --- chatting -------------------------------------------------------------------------------------------------
 
     def chat(
-        self, messages: Any, temperature: float | None = None, max_tokens: int | None = None, wait: Wait = None
+        self,
+        messages: Any,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        wait: Wait = None,
+        *,
+        model: str | None = None,
     ) -> str:
-        return self.complete(messages, temperature=temperature, max_tokens=max_tokens, wait=wait).text
+        return self.complete(messages, temperature=temperature, max_tokens=max_tokens, wait=wait, model=model).text
 
     def complete(
         self,
@@ -159,16 +167,33 @@ class SmartClient:
         max_tokens: int | None = None,
         wait: Wait = None,
         on_attempt: OnAttempt | None = None,
+        *,
+        model: str | None = None,
     ) -> ChatResult:
-        """Answer with the first key that can. `wait`: when every key is cooling but one frees up within that
-        many seconds, wait for it instead of raising (`True`: `LLM_MAX_WAIT`, or 60 s when that is 0; default:
-        `LLM_MAX_WAIT`, which is 0 unless configured). `on_attempt` hears each attempt as it ends (from the
-        calling thread), so a caller can show the keys being tried while it happens. `messages` may also be a
-        `ChatRequest` already built (validated once, with its own temperature and max_tokens)."""
+        """Answer with the first key that can. `model`: which models may answer (`llms.routing`: None or "auto",
+        an alias, a provider, "provider/model" or a model id; unknown: `ValueError` before any call). `wait`: when
+        every key is cooling but one frees up within that many seconds, wait for it instead of raising (`True`:
+        `LLM_MAX_WAIT`, or 60 s when that is 0; default: `LLM_MAX_WAIT`, which is 0 unless configured).
+        `on_attempt` hears each attempt as it ends (from the calling thread), so a caller can show the keys being
+        tried while it happens. `messages` may also be a `ChatRequest` already built (validated once, with its
+        own temperature and max_tokens)."""
         request = ChatRequest.build(messages, temperature, max_tokens)
+        route = self.route(model)
         run = _Run(on_attempt=on_attempt)
-        provider, key, completion = self._serve(self._deadline(wait), lambda a, k: a.send(request, k), run)
-        return self._succeeded(provider, key, completion, run)
+        target, key, completion = self._serve(
+            route, self._deadline(wait), lambda a, k, m: a.send(request.for_model(m), k), run
+        )
+        return self._succeeded(target, key, completion, run)
+
+    def route(self, model: str | None = None) -> Route:
+        """The (provider, model) targets a call with this `model` selector would try, in order; `ValueError` for
+        a selector nothing serves (the message lists what is served)."""
+        return self._router.route(model)
+
+    def models(self) -> list[tuple[str, str]]:
+        """Every selector served without a prefix, with its owner: `auto`, aliases, providers, `provider/model`
+        of each catalogue, bare model ids (`/v1/models` of the gateway lists these)."""
+        return self._router.served()
 
     def chat_stream(
         self,
@@ -177,15 +202,18 @@ class SmartClient:
         max_tokens: int | None = None,
         wait: Wait = None,
         on_attempt: OnAttempt | None = None,
+        *,
+        model: str | None = None,
     ) -> ChatStream:
         """Stream the answer's text. Fails over until the first piece arrives; after that an error raises.
 
         The returned `ChatStream` is an iterator of text pieces; once it is exhausted, `.result` holds the
-        `ChatResult` (provider, key, usage) of the streamed answer. `on_attempt`: as for `complete`.
+        `ChatResult` (provider, key, usage) of the streamed answer. `model`, `on_attempt`: as for `complete`.
         """
         request = ChatRequest.build(messages, temperature, max_tokens)
+        route = self.route(model)
         run = _Run(on_attempt=on_attempt)
-        return ChatStream(self._stream(request, self._deadline(wait), run), run)
+        return ChatStream(self._stream(request, route, self._deadline(wait), run), run)
 
     async def acomplete(
         self,
@@ -194,14 +222,19 @@ class SmartClient:
         max_tokens: int | None = None,
         wait: Wait = None,
         on_attempt: OnAttempt | None = None,
+        *,
+        model: str | None = None,
     ) -> ChatResult:
         """`complete` for callers on an event loop (the gateway), same failover and same state. Providers that
         have awaited calls (OpenRouter, Groq) are awaited; the others (Gemini's SDK) run in the loop's default
         executor, as does store work unless the store is in memory."""
         request = ChatRequest.build(messages, temperature, max_tokens)
+        route = self.route(model)
         run = _Run(on_attempt=on_attempt)
-        provider, key, completion = await self._aserve(self._deadline(wait), lambda a, k: _asend(a, request, k), run)
-        return await self._off_loop(self._succeeded, provider, key, completion, run)
+        target, key, completion = await self._aserve(
+            route, self._deadline(wait), lambda a, k, m: _asend(a, request.for_model(m), k), run
+        )
+        return await self._off_loop(self._succeeded, target, key, completion, run)
 
     def achat_stream(
         self,
@@ -210,11 +243,14 @@ class SmartClient:
         max_tokens: int | None = None,
         wait: Wait = None,
         on_attempt: OnAttempt | None = None,
+        *,
+        model: str | None = None,
     ) -> AsyncChatStream:
         """`chat_stream` for callers on an event loop: `async for piece in client.achat_stream(...)`."""
         request = ChatRequest.build(messages, temperature, max_tokens)
+        route = self.route(model)
         run = _Run(on_attempt=on_attempt)
-        return AsyncChatStream(self._astream(request, self._deadline(wait), run), run)
+        return AsyncChatStream(self._astream(request, route, self._deadline(wait), run), run)
 
     def _deadline(self, wait: Wait) -> float:
         if wait is None or wait is False:
@@ -227,33 +263,34 @@ class SmartClient:
             raise ValueError(f"wait must be True, False, None or a number of seconds, got {wait!r}")
         return time.monotonic() + seconds
 
-    def _failover(self, deadline: float, run: _Run) -> Generator[_Step, Outcome | None, None]:
-        """The failover loop: for each provider in order, each usable key once, until a key answers.
+    def _failover(self, route: Route, deadline: float, run: _Run) -> Generator[_Step, Outcome | None, None]:
+        """The failover loop: for each target of the route (a provider and a model), each usable key once, until a
+        key answers.
 
         Then wait and go round again: while keys are only busy (at their in-flight limit), for a slot, up to
         `LLM_REQUEST_TIMEOUT` whatever `wait` says — a slot frees as soon as a request in flight ends, and a caller
         should not fail because this client paces itself; for the first cooling key to free up, only within
         `wait`. A request error that another provider may take, or a limit the whole provider shares, moves on to
-        the next provider at once.
+        the next target at once.
 
-        Written once for both kinds of caller, as steps a driver carries out: it yields `(provider, key)` and is
+        Written once for both kinds of caller, as steps a driver carries out: it yields `(target, key)` and is
         sent the attempt's failure (None: the key answered, the loop ends), or yields seconds to sleep. `_serve`
         drives it with blocking calls, `_aserve` with awaited ones.
         """
         slot_deadline = time.monotonic() + self.settings.request_timeout
         while True:
             ended_before, mine = self.key_manager.ended, 0
-            for provider in self._order:
+            for target in route:
                 tried: set[ApiKey] = set()
-                run.leave_provider = False
-                while not run.leave_provider and (key := self.key_manager.acquire(provider, exclude=tried)):
+                run.leave_target = False
+                while not run.leave_target and (key := self.key_manager.acquire(target.provider, exclude=tried)):
                     tried.add(key)
                     mine += 1
                     run.started = time.perf_counter()
-                    failure = yield provider, key
+                    failure = yield target, key
                     if failure is None:
                         return
-                    self._failed(provider, key, failure, run)
+                    self._failed(target, key, failure, run)
             if run.rejected:
                 raise self._give_up(run)
             slots_moving = self.key_manager.busy() or self.key_manager.ended - ended_before > mine
@@ -269,50 +306,53 @@ class SmartClient:
                 raise self._give_up(run)
             yield soonest[1] + 0.001
 
-    def _serve(self, deadline: float, call: Callable[[ProviderAdapter, ApiKey], T], run: _Run) -> tuple[str, ApiKey, T]:
-        """The failover loop with blocking calls: the first key whose `call` returns, and what it returned."""
-        steps = self._failover(deadline, run)
+    def _serve(
+        self, route: Route, deadline: float, call: Callable[[ProviderAdapter, ApiKey, str], T], run: _Run
+    ) -> tuple[Target, ApiKey, T]:
+        """The failover loop with blocking calls: the first key whose `call(adapter, key, model)` returns, and what
+        it returned."""
+        steps = self._failover(route, deadline, run)
         step = next(steps)
         while True:
             if isinstance(step, float):
                 time.sleep(step)
                 step = next(steps)
                 continue
-            provider, key = step
+            target, key = step
             try:
-                answer = call(self._adapters[provider], key)
+                answer = call(self._adapters[target.provider], key, target.model)
             except Exception as exc:
                 step = steps.send(_failure(exc))
                 continue
             except BaseException:  # interrupted (Ctrl-C): the key is no longer in flight, for any process
-                self._abandoned(provider, key, run)
+                self._abandoned(target, key, run)
                 raise
             steps.close()
-            return provider, key, answer
+            return target, key, answer
 
     async def _aserve(
-        self, deadline: float, call: Callable[[ProviderAdapter, ApiKey], Awaitable[T]], run: _Run
-    ) -> tuple[str, ApiKey, T]:
+        self, route: Route, deadline: float, call: Callable[[ProviderAdapter, ApiKey, str], Awaitable[T]], run: _Run
+    ) -> tuple[Target, ApiKey, T]:
         """The failover loop with awaited calls; its own steps (store reads and writes) run off the event loop
         unless the store is in memory."""
-        steps = self._failover(deadline, run)
+        steps = self._failover(route, deadline, run)
         step = await self._off_loop(steps.send, None)
         while True:
             if isinstance(step, float):
                 await asyncio.sleep(step)
                 step = await self._off_loop(steps.send, None)
                 continue
-            provider, key = step
+            target, key = step
             try:
-                answer = await call(self._adapters[provider], key)
+                answer = await call(self._adapters[target.provider], key, target.model)
             except Exception as exc:
                 step = await self._off_loop(steps.send, _failure(exc))
                 continue
             except BaseException:  # cancelled (the caller went away): the key is no longer in flight
-                self._abandoned(provider, key, run)
+                self._abandoned(target, key, run)
                 raise
             steps.close()
-            return provider, key, answer
+            return target, key, answer
 
     async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
         """Store work from the event loop: in the loop's default executor when the store may block (a SQLite
@@ -321,9 +361,13 @@ class SmartClient:
             return work(*args)
         return await asyncio.get_running_loop().run_in_executor(None, partial(work, *args))
 
-    def _stream(self, request: ChatRequest, deadline: float, run: _Run) -> Generator[str, None, ChatResult]:
-        provider, key, (reply, first) = self._serve(deadline, lambda a, k: _open_stream(a, request, k), run)
-        run.answering = (provider, reply.model, key.key_id)
+    def _stream(
+        self, request: ChatRequest, route: Route, deadline: float, run: _Run
+    ) -> Generator[str, None, ChatResult]:
+        target, key, (reply, first) = self._serve(
+            route, deadline, lambda a, k, m: _open_stream(a, request.for_model(m), k), run
+        )
+        run.answering = (target.provider, reply.model, key.key_id)
         text = [first]
         try:
             yield first
@@ -332,20 +376,24 @@ class SmartClient:
                 yield piece
         except Exception as exc:
             outcome = _failure(exc)
-            self._failed(provider, key, outcome, run, raise_rejected=False)
-            raise _broke(provider, len(text), outcome, run) from None
+            self._failed(target, key, outcome, run, raise_rejected=False)
+            raise _broke(target.provider, len(text), outcome, run) from None
         except BaseException:  # closed early (GeneratorExit) or interrupted: the key is no longer in flight
-            self._abandoned(provider, key, run)
+            self._abandoned(target, key, run)
             raise
         finally:
             reply.close()
         completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
-        return self._succeeded(provider, key, completion, run)
+        return self._succeeded(target, key, completion, run)
 
-    async def _astream(self, request: ChatRequest, deadline: float, run: _Run) -> AsyncGenerator[str, None]:
+    async def _astream(
+        self, request: ChatRequest, route: Route, deadline: float, run: _Run
+    ) -> AsyncGenerator[str, None]:
         """`_stream` with awaited calls; the result goes to `run.result` (an async generator returns nothing)."""
-        provider, key, (reply, first) = await self._aserve(deadline, lambda a, k: _aopen_stream(a, request, k), run)
-        run.answering = (provider, reply.model, key.key_id)
+        target, key, (reply, first) = await self._aserve(
+            route, deadline, lambda a, k, m: _aopen_stream(a, request.for_model(m), k), run
+        )
+        run.answering = (target.provider, reply.model, key.key_id)
         pieces = cast(AsyncIterator[str], reply.pieces)
         text = [first]
         try:
@@ -355,45 +403,46 @@ class SmartClient:
                 yield piece
         except Exception as exc:
             outcome = _failure(exc)
-            await self._off_loop(partial(self._failed, raise_rejected=False), provider, key, outcome, run)
-            raise _broke(provider, len(text), outcome, run) from None
+            await self._off_loop(partial(self._failed, raise_rejected=False), target, key, outcome, run)
+            raise _broke(target.provider, len(text), outcome, run) from None
         except BaseException:  # closed early, cancelled while waiting for a piece, or interrupted
-            self._abandoned(provider, key, run)  # inline: a cancelled task may not get to await anything more
+            self._abandoned(target, key, run)  # inline: a cancelled task may not get to await anything more
             raise
         finally:
             reply.close()
         completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
-        run.result = await self._off_loop(self._succeeded, provider, key, completion, run)
+        run.result = await self._off_loop(self._succeeded, target, key, completion, run)
 
-    def _failed(self, provider: str, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
+    def _failed(self, target: Target, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
+        provider = target.provider
         latency = time.perf_counter() - run.started
-        entry = self._log_entry(provider, key, outcome.kind.value, outcome.status, latency)
+        entry = self._log_entry(target, key, outcome.kind.value, outcome.status, latency)
         self.key_manager.record(key, outcome, request=entry)
         run.attempted(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
         log.debug("%s failed: %s %s %s", key.label, outcome.kind.value, outcome.status, outcome.message)
         if outcome.scope is Scope.PROVIDER:
-            run.leave_provider = True
+            run.leave_target = True
         if outcome.kind is not OutcomeKind.REQUEST_ERROR:
             return
-        if outcome.config_error:
-            with self._lock:
-                self._problems[provider] = f"model {self._adapters[provider].model!r}: {outcome.message}"
+        if outcome.config_error and target.model in self.settings.providers[provider].models:
+            with self._lock:  # a configured model is wrong: the status page says so (a caller's own pick is not)
+                self._problems[target] = f"model {target.model!r}: {outcome.message}"
         if not outcome.other_provider_may_serve and raise_rejected:
             raise RequestRejectedError(f"{provider} rejected the request: {outcome.message}", run.attempts)
         run.rejected.append(outcome)
-        run.leave_provider = True
+        run.leave_target = True
 
-    def _succeeded(self, provider: str, key: ApiKey, completion: Completion, run: _Run) -> ChatResult:
+    def _succeeded(self, target: Target, key: ApiKey, completion: Completion, run: _Run) -> ChatResult:
         latency = time.perf_counter() - run.started
-        entry = self._log_entry(provider, key, _OK.kind.value, _OK.status, latency, completion)
+        entry = self._log_entry(target, key, _OK.kind.value, _OK.status, latency, completion)
         self.key_manager.record(key, _OK, completion.quota, entry)
         run.attempted(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
         with self._lock:
-            self._current_provider = provider
-            self._problems.pop(provider, None)
+            self._current_provider = target.provider
+            self._problems.pop(target, None)
         return ChatResult(
             text=completion.text,
-            provider=provider,
+            provider=target.provider,
             model=completion.model,
             key_id=key.key_id,
             key_hint=key.hint,
@@ -402,15 +451,15 @@ class SmartClient:
             attempts=tuple(run.attempts),
         )
 
-    def _abandoned(self, provider: str, key: ApiKey, run: _Run) -> None:
+    def _abandoned(self, target: Target, key: ApiKey, run: _Run) -> None:
         """The caller went away mid-request (cancelled, interrupted, a stream closed early). The key did nothing
         wrong: its in-flight slot frees now, for every process, and the request log says "abandoned"."""
-        entry = self._log_entry(provider, key, ABANDONED, None, time.perf_counter() - run.started)
+        entry = self._log_entry(target, key, ABANDONED, None, time.perf_counter() - run.started)
         self.key_manager.abandon(key, entry)
 
     def _log_entry(
         self,
-        provider: str,
+        target: Target,
         key: ApiKey,
         outcome: str,
         status: int | None,
@@ -420,8 +469,8 @@ class SmartClient:
         usage = completion.usage if completion else None
         return RequestRecord(
             at=self._clock(),
-            provider=provider,
-            model=completion.model if completion else self._adapters[provider].model,
+            provider=target.provider,
+            model=completion.model if completion else target.model,
             key=key.fingerprint,
             key_id=key.key_id,
             outcome=outcome,
@@ -469,6 +518,8 @@ class SmartClient:
     def provider_statuses(self) -> list[ProviderStatus]:
         """The same as `get_status_summary`, as typed values (what the dashboard and the CLI draw)."""
         statuses = []
+        with self._lock:
+            problems = dict(self._problems)
         for provider in self.settings.provider_order:
             keys = tuple(self.key_manager.statuses(provider))
             pause = self.key_manager.provider_pause(provider)
@@ -479,7 +530,7 @@ class SmartClient:
                     model=self.settings.providers[provider].model,
                     available=0 if pause else sum(k.available for k in keys),
                     total=len(keys),
-                    problem=self._problems.get(provider),
+                    problem="; ".join(text for t, text in problems.items() if t.provider == provider) or None,
                     paused_until=pause[0] if pause else None,
                     pause_reason=pause[1].value if pause else None,
                     keys=keys,
@@ -570,6 +621,7 @@ class SmartClient:
                     if old is not None:
                         self._retired.append(old)  # requests may still be using it; closed with the client
             self._order = [p for p in self.settings.provider_order if providers[p].keys]
+            self._router = Router(self.settings.providers, self._order, self.settings.aliases)
         after = {k.fingerprint: k.key_id for p in self._order for k in self.key_manager.keys(p)}
         return {
             "added": [after[f] for f in after if f not in before],

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llms.outcomes import Attempt, OutcomeKind, QuotaHint
@@ -23,6 +23,12 @@ class ChatRequest:
     messages: tuple[Message, ...]
     temperature: float | None = None
     max_tokens: int | None = None
+    model: str | None = None
+    """The model this request asks the provider for; None: the adapter's default. Set per attempt by the failover
+    loop from the route (`llms.routing`), never by the caller."""
+
+    def for_model(self, model: str) -> ChatRequest:
+        return self if model == self.model else replace(self, model=model)
 
     @classmethod
     def build(cls, messages: Any, temperature: float | None = None, max_tokens: int | None = None) -> ChatRequest:

@@ -8,7 +8,7 @@ from dashboard.text import md_escape
 
 shell.ensure()
 client = get_client()
-options = chat.options_sidebar()
+options = chat.options_sidebar([name for name, _ in client.models()])
 
 st.title("Chat")
 st.caption("Each answer names the provider, model and key that produced it, and the keys skipped on the way.")

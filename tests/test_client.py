@@ -460,6 +460,11 @@ def test_cli_status_chat_and_check(sim: Simulator, tmp_path) -> None:
     assert status.returncode == 0 and "groq:1" in status.stdout and "groq 2/2" in status.stdout
     chat = run("chat", "Hello")
     assert chat.returncode == 0 and "Simulated groq reply to: Hello" in chat.stdout and "groq:1" in chat.stderr
+    env["LLM_ALIAS_FAST"] = "groq/llama-3.1-8b-instant"
+    picked = run("chat", "--model", "fast", "Hello")
+    assert picked.returncode == 0 and "groq · llama-3.1-8b-instant · groq:1" in picked.stderr
+    unknown = run("chat", "--model", "nope", "Hello")
+    assert unknown.returncode == 2 and "unknown model 'nope'" in unknown.stderr and "fast" in unknown.stderr
     check = run("check")
     assert "groq:1" in check.stdout and "valid" in check.stdout and "invalid_key" in check.stdout
     assert "1/2 keys valid" in check.stdout

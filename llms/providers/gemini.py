@@ -20,6 +20,7 @@ stays fast for users who have no Gemini key.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import threading
 import time
@@ -148,6 +149,7 @@ def _enum(value: Any) -> str:
     return str(getattr(value, "value", value) or "")
 
 
+@functools.lru_cache(maxsize=256)
 def thinking(model: str) -> tuple[dict[str, Any], int]:
     """The lowest thinking the model allows, and how many output tokens to add for it.
 
@@ -176,28 +178,29 @@ class GeminiAdapter:
         self._max_bytes = endpoint.max_bytes
         self._stream_max = endpoint.stream_max_seconds
         self._secrets = endpoint.secrets
-        self._thinking, self._thought_allowance = thinking(endpoint.model)
         self._clients: dict[str, genai.Client] = {}
         self._lock = threading.Lock()
 
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
-        contents, config = self._translate(request)
+        model = request.model or self.model
+        contents, config = self._translate(request, model)
         budget = Budget(self._timeout, self._max_bytes)
         try:
             with budget.active():
-                response = self._client(key).models.generate_content(model=self.model, contents=contents, config=config)
+                response = self._client(key).models.generate_content(model=model, contents=contents, config=config)
         except Exception as exc:
             raise ProviderError(self._outcome_of(exc, budget)) from None
         self._raise_unless_ok(check_answer(response, streaming=False))
-        return Completion(text=text_of(response), model=response.model_version or self.model, usage=_usage(response))
+        return Completion(text=text_of(response), model=response.model_version or model, usage=_usage(response))
 
     def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
-        contents, config = self._translate(request)
+        model = request.model or self.model
+        contents, config = self._translate(request, model)
         budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
         try:
             with budget.active():
                 chunks = iter(
-                    self._client(key).models.generate_content_stream(model=self.model, contents=contents, config=config)
+                    self._client(key).models.generate_content_stream(model=model, contents=contents, config=config)
                 )
                 first = next(chunks, None)
         except Exception as exc:
@@ -205,7 +208,7 @@ class GeminiAdapter:
         if first is None:
             raise ProviderError(transient("stream ended before any answer", 200))
         self._raise_unless_ok(check_answer(first, streaming=True))
-        reply = StreamReply(pieces=iter(()), model=self.model, close=lambda: _close(chunks))
+        reply = StreamReply(pieces=iter(()), model=model, close=lambda: _close(chunks))
         reply.pieces = self._pieces(first, chunks, reply, budget)
         return reply
 
@@ -253,7 +256,7 @@ class GeminiAdapter:
                 self._clients[key.fingerprint] = client
             return client
 
-    def _translate(self, request: ChatRequest) -> tuple[list[Any], Any]:
+    def _translate(self, request: ChatRequest, model: str) -> tuple[list[Any], Any]:
         """OpenAI-style messages to Gemini contents: system → system_instruction, assistant → model, images inline."""
         from google.genai import types
 
@@ -265,12 +268,13 @@ class GeminiAdapter:
                 continue
             role = "model" if message["role"] == "assistant" else "user"
             contents.append(types.Content(role=role, parts=_parts(message["content"])))
-        max_output = request.max_tokens + self._thought_allowance if request.max_tokens else None
+        lowest, allowance = thinking(model)
+        max_output = request.max_tokens + allowance if request.max_tokens else None
         config = types.GenerateContentConfig(
             temperature=request.temperature,
             max_output_tokens=max_output,
             system_instruction="\n\n".join(system) if system else None,
-            thinking_config=types.ThinkingConfig(**self._thinking) if self._thinking else None,
+            thinking_config=types.ThinkingConfig(**lowest) if lowest else None,
         )
         return contents, config
 

@@ -80,7 +80,10 @@ class OpenAICompatAdapter:
         if _not_a_stream(response.status, response.headers):
             self._refuse_stream(response.status, response.headers, self._body(response, budget))
         reply = StreamReply(
-            pieces=iter(()), model=self.model, quota=self.quota(response.headers, request), close=response.close
+            pieces=iter(()),
+            model=request.model or self.model,
+            quota=self.quota(response.headers, request),
+            close=response.close,
         )
         reply.pieces = self._pieces(response, reply, budget)
         return reply
@@ -92,7 +95,10 @@ class OpenAICompatAdapter:
         if _not_a_stream(answer.status, answer.headers):
             self._refuse_stream(answer.status, answer.headers, await self._abody(answer, budget))
         reply = StreamReply(
-            pieces=iter(()), model=self.model, quota=self.quota(answer.headers, request), close=answer.close
+            pieces=iter(()),
+            model=request.model or self.model,
+            quota=self.quota(answer.headers, request),
+            close=answer.close,
         )
         reply.pieces = self._apieces(answer, reply, budget)
         return reply
@@ -131,7 +137,7 @@ class OpenAICompatAdapter:
             self._raise_unless_ok(empty_answer(choice.get("finish_reason")))
         return Completion(
             text=text,
-            model=str(body.get("model") or self.model),
+            model=str(body.get("model") or request.model or self.model),
             usage=usage_of(body.get("usage")),
             quota=self.quota(headers, request),
         )
@@ -147,7 +153,7 @@ class OpenAICompatAdapter:
             raise ProviderError(outcome.redacted(self._secrets))
 
     def _payload(self, request: ChatRequest, stream: bool) -> bytes:
-        payload: dict[str, Any] = {"model": self.model, "messages": list(request.messages)}
+        payload: dict[str, Any] = {"model": request.model or self.model, "messages": list(request.messages)}
         if request.temperature is not None:
             payload["temperature"] = request.temperature
         if request.max_tokens is not None:
