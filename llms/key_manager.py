@@ -12,7 +12,8 @@ import threading
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
@@ -21,7 +22,7 @@ from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
-from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord
+from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, model_pool
 
 log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
@@ -60,6 +61,9 @@ class KeyStatus:
     backoff_step: int = 0
     learned_rest: float | None = None
     disabled: bool = False
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every model the key rests for (a limit its provider counts per model), as plain data: model →
+    {"reason", "until", "remaining"}. A key resting for its provider's default model is not `available`."""
 
 
 class KeyManager:
@@ -72,10 +76,15 @@ class KeyManager:
         limits: Mapping[str, ConfiguredLimits] | None = None,
         lease_seconds: float = 660.0,
         lease_ttl: float = LEASE_TTL,
+        per_model: Collection[str] = (),
+        default_models: Mapping[str, str] | None = None,
     ) -> None:
         """`lease_seconds`: the longest a request may hold its in-flight slot (its deadline). `lease_ttl`: how long
         a slot outlives a process that died holding it. While a request runs, this process renews its lease every
-        `lease_ttl / 3` seconds in a shared store (never past `lease_seconds`); a dead process stops renewing."""
+        `lease_ttl / 3` seconds in a shared store (never past `lease_seconds`); a dead process stops renewing.
+        `per_model`: providers that count limits per model (`ProviderSpec.limits_per_model`): for them, what is
+        learned (windows, in-flight limits) and what a success's quota rests belongs to (key, model).
+        `default_models`: each provider's default model, which `statuses` speaks for unless told another."""
         self._cooldowns = cooldowns
         self._store = store
         self._clock = clock
@@ -84,6 +93,9 @@ class KeyManager:
         self._lease_ttl = min(lease_ttl, lease_seconds)
         self._leases: defaultdict[str, deque[str]] = defaultdict(deque)
         self._lease_limits: dict[str, float] = {}  # token → the latest its lease may be renewed to
+        self._lease_subjects: dict[str, str] = {}  # token → the subject whose in-flight count it holds
+        self._per_model = frozenset(per_model)
+        self._default_models = dict(default_models or {})
         self._renewer: threading.Thread | None = None
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -95,7 +107,8 @@ class KeyManager:
         self._unpaced: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=64))
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._inflight_limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
-        self._saturated: set[str] = set()  # fingerprints whose subject is at its in-flight limit
+        self._saturated: defaultdict[str, set[str]] = defaultdict(set)  # model part → fingerprints at their limit
+        self._subjects: set[str] = set()  # every subject this process has sent a request for
         self._answered_at: dict[str, float] = {}  # when this process last had an answer from each provider
         self.ended = 0
         """How many of this process's requests in flight have ended: a waiting caller that sees it move knows a
@@ -127,19 +140,21 @@ class KeyManager:
     def keys(self, provider: str) -> tuple[ApiKey, ...]:
         return self._keys.get(provider, ())
 
-    def acquire(self, provider: str, exclude: Collection[ApiKey] = ()) -> ApiKey | None:
-        """The next usable key of `provider` in round-robin order, or None when all are cooling or excluded.
+    def acquire(self, provider: str, exclude: Collection[ApiKey] = (), model: str | None = None) -> ApiKey | None:
+        """The next usable key of `provider` in round-robin order (for `model`: not resting for it), or None when
+        all are cooling or excluded.
 
         A key that already has as many requests in flight as the provider says it has left is passed over, and
         a request that uses a configured limit's last slot rests the key right after it.
         """
+        part = self._part(provider, model)
         with self._lock:
-            skip = {k.fingerprint for k in exclude} | self._foreign | self._saturated
+            skip = {k.fingerprint for k in exclude} | self._foreign | self._saturated[part]
         limits = self._limits.get(provider)
         while True:
             now = self._clock()
             lease = Lease(uuid.uuid4().hex, now + self._lease_ttl)
-            fingerprint = self._store.acquire(provider, now, skip, lease)
+            fingerprint = self._store.acquire(provider, now, skip, lease, model)
             if fingerprint is None:
                 return None
             skip.add(fingerprint)
@@ -148,7 +163,7 @@ class KeyManager:
                 self._foreign.add(fingerprint)
                 self._store.end_lease(fingerprint, Finish(lease.token), now)
                 continue
-            if not self._admit(key, lease.token, now):  # another thread took this key's last in-flight slot first
+            if not self._admit(key, lease.token, now, part):  # another thread took this key's last slot first
                 self._store.end_lease(fingerprint, Finish(lease.token), now)
                 continue
             if limits is not None:
@@ -156,20 +171,27 @@ class KeyManager:
                 if rest is not None:
                     self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
                 if not counted:  # another process took the last slot first
-                    self._store.end_lease(fingerprint, self._finish(key, None, now) or Finish(lease.token), now)
+                    finish = self._finish(key, None, now, part=part) or Finish(lease.token)
+                    self._store.end_lease(fingerprint, finish, now)
                     continue
             return key
 
-    def _admit(self, key: ApiKey, token: str, now: float) -> bool:
+    def _part(self, provider: str, model: str | None) -> str:
+        """The model, where the provider counts limits per model; "" where it counts them per key."""
+        return model if model and provider in self._per_model else ""
+
+    def _admit(self, key: ApiKey, token: str, now: float, part: str) -> bool:
         """Count a request in flight on the key if its subject's `InFlightLimit` has room."""
-        subject = _subject(key)
+        subject = _subject(key, part)
         with self._lock:
             if self._in_flight[subject] >= self._inflight_limits[subject].allowed:
                 return False
             self._in_flight[subject] += 1
+            self._subjects.add(subject)
             self._leases[key.fingerprint].append(token)
             self._lease_limits[token] = now + self._lease_seconds
-            self._saturate(key, subject)
+            self._lease_subjects[token] = subject
+            self._saturate(key, subject, part)
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew_leases, name="llms-leases", daemon=True)
                 self._renewer.start()
@@ -193,21 +215,22 @@ class KeyManager:
             except StateError as exc:  # the store's own failover has already said so; the leases just run out
                 log.debug("could not renew leases: %s", exc)
 
-    def _saturate(self, key: ApiKey, subject: str) -> None:
+    def _saturate(self, key: ApiKey, subject: str, part: str) -> None:
         """Mark the subject's keys as at (or below) their in-flight limit, so `acquire` passes over full keys
         without a store round trip. Called with the lock held."""
         members = [m.fingerprint for m in self._account(key)]
         if self._in_flight[subject] >= self._inflight_limits[subject].allowed:
-            self._saturated.update(members)
+            self._saturated[part].update(members)
         else:
-            self._saturated.difference_update(members)
+            self._saturated[part].difference_update(members)
 
-    def next_free(self) -> tuple[ApiKey, float] | None:
-        """The cooling key that frees up first across all providers, with seconds until then."""
+    def next_free(self, targets: Iterable[tuple[str, str | None]] | None = None) -> tuple[ApiKey, float] | None:
+        """The cooling key that frees up first, with seconds until then: for the (provider, model) `targets`
+        (its rests for that model count too), or across all providers."""
         now = self._clock()
         soonest: tuple[ApiKey, float] | None = None
-        for provider in self._keys:
-            found = self._store.next_free(provider, now)
+        for provider, model in targets if targets is not None else ((p, None) for p in self._keys):
+            found = self._store.next_free(provider, now, model)
             if found and (soonest is None or found[1] - now < soonest[1]):
                 soonest = (self._by_fingerprint[found[0]], found[1] - now)
         return soonest
@@ -225,16 +248,22 @@ class KeyManager:
         return soonest
 
     def record(
-        self, key: ApiKey, outcome: Outcome, quota: QuotaHint | None = None, request: RequestRecord | None = None
+        self,
+        key: ApiKey,
+        outcome: Outcome,
+        quota: QuotaHint | None = None,
+        request: RequestRecord | None = None,
+        model: str | None = None,
     ) -> None:
-        """Apply the penalty (or the absolution) an outcome earns the key that produced it; `request` goes to the
-        request log and the history in the same store write."""
+        """Apply the penalty (or the absolution) an outcome earns the key that produced it, asked for `model`;
+        `request` goes to the request log and the history in the same store write."""
         now = self._clock()
         ok = outcome.kind is OutcomeKind.OK
         quota = self._sane_quota(quota)
+        part = self._part(key.provider, model)
         if ok:
             self._answered_at[key.provider] = now
-            subject = _subject(key)
+            subject = _subject(key, part)
             learned = self._learned_about(now)
             if f"pace/{subject}" in learned:
                 pacing = self._pace(subject, lambda p: p.succeeded(now, self.policy))
@@ -244,9 +273,9 @@ class KeyManager:
                 quota = quota or slots.quota(now)
             elif f"pace/{subject}" not in learned:
                 self._unpaced[subject].append(now)  # what a first 429 learns from, should one come
-        finish = self._finish(key, quota if ok else None, now, outcome.kind)
+        finish = self._finish(key, quota if ok else None, now, outcome.kind, part)
         if ok:
-            self._succeeded(key, quota, now, request, finish)
+            self._succeeded(key, quota, now, request, finish, part)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             if request is not None:
@@ -255,9 +284,9 @@ class KeyManager:
                 self._store.end_lease(key.fingerprint, finish, now)
             return
         fp, message = key.fingerprint, outcome.message
-        if outcome.scope is Scope.PROVIDER:
+        if outcome.scope in (Scope.PROVIDER, Scope.UPSTREAM):
             self._store.record_failure(fp, now, message, streak=False, request=request, finish=finish)
-            self.pause_provider(key.provider, outcome)
+            self.pause_provider(key.provider, outcome, model if outcome.scope is Scope.UPSTREAM else None)
             return
         transient = outcome.kind is OutcomeKind.TRANSIENT
         streak = self._store.record_failure(fp, now, message, streak=transient, request=request, finish=finish)
@@ -269,34 +298,38 @@ class KeyManager:
                     now, key, EventKind.FAILED, f"{outcome.message} ({streak}/{self._cooldowns.error_threshold})"
                 )
             return
+        only = model if outcome.scope is Scope.MODEL else None  # the key rests for this model only
         if outcome.kind is OutcomeKind.RATE_LIMIT:
-            self._rate_limited(key, outcome, now)
+            self._rate_limited(key, outcome, now, only, self._part(key.provider, only))
             return
         reason = _PARKED[outcome.kind]
         seconds = self._sane(outcome.retry_after, scheduled=outcome.scheduled) or self._cooldowns.invalid_key
-        for member in self._account(key) if outcome.scope is Scope.ACCOUNT else (key,):
+        for member in self._account(key) if outcome.scope in (Scope.ACCOUNT, Scope.MODEL) else (key,):
             why = outcome.message or reason.value
-            self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}")
+            self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}", only)
 
     def _finish(
-        self, key: ApiKey, quota: QuotaHint | None, now: float, kind: OutcomeKind | None = None
+        self, key: ApiKey, quota: QuotaHint | None, now: float, kind: OutcomeKind | None = None, part: str = ""
     ) -> Finish | None:
         """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota.
         In the same step the outcome's `kind` moves the subject's in-flight limit: an answer grows it (to what
         the key reports left, if more), a 429 halves it; anything else, or no outcome (abandoned), leaves it."""
+        subject = _subject(key, part)
         with self._lock:
             tokens = self._leases.get(key.fingerprint)
-            token = tokens.popleft() if tokens else None
+            token = next((t for t in tokens if self._lease_subjects.get(t) == subject), tokens[0]) if tokens else None
             if token is not None:
+                assert tokens is not None
+                tokens.remove(token)
                 self._lease_limits.pop(token, None)
+                subject = self._lease_subjects.pop(token, subject)
                 self.ended += 1
-                subject = _subject(key)
                 self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
                     self._inflight_limits[subject].succeeded(quota.remaining if quota is not None else None)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._inflight_limits[subject].limited()
-                self._saturate(key, subject)
+                self._saturate(key, subject, part)
         if token is None:
             return None
         if quota is None or quota.remaining is None:
@@ -304,32 +337,44 @@ class KeyManager:
         return Finish(token, quota.remaining, now + (quota.reset_after if quota.reset_after is not None else 60.0))
 
     def _succeeded(
-        self, key: ApiKey, quota: QuotaHint | None, now: float, request: RequestRecord | None, finish: Finish | None
+        self,
+        key: ApiKey,
+        quota: QuotaHint | None,
+        now: float,
+        request: RequestRecord | None,
+        finish: Finish | None,
+        part: str,
     ) -> None:
         ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
         if ended_streak:
             self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
         if quota is None:
             return
+        model = part or None  # what an answer reports of a provider counting per model is that model's quota
         if quota.rest is not None:
-            self.cool(key, quota.rest, CooldownReason.RATE_LIMIT, "token quota for this minute cannot cover another")
+            why = "token quota for this minute cannot cover another"
+            self.cool(key, quota.rest, CooldownReason.RATE_LIMIT, why, model)
         elif quota.remaining == 0 and quota.reset_after is not None:
-            self.cool(key, quota.reset_after, CooldownReason.RATE_LIMIT, "quota used up for this window")
+            self.cool(key, quota.reset_after, CooldownReason.RATE_LIMIT, "quota used up for this window", model)
 
-    def pause_provider(self, provider: str, outcome: Outcome) -> None:
-        """A limit every key of the provider shares (an upstream model limit, a blocked network): rest the
-        provider, not its keys, so no other key is spent finding out."""
+    def pause_provider(self, provider: str, outcome: Outcome, model: str | None = None) -> None:
+        """A limit every key of the provider shares (an upstream limit on `model`, a blocked network): rest the
+        provider (for that model only, when given), not its keys, so no other key is spent finding out."""
         now = self._clock()
         seconds = self._sane(outcome.retry_after) or self._cooldowns.storm
         reason = CooldownReason.UPSTREAM if outcome.kind is OutcomeKind.RATE_LIMIT else CooldownReason.ERRORS
-        self._store.pause(provider, now + seconds, reason, now)
-        detail = f"{provider} paused for {format_duration(seconds)}: {outcome.message}"
+        self._store.pause(model_pool(provider, model) if model else provider, now + seconds, reason, now)
+        what = f"{provider} ({model})" if model else provider
+        detail = f"{what} paused for {format_duration(seconds)}: {outcome.message}"
         self._store.add_event(KeyEvent(at=now, key_id=provider, kind=EventKind.COOLED, detail=detail))
         log.info("%s", detail)
 
-    def provider_pause(self, provider: str) -> tuple[float, CooldownReason] | None:
-        """When and why the whole provider rests, if it does."""
-        return self._store.paused(provider, self._clock())
+    def provider_pause(self, provider: str, model: str | None = None) -> tuple[float, CooldownReason] | None:
+        """When and why the whole provider rests (or, with `model`, rests for that model), if it does."""
+        now = self._clock()
+        names = [provider, *([model_pool(provider, model)] if model else [])]
+        found = [p for p in (self._store.paused(name, now) for name in names) if p is not None]
+        return max(found, key=lambda p: p[0]) if found else None
 
     def _account(self, key: ApiKey) -> list[ApiKey]:
         """The key and every key configured in its group (keys of one account share limits and caps)."""
@@ -346,33 +391,35 @@ class KeyManager:
         """The caller gave up on a request (cancelled, a stream closed early): it no longer counts as in flight;
         `request` goes to the request log in the same store write."""
         now = self._clock()
-        finish = self._finish(key, None, now)
+        finish = self._finish(key, None, now, part=self._part(key.provider, request.model if request else None))
         if request is not None:
             self._store.log_request(request, finish)
         elif finish is not None:
             self._store.end_lease(key.fingerprint, finish, now)
 
-    def _rate_limited(self, key: ApiKey, outcome: Outcome, now: float) -> None:
-        """Cool the key, its whole shared-limit group, and on a storm the provider's other keys."""
+    def _rate_limited(self, key: ApiKey, outcome: Outcome, now: float, model: str | None, part: str) -> None:
+        """Cool the key (for `model` only, when given), its whole shared-limit group, and on a storm the
+        provider's other keys."""
+        subject = _subject(key, part)
         hint = self._sane(outcome.retry_after)
         if hint is not None:
             seconds = hint
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
-                seen = tuple(self._unpaced.pop(_subject(key), ()))
-                self._slots(_subject(key), lambda log: log.limited(now, hint, seen))
+                seen = tuple(self._unpaced.pop(subject, ()))
+                self._slots(subject, lambda log: log.limited(now, hint, seen))
                 self._store.probe_next(key.fingerprint)  # resume with one request: its answer says how many fit
         else:
-            if self._store.records([key.fingerprint])[0].cooldown_until > now:
+            if self._resting_until(key, model, now) > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
-            seen = len(self._unpaced.pop(_subject(key), ()))
-            pacing = self._pace(_subject(key), lambda p: p.limited(now, self.policy, seen))
+            seen = len(self._unpaced.pop(subject, ()))
+            pacing = self._pace(subject, lambda p: p.limited(now, self.policy, seen))
             seconds = pacing.backoff.rest or self._cooldowns.rate_limit
             self._store.probe_next(key.fingerprint)
             source = f"no hint; {self.policy.name} policy, step {pacing.backoff.step}"
-        self.cool(key, seconds, CooldownReason.RATE_LIMIT, source)
+        self.cool(key, seconds, CooldownReason.RATE_LIMIT, source, model)
         for member in self._account(key)[1:]:
-            self.cool(member, seconds, CooldownReason.RATE_LIMIT, f"shares a limit with {key.key_id}")
+            self.cool(member, seconds, CooldownReason.RATE_LIMIT, f"shares a limit with {key.key_id}", model)
         provider_keys = self._keys.get(key.provider, ())
         if not self._storms.applies(len(provider_keys)):
             return
@@ -383,10 +430,16 @@ class KeyManager:
         if seen["storm"] is None or self._answered_at.get(key.provider, -math.inf) > seen.get("since", now):
             return  # no storm, or keys of this provider still answered after it began: their limits are their own
         rest = min(seen["storm"], self._cooldowns.storm)
-        statuses = self._store.records([k.fingerprint for k in provider_keys])
-        for other, record in zip(provider_keys, statuses, strict=True):
-            if record.cooldown_until < now + rest:
-                self.cool(other, rest, CooldownReason.RATE_LIMIT, f"{key.provider} answered 429 on most keys at once")
+        for other in provider_keys:
+            if self._resting_until(other, model, now) < now + rest:
+                why = f"{key.provider} answered 429 on most keys at once"
+                self.cool(other, rest, CooldownReason.RATE_LIMIT, why, model)
+
+    def _resting_until(self, key: ApiKey, model: str | None, now: float) -> float:
+        """When the key's own rest (for `model`: its rest for that model) ends."""
+        if model is None:
+            return self._store.records([key.fingerprint])[0].cooldown_until
+        return self._store.model_rests([key.fingerprint], now)[0].get(model, (0.0,))[0]
 
     def _pace(self, subject: str, change: Callable[[Pacing], Pacing]) -> Pacing:
         with self._lock:
@@ -405,7 +458,8 @@ class KeyManager:
         processes sharing the store learned is read every `_PACED_REFRESH` seconds."""
         if now - self._paced_read_at >= _PACED_REFRESH:
             self._paced_read_at = now
-            subjects = sorted({_subject(k) for k in self._by_id.values()})
+            with self._lock:
+                subjects = sorted({_subject(k, "") for k in self._by_id.values()} | self._subjects)
             names = [f"{kind}/{s}" for s in subjects for kind in ("pace", "slots")]
             documents = self._store.documents(names)
             with self._lock:
@@ -425,11 +479,18 @@ class KeyManager:
         remaining = quota.remaining if quota.remaining is None or quota.remaining >= 0 else 0
         return QuotaHint(remaining, self._sane(quota.reset_after), self._sane(quota.rest))
 
-    def cool(self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "") -> None:
+    def cool(
+        self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "", model: str | None = None
+    ) -> None:
+        """Rest the key for `seconds` (only for `model`, when given: it keeps answering other models)."""
         now = self._clock()
         seconds = min(max(0.0, seconds), _MONTH) if math.isfinite(seconds) else self._cooldowns.maximum
-        self._store.cool(key.fingerprint, now + seconds, reason, now)
-        detail = f"{reason.value} for {format_duration(seconds)}" + (f" ({why})" if why else "")
+        if model is None:
+            self._store.cool(key.fingerprint, now + seconds, reason, now)
+        else:
+            self._store.cool_model(key.fingerprint, model, now + seconds, reason, now)
+        what = f"{reason.value} on {model}" if model else reason.value
+        detail = f"{what} for {format_duration(seconds)}" + (f" ({why})" if why else "")
         self._event(now, key, EventKind.COOLED, detail)
         log.info("cooling %s: %s", key.label, detail)
 
@@ -490,14 +551,20 @@ class KeyManager:
             if record.cooldown_until > now or record.consecutive_failures:
                 self._event(now, key, EventKind.RESET, "manual reset")
 
-    def statuses(self, provider: str) -> list[KeyStatus]:
+    def statuses(self, provider: str, model: str | None = None) -> list[KeyStatus]:
+        """Every key of the provider; `available` and the reason speak for `model` (default: the provider's
+        default model, the one `auto` asks for): a key resting for it is not available, whatever other models it
+        still answers."""
+        default_model = model or self._default_models.get(provider)
         keys = self._keys.get(provider, ())
         now = self._clock()
-        records = self._store.records([k.fingerprint for k in keys])
-        pacings = self._store.documents([f"pace/{_subject(k)}" for k in keys])
+        fingerprints = [k.fingerprint for k in keys]
+        records = self._store.records(fingerprints)
+        pacings = self._store.documents([f"pace/{_subject(k, '')}" for k in keys])
+        rests = self._store.model_rests(fingerprints, now)
         return [
-            _status(key, record, Pacing.of(pacing), now)
-            for key, record, pacing in zip(keys, records, pacings, strict=True)
+            _status(key, record, Pacing.of(pacing), now, rest, default_model)
+            for key, record, pacing, rest in zip(keys, records, pacings, rests, strict=True)
         ]
 
     def events(self, limit: int = 100) -> list[KeyEvent]:
@@ -526,14 +593,26 @@ class KeyManager:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))
 
 
-def _subject(key: ApiKey) -> str:
-    """What a hint-less rest is learned for: the shared-limit group when the key has one, else the key."""
-    return f"{key.provider}/{key.group}" if key.group else key.fingerprint
+def _subject(key: ApiKey, part: str) -> str:
+    """What a limit is learned for: the shared-limit group when the key has one, else the key; and the model
+    (`part`) where the provider counts limits per model."""
+    base = f"{key.provider}/{key.group}" if key.group else key.fingerprint
+    return f"{base}|{part}" if part else base
 
 
-def _status(key: ApiKey, record: KeyRecord, pacing: Pacing, now: float) -> KeyStatus:
+def _status(
+    key: ApiKey,
+    record: KeyRecord,
+    pacing: Pacing,
+    now: float,
+    rests: Mapping[str, tuple[float, CooldownReason]],
+    default_model: str | None,
+) -> KeyStatus:
     until = min(record.cooldown_until, now + record.rest) if record.rest > 0 else record.cooldown_until
     record = replace(record, cooldown_until=until)  # never longer than its own length from now (clock steps)
+    resting = rests.get(default_model or "")
+    if resting is not None and resting[0] > record.cooldown_until:  # resting longer for the default model
+        record = replace(record, cooldown_until=resting[0], reason=resting[1])
     cooling = record.cooldown_until > now
     return KeyStatus(
         key_id=key.key_id,
@@ -552,4 +631,8 @@ def _status(key: ApiKey, record: KeyRecord, pacing: Pacing, now: float) -> KeySt
         backoff_step=pacing.backoff.step,
         learned_rest=pacing.backoff.learned,
         disabled=record.disabled,
+        models={
+            model: {"reason": reason.value, "until": until, "remaining": until - now}
+            for model, (until, reason) in sorted(rests.items())
+        },
     )

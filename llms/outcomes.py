@@ -27,10 +27,17 @@ class OutcomeKind(StrEnum):
 
 
 class Scope(StrEnum):
-    """Who pays for an outcome: the key that got it, every key of its account, or the whole provider."""
+    """Who pays for an outcome, for which models.
+
+    KEY: the key that got it, for every model. ACCOUNT: every key of its account (group), for every model. MODEL:
+    the key and the keys it shares limits with, for the requested model only (the provider counts this limit per
+    model: the key keeps answering other models). UPSTREAM: every key of the provider, for the requested model (the
+    model itself is busy). PROVIDER: every key, every model (the provider refuses this network)."""
 
     KEY = "key"
     ACCOUNT = "account"
+    MODEL = "model"
+    UPSTREAM = "upstream"
     PROVIDER = "provider"
 
 

@@ -127,6 +127,8 @@ class SmartClient:
             },
             lease_seconds=settings.stream_max_seconds + settings.request_timeout,
             lease_ttl=max(1.0, min(LEASE_TTL, settings.request_timeout)),
+            per_model={p for p in settings.provider_order if PROVIDERS[p].limits_per_model},
+            default_models={p: settings.providers[p].model for p in settings.provider_order},
         )
         self._clock = clock
         self._current_provider: str | None = None
@@ -283,7 +285,9 @@ class SmartClient:
             for target in route:
                 tried: set[ApiKey] = set()
                 run.leave_target = False
-                while not run.leave_target and (key := self.key_manager.acquire(target.provider, exclude=tried)):
+                while not run.leave_target and (
+                    key := self.key_manager.acquire(target.provider, exclude=tried, model=target.model)
+                ):
                     tried.add(key)
                     mine += 1
                     run.started = time.perf_counter()
@@ -292,7 +296,7 @@ class SmartClient:
                         return
                     self._failed(target, key, failure, run)
             if run.rejected:
-                raise self._give_up(run)
+                raise self._give_up(run, route)
             slots_moving = self.key_manager.busy() or self.key_manager.ended - ended_before > mine
             if slots_moving and time.monotonic() + _BUSY_POLL <= max(deadline, slot_deadline):
                 yield _BUSY_POLL  # keys only busy: a slot frees as soon as a request in flight ends (or just did)
@@ -301,9 +305,9 @@ class SmartClient:
             if held is not None and time.monotonic() + _HELD_POLL <= max(deadline, slot_deadline):
                 yield min(_HELD_POLL, held[1] + 0.001)
                 continue
-            soonest = self.key_manager.next_free()
+            soonest = self.key_manager.next_free(_pairs(route))
             if soonest is None or time.monotonic() + soonest[1] > deadline:
-                raise self._give_up(run)
+                raise self._give_up(run, route)
             yield soonest[1] + 0.001
 
     def _serve(
@@ -417,7 +421,7 @@ class SmartClient:
         provider = target.provider
         latency = time.perf_counter() - run.started
         entry = self._log_entry(target, key, outcome.kind.value, outcome.status, latency)
-        self.key_manager.record(key, outcome, request=entry)
+        self.key_manager.record(key, outcome, request=entry, model=target.model)
         run.attempted(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
         log.debug("%s failed: %s %s %s", key.label, outcome.kind.value, outcome.status, outcome.message)
         if outcome.scope is Scope.PROVIDER:
@@ -435,7 +439,7 @@ class SmartClient:
     def _succeeded(self, target: Target, key: ApiKey, completion: Completion, run: _Run) -> ChatResult:
         latency = time.perf_counter() - run.started
         entry = self._log_entry(target, key, _OK.kind.value, _OK.status, latency, completion)
-        self.key_manager.record(key, _OK, completion.quota, entry)
+        self.key_manager.record(key, _OK, completion.quota, entry, target.model)
         run.attempted(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
         with self._lock:
             self._current_provider = target.provider
@@ -480,15 +484,15 @@ class SmartClient:
             tokens_out=usage.completion_tokens if usage else 0,
         )
 
-    def _give_up(self, run: _Run) -> Exception:
+    def _give_up(self, run: _Run, route: Route) -> Exception:
         if run.rejected:
             reasons = "; ".join(
                 f"{a.key_id.split(':')[0]}: {a.message}" for a in run.attempts if a.kind is OutcomeKind.REQUEST_ERROR
             )
             return RequestRejectedError(f"No provider accepted the request ({reasons})", run.attempts)
-        reasons = [k.reason for p in self._order for k in self.key_manager.statuses(p)]
+        reasons = [k.reason for t in route for k in self.key_manager.statuses(t.provider, t.model)]
         described = describe_states(reasons)
-        soonest = self.key_manager.next_free()
+        soonest = self.key_manager.next_free(_pairs(route))
         held = self.key_manager.busy_until()
         if held is not None and (soonest is None or held[1] < soonest[1]):
             return AllKeysExhaustedError(run.attempts, held[1], held[0].key_id, described, busy=True)
@@ -521,8 +525,9 @@ class SmartClient:
         with self._lock:
             problems = dict(self._problems)
         for provider in self.settings.provider_order:
+            model = self.settings.providers[provider].model
             keys = tuple(self.key_manager.statuses(provider))
-            pause = self.key_manager.provider_pause(provider)
+            pause = self.key_manager.provider_pause(provider, model)
             statuses.append(
                 ProviderStatus(
                     provider=provider,
@@ -746,6 +751,10 @@ class AsyncChatStream(_StreamView, AsyncIterator[str]):
     async def aclose(self) -> None:
         """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
         await self._pieces.aclose()
+
+
+def _pairs(route: Route) -> list[tuple[str, str | None]]:
+    return [(t.provider, t.model) for t in route]
 
 
 def _retained(store: StateStore, settings: Settings) -> StateStore:

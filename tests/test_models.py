@@ -83,8 +83,9 @@ def test_an_alias_fails_over_across_its_targets_as_auto_does_across_providers(
     assert (result.provider, result.model) == ("gemini", "gemini-3.5-flash")
     assert [a.key_id for a in result.attempts] == ["groq:1", "groq:2", "gemini:1"]
     assert ("openrouter", "openai/gpt-oss-20b:free") not in _asked(sim)  # not in the alias: never asked
+    assert client.complete(USER_HELLO, model="groq").key_id == "groq:1"  # its 429 was for the other model
     with pytest.raises(AllKeysExhaustedError):
-        client.complete(USER_HELLO, model="groq")
+        client.complete(USER_HELLO, model="groq/llama-3.1-8b-instant")
 
 
 @pytest.mark.parametrize("selector", ["no-such-model", "groq/", "", "openrouter/x"])

@@ -61,6 +61,10 @@ class ProviderSpec:
     classify: Classifier
     adapter: Callable[[Endpoint], ProviderAdapter]
     probe_vouches_for: frozenset[OutcomeKind] = frozenset({OutcomeKind.INVALID_KEY})
+    limits_per_model: bool = False
+    """The provider counts rate limits per model (Groq: per model per organization; Gemini: per model per
+    project): what is learned about a key's window, its requests in flight and the quota its answers report
+    belong to (key, model), and a 429 rests the key for that model only."""
 
     @property
     def env_prefix(self) -> str:

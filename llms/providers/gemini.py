@@ -74,7 +74,7 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
                 (str((v.get("quotaDimensions") or {}).get("model")) for v in violations if v.get("quotaDimensions")), ""
             )
             what = f"no quota for {model} in this project" if model else "no quota for this model in this project"
-            return Outcome(OutcomeKind.NO_ACCESS, status, f"{what}: {message}", scope=Scope.ACCOUNT)
+            return Outcome(OutcomeKind.NO_ACCESS, status, f"{what}: {message}", scope=Scope.MODEL)
         hint = _retry_delay(error)
         if hint is None:
             hint = retry_after_header(lower_headers(headers), now)
@@ -88,9 +88,9 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
                 message,
                 max(hint or 0.0, until_midnight),
                 daily_quota=True,
-                scope=Scope.ACCOUNT,
+                scope=Scope.MODEL,
             )
-        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, scope=Scope.ACCOUNT)
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, scope=Scope.MODEL)
     if reason == "API_KEY_INVALID":
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
     if status == 400 and error.get("status") == "FAILED_PRECONDITION":
@@ -372,4 +372,5 @@ SPEC = ProviderSpec(
     day_zone=PACIFIC,
     classify=classify,
     adapter=GeminiAdapter,
+    limits_per_model=True,
 )

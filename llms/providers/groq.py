@@ -58,13 +58,14 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     if _TOO_LARGE.search(message):
         return rejected(message, status)
     if status == 429:
-        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=bool(_DAILY.search(message)))
+        daily = bool(_DAILY.search(message))
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=daily, scope=Scope.MODEL)
     if code in ("model_decommissioned", "model_not_found"):
         return rejected(message, status, config=True)
     if code == "organization_restricted":
         return Outcome(OutcomeKind.INVALID_KEY, status, message, scope=Scope.ACCOUNT)
     if status == 403 and code == "model_permission_blocked_org":
-        return Outcome(OutcomeKind.NO_ACCESS, status, message, scope=Scope.ACCOUNT)
+        return Outcome(OutcomeKind.NO_ACCESS, status, message, scope=Scope.MODEL)
     if status == 403 and _NETWORK.search(message):
         return Outcome(OutcomeKind.TRANSIENT, status, f"network blocked: {message}", scope=Scope.PROVIDER)
     if status == 498:
@@ -105,4 +106,5 @@ SPEC = ProviderSpec(
     day_zone=UTC,
     classify=classify,
     adapter=GroqAdapter,
+    limits_per_model=True,
 )

@@ -67,7 +67,7 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
             or _availability(error) == "capacity_exhausted"
         ):
             return Outcome(
-                OutcomeKind.RATE_LIMIT, status, f"model busy upstream: {message}", hint, scope=Scope.PROVIDER
+                OutcomeKind.RATE_LIMIT, status, f"model busy upstream: {message}", hint, scope=Scope.UPSTREAM
             )
         if "free-models-per-day" in message or "daily" in limit_source:
             wait = hint if hint is not None else seconds_until_midnight(UTC, now)

@@ -243,6 +243,11 @@ LONGEST_REST = 366 * 86400.0
 """No cooldown is kept longer than a year, whatever value reaches a store: every backend's numbers must hold it."""
 
 
+def model_pool(pool: str, model: str) -> str:
+    """The name a pause of one model of a pool is kept under (`pause(model_pool("openrouter", m), …)`)."""
+    return f"{pool}/{model}"
+
+
 def bounded_until(until: float, now: float) -> float:
     """`until` made finite, not in the past, and at most a year away."""
     rest = until - now
@@ -353,14 +358,31 @@ class StateStore(ABC):
         """Declare a pool's keys in rotation order (idempotent; state of known keys is kept)."""
 
     @abstractmethod
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
+    def acquire(
+        self,
+        pool: str,
+        now: float,
+        exclude: Collection[str] = (),
+        lease: Lease | None = None,
+        model: str | None = None,
+    ) -> str | None:
         """The next available key of the pool in round-robin order, marked as used; None if all are cooling or
         the pool is paused. With a `lease`, only a key whose `Gate` allows one more request in flight is picked,
-        and the lease is taken on it in the same step."""
+        and the lease is taken on it in the same step. With a `model`, a key resting for that model is passed
+        over, and the pool's pause for that model (`model_pool(pool, model)`) counts too."""
 
     @abstractmethod
-    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
-        """The key of the pool that frees up first, with when: its `cooldown_until`, or the pool's pause end."""
+    def next_free(self, pool: str, now: float, model: str | None = None) -> tuple[str, float] | None:
+        """The key of the pool that frees up first, with when: its `cooldown_until` (and with a `model`, the end
+        of its rest for that model), or the pool's pause end (and its pause for that model)."""
+
+    @abstractmethod
+    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+        """Rest a key for one model only (a limit its provider counts per model): other models still use it."""
+
+    @abstractmethod
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
+        """For each key, the models it rests for now: model → (until, reason); `reset` ends them too."""
 
     @abstractmethod
     def record_success(
@@ -420,7 +442,8 @@ class StateStore(ABC):
 
     @abstractmethod
     def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
-        """Rest a whole pool until `until` (a limit every key shares); `until <= now` lifts the pause."""
+        """Rest a whole pool until `until` (a limit every key shares), or one model of it (`model_pool`);
+        `until <= now` lifts the pause — of a pool: its own and every one of its models'."""
 
     @abstractmethod
     def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:

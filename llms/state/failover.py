@@ -97,10 +97,17 @@ class FailoverStore(StateStore):
         self._fallback.register(pool, key_ids)
         self._call("register", pool, key_ids)
 
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
+    def acquire(
+        self,
+        pool: str,
+        now: float,
+        exclude: Collection[str] = (),
+        lease: Lease | None = None,
+        model: str | None = None,
+    ) -> str | None:
         if time.monotonic() - self._switches_read >= self._switches_every:
             self._copy_switches(now)
-        return self._call("acquire", pool, now, exclude, lease)
+        return self._call("acquire", pool, now, exclude, lease, model)
 
     def _copy_switches(self, now: float) -> None:
         """Copy the shared store's switches into local memory: which keys are disabled (exactly), and cooldowns
@@ -127,8 +134,15 @@ class FailoverStore(StateStore):
         finally:
             self._reading_switches.release()
 
-    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
-        return self._call("next_free", pool, now)
+    def next_free(self, pool: str, now: float, model: str | None = None) -> tuple[str, float] | None:
+        return self._call("next_free", pool, now, model)
+
+    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+        self._fallback.cool_model(key_id, model, until, reason, now)  # kept locally too, as `cool` is
+        self._call("cool_model", key_id, model, until, reason, now)
+
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
+        return self._call("model_rests", key_ids, now)
 
     def record_success(
         self, key_id: str, now: float, request: RequestRecord | None = None, finish: Finish | None = None

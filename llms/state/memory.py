@@ -23,6 +23,7 @@ from llms.state.base import (
     RequestRecord,
     StateStore,
     hour_of,
+    model_pool,
     tally,
 )
 
@@ -52,6 +53,7 @@ class MemoryStore(StateStore):
         self._log: deque[RequestRecord] = deque(maxlen=self.log_size)
         self._hours: dict[tuple[float, str], HourOfKey] = {}
         self._documents: dict[str, str] = {}
+        self._model_rests: dict[str, dict[str, tuple[float, CooldownReason]]] = {}
 
     def retain(self, history_days: float, log_size: int) -> None:
         super().retain(history_days, log_size)
@@ -70,11 +72,22 @@ class MemoryStore(StateStore):
                 ring.append(key_id)
                 self._in_ring.add(key_id)
 
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
+    def acquire(
+        self,
+        pool: str,
+        now: float,
+        exclude: Collection[str] = (),
+        lease: Lease | None = None,
+        model: str | None = None,
+    ) -> str | None:
         with self._lock:
             pause = self._pauses.get(pool)
             if pause is not None and pause[0] > now:
                 return None
+            if model is not None:
+                pause = self._pauses.get(model_pool(pool, model))
+                if pause is not None and pause[0] > now:
+                    return None
             self._release_expired(pool, now)
             ring = self._rings.get(pool)
             if not ring:
@@ -87,6 +100,8 @@ class MemoryStore(StateStore):
                     continue
                 ring.append(key_id)
                 if key_id in exclude or record.disabled:
+                    continue
+                if model is not None and self._model_rests.get(key_id, {}).get(model, (0.0,))[0] > now:
                     continue
                 if lease is not None:
                     gate = self._gates.setdefault(key_id, Gate({}))
@@ -112,11 +127,13 @@ class MemoryStore(StateStore):
             self._rings[self._pool_of[key_id]].append(key_id)
             self._in_ring.add(key_id)
 
-    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
+    def next_free(self, pool: str, now: float, model: str | None = None) -> tuple[str, float] | None:
         with self._lock:
             self._release_expired(pool, now)
-            pause = self._pauses.get(pool)
-            resumes = pause[0] if pause is not None and pause[0] > now else 0.0
+            pauses = [self._pauses.get(pool), self._pauses.get(model_pool(pool, model)) if model else None]
+            resumes = max((p[0] for p in pauses if p is not None and p[0] > now), default=0.0)
+            if model is not None and any(model in self._model_rests.get(k, {}) for k in self._pool_keys(pool)):
+                return self._next_free_for(pool, now, model, resumes)
             if resumes:
                 for key_id in self._rings.get(pool, ()):
                     if self._records[key_id].cooldown_until <= resumes and not self._records[key_id].disabled:
@@ -127,12 +144,41 @@ class MemoryStore(StateStore):
                     return key_id, max(until, resumes)
             return None
 
+    def _pool_keys(self, pool: str) -> list[str]:
+        return [k for k, p in self._pool_of.items() if p == pool]
+
+    def _next_free_for(self, pool: str, now: float, model: str, resumes: float) -> tuple[str, float] | None:
+        """`next_free` when keys of the pool rest for `model`: each key frees when its own rest and its rest for
+        the model have both ended (O(keys); only on the way to an exhausted error or a wait)."""
+        frees = []
+        for key_id in self._pool_keys(pool):
+            record = self._records[key_id]
+            if record.disabled:
+                continue
+            rested = self._model_rests.get(key_id, {}).get(model, (0.0,))[0]
+            frees.append((max(record.cooldown_until, rested, resumes), key_id))
+        waiting = [(until, key_id) for until, key_id in frees if until > now]
+        if not waiting:
+            return None
+        until, key_id = min(waiting)
+        return key_id, until
+
+    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+        with self._lock:
+            rests = {m: r for m, r in self._model_rests.get(key_id, {}).items() if r[0] > now}
+            self._model_rests[key_id] = rests | {model: (until, reason)}
+
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
+        with self._lock:
+            return [{m: r for m, r in self._model_rests.get(k, {}).items() if r[0] > now} for k in key_ids]
+
     def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
         with self._lock:
             if until > now:
                 self._pauses[pool] = (until, reason)
-            else:
-                self._pauses.pop(pool, None)
+                return
+            for name in [n for n in self._pauses if n == pool or n.startswith(f"{pool}/")]:
+                del self._pauses[name]
 
     def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
         with self._lock:
@@ -252,6 +298,7 @@ class MemoryStore(StateStore):
             for key_id in key_ids:
                 record = self._records[key_id]
                 self._records[key_id] = replace(record, cooldown_until=0.0, reason=None, consecutive_failures=0)
+                self._model_rests.pop(key_id, None)
                 self._put_back(key_id)
 
     def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:

@@ -44,6 +44,7 @@ from llms.state.base import (
     bounded_until,
     hour_of,
     latency_bucket,
+    model_pool,
     outcome_columns,
 )
 
@@ -52,13 +53,15 @@ log = logging.getLogger("llms.state")
 
 _ACQUIRE = """
 local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
-local token, lease_until = ARGV[3], tonumber(ARGV[4])
-local pause = redis.call('GET', KEYS[3])
-if pause and tonumber(string.match(pause, '^[^|]+')) > now then return false end
+local token, lease_until, model = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+for _, name in ipairs({KEYS[3], KEYS[4]}) do
+  local pause = redis.call('GET', name)
+  if pause and tonumber(string.match(pause, '^[^|]+')) > now then return false end
+end
 local n = redis.call('LLEN', ring)
 if n == 0 then return -1 end
 local excluded = {}
-for i = 5, #ARGV do excluded[ARGV[i]] = true end
+for i = 6, #ARGV do excluded[ARGV[i]] = true end
 local function admit(id)
   local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing', 'window_began')
   local probing, remaining, ends = g[3] == '1', tonumber(g[1]), tonumber(g[2] or '0')
@@ -73,17 +76,22 @@ local function admit(id)
   redis.call('EXPIRE', leases, math.ceil(lease_until - now) + 60)
   return true
 end
-local function cooling(id)
-  local name = prefix .. 'cool:' .. id
-  local cool = redis.call('GET', name)
-  if not cool then return false end
-  local till, reason, rest = string.match(cool, '^([^|]+)|([^|]*)|?([^|]*)$')
+local function resting(value, rewrite)
+  if not value then return false end
+  local till, reason, rest = string.match(value, '^([^|]+)|([^|]*)|?([^|]*)$')
   till, rest = tonumber(till), tonumber(rest) or 0
   if rest > 0 and till - now > rest then  -- set by a clock ahead of this one: it rests its own length from now
     till = now + rest
-    redis.call('SET', name, string.format('%.6f|%s|%.6f', till, reason, rest), 'KEEPTTL')
+    rewrite(string.format('%.6f|%s|%.6f', till, reason, rest))
   end
   return till > now
+end
+local function cooling(id)
+  local name = prefix .. 'cool:' .. id
+  if resting(redis.call('GET', name), function(v) redis.call('SET', name, v, 'KEEPTTL') end) then return true end
+  if model == '' then return false end
+  local rests = prefix .. 'mrest:' .. id
+  return resting(redis.call('HGET', rests, model), function(v) redis.call('HSET', rests, model, v) end)
 end
 for _ = 1, n do
   local c = redis.call('INCR', cursor)
@@ -201,6 +209,11 @@ if last_minute or last_day then return {1, rest(last_minute, last_day)} end
 return {1, false}
 """
 
+_COOL_MODEL = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+"""
+
 _REGISTER = """
 for i = 1, #ARGV do
   if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[i]) end
@@ -226,6 +239,7 @@ class RedisStore(StateStore):
         self._pools: dict[str, list[str]] = {}
         self._failure = self._redis.register_script(_FAILURE)
         self._spend = self._redis.register_script(_SPEND)
+        self._cool_model = self._redis.register_script(_COOL_MODEL)
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisStore:
@@ -252,11 +266,24 @@ class RedisStore(StateStore):
         if key_ids:
             self._run(lambda: self._register(keys=[ring, members], args=list(key_ids)))
 
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
+    def acquire(
+        self,
+        pool: str,
+        now: float,
+        exclude: Collection[str] = (),
+        lease: Lease | None = None,
+        model: str | None = None,
+    ) -> str | None:
         """An empty ring for a pool this store registered means Redis restarted or was flushed: register again
         and pick once more, so a restart costs no call."""
-        keys = [f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:cursor", f"{self._p}pool:{pool}:pause"]
-        args = [self._p, repr(now), lease.token if lease else "", repr(lease.until) if lease else "0", *exclude]
+        keys = [
+            f"{self._p}pool:{pool}:ring",
+            f"{self._p}pool:{pool}:cursor",
+            f"{self._p}pool:{pool}:pause",
+            f"{self._p}pool:{model_pool(pool, model or '')}:pause",
+        ]
+        token, until = (lease.token, repr(lease.until)) if lease else ("", "0")
+        args = [self._p, repr(now), token, until, model or "", *exclude]
         found = self._run(lambda: self._acquire(keys=keys, args=args))
         if found == -1 and self._pools.get(pool):
             log.warning("key state for %s is gone from Redis (restarted or flushed); registering the keys again", pool)
@@ -265,24 +292,62 @@ class RedisStore(StateStore):
             found = self._run(lambda: self._acquire(keys=keys, args=args))
         return found if isinstance(found, str) else None
 
-    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
+    def next_free(self, pool: str, now: float, model: str | None = None) -> tuple[str, float] | None:
         ids = self._run(lambda: self._redis.lrange(f"{self._p}pool:{pool}:ring", 0, -1))
         disabled = self._run(lambda: self._redis.smembers(f"{self._p}disabled")) if ids else set()
         ids = [i for i in ids if i not in disabled]
-        names = [f"{self._p}pool:{pool}:pause", *(f"{self._p}cool:{i}" for i in ids)]
-        pause, *cools = self._run(lambda: self._redis.mget(names))
-        resumes = max(_until(pause, now), now)
-        frees = [(max(_until(raw, now), resumes), key_id) for key_id, raw in zip(ids, cools, strict=True)]
+        pauses = [f"{self._p}pool:{pool}:pause", f"{self._p}pool:{model_pool(pool, model or '')}:pause"]
+        pause, model_pause, *cools = self._run(
+            lambda: self._redis.mget([*pauses, *(f"{self._p}cool:{i}" for i in ids)])
+        )
+        resumes = max(_until(pause, now), _until(model_pause, now) if model else 0.0, now)
+        rests = self._model_rest_values(ids, model) if model else [None] * len(ids)
+        frees = [
+            (max(_until(raw, now), _until(rest, now), resumes), key_id)
+            for key_id, raw, rest in zip(ids, cools, rests, strict=True)
+        ]
         waiting = [(until, key_id) for until, key_id in frees if until > now]
         if not waiting:
             return None
         until, key_id = min(waiting)
         return key_id, until
 
+    def _model_rest_values(self, ids: Sequence[str], model: str) -> list[str | None]:
+        def fetch() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key_id in ids:
+                pipe.hget(f"{self._p}mrest:{key_id}", model)
+            return pipe.execute()
+
+        return self._run(fetch) if ids else []
+
+    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+        until, ttl_ms = _bounded(until, now)
+        value = f"{until!r}|{reason.value}|{until - now!r}"
+        self._run(lambda: self._cool_model(keys=[f"{self._p}mrest:{key_id}"], args=[model, value, ttl_ms]))
+
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
+        def fetch() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key_id in key_ids:
+                pipe.hgetall(f"{self._p}mrest:{key_id}")
+            return pipe.execute()
+
+        found = self._run(fetch) if key_ids else []
+        return [
+            {
+                model: (_until(raw, now), CooldownReason(raw.split("|")[1]))
+                for model, raw in rests.items()
+                if _until(raw, now) > now
+            }
+            for rests in found
+        ]
+
     def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
         name = f"{self._p}pool:{pool}:pause"
         if until <= now:
-            self._run(lambda: self._redis.delete(name))
+            pattern = f"{self._p}pool:{pool}/*:pause"  # and its models' pauses (a manual reset: a scan is fine)
+            self._run(lambda: self._redis.delete(name, *self._redis.scan_iter(pattern, count=1000)))
             return
         until, ttl_ms = _bounded(until, now)
         self._run(lambda: self._redis.set(name, f"{until!r}|{reason.value}|{until - now!r}", px=ttl_ms))
@@ -455,7 +520,7 @@ class RedisStore(StateStore):
         def apply() -> None:
             pipe = self._redis.pipeline(transaction=True)
             for key_id in ids:
-                pipe.delete(f"{self._p}cool:{key_id}")
+                pipe.delete(f"{self._p}cool:{key_id}", f"{self._p}mrest:{key_id}")
                 pipe.hset(f"{self._p}key:{key_id}", "consecutive", 0)
             pipe.execute()
 

@@ -44,6 +44,7 @@ from llms.state.base import (
     bounded_until,
     hour_of,
     latency_bucket,
+    model_pool,
     outcome_columns,
 )
 
@@ -135,6 +136,14 @@ CREATE TABLE IF NOT EXISTS limit_usage (
     day_ends_at REAL NOT NULL,
     day_used INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS model_rests (
+    fp TEXT NOT NULL,
+    model TEXT NOT NULL,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL,
+    rest REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (fp, model)
+);
 CREATE TABLE IF NOT EXISTS documents (
     name TEXT PRIMARY KEY,
     body TEXT NOT NULL
@@ -149,10 +158,11 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """`PRAGMA user_version` of a file this code wrote. 1: the first layout (no version was written); 2: a rest's own
 length beside its end (`keys.rest`, `pools.pause_rest`) and a quota window's start (`gates.window_began`), so that
-neither outlasts its own length whatever the clock does."""
+neither outlasts its own length whatever the clock does; 3: rests of a key for one model (`model_rests`), and
+pauses of one model of a pool as rows of `pools` named `pool/model`."""
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
@@ -160,6 +170,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE pools ADD COLUMN pause_rest REAL NOT NULL DEFAULT 0",
         "ALTER TABLE gates ADD COLUMN window_began REAL NOT NULL DEFAULT 0",
     ),
+    3: (),  # a new table only: made by the schema itself
 }
 """What takes a file from the version before to this one, in place; data is kept (a rest of 0: length unknown)."""
 
@@ -329,7 +340,14 @@ class SQLiteStore(StateStore):
         self._pools[pool] = list(key_ids)
         self._run(lambda db: _register(db, pool, key_ids))
 
-    def acquire(self, pool: str, now: float, exclude: Collection[str] = (), lease: Lease | None = None) -> str | None:
+    def acquire(
+        self,
+        pool: str,
+        now: float,
+        exclude: Collection[str] = (),
+        lease: Lease | None = None,
+        model: str | None = None,
+    ) -> str | None:
         skip = set(exclude)
 
         clamp = time.monotonic() >= self._next_clamp
@@ -340,15 +358,22 @@ class SQLiteStore(StateStore):
             if clamp:
                 _clamp_rests(db, pool, now)
             row = db.execute("SELECT cursor, paused_until FROM pools WHERE pool = ?", (pool,)).fetchone()
-            if row is None or row[1] > now:
+            if row is None or row[1] > now or (model is not None and _paused_until(db, model_pool(pool, model)) > now):
                 return None
             cursor = row[0]
             query = (
                 "SELECT fp, position FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0 "
-                "AND position {} ? ORDER BY position"
+                "AND position {} ? "
+                + (
+                    "AND NOT EXISTS (SELECT 1 FROM model_rests m WHERE m.fp = keys.fp AND m.model = ? AND m.until > ?) "
+                    if model is not None
+                    else ""
+                )
+                + "ORDER BY position"
             )
+            extra = (model, now) if model is not None else ()
             for sql, bound in ((query.format(">"), cursor), (query.format("<="), cursor)):
-                for fp, position in db.execute(sql, (pool, now, bound)):
+                for fp, position in db.execute(sql, (pool, now, bound, *extra)):
                     if fp in skip:
                         continue
                     if lease is not None and not self._lease(db, fp, lease, now):
@@ -360,10 +385,25 @@ class SQLiteStore(StateStore):
 
         return self._run(apply)
 
-    def next_free(self, pool: str, now: float) -> tuple[str, float] | None:
+    def next_free(self, pool: str, now: float, model: str | None = None) -> tuple[str, float] | None:
         def read(db: sqlite3.Connection) -> tuple[str, float] | None:
-            row = db.execute("SELECT paused_until FROM pools WHERE pool = ?", (pool,)).fetchone()
-            resumes = row[0] if row and row[0] > now else 0.0
+            resumes = max(_paused_until(db, pool), _paused_until(db, model_pool(pool, model)) if model else 0.0)
+            resumes = resumes if resumes > now else 0.0
+            if (
+                model is not None
+                and db.execute(
+                    "SELECT 1 FROM model_rests m JOIN keys k ON k.fp = m.fp WHERE k.pool = ? AND m.model = ? "
+                    "AND m.until > ? LIMIT 1",
+                    (pool, model, now),
+                ).fetchone()
+            ):
+                soonest = db.execute(
+                    "SELECT k.fp, max(k.cooldown_until, coalesce(m.until, 0), ?) AS free FROM keys k "
+                    "LEFT JOIN model_rests m ON m.fp = k.fp AND m.model = ? "
+                    "WHERE k.pool = ? AND k.disabled = 0 AND free > ? ORDER BY free LIMIT 1",
+                    (resumes, model, pool, now),
+                ).fetchone()
+                return (soonest[0], soonest[1]) if soonest else None
             if resumes:
                 free = db.execute(
                     "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0 "
@@ -570,11 +610,21 @@ class SQLiteStore(StateStore):
         )
 
     def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
-        until = bounded_until(until, now) if until > now else 0.0
+        if until <= now:
+            self._run(
+                lambda db: db.execute(
+                    "UPDATE pools SET paused_until = 0, pause_reason = ? WHERE pool = ? OR (pool >= ? AND pool < ?)",
+                    (reason.value, pool, f"{pool}/", f"{pool}0"),  # its models' rows (`pool/model`, '0' > '/')
+                )
+            )
+            return
+        until = bounded_until(until, now)
         self._run(
             lambda db: db.execute(
-                "UPDATE pools SET paused_until = ?, pause_reason = ?, pause_rest = ? WHERE pool = ?",
-                (until, reason.value, max(0.0, until - now), pool),
+                "INSERT INTO pools (pool, paused_until, pause_reason, pause_rest) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (pool) DO UPDATE SET paused_until = excluded.paused_until, "
+                "pause_reason = excluded.pause_reason, pause_rest = excluded.pause_rest",
+                (pool, until, reason.value, max(0.0, until - now)),
             )
         )
 
@@ -592,11 +642,37 @@ class SQLiteStore(StateStore):
 
     def reset(self, key_ids: Iterable[str]) -> None:
         ids = [(fp,) for fp in key_ids]
+
+        def apply(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE keys SET cooldown_until = 0, reason = NULL, consecutive = 0 WHERE fp = ?", ids)
+            db.executemany("DELETE FROM model_rests WHERE fp = ?", ids)
+
+        self._run(apply)
+
+    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+        until = bounded_until(until, now)
         self._run(
-            lambda db: db.executemany(
-                "UPDATE keys SET cooldown_until = 0, reason = NULL, consecutive = 0 WHERE fp = ?", ids
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO model_rests (fp, model, until, reason, rest) VALUES (?, ?, ?, ?, ?)",
+                (key_id, model, until, reason.value, until - now),
             )
         )
+
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
+        def read(db: sqlite3.Connection) -> list[dict[str, tuple[float, CooldownReason]]]:
+            found: dict[str, dict[str, tuple[float, CooldownReason]]] = {}
+            for start in range(0, len(key_ids), 500):
+                chunk = key_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for fp, model, until, reason, rest in db.execute(
+                    f"SELECT fp, model, until, reason, rest FROM model_rests WHERE fp IN ({marks}) AND until > ?",
+                    (*chunk, now),
+                ):
+                    until = min(until, now + rest) if rest > 0 else until  # never longer than its own length
+                    found.setdefault(fp, {})[model] = (until, CooldownReason(reason))
+            return [found.get(fp, {}) for fp in key_ids]
+
+        return self._run(read, write=False)
 
     def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
         ids = [(int(disabled), fp) for fp in key_ids]
@@ -686,10 +762,20 @@ def _clamp_rests(db: sqlite3.Connection, pool: str, now: float) -> None:
         (now, pool, now),
     )
     db.execute(
-        "UPDATE pools SET paused_until = ? + pause_rest "
-        "WHERE pool = ? AND pause_rest > 0 AND paused_until > ? + pause_rest",
-        (now, pool, now),
+        "UPDATE model_rests SET until = ? + rest WHERE rest > 0 AND until > ? + rest "
+        "AND fp IN (SELECT fp FROM keys WHERE pool = ?)",
+        (now, now, pool),
     )
+    db.execute(
+        "UPDATE pools SET paused_until = ? + pause_rest WHERE (pool = ? OR (pool >= ? AND pool < ?)) "
+        "AND pause_rest > 0 AND paused_until > ? + pause_rest",
+        (now, pool, f"{pool}/", f"{pool}0", now),  # the pool's own row and its models' (`pool/model`, '0' > '/')
+    )
+
+
+def _paused_until(db: sqlite3.Connection, pool: str) -> float:
+    row = db.execute("SELECT paused_until FROM pools WHERE pool = ?", (pool,)).fetchone()
+    return float(row[0]) if row else 0.0
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -736,7 +822,18 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return stat.st_dev, stat.st_ino
 
 
-_TABLES = ("keys", "pools", "events", "requests", "history", "limit_usage", "gates", "leases", "documents")
+_TABLES = (
+    "model_rests",
+    "keys",
+    "pools",
+    "events",
+    "requests",
+    "history",
+    "limit_usage",
+    "gates",
+    "leases",
+    "documents",
+)
 
 
 def _gate(db: sqlite3.Connection, fp: str) -> Gate:
