@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pandas as pd
 import streamlit as st
 
-from dashboard.text import check_text, countdown, md_escape, pause_text, reason_text, state_label
+from dashboard.text import check_text, countdown, md_escape, pause_text, reason_text, reason_words, state_label
 from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient, StoreHealth, client_time
 
 REFRESH_SECONDS = 2
@@ -230,6 +230,10 @@ KEY_COLUMNS: dict[str, Any] = {
     ),
     "Frees at": st.column_config.DatetimeColumn("Frees at", format="D MMM HH:mm:ss"),
     "Reason": st.column_config.TextColumn("Reason", width="medium"),
+    "Models resting": st.column_config.TextColumn(
+        "Models resting",
+        help="Models this key rests for while it answers others: the provider counts these limits per model.",
+    ),
     "Last check": st.column_config.TextColumn("Last check", help="The latest Test of this key from this dashboard."),
     "Group": st.column_config.TextColumn("Group", help="Keys of one account share one rate limit (…_API_KEY_N_GROUP)."),
     "Streak": st.column_config.NumberColumn("Streak", help="Consecutive failures (cooling at the threshold)."),
@@ -241,6 +245,14 @@ KEY_COLUMNS: dict[str, Any] = {
     "Last used": st.column_config.DatetimeColumn("Last used", format="HH:mm:ss"),
     "Last error": st.column_config.TextColumn("Last error", width="large"),
 }
+
+
+def resting_models_text(key: KeyStatus) -> str:
+    """`llama-3.3-70b-versatile (rate-limited, 42 s)` for each model the key rests for."""
+    return ", ".join(
+        f"{model} ({reason_words(rest['reason'])}, {countdown(rest['remaining'])})"
+        for model, rest in key.models.items()
+    )
 
 
 def backoff_text(key: KeyStatus) -> str:
@@ -272,6 +284,7 @@ def key_frame(
                 "Frees in": seconds,
                 "Frees at": _when(now + seconds) if seconds else None,
                 "Reason": reason(row, pauses or {}),
+                "Models resting": resting_models_text(key),
                 "Last check": check_text(result) if result else "",
                 "Group": key.group or "",
                 "Streak": key.consecutive_failures,

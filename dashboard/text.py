@@ -69,11 +69,16 @@ def provider_title(provider: str) -> str:
     return spec.title if spec else provider.title()
 
 
+def reason_words(reason: str) -> str:
+    """A cooldown reason in words ("rate-limited", "spend cap")."""
+    return _REASON_WORDS.get(reason, reason.replace("_", " "))
+
+
 def reason_text(key: KeyStatus) -> str:
     """Why a key is out of rotation, as an operator reads it: "Groq spend cap — until 1 Dec",
     "no quota for gemini-2.5-pro in this project", "rate-limited"."""
     reason = key.reason or ""
-    words = _REASON_WORDS.get(reason, reason.replace("_", " "))
+    words = reason_words(reason)
     if reason == "spend_cap" and key.cooldown_until:
         return f"{provider_title(key.provider)} spend cap — until {_day(key.cooldown_until)}"
     if reason == "no_access" and key.last_error:

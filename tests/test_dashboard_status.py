@@ -386,3 +386,20 @@ def test_status_page_says_why_in_words(env: pytest.MonkeyPatch, sim: Simulator) 
     assert frame.loc["openrouter:1", "State"] == "🔵 provider paused"
     assert frame.loc["groq:1", "Reason"].startswith("Groq spend cap — until ")
     assert frame.loc["gemini:1", "Reason"] == "no quota for gemini-2.5-pro in this project"
+    assert frame.loc["gemini:1", "Models resting"].startswith("gemini-2.5-pro (configuration problem, ")
+
+
+def test_the_key_table_names_the_models_a_key_rests_for(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """groq:1 answered 429 for another model: it still answers the default one, and the table says what it rests
+    for and how long."""
+    use_keys(env, sim, {"groq": 2}, steps={"groq:1": ["rate_limit"]})
+    env.setenv("LLM_ALIAS_BIG", "groq/llama-3.3-70b-versatile")
+    at = app().run()
+    at.selectbox(key="_chat_model").set_value("big").run()
+    chat(at, "Hello")
+    status_page(at)
+    show(at, status.ALL)
+    frame = next(d for d in at.dataframe if d.key == status.TABLE_KEY).value.set_index("Key")
+    assert frame.loc["groq:1", "State"] == state_label("available")
+    assert frame.loc["groq:1", "Models resting"].startswith("llama-3.3-70b-versatile (rate-limited, ")
+    assert frame.loc["groq:2", "Models resting"] == ""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
-from conftest import USER_HELLO, MakeClient
+from conftest import SECRETS, USER_HELLO, MakeClient
 
 from config.settings import ConfigError, load_settings
-from llms import AllKeysExhaustedError
+from llms import AllKeysExhaustedError, RequestRejectedError, SmartClient
 from simulator import Simulator
 
 CATALOGUES = {
@@ -107,3 +109,96 @@ def test_aliases_and_catalogues_are_checked_at_start_up_naming_the_variable() ->
     for name, value in (("LLM_ALIAS_FAST", "nowhere/model"), ("LLM_ALIAS_GROQ", "gemini"), ("LLM_ALIAS_X", " , ")):
         with pytest.raises(ConfigError, match=name):
             load_settings({name: value}, dotenv_path=None)
+
+
+# --- limits where the provider keeps them --------------------------------------------------------------------------
+
+GROQ_DEFAULT = "openai/gpt-oss-20b"
+
+
+def _used(client: SmartClient, model: str, times: int = 2) -> set[str]:
+    return {client.complete(USER_HELLO, model=model).key_id for _ in range(times)}
+
+
+def test_a_429_for_one_model_rests_the_key_for_that_model_only(make_client: MakeClient, sim: Simulator) -> None:
+    """Groq counts limits per model per organization: groq:1's 429 on the default model leaves it answering model
+    B, and leaves groq:2 answering the default model."""
+    client = make_client({"groq": 2}, steps={"groq:1": ["rate_limit"]}, GROQ_MODELS="model-b")
+    assert client.complete(USER_HELLO, model="groq").key_id == "groq:2"  # groq:1 answered 429
+    assert _used(client, "groq/model-b") == {"groq:1", "groq:2"}
+    assert _used(client, "groq") == {"groq:2"}
+    first = client.key_manager.statuses("groq")[0]
+    assert not first.available and first.reason == "rate_limit"  # for the default model, which auto asks for
+    assert set(first.models) == {GROQ_DEFAULT} and first.models[GROQ_DEFAULT]["reason"] == "rate_limit"
+    summary = client.get_status_summary()
+    assert summary["groq"]["available"] == 1 and summary["groq"]["keys"][0]["models"][GROQ_DEFAULT]["remaining"] > 0
+    assert json.dumps(summary)
+    client.reset_key("groq:1")
+    assert _used(client, "groq") == {"groq:1", "groq:2"}
+
+
+def test_account_wide_limits_and_bad_keys_rest_the_key_for_every_model(make_client: MakeClient) -> None:
+    """OpenRouter's free-model requests per day are the account's, across all free models; an invalid key is
+    invalid for every model."""
+    client = make_client(
+        {"openrouter": 2, "groq": 2},
+        steps={"openrouter:1": ["rate_limit_daily"], "groq:1": ["invalid_key"]},
+        OPENROUTER_MODELS="other/model:free",
+        GROQ_MODELS="model-b",
+    )
+    assert client.complete(USER_HELLO, model="openrouter").key_id == "openrouter:2"
+    assert _used(client, "openrouter/other/model:free") == {"openrouter:2"}
+    assert client.complete(USER_HELLO, model="groq/model-b").key_id == "groq:2"
+    assert _used(client, "groq") == {"groq:2"}
+    assert [k.models for k in client.key_manager.statuses("groq")] == [{}, {}]  # the key itself rests
+
+
+def test_a_model_the_provider_does_not_serve_never_cools_a_key(make_client: MakeClient) -> None:
+    client = make_client({"groq": 1, "gemini": 1}, steps={"groq:1": ["model_not_found"]}, GROQ_MODELS="retired-model")
+    with pytest.raises(RequestRejectedError, match="retired-model"):  # only Groq lists it, and refuses it
+        client.complete(USER_HELLO, model="retired-model")
+    groq = client.key_manager.statuses("groq")[0]
+    assert groq.available and groq.models == {}
+    problem = next(s for s in client.provider_statuses() if s.provider == "groq").problem
+    assert problem is not None and "retired-model" in problem  # a configuration problem, shown as such
+    assert client.complete(USER_HELLO, model="groq").key_id == "groq:1"
+
+
+def test_an_upstream_limit_pauses_that_model_of_the_provider_only(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client(
+        {"openrouter": 2, "groq": 1}, steps={"openrouter:1": ["upstream_rate_limit"]}, OPENROUTER_MODELS="other:free"
+    )
+    assert client.complete(USER_HELLO).provider == "groq"  # the default model is busy upstream: no other key burnt
+    assert sim.calls("openrouter:2") == 0
+    assert client.complete(USER_HELLO, model="openrouter/other:free").provider == "openrouter"
+    status = next(s for s in client.provider_statuses() if s.provider == "openrouter")
+    assert status.pause_reason == "upstream" and status.available == 0
+    client.reset_provider("openrouter")
+    assert client.complete(USER_HELLO).provider == "openrouter"
+
+
+def test_a_gemini_project_without_quota_for_a_model_keeps_the_others(make_client: MakeClient) -> None:
+    """`limit: 0` is that project's (key's group's) problem with that model: the key keeps its other models."""
+    client = make_client({"gemini": 2}, steps={"gemini:1": ["no_quota"]}, GEMINI_MODELS="gemini-3.5-pro")
+    assert client.complete(USER_HELLO, model="gemini/gemini-3.5-pro").key_id == "gemini:2"
+    assert _used(client, "gemini/gemini-3.5-pro") == {"gemini:2"}
+    assert _used(client, "gemini") == {"gemini:1", "gemini:2"}
+    rests = client.key_manager.statuses("gemini")[0].models
+    assert rests["gemini-3.5-pro"]["reason"] == "no_access" and rests["gemini-3.5-pro"]["remaining"] > 3600
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_model_rest_is_shared_by_every_process_on_the_store(
+    sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    url = f"sqlite://{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("redis_server").url
+    env = {**sim.env(), "GROQ_MODELS": "model-b", "LLM_STATE_URL": url, "LLM_STATE_PREFIX": f"m-{tmp_path.name}"}
+    for i in range(2):
+        env[f"GROQ_API_KEY_{i + 1}"] = SECRETS["groq"][i]
+        sim.add_key("groq", SECRETS["groq"][i], *(["rate_limit"] if i == 0 else []), name=f"groq:{i + 1}")
+    settings = load_settings(env, dotenv_path=None)
+    with SmartClient(settings) as first, SmartClient(settings) as second:
+        assert first.complete(USER_HELLO).key_id == "groq:2"  # groq:1 answered 429 for the default model
+        assert _used(second, "groq") == {"groq:2"}
+        assert _used(second, "groq/model-b") == {"groq:1", "groq:2"}
+        assert set(second.key_manager.statuses("groq")[0].models) == {GROQ_DEFAULT}
