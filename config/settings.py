@@ -19,7 +19,7 @@ import platformdirs
 from dotenv import dotenv_values, find_dotenv
 
 from config.api_keys import ApiKey, redacted_url, with_encoded_credentials
-from llms.providers import PROVIDERS
+from llms.providers import DEFAULT_ORDER, PROVIDERS, ProviderSpec, spec
 
 log = logging.getLogger("llms.config")
 
@@ -40,6 +40,8 @@ class ProviderSettings:
     models: tuple[str, ...] = ()
     """The catalogue: the default model first, then `<PROVIDER>_MODELS`. A bare model id is served by the
     providers whose catalogue has it; `provider/model` reaches any model, listed or not."""
+    spec: ProviderSpec = field(default_factory=lambda: spec("generic"), repr=False, compare=False)
+    """The provider's facts (`llms.providers`): its own module's, or what OpenAI-compatible servers share."""
 
     def __post_init__(self) -> None:
         if not self.models or self.models[0] != self.model:
@@ -115,18 +117,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | None 
 
 
 def _parse(env: Mapping[str, str]) -> Settings:
-    providers = {
-        name: ProviderSettings(
-            provider=name,
-            keys=_keys(name, env),
-            model=_text(env, f"{spec.env_prefix}_CHAT_MODEL", spec.default_model),
-            base_url=_url(env, f"{spec.env_prefix}_BASE_URL", spec.default_base_url),
-            requests_per_minute=_optional_count(env, f"{spec.env_prefix}_REQUESTS_PER_MINUTE"),
-            requests_per_day=_optional_count(env, f"{spec.env_prefix}_REQUESTS_PER_DAY"),
-            models=_list(env, f"{spec.env_prefix}_MODELS"),
-        )
-        for name, spec in PROVIDERS.items()
-    }
+    order = _order(env)
+    providers = {name: _provider(env, name, name in order) for name in dict.fromkeys([*PROVIDERS, *order])}
     rate_limit = _seconds(env, "LLM_RATE_LIMIT_COOLDOWN", CooldownSettings.rate_limit, most=MONTH)
     invalid_key = _seconds(env, "LLM_INVALID_KEY_COOLDOWN", CooldownSettings.invalid_key, most=MONTH)
     errors = _seconds(env, "LLM_ERROR_COOLDOWN", CooldownSettings.errors, most=MONTH)
@@ -159,12 +151,42 @@ def _parse(env: Mapping[str, str]) -> Settings:
     )
 
 
+def _provider(env: Mapping[str, str], name: str, used: bool) -> ProviderSettings:
+    """One provider's settings. One in use must have a base URL and a default model: from its module, or for a
+    provider known only by its configuration (or a local server, whose models are whatever was pulled) from
+    `<NAME>_BASE_URL` and `<NAME>_CHAT_MODEL`."""
+    facts = spec(name)
+    prefix = facts.env_prefix
+    for variable, default, example in (
+        (f"{prefix}_BASE_URL", facts.default_base_url, "https://api.example.com/v1"),
+        (f"{prefix}_CHAT_MODEL", facts.default_model, "the model id its /models lists"),
+    ):
+        if used and not default and not env.get(variable, "").strip():
+            raise ConfigError(
+                f"{variable} is required: LLM_PROVIDER_ORDER names {name!r}, an OpenAI-compatible provider with "
+                f"no default for it ({example})"
+            )
+    keys = _keys(name, env)
+    if used and not keys and facts.keyless:  # a local server: one placeholder, so it rotates like the others
+        keys = (ApiKey(provider=name, number=1, secret=f"no-key-needed-{name}"),)
+    return ProviderSettings(
+        provider=name,
+        keys=keys,
+        model=_text(env, f"{prefix}_CHAT_MODEL", facts.default_model),
+        base_url=_url(env, f"{prefix}_BASE_URL", facts.default_base_url or "http://unset.invalid"),
+        requests_per_minute=_optional_count(env, f"{prefix}_REQUESTS_PER_MINUTE"),
+        requests_per_day=_optional_count(env, f"{prefix}_REQUESTS_PER_DAY"),
+        models=_list(env, f"{prefix}_MODELS"),
+        spec=facts,
+    )
+
+
 _NUMBERED = re.compile(r"^([A-Z0-9]+)_API_KEY_(\d+)$")
 
 
 def _keys(provider: str, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
     """Numbered keys in numeric order (gaps allowed), then the legacy single form; blanks and duplicates dropped."""
-    prefix = PROVIDERS[provider].env_prefix
+    prefix = spec(provider).env_prefix
     numbered = sorted((int(m.group(2)), name) for name in env if (m := _NUMBERED.match(name)) and m.group(1) == prefix)
     candidates = [(number, name) for number, name in numbered]
     single = f"{prefix}_API_KEY"
@@ -347,17 +369,21 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
 
 
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
 def _order(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The providers in fallback order: built-in ones, presets, or any other name (an OpenAI-compatible provider
+    configured by `<NAME>_BASE_URL`, `<NAME>_CHAT_MODEL`, `<NAME>_API_KEY_N`)."""
     raw = env.get("LLM_PROVIDER_ORDER", "").strip()
     if not raw:
-        return tuple(PROVIDERS)
+        return DEFAULT_ORDER
     names = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    known = set(PROVIDERS)
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
+    odd = [n for n in names if not _PROVIDER_NAME.match(n)]
+    if odd or not names:
         raise ConfigError(
-            f"LLM_PROVIDER_ORDER has unknown provider(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(sorted(known))}"
+            f"LLM_PROVIDER_ORDER has a name that is not a provider name {', '.join(map(repr, odd)) or '(none given)'}:"
+            f" letters, digits and underscores, starting with a letter (built in: {', '.join(PROVIDERS)})"
         )
     if len(set(names)) != len(names):
         raise ConfigError(f"LLM_PROVIDER_ORDER names a provider twice: {raw!r}")

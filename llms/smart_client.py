@@ -26,7 +26,7 @@ from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejecte
 from llms.key_manager import LEASE_TTL, KeyManager, KeyStatus
 from llms.outcomes import Attempt, Outcome, OutcomeKind, Scope, describe_states, rejected, transient
 from llms.prober import LONG_COOLDOWNS, Prober
-from llms.providers import PROVIDERS, Endpoint, ProviderAdapter
+from llms.providers import Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits
 from llms.routing import Route, Router, Target
 from llms.state import KeyEvent, StateStore, StoreHealth, store_from_url
@@ -121,13 +121,13 @@ class SmartClient:
                 p: ConfiguredLimits(
                     settings.providers[p].requests_per_minute,
                     settings.providers[p].requests_per_day,
-                    lambda now, zone=PROVIDERS[p].day_zone: seconds_until_midnight(zone, now),
+                    lambda now, zone=settings.providers[p].spec.day_zone: seconds_until_midnight(zone, now),
                 )
                 for p in settings.provider_order
             },
             lease_seconds=settings.stream_max_seconds + settings.request_timeout,
             lease_ttl=max(1.0, min(LEASE_TTL, settings.request_timeout)),
-            per_model={p for p in settings.provider_order if PROVIDERS[p].limits_per_model},
+            per_model={p for p in settings.provider_order if settings.providers[p].spec.limits_per_model},
             default_models={p: settings.providers[p].model for p in settings.provider_order},
         )
         self._clock = clock
@@ -531,7 +531,7 @@ class SmartClient:
             statuses.append(
                 ProviderStatus(
                     provider=provider,
-                    title=PROVIDERS[provider].title,
+                    title=self.settings.providers[provider].spec.title,
                     model=self.settings.providers[provider].model,
                     available=0 if pause else sum(k.available for k in keys),
                     total=len(keys),
@@ -606,7 +606,7 @@ class SmartClient:
         outcome = self._adapters[key.provider].probe(key, self.settings.probe_timeout)
         self.key_manager.record(key, outcome)
         if outcome.kind is OutcomeKind.OK:
-            self.key_manager.probe_passed(key, PROVIDERS[key.provider].probe_vouches_for)
+            self.key_manager.probe_passed(key, self.settings.providers[key.provider].spec.probe_vouches_for)
         return outcome
 
     def reload_keys(self, settings: Settings | None = None) -> dict[str, list[str]]:
@@ -818,7 +818,7 @@ def _adapter(settings: Settings, provider: str) -> ProviderAdapter:
         settings.max_response_bytes,
         settings.stream_max_seconds,
     )
-    return PROVIDERS[provider].adapter(endpoint)
+    return config.spec.adapter(endpoint)
 
 
 def _open_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> tuple[StreamReply, str]:

@@ -61,6 +61,33 @@ ROWS = {
     ("gemini", "leaked_key"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
     ("gemini", "overloaded"): (OutcomeKind.TRANSIENT, Scope.KEY, False, False),
     ("gemini", "model_withdrawn"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("cerebras", "invalid_key"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
+    ("cerebras", "no_auth"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
+    ("cerebras", "rate_limit_rpm"): (OutcomeKind.RATE_LIMIT, Scope.MODEL, False, False),
+    ("cerebras", "rate_limit_tpd"): (OutcomeKind.RATE_LIMIT, Scope.MODEL, True, False),
+    ("cerebras", "queue_exceeded"): (OutcomeKind.RATE_LIMIT, Scope.UPSTREAM, False, False),
+    ("cerebras", "payment_required"): (OutcomeKind.NO_CREDITS, Scope.ACCOUNT, False, False),
+    ("cerebras", "model_not_found"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("mistral", "invalid_key"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
+    ("mistral", "unauthorized"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
+    ("mistral", "rate_limit"): (OutcomeKind.RATE_LIMIT, Scope.KEY, False, False),
+    ("mistral", "rate_limit_old"): (OutcomeKind.RATE_LIMIT, Scope.KEY, False, False),
+    ("mistral", "monthly_tokens"): (OutcomeKind.RATE_LIMIT, Scope.KEY, True, False),
+    ("mistral", "capacity"): (OutcomeKind.RATE_LIMIT, Scope.UPSTREAM, False, False),
+    ("mistral", "invalid_model"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("mistral", "extra_inputs"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("deepseek", "invalid_key"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
+    ("deepseek", "insufficient_balance"): (OutcomeKind.NO_CREDITS, Scope.ACCOUNT, False, False),
+    ("deepseek", "model_not_exist"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("deepseek", "context_length"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("deepseek", "content_risk"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("deepseek", "rate_limit"): (OutcomeKind.RATE_LIMIT, Scope.MODEL, False, False),
+    ("deepseek", "overloaded"): (OutcomeKind.TRANSIENT, Scope.UPSTREAM, False, False),
+    ("ollama", "model_not_found"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("ollama", "server_busy"): (OutcomeKind.TRANSIENT, Scope.UPSTREAM, False, False),
+    ("vllm", "unauthorized"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
+    ("vllm", "model_not_found"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("vllm", "context_length"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
 }
 VALUES = {"model": MODEL, "org": "org_test", "label": "sk-or-v1-abc...xyz", "limit": 20, "delay": "36s"}
 VALUES |= {"reset_ms": int((NOW + 42) * 1000), "midnight_ms": int((NOW + seconds_until_midnight(UTC, NOW)) * 1000)}
@@ -312,4 +339,9 @@ def test_defaults_are_models_that_exist_today() -> None:
         "openrouter": "openai/gpt-oss-20b:free",
         "groq": "openai/gpt-oss-20b",
         "gemini": "gemini-3.5-flash-lite",
+        "cerebras": "gpt-oss-120b",  # the only model live on every source in Sept 2026; llama3.1-8b retired 27 May
+        "mistral": "mistral-small-latest",  # the -latest aliases follow new versions
+        "deepseek": "deepseek-v4-flash",  # deepseek-chat and deepseek-reasoner stopped on 24 Jul 2026
+        "ollama": "",  # whatever was pulled: OLLAMA_CHAT_MODEL is required
+        "vllm": "",
     }

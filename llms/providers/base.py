@@ -61,6 +61,9 @@ class ProviderSpec:
     classify: Classifier
     adapter: Callable[[Endpoint], ProviderAdapter]
     probe_vouches_for: frozenset[OutcomeKind] = frozenset({OutcomeKind.INVALID_KEY})
+    keyless: bool = False
+    """A local server that needs no key (Ollama, vLLM without `--api-key`): with none configured, it gets one
+    placeholder key, so it rotates and rests like any other provider."""
     limits_per_model: bool = False
     """The provider counts rate limits per model (Groq: per model per organization; Gemini: per model per
     project): what is learned about a key's window, its requests in flight and the quota its answers report
