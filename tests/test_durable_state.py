@@ -8,13 +8,17 @@ import sqlite3
 import stat
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, python_env
+import redis
+from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, RedisServer, python_env
 
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
+from llms.state import CooldownReason, StateError, store_from_url
+from llms.state.redis import LAYOUT
 from llms.state.sqlite import SCHEMA_VERSION
 from simulator import Simulator
 
@@ -325,3 +329,21 @@ def test_429s_seen_by_different_clients_add_up_to_one_storm(
         assert second.complete(USER_HELLO).provider == "gemini"  # ...and three there: six of eight keys
         assert sim.calls("groq:8") == 0
         assert any("429 on most keys" in e.detail for e in second.events())
+
+
+def test_a_redis_prefix_carries_its_layout_and_one_from_before_still_reads(redis_server: RedisServer) -> None:
+    prefix = f"layout-{uuid.uuid4().hex[:8]}"
+    admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    admin.set(f"{prefix}:cool:fp-old", f"{time.time() + 600!r}|invalid_key", px=600_000)  # layout 1: no length
+    store = store_from_url(redis_server.url, prefix, failover=False)
+    store.register("groq", ["fp-old", "fp-new"])
+    assert admin.get(f"{prefix}:layout") == str(LAYOUT)
+    old = store.records(["fp-old"])[0]
+    assert old.reason is CooldownReason.INVALID_KEY and old.cooldown_until > time.time() + 500
+    assert store.acquire("groq", time.time()) == "fp-new"
+    store.close()
+    admin.set(f"{prefix}:layout", LAYOUT + 1)
+    newer = store_from_url(redis_server.url, prefix, failover=False)
+    with pytest.raises(StateError, match="newer version"):
+        newer.register("groq", ["fp-old"])
+    newer.close()

@@ -3,9 +3,11 @@
 Layout under the prefix (default `llmkeys`), keyed by a key's fingerprint (a hash; no secret is written):
 `{p}:pool:{provider}:ring` (list, rotation order), `:members` (set), `:cursor` (counter);
 `{p}:key:{fp}` (hash: successes, failures, consecutive, last_error, last_used);
-`{p}:cool:{fp}` ("until|reason", with a TTL so expired cooldowns vanish without a sweeper);
-`{p}:pool:{provider}:pause` ("until|reason", TTL: the whole pool rests); `{p}:events` (capped list of JSON
-events, newest first); `{p}:doc:{name}` (JSON documents: what was learned about hidden limits).
+`{p}:cool:{fp}` ("until|reason|length", with a TTL so expired cooldowns vanish without a sweeper);
+`{p}:mrest:{fp}` (hash: model → "until|reason|length", the key's rests for one model);
+`{p}:pool:{provider}:pause` and `{p}:pool:{provider}/{model}:pause` ("until|reason|length", TTL: the pool, or one
+model of it, rests); `{p}:events` (capped list of JSON events, newest first); `{p}:doc:{name}` (JSON documents:
+what was learned about hidden limits); `{p}:layout` (the layout version, `LAYOUT`).
 
 Picking the next key is one Lua script, so N processes share one round-robin order. `llms.state.failover`
 keeps calls working on local memory while Redis is unreachable.
@@ -50,6 +52,10 @@ from llms.state.base import (
 
 T = TypeVar("T")
 log = logging.getLogger("llms.state")
+
+LAYOUT = 2
+"""The layout under a prefix (`{prefix}:layout`). 1: before versions; 2: cooldowns and pauses as
+`until|reason|length` (a value of layout 1, `until|reason`, still reads), per-model rests in `mrest:{fp}` hashes."""
 
 _ACQUIRE = """
 local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
@@ -263,8 +269,20 @@ class RedisStore(StateStore):
     def register(self, pool: str, key_ids: Sequence[str]) -> None:
         ring, members = f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:members"
         self._pools[pool] = list(key_ids)
+        self._check_layout()
         if key_ids:
             self._run(lambda: self._register(keys=[ring, members], args=list(key_ids)))
+
+    def _check_layout(self) -> None:
+        """The layout version under the prefix: written when absent (a new prefix, or one from before versions:
+        its values read as they are), refused when newer than this code knows."""
+        name = f"{self._p}layout"
+        found = self._run(lambda: self._redis.get(name))
+        if found is not None and found.isdigit() and int(found) > LAYOUT:
+            reason = f"written by a newer version (layout {found}; this one knows {LAYOUT})"
+            raise StateError(f"redis at {redacted_url(self.url)} under {self._p!r}: {reason}", reason)
+        if found != str(LAYOUT):
+            self._run(lambda: self._redis.set(name, LAYOUT))
 
     def acquire(
         self,
