@@ -17,7 +17,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-PROVIDERS: tuple[str, ...] = ("openrouter", "groq", "gemini")
+PROVIDERS: tuple[str, ...] = ("openrouter", "groq", "gemini", "compat")
+"""`compat`: a generic OpenAI-compatible provider (`simulator/compat.py`), for providers known by configuration."""
 
 
 class Step(StrEnum):
@@ -86,11 +87,17 @@ def _demo_keys() -> dict[str, list[str]]:
 
 DEMO_KEYS: dict[str, list[str]] = _demo_keys()
 
-DEFAULT_MODEL = {"openrouter": "openrouter/auto", "groq": "openai/gpt-oss-20b", "gemini": "gemini-2.5-flash"}
+DEFAULT_MODEL = {
+    "openrouter": "openrouter/auto",
+    "groq": "openai/gpt-oss-20b",
+    "gemini": "gemini-2.5-flash",
+    "compat": "sim-chat-small",
+}
 GROQ_MODELS = ("openai/gpt-oss-20b", "llama-3.1-8b-instant", "llama-3.3-70b-versatile")
 GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro")
 
-# HTTP status per step: (openrouter, groq, gemini). One table so the log and the renderers agree.
+# HTTP status per step: (openrouter, groq, gemini); the generic `compat` provider answers as Groq does. One table so
+# the log and the renderers agree.
 STATUS: dict[Step, tuple[int, int, int]] = {
     Step.OK: (200, 200, 200),
     Step.RATE_LIMIT: (429, 429, 429),
@@ -113,7 +120,7 @@ STATUS: dict[Step, tuple[int, int, int]] = {
     Step.DROP: (0, 0, 0),
     Step.EMPTY_ANSWER: (200, 200, 200),
 }
-_COLUMN = {p: i for i, p in enumerate(PROVIDERS)}
+_COLUMN = {"openrouter": 0, "groq": 1, "gemini": 2, "compat": 1}
 OKISH = frozenset({Step.OK, Step.TIMEOUT, Step.TOKENS_SPENT})
 IDS = itertools.count(1)  # next() on itertools.count is atomic under the GIL
 

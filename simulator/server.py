@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from simulator.compat import render_compat
 from simulator.core import (
     DEMO_KEYS,
     GARBAGE,
@@ -119,6 +120,7 @@ def _reply_text(provider: str, last: str, image: bool) -> str:
 
 _OR_PREFIX = "/openrouter/api/v1/"
 _GROQ_PREFIX = "/groq/openai/v1/"
+_COMPAT_PREFIX = "/compat/v1/"
 _GEMINI_RE = re.compile(
     r"/gemini/(v1|v1beta|v1alpha)/models(?:/([^/:]+))?(?::(generateContent|streamGenerateContent))?"
 )
@@ -126,7 +128,11 @@ _GEMINI_RE = re.compile(
 
 def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
     """Map a request to a provider call, or None for an unknown route."""
-    for provider, prefix, probe in (("openrouter", _OR_PREFIX, "key"), ("groq", _GROQ_PREFIX, "models")):
+    for provider, prefix, probe in (
+        ("openrouter", _OR_PREFIX, "key"),
+        ("groq", _GROQ_PREFIX, "models"),
+        ("compat", _COMPAT_PREFIX, "models"),
+    ):
         if path.startswith(prefix):
             rest = path[len(prefix) :]
             if method == "POST" and rest == "chat/completions":
@@ -160,8 +166,8 @@ def loads(body: bytes) -> Any:
         return None
 
 
-_RENDERERS = {"openrouter": render_openrouter, "groq": render_groq, "gemini": render_gemini}
-WIRE_STEPS = {"openrouter": OPENROUTER_WIRE_STEPS, "groq": GROQ_WIRE_STEPS, "gemini": GEMINI_WIRE_STEPS}
+_RENDERERS = {"openrouter": render_openrouter, "groq": render_groq, "gemini": render_gemini, "compat": render_compat}
+WIRE_STEPS = {"openrouter": OPENROUTER_WIRE_STEPS, "groq": GROQ_WIRE_STEPS, "gemini": GEMINI_WIRE_STEPS, "compat": {}}
 
 
 def _supports(provider: str, step: Step) -> bool:
@@ -440,6 +446,7 @@ class Simulator:
             "openrouter": f"{url}/openrouter/api/v1",
             "groq": f"{url}/groq/openai/v1",
             "gemini": f"{url}/gemini",
+            "compat": f"{url}/compat/v1",
         }
 
     def env(self) -> dict[str, str]:

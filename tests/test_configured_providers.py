@@ -1,5 +1,5 @@
 """Providers beyond the three built in: presets (Cerebras, Mistral, DeepSeek, Ollama, vLLM) and any OpenAI-compatible
-provider named in LLM_PROVIDER_ORDER, served here by the simulator's OpenAI-format endpoint."""
+provider named in LLM_PROVIDER_ORDER, served here by the simulator's generic OpenAI-compatible provider (`compat`)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ SECRET = {name: f"sk-{name}-LEAKCHECK-{'x7Y8z9' * 5}-{{}}" for name in ("togethe
 
 
 def _env(sim: Simulator, keys: dict[str, int], steps: dict[str, list[str]] | None = None) -> dict[str, str]:
-    """Each provider pointed at the simulator's OpenAI-format endpoint, with `keys[name]` keys registered there."""
-    openai_format = sim.base_urls["groq"]
+    """Each provider pointed at the simulator's generic OpenAI-compatible endpoint, with `keys[name]` keys there."""
+    openai_format = sim.base_urls["compat"]
     env = {"LLM_PROVIDER_ORDER": ",".join(keys), "LLM_REQUEST_TIMEOUT": "2"}
     for name, count in keys.items():
         env[f"{name.upper()}_BASE_URL"] = openai_format
         for i in range(1, count + 1):
             secret = SECRET.get(name, f"sk-{name}-{{}}").format(i)
             env[f"{name.upper()}_API_KEY_{i}"] = secret
-            sim.add_key("groq", secret, *(steps or {}).get(f"{name}:{i}", ()), name=f"{name}:{i}")
+            sim.add_key("compat", secret, *(steps or {}).get(f"{name}:{i}", ()), name=f"{name}:{i}")
     return env
 
 
@@ -44,10 +44,10 @@ def test_a_provider_known_only_by_its_configuration_rotates_and_falls_back(sim: 
 
 def test_a_local_server_needs_no_key(sim: Simulator) -> None:
     """Ollama (and vLLM without --api-key) take a placeholder key: the provider rotates and rests like the others."""
-    sim.add_key("groq", "no-key-needed-ollama", "server_error", name="ollama")
+    sim.add_key("compat", "no-key-needed-ollama", "server_error", name="ollama")
     env = {
         "LLM_PROVIDER_ORDER": "ollama",
-        "OLLAMA_BASE_URL": sim.base_urls["groq"],
+        "OLLAMA_BASE_URL": sim.base_urls["compat"],
         "OLLAMA_CHAT_MODEL": "llama3.2",
         "LLM_REQUEST_TIMEOUT": "2",
     }

@@ -708,7 +708,7 @@ def test_names_rescripting_and_counts() -> None:
     assert sim.add_key("gemini", "AIza_one") == "gemini#1"
     assert sim.add_key("groq", "gsk_one", Step.SERVER_ERROR) == "groq#1"  # re-adding keeps the name
     with pytest.raises(ValueError):
-        sim.add_key("openai", "sk-x")
+        sim.add_key("anthropic", "sk-x")
     with pytest.raises(ValueError):
         sim.add_key("groq", "gsk_bad", "no_such_step")
     with pytest.raises(KeyError) as missing:
@@ -731,6 +731,7 @@ def test_names_rescripting_and_counts() -> None:
             "OPENROUTER_BASE_URL": f"{sim.url}/openrouter/api/v1",
             "GROQ_BASE_URL": f"{sim.url}/groq/openai/v1",
             "GEMINI_BASE_URL": f"{sim.url}/gemini",
+            "COMPAT_BASE_URL": f"{sim.url}/compat/v1",
         }
     sim.stop()  # idempotent
     with pytest.raises(RuntimeError):
