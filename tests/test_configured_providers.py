@@ -11,7 +11,10 @@ from llms import AllKeysExhaustedError, SmartClient
 from llms.state.memory import MemoryStore
 from simulator import Simulator
 
-SECRET = {name: f"sk-{name}-LEAKCHECK-{'x7Y8z9' * 5}-{{}}" for name in ("together", "cerebras", "deepseek", "mistral")}
+SECRET = {
+    name: f"sk-{name}-LEAKCHECK-{'x7Y8z9' * 5}-{{}}"
+    for name in ("together", "cerebras", "deepseek", "mistral", "ollama", "vllm")
+}
 
 
 def _env(sim: Simulator, keys: dict[str, int], steps: dict[str, list[str]] | None = None) -> dict[str, str]:
@@ -91,3 +94,20 @@ def test_presets_need_only_keys() -> None:
     assert (
         settings.providers["cerebras"].spec.limits_per_model and not settings.providers["mistral"].spec.limits_per_model
     )
+
+
+@pytest.mark.parametrize("preset", ["cerebras", "mistral", "deepseek", "ollama", "vllm"])
+def test_each_preset_rotates_rests_and_falls_back_over_http(sim: Simulator, preset: str) -> None:
+    """Each preset against the simulator's OpenAI-compatible endpoint: a revoked key parks, a rate-limited one rests,
+    the next key answers, and with every key out the next provider does."""
+    env = _env(sim, {preset: 3}, steps={f"{preset}:1": ["invalid_key"], f"{preset}:2": ["rate_limit"]})
+    env |= {"LLM_PROVIDER_ORDER": f"{preset},groq", "GROQ_API_KEY_1": "gsk_fallback_key_0123456789abcdef"}
+    env |= {"GROQ_BASE_URL": sim.base_urls["groq"], f"{preset.upper()}_CHAT_MODEL": "sim-chat-small"}
+    sim.add_key("groq", "gsk_fallback_key_0123456789abcdef", name="groq:1")
+    with SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore()) as client:
+        result = client.complete(USER_HELLO)
+        assert (result.provider, result.key_id, result.model) == (preset, f"{preset}:3", "sim-chat-small")
+        reasons = [k.reason for k in client.key_manager.statuses(preset)]
+        assert reasons[:2] == ["invalid_key", "rate_limit"] and reasons[2] is None
+        client.disable_key(f"{preset}:3")
+        assert client.complete(USER_HELLO).provider == "groq"
