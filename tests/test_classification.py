@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from llms.exceptions import AllKeysExhaustedError
 from llms.outcomes import OutcomeKind, QuotaHint
-from llms.providers import PROVIDERS
+from llms.providers import PROVIDERS, cerebras, mistral
 from llms.providers.gemini import PACIFIC
 from llms.providers.groq import quota as groq_quota
 from llms.providers.openrouter import classify as openrouter_classify
@@ -76,6 +76,29 @@ def test_groq_success_rests_the_key_when_its_minute_of_tokens_cannot_pay_for_ano
     assert groq_quota(headers, large) == QuotaHint(999, pytest.approx(86.4), pytest.approx(7.66))
     assert groq_quota({**headers, "x-ratelimit-remaining-tokens": "0"}, small).rest == pytest.approx(7.66)
     assert groq_quota({}, small) is None
+
+
+def test_cerebras_and_mistral_quota_headers_read_as_their_docs_show() -> None:
+    """Cerebras's doc example (reset in float seconds); a Mistral answer users posted (mistralai/client-ts#169: the
+    `req` spelling, and no reset header, so a minute)."""
+    request = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=500)
+    cerebras_headers = {
+        "x-ratelimit-remaining-requests-day": "999997455",
+        "x-ratelimit-reset-requests-day": "33011.382867097855",
+        "x-ratelimit-remaining-tokens-minute": "120",
+        "x-ratelimit-reset-tokens-minute": "11.382867097854614",
+    }
+    assert cerebras.QUOTA.read(cerebras_headers, request) == QuotaHint(
+        999997455, pytest.approx(33011.38, abs=0.01), pytest.approx(11.38, abs=0.01)
+    )
+    mistral_headers = {
+        "x-ratelimit-limit-tokens-minute": "5000000",
+        "x-ratelimit-remaining-tokens-minute": "4999911",
+        "x-ratelimit-tokens-query-cost": "52",
+        "x-ratelimit-limit-req-minute": "720",
+        "x-ratelimit-remaining-req-minute": "717",
+    }
+    assert mistral.QUOTA.read(mistral_headers, request) == QuotaHint(717, 60.0, None)
 
 
 def test_openrouter_reset_is_epoch_milliseconds_also_inside_metadata() -> None:

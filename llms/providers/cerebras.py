@@ -19,7 +19,7 @@ from typing import Any
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, rejected
 from llms.providers.base import ProviderSpec
 from llms.providers.generic import error_fields, message_of
-from llms.providers.openai_compat import OpenAICompatAdapter, classify_answer
+from llms.providers.openai_compat import OpenAICompatAdapter, QuotaHeaders, classify_answer
 from llms.types import ChatRequest
 from llms.wire import classify_common, lower_headers, parse_duration, retry_after_header
 
@@ -50,20 +50,12 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     return classify_common(status, message, hint)
 
 
-def quota(headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-    """Requests left today, and a rest when this minute's tokens cannot pay for another request like this one."""
-    requests = headers.get("x-ratelimit-remaining-requests-day", "").strip()
-    tokens = headers.get("x-ratelimit-remaining-tokens-minute", "").strip()
-    if not requests.isdigit() and not tokens.isdigit():
-        return None
-    rest = None
-    if tokens.isdigit() and int(tokens) < max(1, request.max_tokens or 1):
-        rest = parse_duration(headers.get("x-ratelimit-reset-tokens-minute", ""))
-    return QuotaHint(
-        remaining=int(requests) if requests.isdigit() else None,
-        reset_after=parse_duration(headers.get("x-ratelimit-reset-requests-day", "")),
-        rest=rest,
-    )
+QUOTA = QuotaHeaders(
+    requests="x-ratelimit-remaining-requests-day",
+    requests_reset="x-ratelimit-reset-requests-day",
+    tokens="x-ratelimit-remaining-tokens-minute",
+    tokens_reset="x-ratelimit-reset-tokens-minute",
+)
 
 
 class CerebrasAdapter(OpenAICompatAdapter):
@@ -72,7 +64,7 @@ class CerebrasAdapter(OpenAICompatAdapter):
     classify = staticmethod(classify)
 
     def quota(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-        return quota(headers, request)
+        return QUOTA.read(headers, request)
 
 
 SPEC = ProviderSpec(

@@ -20,7 +20,7 @@ from typing import Any
 
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, rejected, transient
 from llms.providers.base import ProviderSpec
-from llms.providers.openai_compat import OpenAICompatAdapter, classify_answer
+from llms.providers.openai_compat import OpenAICompatAdapter, QuotaHeaders, classify_answer
 from llms.types import ChatRequest
 from llms.wire import (
     classify_common,
@@ -28,7 +28,6 @@ from llms.wire import (
     error_object,
     lower_headers,
     message_hint,
-    parse_duration,
     retry_after_header,
     seconds_until_next_month,
 )
@@ -73,20 +72,17 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     return classify_common(status, message, hint)
 
 
+QUOTA = QuotaHeaders(
+    requests="x-ratelimit-remaining-requests",  # per day
+    requests_reset="x-ratelimit-reset-requests",
+    tokens="x-ratelimit-remaining-tokens",  # per minute
+    tokens_reset="x-ratelimit-reset-tokens",
+)
+
+
 def quota(headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
     """Requests left today, and a rest when this minute's tokens cannot pay for another request like this one."""
-    remaining_requests = headers.get("x-ratelimit-remaining-requests", "").strip()
-    remaining_tokens = headers.get("x-ratelimit-remaining-tokens", "").strip()
-    if not remaining_requests.isdigit() and not remaining_tokens.isdigit():
-        return None
-    rest = None
-    if remaining_tokens.isdigit() and int(remaining_tokens) < max(1, request.max_tokens or 1):
-        rest = parse_duration(headers.get("x-ratelimit-reset-tokens", ""))
-    return QuotaHint(
-        remaining=int(remaining_requests) if remaining_requests.isdigit() else None,
-        reset_after=parse_duration(headers.get("x-ratelimit-reset-requests", "")),
-        rest=rest,
-    )
+    return QUOTA.read(headers, request)
 
 
 class GroqAdapter(OpenAICompatAdapter):

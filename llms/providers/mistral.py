@@ -20,9 +20,9 @@ from typing import Any
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, rejected
 from llms.providers.base import ProviderSpec
 from llms.providers.generic import error_fields, message_of
-from llms.providers.openai_compat import OpenAICompatAdapter, classify_answer
+from llms.providers.openai_compat import OpenAICompatAdapter, QuotaHeaders, classify_answer
 from llms.types import ChatRequest
-from llms.wire import classify_common, lower_headers, parse_duration, retry_after_header, seconds_until_next_month
+from llms.wire import classify_common, lower_headers, retry_after_header, seconds_until_next_month
 
 
 def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> Outcome:
@@ -50,17 +50,13 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     return classify_common(status, message, hint)
 
 
-def quota(headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-    """Requests left this minute, and a rest when this minute's tokens cannot pay for another request."""
-    requests = headers.get("x-ratelimit-remaining-req-minute", "").strip()
-    tokens = headers.get("x-ratelimit-remaining-tokens-minute", "").strip()
-    if not requests.isdigit() and not tokens.isdigit():
-        return None
-    rest = None
-    if tokens.isdigit() and int(tokens) < max(1, request.max_tokens or 1):
-        rest = parse_duration(headers.get("x-ratelimit-reset-tokens-minute", "")) or 60.0
-    reset = parse_duration(headers.get("x-ratelimit-reset-req-minute", "")) or 60.0
-    return QuotaHint(int(requests) if requests.isdigit() else None, reset, rest)
+QUOTA = QuotaHeaders(
+    requests="x-ratelimit-remaining-req-minute",
+    requests_reset="x-ratelimit-reset-req-minute",
+    tokens="x-ratelimit-remaining-tokens-minute",
+    tokens_reset="x-ratelimit-reset-tokens-minute",
+    default_reset=60.0,  # the windows are a minute; reset headers are not documented
+)
 
 
 class MistralAdapter(OpenAICompatAdapter):
@@ -69,7 +65,7 @@ class MistralAdapter(OpenAICompatAdapter):
     classify = staticmethod(classify)
 
     def quota(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-        return quota(headers, request)
+        return QUOTA.read(headers, request)
 
 
 SPEC = ProviderSpec(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import urllib3
@@ -22,7 +23,7 @@ from llms.outcomes import OK, Outcome, OutcomeKind, QuotaHint, rejected, transie
 from llms.providers.base import Endpoint
 from llms.transport import NETWORK_ERRORS, Budget, HttpPool, NetworkFailure, read_body, read_lines
 from llms.types import ChatRequest, Completion, StreamReply, Usage
-from llms.wire import error_object, snippet
+from llms.wire import error_object, parse_duration, snippet
 
 if TYPE_CHECKING:
     from llms.transport_async import AsyncAnswer, AsyncHttpPool
@@ -274,6 +275,33 @@ class OpenAICompatAdapter:
             answer.close()
         if not finished:
             raise ProviderError(transient("stream ended without [DONE]", 200))
+
+
+@dataclass(frozen=True)
+class QuotaHeaders:
+    """Which of a provider's success headers say how many requests are left in its window and when it resets,
+    and how many tokens are left this minute and when those reset (resets as Go durations or seconds)."""
+
+    requests: str
+    requests_reset: str
+    tokens: str
+    tokens_reset: str
+    default_reset: float | None = None  # when the provider sends no reset header for its requests
+
+    def read(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
+        """Requests left, and a rest when the tokens left cannot pay for another request of this size."""
+        requests = headers.get(self.requests, "").strip()
+        tokens = headers.get(self.tokens, "").strip()
+        if not requests.isdigit() and not tokens.isdigit():
+            return None
+        rest = None
+        if tokens.isdigit() and int(tokens) < max(1, request.max_tokens or 1):
+            rest = parse_duration(headers.get(self.tokens_reset, "")) or self.default_reset
+        return QuotaHint(
+            remaining=int(requests) if requests.isdigit() else None,
+            reset_after=parse_duration(headers.get(self.requests_reset, "")) or self.default_reset,
+            rest=rest,
+        )
 
 
 def _not_a_stream(status: int, headers: Mapping[str, str]) -> bool:
