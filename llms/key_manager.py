@@ -22,7 +22,7 @@ from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
-from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, model_pool
+from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, gate_name, model_pool
 
 log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
@@ -93,7 +93,7 @@ class KeyManager:
         self._lease_ttl = min(lease_ttl, lease_seconds)
         self._leases: defaultdict[str, deque[str]] = defaultdict(deque)
         self._lease_limits: dict[str, float] = {}  # token → the latest its lease may be renewed to
-        self._lease_subjects: dict[str, str] = {}  # token → the subject whose in-flight count it holds
+        self._lease_subjects: dict[str, tuple[str, str]] = {}  # token → (subject it counts for, gate part)
         self._per_model = frozenset(per_model)
         self._default_models = dict(default_models or {})
         self._renewer: threading.Thread | None = None
@@ -153,7 +153,7 @@ class KeyManager:
         limits = self._limits.get(provider)
         while True:
             now = self._clock()
-            lease = Lease(uuid.uuid4().hex, now + self._lease_ttl)
+            lease = Lease(uuid.uuid4().hex, now + self._lease_ttl, part)
             fingerprint = self._store.acquire(provider, now, skip, lease, model)
             if fingerprint is None:
                 return None
@@ -161,17 +161,17 @@ class KeyManager:
             key = self._by_fingerprint.get(fingerprint)
             if key is None:
                 self._foreign.add(fingerprint)
-                self._store.end_lease(fingerprint, Finish(lease.token), now)
+                self._store.end_lease(fingerprint, Finish(lease.token, part=part), now)
                 continue
             if not self._admit(key, lease.token, now, part):  # another thread took this key's last slot first
-                self._store.end_lease(fingerprint, Finish(lease.token), now)
+                self._store.end_lease(fingerprint, Finish(lease.token, part=part), now)
                 continue
             if limits is not None:
                 counted, rest = self._store.spend(fingerprint, now, limits.at(now))
                 if rest is not None:
                     self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
                 if not counted:  # another process took the last slot first
-                    finish = self._finish(key, None, now, part=part) or Finish(lease.token)
+                    finish = self._finish(key, None, now, part=part) or Finish(lease.token, part=part)
                     self._store.end_lease(fingerprint, finish, now)
                     continue
             return key
@@ -190,7 +190,7 @@ class KeyManager:
             self._subjects.add(subject)
             self._leases[key.fingerprint].append(token)
             self._lease_limits[token] = now + self._lease_seconds
-            self._lease_subjects[token] = subject
+            self._lease_subjects[token] = (subject, part)
             self._saturate(key, subject, part)
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew_leases, name="llms-leases", daemon=True)
@@ -202,12 +202,12 @@ class KeyManager:
         none while nothing is in flight)."""
         while not self._closing.wait(self._lease_ttl / 3):
             now = self._clock()
+            held: dict[str, dict[str, float]] = {}
             with self._lock:
-                held = {
-                    fp: {t: min(now + self._lease_ttl, self._lease_limits[t]) for t in tokens}
-                    for fp, tokens in self._leases.items()
-                    if tokens
-                }
+                for fp, tokens in self._leases.items():
+                    for token in tokens:
+                        gate = gate_name(fp, self._lease_subjects[token][1])
+                        held.setdefault(gate, {})[token] = min(now + self._lease_ttl, self._lease_limits[token])
             if not held:
                 continue
             try:
@@ -235,13 +235,14 @@ class KeyManager:
                 soonest = (self._by_fingerprint[found[0]], found[1] - now)
         return soonest
 
-    def busy_until(self) -> tuple[ApiKey, float] | None:
+    def busy_until(self, targets: Iterable[tuple[str, str | None]] | None = None) -> tuple[ApiKey, float] | None:
         """A free key whose every in-flight slot is held (by this process or another sharing the store), with
-        seconds until its first lease ends — at the latest when a process that died holding it is known dead."""
+        seconds until its first lease ends — at the latest when a process that died holding it is known dead. For
+        the (provider, model) `targets`, or across all providers."""
         now = self._clock()
         soonest: tuple[ApiKey, float] | None = None
-        for provider in self._keys:
-            found = self._store.busy_until(provider, now)
+        for provider, model in targets if targets is not None else ((p, None) for p in self._keys):
+            found = self._store.busy_until(provider, now, self._part(provider, model))
             key = self._by_fingerprint.get(found[0]) if found else None
             if found and key is not None and (soonest is None or found[1] - now < soonest[1]):
                 soonest = (key, found[1] - now)
@@ -317,12 +318,12 @@ class KeyManager:
         subject = _subject(key, part)
         with self._lock:
             tokens = self._leases.get(key.fingerprint)
-            token = next((t for t in tokens if self._lease_subjects.get(t) == subject), tokens[0]) if tokens else None
+            token = next((t for t in tokens if self._lease_subjects[t][0] == subject), tokens[0]) if tokens else None
             if token is not None:
                 assert tokens is not None
                 tokens.remove(token)
                 self._lease_limits.pop(token, None)
-                subject = self._lease_subjects.pop(token, subject)
+                subject, part = self._lease_subjects.pop(token)
                 self.ended += 1
                 self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
@@ -333,8 +334,9 @@ class KeyManager:
         if token is None:
             return None
         if quota is None or quota.remaining is None:
-            return Finish(token)
-        return Finish(token, quota.remaining, now + (quota.reset_after if quota.reset_after is not None else 60.0))
+            return Finish(token, part=part)
+        ends = now + (quota.reset_after if quota.reset_after is not None else 60.0)
+        return Finish(token, quota.remaining, ends, part)
 
     def _succeeded(
         self,
@@ -408,14 +410,14 @@ class KeyManager:
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
                 seen = tuple(self._unpaced.pop(subject, ()))
                 self._slots(subject, lambda log: log.limited(now, hint, seen))
-                self._store.probe_next(key.fingerprint)  # resume with one request: its answer says how many fit
+                self._store.probe_next(key.fingerprint, part)  # resume with one request: its answer says how many
         else:
             if self._resting_until(key, model, now) > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
             seen = len(self._unpaced.pop(subject, ()))
             pacing = self._pace(subject, lambda p: p.limited(now, self.policy, seen))
             seconds = pacing.backoff.rest or self._cooldowns.rate_limit
-            self._store.probe_next(key.fingerprint)
+            self._store.probe_next(key.fingerprint, part)
             source = f"no hint; {self.policy.name} policy, step {pacing.backoff.step}"
         self.cool(key, seconds, CooldownReason.RATE_LIMIT, source, model)
         for member in self._account(key)[1:]:

@@ -301,7 +301,7 @@ class SmartClient:
             if slots_moving and time.monotonic() + _BUSY_POLL <= max(deadline, slot_deadline):
                 yield _BUSY_POLL  # keys only busy: a slot frees as soon as a request in flight ends (or just did)
                 continue
-            held = self.key_manager.busy_until()  # busy with another process's requests (or a dead one's)
+            held = self.key_manager.busy_until(_pairs(route))  # busy with others' requests (or a dead process's)
             if held is not None and time.monotonic() + _HELD_POLL <= max(deadline, slot_deadline):
                 yield min(_HELD_POLL, held[1] + 0.001)
                 continue
@@ -493,7 +493,7 @@ class SmartClient:
         reasons = [k.reason for t in route for k in self.key_manager.statuses(t.provider, t.model)]
         described = describe_states(reasons)
         soonest = self.key_manager.next_free(_pairs(route))
-        held = self.key_manager.busy_until()
+        held = self.key_manager.busy_until(_pairs(route))
         if held is not None and (soonest is None or held[1] < soonest[1]):
             return AllKeysExhaustedError(run.attempts, held[1], held[0].key_id, described, busy=True)
         if soonest is not None:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SECRETS, USER_HELLO, MakeClient
+from conftest import SECRETS, USER_HELLO, Clock, MakeClient
 
-from config.settings import ConfigError, load_settings
+from config.api_keys import ApiKey
+from config.settings import ConfigError, CooldownSettings, load_settings
 from llms import AllKeysExhaustedError, RequestRejectedError, SmartClient
+from llms.key_manager import KeyManager
+from llms.outcomes import OK, QuotaHint
+from llms.state import StateStore
 from simulator import Simulator
 
 CATALOGUES = {
@@ -202,3 +207,22 @@ def test_a_model_rest_is_shared_by_every_process_on_the_store(
         assert _used(second, "groq") == {"groq:2"}
         assert _used(second, "groq/model-b") == {"groq:1", "groq:2"}
         assert set(second.key_manager.statuses("groq")[0].models) == {GROQ_DEFAULT}
+
+
+def test_one_models_used_up_quota_never_gates_another_models_requests(
+    state_backend: Callable[[], StateStore],
+) -> None:
+    """Groq reports requests left per model: model A's "0 left today" rests the key for A only, and the count of
+    requests in flight it allows (none) is A's gate, not the key's, so model B still gets the key at once."""
+    clock = Clock()
+    key = ApiKey("groq", 1, SECRETS["groq"][0])
+    manager = KeyManager({"groq": [key]}, CooldownSettings(), state_backend(), clock, per_model={"groq"})
+    assert manager.acquire("groq", model="model-a") is key
+    manager.record(key, OK, QuotaHint(remaining=0, reset_after=3600.0), model="model-a")
+    assert manager.acquire("groq", model="model-a") is None
+    for _ in range(3):
+        assert manager.acquire("groq", model="model-b") is key
+        manager.record(key, OK, QuotaHint(remaining=500, reset_after=3600.0), model="model-b")
+    assert set(manager.statuses("groq", "model-b")[0].models) == {"model-a"}
+    clock.advance(3601)
+    assert manager.acquire("groq", model="model-a") is key

@@ -113,20 +113,29 @@ class HourOfKey:
 
 @dataclass(frozen=True)
 class Lease:
-    """A slot for one request in flight on a key. A process that dies without ending it frees it at `until`."""
+    """A slot for one request in flight on a key. A process that dies without ending it frees it at `until`.
+    `part`: the model, where the provider counts limits per model (the slot is of that model's gate)."""
 
     token: str
     until: float
+    part: str = ""
 
 
 @dataclass(frozen=True)
 class Finish:
     """The end of a lease, with what the answer said about the key's quota: `remaining` requests until
-    `window_ends` (an absolute time), when the provider reports them."""
+    `window_ends` (an absolute time), when the provider reports them; `part` as the lease's."""
 
     token: str
     remaining: int | None = None
     window_ends: float | None = None
+    part: str = ""
+
+
+def gate_name(key_id: str, part: str) -> str:
+    """The name a key's `Gate` (and its leases) is kept under: the key's own, or one per model (`part`) where the
+    provider counts limits per model, so one model's quota never gates another's requests."""
+    return f"{key_id}|{part}" if part else key_id
 
 
 IN_FLIGHT_CEILING = 256
@@ -416,18 +425,19 @@ class StateStore(ABC):
 
     @abstractmethod
     def renew_leases(self, leases: Mapping[str, Mapping[str, float]], now: float) -> None:
-        """Move on the ends of leases this process holds (key → token → new end; a lease already gone stays gone),
+        """Move on the ends of leases this process holds (`gate_name` → token → new end; a lease already gone stays
+        gone),
         so that a lease outlives its request by seconds only: a process that dies stops renewing, and its slots
         free soon after for every process."""
 
     @abstractmethod
-    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
-        """A free key of the pool (not cooling, not disabled) whose every in-flight slot is held now, by any
-        process, with when its first lease ends; None when no key is held that way."""
+    def busy_until(self, pool: str, now: float, part: str = "") -> tuple[str, float] | None:
+        """A free key of the pool (not cooling, not disabled) whose every in-flight slot (of its gate for `part`)
+        is held now, by any process, with when its first lease ends; None when no key is held that way."""
 
     @abstractmethod
-    def probe_next(self, key_id: str) -> None:
-        """After a hint-less rest, the key takes one request at a time until one succeeds."""
+    def probe_next(self, key_id: str, part: str = "") -> None:
+        """After a hint-less rest, the key (its gate for `part`) takes one request at a time until one succeeds."""
 
     @abstractmethod
     def request_log(self, limit: int = 100) -> list[RequestRecord]:

@@ -173,11 +173,11 @@ class FailoverStore(StateStore):
     def renew_leases(self, leases: Mapping[str, Mapping[str, float]], now: float) -> None:
         self._call("renew_leases", leases, now)
 
-    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
-        return self._call("busy_until", pool, now)
+    def busy_until(self, pool: str, now: float, part: str = "") -> tuple[str, float] | None:
+        return self._call("busy_until", pool, now, part)
 
-    def probe_next(self, key_id: str) -> None:
-        self._call("probe_next", key_id)
+    def probe_next(self, key_id: str, part: str = "") -> None:
+        self._call("probe_next", key_id, part)
 
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
         return self._call("request_log", limit)

@@ -22,6 +22,7 @@ from llms.state.base import (
     RequestLimits,
     RequestRecord,
     StateStore,
+    gate_name,
     hour_of,
     model_pool,
     tally,
@@ -104,7 +105,7 @@ class MemoryStore(StateStore):
                 if model is not None and self._model_rests.get(key_id, {}).get(model, (0.0,))[0] > now:
                     continue
                 if lease is not None:
-                    gate = self._gates.setdefault(key_id, Gate({}))
+                    gate = self._gates.setdefault(gate_name(key_id, lease.part), Gate({}))
                     if not gate.allows(now):
                         continue
                     gate.take(lease, now)
@@ -248,12 +249,12 @@ class MemoryStore(StateStore):
                 if gate is not None:
                     gate.leases.update({t: until for t, until in ends.items() if t in gate.leases})
 
-    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
+    def busy_until(self, pool: str, now: float, part: str = "") -> tuple[str, float] | None:
         with self._lock:
             held = [
                 (end, key_id)
                 for key_id in self._rings.get(pool, ())
-                if (gate := self._gates.get(key_id)) is not None
+                if (gate := self._gates.get(gate_name(key_id, part))) is not None
                 and self._records[key_id].cooldown_until <= now
                 and not self._records[key_id].disabled
                 and (end := gate.held_until(now)) is not None
@@ -263,14 +264,15 @@ class MemoryStore(StateStore):
         end, key_id = min(held)
         return key_id, end
 
-    def probe_next(self, key_id: str) -> None:
+    def probe_next(self, key_id: str, part: str = "") -> None:
         with self._lock:
-            self._gates.setdefault(key_id, Gate({})).probing = True
+            self._gates.setdefault(gate_name(key_id, part), Gate({})).probing = True
 
     def _end(self, key_id: str, finish: Finish | None, now: float, *, succeeded: bool) -> None:
-        gate = self._gates.get(key_id)
+        name = gate_name(key_id, finish.part if finish is not None else "")
+        gate = self._gates.get(name)
         if gate is None and finish is not None and finish.remaining is not None:
-            gate = self._gates.setdefault(key_id, Gate({}))
+            gate = self._gates.setdefault(name, Gate({}))
         if gate is not None:
             if finish is not None:
                 gate.end(finish, now, succeeded=succeeded)

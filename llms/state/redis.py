@@ -44,6 +44,7 @@ from llms.state.base import (
     StateStore,
     StoreHealth,
     bounded_until,
+    gate_name,
     hour_of,
     latency_bucket,
     model_pool,
@@ -59,7 +60,7 @@ LAYOUT = 2
 
 _ACQUIRE = """
 local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
-local token, lease_until, model = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local token, lease_until, model, suffix = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 for _, name in ipairs({KEYS[3], KEYS[4]}) do
   local pause = redis.call('GET', name)
   if pause and tonumber(string.match(pause, '^[^|]+')) > now then return false end
@@ -67,8 +68,9 @@ end
 local n = redis.call('LLEN', ring)
 if n == 0 then return -1 end
 local excluded = {}
-for i = 6, #ARGV do excluded[ARGV[i]] = true end
-local function admit(id)
+for i = 7, #ARGV do excluded[ARGV[i]] = true end
+local function admit(key)
+  local id = key .. suffix  -- the key's gate, or its gate for one model (`gate_name`)
   local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing', 'window_began')
   local probing, remaining, ends = g[3] == '1', tonumber(g[1]), tonumber(g[2] or '0')
   local in_window = tonumber(g[4] or '0') <= now and now < ends
@@ -301,7 +303,8 @@ class RedisStore(StateStore):
             f"{self._p}pool:{model_pool(pool, model or '')}:pause",
         ]
         token, until = (lease.token, repr(lease.until)) if lease else ("", "0")
-        args = [self._p, repr(now), token, until, model or "", *exclude]
+        suffix = gate_name("", lease.part) if lease else ""
+        args = [self._p, repr(now), token, until, model or "", suffix, *exclude]
         found = self._run(lambda: self._acquire(keys=keys, args=args))
         if found == -1 and self._pools.get(pool):
             log.warning("key state for %s is gone from Redis (restarted or flushed); registering the keys again", pool)
@@ -439,7 +442,7 @@ class RedisStore(StateStore):
         if any(leases.values()):
             self._run(apply)
 
-    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
+    def busy_until(self, pool: str, now: float, part: str = "") -> tuple[str, float] | None:
         ids = self._run(lambda: self._redis.lrange(f"{self._p}pool:{pool}:ring", 0, -1))
         if not ids:
             return None
@@ -450,8 +453,9 @@ class RedisStore(StateStore):
         def fetch() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for key_id in free:
-                pipe.zrangebyscore(f"{self._p}lease:{key_id}", f"({now!r}", "+inf", withscores=True)
-                pipe.hmget(f"{self._p}gate:{key_id}", "remaining", "window_ends", "probing", "window_began")
+                name = gate_name(key_id, part)
+                pipe.zrangebyscore(f"{self._p}lease:{name}", f"({now!r}", "+inf", withscores=True)
+                pipe.hmget(f"{self._p}gate:{name}", "remaining", "window_ends", "probing", "window_began")
             return pipe.execute()
 
         found = self._run(fetch) if free else []
@@ -467,8 +471,8 @@ class RedisStore(StateStore):
                 best = (key_id, end)
         return best
 
-    def probe_next(self, key_id: str) -> None:
-        self._run(lambda: self._redis.hset(f"{self._p}gate:{key_id}", "probing", "1"))
+    def probe_next(self, key_id: str, part: str = "") -> None:
+        self._run(lambda: self._redis.hset(f"{self._p}gate:{gate_name(key_id, part)}", "probing", "1"))
 
     def _finish_args(self, key_id: str, finish: Finish | None, now: float, *, succeeded: bool) -> list[Any]:
         """The `finish(o)` block of the scripts: end the lease, clear probing on a success, learn the quota."""
@@ -476,7 +480,7 @@ class RedisStore(StateStore):
         ends = finish.window_ends if finish is not None and finish.window_ends is not None else now + 60.0
         return [
             self._p,
-            key_id,
+            gate_name(key_id, finish.part if finish is not None else ""),
             finish.token if finish is not None else "",
             "" if remaining is None else remaining,
             repr(ends),

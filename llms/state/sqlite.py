@@ -42,6 +42,7 @@ from llms.state.base import (
     StateStore,
     StoreHealth,
     bounded_until,
+    gate_name,
     hour_of,
     latency_bucket,
     model_pool,
@@ -515,17 +516,22 @@ class SQLiteStore(StateStore):
         if rows:
             self._run(lambda db: db.executemany("UPDATE leases SET until = ? WHERE token = ?", rows))
 
-    def busy_until(self, pool: str, now: float) -> tuple[str, float] | None:
+    def busy_until(self, pool: str, now: float, part: str = "") -> tuple[str, float] | None:
+        suffix = gate_name("", part)
+
         def read(db: sqlite3.Connection) -> tuple[str, float] | None:
             held = db.execute(
-                "SELECT DISTINCT k.fp FROM keys k JOIN leases l ON l.fp = k.fp WHERE k.pool = ? "
+                "SELECT DISTINCT k.fp FROM keys k JOIN leases l ON l.fp = k.fp || ? WHERE k.pool = ? "
                 "AND k.cooldown_until <= ? AND k.disabled = 0 AND l.until > ?",
-                (pool, now, now),
+                (suffix, pool, now, now),
             ).fetchall()
             best: tuple[str, float] | None = None
             for (fp,) in held:
-                gate = _gate(db, fp)
-                gate.leases = dict(db.execute("SELECT token, until FROM leases WHERE fp = ? AND until > ?", (fp, now)))
+                name = gate_name(fp, part)
+                gate = _gate(db, name)
+                gate.leases = dict(
+                    db.execute("SELECT token, until FROM leases WHERE fp = ? AND until > ?", (name, now))
+                )
                 end = gate.held_until(now)
                 if end is not None and (best is None or end < best[1]):
                     best = (fp, end)
@@ -533,23 +539,26 @@ class SQLiteStore(StateStore):
 
         return self._run(read, write=False)
 
-    def probe_next(self, key_id: str) -> None:
+    def probe_next(self, key_id: str, part: str = "") -> None:
+        name = gate_name(key_id, part)
         self._run(
             lambda db: db.execute(
-                "INSERT INTO gates (fp, probing) VALUES (?, 1) ON CONFLICT (fp) DO UPDATE SET probing = 1", (key_id,)
+                "INSERT INTO gates (fp, probing) VALUES (?, 1) ON CONFLICT (fp) DO UPDATE SET probing = 1", (name,)
             )
         )
 
     def _lease(self, db: sqlite3.Connection, fp: str, lease: Lease, now: float) -> bool:
-        """Take a lease on `fp` if its gate allows one more request in flight (in the caller's transaction)."""
-        gate = _gate(db, fp)
+        """Take a lease on `fp` if its gate (for the lease's part) allows one more request in flight (in the
+        caller's transaction). Gates and leases are kept under `gate_name`."""
+        name = gate_name(fp, lease.part)
+        gate = _gate(db, name)
         if not gate.tracks(now):
             return True
-        db.execute("DELETE FROM leases WHERE fp = ? AND until <= ?", (fp, now))
-        live = db.execute("SELECT count(*) FROM leases WHERE fp = ?", (fp,)).fetchone()[0]
+        db.execute("DELETE FROM leases WHERE fp = ? AND until <= ?", (name, now))
+        live = db.execute("SELECT count(*) FROM leases WHERE fp = ?", (name,)).fetchone()[0]
         if live >= gate.allowed(now):
             return False
-        db.execute("INSERT INTO leases (token, fp, until) VALUES (?, ?, ?)", (lease.token, fp, lease.until))
+        db.execute("INSERT INTO leases (token, fp, until) VALUES (?, ?, ?)", (lease.token, name, lease.until))
         with self._lock:
             self._tokens.add(lease.token)
         return True
@@ -564,6 +573,7 @@ class SQLiteStore(StateStore):
                 db.execute("DELETE FROM leases WHERE token = ?", (finish.token,))
         if not succeeded and (finish is None or finish.remaining is None):
             return
+        fp = gate_name(fp, finish.part if finish is not None else "")
         gate = _gate(db, fp)
         before = (gate.remaining, gate.window_ends, gate.probing, gate.window_began)
         if succeeded:
