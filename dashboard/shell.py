@@ -94,7 +94,9 @@ def banner(backend: Backend) -> None:
             f"Each OpenRouter key allows {openrouter[0]} request per {openrouter[1] / 60:g} minutes, each Groq and "
             f"Gemini key {groq[0]} a minute, so by the fifth message OpenRouter's keys are rate-limited and the "
             "answer falls back to Groq (an orange badge says so). The **Simulate** panel on the Status page "
-            "rate-limits or revokes a key, takes a provider down, or puts everything back, on demand.\n\n"
+            "rate-limits or revokes a key, takes a provider down, or puts everything back, on demand. "
+            f"{counts.get('compat', 0)} keys of a generic OpenAI-compatible provider wait too: add `compat` to "
+            "`LLM_PROVIDER_ORDER` to try a provider known only by its configuration.\n\n"
             "To use real keys, set `OPENROUTER_API_KEY_1`, `GROQ_API_KEY_1`, `GEMINI_API_KEY_1`, … in the "
             "environment or `.env` (see `.env.example`), leave `LLM_DEMO` unset, and restart."
         )

@@ -82,6 +82,7 @@ def _demo_keys() -> dict[str, list[str]]:
         "openrouter": [f"sk-or-v1-{'0' * 54}dec0dea{i:03d}" for i in range(1, 5)],
         "groq": [f"gsk_demo{'0' * 44}b{i:03d}" for i in range(1, 4)],
         "gemini": [f"AIzaSyDEMO-not-a-real-key-c{i:012d}" for i in range(1, 2)],
+        "compat": [f"sk-demo-compatible-not-real-d{i:03d}" for i in range(1, 3)],
     }
 
 

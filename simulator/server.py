@@ -34,6 +34,7 @@ from urllib.parse import parse_qs
 
 from simulator.compat import render_compat
 from simulator.core import (
+    DEFAULT_MODEL,
     DEMO_KEYS,
     GARBAGE,
     OKISH,
@@ -526,7 +527,7 @@ class Simulator:
         """Register DEMO_KEYS (each `per_minute` requests per minute, or `limits[provider]` = (n, seconds) per
         key); returns the env a client needs. Calling it again puts every demo key back to normal: plain `ok`
         steps and a fresh window."""
-        env = self.env()
+        env = {**self.env(), "COMPAT_CHAT_MODEL": DEFAULT_MODEL["compat"]}  # used once LLM_PROVIDER_ORDER has compat
         for provider, secrets in DEMO_KEYS.items():
             limit = (limits or {}).get(provider, (per_minute, 60.0))
             for i, secret in enumerate(secrets, 1):

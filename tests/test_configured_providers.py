@@ -9,7 +9,7 @@ from conftest import USER_HELLO, Clock
 from config.settings import ConfigError, load_settings
 from llms import AllKeysExhaustedError, SmartClient
 from llms.state.memory import MemoryStore
-from simulator import Simulator
+from simulator import Simulator, start_demo
 
 SECRET = {
     name: f"sk-{name}-LEAKCHECK-{'x7Y8z9' * 5}-{{}}"
@@ -111,3 +111,20 @@ def test_each_preset_rotates_rests_and_falls_back_over_http(sim: Simulator, pres
         assert reasons[:2] == ["invalid_key", "rate_limit"] and reasons[2] is None
         client.disable_key(f"{preset}:3")
         assert client.complete(USER_HELLO).provider == "groq"
+
+
+def test_the_demo_serves_a_generic_provider_once_the_order_names_it() -> None:
+    """The demo's fake providers include a generic OpenAI-compatible one, `compat`: left out of the default order
+    (the demo's story is OpenRouter → Groq → Gemini), one variable puts it in."""
+    simulator, env = start_demo({"LLM_PROVIDER_ORDER": "compat,groq"})
+    try:
+        settings = load_settings(env, dotenv_path=None)
+        assert [k.key_id for k in settings.providers["compat"].keys] == ["compat:1", "compat:2"]
+        with SmartClient(settings, store=MemoryStore()) as client:
+            result = client.complete(USER_HELLO)
+            assert (result.provider, result.model) == ("compat", "sim-chat-small")
+            assert client.complete(USER_HELLO).key_id == "compat:2"
+        default = load_settings({k: v for k, v in env.items() if k != "LLM_PROVIDER_ORDER"}, dotenv_path=None)
+        assert "compat" not in default.provider_order
+    finally:
+        simulator.stop()

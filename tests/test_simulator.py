@@ -778,12 +778,12 @@ def test_control_api() -> None:
 
 
 def test_demo_keys() -> None:
-    assert {p: len(v) for p, v in DEMO_KEYS.items()} == {"openrouter": 4, "groq": 3, "gemini": 1}
+    assert {p: len(v) for p, v in DEMO_KEYS.items()} == {"openrouter": 4, "groq": 3, "gemini": 1, "compat": 2}
     assert all(re.fullmatch(r"sk-or-v1-[0-9a-f]{64}", k) for k in DEMO_KEYS["openrouter"])
     assert all(re.fullmatch(r"gsk_[A-Za-z0-9]{52}", k) for k in DEMO_KEYS["groq"])
     assert all(re.fullmatch(r"AIza[\w-]{35}", k) for k in DEMO_KEYS["gemini"])
     assert all("demo" in k.lower() or "dec0de" in k for keys in DEMO_KEYS.values() for k in keys)
-    assert len({k[-4:] for keys in DEMO_KEYS.values() for k in keys}) == 8  # distinct hints
+    assert len({k[-4:] for keys in DEMO_KEYS.values() for k in keys}) == 10  # distinct hints
     with Simulator() as sim:
         env = sim.add_demo_keys(per_minute=2)
         assert set(env) == {
@@ -791,6 +791,9 @@ def test_demo_keys() -> None:
             *(f"OPENROUTER_API_KEY_{i}" for i in range(1, 5)),
             *(f"GROQ_API_KEY_{i}" for i in range(1, 4)),
             "GEMINI_API_KEY_1",
+            "COMPAT_API_KEY_1",
+            "COMPAT_API_KEY_2",
+            "COMPAT_CHAT_MODEL",
         }
         codes = [send(sim, "groq", env["GROQ_API_KEY_2"]).status_code for _ in range(3)]
         assert codes == [200, 200, 429]
