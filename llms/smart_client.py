@@ -159,8 +159,11 @@ class SmartClient:
         wait: Wait = None,
         *,
         model: str | None = None,
+        **options: Any,
     ) -> str:
-        return self.complete(messages, temperature=temperature, max_tokens=max_tokens, wait=wait, model=model).text
+        return self.complete(
+            messages, temperature=temperature, max_tokens=max_tokens, wait=wait, model=model, **options
+        ).text
 
     def complete(
         self,
@@ -171,6 +174,7 @@ class SmartClient:
         on_attempt: OnAttempt | None = None,
         *,
         model: str | None = None,
+        **options: Any,
     ) -> ChatResult:
         """Answer with the first key that can. `model`: which models may answer (`llms.routing`: None or "auto",
         an alias, a provider, "provider/model" or a model id; unknown: `ValueError` before any call). `wait`: when
@@ -178,8 +182,10 @@ class SmartClient:
         `LLM_MAX_WAIT`, or 60 s when that is 0; default: `LLM_MAX_WAIT`, which is 0 unless configured).
         `on_attempt` hears each attempt as it ends (from the calling thread), so a caller can show the keys being
         tried while it happens. `messages` may also be a `ChatRequest` already built (validated once, with its
-        own temperature and max_tokens)."""
-        request = ChatRequest.build(messages, temperature, max_tokens)
+        own temperature and max_tokens). `options`: OpenAI's `tools`, `tool_choice`, `response_format`, `stop`,
+        `top_p`, `seed`, `presence_penalty`, `frequency_penalty`, in OpenAI's shapes (`llms.options`); the result
+        carries `tool_calls` and `finish_reason`."""
+        request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
         run = _Run(on_attempt=on_attempt)
         target, key, completion = self._serve(
@@ -206,13 +212,14 @@ class SmartClient:
         on_attempt: OnAttempt | None = None,
         *,
         model: str | None = None,
+        **options: Any,
     ) -> ChatStream:
         """Stream the answer's text. Fails over until the first piece arrives; after that an error raises.
 
         The returned `ChatStream` is an iterator of text pieces; once it is exhausted, `.result` holds the
         `ChatResult` (provider, key, usage) of the streamed answer. `model`, `on_attempt`: as for `complete`.
         """
-        request = ChatRequest.build(messages, temperature, max_tokens)
+        request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
         run = _Run(on_attempt=on_attempt)
         return ChatStream(self._stream(request, route, self._deadline(wait), run), run)
@@ -226,11 +233,12 @@ class SmartClient:
         on_attempt: OnAttempt | None = None,
         *,
         model: str | None = None,
+        **options: Any,
     ) -> ChatResult:
         """`complete` for callers on an event loop (the gateway), same failover and same state. Providers that
         have awaited calls (OpenRouter, Groq) are awaited; the others (Gemini's SDK) run in the loop's default
         executor, as does store work unless the store is in memory."""
-        request = ChatRequest.build(messages, temperature, max_tokens)
+        request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
         run = _Run(on_attempt=on_attempt)
         target, key, completion = await self._aserve(
@@ -247,9 +255,10 @@ class SmartClient:
         on_attempt: OnAttempt | None = None,
         *,
         model: str | None = None,
+        **options: Any,
     ) -> AsyncChatStream:
         """`chat_stream` for callers on an event loop: `async for piece in client.achat_stream(...)`."""
-        request = ChatRequest.build(messages, temperature, max_tokens)
+        request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
         run = _Run(on_attempt=on_attempt)
         return AsyncChatStream(self._astream(request, route, self._deadline(wait), run), run)
@@ -372,9 +381,10 @@ class SmartClient:
             route, deadline, lambda a, k, m: _open_stream(a, request.for_model(m), k), run
         )
         run.answering = (target.provider, reply.model, key.key_id)
-        text = [first]
+        text = [first] if first else []
         try:
-            yield first
+            if first:
+                yield first
             for piece in reply.pieces:
                 text.append(piece)
                 yield piece
@@ -387,7 +397,9 @@ class SmartClient:
             raise
         finally:
             reply.close()
-        completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
+        completion = Completion(
+            "".join(text), reply.model, reply.usage, reply.quota, tuple(reply.tool_calls), reply.finish_reason
+        )
         return self._succeeded(target, key, completion, run)
 
     async def _astream(
@@ -399,9 +411,10 @@ class SmartClient:
         )
         run.answering = (target.provider, reply.model, key.key_id)
         pieces = cast(AsyncIterator[str], reply.pieces)
-        text = [first]
+        text = [first] if first else []
         try:
-            yield first
+            if first:
+                yield first
             async for piece in pieces:
                 text.append(piece)
                 yield piece
@@ -414,7 +427,9 @@ class SmartClient:
             raise
         finally:
             reply.close()
-        completion = Completion("".join(text), reply.model, reply.usage, reply.quota)
+        completion = Completion(
+            "".join(text), reply.model, reply.usage, reply.quota, tuple(reply.tool_calls), reply.finish_reason
+        )
         run.result = await self._off_loop(self._succeeded, target, key, completion, run)
 
     def _failed(self, target: Target, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
@@ -453,6 +468,8 @@ class SmartClient:
             latency_s=latency,
             usage=completion.usage,
             attempts=tuple(run.attempts),
+            tool_calls=list(completion.tool_calls),
+            finish_reason=completion.finish_reason,
         )
 
     def _abandoned(self, target: Target, key: ApiKey, run: _Run) -> None:
@@ -864,7 +881,10 @@ async def _in_executor(pieces: Iterator[str]) -> AsyncIterator[str]:
 
 
 def _begun(reply: StreamReply, first: str | None) -> tuple[StreamReply, str]:
-    """A stream that ended before any text is a request error another provider may serve, not an answer."""
+    """A stream that ended before any text is a request error another provider may serve, not an answer — unless
+    it asked for tools (then there is no text to read, and "" starts it)."""
+    if first is None and reply.tool_calls:
+        return reply, ""
     if first is None:
         reply.close()
         raise ProviderError(rejected("answer had no text (the stream ended without any)", 200))

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from llms import options as request_options
 from llms.outcomes import Attempt, OutcomeKind, QuotaHint
 
 Message = Mapping[str, Any]
-_ROLES = ("system", "user", "assistant")
+_ROLES = ("system", "user", "assistant", "tool")
 _PART_TYPES = ("text", "image_url")
 
 
@@ -26,19 +27,27 @@ class ChatRequest:
     model: str | None = None
     """The model this request asks the provider for; None: the adapter's default. Set per attempt by the failover
     loop from the route (`llms.routing`), never by the caller."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """OpenAI's fields beyond these (`llms.options`: tools, tool_choice, response_format, stop, top_p, seed,
+    presence_penalty, frequency_penalty), validated, in OpenAI's shapes."""
 
     def for_model(self, model: str) -> ChatRequest:
         return self if model == self.model else replace(self, model=model)
 
     @classmethod
-    def build(cls, messages: Any, temperature: float | None = None, max_tokens: int | None = None) -> ChatRequest:
-        """Validate `messages` (decoding images), or pass a `ChatRequest` through: it was validated when it was
-        built (the gateway builds one before it spends anything), and images are not decoded twice."""
+    def build(
+        cls, messages: Any, temperature: float | None = None, max_tokens: int | None = None, **options: Any
+    ) -> ChatRequest:
+        """Validate `messages` (decoding images) and `options`, or pass a `ChatRequest` through: it was validated
+        when it was built (the gateway builds one before it spends anything), and images are not decoded twice."""
         if isinstance(messages, ChatRequest):
-            if temperature is not None or max_tokens is not None:
-                raise ValueError("a ChatRequest carries its own temperature and max_tokens; give them when building it")
+            if temperature is not None or max_tokens is not None or any(v is not None for v in options.values()):
+                raise ValueError(
+                    "a ChatRequest carries its own temperature, max_tokens and options; give them when building it"
+                )
             return messages
-        return cls(validate_messages(messages), _temperature(temperature), _max_tokens(max_tokens))
+        checked = request_options.validate(options)
+        return cls(validate_messages(messages), _temperature(temperature), _max_tokens(max_tokens), options=checked)
 
 
 def validate_messages(messages: Any) -> tuple[Message, ...]:
@@ -53,6 +62,12 @@ def validate_messages(messages: Any) -> tuple[Message, ...]:
         role = message.get("role")
         if role not in _ROLES:
             raise ValueError(f"messages[{i}]['role'] must be one of {', '.join(_ROLES)}, got {role!r}")
+        if role == "assistant" and message.get("tool_calls") is not None:
+            _validate_tool_calls(i, message["tool_calls"])
+            if message.get("content") in (None, ""):
+                continue  # an answer that only called tools
+        if role == "tool" and not (isinstance(message.get("tool_call_id"), str) and message["tool_call_id"]):
+            raise ValueError(f"messages[{i}] (a tool result) needs the 'tool_call_id' of the call it answers")
         _validate_content(i, message.get("content"))
     if all(m["role"] == "system" for m in messages):
         raise ValueError("messages must contain at least one user or assistant message")
@@ -60,6 +75,24 @@ def validate_messages(messages: Any) -> tuple[Message, ...]:
     for i, message in enumerate(copied):
         _check_encodable(i, message)
     return copied
+
+
+def _validate_tool_calls(i: int, calls: Any) -> None:
+    """An assistant message's `tool_calls`: [{"id", "type": "function", "function": {"name", "arguments"}}]."""
+    if not isinstance(calls, list) or not calls:
+        raise ValueError(f"messages[{i}]['tool_calls'] must be a non-empty list")
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if (
+            not isinstance(call.get("id") if isinstance(call, Mapping) else None, str)
+            or not isinstance(function, Mapping)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments", ""), str)
+        ):
+            raise ValueError(
+                f"messages[{i}]['tool_calls'][{j}] must be {{'id': ..., 'type': 'function', 'function': "
+                "{'name': ..., 'arguments': '<JSON text>'}}"
+            )
 
 
 def _check_encodable(i: int, message: Message) -> None:
@@ -161,6 +194,8 @@ class Completion:
     model: str
     usage: Usage = Usage()
     quota: QuotaHint | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +210,11 @@ class ChatResult:
     latency_s: float
     usage: Usage
     attempts: tuple[Attempt, ...] = ()
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The tools the answer asks to call, in OpenAI's shape: [{"id", "type": "function", "function": {"name",
+    "arguments"}}]; empty for a text answer."""
+    finish_reason: str | None = None
+    """Why the answer ended: "stop", "length" (cut off at max_tokens), "tool_calls", "content_filter"."""
 
     @property
     def skipped(self) -> tuple[Attempt, ...]:
@@ -196,3 +236,6 @@ class StreamReply:
     quota: QuotaHint | None = None
     usage: Usage = field(default_factory=Usage)
     close: Callable[[], None] = lambda: None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Tool calls assembled from the stream's deltas, complete once the pieces run out."""
+    finish_reason: str | None = None

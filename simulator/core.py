@@ -214,6 +214,8 @@ class Call:
     valid: bool
     version: str = "v1"
     sse: bool = True
+    tool_calls: tuple[dict[str, Any], ...] = ()  # what the answer asks to call (`simulator.agents`)
+    finish: str = "stop"
 
     @property
     def shown_model(self) -> str:
@@ -288,9 +290,11 @@ def openai_answer(call: Call, step: Step) -> Reply:
         {"provider": "SimProvider"} if openrouter else {"system_fingerprint": "fp_sim", "service_tier": "on_demand"}
     )
     empty = step is Step.EMPTY_ANSWER
-    finish = "length" if empty else "stop"
+    finish = "length" if empty else call.finish
     if not call.stream:
-        message = {"role": "assistant", "content": "" if empty else call.reply}
+        message: dict[str, Any] = {"role": "assistant", "content": "" if empty else call.reply}
+        if call.tool_calls and not empty:
+            message = {"role": "assistant", "content": None, "tool_calls": list(call.tool_calls)}
         body: dict[str, Any] = {
             "id": cid,
             "object": "chat.completion",
@@ -309,11 +313,17 @@ def openai_answer(call: Call, step: Step) -> Reply:
     def chunk(delta: dict[str, str], finish: str | None, **more: Any) -> bytes:
         return sse_event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more})
 
-    pieces = [] if empty else split_pieces(call.reply)
+    pieces = [] if empty or not call.reply else split_pieces(call.reply)
     if step is Step.MID_STREAM_ERROR:
         pieces = pieces[:2]
     events = [b": OPENROUTER PROCESSING\n\n"] if openrouter else []
     events += [chunk({"role": "assistant", "content": p}, None) for p in pieces]
+    if call.tool_calls and not empty:  # OpenAI's shape: the id and name first, then the arguments in pieces
+        for index, tool in enumerate(call.tool_calls):
+            head_delta = {"index": index, "id": tool["id"], "type": "function"}
+            events.append(chunk({"tool_calls": [{**head_delta, "function": {"name": tool["function"]["name"]}}]}, None))
+            for part in split_pieces(tool["function"]["arguments"]):
+                events.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]}, None))
     if step is Step.MID_STREAM_ERROR:
         error = {"code": 502, "message": "Upstream provider disconnected"}
         choice = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}

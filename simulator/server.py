@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from simulator.agents import Answer, openai_request
 from simulator.compat import render_compat
 from simulator.core import (
     DEFAULT_MODEL,
@@ -141,8 +142,18 @@ def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
                 last, words, image, valid = _openai_parse(data)
                 model = data.get("model") if isinstance(data, dict) else None
                 stream = isinstance(data, dict) and data.get("stream") is True
-                reply = _reply_text(provider, last, image)
-                return Call(provider, False, model if isinstance(model, str) else None, stream, reply, words, valid)
+                said = openai_request(data, _reply_text(provider, last, image)) if valid else Answer("")
+                return Call(
+                    provider,
+                    False,
+                    model if isinstance(model, str) else None,
+                    stream,
+                    said.text,
+                    words,
+                    valid,
+                    tool_calls=said.tool_calls,
+                    finish=said.finish,
+                )
             if method == "GET" and rest == probe:
                 return Call(provider, True, None, False, "", 0, True)
             return None

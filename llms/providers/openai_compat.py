@@ -133,14 +133,19 @@ class OpenAICompatAdapter:
     def _completion(self, status: int, headers: Mapping[str, str], body: Any, request: ChatRequest) -> Completion:
         self._raise_unless_ok(self.classify(status, headers, body, time.time()))
         choice = body["choices"][0]
-        text = content_text((choice.get("message") or {}).get("content"))
-        if not text:
+        message = choice.get("message") or {}
+        text = content_text(message.get("content"))
+        calls = tool_calls_of(message.get("tool_calls"))
+        if not text and not calls:  # an answer that asks for tools has no text to read, and is an answer
             self._raise_unless_ok(empty_answer(choice.get("finish_reason")))
+        finish = choice.get("finish_reason")
         return Completion(
             text=text,
             model=str(body.get("model") or request.model or self.model),
             usage=usage_of(body.get("usage")),
             quota=self.quota(headers, request),
+            tool_calls=calls,
+            finish_reason=str(finish) if finish else ("tool_calls" if calls else "stop"),
         )
 
     def _refuse_stream(self, status: int, headers: Mapping[str, str], body: Any) -> None:
@@ -154,7 +159,11 @@ class OpenAICompatAdapter:
             raise ProviderError(outcome.redacted(self._secrets))
 
     def _payload(self, request: ChatRequest, stream: bool) -> bytes:
-        payload: dict[str, Any] = {"model": request.model or self.model, "messages": list(request.messages)}
+        payload: dict[str, Any] = {
+            "model": request.model or self.model,
+            "messages": list(request.messages),
+            **request.options,  # tools, response_format, stop, …: OpenAI's shapes, which these providers take as is
+        }
         if request.temperature is not None:
             payload["temperature"] = request.temperature
         if request.max_tokens is not None:
@@ -190,9 +199,16 @@ class OpenAICompatAdapter:
             reply.usage = usage_of(usage)
         texts = []
         for choice in chunk.get("choices") or []:
-            if choice.get("finish_reason") == "error":
+            finish = choice.get("finish_reason")
+            if finish == "error":
                 raise ProviderError(transient("stream ended with finish_reason 'error'", 200))
-            text = (choice.get("delta") or {}).get("content")
+            if finish:
+                reply.finish_reason = str(finish)
+            delta = choice.get("delta") or {}
+            if delta.get("tool_calls"):
+                budget.extend(self._timeout)
+                merge_tool_call_deltas(reply.tool_calls, delta["tool_calls"])
+            text = delta.get("content")
             if text:
                 budget.extend(self._timeout)
                 texts.append(text)
@@ -363,6 +379,51 @@ def content_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
+
+
+def tool_calls_of(raw: Any) -> tuple[dict[str, Any], ...]:
+    """An answer's `tool_calls`, in OpenAI's shape (`arguments` as JSON text); entries of another shape are
+    dropped rather than passed on half-formed."""
+    if not isinstance(raw, list):
+        return ()
+    calls = []
+    for call in raw:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        arguments = function.get("arguments")
+        calls.append(
+            {
+                "id": str(call.get("id") or f"call_{len(calls)}"),
+                "type": "function",
+                "function": {
+                    "name": function["name"],
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments or {}),
+                },
+            }
+        )
+    return tuple(calls)
+
+
+def merge_tool_call_deltas(calls: list[dict[str, Any]], deltas: Any) -> None:
+    """Fold a stream's tool-call deltas into whole calls: each delta names its call by `index`; the first brings
+    the id and the name, later ones append to `arguments`."""
+    for delta in deltas if isinstance(deltas, list) else []:
+        if not isinstance(delta, dict):
+            continue
+        index = delta.get("index", len(calls))
+        if not isinstance(index, int) or index < 0 or index > len(calls) or index > 127:
+            continue
+        if index == len(calls):
+            calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        call = calls[index]
+        if delta.get("id"):
+            call["id"] = str(delta["id"])
+        function = delta.get("function") if isinstance(delta.get("function"), dict) else {}
+        if function.get("name") and not call["function"]["name"]:
+            call["function"]["name"] = str(function["name"])
+        if function.get("arguments"):
+            call["function"]["arguments"] += str(function["arguments"])
 
 
 def usage_of(raw: Any) -> Usage:

@@ -1,0 +1,106 @@
+"""What the fake providers answer to what agents send: tool calls, JSON output, stop sequences and `max_tokens`.
+
+Deterministic, so tests and the demo can rely on it: with `tools` (and `tool_choice` not "none") the answer calls the
+chosen tool (or the first) with arguments made from its parameter schema; after a tool result it answers in text
+quoting it; with `response_format` it answers JSON (`{"answer": …}`, or an instance of the given schema); `stop`
+cuts the text before the first stop sequence; more words than `max_tokens` end the answer there with "length".
+Every wire format (OpenAI's, Gemini's) renders the same `Answer`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+_CALL_IDS = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    tool_calls: tuple[dict[str, Any], ...] = field(default=())
+    finish: str = "stop"  # "stop", "length" or "tool_calls"
+
+
+def example(schema: Any, depth: int = 0) -> Any:
+    """A value that fits a JSON schema (the common keywords): what a model would fill in."""
+    if not isinstance(schema, dict) or depth > 8:
+        return "sim"
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for choice in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(choice), list) and schema[choice]:
+            return example(schema[choice][0], depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        return {name: example(sub, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        return [example(schema.get("items"), depth + 1)]
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(str(kind), "sim")
+
+
+def answer(
+    reply: str,
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: Any = None,
+    tool_result: str | None = None,
+    response_format: Any = None,
+    stop: Any = None,
+    max_tokens: Any = None,
+) -> Answer:
+    """The answer to a request whose plain reply would be `reply`. `tools`: (name, parameters schema) of each
+    function offered; `tool_result`: the content of the last message, when it is a tool's result."""
+    if tool_result is not None:
+        reply = f"The tool said: {tool_result[:200]}"
+    elif tools and tool_choice != "none":
+        forced = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
+        tool = next((t for t in tools if t["name"] == forced), tools[0])
+        arguments = example(tool.get("parameters") or {"type": "object", "properties": {}})
+        call = {
+            "id": f"call_sim{next(_CALL_IDS):06d}",
+            "type": "function",
+            "function": {"name": tool["name"], "arguments": json.dumps(arguments)},
+        }
+        return Answer("", (call,), "tool_calls")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_object":
+        reply = json.dumps({"answer": reply})
+    elif kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        reply = json.dumps(example(schema))
+    for sequence in [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []:
+        if isinstance(sequence, str) and sequence and sequence in reply:
+            reply = reply[: reply.index(sequence)]
+    words = reply.split(" ")
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and 0 < max_tokens < len(words):
+        return Answer(" ".join(words[:max_tokens]), finish="length")
+    return Answer(reply)
+
+
+def openai_request(data: dict[str, Any], reply: str) -> Answer:
+    """`answer` for an OpenAI-format request body."""
+    messages = data.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    tools = [
+        {"name": t["function"]["name"], "parameters": t["function"].get("parameters")}
+        for t in data.get("tools") or []
+        if isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+    ]
+    content = last.get("content")
+    return answer(
+        reply,
+        tools=tools,
+        tool_choice=data.get("tool_choice"),
+        tool_result=(content if isinstance(content, str) else json.dumps(content))
+        if last.get("role") == "tool"
+        else None,
+        response_format=data.get("response_format"),
+        stop=data.get("stop"),
+        max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
+    )

@@ -1,0 +1,164 @@
+"""What agents send, through the Python client against the simulator: tool calls, JSON output, stop sequences,
+finish reasons and the sampling options, blocking, streamed and awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from conftest import USER_HELLO, MakeClient
+
+from llms import ChatResult, SmartClient
+from simulator import Simulator
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city"],
+        },
+    },
+}
+CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+OPENAI_FORMATS = ["openrouter", "groq"]
+
+
+def _complete(client: SmartClient, awaited: bool, messages: Any, **options: Any) -> ChatResult:
+    if not awaited:
+        return client.complete(messages, **options)
+
+    async def call() -> ChatResult:
+        try:
+            return await client.acomplete(messages, **options)
+        finally:
+            await client.aclose_connections()
+
+    return asyncio.run(call())
+
+
+def _stream(client: SmartClient, awaited: bool, messages: Any, **options: Any) -> tuple[str, ChatResult]:
+    if not awaited:
+        stream = client.chat_stream(messages, **options)
+        text = "".join(stream)
+        assert stream.result is not None
+        return text, stream.result
+
+    async def call() -> tuple[str, ChatResult]:
+        try:
+            stream = client.achat_stream(messages, **options)
+            text = "".join([piece async for piece in stream])
+            assert stream.result is not None
+            return text, stream.result
+        finally:
+            await client.aclose_connections()
+
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize("awaited", [False, True], ids=["blocking", "awaited"])
+@pytest.mark.parametrize("provider", OPENAI_FORMATS)
+def test_a_tool_call_round_trip(make_client: MakeClient, sim: Simulator, provider: str, awaited: bool) -> None:
+    """The answer asks for a tool; its result goes back as a `tool` message; the next answer uses it."""
+    client = make_client({provider: 1})
+    first = _complete(client, awaited, USER_HELLO, tools=[WEATHER, CLOCK])
+    assert (first.text, first.finish_reason) == ("", "tool_calls")
+    [call] = first.tool_calls
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "sim", "days": 1}
+    messages = [
+        *USER_HELLO,
+        {"role": "assistant", "content": None, "tool_calls": first.tool_calls},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21 °C"},
+    ]
+    final = _complete(client, awaited, messages, tools=[WEATHER, CLOCK])
+    assert (final.text, final.finish_reason, final.tool_calls) == ("The tool said: sunny, 21 °C", "stop", [])
+    sent = sim.requests[1].payload
+    assert sent["tools"] == [WEATHER, CLOCK] and sent["messages"][1]["tool_calls"] == first.tool_calls
+    forced = _complete(
+        client,
+        awaited,
+        USER_HELLO,
+        tools=[WEATHER, CLOCK],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
+    assert forced.tool_calls[0]["function"]["name"] == "get_time"
+    assert _complete(client, awaited, USER_HELLO, tools=[WEATHER], tool_choice="none").finish_reason == "stop"
+
+
+@pytest.mark.parametrize("awaited", [False, True], ids=["blocking", "awaited"])
+@pytest.mark.parametrize("provider", OPENAI_FORMATS)
+def test_streamed_tool_calls_are_assembled_on_the_result(make_client: MakeClient, provider: str, awaited: bool) -> None:
+    client = make_client({provider: 1})
+    text, result = _stream(client, awaited, USER_HELLO, tools=[WEATHER])
+    assert text == "" and result.finish_reason == "tool_calls"
+    assert result.tool_calls[0]["function"]["name"] == "get_weather"
+    assert json.loads(result.tool_calls[0]["function"]["arguments"]) == {"city": "sim", "days": 1}
+    text, result = _stream(client, awaited, USER_HELLO, max_tokens=2)
+    assert (text, result.finish_reason) == ("Simulated " + provider, "length")
+
+
+@pytest.mark.parametrize("provider", OPENAI_FORMATS)
+def test_json_output_stop_sequences_and_length(make_client: MakeClient, sim: Simulator, provider: str) -> None:
+    client = make_client({provider: 1})
+    as_object = client.complete(USER_HELLO, response_format={"type": "json_object"})
+    assert json.loads(as_object.text) == {"answer": f"Simulated {provider} reply to: Hello"}
+    schema = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "person",
+            "schema": {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}},
+        },
+    }
+    assert json.loads(client.complete(USER_HELLO, response_format=schema).text) == {"name": "sim", "age": 1}
+    stopped = client.complete([{"role": "user", "content": "Hello there friend"}], stop=["there", "zzz"])
+    assert (stopped.text, stopped.finish_reason) == (f"Simulated {provider} reply to: Hello ", "stop")
+    cut = client.complete(USER_HELLO, max_tokens=3)
+    assert (cut.text, cut.finish_reason) == (f"Simulated {provider} reply", "length")
+    sampled = client.complete(USER_HELLO, top_p=0.9, seed=7, presence_penalty=0.5, frequency_penalty=-0.5)
+    assert sampled.finish_reason == "stop"
+    sent = sim.requests[-1].payload
+    assert (sent["top_p"], sent["seed"], sent["presence_penalty"], sent["frequency_penalty"]) == (0.9, 7, 0.5, -0.5)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"tools": {"name": "x"}}, "tools must be a non-empty list"),
+        ({"tools": [{"type": "function", "function": {"name": ""}}]}, "must be a name of 1 to 64"),
+        ({"tools": [WEATHER, WEATHER]}, "two functions of the same name"),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "not among the tools",
+        ),
+        ({"tool_choice": "sometimes"}, "tool_choice must be"),
+        ({"response_format": {"type": "yaml"}}, "response_format must be"),
+        ({"response_format": {"type": "json_schema"}}, "json_schema needs"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "1 to 4 strings"),
+        ({"top_p": 1.5}, "top_p must be between 0 and 1"),
+        ({"seed": 1.5}, "seed must be a whole number"),
+        ({"presence_penalty": float("nan")}, "presence_penalty must be a number"),
+    ],
+)
+def test_malformed_options_fail_before_any_call(
+    make_client: MakeClient, sim: Simulator, options: dict[str, Any], says: str
+) -> None:
+    client = make_client({"groq": 1})
+    with pytest.raises(ValueError, match=says):
+        client.complete(USER_HELLO, **options)
+    with pytest.raises(TypeError, match="unexpected option"):
+        client.complete(USER_HELLO, logit_bias={"1": 2})
+    bad_messages = [
+        [*USER_HELLO, {"role": "tool", "content": "sunny"}],  # no tool_call_id
+        [*USER_HELLO, {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {}}]}],
+    ]
+    for messages in bad_messages:
+        with pytest.raises(ValueError, match=r"messages\[1\]"):
+            client.complete(messages)
+    assert sim.calls() == 0
