@@ -261,7 +261,7 @@ async def _complete(state: _State, client: Any, parsed: ParsedChat, request: Req
         state.end()
     state.metrics.finished("ok", result.attempts, time.perf_counter() - started, False, result.key_id)
     cid = completion_id()
-    body = completion_body(cid, int(time.time()), _answered(result.provider, result.model), result.text, result.usage)
+    body = completion_body(cid, int(time.time()), _answered(result.provider, result.model), result)
     return Response(body, media_type=JSON, headers=_who(result.provider, result.key_id, result.attempts, cid))
 
 
@@ -300,20 +300,16 @@ async def _events(
 ) -> AsyncGenerator[bytes, None]:
     outcome, done = "client_disconnected", False
     try:
-        if first is None:  # the client never returns an empty stream; shape it correctly anyway
-            done = True
-            outcome = "ok"
-            yield writer.first("") + writer.finish(None)
-            return
-        yield writer.first(first)
-        async for piece in stream:
-            yield writer.piece(piece)
+        yield writer.first(first or "")  # None: an answer that only calls tools (it has ended already)
+        if first is not None:
+            async for piece in stream:
+                yield writer.piece(piece)
         done = True
         result = stream.result
         if result is not None:
             writer.model = _answered(result.provider, result.model)
         outcome = "ok"
-        yield writer.finish(result.usage if result else None)
+        yield writer.finish(result)
     except StreamInterruptedError as exc:
         done = True
         outcome = "interrupted"

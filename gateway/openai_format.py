@@ -14,29 +14,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llms.types import ChatRequest, Usage
+from llms import options as request_options
+from llms.types import ChatRequest, ChatResult, Usage
+
+FORWARDED_FIELDS = request_options.NAMES
+"""Passed to the provider (OpenAI-format providers as given; Gemini translated): tools, tool_choice,
+response_format, stop, top_p, seed, presence_penalty, frequency_penalty."""
 
 IGNORED_FIELDS = (
-    "frequency_penalty",
     "logit_bias",
     "metadata",
     "parallel_tool_calls",
-    "presence_penalty",
     "prompt_cache_key",
     "reasoning_effort",
     "safety_identifier",
-    "seed",
     "service_tier",
-    "stop",
     "store",
-    "top_p",
     "user",
     "verbosity",
 )
-"""Accepted and ignored: they tune sampling or bookkeeping, and the answer keeps its shape without them.
-Any other unknown field is ignored too (new SDK versions add fields); these are the ones OpenAI documents."""
+"""Accepted and ignored: bookkeeping, or tuning the answer keeps its shape without. Any other unknown field is
+ignored too (new SDK versions add fields); these are the ones OpenAI documents."""
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 """`developer` is OpenAI's newer name for `system` (the SDK sends it for reasoning models)."""
 
 
@@ -105,11 +105,13 @@ def parse_chat(body: bytes) -> ParsedChat:
     if max_tokens is None:
         max_tokens, which = data.get("max_tokens"), "max_tokens"
     messages = _messages(data.get("messages"))
+    forwarded = {name: data.get(name) for name in FORWARDED_FIELDS}
     try:
-        request = ChatRequest.build(messages, data.get("temperature"), max_tokens)
+        request = ChatRequest.build(messages, data.get("temperature"), max_tokens, **forwarded)
     except ValueError as exc:
         text = str(exc)
-        param = "temperature" if text.startswith("temperature") else which if text.startswith("max_tokens") else None
+        param = next((n for n in ("temperature", *FORWARDED_FIELDS) if text.startswith(n)), None)
+        param = param or (which if text.startswith("max_tokens") else None)
         raise bad_request(text.replace("max_tokens", which), param or "messages") from None
     return ParsedChat(model.strip(), request, stream, include_usage)
 
@@ -126,21 +128,16 @@ def _flag(data: Mapping[str, Any], name: str, shown: str | None = None) -> bool:
 def _refuse_unsupported(data: Mapping[str, Any]) -> None:
     """Fields that would change the answer's shape are refused, not ignored: a program asking for tool calls, JSON
     mode or several choices must learn it will not get them, instead of receiving plain text it cannot parse."""
-    for name in ("tools", "functions"):
+    for name in ("functions", "function_call"):
         if data.get(name):
             raise bad_request(
-                f"'{name}' (tool calling) is not supported by this gateway.", name, "unsupported_parameter"
+                f"'{name}' is OpenAI's deprecated form of tool calling: send 'tools' (and 'tool_choice').",
+                name,
+                "unsupported_parameter",
             )
     n = data.get("n")
     if n is not None and n != 1:
         raise bad_request("Only one choice ('n': 1) is supported.", "n", "unsupported_parameter")
-    response_format = data.get("response_format")
-    if response_format is not None and (not isinstance(response_format, dict) or response_format.get("type") != "text"):
-        raise bad_request(
-            "Only 'response_format': {'type': 'text'} is supported (no JSON mode).",
-            "response_format",
-            "unsupported_parameter",
-        )
     if data.get("logprobs"):
         raise bad_request("'logprobs' is not supported.", "logprobs", "unsupported_parameter")
     modalities = data.get("modalities")
@@ -150,9 +147,14 @@ def _refuse_unsupported(data: Mapping[str, Any]) -> None:
         )
 
 
+_KEPT = {"tool": ("tool_call_id",), "assistant": ("tool_calls",)}
+"""Fields besides role and content that the pool forwards, per role."""
+
+
 def _messages(messages: Any) -> Any:
-    """OpenAI's message list reduced to what the pool forwards (role and content); other shapes go to the client's
-    own validation unchanged, so its error messages (naming the index) reach the caller."""
+    """OpenAI's message list reduced to what the pool forwards (role, content, and a tool result's `tool_call_id`
+    or an assistant's `tool_calls`); other shapes go to the client's own validation unchanged, so its error messages
+    (naming the index) reach the caller."""
     if not isinstance(messages, list):
         return messages
     out: list[Any] = []
@@ -161,12 +163,14 @@ def _messages(messages: Any) -> Any:
             out.append(message)
             continue
         role = message.get("role")
-        if role in ("tool", "function"):
-            raise bad_request(f"messages[{i}]: role '{role}' (tool results) is not supported.", "messages")
-        content = message.get("content")
-        if role == "assistant" and content is None:
-            raise bad_request(f"messages[{i}]: an assistant message without content (tool calls) is not supported.")
-        out.append({"role": _ROLES.get(role, role) if isinstance(role, str) else role, "content": content})
+        if role == "function":
+            raise bad_request(f"messages[{i}]: role 'function' is deprecated: send role 'tool'.", "messages")
+        role = _ROLES.get(role, role) if isinstance(role, str) else role
+        kept = {"role": role, "content": message.get("content")}
+        for name in _KEPT.get(role, ()) if isinstance(role, str) else ():
+            if message.get(name) is not None:
+                kept[name] = message[name]
+        out.append(kept)
     return out
 
 
@@ -185,27 +189,31 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     }
 
 
-def completion_body(cid: str, created: int, model: str, text: str, usage: Usage) -> bytes:
-    """A `chat.completion`. `finish_reason` is always "stop": the client never returns an answer cut off with no text,
-    and does not report whether a non-empty one hit the token limit."""
+def completion_body(cid: str, created: int, model: str, result: ChatResult) -> bytes:
+    """A `chat.completion` of one answer: its text (null when it only calls tools, as OpenAI sends it), its
+    `tool_calls`, and `finish_reason` as the provider said it."""
+    message: dict[str, Any] = {"role": "assistant", "content": result.text or None, "refusal": None}
+    if result.tool_calls:
+        message["tool_calls"] = result.tool_calls
+    elif message["content"] is None:
+        message["content"] = ""
     return dumps(
         {
             "id": cid,
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": usage_dict(usage),
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason_of(result)}],
+            "usage": usage_dict(result.usage),
             "system_fingerprint": None,
         }
     )
+
+
+def finish_reason_of(result: ChatResult | None) -> str:
+    if result is None:
+        return "stop"
+    return result.finish_reason or ("tool_calls" if result.tool_calls else "stop")
 
 
 class ChunkWriter:
@@ -236,11 +244,17 @@ class ChunkWriter:
     def piece(self, text: str) -> bytes:
         return self._event([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
 
-    def finish(self, usage: Usage | None) -> bytes:
-        """The closing events: finish reason, the usage chunk when asked for, and `[DONE]`."""
-        out = self._event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+    def finish(self, result: ChatResult | None) -> bytes:
+        """The closing events: the tool calls the answer asked for (one delta each, whole), the finish reason, the
+        usage chunk when asked for, and `[DONE]`."""
+        out = b""
+        for index, call in enumerate(result.tool_calls if result else ()):
+            out += self._event(
+                [{"index": 0, "delta": {"tool_calls": [{"index": index, **call}]}, "finish_reason": None}]
+            )
+        out += self._event([{"index": 0, "delta": {}, "finish_reason": finish_reason_of(result)}])
         if self.include_usage:
-            out += self._event([], usage_dict(usage or Usage()))
+            out += self._event([], usage_dict(result.usage if result else Usage()))
         return out + b"data: [DONE]\n\n"
 
     @staticmethod

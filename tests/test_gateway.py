@@ -152,7 +152,7 @@ def test_sdk_chat_fails_over_and_names_who_answered(start_gateway: StartGateway)
     assert raw.headers["x-llm-skipped"].startswith("openrouter:1 transient 500")
     sent = next(r for r in gw.sim.requests if r.key_name == "groq:1").payload
     assert sent["temperature"] == 0.2 and sent["max_tokens"] == 50
-    assert "seed" not in sent and "top_p" not in sent  # accepted, ignored, not forwarded
+    assert (sent["top_p"], sent["seed"]) == (0.9, 7) and "user" not in sent  # forwarded; accepted and ignored
     assert_no_secrets(raw.http_response.text, str(raw.headers))
 
 
@@ -327,11 +327,15 @@ def test_malformed_requests_are_400s_that_spend_no_key(start_gateway: StartGatew
     assert _error(gw.post({"model": "auto", "messages": HELLO, "temperature": 7}), 400)["param"] == "temperature"
     too_few = _error(gw.post({"model": "auto", "messages": HELLO, "max_completion_tokens": 0}), 400)
     assert too_few["param"] == "max_completion_tokens"
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    assert _error(gw.post({"model": "auto", "messages": HELLO, "tools": tools}), 400)["code"] == "unsupported_parameter"
+    functions = [{"name": "f", "parameters": {}}]
+    legacy = _error(gw.post({"model": "auto", "messages": HELLO, "functions": functions}), 400)
+    assert legacy["code"] == "unsupported_parameter" and "send 'tools'" in str(legacy["message"])
     assert _error(gw.post({"model": "auto", "messages": HELLO, "n": 3}), 400)["param"] == "n"
-    json_mode = {"model": "auto", "messages": HELLO, "response_format": {"type": "json_object"}}
-    assert _error(gw.post(json_mode), 400)["param"] == "response_format"
+    assert _error(gw.post({"model": "auto", "messages": HELLO, "logprobs": True}), 400)["param"] == "logprobs"
+    yaml_mode = {"model": "auto", "messages": HELLO, "response_format": {"type": "yaml"}}
+    assert _error(gw.post(yaml_mode), 400)["param"] == "response_format"
+    bad_tools = {"model": "auto", "messages": HELLO, "tools": [{"type": "function", "function": {}}]}
+    assert _error(gw.post(bad_tools), 400)["param"] == "tools"
     assert _error(gw.post({"model": "auto", "messages": HELLO, "stream": "yes"}), 400)["param"] == "stream"
     unknown = _error(gw.post({"model": "no-such-model", "messages": HELLO}), 404)
     assert unknown["code"] == "model_not_found"

@@ -1,0 +1,85 @@
+"""What agents send, through the gateway, driven by the official `openai` SDK: tool calls (plain and streamed),
+structured output (`.parse()` with a pydantic model, JSON mode), stop sequences and finish reasons."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel
+from test_gateway import HELLO, StartGateway, start_gateway  # noqa: F401 - the fixture, shared
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+FORMATS = ["openrouter", "groq"]
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+@pytest.mark.parametrize("provider", FORMATS)
+def test_a_tool_round_trip_through_the_sdk(start_gateway: StartGateway, provider: str) -> None:  # noqa: F811
+    gw = start_gateway({provider: 1})
+    sdk = gw.sdk()
+    first = sdk.chat.completions.create(model=provider, messages=HELLO, tools=[WEATHER])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls or []
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "sim"}
+    final = sdk.chat.completions.create(
+        model=provider,
+        messages=[
+            *HELLO,
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        ],
+        tools=[WEATHER],
+    )
+    assert final.choices[0].message.content == "The tool said: sunny"
+    assert final.choices[0].finish_reason == "stop"
+    sent = gw.sim.requests[-1].payload
+    assert sent["messages"][1]["tool_calls"][0]["id"] == call.id and sent["messages"][2]["tool_call_id"] == call.id
+
+
+@pytest.mark.parametrize("provider", FORMATS)
+def test_streamed_tool_calls_reach_the_sdk_as_deltas(start_gateway: StartGateway, provider: str) -> None:  # noqa: F811
+    gw = start_gateway({provider: 1})
+    calls: dict[int, dict[str, str]] = {}
+    finish = None
+    for chunk in gw.sdk().chat.completions.create(model=provider, messages=HELLO, tools=[WEATHER], stream=True):
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or []:
+                call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] += delta.id or ""
+                call["name"] += (delta.function.name if delta.function else None) or ""
+                call["arguments"] += (delta.function.arguments if delta.function else None) or ""
+            finish = choice.finish_reason or finish
+    assert finish == "tool_calls" and list(calls) == [0]
+    assert calls[0]["name"] == "get_weather" and json.loads(calls[0]["arguments"]) == {"city": "sim"}
+    assert calls[0]["id"].startswith("call_")
+
+
+@pytest.mark.parametrize("provider", FORMATS)
+def test_structured_output_stop_and_length_through_the_sdk(start_gateway: StartGateway, provider: str) -> None:  # noqa: F811
+    gw = start_gateway({provider: 1})
+    sdk = gw.sdk()
+    parsed = sdk.chat.completions.parse(model=provider, messages=HELLO, response_format=Person)
+    assert parsed.choices[0].message.parsed == Person(name="sim", age=1)
+    as_json = sdk.chat.completions.create(model=provider, messages=HELLO, response_format={"type": "json_object"})
+    assert json.loads(as_json.choices[0].message.content or "") == {
+        "answer": f"Simulated {provider} reply to: Hello there"
+    }
+    stopped = sdk.chat.completions.create(model=provider, messages=HELLO, stop=["there"])
+    assert stopped.choices[0].message.content == f"Simulated {provider} reply to: Hello "
+    cut = sdk.chat.completions.create(model=provider, messages=HELLO, max_completion_tokens=2)
+    assert (cut.choices[0].message.content, cut.choices[0].finish_reason) == (f"Simulated {provider}", "length")
+    streamed = list(sdk.chat.completions.create(model=provider, messages=HELLO, max_tokens=2, stream=True))
+    assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == "length"
