@@ -58,6 +58,7 @@ class Step(StrEnum):
     OUTPUT_TOO_LARGE = "output_too_large"  # Groq: 429 "Request too large … reduce max_tokens"
     NO_QUOTA = "no_quota"  # Gemini: 429 limit 0, the project has no quota for the model
     NO_ACCESS = "no_access"  # Gemini: 400 FAILED_PRECONDITION, user location not supported
+    MALFORMED_CALL = "malformed_call"  # Gemini: a 200 whose candidate stopped at MALFORMED_FUNCTION_CALL, empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +217,7 @@ class Call:
     sse: bool = True
     tool_calls: tuple[dict[str, Any], ...] = ()  # what the answer asks to call (`simulator.agents`)
     finish: str = "stop"
+    refusal: tuple[str, dict[str, str]] | None = None  # (recorded example, its values): why the request is refused
 
     @property
     def shown_model(self) -> str:

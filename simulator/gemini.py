@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import re
 from typing import Any
 
 from simulator.core import (
@@ -114,6 +118,7 @@ WIRE_STEPS: dict[Step, str] = {
     Step.EMPTY_ANSWER: "max_tokens_no_text",
     Step.RATE_LIMIT_DAILY: "rate_limit_daily",
     Step.NO_CREDITS: "prepay_depleted",
+    Step.MALFORMED_CALL: "malformed_function_call",
 }
 """Steps answered with a recorded example from simulator/wire/gemini.json."""
 
@@ -140,6 +145,8 @@ def render_gemini(call: Call, plan: Plan, step: Step, label: str) -> Reply:
         if call.stream and call.sse:
             return Reply(200, dict(SSE_HEADERS), events=[sse_event(body, b"\r\n\r\n")])
         return json_reply(200, body, indent=2)
+    if step is Step.BAD_REQUEST and call.refusal:
+        return render_wire(call, call.refusal[0], call.refusal[1], indent=2)
     if step not in OKISH and step is not Step.MID_STREAM_ERROR:
         status, message = _GEMINI_ERRORS[step]
         details = _API_KEY_INVALID if step is Step.INVALID_KEY else None
@@ -148,16 +155,21 @@ def render_gemini(call: Call, plan: Plan, step: Step, label: str) -> Reply:
     usage = {**prompt, "candidatesTokenCount": call.completion_tokens}
     usage["totalTokenCount"] = call.prompt_tokens + call.completion_tokens
 
+    calls = [_call_part(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in call.tool_calls]
+    if calls and generation(model) >= 3:
+        calls[0]["thoughtSignature"] = signature(calls[0]["functionCall"])
+
     def answer(text: str, final: bool) -> dict[str, Any]:
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        parts = ([{"text": text}] if text or not calls else []) + (calls if final else [])
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
         if final:
-            candidate["finishReason"] = "STOP"
+            candidate["finishReason"] = "MAX_TOKENS" if call.finish == "length" else "STOP"
         meta = usage if final else prompt
         return {"candidates": [candidate], "usageMetadata": meta, "modelVersion": model, "responseId": rid}
 
     if not call.stream:
         return json_reply(200, answer(call.reply, True), indent=2)
-    pieces = split_pieces(call.reply)
+    pieces = split_pieces(call.reply) if call.reply else [""]
     if step is Step.MID_STREAM_ERROR:
         chunks = [answer(p, False) for p in pieces[:2]]
         status, message = _GEMINI_ERRORS[Step.OVERLOADED]
@@ -167,3 +179,60 @@ def render_gemini(call: Call, plan: Plan, step: Step, label: str) -> Reply:
     if not call.sse:  # without alt=sse Gemini streams one JSON array
         return json_reply(200, chunks, indent=2)
     return Reply(200, dict(SSE_HEADERS), events=[sse_event(c, b"\r\n\r\n") for c in chunks])
+
+
+def _call_part(name: str, args: Any) -> dict[str, Any]:
+    """A `functionCall` part as the Developer API sends it: no `id` (microsoft/agent-framework-go#597)."""
+    return {"functionCall": {"name": name, "args": args}}
+
+
+def generation(model: str) -> int:
+    found = re.match(r"(?:models/)?gemini-(\d+)", model)
+    return int(found.group(1)) if found else 0
+
+
+def signature(function_call: dict[str, Any]) -> str:
+    """The thought signature Gemini 3 puts on the first call of a step: opaque bytes (base64 on the wire), made
+    here from the call so that the simulator can tell its own signatures from forged ones without keeping any."""
+    return base64.b64encode(_signature_bytes(function_call)).decode()
+
+
+def _signature_bytes(function_call: dict[str, Any]) -> bytes:
+    call = {"name": function_call.get("name"), "args": function_call.get("args") or {}}
+    return b"sim-thought:" + hashlib.sha256(json.dumps(call, sort_keys=True).encode()).digest()[:24]
+
+
+def _signed_by(given: Any, function_call: dict[str, Any]) -> bool:
+    """Bytes travel as base64 of either alphabet (`google-genai` sends the URL-safe one), as proto JSON allows."""
+    if not isinstance(given, str):
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(given.replace("+", "-").replace("/", "_") + "=" * (-len(given) % 4))
+    except ValueError:
+        return False
+    return raw in (_signature_bytes(function_call), b"skip_thought_signature_validator")
+
+
+def refusal(data: Any, model: str) -> tuple[str, dict[str, str]] | None:
+    """Why Gemini refuses a request's history, as a recorded example: an `id` in a function call or response, or
+    (Gemini 3) a step whose first function call lacks a valid thought signature."""
+    contents = data.get("contents") if isinstance(data, dict) else None
+    for i, content in enumerate(contents if isinstance(contents, list) else []):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        first_call = True
+        for j, part in enumerate(parts if isinstance(parts, list) else []):
+            if not isinstance(part, dict):
+                continue
+            for field in ("functionCall", "functionResponse"):
+                if isinstance(part.get(field), dict) and "id" in part[field]:
+                    snake = "function_call" if field == "functionCall" else "function_response"
+                    return "unknown_call_id", {"field": f"contents[{i}].parts[{j}].{snake}"}
+            call = part.get("functionCall")
+            if not isinstance(call, dict):
+                continue
+            if first_call and generation(model) >= 3:
+                given = part.get("thoughtSignature") or part.get("thought_signature")
+                if not _signed_by(given, call):
+                    return "missing_thought_signature", {"function": str(call.get("name")), "position": str(i + 1)}
+            first_call = False
+    return None

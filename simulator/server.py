@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from simulator.agents import Answer, openai_request
+from simulator.agents import Answer, gemini_request, openai_request
 from simulator.compat import render_compat
 from simulator.core import (
     DEFAULT_MODEL,
@@ -54,6 +54,7 @@ from simulator.core import (
     wire_examples,
 )
 from simulator.gemini import WIRE_STEPS as GEMINI_WIRE_STEPS
+from simulator.gemini import refusal as gemini_refusal
 from simulator.gemini import render_gemini
 from simulator.groq import WIRE_STEPS as GROQ_WIRE_STEPS
 from simulator.groq import render_groq
@@ -162,10 +163,26 @@ def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
         return None
     version, model, action = match.groups()
     if action and method == "POST":
-        last, words, image, valid = _gemini_parse(loads(body))
+        data = loads(body)
+        last, words, image, valid = _gemini_parse(data)
         stream = action == "streamGenerateContent"
         sse = "alt=sse" in query
-        return Call("gemini", False, model, stream, _reply_text("gemini", last, image), words, valid, version, sse)
+        refused = gemini_refusal(data, model or "") if valid else None
+        said = gemini_request(data, _reply_text("gemini", last, image)) if valid else Answer("")
+        return Call(
+            "gemini",
+            False,
+            model,
+            stream,
+            said.text,
+            words,
+            valid and refused is None,
+            version,
+            sse,
+            said.tool_calls,
+            said.finish,
+            refused,
+        )
     if not action and method == "GET":
         return Call("gemini", True, model, False, "", 0, True, version)
     return None

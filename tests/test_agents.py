@@ -4,6 +4,7 @@ finish reasons and the sampling options, blocking, streamed and awaited."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from conftest import USER_HELLO, MakeClient
 
 from llms import ChatResult, SmartClient
 from simulator import Simulator
+from simulator.core import SimRequest
 
 WEATHER = {
     "type": "function",
@@ -26,7 +28,9 @@ WEATHER = {
     },
 }
 CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
-OPENAI_FORMATS = ["openrouter", "groq"]
+PROVIDERS = ["openrouter", "groq", "gemini"]
+UNTHINKING = {"gemini": "gemini/gemini-2.5-flash"}
+"""A model whose answer `max_tokens` cuts: Gemini 3 thinks, and the adapter gives thoughts their own allowance."""
 
 
 def _complete(client: SmartClient, awaited: bool, messages: Any, **options: Any) -> ChatResult:
@@ -62,7 +66,7 @@ def _stream(client: SmartClient, awaited: bool, messages: Any, **options: Any) -
 
 
 @pytest.mark.parametrize("awaited", [False, True], ids=["blocking", "awaited"])
-@pytest.mark.parametrize("provider", OPENAI_FORMATS)
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_tool_call_round_trip(make_client: MakeClient, sim: Simulator, provider: str, awaited: bool) -> None:
     """The answer asks for a tool; its result goes back as a `tool` message; the next answer uses it."""
     client = make_client({provider: 1})
@@ -79,8 +83,7 @@ def test_a_tool_call_round_trip(make_client: MakeClient, sim: Simulator, provide
     ]
     final = _complete(client, awaited, messages, tools=[WEATHER, CLOCK])
     assert (final.text, final.finish_reason, final.tool_calls) == ("The tool said: sunny, 21 °C", "stop", [])
-    sent = sim.requests[1].payload
-    assert sent["tools"] == [WEATHER, CLOCK] and sent["messages"][1]["tool_calls"] == first.tool_calls
+    _assert_round_trip_sent(sim.requests[1], provider, call)
     forced = _complete(
         client,
         awaited,
@@ -92,19 +95,43 @@ def test_a_tool_call_round_trip(make_client: MakeClient, sim: Simulator, provide
     assert _complete(client, awaited, USER_HELLO, tools=[WEATHER], tool_choice="none").finish_reason == "stop"
 
 
+def _assert_round_trip_sent(sent: SimRequest, provider: str, call: dict[str, Any]) -> None:
+    """The second request carried the tools, the call and its result, in the provider's own words."""
+    body = sent.payload
+    if provider != "gemini":
+        assert body["tools"] == [WEATHER, CLOCK] and body["messages"][1]["tool_calls"] == [call]
+        assert body["messages"][2] == {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21 °C"}
+        return
+    assert "/v1beta/" in sent.path  # Gemini's tools live in v1beta
+    [tool] = body["tools"]
+    declarations = tool["functionDeclarations"]
+    assert [d["name"] for d in declarations] == ["get_weather", "get_time"]
+    assert declarations[0]["parameters_json_schema"] == WEATHER["function"]["parameters"]
+    asked, answered = body["contents"][1], body["contents"][2]
+    [part] = asked["parts"]
+    assert asked["role"] == "model"
+    assert part["functionCall"] == {"name": "get_weather", "args": {"city": "sim", "days": 1}}
+    signature = base64.urlsafe_b64decode(part["thoughtSignature"] + "==")
+    assert signature.startswith(b"sim-thought:") and "__thought__" in call["id"]  # Gemini 3's, carried in the id
+    assert answered == {
+        "role": "user",
+        "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny, 21 °C"}}}],
+    }
+
+
 @pytest.mark.parametrize("awaited", [False, True], ids=["blocking", "awaited"])
-@pytest.mark.parametrize("provider", OPENAI_FORMATS)
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_streamed_tool_calls_are_assembled_on_the_result(make_client: MakeClient, provider: str, awaited: bool) -> None:
     client = make_client({provider: 1})
     text, result = _stream(client, awaited, USER_HELLO, tools=[WEATHER])
     assert text == "" and result.finish_reason == "tool_calls"
     assert result.tool_calls[0]["function"]["name"] == "get_weather"
     assert json.loads(result.tool_calls[0]["function"]["arguments"]) == {"city": "sim", "days": 1}
-    text, result = _stream(client, awaited, USER_HELLO, max_tokens=2)
+    text, result = _stream(client, awaited, USER_HELLO, max_tokens=2, model=UNTHINKING.get(provider))
     assert (text, result.finish_reason) == ("Simulated " + provider, "length")
 
 
-@pytest.mark.parametrize("provider", OPENAI_FORMATS)
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_json_output_stop_sequences_and_length(make_client: MakeClient, sim: Simulator, provider: str) -> None:
     client = make_client({provider: 1})
     as_object = client.complete(USER_HELLO, response_format={"type": "json_object"})
@@ -119,11 +146,16 @@ def test_json_output_stop_sequences_and_length(make_client: MakeClient, sim: Sim
     assert json.loads(client.complete(USER_HELLO, response_format=schema).text) == {"name": "sim", "age": 1}
     stopped = client.complete([{"role": "user", "content": "Hello there friend"}], stop=["there", "zzz"])
     assert (stopped.text, stopped.finish_reason) == (f"Simulated {provider} reply to: Hello ", "stop")
-    cut = client.complete(USER_HELLO, max_tokens=3)
+    cut = client.complete(USER_HELLO, max_tokens=3, model=UNTHINKING.get(provider))
     assert (cut.text, cut.finish_reason) == (f"Simulated {provider} reply", "length")
     sampled = client.complete(USER_HELLO, top_p=0.9, seed=7, presence_penalty=0.5, frequency_penalty=-0.5)
     assert sampled.finish_reason == "stop"
     sent = sim.requests[-1].payload
+    if provider == "gemini":
+        sent = sent["generationConfig"]
+        sent = {"top_p": sent["topP"], "seed": sent["seed"]} | {
+            k: sent[c] for k, c in [("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")]
+        }
     assert (sent["top_p"], sent["seed"], sent["presence_penalty"], sent["frequency_penalty"]) == (0.9, 7, 0.5, -0.5)
 
 

@@ -61,6 +61,8 @@ ROWS = {
     ("gemini", "leaked_key"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
     ("gemini", "overloaded"): (OutcomeKind.TRANSIENT, Scope.KEY, False, False),
     ("gemini", "model_withdrawn"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("gemini", "missing_thought_signature"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("gemini", "unknown_call_id"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
     ("cerebras", "invalid_key"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
     ("cerebras", "no_auth"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
     ("cerebras", "rate_limit_rpm"): (OutcomeKind.RATE_LIMIT, Scope.MODEL, False, False),

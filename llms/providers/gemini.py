@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import llms.providers.gemini_agents as agents
 from config.api_keys import ApiKey
 from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, Scope, rejected, transient
@@ -55,6 +56,7 @@ the system prompt and the thinking settings reach that version."""
 
 _NO_QUOTA = re.compile(r"limit:\s*0\b|doesn't have a free quota tier", re.I)
 _PREPAY = re.compile(r"prepayment credits are depleted", re.I)
+_HISTORY = re.compile(r'thought_signature|Unknown name "id"', re.I)
 _UNAVAILABLE_MODEL = re.compile(r"no longer available|is not found for API version", re.I)
 
 
@@ -97,6 +99,8 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
         return Outcome(OutcomeKind.NO_ACCESS, status, message, scope=Scope.ACCOUNT)
     if status == 404 or _UNAVAILABLE_MODEL.search(message):
         return rejected(message, status, config=True)
+    if status == 400 and _HISTORY.search(message):
+        return rejected(message, status)  # Gemini's own demands on a conversation: another provider has none
     if status == 403 and error.get("status") == "PERMISSION_DENIED":
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
     return classify_common(status, message, None)
@@ -128,6 +132,15 @@ _NO_TEXT = {
 }
 
 
+_GLITCHES = {
+    "MALFORMED_FUNCTION_CALL": "the model wrote a function call it could not parse",
+    "UNEXPECTED_TOOL_CALL": "the model called a tool it was not offered",
+    "MALFORMED_RESPONSE": "the model's answer was malformed",
+}
+"""Finish reasons that are the model's slip, not the request's fault: another try may well succeed
+(vercel/ai#5039 shows the empty candidate)."""
+
+
 def check_answer(response: Any, *, streaming: bool) -> Outcome:
     """A 200 is an answer only with text: a blocked prompt or a candidate that stopped before any text is not.
 
@@ -139,9 +152,11 @@ def check_answer(response: Any, *, streaming: bool) -> Outcome:
         if feedback is not None and feedback.block_reason:
             return rejected(f"prompt blocked by Gemini ({_enum(feedback.block_reason)})", 200)
         return OK if streaming else transient("answer had no candidates", 200)
-    if text_of(response) or streaming:
+    if text_of(response) or streaming or agents.tool_calls_of(response.candidates[0]):
         return OK
     finish = _enum(response.candidates[0].finish_reason) or "none"
+    if finish in _GLITCHES:
+        return transient(f"answer had no text (finishReason {finish}: {_GLITCHES[finish]})", 200)
     return rejected(f"answer had no text (finishReason {finish}: {_NO_TEXT.get(finish, 'no text')})", 200)
 
 
@@ -162,10 +177,15 @@ def thinking(model: str) -> tuple[dict[str, Any], int]:
         return {"thinking_budget": 128}, 128
     if name.startswith("gemini-2.5"):
         return {"thinking_budget": 0}, 0
-    generation = re.match(r"gemini-(\d+)", name)
-    if generation and int(generation.group(1)) >= 3:
+    if generation(model) >= 3:
         return ({"thinking_level": "LOW"}, 1024) if "pro" in name else ({"thinking_level": "MINIMAL"}, 256)
     return {}, 0
+
+
+def generation(model: str) -> int:
+    """The model's major version (`gemini-3.5-flash` → 3); 0 when the name does not say."""
+    found = re.match(r"gemini-(\d+)", model.removeprefix("models/").lower())
+    return int(found.group(1)) if found else 0
 
 
 class GeminiAdapter:
@@ -187,11 +207,20 @@ class GeminiAdapter:
         budget = Budget(self._timeout, self._max_bytes)
         try:
             with budget.active():
-                response = self._client(key).models.generate_content(model=model, contents=contents, config=config)
+                client = self._client(key, _version(request))
+                response = client.models.generate_content(model=model, contents=contents, config=config)
         except Exception as exc:
             raise ProviderError(self._outcome_of(exc, budget)) from None
         self._raise_unless_ok(check_answer(response, streaming=False))
-        return Completion(text=text_of(response), model=response.model_version or model, usage=_usage(response))
+        candidate = response.candidates[0] if response.candidates else None
+        calls = agents.tool_calls_of(candidate, answer_id=response.response_id or "")
+        return Completion(
+            text=text_of(response),
+            model=response.model_version or model,
+            usage=_usage(response),
+            tool_calls=calls,
+            finish_reason=agents.finish_reason(_enum(candidate.finish_reason) if candidate else "", bool(calls)),
+        )
 
     def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
         model = request.model or self.model
@@ -199,9 +228,8 @@ class GeminiAdapter:
         budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
         try:
             with budget.active():
-                chunks = iter(
-                    self._client(key).models.generate_content_stream(model=model, contents=contents, config=config)
-                )
+                client = self._client(key, _version(request))
+                chunks = iter(client.models.generate_content_stream(model=model, contents=contents, config=config))
                 first = next(chunks, None)
         except Exception as exc:
             raise ProviderError(self._outcome_of(exc, budget)) from None
@@ -217,7 +245,7 @@ class GeminiAdapter:
         budget = Budget(timeout or self._timeout, self._max_bytes)
         try:
             with budget.active():
-                pager = self._client(key).models.list(config={"page_size": 1})
+                pager = self._client(key, API_VERSION).models.list(config={"page_size": 1})
                 next(iter(pager), None)
         except Exception as exc:
             return self._outcome_of(exc, budget)
@@ -233,12 +261,14 @@ class GeminiAdapter:
         if outcome.kind is not OutcomeKind.OK:
             raise ProviderError(outcome.redacted(self._secrets))
 
-    def _client(self, key: ApiKey) -> genai.Client:
-        client = self._clients.get(key.fingerprint)
+    def _client(self, key: ApiKey, version: str) -> genai.Client:
+        """One SDK client per key and API version (its key is fixed at construction: safe for rotation)."""
+        name = f"{key.fingerprint}/{version}"
+        client = self._clients.get(name)
         if client is not None:
             return client
         with self._lock:
-            client = self._clients.get(key.fingerprint)
+            client = self._clients.get(name)
             if client is None:
                 from google import genai
                 from google.genai import types
@@ -247,27 +277,51 @@ class GeminiAdapter:
                     api_key=key.secret,
                     http_options=types.HttpOptions(
                         base_url=self._base_url,
-                        api_version=API_VERSION,
+                        api_version=version,
                         timeout=max(1, int(self._timeout * 1000)),
                         retry_options=types.HttpRetryOptions(attempts=1),
                         httpx_client=gemini_http_client(self._timeout),
                     ),
                 )
-                self._clients[key.fingerprint] = client
+                self._clients[name] = client
             return client
 
     def _translate(self, request: ChatRequest, model: str) -> tuple[list[Any], Any]:
-        """OpenAI-style messages to Gemini contents: system → system_instruction, assistant → model, images inline."""
+        """OpenAI-style messages to Gemini contents: system → system_instruction, assistant → model, images inline,
+        tool calls and results as function parts, the agent options as config (`gemini_agents`). What Gemini
+        cannot take is refused here, before any call: another provider may take it."""
+        try:
+            return self._contents_and_config(request, model)
+        except agents.Refused as exc:
+            raise ProviderError(rejected(f"Gemini cannot take this request: {exc}", None)) from None
+
+    def _contents_and_config(self, request: ChatRequest, model: str) -> tuple[list[Any], Any]:
         from google.genai import types
 
         system: list[str] = []
         contents: list[types.Content] = []
+        names = agents.call_names(request.messages)
         for message in request.messages:
-            if message["role"] == "system":
+            role = message["role"]
+            if role == "system":
                 system.append(message_text(message["content"]))
                 continue
-            role = "model" if message["role"] == "assistant" else "user"
-            contents.append(types.Content(role=role, parts=_parts(message["content"])))
+            if role == "tool":
+                part = agents.function_response_part(message, names)
+                if (
+                    contents
+                    and contents[-1].role == "user"
+                    and contents[-1].parts
+                    and contents[-1].parts[-1].function_response
+                ):
+                    contents[-1].parts.append(part)  # parallel calls answered in one turn
+                else:
+                    contents.append(types.Content(role="user", parts=[part]))
+                continue
+            parts = _parts(message["content"]) if message.get("content") else []
+            if role == "assistant" and message.get("tool_calls"):
+                parts += agents.function_call_parts(message["tool_calls"], signed=generation(model) >= 3)
+            contents.append(types.Content(role="model" if role == "assistant" else "user", parts=parts))
         lowest, allowance = thinking(model)
         max_output = request.max_tokens + allowance if request.max_tokens else None
         config = types.GenerateContentConfig(
@@ -275,6 +329,7 @@ class GeminiAdapter:
             max_output_tokens=max_output,
             system_instruction="\n\n".join(system) if system else None,
             thinking_config=types.ThinkingConfig(**lowest) if lowest else None,
+            **agents.generation_options(request.options),
         )
         return contents, config
 
@@ -287,6 +342,11 @@ class GeminiAdapter:
                     reply.usage = _usage(chunk)
                 if chunk.model_version:
                     reply.model = chunk.model_version
+                candidate = chunk.candidates[0] if chunk.candidates else None
+                reply.tool_calls += agents.tool_calls_of(candidate, len(reply.tool_calls), chunk.response_id or "")
+                if candidate is not None and candidate.finish_reason:
+                    reason = _enum(candidate.finish_reason)
+                    reply.finish_reason = agents.finish_reason(reason, bool(reply.tool_calls))
                 text = text_of(chunk)
                 if text:
                     budget.extend(self._timeout)
@@ -317,6 +377,11 @@ class GeminiAdapter:
         else:
             outcome = transient(f"unreadable answer ({type(exc).__name__})")
         return outcome.redacted(self._secrets)
+
+
+def _version(request: ChatRequest) -> str:
+    """Tools, tool choice and JSON output are Gemini's `v1beta` API's: a request carrying them goes there."""
+    return "v1beta" if agents.needs_beta(request.options) else API_VERSION
 
 
 def _parts(content: Any) -> list[Any]:

@@ -7,9 +7,10 @@ and `probe_outcome` (a call that spends no tokens), `quota` (what a success says
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -161,7 +162,7 @@ class OpenAICompatAdapter:
     def _payload(self, request: ChatRequest, stream: bool) -> bytes:
         payload: dict[str, Any] = {
             "model": request.model or self.model,
-            "messages": list(request.messages),
+            "messages": _short_call_ids(request.messages),
             **request.options,  # tools, response_format, stop, …: OpenAI's shapes, which these providers take as is
         }
         if request.temperature is not None:
@@ -436,3 +437,29 @@ def usage_of(raw: Any) -> Usage:
         return Usage(prompt, completion, max(0, int(raw.get("total_tokens") or prompt + completion)))
     except (TypeError, ValueError, OverflowError):
         return Usage()
+
+
+MAX_CALL_ID = 40
+"""OpenAI refuses a tool call id longer than 40 characters ("string too long. Expected a string with maximum
+length 40", also through OpenRouter: openclaw#875); Gemini's ids carry its thought signature and run longer."""
+
+
+def _short_call_ids(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The messages, with every tool call id over `MAX_CALL_ID` replaced by a stable hash of it, the same in the
+    assistant's `tool_calls` and in the `tool` message that answers it."""
+
+    def short(call_id: str) -> str:
+        if len(call_id) <= MAX_CALL_ID:
+            return call_id
+        return "call_" + hashlib.sha256(call_id.encode()).hexdigest()[:32]
+
+    out: list[Mapping[str, Any]] = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        if calls:
+            calls = [{**call, "id": short(call["id"])} for call in calls]
+            message = {**message, "tool_calls": calls}
+        if message.get("role") == "tool":
+            message = {**message, "tool_call_id": short(message["tool_call_id"])}
+        out.append(message)
+    return out
