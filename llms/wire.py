@@ -34,6 +34,16 @@ CONTEXT_WORDS = re.compile(
 )
 MODERATION_WORDS = re.compile(r"moderation|flagged|safety|guardrail", re.I)
 KEY_WORDS = re.compile(r"api.?key|user not found|unauthori[sz]ed|authenticat", re.I)
+CAPABILITY_WORDS = re.compile(
+    r"support(s|ed)? tool use|support the provided 'tool_choice'|does not support (tools|tool|function|response format)"
+    r"|(function calling|json mode) is not (enabled|supported)|function calling with a response mime type"
+    r"|tool choice requires",
+    re.I,
+)
+"""A model that cannot take the request's tools or JSON output (OpenRouter 404 "No endpoints found that support
+tool use", Groq 400 "This model does not support response format `json_schema`", Gemini 400 "Function calling is
+not enabled for models/gemma-…", Ollama "… does not support tools", vLLM "auto tool choice requires …"): the
+request's problem with that model only; another model may take it."""
 
 
 def parse_duration(text: str) -> float | None:
@@ -173,6 +183,8 @@ def classify_common(status: int, message: str, hint: float | None) -> Outcome:
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
     if status == 402:
         return Outcome(OutcomeKind.NO_CREDITS, status, message)
+    if status in (400, 404, 422) and CAPABILITY_WORDS.search(message):
+        return rejected(message, status)  # not the model's configuration: other requests still fit it
     if status == 413 or (status == 400 and (CONTEXT_WORDS.search(message) or MODERATION_WORDS.search(message))):
         return rejected(message, status)
     if status == 403:

@@ -16,6 +16,14 @@ from typing import Any
 
 _CALL_IDS = itertools.count(1)
 
+UNABLE: dict[tuple[str, str], tuple[str, str]] = {
+    ("openrouter", "deepseek/deepseek-r1:free"): ("tools", "no_tool_endpoints"),
+    ("groq", "llama-3.3-70b-versatile"): ("json_schema", "json_schema_unsupported"),
+    ("gemini", "gemma-3-27b-it"): ("tools", "function_calling_not_enabled"),
+}
+"""(provider, model) → (what the model cannot take, the recorded refusal): one model per provider, as users met
+them (sources in simulator/wire/), so that failover from a model that cannot to one that can is tested."""
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -160,3 +168,12 @@ def gemini_request(data: dict[str, Any], reply: str) -> Answer:
         stop=_field(config, "stopSequences"),
         max_tokens=_field(config, "maxOutputTokens"),
     )
+
+
+def unable(provider: str, model: str | None, *, tools: bool, json_schema: bool) -> tuple[str, dict[str, str]] | None:
+    """The recorded refusal of a model asked for what it cannot do (`UNABLE`), with its values."""
+    lacking = UNABLE.get((provider, model or ""))
+    if lacking is None:
+        return None
+    asked = {"tools": tools, "json_schema": json_schema}[lacking[0]]
+    return (lacking[1], {"model": model or ""}) if asked else None

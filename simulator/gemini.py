@@ -145,8 +145,6 @@ def render_gemini(call: Call, plan: Plan, step: Step, label: str) -> Reply:
         if call.stream and call.sse:
             return Reply(200, dict(SSE_HEADERS), events=[sse_event(body, b"\r\n\r\n")])
         return json_reply(200, body, indent=2)
-    if step is Step.BAD_REQUEST and call.refusal:
-        return render_wire(call, call.refusal[0], call.refusal[1], indent=2)
     if step not in OKISH and step is not Step.MID_STREAM_ERROR:
         status, message = _GEMINI_ERRORS[step]
         details = _API_KEY_INVALID if step is Step.INVALID_KEY else None

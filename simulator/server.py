@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from simulator.agents import Answer, gemini_request, openai_request
+from simulator.agents import Answer, gemini_request, openai_request, unable
 from simulator.compat import render_compat
 from simulator.core import (
     DEFAULT_MODEL,
@@ -50,6 +50,7 @@ from simulator.core import (
     Step,
     Window,
     json_reply,
+    render_wire,
     status_for,
     wire_examples,
 )
@@ -144,16 +145,20 @@ def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
                 model = data.get("model") if isinstance(data, dict) else None
                 stream = isinstance(data, dict) and data.get("stream") is True
                 said = openai_request(data, _reply_text(provider, last, image)) if valid else Answer("")
+                model = model if isinstance(model, str) else None
+                schema = isinstance(data, dict) and (data.get("response_format") or {}).get("type") == "json_schema"
+                refused = unable(provider, model, tools=bool(data.get("tools")), json_schema=schema) if valid else None
                 return Call(
                     provider,
                     False,
-                    model if isinstance(model, str) else None,
+                    model,
                     stream,
                     said.text,
                     words,
-                    valid,
+                    valid and refused is None,
                     tool_calls=said.tool_calls,
                     finish=said.finish,
+                    refusal=refused,
                 )
             if method == "GET" and rest == probe:
                 return Call(provider, True, None, False, "", 0, True)
@@ -167,7 +172,12 @@ def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
         last, words, image, valid = _gemini_parse(data)
         stream = action == "streamGenerateContent"
         sse = "alt=sse" in query
-        refused = gemini_refusal(data, model or "") if valid else None
+        refused = None
+        if valid:
+            config = data.get("generationConfig") or {}
+            schema = bool(config.get("responseJsonSchema") or config.get("responseSchema"))
+            refused = unable("gemini", model, tools=bool(data.get("tools")), json_schema=schema)
+            refused = refused or gemini_refusal(data, model or "")
         said = gemini_request(data, _reply_text("gemini", last, image)) if valid else Answer("")
         return Call(
             "gemini",
@@ -207,7 +217,7 @@ def _status(call: Call, step: Step) -> int:
     """The status the answer will carry, logged before it is rendered."""
     if call.probe and step is Step.NO_CREDITS and call.provider == "openrouter":
         return 200
-    name = WIRE_STEPS[call.provider].get(step)
+    name = call.refusal[0] if step is Step.BAD_REQUEST and call.refusal else WIRE_STEPS[call.provider].get(step)
     if name is not None:
         return int(wire_examples(call.provider)[name]["status"])
     return 200 if step is Step.TOKENS_SPENT else status_for(call.provider, step, call.stream)
@@ -219,6 +229,8 @@ def _render(call: Call, plan: Plan, label: str) -> Reply:
         step = Step.SERVER_ERROR
     if step is Step.GARBAGE:
         return Reply(200, {"Content-Type": "text/html"}, GARBAGE)
+    if step is Step.BAD_REQUEST and call.refusal:  # refused for what it asked: the provider's recorded words
+        return render_wire(call, *call.refusal, indent=2 if call.provider == "gemini" else None)
     return _RENDERERS[call.provider](call, plan, step, label)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import USER_HELLO, MakeClient
 
-from llms import ChatResult, SmartClient
+from llms import ChatResult, RequestRejectedError, SmartClient
 from simulator import Simulator
 from simulator.core import SimRequest
 
@@ -194,3 +194,49 @@ def test_malformed_options_fail_before_any_call(
         with pytest.raises(ValueError, match=r"messages\[1\]"):
             client.complete(messages)
     assert sim.calls() == 0
+
+
+@pytest.mark.parametrize(
+    ("alias", "options", "answered_by"),
+    [
+        (  # OpenRouter: 404 "No endpoints found that support tool use" for this model
+            "openrouter/deepseek/deepseek-r1:free,groq/openai/gpt-oss-20b",
+            {"tools": [WEATHER]},
+            ("groq", "openai/gpt-oss-20b"),
+        ),
+        (  # Groq: 400 "This model does not support response format `json_schema`"; another Groq model takes it
+            "groq/llama-3.3-70b-versatile,groq/openai/gpt-oss-20b",
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
+            ("groq", "openai/gpt-oss-20b"),
+        ),
+        (  # Gemini: 400 "Function calling is not enabled for models/gemma-3-27b-it"
+            "gemini/gemma-3-27b-it,gemini/gemini-2.5-flash",
+            {"tools": [WEATHER]},
+            ("gemini", "gemini-2.5-flash"),
+        ),
+    ],
+    ids=["openrouter-tools", "groq-json-schema", "gemini-tools"],
+)
+def test_a_model_that_cannot_take_tools_or_json_hands_the_request_on_and_cools_nothing(
+    make_client: MakeClient, alias: str, options: dict[str, Any], answered_by: tuple[str, str]
+) -> None:
+    client = make_client({"openrouter": 1, "groq": 1, "gemini": 1}, LLM_ALIAS_AGENT=alias)
+    for _ in range(4):  # more than the three errors that would cool a key, were these failures
+        result = client.complete(USER_HELLO, model="agent", **options)
+        assert (result.provider, result.model) == answered_by
+        assert [a.kind for a in result.attempts] == ["request_error", "ok"]
+    for status in client.provider_statuses():
+        assert status.problem is None  # the model is configured right: it just cannot do this
+        assert all(k.available and not k.consecutive_failures for k in status.keys)
+    plain = client.complete(USER_HELLO, model=alias.split(",")[0])  # without tools / a schema it still answers
+    assert plain.text and len(plain.attempts) == 1
+
+
+def test_when_no_model_can_take_the_tools_every_reason_is_told(make_client: MakeClient) -> None:
+    client = make_client(
+        {"openrouter": 1, "gemini": 1}, LLM_ALIAS_AGENT="openrouter/deepseek/deepseek-r1:free,gemini/gemma-3-27b-it"
+    )
+    with pytest.raises(RequestRejectedError) as caught:
+        client.complete(USER_HELLO, model="agent", tools=[WEATHER])
+    assert "support tool use" in str(caught.value) and "Function calling is not enabled" in str(caught.value)
+    assert all(k.available for s in client.provider_statuses() for k in s.keys)
