@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import json
 import math
 import mimetypes
 import threading
@@ -106,9 +107,11 @@ class Turn:
     warning: str = ""
     fallback: Fallback | None = None
     retry_at: float | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
     def message(self) -> dict[str, Any] | None:
-        """The OpenAI-style message for this turn (None for error-only turns)."""
+        """The OpenAI-style message for this turn (None for error-only turns, and for an answer that only asked
+        for tools: the page runs no tools, so the call is shown but not sent back unanswered)."""
         if not self.text and not self.images:
             return None
         if not self.images:
@@ -125,6 +128,30 @@ class ChatOptions:
     max_tokens: int = 500
     model: str = "auto"
     """A model selector (`llms.routing`): `auto`, an alias, a provider, `provider/model` or a model id."""
+    tools: bool = False
+    """Offer `DEMO_TOOLS` to the model, to show a tool call an answer asks for."""
+
+
+DEMO_TOOLS = (
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "The current time in a time zone",
+            "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]},
+        },
+    },
+)
+"""Two functions a model may ask for when "Offer demo tools" is on: the page shows the call (name and arguments),
+as an agent would receive it."""
 
 
 def history() -> list[Turn]:
@@ -233,6 +260,7 @@ def _answer(
             wait=wait,
             on_attempt=trail.record if trail else None,
             model=options.model,
+            **({"tools": list(DEMO_TOOLS)} if options.tools else {}),
         )
         first = first_piece(stream, trail.poll if trail else None)
         write_stream(relay(itertools.chain([first] if first is not None else [], stream)))
@@ -271,6 +299,7 @@ def _answer(
         caption=answer_caption(result),
         attempts=result.attempts,
         fallback=fallback_of(result, client.provider_statuses(), client_time()),
+        tool_calls=tuple(result.tool_calls),
     )
 
 
@@ -520,8 +549,23 @@ def attempts_frame(attempts: Iterable[Attempt]) -> pd.DataFrame:
     return frame.astype({"HTTP": "Int64"})
 
 
+def render_tool_calls(calls: Sequence[dict[str, Any]]) -> None:
+    """Each tool call an answer asked for: the function's name and its arguments as JSON."""
+    for call in calls:
+        function = call.get("function") or {}
+        st.markdown(f":blue-badge[:material/build: tool call] **{md_escape(str(function.get('name', '?')))}**")
+        try:
+            arguments = json.dumps(json.loads(function.get("arguments") or "{}"), indent=2, ensure_ascii=False)
+        except ValueError:
+            arguments = str(function.get("arguments"))
+        st.code(arguments, language="json")
+
+
 def render_details(turn: Turn) -> None:
-    """Fallback badge, caption, warnings and the attempts expander (more than one attempt) under an answer."""
+    """Tool calls, fallback badge, caption, warnings and the attempts expander (more than one attempt) under an
+    answer."""
+    if turn.tool_calls:
+        render_tool_calls(turn.tool_calls)
     if turn.fallback is not None:
         st.markdown(f":orange-badge[:material/alt_route: {md_escape(turn.fallback.label(client_time()))}]")
     if turn.error:
@@ -559,6 +603,7 @@ _OPTION_KEYS = {
     "temperature": _DEFAULTS.temperature,
     "max_tokens": _DEFAULTS.max_tokens,
     "model": _DEFAULTS.model,
+    "tools": _DEFAULTS.tools,
 }
 
 
@@ -593,10 +638,18 @@ def options_sidebar(models: Sequence[str] = ("auto",)) -> ChatOptions:
         st.number_input(
             "Max tokens", 1, 32_000, step=100, key="_chat_max_tokens", on_change=_store, args=("max_tokens",)
         )
+        st.toggle(
+            "Offer demo tools",
+            key="_chat_tools",
+            on_change=_store,
+            args=("tools",),
+            help="Offer get_weather and get_time: an answer may ask to call one; the page shows the call.",
+        )
         st.button("Clear chat", icon=":material/delete_sweep:", on_click=clear_history, width="stretch")
     return ChatOptions(
         system_prompt=st.session_state.chat_system_prompt,
         temperature=float(st.session_state.chat_temperature),
         max_tokens=int(st.session_state.chat_max_tokens),
         model=str(st.session_state.chat_model or "auto"),
+        tools=bool(st.session_state.chat_tools),
     )

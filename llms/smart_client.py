@@ -747,7 +747,8 @@ class ChatStream(_StreamView, Iterator[str]):
         try:
             return next(self._pieces)
         except StopIteration as done:
-            self._run.result = done.value
+            if done.value is not None:  # a finished generator ends again with None: keep the result it gave
+                self._run.result = done.value
             raise
 
     def close(self) -> None:

@@ -240,3 +240,12 @@ def test_when_no_model_can_take_the_tools_every_reason_is_told(make_client: Make
         client.complete(USER_HELLO, model="agent", tools=[WEATHER])
     assert "support tool use" in str(caught.value) and "Function calling is not enabled" in str(caught.value)
     assert all(k.available for s in client.provider_statuses() for k in s.keys)
+
+
+def test_a_finished_stream_keeps_its_result_when_read_again(make_client: MakeClient) -> None:
+    """A tool-only answer streams no text: a caller that polls for a first piece and then drains the stream (the
+    chat page does) must still find the result."""
+    stream = make_client({"groq": 1}).chat_stream(USER_HELLO, tools=[WEATHER])
+    assert next(stream, None) is None
+    assert list(stream) == []
+    assert stream.result is not None and stream.result.tool_calls[0]["function"]["name"] == "get_weather"

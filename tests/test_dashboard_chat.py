@@ -3,6 +3,7 @@ AppTest against the simulator over real HTTP (fixtures and helpers shared with t
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -332,3 +333,23 @@ def test_simulate_panel_is_demo_only(env: pytest.MonkeyPatch, sim: Simulator) ->
     use_keys(env, sim, {"groq": 1})
     app().run()
     assert not panel().run().button
+
+
+# --- tool calls ---------------------------------------------------------------------------------------------------
+
+
+def test_a_tool_call_the_answer_asks_for_is_shown_with_its_arguments(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 1})
+    at = app().run()
+    at.toggle(key="_chat_tools").set_value(True).run()
+    chat(at, "What is the weather?")
+    shown = [m.value for m in at.chat_message[-1].markdown]
+    assert any("tool call" in text and "get\\_weather" in text for text in shown), shown
+    [code] = at.chat_message[-1].code
+    assert json.loads(code.value) == {"city": "sim"}
+    assert sim.requests[-1].payload["tools"][0]["function"]["name"] == "get_weather"
+    at.toggle(key="_chat_tools").set_value(False).run()
+    chat(at, "Hello again")  # the unanswered call is not sent back: the next request is well formed
+    assert "tools" not in sim.requests[-1].payload
+    assert [m["role"] for m in sim.requests[-1].payload["messages"]] == ["system", "user", "user"]
+    assert at.chat_message[-1].markdown[0].value.startswith("Simulated groq reply")
