@@ -144,10 +144,12 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(await state.run(state.metrics.render), media_type=CONTENT_TYPE)
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         text = exc.detail if isinstance(exc, HTTPException) else "Internal error."
-        return _error(ApiError(status, text, code="not_found" if status == 404 else None))
+        if status in (404, 405):  # name what was asked and what is served: a bare "Not Found" reads as a bad model
+            text = f"{request.method} {request.url.path} is not served here. This gateway serves: {_served(request)}."
+        return _error(ApiError(status, text, code={404: "not_found", 405: "method_not_allowed"}.get(status)))
 
     async def internal_error(_: Request, exc: Exception) -> Response:
         """A bug must not hand its traceback (or anything in it) to a caller: OpenAI's shape, the type's name only
@@ -230,6 +232,12 @@ def _too_large(limit: int) -> ApiError:
         code="request_too_large",
         headers={"Connection": "close"},  # the rest of the body stays unread: this connection cannot be reused
     )
+
+
+def _served(request: Request) -> str:
+    """The OpenAI paths this app answers, with their methods, from its own routing table."""
+    routes = [r for r in request.app.routes if isinstance(r, Route) and r.path.startswith("/v1/")]
+    return ", ".join(f"{'/'.join(sorted((r.methods or set()) - {'HEAD'}))} {r.path}" for r in routes)
 
 
 def _unknown_model(pool: ClientPool, name: str) -> ApiError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import httpx
+import openai
 import pytest
 from pydantic import BaseModel
 from test_gateway import HELLO, StartGateway, start_gateway  # noqa: F401 - the fixture, shared
@@ -92,3 +94,16 @@ def test_structured_output_stop_and_length_through_the_sdk(start_gateway: StartG
         sdk.chat.completions.create(model=UNTHINKING.get(provider, provider), messages=HELLO, max_tokens=2, stream=True)
     )
     assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == "length"
+
+
+def test_an_unknown_path_is_a_404_in_openais_shape_naming_what_is_served(start_gateway: StartGateway) -> None:  # noqa: F811
+    gw = start_gateway({"groq": 1})
+    with pytest.raises(openai.NotFoundError) as caught:
+        gw.sdk().batches.list()
+    error = caught.value.body
+    assert isinstance(error, dict) and error["code"] == "not_found"
+    assert "GET /v1/batches is not served here" in error["message"]
+    assert "POST /v1/chat/completions" in error["message"] and "GET /v1/models" in error["message"]
+    wrong_method = httpx.get(f"{gw.url}/v1/chat/completions", timeout=10)
+    assert wrong_method.status_code == 405 and "POST /v1/chat/completions" in wrong_method.json()["error"]["message"]
+    assert gw.sim.calls() == 0
