@@ -49,9 +49,9 @@ def build_gateway(env: Mapping[str, str] | None = None, *, demo: bool = False, d
     gateway_settings = load_gateway_settings(environ)
     if not demo:
         return Gateway(ClientPool(load_settings(env, dotenv_path=dotenv_path)), gateway_settings)
-    from simulator import start_demo  # the fake providers are imported only for the demo
+    from simulator import FREE_TIER_LIMITS, start_demo  # the fake providers are imported only for the demo
 
-    simulator, demo_env = start_demo(environ)
+    simulator, demo_env = start_demo(environ, FREE_TIER_LIMITS)
     try:
         pool = ClientPool(load_settings(demo_env, dotenv_path=None))
     except Exception:

@@ -8,6 +8,16 @@ Outside the client package on purpose: the client path never imports it; the das
 """
 
 from simulator.core import DEMO_KEYS, PROVIDERS, SimRequest, Step
-from simulator.server import DEMO_LIMITS, Simulator, main, start_demo
+from simulator.server import DEMO_LIMITS, FREE_TIER_LIMITS, Simulator, main, start_demo
 
-__all__ = ["DEMO_KEYS", "DEMO_LIMITS", "PROVIDERS", "SimRequest", "Simulator", "Step", "main", "start_demo"]
+__all__ = [
+    "DEMO_KEYS",
+    "DEMO_LIMITS",
+    "FREE_TIER_LIMITS",
+    "PROVIDERS",
+    "SimRequest",
+    "Simulator",
+    "Step",
+    "main",
+    "start_demo",
+]

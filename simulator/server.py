@@ -640,16 +640,25 @@ DEMO_LIMITS: dict[str, tuple[int, float]] = {
 """(requests, window seconds) per demo key. OpenRouter's window is counted in requests over ten minutes, not per
 minute, so its four keys are spent by the fifth message at any typing pace (a per-minute window refills while a
 presenter talks); Groq's and Gemini's keys then carry the demo."""
+FREE_TIER_LIMITS: dict[str, tuple[int, float]] = {
+    "openrouter": (20, 60.0),
+    "groq": (30, 60.0),
+    "gemini": (10, 60.0),
+}
+"""(requests, window seconds) per demo key as the providers' free tiers document them (README, provider facts):
+the gateway's demo serves programs, and an agent's tool loop sends a burst no presenter's typing would."""
 
 
-def start_demo(env: Mapping[str, str]) -> tuple[Simulator, dict[str, str]]:
+def start_demo(
+    env: Mapping[str, str], limits: Mapping[str, tuple[int, float]] = DEMO_LIMITS
+) -> tuple[Simulator, dict[str, str]]:
     """Demo mode for any front end (the dashboard, the gateway): the fake providers, started, with the demo keys,
     and the environment a client needs for them. The operator's `LLM_*` tuning in `env` (cooldowns, order,
     timeouts) carries over; the state store does not: demo keys live in memory, never in the operator's SQLite
     file or Redis."""
     simulator = Simulator(latency=DEMO_LATENCY).start()
     tuning = {k: v for k, v in env.items() if k.startswith("LLM_") and k != "LLM_STATE_URL"}
-    return simulator, {**tuning, "LLM_STATE_URL": "memory://", **simulator.add_demo_keys(limits=DEMO_LIMITS)}
+    return simulator, {**tuning, "LLM_STATE_URL": "memory://", **simulator.add_demo_keys(limits=limits)}
 
 
 def main(argv: list[str] | None = None) -> int:

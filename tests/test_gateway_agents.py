@@ -107,3 +107,40 @@ def test_an_unknown_path_is_a_404_in_openais_shape_naming_what_is_served(start_g
     wrong_method = httpx.get(f"{gw.url}/v1/chat/completions", timeout=10)
     assert wrong_method.status_code == 405 and "POST /v1/chat/completions" in wrong_method.json()["error"]["message"]
     assert gw.sim.calls() == 0
+
+
+def test_the_demo_gateway_carries_an_agent_burst() -> None:
+    """`python -m llms serve --demo` serves programs: the demo keys have the providers' free-tier limits, so an
+    agent's burst of tool-loop calls is answered (the dashboard's presenter-paced limits would run dry by ~16)."""
+    import threading
+    import time
+
+    import uvicorn
+    from conftest import free_port, in_threads
+
+    from gateway.server import build_gateway, uvicorn_config
+
+    gateway = build_gateway({}, demo=True)
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(gateway.app(), "127.0.0.1", port, gateway.settings))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.01)
+        sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+
+        def agent_steps() -> list[str | None]:
+            return [
+                sdk.chat.completions.create(model="auto", messages=HELLO, tools=[WEATHER]).choices[0].finish_reason
+                for _ in range(5)
+            ]
+
+        reasons = [reason for steps in in_threads(8, agent_steps) for reason in steps]
+        assert reasons == ["tool_calls"] * 40
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        gateway.close()
