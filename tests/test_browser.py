@@ -225,6 +225,14 @@ def test_an_operator_chats_filters_disables_tests_and_is_alerted(
             page.wait_for_timeout(300)
             page.screenshot(path=DOCS / "screenshot-chat.png")
 
+            # What an agent sees: with the demo tools offered, the answer asks for a call; the page shows it.
+            page.locator('[data-testid="stSidebar"]').get_by_text("Offer demo tools").click()
+            _send(page, "Weather in Paris?")
+            expect(page.get_by_text(re.compile(r"tool call"))).to_be_visible()
+            expect(page.locator('[data-testid="stChatMessage"]').last).to_contain_text("get_weather")
+            expect(page.locator('[data-testid="stCode"]').last).to_contain_text('"city": "sim"')
+            page.locator('[data-testid="stSidebar"]').get_by_text("Offer demo tools").click()
+
             # Status opens on the keys that need attention; "Parked" narrows it to the revoked key.
             _nav(page, "Status")
             expect(page.get_by_text("🟢 2/4 available · 🟠 1 cooling · 🔴 1 parked")).to_be_visible()
