@@ -327,7 +327,8 @@ class KeyManager:
                 self.ended += 1
                 self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
-                    self._inflight_limits[subject].succeeded(quota.remaining if quota is not None else None)
+                    at_once = quota.remaining if quota is not None and not quota.per_day else None
+                    self._inflight_limits[subject].succeeded(at_once)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._inflight_limits[subject].limited()
                 self._saturate(key, subject, part)
@@ -479,7 +480,7 @@ class KeyManager:
         if quota is None:
             return None
         remaining = quota.remaining if quota.remaining is None or quota.remaining >= 0 else 0
-        return QuotaHint(remaining, self._sane(quota.reset_after), self._sane(quota.rest))
+        return QuotaHint(remaining, self._sane(quota.reset_after), self._sane(quota.rest), quota.per_day)
 
     def cool(
         self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "", model: str | None = None

@@ -84,12 +84,15 @@ class QuotaHint:
     """What a successful answer said about the key's quota.
 
     `remaining` requests until `reset_after` seconds from now; `rest`, when set, means the key must rest that
-    long right away (a token quota that cannot cover another request of this size).
+    long right away (a token quota that cannot cover another request of this size). `per_day`: `remaining`
+    counts the day's requests (Groq's, Cerebras' headers) — when to stop, not how many may go at once: 999 left
+    today says nothing of a 30-a-minute limit, so it must not widen the in-flight limit.
     """
 
     remaining: int | None
     reset_after: float | None
     rest: float | None = None
+    per_day: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,8 +46,8 @@ class InFlightLimit:
     last keys with quota left at once. It stays there for its first `PROVEN_AFTER` answers — free tiers hold 5 to
     30 requests a window — then, like TCP, grows by one per answer (doubling each round of answers) until its first
     429, and by 1/limit per answer (one more per round) after it; a 429 halves it. An answer that says how many
-    requests the key has left (Groq's headers, a learned window's slots) sets the limit to at least that, so known
-    quota is used at once.
+    requests the key has left in a short window (Mistral's minute, a learned window's slots) sets the limit to at
+    least that, so known quota is used at once; a count of the day (Groq's, Cerebras') does not.
     """
 
     limit: float = 1.0

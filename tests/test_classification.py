@@ -72,8 +72,8 @@ def test_groq_success_rests_the_key_when_its_minute_of_tokens_cannot_pay_for_ano
     }
     small = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=200)
     large = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=500)
-    assert groq_quota(headers, small) == QuotaHint(999, pytest.approx(86.4), None)
-    assert groq_quota(headers, large) == QuotaHint(999, pytest.approx(86.4), pytest.approx(7.66))
+    assert groq_quota(headers, small) == QuotaHint(999, pytest.approx(86.4), None, per_day=True)
+    assert groq_quota(headers, large) == QuotaHint(999, pytest.approx(86.4), pytest.approx(7.66), per_day=True)
     assert groq_quota({**headers, "x-ratelimit-remaining-tokens": "0"}, small).rest == pytest.approx(7.66)
     assert groq_quota({}, small) is None
 
@@ -89,7 +89,7 @@ def test_cerebras_and_mistral_quota_headers_read_as_their_docs_show() -> None:
         "x-ratelimit-reset-tokens-minute": "11.382867097854614",
     }
     assert cerebras.QUOTA.read(cerebras_headers, request) == QuotaHint(
-        999997455, pytest.approx(33011.38, abs=0.01), pytest.approx(11.38, abs=0.01)
+        999997455, pytest.approx(33011.38, abs=0.01), pytest.approx(11.38, abs=0.01), per_day=True
     )
     mistral_headers = {
         "x-ratelimit-limit-tokens-minute": "5000000",

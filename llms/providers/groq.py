@@ -77,6 +77,7 @@ QUOTA = QuotaHeaders(
     requests_reset="x-ratelimit-reset-requests",
     tokens="x-ratelimit-remaining-tokens",  # per minute
     tokens_reset="x-ratelimit-reset-tokens",
+    per_day=True,  # the per-minute request limit (e.g. 30) is never reported
 )
 
 

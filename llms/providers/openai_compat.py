@@ -304,6 +304,7 @@ class QuotaHeaders:
     tokens: str
     tokens_reset: str
     default_reset: float | None = None  # when the provider sends no reset header for its requests
+    per_day: bool = False  # the request headers count a day, not a minute (see QuotaHint.per_day)
 
     def read(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
         """Requests left, and a rest when the tokens left cannot pay for another request of this size."""
@@ -318,6 +319,7 @@ class QuotaHeaders:
             remaining=int(requests) if requests.isdigit() else None,
             reset_after=parse_duration(headers.get(self.requests_reset, "")) or self.default_reset,
             rest=rest,
+            per_day=self.per_day,
         )
 
 
