@@ -38,7 +38,11 @@ def build(sim: Simulator) -> Iterator[Build]:
                 name = f"{provider}:{i + 1}"
                 variables[f"{provider.upper()}_API_KEY_{i + 1}"] = SECRETS[provider][i]
                 sim.add_key(
-                    provider, SECRETS[provider][i], *(steps or {}).get(name, ()), limit=(limits or {}).get(name), name=name
+                    provider,
+                    SECRETS[provider][i],
+                    *(steps or {}).get(name, ()),
+                    limit=(limits or {}).get(name),
+                    name=name,
                 )
         client = SmartClient(load_settings(variables, dotenv_path=None), store=store_from_url("memory://"))
         clients.append(client)
