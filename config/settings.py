@@ -40,6 +40,8 @@ class ProviderSettings:
     models: tuple[str, ...] = ()
     """The catalogue: the default model first, then `<PROVIDER>_MODELS`. A bare model id is served by the
     providers whose catalogue has it; `provider/model` reaches any model, listed or not."""
+    api_version: str | None = None
+    """`<PROVIDER>_API_VERSION` for a provider with API versions (Gemini); None: the adapter picks per model."""
     spec: ProviderSpec = field(default_factory=lambda: spec("generic"), repr=False, compare=False)
     """The provider's facts (`llms.providers`): its own module's, or what OpenAI-compatible servers share."""
 
@@ -177,8 +179,25 @@ def _provider(env: Mapping[str, str], name: str, used: bool) -> ProviderSettings
         requests_per_minute=_optional_count(env, f"{prefix}_REQUESTS_PER_MINUTE"),
         requests_per_day=_optional_count(env, f"{prefix}_REQUESTS_PER_DAY"),
         models=_list(env, f"{prefix}_MODELS"),
+        api_version=_api_version(env, prefix, facts.api_versions),
         spec=facts,
     )
+
+
+def _api_version(env: Mapping[str, str], prefix: str, versions: tuple[str, ...]) -> str | None:
+    """`GEMINI_API_VERSION`, else google-genai's own `GOOGLE_GENAI_API_VERSION` (whose `beta` means `v1beta`), which
+    Gemini users already know; None lets the adapter choose per model."""
+    if not versions:
+        return None
+    for name in (f"{prefix}_API_VERSION", "GOOGLE_GENAI_API_VERSION" if prefix == "GEMINI" else ""):
+        raw = env.get(name, "").strip() if name else ""
+        if not raw:
+            continue
+        value = "v1beta" if raw == "beta" else raw
+        if value not in versions:
+            raise ConfigError(f"{name} must be one of {', '.join(versions)}, got {raw!r}")
+        return value
+    return None
 
 
 _NUMBERED = re.compile(r"^([A-Z0-9]+)_API_KEY_(\d+)$")

@@ -835,6 +835,7 @@ def _adapter(settings: Settings, provider: str) -> ProviderAdapter:
         tuple(k.secret for k in config.keys),
         settings.max_response_bytes,
         settings.stream_max_seconds,
+        config.api_version,
     )
     return config.spec.adapter(endpoint)
 

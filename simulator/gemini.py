@@ -184,6 +184,15 @@ def _call_part(name: str, args: Any) -> dict[str, Any]:
     return {"functionCall": {"name": name, "args": args}}
 
 
+_BETA_ONLY = re.compile(r"preview|-exp\b|experimental|-latest$", re.I)
+
+
+def served_on(version: str | None, model: str | None) -> bool:
+    """Previews, experiments and `-latest` aliases exist only on `v1beta` (and `v1alpha`), as on Google's API:
+    asked on `v1`, they are a 404 NOT_FOUND "is not found for API version v1"."""
+    return version != "v1" or not _BETA_ONLY.search(model or "")
+
+
 def generation(model: str) -> int:
     found = re.match(r"(?:models/)?gemini-(\d+)", model)
     return int(found.group(1)) if found else 0

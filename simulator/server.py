@@ -56,7 +56,7 @@ from simulator.core import (
 )
 from simulator.gemini import WIRE_STEPS as GEMINI_WIRE_STEPS
 from simulator.gemini import refusal as gemini_refusal
-from simulator.gemini import render_gemini
+from simulator.gemini import render_gemini, served_on
 from simulator.groq import WIRE_STEPS as GROQ_WIRE_STEPS
 from simulator.groq import render_groq
 from simulator.openrouter import WIRE_STEPS as OPENROUTER_WIRE_STEPS
@@ -616,6 +616,8 @@ class Simulator:
                     step = key.steps.popleft() if key.steps else key.then
                     if step is Step.OK and not call.valid:
                         step = Step.BAD_REQUEST
+                    if step is Step.OK and call.provider == "gemini" and not served_on(call.version, call.model):
+                        step = Step.MODEL_NOT_FOUND
                     if window is not None and step in OKISH and not call.probe:
                         window.take(now)
                 if window is not None:

@@ -1,6 +1,6 @@
-"""Whose limit it is (issue 22): each provider fact decides which subject rests — a key, its account, (key,
-model), (provider, model), or nothing — and for how long. Each test runs both wire paths (blocking and awaited)
-against the simulator over HTTP."""
+"""Provider facts, second pass (issue 22): whose limit it is — a key, its account, (key, model), (provider, model),
+or nothing — for how long, and which API version serves a model. Each test runs both wire paths (blocking and
+awaited) against the simulator over HTTP."""
 
 from __future__ import annotations
 
@@ -84,3 +84,49 @@ def test_groq_requests_left_today_do_not_widen_what_goes_at_once(build: Build, s
     sim.clear_log()
     assert [r.key_id for r in burst(client, 6, wire)] == ["groq:1"] * 6
     assert most_at_once(sim, sim.latency) == 1
+
+
+def complete(client: SmartClient, wire: str, **options: object) -> ChatResult:
+    if wire == "blocking":
+        return client.complete(USER_HELLO, **options)  # type: ignore[arg-type]
+
+    async def awaited() -> ChatResult:
+        try:
+            return await client.acomplete(USER_HELLO, **options)  # type: ignore[arg-type]
+        finally:
+            await client.aclose()
+
+    return asyncio.run(awaited())
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+@pytest.mark.parametrize(
+    ("model", "env", "version"),
+    [
+        ("gemini-3.5-flash-lite", {}, "v1"),  # a stable model: google-genai's default version
+        ("gemini-3.5-flash-preview-09-2026", {}, "v1beta"),  # previews exist only on v1beta
+        ("gemini-flash-latest", {}, "v1beta"),  # so do the -latest aliases
+        ("gemini-3.5-flash-lite", {"GEMINI_API_VERSION": "v1alpha"}, "v1alpha"),  # the operator's choice wins
+        ("gemini-3.5-flash-lite", {"GOOGLE_GENAI_API_VERSION": "beta"}, "v1beta"),  # as google-genai reads it
+    ],
+)
+def test_gemini_api_version_is_chosen_per_model_or_set(
+    build: Build, sim: Simulator, wire: str, model: str, env: dict[str, str], version: str
+) -> None:
+    client = build({"gemini": 1}, GEMINI_CHAT_MODEL=model, **env)
+    assert complete(client, wire).provider == "gemini"
+    assert sim.requests[-1].path == f"/gemini/{version}/models/{model}:generateContent"
+    assert client.key_manager.statuses("gemini")[0].available
+
+
+def test_a_preview_model_forced_onto_v1_is_the_configuration_problem_google_says(build: Build, sim: Simulator) -> None:
+    """The simulator answers as Google does for a preview model on `v1`; the operator can see why and fix it."""
+    client = build({"gemini": 1}, GEMINI_CHAT_MODEL="gemini-3.5-flash-preview-09-2026", GEMINI_API_VERSION="v1")
+    with pytest.raises(RuntimeError, match="not found for API version v1"):
+        client.complete(USER_HELLO)
+
+
+@pytest.mark.parametrize("variable", ["GEMINI_API_VERSION", "GOOGLE_GENAI_API_VERSION"])
+def test_a_malformed_api_version_names_its_variable(variable: str) -> None:
+    with pytest.raises(ValueError, match=f"{variable} must be one of v1, v1beta, v1alpha, got 'v2'"):
+        load_settings({variable: "v2", "GEMINI_API_KEY_1": "AIza" + "x" * 35}, dotenv_path=None)

@@ -27,8 +27,10 @@ class Endpoint:
     secrets: tuple[str, ...]
     max_bytes: int = 10 * 1024 * 1024
     stream_max_seconds: float = 600.0
+    api_version: str | None = None
     """An attempt gets `timeout` seconds to a complete answer (a stream: to its first text piece, then between
-    text pieces, within `stream_max_seconds`), and `max_bytes` of answer."""
+    text pieces, within `stream_max_seconds`), and `max_bytes` of answer. `api_version`: the one the operator
+    set (`<PROVIDER>_API_VERSION`, for providers with versions); None lets the adapter choose per model."""
 
 
 class ProviderAdapter(Protocol):
@@ -68,6 +70,8 @@ class ProviderSpec:
     """The provider counts rate limits per model (Groq: per model per organization; Gemini: per model per
     project): what is learned about a key's window, its requests in flight and the quota its answers report
     belong to (key, model), and a 429 rests the key for that model only."""
+    api_versions: tuple[str, ...] = ()
+    """The API versions `<PROVIDER>_API_VERSION` may name (Gemini's `v1`, `v1beta`, `v1alpha`); none: not settable."""
 
     @property
     def env_prefix(self) -> str:

@@ -53,6 +53,9 @@ PACIFIC = ZoneInfo("America/Los_Angeles")
 API_VERSION = "v1"
 """google-genai 3.x talks to `v1` by default (it was `v1beta` before); named here so the tests can check that
 the system prompt and the thinking settings reach that version."""
+API_VERSIONS = ("v1", "v1beta", "v1alpha")
+_BETA_ONLY = re.compile(r"preview|-exp\b|experimental|-latest$", re.I)
+"""Models only `v1beta` serves: previews, experiments and the `-latest` aliases (`gemini-flash-latest`)."""
 
 _NO_QUOTA = re.compile(r"limit:\s*0\b|doesn't have a free quota tier", re.I)
 _PREPAY = re.compile(r"prepayment credits are depleted", re.I)
@@ -197,6 +200,7 @@ class GeminiAdapter:
         self._timeout = endpoint.timeout
         self._max_bytes = endpoint.max_bytes
         self._stream_max = endpoint.stream_max_seconds
+        self._api_version = endpoint.api_version
         self._secrets = endpoint.secrets
         self._clients: dict[str, genai.Client] = {}
         self._lock = threading.Lock()
@@ -207,7 +211,7 @@ class GeminiAdapter:
         budget = Budget(self._timeout, self._max_bytes)
         try:
             with budget.active():
-                client = self._client(key, _version(request))
+                client = self._client(key, self._version(request, model))
                 response = client.models.generate_content(model=model, contents=contents, config=config)
         except Exception as exc:
             raise ProviderError(self._outcome_of(exc, budget)) from None
@@ -228,7 +232,7 @@ class GeminiAdapter:
         budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
         try:
             with budget.active():
-                client = self._client(key, _version(request))
+                client = self._client(key, self._version(request, model))
                 chunks = iter(client.models.generate_content_stream(model=model, contents=contents, config=config))
                 first = next(chunks, None)
         except Exception as exc:
@@ -245,7 +249,7 @@ class GeminiAdapter:
         budget = Budget(timeout or self._timeout, self._max_bytes)
         try:
             with budget.active():
-                pager = self._client(key, API_VERSION).models.list(config={"page_size": 1})
+                pager = self._client(key, self._api_version or API_VERSION).models.list(config={"page_size": 1})
                 next(iter(pager), None)
         except Exception as exc:
             return self._outcome_of(exc, budget)
@@ -260,6 +264,14 @@ class GeminiAdapter:
     def _raise_unless_ok(self, outcome: Outcome) -> None:
         if outcome.kind is not OutcomeKind.OK:
             raise ProviderError(outcome.redacted(self._secrets))
+
+    def _version(self, request: ChatRequest, model: str) -> str:
+        """The operator's `GEMINI_API_VERSION`, else per request: tools, tool choice and JSON output, and the models
+        only `v1beta` serves (previews, `-latest` aliases), go to `v1beta`; the rest to google-genai's `v1`."""
+        if self._api_version:
+            return self._api_version
+        beta = agents.needs_beta(request.options) or _BETA_ONLY.search(model.removeprefix("models/"))
+        return "v1beta" if beta else API_VERSION
 
     def _client(self, key: ApiKey, version: str) -> genai.Client:
         """One SDK client per key and API version (its key is fixed at construction: safe for rotation)."""
@@ -379,11 +391,6 @@ class GeminiAdapter:
         return outcome.redacted(self._secrets)
 
 
-def _version(request: ChatRequest) -> str:
-    """Tools, tool choice and JSON output are Gemini's `v1beta` API's: a request carrying them goes there."""
-    return "v1beta" if agents.needs_beta(request.options) else API_VERSION
-
-
 def _parts(content: Any) -> list[Any]:
     from google.genai import types
 
@@ -438,4 +445,5 @@ SPEC = ProviderSpec(
     classify=classify,
     adapter=GeminiAdapter,
     limits_per_model=True,
+    api_versions=API_VERSIONS,
 )
