@@ -61,9 +61,11 @@ def answer(
     response_format: Any = None,
     stop: Any = None,
     max_tokens: Any = None,
+    reasoning: int = 0,
 ) -> Answer:
     """The answer to a request whose plain reply would be `reply`. `tools`: (name, parameters schema) of each
-    function offered; `tool_result`: the content of the last message, when it is a tool's result."""
+    function offered; `tool_result`: the content of the last message, when it is a tool's result; `reasoning`:
+    output tokens a reasoning model spends thinking first, out of `max_tokens`."""
     if tool_result is not None:
         reply = f"The tool said: {tool_result[:200]}"
     elif tools and tool_choice != "none":
@@ -86,9 +88,23 @@ def answer(
         if isinstance(sequence, str) and sequence and sequence in reply:
             reply = reply[: reply.index(sequence)]
     words = reply.split(" ")
-    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and 0 < max_tokens < len(words):
-        return Answer(" ".join(words[:max_tokens]), finish="length")
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and 0 < max_tokens < len(words) + reasoning:
+        return Answer(" ".join(words[: max(0, max_tokens - reasoning)]), finish="length")
     return Answer(reply)
+
+
+REASONING_TOKENS = {"low": 120, "medium": 500, "high": 1500}
+"""Output tokens the simulated `gpt-oss` models think for, per effort (medium when none is asked, as on Groq)."""
+
+
+def reasoning_tokens(data: dict[str, Any]) -> int:
+    """What a simulated reasoning model spends before its text: Groq's `reasoning_effort`, OpenRouter's
+    `reasoning.effort` (`none` turns it off)."""
+    if "gpt-oss" not in str(data.get("model") or ""):
+        return 0
+    nested = data.get("reasoning")
+    effort = data.get("reasoning_effort") or (nested.get("effort") if isinstance(nested, dict) else None)
+    return 0 if effort == "none" else REASONING_TOKENS.get(str(effort or "medium"), REASONING_TOKENS["medium"])
 
 
 def openai_request(data: dict[str, Any], reply: str) -> Answer:
@@ -111,6 +127,7 @@ def openai_request(data: dict[str, Any], reply: str) -> Answer:
         response_format=data.get("response_format"),
         stop=data.get("stop"),
         max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
+        reasoning=reasoning_tokens(data),
     )
 
 

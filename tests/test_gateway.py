@@ -151,7 +151,8 @@ def test_sdk_chat_fails_over_and_names_who_answered(start_gateway: StartGateway)
     assert raw.headers["x-llm-attempts"] == "2"
     assert raw.headers["x-llm-skipped"].startswith("openrouter:1 transient 500")
     sent = next(r for r in gw.sim.requests if r.key_name == "groq:1").payload
-    assert sent["temperature"] == 0.2 and sent["max_tokens"] == 50
+    assert sent["temperature"] == 0.2 and sent["max_tokens"] == 50 + 256  # gpt-oss: low effort, and room for it
+    assert sent["reasoning_effort"] == "low"
     assert (sent["top_p"], sent["seed"]) == (0.9, 7) and "user" not in sent  # forwarded; accepted and ignored
     assert_no_secrets(raw.http_response.text, str(raw.headers))
 

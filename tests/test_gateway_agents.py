@@ -20,8 +20,13 @@ WEATHER = {
     },
 }
 FORMATS = ["openrouter", "groq", "gemini"]
-UNTHINKING = {"gemini": "gemini/gemini-2.5-flash"}
-"""A model whose answer `max_tokens` cuts: Gemini 3 thinks, and the adapter gives thoughts their own allowance."""
+UNTHINKING = {
+    "gemini": "gemini/gemini-2.5-flash",
+    "groq": "groq/llama-3.3-70b-versatile",
+    "openrouter": "openrouter/meta-llama/llama-3.3-70b-instruct:free",
+}
+"""Models whose answer `max_tokens` cuts: the defaults reason (Gemini 3 thinks, `gpt-oss` reasons), and the
+adapters give reasoning its own allowance on top of `max_tokens`."""
 
 
 class Person(BaseModel):

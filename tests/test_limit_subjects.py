@@ -130,3 +130,20 @@ def test_a_preview_model_forced_onto_v1_is_the_configuration_problem_google_says
 def test_a_malformed_api_version_names_its_variable(variable: str) -> None:
     with pytest.raises(ValueError, match=f"{variable} must be one of v1, v1beta, v1alpha, got 'v2'"):
         load_settings({variable: "v2", "GEMINI_API_KEY_1": "AIza" + "x" * 35}, dotenv_path=None)
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+@pytest.mark.parametrize(
+    ("provider", "asked"), [("groq", {"reasoning_effort": "low"}), ("openrouter", {"reasoning": {"effort": "low"}})]
+)
+def test_a_reasoning_default_model_answers_a_small_max_tokens(
+    build: Build, sim: Simulator, wire: str, provider: str, asked: dict[str, object]
+) -> None:
+    """Both default models (`gpt-oss`) reason, and reasoning counts as output: asked for their least reasoning, with
+    room added for it, `max_tokens=5` buys text — not an empty "length" answer that falls through every provider."""
+    client = build({provider: 1})
+    result = complete(client, wire, max_tokens=5)
+    assert (result.text, result.finish_reason) == (f"Simulated {provider} reply to: Hello", "stop")
+    sent = sim.requests[-1].payload
+    assert {k: sent[k] for k in asked} == asked and sent["max_tokens"] == 5 + 256
+    assert client.key_manager.statuses(provider)[0].available

@@ -81,6 +81,17 @@ QUOTA = QuotaHeaders(
 )
 
 
+def reasoning(model: str) -> tuple[dict[str, Any], int]:
+    """Groq's reasoning models (docs: Reasoning): `gpt-oss` takes `reasoning_effort` low/medium/high (default
+    medium) — low, with 256 tokens for it; `qwen3` takes `none`, which turns reasoning off."""
+    name = model.lower()
+    if "gpt-oss" in name:
+        return {"reasoning_effort": "low"}, 256
+    if "qwen3" in name:
+        return {"reasoning_effort": "none"}, 0
+    return {}, 0
+
+
 def quota(headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
     """Requests left today, and a rest when this minute's tokens cannot pay for another request like this one."""
     return QUOTA.read(headers, request)
@@ -93,6 +104,9 @@ class GroqAdapter(OpenAICompatAdapter):
 
     def quota(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
         return quota(headers, request)
+
+    def reasoning(self, model: str) -> tuple[dict[str, Any], int]:
+        return reasoning(model)
 
 
 SPEC = ProviderSpec(

@@ -57,6 +57,12 @@ class OpenAICompatAdapter:
         """What a successful answer's headers say about the key's quota (None: nothing)."""
         return None
 
+    def reasoning(self, model: str) -> tuple[dict[str, Any], int]:
+        """The request fields that ask a reasoning model for its least reasoning, and the output tokens to add to
+        the caller's `max_tokens` for it: reasoning tokens count as output, so without them a small `max_tokens`
+        buys no text (an empty answer, `finish_reason: "length"`). ({}, 0): not a reasoning model."""
+        return {}, 0
+
     def probe_outcome(self, body: Any) -> Outcome:
         """The verdict on a 200 answer to the probe."""
         if isinstance(body, dict) and "data" in body:
@@ -160,15 +166,18 @@ class OpenAICompatAdapter:
             raise ProviderError(outcome.redacted(self._secrets))
 
     def _payload(self, request: ChatRequest, stream: bool) -> bytes:
+        model = request.model or self.model
+        least, allowance = self.reasoning(model)
         payload: dict[str, Any] = {
-            "model": request.model or self.model,
+            "model": model,
             "messages": _short_call_ids(request.messages),
+            **least,
             **request.options,  # tools, response_format, stop, …: OpenAI's shapes, which these providers take as is
         }
         if request.temperature is not None:
             payload["temperature"] = request.temperature
         if request.max_tokens is not None:
-            payload["max_tokens"] = request.max_tokens
+            payload["max_tokens"] = request.max_tokens + allowance
         if stream:
             payload["stream"] = True
         return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()

@@ -123,6 +123,15 @@ def _hint(headers: Mapping[str, str], body: Any, meta: Mapping[str, Any], now: f
     return message_hint(error_message(body))
 
 
+_REASONS = re.compile(r"gpt-oss|deepseek-r1|qwen3|qwq|magistral|/o\d|gpt-5", re.I)
+
+
+def reasoning(model: str) -> tuple[dict[str, Any], int]:
+    """OpenRouter normalises reasoning as `reasoning: {"effort": …}` (docs: Reasoning Tokens; the tokens count as
+    output): its reasoning families get `low`, with 256 tokens for it. Other models get nothing added."""
+    return ({"reasoning": {"effort": "low"}}, 256) if _REASONS.search(model) else ({}, 0)
+
+
 def probe_outcome(body: Any) -> Outcome:
     """`GET /key` is 200 for a key that cannot pay for a request: read its remaining limit."""
     data = body.get("data") if isinstance(body, dict) else None
@@ -143,6 +152,9 @@ class OpenRouterAdapter(OpenAICompatAdapter):
 
     def probe_outcome(self, body: Any) -> Outcome:
         return probe_outcome(body)
+
+    def reasoning(self, model: str) -> tuple[dict[str, Any], int]:
+        return reasoning(model)
 
 
 SPEC = ProviderSpec(
