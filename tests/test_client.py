@@ -37,9 +37,14 @@ ROWS = {
 }
 
 
+MODEL_WIDE = {("gemini", "overloaded")}
+"""Failures every key would get alike: the model pauses and no other key is tried (tests/test_limit_subjects.py)."""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("step", sorted(ROWS))
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(
+    ("provider", "step"), [(p, s) for p in PROVIDERS for s in sorted(ROWS) if (p, s) not in MODEL_WIDE]
+)
 def test_each_failure_row_moves_to_the_next_key_with_the_right_penalty(
     make_client: MakeClient, provider: str, step: str
 ) -> None:

@@ -5,6 +5,7 @@ awaited) against the simulator over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
@@ -147,3 +148,17 @@ def test_a_reasoning_default_model_answers_a_small_max_tokens(
     sent = sim.requests[-1].payload
     assert {k: sent[k] for k in asked} == asked and sent["max_tokens"] == 5 + 256
     assert client.key_manager.statuses(provider)[0].available
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_an_overloaded_gemini_model_rests_the_model_briefly_not_its_keys(
+    build: Build, sim: Simulator, wire: str
+) -> None:
+    """Gemini's 503 "The model is overloaded" hits every key alike: the (provider, model) pauses briefly, no other
+    key walks into it, no key's error streak grows, and the next provider answers."""
+    client = build({"gemini": 2, "groq": 1}, steps={"gemini:1": ["overloaded"]})
+    assert complete(client, wire).provider == "groq"
+    assert (sim.calls("gemini:1"), sim.calls("gemini:2")) == (1, 0)
+    assert all(k.available and not k.consecutive_failures for k in client.key_manager.statuses("gemini"))
+    pause = client.key_manager.provider_pause("gemini", "gemini-3.5-flash-lite")
+    assert pause is not None and 0 < pause[0] - time.time() <= 11

@@ -61,7 +61,7 @@ ROWS = {
     ("gemini", "location_unsupported"): (OutcomeKind.NO_ACCESS, Scope.ACCOUNT, False, False),
     ("gemini", "invalid_key"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
     ("gemini", "leaked_key"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
-    ("gemini", "overloaded"): (OutcomeKind.TRANSIENT, Scope.KEY, False, False),
+    ("gemini", "overloaded"): (OutcomeKind.TRANSIENT, Scope.UPSTREAM, False, False),
     ("gemini", "model_withdrawn"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
     ("gemini", "missing_thought_signature"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
     ("gemini", "unknown_call_id"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),

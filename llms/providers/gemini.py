@@ -106,6 +106,9 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
         return rejected(message, status)  # Gemini's own demands on a conversation: another provider has none
     if status == 403 and error.get("status") == "PERMISSION_DENIED":
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
+    if status == 503 or error.get("status") == "UNAVAILABLE":  # "The model is overloaded": every key alike
+        hint = retry_after_header(lower_headers(headers), now)
+        return Outcome(OutcomeKind.TRANSIENT, status, f"model overloaded: {message}", hint, scope=Scope.UPSTREAM)
     return classify_common(status, message, None)
 
 
