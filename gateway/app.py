@@ -299,7 +299,7 @@ async def _embed(state: _State, client: Any, parsed: ParsedEmbeddings, request: 
     started = time.perf_counter()
     await state.begin()
     try:
-        work = client.aembed(parsed.request.texts, model=parsed.model, dimensions=parsed.request.dimensions)
+        work = client.aembed(parsed.request, model=parsed.model)
         result = await _unless_caller_leaves(request, work)
     except LLMError as exc:
         error, outcome = _from_llm_error(exc)

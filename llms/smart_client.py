@@ -204,17 +204,17 @@ class SmartClient:
 
     def embed(
         self,
-        texts: str | Sequence[str],
+        texts: str | Sequence[str] | EmbeddingRequest,
         model: str | None = None,
         dimensions: int | None = None,
         wait: Wait = None,
         on_attempt: OnAttempt | None = None,
     ) -> EmbeddingResult:
         """One vector per text, from the first key that can, with chat's failover, rotation and cooldowns (one loop:
-        `_failover`). `texts`: a string or a non-empty list of non-empty strings (checked first: a bad input burns no
-        key). `model`: None or "auto" (every provider with an embedding model, in fallback order), a provider,
-        "provider/model" or an embedding model id (`embedding_route`). `dimensions`: shorter vectors, where the
-        model allows it. `wait`, `on_attempt`: as for `complete`."""
+        `_failover`). `texts`: a string or a non-empty list of non-empty strings, checked first, so a bad input burns
+        no key (an `EmbeddingRequest` is taken as built). `model`: None or "auto" (every provider with an embedding
+        model, in fallback order), a provider, "provider/model" or an embedding model id (`embedding_route`).
+        `dimensions`: shorter vectors, where the model allows it. `wait`, `on_attempt`: as for `complete`."""
         request = EmbeddingRequest.build(texts, dimensions)
         route = self.embedding_route(model)
         run = _Run(on_attempt=on_attempt)
@@ -225,7 +225,7 @@ class SmartClient:
 
     async def aembed(
         self,
-        texts: str | Sequence[str],
+        texts: str | Sequence[str] | EmbeddingRequest,
         model: str | None = None,
         dimensions: int | None = None,
         wait: Wait = None,

@@ -262,6 +262,12 @@ class EmbeddingRequest:
 
     @classmethod
     def build(cls, texts: Any, dimensions: Any = None) -> EmbeddingRequest:
+        """Validate `texts` and `dimensions`, or pass an `EmbeddingRequest` through (the gateway builds one before
+        it spends anything)."""
+        if isinstance(texts, EmbeddingRequest):
+            if dimensions is not None:
+                raise ValueError("an EmbeddingRequest carries its own dimensions; give them when building it")
+            return texts
         if isinstance(texts, str):
             texts = [texts]
         if isinstance(texts, (bytes, Mapping)) or not isinstance(texts, Sequence):

@@ -197,3 +197,33 @@ def test_an_exhausted_pool_is_a_429_for_embeddings_too(start_gateway: StartGatew
     gw = start_gateway({"gemini": 1}, steps={"gemini:1": ["rate_limit"]})
     with pytest.raises(openai.RateLimitError):
         gw.sdk().embeddings.create(model="gemini", input="hello")
+
+
+def test_embeddings_count_against_the_simulated_rate_limit(make_client: MakeClient, sim: Simulator) -> None:
+    client = make_client({"gemini": 2}, limits={"gemini:1": (1, 60.0), "gemini:2": (1, 60.0)})
+    assert [client.embed("a").key_id, client.embed("b").key_id] == ["gemini:1", "gemini:2"]
+    with pytest.raises(AllKeysExhaustedError) as caught:
+        client.embed("c")
+    assert [a.describe() for a in caught.value.attempts] == ["gemini:1 rate_limit 429", "gemini:2 rate_limit 429"]
+    assert [r.status for r in sim.requests] == [200, 200, 429, 429]
+    with pytest.raises(AllKeysExhaustedError):  # both cool: no request reaches the simulator
+        client.embed("d")
+    assert len(sim.requests) == 4
+
+
+def test_the_simulator_answers_geminis_single_embed_content(sim: Simulator) -> None:
+    sim.add_key("gemini", "AIzaSimulatorSingleEmbedKey000001")
+    answer = httpx.post(
+        f"{sim.base_urls['gemini']}/v1beta/models/gemini-embedding-001:embedContent",
+        json={"content": {"parts": [{"text": "hello"}]}, "outputDimensionality": 4},
+        headers={"x-goog-api-key": "AIzaSimulatorSingleEmbedKey000001"},
+        timeout=10,
+    )
+    assert answer.status_code == 200 and answer.json() == {"embedding": {"values": embedding_vector("hello", 4)}}
+    empty = httpx.post(
+        f"{sim.base_urls['openrouter']}/embeddings",
+        json={"model": "m", "input": []},
+        headers={"Authorization": "Bearer nobody"},
+        timeout=10,
+    )
+    assert empty.status_code == 401  # an unknown key is refused first, as for chat
