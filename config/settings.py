@@ -42,6 +42,8 @@ class ProviderSettings:
     providers whose catalogue has it; `provider/model` reaches any model, listed or not."""
     api_version: str | None = None
     """`<PROVIDER>_API_VERSION` for a provider with API versions (Gemini); None: the adapter picks per model."""
+    embedding_model: str | None = None
+    """The model `embed` asks this provider for (`<PROVIDER>_EMBEDDING_MODEL`); None: it serves no embeddings."""
     spec: ProviderSpec = field(default_factory=lambda: spec("generic"), repr=False, compare=False)
     """The provider's facts (`llms.providers`): its own module's, or what OpenAI-compatible servers share."""
 
@@ -180,6 +182,7 @@ def _provider(env: Mapping[str, str], name: str, used: bool) -> ProviderSettings
         requests_per_day=_optional_count(env, f"{prefix}_REQUESTS_PER_DAY"),
         models=_list(env, f"{prefix}_MODELS"),
         api_version=_api_version(env, prefix, facts.api_versions),
+        embedding_model=_model_id(env, f"{prefix}_EMBEDDING_MODEL", facts.default_embedding_model),
         spec=facts,
     )
 
@@ -239,6 +242,19 @@ def _keys(provider: str, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
 def _text(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip()
     return value or default
+
+
+_OFF = ("none", "off")
+
+
+def _model_id(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """One model id, or None for "none"/"off" (or no default): a list or a stray space is a typo, not a model."""
+    value = _text(env, name, default)
+    if not value or value.lower() in _OFF:
+        return None
+    if any(ch.isspace() or ch == "," for ch in value):
+        raise ConfigError(f"{name} must be one model id (no spaces or commas), or 'none', got {value!r}")
+    return value
 
 
 def _url(env: Mapping[str, str], name: str, default: str) -> str:

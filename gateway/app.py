@@ -33,12 +33,16 @@ from gateway.openai_format import (
     ApiError,
     ChunkWriter,
     ParsedChat,
+    ParsedEmbeddings,
     completion_body,
     completion_id,
     dumps,
+    embedding_id,
+    embeddings_body,
     model_entry,
     model_list,
     parse_chat,
+    parse_embeddings,
     retry_headers,
 )
 from gateway.pool import ClientPool
@@ -106,6 +110,21 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
             return await _stream(state, client, parsed, request)
         return await _complete(state, client, parsed, request)
 
+    async def embeddings(request: Request) -> Response:
+        refused = _authenticate(state, request)
+        if refused is not None:
+            return _error(refused)
+        try:
+            body = await _read_body(request, settings.max_body, settings.body_timeout)
+            parsed = parse_embeddings(body)
+        except ApiError as exc:
+            return _error(exc)
+        try:
+            pool.auto.embedding_route(parsed.model)
+        except ValueError as exc:  # no embedding model by that name: say which are served
+            return _error(ApiError(404, f"The model '{parsed.model}': {exc}.", param="model", code="model_not_found"))
+        return await _embed(state, pool.auto, parsed, request)
+
     async def models(request: Request) -> Response:
         refused = _authenticate(state, request)
         if refused is not None:
@@ -161,6 +180,8 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/chat/completions", chat, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model:path}", model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -241,7 +262,7 @@ def _served(request: Request) -> str:
 
 
 def _unknown_model(pool: ClientPool, name: str) -> ApiError:
-    known = ", ".join(i for i, _ in pool.model_ids())
+    known = ", ".join(i for i, _ in pool.auto.models())
     return ApiError(
         404,
         f"The model '{name}' is not served by this gateway. Use one of: {known}.",
@@ -271,6 +292,28 @@ async def _complete(state: _State, client: Any, parsed: ParsedChat, request: Req
     cid = completion_id()
     body = completion_body(cid, int(time.time()), _answered(result.provider, result.model), result)
     return Response(body, media_type=JSON, headers=_who(result.provider, result.key_id, result.attempts, cid))
+
+
+async def _embed(state: _State, client: Any, parsed: ParsedEmbeddings, request: Request) -> Response:
+    """Embeddings over the same pool, failover and metrics as a chat answer; the same x-llm-* headers."""
+    started = time.perf_counter()
+    await state.begin()
+    try:
+        work = client.aembed(parsed.request, model=parsed.model)
+        result = await _unless_caller_leaves(request, work)
+    except LLMError as exc:
+        error, outcome = _from_llm_error(exc)
+        state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, False)
+        return _error(error)
+    except _CallerLeft:
+        state.metrics.finished("client_disconnected", (), time.perf_counter() - started, False)
+        return Response(status_code=499)
+    finally:
+        state.end()
+    state.metrics.finished("ok", result.attempts, time.perf_counter() - started, False, result.key_id)
+    body = embeddings_body(_answered(result.provider, result.model), result, parsed.encoding_format)
+    headers = _who(result.provider, result.key_id, result.attempts, embedding_id())
+    return Response(body, media_type=JSON, headers=headers)
 
 
 async def _stream(state: _State, client: Any, parsed: ParsedChat, request: Request) -> Response:

@@ -6,8 +6,10 @@ Validation happens here, before any provider call: a malformed request costs no 
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import struct
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llms import options as request_options
-from llms.types import ChatRequest, ChatResult, Usage
+from llms.types import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult, Usage
 
 FORWARDED_FIELDS = request_options.NAMES
 """Passed to the provider (OpenAI-format providers as given; Gemini translated): tools, tool_choice,
@@ -81,16 +83,7 @@ class ParsedChat:
 
 def parse_chat(body: bytes) -> ParsedChat:
     """The request, validated exactly as the client will validate it, or `ApiError(400)` saying what is wrong."""
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise bad_request("The body is not UTF-8 JSON.", code="invalid_json") from None
-    except ValueError as exc:
-        raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise bad_request("The body's JSON is nested too deeply.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise bad_request("The body must be a JSON object.", code="invalid_json")
+    data = _json_object(body)
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' is required: 'auto', a provider name, or 'provider/model'.", "model")
@@ -114,6 +107,86 @@ def parse_chat(body: bytes) -> ParsedChat:
         param = param or (which if text.startswith("max_tokens") else None)
         raise bad_request(text.replace("max_tokens", which), param or "messages") from None
     return ParsedChat(model.strip(), request, stream, include_usage)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or `ApiError(400)` saying why it is not one."""
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise bad_request("The body is not UTF-8 JSON.", code="invalid_json") from None
+    except ValueError as exc:
+        raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise bad_request("The body's JSON is nested too deeply.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object.", code="invalid_json")
+    return data
+
+
+ENCODINGS = ("float", "base64")
+
+
+@dataclass(frozen=True)
+class ParsedEmbeddings:
+    """A validated `/v1/embeddings` body."""
+
+    model: str
+    request: EmbeddingRequest
+    encoding_format: str
+
+
+def parse_embeddings(body: bytes) -> ParsedEmbeddings:
+    """OpenAI's embeddings request (`input` text or a list of texts, `model`, `encoding_format`, `dimensions`;
+    `user` ignored), validated as the client will validate it, or `ApiError(400)`. Token arrays are refused: which
+    tokenizer made them is not known here, and the providers behind the pool take text."""
+    data = _json_object(body)
+    model = data.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("'model' is required: 'auto', a provider name, or an embedding model id.", "model")
+    given = data.get("input")
+    if (
+        isinstance(given, list)
+        and given
+        and all(isinstance(x, int) or (isinstance(x, list) and all(isinstance(y, int) for y in x)) for x in given)
+    ):
+        raise bad_request(
+            "'input' as token ids is not supported: send the text (a string or a list of strings).",
+            "input",
+            "unsupported_parameter",
+        )
+    encoding = data.get("encoding_format") or "float"
+    if encoding not in ENCODINGS:
+        raise bad_request(f"'encoding_format' must be 'float' or 'base64', got {encoding!r}.", "encoding_format")
+    try:
+        request = EmbeddingRequest.build(given, data.get("dimensions"))
+    except ValueError as exc:
+        text = str(exc)
+        param = "dimensions" if text.startswith("dimensions") else "input"
+        raise bad_request(text.replace("texts", "input", 1), param) from None
+    return ParsedEmbeddings(model.strip(), request, str(encoding))
+
+
+def embedding_id() -> str:
+    return f"embd-{uuid.uuid4().hex}"
+
+
+def embeddings_body(model: str, result: EmbeddingResult, encoding_format: str) -> bytes:
+    """OpenAI's answer: `{"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model",
+    "usage"}`; base64 is the little-endian float32 bytes the OpenAI SDKs decode (and ask for by default)."""
+    data = [
+        {"object": "embedding", "index": i, "embedding": encode_vector(vector, encoding_format)}
+        for i, vector in enumerate(result.vectors)
+    ]
+    prompt = result.usage.prompt_tokens
+    usage = {"prompt_tokens": prompt, "total_tokens": result.usage.total_tokens or prompt}
+    return dumps({"object": "list", "data": data, "model": model, "usage": usage})
+
+
+def encode_vector(vector: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
 
 
 def _flag(data: Mapping[str, Any], name: str, shown: str | None = None) -> bool:

@@ -32,8 +32,10 @@ class ClientPool:
 
     def model_ids(self) -> list[tuple[str, str]]:
         """(id, owner) for `GET /v1/models`: `auto`, aliases, each provider, each `provider/model` of the
-        catalogues, each bare model id."""
-        return self.auto.models()
+        catalogues, each bare model id, then each embedding model (as `provider/model` and bare)."""
+        chat = self.auto.models()
+        seen = {i for i, _ in chat}
+        return chat + [(i, owner) for i, owner in self.auto.embedding_models() if i not in seen]
 
     async def aclose_connections(self) -> None:
         """Close the connections the client's awaited calls opened, from the event loop that opened them (the

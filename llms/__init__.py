@@ -35,6 +35,7 @@ _EXPORTS = {
     "ABANDONED": "llms.state.base",
     "client_time": "llms.clock",
     "ChatResult": "llms.types",
+    "EmbeddingResult": "llms.types",
     "Usage": "llms.types",
 }
 
@@ -46,6 +47,7 @@ __all__ = [
     "Attempt",
     "ChatResult",
     "ChatStream",
+    "EmbeddingResult",
     "KeyStatus",
     "LLMError",
     "Outcome",
@@ -85,7 +87,7 @@ if TYPE_CHECKING:
     )
     from llms.state import StoreHealth
     from llms.state.base import ABANDONED
-    from llms.types import ChatResult, Usage
+    from llms.types import ChatResult, EmbeddingResult, Usage
 
 
 def __getattr__(name: str) -> Any:

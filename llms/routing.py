@@ -10,6 +10,10 @@ A selector is one of (checked in this order):
   has it, in provider order.
 Anything else is a `ValueError` raised before any network call, naming what is served. Only providers with keys
 can serve. The failover loop goes through the targets as `auto` goes through providers.
+
+Embeddings (`embedding_route`) are routed the same way over each provider's one embedding model
+(`<PROVIDER>_EMBEDDING_MODEL`): `None`/`auto` is every provider that has one, in order; a provider name is its
+embedding model; `provider/model` is exactly that; a bare id is every provider whose embedding model it is.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ class Router:
             if (route := tuple(Target(p, m) for p, m in targets if p in self._order))
         }
         self._routes: dict[str, Route] = {AUTO: self.auto}  # every selector resolved so far (a few dozen at most)
+        self.embedding_auto: Route = tuple(
+            Target(p, model) for p in self._order if (model := providers[p].embedding_model)
+        )
 
     def route(self, selector: str | None) -> Route:
         if selector is None:
@@ -106,3 +113,41 @@ class Router:
         names = [AUTO, *self._aliases, *self._order]
         models = [f"{p}/{m}" for p in self._order for m in self._providers[p].models]
         return f"use one of: {', '.join(names + models)} (or any provider/model)"
+
+    def embedding_route(self, selector: str | None) -> Route:
+        """The targets an `embed` call with this selector tries; `ValueError` naming the embedding models served."""
+        if selector is None or (isinstance(selector, str) and selector.strip().lower() == AUTO):
+            if not self.embedding_auto:
+                raise ValueError(f"no provider with keys has an embedding model; {self.embedding_served_text()}")
+            return self.embedding_auto
+        if not isinstance(selector, str) or not selector.strip():
+            raise ValueError(f"model must be a non-empty string or None, got {selector!r}")
+        name = selector.strip()
+        if name.lower() in self._order:
+            provider = name.lower()
+            model = self._providers[provider].embedding_model
+            if model is None:
+                raise ValueError(
+                    f"{provider} has no embedding model (set {provider.upper()}_EMBEDDING_MODEL); "
+                    f"{self.embedding_served_text()}"
+                )
+            return (Target(provider, model),)
+        prefix, slash, model = name.partition("/")
+        if slash and prefix.lower() in self._order and model.strip():
+            return (Target(prefix.lower(), model.strip()),)
+        listed = tuple(Target(p, name) for p in self._order if self._providers[p].embedding_model == name)
+        if listed:
+            return listed
+        raise ValueError(f"unknown embedding model {name!r}; {self.embedding_served_text()}")
+
+    def embedding_served(self) -> list[tuple[str, str]]:
+        """Each embedding model as `provider/model` and as a bare id, with who serves it (for `/v1/models`)."""
+        ids = [(str(t), t.provider) for t in self.embedding_auto]
+        ids += [(m, "llm-gateway") for m in dict.fromkeys(t.model for t in self.embedding_auto)]
+        return ids
+
+    def embedding_served_text(self) -> str:
+        served = [i for i, _ in self.embedding_served()]
+        if not served:
+            return "no embedding model is served (set <PROVIDER>_EMBEDDING_MODEL for a provider with keys)"
+        return f"embedding models served: {', '.join(served)} (or any provider/model)"

@@ -24,14 +24,23 @@ from llms.checks import KeyChecks
 from llms.clock import client_time
 from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
 from llms.key_manager import LEASE_TTL, KeyManager, KeyStatus
-from llms.outcomes import Attempt, Outcome, OutcomeKind, Scope, describe_states, rejected, transient
+from llms.outcomes import Attempt, Outcome, OutcomeKind, QuotaHint, Scope, describe_states, rejected, transient
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits
 from llms.routing import Route, Router, Target
 from llms.state import KeyEvent, StateStore, StoreHealth, store_from_url
 from llms.state.base import ABANDONED, LATENCY_BOUNDS, HourOfKey, RequestRecord
-from llms.types import ChatRequest, ChatResult, Completion, StreamReply
+from llms.types import (
+    ChatRequest,
+    ChatResult,
+    Completion,
+    Embedded,
+    EmbeddingRequest,
+    EmbeddingResult,
+    StreamReply,
+    Usage,
+)
 from llms.wire import seconds_until_midnight
 
 log = logging.getLogger("llms.client")
@@ -192,6 +201,54 @@ class SmartClient:
             route, self._deadline(wait), lambda a, k, m: a.send(request.for_model(m), k), run
         )
         return self._succeeded(target, key, completion, run)
+
+    def embed(
+        self,
+        texts: str | Sequence[str] | EmbeddingRequest,
+        model: str | None = None,
+        dimensions: int | None = None,
+        wait: Wait = None,
+        on_attempt: OnAttempt | None = None,
+    ) -> EmbeddingResult:
+        """One vector per text, from the first key that can, with chat's failover, rotation and cooldowns (one loop:
+        `_failover`). `texts`: a string or a non-empty list of non-empty strings, checked first, so a bad input burns
+        no key (an `EmbeddingRequest` is taken as built). `model`: None or "auto" (every provider with an embedding
+        model, in fallback order), a provider, "provider/model" or an embedding model id (`embedding_route`).
+        `dimensions`: shorter vectors, where the model allows it. `wait`, `on_attempt`: as for `complete`."""
+        request = EmbeddingRequest.build(texts, dimensions)
+        route = self.embedding_route(model)
+        run = _Run(on_attempt=on_attempt)
+        target, key, embedded = self._serve(
+            route, self._deadline(wait), lambda a, k, m: a.embed(request.for_model(m), k), run
+        )
+        return self._embedded(target, key, embedded, run)
+
+    async def aembed(
+        self,
+        texts: str | Sequence[str] | EmbeddingRequest,
+        model: str | None = None,
+        dimensions: int | None = None,
+        wait: Wait = None,
+        on_attempt: OnAttempt | None = None,
+    ) -> EmbeddingResult:
+        """`embed` for callers on an event loop (the gateway): awaited where the adapter can (OpenAI-format
+        providers), else in the loop's default executor (Gemini's SDK)."""
+        request = EmbeddingRequest.build(texts, dimensions)
+        route = self.embedding_route(model)
+        run = _Run(on_attempt=on_attempt)
+        target, key, embedded = await self._aserve(
+            route, self._deadline(wait), lambda a, k, m: _aembed(a, request.for_model(m), k), run
+        )
+        return await self._off_loop(self._embedded, target, key, embedded, run)
+
+    def embedding_route(self, model: str | None = None) -> Route:
+        """The (provider, embedding model) targets an `embed` call with this `model` would try, in order;
+        `ValueError` naming the embedding models served when none would."""
+        return self._router.embedding_route(model)
+
+    def embedding_models(self) -> list[tuple[str, str]]:
+        """Each embedding model served, as `provider/model` and as a bare id, with its owner."""
+        return self._router.embedding_served()
 
     def route(self, model: str | None = None) -> Route:
         """The (provider, model) targets a call with this `model` selector would try, in order; `ValueError` for
@@ -443,7 +500,8 @@ class SmartClient:
             run.leave_target = True
         if outcome.kind is not OutcomeKind.REQUEST_ERROR:
             return
-        if outcome.config_error and target.model in self.settings.providers[provider].models:
+        configured = self.settings.providers[provider]
+        if outcome.config_error and (target.model in configured.models or target.model == configured.embedding_model):
             with self._lock:  # a configured model is wrong: the status page says so (a caller's own pick is not)
                 self._problems[target] = f"model {target.model!r}: {outcome.message}"
         if not outcome.other_provider_may_serve and raise_rejected:
@@ -451,14 +509,34 @@ class SmartClient:
         run.rejected.append(outcome)
         run.leave_target = True
 
-    def _succeeded(self, target: Target, key: ApiKey, completion: Completion, run: _Run) -> ChatResult:
+    def _answered(
+        self, target: Target, key: ApiKey, model: str, usage: Usage, quota: QuotaHint | None, run: _Run
+    ) -> float:
+        """Record a key's success (chat or embeddings alike); returns the attempt's latency."""
         latency = time.perf_counter() - run.started
-        entry = self._log_entry(target, key, _OK.kind.value, _OK.status, latency, completion)
-        self.key_manager.record(key, _OK, completion.quota, entry, target.model)
+        entry = self._log_entry(target, key, _OK.kind.value, _OK.status, latency, model, usage)
+        self.key_manager.record(key, _OK, quota, entry, target.model)
         run.attempted(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
         with self._lock:
             self._current_provider = target.provider
             self._problems.pop(target, None)
+        return latency
+
+    def _embedded(self, target: Target, key: ApiKey, embedded: Embedded, run: _Run) -> EmbeddingResult:
+        latency = self._answered(target, key, embedded.model, embedded.usage, embedded.quota, run)
+        return EmbeddingResult(
+            vectors=embedded.vectors,
+            provider=target.provider,
+            model=embedded.model,
+            key_id=key.key_id,
+            key_hint=key.hint,
+            usage=embedded.usage,
+            attempts=tuple(run.attempts),
+            latency_s=latency,
+        )
+
+    def _succeeded(self, target: Target, key: ApiKey, completion: Completion, run: _Run) -> ChatResult:
+        latency = self._answered(target, key, completion.model, completion.usage, completion.quota, run)
         return ChatResult(
             text=completion.text,
             provider=target.provider,
@@ -485,13 +563,13 @@ class SmartClient:
         outcome: str,
         status: int | None,
         latency: float,
-        completion: Completion | None = None,
+        model: str | None = None,
+        usage: Usage | None = None,
     ) -> RequestRecord:
-        usage = completion.usage if completion else None
         return RequestRecord(
             at=self._clock(),
             provider=target.provider,
-            model=completion.model if completion else target.model,
+            model=model or target.model,
             key=key.fingerprint,
             key_id=key.key_id,
             outcome=outcome,
@@ -857,6 +935,14 @@ async def _asend(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) ->
     if asend is not None:
         return cast(Completion, await asend(request, key))
     return await asyncio.get_running_loop().run_in_executor(None, adapter.send, request, key)
+
+
+async def _aembed(adapter: ProviderAdapter, request: EmbeddingRequest, key: ApiKey) -> Embedded:
+    """The adapter's awaited embeddings call, or its blocking one in the loop's default executor."""
+    aembed = getattr(adapter, "aembed", None)
+    if aembed is not None:
+        return cast(Embedded, await aembed(request, key))
+    return await asyncio.get_running_loop().run_in_executor(None, adapter.embed, request, key)
 
 
 async def _aopen_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> tuple[StreamReply, str]:

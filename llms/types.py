@@ -239,3 +239,82 @@ class StreamReply:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     """Tool calls assembled from the stream's deltas, complete once the pieces run out."""
     finish_reason: str | None = None
+
+
+MAX_EMBED_TEXTS = 2048
+"""OpenAI's own limit of inputs per embeddings request; a longer list is the caller's to split."""
+MAX_EMBED_DIMENSIONS = 65536
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """Validated texts to embed. Built by `EmbeddingRequest.build`, which fails before any network call, so a bad
+    input burns no key."""
+
+    texts: tuple[str, ...]
+    dimensions: int | None = None
+    """Ask for vectors this long (OpenAI's `dimensions`, Gemini's `output_dimensionality`); None: the model's own."""
+    model: str | None = None
+    """Set per attempt by the failover loop from the route, as for `ChatRequest`."""
+
+    def for_model(self, model: str) -> EmbeddingRequest:
+        return self if model == self.model else replace(self, model=model)
+
+    @classmethod
+    def build(cls, texts: Any, dimensions: Any = None) -> EmbeddingRequest:
+        """Validate `texts` and `dimensions`, or pass an `EmbeddingRequest` through (the gateway builds one before
+        it spends anything)."""
+        if isinstance(texts, EmbeddingRequest):
+            if dimensions is not None:
+                raise ValueError("an EmbeddingRequest carries its own dimensions; give them when building it")
+            return texts
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, (bytes, Mapping)) or not isinstance(texts, Sequence):
+            raise ValueError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+        if not texts:
+            raise ValueError("texts must hold at least one string")
+        if len(texts) > MAX_EMBED_TEXTS:
+            raise ValueError(f"texts holds {len(texts)} strings; at most {MAX_EMBED_TEXTS} go in one call")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"texts[{i}] must be a string (send text, not tokens), got {type(text).__name__}")
+            if not text.strip():
+                raise ValueError(f"texts[{i}] is empty: there is nothing to embed")
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"texts[{i}] holds a lone surrogate, which cannot be sent as UTF-8") from None
+        whole = isinstance(dimensions, int) and not isinstance(dimensions, bool)
+        if dimensions is not None and not (whole and 1 <= dimensions <= MAX_EMBED_DIMENSIONS):
+            raise ValueError(f"dimensions must be a whole number from 1 to {MAX_EMBED_DIMENSIONS}, got {dimensions!r}")
+        return cls(tuple(texts), dimensions)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What an adapter returns for one successful embeddings call: one vector per text, in order."""
+
+    vectors: list[list[float]]
+    model: str
+    usage: Usage = Usage()
+    quota: QuotaHint | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """The vectors plus who made them and what it took to get them."""
+
+    vectors: list[list[float]]
+    provider: str
+    model: str
+    key_id: str
+    key_hint: str
+    usage: Usage
+    attempts: tuple[Attempt, ...] = ()
+    latency_s: float = 0.0
+
+    @property
+    def skipped(self) -> tuple[Attempt, ...]:
+        """The failed attempts before the answering key."""
+        return tuple(a for a in self.attempts if a.kind is not OutcomeKind.OK)

@@ -7,8 +7,11 @@ provider's exact answer; `simulator.server` routes requests and keeps per-key sc
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
+import math
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -218,6 +221,9 @@ class Call:
     tool_calls: tuple[dict[str, Any], ...] = ()  # what the answer asks to call (`simulator.agents`)
     finish: str = "stop"
     refusal: tuple[str, dict[str, str]] | None = None  # (recorded example, its values): why the request is refused
+    inputs: tuple[str, ...] | None = None  # an embeddings call: the texts to embed (None: a chat call)
+    dimensions: int | None = None  # the vector length an embeddings call asked for
+    one_embedding: bool = False  # Gemini's `:embedContent` (one text, answered `embedding`, not `embeddings`)
 
     @property
     def shown_model(self) -> str:
@@ -282,8 +288,35 @@ def usage_of(call: Call) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+EMBEDDING_DIMENSIONS = 16
+"""The simulator's vector length unless a call asks for another: small, so tests read them at a glance."""
+
+
+def embedding_vector(text: str, dimensions: int | None = None) -> list[float]:
+    """A unit vector seeded by the text's hash: the same text always gets the same vector, others another."""
+    size = dimensions or EMBEDDING_DIMENSIONS
+    raw = b"".join(hashlib.sha256(f"{text}#{i}".encode()).digest() for i in range(math.ceil(size / 8)))
+    values = [(n / 0xFFFFFFFF) * 2 - 1 for n in struct.unpack(f"<{size}I", raw[: size * 4])]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 6) for v in values]
+
+
+def openai_embeddings(call: Call) -> Reply:
+    """OpenAI's embeddings answer (OpenRouter, Groq and compatible servers send this shape), floats."""
+    texts = call.inputs or ()
+    data = [
+        {"object": "embedding", "index": i, "embedding": embedding_vector(t, call.dimensions)}
+        for i, t in enumerate(texts)
+    ]
+    usage = {"prompt_tokens": call.prompt_tokens, "total_tokens": call.prompt_tokens}
+    return json_reply(200, {"object": "list", "data": data, "model": call.shown_model, "usage": usage})
+
+
 def openai_answer(call: Call, step: Step) -> Reply:
-    """OpenRouter / Groq chat completion, plain or streamed (also the truncated mid-stream-error stream)."""
+    """OpenRouter / Groq chat completion, plain or streamed (also the truncated mid-stream-error stream); an
+    embeddings call gets its vectors."""
+    if call.inputs is not None:
+        return openai_embeddings(call)
     openrouter = call.provider == "openrouter"
     n, created, model = next(IDS), int(time.time()), call.shown_model
     cid = f"gen-{created}-sim{n:012d}" if openrouter else f"chatcmpl-sim{n:012d}"

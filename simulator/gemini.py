@@ -17,6 +17,7 @@ from simulator.core import (
     Plan,
     Reply,
     Step,
+    embedding_vector,
     json_reply,
     pb_duration,
     render_wire,
@@ -150,6 +151,10 @@ def render_gemini(call: Call, plan: Plan, step: Step, label: str) -> Reply:
         details = _API_KEY_INVALID if step is Step.INVALID_KEY else None
         return _gemini_error(plan.status, status, message.format(model=model, version=call.version), details)
 
+    if call.inputs is not None:  # `:batchEmbedContents` (or `:embedContent`, one text)
+        vectors = [{"values": embedding_vector(t, call.dimensions)} for t in call.inputs]
+        body = {"embedding": vectors[0]} if call.one_embedding else {"embeddings": vectors}
+        return json_reply(200, body, indent=2)
     usage = {**prompt, "candidatesTokenCount": call.completion_tokens}
     usage["totalTokenCount"] = call.prompt_tokens + call.completion_tokens
 

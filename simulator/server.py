@@ -126,8 +126,56 @@ _OR_PREFIX = "/openrouter/api/v1/"
 _GROQ_PREFIX = "/groq/openai/v1/"
 _COMPAT_PREFIX = "/compat/v1/"
 _GEMINI_RE = re.compile(
-    r"/gemini/(v1|v1beta|v1alpha)/models(?:/([^/:]+))?(?::(generateContent|streamGenerateContent))?"
+    r"/gemini/(v1|v1beta|v1alpha)/models(?:/([^/:]+))?"
+    r"(?::(generateContent|streamGenerateContent|batchEmbedContents|embedContent))?"
 )
+
+
+def _texts(raw: Any) -> tuple[str, ...] | None:
+    """OpenAI's embeddings `input` as texts: a string or a non-empty list of non-empty strings (None: invalid)."""
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        return None
+    return tuple(texts)
+
+
+def _openai_embeddings(provider: str, data: Any) -> Call:
+    data = data if isinstance(data, dict) else {}
+    texts = _texts(data.get("input"))
+    model = data.get("model") if isinstance(data.get("model"), str) else None
+    dimensions = data.get("dimensions") if isinstance(data.get("dimensions"), int) else None
+    words = sum(len(t.split()) for t in texts or ())
+    return Call(provider, False, model, False, "", words, texts is not None, inputs=texts or (), dimensions=dimensions)
+
+
+def _gemini_embeddings(model: str | None, version: str, action: str, data: Any) -> Call:
+    """`:batchEmbedContents` ({"requests": [{"content": {"parts": [{"text"}]}, "outputDimensionality"}]}) or
+    `:embedContent` (one such request as the body)."""
+    data = data if isinstance(data, dict) else {}
+    one = action == "embedContent"
+    requests = [data] if one else data.get("requests")
+    texts: list[str] = []
+    dimensions = None
+    for request in requests if isinstance(requests, list) else []:
+        text = _gemini_parts(request.get("content") if isinstance(request, dict) else None)[0]
+        texts.append(text)
+        if isinstance(request, dict) and isinstance(request.get("outputDimensionality"), int):
+            dimensions = request["outputDimensionality"]
+    valid = bool(texts) and all(texts) and (not one or len(texts) == 1)
+    words = sum(len(t.split()) for t in texts)
+    return Call(
+        "gemini",
+        False,
+        model,
+        False,
+        "",
+        words,
+        valid,
+        version,
+        inputs=tuple(texts),
+        dimensions=dimensions,
+        one_embedding=one,
+    )
 
 
 def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
@@ -139,6 +187,8 @@ def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
     ):
         if path.startswith(prefix):
             rest = path[len(prefix) :]
+            if method == "POST" and rest == "embeddings":
+                return _openai_embeddings(provider, loads(body))
             if method == "POST" and rest == "chat/completions":
                 data = loads(body)
                 last, words, image, valid = _openai_parse(data)
@@ -167,6 +217,8 @@ def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
     if match is None:
         return None
     version, model, action = match.groups()
+    if action in ("batchEmbedContents", "embedContent") and method == "POST":
+        return _gemini_embeddings(model, version, action, loads(body))
     if action and method == "POST":
         data = loads(body)
         last, words, image, valid = _gemini_parse(data)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from config.api_keys import ApiKey
 from llms.outcomes import Outcome, OutcomeKind
-from llms.types import ChatRequest, Completion, StreamReply
+from llms.types import ChatRequest, Completion, Embedded, EmbeddingRequest, StreamReply
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class ProviderAdapter(Protocol):
 
     def send(self, request: ChatRequest, key: ApiKey) -> Completion: ...
     def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply: ...
+    def embed(self, request: EmbeddingRequest, key: ApiKey) -> Embedded: ...
     def probe(self, key: ApiKey, timeout: float | None = None) -> Outcome: ...
     def close(self) -> None: ...
 
@@ -63,6 +64,9 @@ class ProviderSpec:
     classify: Classifier
     adapter: Callable[[Endpoint], ProviderAdapter]
     probe_vouches_for: frozenset[OutcomeKind] = frozenset({OutcomeKind.INVALID_KEY})
+    default_embedding_model: str = ""
+    """The model `embed` uses unless `<PROVIDER>_EMBEDDING_MODEL` says otherwise; "": none (the provider has no
+    embeddings, or only paid ones a free key would be parked for trying)."""
     keyless: bool = False
     """A local server that needs no key (Ollama, vLLM without `--api-key`): with none configured, it gets one
     placeholder key, so it rotates and rests like any other provider."""

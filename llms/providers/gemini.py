@@ -34,7 +34,7 @@ from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, Scope, rejected, transient
 from llms.providers.base import Endpoint, ProviderSpec
 from llms.transport import Budget, gemini_http_client
-from llms.types import ChatRequest, Completion, StreamReply, Usage, message_text
+from llms.types import ChatRequest, Completion, Embedded, EmbeddingRequest, StreamReply, Usage, message_text
 from llms.wire import (
     classify_common,
     error_message,
@@ -56,6 +56,11 @@ the system prompt and the thinking settings reach that version."""
 API_VERSIONS = ("v1", "v1beta", "v1alpha")
 _BETA_ONLY = re.compile(r"preview|-exp\b|experimental|-latest$", re.I)
 """Models only `v1beta` serves: previews, experiments and the `-latest` aliases (`gemini-flash-latest`)."""
+
+EMBED_BATCH = 100
+"""Texts per `batchEmbedContents` call: Gemini refuses more ("at most 100 requests can be in one batch"); a longer
+list goes in several calls with the same key, within one attempt's budget."""
+EMBEDDING_MODEL = "gemini-embedding-001"
 
 _NO_QUOTA = re.compile(r"limit:\s*0\b|doesn't have a free quota tier", re.I)
 _PREPAY = re.compile(r"prepayment credits are depleted", re.I)
@@ -246,6 +251,29 @@ class GeminiAdapter:
         reply = StreamReply(pieces=iter(()), model=model, close=lambda: _close(chunks))
         reply.pieces = self._pieces(first, chunks, reply, budget)
         return reply
+
+    def embed(self, request: EmbeddingRequest, key: ApiKey) -> Embedded:
+        """`models.embed_content` (the SDK posts `:batchEmbedContents`), `EMBED_BATCH` texts a call; errors are
+        read by the same classifier as chat's."""
+        from google.genai import types
+
+        model = request.model or EMBEDDING_MODEL
+        config = types.EmbedContentConfig(output_dimensionality=request.dimensions) if request.dimensions else None
+        budget = Budget(self._timeout, self._max_bytes)
+        vectors: list[list[float]] = []
+        try:
+            with budget.active():
+                client = self._client(key, API_VERSION)
+                for start in range(0, len(request.texts), EMBED_BATCH):
+                    batch = list(request.texts[start : start + EMBED_BATCH])
+                    response = client.models.embed_content(model=model, contents=batch, config=config)
+                    vectors += [list(e.values or []) for e in response.embeddings or []]
+                    budget.extend(self._timeout)
+        except Exception as exc:
+            raise ProviderError(self._outcome_of(exc, budget)) from None
+        if len(vectors) != len(request.texts) or not all(vectors):
+            raise ProviderError(transient(f"embeddings answer did not hold {len(request.texts)} vector(s)", 200))
+        return Embedded(vectors, model)
 
     def probe(self, key: ApiKey, timeout: float | None = None) -> Outcome:
         """Listing models spends no tokens and fails the same way a bad key fails a completion."""
@@ -447,6 +475,7 @@ SPEC = ProviderSpec(
     day_zone=PACIFIC,
     classify=classify,
     adapter=GeminiAdapter,
+    default_embedding_model=EMBEDDING_MODEL,
     limits_per_model=True,
     api_versions=API_VERSIONS,
 )

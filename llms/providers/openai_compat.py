@@ -7,8 +7,12 @@ and `probe_outcome` (a call that spends no tokens), `quota` (what a success says
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
+import math
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +27,7 @@ from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, QuotaHint, rejected, transient
 from llms.providers.base import Endpoint
 from llms.transport import NETWORK_ERRORS, Budget, HttpPool, NetworkFailure, read_body, read_lines
-from llms.types import ChatRequest, Completion, StreamReply, Usage
+from llms.types import ChatRequest, Completion, Embedded, EmbeddingRequest, StreamReply, Usage
 from llms.wire import error_object, parse_duration, snippet
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ class OpenAICompatAdapter:
     def __init__(self, endpoint: Endpoint, pool_size: int = 32) -> None:
         self.model = endpoint.model
         self._url = f"{endpoint.base_url}/chat/completions"
+        self._embed_url = f"{endpoint.base_url}/embeddings"
         self._probe_url = f"{endpoint.base_url}/{self.probe_path}"
         self._timeout = endpoint.timeout
         self._max_bytes = endpoint.max_bytes
@@ -73,18 +78,18 @@ class OpenAICompatAdapter:
 
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
         budget = Budget(self._timeout, self._max_bytes)
-        response = self._post(request, key, budget, stream=False)
+        response = self._post(self._url, self._payload(request, False), key, budget)
         return self._completion(response.status, response.headers, self._body(response, budget), request)
 
     async def asend(self, request: ChatRequest, key: ApiKey) -> Completion:
         """`send` from an event loop (the gateway), over aiohttp with the same budget."""
         budget = Budget(self._timeout, self._max_bytes)
-        answer = await self._apost(request, key, budget, stream=False)
+        answer = await self._apost(self._url, self._payload(request, False), key, budget)
         return self._completion(answer.status, answer.headers, await self._abody(answer, budget), request)
 
     def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
         budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
-        response = self._post(request, key, budget, stream=True)
+        response = self._post(self._url, self._payload(request, True), key, budget)
         if _not_a_stream(response.status, response.headers):
             self._refuse_stream(response.status, response.headers, self._body(response, budget))
         reply = StreamReply(
@@ -99,7 +104,7 @@ class OpenAICompatAdapter:
     async def aopen_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
         """`open_stream` from an event loop: the reply's `pieces` is an async iterator."""
         budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
-        answer = await self._apost(request, key, budget, stream=True)
+        answer = await self._apost(self._url, self._payload(request, True), key, budget)
         if _not_a_stream(answer.status, answer.headers):
             self._refuse_stream(answer.status, answer.headers, await self._abody(answer, budget))
         reply = StreamReply(
@@ -110,6 +115,18 @@ class OpenAICompatAdapter:
         )
         reply.pieces = self._apieces(answer, reply, budget)
         return reply
+
+    def embed(self, request: EmbeddingRequest, key: ApiKey) -> Embedded:
+        """`POST {base}/embeddings` in OpenAI's shape, over the chat's connections, budget and classification."""
+        budget = Budget(self._timeout, self._max_bytes)
+        response = self._post(self._embed_url, self._embed_payload(request), key, budget)
+        return self._embedded(response.status, response.headers, self._body(response, budget), request)
+
+    async def aembed(self, request: EmbeddingRequest, key: ApiKey) -> Embedded:
+        """`embed` from an event loop (the gateway), over aiohttp with the same budget."""
+        budget = Budget(self._timeout, self._max_bytes)
+        answer = await self._apost(self._embed_url, self._embed_payload(request), key, budget)
+        return self._embedded(answer.status, answer.headers, await self._abody(answer, budget), request)
 
     def probe(self, key: ApiKey, timeout: float | None = None) -> Outcome:
         budget = Budget(timeout or self._timeout, self._max_bytes)
@@ -154,6 +171,26 @@ class OpenAICompatAdapter:
             tool_calls=calls,
             finish_reason=str(finish) if finish else ("tool_calls" if calls else "stop"),
         )
+
+    def _embed_payload(self, request: EmbeddingRequest) -> bytes:
+        payload: dict[str, Any] = {"model": request.model, "input": list(request.texts), "encoding_format": "float"}
+        if request.dimensions is not None:
+            payload["dimensions"] = request.dimensions
+        return json.dumps(payload, ensure_ascii=False).encode()
+
+    def _embedded(self, status: int, headers: Mapping[str, str], body: Any, request: EmbeddingRequest) -> Embedded:
+        """An error answer (also an error inside a 200) is classified exactly as chat's; a 200 must carry one
+        vector per text."""
+        if status != 200 or error_object(body):
+            outcome = self.classify(status, headers, body, time.time())
+            self._raise_unless_ok(outcome if outcome.kind is not OutcomeKind.OK else transient("error answer", status))
+        if not isinstance(body, dict) or "data" not in body:
+            self._raise_unless_ok(transient(f"embeddings answer had no data: {snippet(body)}", 200))
+        vectors = vectors_of(body.get("data"), len(request.texts))
+        if vectors is None:
+            self._raise_unless_ok(transient(f"embeddings answer did not hold {len(request.texts)} vector(s)", 200))
+        usage = usage_of(body.get("usage"))
+        return Embedded(vectors or [], str(body.get("model") or request.model or self.model), usage)
 
     def _refuse_stream(self, status: int, headers: Mapping[str, str], body: Any) -> None:
         outcome = self.classify(status, headers, body, time.time())
@@ -228,13 +265,12 @@ class OpenAICompatAdapter:
 
     # --- blocking (urllib3) ----------------------------------------------------------------------------------
 
-    def _post(self, request: ChatRequest, key: ApiKey, budget: Budget, *, stream: bool) -> BaseHTTPResponse:
+    def _post(self, url: str, body: bytes, key: ApiKey, budget: Budget) -> BaseHTTPResponse:
         """Send the request; the answer's body is left unread. A redirect is not followed: providers do not send
         one, and following it would carry the key to wherever it points."""
-        body = self._payload(request, stream)
         try:
             with budget.active():
-                return self._http.request("POST", self._url, body, self._headers_for(key), self._timeouts)
+                return self._http.request("POST", url, body, self._headers_for(key), self._timeouts)
         except NETWORK_ERRORS as exc:
             raise ProviderError(network_outcome(exc, budget)) from None
 
@@ -266,14 +302,13 @@ class OpenAICompatAdapter:
 
     # --- awaited (aiohttp) -----------------------------------------------------------------------------------
 
-    async def _apost(self, request: ChatRequest, key: ApiKey, budget: Budget, *, stream: bool) -> AsyncAnswer:
+    async def _apost(self, url: str, body: bytes, key: ApiKey, budget: Budget) -> AsyncAnswer:
         if self._aio is None:
             from llms.transport_async import AsyncHttpPool
 
             self._aio = AsyncHttpPool(self._base_url, self._pool_size)
-        body = self._payload(request, stream)
         try:
-            return await self._aio.request("POST", self._url, body, self._headers_for(key), budget)
+            return await self._aio.request("POST", url, body, self._headers_for(key), budget)
         except NETWORK_ERRORS as exc:
             raise ProviderError(network_outcome(exc, budget)) from None
 
@@ -436,6 +471,39 @@ def merge_tool_call_deltas(calls: list[dict[str, Any]], deltas: Any) -> None:
             call["function"]["name"] = str(function["name"])
         if function.get("arguments"):
             call["function"]["arguments"] += str(function["arguments"])
+
+
+def vectors_of(data: Any, count: int) -> list[list[float]] | None:
+    """`data` of an embeddings answer as `count` vectors in input order (by `index`; floats, or OpenAI's base64 of
+    little-endian float32); None when it holds anything else."""
+    if not isinstance(data, list) or len(data) != count:
+        return None
+    found: dict[int, list[float]] = {}
+    for position, item in enumerate(data):
+        if not isinstance(item, dict):
+            return None
+        index = item.get("index", position)
+        vector = decode_vector(item.get("embedding"))
+        if not isinstance(index, int) or not 0 <= index < count or index in found or vector is None:
+            return None
+        found[index] = vector
+    return [found[i] for i in range(count)]
+
+
+def decode_vector(raw: Any) -> list[float] | None:
+    if isinstance(raw, str):
+        try:
+            packed = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        if not packed or len(packed) % 4:
+            return None
+        return list(struct.unpack(f"<{len(packed) // 4}f", packed))
+    if not isinstance(raw, list) or not raw:
+        return None
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in raw):
+        return None
+    return [float(x) for x in raw]
 
 
 def usage_of(raw: Any) -> Usage:
