@@ -12,7 +12,7 @@ import pytest
 from conftest import SECRETS, USER_HELLO, in_threads
 
 from config.settings import load_settings
-from llms import SmartClient
+from llms import RequestRejectedError, SmartClient
 from llms.state import store_from_url
 from llms.types import ChatResult
 from simulator import Simulator
@@ -162,3 +162,43 @@ def test_an_overloaded_gemini_model_rests_the_model_briefly_not_its_keys(
     assert all(k.available and not k.consecutive_failures for k in client.key_manager.statuses("gemini"))
     pause = client.key_manager.provider_pause("gemini", "gemini-3.5-flash-lite")
     assert pause is not None and 0 < pause[0] - time.time() <= 11
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+@pytest.mark.parametrize(
+    ("messages", "options", "why"),
+    [
+        (USER_HELLO, {"presence_penalty": 0.5}, "refuses a custom presence_penalty"),
+        (USER_HELLO, {"frequency_penalty": -0.5}, "refuses a custom frequency_penalty"),
+        ([*USER_HELLO, {"role": "assistant", "content": "Sure:"}], {}, "last turn is the model's"),
+    ],
+)
+def test_what_gemini_3_5_flash_lite_refuses_goes_to_another_provider_before_any_call(
+    build: Build, sim: Simulator, wire: str, messages: list[dict[str, str]], options: dict[str, float], why: str
+) -> None:
+    """Google's model page: 3.5 Flash-Lite answers custom penalties and a conversation ending on the model's turn
+    with an error. That is the request's problem for that model: Groq answers, Gemini is never called, nothing
+    cools; with Gemini alone the caller gets the reason."""
+    client = build({"gemini": 1, "groq": 1})
+    result = _complete_messages(client, wire, messages, **options)
+    assert result.provider == "groq" and sim.calls("gemini:1") == 0
+    assert all(k.available for p in ("gemini", "groq") for k in client.key_manager.statuses(p))
+    alone = build({"gemini": 1})
+    with pytest.raises(RequestRejectedError, match=why):
+        _complete_messages(alone, wire, messages, **options)
+    assert sim.calls("gemini:1") == 0
+    older = build({"gemini": 1}, GEMINI_CHAT_MODEL="gemini-2.5-flash")  # other models take them
+    assert _complete_messages(older, wire, messages, **options).provider == "gemini"
+
+
+def _complete_messages(client: SmartClient, wire: str, messages: list[dict[str, str]], **options: float) -> ChatResult:
+    if wire == "blocking":
+        return client.complete(messages, **options)  # type: ignore[arg-type]
+
+    async def awaited() -> ChatResult:
+        try:
+            return await client.acomplete(messages, **options)  # type: ignore[arg-type]
+        finally:
+            await client.aclose()
+
+    return asyncio.run(awaited())

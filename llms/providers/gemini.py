@@ -62,6 +62,9 @@ EMBED_BATCH = 100
 list goes in several calls with the same key, within one attempt's budget."""
 EMBEDDING_MODEL = "gemini-embedding-001"
 
+_STRICT_SAMPLING = re.compile(r"^gemini-3\.5-flash-lite")
+"""Models that ignore a custom temperature / top_p / top_k, refuse custom presence / frequency penalties, and refuse
+a conversation whose last turn is the model's (Google's model page for Gemini 3.5 Flash-Lite)."""
 _NO_QUOTA = re.compile(r"limit:\s*0\b|doesn't have a free quota tier", re.I)
 _PREPAY = re.compile(r"prepayment credits are depleted", re.I)
 _HISTORY = re.compile(r'thought_signature|Unknown name "id"', re.I)
@@ -341,6 +344,7 @@ class GeminiAdapter:
     def _contents_and_config(self, request: ChatRequest, model: str) -> tuple[list[Any], Any]:
         from google.genai import types
 
+        _refuse_what_the_model_refuses(request, model)
         system: list[str] = []
         contents: list[types.Content] = []
         names = agents.call_names(request.messages)
@@ -420,6 +424,19 @@ class GeminiAdapter:
         else:
             outcome = transient(f"unreadable answer ({type(exc).__name__})")
         return outcome.redacted(self._secrets)
+
+
+def _refuse_what_the_model_refuses(request: ChatRequest, model: str) -> None:
+    """What Google documents a model answers with an error is refused before the call (the error's text is not
+    documented, so it could not be told from a malformed request afterwards), so another provider may take it."""
+    if not _STRICT_SAMPLING.match(model.removeprefix("models/")):
+        return
+    for name in ("presence_penalty", "frequency_penalty"):
+        if request.options.get(name):
+            raise agents.Refused(f"{model} refuses a custom {name}")
+    turns = [m for m in request.messages if m["role"] != "system"]
+    if turns and turns[-1]["role"] == "assistant":
+        raise agents.Refused(f"{model} refuses a conversation whose last turn is the model's (an assistant prefill)")
 
 
 def _parts(content: Any) -> list[Any]:
