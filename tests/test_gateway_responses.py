@@ -201,3 +201,22 @@ def test_input_items_become_one_conversation(start_gateway: StartGateway) -> Non
         timeout=10,
     )
     assert refused.status_code == 400 and "keeps no responses" in refused.json()["error"]["message"]
+
+
+def test_a_stream_that_breaks_ends_in_response_failed(start_gateway: StartGateway) -> None:  # noqa: F811
+    gw = start_gateway({"groq": 1}, steps={"groq:1": ["mid_stream_error"]})
+    events = list(gw.sdk().responses.create(model="auto", input="one two three four five six", stream=True))
+    assert any(e.type == "response.output_text.delta" for e in events)  # text arrived, then the break was told
+    failed = events[-1]
+    assert failed.type == "response.failed" and failed.response.status == "failed"
+    assert failed.response.error is not None and "stream broke" in failed.response.error.message
+    assert failed.response.output[0].status == "incomplete"  # type: ignore[union-attr]
+    assert not any(e.type == "response.completed" for e in events)
+    assert gw.metric("llm_gateway_requests_total", outcome="interrupted") == 1
+
+
+def test_unknown_paths_name_the_responses_endpoint_and_not_the_stored_one(start_gateway: StartGateway) -> None:  # noqa: F811
+    gw = start_gateway({"groq": 1})
+    listed = httpx.get(f"{gw.base_url}/batches", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    message = listed.json()["error"]["message"]
+    assert "POST /v1/responses" in message and "response_id" not in message
