@@ -9,6 +9,7 @@ believes stored would get answers that forgot it. Pure functions over dicts and 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -69,7 +70,9 @@ def parse_responses(body: bytes) -> ParsedResponses:
     stream = flag(data, "stream")
     tools, echoed_tools = _tools(data.get("tools"))
     text_format = _text_format(data.get("text"))
-    messages = _instructions(data.get("instructions")) + _input(data.get("input"))
+    instructions = _instructions(data.get("instructions"))
+    items, origins = _input(data.get("input"))
+    messages, origins = instructions + items, ["instructions"] * len(instructions) + origins
     options = {
         "tools": tools,
         "tool_choice": _tool_choice(data.get("tool_choice")),
@@ -79,7 +82,7 @@ def parse_responses(body: bytes) -> ParsedResponses:
     try:
         request = ChatRequest.build(messages, data.get("temperature"), data.get("max_output_tokens"), **options)
     except ValueError as exc:
-        raise _translated(str(exc)) from None
+        raise _translated(str(exc), origins) from None
     echo = {
         "instructions": data.get("instructions") if isinstance(data.get("instructions"), str) else None,
         "max_output_tokens": data.get("max_output_tokens"),
@@ -94,8 +97,9 @@ def parse_responses(body: bytes) -> ParsedResponses:
     return ParsedResponses(model, request, stream, echo)
 
 
-def _translated(text: str) -> ApiError:
-    """The client's validation message in the Responses API's own field names."""
+def _translated(text: str, origins: list[str]) -> ApiError:
+    """The client's validation message in the Responses API's own field names: `messages[2]` becomes the input item
+    it was made from (instructions come first, and calls join the assistant turn before them)."""
     for chat, ours in (
         ("max_tokens", "max_output_tokens"),
         ("response_format", "text.format"),
@@ -106,6 +110,7 @@ def _translated(text: str) -> ApiError:
     ):
         if text.startswith(chat):
             return bad_request(text.replace(chat, ours, 1), ours)
+    text = re.sub(r"messages\[(\d+)\]", lambda m: origins[int(m.group(1))], text)
     return bad_request(text.replace("messages", "input"), "input")
 
 
@@ -130,32 +135,33 @@ def _instructions(instructions: Any) -> list[dict[str, Any]]:
     raise bad_request("'instructions' must be text (a list of input items goes in 'input').", "instructions")
 
 
-def _input(items: Any) -> list[dict[str, Any]]:
-    """Input items as chat messages: a `function_call` joins the assistant turn before it (or opens one), a
-    `function_call_output` becomes a `tool` message, a `reasoning` item is dropped (only its model could read it)."""
+def _input(items: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Input items as chat messages, and the item each message came from (for error messages): a `function_call`
+    joins the assistant turn before it (or opens one), a `function_call_output` becomes a `tool` message, a
+    `reasoning` item is dropped (only its model could read it)."""
     if isinstance(items, str):
-        return [{"role": "user", "content": items}]
+        return [{"role": "user", "content": items}], ["input"]
     if not isinstance(items, list) or not items:
         raise bad_request("'input' must be text or a non-empty list of input items.", "input")
     messages: list[dict[str, Any]] = []
+    origins: list[str] = []
     for i, item in enumerate(items):
         where = f"input[{i}]"
         if not isinstance(item, dict):
             raise bad_request(f"{where} must be an object (a message or a function call item).", "input")
         kind = item.get("type") or ("message" if "role" in item else None)
+        if kind == "reasoning":
+            continue
         if kind == "message":
-            messages.append(_message(where, item))
+            message = _message(where, item)
+        elif kind == "function_call_output":
+            message = _function_output(where, item)
         elif kind == "function_call":
             call = _function_call(where, item)
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant":
-                last.setdefault("tool_calls", []).append(call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
-            messages.append(_function_output(where, item))
-        elif kind == "reasoning":
-            continue
+            if messages and messages[-1]["role"] == "assistant":
+                messages[-1].setdefault("tool_calls", []).append(call)
+                continue
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
         elif kind == "item_reference":
             raise bad_request(f"{where}: an 'item_reference' points at a stored item. {NO_STATE}", "input")
         else:
@@ -165,7 +171,9 @@ def _input(items: Any) -> list[dict[str, Any]]:
                 "input",
                 "unsupported_parameter",
             )
-    return messages
+        messages.append(message)
+        origins.append(where)
+    return messages, origins
 
 
 def _message(where: str, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,7 +258,7 @@ def _tools(tools: Any) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]
 
 
 def _tool_choice(choice: Any) -> Any:
-    if choice is None or isinstance(choice, str):
+    if choice is None or choice in ("auto", "required", "none"):
         return choice
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "function", "function": {"name": choice.get("name")}}

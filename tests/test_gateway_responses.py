@@ -11,7 +11,7 @@ import openai
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
-from test_gateway import TOKEN, StartGateway, start_gateway  # noqa: F401 - the fixture, shared
+from test_gateway import PNG, TOKEN, StartGateway, start_gateway  # noqa: F401 - the fixture, shared
 
 FORMATS = ["openrouter", "groq", "gemini"]
 UNTHINKING = {"gemini": "gemini/gemini-2.5-flash"}
@@ -220,3 +220,24 @@ def test_unknown_paths_name_the_responses_endpoint_and_not_the_stored_one(start_
     listed = httpx.get(f"{gw.base_url}/batches", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     message = listed.json()["error"]["message"]
     assert "POST /v1/responses" in message and "response_id" not in message
+
+
+def test_images_pass_and_malformed_input_is_refused_naming_the_callers_own_item(start_gateway: StartGateway) -> None:  # noqa: F811
+    gw = start_gateway({"groq": 1})
+
+    def post(body: dict[str, object]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        return httpx.post(f"{gw.base_url}/responses", json={"model": "groq", **body}, headers=headers, timeout=10)
+
+    image = {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "auto"}
+    seen = post({"input": [{"role": "user", "content": [{"type": "input_text", "text": "What is it?"}, image]}]})
+    assert seen.status_code == 200 and seen.json()["output"][0]["content"][0]["text"].startswith("Simulated groq")
+    parts = gw.sim.requests[-1].payload["messages"][0]["content"]
+    assert parts[1] == {"type": "image_url", "image_url": {"url": image["image_url"]}}
+    broken = {**image, "image_url": "data:image/png;base64,not-base64!"}
+    items = [{"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": [broken]}]
+    refused = post({"instructions": "Be brief.", "input": items})
+    assert refused.status_code == 400 and refused.json()["error"]["message"].startswith("input[1]")
+    bad_choice = post({"input": "Hi", "tools": [WEATHER], "tool_choice": "sometimes"})
+    assert bad_choice.status_code == 400 and bad_choice.json()["error"]["param"] == "tool_choice"
+    assert gw.sim.calls() == 1
