@@ -1,4 +1,5 @@
-"""The ASGI app: OpenAI's `/v1/chat/completions` and `/v1/models`, plus `/healthz` and `/metrics`, over a key pool.
+"""The ASGI app: OpenAI's `/v1/chat/completions`, `/v1/responses` and `/v1/models`, plus `/healthz` and `/metrics`,
+over a key pool.
 
 Provider calls are awaited on the event loop (`SmartClient.acomplete` / `achat_stream`: aiohttp for OpenRouter and
 Groq), at most `LLM_GATEWAY_WORKERS` at once (further requests queue); what blocks — Gemini's SDK, a SQLite or
@@ -28,24 +29,21 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.config import GatewaySettings
+from gateway.formats import CHAT, RESPONSES, Parsed, StreamWriter, WireFormat
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.openai_format import (
     ApiError,
-    ChunkWriter,
-    ParsedChat,
     ParsedEmbeddings,
-    completion_body,
-    completion_id,
     dumps,
     embedding_id,
     embeddings_body,
     model_entry,
     model_list,
-    parse_chat,
     parse_embeddings,
     retry_headers,
 )
 from gateway.pool import ClientPool
+from gateway.responses_format import not_stored
 from llms import AllKeysExhaustedError, AsyncChatStream, LLMError, RequestRejectedError, StreamInterruptedError
 
 log = logging.getLogger("llms.gateway")
@@ -94,21 +92,32 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
         finally:
             await pool.aclose_connections()
 
-    async def chat(request: Request) -> Response:
+    def answering(wire: WireFormat) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint of one wire format: every format's request runs through the client on the same path."""
+
+        async def endpoint(request: Request) -> Response:
+            refused = _authenticate(state, request)
+            if refused is not None:
+                return _error(refused)
+            try:
+                body = await _read_body(request, settings.max_body, settings.body_timeout)
+                parsed = wire.parse(body)
+            except ApiError as exc:
+                return _error(exc)
+            client = pool.resolve(parsed.model)
+            if client is None:
+                return _error(_unknown_model(pool, parsed.model))
+            if parsed.stream:
+                return await _stream(state, client, wire, parsed, request)
+            return await _complete(state, client, wire, parsed, request)
+
+        return endpoint
+
+    chat, responses = answering(CHAT), answering(RESPONSES)
+
+    async def stored_response(request: Request) -> Response:
         refused = _authenticate(state, request)
-        if refused is not None:
-            return _error(refused)
-        try:
-            body = await _read_body(request, settings.max_body, settings.body_timeout)
-            parsed = parse_chat(body)
-        except ApiError as exc:
-            return _error(exc)
-        client = pool.resolve(parsed.model)
-        if client is None:
-            return _error(_unknown_model(pool, parsed.model))
-        if parsed.stream:
-            return await _stream(state, client, parsed, request)
-        return await _complete(state, client, parsed, request)
+        return _error(refused or not_stored(request.path_params["response_id"]))
 
     async def embeddings(request: Request) -> Response:
         refused = _authenticate(state, request)
@@ -182,6 +191,14 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
             Route("/chat/completions", chat, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/responses", responses, methods=["POST"]),
+            Route("/responses", responses, methods=["POST"]),
+            Route(
+                "/v1/responses/{response_id:path}",
+                stored_response,
+                methods=["GET", "POST", "DELETE"],
+                include_in_schema=False,  # answers that nothing is stored: not listed among what is served
+            ),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model:path}", model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -257,7 +274,9 @@ def _too_large(limit: int) -> ApiError:
 
 def _served(request: Request) -> str:
     """The OpenAI paths this app answers, with their methods, from its own routing table."""
-    routes = [r for r in request.app.routes if isinstance(r, Route) and r.path.startswith("/v1/")]
+    routes = [
+        r for r in request.app.routes if isinstance(r, Route) and r.path.startswith("/v1/") and r.include_in_schema
+    ]
     return ", ".join(f"{'/'.join(sorted((r.methods or set()) - {'HEAD'}))} {r.path}" for r in routes)
 
 
@@ -274,7 +293,7 @@ def _unknown_model(pool: ClientPool, name: str) -> ApiError:
 # --- answering -------------------------------------------------------------------------------------------------
 
 
-async def _complete(state: _State, client: Any, parsed: ParsedChat, request: Request) -> Response:
+async def _complete(state: _State, client: Any, wire: WireFormat, parsed: Parsed, request: Request) -> Response:
     started = time.perf_counter()
     await state.begin()
     try:
@@ -289,8 +308,8 @@ async def _complete(state: _State, client: Any, parsed: ParsedChat, request: Req
     finally:
         state.end()
     state.metrics.finished("ok", result.attempts, time.perf_counter() - started, False, result.key_id)
-    cid = completion_id()
-    body = completion_body(cid, int(time.time()), _answered(result.provider, result.model), result)
+    cid = wire.new_id()
+    body = wire.body(parsed, cid, _answered(result.provider, result.model), result)
     return Response(body, media_type=JSON, headers=_who(result.provider, result.key_id, result.attempts, cid))
 
 
@@ -316,8 +335,8 @@ async def _embed(state: _State, client: Any, parsed: ParsedEmbeddings, request: 
     return Response(body, media_type=JSON, headers=headers)
 
 
-async def _stream(state: _State, client: Any, parsed: ParsedChat, request: Request) -> Response:
-    """Fail over until the first piece (so a 429 or 400 is still a proper HTTP status), then stream SSE chunks."""
+async def _stream(state: _State, client: Any, wire: WireFormat, parsed: Parsed, request: Request) -> Response:
+    """Fail over until the first piece (so a 429 or 400 is still a proper HTTP status), then stream SSE events."""
     started = time.perf_counter()
     stream = client.achat_stream(parsed.request, model=parsed.model)
     await state.begin()
@@ -337,9 +356,9 @@ async def _stream(state: _State, client: Any, parsed: ParsedChat, request: Reque
         state.end()
         await _close(stream)
         raise
-    cid = completion_id()
+    cid = wire.new_id()
     provider, model, key_id = stream.provider, stream.model, stream.key_id
-    writer = ChunkWriter(cid, _answered(provider, model) if provider else parsed.model, parsed.include_usage)
+    writer = wire.writer(parsed, cid, _answered(provider, model) if provider else parsed.model)
     headers = {"x-request-id": cid, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if provider and key_id:
         headers.update(_who(provider, key_id, stream.attempts, cid))
@@ -347,7 +366,7 @@ async def _stream(state: _State, client: Any, parsed: ParsedChat, request: Reque
 
 
 async def _events(
-    state: _State, stream: AsyncChatStream, first: str | None, writer: ChunkWriter, started: float
+    state: _State, stream: AsyncChatStream, first: str | None, writer: StreamWriter, started: float
 ) -> AsyncGenerator[bytes, None]:
     outcome, done = "client_disconnected", False
     try:
@@ -365,7 +384,7 @@ async def _events(
         done = True
         outcome = "interrupted"
         error = ApiError(502, str(exc), type="server_error", code="stream_interrupted")
-        yield ChunkWriter.error(error)
+        yield writer.error(error)
     finally:
         if not done:  # the caller went away (or the app is stopping): free the key's in-flight slot now
             await _close(stream)

@@ -83,16 +83,14 @@ class ParsedChat:
 
 def parse_chat(body: bytes) -> ParsedChat:
     """The request, validated exactly as the client will validate it, or `ApiError(400)` saying what is wrong."""
-    data = _json_object(body)
-    model = data.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise bad_request("'model' is required: 'auto', a provider name, or 'provider/model'.", "model")
+    data = load_object(body)
+    model = required_model(data)
     _refuse_unsupported(data)
-    stream = _flag(data, "stream")
+    stream = flag(data, "stream")
     options = data.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise bad_request("'stream_options' must be an object.", "stream_options")
-    include_usage = bool(options) and _flag(options, "include_usage", "stream_options.include_usage")
+    include_usage = bool(options) and flag(options, "include_usage", "stream_options.include_usage")
     max_tokens = data.get("max_completion_tokens")
     which = "max_completion_tokens"
     if max_tokens is None:
@@ -106,10 +104,10 @@ def parse_chat(body: bytes) -> ParsedChat:
         param = next((n for n in ("temperature", *FORWARDED_FIELDS) if text.startswith(n)), None)
         param = param or (which if text.startswith("max_tokens") else None)
         raise bad_request(text.replace("max_tokens", which), param or "messages") from None
-    return ParsedChat(model.strip(), request, stream, include_usage)
+    return ParsedChat(model, request, stream, include_usage)
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def load_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object, or `ApiError(400)` saying why it is not one."""
     try:
         data = json.loads(body)
@@ -140,7 +138,7 @@ def parse_embeddings(body: bytes) -> ParsedEmbeddings:
     """OpenAI's embeddings request (`input` text or a list of texts, `model`, `encoding_format`, `dimensions`;
     `user` ignored), validated as the client will validate it, or `ApiError(400)`. Token arrays are refused: which
     tokenizer made them is not known here, and the providers behind the pool take text."""
-    data = _json_object(body)
+    data = load_object(body)
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' is required: 'auto', a provider name, or an embedding model id.", "model")
@@ -189,7 +187,14 @@ def encode_vector(vector: list[float], encoding_format: str) -> list[float] | st
     return vector
 
 
-def _flag(data: Mapping[str, Any], name: str, shown: str | None = None) -> bool:
+def required_model(data: Mapping[str, Any]) -> str:
+    model = data.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("'model' is required: 'auto', a provider name, or 'provider/model'.", "model")
+    return model.strip()
+
+
+def flag(data: Mapping[str, Any], name: str, shown: str | None = None) -> bool:
     value = data.get(name)
     if value is None:
         return False
@@ -330,8 +335,7 @@ class ChunkWriter:
             out += self._event([], usage_dict(result.usage if result else Usage()))
         return out + b"data: [DONE]\n\n"
 
-    @staticmethod
-    def error(error: ApiError) -> bytes:
+    def error(self, error: ApiError) -> bytes:
         """An error after the answer began: an SSE event the OpenAI SDKs raise as `APIError` (never `[DONE]` after
         it, so a truncated answer is never mistaken for a whole one)."""
         return b"data: " + error.body() + b"\n\n"
