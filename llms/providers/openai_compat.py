@@ -57,6 +57,10 @@ class OpenAICompatAdapter:
         """What a successful answer's headers say about the key's quota (None: nothing)."""
         return None
 
+    def stream_error(self) -> Outcome:
+        """The verdict on a stream chunk with `finish_reason: "error"` and no error object."""
+        return transient("stream ended with finish_reason 'error'", 200)
+
     def probe_outcome(self, body: Any) -> Outcome:
         """The verdict on a 200 answer to the probe."""
         if isinstance(body, dict) and "data" in body:
@@ -202,7 +206,7 @@ class OpenAICompatAdapter:
         for choice in chunk.get("choices") or []:
             finish = choice.get("finish_reason")
             if finish == "error":
-                raise ProviderError(transient("stream ended with finish_reason 'error'", 200))
+                self._raise_unless_ok(self.stream_error())
             if finish:
                 reply.finish_reason = str(finish)
             delta = choice.get("delta") or {}
