@@ -149,10 +149,11 @@ class SmartClient:
         if settings.alert_webhook:
             self._alerts.watch()
         self.prober: Prober | None = None
+        self._closed = threading.Event()
         if settings.probe_interval > 0:
             self.prober = Prober(self.parked_key_ids, self.check_key, settings.probe_interval)
             self.prober.start()
-            self._checks.start(self._start_up_probes())
+            threading.Thread(target=self._probe_at_start, name="llms-start-probes", daemon=True).start()
 
     # --- chatting -------------------------------------------------------------------------------------------------
 
@@ -677,15 +678,22 @@ class SmartClient:
         self._alerts.update()
         return self._alerts.recent(limit)
 
-    def _start_up_probes(self) -> list[str]:
-        """One key of each account (group, or key alone) of the providers whose probe reads quota reported
-        nowhere else (`ProviderSpec.probe_at_start`): read once at start-up, then by the prober."""
+    def _probe_at_start(self) -> None:
+        """Probe one key of each account (group, or key alone) of the providers whose probe reads quota reported
+        nowhere else (`ProviderSpec.probe_at_start`: OpenRouter's free-model requests left today), once, one at a
+        time; the prober's rounds read it again later."""
         chosen: dict[tuple[str, str], str] = {}
         for provider in self._order:
             if self.settings.providers[provider].spec.probe_at_start:
                 for key in self.key_manager.keys(provider):
                     chosen.setdefault((provider, key.group or key.fingerprint), key.key_id)
-        return list(chosen.values())
+        for key_id in chosen.values():
+            if self._closed.is_set():
+                return
+            try:
+                self.check_key(key_id)
+            except Exception as exc:  # a start-up read must never take the client down
+                log.warning("start-up probe of %s failed: %s", key_id, type(exc).__name__)
 
     def parked_key_ids(self) -> list[str]:
         """Keys parked for the long cooldown (invalid, no credit), which a probe may bring back."""
@@ -698,6 +706,7 @@ class SmartClient:
 
     def close(self) -> None:
         """Stop the prober, close provider connections and, if this client opened it, the state store."""
+        self._closed.set()
         if self.prober is not None:
             self.prober.stop()
         self._checks.stop()

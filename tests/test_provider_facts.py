@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import SECRETS, USER_HELLO, MakeClient
 
+from dashboard.status import summarize, summary_table
 from dashboard.text import pause_text, reason_text
 from llms import ChatResult, RequestRejectedError, SmartClient
 from llms.outcomes import OutcomeKind, Scope
@@ -362,6 +363,24 @@ def test_the_probe_reads_free_requests_left_and_rests_the_account_before_the_dai
     assert sim.calls("openrouter:1") + sim.calls("openrouter:2") == calls  # the spent account is not asked
     daily = client.get_status_summary()["openrouter"]["daily_requests"]
     assert daily == {"remaining": 50, "limit": 100, "accounts": 2}
+
+
+def test_start_up_reads_free_requests_left_once_per_account(make_client: MakeClient, sim) -> None:
+    """Item 1: with background probes on, start-up reads `GET /key` once per account (not per call, not per key),
+    so the Status page shows the requests left and the learned daily limit before any request is made."""
+    client = make_client({"openrouter": 3}, LLM_PROBE_INTERVAL="3600", **ACCOUNT)
+    deadline = time.monotonic() + 5
+    while client.get_status_summary()["openrouter"]["daily_requests"] != {
+        "remaining": 100,
+        "limit": 100,
+        "accounts": 2,
+    }:
+        assert time.monotonic() < deadline, client.get_status_summary()["openrouter"]["daily_requests"]
+        time.sleep(0.02)
+    probes = [r.key_name for r in sim.requests if r.path.endswith("/key")]
+    assert sorted(probes) == ["openrouter:1", "openrouter:3"]
+    row = summary_table([summarize(client.provider_statuses()[0], time.time())])
+    assert "📅 100/100 free-model requests left today (2 accounts)" in row
 
 
 # --- Groq over HTTP ------------------------------------------------------------------------------------------------
