@@ -6,10 +6,9 @@ Whose limit an answer is decides everything here (llms.outcomes.Scope):
   (`metadata.provider_name` / `provider_code` / `raw`, `limit_source: upstream_…`), a 502 naming it, and 503
   "no available model provider". Every key of the account meets the same failure: the (provider, model) rests
   briefly, no key is cooled and no window is learned. OpenRouter's own limits come as real HTTP 429s.
-- The account's (all keys of its group): 402 "Insufficient credits" (`limit_source: openrouter_credits`), 402
-  `openrouter_in_flight_budget` (temporary: for its `Retry-After`); and, for the `:free` model asked for only,
-  `free-models-per-day` (until the next UTC midnight, given in `metadata.headers["X-RateLimit-Reset"]`, ms): paid
-  models do not count against it.
+- The account's (all keys of its group): `free-models-per-day` (until the next UTC midnight, given in
+  `metadata.headers["X-RateLimit-Reset"]`, ms), 402 "Insufficient credits" (`limit_source: openrouter_credits`),
+  402 `openrouter_in_flight_budget` (temporary: for its `Retry-After`).
 - The key's: its own credit cap (`limit_source: openrouter_key_limit`, 403 "Key limit exceeded").
 - The request's: 402 `reason: weight_exceeds_budget` or "… can only afford N" (a smaller `max_tokens`, or
   another provider, fits), moderation and guardrail 403s.
@@ -75,7 +74,7 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     if status == 429:
         if "free-models-per-day" in message or "daily" in limit_source:
             wait = hint if hint is not None else seconds_until_midnight(UTC, now)
-            return Outcome(OutcomeKind.RATE_LIMIT, status, message, wait, daily_quota=True, scope=Scope.MODEL)
+            return Outcome(OutcomeKind.RATE_LIMIT, status, message, wait, daily_quota=True, scope=Scope.ACCOUNT)
         return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=bool(_DAILY.search(message)))
     if limit_source == "openrouter_key_limit" or (status == 403 and _KEY_LIMIT.search(message)):
         return Outcome(OutcomeKind.NO_CREDITS, status, f"key's own credit limit: {message}")
