@@ -152,7 +152,7 @@ def probe_outcome(body: Any, free_model: bool = True, now: float | None = None) 
     """`GET /key` is 200 for a key that cannot pay for a request: read the key's own credit cap
     (`limit_remaining`, null without one), and the account's `:free` requests left today
     (`free_model_daily_requests`, reset at UTC midnight). None left, with a `:free` model configured: the
-    account rests for that model until midnight instead of walking every key into the daily 429."""
+    account rests until midnight, as the daily 429 would rest it, instead of walking every key into that 429."""
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, dict):
         return transient("key info had no data", 200)
@@ -166,7 +166,7 @@ def probe_outcome(body: Any, free_model: bool = True, now: float | None = None) 
     if daily.remaining == 0:
         message = f"free-model requests spent for today ({daily.limit} a day, account-wide)"
         return Outcome(
-            OutcomeKind.RATE_LIMIT, 200, message, daily.reset_after, daily_quota=True, scope=Scope.MODEL, quota=daily
+            OutcomeKind.RATE_LIMIT, 200, message, daily.reset_after, daily_quota=True, scope=Scope.ACCOUNT, quota=daily
         )
     return Outcome(OK.kind, 200, f"key accepted{free}: {daily.remaining} free-model requests left today", quota=daily)
 
