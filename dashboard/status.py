@@ -85,6 +85,9 @@ class ProviderSummary:
     pause: str | None
     next_key: str | None
     next_in: float | None
+    daily: str | None = None
+    """Requests left today of the daily limit the provider reports (OpenRouter's `:free` requests, read by
+    probes), e.g. "38/50 free-model requests left today"; None when it reports none."""
 
     @property
     def note(self) -> str:
@@ -120,7 +123,15 @@ def summarize(status: ProviderStatus, now: float) -> ProviderSummary:
         pause=pause_text(status, now) if paused else None,
         next_key=soonest.key_id if soonest else None,
         next_in=soonest.cooldown_remaining if soonest else None,
+        daily=_daily_text(status.daily_requests),
     )
+
+
+def _daily_text(daily: dict[str, int] | None) -> str | None:
+    if not daily:
+        return None
+    accounts = f" ({daily['accounts']} accounts)" if daily.get("accounts", 1) > 1 else ""
+    return f"{daily['remaining']}/{daily['limit']} free-model requests left today{accounts}"
 
 
 def summary_table(summaries: Sequence[ProviderSummary]) -> str:
@@ -133,6 +144,7 @@ def summary_table(summaries: Sequence[ProviderSummary]) -> str:
             continue
         counts = [f"🟢 {s.available}/{s.total} available"]
         counts += [f"{mark} {n} {word}" for mark, n, word in _counted(s) if n]
+        counts += [f"📅 {s.daily}"] if s.daily else []
         lines.append(f"| **{md_escape(s.title)}** | {' · '.join(counts)} | {md_escape(s.note)} |")
     return "\n".join(lines)
 

@@ -480,7 +480,9 @@ class KeyManager:
         if quota is None:
             return None
         remaining = quota.remaining if quota.remaining is None or quota.remaining >= 0 else 0
-        return QuotaHint(remaining, self._sane(quota.reset_after), self._sane(quota.rest), quota.per_day)
+        return replace(
+            quota, remaining=remaining, reset_after=self._sane(quota.reset_after), rest=self._sane(quota.rest)
+        )
 
     def cool(
         self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "", model: str | None = None
@@ -497,20 +499,51 @@ class KeyManager:
         self._event(now, key, EventKind.COOLED, detail)
         log.info("cooling %s: %s", key.label, detail)
 
-    def probe_passed(self, key: ApiKey, vouches_for: Collection[OutcomeKind]) -> bool:
+    def probe_passed(
+        self,
+        key: ApiKey,
+        vouches_for: Collection[OutcomeKind],
+        revives_credit: Callable[[str], bool] | None = None,
+    ) -> bool:
         """A cheap real call just worked: a key parked for a reason that call disproves comes back now.
 
         `vouches_for` comes from the provider's spec: a call that spends no tokens says nothing about a rate
-        limit, and on most providers nothing about credit either, so such keys stay put.
+        limit, and on most providers nothing about credit either, so such keys stay put. `revives_credit`: which
+        no-credit parkings (by the message that parked the key) the call can disprove (None: all).
         """
         now = self._clock()
         record = self._store.records([key.fingerprint])[0]
         revivable = {_PARKED[kind] for kind in vouches_for if kind in _PARKED}
         if record.cooldown_until <= now or record.reason not in revivable:
             return False
+        credit = record.reason is CooldownReason.NO_CREDITS
+        if credit and revives_credit is not None and not revives_credit(record.last_error or ""):
+            return False
         self._store.reset([key.fingerprint])
         self._event(now, key, EventKind.RECOVERED, f"probe passed after {record.reason.value}")
         return True
+
+    def note_daily_requests(self, key: ApiKey, quota: QuotaHint) -> None:
+        """Keep what a probe read of the key's account's requests left today (for the status page), until the
+        day ends."""
+        now = self._clock()
+        until = now + (quota.reset_after or 0.0)
+        document = {"remaining": quota.remaining, "limit": quota.limit, "until": until, "at": now}
+        self._store.change(f"daily/{_subject(key, '')}", lambda _: document)
+
+    def daily_requests(self, provider: str) -> dict[str, int] | None:
+        """Requests left today and the daily limit, summed over the provider's accounts a probe has read today
+        (each account counted once); None when none has been read."""
+        now = self._clock()
+        subjects = sorted({_subject(k, "") for k in self._keys.get(provider, ())})
+        documents = [d for d in self._store.documents([f"daily/{s}" for s in subjects]) if d.get("until", 0) > now]
+        if not documents:
+            return None
+        return {
+            "remaining": sum(int(d.get("remaining") or 0) for d in documents),
+            "limit": sum(int(d.get("limit") or 0) for d in documents),
+            "accounts": len(documents),
+        }
 
     def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
         """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys."""

@@ -42,6 +42,24 @@ class Scope(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaHint:
+    """What a successful answer said about the key's quota.
+
+    `remaining` requests until `reset_after` seconds from now; `rest`, when set, means the key must rest that
+    long right away (a token quota that cannot cover another request of this size). `per_day`: `remaining`
+    counts the day's requests (Groq's, Cerebras' headers, OpenRouter's free-model requests) — when to stop, not
+    how many may go at once: 999 left today says nothing of a 30-a-minute limit, so it must not widen the in-flight
+    limit.
+    """
+
+    remaining: int | None
+    reset_after: float | None
+    rest: float | None = None
+    limit: int | None = None  # the window's size, when the provider says it
+    per_day: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """The verdict on one answer.
 
@@ -62,6 +80,9 @@ class Outcome:
     scope: Scope = Scope.KEY
     other_provider_may_serve: bool = False
     config_error: bool = False
+    quota: QuotaHint | None = None
+    """What a probe read of the account's daily requests (OpenRouter's `free_model_daily_requests`), for the
+    status page; None when the answer says nothing of it."""
 
     def redacted(self, secrets: Sequence[str]) -> Outcome:
         return replace(self, message=redact(self.message, secrets))
@@ -77,22 +98,6 @@ def transient(message: str, status: int | None = None) -> Outcome:
 def rejected(message: str, status: int | None = None, *, elsewhere: bool = True, config: bool = False) -> Outcome:
     """A request error; `elsewhere`: another provider may still take it."""
     return Outcome(OutcomeKind.REQUEST_ERROR, status, message, other_provider_may_serve=elsewhere, config_error=config)
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaHint:
-    """What a successful answer said about the key's quota.
-
-    `remaining` requests until `reset_after` seconds from now; `rest`, when set, means the key must rest that
-    long right away (a token quota that cannot cover another request of this size). `per_day`: `remaining`
-    counts the day's requests (Groq's, Cerebras' headers) — when to stop, not how many may go at once: 999 left
-    today says nothing of a 30-a-minute limit, so it must not widen the in-flight limit.
-    """
-
-    remaining: int | None
-    reset_after: float | None
-    rest: float | None = None
-    per_day: bool = False
 
 
 @dataclass(frozen=True, slots=True)

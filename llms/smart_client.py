@@ -67,6 +67,9 @@ class ProviderStatus:
     paused_until: float | None
     pause_reason: str | None
     keys: tuple[KeyStatus, ...]
+    daily_requests: dict[str, int] | None = None
+    """Requests left today of the provider's reported daily limit (`remaining`, `limit`, `accounts`), as the
+    latest probe of each account read it (OpenRouter's `:free` requests); None: not reported."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (`json.dumps` takes it), in the shape the original description's status loop reads."""
@@ -79,6 +82,7 @@ class ProviderStatus:
             "paused_until": self.paused_until,
             "pause_reason": self.pause_reason,
             "keys": [asdict(k) for k in self.keys],
+            "daily_requests": self.daily_requests,
         }
 
 
@@ -154,9 +158,11 @@ class SmartClient:
         if settings.alert_webhook:
             self._alerts.watch()
         self.prober: Prober | None = None
+        self._closed = threading.Event()
         if settings.probe_interval > 0:
             self.prober = Prober(self.parked_key_ids, self.check_key, settings.probe_interval)
             self.prober.start()
+            threading.Thread(target=self._probe_at_start, name="llms-start-probes", daemon=True).start()
 
     # --- chatting -------------------------------------------------------------------------------------------------
 
@@ -634,6 +640,7 @@ class SmartClient:
                     paused_until=pause[0] if pause else None,
                     pause_reason=pause[1].value if pause else None,
                     keys=keys,
+                    daily_requests=self.key_manager.daily_requests(provider),
                 )
             )
         return statuses
@@ -698,10 +705,14 @@ class SmartClient:
         recorded like any other; a key parked for a reason that call disproves (see
         `ProviderSpec.probe_vouches_for`) returns to the rotation."""
         key = self.key_manager.key(key_id)
-        outcome = self._adapters[key.provider].probe(key, self.settings.probe_timeout)
-        self.key_manager.record(key, outcome)
+        adapter = self._adapters[key.provider]
+        outcome = adapter.probe(key, self.settings.probe_timeout)
+        self.key_manager.record(key, outcome, model=adapter.model if outcome.scope is Scope.MODEL else None)
+        if outcome.quota is not None:
+            self.key_manager.note_daily_requests(key, outcome.quota)
+        spec = self.settings.providers[key.provider].spec
         if outcome.kind is OutcomeKind.OK:
-            self.key_manager.probe_passed(key, self.settings.providers[key.provider].spec.probe_vouches_for)
+            self.key_manager.probe_passed(key, spec.probe_vouches_for, spec.probe_revives_credit)
         return outcome
 
     def reload_keys(self, settings: Settings | None = None) -> dict[str, list[str]]:
@@ -745,6 +756,23 @@ class SmartClient:
         self._alerts.update()
         return self._alerts.recent(limit)
 
+    def _probe_at_start(self) -> None:
+        """Probe one key of each account (group, or key alone) of the providers whose probe reads quota reported
+        nowhere else (`ProviderSpec.probe_at_start`: OpenRouter's free-model requests left today), once, one at a
+        time; the prober's rounds read it again later."""
+        chosen: dict[tuple[str, str], str] = {}
+        for provider in self._order:
+            if self.settings.providers[provider].spec.probe_at_start:
+                for key in self.key_manager.keys(provider):
+                    chosen.setdefault((provider, key.group or key.fingerprint), key.key_id)
+        for key_id in chosen.values():
+            if self._closed.is_set():
+                return
+            try:
+                self.check_key(key_id)
+            except Exception as exc:  # a start-up read must never take the client down
+                log.warning("start-up probe of %s failed: %s", key_id, type(exc).__name__)
+
     def parked_key_ids(self) -> list[str]:
         """Keys parked for the long cooldown (invalid, no credit), which a probe may bring back."""
         return [
@@ -756,6 +784,7 @@ class SmartClient:
 
     def close(self) -> None:
         """Stop the prober, close provider connections and, if this client opened it, the state store."""
+        self._closed.set()
         if self.prober is not None:
             self.prober.stop()
         self._checks.stop()

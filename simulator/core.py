@@ -54,6 +54,12 @@ class Step(StrEnum):
     NEEDS_FEWER_TOKENS = "needs_fewer_tokens"  # OpenRouter: 402 "…or fewer max_tokens… can only afford N"
     KEY_LIMIT = "key_limit"  # OpenRouter: 403 the key's own spend limit
     GUARDRAIL = "guardrail"  # OpenRouter: 403 request blocked by a guardrail
+    PROVIDER_ERROR_429 = "provider_error_429"  # OpenRouter: 429 "Provider returned error" (the upstream's limit)
+    NO_PROVIDER = "no_provider"  # OpenRouter: 503 no available model provider (the model, for every key)
+    OVER_BUDGET = "over_budget"  # OpenRouter: 402 weight_exceeds_budget (this request is too expensive)
+    IN_FLIGHT_BUDGET = "in_flight_budget"  # OpenRouter: 402 in-flight budget full, Retry-After (the account's)
+    KEY_BUDGET = "key_budget"  # OpenRouter: 403 limit_source openrouter_key_limit (the key's own cap)
+    FREE_DAILY_SPENT = "free_daily_spent"  # OpenRouter: GET /key reports no free requests left today; chat: 429
     SPEND_CAP = "spend_cap"  # Groq: 400 the organization's spend cap, until the 1st
     TOKENS_SPENT = "tokens_spent"  # Groq: a 200 whose x-ratelimit-remaining-tokens is 0
     FLEX_CAPACITY = "flex_capacity"  # Groq: 498 flex tier at capacity

@@ -17,6 +17,12 @@ WIRE_STEPS: dict[Step, str] = {
     Step.RATE_LIMIT_DAILY: "free_models_per_day",
     Step.NO_CREDITS: "insufficient_credits",
     Step.BLOCKED: "moderation",
+    Step.PROVIDER_ERROR_429: "provider_error_429",
+    Step.NO_PROVIDER: "no_available_provider",
+    Step.OVER_BUDGET: "weight_exceeds_budget",
+    Step.IN_FLIGHT_BUDGET: "in_flight_budget",
+    Step.KEY_BUDGET: "key_budget_limit",
+    Step.FREE_DAILY_SPENT: "free_models_per_day",
 }
 """Steps answered with a recorded example from simulator/wire/openrouter.json."""
 _STREAM_WIRE = {Step.RATE_LIMIT_IN_200: "stream_error_event", Step.ERROR_IN_CHOICE: "mid_stream_error"}
@@ -50,6 +56,8 @@ def _next_utc_midnight_ms() -> int:
 def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
     if call.probe and step is Step.NO_CREDITS:  # GET /key answers 200 for a key that has no credit left
         return render_wire(call, "key_info_no_credit", {"label": label})
+    if call.probe and step is Step.FREE_DAILY_SPENT:  # the account's free requests are spent for today
+        return render_wire(call, "key_info_free_spent", {"label": label})
     if step in WIRE_STEPS:
         name = _STREAM_WIRE.get(step, WIRE_STEPS[step]) if call.stream else WIRE_STEPS[step]
         quota = plan.quota
@@ -71,6 +79,7 @@ def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
             "interval": f"{quota.window:g}s" if quota else "10s",
         }
         data = {"label": label, "usage": 0, "limit": None, "limit_remaining": None, "is_free_tier": True}
+        data["free_model_daily_requests"] = {"used": 0, "limit": 50, "remaining": 50}
         return json_reply(200, {"data": {**data, "rate_limit": rate}})
     if step is Step.MID_STREAM_ERROR:
         return openai_answer(call, step)

@@ -267,7 +267,7 @@ def _supports(provider: str, step: Step) -> bool:
 
 def _status(call: Call, step: Step) -> int:
     """The status the answer will carry, logged before it is rendered."""
-    if call.probe and step is Step.NO_CREDITS and call.provider == "openrouter":
+    if call.probe and step in (Step.NO_CREDITS, Step.FREE_DAILY_SPENT) and call.provider == "openrouter":
         return 200
     name = call.refusal[0] if step is Step.BAD_REQUEST and call.refusal else WIRE_STEPS[call.provider].get(step)
     if name is not None:

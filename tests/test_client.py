@@ -36,6 +36,10 @@ ROWS = {
     "timeout": (OutcomeKind.TRANSIENT, None),
 }
 
+UPSTREAM_ROWS = {("openrouter", "error_200"), ("openrouter", "overloaded")}
+"""OpenRouter errors that name the upstream provider (a 200 with an error, a 502 "Provider returned error"): the
+(provider, model) pauses, no other key is tried into the same failure and no key rests."""
+
 
 MODEL_WIDE = {("gemini", "overloaded")}
 """Failures every key would get alike: the model pauses and no other key is tried (tests/test_limit_subjects.py)."""
@@ -49,8 +53,15 @@ def test_each_failure_row_moves_to_the_next_key_with_the_right_penalty(
     make_client: MakeClient, provider: str, step: str
 ) -> None:
     client = make_client({provider: 2}, steps={f"{provider}:1": [step]})
-    result = client.complete(USER_HELLO)
     kind, reason = ROWS[step]
+    if (provider, step) in UPSTREAM_ROWS:  # the upstream provider's failure: every key would meet it
+        with pytest.raises(AllKeysExhaustedError):
+            client.complete(USER_HELLO)
+        keys = client.key_manager.statuses(provider)
+        assert all(k.available and not k.consecutive_failures for k in keys)
+        assert client.key_manager.provider_pause(provider, client.settings.providers[provider].model) is not None
+        return
+    result = client.complete(USER_HELLO)
     assert result.key_id == f"{provider}:2"
     assert [(a.key_id, a.kind) for a in result.attempts] == [(f"{provider}:1", kind), (f"{provider}:2", OutcomeKind.OK)]
     first = client.key_manager.statuses(provider)[0]

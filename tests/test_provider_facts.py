@@ -6,17 +6,20 @@ the client rows drive those answers over HTTP, on every state backend where stat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from conftest import USER_HELLO, MakeClient
+from conftest import SECRETS, USER_HELLO, MakeClient
 
+from dashboard.status import summarize, summary_table
 from dashboard.text import pause_text, reason_text
-from llms import RequestRejectedError
+from llms import ChatResult, RequestRejectedError, SmartClient
 from llms.outcomes import OutcomeKind, Scope
 from llms.providers import PROVIDERS
 from llms.providers.gemini import API_VERSION, PACIFIC, thinking
@@ -31,17 +34,22 @@ ROWS = {
     ("openrouter", "upstream_rate_limit"): (OutcomeKind.RATE_LIMIT, Scope.UPSTREAM, False, False),
     ("openrouter", "free_models_per_day"): (OutcomeKind.RATE_LIMIT, Scope.ACCOUNT, True, False),
     ("openrouter", "free_models_per_min"): (OutcomeKind.RATE_LIMIT, Scope.KEY, False, False),
-    ("openrouter", "rate_limit_in_200"): (OutcomeKind.RATE_LIMIT, Scope.KEY, False, False),
-    ("openrouter", "error_in_choice"): (OutcomeKind.TRANSIENT, Scope.KEY, False, False),
-    ("openrouter", "stream_error_event"): (OutcomeKind.RATE_LIMIT, Scope.KEY, False, False),
-    ("openrouter", "mid_stream_error"): (OutcomeKind.TRANSIENT, Scope.KEY, False, False),
-    ("openrouter", "insufficient_credits"): (OutcomeKind.NO_CREDITS, Scope.KEY, False, False),
+    ("openrouter", "rate_limit_in_200"): (OutcomeKind.RATE_LIMIT, Scope.UPSTREAM, False, False),
+    ("openrouter", "error_in_choice"): (OutcomeKind.TRANSIENT, Scope.UPSTREAM, False, False),
+    ("openrouter", "stream_error_event"): (OutcomeKind.RATE_LIMIT, Scope.UPSTREAM, False, False),
+    ("openrouter", "mid_stream_error"): (OutcomeKind.TRANSIENT, Scope.UPSTREAM, False, False),
+    ("openrouter", "insufficient_credits"): (OutcomeKind.NO_CREDITS, Scope.ACCOUNT, False, False),
     ("openrouter", "needs_fewer_tokens"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
     ("openrouter", "key_limit"): (OutcomeKind.NO_CREDITS, Scope.KEY, False, False),
     ("openrouter", "guardrail"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
     ("openrouter", "moderation"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
     ("openrouter", "invalid_key"): (OutcomeKind.INVALID_KEY, Scope.KEY, False, False),
     ("openrouter", "no_tool_endpoints"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("openrouter", "provider_error_429"): (OutcomeKind.RATE_LIMIT, Scope.UPSTREAM, False, False),
+    ("openrouter", "no_available_provider"): (OutcomeKind.TRANSIENT, Scope.UPSTREAM, False, False),
+    ("openrouter", "weight_exceeds_budget"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
+    ("openrouter", "in_flight_budget"): (OutcomeKind.RATE_LIMIT, Scope.ACCOUNT, False, False),
+    ("openrouter", "key_budget_limit"): (OutcomeKind.NO_CREDITS, Scope.KEY, False, False),
     ("groq", "rate_limit_rpm"): (OutcomeKind.RATE_LIMIT, Scope.MODEL, False, False),
     ("groq", "rate_limit_tpm"): (OutcomeKind.RATE_LIMIT, Scope.MODEL, False, False),
     ("groq", "rate_limit_tpd"): (OutcomeKind.RATE_LIMIT, Scope.MODEL, True, False),
@@ -124,6 +132,7 @@ def test_hints_read_from_the_recorded_answers() -> None:
     assert hint("openrouter", "free_models_per_day") == pytest.approx(seconds_until_midnight(UTC, NOW), abs=1)
     assert hint("openrouter", "free_models_per_min") == pytest.approx(42, abs=0.01)
     assert hint("openrouter", "rate_limit_in_200") == pytest.approx(42, abs=0.01)
+    assert hint("openrouter", "in_flight_budget") == 7
     assert hint("groq", "rate_limit_tpm") == pytest.approx(0.8175)
     assert hint("groq", "rate_limit_tpd") == pytest.approx(4504.753)
     assert hint("groq", "spend_cap") == pytest.approx(seconds_until_next_month(UTC, NOW))
@@ -150,27 +159,87 @@ def test_the_original_status_loop_runs_verbatim_and_the_summary_is_plain_data(ma
 # --- OpenRouter over HTTP --------------------------------------------------------------------------------------
 
 
-def test_a_429_inside_a_200_is_a_rate_limit_of_that_key(make_client: MakeClient) -> None:
-    client = make_client({"openrouter": 2}, steps={"openrouter:1": ["rate_limit_in_200"]})
-    result = client.complete(USER_HELLO)
-    assert (result.key_id, result.attempts[0].kind) == ("openrouter:2", OutcomeKind.RATE_LIMIT)
-    first = client.key_manager.statuses("openrouter")[0]
-    assert first.reason == "rate_limit" and 50 < first.cooldown_remaining <= 61
+WIRE_PATHS = ["blocking", "awaited"]
+FREE = "openai/gpt-oss-20b:free"  # OpenRouter's default model
 
 
-def test_a_choice_that_ended_in_error_is_not_an_answer(make_client: MakeClient) -> None:
-    client = make_client({"openrouter": 2}, steps={"openrouter:1": ["error_in_choice"]})
-    result = client.complete(USER_HELLO)
-    assert result.key_id == "openrouter:2" and "partial output" not in result.text
-    assert client.key_manager.statuses("openrouter")[0].consecutive_failures == 1
+def _answer(client: SmartClient, wire: str, **options: Any) -> ChatResult:
+    """One request through the blocking path (`complete`, urllib3) or the awaited one (`acomplete`, aiohttp)."""
+    if wire == "blocking":
+        return client.complete(USER_HELLO, **options)
+
+    async def awaited() -> ChatResult:
+        try:
+            return await client.acomplete(USER_HELLO, **options)
+        finally:
+            await client.aclose_connections()
+
+    return asyncio.run(awaited())
 
 
-def test_an_error_event_before_any_text_fails_the_stream_over(make_client: MakeClient) -> None:
-    client = make_client({"openrouter": 2}, steps={"openrouter:1": ["rate_limit_in_200"]})
-    stream = client.chat_stream(USER_HELLO)
-    assert "".join(stream).startswith("Simulated openrouter reply")
-    assert stream.result is not None and stream.result.key_id == "openrouter:2"
-    assert client.key_manager.statuses("openrouter")[0].reason == "rate_limit"
+def _model_pause(client: SmartClient) -> float:
+    """Seconds OpenRouter's default model rests for every key (0: it does not)."""
+    pause = client.key_manager.provider_pause("openrouter", FREE)
+    return pause[0] - time.time() if pause else 0.0
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+@pytest.mark.parametrize(
+    ("step", "rest"), [("rate_limit_in_200", 60), ("error_in_choice", 10), ("provider_error_429", 10)]
+)
+def test_an_upstream_error_rests_the_model_not_the_key(
+    make_client: MakeClient, sim, wire: str, step: str, rest: int
+) -> None:
+    """Item 2: an error inside a 200, or a 429 whose only sign is the upstream's name, is the (provider, model)'s:
+    no other OpenRouter key is tried, no key rests or counts a failure, the model pauses for the hint (60 s from
+    the recorded X-RateLimit-Reset) or LLM_STORM_COOLDOWN (10 s), and nothing is learned as the key's window."""
+    client = make_client({"openrouter": 2, "groq": 1}, steps={"openrouter:1": [step]})
+    result = _answer(client, wire)
+    assert result.provider == "groq" and sim.calls("openrouter:2") == 0
+    keys = client.key_manager.statuses("openrouter")
+    assert all(k.available and not k.consecutive_failures and not k.models for k in keys)
+    assert rest - 2 < _model_pause(client) <= rest + 1
+    assert client.key_manager.provider_pause("openrouter") is None  # other models of OpenRouter still answer
+    fingerprints = [k.fingerprint for k in client.key_manager.keys("openrouter")]
+    assert not any(client.key_manager.document(f"{kind}/{f}") for f in fingerprints for kind in ("slots", "pace"))
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_an_error_event_before_any_text_fails_the_stream_over_to_another_provider(
+    make_client: MakeClient, sim, wire: str
+) -> None:
+    client = make_client({"openrouter": 2, "groq": 1}, steps={"openrouter:1": ["rate_limit_in_200"]})
+    if wire == "blocking":
+        stream = client.chat_stream(USER_HELLO)
+        text = "".join(stream)
+        result = stream.result
+    else:
+
+        async def awaited() -> tuple[str, ChatResult | None]:
+            try:
+                pieces = client.achat_stream(USER_HELLO)
+                return "".join([p async for p in pieces]), pieces.result
+            finally:
+                await client.aclose_connections()
+
+        text, result = asyncio.run(awaited())
+    assert text.startswith("Simulated groq reply") and result is not None and result.provider == "groq"
+    assert sim.calls("openrouter:2") == 0
+    assert all(k.available and not k.consecutive_failures for k in client.key_manager.statuses("openrouter"))
+    assert 8 < _model_pause(client) <= 11  # the stream event names no reset: LLM_STORM_COOLDOWN
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_no_available_provider_pauses_the_model_briefly_and_cools_no_key(
+    make_client: MakeClient, sim, wire: str
+) -> None:
+    """Item 8: 503 "no available model provider" meets every key alike: the model pauses for
+    LLM_STORM_COOLDOWN, the request moves on, no key is tried into it or rests."""
+    client = make_client({"openrouter": 3, "groq": 1}, steps={"openrouter:1": ["no_provider"]})
+    assert _answer(client, wire).provider == "groq"
+    assert (sim.calls("openrouter:2"), sim.calls("openrouter:3")) == (0, 0)
+    assert all(k.available and not k.consecutive_failures for k in client.key_manager.statuses("openrouter"))
+    assert 8 < _model_pause(client) <= 11
 
 
 def test_an_upstream_429_rests_openrouter_and_burns_no_other_key(make_client: MakeClient, sim) -> None:
@@ -195,21 +264,52 @@ def test_free_models_per_day_rests_the_key_until_utc_midnight(make_client: MakeC
     assert first.cooldown_remaining == pytest.approx(seconds_until_midnight(UTC, time.time()), abs=3)
 
 
-def test_a_402_that_asks_for_fewer_tokens_goes_to_the_next_provider_and_parks_nothing(
-    make_client: MakeClient,
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+@pytest.mark.parametrize("step", ["needs_fewer_tokens", "over_budget"])
+def test_a_request_too_expensive_for_the_budget_goes_to_the_next_provider_and_parks_nothing(
+    make_client: MakeClient, sim, wire: str, step: str
 ) -> None:
-    client = make_client({"openrouter": 2, "groq": 1}, steps={"openrouter:1": ["needs_fewer_tokens"]})
-    result = client.complete(USER_HELLO, max_tokens=64000)
+    """Item 3: 402 weight_exceeds_budget / "can only afford N" is this request's: no key or account rests."""
+    client = make_client({"openrouter": 2, "groq": 1}, steps={"openrouter:1": [step]})
+    result = _answer(client, wire, max_tokens=64000)
     assert result.provider == "groq" and [a.kind for a in result.skipped] == [OutcomeKind.REQUEST_ERROR]
-    assert all(k.available for k in client.key_manager.statuses("openrouter"))
+    assert sim.calls("openrouter:2") == 0
+    assert all(k.available and not k.consecutive_failures for k in client.key_manager.statuses("openrouter"))
+    assert _model_pause(client) == 0
 
 
-@pytest.mark.parametrize(("step", "reason"), [("no_credits", "no_credits"), ("key_limit", "no_credits")])
-def test_out_of_credit_keys_are_parked(make_client: MakeClient, step: str, reason: str) -> None:
-    client = make_client({"openrouter": 2}, steps={"openrouter:1": [step]})
-    assert client.complete(USER_HELLO).key_id == "openrouter:2"
-    first = client.key_manager.statuses("openrouter")[0]
-    assert first.reason == reason and first.cooldown_remaining > 23 * 3600
+ACCOUNT = {"OPENROUTER_API_KEY_1_GROUP": "acct", "OPENROUTER_API_KEY_2_GROUP": "acct"}
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_a_full_in_flight_budget_rests_the_account_for_its_retry_after(make_client: MakeClient, sim, wire: str) -> None:
+    """Item 3: 402 openrouter_in_flight_budget is the account's and temporary: its keys rest for Retry-After (7 s),
+    not a day; a key of another account answers."""
+    client = make_client({"openrouter": 3}, steps={"openrouter:1": ["in_flight_budget"]}, **ACCOUNT)
+    assert _answer(client, wire).key_id == "openrouter:3" and sim.calls("openrouter:2") == 0
+    first, second, third = client.key_manager.statuses("openrouter")
+    assert all(k.reason == "rate_limit" and 5 < k.cooldown_remaining <= 7.5 for k in (first, second))
+    assert third.available
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_insufficient_credits_parks_the_whole_account(make_client: MakeClient, sim, wire: str) -> None:
+    """Item 3: 402 "Insufficient credits" (openrouter_credits) is the account's balance: every key of its group."""
+    client = make_client({"openrouter": 3}, steps={"openrouter:1": ["no_credits"]}, **ACCOUNT)
+    assert _answer(client, wire).key_id == "openrouter:3" and sim.calls("openrouter:2") == 0
+    first, second, third = client.key_manager.statuses("openrouter")
+    assert all(k.reason == "no_credits" and k.cooldown_remaining > 23 * 3600 for k in (first, second))
+    assert third.available
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+@pytest.mark.parametrize("step", ["key_limit", "key_budget"])
+def test_the_keys_own_credit_cap_parks_that_key_only(make_client: MakeClient, wire: str, step: str) -> None:
+    """Item 3: the key's own cap (403 "Key limit exceeded", limit_source openrouter_key_limit) is not the group's."""
+    client = make_client({"openrouter": 2}, steps={"openrouter:1": [step]}, **ACCOUNT)
+    assert _answer(client, wire).key_id == "openrouter:2"
+    first, second = client.key_manager.statuses("openrouter")
+    assert first.reason == "no_credits" and first.cooldown_remaining > 23 * 3600 and second.available
 
 
 def test_a_guardrail_block_is_the_requests_fault(make_client: MakeClient) -> None:
@@ -219,16 +319,67 @@ def test_a_guardrail_block_is_the_requests_fault(make_client: MakeClient) -> Non
     assert all(k.available for k in client.key_manager.statuses("openrouter"))
 
 
-def test_the_probe_reads_the_key_info_so_a_key_without_credit_stays_parked(make_client: MakeClient, sim) -> None:
-    client = make_client({"openrouter": 1}, steps={"openrouter:1": ["no_credits", "no_credits"]})
-    with pytest.raises(RuntimeError, match="All API keys exhausted"):
-        client.complete(USER_HELLO)
-    outcome = client.check_key("openrouter:1")  # GET /key answers 200 with limit_remaining 0
-    assert (outcome.kind, outcome.status) == (OutcomeKind.NO_CREDITS, 200)
-    assert sim.requests[-1].path.endswith("/key") and sim.requests[-1].status == 200
-    assert client.key_manager.statuses("openrouter")[0].reason == "no_credits"
-    assert client.check_key("openrouter:1").kind is OutcomeKind.OK  # now the key info shows credit again
-    assert client.key_manager.statuses("openrouter")[0].available
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_a_probe_revives_a_key_parked_for_its_own_cap_but_not_for_the_accounts_credit(
+    make_client: MakeClient, sim, wire: str
+) -> None:
+    """Item 4: `GET /key` shows the key's own cap (`limit_remaining`), never the account's balance (`/credits`
+    needs a management key): an OK probe brings back a key parked for its cap, and leaves a key parked for the
+    account's "Insufficient credits" parked until its cooldown ends."""
+    client = make_client({"openrouter": 3}, steps={"openrouter:1": ["no_credits"], "openrouter:2": ["key_limit"]})
+    assert _answer(client, wire).key_id == "openrouter:3"
+    assert _answer(client, wire).key_id == "openrouter:3"  # openrouter:2 met its cap on the way
+    outcome = client.check_key("openrouter:1")  # 200, limit_remaining null: says nothing of the balance
+    assert outcome.kind is OutcomeKind.OK and sim.requests[-1].path.endswith("/key")
+    first = client.key_manager.statuses("openrouter")[0]
+    assert first.reason == "no_credits" and first.cooldown_remaining > 23 * 3600
+    sim.set_steps(SECRETS["openrouter"][1], "no_credits")  # GET /key: limit_remaining 0, the cap is still spent
+    assert client.check_key("openrouter:2").kind is OutcomeKind.NO_CREDITS
+    assert client.key_manager.statuses("openrouter")[1].reason == "no_credits"
+    assert client.check_key("openrouter:2").kind is OutcomeKind.OK  # the cap has room again
+    assert client.key_manager.statuses("openrouter")[1].available
+    assert sim.calls("openrouter:1") == 2  # the account-parked key was probed, never asked to answer again
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_the_probe_reads_free_requests_left_and_rests_the_account_before_the_daily_429(
+    make_client: MakeClient, sim, wire: str
+) -> None:
+    """Item 1: `free_model_daily_requests` (account-wide, UTC day) read by a probe: with none left the account's
+    keys rest until UTC midnight (no request meets the daily 429); the status shows the
+    requests left and the learned daily limit."""
+    client = make_client({"openrouter": 3, "groq": 1}, steps={"openrouter:1": ["free_daily_spent"]}, **ACCOUNT)
+    outcome = client.check_key("openrouter:1")
+    assert (outcome.kind, outcome.status, outcome.daily_quota) == (OutcomeKind.RATE_LIMIT, 200, True)
+    midnight = seconds_until_midnight(UTC, time.time())
+    first, second, third = client.key_manager.statuses("openrouter")
+    for key in (first, second):  # as the daily 429 would: every model (the docs: account-wide, all :free models)
+        assert key.reason == "rate_limit" and key.cooldown_remaining == pytest.approx(midnight, abs=3)
+    assert third.available
+    assert client.check_key("openrouter:3").kind is OutcomeKind.OK  # its own account: 50 of 50 left
+    calls = sim.calls("openrouter:1") + sim.calls("openrouter:2")
+    assert _answer(client, wire).key_id == "openrouter:3"
+    assert sim.calls("openrouter:1") + sim.calls("openrouter:2") == calls  # the spent account is not asked
+    daily = client.get_status_summary()["openrouter"]["daily_requests"]
+    assert daily == {"remaining": 50, "limit": 100, "accounts": 2}
+
+
+def test_start_up_reads_free_requests_left_once_per_account(make_client: MakeClient, sim) -> None:
+    """Item 1: with background probes on, start-up reads `GET /key` once per account (not per call, not per key),
+    so the Status page shows the requests left and the learned daily limit before any request is made."""
+    client = make_client({"openrouter": 3}, LLM_PROBE_INTERVAL="3600", **ACCOUNT)
+    deadline = time.monotonic() + 5
+    while client.get_status_summary()["openrouter"]["daily_requests"] != {
+        "remaining": 100,
+        "limit": 100,
+        "accounts": 2,
+    }:
+        assert time.monotonic() < deadline, client.get_status_summary()["openrouter"]["daily_requests"]
+        time.sleep(0.02)
+    probes = [r.key_name for r in sim.requests if r.path.endswith("/key")]
+    assert sorted(probes) == ["openrouter:1", "openrouter:3"]
+    row = summary_table([summarize(client.provider_statuses()[0], time.time())])
+    assert "📅 100/100 free-model requests left today (2 accounts)" in row
 
 
 # --- Groq over HTTP ------------------------------------------------------------------------------------------------

@@ -67,6 +67,13 @@ class ProviderSpec:
     default_embedding_model: str = ""
     """The model `embed` uses unless `<PROVIDER>_EMBEDDING_MODEL` says otherwise; "": none (the provider has no
     embeddings, or only paid ones a free key would be parked for trying)."""
+    probe_revives_credit: Callable[[str], bool] | None = None
+    """Where the probe vouches for credit: which no-credit parkings (by the message that parked the key) it can
+    disprove. OpenRouter's `GET /key` sees the key's own credit cap, never the account's balance, so a key
+    parked for the account's credit stays parked until its cooldown ends. None: every one."""
+    probe_at_start: bool = False
+    """Probe one key of each account at start-up (with background probes on): the probe reads quota the
+    provider reports nowhere else (OpenRouter's free-model requests left today)."""
     keyless: bool = False
     """A local server that needs no key (Ollama, vLLM without `--api-key`): with none configured, it gets one
     placeholder key, so it rotates and rests like any other provider."""

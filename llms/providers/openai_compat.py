@@ -68,6 +68,10 @@ class OpenAICompatAdapter:
         buys no text (an empty answer, `finish_reason: "length"`). ({}, 0): not a reasoning model."""
         return {}, 0
 
+    def stream_error(self) -> Outcome:
+        """The verdict on a stream chunk with `finish_reason: "error"` and no error object."""
+        return transient("stream ended with finish_reason 'error'", 200)
+
     def probe_outcome(self, body: Any) -> Outcome:
         """The verdict on a 200 answer to the probe."""
         if isinstance(body, dict) and "data" in body:
@@ -248,7 +252,7 @@ class OpenAICompatAdapter:
         for choice in chunk.get("choices") or []:
             finish = choice.get("finish_reason")
             if finish == "error":
-                raise ProviderError(transient("stream ended with finish_reason 'error'", 200))
+                self._raise_unless_ok(self.stream_error())
             if finish:
                 reply.finish_reason = str(finish)
             delta = choice.get("delta") or {}

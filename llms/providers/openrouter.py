@@ -1,25 +1,31 @@
 """OpenRouter: how its answers read, and its adapter. Sources are in the README's "Provider facts".
 
-- An error can come with HTTP 200: `{"error": …}` as the body, as an SSE event, or in a choice with
-  `finish_reason: "error"`. `error.code` (a number, a numeric string, or missing) is the real status.
-- 429 "Provider returned error" with `metadata.raw` "… is temporarily rate-limited upstream" (or
-  `limit_source: upstream_provider_shared_pool`) is a limit of the *model*, shared by every key: rest the
-  provider briefly and move on, burning no other key.
-- `free-models-per-day` resets at the next UTC midnight, given in `metadata.headers["X-RateLimit-Reset"]` (ms).
-- 402 "Insufficient credits" parks the key; "requires more credits, or fewer max_tokens … can only afford N"
-  with N > 0 is about the request (a smaller `max_tokens` would fit). 403 "Key limit exceeded" is the key's own
-  spend limit; other 403s with moderation metadata or "Request blocked" are the request's.
-- `GET /key` answers 200 for a key with no credit left: the probe reads `limit_remaining`.
+Whose limit an answer is decides everything here (llms.outcomes.Scope):
+- The upstream provider's: an error inside a 200 (`{"error": …}` as the body, `choices[0].error`, an SSE chunk
+  with `finish_reason: "error"`), a 429 "Provider returned error" or one naming the upstream
+  (`metadata.provider_name` / `provider_code` / `raw`, `limit_source: upstream_…`), a 502 naming it, and 503
+  "no available model provider". Every key of the account meets the same failure: the (provider, model) rests
+  briefly, no key is cooled and no window is learned. OpenRouter's own limits come as real HTTP 429s.
+- The account's (all keys of its group): `free-models-per-day` (until the next UTC midnight, given in
+  `metadata.headers["X-RateLimit-Reset"]`, ms), 402 "Insufficient credits" (`limit_source: openrouter_credits`),
+  402 `openrouter_in_flight_budget` (temporary: for its `Retry-After`).
+- The key's: its own credit cap (`limit_source: openrouter_key_limit`, 403 "Key limit exceeded").
+- The request's: 402 `reason: weight_exceeds_budget` or "… can only afford N" (a smaller `max_tokens`, or
+  another provider, fits), moderation and guardrail 403s.
+- `GET /key` answers 200 for a key with no credit left: the probe reads `limit_remaining` (the key's own cap,
+  null without one; the account balance is not there, and `GET /credits` needs a management key), and
+  `free_model_daily_requests` (the account's `:free` requests left today).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC
 from typing import Any, ClassVar
 
-from llms.outcomes import OK, Outcome, OutcomeKind, Scope, rejected, transient
+from llms.outcomes import OK, Outcome, OutcomeKind, QuotaHint, Scope, rejected, transient
 from llms.providers.base import ProviderSpec
 from llms.providers.openai_compat import OpenAICompatAdapter, classify_answer
 from llms.wire import (
@@ -41,12 +47,13 @@ _DAILY = re.compile(r"free-models-per-day|per.?day", re.I)
 _AFFORD = re.compile(r"can only afford (\d+)", re.I)
 _BLOCKED = re.compile(r"request blocked|guardrail|flagged", re.I)
 _KEY_LIMIT = re.compile(r"key limit exceeded", re.I)
-_IN_FLIGHT = re.compile(r"in.?flight|concurren", re.I)
+_PROVIDER_ERROR = re.compile(r"provider returned error|no (?:available|allowed) (?:model )?provider", re.I)
 
 
 def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> Outcome:
     error = error_object(body)
-    if status == 200:
+    in_200 = status == 200
+    if in_200:
         choice_error = _choice_error(body)
         if not error and choice_error is None:
             return classify_answer(body)
@@ -58,34 +65,52 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     message = error_message(body)
     meta = error_metadata(body)
     limit_source = str(meta.get("limit_source") or "")
+    reason = str(meta.get("reason") or error.get("reason") or "")
     hint = _hint(headers, body, meta, now)
 
-    if status == 429 or (status == 503 and limit_source.startswith("upstream")):
-        if (
-            _UPSTREAM.search(message)
-            or limit_source.startswith("upstream")
-            or _availability(error) == "capacity_exhausted"
-        ):
-            return Outcome(
-                OutcomeKind.RATE_LIMIT, status, f"model busy upstream: {message}", hint, scope=Scope.UPSTREAM
-            )
+    if in_200 or status == 503 or (status in (429, 502) and _from_upstream(message, meta, error)):
+        kind = OutcomeKind.RATE_LIMIT if status == 429 else OutcomeKind.TRANSIENT
+        return Outcome(kind, status, f"upstream provider: {message}", hint, scope=Scope.UPSTREAM)
+    if status == 429:
         if "free-models-per-day" in message or "daily" in limit_source:
             wait = hint if hint is not None else seconds_until_midnight(UTC, now)
             return Outcome(OutcomeKind.RATE_LIMIT, status, message, wait, daily_quota=True, scope=Scope.ACCOUNT)
         return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=bool(_DAILY.search(message)))
+    if limit_source == "openrouter_key_limit" or (status == 403 and _KEY_LIMIT.search(message)):
+        return Outcome(OutcomeKind.NO_CREDITS, status, f"key's own credit limit: {message}")
     if status == 402:
         afford = _AFFORD.search(message)
-        if afford and int(afford.group(1)) > 0:
-            return rejected(f"needs a smaller max_tokens: {message}", status)
-        if hint is not None or _IN_FLIGHT.search(limit_source):
-            return Outcome(OutcomeKind.RATE_LIMIT, status, f"in-flight budget: {message}", hint)
-        return Outcome(OutcomeKind.NO_CREDITS, status, message)
-    if status == 403:
-        if _KEY_LIMIT.search(message):
-            return Outcome(OutcomeKind.NO_CREDITS, status, message)
-        if _BLOCKED.search(message) or MODERATION_WORDS.search(message) or "reasons" in meta or "patterns" in meta:
-            return rejected(message, status)
+        if reason == "weight_exceeds_budget" or (afford and int(afford.group(1)) > 0):
+            return rejected(f"too expensive for the account's budget (a smaller max_tokens fits): {message}", status)
+        if limit_source == "openrouter_in_flight_budget" or reason == "in_flight_budget_exhausted" or hint:
+            return Outcome(OutcomeKind.RATE_LIMIT, status, f"in-flight budget: {message}", hint, scope=Scope.ACCOUNT)
+        return Outcome(OutcomeKind.NO_CREDITS, status, message, scope=Scope.ACCOUNT)
+    if status == 403 and (
+        _BLOCKED.search(message) or MODERATION_WORDS.search(message) or "reasons" in meta or "patterns" in meta
+    ):
+        return rejected(message, status)
     return classify_common(status, message, hint)
+
+
+def _from_upstream(message: str, meta: Mapping[str, Any], error: Mapping[str, Any]) -> bool:
+    """Whether an error names the upstream provider as its source. OpenRouter's own limits carry
+    `provider_name: null`; the docs do not list every upstream marker, so any of them counts (the reading that
+    spends no other key on a failure every key would meet)."""
+    return bool(
+        _PROVIDER_ERROR.search(message)
+        or _UPSTREAM.search(message)
+        or meta.get("provider_name")
+        or meta.get("provider_code")
+        or meta.get("raw")
+        or str(meta.get("limit_source") or "").startswith("upstream")
+        or _availability(error) == "capacity_exhausted"
+    )
+
+
+def stream_error_outcome() -> Outcome:
+    """A stream chunk with `finish_reason: "error"` and no error object: the upstream provider failed."""
+    message = "upstream provider: stream ended with finish_reason 'error'"
+    return Outcome(OutcomeKind.TRANSIENT, 200, message, scope=Scope.UPSTREAM)
 
 
 def _choice_error(body: Any) -> dict[str, Any] | None:
@@ -132,16 +157,48 @@ def reasoning(model: str) -> tuple[dict[str, Any], int]:
     return ({"reasoning": {"effort": "low"}}, 256) if _REASONS.search(model) else ({}, 0)
 
 
-def probe_outcome(body: Any) -> Outcome:
-    """`GET /key` is 200 for a key that cannot pay for a request: read its remaining limit."""
+def probe_outcome(body: Any, free_model: bool = True, now: float | None = None) -> Outcome:
+    """`GET /key` is 200 for a key that cannot pay for a request: read the key's own credit cap
+    (`limit_remaining`, null without one), and the account's `:free` requests left today
+    (`free_model_daily_requests`, reset at UTC midnight). None left, with a `:free` model configured: the
+    account rests until midnight, as the daily 429 would rest it, instead of walking every key into that 429."""
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, dict):
         return transient("key info had no data", 200)
     remaining = data.get("limit_remaining")
-    if isinstance(remaining, (int, float)) and not isinstance(remaining, bool) and remaining <= 0:
-        return Outcome(OutcomeKind.NO_CREDITS, 200, f"key's credit limit is used up (limit {data.get('limit')})")
+    if _number(remaining) and remaining <= 0:
+        return Outcome(OutcomeKind.NO_CREDITS, 200, f"key's own credit limit is used up (limit {data.get('limit')})")
     free = " (free tier)" if data.get("is_free_tier") else ""
-    return Outcome(OK.kind, 200, f"key accepted{free}")
+    daily = _free_daily(data.get("free_model_daily_requests"), time.time() if now is None else now)
+    if daily is None or not free_model:
+        return Outcome(OK.kind, 200, f"key accepted{free}", quota=daily)
+    if daily.remaining == 0:
+        message = f"free-model requests spent for today ({daily.limit} a day, account-wide)"
+        return Outcome(
+            OutcomeKind.RATE_LIMIT, 200, message, daily.reset_after, daily_quota=True, scope=Scope.ACCOUNT, quota=daily
+        )
+    return Outcome(OK.kind, 200, f"key accepted{free}: {daily.remaining} free-model requests left today", quota=daily)
+
+
+def _free_daily(raw: Any, now: float) -> QuotaHint | None:
+    if not isinstance(raw, dict) or not _number(raw.get("remaining")):
+        return None
+    limit = raw.get("limit")
+    return QuotaHint(
+        max(0, int(raw["remaining"])),
+        seconds_until_midnight(UTC, now),
+        limit=int(limit) if _number(limit) else None,
+        per_day=True,
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def revives_credit(parked_for: str) -> bool:
+    """A passing probe brings back only a key parked for its own credit cap (which `GET /key` shows)."""
+    return parked_for.startswith(("key's own credit limit", "key's credit limit"))
 
 
 class OpenRouterAdapter(OpenAICompatAdapter):
@@ -151,7 +208,10 @@ class OpenRouterAdapter(OpenAICompatAdapter):
     classify = staticmethod(classify)
 
     def probe_outcome(self, body: Any) -> Outcome:
-        return probe_outcome(body)
+        return probe_outcome(body, self.model.endswith(":free"))
+
+    def stream_error(self) -> Outcome:
+        return stream_error_outcome()
 
     def reasoning(self, model: str) -> tuple[dict[str, Any], int]:
         return reasoning(model)
@@ -166,4 +226,6 @@ SPEC = ProviderSpec(
     classify=classify,
     adapter=OpenRouterAdapter,
     probe_vouches_for=frozenset({OutcomeKind.INVALID_KEY, OutcomeKind.NO_CREDITS}),
+    probe_revives_credit=revives_credit,
+    probe_at_start=True,
 )
