@@ -364,7 +364,7 @@ _ALIAS = re.compile(r"^LLM_ALIAS_([A-Z0-9_]+)$")
 def _aliases(
     env: Mapping[str, str], providers: Mapping[str, ProviderSettings]
 ) -> dict[str, tuple[tuple[str, str], ...]]:
-    """`LLM_ALIAS_FAST=groq/llama-3.1-8b-instant,gemini` → {"fast": (("groq", "llama-3.1-8b-instant"), ("gemini",
+    """`LLM_ALIAS_FAST=groq/qwen/qwen3.6-27b,gemini` → {"fast": (("groq", "qwen/qwen3.6-27b"), ("gemini",
     its default model))}. A name that is also a provider's would hide it, so it is refused."""
     aliases: dict[str, tuple[tuple[str, str], ...]] = {}
     for variable in sorted(env):

@@ -260,7 +260,7 @@ KEY_COLUMNS: dict[str, Any] = {
 
 
 def resting_models_text(key: KeyStatus) -> str:
-    """`llama-3.3-70b-versatile (rate-limited, 42 s)` for each model the key rests for."""
+    """`openai/gpt-oss-120b (rate-limited, 42 s)` for each model the key rests for."""
     return ", ".join(
         f"{model} ({reason_words(rest['reason'])}, {countdown(rest['remaining'])})"
         for model, rest in key.models.items()

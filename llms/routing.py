@@ -4,7 +4,7 @@ A selector is one of (checked in this order):
 - `None` / `"auto"`: every provider in `LLM_PROVIDER_ORDER` with its default model (`<PROVIDER>_CHAT_MODEL`);
 - an alias (`LLM_ALIAS_<NAME>`, case-insensitive): its targets, in the order given;
 - a provider name (`"groq"`): that provider's default model;
-- `"provider/model"` (`"groq/llama-3.3-70b-versatile"`, `"openrouter/meta-llama/llama-3.3-70b-instruct:free"`):
+- `"provider/model"` (`"groq/openai/gpt-oss-120b"`, `"openrouter/meta-llama/llama-3.3-70b-instruct:free"`):
   exactly that model there, listed in its catalogue or not (providers add models faster than anyone lists them);
 - a bare model id (`"openai/gpt-oss-20b"`): every provider whose catalogue (`<PROVIDER>_MODELS` and its default)
   has it, in provider order.

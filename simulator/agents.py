@@ -18,7 +18,7 @@ _CALL_IDS = itertools.count(1)
 
 UNABLE: dict[tuple[str, str], tuple[str, str]] = {
     ("openrouter", "deepseek/deepseek-r1:free"): ("tools", "no_tool_endpoints"),
-    ("groq", "llama-3.3-70b-versatile"): ("json_schema", "json_schema_unsupported"),
+    ("groq", "qwen/qwen3.6-27b"): ("json_schema", "json_schema_unsupported"),
     ("gemini", "gemma-3-27b-it"): ("tools", "function_calling_not_enabled"),
 }
 """(provider, model) → (what the model cannot take, the recorded refusal): one model per provider, as users met

@@ -104,7 +104,12 @@ DEFAULT_MODEL = {
     "gemini": "gemini-2.5-flash",
     "compat": "sim-chat-small",
 }
-GROQ_MODELS = ("openai/gpt-oss-20b", "llama-3.1-8b-instant", "llama-3.3-70b-versatile")
+GROQ_MODELS = ("openai/gpt-oss-20b", "openai/gpt-oss-120b", "qwen/qwen3.6-27b")
+GROQ_DECOMMISSIONED = frozenset(
+    {"llama-3.3-70b-versatile", "llama-3.1-8b-instant", "qwen/qwen3-32b", "meta-llama/llama-4-scout-17b-16e-instruct"}
+)
+"""Retired on Groq's free and developer tiers (console.groq.com/docs/deprecations: Llama 4 Scout on 17 Jul 2026, the
+Llama 3.x defaults on 16 Aug 2026; ITSpecialist111/ai_automation_suggester#187 shows the 404 users then got)."""
 GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro")
 
 # HTTP status per step: (openrouter, groq, gemini); the generic `compat` provider answers as Groq does. One table so

@@ -38,6 +38,7 @@ from simulator.core import (
     DEFAULT_MODEL,
     DEMO_KEYS,
     GARBAGE,
+    GROQ_DECOMMISSIONED,
     OKISH,
     PROVIDERS,
     STATUS,
@@ -669,6 +670,8 @@ class Simulator:
                     if step is Step.OK and not call.valid:
                         step = Step.BAD_REQUEST
                     if step is Step.OK and call.provider == "gemini" and not served_on(call.version, call.model):
+                        step = Step.MODEL_NOT_FOUND
+                    if step is Step.OK and call.provider == "groq" and call.model in GROQ_DECOMMISSIONED:
                         step = Step.MODEL_NOT_FOUND
                     if window is not None and step in OKISH and not call.probe:
                         window.take(now)

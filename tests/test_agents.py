@@ -31,7 +31,7 @@ CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {"ty
 PROVIDERS = ["openrouter", "groq", "gemini"]
 UNTHINKING = {
     "gemini": "gemini/gemini-2.5-flash",
-    "groq": "groq/llama-3.3-70b-versatile",
+    "groq": "groq/qwen/qwen3.6-27b",
     "openrouter": "openrouter/meta-llama/llama-3.3-70b-instruct:free",
 }
 """Models whose answer `max_tokens` cuts: the defaults reason (Gemini 3 thinks, `gpt-oss` reasons), and the
@@ -212,7 +212,7 @@ def test_malformed_options_fail_before_any_call(
             ("groq", "openai/gpt-oss-20b"),
         ),
         (  # Groq: 400 "This model does not support response format `json_schema`"; another Groq model takes it
-            "groq/llama-3.3-70b-versatile,groq/openai/gpt-oss-20b",
+            "groq/qwen/qwen3.6-27b,groq/openai/gpt-oss-20b",
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
             ("groq", "openai/gpt-oss-20b"),
         ),

@@ -476,9 +476,9 @@ def test_cli_status_chat_and_check(sim: Simulator, tmp_path) -> None:
     assert status.returncode == 0 and "groq:1" in status.stdout and "groq 2/2" in status.stdout
     chat = run("chat", "Hello")
     assert chat.returncode == 0 and "Simulated groq reply to: Hello" in chat.stdout and "groq:1" in chat.stderr
-    env["LLM_ALIAS_FAST"] = "groq/llama-3.1-8b-instant"
+    env["LLM_ALIAS_FAST"] = "groq/qwen/qwen3.6-27b"
     picked = run("chat", "--model", "fast", "Hello")
-    assert picked.returncode == 0 and "groq · llama-3.1-8b-instant · groq:1" in picked.stderr
+    assert picked.returncode == 0 and "groq · qwen/qwen3.6-27b · groq:1" in picked.stderr
     unknown = run("chat", "--model", "nope", "Hello")
     assert unknown.returncode == 2 and "unknown model 'nope'" in unknown.stderr and "fast" in unknown.stderr
     check = run("check")

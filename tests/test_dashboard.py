@@ -137,24 +137,24 @@ def test_chat_options_survive_a_visit_to_the_status_page(env: pytest.MonkeyPatch
 
 def test_the_chat_page_picks_a_model_and_the_caption_names_it(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"openrouter": 1, "groq": 1})
-    env.setenv("LLM_ALIAS_FAST", "groq/llama-3.1-8b-instant")
+    env.setenv("LLM_ALIAS_FAST", "groq/qwen/qwen3.6-27b")
     at = app().run()
     picker = at.selectbox(key="_chat_model")
     assert picker.value == "auto" and picker.options[:4] == ["auto", "fast", "openrouter", "groq"]
     picker.set_value("fast").run()
     chat(at, "Hello model")
-    assert captions(at)[-1].startswith("groq · llama-3.1-8b-instant · groq:1 (")
+    assert captions(at)[-1].startswith("groq · qwen/qwen3.6-27b · groq:1 (")
     at.switch_page(STATUS).run()
     at.switch_page("pages/chat.py").run()
     assert at.selectbox(key="_chat_model").value == "fast"  # kept across pages, like the other options
-    at.session_state["chat_model"] = "groq/llama-3.3-70b-versatile"  # typed into the box (AppTest cannot type)
+    at.session_state["chat_model"] = "groq/openai/gpt-oss-120b"  # typed into the box (AppTest cannot type)
     at.run()
-    assert at.selectbox(key="_chat_model").value == "groq/llama-3.3-70b-versatile"
+    assert at.selectbox(key="_chat_model").value == "groq/openai/gpt-oss-120b"
     chat(at, "Hello again")
-    assert captions(at)[-1].startswith("groq · llama-3.3-70b-versatile · groq:1 (")
+    assert captions(at)[-1].startswith("groq · openai/gpt-oss-120b · groq:1 (")
     assert [(r.provider, r.model) for r in sim.requests] == [
-        ("groq", "llama-3.1-8b-instant"),
-        ("groq", "llama-3.3-70b-versatile"),
+        ("groq", "qwen/qwen3.6-27b"),
+        ("groq", "openai/gpt-oss-120b"),
     ]
 
 

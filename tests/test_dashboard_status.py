@@ -393,7 +393,7 @@ def test_the_key_table_names_the_models_a_key_rests_for(env: pytest.MonkeyPatch,
     """groq:1 answered 429 for another model: it still answers the default one, and the table says what it rests
     for and how long."""
     use_keys(env, sim, {"groq": 2}, steps={"groq:1": ["rate_limit"]})
-    env.setenv("LLM_ALIAS_BIG", "groq/llama-3.3-70b-versatile")
+    env.setenv("LLM_ALIAS_BIG", "groq/openai/gpt-oss-120b")
     at = app().run()
     at.selectbox(key="_chat_model").set_value("big").run()
     chat(at, "Hello")
@@ -401,5 +401,5 @@ def test_the_key_table_names_the_models_a_key_rests_for(env: pytest.MonkeyPatch,
     show(at, status.ALL)
     frame = next(d for d in at.dataframe if d.key == status.TABLE_KEY).value.set_index("Key")
     assert frame.loc["groq:1", "State"] == state_label("available")
-    assert frame.loc["groq:1", "Models resting"].startswith("llama-3.3-70b-versatile (rate-limited, ")
+    assert frame.loc["groq:1", "Models resting"].startswith("openai/gpt-oss-120b (rate-limited, ")
     assert frame.loc["groq:2", "Models resting"] == ""

@@ -244,24 +244,24 @@ def test_model_names_pin_providers_over_one_shared_store(start_gateway: StartGat
 def test_the_sdk_picks_any_model_an_alias_or_a_catalogue_entry(start_gateway: StartGateway) -> None:
     gw = start_gateway(
         {"groq": 1, "gemini": 1},
-        GROQ_MODELS="llama-3.1-8b-instant",
-        LLM_ALIAS_FAST="groq/llama-3.1-8b-instant,gemini/gemini-3.5-flash",
+        GROQ_MODELS="qwen/qwen3.6-27b",
+        LLM_ALIAS_FAST="groq/qwen/qwen3.6-27b,gemini/gemini-3.5-flash",
     )
     sdk = gw.sdk()
     ids = [m.id for m in sdk.models.list()]
-    assert ids[:4] == ["auto", "fast", "groq", "gemini"] and "groq/llama-3.1-8b-instant" in ids
+    assert ids[:4] == ["auto", "fast", "groq", "gemini"] and "groq/qwen/qwen3.6-27b" in ids
     assert sdk.models.retrieve("fast").owned_by == "alias"
     for model, answered in (
-        ("fast", "groq/llama-3.1-8b-instant"),
-        ("llama-3.1-8b-instant", "groq/llama-3.1-8b-instant"),
-        ("groq/llama-3.3-70b-versatile", "groq/llama-3.3-70b-versatile"),  # not listed: forwarded as asked
+        ("fast", "groq/qwen/qwen3.6-27b"),
+        ("qwen/qwen3.6-27b", "groq/qwen/qwen3.6-27b"),
+        ("groq/openai/gpt-oss-120b", "groq/openai/gpt-oss-120b"),  # not listed: forwarded as asked
         ("gemini", "gemini/gemini-3.5-flash-lite"),
     ):
         assert sdk.chat.completions.create(model=model, messages=HELLO).model == answered
         stream = sdk.chat.completions.create(model=model, messages=HELLO, stream=True)
         assert {chunk.model for chunk in stream} == {answered}
     asked = [(r.provider, r.model) for r in gw.sim.requests]
-    assert asked[:2] == [("groq", "llama-3.1-8b-instant")] * 2 and asked[4] == ("groq", "llama-3.3-70b-versatile")
+    assert asked[:2] == [("groq", "qwen/qwen3.6-27b")] * 2 and asked[4] == ("groq", "openai/gpt-oss-120b")
 
 
 @pytest.mark.slow
@@ -672,11 +672,11 @@ def test_gateway_settings_name_the_variable() -> None:
 
 def test_every_model_name_is_a_route_of_one_client_over_one_store(sim: Simulator) -> None:
     env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GEMINI_API_KEY_1": SECRETS["gemini"][0]}
-    env |= {"GROQ_MODELS": "llama-3.1-8b-instant", "LLM_ALIAS_FAST": "groq/llama-3.1-8b-instant,gemini"}
+    env |= {"GROQ_MODELS": "qwen/qwen3.6-27b", "LLM_ALIAS_FAST": "groq/qwen/qwen3.6-27b,gemini"}
     store = store_from_url("memory://")
     pool = ClientPool(load_settings(env, dotenv_path=None), store=store)
     with contextlib.closing(pool):
-        for name in ("auto", "groq", "groq/openai/gpt-oss-20b", "groq/llama-3.3-70b-versatile", "fast", "FAST"):
+        for name in ("auto", "groq", "groq/openai/gpt-oss-20b", "groq/openai/gpt-oss-120b", "fast", "FAST"):
             assert pool.resolve(name) is pool.auto
         assert pool.resolve("openrouter") is None and pool.resolve("no-such-model") is None
-        assert ("fast", "alias") in pool.model_ids() and ("groq/llama-3.1-8b-instant", "groq") in pool.model_ids()
+        assert ("fast", "alias") in pool.model_ids() and ("groq/qwen/qwen3.6-27b", "groq") in pool.model_ids()

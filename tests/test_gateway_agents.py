@@ -22,7 +22,7 @@ WEATHER = {
 FORMATS = ["openrouter", "groq", "gemini"]
 UNTHINKING = {
     "gemini": "gemini/gemini-2.5-flash",
-    "groq": "groq/llama-3.3-70b-versatile",
+    "groq": "groq/qwen/qwen3.6-27b",
     "openrouter": "openrouter/meta-llama/llama-3.3-70b-instruct:free",
 }
 """Models whose answer `max_tokens` cuts: the defaults reason (Gemini 3 thinks, `gpt-oss` reasons), and the

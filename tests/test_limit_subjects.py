@@ -202,3 +202,16 @@ def _complete_messages(client: SmartClient, wire: str, messages: list[dict[str, 
             await client.aclose()
 
     return asyncio.run(awaited())
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_a_decommissioned_groq_model_is_a_configuration_problem_not_a_bad_key(
+    build: Build, sim: Simulator, wire: str
+) -> None:
+    """Groq retired its Llama 3.x defaults on 16 Aug 2026 and answers them 404 `model_not_found`: the next provider
+    answers, the key stays available for other models, and the Status page names the model."""
+    client = build({"groq": 1, "gemini": 1}, GROQ_CHAT_MODEL="llama-3.3-70b-versatile")
+    assert complete(client, wire).provider == "gemini"
+    assert sim.requests[0].status == 404 and sim.requests[0].model == "llama-3.3-70b-versatile"
+    assert client.key_manager.statuses("groq")[0].available
+    assert "llama-3.3-70b-versatile" in (client.get_status_summary()["groq"]["problem"] or "")

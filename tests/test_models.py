@@ -19,9 +19,9 @@ from llms.state import StateStore
 from simulator import Simulator
 
 CATALOGUES = {
-    "GROQ_MODELS": "llama-3.1-8b-instant, shared-model",
+    "GROQ_MODELS": "qwen/qwen3.6-27b, shared-model",
     "GEMINI_MODELS": "shared-model",
-    "LLM_ALIAS_FAST": "groq/llama-3.1-8b-instant,gemini/gemini-3.5-flash",
+    "LLM_ALIAS_FAST": "groq/qwen/qwen3.6-27b,gemini/gemini-3.5-flash",
 }
 
 
@@ -37,12 +37,12 @@ def _asked(sim: Simulator) -> list[tuple[str, str | None]]:
         ("auto", ("openrouter", "openai/gpt-oss-20b:free")),
         ("groq", ("groq", "openai/gpt-oss-20b")),
         ("GROQ", ("groq", "openai/gpt-oss-20b")),
-        ("groq/llama-3.3-70b-versatile", ("groq", "llama-3.3-70b-versatile")),  # not listed: forwarded anyway
+        ("groq/openai/gpt-oss-120b", ("groq", "openai/gpt-oss-120b")),  # not listed: forwarded anyway
         ("openrouter/meta-llama/llama-3.3-70b-instruct:free", ("openrouter", "meta-llama/llama-3.3-70b-instruct:free")),
-        ("llama-3.1-8b-instant", ("groq", "llama-3.1-8b-instant")),  # a bare id from a catalogue
+        ("qwen/qwen3.6-27b", ("groq", "qwen/qwen3.6-27b")),  # a bare id from a catalogue
         ("shared-model", ("groq", "shared-model")),  # in two catalogues: provider order
-        ("fast", ("groq", "llama-3.1-8b-instant")),  # an alias
-        ("FAST", ("groq", "llama-3.1-8b-instant")),
+        ("fast", ("groq", "qwen/qwen3.6-27b")),  # an alias
+        ("FAST", ("groq", "qwen/qwen3.6-27b")),
     ],
 )
 def test_a_selector_picks_the_provider_and_the_model_that_answer(
@@ -57,11 +57,11 @@ def test_a_selector_picks_the_provider_and_the_model_that_answer(
 def test_every_call_takes_a_model(make_client: MakeClient, sim: Simulator) -> None:
     """`chat`, `complete`, `chat_stream`, `acomplete` and `achat_stream` alike; the original calls are unchanged."""
     client = make_client({"openrouter": 1, "groq": 1}, **CATALOGUES)
-    model = "groq/llama-3.1-8b-instant"
+    model = "groq/qwen/qwen3.6-27b"
     assert client.chat(USER_HELLO, 0.3, 50, model=model)
-    assert client.complete(USER_HELLO, model=model).model == "llama-3.1-8b-instant"
+    assert client.complete(USER_HELLO, model=model).model == "qwen/qwen3.6-27b"
     stream = client.chat_stream(USER_HELLO, model=model)
-    assert "".join(stream) and stream.result is not None and stream.result.model == "llama-3.1-8b-instant"
+    assert "".join(stream) and stream.result is not None and stream.result.model == "qwen/qwen3.6-27b"
 
     async def awaited() -> tuple[str, str]:
         try:
@@ -73,9 +73,9 @@ def test_every_call_takes_a_model(make_client: MakeClient, sim: Simulator) -> No
         finally:
             await client.aclose_connections()
 
-    assert asyncio.run(awaited()) == ("llama-3.1-8b-instant", "llama-3.1-8b-instant")
+    assert asyncio.run(awaited()) == ("qwen/qwen3.6-27b", "qwen/qwen3.6-27b")
     assert client.chat(USER_HELLO, temperature=0.3, max_tokens=500)  # the original description's call
-    assert _asked(sim) == [("groq", "llama-3.1-8b-instant")] * 5 + [("openrouter", "openai/gpt-oss-20b:free")]
+    assert _asked(sim) == [("groq", "qwen/qwen3.6-27b")] * 5 + [("openrouter", "openai/gpt-oss-20b:free")]
 
 
 def test_an_alias_fails_over_across_its_targets_as_auto_does_across_providers(
@@ -92,7 +92,7 @@ def test_an_alias_fails_over_across_its_targets_as_auto_does_across_providers(
     assert ("openrouter", "openai/gpt-oss-20b:free") not in _asked(sim)  # not in the alias: never asked
     assert client.complete(USER_HELLO, model="groq").key_id == "groq:1"  # its 429 was for the other model
     with pytest.raises(AllKeysExhaustedError):
-        client.complete(USER_HELLO, model="groq/llama-3.1-8b-instant")
+        client.complete(USER_HELLO, model="groq/qwen/qwen3.6-27b")
 
 
 @pytest.mark.parametrize("selector", ["no-such-model", "groq/", "", "openrouter/x"])
@@ -103,13 +103,13 @@ def test_an_unknown_selector_fails_before_any_call_naming_what_is_served(
     with pytest.raises(ValueError) as caught:
         client.complete(USER_HELLO, model=selector)
     if selector not in ("", "groq/"):
-        assert "auto, fast, groq, gemini" in str(caught.value) and "groq/llama-3.1-8b-instant" in str(caught.value)
+        assert "auto, fast, groq, gemini" in str(caught.value) and "groq/qwen/qwen3.6-27b" in str(caught.value)
     assert sim.calls() == 0
 
 
 def test_aliases_and_catalogues_are_checked_at_start_up_naming_the_variable() -> None:
     settings = load_settings({**CATALOGUES, "LLM_ALIAS_BIG": "openrouter, groq/x"}, dotenv_path=None)
-    assert settings.providers["groq"].models == ("openai/gpt-oss-20b", "llama-3.1-8b-instant", "shared-model")
+    assert settings.providers["groq"].models == ("openai/gpt-oss-20b", "qwen/qwen3.6-27b", "shared-model")
     assert settings.aliases["big"] == (("openrouter", "openai/gpt-oss-20b:free"), ("groq", "x"))
     for name, value in (("LLM_ALIAS_FAST", "nowhere/model"), ("LLM_ALIAS_GROQ", "gemini"), ("LLM_ALIAS_X", " , ")):
         with pytest.raises(ConfigError, match=name):

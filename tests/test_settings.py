@@ -62,7 +62,7 @@ def test_legacy_single_key_form() -> None:
 
 def test_overrides() -> None:
     s = load(
-        GROQ_CHAT_MODEL="llama-3.1-8b-instant",
+        GROQ_CHAT_MODEL="qwen/qwen3.6-27b",
         GROQ_BASE_URL="http://127.0.0.1:9999/groq/openai/v1/",
         LLM_PROVIDER_ORDER="gemini, groq",
         LLM_RATE_LIMIT_COOLDOWN="1.5",
@@ -70,7 +70,7 @@ def test_overrides() -> None:
         LLM_STATE_URL="redis://127.0.0.1:6379/0",
         LLM_DEMO="yes",
     )
-    assert s.providers["groq"].model == "llama-3.1-8b-instant"
+    assert s.providers["groq"].model == "qwen/qwen3.6-27b"
     assert s.providers["groq"].base_url == "http://127.0.0.1:9999/groq/openai/v1"
     assert s.provider_order == ("gemini", "groq")
     assert s.cooldowns.rate_limit == 1.5 and s.cooldowns.error_threshold == 5

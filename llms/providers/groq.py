@@ -82,14 +82,10 @@ QUOTA = QuotaHeaders(
 
 
 def reasoning(model: str) -> tuple[dict[str, Any], int]:
-    """Groq's reasoning models (docs: Reasoning): `gpt-oss` takes `reasoning_effort` low/medium/high (default
-    medium) — low, with 256 tokens for it; `qwen3` takes `none`, which turns reasoning off."""
-    name = model.lower()
-    if "gpt-oss" in name:
-        return {"reasoning_effort": "low"}, 256
-    if "qwen3" in name:
-        return {"reasoning_effort": "none"}, 0
-    return {}, 0
+    """Groq's reasoning models (docs: Reasoning): `gpt-oss` takes `reasoning_effort` low/medium/high only (default
+    medium; `none` is a 400) — low, with 256 tokens for it. Which values Qwen 3.6 takes is not documented: it gets
+    nothing added."""
+    return ({"reasoning_effort": "low"}, 256) if "gpt-oss" in model.lower() else ({}, 0)
 
 
 def quota(headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
