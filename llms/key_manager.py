@@ -499,6 +499,11 @@ class KeyManager:
         self._event(now, key, EventKind.COOLED, detail)
         log.info("cooling %s: %s", key.label, detail)
 
+    def parked_for(self, key: ApiKey) -> str | None:
+        """Why the key is in a cooldown now (a `CooldownReason` value), None when it is not."""
+        record = self._store.records([key.fingerprint])[0]
+        return record.reason.value if record.reason is not None and record.cooldown_until > self._clock() else None
+
     def probe_passed(
         self,
         key: ApiKey,

@@ -29,7 +29,7 @@ from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits
 from llms.routing import Route, Router, Target
-from llms.state import KeyEvent, StateStore, StoreHealth, store_from_url
+from llms.state import CooldownReason, KeyEvent, StateStore, StoreHealth, store_from_url
 from llms.state.base import ABANDONED, LATENCY_BOUNDS, HourOfKey, RequestRecord
 from llms.types import (
     ChatRequest,
@@ -706,13 +706,19 @@ class SmartClient:
         `ProviderSpec.probe_vouches_for`) returns to the rotation."""
         key = self.key_manager.key(key_id)
         adapter = self._adapters[key.provider]
-        outcome = adapter.probe(key, self.settings.probe_timeout)
+        spec = self.settings.providers[key.provider].spec
+        vouches_for = spec.probe_vouches_for
+        probe_credit = getattr(adapter, "probe_credit", None)  # a provider whose credit only a paid call shows
+        if probe_credit is not None and self.key_manager.parked_for(key) == CooldownReason.NO_CREDITS.value:
+            outcome = probe_credit(key, self.settings.probe_timeout)
+            vouches_for = frozenset({*vouches_for, OutcomeKind.NO_CREDITS})
+        else:
+            outcome = adapter.probe(key, self.settings.probe_timeout)
         self.key_manager.record(key, outcome, model=adapter.model if outcome.scope is Scope.MODEL else None)
         if outcome.quota is not None:
             self.key_manager.note_daily_requests(key, outcome.quota)
-        spec = self.settings.providers[key.provider].spec
         if outcome.kind is OutcomeKind.OK:
-            self.key_manager.probe_passed(key, spec.probe_vouches_for, spec.probe_revives_credit)
+            self.key_manager.probe_passed(key, vouches_for, spec.probe_revives_credit)
         return outcome
 
     def reload_keys(self, settings: Settings | None = None) -> dict[str, list[str]]:

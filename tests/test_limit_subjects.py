@@ -215,3 +215,28 @@ def test_a_decommissioned_groq_model_is_a_configuration_problem_not_a_bad_key(
     assert sim.requests[0].status == 404 and sim.requests[0].model == "llama-3.3-70b-versatile"
     assert client.key_manager.statuses("groq")[0].available
     assert "llama-3.3-70b-versatile" in (client.get_status_summary()["groq"]["problem"] or "")
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_a_gemini_key_parked_for_prepay_comes_back_through_a_one_token_probe(
+    build: Build, sim: Simulator, wire: str
+) -> None:
+    """Google has answered "prepayment credits are depleted" falsely for a day: the key parks (a day), and its probe
+    is the cheapest call that needs credit — one token, not a model listing that says nothing about credit."""
+    client = build({"gemini": 1, "groq": 1}, steps={"gemini:1": ["no_credits"]}, LLM_PROVIDER_ORDER="gemini,groq")
+    assert complete(client, wire).provider == "groq"
+    parked = client.key_manager.statuses("gemini")[0]
+    assert parked.reason == "no_credits" and parked.cooldown_remaining > 3600
+    assert client.check_key("gemini:1").kind.value == "ok"
+    probe = sim.requests[-1]
+    assert probe.key_name == "gemini:1" and probe.path.endswith(":generateContent")
+    assert probe.payload["generationConfig"]["maxOutputTokens"] <= 1 + 256  # one token, and the thinking allowance
+    assert client.key_manager.statuses("gemini")[0].available
+
+
+def test_a_gemini_key_still_without_prepay_stays_parked_after_its_probe(build: Build, sim: Simulator) -> None:
+    client = build({"gemini": 1}, steps={"gemini:1": ["no_credits", "no_credits"]})
+    with pytest.raises(RuntimeError):
+        client.complete(USER_HELLO)
+    assert client.check_key("gemini:1").kind.value == "no_credits"
+    assert client.key_manager.statuses("gemini")[0].reason == "no_credits"

@@ -289,6 +289,23 @@ class GeminiAdapter:
             return self._outcome_of(exc, budget)
         return Outcome(OutcomeKind.OK, 200, "key accepted")
 
+    def probe_credit(self, key: ApiKey, timeout: float | None = None) -> Outcome:
+        """For a key parked for "prepayment credits are depleted": the cheapest call that needs credit (one token
+        of the default model). Listing models says nothing about credit, and Google has answered that falsely for
+        a day (issue 22): a passing call brings the key back instead of the whole cooldown."""
+        request = ChatRequest.build([{"role": "user", "content": "ping"}], None, 1)
+        budget = Budget(timeout or self._timeout, self._max_bytes)
+        try:
+            contents, config = self._translate(request, self.model)
+            with budget.active():
+                client = self._client(key, self._version(request, self.model))
+                client.models.generate_content(model=self.model, contents=contents, config=config)
+        except ProviderError as exc:
+            return exc.outcome
+        except Exception as exc:
+            return self._outcome_of(exc, budget)
+        return Outcome(OutcomeKind.OK, 200, "a one-token answer: credit accepted")
+
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
