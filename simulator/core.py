@@ -67,6 +67,8 @@ class Step(StrEnum):
     OUTPUT_TOO_LARGE = "output_too_large"  # Groq: 429 "Request too large … reduce max_tokens"
     NO_QUOTA = "no_quota"  # Gemini: 429 limit 0, the project has no quota for the model
     NO_ACCESS = "no_access"  # Gemini: 400 FAILED_PRECONDITION, user location not supported
+    QUOTA_NO_DETAILS = "quota_no_details"  # Gemini: 429 "check your plan and billing", no quota ids, no retry hint
+    EXHAUSTED_BARE = "exhausted_bare"  # Gemini: 429 "Resource has been exhausted (e.g. check quota).", nothing else
     MALFORMED_CALL = "malformed_call"  # Gemini: a 200 whose candidate stopped at MALFORMED_FUNCTION_CALL, empty
 
 

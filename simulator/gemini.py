@@ -120,6 +120,8 @@ WIRE_STEPS: dict[Step, str] = {
     Step.RATE_LIMIT_DAILY: "rate_limit_daily",
     Step.NO_CREDITS: "prepay_depleted",
     Step.MALFORMED_CALL: "malformed_function_call",
+    Step.QUOTA_NO_DETAILS: "quota_no_details",
+    Step.EXHAUSTED_BARE: "exhausted_bare",
 }
 """Steps answered with a recorded example from simulator/wire/gemini.json."""
 

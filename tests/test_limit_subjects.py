@@ -240,3 +240,29 @@ def test_a_gemini_key_still_without_prepay_stays_parked_after_its_probe(build: B
         client.complete(USER_HELLO)
     assert client.check_key("gemini:1").kind.value == "no_credits"
     assert client.key_manager.statuses("gemini")[0].reason == "no_credits"
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_a_gemini_429_without_quota_ids_rests_for_the_spend_window_not_a_1_s_ladder(
+    build: Build, sim: Simulator, wire: str
+) -> None:
+    """A request-rate 429 names its quota and a retry delay; one with neither (python-genai#1427) is the project's
+    spend-based limit, counted over 10 rolling minutes: the project rests that long, once, instead of climbing a
+    ladder from 1 s into ten more 429s."""
+    client = build({"gemini": 1, "groq": 1}, steps={"gemini:1": ["quota_no_details"]}, LLM_PROVIDER_ORDER="gemini,groq")
+    assert complete(client, wire).provider == "groq"
+    key = client.key_manager.statuses("gemini")[0]
+    assert key.reason == "rate_limit" and 590 < key.cooldown_remaining <= 600 and key.backoff_step == 0
+
+
+@pytest.mark.parametrize("wire", WIRE_PATHS)
+def test_a_bare_resource_exhausted_pauses_the_gemini_model_not_its_keys(
+    build: Build, sim: Simulator, wire: str
+) -> None:
+    """ "Resource has been exhausted (e.g. check quota)." with nothing else came to paid projects under every quota
+    (python-genai#2065): the model's shared capacity. It pauses briefly; no other key walks into it."""
+    client = build({"gemini": 2, "groq": 1}, steps={"gemini:1": ["exhausted_bare"]}, LLM_PROVIDER_ORDER="gemini,groq")
+    assert complete(client, wire).provider == "groq"
+    assert (sim.calls("gemini:1"), sim.calls("gemini:2")) == (1, 0)
+    assert all(k.available for k in client.key_manager.statuses("gemini"))
+    assert client.key_manager.provider_pause("gemini", "gemini-3.5-flash-lite") is not None

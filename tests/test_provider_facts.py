@@ -64,6 +64,8 @@ ROWS = {
     ("groq", "json_schema_unsupported"): (OutcomeKind.REQUEST_ERROR, Scope.KEY, False, True),
     ("gemini", "rate_limit_daily"): (OutcomeKind.RATE_LIMIT, Scope.MODEL, True, False),
     ("gemini", "rate_limit_minute"): (OutcomeKind.RATE_LIMIT, Scope.MODEL, False, False),
+    ("gemini", "quota_no_details"): (OutcomeKind.RATE_LIMIT, Scope.ACCOUNT, False, False),
+    ("gemini", "exhausted_bare"): (OutcomeKind.RATE_LIMIT, Scope.UPSTREAM, False, False),
     ("gemini", "no_quota"): (OutcomeKind.NO_ACCESS, Scope.MODEL, False, False),
     ("gemini", "prepay_depleted"): (OutcomeKind.NO_CREDITS, Scope.ACCOUNT, False, False),
     ("gemini", "location_unsupported"): (OutcomeKind.NO_ACCESS, Scope.ACCOUNT, False, False),
@@ -139,6 +141,8 @@ def test_hints_read_from_the_recorded_answers() -> None:
     # A per-day violation wins over RetryInfo's 51 s: the key rests until midnight Pacific.
     assert hint("gemini", "rate_limit_daily") == pytest.approx(seconds_until_midnight(PACIFIC, NOW))
     assert hint("gemini", "rate_limit_minute") == 36
+    assert hint("gemini", "quota_no_details") == 600  # a spend-based window is 10 rolling minutes: no 1 s ladder
+    assert hint("gemini", "exhausted_bare") is None  # shared capacity: the model pauses LLM_STORM_COOLDOWN
 
 
 def test_the_original_status_loop_runs_verbatim_and_the_summary_is_plain_data(make_client: MakeClient) -> None:

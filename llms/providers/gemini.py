@@ -65,6 +65,9 @@ EMBEDDING_MODEL = "gemini-embedding-001"
 _STRICT_SAMPLING = re.compile(r"^gemini-3\.5-flash-lite")
 """Models that ignore a custom temperature / top_p / top_k, refuse custom presence / frequency penalties, and refuse
 a conversation whose last turn is the model's (Google's model page for Gemini 3.5 Flash-Lite)."""
+_BARE_EXHAUSTED = re.compile(r"resource has been exhausted", re.I)
+SPEND_WINDOW = 600.0
+"""Gemini's spend-based limits are counted over a rolling 10 minutes (rate-limits doc, since June 2026)."""
 _NO_QUOTA = re.compile(r"limit:\s*0\b|doesn't have a free quota tier", re.I)
 _PREPAY = re.compile(r"prepayment credits are depleted", re.I)
 _HISTORY = re.compile(r'thought_signature|Unknown name "id"', re.I)
@@ -93,6 +96,13 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
             hint = retry_after_header(lower_headers(headers), now)
         if hint is None:
             hint = message_hint(message)
+        if not violations and hint is None:  # not a request-rate limit: those name their quota and a retry delay
+            if _BARE_EXHAUSTED.search(message):  # shared capacity on the model, every key alike
+                return Outcome(
+                    OutcomeKind.RATE_LIMIT, status, f"model out of capacity: {message}", scope=Scope.UPSTREAM
+                )
+            what = f"spend-based limit (10 rolling minutes): {message}"
+            return Outcome(OutcomeKind.RATE_LIMIT, status, what, SPEND_WINDOW, scope=Scope.ACCOUNT)
         if any("PerDay" in str(v.get("quotaId", "")) for v in violations):
             until_midnight = seconds_until_midnight(PACIFIC, now)
             return Outcome(
