@@ -149,7 +149,8 @@ def parse_embeddings(body: bytes) -> ParsedEmbeddings:
         and all(isinstance(x, int) or (isinstance(x, list) and all(isinstance(y, int) for y in x)) for x in given)
     ):
         raise bad_request(
-            "'input' as token ids is not supported: send the text (a string or a list of strings).",
+            "'input' as token ids is not supported: send the text (a string or a list of strings); LangChain's "
+            "OpenAIEmbeddings sends text with check_embedding_ctx_length=False.",
             "input",
             "unsupported_parameter",
         )
