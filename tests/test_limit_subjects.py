@@ -87,13 +87,16 @@ def test_groq_requests_left_today_do_not_widen_what_goes_at_once(build: Build, s
     assert most_at_once(sim, sim.latency) == 1
 
 
-def complete(client: SmartClient, wire: str, **options: object) -> ChatResult:
+def complete(
+    client: SmartClient, wire: str, messages: list[dict[str, str]] = USER_HELLO, **options: object
+) -> ChatResult:
+    """One request on the blocking or the awaited wire path."""
     if wire == "blocking":
-        return client.complete(USER_HELLO, **options)  # type: ignore[arg-type]
+        return client.complete(messages, **options)  # type: ignore[arg-type]
 
     async def awaited() -> ChatResult:
         try:
-            return await client.acomplete(USER_HELLO, **options)  # type: ignore[arg-type]
+            return await client.acomplete(messages, **options)  # type: ignore[arg-type]
         finally:
             await client.aclose()
 
@@ -180,28 +183,15 @@ def test_what_gemini_3_5_flash_lite_refuses_goes_to_another_provider_before_any_
     with an error. That is the request's problem for that model: Groq answers, Gemini is never called, nothing
     cools; with Gemini alone the caller gets the reason."""
     client = build({"gemini": 1, "groq": 1})
-    result = _complete_messages(client, wire, messages, **options)
+    result = complete(client, wire, messages, **options)
     assert result.provider == "groq" and sim.calls("gemini:1") == 0
     assert all(k.available for p in ("gemini", "groq") for k in client.key_manager.statuses(p))
     alone = build({"gemini": 1})
     with pytest.raises(RequestRejectedError, match=why):
-        _complete_messages(alone, wire, messages, **options)
+        complete(alone, wire, messages, **options)
     assert sim.calls("gemini:1") == 0
     older = build({"gemini": 1}, GEMINI_CHAT_MODEL="gemini-2.5-flash")  # other models take them
-    assert _complete_messages(older, wire, messages, **options).provider == "gemini"
-
-
-def _complete_messages(client: SmartClient, wire: str, messages: list[dict[str, str]], **options: float) -> ChatResult:
-    if wire == "blocking":
-        return client.complete(messages, **options)  # type: ignore[arg-type]
-
-    async def awaited() -> ChatResult:
-        try:
-            return await client.acomplete(messages, **options)  # type: ignore[arg-type]
-        finally:
-            await client.aclose()
-
-    return asyncio.run(awaited())
+    assert complete(older, wire, messages, **options).provider == "gemini"
 
 
 @pytest.mark.parametrize("wire", WIRE_PATHS)
