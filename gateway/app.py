@@ -48,6 +48,7 @@ from llms import AllKeysExhaustedError, AsyncChatStream, LLMError, RequestReject
 
 log = logging.getLogger("llms.gateway")
 T = TypeVar("T")
+_Parsed = TypeVar("_Parsed")
 JSON = "application/json"
 
 
@@ -92,18 +93,23 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
         finally:
             await pool.aclose_connections()
 
+    async def authenticated_body(request: Request, parse: Callable[[bytes], _Parsed]) -> _Parsed | Response:
+        """The caller's token checked, then its body read within the limits and parsed; an error answer if not."""
+        refused = _authenticate(state, request)
+        if refused is not None:
+            return _error(refused)
+        try:
+            return parse(await _read_body(request, settings.max_body, settings.body_timeout))
+        except ApiError as exc:
+            return _error(exc)
+
     def answering(wire: WireFormat) -> Callable[[Request], Awaitable[Response]]:
         """The endpoint of one wire format: every format's request runs through the client on the same path."""
 
         async def endpoint(request: Request) -> Response:
-            refused = _authenticate(state, request)
-            if refused is not None:
-                return _error(refused)
-            try:
-                body = await _read_body(request, settings.max_body, settings.body_timeout)
-                parsed = wire.parse(body)
-            except ApiError as exc:
-                return _error(exc)
+            parsed = await authenticated_body(request, wire.parse)
+            if isinstance(parsed, Response):
+                return parsed
             client = pool.resolve(parsed.model)
             if client is None:
                 return _error(_unknown_model(pool, parsed.model))
@@ -120,14 +126,9 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
         return _error(refused or not_stored(request.path_params["response_id"]))
 
     async def embeddings(request: Request) -> Response:
-        refused = _authenticate(state, request)
-        if refused is not None:
-            return _error(refused)
-        try:
-            body = await _read_body(request, settings.max_body, settings.body_timeout)
-            parsed = parse_embeddings(body)
-        except ApiError as exc:
-            return _error(exc)
+        parsed = await authenticated_body(request, parse_embeddings)
+        if isinstance(parsed, Response):
+            return parsed
         try:
             pool.auto.embedding_route(parsed.model)
         except ValueError as exc:  # no embedding model by that name: say which are served
