@@ -70,6 +70,22 @@ def message_hint(message: str) -> float | None:
     return parse_duration(match.group(1)) if match else None
 
 
+def most_precise(*hints: float | None) -> float | None:
+    """The first hint given, in the caller's order of authority — unless it is whole seconds and another hint says
+    the same to a fraction: HTTP's `Retry-After` carries no fraction, so `Retry-After: 3` beside an
+    `X-RateLimit-Reset` 2.41 s away (or Gemini's `RetryInfo` "51s" beside "Please retry in 51.6s") means the finer
+    one. Resting the rounded-up value leaves quota unused every window; the rounded-down one earns a 429."""
+    given = [h for h in hints if h is not None]
+    if not given:
+        return None
+    first = given[0]
+    if float(first).is_integer():
+        finer = [h for h in given[1:] if abs(h - first) < 1.0 and not float(h).is_integer()]
+        if finer:
+            return finer[0]
+    return first
+
+
 def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 

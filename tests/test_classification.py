@@ -16,7 +16,7 @@ from llms.providers.gemini import PACIFIC
 from llms.providers.groq import quota as groq_quota
 from llms.providers.openrouter import classify as openrouter_classify
 from llms.types import ChatRequest
-from llms.wire import message_hint, parse_duration, retry_after_header, seconds_until_midnight
+from llms.wire import message_hint, most_precise, parse_duration, retry_after_header, seconds_until_midnight
 
 NOW = 1_800_000_000.0
 
@@ -195,3 +195,45 @@ def test_an_openrouter_error_code_may_be_a_number_a_string_or_missing(code: obje
     if code is not None:
         error["code"] = code
     assert openrouter_classify(200, {}, {"error": error}, NOW).kind is OutcomeKind.RATE_LIMIT
+
+
+NOW_S = 1_790_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("hints", "taken"),
+    [
+        ((3.0, 2.41), 2.41),  # Retry-After rounded up beside a ms reset: the finer one
+        ((51.0, None, 51.606), 51.606),  # Gemini's RetryInfo "51s" beside "Please retry in 51.606s"
+        ((7.66, 8.0), 7.66),  # already fine: kept
+        ((30.0, 2.0), 30.0),  # not the same wait: the authoritative one
+        ((None, None), None),
+        ((5.0,), 5.0),
+    ],
+)
+def test_the_most_precise_of_hints_that_agree_is_taken(hints: tuple[float | None, ...], taken: float | None) -> None:
+    assert most_precise(*hints) == (pytest.approx(taken) if taken is not None else None)
+
+
+def test_openrouter_takes_the_millisecond_reset_over_a_whole_second_retry_after() -> None:
+    headers = {"Retry-After": "3", "X-RateLimit-Reset": str(int((NOW_S + 2.41) * 1000))}
+    body = {"error": {"code": 429, "message": "Rate limit exceeded: free-models-per-min."}}
+    assert openrouter_classify(429, headers, body, NOW_S).retry_after == pytest.approx(2.41, abs=0.002)
+
+
+def test_an_openai_compatible_429_rests_the_precise_reset_not_the_rounded_retry_after(sim) -> None:  # type: ignore[no-untyped-def]
+    """The simulator's OpenAI-compatible provider sends `retry-after` in whole seconds (rounded up) beside
+    `x-ratelimit-reset-requests` to the millisecond, as OpenAI does: the key rests the precise one."""
+    from config.settings import load_settings
+    from llms import SmartClient
+    from llms.state import store_from_url
+
+    secret = "sk-compat-precise-0000000000000001"
+    sim.add_key("compat", secret, "rate_limit", name="compat:1")  # retry-after: 9, x-ratelimit-reset-requests: 8.64s
+    env = {**sim.env(), "LLM_PROVIDER_ORDER": "compat", "COMPAT_BASE_URL": sim.base_urls["compat"]}
+    env |= {"COMPAT_CHAT_MODEL": "sim-model", "COMPAT_API_KEY_1": secret, "LLM_REQUEST_TIMEOUT": "5"}
+    with SmartClient(load_settings(env, dotenv_path=None), store=store_from_url("memory://")) as client:
+        with pytest.raises(AllKeysExhaustedError):
+            client.complete([{"role": "user", "content": "hi"}])
+        rest = client.key_manager.statuses("compat")[0].cooldown_remaining
+    assert 8.0 < rest <= 8.7  # not the 9 s of `retry-after: 9`

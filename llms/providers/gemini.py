@@ -41,6 +41,7 @@ from llms.wire import (
     error_object,
     lower_headers,
     message_hint,
+    most_precise,
     parse_duration,
     retry_after_header,
     seconds_until_midnight,
@@ -91,11 +92,7 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
             )
             what = f"no quota for {model} in this project" if model else "no quota for this model in this project"
             return Outcome(OutcomeKind.NO_ACCESS, status, f"{what}: {message}", scope=Scope.MODEL)
-        hint = _retry_delay(error)
-        if hint is None:
-            hint = retry_after_header(lower_headers(headers), now)
-        if hint is None:
-            hint = message_hint(message)
+        hint = most_precise(_retry_delay(error), retry_after_header(lower_headers(headers), now), message_hint(message))
         if not violations and hint is None:  # not a request-rate limit: those name their quota and a retry delay
             if _BARE_EXHAUSTED.search(message):  # shared capacity on the model, every key alike
                 return Outcome(

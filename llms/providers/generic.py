@@ -19,7 +19,15 @@ from llms.outcomes import Outcome, QuotaHint
 from llms.providers.base import Endpoint, ProviderSpec
 from llms.providers.openai_compat import OpenAICompatAdapter, classify_answer
 from llms.types import ChatRequest
-from llms.wire import classify_common, error_message, lower_headers, message_hint, parse_duration, retry_after_header
+from llms.wire import (
+    classify_common,
+    error_message,
+    lower_headers,
+    message_hint,
+    most_precise,
+    parse_duration,
+    retry_after_header,
+)
 
 
 def error_fields(body: Any) -> dict[str, Any]:
@@ -43,14 +51,11 @@ def message_of(body: Any) -> str:
 def hint_of(headers: Mapping[str, str], message: str, now: float) -> float | None:
     """`Retry-After`, else how long until the request window resets, else a wait named in the message."""
     lowered = lower_headers(headers)
-    for value in (
+    return most_precise(
         retry_after_header(lowered, now),
         parse_duration(lowered.get("x-ratelimit-reset-requests", "")),
         message_hint(message),
-    ):
-        if value is not None:
-            return value
-    return None
+    )
 
 
 def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> Outcome:

@@ -37,6 +37,7 @@ from llms.wire import (
     error_object,
     lower_headers,
     message_hint,
+    most_precise,
     retry_after_header,
     seconds_until_midnight,
     status_of,
@@ -135,13 +136,13 @@ def _hint(headers: Mapping[str, str], body: Any, meta: Mapping[str, Any], now: f
     merged = lower_headers(headers)
     if isinstance(meta.get("headers"), dict):
         merged = {**lower_headers(meta["headers"]), **merged}
-    for value in (
+    given = most_precise(
         retry_after_header(merged, now),
         epoch_reset(merged["x-ratelimit-reset"], now) if "x-ratelimit-reset" in merged else None,
         epoch_reset(meta["retry_after_seconds"], now) if "retry_after_seconds" in meta else None,
-    ):
-        if value is not None:
-            return value
+    )
+    if given is not None:
+        return given
     availability = error_object(body).get("availability")
     if isinstance(availability, dict) and availability.get("retry_after") is not None:
         return epoch_reset(availability["retry_after"], now)
