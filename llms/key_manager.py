@@ -20,7 +20,7 @@ from config.settings import CooldownSettings
 from llms.clock import client_time
 from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
-from llms.quota import ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
+from llms.quota import SLOT_MARGIN, ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, gate_name, model_pool
 
@@ -257,8 +257,13 @@ class KeyManager:
         model: str | None = None,
     ) -> None:
         """Apply the penalty (or the absolution) an outcome earns the key that produced it, asked for `model`;
-        `request` goes to the request log and the history in the same store write."""
+        `request` goes to the request log and the history in the same store write.
+
+        What the answer says of the key's quota counts from when the request was sent (`request.latency` ago):
+        the provider read its limit when the request arrived, so a rest timed from then ends as the provider's
+        window does, where one timed from the answer would end a round trip late, every window."""
         now = self._clock()
+        sent = now - (request.latency if request is not None else 0.0)
         ok = outcome.kind is OutcomeKind.OK
         quota = self._sane_quota(quota)
         part = self._part(key.provider, model)
@@ -267,16 +272,16 @@ class KeyManager:
             subject = _subject(key, part)
             learned = self._learned_about(now)
             if f"pace/{subject}" in learned:
-                pacing = self._pace(subject, lambda p: p.succeeded(now, self.policy))
-                quota = quota or pacing.quota()
+                pacing = self._pace(subject, lambda p: p.succeeded(sent, self.policy))
+                quota = _shorter(quota, pacing.quota())
             if f"slots/{subject}" in learned:
-                slots = self._slots(subject, lambda log: log.succeeded(now))
-                quota = quota or slots.quota(now)
+                slots = self._slots(subject, lambda log: log.succeeded(sent))
+                quota = _shorter(quota, slots.quota(sent))
             elif f"pace/{subject}" not in learned:
-                self._unpaced[subject].append(now)  # what a first 429 learns from, should one come
-        finish = self._finish(key, quota if ok else None, now, outcome.kind, part)
+                self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
+        finish = self._finish(key, quota if ok else None, sent, outcome.kind, part)
         if ok:
-            self._succeeded(key, quota, now, request, finish, part)
+            self._succeeded(key, quota, now, request, finish, part, now - sent)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             if request is not None:
@@ -301,7 +306,7 @@ class KeyManager:
             return
         only = model if outcome.scope is Scope.MODEL else None  # the key rests for this model only
         if outcome.kind is OutcomeKind.RATE_LIMIT:
-            self._rate_limited(key, outcome, now, only, self._part(key.provider, only))
+            self._rate_limited(key, outcome, sent, only, self._part(key.provider, only))
             return
         reason = _PARKED[outcome.kind]
         seconds = self._sane(outcome.retry_after, scheduled=outcome.scheduled) or self._cooldowns.invalid_key
@@ -347,7 +352,9 @@ class KeyManager:
         request: RequestRecord | None,
         finish: Finish | None,
         part: str,
+        elapsed: float = 0.0,
     ) -> None:
+        """`elapsed`: seconds since the request was sent, which the quota's times count from."""
         ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
         if ended_streak:
             self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
@@ -355,10 +362,13 @@ class KeyManager:
             return
         model = part or None  # what an answer reports of a provider counting per model is that model's quota
         if quota.rest is not None:
-            why = "token quota for this minute cannot cover another"
-            self.cool(key, quota.rest, CooldownReason.RATE_LIMIT, why, model)
+            rest, why = quota.rest, "token quota for this minute cannot cover another"
         elif quota.remaining == 0 and quota.reset_after is not None:
-            self.cool(key, quota.reset_after, CooldownReason.RATE_LIMIT, "quota used up for this window", model)
+            rest, why = quota.reset_after, "quota used up for this window"
+        else:
+            return
+        if rest > elapsed:
+            self.cool(key, rest + SLOT_MARGIN - elapsed, CooldownReason.RATE_LIMIT, why, model)
 
     def pause_provider(self, provider: str, outcome: Outcome, model: str | None = None) -> None:
         """A limit every key of the provider shares (an upstream limit on `model`, a blocked network): rest the
@@ -400,17 +410,19 @@ class KeyManager:
         elif finish is not None:
             self._store.end_lease(key.fingerprint, finish, now)
 
-    def _rate_limited(self, key: ApiKey, outcome: Outcome, now: float, model: str | None, part: str) -> None:
+    def _rate_limited(self, key: ApiKey, outcome: Outcome, sent: float, model: str | None, part: str) -> None:
         """Cool the key (for `model` only, when given), its whole shared-limit group, and on a storm the
-        provider's other keys."""
+        provider's other keys. A hint counts from when the 429's request was `sent`."""
+        now = self._clock()
         subject = _subject(key, part)
-        hint = self._sane(outcome.retry_after)
-        if hint is not None:
-            seconds = hint
+        given = outcome.retry_after
+        hint = 0.0 if given is not None and math.isfinite(given) and given <= 0 else self._sane(given)
+        if hint is not None:  # a hint of 0 ("try again in 0s": the window resets now) is a hint, not none
+            seconds = max(0.0, sent + hint + SLOT_MARGIN - now)
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
                 seen = tuple(self._unpaced.pop(subject, ()))
-                self._slots(subject, lambda log: log.limited(now, hint, seen))
+                self._slots(subject, lambda log: log.limited(sent, hint, seen))
                 self._store.probe_next(key.fingerprint, part)  # resume with one request: its answer says how many
         else:
             if self._resting_until(key, model, now) > now:
@@ -632,6 +644,14 @@ class KeyManager:
 
     def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))
+
+
+def _shorter(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:
+    """What an answer reported of the key's quota, unless that is a count of the day with requests left: then the
+    window learned from 429s (a minute's limit the provider does not report) is what paces the key."""
+    if reported is None or (reported.per_day and reported.remaining and learned is not None):
+        return learned or reported
+    return reported
 
 
 def _subject(key: ApiKey, part: str) -> str:

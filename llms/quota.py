@@ -131,8 +131,9 @@ class Pacing:
         return None if window is None or rest is None else max(0, window - used)
 
 
-SLOT_MARGIN = 0.02
-"""Seconds added to the moment a slot frees, so the provider has surely freed it when the key resumes."""
+SLOT_MARGIN = 0.01
+"""Seconds added to the moment a limit frees (a slot, a window's reset, a hint's wait), so the provider has surely
+freed it when the key resumes: hints come rounded to the centisecond (Go durations) or the millisecond."""
 SLOTS_KEPT = 256
 
 
@@ -172,9 +173,11 @@ class SlotLog:
         if not log or (self.length and hint < 0.1 * self.length):
             return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window
         oldest = max(i for i in range(len(log)) if i == 0 or log[i] - log[i - 1] >= hint)
-        return replace(
-            self, times=log, size=len(log) - oldest, length=now + hint - log[oldest], closed_until=now + hint
-        )
+        for first in (oldest, 0):  # the gap rule's reading, else the whole log as one window
+            size, length = len(log) - first, now + hint - log[first]
+            if _densest(log, length) <= size:  # the provider admitted every answer logged: a window that fits
+                return replace(self, times=log, size=size, length=length, closed_until=now + hint)
+        return replace(self, closed_until=now + hint)  # no window fits what was admitted: learn nothing yet
 
     def succeeded(self, now: float) -> SlotLog:
         horizon = now - self.length if self.length else -math.inf
@@ -192,8 +195,18 @@ class SlotLog:
         left = self.size - len(recent)
         if left > 0:
             return QuotaHint(left, (recent[0] + self.length - now) if recent else self.length)
-        frees = recent[len(recent) - self.size] + self.length + SLOT_MARGIN
+        frees = recent[len(recent) - self.size] + self.length  # the key manager adds `SLOT_MARGIN` to the rest
         return QuotaHint(0, max(0.0, frees - now))
+
+
+def _densest(times: Sequence[float], length: float) -> int:
+    """The most of `times` (ascending) within any `length` seconds."""
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= length:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,10 @@ _OK = Outcome(OutcomeKind.OK, 200)
 _Step = tuple[Target, ApiKey] | float  # a failover step: try this key for this target, or sleep this long
 _BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
 _HELD_POLL = 0.1  # the same while other processes hold the slots (each look is a store round trip)
+PACING_GRACE = 2.0
+"""Seconds a call with the default `wait` waits at least for a key whose rest ends within them: a rest that short
+is the window's pacing (the client spacing requests, a provider's slot about to free), not exhaustion, and a
+caller told to come back later would come back after it and leave the window's quota unused."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class _Run:
     attempts: list[Attempt] = field(default_factory=list)
     rejected: list[Outcome] = field(default_factory=list)
     leave_target: bool = False  # this provider cannot serve the request with this model now
-    started: float = 0.0  # when the current attempt began (perf_counter)
+    started: float = 0.0  # when the current attempt began (the client's timer)
     on_attempt: OnAttempt | None = None
     answering: tuple[str, str, str] | None = None  # a stream's provider, model and key id, once it has begun
     result: ChatResult | None = None  # a stream's, once it has ended
@@ -116,8 +120,12 @@ class SmartClient:
         *,
         store: StateStore | None = None,
         clock: Callable[[], float] = client_time,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: epoch seconds that key state is kept by. `timer`: the seconds the failover loop measures its
+        deadlines in (the virtual-time harness in `simulator.virtual_time` gives both its own clock)."""
         self.settings = settings
+        self._timer = timer
         self._order = [p for p in settings.provider_order if settings.providers[p].keys]
         self._router = Router(settings.providers, self._order, settings.aliases)
         self._adapters: dict[str, ProviderAdapter] = {p: _adapter(settings, p) for p in self._order}
@@ -194,7 +202,8 @@ class SmartClient:
         """Answer with the first key that can. `model`: which models may answer (`llms.routing`: None or "auto",
         an alias, a provider, "provider/model" or a model id; unknown: `ValueError` before any call). `wait`: when
         every key is cooling but one frees up within that many seconds, wait for it instead of raising (`True`:
-        `LLM_MAX_WAIT`, or 60 s when that is 0; default: `LLM_MAX_WAIT`, which is 0 unless configured).
+        `LLM_MAX_WAIT`, or 60 s when that is 0; `False`: never; default: `LLM_MAX_WAIT`, and at least `PACING_GRACE`,
+        2 s: a rest that short is pacing, not exhaustion).
         `on_attempt` hears each attempt as it ends (from the calling thread), so a caller can show the keys being
         tried while it happens. `messages` may also be a `ChatRequest` already built (validated once, with its
         own temperature and max_tokens). `options`: OpenAI's `tools`, `tool_choice`, `response_format`, `stop`,
@@ -327,15 +336,17 @@ class SmartClient:
         return AsyncChatStream(self._astream(request, route, self._deadline(wait), run), run)
 
     def _deadline(self, wait: Wait) -> float:
-        if wait is None or wait is False:
-            seconds = self.settings.max_wait
+        if wait is None:
+            seconds = max(self.settings.max_wait, PACING_GRACE)
+        elif wait is False:
+            seconds = 0.0
         elif wait is True:
             seconds = self.settings.max_wait or 60.0
         elif isinstance(wait, (int, float)) and wait >= 0:
             seconds = float(wait)
         else:
             raise ValueError(f"wait must be True, False, None or a number of seconds, got {wait!r}")
-        return time.monotonic() + seconds
+        return self._timer() + seconds
 
     def _failover(self, route: Route, deadline: float, run: _Run) -> Generator[_Step, Outcome | None, None]:
         """The failover loop: for each target of the route (a provider and a model), each usable key once, until a
@@ -351,7 +362,7 @@ class SmartClient:
         sent the attempt's failure (None: the key answered, the loop ends), or yields seconds to sleep. `_serve`
         drives it with blocking calls, `_aserve` with awaited ones.
         """
-        slot_deadline = time.monotonic() + self.settings.request_timeout
+        slot_deadline = self._timer() + self.settings.request_timeout
         while True:
             ended_before, mine = self.key_manager.ended, 0
             for target in route:
@@ -362,7 +373,7 @@ class SmartClient:
                 ):
                     tried.add(key)
                     mine += 1
-                    run.started = time.perf_counter()
+                    run.started = self._timer()
                     failure = yield target, key
                     if failure is None:
                         return
@@ -370,15 +381,15 @@ class SmartClient:
             if run.rejected:
                 raise self._give_up(run, route)
             slots_moving = self.key_manager.busy() or self.key_manager.ended - ended_before > mine
-            if slots_moving and time.monotonic() + _BUSY_POLL <= max(deadline, slot_deadline):
+            if slots_moving and self._timer() + _BUSY_POLL <= max(deadline, slot_deadline):
                 yield _BUSY_POLL  # keys only busy: a slot frees as soon as a request in flight ends (or just did)
                 continue
             held = self.key_manager.busy_until(_pairs(route))  # busy with others' requests (or a dead process's)
-            if held is not None and time.monotonic() + _HELD_POLL <= max(deadline, slot_deadline):
+            if held is not None and self._timer() + _HELD_POLL <= max(deadline, slot_deadline):
                 yield min(_HELD_POLL, held[1] + 0.001)
                 continue
             soonest = self.key_manager.next_free(_pairs(route))
-            if soonest is None or time.monotonic() + soonest[1] > deadline:
+            if soonest is None or self._timer() + soonest[1] > deadline:
                 raise self._give_up(run, route)
             yield soonest[1] + 0.001
 
@@ -497,7 +508,7 @@ class SmartClient:
 
     def _failed(self, target: Target, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
         provider = target.provider
-        latency = time.perf_counter() - run.started
+        latency = self._timer() - run.started
         entry = self._log_entry(target, key, outcome.kind.value, outcome.status, latency)
         self.key_manager.record(key, outcome, request=entry, model=target.model)
         run.attempted(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
@@ -519,7 +530,7 @@ class SmartClient:
         self, target: Target, key: ApiKey, model: str, usage: Usage, quota: QuotaHint | None, run: _Run
     ) -> float:
         """Record a key's success (chat or embeddings alike); returns the attempt's latency."""
-        latency = time.perf_counter() - run.started
+        latency = self._timer() - run.started
         entry = self._log_entry(target, key, _OK.kind.value, _OK.status, latency, model, usage)
         self.key_manager.record(key, _OK, quota, entry, target.model)
         run.attempted(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
@@ -559,7 +570,7 @@ class SmartClient:
     def _abandoned(self, target: Target, key: ApiKey, run: _Run) -> None:
         """The caller went away mid-request (cancelled, interrupted, a stream closed early). The key did nothing
         wrong: its in-flight slot frees now, for every process, and the request log says "abandoned"."""
-        entry = self._log_entry(target, key, ABANDONED, None, time.perf_counter() - run.started)
+        entry = self._log_entry(target, key, ABANDONED, None, self._timer() - run.started)
         self.key_manager.abandon(key, entry)
 
     def _log_entry(

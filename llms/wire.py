@@ -70,17 +70,22 @@ def message_hint(message: str) -> float | None:
     return parse_duration(match.group(1)) if match else None
 
 
+_SAME_WAIT = 1.25
+"""Seconds apart two hints may be and still name one wait (a whole second of rounding, and some latency)."""
+
+
 def most_precise(*hints: float | None) -> float | None:
     """The first hint given, in the caller's order of authority — unless it is whole seconds and another hint says
     the same to a fraction: HTTP's `Retry-After` carries no fraction, so `Retry-After: 3` beside an
     `X-RateLimit-Reset` 2.41 s away (or Gemini's `RetryInfo` "51s" beside "Please retry in 51.6s") means the finer
-    one. Resting the rounded-up value leaves quota unused every window; the rounded-down one earns a 429."""
+    one. Resting the rounded-up value leaves quota unused every window; the rounded-down one earns a 429. "The
+    same" allows for `first` rounded either way and for the finer one read a fraction of a round trip apart."""
     given = [h for h in hints if h is not None]
     if not given:
         return None
     first = given[0]
     if float(first).is_integer():
-        finer = [h for h in given[1:] if abs(h - first) < 1.0 and not float(h).is_integer()]
+        finer = [h for h in given[1:] if abs(h - first) <= _SAME_WAIT and not float(h).is_integer()]
         if finer:
             return finer[0]
     return first

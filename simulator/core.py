@@ -216,6 +216,8 @@ class Plan:
     quota: Quota | None
     latency: float
     org: str
+    at: float
+    """The provider's wall clock when it decided (epoch seconds): epoch resets in the answer count from it."""
 
 
 @dataclass(frozen=True, slots=True)

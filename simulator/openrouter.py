@@ -66,7 +66,7 @@ def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
             "model": call.shown_model,
             "label": label,
             "midnight_ms": _next_utc_midnight_ms(),
-            "reset_ms": int((time.time() + reset_in) * 1000),
+            "reset_ms": int((plan.at + reset_in) * 1000),
             "limit": quota.limit if quota else 20,
         }
         return render_wire(call, name, values)
@@ -96,9 +96,9 @@ def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
         if daily:
             limit, reset_ms = 50, _next_utc_midnight_ms()
         elif quota:
-            limit, reset_ms = quota.limit, int((time.time() + quota.reset_in) * 1000)
+            limit, reset_ms = quota.limit, int((plan.at + quota.reset_in) * 1000)
         else:
-            limit, reset_ms = 20, (int(time.time()) // 60 + 1) * 60_000
+            limit, reset_ms = 20, (int(plan.at) // 60 + 1) * 60_000
         headers = {
             "X-RateLimit-Limit": str(limit),
             "X-RateLimit-Remaining": "0",

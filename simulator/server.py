@@ -276,7 +276,8 @@ def _status(call: Call, step: Step) -> int:
     return 200 if step is Step.TOKENS_SPENT else status_for(call.provider, step, call.stream)
 
 
-def _render(call: Call, plan: Plan, label: str) -> Reply:
+def render_reply(call: Call, plan: Plan, label: str) -> Reply:
+    """The provider's answer for a planned step (the HTTP server writes it; `simulator.virtual_time` reads it)."""
     step = plan.step
     if step is Step.MID_STREAM_ERROR and not call.stream:
         step = Step.SERVER_ERROR
@@ -379,7 +380,7 @@ class _Handler(BaseHTTPRequestHandler):
         if plan.step is Step.TIMEOUT and sim._stopping.wait(sim.hang_seconds):
             self.close_connection = True  # stopped while hanging: die like a killed server
             return
-        self._write(_render(call, plan, _label(secret)), plan.latency)
+        self._write(render_reply(call, plan, _label(secret)), plan.latency)
 
     def _secret(self, provider: str, query: str) -> str | None:
         if provider == "gemini":
@@ -684,7 +685,7 @@ class Simulator:
                     call.provider, name, shown_path, call.stream, status, step.value, call.model, in_url, at, payload
                 )
             )
-        return Plan(step, status, quota, latency, org)
+        return Plan(step, status, quota, latency, org, at)
 
 
 DEMO_LATENCY = 0.3

@@ -12,7 +12,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.key_manager import KeyManager
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
-from llms.quota import InFlightLimit
+from llms.quota import SLOT_MARGIN, InFlightLimit
 from llms.state import CooldownReason, EventKind
 from llms.state.memory import MemoryStore
 
@@ -61,8 +61,8 @@ def test_provider_hint_wins_exactly_even_when_fractional() -> None:
     manager, keys, clock = make(1)
     manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT, retry_after=1.2))
     assert pick(manager) is None
-    assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(1.2)
-    clock.advance(1.2)
+    assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(1.2 + SLOT_MARGIN)  # never early
+    clock.advance(1.2 + SLOT_MARGIN)
     assert pick(manager) == keys[0]
 
 
@@ -118,7 +118,7 @@ def test_quota_at_zero_rests_the_key_before_a_429() -> None:
     manager.record(keys[0], Outcome(OutcomeKind.OK, 200), QuotaHint(remaining=0, reset_after=2.5))
     assert pick(manager) == keys[1]
     assert pick(manager) == keys[1]
-    clock.advance(2.5)
+    clock.advance(2.5 + SLOT_MARGIN)
     assert {pick(manager), pick(manager)} == set(keys)
 
 
@@ -147,7 +147,7 @@ def test_next_free_reports_the_soonest_key() -> None:
     manager.record(keys[1], fail(OutcomeKind.RATE_LIMIT, retry_after=20))
     manager.record(keys[2], fail(OutcomeKind.INVALID_KEY, status=401))
     key, seconds = manager.next_free()
-    assert key == keys[1] and seconds == pytest.approx(20)
+    assert key == keys[1] and seconds == pytest.approx(20 + SLOT_MARGIN)
     manager.reset_key("groq:2")
     assert manager.next_free()[0] == keys[0]
 

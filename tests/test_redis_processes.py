@@ -89,7 +89,7 @@ def test_four_processes_share_one_round_robin(shared: dict[str, str], sim: Simul
 
 def test_a_reset_in_one_process_frees_the_key_for_another(shared: dict[str, str], sim: Simulator) -> None:
     env = {k: v for k, v in shared.items() if not k.startswith("GROQ_API_KEY_") or k.endswith("_1")}
-    sim.add_key("groq", SECRETS["groq"][0], "rate_limit_nohint", name="groq:1")
+    sim.add_key("groq", SECRETS["groq"][0], "rate_limit", name="groq:1")  # rests 7.66 s: longer than any grace
     operator = local_client(env)
     with pytest.raises(AllKeysExhaustedError):
         operator.chat(USER_HELLO)

@@ -23,7 +23,6 @@ import base64
 import functools
 import re
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -440,7 +439,7 @@ class GeminiAdapter:
         elif isinstance(exc, errors.APIError):
             headers = dict(getattr(exc.response, "headers", None) or {})
             body = exc.details if isinstance(exc.details, (dict, list)) else str(exc.details)
-            outcome = classify(int(exc.code or 0), headers, body, time.time())
+            outcome = classify(int(exc.code or 0), headers, body, budget.read_at())
         elif "Timeout" in type(exc).__name__:
             outcome = transient("timed out")
         elif type(exc).__module__.startswith(("httpx", "httpcore", "h11", "ssl", "socket")) or isinstance(exc, OSError):

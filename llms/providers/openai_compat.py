@@ -83,19 +83,19 @@ class OpenAICompatAdapter:
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
         budget = Budget(self._timeout, self._max_bytes)
         response = self._post(self._url, self._payload(request, False), key, budget)
-        return self._completion(response.status, response.headers, self._body(response, budget), request)
+        return self._completion(response.status, response.headers, self._body(response, budget), request, budget)
 
     async def asend(self, request: ChatRequest, key: ApiKey) -> Completion:
         """`send` from an event loop (the gateway), over aiohttp with the same budget."""
         budget = Budget(self._timeout, self._max_bytes)
         answer = await self._apost(self._url, self._payload(request, False), key, budget)
-        return self._completion(answer.status, answer.headers, await self._abody(answer, budget), request)
+        return self._completion(answer.status, answer.headers, await self._abody(answer, budget), request, budget)
 
     def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
         budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
         response = self._post(self._url, self._payload(request, True), key, budget)
         if _not_a_stream(response.status, response.headers):
-            self._refuse_stream(response.status, response.headers, self._body(response, budget))
+            self._refuse_stream(response.status, response.headers, self._body(response, budget), budget)
         reply = StreamReply(
             pieces=iter(()),
             model=request.model or self.model,
@@ -110,7 +110,7 @@ class OpenAICompatAdapter:
         budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
         answer = await self._apost(self._url, self._payload(request, True), key, budget)
         if _not_a_stream(answer.status, answer.headers):
-            self._refuse_stream(answer.status, answer.headers, await self._abody(answer, budget))
+            self._refuse_stream(answer.status, answer.headers, await self._abody(answer, budget), budget)
         reply = StreamReply(
             pieces=iter(()),
             model=request.model or self.model,
@@ -124,13 +124,13 @@ class OpenAICompatAdapter:
         """`POST {base}/embeddings` in OpenAI's shape, over the chat's connections, budget and classification."""
         budget = Budget(self._timeout, self._max_bytes)
         response = self._post(self._embed_url, self._embed_payload(request), key, budget)
-        return self._embedded(response.status, response.headers, self._body(response, budget), request)
+        return self._embedded(response.status, response.headers, self._body(response, budget), request, budget)
 
     async def aembed(self, request: EmbeddingRequest, key: ApiKey) -> Embedded:
         """`embed` from an event loop (the gateway), over aiohttp with the same budget."""
         budget = Budget(self._timeout, self._max_bytes)
         answer = await self._apost(self._embed_url, self._embed_payload(request), key, budget)
-        return self._embedded(answer.status, answer.headers, await self._abody(answer, budget), request)
+        return self._embedded(answer.status, answer.headers, await self._abody(answer, budget), request, budget)
 
     def probe(self, key: ApiKey, timeout: float | None = None) -> Outcome:
         budget = Budget(timeout or self._timeout, self._max_bytes)
@@ -158,8 +158,10 @@ class OpenAICompatAdapter:
 
     # --- the parts `send` and `asend`, `open_stream` and `aopen_stream` share --------------------------------
 
-    def _completion(self, status: int, headers: Mapping[str, str], body: Any, request: ChatRequest) -> Completion:
-        self._raise_unless_ok(self.classify(status, headers, body, time.time()))
+    def _completion(
+        self, status: int, headers: Mapping[str, str], body: Any, request: ChatRequest, budget: Budget
+    ) -> Completion:
+        self._raise_unless_ok(self.classify(status, headers, body, budget.read_at()))
         choice = body["choices"][0]
         message = choice.get("message") or {}
         text = content_text(message.get("content"))
@@ -182,11 +184,13 @@ class OpenAICompatAdapter:
             payload["dimensions"] = request.dimensions
         return json.dumps(payload, ensure_ascii=False).encode()
 
-    def _embedded(self, status: int, headers: Mapping[str, str], body: Any, request: EmbeddingRequest) -> Embedded:
+    def _embedded(
+        self, status: int, headers: Mapping[str, str], body: Any, request: EmbeddingRequest, budget: Budget
+    ) -> Embedded:
         """An error answer (also an error inside a 200) is classified exactly as chat's; a 200 must carry one
         vector per text."""
         if status != 200 or error_object(body):
-            outcome = self.classify(status, headers, body, time.time())
+            outcome = self.classify(status, headers, body, budget.read_at())
             self._raise_unless_ok(outcome if outcome.kind is not OutcomeKind.OK else transient("error answer", status))
         if not isinstance(body, dict) or "data" not in body:
             self._raise_unless_ok(transient(f"embeddings answer had no data: {snippet(body)}", 200))
@@ -196,8 +200,8 @@ class OpenAICompatAdapter:
         usage = usage_of(body.get("usage"))
         return Embedded(vectors or [], str(body.get("model") or request.model or self.model), usage)
 
-    def _refuse_stream(self, status: int, headers: Mapping[str, str], body: Any) -> None:
-        outcome = self.classify(status, headers, body, time.time())
+    def _refuse_stream(self, status: int, headers: Mapping[str, str], body: Any, budget: Budget) -> None:
+        outcome = self.classify(status, headers, body, budget.read_at())
         if outcome.kind is OutcomeKind.OK:
             outcome = transient("expected an event stream, got a JSON answer", 200)
         self._raise_unless_ok(outcome)

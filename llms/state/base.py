@@ -191,7 +191,8 @@ class Gate:
             self.leases[lease.token] = lease.until
 
     def end(self, finish: Finish, now: float, *, succeeded: bool) -> None:
-        """Answers can arrive out of order, so within one quota window the lowest reported value wins."""
+        """Answers can arrive out of order, and one key can report two limits (the day's count, the minute's
+        learned window), so while a count is current the lowest reported value wins, with its own window's end."""
         self.leases.pop(finish.token, None)
         if succeeded:
             self.probing = False
@@ -201,7 +202,8 @@ class Gate:
         if finish.remaining is None:
             return
         if self.in_window(now) and self.remaining is not None:
-            self.remaining = min(self.remaining, finish.remaining)
+            if finish.remaining < self.remaining:  # the tighter count binds, until its own window ends
+                self.remaining, self.window_ends = finish.remaining, finish.window_ends or self.window_ends
         else:
             self.remaining, self.window_ends = finish.remaining, finish.window_ends or now + 60.0
             self.window_began = now

@@ -146,7 +146,9 @@ local function finish(o)
     local g = redis.call('HMGET', gate, 'remaining', 'window_ends', 'window_began')
     local now = tonumber(ARGV[o + 6])
     if g[1] and g[2] and tonumber(g[3] or '0') <= now and now < tonumber(g[2]) then
-      redis.call('HSET', gate, 'remaining', math.min(tonumber(g[1]), tonumber(remaining)))
+      if tonumber(remaining) < tonumber(g[1]) then
+        redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4])
+      end
     else
       redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 6])
     end

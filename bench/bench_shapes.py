@@ -1,0 +1,172 @@
+"""Quota on every shape: the client's own loop, key manager and store against modelled limit shapes in virtual
+time (`simulator.virtual_time`), default settings throughout.
+
+Two parts: a fixed table of named cells (each a limit shape, a hint form, keys and callers a user meets), with
+the targets of issue 23; and a random sample of the whole space (window kind, hint form, window size 1–60 and
+length 1–60 s, keys 1–64, shared-limit groups, callers 1–256, fail-fast or waiting, latency 0–5 s with jitter,
+clock skew ±2 s), summarised per hint form. The same cells run in the tests on a bounded sample
+(tests/test_quota_shapes.py).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import Result, Row, main
+from simulator.shapes import WindowKind
+from simulator.virtual_time import CallerKind, HintForm, Measured, Shape, run
+
+TITLE = "Quota on every shape: share of the keys' quota delivered and 429s per answer, default settings, virtual time"
+METHOD = (
+    "`simulator/virtual_time.py` runs the real `SmartClient` failover loop, `KeyManager` and store (memory, or a "
+    "SQLite file) against modelled providers on a virtual clock: each request takes the shape's latency (half "
+    "each way, ± its jitter), the provider's limit (`simulator/shapes.py`: a window fixed from its first "
+    "request, fixed on the clock, a sliding log, a token bucket, a bucket of tokens that requests of different "
+    "sizes draw from, a day) admits or refuses it on the provider's clock (the client's ± the skew), and the "
+    "answer is the simulator's own wire format for the hint form, read by the provider's own classifier and "
+    "quota reader. Callers loop `complete(messages)` with default settings and pause after an error (fail-fast, "
+    "1 s unless the cell says otherwise), or pass `wait=`. *Share* = requests the providers admitted within the "
+    "run ÷ what a client that knew every limit could have had admitted (each request sent the moment the limit "
+    "allows; never more than the callers could ask); *429s per answer* = refusals ÷ answers; the hint-less "
+    "floor is one 429 per window per subject. Targets (issue 23): hinted ≥ 0.98 delivered and ≤ 0.05 429s per "
+    "answer; hint-less ≥ 0.95 and ≤ floor + 0.05; a burst (callers ≥ 4 × keys in one window) ≤ 1 429 per key "
+    "whose quota is unknown, 0 where answers report it. LiteLLM's Router cannot run on a virtual clock; the "
+    "real-HTTP cells in *Utilisation* and *Burst* compare it."
+)
+
+F, C, S, B, T, D = (
+    WindowKind.FIXED_FIRST,
+    WindowKind.FIXED_CLOCK,
+    WindowKind.SLIDING,
+    WindowKind.TOKEN_BUCKET,
+    WindowKind.TOKENS,
+    WindowKind.PER_DAY,
+)
+H = HintForm
+NAMED: dict[str, Shape] = {
+    "fixed 5/2 s, remaining on every answer": Shape(F, H.REMAINING),
+    "clock minute 20/60 s, remaining": Shape(C, H.REMAINING, size=20, length=60.0, windows=4),
+    "sliding 5/2 s, remaining": Shape(S, H.REMAINING),
+    "bucket 5/2 s, remaining": Shape(B, H.REMAINING),
+    "fixed 5/2 s, OpenRouter reset ms + Retry-After": Shape(F, H.RESET_MS),
+    "sliding 20/60 s, OpenRouter reset ms": Shape(S, H.RESET_MS, size=20, length=60.0, windows=4),
+    "fixed 5/2 s, Groq (day count + try again in)": Shape(F, H.GROQ),
+    "clock 30/60 s, Groq": Shape(C, H.GROQ, size=30, length=60.0, windows=4),
+    "sliding 5/2 s, Gemini RetryInfo": Shape(S, H.GEMINI),
+    "clock 10/60 s, Gemini RetryInfo": Shape(C, H.GEMINI, size=10, length=60.0, windows=4),
+    "fixed 5/2 s, whole-second Retry-After only": Shape(F, H.RETRY_AFTER),
+    "fixed 20/60 s, whole-second Retry-After only": Shape(F, H.RETRY_AFTER, size=20, length=60.0, windows=4),
+    "fixed 4/2 s, no hint": Shape(F, H.NONE, size=4),
+    "sliding 20/60 s, no hint": Shape(S, H.NONE, size=20, length=60.0, windows=4),
+    "burst: 32 callers on 8 keys, remaining": Shape(F, H.REMAINING, keys=8, callers=32, windows=1),
+    "burst: 32 callers on 8 keys, reset ms": Shape(F, H.RESET_MS, keys=8, callers=32, windows=1),
+    "8 keys in groups of 2, Groq": Shape(F, H.GROQ, keys=8, group=2),
+    "SQLite store, fixed 5/2 s, remaining": Shape(F, H.REMAINING, store="sqlite"),
+    "waiting callers (wait=10), sliding, reset ms": Shape(S, H.RESET_MS, caller=CallerKind.WAIT),
+    "latency 1 s ± 50 %, fixed 10/10 s, remaining": Shape(
+        F, H.REMAINING, size=10, length=10.0, latency=1.0, jitter=0.5
+    ),
+    "provider clock 1.5 s ahead, fixed 5/2 s, reset ms": Shape(F, H.RESET_MS, skew=1.5),
+}
+"""The named cells: what docs/benchmarks.md shows, and what the tests check."""
+GAPS: dict[str, str] = {
+    "clock minute 20/60 s, remaining": "windows on the clock: the learned window drifts off the clock's boundaries",
+    "clock 30/60 s, Groq": "windows on the clock, learned as a sliding log",
+    "clock 10/60 s, Gemini RetryInfo": "windows on the clock, learned as a sliding log",
+    "8 keys in groups of 2, Groq": "keys sharing a limit each spend a 429 learning it",
+    "latency 1 s ± 50 %, fixed 10/10 s, remaining": "jitter: a rest timed to the round trip ends early when "
+    "the next trip is faster",
+    "provider clock 1.5 s ahead, fixed 5/2 s, reset ms": "skew: an epoch reset read on a skewed clock",
+    "fixed 5/2 s, whole-second Retry-After only": "a whole-second hint rests up to a second too long",
+    "fixed 20/60 s, whole-second Retry-After only": "a whole-second hint rests up to a second too long",
+    "fixed 4/2 s, no hint": "hint-less: the backoff ladder's rests",
+    "sliding 20/60 s, no hint": "hint-less: the backoff ladder's rests",
+}
+"""Named cells that miss a target today (issue 23, open), with what is known of why: shown as missed in
+docs/benchmarks.md and left out of the tests until fixed."""
+
+
+def targets(measured: Measured) -> tuple[bool, bool]:
+    """Whether the cell meets issue 23's share and waste targets."""
+    shape = measured.shape
+    if shape.windows == 1 and shape.callers >= 4 * shape.keys:  # a burst: what the first window costs per key
+        reported = shape.hint in (HintForm.REMAINING,)
+        most = 0 if reported else shape.keys
+        return measured.share >= (0.98 if shape.hinted else 0.95), measured.refused_first_window <= most
+    if shape.hinted:
+        return measured.share >= 0.98, measured.waste <= 0.05
+    return measured.share >= 0.95, measured.waste <= measured.floor + 0.05
+
+
+def random_shape(rng: random.Random) -> Shape:
+    """One shape from the whole space the issue names (days excepted: a day's limit is its own named cell)."""
+    keys = rng.choice([1, 2, 4, 8, 16, 64])
+    return Shape(
+        window=rng.choice([F, C, S, B, T]),
+        hint=rng.choice(list(HintForm)),
+        size=rng.choice([1, 2, 5, 10, 20, 30, 60]),
+        length=rng.choice([1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+        keys=keys,
+        group=rng.choice([1, 1, 1, 2, 4]) if keys >= 4 else 1,
+        callers=rng.choice([1, 4, 16, 64, 256]),
+        caller=rng.choice(list(CallerKind)),
+        pause=rng.choice([0.1, 0.5, 1.0, 2.0]),
+        latency=rng.choice([0.05, 0.2, 0.5, 1.0, 5.0]),
+        jitter=rng.choice([0.0, 0.0, 0.2, 0.5]),
+        skew=rng.choice([0.0, 0.0, -2.0, -0.5, 0.5, 2.0]),
+        windows=4,
+        seed=rng.randrange(1 << 30),
+    )
+
+
+def run_all(sample: int = 300, seed: int = 23) -> Result:
+    started = time.perf_counter()
+    named = {}
+    for name, shape in NAMED.items():
+        measured = run(shape)
+        named[name] = measured.as_dict() | {"met": targets(measured)}
+    rng = random.Random(seed)
+    matrix = []
+    for _ in range(sample):
+        measured = run(random_shape(rng))
+        matrix.append(measured.as_dict() | {"hint": measured.shape.hint.value, "met": targets(measured)})
+    return {"named": named, "matrix": matrix, "seconds": time.perf_counter() - started}
+
+
+def rows(result: Result) -> list[Row]:
+    out = []
+    for name, cell in result["named"].items():
+        share_met, waste_met = cell["met"]
+        waste = f"{cell['waste']:.3f}" + (f" (floor {cell['floor']:.3f})" if cell["floor"] else "")
+        out.append(Row(f"{name}: share", f"{cell['share']:.3f}", "≥ 0.98 (hint-less 0.95)", "—", share_met))
+        out.append(Row(f"{name}: 429s per answer", waste, "≤ 0.05 (hint-less floor + 0.05)", "—", waste_met))
+    by_hint: dict[str, list[dict]] = {}
+    for cell in result["matrix"]:
+        by_hint.setdefault(cell["hint"], []).append(cell)
+    for hint, cells in sorted(by_hint.items()):
+        both = sum(1 for c in cells if all(c["met"]))
+        worst = min(c["share"] for c in cells)
+        out.append(Row(f"random sample, hint {hint}: cells meeting both targets", f"{both}/{len(cells)}",
+                       "all", "—", None))  # fmt: skip
+        out.append(Row(f"random sample, hint {hint}: lowest share", f"{worst:.3f}", "—", "—", None))
+    return out
+
+
+def notes(result: Result) -> list[str]:
+    missed = [c for c in result["matrix"] if not all(c["met"])]
+    missed.sort(key=lambda c: c["share"])
+    lines = [
+        f"The {len(result['matrix'])} random cells and {len(result['named'])} named ones took "
+        f"{result['seconds']:.0f} s of wall time. The random cells that missed a target, lowest share first:"
+    ]
+    lines += [f"- {c['shape']}: share {c['share']:.3f}, 429s per answer {c['waste']:.3f}" for c in missed[:25]]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main(TITLE, run_all, rows))

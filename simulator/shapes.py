@@ -1,0 +1,181 @@
+"""The shapes a provider's request limit can take, as pure models the virtual-time harness counts against.
+
+Each model answers three questions on the provider's clock: may a request of `cost` go now (`admit`, which
+takes it), what would an answer say of the quota now (`quota`), and when would the next request be admitted
+(`frees_at`, which also gives the most a client with perfect knowledge could have sent: `capacity`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from simulator.core import Quota
+
+DAY = 86400.0
+TICK = 1e-4
+"""The provider's clock resolution: a window ending at t has ended for a request arriving at t (floats aside)."""
+
+
+class WindowKind(StrEnum):
+    FIXED_FIRST = "fixed"  # a window starts at the first request after the last one ended (the HTTP simulator's)
+    FIXED_CLOCK = "clock"  # windows on the clock's multiples of the length (a minute from :00)
+    SLIDING = "sliding"  # at most n in any `length` seconds: each slot frees `length` after it was taken
+    TOKEN_BUCKET = "bucket"  # n tokens, refilled evenly over `length`: a request takes one
+    TOKENS = "tokens"  # a bucket of tokens that requests of different sizes draw from (tokens per minute)
+    PER_DAY = "day"  # n a day, the day ending at midnight UTC
+
+
+class Limit(Protocol):
+    size: int
+
+    def admit(self, now: float, cost: float = 1.0) -> bool: ...
+    def quota(self, now: float) -> Quota: ...
+    def frees_at(self, now: float, cost: float = 1.0) -> float: ...
+
+
+@dataclass
+class FixedFromFirst:
+    size: int
+    length: float
+    start: float | None = None
+    used: float = 0.0
+
+    def _roll(self, now: float) -> None:
+        if self.start is None or now >= self.start + self.length - TICK:
+            self.start, self.used = now, 0.0
+
+    def admit(self, now: float, cost: float = 1.0) -> bool:
+        self._roll(now)
+        if self.used + cost > self.size:
+            return False
+        self.used += cost
+        return True
+
+    def quota(self, now: float) -> Quota:
+        if self.start is None or now >= self.start + self.length - TICK:
+            return Quota(self.size, self.size, self.length, self.length)
+        return Quota(self.size, int(self.size - self.used), self.start + self.length - now, self.length)
+
+    def frees_at(self, now: float, cost: float = 1.0) -> float:
+        if self.start is None or now >= self.start + self.length - TICK or self.used + cost <= self.size:
+            return now
+        return self.start + self.length
+
+
+@dataclass
+class FixedOnClock:
+    size: int
+    length: float
+    index: int | None = None
+    used: float = 0.0
+
+    def _roll(self, now: float) -> int:
+        index = math.floor((now + TICK) / self.length)
+        if index != self.index:
+            self.index, self.used = index, 0.0
+        return index
+
+    def admit(self, now: float, cost: float = 1.0) -> bool:
+        self._roll(now)
+        if self.used + cost > self.size:
+            return False
+        self.used += cost
+        return True
+
+    def quota(self, now: float) -> Quota:
+        index = self._roll(now)
+        return Quota(self.size, int(self.size - self.used), (index + 1) * self.length - now, self.length)
+
+    def frees_at(self, now: float, cost: float = 1.0) -> float:
+        index = self._roll(now)
+        return now if self.used + cost <= self.size else (index + 1) * self.length
+
+
+@dataclass
+class SlidingLog:
+    size: int
+    length: float
+    taken: deque[float] = field(default_factory=deque)
+
+    def _prune(self, now: float) -> None:
+        while self.taken and self.taken[0] <= now - self.length + TICK:
+            self.taken.popleft()
+
+    def admit(self, now: float, cost: float = 1.0) -> bool:
+        self._prune(now)
+        if len(self.taken) >= self.size:
+            return False
+        self.taken.append(now)
+        return True
+
+    def quota(self, now: float) -> Quota:
+        self._prune(now)
+        reset = self.taken[0] + self.length - now if self.taken else 0.0
+        return Quota(self.size, self.size - len(self.taken), reset, self.length)
+
+    def frees_at(self, now: float, cost: float = 1.0) -> float:
+        self._prune(now)
+        return now if len(self.taken) < self.size else self.taken[0] + self.length
+
+
+@dataclass
+class TokenBucket:
+    """`size` tokens, refilled at `size / length` a second; a request takes `cost` of them."""
+
+    size: int
+    length: float
+    tokens: float | None = None  # full until the first request
+    at: float = 0.0
+
+    def _refill(self, now: float) -> float:
+        if self.tokens is None:
+            self.tokens, self.at = float(self.size), now
+        self.tokens = min(float(self.size), self.tokens + (now - self.at) * self.size / self.length)
+        self.at = now
+        return self.tokens
+
+    def admit(self, now: float, cost: float = 1.0) -> bool:
+        if self._refill(now) + 1e-6 < cost:
+            return False
+        self.tokens = self._refill(now) - cost
+        return True
+
+    def quota(self, now: float) -> Quota:
+        tokens = self._refill(now)
+        remaining = math.floor(tokens + 1e-6)
+        missing = (1.0 - tokens) if remaining == 0 else (self.size - tokens)
+        return Quota(self.size, remaining, max(0.0, missing) * self.length / self.size, self.length)
+
+    def frees_at(self, now: float, cost: float = 1.0) -> float:
+        tokens = self._refill(now)
+        return now if tokens + 1e-6 >= cost else now + (cost - tokens) * self.length / self.size + 1e-6
+
+
+def limit_of(kind: WindowKind, size: int, length: float) -> Limit:
+    if kind is WindowKind.FIXED_FIRST:
+        return FixedFromFirst(size, length)
+    if kind is WindowKind.FIXED_CLOCK:
+        return FixedOnClock(size, length)
+    if kind is WindowKind.SLIDING:
+        return SlidingLog(size, length)
+    if kind is WindowKind.PER_DAY:
+        return FixedOnClock(size, DAY)
+    return TokenBucket(size, length)
+
+
+def capacity(
+    kind: WindowKind, size: int, length: float, start: float, until: float, costs: list[float] | None = None
+) -> int:
+    """The requests a client that knew the limit exactly could have had admitted in [start, until): each sent the
+    moment the limit allows it (requests of `costs`, in turn, for a limit on tokens)."""
+    limit, now, count = limit_of(kind, size, length), start, 0
+    while True:
+        cost = costs[count % len(costs)] if costs else 1.0
+        now = limit.frees_at(now, cost)
+        if now >= until or not limit.admit(now, cost):
+            return count
+        count += 1

@@ -1,0 +1,326 @@
+"""The virtual-time harness: the real client against modelled providers on a virtual clock.
+
+It runs the smart client's own failover loop (`SmartClient._failover`, the loop `_serve` and `_aserve` drive),
+its key manager, what it learns, and a real store (memory, or a SQLite file), while the providers are the limit
+shapes of `simulator.shapes` answering in the simulator's own wire formats (`simulator.server.render_reply`),
+read by each provider's own classifier and quota reader. Time is an event queue: a caller's sleep, a request's
+trip and the provider's windows cost nothing, so a shape that takes ten minutes of wall time runs in a second,
+and thousands of shapes can be explored (tests/test_quota_shapes.py; `python bench/bench_shapes.py`).
+
+What it measures is what a user would: with default settings, how much of the keys' quota became answers
+(`share`, against what a client that knew every limit exactly could have had admitted) and how many 429s it cost.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import math
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from config.settings import load_settings
+from llms.exceptions import AllKeysExhaustedError
+from llms.outcomes import Outcome
+from llms.smart_client import SmartClient, _Run
+from llms.state import StateStore, store_from_url
+from llms.state.memory import MemoryStore
+from llms.types import ChatRequest, Completion, Usage
+from simulator.core import Call, Plan, Quota, Step, status_for
+from simulator.server import render_reply
+from simulator.shapes import DAY, Limit, WindowKind, capacity, limit_of
+
+EPOCH = 1_800_000_000.0 + 13 * 3600 + 0.37
+"""Where virtual time starts (epoch seconds, mid-afternoon UTC, off any whole second): the client's clock reads it
+plus the time elapsed, the provider's clock that plus the skew."""
+MESSAGES = [{"role": "user", "content": "Hello"}]
+_TOKEN_COSTS = (0.5, 1.0, 1.5)
+"""What a request costs of a limit on tokens, in average requests (requests differ in size)."""
+
+
+class HintForm(StrEnum):
+    """How a provider tells the client about its limit."""
+
+    REMAINING = "remaining"  # requests left and the reset on every answer, `retry-after` on the 429 (OpenAI's)
+    RETRY_AFTER = "retry-after"  # nothing on answers; `Retry-After` in whole seconds on the 429
+    RESET_MS = "reset-ms"  # nothing on answers; `X-RateLimit-Reset` epoch ms beside `Retry-After` (OpenRouter's)
+    GROQ = "groq"  # requests left *today* on answers; whole-second `retry-after` + "try again in 7.66s" (Groq's)
+    GEMINI = "gemini"  # nothing on answers; a `RetryInfo` delay and the message's on the 429 (Gemini's)
+    NONE = "none"  # nothing on answers, a bare 429
+
+
+PROVIDER_OF: dict[HintForm, str] = {
+    HintForm.REMAINING: "compat",
+    HintForm.RETRY_AFTER: "compat",
+    HintForm.RESET_MS: "openrouter",
+    HintForm.GROQ: "groq",
+    HintForm.GEMINI: "gemini",
+    HintForm.NONE: "compat",
+}
+"""Whose wire format (the simulator's renderer, the client's classifier) carries each hint form."""
+_SECRETS: dict[str, Callable[[int], str]] = {
+    "openrouter": lambda i: f"sk-or-v1-{'0' * 50}{i:014d}",
+    "groq": lambda i: f"gsk_virtual{'0' * 35}{i:010d}",
+    "gemini": lambda i: f"AIzaSyVIRTUAL-not-real-{i:016d}",
+    "compat": lambda i: f"sk-virtual-not-real-{i:012d}",
+}
+
+
+class CallerKind(StrEnum):
+    FAIL_FAST = "fail-fast"  # `complete(messages)` with default settings; on an error, pause, then ask again
+    WAIT = "wait"  # `complete(messages, wait=...)`: the client waits for a key within that many seconds
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One cell of the matrix: the provider's limit and how it speaks of it, the keys, and the callers."""
+
+    window: WindowKind = WindowKind.FIXED_FIRST
+    hint: HintForm = HintForm.REMAINING
+    size: int = 5  # requests a window allows (a bucket's tokens)
+    length: float = 2.0  # seconds a window lasts (a bucket refills over)
+    keys: int = 4
+    group: int = 1  # keys per shared limit (an account's keys share one)
+    callers: int = 16
+    caller: CallerKind = CallerKind.FAIL_FAST
+    pause: float = 1.0  # a fail-fast caller's pause after an error
+    wait: float = 10.0  # a waiting caller's `wait=`
+    latency: float = 0.2  # seconds a request takes, there and back
+    jitter: float = 0.0  # ± that share of the latency, at random
+    skew: float = 0.0  # seconds the provider's clock is ahead of the client's
+    windows: int = 10  # how long the run lasts, in windows (a day's limit: ten minutes)
+    store: str = "memory"  # or "sqlite": a file
+    seed: int = 0
+
+    @property
+    def span(self) -> float:
+        return 600.0 if self.window is WindowKind.PER_DAY else self.windows * self.length
+
+    @property
+    def subjects(self) -> int:
+        return math.ceil(self.keys / self.group)
+
+    @property
+    def saturating(self) -> bool:
+        """Whether the callers ask for at least twice what the keys allow (the premise of "share of the quota")."""
+        return self.callers / max(self.latency, 1e-3) >= 2 * self.subjects * self.size / self.length
+
+    @property
+    def hinted(self) -> bool:
+        return self.hint is not HintForm.NONE
+
+    def label(self) -> str:
+        parts = [
+            f"{self.window.value} {self.size}/{self.length:g}s",
+            f"hint {self.hint.value}",
+            f"{self.keys} keys" + (f" in groups of {self.group}" if self.group > 1 else ""),
+            f"{self.callers} {self.caller.value} callers",
+            f"latency {self.latency:g}s" + (f" ±{self.jitter:.0%}" if self.jitter else ""),
+        ]
+        if self.skew:
+            parts.append(f"skew {self.skew:+g}s")
+        if self.store != "memory":
+            parts.append(self.store)
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Measured:
+    shape: Shape
+    answers: int  # requests the providers admitted within the span
+    refused: int  # 429s within the span
+    capacity: int  # what a client that knew every limit could have had admitted within the span
+    refused_first_window: int  # 429s in the first window (a burst's cost)
+
+    @property
+    def share(self) -> float:
+        return self.answers / self.capacity if self.capacity else 1.0
+
+    @property
+    def waste(self) -> float:
+        """429s per answer."""
+        return self.refused / max(1, self.answers)
+
+    @property
+    def floor(self) -> float:
+        """The least waste a client that cannot see the limit must pay, per answer: a 429 a window a subject."""
+        if self.shape.hinted:
+            return 0.0
+        windows = self.shape.span / (DAY if self.shape.window is WindowKind.PER_DAY else self.shape.length)
+        return self.shape.subjects * math.ceil(windows) / max(1, self.answers)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "shape": self.shape.label(),
+            "answers": self.answers,
+            "refused": self.refused,
+            "capacity": self.capacity,
+            "share": round(self.share, 4),
+            "waste": round(self.waste, 4),
+            "floor": round(self.floor, 4),
+            "refused_first_window": self.refused_first_window,
+        }
+
+
+class VirtualClock:
+    """Epoch seconds that move only when the harness says so; both the client's clock and its timer."""
+
+    def __init__(self, start: float = EPOCH) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class _Provider:
+    """The modelled provider: one limit per subject (a key, or a group of keys), answering in its wire format."""
+
+    shape: Shape
+    limits: dict[int, Limit]
+    started: float
+    answers: int = 0
+    refused: int = 0
+    refused_first_window: int = 0
+    today: Counter[int] = field(default_factory=Counter)
+
+    def answer(self, key_number: int, model: str, now: float, cost: float) -> tuple[int, dict[str, str], Any]:
+        """The status, headers and parsed body the provider sends for a request arriving `now` (its clock)."""
+        shape, subject = self.shape, (key_number - 1) // self.shape.group
+        limit = self.limits[subject]
+        admitted = limit.admit(now, cost)
+        within = now - self.started < shape.span
+        if admitted:
+            self.answers += within
+            self.today[subject] += 1
+            step, quota = Step.OK, limit.quota(now)
+            if shape.hint is HintForm.GROQ:  # Groq's request headers count the day
+                until_midnight = DAY - now % DAY
+                quota = Quota(14400, 14400 - self.today[subject], until_midnight, DAY)
+        else:
+            self.refused += within
+            self.refused_first_window += now - self.started < min(shape.span, shape.length)
+            step = Step.RATE_LIMIT_NOHINT if shape.hint is HintForm.NONE else Step.RATE_LIMIT
+            frees = limit.frees_at(now, cost) - now
+            quota = replace(limit.quota(now), remaining=0, reset_in=frees)
+        provider = PROVIDER_OF[shape.hint]
+        call = Call(provider, False, model, False, "ok", 5, True)
+        plan = Plan(step, status_for(provider, step, False), quota, 0.0, f"org_{subject}", now)
+        reply = render_reply(call, plan, "sk-or-v1-...")
+        headers = dict(reply.headers)
+        if shape.hint in (HintForm.RETRY_AFTER, HintForm.NONE):  # this provider reports nothing on an answer
+            headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ratelimit")}
+        if shape.hint is HintForm.RESET_MS and not admitted:
+            headers["Retry-After"] = str(max(1, math.ceil(quota.reset_in)))  # beside the precise epoch ms
+        return reply.status, headers, json.loads(reply.body) if reply.body else None
+
+
+def _env(shape: Shape) -> dict[str, str]:
+    provider = PROVIDER_OF[shape.hint]
+    prefix = provider.upper()
+    env = {
+        "LLM_PROVIDER_ORDER": provider,
+        f"{prefix}_BASE_URL": "http://127.0.0.1:9/v1",
+    }
+    if provider == "compat":
+        env["COMPAT_CHAT_MODEL"] = "sim-chat-small"
+    for number in range(1, shape.keys + 1):
+        env[f"{prefix}_API_KEY_{number}"] = _SECRETS[provider](number)
+        if shape.group > 1:
+            env[f"{prefix}_API_KEY_{number}_GROUP"] = f"account{(number - 1) // shape.group}"
+    return env
+
+
+@contextmanager
+def _store(kind: str) -> Iterator[StateStore]:
+    if kind == "memory":
+        yield MemoryStore()
+        return
+    with tempfile.TemporaryDirectory(prefix="llms-virtual-") as folder:
+        yield store_from_url(f"sqlite:///{Path(folder) / 'state.db'}", failover=False)
+
+
+def run(shape: Shape) -> Measured:
+    """Run one shape from a fresh client and fresh providers; what it delivered and what it cost."""
+    clock = VirtualClock()
+    rng = random.Random(shape.seed)
+    span_end = clock.now + shape.span
+    provider_start = clock.now + shape.skew
+    limits = {s: limit_of(shape.window, shape.size, shape.length) for s in range(shape.subjects)}
+    provider = _Provider(shape, limits, provider_start)
+    request = ChatRequest.build(MESSAGES)
+    with _store(shape.store) as store, SmartClient(_settings(shape), store=store, clock=clock, timer=clock) as client:
+        name = PROVIDER_OF[shape.hint]
+        spec, adapter = client.settings.providers[name].spec, client._adapters[name]
+        route = client.route(None)
+        numbers = {k.key_id: k.number for k in client.settings.providers[name].keys}
+
+        def caller() -> Generator[float, None, None]:
+            wait = shape.wait if shape.caller is CallerKind.WAIT else None
+            while clock.now < span_end:
+                run = _Run()
+                steps = client._failover(route, client._deadline(wait), run)
+                try:
+                    step = next(steps)
+                    while True:
+                        if isinstance(step, float):
+                            yield step
+                            step = next(steps)
+                            continue
+                        target, key = step
+                        trip = shape.latency * (1 + shape.jitter * rng.uniform(-1, 1))
+                        cost = rng.choice(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else 1.0
+                        yield trip / 2
+                        status, headers, body = provider.answer(
+                            numbers[key.key_id], target.model, clock.now + shape.skew, cost
+                        )
+                        yield trip / 2
+                        if status == 200:
+                            quota = None if name == "gemini" else adapter.quota(headers, request)
+                            completion = Completion("ok", target.model, Usage(5, 1, 6), quota)
+                            client._succeeded(target, key, completion, run)
+                            steps.close()
+                            break
+                        outcome: Outcome = spec.classify(status, headers, body, clock.now - trip / 2)  # read_at
+                        step = steps.send(outcome)
+                except AllKeysExhaustedError:
+                    yield shape.pause
+
+        _drive(clock, [caller() for _ in range(shape.callers)])
+    costs = list(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else None
+    most = capacity(shape.window, shape.size, shape.length, provider_start, provider_start + shape.span, costs)
+    demand = shape.callers * math.floor(shape.span / shape.latency) if shape.latency > 0 else math.inf
+    return Measured(
+        shape,
+        provider.answers,
+        provider.refused,
+        int(min(demand, most * shape.subjects)),
+        provider.refused_first_window,
+    )
+
+
+def _settings(shape: Shape) -> Any:
+    return load_settings(_env(shape), dotenv_path=None)
+
+
+def _drive(clock: VirtualClock, processes: list[Generator[float, None, None]]) -> None:
+    """Run the processes to their ends: each yields how long it sleeps; the earliest to wake goes next."""
+    order = itertools.count()
+    queue = [(clock.now, next(order), p) for p in processes]
+    heapq.heapify(queue)
+    while queue:
+        at, _, process = heapq.heappop(queue)
+        clock.now = max(clock.now, at)
+        try:
+            pause = next(process)
+        except StopIteration:
+            continue
+        heapq.heappush(queue, (clock.now + max(0.0, pause), next(order), process))

@@ -1,0 +1,83 @@
+"""Quota on every shape, in virtual time: the client's own loop, key manager and store against modelled limits.
+
+The shapes are exact (`simulator.shapes`); the named cells are docs/benchmarks.md's (bench/bench_shapes.py); the
+property tests draw shapes from the space the client must hold on, with default settings.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from bench.bench_shapes import GAPS, NAMED, targets
+from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity
+from simulator.virtual_time import CallerKind, HintForm, Shape, run
+
+PRECISE = (HintForm.REMAINING, HintForm.RESET_MS, HintForm.GROQ, HintForm.GEMINI)
+"""Hint forms that say to the centisecond when the limit frees."""
+
+
+def test_each_window_kind_admits_what_its_definition_says() -> None:
+    fixed = FixedFromFirst(2, 10.0)
+    assert [fixed.admit(t) for t in (5.0, 6.0, 7.0, 14.9, 15.0)] == [True, True, False, False, True]
+    clock = FixedOnClock(2, 10.0)
+    assert [clock.admit(t) for t in (8.0, 9.0, 9.5, 10.0, 10.1)] == [True, True, False, True, True]
+    sliding = SlidingLog(2, 10.0)
+    assert [sliding.admit(t) for t in (0.0, 4.0, 9.0, 10.0, 13.9, 14.0)] == [True, True, False, True, False, True]
+    bucket = TokenBucket(2, 10.0)  # one token every 5 s
+    assert [bucket.admit(t) for t in (0.0, 0.0, 0.0, 4.9, 5.0)] == [True, True, False, False, True]
+    assert bucket.frees_at(5.0) == pytest.approx(10.0, abs=1e-3)
+
+
+def test_capacity_is_what_a_client_that_knew_the_limit_could_send() -> None:
+    assert capacity(WindowKind.FIXED_FIRST, 5, 2.0, 0.0, 20.0) == 50
+    assert capacity(WindowKind.FIXED_CLOCK, 5, 2.0, 1.0, 21.0) == 55  # eleven clock windows touched
+    assert capacity(WindowKind.SLIDING, 5, 2.0, 0.0, 20.0) == 50
+    assert capacity(WindowKind.TOKEN_BUCKET, 5, 2.0, 0.0, 20.0) == 54  # 5 at once, then one per 0.4 s
+    assert capacity(WindowKind.PER_DAY, 5, 2.0, 0.0, 600.0) == 5
+
+
+def test_a_run_is_reproducible_and_counts_every_request() -> None:
+    shape = Shape(WindowKind.SLIDING, HintForm.RESET_MS, keys=2, callers=8, jitter=0.3, seed=7)
+    first, second = run(shape), run(shape)
+    assert first == second
+    assert 0 < first.answers <= first.capacity and first.refused >= 1  # the unknown quota's first 429
+
+
+@pytest.mark.parametrize("name", [n for n in NAMED if n not in GAPS])
+def test_named_cell_meets_its_targets(name: str) -> None:
+    measured = run(NAMED[name])
+    assert targets(measured) == (True, True), measured.as_dict()
+
+
+@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    window=st.sampled_from([WindowKind.FIXED_FIRST, WindowKind.SLIDING]),
+    hint=st.sampled_from(PRECISE),
+    size=st.integers(2, 20),
+    length=st.sampled_from([2.0, 5.0, 10.0]),
+    keys=st.integers(1, 8),
+    callers=st.integers(1, 16),
+    caller=st.sampled_from(list(CallerKind)),
+    latency=st.sampled_from([0.05, 0.1, 0.2]),  # longer round trips: a known gap (GAPS)
+)
+def test_precise_hints_deliver_most_of_the_quota_on_any_fixed_or_sliding_window(
+    window: WindowKind,
+    hint: HintForm,
+    size: int,
+    length: float,
+    keys: int,
+    callers: int,
+    caller: CallerKind,
+    latency: float,
+) -> None:
+    """With a precise hint, whatever the window, keys and callers (asking for more than the keys allow): at least
+    0.8 of the quota, and 429s no more than 0.1 per answer beyond the first refused window of each key (its quota
+    unknown until then: a 429 for each request in flight in it). A floor under every shape, well under the
+    0.98 / 0.05 that issue 23 sets: bench/bench_shapes.py's matrix shows where the client is against those."""
+    shape = Shape(window, hint, size, length, keys, callers=callers, caller=caller, latency=latency)
+    assume(shape.saturating)
+    measured = run(shape)
+    assert measured.share >= 0.8, measured.as_dict()
+    assert measured.refused <= 2 * keys + 0.1 * measured.answers, measured.as_dict()
