@@ -54,6 +54,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("sqlite", "bench_sqlite_processes", "SQLite, many processes"),
     Bench("gateway", "bench_gateway", "Gateway"),
     Bench("burst", "bench_burst", "Burst"),
+    Bench("shapes", "bench_shapes", "Quota on every shape"),
 )
 
 
