@@ -175,7 +175,7 @@ class SlotLog:
         oldest = max(i for i in range(len(log)) if i == 0 or log[i] - log[i - 1] >= hint)
         for first in (oldest, 0):  # the gap rule's reading, else the whole log as one window
             size, length = len(log) - first, now + hint - log[first]
-            if _densest(log, length) <= size:  # the provider admitted every answer logged: a window that fits
+            if length > 0 and _densest(log, length) <= size:  # it admitted every answer logged: a window that fits
                 return replace(self, times=log, size=size, length=length, closed_until=now + hint)
         return replace(self, closed_until=now + hint)  # no window fits what was admitted: learn nothing yet
 
@@ -203,7 +203,7 @@ def _densest(times: Sequence[float], length: float) -> int:
     """The most of `times` (ascending) within any `length` seconds."""
     most, first = 0, 0
     for last, at in enumerate(times):
-        while at - times[first] >= length:
+        while first < last and at - times[first] >= length:
             first += 1
         most = max(most, last - first + 1)
     return most
