@@ -75,9 +75,6 @@ NAMED: dict[str, Shape] = {
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
 GAPS: dict[str, str] = {
-    "clock minute 20/60 s, remaining": "windows on the clock: the learned window drifts off the clock's boundaries",
-    "clock 30/60 s, Groq": "windows on the clock, learned as a sliding log",
-    "clock 10/60 s, Gemini RetryInfo": "windows on the clock, learned as a sliding log",
     "8 keys in groups of 2, Groq": "keys sharing a limit each spend a 429 learning it",
     "latency 1 s ± 50 %, fixed 10/10 s, remaining": "jitter: a rest timed to the round trip ends early when "
     "the next trip is faster",

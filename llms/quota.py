@@ -170,6 +170,11 @@ class SlotLog:
         if now < self.closed_until:  # another request of the same full window: nothing new
             return replace(self, closed_until=max(self.closed_until, now + hint))
         log = self.times or tuple(seen)
+        if self.size and self.length and len(log) >= self.size:
+            # Refused though the log said a slot had freed: the provider's oldest slot frees later than learned (a
+            # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it.
+            length = max(self.length, now + hint - log[-self.size])
+            return replace(self, times=log, length=length, closed_until=now + hint)
         if not log or (self.length and hint < 0.1 * self.length):
             return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window
         oldest = max(i for i in range(len(log)) if i == 0 or log[i] - log[i - 1] >= hint)

@@ -187,6 +187,7 @@ class _Provider:
     shape: Shape
     limits: dict[int, Limit]
     started: float
+    ends: float  # what is admitted from `started` until then counts
     answers: int = 0
     refused: int = 0
     refused_first_window: int = 0
@@ -197,7 +198,7 @@ class _Provider:
         shape, subject = self.shape, (key_number - 1) // self.shape.group
         limit = self.limits[subject]
         admitted = limit.admit(now, cost)
-        within = now - self.started < shape.span
+        within = now < self.ends
         if admitted:
             self.answers += within
             self.today[subject] += 1
@@ -255,7 +256,10 @@ def run(shape: Shape) -> Measured:
     span_end = clock.now + shape.span
     provider_start = clock.now + shape.skew
     limits = {s: limit_of(shape.window, shape.size, shape.length) for s in range(shape.subjects)}
-    provider = _Provider(shape, limits, provider_start)
+    measured_until = provider_start + shape.span
+    if shape.window is WindowKind.FIXED_CLOCK:  # end where a window ends: a sliver of one is no fair measure
+        measured_until = max(provider_start + shape.length, measured_until // shape.length * shape.length)
+    provider = _Provider(shape, limits, provider_start, measured_until)
     request = ChatRequest.build(MESSAGES)
     with _store(shape.store) as store, SmartClient(_settings(shape), store=store, clock=clock, timer=clock) as client:
         name = PROVIDER_OF[shape.hint]
@@ -296,8 +300,9 @@ def run(shape: Shape) -> Measured:
 
         _drive(clock, [caller() for _ in range(shape.callers)])
     costs = list(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else None
-    most = capacity(shape.window, shape.size, shape.length, provider_start, provider_start + shape.span, costs)
-    demand = shape.callers * math.floor(shape.span / shape.latency) if shape.latency > 0 else math.inf
+    most = capacity(shape.window, shape.size, shape.length, provider_start, measured_until, costs)
+    span = measured_until - provider_start
+    demand = shape.callers * math.floor(span / shape.latency) if shape.latency > 0 else math.inf
     return Measured(
         shape,
         provider.answers,
