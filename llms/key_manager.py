@@ -415,9 +415,8 @@ class KeyManager:
         provider's other keys. A hint counts from when the 429's request was `sent`."""
         now = self._clock()
         subject = _subject(key, part)
-        given = outcome.retry_after
-        hint = 0.0 if given is not None and math.isfinite(given) and given <= 0 else self._sane(given)
-        if hint is not None:  # a hint of 0 ("try again in 0s": the window resets now) is a hint, not none
+        hint = self._sane(outcome.retry_after)  # none for a wait of 0 or less: the policy decides, never a spin
+        if hint is not None:
             seconds = max(0.0, sent + hint + SLOT_MARGIN - now)
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it

@@ -268,6 +268,7 @@ def _cli_env(sim: Simulator, env: dict[str, str], *args: str) -> subprocess.Comp
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_clients_sharing_a_store_climb_one_ladder_and_count_one_window(
     sim: Simulator, tmp_path: Path, backend: str, request: pytest.FixtureRequest

@@ -114,6 +114,7 @@ def test_an_unknown_path_is_a_404_in_openais_shape_naming_what_is_served(start_g
     assert gw.sim.calls() == 0
 
 
+@pytest.mark.slow
 def test_the_demo_gateway_carries_an_agent_burst() -> None:
     """`python -m llms serve --demo` serves programs: the demo keys have the providers' free-tier limits, so an
     agent's burst of tool-loop calls is answered (the dashboard's presenter-paced limits would run dry by ~16)."""

@@ -327,6 +327,7 @@ def test_absurd_hints_are_clamped_or_ignored_and_the_next_provider_answers(
         json.dumps(summary, allow_nan=False)
 
 
+@pytest.mark.slow  # the policy's first rest (1 s) is within the pacing grace: the call waits it out once
 def test_a_reset_in_the_past_is_no_hint_so_the_key_never_rests_zero_seconds(hostile: HostileServer) -> None:
     with client_for("groq", hostile.base("reset-past")) as client:
         with pytest.raises(AllKeysExhaustedError):

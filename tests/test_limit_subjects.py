@@ -74,6 +74,7 @@ def most_at_once(sim: Simulator, latency: float) -> int:
     return max(sum(1 for t in times[i:] if t - start < latency * 0.75) for i, start in enumerate(times))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wire", WIRE_PATHS)
 def test_groq_requests_left_today_do_not_widen_what_goes_at_once(build: Build, sim: Simulator, wire: str) -> None:
     """Groq's `x-ratelimit-*-requests` count the day (999 left of 1000) and its per-minute limit (30) is never

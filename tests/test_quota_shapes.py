@@ -51,6 +51,7 @@ def test_named_cell_meets_its_targets(name: str) -> None:
     assert targets(measured) == (True, True), measured.as_dict()
 
 
+@pytest.mark.slow
 @settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     window=st.sampled_from([WindowKind.FIXED_FIRST, WindowKind.SLIDING]),
