@@ -66,6 +66,7 @@ NAMED: dict[str, Shape] = {
     "burst: 32 callers on 8 keys, remaining": Shape(F, H.REMAINING, keys=8, callers=32, windows=1),
     "burst: 32 callers on 8 keys, reset ms": Shape(F, H.RESET_MS, keys=8, callers=32, windows=1),
     "8 keys in groups of 2, Groq": Shape(F, H.GROQ, keys=8, group=2),
+    "8 keys in groups of 2, remaining": Shape(F, H.REMAINING, keys=8, group=2),
     "SQLite store, fixed 5/2 s, remaining": Shape(F, H.REMAINING, store="sqlite"),
     "waiting callers (wait=10), sliding, reset ms": Shape(S, H.RESET_MS, caller=CallerKind.WAIT),
     "latency 1 s ± 50 %, fixed 10/10 s, remaining": Shape(
@@ -75,7 +76,10 @@ NAMED: dict[str, Shape] = {
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
 GAPS: dict[str, str] = {
-    "8 keys in groups of 2, Groq": "keys sharing a limit each spend a 429 learning it",
+    "8 keys in groups of 2, Groq": "keys of a shared-limit group keep per-key in-flight gates in the store: "
+    "requests racing on two keys of one account over-spend the account's window",
+    "8 keys in groups of 2, remaining": "the same: an answer's count of the account's requests left is checked "
+    "against one key's requests in flight",
     "latency 1 s ± 50 %, fixed 10/10 s, remaining": "jitter: a rest timed to the round trip ends early when "
     "the next trip is faster",
     "provider clock 1.5 s ahead, fixed 5/2 s, reset ms": "skew: an epoch reset read on a skewed clock",

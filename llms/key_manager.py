@@ -367,8 +367,9 @@ class KeyManager:
             rest, why = quota.reset_after, "quota used up for this window"
         else:
             return
-        if rest > elapsed:
-            self.cool(key, rest + SLOT_MARGIN - elapsed, CooldownReason.RATE_LIMIT, why, model)
+        if rest > elapsed:  # the quota is the account's: every key of a shared-limit group rests with it
+            for member in self._account(key):
+                self.cool(member, rest + SLOT_MARGIN - elapsed, CooldownReason.RATE_LIMIT, why, model)
 
     def pause_provider(self, provider: str, outcome: Outcome, model: str | None = None) -> None:
         """A limit every key of the provider shares (an upstream limit on `model`, a blocked network): rest the
