@@ -38,61 +38,56 @@ class Limit(Protocol):
 
 
 @dataclass
-class FixedFromFirst:
+class _CountedWindow:
+    """A window that admits `size` requests until it ends, then starts over: what the fixed kinds share."""
+
     size: int
     length: float
-    start: float | None = None
     used: float = 0.0
 
-    def _roll(self, now: float) -> None:
-        if self.start is None or now >= self.start + self.length - TICK:
-            self.start, self.used = now, 0.0
+    def _ends(self, now: float) -> float:
+        """Move on to the window `now` falls in (starting it over); when that window ends."""
+        raise NotImplementedError
 
     def admit(self, now: float, cost: float = 1.0) -> bool:
-        self._roll(now)
+        self._ends(now)
         if self.used + cost > self.size:
             return False
         self.used += cost
         return True
 
     def quota(self, now: float) -> Quota:
-        if self.start is None or now >= self.start + self.length - TICK:
-            return Quota(self.size, self.size, self.length, self.length)
-        return Quota(self.size, int(self.size - self.used), self.start + self.length - now, self.length)
+        ends = self._ends(now)
+        return Quota(self.size, int(self.size - self.used), ends - now, self.length)
 
     def frees_at(self, now: float, cost: float = 1.0) -> float:
-        if self.start is None or now >= self.start + self.length - TICK or self.used + cost <= self.size:
-            return now
+        ends = self._ends(now)
+        return now if self.used + cost <= self.size else ends
+
+
+@dataclass
+class FixedFromFirst(_CountedWindow):
+    """A window starts at the first request after the last one ended (the HTTP simulator's `Window`)."""
+
+    start: float | None = None
+
+    def _ends(self, now: float) -> float:
+        if self.start is None or now >= self.start + self.length - TICK:
+            self.start, self.used = now, 0.0
         return self.start + self.length
 
 
 @dataclass
-class FixedOnClock:
-    size: int
-    length: float
-    index: int | None = None
-    used: float = 0.0
+class FixedOnClock(_CountedWindow):
+    """Windows on the clock's multiples of the length."""
 
-    def _roll(self, now: float) -> int:
+    index: int | None = None
+
+    def _ends(self, now: float) -> float:
         index = math.floor((now + TICK) / self.length)
         if index != self.index:
             self.index, self.used = index, 0.0
-        return index
-
-    def admit(self, now: float, cost: float = 1.0) -> bool:
-        self._roll(now)
-        if self.used + cost > self.size:
-            return False
-        self.used += cost
-        return True
-
-    def quota(self, now: float) -> Quota:
-        index = self._roll(now)
-        return Quota(self.size, int(self.size - self.used), (index + 1) * self.length - now, self.length)
-
-    def frees_at(self, now: float, cost: float = 1.0) -> float:
-        index = self._roll(now)
-        return now if self.used + cost <= self.size else (index + 1) * self.length
+        return (index + 1) * self.length
 
 
 @dataclass
