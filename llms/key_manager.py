@@ -273,10 +273,10 @@ class KeyManager:
             learned = self._learned_about(now)
             if f"pace/{subject}" in learned:
                 pacing = self._pace(subject, lambda p: p.succeeded(sent, self.policy))
-                quota = _shorter(quota, pacing.quota())
+                quota = _binding_quota(quota, pacing.quota())
             if f"slots/{subject}" in learned:
                 slots = self._slots(subject, lambda log: log.succeeded(sent))
-                quota = _shorter(quota, slots.quota(sent))
+                quota = _binding_quota(quota, slots.quota(sent))
             elif f"pace/{subject}" not in learned:
                 self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
         finish = self._finish(key, quota if ok else None, sent, outcome.kind, part)
@@ -646,7 +646,7 @@ class KeyManager:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))
 
 
-def _shorter(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:
+def _binding_quota(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:
     """What an answer reported of the key's quota, unless that is a count of the day with requests left: then the
     window learned from 429s (a minute's limit the provider does not report) is what paces the key."""
     if reported is None or (reported.per_day and reported.remaining and learned is not None):
