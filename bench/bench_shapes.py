@@ -149,8 +149,13 @@ def rows(result: Result) -> list[Row]:
     out = []
     for name, cell in result["named"].items():
         share_met, waste_met = cell["met"]
-        waste = f"{cell['waste']:.3f}" + (f" (floor {cell['floor']:.3f})" if cell["floor"] else "")
         out.append(Row(f"{name}: share", f"{cell['share']:.3f}", "≥ 0.98 (hint-less 0.95)", "—", share_met))
+        if name.startswith("burst"):
+            per_key = f"{cell['refused_first_window'] / NAMED[name].keys:.2f}"
+            target = "0 where answers report the quota" if "remaining" in name else "≤ 1"
+            out.append(Row(f"{name}: 429s per key in the burst", per_key, target, "—", waste_met))
+            continue
+        waste = f"{cell['waste']:.3f}" + (f" (floor {cell['floor']:.3f})" if cell["floor"] else "")
         out.append(Row(f"{name}: 429s per answer", waste, "≤ 0.05 (hint-less floor + 0.05)", "—", waste_met))
     by_hint: dict[str, list[dict]] = {}
     for cell in result["matrix"]:
