@@ -14,11 +14,14 @@ import math
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulator.shapes import Limit
 
 PROVIDERS: tuple[str, ...] = ("openrouter", "groq", "gemini", "compat")
 """`compat`: a generic OpenAI-compatible provider (`simulator/compat.py`), for providers known by configuration."""
@@ -160,40 +163,6 @@ class Quota:
 
 
 @dataclass(slots=True)
-class Window:
-    """A request limit: `limit` requests per `seconds`; keys of one account (`group`) share one, as providers
-    count per account. Fixed (the default: a window starts at the first request after the last one ended) or
-    `sliding` (at most `limit` in any `seconds`: each request's slot frees `seconds` after it was taken)."""
-
-    limit: int
-    seconds: float
-    sliding: bool = False
-    start: float | None = None
-    used: int = 0
-    taken: deque[float] = field(default_factory=deque)
-
-    def roll(self, now: float) -> None:
-        if self.sliding:
-            while self.taken and self.taken[0] <= now - self.seconds:
-                self.taken.popleft()
-            self.used = len(self.taken)
-        elif self.start is None or now - self.start >= self.seconds:
-            self.start, self.used = now, 0
-
-    def take(self, now: float) -> None:
-        self.used += 1
-        if self.sliding:
-            self.taken.append(now)
-
-    def quota(self, now: float) -> Quota:
-        if self.sliding:
-            reset_in = max(0.0, self.taken[0] + self.seconds - now) if self.taken else 0.0
-        else:
-            reset_in = max(0.0, (now if self.start is None else self.start) + self.seconds - now)
-        return Quota(self.limit, max(0, self.limit - self.used), reset_in, self.seconds)
-
-
-@dataclass(slots=True)
 class ScriptedKey:
     """A registered key's script. The secret is only the dict key in `Simulator._keys`, never stored here."""
 
@@ -201,7 +170,7 @@ class ScriptedKey:
     name: str
     steps: deque[Step]
     then: Step
-    window: Window | None
+    window: Limit | None  # the key's request limit (`simulator.shapes`), shared by the keys of one group
     limit_hint: bool
     latency: float | None
     org: str

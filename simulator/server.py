@@ -49,7 +49,6 @@ from simulator.core import (
     ScriptedKey,
     SimRequest,
     Step,
-    Window,
     json_reply,
     render_wire,
     status_for,
@@ -62,6 +61,7 @@ from simulator.groq import WIRE_STEPS as GROQ_WIRE_STEPS
 from simulator.groq import render_groq
 from simulator.openrouter import WIRE_STEPS as OPENROUTER_WIRE_STEPS
 from simulator.openrouter import render_openrouter
+from simulator.shapes import Limit, WindowKind, limit_of
 
 # --------------------------------------------------------------------------------------------- parsing
 
@@ -477,7 +477,7 @@ class Simulator:
         self._port = port
         self._lock = threading.Lock()
         self._keys: dict[str, ScriptedKey] = {}
-        self._groups: dict[tuple[str, str], Window] = {}
+        self._groups: dict[tuple[str, str], Limit] = {}
         self._counts = dict.fromkeys(PROVIDERS, 0)
         self._log: list[SimRequest] = []
         self._server: _Server | None = None
@@ -596,14 +596,15 @@ class Simulator:
 
     def _window(
         self, provider: str, limit: tuple[int, float] | None, group: str | None, sliding: bool = False
-    ) -> Window | None:
+    ) -> Limit | None:
+        kind = WindowKind.SLIDING if sliding else WindowKind.FIXED_FIRST
         if group is None:
-            return Window(int(limit[0]), float(limit[1]), sliding) if limit else None
+            return limit_of(kind, int(limit[0]), float(limit[1])) if limit else None
         window = self._groups.get((provider, group))
         if window is None and limit:
-            window = self._groups[(provider, group)] = Window(int(limit[0]), float(limit[1]), sliding)
+            window = self._groups[(provider, group)] = limit_of(kind, int(limit[0]), float(limit[1]))
         elif window is not None and limit:
-            window.limit, window.seconds = int(limit[0]), float(limit[1])
+            window.size, window.length = int(limit[0]), float(limit[1])
         return window
 
     def set_steps(self, secret: str, *steps: Step | str, then: Step | str = Step.OK) -> None:
@@ -662,9 +663,7 @@ class Simulator:
                 name, org = key.name, key.org
                 latency = self.latency if key.latency is None else key.latency
                 window = key.window
-                if window is not None:
-                    window.roll(now)
-                if window is not None and window.used >= window.limit:
+                if window is not None and window.frees_at(now) > now:
                     step = Step.RATE_LIMIT if key.limit_hint else Step.RATE_LIMIT_NOHINT
                 else:
                     step = key.steps.popleft() if key.steps else key.then
@@ -675,7 +674,7 @@ class Simulator:
                     if step is Step.OK and call.provider == "groq" and call.model in GROQ_DECOMMISSIONED:
                         step = Step.MODEL_NOT_FOUND
                     if window is not None and step in OKISH and not call.probe:
-                        window.take(now)
+                        window.admit(now)
                 if window is not None:
                     quota = window.quota(now)
             status = _status(call, step)

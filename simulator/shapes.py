@@ -1,4 +1,5 @@
-"""The shapes a provider's request limit can take, as pure models the virtual-time harness counts against.
+"""The shapes a provider's request limit can take, as pure models: the HTTP simulator's key limits (`add_key(limit=…)`)
+and what the virtual-time harness counts against.
 
 Each model answers three questions on the provider's clock: may a request of `cost` go now (`admit`, which
 takes it), what would an answer say of the quota now (`quota`), and when would the next request be admitted
@@ -31,6 +32,7 @@ class WindowKind(StrEnum):
 
 class Limit(Protocol):
     size: int
+    length: float
 
     def admit(self, now: float, cost: float = 1.0) -> bool: ...
     def quota(self, now: float) -> Quota: ...
@@ -58,7 +60,7 @@ class _CountedWindow:
 
     def quota(self, now: float) -> Quota:
         ends = self._ends(now)
-        return Quota(self.size, int(self.size - self.used), ends - now, self.length)
+        return Quota(self.size, max(0, int(self.size - self.used)), ends - now, self.length)
 
     def frees_at(self, now: float, cost: float = 1.0) -> float:
         ends = self._ends(now)
@@ -67,7 +69,7 @@ class _CountedWindow:
 
 @dataclass
 class FixedFromFirst(_CountedWindow):
-    """A window starts at the first request after the last one ended (the HTTP simulator's `Window`)."""
+    """A window starts at the first request after the last one ended (the HTTP simulator's default)."""
 
     start: float | None = None
 
@@ -110,7 +112,7 @@ class SlidingLog:
     def quota(self, now: float) -> Quota:
         self._prune(now)
         reset = self.taken[0] + self.length - now if self.taken else 0.0
-        return Quota(self.size, self.size - len(self.taken), reset, self.length)
+        return Quota(self.size, max(0, self.size - len(self.taken)), reset, self.length)
 
     def frees_at(self, now: float, cost: float = 1.0) -> float:
         self._prune(now)
