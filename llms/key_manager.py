@@ -281,7 +281,7 @@ class KeyManager:
                 self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
         finish = self._finish(key, quota if ok else None, sent, outcome.kind, part)
         if ok:
-            self._succeeded(key, quota, now, request, finish, part, now - sent)
+            self._succeeded(key, quota, now, request, finish, part, sent)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             if request is not None:
@@ -352,9 +352,9 @@ class KeyManager:
         request: RequestRecord | None,
         finish: Finish | None,
         part: str,
-        elapsed: float = 0.0,
+        sent: float,
     ) -> None:
-        """`elapsed`: seconds since the request was sent, which the quota's times count from."""
+        """`sent`: when the request left, which the quota's times count from."""
         ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
         if ended_streak:
             self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
@@ -367,9 +367,10 @@ class KeyManager:
             rest, why = quota.reset_after, "quota used up for this window"
         else:
             return
-        if rest > elapsed:  # the quota is the account's: every key of a shared-limit group rests with it
+        seconds = self._rest_from(sent, rest, now)
+        if seconds > SLOT_MARGIN:  # the quota is the account's: every key of a shared-limit group rests with it
             for member in self._account(key):
-                self.cool(member, rest + SLOT_MARGIN - elapsed, CooldownReason.RATE_LIMIT, why, model)
+                self.cool(member, seconds, CooldownReason.RATE_LIMIT, why, model)
 
     def pause_provider(self, provider: str, outcome: Outcome, model: str | None = None) -> None:
         """A limit every key of the provider shares (an upstream limit on `model`, a blocked network): rest the
@@ -418,7 +419,7 @@ class KeyManager:
         subject = _subject(key, part)
         hint = self._sane(outcome.retry_after)  # none for a wait of 0 or less: the policy decides, never a spin
         if hint is not None:
-            seconds = max(0.0, sent + hint + SLOT_MARGIN - now)
+            seconds = max(0.0, self._rest_from(sent, hint, now))
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
                 seen = tuple(self._unpaced.pop(subject, ()))
@@ -449,6 +450,11 @@ class KeyManager:
             if self._resting_until(other, model, now) < now + rest:
                 why = f"{key.provider} answered 429 on most keys at once"
                 self.cool(other, rest, CooldownReason.RATE_LIMIT, why, model)
+
+    @staticmethod
+    def _rest_from(sent: float, wait: float, now: float) -> float:
+        """Seconds from `now` until a wait counted from a request's start (`sent`) is over, and the margin."""
+        return sent + wait + SLOT_MARGIN - now
 
     def _resting_until(self, key: ApiKey, model: str | None, now: float) -> float:
         """When the key's own rest (for `model`: its rest for that model) ends."""
