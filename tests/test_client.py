@@ -420,7 +420,7 @@ def test_32_threads_share_one_client(make_client: MakeClient, sim: Simulator) ->
 def test_feature_description_snippets_run_verbatim(sim: Simulator, tmp_path) -> None:
     env = python_env(**sim.env(), GROQ_API_KEY_1=_secret("groq", 1), OPENROUTER_API_KEY_1=_secret("openrouter", 1))
     sim.add_key("groq", _secret("groq", 1))
-    sim.add_key("openrouter", _secret("openrouter", 1), "rate_limit")
+    sim.add_key("openrouter", _secret("openrouter", 1), limit=(0, 600.0))  # a 429 whose reset is 10 minutes off
     snippet = """
 from llms import get_smart_client
 client = get_smart_client()
