@@ -76,10 +76,6 @@ NAMED: dict[str, Shape] = {
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
 GAPS: dict[str, str] = {
-    "8 keys in groups of 2, Groq": "keys of a shared-limit group keep per-key in-flight gates in the store: "
-    "requests racing on two keys of one account over-spend the account's window",
-    "8 keys in groups of 2, remaining": "the same: an answer's count of the account's requests left is checked "
-    "against one key's requests in flight",
     "latency 1 s ± 50 %, fixed 10/10 s, remaining": "jitter: a rest timed to the round trip ends early when "
     "the next trip is faster",
     "provider clock 1.5 s ahead, fixed 5/2 s, reset ms": "skew: an epoch reset read on a skewed clock",

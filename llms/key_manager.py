@@ -22,7 +22,7 @@ from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import SLOT_MARGIN, ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
-from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, gate_name, model_pool
+from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, group_gate, model_pool
 
 log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
@@ -126,7 +126,8 @@ class KeyManager:
             if key.group:
                 groups[key.provider, key.group].append(key)
         for provider, ks in by_provider.items():
-            self._store.register(provider, [k.fingerprint for k in ks])
+            gates = {k.fingerprint: group_gate(provider, k.group) for k in ks if k.group}
+            self._store.register(provider, [k.fingerprint for k in ks], gates)
         self._by_id = {k.key_id: k for ks in by_provider.values() for k in ks}
         self._by_fingerprint = {k.fingerprint: k for k in self._by_id.values()}
         self._groups = groups
@@ -206,7 +207,7 @@ class KeyManager:
             with self._lock:
                 for fp, tokens in self._leases.items():
                     for token in tokens:
-                        gate = gate_name(fp, self._lease_subjects[token][1])
+                        gate = self._store.gate(fp, self._lease_subjects[token][1])
                         held.setdefault(gate, {})[token] = min(now + self._lease_ttl, self._lease_limits[token])
             if not held:
                 continue

@@ -9,7 +9,7 @@ import pytest
 from conftest import in_threads
 
 from llms.state import CooldownReason, EventKind, KeyEvent, StateError, StateStore, store_from_url
-from llms.state.base import Finish, Lease, RequestLimits, RequestRecord
+from llms.state.base import Finish, Lease, RequestLimits, RequestRecord, group_gate
 
 NOW = 1_900_000_000.0
 IDS = ["fp-a", "fp-b", "fp-c"]
@@ -183,6 +183,22 @@ def test_in_flight_leases_obey_the_reported_quota_and_expire_when_a_process_dies
     assert store.acquire("solo", NOW + 31, lease=_lease("t6", NOW + 100)) is None  # window over: one at a time
     assert store.acquire("solo", NOW + 61, lease=_lease("t7", NOW + 120)) == "fp-z"  # t3's process died: freed
     assert store.acquire("solo", NOW + 61) == "fp-z"  # without a lease (probes), the gate does not apply
+
+
+def test_keys_of_a_shared_limit_group_share_one_gate(store: StateStore) -> None:
+    """An answer on either key reports the account's count: requests in flight on both are held against it."""
+    shared = group_gate("acct", "team")
+    store.register("acct", ["fp-x", "fp-y", "fp-solo"], {"fp-x": shared, "fp-y": shared})
+    assert store.gate("fp-x") == store.gate("fp-y") == shared and store.gate("fp-solo") == "fp-solo"
+    assert store.acquire("acct", NOW, lease=_lease("t1")) == "fp-x"
+    store.record_success("fp-x", NOW, finish=Finish("t1", remaining=2, window_ends=NOW + 30))
+    taken = [store.acquire("acct", NOW, exclude={"fp-solo"}, lease=_lease(f"t{i}")) for i in (2, 3, 4)]
+    assert sorted(filter(None, taken)) == ["fp-x", "fp-y"] and taken[-1] is None  # two left for the account
+    assert store.busy_until("acct", NOW + 1) in {("fp-x", NOW + 60), ("fp-y", NOW + 60)}
+    store.renew_leases({shared: {"t2": NOW + 20, "t3": NOW + 20}}, NOW + 5)
+    assert store.acquire("acct", NOW + 15, exclude={"fp-solo"}, lease=_lease("t5")) is None  # renewed: held
+    store.end_lease("fp-y", Finish("t3"), NOW + 16)
+    assert store.acquire("acct", NOW + 16, exclude={"fp-solo"}, lease=_lease("t6")) is not None
 
 
 def test_a_renewed_lease_holds_its_slot_and_a_dead_holders_frees_when_it_stops_being_renewed(

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 Document = dict[str, Any]
@@ -133,9 +134,16 @@ class Finish:
 
 
 def gate_name(key_id: str, part: str) -> str:
-    """The name a key's `Gate` (and its leases) is kept under: the key's own, or one per model (`part`) where the
-    provider counts limits per model, so one model's quota never gates another's requests."""
+    """The name a key's `Gate` (and its leases) is kept under: the key's own (or its shared-limit group's, see
+    `StateStore.gate`), or one per model (`part`) where the provider counts limits per model, so one model's quota
+    never gates another's requests."""
     return f"{key_id}|{part}" if part else key_id
+
+
+def group_gate(pool: str, group: str) -> str:
+    """The gate a shared-limit group's keys share: what an answer on one of them reports is the account's count,
+    so the requests in flight on all of them are checked against it together."""
+    return f"group:{pool}/{group}"
 
 
 IN_FLIGHT_CEILING = 256
@@ -364,9 +372,21 @@ class StateStore(ABC):
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release connections; the store is not used afterwards."""
 
+    shared_gates: Mapping[str, str] = MappingProxyType({})
+    """Key id → the gate it shares with its shared-limit group (`register`'s `gates`); other keys gate alone."""
+
     @abstractmethod
-    def register(self, pool: str, key_ids: Sequence[str]) -> None:
-        """Declare a pool's keys in rotation order (idempotent; state of known keys is kept)."""
+    def register(self, pool: str, key_ids: Sequence[str], gates: Mapping[str, str] | None = None) -> None:
+        """Declare a pool's keys in rotation order (idempotent; state of known keys is kept), and for keys of a
+        shared-limit group the gate they share (`group_gate`)."""
+
+    def _share_gates(self, key_ids: Sequence[str], gates: Mapping[str, str] | None) -> None:
+        shared = {k: g for k, g in self.shared_gates.items() if k not in key_ids}
+        self.shared_gates = MappingProxyType({**shared, **(gates or {})})
+
+    def gate(self, key_id: str, part: str = "") -> str:
+        """The name the key's `Gate` and leases are kept under for `part`: its group's where it has one."""
+        return gate_name(self.shared_gates.get(key_id, key_id), part)
 
     @abstractmethod
     def acquire(

@@ -89,13 +89,14 @@ class FailoverStore(StateStore):
         """(Re-)register pools on Redis after a start or an outage; a restarted Redis has lost them."""
         for pool, ids in list(self._pools.items()):
             if pool not in self._synced:
-                self.primary.register(pool, ids)
+                self.primary.register(pool, ids, self.shared_gates)
                 self._synced.add(pool)
 
-    def register(self, pool: str, key_ids: Sequence[str]) -> None:
+    def register(self, pool: str, key_ids: Sequence[str], gates: Mapping[str, str] | None = None) -> None:
         self._pools[pool] = list(key_ids)
-        self._fallback.register(pool, key_ids)
-        self._call("register", pool, key_ids)
+        self._share_gates(key_ids, gates)
+        self._fallback.register(pool, key_ids, gates)
+        self._call("register", pool, key_ids, gates)
 
     def acquire(
         self,

@@ -22,7 +22,6 @@ from llms.state.base import (
     RequestLimits,
     RequestRecord,
     StateStore,
-    gate_name,
     hour_of,
     model_pool,
     tally,
@@ -61,8 +60,9 @@ class MemoryStore(StateStore):
         with self._lock:
             self._log = deque(self._log, maxlen=log_size)
 
-    def register(self, pool: str, key_ids: Sequence[str]) -> None:
+    def register(self, pool: str, key_ids: Sequence[str], gates: Mapping[str, str] | None = None) -> None:
         with self._lock:
+            self._share_gates(key_ids, gates)
             ring = self._rings.setdefault(pool, deque())
             self._heaps.setdefault(pool, [])
             for key_id in key_ids:
@@ -105,7 +105,7 @@ class MemoryStore(StateStore):
                 if model is not None and self._model_rests.get(key_id, {}).get(model, (0.0,))[0] > now:
                     continue
                 if lease is not None:
-                    gate = self._gates.setdefault(gate_name(key_id, lease.part), Gate({}))
+                    gate = self._gates.setdefault(self.gate(key_id, lease.part), Gate({}))
                     if not gate.allows(now):
                         continue
                     gate.take(lease, now)
@@ -254,7 +254,7 @@ class MemoryStore(StateStore):
             held = [
                 (end, key_id)
                 for key_id in self._rings.get(pool, ())
-                if (gate := self._gates.get(gate_name(key_id, part))) is not None
+                if (gate := self._gates.get(self.gate(key_id, part))) is not None
                 and self._records[key_id].cooldown_until <= now
                 and not self._records[key_id].disabled
                 and (end := gate.held_until(now)) is not None
@@ -266,10 +266,10 @@ class MemoryStore(StateStore):
 
     def probe_next(self, key_id: str, part: str = "") -> None:
         with self._lock:
-            self._gates.setdefault(gate_name(key_id, part), Gate({})).probing = True
+            self._gates.setdefault(self.gate(key_id, part), Gate({})).probing = True
 
     def _end(self, key_id: str, finish: Finish | None, now: float, *, succeeded: bool) -> None:
-        name = gate_name(key_id, finish.part if finish is not None else "")
+        name = self.gate(key_id, finish.part if finish is not None else "")
         gate = self._gates.get(name)
         if gate is None and finish is not None and finish.remaining is not None:
             gate = self._gates.setdefault(name, Gate({}))

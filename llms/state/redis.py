@@ -60,7 +60,7 @@ LAYOUT = 2
 
 _ACQUIRE = """
 local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
-local token, lease_until, model, suffix = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local token, lease_until, model, suffix, grouped = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7] == '1'
 for _, name in ipairs({KEYS[3], KEYS[4]}) do
   local pause = redis.call('GET', name)
   if pause and tonumber(string.match(pause, '^[^|]+')) > now then return false end
@@ -68,9 +68,10 @@ end
 local n = redis.call('LLEN', ring)
 if n == 0 then return -1 end
 local excluded = {}
-for i = 7, #ARGV do excluded[ARGV[i]] = true end
+for i = 8, #ARGV do excluded[ARGV[i]] = true end
 local function admit(key)
-  local id = key .. suffix  -- the key's gate, or its gate for one model (`gate_name`)
+  local base = grouped and redis.call('HGET', prefix .. 'gates', key) or key  -- its group's gate, if any
+  local id = base .. suffix  -- the key's gate, or its gate for one model (`StateStore.gate`)
   local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing', 'window_began')
   local probing, remaining, ends = g[3] == '1', tonumber(g[1]), tonumber(g[2] or '0')
   local in_window = tonumber(g[4] or '0') <= now and now < ends
@@ -247,6 +248,7 @@ class RedisStore(StateStore):
         self._register = self._redis.register_script(_REGISTER)
         self._streaks: dict[str, int] = {}
         self._pools: dict[str, list[str]] = {}
+        self._grouped: dict[str, bool] = {}  # pools with keys in shared-limit groups
         self._failure = self._redis.register_script(_FAILURE)
         self._spend = self._redis.register_script(_SPEND)
         self._cool_model = self._redis.register_script(_COOL_MODEL)
@@ -270,12 +272,16 @@ class RedisStore(StateStore):
         except redis.RedisError as exc:
             raise StateError(f"redis at {redacted_url(self.url)}: {describe(exc)}", describe(exc)) from exc
 
-    def register(self, pool: str, key_ids: Sequence[str]) -> None:
+    def register(self, pool: str, key_ids: Sequence[str], gates: Mapping[str, str] | None = None) -> None:
         ring, members = f"{self._p}pool:{pool}:ring", f"{self._p}pool:{pool}:members"
         self._pools[pool] = list(key_ids)
+        self._share_gates(key_ids, gates)
+        self._grouped[pool] = bool(gates)
         self._check_layout()
         if key_ids:
             self._run(lambda: self._register(keys=[ring, members], args=list(key_ids)))
+        if gates:  # the acquire script finds a key's group gate here
+            self._run(lambda: self._redis.hset(f"{self._p}gates", mapping=dict(gates)))
 
     def _check_layout(self) -> None:
         """The layout version under the prefix: written when absent (a new prefix, or one from before versions:
@@ -306,12 +312,13 @@ class RedisStore(StateStore):
         ]
         token, until = (lease.token, repr(lease.until)) if lease else ("", "0")
         suffix = gate_name("", lease.part) if lease else ""
-        args = [self._p, repr(now), token, until, model or "", suffix, *exclude]
+        grouped = "1" if self._grouped.get(pool) else "0"
+        args = [self._p, repr(now), token, until, model or "", suffix, grouped, *exclude]
         found = self._run(lambda: self._acquire(keys=keys, args=args))
         if found == -1 and self._pools.get(pool):
             log.warning("key state for %s is gone from Redis (restarted or flushed); registering the keys again", pool)
             for name, ids in self._pools.items():
-                self.register(name, ids)
+                self.register(name, ids, {k: g for k, g in self.shared_gates.items() if k in ids})
             found = self._run(lambda: self._acquire(keys=keys, args=args))
         return found if isinstance(found, str) else None
 
@@ -455,7 +462,7 @@ class RedisStore(StateStore):
         def fetch() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for key_id in free:
-                name = gate_name(key_id, part)
+                name = self.gate(key_id, part)
                 pipe.zrangebyscore(f"{self._p}lease:{name}", f"({now!r}", "+inf", withscores=True)
                 pipe.hmget(f"{self._p}gate:{name}", "remaining", "window_ends", "probing", "window_began")
             return pipe.execute()
@@ -474,7 +481,7 @@ class RedisStore(StateStore):
         return best
 
     def probe_next(self, key_id: str, part: str = "") -> None:
-        self._run(lambda: self._redis.hset(f"{self._p}gate:{gate_name(key_id, part)}", "probing", "1"))
+        self._run(lambda: self._redis.hset(f"{self._p}gate:{self.gate(key_id, part)}", "probing", "1"))
 
     def _finish_args(self, key_id: str, finish: Finish | None, now: float, *, succeeded: bool) -> list[Any]:
         """The `finish(o)` block of the scripts: end the lease, clear probing on a success, learn the quota."""
@@ -482,7 +489,7 @@ class RedisStore(StateStore):
         ends = finish.window_ends if finish is not None and finish.window_ends is not None else now + 60.0
         return [
             self._p,
-            gate_name(key_id, finish.part if finish is not None else ""),
+            self.gate(key_id, finish.part if finish is not None else ""),
             finish.token if finish is not None else "",
             "" if remaining is None else remaining,
             repr(ends),

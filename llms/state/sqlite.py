@@ -42,7 +42,6 @@ from llms.state.base import (
     StateStore,
     StoreHealth,
     bounded_until,
-    gate_name,
     hour_of,
     latency_bucket,
     model_pool,
@@ -337,8 +336,9 @@ class SQLiteStore(StateStore):
 
     # --- the contract ------------------------------------------------------------------------------------------
 
-    def register(self, pool: str, key_ids: Sequence[str]) -> None:
+    def register(self, pool: str, key_ids: Sequence[str], gates: Mapping[str, str] | None = None) -> None:
         self._pools[pool] = list(key_ids)
+        self._share_gates(key_ids, gates)
         self._run(lambda db: _register(db, pool, key_ids))
 
     def acquire(
@@ -517,17 +517,22 @@ class SQLiteStore(StateStore):
             self._run(lambda db: db.executemany("UPDATE leases SET until = ? WHERE token = ?", rows))
 
     def busy_until(self, pool: str, now: float, part: str = "") -> tuple[str, float] | None:
-        suffix = gate_name("", part)
-
         def read(db: sqlite3.Connection) -> tuple[str, float] | None:
-            held = db.execute(
-                "SELECT DISTINCT k.fp FROM keys k JOIN leases l ON l.fp = k.fp || ? WHERE k.pool = ? "
-                "AND k.cooldown_until <= ? AND k.disabled = 0 AND l.until > ?",
-                (suffix, pool, now, now),
+            free = db.execute(
+                "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0", (pool, now)
             ).fetchall()
+            held = {fp: name for (fp,) in free if (name := self.gate(fp, part))}
+            leased = {
+                name
+                for (name,) in db.execute(
+                    f"SELECT DISTINCT fp FROM leases WHERE until > ? AND fp IN ({','.join('?' * len(held))})",
+                    (now, *held.values()),
+                )
+            }
             best: tuple[str, float] | None = None
-            for (fp,) in held:
-                name = gate_name(fp, part)
+            for fp, name in held.items():
+                if name not in leased:
+                    continue
                 gate = _gate(db, name)
                 gate.leases = dict(
                     db.execute("SELECT token, until FROM leases WHERE fp = ? AND until > ?", (name, now))
@@ -540,7 +545,7 @@ class SQLiteStore(StateStore):
         return self._run(read, write=False)
 
     def probe_next(self, key_id: str, part: str = "") -> None:
-        name = gate_name(key_id, part)
+        name = self.gate(key_id, part)
         self._run(
             lambda db: db.execute(
                 "INSERT INTO gates (fp, probing) VALUES (?, 1) ON CONFLICT (fp) DO UPDATE SET probing = 1", (name,)
@@ -549,8 +554,8 @@ class SQLiteStore(StateStore):
 
     def _lease(self, db: sqlite3.Connection, fp: str, lease: Lease, now: float) -> bool:
         """Take a lease on `fp` if its gate (for the lease's part) allows one more request in flight (in the
-        caller's transaction). Gates and leases are kept under `gate_name`."""
-        name = gate_name(fp, lease.part)
+        caller's transaction). Gates and leases are kept under `StateStore.gate`."""
+        name = self.gate(fp, lease.part)
         gate = _gate(db, name)
         if not gate.tracks(now):
             return True
@@ -573,7 +578,7 @@ class SQLiteStore(StateStore):
                 db.execute("DELETE FROM leases WHERE token = ?", (finish.token,))
         if not succeeded and (finish is None or finish.remaining is None):
             return
-        fp = gate_name(fp, finish.part if finish is not None else "")
+        fp = self.gate(fp, finish.part if finish is not None else "")
         gate = _gate(db, fp)
         before = (gate.remaining, gate.window_ends, gate.probing, gate.window_began)
         if succeeded:
