@@ -76,8 +76,6 @@ NAMED: dict[str, Shape] = {
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
 GAPS: dict[str, str] = {
-    "latency 1 s ± 50 %, fixed 10/10 s, remaining": "jitter: a rest timed to the round trip ends early when "
-    "the next trip is faster",
     "provider clock 1.5 s ahead, fixed 5/2 s, reset ms": "skew: an epoch reset read on a skewed clock",
     "fixed 5/2 s, whole-second Retry-After only": "a whole-second hint rests up to a second too long",
     "fixed 4/2 s, no hint": "hint-less: the backoff ladder's rests",

@@ -17,15 +17,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import re
 import socket
 import sys
 import threading
 import time
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,7 +62,7 @@ from simulator.groq import WIRE_STEPS as GROQ_WIRE_STEPS
 from simulator.groq import render_groq
 from simulator.openrouter import WIRE_STEPS as OPENROUTER_WIRE_STEPS
 from simulator.openrouter import render_openrouter
-from simulator.shapes import Limit, WindowKind, limit_of
+from simulator.shapes import DAY, Limit, WindowKind, limit_of
 
 # --------------------------------------------------------------------------------------------- parsing
 
@@ -380,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
         if plan.step is Step.TIMEOUT and sim._stopping.wait(sim.hang_seconds):
             self.close_connection = True  # stopped while hanging: die like a killed server
             return
-        self._write(render_reply(call, plan, _label(secret)), plan.latency)
+        self._write(sim._dress(secret, plan, render_reply(call, plan, _label(secret))), plan.latency)
 
     def _secret(self, provider: str, query: str) -> str | None:
         if provider == "gemini":
@@ -412,6 +413,10 @@ class _Handler(BaseHTTPRequestHandler):
                     latency=data.get("latency"),
                     name=data.get("name"),
                     sliding=bool(data.get("sliding", False)),
+                    window=data.get("window"),
+                    quota_headers=bool(data.get("quota_headers", True)),
+                    retry_after=bool(data.get("retry_after", False)),
+                    day_count=data.get("day_count"),
                 )
                 return json_reply(200, {"name": name})
             if path == "/_sim/steps" and method == "POST":
@@ -463,20 +468,68 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------------------------- public API
 
 
+class _OnTheClock:
+    """A limit whose windows sit on the provider's wall clock (a minute from :00), read with the server's monotonic
+    clock like every other limit: `offset` turns one into the other (the provider's epoch seconds − monotonic)."""
+
+    def __init__(self, limit: Limit, offset: float) -> None:
+        self.limit, self.offset = limit, offset
+
+    @property
+    def size(self) -> int:
+        return self.limit.size
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self.limit.size = value
+
+    @property
+    def length(self) -> float:
+        return self.limit.length
+
+    @length.setter
+    def length(self, value: float) -> None:
+        self.limit.length = value
+
+    def admit(self, now: float, cost: float = 1.0) -> bool:
+        return self.limit.admit(now + self.offset, cost)
+
+    def quota(self, now: float) -> Quota:
+        return self.limit.quota(now + self.offset)
+
+    def frees_at(self, now: float, cost: float = 1.0) -> float:
+        return self.limit.frees_at(now + self.offset, cost) - self.offset
+
+
+@dataclass(frozen=True)
+class _Wire:
+    """How a key's answers speak of its limit, where that differs from its provider's default rendering."""
+
+    quota_headers: bool = True  # False: no `x-ratelimit-*` header on any answer or 429
+    retry_after: bool = False  # a 429 of the limit also carries `Retry-After` in whole seconds
+    day_count: int | None = None  # answers report requests left of this many today, not the window's
+    subject: str = ""  # who the day's count belongs to: the key, or its group
+
+
 class Simulator:
     """Fake OpenRouter / Groq / Gemini endpoints on 127.0.0.1 with scripted per-key behaviour.
 
     `latency`: seconds before each answer (streams also spread that much again across their chunks);
-    `hang_seconds`: how long a `timeout` step hangs; `port`: 0 picks a free one.
+    `hang_seconds`: how long a `timeout` step hangs; `port`: 0 picks a free one; `skew`: seconds the provider's
+    clock runs ahead of this machine's (the epoch times its answers carry, and its windows on the clock, read it;
+    the request log keeps this machine's time).
     Thread-safe: one lock guards scripts, limit windows and the log; rendering and sleeping happen outside it.
     """
 
-    def __init__(self, latency: float = 0.0, hang_seconds: float = 5.0, port: int = 0) -> None:
+    def __init__(self, latency: float = 0.0, hang_seconds: float = 5.0, port: int = 0, skew: float = 0.0) -> None:
         self.latency = latency
         self.hang_seconds = hang_seconds
+        self.skew = skew
         self._port = port
         self._lock = threading.Lock()
         self._keys: dict[str, ScriptedKey] = {}
+        self._wires: dict[str, _Wire] = {}
+        self._today: Counter[str] = Counter()
         self._groups: dict[tuple[str, str], Limit] = {}
         self._counts = dict.fromkeys(PROVIDERS, 0)
         self._log: list[SimRequest] = []
@@ -561,15 +614,27 @@ class Simulator:
         latency: float | None = None,
         name: str | None = None,
         sliding: bool = False,
+        window: WindowKind | str | None = None,
+        quota_headers: bool = True,
+        retry_after: bool = False,
+        day_count: int | None = None,
     ) -> str:
         """Register (or re-script) a key; returns its display name.
 
         `steps` run one per request, then `then` forever. `limit=(n, seconds)` allows n successful requests
         per fixed window (started by the first request; `sliding=True`: in any `seconds`, each slot freeing
         `seconds` after it was taken); over it the key answers 429 whatever its steps,
-        without consuming a step. Keys sharing `group` (per provider) share one window. Probes (GET /key,
+        without consuming a step. `window` names another of `simulator.shapes`' limit shapes for it (`clock`:
+        windows on the provider's clock, `bucket`: n tokens refilled over `seconds`, `day`: n a day; it overrides
+        `sliding`). Keys sharing `group` (per provider) share one window. Probes (GET /key,
         /models) are subject to the limit but do not use it up. A scripted `ok` whose body is malformed
         answers `bad_request`, as the real API would.
+
+        How the key's answers speak of its limit, beside its provider's own wire format: `quota_headers=False`
+        drops every `x-ratelimit-*` header (a provider whose only hint is a 429's `Retry-After`, or none);
+        `retry_after=True` adds a whole-second `Retry-After` to a 429 of the limit (OpenRouter sends one beside
+        its epoch-ms `X-RateLimit-Reset`); `day_count=n` makes answers report requests left of n today, until
+        midnight UTC, instead of the window's (Groq's request headers count the day).
         """
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
@@ -589,23 +654,35 @@ class Simulator:
                 else:
                     self._counts[provider] += 1
                     name = f"{provider}#{self._counts[provider]}"
-            window = self._window(provider, limit, group, sliding)
+            kind = WindowKind(window) if window else WindowKind.SLIDING if sliding else WindowKind.FIXED_FIRST
+            limiter = self._window(provider, limit, group, kind)
             org = f"org_01sim{zlib.crc32((group or name).encode()):08x}"
-            self._keys[secret] = ScriptedKey(provider, name, script, final, window, limit_hint, latency, org)
+            self._keys[secret] = ScriptedKey(provider, name, script, final, limiter, limit_hint, latency, org)
+            subject = f"{provider}/group/{group}" if group else f"{provider}/key/{name}"
+            self._wires[secret] = _Wire(quota_headers, retry_after, day_count, subject)
         return name
 
     def _window(
-        self, provider: str, limit: tuple[int, float] | None, group: str | None, sliding: bool = False
+        self,
+        provider: str,
+        limit: tuple[int, float] | None,
+        group: str | None,
+        kind: WindowKind = WindowKind.FIXED_FIRST,
     ) -> Limit | None:
-        kind = WindowKind.SLIDING if sliding else WindowKind.FIXED_FIRST
         if group is None:
-            return limit_of(kind, int(limit[0]), float(limit[1])) if limit else None
+            return self._limit(kind, limit) if limit else None
         window = self._groups.get((provider, group))
         if window is None and limit:
-            window = self._groups[(provider, group)] = limit_of(kind, int(limit[0]), float(limit[1]))
+            window = self._groups[(provider, group)] = self._limit(kind, limit)
         elif window is not None and limit:
             window.size, window.length = int(limit[0]), float(limit[1])
         return window
+
+    def _limit(self, kind: WindowKind, limit: tuple[int, float]) -> Limit:
+        model = limit_of(kind, int(limit[0]), float(limit[1]))
+        if kind in (WindowKind.FIXED_CLOCK, WindowKind.PER_DAY):  # windows on the provider's epoch clock
+            return _OnTheClock(model, time.time() + self.skew - time.monotonic())
+        return model
 
     def set_steps(self, secret: str, *steps: Step | str, then: Step | str = Step.OK) -> None:
         """Re-script an existing key (its limit window is kept)."""
@@ -677,6 +754,11 @@ class Simulator:
                         window.admit(now)
                 if window is not None:
                     quota = window.quota(now)
+                wire = self._wires.get(secret or "")
+                if wire is not None and wire.day_count is not None and step in OKISH and not call.probe:
+                    self._today[wire.subject] += 1
+                    left = max(0, wire.day_count - self._today[wire.subject])
+                    quota = Quota(wire.day_count, left, DAY - (at + self.skew) % DAY, DAY)
             status = _status(call, step)
             shown_path = path.replace(secret, "<redacted>") if secret and secret in path else path
             self._log.append(
@@ -684,7 +766,19 @@ class Simulator:
                     call.provider, name, shown_path, call.stream, status, step.value, call.model, in_url, at, payload
                 )
             )
-        return Plan(step, status, quota, latency, org, at)
+        return Plan(step, status, quota, latency, org, at + self.skew)
+
+    def _dress(self, secret: str | None, plan: Plan, reply: Reply) -> Reply:
+        """The rendered answer as this key's wire options say (`add_key`'s `quota_headers`, `retry_after`)."""
+        wire = self._wires.get(secret or "")
+        if wire is None or (wire.quota_headers and not wire.retry_after):
+            return reply
+        headers = dict(reply.headers)
+        if not wire.quota_headers:
+            headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ratelimit")}
+        if wire.retry_after and plan.step is Step.RATE_LIMIT and plan.quota is not None and reply.status == 429:
+            headers["Retry-After"] = str(max(1, math.ceil(plan.quota.reset_in)))
+        return replace(reply, headers=headers)
 
 
 DEMO_LATENCY = 0.3
