@@ -151,9 +151,14 @@ class Measured:
 
     @property
     def floor(self) -> float:
-        """The least waste a client that cannot see the limit must pay, per answer: a 429 a window a subject."""
-        if self.shape.hinted:
+        """The least waste a client that cannot see the limit must pay, per answer: a 429 a window a subject where
+        nothing is ever said of it; where answers say nothing and only the 429 carries a hint, the one 429 per key
+        that teaches the window (issue 23: "the first window of a key whose quota is unknown costs at most one
+        429"); none where every answer reports what is left."""
+        if self.shape.hint is HintForm.REMAINING:
             return 0.0
+        if self.shape.hinted:
+            return self.shape.keys / max(1, self.answers)
         windows = self.shape.span / (DAY if self.shape.window is WindowKind.PER_DAY else self.shape.length)
         return self.shape.subjects * math.ceil(windows) / max(1, self.answers)
 
