@@ -52,6 +52,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("dashboard", "bench_dashboard", "Dashboard"),
     Bench("state", "bench_state", "State store"),
     Bench("sqlite", "bench_sqlite_processes", "SQLite, many processes"),
+    Bench("shared", "bench_shared_share", "Shared stores, 4 processes vs 1"),
     Bench("gateway", "bench_gateway", "Gateway"),
     Bench("burst", "bench_burst", "Burst"),
     Bench("shapes", "bench_shapes", "Quota on every shape"),
