@@ -20,7 +20,7 @@ from config.settings import CooldownSettings
 from llms.clock import client_time
 from llms.cooldown import cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
-from llms.quota import SLOT_MARGIN, ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
+from llms.quota import SLOT_MARGIN, SLOTS_KEPT, ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, group_gate, model_pool
 
@@ -427,13 +427,13 @@ class KeyManager:
             seconds = max(0.0, self._rest_from(key.provider, sent, hint, now))
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
-                seen = tuple(self._unpaced.pop(subject, ()))
+                seen = self._seen(subject, key, part, now)
                 self._slots(subject, lambda log: log.limited(sent, hint, seen))
                 self._store.probe_next(key.fingerprint, part)  # resume with one request: its answer says how many
         else:
             if self._resting_until(key, model, now) > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
-            seen = len(self._unpaced.pop(subject, ()))
+            seen = len(self._seen(subject, key, part, now))
             pacing = self._pace(subject, lambda p: p.limited(now, self.policy, seen))
             seconds = pacing.backoff.rest or self._cooldowns.rate_limit
             self._store.probe_next(key.fingerprint, part)
@@ -455,6 +455,23 @@ class KeyManager:
             if self._resting_until(other, model, now) < now + rest:
                 why = f"{key.provider} answered 429 on most keys at once"
                 self.cool(other, rest, CooldownReason.RATE_LIMIT, why, model)
+
+    def _seen(self, subject: str, key: ApiKey, part: str, now: float) -> tuple[float, ...]:
+        """When the subject's answers were sent, for a first 429 to learn its window from: this process's own and,
+        where the store is shared, every process's (its request log). One process of four sees a quarter of the
+        window, and a window learned that small is never corrected: the key stops before the real one fills.
+        Read once per subject, at the 429 that teaches it; later ones find it learned."""
+        mine = tuple(self._unpaced.pop(subject, ()))
+        learned = self._learned_about(now)
+        if not self._store.SHARED or f"slots/{subject}" in learned or f"pace/{subject}" in learned:
+            return mine
+        members = {m.fingerprint for m in self._account(key)}
+        theirs = [
+            r.at - r.latency
+            for r in self._store.request_log(self._store.log_size)
+            if r.key in members and r.outcome == OutcomeKind.OK.value and (not part or r.model == part)
+        ]
+        return tuple(sorted({*mine, *theirs}))[-SLOTS_KEPT:] if theirs else mine
 
     def _rest_from(self, provider: str, sent: float, wait: float, now: float) -> float:
         """Seconds from `now` until a wait counted from a request's start (`sent`) is over, and the margin.

@@ -5,15 +5,21 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import USER_HELLO, Clock, MakeClient
 
+from config.api_keys import ApiKey
+from config.settings import CooldownSettings
 from llms import AllKeysExhaustedError
 from llms.cooldown import AdaptiveCooldown, Backoff, FixedCooldown
-from llms.outcomes import QuotaHint
+from llms.key_manager import KeyManager
+from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.prober import Prober
 from llms.quota import Pacing, SlotLog
+from llms.state import store_from_url
+from llms.state.base import RequestRecord
 from simulator import Simulator
 
 
@@ -191,3 +197,26 @@ def test_background_prober_is_off_by_default_and_runs_when_configured(make_clien
     while not client.key_manager.statuses("groq")[0].available and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.key_manager.statuses("groq")[0].available
+
+
+def test_a_first_429_on_a_shared_store_learns_from_every_process_s_answers(tmp_path: Path) -> None:
+    """Two managers on one SQLite file (two processes): each saw part of the window; the one that meets the 429
+    learns the whole window from the store's request log, not a window the size of its own share."""
+    clock = Clock()
+    key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0001")
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    first, second = (
+        KeyManager({"openrouter": [key]}, CooldownSettings(), store_from_url(url, failover=False), clock)
+        for _ in range(2)
+    )
+    for manager in (first, first, first, second):  # a window of 4: three answers here, one there
+        assert manager.acquire("openrouter") == key
+        clock.advance(0.1)
+        request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, "ok", 200, 0.1)
+        manager.record(key, Outcome(OutcomeKind.OK, 200), request=request)
+    assert second.acquire("openrouter") == key
+    clock.advance(0.1)
+    request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, "rate_limit", 429, 0.1)
+    second.record(key, Outcome(OutcomeKind.RATE_LIMIT, 429, "limited", retry_after=1.6), request=request)
+    learned = SlotLog.of(second.document(f"slots/{key.fingerprint}"))
+    assert learned.size == 4 and learned.length == pytest.approx(2.0, abs=0.01)

@@ -36,6 +36,8 @@ log = logging.getLogger("llms.state")
 class FailoverStore(StateStore):
     """The shared backend first; local memory while it is unreachable, with one warning per outage."""
 
+    SHARED = True  # it wraps only shared backends (`store_from_url`)
+
     def __init__(
         self, primary: StateStore, fallback: StateStore, retry_every: float = 2.0, switches_every: float = 5.0
     ) -> None:
