@@ -78,7 +78,9 @@ NAMED: dict[str, Shape] = {
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
 GAPS: dict[str, str] = {
-    "provider clock 1.5 s ahead, fixed 5/2 s, reset ms": "skew: an epoch reset read on a skewed clock",
+    "provider clock 1.5 s ahead, fixed 5/2 s, reset ms": "skew is learned from `Date` headers (whole seconds), "
+    "kept below the truth until they narrow it to a trip (a moment read early is a 429); requests this regular "
+    "land at fractions of a second that change slowly, so it narrows over the run",
     "fixed 5/2 s, whole-second Retry-After only": "a whole-second hint rests up to a second too long",
     "fixed 4/2 s, no hint": "hint-less: the backoff ladder's rests",
     "sliding 20/60 s, no hint": "hint-less: the backoff ladder's rests",

@@ -61,12 +61,6 @@ class Budget:
         self.received = 0
         self.exceeded: str | None = None
 
-    def read_at(self) -> float:
-        """When the provider most likely read its limits for this attempt (epoch seconds): halfway between the
-        attempt's start and now. An epoch reset (`X-RateLimit-Reset`) becomes a wait from that moment, as a
-        duration hint (`Retry-After`) already is, so the key manager counts every hint form from one moment."""
-        return (self.sent_at + time.time()) / 2
-
     def extend(self, seconds: float) -> None:
         """Progress was made (a stream's text piece): the next deadline is `seconds` from now, within the cap."""
         deadline = time.monotonic() + seconds

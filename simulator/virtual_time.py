@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from email.utils import formatdate
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,7 @@ class _Provider:
         call = Call(provider, False, model, False, "ok", 5, True)
         plan = Plan(step, status_for(provider, step, False), quota, 0.0, f"org_{subject}", now)
         reply = render_reply(call, plan, "sk-or-v1-...")
-        headers = dict(reply.headers)
+        headers = {**reply.headers, "Date": formatdate(now, usegmt=True)}  # whole seconds, on its clock
         if shape.hint in (HintForm.RETRY_AFTER, HintForm.NONE):  # this provider reports nothing on an answer
             headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ratelimit")}
         if shape.hint is HintForm.RESET_MS and not admitted:
@@ -292,13 +293,14 @@ def run(shape: Shape) -> Measured:
                             numbers[key.key_id], target.model, clock.now + shape.skew, cost
                         )
                         yield trip / 2
+                        read_at = adapter.clock.read(headers, clock.now - trip, clock.now)  # the provider's clock
                         if status == 200:
                             quota = None if name == "gemini" else adapter.quota(headers, request)
                             completion = Completion("ok", target.model, Usage(5, 1, 6), quota)
                             client._succeeded(target, key, completion, run)
                             steps.close()
                             break
-                        outcome: Outcome = spec.classify(status, headers, body, clock.now - trip / 2)  # read_at
+                        outcome: Outcome = spec.classify(status, headers, body, read_at)
                         step = steps.send(outcome)
                 except AllKeysExhaustedError:
                     yield shape.pause

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llms.clock import ProviderClock
 from llms.exceptions import AllKeysExhaustedError
 from llms.outcomes import OutcomeKind, QuotaHint
 from llms.providers import PROVIDERS, cerebras, mistral
@@ -219,6 +221,27 @@ def test_openrouter_takes_the_millisecond_reset_over_a_whole_second_retry_after(
     headers = {"Retry-After": "3", "X-RateLimit-Reset": str(int((NOW_S + 2.41) * 1000))}
     body = {"error": {"code": 429, "message": "Rate limit exceeded: free-models-per-min."}}
     assert openrouter_classify(429, headers, body, NOW_S).retry_after == pytest.approx(2.41, abs=0.002)
+
+
+def test_a_provider_clock_ahead_is_learned_from_date_headers_and_an_epoch_reset_read_on_it() -> None:
+    """A provider 1.5 s ahead: its `Date` headers (whole seconds) over answers at different fractions of a second
+    narrow the offset to a trip; its epoch reset is then read on its clock, never later than the truth (a moment
+    read early would be a 429). Clocks that may agree are taken to agree."""
+    clock, skew, trip = ProviderClock(), 1.5, 0.2
+    for n in range(40):
+        sent = NOW_S + n * 1.37  # answers land at different fractions of a second
+        date = format_datetime(datetime.fromtimestamp(math.floor(sent + trip / 2 + skew), UTC), usegmt=True)
+        read_at = clock.read({"Date": date}, sent, sent + trip)
+    assert 1.4 <= clock.offset() <= 1.5
+    resets = sent + trip / 2 + skew + 2.41  # 2.41 s after it read the limit, on its clock
+    headers = {"Retry-After": "3", "X-RateLimit-Reset": str(round(resets * 1000))}
+    wait = openrouter_classify(429, headers, {"error": {"code": 429, "message": "limited"}}, read_at).retry_after
+    assert wait is not None and 2.41 - 0.002 <= wait <= 2.41 + 0.1  # not 0.91 (a 429) nor 3.91
+    synced = ProviderClock()
+    synced.read(
+        {"date": format_datetime(datetime.fromtimestamp(math.floor(NOW_S + 0.1), UTC), usegmt=True)}, NOW_S, NOW_S + 0.2
+    )
+    assert synced.offset() == 0.0 and ProviderClock().read({}, NOW_S, NOW_S + 0.2) == NOW_S + 0.1
 
 
 def test_an_openai_compatible_429_rests_the_precise_reset_not_the_rounded_retry_after(sim) -> None:  # type: ignore[no-untyped-def]

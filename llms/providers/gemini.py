@@ -23,12 +23,14 @@ import base64
 import functools
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import llms.providers.gemini_agents as agents
 from config.api_keys import ApiKey
+from llms.clock import ProviderClock
 from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, Scope, rejected, transient
 from llms.providers.base import Endpoint, ProviderSpec
@@ -221,6 +223,7 @@ class GeminiAdapter:
         self._secrets = endpoint.secrets
         self._clients: dict[str, genai.Client] = {}
         self._lock = threading.Lock()
+        self.clock = ProviderClock()  # what a reset named as a moment is read against
 
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
         model = request.model or self.model
@@ -439,7 +442,7 @@ class GeminiAdapter:
         elif isinstance(exc, errors.APIError):
             headers = dict(getattr(exc.response, "headers", None) or {})
             body = exc.details if isinstance(exc.details, (dict, list)) else str(exc.details)
-            outcome = classify(int(exc.code or 0), headers, body, budget.read_at())
+            outcome = classify(int(exc.code or 0), headers, body, self.clock.read(headers, budget.sent_at, time.time()))
         elif "Timeout" in type(exc).__name__:
             outcome = transient("timed out")
         elif type(exc).__module__.startswith(("httpx", "httpcore", "h11", "ssl", "socket")) or isinstance(exc, OSError):

@@ -23,6 +23,7 @@ from urllib3 import BaseHTTPResponse
 from urllib3.exceptions import NewConnectionError, ProtocolError
 
 from config.api_keys import ApiKey
+from llms.clock import ProviderClock
 from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, QuotaHint, rejected, transient
 from llms.providers.base import Endpoint
@@ -55,6 +56,7 @@ class OpenAICompatAdapter:
         self._aio: AsyncHttpPool | None = None  # made on the first awaited call
         self._timeouts = urllib3.Timeout(connect=endpoint.timeout, read=endpoint.timeout)
         self._headers = {**_DEFAULT_HEADERS, **self.extra_headers}
+        self.clock = ProviderClock()  # what a reset named as a moment is read against
 
     # --- provider hooks --------------------------------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class OpenAICompatAdapter:
     def _completion(
         self, status: int, headers: Mapping[str, str], body: Any, request: ChatRequest, budget: Budget
     ) -> Completion:
-        self._raise_unless_ok(self.classify(status, headers, body, budget.read_at()))
+        self._raise_unless_ok(self.classify(status, headers, body, self._read_at(headers, budget)))
         choice = body["choices"][0]
         message = choice.get("message") or {}
         text = content_text(message.get("content"))
@@ -190,7 +192,7 @@ class OpenAICompatAdapter:
         """An error answer (also an error inside a 200) is classified exactly as chat's; a 200 must carry one
         vector per text."""
         if status != 200 or error_object(body):
-            outcome = self.classify(status, headers, body, budget.read_at())
+            outcome = self.classify(status, headers, body, self._read_at(headers, budget))
             self._raise_unless_ok(outcome if outcome.kind is not OutcomeKind.OK else transient("error answer", status))
         if not isinstance(body, dict) or "data" not in body:
             self._raise_unless_ok(transient(f"embeddings answer had no data: {snippet(body)}", 200))
@@ -201,10 +203,14 @@ class OpenAICompatAdapter:
         return Embedded(vectors or [], str(body.get("model") or request.model or self.model), usage)
 
     def _refuse_stream(self, status: int, headers: Mapping[str, str], body: Any, budget: Budget) -> None:
-        outcome = self.classify(status, headers, body, budget.read_at())
+        outcome = self.classify(status, headers, body, self._read_at(headers, budget))
         if outcome.kind is OutcomeKind.OK:
             outcome = transient("expected an event stream, got a JSON answer", 200)
         self._raise_unless_ok(outcome)
+
+    def _read_at(self, headers: Mapping[str, str], budget: Budget) -> float:
+        """When the provider read its limits for this attempt, on its clock (`ProviderClock`)."""
+        return self.clock.read(headers, budget.sent_at, time.time())
 
     def _raise_unless_ok(self, outcome: Outcome) -> None:
         if outcome.kind is not OutcomeKind.OK:
