@@ -56,6 +56,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("gateway", "bench_gateway", "Gateway"),
     Bench("burst", "bench_burst", "Burst"),
     Bench("shapes", "bench_shapes", "Quota on every shape"),
+    Bench("shapes_http", "bench_shapes_http", "Quota on every shape over HTTP"),
 )
 
 

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import math
+import random
 import re
 import socket
 import sys
@@ -300,8 +301,9 @@ _PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _DATE: list[Any] = [0, ""]  # (epoch second, formatted): formatting a Date header per request is measurable
 
 
-def _http_date() -> str:
-    now = int(time.time())
+def _http_date(skew: float = 0.0) -> str:
+    """The `Date` header: whole seconds on the provider's clock (`Simulator(skew=…)` ahead of this machine's)."""
+    now = int(time.time() + skew)
     if _DATE[0] != now:
         _DATE[:] = [now, formatdate(now, usegmt=True)]
     return str(_DATE[1])
@@ -417,6 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
                     quota_headers=bool(data.get("quota_headers", True)),
                     retry_after=bool(data.get("retry_after", False)),
                     day_count=data.get("day_count"),
+                    jitter=float(data.get("jitter", 0.0)),
                 )
                 return json_reply(200, {"name": name})
             if path == "/_sim/steps" and method == "POST":
@@ -436,7 +439,7 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [
             f"HTTP/1.1 {reply.status} {_PHRASES.get(reply.status, '')}",
             f"Server: {self.server_version}",
-            f"Date: {_http_date()}",
+            f"Date: {_http_date(self.server.sim.skew)}",
             *(f"{k}: {v}" for k, v in reply.headers.items()),
         ]
         events = reply.events
@@ -498,7 +501,8 @@ class _OnTheClock:
         return self.limit.quota(now + self.offset)
 
     def frees_at(self, now: float, cost: float = 1.0) -> float:
-        return self.limit.frees_at(now + self.offset, cost) - self.offset
+        frees = self.limit.frees_at(now + self.offset, cost)
+        return now if frees <= now + self.offset else frees - self.offset  # (x + offset) - offset may not be x
 
 
 @dataclass(frozen=True)
@@ -508,6 +512,7 @@ class _Wire:
     quota_headers: bool = True  # False: no `x-ratelimit-*` header on any answer or 429
     retry_after: bool = False  # a 429 of the limit also carries `Retry-After` in whole seconds
     day_count: int | None = None  # answers report requests left of this many today, not the window's
+    jitter: float = 0.0  # the latency varies by ± this share of it, at random
     subject: str = ""  # who the day's count belongs to: the key, or its group
 
 
@@ -530,6 +535,7 @@ class Simulator:
         self._keys: dict[str, ScriptedKey] = {}
         self._wires: dict[str, _Wire] = {}
         self._today: Counter[str] = Counter()
+        self._random = random.Random()
         self._groups: dict[tuple[str, str], Limit] = {}
         self._counts = dict.fromkeys(PROVIDERS, 0)
         self._log: list[SimRequest] = []
@@ -618,6 +624,7 @@ class Simulator:
         quota_headers: bool = True,
         retry_after: bool = False,
         day_count: int | None = None,
+        jitter: float = 0.0,
     ) -> str:
         """Register (or re-script) a key; returns its display name.
 
@@ -634,7 +641,8 @@ class Simulator:
         drops every `x-ratelimit-*` header (a provider whose only hint is a 429's `Retry-After`, or none);
         `retry_after=True` adds a whole-second `Retry-After` to a 429 of the limit (OpenRouter sends one beside
         its epoch-ms `X-RateLimit-Reset`); `day_count=n` makes answers report requests left of n today, until
-        midnight UTC, instead of the window's (Groq's request headers count the day).
+        midnight UTC, instead of the window's (Groq's request headers count the day). `jitter`: each answer's
+        latency varies by ± that share of it, at random.
         """
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
@@ -659,7 +667,7 @@ class Simulator:
             org = f"org_01sim{zlib.crc32((group or name).encode()):08x}"
             self._keys[secret] = ScriptedKey(provider, name, script, final, limiter, limit_hint, latency, org)
             subject = f"{provider}/group/{group}" if group else f"{provider}/key/{name}"
-            self._wires[secret] = _Wire(quota_headers, retry_after, day_count, subject)
+            self._wires[secret] = _Wire(quota_headers, retry_after, day_count, jitter, subject)
         return name
 
     def _window(
@@ -755,6 +763,8 @@ class Simulator:
                 if window is not None:
                     quota = window.quota(now)
                 wire = self._wires.get(secret or "")
+                if wire is not None and wire.jitter:
+                    latency *= 1 + wire.jitter * self._random.uniform(-1, 1)
                 if wire is not None and wire.day_count is not None and step in OKISH and not call.probe:
                     self._today[wire.subject] += 1
                     left = max(0, wire.day_count - self._today[wire.subject])
