@@ -24,9 +24,11 @@ from simulator.virtual_time import CallerKind, HintForm, Measured, Shape, run
 TITLE = "Quota on every shape: share of the keys' quota delivered and 429s per answer, default settings, virtual time"
 METHOD = (
     "`simulator/virtual_time.py` runs the real `SmartClient` failover loop, `KeyManager` and store (memory, or a "
-    "SQLite file) against modelled providers on a virtual clock: each request takes the shape's latency (half "
-    "each way, ± its jitter), the provider's limit (`simulator/shapes.py`: a window fixed from its first "
-    "request, fixed on the clock, a sliding log, a token bucket, a bucket of tokens that requests of different "
+    "SQLite file) against modelled providers on a virtual clock: an answered request takes the shape's latency "
+    "(a 25 ms network leg each way, the model's generation ± its jitter between them; a 429 comes back after "
+    "the legs alone, the provider's gateway refusing before any model runs), the provider's limit "
+    "(`simulator/shapes.py`: a window fixed from its first request, fixed on the clock, a sliding log, a token "
+    "bucket, a bucket of tokens that requests of different "
     "sizes draw from, a day) admits or refuses it on the provider's clock (the client's ± the skew), and the "
     "answer is the simulator's own wire format for the hint form, read by the provider's own classifier and "
     "quota reader. Callers loop `complete(messages)` with default settings and pause after an error (fail-fast, "
@@ -78,10 +80,6 @@ NAMED: dict[str, Shape] = {
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
 GAPS: dict[str, str] = {
-    "provider clock 1.5 s ahead, fixed 5/2 s, reset ms": "skew is learned from `Date` headers (whole seconds), "
-    "kept below the truth until they narrow it to a trip (a moment read early is a 429); requests this regular "
-    "land at fractions of a second that change slowly, so it narrows over the run",
-    "fixed 5/2 s, whole-second Retry-After only": "a whole-second hint rests up to a second too long",
     "fixed 4/2 s, no hint": "hint-less: the backoff ladder's rests",
     "sliding 20/60 s, no hint": "hint-less: the backoff ladder's rests",
 }

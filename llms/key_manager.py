@@ -110,7 +110,6 @@ class KeyManager:
         self._saturated: defaultdict[str, set[str]] = defaultdict(set)  # model part → fingerprints at their limit
         self._subjects: set[str] = set()  # every subject this process has sent a request for
         self._answered_at: dict[str, float] = {}  # when this process last had an answer from each provider
-        self._trips: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=32))  # recent round trips
         self.ended = 0
         """How many of this process's requests in flight have ended: a waiting caller that sees it move knows a
         slot may have freed since it last looked."""
@@ -266,9 +265,6 @@ class KeyManager:
         window does, where one timed from the answer would end a round trip late, every window."""
         now = self._clock()
         sent = now - (request.latency if request is not None else 0.0)
-        if request is not None:
-            with self._lock:
-                self._trips[key.provider].append(request.latency)
         ok = outcome.kind is OutcomeKind.OK
         quota = self._sane_quota(quota)
         part = self._part(key.provider, model)
@@ -372,7 +368,7 @@ class KeyManager:
             rest, why = quota.reset_after, "quota used up for this window"
         else:
             return
-        seconds = self._rest_from(key.provider, sent, rest, now)
+        seconds = self._rest_from(sent, rest, now)
         if seconds > SLOT_MARGIN:  # the quota is the account's: every key of a shared-limit group rests with it
             for member in self._account(key):
                 self.cool(member, seconds, CooldownReason.RATE_LIMIT, why, model)
@@ -424,7 +420,7 @@ class KeyManager:
         subject = _subject(key, part)
         hint = self._sane(outcome.retry_after)  # none for a wait of 0 or less: the policy decides, never a spin
         if hint is not None:
-            seconds = max(0.0, self._rest_from(key.provider, sent, hint, now))
+            seconds = max(0.0, self._rest_from(sent, hint, now))
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
                 seen = self._seen(subject, key, part, now)
@@ -473,16 +469,10 @@ class KeyManager:
         ]
         return tuple(sorted({*mine, *theirs}))[-SLOTS_KEPT:] if theirs else mine
 
-    def _rest_from(self, provider: str, sent: float, wait: float, now: float) -> float:
-        """Seconds from `now` until a wait counted from a request's start (`sent`) is over, and the margin.
-
-        The provider named its moment on its own clock when the request arrived, half a trip after `sent`; the
-        next request may travel faster than this one did, so the rest is lengthened by half the difference
-        between this trip and the fastest of the provider's recent ones: it arrives after the moment even then
-        (latency 1 s ± 50 %: 0.06 429s per answer without it)."""
-        with self._lock:
-            fastest = min(self._trips[provider], default=now - sent)
-        return sent + wait + max(0.0, now - sent - fastest) / 2 + SLOT_MARGIN - now
+    @staticmethod
+    def _rest_from(sent: float, wait: float, now: float) -> float:
+        """Seconds from `now` until a wait counted from a request's start (`sent`) is over, and the margin."""
+        return sent + wait + SLOT_MARGIN - now
 
     def _resting_until(self, key: ApiKey, model: str | None, now: float) -> float:
         """When the key's own rest (for `model`: its rest for that model) ends."""

@@ -750,6 +750,7 @@ class Simulator:
                 window = key.window
                 if window is not None and window.frees_at(now) > now:
                     step = Step.RATE_LIMIT if key.limit_hint else Step.RATE_LIMIT_NOHINT
+                    latency = 0.0  # the provider's gateway refuses before any model runs: a 429 comes at once
                 else:
                     step = key.steps.popleft() if key.steps else key.then
                     if step is Step.OK and not call.valid:

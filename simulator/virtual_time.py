@@ -43,6 +43,10 @@ EPOCH = 1_800_000_000.0 + 13 * 3600 + 0.37
 """Where virtual time starts (epoch seconds, mid-afternoon UTC, off any whole second): the client's clock reads it
 plus the time elapsed, the provider's clock that plus the skew."""
 MESSAGES = [{"role": "user", "content": "Hello"}]
+NETWORK = 0.025
+"""Seconds each way between the client and the provider; the rest of an answered request's round trip is the model
+generating, after the provider's limit admitted it. A 429 comes back after the two legs alone: the provider's
+gateway refuses before any model runs (the HTTP simulator answers its limit's 429s at once too)."""
 _TOKEN_COSTS = (0.5, 1.0, 1.5)
 """What a request costs of a limit on tokens, in average requests (requests differ in size)."""
 
@@ -94,8 +98,8 @@ class Shape:
     caller: CallerKind = CallerKind.FAIL_FAST
     pause: float = 1.0  # a fail-fast caller's pause after an error
     wait: float = 10.0  # a waiting caller's `wait=`
-    latency: float = 0.2  # seconds a request takes, there and back
-    jitter: float = 0.0  # ± that share of the latency, at random
+    latency: float = 0.2  # seconds an answered request takes, there and back (`NETWORK` each way, then generation)
+    jitter: float = 0.0  # ± that share of the generation time, at random
     skew: float = 0.0  # seconds the provider's clock is ahead of the client's
     windows: int = 10  # how long the run lasts, in windows (a day's limit: ten minutes)
     store: str = "memory"  # or "sqlite": a file
@@ -199,8 +203,11 @@ class _Provider:
     refused_first_window: int = 0
     today: Counter[int] = field(default_factory=Counter)
 
-    def answer(self, key_number: int, model: str, now: float, cost: float) -> tuple[int, dict[str, str], Any]:
-        """The status, headers and parsed body the provider sends for a request arriving `now` (its clock)."""
+    def answer(
+        self, key_number: int, model: str, now: float, cost: float, generation: float
+    ) -> tuple[int, dict[str, str], Any]:
+        """The status, headers and parsed body the provider sends for a request arriving `now` (its clock); an
+        answer is written `generation` seconds later (its `Date`), a 429 at once."""
         shape, subject = self.shape, (key_number - 1) // self.shape.group
         limit = self.limits[subject]
         admitted = limit.admit(now, cost)
@@ -222,7 +229,8 @@ class _Provider:
         call = Call(provider, False, model, False, "ok", 5, True)
         plan = Plan(step, status_for(provider, step, False), quota, 0.0, f"org_{subject}", now)
         reply = render_reply(call, plan, "sk-or-v1-...")
-        headers = {**reply.headers, "Date": formatdate(now, usegmt=True)}  # whole seconds, on its clock
+        written = now + generation if admitted else now
+        headers = {**reply.headers, "Date": formatdate(written, usegmt=True)}  # whole seconds, on its clock
         if shape.hint in (HintForm.RETRY_AFTER, HintForm.NONE):  # this provider reports nothing on an answer
             headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ratelimit")}
         if shape.hint is HintForm.RESET_MS and not admitted:
@@ -286,13 +294,16 @@ def run(shape: Shape) -> Measured:
                             step = next(steps)
                             continue
                         target, key = step
-                        trip = shape.latency * (1 + shape.jitter * rng.uniform(-1, 1))
+                        leg = min(NETWORK, shape.latency / 2)
+                        generation = (shape.latency - 2 * leg) * (1 + shape.jitter * rng.uniform(-1, 1))
                         cost = rng.choice(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else 1.0
-                        yield trip / 2
+                        yield leg
                         status, headers, body = provider.answer(
-                            numbers[key.key_id], target.model, clock.now + shape.skew, cost
+                            numbers[key.key_id], target.model, clock.now + shape.skew, cost, generation
                         )
-                        yield trip / 2
+                        back = leg + (generation if status == 200 else 0.0)  # a 429 comes before any model runs
+                        yield back
+                        trip = leg + back
                         read_at = adapter.clock.read(headers, clock.now - trip, clock.now)  # the provider's clock
                         if status == 200:
                             quota = None if name == "gemini" else adapter.quota(headers, request)
