@@ -266,7 +266,7 @@ class KeyManager:
         now = self._clock()
         sent = now - (request.latency if request is not None else 0.0)
         ok = outcome.kind is OutcomeKind.OK
-        quota = self._sane_quota(quota)
+        quota = reported = self._sane_quota(quota)
         part = self._part(key.provider, model)
         if ok:
             self._answered_at[key.provider] = now
@@ -280,7 +280,7 @@ class KeyManager:
                 quota = _binding_quota(quota, slots.quota(sent))
             elif f"pace/{subject}" not in learned:
                 self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
-        finish = self._finish(key, quota if ok else None, sent, outcome.kind, part)
+        finish = self._finish(key, quota if ok else None, sent, outcome.kind, part, lifts=quota is reported)
         if ok:
             self._succeeded(key, quota, now, request, finish, part, sent)
             return
@@ -316,7 +316,14 @@ class KeyManager:
             self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}", only)
 
     def _finish(
-        self, key: ApiKey, quota: QuotaHint | None, now: float, kind: OutcomeKind | None = None, part: str = ""
+        self,
+        key: ApiKey,
+        quota: QuotaHint | None,
+        now: float,
+        kind: OutcomeKind | None = None,
+        part: str = "",
+        *,
+        lifts: bool = True,
     ) -> Finish | None:
         """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota.
         In the same step the outcome's `kind` moves the subject's in-flight limit: an answer grows it (to what
@@ -334,7 +341,7 @@ class KeyManager:
                 self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
-                    self._inflight_limits[subject].succeeded(at_once)
+                    self._inflight_limits[subject].succeeded(at_once, learned=not lifts)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._inflight_limits[subject].limited()
                 self._saturate(key, subject, part)

@@ -46,8 +46,9 @@ class InFlightLimit:
     last keys with quota left at once. It stays there for its first `PROVEN_AFTER` answers — free tiers hold 5 to
     30 requests a window — then, like TCP, grows by one per answer (doubling each round of answers) until its first
     429, and by 1/limit per answer (one more per round) after it; a 429 halves it. An answer that says how many
-    requests the key has left in a short window (Mistral's minute, a learned window's slots) sets the limit to at
-    least that, so known quota is used at once; a count of the day (Groq's, Cerebras') does not.
+    requests the key has left in a short window (Mistral's minute) sets the limit to at least that, so known quota
+    is used at once; a learned window's slots lift it at most twice over per answer; a count of the day (Groq's,
+    Cerebras') does not.
     """
 
     limit: float = 1.0
@@ -60,13 +61,18 @@ class InFlightLimit:
     def allowed(self) -> int:
         return int(self.limit)
 
-    def succeeded(self, remaining: int | None) -> None:
+    def succeeded(self, remaining: int | None, *, learned: bool = False) -> None:
+        """An answer; `remaining`: requests it says are left, reported by the provider or, `learned`, read from a
+        window learned from 429s — which may be wrong (a token bucket read as a sliding window): that lifts the
+        limit no more than twice over per answer, so a wrong window costs the requests of one doubling."""
         self.answers += 1
         if self.answers <= self.PROVEN_AFTER:
             grown = self.limit
         else:
             grown = self.limit + (1.0 / self.limit if self.refused else 1.0)
-        self.limit = min(self.CEILING, max(grown, float(remaining)) if remaining is not None else grown)
+        if remaining is not None:
+            grown = max(grown, min(float(remaining), 2 * self.limit) if learned else float(remaining))
+        self.limit = min(self.CEILING, grown)
 
     def limited(self) -> None:
         self.refused = True

@@ -186,6 +186,11 @@ def test_in_flight_limit_starts_at_one_grows_when_proven_halves_on_a_429_and_tak
     assert limit.allowed == 5  # after one, about one more per round of answers: 4 → 4.25 → 4.5 → 4.7 → 4.9 → 5.1
     limit.succeeded(12)  # an answer that says 12 are left
     assert limit.allowed == 12
+    limit.limited()
+    limit.succeeded(40, learned=True)  # a window learned from 429s says 40: it may be wrong, so at most twice over
+    assert limit.allowed == 12
+    limit.succeeded(40, learned=True)
+    assert limit.allowed == 24
 
 
 def test_a_key_with_a_request_in_flight_is_passed_over_until_it_ends() -> None:
