@@ -280,22 +280,27 @@ class KeyManager:
                 quota = _binding_quota(quota, slots.quota(sent))
             elif f"pace/{subject}" not in learned:
                 self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
-        finish = self._finish(key, quota if ok else None, sent, outcome.kind, part, lifts=quota is reported)
-        if ok:
+            finish = self._finish(key, quota, sent, outcome.kind, part, lifts=quota is reported)
             self._succeeded(key, quota, now, request, finish, part, sent)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
+            finish = self._finish(key, None, sent, outcome.kind, part)
             if request is not None:
                 self._store.log_request(request, finish)
             elif finish is not None:
                 self._store.end_lease(key.fingerprint, finish, now)
             return
+        # A penalty lands before the request's slot frees: a caller waiting for that slot must find the key (or
+        # the provider) resting, not free for the moment between the two (issue 23: callers that waited for a
+        # busy key were sent to it right after another caller's 429).
         fp, message = key.fingerprint, outcome.message
-        if outcome.scope in (Scope.PROVIDER, Scope.UPSTREAM):
-            self._store.record_failure(fp, now, message, streak=False, request=request, finish=finish)
+        provider_wide = outcome.scope in (Scope.PROVIDER, Scope.UPSTREAM)
+        transient = outcome.kind is OutcomeKind.TRANSIENT and not provider_wide
+        if provider_wide:
             self.pause_provider(key.provider, outcome, model if outcome.scope is Scope.UPSTREAM else None)
-            return
-        transient = outcome.kind is OutcomeKind.TRANSIENT
+        elif not transient:
+            self._penalise(key, outcome, sent, model)
+        finish = self._finish(key, None, sent, outcome.kind, part)
         streak = self._store.record_failure(fp, now, message, streak=transient, request=request, finish=finish)
         if transient:
             if streak % self._cooldowns.error_threshold == 0:  # every Nth consecutive error, not every one after
@@ -304,7 +309,10 @@ class KeyManager:
                 self._event(
                     now, key, EventKind.FAILED, f"{outcome.message} ({streak}/{self._cooldowns.error_threshold})"
                 )
-            return
+
+    def _penalise(self, key: ApiKey, outcome: Outcome, sent: float, model: str | None) -> None:
+        """Rest a rate-limited key (`_rate_limited`), or park one the provider refused (and its account's keys,
+        where the refusal is the account's)."""
         only = model if outcome.scope is Scope.MODEL else None  # the key rests for this model only
         if outcome.kind is OutcomeKind.RATE_LIMIT:
             self._rate_limited(key, outcome, sent, only, self._part(key.provider, only))

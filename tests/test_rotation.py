@@ -160,3 +160,22 @@ def test_secrets_used_for_groups_are_not_echoed(make_client: MakeClient) -> None
     client = make_client({"groq": 2}, GROQ_API_KEY_1_GROUP="acct", GROQ_API_KEY_2_GROUP="acct")
     text = repr(client.get_status_summary())
     assert all(s not in text for s in SECRETS["groq"])
+
+
+def test_a_caller_that_waited_for_a_busy_keys_slot_skips_it_once_another_callers_429_cooled_it(
+    sim: Simulator, make_client: MakeClient
+) -> None:
+    """Issue 23: callers that waited for a busy key's slot were sent to it after another caller's 429 had cooled
+    it. A waiting caller holds no key: when a slot frees it picks again, and a cooling key is not picked."""
+    client = make_client({"groq": 1})
+    sim.add_key("groq", SECRETS["groq"][0], "rate_limit", latency=0.6, name="groq:1")  # then answers, if asked
+
+    def call() -> str:
+        try:
+            return client.chat(USER_HELLO)
+        except AllKeysExhaustedError as exc:
+            return f"exhausted, retry in {exc.retry_in:.0f} s" if exc.retry_in is not None else "exhausted"
+
+    outcomes = in_threads(2, call)  # one takes the key (one request at a time: its quota is unknown)
+    assert [o.startswith("exhausted") for o in outcomes] == [True, True], outcomes
+    assert [r.status for r in sim.requests if r.provider == "groq"] == [429]  # the cooled key was never sent
