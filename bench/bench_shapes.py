@@ -57,6 +57,7 @@ NAMED: dict[str, Shape] = {
     "clock minute 20/60 s, remaining": Shape(C, H.REMAINING, size=20, length=60.0, windows=4),
     "sliding 5/2 s, remaining": Shape(S, H.REMAINING),
     "bucket 5/2 s, remaining": Shape(B, H.REMAINING),
+    "bucket 5/2 s, OpenRouter reset ms": Shape(B, H.RESET_MS),
     "fixed 5/2 s, OpenRouter reset ms + Retry-After": Shape(F, H.RESET_MS),
     "sliding 20/60 s, OpenRouter reset ms": Shape(S, H.RESET_MS, size=20, length=60.0, windows=4),
     "fixed 5/2 s, Groq (day count + try again in)": Shape(F, H.GROQ),
@@ -80,6 +81,9 @@ NAMED: dict[str, Shape] = {
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
 GAPS: dict[str, str] = {
+    "bucket 5/2 s, OpenRouter reset ms": "a token bucket learned as a sliding log: the first 429 reads the burst "
+    "and the refills during it as one window (9 per 2 s for 5 + 2.5/s), and each later 429 stretches the window by "
+    "one gap only: about eight 429s per key until it paces at the refill rate",
     "fixed 4/2 s, no hint": "hint-less: the backoff ladder's rests",
     "sliding 20/60 s, no hint": "hint-less: the backoff ladder's rests",
 }
