@@ -81,9 +81,6 @@ NAMED: dict[str, Shape] = {
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
 GAPS: dict[str, str] = {
-    "bucket 5/2 s, OpenRouter reset ms": "a token bucket learned as a sliding log: the first 429 reads the burst "
-    "and the refills during it as one window (9 per 2 s for 5 + 2.5/s), and each later 429 stretches the window by "
-    "one gap only: about eight 429s per key until it paces at the refill rate",
     "fixed 4/2 s, no hint": "hint-less: the backoff ladder's rests",
     "sliding 20/60 s, no hint": "hint-less: the backoff ladder's rests",
 }

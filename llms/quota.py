@@ -178,8 +178,13 @@ class SlotLog:
         log = self.times or tuple(seen)
         if self.size and self.length and len(log) >= self.size:
             # Refused though the log said a slot had freed: the provider's oldest slot frees later than learned (a
-            # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it.
+            # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it;
+            # and where the provider reopened lately (the last 429's moment), to the pace it kept since: `size`
+            # slots at the rate it admitted them (a token bucket read from its burst refills slower than that).
             length = max(self.length, now + hint - log[-self.size])
+            since, span = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN), now + hint - self.closed_until
+            if since and 0 < span <= 2 * self.length:
+                length = max(length, self.size * span / since)
             return replace(self, times=log, length=length, closed_until=now + hint)
         if not log or (self.length and hint < 0.1 * self.length):
             return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window

@@ -79,6 +79,18 @@ def test_a_hinted_429_teaches_a_sliding_window_then_each_slot_is_spent_as_it_fre
     assert log.limited(12.2, hint=0.01) == replace(log, length=pytest.approx(2.15), closed_until=12.2 + 0.01)
 
 
+def test_a_token_bucket_read_as_a_window_is_stretched_to_the_pace_it_refills_at() -> None:
+    """A bucket of 5 refilling 2.5 a second, first seen as 9 answers in 2 s (its burst and the refills during it).
+    Refused twice though the log said a slot had freed, 0.4 s apart with one answer between: the provider keeps 9
+    slots per 3.6 s, not per 2.2 — one stretch, where one gap per 429 took eight."""
+    burst = tuple(round(0.2 * i, 1) for i in range(9))  # answers sent at 0.0 … 1.6
+    log = SlotLog().limited(1.8, hint=0.2, seen=burst)
+    assert (log.size, log.length) == (9, pytest.approx(2.0))
+    log = log.succeeded(2.01).limited(2.21, hint=0.19)  # the window said a slot was free at 2.2: refused
+    log = log.succeeded(2.41).limited(2.61, hint=0.19)  # again: one answer admitted since it reopened at 2.4
+    assert log.length == pytest.approx(9 * (2.8 - 2.4) / 1, abs=0.05)
+
+
 def test_fixed_policy_is_the_original_rule() -> None:
     policy = FixedCooldown(3600)
     assert [policy.climb(Backoff(step)).rest for step in range(3)] == [3600] * 3
