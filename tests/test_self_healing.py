@@ -232,3 +232,27 @@ def test_a_first_429_on_a_shared_store_learns_from_every_process_s_answers(tmp_p
     second.record(key, Outcome(OutcomeKind.RATE_LIMIT, 429, "limited", retry_after=1.6), request=request)
     learned = SlotLog.of(second.document(f"slots/{key.fingerprint}"))
     assert learned.size == 4 and learned.length == pytest.approx(2.0, abs=0.01)
+
+
+def test_what_one_process_learned_reaches_another_through_the_index_and_an_old_store_is_indexed(
+    tmp_path: Path,
+) -> None:
+    """A window learned in one process is counted by another within `_PACED_REFRESH` (one read of the index, not
+    one per key); a store written before the index existed is searched once and indexed."""
+    clock = Clock()
+    keys = [ApiKey("openrouter", n, f"sk-or-v1-index-window-{n:04d}") for n in (1, 2)]
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    first, second = (
+        KeyManager({"openrouter": keys}, CooldownSettings(), store_from_url(url, failover=False), clock)
+        for _ in range(2)
+    )
+    assert first.acquire("openrouter") == keys[0]
+    first.record(keys[0], Outcome(OutcomeKind.RATE_LIMIT, 429, "limited", retry_after=2.0))
+    assert second.document("learned") == {"names": [f"slots/{keys[0].fingerprint}"]}
+    clock.advance(2.5)
+    assert f"slots/{keys[0].fingerprint}" in second._learned_about(clock())  # the other process counts it now
+    second.change_document("learned", lambda d: {})  # as a store from before the index
+    clock.advance(2.5)
+    third = KeyManager({"openrouter": keys}, CooldownSettings(), store_from_url(url, failover=False), clock)
+    assert f"slots/{keys[0].fingerprint}" in third._learned_about(clock())
+    assert third.document("learned") == {"names": [f"slots/{keys[0].fingerprint}"]}
