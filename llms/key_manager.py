@@ -28,7 +28,9 @@ log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
 LEASE_TTL = 10.0
 """Seconds an in-flight slot outlives a process that died holding it (at most the request timeout)."""
-_PACED_REFRESH = 2.0
+_PACED_REFRESH = 0.5
+"""Seconds between reads of what other processes learned: one read of one document, so often enough that their
+answers count toward a window another process learned within a fraction of it."""
 _LEARNED_INDEX = "learned"
 """The document that names every `pace/…` and `slots/…` document: what a process reads to learn what the others
 learned, one read whatever the number of keys."""
