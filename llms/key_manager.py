@@ -487,7 +487,8 @@ class KeyManager:
             for r in self._store.request_log(self._store.log_size)
             if r.key in members and r.outcome == OutcomeKind.OK.value and (not part or r.model == part)
         ]
-        return tuple(sorted({*mine, *theirs}))[-SLOTS_KEPT:] if theirs else mine
+        # The log holds this process's answers too (their times read a moment apart from `mine`: not merged).
+        return tuple(sorted(theirs))[-SLOTS_KEPT:] if len(theirs) >= len(mine) else mine
 
     @staticmethod
     def _rest_from(sent: float, wait: float, now: float) -> float:
