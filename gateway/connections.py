@@ -18,6 +18,7 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -163,8 +164,90 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._head_since = None
         self._stop_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # the request's fresh cycle (not an upgrade)
+            cycle.transport = _HeadWithBody(self.transport, cycle, self.loop)  # type: ignore[assignment]
+            cycle.scope[HANG_UP] = HangUp(cycle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_since = None
         self._stop_timer()
+        cycle = self.cycle
         super().connection_lost(exc)
+        hang_up = cycle.scope.get(HANG_UP) if cycle is not None else None
+        if hang_up is not None and cycle.disconnected:  # what the request's `receive()` now answers with
+            hang_up.fire()
+
+
+HANG_UP = "llm.gateway.hang_up"
+"""The scope key of a request's `HangUp`, on connections served by this module's protocol."""
+
+
+class HangUp:
+    """Who to tell when a request's connection closes: the moment its `receive()` would answer `http.disconnect`,
+    told by the connection itself, so the app needs no task per request awaiting `receive()` to learn it."""
+
+    __slots__ = ("_callbacks", "_cycle")
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def happened(self) -> bool:
+        return bool(self._cycle.disconnected)
+
+    def add(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def discard(self, callback: Callable[[], None]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def fire(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+class _HeadWithBody:
+    """The connection's transport as one request's response cycle sees it: the response's status line and headers
+    are held back and go out with the body's first bytes, in one write — one system call and one wakeup of the
+    caller instead of two (uvicorn writes them apart). An app that starts its response and is slow to send a body
+    gets its headers on the loop's next turn."""
+
+    __slots__ = ("_cycle", "_head_written", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._loop = loop
+        self._held: bytes | None = None
+        self._head_written = False
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif not self._head_written and self._cycle.response_started:  # the status line and headers
+            self._head_written = True
+            self._held = data
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

@@ -7,6 +7,7 @@ the shared store at scrape time (`SmartClient.provider_statuses()`), so every re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -72,6 +73,15 @@ class GatewayMetrics:
         )
         self.in_flight = Gauge("llm_gateway_in_flight", "Chat requests being served now", registry=self.registry)
         self.registry.register(_PoolCollector(statuses))
+        self._children: dict[tuple[Any, ...], Any] = {}
+        """Each labelled child once looked up (`labels()` checks and copies its labels every call)."""
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def finished(
         self,
@@ -83,15 +93,15 @@ class GatewayMetrics:
     ) -> None:
         """One chat request is over: its outcome, every key it tried, and how long it took."""
         provider = key_id.split(":", 1)[0] if key_id else NONE
-        self.requests.labels(provider, key_id or NONE, outcome).inc()
+        self._child(self.requests, provider, key_id or NONE, outcome).inc()
         for attempt in attempts:
             attempt_provider = attempt.key_id.split(":", 1)[0]
-            self.attempts.labels(attempt_provider, attempt.key_id, attempt.kind.value).inc()
+            self._child(self.attempts, attempt_provider, attempt.key_id, attempt.kind.value).inc()
             if attempt.kind is OutcomeKind.RATE_LIMIT:
-                self.rate_limits.labels(attempt_provider, attempt.key_id).inc()
+                self._child(self.rate_limits, attempt_provider, attempt.key_id).inc()
         if outcome == "exhausted":
             self.exhausted.inc()
-        self.latency.labels(provider, "true" if stream else "false").observe(seconds)
+        self._child(self.latency, provider, "true" if stream else "false").observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import struct
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -167,7 +167,7 @@ def parse_embeddings(body: bytes) -> ParsedEmbeddings:
 
 
 def embedding_id() -> str:
-    return f"embd-{uuid.uuid4().hex}"
+    return f"embd-{random_hex()}"
 
 
 def embeddings_body(model: str, result: EmbeddingResult, encoding_format: str) -> bytes:
@@ -257,7 +257,7 @@ def _messages(messages: Any) -> Any:
 
 
 def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+    return f"chatcmpl-{random_hex()}"
 
 
 def usage_dict(usage: Usage) -> dict[str, int]:
@@ -296,7 +296,10 @@ def finish_reason_of(result: ChatResult | None) -> str:
 
 
 class ChunkWriter:
-    """`chat.completion.chunk` SSE events of one streamed answer, all sharing id, created time and model."""
+    """`chat.completion.chunk` SSE events of one streamed answer, all sharing id, created time and model.
+
+    The fields every event repeats are encoded once, and a text piece's event is the piece's JSON string between
+    fixed bytes: the same bytes `dumps` writes for the whole chunk, for a fraction of its time."""
 
     def __init__(self, cid: str, model: str, include_usage: bool) -> None:
         self.cid = cid
@@ -304,7 +307,19 @@ class ChunkWriter:
         self.model = model
         self.include_usage = include_usage
 
-    def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @model.setter
+    def model(self, model: str) -> None:
+        self._model = model
+        self._head = (
+            f'{{"id":{_encode(self.cid)},"object":"chat.completion.chunk","created":{self.created},'
+            f'"model":{_encode(model)},"choices":'
+        )
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
         chunk: dict[str, Any] = {
             "id": self.cid,
             "object": "chat.completion.chunk",
@@ -315,13 +330,26 @@ class ChunkWriter:
         }
         if self.include_usage:
             chunk["usage"] = usage  # null on every chunk but the last, as OpenAI sends it
-        return b"data: " + dumps(chunk) + b"\n\n"
+        return chunk
+
+    def _event(
+        self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None, encoded: str | None = None
+    ) -> bytes:
+        """`data: <chunk>` (`encoded`: the choices' JSON, when the caller has it)."""
+        text = self._head + (_encode(choices) if encoded is None else encoded) + ',"system_fingerprint":null'
+        if self.include_usage:
+            text += ',"usage":' + _encode(usage)
+        try:
+            return b"data: " + text.encode() + b"}\n\n"
+        except UnicodeEncodeError:  # a lone surrogate somewhere: as `dumps` writes such a chunk
+            return b"data: " + dumps(self._chunk(choices, usage)) + b"\n\n"
 
     def first(self, text: str) -> bytes:
         return self._event([{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
 
     def piece(self, text: str) -> bytes:
-        return self._event([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
+        encoded = f'[{{"index":0,"delta":{{"content":{_encode(text)}}},"finish_reason":null}}]'
+        return self._event([{"index": 0, "delta": {"content": text}, "finish_reason": None}], encoded=encoded)
 
     def finish(self, result: ChatResult | None) -> bytes:
         """The closing events: the tool calls the answer asked for (one delta each, whole), the finish reason, the
@@ -357,11 +385,24 @@ def model_entry(model_id: str, owner: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""`json.dumps(data, ensure_ascii=False, separators=(",", ":"))`, without building an encoder per call."""
+_encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def dumps(data: Any) -> bytes:
     """Compact UTF-8 JSON. Text that has no UTF-8 form (a lone surrogate a caller sent as a model name, or a provider
     escaped into its answer) is written as a JSON escape instead of failing the answer."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = _encode(data)
     try:
         return text.encode()
     except UnicodeEncodeError:
-        return json.dumps(data, separators=(",", ":")).encode()
+        return _encode_ascii(data).encode()
+
+
+def random_hex() -> str:
+    """32 hex digits, as `uuid.uuid4().hex` (the version and variant bits set alike), for a third of its time."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.openai_format import ApiError, bad_request, dumps, flag, load_object, required_model
+from gateway.openai_format import ApiError, bad_request, dumps, flag, load_object, random_hex, required_model
 from llms.types import ChatRequest, ChatResult, Usage
 
 STATEFUL_FIELDS = {
@@ -303,11 +302,11 @@ def _echo_format(response_format: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def response_id() -> str:
-    return f"resp_{uuid.uuid4().hex}"
+    return f"resp_{random_hex()}"
 
 
 def _item_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{random_hex()}"
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import asyncio
 import ssl
 import threading
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TypeVar
 
 import aiohttp
@@ -37,21 +37,35 @@ class AsyncAnswer:
             raise NetworkFailure(f"answer in an unexpected content-encoding ({encoding[:20]!r})")
         self._wbits = 47 if encoding == "gzip" else 15
         self._inflate = zlib.decompressobj(self._wbits) if encoding in ("gzip", "deflate") else None
+        self._ended = False
+        self._pending = b""  # the start of a line whose end has not arrived
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The decoded body as it arrives; each wait ends at the deadline, each byte counts against the cap."""
-        content = self._response.content
+    async def next_bytes(self) -> list[bytes]:
+        """The decoded bytes that arrive next (several pieces when a compressed chunk inflates past one step; []:
+        the body has ended). Each wait ends at the deadline, each byte counts against the cap; what has arrived
+        already is taken without arming a timer (most answers arrive whole with their headers). Plain awaits, not
+        async generators: each of those cost a registration with the loop, per answer and per level."""
+        if self._ended:
+            return []
+        content, budget = self._response.content, self._budget
         try:
-            while raw := await within(self._budget, content.readany()):
-                if self._inflate is None:
-                    self._budget.count(len(raw))
-                    yield raw
-                    continue
-                data = self._inflate.decompress(raw, _STEP)
-                while data:
-                    self._budget.count(len(data))
-                    yield data
-                    data = self._inflate.decompress(self._inflate.unconsumed_tail, _STEP)
+            budget.timeout(None)  # past the deadline: `BudgetExceeded`, whether or not the bytes are here
+            raw = content.read_nowait()
+            if not raw and not content.at_eof():
+                raw = await within(budget, content.readany())
+            if not raw:
+                self._ended = True
+                return []
+            if self._inflate is None:
+                budget.count(len(raw))
+                return [raw]
+            pieces = []
+            data = self._inflate.decompress(raw, _STEP)
+            while data:
+                budget.count(len(data))
+                pieces.append(data)
+                data = self._inflate.decompress(self._inflate.unconsumed_tail, _STEP)
+            return pieces if pieces else [b""]  # a chunk that inflates to nothing yet is not the end
         except zlib.error:
             raise NetworkFailure(f"answer was not valid {'gzip' if self._wbits == 47 else 'deflate'}") from None
         except aiohttp.ClientError as exc:
@@ -59,20 +73,21 @@ class AsyncAnswer:
 
     async def read(self) -> bytes:
         """The whole decoded body; the connection goes back to the pool when it was read to the end."""
-        parts = [chunk async for chunk in self.chunks()]
+        parts: list[bytes] = []
+        while pieces := await self.next_bytes():
+            parts += pieces
         self._response.release()
         return b"".join(parts)
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """Lines of a streamed body (`\\r` stripped); the budget binds only while waiting, never between lines."""
-        pending = b""
-        async for piece in self.chunks():
-            pending += piece
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                yield line.rstrip(b"\r")
-        if pending:
-            yield pending.rstrip(b"\r")
+    async def next_lines(self) -> list[bytes]:
+        """The lines of a streamed body that arrive next, `\\r` stripped ([]: the body has ended; an unterminated
+        last line comes before that); the budget binds only while waiting, never between lines."""
+        while pieces := await self.next_bytes():
+            *lines, self._pending = (self._pending + b"".join(pieces)).split(b"\n")
+            if lines:
+                return [line.rstrip(b"\r") for line in lines]
+        tail, self._pending = self._pending, b""
+        return [tail.rstrip(b"\r")] if tail else []
 
     def close(self) -> None:
         """Drop the connection (a half-read answer cannot go back to the pool)."""

@@ -231,7 +231,7 @@ class OpenAICompatAdapter:
             payload["max_tokens"] = request.max_tokens + allowance
         if stream:
             payload["stream"] = True
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
+        return _encode_payload(payload).encode()
 
     def _headers_for(self, key: ApiKey) -> dict[str, str]:
         return {**self._headers, "Authorization": f"Bearer {key.secret}"}
@@ -337,13 +337,16 @@ class OpenAICompatAdapter:
     async def _apieces(self, answer: AsyncAnswer, reply: StreamReply, budget: Budget) -> AsyncIterator[str]:
         finished = False
         try:
-            async for raw in answer.lines():
-                texts = self._event(raw, reply, budget)
-                if texts is None:
-                    finished = True
-                    break
-                for text in texts:
-                    yield text
+            while not finished and (lines := await answer.next_lines()):
+                for raw in lines:
+                    if not raw:  # the blank line that ends each event
+                        continue
+                    texts = self._event(raw, reply, budget)
+                    if texts is None:
+                        finished = True
+                        break
+                    for text in texts:
+                        yield text
         except NETWORK_ERRORS as exc:
             raise ProviderError(network_outcome(exc, budget)) from None
         finally:
@@ -379,6 +382,10 @@ class QuotaHeaders:
             rest=rest,
             per_day=self.per_day,
         )
+
+
+_encode_payload = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+"""`json.dumps(payload, ensure_ascii=False, allow_nan=False)`, without building an encoder per request."""
 
 
 def _not_a_stream(status: int, headers: Mapping[str, str]) -> bool:
