@@ -285,7 +285,7 @@ class KeyManager:
                 quota = _binding_quota(quota, slots.quota(sent))
             elif f"pace/{subject}" not in learned:
                 self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
-            finish = self._finish(key, quota, sent, outcome.kind, part, lifts=quota is reported)
+            finish = self._finish(key, quota, sent, outcome.kind, part, learned=quota is not reported)
             self._succeeded(key, quota, now, request, finish, part, sent)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
@@ -336,7 +336,7 @@ class KeyManager:
         kind: OutcomeKind | None = None,
         part: str = "",
         *,
-        lifts: bool = True,
+        learned: bool = False,
     ) -> Finish | None:
         """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota.
         In the same step the outcome's `kind` moves the subject's in-flight limit: an answer grows it (to what
@@ -354,7 +354,7 @@ class KeyManager:
                 self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
-                    self._inflight_limits[subject].succeeded(at_once, learned=not lifts)
+                    self._inflight_limits[subject].succeeded(at_once, learned=learned)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._inflight_limits[subject].limited()
                 self._saturate(key, subject, part)
@@ -473,9 +473,9 @@ class KeyManager:
                 self.cool(other, rest, CooldownReason.RATE_LIMIT, why, model)
 
     def _seen(self, subject: str, key: ApiKey, part: str, now: float) -> tuple[float, ...]:
-        """When the subject's answers were sent, for a first 429 to learn its window from: this process's own and,
-        where the store is shared, every process's (its request log). One process of four sees a quarter of the
-        window, and a window learned that small is never corrected: the key stops before the real one fills.
+        """When the subject's answers were sent, for a first 429 to learn its window from: where the store is
+        shared, every process's (its request log), else this process's own. One process of four sees a quarter of
+        the window, and a window learned that small is never corrected: the key stops before the real one fills.
         Read once per subject, at the 429 that teaches it; later ones find it learned."""
         mine = tuple(self._unpaced.pop(subject, ()))
         learned = self._learned_about(now)
@@ -515,7 +515,7 @@ class KeyManager:
             new = name not in self._learned
             self._learned.add(name)
         if new:
-            self._store.change(_LEARNED_INDEX, lambda d: {"names": sorted({*(d.get("names") or ()), name})})
+            self._store.change(_LEARNED_INDEX, _indexing([name]))
 
     def _learned_about(self, now: float) -> set[str]:
         """The documents holding what was learned about subjects' hidden limits, whose successes must be counted.
@@ -533,7 +533,7 @@ class KeyManager:
                 candidates = [f"{kind}/{s}" for s in subjects for kind in ("pace", "slots")]
                 documents = self._store.documents(candidates)
                 names = [name for name, d in zip(candidates, documents, strict=True) if d]
-                self._store.change(_LEARNED_INDEX, lambda d: {"names": sorted({*(d.get("names") or ()), *names})})
+                self._store.change(_LEARNED_INDEX, _indexing(names))  # written even when empty: searched once
             with self._lock:
                 self._learned |= set(names)
         return self._learned
@@ -701,6 +701,11 @@ class KeyManager:
 
     def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))
+
+
+def _indexing(names: Iterable[str]) -> Callable[[Document], Document]:
+    """The change that adds `names` to the index of learned documents (`_LEARNED_INDEX`)."""
+    return lambda index: {"names": sorted({*(index.get("names") or ()), *names})}
 
 
 def _binding_quota(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:

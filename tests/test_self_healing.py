@@ -246,6 +246,8 @@ def test_what_one_process_learned_reaches_another_through_the_index_and_an_old_s
         KeyManager({"openrouter": keys}, CooldownSettings(), store_from_url(url, failover=False), clock)
         for _ in range(2)
     )
+    first._learned_about(clock())
+    assert first.document("learned") == {"names": []}  # nothing learned yet, and the search is not repeated
     assert first.acquire("openrouter") == keys[0]
     first.record(keys[0], Outcome(OutcomeKind.RATE_LIMIT, 429, "limited", retry_after=2.0))
     assert second.document("learned") == {"names": [f"slots/{keys[0].fingerprint}"]}

@@ -318,7 +318,7 @@ class RedisStore(StateStore):
         if found == -1 and self._pools.get(pool):
             log.warning("key state for %s is gone from Redis (restarted or flushed); registering the keys again", pool)
             for name, ids in self._pools.items():
-                self.register(name, ids, {k: g for k, g in self.shared_gates.items() if k in ids})
+                self.register(name, ids, {k: self.shared_gates[k] for k in ids if k in self.shared_gates})
             found = self._run(lambda: self._acquire(keys=keys, args=args))
         return found if isinstance(found, str) else None
 

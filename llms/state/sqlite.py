@@ -518,20 +518,13 @@ class SQLiteStore(StateStore):
 
     def busy_until(self, pool: str, now: float, part: str = "") -> tuple[str, float] | None:
         def read(db: sqlite3.Connection) -> tuple[str, float] | None:
+            leased = {name for (name,) in db.execute("SELECT DISTINCT fp FROM leases WHERE until > ?", (now,))}
             free = db.execute(
                 "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0", (pool, now)
             ).fetchall()
-            held = {fp: name for (fp,) in free if (name := self.gate(fp, part))}
-            leased = {
-                name
-                for (name,) in db.execute(
-                    f"SELECT DISTINCT fp FROM leases WHERE until > ? AND fp IN ({','.join('?' * len(held))})",
-                    (now, *held.values()),
-                )
-            }
             best: tuple[str, float] | None = None
-            for fp, name in held.items():
-                if name not in leased:
+            for (fp,) in free:
+                if (name := self.gate(fp, part)) not in leased:  # (leases are kept under gate names)
                     continue
                 gate = _gate(db, name)
                 gate.leases = dict(
