@@ -18,9 +18,9 @@ from typing import Any
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.clock import client_time
-from llms.cooldown import cooldown_policy
+from llms.cooldown import SLOT_MARGIN, cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
-from llms.quota import SLOT_MARGIN, SLOTS_KEPT, ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
+from llms.quota import SLOTS_KEPT, ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, group_gate, model_pool
 
@@ -279,7 +279,7 @@ class KeyManager:
             learned = self._learned_about(now)
             if f"pace/{subject}" in learned:
                 pacing = self._pace(subject, lambda p: p.succeeded(sent, self.policy))
-                quota = _binding_quota(quota, pacing.quota())
+                quota = _binding_quota(quota, pacing.quota(sent))
             if f"slots/{subject}" in learned:
                 slots = self._slots(subject, lambda log: log.succeeded(sent))
                 quota = _binding_quota(quota, slots.quota(sent))
@@ -449,11 +449,17 @@ class KeyManager:
         else:
             if self._resting_until(key, model, now) > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
-            seen = len(self._seen(subject, key, part, now))
-            pacing = self._pace(subject, lambda p: p.limited(now, self.policy, seen))
-            seconds = pacing.backoff.rest or self._cooldowns.rate_limit
+            seen = self._seen(subject, key, part, now)
+            pacing = self._pace(subject, lambda p: p.limited(sent, self.policy, seen))
             self._store.probe_next(key.fingerprint, part)
-            source = f"no hint; {self.policy.name} policy, step {pacing.backoff.step}"
+            backoff = pacing.backoff
+            seconds = max(0.0, self._rest_from(pacing.closed_until, 0.0, now))
+            if backoff.step == 0 and backoff.learned is None:  # the fixed policy: the original rule, exactly
+                seconds = backoff.rest or self._cooldowns.rate_limit
+            if backoff.step or backoff.learned is None:
+                source = f"no hint; {self.policy.name} policy, step {backoff.step}"
+            else:
+                source = f"no hint; back to the {backoff.learned:.3g} s window that works"
         self.cool(key, seconds, CooldownReason.RATE_LIMIT, source, model)
         for member in self._account(key)[1:]:
             self.cool(member, seconds, CooldownReason.RATE_LIMIT, f"shares a limit with {key.key_id}", model)

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from llms.cooldown import Backoff, CooldownPolicy
+from llms.cooldown import SLOT_MARGIN, Backoff, CooldownPolicy
 from llms.outcomes import QuotaHint
 from llms.state.base import Document, RequestLimits
 
@@ -79,15 +79,25 @@ class InFlightLimit:
         self.limit = max(1.0, self.limit / 2.0)
 
 
+SLOTS_KEPT = 256
+IDLE_GAP = 10.0
+"""An answer this long after the one before starts a new run: at a subject's first 429, only the latest run of
+answers counts toward the window that 429 met (an idle key's earlier answers belong to windows long past)."""
+
+
 @dataclass(frozen=True)
 class Pacing:
     """What was learned about one subject's hidden limit (a key, or a shared-limit group), for providers that
-    report no quota: the backoff ladder, and how many answers a window holds.
+    report no quota: how many answers a window holds, and how long it lasts.
 
-    The successes counted in a window that ended in a hint-less 429 are the window's size; answers still in
-    flight when the 429 came (they arrive during the rest) count toward the window that just closed. Once the
-    size is known, each success yields a `QuotaHint` (requests left, seconds of the learned rest), so the store's
-    in-flight gate and the key manager spend the window exactly and rest the key before the next 429.
+    A window's size is the answers counted from its opening (its first answer) to the 429 that met it; answers
+    still in flight when the 429 came count too. Its length is bracketed: a 429 sent `t` after the window opened
+    says it is longer than `t` (`shortest`); a try that goes through after a rest says it is at most that long
+    (`backoff.learned`). The policy's ladder climbs round lengths until a try goes through, then, while the key
+    spends its windows anyway, tries a shorter round length now and then (`probe`); a refused probe costs one
+    429 and the key keeps to the length that works. Once known, answers are kept to a sliding log — at most
+    `window` answers in any `learned` seconds — which spends a fixed window (its answers come in a burst) as
+    exactly as a sliding one; each success yields a `QuotaHint` so the key rests before the next 429.
 
     Kept in the store as a document and changed atomically (`StateStore.change`), so every process sharing the
     store counts one window and climbs one ladder.
@@ -95,52 +105,107 @@ class Pacing:
 
     backoff: Backoff = field(default_factory=Backoff)
     window: int | None = None
-    used: int = 0
+    times: tuple[float, ...] = ()
+    """When the subject's recent answers were sent, ascending."""
+    opened: float = 0.0
+    """When the current window opened: its first answer (the first after a rest)."""
+    shortest: float = 0.0
+    probe: float | None = None
     closed_until: float = 0.0
 
     @classmethod
     def of(cls, document: Document) -> Pacing:
         ladder = document.get("backoff") or [0, None, None]
-        return cls(Backoff(*ladder), document.get("window"), document.get("used", 0), document.get("closed", 0.0))
+        return cls(
+            Backoff(*ladder),
+            document.get("window"),
+            tuple(document.get("times", ())),
+            document.get("opened", 0.0),
+            document.get("shortest", 0.0),
+            document.get("probe"),
+            document.get("closed", 0.0),
+        )
 
     def document(self) -> Document:
         ladder = [self.backoff.step, self.backoff.rest, self.backoff.learned]
-        return {"backoff": ladder, "window": self.window, "used": self.used, "closed": self.closed_until}
+        return {
+            "backoff": ladder,
+            "window": self.window,
+            "times": list(self.times),
+            "opened": self.opened,
+            "shortest": self.shortest,
+            "probe": self.probe,
+            "closed": self.closed_until,
+        }
 
-    def limited(self, now: float, policy: CooldownPolicy, seen: int = 0) -> Pacing:
-        """A hint-less 429: one step up the ladder, and the current window closes for that step's rest.
+    def limited(self, sent: float, policy: CooldownPolicy, seen: Sequence[float] = ()) -> Pacing:
+        """A hint-less 429 for a request sent at `sent`; the rest ends at `closed_until`.
 
-        `seen`: successes the caller counted itself before anything was learned (the first 429 of a subject),
-        a first guess at the window's size that the next 429 corrects."""
-        backoff = policy.climb(self.backoff)
-        used = self.used or (seen if self.window is None else 0)
-        closed_until = now + (backoff.rest or 0)
-        return replace(self, backoff=backoff, window=used or self.window, used=used, closed_until=closed_until)
+        `seen`: when the answers the caller counted itself were sent, before anything was learned (the first 429
+        of a subject)."""
+        longest, pacing = self.backoff.learned, self
+        if longest is not None and not self.window:  # the length was found before any answer was counted
+            pacing = replace(self, window=sum(1 for t in self.times if t > sent - longest) or None)
+        if pacing.window and longest is not None and len(pacing.times) >= pacing.window:
+            first = pacing.times[-pacing.window]
+            if sent - first < longest:  # the log was full: a shorter length tried and refused, or requests raced
+                shortest = max(pacing.shortest, sent - first)
+                return replace(pacing, shortest=shortest, probe=None, closed_until=first + longest)
+        if pacing.backoff.step == 0:  # a first 429, or the learned window no longer holds: count this window
+            times = self.times or _latest_run(seen)
+            counted = [t for t in times if longest is None or t > sent - longest]  # its answers, as learned
+            opened = counted[0] if counted else sent
+            window = len(counted) or self.window
+            pacing = replace(self, backoff=Backoff(), window=window, times=times, opened=opened, shortest=0.0)
+        elapsed = max(0.0, sent - pacing.opened)
+        backoff = policy.climb(pacing.backoff, elapsed)
+        shortest, closed_until = max(pacing.shortest, elapsed), sent + (backoff.rest or 0.0)
+        return replace(pacing, backoff=backoff, shortest=shortest, probe=None, closed_until=closed_until)
 
-    def succeeded(self, now: float, policy: CooldownPolicy) -> Pacing:
-        pacing = replace(self, backoff=policy.settle(self.backoff))
-        if now < pacing.closed_until:  # a late answer from the window that just closed
-            used = pacing.used + 1
-            return replace(pacing, used=used, window=max(pacing.window, used) if pacing.window else None)
-        used = 1 if pacing.closed_until else pacing.used + 1
-        remaining = self._remaining(pacing.window, used, pacing.backoff.learned)
-        closed_until = now + (pacing.backoff.learned or 0) if remaining == 0 else 0.0
-        return replace(pacing, used=used, closed_until=closed_until)
+    def succeeded(self, sent: float, policy: CooldownPolicy) -> Pacing:
+        """An answer to a request sent at `sent`."""
+        before = self.times
+        times = tuple(sorted((*before, sent)))[-SLOTS_KEPT:]
+        if sent < self.closed_until:  # sent before the rest began: a late answer of the window a 429 closed
+            used = sum(1 for t in times if t >= self.opened)
+            return replace(self, times=times, window=max(self.window, used) if self.window else None)
+        pacing = replace(self, times=times)
+        if self.closed_until:  # the first answer after a rest: the window reopened
+            first = before[-self.window] if self.window and len(before) >= self.window else self.opened
+            length = sent - first
+            backoff = self.backoff
+            if backoff.step:
+                backoff = policy.settle(backoff, length)
+            elif backoff.learned is not None:
+                backoff = replace(backoff, learned=min(backoff.learned, length))
+            shortest = self.shortest if backoff.learned is None or self.shortest < backoff.learned else 0.0
+            pacing = replace(pacing, backoff=backoff, shortest=shortest, opened=sent, probe=None, closed_until=0.0)
+        learned, window = pacing.backoff.learned, pacing.window
+        if window and learned is not None and sum(1 for t in times if t > sent - learned) >= window:
+            # The log is full: rest until its first answer ages out (sooner, where a shorter length is tried).
+            probe = policy.probe(pacing.shortest, learned)
+            if probe is not None and times[-window] + probe <= sent:
+                probe = None  # already past: nothing to learn from the next answer
+            return replace(pacing, probe=probe, closed_until=times[-window] + (probe or learned))
+        return pacing
 
-    def quota(self) -> QuotaHint | None:
-        """What the window has left after the success that produced this state (None while nothing is learned)."""
-        remaining = self._remaining(self.window, self.used, self.backoff.learned)
-        return None if remaining is None else QuotaHint(remaining, self.backoff.learned)
+    def quota(self, now: float) -> QuotaHint | None:
+        """What the window has left at `now` (None while nothing is learned): requests, and seconds until the
+        rest ends or the oldest answer in it ages out."""
+        learned = self.backoff.learned
+        if self.window is None or learned is None:
+            return None
+        if self.closed_until > now:
+            return QuotaHint(0, self.closed_until - now)
+        recent = [t for t in self.times if t > now - learned]
+        left = max(0, self.window - len(recent))
+        return QuotaHint(left, (recent[0] + learned - now) if recent else learned)
 
-    @staticmethod
-    def _remaining(window: int | None, used: int, rest: float | None) -> int | None:
-        return None if window is None or rest is None else max(0, window - used)
 
-
-SLOT_MARGIN = 0.01
-"""Seconds added to the moment a limit frees (a slot, a window's reset, a hint's wait), so the provider has surely
-freed it when the key resumes: hints come rounded to the centisecond (Go durations) or the millisecond."""
-SLOTS_KEPT = 256
+def _latest_run(times: Sequence[float]) -> tuple[float, ...]:
+    """The answers after the last gap of `IDLE_GAP` or more."""
+    start = next((i for i in range(len(times) - 1, 0, -1) if times[i] - times[i - 1] >= IDLE_GAP), 0)
+    return tuple(times[start:])[-SLOTS_KEPT:]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, Redis
 
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
+from llms.cooldown import SLOT_MARGIN
 from llms.state import CooldownReason, StateError, store_from_url
 from llms.state.redis import LAYOUT
 from llms.state.sqlite import SCHEMA_VERSION
@@ -289,20 +290,22 @@ def test_clients_sharing_a_store_climb_one_ladder_and_count_one_window(
             return "exhausted"
 
     with first, second:
-        assert ask(first) == "exhausted"  # a hint-less 429: rest 1 s, the ladder's first step
-        clock.advance(1.5)
+        assert ask(first) == "exhausted"  # a hint-less 429: the ladder's first rung, 1 s after it
+        clock.advance(2.5)
         sim.set_steps(secret, "rate_limit_nohint")
         assert ask(second) == "exhausted"
         for client in (first, second):
             status = client.key_manager.statuses("openrouter")[0]
-            assert (status.backoff_step, status.cooldown_remaining) == (2, 2.0)  # not a fresh ladder at 1 s
+            assert status.backoff_step == 2  # not a fresh ladder at 1 s: the next rung, 5 s after the first 429
+            assert status.cooldown_remaining == pytest.approx(2.5 + SLOT_MARGIN, abs=0.05)
 
-        clock.advance(2.5)
+        clock.advance(3.0)
         sim.set_steps(secret, "ok", "ok", "ok", "rate_limit_nohint")
         assert [ask(c) for c in (first, second, first, second)] == ["openrouter:1"] * 3 + ["exhausted"]
-        assert second.key_manager.statuses("openrouter")[0].learned_rest == 2.0  # learned: 3 answers, 2 s rest
+        status = second.key_manager.statuses("openrouter")[0]
+        assert status.learned_rest == pytest.approx(5.5, abs=0.05)  # a window of 3 answers, at most 5.5 s long
 
-        clock.advance(2.5)
+        clock.advance(6.0)
         sim.set_steps(secret, "ok", "ok", "ok", then="rate_limit_nohint")
         calls = sim.calls()
         assert [ask(c) for c in (second, first, second, first)] == ["openrouter:1"] * 3 + ["exhausted"]

@@ -23,44 +23,68 @@ from llms.state.base import RequestRecord
 from simulator import Simulator
 
 
-def test_adaptive_ladder_doubles_caps_and_remembers_what_worked() -> None:
-    policy = AdaptiveCooldown(maximum=10.0, initial=1.0)
-    ladder = [Backoff()]
-    for _ in range(6):
-        ladder.append(policy.climb(ladder[-1]))
-    assert [b.rest for b in ladder[1:]] == [1, 2, 4, 8, 10, 10]
-    assert ladder[-1].step == 6
-    settled = policy.settle(ladder[-1])
-    assert settled.step == 0 and settled.learned == 10
-    assert policy.climb(settled).rest == 10  # starts where it worked last time
-    assert policy.settle(settled) == settled  # a success while not backing off changes nothing
+def test_the_adaptive_ladder_climbs_round_lengths_from_the_windows_opening_and_caps_at_the_maximum() -> None:
+    policy = AdaptiveCooldown(maximum=100.0)
+    assert policy.climb(Backoff(), 0.8) == Backoff(1, pytest.approx(0.2))  # the next try: 1 s after the opening
+    assert policy.climb(Backoff(1, 0.2), 1.0).rest == pytest.approx(1.0)  # refused at 1 s: 2 s
+    assert policy.climb(Backoff(2, 1.0), 2.0).rest == pytest.approx(3.0)  # then 5 s, 10 s, 30 s, 60 s, …
+    assert policy.climb(Backoff(5, 30.0), 60.0).rest == 60.0  # 120 s is past the maximum: the maximum
+    assert policy.settle(Backoff(3, 3.0), 5.01) == Backoff(0, None, 5.01)  # the try went through: at most 5.01 s
+    assert policy.settle(Backoff(0, None, 5.0), 9.0) == Backoff(0, None, 5.0)  # not backing off: nothing changes
 
 
-def test_learned_windows_count_late_answers_and_then_spend_each_window_exactly() -> None:
-    policy = AdaptiveCooldown(maximum=60.0, initial=2.0)
-    pacing = Pacing().limited(0.0, policy)  # the first hint-less 429: nothing counted yet, rest 2 s
-    assert pacing.window is None and pacing.closed_until == 2.0
-    for at in (2.1, 2.2, 2.3):
-        pacing = pacing.succeeded(at, policy)
-        assert pacing.quota() is None  # the rest worked (learned: 2 s), but the window's size is not known yet
-    pacing = pacing.limited(2.4, policy)  # the fourth request of the window earned a 429...
-    assert pacing.window == 3 and pacing.backoff.rest == 2.0
-    pacing = pacing.succeeded(2.5, policy)  # ...while a fifth was still in flight: size 4
-    assert pacing.window == 4 and pacing.quota() == QuotaHint(0, 2.0)
+def test_shorter_round_lengths_are_probed_between_what_failed_and_what_works() -> None:
+    policy = AdaptiveCooldown(maximum=3600.0)
+    assert policy.probe(1.0, 2.01) == 1.5
+    assert policy.probe(30.0, 60.01) == 45.0  # the middle of 40 and 45
+    assert policy.probe(1.5, 2.01) is None  # no round length between: keep to 2 s
+    assert policy.probe(5.0, 10.01) == 8.0  # per-minute buckets refill every 6 s or 12 s: those are tried too
+    assert policy.probe(0.0, 1.02) is None  # under 5 % faster is not worth a 429
+
+
+def test_a_hintless_window_is_bracketed_by_its_429s_and_then_spent_as_a_sliding_log() -> None:
+    """4 answers per 2 s window, sent from 0.0; the window met at 0.8 (a 429 sent then)."""
+    policy = AdaptiveCooldown(maximum=60.0)
+    pacing = Pacing().limited(0.8, policy, seen=(0.0, 0.2, 0.4))
+    assert (pacing.window, pacing.opened, pacing.shortest) == (3, 0.0, 0.8)
+    assert pacing.closed_until == pytest.approx(1.0)  # the first rung: 1 s after the window opened
+    pacing = pacing.succeeded(0.6, policy)  # still in flight when the 429 came: the window held 4
+    assert pacing.window == 4 and pacing.quota(0.9) is None  # its length is not known yet
+    pacing = pacing.limited(1.01, policy)  # refused 1.01 s after the opening: longer than that
+    assert pacing.shortest == pytest.approx(1.01) and pacing.closed_until == pytest.approx(2.0)
     hints = []
-    for at in (4.5, 4.6, 4.7, 4.8, 6.9):  # a new window: spent exactly, then the key rests before a 429
+    for at in (2.02, 2.23, 2.43, 2.63):  # the try at 2 s goes through: the window is at most 2.02 s long...
         pacing = pacing.succeeded(at, policy)
-        hints.append(pacing.quota())
-    assert hints == [QuotaHint(n, 2.0) for n in (3, 2, 1, 0, 3)]
-    assert Pacing.of(pacing.document()) == pacing  # what the store keeps is all there is
+        hints.append(pacing.quota(at))
+    assert pacing.backoff.learned == pytest.approx(2.02)
+    # ...and holds 4 answers in any 2.02 s: each slot is spent as the answer that took it ages out
+    assert hints[:3] == [
+        QuotaHint(0, pytest.approx(t + 2.02 - at)) for t, at in ((0.2, 2.02), (0.4, 2.23), (0.6, 2.43))
+    ]
+    assert pacing.probe == 1.5 and hints[3] == QuotaHint(0, pytest.approx(2.02 + 1.5 - 2.63))  # 1.5 s is tried
+    refused = pacing.limited(3.53, policy)  # too short: back to the length that works, no climb
+    assert refused.shortest == pytest.approx(1.51) and refused.backoff.step == 0
+    assert refused.closed_until == pytest.approx(2.02 + 2.02) and refused.probe is None
+    assert refused.succeeded(4.05, policy).probe is None  # nothing round is left between 1.51 and 2.02
+    assert Pacing.of(refused.document()) == refused  # what the store keeps is all there is
 
 
-def test_a_first_429_learns_from_the_successes_its_caller_counted_and_late_answers_add_to_them() -> None:
-    policy = AdaptiveCooldown(maximum=60.0, initial=2.0)
-    pacing = Pacing().limited(0.0, policy, seen=3)
-    assert (pacing.window, pacing.used) == (3, 3)
-    assert pacing.succeeded(0.5, policy).window == 4  # still in flight when the 429 came: the window held 4
-    assert Pacing(window=5, used=2).limited(0.0, policy, seen=9).window == 2  # once counting, the count wins
+def test_a_first_429_counts_only_the_latest_run_of_answers() -> None:
+    policy = AdaptiveCooldown(maximum=60.0)
+    idle_then_busy = (0.0, 30.0, 60.0, 100.0, 100.2, 100.4)  # a key used now and then, then a burst
+    pacing = Pacing().limited(100.6, policy, seen=idle_then_busy)
+    assert (pacing.window, pacing.opened) == (3, 100.0)
+    assert Pacing().limited(5.0, policy).window is None  # nothing counted: the ladder counts from the 429
+    assert Pacing().limited(5.0, policy).closed_until == pytest.approx(6.0)
+
+
+def test_a_window_that_no_longer_holds_what_was_learned_is_learned_again() -> None:
+    policy = AdaptiveCooldown(maximum=60.0)
+    pacing = Pacing(Backoff(0, None, 2.0), window=4, times=(0.0, 0.2, 0.4, 0.6), opened=0.0, shortest=1.0)
+    pacing = pacing.succeeded(2.7, policy)  # a new window...
+    pacing = pacing.limited(2.9, policy)  # ...refused after one answer though the log said three were left
+    assert (pacing.window, pacing.backoff.step, pacing.backoff.learned) == (1, 1, None)
+    assert pacing.closed_until == pytest.approx(3.7)  # climbing again from the window's opening at 2.7
 
 
 def test_a_hinted_429_teaches_a_sliding_window_then_each_slot_is_spent_as_it_frees() -> None:
@@ -93,8 +117,8 @@ def test_a_token_bucket_read_as_a_window_is_stretched_to_the_pace_it_refills_at(
 
 def test_fixed_policy_is_the_original_rule() -> None:
     policy = FixedCooldown(3600)
-    assert [policy.climb(Backoff(step)).rest for step in range(3)] == [3600] * 3
-    assert Pacing().limited(0.0, policy).succeeded(1.0, policy).quota() is None  # learns no windows
+    assert [policy.climb(Backoff(step), 1.0).rest for step in range(3)] == [3600] * 3
+    assert Pacing().limited(0.0, policy).succeeded(1.0, policy).quota(1.0) is None  # learns no windows
 
 
 @pytest.mark.parametrize("policy", ["fixed", "adaptive"])
@@ -146,9 +170,9 @@ def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClien
             pass
     key = client.key_manager.statuses("openrouter")[0]
     limited = [r for r in sim.requests if r.status == 429]
-    assert key.learned_rest is not None and 1.5 <= key.learned_rest <= 3.0
-    assert len(limited) <= 3  # a few probes while learning the rest and the window's size
-    assert not [r for r in limited if r.at > started + 3.5]  # then each window is spent exactly, without a 429
+    assert key.learned_rest is not None and 1.5 <= key.learned_rest <= 2.1  # at most the round length that worked
+    assert len(limited) <= 3  # the ladder's tries at 1 s and 2 s after the window opened, a refused 1.5 s probe
+    assert not [r for r in limited if r.at > started + 4.0]  # then each window is spent without a 429
     assert answers >= 6  # a fixed hour would have delivered 2
 
 
