@@ -34,14 +34,52 @@ def fresh(alerts: list[dict[str, Any]], seen_at: float | None) -> tuple[list[dic
     return sorted((a for a in alerts if a["at"] > seen_at), key=lambda a: a["at"]), max(latest, seen_at)
 
 
+LISTED = 5
+"""Key ids named in one toast; the rest are counted."""
+
+
+def listed(ids: list[str], most: int = LISTED) -> str:
+    """`groq:1, groq:2` or `groq:1, …, groq:5 and 64 more`."""
+    more = f" and {len(ids) - most} more" if len(ids) > most else ""
+    return ", ".join(ids[:most]) + more
+
+
+def grouped(alerts: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """The toasts for alerts seen in one look, as (text, opened): one per provider-wide alert, and one per kind
+    of key alert however many keys it names (disabling 69 keys is one toast, not 69)."""
+    kinds: dict[tuple[str, bool], list[str]] = {}
+    texts: dict[tuple[str, bool], str] = {}
+    toasts: list[tuple[str, bool]] = []
+    for alert in alerts:
+        opened = alert["state"] == "open"
+        key_id, _, words = alert["text"].partition(" (")
+        if not alert.get("id", "").startswith("key:") or ") is " not in words:
+            toasts.append((alert["text"], opened))
+            continue
+        kind = (words.split(") is ", 1)[1], opened)
+        kinds.setdefault(kind, []).append(key_id)
+        texts.setdefault(kind, alert["text"])
+    for (words, opened), found in kinds.items():
+        ids = sorted(found, key=_in_order)
+        toasts.append(
+            (texts[(words, opened)] if len(ids) == 1 else f"{len(ids)} keys are {words}: {listed(ids)}", opened)
+        )
+    return toasts
+
+
+def _in_order(key_id: str) -> tuple[str, int, str]:
+    """`groq:2` before `groq:10`."""
+    provider, _, number = key_id.rpartition(":")
+    return (provider, int(number), "") if number.isdigit() else (key_id, 0, key_id)
+
+
 @st.fragment(run_every=CHECK_SECONDS)
 def toasts(client: SmartClient) -> None:
     """Runs on every page: toasts what happened since the last look."""
     new, st.session_state[SEEN] = fresh(client.alerts(50), st.session_state.get(SEEN))
-    for alert in new:
-        opened = alert["state"] == "open"
+    for text, opened in grouped(new):
         st.toast(
-            md_escape(alert["text"]),
+            md_escape(text),
             icon=":material/notifications_active:" if opened else ":material/check_circle:",
             duration="long",
         )

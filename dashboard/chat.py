@@ -450,7 +450,8 @@ class Trail:
     key that simply answers leaves no trail.
     """
 
-    def __init__(self, client: SmartClient, wait: float | None = None) -> None:
+    def __init__(self, client: SmartClient, wait: float | None = None, holder: Any = None) -> None:
+        """`holder`: the `st.empty()` to draw into (the first of `answer_slots`); a new one by default."""
         self._heard: list[Attempt] = []
         self._shown = 0
         first = next((s.title for s in client.provider_statuses() if s.available), None)
@@ -458,7 +459,7 @@ class Trail:
             label = f"Waiting up to {countdown(wait)} for a key to free up …"
         else:
             label = f"Trying {first} …" if first else "Looking for a key …"
-        self._holder = st.empty()
+        self._holder = holder if holder is not None else st.empty()
         self._status = self._holder.status(md_escape(label), expanded=True)
         self._box = self._status.empty()
 
@@ -528,10 +529,11 @@ def take_retry(turns: Sequence[Turn]) -> float | None:
     return min(wait, MAX_RETRY_WAIT) if wait is not None else None
 
 
-def write_safely(pieces: Iterator[str]) -> str:
+def write_safely(pieces: Iterator[str], placeholder: Any = None) -> str:
     """Like `st.write_stream`, but the text so far is made safe (`safe_markdown`) each time it is redrawn, so an
-    image or link split across pieces is caught as well."""
-    placeholder = st.empty()
+    image or link split across pieces is caught as well. `placeholder`: the `st.empty()` to write into (the
+    text slot of `answer_slots`); a new one by default."""
+    placeholder = placeholder if placeholder is not None else st.empty()
     text = ""
     for piece in pieces:
         text += piece
@@ -581,15 +583,31 @@ def render_details(turn: Turn) -> None:
             st.dataframe(attempts_frame(turn.attempts), hide_index=True, width="stretch")
 
 
+def answer_slots() -> tuple[Any, Any, Any]:
+    """The places of an answer's parts in its bubble: the live trail, the text, and what goes under it.
+
+    While a run draws, the elements of the last run that it has not drawn over yet stay on screen, faded, until
+    it ends. An answer streamed in one run is drawn from the history in the next, while the next answer streams:
+    both draw it in these same places, so nothing of it is left over to show twice (its caption, or the error box
+    while a retry waits). Call inside the bubble; the trail's slot stays empty when redrawn from the history.
+    """
+    return st.empty(), st.empty(), st.container()
+
+
 def render_turn(turn: Turn) -> None:
     with st.chat_message(turn.role):
+        if turn.role == "assistant":
+            _trail, text, details = answer_slots()
+            if turn.text:
+                text.markdown(safe_markdown(turn.text))
+            with details:
+                render_details(turn)
+            return
         if turn.images:
             st.image([image.data for image in turn.images], width=240)
         if turn.text:
             st.markdown(safe_markdown(turn.text))
-        if turn.role == "assistant":
-            render_details(turn)
-        elif turn.warning:
+        if turn.warning:
             st.caption(f":material/broken_image: {md_escape(turn.warning)}")
 
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import pandas as pd
 import streamlit as st
 
+from dashboard.alerts import listed
 from dashboard.text import check_text, countdown, md_escape, pause_text, reason_text, reason_words, state_label
 from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient, StoreHealth, client_time
 
@@ -317,32 +318,61 @@ class SessionState(Protocol):
 
 
 TABLE_KEY = "status_keys"
-"""The key table's widget key: `st.session_state[TABLE_KEY]` holds its selection (row positions)."""
+"""The key table's widget key is this and a generation, `status_keys_3`: see `table_widget`."""
+_SELECTED = "status_selected_ids"
 _SHOWN = "status_shown_ids"
+_HELD = "status_grid_rows"
+_GENERATION = "status_table_generation"
+
+
+def table_key(state: SessionState) -> str:
+    """The key table's widget key now. A new one is a new grid in the browser, holding nothing of its own."""
+    return f"{TABLE_KEY}_{state.get(_GENERATION, 0)}"
 
 
 def selected_ids(state: SessionState) -> list[str]:
-    """The key ids selected in the table. Streamlit reports row positions in the table as last drawn; they are
-    turned into ids at once, because the next refresh may show other rows (a key recovered, the filter changed)."""
+    """The key ids selected, read before the table is drawn. The selection is kept by id; the grid reports row
+    positions in the table as it last drew it, which are turned into ids at once (the next refresh may show
+    other rows: a key recovered, the filter changed)."""
+    value = state.get(table_key(state))
+    if value is None:  # a grid not drawn yet under this key (new, or the page was left): it holds nothing
+        state[_HELD] = None
+        return list(state.get(_SELECTED) or [])
     shown: list[str] = state.get(_SHOWN) or []
-    selection = (state.get(TABLE_KEY) or {}).get("selection") or {}
-    return [shown[i] for i in selection.get("rows") or () if 0 <= i < len(shown)]
+    held = sorted(i for i in (value.get("selection") or {}).get("rows") or () if 0 <= i < len(shown))
+    state[_HELD] = held
+    state[_SELECTED] = [shown[i] for i in held]
+    return state[_SELECTED]
 
 
-def remember_rows(state: SessionState, rows: Sequence[Row], chosen: Sequence[str]) -> None:
-    """Before the table is drawn: note which ids it shows, and move the selection to the rows' new positions
-    (Streamlit forgets or misplaces a positional selection when the rows change under it)."""
+def table_widget(state: SessionState, rows: Sequence[Row], chosen: Sequence[str]) -> tuple[str, dict[str, Any] | None]:
+    """The key and the initial selection to draw the table with, so that the grid ticks exactly the chosen keys.
+
+    The browser's grid keeps its own selection by row position and never takes one set from Python as its own
+    (Streamlit draws such a selection, but the grid sends back what it held before with the next rerun). So
+    the selection is never set on a drawn grid: when the chosen keys would sit at other positions than the grid
+    holds (rows moved, or the page cleared the selection), the table gets a fresh key, a grid of its own that
+    starts from `selection_default`. Otherwise the key stays, and with it the grid's scroll and sort.
+    """
     ids = [r.key.key_id for r in rows]
     where = {key_id: i for i, key_id in enumerate(ids)}
     positions = sorted(where[k] for k in chosen if k in where)
-    current = ((state.get(TABLE_KEY) or {}).get("selection") or {}).get("rows") or []
-    if list(current) != positions or state.get(_SHOWN) != ids:
-        state[TABLE_KEY] = {"selection": {"rows": positions, "columns": [], "cells": []}}
+    held = state.get(_HELD)
+    if held is not None and held != positions:
+        state[_GENERATION] = state.get(_GENERATION, 0) + 1
+        held = None
+    state[_HELD] = positions
     state[_SHOWN] = ids
+    state[_SELECTED] = [ids[i] for i in positions]
+    default = {"selection": {"rows": positions, "columns": [], "cells": []}} if held is None and positions else None
+    return table_key(state), default
 
 
 def clear_selection(state: SessionState) -> None:
-    state[TABLE_KEY] = {"selection": {"rows": [], "columns": [], "cells": []}}
+    """After a bulk action: nothing selected, and a fresh grid, so a second click cannot repeat the action."""
+    state[_SELECTED] = []
+    state[_HELD] = None
+    state[_GENERATION] = state.get(_GENERATION, 0) + 1
 
 
 # --- charts and events ------------------------------------------------------------------------------------------
@@ -397,14 +427,14 @@ def disable_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
     if not key_ids:
         return "No key selected."
     client.disable_key(*key_ids)
-    return f"Disabled {_plural(len(key_ids))}: {', '.join(key_ids)}. They stay out of rotation until Enable."
+    return f"Disabled {_plural(len(key_ids))}: {listed(list(key_ids))}. They stay out of rotation until Enable."
 
 
 def enable_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
     if not key_ids:
         return "No key selected."
     client.enable_key(*key_ids)
-    return f"Enabled {_plural(len(key_ids))}: {', '.join(key_ids)}."
+    return f"Enabled {_plural(len(key_ids))}: {listed(list(key_ids))}."
 
 
 def reset_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
@@ -413,7 +443,7 @@ def reset_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
         return "No key selected."
     for key_id in key_ids:
         client.reset_key(key_id)
-    return f"Reset {_plural(len(key_ids))}: {', '.join(key_ids)}."
+    return f"Reset {_plural(len(key_ids))}: {listed(list(key_ids))}."
 
 
 def test_keys(client: SmartClient, key_ids: Sequence[str] | None) -> str:

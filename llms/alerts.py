@@ -56,7 +56,13 @@ def incidents(providers: Sequence[ProviderState]) -> dict[str, Incident]:
     configured = [p for p in providers if p.total]
     for provider in configured:
         for key in provider.keys:
-            if not key.available and key.reason in PARKED_REASONS:
+            if key.disabled:  # its own words: an operator took it out, it is neither parked nor back in rotation
+                found[f"key:{key.key_id}"] = Incident(
+                    f"key:{key.key_id}",
+                    f"{key.key_id} ({key.hint}) is {STATE_WORDS['disabled']}",
+                    f"{key.key_id} ({key.hint}) is enabled and back in rotation",
+                )
+            elif not key.available and key.reason in PARKED_REASONS:
                 found[f"key:{key.key_id}"] = Incident(
                     f"key:{key.key_id}",
                     f"{key.key_id} ({key.hint}) is {STATE_WORDS[key.reason]}",

@@ -29,9 +29,17 @@ if prompt is not None:
 if prompt is not None or wait is not None:
     messages = chat.build_messages(turns, options.system_prompt)
     with st.chat_message("assistant"):
-        trail = chat.Trail(client, wait)
+        trail_slot, text_slot, details = chat.answer_slots()  # where the history draws it on the next run
+        trail = chat.Trail(client, wait, holder=trail_slot)
         answer = chat.stream_answer(
-            client, messages, options, chat.write_safely, keep=turns.append, wait=wait, trail=trail
+            client,
+            messages,
+            options,
+            lambda pieces: chat.write_safely(pieces, text_slot),
+            keep=turns.append,
+            wait=wait,
+            trail=trail,
         )
-        chat.render_details(answer)
+        with details:
+            chat.render_details(answer)
 chat.retry_button(turns)

@@ -26,8 +26,20 @@ st.caption(
 )
 
 
+NOTICES = "status_notices"
+
+
 def notify(text: str) -> None:
-    st.toast(md_escape(text), icon=":material/info:")
+    """Say what a button did. Buttons call this from their callbacks, where nothing may be drawn (a callback of
+    the live part runs inside its fragment's rerun): the message waits in the session for `show_notices`."""
+    st.session_state.setdefault(NOTICES, []).append(text)
+
+
+def show_notices() -> None:
+    """Toast the messages the buttons left, once each; called from the live part's body, which every run of
+    this page draws (a button of the live part reruns only that part)."""
+    for text in st.session_state.pop(NOTICES, []):
+        st.toast(md_escape(text), icon=":material/info:")
 
 
 def reset_everything(providers: Sequence[str] | None = None) -> None:
@@ -55,6 +67,7 @@ def reload_keys() -> None:
 @st.fragment(run_every=status.REFRESH_SECONDS)
 def live_status() -> None:
     """Only this part reruns on the timer; it builds frames for the rows shown, not for every key."""
+    show_notices()
     now = client_time()
     statuses = client.provider_statuses()
     store = client.store_health()
@@ -77,7 +90,7 @@ def live_status() -> None:
     search = st.text_input("Search", key="status_search", placeholder="key id, hint or group", width=360)
     chosen = status.selected_ids(st.session_state)
     rows = status.shown_rows(status.rows_of(statuses, now), choice, search, keep=chosen)
-    status.remember_rows(st.session_state, rows, chosen)
+    grid, ticked = status.table_widget(st.session_state, rows, chosen)
     pauses = {s.provider: s.pause for s in summaries if s.pause}
     event = st.dataframe(
         status.key_frame(rows, now, checks["results"], pauses),
@@ -85,9 +98,10 @@ def live_status() -> None:
         hide_index=True,
         width="stretch",
         placeholder="—",
-        key=status.TABLE_KEY,
+        key=grid,
         on_select="rerun",
         selection_mode="multi-row",
+        selection_default=ticked,
     )
     if not rows:
         st.caption("No key needs attention." if choice == status.NEEDS_ATTENTION else "No key matches.")

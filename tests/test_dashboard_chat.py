@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -161,6 +162,41 @@ def test_abandoned_run_frees_the_key_once_the_failover_ends(env: pytest.MonkeyPa
         assert not backend.client.key_manager.busy(), "the worker closed the stream: no slot left taken"
     finally:
         backend.close()
+
+
+# --- no ghosts: an answer is redrawn where it was drawn -------------------------------------------------------------
+
+
+def left_over(drawn: Any, redrawn: Any, path: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
+    """Places where the run that drew `drawn` put an element and the next run, drawing `redrawn`, puts none:
+    until that run ends, the browser keeps showing the old element there, faded (a ghost)."""
+    found = []
+    for index, child in drawn.children.items():
+        there = redrawn.children.get(index)
+        if there is None:
+            found.append((*path, index))
+        elif hasattr(child, "children") and hasattr(there, "children"):
+            found += left_over(child, there, (*path, index))
+    return found
+
+
+def test_an_answer_is_redrawn_in_place_so_nothing_of_it_shows_twice(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """While the next answer streams, the previous one's caption was drawn twice (one faded), and the error box
+    twice while a retry waited: the history drew an answer in other places than the run that streamed it."""
+    use_keys(env, sim, {"groq": 2}, steps={"groq:1": ["rate_limit"]})  # a trail, a badge, a caption, attempts
+    at = chat(app().run(), "Hello")
+    streamed = at.chat_message[-1]
+    assert streamed.caption and trail(at) is not None
+    at.run()  # the next run (the next message's, or a retry's) draws it from the history first
+    assert at.chat_message[-1].caption[0].value == streamed.caption[0].value
+    assert left_over(streamed, at.chat_message[-1]) == []
+
+    sim.set_steps(SECRETS["groq"][1], "rate_limit")  # now every key cools: an error box and Retry
+    chat(at, "Again")
+    failed = at.chat_message[-1]
+    assert failed.error
+    at.run()
+    assert left_over(failed, at.chat_message[-1]) == []
 
 
 # --- retry after exhaustion ---------------------------------------------------------------------------------------

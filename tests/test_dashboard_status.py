@@ -2,7 +2,8 @@
 the simulator over real HTTP (the dashboard's client is built from env vars, as in tests/test_dashboard.py).
 
 AppTest cannot tick dataframe rows, but a keyed `st.dataframe`'s selection lives in `st.session_state[key]`,
-which AppTest may set before a run: the tests select rows that way and then click the real buttons.
+which AppTest may set before a run, as the browser's grid sends it with a rerun: the tests select rows that way
+and then click the real buttons.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import streamlit as st
@@ -18,9 +20,11 @@ from streamlit.testing.v1 import AppTest
 
 from config.settings import load_settings
 from dashboard import status
+from dashboard.alerts import grouped
 from dashboard.client import get_client
 from dashboard.text import state_label
 from llms import KeyStatus, ProviderStatus, SmartClient
+from llms.alerts import advance, incidents
 from llms.state import CooldownReason, store_from_url
 from simulator import Simulator
 from tests.conftest import SECRETS
@@ -184,10 +188,34 @@ def status_page(at: AppTest) -> AppTest:
     return at
 
 
+def grid(at: AppTest) -> Any:
+    """The key table as last drawn (its widget key carries a generation: `status_keys_3`)."""
+    return next(d for d in at.dataframe if (d.key or "").startswith(status.TABLE_KEY))
+
+
 def table(at: AppTest) -> dict[str, str]:
     """Key id → state as the key table shows it."""
-    frame = next(d for d in at.dataframe if d.key == status.TABLE_KEY).value
+    frame = grid(at).value
     return dict(zip(frame["Key"], frame["State"], strict=True))
+
+
+def ticked(at: AppTest) -> list[int]:
+    """The rows a fresh grid starts with ticked (its `selection_default`; none for a grid that keeps its own)."""
+    default = grid(at).proto.selection_default
+    return json.loads(default)["selection"]["rows"] if default else []
+
+
+def notices(at: AppTest) -> list[str]:
+    """What the page's own buttons said (alerts raise toasts too, with other icons)."""
+    return [t.value for t in at.toast if t.icon == ":material/info:"]
+
+
+def selected_caption(at: AppTest) -> str:
+    return next(c.value for c in at.caption if "selected: " in c.value or c.value.startswith("Tick rows"))
+
+
+def bulk_buttons_enabled(at: AppTest) -> list[bool]:
+    return [not b.disabled for b in at.button if b.label in ("Reset", "Test", "Disable", "Enable")]
 
 
 def show(at: AppTest, choice: str) -> None:
@@ -195,14 +223,14 @@ def show(at: AppTest, choice: str) -> None:
     assert not at.exception, at.exception
 
 
-def select(at: AppTest, *key_ids: str) -> None:
-    """Tick rows by key id, as a browser would: positions in the table as last drawn."""
-    shown = list(table(at))
-    at.session_state[status.TABLE_KEY] = {
-        "selection": {"rows": [shown.index(k) for k in key_ids], "columns": [], "cells": []}
-    }
+def select(at: AppTest, *key_ids: str) -> str:
+    """Tick rows by key id, as a browser would: positions in the table as last drawn, under the grid's key.
+    Returns that key."""
+    shown, key = list(table(at)), grid(at).key
+    at.session_state[key] = {"selection": {"rows": [shown.index(k) for k in key_ids], "columns": [], "cells": []}}
     at.run()
     assert not at.exception, at.exception
+    return key
 
 
 def click(at: AppTest, label: str) -> None:
@@ -247,7 +275,7 @@ def test_bulk_disable_and_enable_act_on_exactly_the_selected_keys(env: pytest.Mo
     assert "2 selected: groq:2, groq:4" in [c.value for c in at.caption]
     click(at, "Disable")
     assert disabled_ids(client) == {"groq:2", "groq:4"}
-    assert at.toast[0].value.startswith("Disabled 2 keys: groq:2, groq:4")
+    assert notices(at)[0].startswith("Disabled 2 keys: groq:2, groq:4")
     settings = load_settings(dict(os.environ), dotenv_path=None)
     with SmartClient(settings, store=store_from_url(settings.state_url)) as other:  # another process's view
         assert disabled_ids(other) == {"groq:2", "groq:4"}
@@ -269,13 +297,68 @@ def test_selection_follows_the_key_when_rows_move(env: pytest.MonkeyPatch, sim: 
     cool(client, "groq:1", "groq:3")
     at.run()
     assert list(table(at)) == ["groq:1", "groq:3"]
-    select(at, "groq:3")
+    before = select(at, "groq:3")
+    assert ticked(at) == [] and grid(at).key == before, "the grid keeps the tick it sent"
     client.reset_key("groq:1")  # groq:1 leaves the "needs attention" table: groq:3 moves up a row
     at.run()
     assert list(table(at)) == ["groq:3"]
-    assert at.session_state[status.TABLE_KEY]["selection"]["rows"] == [0]
+    assert grid(at).key != before and ticked(at) == [0], "a fresh grid, starting with groq:3 ticked"
+    assert selected_caption(at) == "1 selected: groq:3"
+    at.run()  # the fresh grid sends nothing of its own yet: the selection stays
+    assert selected_caption(at) == "1 selected: groq:3"
     click(at, "Disable")
     assert disabled_ids(client) == {"groq:3"}
+
+
+def test_rows_changing_below_the_selection_keep_the_grid(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """A new grid loses the operator's scroll and sort: only a selection that would move earns one."""
+    use_keys(env, sim, {"groq": 3})
+    at = status_page(app().run())
+    client = get_client()
+    cool(client, "groq:1", "groq:3")
+    at.run()
+    key = select(at, "groq:1")
+    client.reset_key("groq:3")
+    at.run()
+    assert list(table(at)) == ["groq:1"] and grid(at).key == key
+    assert selected_caption(at) == "1 selected: groq:1"
+
+
+def test_a_cleared_selection_stays_cleared_whatever_the_grid_sends_back(
+    env: pytest.MonkeyPatch, sim: Simulator
+) -> None:
+    """The browser's grid draws a selection set from Python but keeps its own, and sends that back with the next
+    rerun: after Reset cleared the selection, the next refresh read "1 selected" with no row ticked, and the
+    buttons acted on it. The page never sets a drawn grid's selection: a cleared one is a fresh grid."""
+    use_keys(env, sim, {"groq": 3})
+    at = status_page(app().run())
+    client = get_client()
+    show(at, status.ALL)
+    key = select(at, "groq:2")
+    sent = at.session_state[key]
+    click(at, "Reset")
+    assert "Reset 1 key: groq:2" in notices(at)[0]
+    assert selected_caption(at).startswith("Tick rows") and not any(bulk_buttons_enabled(at))
+    at.session_state[key] = sent  # what the old grid still holds, sent with the next refresh
+    at.run()
+    assert selected_caption(at).startswith("Tick rows"), "a selection nobody ticked"
+    assert not any(bulk_buttons_enabled(at))
+    assert grid(at).key != key and ticked(at) == []
+    select(at, "groq:3")  # the fresh grid works as any
+    click(at, "Disable")
+    assert disabled_ids(client) == {"groq:3"}
+
+
+def test_returning_to_the_page_ticks_what_stayed_selected(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """Another page drops the grid; coming back, a new grid in the browser starts from the kept selection."""
+    use_keys(env, sim, {"groq": 2})
+    at = status_page(app().run())
+    show(at, status.ALL)
+    select(at, "groq:2")
+    at.switch_page("pages/chat.py").run()
+    status_page(at)
+    show(at, status.ALL)
+    assert selected_caption(at) == "1 selected: groq:2" and ticked(at) == [1]
 
 
 def test_reset_all_leaves_invalid_keys_parked_unless_asked(env: pytest.MonkeyPatch, sim: Simulator) -> None:
@@ -289,7 +372,7 @@ def test_reset_all_leaves_invalid_keys_parked_unless_asked(env: pytest.MonkeyPat
     assert table(at) == {"groq:1": "🔴 invalid", "groq:3": "🟠 rate-limited", "groq:4": "⚫ disabled"}
     click(at, "Reset all")
     assert table(at) == {"groq:1": "🔴 invalid", "groq:4": "⚫ disabled"}
-    assert "Left 1 key parked" in at.toast[0].value
+    assert "Left 1 key parked" in notices(at)[0]
     at.checkbox(key="status_include_parked").check().run()
     click(at, "Reset all")
     assert table(at) == {"groq:4": "⚫ disabled"}, "reset never enables"
@@ -305,7 +388,7 @@ def test_reload_keys_reads_the_environment_again_without_a_restart(env: pytest.M
     env.setenv("GROQ_API_KEY_3", SECRETS["groq"][2])
     env.delenv("GROQ_API_KEY_2")
     click(at, "Reload keys")
-    assert "Added: groq:3. Removed: groq:2." in at.toast[0].value
+    assert "Added: groq:3. Removed: groq:2." in notices(at)[0]
     assert availability(at)["Groq"] == "1/2"
     assert table(at) == {"groq:1": "🔴 invalid"}  # a key that stays keeps its state
 
@@ -320,6 +403,53 @@ def test_alerts_are_listed_on_the_status_page(env: pytest.MonkeyPatch, sim: Simu
     assert not any(secret in alerts.to_string() for secret in SECRETS["groq"])
 
 
+def test_key_alerts_of_one_look_are_one_toast_per_kind() -> None:
+    ids = [f"groq:{i}" for i in range(1, 70)]
+    new = [
+        {"id": f"key:{k}", "state": "open", "text": f"{k} (gsk…{k[-1] * 4}) is disabled by an operator"} for k in ids
+    ]
+    new.append(
+        {"id": "provider:Groq", "state": "open", "text": "Groq has no key available: 69 disabled by an operator"}
+    )
+    new.append({"id": "key:groq:70", "state": "resolved", "text": "groq:70 (gsk…0000) is back in rotation"})
+    assert grouped(new) == [
+        ("Groq has no key available: 69 disabled by an operator", True),
+        ("69 keys are disabled by an operator: groq:1, groq:2, groq:3, groq:4, groq:5 and 64 more", True),
+        ("groq:70 (gsk…0000) is back in rotation", False),
+    ]
+
+
+def test_a_disabled_key_is_neither_parked_nor_back_in_rotation() -> None:
+    """Disabling 69 revoked keys announced 69 times "… is back in rotation", enabling them 69 "parked" alerts."""
+    revoked = provider("groq", key("groq:1", "invalid_key", 86_400.0), key("groq:2"))
+    disabled = provider("groq", key("groq:1", disabled=True), key("groq:2"))
+    document = advance({}, incidents([revoked]), NOW)
+    assert [a["text"] for a in document["new"]] == ["groq:1 (gro…1111) is parked as invalid"]
+    document = advance(document, incidents([disabled]), NOW + 1)
+    assert document["new"] == [], "still out of rotation: nothing to announce"
+    document = advance(document, incidents([revoked]), NOW + 2)
+    assert document["new"] == [], "enabled, and still parked"
+    fresh = advance({}, incidents([disabled]), NOW)
+    assert [a["text"] for a in fresh["new"]] == ["groq:1 (gro…1111) is disabled by an operator"]
+    ended = advance(fresh, incidents([provider("groq", key("groq:1"), key("groq:2"))]), NOW + 1)
+    assert [a["text"] for a in ended["new"]] == ["groq:1 (gro…1111) is enabled and back in rotation"]
+
+
+def test_a_bulk_action_is_one_toast(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 8})
+    at = status_page(app().run())
+    show(at, status.ALL)
+    select(at, *(f"groq:{i}" for i in range(1, 8)))
+    click(at, "Disable")
+    assert notices(at) == [
+        "Disabled 7 keys: groq:1, groq:2, groq:3, groq:4, groq:5 and 2 more. They stay out of rotation until Enable."
+    ]
+    alerts = [t.value.replace("\\", "") for t in at.toast if t.icon != ":material/info:"]
+    at.run()  # alerts raised after this run's look would be toasted in the next
+    alerts += [t.value.replace("\\", "") for t in at.toast if t.icon != ":material/info:"]
+    assert alerts == ["7 keys are disabled by an operator: groq:1, groq:2, groq:3, groq:4, groq:5 and 2 more"]
+
+
 def test_per_provider_reset(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"openrouter": 2, "groq": 2})
     at = status_page(app().run())
@@ -328,7 +458,7 @@ def test_per_provider_reset(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     at.run()
     click(at, "Reset Groq")
     assert table(at) == {"openrouter:1": "🟠 rate-limited"}
-    assert "reset" in next(d for d in at.dataframe if d.key != status.TABLE_KEY).value["Event"].tolist()
+    assert "reset" in next(d for d in at.dataframe if d.key is None and "Event" in d.value).value["Event"].tolist()
 
 
 def test_test_buttons_check_in_the_background_and_show_the_last_verdict(
@@ -340,7 +470,7 @@ def test_test_buttons_check_in_the_background_and_show_the_last_verdict(
     show(at, status.ALL)
     select(at, "groq:1", "groq:2")
     click(at, "Test")
-    assert at.toast[0].value.startswith("Checking 2 keys in the background")
+    assert notices(at)[0].startswith("Checking 2 keys in the background")
     deadline = time.monotonic() + 10
     while client.checks()["running"] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -350,7 +480,7 @@ def test_test_buttons_check_in_the_background_and_show_the_last_verdict(
     assert frame.loc["groq:2", "Last check"].startswith("❌ invalid key (HTTP 401)")
     assert frame.loc["groq:2", "State"] == "🔴 invalid"  # a check is recorded like any other call
     click(at, "Test all keys")
-    assert at.toast[0].value.startswith(("Checking every key", "A check run is still going"))
+    assert notices(at)[0].startswith(("Checking every key", "A check run is still going"))
 
 
 @pytest.mark.slow
@@ -399,7 +529,7 @@ def test_the_key_table_names_the_models_a_key_rests_for(env: pytest.MonkeyPatch,
     chat(at, "Hello")
     status_page(at)
     show(at, status.ALL)
-    frame = next(d for d in at.dataframe if d.key == status.TABLE_KEY).value.set_index("Key")
+    frame = grid(at).value.set_index("Key")
     assert frame.loc["groq:1", "State"] == state_label("available")
     assert frame.loc["groq:1", "Models resting"].startswith("openai/gpt-oss-120b (rate-limited, ")
     assert frame.loc["groq:2", "Models resting"] == ""
