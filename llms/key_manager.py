@@ -449,7 +449,7 @@ class KeyManager:
         else:
             if self._resting_until(key, model, now) > now:
                 return  # a concurrent request already earned this 429's rest: don't climb the ladder twice
-            seen = self._seen(subject, key, part, now)
+            seen = self._seen(subject, key, part, now, recount=True)
             pacing = self._pace(subject, lambda p: p.limited(sent, self.policy, seen))
             self._store.probe_next(key.fingerprint, part)
             backoff = pacing.backoff
@@ -478,14 +478,17 @@ class KeyManager:
                 why = f"{key.provider} answered 429 on most keys at once"
                 self.cool(other, rest, CooldownReason.RATE_LIMIT, why, model)
 
-    def _seen(self, subject: str, key: ApiKey, part: str, now: float) -> tuple[float, ...]:
+    def _seen(self, subject: str, key: ApiKey, part: str, now: float, *, recount: bool = False) -> tuple[float, ...]:
         """When the subject's answers were sent, for a first 429 to learn its window from: where the store is
         shared, every process's (its request log), else this process's own. One process of four sees a quarter of
         the window, and a window learned that small is never corrected: the key stops before the real one fills.
-        Read once per subject, at the 429 that teaches it; later ones find it learned."""
+        Read once per subject, at the 429 that teaches it, or, `recount`, at every hint-less one: another process
+        writes its answers to the learned window only once it has read that the window exists."""
         mine = tuple(self._unpaced.pop(subject, ()))
         learned = self._learned_about(now)
-        if not self._store.SHARED or f"slots/{subject}" in learned or f"pace/{subject}" in learned:
+        if not self._store.SHARED:
+            return mine
+        if not recount and (f"slots/{subject}" in learned or f"pace/{subject}" in learned):
             return mine
         members = {m.fingerprint for m in self._account(key)}
         theirs = [

@@ -141,22 +141,25 @@ class Pacing:
     def limited(self, sent: float, policy: CooldownPolicy, seen: Sequence[float] = ()) -> Pacing:
         """A hint-less 429 for a request sent at `sent`; the rest ends at `closed_until`.
 
-        `seen`: when the answers the caller counted itself were sent, before anything was learned (the first 429
-        of a subject)."""
-        longest, pacing = self.backoff.learned, self
-        if longest is not None and not self.window:  # the length was found before any answer was counted
-            pacing = replace(self, window=sum(1 for t in self.times if t > sent - longest) or None)
+        `seen`: when the subject's answers were sent, as the caller counted them: its own before anything was
+        learned (the first 429 of a subject), or every process's (a shared store's request log), which replace
+        the answers this log holds."""
+        if sent < self.closed_until:  # sent before the current rest ends: the window that already closed
+            return self
+        longest = self.backoff.learned
+        pacing = replace(self, times=tuple(seen)[-SLOTS_KEPT:]) if seen else self
+        if longest is not None and not pacing.window:  # the length was found before any answer was counted
+            pacing = replace(pacing, window=sum(1 for t in pacing.times if t > sent - longest) or None)
         if pacing.window and longest is not None and len(pacing.times) >= pacing.window:
             first = pacing.times[-pacing.window]
             if sent - first < longest:  # the log was full: a shorter length tried and refused, or requests raced
                 shortest = max(pacing.shortest, sent - first)
                 return replace(pacing, shortest=shortest, probe=None, closed_until=first + longest)
         if pacing.backoff.step == 0:  # a first 429, or the learned window no longer holds: count this window
-            times = self.times or _latest_run(seen)
-            counted = [t for t in times if longest is None or t > sent - longest]  # its answers, as learned
-            opened = counted[0] if counted else sent
-            window = len(counted) or self.window
-            pacing = replace(self, backoff=Backoff(), window=window, times=times, opened=opened, shortest=0.0)
+            times = pacing.times
+            counted = [t for t in times if t > sent - longest] if longest is not None else list(_latest_run(times))
+            opened, window = (counted[0] if counted else sent), len(counted) or pacing.window
+            pacing = replace(pacing, backoff=Backoff(), window=window, opened=opened, shortest=0.0)
         elapsed = max(0.0, sent - pacing.opened)
         backoff = policy.climb(pacing.backoff, elapsed)
         shortest, closed_until = max(pacing.shortest, elapsed), sent + (backoff.rest or 0.0)
