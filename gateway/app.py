@@ -290,25 +290,12 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
             raise ApiError(400, "Malformed Content-Length header.", code="invalid_request")
         if int(declared) > limit:
             raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    receive = request.receive
+    hang_up: HangUp | None = request.scope.get(HANG_UP)
+    if hang_up is not None and hang_up.body_arrived:  # nothing is left to wait for: no deadline to arm
+        return await _receive_body(request.receive, limit)
     try:
         async with asyncio.timeout(timeout):
-            while True:  # `request.stream()`'s loop, without an async generator per request
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                if message["type"] != "http.request":
-                    continue
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                if chunk:
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
+            return await _receive_body(request.receive, limit)
     except TimeoutError:
         raise ApiError(
             408,
@@ -316,7 +303,27 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
             code="request_timeout",
             headers={"Connection": "close"},
         ) from None
-    return b"".join(chunks)
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes:
+    """`request.stream()`'s loop, without an async generator per request; 413 past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _header(request: Request, name: bytes) -> str | None:

@@ -197,6 +197,11 @@ class HangUp:
     def happened(self) -> bool:
         return bool(self._cycle.disconnected)
 
+    @property
+    def body_arrived(self) -> bool:
+        """Whether the request's whole body has been read off the connection (its `receive()` has it now)."""
+        return not self._cycle.more_body
+
     def add(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
 
@@ -211,36 +216,39 @@ class HangUp:
 
 
 class _HeadWithBody:
-    """The connection's transport as one request's response cycle sees it: the response's status line and headers
-    are held back and go out with the body's first bytes, in one write — one system call and one wakeup of the
-    caller instead of two (uvicorn writes them apart). An app that starts its response and is slow to send a body
-    gets its headers on the loop's next turn."""
+    """The connection's transport as one request's response cycle sees it: what the response writes in one turn of
+    the event loop goes out in one write — its status line and headers with the body's first bytes, and a stream's
+    events that were ready together (a provider's stream usually arrives in one read) — at the end of that turn, or
+    at once when the response's last bytes are written. One system call and one wakeup of the caller instead of one
+    per piece: uvicorn writes the headers apart, and a stream's events one by one. An app that starts its response
+    and is slow to send a body gets its headers on the loop's next turn."""
 
-    __slots__ = ("_cycle", "_head_written", "_held", "_loop", "_transport")
+    __slots__ = ("_cycle", "_held", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, cycle: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._cycle = cycle
         self._loop = loop
-        self._held: bytes | None = None
-        self._head_written = False
+        self._held: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
         held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.write(held + data)
-        elif not self._head_written and self._cycle.response_started:  # the status line and headers
-            self._head_written = True
-            self._held = data
+        if held is None:
+            self._held = held = []
             self._loop.call_soon(self._flush)
-        else:
-            self._transport.write(data)
+        held.append(data)
+        cycle = self._cycle
+        if cycle.chunked_encoding:  # the last chunk (a chunk that only looks like it is sent early: no harm)
+            last = data.endswith(b"0\r\n\r\n")
+        else:  # uvicorn counts a body's bytes off before writing them
+            last = cycle.response_started and cycle.expected_content_length == 0
+        if last:
+            self._flush()
 
     def _flush(self) -> None:
         held, self._held = self._held, None
-        if held is not None and not self._transport.is_closing():
-            self._transport.write(held)
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def close(self) -> None:
         self._flush()

@@ -133,6 +133,7 @@ def uvicorn_config(app: Starlette, host: str, port: int, settings: GatewaySettin
         port=port,
         http=guarded_protocol(settings, cap),
         access_log=False,  # a line per request costs throughput; /metrics counts requests instead
+        proxy_headers=False,  # nothing here reads the caller's address or scheme: no X-Forwarded-* parsing per request
         log_level="warning",
         timeout_graceful_shutdown=5,
         server_header=False,

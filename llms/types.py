@@ -72,8 +72,11 @@ def validate_messages(messages: Any) -> tuple[Message, ...]:
     if all(m["role"] == "system" for m in messages):
         raise ValueError("messages must contain at least one user or assistant message")
     copied = tuple(dict(m) for m in messages)
-    for i, message in enumerate(copied):
-        _check_encodable(i, message)
+    try:
+        _encode_checked(copied)  # the whole conversation at once; message by message only to say which one fails
+    except (TypeError, ValueError, RecursionError):
+        for i, message in enumerate(copied):
+            _check_encodable(i, message)
     return copied
 
 
@@ -101,7 +104,7 @@ def _check_encodable(i: int, message: Message) -> None:
     inside the adapter, after a key was taken, and read as that key's transient error: one bad message would rest
     every key of the pool in turn."""
     try:
-        json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
+        _encode_checked(message)
     except UnicodeEncodeError as exc:
         bad = exc.object[exc.start : exc.end]
         raise ValueError(
@@ -111,6 +114,15 @@ def _check_encodable(i: int, message: Message) -> None:
         raise ValueError(f"messages[{i}] is nested too deeply to be sent as JSON") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"messages[{i}] cannot be sent as JSON ({exc})") from None
+
+
+def _encode_checked(value: Any) -> None:
+    """`json.dumps(value, ensure_ascii=False, allow_nan=False).encode()`, as an adapter sends it, with one encoder
+    kept (`json.dumps` with options builds an encoder per call)."""
+    _encode_strict(value).encode()
+
+
+_encode_strict = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def _validate_content(i: int, content: Any) -> None:

@@ -181,8 +181,9 @@ def _gemini_embeddings(model: str | None, version: str, action: str, data: Any) 
     )
 
 
-def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
-    """Map a request to a provider call, or None for an unknown route."""
+def _route(method: str, path: str, query: str, data: Any) -> Call | None:
+    """Map a request (`data`: its body as JSON, None when it has none or is not JSON) to a provider call, or None
+    for an unknown route."""
     for provider, prefix, probe in (
         ("openrouter", _OR_PREFIX, "key"),
         ("groq", _GROQ_PREFIX, "models"),
@@ -191,9 +192,8 @@ def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
         if path.startswith(prefix):
             rest = path[len(prefix) :]
             if method == "POST" and rest == "embeddings":
-                return _openai_embeddings(provider, loads(body))
+                return _openai_embeddings(provider, data)
             if method == "POST" and rest == "chat/completions":
-                data = loads(body)
                 last, words, image, valid = _openai_parse(data)
                 model = data.get("model") if isinstance(data, dict) else None
                 stream = isinstance(data, dict) and data.get("stream") is True
@@ -221,9 +221,8 @@ def _route(method: str, path: str, query: str, body: bytes) -> Call | None:
         return None
     version, model, action = match.groups()
     if action in ("batchEmbedContents", "embedContent") and method == "POST":
-        return _gemini_embeddings(model, version, action, loads(body))
+        return _gemini_embeddings(model, version, action, data)
     if action and method == "POST":
-        data = loads(body)
         last, words, image, valid = _gemini_parse(data)
         stream = action == "streamGenerateContent"
         sse = "alt=sse" in query
@@ -369,12 +368,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_sim/"):
             self._write(self._control(path, body))
             return
-        call = _route(self.command, path, query, body)
+        data = loads(body)  # once: what the route reads is what the log keeps (neither changes it)
+        call = _route(self.command, path, query, data)
         if call is None:
             self._write(json_reply(404, {"error": {"code": 404, "message": f"Not found: {self.command} {path}"}}))
             return
         secret = self._secret(call.provider, query)
-        plan = sim._admit(call, secret, raw, path, loads(body))
+        plan = sim._admit(call, secret, raw, path, data)
         if plan.latency > 0:
             time.sleep(plan.latency)
         if plan.step is Step.DROP:
@@ -457,6 +457,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(head + reply.body)
                 return
             delay = latency / len(events) if latency > 0 else 0.0
+            if not delay:  # nothing to wait for between events: the same bytes in one write (one system call)
+                frames = [b"%x\r\n%s\r\n" % (len(e), e) for e in events] if chunked else events
+                self.wfile.write(b"".join([head, *frames, b"0\r\n\r\n" if chunked else b""]))
+                return
             for i, event in enumerate(events):
                 frame = b"%x\r\n%s\r\n" % (len(event), event) if chunked else event
                 self.wfile.write(head + frame if i == 0 else frame)
