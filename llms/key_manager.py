@@ -454,7 +454,7 @@ class KeyManager:
             self._store.probe_next(key.fingerprint, part)
             backoff = pacing.backoff
             seconds = max(0.0, self._rest_from(pacing.closed_until, 0.0, now))
-            if backoff.step == 0 and backoff.learned is None:  # the fixed policy: the original rule, exactly
+            if self.policy.name == "fixed":  # the original rule, exactly: the hour from the 429
                 seconds = backoff.rest or self._cooldowns.rate_limit
             if backoff.step or backoff.learned is None:
                 source = f"no hint; {self.policy.name} policy, step {backoff.step}"

@@ -184,7 +184,7 @@ class Pacing:
             shortest = self.shortest if backoff.learned is None or self.shortest < backoff.learned else 0.0
             pacing = replace(pacing, backoff=backoff, shortest=shortest, opened=sent, probe=None, closed_until=0.0)
         learned, window = pacing.backoff.learned, pacing.window
-        if window and learned is not None and sum(1 for t in times if t > sent - learned) >= window:
+        if window and learned is not None and _sliding_quota(times, window, learned, sent).remaining == 0:
             # The log is full: rest until its first answer ages out (sooner, where a shorter length is tried).
             probe = policy.probe(pacing.shortest, learned)
             if probe is not None and times[-window] + probe <= sent:
@@ -200,15 +200,24 @@ class Pacing:
             return None
         if self.closed_until > now:
             return QuotaHint(0, self.closed_until - now)
-        recent = [t for t in self.times if t > now - learned]
-        left = max(0, self.window - len(recent))
-        return QuotaHint(left, (recent[0] + learned - now) if recent else learned)
+        return _sliding_quota(self.times, self.window, learned, now)
 
 
 def _latest_run(times: Sequence[float]) -> tuple[float, ...]:
     """The answers after the last gap of `IDLE_GAP` or more."""
     start = next((i for i in range(len(times) - 1, 0, -1) if times[i] - times[i - 1] >= IDLE_GAP), 0)
-    return tuple(times[start:])[-SLOTS_KEPT:]
+    return tuple(times[start:])
+
+
+def _sliding_quota(times: Sequence[float], size: int, length: float, now: float) -> QuotaHint:
+    """A sliding log of at most `size` answers in any `length` seconds, answers sent at `times` (ascending): slots
+    left at `now`, and seconds until the next one frees."""
+    recent = [t for t in times if t > now - length]
+    left = size - len(recent)
+    if left > 0:
+        return QuotaHint(left, (recent[0] + length - now) if recent else length)
+    frees = recent[len(recent) - size] + length  # the key manager adds `SLOT_MARGIN` to the rest
+    return QuotaHint(0, max(0.0, frees - now))
 
 
 @dataclass(frozen=True)
@@ -275,12 +284,7 @@ class SlotLog:
         """Slots left now and seconds until one frees (None while nothing is learned)."""
         if self.size is None or self.length is None:
             return None
-        recent = [t for t in self.times if t > now - self.length]
-        left = self.size - len(recent)
-        if left > 0:
-            return QuotaHint(left, (recent[0] + self.length - now) if recent else self.length)
-        frees = recent[len(recent) - self.size] + self.length  # the key manager adds `SLOT_MARGIN` to the rest
-        return QuotaHint(0, max(0.0, frees - now))
+        return _sliding_quota(self.times, self.size, self.length, now)
 
 
 def _densest(times: Sequence[float], length: float) -> int:
