@@ -19,9 +19,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,3 +236,42 @@ def main(title: str, run: Callable[[], Result], rows: Callable[[Result], list[Ro
 def _write(path: str | None, data: Result) -> None:
     if path:
         Path(path).write_text(json.dumps(data, indent=2, default=str))
+
+
+def fail_fast_load(
+    call: Callable[[], object],
+    caught: tuple[type[BaseException], ...],
+    *,
+    threads: int,
+    seconds: float,
+    pause: float,
+    join: bool = True,
+) -> tuple[int, Counter[str]]:
+    """`threads` callers as most code is written: call until `seconds` from now, pausing `pause` after an error.
+    Returns (answers returned, errors by type). `join=False` counts at the end without waiting for calls still
+    in flight (one waiting for a key would only delay the count)."""
+    answered, errors, lock = Counter[str](), Counter[str](), threading.Lock()
+    end = time.monotonic() + seconds
+
+    def worker() -> None:
+        while time.monotonic() < end:
+            try:
+                call()
+            except caught as exc:
+                with lock:
+                    errors[type(exc).__name__] += 1
+                time.sleep(min(pause, max(0.0, end - time.monotonic())))
+            else:
+                with lock:
+                    answered["n"] += 1
+
+    workers = [threading.Thread(target=worker, name=f"bench-load-{i}", daemon=True) for i in range(threads)]
+    for t in workers:
+        t.start()
+    if join:
+        for t in workers:
+            t.join()
+    else:
+        time.sleep(max(0.0, end - time.monotonic()))
+    with lock:
+        return answered["n"], Counter(errors)

@@ -83,8 +83,8 @@ STORES = ("sqlite", "redis")
 STORE_NAMES = {"sqlite": "SQLite", "redis": "Redis"}
 
 _WORKER = """
-import json, logging, os, sys, threading, time
-from collections import Counter
+import json, logging, os, sys
+from bench._common import fail_fast_load
 from config.settings import load_settings
 from llms import LLMError, SmartClient
 env, seconds, threads, pause = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
@@ -95,26 +95,17 @@ class Count(logging.Handler):
             fallbacks.append(record.getMessage()[-160:])
 logging.getLogger("llms.state").addHandler(Count())
 client = SmartClient(load_settings(env, dotenv_path=None))
-answers, errors, lock = [0], Counter(), threading.Lock()
 print("ready", flush=True)
 sys.stdin.readline()
-end = time.monotonic() + seconds
-def work():
-    while time.monotonic() < end:
-        try:
-            client.complete([{"role": "user", "content": "Hello"}])
-        except LLMError as exc:
-            with lock:
-                errors[type(exc).__name__] += 1
-            time.sleep(min(pause, max(0.0, end - time.monotonic())))
-        else:
-            with lock:
-                answers[0] += 1
-for i in range(threads):
-    threading.Thread(target=work, daemon=True).start()
-time.sleep(seconds)
-with lock:
-    print(json.dumps({"answers": answers[0], "errors": dict(errors), "fallbacks": len(fallbacks)}), flush=True)
+answers, errors = fail_fast_load(
+    lambda: client.complete([{"role": "user", "content": "Hello"}]),
+    (LLMError,),
+    threads=threads,
+    seconds=seconds,
+    pause=pause,
+    join=False,
+)
+print(json.dumps({"answers": answers, "errors": dict(errors), "fallbacks": len(fallbacks)}), flush=True)
 os._exit(0)  # calls still waiting for a key (up to 2 s by default) would only delay the next run
 """
 

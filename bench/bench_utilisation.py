@@ -20,8 +20,6 @@ used late).
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from bench._common import (
     MESSAGES,
     Result,
     Row,
+    fail_fast_load,
     litellm_router,
     litellm_version,
     main,
@@ -92,31 +91,9 @@ SLIDING_GEMINI = Scenario("sliding_gemini", "gemini", 5, True, sliding=True)
 """The same in Gemini's wire format (the hint is `RetryInfo.retryDelay` in a `RESOURCE_EXHAUSTED` error)."""
 
 
-def _load(call: Callable[[], object], caught: tuple[type[BaseException], ...]) -> tuple[int, Counter[str]]:
-    """THREADS threads calling for DURATION + START_SLACK; returns (answers returned, errors by type)."""
-    answered = Counter[str]()
-    errors = Counter[str]()
-    lock = threading.Lock()
-    end = time.monotonic() + DURATION + START_SLACK
-
-    def worker() -> None:
-        while time.monotonic() < end:
-            try:
-                call()
-            except caught as exc:
-                with lock:
-                    errors[type(exc).__name__] += 1
-                time.sleep(min(ERROR_PAUSE, max(0.0, end - time.monotonic())))
-            else:
-                with lock:
-                    answered["n"] += 1
-
-    threads = [threading.Thread(target=worker, name=f"bench-load-{i}") for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return answered["n"], errors
+def _fail_fast(call: Callable[[], object], caught: tuple[type[BaseException], ...]) -> tuple[int, Counter[str]]:
+    """THREADS callers for DURATION + START_SLACK; (answers returned, errors by type)."""
+    return fail_fast_load(call, caught, threads=THREADS, seconds=DURATION + START_SLACK, pause=ERROR_PAUSE)
 
 
 def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> Result:
@@ -136,12 +113,12 @@ def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> R
         )
         if contender == "litellm":
             router = litellm_router(sim, scenario.provider, secrets)
-            returned, errors = _load(lambda: router.completion(model="chat", messages=MESSAGES), (Exception,))
+            returned, errors = _fail_fast(lambda: router.completion(model="chat", messages=MESSAGES), (Exception,))
         else:
             client = smart_client({**env, "LLM_COOLDOWN_POLICY": policy} if policy else env)
             if scenario.provider == "gemini":  # the SDK's import (a second, once per process) is not the test
                 import google.genai  # noqa: F401
-            returned, errors = _load(lambda: client.complete(MESSAGES, wait=WINDOW), (LLMError,))
+            returned, errors = _fail_fast(lambda: client.complete(MESSAGES, wait=WINDOW), (LLMError,))
             # diagnostic: provider-wide "storm" rests (one event per key rested, so count distinct moments)
             storms = {round(e.at, 2) for e in client.events(100_000) if "at once" in e.detail}
             client.close()
