@@ -31,6 +31,11 @@ WORTH_PROBING = 0.95
 SLOT_MARGIN = 0.01
 """Seconds added to the moment a limit frees (a slot, a window's reset, a hint's wait), so the provider has surely
 freed it when the key resumes: hints come rounded to the centisecond (Go durations) or the millisecond."""
+TRY_MARGIN = 0.05
+"""Seconds a hint-less try (a rung, a shorter length) aims past the length it tries. Its moment is counted from the
+window's first answer as this client saw it leave, which a busy threaded client notes some milliseconds before the
+request is on the wire; nothing in a bare 429 corrects it, and a try refused at the very length it tried would
+teach that the window is longer than it is (a 2 s window kept as 3 s, for good)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ class AdaptiveCooldown:
     def climb(self, backoff: Backoff, elapsed: float) -> Backoff:
         """Rest until the next rung after `elapsed` (never longer than the maximum)."""
         rung = next((length for length in ROUND_LENGTHS if length > elapsed), None)
-        rest = self._maximum if rung is None else min(rung - elapsed, self._maximum)
+        rest = self._maximum if rung is None else min(rung - elapsed + TRY_MARGIN, self._maximum)
         return Backoff(backoff.step + 1, rest, backoff.learned)
 
     def settle(self, backoff: Backoff, length: float) -> Backoff:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from llms.cooldown import SLOT_MARGIN, Backoff, CooldownPolicy
+from llms.cooldown import SLOT_MARGIN, TRY_MARGIN, Backoff, CooldownPolicy
 from llms.outcomes import QuotaHint
 from llms.state.base import Document, RequestLimits
 
@@ -189,7 +189,8 @@ class Pacing:
             probe = policy.probe(pacing.shortest, learned)
             if probe is not None and times[-window] + probe <= sent:
                 probe = None  # already past: nothing to learn from the next answer
-            return replace(pacing, probe=probe, closed_until=times[-window] + (probe or learned))
+            length = learned if probe is None else probe + TRY_MARGIN
+            return replace(pacing, probe=probe, closed_until=times[-window] + length)
         return pacing
 
     def quota(self, now: float) -> QuotaHint | None:

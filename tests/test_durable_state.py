@@ -17,7 +17,7 @@ from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, Redis
 
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
-from llms.cooldown import SLOT_MARGIN
+from llms.cooldown import SLOT_MARGIN, TRY_MARGIN
 from llms.state import CooldownReason, StateError, store_from_url
 from llms.state.redis import LAYOUT
 from llms.state.sqlite import SCHEMA_VERSION
@@ -297,7 +297,7 @@ def test_clients_sharing_a_store_climb_one_ladder_and_count_one_window(
         for client in (first, second):
             status = client.key_manager.statuses("openrouter")[0]
             assert status.backoff_step == 2  # not a fresh ladder at 1 s: the next rung, 5 s after the first 429
-            assert status.cooldown_remaining == pytest.approx(2.5 + SLOT_MARGIN, abs=0.05)
+            assert status.cooldown_remaining == pytest.approx(2.5 + TRY_MARGIN + SLOT_MARGIN, abs=0.05)
 
         clock.advance(3.0)
         sim.set_steps(secret, "ok", "ok", "ok", "rate_limit_nohint")

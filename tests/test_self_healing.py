@@ -13,7 +13,7 @@ from conftest import USER_HELLO, Clock, MakeClient
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms import AllKeysExhaustedError
-from llms.cooldown import AdaptiveCooldown, Backoff, FixedCooldown
+from llms.cooldown import TRY_MARGIN, AdaptiveCooldown, Backoff, FixedCooldown
 from llms.key_manager import KeyManager
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.prober import Prober
@@ -25,10 +25,11 @@ from simulator import Simulator
 
 def test_the_adaptive_ladder_climbs_round_lengths_from_the_windows_opening_and_caps_at_the_maximum() -> None:
     policy = AdaptiveCooldown(maximum=100.0)
-    assert policy.climb(Backoff(), 0.8) == Backoff(1, pytest.approx(0.2))  # the next try: 1 s after the opening
-    assert policy.climb(Backoff(1, 0.2), 1.0).rest == pytest.approx(1.0)  # refused at 1 s: 2 s
-    assert policy.climb(Backoff(2, 1.0), 2.0).rest == pytest.approx(3.0)  # then 5 s, 10 s, 30 s, 60 s, …
-    assert policy.climb(Backoff(5, 30.0), 60.0).rest == 60.0  # 120 s is past the maximum: the maximum
+    # the next try: 1 s after the opening (and a margin past it: the opening is this client's reading)
+    assert policy.climb(Backoff(), 0.8) == Backoff(1, pytest.approx(0.2 + TRY_MARGIN))
+    assert policy.climb(Backoff(1, 0.2), 1.0).rest == pytest.approx(1.0 + TRY_MARGIN)  # refused at 1 s: 2 s
+    assert policy.climb(Backoff(2, 1.0), 2.0).rest == pytest.approx(3.0 + TRY_MARGIN)  # then 5, 10, 30, 60 s, …
+    assert policy.climb(Backoff(6, 60.0), 130.0).rest == 100.0  # 300 s after the opening is past the maximum
     assert policy.settle(Backoff(3, 3.0), 5.01) == Backoff(0, None, 5.01)  # the try went through: at most 5.01 s
     assert policy.settle(Backoff(0, None, 5.0), 9.0) == Backoff(0, None, 5.0)  # not backing off: nothing changes
 
@@ -47,25 +48,26 @@ def test_a_hintless_window_is_bracketed_by_its_429s_and_then_spent_as_a_sliding_
     policy = AdaptiveCooldown(maximum=60.0)
     pacing = Pacing().limited(0.8, policy, seen=(0.0, 0.2, 0.4))
     assert (pacing.window, pacing.opened, pacing.shortest) == (3, 0.0, 0.8)
-    assert pacing.closed_until == pytest.approx(1.0)  # the first rung: 1 s after the window opened
+    assert pacing.closed_until == pytest.approx(1.0 + TRY_MARGIN)  # the first rung: 1 s after the window opened
     pacing = pacing.succeeded(0.6, policy)  # still in flight when the 429 came: the window held 4
     assert pacing.window == 4 and pacing.quota(0.9) is None  # its length is not known yet
-    pacing = pacing.limited(1.01, policy)  # refused 1.01 s after the opening: longer than that
-    assert pacing.shortest == pytest.approx(1.01) and pacing.closed_until == pytest.approx(2.0)
+    pacing = pacing.limited(1.06, policy)  # refused 1.06 s after the opening: longer than that
+    assert pacing.shortest == pytest.approx(1.06) and pacing.closed_until == pytest.approx(2.0 + TRY_MARGIN)
     hints = []
-    for at in (2.02, 2.23, 2.43, 2.63):  # the try at 2 s goes through: the window is at most 2.02 s long...
+    for at in (2.06, 2.27, 2.47, 2.67):  # the try at 2 s goes through: the window is at most 2.06 s long...
         pacing = pacing.succeeded(at, policy)
         hints.append(pacing.quota(at))
-    assert pacing.backoff.learned == pytest.approx(2.02)
+    assert pacing.backoff.learned == pytest.approx(2.06)
     # ...and holds 4 answers in any 2.02 s: each slot is spent as the answer that took it ages out
     assert hints[:3] == [
-        QuotaHint(0, pytest.approx(t + 2.02 - at)) for t, at in ((0.2, 2.02), (0.4, 2.23), (0.6, 2.43))
+        QuotaHint(0, pytest.approx(t + 2.06 - at)) for t, at in ((0.2, 2.06), (0.4, 2.27), (0.6, 2.47))
     ]
-    assert pacing.probe == 1.5 and hints[3] == QuotaHint(0, pytest.approx(2.02 + 1.5 - 2.63))  # 1.5 s is tried
-    refused = pacing.limited(3.53, policy)  # too short: back to the length that works, no climb
-    assert refused.shortest == pytest.approx(1.51) and refused.backoff.step == 0
-    assert refused.closed_until == pytest.approx(2.02 + 2.02) and refused.probe is None
-    assert refused.succeeded(4.05, policy).probe is None  # nothing round is left between 1.51 and 2.02
+    assert pacing.probe == 1.5  # 1.5 s is tried, a margin past it
+    assert hints[3] == QuotaHint(0, pytest.approx(2.06 + 1.5 + TRY_MARGIN - 2.67))
+    refused = pacing.limited(3.62, policy)  # too short: back to the length that works, no climb
+    assert refused.shortest == pytest.approx(1.56) and refused.backoff.step == 0
+    assert refused.closed_until == pytest.approx(2.06 + 2.06) and refused.probe is None
+    assert refused.succeeded(4.13, policy).probe is None  # nothing round is left between 1.56 and 2.06
     assert Pacing.of(refused.document()) == refused  # what the store keeps is all there is
 
 
@@ -75,7 +77,7 @@ def test_a_first_429_counts_only_the_latest_run_of_answers() -> None:
     pacing = Pacing().limited(100.6, policy, seen=idle_then_busy)
     assert (pacing.window, pacing.opened) == (3, 100.0)
     assert Pacing().limited(5.0, policy).window is None  # nothing counted: the ladder counts from the 429
-    assert Pacing().limited(5.0, policy).closed_until == pytest.approx(6.0)
+    assert Pacing().limited(5.0, policy).closed_until == pytest.approx(6.0 + TRY_MARGIN)
 
 
 def test_a_window_that_no_longer_holds_what_was_learned_is_learned_again() -> None:
@@ -84,7 +86,7 @@ def test_a_window_that_no_longer_holds_what_was_learned_is_learned_again() -> No
     pacing = pacing.succeeded(2.7, policy)  # a new window...
     pacing = pacing.limited(2.9, policy)  # ...refused after one answer though the log said three were left
     assert (pacing.window, pacing.backoff.step, pacing.backoff.learned) == (1, 1, None)
-    assert pacing.closed_until == pytest.approx(3.7)  # climbing again from the window's opening at 2.7
+    assert pacing.closed_until == pytest.approx(3.7 + TRY_MARGIN)  # climbing again from the opening at 2.7
 
 
 def test_a_hinted_429_teaches_a_sliding_window_then_each_slot_is_spent_as_it_frees() -> None:
