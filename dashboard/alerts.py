@@ -75,14 +75,19 @@ def _in_order(key_id: str) -> tuple[str, int, str]:
 
 @st.fragment(run_every=CHECK_SECONDS)
 def toasts(client: SmartClient) -> None:
-    """Runs on every page: toasts what happened since the last look."""
-    new, st.session_state[SEEN] = fresh(client.alerts(50), st.session_state.get(SEEN))
+    """Runs on every page: toasts what happened since the last look.
+
+    The look is marked seen only once its toasts are queued: a rerun that interrupts this run stops it at the
+    first `st.toast` (Streamlit checks for a rerun before it queues an element), and marking first lost the
+    alerts of that look for good."""
+    new, seen_at = fresh(client.alerts(50), st.session_state.get(SEEN))
     for text, opened in grouped(new):
         st.toast(
             md_escape(text),
             icon=":material/notifications_active:" if opened else ":material/check_circle:",
             duration="long",
         )
+    st.session_state[SEEN] = seen_at
 
 
 def alerts_frame(alerts: list[dict[str, Any]]) -> pd.DataFrame:
