@@ -230,6 +230,10 @@ def _store_facts(url: str, prefix: str) -> Result:
 def run() -> Result:
     """Per shape and store: one process, then four, each against a fresh simulator and a fresh store."""
     wanted = os.environ.get("BENCH_SHAPES")
+    names = [s.name for s in SHAPES]
+    unknown = sorted(set(wanted.split(",")) - set(names)) if wanted else []
+    if unknown:
+        raise ValueError(f"BENCH_SHAPES: no shape {', '.join(unknown)} (the shapes: {', '.join(names)})")
     shapes = [s for s in SHAPES if not wanted or s.name in wanted.split(",")]
     has_redis = shutil.which("redis-server") is not None
     server, redis_url = start_redis() if has_redis else (None, "")

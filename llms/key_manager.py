@@ -279,6 +279,9 @@ class KeyManager:
             learned = self._learned_about(now)
             if f"pace/{subject}" in learned:
                 pacing = self._pace(subject, lambda p: p.succeeded(sent, self.policy))
+                if pacing.uncounted is not None and sent > pacing.uncounted[1]:  # after the 429: count it again
+                    seen = self._seen(subject, key, part, now, recount=True) if self._store.SHARED else ()
+                    pacing = self._pace(subject, lambda p: p.recounted(seen))
                 quota = _binding_quota(quota, pacing.quota(sent))
             if f"slots/{subject}" in learned:
                 slots = self._slots(subject, lambda log: log.succeeded(sent))

@@ -112,6 +112,11 @@ class Pacing:
     shortest: float = 0.0
     probe: float | None = None
     closed_until: float = 0.0
+    uncounted: tuple[float, float] | None = None
+    """A window counted at a 429, to count again once an answer sent after it comes (`recounted`): where processes
+    share the store, answers another process had not yet written were missing from the count, and a window
+    learned too small is never corrected by a 429. (Since when answers count, or 0 for the latest run; the 429's
+    sending.)"""
 
     @classmethod
     def of(cls, document: Document) -> Pacing:
@@ -124,6 +129,7 @@ class Pacing:
             document.get("shortest", 0.0),
             document.get("probe"),
             document.get("closed", 0.0),
+            tuple(document["uncounted"]) if document.get("uncounted") else None,
         )
 
     def document(self) -> Document:
@@ -136,6 +142,7 @@ class Pacing:
             "shortest": self.shortest,
             "probe": self.probe,
             "closed": self.closed_until,
+            "uncounted": list(self.uncounted) if self.uncounted else None,
         }
 
     def limited(self, sent: float, policy: CooldownPolicy, seen: Sequence[float] = ()) -> Pacing:
@@ -159,7 +166,14 @@ class Pacing:
             times = pacing.times
             counted = [t for t in times if t > sent - longest] if longest is not None else list(_latest_run(times))
             opened, window = (counted[0] if counted else sent), len(counted) or pacing.window
-            pacing = replace(pacing, backoff=Backoff(), window=window, opened=opened, shortest=0.0)
+            pacing = replace(
+                pacing,
+                backoff=Backoff(),
+                window=window,
+                opened=opened,
+                shortest=0.0,
+                uncounted=(sent - longest if longest is not None else 0.0, sent),
+            )
         elapsed = max(0.0, sent - pacing.opened)
         backoff = policy.climb(pacing.backoff, elapsed)
         shortest, closed_until = max(pacing.shortest, elapsed), sent + (backoff.rest or 0.0)
@@ -179,7 +193,7 @@ class Pacing:
             backoff = self.backoff
             if backoff.step:
                 backoff = policy.settle(backoff, length)
-            elif backoff.learned is not None:
+            elif backoff.learned is not None and self.uncounted is None:  # (a window yet to recount may be short)
                 backoff = replace(backoff, learned=min(backoff.learned, length))
             shortest = self.shortest if backoff.learned is None or self.shortest < backoff.learned else 0.0
             pacing = replace(pacing, backoff=backoff, shortest=shortest, opened=sent, probe=None, closed_until=0.0)
@@ -192,6 +206,17 @@ class Pacing:
             length = learned if probe is None else probe + TRY_MARGIN
             return replace(pacing, probe=probe, closed_until=times[-window] + length)
         return pacing
+
+    def recounted(self, seen: Sequence[float]) -> Pacing:
+        """The window counted at a 429 counted again once an answer sent after the 429 came (the rest is over, and
+        every answer sent before it has been written), from `seen` (every process's answers, a shared store's
+        request log; else this log's own): never smaller than it was."""
+        if self.uncounted is None:
+            return self
+        since, refused = self.uncounted
+        before = sorted(t for t in (seen or self.times) if since < t < refused)
+        window = len(before if since else _latest_run(before))
+        return replace(self, window=max(self.window or 0, window) or None, uncounted=None)
 
     def quota(self, now: float) -> QuotaHint | None:
         """What the window has left at `now` (None while nothing is learned): requests, and seconds until the

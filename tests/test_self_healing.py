@@ -284,3 +284,39 @@ def test_what_one_process_learned_reaches_another_through_the_index_and_an_old_s
     third = KeyManager({"openrouter": keys}, CooldownSettings(), store_from_url(url, failover=False), clock)
     assert f"slots/{keys[0].fingerprint}" in third._learned_about(clock())
     assert third.document("learned") == {"names": [f"slots/{keys[0].fingerprint}"]}
+
+
+def test_a_hintless_window_counted_while_another_process_s_answer_was_unwritten_is_counted_again(
+    tmp_path: Path,
+) -> None:
+    """Two managers on one SQLite file: the second meets a hint-less 429 while the first's answer of the window
+    is not yet written, and counts a window of two. Once the key answers after its rest, the window is counted
+    again from the store's request log: three (a window learned too small never meets a 429 to correct it, and 4
+    processes kept keys to a fraction of their quota)."""
+    clock = Clock()
+    key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0002")
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    first, second = (
+        KeyManager({"openrouter": [key]}, CooldownSettings(), store_from_url(url, failover=False), clock)
+        for _ in range(2)
+    )
+
+    def answer(manager: KeyManager, status: int = 200, latency: float = 0.05) -> None:
+        kind = OutcomeKind.OK if status == 200 else OutcomeKind.RATE_LIMIT
+        request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, kind.value, status, latency)
+        manager.record(key, Outcome(kind, status), request=request)
+
+    assert first.acquire("openrouter") == key  # sent first, answered last
+    for status in (200, 200, 429):  # the provider's window of three is full at the third
+        assert second.acquire("openrouter") == key
+        clock.advance(0.05)
+        answer(second, status)
+    answer(first, latency=0.15)  # written late, by a process that has not read that the window is learned
+    pacing = Pacing.of(second.document(f"pace/{key.fingerprint}"))
+    assert pacing.window == 2 and pacing.uncounted is not None
+
+    clock.advance(second.statuses("openrouter")[0].cooldown_remaining + 0.01)  # the ladder's first rung
+    assert first.acquire("openrouter") == key
+    clock.advance(0.05)
+    answer(first)
+    assert Pacing.of(second.document(f"pace/{key.fingerprint}")).window == 3
