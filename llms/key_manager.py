@@ -32,6 +32,13 @@ _PACED_REFRESH = 0.5
 """Seconds between reads of what other processes learned: one read of one document, so often enough that their
 answers count toward a window another process learned within a fraction of it."""
 _LEARNED_INDEX = "learned"
+DUE_NOW_REST = 0.25
+"""Seconds a key rests after a 429 whose hint says its limit frees now (a reset moment already past when the answer
+came: a sliding window's slot freeing as the request arrived). Long enough not to spin, too short to cost quota;
+nothing is learned from it: read as no hint, it taught a window of every answer since the last idle gap and rested
+the key on the ladder's rungs. A second one within `DUE_NOW_REPEAT` seconds is read as no hint (a provider whose
+resets are always past)."""
+DUE_NOW_REPEAT = 1.0
 """The document that names every `pace/…` and `slots/…` document: what a process reads to learn what the others
 learned, one read whatever the number of keys."""
 
@@ -110,6 +117,7 @@ class KeyManager:
         self._paced_read_at = -math.inf
         self._foreign: set[str] = set()
         self._unpaced: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=64))
+        self._due_now: dict[str, float] = {}  # when a subject last met a 429 that said its limit frees now
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._inflight_limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._saturated: defaultdict[str, set[str]] = defaultdict(set)  # model part → fingerprints at their limit
@@ -280,11 +288,14 @@ class KeyManager:
             if f"pace/{subject}" in learned:
                 pacing = self._pace(subject, lambda p: p.succeeded(sent, self.policy))
                 if pacing.uncounted is not None and sent > pacing.uncounted[1]:  # after the 429: count it again
-                    seen = self._seen(subject, key, part, now, recount=True) if self._store.SHARED else ()
+                    seen = self._seen(subject, key, part, now, recount=True)
                     pacing = self._pace(subject, lambda p: p.recounted(seen))
                 quota = _binding_quota(quota, pacing.quota(sent))
             if f"slots/{subject}" in learned:
                 slots = self._slots(subject, lambda log: log.succeeded(sent))
+                if slots.uncounted is not None and sent > slots.uncounted[1]:
+                    seen = self._seen(subject, key, part, now, recount=True)
+                    slots = self._slots(subject, lambda log: log.recounted(seen))
                 quota = _binding_quota(quota, slots.quota(sent))
             elif f"pace/{subject}" not in learned:
                 self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
@@ -442,7 +453,9 @@ class KeyManager:
         now = self._clock()
         subject = _subject(key, part)
         hint = self._sane(outcome.retry_after)  # none for a wait of 0 or less: the policy decides, never a spin
-        if hint is not None:
+        if hint is None and outcome.retry_after is not None and self._first_due_now(subject, now):
+            seconds, source = DUE_NOW_REST, "provider hint: its limit frees now"
+        elif hint is not None:
             seconds = max(0.0, self._rest_from(sent, hint, now))
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
@@ -481,12 +494,19 @@ class KeyManager:
                 why = f"{key.provider} answered 429 on most keys at once"
                 self.cool(other, rest, CooldownReason.RATE_LIMIT, why, model)
 
+    def _first_due_now(self, subject: str, now: float) -> bool:
+        """Whether a 429 saying the subject's limit frees now is the first in `DUE_NOW_REPEAT` seconds."""
+        first = now - self._due_now.get(subject, -math.inf) >= DUE_NOW_REPEAT
+        self._due_now[subject] = now
+        return first
+
     def _seen(self, subject: str, key: ApiKey, part: str, now: float, *, recount: bool = False) -> tuple[float, ...]:
         """When the subject's answers were sent, for a first 429 to learn its window from: where the store is
         shared, every process's (its request log), else this process's own. One process of four sees a quarter of
         the window, and a window learned that small is never corrected: the key stops before the real one fills.
-        Read once per subject, at the 429 that teaches it, or, `recount`, at every hint-less one: another process
-        writes its answers to the learned window only once it has read that the window exists."""
+        Read once per subject, at the 429 that teaches it, or, `recount`, at every hint-less one and at the first
+        answer after a window was taught: another process writes its answers to the learned window only once it
+        has read that the window exists, and its answers of the window may not be written yet when the 429 comes."""
         mine = tuple(self._unpaced.pop(subject, ()))
         learned = self._learned_about(now)
         if not self._store.SHARED:

@@ -10,7 +10,7 @@ except `InFlightLimit`, which is each process's own, like a TCP connection's win
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from llms.cooldown import SLOT_MARGIN, TRY_MARGIN, Backoff, CooldownPolicy
@@ -213,9 +213,7 @@ class Pacing:
         request log; else this log's own): never smaller than it was."""
         if self.uncounted is None:
             return self
-        since, refused = self.uncounted
-        before = sorted(t for t in (seen or self.times) if since < t < refused)
-        window = len(before if since else _latest_run(before))
+        window = _counted(seen or self.times, *self.uncounted)
         return replace(self, window=max(self.window or 0, window) or None, uncounted=None)
 
     def quota(self, now: float) -> QuotaHint | None:
@@ -227,6 +225,12 @@ class Pacing:
         if self.closed_until > now:
             return QuotaHint(0, self.closed_until - now)
         return _sliding_quota(self.times, self.window, learned, now)
+
+
+def _counted(times: Iterable[float], since: float, refused: float) -> int:
+    """Answers sent after `since` (0: in the latest run) and before a 429 `refused` them more."""
+    before = sorted(t for t in times if since <= t < refused)
+    return len(before if since else _latest_run(before))
 
 
 def _latest_run(times: Sequence[float]) -> tuple[float, ...]:
@@ -264,15 +268,28 @@ class SlotLog:
     size: int | None = None
     length: float | None = None
     closed_until: float = 0.0
+    uncounted: tuple[float, float] | None = None
+    """The window a 429 taught, to count again once an answer sent after it comes, as `Pacing.uncounted`."""
 
     @classmethod
     def of(cls, document: Document) -> SlotLog:
+        uncounted = document.get("uncounted")
         return cls(
-            tuple(document.get("times", ())), document.get("size"), document.get("length"), document.get("closed", 0.0)
+            tuple(document.get("times", ())),
+            document.get("size"),
+            document.get("length"),
+            document.get("closed", 0.0),
+            tuple(uncounted) if uncounted else None,
         )
 
     def document(self) -> Document:
-        return {"times": list(self.times), "size": self.size, "length": self.length, "closed": self.closed_until}
+        return {
+            "times": list(self.times),
+            "size": self.size,
+            "length": self.length,
+            "closed": self.closed_until,
+            "uncounted": list(self.uncounted) if self.uncounted else None,
+        }
 
     def limited(self, now: float, hint: float, seen: Sequence[float] = ()) -> SlotLog:
         """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned."""
@@ -295,7 +312,8 @@ class SlotLog:
         for first in (oldest, 0):  # the gap rule's reading, else the whole log as one window
             size, length = len(log) - first, now + hint - log[first]
             if length > 0 and _densest(log, length) <= size:  # it admitted every answer logged: a window that fits
-                return replace(self, times=log, size=size, length=length, closed_until=now + hint)
+                counted = (log[first], now)
+                return replace(self, times=log, size=size, length=length, closed_until=now + hint, uncounted=counted)
         return replace(self, closed_until=now + hint)  # no window fits what was admitted: learn nothing yet
 
     def succeeded(self, now: float) -> SlotLog:
@@ -305,6 +323,12 @@ class SlotLog:
             opened = self.closed_until - self.length
             return replace(self, times=times, size=max(self.size, sum(1 for t in times if t >= opened)))
         return replace(self, times=times)
+
+    def recounted(self, seen: Sequence[float]) -> SlotLog:
+        """The window a 429 taught counted again, as `Pacing.recounted`: never smaller than it was."""
+        if self.uncounted is None or self.size is None:
+            return replace(self, uncounted=None)
+        return replace(self, size=max(self.size, _counted(seen or self.times, *self.uncounted)), uncounted=None)
 
     def quota(self, now: float) -> QuotaHint | None:
         """Slots left now and seconds until one frees (None while nothing is learned)."""

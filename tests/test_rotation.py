@@ -71,10 +71,12 @@ def test_a_rate_limit_cools_the_whole_shared_limit_group(make_client: MakeClient
 def test_a_storm_rests_the_provider_instead_of_burning_every_key(make_client: MakeClient, sim: Simulator) -> None:
     steps = {f"groq:{i}": ["rate_limit_nohint"] for i in range(1, 7)}  # 6 of 8 keys: 75 %
     client = make_client({"groq": 8, "gemini": 1}, steps=steps, LLM_STORM_COOLDOWN="5", LLM_COOLDOWN_POLICY="fixed")
+    started = time.monotonic()
     assert client.complete(USER_HELLO).provider == "gemini"
     assert [sim.calls(f"groq:{i}") for i in range(1, 9)] == [1, 1, 1, 1, 1, 1, 0, 0]
     rested = client.key_manager.statuses("groq")[6]
-    assert not rested.available and rested.cooldown_remaining == pytest.approx(5, abs=1)
+    took = time.monotonic() - started  # the storm began within the call (a busy machine makes it seconds)
+    assert not rested.available and 5 - took - 0.1 <= rested.cooldown_remaining <= 5 + 0.1
     assert any("429 on most keys" in e.detail for e in client.events())
 
 

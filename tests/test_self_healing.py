@@ -14,7 +14,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms import AllKeysExhaustedError
 from llms.cooldown import TRY_MARGIN, AdaptiveCooldown, Backoff, FixedCooldown
-from llms.key_manager import KeyManager
+from llms.key_manager import DUE_NOW_REST, KeyManager
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.prober import Prober
 from llms.quota import Pacing, SlotLog
@@ -286,13 +286,14 @@ def test_what_one_process_learned_reaches_another_through_the_index_and_an_old_s
     assert third.document("learned") == {"names": [f"slots/{keys[0].fingerprint}"]}
 
 
-def test_a_hintless_window_counted_while_another_process_s_answer_was_unwritten_is_counted_again(
-    tmp_path: Path,
+@pytest.mark.parametrize("hint", [None, 1.6], ids=["hint-less", "hinted"])
+def test_a_window_counted_while_another_process_s_answer_was_unwritten_is_counted_again(
+    tmp_path: Path, hint: float | None
 ) -> None:
-    """Two managers on one SQLite file: the second meets a hint-less 429 while the first's answer of the window
-    is not yet written, and counts a window of two. Once the key answers after its rest, the window is counted
-    again from the store's request log: three (a window learned too small never meets a 429 to correct it, and 4
-    processes kept keys to a fraction of their quota)."""
+    """Two managers on one SQLite file: the second meets a 429 while the first's answer of the window is not yet
+    written, and counts a window of three. Once the key answers after its rest, the window is counted again from
+    the store's request log: four (a window learned too small never meets a 429 to correct it, and 4 processes
+    kept keys to a fraction of their quota)."""
     clock = Clock()
     key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0002")
     url = f"sqlite:///{tmp_path / 'state.db'}"
@@ -304,19 +305,52 @@ def test_a_hintless_window_counted_while_another_process_s_answer_was_unwritten_
     def answer(manager: KeyManager, status: int = 200, latency: float = 0.05) -> None:
         kind = OutcomeKind.OK if status == 200 else OutcomeKind.RATE_LIMIT
         request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, kind.value, status, latency)
-        manager.record(key, Outcome(kind, status), request=request)
+        manager.record(key, Outcome(kind, status, retry_after=hint), request=request)
 
-    assert first.acquire("openrouter") == key  # sent first, answered last
-    for status in (200, 200, 429):  # the provider's window of three is full at the third
+    def window() -> int | None:
+        if hint is None:
+            return Pacing.of(second.document(f"pace/{key.fingerprint}")).window
+        return SlotLog.of(second.document(f"slots/{key.fingerprint}")).size
+
+    assert first.acquire("openrouter") == key
+    clock.advance(0.05)
+    answer(first)  # the window's first answer (the first process reads what was learned: nothing yet)
+    for status in (200, 200, 429):  # the provider's window of four is full at the fourth
         assert second.acquire("openrouter") == key
         clock.advance(0.05)
         answer(second, status)
-    answer(first, latency=0.15)  # written late, by a process that has not read that the window is learned
-    pacing = Pacing.of(second.document(f"pace/{key.fingerprint}"))
-    assert pacing.window == 2 and pacing.uncounted is not None
+        if status == 200 and first.acquire("openrouter") == key:
+            clock.advance(0.01)
+    answer(first, latency=0.1)  # written late, by a process that has not read that the window is learned
+    assert window() == 3
 
-    clock.advance(second.statuses("openrouter")[0].cooldown_remaining + 0.01)  # the ladder's first rung
+    clock.advance(second.statuses("openrouter")[0].cooldown_remaining + 0.01)
     assert first.acquire("openrouter") == key
     clock.advance(0.05)
     answer(first)
-    assert Pacing.of(second.document(f"pace/{key.fingerprint}")).window == 3
+    assert window() == 4
+
+
+def test_a_429_whose_limit_frees_now_rests_the_key_a_moment_and_teaches_nothing() -> None:
+    """A reset moment already past when the 429 came (a sliding window's slot freeing as the request arrived) is a
+    hint of 0, not the absence of one: read as no hint it taught a window of every answer since the last idle gap
+    and rested the key on the ladder's rungs. A second such 429 within a second is read as no hint (never a spin)."""
+    clock = Clock()
+    key = ApiKey("openrouter", 1, "sk-or-v1-due-now-000000001")
+    manager = KeyManager({"openrouter": [key]}, CooldownSettings(), store_from_url("memory://"), clock)
+
+    def answer(status: int) -> None:
+        kind = OutcomeKind.OK if status == 200 else OutcomeKind.RATE_LIMIT
+        assert manager.acquire("openrouter") == key
+        clock.advance(0.05)
+        request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, kind.value, status, 0.05)
+        manager.record(key, Outcome(kind, status, retry_after=0.0 if status == 429 else None), request=request)
+
+    for status in (200, 200, 200, 429):
+        answer(status)
+    assert manager.statuses("openrouter")[0].cooldown_remaining == pytest.approx(DUE_NOW_REST)
+    assert manager.document(f"pace/{key.fingerprint}") == {}  # nothing learned
+    clock.advance(DUE_NOW_REST)
+    answer(429)  # again at once: read as no hint, the ladder's first rung
+    assert manager.statuses("openrouter")[0].cooldown_remaining > 2 * DUE_NOW_REST  # 1 s from the opening
+    assert Pacing.of(manager.document(f"pace/{key.fingerprint}")).backoff.step == 1
