@@ -2,22 +2,29 @@
 
 The incidents themselves are the client's (`SmartClient.alerts()`: read off key state, one list for every process
 sharing the store); this module only shows them. A session toasts the alerts raised after it started, so opening
-the dashboard does not replay history.
+the dashboard does not replay history, and not the alerts that only restate what its own button just did (its
+notice said it already): after "Disable" on 7 keys the acting session sees one toast, "Disabled 7 keys", while
+every other session sees the alert.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import streamlit as st
 
-from dashboard.text import md_escape
-from llms import SmartClient
+from dashboard.text import clock_time, key_order, md_escape
+from llms import SmartClient, client_time
 
 SEEN = "alerts_seen_at"
+OWN = "alerts_own_actions"
 CHECK_SECONDS = 5
+OWN_SECONDS = 30.0
+"""How long after a button's action its session skips the alerts restating it (alerts are raised by whichever
+session or process looks first, within a few seconds)."""
 
 ALERT_COLUMNS: dict[str, Any] = {
     "Time": st.column_config.DatetimeColumn("Time", format="HH:mm:ss"),
@@ -44,33 +51,80 @@ def listed(ids: list[str], most: int = LISTED) -> str:
     return ", ".join(ids[:most]) + more
 
 
-def grouped(alerts: list[dict[str, Any]]) -> list[tuple[str, bool]]:
-    """The toasts for alerts seen in one look, as (text, opened): one per provider-wide alert, and one per kind
-    of key alert however many keys it names (disabling 69 keys is one toast, not 69)."""
-    kinds: dict[tuple[str, bool], list[str]] = {}
-    texts: dict[tuple[str, bool], str] = {}
-    toasts: list[tuple[str, bool]] = []
+def key_ids(alert: dict[str, Any]) -> list[str]:
+    """The keys a key alert is about (`key_ids`, or its `key:<id>` id from before alerts had them); [] for
+    provider and pool alerts."""
+    if alert.get("key_ids"):
+        return list(alert["key_ids"])
+    incident = alert.get("id", "")
+    return [incident.removeprefix("key:")] if incident.startswith("key:") else []
+
+
+def grouped(alerts: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The toasts for alerts seen in one look, as (text, state): one per provider-wide alert, and one per kind
+    of key alert however many keys and rows it names (disabling 69 keys is one toast, not 69)."""
+    kinds: dict[tuple[str, str], list[str]] = {}
+    texts: dict[tuple[str, str], str] = {}
+    counts: dict[tuple[str, str], int] = {}
+    toasts: list[tuple[str, str]] = []
     for alert in alerts:
-        opened = alert["state"] == "open"
-        key_id, _, words = alert["text"].partition(" (")
-        if not alert.get("id", "").startswith("key:") or ") is " not in words:
-            toasts.append((alert["text"], opened))
+        ids = key_ids(alert)
+        words = alert.get("words") or _words(alert["text"])
+        if not ids or not words:
+            toasts.append((alert["text"], alert["state"]))
             continue
-        kind = (words.split(") is ", 1)[1], opened)
-        kinds.setdefault(kind, []).append(key_id)
+        kind = (words, alert["state"])
+        kinds.setdefault(kind, []).extend(ids)
         texts.setdefault(kind, alert["text"])
-    for (words, opened), found in kinds.items():
-        ids = sorted(found, key=_in_order)
-        toasts.append(
-            (texts[(words, opened)] if len(ids) == 1 else f"{len(ids)} keys are {words}: {listed(ids)}", opened)
-        )
+        counts[kind] = counts.get(kind, 0) + int(alert.get("keys", len(ids)))
+    for (words, state), found in kinds.items():
+        ids = sorted(dict.fromkeys(found), key=key_order)
+        count = max(counts[(words, state)], len(ids))
+        more = f" and {count - LISTED} more" if count > LISTED else ""
+        text = texts[(words, state)] if count == 1 else f"{count} keys are {words}: {', '.join(ids[:LISTED])}{more}"
+        toasts.append((text, state))
     return toasts
 
 
-def _in_order(key_id: str) -> tuple[str, int, str]:
-    """`groq:2` before `groq:10`."""
-    provider, _, number = key_id.rpartition(":")
-    return (provider, int(number), "") if number.isdigit() else (key_id, 0, key_id)
+def _words(text: str) -> str:
+    """`parked as invalid` from `groq:1 (gsk…) is parked as invalid` (alerts from before they carried `words`)."""
+    _, _, words = text.partition(") is ")
+    return words
+
+
+class SessionState(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+def mark_own(state: SessionState, keys: Iterable[str] = (), providers: Iterable[str] = ()) -> None:
+    """Remember that this session's button just acted on these keys (ids) and providers (titles), so `toasts`
+    skips the alerts that restate it. Called from the button's callback, before the action."""
+    now = client_time()
+    marks = [m for m in state.get(OWN, []) if m["since"] > now - OWN_SECONDS]
+    marks.append({"since": now, "keys": set(keys), "providers": set(providers)})
+    state[OWN] = marks
+
+
+def own(alert: dict[str, Any], marks: Iterable[dict[str, Any]]) -> bool:
+    """Whether the alert only restates an action of this session: key alerts about keys it acted on, and the
+    "keys in rotation again, no answer yet" update of a provider's (or the pool's) incident after it reset that
+    provider. A provider left with no key by the action is news, and so is a recovery (only an answer declares
+    one): both are still toasted."""
+    for mark in marks:
+        if alert["at"] < mark["since"] - 1.0 or alert["at"] > mark["since"] + OWN_SECONDS:
+            continue
+        ids = key_ids(alert)
+        if ids and set(ids) <= mark["keys"]:
+            return True
+        if alert["state"] == "updated" and mark["providers"]:
+            title = alert.get("id", "").removeprefix("provider:")
+            if alert.get("id") == "exhausted" or title in mark["providers"]:
+                return True
+    return False
+
+
+_ICONS = {"open": ":material/notifications_active:", "updated": ":material/update:"}
 
 
 @st.fragment(run_every=CHECK_SECONDS)
@@ -81,22 +135,26 @@ def toasts(client: SmartClient) -> None:
     first `st.toast` (Streamlit checks for a rerun before it queues an element), and marking first lost the
     alerts of that look for good."""
     new, seen_at = fresh(client.alerts(50), st.session_state.get(SEEN))
-    for text, opened in grouped(new):
-        st.toast(
-            md_escape(text),
-            icon=":material/notifications_active:" if opened else ":material/check_circle:",
-            duration="long",
-        )
+    marks = st.session_state.get(OWN, [])
+    for text, state in grouped([alert for alert in new if not own(alert, marks)]):
+        st.toast(md_escape(text), icon=_ICONS.get(state, ":material/check_circle:"), duration="long")
     st.session_state[SEEN] = seen_at
 
 
 def alerts_frame(alerts: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = [
-        {
-            "Time": datetime.fromtimestamp(a["at"]),
-            "State": "🔴 open" if a["state"] == "open" else "✅ resolved",
-            "Alert": a["text"],
-        }
-        for a in alerts
-    ]
+    """The list, newest first, one row per alert (one per bulk change, however many keys). An alert whose
+    incident moved on since says so (`open → resolved 12:04:05`), so no row reads "open" after it ended."""
+    later: dict[str, tuple[str, float]] = {}
+    rows = []
+    for alert in alerts:
+        state = alert["state"]
+        after = later.get(alert["id"])
+        rows.append(
+            {
+                "Time": datetime.fromtimestamp(alert["at"]),
+                "State": f"{state} → {after[0]} {clock_time(after[1])}" if after and after[0] != state else state,
+                "Alert": alert["text"],
+            }
+        )
+        later.setdefault(alert["id"], (state, alert["at"]))
     return pd.DataFrame(rows, columns=list(ALERT_COLUMNS)).astype({"Time": "datetime64[ns]"})

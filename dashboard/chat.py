@@ -34,6 +34,7 @@ from dashboard.text import (
     safe_markdown,
     skipped_text,
 )
+from dashboard.triage import Failure, causes, outage
 from llms import (
     AllKeysExhaustedError,
     Attempt,
@@ -298,7 +299,7 @@ def _answer(
         text="".join(pieces),
         caption=answer_caption(result),
         attempts=result.attempts,
-        fallback=fallback_of(result, client.provider_statuses(), client_time()),
+        fallback=fallback_of(result, client.provider_statuses(), client_time(), causes(client).failure),
         tool_calls=tuple(result.tool_calls),
     )
 
@@ -384,26 +385,40 @@ def counted(words: Iterable[str]) -> str:
     return ", ".join(f"{n} key{'s' if n != 1 else ''} {word}" for word, n in Counter(words).most_common())
 
 
-def fallback_of(result: ChatResult, statuses: Sequence[ProviderStatus], now: float) -> Fallback | None:
+def fallback_of(
+    result: ChatResult,
+    statuses: Sequence[ProviderStatus],
+    now: float,
+    failures: Callable[[str], Failure | None] = lambda key_id: None,
+) -> Fallback | None:
     """How an answer strayed from the first choice (None when the first key tried of the first provider answered).
 
     Past the first provider: `OpenRouter → Groq · 4 keys rate-limited`, counting why the passed providers' keys
     are out of rotation now (they may have been skipped without a call, being known to cool), or failed just now.
+    A passed provider whose every key in rotation failed on transient errors is named instead of counted:
+    `OpenRouter → Gemini · Groq is failing: every key answered 503 · 4 keys rate-limited` (`failures`: a key's
+    latest failure, for the HTTP status of keys skipped without a call).
     Within the first provider: `openrouter:1 → openrouter:2 · 1 key rate-limited`, from the attempts.
     """
     order = [s for s in statuses if s.total]
     providers = [s.provider for s in order]
     if not order or result.provider not in providers:
         return None
+    failing: list[str] = []
     if result.provider != providers[0]:
         passed = order[: providers.index(result.provider)]
-        held = [k for s in passed for k in s.keys if not k.available]
+        failed_now = {a.key_id: a.status for a in result.attempts if a.kind is OutcomeKind.TRANSIENT}
+        outages = {s.provider: found for s in passed if (found := outage(s, now, failures, failed_now))}
+        failing = [found.headline for found in outages.values()]
+        counted_providers = [s for s in passed if s.provider not in outages]
+        held = [k for s in counted_providers for k in s.keys if not k.available]
         words = [_HELD_WORDS.get(k.reason or "", (k.reason or "unavailable").replace("_", " ")) for k in held]
-        pauses = [f"{s.title} paused" for s in passed if s.paused_until]
-        if not words and not pauses:
+        pauses = [f"{s.title} paused" for s in counted_providers if s.paused_until]
+        if not words and not pauses and not outages:
             skipped = [a for a in result.skipped if a.key_id.split(":")[0] != result.provider]
             words = [failed_word(a) for a in skipped]
-        until = [k.cooldown_until for k in held if k.reason in _PASSING] + [s.paused_until for s in passed]
+        until = [k.cooldown_until for k in held if k.reason in _PASSING] + [s.paused_until for s in counted_providers]
+        until += [now + found.retry_in for found in outages.values() if found.retry_in is not None]
         text = f"{order[0].title} → {provider_title(result.provider)}"
     elif len(result.attempts) > 1:
         skipped_ids = {a.key_id for a in result.skipped}
@@ -413,7 +428,8 @@ def fallback_of(result: ChatResult, statuses: Sequence[ProviderStatus], now: flo
         text = f"{result.attempts[0].key_id} → {result.key_id}"
     else:
         return None
-    detail = ", ".join(part for part in (counted(words), *pauses) if part)
+    rest = ", ".join(part for part in (counted(words), *pauses) if part)
+    detail = " · ".join(part for part in (*failing, rest) if part)
     if detail:
         text += f" · {detail}"
     frees_at = min((u for u in until if u and u > now and math.isfinite(u)), default=None)

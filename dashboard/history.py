@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
-from dashboard.text import provider_title
+from dashboard.text import key_order, provider_title
 from llms import ABANDONED, OutcomeKind, SmartClient, latency_quantile
 
 RANGES: dict[str, float] = {"Last hour": 1.0, "Last day": 24.0, "Last 30 days": 720.0}
@@ -150,7 +150,8 @@ def provider_totals(frame: pd.DataFrame) -> pd.DataFrame:
 def key_totals(
     frame: pd.DataFrame, hints: Mapping[str, str], search: str = "", top: int = TOP_KEYS
 ) -> tuple[pd.DataFrame, int]:
-    """The `top` busiest keys matching `search` (part of a key id or hint, any case), and how many matched."""
+    """The `top` busiest keys matching `search` (part of a key id or hint, any case), and how many matched; keys
+    as busy as each other in numeric order (`groq:2` before `groq:10`)."""
     if frame.empty:
         return pd.DataFrame(columns=list(KEY_COLUMNS)), 0
     keys = _summarise(frame, ["provider", "key_id"])
@@ -158,7 +159,8 @@ def key_totals(
     if needle := search.strip().lower():
         found = keys["key_id"].str.lower().str.contains(needle, regex=False)
         keys = keys[found | keys["Hint"].str.lower().str.contains(needle, regex=False)]
-    keys = keys.sort_values(["requests", "key_id"], ascending=[False, True], kind="stable")
+    keys = keys.assign(order=keys["key_id"].map(key_order))  # groq:2 before groq:10 (text puts :10 first)
+    keys = keys.sort_values(["requests", "order"], ascending=[False, True], kind="stable")
     keys["Success rate"] = keys["successes"] / keys["requests"]
     keys["Provider"] = keys["provider"].map(provider_title)
     shown = keys.head(top).rename(columns={"key_id": "Key", **_TOTAL_NAMES})

@@ -1,8 +1,10 @@
 """The status page's data and actions, as plain functions: provider summaries, the one key table (filtered,
 searched, selection kept by key id), charts of fixed size, and the bulk actions the buttons call.
 
-Problems first: the table opens on the keys that need attention, and every state has its own words and colour
-so a revoked key never reads like a rate limit. Everything is read through `SmartClient`'s public methods; only
+Problems first: the table opens on the keys that need a person (revoked, out of credit, spend cap, no access,
+disabled), and the keys that free themselves within minutes are one line above it, counted with their next free
+time (`dashboard.triage`); every state has its own words and colour so a revoked key never reads like a rate
+limit, and the Reason says what the provider answered. Everything is read through `SmartClient`'s public methods; only
 `key_id` and `hint` ever identify a key. Nothing here draws: the page (`pages/status.py`) does, so the cost of
 a refresh is the cost of these functions on the rows shown, and tests call them directly.
 """
@@ -20,7 +22,29 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.alerts import listed
-from dashboard.text import check_text, countdown, md_escape, pause_text, reason_text, reason_words, state_label
+from dashboard.text import (
+    STATE_COLORS,
+    STATE_LABELS,
+    check_text,
+    clock_time,
+    countdown,
+    key_order,
+    md_escape,
+    pause_text,
+    reason_words,
+    state_label,
+)
+from dashboard.triage import (
+    FREES_ITSELF,
+    NEEDS_PERSON,
+    Causes,
+    Outage,
+    cause_text,
+    healing_text,
+    outage,
+    triage,
+    urgency,
+)
 from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient, StoreHealth, client_time
 
 REFRESH_SECONDS = 2
@@ -36,10 +60,12 @@ PARKED = PARKED_REASONS
 """Reasons that park a key until someone acts (or a long cooldown ends): "Reset all" leaves these alone unless
 the operator asks, since resetting a revoked key only earns another 401."""
 
-NEEDS_ATTENTION = "Needs attention"
+NEEDS_ATTENTION = "Needs a person"
+SELF_HEALING = "Frees itself"
 ALL = "All"
 FILTERS: dict[str, frozenset[str] | None] = {
-    NEEDS_ATTENTION: None,  # everything not available
+    NEEDS_ATTENTION: None,  # triage: revoked, out of credit, spend cap, no access, parked or disabled by hand
+    SELF_HEALING: None,  # triage: rate-limited, resting after errors, busy upstream, provider paused
     ALL: None,
     "Available": frozenset({"available"}),
     "Rate-limited": frozenset({"rate_limit", "upstream"}),
@@ -48,7 +74,11 @@ FILTERS: dict[str, frozenset[str] | None] = {
     "Disabled": frozenset({"disabled"}),
     "Provider paused": frozenset({"paused"}),
 }
-"""The table's state filter: the default shows every key that is not available."""
+"""The table's state filter. The default shows the keys that need a person: at 1,000 keys most keys out of
+rotation are rate-limited and back within minutes, and listing them first buried the revoked ones."""
+_TRIAGED = {NEEDS_ATTENTION: NEEDS_PERSON, SELF_HEALING: FREES_ITSELF}
+REASON_WIDTH = 380
+"""Pixels: with Key, State and the countdown it fits the main column at 1400 px with the sidebar open."""
 
 
 def key_state(key: KeyStatus, paused: bool = False) -> str:
@@ -89,14 +119,18 @@ class ProviderSummary:
     daily: str | None = None
     """Requests left today of the daily limit the provider reports (OpenRouter's `:free` requests, read by
     probes), e.g. "38/50 free-model requests left today"; None when it reports none."""
+    outage: Outage | None = None
+    """Every key in rotation rests after transient errors: the provider is failing (named, not counted)."""
 
     @property
     def note(self) -> str:
-        """The pause if any, else when the next key frees up, else a word on why nothing will."""
+        """The outage's retry time, or the pause, else when the next key frees up, else why nothing will."""
         if not self.total:
             return "No keys configured."
+        if self.outage is not None:
+            return f"retry in {countdown(self.outage.retry_in)}" if self.outage.retry_in is not None else "retrying"
         if self.pause:
-            return f"⏸ {self.pause}"
+            return f"Paused: {self.pause}"
         if self.next_key is not None and self.next_in is not None:
             return f"{self.next_key} frees in {countdown(self.next_in)}"
         if self.available == self.total:
@@ -104,7 +138,8 @@ class ProviderSummary:
         return "Nothing frees up by itself: disabled keys wait for Enable."
 
 
-def summarize(status: ProviderStatus, now: float) -> ProviderSummary:
+def summarize(status: ProviderStatus, now: float, causes: Causes | None = None) -> ProviderSummary:
+    """The provider in one line; `causes` (the HTTP statuses keys answered) lets an outage say what it is."""
     paused = bool(status.paused_until and status.paused_until > now)
     counts: dict[str, int] = defaultdict(int)
     for key in status.keys:
@@ -125,6 +160,7 @@ def summarize(status: ProviderStatus, now: float) -> ProviderSummary:
         next_key=soonest.key_id if soonest else None,
         next_in=soonest.cooldown_remaining if soonest else None,
         daily=_daily_text(status.daily_requests),
+        outage=outage(status, now, causes.failure if causes is not None else lambda key_id: None),
     )
 
 
@@ -137,13 +173,16 @@ def _daily_text(daily: dict[str, int] | None) -> str | None:
 
 def summary_table(summaries: Sequence[ProviderSummary]) -> str:
     """Every provider as one row of one Markdown table: a single cheap element per refresh. Three columns, and
-    only the states some key is in, so it fits a phone without scrolling sideways."""
+    only the states some key is in, so it fits a phone without scrolling sideways. Marks are Material icons
+    (served by the app), never emoji; a failing provider is named in red rather than counted."""
     lines = ["| Provider | Keys | Next |", "|---|---|---|"]
     for s in summaries:
         if not s.total:
             lines.append(f"| **{md_escape(s.title)}** | — | {md_escape(s.note)} |")
             continue
-        counts = [f"🟢 {s.available}/{s.total} available"]
+        counts = [f":material/check_circle: {s.available}/{s.total} available"]
+        if s.outage is not None:
+            counts.insert(0, f":red[:material/cloud_off: **failing**: {md_escape(s.outage.answered)}]")
         counts += [f"{mark} {n} {word}" for mark, n, word in _counted(s) if n]
         counts += [f"📅 {s.daily}"] if s.daily else []
         lines.append(f"| **{md_escape(s.title)}** | {' · '.join(counts)} | {md_escape(s.note)} |")
@@ -151,7 +190,33 @@ def summary_table(summaries: Sequence[ProviderSummary]) -> str:
 
 
 def _counted(s: ProviderSummary) -> tuple[tuple[str, int, str], ...]:
-    return (("🟠", s.cooling, "cooling"), ("🔴", s.parked, "parked"), ("⚫", s.disabled, "disabled"))
+    return (
+        (":material/schedule:", s.cooling, "cooling"),
+        (":material/report:", s.parked, "parked"),
+        (":material/block:", s.disabled, "disabled"),
+    )
+
+
+def triage_text(rows: Sequence[Row], now: float) -> str:
+    """The table's headline, in Markdown: `**69 need a person** · 554 free themselves (540 rate-limited, …): the
+    next, groq:17, in 12 s; all by 14:32:10 · 377 available`."""
+    kinds = defaultdict(int)
+    healing = []
+    for row in rows:
+        kind = triage(row.state)
+        kinds[kind] += 1
+        if kind == FREES_ITSELF:
+            healing.append((row.key.key_id, row.state, frees_in(row)))
+    person = kinds[NEEDS_PERSON]
+    parts = [
+        f":red[:material/build: **{person} key{'' if person == 1 else 's'} need{'s' if person == 1 else ''} a person**]"
+        if person
+        else ":material/build: no key needs a person"
+    ]
+    if healing:
+        parts.append(f":orange[:material/schedule: {md_escape(healing_text(healing, now, clock_time))}]")
+    parts.append(f":green[:material/check_circle: {kinds['available']} available]")
+    return " · ".join(parts)
 
 
 def models_text(summaries: Sequence[ProviderSummary]) -> str:
@@ -178,20 +243,23 @@ class Row:
     key: KeyStatus
     state: str
     pause_left: float | None  # seconds the provider still rests, for keys that are only waiting on that
+    model: str = ""  # the provider's default model, which the key's state speaks for
 
 
 def rows_of(statuses: Iterable[ProviderStatus], now: float) -> list[Row]:
+    """Every key, keys needing a person first, then disabled keys, keys freeing themselves and available keys,
+    each in configuration order: whatever the filter, what a person must fix is at the top."""
     rows = []
     for status in statuses:
         paused = bool(status.paused_until and status.paused_until > now)
         left = (status.paused_until or now) - now if paused else None
-        rows.extend(Row(k, key_state(k, paused), left) for k in status.keys)
-    return rows
+        rows.extend(Row(k, key_state(k, paused), left, status.model) for k in status.keys)
+    return sorted(rows, key=lambda row: urgency(row.state))
 
 
 def wanted(row: Row, choice: str | None, needle: str) -> bool:
     """Whether the state filter and the search (key id, hint or group, any case) let this row through."""
-    if choice == NEEDS_ATTENTION and row.state == "available":
+    if choice in _TRIAGED and triage(row.state) != _TRIAGED[choice]:
         return False
     states = FILTERS.get(choice or ALL)
     if states is not None and row.state not in states:
@@ -210,13 +278,25 @@ def shown_rows(rows: Sequence[Row], choice: str | None, search: str, keep: Itera
     return [r for r in rows if r.key.key_id in kept or wanted(r, choice, needle)]
 
 
+def empty_text(choice: str | None, search: str) -> str:
+    """What the page says instead of an empty table (a grid without rows draws a highlighted phantom row)."""
+    if search.strip():
+        return f"No key matches “{search.strip()}” here."
+    if choice == NEEDS_ATTENTION:
+        return "No key needs a person."
+    if choice == SELF_HEALING:
+        return "No key is resting: none is waiting to free itself."
+    return "No key is in this state."
+
+
 def _when(at: float | None) -> datetime | None:
     return datetime.fromtimestamp(at) if at else None
 
 
 def frees_in(row: Row) -> float | None:
-    """Whole seconds until the key is back in rotation (None when it is available or waits for an operator)."""
-    if row.state == "disabled":
+    """Whole seconds until the key is back in rotation; None when it is available or needs a person (a revoked
+    key's 24 h rest is when the client tries it again, not when it works: "Frees in 86369 s" misled)."""
+    if triage(row.state) == NEEDS_PERSON:
         return None
     if row.state == "paused":
         return float(math.ceil(row.pause_left or 0.0))
@@ -225,24 +305,40 @@ def frees_in(row: Row) -> float | None:
     return None
 
 
-def reason(row: Row, pauses: Mapping[str, str]) -> str:
+def reason(
+    row: Row, pauses: Mapping[str, str], causes: Causes | None = None, checks: Mapping[str, Any] | None = None
+) -> str:
+    """Why the key is down, as the provider said it (see `triage.cause_text`); "" for an available key."""
     if row.state == "available":
         return ""
     if row.state == "paused":
         return pauses.get(row.key.provider, "provider paused")
-    return reason_text(row.key)
+    if causes is None:
+        return cause_text(row.key)
+    key_id = row.key.key_id
+    return cause_text(row.key, causes.failure(key_id, checks), causes.coolings.get(key_id), row.model)
 
 
+STATE_OPTIONS = list(STATE_LABELS.values())
 KEY_COLUMNS: dict[str, Any] = {
-    "Provider": st.column_config.TextColumn("Provider", width="small"),
     "Key": st.column_config.TextColumn("Key", pinned=True),
-    "Hint": st.column_config.TextColumn("Hint", help="First and last four characters; the key is never shown."),
-    "State": st.column_config.TextColumn("State"),
-    "Frees in": st.column_config.NumberColumn(
-        "Frees in", format="%d s", help="Seconds until the key is back in rotation (sorts numerically)."
+    "State": st.column_config.MultiselectColumn(
+        "State",
+        options=STATE_OPTIONS,
+        color=[STATE_COLORS[state] for state in STATE_LABELS],
+        help="Each state in its own words and colour: a revoked key never reads like a rate limit.",
     ),
-    "Frees at": st.column_config.DatetimeColumn("Frees at", format="D MMM HH:mm:ss"),
-    "Reason": st.column_config.TextColumn("Reason", width="medium"),
+    "Reason": st.column_config.TextColumn(
+        "Reason", width=REASON_WIDTH, help="Why the key is down, as the provider answered (HTTP status and cause)."
+    ),
+    "Frees in": st.column_config.NumberColumn(
+        "Frees in",
+        format="%d s",
+        help="Seconds until the key is back in rotation (sorts numerically). Empty for keys that need a person.",
+    ),
+    "Frees at": st.column_config.DatetimeColumn("Frees at", format="D MMM HH:mm:ss", width=120),
+    "Provider": st.column_config.TextColumn("Provider", width="small"),
+    "Hint": st.column_config.TextColumn("Hint", help="First and last four characters; the key is never shown."),
     "Models resting": st.column_config.TextColumn(
         "Models resting",
         help="Models this key rests for while it answers others: the provider counts these limits per model.",
@@ -258,6 +354,7 @@ KEY_COLUMNS: dict[str, Any] = {
     "Last used": st.column_config.DatetimeColumn("Last used", format="HH:mm:ss"),
     "Last error": st.column_config.TextColumn("Last error", width="large"),
 }
+"""Key, State, Reason and the countdown first: why a key is down reads without scrolling sideways at 1400 px."""
 
 
 def resting_models_text(key: KeyStatus) -> str:
@@ -280,8 +377,10 @@ def key_frame(
     now: float,
     checks: Mapping[str, Mapping[str, Any]] | None = None,
     pauses: Mapping[str, str] | None = None,
+    causes: Causes | None = None,
 ) -> pd.DataFrame:
-    """The key table for the rows shown (only those: the cost of a refresh follows the filter, not the fleet)."""
+    """The key table for the rows shown (only those: the cost of a refresh follows the filter, not the fleet).
+    `causes`: what the keys' providers answered, for the Reason (without it, the state's words)."""
     results = checks or {}
     records = []
     for row in rows:
@@ -290,13 +389,13 @@ def key_frame(
         result = results.get(key.key_id)
         records.append(
             {
-                "Provider": key.provider,
                 "Key": key.key_id,
-                "Hint": key.hint,
-                "State": state_label(row.state),
+                "State": [state_label(row.state)],
+                "Reason": reason(row, pauses or {}, causes, results),
                 "Frees in": seconds,
                 "Frees at": _when(now + seconds) if seconds else None,
-                "Reason": reason(row, pauses or {}),
+                "Provider": key.provider,
+                "Hint": key.hint,
                 "Models resting": resting_models_text(key),
                 "Last check": check_text(result) if result else "",
                 "Group": key.group or "",
@@ -409,7 +508,7 @@ def top_keys(history: Iterable[Mapping[str, Any]], top: int = TOP_KEYS) -> dict[
         counts[2] += hour["errors"]
     frames = {}
     for provider, per_key in totals.items():
-        busiest = sorted(per_key.items(), key=lambda item: (-sum(item[1]), item[0]))[:top]
+        busiest = sorted(per_key.items(), key=lambda item: (-sum(item[1]), key_order(item[0])))[:top]
         frame = pd.DataFrame([c for _, c in busiest], index=[k for k, _ in busiest], columns=list(CHART_SERIES))
         frame.index.name = "Key"
         frames[provider] = frame
@@ -464,14 +563,16 @@ def reset_all(
     whatever parked them underneath, for when they are enabled).
 
     A provider whose keys all may be reset is reset as a whole; otherwise its resettable keys are reset together
-    and its pause is lifted on its own.
+    and its pause is lifted on its own. The message says what reset did, never that a provider recovered: only
+    an answer shows that (a reset Groq may still answer 503).
     """
     moment = client_time() if now is None else now
     only = set(providers) if providers is not None else None
-    reset, kept = 0, 0
+    reset, kept, titles = 0, 0, []
     for status in client.provider_statuses():
         if only is not None and status.provider not in only:
             continue
+        titles.append(status.title)
         keep = [k for k in status.keys if k.disabled or (k.reason in PARKED and not include_parked)]
         kept_ids = {k.key_id for k in keep}
         due = [k for k in status.keys if k.key_id not in kept_ids and (not k.available or k.consecutive_failures)]
@@ -487,7 +588,16 @@ def reset_all(
         reset += len(due)
         if is_paused:
             client.resume_provider(status.provider)
-    parts = [f"Reset {_plural(reset)}." if reset else "Nothing was cooling."]
+    names = " and ".join(titles) if only is not None else ""
+    if not reset:
+        parts = ["Nothing was cooling."]
+    elif names:
+        parts = [
+            f"{names}'s keys were reset by you: {_plural(reset)} back in rotation. Recovery is declared when "
+            f"{names} answers again."
+        ]
+    else:
+        parts = [f"Reset {_plural(reset)}: back in rotation. Recovery is declared when a provider answers again."]
     if kept:
         parts.append(
             f"Left {_plural(kept)} parked (invalid, no credit, spend cap or no access): "

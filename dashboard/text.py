@@ -80,7 +80,7 @@ def reason_text(key: KeyStatus) -> str:
     reason = key.reason or ""
     words = reason_words(reason)
     if reason == "spend_cap" and key.cooldown_until:
-        return f"{provider_title(key.provider)} spend cap — until {_day(key.cooldown_until)}"
+        return f"{provider_title(key.provider)} spend cap — until {utc_day(key.cooldown_until)}"
     if reason == "no_access" and key.last_error:
         return key.last_error.split(":", 1)[0]
     if reason in ("invalid_key", "no_credits") and key.last_error:
@@ -89,37 +89,55 @@ def reason_text(key: KeyStatus) -> str:
 
 
 STATE_LABELS: dict[str, str] = {
-    "available": "🟢 available",
-    "rate_limit": "🟠 rate-limited",
-    "errors": "🟡 resting after errors",
-    "upstream": "🟠 model busy upstream",
-    "manual": "⚪ parked by hand",
-    "invalid_key": "🔴 invalid",
-    "no_credits": "🔴 no credit",
-    "spend_cap": "🟣 spend cap",
-    "no_access": "🟤 no access",
-    "disabled": "⚫ disabled",
-    "paused": "🔵 provider paused",
+    "available": "available",
+    "rate_limit": "rate-limited",
+    "errors": "resting after errors",
+    "upstream": "model busy upstream",
+    "manual": "parked by hand",
+    "invalid_key": "invalid key",
+    "no_credits": "no credit",
+    "spend_cap": "spend cap",
+    "no_access": "no access",
+    "disabled": "disabled",
+    "paused": "provider paused",
 }
-"""Each key state as the status table shows it: a colour marker first, so states stay apart at a glance (a
-revoked key is red and says "invalid"; a rate limit is orange), and words, never internal names."""
+"""Each key state as the status table shows it: words, never internal names, each state its own, so a revoked
+key never reads like a rate limit. No emoji: a machine without an emoji font draws those as boxes. The table
+draws each as a pill of the colour in `STATE_COLORS`, so the words carry the state and the colour helps."""
+
+STATE_COLORS: dict[str, str] = {
+    "available": "#16a34a",
+    "rate_limit": "#f59e0b",
+    "errors": "#eab308",
+    "upstream": "#f97316",
+    "paused": "#3b82f6",
+    "manual": "#9ca3af",
+    "invalid_key": "#dc2626",
+    "no_credits": "#e11d48",
+    "spend_cap": "#9333ea",
+    "no_access": "#a16207",
+    "disabled": "#6b7280",
+}
+"""The pill colour of each state: green available, warm (amber, yellow, orange) or blue for keys that free
+themselves, red, purple and brown for keys that need a person, grey for keys switched off."""
 
 
 def state_label(state: str) -> str:
-    return STATE_LABELS.get(state, "⚪ " + state.replace("_", " "))
+    return STATE_LABELS.get(state, state.replace("_", " "))
 
 
 def check_text(result: Mapping[str, Any]) -> str:
-    """A background check's result for the "Last check" column: `✅ OK · 12:03:04`, `❌ invalid key (HTTP 401)`."""
+    """A background check's result for the "Last check" column: `OK · 12:03:04`, `failed: invalid key (HTTP 401)
+    · 12:03:05` (words, not emoji, which a machine without an emoji font draws as boxes)."""
     when = clock_time(result["at"]) if result.get("at") else ""
     if result.get("ok"):
-        return f"✅ OK · {when}"
+        return f"OK · {when}"
     kind = result.get("outcome")
     if kind is None:
-        return f"❌ {result.get('verdict', 'failed')} · {when}"
+        return f"failed: {result.get('verdict', 'no verdict')} · {when}"
     code = result.get("status")
     status = f" (HTTP {code})" if code and kind != OutcomeKind.TRANSIENT else ""  # transient words name it
-    return f"❌ {kind_word(kind, code)}{status} · {when}"
+    return f"failed: {kind_word(kind, code)}{status} · {when}"
 
 
 def pause_text(status: ProviderStatus, now: float) -> str:
@@ -128,9 +146,16 @@ def pause_text(status: ProviderStatus, now: float) -> str:
     return f"{status.title} {words} — back in {countdown((status.paused_until or now) - now)}"
 
 
-def _day(at: float) -> str:
-    moment = datetime.fromtimestamp(at, UTC)  # spend caps reset at midnight UTC on the 1st
+def utc_day(at: float) -> str:
+    """`1 Dec`: the day a spend cap lifts (caps reset at midnight UTC on the 1st)."""
+    moment = datetime.fromtimestamp(at, UTC)
     return f"{moment.day} {moment:%b}"
+
+
+def key_order(key_id: str) -> tuple[str, int, str]:
+    """Sort key for key ids in numeric order: `groq:2` before `groq:10` (text order puts `:10` before `:2`)."""
+    provider, _, number = key_id.rpartition(":")
+    return (provider, int(number), "") if number.isdigit() else (key_id, 0, key_id)
 
 
 def md_escape(text: str) -> str:

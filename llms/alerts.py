@@ -1,6 +1,12 @@
 """Alerts: operators hear when a provider has no key left, a key is parked, or every key is exhausted — once per
 incident, and once more when it ends.
 
+A provider (or the whole pool) is declared recovered only once it answered again: keys back in rotation after a
+reset or at the end of their rest are not an answer (a reset Groq may still answer 503). Until then the incident
+is *updated* ("has keys in rotation again, no answer yet"), and opens again if they fail once more. Key alerts
+raised by one change are one alert naming the keys (`key_ids`, at most `KEY_IDS_KEPT`), not one per key:
+disabling 69 keys is one row, one toast and one webhook post.
+
 Incidents are read off key state, not off single calls, so they open and close the same way whichever process
 caused them. The open incidents and the recent alerts are one document in the store, changed atomically: when
 several processes share the store, the one whose change opened an incident is the one that announces it, so one
@@ -32,6 +38,10 @@ log = logging.getLogger("llms.alerts")
 
 KEEP = 200
 """Alerts kept in the list, newest first."""
+KEY_IDS_KEPT = 50
+"""Key ids an alert about many keys keeps (its text names five and counts the rest): the document stays small."""
+NAMED = 5
+"""Key ids an alert's text names; the rest are counted."""
 
 
 class ProviderState(Protocol):
@@ -45,9 +55,17 @@ class ProviderState(Protocol):
 
 @dataclass(frozen=True)
 class Incident:
+    """`update`: what the alert says when the incident's condition ended without an answer (providers and the
+    pool only: their recovery waits for one). `key_id` and `words` (`parked as invalid`; `recovery_words`
+    for its end) let alerts about several keys of one change be one alert."""
+
     id: str
     text: str
     recovery: str
+    update: str | None = None
+    key_id: str | None = None
+    words: str = ""
+    recovery_words: str = ""
 
 
 def incidents(providers: Sequence[ProviderState]) -> dict[str, Incident]:
@@ -57,22 +75,16 @@ def incidents(providers: Sequence[ProviderState]) -> dict[str, Incident]:
     for provider in configured:
         for key in provider.keys:
             if key.disabled:  # its own words: an operator took it out, it is neither parked nor back in rotation
-                found[f"key:{key.key_id}"] = Incident(
-                    f"key:{key.key_id}",
-                    f"{key.key_id} ({key.hint}) is {STATE_WORDS['disabled']}",
-                    f"{key.key_id} ({key.hint}) is enabled and back in rotation",
-                )
+                found[f"key:{key.key_id}"] = _key_incident(key, STATE_WORDS["disabled"], "enabled and back in rotation")
             elif not key.available and key.reason in PARKED_REASONS:
-                found[f"key:{key.key_id}"] = Incident(
-                    f"key:{key.key_id}",
-                    f"{key.key_id} ({key.hint}) is {STATE_WORDS[key.reason]}",
-                    f"{key.key_id} ({key.hint}) is back in rotation",
-                )
+                found[f"key:{key.key_id}"] = _key_incident(key, STATE_WORDS[key.reason], "back in rotation")
         if provider.available == 0:
             found[f"provider:{provider.title}"] = Incident(
                 f"provider:{provider.title}",
                 f"{provider.title} has no key available: {_why(provider.keys)}",
-                f"{provider.title} can answer again",
+                f"{provider.title} can answer again: it answered",
+                f"{provider.title} has keys in rotation again, but no answer yet: recovery is declared on its next "
+                "answer",
             )
     if configured and all(p.available == 0 for p in configured):
         everything = [k for p in configured for k in p.keys]
@@ -80,7 +92,29 @@ def incidents(providers: Sequence[ProviderState]) -> dict[str, Incident]:
             "exhausted",
             f"Every API key is exhausted: {_why(everything)}",
             "Keys are available again: calls are being answered",
+            "Keys are in rotation again, but no call was answered yet",
         )
+    return found
+
+
+def _key_incident(key: KeyStatus, words: str, recovery_words: str) -> Incident:
+    who = f"{key.key_id} ({key.hint})"
+    return Incident(
+        f"key:{key.key_id}",
+        f"{who} is {words}",
+        f"{who} is {recovery_words}",
+        key_id=key.key_id,
+        words=words,
+        recovery_words=recovery_words,
+    )
+
+
+def answers(providers: Sequence[ProviderState]) -> dict[str, int]:
+    """Successful answers recorded so far, per incident whose recovery waits for an answer (`provider:<title>`,
+    `exhausted`): a recovery is declared when this count has grown since the incident opened."""
+    configured = [p for p in providers if p.total]
+    found = {f"provider:{p.title}": sum(k.successes for k in p.keys) for p in configured}
+    found["exhausted"] = sum(found.values())
     return found
 
 
@@ -92,20 +126,104 @@ def _why(keys: Sequence[KeyStatus]) -> str:
     )
 
 
-def advance(document: Document, now_open: Mapping[str, Incident], at: float) -> Document:
+def advance(
+    document: Document, now_open: Mapping[str, Incident], at: float, answered: Mapping[str, int] | None = None
+) -> Document:
     """The alert document after comparing the incidents open now with those it recorded: each new incident and
-    each ended one is an alert. `new` holds only the alerts this change made, for its caller to announce."""
+    each ended one is an alert. A provider's (or the pool's) ended incident is resolved only if it answered since
+    it opened (`answered`, see `answers`); until then it is updated once and waits, and opens again if its
+    condition comes back. `new` holds only the alerts this change made, for its caller to announce."""
     recorded: dict[str, dict[str, Any]] = dict(document.get("open", {}))
+    counts = answered or {}
     new = []
     for incident_id, incident in now_open.items():
-        if incident_id not in recorded:
-            recorded[incident_id] = {"at": at, "recovery": incident.recovery}
-            new.append({"at": at, "id": incident_id, "state": "open", "text": incident.text})
+        entry = recorded.get(incident_id)
+        if entry is None or entry.get("waiting"):
+            recorded[incident_id] = _entry(incident, at, counts)
+            new.append(_alert(at, incident_id, "open", incident.text, incident.key_id, incident.words))
     for incident_id in [i for i in recorded if i not in now_open]:
+        entry = recorded[incident_id]
+        if "answered" in entry and counts.get(incident_id, 0) <= entry["answered"]:
+            if not entry.get("waiting"):
+                recorded[incident_id] = {**entry, "waiting": True}
+                new.append(_alert(at, incident_id, "updated", entry["update"]))
+            continue
         ended = recorded.pop(incident_id)
-        new.append({"at": at, "id": incident_id, "state": "resolved", "text": ended["recovery"]})
+        words = ended.get("recovery_words", "")
+        new.append(_alert(at, incident_id, "resolved", ended["recovery"], ended.get("key_id"), words))
+    new = _one_per_change(new)
     recent = [*reversed(new), *document.get("recent", [])][:KEEP]
     return {"open": recorded, "recent": recent, "new": new}
+
+
+def _entry(incident: Incident, at: float, answered: Mapping[str, int]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"at": at, "recovery": incident.recovery}
+    if incident.update is not None:
+        entry |= {"update": incident.update, "answered": answered.get(incident.id, 0)}
+    if incident.key_id is not None:
+        entry |= {"key_id": incident.key_id, "recovery_words": incident.recovery_words}
+    return entry
+
+
+def _alert(
+    at: float, incident_id: str, state: str, text: str, key_id: str | None = None, words: str = ""
+) -> dict[str, Any]:
+    alert: dict[str, Any] = {"at": at, "id": incident_id, "state": state, "text": text}
+    if key_id is not None:
+        alert |= {"key_ids": [key_id], "words": words}
+    return alert
+
+
+def _one_per_change(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Key alerts of one change that say the same thing as one alert: `7 keys are disabled by an operator:
+    groq:1, …, groq:5 and 2 more`, with `key_ids` and `keys` (how many). Other alerts pass as they are."""
+    kinds: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    merged: list[dict[str, Any]] = []
+    for alert in alerts:
+        if "key_ids" not in alert or not alert.get("words"):
+            merged.append(alert)
+        else:
+            kinds.setdefault((alert["state"], alert["words"]), []).append(alert)
+    for (state, words), members in kinds.items():
+        if len(members) == 1:
+            merged.append(members[0])
+            continue
+        ids = sorted((m["key_ids"][0] for m in members), key=_in_order)
+        more = f" and {len(ids) - NAMED} more" if len(ids) > NAMED else ""
+        text = f"{len(ids)} keys are {words}: {', '.join(ids[:NAMED])}{more}"
+        merged.append(
+            {
+                "at": members[0]["at"],
+                "id": f"keys:{state}:{words}",
+                "state": state,
+                "text": text,
+                "key_ids": ids[:KEY_IDS_KEPT],
+                "keys": len(ids),
+                "words": words,
+            }
+        )
+    return merged
+
+
+def _in_order(key_id: str) -> tuple[str, int, str]:
+    """`groq:2` before `groq:10`."""
+    provider, _, number = key_id.rpartition(":")
+    return (provider, int(number), "") if number.isdigit() else (key_id, 0, key_id)
+
+
+def _changed(
+    recorded: Mapping[str, Mapping[str, Any]], now_open: Mapping[str, Incident], answered: Mapping[str, int]
+) -> bool:
+    """Whether `advance` would make an alert: an incident opened (or came back while waiting for an answer), one
+    ended, or one waiting for an answer got it. A read, no write, when nothing did."""
+    if any(i not in recorded or recorded[i].get("waiting") for i in now_open):
+        return True
+    for incident_id, entry in recorded.items():
+        if incident_id in now_open:
+            continue
+        if "answered" not in entry or not entry.get("waiting") or answered.get(incident_id, 0) > entry["answered"]:
+            return True
+    return False
 
 
 class Alerts:
@@ -132,11 +250,12 @@ class Alerts:
     def update(self) -> list[dict[str, Any]]:
         """Open and close incidents to match key state now; returns the alerts this call raised. Costs one
         read when nothing changed, one atomic change when something did."""
-        now_open = incidents(self._providers())
-        if set(now_open) == set(self._read().get("open", {})):
+        providers = self._providers()
+        now_open, answered = incidents(providers), answers(providers)
+        if not _changed(self._read().get("open", {}), now_open, answered):
             return []
         at = self._clock()
-        new = self._change(self.NAME, lambda document: advance(document, now_open, at))["new"]
+        new = self._change(self.NAME, lambda document: advance(document, now_open, at, answered))["new"]
         if self._sender is not None:
             for alert in new:
                 self._sender.send(alert)
@@ -206,7 +325,7 @@ class WebhookSender:
             self._deliver(alert)
 
     def _deliver(self, alert: dict[str, Any]) -> None:
-        mark = "🔴" if alert["state"] == "open" else "✅"
+        mark = {"open": "🔴", "updated": "🔄"}.get(alert["state"], "✅")
         body = json.dumps({"text": f"{mark} {alert['text']}", "alert": alert}).encode()
         for retry_in in (*self._delays, None):
             problem, final = self._post(body)

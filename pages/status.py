@@ -1,5 +1,6 @@
-"""Status page, problems first: a line per provider, one key table opening on the keys that need attention,
-bulk actions on selected keys, background key checks, recent events and the busiest keys."""
+"""Status page, problems first: a line per provider (a failing provider named), one key table opening on the keys
+that need a person with the keys that free themselves counted above it, bulk actions on selected keys, background
+key checks, recent events and the busiest keys."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 import streamlit as st
 
-from dashboard import shell, status
-from dashboard.alerts import ALERT_COLUMNS, alerts_frame
+from dashboard import shell, status, triage
+from dashboard.alerts import ALERT_COLUMNS, alerts_frame, mark_own
 from dashboard.client import get_backend, get_client
 from dashboard.simulate import simulate_panel
 from dashboard.text import md_escape, provider_title
@@ -44,12 +45,16 @@ def show_notices() -> None:
 
 def reset_everything(providers: Sequence[str] | None = None) -> None:
     include = bool(st.session_state.get(INCLUDE_PARKED))
+    chosen = [s for s in client.provider_statuses() if providers is None or s.provider in providers]
+    mark_own(st.session_state, [k.key_id for s in chosen for k in s.keys], [s.title for s in chosen])
     notify(status.reset_all(client, include, providers))
 
 
 def act(action: Callable[[SmartClient, Sequence[str]], str], key_ids: Sequence[str], keep: bool = False) -> None:
-    """A bulk button: run the action on the selected ids, say what happened, and (except for Test) clear the
-    selection so a second click cannot repeat it on keys that have moved on."""
+    """A bulk button: run the action on the selected ids, say what happened (the alerts restating it are not
+    toasted again in this session), and (except for Test) clear the selection so a second click cannot repeat
+    it on keys that have moved on."""
+    mark_own(st.session_state, key_ids, {provider_title(key_id.rpartition(":")[0]) for key_id in key_ids})
     notify(action(client, key_ids))
     if not keep:
         status.clear_selection(st.session_state)
@@ -79,33 +84,41 @@ def live_status() -> None:
     if checks["running"]:
         st.progress(checks["done"] / max(1, checks["total"]), text=f"Checking keys: {checks['done']}/{checks['total']}")
 
-    summaries = [status.summarize(s, now) for s in statuses]
+    causes = triage.causes(client)
+    summaries = [status.summarize(s, now, causes) for s in statuses]
+    for summary in summaries:
+        if summary.outage is not None:
+            st.error(md_escape(summary.outage.text()), icon=":material/cloud_off:")
     st.markdown(status.summary_table(summaries))
     st.caption(status.models_text(summaries))
     for summary in summaries:
         if summary.problem:
             st.warning(f"{summary.title} configuration problem: {md_escape(summary.problem)}", icon=":material/build:")
 
+    every = status.rows_of(statuses, now)
+    st.markdown(status.triage_text(every, now))
     choice = st.pills("Show", list(status.FILTERS), default=status.NEEDS_ATTENTION, key="status_filter")
     search = st.text_input("Search", key="status_search", placeholder="key id, hint or group", width=360)
     chosen = status.selected_ids(st.session_state)
-    rows = status.shown_rows(status.rows_of(statuses, now), choice, search, keep=chosen)
+    rows = status.shown_rows(every, choice, search, keep=chosen)
     grid, ticked = status.table_widget(st.session_state, rows, chosen)
     pauses = {s.provider: s.pause for s in summaries if s.pause}
-    event = st.dataframe(
-        status.key_frame(rows, now, checks["results"], pauses),
-        column_config=status.KEY_COLUMNS,
-        hide_index=True,
-        width="stretch",
-        placeholder="—",
-        key=grid,
-        on_select="rerun",
-        selection_mode="multi-row",
-        selection_default=ticked,
-    )
-    if not rows:
-        st.caption("No key needs attention." if choice == status.NEEDS_ATTENTION else "No key matches.")
-    ids = [rows[i].key.key_id for i in event.selection.rows if i < len(rows)]
+    ids: list[str] = []
+    if rows:  # an empty grid draws a highlighted phantom row: say so in words instead
+        event = st.dataframe(
+            status.key_frame(rows, now, checks["results"], pauses, causes),
+            column_config=status.KEY_COLUMNS,
+            hide_index=True,
+            width="stretch",
+            placeholder="—",
+            key=grid,
+            on_select="rerun",
+            selection_mode="multi-row",
+            selection_default=ticked,
+        )
+        ids = [rows[i].key.key_id for i in event.selection.rows if i < len(rows)]
+    else:
+        st.caption(status.empty_text(choice, search))
     st.caption(
         f"{len(ids)} selected: {', '.join(ids)}"
         if ids

@@ -149,6 +149,7 @@ def test_ten_thousand_keys_stay_a_top_n_table_and_a_few_chart_columns() -> None:
     keys, matched = history.key_totals(frame, {})
     assert (len(keys), matched) == (history.TOP_KEYS, 10_000)
     assert set(keys["Requests"]) == {7}
+    assert list(keys["Key"][:3]) == ["groq:6", "groq:13", "groq:20"], "as busy: in numeric order, not :13, :20, :6"
     assert history.provider_totals(frame)["Requests"].item() == sum(r["requests"] for r in rows)
     assert history.timeline(frame, 24, time.time(), "Provider").shape[1] == 1
 

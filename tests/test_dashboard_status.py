@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,13 +23,13 @@ from config.settings import load_settings
 from dashboard import status
 from dashboard.alerts import grouped
 from dashboard.client import get_client
-from dashboard.text import state_label
+from dashboard.text import STATE_COLORS, STATE_LABELS, state_label
 from llms import KeyStatus, ProviderStatus, SmartClient
-from llms.alerts import advance, incidents
+from llms.alerts import advance, answers, incidents
 from llms.state import CooldownReason, store_from_url
 from simulator import Simulator
 from tests.conftest import SECRETS
-from tests.test_dashboard import _OURS, STATUS, app, availability, chat, cool, use_keys
+from tests.test_dashboard import _OURS, STATUS, app, availability, captions, chat, cool, use_keys
 
 NOW = 1_900_000_000.0
 
@@ -113,34 +114,38 @@ def test_states_have_distinct_words_and_a_revoked_key_never_reads_like_a_rate_li
     ]
     assert rows["openrouter:1"].state == "paused"  # available itself, but its provider rests
     frame = status.key_frame(list(rows.values()), NOW, pauses={"openrouter": "OpenRouter model busy upstream"})
-    labels = dict(zip(frame["Key"], frame["State"], strict=True))
-    assert labels["groq:2"] == "🟠 rate-limited"
-    assert labels["groq:3"] == "🔴 invalid"
-    assert labels["groq:4"] == "⚫ disabled"
-    assert labels["groq:5"] == "🟡 resting after errors"
-    assert labels["openrouter:1"] == "🔵 provider paused"
+    labels = dict(zip(frame["Key"], (_label(s) for s in frame["State"]), strict=True))
+    assert labels["groq:2"] == "rate-limited"
+    assert labels["groq:3"] == "invalid key"
+    assert labels["groq:4"] == "disabled"
+    assert labels["groq:5"] == "resting after errors"
+    assert labels["openrouter:1"] == "provider paused"
     assert len(set(labels.values())) == 7, "every state reads differently"
     reasons = dict(zip(frame["Key"], frame["Reason"], strict=True))
-    assert reasons["groq:3"] == "invalid key: Invalid API Key" and "rate" not in reasons["groq:3"]
-    assert "_" not in "".join(frame["State"]) + "".join(frame["Reason"]), "no internal names"
+    assert reasons["groq:3"] == "invalid API key" and "rate" not in reasons["groq:3"]  # the message adds nothing
+    assert "_" not in "".join(labels.values()) + "".join(frame["Reason"]), "no internal names"
 
 
 def test_countdown_column_is_numeric_and_sorts_by_time() -> None:
     frame = status.key_frame(status.rows_of(FLEET, NOW), NOW)
     assert frame["Frees in"].dtype == "float64"
     ordered = frame.dropna(subset=["Frees in"]).sort_values("Frees in", kind="stable")
-    assert ordered["Key"].tolist() == ["openrouter:1", "openrouter:2", "groq:5", "groq:2", "groq:3", "groq:6"]
-    assert ordered["Frees in"].tolist() == [8, 8, 30, 416, 86_400, 777_600]  # whole seconds, rounded up
+    assert ordered["Key"].tolist() == ["openrouter:1", "openrouter:2", "groq:5", "groq:2"]
+    assert ordered["Frees in"].tolist() == [8, 8, 30, 416]  # whole seconds, rounded up
     by_key = frame.set_index("Key")
-    assert by_key["Frees in"].isna()[["groq:1", "groq:4"]].all(), "available and disabled keys do not count down"
+    # a revoked key does not "free in 86400 s", nor a spend cap in 9 days: they wait for a person
+    assert by_key["Frees in"].isna()[["groq:1", "groq:3", "groq:4", "groq:6"]].all()
+    assert by_key["Frees at"].isna()[["groq:3", "groq:6"]].all()
 
 
 def test_filter_defaults_to_keys_needing_attention_and_search_narrows() -> None:
     rows = status.rows_of(FLEET, NOW)
     ids = lambda shown: [r.key.key_id for r in shown]  # noqa: E731
     attention = ids(status.shown_rows(rows, status.NEEDS_ATTENTION, ""))
-    assert attention == ["groq:2", "groq:3", "groq:4", "groq:5", "groq:6", "openrouter:1", "openrouter:2"]
-    assert len(status.shown_rows(rows, status.ALL, "")) == 8
+    assert attention == ["groq:3", "groq:6", "groq:4"], "revoked and capped first, then disabled"
+    healing = ids(status.shown_rows(rows, status.SELF_HEALING, ""))
+    assert healing == ["groq:2", "groq:5", "openrouter:1", "openrouter:2"]
+    assert ids(status.shown_rows(rows, status.ALL, "")) == [*attention, *healing, "groq:1"], "problems first"
     assert status.shown_rows(rows, None, "") == status.shown_rows(rows, status.ALL, ""), "no filter picked: all"
     assert ids(status.shown_rows(rows, "Parked", "")) == ["groq:3", "groq:6"]
     assert ids(status.shown_rows(rows, "Disabled", "")) == ["groq:4"]
@@ -148,7 +153,7 @@ def test_filter_defaults_to_keys_needing_attention_and_search_narrows() -> None:
     assert ids(status.shown_rows(rows, status.ALL, "ope…")) == ["openrouter:1", "openrouter:2"]  # hint
     assert ids(status.shown_rows(rows, status.NEEDS_ATTENTION, "groq:1")) == []
     # a selected key stays listed whatever the filter, so the selection never points at a vanished row
-    assert ids(status.shown_rows(rows, status.NEEDS_ATTENTION, "groq:3", keep=["groq:1"])) == ["groq:1", "groq:3"]
+    assert ids(status.shown_rows(rows, status.NEEDS_ATTENTION, "groq:3", keep=["groq:1"])) == ["groq:3", "groq:1"]
 
 
 def test_provider_summary_counts_categories_and_names_the_next_key() -> None:
@@ -156,13 +161,16 @@ def test_provider_summary_counts_categories_and_names_the_next_key() -> None:
     assert (groq.available, groq.cooling, groq.parked, groq.disabled) == (1, 2, 2, 1)
     assert groq.note == "groq:5 frees in 30 s"
     table = status.summary_table([groq, openrouter]).splitlines()
-    assert (
-        table[2]
-        == "| **Groq** | 🟢 1/6 available · 🟠 2 cooling · 🔴 2 parked · ⚫ 1 disabled | groq:5 frees in 30 s |"
+    assert table[2] == (
+        "| **Groq** | :material/check_circle: 1/6 available · :material/schedule: 2 cooling · :material/report: 2 "
+        "parked · :material/block: 1 disabled | groq:5 frees in 30 s |"
     )
-    assert table[3].startswith("| **Openrouter** | 🟢 0/2 available · 🟠 2 cooling |")  # only the states keys are in
+    # only the states keys are in; Material icons, never emoji (boxes without an emoji font)
+    assert table[3].startswith(
+        "| **Openrouter** | :material/check_circle: 0/2 available · :material/schedule: 2 cooling |"
+    )
     assert (openrouter.available, openrouter.cooling) == (0, 2)
-    assert openrouter.note.startswith("⏸ Openrouter model busy upstream — back in 8 s")
+    assert openrouter.note.startswith("Paused: Openrouter model busy upstream — back in 8 s")
 
 
 def test_busiest_keys_chart_keeps_a_fixed_number_of_bars_at_ten_thousand_keys() -> None:
@@ -193,10 +201,18 @@ def grid(at: AppTest) -> Any:
     return next(d for d in at.dataframe if (d.key or "").startswith(status.TABLE_KEY))
 
 
+def _label(pills: Any) -> str:
+    """A State cell (a list of one pill) as its words."""
+    return ", ".join(pills)
+
+
 def table(at: AppTest) -> dict[str, str]:
-    """Key id → state as the key table shows it."""
-    frame = grid(at).value
-    return dict(zip(frame["Key"], frame["State"], strict=True))
+    """Key id → state as the key table shows it ({} when the page says there is nothing to list)."""
+    found = [d for d in at.dataframe if (d.key or "").startswith(status.TABLE_KEY)]
+    if not found:
+        return {}
+    frame = found[0].value
+    return dict(zip(frame["Key"], (_label(s) for s in frame["State"]), strict=True))
 
 
 def ticked(at: AppTest) -> list[int]:
@@ -250,20 +266,25 @@ def test_table_opens_on_problems_and_all_is_one_click_away(env: pytest.MonkeyPat
     for _ in range(2):  # groq:1 answers both; groq:2 is parked as invalid, groq:3 rate-limited on the way
         chat(at, "Hello")
     status_page(at)
-    assert table(at) == {"groq:2": "🔴 invalid", "groq:3": "🟠 rate-limited"}
-    assert not any(secret in at.dataframe[0].value.to_string() for secret in SECRETS["groq"])
-    frame = at.dataframe[0].value.set_index("Key")
-    assert frame.loc["groq:2", "Reason"].startswith("invalid key")
+    assert table(at) == {"groq:2": "invalid key"}, "opens on the keys that need a person"
+    assert not any(secret in grid(at).value.to_string() for secret in SECRETS["groq"])
+    assert grid(at).value.set_index("Key").loc["groq:2", "Reason"] == "HTTP 401: invalid API key"
+    summary = " ".join(m.value for m in at.markdown)
+    assert "1/3 available · :material/schedule: 1 cooling · :material/report: 1 parked | groq:3 frees in" in summary
+    assert re.search(r"1 key frees itself \(1 rate-limited\): the next, groq:3, in (5[5-9]|6[01]) s", summary)
+    show(at, status.SELF_HEALING)
+    frame = grid(at).value.set_index("Key")
+    assert list(frame.index) == ["groq:3"]
     assert 55 <= frame.loc["groq:3", "Frees in"] <= 61 and frame["Frees in"].dtype == "float64"
-    assert "| 🟢 1/3 available · 🟠 1 cooling · 🔴 1 parked | groq:3 frees in" in " ".join(m.value for m in at.markdown)
+    assert frame.loc["groq:3", "Reason"] == "HTTP 429: rate limit, provider says 60 s"
     show(at, status.ALL)
-    assert list(table(at)) == ["groq:1", "groq:2", "groq:3"]
+    assert list(table(at)) == ["groq:2", "groq:3", "groq:1"], "needing a person, freeing itself, available"
     at.text_input(key="status_search").input("groq:3").run()
     assert list(table(at)) == ["groq:3"]
     client.disable_key("groq:1")
     at.text_input(key="status_search").input("").run()
     show(at, "Disabled")
-    assert table(at) == {"groq:1": "⚫ disabled"}
+    assert table(at) == {"groq:1": "disabled"}
 
 
 def test_bulk_disable_and_enable_act_on_exactly_the_selected_keys(env: pytest.MonkeyPatch, sim: Simulator) -> None:
@@ -281,11 +302,11 @@ def test_bulk_disable_and_enable_act_on_exactly_the_selected_keys(env: pytest.Mo
         assert disabled_ids(other) == {"groq:2", "groq:4"}
     assert [b.disabled for b in at.button if b.label in ("Reset", "Test", "Disable", "Enable")] == [True] * 4
     show(at, status.NEEDS_ATTENTION)
-    assert table(at) == {"groq:2": "⚫ disabled", "groq:4": "⚫ disabled"}
+    assert table(at) == {"groq:2": "disabled", "groq:4": "disabled"}
     select(at, "groq:4")
     click(at, "Enable")
     assert disabled_ids(client) == {"groq:2"}
-    assert table(at) == {"groq:2": "⚫ disabled"}
+    assert table(at) == {"groq:2": "disabled"}
 
 
 def test_selection_follows_the_key_when_rows_move(env: pytest.MonkeyPatch, sim: Simulator) -> None:
@@ -295,7 +316,7 @@ def test_selection_follows_the_key_when_rows_move(env: pytest.MonkeyPatch, sim: 
     at = status_page(app().run())
     client = get_client()
     cool(client, "groq:1", "groq:3")
-    at.run()
+    show(at, status.SELF_HEALING)
     assert list(table(at)) == ["groq:1", "groq:3"]
     before = select(at, "groq:3")
     assert ticked(at) == [] and grid(at).key == before, "the grid keeps the tick it sent"
@@ -316,7 +337,7 @@ def test_rows_changing_below_the_selection_keep_the_grid(env: pytest.MonkeyPatch
     at = status_page(app().run())
     client = get_client()
     cool(client, "groq:1", "groq:3")
-    at.run()
+    show(at, status.SELF_HEALING)
     key = select(at, "groq:1")
     client.reset_key("groq:3")
     at.run()
@@ -369,13 +390,15 @@ def test_reset_all_leaves_invalid_keys_parked_unless_asked(env: pytest.MonkeyPat
     cool(client, "groq:3")
     client.disable_key("groq:4")
     status_page(at)
-    assert table(at) == {"groq:1": "🔴 invalid", "groq:3": "🟠 rate-limited", "groq:4": "⚫ disabled"}
+    show(at, status.ALL)
+    assert table(at) == {"groq:1": "invalid key", "groq:4": "disabled", "groq:3": "rate-limited", "groq:2": "available"}
     click(at, "Reset all")
-    assert table(at) == {"groq:1": "🔴 invalid", "groq:4": "⚫ disabled"}
+    assert table(at) == {"groq:1": "invalid key", "groq:4": "disabled", "groq:2": "available", "groq:3": "available"}
     assert "Left 1 key parked" in notices(at)[0]
     at.checkbox(key="status_include_parked").check().run()
     click(at, "Reset all")
-    assert table(at) == {"groq:4": "⚫ disabled"}, "reset never enables"
+    show(at, status.NEEDS_ATTENTION)
+    assert table(at) == {"groq:4": "disabled"}, "reset never enables"
     assert disabled_ids(client) == {"groq:4"}
 
 
@@ -390,7 +413,7 @@ def test_reload_keys_reads_the_environment_again_without_a_restart(env: pytest.M
     click(at, "Reload keys")
     assert "Added: groq:3. Removed: groq:2." in notices(at)[0]
     assert availability(at)["Groq"] == "1/2"
-    assert table(at) == {"groq:1": "🔴 invalid"}  # a key that stays keeps its state
+    assert table(at) == {"groq:1": "invalid key"}  # a key that stays keeps its state
 
 
 def test_alerts_are_listed_on_the_status_page(env: pytest.MonkeyPatch, sim: Simulator) -> None:
@@ -398,7 +421,7 @@ def test_alerts_are_listed_on_the_status_page(env: pytest.MonkeyPatch, sim: Simu
     at = chat(app().run(), "Hello")
     status_page(at)
     alerts = next(d.value for d in at.dataframe if list(d.value.columns) == ["Time", "State", "Alert"])
-    assert set(alerts["State"]) == {"🔴 open"}
+    assert set(alerts["State"]) == {"open"}
     assert any(text.startswith("Groq has no key available: 1 parked as invalid") for text in alerts["Alert"])
     assert not any(secret in alerts.to_string() for secret in SECRETS["groq"])
 
@@ -413,9 +436,9 @@ def test_key_alerts_of_one_look_are_one_toast_per_kind() -> None:
     )
     new.append({"id": "key:groq:70", "state": "resolved", "text": "groq:70 (gsk…0000) is back in rotation"})
     assert grouped(new) == [
-        ("Groq has no key available: 69 disabled by an operator", True),
-        ("69 keys are disabled by an operator: groq:1, groq:2, groq:3, groq:4, groq:5 and 64 more", True),
-        ("groq:70 (gsk…0000) is back in rotation", False),
+        ("Groq has no key available: 69 disabled by an operator", "open"),
+        ("69 keys are disabled by an operator: groq:1, groq:2, groq:3, groq:4, groq:5 and 64 more", "open"),
+        ("groq:70 (gsk…0000) is back in rotation", "resolved"),
     ]
 
 
@@ -435,19 +458,36 @@ def test_a_disabled_key_is_neither_parked_nor_back_in_rotation() -> None:
     assert [a["text"] for a in ended["new"]] == ["groq:1 (gro…1111) is enabled and back in rotation"]
 
 
-def test_a_bulk_action_is_one_toast(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+def alert_toasts(at: AppTest) -> list[str]:
+    return [t.value.replace("\\", "") for t in at.toast if t.icon != ":material/info:"]
+
+
+def alert_rows(at: AppTest) -> list[str]:
+    return next(d.value for d in at.dataframe if list(d.value.columns) == ["Time", "State", "Alert"])["Alert"].tolist()
+
+
+def test_a_bulk_action_is_one_toast_here_one_alert_elsewhere_and_one_row(
+    env: pytest.MonkeyPatch, sim: Simulator
+) -> None:
+    """Disabling 69 keys fired 69 toasts, and the acting session got its own notice plus the alert restating it;
+    the alert list had a row per key, pushing provider alerts out."""
     use_keys(env, sim, {"groq": 8})
     at = status_page(app().run())
+    elsewhere = status_page(app().run())  # another operator's tab, open before the change
     show(at, status.ALL)
     select(at, *(f"groq:{i}" for i in range(1, 8)))
     click(at, "Disable")
     assert notices(at) == [
         "Disabled 7 keys: groq:1, groq:2, groq:3, groq:4, groq:5 and 2 more. They stay out of rotation until Enable."
     ]
-    alerts = [t.value.replace("\\", "") for t in at.toast if t.icon != ":material/info:"]
+    seen = alert_toasts(at)
     at.run()  # alerts raised after this run's look would be toasted in the next
-    alerts += [t.value.replace("\\", "") for t in at.toast if t.icon != ":material/info:"]
-    assert alerts == ["7 keys are disabled by an operator: groq:1, groq:2, groq:3, groq:4, groq:5 and 2 more"]
+    assert seen + alert_toasts(at) == [], "the acting session's notice already said it"
+    elsewhere.run()
+    disabled = "7 keys are disabled by an operator: groq:1, groq:2, groq:3, groq:4, groq:5 and 2 more"
+    assert alert_toasts(elsewhere) == [disabled]
+    assert alert_rows(elsewhere) == [disabled], "one row for the change, not seven"
+    assert get_client().alerts()[0]["key_ids"] == [f"groq:{i}" for i in range(1, 8)]
 
 
 def test_per_provider_reset(env: pytest.MonkeyPatch, sim: Simulator) -> None:
@@ -455,9 +495,9 @@ def test_per_provider_reset(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     at = status_page(app().run())
     client = get_client()
     cool(client, "groq:1", "openrouter:1")
-    at.run()
+    show(at, status.SELF_HEALING)
     click(at, "Reset Groq")
-    assert table(at) == {"openrouter:1": "🟠 rate-limited"}
+    assert table(at) == {"openrouter:1": "rate-limited"}
     assert "reset" in next(d for d in at.dataframe if d.key is None and "Event" in d.value).value["Event"].tolist()
 
 
@@ -476,9 +516,10 @@ def test_test_buttons_check_in_the_background_and_show_the_last_verdict(
         time.sleep(0.05)
     at.run()
     frame = at.dataframe[0].value.set_index("Key")
-    assert frame.loc["groq:1", "Last check"].startswith("✅ OK")
-    assert frame.loc["groq:2", "Last check"].startswith("❌ invalid key (HTTP 401)")
-    assert frame.loc["groq:2", "State"] == "🔴 invalid"  # a check is recorded like any other call
+    assert frame.loc["groq:1", "Last check"].startswith("OK · ")
+    assert frame.loc["groq:2", "Last check"].startswith("failed: invalid key (HTTP 401)")
+    assert _label(frame.loc["groq:2", "State"]) == "invalid key"  # a check is recorded like any other call
+    assert frame.loc["groq:2", "Reason"] == "HTTP 401: invalid API key"  # the probe's status: it is in no log
     click(at, "Test all keys")
     assert notices(at)[0].startswith(("Checking every key", "A check run is still going"))
 
@@ -498,9 +539,12 @@ def test_charts_have_a_fixed_height_whatever_the_key_count(env: pytest.MonkeyPat
         assert f"top {count} keys by requests" in " ".join(c.value for c in at.caption)
 
 
-def test_state_labels_cover_every_cooldown_reason() -> None:
-    for reason in CooldownReason:
-        assert not state_label(reason.value).startswith("⚪ ") or reason is CooldownReason.MANUAL, reason
+def test_state_labels_cover_every_cooldown_reason_in_words_and_colour_without_emoji() -> None:
+    """A machine without an emoji font drew the state marks as boxes: the words carry the state, the pill's
+    colour (CSS, no font) helps."""
+    for reason in [*CooldownReason, "available", "disabled", "paused"]:
+        assert reason in STATE_LABELS and reason in STATE_COLORS, reason
+        assert all(ord(c) < 0x2000 for c in state_label(reason)), state_label(reason)
 
 
 def test_status_page_says_why_in_words(env: pytest.MonkeyPatch, sim: Simulator) -> None:
@@ -511,11 +555,12 @@ def test_status_page_says_why_in_words(env: pytest.MonkeyPatch, sim: Simulator) 
     assert any("All API keys are cooling down" in e.value for e in at.error)
     status_page(at)
     assert availability(at) == {"OpenRouter": "0/1", "Groq": "0/1", "Gemini": "0/1"}
-    assert "| ⏸ OpenRouter model busy upstream — back in" in " ".join(m.value for m in at.markdown)
-    frame = at.dataframe[0].value.set_index("Key")
-    assert frame.loc["openrouter:1", "State"] == "🔵 provider paused"
-    assert frame.loc["groq:1", "Reason"].startswith("Groq spend cap — until ")
-    assert frame.loc["gemini:1", "Reason"] == "no quota for gemini-2.5-pro in this project"
+    assert "| Paused: OpenRouter model busy upstream — back in" in " ".join(m.value for m in at.markdown)
+    show(at, status.ALL)
+    frame = grid(at).value.set_index("Key")
+    assert _label(frame.loc["openrouter:1", "State"]) == "provider paused"
+    assert re.fullmatch(r"HTTP 400: Groq spend cap — until \d+ \w+", frame.loc["groq:1", "Reason"])
+    assert frame.loc["gemini:1", "Reason"] == "HTTP 429: no quota for gemini-2.5-pro in this project"
     assert frame.loc["gemini:1", "Models resting"].startswith("gemini-2.5-pro (configuration problem, ")
 
 
@@ -530,6 +575,153 @@ def test_the_key_table_names_the_models_a_key_rests_for(env: pytest.MonkeyPatch,
     status_page(at)
     show(at, status.ALL)
     frame = grid(at).value.set_index("Key")
-    assert frame.loc["groq:1", "State"] == state_label("available")
+    assert _label(frame.loc["groq:1", "State"]) == state_label("available")
     assert frame.loc["groq:1", "Models resting"].startswith("openai/gpt-oss-120b (rate-limited, ")
     assert frame.loc["groq:2", "Models resting"] == ""
+
+
+def badges(at: AppTest) -> list[str]:
+    """The fallback badges under the chat's answers, as read."""
+    return [m.value.replace("\\", "") for m in at.markdown if m.value.startswith(":orange-badge[")]
+
+
+def test_a_failing_provider_is_named_and_a_reset_is_not_a_recovery(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """Every Groq key answering 503 read "0/3 available · 3 cooling" and the badge "5 keys rate-limited"; "Reset
+    Groq" then announced "Groq can answer again" while Groq still answered 503."""
+    use_keys(env, sim, {"groq": 3, "gemini": 1})
+    for secret in SECRETS["groq"][:3]:
+        sim.set_steps(secret, then="overloaded")
+    env.setenv("LLM_ERROR_THRESHOLD", "1")
+    env.setenv("LLM_ERROR_COOLDOWN", "40")
+    at = chat(app().run(), "Hello")  # each Groq key answers 503 and rests; Gemini answers
+    [badge] = badges(at)
+    assert "Groq → Gemini · Groq is failing: every key answered 503 · next frees in" in badge
+    status_page(at)
+    [banner] = [e.value.replace("\\", "") for e in at.error]
+    assert re.fullmatch(r"Groq is failing: every key answered 503 · retry in (3\d|40) s", banner)
+    assert "| **Groq** | :red[:material/cloud_off: **failing**: every key answered 503] · " in summary_text(at)
+    assert re.search(r"\| retry in (3\d|40) s \|", summary_text(at))
+
+    elsewhere = status_page(app().run())  # another operator's tab
+    click(at, "Reset Groq")
+    assert notices(at) == [
+        "Groq's keys were reset by you: 3 keys back in rotation. Recovery is declared when Groq answers again."
+    ]
+    elsewhere.run()
+    assert alert_toasts(elsewhere) == [
+        "Groq has keys in rotation again, but no answer yet: recovery is declared on its next answer"
+    ]
+    at.run()
+    assert alert_toasts(at) == [], "the acting session's notice said it"
+    assert not any("can answer again" in row for row in alert_rows(at))
+
+    at.switch_page("pages/chat.py").run()
+    chat(at, "Still down?")  # Groq still answers 503: the incident opens again
+    elsewhere.run()
+    assert [t for t in alert_toasts(elsewhere) if t.startswith("Groq has no key available: 3 resting after errors")]
+
+    for secret in SECRETS["groq"][:3]:
+        sim.set_steps(secret, then="ok")
+    status_page(at)
+    click(at, "Reset Groq")
+    at.switch_page("pages/chat.py").run()
+    chat(at, "Back?")  # a real answer from Groq: now it has recovered
+    assert "groq · " in captions(at)[-1]
+    elsewhere.run()
+    assert "Groq can answer again: it answered" in alert_toasts(elsewhere)
+    at.run()
+    assert "Groq can answer again: it answered" in alert_toasts(at), "a recovery is news, even after one's reset"
+
+
+def summary_text(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("| Provider |")).replace("\\", "")
+
+
+def test_the_reason_says_what_the_provider_answered_not_the_state(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    """Reason read "rate-limited" beside State "rate-limited"; the cause was in "Last error", past a sideways
+    scroll. Now it is the HTTP status and the cause, in the third column."""
+    steps = {"groq:1": ["rate_limit_daily"], "groq:2": ["server_error"] * 2, "groq:3": ["no_credits"]}
+    use_keys(env, sim, {"groq": 4}, steps=steps)
+    env.setenv("LLM_ERROR_THRESHOLD", "2")
+    at = app().run()
+    for _ in range(3):
+        chat(at, "Hello")
+    status_page(at)
+    show(at, status.ALL)
+    frame = grid(at).value
+    assert list(frame.columns[:5]) == ["Key", "State", "Reason", "Frees in", "Frees at"], "why, without scrolling"
+    reasons = frame.set_index("Key")["Reason"]
+    assert re.fullmatch(r"HTTP 429: daily limit, provider says [\d.]+ (min|h|s)", reasons["groq:1"]), reasons["groq:1"]
+    assert reasons["groq:2"] == "HTTP 500: Internal Server Error, 2 times in a row"
+    assert re.fullmatch(r"HTTP 402: Groq spend cap — until \d+ \w+", reasons["groq:3"])  # Groq's 402
+    assert list(frame["Key"]) == ["groq:3", "groq:1", "groq:2", "groq:4"], "the key needing a person first"
+    assert status.KEY_COLUMNS["Reason"]["width"] == status.REASON_WIDTH
+
+
+def test_needs_a_person_is_not_buried_under_keys_that_free_themselves() -> None:
+    """At 623 keys out of rotation, 554 rate-limited: the 69 that need a person open the table, and the rest are
+    one line with their next free time."""
+    keys = [key(f"groq:{i}", "rate_limit", 30.0 + i) for i in range(1, 555)]
+    keys += [key(f"groq:{i}", "invalid_key", 86_400.0) for i in range(555, 624)]
+    keys += [key(f"groq:{i}") for i in range(624, 1001)]
+    rows = status.rows_of([provider("groq", *keys)], NOW)
+    shown = status.shown_rows(rows, status.NEEDS_ATTENTION, "")
+    assert len(shown) == 69 and {r.state for r in shown} == {"invalid_key"}
+    headline = status.triage_text(rows, NOW)
+    assert ":red[:material/build: **69 keys need a person**]" in headline
+    assert "554 keys free themselves (554 rate-limited): the next, groq:1, in 31 s; all by " in headline
+    assert headline.endswith(":green[:material/check_circle: 377 available]")
+
+
+def test_cause_words_for_each_state() -> None:
+    from dashboard.triage import Cooling, Failure, cause_text
+
+    limited = key("groq:1", "rate_limit", 60.0)
+    ok_429 = Failure(NOW, 429, "rate_limit")
+    hint = Cooling(NOW, "rate_limit", None, "24.0 h", "per-day quota")
+    assert cause_text(limited, ok_429, hint) == "HTTP 429: daily limit, provider says 24.0 h"
+    nohint = Cooling(NOW, "rate_limit", "m2", "2 min", "no hint; adaptive policy, step 2")
+    assert cause_text(limited, ok_429, nohint, "m") == (
+        "HTTP 429: rate limit without a retry hint: rests 2 min (adaptive policy, step 2) (for m2)"
+    )
+    shared = Cooling(NOW, "rate_limit", None, "30 s", "shares a limit with groq:7")
+    assert cause_text(limited, None, shared) == "shares a limit with groq:7, which was rate-limited"
+    revoked = key("groq:2", "invalid_key", 86_400.0, last_error="API key not valid. Please pass a valid API key.")
+    stale = Failure(NOW - 10, 429, "rate_limit")  # an older 429 says nothing of why it is parked now
+    assert cause_text(revoked, stale) == "invalid API key — API key not valid. Please pass a valid API key."
+    assert cause_text(key("groq:4", disabled=True)) == "disabled by an operator: out of rotation until Enable"
+
+
+def test_an_open_alert_row_says_when_its_incident_moved_on() -> None:
+    """An "open" row stayed open after a later row resolved it."""
+    from dashboard.alerts import alerts_frame
+
+    recent = [  # newest first, as `client.alerts()` lists them
+        {"at": NOW + 20, "id": "provider:Groq", "state": "resolved", "text": "Groq can answer again: it answered"},
+        {"at": NOW + 10, "id": "provider:Groq", "state": "updated", "text": "Groq has keys in rotation again, …"},
+        {"at": NOW, "id": "provider:Groq", "state": "open", "text": "Groq has no key available: 3 resting"},
+        {"at": NOW, "id": "key:groq:1", "state": "open", "text": "groq:1 (gsk…1111) is parked as invalid"},
+    ]
+    states = alerts_frame(recent)["State"].tolist()
+    assert states[0] == "resolved" and states[3] == "open"
+    assert re.fullmatch(r"updated → resolved \d\d:\d\d:\d\d", states[1])
+    assert re.fullmatch(r"open → resolved \d\d:\d\d:\d\d", states[2]), "the latest word on the incident"
+
+
+def test_a_provider_recovers_on_an_answer_not_when_its_keys_come_back() -> None:
+    down = provider("groq", key("groq:1", "errors", 40.0), key("groq:2", "errors", 40.0))
+    back = provider("groq", key("groq:1"), key("groq:2"))
+    answered = provider("groq", key("groq:1", successes=1), key("groq:2"))
+    document = advance({}, incidents([down]), NOW, answers([down]))
+    assert [a["state"] for a in document["new"]] == ["open", "open"]  # Groq, and the pool
+    document = advance(document, incidents([back]), NOW + 1, answers([back]))  # reset, or the rest ended
+    assert {a["id"]: a["state"] for a in document["new"]} == {"provider:Groq": "updated", "exhausted": "updated"}
+    assert advance(document, incidents([back]), NOW + 2, answers([back]))["new"] == [], "said once"
+    again = advance(document, incidents([down]), NOW + 2, answers([down]))
+    assert {a["id"]: a["state"] for a in again["new"]} == {"provider:Groq": "open", "exhausted": "open"}
+    done = advance(document, incidents([answered]), NOW + 3, answers([answered]))
+    assert [a["text"] for a in done["new"]] == [
+        "Groq can answer again: it answered",
+        "Keys are available again: calls are being answered",
+    ]
+    assert done["open"] == {}

@@ -118,11 +118,21 @@ def test_alerts_open_once_per_incident_reach_the_webhook_with_retries_and_say_wh
         assert webhook.attempts == 5  # two failed POSTs were retried
         client.reset_all()
         other_process.alerts()
-        resolved = [a for a in client.alerts() if a["state"] == "resolved"]
-        assert {a["id"] for a in resolved} == {"key:groq:1", "provider:Groq", "exhausted"}
+        changed = {a["id"]: a for a in client.alerts()[:3]}
+        assert changed["key:groq:1"]["state"] == "resolved"  # the key is back in rotation: that is what reset did
+        # ...but Groq has not answered yet: no "Groq can answer again" on a reset (it may still answer 503)
+        assert {changed[i]["state"] for i in ("provider:Groq", "exhausted")} == {"updated"}
+        assert changed["provider:Groq"]["text"].startswith("Groq has keys in rotation again, but no answer yet")
         assert "✅ groq:1 (gsk_…" in json.dumps([a["text"] for a in webhook.wait_for(6)], ensure_ascii=False)
+        assert other_process.complete(USER_HELLO).key_id == "groq:1"  # a real answer, in another process
+        resolved = {a["id"]: a["text"] for a in client.alerts()[:2]}
+        assert resolved == {
+            "provider:Groq": "Groq can answer again: it answered",
+            "exhausted": "Keys are available again: calls are being answered",
+        }
+        webhook.wait_for(8)
         time.sleep(0.3)
-        assert len(webhook.received) == 6  # ...and one alert per incident and per recovery, not one per process
+        assert len(webhook.received) == 8  # ...and one alert per incident and per change of it, not one per process
     assert not any(secret in json.dumps(webhook.received) for secret in ALL_SECRETS)
 
 
