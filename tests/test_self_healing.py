@@ -237,16 +237,22 @@ def test_background_prober_is_off_by_default_and_runs_when_configured(make_clien
     assert client.key_manager.statuses("groq")[0].available
 
 
-def test_a_first_429_on_a_shared_store_learns_from_every_process_s_answers(tmp_path: Path) -> None:
-    """Two managers on one SQLite file (two processes): each saw part of the window; the one that meets the 429
-    learns the whole window from the store's request log, not a window the size of its own share."""
-    clock = Clock()
-    key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0001")
+def _two_processes(tmp_path: Path, key: ApiKey, clock: Clock) -> tuple[KeyManager, KeyManager]:
+    """Two key managers on one SQLite file, as two processes sharing it."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
     first, second = (
         KeyManager({"openrouter": [key]}, CooldownSettings(), store_from_url(url, failover=False), clock)
         for _ in range(2)
     )
+    return first, second
+
+
+def test_a_first_429_on_a_shared_store_learns_from_every_process_s_answers(tmp_path: Path) -> None:
+    """Two managers on one SQLite file (two processes): each saw part of the window; the one that meets the 429
+    learns the whole window from the store's request log, not a window the size of its own share."""
+    clock = Clock()
+    key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0001")
+    first, second = _two_processes(tmp_path, key, clock)
     for manager in (first, first, first, second):  # a window of 4: three answers here, one there
         assert manager.acquire("openrouter") == key
         clock.advance(0.1)
@@ -296,11 +302,7 @@ def test_a_window_counted_while_another_process_s_answer_was_unwritten_is_counte
     kept keys to a fraction of their quota)."""
     clock = Clock()
     key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0002")
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    first, second = (
-        KeyManager({"openrouter": [key]}, CooldownSettings(), store_from_url(url, failover=False), clock)
-        for _ in range(2)
-    )
+    first, second = _two_processes(tmp_path, key, clock)
 
     def answer(manager: KeyManager, status: int = 200, latency: float = 0.05) -> None:
         kind = OutcomeKind.OK if status == 200 else OutcomeKind.RATE_LIMIT
