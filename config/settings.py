@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -85,6 +85,15 @@ class Settings:
     demo: bool
     aliases: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     """`LLM_ALIAS_<NAME>=provider/model,provider,...`: a name (lower case) for targets tried in order."""
+    keys_file: str | None = None
+    """The file keys added from the dashboard are written to, and that clients watch (`LLM_KEYS_FILE`, default
+    the `.env` in use, or `.env` in the working directory); None when settings were read without `.env`."""
+    source: tuple[Mapping[str, str] | None, str | None] = field(default=(None, ""), repr=False, compare=False)
+    """What `load_settings` was given, so `reread()` reads the same sources again (a reload, a watch)."""
+
+    def reread(self) -> Settings:
+        """Settings read again from the same environment and files as these."""
+        return load_settings(*self.source)
 
     @property
     def openrouter_api_keys(self) -> tuple[ApiKey, ...]:
@@ -112,12 +121,19 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | None 
     `dotenv_path=""` looks for `.env` from the current directory upwards; `None` skips `.env` entirely.
     """
     merged: dict[str, str] = {}
+    path = None
     if dotenv_path is not None:
         path = dotenv_path or find_dotenv(usecwd=True)
         if path:
             merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-    merged.update(os.environ if env is None else env)
-    return _parse(merged)
+    given = os.environ if env is None else env
+    named = given.get("LLM_KEYS_FILE", "").strip() or merged.get("LLM_KEYS_FILE", "").strip()
+    keys_file = named or path or (os.path.join(os.getcwd(), ".env") if dotenv_path == "" else None)
+    keys_file = os.path.abspath(keys_file) if keys_file else None
+    if keys_file and keys_file != (os.path.abspath(path) if path else None) and os.path.isfile(keys_file):
+        merged.update({k: v for k, v in dotenv_values(keys_file).items() if v is not None})  # over .env, under env
+    merged.update(given)
+    return replace(_parse(merged), keys_file=keys_file, source=(env, dotenv_path))
 
 
 def _parse(env: Mapping[str, str]) -> Settings:

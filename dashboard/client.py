@@ -34,6 +34,8 @@ class Backend:
     demo: bool = False
     demo_reason: str = ""
     simulator: Simulator | None = field(default=None, repr=False)
+    demo_env: dict[str, str] = field(default_factory=dict, repr=False)
+    """Demo mode: the environment the demo client was built from; the Keys panel adds fake keys to it."""
 
     @property
     def simulator_url(self) -> str | None:
@@ -68,7 +70,7 @@ def build_backend(env: Mapping[str, str] | None = None, dotenv_path: str | None 
     except Exception:
         simulator.stop()
         raise
-    return Backend(client, demo=True, demo_reason=reason, simulator=simulator)
+    return Backend(client, demo=True, demo_reason=reason, simulator=simulator, demo_env=demo_env)
 
 
 def demo_key_counts() -> dict[str, int]:

@@ -10,7 +10,7 @@ providers are never loaded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import streamlit as st
@@ -25,41 +25,58 @@ OUTAGE_STEP = "overloaded"
 """What every key of a provider in an outage answers (`Step.OVERLOADED`): 502/503, each provider's own shape."""
 
 
-def demo_secret(key_id: str) -> str:
-    """The fake secret behind a demo key id (`openrouter:2` is `OPENROUTER_API_KEY_2`, the second demo key)."""
+def demo_secret(key_id: str, added: Mapping[str, str] | None = None) -> str:
+    """The fake secret behind a demo key id (`openrouter:2` is `OPENROUTER_API_KEY_2`, the second demo key), or
+    behind a key the Keys panel added to the demo (`added`: the demo client's environment)."""
     from simulator import DEMO_KEYS
 
     provider, _, number = key_id.partition(":")
+    if added and (secret := added.get(f"{provider.upper()}_API_KEY_{number}")):
+        return secret
     secrets = DEMO_KEYS.get(provider, [])
     if not number.isdigit() or not 1 <= int(number) <= len(secrets):
         raise KeyError(f"not a demo key: {key_id!r}")
     return secrets[int(number) - 1]
 
 
-def rate_limit(simulator: Simulator, key_id: str) -> str:
+def _demo_secrets() -> set[str]:
+    from simulator import DEMO_KEYS
+
+    return {secret for secrets in DEMO_KEYS.values() for secret in secrets}
+
+
+def rate_limit(simulator: Simulator, key_id: str, added: Mapping[str, str] | None = None) -> str:
     """The key's next request answers 429 with a retry hint (the rest of its limit window); then it is fine."""
-    simulator.set_steps(demo_secret(key_id), "rate_limit", then="ok")
+    simulator.set_steps(demo_secret(key_id, added), "rate_limit", then="ok")
     return f"{key_id} will answer its next request with 429 (rate-limited), then recover."
 
 
-def revoke(simulator: Simulator, key_id: str) -> str:
+def revoke(simulator: Simulator, key_id: str, added: Mapping[str, str] | None = None) -> str:
     """The key answers 401 "invalid key" from now on, as a revoked key does, until "Recover"."""
-    simulator.set_steps(demo_secret(key_id), then="invalid_key")
+    simulator.set_steps(demo_secret(key_id, added), then="invalid_key")
     return f"{key_id} is revoked: it answers 401 invalid key until you recover it."
 
 
-def outage(simulator: Simulator, provider: str) -> str:
-    """Every key of the provider answers "overloaded" (5xx) until "Recover"."""
+def outage(simulator: Simulator, provider: str, added: Mapping[str, str] | None = None) -> str:
+    """Every key of the provider (the demo's, and any added to it) answers "overloaded" (5xx) until "Recover"."""
     from simulator import DEMO_KEYS
 
-    for secret in DEMO_KEYS[provider]:
+    extra = [v for n, v in (added or {}).items() if n.startswith(f"{provider.upper()}_API_KEY_")]
+    for secret in dict.fromkeys([*DEMO_KEYS[provider], *extra]):
         simulator.set_steps(secret, then=OUTAGE_STEP)
     return f"{provider_title(provider)} is down: every key answers {OUTAGE_STEP} (5xx) until you recover."
 
 
-def recover(simulator: Simulator, limits: dict[str, tuple[int, float]]) -> str:
-    """Every demo key answers normally again, with a fresh limit window (registering them again does both)."""
+def recover(simulator: Simulator, limits: dict[str, tuple[int, float]], added: Mapping[str, str] | None = None) -> str:
+    """Every demo key (and any the Keys panel added) answers normally again, with a fresh limit window
+    (registering them again does both)."""
+    from config.keys_file import provider_of_name
+
     simulator.add_demo_keys(limits=limits)
+    for name, secret in (added or {}).items():
+        named = provider_of_name(name)
+        if named and secret not in _demo_secrets():
+            simulator.add_key(named[0], secret, limit=limits.get(named[0]))
     return "Every simulated key answers normally again, with a fresh limit window."
 
 
@@ -75,12 +92,12 @@ def simulate_panel(backend: Backend) -> None:
     key_ids = [k.key_id for s in statuses for k in s.keys]
     providers = [s.provider for s in statuses]
 
-    def act(action: Callable[[Simulator, str], str], widget: str) -> None:
+    def act(action: Callable[[Simulator, str, Mapping[str, str]], str], widget: str) -> None:
         """Read the target from the widget's state: a callback's args are those of the run that drew it."""
-        st.session_state["simulate_last"] = action(simulator, st.session_state[widget])
+        st.session_state["simulate_last"] = action(simulator, st.session_state[widget], backend.demo_env)
 
     def recover_all() -> None:
-        message = recover(simulator, DEMO_LIMITS)
+        message = recover(simulator, DEMO_LIMITS, backend.demo_env)
         if st.session_state.get("simulate_reset", True):
             client.reset_all()
             message += " The client's cooldowns were reset too."

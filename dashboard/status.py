@@ -121,6 +121,8 @@ class ProviderSummary:
     probes), e.g. "38/50 free-model requests left today"; None when it reports none."""
     outage: Outage | None = None
     """Every key in rotation rests after transient errors: the provider is failing (named, not counted)."""
+    forecast: str | None = None
+    """Requests left today and, at the last hour's pace, when they run out and when they free (`forecast_text`)."""
 
     @property
     def note(self) -> str:
@@ -161,7 +163,29 @@ def summarize(status: ProviderStatus, now: float, causes: Causes | None = None) 
         next_in=soonest.cooldown_remaining if soonest else None,
         daily=_daily_text(status.daily_requests),
         outage=outage(status, now, causes.failure if causes is not None else lambda key_id: None),
+        forecast=forecast_text(status, now),
     )
+
+
+def forecast_text(status: ProviderStatus, now: float) -> str | None:
+    """`1,240 requests left today · at the last hour's pace they run out at 14:20:00 · they free at 00:00:00`:
+    where the keys' quota for the day is known (each account counted once)."""
+    seen: set[str] = set()
+    left = 0
+    for key in status.keys:
+        if key.quota.today_left is None or key.disabled or (key.group and key.group in seen):
+            continue
+        seen.add(key.group or key.key_id)
+        left += key.quota.today_left
+    if not seen:
+        return None
+    parts = [f"{left:,} requests left today"]
+    runs_out, frees = status.forecast.runs_out_in, status.forecast.frees_in
+    if runs_out is not None and (frees is None or runs_out < frees):
+        parts.append(f"at the last hour's pace they run out at {clock_time(now + runs_out)}")
+    if frees is not None:
+        parts.append(f"they free at {clock_time(now + frees)}")
+    return " · ".join(parts)
 
 
 def _daily_text(daily: dict[str, int] | None) -> str | None:
@@ -185,7 +209,8 @@ def summary_table(summaries: Sequence[ProviderSummary]) -> str:
             counts.insert(0, f":red[:material/cloud_off: **failing**: {md_escape(s.outage.answered)}]")
         counts += [f"{mark} {n} {word}" for mark, n, word in _counted(s) if n]
         counts += [f"📅 {s.daily}"] if s.daily else []
-        lines.append(f"| **{md_escape(s.title)}** | {' · '.join(counts)} | {md_escape(s.note)} |")
+        ahead = f" · :material/hourglass_bottom: {md_escape(s.forecast)}" if s.forecast else ""
+        lines.append(f"| **{md_escape(s.title)}** | {' · '.join(counts)} | {md_escape(s.note)}{ahead} |")
     return "\n".join(lines)
 
 
@@ -337,6 +362,12 @@ KEY_COLUMNS: dict[str, Any] = {
         help="Seconds until the key is back in rotation (sorts numerically). Empty for keys that need a person.",
     ),
     "Frees at": st.column_config.DatetimeColumn("Frees at", format="D MMM HH:mm:ss", width=120),
+    "Left today": st.column_config.NumberColumn(
+        "Left today", format="%d", help="Requests left today: the provider's count, a probe's, or a configured limit."
+    ),
+    "Left in window": st.column_config.NumberColumn(
+        "Left in window", format="%d", help="Requests left in the current window: reported, or learned from 429s."
+    ),
     "Provider": st.column_config.TextColumn("Provider", width="small"),
     "Hint": st.column_config.TextColumn("Hint", help="First and last four characters; the key is never shown."),
     "Models resting": st.column_config.TextColumn(
@@ -394,6 +425,8 @@ def key_frame(
                 "Reason": reason(row, pauses or {}, causes, results),
                 "Frees in": seconds,
                 "Frees at": _when(now + seconds) if seconds else None,
+                "Left today": key.quota.today_left,
+                "Left in window": key.quota.window_left,
                 "Provider": key.provider,
                 "Hint": key.hint,
                 "Models resting": resting_models_text(key),
@@ -408,7 +441,8 @@ def key_frame(
             }
         )
     frame = pd.DataFrame(records, columns=list(KEY_COLUMNS))
-    return frame.astype({"Frees in": "float64", "Frees at": "datetime64[ns]", "Last used": "datetime64[ns]"})
+    numbers = dict.fromkeys(("Frees in", "Left today", "Left in window"), "float64")
+    return frame.astype({**numbers, "Frees at": "datetime64[ns]", "Last used": "datetime64[ns]"})
 
 
 class SessionState(Protocol):

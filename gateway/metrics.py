@@ -22,7 +22,8 @@ NONE = "none"
 
 
 class _PoolCollector(Collector):
-    """Keys available / total / cooling per provider, read when Prometheus scrapes."""
+    """Keys available / total / cooling per provider, requests left per key and the providers' forecasts, read
+    when Prometheus scrapes."""
 
     def __init__(self, statuses: Callable[[], Sequence[ProviderStatus]]) -> None:
         self._statuses = statuses
@@ -33,11 +34,33 @@ class _PoolCollector(Collector):
         cooling = GaugeMetricFamily(
             "llm_gateway_cooldowns_active", "Keys resting in a cooldown (not disabled)", labels=["provider"]
         )
+        left = GaugeMetricFamily(
+            "llm_gateway_key_requests_left",
+            "Requests a key has left in its current window or today, where the provider, a probe, a configured "
+            "limit or a learned window says",
+            labels=["provider", "key_id", "span"],
+        )
+        runs_out = GaugeMetricFamily(
+            "llm_gateway_provider_runs_out_in_seconds",
+            "Seconds until the provider runs out of today's requests at the last hour's pace",
+            labels=["provider"],
+        )
+        frees = GaugeMetricFamily(
+            "llm_gateway_provider_quota_frees_in_seconds", "Seconds until a day's quota frees", labels=["provider"]
+        )
         for status in self._statuses():
             available.add_metric([status.provider], status.available)
             total.add_metric([status.provider], status.total)
             cooling.add_metric([status.provider], sum(1 for k in status.keys if k.reason and not k.disabled))
-        yield from (available, total, cooling)
+            for key in status.keys:
+                for span, value in (("window", key.quota.window_left), ("today", key.quota.today_left)):
+                    if value is not None:
+                        left.add_metric([status.provider, key.key_id, span], value)
+            if status.forecast.runs_out_in is not None:
+                runs_out.add_metric([status.provider], status.forecast.runs_out_in)
+            if status.forecast.frees_in is not None:
+                frees.add_metric([status.provider], status.forecast.frees_in)
+        yield from (available, total, cooling, left, runs_out, frees)
 
 
 class GatewayMetrics:

@@ -1,5 +1,5 @@
-"""Alerts: operators hear when a provider has no key left, a key is parked, or every key is exhausted — once per
-incident, and once more when it ends.
+"""Alerts: operators hear when a provider has no key left or is about to run out of today's requests, a key is
+parked, or every key is exhausted — once per incident, and once more when it ends.
 
 A provider (or the whole pool) is declared recovered only once it answered again: keys back in rotation after a
 reset or at the end of their rest are not an answer (a reset Groq may still answer 503). Until then the incident
@@ -31,6 +31,7 @@ import urllib3
 from llms.clock import client_time
 from llms.key_manager import PARKED_REASONS, KeyStatus
 from llms.outcomes import STATE_WORDS, describe_states, format_duration
+from llms.quota import Forecast
 from llms.state.base import Document
 from llms.transport import HttpPool
 
@@ -38,6 +39,9 @@ log = logging.getLogger("llms.alerts")
 
 KEEP = 200
 """Alerts kept in the list, newest first."""
+RUNS_DRY_WARNING = 3600.0
+"""A provider that runs out of today's requests within this many seconds at the last hour's pace (and before they
+free) raises an alert: time to add keys or slow down, before calls fail."""
 KEY_IDS_KEPT = 50
 """Key ids an alert about many keys keeps (its text names five and counts the rest): the document stays small."""
 NAMED = 5
@@ -51,6 +55,7 @@ class ProviderState(Protocol):
     available: int
     total: int
     keys: tuple[KeyStatus, ...]
+    forecast: Forecast
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,15 @@ def incidents(providers: Sequence[ProviderState]) -> dict[str, Incident]:
                 found[f"key:{key.key_id}"] = _key_incident(key, STATE_WORDS["disabled"], "enabled and back in rotation")
             elif not key.available and key.reason in PARKED_REASONS:
                 found[f"key:{key.key_id}"] = _key_incident(key, STATE_WORDS[key.reason], "back in rotation")
+        dry = provider.forecast.runs_out_in
+        frees = provider.forecast.frees_in
+        if dry is not None and 0 < dry <= RUNS_DRY_WARNING and (frees is None or dry < frees):
+            found[f"dry:{provider.title}"] = Incident(
+                f"dry:{provider.title}",
+                f"{provider.title} runs out of today's requests in {format_duration(dry)} at the last hour's pace"
+                + (f"; they free in {format_duration(frees)}" if frees is not None else ""),
+                f"{provider.title} is no longer about to run out of today's requests",
+            )
         if provider.available == 0:
             found[f"provider:{provider.title}"] = Incident(
                 f"provider:{provider.title}",

@@ -20,7 +20,16 @@ from config.settings import CooldownSettings
 from llms.clock import client_time
 from llms.cooldown import SLOT_MARGIN, cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
-from llms.quota import SLOTS_KEPT, ConfiguredLimits, InFlightLimit, Pacing, SlotLog, StormRule
+from llms.quota import (
+    SLOTS_KEPT,
+    ConfiguredLimits,
+    InFlightLimit,
+    Pacing,
+    QuotaLeft,
+    SlotLog,
+    StormRule,
+    quota_left,
+)
 from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, group_gate, model_pool
 
@@ -39,6 +48,9 @@ nothing is learned from it: read as no hint, it taught a window of every answer 
 the key on the ladder's rungs. A second one within `DUE_NOW_REPEAT` seconds is read as no hint (a provider whose
 resets are always past)."""
 DUE_NOW_REPEAT = 1.0
+NOTE_QUOTA_EVERY = 5.0
+"""Seconds between notes of a subject's reported quota in the store, for status pages in any process (a write per
+answer would add a store write to every call); a count that reached zero, or grew (a new window), is noted at once."""
 """The document that names every `pace/…` and `slots/…` document: what a process reads to learn what the others
 learned, one read whatever the number of keys."""
 
@@ -76,6 +88,9 @@ class KeyStatus:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Every model the key rests for (a limit its provider counts per model), as plain data: model →
     {"reason", "until", "remaining"}. A key resting for its provider's default model is not `available`."""
+    quota: QuotaLeft = field(default_factory=QuotaLeft)
+    """Requests left in the current window and today, where anything says (for the model the status speaks for;
+    a shared-limit group's, for a key in one)."""
 
 
 class KeyManager:
@@ -118,6 +133,7 @@ class KeyManager:
         self._foreign: set[str] = set()
         self._unpaced: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=64))
         self._due_now: dict[str, float] = {}  # when a subject last met a 429 that said its limit frees now
+        self._noted: dict[str, tuple[float, int]] = {}  # when a subject's reported quota was last noted, and what
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._inflight_limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._saturated: defaultdict[str, set[str]] = defaultdict(set)  # model part → fingerprints at their limit
@@ -301,6 +317,8 @@ class KeyManager:
                 self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
             finish = self._finish(key, quota, sent, outcome.kind, part, learned=quota is not reported)
             self._succeeded(key, quota, now, request, finish, part, sent)
+            if reported is not None and reported.remaining is not None:
+                self._note_reported(subject, reported, sent, now)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
             finish = self._finish(key, None, sent, outcome.kind, part)
@@ -493,6 +511,18 @@ class KeyManager:
             if self._resting_until(other, model, now) < now + rest:
                 why = f"{key.provider} answered 429 on most keys at once"
                 self.cool(other, rest, CooldownReason.RATE_LIMIT, why, model)
+
+    def _note_reported(self, subject: str, quota: QuotaHint, sent: float, now: float) -> None:
+        """Keep the quota an answer reported where every process's status page reads it (`reported/…`), at most
+        every `NOTE_QUOTA_EVERY` seconds per subject, and at once when it reached zero or grew."""
+        remaining = quota.remaining or 0
+        last = self._noted.get(subject)
+        if last is not None and now - last[0] < NOTE_QUOTA_EVERY and 0 < remaining <= last[1]:
+            return
+        self._noted[subject] = (now, remaining)
+        until = sent + (quota.reset_after if quota.reset_after is not None else 60.0)  # the gate's default too
+        document = {"remaining": remaining, "until": until, "per_day": quota.per_day, "at": now}
+        self._store.change(f"reported/{subject}", lambda _: document)
 
     def _first_due_now(self, subject: str, now: float) -> bool:
         """Whether a 429 saying the subject's limit frees now is the first in `DUE_NOW_REPEAT` seconds."""
@@ -704,10 +734,48 @@ class KeyManager:
         records = self._store.records(fingerprints)
         pacings = self._store.documents([f"pace/{_subject(k, '')}" for k in keys])
         rests = self._store.model_rests(fingerprints, now)
+        quotas = self._quotas(provider, keys, self._part(provider, default_model), now)
         return [
-            _status(key, record, Pacing.of(pacing), now, rest, default_model)
-            for key, record, pacing, rest in zip(keys, records, pacings, rests, strict=True)
+            _status(key, record, Pacing.of(pacing), now, rest, default_model, quota)
+            for key, record, pacing, rest, quota in zip(keys, records, pacings, rests, quotas, strict=True)
         ]
+
+    def _quotas(self, provider: str, keys: Sequence[ApiKey], part: str, now: float) -> list[QuotaLeft]:
+        """What each key has left (`QuotaLeft`), from one read of the documents that say it: the quota its
+        answers reported, a probe's reading of its account's day, and the windows learned from 429s."""
+        subjects = [_subject(k, part) for k in keys]
+        learned = self._learned_about(now)
+        names = [
+            *(f"reported/{s}" for s in subjects),
+            *(f"daily/{_subject(k, '')}" for k in keys),
+            *{f"{kind}/{s}" for s in subjects for kind in ("pace", "slots") if f"{kind}/{s}" in learned},
+        ]
+        found = dict(zip(names, self._store.documents(names), strict=True))
+        configured = self._configured_today(provider, keys, now)
+        quotas = []
+        for key, subject in zip(keys, subjects, strict=True):
+            windows = [
+                Pacing.of(found[f"pace/{subject}"]).quota(now) if f"pace/{subject}" in found else None,
+                SlotLog.of(found[f"slots/{subject}"]).quota(now) if f"slots/{subject}" in found else None,
+            ]
+            tightest = min((w for w in windows if w is not None), key=lambda w: w.remaining or 0, default=None)
+            reported, probed = found[f"reported/{subject}"], found[f"daily/{_subject(key, '')}"]
+            quotas.append(quota_left(now, reported, probed, tightest, configured.get(key.fingerprint)))
+        return quotas
+
+    def _configured_today(self, provider: str, keys: Sequence[ApiKey], now: float) -> dict[str, tuple[int, float]]:
+        """Per key, requests left today of a configured daily limit (`<PROVIDER>_REQUESTS_PER_DAY`) and seconds
+        until the provider's day ends: the limit less the requests the history counts since the day began."""
+        limits = self._limits.get(provider)
+        if limits is None or not limits.per_day:
+            return {}
+        ends_in = limits.day_ends_in(now)
+        began = now + ends_in - 86400.0
+        used: Counter[str] = Counter()
+        for hour in self._store.history(began):
+            if hour.provider == provider and hour.hour >= began - 1.0:
+                used[hour.key] += hour.requests
+        return {k.fingerprint: (max(0, limits.per_day - used[k.fingerprint]), ends_in) for k in keys}
 
     def events(self, limit: int = 100) -> list[KeyEvent]:
         return self._store.events(limit)
@@ -762,6 +830,7 @@ def _status(
     now: float,
     rests: Mapping[str, tuple[float, CooldownReason]],
     default_model: str | None,
+    quota: QuotaLeft,
 ) -> KeyStatus:
     until = min(record.cooldown_until, now + record.rest) if record.rest > 0 else record.cooldown_until
     record = replace(record, cooldown_until=until)  # never longer than its own length from now (clock steps)
@@ -790,4 +859,5 @@ def _status(
             model: {"reason": reason.value, "until": until, "remaining": until - now}
             for model, (until, reason) in sorted(rests.items())
         },
+        quota=quota,
     )

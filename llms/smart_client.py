@@ -12,13 +12,15 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar, cast
 
 from config.api_keys import ApiKey
-from config.settings import Settings, get_settings, load_settings
+from config.keys_file import file_stamp
+from config.settings import Settings, get_settings
 from llms.alerts import Alerts
 from llms.checks import KeyChecks
 from llms.clock import client_time
@@ -27,7 +29,7 @@ from llms.key_manager import LEASE_TTL, KeyManager, KeyStatus
 from llms.outcomes import Attempt, Outcome, OutcomeKind, QuotaHint, Scope, describe_states, rejected, transient
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import Endpoint, ProviderAdapter
-from llms.quota import ConfiguredLimits
+from llms.quota import ConfiguredLimits, Forecast, QuotaLeft, forecast
 from llms.routing import Route, Router, Target
 from llms.state import CooldownReason, KeyEvent, StateStore, StoreHealth, store_from_url
 from llms.state.base import ABANDONED, LATENCY_BOUNDS, HourOfKey, RequestRecord
@@ -56,6 +58,9 @@ PACING_GRACE = 2.0
 """Seconds a call with the default `wait` waits at least for a key whose rest ends within them: a rest that short
 is the window's pacing (the client spacing requests, a provider's slot about to free), not exhaustion, and a
 caller told to come back later would come back after it and leave the window's quota unused."""
+KEYS_FILE_POLL = 2.0
+"""Seconds between looks at the keys file's stamp (one `stat`): keys added or removed from the dashboard reach
+every process reading that file within this long of its next request or status read, with no restart."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class ProviderStatus:
     daily_requests: dict[str, int] | None = None
     """Requests left today of the provider's reported daily limit (`remaining`, `limit`, `accounts`), as the
     latest probe of each account read it (OpenRouter's `:free` requests); None: not reported."""
+    forecast: Forecast = field(default_factory=Forecast)
+    """When the provider runs out of today's requests at the last hour's pace, and when they free."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (`json.dumps` takes it), in the shape the original description's status loop reads."""
@@ -87,6 +94,7 @@ class ProviderStatus:
             "pause_reason": self.pause_reason,
             "keys": [asdict(k) for k in self.keys],
             "daily_requests": self.daily_requests,
+            "forecast": asdict(self.forecast),
         }
 
 
@@ -152,6 +160,9 @@ class SmartClient:
             default_models={p: settings.providers[p].model for p in settings.provider_order},
         )
         self._clock = clock
+        self._keys_stamp = file_stamp(settings.keys_file)
+        self._keys_looked = time.monotonic()
+        self._keys_watch = threading.Lock()
         self._current_provider: str | None = None
         self._problems: dict[Target, str] = {}
         self._lock = threading.Lock()
@@ -259,6 +270,7 @@ class SmartClient:
     def embedding_route(self, model: str | None = None) -> Route:
         """The (provider, embedding model) targets an `embed` call with this `model` would try, in order;
         `ValueError` naming the embedding models served when none would."""
+        self.watch_keys_file()
         return self._router.embedding_route(model)
 
     def embedding_models(self) -> list[tuple[str, str]]:
@@ -268,6 +280,7 @@ class SmartClient:
     def route(self, model: str | None = None) -> Route:
         """The (provider, model) targets a call with this `model` selector would try, in order; `ValueError` for
         a selector nothing serves (the message lists what is served)."""
+        self.watch_keys_file()
         return self._router.route(model)
 
     def models(self) -> list[tuple[str, str]]:
@@ -633,12 +646,17 @@ class SmartClient:
 
     def provider_statuses(self) -> list[ProviderStatus]:
         """The same as `get_status_summary`, as typed values (what the dashboard and the CLI draw)."""
+        self.watch_keys_file()
         statuses = []
         with self._lock:
             problems = dict(self._problems)
+        now = self._clock()
+        every = {provider: tuple(self.key_manager.statuses(provider)) for provider in self.settings.provider_order}
+        known = any(k.quota.today_left is not None for keys in every.values() for k in keys)
+        pace = self._pace(now) if known else {}
         for provider in self.settings.provider_order:
             model = self.settings.providers[provider].model
-            keys = tuple(self.key_manager.statuses(provider))
+            keys = every[provider]
             pause = self.key_manager.provider_pause(provider, model)
             statuses.append(
                 ProviderStatus(
@@ -652,9 +670,20 @@ class SmartClient:
                     pause_reason=pause[1].value if pause else None,
                     keys=keys,
                     daily_requests=self.key_manager.daily_requests(provider),
+                    forecast=forecast(_accounts(keys), pace.get(provider, 0.0)),
                 )
             )
         return statuses
+
+    def _pace(self, now: float) -> dict[str, float]:
+        """Each provider's requests per second over the last hour or so (the history's previous and current clock
+        hours: what every process sharing the store did)."""
+        began = (now // 3600.0 - 1.0) * 3600.0
+        asked: Counter[str] = Counter()
+        for hour in self.key_manager.history(began):
+            if hour.hour >= began:
+                asked[hour.provider] += hour.requests
+        return {provider: count / max(1.0, now - began) for provider, count in asked.items()}
 
     def store_health(self) -> StoreHealth:
         """Which backend holds key state, and whether it is working."""
@@ -732,11 +761,24 @@ class SmartClient:
             self.key_manager.probe_passed(key, vouches_for, spec.probe_revives_credit)
         return outcome
 
+    def check_new_key(self, provider: str, secret: str) -> Outcome:
+        """The probe `check_key` runs, for a key not in rotation yet (one pasted into the dashboard): through a
+        throwaway adapter of that provider, recorded nowhere, its message redacted. A probe that breaks says so."""
+        adapter = _adapter(self.settings, provider, (secret,))
+        try:
+            return adapter.probe(ApiKey(provider, 0, secret), self.settings.probe_timeout).redacted([secret])
+        except Exception as exc:
+            return Outcome(OutcomeKind.TRANSIENT, None, f"test failed: {type(exc).__name__}")
+        finally:
+            adapter.close()
+
     def reload_keys(self, settings: Settings | None = None) -> dict[str, list[str]]:
-        """Read the keys again (from the environment and `.env`, or from `settings`) without a restart: new keys
-        join the rotation, removed keys leave it, the others keep their state. Only keys change; other settings
+        """Read the keys again (from the sources these settings came from, or from `settings`) without a restart:
+        new keys join the rotation, removed keys leave it, the others keep their state. Only keys change; other settings
         take effect on a restart. Returns the key ids `added` and `removed`."""
-        fresh = settings or load_settings()
+        if settings is None:
+            self._keys_stamp = file_stamp(self.settings.keys_file)  # before reading: a later write is seen later
+        fresh = settings or self.settings.reread()
         before = {k.fingerprint: k.key_id for p in self.settings.provider_order for k in self.key_manager.keys(p)}
         providers = {p: replace(c, keys=fresh.providers[p].keys) for p, c in self.settings.providers.items()}
         self.settings = replace(self.settings, providers=providers)
@@ -755,6 +797,25 @@ class SmartClient:
             "added": [after[f] for f in after if f not in before],
             "removed": [before[f] for f in before if f not in after],
         }
+
+    def watch_keys_file(self) -> None:
+        """Reload the keys if the keys file changed since they were read (another process added or removed one):
+        at most one `stat` per `KEYS_FILE_POLL` seconds, called on each request and status read. A file that no
+        longer parses keeps the keys in use, and says so in the log."""
+        now = time.monotonic()
+        if self.settings.keys_file is None or now - self._keys_looked < KEYS_FILE_POLL:
+            return
+        if not self._keys_watch.acquire(blocking=False):
+            return  # another thread is looking
+        try:
+            self._keys_looked = now
+            if file_stamp(self.settings.keys_file) != self._keys_stamp:
+                changed = self.reload_keys()
+                log.info("keys file changed: added %s, removed %s", changed["added"], changed["removed"])
+        except Exception as exc:  # a bad edit must never take requests down
+            log.warning("keys file changed but could not be read again: %s", type(exc).__name__)
+        finally:
+            self._keys_watch.release()
 
     def start_checks(self, key_ids: Sequence[str] | None = None) -> bool:
         """Check keys (default: all) in the background, one at a time per provider; `checks()` follows it.
@@ -950,13 +1011,14 @@ def latency_quantile(buckets: Sequence[int], share: float) -> float:
     return LATENCY_BOUNDS[-1] * 2
 
 
-def _adapter(settings: Settings, provider: str) -> ProviderAdapter:
+def _adapter(settings: Settings, provider: str, secrets: tuple[str, ...] | None = None) -> ProviderAdapter:
+    """The provider's adapter for its configured keys (or `secrets`: the keys its log lines must mask)."""
     config = settings.providers[provider]
     endpoint = Endpoint(
         config.model,
         config.base_url,
         settings.request_timeout,
-        tuple(k.secret for k in config.keys),
+        secrets if secrets is not None else tuple(k.secret for k in config.keys),
         settings.max_response_bytes,
         settings.stream_max_seconds,
         config.api_version,
@@ -1060,3 +1122,15 @@ def reset_smart_client() -> None:
         if _client is not None:
             _client.close()
         _client = None
+
+
+def _accounts(keys: Sequence[KeyStatus]) -> list[QuotaLeft]:
+    """Each account's quota once: the keys of a shared-limit group report one."""
+    seen: set[str] = set()
+    found = []
+    for key in keys:
+        if key.disabled or (key.group and key.group in seen):
+            continue
+        seen.add(key.group or key.key_id)
+        found.append(key.quota)
+    return found

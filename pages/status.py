@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import streamlit as st
 
-from dashboard import shell, status, triage
+from dashboard import keys, shell, status, triage
 from dashboard.alerts import ALERT_COLUMNS, alerts_frame, mark_own
 from dashboard.client import get_backend, get_client
 from dashboard.simulate import simulate_panel
@@ -133,6 +133,15 @@ def live_status() -> None:
         st.button(
             "Enable", icon=":material/check_circle:", on_click=act, args=(status.enable_keys, ids), disabled=not ids
         )
+        with st.popover("Remove", icon=":material/delete:", disabled=not ids):
+            st.caption(keys.remove_text(backend, ids))
+            st.button(
+                "Remove for good",
+                key="keys_remove",
+                type="primary",
+                on_click=act,
+                args=(keys.remove_action(backend), ids),
+            )
 
 
 live_status()
@@ -172,6 +181,8 @@ def pool_actions() -> None:
 
 
 pool_actions()
+with st.expander("Add keys", icon=":material/key:"):
+    keys.keys_panel(backend, notify)
 with st.expander("Simulate provider behaviour (demo)", icon=":material/science:") if backend.demo else st.empty():
     simulate_panel(backend)
 

@@ -820,10 +820,10 @@ def start_demo(
 ) -> tuple[Simulator, dict[str, str]]:
     """Demo mode for any front end (the dashboard, the gateway): the fake providers, started, with the demo keys,
     and the environment a client needs for them. The operator's `LLM_*` tuning in `env` (cooldowns, order,
-    timeouts) carries over; the state store does not: demo keys live in memory, never in the operator's SQLite
-    file or Redis."""
+    timeouts) carries over; the state store and the keys file do not: demo keys live in memory, never in the
+    operator's SQLite file or Redis, and no real key joins the demo."""
     simulator = Simulator(latency=DEMO_LATENCY).start()
-    tuning = {k: v for k, v in env.items() if k.startswith("LLM_") and k != "LLM_STATE_URL"}
+    tuning = {k: v for k, v in env.items() if k.startswith("LLM_") and k not in ("LLM_STATE_URL", "LLM_KEYS_FILE")}
     return simulator, {**tuning, "LLM_STATE_URL": "memory://", **simulator.add_demo_keys(limits=limits)}
 
 

@@ -680,3 +680,15 @@ def test_every_model_name_is_a_route_of_one_client_over_one_store(sim: Simulator
             assert pool.resolve(name) is pool.auto
         assert pool.resolve("openrouter") is None and pool.resolve("no-such-model") is None
         assert ("fast", "alias") in pool.model_ids() and ("groq/qwen/qwen3.6-27b", "groq") in pool.model_ids()
+
+
+def test_metrics_say_what_each_key_has_left_and_when_the_provider_runs_out(start_gateway: StartGateway) -> None:
+    """Groq's answers count the day: after one answer each, the keys' requests left today are gauges, and the
+    provider's forecast (at the last hour's pace) and when its quota frees are too."""
+    gw = start_gateway({"groq": 2}, limits={"groq:1": (10, 3600.0), "groq:2": (10, 3600.0)})
+    for _ in range(2):
+        assert gw.post({"model": "auto", "messages": HELLO}).status_code == 200
+    for key_id in ("groq:1", "groq:2"):
+        assert gw.metric("llm_gateway_key_requests_left", key_id=key_id, span="today") == 9
+    assert gw.metric("llm_gateway_provider_runs_out_in_seconds", provider="groq") > 0
+    assert 3500 < gw.metric("llm_gateway_provider_quota_frees_in_seconds", provider="groq") <= 3600

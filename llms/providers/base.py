@@ -81,6 +81,9 @@ class ProviderSpec:
     """The provider counts rate limits per model (Groq: per model per organization; Gemini: per model per
     project): what is learned about a key's window, its requests in flight and the quota its answers report
     belong to (key, model), and a 429 rests the key for that model only."""
+    key_prefix: str = ""
+    """How the provider's keys begin (`gsk_`), so a bare key pasted into the dashboard names its provider; "" where
+    its keys have no form of their own."""
     api_versions: tuple[str, ...] = ()
     """The API versions `<PROVIDER>_API_VERSION` may name (Gemini's `v1`, `v1beta`, `v1alpha`); none: not settable."""
 

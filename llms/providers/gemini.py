@@ -512,6 +512,7 @@ def _usage(response: Any) -> Usage:
 
 SPEC = ProviderSpec(
     name="gemini",
+    key_prefix="AIza",
     title="Gemini",
     default_model="gemini-3.5-flash-lite",
     default_base_url="https://generativelanguage.googleapis.com",

@@ -107,6 +107,7 @@ class GroqAdapter(OpenAICompatAdapter):
 
 SPEC = ProviderSpec(
     name="groq",
+    key_prefix="gsk_",
     title="Groq",
     default_model="openai/gpt-oss-20b",
     default_base_url="https://api.groq.com/openai/v1",

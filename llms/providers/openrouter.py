@@ -220,6 +220,7 @@ class OpenRouterAdapter(OpenAICompatAdapter):
 
 SPEC = ProviderSpec(
     name="openrouter",
+    key_prefix="sk-or-",
     title="OpenRouter",
     default_model="openai/gpt-oss-20b:free",
     default_base_url="https://openrouter.ai/api/v1",
