@@ -4,7 +4,9 @@ The incidents themselves are the client's (`SmartClient.alerts()`: read off key 
 sharing the store); this module only shows them. A session toasts the alerts raised after it started, so opening
 the dashboard does not replay history, and not the alerts that only restate what its own button just did (its
 notice said it already): after "Disable" on 7 keys the acting session sees one toast, "Disabled 7 keys", while
-every other session sees the alert.
+every other session sees the alert. An acknowledged or muted alert is listed but never toasted (`quiet`); the
+Alerts list's buttons acknowledge or mute the incident a row belongs to (`SmartClient.acknowledge_alert` /
+`mute_alert`), naming the operator when one is logged in (`dashboard.auth.operator`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ session or process looks first, within a few seconds)."""
 
 ALERT_COLUMNS: dict[str, Any] = {
     "Time": st.column_config.DatetimeColumn("Time", format="HH:mm:ss"),
-    "State": st.column_config.TextColumn("State"),
+    "State": st.column_config.TextColumn("State", width="medium"),
     "Alert": st.column_config.TextColumn("Alert", width="large"),
 }
 
@@ -92,6 +94,27 @@ def _words(text: str) -> str:
     return words
 
 
+def quiet(alert: dict[str, Any], now: float) -> bool:
+    """Whether the alert is hushed: its incident was acknowledged (seen already) or is muted now."""
+    muted = alert.get("muted")
+    return bool(alert.get("acknowledged")) or bool(muted and muted.get("until", 0) > now)
+
+
+def who(by: str | None) -> str:
+    return f" by {by}" if by else ""
+
+
+def hushed_text(alert: dict[str, Any], now: float) -> str:
+    """` · acknowledged by alice`, ` · muted until 13:04:05 by bob`, or "" for the list's State column."""
+    parts = []
+    if acknowledged := alert.get("acknowledged"):
+        parts.append(f"acknowledged{who(acknowledged.get('by'))}")
+    muted = alert.get("muted")
+    if muted and muted.get("until", 0) > now:
+        parts.append(f"muted until {clock_time(muted['until'])}{who(muted.get('by'))}")
+    return "".join(f" · {part}" for part in parts)
+
+
 class SessionState(Protocol):
     def get(self, key: str, default: Any = None) -> Any: ...
     def __setitem__(self, key: str, value: Any) -> None: ...
@@ -136,7 +159,8 @@ def toasts(client: SmartClient) -> None:
     alerts of that look for good."""
     new, seen_at = fresh(client.alerts(50), st.session_state.get(SEEN))
     marks = st.session_state.get(OWN, [])
-    for text, state in grouped([alert for alert in new if not own(alert, marks)]):
+    now = client_time()
+    for text, state in grouped([alert for alert in new if not own(alert, marks) and not quiet(alert, now)]):
         st.toast(md_escape(text), icon=_ICONS.get(state, ":material/check_circle:"), duration="long")
     st.session_state[SEEN] = seen_at
 
@@ -146,15 +170,66 @@ def alerts_frame(alerts: list[dict[str, Any]]) -> pd.DataFrame:
     incident moved on since says so (`open → resolved 12:04:05`), so no row reads "open" after it ended."""
     later: dict[str, tuple[str, float]] = {}
     rows = []
+    now = client_time()
     for alert in alerts:
         state = alert["state"]
         after = later.get(alert["id"])
+        moved = f"{state} → {after[0]} {clock_time(after[1])}" if after and after[0] != state else state
         rows.append(
             {
                 "Time": datetime.fromtimestamp(alert["at"]),
-                "State": f"{state} → {after[0]} {clock_time(after[1])}" if after and after[0] != state else state,
+                "State": moved + hushed_text(alert, now),
                 "Alert": alert["text"],
             }
         )
         later.setdefault(alert["id"], (state, alert["at"]))
     return pd.DataFrame(rows, columns=list(ALERT_COLUMNS)).astype({"Time": "datetime64[ns]"})
+
+
+MUTE_CHOICES: dict[str, float] = {"15 min": 900.0, "1 hour": 3600.0, "4 hours": 14400.0, "1 day": 86400.0}
+_PICKED = "alerts_incident"
+_DONE = "alerts_action_done"
+
+
+def incident_choices(alerts: list[dict[str, Any]]) -> dict[str, str]:
+    """Incident id → the newest text of its alerts, newest first: what the Acknowledge and Mute buttons act on."""
+    choices: dict[str, str] = {}
+    for alert in alerts:
+        choices.setdefault(alert["id"], f"{alert['state']}: {alert['text']}")
+    return choices
+
+
+def incident_actions(client: SmartClient, alerts: list[dict[str, Any]], by: str | None) -> None:
+    """Acknowledge or mute one incident of the list. The callbacks only act and leave their message in the
+    session; it is drawn next to the buttons (a callback must not draw: it may run inside a fragment's rerun)."""
+    choices = incident_choices(alerts)
+    if not choices:
+        return
+
+    def acknowledge() -> None:
+        incident = st.session_state.get(_PICKED)
+        done = incident is not None and client.acknowledge_alert(incident, by=by)
+        text = choices.get(incident or "", incident or "")
+        st.session_state[_DONE] = (
+            f"Acknowledged{who(by)}: {text}" if done else "That incident has ended: nothing left to acknowledge."
+        )
+
+    def mute() -> None:
+        incident = st.session_state.get(_PICKED)
+        span = str(st.session_state.get("alerts_mute_for", "1 hour"))
+        done = incident is not None and client.mute_alert(incident, MUTE_CHOICES.get(span, 3600.0), by=by)
+        st.session_state[_DONE] = f"Muted for {span}{who(by)}: {choices.get(incident or '', '')}" if done else ""
+
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        st.selectbox(
+            "Incident",
+            list(choices),
+            format_func=lambda incident: choices.get(incident, incident),
+            key=_PICKED,
+            width=420,
+        )
+        st.button("Acknowledge", icon=":material/done_all:", on_click=acknowledge, key="alerts_acknowledge")
+        st.selectbox("Mute for", list(MUTE_CHOICES), index=1, key="alerts_mute_for", width=110)
+        st.button("Mute", icon=":material/notifications_off:", on_click=mute, key="alerts_mute")
+    if done := st.session_state.get(_DONE):
+        st.caption(md_escape(done))

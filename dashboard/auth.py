@@ -20,6 +20,9 @@ then, in `streamlit_app.py` in place of the password gate:
         st.button("Log in", on_click=st.login)
         st.stop()
     # optionally: if st.user.email not in ALLOWED: st.error("Not allowed"); st.stop()
+
+Who acted (`operator()`): the OIDC user's name or email, or the optional name typed at the password prompt; the
+Status page's buttons pass it to the client (`by=`), so events and incidents name the operator.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ _UNLOCKED = "auth_unlocked"
 _FAILED = "auth_failed"
 _ENTERED = "auth_password"
 _SESSION = "auth_session_id"
+_NAME_ENTERED = "auth_name"
+_NAME = "auth_operator"
+NAME_LENGTH = 40
 MAX_DELAY = 60.0
 
 
@@ -101,8 +107,29 @@ def _check() -> None:
     st.session_state[_FAILED] = "" if ok else "wrong"
     if ok:
         THROTTLE.passed(*who)
+        st.session_state[_NAME] = clean_name(st.session_state.pop(_NAME_ENTERED, ""))
     else:
         THROTTLE.failed(*who)
+
+
+def clean_name(value: object) -> str:
+    """A typed name as events and alerts show it: printable, one line, at most `NAME_LENGTH` characters."""
+    return " ".join("".join(c for c in str(value or "") if c.isprintable()).split())[:NAME_LENGTH]
+
+
+def operator() -> str | None:
+    """Who acts from this session, for events and incidents ("disabled by alice" rather than "by an operator"):
+    the OIDC user's name or email when Streamlit's login is configured and used, else the name typed at the
+    password prompt; None on an open dashboard or when no name was given."""
+    try:
+        user = st.user
+        if user.get("is_logged_in"):
+            return clean_name(user.get("name") or user.get("email")) or None
+    except Exception:  # no [auth] section, or a Streamlit without st.user: fall back to the typed name
+        pass
+    if configured_password() is None:
+        return None
+    return st.session_state.get(_NAME) or None
 
 
 def log_out() -> None:
@@ -123,6 +150,12 @@ def login_page() -> None:
         st.title("LLM key dashboard", anchor=False)
         with st.form("login", border=True):
             st.text_input("Password", type="password", key=_ENTERED)
+            st.text_input(
+                "Your name (optional)",
+                key=_NAME_ENTERED,
+                max_chars=NAME_LENGTH,
+                help="Named in events and alerts as who acted (“disabled by alice”) instead of “an operator”.",
+            )
             st.form_submit_button("Unlock", icon=":material/lock_open:", on_click=_check, type="primary")
         failed = st.session_state.get(_FAILED)
         wait = THROTTLE.wait(*_who())

@@ -109,6 +109,9 @@ class Turn:
     fallback: Fallback | None = None
     retry_at: float | None = None
     tool_calls: tuple[dict[str, Any], ...] = ()
+    answered_by: str = ""
+    """Which key answered, `Groq · groq:2`, for the answer's badge: in the demo each answer comes from another
+    key, and a badge shows that where a grey caption went unnoticed."""
 
     def message(self) -> dict[str, Any] | None:
         """The OpenAI-style message for this turn (None for error-only turns, and for an answer that only asked
@@ -298,6 +301,7 @@ def _answer(
         "assistant",
         text="".join(pieces),
         caption=answer_caption(result),
+        answered_by=f"{provider_title(result.provider)} · {result.key_id}" if result.key_id else "",
         attempts=result.attempts,
         fallback=fallback_of(result, client.provider_statuses(), client_time(), causes(client).failure),
         tool_calls=tuple(result.tool_calls),
@@ -584,8 +588,13 @@ def render_details(turn: Turn) -> None:
     answer."""
     if turn.tool_calls:
         render_tool_calls(turn.tool_calls)
+    badges = []
     if turn.fallback is not None:
-        st.markdown(f":orange-badge[:material/alt_route: {md_escape(turn.fallback.label(client_time()))}]")
+        badges.append(f":orange-badge[:material/alt_route: {md_escape(turn.fallback.label(client_time()))}]")
+    if turn.answered_by:
+        badges.append(f":blue-badge[:material/key: {md_escape(turn.answered_by)}]")
+    if badges:
+        st.markdown(" ".join(badges))
     if turn.error:
         icon = ":material/hourglass_top:" if "cooling" in turn.error else ":material/error:"
         st.error(safe_markdown(turn.error), icon=icon)

@@ -47,7 +47,14 @@ def pages() -> list[Any]:
         st.Page(PAGES / "chat.py", title="Chat", icon=":material/chat:", default=True),
         st.Page(PAGES / "status.py", title="Status", icon=":material/monitor_heart:"),
         st.Page(PAGES / "history.py", title="History", icon=":material/history:"),
+        key_page(),
     ]
+
+
+def key_page() -> Any:
+    """One key's page, reached from the Status table (`/key?key=groq:2`): hidden from the sidebar, which would
+    otherwise list a page that needs a key to make sense."""
+    return st.Page(PAGES / "key.py", title="Key", icon=":material/key:", url_path="key", visibility="hidden")
 
 
 def main() -> None:
@@ -100,6 +107,11 @@ def banner(backend: Backend) -> None:
             "To use real keys, set `OPENROUTER_API_KEY_1`, `GROQ_API_KEY_1`, `GEMINI_API_KEY_1`, … in the "
             "environment or `.env` (see `.env.example`), leave `LLM_DEMO` unset, and restart."
         )
+    openrouter = DEMO_LIMITS["openrouter"]
+    st.caption(  # the demo's story depends on it: said outside the folded banner
+        f"Each OpenRouter demo key answers {openrouter[0]} request per {openrouter[1] / 60:g} minutes, so the "
+        "first four messages rotate through openrouter:1 … openrouter:4 and the fifth falls back to Groq."
+    )
 
 
 @contextmanager

@@ -3,7 +3,10 @@ rotation behaviour when it fits the talk instead of waiting for it.
 
 Every action scripts the simulator (what a provider will answer), never the client or its store: the client
 finds out the way it would in production, from the next answer it gets. Only "Recover" may also end the
-client's cooldowns, through `SmartClient.reset_all()` (the Status page's "Reset all"), when asked to.
+client's cooldowns, through `SmartClient.reset_all()` (the Status page's "Reset all"), when asked to, and "Send a
+test request now" makes the client call the chosen key once (`SmartClient.check_key`, the Status page's Test), so
+a revoked key is parked in front of the audience even when round-robin sends the next chat message elsewhere.
+Each action says what it did next to its buttons and, on the Status page, as a toast.
 The simulator is imported only inside these functions, as in `dashboard.client`: outside demo mode the fake
 providers are never loaded.
 """
@@ -15,10 +18,11 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from dashboard.text import provider_title
+from dashboard.text import provider_title, reason_words, verdict
 
 if TYPE_CHECKING:
     from dashboard.client import Backend
+    from llms import SmartClient
     from simulator import Simulator
 
 OUTAGE_STEP = "overloaded"
@@ -54,7 +58,24 @@ def rate_limit(simulator: Simulator, key_id: str, added: Mapping[str, str] | Non
 def revoke(simulator: Simulator, key_id: str, added: Mapping[str, str] | None = None) -> str:
     """The key answers 401 "invalid key" from now on, as a revoked key does, until "Recover"."""
     simulator.set_steps(demo_secret(key_id, added), then="invalid_key")
-    return f"{key_id} is revoked: it answers 401 invalid key until you recover it."
+    return (
+        f"{key_id} is revoked: it answers 401 invalid key until you recover it. The client finds out on {key_id}'s "
+        "next request (round-robin may send the next message to another key first): press “Send a test request "
+        "now” to see it parked at once."
+    )
+
+
+def test_request(client: SmartClient, key_id: str) -> str:
+    """One real call with the key through the client, as the Status page's Test: the client learns what the
+    simulator was told at once, and the message says where the key stands after it."""
+    outcome = client.check_key(key_id)
+    key = next(k for s in client.provider_statuses() for k in s.keys if k.key_id == key_id)
+    after = (
+        f"the client now rests it ({reason_words(key.reason or 'manual')}): see the Status table and alerts."
+        if not key.available
+        else "it stays in rotation."
+    )
+    return f"Sent a test request: {verdict(key_id, outcome)}; {after}"
 
 
 def outage(simulator: Simulator, provider: str, added: Mapping[str, str] | None = None) -> str:
@@ -80,8 +101,9 @@ def recover(simulator: Simulator, limits: dict[str, tuple[int, float]], added: M
     return "Every simulated key answers normally again, with a fresh limit window."
 
 
-def simulate_panel(backend: Backend) -> None:
-    """Buttons that script the demo simulator; draws nothing outside demo mode."""
+def simulate_panel(backend: Backend, notify: Callable[[str], None] | None = None) -> None:
+    """Buttons that script the demo simulator; draws nothing outside demo mode. `notify`: also say what each
+    action did there (the Status page toasts it), besides the line under the buttons."""
     simulator = backend.simulator
     if simulator is None:
         return
@@ -94,14 +116,22 @@ def simulate_panel(backend: Backend) -> None:
 
     def act(action: Callable[[Simulator, str, Mapping[str, str]], str], widget: str) -> None:
         """Read the target from the widget's state: a callback's args are those of the run that drew it."""
-        st.session_state["simulate_last"] = action(simulator, st.session_state[widget], backend.demo_env)
+        said(action(simulator, st.session_state[widget], backend.demo_env))
+
+    def said(message: str) -> None:
+        st.session_state["simulate_last"] = message
+        if notify is not None:
+            notify(message)
+
+    def send_test() -> None:
+        said(test_request(client, st.session_state["simulate_key"]))
 
     def recover_all() -> None:
         message = recover(simulator, DEMO_LIMITS, backend.demo_env)
         if st.session_state.get("simulate_reset", True):
             client.reset_all()
             message += " The client's cooldowns were reset too."
-        st.session_state["simulate_last"] = message
+        said(message)
 
     with st.container():
         st.caption(
@@ -127,6 +157,14 @@ def simulate_panel(backend: Backend) -> None:
                 on_click=act,
                 args=(revoke, "simulate_key"),
                 help="It answers 401 from now on; the client parks it as invalid.",
+            )
+            st.button(
+                "Send a test request now",
+                icon=":material/send:",
+                width="stretch",
+                on_click=send_test,
+                help="The client calls this key once (as Test on the Status page): a revoked key is parked at once, "
+                "whichever key the next chat message goes to.",
             )
         with right:
             st.selectbox("Provider", providers, format_func=provider_title, key="simulate_provider")

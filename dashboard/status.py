@@ -556,26 +556,26 @@ def _plural(count: int, word: str = "key") -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def disable_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
+def disable_keys(client: SmartClient, key_ids: Sequence[str], by: str | None = None) -> str:
     if not key_ids:
         return "No key selected."
-    client.disable_key(*key_ids)
+    client.disable_key(*key_ids, by=by)
     return f"Disabled {_plural(len(key_ids))}: {listed(list(key_ids))}. They stay out of rotation until Enable."
 
 
-def enable_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
+def enable_keys(client: SmartClient, key_ids: Sequence[str], by: str | None = None) -> str:
     if not key_ids:
         return "No key selected."
-    client.enable_key(*key_ids)
+    client.enable_key(*key_ids, by=by)
     return f"Enabled {_plural(len(key_ids))}: {listed(list(key_ids))}."
 
 
-def reset_keys(client: SmartClient, key_ids: Sequence[str]) -> str:
+def reset_keys(client: SmartClient, key_ids: Sequence[str], by: str | None = None) -> str:
     """Reset the chosen keys, whatever parked them (the operator picked them); disabled keys stay disabled."""
     if not key_ids:
         return "No key selected."
     for key_id in key_ids:
-        client.reset_key(key_id)
+        client.reset_key(key_id, by=by)
     return f"Reset {_plural(len(key_ids))}: {listed(list(key_ids))}."
 
 
@@ -590,7 +590,11 @@ def test_keys(client: SmartClient, key_ids: Sequence[str] | None) -> str:
 
 
 def reset_all(
-    client: SmartClient, include_parked: bool = False, providers: Iterable[str] | None = None, now: float | None = None
+    client: SmartClient,
+    include_parked: bool = False,
+    providers: Iterable[str] | None = None,
+    now: float | None = None,
+    by: str | None = None,
 ) -> str:
     """Put cooling keys back in rotation and lift provider pauses. Keys parked as invalid, out of credit, at a
     spend cap or without access stay parked unless `include_parked`; disabled keys stay disabled (and keep
@@ -614,11 +618,11 @@ def reset_all(
         is_paused = bool(status.paused_until and status.paused_until > moment)
         if not keep:
             if due or is_paused:
-                client.reset_provider(status.provider)
+                client.reset_provider(status.provider, by=by)
             reset += len(due)
             continue
         if due:
-            client.reset_key(*(key.key_id for key in due))
+            client.reset_key(*(key.key_id for key in due), by=by)
         reset += len(due)
         if is_paused:
             client.resume_provider(status.provider)

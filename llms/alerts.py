@@ -13,6 +13,10 @@ several processes share the store, the one whose change opened an incident is th
 incident sends one alert. `LLM_ALERT_WEBHOOK` gets each alert as a JSON POST with a Slack-compatible `text` field
 from a background thread, retried with backoff; it never blocks or fails a call, and no text holds a secret (keys
 appear as id and hint).
+
+An operator can *acknowledge* an open incident (it stays listed, marked, and its later updates are not announced
+again; its end is) or *mute* one for a while (its alerts are listed, marked muted, but send no toast or webhook
+until the mute ends). Both live in the same document, changed atomically, so every process sees them.
 """
 
 from __future__ import annotations
@@ -148,6 +152,7 @@ def advance(
     it opened (`answered`, see `answers`); until then it is updated once and waits, and opens again if its
     condition comes back. `new` holds only the alerts this change made, for its caller to announce."""
     recorded: dict[str, dict[str, Any]] = dict(document.get("open", {}))
+    muted = {i: m for i, m in document.get("muted", {}).items() if m.get("until", 0) > at}
     counts = answered or {}
     new = []
     for incident_id, incident in now_open.items():
@@ -160,14 +165,66 @@ def advance(
         if "answered" in entry and counts.get(incident_id, 0) <= entry["answered"]:
             if not entry.get("waiting"):
                 recorded[incident_id] = {**entry, "waiting": True}
-                new.append(_alert(at, incident_id, "updated", entry["update"]))
+                update = _alert(at, incident_id, "updated", entry["update"])
+                if entry.get("acknowledged"):  # seen already: listed, not announced again
+                    update["acknowledged"] = entry["acknowledged"]
+                new.append(update)
             continue
         ended = recorded.pop(incident_id)
         words = ended.get("recovery_words", "")
         new.append(_alert(at, incident_id, "resolved", ended["recovery"], ended.get("key_id"), words))
+    for alert in new:
+        if alert["id"] in muted:
+            alert["muted"] = muted[alert["id"]]
     new = _one_per_change(new)
     recent = [*reversed(new), *document.get("recent", [])][:KEEP]
-    return {"open": recorded, "recent": recent, "new": new}
+    return {"open": recorded, "recent": recent, "new": new, "muted": muted}
+
+
+def members(document: Document, incident_id: str) -> list[str]:
+    """The incidents an alert's id stands for: itself, or for a bulk key alert (`keys:open:…`) each of its keys'
+    (`key:groq:1`, …), as its newest row lists them."""
+    if not incident_id.startswith("keys:"):
+        return [incident_id]
+    row = next((r for r in document.get("recent", []) if r.get("id") == incident_id), None)
+    return [f"key:{key_id}" for key_id in (row or {}).get("key_ids", [])]
+
+
+def acknowledge(document: Document, incident_id: str, at: float, by: str | None = None) -> Document:
+    """The document with the open incidents behind `incident_id` marked acknowledged (by whom, when)."""
+    recorded = dict(document.get("open", {}))
+    for member in members(document, incident_id):
+        if member in recorded:
+            recorded[member] = {**recorded[member], "acknowledged": {"by": by, "at": at}}
+    return {**document, "open": recorded, "new": []}
+
+
+def mute(document: Document, incident_id: str, until: float, at: float, by: str | None = None) -> Document:
+    """The document with the incidents behind `incident_id` muted until `until` (mutes already over dropped)."""
+    muted = {i: m for i, m in document.get("muted", {}).items() if m.get("until", 0) > at}
+    for member in members(document, incident_id):
+        muted[member] = {"until": until, "by": by, "at": at}
+    return {**document, "muted": muted, "new": []}
+
+
+def annotated(document: Document, limit: int, now: float) -> list[dict[str, Any]]:
+    """The newest `limit` alerts, each marked `acknowledged` (its incident is open and was acknowledged after
+    the alert was raised, or it was raised after that) and `muted` (its incident is muted now) as they stand."""
+    recorded: Mapping[str, Mapping[str, Any]] = document.get("open", {})
+    muted = {i: m for i, m in document.get("muted", {}).items() if m.get("until", 0) > now}
+    rows = []
+    for alert in list(document.get("recent", []))[:limit]:
+        row = dict(alert)
+        ids = [f"key:{k}" for k in row.get("key_ids", [])] if row["id"].startswith("keys:") else [row["id"]]
+        if row["state"] != "resolved" and ids:
+            acks = [recorded.get(i, {}).get("acknowledged") for i in ids]
+            entries = [recorded.get(i, {}) for i in ids]
+            if all(acks) and all(e.get("at", 0) <= row["at"] for e in entries):
+                row["acknowledged"] = acks[0]
+        if ids and all(i in muted for i in ids):
+            row["muted"] = muted[ids[0]]
+        rows.append(row)
+    return rows
 
 
 def _entry(incident: Incident, at: float, answered: Mapping[str, int]) -> dict[str, Any]:
@@ -197,25 +254,24 @@ def _one_per_change(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if "key_ids" not in alert or not alert.get("words"):
             merged.append(alert)
         else:
-            kinds.setdefault((alert["state"], alert["words"]), []).append(alert)
-    for (state, words), members in kinds.items():
-        if len(members) == 1:
-            merged.append(members[0])
+            kinds.setdefault((alert["state"], alert["words"], "muted" in alert), []).append(alert)
+    for (state, words, quiet), group in kinds.items():
+        if len(group) == 1:
+            merged.append(group[0])
             continue
-        ids = sorted((m["key_ids"][0] for m in members), key=_in_order)
+        ids = sorted((m["key_ids"][0] for m in group), key=_in_order)
         more = f" and {len(ids) - NAMED} more" if len(ids) > NAMED else ""
         text = f"{len(ids)} keys are {words}: {', '.join(ids[:NAMED])}{more}"
-        merged.append(
-            {
-                "at": members[0]["at"],
-                "id": f"keys:{state}:{words}",
-                "state": state,
-                "text": text,
-                "key_ids": ids[:KEY_IDS_KEPT],
-                "keys": len(ids),
-                "words": words,
-            }
-        )
+        alert = {
+            "at": group[0]["at"],
+            "id": f"keys:{state}:{words}",
+            "state": state,
+            "text": text,
+            "key_ids": ids[:KEY_IDS_KEPT],
+            "keys": len(ids),
+            "words": words,
+        }
+        merged.append(alert | ({"muted": group[0]["muted"]} if quiet else {}))
     return merged
 
 
@@ -272,11 +328,31 @@ class Alerts:
         new = self._change(self.NAME, lambda document: advance(document, now_open, at, answered))["new"]
         if self._sender is not None:
             for alert in new:
-                self._sender.send(alert)
+                if not alert.get("muted"):
+                    self._sender.send(alert)
         return new
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
-        return list(self._read().get("recent", []))[:limit]
+        return annotated(self._read(), limit, self._clock())
+
+    def acknowledge(self, incident_id: str, by: str | None = None) -> bool:
+        """See `SmartClient.acknowledge_alert`; one atomic change of the document."""
+        document = self._read()
+        if not any(i in document.get("open", {}) for i in members(document, incident_id)):
+            return False
+        at = self._clock()
+        self._change(self.NAME, lambda document: acknowledge(document, incident_id, at, by))
+        return True
+
+    def mute(self, incident_id: str, seconds: float, by: str | None = None) -> bool:
+        """See `SmartClient.mute_alert`; one atomic change of the document."""
+        document = self._read()
+        listed = {r.get("id") for r in document.get("recent", [])}
+        if incident_id not in listed and incident_id not in document.get("open", {}):
+            return False
+        at = self._clock()
+        self._change(self.NAME, lambda d: mute(d, incident_id, at + max(0.0, seconds), at, by))
+        return True
 
     def watch(self, every: float = 5.0) -> None:
         """Check in the background (when a webhook is set, so nobody has to have a dashboard open)."""

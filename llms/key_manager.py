@@ -681,13 +681,14 @@ class KeyManager:
             "accounts": len(documents),
         }
 
-    def set_disabled(self, key_ids: Iterable[str], disabled: bool) -> None:
-        """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys."""
+    def set_disabled(self, key_ids: Iterable[str], disabled: bool, by: str | None = None) -> None:
+        """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys.
+        `by`: who did it, for the event (a dashboard's logged-in operator); else "by an operator"."""
         keys = [self.key(key_id) for key_id in key_ids]
         self._store.set_disabled([k.fingerprint for k in keys], disabled)
         now = self._clock()
         for key in keys:
-            self._event(now, key, EventKind.DISABLED if disabled else EventKind.ENABLED, "by an operator")
+            self._event(now, key, EventKind.DISABLED if disabled else EventKind.ENABLED, f"by {by or 'an operator'}")
 
     def key(self, key_id: str) -> ApiKey:
         key = self._by_id.get(key_id)
@@ -696,8 +697,8 @@ class KeyManager:
             raise KeyError(f"unknown key id {key_id!r}; known: {known or 'none'}")
         return key
 
-    def reset_key(self, *key_ids: str) -> None:
-        self._reset([self.key(key_id) for key_id in key_ids])
+    def reset_key(self, *key_ids: str, by: str | None = None) -> None:
+        self._reset([self.key(key_id) for key_id in key_ids], by)
 
     def resume_provider(self, provider: str) -> None:
         """Lift a provider-wide pause, leaving its keys as they are."""
@@ -705,23 +706,23 @@ class KeyManager:
             raise KeyError(f"unknown provider {provider!r}; known: {', '.join(self._keys)}")
         self._store.pause(provider, 0.0, CooldownReason.MANUAL, self._clock())
 
-    def reset_provider(self, provider: str) -> None:
+    def reset_provider(self, provider: str, by: str | None = None) -> None:
         self.resume_provider(provider)
-        self._reset(self._keys[provider])
+        self._reset(self._keys[provider], by)
 
-    def reset_all(self) -> None:
+    def reset_all(self, by: str | None = None) -> None:
         for provider in self._keys:
             self._store.pause(provider, 0.0, CooldownReason.MANUAL, self._clock())
-        self._reset(self._by_id.values())
+        self._reset(self._by_id.values(), by)
 
-    def _reset(self, keys: Iterable[ApiKey]) -> None:
+    def _reset(self, keys: Iterable[ApiKey], by: str | None = None) -> None:
         keys = list(keys)
         now = self._clock()
         records = self._store.records([k.fingerprint for k in keys])
         self._store.reset(k.fingerprint for k in keys)
         for key, record in zip(keys, records, strict=True):
             if record.cooldown_until > now or record.consecutive_failures:
-                self._event(now, key, EventKind.RESET, "manual reset")
+                self._event(now, key, EventKind.RESET, f"manual reset by {by}" if by else "manual reset")
 
     def statuses(self, provider: str, model: str | None = None) -> list[KeyStatus]:
         """Every key of the provider; `available` and the reason speak for `model` (default: the provider's

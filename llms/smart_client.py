@@ -720,25 +720,26 @@ class SmartClient:
             if (provider is None or r.provider == provider) and (key_id is None or r.key_id == key_id)
         ]
 
-    def disable_key(self, *key_ids: str) -> None:
-        """Take keys out of rotation until `enable_key`; kept in the store, so every process sharing it skips them."""
-        self.key_manager.set_disabled(key_ids, True)
+    def disable_key(self, *key_ids: str, by: str | None = None) -> None:
+        """Take keys out of rotation until `enable_key`; kept in the store, so every process sharing it skips them.
+        `by` names who did it in the events (default "by an operator")."""
+        self.key_manager.set_disabled(key_ids, True, by)
 
-    def enable_key(self, *key_ids: str) -> None:
-        self.key_manager.set_disabled(key_ids, False)
+    def enable_key(self, *key_ids: str, by: str | None = None) -> None:
+        self.key_manager.set_disabled(key_ids, False, by)
 
-    def reset_key(self, *key_ids: str) -> None:
-        self.key_manager.reset_key(*key_ids)
+    def reset_key(self, *key_ids: str, by: str | None = None) -> None:
+        self.key_manager.reset_key(*key_ids, by=by)
 
     def resume_provider(self, provider: str) -> None:
         """Lift a provider-wide pause (an upstream limit), leaving its keys' cooldowns as they are."""
         self.key_manager.resume_provider(provider)
 
-    def reset_provider(self, provider: str) -> None:
-        self.key_manager.reset_provider(provider)
+    def reset_provider(self, provider: str, by: str | None = None) -> None:
+        self.key_manager.reset_provider(provider, by)
 
-    def reset_all(self) -> None:
-        self.key_manager.reset_all()
+    def reset_all(self, by: str | None = None) -> None:
+        self.key_manager.reset_all(by)
 
     def check_key(self, key_id: str) -> Outcome:
         """One cheap real call with one key (no tokens where the provider allows) within `LLM_PROBE_TIMEOUT`,
@@ -833,6 +834,18 @@ class SmartClient:
         one's end. Brings them up to date with key state first (every process sharing the store sees one list)."""
         self._alerts.update()
         return self._alerts.recent(limit)
+
+    def acknowledge_alert(self, incident_id: str, by: str | None = None) -> bool:
+        """Mark an open incident (an alert's `id`) as seen by someone: it stays listed, its later updates are not
+        announced again, and its end is. Kept in the store's alert document, so every process sees it. False when
+        no open incident has that id."""
+        return self._alerts.acknowledge(incident_id, by)
+
+    def mute_alert(self, incident_id: str, seconds: float, by: str | None = None) -> bool:
+        """Silence an incident (an alert's `id`; a bulk key alert mutes each of its keys) for `seconds`: its
+        alerts are still listed, marked muted, but raise no toast or webhook until the mute ends. False when the
+        id names no incident the list knows."""
+        return self._alerts.mute(incident_id, seconds, by)
 
     def _probe_at_start(self) -> None:
         """Probe one key of each account (group, or key alone) of the providers whose probe reads quota reported

@@ -5,11 +5,12 @@ key checks, recent events and the busiest keys."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import streamlit as st
 
-from dashboard import keys, shell, status, triage
-from dashboard.alerts import ALERT_COLUMNS, alerts_frame, mark_own
+from dashboard import auth, keys, shell, status, triage
+from dashboard.alerts import ALERT_COLUMNS, alerts_frame, incident_actions, listed, mark_own
 from dashboard.client import get_backend, get_client
 from dashboard.simulate import simulate_panel
 from dashboard.text import md_escape, provider_title
@@ -17,6 +18,8 @@ from llms import SmartClient, client_time
 
 shell.ensure()
 client = get_client()
+OPEN_LINKS = 3
+"""Selected keys that get an "Open" link to their own page (more would be a wall of links)."""
 INCLUDE_PARKED = "status_include_parked"
 
 st.title("Key status")
@@ -47,7 +50,7 @@ def reset_everything(providers: Sequence[str] | None = None) -> None:
     include = bool(st.session_state.get(INCLUDE_PARKED))
     chosen = [s for s in client.provider_statuses() if providers is None or s.provider in providers]
     mark_own(st.session_state, [k.key_id for s in chosen for k in s.keys], [s.title for s in chosen])
-    notify(status.reset_all(client, include, providers))
+    notify(status.reset_all(client, include, providers, by=auth.operator()))
 
 
 def act(action: Callable[[SmartClient, Sequence[str]], str], key_ids: Sequence[str], keep: bool = False) -> None:
@@ -119,19 +122,42 @@ def live_status() -> None:
         ids = [rows[i].key.key_id for i in event.selection.rows if i < len(rows)]
     else:
         st.caption(status.empty_text(choice, search))
-    st.caption(
-        f"{len(ids)} selected: {', '.join(ids)}"
-        if ids
-        else "Tick rows to act on several keys at once. Selected rows stay listed until you untick them."
-    )
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(
+            f"{len(ids)} selected: {listed(ids)}"
+            if ids
+            else "Tick rows to act on several keys at once, or one to open its own page. Selected rows stay listed "
+            "until you untick them."
+        )
+        for key_id in ids[:OPEN_LINKS]:  # a key's own page: its chart, request log and events
+            st.page_link(
+                shell.key_page(), label=f"Open {key_id}", icon=":material/open_in_new:", query_params={"key": key_id}
+            )
+    by = auth.operator()
     with st.container(horizontal=True):
-        st.button("Reset", icon=":material/lock_reset:", on_click=act, args=(status.reset_keys, ids), disabled=not ids)
+        st.button(
+            "Reset",
+            icon=":material/lock_reset:",
+            on_click=act,
+            args=(partial(status.reset_keys, by=by), ids),
+            disabled=not ids,
+        )
         st.button(
             "Test", icon=":material/network_check:", on_click=act, args=(status.test_keys, ids, True), disabled=not ids
         )
-        st.button("Disable", icon=":material/block:", on_click=act, args=(status.disable_keys, ids), disabled=not ids)
         st.button(
-            "Enable", icon=":material/check_circle:", on_click=act, args=(status.enable_keys, ids), disabled=not ids
+            "Disable",
+            icon=":material/block:",
+            on_click=act,
+            args=(partial(status.disable_keys, by=by), ids),
+            disabled=not ids,
+        )
+        st.button(
+            "Enable",
+            icon=":material/check_circle:",
+            on_click=act,
+            args=(partial(status.enable_keys, by=by), ids),
+            disabled=not ids,
         )
         with st.popover("Remove", icon=":material/delete:", disabled=not ids):
             st.caption(keys.remove_text(backend, ids))
@@ -184,7 +210,7 @@ pool_actions()
 with st.expander("Add keys", icon=":material/key:"):
     keys.keys_panel(backend, notify)
 with st.expander("Simulate provider behaviour (demo)", icon=":material/science:") if backend.demo else st.empty():
-    simulate_panel(backend)
+    simulate_panel(backend, notify)
 
 
 @st.fragment(run_every=status.ACTIVITY_REFRESH_SECONDS)
@@ -209,6 +235,7 @@ def activity() -> None:
     recent = client.alerts(20)
     if recent:
         st.dataframe(alerts_frame(recent), column_config=ALERT_COLUMNS, hide_index=True, width="stretch")
+        incident_actions(client, recent, auth.operator())
     else:
         st.caption("No alerts: no provider ran out of keys and no key was parked.")
     st.subheader("Recent events", divider="gray")

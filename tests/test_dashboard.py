@@ -303,7 +303,7 @@ def test_password_gate_from_env(env: pytest.MonkeyPatch, sim: Simulator) -> None
     at.switch_page(STATUS).run()
     assert availability(at)["Groq"] == "1/1"
     _click(at, "Log out")
-    assert not at.dataframe and [t.label for t in at.text_input] == ["Password"]
+    assert not at.dataframe and [t.label for t in at.text_input] == ["Password", "Your name (optional)"]
 
 
 def test_wrong_passwords_wait_longer_each_time_up_to_a_minute() -> None:
@@ -333,7 +333,7 @@ def test_a_page_run_without_the_entry_script_still_asks_for_the_password(
     use_keys(env, sim, {"groq": 1})
     env.setenv("DASHBOARD_PASSWORD", "open sesame")
     at = AppTest.from_file(str(ROOT / STATUS), default_timeout=15).run()
-    assert not at.dataframe and [t.label for t in at.text_input] == ["Password"]
+    assert not at.dataframe and [t.label for t in at.text_input] == ["Password", "Your name (optional)"]
     at.text_input(key="auth_password").input("open sesame")
     _click(at, "Unlock")
     assert at.chat_input  # the run went through the app's navigation (AppTest names no page: the default one)

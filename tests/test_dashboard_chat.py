@@ -22,13 +22,20 @@ from tests.test_dashboard import app, captions, chat, env, use_keys
 
 __all__ = ["env"]  # the fixture, imported so pytest finds it here
 
-BADGE = re.compile(r":orange-badge\[:material/alt_route: (.*)\]$")
+BADGE = re.compile(r":orange-badge\[:material/alt_route: (.*?)\](?: :blue-badge\[[^\]]*\])?$")
+KEY_BADGE = re.compile(r"(?:^|\] ):blue-badge\[:material/key: (.*)\]$")
 DEMO_SECRETS = tuple(s for keys in DEMO_KEYS.values() for s in keys)
 
 
 def badges(at: AppTest, index: int = -1) -> list[str]:
     """The fallback badge texts in one chat message (unescaped)."""
     found = (BADGE.match(m.value) for m in at.chat_message[index].markdown)
+    return [m.group(1).replace("\\", "") for m in found if m]
+
+
+def key_badges(at: AppTest) -> list[str]:
+    """The "which key answered" badge of each answer, in order (unescaped)."""
+    found = (KEY_BADGE.search(m.value) for message in at.chat_message for m in message.markdown)
     return [m.group(1).replace("\\", "") for m in found if m]
 
 
@@ -330,6 +337,25 @@ def test_simulate_revoke_parks_the_key_as_invalid(env: pytest.MonkeyPatch) -> No
         ["✗ openrouter:1 invalid key", "✓ openrouter:2 answered"],
     )
     assert_no_secrets(at)
+    assert_no_secrets(sim_panel)
+
+
+def test_demo_answers_name_their_key_and_a_revoked_key_is_parked_at_once(env: pytest.MonkeyPatch) -> None:
+    """Round-robin may send the next message to another key: "Send a test request now" makes the client call the
+    revoked key at once; the pacing is said outside the folded banner; each answer carries its key's badge."""
+    at, sim_panel = _demo(env)
+    assert any("1 request per 10 minutes" in c.value for c in at.caption), "the pacing is not folded away"
+    chat(at, "One")
+    chat(at, "Two")
+    assert key_badges(at) == ["OpenRouter · openrouter:1", "OpenRouter · openrouter:2"]
+    sim_panel.selectbox(key="simulate_key").set_value("groq:1")
+    _press(sim_panel, "Revoke key")
+    assert "round-robin may send the next message to another key" in sim_panel.caption[-1].value
+    _press(sim_panel, "Send a test request now")
+    said = sim_panel.caption[-1].value
+    assert said.startswith("Sent a test request: groq:1: ") and "HTTP 401" in said, said
+    assert said.endswith("the client now rests it (invalid key): see the Status table and alerts."), said
+    assert key_reason("groq:1") == "invalid_key"
     assert_no_secrets(sim_panel)
 
 

@@ -1,0 +1,80 @@
+"""A key's own page, opened from the Status table, and who acted: the Status page's Alerts buttons acknowledge or
+mute an incident, and with a password set the name typed at login names the operator in events and incidents.
+AppTest against the simulator over real HTTP, as in tests/test_dashboard_status.py."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import key_page, status
+from dashboard.client import get_client
+from simulator import Simulator
+from tests.conftest import SECRETS
+from tests.test_dashboard import STATUS, app, chat, use_keys
+from tests.test_dashboard_status import click, env, select, show, status_page
+
+__all__ = ["env"]
+KEY_PAGE = "pages/key.py"
+
+
+def open_key(at: AppTest, key_id: str) -> AppTest:
+    at.query_params[key_page.PARAM] = key_id
+    at.switch_page(KEY_PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_selected_row_opens_the_keys_own_page(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 3}, steps={"groq:2": ["invalid_key"]})
+    at = app().run()
+    for _ in range(2):  # groq:1 answers, groq:2 is parked as invalid on the way, groq:3 answers
+        chat(at, "Hello")
+    status_page(at)
+    assert not [link for link in at.get("page_link") if link.proto.label.startswith("Open ")]
+    select(at, "groq:2")
+    [link] = [link for link in at.get("page_link") if link.proto.label.startswith("Open ")]
+    assert (link.proto.label, link.proto.page, link.proto.query_string) == ("Open groq:2", "key", "key=groq%3A2")
+
+    open_key(at, "groq:2")
+    assert at.title[0].value == "groq:2"
+    assert at.selectbox(key="key_page_pick_groq:2").value == "groq:2"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["State"] == "invalid key" and metrics["Frees in"] == "—"
+    assert any("**Reason:** HTTP 401: invalid API key" in m.value for m in at.markdown)
+    [requests, events] = at.dataframe
+    assert set(requests.value["Key"]) == {"groq:2"} and len(requests.value) >= 1
+    assert set(events.value["Key"]) == {"groq:2"} and list(events.value["Event"]) == ["cooled"]
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"), "its hourly chart"
+    page = " ".join(str(e.value) for e in [*at.markdown, *at.caption, *at.metric])
+    page += requests.value.to_string() + events.value.to_string()
+    assert not any(secret in page for secret in SECRETS["groq"]), "id and hint only"
+
+    open_key(at, "groq:9")
+    assert "No key groq:9 is configured" in at.warning[0].value and at.title[0].value == "groq:1"
+
+
+def test_with_a_password_the_name_typed_at_login_names_who_acted(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 2})
+    env.setenv("DASHBOARD_PASSWORD", "open sesame")
+    at = app().run()
+    at.text_input(key="auth_password").input("open sesame")
+    at.text_input(key="auth_name").input("Alice\x07 Operator")
+    [unlock] = [b for b in at.button if b.label == "Unlock"]
+    unlock.click().run()
+    assert not at.exception and at.chat_input
+    status_page(at)
+    show(at, status.ALL)
+    select(at, "groq:2")
+    click(at, "Disable")
+    client = get_client()
+    assert next(e.detail for e in client.events() if e.key_id == "groq:2") == "by Alice Operator"
+    at.switch_page(STATUS).run()  # the Alerts list (its fragment ran with the page)
+    assert at.selectbox(key="alerts_incident").value == "key:groq:2"
+    click(at, "Acknowledge")
+    assert client.alerts()[0]["acknowledged"]["by"] == "Alice Operator"
+    assert any(c.value.startswith("Acknowledged by Alice Operator: open: groq:2") for c in at.caption)
+    click(at, "Mute")
+    assert client.alerts()[0]["muted"]["by"] == "Alice Operator"
+    alerts = next(d for d in at.dataframe if "Alert" in d.value.columns).value
+    assert "acknowledged by Alice Operator · muted until" in alerts["State"][0]
