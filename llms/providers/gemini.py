@@ -13,8 +13,11 @@ Facts (sources in the README's "Provider facts"):
 
 Why one `genai.Client` per key: the SDK binds the key at construction, construction costs tens of milliseconds,
 and a client dropped after one call closes its connection pool. SDK retries are off (one attempt) so that
-rotation, not the SDK, decides what happens after a 429. The SDK is imported on first use, so `import llms`
-stays fast for users who have no Gemini key.
+rotation, not the SDK, decides what happens after a 429. The SDK is imported when an adapter with keys is built,
+not by `import llms` (fast for users who have no Gemini key) nor by the first call: that import takes a second or
+more, and counted in the first call's time it made the request look sent a second early — its latency in the
+history was the import's, and a rest counted from that moment (a hint-less 429's first rung, 1 s) was over before
+it began.
 """
 
 from __future__ import annotations
@@ -224,6 +227,8 @@ class GeminiAdapter:
         self._clients: dict[str, genai.Client] = {}
         self._lock = threading.Lock()
         self.clock = ProviderClock()  # what a reset named as a moment is read against
+        if self._secrets:
+            import google.genai.types  # noqa: F401 - the SDK's import, paid here rather than by the first call
 
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
         model = request.model or self.model
