@@ -41,6 +41,8 @@ _PACED_REFRESH = 0.5
 """Seconds between reads of what other processes learned: one read of one document, so often enough that their
 answers count toward a window another process learned within a fraction of it."""
 _LEARNED_INDEX = "learned"
+"""The document that names every `pace/…` and `slots/…` document: what a process reads to learn what the others
+learned, one read whatever the number of keys."""
 DUE_NOW_REST = 0.25
 """Seconds a key rests after a 429 whose hint says its limit frees now (a reset moment already past when the answer
 came: a sliding window's slot freeing as the request arrived). Long enough not to spin, too short to cost quota;
@@ -51,8 +53,6 @@ DUE_NOW_REPEAT = 1.0
 NOTE_QUOTA_EVERY = 5.0
 """Seconds between notes of a subject's reported quota in the store, for status pages in any process (a write per
 answer would add a store write to every call); a count that reached zero, or grew (a new window), is noted at once."""
-"""The document that names every `pace/…` and `slots/…` document: what a process reads to learn what the others
-learned, one read whatever the number of keys."""
 
 _PARKED: Mapping[OutcomeKind, CooldownReason] = {
     OutcomeKind.INVALID_KEY: CooldownReason.INVALID_KEY,
