@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -58,6 +59,8 @@ PACING_GRACE = 2.0
 """Seconds a call with the default `wait` waits at least for a key whose rest ends within them: a rest that short
 is the window's pacing (the client spacing requests, a provider's slot about to free), not exhaustion, and a
 caller told to come back later would come back after it and leave the window's quota unused."""
+PACE_READ_EVERY = 30.0
+"""Seconds a provider's recent pace (for its forecast) is kept before the history is read again."""
 KEYS_FILE_POLL = 2.0
 """Seconds between looks at the keys file's stamp (one `stat`): keys added or removed from the dashboard reach
 every process reading that file within this long of its next request or status read, with no restart."""
@@ -160,6 +163,7 @@ class SmartClient:
             default_models={p: settings.providers[p].model for p in settings.provider_order},
         )
         self._clock = clock
+        self._pace_read: tuple[float, dict[str, float]] = (-math.inf, {})
         self._keys_stamp = file_stamp(settings.keys_file)
         self._keys_looked = time.monotonic()
         self._keys_watch = threading.Lock()
@@ -677,13 +681,19 @@ class SmartClient:
 
     def _pace(self, now: float) -> dict[str, float]:
         """Each provider's requests per second over the last hour or so (the history's previous and current clock
-        hours: what every process sharing the store did)."""
+        hours: what every process sharing the store did). Read at most every `PACE_READ_EVERY` seconds: a status
+        page refreshing every 2 s read two hours of every key's history each time."""
+        read_at, pace = self._pace_read
+        if now - read_at < PACE_READ_EVERY:
+            return pace
         began = (now // 3600.0 - 1.0) * 3600.0
         asked: Counter[str] = Counter()
         for hour in self.key_manager.history(began):
             if hour.hour >= began:
                 asked[hour.provider] += hour.requests
-        return {provider: count / max(1.0, now - began) for provider, count in asked.items()}
+        pace = {provider: count / max(1.0, now - began) for provider, count in asked.items()}
+        self._pace_read = (now, pace)
+        return pace
 
     def store_health(self) -> StoreHealth:
         """Which backend holds key state, and whether it is working."""

@@ -84,8 +84,6 @@ def live_status() -> None:
     else:
         st.warning(status.store_text(store), icon=":material/cloud_off:")
     checks = client.checks()
-    if checks["running"]:
-        st.progress(checks["done"] / max(1, checks["total"]), text=f"Checking keys: {checks['done']}/{checks['total']}")
 
     causes = triage.causes(client)
     summaries = [status.summarize(s, now, causes) for s in statuses]
@@ -168,6 +166,8 @@ def live_status() -> None:
                 on_click=act,
                 args=(keys.remove_action(backend), ids),
             )
+    if checks["running"]:  # beside the Test buttons that started it, not at the top of the page
+        st.progress(checks["done"] / max(1, checks["total"]), text=f"Checking keys: {checks['done']}/{checks['total']}")
 
 
 live_status()

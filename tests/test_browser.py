@@ -329,7 +329,11 @@ def test_an_operator_chats_filters_disables_tests_and_is_alerted(
             _show(page, "All")
             _tick(page, "groq:2")
             page.get_by_role("button", name="Test", exact=True).click()
-            expect(page.get_by_text(re.compile(r"Checking keys: 0/1"))).to_be_visible()
+            progress = page.get_by_text(re.compile(r"Checking keys: 0/1"))
+            expect(progress).to_be_visible()
+            button = page.get_by_role("button", name="Disable", exact=True).bounding_box()
+            shown = progress.bounding_box()
+            assert button and shown and shown["y"] > button["y"], "the progress shows by the buttons, not at the top"
             before = _countdown(page, "openrouter:2")
             page.wait_for_timeout(2_500)
             assert before > _countdown(page, "openrouter:2"), "the page froze while a key was being tested"
