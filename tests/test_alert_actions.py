@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ALL_SECRETS, SECRETS, USER_HELLO
 from test_operations import Webhook
 
@@ -47,6 +48,7 @@ def test_an_acknowledged_incident_stays_listed_marked_in_every_process(sim: Simu
         assert next(e.detail for e in client.events() if e.key_id == "groq:1") == "manual reset by alice"
 
 
+@pytest.mark.slow
 def test_a_muted_incident_sends_no_webhook_until_the_mute_ends(sim: Simulator, tmp_path: Path) -> None:
     webhook = Webhook()
     try:

@@ -129,6 +129,7 @@ def test_chat_caption_names_provider_key_and_skips(env: pytest.MonkeyPatch, sim:
     assert sum("openrouter:2 (" in c for c in captions(at)) == 2
 
 
+@pytest.mark.slow
 def test_chat_options_survive_a_visit_to_the_status_page(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"groq": 1})
     at = app().run()
@@ -141,6 +142,7 @@ def test_chat_options_survive_a_visit_to_the_status_page(env: pytest.MonkeyPatch
     assert not at.chat_message
 
 
+@pytest.mark.slow
 def test_the_chat_page_picks_a_model_and_the_caption_names_it(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"openrouter": 1, "groq": 1})
     env.setenv("LLM_ALIAS_FAST", "groq/qwen/qwen3.6-27b")

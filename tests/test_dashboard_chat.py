@@ -340,6 +340,7 @@ def test_simulate_revoke_parks_the_key_as_invalid(env: pytest.MonkeyPatch) -> No
     assert_no_secrets(sim_panel)
 
 
+@pytest.mark.slow
 def test_demo_answers_name_their_key_and_a_revoked_key_is_parked_at_once(env: pytest.MonkeyPatch) -> None:
     """Round-robin may send the next message to another key: "Send a test request now" makes the client call the
     revoked key at once; the pacing is said outside the folded banner; each answer carries its key's badge."""

@@ -100,6 +100,7 @@ def page_text(at: AppTest) -> str:
     return "\n".join(map(str, parts))
 
 
+@pytest.mark.slow
 def test_the_keys_panel_adds_tests_and_removes_keys(env: pytest.MonkeyPatch, sim: Simulator) -> None:  # noqa: F811
     use_keys(env, sim, {"groq": 1})
     sim.add_key("groq", GQ2, name="groq:2")

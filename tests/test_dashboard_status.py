@@ -259,6 +259,7 @@ def disabled_ids(client: SmartClient) -> set[str]:
     return {k.key_id for s in client.provider_statuses() for k in s.keys if k.disabled}
 
 
+@pytest.mark.slow
 def test_table_opens_on_problems_and_all_is_one_click_away(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"groq": 3}, steps={"groq:2": ["invalid_key"]}, limits={"groq:3": (0, 60.0)})
     at = app().run()
@@ -382,6 +383,7 @@ def test_returning_to_the_page_ticks_what_stayed_selected(env: pytest.MonkeyPatc
     assert selected_caption(at) == "1 selected: groq:2" and ticked(at) == [1]
 
 
+@pytest.mark.slow
 def test_reset_all_leaves_invalid_keys_parked_unless_asked(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     use_keys(env, sim, {"groq": 4}, steps={"groq:1": ["invalid_key"]})
     at = app().run()
@@ -466,6 +468,7 @@ def alert_rows(at: AppTest) -> list[str]:
     return next(d.value for d in at.dataframe if list(d.value.columns) == ["Time", "State", "Alert"])["Alert"].tolist()
 
 
+@pytest.mark.slow
 def test_a_bulk_action_is_one_toast_here_one_alert_elsewhere_and_one_row(
     env: pytest.MonkeyPatch, sim: Simulator
 ) -> None:
@@ -547,6 +550,7 @@ def test_state_labels_cover_every_cooldown_reason_in_words_and_colour_without_em
         assert all(ord(c) < 0x2000 for c in state_label(reason)), state_label(reason)
 
 
+@pytest.mark.slow
 def test_status_page_says_why_in_words(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     steps = {"openrouter:1": ["upstream_rate_limit"], "groq:1": ["spend_cap"], "gemini:1": ["no_quota"]}
     use_keys(env, sim, {"openrouter": 1, "groq": 1, "gemini": 1}, steps=steps)
@@ -585,6 +589,7 @@ def badges(at: AppTest) -> list[str]:
     return [m.value.replace("\\", "") for m in at.markdown if m.value.startswith(":orange-badge[")]
 
 
+@pytest.mark.slow
 def test_a_failing_provider_is_named_and_a_reset_is_not_a_recovery(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     """Every Groq key answering 503 read "0/3 available · 3 cooling" and the badge "5 keys rate-limited"; "Reset
     Groq" then announced "Groq can answer again" while Groq still answered 503."""
@@ -637,6 +642,7 @@ def summary_text(at: AppTest) -> str:
     return next(m.value for m in at.markdown if m.value.startswith("| Provider |")).replace("\\", "")
 
 
+@pytest.mark.slow
 def test_the_reason_says_what_the_provider_answered_not_the_state(env: pytest.MonkeyPatch, sim: Simulator) -> None:
     """Reason read "rate-limited" beside State "rate-limited"; the cause was in "Last error", past a sideways
     scroll. Now it is the HTTP status and the cause, in the third column."""

@@ -135,6 +135,7 @@ with SmartClient(load_settings(env, dotenv_path=None)) as client:
 """
 
 
+@pytest.mark.slow
 def test_processes_sharing_one_sqlite_file_add_up_exactly(sim: Simulator, tmp_path: Path) -> None:
     for i in range(2):
         sim.add_key("groq", SECRETS["groq"][i], name=f"groq:{i + 1}")

@@ -509,6 +509,7 @@ def _refused_while_busy(gw: RunningGateway, seconds: float = 3.0) -> tuple[int |
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_connections_past_the_cap_drop_the_slowest_first_then_get_503(start_gateway: StartGateway) -> None:
     """1,050 connections trickling a byte a second used to make every normal request fail (file descriptors ran
     out). Past the cap, the connection that waited longest for its headers makes room; when every connection is

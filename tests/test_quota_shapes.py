@@ -45,6 +45,7 @@ def test_a_run_is_reproducible_and_counts_every_request() -> None:
     assert 0 < first.answers <= first.capacity and first.refused >= 1  # the unknown quota's first 429
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMED if n not in GAPS])
 def test_named_cell_meets_its_targets(name: str) -> None:
     measured = run(NAMED[name])
