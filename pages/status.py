@@ -132,31 +132,15 @@ def live_status() -> None:
                 shell.key_page(), label=f"Open {key_id}", icon=":material/open_in_new:", query_params={"key": key_id}
             )
     by = auth.operator()
+    bulk = (  # label, icon, action, whether the selection stays (a Test's verdicts show on the ticked rows)
+        ("Reset", ":material/lock_reset:", partial(status.reset_keys, by=by), False),
+        ("Test", ":material/network_check:", status.test_keys, True),
+        ("Disable", ":material/block:", partial(status.disable_keys, by=by), False),
+        ("Enable", ":material/check_circle:", partial(status.enable_keys, by=by), False),
+    )
     with st.container(horizontal=True):
-        st.button(
-            "Reset",
-            icon=":material/lock_reset:",
-            on_click=act,
-            args=(partial(status.reset_keys, by=by), ids),
-            disabled=not ids,
-        )
-        st.button(
-            "Test", icon=":material/network_check:", on_click=act, args=(status.test_keys, ids, True), disabled=not ids
-        )
-        st.button(
-            "Disable",
-            icon=":material/block:",
-            on_click=act,
-            args=(partial(status.disable_keys, by=by), ids),
-            disabled=not ids,
-        )
-        st.button(
-            "Enable",
-            icon=":material/check_circle:",
-            on_click=act,
-            args=(partial(status.enable_keys, by=by), ids),
-            disabled=not ids,
-        )
+        for label, icon, action, keep in bulk:
+            st.button(label, icon=icon, on_click=act, args=(action, ids, keep), disabled=not ids)
         with st.popover("Remove", icon=":material/delete:", disabled=not ids):
             st.caption(keys.remove_text(backend, ids))
             st.button(
