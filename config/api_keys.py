@@ -52,6 +52,12 @@ class ApiKey:
     __str__ = __repr__
 
 
+def key_order(key_id: str) -> tuple[str, int, str]:
+    """Sort key for key ids in numeric order: `groq:2` before `groq:10` (text order puts `:10` before `:2`)."""
+    provider, _, number = key_id.rpartition(":")
+    return (provider, int(number), "") if number.isdigit() else (key_id, 0, key_id)
+
+
 def key_hint(secret: str) -> str:
     if len(secret) <= 12:
         return "…" + secret[-2:] if len(secret) > 4 else "…"

@@ -18,8 +18,10 @@ from typing import Any, Protocol
 import pandas as pd
 import streamlit as st
 
-from dashboard.text import clock_time, key_order, md_escape
+from config.api_keys import key_order
+from dashboard.text import clock_time, md_escape
 from llms import SmartClient, client_time
+from llms.alerts import listed
 
 SEEN = "alerts_seen_at"
 OWN = "alerts_own_actions"
@@ -41,16 +43,6 @@ def fresh(alerts: list[dict[str, Any]], seen_at: float | None) -> tuple[list[dic
     if seen_at is None:
         return [], latest
     return sorted((a for a in alerts if a["at"] > seen_at), key=lambda a: a["at"]), max(latest, seen_at)
-
-
-LISTED = 5
-"""Key ids named in one toast; the rest are counted."""
-
-
-def listed(ids: list[str], most: int = LISTED) -> str:
-    """`groq:1, groq:2` or `groq:1, …, groq:5 and 64 more`."""
-    more = f" and {len(ids) - most} more" if len(ids) > most else ""
-    return ", ".join(ids[:most]) + more
 
 
 def key_ids(alert: dict[str, Any]) -> list[str]:
@@ -82,8 +74,7 @@ def grouped(alerts: list[dict[str, Any]]) -> list[tuple[str, str]]:
     for (words, state), found in kinds.items():
         ids = sorted(dict.fromkeys(found), key=key_order)
         count = max(counts[(words, state)], len(ids))
-        more = f" and {count - LISTED} more" if count > LISTED else ""
-        text = texts[(words, state)] if count == 1 else f"{count} keys are {words}: {', '.join(ids[:LISTED])}{more}"
+        text = texts[(words, state)] if count == 1 else f"{count} keys are {words}: {listed(ids, count)}"
         toasts.append((text, state))
     return toasts
 

@@ -15,7 +15,8 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
-from dashboard.text import key_order, provider_title
+from config.api_keys import key_order
+from dashboard.text import provider_title
 from llms import ABANDONED, OutcomeKind, SmartClient, latency_quantile
 
 RANGES: dict[str, float] = {"Last hour": 1.0, "Last day": 24.0, "Last 30 days": 720.0}

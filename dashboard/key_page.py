@@ -11,9 +11,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from config.api_keys import key_order
 from dashboard import status, triage
 from dashboard.history import LOG_COLUMNS, log_frame
-from dashboard.text import countdown, key_order, md_escape, provider_title, state_label
+from dashboard.text import countdown, md_escape, provider_title, state_label
 from llms import SmartClient, client_time
 
 PARAM = "key"

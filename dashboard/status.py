@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import pandas as pd
 import streamlit as st
 
+from config.api_keys import key_order
 from dashboard.alerts import listed
 from dashboard.text import (
     STATE_COLORS,
@@ -28,7 +29,6 @@ from dashboard.text import (
     check_text,
     clock_time,
     countdown,
-    key_order,
     md_escape,
     pause_text,
     reason_words,

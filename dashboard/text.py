@@ -152,12 +152,6 @@ def utc_day(at: float) -> str:
     return f"{moment.day} {moment:%b}"
 
 
-def key_order(key_id: str) -> tuple[str, int, str]:
-    """Sort key for key ids in numeric order: `groq:2` before `groq:10` (text order puts `:10` before `:2`)."""
-    provider, _, number = key_id.rpartition(":")
-    return (provider, int(number), "") if number.isdigit() else (key_id, 0, key_id)
-
-
 def md_escape(text: str) -> str:
     """Captions render Markdown: keep `gsk_…` hints and model names literal (and `$` from turning into LaTeX)."""
     return _MARKDOWN.sub(r"\\\1", text)

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dashboard.text import countdown, key_order, provider_title, reason_text, reason_words
+from config.api_keys import key_order
+from dashboard.text import countdown, provider_title, reason_text, reason_words
 from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient
 from llms.outcomes import OutcomeKind
 

@@ -32,6 +32,7 @@ from urllib.parse import urljoin, urlsplit
 
 import urllib3
 
+from config.api_keys import key_order
 from llms.clock import client_time
 from llms.key_manager import PARKED_REASONS, KeyStatus
 from llms.outcomes import STATE_WORDS, describe_states, format_duration
@@ -49,7 +50,7 @@ free) raises an alert: time to add keys or slow down, before calls fail."""
 KEY_IDS_KEPT = 50
 """Key ids an alert about many keys keeps (its text names five and counts the rest): the document stays small."""
 NAMED = 5
-"""Key ids an alert's text names; the rest are counted."""
+"""Key ids an alert's (or a toast's, a notice's) text names; the rest are counted."""
 
 
 class ProviderState(Protocol):
@@ -245,6 +246,14 @@ def _alert(
     return alert
 
 
+def listed(ids: Sequence[str], count: int | None = None) -> str:
+    """`groq:1, groq:2`, or the first `NAMED` and `and 64 more` (`count`: how many in all, where `ids` holds only
+    some of them)."""
+    total = max(count or 0, len(ids))
+    more = f" and {total - NAMED} more" if total > NAMED else ""
+    return ", ".join(ids[:NAMED]) + more
+
+
 def _one_per_change(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Key alerts of one change that say the same thing as one alert: `7 keys are disabled by an operator:
     groq:1, …, groq:5 and 2 more`, with `key_ids` and `keys` (how many). Other alerts pass as they are."""
@@ -259,9 +268,8 @@ def _one_per_change(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(group) == 1:
             merged.append(group[0])
             continue
-        ids = sorted((m["key_ids"][0] for m in group), key=_in_order)
-        more = f" and {len(ids) - NAMED} more" if len(ids) > NAMED else ""
-        text = f"{len(ids)} keys are {words}: {', '.join(ids[:NAMED])}{more}"
+        ids = sorted((m["key_ids"][0] for m in group), key=key_order)
+        text = f"{len(ids)} keys are {words}: {listed(ids)}"
         alert = {
             "at": group[0]["at"],
             "id": f"keys:{state}:{words}",
@@ -273,12 +281,6 @@ def _one_per_change(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         merged.append(alert | ({"muted": group[0]["muted"]} if quiet else {}))
     return merged
-
-
-def _in_order(key_id: str) -> tuple[str, int, str]:
-    """`groq:2` before `groq:10`."""
-    provider, _, number = key_id.rpartition(":")
-    return (provider, int(number), "") if number.isdigit() else (key_id, 0, key_id)
 
 
 def _changed(
