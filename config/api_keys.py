@@ -52,6 +52,19 @@ class ApiKey:
     __str__ = __repr__
 
 
+def secret_problem(secret: str) -> str | None:
+    """Why `secret` cannot be an API key, in words that follow its name (never quoting it); None when it can."""
+    if any(ch.isspace() for ch in secret):
+        return "contains whitespace; an API key is a single token"
+    odd = next(((i, ch) for i, ch in enumerate(secret) if not (ch.isascii() and ch.isprintable())), None)
+    if odd is not None:
+        return (
+            f"contains an invisible or non-ASCII character (U+{ord(odd[1]):04X} at position {odd[0] + 1});"
+            " API keys are printable ASCII, so it was probably pasted with the key"
+        )
+    return None
+
+
 def key_order(key_id: str) -> tuple[str, int, str]:
     """Sort key for key ids in numeric order: `groq:2` before `groq:10` (text order puts `:10` before `:2`)."""
     provider, _, number = key_id.rpartition(":")

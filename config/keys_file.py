@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from dotenv import dotenv_values
 
-from config.api_keys import key_hint
+from config.api_keys import key_hint, secret_problem
 from llms.providers import PROVIDERS
 
 PREFIXES: tuple[tuple[str, str], ...] = tuple((s.key_prefix, s.name) for s in PROVIDERS.values() if s.key_prefix)
@@ -70,14 +70,8 @@ def _value(raw: str) -> str:
 
 
 def _problem(secret: str) -> str | None:
-    """Why `secret` cannot be a key (the rules `config.settings` applies when it loads keys), or None."""
-    if any(ch.isspace() for ch in secret):
-        return "contains whitespace; an API key is a single token"
-    if any(not (ch.isascii() and ch.isprintable()) for ch in secret):
-        return "contains an invisible or non-ASCII character (pasted with the key?)"
-    if len(secret) < 8:
-        return "too short to be an API key"
-    return None
+    """Why `secret` cannot be a key (what loading the keys would refuse, and a paste too short to be one)."""
+    return secret_problem(secret) or ("too short to be an API key" if len(secret) < 8 else None)
 
 
 def parse_block(text: str, existing: Mapping[str, str] | None = None) -> list[Candidate]:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import platformdirs
 from dotenv import dotenv_values, find_dotenv
 
-from config.api_keys import ApiKey, redacted_url, with_encoded_credentials
+from config.api_keys import ApiKey, redacted_url, secret_problem, with_encoded_credentials
 from llms.providers import DEFAULT_ORDER, PROVIDERS, ProviderSpec, spec
 
 log = logging.getLogger("llms.config")
@@ -238,14 +238,8 @@ def _keys(provider: str, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
         secret = env[name].strip().strip("'\"")
         if not secret:
             continue
-        if any(ch.isspace() for ch in secret):
-            raise ConfigError(f"{name} contains whitespace; an API key is a single token")
-        odd = next(((i, ch) for i, ch in enumerate(secret) if not (ch.isascii() and ch.isprintable())), None)
-        if odd is not None:
-            raise ConfigError(
-                f"{name} contains an invisible or non-ASCII character (U+{ord(odd[1]):04X} at position {odd[0] + 1});"
-                " API keys are printable ASCII, so it was probably pasted with the key"
-            )
+        if (problem := secret_problem(secret)) is not None:
+            raise ConfigError(f"{name} {problem}")
         if secret in seen:
             log.warning("%s repeats the key already given in %s; using it once", name, seen[secret])
             continue
