@@ -169,18 +169,11 @@ def summarize(status: ProviderStatus, now: float, causes: Causes | None = None) 
 
 def forecast_text(status: ProviderStatus, now: float) -> str | None:
     """`1,240 requests left today · at the last hour's pace they run out at 14:20:00 · they free at 00:00:00`:
-    where the keys' quota for the day is known (each account counted once)."""
-    seen: set[str] = set()
-    left = 0
-    for key in status.keys:
-        if key.quota.today_left is None or key.disabled or (key.group and key.group in seen):
-            continue
-        seen.add(key.group or key.key_id)
-        left += key.quota.today_left
-    if not seen:
+    where the keys' quota for the day is known."""
+    left, runs_out, frees = status.forecast.today_left, status.forecast.runs_out_in, status.forecast.frees_in
+    if left is None:
         return None
     parts = [f"{left:,} requests left today"]
-    runs_out, frees = status.forecast.runs_out_in, status.forecast.frees_in
     if runs_out is not None and (frees is None or runs_out < frees):
         parts.append(f"at the last hour's pace they run out at {clock_time(now + runs_out)}")
     if frees is not None:

@@ -420,6 +420,8 @@ class Forecast:
 
     runs_out_in: float | None = None
     frees_in: float | None = None
+    today_left: int | None = None
+    """Requests its accounts have left today, each counted once."""
 
 
 def forecast(left: Iterable[QuotaLeft], per_second: float) -> Forecast:
@@ -431,4 +433,4 @@ def forecast(left: Iterable[QuotaLeft], per_second: float) -> Forecast:
     total = sum(q.today_left or 0 for q in known)
     frees_in = min((q.today_resets_in for q in known if q.today_resets_in is not None), default=None)
     runs_out_in = 0.0 if total == 0 else total / per_second if per_second > 0 else None
-    return Forecast(runs_out_in, frees_in)
+    return Forecast(runs_out_in, frees_in, total)

@@ -69,15 +69,15 @@ def test_nothing_said_is_nothing_shown(make_client: MakeClient) -> None:
     summary = client.get_status_summary()["openrouter"]
     fields = ("window_left", "window_resets_in", "today_left", "today_resets_in")
     assert summary["keys"][0]["quota"] == dict.fromkeys(fields)
-    assert summary["forecast"] == {"runs_out_in": None, "frees_in": None}
+    assert summary["forecast"] == {"runs_out_in": None, "frees_in": None, "today_left": None}
 
 
 def test_the_tighter_count_wins_and_an_expired_one_is_forgotten() -> None:
     reported = {"remaining": 900, "until": NOW + 600.0, "per_day": True}
     assert quota_left(NOW, reported, {}, configured_today=(40, 3000.0)) == QuotaLeft(None, None, 40, 3000.0)
     assert quota_left(NOW + 601.0, reported, {"remaining": 7, "until": NOW + 900.0}).today_left == 7
-    assert forecast([QuotaLeft(today_left=0, today_resets_in=50.0)], 0.0) == Forecast(0.0, 50.0)
-    assert forecast([QuotaLeft(today_left=10, today_resets_in=50.0)], 0.0) == Forecast(None, 50.0)
+    assert forecast([QuotaLeft(today_left=0, today_resets_in=50.0)], 0.0) == Forecast(0.0, 50.0, 0)
+    assert forecast([QuotaLeft(today_left=10, today_resets_in=50.0)], 0.0) == Forecast(None, 50.0, 10)
 
 
 def test_a_provider_about_to_run_dry_is_an_incident() -> None:
