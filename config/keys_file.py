@@ -142,16 +142,27 @@ def add_keys(
         newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
         if lines and not lines[-1].endswith(("\n", "\r")):
             lines[-1] += newline
+        fresh = []
         for provider, secret in keys:
-            if secret in present:
-                continue
-            present.add(secret)
-            highest[provider] = highest.get(provider, 0) + 1
-            lines.append(f"{provider.upper()}_API_KEY_{highest[provider]}={secret}{newline}")
-            given.append(f"{provider}:{highest[provider]}")
+            if secret not in present:
+                present.add(secret)
+                fresh.append((provider, secret))
+        for name, secret, key_id in numbered(fresh, highest):
+            lines.append(f"{name}={secret}{newline}")
+            given.append(key_id)
         if given:
             _write(path, lines)
     return given
+
+
+def numbered(keys: Iterable[tuple[str, str]], highest: dict[str, int]) -> list[tuple[str, str, str]]:
+    """(variable, secret, key id) for each `(provider, secret)`: `<PREFIX>_API_KEY_<N>`, N one past the provider's
+    highest number so far (`highest`, which it raises): a number is never reused."""
+    found = []
+    for provider, secret in keys:
+        highest[provider] = highest.get(provider, 0) + 1
+        found.append((f"{provider.upper()}_API_KEY_{highest[provider]}", secret, f"{provider}:{highest[provider]}"))
+    return found
 
 
 def remove_keys(path: str, secrets: Iterable[str]) -> list[str]:

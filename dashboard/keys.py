@@ -142,12 +142,11 @@ def _join(backend: Backend, keys: Sequence[tuple[str, str]]) -> list[str]:
     client = backend.client
     taken = {p: [k.number for k in client.key_manager.keys(p)] for p in client.settings.provider_order}
     if backend.demo:
+        highest = {provider: max(numbers, default=0) for provider, numbers in taken.items()}
         ids = []
-        for provider, secret in keys:
-            number = max(taken.get(provider, []), default=0) + 1
-            taken.setdefault(provider, []).append(number)
-            backend.demo_env[f"{provider.upper()}_API_KEY_{number}"] = secret
-            ids.append(f"{provider}:{number}")
+        for name, secret, key_id in keys_file.numbered(keys, highest):
+            backend.demo_env[name] = secret
+            ids.append(key_id)
         client.reload_keys(load_settings(backend.demo_env, dotenv_path=None))
         return ids
     path = _keys_path(client)
