@@ -134,6 +134,7 @@ class KeyManager:
         self._unpaced: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=64))
         self._due_now: dict[str, float] = {}  # when a subject last met a 429 that said its limit frees now
         self._noted: dict[str, tuple[float, int]] = {}  # when a subject's reported quota was last noted, and what
+        self._resets: dict[tuple[str, bool], float] = {}  # (subject, per day) → the latest bound on its reset
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._inflight_limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._saturated: defaultdict[str, set[str]] = defaultdict(set)  # model part → fingerprints at their limit
@@ -295,11 +296,11 @@ class KeyManager:
         now = self._clock()
         sent = now - (request.latency if request is not None else 0.0)
         ok = outcome.kind is OutcomeKind.OK
-        quota = reported = self._sane_quota(quota)
         part = self._part(key.provider, model)
         if ok:
             self._answered_at[key.provider] = now
             subject = _subject(key, part)
+            quota = reported = self._bound_reset(subject, self._sane_quota(quota), sent, now)
             learned = self._learned_about(now)
             if f"pace/{subject}" in learned:
                 pacing = self._pace(subject, lambda p: p.succeeded(sent, self.policy))
@@ -511,6 +512,24 @@ class KeyManager:
             if self._resting_until(other, model, now) < now + rest:
                 why = f"{key.provider} answered 429 on most keys at once"
                 self.cool(other, rest, CooldownReason.RATE_LIMIT, why, model)
+
+    def _bound_reset(self, subject: str, quota: QuotaHint | None, sent: float, now: float) -> QuotaHint | None:
+        """The quota with its reset counted from the latest bound any answer of the same window gave.
+
+        The provider read each answer's reset when the request arrived, some time after it was `sent`, so each
+        answer says the window resets no earlier than `sent + reset_after`; how much later is that request's own
+        trip out. Trips vary (a burst queues at the provider's door; a quiet request goes straight in) while the
+        request that resumes the key makes a quick one, so the rest follows the latest bound of the window's
+        answers — the one whose trip out was shortest — and not whichever answer happened to say 0 left."""
+        if quota is None or quota.reset_after is None:
+            return quota
+        bound = sent + quota.reset_after
+        with self._lock:
+            known = self._resets.get((subject, quota.per_day), -math.inf)
+            if now < known and bound < known:  # the same window, bounded later by an earlier answer
+                return replace(quota, reset_after=known - sent)
+            self._resets[(subject, quota.per_day)] = bound
+        return quota
 
     def _note_reported(self, subject: str, quota: QuotaHint, sent: float, now: float) -> None:
         """Keep the quota an answer reported where every process's status page reads it (`reported/…`), at most

@@ -14,6 +14,7 @@ from llms.key_manager import KeyManager
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.quota import SLOT_MARGIN, InFlightLimit
 from llms.state import CooldownReason, EventKind
+from llms.state.base import RequestRecord
 from llms.state.memory import MemoryStore
 
 
@@ -120,6 +121,34 @@ def test_quota_at_zero_rests_the_key_before_a_429() -> None:
     assert pick(manager) == keys[1]
     clock.advance(2.5 + SLOT_MARGIN)
     assert {pick(manager), pick(manager)} == set(keys)
+
+
+def test_a_window_rests_until_the_latest_reset_its_answers_bound_not_the_last_answers() -> None:
+    """Issue 23's burst over HTTP: the answer that says 0 left queued 30 ms at the provider's door, so counting its
+    reset from when it was sent ends the rest 30 ms before the window does; an earlier answer of the same window,
+    which went straight in, bounds the reset later, and the rest must honour that bound."""
+    manager, keys, clock = make(2)
+    key = keys[0]
+
+    def answered(latency: float, remaining: int, reset_at: float) -> None:
+        """An answer arriving now, sent `latency` ago; the provider counted `reset_at` from its arrival."""
+        sent_at = clock() - latency
+        request = RequestRecord(clock(), "groq", "m", key.fingerprint, key.key_id, "ok", 200, latency)
+        manager.record(key, Outcome(OutcomeKind.OK, 200), QuotaHint(remaining, reset_at - sent_at), request)
+
+    window_ends = clock() + 2.0
+    clock.advance(0.2)
+    answered(0.2, 1, window_ends)  # went straight in: its bound is the window's end
+    clock.advance(0.5)
+    answered(0.2, 0, window_ends - 0.03)  # queued 30 ms: alone it would end the rest early
+    assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(window_ends - clock() + SLOT_MARGIN)
+    clock.advance(window_ends - clock())
+    assert pick(manager) == keys[1]  # the window has not ended on the provider's clock yet
+    clock.advance(SLOT_MARGIN)
+    assert {pick(manager), pick(manager)} == set(keys)
+    clock.advance(1.0)  # a new window: its first answer's bound replaces the old, even when earlier
+    answered(0.2, 0, clock() + 1.5)
+    assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(1.5 + SLOT_MARGIN)
 
 
 def test_resets_free_keys_and_are_logged() -> None:
