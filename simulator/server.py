@@ -811,7 +811,7 @@ FREE_TIER_LIMITS: dict[str, tuple[int, float]] = {
     "groq": (30, 60.0),
     "gemini": (10, 60.0),
 }
-"""(requests, window seconds) per demo key as the providers' free tiers document them (README, provider facts):
+"""(requests, window seconds) per demo key as the providers' free tiers document them (docs/providers.md):
 the gateway's demo serves programs, and an agent's tool loop sends a burst no presenter's typing would."""
 
 

@@ -1,4 +1,4 @@
-"""The providers as their docs and users' posted answers describe them (README "Provider facts").
+"""The providers as their docs and users' posted answers describe them (docs/providers.md, "Provider facts").
 
 The classifier rows read the recorded wire examples in simulator/wire/ (the same files the simulator sends);
 the client rows drive those answers over HTTP, on every state backend where state matters.

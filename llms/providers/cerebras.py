@@ -1,4 +1,4 @@
-"""Cerebras: how its answers read, and its adapter. Sources are in the README's "Provider facts".
+"""Cerebras: how its answers read, and its adapter. Sources: docs/providers.md, "Provider facts".
 
 - Errors are flat, not under `error`: `{"message", "type", "param", "code"}`; a bad key is 401 `wrong_api_key`,
   no key at all 403 `{"detail": "Not authenticated"}`; no credit 402 `payment_required`; an unknown model 404

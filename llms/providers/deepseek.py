@@ -1,4 +1,4 @@
-"""DeepSeek: how its answers read, and its adapter. Sources are in the README's "Provider facts".
+"""DeepSeek: how its answers read, and its adapter. Sources: docs/providers.md, "Provider facts".
 
 - Errors are `{"error": {"message", "type", "param", "code"}}` with `code: "invalid_request_error"` for nearly
   everything, so the status and the message decide: 401 "Authentication Fails" (a bad key), 402 "Insufficient

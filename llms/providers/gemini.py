@@ -1,6 +1,6 @@
 """Gemini through the maintained `google-genai` SDK: how its answers read, and its adapter.
 
-Facts (sources in the README's "Provider facts"):
+Facts (sources in docs/providers.md, "Provider facts"):
 - Errors are `{"error": {"code", "message", "status", "details"}}`. A 429 lists one or several `QuotaFailure`
   violations: any per-day one rests the key until midnight Pacific, even when `RetryInfo` says 51 s; a limit of
   0 (`quotaValue "0"`, "limit: 0") means the project has no quota for the model at all, which no wait fixes.

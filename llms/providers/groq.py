@@ -1,4 +1,4 @@
-"""Groq: how its answers read, and its adapter. Sources are in the README's "Provider facts".
+"""Groq: how its answers read, and its adapter. Sources: docs/providers.md, "Provider facts".
 
 - `x-ratelimit-*-requests` count requests per **day**; `x-ratelimit-*-tokens` count tokens per **minute**, the
   limit most users hit. A success whose remaining tokens cannot cover another request of the same size rests

@@ -1,4 +1,4 @@
-"""A server on this machine or network speaking OpenAI's API: Ollama and vLLM. Sources: README's "Provider facts".
+"""A server on this machine or network speaking OpenAI's API: Ollama and vLLM. Sources: docs/providers.md.
 
 - No key is needed (Ollama ignores one; vLLM checks one only when started with `--api-key`, answering 401
   `{"error": "Unauthorized"}`, a string): with none configured the provider gets one placeholder key.

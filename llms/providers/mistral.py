@@ -1,4 +1,4 @@
-"""Mistral (La Plateforme): how its answers read, and its adapter. Sources are in the README's "Provider facts".
+"""Mistral (La Plateforme): how its answers read, and its adapter. Sources: docs/providers.md, "Provider facts".
 
 - A bad key is 401 with `{"detail": "Invalid API Key"}`, `{"detail": "Unauthorized"}` or `{"message":
   "Unauthorized", "request_id"}`: no `code`, so the status decides.

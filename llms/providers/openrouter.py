@@ -1,4 +1,4 @@
-"""OpenRouter: how its answers read, and its adapter. Sources are in the README's "Provider facts".
+"""OpenRouter: how its answers read, and its adapter. Sources: docs/providers.md, "Provider facts".
 
 Whose limit an answer is decides everything here (llms.outcomes.Scope):
 - The upstream provider's: an error inside a 200 (`{"error": …}` as the body, `choices[0].error`, an SSE chunk
