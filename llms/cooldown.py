@@ -31,6 +31,10 @@ WORTH_PROBING = 0.95
 SLOT_MARGIN = 0.01
 """Seconds added to the moment a limit frees (a slot, a window's reset, a hint's wait), so the provider has surely
 freed it when the key resumes: hints come rounded to the centisecond (Go durations) or the millisecond."""
+TRIP_SPREAD = 0.1
+"""Seconds by which two answers' trips out to the provider may differ (one queued at its door, one not): two resets
+that answers of one window bound further apart than this are two different moments (a bucket's next token and its
+refill to full), not one seen through two trips."""
 TRY_MARGIN = 0.05
 """Seconds a hint-less try (a rung, a shorter length) aims past the length it tries. Its moment is counted from the
 window's first answer as this client saw it leave, which a busy threaded client notes some milliseconds before the

@@ -18,7 +18,7 @@ from typing import Any
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.clock import client_time
-from llms.cooldown import SLOT_MARGIN, cooldown_policy
+from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, cooldown_policy
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import (
     SLOTS_KEPT,
@@ -520,13 +520,14 @@ class KeyManager:
         answer says the window resets no earlier than `sent + reset_after`; how much later is that request's own
         trip out. Trips vary (a burst queues at the provider's door; a quiet request goes straight in) while the
         request that resumes the key makes a quick one, so the rest follows the latest bound of the window's
-        answers — the one whose trip out was shortest — and not whichever answer happened to say 0 left."""
+        answers — the one whose trip out was shortest — and not whichever answer happened to say 0 left. Bounds
+        further apart than trips differ (`TRIP_SPREAD`) are different resets, and the latest answer's stands."""
         if quota is None or quota.reset_after is None:
             return quota
         bound = sent + quota.reset_after
         with self._lock:
             known = self._resets.get((subject, quota.per_day), -math.inf)
-            if now < known and bound < known:  # the same window, bounded later by an earlier answer
+            if now < known and 0 < known - bound <= TRIP_SPREAD:  # the same reset, bounded later by another answer
                 return replace(quota, reset_after=known - sent)
             self._resets[(subject, quota.per_day)] = bound
         return quota

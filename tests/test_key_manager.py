@@ -151,6 +151,18 @@ def test_a_window_rests_until_the_latest_reset_its_answers_bound_not_the_last_an
     assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(1.5 + SLOT_MARGIN)
 
 
+def test_a_bucket_saying_when_its_next_token_comes_is_not_held_to_when_it_is_full() -> None:
+    """A token bucket's answers report when it is full again, and at 0 left when its next token comes: a second
+    earlier. Two bounds that far apart are two moments, not one seen through two trips out."""
+    manager, keys, clock = make(1)
+    key = keys[0]
+    for remaining, reset_after in ((3, 2.0), (0, 0.4)):
+        clock.advance(0.3)
+        request = RequestRecord(clock(), "groq", "m", key.fingerprint, key.key_id, "ok", 200, 0.2)
+        manager.record(key, Outcome(OutcomeKind.OK, 200), QuotaHint(remaining, reset_after), request)
+    assert manager.statuses("groq")[0].cooldown_remaining == pytest.approx(0.4 - 0.2 + SLOT_MARGIN)
+
+
 def test_resets_free_keys_and_are_logged() -> None:
     manager, keys, _ = make(3)
     for key in keys:
