@@ -7,20 +7,17 @@ bytes. While a budget is active in a thread, the sockets made here wait at most 
 read and count what they receive; past either limit the read fails, and the adapter reports a transient error.
 
 - `HttpPool`: urllib3 connections to one endpoint, each wrapping its socket (plain or TLS);
-- `gemini_http_client()`: an `httpx2.Client` for `google-genai` whose network streams do the same, and which
-  decodes gzip/deflate itself within the cap (so a small compressed answer cannot expand without bound).
+- `llms.transport_httpx`: the `httpx2` client `google-genai` sends through, whose connections do the same.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import socket
 import threading
 import time
 import urllib.request
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -257,129 +254,3 @@ def read_lines(response: BaseHTTPResponse, budget: Budget, chunk: int = 8192) ->
         yield from (line.rstrip(b"\r") for line in lines)
     if pending:
         yield pending.rstrip(b"\r")
-
-
-# --- google-genai / httpx2 -------------------------------------------------------------------------------------
-
-
-def gemini_http_client(timeout: float) -> Any:
-    """An `httpx2.Client` for `google-genai`: guarded network streams, and gzip/deflate decoded within the cap."""
-    import httpx2
-
-    guarded_backend, capped_decoding = _httpx2_guards()
-    inner = httpx2.HTTPTransport(retries=0)
-    pool = inner._pool  # httpx builds its httpcore pool here; the guarded backend replaces its sockets' I/O
-    pool._network_backend = guarded_backend(pool._network_backend)
-    return httpx2.Client(
-        transport=capped_decoding(inner),
-        timeout=timeout,
-        headers={"Accept-Encoding": "identity"},
-        follow_redirects=False,
-    )
-
-
-@functools.cache
-def _httpx2_guards() -> tuple[type, type]:
-    """The guarded network backend and the capped-decoding transport, defined once, on first use: `httpx2` is
-    imported only when a Gemini key is used, and one client is made per key."""
-    import httpcore2
-    import httpx2
-
-    class GuardedStream(httpcore2.NetworkStream):
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
-
-        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            budget = current()
-            if budget is None:
-                return self._inner.read(max_bytes, timeout)
-            try:
-                data = self._inner.read(max_bytes, budget.timeout(timeout))
-                budget.count(len(data))
-            except BudgetExceeded as exc:
-                raise httpcore2.ReadTimeout(f"attempt {exc.reason} exceeded") from None
-            return data
-
-        def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            budget = current()
-            try:
-                self._inner.write(buffer, budget.timeout(timeout) if budget else timeout)
-            except BudgetExceeded as exc:
-                raise httpcore2.WriteTimeout(f"attempt {exc.reason} exceeded") from None
-
-        def close(self) -> None:
-            self._inner.close()
-
-        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
-            return GuardedStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-        def get_extra_info(self, info: str) -> Any:
-            return self._inner.get_extra_info(info)
-
-    class GuardedBackend(httpcore2.NetworkBackend):
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
-
-        def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
-            return GuardedStream(self._inner.connect_tcp(*args, **kwargs))
-
-        def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
-            return GuardedStream(self._inner.connect_unix_socket(*args, **kwargs))
-
-        def sleep(self, seconds: float) -> None:
-            self._inner.sleep(seconds)
-
-    class DecodedStream(httpx2.SyncByteStream):
-        """The raw byte stream decompressed 64 KiB at a time, each step counted against the active budget."""
-
-        def __init__(self, raw: Any, wbits: int) -> None:
-            self._raw = raw
-            self._wbits = wbits
-
-        def __iter__(self) -> Iterator[bytes]:
-            decoder = zlib.decompressobj(self._wbits)
-            try:
-                for chunk in self._raw:
-                    data = decoder.decompress(chunk, 65536)
-                    while data:
-                        self._count(len(data))
-                        yield data
-                        data = decoder.decompress(decoder.unconsumed_tail, 65536)
-            except zlib.error as exc:
-                raise httpx2.DecodingError(f"bad compressed answer: {exc}") from None
-
-        @staticmethod
-        def _count(size: int) -> None:
-            budget = current()
-            if budget is not None:
-                try:
-                    budget.count(size)
-                except BudgetExceeded as exc:
-                    raise httpx2.ReadError(f"attempt {exc.reason} exceeded") from None
-
-        def close(self) -> None:
-            self._raw.close()
-
-    class CappedDecoding(httpx2.BaseTransport):
-        """Decode gzip/deflate here, in bounded steps counted against the budget; refuse other encodings."""
-
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
-
-        def handle_request(self, request: Any) -> Any:
-            response = self._inner.handle_request(request)
-            encoding = response.headers.get("content-encoding", "identity").strip().lower()
-            if encoding in ("", "identity"):
-                return response
-            if encoding not in ("gzip", "deflate"):
-                response.close()
-                raise httpx2.DecodingError(f"unexpected content-encoding {encoding!r}")
-            headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
-            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-            stream = DecodedStream(response.stream, wbits=47 if encoding == "gzip" else 15)
-            return httpx2.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
-
-        def close(self) -> None:
-            self._inner.close()
-
-    return GuardedBackend, CappedDecoding

@@ -84,7 +84,7 @@ def test_importing_the_client_loads_no_web_stack_no_sdk_no_backend_and_no_simula
         "import json, sys; import llms, llms.__main__; from llms import get_smart_client, SmartClient; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('streamlit', 'redis', 'google', 'simulator', 'pandas', 'starlette', 'uvicorn', 'anyio', "
-        "'prometheus_client', 'gateway') or m == 'llms.state.redis')))"
+        "'prometheus_client', 'gateway', 'httpx2', 'httpcore2') or m in ('llms.state.redis', 'llms.transport_httpx'))))"
     )
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=python_env(), cwd=ROOT, check=True)
     assert json.loads(out.stdout) == []

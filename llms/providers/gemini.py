@@ -37,7 +37,7 @@ from llms.clock import ProviderClock
 from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, Scope, rejected, transient
 from llms.providers.base import Endpoint, ProviderSpec
-from llms.transport import Budget, gemini_http_client
+from llms.transport import Budget
 from llms.types import ChatRequest, Completion, Embedded, EmbeddingRequest, StreamReply, Usage, message_text
 from llms.wire import (
     classify_common,
@@ -230,6 +230,8 @@ class GeminiAdapter:
         if self._secrets:
             import google.genai.types  # noqa: F401 - the SDK's import, paid here rather than by the first call
 
+            import llms.transport_httpx  # noqa: F401 - and its client's
+
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
         model = request.model or self.model
         contents, config = self._translate(request, model)
@@ -349,6 +351,8 @@ class GeminiAdapter:
             if client is None:
                 from google import genai
                 from google.genai import types
+
+                from llms.transport_httpx import gemini_http_client
 
                 client = genai.Client(
                     api_key=key.secret,
