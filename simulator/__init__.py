@@ -7,7 +7,8 @@ Outside the client package on purpose: the client path never imports it; the das
         requests.post(f"{sim.base_urls['groq']}/chat/completions", ...)
 """
 
-from simulator.core import DEMO_KEYS, PROVIDERS, SimRequest, Step
+from simulator.core import SimRequest, Step
+from simulator.registry import DEMO_KEYS, PROVIDERS
 from simulator.server import DEMO_LIMITS, FREE_TIER_LIMITS, Simulator, main, start_demo
 
 __all__ = [

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from simulator.core import OKISH, Call, Plan, Reply, Step, go_duration, json_reply, openai_answer
+from simulator.provider import SimProvider, openai_route
 
 MODELS = ("sim-chat-small", "sim-chat-large")
 
@@ -80,3 +81,13 @@ def render_compat(call: Call, plan: Plan, step: Step, label: str) -> Reply:
         "code": code,
     }
     return json_reply(plan.status, {"error": error}, headers)
+
+
+PROVIDER = SimProvider(
+    name="compat",
+    base_path="/compat/v1",
+    default_model=MODELS[0],
+    demo_keys=tuple(f"sk-demo-compatible-not-real-d{i:03d}" for i in range(1, 3)),
+    route=openai_route("compat", MODELS[0], probe="models"),
+    render=render_compat,
+)

@@ -1,7 +1,7 @@
 """What the simulator's parts share: the scripted `Step`s, a parsed call, a planned reply, wire helpers.
 
-Each provider's renderer (`simulator.openrouter`, `.groq`, `.gemini`) turns a `Call` and a `Plan` into the
-provider's exact answer; `simulator.server` routes requests and keeps per-key scripts and limit windows.
+Each simulated provider (`simulator.provider`, listed in `simulator.registry`) turns a `Call` and a `Plan` into its
+exact answer; `simulator.server` keeps per-key scripts and limit windows, `simulator.handler` serves them.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from simulator.shapes import Limit
-
-PROVIDERS: tuple[str, ...] = ("openrouter", "groq", "gemini", "compat")
-"""`compat`: a generic OpenAI-compatible provider (`simulator/compat.py`), for providers known by configuration."""
 
 
 class Step(StrEnum):
@@ -91,65 +88,8 @@ class SimRequest:
     payload: Any = None  # the request's JSON body (keys travel in headers, never here)
 
 
-def _demo_keys() -> dict[str, list[str]]:
-    """Fake secrets shaped like real ones, so hints and validation look right, and obviously not real."""
-    return {
-        "openrouter": [f"sk-or-v1-{'0' * 54}dec0dea{i:03d}" for i in range(1, 5)],
-        "groq": [f"gsk_demo{'0' * 44}b{i:03d}" for i in range(1, 4)],
-        "gemini": [f"AIzaSyDEMO-not-a-real-key-c{i:012d}" for i in range(1, 2)],
-        "compat": [f"sk-demo-compatible-not-real-d{i:03d}" for i in range(1, 3)],
-    }
-
-
-DEMO_KEYS: dict[str, list[str]] = _demo_keys()
-
-DEFAULT_MODEL = {
-    "openrouter": "openrouter/auto",
-    "groq": "openai/gpt-oss-20b",
-    "gemini": "gemini-2.5-flash",
-    "compat": "sim-chat-small",
-}
-GROQ_MODELS = ("openai/gpt-oss-20b", "openai/gpt-oss-120b", "qwen/qwen3.6-27b")
-GROQ_DECOMMISSIONED = frozenset(
-    {"llama-3.3-70b-versatile", "llama-3.1-8b-instant", "qwen/qwen3-32b", "meta-llama/llama-4-scout-17b-16e-instruct"}
-)
-"""Retired on Groq's free and developer tiers (console.groq.com/docs/deprecations: Llama 4 Scout on 17 Jul 2026, the
-Llama 3.x defaults on 16 Aug 2026; ITSpecialist111/ai_automation_suggester#187 shows the 404 users then got)."""
-GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro")
-
-# HTTP status per step: (openrouter, groq, gemini); the generic `compat` provider answers as Groq does. One table so
-# the log and the renderers agree.
-STATUS: dict[Step, tuple[int, int, int]] = {
-    Step.OK: (200, 200, 200),
-    Step.RATE_LIMIT: (429, 429, 429),
-    Step.RATE_LIMIT_NOHINT: (429, 429, 429),
-    Step.RATE_LIMIT_DAILY: (429, 429, 429),
-    Step.INVALID_KEY: (401, 401, 400),
-    Step.PERMISSION_DENIED: (403, 403, 403),
-    Step.NO_CREDITS: (402, 402, 429),
-    Step.SERVER_ERROR: (500, 500, 500),
-    Step.OVERLOADED: (502, 503, 503),
-    Step.TIMEOUT: (200, 200, 200),
-    Step.GARBAGE: (200, 200, 200),
-    Step.ERROR_200: (200, 200, 200),
-    Step.BAD_REQUEST: (400, 400, 400),
-    Step.CONTEXT_LENGTH: (400, 400, 400),
-    Step.TOO_LARGE: (413, 413, 400),
-    Step.MODEL_NOT_FOUND: (404, 404, 404),
-    Step.BLOCKED: (403, 400, 200),
-    Step.MID_STREAM_ERROR: (200, 200, 200),
-    Step.DROP: (0, 0, 0),
-    Step.EMPTY_ANSWER: (200, 200, 200),
-}
-_COLUMN = {"openrouter": 0, "groq": 1, "gemini": 2, "compat": 1}
 OKISH = frozenset({Step.OK, Step.TIMEOUT, Step.TOKENS_SPENT})
 IDS = itertools.count(1)  # next() on itertools.count is atomic under the GIL
-
-
-def status_for(provider: str, step: Step, stream: bool) -> int:
-    if step is Step.MID_STREAM_ERROR and not stream:
-        step = Step.SERVER_ERROR
-    return STATUS[step][_COLUMN[provider]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +148,11 @@ class Call:
     inputs: tuple[str, ...] | None = None  # an embeddings call: the texts to embed (None: a chat call)
     dimensions: int | None = None  # the vector length an embeddings call asked for
     one_embedding: bool = False  # Gemini's `:embedContent` (one text, answered `embedding`, not `embeddings`)
+    default_model: str = ""  # the provider's, answered for when the call names none
 
     @property
     def shown_model(self) -> str:
-        return self.model or DEFAULT_MODEL[self.provider]
+        return self.model or self.default_model
 
     @property
     def completion_tokens(self) -> int:

@@ -6,10 +6,12 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
+from simulator.agents import Answer, gemini_request, unable
 from simulator.core import (
-    GEMINI_MODELS,
     IDS,
     OKISH,
     SSE_HEADERS,
@@ -24,6 +26,9 @@ from simulator.core import (
     split_pieces,
     sse_event,
 )
+from simulator.provider import SimProvider, reply_text
+
+MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro")
 
 _GEMINI_ERRORS: dict[Step, tuple[str, str]] = {
     Step.INVALID_KEY: ("INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."),
@@ -139,7 +144,7 @@ def render_gemini(call: Call, plan: Plan, step: Step, label: str) -> Reply:
             methods = ["generateContent", "countTokens"]
             return {"name": f"models/{name}", "displayName": name, "supportedGenerationMethods": methods}
 
-        listing = describe(call.model) if call.model else {"models": [describe(m) for m in GEMINI_MODELS]}
+        listing = describe(call.model) if call.model else {"models": [describe(m) for m in MODELS]}
         return json_reply(200, listing, indent=2)
     if step in (Step.BLOCKED, Step.ERROR_200):
         body: dict[str, Any] = {"usageMetadata": prompt, "modelVersion": model, "responseId": rid}
@@ -250,3 +255,119 @@ def refusal(data: Any, model: str) -> tuple[str, dict[str, str]] | None:
                     return "missing_thought_signature", {"function": str(call.get("name")), "position": str(i + 1)}
             first_call = False
     return None
+
+
+# --- requests ---------------------------------------------------------------------------------------------------
+
+
+def _parts(content: Any) -> tuple[str, bool]:
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return "", False
+    texts = [str(p["text"]) for p in parts if isinstance(p, dict) and "text" in p]
+    image = any(isinstance(p, dict) and ("inlineData" in p or "inline_data" in p) for p in parts)
+    return " ".join(texts), image
+
+
+def _parse(data: Any) -> tuple[str, int, bool, bool]:
+    """(last user text, prompt words, has image, valid) from a generateContent body."""
+    contents = data.get("contents") if isinstance(data, dict) else None
+    if not isinstance(contents, list) or not contents:
+        return "", 0, False, False
+    system = data.get("systemInstruction") or data.get("system_instruction")
+    words = len(_parts(system)[0].split()) if system else 0
+    last, image = "", False
+    for content in contents:
+        text, has_image = _parts(content)
+        words += len(text.split())
+        image = image or has_image
+        if isinstance(content, dict) and content.get("role", "user") == "user":
+            last = text
+    return last, words, image, True
+
+
+def _embeddings(model: str | None, version: str, action: str, data: Any) -> Call:
+    """`:batchEmbedContents` ({"requests": [{"content": {"parts": [{"text"}]}, "outputDimensionality"}]}) or
+    `:embedContent` (one such request as the body)."""
+    data = data if isinstance(data, dict) else {}
+    one = action == "embedContent"
+    requests = [data] if one else data.get("requests")
+    texts: list[str] = []
+    dimensions = None
+    for request in requests if isinstance(requests, list) else []:
+        text = _parts(request.get("content") if isinstance(request, dict) else None)[0]
+        texts.append(text)
+        if isinstance(request, dict) and isinstance(request.get("outputDimensionality"), int):
+            dimensions = request["outputDimensionality"]
+    valid = bool(texts) and all(texts) and (not one or len(texts) == 1)
+    words = sum(len(t.split()) for t in texts)
+    return Call(
+        "gemini", False, model, False, "", words, valid, version, inputs=tuple(texts), dimensions=dimensions,
+        one_embedding=one, default_model=MODELS[0],
+    )  # fmt: skip
+
+
+_PATH = re.compile(
+    r"(v1|v1beta|v1alpha)/models(?:/([^/:]+))?"
+    r"(?::(generateContent|streamGenerateContent|batchEmbedContents|embedContent))?"
+)
+
+
+def route(method: str, rest: str, query: str, data: Any) -> Call | None:
+    """`POST <version>/models/<model>:<action>` (generate, stream, embed) and the probe `GET <version>/models[/m]`."""
+    match = _PATH.fullmatch(rest)
+    if match is None:
+        return None
+    version, model, action = match.groups()
+    if action in ("batchEmbedContents", "embedContent") and method == "POST":
+        return _embeddings(model, version, action, data)
+    if action and method == "POST":
+        last, words, image, valid = _parse(data)
+        refused = None
+        if valid:
+            config = data.get("generationConfig") or {}
+            schema = bool(config.get("responseJsonSchema") or config.get("responseSchema"))
+            refused = unable("gemini", model, tools=bool(data.get("tools")), json_schema=schema)
+            refused = refused or refusal(data, model or "")
+        said = gemini_request(data, reply_text("gemini", last, image)) if valid else Answer("")
+        return Call(
+            "gemini",
+            False,
+            model,
+            action == "streamGenerateContent",
+            said.text,
+            words,
+            valid and refused is None,
+            version,
+            "alt=sse" in query,
+            said.tool_calls,
+            said.finish,
+            refused,
+            default_model=MODELS[0],
+        )
+    if not action and method == "GET":
+        return Call("gemini", True, model, False, "", 0, True, version, default_model=MODELS[0])
+    return None
+
+
+def secret(headers: Mapping[str, str], query: str) -> str | None:
+    """`x-goog-api-key`, or `?key=` (Google accepts it; the log flags it as `key_in_url`)."""
+    key = headers.get("x-goog-api-key")
+    if not key and "key=" in query:
+        key = parse_qs(query).get("key", [""])[0]
+    return key or None
+
+
+PROVIDER = SimProvider(
+    name="gemini",
+    base_path="/gemini",
+    default_model=MODELS[0],
+    demo_keys=tuple(f"AIzaSyDEMO-not-a-real-key-c{i:012d}" for i in range(1, 2)),
+    route=route,
+    render=render_gemini,
+    secret=secret,
+    statuses={Step.INVALID_KEY: 400, Step.NO_CREDITS: 429, Step.TOO_LARGE: 400, Step.BLOCKED: 200},
+    wire_steps=WIRE_STEPS,
+    serves=lambda call: served_on(call.version, call.model),
+    json_indent=2,
+)

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 from simulator.core import (
-    GROQ_MODELS,
     OKISH,
     Call,
     Plan,
@@ -17,6 +16,14 @@ from simulator.core import (
     openai_answer,
     render_wire,
 )
+from simulator.provider import SimProvider, openai_route
+
+MODELS = ("openai/gpt-oss-20b", "openai/gpt-oss-120b", "qwen/qwen3.6-27b")
+DECOMMISSIONED = frozenset(
+    {"llama-3.3-70b-versatile", "llama-3.1-8b-instant", "qwen/qwen3-32b", "meta-llama/llama-4-scout-17b-16e-instruct"}
+)
+"""Retired on Groq's free and developer tiers (console.groq.com/docs/deprecations: Llama 4 Scout on 17 Jul 2026, the
+Llama 3.x defaults on 16 Aug 2026; ITSpecialist111/ai_automation_suggester#187 shows the 404 users then got)."""
 
 WIRE_STEPS: dict[Step, str] = {
     Step.SPEND_CAP: "spend_cap",
@@ -126,7 +133,7 @@ def render_groq(call: Call, plan: Plan, step: Step, label: str) -> Reply:
         return json_reply(429, {"error": {"message": message, "type": kind, "code": "rate_limit_exceeded"}}, headers)
     if step in OKISH or step in (Step.MID_STREAM_ERROR, Step.EMPTY_ANSWER):
         if call.probe:
-            data = [{"id": m, "object": "model", "owned_by": "Sim", "active": True} for m in GROQ_MODELS]
+            data = [{"id": m, "object": "model", "owned_by": "Sim", "active": True} for m in MODELS]
             reply = json_reply(200, {"object": "list", "data": data})
         else:
             reply = openai_answer(call, step)
@@ -134,3 +141,16 @@ def render_groq(call: Call, plan: Plan, step: Step, label: str) -> Reply:
         return reply
     error = {k: v.format(model=model, org=plan.org) if isinstance(v, str) else v for k, v in _GROQ_ERRORS[step].items()}
     return json_reply(plan.status, {"error": error}, headers)
+
+
+PROVIDER = SimProvider(
+    name="groq",
+    base_path="/groq/openai/v1",
+    default_model=MODELS[0],
+    demo_keys=tuple(f"gsk_demo{'0' * 44}b{i:03d}" for i in range(1, 4)),
+    route=openai_route("groq", MODELS[0], probe="models"),
+    render=render_groq,
+    wire_steps=WIRE_STEPS,
+    own_steps=frozenset({Step.TOKENS_SPENT}),
+    serves=lambda call: call.model not in DECOMMISSIONED,
+)

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from simulator.core import OKISH, Call, Plan, Reply, Step, json_reply, openai_answer, render_wire
+from simulator.provider import SimProvider, openai_route
 
 WIRE_STEPS: dict[Step, str] = {
     Step.UPSTREAM_RATE_LIMIT: "upstream_rate_limit",
@@ -109,3 +110,16 @@ def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
     code, message, meta = _OR_ERRORS[step]
     error = {"code": code, "message": message.format(model=call.shown_model), "metadata": meta}
     return json_reply(plan.status, {"error": error})
+
+
+PROVIDER = SimProvider(
+    name="openrouter",
+    base_path="/openrouter/api/v1",
+    default_model="openrouter/auto",
+    demo_keys=tuple(f"sk-or-v1-{'0' * 54}dec0dea{i:03d}" for i in range(1, 5)),
+    route=openai_route("openrouter", "openrouter/auto", probe="key"),
+    render=render_openrouter,
+    statuses={Step.OVERLOADED: 502, Step.BLOCKED: 403},
+    wire_steps=WIRE_STEPS,
+    probe_succeeds=frozenset({Step.NO_CREDITS, Step.FREE_DAILY_SPENT}),  # GET /key reports them in its body
+)

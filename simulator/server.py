@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import random
-import re
 import socket
 import sys
 import threading
@@ -27,450 +25,13 @@ import time
 import zlib
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
-from email.utils import formatdate
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qs
 
-from simulator.agents import Answer, gemini_request, openai_request, unable
-from simulator.compat import render_compat
-from simulator.core import (
-    DEFAULT_MODEL,
-    DEMO_KEYS,
-    GARBAGE,
-    GROQ_DECOMMISSIONED,
-    OKISH,
-    PROVIDERS,
-    STATUS,
-    Call,
-    Plan,
-    Quota,
-    Reply,
-    ScriptedKey,
-    SimRequest,
-    Step,
-    json_reply,
-    render_wire,
-    status_for,
-    wire_examples,
-)
-from simulator.gemini import WIRE_STEPS as GEMINI_WIRE_STEPS
-from simulator.gemini import refusal as gemini_refusal
-from simulator.gemini import render_gemini, served_on
-from simulator.groq import WIRE_STEPS as GROQ_WIRE_STEPS
-from simulator.groq import render_groq
-from simulator.openrouter import WIRE_STEPS as OPENROUTER_WIRE_STEPS
-from simulator.openrouter import render_openrouter
+from simulator.core import OKISH, Call, Plan, Quota, Reply, ScriptedKey, SimRequest, Step
+from simulator.handler import SimServer
+from simulator.registry import DEMO_KEYS, SIM_PROVIDERS, sim_provider
 from simulator.shapes import DAY, Limit, WindowKind, limit_of
-
-# --------------------------------------------------------------------------------------------- parsing
-
-
-def _openai_parse(data: Any) -> tuple[str, int, bool, bool]:
-    """(last user text, prompt words, has image, valid) from an OpenAI-style body."""
-    messages = data.get("messages") if isinstance(data, dict) else None
-    if not isinstance(messages, list) or not messages:
-        return "", 0, False, False
-    last, words, image = "", 0, False
-    for msg in messages:
-        if not isinstance(msg, dict):
-            continue
-        content = msg.get("content")
-        if isinstance(content, list):
-            texts = []
-            for part in content:
-                if isinstance(part, dict):
-                    if part.get("type") == "text":
-                        texts.append(str(part.get("text", "")))
-                    elif part.get("type") == "image_url":
-                        image = True
-            text = " ".join(texts)
-        else:
-            text = content if isinstance(content, str) else ""
-        words += len(text.split())
-        if msg.get("role") == "user":
-            last = text
-    return last, words, image, True
-
-
-def _gemini_parts(content: Any) -> tuple[str, bool]:
-    parts = content.get("parts") if isinstance(content, dict) else None
-    if not isinstance(parts, list):
-        return "", False
-    texts = [str(p["text"]) for p in parts if isinstance(p, dict) and "text" in p]
-    image = any(isinstance(p, dict) and ("inlineData" in p or "inline_data" in p) for p in parts)
-    return " ".join(texts), image
-
-
-def _gemini_parse(data: Any) -> tuple[str, int, bool, bool]:
-    """(last user text, prompt words, has image, valid) from a generateContent body."""
-    contents = data.get("contents") if isinstance(data, dict) else None
-    if not isinstance(contents, list) or not contents:
-        return "", 0, False, False
-    system = data.get("systemInstruction") or data.get("system_instruction")
-    words = len(_gemini_parts(system)[0].split()) if system else 0
-    last, image = "", False
-    for content in contents:
-        text, has_image = _gemini_parts(content)
-        words += len(text.split())
-        image = image or has_image
-        if isinstance(content, dict) and content.get("role", "user") == "user":
-            last = text
-    return last, words, image, True
-
-
-def _reply_text(provider: str, last: str, image: bool) -> str:
-    return f"Simulated {provider} reply to: {last[:200]}" + (" [image received]" if image else "")
-
-
-_OR_PREFIX = "/openrouter/api/v1/"
-_GROQ_PREFIX = "/groq/openai/v1/"
-_COMPAT_PREFIX = "/compat/v1/"
-_GEMINI_RE = re.compile(
-    r"/gemini/(v1|v1beta|v1alpha)/models(?:/([^/:]+))?"
-    r"(?::(generateContent|streamGenerateContent|batchEmbedContents|embedContent))?"
-)
-
-
-def _texts(raw: Any) -> tuple[str, ...] | None:
-    """OpenAI's embeddings `input` as texts: a string or a non-empty list of non-empty strings (None: invalid)."""
-    texts = [raw] if isinstance(raw, str) else raw
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
-        return None
-    return tuple(texts)
-
-
-def _openai_embeddings(provider: str, data: Any) -> Call:
-    data = data if isinstance(data, dict) else {}
-    texts = _texts(data.get("input"))
-    model = data.get("model") if isinstance(data.get("model"), str) else None
-    dimensions = data.get("dimensions") if isinstance(data.get("dimensions"), int) else None
-    words = sum(len(t.split()) for t in texts or ())
-    return Call(provider, False, model, False, "", words, texts is not None, inputs=texts or (), dimensions=dimensions)
-
-
-def _gemini_embeddings(model: str | None, version: str, action: str, data: Any) -> Call:
-    """`:batchEmbedContents` ({"requests": [{"content": {"parts": [{"text"}]}, "outputDimensionality"}]}) or
-    `:embedContent` (one such request as the body)."""
-    data = data if isinstance(data, dict) else {}
-    one = action == "embedContent"
-    requests = [data] if one else data.get("requests")
-    texts: list[str] = []
-    dimensions = None
-    for request in requests if isinstance(requests, list) else []:
-        text = _gemini_parts(request.get("content") if isinstance(request, dict) else None)[0]
-        texts.append(text)
-        if isinstance(request, dict) and isinstance(request.get("outputDimensionality"), int):
-            dimensions = request["outputDimensionality"]
-    valid = bool(texts) and all(texts) and (not one or len(texts) == 1)
-    words = sum(len(t.split()) for t in texts)
-    return Call(
-        "gemini",
-        False,
-        model,
-        False,
-        "",
-        words,
-        valid,
-        version,
-        inputs=tuple(texts),
-        dimensions=dimensions,
-        one_embedding=one,
-    )
-
-
-def _route(method: str, path: str, query: str, data: Any) -> Call | None:
-    """Map a request (`data`: its body as JSON, None when it has none or is not JSON) to a provider call, or None
-    for an unknown route."""
-    for provider, prefix, probe in (
-        ("openrouter", _OR_PREFIX, "key"),
-        ("groq", _GROQ_PREFIX, "models"),
-        ("compat", _COMPAT_PREFIX, "models"),
-    ):
-        if path.startswith(prefix):
-            rest = path[len(prefix) :]
-            if method == "POST" and rest == "embeddings":
-                return _openai_embeddings(provider, data)
-            if method == "POST" and rest == "chat/completions":
-                last, words, image, valid = _openai_parse(data)
-                model = data.get("model") if isinstance(data, dict) else None
-                stream = isinstance(data, dict) and data.get("stream") is True
-                said = openai_request(data, _reply_text(provider, last, image)) if valid else Answer("")
-                model = model if isinstance(model, str) else None
-                schema = isinstance(data, dict) and (data.get("response_format") or {}).get("type") == "json_schema"
-                refused = unable(provider, model, tools=bool(data.get("tools")), json_schema=schema) if valid else None
-                return Call(
-                    provider,
-                    False,
-                    model,
-                    stream,
-                    said.text,
-                    words,
-                    valid and refused is None,
-                    tool_calls=said.tool_calls,
-                    finish=said.finish,
-                    refusal=refused,
-                )
-            if method == "GET" and rest == probe:
-                return Call(provider, True, None, False, "", 0, True)
-            return None
-    match = _GEMINI_RE.fullmatch(path)
-    if match is None:
-        return None
-    version, model, action = match.groups()
-    if action in ("batchEmbedContents", "embedContent") and method == "POST":
-        return _gemini_embeddings(model, version, action, data)
-    if action and method == "POST":
-        last, words, image, valid = _gemini_parse(data)
-        stream = action == "streamGenerateContent"
-        sse = "alt=sse" in query
-        refused = None
-        if valid:
-            config = data.get("generationConfig") or {}
-            schema = bool(config.get("responseJsonSchema") or config.get("responseSchema"))
-            refused = unable("gemini", model, tools=bool(data.get("tools")), json_schema=schema)
-            refused = refused or gemini_refusal(data, model or "")
-        said = gemini_request(data, _reply_text("gemini", last, image)) if valid else Answer("")
-        return Call(
-            "gemini",
-            False,
-            model,
-            stream,
-            said.text,
-            words,
-            valid and refused is None,
-            version,
-            sse,
-            said.tool_calls,
-            said.finish,
-            refused,
-        )
-    if not action and method == "GET":
-        return Call("gemini", True, model, False, "", 0, True, version)
-    return None
-
-
-def loads(body: bytes) -> Any:
-    try:
-        return json.loads(body) if body else None
-    except ValueError:
-        return None
-
-
-_RENDERERS = {"openrouter": render_openrouter, "groq": render_groq, "gemini": render_gemini, "compat": render_compat}
-WIRE_STEPS = {"openrouter": OPENROUTER_WIRE_STEPS, "groq": GROQ_WIRE_STEPS, "gemini": GEMINI_WIRE_STEPS, "compat": {}}
-
-
-def _supports(provider: str, step: Step) -> bool:
-    return step in STATUS or step in WIRE_STEPS[provider] or (provider == "groq" and step is Step.TOKENS_SPENT)
-
-
-def _status(call: Call, step: Step) -> int:
-    """The status the answer will carry, logged before it is rendered."""
-    if call.probe and step in (Step.NO_CREDITS, Step.FREE_DAILY_SPENT) and call.provider == "openrouter":
-        return 200
-    name = call.refusal[0] if step is Step.BAD_REQUEST and call.refusal else WIRE_STEPS[call.provider].get(step)
-    if name is not None:
-        return int(wire_examples(call.provider)[name]["status"])
-    return 200 if step is Step.TOKENS_SPENT else status_for(call.provider, step, call.stream)
-
-
-def render_reply(call: Call, plan: Plan, label: str) -> Reply:
-    """The provider's answer for a planned step (the HTTP server writes it; `simulator.virtual_time` reads it)."""
-    step = plan.step
-    if step is Step.MID_STREAM_ERROR and not call.stream:
-        step = Step.SERVER_ERROR
-    if step is Step.GARBAGE:
-        return Reply(200, {"Content-Type": "text/html"}, GARBAGE)
-    if step is Step.BAD_REQUEST and call.refusal:  # refused for what it asked: the provider's recorded words
-        return render_wire(call, *call.refusal, indent=2 if call.provider == "gemini" else None)
-    return _RENDERERS[call.provider](call, plan, step, label)
-
-
-def _label(secret: str | None) -> str:
-    """OpenRouter's partial key label ("sk-or-v1-abc...xyz"); never the full secret."""
-    return f"{secret[:12]}...{secret[-3:]}" if secret and len(secret) > 20 else "sk-or-v1-...."
-
-
-# --------------------------------------------------------------------------------------------- HTTP server
-
-_PHRASES = {s.value: s.phrase for s in HTTPStatus}
-_DATE: list[Any] = [0, ""]  # (epoch second, formatted): formatting a Date header per request is measurable
-
-
-def _http_date(skew: float = 0.0) -> str:
-    """The `Date` header: whole seconds on the provider's clock (`Simulator(skew=…)` ahead of this machine's)."""
-    now = int(time.time() + skew)
-    if _DATE[0] != now:
-        _DATE[:] = [now, formatdate(now, usegmt=True)]
-    return str(_DATE[1])
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() must not wait for hung (timeout step) or idle keep-alive connections
-    request_queue_size = 1024
-    sim: Simulator
-
-    def __init__(self, address: tuple[str, int], sim: Simulator) -> None:
-        self.sim = sim
-        self.connections: set[socket.socket] = set()
-        self.conn_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients hanging up (timeouts, drops) are normal here; anything else gets one quiet line."""
-        exc = sys.exc_info()[1]
-        if not isinstance(exc, OSError):
-            print(f"simulator: handler error: {type(exc).__name__}", file=sys.stderr)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "LLMSimulator/1.0"
-    disable_nagle_algorithm = True  # small header + body writes must not wait for delayed ACKs
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.conn_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.conn_lock:
-            self.server.connections.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: request lines could carry a key (`?key=`), and tests want quiet output."""
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def _handle(self) -> None:
-        sim = self.server.sim
-        raw = self.path
-        path, _, query = raw.partition("?")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._write(json_reply(400, {"error": {"message": "bad Content-Length"}}))
-            self.close_connection = True
-            return
-        body = self.rfile.read(length) if length else b""
-        if path.startswith("/_sim/"):
-            self._write(self._control(path, body))
-            return
-        data = loads(body)  # once: what the route reads is what the log keeps (neither changes it)
-        call = _route(self.command, path, query, data)
-        if call is None:
-            self._write(json_reply(404, {"error": {"code": 404, "message": f"Not found: {self.command} {path}"}}))
-            return
-        secret = self._secret(call.provider, query)
-        plan = sim._admit(call, secret, raw, path, data)
-        if plan.latency > 0:
-            time.sleep(plan.latency)
-        if plan.step is Step.DROP:
-            self.close_connection = True
-            return
-        if plan.step is Step.TIMEOUT and sim._stopping.wait(sim.hang_seconds):
-            self.close_connection = True  # stopped while hanging: die like a killed server
-            return
-        self._write(sim._dress(secret, plan, render_reply(call, plan, _label(secret))), plan.latency)
-
-    def _secret(self, provider: str, query: str) -> str | None:
-        if provider == "gemini":
-            key = self.headers.get("x-goog-api-key")
-            if not key and "key=" in query:  # Google also accepts ?key=; the log flags it as key_in_url
-                key = parse_qs(query).get("key", [""])[0]
-            return key or None
-        auth = self.headers.get("Authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return token.strip() or None
-
-    def _control(self, path: str, body: bytes) -> Reply:
-        """Control API for other processes (benchmarks, the dashboard demo)."""
-        sim, method = self.server.sim, self.command
-        try:
-            data = loads(body) or {}
-            if path == "/_sim/keys" and method == "POST":
-                limit = data.get("limit")
-                name = sim.add_key(
-                    data["provider"],
-                    data["secret"],
-                    *data.get("steps", ()),
-                    then=data.get("then", Step.OK),
-                    limit=(int(limit[0]), float(limit[1])) if limit else None,
-                    limit_hint=bool(data.get("limit_hint", True)),
-                    group=data.get("group"),
-                    latency=data.get("latency"),
-                    name=data.get("name"),
-                    sliding=bool(data.get("sliding", False)),
-                    window=data.get("window"),
-                    quota_headers=bool(data.get("quota_headers", True)),
-                    retry_after=bool(data.get("retry_after", False)),
-                    day_count=data.get("day_count"),
-                    jitter=float(data.get("jitter", 0.0)),
-                )
-                return json_reply(200, {"name": name})
-            if path == "/_sim/steps" and method == "POST":
-                sim.set_steps(data["secret"], *data.get("steps", ()), then=data.get("then", Step.OK))
-                return json_reply(200, {"ok": True})
-            if path == "/_sim/requests" and method == "GET":
-                return json_reply(200, [asdict(r) for r in sim.requests])
-            if path == "/_sim/clear" and method == "POST":
-                sim.clear_log()
-                return json_reply(200, {"ok": True})
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            return json_reply(400, {"error": f"{type(exc).__name__}: {exc}"})
-        return json_reply(404, {"error": f"unknown control endpoint {method} {path}"})
-
-    def _write(self, reply: Reply, latency: float = 0.0) -> None:
-        """One write for a plain answer; chunked transfer encoding for SSE, so keep-alive survives streams."""
-        lines = [
-            f"HTTP/1.1 {reply.status} {_PHRASES.get(reply.status, '')}",
-            f"Server: {self.server_version}",
-            f"Date: {_http_date(self.server.sim.skew)}",
-            *(f"{k}: {v}" for k, v in reply.headers.items()),
-        ]
-        events = reply.events
-        chunked = events is not None and self.request_version != "HTTP/1.0"
-        if events is None:
-            lines.append(f"Content-Length: {len(reply.body)}")
-        elif chunked:
-            lines.append("Transfer-Encoding: chunked")
-        else:
-            lines.append("Connection: close")
-            self.close_connection = True
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        try:
-            if events is None:
-                self.wfile.write(head + reply.body)
-                return
-            delay = latency / len(events) if latency > 0 else 0.0
-            if not delay:  # nothing to wait for between events: the same bytes in one write (one system call)
-                frames = [b"%x\r\n%s\r\n" % (len(e), e) for e in events] if chunked else events
-                self.wfile.write(b"".join([head, *frames, b"0\r\n\r\n" if chunked else b""]))
-                return
-            for i, event in enumerate(events):
-                frame = b"%x\r\n%s\r\n" % (len(event), event) if chunked else event
-                self.wfile.write(head + frame if i == 0 else frame)
-                if delay:
-                    time.sleep(delay)
-            if chunked:
-                self.wfile.write(b"0\r\n\r\n")
-        except OSError:
-            self.close_connection = True
-
 
 # --------------------------------------------------------------------------------------------- public API
 
@@ -541,9 +102,9 @@ class Simulator:
         self._today: Counter[str] = Counter()
         self._random = random.Random()
         self._groups: dict[tuple[str, str], Limit] = {}
-        self._counts = dict.fromkeys(PROVIDERS, 0)
+        self._counts = dict.fromkeys(SIM_PROVIDERS, 0)
         self._log: list[SimRequest] = []
-        self._server: _Server | None = None
+        self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -552,7 +113,7 @@ class Simulator:
         """Bind 127.0.0.1 (a free port unless `port` was given) and serve in a daemon thread."""
         if self._server is None:
             self._stopping.clear()
-            server = _Server(("127.0.0.1", self._port), self)
+            server = SimServer(("127.0.0.1", self._port), self)
             self._thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="llm-simulator", daemon=True
             )
@@ -599,13 +160,7 @@ class Simulator:
 
     @property
     def base_urls(self) -> dict[str, str]:
-        url = self.url
-        return {
-            "openrouter": f"{url}/openrouter/api/v1",
-            "groq": f"{url}/groq/openai/v1",
-            "gemini": f"{url}/gemini",
-            "compat": f"{url}/compat/v1",
-        }
+        return {name: self.url + p.base_path for name, p in SIM_PROVIDERS.items()}
 
     def env(self) -> dict[str, str]:
         """Base-URL env vars that point a client at this simulator."""
@@ -648,14 +203,13 @@ class Simulator:
         midnight UTC, instead of the window's (Groq's request headers count the day). `jitter`: each answer's
         latency varies by ± that share of it, at random.
         """
-        if provider not in PROVIDERS:
-            raise ValueError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
+        served = sim_provider(provider)
         if not isinstance(secret, str) or not secret:
             raise ValueError("secret must be a non-empty string")
         if limit is not None and (int(limit[0]) < 0 or float(limit[1]) <= 0):
             raise ValueError("limit must be (n >= 0, window_seconds > 0)")
         script, final = deque(Step(s) for s in steps), Step(then)
-        unsupported = sorted({s.value for s in (*script, final) if not _supports(provider, s)})
+        unsupported = sorted({s.value for s in (*script, final) if not served.supports(s)})
         if unsupported:
             raise ValueError(f"{provider} has no step {', '.join(unsupported)}")
         with self._lock:
@@ -711,7 +265,7 @@ class Simulator:
         """Register DEMO_KEYS (each `per_minute` requests per minute, or `limits[provider]` = (n, seconds) per
         key); returns the env a client needs. Calling it again puts every demo key back to normal: plain `ok`
         steps and a fresh window."""
-        env = {**self.env(), "COMPAT_CHAT_MODEL": DEFAULT_MODEL["compat"]}  # used once LLM_PROVIDER_ORDER has compat
+        env = {**self.env(), "COMPAT_CHAT_MODEL": SIM_PROVIDERS["compat"].default_model}  # once the order has compat
         for provider, secrets in DEMO_KEYS.items():
             limit = (limits or {}).get(provider, (per_minute, 60.0))
             for i, secret in enumerate(secrets, 1):
@@ -737,8 +291,9 @@ class Simulator:
             self._log.clear()
 
     # request path ------------------------------------------------------------------------------------
-    def _admit(self, call: Call, secret: str | None, raw_path: str, path: str, payload: Any = None) -> Plan:
+    def admit(self, call: Call, secret: str | None, raw_path: str, path: str, payload: Any = None) -> Plan:
         """Pick the step for one request (limit, then script), update the window and log it."""
+        served = SIM_PROVIDERS[call.provider]
         at, now = time.time(), time.monotonic()
         with self._lock:
             key = self._keys.get(secret) if secret else None
@@ -759,9 +314,7 @@ class Simulator:
                     step = key.steps.popleft() if key.steps else key.then
                     if step is Step.OK and not call.valid:
                         step = Step.BAD_REQUEST
-                    if step is Step.OK and call.provider == "gemini" and not served_on(call.version, call.model):
-                        step = Step.MODEL_NOT_FOUND
-                    if step is Step.OK and call.provider == "groq" and call.model in GROQ_DECOMMISSIONED:
+                    if step is Step.OK and not served.serves(call):
                         step = Step.MODEL_NOT_FOUND
                     if window is not None and step in OKISH and not call.probe:
                         window.admit(now)
@@ -774,7 +327,7 @@ class Simulator:
                     self._today[wire.subject] += 1
                     left = max(0, wire.day_count - self._today[wire.subject])
                     quota = Quota(wire.day_count, left, DAY - (at + self.skew) % DAY, DAY)
-            status = _status(call, step)
+            status = served.status(call, step)
             shown_path = path.replace(secret, "<redacted>") if secret and secret in path else path
             self._log.append(
                 SimRequest(
@@ -783,7 +336,11 @@ class Simulator:
             )
         return Plan(step, status, quota, latency, org, at + self.skew)
 
-    def _dress(self, secret: str | None, plan: Plan, reply: Reply) -> Reply:
+    def hang(self) -> bool:
+        """Hang as a `timeout` step does (`hang_seconds`); True when the simulator stopped meanwhile."""
+        return self._stopping.wait(self.hang_seconds)
+
+    def dress(self, secret: str | None, plan: Plan, reply: Reply) -> Reply:
         """The rendered answer as this key's wire options say (`add_key`'s `quota_headers`, `retry_after`)."""
         wire = self._wires.get(secret or "")
         if wire is None or (wire.quota_headers and not wire.retry_after):

@@ -35,8 +35,8 @@ from llms.smart_client import SmartClient, _Run
 from llms.state import StateStore, store_from_url
 from llms.state.memory import MemoryStore
 from llms.types import ChatRequest, Completion, Usage
-from simulator.core import Call, Plan, Quota, Step, status_for
-from simulator.server import render_reply
+from simulator.core import Call, Plan, Quota, Step
+from simulator.registry import render_reply, status_for
 from simulator.shapes import DAY, Limit, WindowKind, capacity, limit_of
 
 EPOCH = 1_800_000_000.0 + 13 * 3600 + 0.37

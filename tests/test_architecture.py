@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import requests
 from conftest import PYTHON, ROOT, USER_HELLO, python_env
 
 from config.settings import load_settings
@@ -21,6 +22,10 @@ from llms.providers.openai_compat import OpenAICompatAdapter
 from llms.state.memory import MemoryStore
 from llms.wire import seconds_until_midnight
 from simulator import Simulator
+from simulator.compat import render_compat
+from simulator.core import Call, Plan, Reply, Step
+from simulator.provider import SimProvider, openai_route
+from simulator.registry import SIM_PROVIDERS
 
 PACKAGES = ("config", "llms", "simulator", "dashboard", "gateway")
 
@@ -137,3 +142,40 @@ def test_a_fourth_openai_compatible_provider_is_one_module_and_one_registry_line
             assert client.get_status_summary()["together"]["title"] == "Together"
             assert seconds_until_midnight(spec.day_zone, 0.0) > 0
             assert isinstance(client.check_key("together:2"), Outcome)
+
+
+def _render_together(call: Call, plan: Plan, step: Step, label: str) -> Reply:
+    """Its renderer: OpenAI's wire format, with its own header to prove it, not a copy's, answered."""
+    reply = render_compat(call, plan, step, label)
+    reply.headers["x-together-request-id"] = "sim-0001"
+    return reply
+
+
+def test_a_fifth_simulated_provider_is_one_module_and_one_registry_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a simulated provider's module declares (routes, key reading, statuses, renderer, demo keys); the
+    registry line is the `setitem` below. The server, the demo and the harness ask the registry, never a name."""
+    together = SimProvider(
+        name="together",
+        base_path="/together/v1",
+        default_model="sim-together",
+        demo_keys=("tg-demo-not-a-real-key-0001",),
+        route=openai_route("together", "sim-together", probe="models"),
+        render=_render_together,
+        statuses={Step.OVERLOADED: 529},
+    )
+    monkeypatch.setitem(SIM_PROVIDERS, "together", together)
+    with Simulator() as sim:
+        sim.add_key("together", "tg-secret-key-0001", "overloaded", "rate_limit", name="together:1")
+        url = sim.base_urls["together"] + "/chat/completions"
+        headers = {"Authorization": "Bearer tg-secret-key-0001"}
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        statuses = [requests.post(url, json=body, headers=headers, timeout=5).status_code for _ in range(3)]
+        answer = requests.post(url, json=body, headers=headers, timeout=5)
+        probe = requests.get(sim.base_urls["together"] + "/models", headers=headers, timeout=5)
+    assert statuses == [529, 429, 200]
+    assert answer.headers["x-together-request-id"] == "sim-0001" and "Simulated together reply" in answer.text
+    assert probe.status_code == 200
+    assert [(r.provider, r.key_name, r.status) for r in sim.requests][:2] == [
+        ("together", "together:1", 529),
+        ("together", "together:1", 429),
+    ]

@@ -24,7 +24,7 @@ import requests
 
 from simulator import DEMO_KEYS, SimRequest, Simulator, Step
 from simulator.core import go_duration, wire_examples
-from simulator.server import WIRE_STEPS
+from simulator.registry import WIRE_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVIDERS = ("openrouter", "groq", "gemini")
