@@ -13,13 +13,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit
 
 import platformdirs
 from dotenv import dotenv_values, find_dotenv
 
-from config.api_keys import ApiKey, redacted_url, secret_problem, with_encoded_credentials
+from config.api_keys import ApiKey, redacted_url, secret_problem
 from llms.providers import DEFAULT_ORDER, PROVIDERS, ProviderSpec, spec
+from llms.state import check_url
 
 log = logging.getLogger("llms.config")
 
@@ -323,9 +323,6 @@ def _count(env: Mapping[str, str], name: str, default: int, *, least: int = 1, m
     return value
 
 
-_STATE_SCHEMES = ("sqlite", "memory", "redis", "rediss")
-
-
 def default_state_url() -> str:
     """A SQLite file in the per-user data directory: state survives restarts and is shared by every process of
     this user on this machine."""
@@ -333,34 +330,12 @@ def default_state_url() -> str:
 
 
 def _state_url(env: Mapping[str, str], name: str) -> str:
-    """`sqlite://PATH`, `memory://`, or `redis[s]://[user:password@]host[:port][/db]`, checked here so that a
-    typo names the variable."""
+    """The store's URL, checked here by its backend (`llms.state` registry) so that a typo names the variable."""
     url = _text(env, name, "") or default_state_url()
-    scheme, sep, _ = url.partition("://")
-    if not sep or scheme.lower() not in _STATE_SCHEMES:
-        known = ", ".join(f"{s}://" for s in _STATE_SCHEMES)
-        raise ConfigError(f"{name} must start with one of {known}, got {redacted_url(url)!r}")
-    if scheme.lower() == "memory":
-        return url
-    if scheme.lower() == "sqlite":
-        if not url.split("://", 1)[1].strip():
-            raise ConfigError(f"{name} must name a file after sqlite:// (sqlite:///var/lib/llm/state.db)")
-        return url
-    url = with_encoded_credentials(url)
-    parts = urlsplit(url)
     try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"{name} has a port that is not a number from 1 to 65535: {redacted_url(url)!r}") from None
-    if port == 0:
-        raise ConfigError(f"{name} has port 0: {redacted_url(url)!r}")
-    if not parts.hostname:
-        raise ConfigError(f"{name} names no host: {redacted_url(url)!r}")
-    db = parts.path.strip("/")
-    if db and not db.isdigit():
-        example = "redis://host:6379/0"
-        raise ConfigError(f"{name} has a database {db!r} that is not a number ({example}): {redacted_url(url)!r}")
-    return url
+        return check_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {exc}: {redacted_url(url)!r}") from None
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:

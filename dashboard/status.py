@@ -46,6 +46,7 @@ from dashboard.triage import (
     urgency,
 )
 from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient, StoreHealth, client_time
+from llms.state import describe as describe_store
 
 REFRESH_SECONDS = 2
 """How often the live part reruns: countdowns move visibly, and an open tab stays cheap at hundreds of keys."""
@@ -242,10 +243,7 @@ def models_text(summaries: Sequence[ProviderSummary]) -> str:
 
 
 def store_text(store: StoreHealth) -> str:
-    where = {
-        "memory": "in this process only (lost on restart)",
-        "sqlite": f"in the SQLite file `{store.location}` (kept across restarts, shared by this machine's processes)",
-    }.get(store.backend, f"in Redis at `{store.location}` (shared by every process that uses it)")
+    where = describe_store(store)  # each backend says where it keeps state (llms.state's registry)
     if not store.healthy:
         return f"Key state is kept {where} — **{store.detail}**"
     return f"Key state is kept {where}" + (f" ({store.detail})." if store.detail else ".")

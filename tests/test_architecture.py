@@ -13,12 +13,14 @@ import pytest
 import requests
 from conftest import PYTHON, ROOT, USER_HELLO, python_env
 
-from config.settings import load_settings
+from config.settings import ConfigError, load_settings
+from dashboard.status import store_text
 from llms import SmartClient
 from llms.outcomes import Outcome
 from llms.providers import PROVIDERS, ProviderSpec
 from llms.providers.groq import classify as groq_classify
 from llms.providers.openai_compat import OpenAICompatAdapter
+from llms.state import MODULES, StoreHealth
 from llms.state.memory import MemoryStore
 from llms.wire import seconds_until_midnight
 from simulator import Simulator
@@ -179,3 +181,38 @@ def test_a_fifth_simulated_provider_is_one_module_and_one_registry_line(monkeypa
         ("together", "together:1", 529),
         ("together", "together:1", 429),
     ]
+
+
+class _ScratchStore(MemoryStore):
+    """A new backend: its schemes, its URL's rule and its words; registered by its class, found by scheme."""
+
+    SCHEMES = ("scratch",)
+
+    @classmethod
+    def check_url(cls, url: str) -> str:
+        if not url.endswith("/db"):
+            raise ValueError("names no database (scratch://host/db)")
+        return url
+
+    @staticmethod
+    def describe(health: StoreHealth) -> str:
+        return "in scratch space"
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> _ScratchStore:
+        return cls()
+
+
+def test_a_new_store_is_one_module_and_one_registry_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend above is the module; the registry line is the `setitem` below. Settings check its URL, the
+    client builds it, the status page describes it: all through `llms.state`'s registry."""
+    monkeypatch.setitem(MODULES, "scratch", __name__)
+    with pytest.raises(ConfigError, match=r"LLM_STATE_URL names no database"):
+        load_settings({"LLM_STATE_URL": "scratch://host"}, dotenv_path=None)
+    with pytest.raises(ConfigError, match=r"LLM_STATE_URL has unknown scheme 'postgres'; supported: .*scratch://"):
+        load_settings({"LLM_STATE_URL": "postgres://host/db"}, dotenv_path=None)
+    settings = load_settings({"LLM_STATE_URL": "scratch://host/db", "GROQ_API_KEY_1": "gsk_x"}, dotenv_path=None)
+    with SmartClient(settings) as client:
+        store = client.key_manager.store_health()
+        assert store.backend == "scratch"
+        assert store_text(store) == "Key state is kept in scratch space."

@@ -366,6 +366,17 @@ class StateStore(ABC):
         """Build the backend from its URL (`prefix` namespaces what several clients share)."""
         return cls()
 
+    @classmethod
+    def check_url(cls, url: str) -> str:
+        """The URL as this backend will use it, checked before any store is made (the settings do, so a typo is
+        named with its variable); raises `ValueError` saying what is wrong, never echoing a password."""
+        return url
+
+    @staticmethod
+    def describe(health: StoreHealth) -> str:
+        """Where this backend keeps key state, in the status page's words ("in this process only …")."""
+        return f"in `{health.location}`"
+
     def health(self) -> StoreHealth:
         return StoreHealth(backend=self.SCHEMES[0], location="this process", healthy=True)
 

@@ -22,6 +22,7 @@ from llms.state.base import (
     RequestLimits,
     RequestRecord,
     StateStore,
+    StoreHealth,
     hour_of,
     model_pool,
     tally,
@@ -38,6 +39,10 @@ class MemoryStore(StateStore):
 
     SCHEMES = ("memory",)
     IN_MEMORY = True
+
+    @staticmethod
+    def describe(health: StoreHealth) -> str:
+        return "in this process only (lost on restart)"
 
     def __init__(self, max_events: int = 500) -> None:
         self._lock = threading.Lock()

@@ -22,10 +22,14 @@ import os
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-import redis
+try:
+    import redis
+except ImportError:  # only a store needs the driver: its URL is checked, and its scheme known, without it
+    redis = None  # type: ignore[assignment]
 
-from config.api_keys import redacted_url
+from config.api_keys import redacted_url, with_encoded_credentials
 from llms.state.base import (
     IN_FLIGHT_CEILING,
     LATENCY_BOUNDS,
@@ -254,7 +258,31 @@ class RedisStore(StateStore):
         self._cool_model = self._redis.register_script(_COOL_MODEL)
 
     @classmethod
+    def check_url(cls, url: str) -> str:
+        """`redis[s]://[user:password@]host[:port][/db]`; a password's reserved characters are percent-encoded."""
+        url = with_encoded_credentials(url)
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("has a port that is not a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError("has port 0")
+        if not parts.hostname:
+            raise ValueError("names no host")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"has a database {db!r} that is not a number (redis://host:6379/0)")
+        return url
+
+    @staticmethod
+    def describe(health: StoreHealth) -> str:
+        return f"in Redis at `{health.location}` (shared by every process that uses it)"
+
+    @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisStore:
+        if redis is None:
+            raise StateError("the redis:// store needs the `redis` package: pip install redis")
         return cls(url, prefix)
 
     def health(self) -> StoreHealth:

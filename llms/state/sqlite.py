@@ -51,7 +51,11 @@ from llms.state.base import (
 T = TypeVar("T")
 log = logging.getLogger("llms.state")
 
-_SCHEMA = """
+_BUCKETS = "\n".join(f"    b{i} INTEGER NOT NULL DEFAULT 0," for i in range(len(LATENCY_BOUNDS) + 1))
+"""The history's latency buckets, one column per bound and one for everything slower (`latency_bucket`): a change
+of `LATENCY_BOUNDS` is a change of layout, so it needs a `SCHEMA_VERSION` step that adds the columns."""
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS keys (
     fp TEXT PRIMARY KEY,
     pool TEXT NOT NULL,
@@ -99,22 +103,7 @@ CREATE TABLE IF NOT EXISTS history (
     tokens_in INTEGER NOT NULL DEFAULT 0,
     tokens_out INTEGER NOT NULL DEFAULT 0,
     latency_total REAL NOT NULL DEFAULT 0,
-    b0 INTEGER NOT NULL DEFAULT 0,
-    b1 INTEGER NOT NULL DEFAULT 0,
-    b2 INTEGER NOT NULL DEFAULT 0,
-    b3 INTEGER NOT NULL DEFAULT 0,
-    b4 INTEGER NOT NULL DEFAULT 0,
-    b5 INTEGER NOT NULL DEFAULT 0,
-    b6 INTEGER NOT NULL DEFAULT 0,
-    b7 INTEGER NOT NULL DEFAULT 0,
-    b8 INTEGER NOT NULL DEFAULT 0,
-    b9 INTEGER NOT NULL DEFAULT 0,
-    b10 INTEGER NOT NULL DEFAULT 0,
-    b11 INTEGER NOT NULL DEFAULT 0,
-    b12 INTEGER NOT NULL DEFAULT 0,
-    b13 INTEGER NOT NULL DEFAULT 0,
-    b14 INTEGER NOT NULL DEFAULT 0,
-    b15 INTEGER NOT NULL DEFAULT 0,
+{_BUCKETS}
     PRIMARY KEY (hour, key)
 );
 CREATE TABLE IF NOT EXISTS gates (
@@ -198,6 +187,17 @@ class SQLiteStore(StateStore):
         self._next_look = 0.0
         self._next_clamp = 0.0
         self._reopened: str | None = None
+
+    @classmethod
+    def check_url(cls, url: str) -> str:
+        """`sqlite://PATH[?timeout=SECONDS]`."""
+        if not url.split("://", 1)[1].strip():
+            raise ValueError("must name a file after sqlite:// (sqlite:///var/lib/llm/state.db)")
+        return url
+
+    @staticmethod
+    def describe(health: StoreHealth) -> str:
+        return f"in the SQLite file `{health.location}` (kept across restarts, shared by this machine's processes)"
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> SQLiteStore:
