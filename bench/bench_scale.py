@@ -18,7 +18,6 @@ from bench._common import Result, Row, main
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings, load_settings
 from llms.key_manager import KeyManager
-from llms.outcomes import Outcome, OutcomeKind
 from llms.smart_client import SmartClient
 from llms.state import CooldownReason
 from llms.state.memory import MemoryStore
@@ -27,8 +26,8 @@ from simulator import Simulator
 TITLE = "Scale: cost per call with 30,000 keys (27,000 cooling) vs 8 keys"
 METHOD = (
     "Each measurement is the median of its rounds, 30,000-key cost ÷ 8-key cost from the same run. *Key pick + "
-    "record*: `KeyManager.acquire` + `record(OK)` on the memory store, 20,000 calls per round, 9 rounds taken in "
-    "turn with the 8-key manager, 27,000 of the "
+    "record*: `KeyManager.acquire` + the lease's `succeeded()` on the memory store, 20,000 calls per round, 9 "
+    "rounds taken in turn with the 8-key manager, 27,000 of the "
     "30,000 keys cooling for an hour. *Full call*: `SmartClient.complete` against the simulator (Groq wire "
     "format, zero latency), 300 calls per round after 20 warm-up calls, the same 27,000 keys cooling. Both "
     "clients talk to one simulator holding all 30,008 keys, so the simulator's own per-request cost is the same "
@@ -38,7 +37,6 @@ METHOD = (
 )
 TARGET_RATIO = 1.2
 TOTAL, RESTING = 30_000, 27_000  # issue 23: 30,000 keys, 90 % resting
-OK = Outcome(OutcomeKind.OK, 200)
 MODELS = tuple(f"model-{i}" for i in range(5))
 
 
@@ -61,8 +59,8 @@ def pick_costs(
             started = time.perf_counter()
             for i in range(calls):
                 model = MODELS[i % count] if count else None
-                key = manager.acquire("groq", model=model)
-                manager.record(key, OK, model=model)
+                lease = manager.acquire("groq", model=model)
+                lease.succeeded()
             times.append((time.perf_counter() - started) / calls)
     return statistics.median(rounds[0]), statistics.median(rounds[1])
 

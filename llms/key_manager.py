@@ -65,6 +65,51 @@ PARKED_REASONS: frozenset[str] = frozenset(reason.value for reason in _PARKED.va
 """The states (`KeyStatus.reason`) of parked keys: out until someone acts or the long cooldown ends."""
 
 
+_OK = Outcome(OutcomeKind.OK, 200)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """This process's lease on a key while its request runs: what it counts toward, and how long it may last."""
+
+    fingerprint: str
+    subject: str  # whose in-flight limit it counts toward (a key, or a shared-limit group; per model where counted)
+    part: str  # the store gate's part: "" or the model
+    renew_until: float  # the latest its lease may be renewed to (the request's deadline)
+
+
+@dataclass(eq=False)
+class KeyLease:
+    """One request's hold on a key, from `KeyManager.acquire` until the caller says how it ended — once, by
+    `succeeded`, `failed` or `abandoned` — as a `concurrency-limits` limiter's listener: the in-flight slot it
+    holds frees with the outcome that moves the key's limits, and only this request's slot."""
+
+    key: ApiKey
+    model: str | None
+    token: str
+    _manager: KeyManager = field(repr=False)
+    ended: bool = False
+
+    def succeeded(self, quota: QuotaHint | None = None, request: RequestRecord | None = None) -> None:
+        """The key answered; `quota`: what the answer said of the key's quota."""
+        if self._end():
+            self._manager._record(self.key, _OK, quota, request, self.model, self.token)
+
+    def failed(self, outcome: Outcome, request: RequestRecord | None = None) -> None:
+        """The key's answer was a failure: the penalty (or none) the outcome earns."""
+        if self._end():
+            self._manager._record(self.key, outcome, None, request, self.model, self.token)
+
+    def abandoned(self, request: RequestRecord | None = None) -> None:
+        """The caller went away (cancelled, a stream closed early): the key did nothing wrong."""
+        if self._end():
+            self._manager._abandon(self.key, request, self.token)
+
+    def _end(self) -> bool:
+        ended, self.ended = self.ended, True
+        return not ended
+
+
 @dataclass(frozen=True)
 class KeyStatus:
     """One key as the status page and `get_status_summary` show it. Never holds the secret."""
@@ -118,9 +163,7 @@ class KeyManager:
         self._limits = {p: b for p, b in (limits or {}).items() if b.active}
         self._lease_seconds = lease_seconds
         self._lease_ttl = min(lease_ttl, lease_seconds)
-        self._leases: defaultdict[str, deque[str]] = defaultdict(deque)
-        self._lease_limits: dict[str, float] = {}  # token → the latest its lease may be renewed to
-        self._lease_subjects: dict[str, tuple[str, str]] = {}  # token → (subject it counts for, gate part)
+        self._leases: dict[str, _Held] = {}  # token → this process's lease on a key, while its request runs
         self._per_model = frozenset(per_model)
         self._default_models = dict(default_models or {})
         self._renewer: threading.Thread | None = None
@@ -171,9 +214,9 @@ class KeyManager:
     def keys(self, provider: str) -> tuple[ApiKey, ...]:
         return self._keys.get(provider, ())
 
-    def acquire(self, provider: str, exclude: Collection[ApiKey] = (), model: str | None = None) -> ApiKey | None:
-        """The next usable key of `provider` in round-robin order (for `model`: not resting for it), or None when
-        all are cooling or excluded.
+    def acquire(self, provider: str, exclude: Collection[ApiKey] = (), model: str | None = None) -> KeyLease | None:
+        """A lease on the next usable key of `provider` in round-robin order (for `model`: not resting for it), or
+        None when all are cooling or excluded. The caller must end the lease (`KeyLease`).
 
         A key that already has as many requests in flight as the provider says it has left is passed over, and
         a request that uses a configured limit's last slot rests the key right after it.
@@ -202,10 +245,10 @@ class KeyManager:
                 if rest is not None:
                     self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
                 if not counted:  # another process took the last slot first
-                    finish = self._finish(key, None, now, part=part) or Finish(lease.token, part=part)
+                    finish = self._finish(key, lease.token, None, now) or Finish(lease.token, part=part)
                     self._store.end_lease(fingerprint, finish, now)
                     continue
-            return key
+            return KeyLease(key, model, lease.token, self)
 
     def _part(self, provider: str, model: str | None) -> str:
         """The model, where the provider counts limits per model; "" where it counts them per key."""
@@ -219,9 +262,7 @@ class KeyManager:
                 return False
             self._in_flight[subject] += 1
             self._subjects.add(subject)
-            self._leases[key.fingerprint].append(token)
-            self._lease_limits[token] = now + self._lease_seconds
-            self._lease_subjects[token] = (subject, part)
+            self._leases[token] = _Held(key.fingerprint, subject, part, now + self._lease_seconds)
             self._saturate(key, subject, part)
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew_leases, name="llms-leases", daemon=True)
@@ -235,10 +276,9 @@ class KeyManager:
             now = self._clock()
             held: dict[str, dict[str, float]] = {}
             with self._lock:
-                for fp, tokens in self._leases.items():
-                    for token in tokens:
-                        gate = self._store.gate(fp, self._lease_subjects[token][1])
-                        held.setdefault(gate, {})[token] = min(now + self._lease_ttl, self._lease_limits[token])
+                for token, lease in self._leases.items():
+                    gate = self._store.gate(lease.fingerprint, lease.part)
+                    held.setdefault(gate, {})[token] = min(now + self._lease_ttl, lease.renew_until)
             if not held:
                 continue
             try:
@@ -287,8 +327,22 @@ class KeyManager:
         request: RequestRecord | None = None,
         model: str | None = None,
     ) -> None:
-        """Apply the penalty (or the absolution) an outcome earns the key that produced it, asked for `model`;
-        `request` goes to the request log and the history in the same store write.
+        """An outcome of a request that held no lease (a probe, an operator's check): what a `KeyLease` ends with,
+        for the key alone."""
+        self._record(key, outcome, quota, request, model, None)
+
+    def _record(
+        self,
+        key: ApiKey,
+        outcome: Outcome,
+        quota: QuotaHint | None,
+        request: RequestRecord | None,
+        model: str | None,
+        token: str | None,
+    ) -> None:
+        """Apply the penalty (or the absolution) an outcome earns the key that produced it, asked for `model`, and
+        end the lease `token` (None: none held); `request` goes to the request log and the history in the same
+        store write.
 
         What the answer says of the key's quota counts from when the request was sent (`request.latency` ago):
         the provider read its limit when the request arrived, so a rest timed from then ends as the provider's
@@ -316,13 +370,13 @@ class KeyManager:
                 quota = _binding_quota(quota, slots.quota(sent))
             elif f"pace/{subject}" not in learned:
                 self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
-            finish = self._finish(key, quota, sent, outcome.kind, part, learned=quota is not reported)
+            finish = self._finish(key, token, quota, sent, outcome.kind, learned=quota is not reported)
             self._succeeded(key, quota, now, request, finish, part, sent)
             if reported is not None and reported.remaining is not None:
                 self._note_reported(subject, reported, sent, now)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:
-            finish = self._finish(key, None, sent, outcome.kind, part)
+            finish = self._finish(key, token, None, sent, outcome.kind)
             if request is not None:
                 self._store.log_request(request, finish)
             elif finish is not None:
@@ -338,7 +392,7 @@ class KeyManager:
             self.pause_provider(key.provider, outcome, model if outcome.scope is Scope.UPSTREAM else None)
         elif not transient:
             self._penalise(key, outcome, sent, model)
-        finish = self._finish(key, None, sent, outcome.kind, part)
+        finish = self._finish(key, token, None, sent, outcome.kind)
         streak = self._store.record_failure(fp, now, message, streak=transient, request=request, finish=finish)
         if transient:
             if streak % self._cooldowns.error_threshold == 0:  # every Nth consecutive error, not every one after
@@ -364,25 +418,20 @@ class KeyManager:
     def _finish(
         self,
         key: ApiKey,
+        token: str | None,
         quota: QuotaHint | None,
         now: float,
         kind: OutcomeKind | None = None,
-        part: str = "",
         *,
         learned: bool = False,
     ) -> Finish | None:
-        """The end of this process's lease on the key (None when it holds none: a probe), with the reported quota.
-        In the same step the outcome's `kind` moves the subject's in-flight limit: an answer grows it (to what
-        the key reports left, if more), a 429 halves it; anything else, or no outcome (abandoned), leaves it."""
-        subject = _subject(key, part)
+        """The end of this process's lease `token` on the key (None when it holds none: a probe), with the reported
+        quota. In the same step the outcome's `kind` moves the subject's in-flight limit: an answer grows it (to
+        what the key reports left, if more), a 429 halves it; anything else, or no outcome (abandoned), leaves it."""
         with self._lock:
-            tokens = self._leases.get(key.fingerprint)
-            token = next((t for t in tokens if self._lease_subjects[t][0] == subject), tokens[0]) if tokens else None
-            if token is not None:
-                assert tokens is not None
-                tokens.remove(token)
-                self._lease_limits.pop(token, None)
-                subject, part = self._lease_subjects.pop(token)
+            held = self._leases.pop(token, None) if token is not None else None
+            if held is not None:
+                subject, part = held.subject, held.part
                 self.ended += 1
                 self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
@@ -391,7 +440,7 @@ class KeyManager:
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._inflight_limits[subject].limited()
                 self._saturate(key, subject, part)
-        if token is None:
+        if held is None or token is None:
             return None
         if quota is None or quota.remaining is None:
             return Finish(token, part=part)
@@ -454,13 +503,13 @@ class KeyManager:
     def busy(self) -> bool:
         """Whether this process has requests in flight, which may be all that keeps a key from being picked."""
         with self._lock:
-            return any(self._leases.values())
+            return bool(self._leases)
 
-    def abandon(self, key: ApiKey, request: RequestRecord | None = None) -> None:
+    def _abandon(self, key: ApiKey, request: RequestRecord | None, token: str) -> None:
         """The caller gave up on a request (cancelled, a stream closed early): it no longer counts as in flight;
         `request` goes to the request log in the same store write."""
         now = self._clock()
-        finish = self._finish(key, None, now, part=self._part(key.provider, request.model if request else None))
+        finish = self._finish(key, token, None, now)
         if request is not None:
             self._store.log_request(request, finish)
         elif finish is not None:

@@ -26,7 +26,7 @@ from llms.alerts import Alerts
 from llms.checks import KeyChecks
 from llms.clock import client_time
 from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
-from llms.key_manager import LEASE_TTL, KeyManager, KeyStatus
+from llms.key_manager import LEASE_TTL, KeyLease, KeyManager, KeyStatus
 from llms.outcomes import Attempt, Outcome, OutcomeKind, QuotaHint, Scope, describe_states, rejected, transient
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import Endpoint, ProviderAdapter
@@ -227,10 +227,10 @@ class SmartClient:
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
         run = _Run(on_attempt=on_attempt)
-        target, key, completion = self._serve(
+        target, lease, completion = self._serve(
             route, self._deadline(wait), lambda a, k, m: a.send(request.for_model(m), k), run
         )
-        return self._succeeded(target, key, completion, run)
+        return self._succeeded(target, lease, completion, run)
 
     def embed(
         self,
@@ -248,10 +248,10 @@ class SmartClient:
         request = EmbeddingRequest.build(texts, dimensions)
         route = self.embedding_route(model)
         run = _Run(on_attempt=on_attempt)
-        target, key, embedded = self._serve(
+        target, lease, embedded = self._serve(
             route, self._deadline(wait), lambda a, k, m: a.embed(request.for_model(m), k), run
         )
-        return self._embedded(target, key, embedded, run)
+        return self._embedded(target, lease, embedded, run)
 
     async def aembed(
         self,
@@ -266,10 +266,10 @@ class SmartClient:
         request = EmbeddingRequest.build(texts, dimensions)
         route = self.embedding_route(model)
         run = _Run(on_attempt=on_attempt)
-        target, key, embedded = await self._aserve(
+        target, lease, embedded = await self._aserve(
             route, self._deadline(wait), lambda a, k, m: _aembed(a, request.for_model(m), k), run
         )
-        return await self._off_loop(self._embedded, target, key, embedded, run)
+        return await self._off_loop(self._embedded, target, lease, embedded, run)
 
     def embedding_route(self, model: str | None = None) -> Route:
         """The (provider, embedding model) targets an `embed` call with this `model` would try, in order;
@@ -330,10 +330,10 @@ class SmartClient:
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
         run = _Run(on_attempt=on_attempt)
-        target, key, completion = await self._aserve(
+        target, lease, completion = await self._aserve(
             route, self._deadline(wait), lambda a, k, m: _asend(a, request.for_model(m), k), run
         )
-        return await self._off_loop(self._succeeded, target, key, completion, run)
+        return await self._off_loop(self._succeeded, target, lease, completion, run)
 
     def achat_stream(
         self,
@@ -386,15 +386,15 @@ class SmartClient:
                 tried: set[ApiKey] = set()
                 run.leave_target = False
                 while not run.leave_target and (
-                    key := self.key_manager.acquire(target.provider, exclude=tried, model=target.model)
+                    lease := self.key_manager.acquire(target.provider, exclude=tried, model=target.model)
                 ):
-                    tried.add(key)
+                    tried.add(lease.key)
                     mine += 1
                     run.started = self._timer()
-                    failure = yield target, key
+                    failure = yield target, lease
                     if failure is None:
                         return
-                    self._failed(target, key, failure, run)
+                    self._failed(target, lease, failure, run)
             if run.rejected:
                 raise self._give_up(run, route)
             slots_moving = self.key_manager.busy() or self.key_manager.ended - ended_before > mine
@@ -422,17 +422,17 @@ class SmartClient:
                 time.sleep(step)
                 step = next(steps)
                 continue
-            target, key = step
+            target, lease = step
             try:
-                answer = call(self._adapters[target.provider], key, target.model)
+                answer = call(self._adapters[target.provider], lease.key, target.model)
             except Exception as exc:
                 step = steps.send(_failure(exc))
                 continue
             except BaseException:  # interrupted (Ctrl-C): the key is no longer in flight, for any process
-                self._abandoned(target, key, run)
+                self._abandoned(target, lease, run)
                 raise
             steps.close()
-            return target, key, answer
+            return target, lease, answer
 
     async def _aserve(
         self, route: Route, deadline: float, call: Callable[[ProviderAdapter, ApiKey, str], Awaitable[T]], run: _Run
@@ -446,17 +446,17 @@ class SmartClient:
                 await asyncio.sleep(step)
                 step = await self._off_loop(steps.send, None)
                 continue
-            target, key = step
+            target, lease = step
             try:
-                answer = await call(self._adapters[target.provider], key, target.model)
+                answer = await call(self._adapters[target.provider], lease.key, target.model)
             except Exception as exc:
                 step = await self._off_loop(steps.send, _failure(exc))
                 continue
             except BaseException:  # cancelled (the caller went away): the key is no longer in flight
-                self._abandoned(target, key, run)
+                self._abandoned(target, lease, run)
                 raise
             steps.close()
-            return target, key, answer
+            return target, lease, answer
 
     async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
         """Store work from the event loop: in the loop's default executor when the store may block (a SQLite
@@ -468,10 +468,10 @@ class SmartClient:
     def _stream(
         self, request: ChatRequest, route: Route, deadline: float, run: _Run
     ) -> Generator[str, None, ChatResult]:
-        target, key, (reply, first) = self._serve(
+        target, lease, (reply, first) = self._serve(
             route, deadline, lambda a, k, m: _open_stream(a, request.for_model(m), k), run
         )
-        run.answering = (target.provider, reply.model, key.key_id)
+        run.answering = (target.provider, reply.model, lease.key.key_id)
         text = [first] if first else []
         try:
             if first:
@@ -481,26 +481,26 @@ class SmartClient:
                 yield piece
         except Exception as exc:
             outcome = _failure(exc)
-            self._failed(target, key, outcome, run, raise_rejected=False)
+            self._failed(target, lease, outcome, run, raise_rejected=False)
             raise _broke(target.provider, len(text), outcome, run) from None
         except BaseException:  # closed early (GeneratorExit) or interrupted: the key is no longer in flight
-            self._abandoned(target, key, run)
+            self._abandoned(target, lease, run)
             raise
         finally:
             reply.close()
         completion = Completion(
             "".join(text), reply.model, reply.usage, reply.quota, tuple(reply.tool_calls), reply.finish_reason
         )
-        return self._succeeded(target, key, completion, run)
+        return self._succeeded(target, lease, completion, run)
 
     async def _astream(
         self, request: ChatRequest, route: Route, deadline: float, run: _Run
     ) -> AsyncGenerator[str, None]:
         """`_stream` with awaited calls; the result goes to `run.result` (an async generator returns nothing)."""
-        target, key, (reply, first) = await self._aserve(
+        target, lease, (reply, first) = await self._aserve(
             route, deadline, lambda a, k, m: _aopen_stream(a, request.for_model(m), k), run
         )
-        run.answering = (target.provider, reply.model, key.key_id)
+        run.answering = (target.provider, reply.model, lease.key.key_id)
         pieces = cast(AsyncIterator[str], reply.pieces)
         text = [first] if first else []
         try:
@@ -511,23 +511,25 @@ class SmartClient:
                 yield piece
         except Exception as exc:
             outcome = _failure(exc)
-            await self._off_loop(partial(self._failed, raise_rejected=False), target, key, outcome, run)
+            await self._off_loop(partial(self._failed, raise_rejected=False), target, lease, outcome, run)
             raise _broke(target.provider, len(text), outcome, run) from None
         except BaseException:  # closed early, cancelled while waiting for a piece, or interrupted
-            self._abandoned(target, key, run)  # inline: a cancelled task may not get to await anything more
+            self._abandoned(target, lease, run)  # inline: a cancelled task may not get to await anything more
             raise
         finally:
             reply.close()
         completion = Completion(
             "".join(text), reply.model, reply.usage, reply.quota, tuple(reply.tool_calls), reply.finish_reason
         )
-        run.result = await self._off_loop(self._succeeded, target, key, completion, run)
+        run.result = await self._off_loop(self._succeeded, target, lease, completion, run)
 
-    def _failed(self, target: Target, key: ApiKey, outcome: Outcome, run: _Run, *, raise_rejected: bool = True) -> None:
-        provider = target.provider
+    def _failed(
+        self, target: Target, lease: KeyLease, outcome: Outcome, run: _Run, *, raise_rejected: bool = True
+    ) -> None:
+        provider, key = target.provider, lease.key
         latency = self._timer() - run.started
         entry = self._log_entry(target, key, outcome.kind.value, outcome.status, latency)
-        self.key_manager.record(key, outcome, request=entry, model=target.model)
+        lease.failed(outcome, entry)
         run.attempted(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
         log.debug("%s failed: %s %s %s", key.label, outcome.kind.value, outcome.status, outcome.message)
         if outcome.scope is Scope.PROVIDER:
@@ -544,20 +546,21 @@ class SmartClient:
         run.leave_target = True
 
     def _answered(
-        self, target: Target, key: ApiKey, model: str, usage: Usage, quota: QuotaHint | None, run: _Run
+        self, target: Target, lease: KeyLease, model: str, usage: Usage, quota: QuotaHint | None, run: _Run
     ) -> float:
         """Record a key's success (chat or embeddings alike); returns the attempt's latency."""
         latency = self._timer() - run.started
-        entry = self._log_entry(target, key, _OK.kind.value, _OK.status, latency, model, usage)
-        self.key_manager.record(key, _OK, quota, entry, target.model)
-        run.attempted(Attempt(key.key_id, OutcomeKind.OK, 200, ""))
+        entry = self._log_entry(target, lease.key, _OK.kind.value, _OK.status, latency, model, usage)
+        lease.succeeded(quota, entry)
+        run.attempted(Attempt(lease.key.key_id, OutcomeKind.OK, 200, ""))
         with self._lock:
             self._current_provider = target.provider
             self._problems.pop(target, None)
         return latency
 
-    def _embedded(self, target: Target, key: ApiKey, embedded: Embedded, run: _Run) -> EmbeddingResult:
-        latency = self._answered(target, key, embedded.model, embedded.usage, embedded.quota, run)
+    def _embedded(self, target: Target, lease: KeyLease, embedded: Embedded, run: _Run) -> EmbeddingResult:
+        key = lease.key
+        latency = self._answered(target, lease, embedded.model, embedded.usage, embedded.quota, run)
         return EmbeddingResult(
             vectors=embedded.vectors,
             provider=target.provider,
@@ -569,8 +572,9 @@ class SmartClient:
             latency_s=latency,
         )
 
-    def _succeeded(self, target: Target, key: ApiKey, completion: Completion, run: _Run) -> ChatResult:
-        latency = self._answered(target, key, completion.model, completion.usage, completion.quota, run)
+    def _succeeded(self, target: Target, lease: KeyLease, completion: Completion, run: _Run) -> ChatResult:
+        key = lease.key
+        latency = self._answered(target, lease, completion.model, completion.usage, completion.quota, run)
         return ChatResult(
             text=completion.text,
             provider=target.provider,
@@ -584,11 +588,10 @@ class SmartClient:
             finish_reason=completion.finish_reason,
         )
 
-    def _abandoned(self, target: Target, key: ApiKey, run: _Run) -> None:
+    def _abandoned(self, target: Target, lease: KeyLease, run: _Run) -> None:
         """The caller went away mid-request (cancelled, interrupted, a stream closed early). The key did nothing
         wrong: its in-flight slot frees now, for every process, and the request log says "abandoned"."""
-        entry = self._log_entry(target, key, ABANDONED, None, self._timer() - run.started)
-        self.key_manager.abandon(key, entry)
+        lease.abandoned(self._log_entry(target, lease.key, ABANDONED, None, self._timer() - run.started))
 
     def _log_entry(
         self,

@@ -293,13 +293,13 @@ def run(shape: Shape) -> Measured:
                             yield step
                             step = next(steps)
                             continue
-                        target, key = step
+                        target, lease = step
                         leg = min(NETWORK, shape.latency / 2)
                         generation = (shape.latency - 2 * leg) * (1 + shape.jitter * rng.uniform(-1, 1))
                         cost = rng.choice(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else 1.0
                         yield leg
                         status, headers, body = provider.answer(
-                            numbers[key.key_id], target.model, clock.now + shape.skew, cost, generation
+                            numbers[lease.key.key_id], target.model, clock.now + shape.skew, cost, generation
                         )
                         back = leg + (generation if status == 200 else 0.0)  # a 429 comes before any model runs
                         yield back
@@ -308,7 +308,7 @@ def run(shape: Shape) -> Measured:
                         if status == 200:
                             quota = None if name == "gemini" else adapter.quota(headers, request)
                             completion = Completion("ok", target.model, Usage(5, 1, 6), quota)
-                            client._succeeded(target, key, completion, run)
+                            client._succeeded(target, lease, completion, run)
                             steps.close()
                             break
                         outcome: Outcome = spec.classify(status, headers, body, read_at)

@@ -209,7 +209,9 @@ def test_a_new_store_is_one_module_and_one_registry_line(monkeypatch: pytest.Mon
     monkeypatch.setitem(MODULES, "scratch", __name__)
     with pytest.raises(ConfigError, match=r"LLM_STATE_URL names no database"):
         load_settings({"LLM_STATE_URL": "scratch://host"}, dotenv_path=None)
-    with pytest.raises(ConfigError, match=r"LLM_STATE_URL has unknown scheme 'postgres'; supported: .*scratch://"):
+    with pytest.raises(
+        ConfigError, match=r"LLM_STATE_URL has unknown scheme 'postgres': it must start with one of .*scratch://"
+    ):
         load_settings({"LLM_STATE_URL": "postgres://host/db"}, dotenv_path=None)
     settings = load_settings({"LLM_STATE_URL": "scratch://host/db", "GROQ_API_KEY_1": "gsk_x"}, dotenv_path=None)
     with SmartClient(settings) as client:

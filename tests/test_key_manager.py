@@ -10,7 +10,7 @@ from conftest import Clock, in_threads
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
-from llms.key_manager import KeyManager
+from llms.key_manager import KeyLease, KeyManager
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.quota import SLOT_MARGIN, InFlightLimit
 from llms.state import CooldownReason, EventKind
@@ -29,10 +29,11 @@ def make(
 
 def pick(manager: KeyManager, provider: str = "groq") -> ApiKey | None:
     """The next key, for a request that ends at once (so it holds none of the key's in-flight slots)."""
-    key = manager.acquire(provider)
-    if key is not None:
-        manager.abandon(key)
-    return key
+    lease = manager.acquire(provider)
+    if lease is None:
+        return None
+    lease.abandoned()
+    return lease.key
 
 
 def fail(kind: OutcomeKind, retry_after: float | None = None, status: int = 429) -> Outcome:
@@ -236,11 +237,35 @@ def test_in_flight_limit_starts_at_one_grows_when_proven_halves_on_a_429_and_tak
 
 def test_a_key_with_a_request_in_flight_is_passed_over_until_it_ends() -> None:
     manager, keys, _ = make(2)
-    first = manager.acquire("groq")
-    assert first == keys[0] and manager.acquire("groq") == keys[1]
+    first, second = manager.acquire("groq"), manager.acquire("groq")
+    assert first is not None and second is not None and (first.key, second.key) == (keys[0], keys[1])
     assert manager.acquire("groq") is None and manager.busy()  # both at their limit of one
-    manager.record(first, Outcome(OutcomeKind.OK, 200), QuotaHint(remaining=3, reset_after=60))
-    assert [manager.acquire("groq") for _ in range(3)] == [keys[0], keys[0], keys[0]]  # room for the 3 left
+    first.succeeded(QuotaHint(remaining=3, reset_after=60))
+    assert [lease.key for lease in _leases(manager, 3)] == [keys[0], keys[0], keys[0]]  # room for the 3 left
+    assert manager.acquire("groq") is None
+
+
+def _leases(manager: KeyManager, count: int) -> list[KeyLease]:
+    leases = [manager.acquire("groq") for _ in range(count)]
+    assert all(lease is not None for lease in leases)
+    return [lease for lease in leases if lease is not None]
+
+
+def test_a_lease_ends_once_and_frees_only_its_own_slot() -> None:
+    """Two requests in flight on one key, and an operator's probe of it meanwhile: the probe's outcome frees
+    nothing; each lease frees its own slot, once (a second end is ignored)."""
+    manager, keys, _ = make(1)
+    first = manager.acquire("groq")
+    assert first is not None
+    first.succeeded(QuotaHint(remaining=5, reset_after=60))  # room for more at once
+    a, b = _leases(manager, 2)
+    manager.record(keys[0], Outcome(OutcomeKind.OK, 200))  # a probe's answer: no lease of its own
+    assert manager.busy()
+    a.failed(fail(OutcomeKind.TRANSIENT, status=500))
+    a.abandoned()  # already ended: nothing more is freed
+    assert manager.busy()
+    b.abandoned()
+    assert not manager.busy()
 
 
 @pytest.mark.slow
@@ -251,10 +276,11 @@ def test_32_threads_never_double_count_or_lose_an_update() -> None:
     def work() -> Counter[str]:
         local: Counter[str] = Counter()
         for _ in range(per_thread):
-            while (key := manager.acquire("groq")) is None:  # every key is at its in-flight limit: look again
+            while (lease := manager.acquire("groq")) is None:  # every key is at its in-flight limit: look again
                 pass
+            key = lease.key
             local[key.key_id] += 1
-            manager.record(key, Outcome(OutcomeKind.OK, 200))
+            lease.succeeded()
             manager.record(key, fail(OutcomeKind.TRANSIENT, status=500))
             manager.record(key, Outcome(OutcomeKind.OK, 200))
         return local

@@ -14,7 +14,7 @@ from config.api_keys import ApiKey
 from config.settings import ConfigError, CooldownSettings, load_settings
 from llms import AllKeysExhaustedError, RequestRejectedError, SmartClient
 from llms.key_manager import KeyManager
-from llms.outcomes import OK, QuotaHint
+from llms.outcomes import QuotaHint
 from llms.state import StateStore
 from simulator import Simulator
 
@@ -217,12 +217,15 @@ def test_one_models_used_up_quota_never_gates_another_models_requests(
     clock = Clock()
     key = ApiKey("groq", 1, SECRETS["groq"][0])
     manager = KeyManager({"groq": [key]}, CooldownSettings(), state_backend(), clock, per_model={"groq"})
-    assert manager.acquire("groq", model="model-a") is key
-    manager.record(key, OK, QuotaHint(remaining=0, reset_after=3600.0), model="model-a")
+    lease = manager.acquire("groq", model="model-a")
+    assert lease is not None and lease.key is key
+    lease.succeeded(QuotaHint(remaining=0, reset_after=3600.0))
     assert manager.acquire("groq", model="model-a") is None
     for _ in range(3):
-        assert manager.acquire("groq", model="model-b") is key
-        manager.record(key, OK, QuotaHint(remaining=500, reset_after=3600.0), model="model-b")
+        lease = manager.acquire("groq", model="model-b")
+        assert lease is not None and lease.key is key
+        lease.succeeded(QuotaHint(remaining=500, reset_after=3600.0))
     assert set(manager.statuses("groq", "model-b")[0].models) == {"model-a"}
     clock.advance(3601)
-    assert manager.acquire("groq", model="model-a") is key
+    lease = manager.acquire("groq", model="model-a")
+    assert lease is not None and lease.key is key

@@ -14,7 +14,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms import AllKeysExhaustedError
 from llms.cooldown import TRY_MARGIN, AdaptiveCooldown, Backoff, FixedCooldown
-from llms.key_manager import DUE_NOW_REST, KeyManager
+from llms.key_manager import DUE_NOW_REST, KeyLease, KeyManager
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.prober import Prober
 from llms.quota import Pacing, SlotLog
@@ -247,6 +247,13 @@ def _two_processes(tmp_path: Path, key: ApiKey, clock: Clock) -> tuple[KeyManage
     return first, second
 
 
+def _lease(manager: KeyManager, key: ApiKey) -> KeyLease:
+    """A lease the manager must hand out, and on `key`."""
+    lease = manager.acquire(key.provider)
+    assert lease is not None and lease.key == key
+    return lease
+
+
 def test_a_first_429_on_a_shared_store_learns_from_every_process_s_answers(tmp_path: Path) -> None:
     """Two managers on one SQLite file (two processes): each saw part of the window; the one that meets the 429
     learns the whole window from the store's request log, not a window the size of its own share."""
@@ -254,14 +261,13 @@ def test_a_first_429_on_a_shared_store_learns_from_every_process_s_answers(tmp_p
     key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0001")
     first, second = _two_processes(tmp_path, key, clock)
     for manager in (first, first, first, second):  # a window of 4: three answers here, one there
-        assert manager.acquire("openrouter") == key
+        lease = _lease(manager, key)
         clock.advance(0.1)
-        request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, "ok", 200, 0.1)
-        manager.record(key, Outcome(OutcomeKind.OK, 200), request=request)
-    assert second.acquire("openrouter") == key
+        lease.succeeded(None, RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, "ok", 200, 0.1))
+    lease = _lease(second, key)
     clock.advance(0.1)
     request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, "rate_limit", 429, 0.1)
-    second.record(key, Outcome(OutcomeKind.RATE_LIMIT, 429, "limited", retry_after=1.6), request=request)
+    lease.failed(Outcome(OutcomeKind.RATE_LIMIT, 429, "limited", retry_after=1.6), request)
     learned = SlotLog.of(second.document(f"slots/{key.fingerprint}"))
     assert learned.size == 4 and learned.length == pytest.approx(2.0, abs=0.01)
 
@@ -280,8 +286,7 @@ def test_what_one_process_learned_reaches_another_through_the_index_and_an_old_s
     )
     first._learned_about(clock())
     assert first.document("learned") == {"names": []}  # nothing learned yet, and the search is not repeated
-    assert first.acquire("openrouter") == keys[0]
-    first.record(keys[0], Outcome(OutcomeKind.RATE_LIMIT, 429, "limited", retry_after=2.0))
+    _lease(first, keys[0]).failed(Outcome(OutcomeKind.RATE_LIMIT, 429, "limited", retry_after=2.0))
     assert second.document("learned") == {"names": [f"slots/{keys[0].fingerprint}"]}
     clock.advance(2.5)
     assert f"slots/{keys[0].fingerprint}" in second._learned_about(clock())  # the other process counts it now
@@ -304,32 +309,39 @@ def test_a_window_counted_while_another_process_s_answer_was_unwritten_is_counte
     key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0002")
     first, second = _two_processes(tmp_path, key, clock)
 
-    def answer(manager: KeyManager, status: int = 200, latency: float = 0.05) -> None:
+    def answer(lease: KeyLease, status: int = 200, latency: float = 0.05) -> None:
         kind = OutcomeKind.OK if status == 200 else OutcomeKind.RATE_LIMIT
         request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, kind.value, status, latency)
-        manager.record(key, Outcome(kind, status, retry_after=hint), request=request)
+        if status == 200:
+            lease.succeeded(None, request)
+        else:
+            lease.failed(Outcome(kind, status, retry_after=hint), request)
 
     def window() -> int | None:
         if hint is None:
             return Pacing.of(second.document(f"pace/{key.fingerprint}")).window
         return SlotLog.of(second.document(f"slots/{key.fingerprint}")).size
 
-    assert first.acquire("openrouter") == key
+    lease = _lease(first, key)
     clock.advance(0.05)
-    answer(first)  # the window's first answer (the first process reads what was learned: nothing yet)
+    answer(lease)  # the window's first answer (the first process reads what was learned: nothing yet)
+    late = None
     for status in (200, 200, 429):  # the provider's window of four is full at the fourth
-        assert second.acquire("openrouter") == key
+        lease = _lease(second, key)
         clock.advance(0.05)
-        answer(second, status)
-        if status == 200 and first.acquire("openrouter") == key:
+        answer(lease, status)
+        if status == 200 and (held := first.acquire("openrouter")) is not None:  # once: then it is in flight
+            assert late is None and held.key == key
+            late = held
             clock.advance(0.01)
-    answer(first, latency=0.1)  # written late, by a process that has not read that the window is learned
+    assert late is not None
+    answer(late, latency=0.1)  # written late, by a process that has not read that the window is learned
     assert window() == 3
 
     clock.advance(second.statuses("openrouter")[0].cooldown_remaining + 0.01)
-    assert first.acquire("openrouter") == key
+    lease = _lease(first, key)
     clock.advance(0.05)
-    answer(first)
+    answer(lease)
     assert window() == 4
 
 
@@ -343,10 +355,13 @@ def test_a_429_whose_limit_frees_now_rests_the_key_a_moment_and_teaches_nothing(
 
     def answer(status: int) -> None:
         kind = OutcomeKind.OK if status == 200 else OutcomeKind.RATE_LIMIT
-        assert manager.acquire("openrouter") == key
+        lease = _lease(manager, key)
         clock.advance(0.05)
         request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, kind.value, status, 0.05)
-        manager.record(key, Outcome(kind, status, retry_after=0.0 if status == 429 else None), request=request)
+        if status == 200:
+            lease.succeeded(None, request)
+        else:
+            lease.failed(Outcome(kind, status, retry_after=0.0), request)
 
     for status in (200, 200, 200, 429):
         answer(status)

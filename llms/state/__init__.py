@@ -50,7 +50,8 @@ def backend_for(url: str) -> type[StateStore]:
     scheme, sep, _ = url.partition("://")
     if not sep or scheme.lower() not in MODULES:
         known = ", ".join(f"{s}://" for s in MODULES)
-        raise ValueError(f"has unknown scheme {scheme!r}; supported: {known}" if sep else f"must start with one of {known}")
+        unknown = f"has unknown scheme {scheme!r}: it " if sep else ""
+        raise ValueError(f"{unknown}must start with one of {known}")
     importlib.import_module(MODULES[scheme.lower()])
     return BACKENDS[scheme.lower()]
 
