@@ -25,8 +25,8 @@ _EXPORTS = {
     "KeyStatus": "llms.key_manager",
     "PARKED_REASONS": "llms.key_manager",
     "ProviderStatus": "llms.smart_client",
-    "AsyncChatStream": "llms.smart_client",
-    "ChatStream": "llms.smart_client",
+    "AsyncChatStream": "llms.failover",
+    "ChatStream": "llms.failover",
     "SmartClient": "llms.smart_client",
     "get_smart_client": "llms.smart_client",
     "latency_quantile": "llms.smart_client",
@@ -74,11 +74,10 @@ if TYPE_CHECKING:
         RequestRejectedError,
         StreamInterruptedError,
     )
+    from llms.failover import AsyncChatStream, ChatStream
     from llms.key_manager import PARKED_REASONS, KeyStatus
     from llms.outcomes import Attempt, Outcome, OutcomeKind
     from llms.smart_client import (
-        AsyncChatStream,
-        ChatStream,
         ProviderStatus,
         SmartClient,
         get_smart_client,

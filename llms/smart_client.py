@@ -8,16 +8,14 @@ instead. It sleeps only for a busy key's in-flight slot or, within `wait`, for a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from config.api_keys import ApiKey
 from config.keys_file import file_stamp
@@ -25,40 +23,34 @@ from config.settings import Settings, get_settings
 from llms.alerts import Alerts
 from llms.checks import KeyChecks
 from llms.clock import client_time
-from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
-from llms.key_manager import LEASE_TTL, KeyLease, KeyManager, KeyStatus
-from llms.outcomes import Attempt, Outcome, OutcomeKind, QuotaHint, Scope, describe_states, rejected, transient
+from llms.failover import (
+    AsyncChatStream,
+    ChatStream,
+    Failover,
+    OnAttempt,
+    Run,
+    Wait,
+    aembed,
+    asend,
+)
+from llms.key_manager import LEASE_TTL, KeyManager, KeyStatus
+from llms.outcomes import Outcome, OutcomeKind, Scope
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits, Forecast, QuotaLeft, forecast
 from llms.routing import Route, Router, Target
 from llms.state import CooldownReason, KeyEvent, StateStore, StoreHealth, store_from_url
-from llms.state.base import ABANDONED, LATENCY_BOUNDS, HourOfKey, RequestRecord
+from llms.state.base import LATENCY_BOUNDS, HourOfKey, RequestRecord
 from llms.types import (
     ChatRequest,
     ChatResult,
-    Completion,
-    Embedded,
     EmbeddingRequest,
     EmbeddingResult,
-    StreamReply,
-    Usage,
 )
 from llms.wire import seconds_until_midnight
 
 log = logging.getLogger("llms.client")
 
-Wait = bool | float | None
-OnAttempt = Callable[[Attempt], None]
-T = TypeVar("T")
-_OK = Outcome(OutcomeKind.OK, 200)
-_Step = tuple[Target, ApiKey] | float  # a failover step: try this key for this target, or sleep this long
-_BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
-_HELD_POLL = 0.1  # the same while other processes hold the slots (each look is a store round trip)
-PACING_GRACE = 2.0
-"""Seconds a call with the default `wait` waits at least for a key whose rest ends within them: a rest that short
-is the window's pacing (the client spacing requests, a provider's slot about to free), not exhaustion, and a
-caller told to come back later would come back after it and leave the window's quota unused."""
 PACE_READ_EVERY = 30.0
 """Seconds a provider's recent pace (for its forecast) is kept before the history is read again."""
 KEYS_FILE_POLL = 2.0
@@ -99,27 +91,6 @@ class ProviderStatus:
             "daily_requests": self.daily_requests,
             "forecast": asdict(self.forecast),
         }
-
-
-@dataclass
-class _Run:
-    """What one request has been through so far; the failover loop reads its flags, not the attempt list."""
-
-    attempts: list[Attempt] = field(default_factory=list)
-    rejected: list[Outcome] = field(default_factory=list)
-    leave_target: bool = False  # this provider cannot serve the request with this model now
-    started: float = 0.0  # when the current attempt began (the client's timer)
-    on_attempt: OnAttempt | None = None
-    answering: tuple[str, str, str] | None = None  # a stream's provider, model and key id, once it has begun
-    result: ChatResult | None = None  # a stream's, once it has ended
-
-    def attempted(self, attempt: Attempt) -> None:
-        self.attempts.append(attempt)
-        if self.on_attempt is not None:
-            try:
-                self.on_attempt(attempt)
-            except Exception:  # a caller's display must never break the failover
-                log.exception("on_attempt callback failed")
 
 
 class SmartClient:
@@ -163,6 +134,17 @@ class SmartClient:
             default_models={p: settings.providers[p].model for p in settings.provider_order},
         )
         self._clock = clock
+        self.failover = Failover(
+            self.key_manager,
+            self._adapters,
+            lambda: self.settings,
+            clock=clock,
+            timer=timer,
+            store_in_memory=store.IN_MEMORY,
+            answered_by=self._answered_by,
+            misconfigured=self._misconfigured,
+        )
+        """The failover loop and its drivers (`llms.failover`); the virtual-time harness drives its steps."""
         self._pace_read: tuple[float, dict[str, float]] = (-math.inf, {})
         self._keys_stamp = file_stamp(settings.keys_file)
         self._keys_looked = time.monotonic()
@@ -226,11 +208,11 @@ class SmartClient:
         carries `tool_calls` and `finish_reason`."""
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
-        run = _Run(on_attempt=on_attempt)
-        target, lease, completion = self._serve(
-            route, self._deadline(wait), lambda a, k, m: a.send(request.for_model(m), k), run
+        run = Run(on_attempt=on_attempt)
+        target, lease, completion = self.failover.serve(
+            route, self.failover.deadline(wait), lambda a, k, m: a.send(request.for_model(m), k), run
         )
-        return self._succeeded(target, lease, completion, run)
+        return self.failover.succeeded(target, lease, completion, run)
 
     def embed(
         self,
@@ -247,11 +229,11 @@ class SmartClient:
         `dimensions`: shorter vectors, where the model allows it. `wait`, `on_attempt`: as for `complete`."""
         request = EmbeddingRequest.build(texts, dimensions)
         route = self.embedding_route(model)
-        run = _Run(on_attempt=on_attempt)
-        target, lease, embedded = self._serve(
-            route, self._deadline(wait), lambda a, k, m: a.embed(request.for_model(m), k), run
+        run = Run(on_attempt=on_attempt)
+        target, lease, embedded = self.failover.serve(
+            route, self.failover.deadline(wait), lambda a, k, m: a.embed(request.for_model(m), k), run
         )
-        return self._embedded(target, lease, embedded, run)
+        return self.failover.embedded(target, lease, embedded, run)
 
     async def aembed(
         self,
@@ -265,11 +247,11 @@ class SmartClient:
         providers), else in the loop's default executor (Gemini's SDK)."""
         request = EmbeddingRequest.build(texts, dimensions)
         route = self.embedding_route(model)
-        run = _Run(on_attempt=on_attempt)
-        target, lease, embedded = await self._aserve(
-            route, self._deadline(wait), lambda a, k, m: _aembed(a, request.for_model(m), k), run
+        run = Run(on_attempt=on_attempt)
+        target, lease, embedded = await self.failover.aserve(
+            route, self.failover.deadline(wait), lambda a, k, m: aembed(a, request.for_model(m), k), run
         )
-        return await self._off_loop(self._embedded, target, lease, embedded, run)
+        return await self.failover.off_loop(self.failover.embedded, target, lease, embedded, run)
 
     def embedding_route(self, model: str | None = None) -> Route:
         """The (provider, embedding model) targets an `embed` call with this `model` would try, in order;
@@ -310,8 +292,8 @@ class SmartClient:
         """
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
-        run = _Run(on_attempt=on_attempt)
-        return ChatStream(self._stream(request, route, self._deadline(wait), run), run)
+        run = Run(on_attempt=on_attempt)
+        return ChatStream(self.failover.stream(request, route, self.failover.deadline(wait), run), run)
 
     async def acomplete(
         self,
@@ -329,11 +311,11 @@ class SmartClient:
         executor, as does store work unless the store is in memory."""
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
-        run = _Run(on_attempt=on_attempt)
-        target, lease, completion = await self._aserve(
-            route, self._deadline(wait), lambda a, k, m: _asend(a, request.for_model(m), k), run
+        run = Run(on_attempt=on_attempt)
+        target, lease, completion = await self.failover.aserve(
+            route, self.failover.deadline(wait), lambda a, k, m: asend(a, request.for_model(m), k), run
         )
-        return await self._off_loop(self._succeeded, target, lease, completion, run)
+        return await self.failover.off_loop(self.failover.succeeded, target, lease, completion, run)
 
     def achat_stream(
         self,
@@ -349,291 +331,21 @@ class SmartClient:
         """`chat_stream` for callers on an event loop: `async for piece in client.achat_stream(...)`."""
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
-        run = _Run(on_attempt=on_attempt)
-        return AsyncChatStream(self._astream(request, route, self._deadline(wait), run), run)
+        run = Run(on_attempt=on_attempt)
+        return AsyncChatStream(self.failover.astream(request, route, self.failover.deadline(wait), run), run)
 
-    def _deadline(self, wait: Wait) -> float:
-        if wait is None:
-            seconds = max(self.settings.max_wait, PACING_GRACE)
-        elif wait is False:
-            seconds = 0.0
-        elif wait is True:
-            seconds = self.settings.max_wait or 60.0
-        elif isinstance(wait, (int, float)) and wait >= 0:
-            seconds = float(wait)
-        else:
-            raise ValueError(f"wait must be True, False, None or a number of seconds, got {wait!r}")
-        return self._timer() + seconds
-
-    def _failover(self, route: Route, deadline: float, run: _Run) -> Generator[_Step, Outcome | None, None]:
-        """The failover loop: for each target of the route (a provider and a model), each usable key once, until a
-        key answers.
-
-        Then wait and go round again: while keys are only busy (at their in-flight limit), for a slot, up to
-        `LLM_REQUEST_TIMEOUT` whatever `wait` says — a slot frees as soon as a request in flight ends, and a caller
-        should not fail because this client paces itself; for the first cooling key to free up, only within
-        `wait`. A request error that another provider may take, or a limit the whole provider shares, moves on to
-        the next target at once.
-
-        Written once for both kinds of caller, as steps a driver carries out: it yields `(target, key)` and is
-        sent the attempt's failure (None: the key answered, the loop ends), or yields seconds to sleep. `_serve`
-        drives it with blocking calls, `_aserve` with awaited ones.
-        """
-        slot_deadline = self._timer() + self.settings.request_timeout
-        while True:
-            ended_before, mine = self.key_manager.ended, 0
-            for target in route:
-                tried: set[ApiKey] = set()
-                run.leave_target = False
-                while not run.leave_target and (
-                    lease := self.key_manager.acquire(target.provider, exclude=tried, model=target.model)
-                ):
-                    tried.add(lease.key)
-                    mine += 1
-                    run.started = self._timer()
-                    failure = yield target, lease
-                    if failure is None:
-                        return
-                    self._failed(target, lease, failure, run)
-            if run.rejected:
-                raise self._give_up(run, route)
-            slots_moving = self.key_manager.busy() or self.key_manager.ended - ended_before > mine
-            if slots_moving and self._timer() + _BUSY_POLL <= max(deadline, slot_deadline):
-                yield _BUSY_POLL  # keys only busy: a slot frees as soon as a request in flight ends (or just did)
-                continue
-            held = self.key_manager.busy_until(_pairs(route))  # busy with others' requests (or a dead process's)
-            if held is not None and self._timer() + _HELD_POLL <= max(deadline, slot_deadline):
-                yield min(_HELD_POLL, held[1] + 0.001)
-                continue
-            soonest = self.key_manager.next_free(_pairs(route))
-            if soonest is None or self._timer() + soonest[1] > deadline:
-                raise self._give_up(run, route)
-            yield soonest[1] + 0.001
-
-    def _serve(
-        self, route: Route, deadline: float, call: Callable[[ProviderAdapter, ApiKey, str], T], run: _Run
-    ) -> tuple[Target, ApiKey, T]:
-        """The failover loop with blocking calls: the first key whose `call(adapter, key, model)` returns, and what
-        it returned."""
-        steps = self._failover(route, deadline, run)
-        step = next(steps)
-        while True:
-            if isinstance(step, float):
-                time.sleep(step)
-                step = next(steps)
-                continue
-            target, lease = step
-            try:
-                answer = call(self._adapters[target.provider], lease.key, target.model)
-            except Exception as exc:
-                step = steps.send(_failure(exc))
-                continue
-            except BaseException:  # interrupted (Ctrl-C): the key is no longer in flight, for any process
-                self._abandoned(target, lease, run)
-                raise
-            steps.close()
-            return target, lease, answer
-
-    async def _aserve(
-        self, route: Route, deadline: float, call: Callable[[ProviderAdapter, ApiKey, str], Awaitable[T]], run: _Run
-    ) -> tuple[Target, ApiKey, T]:
-        """The failover loop with awaited calls; its own steps (store reads and writes) run off the event loop
-        unless the store is in memory."""
-        steps = self._failover(route, deadline, run)
-        step = await self._off_loop(steps.send, None)
-        while True:
-            if isinstance(step, float):
-                await asyncio.sleep(step)
-                step = await self._off_loop(steps.send, None)
-                continue
-            target, lease = step
-            try:
-                answer = await call(self._adapters[target.provider], lease.key, target.model)
-            except Exception as exc:
-                step = await self._off_loop(steps.send, _failure(exc))
-                continue
-            except BaseException:  # cancelled (the caller went away): the key is no longer in flight
-                self._abandoned(target, lease, run)
-                raise
-            steps.close()
-            return target, lease, answer
-
-    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
-        """Store work from the event loop: in the loop's default executor when the store may block (a SQLite
-        lock, a Redis round trip), inline when it is in this process's memory (microseconds, no thread hop)."""
-        if self._store_in_memory:
-            return work(*args)
-        return await asyncio.get_running_loop().run_in_executor(None, partial(work, *args))
-
-    def _stream(
-        self, request: ChatRequest, route: Route, deadline: float, run: _Run
-    ) -> Generator[str, None, ChatResult]:
-        target, lease, (reply, first) = self._serve(
-            route, deadline, lambda a, k, m: _open_stream(a, request.for_model(m), k), run
-        )
-        run.answering = (target.provider, reply.model, lease.key.key_id)
-        text = [first] if first else []
-        try:
-            if first:
-                yield first
-            for piece in reply.pieces:
-                text.append(piece)
-                yield piece
-        except Exception as exc:
-            outcome = _failure(exc)
-            self._failed(target, lease, outcome, run, raise_rejected=False)
-            raise _broke(target.provider, len(text), outcome, run) from None
-        except BaseException:  # closed early (GeneratorExit) or interrupted: the key is no longer in flight
-            self._abandoned(target, lease, run)
-            raise
-        finally:
-            reply.close()
-        completion = Completion(
-            "".join(text), reply.model, reply.usage, reply.quota, tuple(reply.tool_calls), reply.finish_reason
-        )
-        return self._succeeded(target, lease, completion, run)
-
-    async def _astream(
-        self, request: ChatRequest, route: Route, deadline: float, run: _Run
-    ) -> AsyncGenerator[str, None]:
-        """`_stream` with awaited calls; the result goes to `run.result` (an async generator returns nothing)."""
-        target, lease, (reply, first) = await self._aserve(
-            route, deadline, lambda a, k, m: _aopen_stream(a, request.for_model(m), k), run
-        )
-        run.answering = (target.provider, reply.model, lease.key.key_id)
-        pieces = cast(AsyncIterator[str], reply.pieces)
-        text = [first] if first else []
-        try:
-            if first:
-                yield first
-            async for piece in pieces:
-                text.append(piece)
-                yield piece
-        except Exception as exc:
-            outcome = _failure(exc)
-            await self._off_loop(partial(self._failed, raise_rejected=False), target, lease, outcome, run)
-            raise _broke(target.provider, len(text), outcome, run) from None
-        except BaseException:  # closed early, cancelled while waiting for a piece, or interrupted
-            self._abandoned(target, lease, run)  # inline: a cancelled task may not get to await anything more
-            raise
-        finally:
-            reply.close()
-        completion = Completion(
-            "".join(text), reply.model, reply.usage, reply.quota, tuple(reply.tool_calls), reply.finish_reason
-        )
-        run.result = await self._off_loop(self._succeeded, target, lease, completion, run)
-
-    def _failed(
-        self, target: Target, lease: KeyLease, outcome: Outcome, run: _Run, *, raise_rejected: bool = True
-    ) -> None:
-        provider, key = target.provider, lease.key
-        latency = self._timer() - run.started
-        entry = self._log_entry(target, key, outcome.kind.value, outcome.status, latency)
-        lease.failed(outcome, entry)
-        run.attempted(Attempt(key.key_id, outcome.kind, outcome.status, outcome.message))
-        log.debug("%s failed: %s %s %s", key.label, outcome.kind.value, outcome.status, outcome.message)
-        if outcome.scope is Scope.PROVIDER:
-            run.leave_target = True
-        if outcome.kind is not OutcomeKind.REQUEST_ERROR:
-            return
-        configured = self.settings.providers[provider]
-        if outcome.config_error and (target.model in configured.models or target.model == configured.embedding_model):
-            with self._lock:  # a configured model is wrong: the status page says so (a caller's own pick is not)
-                self._problems[target] = f"model {target.model!r}: {outcome.message}"
-        if not outcome.other_provider_may_serve and raise_rejected:
-            raise RequestRejectedError(f"{provider} rejected the request: {outcome.message}", run.attempts)
-        run.rejected.append(outcome)
-        run.leave_target = True
-
-    def _answered(
-        self, target: Target, lease: KeyLease, model: str, usage: Usage, quota: QuotaHint | None, run: _Run
-    ) -> float:
-        """Record a key's success (chat or embeddings alike); returns the attempt's latency."""
-        latency = self._timer() - run.started
-        entry = self._log_entry(target, lease.key, _OK.kind.value, _OK.status, latency, model, usage)
-        lease.succeeded(quota, entry)
-        run.attempted(Attempt(lease.key.key_id, OutcomeKind.OK, 200, ""))
+    def _answered_by(self, target: Target) -> None:
         with self._lock:
             self._current_provider = target.provider
             self._problems.pop(target, None)
-        return latency
 
-    def _embedded(self, target: Target, lease: KeyLease, embedded: Embedded, run: _Run) -> EmbeddingResult:
-        key = lease.key
-        latency = self._answered(target, lease, embedded.model, embedded.usage, embedded.quota, run)
-        return EmbeddingResult(
-            vectors=embedded.vectors,
-            provider=target.provider,
-            model=embedded.model,
-            key_id=key.key_id,
-            key_hint=key.hint,
-            usage=embedded.usage,
-            attempts=tuple(run.attempts),
-            latency_s=latency,
-        )
-
-    def _succeeded(self, target: Target, lease: KeyLease, completion: Completion, run: _Run) -> ChatResult:
-        key = lease.key
-        latency = self._answered(target, lease, completion.model, completion.usage, completion.quota, run)
-        return ChatResult(
-            text=completion.text,
-            provider=target.provider,
-            model=completion.model,
-            key_id=key.key_id,
-            key_hint=key.hint,
-            latency_s=latency,
-            usage=completion.usage,
-            attempts=tuple(run.attempts),
-            tool_calls=list(completion.tool_calls),
-            finish_reason=completion.finish_reason,
-        )
-
-    def _abandoned(self, target: Target, lease: KeyLease, run: _Run) -> None:
-        """The caller went away mid-request (cancelled, interrupted, a stream closed early). The key did nothing
-        wrong: its in-flight slot frees now, for every process, and the request log says "abandoned"."""
-        lease.abandoned(self._log_entry(target, lease.key, ABANDONED, None, self._timer() - run.started))
-
-    def _log_entry(
-        self,
-        target: Target,
-        key: ApiKey,
-        outcome: str,
-        status: int | None,
-        latency: float,
-        model: str | None = None,
-        usage: Usage | None = None,
-    ) -> RequestRecord:
-        return RequestRecord(
-            at=self._clock(),
-            provider=target.provider,
-            model=model or target.model,
-            key=key.fingerprint,
-            key_id=key.key_id,
-            outcome=outcome,
-            status=status,
-            latency=round(latency, 6),
-            tokens_in=usage.prompt_tokens if usage else 0,
-            tokens_out=usage.completion_tokens if usage else 0,
-        )
-
-    def _give_up(self, run: _Run, route: Route) -> Exception:
-        if run.rejected:
-            reasons = "; ".join(
-                f"{a.key_id.split(':')[0]}: {a.message}" for a in run.attempts if a.kind is OutcomeKind.REQUEST_ERROR
-            )
-            return RequestRejectedError(f"No provider accepted the request ({reasons})", run.attempts)
-        reasons = [k.reason for t in route for k in self.key_manager.statuses(t.provider, t.model)]
-        described = describe_states(reasons)
-        soonest = self.key_manager.next_free(_pairs(route))
-        held = self.key_manager.busy_until(_pairs(route))
-        if held is not None and (soonest is None or held[1] < soonest[1]):
-            return AllKeysExhaustedError(run.attempts, held[1], held[0].key_id, described, busy=True)
-        if soonest is not None:
-            key, seconds = soonest
-            return AllKeysExhaustedError(run.attempts, seconds, key.key_id, described)
-        if self.key_manager.busy():
-            return AllKeysExhaustedError(run.attempts, _BUSY_POLL, None, described)
-        return AllKeysExhaustedError(run.attempts, 0.0 if reasons else None, None, described)
+    def _misconfigured(self, target: Target, outcome: Outcome) -> None:
+        """A request error saying the model is wrong: if it is a configured one, the status page says so (a
+        caller's own pick is not the configuration's problem)."""
+        configured = self.settings.providers[target.provider]
+        if target.model in configured.models or target.model == configured.embedding_model:
+            with self._lock:
+                self._problems[target] = f"model {target.model!r}: {outcome.message}"
 
     # --- status and control ---------------------------------------------------------------------------------------
 
@@ -917,75 +629,6 @@ class SmartClient:
         self.close()
 
 
-class _StreamView:
-    """Who answers a stream, known as soon as its first piece has arrived (`provider`, `model`, `key_id`; None
-    before), for callers that must say so before the end (the gateway's response headers); `.result` holds the
-    `ChatResult` once the pieces have run out."""
-
-    def __init__(self, run: _Run) -> None:
-        self._run = run
-
-    @property
-    def provider(self) -> str | None:
-        return self._run.answering[0] if self._run.answering else None
-
-    @property
-    def model(self) -> str | None:
-        return self._run.answering[1] if self._run.answering else None
-
-    @property
-    def key_id(self) -> str | None:
-        return self._run.answering[2] if self._run.answering else None
-
-    @property
-    def attempts(self) -> tuple[Attempt, ...]:
-        """The attempts so far (all of them once the stream has ended)."""
-        return tuple(self._run.attempts)
-
-    @property
-    def result(self) -> ChatResult | None:
-        return self._run.result
-
-
-class ChatStream(_StreamView, Iterator[str]):
-    """An iterator of text pieces (see `_StreamView` for who answers and the result)."""
-
-    def __init__(self, pieces: Generator[str, None, ChatResult], run: _Run | None = None) -> None:
-        super().__init__(run or _Run())
-        self._pieces = pieces
-
-    def __next__(self) -> str:
-        try:
-            return next(self._pieces)
-        except StopIteration as done:
-            if done.value is not None:  # a finished generator ends again with None: keep the result it gave
-                self._run.result = done.value
-            raise
-
-    def close(self) -> None:
-        """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
-        self._pieces.close()
-
-
-class AsyncChatStream(_StreamView, AsyncIterator[str]):
-    """An async iterator of text pieces, from `achat_stream` (see `_StreamView` for who answers and the result)."""
-
-    def __init__(self, pieces: AsyncGenerator[str, None], run: _Run) -> None:
-        super().__init__(run)
-        self._pieces = pieces
-
-    def __anext__(self) -> Awaitable[str]:
-        return self._pieces.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
-        await self._pieces.aclose()
-
-
-def _pairs(route: Route) -> list[tuple[str, str | None]]:
-    return [(t.provider, t.model) for t in route]
-
-
 def _retained(store: StateStore, settings: Settings) -> StateStore:
     store.retain(settings.history_days, settings.request_log_size)
     return store
@@ -1050,82 +693,6 @@ def _adapter(settings: Settings, provider: str, secrets: tuple[str, ...] | None 
         config.api_version,
     )
     return config.spec.adapter(endpoint)
-
-
-def _open_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> tuple[StreamReply, str]:
-    """Open a stream and read up to its first text piece, so a failure before any text can still fail over."""
-    reply = adapter.open_stream(request, key)
-    try:
-        first = next(iter(reply.pieces), None)
-    except BaseException:
-        reply.close()
-        raise
-    return _begun(reply, first)
-
-
-async def _asend(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> Completion:
-    """The adapter's awaited call, or its blocking one in the loop's default executor when it has none."""
-    asend = getattr(adapter, "asend", None)
-    if asend is not None:
-        return cast(Completion, await asend(request, key))
-    return await asyncio.get_running_loop().run_in_executor(None, adapter.send, request, key)
-
-
-async def _aembed(adapter: ProviderAdapter, request: EmbeddingRequest, key: ApiKey) -> Embedded:
-    """The adapter's awaited embeddings call, or its blocking one in the loop's default executor."""
-    aembed = getattr(adapter, "aembed", None)
-    if aembed is not None:
-        return cast(Embedded, await aembed(request, key))
-    return await asyncio.get_running_loop().run_in_executor(None, adapter.embed, request, key)
-
-
-async def _aopen_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> tuple[StreamReply, str]:
-    """`_open_stream` from an event loop; the reply's pieces become an async iterator either way."""
-    aopen = getattr(adapter, "aopen_stream", None)
-    loop = asyncio.get_running_loop()
-    if aopen is None:
-        reply, first = await loop.run_in_executor(None, _open_stream, adapter, request, key)
-        reply.pieces = _in_executor(cast(Iterator[str], reply.pieces))
-        return reply, first
-    reply = cast(StreamReply, await aopen(request, key))
-    try:
-        first = await anext(cast(AsyncIterator[str], reply.pieces), None)
-    except BaseException:
-        reply.close()
-        raise
-    return _begun(reply, first)
-
-
-async def _in_executor(pieces: Iterator[str]) -> AsyncIterator[str]:
-    loop = asyncio.get_running_loop()
-    while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
-        yield piece
-
-
-def _begun(reply: StreamReply, first: str | None) -> tuple[StreamReply, str]:
-    """A stream that ended before any text is a request error another provider may serve, not an answer — unless
-    it asked for tools (then there is no text to read, and "" starts it)."""
-    if first is None and reply.tool_calls:
-        return reply, ""
-    if first is None:
-        reply.close()
-        raise ProviderError(rejected("answer had no text (the stream ended without any)", 200))
-    return reply, first
-
-
-def _broke(provider: str, pieces: int, outcome: Outcome, run: _Run) -> StreamInterruptedError:
-    """A stream that failed after text was delivered: it cannot fail over, and a truncated answer is never silent."""
-    return StreamInterruptedError(f"{provider} stream broke after {pieces} piece(s): {outcome.message}", run.attempts)
-
-
-def _failure(exc: Exception) -> Outcome:
-    return exc.outcome if isinstance(exc, ProviderError) else _unexpected(exc)
-
-
-def _unexpected(exc: Exception) -> Outcome:
-    """Only the exception's type is kept: its text could quote a request, and with it a key."""
-    log.warning("unexpected %s while calling a provider; treated as a transient error", type(exc).__name__)
-    return transient(f"unexpected error ({type(exc).__name__})")
 
 
 _client: SmartClient | None = None

@@ -1,6 +1,6 @@
 """The virtual-time harness: the real client against modelled providers on a virtual clock.
 
-It runs the smart client's own failover loop (`SmartClient._failover`, the loop `_serve` and `_aserve` drive),
+It runs the smart client's own failover loop (`client.failover.steps`, the loop `serve` and `aserve` drive),
 its key manager, what it learns, and a real store (memory, or a SQLite file), while the providers are the limit
 shapes of `simulator.shapes` answering in the simulator's own wire formats (`simulator.server.render_reply`),
 read by each provider's own classifier and quota reader. Time is an event queue: a caller's sleep, a request's
@@ -30,8 +30,9 @@ from typing import Any
 
 from config.settings import load_settings
 from llms.exceptions import AllKeysExhaustedError
+from llms.failover import Run
 from llms.outcomes import Outcome
-from llms.smart_client import SmartClient, _Run
+from llms.smart_client import SmartClient
 from llms.state import StateStore, store_from_url
 from llms.state.memory import MemoryStore
 from llms.types import ChatRequest, Completion, Usage
@@ -277,15 +278,15 @@ def run(shape: Shape) -> Measured:
     request = ChatRequest.build(MESSAGES)
     with _store(shape.store) as store, SmartClient(_settings(shape), store=store, clock=clock, timer=clock) as client:
         name = PROVIDER_OF[shape.hint]
-        spec, adapter = client.settings.providers[name].spec, client._adapters[name]
+        spec, adapter = client.settings.providers[name].spec, client.failover.adapter(name)
         route = client.route(None)
         numbers = {k.key_id: k.number for k in client.settings.providers[name].keys}
 
         def caller() -> Generator[float, None, None]:
             wait = shape.wait if shape.caller is CallerKind.WAIT else None
             while clock.now < span_end:
-                run = _Run()
-                steps = client._failover(route, client._deadline(wait), run)
+                run = Run()
+                steps = client.failover.steps(route, client.failover.deadline(wait), run)
                 try:
                     step = next(steps)
                     while True:
@@ -308,7 +309,7 @@ def run(shape: Shape) -> Measured:
                         if status == 200:
                             quota = None if name == "gemini" else adapter.quota(headers, request)
                             completion = Completion("ok", target.model, Usage(5, 1, 6), quota)
-                            client._succeeded(target, lease, completion, run)
+                            client.failover.succeeded(target, lease, completion, run)
                             steps.close()
                             break
                         outcome: Outcome = spec.classify(status, headers, body, read_at)

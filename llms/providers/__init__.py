@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from llms.providers import cerebras, deepseek, gemini, generic, groq, local, mistral, openrouter
-from llms.providers.base import Endpoint, ProviderAdapter, ProviderSpec
+from llms.providers.base import AwaitedAdapter, Endpoint, ProviderAdapter, ProviderSpec, awaited
 
 PROVIDERS: Mapping[str, ProviderSpec] = {
     openrouter.SPEC.name: openrouter.SPEC,
@@ -25,7 +25,16 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
 }
 DEFAULT_ORDER: tuple[str, ...] = (openrouter.SPEC.name, groq.SPEC.name, gemini.SPEC.name)
 
-__all__ = ["DEFAULT_ORDER", "PROVIDERS", "Endpoint", "ProviderAdapter", "ProviderSpec", "spec"]
+__all__ = [
+    "DEFAULT_ORDER",
+    "PROVIDERS",
+    "AwaitedAdapter",
+    "Endpoint",
+    "ProviderAdapter",
+    "ProviderSpec",
+    "awaited",
+    "spec",
+]
 
 
 def spec(name: str) -> ProviderSpec:

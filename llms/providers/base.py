@@ -7,10 +7,11 @@ provider knowledge.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from config.api_keys import ApiKey
 from llms.outcomes import Outcome, OutcomeKind
@@ -42,6 +43,28 @@ class ProviderAdapter(Protocol):
     def embed(self, request: EmbeddingRequest, key: ApiKey) -> Embedded: ...
     def probe(self, key: ApiKey, timeout: float | None = None) -> Outcome: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AwaitedAdapter(ProviderAdapter, Protocol):
+    """An adapter that also has awaited calls (the OpenAI wire format over aiohttp): a caller on an event loop
+    awaits them; any other adapter's blocking calls run in the loop's default executor (`awaited`)."""
+
+    async def asend(self, request: ChatRequest, key: ApiKey) -> Completion: ...
+    async def aopen_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply: ...
+    async def aembed(self, request: EmbeddingRequest, key: ApiKey) -> Embedded: ...
+    async def aclose(self) -> None: ...
+
+
+@functools.cache
+def _awaited_type(kind: type) -> bool:
+    return all(callable(getattr(kind, name, None)) for name in ("asend", "aopen_stream", "aembed", "aclose"))
+
+
+def awaited(adapter: ProviderAdapter) -> bool:
+    """Whether `adapter` is an `AwaitedAdapter` (decided once per class: `isinstance` on a protocol reads every
+    method each time, on the gateway's path)."""
+    return _awaited_type(type(adapter))
 
 
 Classifier = Callable[[int, Mapping[str, str], Any, float], Outcome]
