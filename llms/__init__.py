@@ -24,12 +24,12 @@ _EXPORTS = {
     "OutcomeKind": "llms.outcomes",
     "KeyStatus": "llms.key_manager",
     "PARKED_REASONS": "llms.key_manager",
-    "ProviderStatus": "llms.smart_client",
+    "ProviderStatus": "llms.status",
     "AsyncChatStream": "llms.failover",
     "ChatStream": "llms.failover",
     "SmartClient": "llms.smart_client",
     "get_smart_client": "llms.smart_client",
-    "latency_quantile": "llms.smart_client",
+    "latency_quantile": "llms.status",
     "reset_smart_client": "llms.smart_client",
     "StoreHealth": "llms.state",
     "ABANDONED": "llms.state.base",
@@ -77,15 +77,10 @@ if TYPE_CHECKING:
     from llms.failover import AsyncChatStream, ChatStream
     from llms.key_manager import PARKED_REASONS, KeyStatus
     from llms.outcomes import Attempt, Outcome, OutcomeKind
-    from llms.smart_client import (
-        ProviderStatus,
-        SmartClient,
-        get_smart_client,
-        latency_quantile,
-        reset_smart_client,
-    )
+    from llms.smart_client import SmartClient, get_smart_client, reset_smart_client
     from llms.state import StoreHealth
     from llms.state.base import ABANDONED
+    from llms.status import ProviderStatus, latency_quantile
     from llms.types import ChatResult, EmbeddingResult, Usage
 
 

@@ -9,12 +9,10 @@ instead. It sleeps only for a busy key's in-flight slot or, within `wait`, for a
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from config.api_keys import ApiKey
@@ -33,14 +31,14 @@ from llms.failover import (
     aembed,
     asend,
 )
-from llms.key_manager import LEASE_TTL, KeyManager, KeyStatus
+from llms.key_manager import LEASE_TTL, KeyManager
 from llms.outcomes import Outcome, OutcomeKind, Scope
 from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import Endpoint, ProviderAdapter
-from llms.quota import ConfiguredLimits, Forecast, QuotaLeft, forecast
+from llms.quota import ConfiguredLimits
 from llms.routing import Route, Router, Target
 from llms.state import CooldownReason, KeyEvent, StateStore, StoreHealth, store_from_url
-from llms.state.base import LATENCY_BOUNDS, HourOfKey, RequestRecord
+from llms.status import ProviderStatus, StatusReader
 from llms.types import (
     ChatRequest,
     ChatResult,
@@ -51,46 +49,9 @@ from llms.wire import seconds_until_midnight
 
 log = logging.getLogger("llms.client")
 
-PACE_READ_EVERY = 30.0
-"""Seconds a provider's recent pace (for its forecast) is kept before the history is read again."""
 KEYS_FILE_POLL = 2.0
 """Seconds between looks at the keys file's stamp (one `stat`): keys added or removed from the dashboard reach
 every process reading that file within this long of its next request or status read, with no restart."""
-
-
-@dataclass(frozen=True)
-class ProviderStatus:
-    """One provider as `get_status_summary` and the dashboard show it."""
-
-    provider: str
-    title: str
-    model: str
-    available: int
-    total: int
-    problem: str | None
-    paused_until: float | None
-    pause_reason: str | None
-    keys: tuple[KeyStatus, ...]
-    daily_requests: dict[str, int] | None = None
-    """Requests left today of the provider's reported daily limit (`remaining`, `limit`, `accounts`), as the
-    latest probe of each account read it (OpenRouter's `:free` requests); None: not reported."""
-    forecast: Forecast = field(default_factory=Forecast)
-    """When the provider runs out of today's requests at the last hour's pace, and when they free."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data (`json.dumps` takes it), in the shape the original description's status loop reads."""
-        return {
-            "available": self.available,
-            "total": self.total,
-            "title": self.title,
-            "model": self.model,
-            "problem": self.problem,
-            "paused_until": self.paused_until,
-            "pause_reason": self.pause_reason,
-            "keys": [asdict(k) for k in self.keys],
-            "daily_requests": self.daily_requests,
-            "forecast": asdict(self.forecast),
-        }
 
 
 class SmartClient:
@@ -145,7 +106,8 @@ class SmartClient:
             misconfigured=self._misconfigured,
         )
         """The failover loop and its drivers (`llms.failover`); the virtual-time harness drives its steps."""
-        self._pace_read: tuple[float, dict[str, float]] = (-math.inf, {})
+        self.status = StatusReader(self.key_manager, lambda: self.settings, self._current_problems, clock)
+        """Reads key state for people (`llms.status`)."""
         self._keys_stamp = file_stamp(settings.keys_file)
         self._keys_looked = time.monotonic()
         self._keys_watch = threading.Lock()
@@ -334,6 +296,10 @@ class SmartClient:
         run = Run(on_attempt=on_attempt)
         return AsyncChatStream(self.failover.astream(request, route, self.failover.deadline(wait), run), run)
 
+    def _current_problems(self) -> dict[Target, str]:
+        with self._lock:
+            return dict(self._problems)
+
     def _answered_by(self, target: Target) -> None:
         with self._lock:
             self._current_provider = target.provider
@@ -366,49 +332,7 @@ class SmartClient:
     def provider_statuses(self) -> list[ProviderStatus]:
         """The same as `get_status_summary`, as typed values (what the dashboard and the CLI draw)."""
         self.watch_keys_file()
-        statuses = []
-        with self._lock:
-            problems = dict(self._problems)
-        now = self._clock()
-        every = {provider: tuple(self.key_manager.statuses(provider)) for provider in self.settings.provider_order}
-        known = any(k.quota.today_left is not None for keys in every.values() for k in keys)
-        pace = self._pace(now) if known else {}
-        for provider in self.settings.provider_order:
-            model = self.settings.providers[provider].model
-            keys = every[provider]
-            pause = self.key_manager.provider_pause(provider, model)
-            statuses.append(
-                ProviderStatus(
-                    provider=provider,
-                    title=self.settings.providers[provider].spec.title,
-                    model=self.settings.providers[provider].model,
-                    available=0 if pause else sum(k.available for k in keys),
-                    total=len(keys),
-                    problem="; ".join(text for t, text in problems.items() if t.provider == provider) or None,
-                    paused_until=pause[0] if pause else None,
-                    pause_reason=pause[1].value if pause else None,
-                    keys=keys,
-                    daily_requests=self.key_manager.daily_requests(provider),
-                    forecast=forecast(_accounts(keys), pace.get(provider, 0.0)),
-                )
-            )
-        return statuses
-
-    def _pace(self, now: float) -> dict[str, float]:
-        """Each provider's requests per second over the last hour or so (the history's previous and current clock
-        hours: what every process sharing the store did). Read at most every `PACE_READ_EVERY` seconds: a status
-        page refreshing every 2 s read two hours of every key's history each time."""
-        read_at, pace = self._pace_read
-        if now - read_at < PACE_READ_EVERY:
-            return pace
-        began = (now // 3600.0 - 1.0) * 3600.0
-        asked: Counter[str] = Counter()
-        for hour in self.key_manager.history(began):
-            if hour.hour >= began:
-                asked[hour.provider] += hour.requests
-        pace = {provider: count / max(1.0, now - began) for provider, count in asked.items()}
-        self._pace_read = (now, pace)
-        return pace
+        return self.status.provider_statuses()
 
     def store_health(self) -> StoreHealth:
         """Which backend holds key state, and whether it is working."""
@@ -422,28 +346,14 @@ class SmartClient:
     ) -> list[dict[str, Any]]:
         """The most recent requests, newest first, as plain data: time, provider, model, key id, outcome, HTTP
         status, latency and tokens. Never message content, never a key. Filters match exactly."""
-        wanted = (provider, key_id, outcome)
-        rows = self.key_manager.request_log(self.settings.request_log_size if any(wanted) else limit)
-        kept = [
-            r
-            for r in rows
-            if (provider is None or r.provider == provider)
-            and (key_id is None or r.key_id == key_id)
-            and (outcome is None or r.outcome == outcome)
-        ]
-        return [_plain_request(r) for r in kept[:limit]]
+        return self.status.request_log(limit, provider=provider, key_id=key_id, outcome=outcome)
 
     def history(
         self, hours: float = 24.0, *, provider: str | None = None, key_id: str | None = None
     ) -> list[dict[str, Any]]:
         """Per key and per hour over the last `hours`: requests, successes, 429s, other errors, tokens in and
         out, mean and p95 latency (seconds), oldest first, as plain data."""
-        rows = self.key_manager.history(self._clock() - hours * 3600)
-        return [
-            _plain_hour(r)
-            for r in rows
-            if (provider is None or r.provider == provider) and (key_id is None or r.key_id == key_id)
-        ]
+        return self.status.history(hours, provider=provider, key_id=key_id)
 
     def disable_key(self, *key_ids: str, by: str | None = None) -> None:
         """Take keys out of rotation until `enable_key`; kept in the store, so every process sharing it skips them.
@@ -634,52 +544,6 @@ def _retained(store: StateStore, settings: Settings) -> StateStore:
     return store
 
 
-def _plain_request(record: RequestRecord) -> dict[str, Any]:
-    return {
-        "at": record.at,
-        "provider": record.provider,
-        "model": record.model,
-        "key_id": record.key_id,
-        "outcome": record.outcome,
-        "status": record.status,
-        "latency_s": record.latency,
-        "tokens_in": record.tokens_in,
-        "tokens_out": record.tokens_out,
-    }
-
-
-def _plain_hour(row: HourOfKey) -> dict[str, Any]:
-    return {
-        "hour": row.hour,
-        "provider": row.provider,
-        "key_id": row.key_id,
-        "requests": row.requests,
-        "successes": row.successes,
-        "rate_limits": row.rate_limits,
-        "errors": row.errors,
-        "tokens_in": row.tokens_in,
-        "tokens_out": row.tokens_out,
-        "latency_mean_s": row.latency_total / row.requests if row.requests else 0.0,
-        "latency_p95_s": latency_quantile(row.latency_buckets, 0.95),
-        "latency_buckets": list(row.latency_buckets),
-    }
-
-
-def latency_quantile(buckets: Sequence[int], share: float) -> float:
-    """The upper bound of the latency bucket holding the `share` quantile (twice the last bound past it), from
-    the bucket counts `history()` rows carry (`latency_buckets`): sum rows' buckets first to get the quantile of
-    several hours or keys exactly (to the bucket), not an average of their quantiles."""
-    total = sum(buckets)
-    if not total:
-        return 0.0
-    seen = 0
-    for i, count in enumerate(buckets):
-        seen += count
-        if seen >= share * total:
-            return LATENCY_BOUNDS[i] if i < len(LATENCY_BOUNDS) else LATENCY_BOUNDS[-1] * 2
-    return LATENCY_BOUNDS[-1] * 2
-
-
 def _adapter(settings: Settings, provider: str, secrets: tuple[str, ...] | None = None) -> ProviderAdapter:
     """The provider's adapter for its configured keys (or `secrets`: the keys its log lines must mask)."""
     config = settings.providers[provider]
@@ -715,15 +579,3 @@ def reset_smart_client() -> None:
         if _client is not None:
             _client.close()
         _client = None
-
-
-def _accounts(keys: Sequence[KeyStatus]) -> list[QuotaLeft]:
-    """Each account's quota once: the keys of a shared-limit group report one."""
-    seen: set[str] = set()
-    found = []
-    for key in keys:
-        if key.disabled or (key.group and key.group in seen):
-            continue
-        seen.add(key.group or key.key_id)
-        found.append(key.quota)
-    return found
