@@ -1,5 +1,5 @@
 """Dashboard: how long does the status page take to render with 1,000 configured keys, and what does an open
-Status tab cost the server at 600 keys?
+Status tab cost the server at 1,000 keys?
 
 Teams with many keys open the status page to see which can answer; it must stay interactive. The page runs
 in-process under Streamlit's `AppTest` (the same harness as tests/test_dashboard.py), configured like a
@@ -9,7 +9,7 @@ visit after start-up). *Warm*: a new session against the cached client (every la
 
 *Live*: an operator leaves the Status tab open all day, and its table refreshes itself (an `st.fragment` with
 `run_every`), so its steady cost matters more than one render. AppTest never fires `run_every`, so this part
-runs the real thing: `streamlit run` with 600 keys over three providers, Debian's Chromium (through Playwright)
+runs the real thing: `streamlit run` with 1,000 keys over three providers, Debian's Chromium (through Playwright)
 holding the page open, and the server process's CPU time read from /proc over 30 s.
 """
 
@@ -43,19 +43,21 @@ METHOD = (
     "keys — and 5 *warm* runs — a new session against the cached client. Each run draws the whole page: "
     "per-provider summary lines, the key table (which opens on the keys needing attention), the bulk actions, "
     "the busiest-keys chart and recent events. Medians reported; AppTest skips the browser, so this is the "
-    "server-side cost of a page view. *Live*: `streamlit run streamlit_app.py` in its own process with 600 keys "
-    "(200 each for OpenRouter, Groq and Gemini) at the simulator, a SQLite state store in a temp dir, 60 keys "
-    "parked as invalid and 10 disabled beforehand (so the default table, keys that need a person, has 70 "
-    "rows), Chromium headless on "
+    "server-side cost of a page view. *Live*: `streamlit run streamlit_app.py` in its own process with 1,000 "
+    "keys (334 for OpenRouter, 333 each for Groq and Gemini) at the simulator, a SQLite state store in a temp "
+    "dir, 100 keys (every tenth) parked as invalid and 10 disabled beforehand (so the default table, keys that "
+    "need a person, has 110 rows), Chromium headless on "
     "`/status`; after 5 s of settling, the server's utime+stime from `/proc/<pid>/stat` over 30 s of wall time."
 )
 KEYS = 1000
 RUNS = 5
 TARGET_S = 1.0
-LIVE_KEYS_PER_PROVIDER = 200
+LIVE_KEYS = {"openrouter": 334, "groq": 333, "gemini": 333}
+"""1,000 keys, as the issue's Done-when says: "the Status tab at 1,000 keys ≤ 10 % of a core"."""
 LIVE_SECONDS = 30.0
-LIVE_TARGET = 0.05
-"""CPU seconds per wall second an open Status tab may cost the server (5 % of one core)."""
+LIVE_TARGET = 0.10
+"""CPU seconds per wall second an open Status tab may cost the server (10 % of one core)."""
+LIVE_DISABLED = 10
 CHROMIUM = "/usr/bin/chromium"
 _OURS_PREFIXES = ("LLM_", "OPENROUTER_", "GROQ_", "GEMINI_", "DASHBOARD_PASSWORD")
 
@@ -149,8 +151,8 @@ def _live_cpu() -> Result:
 
     with Simulator(latency=0.0) as sim, tempfile.TemporaryDirectory(prefix="bench-dashboard-live-") as cwd:
         env: dict[str, str] = {}
-        for provider in ("openrouter", "groq", "gemini"):
-            _, part = register_keys(sim, provider, LIVE_KEYS_PER_PROVIDER, prefix="live")
+        for provider, count in LIVE_KEYS.items():
+            _, part = register_keys(sim, provider, count, prefix="live")
             env.update(part)
         env.update(
             {
@@ -165,7 +167,7 @@ def _live_cpu() -> Result:
             keys = [k for p in manager.providers for k in manager.keys(p)]
             for key in keys[::10]:
                 manager.cool(key, 3600, CooldownReason.INVALID_KEY, "bench")
-            client.disable_key(*(k.key_id for k in keys[5:600:60]))
+            client.disable_key(*(k.key_id for k in keys[5 :: len(keys) // LIVE_DISABLED]))
         (Path(cwd) / ".streamlit").mkdir()
         shutil.copy(ROOT / ".streamlit" / "config.toml", Path(cwd) / ".streamlit" / "config.toml")
         port = free_port()
@@ -204,7 +206,7 @@ def _live_cpu() -> Result:
                 proc.wait(timeout=5)
     if not still_live:
         raise RuntimeError("the Status page was no longer shown at the end of the live measurement")
-    return {"live_keys": 3 * LIVE_KEYS_PER_PROVIDER, "live_cpu_s": cpu, "live_wall_s": wall, "live_share": cpu / wall}
+    return {"live_keys": sum(LIVE_KEYS.values()), "live_cpu_s": cpu, "live_wall_s": wall, "live_share": cpu / wall}
 
 
 def rows(r: Result) -> list[Row]:
@@ -222,7 +224,7 @@ def rows(r: Result) -> list[Row]:
             met=r["warm_s"] <= TARGET_S,
         ),
         Row(
-            f"live: open Status tab, {r.get('live_keys', 3 * LIVE_KEYS_PER_PROVIDER)} keys, server CPU per wall second",
+            f"live: open Status tab, {r.get('live_keys', sum(LIVE_KEYS.values())):,} keys, server CPU per wall second",
             f"{r['live_share']:.1%} of a core" if "live_share" in r else f"skipped: {r.get('live_skipped')}",
             f"≤ {LIVE_TARGET:.0%}",
             met=r["live_share"] <= LIVE_TARGET if "live_share" in r else None,

@@ -583,6 +583,18 @@ def render_tool_calls(calls: Sequence[dict[str, Any]]) -> None:
         st.code(arguments, language="json")
 
 
+BADGE_STYLE = """<style>
+[data-testid="stChatMessage"] span.stMarkdownBadge { white-space: normal !important; text-overflow: clip !important; }
+</style>"""
+"""Streamlit draws a badge on one line and cuts it with "…" at the bubble's edge: on a phone that hid the fallback
+badge's cause and countdown. Under an answer, a badge wraps to the bubble's width instead."""
+
+
+def fit_badges() -> None:
+    """Once per run of the chat page: `st.html` with only a style draws nothing and takes no space."""
+    st.html(BADGE_STYLE)
+
+
 def render_details(turn: Turn) -> None:
     """Tool calls, fallback badge, caption, warnings and the attempts expander (more than one attempt) under an
     answer."""

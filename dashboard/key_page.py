@@ -12,8 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from config.api_keys import key_order
-from dashboard import status, triage
-from dashboard.history import LOG_COLUMNS, log_frame
+from dashboard import charts, status, triage
+from dashboard.history import LOG_COLUMNS, hour_start, log_frame
 from dashboard.text import countdown, md_escape, provider_title, state_label
 from llms import SmartClient, client_time
 
@@ -30,8 +30,10 @@ def find_row(client: SmartClient, key_id: str, now: float) -> status.Row | None:
     return next((row for row in status.rows_of(client.provider_statuses(), now) if row.key.key_id == key_id), None)
 
 
-def hourly_frame(hours: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """`client.history(key_id=…)` rows as the chart's frame: one row per clock hour, OK / 429 / errors."""
+def hourly_frame(hours: Sequence[Mapping[str, Any]], now: float | None = None) -> pd.DataFrame:
+    """`client.history(key_id=…)` rows as the chart's frame: one row per clock hour, OK / 429 / errors. With
+    `now`, every hour of the last `HOURS` is a row (quiet ones zeros), so one busy hour is one bar of 25, not a
+    bar as wide as the chart."""
     frame = pd.DataFrame(
         [
             {
@@ -44,7 +46,13 @@ def hourly_frame(hours: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         ],
         columns=["Hour", *status.CHART_SERIES],
     )
-    return frame.groupby("Hour").sum() if not frame.empty else frame.set_index("Hour")
+    if frame.empty:
+        return frame.set_index("Hour")
+    frame = frame.groupby("Hour").sum()
+    if now is None:
+        return frame
+    start = hour_start(now - HOURS * 3600)
+    return frame.reindex([datetime.fromtimestamp(start + 3600 * i) for i in range(HOURS + 1)], fill_value=0)
 
 
 def key_events(client: SmartClient, key_id: str) -> pd.DataFrame:
@@ -91,11 +99,11 @@ def key_page(client: SmartClient) -> None:
     if why:
         st.markdown(f"**Reason:** {md_escape(why)}")
     st.subheader(f"Last {HOURS} hours", divider="gray")
-    hours = hourly_frame(client.history(hours=HOURS, key_id=key.key_id))
+    hours = hourly_frame(client.history(hours=HOURS, key_id=key.key_id), now)
     if hours.empty:
         st.caption(f"No requests in the last {HOURS} hours.")
     else:
-        st.bar_chart(hours, stack=True, color=status.CHART_COLORS, height=260)
+        charts.show(charts.stacked_bars(hours, colors=status.CHART_COLORS, height=260))
     st.subheader("Recent requests", divider="gray")
     log = client.request_log(LOG_ROWS, key_id=key.key_id)
     if log:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
+from dashboard import auth
 from dashboard.text import provider_title, reason_words, verdict
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def simulate_panel(backend: Backend, notify: Callable[[str], None] | None = None
     def recover_all() -> None:
         message = recover(simulator, DEMO_LIMITS, backend.demo_env)
         if st.session_state.get("simulate_reset", True):
-            client.reset_all()
+            client.reset_all(by=auth.operator())  # the reset events name who pressed it, as Reset all's do
             message += " The client's cooldowns were reset too."
         said(message)
 

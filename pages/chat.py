@@ -11,6 +11,7 @@ client = get_client()
 options = chat.options_sidebar([name for name, _ in client.models()])
 
 st.title("Chat")
+chat.fit_badges()
 st.caption("Each answer names the provider, model and key that produced it, and the keys skipped on the way.")
 
 turns = chat.history()

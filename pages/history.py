@@ -3,7 +3,7 @@ comes from `SmartClient.history()` and `request_log()`, shaped by `dashboard.his
 
 import streamlit as st
 
-from dashboard import history, shell
+from dashboard import charts, history, shell
 from dashboard.client import get_client
 from dashboard.text import provider_title
 from llms import client_time
@@ -36,11 +36,13 @@ else:
         "Split by", ["Outcome", "Provider"], default="Outcome", required=True, key="history_split"
     )
     by = "Provider" if split == "Provider" else "Outcome"
-    st.bar_chart(
-        history.timeline(frame, hours, now, by),
-        color=history.OUTCOME_COLORS if by == "Outcome" else None,
-        y_label="Requests",
-        height=280,
+    charts.show(
+        charts.stacked_bars(
+            history.timeline(frame, hours, now, by),
+            colors=history.OUTCOME_COLORS if by == "Outcome" else None,
+            y_label="Requests",
+            height=280,
+        )
     )
     st.caption(
         "History is kept in whole clock hours, so the chart has one bar per hour and “Last hour” covers the "

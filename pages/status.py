@@ -9,7 +9,7 @@ from functools import partial
 
 import streamlit as st
 
-from dashboard import auth, keys, shell, status, triage
+from dashboard import auth, charts, keys, shell, status, triage
 from dashboard.alerts import ALERT_COLUMNS, alerts_frame, incident_actions, listed, mark_own
 from dashboard.client import get_backend, get_client
 from dashboard.simulate import simulate_panel
@@ -18,8 +18,9 @@ from llms import SmartClient, client_time
 
 shell.ensure()
 client = get_client()
+# Selected keys that get an "Open" link to their own page (more would be a wall of links). A comment, not a
+# docstring: Streamlit's magic draws a page script's bare strings on the page.
 OPEN_LINKS = 3
-"""Selected keys that get an "Open" link to their own page (more would be a wall of links)."""
 INCLUDE_PARKED = "status_include_parked"
 
 st.title("Key status")
@@ -207,13 +208,8 @@ def activity() -> None:
     for column, (provider, frame) in zip(st.columns(max(1, len(busiest))), busiest.items(), strict=False):
         with column:
             st.caption(f"**{provider_title(provider)}**: top {len(frame)} keys by requests")
-            st.bar_chart(
-                frame,
-                horizontal=True,
-                stack=True,
-                sort=False,
-                color=status.CHART_COLORS,
-                height=status.CHART_HEIGHT,
+            charts.show(
+                charts.stacked_bars(frame, colors=status.CHART_COLORS, horizontal=True, height=status.CHART_HEIGHT)
             )
     st.subheader("Alerts", divider="gray")
     recent = client.alerts(20)

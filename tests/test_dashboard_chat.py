@@ -113,6 +113,19 @@ def test_fallback_badge_and_trail_only_when_the_first_choice_did_not_answer(
     assert_no_secrets(at)
 
 
+def test_a_long_badge_wraps_under_its_answer_instead_of_ending_in_an_ellipsis(
+    env: pytest.MonkeyPatch, sim: Simulator
+) -> None:
+    """Streamlit cuts a badge at the bubble's edge with "…": on a phone the fallback badge lost its cause and
+    countdown. The chat page lets a badge under an answer wrap (drawn, at 390 px, in tests/test_browser.py)."""
+    use_keys(env, sim, {"openrouter": 1})
+    at = app().run()
+    [style] = [h.proto.body for h in at.get("html") if "stMarkdownBadge" in h.proto.body]
+    assert '[data-testid="stChatMessage"] span.stMarkdownBadge' in style and "white-space: normal" in style
+    chat(at, "Hello")
+    assert captions(at)[-1].startswith("openrouter · ")
+
+
 def test_badge_names_the_keys_when_a_later_key_of_the_first_provider_answers(
     env: pytest.MonkeyPatch, sim: Simulator
 ) -> None:

@@ -15,7 +15,7 @@ import pytest
 from streamlit.runtime.memory_media_file_storage import _calculate_file_id
 from streamlit.testing.v1 import AppTest
 
-from dashboard import history
+from dashboard import charts, history
 from dashboard.client import get_client
 from dashboard.text import provider_title
 from llms import SmartClient
@@ -260,3 +260,37 @@ def test_page_says_so_when_nothing_happened_yet(env: pytest.MonkeyPatch, sim: Si
     assert not at.dataframe and not at.download_button
     at.segmented_control(key="history_range").set_value("Last hour").run()
     assert at.info[0].value == "No requests in the last hour yet."
+
+
+def test_chart_legends_wrap_to_the_charts_width_and_keep_the_series_order_and_colours() -> None:
+    """`st.bar_chart` laid its legend out in one row, cut off at a phone's edge ("Other erro"): the legend's
+    columns now follow the chart's live width (checked drawn in tests/test_browser.py)."""
+    now = time.time()
+    hours = pd.DataFrame(
+        [
+            {
+                "hour": history.hour_start(now - 3 * 3600),
+                "provider": "groq",
+                "successes": 4,
+                "rate_limits": 1,
+                "errors": 2,
+                "requests": 7,
+            }
+        ]
+    )
+    timeline = history.timeline(hours, 24, now)
+    spec = charts.stacked_bars(timeline, colors=history.OUTCOME_COLORS, y_label="Requests").to_dict()
+    color = spec["encoding"]["color"]
+    assert color["legend"]["columns"] == {"expr": f"max(1, floor(width / {charts.LEGEND_COLUMN}))"}
+    assert (color["legend"]["orient"], color["legend"]["direction"]) == ("bottom", "horizontal")
+    assert color["scale"] == {"domain": ["OK", "429s", "Errors"], "range": history.OUTCOME_COLORS}
+    assert spec["encoding"]["x"]["field"] == "Hour" and spec["encoding"]["x"]["timeUnit"] == "yearmonthdatehours"
+    assert spec["encoding"]["y"]["axis"]["tickMinStep"] == 1, "requests are whole: no 0.5 ticks"
+    drawn = pd.DataFrame(spec["datasets"][spec["data"]["name"]])
+    assert drawn.groupby("Series")["Requests"].sum().to_dict() == {"OK": 4, "429s": 1, "Errors": 2}
+
+    keys = pd.DataFrame({"Succeeded": [5, 1], "Rate-limited": [0, 3], "Other errors": [0, 0]}, index=["g:2", "g:10"])
+    keys.index.name = "Key"
+    bars = charts.stacked_bars(keys, horizontal=True).to_dict()["encoding"]
+    assert bars["y"]["sort"] == ["g:2", "g:10"], "busiest first, as ranked, not in text order"
+    assert bars["x"]["stack"] is True and bars["x"]["field"] == "Requests"

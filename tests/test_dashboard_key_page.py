@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import key_page, status
 from dashboard.client import get_client
 from simulator import Simulator
+from simulator import server as simulator_server
 from tests.conftest import SECRETS
 from tests.test_dashboard import STATUS, app, chat, use_keys
 from tests.test_dashboard_status import click, env, select, show, status_page
@@ -54,15 +55,21 @@ def test_a_selected_row_opens_the_keys_own_page(env: pytest.MonkeyPatch, sim: Si
     assert "No key groq:9 is configured" in at.warning[0].value and at.title[0].value == "groq:1"
 
 
-def test_with_a_password_the_name_typed_at_login_names_who_acted(env: pytest.MonkeyPatch, sim: Simulator) -> None:
-    use_keys(env, sim, {"groq": 2})
+def log_in(env: pytest.MonkeyPatch, name: str) -> AppTest:
+    """The app behind a password, unlocked with `name` typed as who acts."""
     env.setenv("DASHBOARD_PASSWORD", "open sesame")
     at = app().run()
     at.text_input(key="auth_password").input("open sesame")
-    at.text_input(key="auth_name").input("Alice\x07 Operator")
+    at.text_input(key="auth_name").input(name)
     [unlock] = [b for b in at.button if b.label == "Unlock"]
     unlock.click().run()
     assert not at.exception and at.chat_input
+    return at
+
+
+def test_with_a_password_the_name_typed_at_login_names_who_acted(env: pytest.MonkeyPatch, sim: Simulator) -> None:
+    use_keys(env, sim, {"groq": 2})
+    at = log_in(env, "Alice\x07 Operator")
     status_page(at)
     show(at, status.ALL)
     select(at, "groq:2")
@@ -78,3 +85,19 @@ def test_with_a_password_the_name_typed_at_login_names_who_acted(env: pytest.Mon
     assert client.alerts()[0]["muted"]["by"] == "Alice Operator"
     alerts = next(d for d in at.dataframe if "Alert" in d.value.columns).value
     assert "acknowledged by Alice Operator · muted until" in alerts["State"][0]
+
+
+@pytest.mark.slow
+def test_with_a_password_the_demos_recover_names_who_reset_the_keys(env: pytest.MonkeyPatch) -> None:
+    """Simulate's "Recover" also ends the client's cooldowns (as Reset all): its reset events name the operator
+    as Reset all's do, not "manual reset" by nobody."""
+    env.setattr(simulator_server, "DEMO_LATENCY", 0.0)
+    at = log_in(env, "Bob")
+    for n in range(5):  # OpenRouter's four demo keys answer once each, then rest for ten minutes
+        chat(at, f"message {n}")
+    status_page(at)
+    click(at, "Recover")
+    assert any(c.value.endswith("The client's cooldowns were reset too.") for c in at.caption)
+    resets = [e for e in get_client().events() if e.kind == "reset"]
+    assert sorted(e.key_id for e in resets) == [f"openrouter:{n}" for n in range(1, 5)]
+    assert {e.detail for e in resets} == {"manual reset by Bob"}

@@ -8,6 +8,7 @@ and then click the real buttons.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from llms import KeyStatus, ProviderStatus, SmartClient
 from llms.alerts import advance, answers, incidents
 from llms.state import CooldownReason, store_from_url
 from simulator import Simulator
-from tests.conftest import SECRETS
+from tests.conftest import ROOT, SECRETS
 from tests.test_dashboard import _OURS, STATUS, app, availability, captions, chat, cool, use_keys
 
 NOW = 1_900_000_000.0
@@ -731,3 +732,16 @@ def test_a_provider_recovers_on_an_answer_not_when_its_keys_come_back() -> None:
         "Keys are available again: calls are being answered",
     ]
     assert done["open"] == {}
+
+
+def test_no_page_script_draws_a_stray_string() -> None:
+    """Streamlit's magic draws a page script's bare string literals: a constant's docstring in pages/status.py
+    showed above "Key status" on every visit. Only the module docstring is exempt."""
+    for path in [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        body = ast.parse(path.read_text()).body
+        stray = [
+            node.lineno
+            for node in body[1:]
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        ]
+        assert stray == [], f"{path.name}: bare strings on lines {stray} would be drawn on the page"
