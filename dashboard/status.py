@@ -570,11 +570,11 @@ def reset_keys(client: SmartClient, key_ids: Sequence[str], by: str | None = Non
     return f"Reset {_plural(len(key_ids))}: {listed(list(key_ids))}."
 
 
-def test_keys(client: SmartClient, key_ids: Sequence[str] | None) -> str:
+def test_keys(client: SmartClient, key_ids: Sequence[str] | None, by: str | None = None) -> str:
     """Start background checks (None: every key). Never waits for a provider, so the page never freezes."""
     if key_ids is not None and not key_ids:
         return "No key selected."
-    if not client.start_checks(key_ids):
+    if not client.start_checks(key_ids, by=by):
         return "A check run is still going; its results appear in the table as they come."
     which = "every key" if key_ids is None else _plural(len(key_ids))
     return f"Checking {which} in the background, one at a time per provider; see “Last check”."

@@ -25,7 +25,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -85,7 +85,8 @@ def incidents(providers: Sequence[ProviderState]) -> dict[str, Incident]:
     for provider in configured:
         for key in provider.keys:
             if key.disabled:  # its own words: an operator took it out, it is neither parked nor back in rotation
-                found[f"key:{key.key_id}"] = _key_incident(key, STATE_WORDS["disabled"], "enabled and back in rotation")
+                words = f"disabled by {key.disabled_by or 'an operator'}"  # as its event names who
+                found[f"key:{key.key_id}"] = _key_incident(key, words, "enabled and back in rotation")
             elif not key.available and key.reason in PARKED_REASONS:
                 found[f"key:{key.key_id}"] = _key_incident(key, STATE_WORDS[key.reason], "back in rotation")
         dry = provider.forecast.runs_out_in
@@ -146,12 +147,18 @@ def _why(keys: Sequence[KeyStatus]) -> str:
 
 
 def advance(
-    document: Document, now_open: Mapping[str, Incident], at: float, answered: Mapping[str, int] | None = None
+    document: Document,
+    now_open: Mapping[str, Incident],
+    at: float,
+    answered: Mapping[str, int] | None = None,
+    configured: Collection[str] | None = None,
 ) -> Document:
     """The alert document after comparing the incidents open now with those it recorded: each new incident and
     each ended one is an alert. A provider's (or the pool's) ended incident is resolved only if it answered since
     it opened (`answered`, see `answers`); until then it is updated once and waits, and opens again if its
-    condition comes back. `new` holds only the alerts this change made, for its caller to announce."""
+    condition comes back. A key's incident that ended because the key left the configuration (not among the
+    `configured` key ids) is resolved as removed, not as back in rotation. `new` holds only the alerts this change
+    made, for its caller to announce."""
     recorded: dict[str, dict[str, Any]] = dict(document.get("open", {}))
     muted = {i: m for i, m in document.get("muted", {}).items() if m.get("until", 0) > at}
     counts = answered or {}
@@ -172,8 +179,10 @@ def advance(
                 new.append(update)
             continue
         ended = recorded.pop(incident_id)
-        words = ended.get("recovery_words", "")
-        new.append(_alert(at, incident_id, "resolved", ended["recovery"], ended.get("key_id"), words))
+        words, text, key_id = ended.get("recovery_words", ""), ended["recovery"], ended.get("key_id")
+        if key_id is not None and configured is not None and key_id not in configured:
+            words, text = "removed", f"{key_id} is removed"
+        new.append(_alert(at, incident_id, "resolved", text, key_id, words))
     for alert in new:
         if alert["id"] in muted:
             alert["muted"] = muted[alert["id"]]
@@ -327,7 +336,8 @@ class Alerts:
         if not _changed(self._read().get("open", {}), now_open, answered):
             return []
         at = self._clock()
-        new = self._change(self.NAME, lambda document: advance(document, now_open, at, answered))["new"]
+        configured = {key.key_id for provider in providers for key in provider.keys}
+        new = self._change(self.NAME, lambda document: advance(document, now_open, at, answered, configured))["new"]
         if self._sender is not None:
             for alert in new:
                 if not alert.get("muted"):

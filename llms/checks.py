@@ -39,7 +39,8 @@ class CheckResult:
 class KeyChecks:
     """`start(ids)` checks keys in the background; `progress()` says how far it got and what each check found."""
 
-    def __init__(self, check: Callable[[str], Outcome], provider_of: Callable[[str], str]) -> None:
+    def __init__(self, check: Callable[[str, str], Outcome], provider_of: Callable[[str], str]) -> None:
+        """`check(key_id, by)`: one key's check, on behalf of `by` (who started the run)."""
         self._check = check
         self._provider_of = provider_of
         self._lock = threading.Lock()
@@ -49,8 +50,9 @@ class KeyChecks:
         self._total = 0
         self._stop = threading.Event()
 
-    def start(self, key_ids: Sequence[str]) -> bool:
-        """Begin checking `key_ids` (False, and nothing started, while an earlier run is still going)."""
+    def start(self, key_ids: Sequence[str], by: str = "an operator") -> bool:
+        """Begin checking `key_ids` on behalf of `by` (False, and nothing started, while an earlier run is still
+        going)."""
         by_provider: dict[str, list[str]] = defaultdict(list)
         for key_id in dict.fromkeys(key_ids):
             by_provider[self._provider_of(key_id)].append(key_id)
@@ -60,15 +62,15 @@ class KeyChecks:
             self._pending = {k for ids in by_provider.values() for k in ids}
             self._done, self._total = 0, len(self._pending)
         for provider, ids in by_provider.items():
-            threading.Thread(target=self._run, args=(ids,), name=f"llms-check-{provider}", daemon=True).start()
+            threading.Thread(target=self._run, args=(ids, by), name=f"llms-check-{provider}", daemon=True).start()
         return True
 
-    def _run(self, key_ids: list[str]) -> None:
+    def _run(self, key_ids: list[str], by: str) -> None:
         for key_id in key_ids:
             if self._stop.is_set():
                 break
             try:
-                outcome = self._check(key_id)
+                outcome = self._check(key_id, by)
             except Exception as exc:  # a check must never take anything down with it
                 log.warning("checking %s failed: %s", key_id, type(exc).__name__)
                 outcome = Outcome(OutcomeKind.TRANSIENT, None, f"check failed: {type(exc).__name__}")

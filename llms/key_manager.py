@@ -50,6 +50,9 @@ nothing is learned from it: read as no hint, it taught a window of every answer 
 the key on the ladder's rungs. A second one within `DUE_NOW_REPEAT` seconds is read as no hint (a provider whose
 resets are always past)."""
 DUE_NOW_REPEAT = 1.0
+DISABLED_BY = "disabled-by"
+"""The document naming who disabled each disabled key (by fingerprint): one write per bulk action, one read per
+status of a provider with a disabled key."""
 NOTE_QUOTA_EVERY = 5.0
 """Seconds between notes of a subject's reported quota in the store, for status pages in any process (a write per
 answer would add a store write to every call); a count that reached zero, or grew (a new window), is noted at once."""
@@ -136,6 +139,8 @@ class KeyStatus:
     quota: QuotaLeft = field(default_factory=QuotaLeft)
     """Requests left in the current window and today, where anything says (for the model the status speaks for;
     a shared-limit group's, for a key in one)."""
+    disabled_by: str | None = None
+    """Who took a disabled key out (an operator's name, or "an operator"); None for a key in rotation."""
 
 
 class KeyManager:
@@ -754,10 +759,17 @@ class KeyManager:
         """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys.
         `by`: who did it, for the event (a dashboard's logged-in operator); else "by an operator"."""
         keys = [self.key(key_id) for key_id in key_ids]
+        who = by or "an operator"
+
+        def named(document: Document) -> Document:  # who disabled which key, for the status and the alert
+            names = {k: v for k, v in document.items() if k not in {key.fingerprint for key in keys}}
+            return names | ({key.fingerprint: who for key in keys} if disabled else {})
+
+        self._store.change(DISABLED_BY, named)
         self._store.set_disabled([k.fingerprint for k in keys], disabled)
         now = self._clock()
         for key in keys:
-            self._event(now, key, EventKind.DISABLED if disabled else EventKind.ENABLED, f"by {by or 'an operator'}")
+            self._event(now, key, EventKind.DISABLED if disabled else EventKind.ENABLED, f"by {who}")
 
     def key(self, key_id: str) -> ApiKey:
         key = self._by_id.get(key_id)
@@ -805,8 +817,9 @@ class KeyManager:
         pacings = self._store.documents([f"pace/{_subject(k, '')}" for k in keys])
         rests = self._store.model_rests(fingerprints, now)
         quotas = self._quotas(provider, keys, self._part(provider, default_model), now)
+        names = self._store.documents([DISABLED_BY])[0] if any(r.disabled for r in records) else {}
         return [
-            _status(key, record, Pacing.of(pacing), now, rest, default_model, quota)
+            _status(key, record, Pacing.of(pacing), now, rest, default_model, quota, names.get(key.fingerprint))
             for key, record, pacing, rest, quota in zip(keys, records, pacings, rests, quotas, strict=True)
         ]
 
@@ -869,6 +882,11 @@ class KeyManager:
         self._closing.set()
         self._store.close()
 
+    def note(self, key: ApiKey, kind: EventKind, detail: str) -> None:
+        """An event about the key that changes nothing of its state (a person's check, the key joining or leaving
+        the configuration)."""
+        self._event(self._clock(), key, kind, detail)
+
     def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:
         self._store.add_event(KeyEvent(at=now, key_id=key.key_id, kind=kind, detail=detail))
 
@@ -901,6 +919,7 @@ def _status(
     rests: Mapping[str, tuple[float, CooldownReason]],
     default_model: str | None,
     quota: QuotaLeft,
+    disabled_by: str | None = None,
 ) -> KeyStatus:
     until = min(record.cooldown_until, now + record.rest) if record.rest > 0 else record.cooldown_until
     record = replace(record, cooldown_until=until)  # never longer than its own length from now (clock steps)
@@ -930,4 +949,5 @@ def _status(
             for model, (until, reason) in sorted(rests.items())
         },
         quota=quota,
+        disabled_by=(disabled_by or "an operator") if record.disabled else None,
     )

@@ -37,7 +37,7 @@ from llms.prober import LONG_COOLDOWNS, Prober
 from llms.providers import Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits
 from llms.routing import Route, Router, Target
-from llms.state import CooldownReason, KeyEvent, StateStore, StoreHealth, store_from_url
+from llms.state import CooldownReason, EventKind, KeyEvent, StateStore, StoreHealth, store_from_url
 from llms.status import ProviderStatus, StatusReader
 from llms.types import (
     ChatRequest,
@@ -114,7 +114,9 @@ class SmartClient:
         self._current_provider: str | None = None
         self._problems: dict[Target, str] = {}
         self._lock = threading.Lock()
-        self._checks = KeyChecks(self.check_key, lambda key_id: self.key_manager.key(key_id).provider)
+        self._checks = KeyChecks(
+            lambda key_id, by: self.check_key(key_id, by=by), lambda key_id: self.key_manager.key(key_id).provider
+        )
         self._alerts = Alerts(
             self.key_manager.change_document,
             lambda: self.key_manager.document(Alerts.NAME),
@@ -376,10 +378,11 @@ class SmartClient:
     def reset_all(self, by: str | None = None) -> None:
         self.key_manager.reset_all(by)
 
-    def check_key(self, key_id: str) -> Outcome:
+    def check_key(self, key_id: str, *, by: str | None = None) -> Outcome:
         """One cheap real call with one key (no tokens where the provider allows) within `LLM_PROBE_TIMEOUT`,
         recorded like any other; a key parked for a reason that call disproves (see
-        `ProviderSpec.probe_vouches_for`) returns to the rotation."""
+        `ProviderSpec.probe_vouches_for`) returns to the rotation. `by`: the person who asked, for a `checked`
+        event (background probes leave none)."""
         key = self.key_manager.key(key_id)
         adapter = self._adapters[key.provider]
         spec = self.settings.providers[key.provider].spec
@@ -395,6 +398,14 @@ class SmartClient:
             self.key_manager.note_daily_requests(key, outcome.quota)
         if outcome.kind is OutcomeKind.OK:
             self.key_manager.probe_passed(key, vouches_for, spec.probe_revives_credit)
+        if by is not None:
+            status = f" (HTTP {outcome.status})" if outcome.status else ""
+            found = (
+                "the key works"
+                if outcome.kind is OutcomeKind.OK
+                else f"{outcome.kind.value}{status}: {outcome.message}"
+            )
+            self.key_manager.note(key, EventKind.CHECKED, f"by {by}: {found}")
         return outcome
 
     def check_new_key(self, provider: str, secret: str) -> Outcome:
@@ -408,14 +419,15 @@ class SmartClient:
         finally:
             adapter.close()
 
-    def reload_keys(self, settings: Settings | None = None) -> dict[str, list[str]]:
+    def reload_keys(self, settings: Settings | None = None, by: str | None = None) -> dict[str, list[str]]:
         """Read the keys again (from the sources these settings came from, or from `settings`) without a restart:
         new keys join the rotation, removed keys leave it, the others keep their state. Only keys change; other settings
-        take effect on a restart. Returns the key ids `added` and `removed`."""
+        take effect on a restart. Each key added or removed is an event naming `by` (a person; else the keys file
+        changed). Returns the key ids `added` and `removed`."""
         if settings is None:
             self._keys_stamp = file_stamp(self.settings.keys_file)  # before reading: a later write is seen later
         fresh = settings or self.settings.reread()
-        before = {k.fingerprint: k.key_id for p in self.settings.provider_order for k in self.key_manager.keys(p)}
+        before = {k.fingerprint: k for p in self.settings.provider_order for k in self.key_manager.keys(p)}
         providers = {p: replace(c, keys=fresh.providers[p].keys) for p, c in self.settings.providers.items()}
         self.settings = replace(self.settings, providers=providers)
         self.key_manager.set_keys({p: providers[p].keys for p in self.settings.provider_order})
@@ -428,11 +440,14 @@ class SmartClient:
                         self._retired.append(old)  # requests may still be using it; closed with the client
             self._order = [p for p in self.settings.provider_order if providers[p].keys]
             self._router = Router(self.settings.providers, self._order, self.settings.aliases)
-        after = {k.fingerprint: k.key_id for p in self._order for k in self.key_manager.keys(p)}
-        return {
-            "added": [after[f] for f in after if f not in before],
-            "removed": [before[f] for f in before if f not in after],
-        }
+        after = {k.fingerprint: k for p in self._order for k in self.key_manager.keys(p)}
+        added, removed = [after[f] for f in after if f not in before], [before[f] for f in before if f not in after]
+        why = f"by {by}" if by else "the keys file changed"
+        for key in added:
+            self.key_manager.note(key, EventKind.ADDED, why)
+        for key in removed:
+            self.key_manager.note(key, EventKind.REMOVED, why)
+        return {"added": [k.key_id for k in added], "removed": [k.key_id for k in removed]}
 
     def watch_keys_file(self) -> None:
         """Reload the keys if the keys file changed since they were read (another process added or removed one):
@@ -453,11 +468,12 @@ class SmartClient:
         finally:
             self._keys_watch.release()
 
-    def start_checks(self, key_ids: Sequence[str] | None = None) -> bool:
-        """Check keys (default: all) in the background, one at a time per provider; `checks()` follows it.
-        Returns False, starting nothing, while an earlier run is still going; an unknown id raises `KeyError` first."""
+    def start_checks(self, key_ids: Sequence[str] | None = None, by: str | None = None) -> bool:
+        """Check keys (default: all) in the background, one at a time per provider; `checks()` follows it; each
+        check is an event naming `by` (default "an operator"). Returns False, starting nothing, while an earlier
+        run is still going; an unknown id raises `KeyError` first."""
         every = (k.key_id for p in self._order for k in self.key_manager.keys(p))
-        return self._checks.start(list(every if key_ids is None else key_ids))
+        return self._checks.start(list(every if key_ids is None else key_ids), by or "an operator")
 
     def checks(self) -> dict[str, Any]:
         """Progress of the background checks and each key's latest result, as plain data (see `KeyChecks`)."""

@@ -68,7 +68,7 @@ backend = get_backend()
 
 
 def reload_keys() -> None:
-    changed = client.reload_keys()
+    changed = client.reload_keys(by=auth.operator() or "an operator")
     added, removed = ", ".join(changed["added"]) or "none", ", ".join(changed["removed"]) or "none"
     notify(f"Keys read again from the environment and .env. Added: {added}. Removed: {removed}.")
 
@@ -135,7 +135,7 @@ def live_status() -> None:
     by = auth.operator()
     bulk = (  # label, icon, action, whether the selection stays (a Test's verdicts show on the ticked rows)
         ("Reset", ":material/lock_reset:", partial(status.reset_keys, by=by), False),
-        ("Test", ":material/network_check:", status.test_keys, True),
+        ("Test", ":material/network_check:", partial(status.test_keys, by=by), True),
         ("Disable", ":material/block:", partial(status.disable_keys, by=by), False),
         ("Enable", ":material/check_circle:", partial(status.enable_keys, by=by), False),
     )
@@ -162,7 +162,9 @@ def pool_actions() -> None:
     """Actions on the whole pool; a row that wraps, so a phone shows two buttons per line, not one per screen."""
     with st.container(horizontal=True, vertical_alignment="center"):
         st.button(
-            "Test all keys", icon=":material/network_check:", on_click=lambda: notify(status.test_keys(client, None))
+            "Test all keys",
+            icon=":material/network_check:",
+            on_click=lambda: notify(status.test_keys(client, None, by=auth.operator())),
         )
         st.button(
             "Reload keys",

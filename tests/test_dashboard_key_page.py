@@ -4,11 +4,14 @@ AppTest against the simulator over real HTTP, as in tests/test_dashboard_status.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import key_page, status
 from dashboard.client import get_client
+from llms import SmartClient
 from simulator import Simulator
 from simulator import server as simulator_server
 from tests.conftest import SECRETS
@@ -55,6 +58,13 @@ def test_a_selected_row_opens_the_keys_own_page(env: pytest.MonkeyPatch, sim: Si
     assert "No key groq:9 is configured" in at.warning[0].value and at.title[0].value == "groq:1"
 
 
+def _settle_checks(client: SmartClient, timeout: float = 10.0) -> None:
+    ends = time.monotonic() + timeout
+    while client.checks()["running"] and time.monotonic() < ends:
+        time.sleep(0.02)
+    assert not client.checks()["running"]
+
+
 def log_in(env: pytest.MonkeyPatch, name: str) -> AppTest:
     """The app behind a password, unlocked with `name` typed as who acts."""
     env.setenv("DASHBOARD_PASSWORD", "open sesame")
@@ -85,6 +95,11 @@ def test_with_a_password_the_name_typed_at_login_names_who_acted(env: pytest.Mon
     assert client.alerts()[0]["muted"]["by"] == "Alice Operator"
     alerts = next(d for d in at.dataframe if "Alert" in d.value.columns).value
     assert "acknowledged by Alice Operator · muted until" in alerts["State"][0]
+    assert [a["text"] for a in client.alerts()] == ["groq:2 (gsk_…0002) is disabled by Alice Operator"]
+    select(at, "groq:2")  # unticked by the Disable; tick it again to test it
+    click(at, "Test")
+    _settle_checks(client)
+    assert ("groq:2", "by Alice Operator: the key works") in [(e.key_id, e.detail) for e in client.events()]
 
 
 @pytest.mark.slow

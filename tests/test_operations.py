@@ -213,6 +213,39 @@ def test_reloading_keys_adds_and_removes_keys_and_the_rest_keep_their_state(sim:
         assert client.reload_keys(load_settings(env, dotenv_path=None)) == {"added": [], "removed": []}
 
 
+def test_what_a_person_did_to_a_key_is_named_in_its_events_and_alerts(sim: Simulator) -> None:
+    """Issue 24: with a name, a disable, a test, a test run and keys added or removed say who; a background
+    probe leaves no event; a removed key's alert resolves as removed, not as back in rotation."""
+    groq = SECRETS["groq"]
+    for i in range(3):
+        sim.add_key("groq", groq[i], name=f"groq:{i + 1}")
+    env = {**sim.env(), "GROQ_API_KEY_1": groq[0], "GROQ_API_KEY_2": groq[1], "LLM_STATE_URL": "memory://"}
+    with SmartClient(load_settings(env, dotenv_path=None)) as client:
+
+        def said(kind: str) -> list[tuple[str, str]]:
+            return [(e.key_id, e.detail) for e in client.events() if e.kind == kind]
+
+        client.disable_key("groq:1", by="alice")
+        assert next(k for k in client.key_manager.statuses("groq") if k.key_id == "groq:1").disabled_by == "alice"
+        assert client.alerts()[0]["text"].endswith("is disabled by alice")
+        client.check_key("groq:2")  # a background probe: no event
+        assert said("checked") == []
+        client.check_key("groq:2", by="bob")
+        assert said("checked") == [("groq:2", "by bob: the key works")]
+        assert client.start_checks(["groq:2"], by="carol")
+        _settle(lambda: not client.checks()["running"])
+        assert said("checked")[0] == ("groq:2", "by carol: the key works")
+        env |= {"GROQ_API_KEY_3": groq[2]}
+        del env["GROQ_API_KEY_1"]
+        client.reload_keys(load_settings(env, dotenv_path=None), by="dave")
+        assert (said("added"), said("removed")) == ([("groq:3", "by dave")], [("groq:1", "by dave")])
+        resolved = [a for a in client.alerts() if a["state"] == "resolved"]
+        assert [a["text"] for a in resolved] == ["groq:1 is removed"]
+        env |= {"GROQ_API_KEY_1": groq[0]}
+        client.reload_keys(load_settings(env, dotenv_path=None))  # read again without a person: the file changed
+        assert said("added")[0] == ("groq:1", "the keys file changed")
+
+
 def test_a_key_another_process_added_to_the_shared_ring_is_passed_over(sim: Simulator, tmp_path: Path) -> None:
     groq = SECRETS["groq"]
     for i in range(2):

@@ -57,6 +57,9 @@ class EventKind(StrEnum):
     RECOVERED = "recovered"
     DISABLED = "disabled"
     ENABLED = "enabled"
+    CHECKED = "checked"  # a person tested the key
+    ADDED = "added"  # the key joined the configuration
+    REMOVED = "removed"  # the key left it
 
 
 @dataclass(frozen=True)
