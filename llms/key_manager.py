@@ -746,14 +746,7 @@ class KeyManager:
         (each account counted once); None when none has been read."""
         now = self._clock()
         subjects = sorted({_subject(k, "") for k in self._keys.get(provider, ())})
-        documents = [d for d in self._store.documents([f"daily/{s}" for s in subjects]) if d.get("until", 0) > now]
-        if not documents:
-            return None
-        return {
-            "remaining": sum(int(d.get("remaining") or 0) for d in documents),
-            "limit": sum(int(d.get("limit") or 0) for d in documents),
-            "accounts": len(documents),
-        }
+        return _daily_totals(self._store.documents([f"daily/{s}" for s in subjects]), now)
 
     def set_disabled(self, key_ids: Iterable[str], disabled: bool, by: str | None = None) -> None:
         """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys.
@@ -809,31 +802,47 @@ class KeyManager:
         """Every key of the provider; `available` and the reason speak for `model` (default: the provider's
         default model, the one `auto` asks for): a key resting for it is not available, whatever other models it
         still answers."""
+        return self.provider_state(provider, model)[0]
+
+    def provider_state(self, provider: str, model: str | None = None) -> tuple[list[KeyStatus], dict[str, int] | None]:
+        """`statuses` and `daily_requests` from one read of the documents both need (a status page refreshing
+        every 2 s over 1,000 keys read each account's day twice, and each key's window twice)."""
         default_model = model or self._default_models.get(provider)
         keys = self._keys.get(provider, ())
         now = self._clock()
+        part = self._part(provider, default_model)
         fingerprints = [k.fingerprint for k in keys]
         records = self._store.records(fingerprints)
-        pacings = self._store.documents([f"pace/{_subject(k, '')}" for k in keys])
         rests = self._store.model_rests(fingerprints, now)
-        quotas = self._quotas(provider, keys, self._part(provider, default_model), now)
-        names = self._store.documents([DISABLED_BY])[0] if any(r.disabled for r in records) else {}
-        return [
-            _status(key, record, Pacing.of(pacing), now, rest, default_model, quota, names.get(key.fingerprint))
-            for key, record, pacing, rest, quota in zip(keys, records, pacings, rests, quotas, strict=True)
-        ]
-
-    def _quotas(self, provider: str, keys: Sequence[ApiKey], part: str, now: float) -> list[QuotaLeft]:
-        """What each key has left (`QuotaLeft`), from one read of the documents that say it: the quota its
-        answers reported, a probe's reading of its account's day, and the windows learned from 429s."""
-        subjects = [_subject(k, part) for k in keys]
         learned = self._learned_about(now)
-        names = [
-            *(f"reported/{s}" for s in subjects),
-            *(f"daily/{_subject(k, '')}" for k in keys),
-            *{f"{kind}/{s}" for s in subjects for kind in ("pace", "slots") if f"{kind}/{s}" in learned},
-        ]
+        subjects = [_subject(k, part) for k in keys]
+        accounts = [_subject(k, "") for k in keys]
+        names = list(
+            dict.fromkeys(
+                [
+                    *(f"reported/{s}" for s in subjects),
+                    *(f"daily/{a}" for a in accounts),
+                    *(f"pace/{a}" for a in accounts),
+                    *(f"{kind}/{s}" for s in subjects for kind in ("pace", "slots") if f"{kind}/{s}" in learned),
+                    *([DISABLED_BY] if any(r.disabled for r in records) else []),
+                ]
+            )
+        )
         found = dict(zip(names, self._store.documents(names), strict=True))
+        quotas = self._quotas(provider, keys, subjects, found, now)
+        disabled_by = found.get(DISABLED_BY, {})
+        statuses = [
+            _status(key, record, Pacing.of(found[f"pace/{account}"]), now, rest, default_model, quota,
+                    disabled_by.get(key.fingerprint))
+            for key, account, record, rest, quota in zip(keys, accounts, records, rests, quotas, strict=True)
+        ]  # fmt: skip
+        return statuses, _daily_totals([found[f"daily/{a}"] for a in dict.fromkeys(accounts)], now)
+
+    def _quotas(
+        self, provider: str, keys: Sequence[ApiKey], subjects: Sequence[str], found: Mapping[str, Document], now: float
+    ) -> list[QuotaLeft]:
+        """What each key has left (`QuotaLeft`), from the documents that say it (`found`, read once): the quota its
+        answers reported, a probe's reading of its account's day, and the windows learned from 429s."""
         configured = self._configured_today(provider, keys, now)
         quotas = []
         for key, subject in zip(keys, subjects, strict=True):
@@ -894,6 +903,19 @@ class KeyManager:
 def _indexing(names: Iterable[str]) -> Callable[[Document], Document]:
     """The change that adds `names` to the index of learned documents (`_LEARNED_INDEX`)."""
     return lambda index: {"names": sorted({*(index.get("names") or ()), *names})}
+
+
+def _daily_totals(documents: Iterable[Document], now: float) -> dict[str, int] | None:
+    """Requests left today and the daily limit summed over the accounts' probe readings still current (each
+    account once); None when none is."""
+    current = [d for d in documents if d.get("until", 0) > now]
+    if not current:
+        return None
+    return {
+        "remaining": sum(int(d.get("remaining") or 0) for d in current),
+        "limit": sum(int(d.get("limit") or 0) for d in current),
+        "accounts": len(current),
+    }
 
 
 def _binding_quota(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:

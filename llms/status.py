@@ -79,7 +79,8 @@ class StatusReader:
         settings, problems = self._settings(), self._problems()
         statuses = []
         now = self._clock()
-        every = {provider: tuple(self.key_manager.statuses(provider)) for provider in settings.provider_order}
+        read = {provider: self.key_manager.provider_state(provider) for provider in settings.provider_order}
+        every = {provider: tuple(keys) for provider, (keys, _) in read.items()}
         known = any(k.quota.today_left is not None for keys in every.values() for k in keys)
         pace = self._pace(now) if known else {}
         for provider in settings.provider_order:
@@ -97,7 +98,7 @@ class StatusReader:
                     paused_until=pause[0] if pause else None,
                     pause_reason=pause[1].value if pause else None,
                     keys=keys,
-                    daily_requests=self.key_manager.daily_requests(provider),
+                    daily_requests=read[provider][1],
                     forecast=forecast(_accounts(keys), pace.get(provider, 0.0)),
                 )
             )
