@@ -40,6 +40,8 @@ from llms import (
     Attempt,
     ChatResult,
     ChatStream,
+    KeyState,
+    KeyStatus,
     LLMError,
     OutcomeKind,
     ProviderStatus,
@@ -349,39 +351,25 @@ def first_piece(stream: ChatStream, poll: Callable[[], None] | None) -> str | No
 
 # --- the rotation story: fallback badge and live trail ----------------------------------------------------------
 
-_HELD_WORDS: dict[str, str] = {
-    "rate_limit": "rate-limited",
-    "invalid_key": "invalid",
-    "no_credits": "out of credit",
-    "spend_cap": "at a spend cap",
-    "no_access": "without access to the model",
-    "errors": "resting after errors",
-    "upstream": "busy upstream",
-    "manual": "parked by hand",
-    "disabled": "disabled",
-}
+
+def _held(reason: str | None) -> str:
+    """Why a key was passed over, in the trail (`invalid`, `busy upstream`)."""
+    state = KeyState.of(reason)
+    return state.facts.held if state is not None else (reason or "unavailable").replace("_", " ")
 
 
-_FAILED_WORDS: dict[str, str] = {
-    OutcomeKind.RATE_LIMIT: "rate-limited",
-    OutcomeKind.INVALID_KEY: "invalid",
-    OutcomeKind.NO_CREDITS: "out of credit",
-    OutcomeKind.SPEND_CAP: "at a spend cap",
-    OutcomeKind.NO_ACCESS: "without access to the model",
-    OutcomeKind.REQUEST_ERROR: "refused the request",
-}
-
-
-_PASSING = frozenset({"rate_limit", "errors", "upstream"})
-"""Reasons a key rests by itself for a while; keys parked for the long cooldown (invalid, no credit) come back
-only when a probe vouches for them, so "next frees in 24 h" would mislead."""
+def _passing(key: KeyStatus) -> bool:
+    """A key that rests by itself: its countdown means something. Keys parked for the long cooldown come back
+    only when a probe vouches for them, so "next frees in 24 h" would mislead."""
+    state = KeyState.of(key.reason)
+    return state is not None and state.facts.frees_itself
 
 
 def failed_word(attempt: Attempt) -> str:
     """How a key failed, to follow a count: `rate-limited`, `invalid`, `failed (503)`."""
     if attempt.kind is OutcomeKind.TRANSIENT:
         return f"failed ({attempt.status})" if attempt.status else "not answering"
-    return _FAILED_WORDS.get(attempt.kind, kind_word(attempt.kind, attempt.status))
+    return attempt.kind.failed or kind_word(attempt.kind, attempt.status)
 
 
 def counted(words: Iterable[str]) -> str:
@@ -416,19 +404,19 @@ def fallback_of(
         failing = [found.headline for found in outages.values()]
         counted_providers = [s for s in passed if s.provider not in outages]
         held = [k for s in counted_providers for k in s.keys if not k.available]
-        words = [_HELD_WORDS.get(k.reason or "", (k.reason or "unavailable").replace("_", " ")) for k in held]
+        words = [_held(k.reason) for k in held]
         pauses = [f"{s.title} paused" for s in counted_providers if s.paused_until]
         if not words and not pauses and not outages:
             skipped = [a for a in result.skipped if a.key_id.split(":")[0] != result.provider]
             words = [failed_word(a) for a in skipped]
-        until = [k.cooldown_until for k in held if k.reason in _PASSING] + [s.paused_until for s in counted_providers]
+        until = [k.cooldown_until for k in held if _passing(k)] + [s.paused_until for s in counted_providers]
         until += [now + found.retry_in for found in outages.values() if found.retry_in is not None]
         text = f"{order[0].title} → {provider_title(result.provider)}"
     elif len(result.attempts) > 1:
         skipped_ids = {a.key_id for a in result.skipped}
         keys = [k for s in order for k in s.keys if k.key_id in skipped_ids and not k.available]
         words, pauses = [failed_word(a) for a in result.skipped], []
-        until = [k.cooldown_until for k in keys if k.reason in _PASSING]
+        until = [k.cooldown_until for k in keys if _passing(k)]
         text = f"{result.attempts[0].key_id} → {result.key_id}"
     else:
         return None

@@ -44,16 +44,8 @@ HOUR_FIELDS = (
 LOG_FIELDS = ("at", "provider", "model", "key_id", "outcome", "status", "latency_s", "tokens_in", "tokens_out")
 COUNTS = ("requests", "successes", "rate_limits", "errors", "tokens_in", "tokens_out")
 
-OUTCOME_WORDS: dict[str, str] = {
-    OutcomeKind.OK: "ok",
-    OutcomeKind.RATE_LIMIT: "rate-limited (429)",
-    OutcomeKind.INVALID_KEY: "invalid key",
-    OutcomeKind.NO_CREDITS: "no credits",
-    OutcomeKind.SPEND_CAP: "spend cap",
-    OutcomeKind.NO_ACCESS: "no access",
-    OutcomeKind.TRANSIENT: "error",
-    OutcomeKind.REQUEST_ERROR: "request rejected",
-    ABANDONED: "abandoned by the caller",
+OUTCOME_WORDS: dict[str, str] = {kind.value: kind.logged for kind in OutcomeKind} | {
+    ABANDONED: "abandoned by the caller"
 }
 """Outcome value (as the request log stores it) → what the log and its filter show."""
 

@@ -45,7 +45,7 @@ from dashboard.triage import (
     triage,
     urgency,
 )
-from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient, StoreHealth, client_time
+from llms import PARKED_REASONS, KeyState, KeyStatus, ProviderStatus, SmartClient, StoreHealth, client_time
 from llms.state import describe as describe_store
 
 REFRESH_SECONDS = 2
@@ -68,12 +68,9 @@ FILTERS: dict[str, frozenset[str] | None] = {
     NEEDS_ATTENTION: None,  # triage: revoked, out of credit, spend cap, no access, parked or disabled by hand
     SELF_HEALING: None,  # triage: rate-limited, resting after errors, busy upstream, provider paused
     ALL: None,
-    "Available": frozenset({"available"}),
-    "Rate-limited": frozenset({"rate_limit", "upstream"}),
-    "Resting after errors": frozenset({"errors"}),
-    "Parked": PARKED | {"manual"},
-    "Disabled": frozenset({"disabled"}),
-    "Provider paused": frozenset({"paused"}),
+} | {
+    pill: frozenset(state.value for state in KeyState if state.facts.filter == pill)
+    for pill in dict.fromkeys(state.facts.filter for state in KeyState)
 }
 """The table's state filter. The default shows the keys that need a person: at 1,000 keys most keys out of
 rotation are rate-limited and back within minutes, and listing them first buried the revoked ones."""

@@ -15,6 +15,7 @@ from llms import (
     AllKeysExhaustedError,
     Attempt,
     ChatResult,
+    KeyState,
     KeyStatus,
     Outcome,
     OutcomeKind,
@@ -23,27 +24,6 @@ from llms import (
 )
 from llms.providers import PROVIDERS
 
-_KIND_WORDS: dict[str, str] = {
-    OutcomeKind.OK: "ok",
-    OutcomeKind.RATE_LIMIT: "rate-limited",
-    OutcomeKind.INVALID_KEY: "invalid key",
-    OutcomeKind.NO_CREDITS: "no credits",
-    OutcomeKind.SPEND_CAP: "spend cap reached",
-    OutcomeKind.NO_ACCESS: "no access to the model",
-    OutcomeKind.TRANSIENT: "error",
-    OutcomeKind.REQUEST_ERROR: "rejected the request",
-}
-_REASON_WORDS: dict[str, str] = {
-    "rate_limit": "rate-limited",
-    "invalid_key": "invalid key",
-    "no_credits": "no credit left",
-    "spend_cap": "spend cap",
-    "no_access": "configuration problem",
-    "errors": "resting after errors",
-    "upstream": "model busy upstream",
-    "manual": "parked by hand",
-    "disabled": "disabled by an operator",
-}
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>$~|])")
 MAX_SKIPS_SHOWN = 4
 
@@ -70,8 +50,9 @@ def provider_title(provider: str) -> str:
 
 
 def reason_words(reason: str) -> str:
-    """A cooldown reason in words ("rate-limited", "spend cap")."""
-    return _REASON_WORDS.get(reason, reason.replace("_", " "))
+    """A cooldown reason in words ("rate-limited", "spend cap"); a state this version does not know, as stored."""
+    state = KeyState.of(reason)
+    return state.facts.cause if state is not None else reason.replace("_", " ")
 
 
 def reason_text(key: KeyStatus) -> str:
@@ -88,42 +69,19 @@ def reason_text(key: KeyStatus) -> str:
     return words
 
 
-STATE_LABELS: dict[str, str] = {
-    "available": "available",
-    "rate_limit": "rate-limited",
-    "errors": "resting after errors",
-    "upstream": "model busy upstream",
-    "manual": "parked by hand",
-    "invalid_key": "invalid key",
-    "no_credits": "no credit",
-    "spend_cap": "spend cap",
-    "no_access": "no access",
-    "disabled": "disabled",
-    "paused": "provider paused",
-}
-"""Each key state as the status table shows it: words, never internal names, each state its own, so a revoked
-key never reads like a rate limit. No emoji: a machine without an emoji font draws those as boxes. The table
-draws each as a pill of the colour in `STATE_COLORS`, so the words carry the state and the colour helps."""
+STATE_LABELS: dict[str, str] = {state.value: state.facts.label for state in KeyState}
+"""Each key state as the status table shows it (`KeyState`'s facts): words, never internal names, each state its
+own, so a revoked key never reads like a rate limit. No emoji: a machine without an emoji font draws those as
+boxes. The table draws each as a pill of its colour, so the words carry the state and the colour helps."""
 
-STATE_COLORS: dict[str, str] = {
-    "available": "#16a34a",
-    "rate_limit": "#f59e0b",
-    "errors": "#eab308",
-    "upstream": "#f97316",
-    "paused": "#3b82f6",
-    "manual": "#9ca3af",
-    "invalid_key": "#dc2626",
-    "no_credits": "#e11d48",
-    "spend_cap": "#9333ea",
-    "no_access": "#a16207",
-    "disabled": "#6b7280",
-}
+STATE_COLORS: dict[str, str] = {state.value: state.facts.color for state in KeyState}
 """The pill colour of each state: green available, warm (amber, yellow, orange) or blue for keys that free
 themselves, red, purple and brown for keys that need a person, grey for keys switched off."""
 
 
 def state_label(state: str) -> str:
-    return STATE_LABELS.get(state, state.replace("_", " "))
+    known = KeyState.of(state)
+    return known.facts.label if known is not None else state.replace("_", " ")
 
 
 def check_text(result: Mapping[str, Any]) -> str:
@@ -142,7 +100,8 @@ def check_text(result: Mapping[str, Any]) -> str:
 
 def pause_text(status: ProviderStatus, now: float) -> str:
     """A provider resting as a whole: "OpenRouter model busy upstream — back in 8 s"."""
-    words = _REASON_WORDS.get(status.pause_reason or "", "paused")
+    reason = KeyState.of(status.pause_reason)
+    words = reason.facts.cause if reason is not None else "paused"
     return f"{status.title} {words} — back in {countdown((status.paused_until or now) - now)}"
 
 
@@ -176,7 +135,10 @@ def clock_time(at: float) -> str:
 def kind_word(kind: str, status: int | None = None) -> str:
     if kind == OutcomeKind.TRANSIENT:
         return f"error {status}" if status else "no answer"
-    return _KIND_WORDS.get(kind, str(kind))
+    try:
+        return OutcomeKind(kind).word
+    except ValueError:  # an outcome this version does not know, as stored
+        return str(kind)
 
 
 def describe_attempt(attempt: Attempt) -> str:
@@ -227,4 +189,4 @@ def verdict(key_id: str, outcome: Outcome) -> str:
     status = f" (HTTP {outcome.status})" if outcome.status else ""
     wait = f", retry in {countdown(outcome.retry_after)}" if outcome.retry_after else ""
     message = f": {outcome.message}" if outcome.message else ""
-    return f"{key_id}: {_KIND_WORDS.get(outcome.kind, outcome.kind)}{status}{wait}{message}"
+    return f"{key_id}: {outcome.kind.word}{status}{wait}{message}"

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from config.api_keys import key_order
 from dashboard.text import countdown, provider_title, reason_text, reason_words
-from llms import PARKED_REASONS, KeyStatus, ProviderStatus, SmartClient
+from llms import KeyState, KeyStatus, ProviderStatus, SmartClient
 from llms.outcomes import OutcomeKind
 
 NEEDS_PERSON = "needs_person"
@@ -31,7 +31,7 @@ FREES_ITSELF = "frees_itself"
 """Back by itself within minutes: rate-limited, resting after errors, busy upstream, provider paused."""
 AVAILABLE = "available"
 
-PERSON_STATES: frozenset[str] = PARKED_REASONS | {"manual", "disabled"}
+PERSON_STATES: frozenset[str] = frozenset(state.value for state in KeyState if state.needs_person)
 """States (see `dashboard.status.key_state`) that wait for a person."""
 
 _RANK = {"disabled": 1}
@@ -163,29 +163,21 @@ def causes(client: SmartClient) -> Causes:
 
 # --- the cause of one key, in words ---------------------------------------------------------------------------
 
-_MATCHING: dict[str, frozenset[str]] = {
-    "rate_limit": frozenset({OutcomeKind.RATE_LIMIT}),
-    "upstream": frozenset({OutcomeKind.RATE_LIMIT, OutcomeKind.TRANSIENT}),
-    "errors": frozenset({OutcomeKind.TRANSIENT}),
-    "invalid_key": frozenset({OutcomeKind.INVALID_KEY}),
-    "no_credits": frozenset({OutcomeKind.NO_CREDITS}),
-    "spend_cap": frozenset({OutcomeKind.SPEND_CAP}),
-    "no_access": frozenset({OutcomeKind.NO_ACCESS}),
-}
-"""The failures that can have caused each state: a 429 from an hour ago says nothing of a revoked key."""
-
 _PARKED_WORDS = {
     "invalid_key": "invalid API key",
     "no_credits": "out of credit",
     "no_access": "no access to the model",
 }
+"""How the provider's refusal reads after its status code (`HTTP 401: invalid API key`), where that says more
+than the state's own words (`KeyState` facts' `cause`)."""
 MESSAGE_CHARS = 80
 """Of the provider's message in a Reason; the whole of it is in "Last error"."""
 
 
 def _status(failure: Failure | None, state: str) -> str:
     """`HTTP 401: ` when the key's latest failure is one that puts a key in this state, else nothing."""
-    if failure is None or failure.status is None or failure.outcome not in _MATCHING.get(state, ()):
+    known = KeyState.of(state)
+    if failure is None or failure.status is None or known is None or failure.outcome not in known.facts.caused_by:
         return ""
     return f"HTTP {failure.status}: "
 
@@ -226,13 +218,13 @@ def cause_text(
     words when the failure is no longer in the log. A rest for one model names it, unless it is the provider's
     `default_model` (the one the table speaks for)."""
     if key.disabled:
-        return "disabled by an operator: out of rotation until Enable"
+        return f"disabled by {key.disabled_by or 'an operator'}: out of rotation until Enable"
     state = key.reason or "manual"
     code = _status(failure, state)
     cooling = cooling if cooling is not None and cooling.reason == state else None
     model = f" (for {cooling.model})" if cooling and cooling.model and cooling.model != default_model else ""
     if cooling and cooling.why.startswith("shares an account with"):
-        return f"{cooling.why}: {_PARKED_WORDS.get(state, state.replace('_', ' '))}{model}"
+        return f"{cooling.why}: {_PARKED_WORDS.get(state) or reason_words(state)}{model}"
     if state == "rate_limit":
         return _rate_limit_text(key, cooling, code) + model
     if state == "errors":
@@ -245,7 +237,7 @@ def cause_text(
     if state in _PARKED_WORDS:
         said = _PARKED_WORDS[state]
         return f"{code}{said}{_message(key.last_error, said)}{model}"
-    return "parked by hand" if state == "manual" else state.replace("_", " ")
+    return reason_words(state)
 
 
 # --- a provider that is failing -------------------------------------------------------------------------------
@@ -327,7 +319,7 @@ def healing_text(states: Iterable[tuple[str, str, float | None]], now: float, cl
     if not found:
         return ""
     kinds = Counter(state for _, state, _ in found)
-    words = ", ".join(f"{n} {_HEALING_WORDS.get(s, reason_words(s))}" for s, n in kinds.most_common())
+    words = ", ".join(f"{n} {reason_words(s)}" for s, n in kinds.most_common())
     head = "1 key frees itself" if len(found) == 1 else f"{len(found)} keys free themselves"
     waits = [(seconds, key_id) for key_id, _, seconds in found if seconds is not None]
     if not waits:
@@ -336,9 +328,6 @@ def healing_text(states: Iterable[tuple[str, str, float | None]], now: float, cl
     soonest = f"the next, {first[1]}, in {countdown(first[0])}"
     every = f"; all by {clock(now + last[0])}" if len(waits) > 1 else ""
     return f"{head} ({words}): {soonest}{every}"
-
-
-_HEALING_WORDS = {"paused": "waiting on a provider pause"}
 
 
 def sorted_ids(ids: Iterable[str]) -> list[str]:

@@ -23,7 +23,8 @@ _EXPORTS = {
     "Outcome": "llms.outcomes",
     "OutcomeKind": "llms.outcomes",
     "KeyStatus": "llms.key_manager",
-    "PARKED_REASONS": "llms.key_manager",
+    "PARKED_REASONS": "llms.key_states",
+    "KeyState": "llms.key_states",
     "ProviderStatus": "llms.status",
     "AsyncChatStream": "llms.failover",
     "ChatStream": "llms.failover",
@@ -48,6 +49,7 @@ __all__ = [
     "ChatResult",
     "ChatStream",
     "EmbeddingResult",
+    "KeyState",
     "KeyStatus",
     "LLMError",
     "Outcome",
@@ -75,7 +77,8 @@ if TYPE_CHECKING:
         StreamInterruptedError,
     )
     from llms.failover import AsyncChatStream, ChatStream
-    from llms.key_manager import PARKED_REASONS, KeyStatus
+    from llms.key_manager import KeyStatus
+    from llms.key_states import PARKED_REASONS, KeyState
     from llms.outcomes import Attempt, Outcome, OutcomeKind
     from llms.smart_client import SmartClient, get_smart_client, reset_smart_client
     from llms.state import StoreHealth

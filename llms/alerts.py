@@ -34,8 +34,9 @@ import urllib3
 
 from config.api_keys import key_order
 from llms.clock import client_time
-from llms.key_manager import PARKED_REASONS, KeyStatus
-from llms.outcomes import STATE_WORDS, describe_states, format_duration
+from llms.key_manager import KeyStatus
+from llms.key_states import PARKED_REASONS, KeyState
+from llms.outcomes import describe_states, format_duration
 from llms.quota import Forecast
 from llms.state.base import Document
 from llms.transport import HttpPool
@@ -88,7 +89,7 @@ def incidents(providers: Sequence[ProviderState]) -> dict[str, Incident]:
                 words = f"disabled by {key.disabled_by or 'an operator'}"  # as its event names who
                 found[f"key:{key.key_id}"] = _key_incident(key, words, "enabled and back in rotation")
             elif not key.available and key.reason in PARKED_REASONS:
-                found[f"key:{key.key_id}"] = _key_incident(key, STATE_WORDS[key.reason], "back in rotation")
+                found[f"key:{key.key_id}"] = _key_incident(key, KeyState(key.reason).facts.words, "back in rotation")
         dry = provider.forecast.runs_out_in
         frees = provider.forecast.frees_in
         if dry is not None and 0 < dry <= RUNS_DRY_WARNING and (frees is None or dry < frees):

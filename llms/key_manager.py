@@ -19,6 +19,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.clock import client_time
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, cooldown_policy
+from llms.key_states import KeyState
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import (
     SLOTS_KEPT,
@@ -58,14 +59,9 @@ NOTE_QUOTA_EVERY = 5.0
 answer would add a store write to every call); a count that reached zero, or grew (a new window), is noted at once."""
 
 _PARKED: Mapping[OutcomeKind, CooldownReason] = {
-    OutcomeKind.INVALID_KEY: CooldownReason.INVALID_KEY,
-    OutcomeKind.NO_CREDITS: CooldownReason.NO_CREDITS,
-    OutcomeKind.SPEND_CAP: CooldownReason.SPEND_CAP,
-    OutcomeKind.NO_ACCESS: CooldownReason.NO_ACCESS,
+    kind: CooldownReason(kind.parks_as.value) for kind in OutcomeKind if kind.parks_as is not None
 }
-"""Outcomes that park a key for the long cooldown (or until the date the provider names)."""
-PARKED_REASONS: frozenset[str] = frozenset(reason.value for reason in _PARKED.values())
-"""The states (`KeyStatus.reason`) of parked keys: out until someone acts or the long cooldown ends."""
+"""Outcomes that park a key for the long cooldown (or until the date the provider names), and as what."""
 
 
 _OK = Outcome(OutcomeKind.OK, 200)
@@ -122,7 +118,8 @@ class KeyStatus:
     provider: str
     group: str | None
     available: bool
-    reason: str | None
+    reason: KeyState | None
+    """Why it is out of rotation (None: available); a `str`, so `reason == "spend_cap"` still reads."""
     cooldown_remaining: float
     cooldown_until: float | None
     consecutive_failures: int
@@ -955,7 +952,7 @@ def _status(
         provider=key.provider,
         group=key.group,
         available=not cooling and not record.disabled,
-        reason="disabled" if record.disabled else record.reason.value if cooling and record.reason else None,
+        reason=KeyState.DISABLED if record.disabled else KeyState(record.reason) if cooling and record.reason else None,
         cooldown_remaining=max(0.0, record.cooldown_until - now) if cooling else 0.0,
         cooldown_until=record.cooldown_until if cooling else None,
         consecutive_failures=record.consecutive_failures,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from config.api_keys import redact
+from llms.key_states import FACTS, KeyState
 
 
 class OutcomeKind(StrEnum):
@@ -24,6 +25,42 @@ class OutcomeKind(StrEnum):
     NO_ACCESS = "no_access"  # the key's project cannot use the model at all (no quota, region, billing)
     TRANSIENT = "transient"  # the provider failed this once: 5xx, timeouts, garbage, errors inside a 200
     REQUEST_ERROR = "request_error"  # the request's fault: another key of the same provider will not help
+
+    @property
+    def parks_as(self) -> KeyState | None:
+        """The state a key that got this outcome is parked in (None: it is not parked)."""
+        return _OUTCOME_FACTS[self][0]
+
+    @property
+    def word(self) -> str:
+        """What happened, in a check's verdict or a message: `invalid key`, `rejected the request`."""
+        return _OUTCOME_FACTS[self][1]
+
+    @property
+    def logged(self) -> str:
+        """How the request log and its filter show it: `rate-limited (429)`."""
+        return _OUTCOME_FACTS[self][2]
+
+    @property
+    def failed(self) -> str | None:
+        """How the key failed, in the chat's trail (`2 keys invalid`); None: said by its status code."""
+        state = self.parks_as or (KeyState.RATE_LIMIT if self is OutcomeKind.RATE_LIMIT else None)
+        if self is OutcomeKind.REQUEST_ERROR:
+            return "refused the request"
+        return FACTS[state].held if state is not None else None
+
+
+_OUTCOME_FACTS: dict[OutcomeKind, tuple[KeyState | None, str, str]] = {
+    OutcomeKind.OK: (None, "ok", "ok"),
+    OutcomeKind.RATE_LIMIT: (None, "rate-limited", "rate-limited (429)"),
+    OutcomeKind.INVALID_KEY: (KeyState.INVALID_KEY, "invalid key", "invalid key"),
+    OutcomeKind.NO_CREDITS: (KeyState.NO_CREDITS, "no credits", "no credits"),
+    OutcomeKind.SPEND_CAP: (KeyState.SPEND_CAP, "spend cap reached", "spend cap"),
+    OutcomeKind.NO_ACCESS: (KeyState.NO_ACCESS, "no access to the model", "no access"),
+    OutcomeKind.TRANSIENT: (None, "error", "error"),
+    OutcomeKind.REQUEST_ERROR: (None, "rejected the request", "request rejected"),
+}
+"""Per outcome: the state it parks a key in, its word, and how the request log shows it."""
 
 
 class Scope(StrEnum):
@@ -114,18 +151,7 @@ class Attempt:
         return f"{self.key_id} {self.kind.value}{status}"
 
 
-STATE_WORDS = {
-    "available": "available",
-    "rate_limit": "rate-limited",
-    "errors": "resting after errors",
-    "invalid_key": "parked as invalid",
-    "no_credits": "parked without credit",
-    "spend_cap": "parked at a spend cap",
-    "no_access": "parked without access to the model",
-    "upstream": "resting: model busy upstream",
-    "manual": "parked by hand",
-    "disabled": "disabled by an operator",
-}
+STATE_WORDS: dict[str, str] = {state.value: state.facts.words for state in KeyState}
 """How a key's state (its cooldown reason, or `available` / `disabled`) reads in messages and alerts."""
 
 

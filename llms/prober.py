@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from llms.key_states import KeyState
 from llms.outcomes import Outcome, OutcomeKind
-from llms.state import CooldownReason
 
 log = logging.getLogger("llms.prober")
 
-LONG_COOLDOWNS = frozenset({CooldownReason.INVALID_KEY.value, CooldownReason.NO_CREDITS.value})
+LONG_COOLDOWNS = frozenset(state.value for state in KeyState if state.facts.probed)
+"""The parked states a probe may revive."""
 
 
 class Prober:
