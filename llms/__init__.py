@@ -26,8 +26,8 @@ _EXPORTS = {
     "PARKED_REASONS": "llms.key_states",
     "KeyState": "llms.key_states",
     "ProviderStatus": "llms.status",
-    "AsyncChatStream": "llms.failover",
-    "ChatStream": "llms.failover",
+    "AsyncChatStream": "llms.streams",
+    "ChatStream": "llms.streams",
     "SmartClient": "llms.smart_client",
     "get_smart_client": "llms.smart_client",
     "latency_quantile": "llms.status",
@@ -76,7 +76,6 @@ if TYPE_CHECKING:
         RequestRejectedError,
         StreamInterruptedError,
     )
-    from llms.failover import AsyncChatStream, ChatStream
     from llms.key_manager import KeyStatus
     from llms.key_states import PARKED_REASONS, KeyState
     from llms.outcomes import Attempt, Outcome, OutcomeKind
@@ -84,6 +83,7 @@ if TYPE_CHECKING:
     from llms.state import StoreHealth
     from llms.state.base import ABANDONED
     from llms.status import ProviderStatus, latency_quantile
+    from llms.streams import AsyncChatStream, ChatStream
     from llms.types import ChatResult, EmbeddingResult, Usage
 
 

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -25,6 +24,7 @@ from llms.outcomes import Attempt, Outcome, OutcomeKind, QuotaHint, Scope, descr
 from llms.providers import AwaitedAdapter, ProviderAdapter, awaited
 from llms.routing import Route, Target
 from llms.state.base import ABANDONED, RequestRecord
+from llms.streams import Run
 from llms.types import (
     ChatRequest,
     ChatResult,
@@ -39,7 +39,6 @@ from llms.types import (
 log = logging.getLogger("llms.client")
 
 Wait = bool | float | None
-OnAttempt = Callable[[Attempt], None]
 T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
 Step = tuple[Target, KeyLease] | float  # a failover step: try this lease's key for this target, or sleep this long
@@ -49,27 +48,6 @@ PACING_GRACE = 2.0
 """Seconds a call with the default `wait` waits at least for a key whose rest ends within them: a rest that short
 is the window's pacing (the client spacing requests, a provider's slot about to free), not exhaustion, and a
 caller told to come back later would come back after it and leave the window's quota unused."""
-
-
-@dataclass
-class Run:
-    """What one request has been through so far; the failover loop reads its flags, not the attempt list."""
-
-    attempts: list[Attempt] = field(default_factory=list)
-    rejected: list[Outcome] = field(default_factory=list)
-    leave_target: bool = False  # this provider cannot serve the request with this model now
-    started: float = 0.0  # when the current attempt began (the client's timer)
-    on_attempt: OnAttempt | None = None
-    answering: tuple[str, str, str] | None = None  # a stream's provider, model and key id, once it has begun
-    result: ChatResult | None = None  # a stream's, once it has ended
-
-    def attempted(self, attempt: Attempt) -> None:
-        self.attempts.append(attempt)
-        if self.on_attempt is not None:
-            try:
-                self.on_attempt(attempt)
-            except Exception:  # a caller's display must never break the failover
-                log.exception("on_attempt callback failed")
 
 
 class Failover:
@@ -379,71 +357,6 @@ class Failover:
         if self.key_manager.busy():
             return AllKeysExhaustedError(run.attempts, _BUSY_POLL, None, described)
         return AllKeysExhaustedError(run.attempts, 0.0 if reasons else None, None, described)
-
-
-class _StreamView:
-    """Who answers a stream, known as soon as its first piece has arrived (`provider`, `model`, `key_id`; None
-    before), for callers that must say so before the end (the gateway's response headers); `.result` holds the
-    `ChatResult` once the pieces have run out."""
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-
-    @property
-    def provider(self) -> str | None:
-        return self._run.answering[0] if self._run.answering else None
-
-    @property
-    def model(self) -> str | None:
-        return self._run.answering[1] if self._run.answering else None
-
-    @property
-    def key_id(self) -> str | None:
-        return self._run.answering[2] if self._run.answering else None
-
-    @property
-    def attempts(self) -> tuple[Attempt, ...]:
-        """The attempts so far (all of them once the stream has ended)."""
-        return tuple(self._run.attempts)
-
-    @property
-    def result(self) -> ChatResult | None:
-        return self._run.result
-
-
-class ChatStream(_StreamView, Iterator[str]):
-    """An iterator of text pieces (see `_StreamView` for who answers and the result)."""
-
-    def __init__(self, pieces: Generator[str, None, ChatResult], run: Run | None = None) -> None:
-        super().__init__(run or Run())
-        self._pieces = pieces
-
-    def __next__(self) -> str:
-        try:
-            return next(self._pieces)
-        except StopIteration as done:
-            if done.value is not None:  # a finished generator ends again with None: keep the result it gave
-                self._run.result = done.value
-            raise
-
-    def close(self) -> None:
-        """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
-        self._pieces.close()
-
-
-class AsyncChatStream(_StreamView, AsyncIterator[str]):
-    """An async iterator of text pieces, from `achat_stream` (see `_StreamView` for who answers and the result)."""
-
-    def __init__(self, pieces: AsyncGenerator[str, None], run: Run) -> None:
-        super().__init__(run)
-        self._pieces = pieces
-
-    def __anext__(self) -> Awaitable[str]:
-        return self._pieces.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop reading early: closes the provider's stream and frees the key's in-flight slot at once."""
-        await self._pieces.aclose()
 
 
 def _pairs(route: Route) -> list[tuple[str, str | None]]:

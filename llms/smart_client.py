@@ -21,16 +21,7 @@ from config.settings import Settings, get_settings
 from llms.alerts import Alerts
 from llms.checks import KeyChecks
 from llms.clock import client_time
-from llms.failover import (
-    AsyncChatStream,
-    ChatStream,
-    Failover,
-    OnAttempt,
-    Run,
-    Wait,
-    aembed,
-    asend,
-)
+from llms.failover import Failover, Wait, aembed, asend
 from llms.key_manager import LEASE_TTL, KeyManager
 from llms.outcomes import Outcome, OutcomeKind, Scope
 from llms.prober import LONG_COOLDOWNS, Prober
@@ -39,6 +30,7 @@ from llms.quota import ConfiguredLimits
 from llms.routing import Route, Router, Target
 from llms.state import CooldownReason, EventKind, KeyEvent, StateStore, StoreHealth, store_from_url
 from llms.status import ProviderStatus, StatusReader
+from llms.streams import AsyncChatStream, ChatStream, OnAttempt, Run
 from llms.types import (
     ChatRequest,
     ChatResult,

@@ -30,11 +30,11 @@ from typing import Any
 
 from config.settings import load_settings
 from llms.exceptions import AllKeysExhaustedError
-from llms.failover import Run
 from llms.outcomes import Outcome
 from llms.smart_client import SmartClient
 from llms.state import StateStore, store_from_url
 from llms.state.memory import MemoryStore
+from llms.streams import Run
 from llms.types import ChatRequest, Completion, Usage
 from simulator.core import Call, Plan, Quota, Step
 from simulator.registry import render_reply, status_for
