@@ -22,7 +22,7 @@ _EXPORTS = {
     "Attempt": "llms.outcomes",
     "Outcome": "llms.outcomes",
     "OutcomeKind": "llms.outcomes",
-    "KeyStatus": "llms.key_manager",
+    "KeyStatus": "llms.key_status",
     "PARKED_REASONS": "llms.key_states",
     "KeyState": "llms.key_states",
     "ProviderStatus": "llms.status",
@@ -76,8 +76,8 @@ if TYPE_CHECKING:
         RequestRejectedError,
         StreamInterruptedError,
     )
-    from llms.key_manager import KeyStatus
     from llms.key_states import PARKED_REASONS, KeyState
+    from llms.key_status import KeyStatus
     from llms.outcomes import Attempt, Outcome, OutcomeKind
     from llms.smart_client import SmartClient, get_smart_client, reset_smart_client
     from llms.state import StoreHealth

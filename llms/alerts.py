@@ -34,8 +34,8 @@ import urllib3
 
 from config.api_keys import key_order
 from llms.clock import client_time
-from llms.key_manager import KeyStatus
 from llms.key_states import PARKED_REASONS, KeyState
+from llms.key_status import KeyStatus
 from llms.outcomes import describe_states, format_duration
 from llms.quota import Forecast
 from llms.state.base import Document

@@ -13,13 +13,12 @@ import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.clock import client_time
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, cooldown_policy
-from llms.key_states import KeyState
+from llms.key_status import KeyStatus, daily_totals, key_status
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.quota import (
     SLOTS_KEPT,
@@ -31,7 +30,7 @@ from llms.quota import (
     StormRule,
     quota_left,
 )
-from llms.state import CooldownReason, EventKind, KeyEvent, KeyRecord, StateError, StateStore, StoreHealth
+from llms.state import CooldownReason, EventKind, KeyEvent, StateError, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, Lease, RequestRecord, group_gate, model_pool
 
 log = logging.getLogger("llms.keys")
@@ -107,37 +106,6 @@ class KeyLease:
     def _end(self) -> bool:
         ended, self.ended = self.ended, True
         return not ended
-
-
-@dataclass(frozen=True)
-class KeyStatus:
-    """One key as the status page and `get_status_summary` show it. Never holds the secret."""
-
-    key_id: str
-    hint: str
-    provider: str
-    group: str | None
-    available: bool
-    reason: KeyState | None
-    """Why it is out of rotation (None: available); a `str`, so `reason == "spend_cap"` still reads."""
-    cooldown_remaining: float
-    cooldown_until: float | None
-    consecutive_failures: int
-    successes: int
-    failures: int
-    last_error: str | None
-    last_used: float | None
-    backoff_step: int = 0
-    learned_rest: float | None = None
-    disabled: bool = False
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Every model the key rests for (a limit its provider counts per model), as plain data: model →
-    {"reason", "until", "remaining"}. A key resting for its provider's default model is not `available`."""
-    quota: QuotaLeft = field(default_factory=QuotaLeft)
-    """Requests left in the current window and today, where anything says (for the model the status speaks for;
-    a shared-limit group's, for a key in one)."""
-    disabled_by: str | None = None
-    """Who took a disabled key out (an operator's name, or "an operator"); None for a key in rotation."""
 
 
 class KeyManager:
@@ -743,7 +711,7 @@ class KeyManager:
         (each account counted once); None when none has been read."""
         now = self._clock()
         subjects = sorted({_subject(k, "") for k in self._keys.get(provider, ())})
-        return _daily_totals(self._store.documents([f"daily/{s}" for s in subjects]), now)
+        return daily_totals(self._store.documents([f"daily/{s}" for s in subjects]), now)
 
     def set_disabled(self, key_ids: Iterable[str], disabled: bool, by: str | None = None) -> None:
         """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys.
@@ -829,11 +797,11 @@ class KeyManager:
         quotas = self._quotas(provider, keys, subjects, found, now)
         disabled_by = found.get(DISABLED_BY, {})
         statuses = [
-            _status(key, record, Pacing.of(found[f"pace/{account}"]), now, rest, default_model, quota,
+            key_status(key, record, Pacing.of(found[f"pace/{account}"]), now, rest, default_model, quota,
                     disabled_by.get(key.fingerprint))
             for key, account, record, rest, quota in zip(keys, accounts, records, rests, quotas, strict=True)
         ]  # fmt: skip
-        return statuses, _daily_totals([found[f"daily/{a}"] for a in dict.fromkeys(accounts)], now)
+        return statuses, daily_totals([found[f"daily/{a}"] for a in dict.fromkeys(accounts)], now)
 
     def _quotas(
         self, provider: str, keys: Sequence[ApiKey], subjects: Sequence[str], found: Mapping[str, Document], now: float
@@ -902,19 +870,6 @@ def _indexing(names: Iterable[str]) -> Callable[[Document], Document]:
     return lambda index: {"names": sorted({*(index.get("names") or ()), *names})}
 
 
-def _daily_totals(documents: Iterable[Document], now: float) -> dict[str, int] | None:
-    """Requests left today and the daily limit summed over the accounts' probe readings still current (each
-    account once); None when none is."""
-    current = [d for d in documents if d.get("until", 0) > now]
-    if not current:
-        return None
-    return {
-        "remaining": sum(int(d.get("remaining") or 0) for d in current),
-        "limit": sum(int(d.get("limit") or 0) for d in current),
-        "accounts": len(current),
-    }
-
-
 def _binding_quota(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:
     """What an answer reported of the key's quota, unless that is a count of the day with requests left: then the
     window learned from 429s (a minute's limit the provider does not report) is what paces the key."""
@@ -928,45 +883,3 @@ def _subject(key: ApiKey, part: str) -> str:
     (`part`) where the provider counts limits per model."""
     base = f"{key.provider}/{key.group}" if key.group else key.fingerprint
     return f"{base}|{part}" if part else base
-
-
-def _status(
-    key: ApiKey,
-    record: KeyRecord,
-    pacing: Pacing,
-    now: float,
-    rests: Mapping[str, tuple[float, CooldownReason]],
-    default_model: str | None,
-    quota: QuotaLeft,
-    disabled_by: str | None = None,
-) -> KeyStatus:
-    until = min(record.cooldown_until, now + record.rest) if record.rest > 0 else record.cooldown_until
-    record = replace(record, cooldown_until=until)  # never longer than its own length from now (clock steps)
-    resting = rests.get(default_model or "")
-    if resting is not None and resting[0] > record.cooldown_until:  # resting longer for the default model
-        record = replace(record, cooldown_until=resting[0], reason=resting[1])
-    cooling = record.cooldown_until > now
-    return KeyStatus(
-        key_id=key.key_id,
-        hint=key.hint,
-        provider=key.provider,
-        group=key.group,
-        available=not cooling and not record.disabled,
-        reason=KeyState.DISABLED if record.disabled else KeyState(record.reason) if cooling and record.reason else None,
-        cooldown_remaining=max(0.0, record.cooldown_until - now) if cooling else 0.0,
-        cooldown_until=record.cooldown_until if cooling else None,
-        consecutive_failures=record.consecutive_failures,
-        successes=record.successes,
-        failures=record.failures,
-        last_error=record.last_error,
-        last_used=record.last_used,
-        backoff_step=pacing.backoff.step,
-        learned_rest=pacing.backoff.learned,
-        disabled=record.disabled,
-        models={
-            model: {"reason": reason.value, "until": until, "remaining": until - now}
-            for model, (until, reason) in sorted(rests.items())
-        },
-        quota=quota,
-        disabled_by=(disabled_by or "an operator") if record.disabled else None,
-    )
