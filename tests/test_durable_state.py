@@ -19,8 +19,9 @@ from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
 from llms.cooldown import SLOT_MARGIN, TRY_MARGIN
 from llms.state import CooldownReason, StateError, store_from_url
+from llms.state.base import LATENCY_BOUNDS
 from llms.state.redis import LAYOUT
-from llms.state.sqlite import SCHEMA_VERSION
+from llms.state.sqlite_schema import SCHEMA_VERSION
 from simulator import Simulator
 
 
@@ -110,15 +111,20 @@ def test_a_locked_file_makes_callers_wait_then_fall_back_never_fail(sim: Simulat
 def test_the_request_log_and_history_are_plain_data_without_content_or_keys(make_client: MakeClient) -> None:
     client = make_client({"groq": 2}, steps={"groq:1": ["rate_limit"]})
     secret_words = "the secret plans for tuesday"
+    slowest = 0.0  # each call as this test timed it: what the client recorded of it can be no longer
     for _ in range(3):
+        started = time.monotonic()
         client.complete([{"role": "user", "content": secret_words}])
+        slowest = max(slowest, time.monotonic() - started)
     log = client.request_log()
     assert [(r["key_id"], r["outcome"]) for r in log][-2:] == [("groq:2", "ok"), ("groq:1", "rate_limit")]
     assert client.request_log(outcome="rate_limit")[0]["status"] == 429
     assert all(r["key_id"] == "groq:2" for r in client.request_log(key_id="groq:2"))
     hours = client.history()
     assert sum(h["requests"] for h in hours) == 4 and sum(h["rate_limits"] for h in hours) == 1
-    assert all(0 < h["latency_p95_s"] <= 0.05 for h in hours)  # the simulator answers at once
+    # the simulator answers at once: the first bucket (50 ms), unless a busy machine made a call slower than that
+    bound = next((b for b in LATENCY_BOUNDS if b >= slowest), LATENCY_BOUNDS[-1] * 2)
+    assert all(0 < h["latency_p95_s"] <= bound for h in hours)
     dumped = json.dumps([log, hours])
     assert secret_words not in dumped and not any(s in dumped for s in SECRETS["groq"])
 
@@ -127,7 +133,7 @@ _WORKER = """
 import sys
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
-from llms.state.sqlite import SCHEMA_VERSION
+from llms.state.sqlite_schema import SCHEMA_VERSION
 env = dict(arg.split("=", 1) for arg in sys.argv[1:])
 with SmartClient(load_settings(env, dotenv_path=None)) as client:
     for _ in range(10):
@@ -156,7 +162,7 @@ _BURST = """
 import sys
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
-from llms.state.sqlite import SCHEMA_VERSION
+from llms.state.sqlite_schema import SCHEMA_VERSION
 env = dict(arg.split("=", 1) for arg in sys.argv[1:])
 answered = 0
 with SmartClient(load_settings(env, dotenv_path=None)) as client:

@@ -47,121 +47,10 @@ from llms.state.base import (
     model_pool,
     outcome_columns,
 )
+from llms.state.sqlite_schema import TABLES, migrate
 
 T = TypeVar("T")
 log = logging.getLogger("llms.state")
-
-_BUCKETS = "\n".join(f"    b{i} INTEGER NOT NULL DEFAULT 0," for i in range(len(LATENCY_BOUNDS) + 1))
-"""The history's latency buckets, one column per bound and one for everything slower (`latency_bucket`): a change
-of `LATENCY_BOUNDS` is a change of layout, so it needs a `SCHEMA_VERSION` step that adds the columns."""
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS keys (
-    fp TEXT PRIMARY KEY,
-    pool TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    cooldown_until REAL NOT NULL DEFAULT 0,
-    reason TEXT,
-    consecutive INTEGER NOT NULL DEFAULT 0,
-    successes INTEGER NOT NULL DEFAULT 0,
-    failures INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    last_used REAL,
-    disabled INTEGER NOT NULL DEFAULT 0,
-    rest REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS keys_by_pool ON keys (pool, position);
-CREATE TABLE IF NOT EXISTS pools (
-    pool TEXT PRIMARY KEY,
-    cursor INTEGER NOT NULL DEFAULT -1,
-    paused_until REAL NOT NULL DEFAULT 0,
-    pause_reason TEXT,
-    pause_rest REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    key TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    status INTEGER,
-    latency REAL NOT NULL,
-    tokens_in INTEGER NOT NULL,
-    tokens_out INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS history (
-    hour REAL NOT NULL,
-    key TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    requests INTEGER NOT NULL DEFAULT 0,
-    successes INTEGER NOT NULL DEFAULT 0,
-    rate_limits INTEGER NOT NULL DEFAULT 0,
-    errors INTEGER NOT NULL DEFAULT 0,
-    tokens_in INTEGER NOT NULL DEFAULT 0,
-    tokens_out INTEGER NOT NULL DEFAULT 0,
-    latency_total REAL NOT NULL DEFAULT 0,
-{_BUCKETS}
-    PRIMARY KEY (hour, key)
-);
-CREATE TABLE IF NOT EXISTS gates (
-    fp TEXT PRIMARY KEY,
-    remaining INTEGER,
-    window_ends REAL NOT NULL DEFAULT 0,
-    probing INTEGER NOT NULL DEFAULT 0,
-    window_began REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS leases (
-    token TEXT PRIMARY KEY,
-    fp TEXT NOT NULL,
-    until REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS leases_by_key ON leases (fp, until);
-CREATE TABLE IF NOT EXISTS limit_usage (
-    fp TEXT PRIMARY KEY,
-    recent TEXT NOT NULL,
-    day_ends_at REAL NOT NULL,
-    day_used INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS model_rests (
-    fp TEXT NOT NULL,
-    model TEXT NOT NULL,
-    until REAL NOT NULL,
-    reason TEXT NOT NULL,
-    rest REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (fp, model)
-);
-CREATE TABLE IF NOT EXISTS documents (
-    name TEXT PRIMARY KEY,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    key_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-"""
-
-
-SCHEMA_VERSION = 3
-"""`PRAGMA user_version` of a file this code wrote. 1: the first layout (no version was written); 2: a rest's own
-length beside its end (`keys.rest`, `pools.pause_rest`) and a quota window's start (`gates.window_began`), so that
-neither outlasts its own length whatever the clock does; 3: rests of a key for one model (`model_rests`), and
-pauses of one model of a pool as rows of `pools` named `pool/model`."""
-
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: (
-        "ALTER TABLE keys ADD COLUMN rest REAL NOT NULL DEFAULT 0",
-        "ALTER TABLE pools ADD COLUMN pause_rest REAL NOT NULL DEFAULT 0",
-        "ALTER TABLE gates ADD COLUMN window_began REAL NOT NULL DEFAULT 0",
-    ),
-    3: (),  # a new table only: made by the schema itself
-}
-"""What takes a file from the version before to this one, in place; data is kept (a rest of 0: length unknown)."""
 
 
 class SQLiteStore(StateStore):
@@ -274,7 +163,7 @@ class SQLiteStore(StateStore):
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                _migrate(db)
+                migrate(db)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -754,7 +643,7 @@ class SQLiteStore(StateStore):
 
     def clear(self) -> None:
         def apply(db: sqlite3.Connection) -> None:
-            for table in _TABLES:
+            for table in TABLES:
                 db.execute(f"DELETE FROM {table}")
 
         self._run(apply)
@@ -786,31 +675,6 @@ def _paused_until(db: sqlite3.Connection, pool: str) -> float:
     return float(row[0]) if row else 0.0
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring the file to `SCHEMA_VERSION` in one transaction (another process may be doing the same: the write
-    lock makes one of them do it, and the other find it done)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'keys'").fetchone():  # not a new file
-            for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step]:
-                    db.execute(statement)
-        for statement in _SCHEMA.split(";"):  # tables and indexes added since, if any (executescript would commit)
-            if statement.strip():
-                db.execute(statement)
-        if version != SCHEMA_VERSION:
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(
-                    f"the file was written by a newer version (layout {version}; this one knows {SCHEMA_VERSION})"
-                )
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
 def _register(db: sqlite3.Connection, pool: str, key_ids: Sequence[str]) -> None:
     db.execute("INSERT OR IGNORE INTO pools (pool) VALUES (?)", (pool,))
     start = db.execute("SELECT coalesce(max(position), -1) + 1 FROM keys WHERE pool = ?", (pool,)).fetchone()[0]
@@ -828,20 +692,6 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
-
-
-_TABLES = (
-    "model_rests",
-    "keys",
-    "pools",
-    "events",
-    "requests",
-    "history",
-    "limit_usage",
-    "gates",
-    "leases",
-    "documents",
-)
 
 
 def _gate(db: sqlite3.Connection, fp: str) -> Gate:
