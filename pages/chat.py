@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import chat, shell
+from dashboard import chat, fallback, shell
 from dashboard.client import get_client
 from dashboard.text import md_escape
 
@@ -31,7 +31,7 @@ if prompt is not None or wait is not None:
     messages = chat.build_messages(turns, options.system_prompt)
     with st.chat_message("assistant"):
         trail_slot, text_slot, details = chat.answer_slots()  # where the history draws it on the next run
-        trail = chat.Trail(client, wait, holder=trail_slot)
+        trail = fallback.Trail(client, wait, holder=trail_slot)
         answer = chat.stream_answer(
             client,
             messages,

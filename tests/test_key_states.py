@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dashboard import status
-from dashboard.chat import _held, _passing, failed_word
+from dashboard.fallback import _held, _passing, failed_word
 from dashboard.history import OUTCOME_WORDS
 from dashboard.text import STATE_COLORS, kind_word, reason_words, state_label
 from dashboard.triage import FREES_ITSELF, NEEDS_PERSON, triage
