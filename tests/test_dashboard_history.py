@@ -56,9 +56,13 @@ def test_totals_add_up_exactly_to_the_request_log(busy_client: SmartClient) -> N
         assert row["Mean latency"] == pytest.approx(sum(r["latency_s"] for r in mine) / len(mine), abs=1e-5)
     assert totals["Requests"].sum() == len(log) == 7
     assert (totals.loc["OpenRouter", "429s"], totals.loc["Groq", "Errors"]) == (1, 1)
-    # p95 at the bucket bounds: the one slow groq request (timed out at ~1.5 s) is in its top 5 %, nothing else is
+    # p95 at the bucket bounds: the one slow groq request (timed out at ~1.5 s) is in its top 5 %; OpenRouter's
+    # answers come at once, so their p95 is the bound of the slowest of them, which a loaded machine may push past
+    # the first bucket (the log's own latencies say which)
     assert max(r["latency_s"] for r in log if r["provider"] == "groq") > 1.5
-    assert (totals.loc["Groq", "p95 latency"], totals.loc["OpenRouter", "p95 latency"]) == (2.0, 0.05)
+    slowest = max(r["latency_s"] for r in log if r["provider"] == "openrouter")
+    bound = next(b for b in LATENCY_BOUNDS if slowest <= b)
+    assert (totals.loc["Groq", "p95 latency"], totals.loc["OpenRouter", "p95 latency"]) == (2.0, bound)
     busiest_first = sorted(totals.index, key=lambda title: -totals.loc[title, "Requests"])
     assert list(totals.index) == busiest_first  # (how many each served depends on when openrouter:1 frees)
 
