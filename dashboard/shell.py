@@ -112,6 +112,9 @@ def banner(backend: Backend) -> None:
         f"Each OpenRouter demo key answers {openrouter[0]} request per {openrouter[1] / 60:g} minutes, so the "
         "first four messages rotate through openrouter:1 … openrouter:4 and the fifth falls back to Groq."
     )
+    from dashboard.simulate import demo_strip
+
+    demo_strip(backend.client)
 
 
 @contextmanager

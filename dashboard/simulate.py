@@ -13,18 +13,23 @@ providers are never loaded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from html import escape
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from dashboard import auth
 from dashboard.text import provider_title, reason_words, verdict
+from llms import KeyState, KeyStatus, ProviderStatus
 
 if TYPE_CHECKING:
     from dashboard.client import Backend
     from llms import SmartClient
     from simulator import Simulator
+
+STRIP_SECONDS = 2.0
+"""How often the demo's key strip redraws: keys change colour as they answer and rest."""
 
 OUTAGE_STEP = "overloaded"
 """What every key of a provider in an outage answers (`Step.OVERLOADED`): 502/503, each provider's own shape."""
@@ -61,8 +66,7 @@ def revoke(simulator: Simulator, key_id: str, added: Mapping[str, str] | None = 
     simulator.set_steps(demo_secret(key_id, added), then="invalid_key")
     return (
         f"{key_id} is revoked: it answers 401 invalid key until you recover it. The client finds out on {key_id}'s "
-        "next request (round-robin may send the next message to another key first): press “Send a test request "
-        "now” to see it parked at once."
+        "next request: press “Send a test request now” to see it parked at once."
     )
 
 
@@ -117,7 +121,9 @@ def simulate_panel(backend: Backend, notify: Callable[[str], None] | None = None
 
     def act(action: Callable[[Simulator, str, Mapping[str, str]], str], widget: str) -> None:
         """Read the target from the widget's state: a callback's args are those of the run that drew it."""
-        said(action(simulator, st.session_state[widget], backend.demo_env))
+        message = action(simulator, st.session_state[widget], backend.demo_env)
+        upcoming = next_key(client.provider_statuses())
+        said(message + (f" The next chat message goes to {upcoming}." if upcoming else ""))
 
     def said(message: str) -> None:
         st.session_state["simulate_last"] = message
@@ -187,3 +193,73 @@ def simulate_panel(backend: Backend, notify: Callable[[str], None] | None = None
         )
         if last := st.session_state.get("simulate_last"):
             st.caption(last)
+
+
+# --- the key strip ------------------------------------------------------------------------------------------------
+
+
+def next_key(statuses: Sequence[ProviderStatus]) -> str | None:
+    """The key round-robin gives the next chat message (the demo's one client): the first provider in order with
+    a key available, and there the first available key after the one it used last (None: every key rests)."""
+    for provider in statuses:
+        if provider.paused_until:
+            continue
+        keys = list(provider.keys)
+        free = [i for i, key in enumerate(keys) if key.available]
+        if not free:
+            continue
+        used = [i for i, key in enumerate(keys) if key.last_used is not None]
+        last = max(used, key=lambda i: keys[i].last_used or 0.0) if used else -1
+        return keys[next((i for i in free if i > last), free[0])].key_id
+    return None
+
+
+def _state(key: KeyStatus, paused: bool) -> KeyState:
+    if key.disabled:
+        return KeyState.DISABLED
+    if not key.available:
+        return KeyState.of(key.reason) or KeyState.MANUAL
+    return KeyState.PAUSED if paused else KeyState.AVAILABLE
+
+
+def key_strip(statuses: Sequence[ProviderStatus]) -> str:
+    """Every demo key as a pill in its state's colour, by provider: the key that answered last is ringed, the one
+    the next message goes to is marked ▸ (HTML; key ids and words only, never a secret)."""
+    answered = max(
+        (k for s in statuses for k in s.keys if k.last_used is not None), key=lambda k: k.last_used or 0.0, default=None
+    )
+    upcoming = next_key(statuses)
+    groups = []
+    for status in statuses:
+        pills = []
+        for key in status.keys:
+            state, number = _state(key, status.paused_until is not None), key.key_id.rsplit(":", 1)[-1]
+            last = answered is not None and key.key_id == answered.key_id
+            mark = "▸ " if key.key_id == upcoming else ""
+            tip = f"{key.key_id}: {state.facts.label}" + (" · answered last" if last else "")
+            tip += " · the next message goes here" if mark else ""
+            style = (
+                f"background:{state.facts.color};color:#fff;border-radius:0.6rem;padding:0.05rem 0.45rem;"
+                "margin:0 0.15rem;font-size:0.8rem;" + ("box-shadow:0 0 0 2px currentColor;" if last else "")
+            )
+            pills.append(f'<span title="{escape(tip)}" style="{style}">{mark}{escape(number)}</span>')
+        groups.append(f"<span style='white-space:nowrap'>{escape(status.title)} {''.join(pills)}</span>")
+    return "<div style='line-height:1.9'>" + " &nbsp; ".join(groups) + "</div>"
+
+
+def strip_caption(statuses: Sequence[ProviderStatus]) -> str:
+    upcoming = next_key(statuses)
+    return f"Next message goes to {upcoming}" if upcoming else "Every key rests: the next message waits or falls back"
+
+
+def demo_strip(client: SmartClient) -> None:
+    """The demo's keys, redrawn every `STRIP_SECONDS`: a presenter's audience sees keys answer, rest and come back,
+    and which key the next message will use."""
+
+    @st.fragment(run_every=STRIP_SECONDS)
+    def strip() -> None:
+        statuses = [s for s in client.provider_statuses() if s.total]
+        st.html(key_strip(statuses))
+        st.caption(strip_caption(statuses))
+
+    strip()

@@ -359,12 +359,18 @@ def test_demo_answers_name_their_key_and_a_revoked_key_is_parked_at_once(env: py
     revoked key at once; the pacing is said outside the folded banner; each answer carries its key's badge."""
     at, sim_panel = _demo(env)
     assert any("1 request per 10 minutes" in c.value for c in at.caption), "the pacing is not folded away"
+    assert "Next message goes to openrouter:1" in [c.value for c in at.caption]  # the demo's key strip says
     chat(at, "One")
     chat(at, "Two")
     assert key_badges(at) == ["OpenRouter · openrouter:1", "OpenRouter · openrouter:2"]
+    at.run()  # the strip is drawn before the page answers; its fragment redraws it every 2 s, a rerun at once
+    assert "Next message goes to openrouter:3" in [c.value for c in at.caption]
+    [strip] = [h.proto.body for h in at.get("html") if "OpenRouter" in h.proto.body]
+    assert strip.count("<span title=") == 8 and "openrouter:2: available · answered last" in strip
+    assert "openrouter:3: available · the next message goes here" in strip
     sim_panel.selectbox(key="simulate_key").set_value("groq:1")
     _press(sim_panel, "Revoke key")
-    assert "round-robin may send the next message to another key" in sim_panel.caption[-1].value
+    assert sim_panel.caption[-1].value.endswith("The next chat message goes to openrouter:3.")
     _press(sim_panel, "Send a test request now")
     said = sim_panel.caption[-1].value
     assert said.startswith("Sent a test request: groq:1: ") and "HTTP 401" in said, said
@@ -430,3 +436,20 @@ def test_a_tool_call_the_answer_asks_for_is_shown_with_its_arguments(env: pytest
     assert "tools" not in sim.requests[-1].payload
     assert [m["role"] for m in sim.requests[-1].payload["messages"]] == ["system", "user", "user"]
     assert at.chat_message[-1].markdown[0].value.startswith("Simulated groq reply")
+
+
+def test_the_next_message_goes_to_the_first_free_key_after_the_last_used_of_the_first_provider_with_one() -> None:
+    """Round-robin as the demo's strip predicts it: resting keys and paused providers are passed over, and the
+    ring wraps around."""
+    from dashboard.simulate import next_key
+    from tests.test_dashboard_status import NOW, key, provider
+
+    spent = provider("openrouter", key("openrouter:1", "rate_limit", 60.0), key("openrouter:2", "rate_limit", 60.0))
+    groq = [key(f"groq:{n}", last_used=NOW - 10 + n) for n in (1, 2, 3)]
+    assert next_key([spent, provider("groq", *groq)]) == "groq:1"  # groq:3 answered last: the ring wraps
+    groq[0] = key("groq:1", "invalid_key", 86_400.0, last_used=NOW - 9)
+    assert next_key([spent, provider("groq", *groq)]) == "groq:2"
+    assert next_key([provider("groq", *groq, paused_until=NOW + 5), provider("gemini", key("gemini:1"))]) == (
+        "gemini:1"
+    )
+    assert next_key([spent]) is None
