@@ -1,9 +1,8 @@
-"""The smart client: for each provider in order, for each key in rotation, try, record, move on.
-
-This is the only module that combines the key manager (which key, what penalty) with the adapters (one HTTP
-call). It never retries a failing key within one round: the key is penalised and the next key or provider answers
-instead. It sleeps only for a busy key's in-flight slot or, within `wait`, for a cooling key. Blocking callers use
-`complete` / `chat_stream`; callers on an event loop (the gateway) use `acomplete` / `achat_stream`, the same loop.
+"""The smart client: the one object a program holds. It builds the key manager, the adapters and the failover loop
+(`llms.failover`: for each provider in order, for each key in rotation, try, record, move on) from the settings,
+and offers the calls: `chat` / `complete` / `chat_stream` / `embed` for blocking callers, `acomplete` /
+`achat_stream` / `aembed` for callers on an event loop (the gateway), the same loop; the status a person reads
+(`llms.status`); and the operator's actions (reset, disable, check, reload keys, alerts).
 """
 
 from __future__ import annotations
@@ -60,14 +59,12 @@ class SmartClient:
         """`clock`: epoch seconds that key state is kept by. `timer`: the seconds the failover loop measures its
         deadlines in (the virtual-time harness in `simulator.virtual_time` gives both its own clock)."""
         self.settings = settings
-        self._timer = timer
         self._order = [p for p in settings.provider_order if settings.providers[p].keys]
         self._router = Router(settings.providers, self._order, settings.aliases)
         self._adapters: dict[str, ProviderAdapter] = {p: _adapter(settings, p) for p in self._order}
         self._retired: list[ProviderAdapter] = []
         self._owns_store = store is None
         store = _retained(store or store_from_url(settings.state_url, settings.state_prefix), settings)
-        self._store_in_memory = store.IN_MEMORY
         self.key_manager = KeyManager(
             {p: settings.providers[p].keys for p in settings.provider_order},
             settings.cooldowns,
