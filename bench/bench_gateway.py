@@ -420,7 +420,7 @@ def notes(r: Result) -> list[str]:
         "**Why it is cheap.** The gateway awaits provider calls on uvicorn's event loop (`SmartClient.acomplete`, "
         "aiohttp) instead of handing each request to a worker thread: on this machine a thread hop alone cost "
         "about a third of a millisecond, more than the rest of the gateway's work. Under the hood the failover "
-        "loop is the same one blocking callers use (`SmartClient._failover`), driven by awaited steps."
+        "loop is the same one blocking callers use (`client.failover.steps`), driven by awaited steps."
     ]
 
 
