@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -133,10 +134,44 @@ def state_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
         store.close()
 
 
+Stopper = Callable[[Callable[[], object]], None]
+
+
+@pytest.fixture(scope="session")
+def stopper() -> Iterator[Stopper]:
+    """Runs a slow, blocking stop (a simulator's `stop()` waits out its server's 0.05 s poll, uvicorn's its 0.1 s
+    tick) beside the next test instead of before it. Every stop is joined, and its error raised, when the session
+    ends."""
+    pending: list[tuple[threading.Thread, list[BaseException]]] = []
+
+    def stop_soon(stop: Callable[[], object]) -> None:
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                stop()
+            except BaseException as exc:  # re-raised at the session's end
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, name="test-stopper", daemon=True)
+        thread.start()
+        pending.append((thread, errors))
+
+    yield stop_soon
+    for thread, errors in pending:
+        thread.join(30)
+        assert not thread.is_alive(), "a stop did not finish within 30 s"
+        if errors:
+            raise errors[0]
+
+
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(hang_seconds=3.0) as server:
+def sim(stopper: Stopper) -> Iterator[Simulator]:
+    server = Simulator(hang_seconds=3.0).start()
+    try:
         yield server
+    finally:
+        stopper(server.stop)
 
 
 MakeClient = Callable[..., SmartClient]
@@ -183,6 +218,17 @@ def python_env(**extra: str) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY",)) and "_API_KEY_" not in k}
     keep = {k: v for k, v in keep.items() if not k.startswith(("LLM_", "OPENROUTER_", "GROQ_", "GEMINI_"))}
     return {**keep, "PYTHONPATH": str(ROOT), "LLM_STATE_URL": "memory://", **extra}
+
+
+@contextlib.contextmanager
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here, and in processes started meanwhile, even when whatever started pytest
+    ignores it (a shell ignores it in a background job: `pytest &`)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def in_threads(count: int, work: Callable[[], T]) -> list[T]:

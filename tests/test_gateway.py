@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from conftest import ALL_SECRETS, PYTHON, ROOT, SECRETS, free_port, in_threads, python_env
+from conftest import ALL_SECRETS, PYTHON, ROOT, SECRETS, Stopper, free_port, in_threads, python_env
 
 from config.settings import load_settings
 from gateway.app import create_app
@@ -79,7 +79,7 @@ StartGateway = Callable[..., RunningGateway]
 
 
 @pytest.fixture
-def start_gateway(sim: Simulator) -> Iterator[StartGateway]:
+def start_gateway(sim: Simulator, stopper: Stopper) -> Iterator[StartGateway]:
     """`start_gateway({"groq": 2}, steps={"groq:1": ["rate_limit"]}, limits=…, latency=…, tokens=(TOKEN,))`: the
     simulator's keys, a pool over them and uvicorn serving the gateway on a free loopback port in a thread."""
     running: list[tuple[uvicorn.Server, threading.Thread, ClientPool]] = []
@@ -124,8 +124,12 @@ def start_gateway(sim: Simulator) -> Iterator[StartGateway]:
     yield start
     for server, thread, pool in running:
         server.should_exit = True
-        thread.join(10)
-        pool.close()
+
+        def stop(thread: threading.Thread = thread, pool: ClientPool = pool) -> None:
+            thread.join(10)
+            pool.close()
+
+        stopper(stop)  # uvicorn ends on its next 0.1 s tick, beside the next test
 
 
 def assert_no_secrets(*texts: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import ctrl_c_raises
 
 from simulator import DEMO_KEYS, SimRequest, Simulator, Step
 from simulator.core import go_duration, wire_examples
@@ -438,17 +439,20 @@ def test_limit_window_then_recovers(simulator: Simulator, provider: str) -> None
 def test_a_sliding_window_frees_each_slot_when_its_request_ages_out(simulator: Simulator) -> None:
     """At most n requests in any window: a slot frees `seconds` after the request that took it, not all at once,
     and a 429's hint points at the oldest slot (OpenRouter's `X-RateLimit-Reset`)."""
-    secret = scripted(simulator, "openrouter", limit=(2, 0.6), sliding=True)
+    # A 1 s window, its two slots taken 0.5 s apart: each step below has half a second of slack on a busy machine
+    # (with 0.6 s and 0.3 s it had 0.3 s, and 0.04 s before the last send).
+    secret = scripted(simulator, "openrouter", limit=(2, 1.0), sliding=True)
     assert send(simulator, "openrouter", secret).status_code == 200
-    time.sleep(0.3)
+    time.sleep(0.5)
     assert send(simulator, "openrouter", secret).status_code == 200
+    second_taken_by = time.monotonic()  # the second slot was taken before its answer came back
     limited = send(simulator, "openrouter", secret)
     assert limited.status_code == 429
     reset_in = int(limited.headers["X-RateLimit-Reset"]) / 1000 - time.time()
-    assert 0 < reset_in <= 0.31  # the first request's slot, taken 0.3 s ago
+    assert 0 < reset_in <= 0.51  # the first request's slot, taken 0.5 s ago
     time.sleep(reset_in + 0.02)
     assert [send(simulator, "openrouter", secret).status_code for _ in range(2)] == [200, 429]  # one slot, not two
-    time.sleep(0.32)
+    time.sleep(max(0.0, second_taken_by + 1.0 + 0.02 - time.monotonic()))  # until the second slot has aged out
     assert send(simulator, "openrouter", secret).status_code == 200
 
 
@@ -814,7 +818,8 @@ def test_cli_prints_exports_and_serves() -> None:
         "--latency",
         "0",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    with ctrl_c_raises():  # the CLI stops on Ctrl-C: not one that inherited it ignored
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert proc.stdout is not None
         exports: dict[str, str] = {}
@@ -834,7 +839,11 @@ def test_cli_prints_exports_and_serves() -> None:
         assert resp.status_code == 200 and resp.headers["x-ratelimit-limit-requests"] == "2"
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=5) == 0
+        try:
+            assert proc.wait(timeout=5) == 0
+        finally:
+            proc.kill()  # a no-op once it has exited; if it outlived the SIGINT, it must not outlive the test
+            proc.wait()
 
 
 @pytest.mark.parametrize(
