@@ -9,6 +9,8 @@ pool's answer and errors back into `httpx2`'s. Imported only when a Gemini adapt
 
 from __future__ import annotations
 
+import functools
+import ssl
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -137,12 +139,19 @@ class BodyStream(httpx2.SyncByteStream):
             close()
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every key's pool: making one loads the CA bundle (~40 ms of CPU), and one key's pool
+    needs nothing another's does not."""
+    return httpx2.create_ssl_context()
+
+
 class GuardedTransport(httpx2.BaseTransport):
     """A connection pool on the guarded backend; gzip/deflate decoded here, other encodings refused."""
 
     def __init__(self) -> None:
         self._pool = httpcore2.ConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
+            ssl_context=_tls_context(),
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
