@@ -21,7 +21,8 @@ import streamlit as st
 
 from dashboard import auth
 from dashboard.text import provider_title, reason_words, verdict
-from llms import KeyState, KeyStatus, ProviderStatus
+from llms import ProviderStatus
+from llms.key_status import state_of
 
 if TYPE_CHECKING:
     from dashboard.client import Backend
@@ -214,14 +215,6 @@ def next_key(statuses: Sequence[ProviderStatus]) -> str | None:
     return None
 
 
-def _state(key: KeyStatus, paused: bool) -> KeyState:
-    if key.disabled:
-        return KeyState.DISABLED
-    if not key.available:
-        return KeyState.of(key.reason) or KeyState.MANUAL
-    return KeyState.PAUSED if paused else KeyState.AVAILABLE
-
-
 def key_strip(statuses: Sequence[ProviderStatus]) -> str:
     """Every demo key as a pill in its state's colour, by provider: the key that answered last is ringed, the one
     the next message goes to is marked ▸ (HTML; key ids and words only, never a secret)."""
@@ -233,7 +226,7 @@ def key_strip(statuses: Sequence[ProviderStatus]) -> str:
     for status in statuses:
         pills = []
         for key in status.keys:
-            state, number = _state(key, status.paused_until is not None), key.key_id.rsplit(":", 1)[-1]
+            state, number = state_of(key, status.paused_until is not None), key.key_id.rsplit(":", 1)[-1]
             last = answered is not None and key.key_id == answered.key_id
             mark = "▸ " if key.key_id == upcoming else ""
             tip = f"{key.key_id}: {state.facts.label}" + (" · answered last" if last else "")

@@ -46,6 +46,7 @@ from dashboard.triage import (
     urgency,
 )
 from llms import PARKED_REASONS, KeyState, KeyStatus, ProviderStatus, SmartClient, StoreHealth, client_time
+from llms.key_status import state_of
 from llms.state import describe as describe_store
 
 REFRESH_SECONDS = 2
@@ -77,15 +78,6 @@ rotation are rate-limited and back within minutes, and listing them first buried
 _TRIAGED = {NEEDS_ATTENTION: NEEDS_PERSON, SELF_HEALING: FREES_ITSELF}
 REASON_WIDTH = 380
 """Pixels: with Key, State and the countdown it fits the main column at 1400 px with the sidebar open."""
-
-
-def key_state(key: KeyStatus, paused: bool = False) -> str:
-    """The one state a key is in: `disabled`, its cooldown reason, `paused` (the provider rests), or `available`."""
-    if key.disabled:
-        return "disabled"
-    if not key.available:
-        return key.reason or "manual"
-    return "paused" if paused else "available"
 
 
 def category(state: str) -> str:
@@ -143,7 +135,7 @@ def summarize(status: ProviderStatus, now: float, causes: Causes | None = None) 
     paused = bool(status.paused_until and status.paused_until > now)
     counts: dict[str, int] = defaultdict(int)
     for key in status.keys:
-        counts[category(key_state(key, paused))] += 1
+        counts[category(state_of(key, paused))] += 1
     waiting = [k for k in status.keys if not k.available and not k.disabled]
     soonest = min(waiting, key=lambda k: k.cooldown_remaining) if waiting else None
     return ProviderSummary(
@@ -266,7 +258,7 @@ def rows_of(statuses: Iterable[ProviderStatus], now: float) -> list[Row]:
     for status in statuses:
         paused = bool(status.paused_until and status.paused_until > now)
         left = (status.paused_until or now) - now if paused else None
-        rows.extend(Row(k, key_state(k, paused), left, status.model) for k in status.keys)
+        rows.extend(Row(k, state_of(k, paused), left, status.model) for k in status.keys)
     return sorted(rows, key=lambda row: urgency(row.state))
 
 

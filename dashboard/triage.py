@@ -32,7 +32,7 @@ FREES_ITSELF = "frees_itself"
 AVAILABLE = "available"
 
 PERSON_STATES: frozenset[str] = frozenset(state.value for state in KeyState if state.needs_person)
-"""States (see `dashboard.status.key_state`) that wait for a person."""
+"""States (see `llms.key_status.state_of`) that wait for a person."""
 
 _RANK = {"disabled": 1}
 """Sort rank inside "needs a person": keys an operator switched off on purpose after the unexpected ones."""

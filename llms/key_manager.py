@@ -706,13 +706,6 @@ class KeyManager:
         document = {"remaining": quota.remaining, "limit": quota.limit, "until": until, "at": now}
         self._store.change(f"daily/{_subject(key, '')}", lambda _: document)
 
-    def daily_requests(self, provider: str) -> dict[str, int] | None:
-        """Requests left today and the daily limit, summed over the provider's accounts a probe has read today
-        (each account counted once); None when none has been read."""
-        now = self._clock()
-        subjects = sorted({_subject(k, "") for k in self._keys.get(provider, ())})
-        return daily_totals(self._store.documents([f"daily/{s}" for s in subjects]), now)
-
     def set_disabled(self, key_ids: Iterable[str], disabled: bool, by: str | None = None) -> None:
         """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys.
         `by`: who did it, for the event (a dashboard's logged-in operator); else "by an operator"."""
@@ -770,8 +763,8 @@ class KeyManager:
         return self.provider_state(provider, model)[0]
 
     def provider_state(self, provider: str, model: str | None = None) -> tuple[list[KeyStatus], dict[str, int] | None]:
-        """`statuses` and `daily_requests` from one read of the documents both need (a status page refreshing
-        every 2 s over 1,000 keys read each account's day twice, and each key's window twice)."""
+        """`statuses` and the provider's daily totals from one read of the documents both need (a status page
+        refreshing every 2 s over 1,000 keys read each account's day twice, and each key's window twice)."""
         default_model = model or self._default_models.get(provider)
         keys = self._keys.get(provider, ())
         now = self._clock()

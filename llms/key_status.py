@@ -45,6 +45,16 @@ class KeyStatus:
     """Who took a disabled key out (an operator's name, or "an operator"); None for a key in rotation."""
 
 
+def state_of(key: KeyStatus, paused: bool = False) -> KeyState:
+    """The one state a key is in: disabled, its cooldown reason (parked by hand when it gives none), waiting on its
+    provider's pause, or available."""
+    if key.disabled:
+        return KeyState.DISABLED
+    if not key.available:
+        return KeyState.of(key.reason) or KeyState.MANUAL
+    return KeyState.PAUSED if paused else KeyState.AVAILABLE
+
+
 def daily_totals(documents: Iterable[Document], now: float) -> dict[str, int] | None:
     """Requests left today and the daily limit summed over the accounts' probe readings still current (each
     account once); None when none is."""

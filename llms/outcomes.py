@@ -151,14 +151,15 @@ class Attempt:
         return f"{self.key_id} {self.kind.value}{status}"
 
 
-STATE_WORDS: dict[str, str] = {state.value: state.facts.words for state in KeyState}
-"""How a key's state (its cooldown reason, or `available` / `disabled`) reads in messages and alerts."""
-
-
 def describe_states(states: Iterable[str | None]) -> str:
     """How many keys are in each state, in words: `1 available, 2 rate-limited` (None is available)."""
     counts = Counter(state or "available" for state in states)
-    return ", ".join(f"{n} {STATE_WORDS.get(state, state)}" for state, n in sorted(counts.items()))
+    return ", ".join(f"{n} {_words(state)}" for state, n in sorted(counts.items()))
+
+
+def _words(state: str) -> str:
+    known = KeyState.of(state)
+    return known.facts.words if known is not None else state
 
 
 def format_duration(seconds: float) -> str:

@@ -13,6 +13,7 @@ from dashboard.triage import FREES_ITSELF, NEEDS_PERSON, triage
 from llms.alerts import incidents
 from llms.key_manager import _PARKED
 from llms.key_states import PARKED_REASONS, KeyState
+from llms.key_status import state_of
 from llms.outcomes import Attempt, OutcomeKind, describe_states
 from llms.prober import LONG_COOLDOWNS
 from llms.state.base import CooldownReason
@@ -25,12 +26,12 @@ REASONS = [s for s in KeyState if s not in (KeyState.AVAILABLE, KeyState.DISABLE
 def in_state(state: KeyState) -> tuple[str, bool]:
     """The status table's state for a key in `state` (and whether its provider is paused)."""
     if state is KeyState.DISABLED:
-        return status.key_state(key("groq:1", disabled=True)), False
+        return state_of(key("groq:1", disabled=True)), False
     if state is KeyState.AVAILABLE:
-        return status.key_state(key("groq:1")), False
+        return state_of(key("groq:1")), False
     if state is KeyState.PAUSED:
-        return status.key_state(key("groq:1"), paused=True), True
-    return status.key_state(key("groq:1", state.value, 60.0)), False
+        return state_of(key("groq:1"), paused=True), True
+    return state_of(key("groq:1", state.value, 60.0)), False
 
 
 def test_every_stored_reason_is_a_state_with_facts() -> None:
@@ -88,5 +89,5 @@ def test_every_outcome_reads_by_its_facts_in_the_log_the_trail_and_a_verdict(kin
 
 def test_a_provider_pause_reads_as_its_reason() -> None:
     paused = provider("groq", key("groq:1"), paused_until=NOW + 8)
-    assert status.key_state(paused.keys[0], paused=True) == KeyState.PAUSED
+    assert state_of(paused.keys[0], paused=True) == KeyState.PAUSED
     assert KeyState.UPSTREAM.facts.cause in status.pause_text(paused, NOW)
