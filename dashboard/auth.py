@@ -132,6 +132,12 @@ def operator() -> str | None:
     return st.session_state.get(_NAME) or None
 
 
+def acting() -> str:
+    """Who acts from this session, for an action a person took even on an open dashboard: `operator()`, else
+    "an operator" (so the client does not read it as the keys file changing by itself)."""
+    return operator() or "an operator"
+
+
 def log_out() -> None:
     st.session_state[_UNLOCKED] = False
     st.session_state[_FAILED] = ""

@@ -148,17 +148,12 @@ def _join(backend: Backend, keys: Sequence[tuple[str, str]]) -> list[str]:
         for name, secret, key_id in keys_file.numbered(keys, highest):
             backend.demo_env[name] = secret
             ids.append(key_id)
-        client.reload_keys(load_settings(backend.demo_env, dotenv_path=None), by=_who())
+        client.reload_keys(load_settings(backend.demo_env, dotenv_path=None), by=auth.acting())
         return ids
     path = _keys_path(client)
     given = keys_file.add_keys(path, keys, taken)
-    client.reload_keys(by=_who())
+    client.reload_keys(by=auth.acting())
     return given
-
-
-def _who() -> str:
-    """Who adds or removes keys from this session, for the events ("added by alice")."""
-    return auth.operator() or "an operator"
 
 
 def _keys_path(client: SmartClient) -> str:
@@ -178,10 +173,10 @@ def remove(backend: Backend, key_ids: Sequence[str]) -> str:
     if backend.demo:
         for name in [n for n, v in backend.demo_env.items() if v in secrets]:
             del backend.demo_env[name]
-        client.reload_keys(load_settings(backend.demo_env, dotenv_path=None), by=_who())
+        client.reload_keys(load_settings(backend.demo_env, dotenv_path=None), by=auth.acting())
     else:
         keys_file.remove_keys(_keys_path(client), secrets)
-        client.reload_keys(by=_who())
+        client.reload_keys(by=auth.acting())
     left = set(configured(client).values()) & set(key_ids)
     gone = [k for k in key_ids if k not in left]
     where = "the demo" if backend.demo else client.settings.keys_file

@@ -74,7 +74,7 @@ def revoke(simulator: Simulator, key_id: str, added: Mapping[str, str] | None = 
 def test_request(client: SmartClient, key_id: str) -> str:
     """One real call with the key through the client, as the Status page's Test: the client learns what the
     simulator was told at once, and the message says where the key stands after it."""
-    outcome = client.check_key(key_id, by=auth.operator() or "an operator")
+    outcome = client.check_key(key_id, by=auth.acting())
     key = next(k for s in client.provider_statuses() for k in s.keys if k.key_id == key_id)
     after = (
         f"the client now rests it ({reason_words(key.reason or 'manual')}): see the Status table and alerts."

@@ -68,7 +68,7 @@ backend = get_backend()
 
 
 def reload_keys() -> None:
-    changed = client.reload_keys(by=auth.operator() or "an operator")
+    changed = client.reload_keys(by=auth.acting())
     added, removed = ", ".join(changed["added"]) or "none", ", ".join(changed["removed"]) or "none"
     notify(f"Keys read again from the environment and .env. Added: {added}. Removed: {removed}.")
 
