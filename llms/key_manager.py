@@ -710,14 +710,15 @@ class KeyManager:
         """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys.
         `by`: who did it, for the event (a dashboard's logged-in operator); else "by an operator"."""
         keys = [self.key(key_id) for key_id in key_ids]
-        who = by or "an operator"
+        who, fingerprints = by or "an operator", [k.fingerprint for k in keys]
+        changed = set(fingerprints)
 
         def named(document: Document) -> Document:  # who disabled which key, for the status and the alert
-            names = {k: v for k, v in document.items() if k not in {key.fingerprint for key in keys}}
-            return names | ({key.fingerprint: who for key in keys} if disabled else {})
+            names = {k: v for k, v in document.items() if k not in changed}
+            return names | (dict.fromkeys(fingerprints, who) if disabled else {})
 
         self._store.change(DISABLED_BY, named)
-        self._store.set_disabled([k.fingerprint for k in keys], disabled)
+        self._store.set_disabled(fingerprints, disabled)
         now = self._clock()
         for key in keys:
             self._event(now, key, EventKind.DISABLED if disabled else EventKind.ENABLED, f"by {who}")
