@@ -233,7 +233,9 @@ def key_strip(statuses: Sequence[ProviderStatus]) -> str:
             tip += " · the next message goes here" if mark else ""
             style = (
                 f"background:{state.facts.color};color:#fff;border-radius:0.6rem;padding:0.05rem 0.45rem;"
-                "margin:0 0.15rem;font-size:0.8rem;" + ("box-shadow:0 0 0 2px currentColor;" if last else "")
+                "margin:0 0.15rem;font-size:0.8rem;"
+                # a ring of its own colour a gap away: white text's colour vanished on a light page
+                + (f"outline:2px solid {state.facts.color};outline-offset:2px;" if last else "")
             )
             pills.append(f'<span title="{escape(tip)}" style="{style}">{mark}{escape(number)}</span>')
         groups.append(f"<span style='white-space:nowrap'>{escape(status.title)} {''.join(pills)}</span>")
