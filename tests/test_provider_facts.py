@@ -22,7 +22,8 @@ from dashboard.text import pause_text, reason_text
 from llms import ChatResult, RequestRejectedError, SmartClient
 from llms.outcomes import OutcomeKind, Scope
 from llms.providers import PROVIDERS
-from llms.providers.gemini import API_VERSION, PACIFIC, thinking
+from llms.providers.gemini import API_VERSION, PACIFIC
+from llms.providers.gemini_translate import thinking
 from llms.wire import seconds_until_midnight, seconds_until_next_month
 from simulator.core import wire_example, wire_examples
 

@@ -18,7 +18,8 @@ from typing import Any
 from llms.outcomes import OK, Outcome, OutcomeKind, Scope, rejected, transient
 from llms.providers.base import ProviderSpec
 from llms.providers.generic import error_fields, message_of
-from llms.providers.openai_compat import OpenAICompatAdapter, classify_answer
+from llms.providers.openai_compat import OpenAICompatAdapter
+from llms.providers.openai_wire import classify_answer
 from llms.wire import classify_common, lower_headers, retry_after_header
 
 

@@ -1,4 +1,7 @@
-"""Gemini through the maintained `google-genai` SDK: how its answers read, and its adapter.
+"""Gemini through the maintained `google-genai` SDK: how its answers read, and its adapter (one client per key).
+
+The request in Gemini's terms (and an answer's text and usage back) is `gemini_translate.py`'s; its agent fields
+are `gemini_agents.py`'s.
 
 Facts (sources in docs/providers.md, "Provider facts"):
 - Errors are `{"error": {"code", "message", "status", "details"}}`. A 429 lists one or several `QuotaFailure`
@@ -8,7 +11,8 @@ Facts (sources in docs/providers.md, "Provider facts"):
   `FAILED_PRECONDITION` (region without a free tier, billing) is the key's project, not the request.
 - A 200 can carry no text: `promptFeedback.blockReason`, or a candidate that stopped at `MAX_TOKENS`, `SAFETY`,
   `RECITATION`… Thinking models count thoughts against `max_output_tokens`, so thinking is set to the model's
-  lowest level and `max_output_tokens` gets that level's allowance on top of the caller's `max_tokens`.
+  lowest level and `max_output_tokens` gets that level's allowance on top of the caller's `max_tokens`
+  (`gemini_translate.thinking`).
 - Limits are per Google Cloud project; per-day quotas reset at midnight Pacific.
 
 Why one `genai.Client` per key: the SDK binds the key at construction, construction costs tens of milliseconds,
@@ -22,8 +26,6 @@ it began.
 
 from __future__ import annotations
 
-import base64
-import functools
 import re
 import threading
 import time
@@ -37,8 +39,9 @@ from llms.clock import ProviderClock
 from llms.exceptions import ProviderError
 from llms.outcomes import OK, Outcome, OutcomeKind, Scope, rejected, transient
 from llms.providers.base import Endpoint, ProviderSpec
+from llms.providers.gemini_translate import text_of, translate, usage_of
 from llms.transport import Budget
-from llms.types import ChatRequest, Completion, Embedded, EmbeddingRequest, StreamReply, Usage, message_text
+from llms.types import ChatRequest, Completion, Embedded, EmbeddingRequest, StreamReply
 from llms.wire import (
     classify_common,
     error_message,
@@ -67,9 +70,6 @@ EMBED_BATCH = 100
 list goes in several calls with the same key, within one attempt's budget."""
 EMBEDDING_MODEL = "gemini-embedding-001"
 
-_STRICT_SAMPLING = re.compile(r"^gemini-3\.5-flash-lite")
-"""Models that ignore a custom temperature / top_p / top_k, refuse custom presence / frequency penalties, and refuse
-a conversation whose last turn is the model's (Google's model page for Gemini 3.5 Flash-Lite)."""
 _BARE_EXHAUSTED = re.compile(r"resource has been exhausted", re.I)
 SPEND_WINDOW = 600.0
 """Gemini's spend-based limits are counted over a rolling 10 minutes (rate-limits doc, since June 2026)."""
@@ -189,30 +189,6 @@ def _enum(value: Any) -> str:
     return str(getattr(value, "value", value) or "")
 
 
-@functools.lru_cache(maxsize=256)
-def thinking(model: str) -> tuple[dict[str, Any], int]:
-    """The lowest thinking the model allows, and how many output tokens to add for it.
-
-    2.5 Flash and Flash-Lite turn thinking off with a budget of 0; 2.5 Pro cannot (its minimum is 128). Gemini 3
-    and later take a level instead of a budget (a budget of 0 is refused): `MINIMAL` for Flash models, `LOW` for
-    Pro, whose thinking cannot be turned off.
-    """
-    name = model.removeprefix("models/").lower()
-    if name.startswith("gemini-2.5-pro"):
-        return {"thinking_budget": 128}, 128
-    if name.startswith("gemini-2.5"):
-        return {"thinking_budget": 0}, 0
-    if generation(model) >= 3:
-        return ({"thinking_level": "LOW"}, 1024) if "pro" in name else ({"thinking_level": "MINIMAL"}, 256)
-    return {}, 0
-
-
-def generation(model: str) -> int:
-    """The model's major version (`gemini-3.5-flash` → 3); 0 when the name does not say."""
-    found = re.match(r"gemini-(\d+)", model.removeprefix("models/").lower())
-    return int(found.group(1)) if found else 0
-
-
 class GeminiAdapter:
     provider = "gemini"
 
@@ -234,7 +210,7 @@ class GeminiAdapter:
 
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
         model = request.model or self.model
-        contents, config = self._translate(request, model)
+        contents, config = translate(request, model)
         client = self._client(key, self._version(request, model))  # before the attempt's clock: see `_client`
         budget = Budget(self._timeout, self._max_bytes)
         try:
@@ -248,14 +224,14 @@ class GeminiAdapter:
         return Completion(
             text=text_of(response),
             model=response.model_version or model,
-            usage=_usage(response),
+            usage=usage_of(response),
             tool_calls=calls,
             finish_reason=agents.finish_reason(_enum(candidate.finish_reason) if candidate else "", bool(calls)),
         )
 
     def open_stream(self, request: ChatRequest, key: ApiKey) -> StreamReply:
         model = request.model or self.model
-        contents, config = self._translate(request, model)
+        contents, config = translate(request, model)
         client = self._client(key, self._version(request, model))
         budget = Budget(self._timeout, self._max_bytes, overall=self._stream_max)
         try:
@@ -314,7 +290,7 @@ class GeminiAdapter:
         client = self._client(key, self._version(request, self.model))
         budget = Budget(timeout or self._timeout, self._max_bytes)
         try:
-            contents, config = self._translate(request, self.model)
+            contents, config = translate(request, self.model)
             with budget.active():
                 client.models.generate_content(model=self.model, contents=contents, config=config)
         except ProviderError as exc:
@@ -370,61 +346,13 @@ class GeminiAdapter:
                 self._clients[name] = client
             return client
 
-    def _translate(self, request: ChatRequest, model: str) -> tuple[list[Any], Any]:
-        """OpenAI-style messages to Gemini contents: system → system_instruction, assistant → model, images inline,
-        tool calls and results as function parts, the agent options as config (`gemini_agents`). What Gemini
-        cannot take is refused here, before any call: another provider may take it."""
-        try:
-            return self._contents_and_config(request, model)
-        except agents.Refused as exc:
-            raise ProviderError(rejected(f"Gemini cannot take this request: {exc}", None)) from None
-
-    def _contents_and_config(self, request: ChatRequest, model: str) -> tuple[list[Any], Any]:
-        from google.genai import types
-
-        _refuse_what_the_model_refuses(request, model)
-        system: list[str] = []
-        contents: list[types.Content] = []
-        names = agents.call_names(request.messages)
-        for message in request.messages:
-            role = message["role"]
-            if role == "system":
-                system.append(message_text(message["content"]))
-                continue
-            if role == "tool":
-                part = agents.function_response_part(message, names)
-                if (
-                    contents
-                    and contents[-1].role == "user"
-                    and contents[-1].parts
-                    and contents[-1].parts[-1].function_response
-                ):
-                    contents[-1].parts.append(part)  # parallel calls answered in one turn
-                else:
-                    contents.append(types.Content(role="user", parts=[part]))
-                continue
-            parts = _parts(message["content"]) if message.get("content") else []
-            if role == "assistant" and message.get("tool_calls"):
-                parts += agents.function_call_parts(message["tool_calls"], signed=generation(model) >= 3)
-            contents.append(types.Content(role="model" if role == "assistant" else "user", parts=parts))
-        lowest, allowance = thinking(model)
-        max_output = request.max_tokens + allowance if request.max_tokens else None
-        config = types.GenerateContentConfig(
-            temperature=request.temperature,
-            max_output_tokens=max_output,
-            system_instruction="\n\n".join(system) if system else None,
-            thinking_config=types.ThinkingConfig(**lowest) if lowest else None,
-            **agents.generation_options(request.options),
-        )
-        return contents, config
-
     def _pieces(self, first: Any, rest: Iterator[Any], reply: StreamReply, budget: Budget) -> Iterator[str]:
         """The budget is active only while a chunk is read; each text piece moves the deadline on."""
         chunk = first
         try:
             while chunk is not None:
                 if chunk.usage_metadata:
-                    reply.usage = _usage(chunk)
+                    reply.usage = usage_of(chunk)
                 if chunk.model_version:
                     reply.model = chunk.model_version
                 candidate = chunk.candidates[0] if chunk.candidates else None
@@ -464,62 +392,10 @@ class GeminiAdapter:
         return outcome.redacted(self._secrets)
 
 
-def _refuse_what_the_model_refuses(request: ChatRequest, model: str) -> None:
-    """What Google documents a model answers with an error is refused before the call (the error's text is not
-    documented, so it could not be told from a malformed request afterwards), so another provider may take it."""
-    if not _STRICT_SAMPLING.match(model.removeprefix("models/")):
-        return
-    for name in ("presence_penalty", "frequency_penalty"):
-        if request.options.get(name):
-            raise agents.Refused(f"{model} refuses a custom {name}")
-    turns = [m for m in request.messages if m["role"] != "system"]
-    if turns and turns[-1]["role"] == "assistant":
-        raise agents.Refused(f"{model} refuses a conversation whose last turn is the model's (an assistant prefill)")
-
-
-def _parts(content: Any) -> list[Any]:
-    from google.genai import types
-
-    if isinstance(content, str):
-        return [types.Part(text=content)]
-    parts = []
-    for part in content:
-        if part["type"] == "text":
-            parts.append(types.Part(text=part["text"]))
-            continue
-        url = part["image_url"]["url"]
-        if url.startswith("data:"):
-            header, _, data = url.partition(",")
-            mime = header[5:].split(";")[0] or "image/png"
-            parts.append(types.Part.from_bytes(data=base64.b64decode(data), mime_type=mime))
-        else:
-            mime = "image/png" if url.lower().endswith(".png") else "image/jpeg"
-            parts.append(types.Part.from_uri(file_uri=url, mime_type=mime))
-    return parts
-
-
-def text_of(response: Any) -> str:
-    texts = []
-    for candidate in response.candidates or []:
-        for part in (candidate.content.parts if candidate.content else None) or []:
-            if part.text and not part.thought:
-                texts.append(part.text)
-    return "".join(texts)
-
-
 def _close(chunks: Iterator[Any]) -> None:
     close = getattr(chunks, "close", None)
     if close is not None:
         close()
-
-
-def _usage(response: Any) -> Usage:
-    meta = response.usage_metadata
-    if meta is None:
-        return Usage()
-    prompt = meta.prompt_token_count or 0
-    completion = meta.candidates_token_count or 0
-    return Usage(prompt, completion, meta.total_token_count or prompt + completion)
 
 
 SPEC = ProviderSpec(

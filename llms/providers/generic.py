@@ -17,7 +17,8 @@ from typing import Any
 
 from llms.outcomes import Outcome, QuotaHint
 from llms.providers.base import Endpoint, ProviderSpec
-from llms.providers.openai_compat import OpenAICompatAdapter, classify_answer
+from llms.providers.openai_compat import OpenAICompatAdapter
+from llms.providers.openai_wire import classify_answer
 from llms.types import ChatRequest
 from llms.wire import (
     classify_common,

@@ -19,7 +19,7 @@ from typing import Any
 from llms.outcomes import Outcome, OutcomeKind, Scope
 from llms.providers.base import ProviderSpec
 from llms.providers.generic import GenericAdapter, error_fields, hint_of, message_of
-from llms.providers.openai_compat import classify_answer
+from llms.providers.openai_wire import classify_answer
 from llms.wire import classify_common
 
 

@@ -20,7 +20,8 @@ from typing import Any
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, rejected
 from llms.providers.base import ProviderSpec
 from llms.providers.generic import error_fields, message_of
-from llms.providers.openai_compat import OpenAICompatAdapter, QuotaHeaders, classify_answer
+from llms.providers.openai_compat import OpenAICompatAdapter
+from llms.providers.openai_wire import QuotaHeaders, classify_answer
 from llms.types import ChatRequest
 from llms.wire import classify_common, lower_headers, retry_after_header, seconds_until_next_month
 

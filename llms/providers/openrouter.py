@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 
 from llms.outcomes import OK, Outcome, OutcomeKind, QuotaHint, Scope, rejected, transient
 from llms.providers.base import ProviderSpec
-from llms.providers.openai_compat import OpenAICompatAdapter, classify_answer
+from llms.providers.openai_compat import OpenAICompatAdapter
+from llms.providers.openai_wire import classify_answer
 from llms.wire import (
     MODERATION_WORDS,
     classify_common,
