@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,7 +23,6 @@ import pytest
 from config.settings import load_settings
 from llms.smart_client import SmartClient
 from llms.state import StateStore, store_from_url
-from llms.state.redis import RedisStore
 from simulator import Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,28 +109,47 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@dataclass(frozen=True)
+class StoreBackend:
+    """How the tests reach one store backend: a new backend is one row of `STORE_BACKENDS`."""
+
+    url: Callable[[pytest.FixtureRequest, Path], str]
+    """Its URL for a test, given the test's request (for a server fixture) and a file path it may use."""
+    durable: bool
+    """It keeps state across restarts and shares it between processes (the `DURABLE` tests run on it)."""
+    clear_after: bool = False
+    """Its state outlives the test (a server shared by the session): the fixture clears what the test wrote."""
+
+
+STORE_BACKENDS: Mapping[str, StoreBackend] = {
+    "memory": StoreBackend(lambda request, path: "memory://", durable=False),
+    "sqlite": StoreBackend(lambda request, path: f"sqlite://{path}", durable=True),
+    "redis": StoreBackend(lambda request, path: request.getfixturevalue("redis_server").url, True, clear_after=True),
+}
+"""Every store backend the contract tests run on, by name (the test ids)."""
+
+DURABLE = [name for name, backend in STORE_BACKENDS.items() if backend.durable]
+"""The backends shared by processes: `parametrize("backend", DURABLE)`, with `STORE_BACKENDS[backend].url`."""
+
+
+@pytest.fixture(params=list(STORE_BACKENDS))
 def state_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], StateStore]]:
     """Each test using it runs once per backend: one test body, every store (the way `limits` tests storage).
     The stores are bare (no failover to memory), so a broken backend fails these tests."""
+    backend = STORE_BACKENDS[request.param]
     made: list[StateStore] = []
 
     def build() -> StateStore:
-        if request.param == "memory":
-            store = store_from_url("memory://", failover=False)
-        elif request.param == "sqlite":
-            store = store_from_url(f"sqlite://{tmp_path / f'state-{len(made)}.db'}", failover=False)
-        else:
-            server = request.getfixturevalue("redis_server")
-            store = store_from_url(server.url, prefix=f"test-{uuid.uuid4().hex[:10]}", failover=False)
+        url = backend.url(request, tmp_path / f"state-{len(made)}.db")
+        store = store_from_url(url, prefix=f"test-{uuid.uuid4().hex[:10]}", failover=False)
         made.append(store)
         return store
 
     yield build
     for store in made:
-        if isinstance(store, RedisStore):
+        if backend.clear_after:
             with contextlib.suppress(Exception):
-                store.clear()
+                store.clear()  # type: ignore[attr-defined]
         store.close()
 
 

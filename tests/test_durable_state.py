@@ -13,14 +13,25 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, RedisServer, python_env
+from conftest import (
+    DURABLE,
+    PYTHON,
+    ROOT,
+    SECRETS,
+    STORE_BACKENDS,
+    USER_HELLO,
+    Clock,
+    MakeClient,
+    RedisServer,
+    python_env,
+)
 
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
 from llms.cooldown import SLOT_MARGIN, TRY_MARGIN
 from llms.state import CooldownReason, StateError, store_from_url
 from llms.state.base import LATENCY_BOUNDS
-from llms.state.redis import LAYOUT
+from llms.state.redis_layout import LAYOUT
 from llms.state.sqlite_schema import SCHEMA_VERSION
 from simulator import Simulator
 
@@ -177,14 +188,12 @@ print(answered)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", DURABLE)
 def test_a_configured_limit_is_shared_by_every_process(
     sim: Simulator, tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     sim.add_key("groq", SECRETS["groq"][0], name="groq:1")
-    url = f"sqlite://{tmp_path / 'state.db'}"
-    if backend == "redis":
-        url = request.getfixturevalue("redis_server").url
+    url = STORE_BACKENDS[backend].url(request, tmp_path / "state.db")
     env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_REQUESTS_PER_MINUTE": "20", "LLM_STATE_URL": url}
     env["LLM_STATE_PREFIX"] = f"shared-limit-{tmp_path.name}"
     args = [f"{k}={v}" for k, v in env.items()]
@@ -277,7 +286,7 @@ def _cli_env(sim: Simulator, env: dict[str, str], *args: str) -> subprocess.Comp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", DURABLE)
 def test_clients_sharing_a_store_climb_one_ladder_and_count_one_window(
     sim: Simulator, tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
@@ -285,7 +294,7 @@ def test_clients_sharing_a_store_climb_one_ladder_and_count_one_window(
     the first one's ladder, and both clients' answers fill one learned window, so the key rests before a 429."""
     secret = SECRETS["openrouter"][0]
     sim.add_key("openrouter", secret, "rate_limit_nohint", name="openrouter:1")
-    url = request.getfixturevalue("redis_server").url if backend == "redis" else f"sqlite://{tmp_path / 'state.db'}"
+    url = STORE_BACKENDS[backend].url(request, tmp_path / "state.db")
     env = {**sim.env(), "OPENROUTER_API_KEY_1": secret, "LLM_STATE_URL": url, "LLM_STATE_PREFIX": tmp_path.name}
     clock = Clock()
     first, second = (SmartClient(load_settings(env, dotenv_path=None), clock=clock) for _ in range(2))
@@ -321,7 +330,7 @@ def test_clients_sharing_a_store_climb_one_ladder_and_count_one_window(
         assert "quota used up" in first.key_manager.events(1)[0].detail
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", DURABLE)
 def test_429s_seen_by_different_clients_add_up_to_one_storm(
     sim: Simulator, tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
@@ -329,7 +338,7 @@ def test_429s_seen_by_different_clients_add_up_to_one_storm(
     for i, secret in enumerate(secrets, 1):
         sim.add_key("groq", secret, *(["rate_limit_nohint"] if i <= 3 else []), name=f"groq:{i}")
     sim.add_key("gemini", SECRETS["gemini"][0], name="gemini:1")
-    url = request.getfixturevalue("redis_server").url if backend == "redis" else f"sqlite://{tmp_path / 'state.db'}"
+    url = STORE_BACKENDS[backend].url(request, tmp_path / "state.db")
     env = {**sim.env(), "LLM_STATE_URL": url, "LLM_STATE_PREFIX": tmp_path.name, "LLM_COOLDOWN_POLICY": "fixed"}
     env |= {f"GROQ_API_KEY_{i}": s for i, s in enumerate(secrets, 1)} | {"GEMINI_API_KEY_1": SECRETS["gemini"][0]}
     env["LLM_STORM_COOLDOWN"] = "5"

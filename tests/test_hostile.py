@@ -23,7 +23,18 @@ from typing import Any, ClassVar
 
 import pytest
 import redis
-from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, RedisServer, ctrl_c_raises, python_env
+from conftest import (
+    DURABLE,
+    PYTHON,
+    ROOT,
+    SECRETS,
+    STORE_BACKENDS,
+    USER_HELLO,
+    Clock,
+    RedisServer,
+    ctrl_c_raises,
+    python_env,
+)
 from hostile_server import HostileServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -163,7 +174,7 @@ client.complete([{"role": "user", "content": "Hello"}])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", DURABLE)
 def test_a_worker_killed_mid_request_holds_its_key_for_seconds_not_minutes(
     sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:
@@ -172,7 +183,7 @@ def test_a_worker_killed_mid_request_holds_its_key_for_seconds_not_minutes(
     told "none is cooling (1 available)". Now a live holder renews its lease every few seconds, so a dead one's
     slot frees within the lease's life (here 2 s, the worker's request timeout), and a caller meanwhile waits
     for it; a caller that cannot wait long enough is told the key is busy, and for how long."""
-    url = f"sqlite://{tmp_path / 'state.db'}" if backend == "sqlite" else request.getfixturevalue("redis_server").url
+    url = STORE_BACKENDS[backend].url(request, tmp_path / "state.db")
     env = {
         **sim.env(),
         "GROQ_API_KEY_1": KEY["groq"],
@@ -407,14 +418,14 @@ def test_a_wall_clock_stepped_back_an_hour_leaves_a_7_66_s_rest_at_7_66_s(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", DURABLE)
 def test_a_process_started_after_a_clock_step_keeps_a_shared_rest_within_its_own_length(
     sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:
     """Process A cooled groq:1 for its window (about 1 s); process B started after the wall clock went back an
     hour, so by B's clock that rest ends an hour from now. B must rest the key no longer than the rest's own
     length (and not use it at once either)."""
-    url = f"sqlite://{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("redis_server").url
+    url = STORE_BACKENDS[backend].url(request, tmp_path / "s.db")
     env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "GROQ_API_KEY_2": SECRETS["groq"][1]}
     env |= {"LLM_STATE_URL": url, "LLM_STATE_PREFIX": f"step-{tmp_path.name}"}
     sim.add_key("groq", SECRETS["groq"][0], limit=(1, 1.0), name="groq:1")

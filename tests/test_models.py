@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SECRETS, USER_HELLO, Clock, MakeClient
+from conftest import DURABLE, SECRETS, STORE_BACKENDS, USER_HELLO, Clock, MakeClient
 
 from config.api_keys import ApiKey
 from config.settings import ConfigError, CooldownSettings, load_settings
@@ -192,11 +192,11 @@ def test_a_gemini_project_without_quota_for_a_model_keeps_the_others(make_client
     assert rests["gemini-3.5-pro"]["reason"] == "no_access" and rests["gemini-3.5-pro"]["remaining"] > 3600
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", DURABLE)
 def test_a_model_rest_is_shared_by_every_process_on_the_store(
     sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:
-    url = f"sqlite://{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("redis_server").url
+    url = STORE_BACKENDS[backend].url(request, tmp_path / "s.db")
     env = {**sim.env(), "GROQ_MODELS": "model-b", "LLM_STATE_URL": url, "LLM_STATE_PREFIX": f"m-{tmp_path.name}"}
     for i in range(2):
         env[f"GROQ_API_KEY_{i + 1}"] = SECRETS["groq"][i]

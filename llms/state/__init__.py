@@ -11,16 +11,8 @@ from __future__ import annotations
 
 import importlib
 
-from llms.state.base import (
-    BACKENDS,
-    CooldownReason,
-    EventKind,
-    KeyEvent,
-    KeyRecord,
-    StateError,
-    StateStore,
-    StoreHealth,
-)
+from llms.state.base import CooldownReason, EventKind, KeyEvent, KeyRecord
+from llms.state.store import BACKENDS, StateError, StateStore, StoreHealth
 
 MODULES: dict[str, str] = {
     "sqlite": "llms.state.sqlite",

@@ -25,10 +25,8 @@ from llms.state.base import (
     Lease,
     RequestLimits,
     RequestRecord,
-    StateError,
-    StateStore,
-    StoreHealth,
 )
+from llms.state.store import StateError, StateStore, StoreHealth
 
 log = logging.getLogger("llms.state")
 

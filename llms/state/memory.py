@@ -21,12 +21,11 @@ from llms.state.base import (
     LimitUsage,
     RequestLimits,
     RequestRecord,
-    StateStore,
-    StoreHealth,
     hour_of,
     model_pool,
     tally,
 )
+from llms.state.store import StateStore, StoreHealth
 
 
 class MemoryStore(StateStore):

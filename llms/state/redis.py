@@ -1,16 +1,9 @@
 """Key state in Redis, shared by every process that points at the same server and prefix.
 
-Layout under the prefix (default `llmkeys`), keyed by a key's fingerprint (a hash; no secret is written):
-`{p}:pool:{provider}:ring` (list, rotation order), `:members` (set), `:cursor` (counter);
-`{p}:key:{fp}` (hash: successes, failures, consecutive, last_error, last_used);
-`{p}:cool:{fp}` ("until|reason|length", with a TTL so expired cooldowns vanish without a sweeper);
-`{p}:mrest:{fp}` (hash: model → "until|reason|length", the key's rests for one model);
-`{p}:pool:{provider}:pause` and `{p}:pool:{provider}/{model}:pause` ("until|reason|length", TTL: the pool, or one
-model of it, rests); `{p}:events` (capped list of JSON events, newest first); `{p}:doc:{name}` (JSON documents:
-what was learned about hidden limits); `{p}:layout` (the layout version, `LAYOUT`).
-
-Picking the next key is one Lua script, so N processes share one round-robin order. `llms.state.failover`
-keeps calls working on local memory while Redis is unreachable.
+The keys under the prefix, and how each value is written, are in `llms.state.redis_layout`; every operation that
+reads and then writes is one Lua script (`llms.state.redis_scripts`), so picking the next key is atomic and N
+processes share one round-robin order. `llms.state.failover` keeps calls working on local memory while Redis is
+unreachable.
 """
 
 from __future__ import annotations
@@ -20,7 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -31,8 +24,6 @@ except ImportError:  # only a store needs the driver: its URL is checked, and it
 
 from config.api_keys import redacted_url, with_encoded_credentials
 from llms.state.base import (
-    IN_FLIGHT_CEILING,
-    LATENCY_BOUNDS,
     CooldownReason,
     Document,
     EventKind,
@@ -44,197 +35,27 @@ from llms.state.base import (
     Lease,
     RequestLimits,
     RequestRecord,
-    StateError,
-    StateStore,
-    StoreHealth,
-    bounded_until,
     gate_name,
     hour_of,
-    latency_bucket,
     model_pool,
-    outcome_columns,
 )
+from llms.state.redis_layout import LAYOUT, bounded, hour_row, key_record, until_of
+from llms.state.redis_scripts import (
+    ACQUIRE,
+    COOL_MODEL,
+    END_LEASE,
+    FAILURE,
+    LOG,
+    REGISTER,
+    SPEND,
+    SUCCESS,
+    finish_args,
+    remember_args,
+)
+from llms.state.store import StateError, StateStore, StoreHealth
 
 T = TypeVar("T")
 log = logging.getLogger("llms.state")
-
-LAYOUT = 2
-"""The layout under a prefix (`{prefix}:layout`). 1: before versions; 2: cooldowns and pauses as
-`until|reason|length` (a value of layout 1, `until|reason`, still reads), per-model rests in `mrest:{fp}` hashes."""
-
-_ACQUIRE = """
-local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
-local token, lease_until, model, suffix, grouped = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7] == '1'
-for _, name in ipairs({KEYS[3], KEYS[4]}) do
-  local pause = redis.call('GET', name)
-  if pause and tonumber(string.match(pause, '^[^|]+')) > now then return false end
-end
-local n = redis.call('LLEN', ring)
-if n == 0 then return -1 end
-local excluded = {}
-for i = 8, #ARGV do excluded[ARGV[i]] = true end
-local function admit(key)
-  local base = grouped and redis.call('HGET', prefix .. 'gates', key) or key  -- its group's gate, if any
-  local id = base .. suffix  -- the key's gate, or its gate for one model (`StateStore.gate`)
-  local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing', 'window_began')
-  local probing, remaining, ends = g[3] == '1', tonumber(g[1]), tonumber(g[2] or '0')
-  local in_window = tonumber(g[4] or '0') <= now and now < ends
-  if not (probing or (remaining and (not in_window or remaining < IN_FLIGHT_CEILING))) then return true end
-  local leases = prefix .. 'lease:' .. id
-  redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-  local allowed = 1
-  if not probing and remaining and in_window then allowed = remaining end
-  if redis.call('ZCARD', leases) >= allowed then return false end
-  redis.call('ZADD', leases, lease_until, token)
-  redis.call('EXPIRE', leases, math.ceil(lease_until - now) + 60)
-  return true
-end
-local function resting(value, rewrite)
-  if not value then return false end
-  local till, reason, rest = string.match(value, '^([^|]+)|([^|]*)|?([^|]*)$')
-  till, rest = tonumber(till), tonumber(rest) or 0
-  if rest > 0 and till - now > rest then  -- set by a clock ahead of this one: it rests its own length from now
-    till = now + rest
-    rewrite(string.format('%.6f|%s|%.6f', till, reason, rest))
-  end
-  return till > now
-end
-local function cooling(id)
-  local name = prefix .. 'cool:' .. id
-  if resting(redis.call('GET', name), function(v) redis.call('SET', name, v, 'KEEPTTL') end) then return true end
-  if model == '' then return false end
-  local rests = prefix .. 'mrest:' .. id
-  return resting(redis.call('HGET', rests, model), function(v) redis.call('HSET', rests, model, v) end)
-end
-for _ = 1, n do
-  local c = redis.call('INCR', cursor)
-  local id = redis.call('LINDEX', ring, (c - 1) % n)
-  if id and not excluded[id] and redis.call('SISMEMBER', prefix .. 'disabled', id) == 0 then
-    if not cooling(id) and (token == '' or admit(id)) then
-      redis.call('HSET', prefix .. 'key:' .. id, 'last_used', ARGV[2])
-      return id
-    end
-  end
-end
-return false
-"""
-
-_REMEMBER = """
-local function remember(o)
-  if #ARGV < o then return end
-  local p, hour, key = ARGV[o], ARGV[o + 2], ARGV[o + 3]
-  redis.call('LPUSH', p .. 'requests', ARGV[o + 1])
-  redis.call('LTRIM', p .. 'requests', 0, tonumber(ARGV[o + 13]) - 1)
-  local h = p .. 'hist:' .. hour .. ':' .. key
-  redis.call('HSET', h, 'hour', hour, 'key', key, 'provider', ARGV[o + 4], 'key_id', ARGV[o + 5])
-  redis.call('HINCRBY', h, 'requests', 1)
-  redis.call('HINCRBY', h, 'successes', ARGV[o + 6])
-  redis.call('HINCRBY', h, 'rate_limits', ARGV[o + 7])
-  redis.call('HINCRBY', h, 'errors', ARGV[o + 8])
-  redis.call('HINCRBY', h, 'tokens_in', ARGV[o + 9])
-  redis.call('HINCRBY', h, 'tokens_out', ARGV[o + 10])
-  redis.call('HINCRBYFLOAT', h, 'latency_total', ARGV[o + 11])
-  redis.call('HINCRBY', h, 'b' .. ARGV[o + 12], 1)
-  redis.call('EXPIRE', h, ARGV[o + 14])
-  redis.call('ZADD', p .. 'hist:index', hour, hour .. ':' .. key)
-  redis.call('ZREMRANGEBYSCORE', p .. 'hist:index', '-inf', '(' .. ARGV[o + 15])
-end
-"""
-
-_FINISH = """
-local function finish(o)
-  local prefix, id, token, remaining = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
-  local gate = prefix .. 'gate:' .. id
-  if token ~= '' then redis.call('ZREM', prefix .. 'lease:' .. id, token) end
-  if ARGV[o + 5] == '1' and redis.call('HGET', gate, 'probing') == '1' then redis.call('HSET', gate, 'probing', '0') end
-  if remaining ~= '' then
-    local g = redis.call('HMGET', gate, 'remaining', 'window_ends', 'window_began')
-    local now = tonumber(ARGV[o + 6])
-    if g[1] and g[2] and tonumber(g[3] or '0') <= now and now < tonumber(g[2]) then
-      if tonumber(remaining) < tonumber(g[1]) then
-        redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4])
-      end
-    else
-      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 6])
-    end
-  end
-end
-"""
-
-_ACQUIRE = _ACQUIRE.replace("IN_FLIGHT_CEILING", str(IN_FLIGHT_CEILING))
-_LOG = _REMEMBER + _FINISH + "finish(1)\nremember(8)"
-_END_LEASE = _FINISH + "finish(1)"
-
-_SUCCESS = (
-    _REMEMBER
-    + _FINISH
-    + """
-local before = tonumber(redis.call('HGET', KEYS[1], 'consecutive') or '0')
-redis.call('HINCRBY', KEYS[1], 'successes', 1)
-redis.call('HSET', KEYS[1], 'consecutive', 0, 'last_used', ARGV[1])
-finish(2)
-remember(9)
-return before
-"""
-)
-
-_FAILURE = (
-    _REMEMBER
-    + _FINISH
-    + """
-redis.call('HINCRBY', KEYS[1], 'failures', 1)
-local streak = redis.call('HINCRBY', KEYS[1], 'consecutive', tonumber(ARGV[3]))
-redis.call('HSET', KEYS[1], 'last_error', ARGV[2], 'last_used', ARGV[1])
-finish(4)
-remember(11)
-return streak
-"""
-)
-
-_SPEND = """
-local recent, day = KEYS[1], KEYS[2]
-local now, per_minute, per_day, day_ends = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-redis.call('ZREMRANGEBYSCORE', recent, '-inf', now - 60)
-local ends = tonumber(redis.call('HGET', day, 'ends') or '0')
-if now >= ends then redis.call('HSET', day, 'ends', day_ends, 'used', 0); ends = tonumber(day_ends) end
-local in_minute = redis.call('ZCARD', recent)
-local used = tonumber(redis.call('HGET', day, 'used') or '0')
-local function rest(minute, today)
-  local r = -1
-  if minute then
-    local nth = redis.call('ZRANGE', recent, -per_minute, -per_minute, 'WITHSCORES')
-    r = tonumber(nth[2]) + 60 - now
-  end
-  if today then r = math.max(r, ends - now) end
-  return tostring(r)
-end
-local full_minute = per_minute > 0 and in_minute >= per_minute
-local full_day = per_day > 0 and used >= per_day
-if full_minute or full_day then return {0, rest(full_minute, full_day)} end
-if per_minute > 0 then
-  redis.call('ZADD', recent, now, ARGV[5])
-  redis.call('EXPIRE', recent, 120)
-  in_minute = in_minute + 1
-end
-used = redis.call('HINCRBY', day, 'used', 1)
-redis.call('EXPIREAT', day, math.ceil(ends) + 60)
-local last_minute = per_minute > 0 and in_minute >= per_minute
-local last_day = per_day > 0 and used >= per_day
-if last_minute or last_day then return {1, rest(last_minute, last_day)} end
-return {1, false}
-"""
-
-_COOL_MODEL = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-"""
-
-_REGISTER = """
-for i = 1, #ARGV do
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[i]) end
-end
-return redis.call('LLEN', KEYS[1])
-"""
 
 
 class RedisStore(StateStore):
@@ -248,14 +69,14 @@ class RedisStore(StateStore):
         self._redis = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._register = self._redis.register_script(_REGISTER)
+        self._acquire = self._redis.register_script(ACQUIRE)
+        self._register = self._redis.register_script(REGISTER)
         self._streaks: dict[str, int] = {}
         self._pools: dict[str, list[str]] = {}
         self._grouped: dict[str, bool] = {}  # pools with keys in shared-limit groups
-        self._failure = self._redis.register_script(_FAILURE)
-        self._spend = self._redis.register_script(_SPEND)
-        self._cool_model = self._redis.register_script(_COOL_MODEL)
+        self._failure = self._redis.register_script(FAILURE)
+        self._spend = self._redis.register_script(SPEND)
+        self._cool_model = self._redis.register_script(COOL_MODEL)
 
     @classmethod
     def check_url(cls, url: str) -> str:
@@ -358,10 +179,10 @@ class RedisStore(StateStore):
         pause, model_pause, *cools = self._run(
             lambda: self._redis.mget([*pauses, *(f"{self._p}cool:{i}" for i in ids)])
         )
-        resumes = max(_until(pause, now), _until(model_pause, now) if model else 0.0, now)
+        resumes = max(until_of(pause, now), until_of(model_pause, now) if model else 0.0, now)
         rests = self._model_rest_values(ids, model) if model else [None] * len(ids)
         frees = [
-            (max(_until(raw, now), _until(rest, now), resumes), key_id)
+            (max(until_of(raw, now), until_of(rest, now), resumes), key_id)
             for key_id, raw, rest in zip(ids, cools, rests, strict=True)
         ]
         waiting = [(until, key_id) for until, key_id in frees if until > now]
@@ -380,7 +201,7 @@ class RedisStore(StateStore):
         return self._run(fetch) if ids else []
 
     def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
-        until, ttl_ms = _bounded(until, now)
+        until, ttl_ms = bounded(until, now)
         value = f"{until!r}|{reason.value}|{until - now!r}"
         self._run(lambda: self._cool_model(keys=[f"{self._p}mrest:{key_id}"], args=[model, value, ttl_ms]))
 
@@ -394,9 +215,9 @@ class RedisStore(StateStore):
         found = self._run(fetch) if key_ids else []
         return [
             {
-                model: (_until(raw, now), CooldownReason(raw.split("|")[1]))
+                model: (until_of(raw, now), CooldownReason(raw.split("|")[1]))
                 for model, raw in rests.items()
-                if _until(raw, now) > now
+                if until_of(raw, now) > now
             }
             for rests in found
         ]
@@ -407,14 +228,14 @@ class RedisStore(StateStore):
             pattern = f"{self._p}pool:{pool}/*:pause"  # and its models' pauses (a manual reset: a scan is fine)
             self._run(lambda: self._redis.delete(name, *self._redis.scan_iter(pattern, count=1000)))
             return
-        until, ttl_ms = _bounded(until, now)
+        until, ttl_ms = bounded(until, now)
         self._run(lambda: self._redis.set(name, f"{until!r}|{reason.value}|{until - now!r}", px=ttl_ms))
 
     def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
         raw = self._run(lambda: self._redis.get(f"{self._p}pool:{pool}:pause"))
-        if not raw or _until(raw, now) <= now:
+        if not raw or until_of(raw, now) <= now:
             return None
-        return _until(raw, now), CooldownReason(raw.split("|")[1])
+        return until_of(raw, now), CooldownReason(raw.split("|")[1])
 
     def record_success(
         self, key_id: str, now: float, request: RequestRecord | None = None, finish: Finish | None = None
@@ -424,33 +245,9 @@ class RedisStore(StateStore):
         Returns the failure streak this process last saw for the key."""
         name = f"{self._p}key:{key_id}"
         finished = self._finish_args(key_id, finish, now, succeeded=True)
-        command = ("EVAL", _SUCCESS, 1, name, repr(now), *finished, *self._remember_args(request))
+        command = ("EVAL", SUCCESS, 1, name, repr(now), *finished, *self._remember_args(request))
         self._run(lambda: self._send_unacknowledged(command))
         return self._streaks.pop(key_id, 0)
-
-    def _remember_args(self, request: RequestRecord | None) -> list[Any]:
-        if request is None:
-            return []
-        hour = hour_of(request.at)
-        ok, limited, failed = outcome_columns(request)
-        return [
-            self._p,
-            json.dumps(asdict(request)),
-            repr(hour),
-            request.key,
-            request.provider,
-            request.key_id,
-            ok,
-            limited,
-            failed,
-            request.tokens_in,
-            request.tokens_out,
-            repr(request.latency),
-            latency_bucket(request.latency),
-            self.log_size,
-            int(self.history_days * 86400) + 3600,
-            repr(hour_of(request.at - self.history_days * 86400)),
-        ]
 
     def spend(self, key_id: str, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
         keys = [f"{self._p}limit:{key_id}:recent", f"{self._p}limit:{key_id}:day"]
@@ -460,11 +257,11 @@ class RedisStore(StateStore):
 
     def log_request(self, request: RequestRecord, finish: Finish | None = None) -> None:
         finished = self._finish_args(request.key, finish, request.at, succeeded=False)
-        self._run(lambda: self._send_unacknowledged(("EVAL", _LOG, 0, *finished, *self._remember_args(request))))
+        self._run(lambda: self._send_unacknowledged(("EVAL", LOG, 0, *finished, *self._remember_args(request))))
 
     def end_lease(self, key_id: str, finish: Finish, now: float) -> None:
         finished = self._finish_args(key_id, finish, now, succeeded=False)
-        self._run(lambda: self._redis.eval(_END_LEASE, 0, *finished))
+        self._run(lambda: self._redis.eval(END_LEASE, 0, *finished))
 
     def renew_leases(self, leases: Mapping[str, Mapping[str, float]], now: float) -> None:
         def apply() -> None:
@@ -485,7 +282,7 @@ class RedisStore(StateStore):
             return None
         disabled = self._run(lambda: self._redis.smembers(f"{self._p}disabled"))
         cools = self._run(lambda: self._redis.mget([f"{self._p}cool:{i}" for i in ids]))
-        free = [i for i, cool in zip(ids, cools, strict=True) if i not in disabled and _until(cool) <= now]
+        free = [i for i, cool in zip(ids, cools, strict=True) if i not in disabled and until_of(cool) <= now]
 
         def fetch() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
@@ -512,18 +309,11 @@ class RedisStore(StateStore):
         self._run(lambda: self._redis.hset(f"{self._p}gate:{self.gate(key_id, part)}", "probing", "1"))
 
     def _finish_args(self, key_id: str, finish: Finish | None, now: float, *, succeeded: bool) -> list[Any]:
-        """The `finish(o)` block of the scripts: end the lease, clear probing on a success, learn the quota."""
-        remaining = finish.remaining if finish is not None else None
-        ends = finish.window_ends if finish is not None and finish.window_ends is not None else now + 60.0
-        return [
-            self._p,
-            self.gate(key_id, finish.part if finish is not None else ""),
-            finish.token if finish is not None else "",
-            "" if remaining is None else remaining,
-            repr(ends),
-            "1" if succeeded else "0",
-            repr(now),
-        ]
+        gate = self.gate(key_id, finish.part if finish is not None else "")
+        return finish_args(self._p, gate, finish, now, succeeded=succeeded)
+
+    def _remember_args(self, request: RequestRecord | None) -> list[Any]:
+        return remember_args(self._p, request, self.log_size, self.history_days)
 
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
         raw = self._run(lambda: self._redis.lrange(f"{self._p}requests", 0, limit - 1))
@@ -539,7 +329,7 @@ class RedisStore(StateStore):
             return pipe.execute()
 
         rows = self._run(fetch) if members else []
-        return [_hour_row(fields) for fields in rows if fields]
+        return [hour_row(fields) for fields in rows if fields]
 
     def _send_unacknowledged(self, command: tuple[Any, ...]) -> None:
         pool = self._redis.connection_pool
@@ -569,7 +359,7 @@ class RedisStore(StateStore):
         return count
 
     def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
-        until, ttl_ms = _bounded(until, now)
+        until, ttl_ms = bounded(until, now)
         value = f"{until!r}|{reason.value}|{until - now!r}"  # the rest's own length too, for readers behind in time
         self._run(lambda: self._redis.set(f"{self._p}cool:{key_id}", value, px=ttl_ms))
 
@@ -605,7 +395,7 @@ class RedisStore(StateStore):
             return []
         *results, disabled = self._run(fetch)
         return [
-            replace(_record(results[i], results[i + 1]), disabled=key_ids[i // 2] in disabled)
+            replace(key_record(results[i], results[i + 1]), disabled=key_ids[i // 2] in disabled)
             for i in range(0, len(results), 2)
         ]
 
@@ -659,12 +449,6 @@ class RedisStore(StateStore):
         self._redis.close()
 
 
-def _bounded(until: float, now: float) -> tuple[float, int]:
-    """`until` within the store's bounds, with the matching TTL in milliseconds (plus a second)."""
-    until = bounded_until(until, now)
-    return until, math.ceil((until - now) * 1000) + 1000
-
-
 def describe(exc: redis.RedisError) -> str:
     """What an operator should read on the status page for a Redis error."""
     text = str(exc)
@@ -677,48 +461,3 @@ def describe(exc: redis.RedisError) -> str:
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return f"unreachable ({type(exc).__name__})"
     return f"{type(exc).__name__}: {text[:200]}"
-
-
-def _hour_row(fields: dict[str, str]) -> HourOfKey:
-    buckets = tuple(int(fields.get(f"b{i}", 0)) for i in range(len(LATENCY_BOUNDS) + 1))
-    return HourOfKey(
-        hour=float(fields["hour"]),
-        key=fields["key"],
-        provider=fields.get("provider", ""),
-        key_id=fields.get("key_id", ""),
-        requests=int(fields.get("requests", 0)),
-        successes=int(fields.get("successes", 0)),
-        rate_limits=int(fields.get("rate_limits", 0)),
-        errors=int(fields.get("errors", 0)),
-        tokens_in=int(fields.get("tokens_in", 0)),
-        tokens_out=int(fields.get("tokens_out", 0)),
-        latency_total=float(fields.get("latency_total", 0.0)),
-        latency_buckets=buckets,
-    )
-
-
-def _until(raw: str | None, now: float | None = None) -> float:
-    """The end of a cooldown or pause value (`until|reason[|rest]`), no further than its own length from `now`."""
-    if not raw:
-        return 0.0
-    head, _, rest = [*raw.split("|"), ""][:3]
-    until = float(head)
-    return min(until, now + float(rest)) if now is not None and rest else until
-
-
-def _record(fields: dict[str, str], cool: str | None) -> KeyRecord:
-    until, reason, rest = 0.0, None, 0.0
-    if cool:
-        head, why, length = [*cool.split("|"), ""][:3]
-        until, reason, rest = float(head), CooldownReason(why), float(length or 0)
-    last_used = fields.get("last_used")
-    return KeyRecord(
-        cooldown_until=until,
-        reason=reason,
-        rest=rest,
-        consecutive_failures=int(fields.get("consecutive", 0)),
-        successes=int(fields.get("successes", 0)),
-        failures=int(fields.get("failures", 0)),
-        last_error=fields.get("last_error"),
-        last_used=float(last_used) if last_used else None,
-    )
