@@ -190,9 +190,9 @@ def test_a_worker_killed_mid_request_holds_its_key_for_seconds_not_minutes(
         "LLM_STATE_URL": url,
         "LLM_STATE_PREFIX": f"dead-{tmp_path.name}",
     }
-    sim.add_key("groq", KEY["groq"], "ok", "timeout", "ok", "timeout", limit=(50, 0.3), name="groq:1")
+    sim.add_key("groq", KEY["groq"], "ok", "timeout", "ok", "timeout", limit=(1, 0.3), name="groq:1")
     with SmartClient(load_settings({**env, "LLM_REQUEST_TIMEOUT": "5"}, dotenv_path=None)) as client:
-        client.complete(USER_HELLO)  # the key reports its window (0.3 s): when it ends, one request at a time
+        client.complete(USER_HELLO)  # the key reports 0 left of its window (0.3 s): then one request at a time
         time.sleep(0.4)
         worker = subprocess.Popen(
             [PYTHON, "-c", _ONE_CALL], env=python_env(**env, LLM_REQUEST_TIMEOUT="2"), cwd=ROOT,

@@ -180,8 +180,13 @@ def test_in_flight_leases_obey_the_reported_quota_and_expire_when_a_process_dies
     store.record_failure("fp-z", NOW + 1, "boom", streak=True, finish=Finish("t2"))
     assert store.acquire("solo", NOW + 1, lease=_lease("t5")) == "fp-z"  # a slot came back
     store.end_lease("fp-z", Finish("t5"), NOW + 1)
-    assert store.acquire("solo", NOW + 31, lease=_lease("t6", NOW + 100)) is None  # window over: one at a time
-    assert store.acquire("solo", NOW + 61, lease=_lease("t7", NOW + 120)) == "fp-z"  # t3's process died: freed
+    # Window over: what was left is still left (a count only grows once its window ends), so t3 and one more.
+    assert store.acquire("solo", NOW + 31, lease=_lease("t6", NOW + 100)) == "fp-z"
+    assert store.acquire("solo", NOW + 31, lease=_lease("t7", NOW + 100)) is None
+    store.end_lease("fp-z", Finish("t6"), NOW + 31)
+    assert store.acquire("solo", NOW + 61, lease=_lease("t8", NOW + 120)) == "fp-z"  # t3's process died: freed
+    assert store.acquire("solo", NOW + 61, lease=_lease("t9", NOW + 120)) == "fp-z"
+    assert store.acquire("solo", NOW + 61, lease=_lease("t10", NOW + 120)) is None
     assert store.acquire("solo", NOW + 61) == "fp-z"  # without a lease (probes), the gate does not apply
 
 

@@ -156,8 +156,8 @@ IN_FLIGHT_CEILING = 256
 class Gate:
     """How many requests may be in flight on one key: the rule every store applies the same way.
 
-    Never more than the provider said the key has left (trusted until that window ends, then one at a time until
-    an answer reports again), and one at a time while the key is being probed after a hint-less rest. Leases are
+    Never more than the provider said the key has left (at least one once that window has ended: what was left is
+    still left), and one at a time while the key is being probed after a hint-less rest. Leases are
     only counted while the rule can bind (`tracks`), so a key with plenty left costs the store nothing.
     """
 
@@ -179,9 +179,13 @@ class Gate:
         return self.remaining is not None and (not self.in_window(now) or self.remaining < IN_FLIGHT_CEILING)
 
     def allowed(self, now: float) -> int:
-        if self.probing:
+        """A count only grows once its window ends (a fixed window refills, a sliding one frees slots, a bucket
+        drips), so what was left is still left after it: a sliding window's reset names its next slot, often
+        sooner than the answer that reports it comes back, and read as "one at a time" it held a key that reported
+        slots to spare at one request in flight."""
+        if self.probing or self.remaining is None or self.window_began > now:
             return 1
-        return self.remaining if self.remaining is not None and self.in_window(now) else 1
+        return self.remaining if now < self.window_ends else max(1, self.remaining)
 
     def allows(self, now: float) -> bool:
         if not self.tracks(now):

@@ -35,8 +35,10 @@ local function admit(key)
   if not (probing or (remaining and (not in_window or remaining < IN_FLIGHT_CEILING))) then return true end
   local leases = prefix .. 'lease:' .. id
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-  local allowed = 1
-  if not probing and remaining and in_window then allowed = remaining end
+  local allowed = 1  -- the rule of `Gate.allowed`: what was left is still left once its window ends
+  if not probing and remaining and tonumber(g[4] or '0') <= now then
+    allowed = in_window and remaining or math.max(1, remaining)
+  end
   if redis.call('ZCARD', leases) >= allowed then return false end
   redis.call('ZADD', leases, lease_until, token)
   redis.call('EXPIRE', leases, math.ceil(lease_until - now) + 60)
