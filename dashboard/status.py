@@ -1,5 +1,6 @@
-"""The status page's data and actions, as plain functions: provider summaries, the one key table (filtered,
-searched, selection kept by key id), charts of fixed size, and the bulk actions the buttons call.
+"""The status page's data, as plain functions: provider summaries, the one key table (filtered and searched),
+events and charts of fixed size. What the buttons do is `dashboard.key_actions`; which rows are ticked,
+`dashboard.table_selection`.
 
 Problems first: the table opens on the keys that need a person (revoked, out of credit, spend cap, no access,
 disabled), and the keys that free themselves within minutes are one line above it, counted with their next free
@@ -16,13 +17,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from config.api_keys import key_order
-from dashboard.alerts import listed
 from dashboard.text import (
     STATE_COLORS,
     STATE_LABELS,
@@ -45,7 +45,7 @@ from dashboard.triage import (
     triage,
     urgency,
 )
-from llms import PARKED_REASONS, KeyState, KeyStatus, ProviderStatus, SmartClient, StoreHealth, client_time
+from llms import PARKED_REASONS, KeyState, KeyStatus, ProviderStatus, SmartClient, StoreHealth
 from llms.key_status import state_of
 from llms.state import describe as describe_store
 
@@ -57,10 +57,6 @@ TOP_KEYS = 15
 """Bars per provider chart: the busiest keys, so the chart stays readable at 10,000 keys."""
 CHART_HEIGHT = 360
 """Fixed chart height in pixels, whatever the number of keys."""
-
-PARKED = PARKED_REASONS
-"""Reasons that park a key until someone acts (or a long cooldown ends): "Reset all" leaves these alone unless
-the operator asks, since resetting a revoked key only earns another 401."""
 
 NEEDS_ATTENTION = "Needs a person"
 SELF_HEALING = "Frees itself"
@@ -84,7 +80,7 @@ def category(state: str) -> str:
     """available / cooling / parked / disabled, for the per-provider counts."""
     if state in ("available", "disabled"):
         return state
-    return "parked" if state in PARKED else "cooling"
+    return "parked" if state in PARKED_REASONS else "cooling"
 
 
 # --- per-provider summary ---------------------------------------------------------------------------------------
@@ -425,69 +421,6 @@ def key_frame(
     return frame.astype({**numbers, "Frees at": "datetime64[ns]", "Last used": "datetime64[ns]"})
 
 
-class SessionState(Protocol):
-    def get(self, key: str, default: Any = None) -> Any: ...
-    def __setitem__(self, key: str, value: Any) -> None: ...
-
-
-TABLE_KEY = "status_keys"
-"""The key table's widget key is this and a generation, `status_keys_3`: see `table_widget`."""
-_SELECTED = "status_selected_ids"
-_SHOWN = "status_shown_ids"
-_HELD = "status_grid_rows"
-_GENERATION = "status_table_generation"
-
-
-def table_key(state: SessionState) -> str:
-    """The key table's widget key now. A new one is a new grid in the browser, holding nothing of its own."""
-    return f"{TABLE_KEY}_{state.get(_GENERATION, 0)}"
-
-
-def selected_ids(state: SessionState) -> list[str]:
-    """The key ids selected, read before the table is drawn. The selection is kept by id; the grid reports row
-    positions in the table as it last drew it, which are turned into ids at once (the next refresh may show
-    other rows: a key recovered, the filter changed)."""
-    value = state.get(table_key(state))
-    if value is None:  # a grid not drawn yet under this key (new, or the page was left): it holds nothing
-        state[_HELD] = None
-        return list(state.get(_SELECTED) or [])
-    shown: list[str] = state.get(_SHOWN) or []
-    held = sorted(i for i in (value.get("selection") or {}).get("rows") or () if 0 <= i < len(shown))
-    state[_HELD] = held
-    state[_SELECTED] = [shown[i] for i in held]
-    return state[_SELECTED]
-
-
-def table_widget(state: SessionState, rows: Sequence[Row], chosen: Sequence[str]) -> tuple[str, dict[str, Any] | None]:
-    """The key and the initial selection to draw the table with, so that the grid ticks exactly the chosen keys.
-
-    The browser's grid keeps its own selection by row position and never takes one set from Python as its own
-    (Streamlit draws such a selection, but the grid sends back what it held before with the next rerun). So
-    the selection is never set on a drawn grid: when the chosen keys would sit at other positions than the grid
-    holds (rows moved, or the page cleared the selection), the table gets a fresh key, a grid of its own that
-    starts from `selection_default`. Otherwise the key stays, and with it the grid's scroll and sort.
-    """
-    ids = [r.key.key_id for r in rows]
-    where = {key_id: i for i, key_id in enumerate(ids)}
-    positions = sorted(where[k] for k in chosen if k in where)
-    held = state.get(_HELD)
-    if held is not None and held != positions:
-        state[_GENERATION] = state.get(_GENERATION, 0) + 1
-        held = None
-    state[_HELD] = positions
-    state[_SHOWN] = ids
-    state[_SELECTED] = [ids[i] for i in positions]
-    default = {"selection": {"rows": positions, "columns": [], "cells": []}} if held is None and positions else None
-    return table_key(state), default
-
-
-def clear_selection(state: SessionState) -> None:
-    """After a bulk action: nothing selected, and a fresh grid, so a second click cannot repeat the action."""
-    state[_SELECTED] = []
-    state[_HELD] = None
-    state[_GENERATION] = state.get(_GENERATION, 0) + 1
-
-
 # --- charts and events ------------------------------------------------------------------------------------------
 
 
@@ -527,98 +460,3 @@ def top_keys(history: Iterable[Mapping[str, Any]], top: int = TOP_KEYS) -> dict[
         frame.index.name = "Key"
         frames[provider] = frame
     return frames
-
-
-# --- actions (plain functions: the buttons call them, tests call them) -------------------------------------------
-
-
-def _plural(count: int, word: str = "key") -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def disable_keys(client: SmartClient, key_ids: Sequence[str], by: str | None = None) -> str:
-    if not key_ids:
-        return "No key selected."
-    client.disable_key(*key_ids, by=by)
-    return f"Disabled {_plural(len(key_ids))}: {listed(list(key_ids))}. They stay out of rotation until Enable."
-
-
-def enable_keys(client: SmartClient, key_ids: Sequence[str], by: str | None = None) -> str:
-    if not key_ids:
-        return "No key selected."
-    client.enable_key(*key_ids, by=by)
-    return f"Enabled {_plural(len(key_ids))}: {listed(list(key_ids))}."
-
-
-def reset_keys(client: SmartClient, key_ids: Sequence[str], by: str | None = None) -> str:
-    """Reset the chosen keys, whatever parked them (the operator picked them); disabled keys stay disabled."""
-    if not key_ids:
-        return "No key selected."
-    for key_id in key_ids:
-        client.reset_key(key_id, by=by)
-    return f"Reset {_plural(len(key_ids))}: {listed(list(key_ids))}."
-
-
-def test_keys(client: SmartClient, key_ids: Sequence[str] | None, by: str | None = None) -> str:
-    """Start background checks (None: every key). Never waits for a provider, so the page never freezes."""
-    if key_ids is not None and not key_ids:
-        return "No key selected."
-    if not client.start_checks(key_ids, by=by):
-        return "A check run is still going; its results appear in the table as they come."
-    which = "every key" if key_ids is None else _plural(len(key_ids))
-    return f"Checking {which} in the background, one at a time per provider; see “Last check”."
-
-
-def reset_all(
-    client: SmartClient,
-    include_parked: bool = False,
-    providers: Iterable[str] | None = None,
-    now: float | None = None,
-    by: str | None = None,
-) -> str:
-    """Put cooling keys back in rotation and lift provider pauses. Keys parked as invalid, out of credit, at a
-    spend cap or without access stay parked unless `include_parked`; disabled keys stay disabled (and keep
-    whatever parked them underneath, for when they are enabled).
-
-    A provider whose keys all may be reset is reset as a whole; otherwise its resettable keys are reset together
-    and its pause is lifted on its own. The message says what reset did, never that a provider recovered: only
-    an answer shows that (a reset Groq may still answer 503).
-    """
-    moment = client_time() if now is None else now
-    only = set(providers) if providers is not None else None
-    reset, kept, titles = 0, 0, []
-    for status in client.provider_statuses():
-        if only is not None and status.provider not in only:
-            continue
-        titles.append(status.title)
-        keep = [k for k in status.keys if k.disabled or (k.reason in PARKED and not include_parked)]
-        kept_ids = {k.key_id for k in keep}
-        due = [k for k in status.keys if k.key_id not in kept_ids and (not k.available or k.consecutive_failures)]
-        kept += sum(1 for k in keep if not k.disabled)
-        is_paused = bool(status.paused_until and status.paused_until > moment)
-        if not keep:
-            if due or is_paused:
-                client.reset_provider(status.provider, by=by)
-            reset += len(due)
-            continue
-        if due:
-            client.reset_key(*(key.key_id for key in due), by=by)
-        reset += len(due)
-        if is_paused:
-            client.resume_provider(status.provider)
-    names = " and ".join(titles) if only is not None else ""
-    if not reset:
-        parts = ["Nothing was cooling."]
-    elif names:
-        parts = [
-            f"{names}'s keys were reset by you: {_plural(reset)} back in rotation. Recovery is declared when "
-            f"{names} answers again."
-        ]
-    else:
-        parts = [f"Reset {_plural(reset)}: back in rotation. Recovery is declared when a provider answers again."]
-    if kept:
-        parts.append(
-            f"Left {_plural(kept)} parked (invalid, no credit, spend cap or no access): "
-            "tick “include invalid keys” to reset them too."
-        )
-    return " ".join(parts)

@@ -5,13 +5,13 @@ Provider calls are awaited on the event loop (`SmartClient.acomplete` / `achat_s
 Groq), at most `LLM_GATEWAY_WORKERS` at once (further requests queue); what blocks — Gemini's SDK, a SQLite or
 Redis store, `/healthz` and `/metrics` — runs in the loop's default executor, as many threads. (A thread hop per
 request cost more than the rest of the gateway.) Order of checks, cheapest first: route, token, body size (while
-reading, never after), JSON and messages, model name; only then is a key spent.
+reading, never after; `gateway.admission`), JSON and messages, model name; only then is a key spent. A caller
+hanging up cancels its upstream call (`gateway.caller`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.admission import authenticate, read_body
+from gateway.caller import Caller, CallerLeft, unless_caller_leaves
 from gateway.config import GatewaySettings
-from gateway.connections import HANG_UP, HangUp
 from gateway.formats import CHAT, RESPONSES, Parsed, StreamWriter, WireFormat
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.openai_format import (
@@ -96,11 +97,11 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
 
     async def authenticated_body(request: Request, parse: Callable[[bytes], _Parsed]) -> _Parsed | Response:
         """The caller's token checked, then its body read within the limits and parsed; an error answer if not."""
-        refused = _authenticate(state, request)
+        refused = authenticate(state.tokens, request)
         if refused is not None:
             return _error(refused)
         try:
-            return parse(await _read_body(request, settings.max_body, settings.body_timeout))
+            return parse(await read_body(request, settings.max_body, settings.body_timeout))
         except ApiError as exc:
             return _error(exc)
 
@@ -123,7 +124,7 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
     chat, responses = answering(CHAT), answering(RESPONSES)
 
     async def stored_response(request: Request) -> Response:
-        refused = _authenticate(state, request)
+        refused = authenticate(state.tokens, request)
         return _error(refused or not_stored(request.path_params["response_id"]))
 
     async def embeddings(request: Request) -> Response:
@@ -137,13 +138,13 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
         return await _embed(state, pool.auto, parsed, request)
 
     async def models(request: Request) -> Response:
-        refused = _authenticate(state, request)
+        refused = authenticate(state.tokens, request)
         if refused is not None:
             return _error(refused)
         return Response(model_list(pool.model_ids()), media_type=JSON)
 
     async def model(request: Request) -> Response:
-        refused = _authenticate(state, request)
+        refused = authenticate(state.tokens, request)
         if refused is not None:
             return _error(refused)
         wanted = request.path_params["model"]
@@ -256,93 +257,7 @@ class _Gateway(Starlette):
             raise
 
 
-# --- checks before any key is spent ----------------------------------------------------------------------------
-
-
-def _authenticate(state: _State, request: Request) -> ApiError | None:
-    """Bearer token against every configured token in constant time (no early exit that times a prefix)."""
-    if not state.tokens:
-        return None
-    scheme, _, token = (_header(request, b"authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return ApiError(
-            401,
-            "Missing bearer token: send 'Authorization: Bearer <token>' (api_key= in the OpenAI SDK).",
-            code="missing_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    given = token.strip().encode()
-    matched = False
-    for known in state.tokens:
-        matched |= hmac.compare_digest(given, known)
-    if not matched:
-        return ApiError(401, "Invalid token.", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-    return None
-
-
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The body, refused with 413 as soon as it is known to be too large: from `Content-Length` before reading a
-    byte, or while reading a chunked body — never after buffering it all; and with 408 when it has not all arrived
-    within `timeout` seconds (a caller trickling its body must not hold a connection for ever)."""
-    declared = _header(request, b"content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "Malformed Content-Length header.", code="invalid_request")
-        if int(declared) > limit:
-            raise _too_large(limit)
-    hang_up: HangUp | None = request.scope.get(HANG_UP)
-    if hang_up is not None and hang_up.body_arrived:  # nothing is left to wait for: no deadline to arm
-        return await _receive_body(request.receive, limit)
-    try:
-        async with asyncio.timeout(timeout):
-            return await _receive_body(request.receive, limit)
-    except TimeoutError:
-        raise ApiError(
-            408,
-            f"The request body did not arrive within {timeout:g} s (LLM_GATEWAY_BODY_TIMEOUT).",
-            code="request_timeout",
-            headers={"Connection": "close"},
-        ) from None
-
-
-async def _receive_body(receive: Receive, limit: int) -> bytes:
-    """`request.stream()`'s loop, without an async generator per request; 413 past `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        if message["type"] != "http.request":
-            continue
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        if chunk:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _header(request: Request, name: bytes) -> str | None:
-    """The first value of a header (`name` in lower case, as ASGI servers give names), as `request.headers.get`
-    reads it, without building the headers' mapping for one look."""
-    for key, value in request.scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def _too_large(limit: int) -> ApiError:
-    mb = limit / (1024 * 1024)
-    return ApiError(
-        413,
-        f"Request body is larger than {mb:g} MB (LLM_GATEWAY_MAX_BODY).",
-        code="request_too_large",
-        headers={"Connection": "close"},  # the rest of the body stays unread: this connection cannot be reused
-    )
+# --- what is served, for the answers that name it --------------------------------------------------------------
 
 
 def _served(request: Request) -> str:
@@ -370,12 +285,12 @@ async def _complete(state: _State, client: Any, wire: WireFormat, parsed: Parsed
     started = time.perf_counter()
     await state.begin()
     try:
-        result = await _unless_caller_leaves(request, client.acomplete(parsed.request, model=parsed.model))
+        result = await unless_caller_leaves(request, client.acomplete(parsed.request, model=parsed.model))
     except LLMError as exc:
         error, outcome = _from_llm_error(exc)
         state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, False)
         return _error(error)
-    except _CallerLeft:
+    except CallerLeft:
         state.metrics.finished("client_disconnected", (), time.perf_counter() - started, False)
         return Response(status_code=499)  # nobody reads it; uvicorn drops it on the closed connection
     finally:
@@ -392,12 +307,12 @@ async def _embed(state: _State, client: Any, parsed: ParsedEmbeddings, request: 
     await state.begin()
     try:
         work = client.aembed(parsed.request, model=parsed.model)
-        result = await _unless_caller_leaves(request, work)
+        result = await unless_caller_leaves(request, work)
     except LLMError as exc:
         error, outcome = _from_llm_error(exc)
         state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, False)
         return _error(error)
-    except _CallerLeft:
+    except CallerLeft:
         state.metrics.finished("client_disconnected", (), time.perf_counter() - started, False)
         return Response(status_code=499)
     finally:
@@ -413,7 +328,7 @@ async def _stream(state: _State, client: Any, wire: WireFormat, parsed: Parsed, 
     started = time.perf_counter()
     stream = client.achat_stream(parsed.request, model=parsed.model)
     await state.begin()
-    caller = _Caller(request)  # watches until the stream's end (`_SSE` stops it)
+    caller = Caller(request)  # watches until the stream's end (`_SSE` stops it)
     try:
         first = await caller.unless_gone(anext(stream, None))
     except LLMError as exc:
@@ -422,7 +337,7 @@ async def _stream(state: _State, client: Any, wire: WireFormat, parsed: Parsed, 
         error, outcome = _from_llm_error(exc)
         state.metrics.finished(outcome, getattr(exc, "attempts", ()), time.perf_counter() - started, True)
         return _error(error)
-    except _CallerLeft:
+    except CallerLeft:
         caller.stop()
         state.end()
         await _close(stream)
@@ -451,7 +366,7 @@ class _Events:
     first: str | None
     writer: StreamWriter
     started: float
-    caller: _Caller
+    caller: Caller
 
 
 class _SSE(Response):
@@ -508,71 +423,6 @@ class _SSE(Response):
             e.caller.uncancel()
             return
         await send({"type": "http.response.body", "body": last, "more_body": False})
-
-
-class _CallerLeft(Exception):
-    """The caller hung up before its answer (or its stream's first piece) was ready."""
-
-
-class _Caller:
-    """Watches a request's connection, and cancels the request's task when the caller hangs up. Served by this
-    package's protocol, the connection says so itself (`HangUp`); elsewhere a second task awaits `receive()` (the
-    body has been read, so the server's next message is the disconnect). The work it guards runs in the request's
-    own task: no task hop."""
-
-    def __init__(self, request: Request) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.left = False
-        self._task = task
-        self._watcher: asyncio.Future[None] | None = None
-        self._hang_up: HangUp | None = request.scope.get(HANG_UP)
-        if self._hang_up is None:
-            self._watcher = asyncio.ensure_future(self._watch(request.receive))
-        elif self._hang_up.happened:
-            self._hung_up()
-        else:
-            self._hang_up.add(self._hung_up)
-
-    async def _watch(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self._hung_up()
-
-    def _hung_up(self) -> None:
-        self.left = True
-        self._task.cancel()
-
-    async def unless_gone(self, work: Awaitable[T]) -> T:
-        """`work`'s result, unless the caller hangs up first: then `work` is cancelled and `_CallerLeft` raised."""
-        try:
-            return await work
-        except asyncio.CancelledError:
-            if not self.left:
-                raise
-            self.uncancel()
-            raise _CallerLeft from None
-
-    def uncancel(self) -> None:
-        """The cancellation was this watcher's: the request's task goes on (to answer 499, or end quietly)."""
-        self._task.uncancel()
-
-    def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-        elif self._hang_up is not None:
-            self._hang_up.discard(self._hung_up)
-
-
-async def _unless_caller_leaves(request: Request, work: Awaitable[T]) -> T:
-    """`work`'s result, unless the caller hangs up first: then the upstream call is cancelled at once (the client
-    frees the key's in-flight slot and logs the request as abandoned) and `_CallerLeft` is raised. Without this the
-    slot stayed held for the whole upstream call, and the answer nobody read was counted "ok"."""
-    caller = _Caller(request)
-    try:
-        return await caller.unless_gone(work)
-    finally:
-        caller.stop()
 
 
 async def _close(stream: AsyncChatStream) -> None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.openai_format import ApiError, ChunkWriter, ParsedChat, completion_body, completion_id, parse_chat
-from gateway.responses_format import ParsedResponses, ResponseWriter, parse_responses, response_body, response_id
+from gateway.responses_answer import ResponseWriter, response_body, response_id
+from gateway.responses_format import ParsedResponses, parse_responses
 from llms.types import ChatRequest, ChatResult
 
 

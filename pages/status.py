@@ -9,7 +9,7 @@ from functools import partial
 
 import streamlit as st
 
-from dashboard import auth, charts, keys, shell, status, triage
+from dashboard import auth, charts, key_actions, keys, shell, status, table_selection, triage
 from dashboard.alerts import ALERT_COLUMNS, alerts_frame, incident_actions, listed, mark_own
 from dashboard.client import get_backend, get_client
 from dashboard.simulate import simulate_panel
@@ -51,7 +51,7 @@ def reset_everything(providers: Sequence[str] | None = None) -> None:
     include = bool(st.session_state.get(INCLUDE_PARKED))
     chosen = [s for s in client.provider_statuses() if providers is None or s.provider in providers]
     mark_own(st.session_state, [k.key_id for s in chosen for k in s.keys], [s.title for s in chosen])
-    notify(status.reset_all(client, include, providers, by=auth.operator()))
+    notify(key_actions.reset_all(client, include, providers, by=auth.operator()))
 
 
 def act(action: Callable[[SmartClient, Sequence[str]], str], key_ids: Sequence[str], keep: bool = False) -> None:
@@ -61,7 +61,7 @@ def act(action: Callable[[SmartClient, Sequence[str]], str], key_ids: Sequence[s
     mark_own(st.session_state, key_ids, {provider_title(key_id.rpartition(":")[0]) for key_id in key_ids})
     notify(action(client, key_ids))
     if not keep:
-        status.clear_selection(st.session_state)
+        table_selection.clear_selection(st.session_state)
 
 
 backend = get_backend()
@@ -101,9 +101,9 @@ def live_status() -> None:
     st.markdown(status.triage_text(every, now))
     choice = st.pills("Show", list(status.FILTERS), default=status.NEEDS_ATTENTION, key="status_filter")
     search = st.text_input("Search", key="status_search", placeholder="key id, hint or group", width=360)
-    chosen = status.selected_ids(st.session_state)
+    chosen = table_selection.selected_ids(st.session_state)
     rows = status.shown_rows(every, choice, search, keep=chosen)
-    grid, ticked = status.table_widget(st.session_state, rows, chosen)
+    grid, ticked = table_selection.table_widget(st.session_state, rows, chosen)
     pauses = {s.provider: s.pause for s in summaries if s.pause}
     ids: list[str] = []
     if rows:  # an empty grid draws a highlighted phantom row: say so in words instead
@@ -134,10 +134,10 @@ def live_status() -> None:
             )
     by = auth.operator()
     bulk = (  # label, icon, action, whether the selection stays (a Test's verdicts show on the ticked rows)
-        ("Reset", ":material/lock_reset:", partial(status.reset_keys, by=by), False),
-        ("Test", ":material/network_check:", partial(status.test_keys, by=by), True),
-        ("Disable", ":material/block:", partial(status.disable_keys, by=by), False),
-        ("Enable", ":material/check_circle:", partial(status.enable_keys, by=by), False),
+        ("Reset", ":material/lock_reset:", partial(key_actions.reset_keys, by=by), False),
+        ("Test", ":material/network_check:", partial(key_actions.test_keys, by=by), True),
+        ("Disable", ":material/block:", partial(key_actions.disable_keys, by=by), False),
+        ("Enable", ":material/check_circle:", partial(key_actions.enable_keys, by=by), False),
     )
     with st.container(horizontal=True):
         for label, icon, action, keep in bulk:
@@ -164,7 +164,7 @@ def pool_actions() -> None:
         st.button(
             "Test all keys",
             icon=":material/network_check:",
-            on_click=lambda: notify(status.test_keys(client, None, by=auth.operator())),
+            on_click=lambda: notify(key_actions.test_keys(client, None, by=auth.operator())),
         )
         st.button(
             "Reload keys",

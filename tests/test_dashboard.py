@@ -19,7 +19,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from dashboard import auth, status
+from dashboard import auth, status, table_selection
 from dashboard.chat import ChatOptions, Turn, stream_answer
 from dashboard.client import build_backend, get_client
 from dashboard.text import answer_caption, countdown, exhausted_message, md_escape, safe_markdown, skipped_text
@@ -90,12 +90,12 @@ def summary(at: AppTest) -> str:
 
 
 def key_table(at: AppTest) -> pd.DataFrame:
-    return next(d for d in at.dataframe if (d.key or "").startswith(status.TABLE_KEY)).value
+    return next(d for d in at.dataframe if (d.key or "").startswith(table_selection.TABLE_KEY)).value
 
 
 def has_key_table(at: AppTest) -> bool:
     """Whether the Status page drew its key table (it says in words when there is nothing to list)."""
-    return any((d.key or "").startswith(status.TABLE_KEY) for d in at.dataframe)
+    return any((d.key or "").startswith(table_selection.TABLE_KEY) for d in at.dataframe)
 
 
 def cool(client: SmartClient, *key_ids: str) -> None:

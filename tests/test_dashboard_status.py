@@ -21,7 +21,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from config.settings import load_settings
-from dashboard import status
+from dashboard import status, table_selection
 from dashboard.alerts import grouped
 from dashboard.client import get_client
 from dashboard.text import STATE_COLORS, STATE_LABELS, state_label
@@ -199,7 +199,7 @@ def status_page(at: AppTest) -> AppTest:
 
 def grid(at: AppTest) -> Any:
     """The key table as last drawn (its widget key carries a generation: `status_keys_3`)."""
-    return next(d for d in at.dataframe if (d.key or "").startswith(status.TABLE_KEY))
+    return next(d for d in at.dataframe if (d.key or "").startswith(table_selection.TABLE_KEY))
 
 
 def _label(pills: Any) -> str:
@@ -209,7 +209,7 @@ def _label(pills: Any) -> str:
 
 def table(at: AppTest) -> dict[str, str]:
     """Key id → state as the key table shows it ({} when the page says there is nothing to list)."""
-    found = [d for d in at.dataframe if (d.key or "").startswith(status.TABLE_KEY)]
+    found = [d for d in at.dataframe if (d.key or "").startswith(table_selection.TABLE_KEY)]
     if not found:
         return {}
     frame = found[0].value
