@@ -33,8 +33,10 @@ METHOD = (
     "answer is the simulator's own wire format for the hint form, read by the provider's own classifier and "
     "quota reader. Callers loop `complete(messages)` with default settings and pause after an error (fail-fast, "
     "1 s unless the cell says otherwise), or pass `wait=`. *Share* = requests the providers admitted within the "
-    "run ÷ what a client that knew every limit could have had admitted (each request sent the moment the limit "
-    "allows; never more than the callers could ask); *429s per answer* = refusals ÷ answers; the *floor* is "
+    "run ÷ what a client that knew every limit could have had admitted with the same callers (`simulator.shapes."
+    "served`: a free caller sends the moment a limit allows, then waits its round trip; counted window by window, "
+    "so a clock window's last 0.1 s holds what 16 callers can send in it, not its whole size); "
+    "*429s per answer* = refusals ÷ answers; the *floor* is "
     "what a client that cannot see the limit must pay: where answers report nothing and only the 429 carries a "
     "hint, one 429 per key (it teaches the window: the issue's \"first window of a key whose quota is unknown "
     'costs at most one 429"); with no hint at all, one per window per subject. Targets (issue 23): hinted ≥ '

@@ -16,7 +16,6 @@ is skipped with its reason.
 
 from __future__ import annotations
 
-import math
 import sys
 import tempfile
 import threading
@@ -40,7 +39,7 @@ from bench._common import (
     smart_client,
 )
 from bench.bench_shapes import NAMED, targets
-from simulator.shapes import WindowKind, capacity
+from simulator.shapes import WindowKind, served
 from simulator.virtual_time import _SECRETS, EPOCH, PROVIDER_OF, CallerKind, HintForm, Measured, Shape, _env, run
 
 TITLE = (
@@ -86,8 +85,8 @@ METHOD = (
     "pass `wait=` as the cell says. LiteLLM's callers loop `Router.completion` over one deployment per key "
     "(default Router settings; `openai/sim-chat-small` for the generic provider) and pause the same after any "
     "error. *Share* = answers the simulator logged within the span ÷ what a client that knew every limit could "
-    "have had admitted in it (`simulator.shapes.capacity` × the limits, never more than the callers could ask: "
-    "the harness's arithmetic); *429s per answer* = 429s logged in the span ÷ those answers; a burst's cost is its "
+    "have had admitted in it with the same callers (`simulator.shapes.served`, the harness's arithmetic); "
+    "*429s per answer* = 429s logged in the span ÷ those answers; a burst's cost is its "
     f"first window's 429s per key. To keep the whole run near 8 minutes each cell runs for {WINDOWS} windows (a "
     "burst for its one) where the harness runs 10, and a cell of minute windows runs with time scaled to "
     f"{SCALED:g} s windows: its trips, pauses, waits and skew shrink by the same factor, its sizes are kept "
@@ -280,10 +279,11 @@ def _measure(shape: Shape, started: float, log: list[Any]) -> Measured:
     refused = sum(1 for r in within if r.status == 429)
     first = min(shape.span, shape.length)
     refused_first = sum(1 for r in within if r.status == 429 and r.at + shape.skew - provider_start < first)
-    most = capacity(shape.window, shape.size, shape.length, provider_start, measured_until)
-    span = measured_until - provider_start
-    demand = shape.callers * math.floor(span / shape.latency) if shape.latency > 0 else math.inf
-    return Measured(shape, answers, refused, int(min(demand, most * shape.subjects)), refused_first)
+    most = served(
+        shape.window, shape.size, shape.length, provider_start, measured_until,
+        subjects=shape.subjects, callers=shape.callers, latency=shape.latency,
+    )  # fmt: skip
+    return Measured(shape, answers, refused, most, refused_first)
 
 
 # --- the whole table -----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ takes it), what would an answer say of the quota now (`quota`), and when would t
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -176,3 +177,39 @@ def capacity(
         if now >= until or not limit.admit(now, cost):
             return count
         count += 1
+
+
+def served(
+    kind: WindowKind,
+    size: int,
+    length: float,
+    start: float,
+    until: float,
+    *,
+    subjects: int = 1,
+    callers: int,
+    latency: float,
+    costs: list[float] | None = None,
+) -> int:
+    """The requests a client that knew every limit exactly could have had admitted in [start, until) with
+    `callers` callers, each waiting `latency` for its answer before it asks again: a free caller sends the moment
+    the first of the `subjects`' limits allows (requests of `costs`, in turn, for a limit on tokens).
+
+    The callers bound it window by window, not over the whole span: 16 callers with 0.2 s trips cannot send 60
+    requests in the last 0.13 s of a clock window, which `capacity` × the span's demand counted as theirs."""
+    limits = [limit_of(kind, size, length) for _ in range(subjects)]
+    sent = [0] * subjects
+    free = [start] * max(1, callers)  # when each caller can next send (a heap)
+    now, count = start, 0
+    while True:
+        now = max(now, heapq.heappop(free))
+        when, subject, cost = min(
+            (limit.frees_at(now, c), i, c)
+            for i, limit in enumerate(limits)
+            for c in [costs[sent[i] % len(costs)] if costs else 1.0]
+        )
+        if when >= until or not limits[subject].admit(when, cost):
+            return count
+        now, count = when, count + 1
+        sent[subject] += 1
+        heapq.heappush(free, when + latency)

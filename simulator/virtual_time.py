@@ -38,7 +38,7 @@ from llms.streams import Run
 from llms.types import ChatRequest, Completion, Usage
 from simulator.core import Call, Plan, Quota, Step
 from simulator.registry import render_reply, status_for
-from simulator.shapes import DAY, Limit, WindowKind, capacity, limit_of
+from simulator.shapes import DAY, Limit, WindowKind, limit_of, served
 
 EPOCH = 1_800_000_000.0 + 13 * 3600 + 0.37
 """Where virtual time starts (epoch seconds, mid-afternoon UTC, off any whole second): the client's clock reads it
@@ -319,16 +319,11 @@ def run(shape: Shape) -> Measured:
 
         _drive(clock, [caller() for _ in range(shape.callers)])
     costs = list(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else None
-    most = capacity(shape.window, shape.size, shape.length, provider_start, measured_until, costs)
-    span = measured_until - provider_start
-    demand = shape.callers * math.floor(span / shape.latency) if shape.latency > 0 else math.inf
-    return Measured(
-        shape,
-        provider.answers,
-        provider.refused,
-        int(min(demand, most * shape.subjects)),
-        provider.refused_first_window,
-    )
+    most = served(
+        shape.window, shape.size, shape.length, provider_start, measured_until,
+        subjects=shape.subjects, callers=shape.callers, latency=shape.latency, costs=costs,
+    )  # fmt: skip
+    return Measured(shape, provider.answers, provider.refused, most, provider.refused_first_window)
 
 
 def _settings(shape: Shape) -> Any:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bench.bench_shapes import GAPS, NAMED, targets
-from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity
+from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
 
 PRECISE = (HintForm.REMAINING, HintForm.RESET_MS, HintForm.GROQ, HintForm.GEMINI)
@@ -36,6 +36,16 @@ def test_capacity_is_what_a_client_that_knew_the_limit_could_send() -> None:
     assert capacity(WindowKind.SLIDING, 5, 2.0, 0.0, 20.0) == 50
     assert capacity(WindowKind.TOKEN_BUCKET, 5, 2.0, 0.0, 20.0) == 54  # 5 at once, then one per 0.4 s
     assert capacity(WindowKind.PER_DAY, 5, 2.0, 0.0, 600.0) == 5
+
+
+def test_what_the_callers_could_have_had_admitted_is_bounded_window_by_window() -> None:
+    """A clock window's last 0.13 s holds what 16 callers with 0.2 s trips can send in it (16), not the window's
+    size (60): the span's demand, counted over the whole span, let a sliver of a window count whole."""
+    assert capacity(WindowKind.FIXED_CLOCK, 60, 10.0, 9.87, 20.0) == 120
+    assert served(WindowKind.FIXED_CLOCK, 60, 10.0, 9.87, 20.0, callers=16, latency=0.2) == 16 + 60
+    # One caller shared by two keys: a request every 0.5 s, whichever key's limit allows it.
+    assert served(WindowKind.FIXED_FIRST, 5, 2.0, 0.0, 2.0, subjects=2, callers=1, latency=0.5) == 4
+    assert served(WindowKind.FIXED_FIRST, 5, 2.0, 0.0, 2.0, subjects=2, callers=64, latency=0.5) == 10
 
 
 def test_a_run_is_reproducible_and_counts_every_request() -> None:
