@@ -310,12 +310,11 @@ def notes(r: Result) -> list[str]:
     if small:
         out.append(
             "**Why 4 processes deliver less.** The first 429 on a key whose quota is unknown teaches the client the "
-            "key's window from the answers it saw before it (`KeyManager._rate_limited` passes `seen` to "
-            "`SlotLog.limited` for a hinted 429, `Pacing.limited` for a hint-less one). Those answers are kept "
-            "per process (`KeyManager._unpaced`, filled in `KeyManager.record`), not in the store: with 4 "
-            "processes the one that meets the 429 saw about a quarter of the window, so it learns a window of "
-            "1 or 2 where 5 were admitted, and writes that to the store, where every process keeps to it. "
-            "Nothing grows it back: the key now stops before the real window fills, so no 429 corrects it. "
+            "key's window from the answers sent before it (`llms/learned_limits.py`: on a shared store every "
+            "process's, read from the store's request log; `SlotLog.limited` for a hinted 429, `Pacing.limited` "
+            "for a hint-less one). A window learned smaller than what was admitted means other processes' answers "
+            "were not yet written when the 429 came; the first answer after the rest counts it again "
+            "(`recounted`, never smaller), and until then the key stops before the real window fills. "
             "Groq's request headers count the day (`per_day`), so the learned window binds there too "
             "(`_binding_quota`): one stray 429 (a request the in-flight gate could not see, or a rest that "
             "ended a few ms before the window on a loaded CPU) turns that key into one answer per window. "

@@ -13,9 +13,17 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from config.api_keys import ApiKey
 from llms.cooldown import SLOT_MARGIN, TRY_MARGIN, Backoff, CooldownPolicy
 from llms.outcomes import QuotaHint
 from llms.state.base import Document, RequestLimits
+
+
+def limit_subject(key: ApiKey, part: str) -> str:
+    """What a limit is learned and counted for: the shared-limit group when the key has one, else the key; and the
+    model (`part`) where the provider counts limits per model."""
+    base = f"{key.provider}/{key.group}" if key.group else key.fingerprint
+    return f"{base}|{part}" if part else base
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from conftest import Clock, in_threads
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
-from llms.key_manager import KeyLease, KeyManager
+from llms.key_manager import KeyManager
+from llms.leases import KeyLease
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.quota import SLOT_MARGIN, InFlightLimit
 from llms.state import CooldownReason, EventKind

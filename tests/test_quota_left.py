@@ -10,7 +10,7 @@ from conftest import USER_HELLO, Clock, MakeClient
 
 from llms import AllKeysExhaustedError, ProviderStatus
 from llms.alerts import incidents
-from llms.key_manager import NOTE_QUOTA_EVERY
+from llms.learned_limits import NOTE_QUOTA_EVERY
 from llms.quota import Forecast, QuotaLeft, forecast, quota_left
 from simulator import Simulator
 
@@ -97,7 +97,7 @@ def test_the_status_page_shows_what_is_left(make_client: MakeClient) -> None:
     clock = Clock(NOW)
     client = make_client({"groq": 1}, limits={"groq:1": (10, 3600.0)}, clock=clock)
     client.complete(USER_HELLO)
-    groq = next(p for p in client.provider_statuses() if p.provider == "groq")
+    groq = next(p for p in client.admin.provider_statuses() if p.provider == "groq")
     ahead = status.summarize(groq, NOW).forecast
     assert ahead is not None and ahead.startswith("9 requests left today · they free at ")  # before it runs out
     frame = status.key_frame(status.rows_of([groq], NOW), NOW)

@@ -14,7 +14,9 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms import AllKeysExhaustedError
 from llms.cooldown import TRY_MARGIN, AdaptiveCooldown, Backoff, FixedCooldown
-from llms.key_manager import DUE_NOW_REST, KeyLease, KeyManager
+from llms.key_manager import KeyManager
+from llms.learned_limits import DUE_NOW_REST
+from llms.leases import KeyLease
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.prober import Prober
 from llms.quota import Pacing, SlotLog
@@ -182,11 +184,11 @@ def test_a_key_back_from_a_false_401_returns_after_the_next_probe(make_client: M
     client = make_client({"groq": 2}, steps={"groq:1": ["invalid_key"]})
     assert client.complete(USER_HELLO).key_id == "groq:2"
     assert client.key_manager.statuses("groq")[0].reason == "invalid_key"
-    prober = Prober(client.parked_key_ids, client.check_key, interval=60)
+    prober = Prober(client.admin.parked_key_ids, client.admin.check_key, interval=60)
     assert prober.run_once() == ["groq:1"]
     first = client.key_manager.statuses("groq")[0]
     assert first.available
-    assert any(e.key_id == "groq:1" and "probe passed" in e.detail for e in client.events())
+    assert any(e.key_id == "groq:1" and "probe passed" in e.detail for e in client.admin.events())
     assert [r.path.rsplit("/", 1)[-1] for r in sim.requests if r.key_name == "groq:1"] == ["completions", "models"]
 
 
@@ -196,7 +198,7 @@ def test_a_revoked_key_stays_out_and_costs_at_most_one_probe_per_interval(
     client = make_client({"openrouter": 2}, steps={"openrouter:1": ["invalid_key"] * 100})
     client.complete(USER_HELLO)
     clock = Clock(0)
-    prober = Prober(client.parked_key_ids, client.check_key, interval=30, clock=clock)
+    prober = Prober(client.admin.parked_key_ids, client.admin.check_key, interval=30, clock=clock)
     for _ in range(10):  # ten rounds within one interval, then the next interval
         prober.run_once()
         clock.advance(2.9)
@@ -209,7 +211,7 @@ def test_a_revoked_key_stays_out_and_costs_at_most_one_probe_per_interval(
 def test_probes_skip_short_cooldowns(make_client: MakeClient, sim: Simulator) -> None:
     client = make_client({"groq": 3}, steps={"groq:1": ["rate_limit"], "groq:2": ["server_error"] * 3})
     client.complete(USER_HELLO)
-    assert Prober(client.parked_key_ids, client.check_key, interval=1).due() == []
+    assert Prober(client.admin.parked_key_ids, client.admin.check_key, interval=1).due() == []
 
 
 @pytest.mark.slow
@@ -218,7 +220,7 @@ def test_probes_run_one_at_a_time(make_client: MakeClient, sim: Simulator) -> No
     client.complete(USER_HELLO)
     sim.clear_log()
     sim.latency = 0.1
-    assert sorted(Prober(client.parked_key_ids, client.check_key, interval=1).run_once()) == [
+    assert sorted(Prober(client.admin.parked_key_ids, client.admin.check_key, interval=1).run_once()) == [
         "groq:1",
         "groq:2",
         "groq:3",
@@ -284,16 +286,16 @@ def test_what_one_process_learned_reaches_another_through_the_index_and_an_old_s
         KeyManager({"openrouter": keys}, CooldownSettings(), store_from_url(url, failover=False), clock)
         for _ in range(2)
     )
-    first._learned_about(clock())
+    first._learned.about(clock())
     assert first.document("learned") == {"names": []}  # nothing learned yet, and the search is not repeated
     _lease(first, keys[0]).failed(Outcome(OutcomeKind.RATE_LIMIT, 429, "limited", retry_after=2.0))
     assert second.document("learned") == {"names": [f"slots/{keys[0].fingerprint}"]}
     clock.advance(2.5)
-    assert f"slots/{keys[0].fingerprint}" in second._learned_about(clock())  # the other process counts it now
+    assert f"slots/{keys[0].fingerprint}" in second._learned.about(clock())  # the other process counts it now
     second.change_document("learned", lambda d: {})  # as a store from before the index
     clock.advance(2.5)
     third = KeyManager({"openrouter": keys}, CooldownSettings(), store_from_url(url, failover=False), clock)
-    assert f"slots/{keys[0].fingerprint}" in third._learned_about(clock())
+    assert f"slots/{keys[0].fingerprint}" in third._learned.about(clock())
     assert third.document("learned") == {"names": [f"slots/{keys[0].fingerprint}"]}
 
 

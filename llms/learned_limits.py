@@ -1,0 +1,213 @@
+"""What was learned about keys' hidden limits: the windows their 429s taught, and the quota their answers reported.
+
+A provider that keeps a limit to itself teaches it one 429 at a time. What each 429 taught (`Pacing`, `SlotLog`)
+is a document in the store per subject (`limit_subject`), named in one index, so every process sharing the store
+counts its answers toward the same window and reads what the others learned in one read. The key manager decides
+what a verdict costs a key; this module keeps what is known about the limits that cost it, apart from the rotation.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from config.api_keys import ApiKey
+from llms.cooldown import TRIP_SPREAD, CooldownPolicy
+from llms.outcomes import OutcomeKind, QuotaHint
+from llms.quota import SLOTS_KEPT, Pacing, SlotLog
+from llms.state import StateStore
+from llms.state.base import Document
+
+_PACED_REFRESH = 0.5
+"""Seconds between reads of what other processes learned: one read of one document, so often enough that their
+answers count toward a window another process learned within a fraction of it."""
+_LEARNED_INDEX = "learned"
+"""The document that names every `pace/…` and `slots/…` document: what a process reads to learn what the others
+learned, one read whatever the number of keys."""
+DUE_NOW_REST = 0.25
+"""Seconds a key rests after a 429 whose hint says its limit frees now (a reset moment already past when the answer
+came: a sliding window's slot freeing as the request arrived). Long enough not to spin, too short to cost quota;
+nothing is learned from it: read as no hint, it taught a window of every answer since the last idle gap and rested
+the key on the ladder's rungs. A second one within `DUE_NOW_REPEAT` seconds is read as no hint (a provider whose
+resets are always past)."""
+DUE_NOW_REPEAT = 1.0
+NOTE_QUOTA_EVERY = 5.0
+"""Seconds between notes of a subject's reported quota in the store, for status pages in any process (a write per
+answer would add a store write to every call); a count that reached zero, or grew (a new window), is noted at once."""
+
+
+class LearnedLimits:
+    """What this process and the others sharing its store learned about each subject's hidden limits."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        lock: threading.Lock,
+        account: Callable[[ApiKey], list[ApiKey]],
+        subjects: Callable[[], set[str]],
+    ) -> None:
+        """`lock`: the key manager's lock, which also guards what `subjects` reads (every subject this process
+        knows: its keys' and those it sent requests for; called with the lock held). `account`: a key and the keys
+        that share its limits."""
+        self._store = store
+        self._lock = lock
+        self._account = account
+        self._subjects = subjects
+        self._learned: set[str] = set()  # names of the documents that hold what was learned about a subject
+        self._paced_read_at = -math.inf
+        self._unpaced: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=64))
+        self._due_now: dict[str, float] = {}  # when a subject last met a 429 that said its limit frees now
+        self._noted: dict[str, tuple[float, int]] = {}  # when a subject's reported quota was last noted, and what
+        self._resets: dict[tuple[str, bool], float] = {}  # (subject, per day) → the latest bound on its reset
+
+    def about(self, now: float) -> set[str]:
+        """The documents holding what was learned about subjects' hidden limits, whose successes must be counted.
+
+        Only subjects that met a 429 have one, and only they cost a store write per success. What other
+        processes sharing the store learned is read every `_PACED_REFRESH` seconds, from the index of them (one
+        read: reading every key's documents cost 30,000 keys 3 µs a call). A store from before the index is
+        searched once, and the index written."""
+        if now - self._paced_read_at >= _PACED_REFRESH:
+            self._paced_read_at = now
+            names = self._store.documents([_LEARNED_INDEX])[0].get("names")
+            if names is None:
+                with self._lock:
+                    subjects = sorted(self._subjects())
+                candidates = [f"{kind}/{s}" for s in subjects for kind in ("pace", "slots")]
+                documents = self._store.documents(candidates)
+                names = [name for name, d in zip(candidates, documents, strict=True) if d]
+                self._store.change(_LEARNED_INDEX, _indexing(names))  # written even when empty: searched once
+            with self._lock:
+                self._learned |= set(names)
+        return self._learned
+
+    def counted(
+        self,
+        subject: str,
+        key: ApiKey,
+        part: str,
+        quota: QuotaHint | None,
+        sent: float,
+        now: float,
+        policy: CooldownPolicy,
+    ) -> QuotaHint | None:
+        """Count an answer to a request `sent` then in the windows learned for its subject (none learned: keep when
+        it was sent, for a first 429 to learn from), and say the quota that binds the key: what the answer
+        reported (`quota`), or what a learned window has left (`_binding_quota`)."""
+        learned = self.about(now)
+        if f"pace/{subject}" in learned:
+            pacing = self._pace(subject, lambda p: p.succeeded(sent, policy))
+            if pacing.uncounted is not None and sent > pacing.uncounted[1]:  # after the 429: count it again
+                seen = self._seen(subject, key, part, now, recount=True)
+                pacing = self._pace(subject, lambda p: p.recounted(seen))
+            quota = _binding_quota(quota, pacing.quota(sent))
+        if f"slots/{subject}" in learned:
+            slots = self._slots(subject, lambda log: log.succeeded(sent))
+            if slots.uncounted is not None and sent > slots.uncounted[1]:
+                seen = self._seen(subject, key, part, now, recount=True)
+                slots = self._slots(subject, lambda log: log.recounted(seen))
+            quota = _binding_quota(quota, slots.quota(sent))
+        elif f"pace/{subject}" not in learned:
+            self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
+        return quota
+
+    def hinted(self, subject: str, key: ApiKey, part: str, sent: float, hint: float, now: float) -> None:
+        """A 429 to a request `sent` then, whose hint says when its limit frees: learn the sliding window it shows."""
+        seen = self._seen(subject, key, part, now)
+        self._slots(subject, lambda log: log.limited(sent, hint, seen))
+
+    def hintless(self, subject: str, key: ApiKey, part: str, sent: float, now: float, policy: CooldownPolicy) -> Pacing:
+        """A 429 without a hint to a request `sent` then: the subject's pacing after it (its window and backoff)."""
+        seen = self._seen(subject, key, part, now, recount=True)
+        return self._pace(subject, lambda p: p.limited(sent, policy, seen))
+
+    def bound_reset(self, subject: str, quota: QuotaHint | None, sent: float, now: float) -> QuotaHint | None:
+        """The quota with its reset counted from the latest bound any answer of the same window gave.
+
+        The provider read each answer's reset when the request arrived, some time after it was `sent`, so each
+        answer says the window resets no earlier than `sent + reset_after`; how much later is that request's own
+        trip out. Trips vary (a burst queues at the provider's door; a quiet request goes straight in) while the
+        request that resumes the key makes a quick one, so the rest follows the latest bound of the window's
+        answers — the one whose trip out was shortest — and not whichever answer happened to say 0 left. Bounds
+        further apart than trips differ (`TRIP_SPREAD`) are different resets, and the latest answer's stands."""
+        if quota is None or quota.reset_after is None:
+            return quota
+        bound = sent + quota.reset_after
+        with self._lock:
+            known = self._resets.get((subject, quota.per_day), -math.inf)
+            if now < known and 0 < known - bound <= TRIP_SPREAD:  # the same reset, bounded later by another answer
+                return replace(quota, reset_after=known - sent)
+            self._resets[(subject, quota.per_day)] = bound
+        return quota
+
+    def note_reported(self, subject: str, quota: QuotaHint, sent: float, now: float) -> None:
+        """Keep the quota an answer reported where every process's status page reads it (`reported/…`), at most
+        every `NOTE_QUOTA_EVERY` seconds per subject, and at once when it reached zero or grew."""
+        remaining = quota.remaining or 0
+        last = self._noted.get(subject)
+        if last is not None and now - last[0] < NOTE_QUOTA_EVERY and 0 < remaining <= last[1]:
+            return
+        self._noted[subject] = (now, remaining)
+        until = sent + (quota.reset_after if quota.reset_after is not None else 60.0)  # the gate's default too
+        document = {"remaining": remaining, "until": until, "per_day": quota.per_day, "at": now}
+        self._store.change(f"reported/{subject}", lambda _: document)
+
+    def first_due_now(self, subject: str, now: float) -> bool:
+        """Whether a 429 saying the subject's limit frees now is the first in `DUE_NOW_REPEAT` seconds."""
+        first = now - self._due_now.get(subject, -math.inf) >= DUE_NOW_REPEAT
+        self._due_now[subject] = now
+        return first
+
+    def _seen(self, subject: str, key: ApiKey, part: str, now: float, *, recount: bool = False) -> tuple[float, ...]:
+        """When the subject's answers were sent, for a first 429 to learn its window from: where the store is
+        shared, every process's (its request log), else this process's own. One process of four sees a quarter of
+        the window, and a window learned that small is never corrected: the key stops before the real one fills.
+        Read once per subject, at the 429 that teaches it, or, `recount`, at every hint-less one and at the first
+        answer after a window was taught: another process writes its answers to the learned window only once it
+        has read that the window exists, and its answers of the window may not be written yet when the 429 comes."""
+        mine = tuple(self._unpaced.pop(subject, ()))
+        learned = self.about(now)
+        if not self._store.SHARED:
+            return mine
+        if not recount and (f"slots/{subject}" in learned or f"pace/{subject}" in learned):
+            return mine
+        members = {m.fingerprint for m in self._account(key)}
+        theirs = [
+            r.at - r.latency
+            for r in self._store.request_log(self._store.log_size)
+            if r.key in members and r.outcome == OutcomeKind.OK.value and (not part or r.model == part)
+        ]
+        # The log holds this process's answers too (their times read a moment apart from `mine`: not merged).
+        return tuple(sorted(theirs))[-SLOTS_KEPT:] if len(theirs) >= len(mine) else mine
+
+    def _pace(self, subject: str, change: Callable[[Pacing], Pacing]) -> Pacing:
+        self._index(f"pace/{subject}")
+        return Pacing.of(self._store.change(f"pace/{subject}", lambda d: change(Pacing.of(d)).document()))
+
+    def _slots(self, subject: str, change: Callable[[SlotLog], SlotLog]) -> SlotLog:
+        self._index(f"slots/{subject}")
+        return SlotLog.of(self._store.change(f"slots/{subject}", lambda d: change(SlotLog.of(d)).document()))
+
+    def _index(self, name: str) -> None:
+        """Name a document of what was learned in the store's index, once per process."""
+        with self._lock:
+            new = name not in self._learned
+            self._learned.add(name)
+        if new:
+            self._store.change(_LEARNED_INDEX, _indexing([name]))
+
+
+def _indexing(names: Iterable[str]) -> Callable[[Document], Document]:
+    """The change that adds `names` to the index of learned documents (`_LEARNED_INDEX`)."""
+    return lambda index: {"names": sorted({*(index.get("names") or ()), *names})}
+
+
+def _binding_quota(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:
+    """What an answer reported of the key's quota, unless that is a count of the day with requests left: then the
+    window learned from 429s (a minute's limit the provider does not report) is what paces the key."""
+    if reported is None or (reported.per_day and reported.remaining and learned is not None):
+        return learned or reported
+    return reported

@@ -1,0 +1,217 @@
+"""This process's leases on keys and the in-flight limit of each subject, as a `concurrency-limits` limiter.
+
+A request holds a lease on its key from `KeyManager.acquire` until it ends (`KeyLease`): the store counts it
+against the key's in-flight slots, for every process sharing the store, and this process renews it while the
+request runs, so a slot held by a process that died frees itself. What a subject may have in flight at once
+(`InFlightLimit`) is this process's own, grown by answers and halved by 429s, like a TCP window: it lives here, apart
+from the rotation, because only the requests this process sent move it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from config.api_keys import ApiKey
+from llms.outcomes import Outcome, OutcomeKind, QuotaHint
+from llms.quota import InFlightLimit, limit_subject
+from llms.state import StateError, StateStore
+from llms.state.base import Finish, Lease, RequestRecord
+
+if TYPE_CHECKING:
+    from llms.key_manager import KeyManager
+
+log = logging.getLogger("llms.keys")
+LEASE_TTL = 10.0
+"""Seconds an in-flight slot outlives a process that died holding it (at most the request timeout)."""
+
+_OK = Outcome(OutcomeKind.OK, 200)
+
+
+@dataclass(eq=False)
+class KeyLease:
+    """One request's hold on a key, from `KeyManager.acquire` until the caller says how it ended — once, by
+    `succeeded`, `failed` or `abandoned` — as a `concurrency-limits` limiter's listener: the in-flight slot it
+    holds frees with the outcome that moves the key's limits, and only this request's slot."""
+
+    key: ApiKey
+    model: str | None
+    token: str
+    _manager: KeyManager = field(repr=False)
+    ended: bool = False
+
+    def succeeded(self, quota: QuotaHint | None = None, request: RequestRecord | None = None) -> None:
+        """The key answered; `quota`: what the answer said of the key's quota."""
+        if self._end():
+            self._manager._record(self.key, _OK, quota, request, self.model, self.token)
+
+    def failed(self, outcome: Outcome, request: RequestRecord | None = None) -> None:
+        """The key's answer was a failure: the penalty (or none) the outcome earns."""
+        if self._end():
+            self._manager._record(self.key, outcome, None, request, self.model, self.token)
+
+    def abandoned(self, request: RequestRecord | None = None) -> None:
+        """The caller went away (cancelled, a stream closed early): the key did nothing wrong."""
+        if self._end():
+            self._manager._abandon(self.key, request, self.token)
+
+    def _end(self) -> bool:
+        ended, self.ended = self.ended, True
+        return not ended
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """This process's lease on a key while its request runs: what it counts toward, and how long it may last."""
+
+    fingerprint: str
+    subject: str  # whose in-flight limit it counts toward (a key, or a shared-limit group; per model where counted)
+    part: str  # the store gate's part: "" or the model
+    renew_until: float  # the latest its lease may be renewed to (the request's deadline)
+
+
+class Leases:
+    """This process's leases while their requests run, what each subject has in flight, and its in-flight limit."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Callable[[], float],
+        lock: threading.Lock,
+        account: Callable[[ApiKey], list[ApiKey]],
+        lease_seconds: float,
+        lease_ttl: float,
+    ) -> None:
+        """`lock`: the key manager's lock, which guards the counters here (`acquire` reads `saturated` under
+        it). `account`: a key and the keys that share its limits. `lease_seconds`: the longest a request may hold
+        its in-flight slot (its deadline). `lease_ttl`: how long a slot outlives a process that died holding it.
+        While a request runs, this process renews its lease every `lease_ttl / 3` seconds in a shared store (never
+        past `lease_seconds`); a dead process stops renewing."""
+        self._store = store
+        self._clock = clock
+        self._lock = lock
+        self._account = account
+        self._lease_seconds = lease_seconds
+        self.ttl = min(lease_ttl, lease_seconds)
+        self._held: dict[str, _Held] = {}  # token → this process's lease on a key, while its request runs
+        self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
+        self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
+        self._saturated: defaultdict[str, set[str]] = defaultdict(set)  # model part → fingerprints at their limit
+        self.subjects: set[str] = set()
+        """Every subject this process has sent a request for (changed with the lock held)."""
+        self.ended = 0
+        """How many of this process's requests in flight have ended."""
+        self._renewer: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    def lease(self, now: float, part: str) -> Lease:
+        """A new lease for the store to grant on a key, `ttl` ahead."""
+        return Lease(uuid.uuid4().hex, now + self.ttl, part)
+
+    def saturated(self, part: str) -> set[str]:
+        """The keys at their in-flight limit for the part (the model, or ""). Called with the lock held."""
+        return self._saturated[part]
+
+    def admit(self, key: ApiKey, token: str, now: float, part: str) -> bool:
+        """Count a request in flight on the key if its subject's `InFlightLimit` has room."""
+        subject = limit_subject(key, part)
+        with self._lock:
+            if self._in_flight[subject] >= self._limits[subject].allowed:
+                return False
+            self._in_flight[subject] += 1
+            self.subjects.add(subject)
+            self._held[token] = _Held(key.fingerprint, subject, part, now + self._lease_seconds)
+            self._saturate(key, subject, part)
+            if self._renewer is None and not self._store.IN_MEMORY:
+                self._renewer = threading.Thread(target=self._renew, name="llms-leases", daemon=True)
+                self._renewer.start()
+        return True
+
+    def finish(
+        self,
+        key: ApiKey,
+        token: str | None,
+        quota: QuotaHint | None,
+        now: float,
+        kind: OutcomeKind | None = None,
+        *,
+        learned: bool = False,
+    ) -> Finish | None:
+        """The end of this process's lease `token` on the key (None when it holds none: a probe), with the reported
+        quota. In the same step the outcome's `kind` moves the subject's in-flight limit: an answer grows it (to
+        what the key reports left, if more), a 429 halves it; anything else, or no outcome (abandoned), leaves it."""
+        with self._lock:
+            held = self._held.pop(token, None) if token is not None else None
+            if held is not None:
+                subject, part = held.subject, held.part
+                self.ended += 1
+                self._in_flight[subject] -= 1
+                if kind is OutcomeKind.OK:
+                    at_once = quota.remaining if quota is not None and not quota.per_day else None
+                    self._limits[subject].succeeded(at_once, learned=learned)
+                elif kind is OutcomeKind.RATE_LIMIT:
+                    self._limits[subject].limited()
+                self._saturate(key, subject, part)
+        if held is None or token is None:
+            return None
+        if quota is None or quota.remaining is None:
+            return Finish(token, part=part)
+        ends = now + (quota.reset_after if quota.reset_after is not None else 60.0)
+        return Finish(token, quota.remaining, ends, part)
+
+    def release(
+        self,
+        key: ApiKey,
+        token: str | None,
+        request: RequestRecord | None,
+        sent: float,
+        now: float,
+        kind: OutcomeKind | None = None,
+    ) -> None:
+        """End the lease with no verdict on the key (abandoned, or a request error: the request's own fault);
+        `request` goes to the request log in the same store write. `sent`: when the request left."""
+        finish = self.finish(key, token, None, sent, kind)
+        if request is not None:
+            self._store.log_request(request, finish)
+        elif finish is not None:
+            self._store.end_lease(key.fingerprint, finish, now)
+
+    def busy(self) -> bool:
+        """Whether this process has requests in flight."""
+        with self._lock:
+            return bool(self._held)
+
+    def close(self) -> None:
+        """Stop renewing: the leases still held run out `ttl` after their last renewal."""
+        self._closing.set()
+
+    def _renew(self) -> None:
+        """Keep this process's leases `ttl` ahead while their requests run (one store write per round, and none
+        while nothing is in flight)."""
+        while not self._closing.wait(self.ttl / 3):
+            now = self._clock()
+            held: dict[str, dict[str, float]] = {}
+            with self._lock:
+                for token, lease in self._held.items():
+                    gate = self._store.gate(lease.fingerprint, lease.part)
+                    held.setdefault(gate, {})[token] = min(now + self.ttl, lease.renew_until)
+            if not held:
+                continue
+            try:
+                self._store.renew_leases(held, now)
+            except StateError as exc:  # the store's own failover has already said so; the leases just run out
+                log.debug("could not renew leases: %s", exc)
+
+    def _saturate(self, key: ApiKey, subject: str, part: str) -> None:
+        """Mark the subject's keys as at (or below) their in-flight limit, so `acquire` passes over full keys
+        without a store round trip. Called with the lock held."""
+        members = [m.fingerprint for m in self._account(key)]
+        if self._in_flight[subject] >= self._limits[subject].allowed:
+            self._saturated[part].update(members)
+        else:
+            self._saturated[part].difference_update(members)
