@@ -167,7 +167,7 @@ def _live_cpu() -> Result:
             keys = [k for p in manager.providers for k in manager.keys(p)]
             for key in keys[::10]:
                 manager.cool(key, 3600, CooldownReason.INVALID_KEY, "bench")
-            client.disable_key(*(k.key_id for k in keys[5 :: len(keys) // LIVE_DISABLED]))
+            client.admin.disable_key(*(k.key_id for k in keys[5 :: len(keys) // LIVE_DISABLED]))
         (Path(cwd) / ".streamlit").mkdir()
         shutil.copy(ROOT / ".streamlit" / "config.toml", Path(cwd) / ".streamlit" / "config.toml")
         port = free_port()

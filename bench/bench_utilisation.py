@@ -120,7 +120,7 @@ def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> R
                 import google.genai  # noqa: F401
             returned, errors = _fail_fast(lambda: client.complete(MESSAGES, wait=WINDOW), (LLMError,))
             # diagnostic: provider-wide "storm" rests (one event per key rested, so count distinct moments)
-            storms = {round(e.at, 2) for e in client.events(100_000) if "at once" in e.detail}
+            storms = {round(e.at, 2) for e in client.admin.events(100_000) if "at once" in e.detail}
             client.close()
         first_use: dict[str, float] = {}
         for r in sim.requests:

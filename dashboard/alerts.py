@@ -1,11 +1,11 @@
 """Alerts in open dashboards: a toast on every page when an incident opens or ends, and the list for Status.
 
-The incidents themselves are the client's (`SmartClient.alerts()`: read off key state, one list for every process
+The incidents themselves are the client's (`client.admin.alerts()`: read off key state, one list for every process
 sharing the store); this module only shows them. A session toasts the alerts raised after it started, so opening
 the dashboard does not replay history, and not the alerts that only restate what its own button just did (its
 notice said it already): after "Disable" on 7 keys the acting session sees one toast, "Disabled 7 keys", while
 every other session sees the alert. An acknowledged or muted alert is listed but never toasted (`quiet`); the
-Alerts list's buttons acknowledge or mute the incident a row belongs to (`SmartClient.acknowledge_alert` /
+Alerts list's buttons acknowledge or mute the incident a row belongs to (`client.admin.acknowledge_alert` /
 `mute_alert`), naming the operator when one is logged in (`dashboard.auth.operator`).
 """
 
@@ -148,7 +148,7 @@ def toasts(client: SmartClient) -> None:
     The look is marked seen only once its toasts are queued: a rerun that interrupts this run stops it at the
     first `st.toast` (Streamlit checks for a rerun before it queues an element), and marking first lost the
     alerts of that look for good."""
-    new, seen_at = fresh(client.alerts(50), st.session_state.get(SEEN))
+    new, seen_at = fresh(client.admin.alerts(50), st.session_state.get(SEEN))
     marks = st.session_state.get(OWN, [])
     now = client_time()
     for text, state in grouped([alert for alert in new if not own(alert, marks) and not quiet(alert, now)]):
@@ -199,7 +199,7 @@ def incident_actions(client: SmartClient, alerts: list[dict[str, Any]], by: str 
 
     def acknowledge() -> None:
         incident = st.session_state.get(_PICKED)
-        done = incident is not None and client.acknowledge_alert(incident, by=by)
+        done = incident is not None and client.admin.acknowledge_alert(incident, by=by)
         text = choices.get(incident or "", incident or "")
         st.session_state[_DONE] = (
             f"Acknowledged{who(by)}: {text}" if done else "That incident has ended: nothing left to acknowledge."
@@ -208,7 +208,7 @@ def incident_actions(client: SmartClient, alerts: list[dict[str, Any]], by: str 
     def mute() -> None:
         incident = st.session_state.get(_PICKED)
         span = str(st.session_state.get("alerts_mute_for", "1 hour"))
-        done = incident is not None and client.mute_alert(incident, MUTE_CHOICES.get(span, 3600.0), by=by)
+        done = incident is not None and client.admin.mute_alert(incident, MUTE_CHOICES.get(span, 3600.0), by=by)
         st.session_state[_DONE] = f"Muted for {span}{who(by)}: {choices.get(incident or '', '')}" if done else ""
 
     with st.container(horizontal=True, vertical_alignment="bottom"):

@@ -276,7 +276,7 @@ def _answer(
         caption=answer_caption(result),
         answered_by=f"{provider_title(result.provider)} · {result.key_id}" if result.key_id else "",
         attempts=result.attempts,
-        fallback=fallback_of(result, client.provider_statuses(), client_time(), causes(client).failure),
+        fallback=fallback_of(result, client.admin.provider_statuses(), client_time(), causes(client).failure),
         tool_calls=tuple(result.tool_calls),
     )
 

@@ -145,7 +145,7 @@ class Trail:
         """`holder`: the `st.empty()` to draw into (the first of `answer_slots`); a new one by default."""
         self._heard: list[Attempt] = []
         self._shown = 0
-        first = next((s.title for s in client.provider_statuses() if s.available), None)
+        first = next((s.title for s in client.admin.provider_statuses() if s.available), None)
         if wait:
             label = f"Waiting up to {countdown(wait)} for a key to free up …"
         else:

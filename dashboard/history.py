@@ -1,6 +1,6 @@
 """The history page's data: totals per provider and per key, requests per hour, the request log, CSV exports.
 
-Everything comes from `SmartClient.history()` (per key and hour) and `SmartClient.request_log()` (per request), as
+Everything comes from `client.admin.history()` (per key and hour) and `client.admin.request_log()` (per request), as
 plain dicts without message content or keys; these functions only reshape them, so they are tested without
 Streamlit. Charts aggregate per provider or per outcome and tables cut to the top keys, so ten thousand keys still
 draw a readable page.
@@ -20,7 +20,7 @@ from dashboard.text import provider_title
 from llms import ABANDONED, OutcomeKind, SmartClient, latency_quantile
 
 RANGES: dict[str, float] = {"Last hour": 1.0, "Last day": 24.0, "Last 30 days": 720.0}
-"""Range label → hours handed to `client.history(hours=…)`."""
+"""Range label → hours handed to `client.admin.history(hours=…)`."""
 DEFAULT_RANGE = "Last day"
 LOG_LIMIT = 500
 TOP_KEYS = 200
@@ -106,7 +106,7 @@ def empty_text(range_label: str) -> str:
 
 
 def hours_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """`client.history()` rows as one frame (built once per run; every view below derives from it)."""
+    """`client.admin.history()` rows as one frame (built once per run; every view below derives from it)."""
     return pd.DataFrame(list(rows), columns=list(HOUR_FIELDS))
 
 
@@ -205,7 +205,7 @@ def history_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 def log_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """`client.request_log()` rows for the table: datetime and numeric columns, words for outcomes."""
+    """`client.admin.request_log()` rows for the table: datetime and numeric columns, words for outcomes."""
     raw = pd.DataFrame(list(rows), columns=list(LOG_FIELDS))
     return pd.DataFrame(
         {
@@ -233,11 +233,11 @@ def log_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
 
 def key_hints(client: SmartClient) -> dict[str, str]:
     """Key id → hint for every configured key (keys gone from the configuration keep their history, hintless)."""
-    return {k.key_id: k.hint for status in client.provider_statuses() for k in status.keys}
+    return {k.key_id: k.hint for status in client.admin.provider_statuses() for k in status.keys}
 
 
 def providers(client: SmartClient) -> list[str]:
-    return [status.provider for status in client.provider_statuses()]
+    return [status.provider for status in client.admin.provider_statuses()]
 
 
 LOG_FILE_NAME = "llm-requests.csv"

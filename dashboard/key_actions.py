@@ -23,14 +23,14 @@ def _plural(count: int, word: str = "key") -> str:
 def disable_keys(client: SmartClient, key_ids: Sequence[str], by: str | None = None) -> str:
     if not key_ids:
         return "No key selected."
-    client.disable_key(*key_ids, by=by)
+    client.admin.disable_key(*key_ids, by=by)
     return f"Disabled {_plural(len(key_ids))}: {listed(list(key_ids))}. They stay out of rotation until Enable."
 
 
 def enable_keys(client: SmartClient, key_ids: Sequence[str], by: str | None = None) -> str:
     if not key_ids:
         return "No key selected."
-    client.enable_key(*key_ids, by=by)
+    client.admin.enable_key(*key_ids, by=by)
     return f"Enabled {_plural(len(key_ids))}: {listed(list(key_ids))}."
 
 
@@ -47,7 +47,7 @@ def test_keys(client: SmartClient, key_ids: Sequence[str] | None, by: str | None
     """Start background checks (None: every key). Never waits for a provider, so the page never freezes."""
     if key_ids is not None and not key_ids:
         return "No key selected."
-    if not client.start_checks(key_ids, by=by):
+    if not client.admin.start_checks(key_ids, by=by):
         return "A check run is still going; its results appear in the table as they come."
     which = "every key" if key_ids is None else _plural(len(key_ids))
     return f"Checking {which} in the background, one at a time per provider; see “Last check”."
@@ -71,7 +71,7 @@ def reset_all(
     moment = client_time() if now is None else now
     only = set(providers) if providers is not None else None
     reset, kept, titles = 0, 0, []
-    for status in client.provider_statuses():
+    for status in client.admin.provider_statuses():
         if only is not None and status.provider not in only:
             continue
         titles.append(status.title)
@@ -89,7 +89,7 @@ def reset_all(
             client.reset_key(*(key.key_id for key in due), by=by)
         reset += len(due)
         if is_paused:
-            client.resume_provider(status.provider)
+            client.admin.resume_provider(status.provider)
     names = " and ".join(titles) if only is not None else ""
     if not reset:
         parts = ["Nothing was cooling."]

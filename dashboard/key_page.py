@@ -27,11 +27,13 @@ LOG_ROWS = 100
 
 def find_row(client: SmartClient, key_id: str, now: float) -> status.Row | None:
     """The key's row as the Status table has it (state, provider pause), or None for an unknown id."""
-    return next((row for row in status.rows_of(client.provider_statuses(), now) if row.key.key_id == key_id), None)
+    return next(
+        (row for row in status.rows_of(client.admin.provider_statuses(), now) if row.key.key_id == key_id), None
+    )
 
 
 def hourly_frame(hours: Sequence[Mapping[str, Any]], now: float | None = None) -> pd.DataFrame:
-    """`client.history(key_id=…)` rows as the chart's frame: one row per clock hour, OK / 429 / errors. With
+    """`client.admin.history(key_id=…)` rows as the chart's frame: one row per clock hour, OK / 429 / errors. With
     `now`, every hour of the last `HOURS` is a row (quiet ones zeros), so one busy hour is one bar of 25, not a
     bar as wide as the chart."""
     frame = pd.DataFrame(
@@ -57,7 +59,7 @@ def hourly_frame(hours: Sequence[Mapping[str, Any]], now: float | None = None) -
 
 def key_events(client: SmartClient, key_id: str) -> pd.DataFrame:
     """This key's events among the store's newest, newest first."""
-    events = [e for e in client.events(EVENTS_READ) if e.key_id == key_id]
+    events = [e for e in client.admin.events(EVENTS_READ) if e.key_id == key_id]
     rows = [
         {"Time": datetime.fromtimestamp(e.at), "Key": e.key_id, "Event": str(e.kind), "Detail": e.detail}
         for e in events
@@ -67,7 +69,7 @@ def key_events(client: SmartClient, key_id: str) -> pd.DataFrame:
 
 def key_page(client: SmartClient) -> None:
     """The page: a key picker (the query parameter chooses), then that key's state, chart, log and events."""
-    ids = sorted((k.key_id for s in client.provider_statuses() for k in s.keys), key=key_order)
+    ids = sorted((k.key_id for s in client.admin.provider_statuses() for k in s.keys), key=key_order)
     wanted = st.query_params.get(PARAM)
     st.page_link("pages/status.py", label="Back to Status", icon=":material/arrow_back:")
     if not ids:
@@ -87,8 +89,8 @@ def key_page(client: SmartClient) -> None:
     key = row.key
     st.title(f"{key.key_id}", anchor=False)
     st.caption(f"{provider_title(key.provider)} · hint {md_escape(key.hint)} (the key itself is never shown)")
-    pauses = {s.provider: status.pause_text(s, now) for s in client.provider_statuses() if s.paused_until}
-    why = status.reason(row, pauses, triage.causes(client), client.checks()["results"])
+    pauses = {s.provider: status.pause_text(s, now) for s in client.admin.provider_statuses() if s.paused_until}
+    why = status.reason(row, pauses, triage.causes(client), client.admin.checks()["results"])
     frees = status.frees_in(row)
     with st.container(horizontal=True):
         st.metric("State", state_label(row.state), border=True)
@@ -99,13 +101,13 @@ def key_page(client: SmartClient) -> None:
     if why:
         st.markdown(f"**Reason:** {md_escape(why)}")
     st.subheader(f"Last {HOURS} hours", divider="gray")
-    hours = hourly_frame(client.history(hours=HOURS, key_id=key.key_id), now)
+    hours = hourly_frame(client.admin.history(hours=HOURS, key_id=key.key_id), now)
     if hours.empty:
         st.caption(f"No requests in the last {HOURS} hours.")
     else:
         charts.show(charts.stacked_bars(hours, colors=status.CHART_COLORS, height=260))
     st.subheader("Recent requests", divider="gray")
-    log = client.request_log(LOG_ROWS, key_id=key.key_id)
+    log = client.admin.request_log(LOG_ROWS, key_id=key.key_id)
     if log:
         st.dataframe(log_frame(log), column_config=LOG_COLUMNS, hide_index=True, width="stretch")
     else:

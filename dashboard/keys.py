@@ -121,7 +121,7 @@ def add(backend: Backend, text: str) -> list[Verdict]:
                 backend.simulator.add_key(provider, candidate.secret, limit=DEMO_LIMITS.get(provider))
 
     def test(provider: str) -> list[tuple[int, Candidate, Outcome]]:
-        return [(i, c, client.check_new_key(provider, c.secret)) for i, c in queue[provider]]
+        return [(i, c, client.admin.check_new_key(provider, c.secret)) for i, c in queue[provider]]
 
     with ThreadPoolExecutor(max_workers=max(1, len(queue))) as pool:
         tested = [row for rows in pool.map(test, list(queue)) for row in rows]

@@ -4,7 +4,7 @@ rotation behaviour when it fits the talk instead of waiting for it.
 Every action scripts the simulator (what a provider will answer), never the client or its store: the client
 finds out the way it would in production, from the next answer it gets. Only "Recover" may also end the
 client's cooldowns, through `SmartClient.reset_all()` (the Status page's "Reset all"), when asked to, and "Send a
-test request now" makes the client call the chosen key once (`SmartClient.check_key`, the Status page's Test), so
+test request now" makes the client call the chosen key once (`client.admin.check_key`, the Status page's Test), so
 a revoked key is parked in front of the audience even when round-robin sends the next chat message elsewhere.
 Each action says what it did next to its buttons and, on the Status page, as a toast.
 The simulator is imported only inside these functions, as in `dashboard.client`: outside demo mode the fake
@@ -74,8 +74,8 @@ def revoke(simulator: Simulator, key_id: str, added: Mapping[str, str] | None = 
 def test_request(client: SmartClient, key_id: str) -> str:
     """One real call with the key through the client, as the Status page's Test: the client learns what the
     simulator was told at once, and the message says where the key stands after it."""
-    outcome = client.check_key(key_id, by=auth.acting())
-    key = next(k for s in client.provider_statuses() for k in s.keys if k.key_id == key_id)
+    outcome = client.admin.check_key(key_id, by=auth.acting())
+    key = next(k for s in client.admin.provider_statuses() for k in s.keys if k.key_id == key_id)
     after = (
         f"the client now rests it ({reason_words(key.reason or 'manual')}): see the Status table and alerts."
         if not key.available
@@ -116,14 +116,14 @@ def simulate_panel(backend: Backend, notify: Callable[[str], None] | None = None
     from simulator import DEMO_LIMITS
 
     client = backend.client
-    statuses = [s for s in client.provider_statuses() if s.total]
+    statuses = [s for s in client.admin.provider_statuses() if s.total]
     key_ids = [k.key_id for s in statuses for k in s.keys]
     providers = [s.provider for s in statuses]
 
     def act(action: Callable[[Simulator, str, Mapping[str, str]], str], widget: str) -> None:
         """Read the target from the widget's state: a callback's args are those of the run that drew it."""
         message = action(simulator, st.session_state[widget], backend.demo_env)
-        upcoming = next_key(client.provider_statuses())
+        upcoming = next_key(client.admin.provider_statuses())
         said(message + (f" The next chat message goes to {upcoming}." if upcoming else ""))
 
     def said(message: str) -> None:
@@ -253,7 +253,7 @@ def demo_strip(client: SmartClient) -> None:
 
     @st.fragment(run_every=STRIP_SECONDS)
     def strip() -> None:
-        statuses = [s for s in client.provider_statuses() if s.total]
+        statuses = [s for s in client.admin.provider_statuses() if s.total]
         st.html(key_strip(statuses))
         st.caption(strip_caption(statuses))
 

@@ -435,7 +435,7 @@ EVENT_COLUMNS: dict[str, Any] = {
 def events_frame(client: SmartClient, limit: int = 50) -> pd.DataFrame:
     rows = [
         {"Time": datetime.fromtimestamp(e.at), "Key": e.key_id, "Event": str(e.kind), "Detail": e.detail}
-        for e in client.events(limit)
+        for e in client.admin.events(limit)
     ]
     return pd.DataFrame(rows, columns=list(EVENT_COLUMNS)).astype({"Time": "datetime64[ns]"})
 
@@ -445,7 +445,7 @@ CHART_COLORS = ["#16a34a", "#f59e0b", "#dc2626"]
 
 
 def top_keys(history: Iterable[Mapping[str, Any]], top: int = TOP_KEYS) -> dict[str, pd.DataFrame]:
-    """Per provider, the `top` keys by requests in `client.history()`'s hours, as stacked-bar frames indexed by
+    """Per provider, the `top` keys by requests in `client.admin.history()`'s hours, as stacked-bar frames indexed by
     key id, busiest first: a fixed number of bars whatever the number of keys."""
     totals: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
     for hour in history:

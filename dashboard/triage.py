@@ -117,12 +117,12 @@ class Causes:
     def refresh(self, client: SmartClient) -> Causes:
         """Read what was logged since the last call (the whole log the first time). Returns itself."""
         with self._lock:
-            rows = _tail(client.request_log, lambda r: r["at"], self._log_seen, self._log_size)
+            rows = _tail(client.admin.request_log, lambda r: r["at"], self._log_seen, self._log_size)
             for row in rows:
                 if row["outcome"] not in (OutcomeKind.OK, OutcomeKind.REQUEST_ERROR, "abandoned"):
                     self._keep(self.failures, row["key_id"], Failure(row["at"], row["status"], row["outcome"]))
             self._log_seen = max((r["at"] for r in rows), default=self._log_seen)
-            events = _tail(client.events, lambda e: e.at, self._events_seen, self.EVENTS)
+            events = _tail(client.admin.events, lambda e: e.at, self._events_seen, self.EVENTS)
             for event in events:
                 found = _COOLED.match(event.detail) if str(event.kind) == "cooled" else None
                 if found:

@@ -81,7 +81,7 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
     state = _State(
         pool,
         settings,
-        GatewayMetrics(pool.auto.provider_statuses),
+        GatewayMetrics(pool.auto.admin.provider_statuses),
         tuple(t.encode() for t in settings.tokens),
         asyncio.Semaphore(settings.workers),
     )
@@ -154,7 +154,7 @@ def create_app(pool: ClientPool, settings: GatewaySettings) -> Starlette:
         return Response(dumps(model_entry(wanted, owner)), media_type=JSON)
 
     async def healthz(_: Request) -> Response:
-        statuses, store = await state.run(lambda: (pool.auto.provider_statuses(), pool.auto.store_health()))
+        statuses, store = await state.run(lambda: (pool.auto.admin.provider_statuses(), pool.auto.admin.store_health()))
         providers = {
             s.provider: {
                 "available": s.available,

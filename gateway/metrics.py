@@ -1,7 +1,7 @@
 """Prometheus metrics of one gateway process, in its own `CollectorRegistry`.
 
 Counters count what *this* replica did, so the replicas behind a load balancer add up; key gauges are read from
-the shared store at scrape time (`SmartClient.provider_statuses()`), so every replica reports the same pool.
+the shared store at scrape time (`client.admin.provider_statuses()`), so every replica reports the same pool.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
         return _chat(client, args.text, args.temperature, args.max_tokens, args.model)
     if args.command in ("disable", "enable"):
         try:
-            (client.disable_key if args.command == "disable" else client.enable_key)(*args.key_ids)
+            (client.admin.disable_key if args.command == "disable" else client.admin.enable_key)(*args.key_ids)
         except KeyError as exc:
             print(f"error: {exc.args[0]}", file=sys.stderr)
             return 2
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None, client: SmartClient | None = None) -
 
 
 def print_status(client: SmartClient) -> None:
-    statuses = client.provider_statuses()
+    statuses = client.admin.provider_statuses()
     rows = [("provider", "key", "hint", "group", "state", "reason", "cooldown left", "backoff", "ok", "failed")]
     for info in statuses:
         for key in info.keys:
@@ -91,7 +91,7 @@ def print_status(client: SmartClient) -> None:
             print(f"{info.title} paused ({info.pause_reason}) for {format_duration(info.paused_until - now)}")
         if info.problem:
             print(f"{info.title}: {info.problem}")
-    store = client.store_health()
+    store = client.admin.store_health()
     print(f"key state: {store.backend} at {store.location} · {'ok' if store.healthy else store.detail}")
 
 
@@ -122,7 +122,7 @@ def _check(client: SmartClient) -> int:
     for provider in client.settings.provider_order:
         for key in client.key_manager.keys(provider):
             total += 1
-            outcome = client.check_key(key.key_id)
+            outcome = client.admin.check_key(key.key_id)
             verdict = "valid" if outcome.kind is OutcomeKind.OK else outcome.kind.value
             valid += outcome.kind is OutcomeKind.OK
             detail = f"  {outcome.message}" if outcome.kind is not OutcomeKind.OK else ""

@@ -349,7 +349,7 @@ class Alerts:
         return annotated(self._read(), limit, self._clock())
 
     def acknowledge(self, incident_id: str, by: str | None = None) -> bool:
-        """See `SmartClient.acknowledge_alert`; one atomic change of the document."""
+        """See `Admin.acknowledge_alert` (`llms.admin`); one atomic change of the document."""
         document = self._read()
         if not any(i in document.get("open", {}) for i in members(document, incident_id)):
             return False
@@ -358,7 +358,7 @@ class Alerts:
         return True
 
     def mute(self, incident_id: str, seconds: float, by: str | None = None) -> bool:
-        """See `SmartClient.mute_alert`; one atomic change of the document."""
+        """See `Admin.mute_alert` (`llms.admin`); one atomic change of the document."""
         document = self._read()
         listed = {r.get("id") for r in document.get("recent", [])}
         if incident_id not in listed and incident_id not in document.get("open", {}):

@@ -1,8 +1,8 @@
 """The smart client: the one object a program holds. It builds the key manager, the adapters and the failover loop
 (`llms.failover`: for each provider in order, for each key in rotation, try, record, move on) from the settings,
 and offers the calls: `chat` / `complete` / `chat_stream` / `embed` for blocking callers, `acomplete` /
-`achat_stream` / `aembed` for callers on an event loop (the gateway), the same loop; the status a person reads
-(`llms.status`); and the operator's actions (reset, disable, check, reload keys, alerts).
+`achat_stream` / `aembed` for callers on an event loop (the gateway), the same loop; and the seed's status and
+reset calls. The operator's actions and reads (status, logs, disable, check, alerts) are on `client.admin`.
 """
 
 from __future__ import annotations
@@ -14,21 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from config.api_keys import ApiKey
 from config.keys_file import file_stamp
 from config.settings import Settings, get_settings
-from llms.alerts import Alerts
-from llms.checks import KeyChecks
+from llms.admin import Admin
 from llms.clock import client_time
 from llms.failover import Failover, Wait, aembed, asend
 from llms.key_manager import LEASE_TTL, KeyManager
-from llms.outcomes import Outcome, OutcomeKind, Scope
-from llms.prober import LONG_COOLDOWNS, Prober
+from llms.outcomes import Outcome
+from llms.prober import Prober
 from llms.providers import Endpoint, ProviderAdapter
 from llms.quota import ConfiguredLimits
 from llms.routing import Route, Router, Target
-from llms.state import CooldownReason, EventKind, KeyEvent, StateStore, StoreHealth, store_from_url
-from llms.status import ProviderStatus, StatusReader
+from llms.state import EventKind, StateStore, store_from_url
+from llms.status import StatusReader
 from llms.streams import AsyncChatStream, ChatStream, OnAttempt, Run
 from llms.types import (
     ChatRequest,
@@ -103,24 +101,21 @@ class SmartClient:
         self._current_provider: str | None = None
         self._problems: dict[Target, str] = {}
         self._lock = threading.Lock()
-        self._checks = KeyChecks(
-            lambda key_id, by: self.check_key(key_id, by=by), lambda key_id: self.key_manager.key(key_id).provider
+        self.admin = Admin(
+            self.key_manager,
+            self.status,
+            lambda: self.settings,
+            lambda provider: self._adapters[provider],
+            lambda provider, secrets: _adapter(self.settings, provider, secrets),
+            refresh=self.watch_keys_file,
+            clock=clock,
         )
-        self._alerts = Alerts(
-            self.key_manager.change_document,
-            lambda: self.key_manager.document(Alerts.NAME),
-            self.provider_statuses,
-            settings.alert_webhook,
-            clock,
-        )
-        if settings.alert_webhook:
-            self._alerts.watch()
+        """The operator's actions and reads (`llms.admin`): status, logs, disable, checks, alerts."""
         self.prober: Prober | None = None
-        self._closed = threading.Event()
         if settings.probe_interval > 0:
-            self.prober = Prober(self.parked_key_ids, self.check_key, settings.probe_interval)
+            self.prober = Prober(self.admin.parked_key_ids, self.admin.check_key, settings.probe_interval)
             self.prober.start()
-            threading.Thread(target=self._probe_at_start, name="llms-start-probes", daemon=True).start()
+            threading.Thread(target=self.admin.probe_at_start, name="llms-start-probes", daemon=True).start()
 
     # --- chatting -------------------------------------------------------------------------------------------------
 
@@ -314,99 +309,23 @@ class SmartClient:
         """`{"openrouter": {"available": 3, "total": 4, "keys": [...], ...}, ..., "timestamp": 1764...}`.
 
         Every entry but `timestamp` is a provider mapping; everything is plain data (`json.dumps` takes it).
-        The store's health has its own method, `store_health()`.
+        Typed values, the store's health and the rest are on `client.admin`.
         """
-        summary: dict[str, Any] = {status.provider: status.as_dict() for status in self.provider_statuses()}
+        summary: dict[str, Any] = {status.provider: status.as_dict() for status in self.admin.provider_statuses()}
         summary["timestamp"] = self._clock()
         return summary
 
-    def provider_statuses(self) -> list[ProviderStatus]:
-        """The same as `get_status_summary`, as typed values (what the dashboard and the CLI draw)."""
-        self.watch_keys_file()
-        return self.status.provider_statuses()
-
-    def store_health(self) -> StoreHealth:
-        """Which backend holds key state, and whether it is working."""
-        return self.key_manager.store_health()
-
-    def events(self, limit: int = 100) -> list[KeyEvent]:
-        return self.key_manager.events(limit)
-
-    def request_log(
-        self, limit: int = 100, *, provider: str | None = None, key_id: str | None = None, outcome: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The most recent requests, newest first, as plain data: time, provider, model, key id, outcome, HTTP
-        status, latency and tokens. Never message content, never a key. Filters match exactly."""
-        return self.status.request_log(limit, provider=provider, key_id=key_id, outcome=outcome)
-
-    def history(
-        self, hours: float = 24.0, *, provider: str | None = None, key_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Per key and per hour over the last `hours`: requests, successes, 429s, other errors, tokens in and
-        out, mean and p95 latency (seconds), oldest first, as plain data."""
-        return self.status.history(hours, provider=provider, key_id=key_id)
-
-    def disable_key(self, *key_ids: str, by: str | None = None) -> None:
-        """Take keys out of rotation until `enable_key`; kept in the store, so every process sharing it skips them.
-        `by` names who did it in the events (default "by an operator")."""
-        self.key_manager.set_disabled(key_ids, True, by)
-
-    def enable_key(self, *key_ids: str, by: str | None = None) -> None:
-        self.key_manager.set_disabled(key_ids, False, by)
-
     def reset_key(self, *key_ids: str, by: str | None = None) -> None:
-        self.key_manager.reset_key(*key_ids, by=by)
-
-    def resume_provider(self, provider: str) -> None:
-        """Lift a provider-wide pause (an upstream limit), leaving its keys' cooldowns as they are."""
-        self.key_manager.resume_provider(provider)
+        """The seed's call: `client.admin.reset_key`."""
+        self.admin.reset_key(*key_ids, by=by)
 
     def reset_provider(self, provider: str, by: str | None = None) -> None:
-        self.key_manager.reset_provider(provider, by)
+        """The seed's call: `client.admin.reset_provider`."""
+        self.admin.reset_provider(provider, by)
 
     def reset_all(self, by: str | None = None) -> None:
-        self.key_manager.reset_all(by)
-
-    def check_key(self, key_id: str, *, by: str | None = None) -> Outcome:
-        """One cheap real call with one key (no tokens where the provider allows) within `LLM_PROBE_TIMEOUT`,
-        recorded like any other; a key parked for a reason that call disproves (see
-        `ProviderSpec.probe_vouches_for`) returns to the rotation. `by`: the person who asked, for a `checked`
-        event (background probes leave none)."""
-        key = self.key_manager.key(key_id)
-        adapter = self._adapters[key.provider]
-        spec = self.settings.providers[key.provider].spec
-        vouches_for = spec.probe_vouches_for
-        probe_credit = getattr(adapter, "probe_credit", None)  # a provider whose credit only a paid call shows
-        if probe_credit is not None and self.key_manager.parked_for(key) == CooldownReason.NO_CREDITS.value:
-            outcome = probe_credit(key, self.settings.probe_timeout)
-            vouches_for = frozenset({*vouches_for, OutcomeKind.NO_CREDITS})
-        else:
-            outcome = adapter.probe(key, self.settings.probe_timeout)
-        self.key_manager.record(key, outcome, model=adapter.model if outcome.scope is Scope.MODEL else None)
-        if outcome.quota is not None:
-            self.key_manager.note_daily_requests(key, outcome.quota)
-        if outcome.kind is OutcomeKind.OK:
-            self.key_manager.probe_passed(key, vouches_for, spec.probe_revives_credit)
-        if by is not None:
-            status = f" (HTTP {outcome.status})" if outcome.status else ""
-            found = (
-                "the key works"
-                if outcome.kind is OutcomeKind.OK
-                else f"{outcome.kind.value}{status}: {outcome.message}"
-            )
-            self.key_manager.note(key, EventKind.CHECKED, f"by {by}: {found}")
-        return outcome
-
-    def check_new_key(self, provider: str, secret: str) -> Outcome:
-        """The probe `check_key` runs, for a key not in rotation yet (one pasted into the dashboard): through a
-        throwaway adapter of that provider, recorded nowhere, its message redacted. A probe that breaks says so."""
-        adapter = _adapter(self.settings, provider, (secret,))
-        try:
-            return adapter.probe(ApiKey(provider, 0, secret), self.settings.probe_timeout).redacted([secret])
-        except Exception as exc:
-            return Outcome(OutcomeKind.TRANSIENT, None, f"test failed: {type(exc).__name__}")
-        finally:
-            adapter.close()
+        """The seed's call: `client.admin.reset_all`."""
+        self.admin.reset_all(by)
 
     def reload_keys(self, settings: Settings | None = None, by: str | None = None) -> dict[str, list[str]]:
         """Read the keys again (from the sources these settings came from, or from `settings`) without a restart:
@@ -457,69 +376,11 @@ class SmartClient:
         finally:
             self._keys_watch.release()
 
-    def start_checks(self, key_ids: Sequence[str] | None = None, by: str | None = None) -> bool:
-        """Check keys (default: all) in the background, one at a time per provider; `checks()` follows it; each
-        check is an event naming `by` (default "an operator"). Returns False, starting nothing, while an earlier
-        run is still going; an unknown id raises `KeyError` first."""
-        every = (k.key_id for p in self._order for k in self.key_manager.keys(p))
-        return self._checks.start(list(every if key_ids is None else key_ids), by or "an operator")
-
-    def checks(self) -> dict[str, Any]:
-        """Progress of the background checks and each key's latest result, as plain data (see `KeyChecks`)."""
-        return self._checks.progress()
-
-    def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Alerts, newest first, as plain data `{"at", "id", "state": "open" | "resolved", "text"}`: a provider with
-        no key available, a key parked (invalid, no credit, spend cap, no access), every key exhausted, and each
-        one's end. Brings them up to date with key state first (every process sharing the store sees one list)."""
-        self._alerts.update()
-        return self._alerts.recent(limit)
-
-    def acknowledge_alert(self, incident_id: str, by: str | None = None) -> bool:
-        """Mark an open incident (an alert's `id`) as seen by someone: it stays listed, its later updates are not
-        announced again, and its end is. Kept in the store's alert document, so every process sees it. False when
-        no open incident has that id."""
-        return self._alerts.acknowledge(incident_id, by)
-
-    def mute_alert(self, incident_id: str, seconds: float, by: str | None = None) -> bool:
-        """Silence an incident (an alert's `id`; a bulk key alert mutes each of its keys) for `seconds`: its
-        alerts are still listed, marked muted, but raise no toast or webhook until the mute ends. False when the
-        id names no incident the list knows."""
-        return self._alerts.mute(incident_id, seconds, by)
-
-    def _probe_at_start(self) -> None:
-        """Probe one key of each account (group, or key alone) of the providers whose probe reads quota reported
-        nowhere else (`ProviderSpec.probe_at_start`: OpenRouter's free-model requests left today), once, one at a
-        time; the prober's rounds read it again later."""
-        chosen: dict[tuple[str, str], str] = {}
-        for provider in self._order:
-            if self.settings.providers[provider].spec.probe_at_start:
-                for key in self.key_manager.keys(provider):
-                    chosen.setdefault((provider, key.group or key.fingerprint), key.key_id)
-        for key_id in chosen.values():
-            if self._closed.is_set():
-                return
-            try:
-                self.check_key(key_id)
-            except Exception as exc:  # a start-up read must never take the client down
-                log.warning("start-up probe of %s failed: %s", key_id, type(exc).__name__)
-
-    def parked_key_ids(self) -> list[str]:
-        """Keys parked for the long cooldown (invalid, no credit), which a probe may bring back."""
-        return [
-            key.key_id
-            for provider in self._order
-            for key in self.key_manager.statuses(provider)
-            if key.reason in LONG_COOLDOWNS
-        ]
-
     def close(self) -> None:
         """Stop the prober, close provider connections and, if this client opened it, the state store."""
-        self._closed.set()
         if self.prober is not None:
             self.prober.stop()
-        self._checks.stop()
-        self._alerts.close()
+        self.admin.close()
         for adapter in [*self._adapters.values(), *self._retired]:
             adapter.close()
         if self._owns_store:

@@ -1,5 +1,5 @@
 """History page: totals per provider and key, requests per hour, the request log, CSV exports. Thin: the data
-comes from `SmartClient.history()` and `request_log()`, shaped by `dashboard.history`."""
+comes from `client.admin.history()` and `request_log()`, shaped by `dashboard.history`."""
 
 import streamlit as st
 
@@ -21,7 +21,7 @@ with pick:
 refresh.button("Refresh", icon=":material/refresh:", width="stretch")
 label = label or history.DEFAULT_RANGE
 hours = history.RANGES[label]
-rows = client.history(hours=hours)
+rows = client.admin.history(hours=hours)
 frame = history.hours_frame(rows)
 hints = history.key_hints(client)
 
@@ -93,7 +93,7 @@ outcome = outcome_box.selectbox(
     placeholder="All outcomes",
     key="log_outcome",
 )
-log = client.request_log(history.LOG_LIMIT, provider=provider, key_id=key_id, outcome=outcome)
+log = client.admin.request_log(history.LOG_LIMIT, provider=provider, key_id=key_id, outcome=outcome)
 if not log:
     filtered = provider or key_id or outcome
     st.info(

@@ -49,7 +49,7 @@ def show_notices() -> None:
 
 def reset_everything(providers: Sequence[str] | None = None) -> None:
     include = bool(st.session_state.get(INCLUDE_PARKED))
-    chosen = [s for s in client.provider_statuses() if providers is None or s.provider in providers]
+    chosen = [s for s in client.admin.provider_statuses() if providers is None or s.provider in providers]
     mark_own(st.session_state, [k.key_id for s in chosen for k in s.keys], [s.title for s in chosen])
     notify(key_actions.reset_all(client, include, providers, by=auth.operator()))
 
@@ -78,13 +78,13 @@ def live_status() -> None:
     """Only this part reruns on the timer; it builds frames for the rows shown, not for every key."""
     show_notices()
     now = client_time()
-    statuses = client.provider_statuses()
-    store = client.store_health()
+    statuses = client.admin.provider_statuses()
+    store = client.admin.store_health()
     if store.healthy:
         st.caption(status.store_text(store))
     else:
         st.warning(status.store_text(store), icon=":material/cloud_off:")
-    checks = client.checks()
+    checks = client.admin.checks()
 
     causes = triage.causes(client)
     summaries = [status.summarize(s, now, causes) for s in statuses]
@@ -204,7 +204,7 @@ with st.expander("Simulate provider behaviour (demo)", icon=":material/science:"
 def activity() -> None:
     """Recent state changes and the busiest keys of the last hour; a slower refresh is plenty for these."""
     st.subheader("Busiest keys, last hour", divider="gray")
-    busiest = status.top_keys(client.history(hours=1))
+    busiest = status.top_keys(client.admin.history(hours=1))
     if not busiest:
         st.caption("No requests in the last hour.")
     for column, (provider, frame) in zip(st.columns(max(1, len(busiest))), busiest.items(), strict=False):
@@ -214,7 +214,7 @@ def activity() -> None:
                 charts.stacked_bars(frame, colors=status.CHART_COLORS, horizontal=True, height=status.CHART_HEIGHT)
             )
     st.subheader("Alerts", divider="gray")
-    recent = client.alerts(20)
+    recent = client.admin.alerts(20)
     if recent:
         st.dataframe(alerts_frame(recent), column_config=ALERT_COLUMNS, hide_index=True, width="stretch")
         incident_actions(client, recent, auth.operator())

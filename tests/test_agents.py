@@ -232,7 +232,7 @@ def test_a_model_that_cannot_take_tools_or_json_hands_the_request_on_and_cools_n
         result = client.complete(USER_HELLO, model="agent", **options)
         assert (result.provider, result.model) == answered_by
         assert [a.kind for a in result.attempts] == ["request_error", "ok"]
-    for status in client.provider_statuses():
+    for status in client.admin.provider_statuses():
         assert status.problem is None  # the model is configured right: it just cannot do this
         assert all(k.available and not k.consecutive_failures for k in status.keys)
     plain = client.complete(USER_HELLO, model=alias.split(",")[0])  # without tools / a schema it still answers
@@ -246,7 +246,7 @@ def test_when_no_model_can_take_the_tools_every_reason_is_told(make_client: Make
     with pytest.raises(RequestRejectedError) as caught:
         client.complete(USER_HELLO, model="agent", tools=[WEATHER])
     assert "support tool use" in str(caught.value) and "Function calling is not enabled" in str(caught.value)
-    assert all(k.available for s in client.provider_statuses() for k in s.keys)
+    assert all(k.available for s in client.admin.provider_statuses() for k in s.keys)
 
 
 def test_a_finished_stream_keeps_its_result_when_read_again(make_client: MakeClient) -> None:

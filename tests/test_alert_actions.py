@@ -34,18 +34,18 @@ def test_an_acknowledged_incident_stays_listed_marked_in_every_process(sim: Simu
     settings = load_settings(_settings(sim, tmp_path), dotenv_path=None)
     with SmartClient(settings) as client, SmartClient(settings) as other_process:
         assert client.complete(USER_HELLO).key_id == "groq:2"  # groq:1 answered 401 first: parked
-        assert client.alerts()[0]["id"] == "key:groq:1"
-        assert not client.acknowledge_alert("key:groq:9", by="alice")  # no such open incident
-        assert client.acknowledge_alert("key:groq:1", by="alice")
-        row = other_process.alerts()[0]
+        assert client.admin.alerts()[0]["id"] == "key:groq:1"
+        assert not client.admin.acknowledge_alert("key:groq:9", by="alice")  # no such open incident
+        assert client.admin.acknowledge_alert("key:groq:1", by="alice")
+        row = other_process.admin.alerts()[0]
         assert row["acknowledged"]["by"] == "alice" and "muted" not in row
         assert quiet(row, time.time()) and grouped([row]) == [(row["text"], "open")]
         assert alerts_frame([row])["State"][0] == "open · acknowledged by alice"
         other_process.reset_key("groq:1", by="alice")  # the incident ends: its end is announced, not hushed
-        resolved = client.alerts()[0]
+        resolved = client.admin.alerts()[0]
         assert resolved["state"] == "resolved" and "acknowledged" not in resolved
         assert not quiet(resolved, time.time())
-        assert next(e.detail for e in client.events() if e.key_id == "groq:1") == "manual reset by alice"
+        assert next(e.detail for e in client.admin.events() if e.key_id == "groq:1") == "manual reset by alice"
 
 
 @pytest.mark.slow
@@ -54,24 +54,24 @@ def test_a_muted_incident_sends_no_webhook_until_the_mute_ends(sim: Simulator, t
     try:
         env = _settings(sim, tmp_path, LLM_ALERT_WEBHOOK=webhook.url)
         with SmartClient(load_settings(env, dotenv_path=None)) as client:
-            client.disable_key("groq:2", by="bob")
-            assert [a["id"] for a in client.alerts()] == ["key:groq:2"]
+            client.admin.disable_key("groq:2", by="bob")
+            assert [a["id"] for a in client.admin.alerts()] == ["key:groq:2"]
             assert webhook.wait_for(1) and len(webhook.received) == 1
-            assert client.mute_alert("key:groq:2", 60, by="bob")
-            client.enable_key("groq:2", by="bob")
-            with_mute = client.alerts()[0]
+            assert client.admin.mute_alert("key:groq:2", 60, by="bob")
+            client.admin.enable_key("groq:2", by="bob")
+            with_mute = client.admin.alerts()[0]
             assert with_mute["state"] == "resolved" and with_mute["muted"]["by"] == "bob"
             assert quiet(with_mute, time.time())
             assert "muted until" in alerts_frame([with_mute])["State"][0]
-            client.disable_key("groq:2")
-            client.alerts()
+            client.admin.disable_key("groq:2")
+            client.admin.alerts()
             time.sleep(0.5)
             assert len(webhook.received) == 1, "muted: neither the end nor the new opening was posted"
-            assert client.mute_alert("key:groq:2", 0)  # the mute ends now
-            client.enable_key("groq:2")
-            assert "muted" not in client.alerts()[0]
+            assert client.admin.mute_alert("key:groq:2", 0)  # the mute ends now
+            client.admin.enable_key("groq:2")
+            assert "muted" not in client.admin.alerts()[0]
             assert len(webhook.wait_for(2)) == 2
-            details = [e.detail for e in client.events() if e.key_id == "groq:2"]
+            details = [e.detail for e in client.admin.events() if e.key_id == "groq:2"]
             assert "by bob" in details
             assert "by an operator" in details  # no name given: the old wording
         assert not any(secret in json.dumps(webhook.received) for secret in ALL_SECRETS)
@@ -82,12 +82,12 @@ def test_a_muted_incident_sends_no_webhook_until_the_mute_ends(sim: Simulator, t
 def test_muting_a_bulk_alert_mutes_each_of_its_keys(sim: Simulator, tmp_path: Path) -> None:
     settings = load_settings(_settings(sim, tmp_path), dotenv_path=None)
     with SmartClient(settings) as client:
-        client.disable_key("groq:1", "groq:2", by="carol")
-        bulk = next(a for a in client.alerts() if a["id"].startswith("keys:"))
+        client.admin.disable_key("groq:1", "groq:2", by="carol")
+        bulk = next(a for a in client.admin.alerts() if a["id"].startswith("keys:"))
         assert bulk["key_ids"] == ["groq:1", "groq:2"]
-        assert client.mute_alert(bulk["id"], 600, by="carol")
-        assert client.acknowledge_alert(bulk["id"], by="carol")
-        row = next(a for a in client.alerts() if a["id"] == bulk["id"])
+        assert client.admin.mute_alert(bulk["id"], 600, by="carol")
+        assert client.admin.acknowledge_alert(bulk["id"], by="carol")
+        row = next(a for a in client.admin.alerts() if a["id"] == bulk["id"])
         assert row["muted"]["by"] == "carol" and row["acknowledged"]["by"] == "carol"
-        client.enable_key("groq:1", "groq:2")
-        assert client.alerts()[0]["muted"]["by"] == "carol"  # the bulk end is muted too
+        client.admin.enable_key("groq:1", "groq:2")
+        assert client.admin.alerts()[0]["muted"]["by"] == "carol"  # the bulk end is muted too

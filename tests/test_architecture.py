@@ -143,7 +143,7 @@ def test_a_fourth_openai_compatible_provider_is_one_module_and_one_registry_line
             assert (result.provider, result.key_id) == ("together", "together:2")
             assert client.get_status_summary()["together"]["title"] == "Together"
             assert seconds_until_midnight(spec.day_zone, 0.0) > 0
-            assert isinstance(client.check_key("together:2"), Outcome)
+            assert isinstance(client.admin.check_key("together:2"), Outcome)
 
 
 def _render_together(call: Call, plan: Plan, step: Step, label: str) -> Reply:

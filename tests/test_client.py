@@ -167,7 +167,7 @@ def test_awaited_calls_fail_over_stream_and_give_up_like_blocking_ones(make_clie
 
     asyncio.run(calls())
     assert [sim.calls(p) for p in ("openrouter:1", "groq:1")] == [1, 3]  # a refused model cools no key
-    assert client.request_log(limit=1)[0]["outcome"] == "rate_limit"
+    assert client.admin.request_log(limit=1)[0]["outcome"] == "rate_limit"
 
 
 @pytest.mark.slow
@@ -509,3 +509,58 @@ def test_on_attempt_hears_each_attempt_as_it_ends_and_cannot_break_the_failover(
 
     stream = client.chat_stream(USER_HELLO, on_attempt=broken)
     assert "".join(stream) and stream.result is not None and stream.result.key_id == "groq:2"
+
+
+SEED_CALLS = ("chat", "complete", "chat_stream", "get_current_provider", "get_status_summary")
+SEED_RESETS = ("reset_key", "reset_provider", "reset_all")
+OPERATOR_CALLS = (
+    "provider_statuses",
+    "store_health",
+    "events",
+    "request_log",
+    "history",
+    "disable_key",
+    "enable_key",
+    "resume_provider",
+    "check_key",
+    "check_new_key",
+    "start_checks",
+    "checks",
+    "alerts",
+    "acknowledge_alert",
+    "mute_alert",
+    "parked_key_ids",
+)
+
+
+def test_the_seeds_calls_stay_on_the_client_and_the_operators_are_on_admin_only(make_client: MakeClient) -> None:
+    client = make_client({"groq": 2}, steps={"groq:1": ["rate_limit"] * 3})
+
+    def available() -> int:
+        return client.get_status_summary()["groq"]["available"]
+
+    def rest_groq_1() -> None:
+        for _ in range(4):  # round robin reaches groq:1 within two calls; its 429 rests it
+            if available() == 1:
+                return
+            assert client.complete(USER_HELLO).provider == "groq"
+        raise AssertionError("groq:1 never rested")
+
+    assert all(callable(getattr(client, name)) for name in SEED_CALLS + SEED_RESETS)
+    assert client.chat(USER_HELLO, temperature=0.3, max_tokens=500)
+    assert client.get_current_provider() == "groq"
+    assert "".join(client.chat_stream(USER_HELLO, temperature=0.3, max_tokens=500))
+    status = client.get_status_summary()
+    assert all({"available", "total"} <= set(info) for p, info in status.items() if p != "timestamp")
+    rest_groq_1()
+    client.reset_key("groq:1", by="alice")
+    assert available() == 2
+    rest_groq_1()
+    client.reset_provider("groq")
+    assert available() == 2
+    rest_groq_1()
+    client.reset_all()
+    assert available() == 2
+    for name in OPERATOR_CALLS:
+        assert callable(getattr(client.admin, name)), name
+        assert not hasattr(client, name), f"{name} is an operator's call: client.admin.{name}, not client.{name}"

@@ -37,7 +37,7 @@ def test_a_provider_known_only_by_its_configuration_rotates_and_falls_back(sim: 
         result = client.complete(USER_HELLO)
         assert (result.provider, result.model) == ("cerebras", "gpt-oss-120b")  # the preset's default model
         assert [a.describe() for a in result.skipped] == ["together:1 rate_limit 429", "together:2 invalid_key 401"]
-        statuses = {s.provider: s for s in client.provider_statuses()}
+        statuses = {s.provider: s for s in client.admin.provider_statuses()}
         assert statuses["together"].title == "Together" and statuses["together"].available == 0
         assert [k.reason for k in statuses["together"].keys] == ["rate_limit", "invalid_key"]
         summary = client.get_status_summary()
@@ -109,7 +109,7 @@ def test_each_preset_rotates_rests_and_falls_back_over_http(sim: Simulator, pres
         assert (result.provider, result.key_id, result.model) == (preset, f"{preset}:3", "sim-chat-small")
         reasons = [k.reason for k in client.key_manager.statuses(preset)]
         assert reasons[:2] == ["invalid_key", "rate_limit"] and reasons[2] is None
-        client.disable_key(f"{preset}:3")
+        client.admin.disable_key(f"{preset}:3")
         assert client.complete(USER_HELLO).provider == "groq"
 
 

@@ -81,7 +81,7 @@ def panel() -> AppTest:
 
 
 def key_reason(key_id: str) -> str | None:
-    return next(k.reason for s in get_client().provider_statuses() for k in s.keys if k.key_id == key_id)
+    return next(k.reason for s in get_client().admin.provider_statuses() for k in s.keys if k.key_id == key_id)
 
 
 # --- fallback badge, trail, expander ------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ def busy_client(make_client: MakeClient) -> SmartClient:
 
 @pytest.mark.slow
 def test_totals_add_up_exactly_to_the_request_log(busy_client: SmartClient) -> None:
-    log = busy_client.request_log(1000)
-    frame = history.hours_frame(busy_client.history(hours=24))
+    log = busy_client.admin.request_log(1000)
+    frame = history.hours_frame(busy_client.admin.history(hours=24))
     totals = history.provider_totals(frame).set_index("Provider")
 
     for provider in ("openrouter", "groq"):
@@ -69,8 +69,8 @@ def test_totals_add_up_exactly_to_the_request_log(busy_client: SmartClient) -> N
 
 @pytest.mark.slow
 def test_key_table_matches_the_log_and_searches_ids_and_hints(busy_client: SmartClient) -> None:
-    log = busy_client.request_log(1000)
-    frame = history.hours_frame(busy_client.history(hours=24))
+    log = busy_client.admin.request_log(1000)
+    frame = history.hours_frame(busy_client.admin.history(hours=24))
     hints = history.key_hints(busy_client)
     keys, matched = history.key_totals(frame, hints)
 
@@ -92,27 +92,27 @@ def test_key_table_matches_the_log_and_searches_ids_and_hints(busy_client: Smart
 @pytest.mark.slow
 def test_hourly_chart_covers_every_hour_and_sums_to_the_totals(busy_client: SmartClient) -> None:
     now = time.time()
-    frame = history.hours_frame(busy_client.history(hours=24))
+    frame = history.hours_frame(busy_client.admin.history(hours=24))
     by_outcome = history.timeline(frame, 24, now)
     assert len(by_outcome) == 25 and by_outcome.index.is_monotonic_increasing  # quiet hours are zeros, not gaps
     assert list(by_outcome.columns) == ["OK", "429s", "Errors"]
     assert by_outcome.sum().to_dict() == {"OK": 5, "429s": 1, "Errors": 1}
     by_provider = history.timeline(frame, 1, now, "Provider")
     assert len(by_provider) == 2  # the current and the previous clock hour
-    served = Counter(provider_title(r["provider"]) for r in busy_client.request_log(1000))
+    served = Counter(provider_title(r["provider"]) for r in busy_client.admin.request_log(1000))
     assert by_provider.sum().to_dict() == dict(served) and sum(served.values()) == 7
 
 
 @pytest.mark.slow
 def test_csv_exports_hold_every_row_and_no_secret_or_content(busy_client: SmartClient) -> None:
-    rows = busy_client.history(hours=24)
+    rows = busy_client.admin.history(hours=24)
     parsed = list(csv.DictReader(io.StringIO(history.history_csv(rows).decode())))
     assert [(r["key_id"], int(r["requests"]), int(r["errors"])) for r in parsed] == [
         (r["key_id"], r["requests"], r["errors"]) for r in rows
     ]
     assert all(r["hour_utc"].endswith(":00:00+00:00") for r in parsed)
 
-    log = busy_client.request_log(1000)
+    log = busy_client.admin.request_log(1000)
     lines = list(csv.DictReader(io.StringIO(history.log_csv(log).decode())))
     assert [(r["key_id"], r["outcome"], r["status"]) for r in lines] == [
         (r["key_id"], r["outcome"], "" if r["status"] is None else str(r["status"])) for r in log
@@ -206,7 +206,7 @@ def page(env: pytest.MonkeyPatch, sim: Simulator) -> Iterator[AppTest]:  # noqa:
 @pytest.mark.slow
 def test_page_shows_totals_filters_the_log_and_serves_csv(page: AppTest) -> None:
     at, client = page, get_client()
-    log = client.request_log(1000)
+    log = client.admin.request_log(1000)
     assert Counter(r["outcome"] for r in log) == {"ok": 3, "rate_limit": 1, "transient": 1}
 
     totals = at.dataframe[0].value.set_index("Provider")
@@ -216,7 +216,7 @@ def test_page_shows_totals_filters_the_log_and_serves_csv(page: AppTest) -> None
     assert dict(zip(keys["Key"], keys["Requests"], strict=True)) == Counter(r["key_id"] for r in log)
     assert at.segmented_control(key="history_range").value == "Last day"
 
-    history_csv = history.history_csv(client.history(hours=24))
+    history_csv = history.history_csv(client.admin.history(hours=24))
     log_csv = history.log_csv(log)
     urls = downloads(at)
     assert serves(urls["Hourly history (CSV)"], history_csv, "llm-history-last-day.csv")
@@ -231,7 +231,7 @@ def test_page_shows_totals_filters_the_log_and_serves_csv(page: AppTest) -> None
     assert list(at.dataframe[-1].value["Key"]) == ["openrouter:1"]
     assert serves(
         downloads(at)["Request log (CSV)"],
-        history.log_csv(client.request_log(outcome="rate_limit")),
+        history.log_csv(client.admin.request_log(outcome="rate_limit")),
         history.LOG_FILE_NAME,
     )
     at.selectbox(key="log_outcome").set_value(None).run()

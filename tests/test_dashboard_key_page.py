@@ -60,9 +60,9 @@ def test_a_selected_row_opens_the_keys_own_page(env: pytest.MonkeyPatch, sim: Si
 
 def _settle_checks(client: SmartClient, timeout: float = 10.0) -> None:
     ends = time.monotonic() + timeout
-    while client.checks()["running"] and time.monotonic() < ends:
+    while client.admin.checks()["running"] and time.monotonic() < ends:
         time.sleep(0.02)
-    assert not client.checks()["running"]
+    assert not client.admin.checks()["running"]
 
 
 def log_in(env: pytest.MonkeyPatch, name: str) -> AppTest:
@@ -85,21 +85,21 @@ def test_with_a_password_the_name_typed_at_login_names_who_acted(env: pytest.Mon
     select(at, "groq:2")
     click(at, "Disable")
     client = get_client()
-    assert next(e.detail for e in client.events() if e.key_id == "groq:2") == "by Alice Operator"
+    assert next(e.detail for e in client.admin.events() if e.key_id == "groq:2") == "by Alice Operator"
     at.switch_page(STATUS).run()  # the Alerts list (its fragment ran with the page)
     assert at.selectbox(key="alerts_incident").value == "key:groq:2"
     click(at, "Acknowledge")
-    assert client.alerts()[0]["acknowledged"]["by"] == "Alice Operator"
+    assert client.admin.alerts()[0]["acknowledged"]["by"] == "Alice Operator"
     assert any(c.value.startswith("Acknowledged by Alice Operator: open: groq:2") for c in at.caption)
     click(at, "Mute")
-    assert client.alerts()[0]["muted"]["by"] == "Alice Operator"
+    assert client.admin.alerts()[0]["muted"]["by"] == "Alice Operator"
     alerts = next(d for d in at.dataframe if "Alert" in d.value.columns).value
     assert "acknowledged by Alice Operator · muted until" in alerts["State"][0]
-    assert [a["text"] for a in client.alerts()] == ["groq:2 (gsk_…0002) is disabled by Alice Operator"]
+    assert [a["text"] for a in client.admin.alerts()] == ["groq:2 (gsk_…0002) is disabled by Alice Operator"]
     select(at, "groq:2")  # unticked by the Disable; tick it again to test it
     click(at, "Test")
     _settle_checks(client)
-    assert ("groq:2", "by Alice Operator: the key works") in [(e.key_id, e.detail) for e in client.events()]
+    assert ("groq:2", "by Alice Operator: the key works") in [(e.key_id, e.detail) for e in client.admin.events()]
 
 
 @pytest.mark.slow
@@ -113,6 +113,6 @@ def test_with_a_password_the_demos_recover_names_who_reset_the_keys(env: pytest.
     status_page(at)
     click(at, "Recover")
     assert any(c.value.endswith("The client's cooldowns were reset too.") for c in at.caption)
-    resets = [e for e in get_client().events() if e.kind == "reset"]
+    resets = [e for e in get_client().admin.events() if e.kind == "reset"]
     assert sorted(e.key_id for e in resets) == [f"openrouter:{n}" for n in range(1, 5)]
     assert {e.detail for e in resets} == {"manual reset by Bob"}

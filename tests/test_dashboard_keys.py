@@ -27,7 +27,7 @@ OR1 = SECRETS["openrouter"][0]
 
 
 def key_ids(backend: Any) -> list[str]:
-    return [k.key_id for s in backend.client.provider_statuses() for k in s.keys]
+    return [k.key_id for s in backend.client.admin.provider_statuses() for k in s.keys]
 
 
 def test_each_key_is_tested_and_only_keys_not_refused_are_written(tmp_path: Path, sim: Simulator) -> None:
@@ -74,8 +74,8 @@ def test_demo_keys_are_fake_keys_of_the_simulator_and_nothing_is_written(
         [verdict] = keys.add(backend, "gsk_my-own-demo-key-0123456789")
         assert (verdict.key_id, verdict.verdict) == ("groq:4", "works")
         assert "groq:4" in key_ids(backend)
-        backend.client.disable_key("groq:1", "groq:2", "groq:3")
-        backend.client.disable_key("gemini:1", *(f"openrouter:{i}" for i in range(1, 5)))
+        backend.client.admin.disable_key("groq:1", "groq:2", "groq:3")
+        backend.client.admin.disable_key("gemini:1", *(f"openrouter:{i}" for i in range(1, 5)))
         assert backend.client.complete([{"role": "user", "content": "hi"}]).key_id == "groq:4"
         assert backend.simulator is not None
         simulate.revoke(backend.simulator, "groq:4", backend.demo_env)  # Simulate reaches an added key too

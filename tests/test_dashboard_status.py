@@ -257,7 +257,7 @@ def click(at: AppTest, label: str) -> None:
 
 
 def disabled_ids(client: SmartClient) -> set[str]:
-    return {k.key_id for s in client.provider_statuses() for k in s.keys if k.disabled}
+    return {k.key_id for s in client.admin.provider_statuses() for k in s.keys if k.disabled}
 
 
 @pytest.mark.slow
@@ -283,7 +283,7 @@ def test_table_opens_on_problems_and_all_is_one_click_away(env: pytest.MonkeyPat
     assert list(table(at)) == ["groq:2", "groq:3", "groq:1"], "needing a person, freeing itself, available"
     at.text_input(key="status_search").input("groq:3").run()
     assert list(table(at)) == ["groq:3"]
-    client.disable_key("groq:1")
+    client.admin.disable_key("groq:1")
     at.text_input(key="status_search").input("").run()
     show(at, "Disabled")
     assert table(at) == {"groq:1": "disabled"}
@@ -391,7 +391,7 @@ def test_reset_all_leaves_invalid_keys_parked_unless_asked(env: pytest.MonkeyPat
     chat(at, "Hello")  # groq:1 is parked as invalid, groq:2 answers
     client = get_client()
     cool(client, "groq:3")
-    client.disable_key("groq:4")
+    client.admin.disable_key("groq:4")
     status_page(at)
     show(at, status.ALL)
     assert table(at) == {"groq:1": "invalid key", "groq:4": "disabled", "groq:3": "rate-limited", "groq:2": "available"}
@@ -491,7 +491,7 @@ def test_a_bulk_action_is_one_toast_here_one_alert_elsewhere_and_one_row(
     disabled = "7 keys are disabled by an operator: groq:1, groq:2, groq:3, groq:4, groq:5 and 2 more"
     assert alert_toasts(elsewhere) == [disabled]
     assert alert_rows(elsewhere) == [disabled], "one row for the change, not seven"
-    assert get_client().alerts()[0]["key_ids"] == [f"groq:{i}" for i in range(1, 8)]
+    assert get_client().admin.alerts()[0]["key_ids"] == [f"groq:{i}" for i in range(1, 8)]
 
 
 def test_per_provider_reset(env: pytest.MonkeyPatch, sim: Simulator) -> None:
@@ -516,7 +516,7 @@ def test_test_buttons_check_in_the_background_and_show_the_last_verdict(
     click(at, "Test")
     assert notices(at)[0].startswith("Checking 2 keys in the background")
     deadline = time.monotonic() + 10
-    while client.checks()["running"] and time.monotonic() < deadline:
+    while client.admin.checks()["running"] and time.monotonic() < deadline:
         time.sleep(0.05)
     at.run()
     frame = at.dataframe[0].value.set_index("Key")
@@ -703,7 +703,7 @@ def test_an_open_alert_row_says_when_its_incident_moved_on() -> None:
     """An "open" row stayed open after a later row resolved it."""
     from dashboard.alerts import alerts_frame
 
-    recent = [  # newest first, as `client.alerts()` lists them
+    recent = [  # newest first, as `client.admin.alerts()` lists them
         {"at": NOW + 20, "id": "provider:Groq", "state": "resolved", "text": "Groq can answer again: it answered"},
         {"at": NOW + 10, "id": "provider:Groq", "state": "updated", "text": "Groq has keys in rotation again, …"},
         {"at": NOW, "id": "provider:Groq", "state": "open", "text": "Groq has no key available: 3 resting"},

@@ -79,7 +79,7 @@ def test_a_restarted_client_sees_the_state_it_left(sim: Simulator, tmp_path: Pat
         keys = restarted.key_manager.statuses("groq")
         assert keys[0].reason == "invalid_key" and keys[0].cooldown_remaining > 23 * 3600
         assert (keys[0].failures, keys[1].successes) == (1, 2)
-        assert restarted.events(10)
+        assert restarted.admin.events(10)
         assert restarted.complete(USER_HELLO).key_id == "groq:2"
 
 
@@ -90,7 +90,7 @@ def test_an_unwritable_location_falls_back_to_memory_and_no_call_fails(sim: Simu
     env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "LLM_STATE_URL": f"sqlite://{blocker / 'state.db'}"}
     with SmartClient(load_settings(env, dotenv_path=None)) as client:
         assert client.complete(USER_HELLO).key_id == "groq:1"
-        assert not client.store_health().healthy
+        assert not client.admin.store_health().healthy
 
 
 def test_a_corrupt_file_warns_falls_back_to_memory_and_no_call_fails(sim: Simulator, tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_a_corrupt_file_warns_falls_back_to_memory_and_no_call_fails(sim: Simula
     env = {**sim.env(), "GROQ_API_KEY_1": SECRETS["groq"][0], "LLM_STATE_URL": f"sqlite://{path}"}
     with SmartClient(load_settings(env, dotenv_path=None)) as client:
         assert client.complete(USER_HELLO).key_id == "groq:1"
-        health = client.store_health()
+        health = client.admin.store_health()
         assert not health.healthy and "corrupt file" in health.detail
 
 
@@ -113,7 +113,7 @@ def test_a_locked_file_makes_callers_wait_then_fall_back_never_fail(sim: Simulat
         holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock longer than the busy timeout
         try:
             assert client.complete(USER_HELLO).key_id == "groq:1"
-            assert "locked" in client.store_health().detail
+            assert "locked" in client.admin.store_health().detail
         finally:
             holder.execute("ROLLBACK")
             holder.close()
@@ -127,11 +127,11 @@ def test_the_request_log_and_history_are_plain_data_without_content_or_keys(make
         started = time.monotonic()
         client.complete([{"role": "user", "content": secret_words}])
         slowest = max(slowest, time.monotonic() - started)
-    log = client.request_log()
+    log = client.admin.request_log()
     assert [(r["key_id"], r["outcome"]) for r in log][-2:] == [("groq:2", "ok"), ("groq:1", "rate_limit")]
-    assert client.request_log(outcome="rate_limit")[0]["status"] == 429
-    assert all(r["key_id"] == "groq:2" for r in client.request_log(key_id="groq:2"))
-    hours = client.history()
+    assert client.admin.request_log(outcome="rate_limit")[0]["status"] == 429
+    assert all(r["key_id"] == "groq:2" for r in client.admin.request_log(key_id="groq:2"))
+    hours = client.admin.history()
     assert sum(h["requests"] for h in hours) == 4 and sum(h["rate_limits"] for h in hours) == 1
     # the simulator answers at once: the first bucket (50 ms), unless a busy machine made a call slower than that
     bound = next((b for b in LATENCY_BOUNDS if b >= slowest), LATENCY_BOUNDS[-1] * 2)
@@ -165,8 +165,8 @@ def test_processes_sharing_one_sqlite_file_add_up_exactly(sim: Simulator, tmp_pa
         keys = client.key_manager.statuses("groq")
         assert sum(k.successes for k in keys) == 40 == sim.calls()
         assert abs(keys[0].successes - keys[1].successes) <= 4  # one round robin shared by four processes
-        assert sum(h["requests"] for h in client.history()) == 40
-        assert len(client.request_log(limit=1000)) == 40
+        assert sum(h["requests"] for h in client.admin.history()) == 40
+        assert len(client.admin.request_log(limit=1000)) == 40
 
 
 _BURST = """
@@ -218,7 +218,7 @@ def test_a_key_disabled_in_one_process_is_skipped_by_every_process(sim: Simulato
         assert other.key_manager.statuses("groq")[0].reason == "disabled"
         summary = other.get_status_summary()["groq"]
         assert (summary["available"], summary["keys"][0]["disabled"]) == (1, True)
-        other.enable_key("groq:1")
+        other.admin.enable_key("groq:1")
         assert "groq:1" in {other.complete(USER_HELLO).key_id for _ in range(4)}
     assert sim.calls("groq:1") == 2
 
@@ -242,10 +242,10 @@ def test_a_state_file_deleted_under_a_running_process_is_noticed_and_reopened(
         assert disabled.returncode == 0, disabled.stderr
         time.sleep(1.1)  # the old process looks at its file once a second
         assert {old.complete(USER_HELLO).key_id for _ in range(6)} == {"groq:2"}
-        health = old.store_health()
+        health = old.admin.store_health()
         assert health.healthy and "deleted or replaced under this process and reopened" in health.detail
     with SmartClient(load_settings(env, dotenv_path=None)) as later:
-        assert sum(h["requests"] for h in later.history(1)) == 6  # what the old process wrote after is kept
+        assert sum(h["requests"] for h in later.admin.history(1)) == 6  # what the old process wrote after is kept
         assert later.get_status_summary()["groq"]["keys"][0]["disabled"]
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -271,8 +271,8 @@ def test_a_state_file_from_the_release_before_layout_2_upgrades_in_place_losing_
         keys = {k.key_id: k for k in client.key_manager.statuses("groq")}
         assert keys["groq:2"].reason == "invalid_key" and keys["groq:2"].cooldown_remaining > 86000  # a day's rest
         assert keys["groq:3"].disabled and keys["groq:1"].available and keys["groq:1"].successes >= 2
-        assert len(client.request_log()) == 7 and sum(h["requests"] for h in client.history(24)) == 7
-        assert [e.kind.value for e in client.events()] == ["disabled", "cooled"]
+        assert len(client.admin.request_log()) == 7 and sum(h["requests"] for h in client.admin.history(24)) == 7
+        assert [e.kind.value for e in client.admin.events()] == ["disabled", "cooled"]
         assert {client.complete(USER_HELLO).key_id for _ in range(3)} == {"groq:1"}
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
@@ -310,7 +310,7 @@ def test_clients_sharing_a_store_climb_one_ladder_and_count_one_window(
         clock.advance(2.5)
         sim.set_steps(secret, "rate_limit_nohint")
         assert ask(second) == "exhausted"
-        took = first.request_log(10)[-1]["latency_s"]  # the rungs count from the first 429's sending
+        took = first.admin.request_log(10)[-1]["latency_s"]  # the rungs count from the first 429's sending
         for client in (first, second):
             status = client.key_manager.statuses("openrouter")[0]
             assert status.backoff_step == 2  # not a fresh ladder at 1 s: the next rung, 5 s after the first 429
@@ -349,7 +349,7 @@ def test_429s_seen_by_different_clients_add_up_to_one_storm(
             sim.set_steps(secret, "rate_limit_nohint")
         assert second.complete(USER_HELLO).provider == "gemini"  # ...and three there: six of eight keys
         assert sim.calls("groq:8") == 0
-        assert any("429 on most keys" in e.detail for e in second.events())
+        assert any("429 on most keys" in e.detail for e in second.admin.events())
 
 
 def test_a_redis_prefix_carries_its_layout_and_one_from_before_still_reads(redis_server: RedisServer) -> None:

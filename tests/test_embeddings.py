@@ -42,7 +42,7 @@ def test_the_client_embeds_on_each_provider_format(make_client: MakeClient, prov
     assert all(len(v) == EMBEDDING_DIMENSIONS and _unit(v) for v in result.vectors)
     short = asyncio.run(client.aembed("one text", dimensions=4))
     assert len(short.vectors) == 1 and len(short.vectors[0]) == 4
-    [last] = client.request_log(1)
+    [last] = client.admin.request_log(1)
     assert (last["provider"], last["model"], last["outcome"]) == (provider, EXPECTED_MODEL[provider], "ok")
 
 
@@ -102,7 +102,7 @@ def test_bad_input_is_refused_before_any_key_is_spent(make_client: MakeClient, t
         client.embed("ok", dimensions=0)
     with pytest.raises(ValueError, match=r"unknown embedding model 'nope'.*gemini/gemini-embedding-001"):
         client.embed("ok", model="nope")
-    assert client.request_log() == []
+    assert client.admin.request_log() == []
 
 
 def test_a_provider_without_an_embedding_model_is_named(make_client: MakeClient) -> None:

@@ -605,9 +605,9 @@ def test_a_client_that_hangs_up_before_its_answer_cancels_the_upstream_call(
         time.sleep(0.02)
     assert gw.metric("llm_gateway_in_flight") == 0
     time.sleep(1.5)  # past the upstream answer's time: nothing more is recorded for it
-    assert [r["outcome"] for r in client.request_log()] == ["abandoned"]
+    assert [r["outcome"] for r in client.admin.request_log()] == ["abandoned"]
     assert gw.metric("llm_gateway_requests_total", outcome="ok") == 0
-    assert client.history(1)[0]["errors"] == 0  # the key did nothing wrong
+    assert client.admin.history(1)[0]["errors"] == 0  # the key did nothing wrong
     assert gw.post({"model": "auto", "messages": HELLO}).headers["x-llm-key-id"] == "groq:1"
 
 

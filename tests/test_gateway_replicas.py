@@ -98,5 +98,5 @@ def test_replicas_share_cooldowns_and_their_metrics_add_up(
 
     # the request log is shared too: a third client on the same Redis prefix sees all five provider calls
     with SmartClient(load_settings(env, dotenv_path=None)) as observer:
-        log = observer.request_log(20)
+        log = observer.admin.request_log(20)
     assert sorted((r["key_id"], r["outcome"]) for r in log) == [("groq:1", "rate_limit")] + [("groq:2", "ok")] * 4

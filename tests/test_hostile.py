@@ -369,9 +369,9 @@ def test_a_provider_quoting_part_of_a_key_is_redacted(
     with client_for("groq", hostile.base(behaviour)) as client:
         with pytest.raises(AllKeysExhaustedError) as caught:
             client.complete(USER_HELLO)
-        checked = client.check_key("groq:1")
-        told = str(caught.value) + repr(client.get_status_summary()) + repr(client.events()) + caplog.text
-        told += checked.message + json.dumps(client.checks())
+        checked = client.admin.check_key("groq:1")
+        told = str(caught.value) + repr(client.get_status_summary()) + repr(client.admin.events()) + caplog.text
+        told += checked.message + json.dumps(client.admin.checks())
         assert "Incorrect API key provided" in caplog.text
         secret = KEY["groq"]
         assert not any(secret[i : i + 8].lower() in told.lower() for i in range(len(secret) - 7))
@@ -405,7 +405,8 @@ def test_a_wall_clock_stepped_back_an_hour_leaves_a_7_66_s_rest_at_7_66_s(
     with SmartClient(load_settings(env, dotenv_path=None), store=store, clock=clock) as client:
         with pytest.raises(AllKeysExhaustedError):
             client.complete(USER_HELLO)
-        took = client.request_log(1)[0]["latency_s"]  # the rest counts from the 429's sending (a busy machine: 0.02 s)
+        # the rest counts from the 429's sending (a busy machine: 0.02 s)
+        took = client.admin.request_log(1)[0]["latency_s"]
         rest = client.key_manager.statuses("groq")[0].cooldown_remaining
         assert rest == pytest.approx(7.66 + SLOT_MARGIN - took, abs=0.01)
         wall.advance(-3600)
@@ -623,7 +624,7 @@ def test_calls_keep_working_across_a_redis_restart_and_a_flush(own_redis: RedisS
         assert results == ["groq:1"] * 20
         redis.Redis.from_url(own_redis.url).flushall()
         assert client.complete(USER_HELLO).key_id == "groq:1"
-        assert client.store_health().healthy
+        assert client.admin.store_health().healthy
 
 
 def test_redis_out_of_memory_is_reported_as_such_and_no_call_fails(own_redis: RedisServer, sim: Simulator) -> None:
@@ -634,7 +635,7 @@ def test_redis_out_of_memory_is_reported_as_such_and_no_call_fails(own_redis: Re
         admin.config_set("maxmemory-policy", "noeviction")
         admin.config_set("maxmemory", "1")
         assert client.complete(USER_HELLO).provider == "groq"
-        health = client.store_health()
+        health = client.admin.store_health()
         assert not health.healthy and "out of memory" in health.detail
 
 
@@ -660,15 +661,15 @@ def test_disabled_and_parked_keys_stay_out_of_rotation_through_a_store_outage(
         return FailoverStore(store_from_url(url, failover=False), MemoryStore(), switches_every=0.2)
 
     with SmartClient(settings, store=store()) as operator, SmartClient(settings, store=store()) as client:
-        operator.disable_key("groq:2")
-        assert operator.check_key("groq:3").kind.value == "invalid_key"
+        operator.admin.disable_key("groq:2")
+        assert operator.admin.check_key("groq:3").kind.value == "invalid_key"
         assert {client.complete(USER_HELLO).key_id for _ in range(4)} == {"groq:1", "groq:4"}
-        operator.disable_key("groq:4")
+        operator.admin.disable_key("groq:4")
         time.sleep(0.3)  # another process's switch reaches this one within `switches_every`
         client.complete(USER_HELLO)
         with _broken(breakage, tmp_path, request):
             used = {client.complete(USER_HELLO).key_id for _ in range(12)}
-            health = client.store_health()
+            health = client.admin.store_health()
             assert not health.healthy and "local memory" in health.detail
         assert used == {"groq:1"}
 
@@ -727,7 +728,7 @@ def test_a_redis_password_with_reserved_characters_works_and_is_never_shown(
     caplog.set_level(logging.DEBUG)
     with client_for("groq", sim.base_urls["groq"], store_from_url(settings.state_url, failover=False)) as client:
         assert client.complete(USER_HELLO).provider == "groq"
-        health = client.store_health()
+        health = client.admin.store_health()
         assert health.healthy
         told += repr(health)
     with pytest.raises(ConfigError) as malformed:

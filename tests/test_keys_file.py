@@ -145,16 +145,16 @@ def test_a_second_client_on_the_same_store_and_file_sees_a_new_key_without_a_res
     writer = SmartClient(load_settings(env, dotenv_path=None))
     reader = SmartClient(load_settings(env, dotenv_path=None))
     try:
-        assert [k.key_id for s in reader.provider_statuses() for k in s.keys] == ["groq:1"]
+        assert [k.key_id for s in reader.admin.provider_statuses() for k in s.keys] == ["groq:1"]
         add_keys(str(path), [("groq", GQ2)], taken={"groq": [1]})
         writer.reload_keys()
-        assert [k.key_id for s in reader.provider_statuses() for k in s.keys] == ["groq:1", "groq:2"]
-        writer.disable_key("groq:1")  # the store is shared: the reader must now use the new key
+        assert [k.key_id for s in reader.admin.provider_statuses() for k in s.keys] == ["groq:1", "groq:2"]
+        writer.admin.disable_key("groq:1")  # the store is shared: the reader must now use the new key
         assert reader.complete([{"role": "user", "content": "hi"}]).key_id == "groq:2"
         remove_keys(str(path), [GQ1])
-        assert [k.key_id for s in reader.provider_statuses() for k in s.keys] == ["groq:2"]
+        assert [k.key_id for s in reader.admin.provider_statuses() for k in s.keys] == ["groq:2"]
         path.write_text("GROQ_API_KEY_1=has whitespace\n")  # a broken edit keeps the keys in use
-        assert [k.key_id for s in reader.provider_statuses() for k in s.keys] == ["groq:2"]
+        assert [k.key_id for s in reader.admin.provider_statuses() for k in s.keys] == ["groq:2"]
     finally:
         writer.close()
         reader.close()

@@ -218,7 +218,7 @@ def test_a_gemini_key_parked_for_prepay_comes_back_through_a_one_token_probe(
     assert complete(client, wire).provider == "groq"
     parked = client.key_manager.statuses("gemini")[0]
     assert parked.reason == "no_credits" and parked.cooldown_remaining > 3600
-    assert client.check_key("gemini:1").kind.value == "ok"
+    assert client.admin.check_key("gemini:1").kind.value == "ok"
     probe = sim.requests[-1]
     assert probe.key_name == "gemini:1" and probe.path.endswith(":generateContent")
     assert probe.payload["generationConfig"]["maxOutputTokens"] <= 1 + 256  # one token, and the thinking allowance
@@ -229,7 +229,7 @@ def test_a_gemini_key_still_without_prepay_stays_parked_after_its_probe(build: B
     client = build({"gemini": 1}, steps={"gemini:1": ["no_credits", "no_credits"]})
     with pytest.raises(RuntimeError):
         client.complete(USER_HELLO)
-    assert client.check_key("gemini:1").kind.value == "no_credits"
+    assert client.admin.check_key("gemini:1").kind.value == "no_credits"
     assert client.key_manager.statuses("gemini")[0].reason == "no_credits"
 
 

@@ -164,7 +164,7 @@ def test_a_model_the_provider_does_not_serve_never_cools_a_key(make_client: Make
         client.complete(USER_HELLO, model="retired-model")
     groq = client.key_manager.statuses("groq")[0]
     assert groq.available and groq.models == {}
-    problem = next(s for s in client.provider_statuses() if s.provider == "groq").problem
+    problem = next(s for s in client.admin.provider_statuses() if s.provider == "groq").problem
     assert problem is not None and "retired-model" in problem  # a configuration problem, shown as such
     assert client.complete(USER_HELLO, model="groq").key_id == "groq:1"
 
@@ -176,7 +176,7 @@ def test_an_upstream_limit_pauses_that_model_of_the_provider_only(make_client: M
     assert client.complete(USER_HELLO).provider == "groq"  # the default model is busy upstream: no other key burnt
     assert sim.calls("openrouter:2") == 0
     assert client.complete(USER_HELLO, model="openrouter/other:free").provider == "openrouter"
-    status = next(s for s in client.provider_statuses() if s.provider == "openrouter")
+    status = next(s for s in client.admin.provider_statuses() if s.provider == "openrouter")
     assert status.pause_reason == "upstream" and status.available == 0
     client.reset_provider("openrouter")
     assert client.complete(USER_HELLO).provider == "openrouter"

@@ -83,11 +83,11 @@ def test_checks_run_in_the_background_one_provider_at_a_time_with_a_short_timeou
     sim.add_key("groq", SECRETS["groq"][0], name="groq:1", latency=5.0)  # hangs far past the probe timeout
     sim.add_key("groq", SECRETS["groq"][1], "invalid_key", name="groq:2")
     started = time.monotonic()
-    assert client.start_checks() is True
+    assert client.admin.start_checks() is True
     assert time.monotonic() - started < 0.2  # the caller is never held up
-    assert client.start_checks(["openrouter:1"]) is False  # one run at a time
-    _settle(lambda: not client.checks()["running"])
-    progress = client.checks()
+    assert client.admin.start_checks(["openrouter:1"]) is False  # one run at a time
+    _settle(lambda: not client.admin.checks()["running"])
+    progress = client.admin.checks()
     assert (progress["done"], progress["total"]) == (3, 3)
     results = progress["results"]
     assert results["openrouter:1"]["ok"] and results["openrouter:1"]["verdict"] == "OK, the key works"
@@ -96,7 +96,7 @@ def test_checks_run_in_the_background_one_provider_at_a_time_with_a_short_timeou
     assert time.monotonic() - started < 3.0
     assert json.dumps(progress) and not any(secret in json.dumps(progress) for secret in ALL_SECRETS)
     with pytest.raises(KeyError, match="unknown key id"):
-        client.start_checks(["groq:9"])
+        client.admin.start_checks(["groq:9"])
 
 
 @pytest.mark.slow
@@ -109,23 +109,23 @@ def test_alerts_open_once_per_incident_reach_the_webhook_with_retries_and_say_wh
     with SmartClient(settings) as client, SmartClient(settings) as other_process:
         with pytest.raises(AllKeysExhaustedError):
             client.complete(USER_HELLO)
-        alerts = client.alerts()
+        alerts = client.admin.alerts()
         assert {a["id"] for a in alerts} == {"key:groq:1", "provider:Groq", "exhausted"}
-        assert other_process.alerts() == alerts  # one list for every process sharing the store...
+        assert other_process.admin.alerts() == alerts  # one list for every process sharing the store...
         texts = [a["text"] for a in webhook.wait_for(3)]
         assert any(t.startswith("🔴 groq:1 (gsk_…") and "parked as invalid" in t for t in texts)
         assert any("Groq has no key available: 1 parked as invalid" in t for t in texts)
         assert webhook.attempts == 5  # two failed POSTs were retried
         client.reset_all()
-        other_process.alerts()
-        changed = {a["id"]: a for a in client.alerts()[:3]}
+        other_process.admin.alerts()
+        changed = {a["id"]: a for a in client.admin.alerts()[:3]}
         assert changed["key:groq:1"]["state"] == "resolved"  # the key is back in rotation: that is what reset did
         # ...but Groq has not answered yet: no "Groq can answer again" on a reset (it may still answer 503)
         assert {changed[i]["state"] for i in ("provider:Groq", "exhausted")} == {"updated"}
         assert changed["provider:Groq"]["text"].startswith("Groq has keys in rotation again, but no answer yet")
         assert "✅ groq:1 (gsk_…" in json.dumps([a["text"] for a in webhook.wait_for(6)], ensure_ascii=False)
         assert other_process.complete(USER_HELLO).key_id == "groq:1"  # a real answer, in another process
-        resolved = {a["id"]: a["text"] for a in client.alerts()[:2]}
+        resolved = {a["id"]: a["text"] for a in client.admin.alerts()[:2]}
         assert resolved == {
             "provider:Groq": "Groq can answer again: it answered",
             "exhausted": "Keys are available again: calls are being answered",
@@ -145,7 +145,7 @@ def test_a_dead_webhook_never_slows_or_fails_a_call(sim: Simulator, tmp_path: Pa
         started = time.monotonic()
         for _ in range(4):
             assert client.complete(USER_HELLO).key_id == "groq:1"
-        assert client.alerts()[0]["id"] == "key:groq:2"
+        assert client.admin.alerts()[0]["id"] == "key:groq:2"
         assert time.monotonic() - started < 2.0
 
 
@@ -223,23 +223,23 @@ def test_what_a_person_did_to_a_key_is_named_in_its_events_and_alerts(sim: Simul
     with SmartClient(load_settings(env, dotenv_path=None)) as client:
 
         def said(kind: str) -> list[tuple[str, str]]:
-            return [(e.key_id, e.detail) for e in client.events() if e.kind == kind]
+            return [(e.key_id, e.detail) for e in client.admin.events() if e.kind == kind]
 
-        client.disable_key("groq:1", by="alice")
+        client.admin.disable_key("groq:1", by="alice")
         assert next(k for k in client.key_manager.statuses("groq") if k.key_id == "groq:1").disabled_by == "alice"
-        assert client.alerts()[0]["text"].endswith("is disabled by alice")
-        client.check_key("groq:2")  # a background probe: no event
+        assert client.admin.alerts()[0]["text"].endswith("is disabled by alice")
+        client.admin.check_key("groq:2")  # a background probe: no event
         assert said("checked") == []
-        client.check_key("groq:2", by="bob")
+        client.admin.check_key("groq:2", by="bob")
         assert said("checked") == [("groq:2", "by bob: the key works")]
-        assert client.start_checks(["groq:2"], by="carol")
-        _settle(lambda: not client.checks()["running"])
+        assert client.admin.start_checks(["groq:2"], by="carol")
+        _settle(lambda: not client.admin.checks()["running"])
         assert said("checked")[0] == ("groq:2", "by carol: the key works")
         env |= {"GROQ_API_KEY_3": groq[2]}
         del env["GROQ_API_KEY_1"]
         client.reload_keys(load_settings(env, dotenv_path=None), by="dave")
         assert (said("added"), said("removed")) == ([("groq:3", "by dave")], [("groq:1", "by dave")])
-        resolved = [a for a in client.alerts() if a["state"] == "resolved"]
+        resolved = [a for a in client.admin.alerts() if a["state"] == "resolved"]
         assert [a["text"] for a in resolved] == ["groq:1 is removed"]
         env |= {"GROQ_API_KEY_1": groq[0]}
         client.reload_keys(load_settings(env, dotenv_path=None))  # read again without a person: the file changed

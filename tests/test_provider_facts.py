@@ -158,7 +158,7 @@ def test_the_original_status_loop_runs_verbatim_and_the_summary_is_plain_data(ma
     assert out.getvalue().splitlines() == ["openrouter: 1/2 available", "groq: 1/1 available", "gemini: 0/0 available"]
     decoded = json.loads(json.dumps(status))
     assert decoded["openrouter"]["keys"][0]["reason"] == "rate_limit"
-    assert client.store_health().healthy
+    assert client.admin.store_health().healthy
 
 
 # --- OpenRouter over HTTP --------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_an_upstream_429_rests_openrouter_and_burns_no_other_key(make_client: Ma
     assert result.provider == "groq"
     assert (sim.calls("openrouter:1"), sim.calls("openrouter:2"), sim.calls("openrouter:3")) == (1, 0, 0)
     assert all(k.available for k in client.key_manager.statuses("openrouter"))  # no key was parked
-    status = next(s for s in client.provider_statuses() if s.provider == "openrouter")
+    status = next(s for s in client.admin.provider_statuses() if s.provider == "openrouter")
     assert (status.available, status.pause_reason) == (0, "upstream")
     assert pause_text(status, time.time()).startswith("OpenRouter model busy upstream — back in")
     assert client.complete(USER_HELLO).provider == "groq"  # while the pause lasts, OpenRouter is not tried
@@ -334,14 +334,14 @@ def test_a_probe_revives_a_key_parked_for_its_own_cap_but_not_for_the_accounts_c
     client = make_client({"openrouter": 3}, steps={"openrouter:1": ["no_credits"], "openrouter:2": ["key_limit"]})
     assert _answer(client, wire).key_id == "openrouter:3"
     assert _answer(client, wire).key_id == "openrouter:3"  # openrouter:2 met its cap on the way
-    outcome = client.check_key("openrouter:1")  # 200, limit_remaining null: says nothing of the balance
+    outcome = client.admin.check_key("openrouter:1")  # 200, limit_remaining null: says nothing of the balance
     assert outcome.kind is OutcomeKind.OK and sim.requests[-1].path.endswith("/key")
     first = client.key_manager.statuses("openrouter")[0]
     assert first.reason == "no_credits" and first.cooldown_remaining > 23 * 3600
     sim.set_steps(SECRETS["openrouter"][1], "no_credits")  # GET /key: limit_remaining 0, the cap is still spent
-    assert client.check_key("openrouter:2").kind is OutcomeKind.NO_CREDITS
+    assert client.admin.check_key("openrouter:2").kind is OutcomeKind.NO_CREDITS
     assert client.key_manager.statuses("openrouter")[1].reason == "no_credits"
-    assert client.check_key("openrouter:2").kind is OutcomeKind.OK  # the cap has room again
+    assert client.admin.check_key("openrouter:2").kind is OutcomeKind.OK  # the cap has room again
     assert client.key_manager.statuses("openrouter")[1].available
     assert sim.calls("openrouter:1") == 2  # the account-parked key was probed, never asked to answer again
 
@@ -354,14 +354,14 @@ def test_the_probe_reads_free_requests_left_and_rests_the_account_before_the_dai
     keys rest until UTC midnight (no request meets the daily 429); the status shows the
     requests left and the learned daily limit."""
     client = make_client({"openrouter": 3, "groq": 1}, steps={"openrouter:1": ["free_daily_spent"]}, **ACCOUNT)
-    outcome = client.check_key("openrouter:1")
+    outcome = client.admin.check_key("openrouter:1")
     assert (outcome.kind, outcome.status, outcome.daily_quota) == (OutcomeKind.RATE_LIMIT, 200, True)
     midnight = seconds_until_midnight(UTC, time.time())
     first, second, third = client.key_manager.statuses("openrouter")
     for key in (first, second):  # as the daily 429 would: every model (the docs: account-wide, all :free models)
         assert key.reason == "rate_limit" and key.cooldown_remaining == pytest.approx(midnight, abs=3)
     assert third.available
-    assert client.check_key("openrouter:3").kind is OutcomeKind.OK  # its own account: 50 of 50 left
+    assert client.admin.check_key("openrouter:3").kind is OutcomeKind.OK  # its own account: 50 of 50 left
     calls = sim.calls("openrouter:1") + sim.calls("openrouter:2")
     assert _answer(client, wire).key_id == "openrouter:3"
     assert sim.calls("openrouter:1") + sim.calls("openrouter:2") == calls  # the spent account is not asked
@@ -383,7 +383,7 @@ def test_start_up_reads_free_requests_left_once_per_account(make_client: MakeCli
         time.sleep(0.02)
     probes = [r.key_name for r in sim.requests if r.path.endswith("/key")]
     assert sorted(probes) == ["openrouter:1", "openrouter:3"]
-    row = summary_table([summarize(client.provider_statuses()[0], time.time())])
+    row = summary_table([summarize(client.admin.provider_statuses()[0], time.time())])
     assert "📅 100/100 free-model requests left today (2 accounts)" in row
 
 

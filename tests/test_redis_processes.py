@@ -31,7 +31,7 @@ for _ in range(calls):
     except LLMError as exc:
         errors.append(type(exc).__name__)
     time.sleep(pause)
-health = client.store_health()
+health = client.admin.store_health()
 print(json.dumps({"used": used, "errors": errors, "healthy": health.healthy}))
 """
 
@@ -131,12 +131,12 @@ def test_the_client_returns_to_redis_when_it_is_back(sim: Simulator) -> None:
     client = SmartClient(load_settings(env, dotenv_path=None), store=store)  # Redis is not up yet: local memory
     try:
         assert client.chat(USER_HELLO)
-        health = client.store_health()
+        health = client.admin.store_health()
         assert not health.healthy and "degraded" in health.detail
         server.start()
         time.sleep(0.15)
         assert client.chat(USER_HELLO)
-        assert client.store_health().healthy
+        assert client.admin.store_health().healthy
         other = local_client(env)
         assert other.key_manager.statuses("groq")[0].successes == 1  # the call after recovery is shared
         other.close()

@@ -65,7 +65,7 @@ def test_a_rate_limit_cools_the_whole_shared_limit_group(make_client: MakeClient
     assert not keys["groq:2"].available and keys["groq:2"].group == "org-alpha"
     assert keys["groq:3"].available and keys["groq:3"].group is None
     assert sim.calls("groq:2") == 0
-    assert any("shares a limit with groq:1" in e.detail for e in client.events())
+    assert any("shares a limit with groq:1" in e.detail for e in client.admin.events())
 
 
 def test_a_storm_rests_the_provider_instead_of_burning_every_key(make_client: MakeClient, sim: Simulator) -> None:
@@ -77,7 +77,7 @@ def test_a_storm_rests_the_provider_instead_of_burning_every_key(make_client: Ma
     rested = client.key_manager.statuses("groq")[6]
     took = time.monotonic() - started  # the storm began within the call (a busy machine makes it seconds)
     assert not rested.available and 5 - took - 0.1 <= rested.cooldown_remaining <= 5 + 0.1
-    assert any("429 on most keys" in e.detail for e in client.events())
+    assert any("429 on most keys" in e.detail for e in client.admin.events())
 
 
 def test_no_storm_while_keys_of_the_provider_still_answer(make_client: MakeClient, sim: Simulator) -> None:
@@ -89,7 +89,7 @@ def test_no_storm_while_keys_of_the_provider_still_answer(make_client: MakeClien
     assert client.complete(USER_HELLO).key_id == "groq:8"  # after five more 429s: six keys in all
     statuses = client.key_manager.statuses("groq")
     assert statuses[1].available and statuses[7].available
-    assert not any("429 on most keys" in e.detail for e in client.events())
+    assert not any("429 on most keys" in e.detail for e in client.admin.events())
 
 
 def test_a_storm_rest_is_never_longer_than_the_rate_limited_keys_rest(make_client: MakeClient) -> None:

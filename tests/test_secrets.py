@@ -59,8 +59,8 @@ def test_nothing_captured_contains_a_key(make_client: MakeClient, captured_logs:
         everything.append("".join(traceback.format_exception(exc)))
     everything += asyncio.run(_awaited_calls(client))
     for key_id in ("openrouter:1", "groq:1", "gemini:2"):
-        everything.append(repr(client.check_key(key_id)))
-    everything += [repr(client.get_status_summary()), repr(client.events()), repr(client.settings)]
+        everything.append(repr(client.admin.check_key(key_id)))
+    everything += [repr(client.get_status_summary()), repr(client.admin.events()), repr(client.settings)]
     everything += [captured_logs.getvalue(), *capsys.readouterr()]
     text = "\n".join(everything)
     assert_no_secret(text)
@@ -99,7 +99,7 @@ def test_connection_errors_and_their_tracebacks_stay_clean(captured_logs: io.Str
     client.reset_all()
     text = "".join(traceback.format_exception(info.value)) + "".join(asyncio.run(_awaited_calls(client)))
     text += captured_logs.getvalue()
-    text += repr(client.get_status_summary()) + repr(client.events())
+    text += repr(client.get_status_summary()) + repr(client.admin.events())
     client.close()
     assert_no_secret(text)
     assert "connection failed" in text
