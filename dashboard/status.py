@@ -24,15 +24,10 @@ import streamlit as st
 
 from config.api_keys import key_order
 from dashboard.text import (
-    STATE_COLORS,
-    STATE_LABELS,
-    check_text,
     clock_time,
     countdown,
     md_escape,
     pause_text,
-    reason_words,
-    state_label,
 )
 from dashboard.triage import (
     FREES_ITSELF,
@@ -72,7 +67,6 @@ FILTERS: dict[str, frozenset[str] | None] = {
 """The table's state filter. The default shows the keys that need a person: at 1,000 keys most keys out of
 rotation are rate-limited and back within minutes, and listing them first buried the revoked ones."""
 _TRIAGED = {NEEDS_ATTENTION: NEEDS_PERSON, SELF_HEALING: FREES_ITSELF}
-REASON_WIDTH = 380
 """Pixels: with Key, State and the countdown it fits the main column at 1400 px with the sidebar open."""
 
 
@@ -290,10 +284,6 @@ def empty_text(choice: str | None, search: str) -> str:
     return "No key is in this state."
 
 
-def _when(at: float | None) -> datetime | None:
-    return datetime.fromtimestamp(at) if at else None
-
-
 def frees_in(row: Row) -> float | None:
     """Whole seconds until the key is back in rotation; None when it is available or needs a person (a revoked
     key's 24 h rest is when the client tries it again, not when it works: "Frees in 86369 s" misled)."""
@@ -318,110 +308,6 @@ def reason(
         return cause_text(row.key)
     key_id = row.key.key_id
     return cause_text(row.key, causes.failure(key_id, checks), causes.coolings.get(key_id), row.model)
-
-
-STATE_OPTIONS = list(STATE_LABELS.values())
-KEY_COLUMNS: dict[str, Any] = {
-    "Key": st.column_config.TextColumn("Key", pinned=True),
-    "State": st.column_config.MultiselectColumn(
-        "State",
-        options=STATE_OPTIONS,
-        color=[STATE_COLORS[state] for state in STATE_LABELS],
-        help="Each state in its own words and colour: a revoked key never reads like a rate limit.",
-    ),
-    "Reason": st.column_config.TextColumn(
-        "Reason", width=REASON_WIDTH, help="Why the key is down, as the provider answered (HTTP status and cause)."
-    ),
-    "Frees in": st.column_config.NumberColumn(
-        "Frees in",
-        format="%d s",
-        help="Seconds until the key is back in rotation (sorts numerically). Empty for keys that need a person.",
-    ),
-    "Frees at": st.column_config.DatetimeColumn("Frees at", format="D MMM HH:mm:ss", width=120),
-    "Left today": st.column_config.NumberColumn(
-        "Left today", format="%d", help="Requests left today: the provider's count, a probe's, or a configured limit."
-    ),
-    "Left in window": st.column_config.NumberColumn(
-        "Left in window", format="%d", help="Requests left in the current window: reported, or learned from 429s."
-    ),
-    "Provider": st.column_config.TextColumn("Provider", width="small"),
-    "Hint": st.column_config.TextColumn("Hint", help="First and last four characters; the key is never shown."),
-    "Models resting": st.column_config.TextColumn(
-        "Models resting",
-        help="Models this key rests for while it answers others: the provider counts these limits per model.",
-    ),
-    "Last check": st.column_config.TextColumn("Last check", help="The latest Test of this key from this dashboard."),
-    "Group": st.column_config.TextColumn("Group", help="Keys of one account share one rate limit (…_API_KEY_N_GROUP)."),
-    "Streak": st.column_config.NumberColumn("Streak", help="Consecutive failures (cooling at the threshold)."),
-    "Successes": st.column_config.NumberColumn("OK", help="Successful requests recorded in the state store."),
-    "Failures": st.column_config.NumberColumn("Failed", help="Failed requests recorded in the state store."),
-    "Backoff": st.column_config.TextColumn(
-        "Backoff", help="Adaptive rest after 429s without a hint: current step, and the rest that worked last time."
-    ),
-    "Last used": st.column_config.DatetimeColumn("Last used", format="HH:mm:ss"),
-    "Last error": st.column_config.TextColumn("Last error", width="large"),
-}
-"""Key, State, Reason and the countdown first: why a key is down reads without scrolling sideways at 1400 px."""
-
-
-def resting_models_text(key: KeyStatus) -> str:
-    """`openai/gpt-oss-120b (rate-limited, 42 s)` for each model the key rests for."""
-    return ", ".join(
-        f"{model} ({reason_words(rest['reason'])}, {countdown(rest['remaining'])})"
-        for model, rest in key.models.items()
-    )
-
-
-def backoff_text(key: KeyStatus) -> str:
-    parts = [f"step {key.backoff_step}"] if key.backoff_step else []
-    if key.learned_rest:
-        parts.append(f"learned {countdown(key.learned_rest)}")
-    return " · ".join(parts)
-
-
-def key_frame(
-    rows: Sequence[Row],
-    now: float,
-    checks: Mapping[str, Mapping[str, Any]] | None = None,
-    pauses: Mapping[str, str] | None = None,
-    causes: Causes | None = None,
-) -> pd.DataFrame:
-    """The key table for the rows shown (only those: the cost of a refresh follows the filter, not the fleet).
-    `causes`: what the keys' providers answered, for the Reason (without it, the state's words)."""
-    results = checks or {}
-    records = []
-    for row in rows:
-        key = row.key
-        seconds = frees_in(row)
-        result = results.get(key.key_id)
-        records.append(
-            {
-                "Key": key.key_id,
-                "State": [state_label(row.state)],
-                "Reason": reason(row, pauses or {}, causes, results),
-                "Frees in": seconds,
-                "Frees at": _when(now + seconds) if seconds else None,
-                "Left today": key.quota.today_left,
-                "Left in window": key.quota.window_left,
-                "Provider": key.provider,
-                "Hint": key.hint,
-                "Models resting": resting_models_text(key),
-                "Last check": check_text(result) if result else "",
-                "Group": key.group or "",
-                "Streak": key.consecutive_failures,
-                "Successes": key.successes,
-                "Failures": key.failures,
-                "Backoff": backoff_text(key),
-                "Last used": _when(key.last_used),
-                "Last error": key.last_error or "",
-            }
-        )
-    frame = pd.DataFrame(records, columns=list(KEY_COLUMNS))
-    numbers = dict.fromkeys(("Frees in", "Left today", "Left in window"), "float64")
-    return frame.astype({**numbers, "Frees at": "datetime64[ns]", "Last used": "datetime64[ns]"})
-
-
-# --- charts and events ------------------------------------------------------------------------------------------
 
 
 EVENT_COLUMNS: dict[str, Any] = {

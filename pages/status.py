@@ -9,7 +9,7 @@ from functools import partial
 
 import streamlit as st
 
-from dashboard import auth, charts, key_actions, keys, shell, status, table_selection, triage
+from dashboard import auth, charts, key_actions, key_table, keys, shell, status, table_selection, triage
 from dashboard.alerts import ALERT_COLUMNS, alerts_frame, incident_actions, listed, mark_own
 from dashboard.client import get_backend, get_client
 from dashboard.simulate import simulate_panel
@@ -108,8 +108,8 @@ def live_status() -> None:
     ids: list[str] = []
     if rows:  # an empty grid draws a highlighted phantom row: say so in words instead
         event = st.dataframe(
-            status.key_frame(rows, now, checks["results"], pauses, causes),
-            column_config=status.KEY_COLUMNS,
+            key_table.key_frame(rows, now, checks["results"], pauses, causes),
+            column_config=key_table.KEY_COLUMNS,
             hide_index=True,
             width="stretch",
             placeholder="—",

@@ -86,6 +86,17 @@ def test_no_module_imports_another_in_a_circle() -> None:
     assert cycles == []
 
 
+def test_no_module_is_over_500_lines() -> None:
+    """A module a reader takes in at a sitting (issue 25): past 500 lines, find the seam and split it."""
+    scripts = [ROOT / "streamlit_app.py", *(ROOT / "pages").glob("*.py"), *(ROOT / "bench").glob("*.py")]
+    lines = {
+        path.relative_to(ROOT).as_posix(): len(path.read_text().splitlines())
+        for path in [*_modules().values(), *scripts]
+    }
+    assert len(lines) > 100 and max(lines.values()) > 300  # the walk found the code
+    assert {path: n for path, n in lines.items() if n > 500} == {}
+
+
 def test_importing_the_client_loads_no_web_stack_no_sdk_no_backend_and_no_simulator() -> None:
     code = (
         "import json, sys; import llms, llms.__main__; from llms import get_smart_client, SmartClient; "

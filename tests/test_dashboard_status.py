@@ -21,7 +21,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from config.settings import load_settings
-from dashboard import status, table_selection
+from dashboard import key_table, status, table_selection
 from dashboard.alerts import grouped
 from dashboard.client import get_client
 from dashboard.text import STATE_COLORS, STATE_LABELS, state_label
@@ -114,7 +114,7 @@ def test_states_have_distinct_words_and_a_revoked_key_never_reads_like_a_rate_li
         "spend_cap",
     ]
     assert rows["openrouter:1"].state == "paused"  # available itself, but its provider rests
-    frame = status.key_frame(list(rows.values()), NOW, pauses={"openrouter": "OpenRouter model busy upstream"})
+    frame = key_table.key_frame(list(rows.values()), NOW, pauses={"openrouter": "OpenRouter model busy upstream"})
     labels = dict(zip(frame["Key"], (_label(s) for s in frame["State"]), strict=True))
     assert labels["groq:2"] == "rate-limited"
     assert labels["groq:3"] == "invalid key"
@@ -127,8 +127,20 @@ def test_states_have_distinct_words_and_a_revoked_key_never_reads_like_a_rate_li
     assert "_" not in "".join(labels.values()) + "".join(frame["Reason"]), "no internal names"
 
 
+def test_a_column_is_one_entry_of_the_key_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/architecture.md: a value already on `KeyStatus` is one `Column` in `key_table.COLUMNS` — drawn, filled
+    and typed from that entry, in the table's order."""
+    column = key_table.Column(st.column_config.TextColumn("Seen as"), lambda s: f"{s.key.key_id} is {s.row.state}")
+    monkeypatch.setitem(key_table.COLUMNS, "Seen as", column)
+    monkeypatch.setattr(key_table, "KEY_COLUMNS", {name: c.config for name, c in key_table.COLUMNS.items()})
+    frame = key_table.key_frame(status.rows_of(FLEET, NOW), NOW)
+    assert list(frame.columns)[-1] == "Seen as" and list(key_table.KEY_COLUMNS)[-1] == "Seen as"
+    assert frame.set_index("Key")["Seen as"].to_dict() == {row.key.key_id: f"{row.key.key_id} is {row.state}"
+                                                          for row in status.rows_of(FLEET, NOW)}  # fmt: skip
+
+
 def test_countdown_column_is_numeric_and_sorts_by_time() -> None:
-    frame = status.key_frame(status.rows_of(FLEET, NOW), NOW)
+    frame = key_table.key_frame(status.rows_of(FLEET, NOW), NOW)
     assert frame["Frees in"].dtype == "float64"
     ordered = frame.dropna(subset=["Frees in"]).sort_values("Frees in", kind="stable")
     assert ordered["Key"].tolist() == ["openrouter:1", "openrouter:2", "groq:5", "groq:2"]
@@ -662,7 +674,7 @@ def test_the_reason_says_what_the_provider_answered_not_the_state(env: pytest.Mo
     assert reasons["groq:2"] == "HTTP 500: Internal Server Error, 2 times in a row"
     assert re.fullmatch(r"HTTP 402: Groq spend cap — until \d+ \w+", reasons["groq:3"])  # Groq's 402
     assert list(frame["Key"]) == ["groq:3", "groq:1", "groq:2", "groq:4"], "the key needing a person first"
-    assert status.KEY_COLUMNS["Reason"]["width"] == status.REASON_WIDTH
+    assert key_table.KEY_COLUMNS["Reason"]["width"] == key_table.REASON_WIDTH
 
 
 def test_needs_a_person_is_not_buried_under_keys_that_free_themselves() -> None:

@@ -92,7 +92,7 @@ def test_a_provider_about_to_run_dry_is_an_incident() -> None:
 
 
 def test_the_status_page_shows_what_is_left(make_client: MakeClient) -> None:
-    from dashboard import status
+    from dashboard import key_table, status
 
     clock = Clock(NOW)
     client = make_client({"groq": 1}, limits={"groq:1": (10, 3600.0)}, clock=clock)
@@ -100,5 +100,5 @@ def test_the_status_page_shows_what_is_left(make_client: MakeClient) -> None:
     groq = next(p for p in client.admin.provider_statuses() if p.provider == "groq")
     ahead = status.summarize(groq, NOW).forecast
     assert ahead is not None and ahead.startswith("9 requests left today · they free at ")  # before it runs out
-    frame = status.key_frame(status.rows_of([groq], NOW), NOW)
+    frame = key_table.key_frame(status.rows_of([groq], NOW), NOW)
     assert frame.loc[0, "Left today"] == 9 and math.isnan(frame.loc[0, "Left in window"])
