@@ -145,8 +145,8 @@ def _live_cpu() -> Result:
     except ImportError:
         return {"live_skipped": "the playwright package is not installed"}
     from config.settings import load_settings
+    from llms.key_states import KeyState
     from llms.smart_client import SmartClient
-    from llms.state import CooldownReason
     from simulator import Simulator
 
     with Simulator(latency=0.0) as sim, tempfile.TemporaryDirectory(prefix="bench-dashboard-live-") as cwd:
@@ -166,7 +166,7 @@ def _live_cpu() -> Result:
             manager = client.key_manager
             keys = [k for p in manager.providers for k in manager.keys(p)]
             for key in keys[::10]:
-                manager.cool(key, 3600, CooldownReason.INVALID_KEY, "bench")
+                manager.cool(key, 3600, KeyState.INVALID_KEY, "bench")
             client.admin.disable_key(*(k.key_id for k in keys[5 :: len(keys) // LIVE_DISABLED]))
         (Path(cwd) / ".streamlit").mkdir()
         shutil.copy(ROOT / ".streamlit" / "config.toml", Path(cwd) / ".streamlit" / "config.toml")

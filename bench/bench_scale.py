@@ -18,8 +18,8 @@ from bench._common import Result, Row, main
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings, load_settings
 from llms.key_manager import KeyManager
+from llms.key_states import KeyState
 from llms.smart_client import SmartClient
-from llms.state import CooldownReason
 from llms.state.memory import MemoryStore
 from simulator import Simulator
 
@@ -44,7 +44,7 @@ def manager_with(total: int, cooling: int) -> KeyManager:
     keys = [ApiKey("groq", i, f"gsk_bench_{i:08d}_secret") for i in range(1, total + 1)]
     manager = KeyManager({"groq": keys}, CooldownSettings(), MemoryStore())
     for key in keys[:cooling]:
-        manager.cool(key, 3600, CooldownReason.RATE_LIMIT)
+        manager.cool(key, 3600, KeyState.RATE_LIMIT)
     return manager
 
 
@@ -71,10 +71,10 @@ def per_model_manager(total: int, cooling: int, models: int) -> KeyManager:
     keys = [ApiKey("groq", i, f"gsk_bench_{i:08d}_secret") for i in range(1, total + 1)]
     manager = KeyManager({"groq": keys}, CooldownSettings(), MemoryStore(), per_model={"groq"})
     for key in keys[:cooling]:
-        manager.cool(key, 3600, CooldownReason.RATE_LIMIT)
+        manager.cool(key, 3600, KeyState.RATE_LIMIT)
     if models > 1:
         for i, key in enumerate(keys[cooling:]):
-            manager.cool(key, 3600, CooldownReason.RATE_LIMIT, model=MODELS[i % models])
+            manager.cool(key, 3600, KeyState.RATE_LIMIT, model=MODELS[i % models])
     return manager
 
 
@@ -86,7 +86,7 @@ def client_with(sim: Simulator, total: int, cooling: int) -> SmartClient:
         sim.add_key("groq", secret)
     client = SmartClient(load_settings(env, dotenv_path=None), store=MemoryStore())
     for key in client.key_manager.keys("groq")[:cooling]:
-        client.key_manager.cool(key, 3600, CooldownReason.RATE_LIMIT)
+        client.key_manager.cool(key, 3600, KeyState.RATE_LIMIT)
     return client
 
 

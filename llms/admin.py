@@ -20,10 +20,11 @@ from llms.alerts import Alerts
 from llms.checks import KeyChecks
 from llms.clock import client_time
 from llms.key_manager import KeyManager
+from llms.key_states import KeyState
 from llms.outcomes import Outcome, OutcomeKind, Scope
 from llms.prober import LONG_COOLDOWNS
 from llms.providers import ProviderAdapter
-from llms.state import CooldownReason, EventKind, KeyEvent, StoreHealth
+from llms.state import EventKind, KeyEvent, StoreHealth
 from llms.status import ProviderStatus, StatusReader
 
 log = logging.getLogger("llms.admin")
@@ -150,7 +151,7 @@ class Admin:
         spec = settings.providers[key.provider].spec
         vouches_for = spec.probe_vouches_for
         probe_credit = getattr(adapter, "probe_credit", None)  # a provider whose credit only a paid call shows
-        if probe_credit is not None and self.key_manager.parked_for(key) == CooldownReason.NO_CREDITS.value:
+        if probe_credit is not None and KeyState.of(self.key_manager.parked_for(key)) == KeyState.NO_CREDITS:
             outcome = probe_credit(key, settings.probe_timeout)
             vouches_for = frozenset({*vouches_for, OutcomeKind.NO_CREDITS})
         else:

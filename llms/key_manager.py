@@ -19,6 +19,7 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.clock import client_time
 from llms.cooldown import SLOT_MARGIN, cooldown_policy
+from llms.key_states import KeyState
 from llms.key_status import KeyStatus
 from llms.learned_limits import DUE_NOW_REST, LearnedLimits
 from llms.leases import LEASE_TTL, KeyLease, Leases
@@ -26,14 +27,12 @@ from llms.operator_actions import OperatorActions
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.provider_state import read_provider_state
 from llms.quota import ConfiguredLimits, StormRule, limit_subject
-from llms.state import CooldownReason, EventKind, KeyEvent, StateStore, StoreHealth
+from llms.state import EventKind, KeyEvent, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, RequestRecord, group_gate, model_pool
 
 log = logging.getLogger("llms.keys")
 _MONTH = 31 * 86400.0
-_PARKED: Mapping[OutcomeKind, CooldownReason] = {
-    kind: CooldownReason(kind.parks_as.value) for kind in OutcomeKind if kind.parks_as is not None
-}
+_PARKED: Mapping[OutcomeKind, KeyState] = {kind: kind.parks_as for kind in OutcomeKind if kind.parks_as is not None}
 """Outcomes that park a key for the long cooldown (or until the date the provider names), and as what."""
 
 
@@ -138,7 +137,7 @@ class KeyManager:
             if limits is not None:
                 counted, rest = self._store.spend(fingerprint, now, limits.at(now))
                 if rest is not None:
-                    self.cool(key, rest, CooldownReason.RATE_LIMIT, "configured request limit reached")
+                    self.cool(key, rest, KeyState.RATE_LIMIT, "configured request limit reached")
                 if not counted:  # another process took the last slot first
                     finish = self._leases.finish(key, lease.token, None, now) or Finish(lease.token, part=part)
                     self._store.end_lease(fingerprint, finish, now)
@@ -232,7 +231,7 @@ class KeyManager:
         streak = self._store.record_failure(fp, now, message, streak=transient, request=request, finish=finish)
         if transient:
             if streak % self._cooldowns.error_threshold == 0:  # every Nth consecutive error, not every one after
-                self.cool(key, self._cooldowns.errors, CooldownReason.ERRORS, f"{streak} consecutive errors")
+                self.cool(key, self._cooldowns.errors, KeyState.ERRORS, f"{streak} consecutive errors")
             else:
                 self._event(
                     now, key, EventKind.FAILED, f"{outcome.message} ({streak}/{self._cooldowns.error_threshold})"
@@ -277,22 +276,23 @@ class KeyManager:
         seconds = self._rest_from(sent, rest, now)
         if seconds > SLOT_MARGIN:  # the quota is the account's: every key of a shared-limit group rests with it
             for member in self._account(key):
-                self.cool(member, seconds, CooldownReason.RATE_LIMIT, why, model)
+                self.cool(member, seconds, KeyState.RATE_LIMIT, why, model)
 
     def pause_provider(self, provider: str, outcome: Outcome, model: str | None = None) -> None:
         """A limit every key of the provider shares (an upstream limit on `model`, a blocked network): rest the
         provider (for that model only, when given), not its keys, so no other key is spent finding out."""
         now = self._clock()
         seconds = self._sane(outcome.retry_after) or self._cooldowns.storm
-        reason = CooldownReason.UPSTREAM if outcome.kind is OutcomeKind.RATE_LIMIT else CooldownReason.ERRORS
+        reason = KeyState.UPSTREAM if outcome.kind is OutcomeKind.RATE_LIMIT else KeyState.ERRORS
         self._store.pause(model_pool(provider, model) if model else provider, now + seconds, reason, now)
         what = f"{provider} ({model})" if model else provider
         detail = f"{what} paused for {format_duration(seconds)}: {outcome.message}"
         self._store.add_event(KeyEvent(at=now, key_id=provider, kind=EventKind.COOLED, detail=detail))
         log.info("%s", detail)
 
-    def provider_pause(self, provider: str, model: str | None = None) -> tuple[float, CooldownReason] | None:
-        """When and why the whole provider rests (or, with `model`, rests for that model), if it does."""
+    def provider_pause(self, provider: str, model: str | None = None) -> tuple[float, str] | None:
+        """When and why (a `KeyState` value, as stored) the whole provider rests (or, with `model`, rests for that
+        model), if it does."""
         now = self._clock()
         names = [provider, *([model_pool(provider, model)] if model else [])]
         found = [p for p in (self._store.paused(name, now) for name in names) if p is not None]
@@ -341,9 +341,9 @@ class KeyManager:
                 source = f"no hint; {self.policy.name} policy, step {backoff.step}"
             else:
                 source = f"no hint; back to the {backoff.learned:.3g} s window that works"
-        self.cool(key, seconds, CooldownReason.RATE_LIMIT, source, model)
+        self.cool(key, seconds, KeyState.RATE_LIMIT, source, model)
         for member in self._account(key)[1:]:
-            self.cool(member, seconds, CooldownReason.RATE_LIMIT, f"shares a limit with {key.key_id}", model)
+            self.cool(member, seconds, KeyState.RATE_LIMIT, f"shares a limit with {key.key_id}", model)
         provider_keys = self._keys.get(key.provider, ())
         if not self._storms.applies(len(provider_keys)):
             return
@@ -357,7 +357,7 @@ class KeyManager:
         for other in provider_keys:
             if self._resting_until(other, model, now) < now + rest:
                 why = f"{key.provider} answered 429 on most keys at once"
-                self.cool(other, rest, CooldownReason.RATE_LIMIT, why, model)
+                self.cool(other, rest, KeyState.RATE_LIMIT, why, model)
 
     @staticmethod
     def _rest_from(sent: float, wait: float, now: float) -> float:
@@ -385,9 +385,7 @@ class KeyManager:
             quota, remaining=remaining, reset_after=self._sane(quota.reset_after), rest=self._sane(quota.rest)
         )
 
-    def cool(
-        self, key: ApiKey, seconds: float, reason: CooldownReason, why: str = "", model: str | None = None
-    ) -> None:
+    def cool(self, key: ApiKey, seconds: float, reason: KeyState, why: str = "", model: str | None = None) -> None:
         """Rest the key for `seconds` (only for `model`, when given: it keeps answering other models)."""
         now = self._clock()
         seconds = min(max(0.0, seconds), _MONTH) if math.isfinite(seconds) else self._cooldowns.maximum
@@ -401,9 +399,9 @@ class KeyManager:
         log.info("cooling %s: %s", key.label, detail)
 
     def parked_for(self, key: ApiKey) -> str | None:
-        """Why the key is in a cooldown now (a `CooldownReason` value), None when it is not."""
+        """Why the key is in a cooldown now (a `KeyState` value, as stored), None when it is not."""
         record = self._store.records([key.fingerprint])[0]
-        return record.reason.value if record.reason is not None and record.cooldown_until > self._clock() else None
+        return record.reason if record.reason is not None and record.cooldown_until > self._clock() else None
 
     def probe_passed(
         self,
@@ -443,7 +441,7 @@ class KeyManager:
         """Lift a provider-wide pause, leaving its keys as they are."""
         if provider not in self._keys:
             raise KeyError(f"unknown provider {provider!r}; known: {', '.join(self._keys)}")
-        self._store.pause(provider, 0.0, CooldownReason.MANUAL, self._clock())
+        self._store.pause(provider, 0.0, KeyState.MANUAL, self._clock())
 
     def reset_provider(self, provider: str, by: str | None = None) -> None:
         self.resume_provider(provider)
@@ -451,7 +449,7 @@ class KeyManager:
 
     def reset_all(self, by: str | None = None) -> None:
         for provider in self._keys:
-            self._store.pause(provider, 0.0, CooldownReason.MANUAL, self._clock())
+            self._store.pause(provider, 0.0, KeyState.MANUAL, self._clock())
         self._actions.reset(self._by_id.values(), by)
 
     def statuses(self, provider: str, model: str | None = None) -> list[KeyStatus]:

@@ -2,9 +2,12 @@
 it is parked, whether a probe can revive it, whether it frees itself, and its words for every view — the status
 table's pill and filter, the cause shown beside it, the chat trail, alerts and messages.
 
-A new cooldown reason is its `CooldownReason` (the stored value, `llms.state.base`), its member here with its
-facts, and the `OutcomeKind` that parks a key in it (`llms.outcomes`); every view reads them from here, and
-`tests/test_key_states.py` walks each member through every view.
+`KeyState` is the one enum of cooldown reasons: a store keeps a reason as its plain string value and knows
+nothing of its meaning, and code that reads one back makes it a member here (`KeyState.of`) to act on it. This
+module imports nothing of the project, so any module (a store's among them) may import it. A new cooldown reason
+is its member here with its facts, the `OutcomeKind` that parks a key in it (`llms.outcomes`) if it is a new kind
+of verdict, and the provider's rule; every view reads them from here, and `tests/test_key_states.py` walks each
+member through every view.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ class StateFacts:
 
 
 class KeyState(StrEnum):
-    """A key's state: its cooldown reason (the same values as `CooldownReason`), or available, disabled by hand,
-    or waiting on its provider's pause."""
+    """A key's state: its cooldown reason (the value a store keeps), or available, disabled by hand, or waiting on
+    its provider's pause."""
 
     AVAILABLE = "available"
     RATE_LIMIT = "rate_limit"

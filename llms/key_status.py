@@ -10,7 +10,7 @@ from typing import Any
 from config.api_keys import ApiKey
 from llms.key_states import KeyState
 from llms.quota import Pacing, QuotaLeft
-from llms.state import CooldownReason, KeyRecord
+from llms.state import KeyRecord
 from llms.state.base import Document
 
 
@@ -73,7 +73,7 @@ def key_status(
     record: KeyRecord,
     pacing: Pacing,
     now: float,
-    rests: Mapping[str, tuple[float, CooldownReason]],
+    rests: Mapping[str, tuple[float, str]],
     default_model: str | None,
     quota: QuotaLeft,
     disabled_by: str | None = None,
@@ -102,7 +102,7 @@ def key_status(
         learned_rest=pacing.backoff.learned,
         disabled=record.disabled,
         models={
-            model: {"reason": reason.value, "until": until, "remaining": until - now}
+            model: {"reason": reason, "until": until, "remaining": until - now}
             for model, (until, reason) in sorted(rests.items())
         },
         quota=quota,

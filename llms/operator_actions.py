@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from config.api_keys import ApiKey
+from llms.key_states import KeyState
 from llms.outcomes import QuotaHint
 from llms.quota import limit_subject
-from llms.state import CooldownReason, EventKind, KeyEvent, StateStore
+from llms.state import EventKind, KeyEvent, StateStore
 from llms.state.base import Document
 
 DISABLED_BY = "disabled-by"
@@ -57,20 +58,21 @@ class OperatorActions:
     def revive(
         self,
         key: ApiKey,
-        revivable: Collection[CooldownReason],
+        revivable: Collection[KeyState],
         revives_credit: Callable[[str], bool] | None,
     ) -> bool:
         """Bring back a key a probe's call just worked on, if it is parked for a `revivable` reason (a no-credit
         parking only if `revives_credit` says so of the message that parked it; None: always)."""
         now = self._clock()
         record = self._store.records([key.fingerprint])[0]
-        if record.cooldown_until <= now or record.reason not in revivable:
+        state = KeyState.of(record.reason)
+        if record.cooldown_until <= now or state is None or state not in revivable:
             return False
-        credit = record.reason is CooldownReason.NO_CREDITS
+        credit = state == KeyState.NO_CREDITS
         if credit and revives_credit is not None and not revives_credit(record.last_error or ""):
             return False
         self._store.reset([key.fingerprint])
-        self._event(now, key, EventKind.RECOVERED, f"probe passed after {record.reason.value}")
+        self._event(now, key, EventKind.RECOVERED, f"probe passed after {state.value}")
         return True
 
     def note_daily_requests(self, key: ApiKey, quota: QuotaHint) -> None:

@@ -97,7 +97,7 @@ class StatusReader:
                     total=len(keys),
                     problem="; ".join(text for t, text in problems.items() if t.provider == provider) or None,
                     paused_until=pause[0] if pause else None,
-                    pause_reason=pause[1].value if pause else None,
+                    pause_reason=pause[1] if pause else None,
                     keys=keys,
                     daily_requests=read[provider][1],
                     forecast=forecast(_accounts(keys), pace.get(provider, 0.0)),

@@ -120,6 +120,14 @@ def test_the_state_base_module_imports_no_backend() -> None:
     assert set(_imports(known["llms.state.base"], known)) == set()
 
 
+def test_the_stores_keep_reasons_as_strings_and_know_nothing_of_their_meaning() -> None:
+    """`KeyState` (`llms.key_states`, importing nothing) is the one enum of reasons; no store module reads it."""
+    known = _modules()
+    assert set(_imports(known["llms.key_states"], known)) == set()
+    stores = [name for name in known if name == "llms.state" or name.startswith("llms.state.")]
+    assert stores and not [name for name in stores if "llms.key_states" in set(_imports(known[name], known))]
+
+
 class _TogetherAdapter(OpenAICompatAdapter):
     provider = "together"
     classify: ClassVar = staticmethod(groq_classify)

@@ -24,8 +24,8 @@ from dashboard.chat import ChatOptions, Turn, stream_answer
 from dashboard.client import build_backend, get_client
 from dashboard.text import answer_caption, countdown, exhausted_message, md_escape, safe_markdown, skipped_text
 from llms import AllKeysExhaustedError, Attempt, ChatResult, OutcomeKind, SmartClient, Usage
+from llms.key_states import KeyState
 from llms.quota import SLOT_MARGIN
-from llms.state import CooldownReason
 from simulator import Simulator, Step
 from simulator import server as simulator_server
 from tests.conftest import ROOT, SECRETS, free_port
@@ -103,7 +103,7 @@ def cool(client: SmartClient, *key_ids: str) -> None:
     manager = client.key_manager
     for key_id in key_ids:
         key = next(k for p in manager.providers for k in manager.keys(p) if k.key_id == key_id)
-        manager.cool(key, 120, CooldownReason.RATE_LIMIT, "test")
+        manager.cool(key, 120, KeyState.RATE_LIMIT, "test")
 
 
 # --- chat ---------------------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from dashboard.client import get_client
 from dashboard.text import STATE_COLORS, STATE_LABELS, state_label
 from llms import KeyStatus, ProviderStatus, SmartClient
 from llms.alerts import advance, answers, incidents
-from llms.state import CooldownReason, store_from_url
+from llms.key_states import KeyState
+from llms.state import store_from_url
 from simulator import Simulator
 from tests.conftest import ROOT, SECRETS
 from tests.test_dashboard import _OURS, STATUS, app, availability, captions, chat, cool, use_keys
@@ -558,7 +559,7 @@ def test_charts_have_a_fixed_height_whatever_the_key_count(env: pytest.MonkeyPat
 def test_state_labels_cover_every_cooldown_reason_in_words_and_colour_without_emoji() -> None:
     """A machine without an emoji font drew the state marks as boxes: the words carry the state, the pill's
     colour (CSS, no font) helps."""
-    for reason in [*CooldownReason, "available", "disabled", "paused"]:
+    for reason in KeyState:
         assert reason in STATE_LABELS and reason in STATE_COLORS, reason
         assert all(ord(c) < 0x2000 for c in state_label(reason)), state_label(reason)
 

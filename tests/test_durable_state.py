@@ -29,7 +29,8 @@ from conftest import (
 from config.settings import load_settings
 from llms import AllKeysExhaustedError, SmartClient
 from llms.cooldown import SLOT_MARGIN, TRY_MARGIN
-from llms.state import CooldownReason, StateError, store_from_url
+from llms.key_states import KeyState
+from llms.state import StateError, store_from_url
 from llms.state.base import LATENCY_BOUNDS
 from llms.state.redis_layout import LAYOUT
 from llms.state.sqlite_schema import SCHEMA_VERSION
@@ -360,7 +361,7 @@ def test_a_redis_prefix_carries_its_layout_and_one_from_before_still_reads(redis
     store.register("groq", ["fp-old", "fp-new"])
     assert admin.get(f"{prefix}:layout") == str(LAYOUT)
     old = store.records(["fp-old"])[0]
-    assert old.reason is CooldownReason.INVALID_KEY and old.cooldown_until > time.time() + 500
+    assert old.reason == KeyState.INVALID_KEY and old.cooldown_until > time.time() + 500
     assert store.acquire("groq", time.time()) == "fp-new"
     store.close()
     admin.set(f"{prefix}:layout", LAYOUT + 1)

@@ -11,10 +11,11 @@ from conftest import Clock, in_threads
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.key_manager import KeyManager
+from llms.key_states import KeyState
 from llms.leases import KeyLease
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.quota import SLOT_MARGIN, InFlightLimit
-from llms.state import CooldownReason, EventKind
+from llms.state import EventKind
 from llms.state.base import RequestRecord
 from llms.state.memory import MemoryStore
 
@@ -298,6 +299,6 @@ def test_32_threads_never_double_count_or_lose_an_update() -> None:
 def test_cooling_keys_piling_up_do_not_change_which_keys_rotate() -> None:
     manager, keys, _ = make(10_000)
     for key in keys[:9_000]:
-        manager.cool(key, 3600, CooldownReason.RATE_LIMIT)
+        manager.cool(key, 3600, KeyState.RATE_LIMIT)
     seen = {pick(manager).key_id for _ in range(2_000)}
     assert seen == {k.key_id for k in keys[9_000:]}

@@ -16,7 +16,7 @@ from llms.key_states import PARKED_REASONS, KeyState
 from llms.key_status import state_of
 from llms.outcomes import Attempt, OutcomeKind, describe_states
 from llms.prober import LONG_COOLDOWNS
-from llms.state.base import CooldownReason
+from llms.state import store_from_url
 from tests.test_dashboard_status import NOW, key, provider
 
 REASONS = [s for s in KeyState if s not in (KeyState.AVAILABLE, KeyState.DISABLED, KeyState.PAUSED)]
@@ -35,7 +35,15 @@ def in_state(state: KeyState) -> tuple[str, bool]:
 
 
 def test_every_stored_reason_is_a_state_with_facts() -> None:
-    assert {r.value for r in CooldownReason} == {s.value for s in REASONS}
+    """What parks a key is a reason the key manager stores (an outcome's `parks_as`), and what a store reads back
+    of each reason is the same state again, with its facts."""
+    assert {k.parks_as for k in OutcomeKind if k.parks_as} <= set(REASONS)
+    assert all(k.parks_as.facts.parked for k in OutcomeKind if k.parks_as)
+    store = store_from_url("memory://")
+    store.register("groq", [s.value for s in REASONS])
+    for state in REASONS:
+        store.cool(state.value, NOW + 60, state, NOW)
+        assert KeyState.of(store.records([state.value])[0].reason) is state
     assert all(s.facts for s in KeyState)
 
 

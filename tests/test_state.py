@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 from conftest import in_threads
 
-from llms.state import CooldownReason, EventKind, KeyEvent, StateError, StateStore, store_from_url
+from llms.key_states import KeyState
+from llms.state import EventKind, KeyEvent, StateError, StateStore, store_from_url
 from llms.state.base import Finish, Lease, RequestLimits, RequestRecord, group_gate
 
 NOW = 1_900_000_000.0
@@ -24,7 +25,7 @@ def store(state_backend: Callable[[], StateStore]) -> StateStore:
 
 def test_round_robin_skips_cooling_and_excluded_keys(store: StateStore) -> None:
     assert [store.acquire("pool", NOW) for _ in range(4)] == ["fp-a", "fp-b", "fp-c", "fp-a"]
-    store.cool("fp-b", NOW + 10, CooldownReason.RATE_LIMIT, NOW)
+    store.cool("fp-b", NOW + 10, KeyState.RATE_LIMIT, NOW)
     picked = [store.acquire("pool", NOW) for _ in range(4)]
     assert "fp-b" not in picked and set(picked) == {"fp-a", "fp-c"}
     assert store.acquire("pool", NOW, exclude={"fp-a", "fp-c"}) is None
@@ -49,18 +50,28 @@ def test_counters_streaks_and_last_error(store: StateStore) -> None:
 
 
 def test_cooldown_reason_expiry_and_next_free(store: StateStore) -> None:
-    store.cool("fp-a", NOW + 30, CooldownReason.INVALID_KEY, NOW)
-    store.cool("fp-c", NOW + 5, CooldownReason.ERRORS, NOW)
+    store.cool("fp-a", NOW + 30, KeyState.INVALID_KEY, NOW)
+    store.cool("fp-c", NOW + 5, KeyState.ERRORS, NOW)
     record = store.records(["fp-a"])[0]
-    assert record.cooldown_until == NOW + 30 and record.reason is CooldownReason.INVALID_KEY
+    assert record.cooldown_until == NOW + 30 and record.reason == KeyState.INVALID_KEY
     assert store.next_free("pool", NOW) == ("fp-c", NOW + 5)
     assert store.next_free("pool", NOW + 6) == ("fp-a", NOW + 30)
     assert store.next_free("pool", NOW + 31) is None
 
 
+def test_a_reason_is_kept_and_read_back_as_its_plain_string(store: StateStore) -> None:
+    """A store keeps a reason as the string it is (`KeyState` values) and reads back that string, not an enum."""
+    store.cool("fp-a", NOW + 30, KeyState.NO_CREDITS, NOW)
+    store.cool_model("fp-b", "m", NOW + 30, KeyState.RATE_LIMIT, NOW)
+    store.pause("pool", NOW + 30, KeyState.UPSTREAM, NOW)
+    read = [store.records(["fp-a"])[0].reason, store.model_rests(["fp-b"], NOW)[0]["m"][1], store.paused("pool", NOW)]
+    assert read[:2] == ["no_credits", "rate_limit"] and read[2] is not None and read[2][1] == "upstream"
+    assert {type(r) for r in (read[0], read[1], read[2][1])} == {str}
+
+
 def test_reset_frees_keys_and_clears_streaks(store: StateStore) -> None:
     store.record_failure("fp-a", NOW, "x", streak=True)
-    store.cool("fp-a", NOW + 100, CooldownReason.MANUAL, NOW)
+    store.cool("fp-a", NOW + 100, KeyState.MANUAL, NOW)
     store.reset(["fp-a"])
     record = store.records(["fp-a"])[0]
     assert record.cooldown_until <= NOW and record.consecutive_failures == 0 and record.failures == 1
@@ -157,10 +168,10 @@ def test_configured_limits_are_counted_in_the_store(store: StateStore) -> None:
 def test_a_disabled_key_is_never_acquired_until_enabled(store: StateStore) -> None:
     store.set_disabled(["fp-b"], True)
     assert {store.acquire("pool", NOW) for _ in range(6)} == {"fp-a", "fp-c"}
-    store.cool("fp-b", NOW + 5, CooldownReason.RATE_LIMIT, NOW)
+    store.cool("fp-b", NOW + 5, KeyState.RATE_LIMIT, NOW)
     store.reset(["fp-b"])
     assert store.records(["fp-b"])[0].disabled and "fp-b" not in {store.acquire("pool", NOW) for _ in range(6)}
-    store.cool("fp-a", NOW + 5, CooldownReason.RATE_LIMIT, NOW)
+    store.cool("fp-a", NOW + 5, KeyState.RATE_LIMIT, NOW)
     assert store.next_free("pool", NOW) == ("fp-a", NOW + 5)  # a disabled key never "frees up"
     store.set_disabled(["fp-b"], False)
     assert "fp-b" in {store.acquire("pool", NOW) for _ in range(6)}
@@ -223,7 +234,7 @@ def test_a_renewed_lease_holds_its_slot_and_a_dead_holders_frees_when_it_stops_b
     assert store.acquire("solo", NOW + 13, lease=_lease("dies", NOW + 23)) == "fp-z"  # and its holder dies
     assert store.acquire("solo", NOW + 22, lease=_lease("waits", NOW + 32)) is None
     assert store.acquire("solo", NOW + 23.5, lease=_lease("takes", NOW + 33)) == "fp-z"  # freed, unrenewed
-    store.cool("fp-z", NOW + 100, CooldownReason.RATE_LIMIT, NOW + 24)
+    store.cool("fp-z", NOW + 100, KeyState.RATE_LIMIT, NOW + 24)
     assert store.busy_until("solo", NOW + 24) is None  # a cooling key is not "busy": it is cooling
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from llms.state.base import CooldownReason, EventKind, KeyEvent, KeyRecord
+from llms.state.base import EventKind, KeyEvent, KeyRecord
 from llms.state.store import BACKENDS, StateError, StateStore, StoreHealth
 
 MODULES: dict[str, str] = {
@@ -23,7 +23,6 @@ MODULES: dict[str, str] = {
 """URL scheme → the module of its backend."""
 
 __all__ = [
-    "CooldownReason",
     "EventKind",
     "KeyEvent",
     "KeyRecord",

@@ -3,9 +3,10 @@
 Keys' records and events, the request log's rows and the hourly history, leases and the `Gate` on requests in
 flight, configured limits (`LimitUsage`) and the bounds on rests: the values the key manager, the status page and
 every backend share. The operations that keep them are `llms.state.store.StateStore`. This module imports nothing
-of the project, so these values (the stored `CooldownReason` among them) stay apart from any store, and any
-module can read them without importing a backend. A store knows key fingerprints and pool names (one pool per
-provider) and nothing about providers or HTTP.
+of the project, so these values stay apart from any store, and any module can read them without importing a
+backend. A store knows key fingerprints and pool names (one pool per provider) and nothing about providers or HTTP.
+A cooldown's reason is kept as a plain string (a `llms.key_states.KeyState` value): a store writes and reads it
+back as it is, and code that acts on it makes it a `KeyState`.
 """
 
 from __future__ import annotations
@@ -21,23 +22,13 @@ key's hidden limits (its backoff ladder, window size) or a provider's recent 429
 `StateStore.change`, so every process sharing the store learns together."""
 
 
-class CooldownReason(StrEnum):
-    RATE_LIMIT = "rate_limit"
-    INVALID_KEY = "invalid_key"
-    NO_CREDITS = "no_credits"
-    SPEND_CAP = "spend_cap"
-    NO_ACCESS = "no_access"
-    ERRORS = "errors"
-    UPSTREAM = "upstream"
-    MANUAL = "manual"
-
-
 @dataclass(frozen=True)
 class KeyRecord:
     """Everything remembered about one key. A key is cooling while `cooldown_until` is in the future."""
 
     cooldown_until: float = 0.0
-    reason: CooldownReason | None = None
+    reason: str | None = None
+    """Why it cools: a `KeyState` value as stored (the store never interprets it)."""
     consecutive_failures: int = 0
     successes: int = 0
     failures: int = 0

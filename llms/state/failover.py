@@ -16,7 +16,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from llms.state.base import (
-    CooldownReason,
     Document,
     Finish,
     HourOfKey,
@@ -138,11 +137,11 @@ class FailoverStore(StateStore):
     def next_free(self, pool: str, now: float, model: str | None = None) -> tuple[str, float] | None:
         return self._call("next_free", pool, now, model)
 
-    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+    def cool_model(self, key_id: str, model: str, until: float, reason: str, now: float) -> None:
         self._fallback.cool_model(key_id, model, until, reason, now)  # kept locally too, as `cool` is
         self._call("cool_model", key_id, model, until, reason, now)
 
-    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, str]]]:
         return self._call("model_rests", key_ids, now)
 
     def record_success(
@@ -191,14 +190,14 @@ class FailoverStore(StateStore):
         self.primary.retain(history_days, log_size)
         self._fallback.retain(history_days, log_size)
 
-    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
+    def cool(self, key_id: str, until: float, reason: str, now: float) -> None:
         self._fallback.cool(key_id, until, reason, now)  # kept locally too, should the store fail next
         self._call("cool", key_id, until, reason, now)
 
-    def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
+    def pause(self, pool: str, until: float, reason: str, now: float) -> None:
         self._call("pause", pool, until, reason, now)
 
-    def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
+    def paused(self, pool: str, now: float) -> tuple[float, str] | None:
         return self._call("paused", pool, now)
 
     def reset(self, key_ids: Iterable[str]) -> None:

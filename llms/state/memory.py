@@ -10,7 +10,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from llms.state.base import (
-    CooldownReason,
     Document,
     Finish,
     Gate,
@@ -51,13 +50,13 @@ class MemoryStore(StateStore):
         self._heaps: dict[str, list[tuple[float, str]]] = {}
         self._pool_of: dict[str, str] = {}
         self._events: deque[KeyEvent] = deque(maxlen=max_events)
-        self._pauses: dict[str, tuple[float, CooldownReason]] = {}
+        self._pauses: dict[str, tuple[float, str]] = {}
         self._usage: dict[str, LimitUsage] = {}
         self._gates: dict[str, Gate] = {}
         self._log: deque[RequestRecord] = deque(maxlen=self.log_size)
         self._hours: dict[tuple[float, str], HourOfKey] = {}
         self._documents: dict[str, str] = {}
-        self._model_rests: dict[str, dict[str, tuple[float, CooldownReason]]] = {}
+        self._model_rests: dict[str, dict[str, tuple[float, str]]] = {}
 
     def retain(self, history_days: float, log_size: int) -> None:
         super().retain(history_days, log_size)
@@ -168,24 +167,24 @@ class MemoryStore(StateStore):
         until, key_id = min(waiting)
         return key_id, until
 
-    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+    def cool_model(self, key_id: str, model: str, until: float, reason: str, now: float) -> None:
         with self._lock:
             rests = {m: r for m, r in self._model_rests.get(key_id, {}).items() if r[0] > now}
-            self._model_rests[key_id] = rests | {model: (until, reason)}
+            self._model_rests[key_id] = rests | {model: (until, str(reason))}
 
-    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, str]]]:
         with self._lock:
             return [{m: r for m, r in self._model_rests.get(k, {}).items() if r[0] > now} for k in key_ids]
 
-    def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
+    def pause(self, pool: str, until: float, reason: str, now: float) -> None:
         with self._lock:
             if until > now:
-                self._pauses[pool] = (until, reason)
+                self._pauses[pool] = (until, str(reason))
                 return
             for name in [n for n in self._pauses if n == pool or n.startswith(f"{pool}/")]:
                 del self._pauses[name]
 
-    def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
+    def paused(self, pool: str, now: float) -> tuple[float, str] | None:
         with self._lock:
             pause = self._pauses.get(pool)
             return pause if pause is not None and pause[0] > now else None
@@ -292,10 +291,10 @@ class MemoryStore(StateStore):
             first = hour_of(since)
             return sorted((row for (hour, _), row in self._hours.items() if hour >= first), key=lambda r: r.hour)
 
-    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
+    def cool(self, key_id: str, until: float, reason: str, now: float) -> None:
         with self._lock:
             self._records[key_id] = replace(
-                self._records[key_id], cooldown_until=until, reason=reason, rest=until - now
+                self._records[key_id], cooldown_until=until, reason=str(reason), rest=until - now
             )
             heapq.heappush(self._heaps[self._pool_of[key_id]], (until, key_id))
 

@@ -24,7 +24,6 @@ except ImportError:  # only a store needs the driver: its URL is checked, and it
 
 from config.api_keys import redacted_url, with_encoded_credentials
 from llms.state.base import (
-    CooldownReason,
     Document,
     EventKind,
     Finish,
@@ -200,12 +199,12 @@ class RedisStore(StateStore):
 
         return self._run(fetch) if ids else []
 
-    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+    def cool_model(self, key_id: str, model: str, until: float, reason: str, now: float) -> None:
         until, ttl_ms = bounded(until, now)
-        value = f"{until!r}|{reason.value}|{until - now!r}"
+        value = f"{until!r}|{reason}|{until - now!r}"
         self._run(lambda: self._cool_model(keys=[f"{self._p}mrest:{key_id}"], args=[model, value, ttl_ms]))
 
-    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, str]]]:
         def fetch() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for key_id in key_ids:
@@ -214,28 +213,24 @@ class RedisStore(StateStore):
 
         found = self._run(fetch) if key_ids else []
         return [
-            {
-                model: (until_of(raw, now), CooldownReason(raw.split("|")[1]))
-                for model, raw in rests.items()
-                if until_of(raw, now) > now
-            }
+            {model: (until_of(raw, now), raw.split("|")[1]) for model, raw in rests.items() if until_of(raw, now) > now}
             for rests in found
         ]
 
-    def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
+    def pause(self, pool: str, until: float, reason: str, now: float) -> None:
         name = f"{self._p}pool:{pool}:pause"
         if until <= now:
             pattern = f"{self._p}pool:{pool}/*:pause"  # and its models' pauses (a manual reset: a scan is fine)
             self._run(lambda: self._redis.delete(name, *self._redis.scan_iter(pattern, count=1000)))
             return
         until, ttl_ms = bounded(until, now)
-        self._run(lambda: self._redis.set(name, f"{until!r}|{reason.value}|{until - now!r}", px=ttl_ms))
+        self._run(lambda: self._redis.set(name, f"{until!r}|{reason}|{until - now!r}", px=ttl_ms))
 
-    def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
+    def paused(self, pool: str, now: float) -> tuple[float, str] | None:
         raw = self._run(lambda: self._redis.get(f"{self._p}pool:{pool}:pause"))
         if not raw or until_of(raw, now) <= now:
             return None
-        return until_of(raw, now), CooldownReason(raw.split("|")[1])
+        return until_of(raw, now), raw.split("|")[1]
 
     def record_success(
         self, key_id: str, now: float, request: RequestRecord | None = None, finish: Finish | None = None
@@ -358,9 +353,9 @@ class RedisStore(StateStore):
         self._streaks[key_id] = count
         return count
 
-    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
+    def cool(self, key_id: str, until: float, reason: str, now: float) -> None:
         until, ttl_ms = bounded(until, now)
-        value = f"{until!r}|{reason.value}|{until - now!r}"  # the rest's own length too, for readers behind in time
+        value = f"{until!r}|{reason}|{until - now!r}"  # the rest's own length too, for readers behind in time
         self._run(lambda: self._redis.set(f"{self._p}cool:{key_id}", value, px=ttl_ms))
 
     def reset(self, key_ids: Iterable[str]) -> None:

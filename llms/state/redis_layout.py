@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from llms.state.base import LATENCY_BOUNDS, CooldownReason, HourOfKey, KeyRecord, bounded_until
+from llms.state.base import LATENCY_BOUNDS, HourOfKey, KeyRecord, bounded_until
 
 LAYOUT = 2
 """The layout under a prefix (`{prefix}:layout`). 1: before versions; 2: cooldowns and pauses as
@@ -48,7 +48,7 @@ def key_record(fields: dict[str, str], cool: str | None) -> KeyRecord:
     until, reason, rest = 0.0, None, 0.0
     if cool:
         head, why, length = [*cool.split("|"), ""][:3]
-        until, reason, rest = float(head), CooldownReason(why), float(length or 0)
+        until, reason, rest = float(head), why, float(length or 0)
     last_used = fields.get("last_used")
     return KeyRecord(
         cooldown_until=until,

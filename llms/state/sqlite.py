@@ -23,7 +23,6 @@ from pathlib import Path
 
 from llms.state import sqlite_gates, sqlite_history
 from llms.state.base import (
-    CooldownReason,
     Document,
     Finish,
     HourOfKey,
@@ -300,21 +299,21 @@ class SQLiteStore(StateStore):
     def history(self, since: float) -> list[HourOfKey]:
         return self._file.run(lambda db: sqlite_history.history(db, since), write=False)
 
-    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None:
+    def cool(self, key_id: str, until: float, reason: str, now: float) -> None:
         until = bounded_until(until, now)
         self._file.run(
             lambda db: db.execute(
                 "UPDATE keys SET cooldown_until = ?, reason = ?, rest = ? WHERE fp = ?",
-                (until, reason.value, until - now, key_id),
+                (until, str(reason), until - now, key_id),
             )
         )
 
-    def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
+    def pause(self, pool: str, until: float, reason: str, now: float) -> None:
         if until <= now:
             self._file.run(
                 lambda db: db.execute(
                     "UPDATE pools SET paused_until = 0, pause_reason = ? WHERE pool = ? OR (pool >= ? AND pool < ?)",
-                    (reason.value, pool, f"{pool}/", f"{pool}0"),  # its models' rows (`pool/model`, '0' > '/')
+                    (str(reason), pool, f"{pool}/", f"{pool}0"),  # its models' rows (`pool/model`, '0' > '/')
                 )
             )
             return
@@ -324,11 +323,11 @@ class SQLiteStore(StateStore):
                 "INSERT INTO pools (pool, paused_until, pause_reason, pause_rest) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (pool) DO UPDATE SET paused_until = excluded.paused_until, "
                 "pause_reason = excluded.pause_reason, pause_rest = excluded.pause_rest",
-                (pool, until, reason.value, max(0.0, until - now)),
+                (pool, until, str(reason), max(0.0, until - now)),
             )
         )
 
-    def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
+    def paused(self, pool: str, now: float) -> tuple[float, str] | None:
         row = self._file.run(
             lambda db: db.execute(
                 "SELECT paused_until, pause_reason, pause_rest FROM pools WHERE pool = ?", (pool,)
@@ -338,7 +337,7 @@ class SQLiteStore(StateStore):
         until = min(row[0], now + row[2]) if row and row[2] > 0 else row[0] if row else 0.0
         if not row or until <= now:
             return None
-        return float(until), CooldownReason(row[1])
+        return float(until), row[1]
 
     def reset(self, key_ids: Iterable[str]) -> None:
         ids = [(fp,) for fp in key_ids]
@@ -349,18 +348,18 @@ class SQLiteStore(StateStore):
 
         self._file.run(apply)
 
-    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+    def cool_model(self, key_id: str, model: str, until: float, reason: str, now: float) -> None:
         until = bounded_until(until, now)
         self._file.run(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO model_rests (fp, model, until, reason, rest) VALUES (?, ?, ?, ?, ?)",
-                (key_id, model, until, reason.value, until - now),
+                (key_id, model, until, str(reason), until - now),
             )
         )
 
-    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
-        def read(db: sqlite3.Connection) -> list[dict[str, tuple[float, CooldownReason]]]:
-            found: dict[str, dict[str, tuple[float, CooldownReason]]] = {}
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, str]]]:
+        def read(db: sqlite3.Connection) -> list[dict[str, tuple[float, str]]]:
+            found: dict[str, dict[str, tuple[float, str]]] = {}
             for start in range(0, len(key_ids), 500):
                 chunk = key_ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -369,7 +368,7 @@ class SQLiteStore(StateStore):
                     (*chunk, now),
                 ):
                     until = min(until, now + rest) if rest > 0 else until  # never longer than its own length
-                    found.setdefault(fp, {})[model] = (until, CooldownReason(reason))
+                    found.setdefault(fp, {})[model] = (until, reason)
             return [found.get(fp, {}) for fp in key_ids]
 
         return self._file.run(read, write=False)
@@ -391,7 +390,7 @@ class SQLiteStore(StateStore):
                 ):
                     found[row[0]] = KeyRecord(
                         cooldown_until=row[1],
-                        reason=CooldownReason(row[2]) if row[2] else None,
+                        reason=row[2] or None,
                         consecutive_failures=row[3],
                         successes=row[4],
                         failures=row[5],

@@ -17,7 +17,6 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from llms.state.base import (
-    CooldownReason,
     Document,
     Finish,
     HourOfKey,
@@ -137,11 +136,11 @@ class StateStore(ABC):
         of its rest for that model), or the pool's pause end (and its pause for that model)."""
 
     @abstractmethod
-    def cool_model(self, key_id: str, model: str, until: float, reason: CooldownReason, now: float) -> None:
+    def cool_model(self, key_id: str, model: str, until: float, reason: str, now: float) -> None:
         """Rest a key for one model only (a limit its provider counts per model): other models still use it."""
 
     @abstractmethod
-    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, CooldownReason]]]:
+    def model_rests(self, key_ids: Sequence[str], now: float) -> list[dict[str, tuple[float, str]]]:
         """For each key, the models it rests for now: model → (until, reason); `reset` ends them too."""
 
     @abstractmethod
@@ -199,15 +198,17 @@ class StateStore(ABC):
         """Every key's hours from the one containing `since` on (older hours are pruned as they age out)."""
 
     @abstractmethod
-    def cool(self, key_id: str, until: float, reason: CooldownReason, now: float) -> None: ...
+    def cool(self, key_id: str, until: float, reason: str, now: float) -> None:
+        """Rest a key until `until`. Like every reason a store takes, `reason` is kept as its plain string (a
+        `KeyState` value, which the store never interprets) and read back as that string."""
 
     @abstractmethod
-    def pause(self, pool: str, until: float, reason: CooldownReason, now: float) -> None:
+    def pause(self, pool: str, until: float, reason: str, now: float) -> None:
         """Rest a whole pool until `until` (a limit every key shares), or one model of it (`model_pool`);
         `until <= now` lifts the pause — of a pool: its own and every one of its models'."""
 
     @abstractmethod
-    def paused(self, pool: str, now: float) -> tuple[float, CooldownReason] | None:
+    def paused(self, pool: str, now: float) -> tuple[float, str] | None:
         """The pool's pause, if one is in force: (until, reason)."""
 
     @abstractmethod
