@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -47,7 +48,19 @@ _HELD_POLL = 0.1  # the same while other processes hold the slots (each look is 
 PACING_GRACE = 2.0
 """Seconds a call with the default `wait` waits at least for a key whose rest ends within them: a rest that short
 is the window's pacing (the client spacing requests, a provider's slot about to free), not exhaustion, and a
-caller told to come back later would come back after it and leave the window's quota unused."""
+caller told to come back later would come back after it and leave the window's quota unused. They count from
+when the call first waits for a cooling key, not from its start: time spent waiting for a busy slot is not
+exhaustion either, and counted in, a caller that had waited 1.3 s for a slot gave up on a key freeing in 0.1 s
+("All API keys exhausted … frees up in 0.1 s")."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a call gives up waiting for a cooling key (the timer's seconds); `paced`: it also waits for one
+    during `PACING_GRACE` from when it first waits for a cooling key (the default `wait`)."""
+
+    cooling: float
+    paced: bool = False
 
 
 class Failover:
@@ -82,8 +95,9 @@ class Failover:
         """The adapter the loop calls for `provider` (the harness reads answers through it too)."""
         return self._adapters[provider]
 
-    def deadline(self, wait: Wait) -> float:
-        """When a call with this `wait` gives up waiting for a cooling key (the timer's seconds)."""
+    def deadline(self, wait: Wait) -> Deadline:
+        """When a call with this `wait` gives up waiting for a cooling key (the timer's seconds), and whether it
+        waits out the window's pacing as it waits for a busy slot (the default `wait`)."""
         if wait is None:
             seconds = max(self._settings().max_wait, PACING_GRACE)
         elif wait is False:
@@ -94,23 +108,25 @@ class Failover:
             seconds = float(wait)
         else:
             raise ValueError(f"wait must be True, False, None or a number of seconds, got {wait!r}")
-        return self._timer() + seconds
+        return Deadline(self._timer() + seconds, paced=wait is None)
 
-    def steps(self, route: Route, deadline: float, run: Run) -> Generator[Step, Outcome | None, None]:
+    def steps(self, route: Route, deadline: Deadline, run: Run) -> Generator[Step, Outcome | None, None]:
         """The failover loop: for each target of the route (a provider and a model), each usable key once, until a
         key answers.
 
         Then wait and go round again: while keys are only busy (at their in-flight limit), for a slot, up to
         `LLM_REQUEST_TIMEOUT` whatever `wait` says — a slot frees as soon as a request in flight ends, and a caller
         should not fail because this client paces itself; for the first cooling key to free up, only within
-        `wait`. A request error that another provider may take, or a limit the whole provider shares, moves on to
-        the next target at once.
+        `wait` (the default: `PACING_GRACE` from when it first waits for one, whatever it waited for slots). A
+        request error that another provider may take, or a limit the whole provider shares, moves on to the next
+        target at once.
 
         Written once for both kinds of caller, as steps a driver carries out: it yields `(target, key)` and is
         sent the attempt's failure (None: the key answered, the loop ends), or yields seconds to sleep. `serve`
         drives it with blocking calls, `aserve` with awaited ones.
         """
-        slot_deadline = self._timer() + self._settings().request_timeout
+        patience = max(deadline.cooling, self._timer() + self._settings().request_timeout)  # for a busy slot
+        cooling_since: float | None = None
         while True:
             ended_before, mine = self.key_manager.ended, 0
             for target in route:
@@ -129,20 +145,23 @@ class Failover:
             if run.rejected:
                 raise self._give_up(run, route)
             slots_moving = self.key_manager.busy() or self.key_manager.ended - ended_before > mine
-            if slots_moving and self._timer() + _BUSY_POLL <= max(deadline, slot_deadline):
+            if slots_moving and self._timer() + _BUSY_POLL <= patience:
                 yield _BUSY_POLL  # keys only busy: a slot frees as soon as a request in flight ends (or just did)
                 continue
             held = self.key_manager.busy_until(_pairs(route))  # busy with others' requests (or a dead process's)
-            if held is not None and self._timer() + _HELD_POLL <= max(deadline, slot_deadline):
+            if held is not None and self._timer() + _HELD_POLL <= patience:
                 yield min(_HELD_POLL, held[1] + 0.001)
                 continue
             soonest = self.key_manager.next_free(_pairs(route))
-            if soonest is None or self._timer() + soonest[1] > deadline:
+            now = self._timer()
+            cooling_since = now if cooling_since is None else cooling_since
+            until = max(deadline.cooling, cooling_since + PACING_GRACE) if deadline.paced else deadline.cooling
+            if soonest is None or now + soonest[1] > until:
                 raise self._give_up(run, route)
             yield soonest[1] + 0.001
 
     def serve(
-        self, route: Route, deadline: float, call: Callable[[ProviderAdapter, ApiKey, str], T], run: Run
+        self, route: Route, deadline: Deadline, call: Callable[[ProviderAdapter, ApiKey, str], T], run: Run
     ) -> tuple[Target, ApiKey, T]:
         """The failover loop with blocking calls: the first key whose `call(adapter, key, model)` returns, and what
         it returned."""
@@ -155,7 +174,10 @@ class Failover:
                 continue
             target, lease = step
             try:
-                answer = call(self._adapters[target.provider], lease.key, target.model)
+                adapter = self._adapters[target.provider]
+                adapter.ready(lease.key)
+                run.started = self._timer()  # the request leaves now: its time, and its window's, count from here
+                answer = call(adapter, lease.key, target.model)
             except Exception as exc:
                 step = steps.send(_failure(exc))
                 continue
@@ -166,7 +188,7 @@ class Failover:
             return target, lease, answer
 
     async def aserve(
-        self, route: Route, deadline: float, call: Callable[[ProviderAdapter, ApiKey, str], Awaitable[T]], run: Run
+        self, route: Route, deadline: Deadline, call: Callable[[ProviderAdapter, ApiKey, str], Awaitable[T]], run: Run
     ) -> tuple[Target, ApiKey, T]:
         """The failover loop with awaited calls; its own steps (store reads and writes) run off the event loop
         unless the store is in memory."""
@@ -179,7 +201,10 @@ class Failover:
                 continue
             target, lease = step
             try:
-                answer = await call(self._adapters[target.provider], lease.key, target.model)
+                adapter = self._adapters[target.provider]
+                await self.off_loop(adapter.ready, lease.key)
+                run.started = self._timer()
+                answer = await call(adapter, lease.key, target.model)
             except Exception as exc:
                 step = await self.off_loop(steps.send, _failure(exc))
                 continue
@@ -196,7 +221,9 @@ class Failover:
             return work(*args)
         return await asyncio.get_running_loop().run_in_executor(None, partial(work, *args))
 
-    def stream(self, request: ChatRequest, route: Route, deadline: float, run: Run) -> Generator[str, None, ChatResult]:
+    def stream(
+        self, request: ChatRequest, route: Route, deadline: Deadline, run: Run
+    ) -> Generator[str, None, ChatResult]:
         target, lease, (reply, first) = self.serve(
             route, deadline, lambda a, k, m: open_stream(a, request.for_model(m), k), run
         )
@@ -222,7 +249,9 @@ class Failover:
         )
         return self.succeeded(target, lease, completion, run)
 
-    async def astream(self, request: ChatRequest, route: Route, deadline: float, run: Run) -> AsyncGenerator[str, None]:
+    async def astream(
+        self, request: ChatRequest, route: Route, deadline: Deadline, run: Run
+    ) -> AsyncGenerator[str, None]:
         """`stream` with awaited calls; the result goes to `run.result` (an async generator returns nothing)."""
         target, lease, (reply, first) = await self.aserve(
             route, deadline, lambda a, k, m: aopen_stream(a, request.for_model(m), k), run

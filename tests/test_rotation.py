@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -140,6 +141,42 @@ def test_wait_for_the_first_key_instead_of_failing(make_client: MakeClient, sim:
     assert client.complete(USER_HELLO, wait=5).key_id == "groq:1"
     assert time.monotonic() - started < 3
     assert statuses_429(sim) == 0
+
+
+@pytest.mark.slow
+def test_a_default_call_that_waited_for_a_busy_slot_still_waits_out_a_short_rest(
+    make_client: MakeClient, sim: Simulator
+) -> None:
+    """A default call waits for a rest of at most `PACING_GRACE` (the window's pacing) however long it already
+    waited for a busy slot: counted from the call's start, a caller that had waited 1.3 s for a slot gave up on a
+    key freeing in 0.1 s ("All API keys exhausted … frees up in 0.1 s") and paused, leaving the slot unused."""
+    client = make_client({"groq": 1}, LLM_REQUEST_TIMEOUT="5")
+    sim.add_key("groq", SECRETS["groq"][0], limit=(1, 2.5), latency=1.8, name="groq:1")
+    holder = threading.Thread(target=client.complete, args=(USER_HELLO,))
+    started = time.monotonic()
+    holder.start()
+    while not client.key_manager.busy():
+        time.sleep(0.01)
+    # The holder's request takes 1.8 s and uses up its 2.5 s window: the key then rests about 0.7 s.
+    assert client.complete(USER_HELLO).key_id == "groq:1"
+    holder.join(5)
+    assert time.monotonic() - started >= 2.4
+    assert statuses_429(sim) == 0
+
+
+def test_an_adapters_preparation_is_not_the_requests_time(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a call with a key needs before it leaves (Gemini's SDK client for the key, ~0.15 s of CPU) is made
+    before the request's clock starts: counted in, the first answer seemed sent that much earlier than it was,
+    and the window learned from it that much longer (2.52 s for a 2 s window: 0.91 of its quota)."""
+    client = make_client({"groq": 1})
+    adapter = client.failover.adapter("groq")
+    monkeypatch.setattr(adapter, "ready", lambda key: time.sleep(1.0))
+    started = time.monotonic()
+    client.complete(USER_HELLO)
+    assert time.monotonic() - started >= 1.0
+    assert client.admin.request_log(1)[0]["latency_s"] < 0.5
 
 
 def test_wait_beyond_the_limit_still_raises_at_once(make_client: MakeClient) -> None:

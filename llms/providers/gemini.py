@@ -208,6 +208,10 @@ class GeminiAdapter:
 
             import llms.transport_httpx  # noqa: F401 - and its client's
 
+    def ready(self, key: ApiKey) -> None:
+        """The key's client for the default API version, built before the attempt's clock starts (`_client`)."""
+        self._client(key, API_VERSION)
+
     def send(self, request: ChatRequest, key: ApiKey) -> Completion:
         model = request.model or self.model
         contents, config = translate(request, model)

@@ -156,6 +156,9 @@ class OpenAICompatAdapter:
             return self.probe_outcome(body).redacted(self._secrets)
         return self.classify(response.status, response.headers, body, time.time()).redacted(self._secrets)
 
+    def ready(self, key: ApiKey) -> None:
+        """Nothing to make: connections are pooled per host, and a call opens one as it goes."""
+
     def close(self) -> None:
         self._http.close()
 
