@@ -121,6 +121,18 @@ def _request(at: float, key: str, outcome: str = "ok", latency: float = 0.25, to
     )
 
 
+def test_hours_older_than_the_history_kept_are_dropped_once_they_age_out(store: StateStore) -> None:
+    store.retain(history_days=2, log_size=50)
+    store.log_request(_request(NOW, "fp-a"))
+    store.log_request(_request(NOW + 60, "fp-b"))
+    store.log_request(_request(NOW + 3 * 86400, "fp-a"))  # two days later: the first hour ages out
+    store.log_request(_request(NOW + 3 * 86400 + 60, "fp-c"))
+    assert sorted((h.key, h.hour >= NOW + 86400) for h in store.history(NOW - 3600)) == [
+        ("fp-a", True),
+        ("fp-c", True),
+    ]
+
+
 def test_the_request_log_keeps_the_newest_and_the_history_adds_up_per_key_and_hour(store: StateStore) -> None:
     store.retain(history_days=2, log_size=50)
     for i in range(120):

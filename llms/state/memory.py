@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -55,6 +56,7 @@ class MemoryStore(StateStore):
         self._gates: dict[str, Gate] = {}
         self._log: deque[RequestRecord] = deque(maxlen=self.log_size)
         self._hours: dict[tuple[float, str], HourOfKey] = {}
+        self._kept_from = -math.inf  # the oldest hour kept; older ones were dropped
         self._documents: dict[str, str] = {}
         self._model_rests: dict[str, dict[str, tuple[float, str]]] = {}
 
@@ -226,10 +228,11 @@ class MemoryStore(StateStore):
             return
         self._log.append(request)
         slot = (hour_of(request.at), request.key)
-        if slot not in self._hours:
-            oldest = hour_of(request.at - self.history_days * 86400)
+        oldest = hour_of(request.at - self.history_days * 86400)
+        if oldest > self._kept_from:  # an hour aged out: once an hour, not on every new key's first request
             for stale in [s for s in self._hours if s[0] < oldest]:
                 del self._hours[stale]
+            self._kept_from = oldest
         self._hours[slot] = tally(self._hours.get(slot), request)
 
     def spend(self, key_id: str, now: float, limits: RequestLimits) -> tuple[bool, float | None]:
