@@ -97,7 +97,7 @@ class Failover:
 
     def deadline(self, wait: Wait) -> Deadline:
         """When a call with this `wait` gives up waiting for a cooling key (the timer's seconds), and whether it
-        waits out the window's pacing as it waits for a busy slot (the default `wait`)."""
+        also waits `PACING_GRACE` from when it first waits for one (the default `wait`)."""
         if wait is None:
             seconds = max(self._settings().max_wait, PACING_GRACE)
         elif wait is False:
@@ -202,7 +202,7 @@ class Failover:
             target, lease = step
             try:
                 adapter = self._adapters[target.provider]
-                await self.off_loop(adapter.ready, lease.key)
+                await aready(adapter, lease.key)
                 run.started = self._timer()
                 answer = await call(adapter, lease.key, target.model)
             except Exception as exc:
@@ -401,6 +401,16 @@ def open_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> 
         reply.close()
         raise
     return _begun(reply, first)
+
+
+async def aready(adapter: ProviderAdapter, key: ApiKey) -> None:
+    """`adapter.ready` from an event loop: in the loop's default executor for an adapter with blocking calls only
+    (Gemini builds a key's SDK client, ~0.15 s of CPU), where its calls run too; inline for one with awaited calls,
+    which has nothing to make."""
+    if awaited(adapter):
+        adapter.ready(key)
+        return
+    await asyncio.get_running_loop().run_in_executor(None, adapter.ready, key)
 
 
 async def asend(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> Completion:

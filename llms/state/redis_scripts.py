@@ -31,12 +31,13 @@ local function admit(key)
   local id = base .. suffix  -- the key's gate, or its gate for one model (`StateStore.gate`)
   local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing', 'window_began')
   local probing, remaining, ends = g[3] == '1', tonumber(g[1]), tonumber(g[2] or '0')
-  local in_window = tonumber(g[4] or '0') <= now and now < ends
+  local began = tonumber(g[4] or '0') <= now  -- not in this clock's future (`Gate.in_window`)
+  local in_window = began and now < ends
   if not (probing or (remaining and (not in_window or remaining < IN_FLIGHT_CEILING))) then return true end
   local leases = prefix .. 'lease:' .. id
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   local allowed = 1  -- the rule of `Gate.allowed`: what was left is still left once its window ends
-  if not probing and remaining and tonumber(g[4] or '0') <= now then
+  if not probing and remaining and began then
     allowed = in_window and remaining or math.max(1, remaining)
   end
   if redis.call('ZCARD', leases) >= allowed then return false end
