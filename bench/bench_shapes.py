@@ -80,6 +80,12 @@ NAMED: dict[str, Shape] = {
         F, H.REMAINING, size=10, length=10.0, latency=1.0, jitter=0.5
     ),
     "provider clock 1.5 s ahead, fixed 5/2 s, reset ms": Shape(F, H.RESET_MS, skew=1.5),
+    "answers of 15 s ± 20 % (a reasoning model), fixed 10/60 s, remaining": Shape(
+        F, H.REMAINING, size=10, length=60.0, keys=2, latency=15.0, jitter=0.2, windows=5
+    ),
+    "answers of 15 s ± 20 %, SQLite store, fixed 10/60 s, remaining": Shape(
+        F, H.REMAINING, size=10, length=60.0, keys=2, latency=15.0, jitter=0.2, windows=5, store="sqlite"
+    ),
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
 GAPS: dict[str, str] = {}

@@ -308,6 +308,9 @@ class KeyManager:
         """Whether this process has requests in flight, which may be all that keeps a key from being picked."""
         return self._leases.busy()
 
+    def renew_leases(self) -> None:
+        self._leases.renew()  # a thread does so by itself; a virtual clock's driver calls this in its own time
+
     def _abandon(self, key: ApiKey, request: RequestRecord | None, token: str) -> None:
         """The caller gave up on a request (cancelled, a stream closed early): it no longer counts as in flight;
         `request` goes to the request log in the same store write."""

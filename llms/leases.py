@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llms.keys")
 LEASE_TTL = 10.0
-"""Seconds an in-flight slot outlives a process that died holding it (at most the request timeout)."""
+"""Seconds an in-flight slot outlives a process that died holding it (at most the request timeout). A store in this
+process's memory keeps a lease until its request's deadline: nothing outlives the process, and nothing renews it."""
 
 _OK = Outcome(OutcomeKind.OK, 200)
 
@@ -97,7 +98,7 @@ class Leases:
         self._lock = lock
         self._account = account
         self._lease_seconds = lease_seconds
-        self.ttl = min(lease_ttl, lease_seconds)
+        self.ttl = lease_seconds if store.IN_MEMORY else min(lease_ttl, lease_seconds)  # nothing outlives this process
         self._held: dict[str, _Held] = {}  # token → this process's lease on a key, while its request runs
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
@@ -191,21 +192,25 @@ class Leases:
         self._closing.set()
 
     def _renew(self) -> None:
-        """Keep this process's leases `ttl` ahead while their requests run (one store write per round, and none
-        while nothing is in flight)."""
         while not self._closing.wait(self.ttl / 3):
-            now = self._clock()
-            held: dict[str, dict[str, float]] = {}
-            with self._lock:
-                for token, lease in self._held.items():
-                    gate = self._store.gate(lease.fingerprint, lease.part)
-                    held.setdefault(gate, {})[token] = min(now + self.ttl, lease.renew_until)
-            if not held:
-                continue
-            try:
-                self._store.renew_leases(held, now)
-            except StateError as exc:  # the store's own failover has already said so; the leases just run out
-                log.debug("could not renew leases: %s", exc)
+            self.renew()
+
+    def renew(self) -> None:
+        """Keep this process's leases `ttl` ahead while their requests run (one store write per round, and none
+        while nothing is in flight): its thread does every `ttl / 3` seconds; a virtual clock's driver, in its own
+        time."""
+        now = self._clock()
+        held: dict[str, dict[str, float]] = {}
+        with self._lock:
+            for token, lease in self._held.items():
+                gate = self._store.gate(lease.fingerprint, lease.part)
+                held.setdefault(gate, {})[token] = min(now + self.ttl, lease.renew_until)
+        if not held:
+            return
+        try:
+            self._store.renew_leases(held, now)
+        except StateError as exc:  # the store's own failover has already said so; the leases just run out
+            log.debug("could not renew leases: %s", exc)
 
     def _saturate(self, key: ApiKey, subject: str, part: str) -> None:
         """Mark the subject's keys as at (or below) their in-flight limit, so `acquire` passes over full keys

@@ -30,6 +30,7 @@ from typing import Any
 
 from config.settings import load_settings
 from llms.exceptions import AllKeysExhaustedError
+from llms.leases import LEASE_TTL
 from llms.outcomes import Outcome
 from llms.smart_client import SmartClient
 from llms.state import StateStore, store_from_url
@@ -317,7 +318,12 @@ def run(shape: Shape) -> Measured:
                 except AllKeysExhaustedError:
                     yield shape.pause
 
-        _drive(clock, [caller() for _ in range(shape.callers)])
+        def renewer() -> Generator[float, None, None]:  # the leases' thread, in virtual time
+            while clock.now < span_end + shape.latency:
+                yield min(LEASE_TTL, client.settings.request_timeout) / 3
+                client.key_manager.renew_leases()
+
+        _drive(clock, [caller() for _ in range(shape.callers)] + ([] if store.IN_MEMORY else [renewer()]))
     costs = list(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else None
     most = served(
         shape.window, shape.size, shape.length, provider_start, measured_until,
