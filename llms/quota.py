@@ -162,7 +162,7 @@ class Pacing:
         if sent < self.closed_until:  # sent before the current rest ends: the window that already closed
             return self
         longest = self.backoff.learned
-        pacing = replace(self, times=tuple(seen)[-SLOTS_KEPT:]) if seen else self
+        pacing = replace(self, times=tuple(sorted(seen))[-SLOTS_KEPT:]) if seen else self
         if longest is not None and not pacing.window:  # the length was found before any answer was counted
             pacing = replace(pacing, window=sum(1 for t in pacing.times if t > sent - longest) or None)
         if pacing.window and longest is not None and len(pacing.times) >= pacing.window:
@@ -303,7 +303,7 @@ class SlotLog:
         """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned."""
         if now < self.closed_until:  # another request of the same full window: nothing new
             return replace(self, closed_until=max(self.closed_until, now + hint))
-        log = self.times or tuple(seen)
+        log = self.times or tuple(sorted(seen))
         if self.size and self.length and len(log) >= self.size:
             # Refused though the log said a slot had freed: the provider's oldest slot frees later than learned (a
             # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it;
@@ -326,7 +326,7 @@ class SlotLog:
 
     def succeeded(self, now: float) -> SlotLog:
         horizon = now - self.length if self.length else -math.inf
-        times = (*(t for t in self.times if t > horizon), now)[-SLOTS_KEPT:]
+        times = tuple(sorted((*(t for t in self.times if t > horizon), now)))[-SLOTS_KEPT:]  # answers come out of order
         if self.size and self.length and now < self.closed_until:  # a late answer of the window a 429 closed
             opened = self.closed_until - self.length
             return replace(self, times=times, size=max(self.size, sum(1 for t in times if t >= opened)))
