@@ -83,6 +83,18 @@ NAMED: dict[str, Shape] = {
     "answers of 15 s ± 20 % (a reasoning model), fixed 10/60 s, remaining": Shape(
         F, H.REMAINING, size=10, length=60.0, keys=2, latency=15.0, jitter=0.2, windows=5
     ),
+    "slow answers (20 s ± 50 %), clock 5/60 s, Gemini RetryInfo": Shape(
+        C, H.GEMINI, size=5, length=60.0, keys=2, callers=8, latency=20.0, jitter=0.5
+    ),
+    "slow answers (10 s ± 50 %), sliding 20/60 s, OpenRouter reset ms": Shape(
+        S, H.RESET_MS, size=20, length=60.0, keys=2, latency=10.0, jitter=0.5
+    ),
+    "slow answers (3 s ± 50 %), clock 30/60 s, Groq": Shape(
+        C, H.GROQ, size=30, length=60.0, keys=2, latency=3.0, jitter=0.5
+    ),
+    "slow answers (15 s ± 20 %), fixed 10/60 s, whole-second Retry-After only": Shape(
+        F, H.RETRY_AFTER, size=10, length=60.0, keys=1, callers=8, latency=15.0, jitter=0.2
+    ),
     "answers of 15 s ± 20 %, SQLite store, fixed 10/60 s, remaining": Shape(
         F, H.REMAINING, size=10, length=60.0, keys=2, latency=15.0, jitter=0.2, windows=5, store="sqlite"
     ),

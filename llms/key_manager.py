@@ -110,14 +110,13 @@ class KeyManager:
 
     def acquire(self, provider: str, exclude: Collection[ApiKey] = (), model: str | None = None) -> KeyLease | None:
         """A lease on the next usable key of `provider` in round-robin order (for `model`: not resting for it), or
-        None when all are cooling or excluded. The caller must end the lease (`KeyLease`).
-
-        A key that already has as many requests in flight as the provider says it has left is passed over, and
-        a request that uses a configured limit's last slot rests the key right after it.
-        """
+        None when all are cooling or excluded. The caller must end the lease (`KeyLease`). A key with as many
+        requests in flight as it has left is passed over; a configured limit's last slot rests the key after it."""
         part = self._part(provider, model)
+        now = self._clock()
+        self._learned.refresh_gates(now)  # learned windows that freed slots since their last answers
         with self._lock:
-            skip = {k.fingerprint for k in exclude} | self._foreign | self._leases.saturated(part)
+            skip = {k.fingerprint for k in exclude} | self._foreign | self._leases.saturated(part, now)
         limits = self._limits.get(provider)
         while True:
             now = self._clock()
@@ -329,7 +328,7 @@ class KeyManager:
             seconds = max(0.0, self._rest_from(sent, hint, now))
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
-                self._learned.hinted(subject, key, part, sent, hint, now)
+                self._learned.hinted(subject, key, part, sent, hint, now, self._leases.in_flight(subject) - 1)
                 self._store.probe_next(key.fingerprint, part)  # resume with one request: its answer says how many
         else:
             if self._resting_until(key, model, now) > now:

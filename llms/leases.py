@@ -10,6 +10,7 @@ from the rotation, because only the requests this process sent move it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import uuid
 from collections import Counter, defaultdict
@@ -102,7 +103,9 @@ class Leases:
         self._held: dict[str, _Held] = {}  # token → this process's lease on a key, while its request runs
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
-        self._saturated: defaultdict[str, set[str]] = defaultdict(set)  # model part → fingerprints at their limit
+        self._sent: dict[str, float] = {}  # subject → when this process last sent a request for it
+        self._saturated: defaultdict[str, dict[str, float]] = defaultdict(dict)  # model part → fingerprints at
+        # their limit → until when (a key whose quota is unknown takes one more after `InFlightLimit.SPACING`)
         self.subjects: set[str] = set()
         """Every subject this process has sent a request for (changed with the lock held)."""
         self.ended = 0
@@ -114,20 +117,21 @@ class Leases:
         """A new lease for the store to grant on a key, `ttl` ahead."""
         return Lease(uuid.uuid4().hex, now + self.ttl, part)
 
-    def saturated(self, part: str) -> set[str]:
-        """The keys at their in-flight limit for the part (the model, or ""). Called with the lock held."""
-        return self._saturated[part]
+    def saturated(self, part: str, now: float) -> set[str]:
+        """The keys at their in-flight limit for the part (the model, or "") now. Called with the lock held."""
+        return {fingerprint for fingerprint, until in self._saturated[part].items() if until > now}
 
     def admit(self, key: ApiKey, token: str, now: float, part: str) -> bool:
         """Count a request in flight on the key if its subject's `InFlightLimit` has room."""
         subject = limit_subject(key, part)
         with self._lock:
-            if self._in_flight[subject] >= self._limits[subject].allowed:
+            if not self._limits[subject].room(self._in_flight[subject], now - self._sent.get(subject, -math.inf)):
                 return False
             self._in_flight[subject] += 1
+            self._sent[subject] = now
             self.subjects.add(subject)
             self._held[token] = _Held(key.fingerprint, subject, part, now + self._lease_seconds)
-            self._saturate(key, subject, part)
+            self._saturate(key, subject, part, now)
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew, name="llms-leases", daemon=True)
                 self._renewer.start()
@@ -154,10 +158,11 @@ class Leases:
                 self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
-                    self._limits[subject].succeeded(at_once, learned=learned)
+                    window = quota.limit if learned and quota is not None else None
+                    self._limits[subject].succeeded(at_once, learned=learned, window=window)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._limits[subject].limited()
-                self._saturate(key, subject, part)
+                self._saturate(key, subject, part, now)
         if held is None or token is None:
             return None
         if quota is None or quota.remaining is None:
@@ -181,6 +186,11 @@ class Leases:
             self._store.log_request(request, finish)
         elif finish is not None:
             self._store.end_lease(key.fingerprint, finish, now)
+
+    def in_flight(self, subject: str) -> int:
+        """This process's requests of the subject in flight."""
+        with self._lock:
+            return self._in_flight[subject]
 
     def busy(self) -> bool:
         """Whether this process has requests in flight."""
@@ -212,11 +222,14 @@ class Leases:
         except StateError as exc:  # the store's own failover has already said so; the leases just run out
             log.debug("could not renew leases: %s", exc)
 
-    def _saturate(self, key: ApiKey, subject: str, part: str) -> None:
-        """Mark the subject's keys as at (or below) their in-flight limit, so `acquire` passes over full keys
-        without a store round trip. Called with the lock held."""
+    def _saturate(self, key: ApiKey, subject: str, part: str, now: float) -> None:
+        """Mark the subject's keys as at (or below) their in-flight limit, and until when, so `acquire` passes
+        over full keys without a store round trip. Called with the lock held."""
         members = [m.fingerprint for m in self._account(key)]
-        if self._in_flight[subject] >= self._limits[subject].allowed:
-            self._saturated[part].update(members)
+        limit, saturated = self._limits[subject], self._saturated[part]
+        if self._in_flight[subject] >= limit.allowed:
+            until = self._sent.get(subject, now) + limit.SPACING if limit.unknown else math.inf
+            saturated.update(dict.fromkeys(members, until))
         else:
-            self._saturated[part].difference_update(members)
+            for member in members:
+                saturated.pop(member, None)

@@ -51,25 +51,42 @@ class InFlightLimit:
 
     A key whose quota is unknown (no remaining-quota headers, no learned window) starts at one request at a time:
     whatever is in flight when its window fills earns a 429, and a burst would otherwise put every thread on the
-    last keys with quota left at once. It stays there for its first `PROVEN_AFTER` answers — free tiers hold 5 to
-    30 requests a window — then, like TCP, grows by one per answer (doubling each round of answers) until its first
-    429, and by 1/limit per answer (one more per round) after it; a 429 halves it. An answer that says how many
-    requests the key has left in a short window (Mistral's minute) sets the limit to at least that, so known quota
-    is used at once; a learned window's slots lift it at most twice over per answer; a count of the day (Groq's,
-    Cerebras') does not.
+    last keys with quota left at once. Once its first answer said nothing of the quota, one more may go every
+    `SPACING` seconds whatever is in flight (`room`), so slow answers do not leave its window part unused. It stays
+    there for its first `PROVEN_AFTER` answers — free tiers hold 5 to 30 requests a window — then, like TCP, grows
+    by one per answer (doubling each round of answers) until its first 429, and by 1/limit per answer (one more per
+    round) after it; a 429 halves it. An answer that says how many requests the key has left in a short window
+    (Mistral's minute) sets the limit to at least that, so known quota is used at once; a learned window lifts it
+    to its size (every slot may be out at once: the store's gate keeps to the slots), at most twice over per
+    answer; a count of the day (Groq's, Cerebras') does not.
     """
 
     limit: float = 1.0
     answers: int = 0
     refused: bool = False  # a 429 has been seen: grow additively from now on
+    told: bool = False  # an answer said how many requests are left (or a learned window did)
     CEILING = 256.0
     PROVEN_AFTER = 20
+    SPACING = 0.5
+    """Seconds between sends beyond the first in flight to a key whose quota is unknown: a 429 comes back sooner
+    than that (a gateway refusing before any model runs), so the key is cooled before the next send and the window
+    that fills costs one 429, however slow the answers are — where one request at a time would leave a window of 5
+    a minute a third unused when answers take 30 s."""
 
     @property
     def allowed(self) -> int:
         return int(self.limit)
 
-    def succeeded(self, remaining: int | None, *, learned: bool = False) -> None:
+    def room(self, in_flight: int, since_sent: float) -> bool:
+        """Whether one more request may go with `in_flight` in flight, the last sent `since_sent` seconds ago."""
+        return in_flight < self.allowed or (self.unknown and since_sent >= self.SPACING)
+
+    @property
+    def unknown(self) -> bool:
+        """Nothing is known of the quota yet: no 429, no count of what is left, not yet proven by answers."""
+        return 0 < self.answers <= self.PROVEN_AFTER and not self.refused and not self.told
+
+    def succeeded(self, remaining: int | None, *, learned: bool = False, window: int | None = None) -> None:
         """An answer; `remaining`: requests it says are left, reported by the provider or, `learned`, read from a
         window learned from 429s — which may be wrong (a token bucket read as a sliding window): that lifts the
         limit no more than twice over per answer, so a wrong window costs the requests of one doubling."""
@@ -79,7 +96,8 @@ class InFlightLimit:
         else:
             grown = self.limit + (1.0 / self.limit if self.refused else 1.0)
         if remaining is not None:
-            grown = max(grown, min(float(remaining), 2 * self.limit) if learned else float(remaining))
+            self.told = True
+            grown = max(grown, min(float(max(remaining, window or 0)), 2 * self.limit) if learned else float(remaining))
         self.limit = min(self.CEILING, grown)
 
     def limited(self) -> None:
@@ -231,7 +249,7 @@ class Pacing:
         if self.window is None or learned is None:
             return None
         if self.closed_until > now:
-            return QuotaHint(0, self.closed_until - now)
+            return QuotaHint(0, self.closed_until - now, limit=self.window)
         return _sliding_quota(self.times, self.window, learned, now)
 
 
@@ -253,9 +271,9 @@ def _sliding_quota(times: Sequence[float], size: int, length: float, now: float)
     recent = [t for t in times if t > now - length]
     left = size - len(recent)
     if left > 0:
-        return QuotaHint(left, (recent[0] + length - now) if recent else length)
+        return QuotaHint(left, (recent[0] + length - now) if recent else length, limit=size)
     frees = recent[len(recent) - size] + length  # the key manager adds `SLOT_MARGIN` to the rest
-    return QuotaHint(0, max(0.0, frees - now))
+    return QuotaHint(0, max(0.0, frees - now), limit=size)
 
 
 @dataclass(frozen=True)
@@ -299,8 +317,9 @@ class SlotLog:
             "uncounted": list(self.uncounted) if self.uncounted else None,
         }
 
-    def limited(self, now: float, hint: float, seen: Sequence[float] = ()) -> SlotLog:
-        """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned."""
+    def limited(self, now: float, hint: float, seen: Sequence[float] = (), in_flight: int = 0) -> SlotLog:
+        """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned;
+        `in_flight`: requests of the subject still out, their answers not yet in (admitted before this one)."""
         if now < self.closed_until:  # another request of the same full window: nothing new
             return replace(self, closed_until=max(self.closed_until, now + hint))
         log = self.times or tuple(sorted(seen))
@@ -308,11 +327,13 @@ class SlotLog:
             # Refused though the log said a slot had freed: the provider's oldest slot frees later than learned (a
             # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it;
             # and where the provider reopened lately (the last 429's moment), to the pace it kept since: `size`
-            # slots at the rate it admitted them (a token bucket read from its burst refills slower than that).
+            # slots at the rate it admitted them, answers still out counted (a token bucket read from its burst
+            # refills slower than that); at most twice over, as a slow answer may have been refused meanwhile.
             length = max(self.length, now + hint - log[-self.size])
-            since, span = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN), now + hint - self.closed_until
+            since = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN) + in_flight
+            span = now + hint - self.closed_until
             if since and 0 < span <= 2 * self.length:
-                length = max(length, self.size * span / since)
+                length = max(length, min(self.size * span / since, 2 * self.length))
             return replace(self, times=log, length=length, closed_until=now + hint)
         if not log or (self.length and hint < 0.1 * self.length):
             return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window

@@ -237,6 +237,28 @@ def test_in_flight_limit_starts_at_one_grows_when_proven_halves_on_a_429_and_tak
     assert limit.allowed == 24
 
 
+def test_a_key_whose_quota_is_unknown_takes_one_more_request_each_spacing_beyond_the_one_in_flight() -> None:
+    """Slow answers under a small window: one at a time would leave it part unused; a send every `SPACING` (longer
+    than a 429 takes to come back) keeps to one 429 when the window fills."""
+    limit, spacing = InFlightLimit(), InFlightLimit.SPACING
+    assert limit.room(0, 0.0) and not limit.room(1, 60.0)  # before any answer: one, whatever the wait
+    limit.succeeded(None)  # an answer that said nothing of the quota
+    assert not limit.room(1, spacing - 0.01) and limit.room(1, spacing) and limit.room(5, spacing)
+    told = InFlightLimit()
+    told.succeeded(1)  # the provider said one is left: no more than that goes
+    assert not told.room(1, 60.0)
+    refused = InFlightLimit()
+    refused.succeeded(None)
+    refused.limited()  # a 429 taught the window: the store's gate keeps to it from now on
+    assert not refused.room(1, 60.0)
+    learned = InFlightLimit()
+    learned.limited()
+    learned.succeeded(0, learned=True, window=5)  # a learned window of 5: its slots may all be out at once
+    learned.succeeded(0, learned=True, window=5)
+    learned.succeeded(0, learned=True, window=5)
+    assert learned.allowed == 5  # at most twice over per answer: 1 → 2 → 4 → 5
+
+
 def test_a_key_with_a_request_in_flight_is_passed_over_until_it_ends() -> None:
     manager, keys, _ = make(2)
     first, second = manager.acquire("groq"), manager.acquire("groq")

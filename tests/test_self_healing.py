@@ -62,10 +62,10 @@ def test_a_hintless_window_is_bracketed_by_its_429s_and_then_spent_as_a_sliding_
     assert pacing.backoff.learned == pytest.approx(2.06)
     # ...and holds 4 answers in any 2.02 s: each slot is spent as the answer that took it ages out
     assert hints[:3] == [
-        QuotaHint(0, pytest.approx(t + 2.06 - at)) for t, at in ((0.2, 2.06), (0.4, 2.27), (0.6, 2.47))
+        QuotaHint(0, pytest.approx(t + 2.06 - at), limit=4) for t, at in ((0.2, 2.06), (0.4, 2.27), (0.6, 2.47))
     ]
     assert pacing.probe == 1.5  # 1.5 s is tried, a margin past it
-    assert hints[3] == QuotaHint(0, pytest.approx(2.06 + 1.5 + TRY_MARGIN - 2.67))
+    assert hints[3] == QuotaHint(0, pytest.approx(2.06 + 1.5 + TRY_MARGIN - 2.67), limit=4)
     refused = pacing.limited(3.62, policy)  # too short: back to the length that works, no climb
     assert refused.shortest == pytest.approx(1.56) and refused.backoff.step == 0
     assert refused.closed_until == pytest.approx(2.06 + 2.06) and refused.probe is None
@@ -99,9 +99,11 @@ def test_a_hinted_429_teaches_a_sliding_window_then_each_slot_is_spent_as_it_fre
     assert log.size == 4
     assert log.limited(10.5, hint=1.5).length == pytest.approx(2.0)  # the same full window: nothing new
     log = log.succeeded(12.05)  # the first three slots have freed; four answers in any 2 s
-    assert log.quota(12.05) == QuotaHint(2, pytest.approx(0.01))  # two left; one more frees when 10.06 ages out
+    # two left; one more frees when 10.06 ages out
+    assert log.quota(12.05) == QuotaHint(2, pytest.approx(0.01), limit=4)
     log = log.succeeded(12.051).succeeded(12.052)
-    assert log.quota(12.052) == QuotaHint(0, pytest.approx(10.06 + 2.0 - 12.052))  # the key manager adds the margin
+    # (the key manager adds the margin)
+    assert log.quota(12.052) == QuotaHint(0, pytest.approx(10.06 + 2.0 - 12.052), limit=4)
     # Refused at 12.2 though 10.06's slot should have freed at 12.06: the window is longer than learned, and the
     # slot frees at 12.21 — 2.15 s after the answer that took it.
     assert log.limited(12.2, hint=0.01) == replace(log, length=pytest.approx(2.15), closed_until=12.2 + 0.01)
