@@ -3,7 +3,7 @@ time (`simulator.virtual_time`), default settings throughout.
 
 Two parts: a fixed table of named cells (each a limit shape, a hint form, keys and callers a user meets), with
 the targets of issue 23; and a random sample of the whole space (window kind, hint form, window size 1–60 and
-length 1–30 s, keys 1–16, shared-limit groups, callers 1–64, fail-fast or waiting, latency 0–5 s with jitter,
+length 1–30 s, keys 1–16, shared-limit groups, callers 1–64, fail-fast or waiting, latency 0–15 s with jitter,
 clock skew ±2 s), summarised per hint form. The same cells run in the tests on a bounded sample
 (tests/test_quota_shapes.py).
 """
@@ -135,7 +135,7 @@ def _any_shape(rng: random.Random) -> Shape:
         callers=rng.choice([1, 4, 16, 64]),
         caller=rng.choice(list(CallerKind)),
         pause=rng.choice([0.5, 1.0, 2.0]),
-        latency=rng.choice([0.05, 0.2, 0.5, 1.0, 5.0]),
+        latency=rng.choice([0.05, 0.2, 0.5, 1.0, 5.0, 15.0]),  # 15 s: a reasoning model's answer
         jitter=rng.choice([0.0, 0.0, 0.2, 0.5]),
         skew=rng.choice([0.0, 0.0, -2.0, -0.5, 0.5, 2.0]),
         windows=4,
