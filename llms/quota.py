@@ -70,8 +70,8 @@ class InFlightLimit:
     SPACING = 0.5
     """Seconds between sends beyond the first in flight to a key whose quota is unknown: a 429 comes back sooner
     than that (a gateway refusing before any model runs), so the key is cooled before the next send and the window
-    that fills costs one 429, however slow the answers are — where one request at a time would leave a window of 5
-    a minute a third unused when answers take 30 s."""
+    that fills costs one 429, however slow the answers are — where one request at a time got 3 of a window of 5 a
+    minute when answers took 20 s."""
 
     @property
     def allowed(self) -> int:
@@ -328,7 +328,7 @@ class SlotLog:
             # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it;
             # and where the provider reopened lately (the last 429's moment), to the pace it kept since: `size`
             # slots at the rate it admitted them, answers still out counted (a token bucket read from its burst
-            # refills slower than that); at most twice over, as a slow answer may have been refused meanwhile.
+            # refills slower than that); at most twice the length per 429, as a pace read from a few answers is rough.
             length = max(self.length, now + hint - log[-self.size])
             since = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN) + in_flight
             span = now + hint - self.closed_until

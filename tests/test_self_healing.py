@@ -117,8 +117,13 @@ def test_a_token_bucket_read_as_a_window_is_stretched_to_the_pace_it_refills_at(
     log = SlotLog().limited(1.8, hint=0.2, seen=burst)
     assert (log.size, log.length) == (9, pytest.approx(2.0))
     log = log.succeeded(2.01).limited(2.21, hint=0.19)  # the window said a slot was free at 2.2: refused
-    log = log.succeeded(2.41).limited(2.61, hint=0.19)  # again: one answer admitted since it reopened at 2.4
+    before = log.succeeded(2.41)
+    log = before.limited(2.61, hint=0.19)  # again: one answer admitted since it reopened at 2.4
     assert log.length == pytest.approx(9 * (2.8 - 2.4) / 1, abs=0.05)
+    # Slow answers: two more sent since it reopened are still out, so it admitted three, not one: no stretch.
+    assert before.limited(2.61, hint=0.19, in_flight=2).length == pytest.approx(before.length)
+    # A pace read from one answer over a long span (a slow answer may yet come) at most doubles the window.
+    assert before.limited(2.61, hint=1.5).length == pytest.approx(2 * before.length)
 
 
 def test_fixed_policy_is_the_original_rule() -> None:
