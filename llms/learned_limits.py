@@ -115,7 +115,7 @@ class LearnedLimits:
         elif f"pace/{subject}" not in learned:
             self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
         if reported is None and quota is not None and quota.reset_after is not None and f"slots/{subject}" in learned:
-            self._grow_at(subject, key, part, sent + quota.reset_after)
+            self._grow_at(subject, key, part, sent + quota.reset_after + TRIP_SPREAD)
         return quota
 
     def refresh_gates(self, now: float) -> None:
@@ -131,7 +131,9 @@ class LearnedLimits:
                 del self._grows[subject]
             self._next_growth = min((at for at, _, _ in self._grows.values()), default=math.inf)
         for subject, key, part in due:
-            quota = SlotLog.of(self._store.documents([f"slots/{subject}"])[0]).quota(now)
+            # Slots that freed a trip's spread ago: a request's trip out may be that much shorter than the one of the
+            # answer whose slot it takes (the log holds when requests left, the provider counts when they came).
+            quota = SlotLog.of(self._store.documents([f"slots/{subject}"])[0]).quota(now - TRIP_SPREAD)
             if quota is not None and quota.reset_after is not None:
                 finish = Finish("", quota.remaining, now + quota.reset_after, part)  # a lease no one holds
                 self._store.end_lease(key.fingerprint, finish, now)
