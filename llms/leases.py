@@ -149,7 +149,9 @@ class Leases:
     ) -> Finish | None:
         """The end of this process's lease `token` on the key (None when it holds none: a probe), with the reported
         quota. In the same step the outcome's `kind` moves the subject's in-flight limit: an answer grows it (to
-        what the key reports left, if more), a 429 halves it; anything else, or no outcome (abandoned), leaves it."""
+        what the key reports left, if more), a 429 halves it; anything else, or no outcome (abandoned), leaves it.
+        `now`: when the request was sent, when the provider read the count it reports (a `learned` count is this
+        process's own, worked out as the answer came, so the latest one is the newest)."""
         with self._lock:
             held = self._held.pop(token, None) if token is not None else None
             if held is not None:
@@ -168,7 +170,7 @@ class Leases:
         if quota is None or quota.remaining is None:
             return Finish(token, part=part)
         ends = now + (quota.reset_after if quota.reset_after is not None else 60.0)
-        return Finish(token, quota.remaining, ends, part)
+        return Finish(token, quota.remaining, ends, part, None if learned else now)
 
     def release(
         self,

@@ -250,6 +250,20 @@ def test_a_renewed_lease_holds_its_slot_and_a_dead_holders_frees_when_it_stops_b
     assert store.busy_until("solo", NOW + 24) is None  # a cooling key is not "busy": it is cooling
 
 
+def test_a_count_read_before_the_one_held_does_not_replace_it_once_that_window_ends(store: StateStore) -> None:
+    """Slow answers come back out of order: a count the provider read 12 s ago, whose window ended long before it
+    arrived, said more was left than the newer count the gate holds — read as current, it sent a burst into a full
+    window (issue 23: 0.15 429s per answer on a sliding window with 10 s answers)."""
+    store.register("solo", ["fp-z"])
+    store.record_success("fp-z", NOW + 10, finish=Finish("", remaining=0, window_ends=NOW + 11, read_at=NOW + 9))
+    store.end_lease("fp-z", Finish("", remaining=11, window_ends=NOW + 1.3, read_at=NOW), NOW + 12)
+    taken = [store.acquire("solo", NOW + 12, lease=_lease(f"t{i}")) for i in range(3)]
+    assert taken == ["fp-z", None, None]  # the newer count's window ended: one, as before, not eleven
+    store.end_lease("fp-z", Finish("t0", remaining=4, window_ends=NOW + 13, read_at=NOW + 12), NOW + 12.5)
+    taken = [store.acquire("solo", NOW + 12.5, lease=_lease(f"u{i}")) for i in range(5)]
+    assert taken == ["fp-z"] * 4 + [None]  # a newer count replaces it
+
+
 def test_a_probing_key_takes_one_request_at_a_time_until_one_succeeds(store: StateStore) -> None:
     store.register("solo", ["fp-z"])
     store.probe_next("fp-z")

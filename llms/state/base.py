@@ -118,12 +118,14 @@ class Lease:
 @dataclass(frozen=True)
 class Finish:
     """The end of a lease, with what the answer said about the key's quota: `remaining` requests until
-    `window_ends` (an absolute time), when the provider reports them; `part` as the lease's."""
+    `window_ends` (an absolute time), when the provider reports them, as it read them at `read_at` (when the request
+    was sent; None: a count taken now, as a learned window's); `part` as the lease's."""
 
     token: str
     remaining: int | None = None
     window_ends: float | None = None
     part: str = ""
+    read_at: float | None = None
 
 
 def gate_name(key_id: str, part: str) -> str:
@@ -197,7 +199,9 @@ class Gate:
 
     def end(self, finish: Finish, now: float, *, succeeded: bool) -> None:
         """Answers can arrive out of order, and one key can report two limits (the day's count, the minute's
-        learned window), so while a count is current the lowest reported value wins, with its own window's end."""
+        learned window), so while a count is current the lowest reported value wins, with its own window's end;
+        once it has ended, a count the provider read before it (a slower answer's) is passed over: read as
+        current, an answer 10 s late on a sliding window sent a burst into a window already full."""
         self.leases.pop(finish.token, None)
         if succeeded:
             self.probing = False
@@ -206,12 +210,13 @@ class Gate:
     def learn(self, finish: Finish, now: float) -> None:
         if finish.remaining is None:
             return
+        read_at = now if finish.read_at is None else min(finish.read_at, now)
         if self.in_window(now) and self.remaining is not None:
             if finish.remaining < self.remaining:  # the tighter count binds, until its own window ends
                 self.remaining, self.window_ends = finish.remaining, finish.window_ends or self.window_ends
-        else:
+        elif self.remaining is None or read_at >= self.window_began or self.window_began > now:
             self.remaining, self.window_ends = finish.remaining, finish.window_ends or now + 60.0
-            self.window_began = now
+            self.window_began = read_at
 
 
 @dataclass(frozen=True)

@@ -105,20 +105,21 @@ local function finish(o)
   if ARGV[o + 5] == '1' and redis.call('HGET', gate, 'probing') == '1' then redis.call('HSET', gate, 'probing', '0') end
   if remaining ~= '' then
     local g = redis.call('HMGET', gate, 'remaining', 'window_ends', 'window_began')
-    local now = tonumber(ARGV[o + 6])
-    if g[1] and g[2] and tonumber(g[3] or '0') <= now and now < tonumber(g[2]) then
+    local now, began = tonumber(ARGV[o + 6]), tonumber(g[3] or '0')
+    local read = tonumber(ARGV[o + 7])
+    if g[1] and g[2] and began <= now and now < tonumber(g[2]) then
       if tonumber(remaining) < tonumber(g[1]) then
         redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4])
       end
-    else
-      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 6])
+    elseif not g[1] or read >= began or began > now then
+      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 7])
     end
   end
 end
 """
 
 ACQUIRE = ACQUIRE.replace("IN_FLIGHT_CEILING", str(IN_FLIGHT_CEILING))
-LOG = _REMEMBER + _FINISH + "finish(1)\nremember(8)"
+LOG = _REMEMBER + _FINISH + "finish(1)\nremember(9)"
 END_LEASE = _FINISH + "finish(1)"
 
 SUCCESS = (
@@ -129,7 +130,7 @@ local before = tonumber(redis.call('HGET', KEYS[1], 'consecutive') or '0')
 redis.call('HINCRBY', KEYS[1], 'successes', 1)
 redis.call('HSET', KEYS[1], 'consecutive', 0, 'last_used', ARGV[1])
 finish(2)
-remember(9)
+remember(10)
 return before
 """
 )
@@ -142,7 +143,7 @@ redis.call('HINCRBY', KEYS[1], 'failures', 1)
 local streak = redis.call('HINCRBY', KEYS[1], 'consecutive', tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'last_error', ARGV[2], 'last_used', ARGV[1])
 finish(4)
-remember(11)
+remember(12)
 return streak
 """
 )
@@ -232,4 +233,5 @@ def finish_args(prefix: str, gate: str, finish: Finish | None, now: float, *, su
         repr(ends),
         "1" if succeeded else "0",
         repr(now),
+        repr(now if finish is None or finish.read_at is None else min(finish.read_at, now)),
     ]
