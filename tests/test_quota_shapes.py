@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bench.bench_shapes import GAPS, NAMED, targets
+from bench.bench_shapes import GAPS, NAMED, STALE_COUNTS, targets
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
 
@@ -60,6 +60,13 @@ def test_a_run_is_reproducible_and_counts_every_request() -> None:
 def test_named_cell_meets_its_targets(name: str) -> None:
     measured = run(NAMED[name])
     assert targets(measured) == (True, True), measured.as_dict()
+
+
+@pytest.mark.slow
+def test_counts_that_come_back_late_send_no_burst_into_a_full_window() -> None:
+    """Its share is a gap (`GAPS`); its 429s are not: a count read before the one the gate holds is passed over."""
+    measured = run(NAMED[STALE_COUNTS])
+    assert measured.waste <= 0.05 and measured.share >= 0.8, measured.as_dict()
 
 
 @pytest.mark.slow
