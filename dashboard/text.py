@@ -106,8 +106,9 @@ def pause_text(status: ProviderStatus, now: float) -> str:
 
 
 def utc_day(at: float) -> str:
-    """`1 Dec`: the day a spend cap lifts (caps reset at midnight UTC on the 1st)."""
-    moment = datetime.fromtimestamp(at, UTC)
+    """`1 Dec`: the day a spend cap lifts (caps reset at midnight UTC on the 1st). Read to the nearest minute: a
+    rest counts from when its request was sent, a round trip before midnight, which read "until 30 Nov"."""
+    moment = datetime.fromtimestamp(round(at / 60) * 60, UTC)
     return f"{moment.day} {moment:%b}"
 
 

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from dashboard import status
 from dashboard.fallback import _held, _passing, failed_word
 from dashboard.history import OUTCOME_WORDS
-from dashboard.text import STATE_COLORS, kind_word, reason_words, state_label
+from dashboard.text import STATE_COLORS, kind_word, reason_words, state_label, utc_day
 from dashboard.triage import FREES_ITSELF, NEEDS_PERSON, triage
 from llms.alerts import incidents
 from llms.key_manager import _PARKED
@@ -99,3 +101,9 @@ def test_a_provider_pause_reads_as_its_reason() -> None:
     paused = provider("groq", key("groq:1"), paused_until=NOW + 8)
     assert state_of(paused.keys[0], paused=True) == KeyState.PAUSED
     assert KeyState.UPSTREAM.facts.cause in status.pause_text(paused, NOW)
+
+
+def test_a_spend_cap_lifting_at_midnight_reads_as_that_day_though_its_rest_ends_a_round_trip_early() -> None:
+    midnight = datetime(2027, 1, 1, tzinfo=UTC).timestamp()
+    assert [utc_day(midnight - 0.3), utc_day(midnight), utc_day(midnight + 0.3)] == ["1 Jan"] * 3
+    assert utc_day(midnight - 3600) == "31 Dec"
