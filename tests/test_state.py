@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 from conftest import in_threads
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llms.key_states import KeyState
 from llms.state import EventKind, KeyEvent, StateError, StateStore, store_from_url
-from llms.state.base import Finish, Lease, RequestLimits, RequestRecord, group_gate
+from llms.state.base import Finish, Gate, Lease, RequestLimits, RequestRecord, group_gate
 
 NOW = 1_900_000_000.0
 IDS = ["fp-a", "fp-b", "fp-c"]
@@ -262,6 +265,27 @@ def test_a_count_read_before_the_one_held_does_not_replace_it_once_that_window_e
     store.end_lease("fp-z", Finish("t0", remaining=4, window_ends=NOW + 13, read_at=NOW + 12), NOW + 12.5)
     taken = [store.acquire("solo", NOW + 12.5, lease=_lease(f"u{i}")) for i in range(5)]
     assert taken == ["fp-z"] * 4 + [None]  # a newer count replaces it
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    readings=st.lists(
+        st.tuples(st.integers(0, 20), st.integers(0, 300).map(lambda t: t / 10)),
+        min_size=1,
+        max_size=12,
+        unique_by=lambda r: r[1],
+    ),
+    arrival=st.randoms(use_true_random=False),
+)
+def test_whatever_order_late_answers_arrive_in_the_gate_keeps_the_newest_count_read(
+    readings: list[tuple[int, float]], arrival: random.Random
+) -> None:
+    """Each count's window (half a second) ended long before its answer came: the one read last is what holds."""
+    gate, now = Gate({}), NOW + 100
+    for remaining, read in arrival.sample(readings, len(readings)):
+        gate.end(Finish("", remaining, NOW + read + 0.5, read_at=NOW + read), now, succeeded=True)
+        now += 1
+    assert gate.remaining == max(readings, key=lambda r: r[1])[0]
 
 
 def test_a_probing_key_takes_one_request_at_a_time_until_one_succeeds(store: StateStore) -> None:
