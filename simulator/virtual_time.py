@@ -192,6 +192,15 @@ class VirtualClock:
         return self.now
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A request as the provider saw it: seconds from the run's start on its clock, the key, admitted or refused."""
+
+    at: float
+    key: int
+    admitted: bool
+
+
 @dataclass
 class _Provider:
     """The modelled provider: one limit per subject (a key, or a group of keys), answering in its wire format."""
@@ -204,6 +213,7 @@ class _Provider:
     refused: int = 0
     refused_first_window: int = 0
     today: Counter[int] = field(default_factory=Counter)
+    arrivals: list[Arrival] | None = None  # every request as it arrived, where the caller of `run` asked
 
     def answer(
         self, key_number: int, model: str, now: float, cost: float, generation: float
@@ -214,6 +224,8 @@ class _Provider:
         limit = self.limits[subject]
         admitted = limit.admit(now, cost)
         within = now < self.ends
+        if self.arrivals is not None:
+            self.arrivals.append(Arrival(now - self.started, key_number, admitted))
         if admitted:
             self.answers += within
             self.today[subject] += 1
@@ -265,8 +277,9 @@ def _store(kind: str) -> Iterator[StateStore]:
         yield store_from_url(f"sqlite:///{Path(folder) / 'state.db'}", failover=False)
 
 
-def run(shape: Shape) -> Measured:
-    """Run one shape from a fresh client and fresh providers; what it delivered and what it cost."""
+def run(shape: Shape, arrivals: list[Arrival] | None = None) -> Measured:
+    """Run one shape from a fresh client and fresh providers; what it delivered and what it cost. `arrivals`: a
+    list to add every request to as the provider saw it (`bench/shape_cell.py` prints them window by window)."""
     clock = VirtualClock()
     rng = random.Random(shape.seed)
     span_end = clock.now + shape.span
@@ -275,7 +288,7 @@ def run(shape: Shape) -> Measured:
     measured_until = provider_start + shape.span
     if shape.window is WindowKind.FIXED_CLOCK:  # end where a window ends: a sliver of one is no fair measure
         measured_until = max(provider_start + shape.length, measured_until // shape.length * shape.length)
-    provider = _Provider(shape, limits, provider_start, measured_until)
+    provider = _Provider(shape, limits, provider_start, measured_until, arrivals=arrivals)
     request = ChatRequest.build(MESSAGES)
     with _store(shape.store) as store, SmartClient(_settings(shape), store=store, clock=clock, timer=clock) as client:
         name = PROVIDER_OF[shape.hint]

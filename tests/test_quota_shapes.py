@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bench import shape_cell
 from bench.bench_shapes import GAPS, NAMED, STALE_COUNTS, targets
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
@@ -100,3 +101,14 @@ def test_precise_hints_deliver_most_of_the_quota_on_any_fixed_or_sliding_window(
     measured = run(shape)
     assert measured.share >= 0.8, measured.as_dict()
     assert measured.refused <= 2 * keys + 0.1 * measured.answers, measured.as_dict()
+
+
+def test_a_cell_shown_window_by_window_adds_up_to_what_the_harness_measured(capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench/shape_cell.py`: the table is the provider's own log, so its answers are the measured ones."""
+    assert shape_cell.main(["--window", "sliding", "--hint", "retry-after", "--keys", "2", "--windows", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    answered = int(out[1].split("(")[1].split(" of ")[0])
+    rows = [line.split()[1:] for line in out[3:]]
+    assert len(rows) == 4 and sum(int(cell.split("/")[0]) for row in rows for cell in row) == answered
+    assert any(int(cell.split("/")[1]) for row in rows for cell in row)  # a hint-only window: its first 429s
+    assert shape_cell.shape_from([STALE_COUNTS]) == NAMED[STALE_COUNTS]

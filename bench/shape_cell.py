@@ -1,0 +1,89 @@
+"""One cell of *Quota on every shape*, run in the virtual-time harness and shown window by window.
+
+Where `bench_shapes.py` says that a cell misses, this says how: for each window, each key's answers and 429s as the
+provider saw them, beside what a client that knew the limit could have had admitted in it. A named cell by its
+name, or any shape by its fields (`simulator.virtual_time.Shape`):
+
+    python bench/shape_cell.py "slow answers (10 s ± 50 %), sliding 20/60 s, remaining"
+    python bench/shape_cell.py --window bucket --hint reset-ms --size 20 --length 60 --latency 10 --jitter 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from dataclasses import MISSING, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_shapes import NAMED, targets
+from simulator.shapes import WindowKind
+from simulator.virtual_time import EPOCH, Arrival, CallerKind, HintForm, Measured, Shape, run
+
+_KINDS: dict[str, type[Any]] = {"window": WindowKind, "hint": HintForm, "caller": CallerKind}
+
+
+def shape_from(argv: list[str]) -> Shape:
+    """The named cell, or a `Shape` from `--field value` flags (defaults: `Shape`'s)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", nargs="?", help="a named cell (bench/bench_shapes.py: NAMED)")
+    for spec in fields(Shape):
+        kind = _KINDS.get(spec.name)
+        choices = [member.value for member in kind] if kind else None
+        convert = str if kind or spec.type == "str" else (int if spec.type == "int" else float)
+        default = spec.default.value if isinstance(spec.default, Enum) else spec.default
+        assert default is not MISSING
+        parser.add_argument(f"--{spec.name}", type=convert, choices=choices, help=f"default {default}")
+    args = parser.parse_args(argv)
+    if args.name:
+        if args.name not in NAMED:
+            parser.error(f"no named cell {args.name!r}; the names: " + "; ".join(NAMED))
+        return NAMED[args.name]
+    given = {k: v for k, v in vars(args).items() if k != "name" and v is not None}
+    return Shape(**{k: _KINDS[k](v) if k in _KINDS else v for k, v in given.items()})
+
+
+def windows(shape: Shape, arrivals: list[Arrival]) -> list[str]:
+    """A line per window of the run's span: each key's answers/429s in it, on the provider's clock. Windows count
+    from the run's start; a window on the clock, from the provider's own boundaries (the first one is partial)."""
+    offset = (EPOCH + shape.skew) % shape.length if shape.window is WindowKind.FIXED_CLOCK else 0.0
+    answers: Counter[tuple[int, int]] = Counter()
+    refused: Counter[tuple[int, int]] = Counter()
+    for arrival in arrivals:
+        if arrival.at < shape.span:
+            window = int((arrival.at + offset) // shape.length)
+            (answers if arrival.admitted else refused)[window, arrival.key] += 1
+    last = max((window for window, _ in answers | refused), default=-1)
+    keys = range(1, shape.keys + 1)
+    lines = [f"{'from':>8}  " + "  ".join(f"key {k:<6}" for k in keys) + "   (answers/429s)"]
+    for window in range(last + 1):
+        cells = "  ".join(f"{answers[window, k]:>4}/{refused[window, k]:<5}" for k in keys)
+        lines.append(f"{max(0.0, window * shape.length - offset):>7.4g}s  {cells}")
+    return lines
+
+
+def report(shape: Shape, measured: Measured, arrivals: list[Arrival]) -> str:
+    share_met, waste_met = targets(measured)
+    return "\n".join(
+        [
+            shape.label(),
+            f"share {measured.share:.3f} ({measured.answers} of {measured.capacity}; target met: {share_met}), "
+            f"429s per answer {measured.waste:.3f} (floor {measured.floor:.3f}; target met: {waste_met})",
+            *windows(shape, arrivals),
+        ]
+    )
+
+
+def main(argv: list[str]) -> int:
+    shape = shape_from(argv)
+    arrivals: list[Arrival] = []
+    print(report(shape, run(shape, arrivals), arrivals))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
