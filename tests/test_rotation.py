@@ -97,8 +97,11 @@ def test_a_storm_rest_is_never_longer_than_the_rate_limited_keys_rest(make_clien
     steps = {f"groq:{i}": ["rate_limit_nohint"] for i in range(1, 7)}
     client = make_client({"groq": 8, "gemini": 1}, steps=steps, LLM_STORM_COOLDOWN="5")  # adaptive: first rest 1 s
     client.complete(USER_HELLO)
-    rested = client.key_manager.statuses("groq")[6]
-    assert not rested.available and rested.cooldown_remaining <= 1.0
+    statuses = client.key_manager.statuses("groq")
+    limited, rested = statuses[:6], statuses[6]
+    assert all(not s.available and s.cooldown_remaining <= 1.1 for s in limited)  # the ladder's first second
+    longest = max(s.cooldown_remaining for s in limited)  # + the µs between the two cools' clock reads
+    assert not rested.available and rested.cooldown_remaining <= longest + 0.01
 
 
 @pytest.mark.slow
