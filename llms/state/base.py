@@ -200,8 +200,9 @@ class Gate:
     def end(self, finish: Finish, now: float, *, succeeded: bool) -> None:
         """Answers can arrive out of order, and one key can report two limits (the day's count, the minute's
         learned window), so while a count is current the lowest reported value wins, with its own window's end;
-        once it has ended, a count the provider read before it (a slower answer's) is passed over: read as
-        current, an answer 10 s late on a sliding window sent a burst into a window already full."""
+        once it has ended, a count the provider read before it (a slower answer's) is taken only where it says
+        less: read as current, an answer 10 s late on a sliding window sent a burst into a window already full
+        (and where machines' clocks differ, the more careful of two counts is the safe one)."""
         self.leases.pop(finish.token, None)
         if succeeded:
             self.probing = False
@@ -214,9 +215,11 @@ class Gate:
         if self.in_window(now) and self.remaining is not None:
             if finish.remaining < self.remaining:  # the tighter count binds, until its own window ends
                 self.remaining, self.window_ends = finish.remaining, finish.window_ends or self.window_ends
-        elif self.remaining is None or read_at >= self.window_began or self.window_began > now:
-            self.remaining, self.window_ends = finish.remaining, finish.window_ends or now + 60.0
-            self.window_began = read_at
+        else:
+            newer = self.remaining is None or read_at >= self.window_began or self.window_began > now
+            if newer or finish.remaining < self.remaining:  # an older count only where it says less
+                self.remaining, self.window_ends = finish.remaining, finish.window_ends or now + 60.0
+                self.window_began = read_at if newer else self.window_began
 
 
 @dataclass(frozen=True)

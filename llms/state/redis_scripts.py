@@ -113,6 +113,8 @@ local function finish(o)
       end
     elseif not g[1] or read >= began or began > now then
       redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 7])
+    elseif tonumber(remaining) < tonumber(g[1]) then
+      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4])
     end
   end
 end
