@@ -127,6 +127,10 @@ class Finish:
     part: str = ""
     read_at: float | None = None
 
+    def read(self, now: float) -> float:
+        """When the count was read, as a store orders counts by it (never in the future of `now`)."""
+        return now if self.read_at is None else min(self.read_at, now)
+
 
 def gate_name(key_id: str, part: str) -> str:
     """The name a key's `Gate` (and its leases) is kept under: the key's own (or its shared-limit group's, see
@@ -211,15 +215,16 @@ class Gate:
     def learn(self, finish: Finish, now: float) -> None:
         if finish.remaining is None:
             return
-        read_at = now if finish.read_at is None else min(finish.read_at, now)
         if self.in_window(now) and self.remaining is not None:
             if finish.remaining < self.remaining:  # the tighter count binds, until its own window ends
                 self.remaining, self.window_ends = finish.remaining, finish.window_ends or self.window_ends
         else:
+            read_at = finish.read(now)
             newer = self.remaining is None or read_at >= self.window_began or self.window_began > now
             if newer or finish.remaining < self.remaining:  # an older count only where it says less
                 self.remaining, self.window_ends = finish.remaining, finish.window_ends or now + 60.0
-                self.window_began = read_at if newer else self.window_began
+                if newer:
+                    self.window_began = read_at
 
 
 @dataclass(frozen=True)

@@ -235,5 +235,5 @@ def finish_args(prefix: str, gate: str, finish: Finish | None, now: float, *, su
         repr(ends),
         "1" if succeeded else "0",
         repr(now),
-        repr(now if finish is None or finish.read_at is None else min(finish.read_at, now)),
+        repr(now if finish is None else finish.read(now)),
     ]
