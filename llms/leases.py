@@ -105,7 +105,7 @@ class Leases:
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._sent: dict[str, float] = {}  # subject → when this process last sent a request for it
         self._saturated: defaultdict[str, dict[str, float]] = defaultdict(dict)  # model part → fingerprints at
-        # their limit → until when (a key whose quota is unknown takes one more after `InFlightLimit.SPACING`)
+        # their limit → until when (a key whose quota is unknown takes one more after `InFlightLimit.spacing`)
         self.subjects: set[str] = set()
         """Every subject this process has sent a request for (changed with the lock held)."""
         self.ended = 0
@@ -161,7 +161,8 @@ class Leases:
                 if kind is OutcomeKind.OK:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
                     window = quota.limit if learned and quota is not None else None
-                    self._limits[subject].succeeded(at_once, learned=learned, window=window)
+                    trip = self._clock() - (held.renew_until - self._lease_seconds)  # since its lease was taken
+                    self._limits[subject].succeeded(at_once, learned=learned, window=window, trip=trip)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._limits[subject].limited()
                 self._saturate(key, subject, part, now)
@@ -230,7 +231,7 @@ class Leases:
         members = [m.fingerprint for m in self._account(key)]
         limit, saturated = self._limits[subject], self._saturated[part]
         if self._in_flight[subject] >= limit.allowed:
-            until = self._sent.get(subject, now) + limit.SPACING if limit.unknown else math.inf
+            until = self._sent.get(subject, now) + limit.spacing if limit.unknown else math.inf
             saturated.update(dict.fromkeys(members, until))
         else:
             for member in members:

@@ -52,7 +52,9 @@ class InFlightLimit:
     A key whose quota is unknown (no remaining-quota headers, no learned window) starts at one request at a time:
     whatever is in flight when its window fills earns a 429, and a burst would otherwise put every thread on the
     last keys with quota left at once. Once its first answer said nothing of the quota, one more may go every
-    `SPACING` seconds whatever is in flight (`room`), so slow answers do not leave its window part unused. It stays
+    `spacing` seconds whatever is in flight (`room`), so slow answers do not leave its window part unused: `SPACING`
+    at first, halved every `SPACING_HALVED_AFTER` answers (a 2 s window of 10 under half-second answers got 0.42 of
+    its quota at one send per `SPACING`), never below the quickest answer's round trip. It stays
     there for its first `PROVEN_AFTER` answers — free tiers hold 5 to 30 requests a window — then, like TCP, grows
     by one per answer (doubling each round of answers) until its first 429, and by 1/limit per answer (one more per
     round) after it; a 429 halves it. An answer that says how many requests the key has left in a short window
@@ -65,6 +67,7 @@ class InFlightLimit:
     answers: int = 0
     refused: bool = False  # a 429 has been seen: grow additively from now on
     told: bool = False  # an answer said how many requests are left (or a learned window did)
+    fastest: float = math.inf  # the quickest answer's round trip, seconds
     CEILING = 256.0
     PROVEN_AFTER = 20
     SPACING = 0.5
@@ -72,6 +75,7 @@ class InFlightLimit:
     than that (a gateway refusing before any model runs), so the key is cooled before the next send and the window
     that fills costs one 429, however slow the answers are — where one request at a time got 3 of a window of 5 a
     minute when answers took 20 s."""
+    SPACING_HALVED_AFTER = 4
 
     @property
     def allowed(self) -> int:
@@ -79,18 +83,30 @@ class InFlightLimit:
 
     def room(self, in_flight: int, since_sent: float) -> bool:
         """Whether one more request may go with `in_flight` in flight, the last sent `since_sent` seconds ago."""
-        return in_flight < self.allowed or (self.unknown and since_sent >= self.SPACING)
+        return in_flight < self.allowed or (self.unknown and since_sent >= self.spacing)
+
+    @property
+    def spacing(self) -> float:
+        """Seconds between sends beyond the first in flight while the quota is unknown. Never below the quickest
+        answer's trip: a 429 is refused before any model runs, so it comes back no later than that, and the key is
+        cooled before the next send (the window that fills still costs one 429)."""
+        halved = self.SPACING * 0.5 ** (self.answers // self.SPACING_HALVED_AFTER)
+        return min(self.SPACING, max(self.fastest, halved))
 
     @property
     def unknown(self) -> bool:
         """Nothing is known of the quota yet: no 429, no count of what is left, not yet proven by answers."""
         return 0 < self.answers <= self.PROVEN_AFTER and not self.refused and not self.told
 
-    def succeeded(self, remaining: int | None, *, learned: bool = False, window: int | None = None) -> None:
+    def succeeded(
+        self, remaining: int | None, *, learned: bool = False, window: int | None = None, trip: float = math.inf
+    ) -> None:
         """An answer; `remaining`: requests it says are left, reported by the provider or, `learned`, read from a
         window learned from 429s — which may be wrong (a token bucket read as a sliding window): that lifts the
-        limit no more than twice over per answer, so a wrong window costs the requests of one doubling."""
+        limit no more than twice over per answer, so a wrong window costs the requests of one doubling. `trip`:
+        seconds from its send to its answer."""
         self.answers += 1
+        self.fastest = min(self.fastest, trip)
         if self.answers <= self.PROVEN_AFTER:
             grown = self.limit
         else:

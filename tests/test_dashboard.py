@@ -433,7 +433,9 @@ def test_status_shows_cooldowns_from_another_process_and_resets_them_for_it(
     from config.settings import load_settings
     from llms.state import store_from_url
 
-    use_keys(env, sim, {"groq": 2}, steps={"groq:1": ["rate_limit_nohint"]})
+    # a hinted 429 (7.66 s): a bare one rests the key for the first second of the ladder, which a busy machine's
+    # page run can outlast
+    use_keys(env, sim, {"groq": 2}, steps={"groq:1": ["rate_limit"]})
     env.setenv("LLM_STATE_URL", redis_server.url)
     env.setenv("LLM_STATE_PREFIX", "dash-shared")
     settings = load_settings(dict(os.environ), dotenv_path=None)
