@@ -208,7 +208,8 @@ class KeyManager:
             subject = limit_subject(key, part)
             quota = reported = self._learned.bound_reset(subject, self._sane_quota(quota), sent, now)
             quota = self._learned.counted(subject, key, part, quota, sent, now, self.policy)
-            finish = self._leases.finish(key, token, quota, sent, outcome.kind, learned=quota is not reported)
+            learned, trip = quota is not reported, request.latency if request is not None else math.inf
+            finish = self._leases.finish(key, token, quota, sent, outcome.kind, learned=learned, trip=trip)
             self._succeeded(key, quota, now, request, finish, part, sent)
             if reported is not None and reported.remaining is not None:
                 self._learned.note_reported(subject, reported, sent, now)

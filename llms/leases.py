@@ -146,12 +146,14 @@ class Leases:
         kind: OutcomeKind | None = None,
         *,
         learned: bool = False,
+        trip: float = math.inf,
     ) -> Finish | None:
         """The end of this process's lease `token` on the key (None when it holds none: a probe), with the reported
         quota. In the same step the outcome's `kind` moves the subject's in-flight limit: an answer grows it (to
         what the key reports left, if more), a 429 halves it; anything else, or no outcome (abandoned), leaves it.
         `now`: when the request was sent, when the provider read the count it reports (a `learned` count is this
-        process's own, worked out as the answer came, so the latest one is the newest)."""
+        process's own, worked out as the answer came, so the latest one is the newest). `trip`: seconds from the
+        send to the answer, which bound how soon a 429 comes back (`InFlightLimit.spacing`)."""
         with self._lock:
             held = self._held.pop(token, None) if token is not None else None
             if held is not None:
@@ -161,7 +163,6 @@ class Leases:
                 if kind is OutcomeKind.OK:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
                     window = quota.limit if learned and quota is not None else None
-                    trip = self._clock() - (held.renew_until - self._lease_seconds)  # since its lease was taken
                     self._limits[subject].succeeded(at_once, learned=learned, window=window, trip=trip)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._limits[subject].limited()
