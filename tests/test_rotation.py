@@ -137,13 +137,17 @@ def test_a_sliding_window_hinted_only_on_429s_is_learned_then_kept_to(make_clien
 @pytest.mark.slow
 def test_wait_for_the_first_key_instead_of_failing(make_client: MakeClient, sim: Simulator) -> None:
     client = make_client({"groq": 1}, limits={"groq:1": (1, 2.5)})
+    began = time.monotonic()
     client.complete(USER_HELLO)  # the key's quota is now at zero, reset within 2.5 s
+    trip = time.monotonic() - began
     with pytest.raises(AllKeysExhaustedError):
         client.complete(USER_HELLO, wait=0.05)
     started = time.monotonic()
     assert client.complete(USER_HELLO, wait=5).key_id == "groq:1"
     assert time.monotonic() - started < 3
-    assert statuses_429(sim) == 0
+    # The reset is read from the trip's midpoint (ProviderClock.read): when a busy machine held the request before
+    # the simulator decided, the key woke up to half that trip early, which one 429 corrects (CI saw it once).
+    assert statuses_429(sim) <= (0 if trip < 0.1 else 1), f"first trip {trip:.3f} s"
 
 
 @pytest.mark.slow
