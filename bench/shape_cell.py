@@ -68,10 +68,11 @@ def windows(shape: Shape, arrivals: list[Arrival]) -> list[str]:
 
 def report(shape: Shape, measured: Measured, arrivals: list[Arrival]) -> str:
     share_met, waste_met = targets(measured)
+    used, unit = (measured.answers, "") if measured.spent is None else (measured.spent, " tokens")
     return "\n".join(
         [
             shape.label(),
-            f"share {measured.share:.3f} ({measured.answers} of {measured.capacity}; target met: {share_met}), "
+            f"share {measured.share:.3f} ({used:g} of {measured.capacity:g}{unit}; target met: {share_met}), "
             f"429s per answer {measured.waste:.3f} (floor {measured.floor:.3f}; target met: {waste_met})",
             *windows(shape, arrivals),
         ]

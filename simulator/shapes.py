@@ -190,17 +190,18 @@ def served(
     callers: int,
     latency: float,
     costs: list[float] | None = None,
-) -> int:
+) -> float:
     """The requests a client that knew every limit exactly could have had admitted in [start, until) with
     `callers` callers, each waiting `latency` for its answer before it asks again: a free caller sends the moment
-    the first of the `subjects`' limits allows (requests of `costs`, in turn, for a limit on tokens).
+    the first of the `subjects`' limits allows. For a limit on tokens, requests of `costs` in turn, and what they
+    spent is the answer: the tokens admitted (the quota's own unit).
 
     The callers bound it window by window, not over the whole span: 16 callers with 0.2 s trips cannot send 60
     requests in the last 0.13 s of a clock window, which `capacity` × the span's demand counted as theirs."""
     limits = [limit_of(kind, size, length) for _ in range(subjects)]
     sent = [0] * subjects
     free = [start] * max(1, callers)  # when each caller can next send (a heap)
-    now, count = start, 0
+    now, count = start, 0.0
     while True:
         now = max(now, heapq.heappop(free))
         when, subject, cost = min(
@@ -210,6 +211,6 @@ def served(
         )
         if when >= until or not limits[subject].admit(when, cost):
             return count
-        now, count = when, count + 1
+        now, count = when, count + cost
         sent[subject] += 1
         heapq.heappush(free, when + latency)

@@ -144,12 +144,17 @@ class Measured:
     shape: Shape
     answers: int  # requests the providers admitted within the span
     refused: int  # 429s within the span
-    capacity: int  # what a client that knew every limit could have had admitted within the span
+    capacity: float  # what a client that knew every limit could have had admitted within the span, in `spent`'s unit
     refused_first_window: int  # 429s in the first window (a burst's cost)
+    spent: float | None = None
+    """The quota the admitted requests used, where it is not their number: tokens, for a limit on tokens."""
 
     @property
     def share(self) -> float:
-        return self.answers / self.capacity if self.capacity else 1.0
+        """The quota delivered over what could have been: in tokens for a limit on tokens, where requests of
+        different sizes make a count of requests no measure (cheap ones drawn by chance read above 1)."""
+        used = self.answers if self.spent is None else self.spent
+        return used / self.capacity if self.capacity else 1.0
 
     @property
     def waste(self) -> float:
@@ -174,7 +179,7 @@ class Measured:
             "shape": self.shape.label(),
             "answers": self.answers,
             "refused": self.refused,
-            "capacity": self.capacity,
+            "capacity": round(self.capacity, 1),
             "share": round(self.share, 4),
             "waste": round(self.waste, 4),
             "floor": round(self.floor, 4),
@@ -210,6 +215,7 @@ class _Provider:
     started: float
     ends: float  # what is admitted from `started` until then counts
     answers: int = 0
+    spent: float = 0.0  # the quota the answers within the span used (tokens, for a limit on tokens)
     refused: int = 0
     refused_first_window: int = 0
     today: Counter[int] = field(default_factory=Counter)
@@ -228,6 +234,7 @@ class _Provider:
             self.arrivals.append(Arrival(now - self.started, key_number, admitted))
         if admitted:
             self.answers += within
+            self.spent += cost if within else 0.0
             self.today[subject] += 1
             step, quota = Step.OK, limit.quota(now)
             if shape.hint is HintForm.GROQ:  # Groq's request headers count the day
@@ -342,7 +349,8 @@ def run(shape: Shape, arrivals: list[Arrival] | None = None) -> Measured:
         shape.window, shape.size, shape.length, provider_start, measured_until,
         subjects=shape.subjects, callers=shape.callers, latency=shape.latency, costs=costs,
     )  # fmt: skip
-    return Measured(shape, provider.answers, provider.refused, most, provider.refused_first_window)
+    spent = provider.spent if costs else None
+    return Measured(shape, provider.answers, provider.refused, most, provider.refused_first_window, spent)
 
 
 def _settings(shape: Shape) -> Any:

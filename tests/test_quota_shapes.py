@@ -49,6 +49,19 @@ def test_what_the_callers_could_have_had_admitted_is_bounded_window_by_window() 
     assert served(WindowKind.FIXED_FIRST, 5, 2.0, 0.0, 2.0, subjects=2, callers=64, latency=0.5) == 10
 
 
+def test_the_share_of_a_limit_on_tokens_is_counted_in_tokens() -> None:
+    """Requests of random sizes: counted as requests against an oracle drawing sizes in turn, chance cheap draws
+    read up to 1.17 of the quota; in tokens, the quota's own unit, the share is what the limit let through."""
+    shape = Shape(WindowKind.TOKENS, HintForm.REMAINING, size=30, length=10.0, keys=1, callers=4, windows=4, seed=5)
+    measured = run(shape)
+    assert measured.spent is not None and measured.spent != measured.answers
+    assert measured.capacity == served(
+        WindowKind.TOKENS, 30, 10.0, 0.0, 40.0, callers=4, latency=shape.latency, costs=[0.5, 1.0, 1.5]
+    )
+    assert measured.share == pytest.approx(measured.spent / measured.capacity)
+    assert 0.9 <= measured.share <= 1.02
+
+
 def test_a_run_is_reproducible_and_counts_every_request() -> None:
     shape = Shape(WindowKind.SLIDING, HintForm.RESET_MS, keys=2, callers=8, jitter=0.3, seed=7)
     first, second = run(shape), run(shape)
