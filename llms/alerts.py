@@ -37,7 +37,7 @@ from llms.clock import client_time
 from llms.key_states import PARKED_REASONS, KeyState
 from llms.key_status import KeyStatus
 from llms.outcomes import describe_states, format_duration
-from llms.quota import Forecast
+from llms.quota_left import Forecast
 from llms.state.base import Document
 from llms.transport import HttpPool
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from config.api_keys import ApiKey
-from llms.cooldown import TRIP_SPREAD, CooldownPolicy
+from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, CooldownPolicy
 from llms.outcomes import OutcomeKind, QuotaHint
-from llms.quota import SLOTS_KEPT, Pacing, SlotLog
+from llms.quota import SLIDING_AFTER, SLOTS_KEPT, Pacing, SlotLog
 from llms.state import StateStore
 from llms.state.base import Document, Finish
 
@@ -63,6 +63,9 @@ class LearnedLimits:
         self._noted: dict[str, tuple[float, int]] = {}  # when a subject's reported quota was last noted, and what
         self._resets: dict[tuple[str, bool], float] = {}  # (subject, per day) → the latest bound on its reset
         self._grows: dict[str, tuple[float, ApiKey, str]] = {}  # subject → when its learned window next frees a slot
+        self._drips: dict[str, tuple[float, float, int, float, float]] = {}  # subject → what its counts said
+        # (`_dripping`): the bounds on seconds per request, how many said, the longest reset and the longest with
+        # requests left
         self._next_growth = math.inf
 
     def about(self, now: float) -> set[str]:
@@ -100,6 +103,10 @@ class LearnedLimits:
         it was sent, for a first 429 to learn from), and say the quota that binds the key: what the answer
         reported (`quota`), or what a learned window has left (`_binding_quota`)."""
         learned, reported = self.about(now), quota
+        if quota is not None and quota.remaining == 0 and quota.limit and quota.reset_after and not quota.per_day:
+            limit, reset = quota.limit, quota.reset_after  # a full window, its size and its reset: a sliding log
+            seen = () if f"slots/{subject}" in learned else self._seen(subject, key, part, now)
+            self._slots(subject, lambda log: log.reported(limit, reset, seen))
         if f"pace/{subject}" in learned:
             pacing = self._pace(subject, lambda p: p.succeeded(sent, policy))
             if pacing.uncounted is not None and sent > pacing.uncounted[1]:  # after the 429: count it again
@@ -107,16 +114,42 @@ class LearnedLimits:
                 pacing = self._pace(subject, lambda p: p.recounted(seen))
             quota = _binding_quota(quota, pacing.quota(sent))
         if f"slots/{subject}" in learned:
-            slots = self._slots(subject, lambda log: log.succeeded(sent))
+            report = reported if reported is not None and reported.limit and not reported.per_day else None
+            slots = self._slots(subject, lambda log: _counted_answer(log, sent, report))
             if slots.uncounted is not None and sent > slots.uncounted[1]:
                 seen = self._seen(subject, key, part, now, recount=True)
                 slots = self._slots(subject, lambda log: log.recounted(seen))
-            quota = _binding_quota(quota, slots.quota(sent))
+            sliding = _sliding_report(reported, slots)  # its slots free one by one, before the reset it reported
+            window = slots.quota(sent)
+            quota = _sliding_binding(reported, window) if sliding else _binding_quota(quota, window)
+            if (reported is None or sliding) and quota is not None and quota.reset_after is not None:
+                self._grow_at(subject, key, part, sent + quota.reset_after + TRIP_SPREAD)
         elif f"pace/{subject}" not in learned:
             self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
-        if reported is None and quota is not None and quota.reset_after is not None and f"slots/{subject}" in learned:
-            self._grow_at(subject, key, part, sent + quota.reset_after + TRIP_SPREAD)
-        return quota
+        return self._dripping(subject, reported) if quota is reported else quota
+
+    def _dripping(self, subject: str, reported: QuotaHint | None) -> QuotaHint | None:
+        """A bucket's count, read as one: its reset is the time until it is full again (OpenAI's "initial
+        state"), the requests it lacks times the seconds each takes to drip back (a fraction of one already
+        dripping). Each count bounds those seconds; where every count agreed on them (a fixed window's soon
+        disagree), and an empty bucket's reset was longer than any with requests left (a sliding log's are all
+        its length), the next request goes when one more has dripped back, not when the bucket is full: waited
+        for whole, a bucket of 10 a 10 s gave 0.82 of its quota over 40 s. The lower bound is taken, which puts
+        the next request no sooner than it frees."""
+        if reported is None or reported.per_day or not reported.limit or reported.reset_after is None:
+            return reported
+        if reported.remaining is None or reported.remaining >= reported.limit:
+            return reported
+        lacking, reset = reported.limit - reported.remaining, reported.reset_after
+        low, high = reset / lacking, reset / (lacking - 1) if lacking > 1 else math.inf
+        with self._lock:
+            least, most, count, longest, longest_left = self._drips.get(subject, (0.0, math.inf, 0, 0.0, 0.0))
+            least, most, count, longest = max(least, low), min(most, high), count + 1, max(longest, reset)
+            longest_left = max(longest_left, reset) if reported.remaining else longest_left
+            self._drips[subject] = (least, most, count, longest, longest_left)
+        if count < SLIDING_AFTER or least > most + SLOT_MARGIN or longest - longest_left <= TRIP_SPREAD:
+            return reported
+        return replace(reported, reset_after=max(0.0, reset - (lacking - 1) * least))
 
     def refresh_gates(self, now: float) -> None:
         """Tell the store's gates of the learned windows that freed slots since their last answers what each has
@@ -236,6 +269,31 @@ class LearnedLimits:
 def _indexing(names: Iterable[str]) -> Callable[[Document], Document]:
     """The change that adds `names` to the index of learned documents (`_LEARNED_INDEX`)."""
     return lambda index: {"names": sorted({*(index.get("names") or ()), *names})}
+
+
+def _counted_answer(log: SlotLog, sent: float, report: QuotaHint | None) -> SlotLog:
+    """The log with an answer sent then, and the count it reported where reports taught the window."""
+    log = log.succeeded(sent)
+    if report is None or report.reset_after is None or report.remaining is None or not math.isfinite(log.resets[0]):
+        return log
+    return log.report(report.reset_after, report.remaining)
+
+
+def _sliding_report(reported: QuotaHint | None, slots: SlotLog) -> bool:
+    """Whether an answer's count is a sliding log's (`SlotLog.sliding`): its slots free one by one before the
+    reset it reported, the time until the limit is back to its initial state. A fixed window's count says what
+    its window has left until it ends, and binds until then."""
+    if reported is None or reported.per_day or reported.remaining is None or reported.reset_after is None:
+        return False
+    return reported.limit == slots.size and slots.sliding
+
+
+def _sliding_binding(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:
+    """A sliding log's count: the fewer of what the answer reported and what the log has left, until the log's next
+    slot frees (`refresh_gates` says what is left then)."""
+    if learned is None or reported is None or reported.remaining is None or learned.remaining is None:
+        return learned or reported
+    return replace(learned, remaining=min(learned.remaining, reported.remaining))
 
 
 def _binding_quota(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:

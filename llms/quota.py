@@ -1,5 +1,5 @@
 """Spending each key's quota without earning 429s: configured limits, learned windows, storm detection, and
-adaptive in-flight limits.
+adaptive in-flight limits (what is left of it, as status pages read it: `llms.quota_left`).
 
 These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. They are pure
 rules; what they count lives in the store (configured limits in `StateStore.spend`, in-flight requests in
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from config.api_keys import ApiKey
-from llms.cooldown import SLOT_MARGIN, TRY_MARGIN, Backoff, CooldownPolicy
+from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, TRY_MARGIN, Backoff, CooldownPolicy
 from llms.outcomes import QuotaHint
 from llms.state.base import Document, RequestLimits
 
@@ -122,6 +122,8 @@ class InFlightLimit:
 
 
 SLOTS_KEPT = 256
+SLIDING_AFTER = 3
+"""Reports of a full-length reset it takes to read a window as a sliding log (`SlotLog.sliding`)."""
 IDLE_GAP = 10.0
 """An answer this long after the one before starts a new run: at a subject's first 429, only the latest run of
 answers counts toward the window that 429 met (an idle key's earlier answers belong to windows long past)."""
@@ -312,25 +314,31 @@ class SlotLog:
     closed_until: float = 0.0
     uncounted: tuple[float, float] | None = None
     """The window a 429 taught, to count again once an answer sent after it comes, as `Pacing.uncounted`."""
+    resets: tuple[float, float, int] = (math.inf, 0.0, 0)
+    """The shortest and longest resets the answers reported since a full one taught the window (`reported`), and
+    how many of them had requests left: a sliding log's are all its length."""
 
     @classmethod
     def of(cls, document: Document) -> SlotLog:
-        uncounted = document.get("uncounted")
+        uncounted, resets = document.get("uncounted"), document.get("resets")
         return cls(
             tuple(document.get("times", ())),
             document.get("size"),
             document.get("length"),
             document.get("closed", 0.0),
             tuple(uncounted) if uncounted else None,
+            (math.inf if resets[0] is None else resets[0], resets[1], resets[2]) if resets else (math.inf, 0.0, 0),
         )
 
     def document(self) -> Document:
+        least, most, count = self.resets
         return {
             "times": list(self.times),
             "size": self.size,
             "length": self.length,
             "closed": self.closed_until,
             "uncounted": list(self.uncounted) if self.uncounted else None,
+            "resets": [least if math.isfinite(least) else None, most, count],
         }
 
     def limited(self, now: float, hint: float, seen: Sequence[float] = (), in_flight: int = 0) -> SlotLog:
@@ -368,6 +376,35 @@ class SlotLog:
             opened = self.closed_until - self.length
             return replace(self, times=times, size=max(self.size, sum(1 for t in times if t >= opened)))
         return replace(self, times=times)
+
+    def reported(self, limit: int, reset: float, seen: Sequence[float] = ()) -> SlotLog:
+        """What an answer that found the window full said of it: its size (`x-ratelimit-limit-requests`) and
+        the time until it is back to its initial state (`x-ratelimit-reset-requests`, as OpenAI defines it).
+        That time is the window's length for a sliding log (the request just admitted is the newest in it) and
+        for an empty bucket (a full refill), and the rest of the window for a fixed one — shorter than its
+        length, which the fixed window's own count covers until it ends. So the longest seen is the length, and
+        a sliding log of that size and length, counted over the answers' own sends, never sends early on any
+        of them; it frees each slot as it frees, where a count read 10 s before its answer came said only how
+        many were left then."""
+        times = self.times or tuple(sorted(seen))[-SLOTS_KEPT:]  # `seen`: sent before anything was learned
+        return replace(self, times=times, size=limit).report(reset, 0)
+
+    def report(self, reset: float, remaining: int) -> SlotLog:
+        """An answer's reported reset, where a full one taught the window (`reported`). While they agree, the
+        length is the shortest (the others were read from answers bounded later: `bound_reset`), else the
+        longest. Only counts with requests left count toward reading it as a sliding log: an empty bucket's
+        reset is its whole refill too."""
+        least, most = min(self.resets[0], reset), max(self.resets[1], reset)
+        count = self.resets[2] + (remaining > 0)
+        return replace(self, length=least if most - least <= TRIP_SPREAD else most, resets=(least, most, count))
+
+    @property
+    def sliding(self) -> bool:
+        """Whether the answers' counts are a sliding log's: every reset they reported was the window's whole
+        length, with requests left in enough of them to tell (a fixed window's first request reads so too, its
+        others less; an empty bucket's, its full refill)."""
+        least, most, count = self.resets
+        return count >= SLIDING_AFTER and most - least <= TRIP_SPREAD
 
     def recounted(self, seen: Sequence[float]) -> SlotLog:
         """The window a 429 taught counted again, as `Pacing.recounted`: never smaller than it was."""
@@ -419,63 +456,3 @@ class StormRule:
 
     def _needed(self, total_keys: int) -> int:
         return max(self.min_keys, math.ceil(self.share * total_keys))
-
-
-@dataclass(frozen=True)
-class QuotaLeft:
-    """Requests a key (or its shared-limit group) has left, as far as anything says: in its current window
-    (reported on its answers, or learned from 429s: the tighter) and today (reported on its answers, read by a
-    probe, or counted against a configured daily limit: the tighter), with seconds until each resets. None where
-    nothing says."""
-
-    window_left: int | None = None
-    window_resets_in: float | None = None
-    today_left: int | None = None
-    today_resets_in: float | None = None
-
-
-def quota_left(
-    now: float,
-    reported: Document,
-    probed: Document,
-    learned: QuotaHint | None = None,
-    configured_today: tuple[int, float] | None = None,
-) -> QuotaLeft:
-    """`reported`: the latest quota an answer reported (`KeyManager` notes it: `remaining`, `until`, `per_day`);
-    `probed`: a probe's reading of the day (`remaining`, `until`); `learned`: what a window learned from 429s
-    has left; `configured_today`: (left, resets in) of a configured daily limit."""
-    window = today = None
-    if reported.get("remaining") is not None and reported.get("until", 0.0) > now:
-        found = (int(reported["remaining"]), reported["until"] - now)
-        today, window = (found, None) if reported.get("per_day") else (None, found)
-    if learned is not None and learned.remaining is not None:
-        found = (learned.remaining, learned.reset_after or 0.0)
-        window = found if window is None or found[0] < window[0] else window
-    if today is None and probed.get("remaining") is not None and probed.get("until", 0.0) > now:
-        today = (int(probed["remaining"]), probed["until"] - now)
-    if configured_today is not None and (today is None or configured_today[0] < today[0]):
-        today = configured_today
-    return QuotaLeft(*(window or (None, None)), *(today or (None, None)))
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """When a provider runs out of today's requests at its recent pace, and when its day's quota frees: None
-    where the keys' quota for the day is unknown (or, `runs_out_in`, nothing was asked lately)."""
-
-    runs_out_in: float | None = None
-    frees_in: float | None = None
-    today_left: int | None = None
-    """Requests its accounts have left today, each counted once."""
-
-
-def forecast(left: Iterable[QuotaLeft], per_second: float) -> Forecast:
-    """From each account's `QuotaLeft` (a shared-limit group counted once) and the provider's requests per second
-    lately: the requests left today over that pace, and the soonest reset of a day's quota."""
-    known = [q for q in left if q.today_left is not None]
-    if not known:
-        return Forecast()
-    total = sum(q.today_left or 0 for q in known)
-    frees_in = min((q.today_resets_in for q in known if q.today_resets_in is not None), default=None)
-    runs_out_in = 0.0 if total == 0 else total / per_second if per_second > 0 else None
-    return Forecast(runs_out_in, frees_in, total)

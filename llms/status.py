@@ -14,7 +14,7 @@ from typing import Any
 from config.settings import Settings
 from llms.key_manager import KeyManager
 from llms.key_status import KeyStatus
-from llms.quota import Forecast, QuotaLeft, forecast
+from llms.quota_left import Forecast, QuotaLeft, forecast
 from llms.routing import Target
 from llms.state.base import LATENCY_BOUNDS, HourOfKey, RequestRecord
 

@@ -98,7 +98,9 @@ class Quota:
 
     limit: int
     remaining: int
-    reset_in: float  # seconds until the window resets
+    reset_in: float
+    """Seconds until the limit is back to its initial state (every slot free, the bucket full: what OpenAI's
+    `x-ratelimit-reset-requests` says); on a 429, until the refused request would be admitted."""
     window: float
 
 

@@ -307,7 +307,8 @@ class Simulator:
                 name, org = key.name, key.org
                 latency = self.latency if key.latency is None else key.latency
                 window = key.window
-                if window is not None and window.frees_at(now) > now:
+                refused = window is not None and window.frees_at(now) > now
+                if refused:
                     step = Step.RATE_LIMIT if key.limit_hint else Step.RATE_LIMIT_NOHINT
                     latency = 0.0  # the provider's gateway refuses before any model runs: a 429 comes at once
                 else:
@@ -320,6 +321,8 @@ class Simulator:
                         window.admit(now)
                 if window is not None:
                     quota = window.quota(now)
+                    if refused:  # the 429 names when the request would be admitted
+                        quota = replace(quota, remaining=0, reset_in=window.frees_at(now) - now)
                 wire = self._wires.get(secret or "")
                 if wire is not None and wire.jitter:
                     latency *= 1 + wire.jitter * self._random.uniform(-1, 1)

@@ -112,7 +112,7 @@ class SlidingLog:
 
     def quota(self, now: float) -> Quota:
         self._prune(now)
-        reset = self.taken[0] + self.length - now if self.taken else 0.0
+        reset = self.taken[-1] + self.length - now if self.taken else 0.0  # until the newest slot frees too
         return Quota(self.size, max(0, self.size - len(self.taken)), reset, self.length)
 
     def frees_at(self, now: float, cost: float = 1.0) -> float:
@@ -144,9 +144,8 @@ class TokenBucket:
 
     def quota(self, now: float) -> Quota:
         tokens = self._refill(now)
-        remaining = math.floor(tokens + 1e-6)
-        missing = (1.0 - tokens) if remaining == 0 else (self.size - tokens)
-        return Quota(self.size, remaining, max(0.0, missing) * self.length / self.size, self.length)
+        full = (self.size - tokens) * self.length / self.size  # until the bucket is full again
+        return Quota(self.size, math.floor(tokens + 1e-6), max(0.0, full), self.length)
 
     def frees_at(self, now: float, cost: float = 1.0) -> float:
         tokens = self._refill(now)

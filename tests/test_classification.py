@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from llms.clock import ProviderClock
 from llms.exceptions import AllKeysExhaustedError
 from llms.outcomes import OutcomeKind, QuotaHint
-from llms.providers import PROVIDERS, cerebras, mistral
+from llms.providers import PROVIDERS, cerebras, generic, mistral
 from llms.providers.gemini import PACIFIC
 from llms.providers.groq import quota as groq_quota
 from llms.providers.openrouter import classify as openrouter_classify
@@ -78,6 +78,16 @@ def test_groq_success_rests_the_key_when_its_minute_of_tokens_cannot_pay_for_ano
     assert groq_quota(headers, large) == QuotaHint(999, pytest.approx(86.4), pytest.approx(7.66), per_day=True)
     assert groq_quota({**headers, "x-ratelimit-remaining-tokens": "0"}, small).rest == pytest.approx(7.66)
     assert groq_quota({}, small) is None
+
+
+def test_openai_compatible_quota_headers_carry_the_limit_beside_what_is_left() -> None:
+    """OpenAI's rate-limit guide's sample: 60 a minute, 59 left, back to its initial state in 1 s (a bucket that
+    one request took a token from); the limit says how big the window is that a count of 0 leaves full."""
+    headers = {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59",
+               "x-ratelimit-reset-requests": "1s"}  # fmt: skip
+    assert generic.quota(headers) == QuotaHint(59, 1.0, limit=60)
+    assert generic.quota({**headers, "x-ratelimit-limit-requests": "many"}) == QuotaHint(59, 1.0)
+    assert generic.quota({"x-ratelimit-limit-requests": "60"}) is None
 
 
 def test_cerebras_and_mistral_quota_headers_read_as_their_docs_show() -> None:

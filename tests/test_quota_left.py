@@ -11,7 +11,7 @@ from conftest import USER_HELLO, Clock, MakeClient
 from llms import AllKeysExhaustedError, ProviderStatus
 from llms.alerts import incidents
 from llms.learned_limits import NOTE_QUOTA_EVERY
-from llms.quota import Forecast, QuotaLeft, forecast, quota_left
+from llms.quota_left import Forecast, QuotaLeft, forecast, quota_left
 from simulator import Simulator
 
 NOW = 1_900_000_000.0  # 2030-03-17 17:46:40 UTC: 2,800 s into its clock hour, 64,000 s into its UTC day

@@ -67,11 +67,14 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
 
 
 def quota(headers: Mapping[str, str]) -> QuotaHint | None:
-    """OpenAI's request headers, when the server sends them: requests left, and when the window resets."""
+    """OpenAI's request headers, when the server sends them: requests left, the limit, and when the limit is back
+    to its initial state (OpenAI's words for `x-ratelimit-reset-requests`)."""
     remaining = headers.get("x-ratelimit-remaining-requests", "").strip()
     if not remaining.isdigit():
         return None
-    return QuotaHint(int(remaining), parse_duration(headers.get("x-ratelimit-reset-requests", "")))
+    limit = headers.get("x-ratelimit-limit-requests", "").strip()
+    reset = parse_duration(headers.get("x-ratelimit-reset-requests", ""))
+    return QuotaHint(int(remaining), reset, limit=int(limit) if limit.isdigit() else None)
 
 
 class GenericAdapter(OpenAICompatAdapter):
