@@ -123,7 +123,8 @@ class InFlightLimit:
 
 SLOTS_KEPT = 256
 SLIDING_AFTER = 3
-"""Reports of a full-length reset it takes to read a window as a sliding log (`SlotLog.sliding`)."""
+"""Counts with requests left whose resets all agree it takes to read a window as a sliding log
+(`SlotLog.sliding`), and counts that agree on a bucket's seconds per request (`LearnedLimits._dripping`)."""
 IDLE_GAP = 10.0
 """An answer this long after the one before starts a new run: at a subject's first 429, only the latest run of
 answers counts toward the window that 429 met (an idle key's earlier answers belong to windows long past)."""
@@ -380,12 +381,10 @@ class SlotLog:
     def reported(self, limit: int, reset: float, seen: Sequence[float] = ()) -> SlotLog:
         """What an answer that found the window full said of it: its size (`x-ratelimit-limit-requests`) and
         the time until it is back to its initial state (`x-ratelimit-reset-requests`, as OpenAI defines it).
-        That time is the window's length for a sliding log (the request just admitted is the newest in it) and
-        for an empty bucket (a full refill), and the rest of the window for a fixed one — shorter than its
-        length, which the fixed window's own count covers until it ends. So the longest seen is the length, and
-        a sliding log of that size and length, counted over the answers' own sends, never sends early on any
-        of them; it frees each slot as it frees, where a count read 10 s before its answer came said only how
-        many were left then."""
+        That time is the window's length for a sliding log, on every answer (the request just admitted is the
+        newest in it); a bucket's and a fixed window's vary (`report`, `sliding`). Read as a sliding log of that
+        size and length over the answers' own sends, the window frees each slot as it frees, where a count read
+        10 s before its answer came said only how many were left then."""
         times = self.times or tuple(sorted(seen))[-SLOTS_KEPT:]  # `seen`: sent before anything was learned
         return replace(self, times=times, size=limit).report(reset, 0)
 

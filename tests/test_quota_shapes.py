@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bench import shape_cell
 from bench.bench_shapes import GAPS, NAMED, STALE_COUNTS, targets
+from llms.quota import SlotLog
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
 
@@ -29,6 +30,21 @@ def test_each_window_kind_admits_what_its_definition_says() -> None:
     bucket = TokenBucket(2, 10.0)  # one token every 5 s
     assert [bucket.admit(t) for t in (0.0, 0.0, 0.0, 4.9, 5.0)] == [True, True, False, False, True]
     assert bucket.frees_at(5.0) == pytest.approx(10.0, abs=1e-3)
+
+
+def test_a_window_read_from_counts_is_a_sliding_log_only_where_every_reset_is_its_length() -> None:
+    """A count of 0 with its limit teaches the window (`SlotLog.reported`); counts with requests left whose resets
+    all name the whole length make it a sliding log (answers bounded a little later read a little longer)."""
+    log = SlotLog().reported(20, 60.0, seen=(1.0, 2.0))
+    assert (log.times, log.size, log.length, log.sliding) == ((1.0, 2.0), 20, 60.0, False)
+    for left in (3, 2, 1):
+        log = log.report(60.0 + 0.01 * left, left)
+    assert log.sliding and log.length == 60.0 and SlotLog.of(log.document()) == log
+    fixed = SlotLog().reported(20, 12.0).report(60.0, 19).report(30.0, 10).report(59.0, 18)
+    assert not fixed.sliding and fixed.length == 60.0  # a fixed window's resets shrink as it goes on
+    bucket = SlotLog().reported(10, 10.0).report(1.0, 9).report(3.0, 7).report(2.0, 8)
+    assert not bucket.sliding  # a bucket's grow with the requests it lacks
+    assert SlotLog.of({}).resets == SlotLog().resets  # a document from before the field
 
 
 def test_a_count_resets_when_the_limit_is_back_to_its_initial_state() -> None:
