@@ -34,6 +34,8 @@ nothing is learned from it: read as no hint, it taught a window of every answer 
 the key on the ladder's rungs. A second one within `DUE_NOW_REPEAT` seconds is read as no hint (a provider whose
 resets are always past)."""
 DUE_NOW_REPEAT = 1.0
+_ROUNDED = 0.005
+"""Seconds a reported reset may be off by: Go durations come rounded to the centisecond."""
 NOTE_QUOTA_EVERY = 5.0
 """Seconds between notes of a subject's reported quota in the store, for status pages in any process (a write per
 answer would add a store write to every call); a count that reached zero, or grew (a new window), is noted at once."""
@@ -141,7 +143,8 @@ class LearnedLimits:
         if reported.remaining is None or reported.remaining >= reported.limit:
             return reported
         lacking, reset = reported.limit - reported.remaining, reported.reset_after
-        low, high = reset / lacking, reset / (lacking - 1) if lacking > 1 else math.inf
+        low = (reset - _ROUNDED) / lacking  # (a reset rounded to the centisecond bounds a little less)
+        high = (reset + _ROUNDED) / (lacking - 1) if lacking > 1 else math.inf
         with self._lock:
             least, most, count, longest, longest_left = self._drips.get(subject, (0.0, math.inf, 0, 0.0, 0.0))
             least, most, count, longest = max(least, low), min(most, high), count + 1, max(longest, reset)
@@ -149,7 +152,7 @@ class LearnedLimits:
             self._drips[subject] = (least, most, count, longest, longest_left)
         if count < SLIDING_AFTER or least > most + SLOT_MARGIN or longest - longest_left <= TRIP_SPREAD:
             return reported
-        return replace(reported, reset_after=max(0.0, reset - (lacking - 1) * least))
+        return replace(reported, reset_after=max(0.0, reset + _ROUNDED - (lacking - 1) * least))
 
     def refresh_gates(self, now: float) -> None:
         """Tell the store's gates of the learned windows that freed slots since their last answers what each has
