@@ -120,6 +120,17 @@ def test_counts_that_come_back_late_keep_a_sliding_window_full_without_a_burst()
 
 
 @pytest.mark.slow
+def test_a_bucket_read_from_its_counts_sends_no_request_before_its_token_drips_back() -> None:
+    """60 a 10 s, fast answers, 64 waiting callers on keys in pairs: resets come rounded to the centisecond, and a
+    bucket's seconds per request bounded from them as if exact put every next request 20 ms early (0.80 429s per
+    answer)."""
+    shape = Shape(WindowKind.TOKEN_BUCKET, HintForm.REMAINING, 60, 10.0, 8, group=2, callers=64,
+                  caller=CallerKind.WAIT, latency=0.05, windows=4)  # fmt: skip
+    measured = run(shape)
+    assert measured.waste <= 0.01 and measured.share >= 0.98, measured.as_dict()
+
+
+@pytest.mark.slow
 @settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     window=st.sampled_from([WindowKind.FIXED_FIRST, WindowKind.SLIDING]),
