@@ -31,7 +31,7 @@ from typing import Any
 from simulator.core import OKISH, Call, Plan, Quota, Reply, ScriptedKey, SimRequest, Step
 from simulator.handler import SimServer
 from simulator.registry import DEMO_KEYS, SIM_PROVIDERS, sim_provider
-from simulator.shapes import DAY, Limit, WindowKind, limit_of
+from simulator.shapes import DAY, Limit, WindowKind, limit_of, refusal
 
 # --------------------------------------------------------------------------------------------- public API
 
@@ -320,9 +320,7 @@ class Simulator:
                     if window is not None and step in OKISH and not call.probe:
                         window.admit(now)
                 if window is not None:
-                    quota = window.quota(now)
-                    if refused:  # the 429 names when the request would be admitted
-                        quota = replace(quota, remaining=0, reset_in=window.frees_at(now) - now)
+                    quota = refusal(window, now) if refused else window.quota(now)
                 wire = self._wires.get(secret or "")
                 if wire is not None and wire.jitter:
                     latency *= 1 + wire.jitter * self._random.uniform(-1, 1)

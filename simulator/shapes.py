@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -150,6 +150,12 @@ class TokenBucket:
     def frees_at(self, now: float, cost: float = 1.0) -> float:
         tokens = self._refill(now)
         return now if tokens + 1e-6 >= cost else now + (cost - tokens) * self.length / self.size + 1e-6
+
+
+def refusal(limit: Limit, now: float, cost: float = 1.0) -> Quota:
+    """What a 429 says of a limit: nothing left, and when the refused request would be admitted (an answer's count
+    says when the limit is back to its initial state instead)."""
+    return replace(limit.quota(now), remaining=0, reset_in=limit.frees_at(now, cost) - now)
 
 
 def limit_of(kind: WindowKind, size: int, length: float) -> Limit:

@@ -22,7 +22,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from enum import StrEnum
 from pathlib import Path
@@ -39,7 +39,7 @@ from llms.streams import Run
 from llms.types import ChatRequest, Completion, Usage
 from simulator.core import Call, Plan, Quota, Step
 from simulator.registry import render_reply, status_for
-from simulator.shapes import DAY, Limit, WindowKind, limit_of, served
+from simulator.shapes import DAY, Limit, WindowKind, limit_of, refusal, served
 
 EPOCH = 1_800_000_000.0 + 13 * 3600 + 0.37
 """Where virtual time starts (epoch seconds, mid-afternoon UTC, off any whole second): the client's clock reads it
@@ -244,8 +244,7 @@ class _Provider:
             self.refused += within
             self.refused_first_window += now - self.started < min(shape.span, shape.length)
             step = Step.RATE_LIMIT_NOHINT if shape.hint is HintForm.NONE else Step.RATE_LIMIT
-            frees = limit.frees_at(now, cost) - now
-            quota = replace(limit.quota(now), remaining=0, reset_in=frees)
+            quota = refusal(limit, now, cost)
         provider = PROVIDER_OF[shape.hint]
         call = Call(provider, False, model, False, "ok", 5, True)
         plan = Plan(step, status_for(provider, step, False), quota, 0.0, f"org_{subject}", now)
