@@ -12,7 +12,7 @@ import math
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from config.api_keys import ApiKey
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, CooldownPolicy
@@ -65,9 +65,7 @@ class LearnedLimits:
         self._noted: dict[str, tuple[float, int]] = {}  # when a subject's reported quota was last noted, and what
         self._resets: dict[tuple[str, bool], float] = {}  # (subject, per day) → the latest bound on its reset
         self._grows: dict[str, tuple[float, ApiKey, str]] = {}  # subject → when its learned window next frees a slot
-        self._drips: dict[str, tuple[float, float, int, float, float]] = {}  # subject → what its counts said
-        # (`_dripping`): the bounds on seconds per request, how many said, the longest reset and the longest with
-        # requests left
+        self._drips: dict[str, _Drip] = {}  # subject → what its counts said of a bucket's drip (`_dripping`)
         self._next_growth = math.inf
 
     def about(self, now: float) -> set[str]:
@@ -104,9 +102,9 @@ class LearnedLimits:
         """Count an answer to a request `sent` then in the windows learned for its subject (none learned: keep when
         it was sent, for a first 429 to learn from), and say the quota that binds the key: what the answer
         reported (`quota`), or what a learned window has left (`_binding_quota`)."""
-        learned, reported = self.about(now), quota
-        if quota is not None and quota.remaining == 0 and quota.limit and quota.reset_after and not quota.per_day:
-            limit, reset = quota.limit, quota.reset_after  # a full window, its size and its reset: a sliding log
+        learned, reported, count = self.about(now), quota, _window_count(quota)
+        if count is not None and count.remaining == 0 and count.reset_after:  # a full window, its size, its reset
+            limit, reset = count.limit or 0, count.reset_after
             seen = () if f"slots/{subject}" in learned else self._seen(subject, key, part, now)
             self._slots(subject, lambda log: log.reported(limit, reset, seen))
         if f"pace/{subject}" in learned:
@@ -116,21 +114,21 @@ class LearnedLimits:
                 pacing = self._pace(subject, lambda p: p.recounted(seen))
             quota = _binding_quota(quota, pacing.quota(sent))
         if f"slots/{subject}" in learned:
-            report = reported if reported is not None and reported.limit and not reported.per_day else None
-            slots = self._slots(subject, lambda log: _counted_answer(log, sent, report))
+            slots = self._slots(subject, lambda log: _counted_answer(log, sent, count))
             if slots.uncounted is not None and sent > slots.uncounted[1]:
                 seen = self._seen(subject, key, part, now, recount=True)
                 slots = self._slots(subject, lambda log: log.recounted(seen))
-            sliding = _sliding_report(reported, slots)  # its slots free one by one, before the reset it reported
+            # A sliding log's count: its slots free one by one, before the reset it reported.
+            sliding = count is not None and count.limit == slots.size and slots.sliding
             window = slots.quota(sent)
-            quota = _sliding_binding(reported, window) if sliding else _binding_quota(quota, window)
+            quota = _sliding_binding(count, window) if count is not None and sliding else _binding_quota(quota, window)
             if (reported is None or sliding) and quota is not None and quota.reset_after is not None:
                 self._grow_at(subject, key, part, sent + quota.reset_after + TRIP_SPREAD)
         elif f"pace/{subject}" not in learned:
             self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
-        return self._dripping(subject, reported) if quota is reported else quota
+        return self._dripping(subject, count) if quota is reported and count is not None else quota
 
-    def _dripping(self, subject: str, reported: QuotaHint | None) -> QuotaHint | None:
+    def _dripping(self, subject: str, reported: QuotaHint) -> QuotaHint:
         """A bucket's count, read as one: its reset is the time until it is full again (OpenAI's "initial
         state"), the requests it lacks times the seconds each takes to drip back (a fraction of one already
         dripping). Each count bounds those seconds; where every count agreed on them (a fixed window's soon
@@ -138,21 +136,15 @@ class LearnedLimits:
         its length), the next request goes when one more has dripped back, not when the bucket is full: waited
         for whole, a bucket of 10 a 10 s gave 0.82 of its quota over 40 s. The lower bound is taken, which puts
         the next request no sooner than it frees."""
-        if reported is None or reported.per_day or not reported.limit or reported.reset_after is None:
+        limit, remaining, reset = reported.limit or 0, reported.remaining or 0, reported.reset_after or 0.0
+        if remaining >= limit:
             return reported
-        if reported.remaining is None or reported.remaining >= reported.limit:
-            return reported
-        lacking, reset = reported.limit - reported.remaining, reported.reset_after
-        low = (reset - _ROUNDED) / lacking  # (a reset rounded to the centisecond bounds a little less)
-        high = (reset + _ROUNDED) / (lacking - 1) if lacking > 1 else math.inf
+        lacking = limit - remaining
         with self._lock:
-            least, most, count, longest, longest_left = self._drips.get(subject, (0.0, math.inf, 0, 0.0, 0.0))
-            least, most, count, longest = max(least, low), min(most, high), count + 1, max(longest, reset)
-            longest_left = max(longest_left, reset) if reported.remaining else longest_left
-            self._drips[subject] = (least, most, count, longest, longest_left)
-        if count < SLIDING_AFTER or least > most + SLOT_MARGIN or longest - longest_left <= TRIP_SPREAD:
+            drip = self._drips[subject] = self._drips.get(subject, _Drip()).counted(lacking, reset, remaining > 0)
+        if not drip.agreed:
             return reported
-        return replace(reported, reset_after=max(0.0, reset + _ROUNDED - (lacking - 1) * least))
+        return replace(reported, reset_after=max(0.0, reset + _ROUNDED - (lacking - 1) * drip.least))
 
     def refresh_gates(self, now: float) -> None:
         """Tell the store's gates of the learned windows that freed slots since their last answers what each has
@@ -274,29 +266,63 @@ def _indexing(names: Iterable[str]) -> Callable[[Document], Document]:
     return lambda index: {"names": sorted({*(index.get("names") or ()), *names})}
 
 
-def _counted_answer(log: SlotLog, sent: float, report: QuotaHint | None) -> SlotLog:
-    """The log with an answer sent then, and the count it reported where reports taught the window."""
+@dataclass(frozen=True)
+class _Drip:
+    """What a subject's counts said of a bucket's drip (`LearnedLimits._dripping`): the bounds on its seconds per
+    request, how many counts said, the longest reset, and the longest of a count with requests left."""
+
+    least: float = 0.0
+    most: float = math.inf
+    counts: int = 0
+    longest: float = 0.0
+    longest_left: float = 0.0
+
+    def counted(self, lacking: int, reset: float, left: bool) -> _Drip:
+        """One more count: `lacking` requests from full, back to full in `reset` seconds; `left`: it had some."""
+        low = (reset - _ROUNDED) / lacking  # (a reset rounded to the centisecond bounds a little less)
+        high = (reset + _ROUNDED) / (lacking - 1) if lacking > 1 else math.inf
+        return replace(
+            self,
+            least=max(self.least, low),
+            most=min(self.most, high),
+            counts=self.counts + 1,
+            longest=max(self.longest, reset),
+            longest_left=max(self.longest_left, reset) if left else self.longest_left,
+        )
+
+    @property
+    def agreed(self) -> bool:
+        """Enough counts agree on the seconds per request, and an empty bucket's reset was the longest (a sliding
+        log's are all its length)."""
+        return (
+            self.counts >= SLIDING_AFTER
+            and self.least <= self.most + SLOT_MARGIN
+            and self.longest - self.longest_left > TRIP_SPREAD
+        )
+
+
+def _window_count(reported: QuotaHint | None) -> QuotaHint | None:
+    """The answer's count, where it is one of a window the provider sizes (its limit, what is left, and when it is
+    back to its initial state): what the readings of sliding logs and buckets go by. Not a day's count."""
+    if reported is None or reported.per_day or not reported.limit:
+        return None
+    return reported if reported.remaining is not None and reported.reset_after is not None else None
+
+
+def _counted_answer(log: SlotLog, sent: float, count: QuotaHint | None) -> SlotLog:
+    """The log with an answer sent then, and the count it reported where counts taught the window."""
     log = log.succeeded(sent)
-    if report is None or report.reset_after is None or report.remaining is None or not math.isfinite(log.resets[0]):
+    if count is None or not log.read_from_counts:
         return log
-    return log.report(report.reset_after, report.remaining)
+    return log.report(count.reset_after or 0.0, count.remaining or 0)
 
 
-def _sliding_report(reported: QuotaHint | None, slots: SlotLog) -> bool:
-    """Whether an answer's count is a sliding log's (`SlotLog.sliding`): its slots free one by one before the
-    reset it reported, the time until the limit is back to its initial state. A fixed window's count says what
-    its window has left until it ends, and binds until then."""
-    if reported is None or reported.per_day or reported.remaining is None or reported.reset_after is None:
-        return False
-    return reported.limit == slots.size and slots.sliding
-
-
-def _sliding_binding(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:
+def _sliding_binding(count: QuotaHint, learned: QuotaHint | None) -> QuotaHint | None:
     """A sliding log's count: the fewer of what the answer reported and what the log has left, until the log's next
     slot frees (`refresh_gates` says what is left then)."""
-    if learned is None or reported is None or reported.remaining is None or learned.remaining is None:
-        return learned or reported
-    return replace(learned, remaining=min(learned.remaining, reported.remaining))
+    if learned is None or count.remaining is None or learned.remaining is None:
+        return learned or count
+    return replace(learned, remaining=min(learned.remaining, count.remaining))
 
 
 def _binding_quota(reported: QuotaHint | None, learned: QuotaHint | None) -> QuotaHint | None:

@@ -398,6 +398,11 @@ class SlotLog:
         return replace(self, length=least if most - least <= TRIP_SPREAD else most, resets=(least, most, count))
 
     @property
+    def read_from_counts(self) -> bool:
+        """Whether answers' counts taught the window (`reported`), so each later count reports its reset."""
+        return math.isfinite(self.resets[0])
+
+    @property
     def sliding(self) -> bool:
         """Whether the answers' counts are a sliding log's: every reset they reported was the window's whole
         length, with requests left in enough of them to tell (a fixed window's first request reads so too, its
