@@ -36,6 +36,11 @@ resets are always past)."""
 DUE_NOW_REPEAT = 1.0
 _ROUNDED = 0.005
 """Seconds a reported reset may be off by: Go durations come rounded to the centisecond."""
+RECOUNT_FOR = 2 * _PACED_REFRESH
+"""Seconds after a 429 during which every answer counts the window it taught again (`SlotLog.recounted`): another
+process's answers of the window reach the learned log only once it has read that the window exists (up to
+`_PACED_REFRESH` later), and the request log only as they come; counted again once, at this process's first answer
+after a short rest (a sliding window's slot about to free), a window stayed short of what the provider admitted."""
 NOTE_QUOTA_EVERY = 5.0
 """Seconds between notes of a subject's reported quota in the store, for status pages in any process (a write per
 answer would add a store write to every call); a count that reached zero, or grew (a new window), is noted at once."""
@@ -110,14 +115,20 @@ class LearnedLimits:
         if f"pace/{subject}" in learned:
             pacing = self._pace(subject, lambda p: p.succeeded(sent, policy))
             if pacing.uncounted is not None and sent > pacing.uncounted[1]:  # after the 429: count it again
-                seen = self._seen(subject, key, part, now, recount=True)
-                pacing = self._pace(subject, lambda p: p.recounted(seen))
+                seen, settled = (
+                    self._seen(subject, key, part, now, recount=True),
+                    now >= pacing.uncounted[1] + RECOUNT_FOR,
+                )
+                pacing = self._pace(subject, lambda p: p.recounted(seen, settled))
             quota = _binding_quota(quota, pacing.quota(sent))
         if f"slots/{subject}" in learned:
             slots = self._slots(subject, lambda log: _counted_answer(log, sent, count))
             if slots.uncounted is not None and sent > slots.uncounted[1]:
-                seen = self._seen(subject, key, part, now, recount=True)
-                slots = self._slots(subject, lambda log: log.recounted(seen))
+                seen, settled = (
+                    self._seen(subject, key, part, now, recount=True),
+                    now >= slots.uncounted[1] + RECOUNT_FOR,
+                )
+                slots = self._slots(subject, lambda log: log.recounted(seen, settled))
             # A sliding log's count: its slots free one by one, before the reset it reported.
             sliding = count is not None and count.limit == slots.size and slots.sliding
             window = slots.quota(sent)

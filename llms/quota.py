@@ -252,14 +252,17 @@ class Pacing:
             return replace(pacing, probe=probe, closed_until=times[-window] + length)
         return pacing
 
-    def recounted(self, seen: Sequence[float]) -> Pacing:
+    def recounted(self, seen: Sequence[float], settled: bool = True) -> Pacing:
         """The window counted at a 429 counted again once an answer sent after the 429 came (the rest is over, and
         every answer sent before it has been written), from `seen` (every process's answers, a shared store's
-        request log; else this log's own): never smaller than it was."""
+        request log; else this log's own): never smaller than it was. Until `settled` (other processes' answers
+        may still be on their way: `RECOUNT_FOR`) it is counted again at the next answer too."""
         if self.uncounted is None:
             return self
         window = _counted(seen or self.times, *self.uncounted)
-        return replace(self, window=max(self.window or 0, window) or None, uncounted=None)
+        return replace(
+            self, window=max(self.window or 0, window) or None, uncounted=None if settled else self.uncounted
+        )
 
     def quota(self, now: float) -> QuotaHint | None:
         """What the window has left at `now` (None while nothing is learned): requests, and seconds until the
@@ -410,11 +413,12 @@ class SlotLog:
         least, most, count = self.resets
         return count >= SLIDING_AFTER and most - least <= TRIP_SPREAD
 
-    def recounted(self, seen: Sequence[float]) -> SlotLog:
+    def recounted(self, seen: Sequence[float], settled: bool = True) -> SlotLog:
         """The window a 429 taught counted again, as `Pacing.recounted`: never smaller than it was."""
         if self.uncounted is None or self.size is None:
             return replace(self, uncounted=None)
-        return replace(self, size=max(self.size, _counted(seen or self.times, *self.uncounted)), uncounted=None)
+        size = max(self.size, _counted(seen or self.times, *self.uncounted))
+        return replace(self, size=size, uncounted=None if settled else self.uncounted)
 
     def quota(self, now: float) -> QuotaHint | None:
         """Slots left now and seconds until one frees (None while nothing is learned)."""

@@ -15,7 +15,7 @@ from config.settings import CooldownSettings
 from llms import AllKeysExhaustedError
 from llms.cooldown import TRY_MARGIN, AdaptiveCooldown, Backoff, FixedCooldown
 from llms.key_manager import KeyManager
-from llms.learned_limits import DUE_NOW_REST
+from llms.learned_limits import DUE_NOW_REST, RECOUNT_FOR
 from llms.leases import KeyLease
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.prober import Prober
@@ -306,6 +306,43 @@ def test_what_one_process_learned_reaches_another_through_the_index_and_an_old_s
     assert third.document("learned") == {"names": [f"slots/{keys[0].fingerprint}"]}
 
 
+def _answer(lease: KeyLease, clock: Clock, status: int = 200, latency: float = 0.05, hint: float | None = None) -> None:
+    """The lease's request answered now (or refused, with `hint`), and logged as sent `latency` ago."""
+    key, kind = lease.key, OutcomeKind.OK if status == 200 else OutcomeKind.RATE_LIMIT
+    request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, kind.value, status, latency)
+    if status == 200:
+        lease.succeeded(None, request)
+    else:
+        lease.failed(Outcome(kind, status, retry_after=hint), request)
+
+
+def _window_with_a_late_answer(
+    first: KeyManager, second: KeyManager, key: ApiKey, clock: Clock, hint: float | None
+) -> KeyLease:
+    """A window of four on the key: one answer from the first process, two from the second and its 429, while the
+    first holds a request of the window whose answer is not yet written (returned)."""
+    lease = _lease(first, key)
+    clock.advance(0.05)
+    _answer(lease, clock)  # the window's first answer (the first process reads what was learned: nothing yet)
+    late = None
+    for status in (200, 200, 429):  # the provider's window of four is full at the fourth
+        lease = _lease(second, key)
+        clock.advance(0.05)
+        _answer(lease, clock, status, hint=hint)
+        if status == 200 and (held := first.acquire("openrouter")) is not None:  # once: then it is in flight
+            assert late is None and held.key == key
+            late = held
+            clock.advance(0.01)
+    assert late is not None
+    return late
+
+
+def _learned_window(manager: KeyManager, key: ApiKey, hint: float | None) -> int | None:
+    if hint is None:
+        return Pacing.of(manager.document(f"pace/{key.fingerprint}")).window
+    return SlotLog.of(manager.document(f"slots/{key.fingerprint}")).size
+
+
 @pytest.mark.parametrize("hint", [None, 1.6], ids=["hint-less", "hinted"])
 def test_a_window_counted_while_another_process_s_answer_was_unwritten_is_counted_again(
     tmp_path: Path, hint: float | None
@@ -317,41 +354,37 @@ def test_a_window_counted_while_another_process_s_answer_was_unwritten_is_counte
     clock = Clock()
     key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0002")
     first, second = _two_processes(tmp_path, key, clock)
-
-    def answer(lease: KeyLease, status: int = 200, latency: float = 0.05) -> None:
-        kind = OutcomeKind.OK if status == 200 else OutcomeKind.RATE_LIMIT
-        request = RequestRecord(clock(), "openrouter", "m", key.fingerprint, key.key_id, kind.value, status, latency)
-        if status == 200:
-            lease.succeeded(None, request)
-        else:
-            lease.failed(Outcome(kind, status, retry_after=hint), request)
-
-    def window() -> int | None:
-        if hint is None:
-            return Pacing.of(second.document(f"pace/{key.fingerprint}")).window
-        return SlotLog.of(second.document(f"slots/{key.fingerprint}")).size
-
-    lease = _lease(first, key)
-    clock.advance(0.05)
-    answer(lease)  # the window's first answer (the first process reads what was learned: nothing yet)
-    late = None
-    for status in (200, 200, 429):  # the provider's window of four is full at the fourth
-        lease = _lease(second, key)
-        clock.advance(0.05)
-        answer(lease, status)
-        if status == 200 and (held := first.acquire("openrouter")) is not None:  # once: then it is in flight
-            assert late is None and held.key == key
-            late = held
-            clock.advance(0.01)
-    assert late is not None
-    answer(late, latency=0.1)  # written late, by a process that has not read that the window is learned
-    assert window() == 3
+    late = _window_with_a_late_answer(first, second, key, clock, hint)
+    _answer(late, clock, latency=0.1)  # written late, by a process that has not read that the window is learned
+    assert _learned_window(second, key, hint) == 3
 
     clock.advance(second.statuses("openrouter")[0].cooldown_remaining + 0.01)
     lease = _lease(first, key)
     clock.advance(0.05)
-    answer(lease)
-    assert window() == 4
+    _answer(lease, clock)
+    assert _learned_window(second, key, hint) == 4
+
+
+def test_an_answer_written_after_the_window_was_counted_again_is_counted_at_the_next_answer(tmp_path: Path) -> None:
+    """A short rest (a sliding window's slot about to free): the key answers after it before the other process's
+    late answer of the window is written, so counting again once left the window at three — four processes learned
+    windows of 3 and 4 of the provider's 5. Every answer within `RECOUNT_FOR` of the 429 counts it again."""
+    clock = Clock()
+    key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0003")
+    first, second = _two_processes(tmp_path, key, clock)
+    late = _window_with_a_late_answer(first, second, key, clock, 0.2)
+    refused = clock()
+    clock.advance(second.statuses("openrouter")[0].cooldown_remaining + 0.01)
+    lease = _lease(second, key)
+    clock.advance(0.05)
+    _answer(lease, clock)  # counted again: the late answer is not written yet
+    assert _learned_window(second, key, 0.2) == 3
+    _answer(late, clock, latency=0.4)  # written now, by a process that has not read that the window is learned
+    lease = _lease(second, key)
+    clock.advance(0.05)
+    _answer(lease, clock)
+    assert clock() < refused + RECOUNT_FOR  # (within it: the test's own premise)
+    assert _learned_window(second, key, 0.2) == 4
 
 
 def test_a_429_whose_limit_frees_now_rests_the_key_a_moment_and_teaches_nothing() -> None:
