@@ -365,11 +365,15 @@ class SlotLog:
             return replace(self, times=log, length=length, closed_until=now + hint)
         if not log or (self.length and hint < 0.1 * self.length):
             return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window
+        if self.size and self.length and len(log) + in_flight >= self.size:
+            return replace(self, closed_until=now + hint)  # its answers still out: not a smaller window
         oldest = max(i for i in range(len(log)) if i == 0 or log[i] - log[i - 1] >= hint)
         for first in (oldest, 0):  # the gap rule's reading, else the whole log as one window
             size, length = len(log) - first, now + hint - log[first]
             if length > 0 and _densest(log, length) <= size:  # it admitted every answer logged: a window that fits
-                counted = (log[first], now)
+                # Counted again once the answers still out are in, from where the provider's window began as the
+                # hint and the window learned before say (another process's answers of it may not be logged yet).
+                counted = (min(log[first], now + hint - (self.length or length)), now)
                 return replace(self, times=log, size=size, length=length, closed_until=now + hint, uncounted=counted)
         return replace(self, closed_until=now + hint)  # no window fits what was admitted: learn nothing yet
 
@@ -417,8 +421,24 @@ class SlotLog:
         """The window a 429 taught counted again, as `Pacing.recounted`: never smaller than it was."""
         if self.uncounted is None or self.size is None:
             return replace(self, uncounted=None)
-        size = max(self.size, _counted(seen or self.times, *self.uncounted))
-        return replace(self, size=size, uncounted=None if settled else self.uncounted)
+        since, refused = self.uncounted
+        times, length = sorted(seen or self.times), self.length
+        # The window's oldest answer may have been written after the 429 was read (another process's): where the
+        # log now shows one sent at most a trip's spread before the oldest read then, which the gap rule puts first
+        # (the hint's gap, less that spread, before it; or nothing), the window began there. Four processes learned
+        # windows of 4 of 5, their oldest answer 20 ms unwritten.
+        before, hint = [t for t in times if t < since], self.closed_until - refused
+        firsts = [
+            i
+            for i in range(len(before))
+            if since - before[i] <= TRIP_SPREAD and (i == 0 or before[i] - before[i - 1] >= hint - TRIP_SPREAD)
+        ]
+        if firsts and hint > TRIP_SPREAD:
+            since = before[firsts[-1]]
+            length = max(length or 0.0, self.closed_until - since)
+        # (a shared store's log reads sends as answer − latency: a little off)
+        size = max(self.size, _counted(times, since - SLOT_MARGIN, refused))
+        return replace(self, size=size, length=length, uncounted=None if settled else (since, refused))
 
     def quota(self, now: float) -> QuotaHint | None:
         """Slots left now and seconds until one frees (None while nothing is learned)."""

@@ -47,6 +47,25 @@ def test_a_window_read_from_counts_is_a_sliding_log_only_where_every_reset_is_it
     assert SlotLog.of({}).resets == SlotLog().resets  # a document from before the field
 
 
+def test_a_window_taught_before_its_oldest_answer_was_written_grows_to_it_when_counted_again() -> None:
+    """Four processes on one store: the 429 came while the window's oldest answer (another process's, sent 20 ms
+    before the others) was unwritten, so the gap rule read a window of 4 from the next one. Counted again from
+    the store's log once it is written, the window begins at it: 5, and its length to it."""
+    window = (10.000, 10.020, 10.030, 10.040, 10.050)  # the provider's 5 in 2 s; a gap of 2 s before them
+    refused, frees = 10.060, 12.000  # the sixth, refused until the oldest frees
+    log = SlotLog().limited(refused, frees - refused, seen=(8.0, *window[1:]))
+    assert (log.size, log.length) == (4, pytest.approx(frees - 10.020))
+    log = log.recounted((8.0, *window))
+    assert (log.size, log.length, log.uncounted) == (5, pytest.approx(frees - 10.000), None)
+
+
+def test_a_429_explained_by_answers_still_out_keeps_the_window_learned() -> None:
+    """A learned window of 5 and a 429 while the log holds 4 of it and 1 is in flight (its answer not yet in):
+    the window is full, not smaller (read anew from the log, four processes shrank windows of 5 to 4)."""
+    log = SlotLog((1.5, 2.6, 2.7, 2.8), 5, 2.0).limited(2.9, 0.6, in_flight=1)
+    assert (log.size, log.length, log.closed_until) == (5, 2.0, pytest.approx(3.5))
+
+
 def test_a_count_resets_when_the_limit_is_back_to_its_initial_state() -> None:
     """OpenAI documents `x-ratelimit-reset-requests` as "the time until the rate limit (based on requests) resets
     to its initial state": a sliding log's newest slot frees (its whole length, right after a request), a bucket
