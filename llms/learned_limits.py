@@ -115,19 +115,13 @@ class LearnedLimits:
         if f"pace/{subject}" in learned:
             pacing = self._pace(subject, lambda p: p.succeeded(sent, policy))
             if pacing.uncounted is not None and sent > pacing.uncounted[1]:  # after the 429: count it again
-                seen, settled = (
-                    self._seen(subject, key, part, now, recount=True),
-                    now >= pacing.uncounted[1] + RECOUNT_FOR,
-                )
+                seen, settled = self._recount(subject, key, part, now, pacing.uncounted)
                 pacing = self._pace(subject, lambda p: p.recounted(seen, settled))
             quota = _binding_quota(quota, pacing.quota(sent))
         if f"slots/{subject}" in learned:
             slots = self._slots(subject, lambda log: _counted_answer(log, sent, count))
             if slots.uncounted is not None and sent > slots.uncounted[1]:
-                seen, settled = (
-                    self._seen(subject, key, part, now, recount=True),
-                    now >= slots.uncounted[1] + RECOUNT_FOR,
-                )
+                seen, settled = self._recount(subject, key, part, now, slots.uncounted)
                 slots = self._slots(subject, lambda log: log.recounted(seen, settled))
             # A sliding log's count: its slots free one by one, before the reset it reported.
             sliding = count is not None and count.limit == slots.size and slots.sliding
@@ -254,6 +248,13 @@ class LearnedLimits:
         ]
         # The log holds this process's answers too (their times read a moment apart from `mine`: not merged).
         return tuple(sorted(theirs))[-SLOTS_KEPT:] if len(theirs) >= len(mine) else mine
+
+    def _recount(
+        self, subject: str, key: ApiKey, part: str, now: float, uncounted: tuple[float, float]
+    ) -> tuple[tuple[float, ...], bool]:
+        """What a window a 429 taught (`uncounted`: from when, to the 429) is counted again from (`_seen`), and
+        whether it is settled: `RECOUNT_FOR` has passed since the 429, so no answer of it is still to be written."""
+        return self._seen(subject, key, part, now, recount=True), now >= uncounted[1] + RECOUNT_FOR
 
     def _pace(self, subject: str, change: Callable[[Pacing], Pacing]) -> Pacing:
         self._index(f"pace/{subject}")
