@@ -260,23 +260,22 @@ class KeyManager:
         part: str,
         sent: float,
     ) -> None:
-        """`sent`: when the request left, which the quota's times count from."""
+        """`sent`: when the request left, which the quota's times count from. The rest an answer earns lands
+        before its slot frees in the store, as a penalty does: between the two, a caller waiting for that slot
+        found the key neither busy nor resting and gave up ("All API keys exhausted … frees up in 0.7 s")."""
+        rest, why = None, ""
+        if quota is not None and quota.rest is not None:
+            rest, why = quota.rest, "token quota for this minute cannot cover another"
+        elif quota is not None and quota.remaining == 0 and quota.reset_after is not None:
+            rest, why = quota.reset_after, "quota used up for this window"
+        seconds = self._rest_from(sent, rest, now) if rest is not None else 0.0
+        if seconds > SLOT_MARGIN:  # the quota is the account's: every key of a shared-limit group rests with it
+            model = part or None  # what an answer reports of a provider counting per model is that model's quota
+            for member in self._account(key):
+                self.cool(member, seconds, KeyState.RATE_LIMIT, why, model)
         ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
         if ended_streak:
             self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
-        if quota is None:
-            return
-        model = part or None  # what an answer reports of a provider counting per model is that model's quota
-        if quota.rest is not None:
-            rest, why = quota.rest, "token quota for this minute cannot cover another"
-        elif quota.remaining == 0 and quota.reset_after is not None:
-            rest, why = quota.reset_after, "quota used up for this window"
-        else:
-            return
-        seconds = self._rest_from(sent, rest, now)
-        if seconds > SLOT_MARGIN:  # the quota is the account's: every key of a shared-limit group rests with it
-            for member in self._account(key):
-                self.cool(member, seconds, KeyState.RATE_LIMIT, why, model)
 
     def pause_provider(self, provider: str, outcome: Outcome, model: str | None = None) -> None:
         """A limit every key of the provider shares (an upstream limit on `model`, a blocked network): rest the

@@ -126,6 +126,33 @@ def test_quota_at_zero_rests_the_key_before_a_429() -> None:
     assert {pick(manager), pick(manager)} == set(keys)
 
 
+class _WatchedStore(MemoryStore):
+    """A memory store that notes, as each lease ends, what a caller waiting for the slot would read then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_as_slot_freed: list[tuple[str, float] | None] = []
+
+    def record_success(self, key_id: str, now: float, request: Any = None, finish: Any = None) -> int:
+        if finish is not None:
+            self.seen_as_slot_freed.append(self.next_free("groq", now))
+        return super().record_success(key_id, now, request, finish)
+
+
+def test_an_answers_rest_lands_before_its_slot_frees() -> None:
+    """CI, under load: a caller that waited for the one key's slot found it, between the answer's lease ending
+    and its rest landing, neither busy nor resting, and gave up ("All API keys exhausted … frees up in 0.7 s").
+    A penalty already landed first; an answer's rest does too."""
+    clock, store = Clock(), _WatchedStore()
+    key = ApiKey("groq", 1, "gsk_test_secret_0001_abcdef")
+    manager = KeyManager({"groq": [key]}, CooldownSettings(), store, clock)
+    lease = manager.acquire("groq")
+    assert lease is not None
+    lease.succeeded(QuotaHint(remaining=0, reset_after=2.5))
+    [seen] = store.seen_as_slot_freed
+    assert seen is not None and seen[0] == key.fingerprint and seen[1] == pytest.approx(clock() + 2.5 + SLOT_MARGIN)
+
+
 def test_a_window_rests_until_the_latest_reset_its_answers_bound_not_the_last_answers() -> None:
     """Issue 23's burst over HTTP: the answer that says 0 left queued 30 ms at the provider's door, so counting its
     reset from when it was sent ends the rest 30 ms before the window does; an earlier answer of the same window,
