@@ -208,9 +208,12 @@ class KeyManager:
             subject = limit_subject(key, part)
             quota = reported = self._learned.bound_reset(subject, self._sane_quota(quota), sent, now)
             quota = self._learned.counted(subject, key, part, quota, sent, now, self.policy)
+            self._rest_for(key, quota, part, sent, now)  # before the slot frees, as a penalty (below)
             learned, trip = quota is not reported, request.latency if request is not None else math.inf
             finish = self._leases.finish(key, token, quota, sent, outcome.kind, learned=learned, trip=trip)
-            self._succeeded(key, quota, now, request, finish, part, sent)
+            ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
+            if ended_streak:
+                self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
             if reported is not None and reported.remaining is not None:
                 self._learned.note_reported(subject, reported, sent, now)
             return
@@ -250,32 +253,22 @@ class KeyManager:
             why = outcome.message or reason.value
             self.cool(member, seconds, reason, why if member is key else f"shares an account with {key.key_id}", only)
 
-    def _succeeded(
-        self,
-        key: ApiKey,
-        quota: QuotaHint | None,
-        now: float,
-        request: RequestRecord | None,
-        finish: Finish | None,
-        part: str,
-        sent: float,
-    ) -> None:
-        """`sent`: when the request left, which the quota's times count from. The rest an answer earns lands
-        before its slot frees in the store, as a penalty does: between the two, a caller waiting for that slot
-        found the key neither busy nor resting and gave up ("All API keys exhausted … frees up in 0.7 s")."""
-        rest, why = None, ""
+    def _rest_for(self, key: ApiKey, quota: QuotaHint | None, part: str, sent: float, now: float) -> None:
+        """Rest the key for an answer's quota (counted from `sent`, when the request left). It lands before the
+        request's slot frees, as a penalty does: between the two, a caller waiting for that slot found the key
+        neither busy nor resting, and was sent to it (a 429) or gave up ("All API keys exhausted … frees up in
+        0.7 s")."""
         if quota is not None and quota.rest is not None:
             rest, why = quota.rest, "token quota for this minute cannot cover another"
         elif quota is not None and quota.remaining == 0 and quota.reset_after is not None:
             rest, why = quota.reset_after, "quota used up for this window"
-        seconds = self._rest_from(sent, rest, now) if rest is not None else 0.0
+        else:
+            return
+        seconds = self._rest_from(sent, rest, now)
         if seconds > SLOT_MARGIN:  # the quota is the account's: every key of a shared-limit group rests with it
             model = part or None  # what an answer reports of a provider counting per model is that model's quota
             for member in self._account(key):
                 self.cool(member, seconds, KeyState.RATE_LIMIT, why, model)
-        ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
-        if ended_streak:
-            self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
 
     def pause_provider(self, provider: str, outcome: Outcome, model: str | None = None) -> None:
         """A limit every key of the provider shares (an upstream limit on `model`, a blocked network): rest the

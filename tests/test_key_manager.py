@@ -132,6 +132,13 @@ class _WatchedStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.seen_as_slot_freed: list[tuple[str, float] | None] = []
+        self.busy_as_key_cooled: list[bool] = []
+        self.manager: KeyManager | None = None
+
+    def cool(self, key_id: str, until: float, reason: str, now: float) -> None:
+        if self.manager is not None:
+            self.busy_as_key_cooled.append(self.manager.busy())
+        super().cool(key_id, until, reason, now)
 
     def record_success(self, key_id: str, now: float, request: Any = None, finish: Any = None) -> int:
         if finish is not None:
@@ -141,14 +148,15 @@ class _WatchedStore(MemoryStore):
 
 def test_an_answers_rest_lands_before_its_slot_frees() -> None:
     """CI, under load: a caller that waited for the one key's slot found it, between the answer's lease ending
-    and its rest landing, neither busy nor resting, and gave up ("All API keys exhausted … frees up in 0.7 s").
-    A penalty already landed first; an answer's rest does too."""
+    and its rest landing, neither busy nor resting, and gave up ("All API keys exhausted … frees up in 0.7 s") or
+    was sent to it (a 429). A penalty already landed first; an answer's rest does too."""
     clock, store = Clock(), _WatchedStore()
     key = ApiKey("groq", 1, "gsk_test_secret_0001_abcdef")
-    manager = KeyManager({"groq": [key]}, CooldownSettings(), store, clock)
+    manager = store.manager = KeyManager({"groq": [key]}, CooldownSettings(), store, clock)
     lease = manager.acquire("groq")
     assert lease is not None
     lease.succeeded(QuotaHint(remaining=0, reset_after=2.5))
+    assert store.busy_as_key_cooled == [True]  # this process's slot was still taken as the rest landed
     [seen] = store.seen_as_slot_freed
     assert seen is not None and seen[0] == key.fingerprint and seen[1] == pytest.approx(clock() + 2.5 + SLOT_MARGIN)
 
