@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -26,6 +27,7 @@ from llms.providers import AwaitedAdapter, ProviderAdapter, awaited
 from llms.routing import Route, Target
 from llms.state.base import ABANDONED, RequestRecord
 from llms.streams import Run
+from llms.transport import measured_setup
 from llms.types import (
     ChatRequest,
     ChatResult,
@@ -176,8 +178,8 @@ class Failover:
             try:
                 adapter = self._adapters[target.provider]
                 adapter.ready(lease.key)
-                run.started = self._timer()  # the request leaves now: its time, and its window's, count from here
-                answer = call(adapter, lease.key, target.model)
+                with self._leaving(run):
+                    answer = call(adapter, lease.key, target.model)
             except Exception as exc:
                 step = steps.send(_failure(exc))
                 continue
@@ -203,8 +205,8 @@ class Failover:
             try:
                 adapter = self._adapters[target.provider]
                 await aready(adapter, lease.key)
-                run.started = self._timer()
-                answer = await call(adapter, lease.key, target.model)
+                with self._leaving(run):
+                    answer = await call(adapter, lease.key, target.model)
             except Exception as exc:
                 step = await self.off_loop(steps.send, _failure(exc))
                 continue
@@ -213,6 +215,17 @@ class Failover:
                 raise
             steps.close()
             return target, lease, answer
+
+    @contextmanager
+    def _leaving(self, run: Run) -> Iterator[None]:
+        """The attempt's request leaves in the block: its time, and its key's window's, count from then, after
+        any connection made for it (`measured_setup`: a TLS handshake the provider's clock never saw)."""
+        run.started = self._timer()
+        with measured_setup() as setup:
+            try:
+                yield
+            finally:
+                run.started += setup.seconds
 
     async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
         """Store work from the event loop: in the loop's default executor when the store may block (a SQLite

@@ -7,6 +7,7 @@ bytes. While a budget is active in a thread, the sockets made here wait at most 
 read and count what they receive; past either limit the read fails, and the adapter reports a transient error.
 
 - `HttpPool`: urllib3 connections to one endpoint, each wrapping its socket (plain or TLS);
+- `measured_setup`: how long the calls in a block spent making connections before their requests left;
 - `llms.transport_httpx`: the `httpx2` client `google-genai` sends through, whose connections do the same.
 """
 
@@ -20,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from urllib3 import BaseHTTPResponse, PoolManager, ProxyManager, Timeout
@@ -29,6 +31,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util import parse_url
 
 _active = threading.local()
+_setup: ContextVar[ConnectionSetup | None] = ContextVar("llms_connection_setup", default=None)
 
 NETWORK_ERRORS = (Urllib3Error, OSError)
 """What a call over an `HttpPool` may raise."""
@@ -46,17 +49,58 @@ class BudgetExceeded(TimeoutError):
         super().__init__(reason)
 
 
+class ConnectionSetup:
+    """Seconds the calls in a `measured_setup` block spent before their requests could leave: opening a connection
+    (TCP, a proxy's tunnel, the TLS handshake) or waiting for a free one.
+
+    A request's time, and what is learned of its key's window from it, counts from when it left: a new TLS
+    connection to a provider takes 50-300 ms, and a rest counted from before it ended that much before the
+    provider's window did (the request that resumed the key, on the connection kept alive, went straight in)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
+@contextmanager
+def measured_setup() -> Iterator[ConnectionSetup]:
+    """Measure the connection set-up of the calls in the block (in this thread, or this task of an event loop)."""
+    setup = ConnectionSetup()
+    token = _setup.set(setup)
+    try:
+        yield setup
+    finally:
+        _setup.reset(token)
+
+
+@contextmanager
+def setting_up() -> Iterator[None]:
+    """A connection being made for the calls of the current `measured_setup` block (none: not measured)."""
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        setup = _setup.get()
+        if setup is not None:
+            setup.seconds += time.monotonic() - began
+
+
 class Budget:
     """One attempt's limits: seconds until its deadline, and bytes it may receive."""
 
     def __init__(self, seconds: float, max_bytes: int, *, overall: float | None = None) -> None:
         self.sent_at = time.time()
+        self._setup = _setup.get()
+        self._setup_before = self._setup.seconds if self._setup is not None else 0.0
         now = time.monotonic()
         self._cap = now + overall if overall is not None else None
         self.deadline = min(now + seconds, self._cap) if self._cap is not None else now + seconds
         self.max_bytes = max_bytes
         self.received = 0
         self.exceeded: str | None = None
+
+    def left_at(self) -> float:
+        """When the request left (wall clock): `sent_at`, and what making its connection took since."""
+        return self.sent_at + (self._setup.seconds - self._setup_before if self._setup is not None else 0.0)
 
     def extend(self, seconds: float) -> None:
         """Progress was made (a stream's text piece): the next deadline is `seconds` from now, within the cap."""
@@ -142,13 +186,15 @@ class _GuardedSocket:
 
 class _GuardedHTTPConnection(HTTPConnection):
     def connect(self) -> None:
-        super().connect()
+        with setting_up():
+            super().connect()
         self.sock = _GuardedSocket(self.sock)  # type: ignore[assignment]
 
 
 class _GuardedHTTPSConnection(HTTPSConnection):
     def connect(self) -> None:
-        super().connect()
+        with setting_up():  # the proxy's tunnel and the TLS handshake too
+            super().connect()
         self.sock = _GuardedSocket(self.sock)  # type: ignore[assignment]
 
 

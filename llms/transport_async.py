@@ -13,11 +13,11 @@ import ssl
 import threading
 import zlib
 from collections.abc import Awaitable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
-from llms.transport import Budget, BudgetExceeded, NetworkFailure, ca_bundle, proxy_for
+from llms.transport import Budget, BudgetExceeded, NetworkFailure, ca_bundle, proxy_for, setting_up
 
 T = TypeVar("T")
 _STEP = 65536
@@ -94,6 +94,15 @@ class AsyncAnswer:
         self._response.close()
 
 
+class _MeasuredConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, whose connections (made, or waited for at the pool's limit) count as the request's
+    set-up (`llms.transport.measured_setup`), not its time out to the provider."""
+
+    async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
+        with setting_up():
+            return await super().connect(*args, **kwargs)
+
+
 class AsyncHttpPool:
     """aiohttp connections to one provider endpoint, with no retries and no redirects; the proxy and CA bundle
     come from the environment as for `HttpPool`. A session belongs to one event loop, so each running loop gets
@@ -110,8 +119,9 @@ class AsyncHttpPool:
         loop = asyncio.get_running_loop()
         session = self._sessions.get(loop)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=self._tls or False)
-            session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+            with setting_up():  # a loop's first call makes its session: not the request's time out
+                connector = _MeasuredConnector(limit=self._pool_size, ssl=self._tls or False)
+                session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
             with self._lock:  # forget the sessions of loops that have ended (nothing can close them now)
                 self._sessions = {lp: s for lp, s in self._sessions.items() if not lp.is_closed()}
                 self._sessions[loop] = session

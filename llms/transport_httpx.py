@@ -19,7 +19,7 @@ from typing import Any
 import httpcore2
 import httpx2
 
-from llms.transport import BudgetExceeded, current
+from llms.transport import BudgetExceeded, current, setting_up
 
 _ERRORS: tuple[tuple[type[Exception], type[Exception]], ...] = (
     (httpcore2.ConnectTimeout, httpx2.ConnectTimeout),
@@ -78,7 +78,8 @@ class GuardedStream(httpcore2.NetworkStream):
         self._inner.close()
 
     def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
-        return GuardedStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+        with setting_up():  # the handshake is the connection's set-up, not the request's time out
+            return GuardedStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
@@ -91,7 +92,8 @@ class GuardedBackend(httpcore2.NetworkBackend):
         self._inner = inner
 
     def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore2.NetworkStream:
-        return GuardedStream(self._inner.connect_tcp(*args, **kwargs))
+        with setting_up():
+            return GuardedStream(self._inner.connect_tcp(*args, **kwargs))
 
     def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore2.NetworkStream:
         return GuardedStream(self._inner.connect_unix_socket(*args, **kwargs))

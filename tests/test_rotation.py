@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import SECRETS, USER_HELLO, MakeClient, in_threads
+from tls_front import SlowTlsFront
 
 from llms import AllKeysExhaustedError
 from llms.cooldown import TRIP_SPREAD
@@ -235,3 +238,28 @@ def test_a_caller_that_waited_for_a_busy_keys_slot_skips_it_once_another_callers
     outcomes = in_threads(2, call)  # one takes the key (one request at a time: its quota is unknown)
     assert [o.startswith("exhausted") for o in outcomes] == [True, True], outcomes
     assert [r.status for r in sim.requests if r.provider == "groq"] == [429]  # the cooled key was never sent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("awaited", [False, True], ids=["blocking", "awaited"])
+def test_a_rest_counts_from_when_the_request_left_after_its_connections_tls_handshake(
+    make_client: MakeClient, sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, awaited: bool
+) -> None:
+    """A provider's window begins as a request arrives, after a new connection's TLS handshake (50-300 ms far
+    away); the request that resumes the key goes out on the connection kept alive, straight in. Counted from before
+    the handshake, the rest ended that much before the window did: a 429 a client could have known."""
+    with SlowTlsFront(sim.base_urls["groq"], handshake_delay=0.4, directory=tmp_path) as front:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(front.ca_file))
+        client = make_client({"groq": 1}, GROQ_BASE_URL=front.url_for(sim.base_urls["groq"]))
+        sim.add_key("groq", SECRETS["groq"][0], limit=(1, 1.0), name="groq:1")
+
+        async def twice() -> list[str]:
+            return [(await client.acomplete(USER_HELLO, wait=5)).key_id for _ in range(2)]
+
+        answered = asyncio.run(twice()) if awaited else [client.complete(USER_HELLO, wait=5).key_id for _ in "ab"]
+        assert answered == ["groq:1", "groq:1"] and front.handshakes == 1
+    first, *later = sim.requests
+    # (a busy machine may hold the first request a few ms longer than the second on their way in, as in
+    # test_a_default_call_that_waited_for_a_busy_slot_still_waits_out_a_short_rest; a handshake's 0.4 s may not)
+    refused = [r.at - first.at for r in later if r.status == 429]
+    assert later[-1].status == 200 and len(refused) <= 1 and all(at >= 1.0 - TRIP_SPREAD for at in refused), refused

@@ -386,7 +386,8 @@ class GeminiAdapter:
         elif isinstance(exc, errors.APIError):
             headers = dict(getattr(exc.response, "headers", None) or {})
             body = exc.details if isinstance(exc.details, (dict, list)) else str(exc.details)
-            outcome = classify(int(exc.code or 0), headers, body, self.clock.read(headers, budget.sent_at, time.time()))
+            read_at = self.clock.read(headers, budget.left_at(), time.time())
+            outcome = classify(int(exc.code or 0), headers, body, read_at)
         elif "Timeout" in type(exc).__name__:
             outcome = transient("timed out")
         elif type(exc).__module__.startswith(("httpx", "httpcore", "h11", "ssl", "socket")) or isinstance(exc, OSError):

@@ -33,7 +33,7 @@ from llms.providers.openai_wire import (
     usage_of,
     vectors_of,
 )
-from llms.transport import NETWORK_ERRORS, Budget, HttpPool, NetworkFailure, read_body, read_lines
+from llms.transport import NETWORK_ERRORS, Budget, HttpPool, NetworkFailure, read_body, read_lines, setting_up
 from llms.types import ChatRequest, Completion, Embedded, EmbeddingRequest, StreamReply
 from llms.wire import error_object, snippet
 
@@ -213,7 +213,7 @@ class OpenAICompatAdapter:
 
     def _read_at(self, headers: Mapping[str, str], budget: Budget) -> float:
         """When the provider read its limits for this attempt, on its clock (`ProviderClock`)."""
-        return self.clock.read(headers, budget.sent_at, time.time())
+        return self.clock.read(headers, budget.left_at(), time.time())
 
     def _raise_unless_ok(self, outcome: Outcome) -> None:
         if outcome.kind is not OutcomeKind.OK:
@@ -309,9 +309,10 @@ class OpenAICompatAdapter:
 
     async def _apost(self, url: str, body: bytes, key: ApiKey, budget: Budget) -> AsyncAnswer:
         if self._aio is None:
-            from llms.transport_async import AsyncHttpPool
+            with setting_up():  # aiohttp's import and TLS context (~0.2 s): not the request's time out
+                from llms.transport_async import AsyncHttpPool
 
-            self._aio = AsyncHttpPool(self._base_url, self._pool_size)
+                self._aio = AsyncHttpPool(self._base_url, self._pool_size)
         try:
             return await self._aio.request("POST", url, body, self._headers_for(key), budget)
         except NETWORK_ERRORS as exc:
