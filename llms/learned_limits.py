@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from config.api_keys import ApiKey
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, CooldownPolicy
-from llms.outcomes import OutcomeKind, QuotaHint
+from llms.outcomes import QuotaHint
 from llms.quota import SLIDING_AFTER, SLOTS_KEPT, Pacing, SlotLog
 from llms.state import StateStore
 from llms.state.base import Document, Finish
@@ -240,14 +240,9 @@ class LearnedLimits:
             return mine
         if not recount and (f"slots/{subject}" in learned or f"pace/{subject}" in learned):
             return mine
-        members = {m.fingerprint for m in self._account(key)}
-        theirs = [
-            r.at - r.latency
-            for r in self._store.request_log(self._store.log_size)
-            if r.key in members and r.outcome == OutcomeKind.OK.value and (not part or r.model == part)
-        ]
+        theirs = self._store.sent_times({m.fingerprint for m in self._account(key)}, part or None)
         # The log holds this process's answers too (their times read a moment apart from `mine`: not merged).
-        return tuple(sorted(theirs))[-SLOTS_KEPT:] if len(theirs) >= len(mine) else mine
+        return tuple(theirs)[-SLOTS_KEPT:] if len(theirs) >= len(mine) else mine
 
     def _recount(
         self, subject: str, key: ApiKey, part: str, now: float, uncounted: tuple[float, float]

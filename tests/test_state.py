@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from conftest import in_threads
@@ -158,6 +159,22 @@ def test_the_request_log_keeps_the_newest_and_the_history_adds_up_per_key_and_ho
     later = NOW + 3 * 86400  # three days on, with two days kept: the old hours are gone
     store.record_success("fp-a", later, _request(later, "fp-a"))
     assert {h.hour for h in store.history(NOW - 3600)} == {later - later % 3600}
+
+
+def test_the_sends_of_some_keys_answers_are_read_from_the_newest_of_the_log(store: StateStore) -> None:
+    """What a learned window is counted from on a shared store (`LearnedLimits._seen`): every process's answers
+    of the keys, from the log's newest `log_size` records only, read where the log is (SQL, a Redis script)."""
+    store.retain(history_days=2, log_size=40)
+    for i in range(60):
+        key, outcome = IDS[i % 3], "rate_limit" if i % 7 == 0 else "ok"
+        record = replace(_request(NOW + i, key, outcome, latency=0.5 + i / 100), model=f"m{i % 2}")
+        store.log_request(record)
+    log = store.request_log(1000)
+    for keys, model in [({"fp-a"}, None), ({"fp-a", "fp-c"}, None), ({"fp-b"}, "m1"), (set(), None)]:
+        answered = [r for r in log if r.key in keys and r.outcome == "ok" and model in (None, r.model)]
+        expected = sorted(r.at - r.latency for r in answered)
+        assert store.sent_times(keys, model) == pytest.approx(expected, abs=1e-9)
+    assert min(store.sent_times({"fp-a", "fp-b", "fp-c"})) >= NOW + 20 - 1  # only the newest 40 records
 
 
 def test_configured_limits_are_counted_in_the_store(store: StateStore) -> None:

@@ -182,6 +182,9 @@ class FailoverStore(StateStore):
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
         return self._call("request_log", limit)
 
+    def sent_times(self, keys: Collection[str], model: str | None = None) -> list[float]:
+        return self._call("sent_times", keys, model)
+
     def history(self, since: float) -> list[HourOfKey]:
         return self._call("history", since)
 

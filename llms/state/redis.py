@@ -46,6 +46,7 @@ from llms.state.redis_scripts import (
     FAILURE,
     LOG,
     REGISTER,
+    SENT_TIMES,
     SPEND,
     SUCCESS,
     finish_args,
@@ -76,6 +77,7 @@ class RedisStore(StateStore):
         self._failure = self._redis.register_script(FAILURE)
         self._spend = self._redis.register_script(SPEND)
         self._cool_model = self._redis.register_script(COOL_MODEL)
+        self._sent_times = self._redis.register_script(SENT_TIMES)
 
     @classmethod
     def check_url(cls, url: str) -> str:
@@ -313,6 +315,13 @@ class RedisStore(StateStore):
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
         raw = self._run(lambda: self._redis.lrange(f"{self._p}requests", 0, limit - 1))
         return [RequestRecord(**json.loads(item)) for item in raw]
+
+    def sent_times(self, keys: Collection[str], model: str | None = None) -> list[float]:
+        """Read where the log is (`SENT_TIMES`): only the sends of the keys' answers cross the network."""
+        if not keys:
+            return []
+        args = [self.log_size, model or "", *keys]
+        return sorted(float(t) for t in self._run(lambda: self._sent_times(keys=[f"{self._p}requests"], args=args)))
 
     def history(self, since: float) -> list[HourOfKey]:
         members = self._run(lambda: self._redis.zrangebyscore(f"{self._p}hist:index", hour_of(since), "+inf"))

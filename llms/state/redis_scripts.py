@@ -188,6 +188,25 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 """
 
+SENT_TIMES = """
+-- The request log's answered requests of the keys in ARGV[3..] (for model ARGV[2], unless empty), among its
+-- ARGV[1] newest: when each was sent, as text (a Lua number returned to Redis would lose its fraction).
+local wanted, out = {}, {}
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
+for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
+  for i = 3, #ARGV do
+    if string.find(item, ARGV[i], 1, true) then  -- only entries that name a key are decoded
+      local r = cjson.decode(item)
+      if wanted[r.key] and r.outcome == 'ok' and (ARGV[2] == '' or r.model == ARGV[2]) then
+        out[#out + 1] = string.format('%.17g', r.at - r.latency)
+      end
+      break
+    end
+  end
+end
+return out
+"""
+
 REGISTER = """
 for i = 1, #ARGV do
   if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[i]) end

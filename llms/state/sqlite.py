@@ -296,6 +296,9 @@ class SQLiteStore(StateStore):
     def request_log(self, limit: int = 100) -> list[RequestRecord]:
         return self._file.run(lambda db: sqlite_history.request_log(db, min(limit, self.log_size)), write=False)
 
+    def sent_times(self, keys: Collection[str], model: str | None = None) -> list[float]:
+        return self._file.run(lambda db: sqlite_history.sent_times(db, keys, model, self.log_size), write=False)
+
     def history(self, since: float) -> list[HourOfKey]:
         return self._file.run(lambda db: sqlite_history.history(db, since), write=False)
 

@@ -10,6 +10,7 @@ write lock. A request is logged as who answered and how, never what was asked. T
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 
 from llms.state.base import (
     LATENCY_BOUNDS,
@@ -58,6 +59,19 @@ def request_log(db: sqlite3.Connection, limit: int) -> list[RequestRecord]:
         (limit,),
     ).fetchall()
     return [RequestRecord(*row) for row in rows]
+
+
+def sent_times(db: sqlite3.Connection, keys: Collection[str], model: str | None, limit: int) -> list[float]:
+    """`StateStore.sent_times` over the `limit` most recent requests, in SQL: no record is built for the others."""
+    if not keys:
+        return []
+    marks = ", ".join("?" * len(keys))
+    rows = db.execute(
+        f"SELECT at - latency FROM (SELECT at, latency, key, outcome, model FROM requests ORDER BY id DESC LIMIT ?) "
+        f"WHERE key IN ({marks}) AND outcome = 'ok' AND (? IS NULL OR model = ?) ORDER BY 1",
+        (limit, *keys, model, model),
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def history(db: sqlite3.Connection, since: float) -> list[HourOfKey]:
