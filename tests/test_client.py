@@ -9,7 +9,17 @@ import subprocess
 import time
 
 import pytest
-from conftest import PYTHON, ROOT, SECRETS, USER_HELLO, Clock, MakeClient, in_threads, python_env
+from conftest import (
+    PYTHON,
+    ROOT,
+    SECRETS,
+    USER_HELLO,
+    Clock,
+    MakeClient,
+    clear_of_a_minutes_end,
+    in_threads,
+    python_env,
+)
 
 from llms import AllKeysExhaustedError, Attempt, OutcomeKind, RequestRejectedError
 from simulator import Simulator
@@ -125,6 +135,7 @@ def test_three_consecutive_transient_errors_cool_the_key_for_the_error_cooldown(
 def test_acceptance_fallback_chain(make_client: MakeClient, sim: Simulator) -> None:
     """OpenRouter 1–4 and Groq 1–3 answer 429, Gemini answers: Gemini replies, each cooled key was called once,
     and the next call makes exactly one request."""
+    clear_of_a_minutes_end()
     steps = {f"openrouter:{i}": ["rate_limit"] * 5 for i in range(1, 5)}
     steps |= {f"groq:{i}": ["rate_limit"] * 5 for i in range(1, 4)}
     client = make_client({"openrouter": 4, "groq": 3, "gemini": 1}, steps=steps)
@@ -145,6 +156,7 @@ def test_acceptance_fallback_chain(make_client: MakeClient, sim: Simulator) -> N
 def test_awaited_calls_fail_over_stream_and_give_up_like_blocking_ones(make_client: MakeClient, sim: Simulator) -> None:
     """`acomplete` / `achat_stream` (the gateway's path) run the same failover over the same state: aiohttp for
     the OpenAI-format providers, Gemini's SDK in the executor, the store inline or off the loop by backend."""
+    clear_of_a_minutes_end()
     steps = {"openrouter:1": ["rate_limit"] * 9, "groq:1": ["model_not_found"] * 9}
     client = make_client({"openrouter": 1, "groq": 1, "gemini": 1}, steps=steps)
 

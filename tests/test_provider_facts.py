@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import SECRETS, USER_HELLO, MakeClient
+from conftest import SECRETS, USER_HELLO, MakeClient, clear_of_a_minutes_end
 
 from dashboard.status import summarize, summary_table
 from dashboard.text import pause_text, reason_text
@@ -147,6 +147,7 @@ def test_hints_read_from_the_recorded_answers() -> None:
 
 
 def test_the_original_status_loop_runs_verbatim_and_the_summary_is_plain_data(make_client: MakeClient) -> None:
+    clear_of_a_minutes_end(2.0)  # OpenRouter's rest ends at the next whole minute
     client = make_client({"openrouter": 2, "groq": 1}, steps={"openrouter:1": ["rate_limit"]})
     client.chat(USER_HELLO)
     out = io.StringIO()
