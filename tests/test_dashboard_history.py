@@ -37,6 +37,12 @@ def busy_client(make_client: MakeClient) -> SmartClient:
     return client
 
 
+def slowest_bound(log: list[dict], provider: str, key_id: str | None = None) -> float:
+    """The latency bucket's bound that holds the slowest of the provider's (or the key's) requests in the log."""
+    slowest = max(r["latency_s"] for r in log if r["provider"] == provider and key_id in (None, r["key_id"]))
+    return next(b for b in LATENCY_BOUNDS if slowest <= b)
+
+
 @pytest.mark.slow
 def test_totals_add_up_exactly_to_the_request_log(busy_client: SmartClient) -> None:
     log = busy_client.admin.request_log(1000)
@@ -56,13 +62,13 @@ def test_totals_add_up_exactly_to_the_request_log(busy_client: SmartClient) -> N
         assert row["Mean latency"] == pytest.approx(sum(r["latency_s"] for r in mine) / len(mine), abs=1e-5)
     assert totals["Requests"].sum() == len(log) == 7
     assert (totals.loc["OpenRouter", "429s"], totals.loc["Groq", "Errors"]) == (1, 1)
-    # p95 at the bucket bounds: the one slow groq request (timed out at ~1.5 s) is in its top 5 %; OpenRouter's
-    # answers come at once, so their p95 is the bound of the slowest of them, which a loaded machine may push past
-    # the first bucket (the log's own latencies say which)
-    assert max(r["latency_s"] for r in log if r["provider"] == "groq") > 1.5
-    slowest = max(r["latency_s"] for r in log if r["provider"] == "openrouter")
-    bound = next(b for b in LATENCY_BOUNDS if slowest <= b)
-    assert (totals.loc["Groq", "p95 latency"], totals.loc["OpenRouter", "p95 latency"]) == (2.0, bound)
+    # p95 at the bucket bounds: the one slow groq request (timed out at the 1.5 s deadline, which counts from
+    # before its connection was made; its latency counts from when it left: on a loaded machine a little under
+    # 1.5 s) is in its top 5 %; OpenRouter's answers come at once, so their p95 is the bound of the slowest of
+    # them, which a loaded machine may push past the first bucket (the log's own latencies say which)
+    assert max(r["latency_s"] for r in log if r["provider"] == "groq") > 1.0
+    p95 = (totals.loc["Groq", "p95 latency"], totals.loc["OpenRouter", "p95 latency"])
+    assert p95 == (slowest_bound(log, "groq"), slowest_bound(log, "openrouter"))
     busiest_first = sorted(totals.index, key=lambda title: -totals.loc[title, "Requests"])
     assert list(totals.index) == busiest_first  # (how many each served depends on when openrouter:1 frees)
 
@@ -79,7 +85,7 @@ def test_key_table_matches_the_log_and_searches_ids_and_hints(busy_client: Smart
     assert keys["Requests"].is_monotonic_decreasing
     assert list(keys["Hint"]) == [hints[k] for k in keys["Key"]]
     slow = keys.set_index("Key").loc["groq:1"]
-    assert (slow["Errors"], slow["p95 latency"]) == (1, 2.0)
+    assert (slow["Errors"], slow["p95 latency"]) == (1, slowest_bound(log, "groq", "groq:1"))
     assert slow["Success rate"] == pytest.approx(slow["OK"] / slow["Requests"])
 
     assert list(history.key_totals(frame, hints, " GROQ:2 ")[0]["Key"]) == ["groq:2"]

@@ -263,3 +263,29 @@ def test_a_rest_counts_from_when_the_request_left_after_its_connections_tls_hand
     # test_a_default_call_that_waited_for_a_busy_slot_still_waits_out_a_short_rest; a handshake's 0.4 s may not)
     refused = [r.at - first.at for r in later if r.status == 429]
     assert later[-1].status == 200 and len(refused) <= 1 and all(at >= 1.0 - TRIP_SPREAD for at in refused), refused
+
+
+def test_the_gemini_sdks_connections_count_their_handshake_as_set_up(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Gemini's calls go through google-genai's httpx client on `llms.transport_httpx`'s backend: its TCP connect and
+    TLS handshake are the request's set-up (`measured_setup`), as urllib3's and aiohttp's are, and a kept-alive
+    connection has none."""
+    from llms.transport import measured_setup
+    from llms.transport_httpx import _tls_context, gemini_http_client
+
+    with SlowTlsFront(sim.base_urls["gemini"], handshake_delay=0.4, directory=tmp_path) as front:
+        monkeypatch.setenv("SSL_CERT_FILE", str(front.ca_file))
+        _tls_context.cache_clear()  # one context per process, made from the environment: this test's front's CA
+        try:
+            client = gemini_http_client(5.0)
+            url = front.url_for(sim.base_urls["gemini"]) + "/v1beta/models"
+            spent = []
+            for _ in range(2):
+                with measured_setup() as setup:
+                    client.get(url)
+                spent.append(setup.seconds)
+            client.close()
+        finally:
+            _tls_context.cache_clear()
+    assert spent[0] >= 0.4 and spent[1] < 0.05, spent
