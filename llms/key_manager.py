@@ -258,9 +258,11 @@ class KeyManager:
         request's slot frees, as a penalty does: between the two, a caller waiting for that slot found the key
         neither busy nor resting, and was sent to it (a 429) or gave up ("All API keys exhausted … frees up in
         0.7 s")."""
-        if quota is not None and quota.rest is not None:
+        if quota is None:
+            return
+        if quota.rest is not None:
             rest, why = quota.rest, "token quota for this minute cannot cover another"
-        elif quota is not None and quota.remaining == 0 and quota.reset_after is not None:
+        elif quota.remaining == 0 and quota.reset_after is not None:
             rest, why = quota.reset_after, "quota used up for this window"
         else:
             return

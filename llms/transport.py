@@ -186,16 +186,13 @@ class _GuardedSocket:
 
 class _GuardedHTTPConnection(HTTPConnection):
     def connect(self) -> None:
-        with setting_up():
+        with setting_up():  # (over TLS: the proxy's tunnel and the handshake too)
             super().connect()
         self.sock = _GuardedSocket(self.sock)  # type: ignore[assignment]
 
 
-class _GuardedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        with setting_up():  # the proxy's tunnel and the TLS handshake too
-            super().connect()
-        self.sock = _GuardedSocket(self.sock)  # type: ignore[assignment]
+class _GuardedHTTPSConnection(_GuardedHTTPConnection, HTTPSConnection):
+    """`_GuardedHTTPConnection.connect` around `HTTPSConnection.connect` (next in the method order)."""
 
 
 class _GuardedPool(HTTPConnectionPool):
