@@ -120,7 +120,7 @@ class KeyManager:
         limits = self._limits.get(provider)
         while True:
             now = self._clock()
-            lease = self._leases.lease(now, part)
+            lease = self._leases.lease(now, provider, part)
             fingerprint = self._store.acquire(provider, now, skip, lease, model)
             if fingerprint is None:
                 return None
@@ -378,9 +378,10 @@ class KeyManager:
         if quota is None:
             return None
         remaining = quota.remaining if quota.remaining is None or quota.remaining >= 0 else 0
-        return replace(
-            quota, remaining=remaining, reset_after=self._sane(quota.reset_after), rest=self._sane(quota.rest)
-        )
+        reset = quota.reset_after
+        if reset is not None:  # 0: the window is back to its initial state now (a count of 0 "for 60 s" held a key)
+            reset = min(max(0.0, reset), self._cooldowns.maximum) if math.isfinite(reset) else None
+        return replace(quota, remaining=remaining, reset_after=reset, rest=self._sane(quota.rest))
 
     def cool(self, key: ApiKey, seconds: float, reason: KeyState, why: str = "", model: str | None = None) -> None:
         """Rest the key for `seconds` (only for `model`, when given: it keeps answering other models)."""

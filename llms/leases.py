@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from config.api_keys import ApiKey
+from llms.cooldown import TRIP_SPREAD
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.quota import InFlightLimit, limit_subject
 from llms.state import StateError, StateStore
@@ -74,7 +75,34 @@ class _Held:
     fingerprint: str
     subject: str  # whose in-flight limit it counts toward (a key, or a shared-limit group; per model where counted)
     part: str  # the store gate's part: "" or the model
-    renew_until: float  # the latest its lease may be renewed to (the request's deadline)
+    renew_until: float  # the latest its lease may be renewed to: the request's deadline, or its window's end
+
+
+@dataclass(frozen=True, slots=True)
+class _WindowsShown:
+    """What a provider's counts showed of its windows (per model where it counts per model): the longest a window
+    lasts, at least. One count alone says little: a window on the clock read in its last 0.1 s resets in 0.1 s, and
+    a request's slot released after that cost a 429 a window."""
+
+    reset: float = 0.0  # the longest reset a count gave
+    between: float = 0.0  # the longest a window lasted as two counts' ends showed it
+    last: tuple[float, float] | None = None  # the latest count's read and end
+    ends: int = 0  # windows' ends seen
+
+    def counted(self, read: float, reset: float) -> _WindowsShown:
+        """One more count, read then, saying the window resets `reset` later."""
+        end, between = read + reset, self.between
+        if self.last is not None and abs(end - self.last[1]) <= TRIP_SPREAD:  # the same window, read again
+            return _WindowsShown(max(self.reset, reset), between, (read, max(end, self.last[1])), self.ends)
+        if self.last is not None and read > self.last[0] and end - self.last[1] > read - self.last[0] + TRIP_SPREAD:
+            # The window ended further on than time went: a window on the clock, a whole length after the last.
+            between = max(between, end - self.last[1])
+        return _WindowsShown(max(self.reset, reset), between, (read, end), self.ends + 1)
+
+    @property
+    def longest(self) -> float | None:
+        """The longest a window may last, as far as the counts tell (None until two windows' ends were seen)."""
+        return max(self.reset, self.between) if self.ends >= 2 else None
 
 
 class Leases:
@@ -104,6 +132,9 @@ class Leases:
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._sent: dict[str, float] = {}  # subject → when this process last sent a request for it
+        self._windows: dict[tuple[str, str], _WindowsShown] = {}  # (provider, part) → what its counts showed
+        self._freeing: defaultdict[str, dict[str, float]] = defaultdict(dict)  # subject → token → when the slot of
+        # a request in flight frees before its deadline (`slot_until`)
         self._saturated: defaultdict[str, dict[str, float]] = defaultdict(dict)  # model part → fingerprints at
         # their limit → until when (a key whose quota is unknown takes one more after `InFlightLimit.spacing`)
         self.subjects: set[str] = set()
@@ -113,9 +144,20 @@ class Leases:
         self._renewer: threading.Thread | None = None
         self._closing = threading.Event()
 
-    def lease(self, now: float, part: str) -> Lease:
-        """A new lease for the store to grant on a key, `ttl` ahead."""
-        return Lease(uuid.uuid4().hex, now + self.ttl, part)
+    def lease(self, now: float, provider: str, part: str) -> Lease:
+        """A new lease for the store to grant on a key of the provider, `ttl` ahead, or until the window that
+        counts its request has surely passed (`slot_until`), if sooner."""
+        return Lease(uuid.uuid4().hex, min(now + self.ttl, self.slot_until(now, provider, part)), part)
+
+    def slot_until(self, sent: float, provider: str, part: str) -> float:
+        """Until when a request sent then holds a slot of its key's quota: until the longest window its provider's
+        counts have shown has passed since (and a trip's spread), or, until they have shown one, until it ends. An
+        answer slower than the window (a reasoning model's 15 s under 5 a 10 s) no longer holds a slot once the
+        window that counted it has passed: held until its answer, a key kept to one request at a time got 0.20 of
+        its quota."""
+        shown = self._windows.get((provider, part))
+        longest = shown.longest if shown is not None else None
+        return sent + longest + TRIP_SPREAD if longest is not None else math.inf
 
     def saturated(self, part: str, now: float) -> set[str]:
         """The keys at their in-flight limit for the part (the model, or "") now. Called with the lock held."""
@@ -125,12 +167,15 @@ class Leases:
         """Count a request in flight on the key if its subject's `InFlightLimit` has room."""
         subject = limit_subject(key, part)
         with self._lock:
-            if not self._limits[subject].room(self._in_flight[subject], now - self._sent.get(subject, -math.inf)):
+            if not self._limits[subject].room(self._holding(subject, now), now - self._sent.get(subject, -math.inf)):
                 return False
             self._in_flight[subject] += 1
             self._sent[subject] = now
             self.subjects.add(subject)
-            self._held[token] = _Held(key.fingerprint, subject, part, now + self._lease_seconds)
+            deadline, slot_until = now + self._lease_seconds, self.slot_until(now, key.provider, part)
+            self._held[token] = _Held(key.fingerprint, subject, part, min(deadline, slot_until))
+            if slot_until < deadline:
+                self._freeing[subject][token] = slot_until
             self._saturate(key, subject, part, now)
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew, name="llms-leases", daemon=True)
@@ -158,11 +203,13 @@ class Leases:
             held = self._held.pop(token, None) if token is not None else None
             if held is not None:
                 subject, part = held.subject, held.part
+                self._freeing[subject].pop(token, None)
                 self.ended += 1
                 self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
+                    self._window_shown(key.provider, part, quota, now)
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
-                    window = quota.limit if learned and quota is not None else None
+                    window = quota.limit if at_once is not None and quota is not None else None
                     self._limits[subject].succeeded(at_once, learned=learned, window=window, trip=trip)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._limits[subject].limited()
@@ -172,7 +219,9 @@ class Leases:
         if quota is None or quota.remaining is None:
             return Finish(token, part=part)
         ends = now + (quota.reset_after if quota.reset_after is not None else 60.0)
-        return Finish(token, quota.remaining, ends, part, None if learned else now)
+        if learned:  # worked out now, from this process's own log
+            return Finish(token, quota.remaining, ends, part)
+        return Finish(token, quota.remaining, ends, part, read_at=now, size=quota.limit)
 
     def release(
         self,
@@ -190,6 +239,16 @@ class Leases:
             self._store.log_request(request, finish)
         elif finish is not None:
             self._store.end_lease(key.fingerprint, finish, now)
+
+    def _window_shown(self, provider: str, part: str, quota: QuotaHint | None, sent: float) -> None:
+        """Note the window a count of the quota, read when the request was `sent`, shows."""
+        if quota is not None and not quota.per_day and quota.remaining is not None and quota.reset_after is not None:
+            shown = self._windows.get((provider, part), _WindowsShown())
+            self._windows[(provider, part)] = shown.counted(sent, quota.reset_after)
+
+    def _holding(self, subject: str, now: float) -> int:
+        """This process's requests of the subject in flight that still hold a slot of its quota (`slot_until`)."""
+        return self._in_flight[subject] - sum(1 for until in self._freeing[subject].values() if until <= now)
 
     def in_flight(self, subject: str) -> int:
         """This process's requests of the subject in flight."""
@@ -231,8 +290,11 @@ class Leases:
         over full keys without a store round trip. Called with the lock held."""
         members = [m.fingerprint for m in self._account(key)]
         limit, saturated = self._limits[subject], self._saturated[part]
-        if self._in_flight[subject] >= limit.allowed:
-            until = self._sent.get(subject, now) + limit.spacing if limit.unknown else math.inf
+        if self._holding(subject, now) >= limit.allowed:
+            if limit.unknown:
+                until = self._sent.get(subject, now) + limit.spacing
+            else:  # until the first of its slots frees, or a request ends
+                until = min((u for u in self._freeing[subject].values() if u > now), default=math.inf)
             saturated.update(dict.fromkeys(members, until))
         else:
             for member in members:

@@ -58,9 +58,10 @@ class InFlightLimit:
     there for its first `PROVEN_AFTER` answers — free tiers hold 5 to 30 requests a window — then, like TCP, grows
     by one per answer (doubling each round of answers) until its first 429, and by 1/limit per answer (one more per
     round) after it; a 429 halves it. An answer that says how many requests the key has left in a short window
-    (Mistral's minute) sets the limit to at least that, so known quota is used at once; a learned window lifts it
-    to its size (every slot may be out at once: the store's gate keeps to the slots), at most twice over per
-    answer; a count of the day (Groq's, Cerebras') does not.
+    (Mistral's minute) sets the limit to at least that, so known quota is used at once; a window's size, where the
+    count gives it (OpenAI's), or a learned window's, lifts it to that size (every slot may be out at once: the
+    store's gate keeps to the slots) — a learned one at most twice over per answer; a count of the day (Groq's,
+    Cerebras') does not.
     """
 
     limit: float = 1.0
@@ -101,10 +102,10 @@ class InFlightLimit:
     def succeeded(
         self, remaining: int | None, *, learned: bool = False, window: int | None = None, trip: float = math.inf
     ) -> None:
-        """An answer; `remaining`: requests it says are left, reported by the provider or, `learned`, read from a
-        window learned from 429s — which may be wrong (a token bucket read as a sliding window): that lifts the
-        limit no more than twice over per answer, so a wrong window costs the requests of one doubling. `trip`:
-        seconds from its send to its answer."""
+        """An answer; `remaining`: requests it says are left (`window`: of how many), reported by the provider or,
+        `learned`, read from a window learned from 429s — which may be wrong (a token bucket read as a sliding
+        window): that lifts the limit no more than twice over per answer, so a wrong window costs the requests of
+        one doubling. `trip`: seconds from its send to its answer."""
         self.answers += 1
         self.fastest = min(self.fastest, trip)
         if self.answers <= self.PROVEN_AFTER:
@@ -113,7 +114,8 @@ class InFlightLimit:
             grown = self.limit + (1.0 / self.limit if self.refused else 1.0)
         if remaining is not None:
             self.told = True
-            grown = max(grown, min(float(max(remaining, window or 0)), 2 * self.limit) if learned else float(remaining))
+            at_once = float(max(remaining, window or 0))
+            grown = max(grown, min(at_once, 2 * self.limit) if learned else at_once)
         self.limit = min(self.CEILING, grown)
 
     def limited(self) -> None:

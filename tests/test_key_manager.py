@@ -10,6 +10,7 @@ from conftest import Clock, in_threads
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
+from llms.cooldown import TRIP_SPREAD
 from llms.key_manager import KeyManager
 from llms.key_states import KeyState
 from llms.leases import KeyLease
@@ -317,6 +318,37 @@ def test_a_key_with_a_request_in_flight_is_passed_over_until_it_ends() -> None:
     assert manager.acquire("groq") is None and manager.busy()  # both at their limit of one
     first.succeeded(QuotaHint(remaining=3, reset_after=60))
     assert [lease.key for lease in _leases(manager, 3)] == [keys[0], keys[0], keys[0]]  # room for the 3 left
+    assert manager.acquire("groq") is None
+
+
+def test_a_count_of_none_left_whose_window_is_back_now_holds_nothing() -> None:
+    """`x-ratelimit-reset-requests: 0s` with none left: the window is back to its initial state as the answer was
+    read. Taken for no reset at all, the count of none held the key for the default minute."""
+    manager, _, _ = make(1)
+    lease = manager.acquire("groq")
+    assert lease is not None
+    lease.succeeded(QuotaHint(remaining=0, reset_after=0.0, limit=5))
+    assert len(_leases(manager, 5)) == 5 and manager.acquire("groq") is None  # the window's five, at once
+
+
+def test_a_request_slower_than_its_window_frees_its_slot_once_the_window_has_passed() -> None:
+    """A window of one a second and answers of five: the provider took the request's slot when it arrived and
+    freed it as the window passed, long before the answer; held until then, the key kept to one request at a
+    time (0.20 of its quota). Two windows' counts show how long one lasts; until then a slot is held to the end."""
+    manager, _, clock = make(1)
+    for _ in range(2):
+        lease = manager.acquire("groq")
+        assert lease is not None
+        clock.advance(0.1)
+        assert manager.acquire("groq") is None  # held: no count has shown the windows yet
+        lease.succeeded(QuotaHint(remaining=0, reset_after=1.0, limit=1))
+        clock.advance(1.5)
+    slow = manager.acquire("groq")
+    assert slow is not None
+    clock.advance(1.0)
+    assert manager.acquire("groq") is None  # its window may not have passed yet
+    clock.advance(TRIP_SPREAD + 0.01)
+    assert manager.acquire("groq") is not None  # it has: the slot is free, though its answer is still to come
     assert manager.acquire("groq") is None
 
 

@@ -139,6 +139,20 @@ def test_counts_that_come_back_late_keep_a_sliding_window_full_without_a_burst()
 
 
 @pytest.mark.slow
+def test_answers_slower_than_the_window_are_not_held_to_one_at_a_time() -> None:
+    """Counts on every answer, each answer slower than the window: every count reads a window already over. Held
+    to what was left then, and each request holding its slot until its answer came, a key of 5 a second under 1 s
+    answers got 0.49 of its quota, and one of 1 a second under 5 s answers 0.20; a slot now frees as the window
+    that counted it passes, and a window over is back to the size the count gave."""
+    five = run(Shape(WindowKind.FIXED_FIRST, HintForm.REMAINING, 5, 1.0, 1, latency=1.0, jitter=0.2, windows=60))
+    assert five.share >= 0.9 and five.waste <= 0.05, five.as_dict()
+    one = Shape(WindowKind.FIXED_FIRST, HintForm.REMAINING, 1, 1.0, 1, caller=CallerKind.WAIT, latency=5.0,
+                jitter=0.5, windows=60)  # fmt: skip
+    slow = run(one)
+    assert slow.share >= 0.7 and slow.waste == 0, slow.as_dict()
+
+
+@pytest.mark.slow
 def test_a_bucket_read_from_its_counts_sends_no_request_before_its_token_drips_back() -> None:
     """60 a 10 s, fast answers, 64 waiting callers on keys in pairs: resets come rounded to the centisecond, and a
     bucket's seconds per request bounded from them as if exact put every next request 20 ms early (0.80 429s per

@@ -289,6 +289,23 @@ def test_a_count_read_before_the_one_held_does_not_replace_it_once_that_window_e
     assert taken == ["fp-z", None, None]  # an older count that says less is taken: the careful one
 
 
+def test_a_count_that_gave_its_windows_size_allows_all_of_it_once_the_window_is_back(store: StateStore) -> None:
+    """OpenAI's reset is when the window is back to its initial state: an answer slower than the window reads one
+    already over, and held to what was left then (none), a key of 5 a second was kept to one request at a time.
+    A count taken after it that says less, without a size (a learned window's), binds as before."""
+    store.register("solo", ["fp-z"])
+    store.record_success("fp-z", NOW + 2, finish=Finish("", remaining=0, window_ends=NOW + 1, read_at=NOW, size=5))
+    taken = [store.acquire("solo", NOW + 2, lease=_lease(f"t{i}")) for i in range(6)]
+    assert taken == ["fp-z"] * 5 + [None]
+    assert store.busy_until("solo", NOW + 2) == ("fp-z", NOW + 60)  # every slot of the five held
+    for i in range(5):
+        store.end_lease("fp-z", Finish(f"t{i}"), NOW + 2.5)
+    store.end_lease("fp-z", Finish("", remaining=0, window_ends=NOW + 3), NOW + 2.5)  # a learned count: no size
+    assert store.acquire("solo", NOW + 2.5, lease=_lease("u0")) is None
+    taken = [store.acquire("solo", NOW + 3.5, lease=_lease(f"u{i}")) for i in (1, 2)]
+    assert taken == ["fp-z", None]  # its window over: what was left is still left, one at a time
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     readings=st.lists(

@@ -119,13 +119,15 @@ class Lease:
 class Finish:
     """The end of a lease, with what the answer said about the key's quota: `remaining` requests until
     `window_ends` (an absolute time), when the provider reports them, as it read them at `read_at` (when the request
-    was sent; None: a count taken now, as a learned window's); `part` as the lease's."""
+    was sent; None: a count taken now, as a learned window's); `part` as the lease's. `size`: the window's whole
+    size, where the provider said it and the window is back to it at `window_ends` (OpenAI's reset)."""
 
     token: str
     remaining: int | None = None
     window_ends: float | None = None
     part: str = ""
     read_at: float | None = None
+    size: int | None = None
 
     def read(self, now: float) -> float:
         """When the count was read, as a store orders counts by it (never in the future of `now`)."""
@@ -163,6 +165,7 @@ class Gate:
     window_ends: float = 0.0
     probing: bool = False
     window_began: float = 0.0
+    size: int | None = None
 
     def in_window(self, now: float) -> bool:
         """Whether `remaining` still describes now: its window has not ended, and did not begin in this clock's
@@ -179,10 +182,12 @@ class Gate:
         """A count only grows once its window ends (a fixed window refills, a sliding one frees slots, a bucket
         drips), so what was left is still left after it: a sliding window's reset names its next slot, often
         sooner than the answer that reports it comes back, and read as "one at a time" it held a key that reported
-        slots to spare at one request in flight."""
+        slots to spare at one request in flight. Where the count said its window's `size` and that the window is
+        back to it at its end (OpenAI's reset), all of it is there: answers slower than the window each read a
+        window already over, and held to what was left then, a key of 5 a second kept to 0.51 of them."""
         if self.probing or self.remaining is None or self.window_began > now:
             return 1
-        return self.remaining if now < self.window_ends else max(1, self.remaining)
+        return self.remaining if now < self.window_ends else max(1, self.remaining, self.size or 0)
 
     def allows(self, now: float) -> bool:
         if not self.tracks(now):
@@ -218,11 +223,13 @@ class Gate:
         if self.in_window(now) and self.remaining is not None:
             if finish.remaining < self.remaining:  # the tighter count binds, until its own window ends
                 self.remaining, self.window_ends = finish.remaining, finish.window_ends or self.window_ends
+                self.size = finish.size
         else:
             read_at = finish.read(now)
             newer = self.remaining is None or read_at >= self.window_began or self.window_began > now
             if newer or finish.remaining < self.remaining:  # an older count only where it says less
                 self.remaining, self.window_ends = finish.remaining, finish.window_ends or now + 60.0
+                self.size = finish.size
                 if newer:
                     self.window_began = read_at
 

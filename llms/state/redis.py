@@ -286,16 +286,21 @@ class RedisStore(StateStore):
             for key_id in free:
                 name = self.gate(key_id, part)
                 pipe.zrangebyscore(f"{self._p}lease:{name}", f"({now!r}", "+inf", withscores=True)
-                pipe.hmget(f"{self._p}gate:{name}", "remaining", "window_ends", "probing", "window_began")
+                pipe.hmget(f"{self._p}gate:{name}", "remaining", "window_ends", "probing", "window_began", "size")
             return pipe.execute()
 
         found = self._run(fetch) if free else []
         best: tuple[str, float] | None = None
-        for key_id, live, (remaining, ends, probing, began) in zip(free, found[::2], found[1::2], strict=True):
+        for key_id, live, (remaining, ends, probing, began, size) in zip(free, found[::2], found[1::2], strict=True):
             if not live:
                 continue
             gate = Gate(
-                dict(live), int(remaining) if remaining else None, float(ends or 0), probing == "1", float(began or 0)
+                dict(live),
+                int(remaining) if remaining else None,
+                float(ends or 0),
+                probing == "1",
+                float(began or 0),
+                int(size) if size else None,
             )
             end = gate.held_until(now)
             if end is not None and (best is None or end < best[1]):

@@ -10,7 +10,7 @@ model of it, rests); `{p}:events` (capped list of JSON events, newest first); `{
 what was learned about hidden limits); `{p}:layout` (the layout version, `LAYOUT`). Beside them:
 `{p}:disabled` (set); `{p}:requests` (capped list of JSON requests, newest first); `{p}:hist:{hour}:{fp}` (hash:
 one key's hour) indexed by `{p}:hist:index` (sorted set by hour); `{p}:gate:{gate}` (hash: remaining, window_ends,
-probing, window_began) and `{p}:lease:{gate}` (sorted set: token → end), with `{p}:gates` (hash: key → its
+probing, window_began, size) and `{p}:lease:{gate}` (sorted set: token → end), with `{p}:gates` (hash: key → its
 group's gate); `{p}:limit:{fp}:recent` (sorted set) and `:day` (hash: ends, used) for configured limits.
 
 A value's format is part of the layout: `LAYOUT` moves on when one changes, and a value of an older layout must
@@ -23,9 +23,10 @@ import math
 
 from llms.state.base import LATENCY_BOUNDS, HourOfKey, KeyRecord, bounded_until
 
-LAYOUT = 2
+LAYOUT = 3
 """The layout under a prefix (`{prefix}:layout`). 1: before versions; 2: cooldowns and pauses as
-`until|reason|length` (a value of layout 1, `until|reason`, still reads), per-model rests in `mrest:{fp}` hashes."""
+`until|reason|length` (a value of layout 1, `until|reason`, still reads), per-model rests in `mrest:{fp}` hashes;
+3: a gate's window size (`size`; a gate of layout 2 has none, and reads as a count without one)."""
 
 
 def bounded(until: float, now: float) -> tuple[float, int]:

@@ -29,16 +29,16 @@ for i = 8, #ARGV do excluded[ARGV[i]] = true end
 local function admit(key)
   local base = grouped and redis.call('HGET', prefix .. 'gates', key) or key  -- its group's gate, if any
   local id = base .. suffix  -- the key's gate, or its gate for one model (`StateStore.gate`)
-  local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing', 'window_began')
+  local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing', 'window_began', 'size')
   local probing, remaining, ends = g[3] == '1', tonumber(g[1]), tonumber(g[2] or '0')
   local began = tonumber(g[4] or '0') <= now  -- not in this clock's future (`Gate.in_window`)
   local in_window = began and now < ends
   if not (probing or (remaining and (not in_window or remaining < IN_FLIGHT_CEILING))) then return true end
   local leases = prefix .. 'lease:' .. id
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-  local allowed = 1  -- the rule of `Gate.allowed`: what was left is still left once its window ends
+  local allowed = 1  -- the rule of `Gate.allowed`: what was left (or the window's size) once its window ends
   if not probing and remaining and began then
-    allowed = in_window and remaining or math.max(1, remaining)
+    allowed = in_window and remaining or math.max(1, remaining, tonumber(g[5] or '') or 0)
   end
   if redis.call('ZCARD', leases) >= allowed then return false end
   redis.call('ZADD', leases, lease_until, token)
@@ -107,21 +107,23 @@ local function finish(o)
     local g = redis.call('HMGET', gate, 'remaining', 'window_ends', 'window_began')
     local now, began = tonumber(ARGV[o + 6]), tonumber(g[3] or '0')
     local read = tonumber(ARGV[o + 7])
+    local size = ARGV[o + 8]
     if g[1] and g[2] and began <= now and now < tonumber(g[2]) then
       if tonumber(remaining) < tonumber(g[1]) then
-        redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4])
+        redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'size', size)
       end
     elseif not g[1] or read >= began or began > now then
-      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 7])
+      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 7],
+        'size', size)
     elseif tonumber(remaining) < tonumber(g[1]) then
-      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4])
+      redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'size', size)
     end
   end
 end
 """
 
 ACQUIRE = ACQUIRE.replace("IN_FLIGHT_CEILING", str(IN_FLIGHT_CEILING))
-LOG = _REMEMBER + _FINISH + "finish(1)\nremember(9)"
+LOG = _REMEMBER + _FINISH + "finish(1)\nremember(10)"
 END_LEASE = _FINISH + "finish(1)"
 
 SUCCESS = (
@@ -132,7 +134,7 @@ local before = tonumber(redis.call('HGET', KEYS[1], 'consecutive') or '0')
 redis.call('HINCRBY', KEYS[1], 'successes', 1)
 redis.call('HSET', KEYS[1], 'consecutive', 0, 'last_used', ARGV[1])
 finish(2)
-remember(10)
+remember(11)
 return before
 """
 )
@@ -145,7 +147,7 @@ redis.call('HINCRBY', KEYS[1], 'failures', 1)
 local streak = redis.call('HINCRBY', KEYS[1], 'consecutive', tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'last_error', ARGV[2], 'last_used', ARGV[1])
 finish(4)
-remember(12)
+remember(13)
 return streak
 """
 )
@@ -255,4 +257,5 @@ def finish_args(prefix: str, gate: str, finish: Finish | None, now: float, *, su
         "1" if succeeded else "0",
         repr(now),
         repr(now if finish is None else finish.read(now)),
+        "" if finish is None or finish.size is None else finish.size,
     ]

@@ -14,8 +14,10 @@ from llms.state.base import Finish, Gate, Lease
 
 def load(db: sqlite3.Connection, name: str) -> Gate:
     """The gate kept under `name` (without its leases); an open gate when none is kept."""
-    row = db.execute("SELECT remaining, window_ends, probing, window_began FROM gates WHERE fp = ?", (name,)).fetchone()
-    return Gate({}, row[0], row[1], bool(row[2]), row[3]) if row else Gate({})
+    row = db.execute(
+        "SELECT remaining, window_ends, probing, window_began, size FROM gates WHERE fp = ?", (name,)
+    ).fetchone()
+    return Gate({}, row[0], row[1], bool(row[2]), row[3], row[4]) if row else Gate({})
 
 
 def take(db: sqlite3.Connection, name: str, lease: Lease, now: float) -> bool | None:
@@ -35,15 +37,16 @@ def take(db: sqlite3.Connection, name: str, lease: Lease, now: float) -> bool | 
 def learn(db: sqlite3.Connection, name: str, finish: Finish | None, now: float, *, succeeded: bool) -> None:
     """Clear probing on a success and learn the quota an answer reported, writing the gate only if it changed."""
     gate = load(db, name)
-    before = (gate.remaining, gate.window_ends, gate.probing, gate.window_began)
+    before = (gate.remaining, gate.window_ends, gate.probing, gate.window_began, gate.size)
     if succeeded:
         gate.probing = False
     if finish is not None:
         gate.learn(finish, now)
-    if (gate.remaining, gate.window_ends, gate.probing, gate.window_began) != before:
+    if (gate.remaining, gate.window_ends, gate.probing, gate.window_began, gate.size) != before:
         db.execute(
-            "INSERT OR REPLACE INTO gates (fp, remaining, window_ends, probing, window_began) VALUES (?, ?, ?, ?, ?)",
-            (name, gate.remaining, gate.window_ends, int(gate.probing), gate.window_began),
+            "INSERT OR REPLACE INTO gates (fp, remaining, window_ends, probing, window_began, size)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (name, gate.remaining, gate.window_ends, int(gate.probing), gate.window_began, gate.size),
         )
 
 

@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS gates (
     remaining INTEGER,
     window_ends REAL NOT NULL DEFAULT 0,
     probing INTEGER NOT NULL DEFAULT 0,
-    window_began REAL NOT NULL DEFAULT 0
+    window_began REAL NOT NULL DEFAULT 0,
+    size INTEGER
 );
 CREATE TABLE IF NOT EXISTS leases (
     token TEXT PRIMARY KEY,
@@ -104,11 +105,12 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """`PRAGMA user_version` of a file this code wrote. 1: the first layout (no version was written); 2: a rest's own
 length beside its end (`keys.rest`, `pools.pause_rest`) and a quota window's start (`gates.window_began`), so that
 neither outlasts its own length whatever the clock does; 3: rests of a key for one model (`model_rests`), and
-pauses of one model of a pool as rows of `pools` named `pool/model`."""
+pauses of one model of a pool as rows of `pools` named `pool/model`; 4: a quota window's whole size beside its count
+(`gates.size`), where the provider said it."""
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
@@ -117,8 +119,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE gates ADD COLUMN window_began REAL NOT NULL DEFAULT 0",
     ),
     3: (),  # a new table only: made by the schema itself
+    4: ("ALTER TABLE gates ADD COLUMN size INTEGER",),
 }
-"""What takes a file from the version before to this one, in place; data is kept (a rest of 0: length unknown)."""
+"""What takes a file from the version before to this one, in place; data is kept (a rest of 0: length unknown; a
+window's size none: what was left stays the count until an answer reports again)."""
 
 
 TABLES = (
