@@ -207,7 +207,6 @@ class Leases:
                 self.ended += 1
                 self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
-                    self._window_shown(key.provider, part, quota, now)
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
                     window = quota.limit if at_once is not None and quota is not None else None
                     self._limits[subject].succeeded(at_once, learned=learned, window=window, trip=trip)
@@ -240,11 +239,14 @@ class Leases:
         elif finish is not None:
             self._store.end_lease(key.fingerprint, finish, now)
 
-    def _window_shown(self, provider: str, part: str, quota: QuotaHint | None, sent: float) -> None:
-        """Note the window a count of the quota, read when the request was `sent`, shows."""
+    def reported(self, provider: str, part: str, quota: QuotaHint | None, sent: float) -> None:
+        """Note the window a provider's own count, read when the request was `sent`, shows (`slot_until`). Not a
+        count worked out from a learned window: its reset is when the next slot frees, however long the window
+        (a hint-less key's slots, freed that soon, let a burst into its window)."""
         if quota is not None and not quota.per_day and quota.remaining is not None and quota.reset_after is not None:
-            shown = self._windows.get((provider, part), _WindowsShown())
-            self._windows[(provider, part)] = shown.counted(sent, quota.reset_after)
+            with self._lock:
+                shown = self._windows.get((provider, part), _WindowsShown())
+                self._windows[(provider, part)] = shown.counted(sent, quota.reset_after)
 
     def _holding(self, subject: str, now: float) -> int:
         """This process's requests of the subject in flight that still hold a slot of its quota (`slot_until`)."""
