@@ -184,7 +184,7 @@ class Gate:
         sooner than the answer that reports it comes back, and read as "one at a time" it held a key that reported
         slots to spare at one request in flight. Where the count said its window's `size` and that the window is
         back to it at its end (OpenAI's reset), all of it is there: answers slower than the window each read a
-        window already over, and held to what was left then, a key of 5 a second kept to 0.51 of them."""
+        window already over, and held to what was left then, a key of 5 a second got 0.49 of its quota."""
         if self.probing or self.remaining is None or self.window_began > now:
             return 1
         return self.remaining if now < self.window_ends else max(1, self.remaining, self.size or 0)
