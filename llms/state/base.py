@@ -222,14 +222,14 @@ class Gate:
             return
         if self.in_window(now) and self.remaining is not None:
             if finish.remaining < self.remaining:  # the tighter count binds, until its own window ends
-                self.remaining, self.window_ends = finish.remaining, finish.window_ends or self.window_ends
-                self.size = finish.size
+                ends = finish.window_ends or self.window_ends
+                self.remaining, self.window_ends, self.size = finish.remaining, ends, finish.size
         else:
             read_at = finish.read(now)
             newer = self.remaining is None or read_at >= self.window_began or self.window_began > now
             if newer or finish.remaining < self.remaining:  # an older count only where it says less
-                self.remaining, self.window_ends = finish.remaining, finish.window_ends or now + 60.0
-                self.size = finish.size
+                ends = finish.window_ends or now + 60.0
+                self.remaining, self.window_ends, self.size = finish.remaining, ends, finish.size
                 if newer:
                     self.window_began = read_at
 
