@@ -323,8 +323,8 @@ def notes(r: Result) -> list[str]:
         out.append(
             "**Where sliding windows still cost 429s.** Until a key's first 429 nothing is known about its window "
             "(OpenRouter says nothing on a success), so every key's first window ends in 429s for the requests in "
-            "flight; after it the key keeps to the learned window (`llms/quota.py: SlotLog`). Most of what is "
-            "left is that first window: a longer run spreads it over more answers."
+            "flight; after it the key keeps to the learned window (`llms/learned_windows.py: SlotLog`). Most of what "
+            "is left is that first window: a longer run spreads it over more answers."
         )
     return out
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 
 from config.api_keys import ApiKey
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, CooldownPolicy
+from llms.learned_windows import SLIDING_AFTER, SLOTS_KEPT, Pacing, SlotLog
 from llms.outcomes import QuotaHint
-from llms.quota import SLIDING_AFTER, SLOTS_KEPT, Pacing, SlotLog
 from llms.state import StateStore
 from llms.state.base import Document, Finish
 

@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from config.api_keys import ApiKey
 from llms.key_status import KeyStatus, daily_totals, key_status
+from llms.learned_windows import Pacing, SlotLog
 from llms.operator_actions import DISABLED_BY
-from llms.quota import ConfiguredLimits, Pacing, SlotLog, limit_subject
+from llms.quota import ConfiguredLimits, limit_subject
 from llms.quota_left import QuotaLeft, quota_left
 from llms.state import StateStore
 from llms.state.base import Document

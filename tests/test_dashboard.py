@@ -24,8 +24,8 @@ from dashboard.chat import ChatOptions, Turn, stream_answer
 from dashboard.client import build_backend, get_client
 from dashboard.text import answer_caption, countdown, exhausted_message, md_escape, safe_markdown, skipped_text
 from llms import AllKeysExhaustedError, Attempt, ChatResult, OutcomeKind, SmartClient, Usage
+from llms.cooldown import SLOT_MARGIN
 from llms.key_states import KeyState
-from llms.quota import SLOT_MARGIN
 from simulator import Simulator, Step
 from simulator import server as simulator_server
 from tests.conftest import ROOT, SECRETS, free_port

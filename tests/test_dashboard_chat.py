@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.chat import first_piece
 from dashboard.client import build_backend, get_client
-from llms.quota import SLOT_MARGIN
+from llms.cooldown import SLOT_MARGIN
 from simulator import DEMO_KEYS, Simulator
 from simulator import server as simulator_server
 from tests.conftest import ALL_SECRETS, SECRETS

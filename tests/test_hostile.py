@@ -42,8 +42,8 @@ from hypothesis import strategies as st
 from config.settings import ConfigError, load_settings
 from llms import AllKeysExhaustedError, ChatResult, SmartClient, StreamInterruptedError
 from llms.clock import SteadyClock
+from llms.cooldown import SLOT_MARGIN
 from llms.providers import PROVIDERS
-from llms.quota import SLOT_MARGIN
 from llms.state import StateStore, store_from_url
 from llms.state.failover import FailoverStore
 from llms.state.memory import MemoryStore

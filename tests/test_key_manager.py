@@ -10,12 +10,12 @@ from conftest import Clock, in_threads
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
-from llms.cooldown import TRIP_SPREAD
+from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
 from llms.key_manager import KeyManager
 from llms.key_states import KeyState
 from llms.leases import KeyLease
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
-from llms.quota import SLOT_MARGIN, InFlightLimit
+from llms.quota import InFlightLimit
 from llms.state import EventKind
 from llms.state.base import RequestRecord
 from llms.state.memory import MemoryStore

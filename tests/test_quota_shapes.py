@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bench import shape_cell
 from bench.bench_shapes import GAPS, NAMED, STALE_COUNTS, targets
-from llms.quota import SlotLog
+from llms.learned_windows import SlotLog
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
 
@@ -64,6 +64,30 @@ def test_a_429_explained_by_answers_still_out_keeps_the_window_learned() -> None
     the window is full, not smaller (read anew from the log, four processes shrank windows of 5 to 4)."""
     log = SlotLog((1.5, 2.6, 2.7, 2.8), 5, 2.0).limited(2.9, 0.6, in_flight=1)
     assert (log.size, log.length, log.closed_until) == (5, 2.0, pytest.approx(3.5))
+
+
+def test_429s_that_free_whole_windows_apart_put_a_learned_window_on_the_clock() -> None:
+    """A window on the clock (Groq's minute) frees every slot when it turns. Two 429s, a window apart, whose hints
+    name moments a whole number of windows apart say so: the window's slots then free at its next turn (and a
+    trip's spread), not one window after each answer that took them; a 429 off that grid, or two that wait no
+    longer than a bucket's drip of a slot or two, do not."""
+    sends = tuple(0.5 + 0.1 * i for i in range(30))  # the window turned at 0: 30 sent from 0.5 s on
+    log = SlotLog().limited(3.6, 26.4, seen=sends)  # the 31st, refused until the window turns at 30
+    assert (log.size, log.clock) == (30, None)
+    for sent in (30.6 + 0.1 * i for i in range(30)):  # the next window, taken as its slots freed
+        log = log.succeeded(sent)
+    on_clock = log.limited(59.7, 0.3)  # refused until 60: one window after the last 429's moment
+    assert on_clock.clock == pytest.approx(60.0) and SlotLog.of(on_clock.document()) == on_clock
+    quota = on_clock.quota(60.2)  # every slot free once the window turned, though 30 were sent < 30 s ago
+    assert quota is not None and (quota.remaining, quota.reset_after) == (30, pytest.approx(29.9))
+    assert on_clock.length == pytest.approx(30.0)  # from the two moments (the sends said 29.5)
+    before = on_clock.quota(60.05)  # (until a trip's spread after the turn, requests may arrive before it)
+    assert before is not None and before.remaining == 0
+    sliding = log.quota(60.2)
+    assert sliding is not None and sliding.remaining < 30  # kept to a sliding log: a slot as each 30 s passes
+    assert on_clock.limited(75.0, 10.0).clock is None  # frees at 85: off the grid
+    drips = SlotLog().limited(3.6, 0.5, seen=sends)  # a bucket's 429s wait for a slot to drip back
+    assert drips.limited(drips.closed_until + (drips.length or 0) - 0.5, 0.5).clock is None
 
 
 def test_a_count_resets_when_the_limit_is_back_to_its_initial_state() -> None:
@@ -150,6 +174,17 @@ def test_answers_slower_than_the_window_are_not_held_to_one_at_a_time() -> None:
                 jitter=0.5, windows=60)  # fmt: skip
     slow = run(one)
     assert slow.share >= 0.7 and slow.waste == 0, slow.as_dict()
+
+
+@pytest.mark.slow
+def test_a_window_on_the_clock_learned_from_429s_is_spent_whole_every_window() -> None:
+    """Groq's clock 30 a 30 s under 1.5 s answers, fail-fast callers pausing 1 s: kept to a sliding log, each
+    window's requests went as the last window's slots freed, a caller's pause later every window, until they
+    spilled into the next (0.957 of the quota over 30 windows); once two 429s show the window turns on the clock,
+    all of it goes as it turns."""
+    shape = Shape(WindowKind.FIXED_CLOCK, HintForm.GROQ, 30, 30.0, 2, latency=1.5, jitter=0.5, windows=30)
+    measured = run(shape)
+    assert measured.share >= 0.98 and measured.waste <= measured.floor + 0.05, measured.as_dict()
 
 
 @pytest.mark.slow

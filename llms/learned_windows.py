@@ -1,0 +1,401 @@
+"""What a subject's 429s taught of a limit its provider keeps to itself: `Pacing` where the 429s carry no hint (a
+ladder of round lengths), `SlotLog` where they name when the limit frees (a sliding log, or a window on the
+clock).
+
+Pure rules, kept apart from the rest of `llms.quota` (what keeps keys clear of limits they were told): each is a
+document in the store per subject, which `llms.learned_limits` reads and changes atomically, so every process sharing
+the store counts one window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, TRY_MARGIN, Backoff, CooldownPolicy
+from llms.outcomes import QuotaHint
+from llms.state.base import Document
+
+SLOTS_KEPT = 256
+SLIDING_AFTER = 3
+"""Counts with requests left whose resets all agree it takes to read a window as a sliding log
+(`SlotLog.sliding`), and counts that agree on a bucket's seconds per request (`LearnedLimits._dripping`)."""
+IDLE_GAP = 10.0
+"""An answer this long after the one before starts a new run: at a subject's first 429, only the latest run of
+answers counts toward the window that 429 met (an idle key's earlier answers belong to windows long past)."""
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """What was learned about one subject's hidden limit (a key, or a shared-limit group), for providers that
+    report no quota: how many answers a window holds, and how long it lasts.
+
+    A window's size is the answers counted from its opening (its first answer) to the 429 that met it; answers
+    still in flight when the 429 came count too. Its length is bracketed: a 429 sent `t` after the window opened
+    says it is longer than `t` (`shortest`); a try that goes through after a rest says it is at most that long
+    (`backoff.learned`). The policy's ladder climbs round lengths until a try goes through, then, while the key
+    spends its windows anyway, tries a shorter round length now and then (`probe`); a refused probe costs one
+    429 and the key keeps to the length that works. Once known, answers are kept to a sliding log — at most
+    `window` answers in any `learned` seconds — which spends a fixed window (its answers come in a burst) as
+    exactly as a sliding one; each success yields a `QuotaHint` so the key rests before the next 429.
+
+    Kept in the store as a document and changed atomically (`StateStore.change`), so every process sharing the
+    store counts one window and climbs one ladder.
+    """
+
+    backoff: Backoff = field(default_factory=Backoff)
+    window: int | None = None
+    times: tuple[float, ...] = ()
+    """When the subject's recent answers were sent, ascending."""
+    opened: float = 0.0
+    """When the current window opened: its first answer (the first after a rest)."""
+    shortest: float = 0.0
+    probe: float | None = None
+    closed_until: float = 0.0
+    uncounted: tuple[float, float] | None = None
+    """A window counted at a 429, to count again once an answer sent after it comes (`recounted`): where processes
+    share the store, answers another process had not yet written were missing from the count, and a window
+    learned too small is never corrected by a 429. (Since when answers count, or 0 for the latest run; the 429's
+    sending.)"""
+
+    @classmethod
+    def of(cls, document: Document) -> Pacing:
+        ladder = document.get("backoff") or [0, None, None]
+        return cls(
+            Backoff(*ladder),
+            document.get("window"),
+            tuple(document.get("times", ())),
+            document.get("opened", 0.0),
+            document.get("shortest", 0.0),
+            document.get("probe"),
+            document.get("closed", 0.0),
+            tuple(document["uncounted"]) if document.get("uncounted") else None,
+        )
+
+    def document(self) -> Document:
+        ladder = [self.backoff.step, self.backoff.rest, self.backoff.learned]
+        return {
+            "backoff": ladder,
+            "window": self.window,
+            "times": list(self.times),
+            "opened": self.opened,
+            "shortest": self.shortest,
+            "probe": self.probe,
+            "closed": self.closed_until,
+            "uncounted": list(self.uncounted) if self.uncounted else None,
+        }
+
+    def limited(self, sent: float, policy: CooldownPolicy, seen: Sequence[float] = ()) -> Pacing:
+        """A hint-less 429 for a request sent at `sent`; the rest ends at `closed_until`.
+
+        `seen`: when the subject's answers were sent, as the caller counted them: its own before anything was
+        learned (the first 429 of a subject), or every process's (a shared store's request log), which replace
+        the answers this log holds."""
+        if sent < self.closed_until:  # sent before the current rest ends: the window that already closed
+            return self
+        longest = self.backoff.learned
+        pacing = replace(self, times=tuple(sorted(seen))[-SLOTS_KEPT:]) if seen else self
+        if longest is not None and not pacing.window:  # the length was found before any answer was counted
+            pacing = replace(pacing, window=sum(1 for t in pacing.times if t > sent - longest) or None)
+        if pacing.window and longest is not None and len(pacing.times) >= pacing.window:
+            first = pacing.times[-pacing.window]
+            if sent - first < longest:  # the log was full: a shorter length tried and refused, or requests raced
+                shortest = max(pacing.shortest, sent - first)
+                return replace(pacing, shortest=shortest, probe=None, closed_until=first + longest)
+        if pacing.backoff.step == 0:  # a first 429, or the learned window no longer holds: count this window
+            times = pacing.times
+            counted = [t for t in times if t > sent - longest] if longest is not None else list(_latest_run(times))
+            opened, window = (counted[0] if counted else sent), len(counted) or pacing.window
+            pacing = replace(
+                pacing,
+                backoff=Backoff(),
+                window=window,
+                opened=opened,
+                shortest=0.0,
+                uncounted=(sent - longest if longest is not None else 0.0, sent),
+            )
+        elapsed = max(0.0, sent - pacing.opened)
+        backoff = policy.climb(pacing.backoff, elapsed)
+        shortest, closed_until = max(pacing.shortest, elapsed), sent + (backoff.rest or 0.0)
+        return replace(pacing, backoff=backoff, shortest=shortest, probe=None, closed_until=closed_until)
+
+    def succeeded(self, sent: float, policy: CooldownPolicy) -> Pacing:
+        """An answer to a request sent at `sent`."""
+        before = self.times
+        times = tuple(sorted((*before, sent)))[-SLOTS_KEPT:]
+        if sent < self.closed_until:  # sent before the rest began: a late answer of the window a 429 closed
+            used = sum(1 for t in times if t >= self.opened)
+            return replace(self, times=times, window=max(self.window, used) if self.window else None)
+        pacing = replace(self, times=times)
+        if self.closed_until:  # the first answer after a rest: the window reopened
+            first = before[-self.window] if self.window and len(before) >= self.window else self.opened
+            length = sent - first
+            backoff = self.backoff
+            if backoff.step:
+                backoff = policy.settle(backoff, length)
+            elif backoff.learned is not None and self.uncounted is None:  # (a window yet to recount may be short)
+                backoff = replace(backoff, learned=min(backoff.learned, length))
+            shortest = self.shortest if backoff.learned is None or self.shortest < backoff.learned else 0.0
+            pacing = replace(pacing, backoff=backoff, shortest=shortest, opened=sent, probe=None, closed_until=0.0)
+        learned, window = pacing.backoff.learned, pacing.window
+        if window and learned is not None and _sliding_quota(times, window, learned, sent).remaining == 0:
+            # The log is full: rest until its first answer ages out (sooner, where a shorter length is tried).
+            probe = policy.probe(pacing.shortest, learned)
+            if probe is not None and times[-window] + probe <= sent:
+                probe = None  # already past: nothing to learn from the next answer
+            length = learned if probe is None else probe + TRY_MARGIN
+            return replace(pacing, probe=probe, closed_until=times[-window] + length)
+        return pacing
+
+    def recounted(self, seen: Sequence[float], settled: bool = True) -> Pacing:
+        """The window counted at a 429 counted again once an answer sent after the 429 came (the rest is over, and
+        every answer sent before it has been written), from `seen` (every process's answers, a shared store's
+        request log; else this log's own): never smaller than it was. Until `settled` (other processes' answers
+        may still be on their way: `RECOUNT_FOR`) it is counted again at the next answer too."""
+        if self.uncounted is None:
+            return self
+        window = _counted(seen or self.times, *self.uncounted)
+        return replace(
+            self, window=max(self.window or 0, window) or None, uncounted=None if settled else self.uncounted
+        )
+
+    def quota(self, now: float) -> QuotaHint | None:
+        """What the window has left at `now` (None while nothing is learned): requests, and seconds until the
+        rest ends or the oldest answer in it ages out."""
+        learned = self.backoff.learned
+        if self.window is None or learned is None:
+            return None
+        if self.closed_until > now:
+            return QuotaHint(0, self.closed_until - now, limit=self.window)
+        return _sliding_quota(self.times, self.window, learned, now)
+
+
+def _counted(times: Iterable[float], since: float, refused: float) -> int:
+    """Answers sent after `since` (0: in the latest run) and before a 429 `refused` them more."""
+    before = sorted(t for t in times if since <= t < refused)
+    return len(before if since else _latest_run(before))
+
+
+def _latest_run(times: Sequence[float]) -> tuple[float, ...]:
+    """The answers after the last gap of `IDLE_GAP` or more."""
+    start = next((i for i in range(len(times) - 1, 0, -1) if times[i] - times[i - 1] >= IDLE_GAP), 0)
+    return tuple(times[start:])
+
+
+def _sliding_quota(times: Sequence[float], size: int, length: float, now: float) -> QuotaHint:
+    """A sliding log of at most `size` answers in any `length` seconds, answers sent at `times` (ascending): slots
+    left at `now`, and seconds until the next one frees."""
+    recent = [t for t in times if t > now - length]
+    left = size - len(recent)
+    if left > 0:
+        return QuotaHint(left, (recent[0] + length - now) if recent else length, limit=size)
+    frees = recent[len(recent) - size] + length  # the key manager adds `SLOT_MARGIN` to the rest
+    return QuotaHint(0, max(0.0, frees - now), limit=size)
+
+
+@dataclass(frozen=True)
+class SlotLog:
+    """A subject's sliding window, learned from 429s that carry a hint (OpenRouter, Gemini say nothing about quota
+    on a success): at most `size` answers in any `length` seconds, each slot freeing `length` after the answer
+    that took it.
+
+    The hint names when the oldest answer in the provider's window frees its slot. In the log of recent answers,
+    that oldest one is the latest that follows a gap of at least the hint (the one before it is already out of
+    the window), so one 429 gives both numbers: `length` = the hint's moment − that answer, `size` = the answers
+    since it. From then on each success yields a `QuotaHint`: slots left now, and when one frees (the next slot,
+    not the whole window: a sliding window refills one answer at a time), so the store's in-flight gate and the
+    key manager keep to it. Kept in the store like `Pacing`, so every process sharing it keeps one log.
+    """
+
+    times: tuple[float, ...] = ()
+    size: int | None = None
+    length: float | None = None
+    closed_until: float = 0.0
+    uncounted: tuple[float, float] | None = None
+    """The window a 429 taught, to count again once an answer sent after it comes, as `Pacing.uncounted`."""
+    resets: tuple[float, float, int] = (math.inf, 0.0, 0)
+    """The shortest and longest resets the answers reported since a full one taught the window (`reported`), and
+    how many of them had requests left: a sliding log's are all its length."""
+    clock: float | None = None
+    """A moment the provider's window turned, where its windows are on the clock (`_on_clock`): then every slot
+    frees at once when the window turns, not `length` after the answer that took it."""
+    waited: float = 0.0
+    """The longest hint of the latest closed window's 429s."""
+
+    @classmethod
+    def of(cls, document: Document) -> SlotLog:
+        uncounted, resets = document.get("uncounted"), document.get("resets")
+        return cls(
+            tuple(document.get("times", ())),
+            document.get("size"),
+            document.get("length"),
+            document.get("closed", 0.0),
+            tuple(uncounted) if uncounted else None,
+            (math.inf if resets[0] is None else resets[0], resets[1], resets[2]) if resets else (math.inf, 0.0, 0),
+            document.get("clock"),
+            document.get("waited", 0.0),
+        )
+
+    def document(self) -> Document:
+        least, most, count = self.resets
+        return {
+            "times": list(self.times),
+            "size": self.size,
+            "length": self.length,
+            "closed": self.closed_until,
+            "uncounted": list(self.uncounted) if self.uncounted else None,
+            "resets": [least if math.isfinite(least) else None, most, count],
+            "clock": self.clock,
+            "waited": self.waited,
+        }
+
+    def limited(self, now: float, hint: float, seen: Sequence[float] = (), in_flight: int = 0) -> SlotLog:
+        """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned;
+        `in_flight`: requests of the subject still out, their answers not yet in (admitted before this one)."""
+        if now < self.closed_until:  # another request of the same full window: nothing new
+            return replace(self, closed_until=max(self.closed_until, now + hint), waited=max(self.waited, hint))
+        learned = self._learned(now, hint, seen, in_flight)
+        return replace(learned._on_clock(self.closed_until, now + hint, max(self.waited, hint)), waited=hint)
+
+    def _learned(self, now: float, hint: float, seen: Sequence[float], in_flight: int) -> SlotLog:
+        """What a 429 in a window not yet closed teaches (`limited`)."""
+        log = self.times or tuple(sorted(seen))
+        if self.size and self.length and len(log) >= self.size:
+            # Refused though the log said a slot had freed: the provider's oldest slot frees later than learned (a
+            # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it;
+            # and where the provider reopened lately (the last 429's moment), to the pace it kept since: `size`
+            # slots at the rate it admitted them, answers still out counted (a token bucket read from its burst
+            # refills slower than that); at most twice the length per 429, as a pace read from a few answers is rough.
+            length = max(self.length, now + hint - log[-self.size])
+            since = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN) + in_flight
+            span = now + hint - self.closed_until
+            if since and 0 < span <= 2 * self.length:
+                length = max(length, min(self.size * span / since, 2 * self.length))
+            return replace(self, times=log, length=length, closed_until=now + hint)
+        if not log or (self.length and hint < 0.1 * self.length):
+            return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window
+        if self.size and self.length and len(log) + in_flight >= self.size:
+            return replace(self, closed_until=now + hint)  # its answers still out: not a smaller window
+        oldest = max(i for i in range(len(log)) if i == 0 or log[i] - log[i - 1] >= hint)
+        for first in (oldest, 0):  # the gap rule's reading, else the whole log as one window
+            size, length = len(log) - first, now + hint - log[first]
+            if length > 0 and _densest(log, length) <= size:  # it admitted every answer logged: a window that fits
+                # Counted again once the answers still out are in, from where the provider's window began as the
+                # hint and the window learned before say (another process's answers of it may not be logged yet).
+                counted = (min(log[first], now + hint - (self.length or length)), now)
+                return replace(self, times=log, size=size, length=length, closed_until=now + hint, uncounted=counted)
+        return replace(self, closed_until=now + hint)  # no window fits what was admitted: learn nothing yet
+
+    def _on_clock(self, last: float, frees: float, waited: float) -> SlotLog:
+        """The log after a 429 whose limit frees then, on the clock where that moment lies a whole number of windows
+        after the one the window turned at before (`clock`), or after `last`, when the 429 before freed: a window
+        on the clock turns on its own, whatever was sent when. Its length is then the time between the two over
+        the windows between (a hint's moment is nearer the truth than a length read from sends). Kept to a
+        sliding log instead, its slots free `length` after the answers that took them, and each window's answers
+        start as late as the slots they reuse freed: a caller's pause later every window, until they spill into
+        the next (Groq's clock 30/30 s under 1.5 s answers: 0.957 of the quota). `waited`: the longest hint of the
+        two windows' 429s, which must be longer than a bucket's drip of a slot or two (a bucket's 429s wait for
+        one slot, and their moments lie on a grid of those)."""
+        length, size = self.length, self.size
+        if not length or not size:
+            return self
+        since = self.clock if self.clock is not None else last if waited > 2 * length / size else 0.0
+        windows = round((frees - since) / length) if since else -1
+        if windows < 0 or abs(frees - since - windows * length) > _ON_CLOCK * length:
+            return replace(self, clock=None)  # off the grid: not on the clock, or not any more
+        if windows == 0:  # the same turn again
+            return self
+        return replace(self, clock=frees, length=(frees - since) / windows)
+
+    def succeeded(self, now: float) -> SlotLog:
+        # (on the clock, what `quota` counts goes back to a trip's spread before the window turned)
+        horizon = now - self.length - (2 * TRIP_SPREAD if self.clock is not None else 0.0) if self.length else -math.inf
+        times = tuple(sorted((*(t for t in self.times if t > horizon), now)))[-SLOTS_KEPT:]  # answers come out of order
+        if self.size and self.length and now < self.closed_until:  # a late answer of the window a 429 closed
+            opened = self.closed_until - self.length
+            return replace(self, times=times, size=max(self.size, sum(1 for t in times if t >= opened)))
+        return replace(self, times=times)
+
+    def reported(self, limit: int, reset: float, seen: Sequence[float] = ()) -> SlotLog:
+        """What an answer that found the window full said of it: its size (`x-ratelimit-limit-requests`) and
+        the time until it is back to its initial state (`x-ratelimit-reset-requests`, as OpenAI defines it).
+        That time is the window's length for a sliding log, on every answer (the request just admitted is the
+        newest in it); a bucket's and a fixed window's vary (`report`, `sliding`). Read as a sliding log of that
+        size and length over the answers' own sends, the window frees each slot as it frees, where a count read
+        10 s before its answer came said only how many were left then."""
+        times = self.times or tuple(sorted(seen))[-SLOTS_KEPT:]  # `seen`: sent before anything was learned
+        return replace(self, times=times, size=limit).report(reset, 0)
+
+    def report(self, reset: float, remaining: int) -> SlotLog:
+        """An answer's reported reset, where a full one taught the window (`reported`). While they agree, the
+        length is the shortest (the others were read from answers bounded later: `bound_reset`), else the
+        longest. Only counts with requests left count toward reading it as a sliding log: an empty bucket's
+        reset is its whole refill too."""
+        least, most = min(self.resets[0], reset), max(self.resets[1], reset)
+        count = self.resets[2] + (remaining > 0)
+        return replace(self, length=least if most - least <= TRIP_SPREAD else most, resets=(least, most, count))
+
+    @property
+    def read_from_counts(self) -> bool:
+        """Whether answers' counts taught the window (`reported`), so each later count reports its reset."""
+        return math.isfinite(self.resets[0])
+
+    @property
+    def sliding(self) -> bool:
+        """Whether the answers' counts are a sliding log's: every reset they reported was the window's whole
+        length, with requests left in enough of them to tell (a fixed window's first request reads so too, its
+        others less; an empty bucket's, its full refill)."""
+        least, most, count = self.resets
+        return count >= SLIDING_AFTER and most - least <= TRIP_SPREAD
+
+    def recounted(self, seen: Sequence[float], settled: bool = True) -> SlotLog:
+        """The window a 429 taught counted again, as `Pacing.recounted`: never smaller than it was."""
+        if self.uncounted is None or self.size is None:
+            return replace(self, uncounted=None)
+        since, refused = self.uncounted
+        times, length = sorted(seen or self.times), self.length
+        # The window's oldest answer may have been written after the 429 was read (another process's): where the
+        # log now shows one sent at most a trip's spread before the oldest read then, which the gap rule puts first
+        # (the hint's gap, less that spread, before it; or nothing), the window began there. Four processes learned
+        # windows of 4 of 5, their oldest answer 20 ms unwritten.
+        before, hint = [t for t in times if t < since], self.closed_until - refused
+        firsts = [
+            i
+            for i in range(len(before))
+            if since - before[i] <= TRIP_SPREAD and (i == 0 or before[i] - before[i - 1] >= hint - TRIP_SPREAD)
+        ]
+        if firsts and hint > TRIP_SPREAD:
+            since = before[firsts[-1]]
+            length = max(length or 0.0, self.closed_until - since)
+        # (a shared store's log reads sends as answer − latency: a little off)
+        size = max(self.size, _counted(times, since - SLOT_MARGIN, refused))
+        return replace(self, size=size, length=length, uncounted=None if settled else (since, refused))
+
+    def quota(self, now: float) -> QuotaHint | None:
+        """Slots left now and seconds until one frees (None while nothing is learned); on the clock, the slots the
+        window has left and seconds until it turns (a request sent a trip's spread before it turned may have come
+        after it: counted in the new window too)."""
+        if self.size is None or self.length is None:
+            return None
+        if self.clock is None:
+            return _sliding_quota(self.times, self.size, self.length, now)
+        # A window turned less than a trip's spread ago may not have turned yet where requests arrive.
+        turned = self.clock + math.floor((now - TRIP_SPREAD - self.clock) / self.length) * self.length
+        used = sum(1 for t in self.times if t >= turned - TRIP_SPREAD)  # (sent later too: no longer in flight)
+        return QuotaHint(max(0, self.size - used), turned + self.length + TRIP_SPREAD - now, limit=self.size)
+
+
+_ON_CLOCK = 0.01
+"""How far from a whole number of windows apart (a share of the window) two 429s' freeing moments may lie and still
+read as a window on the clock: trips differ, and a length learned from sends is a little off."""
+
+
+def _densest(times: Sequence[float], length: float) -> int:
+    """The most of `times` (ascending) within any `length` seconds."""
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while first < last and at - times[first] >= length:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
