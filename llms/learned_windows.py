@@ -222,6 +222,8 @@ class SlotLog:
     frees at once when the window turns, not `length` after the answer that took it."""
     waited: float = 0.0
     """The longest hint of the latest closed window's 429s."""
+    refuted: bool = False
+    """A 429 came where the clock said the window had slots left: not on the clock, whatever its 429s' moments."""
 
     @classmethod
     def of(cls, document: Document) -> SlotLog:
@@ -235,6 +237,7 @@ class SlotLog:
             (math.inf if resets[0] is None else resets[0], resets[1], resets[2]) if resets else (math.inf, 0.0, 0),
             document.get("clock"),
             document.get("waited", 0.0),
+            document.get("refuted", False),
         )
 
     def document(self) -> Document:
@@ -248,6 +251,7 @@ class SlotLog:
             "resets": [least if math.isfinite(least) else None, most, count],
             "clock": self.clock,
             "waited": self.waited,
+            "refuted": self.refuted,
         }
 
     def limited(self, now: float, hint: float, seen: Sequence[float] = (), in_flight: int = 0) -> SlotLog:
@@ -255,8 +259,17 @@ class SlotLog:
         `in_flight`: requests of the subject still out, their answers not yet in (admitted before this one)."""
         if now < self.closed_until:  # another request of the same full window: nothing new
             return replace(self, closed_until=max(self.closed_until, now + hint), waited=max(self.waited, hint))
-        learned = self._learned(now, hint, seen, in_flight)
-        return replace(learned._on_clock(self.closed_until, now + hint, max(self.waited, hint)), waited=hint)
+        log = self
+        if self.clock is not None and self.length and _windows_apart(self.clock, now + hint, self.length) is not None:
+            left = self.quota(now)
+            if left is not None and (left.remaining or 0) <= in_flight:  # full where the clock says: nothing new
+                return replace(self, closed_until=now + hint, waited=hint)
+            # Refused with slots left where the clock says: not on the clock (a bucket's drips on its grid, say).
+            log = replace(self, clock=None, refuted=True)
+        learned = log._learned(now, hint, seen, in_flight)
+        if not log.refuted:
+            learned = learned._on_clock(self.closed_until, now + hint, max(self.waited, hint), self.length)
+        return replace(learned, waited=hint)
 
     def _learned(self, now: float, hint: float, seen: Sequence[float], in_flight: int) -> SlotLog:
         """What a 429 in a window not yet closed teaches (`limited`)."""
@@ -287,7 +300,7 @@ class SlotLog:
                 return replace(self, times=log, size=size, length=length, closed_until=now + hint, uncounted=counted)
         return replace(self, closed_until=now + hint)  # no window fits what was admitted: learn nothing yet
 
-    def _on_clock(self, last: float, frees: float, waited: float) -> SlotLog:
+    def _on_clock(self, last: float, frees: float, waited: float, before: float | None = None) -> SlotLog:
         """The log after a 429 whose limit frees then, on the clock where that moment lies a whole number of windows
         after the one the window turned at before (`clock`), or after `last`, when the 429 before freed: a window
         on the clock turns on its own, whatever was sent when. Its length is then the time between the two over
@@ -295,17 +308,20 @@ class SlotLog:
         sliding log instead, its slots free `length` after the answers that took them, and each window's answers
         start as late as the slots they reuse freed: a caller's pause later every window, until they spill into
         the next (Groq's clock 30/30 s under 1.5 s answers: 0.957 of the quota). `waited`: the longest hint of the
-        two windows' 429s, which must be longer than a bucket's drip of a slot or two (a bucket's 429s wait for
-        one slot, and their moments lie on a grid of those)."""
+        two windows' 429s, which must be longer than a bucket's drip of a slot (a bucket's 429s wait for one
+        slot, and their moments lie on a grid of those). `before`: the length learned before this 429 stretched
+        it; a window first seen in part was read short, and stretched by a pace, long: where the two moments lie
+        between the two, they are one window apart."""
         length, size = self.length, self.size
         if not length or not size:
             return self
-        since = self.clock if self.clock is not None else last if waited > 2 * length / size else 0.0
-        windows = round((frees - since) / length) if since else -1
-        if windows < 0 or abs(frees - since - windows * length) > _ON_CLOCK * length:
-            return replace(self, clock=None)  # off the grid: not on the clock, or not any more
-        if windows == 0:  # the same turn again
-            return self
+        drip = min(length, before or length) / size
+        since = self.clock if self.clock is not None else last if waited > drip + TRIP_SPREAD else 0.0
+        windows = _windows_apart(since, frees, length) if since else None
+        if windows is None and since and since == last and before and before <= frees - last <= length:
+            windows = 1
+        if not windows:  # off the grid (not on the clock, or not any more), or the same turn again
+            return replace(self, clock=None) if windows is None else self
         return replace(self, clock=frees, length=(frees - since) / windows)
 
     def succeeded(self, now: float) -> SlotLog:
@@ -384,6 +400,12 @@ class SlotLog:
         turned = self.clock + math.floor((now - TRIP_SPREAD - self.clock) / self.length) * self.length
         used = sum(1 for t in self.times if t >= turned - TRIP_SPREAD)  # (sent later too: no longer in flight)
         return QuotaHint(max(0, self.size - used), turned + self.length + TRIP_SPREAD - now, limit=self.size)
+
+
+def _windows_apart(turned: float, moment: float, length: float) -> int | None:
+    """How many windows of `length` `moment` lies after `turned` (None: not a whole number of them)."""
+    windows = round((moment - turned) / length)
+    return windows if windows >= 0 and abs(moment - turned - windows * length) <= _ON_CLOCK * length else None
 
 
 _ON_CLOCK = 0.01
