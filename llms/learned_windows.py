@@ -205,7 +205,8 @@ class SlotLog:
     the window), so one 429 gives both numbers: `length` = the hint's moment − that answer, `size` = the answers
     since it. From then on each success yields a `QuotaHint`: slots left now, and when one frees (the next slot,
     not the whole window: a sliding window refills one answer at a time), so the store's in-flight gate and the
-    key manager keep to it. Kept in the store like `Pacing`, so every process sharing it keeps one log.
+    key manager keep to it. Where later 429s show the window turning on the clock (`clock`), all its slots free
+    as it turns instead. Kept in the store like `Pacing`, so every process sharing it keeps one log.
     """
 
     times: tuple[float, ...] = ()
