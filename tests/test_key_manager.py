@@ -295,16 +295,16 @@ def test_a_key_whose_quota_is_unknown_takes_one_more_request_each_spacing_beyond
     assert learned.allowed == 5  # at most twice over per answer: 1 → 2 → 4 → 5
 
 
-def test_the_spacing_of_a_key_whose_quota_is_unknown_halves_as_answers_come_but_not_below_their_trip() -> None:
-    """Half-second sends held a 2 s window of 10 to 0.42 of it; a 429 comes back no later than an answer, so sends
-    that far apart still cost one 429 when the window fills."""
+def test_the_spacing_of_a_key_whose_quota_is_unknown_halves_as_answers_come_but_not_below_half_their_trip() -> None:
+    """Half-second sends held a 2 s window of 10 to 0.42 of it; a 429 is refused before the model runs, in well
+    under an answer's trip, so sends half a trip apart still cost one 429 when the window fills."""
     quick, slow, every = InFlightLimit(), InFlightLimit(), InFlightLimit.SPACING_HALVED_AFTER
     for _ in range(3 * every):
         quick.succeeded(None, trip=0.01)
         slow.succeeded(None, trip=0.3)
     assert quick.spacing == InFlightLimit.SPACING / 8 and quick.room(5, quick.spacing)
     assert not quick.room(5, quick.spacing - 0.001)
-    assert slow.spacing == 0.3  # halved to 0.0625, but an answer takes 0.3 s: a 429 may too
+    assert slow.spacing == 0.15  # halved to 0.0625, but an answer takes 0.3 s: a 429 may take half that
     assert InFlightLimit().spacing == InFlightLimit.SPACING  # nothing answered yet
     long = InFlightLimit()
     long.succeeded(None, trip=20.0)

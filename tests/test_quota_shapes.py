@@ -66,6 +66,19 @@ def test_a_429_explained_by_answers_still_out_keeps_the_window_learned() -> None
     assert (log.size, log.length, log.closed_until) == (5, 2.0, pytest.approx(3.5))
 
 
+def test_a_429_where_the_log_had_slots_left_keeps_the_window_to_what_it_holds() -> None:
+    """A token bucket of 20 refilling over 30 s, read from its burst as 22 per 18 s: at its pace (a token every
+    1.5 s) the log holds 12 answers, says 10 are left, and each drip's second request earned a 429 that "a slot
+    about to free" explained away — 40 429s a window. The provider holds what the log holds and what is out."""
+    log = SlotLog(tuple(3.0 + 1.5 * i for i in range(12)), 22, 18.0)  # answers 3.0 … 19.5
+    refused = log.limited(20.1, 0.9, in_flight=1)
+    assert (refused.size, refused.length, refused.closed_until) == (13, 18.0, pytest.approx(21.0))
+    left = refused.quota(21.0)  # the drip at 21: one slot for the request still out, one the answer of 3.0 freed
+    assert left is not None and left.remaining == 2
+    anew = log.limited(20.1, 9.0)  # a long hint says more: the window read anew, the log's 12 until 29.1
+    assert (anew.size, anew.length) == (12, pytest.approx(26.1))
+
+
 def test_429s_that_free_whole_windows_apart_put_a_learned_window_on_the_clock() -> None:
     """A window on the clock (Groq's minute) frees every slot when it turns. Two 429s, a window apart, whose hints
     name moments a whole number of windows apart say so: the window's slots then free at its next turn (and a
