@@ -398,12 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"simulator: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
-    env = sim.add_demo_keys(args.per_minute) if args.demo else sim.env()
-    print(f"# LLM provider simulator on {sim.url} — paste these into the client's shell, Ctrl-C to stop")
-    for var, value in env.items():
-        print(f"export {var}={value}")
-    sys.stdout.flush()
-    try:
+    try:  # (Ctrl-C stops it cleanly at any moment, the exports still printing too: it serves as they print)
+        env = sim.add_demo_keys(args.per_minute) if args.demo else sim.env()
+        print(f"# LLM provider simulator on {sim.url} — paste these into the client's shell, Ctrl-C to stop")
+        for var, value in env.items():
+            print(f"export {var}={value}")
+        sys.stdout.flush()
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
