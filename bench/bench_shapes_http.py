@@ -10,18 +10,17 @@ HTTP differs from the harness's by more than 0.05 is a finding: one of the two i
 
 Real time costs what virtual time does not, so cells run for five windows, not ten, and a cell of minute windows
 runs with all its time scaled down (windows, trips, pauses; sizes kept); the harness is run on that same shortened
-cell, so the comparison is like for like. A cell that would still not fit, or would no longer test what it names,
-is skipped with its reason.
+cell, so the comparison is like for like. A cell whose point is answers slow beside a minute's window runs as named,
+in real minutes, all such cells at once (scaled, the client's own constants would be long beside its window: that
+runs too, as its time-scaled variant). A cell that would still not fit, or would no longer test what it names, is
+skipped with its reason.
 """
 
 from __future__ import annotations
 
 import sys
-import tempfile
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,19 +28,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
-    LITELLM_MODELS,
-    MESSAGES,
     Result,
     Row,
     import_litellm,
     litellm_version,
     main,
-    smart_client,
 )
 from bench.bench_shapes import NAMED, targets
+from bench.shape_contender import contend
 from llms.quota import InFlightLimit
-from simulator.shapes import WindowKind, served
-from simulator.virtual_time import _SECRETS, EPOCH, PROVIDER_OF, CallerKind, HintForm, Measured, Shape, _env, run
+from simulator.shapes import WindowKind
+from simulator.virtual_time import HintForm, Shape, run
 
 TITLE = (
     "Quota on every shape over HTTP: the named cells against the simulator, ours and LiteLLM's Router at default "
@@ -55,16 +52,20 @@ LONGEST = 10.0
 """A cell whose windows are longer than this (a minute) runs with time scaled down so they last SCALED seconds:
 its trips, pauses, waits and skew shrink with them, its sizes are kept (`scale`)."""
 SCALED = 2.0
+REAL_TIME_AFTER = 1.0
+"""A cell of minute windows whose answers take this long (seconds) runs in real time, beside its time-scaled variant:
+what it names is answers slow beside the window, and scaled by 30 its trips shrink but the client's pacing of a key
+whose quota is unknown (a send every half second at first: `InFlightLimit.SPACING`) and its margins do not, so the
+variant is a shape of its own (2 s windows of 20 under 0.3 s answers), not the named one."""
+SIDE_BY_SIDE_AFTER = 30.0
+"""A cell whose run lasts longer than this (seconds) runs side by side with the others as long, each contender on
+its own simulator: five real minutes, not five for each of them."""
 SKIP: dict[str, str] = {
-    "latency 1 s ± 50 %, fixed 10/10 s, remaining": "10 s windows under 1 s trips: 5 windows take 50 s a "
-    "contender, 100 s for the cell, over the budget",
     "fixed 20/60 s, whole-second Retry-After only": "what the cell shows is that a whole-second hint costs little "
     f"on a minute's window; with time scaled to {SCALED:g} s windows the hint's rounding would not shrink with it "
     "(up to half a window), so it would test something else — and that form runs in its 2 s cell",
 }
 """Named cells that do not run over HTTP, and why."""
-FIRST_WITHIN = 2.0
-"""Seconds a contender may take to send its first request before the span starts without it."""
 DIFFERS = 0.05
 """A share over HTTP this far from the harness's for the same cell is a finding."""
 RUNS = 3
@@ -99,8 +100,12 @@ METHOD = (
     f"{SCALED:g} s windows: its trips, pauses, waits and skew shrink by the same factor, its sizes are kept "
     f"(marked *time ÷{60 / SCALED:g}* in the table; on the harness this reproduces the full minute cells' shares, "
     "1.000 each, where scaling the windows alone — 0.2 s trips in 2–3 s windows — would halve some: a key whose "
-    "quota is unknown serves one request at a time). *Harness* is `simulator.virtual_time.run` on that same "
-    "shortened cell, so the two compare like with like (the full cells' numbers are in *Quota on every shape*). "
+    "quota is unknown serves one request at a time). A minute cell whose answers take "
+    f"{REAL_TIME_AFTER:g} s or more (the slow answers, the reasoning model's) also runs as named, in real "
+    "minutes, these side by side, each contender on its own simulator: what it names is answers slow beside the "
+    "window, and scaled, the client's own pacing constants are not (its time-scaled run stays in the table as "
+    "that cell's variant). *Harness* is `simulator.virtual_time.run` on the same cell as run over HTTP (shortened "
+    "or not), so the two compare like with like (the full cells' numbers are in *Quota on every shape*). "
     "Targets are issue "
     "23's, for our client over HTTP, judged by `bench_shapes.targets`: ≥ 0.98 share (hint-less 0.95) and ≤ the "
     "floor + 0.05 429s per answer (floor: none where answers report the quota, one 429 per key where only the 429 "
@@ -123,6 +128,11 @@ class Cell:
     why: str = ""
 
     @property
+    def long(self) -> bool:
+        """Whether a run takes long (minutes of mostly waiting on slow answers): such cells run side by side."""
+        return self.http is not None and self.http.span > SIDE_BY_SIDE_AFTER
+
+    @property
     def label(self) -> str:
         if self.http is None or self.http.length == self.named.length:
             return self.name
@@ -140,8 +150,13 @@ def cells() -> list[Cell]:
         if why:
             out.append(Cell(name, shape, None, why))
             continue
-        http = scale(shape, SCALED / shape.length) if shape.length > LONGEST else shape
-        out.append(Cell(name, shape, replace(http, windows=min(shape.windows, WINDOWS))))
+        windows = min(shape.windows, WINDOWS)
+        if shape.length > LONGEST and shape.latency >= REAL_TIME_AFTER:
+            out.append(Cell(name, shape, replace(shape, windows=windows)))
+        if shape.length > LONGEST:
+            out.append(Cell(name, shape, replace(scale(shape, SCALED / shape.length), windows=windows)))
+        else:
+            out.append(Cell(name, shape, replace(shape, windows=windows)))
     return out
 
 
@@ -168,162 +183,71 @@ def _unsupported(shape: Shape) -> str:
     return ""
 
 
-# --- one contender against one cell --------------------------------------------------------------------------------
+# --- the whole table -----------------------------------------------------------------------------------------------
 
 
-def _register(sim: Any, shape: Shape) -> list[str]:
-    """The cell's keys in the simulator, as the harness's providers model them; their secrets."""
-    provider = PROVIDER_OF[shape.hint]
-    secrets = []
-    for number in range(1, shape.keys + 1):
-        secret = _SECRETS[provider](number)
-        sim.add_key(
-            provider,
-            secret,
-            name=f"{provider}:{number}",
-            limit=(shape.size, shape.length),
-            window=shape.window,
-            limit_hint=shape.hinted,
-            group=f"account{(number - 1) // shape.group}" if shape.group > 1 else None,
-            latency=shape.latency,
-            jitter=shape.jitter,
-            quota_headers=shape.hint not in (HintForm.RETRY_AFTER, HintForm.NONE),
-            retry_after=shape.hint is HintForm.RESET_MS,
-            day_count=14400 if shape.hint is HintForm.GROQ else None,
-        )
-        secrets.append(secret)
-    return secrets
+def _runs_of(batch: list[Cell], runs: int) -> list[dict[str, list[Result]]]:
+    """`runs` runs of each contender on each cell of `batch`: in turn for one cell; side by side for several (the
+    cells of minute windows, whose runs are minutes of mostly waiting), each on its own simulator."""
+    jobs = [(cell.http, contender) for cell in batch for contender in CONTENDERS for _ in range(runs)]
+    if len(batch) <= 1:
+        results = [contend(shape, contender) for shape, contender in jobs if shape is not None]
+    else:
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="bench-cell") as pool:
+            results = list(pool.map(lambda job: contend(*job), jobs))
+    per_cell: list[dict[str, list[Result]]] = [{contender: [] for contender in CONTENDERS} for _ in batch]
+    for index, result in enumerate(results):
+        per_cell[index // (len(CONTENDERS) * runs)][jobs[index][1]].append(result)
+    return per_cell
 
 
-def _router(sim: Any, provider: str, secrets: list[str]) -> Any:
-    """LiteLLM's Router, one deployment per key in one model group, default settings (as `_common.litellm_router`,
-    plus the generic provider as an OpenAI-compatible deployment)."""
-    litellm = import_litellm()
-    base = sim.base_urls[provider] + ("/v1beta" if provider == "gemini" else "")
-    model = LITELLM_MODELS.get(provider, "openai/sim-chat-small")
-    deployments = [
-        {"model_name": "chat", "litellm_params": {"model": model, "api_key": s, "api_base": base}} for s in secrets
-    ]
-    return litellm.Router(model_list=deployments)
-
-
-def _load(
-    shape: Shape, call: Callable[[], object], caught: tuple[type[BaseException], ...], sim: Any
-) -> tuple[float, dict[str, int]]:
-    """The cell's callers as threads for its span from the first request the simulator saw (what a client does
-    before its first request is start-up, not rotation); when that was, and how the calls ended."""
-    ended: Counter[str] = Counter()
-    lock = threading.Lock()
-    if shape.window is WindowKind.FIXED_CLOCK:  # the first request where the harness's arrives in a clock window
-        time.sleep((EPOCH + shape.latency / 2 - time.time()) % shape.length)
-    began = time.time()
-    first: list[float] = []
-
-    def end() -> float:
-        if not first and sim.calls():
-            first.append(sim.requests[0].at)
-        return (first[0] if first else began + FIRST_WITHIN) + shape.span
-
-    def caller() -> None:
-        while time.time() < end():
-            try:
-                call()
-                outcome = "answered"
-            except caught as exc:
-                outcome = type(exc).__name__
-            with lock:
-                ended[outcome] += 1
-            if outcome != "answered":
-                time.sleep(max(0.0, min(shape.pause, end() - time.time())))
-
-    threads = [threading.Thread(target=caller, name=f"bench-shape-{i}", daemon=True) for i in range(shape.callers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    end()
-    return (first[0] if first else began), dict(ended)
-
-
-def contend(shape: Shape, contender: str) -> Result:
-    """One run of `contender` ("ours" or "litellm") on the cell, from a fresh simulator; the log is the judge."""
-    from llms import LLMError
-    from simulator import Simulator
-
-    provider = PROVIDER_OF[shape.hint]
-    with tempfile.TemporaryDirectory(prefix="bench-shapes-") as folder, Simulator(skew=shape.skew) as sim:
-        secrets = _register(sim, shape)
-        if contender == "litellm":
-            router = _router(sim, provider, secrets)
-            started, ended = _load(shape, lambda: router.completion(model="chat", messages=MESSAGES), (Exception,), sim)
-        else:
-            store = f"sqlite:///{Path(folder) / 'state.db'}" if shape.store == "sqlite" else "memory://"
-            client = smart_client({**_env(shape), **sim.env(), "LLM_STATE_URL": store})
-            wait = shape.wait if shape.caller is CallerKind.WAIT else None
-            if provider == "gemini":  # the SDK's import (a second, once per process) is not the test
-                import google.genai  # noqa: F401
-            started, ended = _load(shape, lambda: client.complete(MESSAGES, wait=wait), (LLMError,), sim)
-            client.close()
-        log = sim.requests
-    measured = _measure(shape, started, log)
-    statuses = Counter(r.status for r in log)
+def _entry(cell: Cell, first: dict[str, list[Result]]) -> dict[str, Any]:
+    """A cell's first run of each contender, beside the harness on the same shape."""
+    assert cell.http is not None
+    harness = run(cell.http)
     return {
-        **measured.as_dict(),
-        "met": list(targets(measured)),
-        "ended": ended,
-        "other_statuses": {str(k): v for k, v in statuses.items() if k not in (200, 429)},
+        "name": cell.name,
+        "label": cell.label,
+        "http_shape": cell.http.label() + f", {cell.http.span:g} s",
+        "harness": harness.as_dict() | {"met": list(targets(harness))},
+        **{contender: results[0] for contender, results in first.items()},
     }
 
 
-def _measure(shape: Shape, started: float, log: list[Any]) -> Measured:
-    """The run as the harness measures one: answers and 429s within the span on the provider's clock, against
-    what a client that knew every limit could have had admitted."""
-    provider_start = started + shape.skew
-    measured_until = provider_start + shape.span
-    if shape.window is WindowKind.FIXED_CLOCK:  # end where a window ends, as the harness does
-        measured_until = max(provider_start + shape.length, measured_until // shape.length * shape.length)
-    within = [r for r in log if provider_start <= r.at + shape.skew < measured_until]
-    answers = sum(1 for r in within if r.status == 200)
-    refused = sum(1 for r in within if r.status == 429)
-    first = min(shape.span, shape.length)
-    refused_first = sum(1 for r in within if r.status == 429 and r.at + shape.skew - provider_start < first)
-    most = served(
-        shape.window, shape.size, shape.length, provider_start, measured_until,
-        subjects=shape.subjects, callers=shape.callers, latency=shape.latency,
-    )  # fmt: skip
-    return Measured(shape, answers, refused, most, refused_first)
+def _unsure(entry: Result) -> bool:
+    """Whether one run settles nothing: ours missed, or differs from the harness."""
+    return not all(_verdict(entry["name"], entry)) or abs(entry["ours"]["share"] - entry["harness"]["share"]) > DIFFERS
 
 
-# --- the whole table -----------------------------------------------------------------------------------------------
+CONTENDERS = ("ours", "litellm")
 
 
 def run_all() -> Result:
     started = time.perf_counter()
     import_litellm()  # once, before any clock starts (seconds of import are not the test)
     out: dict[str, Any] = {}
-    for cell in cells():
+    listed = cells()
+    for cell in listed:
         if cell.http is None:
-            out[cell.name] = {"skipped": cell.why}
-            continue
+            out[cell.label] = {"name": cell.name, "skipped": cell.why}
+    in_turn = [[cell] for cell in listed if cell.http is not None and not cell.long]
+    for batch in [*in_turn, [cell for cell in listed if cell.long]]:
         began = time.perf_counter()
-        harness = run(cell.http)
-        entry: dict[str, Any] = {
-            "label": cell.label,
-            "http_shape": cell.http.label() + f", {cell.http.span:g} s",
-            "harness": harness.as_dict() | {"met": list(targets(harness))},
-        }
-        for contender in ("ours", "litellm"):
-            entry[contender] = contend(cell.http, contender)
-        if not all(_verdict(cell.name, entry)) or abs(entry["ours"]["share"] - harness.share) > DIFFERS:
-            for contender in ("ours", "litellm"):  # one run is noise: both contenders' median of RUNS
-                runs = [entry[contender], *(contend(cell.http, contender) for _ in range(RUNS - 1))]
+        entries = [_entry(cell, first) for cell, first in zip(batch, _runs_of(batch, 1), strict=True)]
+        again = [(cell, entry) for cell, entry in zip(batch, entries, strict=True) if _unsure(entry)]
+        for (_, entry), more in zip(again, _runs_of([cell for cell, _ in again], RUNS - 1), strict=True):
+            for contender in CONTENDERS:  # one run is noise: both contenders' median of RUNS
+                runs = [entry[contender], *more[contender]]
                 entry[f"{contender}_runs"] = [run["share"] for run in runs]
                 entry[contender] = sorted(runs, key=lambda run: (run["share"], -run["waste"]))[len(runs) // 2]
-        if cell.http.length != cell.named.length and entry["ours"]["share"] < entry["litellm"]["share"]:
-            entry["sweep"] = {f"{f:g}": run(replace(scale(cell.named, 1 / f), windows=WINDOWS)).share for f in SWEEP}
-        entry["seconds"] = round(time.perf_counter() - began, 1)
-        out[cell.name] = entry
-        print(f"  {cell.label}: {entry['seconds']:.0f} s", file=sys.stderr, flush=True)
+        for cell, entry in zip(batch, entries, strict=True):
+            assert cell.http is not None
+            if cell.http.length != cell.named.length and entry["ours"]["share"] < entry["litellm"]["share"]:
+                sweep = {f"{f:g}": run(replace(scale(cell.named, 1 / f), windows=WINDOWS)).share for f in SWEEP}
+                entry["sweep"] = sweep
+            entry["seconds"] = round(time.perf_counter() - began, 1)
+            out[cell.label] = entry
+            print(f"  {cell.label}: {entry['seconds']:.0f} s", file=sys.stderr, flush=True)
     return {
         "litellm_version": litellm_version(),
         "windows": WINDOWS,
@@ -365,13 +289,13 @@ def _runs(cell: Result, contender: str) -> str:
 
 def rows(result: Result) -> list[Row]:
     out = []
-    for name, cell in result["cells"].items():
+    for label, cell in result["cells"].items():
+        name = cell["name"]
         if "skipped" in cell:
             out.append(Row(f"{name}: not run over HTTP", f"skipped: {cell['skipped']}"))
             continue
         ours, lite, harness = cell["ours"], cell["litellm"], cell["harness"]
         share_met, waste_met = _verdict(name, cell)
-        label = cell["label"]
         out.append(
             Row(
                 f"{label}: share",
@@ -424,7 +348,8 @@ def notes(result: Result) -> list[str]:
     (only where the numbers call for it)."""
     ran = sum(1 for c in result["cells"].values() if "ours" in c)
     lines = [
-        f"The {ran} named cells that ran (of {len(result['cells'])}) took {result['seconds']:.0f} s of wall time "
+        f"The {ran} cells that ran (of {len(result['cells'])}: the named cells, and the time-scaled variants of "
+        f"those run in real minutes) took {result['seconds']:.0f} s of wall time "
         "over HTTP "
         f"(LiteLLM {result['litellm_version']}); the numbers of each full cell (10 windows, minute windows "
         "unscaled) are in *Quota on every shape*."
@@ -438,7 +363,7 @@ def notes(result: Result) -> list[str]:
             f"{ours['waste']:.3f} per answer); the harness {harness['answers']} and {harness['refused']} (share "
             f"{harness['share']:.3f}, {harness['waste']:.3f} per answer)."
         )
-    epoch = [n for n, c in _findings(result, "waste") if NAMED[n].hint is HintForm.RESET_MS]
+    epoch = [n for n, c in _findings(result, "waste") if NAMED[c["name"]].hint is HintForm.RESET_MS]
     if epoch:
         lines.append(
             "**Why OpenRouter's epoch reset costs a second 429 over HTTP** (" + "; ".join(epoch) + "). The "
@@ -461,8 +386,8 @@ def notes(result: Result) -> list[str]:
             + "). The harness reads no better on the same shortened cell, so it is the client on that shape. "
             "Scaling time shrinks the windows and the trips but not the client's own constants: while a key's quota "
             f"is unknown one more request goes every {pacing.SPACING:g} s, halved every "
-            f"{pacing.SPACING_HALVED_AFTER} answers but never below its quickest answer's trip (so a 429 comes back "
-            f"before the next send), and its in-flight limit grows only after {pacing.PROVEN_AFTER} answers "
+            f"{pacing.SPACING_HALVED_AFTER} answers but never below half its quickest answer's trip (so a 429 comes "
+            f"back before the next send), and its in-flight limit grows only after {pacing.PROVEN_AFTER} answers "
             "(`InFlightLimit`). A 2 s window of 20 under 0.3 s answers is worth 10 requests a second, which that "
             "pacing never reaches; the first 429 comes seconds later, and the window it teaches (`SlotLog.limited`: "
             "where no later window fits what was admitted, every answer since the first) spans several windows of a "
