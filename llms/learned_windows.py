@@ -288,11 +288,11 @@ class SlotLog:
                 length = max(length, min(self.size * span / since, 2 * self.length))
             return replace(self, times=log, length=length, closed_until=now + hint)
         if not log or (self.length and hint < 0.1 * self.length):
-            # Refused where the log had slots left, one about to free: the provider holds no more than this log's
-            # window and those still out (a token bucket read from its burst, drip after drip, 429s after answers).
-            held = sum(1 for t in log if t > now - self.length) + in_flight
-            if self.size and held < self.size:
-                return replace(self, size=max(1, held), closed_until=now + hint)
+            # Refused where the log had slots left, one about to free: the provider holds no more than the log's
+            # window and those still out (a token bucket read from its burst: each drip's second request refused).
+            held = sum(1 for t in log if t > now - self.length) + in_flight if self.size and self.length else 0
+            if 0 < held < (self.size or 0):
+                return replace(self, size=held, closed_until=now + hint)
             return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window
         if self.size and self.length and len(log) + in_flight >= self.size:
             return replace(self, closed_until=now + hint)  # its answers still out: not a smaller window
