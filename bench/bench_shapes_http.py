@@ -66,6 +66,7 @@ SKIP: dict[str, str] = {
     "(up to half a window), so it would test something else — and that form runs in its 2 s cell",
 }
 """Named cells that do not run over HTTP, and why."""
+CONTENDERS = ("ours", "litellm")
 DIFFERS = 0.05
 """A share over HTTP this far from the harness's for the same cell is a finding."""
 RUNS = 3
@@ -150,13 +151,11 @@ def cells() -> list[Cell]:
         if why:
             out.append(Cell(name, shape, None, why))
             continue
-        windows = min(shape.windows, WINDOWS)
-        if shape.length > LONGEST and shape.latency >= REAL_TIME_AFTER:
-            out.append(Cell(name, shape, replace(shape, windows=windows)))
+        as_named = replace(shape, windows=min(shape.windows, WINDOWS))
+        if shape.length <= LONGEST or shape.latency >= REAL_TIME_AFTER:
+            out.append(Cell(name, shape, as_named))
         if shape.length > LONGEST:
-            out.append(Cell(name, shape, replace(scale(shape, SCALED / shape.length), windows=windows)))
-        else:
-            out.append(Cell(name, shape, replace(shape, windows=windows)))
+            out.append(Cell(name, shape, scale(as_named, SCALED / shape.length)))
     return out
 
 
@@ -190,11 +189,9 @@ def _runs_of(batch: list[Cell], runs: int) -> list[dict[str, list[Result]]]:
     """`runs` runs of each contender on each cell of `batch`: in turn for one cell; side by side for several (the
     cells of minute windows, whose runs are minutes of mostly waiting), each on its own simulator."""
     jobs = [(cell.http, contender) for cell in batch for contender in CONTENDERS for _ in range(runs)]
-    if len(batch) <= 1:
-        results = [contend(shape, contender) for shape, contender in jobs if shape is not None]
-    else:
-        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="bench-cell") as pool:
-            results = list(pool.map(lambda job: contend(*job), jobs))
+    side_by_side = len(jobs) if len(batch) > 1 else 1
+    with ThreadPoolExecutor(max_workers=side_by_side, thread_name_prefix="bench-cell") as pool:
+        results = list(pool.map(lambda job: contend(*job), jobs))
     per_cell: list[dict[str, list[Result]]] = [{contender: [] for contender in CONTENDERS} for _ in batch]
     for index, result in enumerate(results):
         per_cell[index // (len(CONTENDERS) * runs)][jobs[index][1]].append(result)
@@ -217,9 +214,6 @@ def _entry(cell: Cell, first: dict[str, list[Result]]) -> dict[str, Any]:
 def _unsure(entry: Result) -> bool:
     """Whether one run settles nothing: ours missed, or differs from the harness."""
     return not all(_verdict(entry["name"], entry)) or abs(entry["ours"]["share"] - entry["harness"]["share"]) > DIFFERS
-
-
-CONTENDERS = ("ours", "litellm")
 
 
 def run_all() -> Result:
