@@ -85,7 +85,7 @@ class _WindowsShown:
     a request's slot released after that cost a 429 a window."""
 
     reset: float = 0.0  # the longest reset a count gave
-    between: float = 0.0  # the longest a window lasted as two counts' ends showed it
+    between: float = 0.0  # the shortest a window lasted as two counts' ends showed it (0: not yet shown)
     last: tuple[float, float] | None = None  # the latest count's read and end
     ends: int = 0  # windows' ends seen
 
@@ -95,8 +95,11 @@ class _WindowsShown:
         if self.last is not None and abs(end - self.last[1]) <= TRIP_SPREAD:  # the same window, read again
             return _WindowsShown(max(self.reset, reset), between, (read, max(end, self.last[1])), self.ends)
         if self.last is not None and read > self.last[0] and end - self.last[1] > read - self.last[0] + TRIP_SPREAD:
-            # The window ended further on than time went: a window on the clock, a whole length after the last.
-            between = max(between, end - self.last[1])
+            # The window ended further on than time went: a window on the clock, a whole length after the last; or
+            # windows apart (idle between, or started at their first request): each such span is at least a window,
+            # so the shortest is the nearest (the longest grew with every idle spell: a fixed 5/1 s window under
+            # 5 s answers held each request's slot 3.6 s, and the key to 0.3 of its quota).
+            between = min(between or math.inf, end - self.last[1])
         return _WindowsShown(max(self.reset, reset), between, (read, end), self.ends + 1)
 
     @property
