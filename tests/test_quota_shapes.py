@@ -238,6 +238,17 @@ def test_idle_spells_between_windows_do_not_stretch_how_long_a_request_holds_its
 
 
 @pytest.mark.slow
+def test_a_hintless_window_overshot_by_the_ladder_is_found_again_by_its_probes() -> None:
+    """The hint-less sliding 20 a minute with time ÷10: 20 a 6 s. The ladder overshoots to 10 s, then probes the
+    round lengths between the longest refused and 10 s; a try refused 6.0x s after the window's first request was
+    sent read as "longer than 6 s", so 6 s was never tried (0.80 of the quota over 5 windows). The window opened as
+    that request arrived, and the try may have come a trip's spread sooner after it: longer than 5.9x s."""
+    sliding = NAMED["sliding 20/60 s, no hint"]
+    scaled = run(replace(sliding, length=6.0, latency=sliding.latency / 10, pause=sliding.pause / 10, windows=5))
+    assert scaled.share >= 0.98 and scaled.waste <= scaled.floor + 0.05, scaled.as_dict()
+
+
+@pytest.mark.slow
 def test_a_bucket_read_from_its_counts_sends_no_request_before_its_token_drips_back() -> None:
     """60 a 10 s, fast answers, 64 waiting callers on keys in pairs: resets come rounded to the centisecond, and a
     bucket's seconds per request bounded from them as if exact put every next request 20 ms early (0.80 429s per

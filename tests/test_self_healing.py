@@ -13,7 +13,7 @@ from conftest import USER_HELLO, Clock, MakeClient
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms import AllKeysExhaustedError
-from llms.cooldown import TRY_MARGIN, AdaptiveCooldown, Backoff, FixedCooldown
+from llms.cooldown import TRIP_SPREAD, TRY_MARGIN, AdaptiveCooldown, Backoff, FixedCooldown
 from llms.key_manager import KeyManager
 from llms.learned_limits import DUE_NOW_REST, RECOUNT_FOR
 from llms.learned_windows import Pacing, SlotLog
@@ -53,8 +53,11 @@ def test_a_hintless_window_is_bracketed_by_its_429s_and_then_spent_as_a_sliding_
     assert pacing.closed_until == pytest.approx(1.0 + TRY_MARGIN)  # the first rung: 1 s after the window opened
     pacing = pacing.succeeded(0.6, policy)  # still in flight when the 429 came: the window held 4
     assert pacing.window == 4 and pacing.quota(0.9) is None  # its length is not known yet
-    pacing = pacing.limited(1.06, policy)  # refused 1.06 s after the opening: longer than that
-    assert pacing.shortest == pytest.approx(1.06) and pacing.closed_until == pytest.approx(2.0 + TRY_MARGIN)
+    # The try refused 1.06 s after the opening: longer than that less a trip's spread (the window opened as its first
+    # request arrived, and the try may have come that much sooner after it than its send says).
+    pacing = pacing.limited(1.06, policy)
+    assert pacing.shortest == pytest.approx(1.06 - TRIP_SPREAD)
+    assert pacing.closed_until == pytest.approx(2.0 + TRY_MARGIN)
     hints = []
     for at in (2.06, 2.27, 2.47, 2.67):  # the try at 2 s goes through: the window is at most 2.06 s long...
         pacing = pacing.succeeded(at, policy)
@@ -183,8 +186,10 @@ def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClien
     key = client.key_manager.statuses("openrouter")[0]
     limited = [r for r in sim.requests if r.status == 429]
     assert key.learned_rest is not None and 1.5 <= key.learned_rest <= 2.1  # at most the round length that worked
-    assert len(limited) <= 3  # the ladder's tries at 1 s and 2 s after the window opened, a refused 1.5 s probe
-    assert not [r for r in limited if r.at > started + 4.0]  # then each window is spent without a 429
+    # The ladder's tries at 1 s and 2 s after the window opened, and a refused probe: 1.5 s, or, where that went
+    # through, 1 s (the try at 1 s came 1.06 s after the window's first request was sent: it may have come early).
+    assert len(limited) <= 3
+    assert not [r for r in limited if r.at > started + 5.0]  # then each window is spent without a 429
     assert answers >= 6  # a fixed hour would have delivered 2
 
 
