@@ -120,7 +120,7 @@ class Pacing:
         # A try after a rest, refused, says the window is longer than its wait less a trip's spread: the window
         # opened as its first request arrived, and the try may have come that much sooner after it than its send
         # says. (Taken as sent, a window of 20 a 6 s refused the try at 6.06 s: the ladder went on to 10 s, and
-        # its probes never tried 6 s, 0.80 of the quota.) A refused probe's length is not tried again.
+        # its probes never tried 6 s, 0.80 of the quota.) Not a refused probe: its length would be tried again.
         spread = TRIP_SPREAD if self.backoff.step else 0.0
         shortest, closed_until = max(pacing.shortest, elapsed - spread), sent + (backoff.rest or 0.0)
         return replace(pacing, backoff=backoff, shortest=shortest, probe=None, closed_until=closed_until)

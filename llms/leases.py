@@ -98,7 +98,7 @@ class _WindowsShown:
             # The window ended further on than time went: a window on the clock, a whole length after the last; or
             # windows apart (idle between, or started at their first request): each such span is at least a window,
             # so the shortest is the nearest (the longest grew with every idle spell: a fixed 5/1 s window under
-            # 5 s answers held each request's slot 3.6 s, and the key to 0.3 of its quota).
+            # 5 s answers held each request's slot 3.6 s after a minute, and the key to 0.43 of its quota).
             between = min(between or math.inf, end - self.last[1])
         return _WindowsShown(max(self.reset, reset), between, (read, end), self.ends + 1)
 
