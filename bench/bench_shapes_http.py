@@ -50,7 +50,7 @@ provider's first 429, a ladder's first tries) a third of the measure: 0.79 of a 
 same client keeps 1.00 over 10 s; five keep the steady state what is measured, at about 8 minutes for the table."""
 LONGEST = 10.0
 """A cell whose windows are longer than this (a minute) runs with time scaled down so they last SCALED seconds:
-its trips, pauses, waits and skew shrink with them, its sizes are kept (`scale`)."""
+its trips, pauses, waits and skew shrink with them, its sizes are kept (`Shape.scaled`)."""
 SCALED = 2.0
 REAL_TIME_AFTER = 1.0
 """A cell of minute windows whose answers take this long (seconds) runs in real time, beside its time-scaled variant:
@@ -155,23 +155,8 @@ def cells() -> list[Cell]:
         if shape.length <= LONGEST or shape.latency >= REAL_TIME_AFTER:
             out.append(Cell(name, shape, as_named))
         if shape.length > LONGEST:
-            out.append(Cell(name, shape, scale(as_named, SCALED / shape.length)))
+            out.append(Cell(name, shape, as_named.scaled(SCALED / shape.length)))
     return out
-
-
-def scale(shape: Shape, factor: float) -> Shape:
-    """The cell with time scaled by `factor`: windows, trips, pauses, waits and skew; sizes and counts kept. (The
-    harness reproduces the full minute cells' shares on these within 0.001; the client's own constants — a 2 s
-    rest waited for, the backoff ladder's first second — do not scale, which the harness's run of the same scaled
-    cell shares.)"""
-    return replace(
-        shape,
-        length=shape.length * factor,
-        latency=shape.latency * factor,
-        pause=shape.pause * factor,
-        wait=shape.wait * factor,
-        skew=shape.skew * factor,
-    )
 
 
 def _unsupported(shape: Shape) -> str:
@@ -237,7 +222,7 @@ def run_all() -> Result:
         for cell, entry in zip(batch, entries, strict=True):
             assert cell.http is not None
             if cell.http.length != cell.named.length and entry["ours"]["share"] < entry["litellm"]["share"]:
-                sweep = {f"{f:g}": run(replace(scale(cell.named, 1 / f), windows=WINDOWS)).share for f in SWEEP}
+                sweep = {f"{f:g}": run(replace(cell.named.scaled(1 / f), windows=WINDOWS)).share for f in SWEEP}
                 entry["sweep"] = sweep
             entry["seconds"] = round(time.perf_counter() - began, 1)
             out[cell.label] = entry

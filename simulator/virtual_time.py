@@ -22,7 +22,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from enum import StrEnum
 from pathlib import Path
@@ -123,6 +123,20 @@ class Shape:
     @property
     def hinted(self) -> bool:
         return self.hint is not HintForm.NONE
+
+    def scaled(self, factor: float) -> Shape:
+        """The cell with time scaled by `factor`: windows, trips, pauses, waits and skew; sizes and counts kept. (The
+        harness reproduces the full minute cells' shares on these within 0.001; the client's own constants — a 2 s
+        rest waited for, the backoff ladder's first second — do not scale, which the harness's run of the same
+        scaled cell shares.)"""
+        return replace(
+            self,
+            length=self.length * factor,
+            latency=self.latency * factor,
+            pause=self.pause * factor,
+            wait=self.wait * factor,
+            skew=self.skew * factor,
+        )
 
     def label(self) -> str:
         parts = [

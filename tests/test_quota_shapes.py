@@ -219,7 +219,7 @@ def test_a_key_whose_quota_is_unknown_fills_a_window_short_beside_its_answers() 
     first 429 came windows later (0.947 of the quota over 5 windows); a 429 is refused before the model runs, so
     half a trip apart still sees it back before the next send: 1.00."""
     groq = NAMED["slow answers (3 s ± 50 %), clock 30/60 s, Groq"]
-    scaled = run(replace(groq, length=6.0, latency=0.3, pause=0.1, wait=1.0, windows=5))
+    scaled = run(replace(groq.scaled(0.1), windows=5))
     assert scaled.share >= 0.98 and scaled.waste <= scaled.floor + 0.05, scaled.as_dict()
 
 
@@ -244,7 +244,7 @@ def test_a_hintless_window_overshot_by_the_ladder_is_found_again_by_its_probes()
     sent read as "longer than 6 s", so 6 s was never tried (0.80 of the quota over 5 windows). The window opened as
     that request arrived, and the try may have come a trip's spread sooner after it: longer than 5.9x s."""
     sliding = NAMED["sliding 20/60 s, no hint"]
-    scaled = run(replace(sliding, length=6.0, latency=sliding.latency / 10, pause=sliding.pause / 10, windows=5))
+    scaled = run(replace(sliding.scaled(0.1), windows=5))
     assert scaled.share >= 0.98 and scaled.waste <= scaled.floor + 0.05, scaled.as_dict()
 
 
