@@ -20,10 +20,11 @@ from typing import Any, TypeVar, cast
 
 from config.api_keys import ApiKey
 from config.settings import Settings
+from llms.adapter_calls import aopen_stream, aready, open_stream
 from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
 from llms.key_manager import KeyLease, KeyManager
-from llms.outcomes import Attempt, Outcome, OutcomeKind, QuotaHint, Scope, describe_states, rejected, transient
-from llms.providers import AwaitedAdapter, ProviderAdapter, awaited
+from llms.outcomes import Attempt, Outcome, OutcomeKind, QuotaHint, Scope, describe_states, transient
+from llms.providers import ProviderAdapter
 from llms.routing import Route, Target
 from llms.state.base import ABANDONED, RequestRecord
 from llms.streams import Run
@@ -33,9 +34,7 @@ from llms.types import (
     ChatResult,
     Completion,
     Embedded,
-    EmbeddingRequest,
     EmbeddingResult,
-    StreamReply,
     Usage,
 )
 
@@ -44,9 +43,9 @@ log = logging.getLogger("llms.client")
 Wait = bool | float | None
 T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
-Step = tuple[Target, KeyLease] | float  # a failover step: try this lease's key for this target, or sleep this long
-_BUSY_POLL = 0.01  # seconds between looks while every free key is saturated with requests in flight
+_BUSY_POLL = 0.01  # seconds between an event loop's looks while every free key is saturated with requests in flight
 _HELD_POLL = 0.1  # the same while other processes hold the slots (each look is a store round trip)
+_LONE_LOOK = 1.0  # the longest a thread waits for a slot without looking, where no other process shares the store
 PACING_GRACE = 2.0
 """Seconds a call with the default `wait` waits at least for a key whose rest ends within them: a rest that short
 is the window's pacing (the client spacing requests, a provider's slot about to free), not exhaustion, and a
@@ -54,6 +53,20 @@ caller told to come back later would come back after it and leave the window's q
 when the call first waits for a cooling key, not from its start: time spent waiting for a busy slot is not
 exhaustion either, and counted in, a caller that had waited 1.3 s for a slot gave up on a key freeing in 0.1 s
 ("All API keys exhausted … frees up in 0.1 s")."""
+
+
+@dataclass(frozen=True)
+class SlotWait:
+    """A failover step: sleep until more than `ended` of this process's requests in flight have ended (a slot
+    frees the moment one does), or `seconds` at most (what frees by the clock, or in another process). A blocking
+    caller waits on the key manager; 32 threads looking every 10 ms instead made 3,200 store reads a second."""
+
+    seconds: float
+    ended: int
+
+
+Step = tuple[Target, KeyLease] | float | SlotWait
+"""A failover step: try this lease's key for this target, sleep this long, or wait for a slot."""
 
 
 @dataclass(frozen=True)
@@ -124,13 +137,13 @@ class Failover:
         target at once.
 
         Written once for both kinds of caller, as steps a driver carries out: it yields `(target, key)` and is
-        sent the attempt's failure (None: the key answered, the loop ends), or yields seconds to sleep. `serve`
-        drives it with blocking calls, `aserve` with awaited ones.
+        sent the attempt's failure (None: the key answered, the loop ends), or yields seconds to sleep, or a
+        `SlotWait`. `serve` drives it with blocking calls, `aserve` with awaited ones.
         """
         patience = max(deadline.cooling, self._timer() + self._settings().request_timeout)  # for a busy slot
         cooling_since: float | None = None
         while True:
-            ended_before, mine = self.key_manager.ended, 0
+            ended_before, mine = self.key_manager.in_flight.ended, 0
             for target in route:
                 tried: set[ApiKey] = set()
                 run.leave_target = False
@@ -146,9 +159,13 @@ class Failover:
                     self._failed(target, lease, failure, run)
             if run.rejected:
                 raise self._give_up(run, route)
-            slots_moving = self.key_manager.busy() or self.key_manager.ended - ended_before > mine
-            if slots_moving and self._timer() + _BUSY_POLL <= patience:
-                yield _BUSY_POLL  # keys only busy: a slot frees as soon as a request in flight ends (or just did)
+            in_flight, seen = self.key_manager.in_flight, ended_before + mine  # (this round's attempts ended too)
+            now = self._timer()
+            if (in_flight.busy() or in_flight.ended > seen) and now + _BUSY_POLL <= patience:
+                # Keys only busy: a slot frees as a request in flight ends (or as one just did), or by the clock.
+                due = self.key_manager.next_change(_pairs(route))
+                look = _LONE_LOOK if self._store_in_memory else _HELD_POLL  # (what other processes free)
+                yield SlotWait(max(_BUSY_POLL, min(look, patience - now, look if due is None else due + 0.001)), seen)
                 continue
             held = self.key_manager.busy_until(_pairs(route))  # busy with others' requests (or a dead process's)
             if held is not None and self._timer() + _HELD_POLL <= patience:
@@ -170,6 +187,10 @@ class Failover:
         steps = self.steps(route, deadline, run)
         step = next(steps)
         while True:
+            if isinstance(step, SlotWait):
+                self.key_manager.in_flight.wait_for_end(step.ended, step.seconds)
+                step = next(steps)
+                continue
             if isinstance(step, float):
                 time.sleep(step)
                 step = next(steps)
@@ -197,6 +218,10 @@ class Failover:
         steps = self.steps(route, deadline, run)
         step = await self.off_loop(steps.send, None)
         while True:
+            if isinstance(step, SlotWait):  # (an event loop looks again soon: its own requests end on it)
+                await asyncio.sleep(min(step.seconds, _BUSY_POLL))
+                step = await self.off_loop(steps.send, None)
+                continue
             if isinstance(step, float):
                 await asyncio.sleep(step)
                 step = await self.off_loop(steps.send, None)
@@ -396,81 +421,13 @@ class Failover:
         if soonest is not None:
             key, seconds = soonest
             return AllKeysExhaustedError(run.attempts, seconds, key.key_id, described)
-        if self.key_manager.busy():
+        if self.key_manager.in_flight.busy():
             return AllKeysExhaustedError(run.attempts, _BUSY_POLL, None, described)
         return AllKeysExhaustedError(run.attempts, 0.0 if reasons else None, None, described)
 
 
 def _pairs(route: Route) -> list[tuple[str, str | None]]:
     return [(t.provider, t.model) for t in route]
-
-
-def open_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> tuple[StreamReply, str]:
-    """Open a stream and read up to its first text piece, so a failure before any text can still fail over."""
-    reply = adapter.open_stream(request, key)
-    try:
-        first = next(iter(reply.pieces), None)
-    except BaseException:
-        reply.close()
-        raise
-    return _begun(reply, first)
-
-
-async def aready(adapter: ProviderAdapter, key: ApiKey) -> None:
-    """`adapter.ready` from an event loop: in the loop's default executor for an adapter with blocking calls only
-    (Gemini builds a key's SDK client, ~0.15 s of CPU), where its calls run too; inline for one with awaited calls,
-    which has nothing to make."""
-    if awaited(adapter):
-        adapter.ready(key)
-        return
-    await asyncio.get_running_loop().run_in_executor(None, adapter.ready, key)
-
-
-async def asend(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> Completion:
-    """The adapter's awaited call, or its blocking one in the loop's default executor when it has none."""
-    if awaited(adapter):
-        return await cast(AwaitedAdapter, adapter).asend(request, key)
-    return await asyncio.get_running_loop().run_in_executor(None, adapter.send, request, key)
-
-
-async def aembed(adapter: ProviderAdapter, request: EmbeddingRequest, key: ApiKey) -> Embedded:
-    """The adapter's awaited embeddings call, or its blocking one in the loop's default executor."""
-    if awaited(adapter):
-        return await cast(AwaitedAdapter, adapter).aembed(request, key)
-    return await asyncio.get_running_loop().run_in_executor(None, adapter.embed, request, key)
-
-
-async def aopen_stream(adapter: ProviderAdapter, request: ChatRequest, key: ApiKey) -> tuple[StreamReply, str]:
-    """`open_stream` from an event loop; the reply's pieces become an async iterator either way."""
-    loop = asyncio.get_running_loop()
-    if not awaited(adapter):
-        reply, first = await loop.run_in_executor(None, open_stream, adapter, request, key)
-        reply.pieces = _in_executor(cast(Iterator[str], reply.pieces))
-        return reply, first
-    reply = await cast(AwaitedAdapter, adapter).aopen_stream(request, key)
-    try:
-        first = await anext(cast(AsyncIterator[str], reply.pieces), None)
-    except BaseException:
-        reply.close()
-        raise
-    return _begun(reply, first)
-
-
-async def _in_executor(pieces: Iterator[str]) -> AsyncIterator[str]:
-    loop = asyncio.get_running_loop()
-    while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
-        yield piece
-
-
-def _begun(reply: StreamReply, first: str | None) -> tuple[StreamReply, str]:
-    """A stream that ended before any text is a request error another provider may serve, not an answer — unless
-    it asked for tools (then there is no text to read, and "" starts it)."""
-    if first is None and reply.tool_calls:
-        return reply, ""
-    if first is None:
-        reply.close()
-        raise ProviderError(rejected("answer had no text (the stream ended without any)", 200))
-    return reply, first
 
 
 def _broke(provider: str, pieces: int, outcome: Outcome, run: Run) -> StreamInterruptedError:

@@ -22,7 +22,7 @@ from llms.cooldown import SLOT_MARGIN, cooldown_policy
 from llms.key_states import KeyState
 from llms.key_status import KeyStatus
 from llms.learned_limits import DUE_NOW_REST, LearnedLimits
-from llms.leases import LEASE_TTL, KeyLease, Leases
+from llms.leases import LEASE_TTL, InFlight, KeyLease, Leases
 from llms.operator_actions import OperatorActions
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.provider_state import read_provider_state
@@ -31,6 +31,8 @@ from llms.state import EventKind, KeyEvent, StateStore, StoreHealth
 from llms.state.base import Document, Finish, HourOfKey, RequestRecord, group_gate, model_pool
 
 log = logging.getLogger("llms.keys")
+Targets = Iterable[tuple[str, str | None]]  # (provider, model) pairs: a route's
+Soonest = tuple[ApiKey, float] | None  # a key, and seconds until it frees
 _MONTH = 31 * 86400.0
 _PARKED: Mapping[OutcomeKind, KeyState] = {kind: kind.parks_as for kind in OutcomeKind if kind.parks_as is not None}
 """Outcomes that park a key for the long cooldown (or until the date the provider names), and as what."""
@@ -92,10 +94,9 @@ class KeyManager:
         self._foreign = set()
 
     @property
-    def ended(self) -> int:
-        """How many of this process's requests in flight have ended: a waiting caller that sees it move knows a
-        slot may have freed since it last looked."""
-        return self._leases.ended
+    def in_flight(self) -> InFlight:
+        """This process's requests in flight, as a caller waiting for a slot sees them: one frees as one ends."""
+        return self._leases
 
     def _known_subjects(self) -> set[str]:
         """Every account this process knows and every subject it sent a request for. Called with the lock held."""
@@ -147,25 +148,32 @@ class KeyManager:
         """The model, where the provider counts limits per model; "" where it counts them per key."""
         return model if model and provider in self._per_model else ""
 
-    def next_free(self, targets: Iterable[tuple[str, str | None]] | None = None) -> tuple[ApiKey, float] | None:
+    def next_free(self, targets: Targets | None = None) -> Soonest:
         """The cooling key that frees up first, with seconds until then: for the (provider, model) `targets`
         (its rests for that model count too), or across all providers."""
-        now = self._clock()
-        soonest: tuple[ApiKey, float] | None = None
-        for provider, model in targets if targets is not None else ((p, None) for p in self._keys):
-            found = self._store.next_free(provider, now, model)
-            if found and (soonest is None or found[1] - now < soonest[1]):
-                soonest = (self._by_fingerprint[found[0]], found[1] - now)
-        return soonest
+        return self._soonest(targets, lambda provider, model, now: self._store.next_free(provider, now, model))
 
-    def busy_until(self, targets: Iterable[tuple[str, str | None]] | None = None) -> tuple[ApiKey, float] | None:
+    def next_change(self, targets: Targets) -> float | None:
+        """Seconds until a key of the (provider, model) `targets` may take a request by the clock alone, with no
+        request ending: a rest ends, a lease or its count's window does, a slot held past its window frees, a
+        learned window frees a slot (None: nothing is due)."""
+        targets, now = list(targets), self._clock()
+        soonest = [found[1] for found in (self.next_free(targets), self.busy_until(targets)) if found is not None]
+        soonest += [at - now for at in (self._leases.frees_at(now), self._learned.grows_at) if at is not None]
+        return max(0.0, min(soonest)) if soonest and min(soonest) < math.inf else None
+
+    def busy_until(self, targets: Targets | None = None) -> Soonest:
         """A free key whose every in-flight slot is held (by this process or another sharing the store), with
-        seconds until its first lease ends — at the latest when a process that died holding it is known dead. For
-        the (provider, model) `targets`, or across all providers."""
+        seconds until one frees — at the latest when a process that died holding it is known dead. For the
+        (provider, model) `targets`, or across all providers."""
+        return self._soonest(targets, lambda p, model, now: self._store.busy_until(p, now, self._part(p, model)))
+
+    def _soonest(self, targets: Targets | None, find: Callable[..., tuple[str, float] | None]) -> Soonest:
+        """The key `find` (a store's lookup for a provider and model) names soonest, with seconds until then."""
         now = self._clock()
         soonest: tuple[ApiKey, float] | None = None
         for provider, model in targets if targets is not None else ((p, None) for p in self._keys):
-            found = self._store.busy_until(provider, now, self._part(provider, model))
+            found = find(provider, model, now)
             key = self._by_fingerprint.get(found[0]) if found else None
             if found and key is not None and (soonest is None or found[1] - now < soonest[1]):
                 soonest = (key, found[1] - now)
@@ -298,10 +306,6 @@ class KeyManager:
         if not key.group:
             return [key]
         return [key, *(m for m in self._groups.get((key.provider, key.group), ()) if m is not key)]
-
-    def busy(self) -> bool:
-        """Whether this process has requests in flight, which may be all that keeps a key from being picked."""
-        return self._leases.busy()
 
     def renew_leases(self) -> None:
         self._leases.renew()  # a thread does so by itself; a virtual clock's driver calls this in its own time

@@ -151,6 +151,11 @@ class LearnedLimits:
             return reported
         return replace(reported, reset_after=max(0.0, reset + _ROUNDED - (lacking - 1) * drip.least))
 
+    @property
+    def grows_at(self) -> float:
+        """When a learned window next frees a slot its gate has not been told of (`refresh_gates`; inf: none)."""
+        return self._next_growth
+
     def refresh_gates(self, now: float) -> None:
         """Tell the store's gates of the learned windows that freed slots since their last answers what each has
         left now. A gate holds a key to one request at a time from its window's end until an answer reports again,

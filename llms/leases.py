@@ -16,7 +16,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from config.api_keys import ApiKey
 from llms.cooldown import TRIP_SPREAD
@@ -108,6 +108,19 @@ class _WindowsShown:
         return max(self.reset, self.between) if self.ends >= 2 else None
 
 
+class InFlight(Protocol):
+    """This process's requests in flight, as a caller waiting for a slot sees them (`Leases`)."""
+
+    @property
+    def ended(self) -> int:
+        """How many have ended: a waiting caller that sees it move knows a slot may have freed since it looked."""
+        ...
+
+    def busy(self) -> bool: ...
+
+    def wait_for_end(self, seen: int, timeout: float) -> None: ...
+
+
 class Leases:
     """This process's leases while their requests run, what each subject has in flight, and its in-flight limit."""
 
@@ -144,6 +157,7 @@ class Leases:
         """Every subject this process has sent a request for (changed with the lock held)."""
         self.ended = 0
         """How many of this process's requests in flight have ended."""
+        self._ends = threading.Condition()  # told of each end, for callers waiting for a slot (`wait_for_end`)
         self._renewer: threading.Thread | None = None
         self._closing = threading.Event()
 
@@ -218,6 +232,8 @@ class Leases:
                 self._saturate(key, subject, part, now)
         if held is None or token is None:
             return None
+        with self._ends:
+            self._ends.notify_all()
         if quota is None or quota.remaining is None:
             return Finish(token, part=part)
         ends = now + (quota.reset_after if quota.reset_after is not None else 60.0)
@@ -264,6 +280,21 @@ class Leases:
         """Whether this process has requests in flight."""
         with self._lock:
             return bool(self._held)
+
+    def wait_for_end(self, seen: int, timeout: float) -> None:
+        """Block until more than `seen` of this process's requests in flight have ended (`ended`), or `timeout`
+        seconds have passed."""
+        with self._ends:
+            self._ends.wait_for(lambda: self.ended > seen, timeout)
+
+    def frees_at(self, now: float) -> float | None:
+        """When a slot this process holds next frees by the clock alone, before its request ends: a request's slot
+        once its window has surely passed (`slot_until`), a key whose quota is unknown after its spacing (None:
+        none does)."""
+        with self._lock:
+            untils = [u for held in self._freeing.values() for u in held.values() if u > now]
+            untils += [u for part in self._saturated.values() for u in part.values() if now < u < math.inf]
+        return min(untils, default=None)
 
     def close(self) -> None:
         """Stop renewing: the leases still held run out `ttl` after their last renewal."""

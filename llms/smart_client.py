@@ -16,9 +16,10 @@ from typing import Any
 
 from config.keys_file import file_stamp
 from config.settings import Settings, get_settings
+from llms.adapter_calls import aembed, asend
 from llms.admin import Admin
 from llms.clock import client_time
-from llms.failover import Failover, Wait, aembed, asend
+from llms.failover import Failover, Wait
 from llms.key_manager import LEASE_TTL, KeyManager
 from llms.outcomes import Outcome
 from llms.prober import Prober

@@ -30,6 +30,7 @@ from typing import Any
 
 from config.settings import load_settings
 from llms.exceptions import AllKeysExhaustedError
+from llms.failover import SlotWait
 from llms.leases import LEASE_TTL
 from llms.outcomes import Outcome
 from llms.smart_client import SmartClient
@@ -316,7 +317,7 @@ def run(shape: Shape, arrivals: list[Arrival] | None = None) -> Measured:
         route = client.route(None)
         numbers = {k.key_id: k.number for k in client.settings.providers[name].keys}
 
-        def caller() -> Generator[float, None, None]:
+        def caller() -> Generator[float | SlotWait, None, None]:
             wait = shape.wait if shape.caller is CallerKind.WAIT else None
             while clock.now < span_end:
                 run = Run()
@@ -324,7 +325,7 @@ def run(shape: Shape, arrivals: list[Arrival] | None = None) -> Measured:
                 try:
                     step = next(steps)
                     while True:
-                        if isinstance(step, float):
+                        if isinstance(step, (float, SlotWait)):
                             yield step
                             step = next(steps)
                             continue
@@ -351,12 +352,13 @@ def run(shape: Shape, arrivals: list[Arrival] | None = None) -> Measured:
                 except AllKeysExhaustedError:
                     yield shape.pause
 
-        def renewer() -> Generator[float, None, None]:  # the leases' thread, in virtual time
+        def renewer() -> Generator[float | SlotWait, None, None]:  # the leases' thread, in virtual time
             while clock.now < span_end + shape.latency:
                 yield min(LEASE_TTL, client.settings.request_timeout) / 3
                 client.key_manager.renew_leases()
 
-        _drive(clock, [caller() for _ in range(shape.callers)] + ([] if store.IN_MEMORY else [renewer()]))
+        callers = [caller() for _ in range(shape.callers)]
+        _drive(clock, callers + ([] if store.IN_MEMORY else [renewer()]), lambda: client.key_manager.in_flight.ended)
     costs = list(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else None
     most = served(
         shape.window, shape.size, shape.length, provider_start, measured_until,
@@ -370,16 +372,43 @@ def _settings(shape: Shape) -> Any:
     return load_settings(_env(shape), dotenv_path=None)
 
 
-def _drive(clock: VirtualClock, processes: list[Generator[float, None, None]]) -> None:
-    """Run the processes to their ends: each yields how long it sleeps; the earliest to wake goes next."""
+def _drive(
+    clock: VirtualClock, processes: list[Generator[float | SlotWait, None, None]], ended: Callable[[], int]
+) -> None:
+    """Run the processes to their ends: each yields how long it sleeps, or a `SlotWait` (asleep until more than
+    its count of the client's requests in flight have `ended`, or its seconds pass); the earliest to wake goes
+    next."""
     order = itertools.count()
-    queue = [(clock.now, next(order), p) for p in processes]
-    heapq.heapify(queue)
+    due: dict[Generator[float | SlotWait, None, None], int] = {}  # process → its one live entry in the queue
+    parked: dict[Generator[float | SlotWait, None, None], int] = {}  # process → the ends it waits past
+
+    def wake(process: Generator[float | SlotWait, None, None], at: float) -> None:
+        due[process] = number = next(order)
+        heapq.heappush(queue, (at, number, process))
+
+    queue: list[tuple[float, int, Generator[float | SlotWait, None, None]]] = []
+    for process in processes:
+        wake(process, clock.now)
     while queue:
-        at, _, process = heapq.heappop(queue)
+        at, number, process = heapq.heappop(queue)
+        if due.get(process) != number:
+            continue  # woken before this entry's time
+        parked.pop(process, None)
         clock.now = max(clock.now, at)
+        before = ended()
         try:
             pause = next(process)
         except StopIteration:
-            continue
-        heapq.heappush(queue, (clock.now + max(0.0, pause), next(order), process))
+            del due[process]
+            pause = None
+        if isinstance(pause, SlotWait):
+            waits = ended() <= pause.ended
+            if waits:
+                parked[process] = pause.ended
+            wake(process, clock.now + (pause.seconds if waits else 0.0))
+        elif pause is not None:
+            wake(process, clock.now + max(0.0, pause))
+        if ended() != before:
+            for sleeper in [p for p, seen in parked.items() if ended() > seen]:
+                del parked[sleeper]
+                wake(sleeper, clock.now)

@@ -175,11 +175,11 @@ def test_abandoned_run_frees_the_key_once_the_failover_ends(env: pytest.MonkeyPa
     try:
         with pytest.raises(NewMessage):
             first_piece(backend.client.chat_stream([{"role": "user", "content": "hi"}]), poll)
-        assert backend.client.key_manager.busy(), "the worker is still waiting for groq:1"
+        assert backend.client.key_manager.in_flight.busy(), "the worker is still waiting for groq:1"
         deadline = time.monotonic() + 5
-        while backend.client.key_manager.busy() and time.monotonic() < deadline:
+        while backend.client.key_manager.in_flight.busy() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not backend.client.key_manager.busy(), "the worker closed the stream: no slot left taken"
+        assert not backend.client.key_manager.in_flight.busy(), "the worker closed the stream: no slot left taken"
     finally:
         backend.close()
 

@@ -161,7 +161,7 @@ def test_an_interrupted_call_frees_its_key_at_once(hostile: HostileServer) -> No
         with pytest.raises(KeyboardInterrupt):
             client.complete(USER_HELLO)
         interrupt.join()
-        assert not client.key_manager.busy()
+        assert not client.key_manager.in_flight.busy()
 
 
 _ONE_CALL = """
@@ -216,7 +216,7 @@ def test_a_worker_killed_mid_request_holds_its_key_for_seconds_not_minutes(
         holding = threading.Thread(target=other.complete, args=(USER_HELLO,))  # a live holder: hangs 3 s
         holding.start()
         try:
-            while not other.key_manager.busy():
+            while not other.key_manager.in_flight.busy():
                 time.sleep(0.01)
             hurried = SmartClient(load_settings({**env, "LLM_REQUEST_TIMEOUT": "1"}, dotenv_path=None))
             with hurried, pytest.raises(AllKeysExhaustedError, match=r"busy with requests in flight; groq:1 has a"):
@@ -234,12 +234,12 @@ def test_a_cancelled_awaited_call_frees_its_key_at_once(hostile: HostileServer) 
         async def hang_up() -> tuple[bool, bool]:
             call = asyncio.create_task(client.acomplete(USER_HELLO))
             await asyncio.sleep(0.5)
-            during = client.key_manager.busy()
+            during = client.key_manager.in_flight.busy()
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await call
             await client.aclose_connections()
-            return during, client.key_manager.busy()
+            return during, client.key_manager.in_flight.busy()
 
         assert asyncio.run(hang_up()) == (True, False)
 

@@ -169,7 +169,7 @@ def test_a_default_call_that_waited_for_a_busy_slot_still_waits_out_a_short_rest
     holder = threading.Thread(target=client.complete, args=(USER_HELLO,))
     started = time.monotonic()
     holder.start()
-    while not client.key_manager.busy():
+    while not client.key_manager.in_flight.busy():
         time.sleep(0.01)
     # The holder's request takes 1.8 s and uses up its 2.5 s window: the key then rests about 0.7 s.
     assert client.complete(USER_HELLO).key_id == "groq:1"

@@ -289,6 +289,18 @@ def test_a_count_read_before_the_one_held_does_not_replace_it_once_that_window_e
     assert taken == ["fp-z", None, None]  # an older count that says less is taken: the careful one
 
 
+def test_a_count_whose_window_is_current_replaces_one_whose_window_has_ended(store: StateStore) -> None:
+    """A count read before the one held, but of a window still current, where the held one's has ended: the
+    current one binds. (A learned count, read as it was worked out, came after the first answers of a new fixed
+    window were sent; their counts, read before it, were dropped, and the ended window let the key's whole size
+    into the full one: 28 429s in 60 windows of 5 a second under 1 s answers.)"""
+    store.register("solo", ["fp-z"])
+    store.record_success("fp-z", NOW + 10, finish=Finish("", 0, window_ends=NOW + 10.5, read_at=NOW + 10, size=5))
+    store.end_lease("fp-z", Finish("", remaining=1, window_ends=NOW + 12, read_at=NOW + 9.5, size=5), NOW + 11)
+    taken = [store.acquire("solo", NOW + 11, lease=_lease(f"t{i}")) for i in range(3)]
+    assert taken == ["fp-z", None, None]  # the one it has left, not the five of a window over
+
+
 def test_a_count_that_gave_its_windows_size_allows_all_of_it_once_the_window_is_back(store: StateStore) -> None:
     """OpenAI's reset is when the window is back to its initial state: an answer slower than the window reads one
     already over, and held to what was left then (none), a key of 5 a second was kept to one request at a time.

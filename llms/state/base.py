@@ -210,8 +210,9 @@ class Gate:
         """Answers can arrive out of order, and one key can report two limits (the day's count, the minute's
         learned window), so while a count is current the lowest reported value wins, with its own window's end;
         once it has ended, a count the provider read before it (a slower answer's) is taken only where it says
-        less: read as current, an answer 10 s late on a sliding window sent a burst into a window already full
-        (and where machines' clocks differ, the more careful of two counts is the safe one)."""
+        less, or where its own window has not ended yet: read as current, an answer 10 s late on a sliding window
+        sent a burst into a window already full (and where machines' clocks differ, the more careful of two counts
+        is the safe one)."""
         self.leases.pop(finish.token, None)
         if succeeded:
             self.probing = False
@@ -225,10 +226,10 @@ class Gate:
                 ends = finish.window_ends or self.window_ends
                 self.remaining, self.window_ends, self.size = finish.remaining, ends, finish.size
         else:
-            read_at = finish.read(now)
+            read_at, ends = finish.read(now), finish.window_ends or now + 60.0
             newer = self.remaining is None or read_at >= self.window_began or self.window_began > now
-            if newer or finish.remaining < self.remaining:  # an older count only where it says less
-                ends = finish.window_ends or now + 60.0
+            current = self.window_ends <= now < ends  # the count held is of a window over; this one's is not
+            if newer or current or finish.remaining < self.remaining:  # an older count: if current, or it says less
                 self.remaining, self.window_ends, self.size = finish.remaining, ends, finish.size
                 if newer:
                     self.window_began = read_at

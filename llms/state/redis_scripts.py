@@ -115,7 +115,7 @@ local function finish(o)
     elseif not g[1] or read >= began or began > now then
       redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 7],
         'size', size)
-    elseif tonumber(remaining) < tonumber(g[1]) then
+    elseif tonumber(remaining) < tonumber(g[1]) or (tonumber(g[2] or '0') <= now and now < tonumber(ARGV[o + 4])) then
       redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'size', size)
     end
   end
