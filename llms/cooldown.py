@@ -18,6 +18,8 @@ import bisect
 from dataclasses import dataclass
 from typing import Protocol
 
+from llms.state.base import TRIP_SPREAD as TRIP_SPREAD  # (defined beside the stores' gate, which reads it too)
+
 ROUND_LENGTHS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 """The ladder: window lengths providers use (per second, per minute, per hour, per day), about 2–3× apart, so a
 window of any length is found within that factor in a few 429s."""
@@ -31,10 +33,6 @@ WORTH_PROBING = 0.95
 SLOT_MARGIN = 0.01
 """Seconds added to the moment a limit frees (a slot, a window's reset, a hint's wait), so the provider has surely
 freed it when the key resumes: hints come rounded to the centisecond (Go durations) or the millisecond."""
-TRIP_SPREAD = 0.1
-"""Seconds by which two answers' trips out to the provider may differ (one queued at its door, one not): two resets
-that answers of one window bound further apart than this are two different moments (a bucket's next token and its
-refill to full), not one seen through two trips."""
 TRY_MARGIN = 0.05
 """Seconds a hint-less try (a rung, a shorter length) aims past the length it tries. Its moment is counted from the
 window's first answer as this client saw it leave, which a busy threaded client notes some milliseconds before the

@@ -301,6 +301,19 @@ def test_a_count_whose_window_is_current_replaces_one_whose_window_has_ended(sto
     assert taken == ["fp-z", None, None]  # the one it has left, not the five of a window over
 
 
+def test_a_later_reading_of_the_same_limit_replaces_a_tighter_count_still_current(store: StateStore) -> None:
+    """A bucket's count grows as it drips: read 0.2 s apart, "1 of 60 left, full in 9.8 s" and then "3 left, full
+    in 9.5 s". Held to the lowest until its reset, a bucket of 60 a 10 s under 0.2 s answers went one request at a
+    time (0.96 of its quota). Counts of one burst, read within a trip's spread, keep the tighter one."""
+    store.register("solo", ["fp-z"])
+    store.end_lease("fp-z", Finish("", 1, window_ends=NOW + 9.8, read_at=NOW, size=60), NOW + 0.2)
+    store.end_lease("fp-z", Finish("", 5, window_ends=NOW + 9.9, read_at=NOW + 0.05, size=60), NOW + 0.25)
+    assert [store.acquire("solo", NOW + 0.3, lease=_lease(f"t{i}")) for i in range(2)] == ["fp-z", None]
+    store.end_lease("fp-z", Finish("", 3, window_ends=NOW + 9.7, read_at=NOW + 0.2, size=60), NOW + 0.4)
+    taken = [store.acquire("solo", NOW + 0.4, lease=_lease(f"u{i}")) for i in range(3)]
+    assert taken == ["fp-z", "fp-z", None]  # three left, one of them held by t0
+
+
 def test_a_count_that_gave_its_windows_size_allows_all_of_it_once_the_window_is_back(store: StateStore) -> None:
     """OpenAI's reset is when the window is back to its initial state: an answer slower than the window reads one
     already over, and held to what was left then (none), a key of 5 a second was kept to one request at a time.

@@ -147,6 +147,12 @@ def group_gate(pool: str, group: str) -> str:
     return f"group:{pool}/{group}"
 
 
+TRIP_SPREAD = 0.1
+"""Seconds by which two answers' trips out to the provider may differ (one queued at its door, one not): two resets
+that answers of one window bound further apart than this are two different moments (a bucket's next token and its
+refill to full), not one seen through two trips; two counts read closer than this are read in the order the
+provider saw their requests, not the one they left in. (Here, where the stores' gate reads it: they import nothing
+of the client; `llms.cooldown` names it for the rest.)"""
 IN_FLIGHT_CEILING = 256
 """More requests left than could ever be in flight on one key at once: such a key needs no counting."""
 
@@ -222,9 +228,15 @@ class Gate:
         if finish.remaining is None:
             return
         if self.in_window(now) and self.remaining is not None:
-            if finish.remaining < self.remaining:  # the tighter count binds, until its own window ends
+            # The tighter count binds, until its own window ends; a later reading of the same limit replaces it
+            # (a bucket's count grows as it drips: held to its lowest, a bucket of 60 a 10 s went one at a time).
+            # Later by more than a trip's spread: a burst's counts are read in the order its requests arrive.
+            read_at = finish.read(now)
+            later = finish.size is not None and finish.size == self.size and read_at > self.window_began + TRIP_SPREAD
+            if finish.remaining < self.remaining or later:
                 ends = finish.window_ends or self.window_ends
                 self.remaining, self.window_ends, self.size = finish.remaining, ends, finish.size
+                self.window_began = max(self.window_began, read_at)
         else:
             read_at, ends = finish.read(now), finish.window_ends or now + 60.0
             newer = self.remaining is None or read_at >= self.window_began or self.window_began > now

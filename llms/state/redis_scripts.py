@@ -13,7 +13,15 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from llms.state.base import IN_FLIGHT_CEILING, Finish, RequestRecord, hour_of, latency_bucket, outcome_columns
+from llms.state.base import (
+    IN_FLIGHT_CEILING,
+    TRIP_SPREAD,
+    Finish,
+    RequestRecord,
+    hour_of,
+    latency_bucket,
+    outcome_columns,
+)
 
 ACQUIRE = """
 local ring, cursor, prefix, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
@@ -104,13 +112,15 @@ local function finish(o)
   if token ~= '' then redis.call('ZREM', prefix .. 'lease:' .. id, token) end
   if ARGV[o + 5] == '1' and redis.call('HGET', gate, 'probing') == '1' then redis.call('HSET', gate, 'probing', '0') end
   if remaining ~= '' then
-    local g = redis.call('HMGET', gate, 'remaining', 'window_ends', 'window_began')
+    local g = redis.call('HMGET', gate, 'remaining', 'window_ends', 'window_began', 'size')
     local now, began = tonumber(ARGV[o + 6]), tonumber(g[3] or '0')
     local read = tonumber(ARGV[o + 7])
     local size = ARGV[o + 8]
     if g[1] and g[2] and began <= now and now < tonumber(g[2]) then
-      if tonumber(remaining) < tonumber(g[1]) then
+      local later = size ~= '' and size == g[4] and read > began + TRIP_SPREAD  -- `Gate.learn`
+      if tonumber(remaining) < tonumber(g[1]) or later then
         redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'size', size)
+        if read > began then redis.call('HSET', gate, 'window_began', ARGV[o + 7]) end
       end
     elseif not g[1] or read >= began or began > now then
       redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 7],
@@ -123,6 +133,7 @@ end
 """
 
 ACQUIRE = ACQUIRE.replace("IN_FLIGHT_CEILING", str(IN_FLIGHT_CEILING))
+_FINISH = _FINISH.replace("TRIP_SPREAD", repr(TRIP_SPREAD))
 LOG = _REMEMBER + _FINISH + "finish(1)\nremember(10)"
 END_LEASE = _FINISH + "finish(1)"
 
