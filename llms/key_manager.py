@@ -155,8 +155,8 @@ class KeyManager:
 
     def next_change(self, targets: Targets) -> float | None:
         """Seconds until a key of the (provider, model) `targets` may take a request by the clock alone, with no
-        request ending: a rest ends, a lease or its count's window does, a slot held past its window frees, a
-        learned window frees a slot (None: nothing is due)."""
+        request ending: a rest ends, a lease runs out, a slot held past its window frees, a learned window frees a
+        slot (None: nothing is due)."""
         targets, now = list(targets), self._clock()
         soonest = [found[1] for found in (self.next_free(targets), self.busy_until(targets)) if found is not None]
         soonest += [at - now for at in (self._leases.frees_at(now), self._learned.grows_at) if at is not None]
