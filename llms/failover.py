@@ -43,7 +43,7 @@ log = logging.getLogger("llms.client")
 Wait = bool | float | None
 T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
-_BUSY_POLL = 0.01  # seconds between an event loop's looks while every free key is saturated with requests in flight
+_BUSY_POLL = 0.01  # the shortest wait for a slot (and the wait a pool that is only busy suggests)
 _HELD_POLL = 0.1  # the same while other processes hold the slots (each look is a store round trip)
 _LONE_LOOK = 1.0  # the longest a thread waits for a slot without looking, where no other process shares the store
 PACING_GRACE = 2.0
@@ -58,8 +58,9 @@ exhaustion either, and counted in, a caller that had waited 1.3 s for a slot gav
 @dataclass(frozen=True)
 class SlotWait:
     """A failover step: sleep until more than `ended` of this process's requests in flight have ended (a slot
-    frees the moment one does), or `seconds` at most (what frees by the clock, or in another process). A blocking
-    caller waits on the key manager; 32 threads looking every 10 ms instead made 3,200 store reads a second."""
+    frees the moment one does), or `seconds` at most (what frees by the clock, or in another process). A thread
+    or an event loop is told by the request's end (`InFlight`); 32 threads looking every 10 ms instead made 3,200
+    store reads a second."""
 
     seconds: float
     ended: int
@@ -218,8 +219,8 @@ class Failover:
         steps = self.steps(route, deadline, run)
         step = await self.off_loop(steps.send, None)
         while True:
-            if isinstance(step, SlotWait):  # (an event loop looks again soon: its own requests end on it)
-                await asyncio.sleep(min(step.seconds, _BUSY_POLL))
+            if isinstance(step, SlotWait):
+                await self.key_manager.in_flight.await_end(step.ended, step.seconds)
                 step = await self.off_loop(steps.send, None)
                 continue
             if isinstance(step, float):

@@ -9,6 +9,8 @@ from the rotation, because only the requests this process sent move it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -120,6 +122,8 @@ class InFlight(Protocol):
 
     def wait_for_end(self, seen: int, timeout: float) -> None: ...
 
+    async def await_end(self, seen: int, timeout: float) -> None: ...
+
 
 class Leases:
     """This process's leases while their requests run, what each subject has in flight, and its in-flight limit."""
@@ -158,6 +162,7 @@ class Leases:
         self.ended = 0
         """How many of this process's requests in flight have ended."""
         self._ends = threading.Condition()  # told of each end, for callers waiting for a slot (`wait_for_end`)
+        self._awaiting: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()  # (`await_end`)
         self._renewer: threading.Thread | None = None
         self._closing = threading.Event()
 
@@ -234,6 +239,10 @@ class Leases:
             return None
         with self._ends:
             self._ends.notify_all()
+            awaiting = list(self._awaiting)
+        for loop, future in awaiting:
+            with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile: nothing waits on it)
+                loop.call_soon_threadsafe(_settle, future)
         if quota is None or quota.remaining is None:
             return Finish(token, part=part)
         ends = now + (quota.reset_after if quota.reset_after is not None else 60.0)
@@ -287,6 +296,20 @@ class Leases:
         with self._ends:
             self._ends.wait_for(lambda: self.ended > seen, timeout)
 
+    async def await_end(self, seen: int, timeout: float) -> None:
+        """`wait_for_end` on an event loop: told by the thread that ends the request, whichever it is."""
+        loop = asyncio.get_running_loop()
+        waiter = (loop, loop.create_future())
+        with self._ends:
+            if self.ended > seen:
+                return
+            self._awaiting.add(waiter)
+        try:
+            await asyncio.wait({waiter[1]}, timeout=timeout)
+        finally:
+            with self._ends:
+                self._awaiting.discard(waiter)
+
     def frees_at(self, now: float) -> float | None:
         """When a slot this process holds next frees by the clock alone, before its request ends: a request's slot
         once its window has surely passed (`slot_until`), a key whose quota is unknown after its spacing (None:
@@ -335,3 +358,8 @@ class Leases:
         else:
             for member in members:
                 saturated.pop(member, None)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from typing import Any
@@ -396,6 +397,26 @@ def test_a_caller_waiting_for_a_slot_wakes_as_a_request_ends_and_knows_when_the_
     slow.succeeded(QuotaHint(remaining=0, reset_after=0.5, limit=1))
     waiter.join(30.0)
     assert not waiter.is_alive() and manager.in_flight.ended == seen + 1
+
+
+def test_a_call_on_an_event_loop_waiting_for_a_slot_wakes_as_another_thread_ends_a_request() -> None:
+    """The gateway's calls wait on its event loop; the request that frees the slot may end on another thread (a
+    blocking adapter's executor, another client call). Told by that thread, the wait ends at once, not at its
+    timeout, and a wait for an end that already came does not wait at all."""
+    manager, _, _ = make(1)
+    lease = manager.acquire("groq")
+    assert lease is not None
+    seen = manager.in_flight.ended
+
+    async def wait_while_a_thread_ends_it() -> None:
+        ender = threading.Timer(0.2, lease.abandoned)
+        ender.start()
+        await asyncio.wait_for(manager.in_flight.await_end(seen, 600.0), timeout=30.0)
+        ender.join()
+        await asyncio.wait_for(manager.in_flight.await_end(seen, 600.0), timeout=1.0)  # already ended
+
+    asyncio.run(wait_while_a_thread_ends_it())
+    assert manager.in_flight.ended == seen + 1
 
 
 @pytest.mark.slow
