@@ -71,6 +71,8 @@ class LearnedLimits:
         self._resets: dict[tuple[str, bool], float] = {}  # (subject, per day) → the latest bound on its reset
         self._grows: dict[str, tuple[float, ApiKey, str]] = {}  # subject → when its learned window next frees a slot
         self._drips: dict[str, _Drip] = {}  # subject → what its counts said of a bucket's drip (`_dripping`)
+        self._before_full: dict[str, tuple[float, float, int, float, float]] = {}  # subject → its counts' resets
+        # before its first full one, and when the first and last of them were read (`SlotLog.reported`)
         self._next_growth = math.inf
 
     def about(self, now: float) -> set[str]:
@@ -108,10 +110,19 @@ class LearnedLimits:
         it was sent, for a first 429 to learn from), and say the quota that binds the key: what the answer
         reported (`quota`), or what a learned window has left (`_binding_quota`)."""
         learned, reported, count = self.about(now), quota, _window_count(quota)
+        first_window = f"slots/{subject}" not in learned  # no full count yet
         if count is not None and count.remaining == 0 and count.reset_after:  # a full window, its size, its reset
             limit, reset = count.limit or 0, count.reset_after
-            seen = () if f"slots/{subject}" in learned else self._seen(subject, key, part, now)
-            self._slots(subject, lambda log: log.reported(limit, reset, seen))
+            seen = self._seen(subject, key, part, now) if first_window else ()
+            before = self._before_full.pop(subject, None)
+            resets = before[:3] if before is not None and before[4] - before[3] > TRIP_SPREAD else None
+            self._slots(subject, lambda log: log.reported(limit, reset, seen, resets))
+        elif count is not None and count.remaining and count.reset_after is not None and first_window:
+            # A count with requests left before any full one (`SlotLog.reported`): its reset, and when it was read
+            # (counts of one burst, read together, agree whatever the window: they say nothing of its kind).
+            least, most, many, first, last = self._before_full.get(subject, (math.inf, 0.0, 0, sent, sent))
+            reset, first, last = count.reset_after, min(first, sent), max(last, sent)
+            self._before_full[subject] = (min(least, reset), max(most, reset), many + 1, first, last)
         if f"pace/{subject}" in learned:
             pacing = self._pace(subject, lambda p: p.succeeded(sent, policy))
             if pacing.uncounted is not None and sent > pacing.uncounted[1]:  # after the 429: count it again

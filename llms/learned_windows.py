@@ -346,15 +346,22 @@ class SlotLog:
             return replace(self, times=times, size=max(self.size, sum(1 for t in times if t >= opened)))
         return replace(self, times=times)
 
-    def reported(self, limit: int, reset: float, seen: Sequence[float] = ()) -> SlotLog:
+    def reported(
+        self, limit: int, reset: float, seen: Sequence[float] = (), before: tuple[float, float, int] | None = None
+    ) -> SlotLog:
         """What an answer that found the window full said of it: its size (`x-ratelimit-limit-requests`) and
         the time until it is back to its initial state (`x-ratelimit-reset-requests`, as OpenAI defines it).
         That time is the window's length for a sliding log, on every answer (the request just admitted is the
         newest in it); a bucket's and a fixed window's vary (`report`, `sliding`). Read as a sliding log of that
         size and length over the answers' own sends, the window frees each slot as it frees, where a count read
-        10 s before its answer came said only how many were left then."""
+        10 s before its answer came said only how many were left then. `before`: the resets of the counts with
+        requests left that came before the first full one (least, most, how many), which count toward reading a
+        sliding log where they all agree: else the first window rests until the whole of it is back (a sliding
+        20 a 2 s: its first slots freed 1 s before the key went on, 0.945 of its quota)."""
         times = self.times or tuple(sorted(seen))[-SLOTS_KEPT:]  # `seen`: sent before anything was learned
-        return replace(self, times=times, size=limit).report(reset, 0)
+        agreed = before is not None and before[1] - before[0] <= TRIP_SPREAD
+        resets = before if agreed and before is not None and not self.read_from_counts else self.resets
+        return replace(self, times=times, size=limit, resets=resets).report(reset, 0)
 
     def report(self, reset: float, remaining: int) -> SlotLog:
         """An answer's reported reset, where a full one taught the window (`reported`). While they agree, the

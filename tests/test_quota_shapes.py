@@ -49,6 +49,25 @@ def test_a_window_read_from_counts_is_a_sliding_log_only_where_every_reset_is_it
     assert SlotLog.of({}).resets == SlotLog().resets  # a document from before the field
 
 
+def test_the_counts_before_the_first_full_one_read_a_sliding_log_at_once() -> None:
+    """Counts with requests left came before the first full one; where their resets agree they count toward a
+    sliding log, so the first window's slots free one by one: a sliding 20 a 2 s under 0.33 s answers rested
+    until the whole of its first window was back, its first slots free for a second (0.945 of its quota)."""
+    log = SlotLog().reported(20, 2.0, seen=(0.0, 0.4, 0.7), before=(2.0, 2.02, 18))
+    assert log.sliding and log.length == 2.0
+    assert SlotLog().reported(20, 2.0, before=(1.2, 2.0, 18)).sliding is False  # a fixed window's shrink
+    again = log.reported(20, 2.0, before=(0.5, 3.0, 2))  # taught already: what came before says no more
+    assert again.resets == (2.0, 2.02, 18)
+
+
+@pytest.mark.slow
+def test_a_sliding_window_reported_on_every_answer_is_spent_from_its_first_window() -> None:
+    """The cell above, whole (a burst's counts, read together, are not counted: `LearnedLimits.counted`)."""
+    shape = NAMED["slow answers (10 s ± 50 %), sliding 20/60 s, remaining"].scaled(1 / 30)
+    measured = run(shape)
+    assert measured.share >= 0.98 and measured.waste == 0, measured.as_dict()
+
+
 def test_a_window_taught_before_its_oldest_answer_was_written_grows_to_it_when_counted_again() -> None:
     """Four processes on one store: the 429 came while the window's oldest answer (another process's, sent 20 ms
     before the others) was unwritten, so the gap rule read a window of 4 from the next one. Counted again from
