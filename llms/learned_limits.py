@@ -71,8 +71,7 @@ class LearnedLimits:
         self._resets: dict[tuple[str, bool], float] = {}  # (subject, per day) → the latest bound on its reset
         self._grows: dict[str, tuple[float, ApiKey, str]] = {}  # subject → when its learned window next frees a slot
         self._drips: dict[str, _Drip] = {}  # subject → what its counts said of a bucket's drip (`_dripping`)
-        self._before_full: dict[str, tuple[float, float, int, float, float]] = {}  # subject → its counts' resets
-        # before its first full one, and when the first and last of them were read (`SlotLog.reported`)
+        self._before_full: dict[str, _EarlyCounts] = {}  # subject → its counts before its first full one
         self._next_growth = math.inf
 
     def about(self, now: float) -> set[str]:
@@ -114,15 +113,11 @@ class LearnedLimits:
         if count is not None and count.remaining == 0 and count.reset_after:  # a full window, its size, its reset
             limit, reset = count.limit or 0, count.reset_after
             seen = self._seen(subject, key, part, now) if first_window else ()
-            before = self._before_full.pop(subject, None)
-            resets = before[:3] if before is not None and before[4] - before[3] > TRIP_SPREAD else None
-            self._slots(subject, lambda log: log.reported(limit, reset, seen, resets))
+            before = self._before_full.pop(subject, _EarlyCounts()).sliding
+            self._slots(subject, lambda log: log.reported(limit, reset, seen, before))
         elif count is not None and count.remaining and count.reset_after is not None and first_window:
-            # A count with requests left before any full one (`SlotLog.reported`): its reset, and when it was read
-            # (counts of one burst, read together, agree whatever the window: they say nothing of its kind).
-            least, most, many, first, last = self._before_full.get(subject, (math.inf, 0.0, 0, sent, sent))
-            reset, first, last = count.reset_after, min(first, sent), max(last, sent)
-            self._before_full[subject] = (min(least, reset), max(most, reset), many + 1, first, last)
+            early = self._before_full.get(subject, _EarlyCounts())
+            self._before_full[subject] = early.counted(count.reset_after, sent)
         if f"pace/{subject}" in learned:
             pacing = self._pace(subject, lambda p: p.succeeded(sent, policy))
             if pacing.uncounted is not None and sent > pacing.uncounted[1]:  # after the 429: count it again
@@ -287,6 +282,33 @@ class LearnedLimits:
 def _indexing(names: Iterable[str]) -> Callable[[Document], Document]:
     """The change that adds `names` to the index of learned documents (`_LEARNED_INDEX`)."""
     return lambda index: {"names": sorted({*(index.get("names") or ()), *names})}
+
+
+@dataclass(frozen=True)
+class _EarlyCounts:
+    """The counts with requests left a subject's answers gave before its first full one (`SlotLog.reported`):
+    their resets, how many, and when the first and last were read."""
+
+    least: float = math.inf
+    most: float = 0.0
+    counts: int = 0
+    first: float = math.inf
+    last: float = -math.inf
+
+    def counted(self, reset: float, sent: float) -> _EarlyCounts:
+        """One more count, its reset, read when its request was `sent`."""
+        return _EarlyCounts(
+            min(self.least, reset), max(self.most, reset), self.counts + 1, min(self.first, sent), max(self.last, sent)
+        )
+
+    @property
+    def sliding(self) -> tuple[float, float, int] | None:
+        """Their resets (least, most, how many) where they read a sliding log: all the window's length, within a
+        trip's spread, and read over more than a trip's spread (counts of one burst, read together, agree whatever
+        the window: a fixed window's read so); else None."""
+        if self.most - self.least <= TRIP_SPREAD and self.last - self.first > TRIP_SPREAD:
+            return self.least, self.most, self.counts
+        return None
 
 
 @dataclass(frozen=True)

@@ -354,13 +354,12 @@ class SlotLog:
         That time is the window's length for a sliding log, on every answer (the request just admitted is the
         newest in it); a bucket's and a fixed window's vary (`report`, `sliding`). Read as a sliding log of that
         size and length over the answers' own sends, the window frees each slot as it frees, where a count read
-        10 s before its answer came said only how many were left then. `before`: the resets of the counts with
-        requests left that came before the first full one (least, most, how many), which count toward reading a
-        sliding log where they all agree: else the first window rests until the whole of it is back (a sliding
-        20 a 2 s: its first slots freed 1 s before the key went on, 0.945 of its quota)."""
+        10 s before its answer came said only how many were left then. `before`: the resets (least, most, how
+        many) of the counts with requests left that came before the first full one, where they read a sliding log
+        (`LearnedLimits`), which count toward reading it: else the first window rests until the whole of it is
+        back (a sliding 20 a 2 s: its first slots freed 1 s before the key went on, 0.945 of its quota)."""
         times = self.times or tuple(sorted(seen))[-SLOTS_KEPT:]  # `seen`: sent before anything was learned
-        agreed = before is not None and before[1] - before[0] <= TRIP_SPREAD
-        resets = before if agreed and before is not None and not self.read_from_counts else self.resets
+        resets = before if before is not None and not self.read_from_counts else self.resets
         return replace(self, times=times, size=limit, resets=resets).report(reset, 0)
 
     def report(self, reset: float, remaining: int) -> SlotLog:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from bench import shape_cell
 from bench.bench_shapes import GAPS, NAMED, STALE_COUNTS, targets
+from llms.learned_limits import _EarlyCounts
 from llms.learned_windows import SlotLog
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
@@ -58,6 +59,10 @@ def test_the_counts_before_the_first_full_one_read_a_sliding_log_at_once() -> No
     assert SlotLog().reported(20, 2.0, before=(1.2, 2.0, 18)).sliding is False  # a fixed window's shrink
     again = log.reported(20, 2.0, before=(0.5, 3.0, 2))  # taught already: what came before says no more
     assert again.resets == (2.0, 2.02, 18)
+    early = _EarlyCounts().counted(2.0, 0.0).counted(2.02, 0.4)
+    assert early.sliding == (2.0, 2.02, 2)
+    assert early.counted(1.2, 0.7).sliding is None  # a fixed window's shrink as it goes on
+    assert _EarlyCounts().counted(2.0, 0.0).counted(2.0, 0.05).sliding is None  # one burst's, read together
 
 
 @pytest.mark.slow
