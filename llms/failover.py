@@ -44,8 +44,8 @@ Wait = bool | float | None
 T = TypeVar("T")
 _OK = Outcome(OutcomeKind.OK, 200)
 _BUSY_POLL = 0.01  # the shortest wait for a slot (and the wait a pool that is only busy suggests)
-_HELD_POLL = 0.1  # the same while other processes hold the slots (each look is a store round trip)
-_LONE_LOOK = 1.0  # the longest a thread waits for a slot without looking, where no other process shares the store
+_HELD_POLL = 0.1  # seconds between looks while other processes hold the slots (each look is a store round trip)
+_LONE_LOOK = 1.0  # the longest a caller waits for a slot without looking, where no other process shares the store
 PACING_GRACE = 2.0
 """Seconds a call with the default `wait` waits at least for a key whose rest ends within them: a rest that short
 is the window's pacing (the client spacing requests, a provider's slot about to free), not exhaustion, and a
