@@ -303,8 +303,11 @@ class SlotLog:
             return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window
         if self.size and self.length and len(log) + in_flight >= self.size:
             return replace(self, closed_until=now + hint)  # its answers still out: not a smaller window
-        oldest = max(i for i in range(len(log)) if i == 0 or log[i] - log[i - 1] >= hint)
-        for first in (oldest, 0):  # the gap rule's reading, else the whole log as one window
+        # The oldest answer in the window follows a gap of at least the hint; where paced answers left many such gaps,
+        # the latest whose window fits what was admitted (read as the whole log, the last resort, a window on the
+        # clock learned 8 a 3.6 s for 5 a 2 s, and no 429 came to correct it: 0.84 of its quota).
+        gaps = [i for i in range(len(log)) if i == 0 or log[i] - log[i - 1] >= hint]
+        for first in reversed(gaps):
             size, length = len(log) - first, now + hint - log[first]
             if length > 0 and _densest(log, length) <= size:  # it admitted every answer logged: a window that fits
                 # Counted again once the answers still out are in, from where the provider's window began as the

@@ -113,6 +113,17 @@ def test_a_hinted_429_teaches_a_sliding_window_then_each_slot_is_spent_as_it_fre
     assert log.limited(12.2, hint=0.01) == stretched  # (its moment, 12.21, a window from 12.0's: not on a clock)
 
 
+def test_a_hinted_429_after_paced_answers_reads_the_latest_gap_that_fits_not_the_whole_log() -> None:
+    """Answers paced half a second apart, then quicker: every gap is longer than the hint, so the latest gap (one
+    answer a 0.5 s: but two went within it) does not fit what was admitted, nor do the next three. The window
+    holds the five since 2.0; read as the whole log (eight a 3.2 s), a window of 5 a 2 s on the clock was kept
+    to 0.84 of its quota, as no 429 came to correct it."""
+    sent = (0.5, 1.0, 1.5, 2.0, 2.3, 2.6, 2.9, 3.2)
+    log = SlotLog().limited(3.5, hint=0.2, seen=sent)
+    assert (log.size, log.length) == (5, pytest.approx(3.7 - 2.0))
+    assert all(sum(1 for t in sent if start <= t < start + log.length) <= log.size for start in sent)  # it fits
+
+
 def test_a_token_bucket_read_as_a_window_is_stretched_to_the_pace_it_refills_at() -> None:
     """A bucket of 5 refilling 2.5 a second, first seen as 9 answers in 2 s (its burst and the refills during it).
     Refused twice though the log said a slot had freed, 0.4 s apart with one answer between: the provider keeps 9
