@@ -56,6 +56,7 @@ F, C, S, B, T, D = (
 )
 H = HintForm
 STALE_COUNTS = "slow answers (10 s ± 50 %), sliding 20/60 s, remaining"
+OPENROUTER_FREE = "clock minute 20/60 s, OpenRouter reset ms on the minute (its free tier)"
 NAMED: dict[str, Shape] = {
     "fixed 5/2 s, remaining on every answer": Shape(F, H.REMAINING),
     "clock minute 20/60 s, remaining": Shape(C, H.REMAINING, size=20, length=60.0, windows=4),
@@ -64,6 +65,7 @@ NAMED: dict[str, Shape] = {
     "bucket 5/2 s, OpenRouter reset ms": Shape(B, H.RESET_MS),
     "fixed 5/2 s, OpenRouter reset ms + Retry-After": Shape(F, H.RESET_MS),
     "sliding 20/60 s, OpenRouter reset ms": Shape(S, H.RESET_MS, size=20, length=60.0, windows=4),
+    OPENROUTER_FREE: Shape(C, H.RESET_MS, size=20, length=60.0, windows=4),
     "fixed 5/2 s, Groq (day count + try again in)": Shape(F, H.GROQ),
     "clock 30/60 s, Groq": Shape(C, H.GROQ, size=30, length=60.0, windows=4),
     "sliding 5/2 s, Gemini RetryInfo": Shape(S, H.GEMINI),

@@ -294,8 +294,7 @@ class KeyManager:
         log.info("%s", detail)
 
     def provider_pause(self, provider: str, model: str | None = None) -> tuple[float, str] | None:
-        """When and why (a `KeyState` value, as stored) the whole provider rests (or, with `model`, rests for that
-        model), if it does."""
+        """When and why (a `KeyState` value, as stored) the whole provider (with `model`: for that model) rests."""
         now = self._clock()
         names = [provider, *([model_pool(provider, model)] if model else [])]
         found = [p for p in (self._store.paused(name, now) for name in names) if p is not None]
@@ -328,7 +327,8 @@ class KeyManager:
             seconds = max(0.0, self._rest_from(sent, hint, now))
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
-                self._learned.hinted(subject, key, part, sent, hint, now, self._leases.in_flight(subject) - 1)
+                out = self._leases.in_flight(subject) - 1  # (this process's other requests of the subject)
+                self._learned.hinted(subject, key, part, sent, hint, now, out, outcome.grid)
                 self._store.probe_next(key.fingerprint, part)  # resume with one request: its answer says how many
         else:
             if self._resting_until(key, model, now) > now:

@@ -189,12 +189,20 @@ class LearnedLimits:
             self._next_growth = min(self._next_growth, at)
 
     def hinted(
-        self, subject: str, key: ApiKey, part: str, sent: float, hint: float, now: float, in_flight: int = 0
+        self,
+        subject: str,
+        key: ApiKey,
+        part: str,
+        sent: float,
+        hint: float,
+        now: float,
+        in_flight: int = 0,
+        grid: float | None = None,
     ) -> None:
         """A 429 to a request `sent` then, whose hint says when its limit frees: learn the sliding window it shows
-        (`in_flight`: this process's other requests of the subject still out)."""
+        (`in_flight`: this process's other requests of the subject still out; `grid`: `Outcome.grid`)."""
         seen = self._seen(subject, key, part, now)
-        self._slots(subject, lambda log: log.limited(sent, hint, seen, in_flight))
+        self._slots(subject, lambda log: log.limited(sent, hint, seen, in_flight, grid))
 
     def hintless(self, subject: str, key: ApiKey, part: str, sent: float, now: float, policy: CooldownPolicy) -> Pacing:
         """A 429 without a hint to a request `sent` then: the subject's pacing after it (its window and backoff)."""

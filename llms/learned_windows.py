@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, TRY_MARGIN, Backoff, CooldownPolicy
 from llms.outcomes import QuotaHint
 from llms.state.base import Document
+from llms.wire import ROUND_LENGTHS
 
 SLOTS_KEPT = 256
 SLIDING_AFTER = 3
@@ -260,9 +261,12 @@ class SlotLog:
             "refuted": self.refuted,
         }
 
-    def limited(self, now: float, hint: float, seen: Sequence[float] = (), in_flight: int = 0) -> SlotLog:
+    def limited(
+        self, now: float, hint: float, seen: Sequence[float] = (), in_flight: int = 0, grid: float | None = None
+    ) -> SlotLog:
         """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned;
-        `in_flight`: requests of the subject still out, their answers not yet in (admitted before this one)."""
+        `in_flight`: requests of the subject still out, their answers not yet in (admitted before this one);
+        `grid`: the longest round length the hint's moment lies on, on the provider's clock (`Outcome.grid`)."""
         if now < self.closed_until:  # another request of the same full window: nothing new
             return replace(self, closed_until=max(self.closed_until, now + hint), waited=max(self.waited, hint))
         log = self
@@ -275,7 +279,33 @@ class SlotLog:
         learned = log._learned(now, hint, seen, in_flight)
         if not log.refuted:
             learned = learned._on_clock(self.closed_until, now + hint, max(self.waited, hint), self.length)
+            if grid and learned.clock is None:
+                learned = learned._on_grid(grid, now, now + hint, in_flight)
         return replace(learned, waited=hint)
+
+    def _on_grid(self, grid: float, now: float, frees: float, in_flight: int) -> SlotLog:
+        """A 429 whose moment lies on a round grid of the provider's clock (`Outcome.grid`: OpenRouter's per-minute
+        limit resets on the minute) turns on the clock: a sliding log's oldest request frees at any millisecond.
+        Its length is the shortest round one on that grid whose window has sends of its own and in which none of
+        the three windows before held more than this one with its answers still out (steady sends fill shorter
+        windows before it; a burst's window holds it); its size, what this window holds so far (answers still out
+        that it admitted add to it as they come: `succeeded`). Kept to a sliding log, the next window's requests
+        went as this one's slots freed, and its second 429 put it on the clock: two 429s a key where one is the
+        floor (OpenRouter's 20 a minute, 4 keys, 4 minutes: 8 → 4)."""
+        for length in ROUND_LENGTHS:
+            if length > grid or not _windows_apart(0.0, grid, length):
+                continue
+            # (a request sent a trip's spread before a turn may have come after it: in either window, leniently)
+            turned = frees - length
+            held = _counted_between(self.times, turned, now)
+            most = _counted_between(self.times, turned - TRIP_SPREAD, now) + in_flight
+            earlier = (
+                _counted_between(self.times, turned - k * length, turned - (k - 1) * length - TRIP_SPREAD)
+                for k in (1, 2, 3)
+            )
+            if held and all(count <= most for count in earlier):
+                return replace(self, clock=frees, length=length, size=held, uncounted=(turned, now))
+        return self
 
     def _learned(self, now: float, hint: float, seen: Sequence[float], in_flight: int) -> SlotLog:
         """What a 429 in a window not yet closed teaches (`limited`)."""
@@ -403,7 +433,7 @@ class SlotLog:
             for i in range(len(before))
             if since - before[i] <= TRIP_SPREAD and (i == 0 or before[i] - before[i - 1] >= hint - TRIP_SPREAD)
         ]
-        if firsts and hint > TRIP_SPREAD:
+        if firsts and hint > TRIP_SPREAD and self.clock is None:  # (on the clock, the window began as it turned)
             since = before[firsts[-1]]
             length = max(length or 0.0, self.closed_until - since)
         # (a shared store's log reads sends as answer − latency: a little off)
@@ -433,6 +463,10 @@ def _windows_apart(turned: float, moment: float, length: float) -> int | None:
 _ON_CLOCK = 0.01
 """How far from a whole number of windows apart (a share of the window) two 429s' freeing moments may lie and still
 read as a window on the clock: trips differ, and a length learned from sends is a little off."""
+
+
+def _counted_between(times: Iterable[float], start: float, end: float) -> int:
+    return sum(1 for t in times if start <= t < end)
 
 
 def _densest(times: Sequence[float], length: float) -> int:

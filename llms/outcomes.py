@@ -117,6 +117,9 @@ class Outcome:
     scope: Scope = Scope.KEY
     other_provider_may_serve: bool = False
     config_error: bool = False
+    grid: float | None = None
+    """Where a 429's reset named a moment on a round grid of the provider's clock (an epoch on a whole minute): the
+    longest round window length that moment lies on (`llms.wire.epoch_grid`), a sign the window turns on the clock."""
     quota: QuotaHint | None = None
     """What a probe read of the account's daily requests (OpenRouter's `free_model_daily_requests`), for the
     status page; None when the answer says nothing of it."""

@@ -112,6 +112,26 @@ def retry_after_header(headers: Mapping[str, str], now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+ROUND_LENGTHS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
+"""Window lengths rate limiters count in, a second to an hour: those whose windows turn on the clock, turn on
+their multiples."""
+
+
+def epoch_grid(raw: Any) -> float | None:
+    """The longest of the `ROUND_LENGTHS` on whose grid an epoch reset given in milliseconds lies, where it lies on
+    a whole second (None: not milliseconds, or not a whole second). A limiter whose windows turn on the clock
+    names their turn (OpenRouter's per-minute free limit resets on the minute: `X-RateLimit-Reset: 1765680060000`
+    in the answers users posted), where a sliding log's oldest request frees at any millisecond."""
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value <= 1e11 or value % 1000:
+        return None
+    seconds = round(value / 1000)
+    return next((length for length in reversed(ROUND_LENGTHS) if seconds % length == 0), None)
+
+
 def epoch_reset(raw: Any, now: float) -> float | None:
     """A reset given as an epoch (milliseconds, as OpenRouter sends, or seconds) or as seconds from now."""
     try:

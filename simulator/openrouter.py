@@ -67,7 +67,7 @@ def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
             "model": call.shown_model,
             "label": label,
             "midnight_ms": _next_utc_midnight_ms(),
-            "reset_ms": int((plan.at + reset_in) * 1000),
+            "reset_ms": round((plan.at + reset_in) * 1000),
             "limit": quota.limit if quota else 20,
         }
         return render_wire(call, name, values)
@@ -97,7 +97,7 @@ def render_openrouter(call: Call, plan: Plan, step: Step, label: str) -> Reply:
         if daily:
             limit, reset_ms = 50, _next_utc_midnight_ms()
         elif quota:
-            limit, reset_ms = quota.limit, int((plan.at + quota.reset_in) * 1000)
+            limit, reset_ms = quota.limit, round((plan.at + quota.reset_in) * 1000)
         else:
             limit, reset_ms = 20, (int(plan.at) // 60 + 1) * 60_000
         headers = {

@@ -146,6 +146,20 @@ def test_hints_read_from_the_recorded_answers() -> None:
     assert hint("gemini", "exhausted_bare") is None  # shared capacity: the model pauses LLM_STORM_COOLDOWN
 
 
+def test_a_reset_on_the_minute_says_the_window_turns_on_the_clock() -> None:
+    """OpenRouter's per-minute free limit names its reset on a whole minute in every 429 users posted: its window
+    turns on the clock (`Outcome.grid`), where a sliding log's oldest request would free at any millisecond."""
+
+    def grid(name: str, reset_ms: int) -> float | None:
+        values = VALUES | {"reset_ms": reset_ms, "midnight_ms": reset_ms}
+        return PROVIDERS["openrouter"].classify(*wire_example("openrouter", name, **values), NOW).grid
+
+    assert grid("free_models_per_min", 1765680060000) == 60.0  # as posted: 2025-12-14 02:41:00 UTC
+    assert grid("free_models_per_min", 1765680061000) == 1.0  # a whole second: turning each second, at most
+    assert grid("free_models_per_min", 1765680060123) is None  # a sliding log's moment
+    assert grid("free_models_per_day", 1765670400000) is None  # midnight: the day's quota, not a window
+
+
 def test_the_original_status_loop_runs_verbatim_and_the_summary_is_plain_data(make_client: MakeClient) -> None:
     clear_of_a_minutes_end(2.0)  # OpenRouter's rest ends at the next whole minute
     client = make_client({"openrouter": 2, "groq": 1}, steps={"openrouter:1": ["rate_limit"]})

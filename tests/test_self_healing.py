@@ -124,6 +124,21 @@ def test_a_hinted_429_after_paced_answers_reads_the_latest_gap_that_fits_not_the
     assert all(sum(1 for t in sent if start <= t < start + log.length) <= log.size for start in sent)  # it fits
 
 
+def test_a_429_whose_reset_lies_on_the_minute_puts_the_window_on_the_clock_at_once() -> None:
+    """A minute's 20 requests: one a second from 10 s past the minute, one more at 45 s, the 21st refused at 50 s
+    and freed on the minute (`Outcome.grid` 60). Read as a sliding log, the window would hold those 20 for 50 s,
+    and the next window's requests would go as its slots freed, one a second from 60 s, until a second 429 put it
+    on the clock. With the grid it is on the clock at once: a minute long, turning at 60 s, all 20 back then."""
+    sent = (*(10.0 + i for i in range(19)), 45.0)
+    log = SlotLog().limited(50.0, hint=10.0, seen=sent, grid=60.0)
+    assert (log.clock, log.length, log.size) == (60.0, 60.0, 20)
+    assert log.quota(60.2) == QuotaHint(20, pytest.approx(60.0 - 0.2 + TRIP_SPREAD), limit=20)  # all back as it turns
+    assert SlotLog().limited(50.0, hint=10.0, seen=sent).clock is None  # without the grid: a sliding log
+    # Not a shorter round length on that grid: windows of 15, 20 or 30 s before this one held more than its one
+    # request and the four still out.
+    assert SlotLog().limited(50.0, hint=10.0, seen=sent, in_flight=4, grid=60.0).length == 60.0
+
+
 def test_a_token_bucket_read_as_a_window_is_stretched_to_the_pace_it_refills_at() -> None:
     """A bucket of 5 refilling 2.5 a second, first seen as 9 answers in 2 s (its burst and the refills during it).
     Refused twice though the log said a slot had freed, 0.4 s apart with one answer between: the provider keeps 9

@@ -32,6 +32,7 @@ from llms.providers.openai_wire import classify_answer
 from llms.wire import (
     MODERATION_WORDS,
     classify_common,
+    epoch_grid,
     epoch_reset,
     error_message,
     error_metadata,
@@ -77,7 +78,9 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
         if "free-models-per-day" in message or "daily" in limit_source:
             wait = hint if hint is not None else seconds_until_midnight(UTC, now)
             return Outcome(OutcomeKind.RATE_LIMIT, status, message, wait, daily_quota=True, scope=Scope.ACCOUNT)
-        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=bool(_DAILY.search(message)))
+        daily = bool(_DAILY.search(message))
+        grid = None if daily else epoch_grid(_headers(headers, meta).get("x-ratelimit-reset"))
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=daily, grid=grid)
     if limit_source == "openrouter_key_limit" or (status == 403 and _KEY_LIMIT.search(message)):
         return Outcome(OutcomeKind.NO_CREDITS, status, f"key's own credit limit: {message}")
     if status == 402:
@@ -132,11 +135,15 @@ def _availability(error: Mapping[str, Any]) -> str:
     return str(availability.get("code") or "") if isinstance(availability, dict) else ""
 
 
+def _headers(headers: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, str]:
+    """The answer's headers (lower-cased), with those OpenRouter copies into `metadata.headers` beneath them."""
+    merged = lower_headers(headers)
+    return {**lower_headers(meta["headers"]), **merged} if isinstance(meta.get("headers"), dict) else merged
+
+
 def _hint(headers: Mapping[str, str], body: Any, meta: Mapping[str, Any], now: float) -> float | None:
     """`Retry-After`, `X-RateLimit-Reset` (epoch ms), in the headers or copied into `metadata.headers`."""
-    merged = lower_headers(headers)
-    if isinstance(meta.get("headers"), dict):
-        merged = {**lower_headers(meta["headers"]), **merged}
+    merged = _headers(headers, meta)
     given = most_precise(
         retry_after_header(merged, now),
         epoch_reset(merged["x-ratelimit-reset"], now) if "x-ratelimit-reset" in merged else None,
