@@ -13,10 +13,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, TRY_MARGIN, Backoff, CooldownPolicy
+from llms.cooldown import ROUND_LENGTHS, SLOT_MARGIN, TRIP_SPREAD, TRY_MARGIN, Backoff, CooldownPolicy
 from llms.outcomes import QuotaHint
 from llms.state.base import Document
-from llms.wire import ROUND_LENGTHS
 
 SLOTS_KEPT = 256
 SLIDING_AFTER = 3

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from llms.cooldown import ROUND_LENGTHS
 from llms.outcomes import Outcome, OutcomeKind, rejected, transient
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
@@ -112,14 +113,10 @@ def retry_after_header(headers: Mapping[str, str], now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-ROUND_LENGTHS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
-"""Window lengths rate limiters count in, a second to an hour: those whose windows turn on the clock, turn on
-their multiples."""
-
-
 def epoch_grid(raw: Any) -> float | None:
-    """The longest of the `ROUND_LENGTHS` on whose grid an epoch reset given in milliseconds lies, where it lies on
-    a whole second (None: not milliseconds, or not a whole second). A limiter whose windows turn on the clock
+    """The longest of the window lengths providers use (`llms.cooldown.ROUND_LENGTHS`) on whose grid an epoch reset
+    given in milliseconds lies, where it lies on a whole second (None: not milliseconds, or not a whole second): a
+    window on the clock turns on the multiples of its length. A limiter whose windows turn on the clock
     names their turn (OpenRouter's per-minute free limit resets on the minute: `X-RateLimit-Reset: 1765680060000`
     in the answers users posted), where a sliding log's oldest request frees at any millisecond."""
     try:

@@ -134,8 +134,8 @@ def test_a_429_whose_reset_lies_on_the_minute_puts_the_window_on_the_clock_at_on
     assert (log.clock, log.length, log.size) == (60.0, 60.0, 20)
     assert log.quota(60.2) == QuotaHint(20, pytest.approx(60.0 - 0.2 + TRIP_SPREAD), limit=20)  # all back as it turns
     assert SlotLog().limited(50.0, hint=10.0, seen=sent).clock is None  # without the grid: a sliding log
-    # Not a shorter round length on that grid: windows of 15, 20 or 30 s before this one held more than its one
-    # request and the four still out.
+    # Not a shorter round length on that grid: windows of 10 or 30 s before this one held more than its one request
+    # and the four still out.
     assert SlotLog().limited(50.0, hint=10.0, seen=sent, in_flight=4, grid=60.0).length == 60.0
 
 
