@@ -174,7 +174,12 @@ def _nav(page: Any, title: str) -> None:
 
 
 def _show(page: Any, choice: str) -> None:
-    page.locator('[data-testid="stButtonGroup"] button').filter(has_text=re.compile(f"^{choice}$")).click()
+    """Pick a filter pill, and wait until the page has it picked (a click during a busy rerun can be lost)."""
+    from playwright.sync_api import expect
+
+    pill = page.locator('[data-testid="stButtonGroup"] button').filter(has_text=re.compile(f"^{choice}$"))
+    pill.click()
+    expect(pill).to_have_attribute("aria-checked", "true", timeout=BUSY)
     page.wait_for_timeout(600)
 
 
