@@ -215,7 +215,10 @@ def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClien
     # The ladder's tries at 1 s and 2 s after the window opened, and a refused probe: 1.5 s, or, where that went
     # through, 1 s (the try at 1 s came 1.06 s after the window's first request was sent: it may have come early).
     assert len(limited) <= 3
-    assert not [r for r in limited if r.at > started + 5.0]  # then each window is spent without a 429
+    # Then each window is spent without a 429 but for the one refused probe, in whichever window it came (at 4.7 s
+    # or at 6.3 s: a fixed 5 s cut-off failed a run in three on a quicker machine).
+    later = [round(r.at - started, 2) for r in limited if r.at > started + 2.0]  # (before: the first 429, the 1 s try)
+    assert len(later) <= 1, later
     assert answers >= 6  # a fixed hour would have delivered 2
 
 
