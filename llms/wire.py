@@ -58,8 +58,13 @@ def parse_duration(text: str) -> float | None:
     words = re.fullmatch(r"(\d+(?:\.\d+)?)(seconds?|secs?|minutes?|mins?)", text)
     if words:
         return float(words.group(1)) * _WORD_UNITS[words.group(2).rstrip("s")]
+    return _number(text)
+
+
+def _number(raw: Any) -> float | None:
+    """A finite number of zero or more, as a header or a body field gives it (None: anything else)."""
     try:
-        value = float(text)
+        value = float(str(raw).strip())
     except ValueError:
         return None
     return value if math.isfinite(value) and value >= 0 else None
@@ -115,15 +120,12 @@ def retry_after_header(headers: Mapping[str, str], now: float) -> float | None:
 
 def epoch_grid(raw: Any) -> float | None:
     """The longest of the window lengths providers use (`llms.cooldown.ROUND_LENGTHS`) on whose grid an epoch reset
-    given in milliseconds lies, where it lies on a whole second (None: not milliseconds, or not a whole second): a
-    window on the clock turns on the multiples of its length. A limiter whose windows turn on the clock
-    names their turn (OpenRouter's per-minute free limit resets on the minute: `X-RateLimit-Reset: 1765680060000`
-    in the answers users posted), where a sliding log's oldest request frees at any millisecond."""
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        return None
-    if not math.isfinite(value) or value <= 1e11 or value % 1000:
+    given in milliseconds lies, where it lies on a whole second (None: not milliseconds, or not a whole second). A
+    window on the clock turns on the multiples of its length and names that turn (OpenRouter's per-minute free limit
+    resets on the minute: `X-RateLimit-Reset: 1765680060000` in the answers users posted), where a sliding log's
+    oldest request frees at any millisecond."""
+    value = _number(raw)
+    if value is None or value <= 1e11 or value % 1000:
         return None
     seconds = round(value / 1000)
     return next((length for length in reversed(ROUND_LENGTHS) if seconds % length == 0), None)
@@ -131,11 +133,8 @@ def epoch_grid(raw: Any) -> float | None:
 
 def epoch_reset(raw: Any, now: float) -> float | None:
     """A reset given as an epoch (milliseconds, as OpenRouter sends, or seconds) or as seconds from now."""
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        return None
-    if not math.isfinite(value) or value < 0:
+    value = _number(raw)
+    if value is None:
         return None
     if value > 1e11:
         return max(0.0, value / 1000.0 - now)

@@ -69,7 +69,8 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     meta = error_metadata(body)
     limit_source = str(meta.get("limit_source") or "")
     reason = str(meta.get("reason") or error.get("reason") or "")
-    hint = _hint(headers, body, meta, now)
+    merged = _headers(headers, meta)
+    hint = _hint(merged, body, meta, now)
 
     if in_200 or status == 503 or (status in (429, 502) and _from_upstream(message, meta, error)):
         kind = OutcomeKind.RATE_LIMIT if status == 429 else OutcomeKind.TRANSIENT
@@ -79,7 +80,7 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
             wait = hint if hint is not None else seconds_until_midnight(UTC, now)
             return Outcome(OutcomeKind.RATE_LIMIT, status, message, wait, daily_quota=True, scope=Scope.ACCOUNT)
         daily = bool(_DAILY.search(message))
-        grid = None if daily else epoch_grid(_headers(headers, meta).get("x-ratelimit-reset"))
+        grid = None if daily else epoch_grid(merged.get("x-ratelimit-reset"))
         return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=daily, grid=grid)
     if limit_source == "openrouter_key_limit" or (status == 403 and _KEY_LIMIT.search(message)):
         return Outcome(OutcomeKind.NO_CREDITS, status, f"key's own credit limit: {message}")
@@ -141,9 +142,8 @@ def _headers(headers: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, s
     return {**lower_headers(meta["headers"]), **merged} if isinstance(meta.get("headers"), dict) else merged
 
 
-def _hint(headers: Mapping[str, str], body: Any, meta: Mapping[str, Any], now: float) -> float | None:
-    """`Retry-After`, `X-RateLimit-Reset` (epoch ms), in the headers or copied into `metadata.headers`."""
-    merged = _headers(headers, meta)
+def _hint(merged: Mapping[str, str], body: Any, meta: Mapping[str, Any], now: float) -> float | None:
+    """`Retry-After`, `X-RateLimit-Reset` (epoch ms), in the headers or copied into `metadata.headers` (`merged`)."""
     given = most_precise(
         retry_after_header(merged, now),
         epoch_reset(merged["x-ratelimit-reset"], now) if "x-ratelimit-reset" in merged else None,
