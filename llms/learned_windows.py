@@ -177,8 +177,9 @@ class Pacing:
 
 
 def _counted(times: Iterable[float], since: float, refused: float) -> int:
-    """Answers sent after `since` (0: in the latest run) and before a 429 `refused` them more."""
-    before = sorted(t for t in times if since <= t < refused)
+    """Answers sent after `since` (0: in the latest run) and before a 429 `refused` them more (or with it: sent at
+    the same moment, and admitted where it was not)."""
+    before = sorted(t for t in times if since <= t <= refused)
     return len(before if since else _latest_run(before))
 
 
@@ -284,13 +285,16 @@ class SlotLog:
 
     def _on_grid(self, grid: float, now: float, frees: float, in_flight: int) -> SlotLog:
         """A 429 whose moment lies on a round grid of the provider's clock (`Outcome.grid`: OpenRouter's per-minute
-        limit resets on the minute) turns on the clock: a sliding log's oldest request frees at any millisecond.
-        Its length is the shortest round one on that grid whose window has sends of its own and in which none of
-        the three windows before held more than this one with its answers still out (steady sends fill shorter
-        windows before it; a burst's window holds it); its size, what this window holds so far (answers still out
-        that it admitted add to it as they come: `succeeded`). Kept to a sliding log, the next window's requests
-        went as this one's slots freed, and its second 429 put it on the clock: two 429s a key where one is the
-        floor (OpenRouter's 20 a minute, 4 keys, 4 minutes: 8 → 4)."""
+        limit resets on the minute; a Groq or Gemini wait that ends on one) turns on the clock: a sliding log's
+        oldest request frees at any millisecond. Its length is the shortest round one on that grid whose window
+        has sends of its own and in which none of the three windows before held as many as this one with its
+        answers still out (steady sends fill shorter windows before it; a burst's window holds it; a slow start's
+        windows before held a little less, and a 10 s window was read as 5); its size, what this window holds so
+        far (answers still out that it admitted add to it as they come: `succeeded`). Not where the wait is no
+        longer than a drip of that window (its length over what it admitted): a bucket's 429 waits one drip, and
+        where its drips fall on whole seconds, so do its moments (a window of one drips the whole window). Kept to
+        a sliding log, the next window's requests went as this one's slots freed, and its second 429 put it on the
+        clock: two 429s a key where one is the floor (OpenRouter's 20 a minute, 4 keys, 4 minutes: 8 → 4)."""
         for length in ROUND_LENGTHS:
             if length > grid or not _windows_apart(0.0, grid, length):
                 continue
@@ -302,7 +306,8 @@ class SlotLog:
                 _counted_between(self.times, turned - k * length, turned - (k - 1) * length - TRIP_SPREAD)
                 for k in (1, 2, 3)
             )
-            if held and all(count <= most for count in earlier):
+            dripped = most > 1 and frees - now <= length / most + TRIP_SPREAD
+            if held and not dripped and all(count < most for count in earlier):
                 return replace(self, clock=frees, length=length, size=held, uncounted=(turned, now))
         return self
 

@@ -131,6 +131,22 @@ def epoch_grid(raw: Any) -> float | None:
     return next((length for length in reversed(ROUND_LENGTHS) if seconds % length == 0), None)
 
 
+MOMENT_SPREAD = 0.02
+"""Seconds a moment read from a duration may lie off a round one and still count as on it: the provider read its
+limit somewhere within the request's trip (taken at its middle), and durations come rounded to the centisecond."""
+
+
+def moment_grid(moment: float, within: float = MOMENT_SPREAD) -> float | None:
+    """`epoch_grid` for a wait given as a duration (Groq's "try again in 7.66s", Gemini's `RetryInfo`): the longest
+    of the window lengths providers use on whose grid the moment the wait ends lies, read on the provider's clock,
+    within `within` seconds (None: on none). A window on the clock ends on its grid; a sliding log's oldest request
+    frees anywhere, one moment in 25 this near a whole second, so the counts decide (`SlotLog._on_grid`)."""
+    return next(
+        (length for length in reversed(ROUND_LENGTHS) if abs(moment - round(moment / length) * length) <= within),
+        None,
+    )
+
+
 def epoch_reset(raw: Any, now: float) -> float | None:
     """A reset given as an epoch (milliseconds, as OpenRouter sends, or seconds) or as seconds from now."""
     value = _number(raw)

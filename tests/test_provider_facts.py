@@ -160,6 +160,28 @@ def test_a_reset_on_the_minute_says_the_window_turns_on_the_clock() -> None:
     assert grid("free_models_per_day", 1765670400000) is None  # midnight: the day's quota, not a window
 
 
+def test_a_wait_that_ends_on_the_minute_says_the_window_may_turn_on_the_clock() -> None:
+    """Groq and Gemini name their waits as durations from when they read the limit ("Please try again in 2s",
+    RetryInfo "36s"): the moment that wait ends, on the provider's clock, lies on a round grid (within
+    `MOMENT_SPREAD`) where the window turns on the clock, and anywhere where a sliding log's oldest request frees.
+    Groq's whole-second `retry-after` header alone is too coarse to place it; a day's quota is no window."""
+    minute = 1765680060.0  # OpenRouter's posted reset: a whole minute, not two
+
+    def grid(provider: str, name: str, read_at: float) -> float | None:
+        return PROVIDERS[provider].classify(*wire_example(provider, name, **VALUES), read_at).grid
+
+    assert grid("groq", "rate_limit_rpm", minute - 2.0) == 60.0  # "try again in 2s"
+    assert grid("groq", "rate_limit_rpm", minute - 2.015) == 60.0  # read 15 ms off: a trip's spread
+    assert grid("groq", "rate_limit_rpm", minute - 2.5) is None  # ends half a second off any second
+    assert grid("groq", "rate_limit_tpd", minute - 4504.753) is None  # the day's tokens
+    assert grid("gemini", "rate_limit_minute", minute - 36.0) == 60.0
+    assert grid("gemini", "rate_limit_minute", minute - 35.0) == 1.0  # a whole second: turning each second, at most
+    assert grid("gemini", "rate_limit_daily", minute - 51.606482386) is None
+    status, headers, body = wire_example("groq", "rate_limit_rpm", **VALUES)
+    body["error"]["message"] = body["error"]["message"].replace("Please try again in 2s. ", "")
+    assert PROVIDERS["groq"].classify(status, headers, body, minute - 2.0).grid is None  # `retry-after: 2` alone
+
+
 def test_the_original_status_loop_runs_verbatim_and_the_summary_is_plain_data(make_client: MakeClient) -> None:
     clear_of_a_minutes_end(2.0)  # OpenRouter's rest ends at the next whole minute
     client = make_client({"openrouter": 2, "groq": 1}, steps={"openrouter:1": ["rate_limit"]})

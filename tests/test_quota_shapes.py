@@ -199,6 +199,18 @@ def test_openrouters_minute_costs_one_429_per_key_not_one_per_key_and_window_lea
     assert measured.share >= 0.98 and measured.refused == NAMED[OPENROUTER_FREE].keys, measured.as_dict()
 
 
+@pytest.mark.parametrize("name", ["clock 10/60 s, Gemini RetryInfo", "clock 30/60 s, Groq"])
+def test_a_minute_whose_wait_ends_on_the_minute_costs_only_its_first_windows_429s(name: str) -> None:
+    """Groq and Gemini name a 429's wait as a duration ("try again in 7.66s", RetryInfo): read from when the
+    provider read its limit, it ends on the minute where the window turns on the clock, and the first 429 puts it
+    there (`llms.wire.moment_grid`). Read as a sliding log, the second window's requests went as the first one's
+    slots freed, and one more 429 a key put it on the clock (Gemini's 10 a minute on 4 keys: 8 429s where 4 do)."""
+    shape = NAMED[name]
+    measured = run(shape)
+    assert measured.share >= 0.98 and measured.refused == measured.refused_first_window, measured.as_dict()
+    assert measured.refused == shape.keys or name.endswith("Groq")  # (Groq's 16 callers race its first window)
+
+
 @pytest.mark.slow
 def test_counts_that_come_back_late_keep_a_sliding_window_full_without_a_burst() -> None:
     """Answers 10 s late under 20 a minute: each count says what was left when the request arrived, and that its

@@ -139,6 +139,27 @@ def test_a_429_whose_reset_lies_on_the_minute_puts_the_window_on_the_clock_at_on
     assert SlotLog().limited(50.0, hint=10.0, seen=sent, in_flight=4, grid=60.0).length == 60.0
 
 
+def test_a_recount_counts_the_answers_sent_with_the_refused_request() -> None:
+    """Callers that send at the same moment as the request a 429 refused (a virtual clock's tie, or a clock's
+    granularity) were admitted before it: the window counted again holds them (another process's, read from the
+    store's log). Left out, a window on the clock of 30 was learned as 27, three short every window."""
+    sent = tuple(round(0.1 * i, 1) for i in range(1, 10))
+    log = SlotLog().limited(1.0, hint=1.0, seen=sent, grid=2.0)
+    assert (log.clock, log.length, log.size) == (2.0, 2.0, 9)
+    assert log.recounted((*sent, 1.0, 1.0)).size == 11
+
+
+def test_a_429_on_a_round_moment_but_within_a_drip_of_it_is_not_read_as_the_clock() -> None:
+    """A bucket's 429 waits for one drip of a slot, and where its drips fall on whole seconds (a drip of 0.2 s
+    at a phase near a second) its moments lie on the grid too: a wait shorter than a drip of the window the grid
+    would read (its length over what it admitted) is no turn of the clock. A window of one is the exception: its
+    drip is the whole window."""
+    sent = (1.2, 1.6, 2.0, 2.2, 2.4, 2.6, 2.8)  # a bucket's drips every 0.2 s, after a slow start
+    assert SlotLog().limited(2.93, hint=0.07, seen=sent, grid=1.0).clock is None  # within a drip of 1/5 s
+    assert SlotLog().limited(2.5, hint=0.5, seen=sent[:5], grid=1.0).clock == 3.0  # more than a drip of 1/3 s
+    assert SlotLog().limited(0.4, hint=27.6, seen=(0.3,), grid=30.0).clock == 28.0
+
+
 def test_a_token_bucket_read_as_a_window_is_stretched_to_the_pace_it_refills_at() -> None:
     """A bucket of 5 refilling 2.5 a second, first seen as 9 answers in 2 s (its burst and the refills during it).
     Refused twice though the log said a slot had freed, 0.4 s apart with one answer between: the provider keeps 9

@@ -48,6 +48,7 @@ from llms.wire import (
     error_object,
     lower_headers,
     message_hint,
+    moment_grid,
     most_precise,
     parse_duration,
     retry_after_header,
@@ -114,7 +115,8 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
                 daily_quota=True,
                 scope=Scope.MODEL,
             )
-        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, scope=Scope.MODEL)
+        grid = None if hint is None else moment_grid(now + hint)  # (where its minute turns on the clock)
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, scope=Scope.MODEL, grid=grid)
     if reason == "API_KEY_INVALID":
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
     if status == 400 and error.get("status") == "FAILED_PRECONDITION":

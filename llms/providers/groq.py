@@ -29,6 +29,7 @@ from llms.wire import (
     error_object,
     lower_headers,
     message_hint,
+    moment_grid,
     retry_after_header,
     seconds_until_next_month,
 )
@@ -46,9 +47,8 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     message = error_message(body)
     code = str(error.get("code") or "")
     lowered = lower_headers(headers)
-    hint = message_hint(message)
-    if hint is None:
-        hint = retry_after_header(lowered, now)
+    precise = message_hint(message)  # "try again in 7.66s": to the centisecond, where `retry-after` is whole seconds
+    hint = precise if precise is not None else retry_after_header(lowered, now)
 
     if code in ("blocked_api_access", "spend_limit_reached") or _SPEND.search(message):
         until = seconds_until_next_month(UTC, now)
@@ -59,7 +59,8 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
         return rejected(message, status)
     if status == 429:
         daily = bool(_DAILY.search(message))
-        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=daily, scope=Scope.MODEL)
+        grid = None if daily or precise is None else moment_grid(now + precise)  # (a whole second is too coarse)
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=daily, scope=Scope.MODEL, grid=grid)
     if code in ("model_decommissioned", "model_not_found"):
         return rejected(message, status, config=True)
     if code == "organization_restricted":
