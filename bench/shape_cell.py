@@ -6,6 +6,7 @@ name, or any shape by its fields (`simulator.virtual_time.Shape`):
 
     python bench/shape_cell.py "slow answers (10 s ± 50 %), sliding 20/60 s, remaining"
     python bench/shape_cell.py --window bucket --hint reset-ms --size 20 --length 60 --latency 10 --jitter 0.5
+    python bench/shape_cell.py --learned "clock 30/60 s, Groq"     # also what each key's 429s taught
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_shapes import NAMED, targets
+from llms.learned_windows import Pacing, SlotLog
+from llms.state.base import Document
 from simulator.shapes import WindowKind
 from simulator.virtual_time import EPOCH, Arrival, CallerKind, HintForm, Measured, Shape, run
 
@@ -29,8 +32,14 @@ _KINDS: dict[str, type[Any]] = {"window": WindowKind, "hint": HintForm, "caller"
 
 def shape_from(argv: list[str]) -> Shape:
     """The named cell, or a `Shape` from `--field value` flags (defaults: `Shape`'s)."""
+    return _parsed(argv)[0]
+
+
+def _parsed(argv: list[str]) -> tuple[Shape, bool]:
+    """The shape, and whether `--learned` asks for what the client learned of each key's limit."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", nargs="?", help="a named cell (bench/bench_shapes.py: NAMED)")
+    parser.add_argument("--learned", action="store_true", help="also show what each key's 429s taught by the end")
     for spec in fields(Shape):
         kind = _KINDS.get(spec.name)
         choices = [member.value for member in kind] if kind else None
@@ -42,9 +51,9 @@ def shape_from(argv: list[str]) -> Shape:
     if args.name:
         if args.name not in NAMED:
             parser.error(f"no named cell {args.name!r}; the names: " + "; ".join(NAMED))
-        return NAMED[args.name]
-    given = {k: v for k, v in vars(args).items() if k != "name" and v is not None}
-    return Shape(**{k: _KINDS[k](v) if k in _KINDS else v for k, v in given.items()})
+        return NAMED[args.name], args.learned
+    given = {k: v for k, v in vars(args).items() if k not in ("name", "learned") and v is not None}
+    return Shape(**{k: _KINDS[k](v) if k in _KINDS else v for k, v in given.items()}), args.learned
 
 
 def windows(shape: Shape, arrivals: list[Arrival]) -> list[str]:
@@ -66,6 +75,27 @@ def windows(shape: Shape, arrivals: list[Arrival]) -> list[str]:
     return lines
 
 
+def learned_lines(learned: dict[str, Document]) -> list[str]:
+    """A line per subject: the window its 429s taught (`SlotLog`, a hint; `Pacing`, none), as the run ended."""
+    lines = []
+    for name, document in sorted(learned.items()):
+        kind, _, subject = name.partition("/")
+        if kind == "slots":
+            log = SlotLog.of(document)
+            if log.size is None or log.length is None:
+                lines.append(f"{subject}: nothing learned yet")
+                continue
+            shape = "on the clock" if log.clock is not None else "sliding"
+            taught = "answers' counts" if log.read_from_counts else "429s' hints"
+            lines.append(f"{subject}: {shape} {log.size} a {log.length:.3g} s (from {taught})")
+        elif kind == "pace":
+            pacing = Pacing.of(document)
+            length = pacing.backoff.learned
+            what = f"{pacing.window} a {length:.3g} s" if length is not None else f"{pacing.window}, length unknown"
+            lines.append(f"{subject}: hint-less window {what}")
+    return lines or ["nothing learned (no 429)"]
+
+
 def report(shape: Shape, measured: Measured, arrivals: list[Arrival]) -> str:
     share_met, waste_met = targets(measured)
     used, unit = (measured.answers, "") if measured.spent is None else (measured.spent, " tokens")
@@ -80,9 +110,12 @@ def report(shape: Shape, measured: Measured, arrivals: list[Arrival]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    shape = shape_from(argv)
+    shape, show_learned = _parsed(argv)
     arrivals: list[Arrival] = []
-    print(report(shape, run(shape, arrivals), arrivals))
+    learned: dict[str, Document] = {}
+    print(report(shape, run(shape, arrivals, learned), arrivals))
+    if show_learned:
+        print("learned by the end:", *learned_lines(learned), sep="\n  ")
     return 0
 
 

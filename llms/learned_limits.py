@@ -287,6 +287,13 @@ class LearnedLimits:
             self._store.change(_LEARNED_INDEX, _indexing([name]))
 
 
+def learned_documents(store: StateStore) -> dict[str, Document]:
+    """Every document of what was learned about hidden limits (`pace/<subject>`, `slots/<subject>`), by name, as
+    the processes sharing `store` wrote them: for tools that show it (`bench/shape_cell.py --learned`)."""
+    names = list(store.documents([_LEARNED_INDEX])[0].get("names") or ())
+    return dict(zip(names, store.documents(names), strict=True))
+
+
 def _indexing(names: Iterable[str]) -> Callable[[Document], Document]:
     """The change that adds `names` to the index of learned documents (`_LEARNED_INDEX`)."""
     return lambda index: {"names": sorted({*(index.get("names") or ()), *names})}

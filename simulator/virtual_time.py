@@ -31,10 +31,12 @@ from typing import Any
 from config.settings import load_settings
 from llms.exceptions import AllKeysExhaustedError
 from llms.failover import SlotWait
+from llms.learned_limits import learned_documents
 from llms.leases import LEASE_TTL
 from llms.outcomes import Outcome
 from llms.smart_client import SmartClient
 from llms.state import StateStore, store_from_url
+from llms.state.base import Document
 from llms.state.memory import MemoryStore
 from llms.streams import Run
 from llms.types import ChatRequest, Completion, Usage
@@ -298,9 +300,11 @@ def _store(kind: str) -> Iterator[StateStore]:
         yield store_from_url(f"sqlite:///{Path(folder) / 'state.db'}", failover=False)
 
 
-def run(shape: Shape, arrivals: list[Arrival] | None = None) -> Measured:
+def run(shape: Shape, arrivals: list[Arrival] | None = None, learned: dict[str, Document] | None = None) -> Measured:
     """Run one shape from a fresh client and fresh providers; what it delivered and what it cost. `arrivals`: a
-    list to add every request to as the provider saw it (`bench/shape_cell.py` prints them window by window)."""
+    list to add every request to as the provider saw it (`bench/shape_cell.py` prints them window by window);
+    `learned`: a dict to fill with what the client learned of each key's hidden limit by the run's end, its
+    documents by name, each key's fingerprint read as `key <n>`."""
     clock = VirtualClock()
     rng = random.Random(shape.seed)
     span_end = clock.now + shape.span
@@ -359,6 +363,12 @@ def run(shape: Shape, arrivals: list[Arrival] | None = None) -> Measured:
 
         callers = [caller() for _ in range(shape.callers)]
         _drive(clock, callers + ([] if store.IN_MEMORY else [renewer()]), lambda: client.key_manager.in_flight.ended)
+        if learned is not None:
+            labels = {k.fingerprint: f"key {k.number}" for k in client.settings.providers[name].keys}
+            for document, content in learned_documents(store).items():
+                kind, _, subject = document.partition("/")
+                base, bar, part = subject.partition("|")
+                learned[f"{kind}/{labels.get(base, base)}{bar}{part}"] = content
     costs = list(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else None
     most = served(
         shape.window, shape.size, shape.length, provider_start, measured_until,

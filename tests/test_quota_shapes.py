@@ -6,6 +6,7 @@ property tests draw shapes from the space the client must hold on, with default 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -345,3 +346,13 @@ def test_a_cell_shown_window_by_window_adds_up_to_what_the_harness_measured(caps
     assert len(rows) == 4 and sum(int(cell.split("/")[0]) for row in rows for cell in row) == answered
     assert any(int(cell.split("/")[1]) for row in rows for cell in row)  # a hint-only window: its first 429s
     assert shape_cell.shape_from([STALE_COUNTS]) == NAMED[STALE_COUNTS]
+
+
+def test_a_cell_shows_what_each_keys_429s_taught(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--learned`: each key's window as the store holds it at the run's end, the key named by its number."""
+    assert shape_cell.main(["--learned", "--window", "fixed", "--hint", "reset-ms", "--keys", "2"]) == 0
+    out = capsys.readouterr().out.split("learned by the end:\n")[1].splitlines()
+    assert [line.split(":")[0].strip() for line in out] == ["key 1", "key 2"]
+    assert all(line.endswith("a 2 s (from 429s' hints)") for line in out), out  # fixed 5/2 s, kept as a sliding log
+    assert shape_cell.main(["--learned", "--window", "fixed", "--hint", "none", "--keys", "1", "--size", "4"]) == 0
+    assert re.search(r"key 1: hint-less window 4 a 2(\.\d+)? s$", capsys.readouterr().out.rstrip())  # fixed 4/2 s
