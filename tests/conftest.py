@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis
 
 from config.settings import load_settings
 from llms.smart_client import SmartClient
@@ -58,7 +59,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A private `redis-server` on a free loopback port, so tests never touch the machine's own Redis."""
+    """A private `redis-server` on a free loopback port, so tests never touch the machine's own Redis.
+
+    A port found free may be taken before the server binds it (another test worker's server, say): that server
+    exits, and a readiness check that only connects would hand this test the other one — where a test that hangs
+    its "own" server (SIGSTOP) hung another worker's contract tests ("unreachable (TimeoutError)"). So the server
+    that answers must be this process, and a server that could not bind starts again on another port."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -66,17 +72,28 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
+        for _ in range(5):  # first on its port (a restart keeps it: its clients reconnect), then on another
+            if self._started():
+                return
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        raise RuntimeError("redis-server did not start")
+
+    def _started(self) -> bool:
+        self.process = process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return
+        while time.monotonic() < deadline and process.poll() is None:
+            with contextlib.suppress(redis.RedisError), redis.Redis(port=self.port, socket_timeout=0.5) as client:
+                if client.info("server")["process_id"] == process.pid:
+                    return True
             time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        process.kill()
+        process.wait(5)
+        return False
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
