@@ -126,12 +126,6 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
-CONTRACT_REDIS_TIMEOUTS = "?socket_timeout=2&socket_connect_timeout=2"
-"""The bare Redis store's socket timeouts in the contract tests (redis-py reads them from the URL over the store's
-own 0.5 s): a reply held half a second by a test machine running both cores flat (no failover to memory here)
-failed a contract test as "unreachable" once, where the store is not what is under test."""
-
-
 @dataclass(frozen=True)
 class StoreBackend:
     """How the tests reach one store backend: a new backend is one row of `STORE_BACKENDS`."""
@@ -147,11 +141,7 @@ class StoreBackend:
 STORE_BACKENDS: Mapping[str, StoreBackend] = {
     "memory": StoreBackend(lambda request, path: "memory://", durable=False),
     "sqlite": StoreBackend(lambda request, path: f"sqlite://{path}", durable=True),
-    "redis": StoreBackend(
-        lambda request, path: request.getfixturevalue("redis_server").url + CONTRACT_REDIS_TIMEOUTS,
-        durable=True,
-        clear_after=True,
-    ),
+    "redis": StoreBackend(lambda request, path: request.getfixturevalue("redis_server").url, True, clear_after=True),
 }
 """Every store backend the contract tests run on, by name (the test ids)."""
 
