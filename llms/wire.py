@@ -127,8 +127,7 @@ def epoch_grid(raw: Any) -> float | None:
     value = _number(raw)
     if value is None or value <= 1e11 or value % 1000:
         return None
-    seconds = round(value / 1000)
-    return next((length for length in reversed(ROUND_LENGTHS) if seconds % length == 0), None)
+    return moment_grid(round(value / 1000), within=0.0)
 
 
 MOMENT_SPREAD = 0.02
