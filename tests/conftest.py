@@ -62,9 +62,10 @@ class RedisServer:
     """A private `redis-server` on a free loopback port, so tests never touch the machine's own Redis.
 
     A port found free may be taken before the server binds it (another test worker's server, say): that server
-    exits, and a readiness check that only connects would hand this test the other one — where a test that hangs
-    its "own" server (SIGSTOP) hung another worker's contract tests ("unreachable (TimeoutError)"). So the server
-    that answers must be this process, and a server that could not bind starts again on another port."""
+    exits, and a readiness check that only connects would hand this test the other one — and a test that hangs,
+    kills or flushes its "own" server would do it to another worker's (the likely cause of a contract test's
+    "unreachable (TimeoutError)" in clean-clone runs). So the server that answers must be this process, and a
+    server that could not bind starts again on another port."""
 
     def __init__(self) -> None:
         self.port = free_port()
