@@ -327,7 +327,7 @@ class KeyManager:
             seconds = max(0.0, self._rest_from(sent, hint, now))
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
-                out = self._leases.in_flight(subject) - 1  # (this process's other requests of the subject)
+                out = self._leases.others_in_flight(subject, sent)
                 self._learned.hinted(subject, key, part, sent, hint, now, out, outcome.grid)
                 self._store.probe_next(key.fingerprint, part)  # resume with one request: its answer says how many
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from config.api_keys import ApiKey
@@ -196,11 +196,11 @@ class LearnedLimits:
         sent: float,
         hint: float,
         now: float,
-        in_flight: int = 0,
+        in_flight: Sequence[float] = (),
         grid: float | None = None,
     ) -> None:
         """A 429 to a request `sent` then, whose hint says when its limit frees: learn the sliding window it shows
-        (`in_flight`: this process's other requests of the subject still out; `grid`: `Outcome.grid`)."""
+        (`in_flight`: when this process's other requests of the subject still out were sent; `grid`: `Outcome.grid`)."""
         seen = self._seen(subject, key, part, now)
         self._slots(subject, lambda log: log.limited(sent, hint, seen, in_flight, grid))
 

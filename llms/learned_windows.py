@@ -21,6 +21,8 @@ SLOTS_KEPT = 256
 SLIDING_AFTER = 3
 """Counts with requests left whose resets all agree it takes to read a window as a sliding log
 (`SlotLog.sliding`), and counts that agree on a bucket's seconds per request (`LearnedLimits._dripping`)."""
+TIE = 0.001
+"""Seconds within which two requests left together: which the provider took first is not known."""
 IDLE_GAP = 10.0
 """An answer this long after the one before starts a new run: at a subject's first 429, only the latest run of
 answers counts toward the window that 429 met (an idle key's earlier answers belong to windows long past)."""
@@ -262,17 +264,23 @@ class SlotLog:
         }
 
     def limited(
-        self, now: float, hint: float, seen: Sequence[float] = (), in_flight: int = 0, grid: float | None = None
+        self,
+        now: float,
+        hint: float,
+        seen: Sequence[float] = (),
+        in_flight: Sequence[float] = (),
+        grid: float | None = None,
     ) -> SlotLog:
         """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned;
-        `in_flight`: requests of the subject still out, their answers not yet in (admitted before this one);
+        `in_flight`: when the subject's other requests still out were sent, their answers not yet in (those sent
+        before this one were admitted before it);
         `grid`: the longest round length the hint's moment lies on, on the provider's clock (`Outcome.grid`)."""
         if now < self.closed_until:  # another request of the same full window: nothing new
             return replace(self, closed_until=max(self.closed_until, now + hint), waited=max(self.waited, hint))
         log = self
         if self.clock is not None and self.length and _windows_apart(self.clock, now + hint, self.length) is not None:
             left = self.quota(now)
-            if left is not None and (left.remaining or 0) <= in_flight:  # full where the clock says: nothing new
+            if left is not None and (left.remaining or 0) <= len(in_flight):  # full where the clock says: nothing new
                 return replace(self, closed_until=now + hint, waited=hint)
             # Refused with slots left where the clock says: not on the clock (a bucket's drips on its grid, say).
             log = replace(self, clock=None, refuted=True)
@@ -280,7 +288,7 @@ class SlotLog:
         if not log.refuted:
             learned = learned._on_clock(self.closed_until, now + hint, max(self.waited, hint), self.length)
             if grid and learned.clock is None:
-                learned = learned._on_grid(grid, now, now + hint, in_flight)
+                learned = learned._on_grid(grid, now, now + hint, len(in_flight))
         return replace(learned, waited=hint)
 
     def _on_grid(self, grid: float, now: float, frees: float, in_flight: int) -> SlotLog:
@@ -311,19 +319,22 @@ class SlotLog:
                 return replace(self, clock=frees, length=length, size=held, uncounted=(turned, now))
         return self
 
-    def _learned(self, now: float, hint: float, seen: Sequence[float], in_flight: int) -> SlotLog:
+    def _learned(self, now: float, hint: float, seen: Sequence[float], sends_out: Sequence[float]) -> SlotLog:
         """What a 429 in a window not yet closed teaches (`limited`)."""
-        log = self.times or tuple(sorted(seen))
-        if self.size and self.length and len(log) >= self.size:
+        log, in_flight = self.times or tuple(sorted(seen)), len(sends_out)
+        sent = sorted((*log, *(t for t in sends_out if t <= now + TIE)))  # (one sent with this one may be in)
+        if self.size and self.length and len(sent) >= self.size:
             # Refused though the log said a slot had freed: the provider's oldest slot frees later than learned (a
-            # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it;
-            # and where the provider reopened lately (the last 429's moment), to the pace it kept since: `size`
-            # slots at the rate it admitted them, answers still out counted (a token bucket read from its burst
-            # refills slower than that); at most twice the length per 429, as a pace read from a few answers is rough.
-            length = max(self.length, now + hint - log[-self.size])
+            # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it,
+            # counting the requests still out (a window's answers late beside it stretched a sliding 20 a 2 s to
+            # 3.3 s); and where the provider reopened lately (the last 429's moment), to the pace it kept since:
+            # `size` slots at the rate it admitted them, answers still out counted (a token bucket read from its
+            # burst refills slower than that); at most twice the length per 429, as a pace read from a few answers
+            # is rough.
+            length = max(self.length, now + hint - sent[-self.size])
             since = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN) + in_flight
             span = now + hint - self.closed_until
-            if since and 0 < span <= 2 * self.length:
+            if self.closed_until and since and 0 < span <= 2 * self.length:
                 length = max(length, min(self.size * span / since, 2 * self.length))
             return replace(self, times=log, length=length, closed_until=now + hint)
         if not log or (self.length and hint < 0.1 * self.length):

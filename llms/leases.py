@@ -78,6 +78,7 @@ class _Held:
     subject: str  # whose in-flight limit it counts toward (a key, or a shared-limit group; per model where counted)
     part: str  # the store gate's part: "" or the model
     renew_until: float  # the latest its lease may be renewed to: the request's deadline, or its window's end
+    sent: float  # when its request left
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +196,7 @@ class Leases:
             self._sent[subject] = now
             self.subjects.add(subject)
             deadline, slot_until = now + self._lease_seconds, self.slot_until(now, key.provider, part)
-            self._held[token] = _Held(key.fingerprint, subject, part, min(deadline, slot_until))
+            self._held[token] = _Held(key.fingerprint, subject, part, min(deadline, slot_until), now)
             if slot_until < deadline:
                 self._freeing[subject][token] = slot_until
             self._saturate(key, subject, part, now)
@@ -280,10 +281,14 @@ class Leases:
         """This process's requests of the subject in flight that still hold a slot of its quota (`slot_until`)."""
         return self._in_flight[subject] - sum(1 for until in self._freeing[subject].values() if until <= now)
 
-    def in_flight(self, subject: str) -> int:
-        """This process's requests of the subject in flight."""
+    def others_in_flight(self, subject: str, sent: float) -> list[float]:
+        """When this process's requests of the subject in flight were sent, but the one sent at `sent` (the
+        nearest), ascending."""
         with self._lock:
-            return self._in_flight[subject]
+            sends = sorted(held.sent for held in self._held.values() if held.subject == subject)
+        if sends:
+            sends.remove(min(sends, key=lambda t: abs(t - sent)))
+        return sends
 
     def busy(self) -> bool:
         """Whether this process has requests in flight."""

@@ -89,8 +89,19 @@ def test_a_window_taught_before_its_oldest_answer_was_written_grows_to_it_when_c
 def test_a_429_explained_by_answers_still_out_keeps_the_window_learned() -> None:
     """A learned window of 5 and a 429 while the log holds 4 of it and 1 is in flight (its answer not yet in):
     the window is full, not smaller (read anew from the log, four processes shrank windows of 5 to 4)."""
-    log = SlotLog((1.5, 2.6, 2.7, 2.8), 5, 2.0).limited(2.9, 0.6, in_flight=1)
+    log = SlotLog((1.5, 2.6, 2.7, 2.8), 5, 2.0).limited(2.9, 0.6, in_flight=(2.85,))
     assert (log.size, log.length, log.closed_until) == (5, 2.0, pytest.approx(3.5))
+
+
+def test_a_429_counts_the_requests_still_out_before_it_stretches_the_window() -> None:
+    """A sliding 10 a 2 s learned, requests every 0.2 s, and one refused at 1.9 until 2.0 (the slot of 0.0 frees):
+    the answers of 1.4, 1.6 and 1.8 are not yet in. Counted from the answers alone, the window's oldest would be
+    -0.6 and the window stretched to 2.6 s (a sliding 20 a 2 s under answers of a third of a second was kept to
+    3.3 s); with the requests still out it is 0.0, as the provider said, and the window stays 2 s."""
+    answered = tuple(round(-1.0 + 0.2 * i, 1) for i in range(12))  # -1.0 … 1.2
+    log = SlotLog(answered, 10, 2.0)
+    assert log.limited(1.9, 0.1, in_flight=(1.4, 1.6, 1.8)).length == pytest.approx(2.0)
+    assert log.limited(1.9, 0.1).length == pytest.approx(2.6)  # (what the log alone says)
 
 
 def test_a_429_where_the_log_had_slots_left_keeps_the_window_to_what_it_holds() -> None:
@@ -98,7 +109,7 @@ def test_a_429_where_the_log_had_slots_left_keeps_the_window_to_what_it_holds() 
     1.5 s) the log holds 12 answers, says 10 are left, and each drip's second request earned a 429 that "a slot
     about to free" explained away — 40 429s a window. The provider holds what the log holds and what is out."""
     log = SlotLog(tuple(3.0 + 1.5 * i for i in range(12)), 22, 18.0)  # answers 3.0 … 19.5
-    refused = log.limited(20.1, 0.9, in_flight=1)
+    refused = log.limited(20.1, 0.9, in_flight=(20.0,))
     assert (refused.size, refused.length, refused.closed_until) == (13, 18.0, pytest.approx(21.0))
     left = refused.quota(21.0)  # the drip at 21: one slot for the request still out, one the answer of 3.0 freed
     assert left is not None and left.remaining == 2
