@@ -388,6 +388,8 @@ class SlotLog:
     def succeeded(self, now: float) -> SlotLog:
         # (on the clock, what `quota` counts goes back to a trip's spread before the window turned)
         horizon = now - self.length - (2 * TRIP_SPREAD if self.clock is not None else 0.0) if self.length else -math.inf
+        if self.uncounted is not None:  # (kept until the window a 429 taught is counted again)
+            horizon = min(horizon, self.uncounted[0] - SLOT_MARGIN)
         times = tuple(sorted((*(t for t in self.times if t > horizon), now)))[-SLOTS_KEPT:]  # answers come out of order
         if self.size and self.length and now < self.closed_until:  # a late answer of the window a 429 closed
             opened = self.closed_until - self.length

@@ -149,6 +149,15 @@ def test_a_recount_counts_the_answers_sent_with_the_refused_request() -> None:
     assert log.recounted((*sent, 1.0, 1.0)).size == 11
 
 
+def test_a_recount_counts_the_window_it_taught_though_the_log_moved_on_past_its_length() -> None:
+    """A window of 2 s read at a 429 at 7.0 (a whole-second `Retry-After` of 2: resting until 9.0), its oldest
+    answer sent at 6.0, one of its answers late. Counted again at the first answer after the rest, sent at 9.3:
+    the log keeps what the window taught until then, where it used to keep only the last 2 s (from 7.3): the
+    recount found nothing of the window to count, and a window counted short stays short (no 429 says so)."""
+    log = SlotLog((6.0, 6.3, 6.6), 3, 2.0, closed_until=9.0, uncounted=(6.0, 7.0)).succeeded(6.9)
+    assert log.succeeded(9.3).recounted(()).size == 4
+
+
 def test_a_429_on_a_round_moment_but_within_a_drip_of_it_is_not_read_as_the_clock() -> None:
     """A bucket's 429 waits for one drip of a slot, and where its drips fall on whole seconds (a drip of 0.2 s
     at a phase near a second) its moments lie on the grid too: a wait shorter than a drip of the window the grid
