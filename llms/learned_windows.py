@@ -319,20 +319,20 @@ class SlotLog:
                 return replace(self, clock=frees, length=length, size=held, uncounted=(turned, now))
         return self
 
-    def _learned(self, now: float, hint: float, seen: Sequence[float], sends_out: Sequence[float]) -> SlotLog:
+    def _learned(self, now: float, hint: float, seen: Sequence[float], in_flight: Sequence[float]) -> SlotLog:
         """What a 429 in a window not yet closed teaches (`limited`)."""
-        log, in_flight = self.times or tuple(sorted(seen)), len(sends_out)
-        sent = sorted((*log, *(t for t in sends_out if t <= now + TIE)))  # (one sent with this one may be in)
+        log, out = self.times or tuple(sorted(seen)), len(in_flight)
+        sent = sorted((*log, *(t for t in in_flight if t <= now + TIE)))  # (one sent with this one may be in)
         if self.size and self.length and len(sent) >= self.size:
             # Refused though the log said a slot had freed: the provider's oldest slot frees later than learned (a
             # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it,
-            # counting the requests still out (a window's answers late beside it stretched a sliding 20 a 2 s to
-            # 3.3 s); and where the provider reopened lately (the last 429's moment), to the pace it kept since:
-            # `size` slots at the rate it admitted them, answers still out counted (a token bucket read from its
-            # burst refills slower than that); at most twice the length per 429, as a pace read from a few answers
-            # is rough.
+            # counting the requests still out (from the answers alone, a sliding 10 a 2 s sent every 0.2 s, three
+            # answers out, was stretched to 2.6 s); and where the provider reopened lately (the last 429's moment),
+            # to the pace it kept since: `size` slots at the rate it admitted them, answers still out counted (a
+            # token bucket read from its burst refills slower than that); at most twice the length per 429, as a
+            # pace read from a few answers is rough.
             length = max(self.length, now + hint - sent[-self.size])
-            since = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN) + in_flight
+            since = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN) + out
             span = now + hint - self.closed_until
             if self.closed_until and since and 0 < span <= 2 * self.length:
                 length = max(length, min(self.size * span / since, 2 * self.length))
@@ -342,11 +342,11 @@ class SlotLog:
             # window and those still out (a token bucket read from its burst: each drip's second request refused).
             # One slot off is a race at the window's edge (an answer the log let go of a moment before the provider
             # did: over HTTP, shrinking on it held a sliding 5/2 s window to 0.90-0.97 of its quota).
-            held = sum(1 for t in log if t > now - self.length) + in_flight if self.size and self.length else 0
+            held = sum(1 for t in log if t > now - self.length) + out if self.size and self.length else 0
             if 0 < held < (self.size or 0) - 1:
                 return replace(self, size=held, closed_until=now + hint)
             return replace(self, closed_until=now + hint)  # a slot about to free says nothing about the window
-        if self.size and self.length and len(log) + in_flight >= self.size:
+        if self.size and self.length and len(log) + out >= self.size:
             return replace(self, closed_until=now + hint)  # its answers still out: not a smaller window
         # The oldest answer in the window follows a gap of at least the hint; where paced answers left many such gaps,
         # the latest whose window fits what was admitted (read as the whole log, the last resort, a window on the

@@ -96,8 +96,8 @@ def test_a_429_explained_by_answers_still_out_keeps_the_window_learned() -> None
 def test_a_429_counts_the_requests_still_out_before_it_stretches_the_window() -> None:
     """A sliding 10 a 2 s learned, requests every 0.2 s, and one refused at 1.9 until 2.0 (the slot of 0.0 frees):
     the answers of 1.4, 1.6 and 1.8 are not yet in. Counted from the answers alone, the window's oldest would be
-    -0.6 and the window stretched to 2.6 s (a sliding 20 a 2 s under answers of a third of a second was kept to
-    3.3 s); with the requests still out it is 0.0, as the provider said, and the window stays 2 s."""
+    -0.6 and the window stretched to 2.6 s, a fifth of its quota left unused until a 429 said otherwise (none
+    does); with the requests still out it is 0.0, as the provider said, and the window stays 2 s."""
     answered = tuple(round(-1.0 + 0.2 * i, 1) for i in range(12))  # -1.0 … 1.2
     log = SlotLog(answered, 10, 2.0)
     assert log.limited(1.9, 0.1, in_flight=(1.4, 1.6, 1.8)).length == pytest.approx(2.0)
