@@ -291,7 +291,7 @@ class SlotLog:
                 learned = learned._on_grid(grid, now, now + hint, len(in_flight))
         return replace(learned, waited=hint)
 
-    def _on_grid(self, grid: float, now: float, frees: float, in_flight: int) -> SlotLog:
+    def _on_grid(self, grid: float, now: float, frees: float, out: int) -> SlotLog:
         """A 429 whose moment lies on a round grid of the provider's clock (`Outcome.grid`: OpenRouter's per-minute
         limit resets on the minute; a Groq or Gemini wait that ends on one) turns on the clock: a sliding log's
         oldest request frees at any millisecond. Its length is the shortest round one on that grid whose window
@@ -309,7 +309,7 @@ class SlotLog:
             # (a request sent a trip's spread before a turn may have come after it: in either window, leniently)
             turned = frees - length
             held = _counted_between(self.times, turned, now)
-            most = _counted_between(self.times, turned - TRIP_SPREAD, now) + in_flight
+            most = _counted_between(self.times, turned - TRIP_SPREAD, now) + out
             earlier = (
                 _counted_between(self.times, turned - k * length, turned - (k - 1) * length - TRIP_SPREAD)
                 for k in (1, 2, 3)
