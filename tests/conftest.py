@@ -64,8 +64,8 @@ class RedisServer:
     A port found free may be taken before the server binds it (another test worker's server, say): that server
     exits, and a readiness check that only connects would hand this test the other one — and a test that hangs,
     kills or flushes its "own" server would do it to another worker's. So the server that answers must be this
-    process, and a server that could not bind starts again on another port. (This did not end the clean-clone
-    runs' "unreachable (TimeoutError)" in `test_nothing_captured_contains_a_key[redis]`: its cause is still open.)"""
+    process, and a server that could not bind starts again on another port. (The clean-clone runs' "unreachable
+    (TimeoutError)" had another cause: `tls_front._pump`'s.)"""
 
     def __init__(self) -> None:
         self.port = free_port()

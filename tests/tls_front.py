@@ -63,13 +63,19 @@ class SlowTlsFront:
         self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
+    @property
+    def port(self) -> int:
+        return self._listener.getsockname()[1]
+
     def url_for(self, upstream_url: str) -> str:
         """`upstream_url` (a base URL on the upstream server) reached through this front."""
         parts = urlsplit(upstream_url)
-        return urlunsplit(("https", f"127.0.0.1:{self._listener.getsockname()[1]}", parts.path, "", ""))
+        return urlunsplit(("https", f"127.0.0.1:{self.port}", parts.path, "", ""))
 
     def close(self) -> None:
         self._closed.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept thread (a bare close would not)
         self._listener.close()
 
     def _accept(self) -> None:
@@ -90,8 +96,12 @@ class SlowTlsFront:
             upstream.close()
             return
         self.handshakes += 1
-        threading.Thread(target=_pump, args=(upstream, secure), daemon=True).start()
+        back = threading.Thread(target=_pump, args=(upstream, secure), daemon=True)
+        back.start()
         _pump(secure, upstream)
+        back.join()
+        secure.close()  # only now, with both directions done: see `_pump`
+        upstream.close()
 
     def __enter__(self) -> SlowTlsFront:
         return self
@@ -101,10 +111,17 @@ class SlowTlsFront:
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
-    """Bytes from `source` to `sink` until either side hangs up; then both are closed."""
+    """Bytes from `source` to `sink` until either side hangs up; then both are shut down, which wakes the other
+    direction's read, and the thread that owns both closes them once both directions are done.
+
+    Closed here, a socket the other direction was still reading freed its fd number while OpenSSL held it: OpenSSL
+    reads a TLS record's header and its body in two reads of the same number, so a record that came later (the
+    client's close_notify) had its body read from whatever socket took the number next in this test process — the
+    next test's redis connection, whose reply vanished ("unreachable (TimeoutError)" in the clean-clone runs), or a
+    new front's handshake (`ClientConnectorSSLError`)."""
     with contextlib.suppress(OSError):
         while data := source.recv(65536):
             sink.sendall(data)
     for side in (source, sink):
         with contextlib.suppress(OSError):
-            side.close()
+            socket.socket.shutdown(side, socket.SHUT_RDWR)  # the plain socket's: SSLSocket's drops its TLS state
