@@ -9,10 +9,11 @@ Imported only by callers on an event loop, so `import llms` does not load it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import threading
 import zlib
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -106,25 +107,29 @@ class _MeasuredConnector(aiohttp.TCPConnector):
 class AsyncHttpPool:
     """aiohttp connections to one provider endpoint, with no retries and no redirects; the proxy and CA bundle
     come from the environment as for `HttpPool`. A session belongs to one event loop, so each running loop gets
-    its own (a gateway has one; a program may run several, or `asyncio.run` twice)."""
+    its own (a gateway has one; a program may run several, or `asyncio.run` twice), closed as its loop shuts down
+    (`_closed_with_its_loop`)."""
 
     def __init__(self, base_url: str, pool_size: int = 32) -> None:
         self.proxy = proxy_for(base_url)
         self._pool_size = pool_size
         self._tls = ssl.create_default_context(cafile=ca_bundle()) if base_url.startswith("https:") else None
-        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._sessions: dict[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None]]] = {}
         self._lock = threading.Lock()
 
     def _session_here(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
+        session, _ = self._sessions.get(loop) or (None, None)
         if session is None or session.closed:
             with setting_up():  # a loop's first call makes its session: not the request's time out
                 connector = _MeasuredConnector(limit=self._pool_size, ssl=self._tls or False)
                 session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
-            with self._lock:  # forget the sessions of loops that have ended (nothing can close them now)
+            closer = _closed_with_its_loop(session)
+            with contextlib.suppress(StopIteration):
+                closer.asend(None).send(None)  # runs it to its `yield` (nothing before it waits): the loop keeps it
+            with self._lock:  # forget the sessions of loops that have ended
                 self._sessions = {lp: s for lp, s in self._sessions.items() if not lp.is_closed()}
-                self._sessions[loop] = session
+                self._sessions[loop] = (session, closer)
         return session
 
     async def request(
@@ -144,9 +149,20 @@ class AsyncHttpPool:
     async def close(self) -> None:
         """Close the running loop's session."""
         with self._lock:
-            session = self._sessions.pop(asyncio.get_running_loop(), None)
-        if session is not None and not session.closed:
-            await session.close()
+            _, closer = self._sessions.pop(asyncio.get_running_loop(), (None, None))
+        if closer is not None:
+            await closer.aclose()
+
+
+async def _closed_with_its_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None]:
+    """Closes `session` as its loop shuts down: a loop finalizes the async generators it has started while it still
+    runs (`asyncio.run`'s `shutdown_asyncgens`), and nothing else says a loop is ending. Left open, each session
+    of a program that called `asyncio.run(client.acomplete(...))` more than once was reported at garbage collection
+    ("Unclosed client session", logged as an error), its connections closed by the collector."""
+    try:
+        yield
+    finally:
+        await session.close()
 
 
 async def within(budget: Budget, waiting: Awaitable[T]) -> T:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import importlib
 import subprocess
 import time
+import warnings
 
 import pytest
 from conftest import (
@@ -182,6 +184,23 @@ def test_awaited_calls_fail_over_stream_and_give_up_like_blocking_ones(make_clie
     asyncio.run(calls())
     assert [sim.calls(p) for p in ("openrouter:1", "groq:1")] == [1, 3]  # a refused model cools no key
     assert client.admin.request_log(limit=1)[0]["outcome"] == "rate_limit"
+
+
+def test_each_asyncio_run_closes_the_connections_its_awaited_calls_opened(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A script that awaits a call per `asyncio.run`, never closing the client, must not be told of sessions left
+    open: each loop's aiohttp session closes as that loop shuts down. Dropped open, each was reported at garbage
+    collection ("Unclosed client session", logged as an error, with a ResourceWarning)."""
+    client = make_client({"groq": 1})
+    gc.collect()  # what earlier tests left to the collector is theirs
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        answered = [asyncio.run(client.acomplete(USER_HELLO)).key_id for _ in range(3)]
+        gc.collect()
+    assert answered == ["groq:1"] * 3
+    unclosed = [str(w.message) for w in warned if str(w.message).startswith(("Unclosed client", "Unclosed conn"))]
+    assert unclosed == [] and "Unclosed" not in caplog.text, (unclosed, caplog.text)
 
 
 @pytest.mark.slow
