@@ -356,7 +356,7 @@ class KeyManager:
         if seen["storm"] is None or self._answered_at.get(key.provider, -math.inf) > seen.get("since", now):
             return  # no storm, or keys of this provider still answered after it began: their limits are their own
         rest = min(seen["storm"], self._cooldowns.storm)
-        for other in provider_keys:
+        for other in provider_keys if rest > 0 else ():
             if self._resting_until(other, model, now) < now + rest:
                 why = f"{key.provider} answered 429 on most keys at once"
                 self.cool(other, rest, KeyState.RATE_LIMIT, why, model)

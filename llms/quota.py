@@ -141,13 +141,16 @@ class StormRule:
         return total_keys > self._needed(total_keys)
 
     def observe(self, seen: Document, key: str, rest: float, now: float, total_keys: int) -> Document:
-        """`seen` with one more 429 and the rest it earned. When it completes a storm, `storm` holds the shortest
-        of those rests (the other keys then rest no longer than the rate-limited ones: a storm is a reason to
-        pause, not to outlast the limit itself), `since` when its first 429 came, and the list starts over."""
+        """`seen` with one more 429 and the rest it earned. When it completes a storm, `storm` holds the seconds
+        from `now` until the first of those rests ends (the other keys then rest no longer than the rate-limited
+        ones: a storm is a reason to pause, not to outlast the limit itself; the shortest rest counted from `now`
+        outlasted the one that began earlier, by as long as the store took between the two 429s), `since` when its
+        first 429 came, and the list starts over."""
         recent = [entry for entry in seen.get("seen", []) if entry[0] >= now - self.window] + [[now, key, rest]]
         if len({entry[1] for entry in recent}) < self._needed(total_keys):
             return {"seen": recent, "storm": None}
-        return {"seen": [], "storm": min(entry[2] for entry in recent), "since": min(e[0] for e in recent)}
+        ends = min(at + seconds for at, _, seconds in recent)
+        return {"seen": [], "storm": max(0.0, ends - now), "since": min(e[0] for e in recent)}
 
     def _needed(self, total_keys: int) -> int:
         return max(self.min_keys, math.ceil(self.share * total_keys))

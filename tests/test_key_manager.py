@@ -223,6 +223,19 @@ def test_resets_free_keys_and_are_logged() -> None:
         manager.reset_key("groq:9")
 
 
+def test_a_storm_rest_ends_when_the_first_rate_limited_keys_rest_ends() -> None:
+    """Six keys of eight refused 0.2 s apart, each resting its hint's 3 s: the storm rests the other two until the
+    first refused key's rest ends, and leaves the refused keys' own rests as they were. (Counted from the storm's
+    own 429, the shortest rest ended 1 s late, and every refused key was held to it.)"""
+    manager, keys, clock = make(8)
+    for key in keys[:6]:
+        manager.record(key, fail(OutcomeKind.RATE_LIMIT, retry_after=3.0))
+        clock.advance(0.2)
+    remaining = [s.cooldown_remaining for s in manager.statuses("groq")]
+    hinted = [3.0 + SLOT_MARGIN - 0.2 * (6 - i) for i in range(6)]  # each from its own 429
+    assert remaining == pytest.approx([*hinted, hinted[0], hinted[0]])
+
+
 def test_next_free_reports_the_soonest_key() -> None:
     manager, keys, _ = make(3)
     manager.record(keys[0], fail(OutcomeKind.RATE_LIMIT, retry_after=50))
