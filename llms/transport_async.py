@@ -114,7 +114,7 @@ class AsyncHttpPool:
         self.proxy = proxy_for(base_url)
         self._pool_size = pool_size
         self._tls = ssl.create_default_context(cafile=ca_bundle()) if base_url.startswith("https:") else None
-        self._sessions: dict[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None]]] = {}
+        self._sessions: dict[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]] = {}
         self._lock = threading.Lock()
 
     def _session_here(self) -> aiohttp.ClientSession:
@@ -154,7 +154,7 @@ class AsyncHttpPool:
             await closer.aclose()
 
 
-async def _closed_with_its_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None]:
+async def _closed_with_its_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
     """Closes `session` as its loop shuts down: a loop finalizes the async generators it has started while it still
     runs (`asyncio.run`'s `shutdown_asyncgens`), and nothing else says a loop is ending. Left open, each session
     of a program that called `asyncio.run(client.acomplete(...))` more than once was reported at garbage collection
