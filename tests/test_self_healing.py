@@ -241,7 +241,9 @@ def test_a_hintless_window_is_learned_within_a_few_probes(make_client: MakeClien
             pass
     key = client.key_manager.statuses("openrouter")[0]
     limited = [r for r in sim.requests if r.status == 429]
-    assert key.learned_rest is not None and 1.5 <= key.learned_rest <= 2.1  # at most the round length that worked
+    # at most the round length that worked, tried TRY_MARGIN past it; a loaded machine (two suites on 2 cores) sent
+    # that try 0.05 s later still, and the length is read from when it left
+    assert key.learned_rest is not None and 1.5 <= key.learned_rest <= 2.0 + TRY_MARGIN + TRIP_SPREAD
     # The ladder's tries at 1 s and 2 s after the window opened, and a refused probe: 1.5 s, or, where that went
     # through, 1 s (the try at 1 s came 1.06 s after the window's first request was sent: it may have come early).
     assert len(limited) <= 3
