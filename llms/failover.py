@@ -144,7 +144,7 @@ class Failover:
         patience = max(deadline.cooling, self._timer() + self._settings().request_timeout)  # for a busy slot
         cooling_since: float | None = None
         while True:
-            ended_before, mine = self.key_manager.in_flight.ended, 0
+            ended_before, mine, rested = self.key_manager.in_flight.ended, 0, False
             for target in route:
                 tried: set[ApiKey] = set()
                 run.leave_target = False
@@ -158,6 +158,7 @@ class Failover:
                     if failure is None:
                         return
                     self._failed(target, lease, failure, run)
+                    rested = rested or failure.kind is OutcomeKind.RATE_LIMIT
             if run.rejected:
                 raise self._give_up(run, route)
             in_flight, seen = self.key_manager.in_flight, ended_before + mine  # (this round's attempts ended too)
@@ -176,6 +177,8 @@ class Failover:
             now = self._timer()
             cooling_since = now if cooling_since is None else cooling_since
             until = max(deadline.cooling, cooling_since + PACING_GRACE) if deadline.paced else deadline.cooling
+            if soonest is None and rested and now <= until:
+                continue  # the rest a 429 of this round earned is over already (a slow 429, a busy machine): again
             if soonest is None or now + soonest[1] > until:
                 raise self._give_up(run, route)
             yield soonest[1] + 0.001

@@ -1,11 +1,9 @@
 """What a subject's 429s taught of a limit its provider keeps to itself: `Pacing` where the 429s carry no hint (a
-ladder of round lengths), `SlotLog` where they name when the limit frees (a sliding log, or a window on the
-clock).
+ladder of round lengths), `SlotLog` where they name when the limit frees (a sliding log, or a window on the clock).
 
 Pure rules, kept apart from the rest of `llms.quota` (what keeps keys clear of limits they were told): each is a
 document in the store per subject, which `llms.learned_limits` reads and changes atomically, so every process sharing
-the store counts one window.
-"""
+the store counts one window."""
 
 from __future__ import annotations
 
@@ -43,8 +41,7 @@ class Pacing:
     exactly as a sliding one; each success yields a `QuotaHint` so the key rests before the next 429.
 
     Kept in the store as a document and changed atomically (`StateStore.change`), so every process sharing the
-    store counts one window and climbs one ladder.
-    """
+    store counts one window and climbs one ladder."""
 
     backoff: Backoff = field(default_factory=Backoff)
     window: int | None = None
@@ -57,9 +54,8 @@ class Pacing:
     closed_until: float = 0.0
     uncounted: tuple[float, float] | None = None
     """A window counted at a 429, to count again once an answer sent after it comes (`recounted`): where processes
-    share the store, answers another process had not yet written were missing from the count, and a window
-    learned too small is never corrected by a 429. (Since when answers count, or 0 for the latest run; the 429's
-    sending.)"""
+    share the store, answers another process had not yet written were missing from the count, and a window learned
+    too small is never corrected by a 429. (Since when answers count, or 0 for the latest run; the 429's sending.)"""
 
     @classmethod
     def of(cls, document: Document) -> Pacing:
@@ -214,8 +210,7 @@ class SlotLog:
     since it. From then on each success yields a `QuotaHint`: slots left now, and when one frees (the next slot,
     not the whole window: a sliding window refills one answer at a time), so the store's in-flight gate and the
     key manager keep to it. Where later 429s show the window turning on the clock (`clock`), all its slots free
-    as it turns instead. Kept in the store like `Pacing`, so every process sharing it keeps one log.
-    """
+    as it turns instead. Kept in the store like `Pacing`, so every process sharing it keeps one log."""
 
     times: tuple[float, ...] = ()
     size: int | None = None
@@ -233,6 +228,10 @@ class SlotLog:
     """The longest hint of the latest closed window's 429s."""
     refuted: bool = False
     """A 429 came where the clock said the window had slots left: not on the clock, whatever its 429s' moments."""
+    least_left: float = math.inf
+    """The shortest reset of the counts with requests left, a sliding log's length (`report`): not a full count's,
+    which a fixed window's last request reads as the time to its end (requests close together read it as sliding:
+    its first slot then freed early by their spacing, a 429 a window)."""
 
     @classmethod
     def of(cls, document: Document) -> SlotLog:
@@ -247,6 +246,7 @@ class SlotLog:
             document.get("clock"),
             document.get("waited", 0.0),
             document.get("refuted", False),
+            math.inf if document.get("least_left") is None else document["least_left"],
         )
 
     def document(self) -> Document:
@@ -261,6 +261,7 @@ class SlotLog:
             "clock": self.clock,
             "waited": self.waited,
             "refuted": self.refuted,
+            "least_left": self.least_left if math.isfinite(self.least_left) else None,
         }
 
     def limited(
@@ -409,8 +410,9 @@ class SlotLog:
         (`LearnedLimits`), which count toward reading it: else the first window rests until the whole of it is
         back (a sliding 20 a 2 s: its first slots freed 1 s before the key went on, 0.945 of its quota)."""
         times = self.times or tuple(sorted(seen))[-SLOTS_KEPT:]  # `seen`: sent before anything was learned
-        resets = before if before is not None and not self.read_from_counts else self.resets
-        return replace(self, times=times, size=limit, resets=resets).report(reset, 0)
+        taken = before is not None and not self.read_from_counts
+        resets, least_left = (before, before[0]) if before is not None and taken else (self.resets, self.least_left)
+        return replace(self, times=times, size=limit, resets=resets, least_left=least_left).report(reset, 0)
 
     def report(self, reset: float, remaining: int) -> SlotLog:
         """An answer's reported reset, where a full one taught the window (`reported`). While they agree, the
@@ -419,7 +421,9 @@ class SlotLog:
         reset is its whole refill too."""
         least, most = min(self.resets[0], reset), max(self.resets[1], reset)
         count = self.resets[2] + (remaining > 0)
-        return replace(self, length=least if most - least <= TRIP_SPREAD else most, resets=(least, most, count))
+        least_left = min(self.least_left, reset) if remaining > 0 else self.least_left
+        length = (least_left if math.isfinite(least_left) else least) if most - least <= TRIP_SPREAD else most
+        return replace(self, length=length, resets=(least, most, count), least_left=least_left)
 
     @property
     def read_from_counts(self) -> bool:

@@ -43,7 +43,12 @@ def test_a_window_read_from_counts_is_a_sliding_log_only_where_every_reset_is_it
     assert (log.times, log.size, log.length, log.sliding) == ((1.0, 2.0), 20, 60.0, False)
     for left in (3, 2, 1):
         log = log.report(60.0 + 0.01 * left, left)
-    assert log.sliding and log.length == 60.0 and SlotLog.of(log.document()) == log
+    # its length: the shortest reset of the counts with requests left (each a slot's, bounded a little late)
+    assert log.sliding and log.length == pytest.approx(60.01) and SlotLog.of(log.document()) == log
+    close = SlotLog().reported(2, 1.95)
+    for _ in range(3):  # a fixed 2 a 2 s whose two requests go 0.05 s apart: the second reads the window's end
+        close = close.report(2.0, 1).report(1.95, 0)
+    assert close.sliding and close.length == 2.0  # (at 1.95 s its first slot freed 0.05 s early: a 429 a window)
     fixed = SlotLog().reported(20, 12.0).report(60.0, 19).report(30.0, 10).report(59.0, 18)
     assert not fixed.sliding and fixed.length == 60.0  # a fixed window's resets shrink as it goes on
     bucket = SlotLog().reported(10, 10.0).report(1.0, 9).report(3.0, 7).report(2.0, 8)

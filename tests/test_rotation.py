@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SECRETS, USER_HELLO, MakeClient, in_threads
+from conftest import SECRETS, USER_HELLO, Clock, MakeClient, in_threads
 from tls_front import SlowTlsFront
 
 from llms import AllKeysExhaustedError
@@ -106,6 +106,19 @@ def test_a_storm_rest_is_never_longer_than_the_rate_limited_keys_rest(make_clien
     assert all(not s.available and s.cooldown_remaining <= 1.1 for s in limited)  # the ladder's first second
     longest = max(s.cooldown_remaining for s in limited)  # + the µs between the two cools' clock reads
     assert not rested.available and rested.cooldown_remaining <= longest + 0.01
+
+
+def test_a_call_whose_429_rest_is_over_before_its_round_ends_tries_the_key_again(
+    make_client: MakeClient, sim: Simulator
+) -> None:
+    """A 429 that comes back later than its rest lasts (a slow gateway's "retry in 1 s" after 2 s; a machine busy
+    enough, under a 0.8 s TLS handshake in a loaded clean-clone run) left no key cooling when the failover round
+    ended, and the call gave up — "every key failed this request, none is cooling" — though the key could be asked
+    again at once and the call had time to wait. The clock here jumps past the rest as the attempt ends."""
+    clock = Clock()
+    client = make_client({"groq": 1}, steps={"groq:1": ["rate_limit"]}, clock=clock)
+    result = client.complete(USER_HELLO, on_attempt=lambda attempt: clock.advance(60.0))
+    assert [a.describe() for a in result.attempts] == ["groq:1 rate_limit 429", "groq:1 ok 200"]
 
 
 @pytest.mark.slow
