@@ -410,8 +410,8 @@ class SlotLog:
         (`LearnedLimits`), which count toward reading it: else the first window rests until the whole of it is
         back (a sliding 20 a 2 s: its first slots freed 1 s before the key went on, 0.945 of its quota)."""
         times = self.times or tuple(sorted(seen))[-SLOTS_KEPT:]  # `seen`: sent before anything was learned
-        taken = before is not None and not self.read_from_counts
-        resets, least_left = (before, before[0]) if before is not None and taken else (self.resets, self.least_left)
+        fresh = None if self.read_from_counts else before  # (`before`: counts with requests left, so its least is)
+        resets, least_left = (fresh, fresh[0]) if fresh is not None else (self.resets, self.least_left)
         return replace(self, times=times, size=limit, resets=resets, least_left=least_left).report(reset, 0)
 
     def report(self, reset: float, remaining: int) -> SlotLog:

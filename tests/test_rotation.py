@@ -108,9 +108,7 @@ def test_a_storm_rest_is_never_longer_than_the_rate_limited_keys_rest(make_clien
     assert not rested.available and rested.cooldown_remaining <= longest + 0.01
 
 
-def test_a_call_whose_429_rest_is_over_before_its_round_ends_tries_the_key_again(
-    make_client: MakeClient, sim: Simulator
-) -> None:
+def test_a_call_whose_429_rest_is_over_before_its_round_ends_tries_the_key_again(make_client: MakeClient) -> None:
     """A 429 that comes back later than its rest lasts (a slow gateway's "retry in 1 s" after 2 s; a machine busy
     enough, under a 0.8 s TLS handshake in a loaded clean-clone run) left no key cooling when the failover round
     ended, and the call gave up — "every key failed this request, none is cooling" — though the key could be asked
