@@ -223,6 +223,17 @@ class Arrival:
     admitted: bool
 
 
+@dataclass(frozen=True)
+class Lesson:
+    """What a 429 taught: when its request left (seconds from the run's start, the client's clock), the key, the
+    hint it carried (None: none), and what the client had learned of every key's limit once it took it in."""
+
+    sent: float
+    key: int
+    hint: float | None
+    learned: dict[str, Document]
+
+
 @dataclass
 class _Provider:
     """The modelled provider: one limit per subject (a key, or a group of keys), answering in its wire format."""
@@ -300,11 +311,17 @@ def _store(kind: str) -> Iterator[StateStore]:
         yield store_from_url(f"sqlite:///{Path(folder) / 'state.db'}", failover=False)
 
 
-def run(shape: Shape, arrivals: list[Arrival] | None = None, learned: dict[str, Document] | None = None) -> Measured:
+def run(
+    shape: Shape,
+    arrivals: list[Arrival] | None = None,
+    learned: dict[str, Document] | None = None,
+    lessons: list[Lesson] | None = None,
+) -> Measured:
     """Run one shape from a fresh client and fresh providers; what it delivered and what it cost. `arrivals`: a
     list to add every request to as the provider saw it (`bench/shape_cell.py` prints them window by window);
     `learned`: a dict to fill with what the client learned of each key's hidden limit by the run's end, its
-    documents by name, each key's fingerprint read as `key <n>`."""
+    documents by name, each key's fingerprint read as `key <n>`; `lessons`: a list to add, after each 429 the
+    client took in, what it had learned then (`Lesson`: how a reading went wrong, 429 by 429)."""
     clock = VirtualClock()
     rng = random.Random(shape.seed)
     span_end = clock.now + shape.span
@@ -320,6 +337,17 @@ def run(shape: Shape, arrivals: list[Arrival] | None = None, learned: dict[str, 
         spec, adapter = client.settings.providers[name].spec, client.failover.adapter(name)
         route = client.route(None)
         numbers = {k.key_id: k.number for k in client.settings.providers[name].keys}
+        labels = {k.fingerprint: f"key {k.number}" for k in client.settings.providers[name].keys}
+        start = clock.now
+
+        def labelled() -> dict[str, Document]:
+            """What the client learned of each key's hidden limit so far, its documents by name (`key <n>`)."""
+            out = {}
+            for document, content in learned_documents(store).items():
+                kind, _, subject = document.partition("/")
+                base, bar, part = subject.partition("|")
+                out[f"{kind}/{labels.get(base, base)}{bar}{part}"] = content
+            return out
 
         def caller() -> Generator[float | SlotWait, None, None]:
             wait = shape.wait if shape.caller is CallerKind.WAIT else None
@@ -353,6 +381,9 @@ def run(shape: Shape, arrivals: list[Arrival] | None = None, learned: dict[str, 
                             break
                         outcome: Outcome = spec.classify(status, headers, body, read_at)
                         step = steps.send(outcome)
+                        if lessons is not None:
+                            sent = clock.now - trip - start
+                            lessons.append(Lesson(sent, numbers[lease.key.key_id], outcome.retry_after, labelled()))
                 except AllKeysExhaustedError:
                     yield shape.pause
 
@@ -364,11 +395,7 @@ def run(shape: Shape, arrivals: list[Arrival] | None = None, learned: dict[str, 
         callers = [caller() for _ in range(shape.callers)]
         _drive(clock, callers + ([] if store.IN_MEMORY else [renewer()]), lambda: client.key_manager.in_flight.ended)
         if learned is not None:
-            labels = {k.fingerprint: f"key {k.number}" for k in client.settings.providers[name].keys}
-            for document, content in learned_documents(store).items():
-                kind, _, subject = document.partition("/")
-                base, bar, part = subject.partition("|")
-                learned[f"{kind}/{labels.get(base, base)}{bar}{part}"] = content
+            learned.update(labelled())
     costs = list(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else None
     most = served(
         shape.window, shape.size, shape.length, provider_start, measured_until,

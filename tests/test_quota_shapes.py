@@ -372,3 +372,19 @@ def test_a_cell_shows_what_each_keys_429s_taught(capsys: pytest.CaptureFixture[s
     assert all(line.endswith("a 2 s (from 429s' hints)") for line in out), out  # fixed 5/2 s, kept as a sliding log
     assert shape_cell.main(["--learned", "--window", "fixed", "--hint", "none", "--keys", "1", "--size", "4"]) == 0
     assert re.search(r"key 1: hint-less window 4 a 2(\.\d+)? s$", capsys.readouterr().out.rstrip())  # fixed 4/2 s
+
+
+def test_a_cell_shows_how_each_reading_changed_429_by_429(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--lessons`: a line per 429 that changed a reading, in the order the requests left, each naming the key
+    and its hint, and the readings of the keys the run ended with (`--learned`)."""
+    args = ["--window", "sliding", "--hint", "reset-ms", "--size", "20", "--length", "2", "--keys", "2"]
+    assert shape_cell.main(["--lessons", "--learned", *args, "--latency", "0.3333", "--jitter", "0.5"]) == 0
+    out = capsys.readouterr().out
+    lessons = out.split("429 by 429 (when each request left, what its 429 changed):\n")[1]
+    lessons, ended = lessons.split("learned by the end:\n")
+    lines = lessons.splitlines()
+    sent = [float(line.split()[0]) for line in lines]
+    assert len(lines) >= 2 and sent == sorted(sent)
+    assert all(re.match(r" +\d+\.\d{3} s  key [12]  hint \d+\.\d{3} s:  key [12]: sliding ", line) for line in lines)
+    keys = {part.split(":")[0] for line in lines for part in line.split(":  ", 1)[1].split("; ")}
+    assert keys == {line.split(":")[0].strip() for line in ended.splitlines()} == {"key 1", "key 2"}
