@@ -380,10 +380,13 @@ def run(
                             steps.close()
                             break
                         outcome: Outcome = spec.classify(status, headers, body, read_at)
-                        step = steps.send(outcome)
-                        if lessons is not None:
-                            sent = clock.now - trip - start
-                            lessons.append(Lesson(sent, numbers[lease.key.key_id], outcome.retry_after, labelled()))
+                        try:
+                            step = steps.send(outcome)
+                        finally:  # (taken in whether the call goes on or gives up)
+                            if lessons is not None:
+                                sent = clock.now - trip - start
+                                number = numbers[lease.key.key_id]
+                                lessons.append(Lesson(sent, number, outcome.retry_after, labelled()))
                 except AllKeysExhaustedError:
                     yield shape.pause
 
