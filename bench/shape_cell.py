@@ -23,7 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_shapes import NAMED, targets
-from llms.learned_windows import Pacing, SlotLog
+from llms.learned_pacing import Pacing
+from llms.learned_windows import SlotLog
 from llms.state.base import Document
 from simulator.shapes import WindowKind
 from simulator.virtual_time import EPOCH, Arrival, CallerKind, HintForm, Lesson, Measured, Shape, run

@@ -9,7 +9,7 @@ anyway. A fixed hour throws most of a short window's quota away; doubling rests 
 window's ends and leave up to half of it unused for good.
 
 Policies are pure: they turn one `Backoff` into the next. Where a key stands is kept in the store
-(`llms.learned_windows.Pacing`), so every process sharing it climbs one ladder.
+(`llms.learned_pacing.Pacing`), so every process sharing it climbs one ladder.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 
 from config.api_keys import ApiKey
 from llms.key_states import KeyState
-from llms.learned_windows import Pacing
+from llms.learned_pacing import Pacing
 from llms.quota_left import QuotaLeft
 from llms.state import KeyRecord
 from llms.state.base import Document

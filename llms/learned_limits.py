@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 
 from config.api_keys import ApiKey
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, CooldownPolicy
-from llms.learned_windows import SLIDING_AFTER, SLOTS_KEPT, Pacing, SlotLog
+from llms.learned_pacing import Pacing
+from llms.learned_windows import SLIDING_AFTER, SLOTS_KEPT, SlotLog
 from llms.outcomes import QuotaHint
 from llms.state import StateStore
 from llms.state.base import Document, Finish
@@ -131,7 +132,10 @@ class LearnedLimits:
                 slots = self._slots(subject, lambda log: log.recounted(seen, settled))
             # A sliding log's count: its slots free one by one, before the reset it reported.
             sliding = count is not None and count.limit == slots.size and slots.sliding
-            window = slots.quota(sent)
+            # On the clock, read as the answer came: a request sent just after the window turned may have come
+            # before it, so at `sent` the window it left in reads full until it has surely turned, a moment over by
+            # the time the answer comes, which the gate took for the window's end (one more request, a 429).
+            window = _since_sent(slots.quota(now), now - sent) if slots.clock is not None else slots.quota(sent)
             quota = _sliding_binding(count, window) if count is not None and sliding else _binding_quota(quota, window)
             if (reported is None or sliding) and quota is not None and quota.reset_after is not None:
                 self._grow_at(subject, key, part, sent + quota.reset_after + TRIP_SPREAD)
@@ -374,6 +378,13 @@ def _counted_answer(log: SlotLog, sent: float, count: QuotaHint | None) -> SlotL
     if count is None or not log.read_from_counts:
         return log
     return log.report(count.reset_after or 0.0, count.remaining or 0)
+
+
+def _since_sent(quota: QuotaHint | None, trip: float) -> QuotaHint | None:
+    """A quota read as the answer came, its reset counted from when the request was sent, `trip` before."""
+    if quota is None or quota.reset_after is None:
+        return quota
+    return replace(quota, reset_after=quota.reset_after + trip)
 
 
 def _sliding_binding(count: QuotaHint, learned: QuotaHint | None) -> QuotaHint | None:

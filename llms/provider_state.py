@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from config.api_keys import ApiKey
 from llms.key_status import KeyStatus, daily_totals, key_status
-from llms.learned_windows import Pacing, SlotLog
+from llms.learned_pacing import Pacing
+from llms.learned_windows import SlotLog
 from llms.operator_actions import DISABLED_BY
 from llms.quota import ConfiguredLimits, limit_subject
 from llms.quota_left import QuotaLeft, quota_left

@@ -1,6 +1,6 @@
 """Spending each key's quota without earning 429s: configured limits, storm detection, and adaptive in-flight limits
-(what 429s taught of limits a provider keeps to itself: `llms.learned_windows`; what is left of it, as status pages
-read it: `llms.quota_left`).
+(what 429s taught of limits a provider keeps to itself: `llms.learned_windows`, `llms.learned_pacing`; what is left
+of it, as status pages read it: `llms.quota_left`).
 
 These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. They are pure
 rules; what they count lives in the store (configured limits in `StateStore.spend`, in-flight requests in

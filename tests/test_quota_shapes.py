@@ -17,6 +17,7 @@ from bench import shape_cell
 from bench.bench_shapes import GAPS, NAMED, OPENROUTER_FREE, STALE_COUNTS, targets
 from llms.learned_limits import _EarlyCounts
 from llms.learned_windows import SlotLog
+from llms.state.base import Document
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
 
@@ -146,6 +147,52 @@ def test_429s_that_free_whole_windows_apart_put_a_learned_window_on_the_clock() 
     refuted = on_clock.limited(90.15, 29.85)
     assert refuted.clock is None and refuted.refuted
     assert refuted.limited(119.7, 0.3).clock is None  # and not read so again
+
+
+def test_a_first_window_read_long_by_the_request_before_it_turned_goes_on_the_clock_a_window_later() -> None:
+    """The client's first request left just before the provider's window turned (counted in the window before),
+    so the first 429's reading spans it: 11 a 60.1 s for 10 a minute. The next window's 429 frees 60 s after the
+    first's: one window apart, for the window may have turned as late as the request after that first one; on
+    the clock, sized by what it sent since it turned. Kept sliding instead, the 429 stretched it to 11 a 118.8 s,
+    half the quota, for good."""
+    first = (-0.1, *(0.3 + 0.1 * i for i in range(10)))  # the last of the window before (it turned at 0), then 10
+    log = SlotLog().limited(1.3, 58.7, seen=first)  # the 11th of this window, refused until it turns at 60
+    assert (log.size, log.length, log.clock) == (11, pytest.approx(60.1), None)
+    for sent in (60.3 + 0.1 * i for i in range(10)):  # the next window's ten, as its slots freed
+        log = log.succeeded(sent)
+    on_clock = log.limited(61.3, 58.7)  # its 11th, refused until 120
+    assert (on_clock.size, on_clock.length, on_clock.clock) == (10, pytest.approx(60.0), pytest.approx(120.0))
+    quota = on_clock.quota(120.2)
+    assert quota is not None and quota.remaining == 10
+
+
+def test_a_minute_on_the_clock_whose_first_request_left_just_before_it_turned_is_spent_whole() -> None:
+    """Gemini's 10 a minute on the clock, the provider's clock half a second behind this one: each key's first
+    request lands in the last 0.13 s of a minute. Kept sliding at 11 a 118 s, 0.69 of the quota over ten minutes;
+    on the clock from the second minute, all but that first sliver's (which a client that knew the limit fills
+    at once, and one whose quota is unknown paces)."""
+    shape = Shape(WindowKind.FIXED_CLOCK, HintForm.GEMINI, 10, 60.0, 4, skew=-0.5, windows=10)
+    learned: dict[str, Document] = {}
+    measured = run(shape, learned=learned)
+    assert measured.share >= 0.96 and measured.waste <= measured.floor + 0.05, measured.as_dict()
+    logs = [SlotLog.of(document) for name, document in learned.items() if name.startswith("slots/")]
+    assert len(logs) == 4 and all(log.clock is not None and log.size == 10 for log in logs)
+    assert [log.length for log in logs] == [pytest.approx(60.0)] * 4
+
+
+def test_an_answer_sent_as_a_window_on_the_clock_turned_does_not_let_another_request_into_it() -> None:
+    """A request sent within a trip's spread after the window turned may have come before the turn, so at its
+    sending the window it left in reads full until it has surely turned. Read so when its answer came (a second
+    later), that moment was over, and the gate took it for the window's end: one more request went into a window
+    of one, a 429 a window. Read as the answer comes, the window it counts in is full until its own end. (A token
+    bucket of 5 a 30 s under Groq's hint, its drips every 6 s on the clock: 0.07–0.11 429s per answer, the floor
+    0.02.)"""
+    for seed in (0, 1):
+        shape = Shape(
+            WindowKind.TOKEN_BUCKET, HintForm.GROQ, 5, 30.0, 1, callers=64, latency=1.0, jitter=0.5, seed=seed
+        )
+        measured = run(shape)
+        assert measured.share >= 0.98 and measured.waste <= measured.floor + 0.05, measured.as_dict()
 
 
 def test_a_count_resets_when_the_limit_is_back_to_its_initial_state() -> None:
