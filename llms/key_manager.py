@@ -328,7 +328,7 @@ class KeyManager:
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
                 out = self._leases.others_in_flight(subject, sent)
-                self._learned.hinted(subject, key, part, sent, hint, now, out, outcome.grid)
+                self._learned.hinted(subject, key, part, sent, hint, now, out, outcome.grid, self._keys[key.provider])
                 self._store.probe_next(key.fingerprint, part)  # resume with one request: its answer says how many
         else:
             if self._resting_until(key, model, now) > now:

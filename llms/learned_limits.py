@@ -19,6 +19,7 @@ from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, CooldownPolicy
 from llms.learned_pacing import Pacing
 from llms.learned_windows import SLIDING_AFTER, SLOTS_KEPT, SlotLog
 from llms.outcomes import QuotaHint
+from llms.quota import limit_subject
 from llms.state import StateStore
 from llms.state.base import Document, Finish
 
@@ -202,11 +203,26 @@ class LearnedLimits:
         now: float,
         in_flight: Sequence[float] = (),
         grid: float | None = None,
+        siblings: Iterable[ApiKey] = (),
     ) -> None:
         """A 429 to a request `sent` then, whose hint says when its limit frees: learn the sliding window it shows
-        (`in_flight`: when this process's other requests of the subject still out were sent; `grid`: `Outcome.grid`)."""
+        (`in_flight`: when this process's other requests of the subject still out were sent; `grid`: `Outcome.grid`;
+        `siblings`: the provider's keys, whose windows for the same model turn with it on a clock)."""
         seen = self._seen(subject, key, part, now)
-        self._slots(subject, lambda log: log.limited(sent, hint, seen, in_flight, grid))
+        before = SlotLog.of(self._store.documents([f"slots/{subject}"])[0])
+        log = self._slots(subject, lambda log: log.limited(sent, hint, seen, in_flight, grid))
+        if before.clock is None and log.clock is not None and log.length:  # newly on the clock
+            others = {f"slots/{limit_subject(k, part)}" for k in siblings} - {f"slots/{subject}"}
+            self._share_clock(log.clock, log.length, log.size or 0, others)
+
+    def _share_clock(self, clock: float, length: float, size: int, others: set[str]) -> None:
+        """Put the other subjects whose window a 429 closed as this clock turned on it (`SlotLog.on_clock_of`)."""
+        with self._lock:
+            names = sorted(others & self._learned)
+        for name, document in zip(names, self._store.documents(names), strict=True):
+            log = SlotLog.of(document)
+            if log.on_clock_of(clock, length, size) != log:
+                self._slots(name.partition("/")[2], lambda other: other.on_clock_of(clock, length, size))
 
     def hintless(self, subject: str, key: ApiKey, part: str, sent: float, now: float, policy: CooldownPolicy) -> Pacing:
         """A 429 without a hint to a request `sent` then: the subject's pacing after it (its window and backoff)."""

@@ -17,6 +17,14 @@ from llms.outcomes import QuotaHint
 from llms.state.base import Document
 
 SLOTS_KEPT = 256
+MOMENTS_KEPT = 3
+PROBE_EVERY = 4
+"""Windows on the clock between probes at first (`SlotLog.probe_every`, at least `PROBE_ANSWERS` answers apart);
+doubled by each refused probe, up to `PROBE_EVERY_MOST`: a size that holds costs a 429 in windows 4, 8, 16, 32, …
+(four in the first 40)."""
+PROBE_EVERY_MOST = 256
+PROBE_ANSWERS = 40
+"""Answers at least between probes at first: a probe refused costs a 429, which small windows feel most."""
 SLIDING_AFTER = 3
 """Counts with requests left whose resets all agree it takes to read a window as a sliding log
 (`SlotLog.sliding`), and counts that agree on a bucket's seconds per request (`LearnedLimits._dripping`)."""
@@ -85,6 +93,14 @@ class SlotLog:
     """The shortest reset of the counts with requests left, a sliding log's length (`report`): not a full count's,
     which a fixed window's last request reads as the time to its end (requests close together read it as sliding:
     its first slot then freed early by their spacing, a 429 a window)."""
+    probe_every: int = 0
+    """On the clock, every how many windows one request more than its size goes (0: from `PROBE_EVERY`): a size
+    read low (a window not full when read, or read from another key's clock) is never corrected by a 429, so a
+    window now and then takes one more; admitted, the size grows to what it held; refused, probes go half as
+    often."""
+    moments: tuple[float, ...] = ()
+    """When the latest windows 429s closed freed (`MOMENTS_KEPT`): on a round grid, a window on the clock whose
+    length was read long (`_on_round_clock`)."""
 
     @classmethod
     def of(cls, document: Document) -> SlotLog:
@@ -100,6 +116,8 @@ class SlotLog:
             document.get("waited", 0.0),
             document.get("refuted", False),
             math.inf if document.get("least_left") is None else document["least_left"],
+            document.get("probe_every", 0),
+            tuple(document.get("moments", ())),
         )
 
     def document(self) -> Document:
@@ -115,6 +133,8 @@ class SlotLog:
             "waited": self.waited,
             "refuted": self.refuted,
             "least_left": self.least_left if math.isfinite(self.least_left) else None,
+            "probe_every": self.probe_every,
+            "moments": list(self.moments),
         }
 
     def limited(
@@ -133,17 +153,60 @@ class SlotLog:
             return replace(self, closed_until=max(self.closed_until, now + hint), waited=max(self.waited, hint))
         log = self
         if self.clock is not None and self.length and _windows_apart(self.clock, now + hint, self.length) is not None:
-            left = self.quota(now)
+            left = self.quota(now, probing=False)
             if left is not None and (left.remaining or 0) <= len(in_flight):  # full where the clock says: nothing new
-                return replace(self, closed_until=now + hint, waited=hint)
+                turned = now + hint - self.length
+                every = min(2 * self._probe_every, PROBE_EVERY_MOST)
+                every = every if self.probing(turned) else self.probe_every  # a probe refused: half as often
+                return replace(self, closed_until=now + hint, waited=hint, probe_every=every)
             # Refused with slots left where the clock says: not on the clock (a bucket's drips on its grid, say).
             log = replace(self, clock=None, refuted=True)
         learned = log._learned(now, hint, seen, in_flight)
+        learned = replace(learned, moments=(*self.moments, now + hint)[-MOMENTS_KEPT:])
         if not log.refuted:
             learned = learned._on_clock(self.closed_until, now + hint, max(self.waited, hint), self.length)
+            if learned.clock is None:
+                learned = learned._on_round_clock(now + hint)
             if grid and learned.clock is None:
                 learned = learned._on_grid(grid, now, now + hint, len(in_flight))
         return replace(learned, waited=hint)
+
+    def _on_round_clock(self, frees: float) -> SlotLog:
+        """The log on the clock where the latest windows' freeing moments (`moments`, `MOMENTS_KEPT` of them, this
+        one the last) all lie whole numbers of one round length apart (`ROUND_LENGTHS`: per second, per minute),
+        the longest no longer than the length read and at least half of it (a bucket's moments lie on its drips:
+        on every second for 30 a 30 s). A window on the clock first read as a sliding log is read
+        long (its oldest request sent before it turned), and the one-window-apart rule (`_on_clock`) then
+        finds no whole number of that length between its 429s: Gemini's 5 a 2 s under answers of 0.3 to 1 s, read 7
+        a 2.9 s, kept sliding at 0.87 of its quota while its 429s freed exactly 12 s and 2 s apart. Three moments
+        at least: a bucket's lie on a grid of its drip, and two of them a whole number of a round length apart by
+        chance one time in a few."""
+        if len(self.moments) < MOMENTS_KEPT or not self.length:
+            return self
+        read = self.length
+        for length in sorted((r for r in ROUND_LENGTHS if read / 2 <= r <= read * (1 + _ON_CLOCK)), reverse=True):
+            first = self.moments[0]
+            if all(_windows_apart(first, m, length) for m in self.moments[1:]):
+                size = max(1, _counted_between(self.times, frees - length, frees))
+                return replace(self, clock=frees, length=length, size=size)
+        return self
+
+    def on_clock_of(self, clock: float, length: float, size: int = 0) -> SlotLog:
+        """The log on another subject's clock (`clock`, a moment it turned; `length`), where the latest window a 429
+        closed here freed as that clock turned: a provider's windows on the clock turn at once for all its keys
+        (OpenRouter's, Gemini's per-minute limits turn on the minute), and a key whose only 429 read it as a
+        sliding log too long is kept to it with no 429 to correct it (Gemini's 5 a 2 s read 8 a 3.6 s: 0.88 of
+        its quota). Its size is what it sent in the latest whole window, at least (probes grow it)."""
+        if self.clock is not None or self.refuted or not self.moments or not self.length:
+            return self
+        if self.length <= length * (1 + _ON_CLOCK):  # read no longer than the clock's: nothing to correct
+            return self
+        moment = self.moments[-1]
+        if not (_windows_apart(moment, clock, length) or _windows_apart(clock, moment, length)):
+            return self
+        turned = clock + math.floor((self.times[-1] - clock) / length) * length if self.times else clock
+        held = _counted_between(self.times, turned - length + TRIP_SPREAD, turned - TRIP_SPREAD)
+        return replace(self, clock=clock, length=length, size=max(1, held, size))
 
     def _on_grid(self, grid: float, now: float, frees: float, out: int) -> SlotLog:
         """A 429 whose moment lies on a round grid of the provider's clock (`Outcome.grid`: OpenRouter's per-minute
@@ -253,6 +316,11 @@ class SlotLog:
         if self.size and self.length and now < self.closed_until:  # a late answer of the window a 429 closed
             opened = self.closed_until - self.length
             return replace(self, times=times, size=max(self.size, sum(1 for t in times if t >= opened)))
+        if self.clock is not None and self.size and self.length:  # more than its size in a window: a probe admitted
+            turned = self.clock + math.floor((now - self.clock) / self.length) * self.length
+            held = _counted_between(times, turned + TRIP_SPREAD, turned + self.length - TRIP_SPREAD)
+            if held > self.size:
+                return replace(self, times=times, size=held, probe_every=0)
         return replace(self, times=times)
 
     def reported(
@@ -319,7 +387,7 @@ class SlotLog:
         size = max(self.size, counted_until(times, since - SLOT_MARGIN, refused))
         return replace(self, size=size, length=length, uncounted=None if settled else (since, refused))
 
-    def quota(self, now: float) -> QuotaHint | None:
+    def quota(self, now: float, probing: bool = True) -> QuotaHint | None:
         """Slots left now and seconds until one frees (None while nothing is learned); on the clock, the slots the
         window has left and seconds until it turns (a request sent a trip's spread before it turned may have come
         after it: counted in the new window too)."""
@@ -330,7 +398,19 @@ class SlotLog:
         # A window turned less than a trip's spread ago may not have turned yet where requests arrive.
         turned = self.clock + math.floor((now - TRIP_SPREAD - self.clock) / self.length) * self.length
         used = sum(1 for t in self.times if t >= turned - TRIP_SPREAD)  # (sent later too: no longer in flight)
-        return QuotaHint(max(0, self.size - used), turned + self.length + TRIP_SPREAD - now, limit=self.size)
+        size = self.size + (probing and self.probing(turned))
+        return QuotaHint(max(0, size - used), turned + self.length + TRIP_SPREAD - now, limit=self.size)
+
+    def probing(self, turned: float) -> bool:
+        """Whether the window on the clock that turned then takes a probe (`probe_every`)."""
+        if self.clock is None or not self.length:
+            return False
+        window = round((turned - self.clock) / self.length)
+        return window > 0 and window % self._probe_every == 0
+
+    @property
+    def _probe_every(self) -> int:
+        return self.probe_every or max(PROBE_EVERY, math.ceil(PROBE_ANSWERS / (self.size or 1)))
 
 
 def _windows_apart(turned: float, moment: float, length: float) -> int | None:

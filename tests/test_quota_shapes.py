@@ -195,6 +195,51 @@ def test_an_answer_sent_as_a_window_on_the_clock_turned_does_not_let_another_req
         assert measured.share >= 0.98 and measured.waste <= measured.floor + 0.05, measured.as_dict()
 
 
+def test_a_window_on_the_clock_read_long_goes_on_it_when_three_429s_free_whole_round_windows_apart() -> None:
+    """Gemini's 5 a 2 s on the clock under answers of 0.3 to 1 s: the first 429 read a sliding log too long (its
+    oldest request sent before the window turned), and the one-window-apart rule finds no whole number of 2.926 s
+    between 429s that free 12 s and then 2 s apart. Three moments whole round windows apart put it on the clock;
+    two are not enough (a bucket's lie on its drips), nor a round length under half the one read (a bucket of 30 a
+    30 s drips every second)."""
+    times = tuple(15.7 + 0.35 * i for i in range(5))  # the window that turned at 15.605
+    log = SlotLog(times=times, size=7, length=2.926, closed_until=3.605, moments=(3.605, 15.605), waited=0.149)
+    on_clock = log.limited(17.499, 0.106)
+    assert (on_clock.clock, on_clock.length, on_clock.size) == (pytest.approx(17.605), 2.0, 5)
+    assert replace(log, moments=(15.605,)).limited(17.499, 0.106).clock is None
+    drips = SlotLog(tuple(float(i) for i in range(30)), 30, 30.0, closed_until=31.0, moments=(30.0, 31.0), waited=1.0)
+    assert drips.limited(31.5, 0.5).clock is None
+
+
+def test_a_size_on_the_clock_read_low_grows_by_a_probe_now_and_then() -> None:
+    """A window on the clock read smaller than it is never meets a 429 to say so, so now and then (every 10th
+    window for a size of 4: 40 answers between probes) it takes one request more. Admitted, the size is what the
+    window held; refused, the window is full as read — not refuted as a clock — and probes go half as often."""
+    low = SlotLog(size=4, length=2.0, clock=0.0)
+    assert [k for k in range(25) if low.probing(2.0 * k)] == [10, 20]
+    assert (low.quota(18.2).remaining, low.quota(20.2).remaining) == (4, 5)
+    for sent in (20.2, 20.4, 20.6, 20.8, 21.0):
+        low = low.succeeded(sent)
+    assert low.size == 5
+    right = SlotLog(size=5, length=2.0, clock=0.0)  # probes every 8th window
+    for sent in (16.2, 16.4, 16.6, 16.8, 17.0):  # window 8: its probe refused
+        right = right.succeeded(sent)
+    refused = right.limited(17.2, 0.8)
+    assert (refused.clock, refused.refuted, refused.size, refused.probe_every) == (0.0, False, 5, 16)
+    assert [k for k in range(40) if refused.probing(2.0 * k)] == [16, 32]
+
+
+def test_a_key_whose_window_turns_with_another_keys_clock_goes_on_it_too() -> None:
+    """Gemini's 5 a 2 s on the clock, two keys, answers of 0.3 to 1 s (its minute cell with time scaled by 30):
+    key 2's only 429 read it as 8 a 3.6 s, a pace no 429 corrects (0.87 of the quota over 30 windows). Its
+    windows turn as key 1's do, a provider's clock: when key 1's 429s put it on the clock, key 2's goes on it too."""
+    shape = replace(NAMED["slow answers (20 s ± 50 %), clock 5/60 s, Gemini RetryInfo"].scaled(1 / 30), windows=30)
+    learned: dict[str, Document] = {}
+    measured = run(shape, learned=learned)
+    assert measured.share >= 0.95 and measured.waste <= measured.floor + 0.05, measured.as_dict()
+    logs = [SlotLog.of(document) for name, document in learned.items() if name.startswith("slots/")]
+    assert [(log.clock is not None, log.length, log.size) for log in logs] == [(True, 2.0, 5)] * 2
+
+
 def test_a_count_resets_when_the_limit_is_back_to_its_initial_state() -> None:
     """OpenAI documents `x-ratelimit-reset-requests` as "the time until the rate limit (based on requests) resets
     to its initial state": a sliding log's newest slot frees (its whole length, right after a request), a bucket

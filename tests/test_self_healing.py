@@ -111,6 +111,7 @@ def test_a_hinted_429_teaches_a_sliding_window_then_each_slot_is_spent_as_it_fre
     # Refused at 12.2 though 10.06's slot should have freed at 12.06: the window is longer than learned, and the
     # slot frees at 12.21 — 2.15 s after the answer that took it.
     stretched = replace(log, length=pytest.approx(2.15), closed_until=12.2 + 0.01, waited=0.01)
+    stretched = replace(stretched, moments=(*log.moments, pytest.approx(12.21)))
     assert log.limited(12.2, hint=0.01) == stretched  # (its moment, 12.21, a window from 12.0's: not on a clock)
 
 
