@@ -13,11 +13,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from llms.cooldown import ROUND_LENGTHS, SLOT_MARGIN, TRIP_SPREAD
+from llms.learned_closings import (
+    CLOSINGS_KEPT,
+    ON_CLOCK,
+    SENDS_KEPT,
+    TIE,
+    Closing,
+    agreed_window,
+    densest,
+    round_length,
+    windows_apart,
+)
 from llms.outcomes import QuotaHint
 from llms.state.base import Document
 
 SLOTS_KEPT = 256
-MOMENTS_KEPT = 3
 PROBE_EVERY = 4
 """Windows on the clock between probes at first (`SlotLog.probe_every`, at least `PROBE_ANSWERS` answers apart);
 doubled by each refused probe, up to `PROBE_EVERY_MOST`: a size that holds costs a 429 in windows 4, 8, 16, 32, …
@@ -28,8 +38,6 @@ PROBE_ANSWERS = 40
 SLIDING_AFTER = 3
 """Counts with requests left whose resets all agree it takes to read a window as a sliding log
 (`SlotLog.sliding`), and counts that agree on a bucket's seconds per request (`LearnedLimits._dripping`)."""
-TIE = 0.001
-"""Seconds within which two requests left together: which the provider took first is not known."""
 IDLE_GAP = 10.0
 """An answer this long after the one before starts a new run: at a subject's first 429, only the latest run of
 answers counts toward the window that 429 met (an idle key's earlier answers belong to windows long past)."""
@@ -98,9 +106,17 @@ class SlotLog:
     read low (a window not full when read, or read from another key's clock) is never corrected by a 429, so a
     window now and then takes one more; admitted, the size grows to what it held; refused, probes go half as
     often."""
-    moments: tuple[float, ...] = ()
-    """When the latest windows 429s closed freed (`MOMENTS_KEPT`): on a round grid, a window on the clock whose
-    length was read long (`_on_round_clock`)."""
+    probed: float = 0.0
+    """When a sliding log's latest probe went, admitted (`probe_every`: in its lengths)."""
+    closings: tuple[Closing, ...] = ()
+    """The latest windows 429s closed (`CLOSINGS_KEPT`), each as its first 429 read it (`Closing`): their moments
+    on a round grid put a window on the clock read long on it (`_on_round_clock`); a sliding log's length lies
+    between each one's moment and the same one of its sends (`_agreed`)."""
+
+    @property
+    def moments(self) -> tuple[float, ...]:
+        """When the latest closed windows freed."""
+        return tuple(closing.frees for closing in self.closings)
 
     @classmethod
     def of(cls, document: Document) -> SlotLog:
@@ -117,7 +133,8 @@ class SlotLog:
             document.get("refuted", False),
             math.inf if document.get("least_left") is None else document["least_left"],
             document.get("probe_every", 0),
-            tuple(document.get("moments", ())),
+            document.get("probed", 0.0),
+            tuple(Closing.of(closing) for closing in document.get("closings", ())),
         )
 
     def document(self) -> Document:
@@ -134,7 +151,8 @@ class SlotLog:
             "refuted": self.refuted,
             "least_left": self.least_left if math.isfinite(self.least_left) else None,
             "probe_every": self.probe_every,
-            "moments": list(self.moments),
+            "probed": self.probed,
+            "closings": [closing.document() for closing in self.closings],
         }
 
     def limited(
@@ -149,10 +167,19 @@ class SlotLog:
         `in_flight`: when the subject's other requests still out were sent, their answers not yet in (those sent
         before this one were admitted before it);
         `grid`: the longest round length the hint's moment lies on, on the provider's clock (`Outcome.grid`)."""
+        closings = tuple(closing.refused(now) for closing in self.closings)
         if now < self.closed_until:  # another request of the same full window: nothing new
-            return replace(self, closed_until=max(self.closed_until, now + hint), waited=max(self.waited, hint))
+            closed_until, waited = max(self.closed_until, now + hint), max(self.waited, hint)
+            return replace(self, closed_until=closed_until, waited=waited, closings=closings)
+        every = min(2 * self._probe_every, PROBE_EVERY_MOST) if self.probe_due(now) else self.probe_every
+        return replace(self, closings=closings, probe_every=every)._closed(now, hint, seen, in_flight, grid)
+
+    def _closed(
+        self, now: float, hint: float, seen: Sequence[float], in_flight: Sequence[float], grid: float | None
+    ) -> SlotLog:
+        """A 429 that closed a window (`limited`; a sliding log's probe refused already made rarer)."""
         log = self
-        if self.clock is not None and self.length and _windows_apart(self.clock, now + hint, self.length) is not None:
+        if self.clock is not None and self.length and windows_apart(self.clock, now + hint, self.length) is not None:
             left = self.quota(now, probing=False)
             if left is not None and (left.remaining or 0) <= len(in_flight):  # full where the clock says: nothing new
                 turned = now + hint - self.length
@@ -162,34 +189,33 @@ class SlotLog:
             # Refused with slots left where the clock says: not on the clock (a bucket's drips on its grid, say).
             log = replace(self, clock=None, refuted=True)
         learned = log._learned(now, hint, seen, in_flight)
-        learned = replace(learned, moments=(*self.moments, now + hint)[-MOMENTS_KEPT:])
+        held = sorted((*learned.times, *(t for t in in_flight if t <= now + TIE)), reverse=True)[:SENDS_KEPT]
+        closing = Closing(now, now + hint, tuple(t for t in held if t < now + TIE))
+        learned = replace(learned, closings=(*self.closings, closing)[-CLOSINGS_KEPT:])
         if not log.refuted:
             learned = learned._on_clock(self.closed_until, now + hint, max(self.waited, hint), self.length)
             if learned.clock is None:
                 learned = learned._on_round_clock(now + hint)
             if grid and learned.clock is None:
                 learned = learned._on_grid(grid, now, now + hint, len(in_flight))
+            if learned.clock is None and not float(hint).is_integer():
+                learned = learned._agreed()
         return replace(learned, waited=hint)
 
+    def _agreed(self) -> SlotLog:
+        """The sliding log whose length its closings agree on, where the size read does not (`agreed_window`)."""
+        agreed = agreed_window(self.closings, self.size, self.times) if self.size and self.length else None
+        return replace(self, size=agreed[0], length=agreed[1]) if agreed is not None else self
+
     def _on_round_clock(self, frees: float) -> SlotLog:
-        """The log on the clock where the latest windows' freeing moments (`moments`, `MOMENTS_KEPT` of them, this
-        one the last) all lie whole numbers of one round length apart (`ROUND_LENGTHS`: per second, per minute),
-        the longest no longer than the length read and at least half of it (a bucket's moments lie on its drips:
-        on every second for 30 a 30 s). A window on the clock first read as a sliding log is read
-        long (its oldest request sent before it turned), and the one-window-apart rule (`_on_clock`) then
-        finds no whole number of that length between its 429s: Gemini's 5 a 2 s under answers of 0.3 to 1 s, read 7
-        a 2.9 s, kept sliding at 0.87 of its quota while its 429s freed exactly 12 s and 2 s apart. Three moments
-        at least: a bucket's lie on a grid of its drip, and two of them a whole number of a round length apart by
-        chance one time in a few."""
-        if len(self.moments) < MOMENTS_KEPT or not self.length:
+        """The log on the clock where its closings free on a round grid (`round_length`), sized by what it sent
+        since the window turned."""
+        length = round_length(self.moments, self.length) if self.length else None
+        if length is None:
             return self
-        read = self.length
-        for length in sorted((r for r in ROUND_LENGTHS if read / 2 <= r <= read * (1 + _ON_CLOCK)), reverse=True):
-            first = self.moments[0]
-            if all(_windows_apart(first, m, length) for m in self.moments[1:]):
-                size = max(1, _counted_between(self.times, frees - length, frees))
-                return replace(self, clock=frees, length=length, size=size)
-        return self
+        return replace(
+            self, clock=frees, length=length, size=max(1, _counted_between(self.times, frees - length, frees))
+        )
 
     def on_clock_of(self, clock: float, length: float, size: int = 0) -> SlotLog:
         """The log on another subject's clock (`clock`, a moment it turned; `length`), where the latest window a 429
@@ -199,10 +225,10 @@ class SlotLog:
         its quota). Its size is what it sent in the latest whole window, at least (probes grow it)."""
         if self.clock is not None or self.refuted or not self.moments or not self.length:
             return self
-        if self.length <= length * (1 + _ON_CLOCK):  # read no longer than the clock's: nothing to correct
+        if self.length <= length * (1 + ON_CLOCK):  # read no longer than the clock's: nothing to correct
             return self
         moment = self.moments[-1]
-        if not (_windows_apart(moment, clock, length) or _windows_apart(clock, moment, length)):
+        if not (windows_apart(moment, clock, length) or windows_apart(clock, moment, length)):
             return self
         turned = clock + math.floor((self.times[-1] - clock) / length) * length if self.times else clock
         held = _counted_between(self.times, turned - length + TRIP_SPREAD, turned - TRIP_SPREAD)
@@ -221,7 +247,7 @@ class SlotLog:
         a sliding log, the next window's requests went as this one's slots freed, and its second 429 put it on the
         clock: two 429s a key where one is the floor (OpenRouter's 20 a minute, 4 keys, 4 minutes: 8 → 4)."""
         for length in ROUND_LENGTHS:
-            if length > grid or not _windows_apart(0.0, grid, length):
+            if length > grid or not windows_apart(0.0, grid, length):
                 continue
             # (a request sent a trip's spread before a turn may have come after it: in either window, leniently)
             turned = frees - length
@@ -271,7 +297,7 @@ class SlotLog:
         gaps = [i for i in range(len(log)) if i == 0 or log[i] - log[i - 1] >= hint]
         for first in reversed(gaps):
             size, length = len(log) - first, now + hint - log[first]
-            if length > 0 and _densest(log, length) <= size:  # it admitted every answer logged: a window that fits
+            if length > 0 and densest(log, length) <= size:  # it admitted every answer logged: a window that fits
                 # Counted again once the answers still out are in, from where the provider's window began as the
                 # hint and the window learned before say (another process's answers of it may not be logged yet).
                 counted = (min(log[first], now + hint - (self.length or length)), now)
@@ -297,7 +323,7 @@ class SlotLog:
             return self
         drip = min(length, before or length) / size
         since = self.clock if self.clock is not None else last if waited > drip + TRIP_SPREAD else 0.0
-        windows = _windows_apart(since, frees, length) if since else None
+        windows = windows_apart(since, frees, length) if since else None
         if windows is None and since and since == last and before:  # (it turned by the send after the oldest)
             turned = min((t for t in self.times if t > last - before + TIE), default=last - before) + TRIP_SPREAD
             windows = 1 if last - turned <= frees - last <= length else None
@@ -316,6 +342,9 @@ class SlotLog:
         if self.size and self.length and now < self.closed_until:  # a late answer of the window a 429 closed
             opened = self.closed_until - self.length
             return replace(self, times=times, size=max(self.size, sum(1 for t in times if t >= opened)))
+        beyond = self.size and self.length and sum(1 for t in self.times if t > now - self.length) >= self.size
+        if beyond and self.clock is None and self.probe_due(now):  # sent beyond the sliding log: a probe admitted
+            return replace(self, times=times, size=(self.size or 0) + 1, probed=now, probe_every=0)
         if self.clock is not None and self.size and self.length:  # more than its size in a window: a probe admitted
             turned = self.clock + math.floor((now - self.clock) / self.length) * self.length
             held = _counted_between(times, turned + TRIP_SPREAD, turned + self.length - TRIP_SPREAD)
@@ -394,7 +423,7 @@ class SlotLog:
         if self.size is None or self.length is None:
             return None
         if self.clock is None:
-            return sliding_quota(self.times, self.size, self.length, now)
+            return sliding_quota(self.times, self.size + (probing and self.probe_due(now)), self.length, now)
         # A window turned less than a trip's spread ago may not have turned yet where requests arrive.
         turned = self.clock + math.floor((now - TRIP_SPREAD - self.clock) / self.length) * self.length
         used = sum(1 for t in self.times if t >= turned - TRIP_SPREAD)  # (sent later too: no longer in flight)
@@ -408,31 +437,17 @@ class SlotLog:
         window = round((turned - self.clock) / self.length)
         return window > 0 and window % self._probe_every == 0
 
+    def probe_due(self, now: float) -> bool:
+        """Whether a sliding log takes one request beyond it now (`probe_every` of its lengths after its latest
+        window closed or probe went; not where answers' counts taught it)."""
+        if self.clock is not None or not self.length or self.read_from_counts:
+            return False
+        return now - max(self.closed_until, self.probed) >= self._probe_every * self.length
+
     @property
     def _probe_every(self) -> int:
         return self.probe_every or max(PROBE_EVERY, math.ceil(PROBE_ANSWERS / (self.size or 1)))
 
 
-def _windows_apart(turned: float, moment: float, length: float) -> int | None:
-    """How many windows of `length` `moment` lies after `turned` (None: not a whole number of them)."""
-    windows = round((moment - turned) / length)
-    return windows if windows >= 0 and abs(moment - turned - windows * length) <= _ON_CLOCK * length else None
-
-
-_ON_CLOCK = 0.01
-"""How far from a whole number of windows apart (a share of the window) two 429s' freeing moments may lie and still
-read as a window on the clock: trips differ, and a length learned from sends is a little off."""
-
-
 def _counted_between(times: Iterable[float], start: float, end: float) -> int:
     return sum(1 for t in times if start <= t < end)
-
-
-def _densest(times: Sequence[float], length: float) -> int:
-    """The most of `times` (ascending) within any `length` seconds."""
-    most, first = 0, 0
-    for last, at in enumerate(times):
-        while first < last and at - times[first] >= length:
-            first += 1
-        most = max(most, last - first + 1)
-    return most

@@ -6,6 +6,7 @@ property tests draw shapes from the space the client must hold on, with default 
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import replace
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from bench import shape_cell
 from bench.bench_shapes import GAPS, NAMED, OPENROUTER_FREE, STALE_COUNTS, targets
+from llms.learned_closings import Closing
 from llms.learned_limits import _EarlyCounts
 from llms.learned_windows import SlotLog
 from llms.state.base import Document
@@ -202,12 +204,13 @@ def test_a_window_on_the_clock_read_long_goes_on_it_when_three_429s_free_whole_r
     two are not enough (a bucket's lie on its drips), nor a round length under half the one read (a bucket of 30 a
     30 s drips every second)."""
     times = tuple(15.7 + 0.35 * i for i in range(5))  # the window that turned at 15.605
-    log = SlotLog(times=times, size=7, length=2.926, closed_until=3.605, moments=(3.605, 15.605), waited=0.149)
+    closings = (Closing(3.422, 3.605), Closing(15.456, 15.605))
+    log = SlotLog(times=times, size=7, length=2.926, closed_until=3.605, closings=closings, waited=0.149)
     on_clock = log.limited(17.499, 0.106)
     assert (on_clock.clock, on_clock.length, on_clock.size) == (pytest.approx(17.605), 2.0, 5)
-    assert replace(log, moments=(15.605,)).limited(17.499, 0.106).clock is None
-    drips = SlotLog(tuple(float(i) for i in range(30)), 30, 30.0, closed_until=31.0, moments=(30.0, 31.0), waited=1.0)
-    assert drips.limited(31.5, 0.5).clock is None
+    assert replace(log, closings=closings[1:]).limited(17.499, 0.106).clock is None
+    drips = SlotLog(tuple(float(i) for i in range(30)), 30, 30.0, closed_until=31.0, waited=1.0)
+    assert replace(drips, closings=(Closing(29.5, 30.0), Closing(30.5, 31.0))).limited(31.5, 0.5).clock is None
 
 
 def test_a_size_on_the_clock_read_low_grows_by_a_probe_now_and_then() -> None:
@@ -238,6 +241,52 @@ def test_a_key_whose_window_turns_with_another_keys_clock_goes_on_it_too() -> No
     assert measured.share >= 0.95 and measured.waste <= measured.floor + 0.05, measured.as_dict()
     logs = [SlotLog.of(document) for name, document in learned.items() if name.startswith("slots/")]
     assert [(log.clock is not None, log.length, log.size) for log in logs] == [(True, 2.0, 5)] * 2
+
+
+def test_a_sliding_log_read_long_takes_the_length_its_closings_agree_on() -> None:
+    """A sliding log's first 429 under a ramping client read 23 a 3.4 s for 20 a 2 s (OpenRouter's 20 a minute with
+    time scaled by 30): each closing's moment lies the window's length after the `n`th request before it, the same
+    `n` every time, where the size read gives lengths that disagree. Requests from a modelled sliding log."""
+    rng, limit = random.Random(3), SlidingLog(20, 2.0)
+    at, admitted, refusals = 0.0, [], []
+    while at < 9.0:
+        at += rng.uniform(0.02, 0.15)
+        admitted.append(at) if limit.admit(at) else refusals.append((at, limit.frees_at(at)))
+    (first, frees), (second, then) = refusals[0], refusals[5]
+    held = tuple(reversed([t for t in admitted if t < first]))
+    log = SlotLog(tuple(t for t in admitted if t < second), 27, 3.408, closed_until=frees)
+    log = replace(log, closings=(Closing(first, frees, held),))
+    agreed = log.limited(second, then - second)
+    assert (agreed.size, agreed.length) == (20, pytest.approx(2.0))
+    twin = replace(log, closings=(Closing(first, frees, (first, *held)),))  # sent with it, refused with it
+    assert twin.limited(first, frees - first).closings[0].sends == held
+
+
+def test_a_sliding_log_read_slow_takes_one_request_more_now_and_then() -> None:
+    """No 429 says a sliding log is read too slow, so now and then (ten of its lengths after its window closed, for a
+    size of 4) it takes one request beyond it: admitted, the size grows by one; refused, probes go half as often
+    (and the closing's moment says what the window is: `test_a_sliding_log_read_long_takes_the_length_…`)."""
+    log = SlotLog(times=(30.0, 30.1, 30.2, 30.3), size=4, length=2.0, closed_until=10.0)
+    assert not log.probe_due(29.9) and log.probe_due(30.0)
+    assert log.quota(30.4).remaining == 1 and log.quota(30.4, probing=False).remaining == 0
+    grown = log.succeeded(30.5)
+    assert (grown.size, grown.probed, grown.probe_due(46.4), grown.probe_due(46.5)) == (5, 30.5, False, True)
+    refused = log.limited(30.5, 1.5)
+    assert refused.probe_every == 20 and not refused.probe_due(32.0 + 39.9)
+
+
+def test_a_sliding_window_of_a_few_seconds_under_slow_answers_is_read_right_by_its_second_closing() -> None:
+    """OpenRouter's 20 a minute under 10 s answers, with time scaled by 30 (20 a 2 s, answers of 0.17–0.5 s): each
+    key's first 429 came as it ramped up, and read it long (23 a 3.4 s, 20 a 2.4 s), a pace no 429 corrected (0.78
+    of the quota over 30 windows). Its next closings agree on the length."""
+    shape = replace(
+        NAMED["slow answers (10 s ± 50 %), sliding 20/60 s, OpenRouter reset ms"].scaled(1 / 30), windows=30
+    )
+    learned: dict[str, Document] = {}
+    measured = run(shape, learned=learned)
+    assert measured.share >= 0.88 and measured.waste <= measured.floor + 0.05, measured.as_dict()
+    logs = [SlotLog.of(document) for name, document in learned.items() if name.startswith("slots/")]
+    assert [(log.size, log.length) for log in logs] == [(20, pytest.approx(2.0, abs=0.01))] * 2
 
 
 def test_a_count_resets_when_the_limit_is_back_to_its_initial_state() -> None:

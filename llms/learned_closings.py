@@ -1,0 +1,107 @@
+"""What the windows a subject's 429s closed teach together, where one 429 alone reads a window wrong: the length a
+sliding log's closings agree on, and a window on the clock whose closings free on a round grid.
+
+Pure rules over `Closing`s, which `llms.learned_windows.SlotLog` keeps (the latest `CLOSINGS_KEPT`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from llms.cooldown import ROUND_LENGTHS, TRIP_SPREAD
+
+CLOSINGS_KEPT = 3
+SENDS_KEPT = 64
+TIE = 0.001
+"""Seconds within which two requests left together: which the provider took first is not known."""
+ON_CLOCK = 0.01
+"""How far from a whole number of windows apart (a share of the window) two 429s' freeing moments may lie and still
+read as a window on the clock: trips differ, and a length learned from sends is a little off."""
+
+
+@dataclass(frozen=True)
+class Closing:
+    """A window a 429 closed: when the refused request left (`sent`), when its limit frees (`frees`, from the hint),
+    and when the requests the provider held before it left, newest first (`SENDS_KEPT`: answers, and those still
+    out, a refused one taken out as its 429 comes). Under a sliding log of `n`, the `n`th of them left the log's
+    length before `frees`, at every closing."""
+
+    sent: float
+    frees: float
+    sends: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, document: list) -> Closing:
+        return cls(document[0], document[1], tuple(document[2]))
+
+    def document(self) -> list:
+        return [self.sent, self.frees, list(self.sends)]
+
+    def refused(self, sent: float) -> Closing:
+        """The closing with a request sent then taken out of its sends: refused, not held."""
+        for i, t in enumerate(self.sends):
+            if abs(t - sent) <= TIE:
+                return replace(self, sends=self.sends[:i] + self.sends[i + 1 :])
+        return self
+
+
+def agreed_window(closings: Sequence[Closing], size: int, times: Sequence[float]) -> tuple[int, float] | None:
+    """The sliding log's size and length every closing agrees on, where the size read (`size`) gives lengths further
+    apart than trips differ (`TRIP_SPREAD`): the size whose lengths agree closest (their spread over the shortest),
+    among those the answers sent at `times` fit (no more in any of its length, less a trip's spread). The shortest
+    of its lengths: each lies after the request's send by its trip out. (A first 429 under a ramping client read
+    OpenRouter's 20 a 2 s — its minute with time scaled by 30 — as 23 a 3.4 s, a pace no 429 corrected: 0.78 of the
+    quota over 30 windows; 0.89 with this, at its second closing.) None: two closings at least, or no change."""
+    if len(closings) < 2:
+        return None
+    most = min(len(closing.sends) for closing in closings)
+
+    def lengths(n: int) -> list[float]:
+        return [closing.frees - closing.sends[n - 1] for closing in closings]
+
+    def spread(n: int) -> float:
+        return max(lengths(n)) - min(lengths(n))
+
+    if size <= most and spread(size) <= TRIP_SPREAD:
+        return None
+    fits = [
+        (spread(n) / min(lengths(n)), n)
+        for n in range(1, most + 1)
+        if spread(n) <= TRIP_SPREAD < min(lengths(n)) / 2 and densest(times, min(lengths(n)) - TRIP_SPREAD) <= n
+    ]
+    if not fits:
+        return None
+    agreed = min(fits)[1]
+    return agreed, min(lengths(agreed))
+
+
+def round_length(moments: Sequence[float], read: float) -> float | None:
+    """The longest round length (`ROUND_LENGTHS`: per second, per minute) that the closings' freeing moments all lie
+    whole numbers of apart, no longer than the length read and at least half of it (a bucket's moments lie on its
+    drips: every second for 30 a 30 s), where `CLOSINGS_KEPT` moments are known: a window on the clock first read
+    as a sliding log is read long (its oldest request sent before it turned), and the one-window-apart rule then
+    finds no whole number of that length between its 429s (Gemini's 5 a 2 s under answers of 0.3 to 1 s read 7 a
+    2.9 s, and kept sliding at 0.87 of its quota while its 429s freed exactly 12 s and 2 s apart). Three moments
+    at least: a bucket's lie on a grid of its drip, and two of them whole round windows apart by chance."""
+    if len(moments) < CLOSINGS_KEPT:
+        return None
+    for length in sorted((r for r in ROUND_LENGTHS if read / 2 <= r <= read * (1 + ON_CLOCK)), reverse=True):
+        if all(windows_apart(moments[0], moment, length) for moment in moments[1:]):
+            return length
+    return None
+
+
+def windows_apart(turned: float, moment: float, length: float) -> int | None:
+    """How many windows of `length` `moment` lies after `turned` (None: not a whole number of them)."""
+    windows = round((moment - turned) / length)
+    return windows if windows >= 0 and abs(moment - turned - windows * length) <= ON_CLOCK * length else None
+
+
+def densest(times: Sequence[float], length: float) -> int:
+    """The most of `times` (ascending) within any `length` seconds."""
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while first < last and at - times[first] >= length:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
