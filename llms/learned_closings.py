@@ -75,6 +75,17 @@ def agreed_window(closings: Sequence[Closing], size: int, times: Sequence[float]
     return agreed, min(lengths(agreed))
 
 
+def trips_spread(closings: Sequence[Closing], size: int) -> float | None:
+    """How far apart the lengths a sliding log of `size` gives at each closing lie (None: fewer than two closings,
+    or not a sliding log of that size): each lies after its request's send by that request's trip out, so this is
+    how much trips out differ, measured."""
+    if len(closings) < 2 or not 0 < size <= min(len(closing.sends) for closing in closings):
+        return None
+    lengths = [closing.frees - closing.sends[size - 1] for closing in closings]
+    spread = max(lengths) - min(lengths)
+    return spread if spread <= TRIP_SPREAD else None
+
+
 def round_length(moments: Sequence[float], read: float) -> float | None:
     """The longest round length (`ROUND_LENGTHS`: per second, per minute) that the closings' freeing moments all lie
     whole numbers of apart, no longer than the length read and at least half of it (a bucket's moments lie on its

@@ -139,7 +139,7 @@ class LearnedLimits:
             window = _since_sent(slots.quota(now), now - sent) if slots.clock is not None else slots.quota(sent)
             quota = _sliding_binding(count, window) if count is not None and sliding else _binding_quota(quota, window)
             if (reported is None or sliding) and quota is not None and quota.reset_after is not None:
-                self._grow_at(subject, key, part, sent + quota.reset_after + TRIP_SPREAD)
+                self._grow_at(subject, key, part, sent + quota.reset_after + slots.margin)
         elif f"pace/{subject}" not in learned:
             self._unpaced[subject].append(sent)  # what a first 429 learns from, should one come
         return self._dripping(subject, count) if quota is reported and count is not None else quota
@@ -182,11 +182,12 @@ class LearnedLimits:
         for subject, key, part in due:
             # Slots that freed a trip's spread ago: a request's trip out may be that much shorter than the one of the
             # answer whose slot it takes (the log holds when requests left, the provider counts when they came).
-            quota = SlotLog.of(self._store.documents([f"slots/{subject}"])[0]).quota(now - TRIP_SPREAD)
+            slots = SlotLog.of(self._store.documents([f"slots/{subject}"])[0])
+            quota = slots.quota(now - slots.margin)
             if quota is not None and quota.reset_after is not None:
                 finish = Finish("", quota.remaining, now + quota.reset_after, part)  # a lease no one holds
                 self._store.end_lease(key.fingerprint, finish, now)
-                self._grow_at(subject, key, part, now + max(quota.reset_after, TRIP_SPREAD))
+                self._grow_at(subject, key, part, now + max(quota.reset_after, slots.margin))
 
     def _grow_at(self, subject: str, key: ApiKey, part: str, at: float) -> None:
         with self._lock:
@@ -207,22 +208,23 @@ class LearnedLimits:
     ) -> None:
         """A 429 to a request `sent` then, whose hint says when its limit frees: learn the sliding window it shows
         (`in_flight`: when this process's other requests of the subject still out were sent; `grid`: `Outcome.grid`;
-        `siblings`: the provider's keys, whose windows for the same model turn with it on a clock)."""
+        `siblings`: the provider's keys, whose windows for the same model are likely its own: `_teach`)."""
         seen = self._seen(subject, key, part, now)
         before = SlotLog.of(self._store.documents([f"slots/{subject}"])[0])
         log = self._slots(subject, lambda log: log.limited(sent, hint, seen, in_flight, grid))
-        if before.clock is None and log.clock is not None and log.length:  # newly on the clock
+        changed = (before.clock, before.size, before.length) != (log.clock, log.size, log.length)
+        if changed and log.confirmed:  # newly on the clock, or agreed on by two closings
             others = {f"slots/{limit_subject(k, part)}" for k in siblings} - {f"slots/{subject}"}
-            self._share_clock(log.clock, log.length, log.size or 0, others)
+            self._teach(log, others)
 
-    def _share_clock(self, clock: float, length: float, size: int, others: set[str]) -> None:
-        """Put the other subjects whose window a 429 closed as this clock turned on it (`SlotLog.on_clock_of`)."""
+    def _teach(self, taught: SlotLog, others: set[str]) -> None:
+        """Tell the other subjects of the provider a window one confirmed (`SlotLog.taught_by`)."""
         with self._lock:
             names = sorted(others & self._learned)
         for name, document in zip(names, self._store.documents(names), strict=True):
             log = SlotLog.of(document)
-            if log.on_clock_of(clock, length, size) != log:
-                self._slots(name.partition("/")[2], lambda other: other.on_clock_of(clock, length, size))
+            if log.taught_by(taught) != log:
+                self._slots(name.partition("/")[2], lambda other: other.taught_by(taught))
 
     def hintless(self, subject: str, key: ApiKey, part: str, sent: float, now: float, policy: CooldownPolicy) -> Pacing:
         """A 429 without a hint to a request `sent` then: the subject's pacing after it (its window and backoff)."""

@@ -22,6 +22,7 @@ from llms.learned_closings import (
     agreed_window,
     densest,
     round_length,
+    trips_spread,
     windows_apart,
 )
 from llms.outcomes import QuotaHint
@@ -216,6 +217,32 @@ class SlotLog:
         return replace(
             self, clock=frees, length=length, size=max(1, _counted_between(self.times, frees - length, frees))
         )
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the reading is one that other keys of the provider may take (`taught_by`): on the clock, or a
+        sliding log that two closings agree on."""
+        return bool(self.length and self.size) and (
+            self.clock is not None or trips_spread(self.closings, self.size or 0) is not None
+        )
+
+    def taught_by(self, other: SlotLog) -> SlotLog:
+        """The log after another key of the provider confirmed its window (`confirmed`): its clock where this log's
+        latest closing turned with it (`on_clock_of`); its sliding log where every closing here agrees with it (a
+        key whose first 429 read OpenRouter's 20 a 2 s as 27 a 3.4 s kept to it for 14 s after the other key's
+        two 429s had agreed on 20 a 2 s)."""
+        if other.clock is not None and other.length:
+            return self.on_clock_of(other.clock, other.length, other.size or 0)
+        if self.clock is not None or self.read_from_counts or not self.closings or not other.size or not other.length:
+            return self
+        if (self.size, self.length) == (other.size, other.length):
+            return self
+        if other.size > min(len(closing.sends) for closing in self.closings):
+            return self
+        lengths = [closing.frees - closing.sends[other.size - 1] for closing in self.closings]
+        if all(abs(length - other.length) <= TRIP_SPREAD for length in lengths):
+            return replace(self, size=other.size, length=other.length)
+        return self
 
     def on_clock_of(self, clock: float, length: float, size: int = 0) -> SlotLog:
         """The log on another subject's clock (`clock`, a moment it turned; `length`), where the latest window a 429
@@ -436,6 +463,15 @@ class SlotLog:
             return False
         window = round((turned - self.clock) / self.length)
         return window > 0 and window % self._probe_every == 0
+
+    @property
+    def margin(self) -> float:
+        """Seconds after a slot frees by the log that it is given back (`LearnedLimits.refresh_gates`): a request's
+        trip out may be shorter than the one whose slot it takes by as much as trips differ — measured where the
+        closings agree on a sliding log (twice their spread, at least `SLOT_MARGIN`), else `TRIP_SPREAD`. A slot
+        given back 0.1 s late turns a sliding 20 a 2 s over every 2.1 s: 0.95 of its quota at most."""
+        spread = trips_spread(self.closings, self.size) if self.clock is None and self.size else None
+        return TRIP_SPREAD if spread is None else max(SLOT_MARGIN, 2 * spread)
 
     def probe_due(self, now: float) -> bool:
         """Whether a sliding log takes one request beyond it now (`probe_every` of its lengths after its latest
