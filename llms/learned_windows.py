@@ -187,6 +187,9 @@ class SlotLog:
                 every = min(2 * self._probe_every, PROBE_EVERY_MOST)
                 every = every if self.probing(turned) else self.probe_every  # a probe refused: half as often
                 return replace(self, closed_until=now + hint, waited=hint, probe_every=every)
+            if self.probed and self.probed > self.clock - self.length:  # its size grown by a probe since: one too many
+                size, every = max(1, (self.size or 1) - 1), min(2 * self._probe_every, PROBE_EVERY_MOST)
+                return replace(self, size=size, closed_until=now + hint, waited=hint, probe_every=every)
             # Refused with slots left where the clock says: not on the clock (a bucket's drips on its grid, say).
             log = replace(self, clock=None, refuted=True)
         learned = log._learned(now, hint, seen, in_flight)
@@ -376,7 +379,7 @@ class SlotLog:
             turned = self.clock + math.floor((now - self.clock) / self.length) * self.length
             held = _counted_between(times, turned + TRIP_SPREAD, turned + self.length - TRIP_SPREAD)
             if held > self.size:
-                return replace(self, times=times, size=held, probe_every=0)
+                return replace(self, times=times, size=held, probe_every=0, probed=now)
         return replace(self, times=times)
 
     def reported(

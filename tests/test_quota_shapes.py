@@ -230,6 +230,12 @@ def test_a_size_on_the_clock_read_low_grows_by_a_probe_now_and_then() -> None:
     refused = right.limited(17.2, 0.8)
     assert (refused.clock, refused.refuted, refused.size, refused.probe_every) == (0.0, False, 5, 16)
     assert [k for k in range(40) if refused.probing(2.0 * k)] == [16, 32]
+    # Refused with slots left where the clock says, its size grown by a probe since: the probe's slot was one too
+    # many (Gemini's 15 a 2 s read as 5 a 1 s and grown to 8: its second second then held 16). Not refuted.
+    grown = replace(low, times=(20.2, 20.4, 20.6, 20.8), probed=21.0)
+    shrunk = grown.limited(21.2, 0.8)
+    assert (shrunk.clock, shrunk.refuted, shrunk.size, shrunk.probe_every) == (0.0, False, 4, 16)
+    assert replace(grown, probed=0.0).limited(21.2, 0.8).refuted
 
 
 def test_a_key_whose_window_turns_with_another_keys_clock_goes_on_it_too() -> None:
