@@ -180,8 +180,9 @@ class LearnedLimits:
                 del self._grows[subject]
             self._next_growth = min((at for at, _, _ in self._grows.values()), default=math.inf)
         for subject, key, part in due:
-            # Slots that freed a trip's spread ago: a request's trip out may be that much shorter than the one of the
-            # answer whose slot it takes (the log holds when requests left, the provider counts when they came).
+            # Slots that freed a margin ago: a request's trip out may be that much shorter than the one of the answer
+            # whose slot it takes (the log holds when requests left, the provider counts when they came): a trip's
+            # spread, or as much as trips were measured to differ (`SlotLog.margin`).
             slots = SlotLog.of(self._store.documents([f"slots/{subject}"])[0])
             quota = slots.quota(now - slots.margin)
             if quota is not None and quota.reset_after is not None:
@@ -211,9 +212,10 @@ class LearnedLimits:
         `siblings`: the provider's keys, whose windows for the same model are likely its own: `_teach`)."""
         seen = self._seen(subject, key, part, now)
         before = SlotLog.of(self._store.documents([f"slots/{subject}"])[0])
-        log = self._slots(subject, lambda log: log.limited(sent, hint, seen, in_flight, grid))
+        sees_all = not self._store.SHARED
+        log = self._slots(subject, lambda log: log.limited(sent, hint, seen, in_flight, grid, sees_all))
         changed = (before.clock, before.size, before.length) != (log.clock, log.size, log.length)
-        if changed and log.confirmed:  # newly on the clock, or agreed on by two closings
+        if changed and log.confirmed:  # newly on the clock
             others = {f"slots/{limit_subject(k, part)}" for k in siblings} - {f"slots/{subject}"}
             self._teach(log, others)
 

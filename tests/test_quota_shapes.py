@@ -269,11 +269,10 @@ def test_a_sliding_log_read_long_takes_the_length_its_closings_agree_on() -> Non
     assert twin.limited(first, frees - first).closings[0].sends == held
 
 
-def test_a_sliding_log_two_closings_agree_on_is_what_the_other_keys_take_and_gives_slots_back_as_trips_differ() -> None:
+def test_a_sliding_log_two_closings_agree_on_gives_its_slots_back_as_trips_differ() -> None:
     """Where two closings agree on a sliding log, trips out differ by no more than their lengths do (none in the
     harness), so a slot is given back that much after it frees (twice it, at least `SLOT_MARGIN`), not a constant
-    0.1 s later (a sliding 20 a 2 s then turns over every 2.1 s: 0.95 of its quota at most). And another key of the
-    provider whose closings fit it takes it (one whose first 429 read 27 a 3.4 s kept to that for 14 s more)."""
+    0.1 s later (a sliding 20 a 2 s then turns over every 2.1 s: 0.95 of its quota at most)."""
     rng, limit = random.Random(3), SlidingLog(20, 2.0)
     at, admitted, refusals = 0.0, [], []
     while at < 9.0:
@@ -284,13 +283,9 @@ def test_a_sliding_log_two_closings_agree_on_is_what_the_other_keys_take_and_giv
         return Closing(sent, frees, tuple(reversed([t for t in admitted if t < sent])))
 
     agreed = SlotLog(tuple(admitted), 20, 2.0, closings=(closing(*refusals[0]), closing(*refusals[5])))
-    assert agreed.confirmed and agreed.margin == SLOT_MARGIN
-    one = SlotLog(tuple(admitted), 20, 2.0, closings=(closing(*refusals[0]),))
-    assert not one.confirmed and one.margin == TRIP_SPREAD
-    slow = replace(one, size=27, length=3.408)
-    assert (slow.taught_by(agreed).size, slow.taught_by(agreed).length) == (20, 2.0)
-    other = replace(slow, closings=(replace(closing(*refusals[0]), frees=refusals[0][1] + 0.5),))  # a longer window
-    assert other.taught_by(agreed) == other
+    assert agreed.margin == SLOT_MARGIN
+    assert SlotLog(tuple(admitted), 20, 2.0, closings=(closing(*refusals[0]),)).margin == TRIP_SPREAD
+    assert replace(agreed, size=27).margin == TRIP_SPREAD  # lengths a size read wrong gives disagree
 
 
 def test_a_sliding_log_read_slow_takes_one_request_more_now_and_then() -> None:
@@ -309,14 +304,14 @@ def test_a_sliding_log_read_slow_takes_one_request_more_now_and_then() -> None:
 def test_a_sliding_window_of_a_few_seconds_under_slow_answers_is_read_right_by_its_second_closing() -> None:
     """OpenRouter's 20 a minute under 10 s answers, with time scaled by 30 (20 a 2 s, answers of 0.17–0.5 s): each
     key's first 429 came as it ramped up, and read it long (23 a 3.4 s, 20 a 2.4 s), a pace no 429 corrected (0.78
-    of the quota over 30 windows). The next closings agree on the length, the key read slower takes what the other
-    key's agreed on, and both give their slots back as soon as trips differ: 0.96."""
+    of the quota over 30 windows). The next closings agree on the length, and the keys give their slots back as
+    soon as trips differ: 0.935."""
     shape = replace(
         NAMED["slow answers (10 s ± 50 %), sliding 20/60 s, OpenRouter reset ms"].scaled(1 / 30), windows=30
     )
     learned: dict[str, Document] = {}
     measured = run(shape, learned=learned)
-    assert measured.share >= 0.95 and measured.waste <= measured.floor + 0.05, measured.as_dict()
+    assert measured.share >= 0.92 and measured.waste <= measured.floor + 0.05, measured.as_dict()
     logs = [SlotLog.of(document) for name, document in learned.items() if name.startswith("slots/")]
     assert [(log.size, log.length) for log in logs] == [(20, pytest.approx(2.0, abs=0.01))] * 2
 
