@@ -30,9 +30,9 @@ from llms.state.base import Document
 
 SLOTS_KEPT = 256
 PROBE_EVERY = 4
-"""Windows on the clock between probes at first (`SlotLog.probe_every`, at least `PROBE_ANSWERS` answers apart);
-doubled by each refused probe, up to `PROBE_EVERY_MOST`: a size that holds costs a 429 in windows 4, 8, 16, 32, …
-(four in the first 40)."""
+"""Windows on the clock (a sliding log's lengths) between probes at first (`SlotLog.probe_every`, at least
+`PROBE_ANSWERS` answers apart); doubled by each refused probe, up to `PROBE_EVERY_MOST`: a size on the clock that
+holds costs a 429 in windows 4, 8, 16, 32, … (four in the first 40)."""
 PROBE_EVERY_MOST = 256
 PROBE_ANSWERS = 40
 """Answers at least between probes at first: a probe refused costs a 429, which small windows feel most."""
@@ -103,12 +103,13 @@ class SlotLog:
     which a fixed window's last request reads as the time to its end (requests close together read it as sliding:
     its first slot then freed early by their spacing, a 429 a window)."""
     probe_every: int = 0
-    """On the clock, every how many windows one request more than its size goes (0: from `PROBE_EVERY`): a size
-    read low (a window not full when read, or read from another key's clock) is never corrected by a 429, so a
-    window now and then takes one more; admitted, the size grows to what it held; refused, probes go half as
-    often."""
+    """Every how many windows on the clock (a sliding log: lengths after its latest closing or probe) one request
+    more than its size goes (0: from `PROBE_EVERY`): a reading too small or too slow (a window not full when read,
+    read from another key's clock, or from a paced start) is never corrected by a 429, so now and then it takes one
+    more; admitted, the size grows; refused, probes go half as often."""
     probed: float = 0.0
-    """When a sliding log's latest probe went, admitted (`probe_every`: in its lengths)."""
+    """When the latest admitted probe went: a sliding log's next one counts from it; on the clock, a 429 with slots
+    left after it takes its slot back rather than refute the clock."""
     closings: tuple[Closing, ...] = ()
     """The latest windows 429s closed (`CLOSINGS_KEPT`), each as its first 429 read it (`Closing`): their moments
     on a round grid put a window on the clock read long on it (`_on_round_clock`); a sliding log's length lies
