@@ -52,27 +52,18 @@ def agreed_window(closings: Sequence[Closing], size: int, times: Sequence[float]
     of its lengths: each lies after the request's send by its trip out. (A first 429 under a ramping client read
     OpenRouter's 20 a 2 s — its minute with time scaled by 30 — as 23 a 3.4 s, a pace no 429 corrected: 0.78 of the
     quota over 30 windows; 0.89 with this, at its second closing.) None: two closings at least, or no change."""
-    if len(closings) < 2:
+    if len(closings) < 2 or trips_spread(closings, size) is not None:
         return None
-    most = min(len(closing.sends) for closing in closings)
-
-    def lengths(n: int) -> list[float]:
-        return [closing.frees - closing.sends[n - 1] for closing in closings]
-
-    def spread(n: int) -> float:
-        return max(lengths(n)) - min(lengths(n))
-
-    if size <= most and spread(size) <= TRIP_SPREAD:
-        return None
-    fits = [
-        (spread(n) / min(lengths(n)), n)
-        for n in range(1, most + 1)
-        if spread(n) <= TRIP_SPREAD < min(lengths(n)) / 2 and densest(times, min(lengths(n)) - TRIP_SPREAD) <= n
-    ]
+    fits = []
+    for n in range(1, min(len(closing.sends) for closing in closings) + 1):
+        lengths = _lengths(closings, n)
+        spread, shortest = max(lengths) - min(lengths), min(lengths)
+        if spread <= TRIP_SPREAD < shortest / 2 and densest(times, shortest - TRIP_SPREAD) <= n:
+            fits.append((spread / shortest, n, shortest))
     if not fits:
         return None
-    agreed = min(fits)[1]
-    return agreed, min(lengths(agreed))
+    _, agreed, length = min(fits)
+    return agreed, length
 
 
 def trips_spread(closings: Sequence[Closing], size: int) -> float | None:
@@ -81,9 +72,14 @@ def trips_spread(closings: Sequence[Closing], size: int) -> float | None:
     how much trips out differ, measured."""
     if len(closings) < 2 or not 0 < size <= min(len(closing.sends) for closing in closings):
         return None
-    lengths = [closing.frees - closing.sends[size - 1] for closing in closings]
+    lengths = _lengths(closings, size)
     spread = max(lengths) - min(lengths)
     return spread if spread <= TRIP_SPREAD else None
+
+
+def _lengths(closings: Sequence[Closing], n: int) -> list[float]:
+    """The length a sliding log of `n` gives at each closing: from its `n`th send to its moment."""
+    return [closing.frees - closing.sends[n - 1] for closing in closings]
 
 
 def round_length(moments: Sequence[float], read: float) -> float | None:

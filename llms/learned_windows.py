@@ -176,7 +176,7 @@ class SlotLog:
         if now < self.closed_until:  # another request of the same full window: nothing new
             closed_until, waited = max(self.closed_until, now + hint), max(self.waited, hint)
             return replace(self, closed_until=closed_until, waited=waited, closings=closings)
-        every = min(2 * self._probe_every, PROBE_EVERY_MOST) if self.probe_due(now) else self.probe_every
+        every = self._rarer_probes if self.probe_due(now) else self.probe_every  # a sliding log's probe refused
         log = replace(self, closings=closings, probe_every=every)
         return log._closed(now, hint, seen, in_flight, grid, sees_all)
 
@@ -194,13 +194,11 @@ class SlotLog:
         if self.clock is not None and self.length and windows_apart(self.clock, now + hint, self.length) is not None:
             left = self.quota(now, probing=False)
             if left is not None and (left.remaining or 0) <= len(in_flight):  # full where the clock says: nothing new
-                turned = now + hint - self.length
-                every = min(2 * self._probe_every, PROBE_EVERY_MOST)
-                every = every if self.probing(turned) else self.probe_every  # a probe refused: half as often
+                every = self._rarer_probes if self.probing(now + hint - self.length) else self.probe_every  # refused
                 return replace(self, closed_until=now + hint, waited=hint, probe_every=every)
             if self.probed and self.probed > self.clock - self.length:  # its size grown by a probe since: one too many
-                size, every = max(1, (self.size or 1) - 1), min(2 * self._probe_every, PROBE_EVERY_MOST)
-                return replace(self, size=size, closed_until=now + hint, waited=hint, probe_every=every)
+                size = max(1, (self.size or 1) - 1)
+                return replace(self, size=size, closed_until=now + hint, waited=hint, probe_every=self._rarer_probes)
             # Refused with slots left where the clock says: not on the clock (a bucket's drips on its grid, say).
             log = replace(self, clock=None, refuted=True)
         learned = log._learned(now, hint, seen, in_flight)
@@ -231,19 +229,6 @@ class SlotLog:
         return replace(
             self, clock=frees, length=length, size=max(1, _counted_between(self.times, frees - length, frees))
         )
-
-    @property
-    def confirmed(self) -> bool:
-        """Whether the reading is one that other keys of the provider may take (`taught_by`): on the clock."""
-        return bool(self.length and self.size) and self.clock is not None
-
-    def taught_by(self, other: SlotLog) -> SlotLog:
-        """The log after another key of the provider went on the clock (`confirmed`): on that clock where this
-        log's latest closing turned with it (`on_clock_of`). (A sliding log two closings agree on was taught too,
-        to keys whose closings fit it: over HTTP, Gemini's sliding 5 a 2 s on 7 keys fell from 1.00 to 0.92.)"""
-        if other.clock is None or not other.length:
-            return self
-        return self.on_clock_of(other.clock, other.length, other.size or 0)
 
     def on_clock_of(self, clock: float, length: float, size: int = 0) -> SlotLog:
         """The log on another subject's clock (`clock`, a moment it turned; `length`), where the latest window a 429
@@ -370,9 +355,8 @@ class SlotLog:
         if self.size and self.length and now < self.closed_until:  # a late answer of the window a 429 closed
             opened = self.closed_until - self.length
             return replace(self, times=times, size=max(self.size, sum(1 for t in times if t >= opened)))
-        beyond = self.size and self.length and sum(1 for t in self.times if t > now - self.length) >= self.size
-        if beyond and self.clock is None and self.probe_due(now):  # sent beyond the sliding log: a probe admitted
-            return replace(self, times=times, size=(self.size or 0) + 1, probed=now, probe_every=0)
+        if self.size and self.probe_due(now) and sum(1 for t in self.times if t > now - self.length) >= self.size:
+            return replace(self, times=times, size=self.size + 1, probed=now, probe_every=0)  # a probe admitted
         if self.clock is not None and self.size and self.length:  # more than its size in a window: a probe admitted
             turned = self.clock + math.floor((now - self.clock) / self.length) * self.length
             held = _counted_between(times, turned + TRIP_SPREAD, turned + self.length - TRIP_SPREAD)
@@ -480,6 +464,11 @@ class SlotLog:
         if self.clock is not None or not self.length or self.read_from_counts:
             return False
         return now - max(self.closed_until, self.probed) >= self._probe_every * self.length
+
+    @property
+    def _rarer_probes(self) -> int:
+        """`probe_every` after a probe was refused: half as often."""
+        return min(2 * self._probe_every, PROBE_EVERY_MOST)
 
     @property
     def _probe_every(self) -> int:
