@@ -115,7 +115,7 @@ class KeyManager:
         requests in flight as it has left is passed over; a configured limit's last slot rests the key after it."""
         part = self._part(provider, model)
         now = self._clock()
-        self._learned.refresh_gates(now)  # learned windows that freed slots since their last answers
+        self._learned.refresh(now)
         with self._lock:
             skip = {k.fingerprint for k in exclude} | self._foreign | self._leases.saturated(part, now)
         limits = self._limits.get(provider)

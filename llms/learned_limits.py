@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from dataclasses import dataclass, replace
 from config.api_keys import ApiKey
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD, CooldownPolicy
 from llms.learned_pacing import Pacing
-from llms.learned_windows import SLIDING_AFTER, SLOTS_KEPT, SlotLog
+from llms.learned_windows import READ_BACK, SLIDING_AFTER, SLOTS_KEPT, SlotLog
 from llms.outcomes import QuotaHint
 from llms.quota import limit_subject
 from llms.state import StateStore
@@ -75,6 +76,7 @@ class LearnedLimits:
         self._drips: dict[str, _Drip] = {}  # subject → what its counts said of a bucket's drip (`_dripping`)
         self._before_full: dict[str, _EarlyCounts] = {}  # subject → its counts before its first full one
         self._next_growth = math.inf
+        self._process = uuid.uuid4().hex[:12] if store.SHARED else ""  # what names this process's answers in a log
 
     def about(self, now: float) -> set[str]:
         """The documents holding what was learned about subjects' hidden limits, whose successes must be counted.
@@ -94,7 +96,12 @@ class LearnedLimits:
                 names = [name for name, d in zip(candidates, documents, strict=True) if d]
                 self._store.change(_LEARNED_INDEX, _indexing(names))  # written even when empty: searched once
             with self._lock:
+                fresh = set(names) - self._learned
                 self._learned |= set(names)
+            for name in sorted(fresh):  # what this process counted of them before it knew they existed
+                kind, _, subject = name.partition("/")
+                if kind == "slots" and (sends := self._unpaced.pop(subject, None)):
+                    self._slots(subject, lambda log, sends=tuple(sends): log.caught_up(sends, self._process))
         return self._learned
 
     def counted(
@@ -127,7 +134,7 @@ class LearnedLimits:
                 pacing = self._pace(subject, lambda p: p.recounted(seen, settled))
             quota = _binding_quota(quota, pacing.quota(sent))
         if f"slots/{subject}" in learned:
-            slots = self._slots(subject, lambda log: _counted_answer(log, sent, count))
+            slots = self._slots(subject, lambda log: _counted_answer(log, sent, count, self._process))
             if slots.uncounted is not None and sent > slots.uncounted[1]:
                 seen, settled = self._recount(subject, key, part, now, slots.uncounted)
                 slots = self._slots(subject, lambda log: log.recounted(seen, settled))
@@ -166,6 +173,12 @@ class LearnedLimits:
     def grows_at(self) -> float:
         """When a learned window next frees a slot its gate has not been told of (`refresh_gates`; inf: none)."""
         return self._next_growth
+
+    def refresh(self, now: float) -> None:
+        """Before a request: read what other processes learned (`about`, every `_PACED_REFRESH` seconds), and tell
+        the gates of the learned windows that freed slots since their last answers (`refresh_gates`)."""
+        self.about(now)
+        self.refresh_gates(now)
 
     def refresh_gates(self, now: float) -> None:
         """Tell the store's gates of the learned windows that freed slots since their last answers what each has
@@ -210,11 +223,18 @@ class LearnedLimits:
         """A 429 to a request `sent` then, whose hint says when its limit frees: learn the sliding window it shows
         (`in_flight`: when this process's other requests of the subject still out were sent; `grid`: `Outcome.grid`;
         `siblings`: the provider's keys, whose windows for the same model are likely its own: `_share_clock`)."""
-        seen, sees_all, before = self._seen(subject, key, part, now), not self._store.SHARED, []
+        mine = tuple(self._unpaced.get(subject, ()))
+        seen, before = self._seen(subject, key, part, now), []
+        # Where the store is shared, this process's requests out are every one out where it alone sent the answers
+        # the log holds (at the first 429, those the store's request log holds: `seen`).
+        writer = self._process if _same_sends(seen, mine) else ""
 
         def learn(log: SlotLog) -> SlotLog:
             before.append(log)  # (the store may run a change again: the last is the one it kept)
-            return log.limited(sent, hint, seen, in_flight, grid, sees_all)
+            if log.size is None:
+                log = log.written(writer, now)
+            alone = not self._store.SHARED or log.written_only_by(self._process)
+            return log.limited(sent, hint, seen, in_flight, grid, alone)
 
         log, was = self._slots(subject, learn), before[-1]
         changed = (was.clock, was.size, was.length) != (log.clock, log.size, log.length)
@@ -397,9 +417,17 @@ def _window_count(reported: QuotaHint | None) -> QuotaHint | None:
     return reported if reported.remaining is not None and reported.reset_after is not None else None
 
 
-def _counted_answer(log: SlotLog, sent: float, count: QuotaHint | None) -> SlotLog:
-    """The log with an answer sent then, and the count it reported where counts taught the window."""
-    log = log.succeeded(sent)
+def _same_sends(seen: Sequence[float], mine: Sequence[float]) -> bool:
+    """Whether the store's request log (`seen`) holds no answer beside this process's own (`mine`, its latest) since
+    its first: sends read back from the log as answer − latency, a moment off."""
+    first = mine[0] - READ_BACK if mine else -math.inf
+    return sum(1 for t in seen if t >= first) <= len(mine)
+
+
+def _counted_answer(log: SlotLog, sent: float, count: QuotaHint | None, writer: str) -> SlotLog:
+    """The log with an answer sent then (by the process `writer`), and the count it reported where counts taught
+    the window."""
+    log = log.succeeded(sent, writer)
     if count is None or not log.read_from_counts:
         return log
     return log.report(count.reset_after or 0.0, count.remaining or 0)

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from llms.cooldown import TRIP_SPREAD, TRY_MARGIN, Backoff, CooldownPolicy
-from llms.learned_windows import SLOTS_KEPT, counted_until, latest_run, sliding_quota
+from llms.learned_windows import SLOTS_KEPT
 from llms.outcomes import QuotaHint
+from llms.sent_counts import counted_until, latest_run, sliding_quota
 from llms.state.base import Document
 
 

@@ -9,7 +9,7 @@ the store counts one window."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from llms.cooldown import ROUND_LENGTHS, SLOT_MARGIN, TRIP_SPREAD
@@ -26,6 +26,7 @@ from llms.learned_closings import (
     windows_apart,
 )
 from llms.outcomes import QuotaHint
+from llms.sent_counts import counted_between, counted_until, sliding_quota
 from llms.state.base import Document
 
 SLOTS_KEPT = 256
@@ -39,33 +40,9 @@ PROBE_ANSWERS = 40
 SLIDING_AFTER = 3
 """Counts with requests left whose resets all agree it takes to read a window as a sliding log
 (`SlotLog.sliding`), and counts that agree on a bucket's seconds per request (`LearnedLimits._dripping`)."""
-IDLE_GAP = 10.0
-"""An answer this long after the one before starts a new run: at a subject's first 429, only the latest run of
-answers counts toward the window that 429 met (an idle key's earlier answers belong to windows long past)."""
-
-
-def counted_until(times: Iterable[float], since: float, refused: float) -> int:
-    """Answers sent after `since` (0: in the latest run) and before a 429 `refused` them more (or with it: sent at
-    the same moment, and admitted where it was not)."""
-    before = sorted(t for t in times if since <= t <= refused)
-    return len(before if since else latest_run(before))
-
-
-def latest_run(times: Sequence[float]) -> tuple[float, ...]:
-    """The answers after the last gap of `IDLE_GAP` or more."""
-    start = next((i for i in range(len(times) - 1, 0, -1) if times[i] - times[i - 1] >= IDLE_GAP), 0)
-    return tuple(times[start:])
-
-
-def sliding_quota(times: Sequence[float], size: int, length: float, now: float) -> QuotaHint:
-    """A sliding log of at most `size` answers in any `length` seconds, answers sent at `times` (ascending): slots
-    left at `now`, and seconds until the next one frees."""
-    recent = [t for t in times if t > now - length]
-    left = size - len(recent)
-    if left > 0:
-        return QuotaHint(left, (recent[0] + length - now) if recent else length, limit=size)
-    frees = recent[len(recent) - size] + length  # the key manager adds `SLOT_MARGIN` to the rest
-    return QuotaHint(0, max(0.0, frees - now), limit=size)
+READ_BACK = 0.01
+"""Seconds a send read back from a shared store's request log (answer − latency) may lie from the moment its
+process kept."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +91,11 @@ class SlotLog:
     """The latest windows 429s closed (`CLOSINGS_KEPT`), each as its first 429 read it (`Closing`): their moments
     on a round grid put a window on the clock read long on it (`_on_round_clock`); a sliding log's length lies
     between each one's moment and the same one of its sends (`_agreed`)."""
+    writer: str = ""
+    """Where processes share the store, the one that wrote the latest answer (`succeeded`)."""
+    mixed: float = 0.0
+    """When the latest answer went that a process wrote after another's: a closing keeps its sends only where no
+    other process's requests can be out unseen among them (`written_only_by`)."""
 
     @property
     def moments(self) -> tuple[float, ...]:
@@ -137,6 +119,8 @@ class SlotLog:
             document.get("probe_every", 0),
             document.get("probed", 0.0),
             tuple(Closing.of(closing) for closing in document.get("closings", ())),
+            document.get("writer", ""),
+            document.get("mixed", 0.0),
         )
 
     def document(self) -> Document:
@@ -155,7 +139,31 @@ class SlotLog:
             "probe_every": self.probe_every,
             "probed": self.probed,
             "closings": [closing.document() for closing in self.closings],
+            "writer": self.writer,
+            "mixed": self.mixed,
         }
+
+    def caught_up(self, sends: Sequence[float], writer: str) -> SlotLog:
+        """The log with the answers a process sharing the store had counted before it read that the log exists
+        (`sends`; up to `_PACED_REFRESH` late, while the request log the log was read from at the 429 already held
+        those answered before it: those are left out, read back within `READ_BACK`). A request out beside the 429
+        in another process, left out of its reading, is counted as its answer's moment says (`succeeded`): four
+        processes on a sliding 5 a 2 s read it as 4, and no 429 corrected it (0.85 of the quota)."""
+        log, oldest = self, self.times[0] - READ_BACK if self.times else math.inf
+        for sent in sorted(sends):
+            if sent >= oldest and not any(abs(t - sent) <= READ_BACK for t in self.times):
+                log = log.succeeded(sent, writer)
+        return log
+
+    def written(self, writer: str, now: float) -> SlotLog:
+        """The log as a first 429 found the answers it reads from the store's request log: all the process
+        `writer`'s, or ("") several processes' up to `now`."""
+        return replace(self, writer=writer, mixed=self.mixed if writer else now)
+
+    def written_only_by(self, writer: str) -> bool:
+        """Whether every answer the log holds was written by `writer` (a process sharing the store), none since
+        another's: then its requests out are every request out, as where the store is this process's alone."""
+        return self.writer == writer and (not self.times or self.mixed < self.times[0])
 
     def limited(
         self,
@@ -227,7 +235,7 @@ class SlotLog:
         if length is None:
             return self
         return replace(
-            self, clock=frees, length=length, size=max(1, _counted_between(self.times, frees - length, frees))
+            self, clock=frees, length=length, size=max(1, counted_between(self.times, frees - length, frees))
         )
 
     def on_clock_of(self, clock: float, length: float, size: int = 0) -> SlotLog:
@@ -244,7 +252,7 @@ class SlotLog:
         if not (windows_apart(moment, clock, length) or windows_apart(clock, moment, length)):
             return self
         turned = clock + math.floor((self.times[-1] - clock) / length) * length if self.times else clock
-        held = _counted_between(self.times, turned - length + TRIP_SPREAD, turned - TRIP_SPREAD)
+        held = counted_between(self.times, turned - length + TRIP_SPREAD, turned - TRIP_SPREAD)
         return replace(self, clock=clock, length=length, size=max(1, held, size))
 
     def _on_grid(self, grid: float, now: float, frees: float, out: int) -> SlotLog:
@@ -264,10 +272,10 @@ class SlotLog:
                 continue
             # (a request sent a trip's spread before a turn may have come after it: in either window, leniently)
             turned = frees - length
-            held = _counted_between(self.times, turned, now)
-            most = _counted_between(self.times, turned - TRIP_SPREAD, now) + out
+            held = counted_between(self.times, turned, now)
+            most = counted_between(self.times, turned - TRIP_SPREAD, now) + out
             earlier = (
-                _counted_between(self.times, turned - k * length, turned - (k - 1) * length - TRIP_SPREAD)
+                counted_between(self.times, turned - k * length, turned - (k - 1) * length - TRIP_SPREAD)
                 for k in (1, 2, 3)
             )
             dripped = most > 1 and frees - now <= length / most + TRIP_SPREAD
@@ -343,10 +351,14 @@ class SlotLog:
         if not windows:  # off the grid (not on the clock, or not any more), or the same turn again
             return replace(self, clock=None) if windows is None else self
         length = (frees - since) / windows
-        size = size if self.clock is not None else max(1, _counted_between(self.times, frees - length, frees))
+        size = size if self.clock is not None else max(1, counted_between(self.times, frees - length, frees))
         return replace(self, clock=frees, length=length, size=size)
 
-    def succeeded(self, now: float) -> SlotLog:
+    def succeeded(self, now: float, writer: str = "") -> SlotLog:
+        """An answer to a request sent `now`, written by the process `writer` where processes share the store."""
+        if writer != self.writer:
+            mixed = now if self.writer else self.mixed
+            return replace(self, writer=writer, mixed=max(self.mixed, mixed)).succeeded(now, writer)
         # (on the clock, what `quota` counts goes back to a trip's spread before the window turned)
         horizon = now - self.length - (2 * TRIP_SPREAD if self.clock is not None else 0.0) if self.length else -math.inf
         if self.uncounted is not None:  # (kept until the window a 429 taught is counted again)
@@ -359,7 +371,7 @@ class SlotLog:
             return replace(self, times=times, size=self.size + 1, probed=now, probe_every=0)  # a probe admitted
         if self.clock is not None and self.size and self.length:  # more than its size in a window: a probe admitted
             turned = self.clock + math.floor((now - self.clock) / self.length) * self.length
-            held = _counted_between(times, turned + TRIP_SPREAD, turned + self.length - TRIP_SPREAD)
+            held = counted_between(times, turned + TRIP_SPREAD, turned + self.length - TRIP_SPREAD)
             if held > self.size:
                 return replace(self, times=times, size=held, probe_every=0, probed=now)
         return replace(self, times=times)
@@ -473,7 +485,3 @@ class SlotLog:
     @property
     def _probe_every(self) -> int:
         return self.probe_every or max(PROBE_EVERY, math.ceil(PROBE_ANSWERS / (self.size or 1)))
-
-
-def _counted_between(times: Iterable[float], start: float, end: float) -> int:
-    return sum(1 for t in times if start <= t < end)

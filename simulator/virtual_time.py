@@ -21,7 +21,7 @@ import random
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from enum import StrEnum
@@ -108,6 +108,7 @@ class Shape:
     skew: float = 0.0  # seconds the provider's clock is ahead of the client's
     windows: int = 10  # how long the run lasts, in windows (a day's limit: ten minutes)
     store: str = "memory"  # or "sqlite": a file
+    processes: int = 1  # clients sharing the store (a SQLite file), the callers dealt among them in turn
     seed: int = 0
 
     @property
@@ -303,12 +304,16 @@ def _env(shape: Shape) -> dict[str, str]:
 
 
 @contextmanager
-def _store(kind: str) -> Iterator[StateStore]:
-    if kind == "memory":
-        yield MemoryStore()
+def _stores(shape: Shape) -> Iterator[list[StateStore]]:
+    """A store for each of the shape's processes: one memory store, or each its own connection to one SQLite file."""
+    if shape.store == "memory":
+        if shape.processes != 1:
+            raise ValueError("processes share a store in a file: store='sqlite'")
+        yield [MemoryStore()]
         return
     with tempfile.TemporaryDirectory(prefix="llms-virtual-") as folder:
-        yield store_from_url(f"sqlite:///{Path(folder) / 'state.db'}", failover=False)
+        url = f"sqlite:///{Path(folder) / 'state.db'}"
+        yield [store_from_url(url, failover=False) for _ in range(shape.processes)]
 
 
 def run(
@@ -332,25 +337,29 @@ def run(
         measured_until = max(provider_start + shape.length, measured_until // shape.length * shape.length)
     provider = _Provider(shape, limits, provider_start, measured_until, arrivals=arrivals)
     request = ChatRequest.build(MESSAGES)
-    with _store(shape.store) as store, SmartClient(_settings(shape), store=store, clock=clock, timer=clock) as client:
+    with _stores(shape) as stores, ExitStack() as running:
+        clients = [
+            running.enter_context(SmartClient(_settings(shape), store=store, clock=clock, timer=clock))
+            for store in stores
+        ]
         name = PROVIDER_OF[shape.hint]
-        spec, adapter = client.settings.providers[name].spec, client.failover.adapter(name)
-        route = client.route(None)
-        numbers = {k.key_id: k.number for k in client.settings.providers[name].keys}
-        labels = {k.fingerprint: f"key {k.number}" for k in client.settings.providers[name].keys}
+        spec = clients[0].settings.providers[name].spec
+        numbers = {k.key_id: k.number for k in clients[0].settings.providers[name].keys}
+        labels = {k.fingerprint: f"key {k.number}" for k in clients[0].settings.providers[name].keys}
         start = clock.now
 
         def labelled() -> dict[str, Document]:
             """What the client learned of each key's hidden limit so far, its documents by name (`key <n>`)."""
             out = {}
-            for document, content in learned_documents(store).items():
+            for document, content in learned_documents(stores[0]).items():
                 kind, _, subject = document.partition("/")
                 base, bar, part = subject.partition("|")
                 out[f"{kind}/{labels.get(base, base)}{bar}{part}"] = content
             return out
 
-        def caller() -> Generator[float | SlotWait, None, None]:
+        def caller(client: SmartClient) -> Task:
             wait = shape.wait if shape.caller is CallerKind.WAIT else None
+            adapter, route = client.failover.adapter(name), client.route(None)
             while clock.now < span_end:
                 run = Run()
                 steps = client.failover.steps(route, client.failover.deadline(wait), run)
@@ -390,13 +399,16 @@ def run(
                 except AllKeysExhaustedError:
                     yield shape.pause
 
-        def renewer() -> Generator[float | SlotWait, None, None]:  # the leases' thread, in virtual time
+        def renewer(client: SmartClient) -> Task:  # the leases' thread
             while clock.now < span_end + shape.latency:
                 yield min(LEASE_TTL, client.settings.request_timeout) / 3
                 client.key_manager.renew_leases()
 
-        callers = [caller() for _ in range(shape.callers)]
-        _drive(clock, callers + ([] if store.IN_MEMORY else [renewer()]), lambda: client.key_manager.in_flight.ended)
+        ended = [_ended_of(client) for client in clients]
+        runs = [(caller(clients[i % len(clients)]), ended[i % len(clients)]) for i in range(shape.callers)]
+        if not stores[0].IN_MEMORY:
+            runs += [(renewer(client), count) for client, count in zip(clients, ended, strict=True)]
+        _drive(clock, runs)
         if learned is not None:
             learned.update(labelled())
     costs = list(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else None
@@ -412,43 +424,55 @@ def _settings(shape: Shape) -> Any:
     return load_settings(_env(shape), dotenv_path=None)
 
 
-def _drive(
-    clock: VirtualClock, processes: list[Generator[float | SlotWait, None, None]], ended: Callable[[], int]
-) -> None:
-    """Run the processes to their ends: each yields how long it sleeps, or a `SlotWait` (asleep until more than
-    its count of the client's requests in flight have `ended`, or its seconds pass); the earliest to wake goes
-    next."""
+Task = Generator[float | SlotWait, None, None]
+"""A caller (or a client's leases' thread) in virtual time: it yields how long it sleeps, or a `SlotWait`."""
+
+
+def _ended_of(client: SmartClient) -> Callable[[], int]:
+    """How many of the client's requests in flight have ended: what its callers' `SlotWait`s wait past."""
+    return lambda: client.key_manager.in_flight.ended
+
+
+def _drive(clock: VirtualClock, tasks: list[tuple[Task, Callable[[], int]]]) -> None:
+    """Run the tasks to their ends: each yields how long it sleeps, or a `SlotWait` (asleep until more than its
+    count of its client's requests in flight have ended — each task is paired with its client's count — or its
+    seconds pass); the earliest to wake goes next."""
     order = itertools.count()
-    due: dict[Generator[float | SlotWait, None, None], int] = {}  # process → its one live entry in the queue
-    parked: dict[Generator[float | SlotWait, None, None], int] = {}  # process → the ends it waits past
+    ends = dict(tasks)
+    counts = list(set(ends.values()))
+    due: dict[Task, int] = {}  # task → its one live entry in the queue
+    parked: dict[Task, int] = {}  # task → the ends it waits past
 
-    def wake(process: Generator[float | SlotWait, None, None], at: float) -> None:
-        due[process] = number = next(order)
-        heapq.heappush(queue, (at, number, process))
+    def wake(task: Task, at: float) -> None:
+        due[task] = number = next(order)
+        heapq.heappush(queue, (at, number, task))
 
-    queue: list[tuple[float, int, Generator[float | SlotWait, None, None]]] = []
-    for process in processes:
-        wake(process, clock.now)
+    def total() -> int:
+        return sum(ended() for ended in counts)
+
+    queue: list[tuple[float, int, Task]] = []
+    for task in ends:
+        wake(task, clock.now)
     while queue:
-        at, number, process = heapq.heappop(queue)
-        if due.get(process) != number:
+        at, number, task = heapq.heappop(queue)
+        if due.get(task) != number:
             continue  # woken before this entry's time
-        parked.pop(process, None)
+        parked.pop(task, None)
         clock.now = max(clock.now, at)
-        before = ended()
+        before = total()
         try:
-            pause = next(process)
+            pause = next(task)
         except StopIteration:
-            del due[process]
+            del due[task]
             pause = None
         if isinstance(pause, SlotWait):
-            waits = ended() <= pause.ended
+            waits = ends[task]() <= pause.ended
             if waits:
-                parked[process] = pause.ended
-            wake(process, clock.now + (pause.seconds if waits else 0.0))
+                parked[task] = pause.ended
+            wake(task, clock.now + (pause.seconds if waits else 0.0))
         elif pause is not None:
-            wake(process, clock.now + max(0.0, pause))
-        if ended() != before:
-            for sleeper in [p for p, seen in parked.items() if ended() > seen]:
+            wake(task, clock.now + max(0.0, pause))
+        if total() != before:
+            for sleeper in [p for p, seen in parked.items() if ends[p]() > seen]:
                 del parked[sleeper]
                 wake(sleeper, clock.now)
