@@ -164,6 +164,8 @@ def _unsupported(shape: Shape) -> str:
         return "requests of different sizes: the HTTP simulator counts every request as one"
     if shape.window is WindowKind.PER_DAY:
         return "a day's limit runs for ten minutes"
+    if shape.processes > 1:
+        return "processes sharing a store run over HTTP in *Shared stores, 4 processes vs 1* (bench_shared_share.py)"
     return ""
 
 

@@ -153,7 +153,7 @@ class Shape:
         if self.skew:
             parts.append(f"skew {self.skew:+g}s")
         if self.store != "memory":
-            parts.append(self.store)
+            parts.append(self.store + (f" shared by {self.processes} processes" if self.processes > 1 else ""))
         return ", ".join(parts)
 
 
