@@ -9,16 +9,19 @@ one benchmark cannot disturb the next. Heavy imports (LiteLLM, Streamlit) stay i
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import gc
 import json
 import logging
 import math
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -149,12 +152,16 @@ def register_keys(
 def smart_client(env: Mapping[str, str]) -> SmartClient:
     """Our client configured from `env` alone (no `.env`, no process environment), as a deployment would be.
 
-    Key state lives in this process (`memory://`) unless `env` names a store: with the default SQLite file, one
-    run's cooldowns (an hour, under the fixed policy) would still bind the next run's keys of the same secrets."""
+    Key state lives in the default store, a SQLite file, unless `env` names another: a fresh file per client in a
+    folder removed at exit (the default file would carry one run's cooldowns, an hour under the fixed policy, into
+    the next run's keys of the same secrets)."""
     from config.settings import load_settings
     from llms.smart_client import SmartClient
 
-    return SmartClient(load_settings({"LLM_STATE_URL": "memory://", **env}, dotenv_path=None))
+    folder = tempfile.mkdtemp(prefix="llms-bench-")
+    atexit.register(shutil.rmtree, folder, True)
+    default = {"LLM_STATE_URL": f"sqlite:///{Path(folder) / 'state.db'}"}
+    return SmartClient(load_settings({**default, **env}, dotenv_path=None))
 
 
 def import_litellm() -> Any:

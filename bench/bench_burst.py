@@ -38,7 +38,8 @@ METHOD = (
     "(`limit=(5, 30.0), sliding=True`: a reset hint only on the 429, nothing on a success) and 3 Groq keys with "
     "fixed windows and `x-ratelimit-remaining-requests` on every answer, in the order OpenRouter → Groq → Gemini. "
     "32 threads take requests from a shared count of 80 and send each once: ours `client.complete(messages)` "
-    "(default settings: a call waits for a busy key's slot, not for a cooling key), LiteLLM `Router.completion` "
+    "(default settings: a call waits for a busy key's slot, not for a cooling key; key state in the default store, "
+    "a SQLite file, fresh per run), LiteLLM `Router.completion` "
     "over one model group with the same 8 keys as deployments (default settings). *429s per key* = the 429s the "
     "simulator logged ÷ 8. Every request must end "
     "in an answer or, for ours, in `AllKeysExhaustedError` with `retry_in` set (when a key frees). 5 runs each, "
@@ -59,7 +60,7 @@ def _keys(sim: Any) -> tuple[dict[str, str], list[tuple[str, str]]]:
         secrets, provider_env = register_keys(sim, provider, count, prefix="burst", **window)
         env.update(provider_env)
         pairs += [(provider, secret) for secret in secrets]
-    return {**env, "LLM_PROVIDER_ORDER": ",".join(KEYS), "LLM_STATE_URL": "memory://"}, pairs
+    return {**env, "LLM_PROVIDER_ORDER": ",".join(KEYS)}, pairs
 
 
 def _burst(call: Callable[[], object], told: Callable[[BaseException], bool]) -> Counter[str]:

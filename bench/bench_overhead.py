@@ -88,7 +88,8 @@ def _contenders(sim: Simulator, secrets: list[str], env: dict[str, str]) -> dict
         sent = {**next(headers), "Content-Type": "application/json"}
         return json.loads(pool.urlopen("POST", path, body=payload, headers=sent, timeout=60).data)
 
-    client = smart_client(env)
+    # The call's own cost, its state in memory: what a store adds per call is *State store*'s (bench_state.py).
+    client = smart_client({**env, "LLM_STATE_URL": "memory://"})
     router = litellm_router(sim, "groq", secrets)
 
     def ours() -> object:

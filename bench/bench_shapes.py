@@ -24,8 +24,9 @@ from simulator.virtual_time import CallerKind, HintForm, Measured, Shape, run
 
 TITLE = "Quota on every shape: share of the keys' quota delivered and 429s per answer, default settings, virtual time"
 METHOD = (
-    "`simulator/virtual_time.py` runs the real `SmartClient` failover loop, `KeyManager` and store (memory, or a "
-    "SQLite file) against modelled providers on a virtual clock: an answered request takes the shape's latency "
+    "`simulator/virtual_time.py` runs the real `SmartClient` failover loop, `KeyManager` and store (the default, "
+    "a SQLite file; the tests run the same cells on a memory store, faster) against modelled providers on a "
+    "virtual clock: an answered request takes the shape's latency "
     "(a 25 ms network leg each way, the model's generation ± its jitter between them; a 429 comes back after "
     "the legs alone, the provider's gateway refusing before any model runs), the provider's limit "
     "(`simulator/shapes.py`: a window fixed from its first request, fixed on the clock, a sliding log, a token "
@@ -165,12 +166,12 @@ def run_all(sample: int = 60, seed: int = 23, shared: int = SHARED_SAMPLE) -> Re
     started = time.perf_counter()
     named = {}
     for name, shape in NAMED.items():
-        measured = run(shape)
+        measured = run(replace(shape, store="sqlite"))
         named[name] = measured.as_dict() | {"met": targets(measured)}
     rng = random.Random(seed)
     matrix = []
     for _ in range(sample):
-        measured = run(random_shape(rng))
+        measured = run(replace(random_shape(rng), store="sqlite"))
         matrix.append(measured.as_dict() | {"hint": measured.shape.hint.value, "met": targets(measured)})
     pairs = []
     for shape in shared_shapes(shared, seed):

@@ -89,8 +89,9 @@ METHOD = (
     "clock ahead with `Simulator(skew=…)`. The cell's callers run as threads in real time for the cell's span, "
     "counted from the first request the simulator sees (what a client does before it is start-up, not "
     "rotation; where windows sit on the clock, the callers start at the moment of a window the harness's first "
-    "request reaches): fail-fast callers loop `client.complete(messages)` with default settings (a `memory://` store, "
-    "or a SQLite file where the cell says so) and pause the cell's pause (1 s) after an error; waiting callers "
+    "request reaches): fail-fast callers loop `client.complete(messages)` with default settings (the default "
+    "store, a SQLite file, fresh for each run; the harness's column runs the cell on one too) and pause the "
+    "cell's pause (1 s) after an error; waiting callers "
     "pass `wait=` as the cell says. LiteLLM's callers loop `Router.completion` over one deployment per key "
     "(default Router settings; `openai/sim-chat-small` for the generic provider) and pause the same after any "
     "error. *Share* = answers the simulator logged within the span ÷ what a client that knew every limit could "
@@ -151,7 +152,7 @@ def cells() -> list[Cell]:
         if why:
             out.append(Cell(name, shape, None, why))
             continue
-        as_named = replace(shape, windows=min(shape.windows, WINDOWS))
+        as_named = replace(shape, windows=min(shape.windows, WINDOWS), store="sqlite")  # the default store
         if shape.length <= LONGEST or shape.latency >= REAL_TIME_AFTER:
             out.append(Cell(name, shape, as_named))
         if shape.length > LONGEST:
@@ -224,7 +225,10 @@ def run_all() -> Result:
         for cell, entry in zip(batch, entries, strict=True):
             assert cell.http is not None
             if cell.http.length != cell.named.length and entry["ours"]["share"] < entry["litellm"]["share"]:
-                sweep = {f"{f:g}": run(replace(cell.named.scaled(1 / f), windows=WINDOWS)).share for f in SWEEP}
+                sweep = {
+                    f"{f:g}": run(replace(cell.named.scaled(1 / f), windows=WINDOWS, store="sqlite")).share
+                    for f in SWEEP
+                }
                 entry["sweep"] = sweep
             entry["seconds"] = round(time.perf_counter() - began, 1)
             out[cell.label] = entry
