@@ -187,8 +187,7 @@ class KeyManager:
         request: RequestRecord | None = None,
         model: str | None = None,
     ) -> None:
-        """An outcome of a request that held no lease (a probe, an operator's check): what a `KeyLease` ends with,
-        for the key alone."""
+        """An outcome of a request that held no lease (a probe, an operator's check), for the key alone."""
         self._record(key, outcome, quota, request, model, None)
 
     def _record(
@@ -219,8 +218,9 @@ class KeyManager:
             quota = self._learned.counted(subject, key, part, quota, sent, now, self.policy)
             self._rest_for(key, quota, part, sent, now)  # before the slot frees, as a penalty (below)
             learned, trip = quota is not reported, request.latency if request is not None else math.inf
-            finish = self._leases.finish(key, token, quota, sent, outcome.kind, learned=learned, trip=trip)
+            finish = self._leases.ending(token, quota, sent, learned=learned)  # told the store before the slot frees
             ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
+            self._leases.finish(key, token, quota, sent, outcome.kind, learned=learned, trip=trip)
             if ended_streak:
                 self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
             if reported is not None and reported.remaining is not None:

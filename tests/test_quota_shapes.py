@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from bench import shape_cell
 from bench.bench_shapes import GAPS, NAMED, OPENROUTER_FREE, STALE_COUNTS, targets
+from bench.shape_contender import contend
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
 from llms.learned_closings import Closing
 from llms.learned_limits import _EarlyCounts
@@ -410,6 +411,18 @@ def test_a_run_is_reproducible_and_counts_every_request() -> None:
 def test_named_cell_meets_its_targets(name: str) -> None:
     measured = run(NAMED[name])
     assert targets(measured) == (True, True), measured.as_dict()
+
+
+@pytest.mark.slow
+def test_a_burst_on_keys_whose_answers_report_their_quota_costs_no_429_over_http_on_a_sqlite_file() -> None:
+    """The burst cell over HTTP, real threads on the default store: 32 callers on 8 keys of 5 a window, every
+    answer counting what is left (issue 23: 0 429s). A key's first answer tells the store's gate what is left
+    before this process frees its slot: freed first, a thread woken by it took the slot while the gate still
+    counted nothing, sent a request no lease held, and 4 of the 8 keys paid a 429 (on memory the gap is too short
+    to show)."""
+    shape = replace(NAMED["burst: 32 callers on 8 keys, remaining"], store="sqlite")
+    measured = contend(shape, "ours")
+    assert measured["refused_first_window"] == 0 and measured["share"] >= 0.98, measured
 
 
 def test_openrouters_minute_costs_one_429_per_key_not_one_per_key_and_window_learned() -> None:
