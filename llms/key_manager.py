@@ -75,10 +75,8 @@ class KeyManager:
         self.set_keys(keys)
 
     def set_keys(self, keys: Mapping[str, Sequence[ApiKey]]) -> None:
-        """The keys in rotation, per provider (again at runtime: the rest keep their state in the store).
-
-        A key in the store's ring that this manager does not know (removed here, or added by another process
-        sharing the store) is passed over, never handed out."""
+        """The keys in rotation, per provider, again at runtime (the rest keep their state in the store); a key in
+        the store's ring this manager does not know (removed here, or another process's) is passed over."""
         by_provider = {provider: tuple(ks) for provider, ks in keys.items()}
         groups: dict[tuple[str, str], list[ApiKey]] = defaultdict(list)
         for key in (k for ks in by_provider.values() for k in ks):
@@ -219,8 +217,10 @@ class KeyManager:
             self._rest_for(key, quota, part, sent, now)  # before the slot frees, as a penalty (below)
             learned, trip = quota is not reported, request.latency if request is not None else math.inf
             finish = self._leases.ending(token, quota, sent, learned=learned)  # told the store before the slot frees
-            ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
-            self._leases.finish(key, token, quota, sent, outcome.kind, learned=learned, trip=trip)
+            try:
+                ended_streak = self._store.record_success(key.fingerprint, now, request, finish)
+            finally:
+                self._leases.finish(key, token, quota, sent, outcome.kind, learned=learned, trip=trip)
             if ended_streak:
                 self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
             if reported is not None and reported.remaining is not None:

@@ -231,7 +231,7 @@ class LearnedLimits:
 
         def learn(log: SlotLog) -> SlotLog:
             before.append(log)  # (the store may run a change again: the last is the one it kept)
-            if log.size is None:
+            if log.size is None and self._store.SHARED:
                 log = log.written(writer, now)
             alone = not self._store.SHARED or log.written_only_by(self._process)
             return log.limited(sent, hint, seen, in_flight, grid, alone)
