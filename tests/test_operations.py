@@ -84,7 +84,7 @@ def test_checks_run_in_the_background_one_provider_at_a_time_with_a_short_timeou
     sim.add_key("groq", SECRETS["groq"][1], "invalid_key", name="groq:2")
     started = time.monotonic()
     assert client.admin.start_checks() is True
-    assert time.monotonic() - started < 0.2  # the caller is never held up
+    assert client.admin.checks()["running"]  # the caller is not held up: groq:1 alone takes 0.5 s to time out
     assert client.admin.start_checks(["openrouter:1"]) is False  # one run at a time
     _settle(lambda: not client.admin.checks()["running"])
     progress = client.admin.checks()
