@@ -117,6 +117,8 @@ GAPS: dict[str, str] = {}
 docs/benchmarks.md and left out of the tests until fixed."""
 
 
+STORE = "sqlite"
+"""Where the benchmarks keep the client's state: the default store, as users run it (the tests: memory, faster)."""
 SHARING = 4
 """Processes that share one SQLite file in the sample of shared stores (issue 23: the share one process delivers,
 ± `SHARED_WITHIN`)."""
@@ -166,12 +168,12 @@ def run_all(sample: int = 60, seed: int = 23, shared: int = SHARED_SAMPLE) -> Re
     started = time.perf_counter()
     named = {}
     for name, shape in NAMED.items():
-        measured = run(replace(shape, store="sqlite"))
+        measured = run(replace(shape, store=STORE))
         named[name] = measured.as_dict() | {"met": targets(measured)}
     rng = random.Random(seed)
     matrix = []
     for _ in range(sample):
-        measured = run(replace(random_shape(rng), store="sqlite"))
+        measured = run(replace(random_shape(rng), store=STORE))
         matrix.append(measured.as_dict() | {"hint": measured.shape.hint.value, "met": targets(measured)})
     pairs = []
     for shape in shared_shapes(shared, seed):
@@ -185,7 +187,7 @@ def shared_shapes(count: int, seed: int) -> list[Shape]:
     rng, shapes = random.Random(seed + 1), []
     while len(shapes) < count:
         if (shape := random_shape(rng)).callers >= SHARING:
-            shapes.append(replace(shape, store="sqlite"))
+            shapes.append(replace(shape, store=STORE))
     return shapes
 
 

@@ -34,7 +34,7 @@ from bench._common import (
     litellm_version,
     main,
 )
-from bench.bench_shapes import NAMED, targets
+from bench.bench_shapes import NAMED, STORE, targets
 from bench.shape_contender import contend
 from llms.quota import InFlightLimit
 from simulator.shapes import WindowKind
@@ -152,7 +152,7 @@ def cells() -> list[Cell]:
         if why:
             out.append(Cell(name, shape, None, why))
             continue
-        as_named = replace(shape, windows=min(shape.windows, WINDOWS), store="sqlite")  # the default store
+        as_named = replace(shape, windows=min(shape.windows, WINDOWS), store=STORE)
         if shape.length <= LONGEST or shape.latency >= REAL_TIME_AFTER:
             out.append(Cell(name, shape, as_named))
         if shape.length > LONGEST:
@@ -226,8 +226,7 @@ def run_all() -> Result:
             assert cell.http is not None
             if cell.http.length != cell.named.length and entry["ours"]["share"] < entry["litellm"]["share"]:
                 sweep = {
-                    f"{f:g}": run(replace(cell.named.scaled(1 / f), windows=WINDOWS, store="sqlite")).share
-                    for f in SWEEP
+                    f"{f:g}": run(replace(cell.named.scaled(1 / f), windows=WINDOWS, store=STORE)).share for f in SWEEP
                 }
                 entry["sweep"] = sweep
             entry["seconds"] = round(time.perf_counter() - began, 1)
