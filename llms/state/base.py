@@ -153,6 +153,12 @@ that answers of one window bound further apart than this are two different momen
 refill to full), not one seen through two trips; two counts read closer than this are read in the order the
 provider saw their requests, not the one they left in. (Here, where the stores' gate reads it: they import nothing
 of the client; `llms.cooldown` names it for the rest.)"""
+WRITE_LAG = 1.0
+"""Seconds a store write's `now` may trail the count its gate holds and still be this clock's present: a writer
+reads its clock, then waits for the store's lock (on a SQLite file 16 threads wait up to 50 ms), so counts reach a
+gate in a slightly other order than they were taken. Read as a count from this clock's future, a newer count was
+replaced by an older one that said more was left, and a clock window of 10 on a SQLite file took 11 or 12. A count
+further ahead was written by a clock ahead of this one (or this one stepped back)."""
 IN_FLIGHT_CEILING = 256
 """More requests left than could ever be in flight on one key at once: such a key needs no counting."""
 
@@ -177,7 +183,7 @@ class Gate:
         """Whether `remaining` still describes now: its window has not ended, and did not begin in this clock's
         future (a writer whose clock is ahead, or this one stepped back: then one at a time until an answer
         reports again, never an hour of trusting an old count)."""
-        return self.window_began <= now < self.window_ends
+        return self.window_began - WRITE_LAG <= now < self.window_ends
 
     def tracks(self, now: float) -> bool:
         if self.probing:
@@ -191,7 +197,7 @@ class Gate:
         slots to spare at one request in flight. Where the count said its window's `size` and that the window is
         back to it at its end (OpenAI's reset), all of it is there: answers slower than the window each read a
         window already over, and held to what was left then, a key of 5 a second got 0.49 of its quota."""
-        if self.probing or self.remaining is None or self.window_began > now:
+        if self.probing or self.remaining is None or self.window_began > now + WRITE_LAG:
             return 1
         return self.remaining if now < self.window_ends else max(1, self.remaining, self.size or 0)
 
@@ -239,7 +245,7 @@ class Gate:
                 self.window_began = max(self.window_began, read_at)
         else:
             read_at, ends = finish.read(now), finish.window_ends or now + 60.0
-            newer = self.remaining is None or read_at >= self.window_began or self.window_began > now
+            newer = self.remaining is None or read_at >= self.window_began or self.window_began > now + WRITE_LAG
             current = self.window_ends <= now < ends  # the count held is of a window over; this one's is not
             if newer or current or finish.remaining < self.remaining:  # an older count: if current, or it says less
                 self.remaining, self.window_ends, self.size = finish.remaining, ends, finish.size

@@ -16,6 +16,7 @@ from typing import Any
 from llms.state.base import (
     IN_FLIGHT_CEILING,
     TRIP_SPREAD,
+    WRITE_LAG,
     Finish,
     RequestRecord,
     hour_of,
@@ -39,7 +40,7 @@ local function admit(key)
   local id = base .. suffix  -- the key's gate, or its gate for one model (`StateStore.gate`)
   local g = redis.call('HMGET', prefix .. 'gate:' .. id, 'remaining', 'window_ends', 'probing', 'window_began', 'size')
   local probing, remaining, ends = g[3] == '1', tonumber(g[1]), tonumber(g[2] or '0')
-  local began = tonumber(g[4] or '0') <= now  -- not in this clock's future (`Gate.in_window`)
+  local began = tonumber(g[4] or '0') <= now + WRITE_LAG  -- not in this clock's future (`Gate.in_window`)
   local in_window = began and now < ends
   if not (probing or (remaining and (not in_window or remaining < IN_FLIGHT_CEILING))) then return true end
   local leases = prefix .. 'lease:' .. id
@@ -116,13 +117,13 @@ local function finish(o)
     local now, began = tonumber(ARGV[o + 6]), tonumber(g[3] or '0')
     local read = tonumber(ARGV[o + 7])
     local size = ARGV[o + 8]
-    if g[1] and g[2] and began <= now and now < tonumber(g[2]) then
+    if g[1] and g[2] and began <= now + WRITE_LAG and now < tonumber(g[2]) then
       local later = size ~= '' and size == g[4] and read > began + TRIP_SPREAD  -- `Gate.learn`
       if tonumber(remaining) < tonumber(g[1]) or later then
         redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'size', size)
         if read > began then redis.call('HSET', gate, 'window_began', ARGV[o + 7]) end
       end
-    elseif not g[1] or read >= began or began > now then
+    elseif not g[1] or read >= began or began > now + WRITE_LAG then
       redis.call('HSET', gate, 'remaining', remaining, 'window_ends', ARGV[o + 4], 'window_began', ARGV[o + 7],
         'size', size)
     elseif tonumber(remaining) < tonumber(g[1]) or (tonumber(g[2] or '0') <= now and now < tonumber(ARGV[o + 4])) then
@@ -132,8 +133,8 @@ local function finish(o)
 end
 """
 
-ACQUIRE = ACQUIRE.replace("IN_FLIGHT_CEILING", str(IN_FLIGHT_CEILING))
-_FINISH = _FINISH.replace("TRIP_SPREAD", repr(TRIP_SPREAD))
+ACQUIRE = ACQUIRE.replace("IN_FLIGHT_CEILING", str(IN_FLIGHT_CEILING)).replace("WRITE_LAG", repr(WRITE_LAG))
+_FINISH = _FINISH.replace("TRIP_SPREAD", repr(TRIP_SPREAD)).replace("WRITE_LAG", repr(WRITE_LAG))
 LOG = _REMEMBER + _FINISH + "finish(1)\nremember(10)"
 END_LEASE = _FINISH + "finish(1)"
 
