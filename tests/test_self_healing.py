@@ -144,6 +144,17 @@ def test_a_429_whose_reset_lies_on_the_minute_puts_the_window_on_the_clock_at_on
     assert SlotLog().limited(50.0, hint=10.0, seen=sent, in_flight=(46.0, 47.0, 48.0, 49.0), grid=60.0).length == 60.0
 
 
+def test_requests_sent_just_before_a_shorter_grids_turn_are_not_read_into_both_of_its_windows() -> None:
+    """Gemini's 10 a 2 s on the clock (÷30 of 10 a minute), a key's first requests sent from 0.8 s, three of them
+    after 1.0, the 11th refused at 1.062 until 2.0. A window of 1 s fit only where the three sent in the last trip's
+    spread before 1.0 came after it, yet was sized as though they had not: 3 a 1 s. No 429 came to correct it (the
+    key sent 6 a window of 10, over HTTP, for as long as it ran). Counted in the window before, as its size counts
+    them, they rule 1 s out: 2 s fits with none of them in doubt."""
+    sent = (0.802, 0.832, 0.852, 0.875, 0.906, 0.932, 0.975, 1.001, 1.023, 1.042)
+    log = SlotLog().limited(1.062, hint=0.938, seen=sent, grid=2.0)
+    assert (log.clock, log.length, log.size) == (2.0, 2.0, 10)
+
+
 def test_a_recount_counts_the_answers_sent_with_the_refused_request() -> None:
     """Callers that send at the same moment as the request a 429 refused (a virtual clock's tie, or a clock's
     granularity) were admitted before it: the window counted again holds them (another process's, read from the
