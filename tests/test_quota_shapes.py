@@ -445,6 +445,20 @@ def test_a_minute_whose_wait_ends_on_the_minute_costs_only_its_first_windows_429
     assert measured.refused == shape.keys or name.endswith("Groq")  # (Groq's 16 callers race its first window)
 
 
+def test_an_answer_that_comes_last_but_was_read_first_does_not_shorten_its_keys_rest() -> None:
+    """A clock window of 2 a 30 s whose two requests per key go together as it turns: every count's reset is the
+    whole window, so they read as a sliding log. Of each pair, the answer the provider read first (1 left) came
+    back last; through the sliding log it rested the key until its own slot freed, 0.09 s before the window turned,
+    shortening the rest the other answer (0 left) had set: 13 429s in a window of 16 keys where none were due.
+    (A random cell of the sample.)"""
+    shape = Shape(
+        WindowKind.FIXED_CLOCK, HintForm.REMAINING, size=2, length=30.0, keys=16, callers=64, pause=2.0, latency=0.2,
+        jitter=0.2, skew=-0.5, windows=4, seed=997088478,
+    )  # fmt: skip
+    measured = run(shape)
+    assert measured.refused <= 3 and targets(measured)[1], measured.as_dict()
+
+
 @pytest.mark.slow
 def test_counts_that_come_back_late_keep_a_sliding_window_full_without_a_burst() -> None:
     """Answers 10 s late under 20 a minute: each count says what was left when the request arrived, and that its
