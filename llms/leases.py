@@ -251,9 +251,11 @@ class Leases:
         store must know what the answer reported before another thread can take the slot (with its gate still
         counting nothing, a thread sent a request no lease held, and a burst of 32 callers on 8 keys whose answers
         report their quota cost 5 429s on a SQLite file)."""
+        if token is None:
+            return None
         with self._lock:
-            held = self._held.get(token) if token is not None else None
-        return _finish(token, held.part, quota, now, learned) if held is not None and token is not None else None
+            held = self._held.get(token)
+        return _finish(token, held.part, quota, now, learned) if held is not None else None
 
     def release(
         self,
