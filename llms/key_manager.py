@@ -129,7 +129,7 @@ class KeyManager:
                 self._foreign.add(fingerprint)
                 self._store.end_lease(fingerprint, Finish(lease.token, part=part), now)
                 continue
-            if not self._leases.admit(key, lease.token, now, part):  # another thread took this key's last slot first
+            if not self._leases.admit(key, lease, now):  # another thread (or process) took its last slot first
                 self._store.end_lease(fingerprint, Finish(lease.token, part=part), now)
                 continue
             if limits is not None:
@@ -164,7 +164,7 @@ class KeyManager:
         """A free key whose every in-flight slot is held (by this process or another sharing the store), with
         seconds until one frees — at the latest when a process that died holding it is known dead. For the
         (provider, model) `targets`, or across all providers."""
-        return self._soonest(targets, lambda p, model, now: self._store.busy_until(p, now, self._part(p, model)))
+        return self._soonest(targets, lambda p, model, now: self._leases.busy_until(p, self._part(p, model), now))
 
     def _soonest(self, targets: Targets | None, find: Callable[..., tuple[str, float] | None]) -> Soonest:
         """The key `find` (a store's lookup for a provider and model) names soonest, with seconds until then."""
@@ -327,7 +327,7 @@ class KeyManager:
             seconds = max(0.0, self._rest_from(sent, hint, now))
             source = "per-day quota" if outcome.daily_quota else "provider hint"
             if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
-                out = self._leases.others_in_flight(subject, sent)
+                out = self._leases.others_in_flight(key, part, sent)
                 self._learned.hinted(subject, key, part, sent, hint, now, out, outcome.grid, self._keys[key.provider])
                 self._store.probe_next(key.fingerprint, part)  # resume with one request: its answer says how many
         else:

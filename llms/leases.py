@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from config.api_keys import ApiKey
@@ -156,6 +156,8 @@ class Leases:
         self._windows: dict[tuple[str, str], _WindowsShown] = {}  # (provider, part) → what its counts showed
         self._freeing: defaultdict[str, dict[str, float]] = defaultdict(dict)  # subject → token → when the slot of
         # a request in flight frees before its deadline (`slot_until`)
+        self._elsewhere: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(dict)  # (provider, part) →
+        # fingerprints whose accounts other processes' requests out hold → until when (`busy_until`)
         self._saturated: defaultdict[str, dict[str, float]] = defaultdict(dict)  # model part → fingerprints at
         # their limit → until when (a key whose quota is unknown takes one more after `InFlightLimit.spacing`)
         self.subjects: set[str] = set()
@@ -186,11 +188,15 @@ class Leases:
         """The keys at their in-flight limit for the part (the model, or "") now. Called with the lock held."""
         return {fingerprint for fingerprint, until in self._saturated[part].items() if until > now}
 
-    def admit(self, key: ApiKey, token: str, now: float, part: str) -> bool:
-        """Count a request in flight on the key if its subject's `InFlightLimit` has room."""
+    def admit(self, key: ApiKey, lease: Lease, now: float) -> bool:
+        """Count the lease's request in flight on the key if its subject's `InFlightLimit` has room among this
+        process's requests out, and, while nothing is known of its quota, among every process's sharing the store
+        (`_room_among_all`)."""
+        token, part = lease.token, lease.part
         subject = limit_subject(key, part)
         with self._lock:
-            if not self._limits[subject].room(self._holding(subject, now), now - self._sent.get(subject, -math.inf)):
+            limit = self._limits[subject]
+            if not limit.room(self._holding(subject, now), now - self._sent.get(subject, -math.inf)):
                 return False
             self._in_flight[subject] += 1
             self._sent[subject] = now
@@ -203,7 +209,47 @@ class Leases:
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew, name="llms-leases", daemon=True)
                 self._renewer.start()
+            among_all = self._store.SHARED and limit.learning
+        if among_all and not self._room_among_all(key, replace(lease, sent=now), limit, now):
+            with self._lock:  # as though it never went (not an end: waiters for one would look again at once)
+                del self._held[token]
+                self._freeing[subject].pop(token, None)
+                self._in_flight[subject] -= 1
+                self._saturate(key, subject, part, now)
+            return False
         return True
+
+    def _room_among_all(self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float) -> bool:
+        """Whether `limit` has room for the lease's request among the requests out that the store kept before it,
+        every process's (`StateStore.note_sent`, which keeps this one too): each process keeps its own limit, so
+        four processes, one request each, put four at once on an account whose quota none knew (a clock window of
+        1 a 2 s shared by 4 keys: 3 429s in its first window, then read as 1 a 3.8 s, 0.75 of the quota). Where
+        it has none, the key's account is held elsewhere (`busy_until`) until the spacing would let one more
+        go, or, before any answer, for a look a moment later."""
+        members = [m.fingerprint for m in self._account(key)]
+        try:
+            before = self._store.note_sent(key.fingerprint, lease, members, now)
+        except StateError as exc:  # the store's own failover has already said so: this process's count holds
+            log.debug("could not keep the request's send: %s", exc)
+            return True
+        room = limit.room(len(before), now - max(before, default=-math.inf))
+        again = max(before, default=now) + limit.spacing if limit.unknown else now + InFlightLimit.SPACING
+        with self._lock:
+            held = self._elsewhere[(key.provider, lease.part)]
+            for member in members:
+                if room:
+                    held.pop(member, None)
+                else:
+                    held[member] = again
+        return room
+
+    def busy_until(self, provider: str, part: str, now: float) -> tuple[str, float] | None:
+        """A free key of the provider whose every slot for `part` is held, with when to look again: by the store's
+        gate (`StateStore.busy_until`), or, while its quota is unknown, by other processes' requests out
+        (`_room_among_all`). None: none is."""
+        with self._lock:
+            held = [(fp, until) for fp, until in self._elsewhere[(provider, part)].items() if until > now]
+        return min(held, key=lambda found: found[1], default=None) or self._store.busy_until(provider, now, part)
 
     def finish(
         self,
@@ -287,11 +333,20 @@ class Leases:
         """This process's requests of the subject in flight that still hold a slot of its quota (`slot_until`)."""
         return self._in_flight[subject] - sum(1 for until in self._freeing[subject].values() if until <= now)
 
-    def others_in_flight(self, subject: str, sent: float) -> list[float]:
-        """When this process's requests of the subject in flight were sent, but the one sent at `sent` (the
-        nearest), ascending."""
+    def others_in_flight(self, key: ApiKey, part: str, sent: float) -> list[float]:
+        """When the requests of the key's subject in flight were sent, but the one sent at `sent` (the nearest),
+        ascending: every process's, where the store is shared and says (`StateStore.sends_out`), else this
+        process's."""
+        subject = limit_subject(key, part)
         with self._lock:
             sends = sorted(held.sent for held in self._held.values() if held.subject == subject)
+        if self._store.SHARED:
+            try:
+                everyone = self._store.sends_out([m.fingerprint for m in self._account(key)], part, self._clock())
+            except StateError as exc:  # the store's own failover has already said so: this process's record holds
+                log.debug("could not read the requests out: %s", exc)
+            else:
+                sends = everyone if len(everyone) >= len(sends) else sends
         if sends:
             sends.remove(min(sends, key=lambda t: abs(t - sent)))
         return sends

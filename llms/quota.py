@@ -5,7 +5,8 @@ of it, as status pages read it: `llms.quota_left`).
 These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. They are pure
 rules; what they count lives in the store (configured limits in `StateStore.spend`, in-flight requests in
 `llms.state.base.Gate`, storms as a document), so every process sharing it acts as one — except `InFlightLimit`,
-which is each process's own, like a TCP connection's window.
+which is each process's own, like a TCP connection's window, though while a key's quota is unknown it counts every
+process's requests out (`Leases.admit`).
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ class InFlightLimit:
     def unknown(self) -> bool:
         """Nothing is known of the quota yet: no 429, no count of what is left, not yet proven by answers."""
         return 0 < self.answers <= self.PROVEN_AFTER and not self.refused and not self.told
+
+    @property
+    def learning(self) -> bool:
+        """Nothing is known of the quota yet, from the first request on (`unknown` starts at the first answer):
+        while so, the limit counts every process's requests out, where processes share the store (`Leases.admit`).
+        Once proven, each process's own window grows with its own answers, as a TCP sender's does."""
+        return self.answers <= self.PROVEN_AFTER and not self.refused and not self.told
 
     def succeeded(
         self, remaining: int | None, *, learned: bool = False, window: int | None = None, trip: float = math.inf

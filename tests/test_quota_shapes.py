@@ -353,6 +353,21 @@ def test_four_processes_on_one_sqlite_file_deliver_a_sliding_windows_quota_as_on
     assert shared.waste <= shared.floor + 0.05, shared.as_dict()
 
 
+def test_four_processes_put_one_request_at_a_time_on_an_account_whose_quota_none_knows() -> None:
+    """A clock window of 1 a 2 s shared by the 4 keys of an account, 4 callers: one process sends the account one
+    request at a time until it knows its quota; 4 processes, each with its own in-flight limit, sent 4 at once (3
+    429s in the first window) and, their 429s blind to the requests the others had out, read the window as 1 a
+    3.8 s (0.75 of the quota). Every request out is kept in the store, counted by each process's limit while the
+    quota is unknown and read at a 429 (`Lease.sent`, `StateStore.sends_out`)."""
+    shape = Shape(
+        WindowKind.FIXED_CLOCK, HintForm.RESET_MS, size=1, length=2.0, keys=8, group=4, callers=4,
+        pause=0.5, latency=1.0, jitter=0.2, skew=-2.0, store="sqlite", seed=498633708,
+    )  # fmt: skip
+    alone, shared = run(shape), run(replace(shape, processes=4))
+    assert shared.share >= alone.share - 0.02, (alone.as_dict(), shared.as_dict())
+    assert shared.refused <= 2 * shape.keys // shape.group + alone.refused, shared.as_dict()
+
+
 def test_a_count_resets_when_the_limit_is_back_to_its_initial_state() -> None:
     """OpenAI documents `x-ratelimit-reset-requests` as "the time until the rate limit (based on requests) resets
     to its initial state": a sliding log's newest slot frees (its whole length, right after a request), a bucket

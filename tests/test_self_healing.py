@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import USER_HELLO, Clock, MakeClient
+from conftest import DURABLE, STORE_BACKENDS, USER_HELLO, Clock, MakeClient
 
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
@@ -21,6 +23,7 @@ from llms.learned_windows import SlotLog
 from llms.leases import KeyLease
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.prober import Prober
+from llms.quota import InFlightLimit
 from llms.state import store_from_url
 from llms.state.base import RequestRecord
 from simulator import Simulator
@@ -400,10 +403,11 @@ def _answer(lease: KeyLease, clock: Clock, status: int = 200, latency: float = 0
 
 
 def _window_with_a_late_answer(
-    first: KeyManager, second: KeyManager, key: ApiKey, clock: Clock, hint: float | None
+    first: KeyManager, second: KeyManager, key: ApiKey, clock: Clock, hint: float | None, unrecorded: Path | None = None
 ) -> KeyLease:
     """A window of four on the key: one answer from the first process, two from the second and its 429, while the
-    first holds a request of the window whose answer is not yet written (returned)."""
+    first holds a request of the window whose answer is not yet written (returned). `unrecorded`: the store's file,
+    from which the held request's record is taken, as a process of layout 4 kept none (`Lease.sent`)."""
     lease = _lease(first, key)
     clock.advance(0.05)
     _answer(lease, clock)  # the window's first answer (the first process reads what was learned: nothing yet)
@@ -412,10 +416,14 @@ def _window_with_a_late_answer(
         lease = _lease(second, key)
         clock.advance(0.05)
         _answer(lease, clock, status, hint=hint)
-        if status == 200 and (held := first.acquire("openrouter")) is not None:  # once: then it is in flight
-            assert late is None and held.key == key
+        if status == 200 and late is None and (held := first.acquire("openrouter")) is not None:
+            assert held.key == key
             late = held
-            clock.advance(0.01)
+            if unrecorded is not None:
+                with sqlite3.connect(unrecorded) as db:
+                    assert db.execute("DELETE FROM leases WHERE token = ?", (held.token,)).rowcount == 1
+            # (the second process sends beside it: at once where it cannot see it, else once its spacing has passed)
+            clock.advance(0.01 if unrecorded is not None else InFlightLimit.SPACING)
     assert late is not None
     return late
 
@@ -431,13 +439,13 @@ def test_a_window_counted_while_another_process_s_answer_was_unwritten_is_counte
     tmp_path: Path, hint: float | None
 ) -> None:
     """Two managers on one SQLite file: the second meets a 429 while the first's answer of the window is not yet
-    written, and counts a window of three. Once the key answers after its rest, the window is counted again from
-    the store's request log: four (a window learned too small never meets a 429 to correct it, and 4 processes
-    kept keys to a fraction of their quota)."""
+    written, nor its request out recorded (a process of an earlier version), and counts a window of three. Once the key
+    answers after its rest, the window is counted again from the store's request log: four (a window learned too small
+    never meets a 429 to correct it, and 4 processes kept keys to a fraction of their quota)."""
     clock = Clock()
     key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0002")
     first, second = _two_processes(tmp_path, key, clock)
-    late = _window_with_a_late_answer(first, second, key, clock, hint)
+    late = _window_with_a_late_answer(first, second, key, clock, hint, unrecorded=tmp_path / "state.db")
     _answer(late, clock, latency=0.1)  # written late, by a process that has not read that the window is learned
     assert _learned_window(second, key, hint) == 3
 
@@ -448,6 +456,34 @@ def test_a_window_counted_while_another_process_s_answer_was_unwritten_is_counte
     assert _learned_window(second, key, hint) == 4
 
 
+@pytest.mark.parametrize("backend", DURABLE)
+def test_processes_that_know_nothing_of_a_keys_quota_send_it_one_request_at_a_time_between_them(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """Each process keeps its own in-flight limit, but while a key's quota is unknown it counts every process's
+    requests out (`Leases.admit`): a second process waits for the first's answer, then for the spacing, as one
+    process's second thread would (4 processes sent 4 requests at once to a key of 1 a window: 3 429s)."""
+    clock = Clock()
+    key = ApiKey("openrouter", 1, "sk-or-v1-one-at-a-time-0001")
+    url, prefix = STORE_BACKENDS[backend].url(request, tmp_path / "state.db"), f"test-{uuid.uuid4().hex[:10]}"
+    stores = [store_from_url(url, prefix, failover=False) for _ in range(2)]
+    first, second = (KeyManager({"openrouter": [key]}, CooldownSettings(), store, clock) for store in stores)
+    held = _lease(first, key)
+    assert second.acquire("openrouter") is None  # one out, nothing yet answered: one at a time
+    busy = second.busy_until()  # busy, as a key at its in-flight limit is: its callers wait, not fail
+    assert busy is not None and busy[0] == key and 0 < busy[1] <= InFlightLimit.SPACING
+    clock.advance(0.1)
+    _answer(held, clock, latency=0.1)
+    held = _lease(second, key)  # answered: the next may go
+    assert first.acquire("openrouter") is None  # one out again, the spacing not yet passed since it left
+    clock.advance(InFlightLimit.SPACING)
+    assert _lease(first, key).key == key  # one more per spacing, whatever is out (as in one process)
+    _answer(held, clock, status=429, hint=2.0)  # refused: what it teaches governs from now on
+    assert second.acquire("openrouter") is None
+    if STORE_BACKENDS[backend].clear_after:
+        stores[0].clear()  # type: ignore[attr-defined]
+
+
 def test_an_answer_written_after_the_window_was_counted_again_is_counted_at_the_next_answer(tmp_path: Path) -> None:
     """A short rest (a sliding window's slot about to free): the key answers after it before the other process's
     late answer of the window is written, so counting again once left the window at three — four processes learned
@@ -455,7 +491,7 @@ def test_an_answer_written_after_the_window_was_counted_again_is_counted_at_the_
     clock = Clock()
     key = ApiKey("openrouter", 1, "sk-or-v1-shared-window-0003")
     first, second = _two_processes(tmp_path, key, clock)
-    late = _window_with_a_late_answer(first, second, key, clock, 0.2)
+    late = _window_with_a_late_answer(first, second, key, clock, 0.2, unrecorded=tmp_path / "state.db")
     refused = clock()
     clock.advance(second.statuses("openrouter")[0].cooldown_remaining + 0.01)
     lease = _lease(second, key)

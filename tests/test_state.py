@@ -233,6 +233,37 @@ def test_in_flight_leases_obey_the_reported_quota_and_expire_when_a_process_dies
     assert store.acquire("solo", NOW + 61) == "fp-z"  # without a lease (probes), the gate does not apply
 
 
+def test_a_shared_store_keeps_the_sends_of_requests_out_in_the_order_it_was_told_them(store: StateStore) -> None:
+    """`note_sent`: a request out is kept with when it left, whether the key's gate counts it or not, and is told
+    the sends kept before it on its account's gates (two sent at one moment are told apart by the order); it never
+    counts against a count read later (that count already holds the requests sent before it), and is kept until
+    its lease ends or runs out. A store no other process shares keeps none: its process's own count holds all."""
+    group, members = group_gate("acct", "team"), ["fp-x", "fp-y"]
+    store.register("acct", members, {"fp-x": group, "fp-y": group})
+    told = []
+    for token, sent in (("late", NOW + 1), ("t2", NOW), ("t1", NOW)):
+        lease = Lease(token, NOW + 30, sent=sent)
+        assert store.acquire("acct", NOW + 1, lease=lease) is not None
+        told.append(store.note_sent("fp-x", lease, members, NOW + 1))
+    if not store.SHARED:
+        assert told == [[], [], []] and store.sends_out(members, "", NOW + 1) == []
+        return
+    assert told == [[], [NOW + 1], [NOW, NOW + 1]]
+    assert store.sends_out(["fp-y"], "", NOW + 1) == [NOW, NOW, NOW + 1]
+    assert store.sends_out(members, "gpt", NOW + 1) == []  # another model's gates
+    store.end_lease("fp-y", Finish("t2", remaining=1, window_ends=NOW + 30), NOW + 2)  # the account counts now
+    assert store.sends_out(members, "", NOW + 2) == [NOW, NOW + 1]
+    counted = Lease("counted", NOW + 20, sent=NOW + 2)
+    assert store.acquire("acct", NOW + 2, lease=counted) is not None  # 1 left: the sends kept do not count
+    assert store.note_sent("fp-y", counted, members, NOW + 2) == [NOW, NOW + 1]
+    assert store.acquire("acct", NOW + 2, lease=Lease("full", NOW + 20)) is None
+    assert store.sends_out(members, "", NOW + 25) == [NOW, NOW + 1]  # "counted" ran out
+    store.renew_leases({group: {"late": NOW + 90}}, NOW + 25)
+    assert store.sends_out(members, "", NOW + 60) == [NOW + 1]
+    store.end_lease("fp-x", Finish("late"), NOW + 60)
+    assert store.sends_out(members, "", NOW + 60) == []
+
+
 def test_keys_of_a_shared_limit_group_share_one_gate(store: StateStore) -> None:
     """An answer on either key reports the account's count: requests in flight on both are held against it."""
     shared = group_gate("acct", "team")

@@ -185,6 +185,12 @@ class FailoverStore(StateStore):
     def sent_times(self, keys: Collection[str], model: str | None = None) -> list[float]:
         return self._call("sent_times", keys, model)
 
+    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[float]:
+        return self._call("note_sent", key_id, lease, keys, now)
+
+    def sends_out(self, keys: Collection[str], part: str, now: float) -> list[float]:
+        return self._call("sends_out", keys, part, now)
+
     def history(self, since: float) -> list[HourOfKey]:
         return self._call("history", since)
 

@@ -45,7 +45,9 @@ from llms.state.redis_scripts import (
     END_LEASE,
     FAILURE,
     LOG,
+    NOTE_SENT,
     REGISTER,
+    SENDS_OUT,
     SENT_TIMES,
     SPEND,
     SUCCESS,
@@ -78,6 +80,8 @@ class RedisStore(StateStore):
         self._spend = self._redis.register_script(SPEND)
         self._cool_model = self._redis.register_script(COOL_MODEL)
         self._sent_times = self._redis.register_script(SENT_TIMES)
+        self._note_sent = self._redis.register_script(NOTE_SENT)
+        self._sends_out = self._redis.register_script(SENDS_OUT)
 
     @classmethod
     def check_url(cls, url: str) -> str:
@@ -264,10 +268,13 @@ class RedisStore(StateStore):
         def apply() -> None:
             pipe = self._redis.pipeline(transaction=False)
             for key_id, ends in leases.items():
-                if ends:
-                    name = f"{self._p}lease:{key_id}"
+                if not ends:
+                    continue
+                ttl = math.ceil(max(ends.values()) - now) + 60
+                for name in (f"{self._p}lease:{key_id}", f"{self._p}out:{key_id}"):  # (sends kept: `note_sent`)
                     pipe.zadd(name, dict(ends), xx=True)  # XX: a lease that already ended is not brought back
-                    pipe.expire(name, math.ceil(max(ends.values()) - now) + 60)
+                    pipe.expire(name, ttl)
+                pipe.expire(f"{self._p}sent:{key_id}", ttl)
             pipe.execute()
 
         if any(leases.values()):
@@ -327,6 +334,16 @@ class RedisStore(StateStore):
             return []
         args = [self.log_size, model or "", *keys]
         return sorted(float(t) for t in self._run(lambda: self._sent_times(keys=[f"{self._p}requests"], args=args)))
+
+    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[float]:
+        names = sorted({self.gate(fp, lease.part) for fp in keys})
+        name = self.gate(key_id, lease.part)
+        args = [self._p, repr(now), lease.token, repr(lease.until), name, repr(lease.sent), *names]
+        return sorted(float(sent) for sent in self._run(lambda: self._note_sent(args=args)))
+
+    def sends_out(self, keys: Collection[str], part: str, now: float) -> list[float]:
+        names = sorted({self.gate(fp, part) for fp in keys})
+        return sorted(float(sent) for sent in self._run(lambda: self._sends_out(args=[self._p, repr(now), *names])))
 
     def history(self, since: float) -> list[HourOfKey]:
         members = self._run(lambda: self._redis.zrangebyscore(f"{self._p}hist:index", hour_of(since), "+inf"))

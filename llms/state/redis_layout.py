@@ -1,17 +1,18 @@
 """How the Redis store lays out key state under its prefix, and how each value is written and read back.
 
 Layout under the prefix (default `llmkeys`), keyed by a key's fingerprint (a hash; no secret is written):
-`{p}:pool:{provider}:ring` (list, rotation order), `:members` (set), `:cursor` (counter);
-`{p}:key:{fp}` (hash: successes, failures, consecutive, last_error, last_used);
-`{p}:cool:{fp}` ("until|reason|length", with a TTL so expired cooldowns vanish without a sweeper);
-`{p}:mrest:{fp}` (hash: model → "until|reason|length", the key's rests for one model);
-`{p}:pool:{provider}:pause` and `{p}:pool:{provider}/{model}:pause` ("until|reason|length", TTL: the pool, or one
-model of it, rests); `{p}:events` (capped list of JSON events, newest first); `{p}:doc:{name}` (JSON documents:
-what was learned about hidden limits); `{p}:layout` (the layout version, `LAYOUT`). Beside them:
-`{p}:disabled` (set); `{p}:requests` (capped list of JSON requests, newest first); `{p}:hist:{hour}:{fp}` (hash:
-one key's hour) indexed by `{p}:hist:index` (sorted set by hour); `{p}:gate:{gate}` (hash: remaining, window_ends,
-probing, window_began, size) and `{p}:lease:{gate}` (sorted set: token → end), with `{p}:gates` (hash: key → its
-group's gate); `{p}:limit:{fp}:recent` (sorted set) and `:day` (hash: ends, used) for configured limits.
+`{p}:pool:{provider}:ring` (list, rotation order), `:members` (set), `:cursor` (counter); `{p}:key:{fp}` (hash:
+successes, failures, consecutive, last_error, last_used); `{p}:cool:{fp}` ("until|reason|length", with a TTL so expired
+cooldowns vanish without a sweeper); `{p}:mrest:{fp}` (hash: model → "until|reason|length", the key's rests for one
+model); `{p}:pool:{provider}:pause` and `{p}:pool:{provider}/{model}:pause` ("until|reason|length", TTL: the pool, or
+one model of it, rests); `{p}:events` (capped list of JSON events, newest first); `{p}:doc:{name}` (JSON documents: what
+was learned about hidden limits); `{p}:layout` (the layout version, `LAYOUT`). Beside them: `{p}:disabled` (set);
+`{p}:requests` (capped list of JSON requests, newest first); `{p}:hist:{hour}:{fp}` (hash: one key's hour) indexed by
+`{p}:hist:index` (sorted set by hour); `{p}:gate:{gate}` (hash: remaining, window_ends, probing, window_began, size) and
+`{p}:lease:{gate}` (sorted set: token → end), with `{p}:gates` (hash: key → its group's gate); `{p}:out:{gate}` (sorted
+set: token → end, every request out whose lease said when it left, counted by the gate or not) with `{p}:sent:{gate}`
+(hash: token → "order|sent", the order from the counter `{p}:outs`); `{p}:limit:{fp}:recent` (sorted set) and `:day`
+(hash: ends, used) for configured limits.
 
 A value's format is part of the layout: `LAYOUT` moves on when one changes, and a value of an older layout must
 still read (`until_of`, `key_record`). The names are also written in the scripts (`llms.state.redis_scripts`).
@@ -26,7 +27,9 @@ from llms.state.base import LATENCY_BOUNDS, HourOfKey, KeyRecord, bounded_until
 LAYOUT = 3
 """The layout under a prefix (`{prefix}:layout`). 1: before versions; 2: cooldowns and pauses as
 `until|reason|length` (a value of layout 1, `until|reason`, still reads), per-model rests in `mrest:{fp}` hashes;
-3: a gate's window size (`size`; a gate of layout 2 has none, and reads as a count without one)."""
+3: a gate's window size (`size`; a gate of layout 2 has none, and reads as a count without one). The requests out
+(`out:`, `sent:`) are new keys beside layout 3's, not a change of its values: a process that keeps none shares the
+store with one that does (its requests read as none out), so the layout stays 3."""
 
 
 def bounded(until: float, now: float) -> tuple[float, int]:

@@ -110,7 +110,12 @@ _FINISH = """
 local function finish(o)
   local prefix, id, token, remaining = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
   local gate = prefix .. 'gate:' .. id
-  if token ~= '' then redis.call('ZREM', prefix .. 'lease:' .. id, token) end
+  if token ~= '' then
+    redis.call('ZREM', prefix .. 'lease:' .. id, token)
+    if redis.call('ZREM', prefix .. 'out:' .. id, token) == 1 then
+      redis.call('HDEL', prefix .. 'sent:' .. id, token)  -- its send, kept (`note_sent`)
+    end
+  end
   if ARGV[o + 5] == '1' and redis.call('HGET', gate, 'probing') == '1' then redis.call('HSET', gate, 'probing', '0') end
   if remaining ~= '' then
     local g = redis.call('HMGET', gate, 'remaining', 'window_ends', 'window_began', 'size')
@@ -220,6 +225,60 @@ for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) d
 end
 return out
 """
+
+_SENDS = """
+local function sends(prefix, now, name)  -- the gate's requests out whose sends were kept: {order, sent} by token
+  local out, kept = prefix .. 'out:' .. name, prefix .. 'sent:' .. name
+  local gone = redis.call('ZRANGEBYSCORE', out, '-inf', now)  -- a dead process's
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', out, '-inf', now)
+    redis.call('HDEL', kept, unpack(gone))
+  end
+  local live, found = redis.call('ZRANGE', out, 0, -1), {}
+  if #live > 0 then
+    for i, value in ipairs(redis.call('HMGET', kept, unpack(live))) do
+      if value then
+        local order, sent = string.match(value, '^(%d+)|(.*)$')
+        found[#found + 1] = {tonumber(order), sent}
+      end
+    end
+  end
+  return found
+end
+"""
+
+NOTE_SENT = (
+    _SENDS
+    + """
+-- `StateStore.note_sent`: keep lease ARGV[3] (until ARGV[4]) on gate ARGV[5] as sent at ARGV[6], in the order taken
+-- (the counter `outs`), and return the sends kept before it on the gates ARGV[7..] (prefix ARGV[1], now ARGV[2]).
+local prefix, now, token, ends, name = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local order, before = redis.call('INCR', prefix .. 'outs'), {}
+for i = 7, #ARGV do
+  for _, kept in ipairs(sends(prefix, now, ARGV[i])) do
+    if kept[1] < order then before[#before + 1] = kept[2] end
+  end
+end
+local out, kept, ttl = prefix .. 'out:' .. name, prefix .. 'sent:' .. name, math.ceil(ends - now) + 60
+redis.call('ZADD', out, ends, token)
+redis.call('HSET', kept, token, order .. '|' .. ARGV[6])
+if redis.call('TTL', out) < ttl then redis.call('EXPIRE', out, ttl) end
+if redis.call('TTL', kept) < ttl then redis.call('EXPIRE', kept, ttl) end
+return before
+"""
+)
+
+SENDS_OUT = (
+    _SENDS
+    + """
+-- `StateStore.sends_out`: the sends kept on the gates ARGV[3..] (prefix ARGV[1], now ARGV[2]), as text.
+local found = {}
+for i = 3, #ARGV do
+  for _, kept in ipairs(sends(ARGV[1], tonumber(ARGV[2]), ARGV[i])) do found[#found + 1] = kept[2] end
+end
+return found
+"""
+)
 
 REGISTER = """
 for i = 1, #ARGV do

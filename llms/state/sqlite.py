@@ -253,7 +253,9 @@ class SQLiteStore(StateStore):
 
     def busy_until(self, pool: str, now: float, part: str = "") -> tuple[str, float] | None:
         def read(db: sqlite3.Connection) -> tuple[str, float] | None:
-            leased = {name for (name,) in db.execute("SELECT DISTINCT fp FROM leases WHERE until > ?", (now,))}
+            leased = {
+                name for (name,) in db.execute("SELECT DISTINCT fp FROM leases WHERE until > ? AND counted", (now,))
+            }
             free = db.execute(
                 "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0", (pool, now)
             ).fetchall()
@@ -298,6 +300,16 @@ class SQLiteStore(StateStore):
 
     def sent_times(self, keys: Collection[str], model: str | None = None) -> list[float]:
         return self._file.run(lambda db: sqlite_history.sent_times(db, keys, model, self.log_size), write=False)
+
+    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[float]:
+        name, names = self.gate(key_id, lease.part), sorted({self.gate(fp, lease.part) for fp in keys})
+        with self._tokens_lock:
+            self._tokens.add(lease.token)  # (its row is ended with the lease)
+        return self._file.run(lambda db: sqlite_gates.note_sent(db, name, lease, names, now))
+
+    def sends_out(self, keys: Collection[str], part: str, now: float) -> list[float]:
+        names = sorted({self.gate(fp, part) for fp in keys})
+        return self._file.run(lambda db: sqlite_gates.sends_out(db, names, now), write=False)
 
     def history(self, since: float) -> list[HourOfKey]:
         return self._file.run(lambda db: sqlite_history.history(db, since), write=False)

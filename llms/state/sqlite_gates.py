@@ -8,6 +8,7 @@ the caller's transaction; gates and leases are kept under `StateStore.gate`'s na
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from llms.state.base import Finish, Gate, Lease
 
@@ -27,11 +28,33 @@ def take(db: sqlite3.Connection, name: str, lease: Lease, now: float) -> bool | 
     if not gate.tracks(now):
         return None
     db.execute("DELETE FROM leases WHERE fp = ? AND until <= ?", (name, now))
-    live = db.execute("SELECT count(*) FROM leases WHERE fp = ?", (name,)).fetchone()[0]
+    live = db.execute("SELECT count(*) FROM leases WHERE fp = ? AND counted", (name,)).fetchone()[0]
     if live >= gate.allowed(now):
         return False
     db.execute("INSERT INTO leases (token, fp, until) VALUES (?, ?, ?)", (lease.token, name, lease.until))
     return True
+
+
+def note_sent(db: sqlite3.Connection, name: str, lease: Lease, names: Sequence[str], now: float) -> list[float]:
+    """`StateStore.note_sent`: the lease's row gets its send (a row the gate does not count, where it took none: a
+    count read later already counts the requests sent before it); the rows before it are those of lower id (a new
+    row's id is above every live one's)."""
+    db.execute(
+        "INSERT INTO leases (token, fp, until, sent, counted) VALUES (?, ?, ?, ?, 0)"
+        " ON CONFLICT (token) DO UPDATE SET sent = excluded.sent",
+        (lease.token, name, lease.until, lease.sent),
+    )
+    (order,) = db.execute("SELECT rowid FROM leases WHERE token = ?", (lease.token,)).fetchone()
+    marks = ", ".join("?" * len(names))
+    query = f"SELECT sent FROM leases WHERE fp IN ({marks}) AND until > ? AND sent IS NOT NULL AND rowid < ?"
+    return sorted(sent for (sent,) in db.execute(query, (*names, now, order)))
+
+
+def sends_out(db: sqlite3.Connection, names: Sequence[str], now: float) -> list[float]:
+    """When the requests whose leases on the gates `names` are live now were sent (where it was noted)."""
+    marks = ", ".join("?" * len(names))
+    query = f"SELECT sent FROM leases WHERE fp IN ({marks}) AND until > ? AND sent IS NOT NULL ORDER BY sent"
+    return [sent for (sent,) in db.execute(query, (*names, now))]
 
 
 def learn(db: sqlite3.Connection, name: str, finish: Finish | None, now: float, *, succeeded: bool) -> None:
@@ -53,7 +76,9 @@ def learn(db: sqlite3.Connection, name: str, finish: Finish | None, now: float, 
 def held_until(db: sqlite3.Connection, name: str, now: float) -> float | None:
     """When the gate's first lease ends, if every slot it allows is held now (None: a slot is free)."""
     gate = load(db, name)
-    gate.leases = dict(db.execute("SELECT token, until FROM leases WHERE fp = ? AND until > ?", (name, now)))
+    gate.leases = dict(
+        db.execute("SELECT token, until FROM leases WHERE fp = ? AND until > ? AND counted", (name, now))
+    )
     return gate.held_until(now)
 
 

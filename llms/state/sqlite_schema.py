@@ -74,7 +74,9 @@ CREATE TABLE IF NOT EXISTS gates (
 CREATE TABLE IF NOT EXISTS leases (
     token TEXT PRIMARY KEY,
     fp TEXT NOT NULL,
-    until REAL NOT NULL
+    until REAL NOT NULL,
+    sent REAL,
+    counted INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS leases_by_key ON leases (fp, until);
 CREATE TABLE IF NOT EXISTS limit_usage (
@@ -105,12 +107,14 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """`PRAGMA user_version` of a file this code wrote. 1: the first layout (no version was written); 2: a rest's own
 length beside its end (`keys.rest`, `pools.pause_rest`) and a quota window's start (`gates.window_began`), so that
 neither outlasts its own length whatever the clock does; 3: rests of a key for one model (`model_rests`), and
 pauses of one model of a pool as rows of `pools` named `pool/model`; 4: a quota window's whole size beside its count
-(`gates.size`), where the provider said it."""
+(`gates.size`), where the provider said it; 5: when each request in flight was sent (`leases.sent`), kept also for
+keys whose gate counts nothing yet (`leases.counted` 0: a count that comes later counts them not), so a 429 in one
+process reads the requests the others have out."""
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
@@ -120,9 +124,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     3: (),  # a new table only: made by the schema itself
     4: ("ALTER TABLE gates ADD COLUMN size INTEGER",),
+    5: ("ALTER TABLE leases ADD COLUMN sent REAL", "ALTER TABLE leases ADD COLUMN counted INTEGER NOT NULL DEFAULT 1"),
 }
 """What takes a file from the version before to this one, in place; data is kept (a rest of 0: length unknown; a
-window's size none: what was left stays the count until an answer reports again)."""
+window's size none: what was left stays the count until an answer reports again; a lease's send none: read as
+none out)."""
 
 
 TABLES = (

@@ -202,6 +202,20 @@ class StateStore(ABC):
         answered = (r for r in rows if r.key in keys and r.outcome == "ok" and model in (None, r.model))
         return sorted(r.at - r.latency for r in answered)
 
+    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[float]:
+        """Keep that the request of `lease` (on the key's gate for `lease.part`, counted there or not) left at
+        `lease.sent`, until the lease ends or runs out, and return when the requests out on the gates of `keys`
+        (fingerprints: the key's account) that the store kept before it were sent: while a key's quota is
+        unknown, each process's in-flight limit counts every process's requests out (`Leases.admit`; four
+        processes, one request each, put four at once on an account of 1 a window). A store no other process
+        shares keeps none: its process's own count holds every request out."""
+        return []
+
+    def sends_out(self, keys: Collection[str], part: str, now: float) -> list[float]:
+        """When the requests out on the gates of `keys` for `part` whose sends were kept (`note_sent`) left, oldest
+        first: a first 429's window holds the other processes' requests out too."""
+        return []
+
     @abstractmethod
     def history(self, since: float) -> list[HourOfKey]:
         """Every key's hours from the one containing `since` on (older hours are pruned as they age out)."""
