@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import in_threads
@@ -262,6 +264,19 @@ def test_a_shared_store_keeps_the_sends_of_requests_out_in_the_order_it_was_told
     assert store.sends_out(members, "", NOW + 60) == [NOW + 1]
     store.end_lease("fp-x", Finish("late"), NOW + 60)
     assert store.sends_out(members, "", NOW + 60) == []
+
+
+def test_a_send_a_dead_process_left_in_a_sqlite_file_is_swept_by_the_next_one_kept(tmp_path: Path) -> None:
+    """A gate that counts nothing never sweeps its leases: the sends kept beside it (`note_sent`) that ran out
+    go when the next one is kept on the account's gates, so a file shared for months does not grow with them."""
+    path = tmp_path / "state.db"
+    store = store_from_url(f"sqlite://{path}", failover=False)
+    store.register("pool", IDS)
+    store.note_sent("fp-a", Lease("dead", NOW + 5, sent=NOW), ["fp-a"], NOW)  # its process died: never ended
+    assert store.note_sent("fp-a", Lease("alive", NOW + 60, sent=NOW + 10), ["fp-a"], NOW + 10) == []
+    with sqlite3.connect(path) as db:
+        assert [token for (token,) in db.execute("SELECT token FROM leases")] == ["alive"]
+    store.close()
 
 
 def test_keys_of_a_shared_limit_group_share_one_gate(store: StateStore) -> None:

@@ -109,8 +109,8 @@ class HourOfKey:
 class Lease:
     """A slot for one request in flight on a key. A process that dies without ending it frees it at `until`.
     `part`: the model, where the provider counts limits per model (the slot is of that model's gate). `sent`: when
-    its request left, where processes share the store: kept even while the gate counts nothing, so a 429 in one
-    process reads the requests the others have out (`StateStore.sends_out`); None: not kept unless counted."""
+    its request left, for the store to keep where processes count each other's requests out (`StateStore.note_sent`;
+    None until then)."""
 
     token: str
     until: float

@@ -38,14 +38,16 @@ def take(db: sqlite3.Connection, name: str, lease: Lease, now: float) -> bool | 
 def note_sent(db: sqlite3.Connection, name: str, lease: Lease, names: Sequence[str], now: float) -> list[float]:
     """`StateStore.note_sent`: the lease's row gets its send (a row the gate does not count, where it took none: a
     count read later already counts the requests sent before it); the rows before it are those of lower id (a new
-    row's id is above every live one's)."""
+    row's id is above every live one's). Rows a dead process left go here: a gate that counts nothing never
+    sweeps them."""
+    marks = ", ".join("?" * len(names))
+    db.execute(f"DELETE FROM leases WHERE fp IN ({marks}) AND until <= ? AND NOT counted", (*names, now))
     db.execute(
         "INSERT INTO leases (token, fp, until, sent, counted) VALUES (?, ?, ?, ?, 0)"
         " ON CONFLICT (token) DO UPDATE SET sent = excluded.sent",
         (lease.token, name, lease.until, lease.sent),
     )
     (order,) = db.execute("SELECT rowid FROM leases WHERE token = ?", (lease.token,)).fetchone()
-    marks = ", ".join("?" * len(names))
     query = f"SELECT sent FROM leases WHERE fp IN ({marks}) AND until > ? AND sent IS NOT NULL AND rowid < ?"
     return sorted(sent for (sent,) in db.execute(query, (*names, now, order)))
 
