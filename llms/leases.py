@@ -335,8 +335,8 @@ class Leases:
 
     def others_in_flight(self, key: ApiKey, part: str, sent: float) -> list[float]:
         """When the requests of the key's subject in flight were sent, but the one sent at `sent` (the nearest),
-        ascending: every process's, where the store is shared and says (`StateStore.sends_out`), else this
-        process's."""
+        ascending: every process's, where the store is shared and kept more of them than this process holds (it
+        keeps those sent while the quota was unknown: `StateStore.note_sent`, `sends_out`), else this process's."""
         subject = limit_subject(key, part)
         with self._lock:
             sends = sorted(held.sent for held in self._held.values() if held.subject == subject)

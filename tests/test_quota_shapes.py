@@ -353,6 +353,7 @@ def test_four_processes_on_one_sqlite_file_deliver_a_sliding_windows_quota_as_on
     assert shared.waste <= shared.floor + 0.05, shared.as_dict()
 
 
+@pytest.mark.slow
 def test_four_processes_put_one_request_at_a_time_on_an_account_whose_quota_none_knows() -> None:
     """A clock window of 1 a 2 s shared by the 4 keys of an account, 4 callers: one process sends the account one
     request at a time until it knows its quota; 4 processes, each with its own in-flight limit, sent 4 at once (3
