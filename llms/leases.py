@@ -212,9 +212,7 @@ class Leases:
             among_all = self._store.SHARED and limit.learning
         if among_all and not self._room_among_all(key, replace(lease, sent=now), limit, now):
             with self._lock:  # as though it never went (not an end: waiters for one would look again at once)
-                del self._held[token]
-                self._freeing[subject].pop(token, None)
-                self._in_flight[subject] -= 1
+                self._let_go(token)
                 self._saturate(key, subject, part, now)
             return False
         return True
@@ -269,12 +267,10 @@ class Leases:
         process's own, worked out as the answer came, so the latest one is the newest). `trip`: seconds from the
         send to the answer, which bound how soon a 429 comes back (`InFlightLimit.spacing`)."""
         with self._lock:
-            held = self._held.pop(token, None) if token is not None else None
+            held = self._let_go(token) if token is not None else None
             if held is not None:
                 subject, part = held.subject, held.part
-                self._freeing[subject].pop(token, None)
                 self.ended += 1
-                self._in_flight[subject] -= 1
                 if kind is OutcomeKind.OK:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
                     window = quota.limit if at_once is not None and quota is not None else None
@@ -291,6 +287,15 @@ class Leases:
             with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile: nothing waits on it)
                 loop.call_soon_threadsafe(_settle, future)
         return _finish(token, part, quota, now, learned)
+
+    def _let_go(self, token: str) -> _Held | None:
+        """Stop counting the request of lease `token` in flight (None: this process holds no such lease). Called
+        with the lock held."""
+        held = self._held.pop(token, None)
+        if held is not None:
+            self._freeing[held.subject].pop(token, None)
+            self._in_flight[held.subject] -= 1
+        return held
 
     def ending(self, token: str | None, quota: QuotaHint | None, now: float, *, learned: bool = False) -> Finish | None:
         """What `finish` will tell the store of the lease `token`, read before it frees this process's slot: the

@@ -99,7 +99,7 @@ class InFlightLimit:
     @property
     def unknown(self) -> bool:
         """Nothing is known of the quota yet: no 429, no count of what is left, not yet proven by answers."""
-        return 0 < self.answers <= self.PROVEN_AFTER and not self.refused and not self.told
+        return self.answers > 0 and self.learning
 
     @property
     def learning(self) -> bool:
