@@ -22,7 +22,7 @@ from llms.cooldown import SLOT_MARGIN, cooldown_policy
 from llms.key_states import KeyState
 from llms.key_status import KeyStatus
 from llms.learned_limits import DUE_NOW_REST, LearnedLimits
-from llms.leases import LEASE_TTL, InFlight, KeyLease, Leases
+from llms.leases import LEASE_TTL, Admission, InFlight, KeyLease, Leases
 from llms.operator_actions import OperatorActions
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.provider_state import read_provider_state
@@ -67,7 +67,6 @@ class KeyManager:
         self._lock = threading.Lock()  # one for `_leases` and `_learned`: the latter reads subjects the former saw
         self._storms = StormRule()
         self.policy = cooldown_policy(cooldowns.policy, cooldowns.rate_limit)
-        self._foreign: set[str] = set()
         self._answered_at: dict[str, float] = {}  # when this process last had an answer from each provider
         self._leases = Leases(store, clock, self._lock, self._account, lease_seconds, lease_ttl)
         self._learned = LearnedLimits(store, self._lock, self._account, self._known_subjects)
@@ -89,7 +88,7 @@ class KeyManager:
         self._by_fingerprint = {k.fingerprint: k for k in self._by_id.values()}
         self._groups = groups
         self._keys = by_provider
-        self._foreign = set()
+        self._foreign: set[str] = set()
 
     @property
     def in_flight(self) -> InFlight:
@@ -118,19 +117,20 @@ class KeyManager:
             skip = {k.fingerprint for k in exclude} | self._foreign | self._leases.saturated(part, now)
         limits = self._limits.get(provider)
         while True:
-            now = self._clock()
+            now, seen = self._clock(), self._leases.counts_told
             lease = self._leases.lease(now, provider, part)
             fingerprint = self._store.acquire(provider, now, skip, lease, model)
             if fingerprint is None:
                 return None
             skip.add(fingerprint)
             key = self._by_fingerprint.get(fingerprint)
-            if key is None:
+            if key is None:  # another configuration's
                 self._foreign.add(fingerprint)
+            admission = self._leases.admit(key, lease, now, seen) if key is not None else Admission.FULL
+            if admission is not Admission.ADMITTED:  # its last slot went first, or its count came since: look again
                 self._store.end_lease(fingerprint, Finish(lease.token, part=part), now)
-                continue
-            if not self._leases.admit(key, lease, now):  # another thread (or process) took its last slot first
-                self._store.end_lease(fingerprint, Finish(lease.token, part=part), now)
+                if admission is Admission.STALE:
+                    skip.discard(fingerprint)
                 continue
             if limits is not None:
                 counted, rest = self._store.spend(fingerprint, now, limits.at(now))
@@ -245,9 +245,8 @@ class KeyManager:
             if streak % self._cooldowns.error_threshold == 0:  # every Nth consecutive error, not every one after
                 self.cool(key, self._cooldowns.errors, KeyState.ERRORS, f"{streak} consecutive errors")
             else:
-                self._event(
-                    now, key, EventKind.FAILED, f"{outcome.message} ({streak}/{self._cooldowns.error_threshold})"
-                )
+                of = f"{streak}/{self._cooldowns.error_threshold}"
+                self._event(now, key, EventKind.FAILED, f"{outcome.message} ({of})")
 
     def _penalise(self, key: ApiKey, outcome: Outcome, sent: float, model: str | None) -> None:
         """Rest a rate-limited key (`_rate_limited`), or park one the provider refused (and its account's keys,

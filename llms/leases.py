@@ -18,6 +18,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from config.api_keys import ApiKey
@@ -36,6 +37,14 @@ LEASE_TTL = 10.0
 process's memory keeps a lease until its request's deadline: nothing outlives the process, and nothing renews it."""
 
 _OK = Outcome(OutcomeKind.OK, 200)
+
+
+class Admission(Enum):
+    """What `Leases.admit` made of a lease the store took."""
+
+    ADMITTED = "admitted"
+    FULL = "full"  # the key's slots are held (by this process, or, while its quota is unknown, by others'): pass it
+    STALE = "stale"  # an answer told the store the key's count after the lease was taken: take it again
 
 
 @dataclass(eq=False)
@@ -164,6 +173,9 @@ class Leases:
         """Every subject this process has sent a request for (changed with the lock held)."""
         self.ended = 0
         """How many of this process's requests in flight have ended."""
+        self.counts_told = 0
+        """How many of this process's answers have told the store a count (`admit`'s `seen`)."""
+        self._told_at: dict[str, int] = {}  # subject → `counts_told` when an answer last told the store its count
         self._ends = threading.Condition()  # told of each end, for callers waiting for a slot (`wait_for_end`)
         self._awaiting: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()  # (`await_end`)
         self._renewer: threading.Thread | None = None
@@ -188,16 +200,21 @@ class Leases:
         """The keys at their in-flight limit for the part (the model, or "") now. Called with the lock held."""
         return {fingerprint for fingerprint, until in self._saturated[part].items() if until > now}
 
-    def admit(self, key: ApiKey, lease: Lease, now: float) -> bool:
+    def admit(self, key: ApiKey, lease: Lease, now: float, seen: int) -> Admission:
         """Count the lease's request in flight on the key if its subject's `InFlightLimit` has room among this
         process's requests out, and, while nothing is known of its quota, among every process's sharing the store
-        (`_room_among_all`)."""
+        (`_room_among_all`). `seen`: `counts_told` before the store took the lease. A later answer that told the
+        store the key's count makes it `STALE`: its gate counted nothing when it took the lease, so no slot held
+        it, while the answer lifted this process's limit to the count (a burst of 32 callers on 8 keys whose
+        answers report their quota paid 5 429s on a SQLite file, the threads late to admit sending past it)."""
         token, part = lease.token, lease.part
         subject = limit_subject(key, part)
         with self._lock:
+            if self._told_at.get(subject, -1) > seen:
+                return Admission.STALE
             limit = self._limits[subject]
             if not limit.room(self._holding(subject, now), now - self._sent.get(subject, -math.inf)):
-                return False
+                return Admission.FULL
             self._in_flight[subject] += 1
             self._sent[subject] = now
             self.subjects.add(subject)
@@ -214,8 +231,8 @@ class Leases:
             with self._lock:  # as though it never went (not an end: waiters for one would look again at once)
                 self._let_go(token)
                 self._saturate(key, subject, part, now)
-            return False
-        return True
+            return Admission.FULL
+        return Admission.ADMITTED
 
     def _room_among_all(self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float) -> bool:
         """Whether `limit` has room for the lease's request among the requests out that the store kept before it,
@@ -271,6 +288,9 @@ class Leases:
             if held is not None:
                 subject, part = held.subject, held.part
                 self.ended += 1
+                if quota is not None and quota.remaining is not None:  # (the store was told it first: `ending`)
+                    self.counts_told += 1
+                    self._told_at[subject] = self.counts_told
                 if kind is OutcomeKind.OK:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
                     window = quota.limit if at_once is not None and quota is not None else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,11 +16,11 @@ from config.settings import CooldownSettings
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
 from llms.key_manager import KeyManager
 from llms.key_states import KeyState
-from llms.leases import KeyLease
+from llms.leases import Admission, KeyLease, Leases
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.quota import InFlightLimit
-from llms.state import EventKind
-from llms.state.base import RequestRecord
+from llms.state import EventKind, StateStore
+from llms.state.base import Finish, Lease, RequestRecord
 from llms.state.memory import MemoryStore
 
 
@@ -371,6 +372,38 @@ def _leases(manager: KeyManager, count: int) -> list[KeyLease]:
     leases = [manager.acquire("groq") for _ in range(count)]
     assert all(lease is not None for lease in leases)
     return [lease for lease in leases if lease is not None]
+
+
+def test_a_lease_taken_before_an_answer_told_the_store_its_keys_count_is_taken_again(
+    state_backend: Callable[[], StateStore],
+) -> None:
+    """A thread's lease is taken while the key's gate counts nothing (no count yet); before it is admitted, the
+    key's first answer tells the store 4 are left and lifts this process's limit to them. Admitted, its request
+    went on no slot of the four, past the count: a burst of 32 callers on 8 keys paid 5 429s on a SQLite file under
+    load. It is taken again instead, and then the gate holds it."""
+    store, clock = state_backend(), Clock()
+    key = ApiKey("groq", 1, "gsk_test_secret_0001_abcdef")
+    store.register("groq", [key.fingerprint], {})
+    leases = Leases(store, clock, threading.Lock(), lambda k: [k], 660.0, 10.0)
+
+    def taken() -> tuple[Lease, int]:
+        seen, lease = leases.counts_told, leases.lease(clock(), "groq", "")
+        assert store.acquire("groq", clock(), (), lease) == key.fingerprint
+        return lease, seen
+
+    first, seen = taken()
+    assert leases.admit(key, first, clock(), seen) is Admission.ADMITTED
+    late, seen_late = taken()  # the gate counts nothing: no slot holds it
+    quota = QuotaHint(remaining=4, reset_after=None, limit=5)
+    store.record_success(key.fingerprint, clock(), None, leases.ending(first.token, quota, clock()))
+    leases.finish(key, first.token, quota, clock(), OutcomeKind.OK)
+    assert leases.admit(key, late, clock(), seen_late) is Admission.STALE
+    store.end_lease(key.fingerprint, Finish(late.token), clock())
+    again = [taken() for _ in range(4)]
+    assert [leases.admit(key, lease, clock(), seen) for lease, seen in again] == [Admission.ADMITTED] * 4
+    lease = leases.lease(clock(), "groq", "")
+    assert store.acquire("groq", clock(), (), lease) is None  # the four left are held
+    leases.close()
 
 
 def test_a_lease_ends_once_and_frees_only_its_own_slot() -> None:
