@@ -295,6 +295,27 @@ def test_keys_of_a_shared_limit_group_share_one_gate(store: StateStore) -> None:
     assert store.acquire("acct", NOW + 16, exclude={"fp-solo"}, lease=_lease("t6")) is not None
 
 
+def test_a_key_whose_count_says_none_are_left_is_busy_until_its_window_ends_though_no_lease_holds_it(
+    store: StateStore,
+) -> None:
+    """A learned window's count reaches the gate with no lease and no rest (`LearnedLimits.refresh_gates`: "0 left
+    for 0.09 s"). Read as neither busy nor resting, the key sent the callers of a process with nothing in flight to
+    sleep until another key's rest ended, 10 s on; it is busy until the window ends, as a key whose slots are held."""
+    store.register("solo", ["fp-z"])
+    store.end_lease("fp-z", Finish("", remaining=0, window_ends=NOW + 0.5), NOW)  # a lease no one holds
+    assert store.acquire("solo", NOW + 0.1, lease=_lease("early")) is None
+    assert store.busy_until("solo", NOW + 0.1) == ("fp-z", NOW + 0.5)
+    assert store.busy_until("solo", NOW + 0.5) is None  # its window has ended: a slot is free
+    assert store.acquire("solo", NOW + 0.5, lease=_lease("on time")) == "fp-z"
+    store.end_lease("fp-z", Finish("", remaining=2, window_ends=NOW + 30), NOW + 1)
+    assert store.acquire("solo", NOW + 1, lease=_lease("second")) == "fp-z"
+    assert store.busy_until("solo", NOW + 2) == ("fp-z", NOW + 60)  # both slots held past the window's end
+    store.end_lease("fp-z", Finish("", remaining=0, window_ends=NOW + 9, part="m"), NOW + 3)  # a model's count
+    assert store.busy_until("solo", NOW + 3, "m") == ("fp-z", NOW + 9)
+    store.cool_model("fp-z", "m", NOW + 9, KeyState.RATE_LIMIT, NOW + 3)  # resting for that model: not busy
+    assert store.busy_until("solo", NOW + 3, "m") is None
+
+
 def test_a_renewed_lease_holds_its_slot_and_a_dead_holders_frees_when_it_stops_being_renewed(
     store: StateStore,
 ) -> None:

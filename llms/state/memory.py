@@ -263,6 +263,7 @@ class MemoryStore(StateStore):
                 if (gate := self._gates.get(self.gate(key_id, part))) is not None
                 and self._records[key_id].cooldown_until <= now
                 and not self._records[key_id].disabled
+                and self._model_rests.get(key_id, {}).get(part, (0.0,))[0] <= now  # (resting for it: not busy)
                 and (end := gate.held_until(now)) is not None
             ]
         if not held:

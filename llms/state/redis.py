@@ -287,6 +287,9 @@ class RedisStore(StateStore):
         disabled = self._run(lambda: self._redis.smembers(f"{self._p}disabled"))
         cools = self._run(lambda: self._redis.mget([f"{self._p}cool:{i}" for i in ids]))
         free = [i for i, cool in zip(ids, cools, strict=True) if i not in disabled and until_of(cool) <= now]
+        if part and free:  # a key resting for the model is resting, not busy
+            rests = self._model_rest_values(free, part)
+            free = [i for i, rest in zip(free, rests, strict=True) if until_of(rest, now) <= now]
 
         def fetch() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
@@ -299,7 +302,7 @@ class RedisStore(StateStore):
         found = self._run(fetch) if free else []
         best: tuple[str, float] | None = None
         for key_id, live, (remaining, ends, probing, began, size) in zip(free, found[::2], found[1::2], strict=True):
-            if not live:
+            if not live and remaining != "0":  # (full by its count with no lease: `Gate.held_until`)
                 continue
             gate = Gate(
                 dict(live),

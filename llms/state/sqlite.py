@@ -256,8 +256,13 @@ class SQLiteStore(StateStore):
             leased = {
                 name for (name,) in db.execute("SELECT DISTINCT fp FROM leases WHERE until > ? AND counted", (now,))
             }
+            leased |= {  # full by their counts, with no lease (`Gate.held_until`)
+                name for (name,) in db.execute("SELECT fp FROM gates WHERE remaining = 0 AND window_ends > ?", (now,))
+            }
             free = db.execute(
-                "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0", (pool, now)
+                "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0"
+                " AND NOT EXISTS (SELECT 1 FROM model_rests m WHERE m.fp = keys.fp AND m.model = ? AND m.until > ?)",
+                (pool, now, part, now),  # (a key resting for the model is resting, not busy; "" names none)
             ).fetchall()
             best: tuple[str, float] | None = None
             for (fp,) in free:
