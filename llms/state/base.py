@@ -220,7 +220,7 @@ class Gate:
         frees = [until for until in self.leases.values() if until > now]
         if not self.probing and self.remaining is not None and self.window_began - WRITE_LAG <= now < self.window_ends:
             held_past = sum(1 for until in frees if until > self.window_ends)
-            if held_past < max(1, self.remaining, self.size or 0):  # (`allowed` once the window has ended)
+            if held_past < self.allowed(self.window_ends):  # a slot frees as the window ends
                 frees.append(self.window_ends)
         return min(frees) if frees else None
 
