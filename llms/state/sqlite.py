@@ -40,6 +40,11 @@ from llms.state.sqlite_file import SQLiteFile
 from llms.state.sqlite_schema import TABLES
 from llms.state.store import StateError, StateStore, StoreHealth
 
+_FREE = "pool = ? AND cooldown_until <= ? AND disabled = 0"
+"""A key of the pool (bound first) neither cooling nor disabled now (bound second)."""
+_NOT_RESTING_FOR_MODEL = "NOT EXISTS (SELECT 1 FROM model_rests m WHERE m.fp = keys.fp AND m.model = ? AND m.until > ?)"
+"""The key rests for no model of that name (bound first; "" names none) now (bound second)."""
+
 
 class SQLiteStore(StateStore):
     SCHEMES = ("sqlite",)
@@ -118,13 +123,8 @@ class SQLiteStore(StateStore):
                 return None
             cursor = row[0]
             query = (
-                "SELECT fp, position FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0 "
-                "AND position {} ? "
-                + (
-                    "AND NOT EXISTS (SELECT 1 FROM model_rests m WHERE m.fp = keys.fp AND m.model = ? AND m.until > ?) "
-                    if model is not None
-                    else ""
-                )
+                f"SELECT fp, position FROM keys WHERE {_FREE} AND position {{}} ? "
+                + (f"AND {_NOT_RESTING_FOR_MODEL} " if model is not None else "")
                 + "ORDER BY position"
             )
             extra = (model, now) if model is not None else ()
@@ -260,8 +260,7 @@ class SQLiteStore(StateStore):
                 name for (name,) in db.execute("SELECT fp FROM gates WHERE remaining = 0 AND window_ends > ?", (now,))
             }
             free = db.execute(
-                "SELECT fp FROM keys WHERE pool = ? AND cooldown_until <= ? AND disabled = 0"
-                " AND NOT EXISTS (SELECT 1 FROM model_rests m WHERE m.fp = keys.fp AND m.model = ? AND m.until > ?)",
+                f"SELECT fp FROM keys WHERE {_FREE} AND {_NOT_RESTING_FOR_MODEL}",
                 (pool, now, part, now),  # (a key resting for the model is resting, not busy; "" names none)
             ).fetchall()
             best: tuple[str, float] | None = None
