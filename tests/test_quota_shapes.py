@@ -6,15 +6,17 @@ property tests draw shapes from the space the client must hold on, with default 
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bench import shape_cell
+from bench import shape_cell, shape_sample
 from bench.bench_shapes import GAPS, NAMED, OPENROUTER_FREE, STALE_COUNTS, targets
 from bench.shape_contender import contend
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
@@ -635,3 +637,25 @@ def test_a_cell_shows_how_each_reading_changed_429_by_429(capsys: pytest.Capture
     assert all(re.match(r" +\d+\.\d{3} s  key [12]  hint \d+\.\d{3} s:  key [12]: sliding ", line) for line in lines)
     keys = {part.split(":")[0] for line in lines for part in line.split(":  ", 1)[1].split("; ")}
     assert keys == {line.split(":")[0].strip() for line in ended.splitlines()} == {"key 1", "key 2"}
+
+
+def test_a_sample_of_random_cells_is_kept_and_two_samples_are_compared_cell_by_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bench/shape_sample.py`: the same seed draws the same cells, so a sample compared with itself moved none;
+    a cell whose verdict changed is named fixed or broke; the classes count each cell's misses once per kind."""
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    shape_sample.main(["run", str(first), "--cells", "4", "--seed", "5", "--jobs", "1"])
+    shape_sample.main(["run", str(second), "--cells", "4", "--seed", "5", "--jobs", "1"])
+    capsys.readouterr()
+    shape_sample.main(["diff", str(first), str(second)])
+    assert capsys.readouterr().out.splitlines()[0].startswith("fixed 0, broke 0;")
+    cells = json.loads(first.read_text())
+    assert [c["label"] for c in cells] == [c["label"] for c in json.loads(second.read_text())] and len(cells) == 4
+    cells[0]["met"], cells[0]["share"] = [not all(cells[0]["met"])] * 2, cells[0]["share"] - 0.5
+    lines = list(shape_sample.diff(json.loads(first.read_text()), cells))
+    assert len(lines) == 2 and ("broke" if all(json.loads(first.read_text())[0]["met"]) else "fixed") in lines[0]
+    counted = list(shape_sample.by_class(cells))
+    assert sum(int(line.split()[-8]) for line in counted if line.startswith("window ")) == sum(
+        not all(c["met"]) for c in cells
+    )

@@ -1,0 +1,140 @@
+"""A large random sample of *Quota on every shape*, kept as JSON, and what changed between two samples.
+
+`bench_shapes.py` runs 60 random cells for the report; judging a change to the client's learning takes more: a
+rule that mends one kind of shape often costs another (each session's "tried and not kept" list). This runs a few
+hundred random cells of the same space (`bench_shapes.random_shape`, on the memory store: the harness's tests run
+there, and it is several times faster than SQLite) in parallel, and compares two runs cell by cell and by class:
+
+    python bench/shape_sample.py run /tmp/before.json --cells 300 --seed 23     # about a minute on 2 cores
+    (change the client)
+    python bench/shape_sample.py run /tmp/after.json --cells 300 --seed 23
+    python bench/shape_sample.py diff /tmp/before.json /tmp/after.json          # cells that moved, fixed, broke
+    python bench/shape_sample.py classes /tmp/after.json                        # misses by window, hint, speed
+
+The same seed draws the same cells, so two runs differ only by the client. A cell is one `simulator.virtual_time`
+run, deterministic for its shape: a difference is the change's, not noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_shapes import random_shape, targets
+from simulator.virtual_time import Shape, run
+
+Cell = dict[str, Any]
+
+
+def measure(numbered: tuple[int, Shape]) -> Cell:
+    """One cell run, as plain data."""
+    number, shape = numbered
+    measured = run(shape)
+    share_met, waste_met = targets(measured)
+    return {
+        "cell": number,
+        "label": shape.label(),
+        "share": measured.share,
+        "waste": measured.waste,
+        "floor": measured.floor,
+        "met": [share_met, waste_met],
+        "classes": classes_of(shape),
+    }
+
+
+def classes_of(shape: Shape) -> list[str]:
+    """The kinds a cell belongs to, for counting misses by kind: its window, its hint, and how slow its answers
+    are beside its window (a first answer later than a window's end leaves that window to a blind guess)."""
+    speed = "answers ≥ window" if shape.latency >= shape.length else "answers ≥ ¼ window"
+    slow = [speed] if shape.latency >= shape.length / 4 else []
+    return [f"window {shape.window.value}", f"hint {shape.hint.value}", f"{shape.caller.value} callers", *slow]
+
+
+def sample(cells: int, seed: int) -> list[tuple[int, Shape]]:
+    rng = random.Random(seed)
+    return [(number, replace(random_shape(rng), store="memory")) for number in range(cells)]
+
+
+def met(cell: Cell) -> bool:
+    return all(cell["met"])
+
+
+def summary(cells: list[Cell]) -> str:
+    misses = sum(not met(cell) for cell in cells)
+    share = sum(cell["share"] for cell in cells) / max(1, len(cells))
+    return f"{misses} of {len(cells)} cells miss a target; mean share {share:.4f}"
+
+
+def diff(before: list[Cell], after: list[Cell]) -> Iterable[str]:
+    """The cells whose share moved by more than 0.01, whose waste moved by more than 0.02, or whose verdict
+    changed; then how many were fixed and broken."""
+    fixed = broken = 0
+    for old, new in zip(before, after, strict=True):
+        if old["label"] != new["label"]:
+            raise SystemExit("the two samples hold different cells: run both with the same --cells and --seed")
+        moved = abs(old["share"] - new["share"]) > 0.01 or abs(old["waste"] - new["waste"]) > 0.02
+        if not moved and old["met"] == new["met"]:
+            continue
+        verdict = "fixed" if met(new) and not met(old) else "broke" if met(old) and not met(new) else ""
+        fixed, broken = fixed + (verdict == "fixed"), broken + (verdict == "broke")
+        yield (
+            f"{old['cell']:4d}  share {old['share']:.3f} → {new['share']:.3f}  429s/answer {old['waste']:.3f} → "
+            f"{new['waste']:.3f} (floor {old['floor']:.3f})  {verdict:5s}  {old['label']}"
+        )
+    yield f"fixed {fixed}, broke {broken}; before: {summary(before)}; after: {summary(after)}"
+
+
+def by_class(cells: list[Cell]) -> Iterable[str]:
+    """Misses per kind of cell, most first: which share target and which waste target each kind misses."""
+    total, missed, share_missed, waste_missed = Counter(), Counter(), Counter(), Counter()
+    for cell in cells:
+        for kind in cell["classes"]:
+            total[kind] += 1
+            missed[kind] += not met(cell)
+            share_missed[kind] += not cell["met"][0]
+            waste_missed[kind] += not cell["met"][1]
+    for kind in sorted(total, key=lambda k: (-missed[k], k)):
+        yield (
+            f"{kind:22s} {missed[kind]:4d} of {total[kind]:4d} miss   share {share_missed[kind]:4d}   "
+            f"429s {waste_missed[kind]:4d}"
+        )
+    yield summary(cells)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    running = commands.add_parser("run", help="run a sample and keep it as JSON")
+    running.add_argument("out", type=Path)
+    running.add_argument("--cells", type=int, default=300)
+    running.add_argument("--seed", type=int, default=23)
+    running.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
+    comparing = commands.add_parser("diff", help="what changed between two samples of the same cells")
+    comparing.add_argument("before", type=Path)
+    comparing.add_argument("after", type=Path)
+    counting = commands.add_parser("classes", help="misses by kind of cell")
+    counting.add_argument("sample", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        with ProcessPoolExecutor(args.jobs) as pool:
+            cells = list(pool.map(measure, sample(args.cells, args.seed), chunksize=4))
+        args.out.write_text(json.dumps(cells))
+        print(summary(cells))
+    elif args.command == "diff":
+        print("\n".join(diff(json.loads(args.before.read_text()), json.loads(args.after.read_text()))))
+    else:
+        print("\n".join(by_class(json.loads(args.sample.read_text()))))
+
+
+if __name__ == "__main__":
+    main()
