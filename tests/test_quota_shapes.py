@@ -20,7 +20,7 @@ from bench import shape_cell, shape_sample
 from bench.bench_shapes import GAPS, NAMED, OPENROUTER_FREE, STALE_COUNTS, targets
 from bench.shape_contender import contend
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
-from llms.learned_closings import Closing
+from llms.learned_closings import Closing, agreed_window
 from llms.learned_limits import _EarlyCounts
 from llms.learned_windows import SlotLog
 from llms.state.base import Document
@@ -270,6 +270,18 @@ def test_a_sliding_log_read_long_takes_the_length_its_closings_agree_on() -> Non
     assert (agreed.size, agreed.length) == (20, pytest.approx(2.0))
     twin = replace(log, closings=(Closing(first, frees, (first, *held)),))  # sent with it, refused with it
     assert twin.limited(first, frees - first).closings[0].sends == held
+
+
+def test_closings_a_moment_apart_agree_on_no_window() -> None:
+    """Two closings whose moments lie within a trip's spread of each other (a burst of 429s as a token bucket runs
+    dry, each hint a drip) hold the same sends, so every size gives lengths that agree: the agreement says nothing.
+    Read as agreed, a bucket of 60 a 5 s (12 a second) went from 65 a 4.6 s to 62 a 1.06 s, then 28 a 0.5 s, and 64
+    waiting callers sent 23 requests at once, 22 refused: 0.54 429s per answer (0.17 without it)."""
+    sends = tuple(reversed([i * 0.07 for i in range(65)]))  # newest first, as a closing keeps them
+    burst = (Closing(4.48, 4.49, sends), Closing(4.49, 4.57, sends))
+    assert agreed_window(burst, 70, sorted(sends)) is None
+    log = SlotLog(tuple(sorted(sends)), 70, 4.593, closed_until=4.57, closings=burst)
+    assert (log._agreed().size, log._agreed().length) == (70, 4.593)
 
 
 def test_a_sliding_log_two_closings_agree_on_gives_its_slots_back_as_trips_differ() -> None:
