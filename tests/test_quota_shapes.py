@@ -316,7 +316,7 @@ def test_a_sliding_log_read_slow_takes_one_request_more_now_and_then() -> None:
     assert refused.probe_every == 20 and not refused.probe_due(32.0 + 39.9)
 
 
-@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("store", ["memory", pytest.param("sqlite", marks=pytest.mark.slow)])  # (30 windows on a file)
 def test_a_sliding_window_of_a_few_seconds_under_slow_answers_is_read_right_by_its_second_closing(store: str) -> None:
     """OpenRouter's 20 a minute under 10 s answers, with time scaled by 30 (20 a 2 s, answers of 0.17–0.5 s): each
     key's first 429 came as it ramped up, and read it long (23 a 3.4 s, 20 a 2.4 s), a pace no 429 corrected (0.78
