@@ -662,11 +662,12 @@ def test_a_sample_of_random_cells_is_kept_and_two_samples_are_compared_cell_by_c
     capsys.readouterr()
     shape_sample.main(["diff", str(first), str(second)])
     assert capsys.readouterr().out.splitlines()[0].startswith("fixed 0, broke 0;")
+    before = json.loads(first.read_text())
+    assert [c["label"] for c in before] == [c["label"] for c in json.loads(second.read_text())] and len(before) == 2
     cells = json.loads(first.read_text())
-    assert [c["label"] for c in cells] == [c["label"] for c in json.loads(second.read_text())] and len(cells) == 2
     cells[0]["met"], cells[0]["share"] = [not all(cells[0]["met"])] * 2, cells[0]["share"] - 0.5
-    lines = list(shape_sample.diff(json.loads(first.read_text()), cells))
-    assert len(lines) == 2 and ("broke" if all(json.loads(first.read_text())[0]["met"]) else "fixed") in lines[0]
+    lines = list(shape_sample.diff(before, cells))
+    assert len(lines) == 2 and ("broke" if all(before[0]["met"]) else "fixed") in lines[0]
     counted = list(shape_sample.by_class(cells))
     assert sum(int(line.split()[-8]) for line in counted if line.startswith("window ")) == sum(
         not all(c["met"]) for c in cells

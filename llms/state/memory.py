@@ -107,7 +107,7 @@ class MemoryStore(StateStore):
                 ring.append(key_id)
                 if key_id in exclude or record.disabled:
                     continue
-                if model is not None and self._model_rests.get(key_id, {}).get(model, (0.0,))[0] > now:
+                if model is not None and self._model_rest_ends(key_id, model) > now:
                     continue
                 if lease is not None:
                     gate = self._gates.setdefault(self.gate(key_id, lease.part), Gate({}))
@@ -153,6 +153,10 @@ class MemoryStore(StateStore):
     def _pool_keys(self, pool: str) -> list[str]:
         return [k for k, p in self._pool_of.items() if p == pool]
 
+    def _model_rest_ends(self, key_id: str, model: str) -> float:
+        """When the key's rest for `model` ends (0: it has none). Called with the lock held."""
+        return self._model_rests.get(key_id, {}).get(model, (0.0,))[0]
+
     def _next_free_for(self, pool: str, now: float, model: str, resumes: float) -> tuple[str, float] | None:
         """`next_free` when keys of the pool rest for `model`: each key frees when its own rest and its rest for
         the model have both ended (O(keys); only on the way to an exhausted error or a wait)."""
@@ -161,7 +165,7 @@ class MemoryStore(StateStore):
             record = self._records[key_id]
             if record.disabled:
                 continue
-            rested = self._model_rests.get(key_id, {}).get(model, (0.0,))[0]
+            rested = self._model_rest_ends(key_id, model)
             frees.append((max(record.cooldown_until, rested, resumes), key_id))
         waiting = [(until, key_id) for until, key_id in frees if until > now]
         if not waiting:
@@ -263,7 +267,7 @@ class MemoryStore(StateStore):
                 if (gate := self._gates.get(self.gate(key_id, part))) is not None
                 and self._records[key_id].cooldown_until <= now
                 and not self._records[key_id].disabled
-                and self._model_rests.get(key_id, {}).get(part, (0.0,))[0] <= now  # (resting for it: not busy)
+                and self._model_rest_ends(key_id, part) <= now  # (resting for it: not busy)
                 and (end := gate.held_until(now)) is not None
             ]
         if not held:
