@@ -149,7 +149,7 @@ class Failover:
                 tried: set[ApiKey] = set()
                 run.leave_target = False
                 while not run.leave_target and (
-                    lease := self.key_manager.acquire(target.provider, exclude=tried, model=target.model)
+                    lease := self.key_manager.acquire(target.provider, tried, target.model, run.tokens)
                 ):
                     tried.add(lease.key)
                     mine += 1

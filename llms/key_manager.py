@@ -106,10 +106,14 @@ class KeyManager:
     def keys(self, provider: str) -> tuple[ApiKey, ...]:
         return self._keys.get(provider, ())
 
-    def acquire(self, provider: str, exclude: Collection[ApiKey] = (), model: str | None = None) -> KeyLease | None:
+    def acquire(
+        self, provider: str, exclude: Collection[ApiKey] = (), model: str | None = None, tokens: int = 0
+    ) -> KeyLease | None:
         """A lease on the next usable key of `provider` in round-robin order (for `model`: not resting for it), or
         None when all are cooling or excluded. The caller must end the lease (`KeyLease`). A key with as many
-        requests in flight as it has left is passed over; a configured limit's last slot rests the key after it."""
+        requests in flight as it has left is passed over, as is one whose tokens left cannot pay for `tokens`
+        (`ChatRequest.tokens`: rested till they can, if no answer out will say more); a configured limit's last
+        slot rests the key after it."""
         part = self._part(provider, model)
         now = self._clock()
         self._learned.refresh(now)
@@ -126,11 +130,14 @@ class KeyManager:
             key = self._by_fingerprint.get(fingerprint)
             if key is None:  # another configuration's
                 self._foreign.add(fingerprint)
-            admission = self._leases.admit(key, lease, now, seen) if key is not None else Admission.FULL
+            admission = self._leases.admit(key, lease, now, seen, tokens) if key is not None else Admission.FULL
             if admission is not Admission.ADMITTED:  # its last slot went first, or its count came since: look again
                 self._store.end_lease(fingerprint, Finish(lease.token, part=part), now)
                 if admission is Admission.STALE:
                     skip.discard(fingerprint)
+                elif admission is Admission.SPENT and key and (back := self._leases.tokens_back(key, part, tokens)):
+                    why = f"token quota for this minute cannot cover a request of {tokens} tokens"
+                    self._rest_longer(self._account(key), back - now, why, part or None, now)
                 continue
             if limits is not None:
                 counted, rest = self._store.spend(fingerprint, now, limits.at(now))
@@ -265,20 +272,17 @@ class KeyManager:
         """Rest the key for an answer's quota (counted from `sent`, when the request left), before the request's
         slot frees, as a penalty does: between the two, a caller waiting for that slot found the key neither busy
         nor resting, and was sent to it (a 429) or gave up ("All API keys exhausted … frees up in 0.7 s")."""
-        if quota is None:
-            return
-        if quota.rest is not None:
-            rest, why = quota.rest, "token quota for this minute cannot cover another"
-        elif quota.remaining == 0 and quota.reset_after is not None:
-            rest, why = quota.reset_after, "quota used up for this window"
-        else:
-            return
-        seconds, model = self._rest_from(sent, rest, now), part or None  # (per model: that model's quota)
-        # Never shorter than a rest it has: answers sent together come back in any order, the provider's first read
-        # (more left) last (a clock window of 2 a 30 s read as a sliding log resumed its key 0.09 s early: 13 429s).
-        if seconds > SLOT_MARGIN and now + seconds > self._resting_until(key, model, now):
-            for member in self._account(key):  # the account's quota: every key of a shared-limit group rests with it
-                self.cool(member, seconds, KeyState.RATE_LIMIT, why, model)
+        if quota is not None and quota.remaining == 0 and quota.reset_after is not None:
+            seconds = self._rest_from(sent, quota.reset_after, now)
+            self._rest_longer(self._account(key), seconds, "quota used up for this window", part or None, now)
+
+    def _rest_longer(self, keys: Iterable[ApiKey], seconds: float, why: str, model: str | None, now: float) -> None:
+        """Rest the keys (for `model`, where their provider counts per model) for a quota fact, each unless it rests
+        longer already: answers sent together come back in any order, the provider's first read (more left) last
+        (a clock window of 2 a 30 s read as a sliding log resumed its key 0.09 s early: 13 429s)."""
+        for key in keys if seconds > SLOT_MARGIN else ():
+            if now + seconds > self._resting_until(key, model, now):
+                self.cool(key, seconds, KeyState.RATE_LIMIT, why, model)
 
     def pause_provider(self, provider: str, outcome: Outcome, model: str | None = None) -> None:
         """A limit every key of the provider shares (an upstream limit on `model`, a blocked network): rest the
@@ -355,10 +359,7 @@ class KeyManager:
         if seen["storm"] is None or self._answered_at.get(key.provider, -math.inf) > seen.get("since", now):
             return  # no storm, or keys of this provider still answered after it began: their limits are their own
         rest = min(seen["storm"], self._cooldowns.storm)
-        for other in provider_keys if rest > 0 else ():
-            if self._resting_until(other, model, now) < now + rest:
-                why = f"{key.provider} answered 429 on most keys at once"
-                self.cool(other, rest, KeyState.RATE_LIMIT, why, model)
+        self._rest_longer(provider_keys, rest, f"{key.provider} answered 429 on most keys at once", model, now)
 
     @staticmethod
     def _rest_from(sent: float, wait: float, now: float) -> float:
@@ -385,7 +386,7 @@ class KeyManager:
         reset = quota.reset_after
         if reset is not None:  # 0: the window is back to its initial state now (a count of 0 "for 60 s" held a key)
             reset = min(max(0.0, reset), self._cooldowns.maximum) if math.isfinite(reset) else None
-        return replace(quota, remaining=remaining, reset_after=reset, rest=self._sane(quota.rest))
+        return replace(quota, remaining=remaining, reset_after=reset)
 
     def cool(self, key: ApiKey, seconds: float, reason: KeyState, why: str = "", model: str | None = None) -> None:
         """Rest the key for `seconds` (only for `model`, when given: it keeps answering other models)."""

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from config.api_keys import ApiKey
 from llms.cooldown import TRIP_SPREAD
-from llms.outcomes import Outcome, OutcomeKind, QuotaHint
-from llms.quota import InFlightLimit, limit_subject
+from llms.outcomes import Outcome, OutcomeKind, QuotaHint, TokensLeft
+from llms.quota import InFlightLimit, TokenBudget, WindowsShown, limit_subject
 from llms.state import StateError, StateStore
 from llms.state.base import Finish, Lease, RequestRecord
 
@@ -44,6 +44,7 @@ class Admission(Enum):
 
     ADMITTED = "admitted"
     FULL = "full"  # the key's slots are held (by this process, or, while its quota is unknown, by others'): pass it
+    SPENT = "spent"  # its tokens left cannot pay for the request, and no answer out will say more: rest it
     STALE = "stale"  # an answer told the store the key's count after the lease was taken: take it again
 
 
@@ -88,36 +89,7 @@ class _Held:
     part: str  # the store gate's part: "" or the model
     renew_until: float  # the latest its lease may be renewed to: the request's deadline, or its window's end
     sent: float  # when its request left
-
-
-@dataclass(frozen=True, slots=True)
-class _WindowsShown:
-    """What a provider's counts showed of its windows (per model where it counts per model): the longest a window
-    lasts, at least. One count alone says little: a window on the clock read in its last 0.1 s resets in 0.1 s, and
-    a request's slot released after that cost a 429 a window."""
-
-    reset: float = 0.0  # the longest reset a count gave
-    between: float = 0.0  # the shortest a window lasted as two counts' ends showed it (0: not yet shown)
-    last: tuple[float, float] | None = None  # the latest count's read and end
-    ends: int = 0  # windows' ends seen
-
-    def counted(self, read: float, reset: float) -> _WindowsShown:
-        """One more count, read then, saying the window resets `reset` later."""
-        end, between = read + reset, self.between
-        if self.last is not None and abs(end - self.last[1]) <= TRIP_SPREAD:  # the same window, read again
-            return _WindowsShown(max(self.reset, reset), between, (read, max(end, self.last[1])), self.ends)
-        if self.last is not None and read > self.last[0] and end - self.last[1] > read - self.last[0] + TRIP_SPREAD:
-            # The window ended further on than time went: a window on the clock, a whole length after the last; or
-            # windows apart (idle between, or started at their first request): each such span is at least a window,
-            # so the shortest is the nearest (the longest grew with every idle spell: a fixed 5/1 s window under
-            # 5 s answers held each request's slot 3.6 s after a minute, and the key to 0.43 of its quota).
-            between = min(between or math.inf, end - self.last[1])
-        return _WindowsShown(max(self.reset, reset), between, (read, end), self.ends + 1)
-
-    @property
-    def longest(self) -> float | None:
-        """The longest a window may last, as far as the counts tell (None until two windows' ends were seen)."""
-        return max(self.reset, self.between) if self.ends >= 2 else None
+    tokens: int  # what its request may spend of a limit on tokens (`ChatRequest.tokens`; 0: not a chat)
 
 
 class InFlight(Protocol):
@@ -162,7 +134,9 @@ class Leases:
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._sent: dict[str, float] = {}  # subject → when this process last sent a request for it
-        self._windows: dict[tuple[str, str], _WindowsShown] = {}  # (provider, part) → what its counts showed
+        self._budgets: dict[str, TokenBudget] = {}  # subject → its tokens left, where answers report them
+        self._sizes: dict[str, int] = {}  # subject → the tokens of the latest request sent for it (`_saturate`)
+        self._windows: dict[tuple[str, str], WindowsShown] = {}  # (provider, part) → what its counts showed
         self._freeing: defaultdict[str, dict[str, float]] = defaultdict(dict)  # subject → token → when the slot of
         # a request in flight frees before its deadline (`slot_until`)
         self._elsewhere: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(dict)  # (provider, part) →
@@ -200,10 +174,12 @@ class Leases:
         """The keys at their in-flight limit for the part (the model, or "") now. Called with the lock held."""
         return {fingerprint for fingerprint, until in self._saturated[part].items() if until > now}
 
-    def admit(self, key: ApiKey, lease: Lease, now: float, seen: int) -> Admission:
+    def admit(self, key: ApiKey, lease: Lease, now: float, seen: int, tokens: int = 0) -> Admission:
         """Count the lease's request in flight on the key if its subject's `InFlightLimit` has room among this
         process's requests out, and, while nothing is known of its quota, among every process's sharing the store
-        (`_room_among_all`). `seen`: `counts_told` before the store took the lease. A later answer that told the
+        (`_room_among_all`); and, where answers report the tokens left, if they pay for its `tokens` beside this
+        process's requests out (`TokenBudget`; `SPENT` when none is out to say more). `seen`: `counts_told`
+        before the store took the lease. A later answer that told the
         store the key's count makes it `STALE`: its gate counted nothing when it took the lease, so no slot held
         it, while the answer lifted this process's limit to the count (a burst of 32 callers on 8 keys whose
         answers report their quota paid 5 429s on a SQLite file, the threads late to admit sending past it)."""
@@ -215,11 +191,14 @@ class Leases:
             limit = self._limits[subject]
             if not limit.room(self._holding(subject, now), now - self._sent.get(subject, -math.inf)):
                 return Admission.FULL
+            budget = self._budgets.get(subject)
+            if budget is not None and not budget.pays(tokens, spent := self._spent_since(subject, budget), now):
+                return Admission.FULL if spent else Admission.SPENT
             self._in_flight[subject] += 1
-            self._sent[subject] = now
+            self._sent[subject], self._sizes[subject] = now, tokens
             self.subjects.add(subject)
             deadline, slot_until = now + self._lease_seconds, self.slot_until(now, key.provider, part)
-            self._held[token] = _Held(key.fingerprint, subject, part, min(deadline, slot_until), now)
+            self._held[token] = _Held(key.fingerprint, subject, part, min(deadline, slot_until), now, tokens)
             if slot_until < deadline:
                 self._freeing[subject][token] = slot_until
             self._saturate(key, subject, part, now)
@@ -233,6 +212,18 @@ class Leases:
                 self._saturate(key, subject, part, now)
             return Admission.FULL
         return Admission.ADMITTED
+
+    def _spent_since(self, subject: str, budget: TokenBudget) -> int:
+        """The tokens this process's requests of the subject sent since the budget's reading may spend (those sent
+        with it too: the provider may have counted them after it). Called with the lock held."""
+        return sum(held.tokens for held in self._held.values() if held.subject == subject and held.sent >= budget.read)
+
+    def tokens_back(self, key: ApiKey, part: str, tokens: int) -> float | None:
+        """When the key's window of tokens for `part` pays for a request of `tokens` with none out, as its latest
+        answer said (None: none said)."""
+        with self._lock:
+            budget = self._budgets.get(limit_subject(key, part))
+        return budget.fits_at(tokens, 0) if budget is not None else None
 
     def _room_among_all(self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float) -> bool:
         """Whether `limit` has room for the lease's request among the requests out that the store kept before it,
@@ -294,6 +285,8 @@ class Leases:
                 if kind is OutcomeKind.OK:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
                     window = quota.limit if at_once is not None and quota is not None else None
+                    if quota is not None and quota.tokens is not None:  # (nothing of requests at once: Groq's
+                        self._read_tokens(subject, quota.tokens, held.sent)  # minute of requests goes untold)
                     self._limits[subject].succeeded(at_once, learned=learned, window=window, trip=trip)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._limits[subject].limited()
@@ -307,6 +300,14 @@ class Leases:
             with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile: nothing waits on it)
                 loop.call_soon_threadsafe(_settle, future)
         return _finish(token, part, quota, now, learned)
+
+    def _read_tokens(self, subject: str, told: TokensLeft, sent: float) -> None:
+        """Keep an answer's count of the subject's tokens left, unless a later send's already came. Called with the
+        lock held."""
+        reset = told.reset_after if told.reset_after is not None else 60.0
+        budget = TokenBudget(told.left, sent, sent + reset, told.limit)
+        if budget.newer(self._budgets.get(subject)):
+            self._budgets[subject] = budget
 
     def _let_go(self, token: str) -> _Held | None:
         """Stop counting the request of lease `token` in flight (None: this process holds no such lease). Called
@@ -351,7 +352,7 @@ class Leases:
         (a hint-less key's slots, freed that soon, let a burst into its window)."""
         if quota is not None and not quota.per_day and quota.remaining is not None and quota.reset_after is not None:
             with self._lock:
-                shown = self._windows.get((provider, part), _WindowsShown())
+                shown = self._windows.get((provider, part), WindowsShown())
                 self._windows[(provider, part)] = shown.counted(sent, quota.reset_after)
 
     def _holding(self, subject: str, now: float) -> int:
@@ -440,11 +441,17 @@ class Leases:
         over full keys without a store round trip. Called with the lock held."""
         members = [m.fingerprint for m in self._account(key)]
         limit, saturated = self._limits[subject], self._saturated[part]
+        until = None
         if self._holding(subject, now) >= limit.allowed:
             if limit.unknown:
                 until = self._sent.get(subject, now) + limit.spacing
             else:  # until the first of its slots frees, or a request ends
                 until = min((u for u in self._freeing[subject].values() if u > now), default=math.inf)
+        budget = self._budgets.get(subject)
+        if budget is not None and (spent := self._spent_since(subject, budget)):  # (none out: `SPENT` rests it)
+            fits = budget.fits_at(self._sizes.get(subject, 0), spent)
+            until = max(until or fits, fits) if fits > now else until  # (or until an answer out says more)
+        if until is not None:
             saturated.update(dict.fromkeys(members, until))
         else:
             for member in members:

@@ -79,11 +79,21 @@ class Scope(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TokensLeft:
+    """What an answer said of its key's window of tokens: how many are left, seconds until it is whole again (as
+    OpenAI words its reset), and how many it holds, where said."""
+
+    left: int
+    reset_after: float | None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaHint:
     """What a successful answer said about the key's quota.
 
-    `remaining` requests until `reset_after` seconds from now; `rest`, when set, means the key must rest that
-    long right away (a token quota that cannot cover another request of this size). `per_day`: `remaining`
+    `remaining` requests until `reset_after` seconds from now; `tokens`: its window of tokens, where the provider
+    counts them (OpenAI's, Groq's minute: `llms.quota.TokenBudget` keeps to it). `per_day`: `remaining`
     counts the day's requests (Groq's, Cerebras' headers, OpenRouter's free-model requests) — when to stop, not
     how many may go at once: 999 left today says nothing of a 30-a-minute limit, so it must not widen the in-flight
     limit.
@@ -91,9 +101,9 @@ class QuotaHint:
 
     remaining: int | None
     reset_after: float | None
-    rest: float | None = None
     limit: int | None = None  # the window's size, when the provider says it
     per_day: bool = False
+    tokens: TokensLeft | None = None
 
 
 @dataclass(frozen=True, slots=True)

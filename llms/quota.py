@@ -1,6 +1,7 @@
-"""Spending each key's quota without earning 429s: configured limits, storm detection, and adaptive in-flight limits
-(what 429s taught of limits a provider keeps to itself: `llms.learned_windows`, `llms.learned_pacing`; what is left
-of it, as status pages read it: `llms.quota_left`).
+"""Spending each key's quota without earning 429s: configured limits, storm detection, adaptive in-flight limits, the
+windows a provider's counts show, and budgets of tokens where answers report them (what 429s taught of limits a
+provider keeps to itself: `llms.learned_windows`, `llms.learned_pacing`; what is left of it, as status pages read
+it: `llms.quota_left`).
 
 These are the key manager's helpers for *avoiding* rate limits, as opposed to reacting to them. They are pure
 rules; what they count lives in the store (configured limits in `StateStore.spend`, in-flight requests in
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from config.api_keys import ApiKey
+from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
 from llms.state.base import Document, RequestLimits
 
 
@@ -130,6 +132,79 @@ class InFlightLimit:
     def limited(self) -> None:
         self.refused = True
         self.limit = max(1.0, self.limit / 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowsShown:
+    """What a provider's counts showed of its windows (per model where it counts per model): the longest a window
+    lasts, at least. One count alone says little: a window on the clock read in its last 0.1 s resets in 0.1 s, and
+    a request's slot released after that cost a 429 a window."""
+
+    reset: float = 0.0  # the longest reset a count gave
+    between: float = 0.0  # the shortest a window lasted as two counts' ends showed it (0: not yet shown)
+    last: tuple[float, float] | None = None  # the latest count's read and end
+    ends: int = 0  # windows' ends seen
+
+    def counted(self, read: float, reset: float) -> WindowsShown:
+        """One more count, read then, saying the window resets `reset` later."""
+        end, between = read + reset, self.between
+        if self.last is not None and abs(end - self.last[1]) <= TRIP_SPREAD:  # the same window, read again
+            return WindowsShown(max(self.reset, reset), between, (read, max(end, self.last[1])), self.ends)
+        if self.last is not None and read > self.last[0] and end - self.last[1] > read - self.last[0] + TRIP_SPREAD:
+            # The window ended further on than time went: a window on the clock, a whole length after the last; or
+            # windows apart (idle between, or started at their first request): each such span is at least a window,
+            # so the shortest is the nearest (the longest grew with every idle spell: a fixed 5/1 s window under
+            # 5 s answers held each request's slot 3.6 s after a minute, and the key to 0.43 of its quota).
+            between = min(between or math.inf, end - self.last[1])
+        return WindowsShown(max(self.reset, reset), between, (read, end), self.ends + 1)
+
+    @property
+    def longest(self) -> float | None:
+        """The longest a window may last, as far as the counts tell (None until two windows' ends were seen)."""
+        return max(self.reset, self.between) if self.ends >= 2 else None
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """The tokens a subject has left in its provider's window of tokens, as the latest answer that said so read
+    them (OpenAI's, Groq's `x-ratelimit-remaining-tokens`): a request is sent only if what is left, less what this
+    process's requests sent since that answer's request may spend (`ChatRequest.tokens`), pays for it. A count of
+    requests cannot hold such a limit: requests differ in size, and a window of 500 tokens took ten requests of 50
+    or three of 150. The window refills evenly until `resets`, the moment the provider said it is whole again (a
+    bucket: Groq's reset is what was spent over its rate — 73 of 8,000 a minute back in 547 ms, README, provider
+    facts — and a request goes as soon as it fits: waiting for the whole bucket left 0.1 of it unspent at a run's
+    end; a window that comes back whole at its end costs a 429 where the refill was counted on, and its hint
+    rests the key); from `resets` on it holds its `limit`, where said, or, where not, one request goes to learn
+    what it holds."""
+
+    left: int
+    read: float  # when the request whose answer said so was sent (what the provider counted then)
+    resets: float
+    limit: int | None = None
+
+    def pays(self, tokens: int, spent_since: int, now: float) -> bool:
+        """Whether a request of `tokens` fits beside `spent_since`, what requests sent after the reading hold."""
+        return now >= self.fits_at(tokens, spent_since)
+
+    def fits_at(self, tokens: int, spent_since: int) -> float:
+        """When a request of `tokens` fits beside `spent_since` (`resets`, at the latest, where the limit is said;
+        where it is not, only then with nothing sent since)."""
+        needed = spent_since + max(1, tokens)
+        if needed <= self.left:
+            return -math.inf
+        if self.limit is None or needed > self.limit:  # (larger than the window: the provider will say so)
+            return self.resets if spent_since == 0 else math.inf  # (else the answers out will say more)
+        if self.resets <= self.read:
+            return self.resets
+        rate = (self.limit - self.left) / (self.resets - self.read)
+        return min(self.resets, self.read + (needed - self.left) / rate + SLOT_MARGIN) if rate > 0 else self.resets
+
+    def newer(self, other: TokenBudget | None) -> bool:
+        """Whether this reading supersedes `other`: answers come back in any order; the latest send's count is the
+        newest, and of requests sent together, the one with the fewest left."""
+        if other is None or self.read > other.read or other.resets <= self.read:
+            return True
+        return self.read == other.read and self.left <= other.left
 
 
 @dataclass(frozen=True)

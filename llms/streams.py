@@ -27,6 +27,7 @@ class Run:
     on_attempt: OnAttempt | None = None
     answering: tuple[str, str, str] | None = None  # a stream's provider, model and key id, once it has begun
     result: ChatResult | None = None  # a stream's, once it has ended
+    tokens: int = 0  # what the request may spend of a limit on tokens (`ChatRequest.tokens`; 0: not a chat)
 
     def attempted(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,8 @@ from llms.outcomes import Attempt, OutcomeKind, QuotaHint
 Message = Mapping[str, Any]
 _ROLES = ("system", "user", "assistant", "tool")
 _PART_TYPES = ("text", "image_url")
+CHARACTERS_PER_TOKEN = 4
+"""How providers that count a request's tokens before running it estimate them from its text (OpenAI's heuristic)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,14 @@ class ChatRequest:
 
     def for_model(self, model: str) -> ChatRequest:
         return self if model == self.model else replace(self, model=model)
+
+    @functools.cached_property
+    def tokens(self) -> int:
+        """What a provider counts of this request against a limit on tokens as it admits it: its text at four
+        characters a token and all of `max_tokens` (OpenAI's documented reckoning, taken before the model runs;
+        README, provider facts). An estimate: the count each answer reports puts it right (`TokenBudget`)."""
+        characters = sum(len(message_text(m.get("content") or "")) for m in self.messages)
+        return -(-characters // CHARACTERS_PER_TOKEN) + (self.max_tokens or 0)
 
     @classmethod
     def build(

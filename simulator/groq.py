@@ -99,8 +99,8 @@ def render_groq(call: Call, plan: Plan, step: Step, label: str) -> Reply:
     token_remaining = max(0, _GROQ_TOKENS_PER_MINUTE - tokens)
     if step is Step.RATE_LIMIT_DAILY:
         token_remaining, token_reset = 0, 432.5
-    if step is Step.TOKENS_SPENT:
-        token_remaining, token_reset = 0, 7.66
+    if step is Step.TOKENS_SPENT:  # the minute's bucket drained: whole again a minute on, refilling as it goes
+        token_remaining, token_reset = 0, 60.0
     headers = {
         "x-ratelimit-limit-requests": str(limit),
         "x-ratelimit-remaining-requests": str(0 if step in (Step.RATE_LIMIT, Step.RATE_LIMIT_NOHINT) else remaining),

@@ -40,9 +40,9 @@ from llms.state.base import Document
 from llms.state.memory import MemoryStore
 from llms.streams import Run
 from llms.types import ChatRequest, Completion, Usage
-from simulator.core import Call, Plan, Quota, Step
+from simulator.core import Call, Plan, Quota, Step, go_duration
 from simulator.registry import render_reply, status_for
-from simulator.shapes import DAY, Limit, WindowKind, limit_of, refusal, served
+from simulator.shapes import DAY, Limit, WindowKind, admission_tokens, limit_of, refusal, served
 
 EPOCH = 1_800_000_000.0 + 13 * 3600 + 0.37
 """Where virtual time starts (epoch seconds, mid-afternoon UTC, off any whole second): the client's clock reads it
@@ -52,17 +52,28 @@ NETWORK = 0.025
 """Seconds each way between the client and the provider; the rest of an answered request's round trip is the model
 generating, after the provider's limit admitted it. A 429 comes back after the two legs alone: the provider's
 gateway refuses before any model runs (the HTTP simulator answers its limit's 429s at once too)."""
-_TOKEN_COSTS = (0.5, 1.0, 1.5)
-"""What a request costs of a limit on tokens, in average requests (requests differ in size)."""
+TOKENS_PER_REQUEST = 100
+"""A limit on tokens holds `Shape.size` average requests: that many times this many tokens."""
+_PROMPT = "Summarise the attached note in one line."  # 40 characters: 10 tokens as providers count them
+_TOKEN_REQUESTS = [
+    (ChatRequest.build([{"role": "user", "content": _PROMPT}], max_tokens=most), admission_tokens(_PROMPT, most))
+    for most in (40, 90, 140)
+]
+"""Under a limit on tokens, each caller's request is one of these at random, with what the provider counts of it
+(`admission_tokens`: 50, 100, 150): they differ in size, as real ones do, and a client can tell their cost before
+it sends them (`ChatRequest.tokens`)."""
+REQUESTS_A_WINDOW = 10_000
+"""Under a limit on tokens, the provider's limit on requests, reported on its answers beside the tokens (OpenAI's
+headers): far beyond reach, as paid tiers' are."""
 
 
 class HintForm(StrEnum):
     """How a provider tells the client about its limit."""
 
-    REMAINING = "remaining"  # requests left and the reset on every answer, `retry-after` on the 429 (OpenAI's)
+    REMAINING = "remaining"  # requests (and tokens) left and the reset on answers, `retry-after` on 429s (OpenAI's)
     RETRY_AFTER = "retry-after"  # nothing on answers; `Retry-After` in whole seconds on the 429
     RESET_MS = "reset-ms"  # nothing on answers; `X-RateLimit-Reset` epoch ms beside `Retry-After` (OpenRouter's)
-    GROQ = "groq"  # requests left *today* on answers; whole-second `retry-after` + "try again in 7.66s" (Groq's)
+    GROQ = "groq"  # requests left *today*, tokens this window; whole-second `retry-after` + "try again in 7.66s"
     GEMINI = "gemini"  # nothing on answers; a `RetryInfo` delay and the message's on the 429 (Gemini's)
     NONE = "none"  # nothing on answers, a bare 429
 
@@ -257,7 +268,7 @@ class _Provider:
         answer is written `generation` seconds later (its `Date`), a 429 at once."""
         shape, subject = self.shape, (key_number - 1) // self.shape.group
         limit = self.limits[subject]
-        admitted = limit.admit(now, cost)
+        admitted, tokens = limit.admit(now, cost), None
         within = now < self.ends
         if self.arrivals is not None:
             self.arrivals.append(Arrival(now - self.started, key_number, admitted))
@@ -266,9 +277,12 @@ class _Provider:
             self.spent += cost if within else 0.0
             self.today[subject] += 1
             step, quota = Step.OK, limit.quota(now)
+            tokens = quota if shape.window is WindowKind.TOKENS else None  # (the limit counts tokens)
             if shape.hint is HintForm.GROQ:  # Groq's request headers count the day
                 until_midnight = DAY - now % DAY
                 quota = Quota(14400, 14400 - self.today[subject], until_midnight, DAY)
+            elif tokens is not None:  # a limit on requests far off beside the one on tokens
+                quota = Quota(REQUESTS_A_WINDOW, REQUESTS_A_WINDOW - self.today[subject], shape.length, shape.length)
         else:
             self.refused += within
             self.refused_first_window += now - self.started < min(shape.span, shape.length)
@@ -282,6 +296,12 @@ class _Provider:
         headers = {**reply.headers, "Date": formatdate(written, usegmt=True)}  # whole seconds, on its clock
         if shape.hint in (HintForm.RETRY_AFTER, HintForm.NONE):  # this provider reports nothing on an answer
             headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ratelimit")}
+        elif admitted and tokens is not None and shape.hint in (HintForm.REMAINING, HintForm.GROQ):
+            headers |= {  # OpenAI's and Groq's names; the reset: until the bucket is whole again
+                "x-ratelimit-limit-tokens": str(tokens.limit),
+                "x-ratelimit-remaining-tokens": str(tokens.remaining),
+                "x-ratelimit-reset-tokens": go_duration(tokens.reset_in),
+            }
         if shape.hint is HintForm.RESET_MS and not admitted:
             headers["Retry-After"] = str(max(1, math.ceil(quota.reset_in)))  # beside the precise epoch ms
         return reply.status, headers, json.loads(reply.body) if reply.body else None
@@ -331,12 +351,13 @@ def run(
     rng = random.Random(shape.seed)
     span_end = clock.now + shape.span
     provider_start = clock.now + shape.skew
-    limits = {s: limit_of(shape.window, shape.size, shape.length) for s in range(shape.subjects)}
+    size = shape.size * (TOKENS_PER_REQUEST if shape.window is WindowKind.TOKENS else 1)  # in the limit's unit
+    limits = {s: limit_of(shape.window, size, shape.length) for s in range(shape.subjects)}
     measured_until = provider_start + shape.span
     if shape.window is WindowKind.FIXED_CLOCK:  # end where a window ends: a sliver of one is no fair measure
         measured_until = max(provider_start + shape.length, measured_until // shape.length * shape.length)
     provider = _Provider(shape, limits, provider_start, measured_until, arrivals=arrivals)
-    request = ChatRequest.build(MESSAGES)
+    hello = ChatRequest.build(MESSAGES)
     with _stores(shape) as stores, ExitStack() as running:
         clients = [
             running.enter_context(SmartClient(_settings(shape), store=store, clock=clock, timer=clock))
@@ -361,7 +382,8 @@ def run(
             wait = shape.wait if shape.caller is CallerKind.WAIT else None
             adapter, route = client.failover.adapter(name), client.route(None)
             while clock.now < span_end:
-                run = Run()
+                request, cost = rng.choice(_TOKEN_REQUESTS) if shape.window is WindowKind.TOKENS else (hello, 1)
+                run = Run(tokens=request.tokens)
                 steps = client.failover.steps(route, client.failover.deadline(wait), run)
                 try:
                     step = next(steps)
@@ -373,7 +395,6 @@ def run(
                         target, lease = step
                         leg = min(NETWORK, shape.latency / 2)
                         generation = (shape.latency - 2 * leg) * (1 + shape.jitter * rng.uniform(-1, 1))
-                        cost = rng.choice(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else 1.0
                         yield leg
                         status, headers, body = provider.answer(
                             numbers[lease.key.key_id], target.model, clock.now + shape.skew, cost, generation
@@ -411,9 +432,9 @@ def run(
         _drive(clock, runs)
         if learned is not None:
             learned.update(labelled())
-    costs = list(_TOKEN_COSTS) if shape.window is WindowKind.TOKENS else None
+    costs = [float(cost) for _, cost in _TOKEN_REQUESTS] if shape.window is WindowKind.TOKENS else None
     most = served(
-        shape.window, shape.size, shape.length, provider_start, measured_until,
+        shape.window, size, shape.length, provider_start, measured_until,
         subjects=shape.subjects, callers=shape.callers, latency=shape.latency, costs=costs,
     )  # fmt: skip
     spent = provider.spent if costs else None

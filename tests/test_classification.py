@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from llms.clock import ProviderClock
 from llms.exceptions import AllKeysExhaustedError
-from llms.outcomes import OutcomeKind, QuotaHint
+from llms.outcomes import OutcomeKind, QuotaHint, TokensLeft
 from llms.providers import PROVIDERS, cerebras, generic, mistral
 from llms.providers.gemini import PACIFIC
 from llms.providers.groq import quota as groq_quota
@@ -65,29 +65,34 @@ def test_groq_and_gemini_waits_in_messages_parse_exactly(message: str, seconds: 
     assert message_hint(message) == pytest.approx(seconds)
 
 
-def test_groq_success_rests_the_key_when_its_minute_of_tokens_cannot_pay_for_another_request() -> None:
+def test_groq_success_reads_the_day_of_requests_and_the_minute_of_tokens() -> None:
+    """Groq's rate-limit doc's sample headers: requests count the day, tokens the minute."""
     headers = {
-        "x-ratelimit-remaining-requests": "999",
-        "x-ratelimit-reset-requests": "1m26.4s",
-        "x-ratelimit-remaining-tokens": "300",
+        "x-ratelimit-limit-requests": "14400",
+        "x-ratelimit-limit-tokens": "18000",
+        "x-ratelimit-remaining-requests": "14370",
+        "x-ratelimit-remaining-tokens": "17997",
+        "x-ratelimit-reset-requests": "2m59.56s",
         "x-ratelimit-reset-tokens": "7.66s",
     }
-    small = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=200)
-    large = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=500)
-    assert groq_quota(headers, small) == QuotaHint(999, pytest.approx(86.4), None, per_day=True)
-    assert groq_quota(headers, large) == QuotaHint(999, pytest.approx(86.4), pytest.approx(7.66), per_day=True)
-    assert groq_quota({**headers, "x-ratelimit-remaining-tokens": "0"}, small).rest == pytest.approx(7.66)
-    assert groq_quota({}, small) is None
+    request = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=200)
+    told = QuotaHint(14370, pytest.approx(179.56), per_day=True, tokens=TokensLeft(17997, pytest.approx(7.66), 18000))
+    assert groq_quota(headers, request) == told
+    assert groq_quota({}, request) is None
 
 
 def test_openai_compatible_quota_headers_carry_the_limit_beside_what_is_left() -> None:
-    """OpenAI's rate-limit guide's sample: 60 a minute, 59 left, back to its initial state in 1 s (a bucket that
-    one request took a token from); the limit says how big the window is that a count of 0 leaves full."""
+    """OpenAI's rate-limit guide's sample: 60 requests a minute, 59 left, back to its initial state in 1 s (a bucket
+    that one request took a token from); 150,000 tokens a minute, 149,984 left, whole again in 6 min (the guide's
+    own figure). The limit says how big the window is that a count of 0 leaves full."""
     headers = {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59",
-               "x-ratelimit-reset-requests": "1s"}  # fmt: skip
-    assert generic.quota(headers) == QuotaHint(59, 1.0, limit=60)
-    assert generic.quota({**headers, "x-ratelimit-limit-requests": "many"}) == QuotaHint(59, 1.0)
-    assert generic.quota({"x-ratelimit-limit-requests": "60"}) is None
+               "x-ratelimit-reset-requests": "1s", "x-ratelimit-limit-tokens": "150000",
+               "x-ratelimit-remaining-tokens": "149984", "x-ratelimit-reset-tokens": "6m0s"}  # fmt: skip
+    request = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=200)
+    read = generic.OPENAI_QUOTA.read
+    assert read(headers, request) == QuotaHint(59, 1.0, limit=60, tokens=TokensLeft(149984, 360.0, 150000))
+    assert read({**headers, "x-ratelimit-limit-requests": "many"}, request).limit is None
+    assert read({"x-ratelimit-limit-requests": "60"}, request) is None
 
 
 def test_cerebras_and_mistral_quota_headers_read_as_their_docs_show() -> None:
@@ -101,8 +106,9 @@ def test_cerebras_and_mistral_quota_headers_read_as_their_docs_show() -> None:
         "x-ratelimit-reset-tokens-minute": "11.382867097854614",
     }
     assert cerebras.QUOTA.read(cerebras_headers, request) == QuotaHint(
-        999997455, pytest.approx(33011.38, abs=0.01), pytest.approx(11.38, abs=0.01), per_day=True
-    )
+        999997455, pytest.approx(33011.38, abs=0.01), per_day=True,
+        tokens=TokensLeft(120, pytest.approx(11.38, abs=0.01)),
+    )  # fmt: skip
     mistral_headers = {
         "x-ratelimit-limit-tokens-minute": "5000000",
         "x-ratelimit-remaining-tokens-minute": "4999911",
@@ -110,7 +116,9 @@ def test_cerebras_and_mistral_quota_headers_read_as_their_docs_show() -> None:
         "x-ratelimit-limit-req-minute": "720",
         "x-ratelimit-remaining-req-minute": "717",
     }
-    assert mistral.QUOTA.read(mistral_headers, request) == QuotaHint(717, 60.0, None)
+    assert mistral.QUOTA.read(mistral_headers, request) == QuotaHint(
+        717, 60.0, limit=720, tokens=TokensLeft(4999911, 60.0, 5000000)
+    )
 
 
 def test_openrouter_reset_is_epoch_milliseconds_also_inside_metadata() -> None:

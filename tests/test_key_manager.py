@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -17,8 +18,8 @@ from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
 from llms.key_manager import KeyManager
 from llms.key_states import KeyState
 from llms.leases import Admission, KeyLease, Leases
-from llms.outcomes import Outcome, OutcomeKind, QuotaHint
-from llms.quota import InFlightLimit
+from llms.outcomes import Outcome, OutcomeKind, QuotaHint, TokensLeft
+from llms.quota import InFlightLimit, TokenBudget
 from llms.state import EventKind, StateStore
 from llms.state.base import Finish, Lease, RequestRecord
 from llms.state.memory import MemoryStore
@@ -335,6 +336,46 @@ def test_a_key_with_a_request_in_flight_is_passed_over_until_it_ends() -> None:
     first.succeeded(QuotaHint(remaining=3, reset_after=60))
     assert [lease.key for lease in _leases(manager, 3)] == [keys[0], keys[0], keys[0]]  # room for the 3 left
     assert manager.acquire("groq") is None
+
+
+def test_a_key_takes_only_the_requests_its_tokens_left_pay_for() -> None:
+    """An answer said 250 of 6,000 tokens a minute are left, whole again in 57.5 s: a bucket refilling 100 a second.
+    Two requests of 100 go at once, not a third (counting requests, the key's 99 left let all three go); half a
+    second on (and a margin), 50 more have dripped back and it goes. Drained with none out, a request of 400 rests
+    the key for the 4 s the bucket takes to pay for it, instead of earning a 429."""
+    manager, _, clock = make(1)
+    lease = manager.acquire("groq", tokens=100)
+    assert lease is not None
+    lease.succeeded(QuotaHint(99, 60.0, tokens=TokensLeft(250, 57.5, 6000)))
+    out = [manager.acquire("groq", tokens=100) for _ in range(3)]
+    assert [o is not None for o in out] == [True, True, False]
+    clock.advance(0.5 + SLOT_MARGIN)
+    third = manager.acquire("groq", tokens=100)
+    assert third is not None and manager.acquire("groq", tokens=100) is None
+    for done in (out[0], out[1], third):
+        assert done is not None
+        done.succeeded(QuotaHint(96, 60.0, tokens=TokensLeft(0, 60.0, 6000)))
+    assert manager.acquire("groq", tokens=400) is None
+    status = manager.statuses("groq")[0]
+    assert status.reason == "rate_limit" and status.cooldown_remaining == pytest.approx(4.0 + SLOT_MARGIN)
+
+
+def test_a_budget_of_tokens_refills_at_the_rate_its_reading_shows() -> None:
+    """A Groq answer a user recorded (openai/gpt-oss-120b, README's provider facts): 7,927 of 8,000 tokens left,
+    `x-ratelimit-reset-tokens: 547ms` — the 73 spent over 8,000 a minute, a bucket. A request fits once what is
+    out and what it asks have dripped back; where the size is not said, only once the window is whole, with
+    nothing out."""
+    budget = TokenBudget(7927, read=0.0, resets=0.547, limit=8000)
+    assert pytest.approx(8000 / 60, rel=0.005) == (8000 - 7927) / 0.547  # what was spent, over the minute's rate
+    assert budget.fits_at(900, 7000) == -math.inf and budget.pays(900, 7000, 0.0)
+    assert budget.fits_at(100, 7860) == pytest.approx(33 / (73 / 0.547) + SLOT_MARGIN)
+    assert budget.fits_at(72, 7927) == 0.547  # (never later than whole)
+    assert budget.fits_at(100, 7950) == math.inf  # (more than the window holds: the answers out will say more)
+    assert budget.fits_at(9000, 0) == 0.547 and budget.fits_at(9000, 1) == math.inf  # larger than the window
+    unsized = TokenBudget(10, read=0.0, resets=5.0)
+    assert unsized.fits_at(100, 0) == 5.0 and unsized.fits_at(100, 5) == math.inf
+    later, fewer = TokenBudget(5, 1.0, 9.0), TokenBudget(3, 0.0, 9.0)
+    assert later.newer(fewer) and not fewer.newer(later) and TokenBudget(2, 1.0, 9.0).newer(later)
 
 
 def test_a_count_of_none_left_whose_window_is_back_now_holds_nothing() -> None:

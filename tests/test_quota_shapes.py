@@ -417,16 +417,32 @@ def test_what_the_callers_could_have_had_admitted_is_bounded_window_by_window() 
 
 
 def test_the_share_of_a_limit_on_tokens_is_counted_in_tokens() -> None:
-    """Requests of random sizes: counted as requests against an oracle drawing sizes in turn, chance cheap draws
-    read up to 1.17 of the quota; in tokens, the quota's own unit, the share is what the limit let through."""
+    """Requests of random sizes (50, 100 and 150 tokens): counted as requests against an oracle drawing sizes in
+    turn, chance cheap draws read up to 1.17 of the quota; in tokens, the quota's own unit, the share is what the
+    limit let through."""
     shape = Shape(WindowKind.TOKENS, HintForm.REMAINING, size=30, length=10.0, keys=1, callers=4, windows=4, seed=5)
     measured = run(shape)
     assert measured.spent is not None and measured.spent != measured.answers
     assert measured.capacity == served(
-        WindowKind.TOKENS, 30, 10.0, 0.0, 40.0, callers=4, latency=shape.latency, costs=[0.5, 1.0, 1.5]
+        WindowKind.TOKENS, 3000, 10.0, 0.0, 40.0, callers=4, latency=shape.latency, costs=[50, 100, 150]
     )
     assert measured.share == pytest.approx(measured.spent / measured.capacity)
     assert 0.9 <= measured.share <= 1.02
+
+
+@pytest.mark.parametrize("hint", [HintForm.REMAINING, HintForm.GROQ])
+@pytest.mark.parametrize("caller", list(CallerKind))
+def test_a_limit_on_tokens_reported_on_answers_is_spent_whole_without_a_429(hint: HintForm, caller: CallerKind) -> None:
+    """Requests of 50, 100 and 150 tokens against 3,000 a 30 s per key, its tokens left on every answer (OpenAI's
+    and Groq's headers): a request goes only where they pay for it (`TokenBudget`). Without the budget, 64 waiting
+    callers on 2 keys paid 30.8 429s per answer where the key's requests are reported too (a limit on requests far
+    off let them all go), 0.16 on Groq's, which reports only the day's."""
+    callers = 64 if caller is CallerKind.WAIT else 16
+    for seed in (0, 1):
+        shape = Shape(WindowKind.TOKENS, hint, 30, 30.0, keys=2, callers=callers, caller=caller, latency=0.05,
+                      jitter=0.2, windows=4, seed=seed)  # fmt: skip
+        measured = run(shape)
+        assert measured.share >= 0.98 and measured.refused == 0, measured.as_dict()
 
 
 def test_a_run_is_reproducible_and_counts_every_request() -> None:

@@ -56,6 +56,7 @@ QUOTA = QuotaHeaders(
     requests_reset="x-ratelimit-reset-requests-day",
     tokens="x-ratelimit-remaining-tokens-minute",
     tokens_reset="x-ratelimit-reset-tokens-minute",
+    tokens_limit="x-ratelimit-limit-tokens-minute",
     per_day=True,
 )
 

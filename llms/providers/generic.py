@@ -18,7 +18,7 @@ from typing import Any
 from llms.outcomes import Outcome, QuotaHint
 from llms.providers.base import Endpoint, ProviderSpec
 from llms.providers.openai_compat import OpenAICompatAdapter
-from llms.providers.openai_wire import classify_answer
+from llms.providers.openai_wire import QuotaHeaders, classify_answer
 from llms.types import ChatRequest
 from llms.wire import (
     classify_common,
@@ -66,15 +66,16 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     return classify_common(status, message, hint_of(headers, message, now))
 
 
-def quota(headers: Mapping[str, str]) -> QuotaHint | None:
-    """OpenAI's request headers, when the server sends them: requests left, the limit, and when the limit is back
-    to its initial state (OpenAI's words for `x-ratelimit-reset-requests`)."""
-    remaining = headers.get("x-ratelimit-remaining-requests", "").strip()
-    if not remaining.isdigit():
-        return None
-    limit = headers.get("x-ratelimit-limit-requests", "").strip()
-    reset = parse_duration(headers.get("x-ratelimit-reset-requests", ""))
-    return QuotaHint(int(remaining), reset, limit=int(limit) if limit.isdigit() else None)
+OPENAI_QUOTA = QuotaHeaders(
+    requests="x-ratelimit-remaining-requests",
+    requests_reset="x-ratelimit-reset-requests",
+    tokens="x-ratelimit-remaining-tokens",
+    tokens_reset="x-ratelimit-reset-tokens",
+    requests_limit="x-ratelimit-limit-requests",
+    tokens_limit="x-ratelimit-limit-tokens",
+)
+"""OpenAI's quota headers, read when the server sends them: requests and tokens left, the window's size, and when
+each limit is back to its initial state (OpenAI's words for the resets)."""
 
 
 class GenericAdapter(OpenAICompatAdapter):
@@ -87,7 +88,7 @@ class GenericAdapter(OpenAICompatAdapter):
         self.provider = name
 
     def quota(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-        return quota(headers)
+        return OPENAI_QUOTA.read(headers, request)
 
 
 @functools.cache

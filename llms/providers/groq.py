@@ -1,8 +1,8 @@
 """Groq: how its answers read, and its adapter. Sources: docs/providers.md, "Provider facts".
 
 - `x-ratelimit-*-requests` count requests per **day**; `x-ratelimit-*-tokens` count tokens per **minute**, the
-  limit most users hit. A success whose remaining tokens cannot cover another request of the same size rests
-  the key until `x-ratelimit-reset-tokens`, instead of earning a 429.
+  limit most users hit: a request goes only where the tokens left pay for it (`llms.quota.TokenBudget`), instead
+  of earning a 429.
 - Limits and spend caps belong to the **organization**. A spend cap answers 400 `blocked_api_access` (documented)
   or `spend_limit_reached` (what users receive) for every key of it until the 1st of the month.
 - 429 messages name the limit (RPM, RPD, TPM, TPD, OTPM) and end "Please try again in 7.66s" (also `817.5ms`,
@@ -79,6 +79,7 @@ QUOTA = QuotaHeaders(
     requests_reset="x-ratelimit-reset-requests",
     tokens="x-ratelimit-remaining-tokens",  # per minute
     tokens_reset="x-ratelimit-reset-tokens",
+    tokens_limit="x-ratelimit-limit-tokens",
     per_day=True,  # the per-minute request limit (e.g. 30) is never reported
 )
 
@@ -91,7 +92,7 @@ def reasoning(model: str) -> tuple[dict[str, Any], int]:
 
 
 def quota(headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-    """Requests left today, and a rest when this minute's tokens cannot pay for another request like this one."""
+    """Requests left today, and this minute's tokens left."""
     return QUOTA.read(headers, request)
 
 

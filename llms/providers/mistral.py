@@ -56,6 +56,8 @@ QUOTA = QuotaHeaders(
     requests_reset="x-ratelimit-reset-req-minute",
     tokens="x-ratelimit-remaining-tokens-minute",
     tokens_reset="x-ratelimit-reset-tokens-minute",
+    requests_limit="x-ratelimit-limit-req-minute",
+    tokens_limit="x-ratelimit-limit-tokens-minute",
     default_reset=60.0,  # the windows are a minute; reset headers are not documented
 )
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llms.outcomes import OK, Outcome, QuotaHint, rejected, transient
+from llms.outcomes import OK, Outcome, QuotaHint, TokensLeft, rejected, transient
 from llms.types import ChatRequest, EmbeddingRequest, Usage
 from llms.wire import parse_duration, snippet
 
@@ -65,22 +65,32 @@ class QuotaHeaders:
     tokens_reset: str
     default_reset: float | None = None  # when the provider sends no reset header for its requests
     per_day: bool = False  # the request headers count a day, not a minute (see QuotaHint.per_day)
+    requests_limit: str | None = None  # the header that says the window's size, where one does
+    tokens_limit: str | None = None  # the header that says the window of tokens' size, where one does
 
     def read(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-        """Requests left, and a rest when the tokens left cannot pay for another request of this size."""
+        """Requests left and tokens left (`request`: what was asked, for readers that weigh it)."""
         requests = headers.get(self.requests, "").strip()
         tokens = headers.get(self.tokens, "").strip()
         if not requests.isdigit() and not tokens.isdigit():
             return None
-        rest = None
-        if tokens.isdigit() and int(tokens) < max(1, request.max_tokens or 1):
-            rest = parse_duration(headers.get(self.tokens_reset, "")) or self.default_reset
+        tokens_left = None
+        if tokens.isdigit():
+            tokens_reset = parse_duration(headers.get(self.tokens_reset, "")) or self.default_reset
+            tokens_left = TokensLeft(int(tokens), tokens_reset, _count(headers, self.tokens_limit))
         return QuotaHint(
             remaining=int(requests) if requests.isdigit() else None,
             reset_after=parse_duration(headers.get(self.requests_reset, "")) or self.default_reset,
-            rest=rest,
+            limit=_count(headers, self.requests_limit),
             per_day=self.per_day,
+            tokens=tokens_left,
         )
+
+
+def _count(headers: Mapping[str, str], name: str | None) -> int | None:
+    """A whole count a header says (None: no such header, or not a count)."""
+    value = headers.get(name, "").strip() if name else ""
+    return int(value) if value.isdigit() else None
 
 
 def classify_answer(body: Any) -> Outcome:
