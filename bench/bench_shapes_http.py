@@ -79,7 +79,10 @@ METHOD = (
     "For each named cell of *Quota on every shape* (`bench/bench_shapes.py: NAMED`), a fresh HTTP simulator "
     "(`simulator/server.py`, in this process, on loopback) gets the cell's keys, each with the cell's limit "
     "(`add_key(limit=(n, seconds), window=…)`: a window fixed from its first request, fixed on the clock, sliding, "
-    "a token bucket — the models of `simulator/shapes.py` the harness counts against), its shared-limit group, its "
+    "a token bucket, tokens — the models of `simulator/shapes.py` the harness counts against; under a limit on "
+    "tokens each call asks one of the harness's requests of 50, 100 and 150 tokens at random, the simulator "
+    "charging what the body asks, its text at four characters a token and its `max_tokens`, and its answers "
+    "reporting the tokens left as OpenAI's and Groq's do), its shared-limit group, its "
     "latency (held after the request is admitted, as a model generates after the rate limiter let it in; the "
     "harness admits it half-way through the trip) and its hint form, in the wire format the harness uses for it "
     "(`PROVIDER_OF`): *remaining* and the hint-less forms as a generic OpenAI-compatible provider, with "
@@ -94,7 +97,7 @@ METHOD = (
     "cell's pause (1 s) after an error; waiting callers "
     "pass `wait=` as the cell says. LiteLLM's callers loop `Router.completion` over one deployment per key "
     "(default Router settings; `openai/sim-chat-small` for the generic provider) and pause the same after any "
-    "error. *Share* = answers the simulator logged within the span ÷ what a client that knew every limit could "
+    "error. *Share* = answers (tokens, under a limit on tokens) the simulator logged within the span ÷ what a client that knew every limit could "
     "have had admitted in it with the same callers (`simulator.shapes.served`, the harness's arithmetic); "
     "*429s per answer* = 429s logged in the span ÷ those answers; a burst's cost is its "
     f"first window's 429s per key. To keep the whole run near 8 minutes each cell runs for {WINDOWS} windows (a "
@@ -161,8 +164,6 @@ def cells() -> list[Cell]:
 
 
 def _unsupported(shape: Shape) -> str:
-    if shape.window is WindowKind.TOKENS:
-        return "requests of different sizes: the HTTP simulator counts every request as one"
     if shape.window is WindowKind.PER_DAY:
         return "a day's limit runs for ten minutes"
     if shape.processes > 1:

@@ -6,6 +6,7 @@ Kept apart from `bench_shapes_http` (which cells run, how, and the table) so eac
 
 from __future__ import annotations
 
+import random
 import tempfile
 import threading
 import time
@@ -16,8 +17,19 @@ from typing import Any
 
 from bench._common import LITELLM_MODELS, MESSAGES, Result, import_litellm, smart_client
 from bench.bench_shapes import targets
+from llms.types import ChatRequest
 from simulator.shapes import WindowKind, served
-from simulator.virtual_time import _SECRETS, EPOCH, PROVIDER_OF, CallerKind, HintForm, Measured, Shape, _env
+from simulator.virtual_time import (
+    _SECRETS,
+    EPOCH,
+    PROVIDER_OF,
+    TOKEN_REQUESTS,
+    CallerKind,
+    HintForm,
+    Measured,
+    Shape,
+    _env,
+)
 
 FIRST_WITHIN = 2.0
 """Seconds a contender may take to send its first request before the span starts without it."""
@@ -33,7 +45,7 @@ def _register(sim: Any, shape: Shape) -> list[str]:
             provider,
             secret,
             name=f"{provider}:{number}",
-            limit=(shape.size, shape.length),
+            limit=(shape.limit_size, shape.length),
             window=shape.window,
             limit_hint=shape.hinted,
             group=f"account{(number - 1) // shape.group}" if shape.group > 1 else None,
@@ -53,6 +65,8 @@ def _router(sim: Any, provider: str, secrets: list[str]) -> Any:
     litellm = import_litellm()
     base = sim.base_urls[provider] + ("/v1beta" if provider == "gemini" else "")
     model = LITELLM_MODELS.get(provider, "openai/sim-chat-small")
+    if provider == "groq":  # the model our client asks for in these cells (`virtual_time._env`): it does not reason
+        model = "groq/qwen/qwen3.6-27b"
     deployments = [
         {"model_name": "chat", "litellm_params": {"model": model, "api_key": s, "api_base": base}} for s in secrets
     ]
@@ -105,16 +119,22 @@ def contend(shape: Shape, contender: str) -> Result:
     provider = PROVIDER_OF[shape.hint]
     with tempfile.TemporaryDirectory(prefix="bench-shapes-") as folder, Simulator(skew=shape.skew) as sim:
         secrets = _register(sim, shape)
+        asks = _asks(shape)
         if contender == "litellm":
             router = _router(sim, provider, secrets)
-            started, ended = _load(shape, lambda: router.completion(model="chat", messages=MESSAGES), (Exception,), sim)
+
+            def litellm_call() -> object:
+                request = asks()
+                return router.completion(model="chat", messages=list(request.messages), max_tokens=request.max_tokens)
+
+            started, ended = _load(shape, litellm_call, (Exception,), sim)
         else:
             store = f"sqlite:///{Path(folder) / 'state.db'}" if shape.store == "sqlite" else "memory://"
             client = smart_client({**_env(shape), **sim.env(), "LLM_STATE_URL": store})
             wait = shape.wait if shape.caller is CallerKind.WAIT else None
             if provider == "gemini":  # the SDK's import (a second, once per process) is not the test
                 import google.genai  # noqa: F401
-            started, ended = _load(shape, lambda: client.complete(MESSAGES, wait=wait), (LLMError,), sim)
+            started, ended = _load(shape, lambda: client.complete(asks(), wait=wait), (LLMError,), sim)
             client.close()
         log = sim.requests
     measured = _measure(shape, started, log)
@@ -125,6 +145,16 @@ def contend(shape: Shape, contender: str) -> Result:
         "ended": ended,
         "other_statuses": {str(k): v for k, v in statuses.items() if k not in (200, 429)},
     }
+
+
+def _asks(shape: Shape) -> Callable[[], ChatRequest]:
+    """What each call asks: "Hello", or, under a limit on tokens, one of the harness's requests of different sizes
+    at random (`TOKEN_REQUESTS`)."""
+    if shape.window is not WindowKind.TOKENS:
+        hello = ChatRequest.build(MESSAGES)
+        return lambda: hello
+    rng = random.Random(shape.seed)
+    return lambda: rng.choice(TOKEN_REQUESTS)[0]
 
 
 def _measure(shape: Shape, started: float, log: list[Any]) -> Measured:
@@ -140,7 +170,8 @@ def _measure(shape: Shape, started: float, log: list[Any]) -> Measured:
     first = min(shape.span, shape.length)
     refused_first = sum(1 for r in within if r.status == 429 and r.at + shape.skew - provider_start < first)
     most = served(
-        shape.window, shape.size, shape.length, provider_start, measured_until,
-        subjects=shape.subjects, callers=shape.callers, latency=shape.latency,
+        shape.window, shape.limit_size, shape.length, provider_start, measured_until,
+        subjects=shape.subjects, callers=shape.callers, latency=shape.latency, costs=shape.costs,
     )  # fmt: skip
-    return Measured(shape, answers, refused, most, refused_first)
+    spent = float(sum(r.tokens for r in within if r.status == 200)) if shape.costs else None
+    return Measured(shape, answers, refused, most, refused_first, spent)

@@ -107,6 +107,10 @@ class Failover:
         self._answered_by = answered_by
         self._misconfigured = misconfigured
 
+    def _tokens(self, target: Target, run: Run) -> int:
+        """What the target's provider counts of the run's request against a limit on tokens (0: not a chat)."""
+        return self._adapters[target.provider].counted_tokens(run.request, target.model) if run.request else 0
+
     def adapter(self, provider: str) -> ProviderAdapter:
         """The adapter the loop calls for `provider` (the harness reads answers through it too)."""
         return self._adapters[provider]
@@ -149,7 +153,7 @@ class Failover:
                 tried: set[ApiKey] = set()
                 run.leave_target = False
                 while not run.leave_target and (
-                    lease := self.key_manager.acquire(target.provider, tried, target.model, run.tokens)
+                    lease := self.key_manager.acquire(target.provider, tried, target.model, self._tokens(target, run))
                 ):
                     tried.add(lease.key)
                     mine += 1

@@ -166,9 +166,10 @@ class WindowsShown:
 
 @dataclass(frozen=True)
 class TokenBudget:
-    """The tokens a subject has left in its provider's window of tokens, as the latest answer that said so read
-    them (OpenAI's, Groq's `x-ratelimit-remaining-tokens`): a request is sent only if what is left, less what this
-    process's requests sent since that answer's request may spend (`ChatRequest.tokens`), pays for it. A count of
+    """The tokens a subject has left in its provider's window of tokens, as an answer that said so read them
+    (OpenAI's, Groq's `x-ratelimit-remaining-tokens`): a request is sent only if what is left, less what this
+    process's requests sent since that answer's request may spend (`ChatRequest.tokens`), pays for it (by every
+    reading `Leases` keeps: the newest and those a trip's spread before it). A count of
     requests cannot hold such a limit: requests differ in size, and a window of 500 tokens took ten requests of 50
     or three of 150. The window refills evenly until `resets`, the moment the provider said it is whole again (a
     bucket: Groq's reset is what was spent over its rate — 73 of 8,000 a minute back in 547 ms, README, provider
@@ -182,10 +183,6 @@ class TokenBudget:
     resets: float
     limit: int | None = None
 
-    def pays(self, tokens: int, spent_since: int, now: float) -> bool:
-        """Whether a request of `tokens` fits beside `spent_since`, what requests sent after the reading hold."""
-        return now >= self.fits_at(tokens, spent_since)
-
     def fits_at(self, tokens: int, spent_since: int) -> float:
         """When a request of `tokens` fits beside `spent_since` (`resets`, at the latest, where the limit is said;
         where it is not, only then with nothing sent since)."""
@@ -198,13 +195,6 @@ class TokenBudget:
             return self.resets
         rate = (self.limit - self.left) / (self.resets - self.read)
         return min(self.resets, self.read + (needed - self.left) / rate + SLOT_MARGIN) if rate > 0 else self.resets
-
-    def newer(self, other: TokenBudget | None) -> bool:
-        """Whether this reading supersedes `other`: answers come back in any order; the latest send's count is the
-        newest, and of requests sent together, the one with the fewest left."""
-        if other is None or self.read > other.read or other.resets <= self.read:
-            return True
-        return self.read == other.read and self.left <= other.left
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ class SmartClient:
         carries `tool_calls` and `finish_reason`."""
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
-        run = Run(on_attempt=on_attempt, tokens=request.tokens)
+        run = Run(on_attempt=on_attempt, request=request)
         target, lease, completion = self.failover.serve(
             route, self.failover.deadline(wait), lambda a, k, m: a.send(request.for_model(m), k), run
         )
@@ -241,7 +241,7 @@ class SmartClient:
         """
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
-        run = Run(on_attempt=on_attempt, tokens=request.tokens)
+        run = Run(on_attempt=on_attempt, request=request)
         return ChatStream(self.failover.stream(request, route, self.failover.deadline(wait), run), run)
 
     async def acomplete(
@@ -260,7 +260,7 @@ class SmartClient:
         executor, as does store work unless the store is in memory."""
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
-        run = Run(on_attempt=on_attempt, tokens=request.tokens)
+        run = Run(on_attempt=on_attempt, request=request)
         target, lease, completion = await self.failover.aserve(
             route, self.failover.deadline(wait), lambda a, k, m: asend(a, request.for_model(m), k), run
         )
@@ -280,7 +280,7 @@ class SmartClient:
         """`chat_stream` for callers on an event loop: `async for piece in client.achat_stream(...)`."""
         request = ChatRequest.build(messages, temperature, max_tokens, **options)
         route = self.route(model)
-        run = Run(on_attempt=on_attempt, tokens=request.tokens)
+        run = Run(on_attempt=on_attempt, request=request)
         return AsyncChatStream(self.failover.astream(request, route, self.failover.deadline(wait), run), run)
 
     def _current_problems(self) -> dict[Target, str]:

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 
 from llms.outcomes import Attempt, Outcome
-from llms.types import ChatResult
+from llms.types import ChatRequest, ChatResult
 
 log = logging.getLogger("llms.client")
 
@@ -27,7 +27,7 @@ class Run:
     on_attempt: OnAttempt | None = None
     answering: tuple[str, str, str] | None = None  # a stream's provider, model and key id, once it has begun
     result: ChatResult | None = None  # a stream's, once it has ended
-    tokens: int = 0  # what the request may spend of a limit on tokens (`ChatRequest.tokens`; 0: not a chat)
+    request: ChatRequest | None = None  # what is asked, where a limit on tokens counts it (None: not a chat)
 
     def attempted(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)

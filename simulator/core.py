@@ -86,6 +86,7 @@ class SimRequest:
     key_in_url: bool
     at: float
     payload: Any = None  # the request's JSON body (keys travel in headers, never here)
+    tokens: int = 0  # what a limit on tokens charged it (0: none counts tokens, or it was refused)
 
 
 OKISH = frozenset({Step.OK, Step.TIMEOUT, Step.TOKENS_SPENT})
@@ -129,6 +130,7 @@ class Plan:
     org: str
     at: float
     """The provider's wall clock when it decided (epoch seconds): epoch resets in the answer count from it."""
+    tokens: Quota | None = None  # a limit on tokens, as an answer reports it (`token_headers`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,7 @@ class Call:
     dimensions: int | None = None  # the vector length an embeddings call asked for
     one_embedding: bool = False  # Gemini's `:embedContent` (one text, answered `embedding`, not `embeddings`)
     default_model: str = ""  # the provider's, answered for when the call names none
+    tokens: int = 0  # what a limit on tokens charges it as it is admitted (`simulator.shapes.admission_tokens`)
 
     @property
     def shown_model(self) -> str:
@@ -192,6 +195,15 @@ def split_pieces(text: str) -> list[str]:
     words = text.split(" ")
     chunks = [" ".join(words[i : i + 3]) for i in range(0, len(words), 3)]
     return [c + " " for c in chunks[:-1]] + chunks[-1:]
+
+
+def token_headers(quota: Quota) -> dict[str, str]:
+    """A limit on tokens as OpenAI's and Groq's answers report it; the reset: until it is whole again."""
+    return {
+        "x-ratelimit-limit-tokens": str(quota.limit),
+        "x-ratelimit-remaining-tokens": str(quota.remaining),
+        "x-ratelimit-reset-tokens": go_duration(quota.reset_in),
+    }
 
 
 def go_duration(seconds: float) -> str:

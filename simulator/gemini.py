@@ -27,6 +27,7 @@ from simulator.core import (
     sse_event,
 )
 from simulator.provider import SimProvider, reply_text
+from simulator.shapes import admission_tokens
 
 MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro")
 
@@ -330,6 +331,8 @@ def route(method: str, rest: str, query: str, data: Any) -> Call | None:
             refused = unable("gemini", model, tools=bool(data.get("tools")), json_schema=schema)
             refused = refused or refusal(data, model or "")
         said = gemini_request(data, reply_text("gemini", last, image)) if valid else Answer("")
+        most = (data.get("generationConfig") or {}).get("maxOutputTokens") if valid else None
+        characters = sum(len(_parts(c)[0]) for c in data.get("contents", ())) if valid else 0
         return Call(
             "gemini",
             False,
@@ -344,6 +347,7 @@ def route(method: str, rest: str, query: str, data: Any) -> Call | None:
             said.finish,
             refused,
             default_model=MODELS[0],
+            tokens=admission_tokens(characters, most if isinstance(most, int) else 0),
         )
     if not action and method == "GET":
         return Call("gemini", True, model, False, "", 0, True, version, default_model=MODELS[0])

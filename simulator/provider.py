@@ -15,6 +15,7 @@ from typing import Any
 
 from simulator.agents import Answer, openai_request, unable
 from simulator.core import Call, Plan, Reply, Step, wire_examples
+from simulator.shapes import admission_tokens
 
 OPENAI_STATUS: Mapping[Step, int] = {
     Step.OK: 200,
@@ -97,12 +98,13 @@ def reply_text(provider: str, last: str, image: bool) -> str:
     return f"Simulated {provider} reply to: {last[:200]}" + (" [image received]" if image else "")
 
 
-def _openai_parse(data: Any) -> tuple[str, int, bool, bool]:
-    """(last user text, prompt words, has image, valid) from an OpenAI-style body."""
+def _openai_parse(data: Any) -> tuple[str, int, bool, bool, int]:
+    """(last user text, prompt words, has image, valid, what a limit on tokens charges it) from an OpenAI-style
+    body."""
     messages = data.get("messages") if isinstance(data, dict) else None
     if not isinstance(messages, list) or not messages:
-        return "", 0, False, False
-    last, words, image = "", 0, False
+        return "", 0, False, False, 0
+    last, words, image, characters = "", 0, False, 0
     for msg in messages:
         if not isinstance(msg, dict):
             continue
@@ -119,9 +121,11 @@ def _openai_parse(data: Any) -> tuple[str, int, bool, bool]:
         else:
             text = content if isinstance(content, str) else ""
         words += len(text.split())
+        characters += len(text)
         if msg.get("role") == "user":
             last = text
-    return last, words, image, True
+    most = data.get("max_completion_tokens") or data.get("max_tokens")
+    return last, words, image, True, admission_tokens(characters, most if isinstance(most, int) else 0)
 
 
 def _texts(raw: Any) -> tuple[str, ...] | None:
@@ -153,7 +157,7 @@ def openai_route(provider: str, default_model: str, probe: str) -> Route:
         if method == "POST" and rest == "embeddings":
             return _openai_embeddings(provider, default_model, data)
         if method == "POST" and rest == "chat/completions":
-            last, words, image, valid = _openai_parse(data)
+            last, words, image, valid, tokens = _openai_parse(data)
             model = data.get("model") if isinstance(data, dict) else None
             stream = isinstance(data, dict) and data.get("stream") is True
             said = openai_request(data, reply_text(provider, last, image)) if valid else Answer("")
@@ -172,6 +176,7 @@ def openai_route(provider: str, default_model: str, probe: str) -> Route:
                 finish=said.finish,
                 refusal=refused,
                 default_model=default_model,
+                tokens=tokens,
             )
         if method == "GET" and rest == probe:
             return Call(provider, True, None, False, "", 0, True, default_model=default_model)

@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from simulator.core import OKISH, Call, Plan, Quota, Reply, ScriptedKey, SimRequest, Step
+from simulator.core import OKISH, Call, Plan, Quota, Reply, ScriptedKey, SimRequest, Step, token_headers
 from simulator.handler import SimServer
 from simulator.registry import DEMO_KEYS, SIM_PROVIDERS, sim_provider
-from simulator.shapes import DAY, Limit, WindowKind, limit_of, refusal
+from simulator.shapes import DAY, REQUESTS_BESIDE_TOKENS, Limit, WindowKind, limit_of, refusal
 
 # --------------------------------------------------------------------------------------------- public API
 
@@ -79,6 +79,7 @@ class _Wire:
     day_count: int | None = None  # answers report requests left of this many today, not the window's
     jitter: float = 0.0  # the latency varies by ± this share of it, at random
     subject: str = ""  # who the day's count belongs to: the key, or its group
+    tokens: bool = False  # its limit counts tokens: a request costs what it asks (`Call.tokens`), answers say so
 
 
 class Simulator:
@@ -192,7 +193,9 @@ class Simulator:
         `seconds` after it was taken); over it the key answers 429 whatever its steps,
         without consuming a step. `window` names another of `simulator.shapes`' limit shapes for it (`clock`:
         windows on the provider's clock, `bucket`: n tokens refilled over `seconds`, `day`: n a day; it overrides
-        `sliding`). Keys sharing `group` (per provider) share one window. Probes (GET /key,
+        `sliding`; `tokens`: n tokens refilled over `seconds`, each request costing what it asks, its text at four
+        characters a token and its `max_tokens`, answers reporting them as OpenAI's and Groq's do beside a limit
+        on requests far off). Keys sharing `group` (per provider) share one window. Probes (GET /key,
         /models) are subject to the limit but do not use it up. A scripted `ok` whose body is malformed
         answers `bad_request`, as the real API would.
 
@@ -225,7 +228,8 @@ class Simulator:
             org = f"org_01sim{zlib.crc32((group or name).encode()):08x}"
             self._keys[secret] = ScriptedKey(provider, name, script, final, limiter, limit_hint, latency, org)
             subject = f"{provider}/group/{group}" if group else f"{provider}/key/{name}"
-            self._wires[secret] = _Wire(quota_headers, retry_after, day_count, jitter, subject)
+            tokens = kind is WindowKind.TOKENS
+            self._wires[secret] = _Wire(quota_headers, retry_after, day_count, jitter, subject, tokens)
         return name
 
     def _window(
@@ -295,8 +299,10 @@ class Simulator:
         """Pick the step for one request (limit, then script), update the window and log it."""
         served = SIM_PROVIDERS[call.provider]
         at, now = time.time(), time.monotonic()
+        charged, tokens = 0, None
         with self._lock:
             key = self._keys.get(secret) if secret else None
+            wire = self._wires.get(secret or "")
             if key is not None and key.provider != call.provider:
                 key = None  # a Groq key sent to OpenRouter is as unknown there as a typo
             in_url = any(s in raw_path for s in self._keys) or bool(secret and secret in raw_path)
@@ -307,7 +313,8 @@ class Simulator:
                 name, org = key.name, key.org
                 latency = self.latency if key.latency is None else key.latency
                 window = key.window
-                refused = window is not None and window.frees_at(now) > now
+                cost = call.tokens if wire is not None and wire.tokens else 1
+                refused = window is not None and window.frees_at(now, cost) > now
                 if refused:
                     step = Step.RATE_LIMIT if key.limit_hint else Step.RATE_LIMIT_NOHINT
                     latency = 0.0  # the provider's gateway refuses before any model runs: a 429 comes at once
@@ -318,10 +325,12 @@ class Simulator:
                     if step is Step.OK and not served.serves(call):
                         step = Step.MODEL_NOT_FOUND
                     if window is not None and step in OKISH and not call.probe:
-                        window.admit(now)
+                        window.admit(now, cost)
+                        charged = cost if wire is not None and wire.tokens else 0
                 if window is not None:
-                    quota = refusal(window, now) if refused else window.quota(now)
-                wire = self._wires.get(secret or "")
+                    quota = refusal(window, now, cost) if refused else window.quota(now)
+                if charged:  # the tokens on its own headers, the requests far off
+                    tokens, quota = quota, Quota(REQUESTS_BESIDE_TOKENS, REQUESTS_BESIDE_TOKENS, 60.0, 60.0)
                 if wire is not None and wire.jitter:
                     latency *= 1 + wire.jitter * self._random.uniform(-1, 1)
                 if wire is not None and wire.day_count is not None and step in OKISH and not call.probe:
@@ -332,10 +341,20 @@ class Simulator:
             shown_path = path.replace(secret, "<redacted>") if secret and secret in path else path
             self._log.append(
                 SimRequest(
-                    call.provider, name, shown_path, call.stream, status, step.value, call.model, in_url, at, payload
+                    call.provider,
+                    name,
+                    shown_path,
+                    call.stream,
+                    status,
+                    step.value,
+                    call.model,
+                    in_url,
+                    at,
+                    payload,
+                    charged,
                 )
             )
-        return Plan(step, status, quota, latency, org, at + self.skew)
+        return Plan(step, status, quota, latency, org, at + self.skew, tokens)
 
     def hang(self) -> bool:
         """Hang as a `timeout` step does (`hang_seconds`); True when the simulator stopped meanwhile."""
@@ -344,11 +363,13 @@ class Simulator:
     def dress(self, secret: str | None, plan: Plan, reply: Reply) -> Reply:
         """The rendered answer as this key's wire options say (`add_key`'s `quota_headers`, `retry_after`)."""
         wire = self._wires.get(secret or "")
-        if wire is None or (wire.quota_headers and not wire.retry_after):
+        if wire is None or (wire.quota_headers and not wire.retry_after and plan.tokens is None):
             return reply
         headers = dict(reply.headers)
         if not wire.quota_headers:
             headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ratelimit")}
+        elif plan.tokens is not None:
+            headers |= token_headers(plan.tokens)
         if wire.retry_after and plan.step is Step.RATE_LIMIT and plan.quota is not None and reply.status == 429:
             headers["Retry-After"] = str(max(1, math.ceil(plan.quota.reset_in)))
         return replace(reply, headers=headers)

@@ -158,11 +158,16 @@ def refusal(limit: Limit, now: float, cost: float = 1.0) -> Quota:
     return replace(limit.quota(now), remaining=0, reset_in=limit.frees_at(now, cost) - now)
 
 
-def admission_tokens(text: str, max_tokens: int) -> int:
-    """What a provider that counts a request's tokens as it admits it charges: its text at four characters a token
-    and all of `max_tokens`, before the model runs (OpenAI's reckoning, as its users found it: README, provider
-    facts)."""
-    return math.ceil(len(text) / 4) + max_tokens
+REQUESTS_BESIDE_TOKENS = 10_000
+"""A provider's limit on requests beside its limit on tokens, as its answers report it: far beyond reach, as paid
+tiers' are (OpenAI reports both)."""
+
+
+def admission_tokens(characters: int, max_tokens: int) -> int:
+    """What a provider that counts a request's tokens as it admits it charges: its text's `characters` at four a
+    token and all of `max_tokens`, before the model runs (OpenAI's reckoning, as its users found it:
+    docs/providers.md)."""
+    return math.ceil(characters / 4) + max_tokens
 
 
 def limit_of(kind: WindowKind, size: int, length: float) -> Limit:

@@ -40,9 +40,9 @@ from llms.state.base import Document
 from llms.state.memory import MemoryStore
 from llms.streams import Run
 from llms.types import ChatRequest, Completion, Usage
-from simulator.core import Call, Plan, Quota, Step, go_duration
+from simulator.core import Call, Plan, Quota, Step, token_headers
 from simulator.registry import render_reply, status_for
-from simulator.shapes import DAY, Limit, WindowKind, admission_tokens, limit_of, refusal, served
+from simulator.shapes import DAY, REQUESTS_BESIDE_TOKENS, Limit, WindowKind, admission_tokens, limit_of, refusal, served
 
 EPOCH = 1_800_000_000.0 + 13 * 3600 + 0.37
 """Where virtual time starts (epoch seconds, mid-afternoon UTC, off any whole second): the client's clock reads it
@@ -52,19 +52,15 @@ NETWORK = 0.025
 """Seconds each way between the client and the provider; the rest of an answered request's round trip is the model
 generating, after the provider's limit admitted it. A 429 comes back after the two legs alone: the provider's
 gateway refuses before any model runs (the HTTP simulator answers its limit's 429s at once too)."""
-TOKENS_PER_REQUEST = 100
-"""A limit on tokens holds `Shape.size` average requests: that many times this many tokens."""
+TOKENS_PER_REQUEST = 100  # a limit on tokens holds `Shape.size` average requests: that many times this many tokens
 _PROMPT = "Summarise the attached note in one line."  # 40 characters: 10 tokens as providers count them
-_TOKEN_REQUESTS = [
-    (ChatRequest.build([{"role": "user", "content": _PROMPT}], max_tokens=most), admission_tokens(_PROMPT, most))
+TOKEN_REQUESTS = [
+    (ChatRequest.build([{"role": "user", "content": _PROMPT}], max_tokens=most), admission_tokens(len(_PROMPT), most))
     for most in (40, 90, 140)
 ]
 """Under a limit on tokens, each caller's request is one of these at random, with what the provider counts of it
 (`admission_tokens`: 50, 100, 150): they differ in size, as real ones do, and a client can tell their cost before
 it sends them (`ChatRequest.tokens`)."""
-REQUESTS_A_WINDOW = 10_000
-"""Under a limit on tokens, the provider's limit on requests, reported on its answers beside the tokens (OpenAI's
-headers): far beyond reach, as paid tiers' are."""
 
 
 class HintForm(StrEnum):
@@ -134,6 +130,14 @@ class Shape:
     def saturating(self) -> bool:
         """Whether the callers ask for at least twice what the keys allow (the premise of "share of the quota")."""
         return self.callers / max(self.latency, 1e-3) >= 2 * self.subjects * self.size / self.length
+
+    @property
+    def limit_size(self) -> int:  # in the limit's own unit: tokens for a limit on tokens
+        return self.size * (TOKENS_PER_REQUEST if self.window is WindowKind.TOKENS else 1)
+
+    @property
+    def costs(self) -> list[float] | None:  # a limit on tokens: what its requests cost (`TOKEN_REQUESTS`), in turn
+        return [float(cost) for _, cost in TOKEN_REQUESTS] if self.window is WindowKind.TOKENS else None
 
     @property
     def hinted(self) -> bool:
@@ -282,7 +286,7 @@ class _Provider:
                 until_midnight = DAY - now % DAY
                 quota = Quota(14400, 14400 - self.today[subject], until_midnight, DAY)
             elif tokens is not None:  # a limit on requests far off beside the one on tokens
-                quota = Quota(REQUESTS_A_WINDOW, REQUESTS_A_WINDOW - self.today[subject], shape.length, shape.length)
+                quota = Quota(REQUESTS_BESIDE_TOKENS, REQUESTS_BESIDE_TOKENS, 60.0, 60.0)
         else:
             self.refused += within
             self.refused_first_window += now - self.started < min(shape.span, shape.length)
@@ -296,12 +300,8 @@ class _Provider:
         headers = {**reply.headers, "Date": formatdate(written, usegmt=True)}  # whole seconds, on its clock
         if shape.hint in (HintForm.RETRY_AFTER, HintForm.NONE):  # this provider reports nothing on an answer
             headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ratelimit")}
-        elif admitted and tokens is not None and shape.hint in (HintForm.REMAINING, HintForm.GROQ):
-            headers |= {  # OpenAI's and Groq's names; the reset: until the bucket is whole again
-                "x-ratelimit-limit-tokens": str(tokens.limit),
-                "x-ratelimit-remaining-tokens": str(tokens.remaining),
-                "x-ratelimit-reset-tokens": go_duration(tokens.reset_in),
-            }
+        elif tokens is not None and shape.hint in (HintForm.REMAINING, HintForm.GROQ):
+            headers |= token_headers(tokens)
         if shape.hint is HintForm.RESET_MS and not admitted:
             headers["Retry-After"] = str(max(1, math.ceil(quota.reset_in)))  # beside the precise epoch ms
         return reply.status, headers, json.loads(reply.body) if reply.body else None
@@ -316,6 +316,8 @@ def _env(shape: Shape) -> dict[str, str]:
     }
     if provider == "compat":
         env["COMPAT_CHAT_MODEL"] = "sim-chat-small"
+    if provider == "groq":  # a model that does not reason: what a request asks is what it is charged
+        env["GROQ_CHAT_MODEL"] = "qwen/qwen3.6-27b"
     for number in range(1, shape.keys + 1):
         env[f"{prefix}_API_KEY_{number}"] = _SECRETS[provider](number)
         if shape.group > 1:
@@ -351,8 +353,7 @@ def run(
     rng = random.Random(shape.seed)
     span_end = clock.now + shape.span
     provider_start = clock.now + shape.skew
-    size = shape.size * (TOKENS_PER_REQUEST if shape.window is WindowKind.TOKENS else 1)  # in the limit's unit
-    limits = {s: limit_of(shape.window, size, shape.length) for s in range(shape.subjects)}
+    limits = {s: limit_of(shape.window, shape.limit_size, shape.length) for s in range(shape.subjects)}
     measured_until = provider_start + shape.span
     if shape.window is WindowKind.FIXED_CLOCK:  # end where a window ends: a sliver of one is no fair measure
         measured_until = max(provider_start + shape.length, measured_until // shape.length * shape.length)
@@ -382,8 +383,8 @@ def run(
             wait = shape.wait if shape.caller is CallerKind.WAIT else None
             adapter, route = client.failover.adapter(name), client.route(None)
             while clock.now < span_end:
-                request, cost = rng.choice(_TOKEN_REQUESTS) if shape.window is WindowKind.TOKENS else (hello, 1)
-                run = Run(tokens=request.tokens)
+                request, cost = rng.choice(TOKEN_REQUESTS) if shape.window is WindowKind.TOKENS else (hello, 1)
+                run = Run(request=request)
                 steps = client.failover.steps(route, client.failover.deadline(wait), run)
                 try:
                     step = next(steps)
@@ -432,12 +433,11 @@ def run(
         _drive(clock, runs)
         if learned is not None:
             learned.update(labelled())
-    costs = [float(cost) for _, cost in _TOKEN_REQUESTS] if shape.window is WindowKind.TOKENS else None
     most = served(
-        shape.window, size, shape.length, provider_start, measured_until,
-        subjects=shape.subjects, callers=shape.callers, latency=shape.latency, costs=costs,
+        shape.window, shape.limit_size, shape.length, provider_start, measured_until,
+        subjects=shape.subjects, callers=shape.callers, latency=shape.latency, costs=shape.costs,
     )  # fmt: skip
-    spent = provider.spent if costs else None
+    spent = provider.spent if shape.costs else None
     return Measured(shape, provider.answers, provider.refused, most, provider.refused_first_window, spent)
 
 

@@ -429,16 +429,17 @@ def test_start_up_reads_free_requests_left_once_per_account(make_client: MakeCli
 
 def test_a_key_whose_minute_of_tokens_cannot_pay_for_a_request_rests_until_it_can(make_client: MakeClient) -> None:
     """Groq's minute of tokens is a bucket: its reset is what was spent over its rate (6,000 a minute, 100 a second;
-    a user's recorded answer: 73 of 8,000 back in 547 ms). Drained, it pays for a request of 2,002 tokens (2 of text,
-    `max_tokens` 2,000) 20 s on: the key is passed over for it and rests until then, not until a 429."""
+    a user's recorded answer: 73 of 8,000 back in 547 ms). Drained, it pays for a request of 2,258 tokens (2 of text,
+    `max_tokens` 2,000 and the 256 the adapter adds for `gpt-oss`'s reasoning) 22.6 s on: the key is passed over
+    for it and rests until then, not until a 429."""
     client = make_client({"groq": 2}, steps={"groq:1": ["tokens_spent"]})
     assert client.complete(USER_HELLO, max_tokens=200).key_id == "groq:1"  # 0 tokens left, whole in 60 s
     assert client.complete(USER_HELLO, max_tokens=2000).key_id == "groq:2"  # (round robin)
     assert client.complete(USER_HELLO, max_tokens=2000).key_id == "groq:2"  # groq:1 cannot pay for it
     first = client.key_manager.statuses("groq")[0]
-    assert first.reason == "rate_limit" and 18 < first.cooldown_remaining <= 20.1, first
+    assert first.reason == "rate_limit" and 20.5 < first.cooldown_remaining <= 22.6, first
     events = [e.detail for e in client.admin.events() if e.key_id == "groq:1"]
-    assert any("cannot cover a request of 2002 tokens" in detail for detail in events)
+    assert any("cannot cover a request of 2258 tokens" in detail for detail in events)
 
 
 def test_a_spend_cap_parks_the_whole_organization_until_the_first(make_client: MakeClient, sim) -> None:

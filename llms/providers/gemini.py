@@ -210,6 +210,10 @@ class GeminiAdapter:
 
             import llms.transport_httpx  # noqa: F401 - and its client's
 
+    def counted_tokens(self, request: ChatRequest, model: str) -> int:
+        """Gemini's answers report no tokens left, so nothing is kept to a budget: the request's own reckoning."""
+        return request.tokens
+
     def ready(self, key: ApiKey) -> None:
         """The key's client for the default API version, built before the attempt's clock starts (`_client`)."""
         self._client(key, API_VERSION)

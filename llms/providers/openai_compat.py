@@ -70,6 +70,10 @@ class OpenAICompatAdapter:
         """What a successful answer's headers say about the key's quota (None: nothing)."""
         return None
 
+    def counted_tokens(self, request: ChatRequest, model: str) -> int:
+        _, allowance = self.reasoning(model or self.model)
+        return request.tokens + (allowance if request.max_tokens is not None else 0)
+
     def reasoning(self, model: str) -> tuple[dict[str, Any], int]:
         """The request fields that ask a reasoning model for its least reasoning, and the output tokens to add to
         the caller's `max_tokens` for it: reasoning tokens count as output, so without them a small `max_tokens`
