@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from simulator.agents import Answer, gemini_request, unable
+from simulator.agents import Answer, gemini_field, gemini_request, unable
 from simulator.core import (
     IDS,
     OKISH,
@@ -331,7 +331,6 @@ def route(method: str, rest: str, query: str, data: Any) -> Call | None:
             refused = unable("gemini", model, tools=bool(data.get("tools")), json_schema=schema)
             refused = refused or refusal(data, model or "")
         said = gemini_request(data, reply_text("gemini", last, image)) if valid else Answer("")
-        most = (data.get("generationConfig") or {}).get("maxOutputTokens") if valid else None
         characters = sum(len(_parts(c)[0]) for c in data.get("contents", ())) if valid else 0
         return Call(
             "gemini",
@@ -347,7 +346,7 @@ def route(method: str, rest: str, query: str, data: Any) -> Call | None:
             said.finish,
             refused,
             default_model=MODELS[0],
-            tokens=admission_tokens(characters, most if isinstance(most, int) else 0),
+            tokens=admission_tokens(characters, 0),  # its limits on tokens count the input only
         )
     if not action and method == "GET":
         return Call("gemini", True, model, False, "", 0, True, version, default_model=MODELS[0])
