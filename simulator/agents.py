@@ -131,7 +131,7 @@ def openai_request(data: dict[str, Any], reply: str) -> Answer:
     )
 
 
-def gemini_field(data: Any, camel: str) -> Any:
+def _field(data: Any, camel: str) -> Any:
     """A field of a Gemini body under its JSON name or its proto name: the API takes both, and `google-genai`
     sends some (a tool's `parameters_json_schema`) in the second."""
     if not isinstance(data, dict):
@@ -146,31 +146,31 @@ def gemini_request(data: dict[str, Any], reply: str) -> Answer:
     `stopSequences`, `maxOutputTokens`)."""
     declarations = [
         d
-        for tool in gemini_field(data, "tools") or []
-        for d in gemini_field(tool, "functionDeclarations") or []
+        for tool in _field(data, "tools") or []
+        for d in _field(tool, "functionDeclarations") or []
         if isinstance(d, dict) and isinstance(d.get("name"), str)
     ]
     tools = [
-        {"name": d["name"], "parameters": gemini_field(d, "parametersJsonSchema") or d.get("parameters")}
+        {"name": d["name"], "parameters": _field(d, "parametersJsonSchema") or d.get("parameters")}
         for d in declarations
     ]
-    calling = gemini_field(gemini_field(data, "toolConfig"), "functionCallingConfig") or {}
+    calling = _field(_field(data, "toolConfig"), "functionCallingConfig") or {}
     mode = str(calling.get("mode") or "AUTO").upper()
-    allowed = gemini_field(calling, "allowedFunctionNames") or []
+    allowed = _field(calling, "allowedFunctionNames") or []
     tool_choice: Any = "none" if mode == "NONE" else None
     if mode == "ANY" and allowed:
         tool_choice = {"type": "function", "function": {"name": allowed[0]}}
     contents = data.get("contents") or []
     last_parts = (contents[-1].get("parts") or []) if contents and isinstance(contents[-1], dict) else []
-    responses = [gemini_field(p, "functionResponse") for p in last_parts if gemini_field(p, "functionResponse")]
+    responses = [_field(p, "functionResponse") for p in last_parts if _field(p, "functionResponse")]
     tool_result = None
     if responses:
         result = responses[0].get("response")
         tool_result = result.get("result") if isinstance(result, dict) and "result" in result else json.dumps(result)
-    config = gemini_field(data, "generationConfig") or {}
+    config = _field(data, "generationConfig") or {}
     response_format = None
-    if gemini_field(config, "responseMimeType") == "application/json":
-        schema = gemini_field(config, "responseJsonSchema") or gemini_field(config, "responseSchema")
+    if _field(config, "responseMimeType") == "application/json":
+        schema = _field(config, "responseJsonSchema") or _field(config, "responseSchema")
         response_format = (
             {"type": "json_schema", "json_schema": {"name": "out", "schema": schema}}
             if schema
@@ -182,8 +182,8 @@ def gemini_request(data: dict[str, Any], reply: str) -> Answer:
         tool_choice=tool_choice,
         tool_result=str(tool_result) if tool_result is not None else None,
         response_format=response_format,
-        stop=gemini_field(config, "stopSequences"),
-        max_tokens=gemini_field(config, "maxOutputTokens"),
+        stop=_field(config, "stopSequences"),
+        max_tokens=_field(config, "maxOutputTokens"),
     )
 
 

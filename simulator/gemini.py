@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from simulator.agents import Answer, gemini_field, gemini_request, unable
+from simulator.agents import Answer, gemini_request, unable
 from simulator.core import (
     IDS,
     OKISH,
