@@ -37,6 +37,8 @@ LEASE_TTL = 10.0
 process's memory keeps a lease until its request's deadline: nothing outlives the process, and nothing renews it."""
 
 _OK = Outcome(OutcomeKind.OK, 200)
+READINGS_KEPT = 4
+"""Readings of a subject's tokens left kept at once (`Leases._read_tokens`), however busy the key."""
 
 
 class Admission(Enum):
@@ -220,10 +222,12 @@ class Leases:
         after the reading's: over HTTP, a request sent 1.5 ms before one whose answer read 320 left came 0.9 ms
         after it, and 100 tokens went unaccounted for) — by every reading kept, the latest moment; and whether any
         such request is out (its answer will say more). Called with the lock held."""
-        fits, out = -math.inf, False
-        for budget in self._budgets.get(subject, ()):
-            since = budget.read - TRIP_SPREAD
-            spent = sum(h.tokens for h in self._held.values() if h.subject == subject and h.sent >= since)
+        fits, out, budgets = -math.inf, False, self._budgets.get(subject)
+        if not budgets:
+            return fits, out
+        sends = [(held.sent, held.tokens) for held in self._held.values() if held.subject == subject]
+        for budget in budgets:
+            spent = sum(cost for sent, cost in sends if sent >= budget.read - TRIP_SPREAD)
             fits, out = max(fits, budget.fits_at(tokens, spent)), out or spent > 0
         return fits, out
 
@@ -315,11 +319,13 @@ class Leases:
         spread before the newest: requests sent close together reach the provider in either order (threads of one
         process, over HTTP: 6 ms apart the other way round), so the newest by its send may not have counted one
         sent a moment before it, which an older reading did (kept to the newest, 0.06–0.14 429s per answer on the
-        named token cells over HTTP). Called with the lock held."""
+        named token cells over HTTP). At most `READINGS_KEPT`, the latest sent: each admission weighs every one.
+        Called with the lock held."""
         reset = told.reset_after if told.reset_after is not None else 60.0
         kept = [*self._budgets.get(subject, ()), TokenBudget(told.left, sent, sent + reset, told.limit)]
-        newest = max(budget.read for budget in kept)
-        self._budgets[subject] = [budget for budget in kept if budget.read >= newest - TRIP_SPREAD]
+        kept.sort(key=lambda budget: budget.read)
+        newest = kept[-1].read
+        self._budgets[subject] = [budget for budget in kept[-READINGS_KEPT:] if budget.read >= newest - TRIP_SPREAD]
 
     def _let_go(self, token: str) -> _Held | None:
         """Stop counting the request of lease `token` in flight (None: this process holds no such lease). Called
@@ -459,7 +465,7 @@ class Leases:
                 until = self._sent.get(subject, now) + limit.spacing
             else:  # until the first of its slots frees, or a request ends
                 until = min((u for u in self._freeing[subject].values() if u > now), default=math.inf)
-        fits, out = self._tokens_fit(subject, self._sizes.get(subject, 0))
+        fits, out = self._tokens_fit(subject, self._sizes[subject]) if self._in_flight[subject] else (now, False)
         if out and fits > now:  # (none out: `SPENT` rests it)
             until = max(until or fits, fits)  # (or until an answer out says more)
         if until is not None:
