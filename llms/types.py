@@ -39,10 +39,12 @@ class ChatRequest:
 
     @functools.cached_property
     def tokens(self) -> int:
-        """What a provider counts of this request against a limit on tokens as it admits it: its text at four
-        characters a token and all of `max_tokens` (OpenAI's documented reckoning, taken before the model runs;
-        README, provider facts). An estimate: the count each answer reports puts it right (`TokenBudget`)."""
+        """What a provider counts of this request against a limit on tokens as it admits it: its text (the messages',
+        and the tools' and output schema's definitions, which the model reads too; images are priced apart) at four
+        characters a token and all of `max_tokens` (OpenAI's reckoning, taken before the model runs:
+        docs/providers.md). An estimate: the count each answer reports puts it right (`TokenBudget`)."""
         characters = sum(len(message_text(m.get("content") or "")) for m in self.messages)
+        characters += sum(len(json.dumps(self.options[k])) for k in ("tools", "response_format") if k in self.options)
         return -(-characters // CHARACTERS_PER_TOKEN) + (self.max_tokens or 0)
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -14,6 +15,7 @@ from llms.clock import ProviderClock
 from llms.exceptions import AllKeysExhaustedError
 from llms.outcomes import OutcomeKind, QuotaHint, TokensLeft
 from llms.providers import PROVIDERS, cerebras, generic, mistral
+from llms.providers.base import Endpoint
 from llms.providers.gemini import PACIFIC
 from llms.providers.groq import quota as groq_quota
 from llms.providers.openrouter import classify as openrouter_classify
@@ -79,6 +81,26 @@ def test_groq_success_reads_the_day_of_requests_and_the_minute_of_tokens() -> No
     told = QuotaHint(14370, pytest.approx(179.56), per_day=True, tokens=TokensLeft(17997, pytest.approx(7.66), 18000))
     assert groq_quota(headers, request) == told
     assert groq_quota({}, request) is None
+
+
+def test_a_request_is_reckoned_in_tokens_as_providers_admit_it() -> None:
+    """Its text at four characters a token — the messages', and the tools' and output schema's definitions, which
+    the model reads too; not an image's data — plus all of `max_tokens`, and, as the adapter sends it, what it adds
+    for a reasoning model (Groq's `gpt-oss`: 256)."""
+    text = [{"role": "system", "content": "x" * 10}, {"role": "user", "content": "y" * 30}]
+    assert ChatRequest.build(text).tokens == 10 and ChatRequest.build(text, max_tokens=90).tokens == 100
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 4000}}
+    assert ChatRequest.build([{"role": "user", "content": [{"type": "text", "text": "z" * 8}, image]}]).tokens == 2
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with_tool = ChatRequest.build(text, tools=[tool])
+    assert with_tool.tokens == 10 + math.ceil(len(json.dumps([tool])) / 4)
+    groq = PROVIDERS["groq"].adapter(Endpoint("openai/gpt-oss-20b", "http://127.0.0.1:9", 1.0, ()))
+    asked = ChatRequest.build(text, max_tokens=90)
+    assert (
+        groq.counted_tokens(asked, "openai/gpt-oss-20b") == 356
+        and groq.counted_tokens(asked, "qwen/qwen3.6-27b") == 100
+    )
+    assert groq.counted_tokens(ChatRequest.build(text), "openai/gpt-oss-20b") == 10  # (nothing added to no limit)
 
 
 def test_openai_compatible_quota_headers_carry_the_limit_beside_what_is_left() -> None:
