@@ -165,7 +165,9 @@ def test_processes_sharing_one_sqlite_file_add_up_exactly(sim: Simulator, tmp_pa
     with SmartClient(load_settings(env, dotenv_path=None)) as client:
         keys = client.key_manager.statuses("groq")
         assert sum(k.successes for k in keys) == 40 == sim.calls()
-        assert abs(keys[0].successes - keys[1].successes) <= 4  # one round robin shared by four processes
+        # One round robin shared by four processes: both keys serve, though not in turns (a process passes over a
+        # key another holds; the split was 14/26 to 20/20 over 24 runs, where `<= 4` apart failed one run in six).
+        assert min(k.successes for k in keys) >= 10
         assert sum(h["requests"] for h in client.admin.history()) == 40
         assert len(client.admin.request_log(limit=1000)) == 40
 
