@@ -9,6 +9,7 @@ Also here: what every OpenAI-style provider shares (its request parsing, its Bea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +125,7 @@ def _openai_parse(data: Any) -> tuple[str, int, bool, bool, int]:
         characters += len(text)
         if msg.get("role") == "user":
             last = text
+    characters += sum(len(json.dumps(data[k])) for k in ("tools", "response_format") if k in data)  # (read too)
     most = data.get("max_completion_tokens") or data.get("max_tokens")
     return last, words, image, True, admission_tokens(characters, most if isinstance(most, int) else 0)
 

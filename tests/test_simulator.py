@@ -462,6 +462,24 @@ def test_groq_remaining_counts_down(simulator: Simulator) -> None:
     assert remaining == ["2", "1", "0", "0"]
 
 
+def test_a_limit_on_tokens_charges_what_each_request_asks_and_says_what_is_left(simulator: Simulator) -> None:
+    """`window="tokens"`: a request costs its text at four characters a token plus `max_tokens` (its tools'
+    definitions too), answers say the tokens left as OpenAI's and Groq's do, beside the day's requests; one that
+    does not fit is refused, and the log keeps what each answered one was charged."""
+    secret = scripted(simulator, "groq", limit=(300, 60.0), window="tokens", day_count=14400)
+    ask = {"model": "qwen/qwen3.6-27b", "messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 90}
+    first = send(simulator, "groq", secret, body=ask)
+    assert first.status_code == 200 and first.headers["x-ratelimit-limit-tokens"] == "300"
+    assert first.headers["x-ratelimit-remaining-tokens"] == "200" and first.headers["x-ratelimit-reset-tokens"] == "20s"
+    assert first.headers["x-ratelimit-remaining-requests"] == "14399"  # (the day's)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    second = send(simulator, "groq", secret, body={**ask, "max_tokens": 40, "tools": [tool]})
+    charged = 10 + 40 + -(-len(json.dumps([tool])) // 4)
+    assert int(second.headers["x-ratelimit-remaining-tokens"]) in (200 - charged, 201 - charged)  # (one may drip)
+    assert send(simulator, "groq", secret, body={**ask, "max_tokens": 190}).status_code == 429
+    assert [r.tokens for r in simulator.requests[-3:]] == [100, charged, 0]
+
+
 def test_limit_without_hint(simulator: Simulator) -> None:
     groq = scripted(simulator, "groq", limit=(1, 30.0), limit_hint=False)
     gemini = scripted(simulator, "gemini", limit=(1, 30.0), limit_hint=False)
