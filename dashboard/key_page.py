@@ -97,6 +97,7 @@ def key_page(client: SmartClient) -> None:
         st.metric("Frees in", countdown(frees) if frees else "—", border=True)
         st.metric("Left today", _number(key.quota.today_left), border=True)
         st.metric("Left in window", _number(key.quota.window_left), border=True)
+        st.metric("Tokens left", _number(key.quota.tokens_left), border=True)
         st.metric("OK / failed", f"{key.successes} / {key.failures}", border=True)
     if why:
         st.markdown(f"**Reason:** {md_escape(why)}")

@@ -112,6 +112,15 @@ COLUMNS: dict[str, Column] = {
         lambda s: s.key.quota.window_left,
         "float64",
     ),
+    "Tokens left": Column(
+        _NUMBER(
+            "Tokens left",
+            format="%d",
+            help="Tokens left in the provider's window of tokens, as its latest answer said (OpenAI's, Groq's minute).",
+        ),
+        lambda s: s.key.quota.tokens_left,
+        "float64",
+    ),
     "Provider": Column(_TEXT("Provider", width="small"), lambda s: s.key.provider),
     "Hint": Column(_TEXT("Hint", help="First and last four characters; the key is never shown."), lambda s: s.key.hint),
     "Models resting": Column(

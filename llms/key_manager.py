@@ -230,7 +230,7 @@ class KeyManager:
                 self._leases.finish(key, token, quota, sent, outcome.kind, learned=learned, trip=trip)
             if ended_streak:
                 self._event(now, key, EventKind.RECOVERED, f"after {ended_streak} failure(s)")
-            if reported is not None and reported.remaining is not None:
+            if reported is not None and (reported.remaining is not None or reported.tokens is not None):
                 self._learned.note_reported(subject, reported, sent, now)
             return
         if outcome.kind is OutcomeKind.REQUEST_ERROR:

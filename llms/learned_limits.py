@@ -278,15 +278,19 @@ class LearnedLimits:
         return quota
 
     def note_reported(self, subject: str, quota: QuotaHint, sent: float, now: float) -> None:
-        """Keep the quota an answer reported where every process's status page reads it (`reported/…`), at most
-        every `NOTE_QUOTA_EVERY` seconds per subject, and at once when it reached zero or grew."""
-        remaining = quota.remaining or 0
+        """Keep the quota an answer reported where every process's status page reads it (`reported/…`): requests
+        left, and tokens left where it says them; at most every `NOTE_QUOTA_EVERY` seconds per subject, and at
+        once when the requests left reached zero or grew (tokens drip back between answers: they wait their turn)."""
+        remaining = quota.remaining
         last = self._noted.get(subject)
-        if last is not None and now - last[0] < NOTE_QUOTA_EVERY and 0 < remaining <= last[1]:
+        level = remaining if remaining is not None else 1
+        if last is not None and now - last[0] < NOTE_QUOTA_EVERY and 0 < level <= last[1]:
             return
-        self._noted[subject] = (now, remaining)
+        self._noted[subject] = (now, level)
         until = sent + (quota.reset_after if quota.reset_after is not None else 60.0)  # the gate's default too
         document = {"remaining": remaining, "until": until, "per_day": quota.per_day, "at": now}
+        if (tokens := quota.tokens) is not None:
+            document |= {"tokens": tokens.left, "tokens_until": sent + (tokens.reset_after or 60.0)}
         self._store.change(f"reported/{subject}", lambda _: document)
 
     def first_due_now(self, subject: str, now: float) -> bool:

@@ -24,6 +24,10 @@ class QuotaLeft:
     window_resets_in: float | None = None
     today_left: int | None = None
     today_resets_in: float | None = None
+    tokens_left: int | None = None
+    """Tokens left in the provider's window of tokens as an answer reported them (OpenAI's, Groq's minute), with
+    seconds until that window is whole again; None where no answer says."""
+    tokens_resets_in: float | None = None
 
 
 def quota_left(
@@ -33,7 +37,8 @@ def quota_left(
     learned: QuotaHint | None = None,
     configured_today: tuple[int, float] | None = None,
 ) -> QuotaLeft:
-    """`reported`: the latest quota an answer reported (`KeyManager` notes it: `remaining`, `until`, `per_day`);
+    """`reported`: the latest quota an answer reported (`KeyManager` notes it: `remaining`, `until`, `per_day`,
+    and `tokens`, `tokens_until` where it says them);
     `probed`: a probe's reading of the day (`remaining`, `until`); `learned`: what a window learned from 429s
     has left; `configured_today`: (left, resets in) of a configured daily limit."""
     window = today = None
@@ -47,7 +52,10 @@ def quota_left(
         today = (int(probed["remaining"]), probed["until"] - now)
     if configured_today is not None and (today is None or configured_today[0] < today[0]):
         today = configured_today
-    return QuotaLeft(*(window or (None, None)), *(today or (None, None)))
+    tokens = None
+    if reported.get("tokens") is not None and reported.get("tokens_until", 0.0) > now:
+        tokens = (int(reported["tokens"]), reported["tokens_until"] - now)
+    return QuotaLeft(*(window or (None, None)), *(today or (None, None)), *(tokens or (None, None)))
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ def test_a_configured_daily_limit_counts_down_to_the_provider_s_midnight(make_cl
         "window_resets_in": None,
         "today_left": 3,
         "today_resets_in": pytest.approx(86400.0 - 64000.0),
+        "tokens_left": None,
+        "tokens_resets_in": None,
     }
 
 
@@ -67,7 +69,7 @@ def test_nothing_said_is_nothing_shown(make_client: MakeClient) -> None:
     client = make_client({"openrouter": 1})
     client.complete(USER_HELLO)
     summary = client.get_status_summary()["openrouter"]
-    fields = ("window_left", "window_resets_in", "today_left", "today_resets_in")
+    fields = ("window_left", "window_resets_in", "today_left", "today_resets_in", "tokens_left", "tokens_resets_in")
     assert summary["keys"][0]["quota"] == dict.fromkeys(fields)
     assert summary["forecast"] == {"runs_out_in": None, "frees_in": None, "today_left": None}
 
@@ -102,3 +104,16 @@ def test_the_status_page_shows_what_is_left(make_client: MakeClient) -> None:
     assert ahead is not None and ahead.startswith("9 requests left today · they free at ")  # before it runs out
     frame = key_table.key_frame(status.rows_of([groq], NOW), NOW)
     assert frame.loc[0, "Left today"] == 9 and math.isnan(frame.loc[0, "Left in window"])
+    assert frame.loc[0, "Tokens left"] == groq.keys[0].quota.tokens_left
+
+
+def test_the_tokens_an_answer_says_are_left_show_until_the_window_is_whole(make_client: MakeClient) -> None:
+    """Groq's answers say the minute's tokens left (`x-ratelimit-remaining-tokens`, the simulator's 6,000 less
+    what the call spent) and when they are whole again: the key's status shows them until then."""
+    clock = Clock(NOW)
+    client = make_client({"groq": 1}, clock=clock)
+    client.complete(USER_HELLO)
+    quota = client.get_status_summary()["groq"]["keys"][0]["quota"]
+    assert 5900 < quota["tokens_left"] < 6000 and 0 < quota["tokens_resets_in"] <= 60.0
+    clock.advance(61.0)
+    assert client.get_status_summary()["groq"]["keys"][0]["quota"]["tokens_left"] is None
