@@ -151,9 +151,9 @@ class Failover:
             ended_before, mine, rested = self.key_manager.in_flight.ended, 0, False
             for target in route:
                 tried: set[ApiKey] = set()
-                run.leave_target = False
+                run.leave_target, tokens = False, self._tokens(target, run)
                 while not run.leave_target and (
-                    lease := self.key_manager.acquire(target.provider, tried, target.model, self._tokens(target, run))
+                    lease := self.key_manager.acquire(target.provider, tried, target.model, tokens)
                 ):
                     tried.add(lease.key)
                     mine += 1

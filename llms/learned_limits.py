@@ -290,7 +290,7 @@ class LearnedLimits:
         until = sent + (quota.reset_after if quota.reset_after is not None else 60.0)  # the gate's default too
         document = {"remaining": remaining, "until": until, "per_day": quota.per_day, "at": now}
         if (tokens := quota.tokens) is not None:
-            document |= {"tokens": tokens.left, "tokens_until": sent + (tokens.reset_after or 60.0)}
+            document |= {"tokens": tokens.left, "tokens_until": sent + tokens.whole_in}
         self._store.change(f"reported/{subject}", lambda _: document)
 
     def first_due_now(self, subject: str, now: float) -> bool:

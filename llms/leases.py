@@ -321,8 +321,7 @@ class Leases:
         sent a moment before it, which an older reading did (kept to the newest, 0.06–0.14 429s per answer on the
         named token cells over HTTP). At most `READINGS_KEPT`, the latest sent: each admission weighs every one.
         Called with the lock held."""
-        reset = told.reset_after if told.reset_after is not None else 60.0
-        kept = [*self._budgets.get(subject, ()), TokenBudget(told.left, sent, sent + reset, told.limit)]
+        kept = [*self._budgets.get(subject, ()), TokenBudget(told.left, sent, sent + told.whole_in, told.limit)]
         kept.sort(key=lambda budget: budget.read)
         newest = kept[-1].read
         self._budgets[subject] = [budget for budget in kept[-READINGS_KEPT:] if budget.read >= newest - TRIP_SPREAD]

@@ -87,6 +87,11 @@ class TokensLeft:
     reset_after: float | None
     limit: int | None = None
 
+    @property
+    def whole_in(self) -> float:
+        """Seconds until the window is whole again: as said, else a minute (the window such counts speak of)."""
+        return self.reset_after if self.reset_after is not None else 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class QuotaHint:

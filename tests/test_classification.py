@@ -110,24 +110,22 @@ def test_openai_compatible_quota_headers_carry_the_limit_beside_what_is_left() -
     headers = {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59",
                "x-ratelimit-reset-requests": "1s", "x-ratelimit-limit-tokens": "150000",
                "x-ratelimit-remaining-tokens": "149984", "x-ratelimit-reset-tokens": "6m0s"}  # fmt: skip
-    request = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=200)
     read = generic.OPENAI_QUOTA.read
-    assert read(headers, request) == QuotaHint(59, 1.0, limit=60, tokens=TokensLeft(149984, 360.0, 150000))
-    assert read({**headers, "x-ratelimit-limit-requests": "many"}, request).limit is None
-    assert read({"x-ratelimit-limit-requests": "60"}, request) is None
+    assert read(headers) == QuotaHint(59, 1.0, limit=60, tokens=TokensLeft(149984, 360.0, 150000))
+    assert read({**headers, "x-ratelimit-limit-requests": "many"}).limit is None
+    assert read({"x-ratelimit-limit-requests": "60"}) is None
 
 
 def test_cerebras_and_mistral_quota_headers_read_as_their_docs_show() -> None:
     """Cerebras's doc example (reset in float seconds); a Mistral answer users posted (mistralai/client-ts#169: the
     `req` spelling, and no reset header, so a minute)."""
-    request = ChatRequest.build([{"role": "user", "content": "hi"}], max_tokens=500)
     cerebras_headers = {
         "x-ratelimit-remaining-requests-day": "999997455",
         "x-ratelimit-reset-requests-day": "33011.382867097855",
         "x-ratelimit-remaining-tokens-minute": "120",
         "x-ratelimit-reset-tokens-minute": "11.382867097854614",
     }
-    assert cerebras.QUOTA.read(cerebras_headers, request) == QuotaHint(
+    assert cerebras.QUOTA.read(cerebras_headers) == QuotaHint(
         999997455, pytest.approx(33011.38, abs=0.01), per_day=True,
         tokens=TokensLeft(120, pytest.approx(11.38, abs=0.01)),
     )  # fmt: skip
@@ -138,7 +136,7 @@ def test_cerebras_and_mistral_quota_headers_read_as_their_docs_show() -> None:
         "x-ratelimit-limit-req-minute": "720",
         "x-ratelimit-remaining-req-minute": "717",
     }
-    assert mistral.QUOTA.read(mistral_headers, request) == QuotaHint(
+    assert mistral.QUOTA.read(mistral_headers) == QuotaHint(
         717, 60.0, limit=720, tokens=TokensLeft(4999911, 60.0, 5000000)
     )
 

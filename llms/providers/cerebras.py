@@ -67,7 +67,7 @@ class CerebrasAdapter(OpenAICompatAdapter):
     classify = staticmethod(classify)
 
     def quota(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-        return QUOTA.read(headers, request)
+        return QUOTA.read(headers)
 
 
 SPEC = ProviderSpec(

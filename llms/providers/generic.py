@@ -88,7 +88,7 @@ class GenericAdapter(OpenAICompatAdapter):
         self.provider = name
 
     def quota(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-        return OPENAI_QUOTA.read(headers, request)
+        return OPENAI_QUOTA.read(headers)
 
 
 @functools.cache

@@ -93,7 +93,7 @@ def reasoning(model: str) -> tuple[dict[str, Any], int]:
 
 def quota(headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
     """Requests left today, and this minute's tokens left."""
-    return QUOTA.read(headers, request)
+    return QUOTA.read(headers)
 
 
 class GroqAdapter(OpenAICompatAdapter):

@@ -68,7 +68,7 @@ class MistralAdapter(OpenAICompatAdapter):
     classify = staticmethod(classify)
 
     def quota(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-        return QUOTA.read(headers, request)
+        return QUOTA.read(headers)
 
 
 SPEC = ProviderSpec(

@@ -68,8 +68,8 @@ class QuotaHeaders:
     requests_limit: str | None = None  # the header that says the window's size, where one does
     tokens_limit: str | None = None  # the header that says the window of tokens' size, where one does
 
-    def read(self, headers: Mapping[str, str], request: ChatRequest) -> QuotaHint | None:
-        """Requests left and tokens left (`request`: what was asked, for readers that weigh it)."""
+    def read(self, headers: Mapping[str, str]) -> QuotaHint | None:
+        """Requests left and tokens left."""
         requests = headers.get(self.requests, "").strip()
         tokens = headers.get(self.tokens, "").strip()
         if not requests.isdigit() and not tokens.isdigit():
