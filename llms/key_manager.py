@@ -245,7 +245,7 @@ class KeyManager:
         if provider_wide:
             self.pause_provider(key.provider, outcome, model if outcome.scope is Scope.UPSTREAM else None)
         elif not transient:
-            self._penalise(key, outcome, sent, model)
+            self._penalise(key, outcome, sent, model, token)
         finish = self._leases.finish(key, token, None, sent, outcome.kind)
         streak = self._store.record_failure(fp, now, message, streak=transient, request=request, finish=finish)
         if transient:
@@ -255,12 +255,12 @@ class KeyManager:
                 of = f"{streak}/{self._cooldowns.error_threshold}"
                 self._event(now, key, EventKind.FAILED, f"{outcome.message} ({of})")
 
-    def _penalise(self, key: ApiKey, outcome: Outcome, sent: float, model: str | None) -> None:
+    def _penalise(self, key: ApiKey, outcome: Outcome, sent: float, model: str | None, token: str | None) -> None:
         """Rest a rate-limited key (`_rate_limited`), or park one the provider refused (and its account's keys,
-        where the refusal is the account's)."""
+        where the refusal is the account's). `token`: the lease its request held."""
         only = model if outcome.scope is Scope.MODEL else None  # the key rests for this model only
         if outcome.kind is OutcomeKind.RATE_LIMIT:
-            self._rate_limited(key, outcome, sent, only, self._part(key.provider, only))
+            self._rate_limited(key, outcome, sent, only, token)
             return
         reason = _PARKED[outcome.kind]
         seconds = self._sane(outcome.retry_after, scheduled=outcome.scheduled) or self._cooldowns.invalid_key
@@ -318,18 +318,23 @@ class KeyManager:
         now = self._clock()
         self._leases.release(key, token, request, now, now)
 
-    def _rate_limited(self, key: ApiKey, outcome: Outcome, sent: float, model: str | None, part: str) -> None:
-        """Cool the key (for `model` only, when given), its whole shared-limit group, and on a storm the
-        provider's other keys. A hint counts from when the 429's request was `sent`."""
-        now = self._clock()
+    def _rate_limited(self, key: ApiKey, outcome: Outcome, sent: float, model: str | None, token: str | None) -> None:
+        """Cool the key (for `model` only, when given), its shared-limit group, and on a storm the provider's other
+        keys. A hint counts from when the 429's request was `sent`. A limit on tokens is learned by its rate
+        (`Leases.refused_tokens`): once sure, it says when a request fits better than a whole-second hint."""
+        now, part = self._clock(), self._part(key.provider, model)
         subject = limit_subject(key, part)
         hint = self._sane(outcome.retry_after)  # none for a wait of 0 or less: the policy decides, never a spin
-        if hint is None and outcome.retry_after is not None and self._learned.first_due_now(subject, now):
+        on_tokens = outcome.on_tokens and not outcome.daily_quota and self.policy.name == "adaptive"
+        if on_tokens and (back := self._leases.refused_tokens(key, part, token, sent, now)) is not None:
+            seconds = max(0.0, min(back - now, self._rest_from(sent, hint, now) if hint else math.inf))
+            source = "token quota: its rate says when the request fits"
+        elif hint is None and outcome.retry_after is not None and self._learned.first_due_now(subject, now):
             seconds, source = DUE_NOW_REST, "provider hint: its limit frees now"
         elif hint is not None:
             seconds = max(0.0, self._rest_from(sent, hint, now))
             source = "per-day quota" if outcome.daily_quota else "provider hint"
-            if not outcome.daily_quota and self.policy.name == "adaptive":  # learn the window, to keep inside it
+            if not outcome.daily_quota and not on_tokens and self.policy.name == "adaptive":  # learn its window
                 out = self._leases.others_in_flight(key, part, sent)
                 self._learned.hinted(subject, key, part, sent, hint, now, out, outcome.grid, self._keys[key.provider])
                 self._store.probe_next(key.fingerprint, part)  # resume with one request: its answer says how many
@@ -413,11 +418,9 @@ class KeyManager:
         revives_credit: Callable[[str], bool] | None = None,
     ) -> bool:
         """A cheap real call just worked: a key parked for a reason that call disproves comes back now.
-
         `vouches_for` comes from the provider's spec: a call that spends no tokens says nothing about a rate
         limit, and on most providers nothing about credit either, so such keys stay put. `revives_credit`: which
-        no-credit parkings (by the message that parked the key) the call can disprove (None: all).
-        """
+        no-credit parkings (by the message that parked the key) the call can disprove (None: all)."""
         revivable = {_PARKED[kind] for kind in vouches_for if kind in _PARKED}
         return self._actions.revive(key, revivable, revives_credit)
 
@@ -426,8 +429,7 @@ class KeyManager:
         self._actions.note_daily_requests(key, quota)
 
     def set_disabled(self, key_ids: Iterable[str], disabled: bool, by: str | None = None) -> None:
-        """Take keys out of rotation by hand (or put them back), in the store: every process sharing it obeys.
-        `by`: who did it, for the event (a dashboard's logged-in operator); else "by an operator"."""
+        """Take keys out of rotation by hand (or put them back), for every process; `by`: who, for the event."""
         self._actions.set_disabled([self.key(key_id) for key_id in key_ids], disabled, by)
 
     def key(self, key_id: str) -> ApiKey:
@@ -456,9 +458,8 @@ class KeyManager:
         self._actions.reset(self._by_id.values(), by)
 
     def statuses(self, provider: str, model: str | None = None) -> list[KeyStatus]:
-        """Every key of the provider; `available` and the reason speak for `model` (default: the provider's
-        default model, the one `auto` asks for): a key resting for it is not available, whatever other models it
-        still answers."""
+        """Every key of the provider; `available` and the reason speak for `model` (default: the provider's default
+        model, the one `auto` asks for): a key resting for it is not available, whatever other models it answers."""
         return self.provider_state(provider, model)[0]
 
     def provider_state(self, provider: str, model: str | None = None) -> tuple[list[KeyStatus], dict[str, int] | None]:
@@ -492,8 +493,7 @@ class KeyManager:
         self._store.close()
 
     def note(self, key: ApiKey, kind: EventKind, detail: str) -> None:
-        """An event about the key that changes nothing of its state (a person's check, the key joining or leaving
-        the configuration)."""
+        """An event about the key that changes nothing of its state (a person's check, the key joining, leaving)."""
         self._event(self._clock(), key, kind, detail)
 
     def _event(self, now: float, key: ApiKey, kind: EventKind, detail: str) -> None:

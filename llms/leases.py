@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from config.api_keys import ApiKey
 from llms.cooldown import TRIP_SPREAD
-from llms.outcomes import Outcome, OutcomeKind, QuotaHint, TokensLeft
-from llms.quota import InFlightLimit, TokenBudget, WindowsShown, limit_subject
+from llms.outcomes import Outcome, OutcomeKind, QuotaHint
+from llms.quota import InFlightLimit, WindowsShown, limit_subject
 from llms.state import StateError, StateStore
 from llms.state.base import Finish, Lease, RequestRecord
+from llms.token_limits import TokenLimits
 
 if TYPE_CHECKING:
     from llms.key_manager import KeyManager
@@ -37,8 +38,6 @@ LEASE_TTL = 10.0
 process's memory keeps a lease until its request's deadline: nothing outlives the process, and nothing renews it."""
 
 _OK = Outcome(OutcomeKind.OK, 200)
-READINGS_KEPT = 4
-"""Readings of a subject's tokens left kept at once (`Leases._read_tokens`), however busy the key."""
 
 
 class Admission(Enum):
@@ -136,8 +135,7 @@ class Leases:
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._sent: dict[str, float] = {}  # subject → when this process last sent a request for it
-        self._budgets: dict[str, list[TokenBudget]] = {}  # subject → its tokens left, where answers report them:
-        # every reading within a trip's spread of the newest sent (`_read_tokens`)
+        self._tokens = TokenLimits()  # each subject's limit on tokens, where answers or 429s speak of one
         self._sizes: dict[str, int] = {}  # subject → the tokens of the latest request sent for it (`_saturate`)
         self._windows: dict[tuple[str, str], WindowsShown] = {}  # (provider, part) → what its counts showed
         self._freeing: defaultdict[str, dict[str, float]] = defaultdict(dict)  # subject → token → when the slot of
@@ -194,9 +192,10 @@ class Leases:
             limit = self._limits[subject]
             if not limit.room(self._holding(subject, now), now - self._sent.get(subject, -math.inf)):
                 return Admission.FULL
-            fits, out = self._tokens_fit(subject, tokens)
+            fits, waits = self._tokens.fits_at(subject, tokens, self._out(subject), now)
             if fits > now:
-                return Admission.FULL if out else Admission.SPENT
+                return Admission.FULL if waits else Admission.SPENT
+            self._tokens.sent(subject, tokens, now)
             self._in_flight[subject] += 1
             self._sent[subject], self._sizes[subject] = now, tokens
             self.subjects.add(subject)
@@ -216,27 +215,26 @@ class Leases:
             return Admission.FULL
         return Admission.ADMITTED
 
-    def _tokens_fit(self, subject: str, tokens: int) -> tuple[float, bool]:
-        """When the subject's tokens left pay for a request of `tokens` beside what this process's requests out may
-        spend — those sent since each reading, or a trip's spread before it (they may have reached the provider
-        after the reading's: over HTTP, a request sent 1.5 ms before one whose answer read 320 left came 0.9 ms
-        after it, and 100 tokens went unaccounted for) — by every reading kept, the latest moment; and whether any
-        such request is out (its answer will say more). Called with the lock held."""
-        fits, out, budgets = -math.inf, False, self._budgets.get(subject)
-        if not budgets:
-            return fits, out
-        sends = [(held.sent, held.tokens) for held in self._held.values() if held.subject == subject]
-        for budget in budgets:
-            spent = sum(cost for sent, cost in sends if sent >= budget.read - TRIP_SPREAD)
-            fits, out = max(fits, budget.fits_at(tokens, spent)), out or spent > 0
-        return fits, out
+    def _out(self, subject: str) -> list[tuple[float, int]]:
+        """(when, tokens) of this process's requests out for the subject. Called with the lock held."""
+        return [(held.sent, held.tokens) for held in self._held.values() if held.subject == subject]
 
     def tokens_back(self, key: ApiKey, part: str, tokens: int) -> float | None:
-        """When the key's window of tokens for `part` pays for a request of `tokens`, as its answers said (None:
-        none said)."""
+        """When the key's window of tokens for `part` pays for a request of `tokens`, as its answers said or its
+        429s taught (None: nothing did, or it waits for an answer out)."""
         subject = limit_subject(key, part)
         with self._lock:
-            return self._tokens_fit(subject, tokens)[0] if subject in self._budgets else None
+            back, _ = self._tokens.fits_at(subject, tokens, self._out(subject), self._clock())
+        return back if math.isfinite(back) else None
+
+    def refused_tokens(self, key: ApiKey, part: str, token: str | None, sent: float, now: float) -> float | None:
+        """A 429 that named a limit on tokens, to this process's lease `token` sent then: learn the limit's rate
+        (`TokenLimits.refused`) and say when a request as large fits again (None: the hint says)."""
+        subject = limit_subject(key, part)
+        with self._lock:
+            held = self._held.get(token) if token is not None else None
+            at, tokens = (held.sent, held.tokens) if held is not None else (sent, 0)  # (as `admit` counted it)
+            return self._tokens.refused(subject, at, tokens, self._out(subject), now)
 
     def _room_among_all(self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float) -> bool:
         """Whether `limit` has room for the lease's request among the requests out that the store kept before it,
@@ -298,8 +296,8 @@ class Leases:
                 if kind is OutcomeKind.OK:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
                     window = quota.limit if at_once is not None and quota is not None else None
-                    if quota is not None and quota.tokens is not None:  # (nothing of requests at once: Groq's
-                        self._read_tokens(subject, quota.tokens, held.sent)  # minute of requests goes untold)
+                    # (a count of tokens says nothing of requests at once: Groq's minute of requests goes untold)
+                    self._tokens.answered(subject, quota.tokens if quota is not None else None, held.sent)
                     self._limits[subject].succeeded(at_once, learned=learned, window=window, trip=trip)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._limits[subject].limited()
@@ -313,18 +311,6 @@ class Leases:
             with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile: nothing waits on it)
                 loop.call_soon_threadsafe(_settle, future)
         return _finish(token, part, quota, now, learned)
-
-    def _read_tokens(self, subject: str, told: TokensLeft, sent: float) -> None:
-        """Keep an answer's count of the subject's tokens left beside those read from requests sent within a trip's
-        spread before the newest: requests sent close together reach the provider in either order (threads of one
-        process, over HTTP: 6 ms apart the other way round), so the newest by its send may not have counted one
-        sent a moment before it, which an older reading did (kept to the newest, 0.06–0.14 429s per answer on the
-        named token cells over HTTP). At most `READINGS_KEPT`, the latest sent: each admission weighs every one.
-        Called with the lock held."""
-        kept = [*self._budgets.get(subject, ()), TokenBudget(told.left, sent, sent + told.whole_in, told.limit)]
-        kept.sort(key=lambda budget: budget.read)
-        newest = kept[-1].read
-        self._budgets[subject] = [budget for budget in kept[-READINGS_KEPT:] if budget.read >= newest - TRIP_SPREAD]
 
     def _let_go(self, token: str) -> _Held | None:
         """Stop counting the request of lease `token` in flight (None: this process holds no such lease). Called
@@ -464,8 +450,9 @@ class Leases:
                 until = self._sent.get(subject, now) + limit.spacing
             else:  # until the first of its slots frees, or a request ends
                 until = min((u for u in self._freeing[subject].values() if u > now), default=math.inf)
-        fits, out = self._tokens_fit(subject, self._sizes[subject]) if self._in_flight[subject] else (now, False)
-        if out and fits > now:  # (none out: `SPENT` rests it)
+        out = self._out(subject)
+        fits, waits = self._tokens.fits_at(subject, self._sizes[subject], out, now) if out else (now, False)
+        if waits and fits > now:  # (none out: `SPENT` rests it)
             until = max(until or fits, fits)  # (or until an answer out says more)
         if until is not None:
             saturated.update(dict.fromkeys(members, until))

@@ -78,6 +78,11 @@ class Scope(StrEnum):
     PROVIDER = "provider"
 
 
+TOKENS_WINDOW = 60.0
+"""Seconds a limit on tokens counts over where nothing says: a minute (OpenAI's, Groq's, Azure's TPM, Gemini's input
+tokens per minute)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokensLeft:
     """What an answer said of its key's window of tokens: how many are left, seconds until it is whole again (as
@@ -90,7 +95,7 @@ class TokensLeft:
     @property
     def whole_in(self) -> float:
         """Seconds until the window is whole again: as said, else a minute (the window such counts speak of)."""
-        return self.reset_after if self.reset_after is not None else 60.0
+        return self.reset_after if self.reset_after is not None else TOKENS_WINDOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,9 @@ class Outcome:
     grid: float | None = None
     """Where a 429's reset named a moment on a round grid of the provider's clock (an epoch on a whole minute): the
     longest round window length that moment lies on (`llms.wire.epoch_grid`), a sign the window turns on the clock."""
+    on_tokens: bool = False
+    """A 429 whose words name a limit on tokens (`llms.wire.TOKEN_LIMIT_WORDS`, Gemini's quota metric): the requests
+    it counts differ in size, so its window is learned in tokens (`llms.quota.TokenDrip`), not in requests."""
     quota: QuotaHint | None = None
     """What a probe read of the account's daily requests (OpenRouter's `free_model_daily_requests`), for the
     status page; None when the answer says nothing of it."""

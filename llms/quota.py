@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from config.api_keys import ApiKey
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
+from llms.outcomes import TOKENS_WINDOW
 from llms.state.base import Document, RequestLimits
 
 
@@ -195,6 +196,101 @@ class TokenBudget:
             return self.resets
         rate = (self.limit - self.left) / (self.resets - self.read)
         return min(self.resets, self.read + (needed - self.left) / rate + SLOT_MARGIN) if rate > 0 else self.resets
+
+
+DRIP_KEPT = 5 * TOKENS_WINDOW
+"""Seconds of the latest spans between 429s a `TokenDrip` measures its rate over (a limit raised is read anew)."""
+DRIP_SURE = 10.0
+"""Seconds of spans between 429s before a `TokenDrip`'s rate is read as sure: until then a 429 rests its key for
+its hint, and then requests go one at a time until one is admitted (`single_file`). A rate read from above over
+half a second is several times too high: each 429 then about doubled the seconds measured, ten 429s a key."""
+DRIP_PROBE = 0.005
+"""The share of its measured rate a `TokenDrip` adds each window that passes without a 429: a rate measured short
+(the first spans are short, and each is off by up to one request) is never corrected by a 429, so it creeps up
+until one comes and measures it again (about one 429 every two windows of ~30 requests once it is right)."""
+
+
+@dataclass(frozen=True)
+class TokenDrip:
+    """A limit on tokens that only its 429s speak of (Azure's "exceeded token rate limit" with a whole-second
+    `Retry-After`, Gemini's input tokens a minute; nothing on its answers), kept by the rate it refills at. Each
+    429 finds it about empty (less than the refused request left), so the tokens admitted between two 429s are what
+    dripped back meanwhile: their sum over the spans' seconds is the rate (spans longer than a window may have
+    found it full, and count not). After a 429 a request goes when the tokens dripped since pay for it beside those
+    sent since (`fits_at`). Learned as a window of *requests*, such a limit was read anew at every 429 — requests
+    differ in size, 50 to 150 tokens, and 30 of them a window were 26 or 35 — 0.94 of the quota at 0.15 429s per
+    answer, where tokens are what the client knows of each request before it sends it (`ChatRequest.tokens`).
+    Each process keeps its own, as budgets."""
+
+    refused: float  # when the latest 429's request was sent: the window about empty then
+    sends: tuple[tuple[float, int], ...] = ()  # (when, tokens) of the requests sent since, answered or out
+    spans: tuple[tuple[float, float], ...] = ()  # (tokens, seconds) admitted between 429s, the latest `DRIP_KEPT`
+    emptied: bool = True  # False where `refused` marks a window this reckons full again (an idle spell), not a 429
+    short: int = 0  # the tokens the latest 429's request asked: the window had less left (at most that much more)
+    answered: bool = False  # whether a request sent since the latest 429 was admitted (`answered_to`)
+
+    @property
+    def rate(self) -> float | None:
+        """Tokens a second the window refills at, as measured (None: not measured yet), at most: the spans' tokens
+        plus what the latest 429 may have left unspent, over their seconds. Each span's tokens are what dripped
+        back less the few the window held as its 429 came, plus those it held as the span began (less than that
+        429's request): over spans end to end these cancel but the last — so the rate is known within one
+        request over the seconds measured, and read from above, since a rate read low is never corrected by a
+        429 (one read from a second of 0 tokens and a second of 50 kept a refill of 50 a second to 17: 0.58 of
+        the quota), where one read high costs a 429 that measures it again."""
+        tokens, seconds = sum(t for t, _ in self.spans), sum(s for _, s in self.spans)
+        tokens += self.short + sum(t for s, t in self.sends if s <= self.refused + TRIP_SPREAD)  # (and those sent
+        # with the latest 429's, which may have come before it: six went together as a rest ended, one was refused)
+        return tokens / seconds if seconds > 0 and tokens > 0 else None
+
+    def fits_at(self, tokens: int, now: float) -> float:
+        """When a request of `tokens` fits beside those sent since the latest 429 (-inf: the rate is unknown)."""
+        rate = self.rate
+        if rate is None:
+            return -math.inf
+        rate *= 1 + DRIP_PROBE * max(0.0, now - self.refused) / TOKENS_WINDOW
+        return self.refused + (sum(t for _, t in self.sends) + max(1, tokens)) / rate + SLOT_MARGIN
+
+    def sent(self, at: float, tokens: int) -> TokenDrip:
+        """A request of `tokens` sent then. A window idle long enough to be whole again by the rate starts over
+        from full (a minute's worth), its next 429 measuring nothing (it did not find the window emptied by one)."""
+        rate = self.rate
+        if rate is not None and rate * (at - self.refused) - sum(t for _, t in self.sends) >= rate * TOKENS_WINDOW:
+            return TokenDrip(at - TOKENS_WINDOW, ((at, tokens),), self.spans, emptied=False, short=self.short)
+        return replace(self, sends=(*self.sends, (at, tokens)))
+
+    @property
+    def single_file(self) -> bool:
+        """Whether requests go one at a time: its rate unknown, and none admitted since its latest 429 (after the
+        first 429's rest, every waiting caller went at once: 0.06 429s per answer where 0.05 is the target)."""
+        return not self.sure and not self.answered
+
+    @property
+    def sure(self) -> bool:
+        """Whether the rate was measured over `DRIP_SURE` seconds: till then a 429's hint says when to go on."""
+        return sum(s for _, s in self.spans) >= DRIP_SURE
+
+    def answered_to(self, sent: float) -> TokenDrip:
+        """An answer to a request sent then: the window had room again, if it was sent after the latest 429 (not
+        with it: one sent together may have come first)."""
+        return replace(self, answered=True) if sent > self.refused + TRIP_SPREAD and not self.answered else self
+
+    def limited(self, at: float, tokens: int) -> TokenDrip:
+        """A 429 to a request of `tokens` sent then, which cost nothing: the window held less as it came."""
+        sends = list(self.sends)
+        if (at, tokens) in sends:
+            sends.remove((at, tokens))
+        if at <= self.refused - TRIP_SPREAD:  # sent before the latest 429's: its window is already closed
+            return replace(self, sends=tuple(sends))
+        spans, span = self.spans, at - self.refused
+        if span < TRIP_SPREAD:  # another sent with the latest 429's: the rate is read from above
+            return replace(self, sends=tuple(sends), short=max(self.short, tokens))
+        if self.emptied and span <= TOKENS_WINDOW:
+            spans = (*spans, (sum(t for s, t in sends if s < at), span))
+            while sum(s for _, s in spans[1:]) >= DRIP_KEPT:
+                spans = spans[1:]
+        # (those sent with it may have come before it, or be refused after it: the next span counts them)
+        return TokenDrip(at, tuple((s, t) for s, t in sends if s >= at), spans, short=tokens)
 
 
 @dataclass(frozen=True)

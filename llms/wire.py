@@ -28,6 +28,10 @@ _MESSAGE_HINT = re.compile(
 _WORD_UNITS = {"second": 1.0, "sec": 1.0, "minute": 60.0, "min": 60.0}
 
 RATE_WORDS = re.compile(r"rate.?limit|quota|too many requests|resource.?exhausted", re.I)
+TOKEN_LIMIT_WORDS = re.compile(r"\btokens? per min|\bTPM\b|token rate limit|\btokens?_quota", re.I)
+"""A 429 of a limit on tokens, in its words: OpenAI's and Groq's "… on tokens per min (TPM): Limit 30000, …"
+(`type: tokens`), Azure's "… have exceeded token rate limit of your current … pricing tier", Cerebras'
+`token_quota_exceeded` (README, provider facts)."""
 CONTEXT_WORDS = re.compile(
     r"context.?length|context window|maximum context|too many tokens|exceeds the maximum number of tokens"
     r"|payload size exceeds|request too large|reduce (the length|your message)",
@@ -230,7 +234,8 @@ def seconds_until_next_month(zone: tzinfo, now: float) -> float:
 def classify_common(status: int, message: str, hint: float | None) -> Outcome:
     """What a status code means when the provider module has no more specific rule for the answer."""
     if status == 429 or (400 <= status < 500 and RATE_WORDS.search(message) and not CONTEXT_WORDS.search(message)):
-        return Outcome(OutcomeKind.RATE_LIMIT, status, message, retry_after=hint)
+        on_tokens = bool(TOKEN_LIMIT_WORDS.search(message))
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, retry_after=hint, on_tokens=on_tokens)
     if status == 401:
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
     if status == 402:

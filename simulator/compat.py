@@ -58,9 +58,10 @@ def render_compat(call: Call, plan: Plan, step: Step, label: str) -> Reply:
             headers = {}
         else:
             headers["retry-after"] = str(max(1, math.ceil(reset if step is Step.RATE_LIMIT else 43200)))
-        body = {
-            "message": "Rate limit reached for requests",
-            "type": "requests",
+        what = "tokens per min (TPM)" if plan.tokens is not None and step is not Step.RATE_LIMIT_DAILY else "requests"
+        body = {  # OpenAI's words name the limit: "… on tokens per min (TPM): Limit …", `type: tokens`
+            "message": f"Rate limit reached for {what}",
+            "type": what.split()[0],
             "param": None,
             "code": "rate_limit_exceeded",
         }

@@ -95,7 +95,10 @@ def _gemini_rate_limit(call: Call, plan: Plan, step: Step) -> Reply:
     daily, quota = step is Step.RATE_LIMIT_DAILY, plan.quota
     value = "250" if daily else str(quota.limit if quota else 10)
     period = "Day" if daily else "Minute"
-    metric = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
+    counted = "requests"
+    if plan.tokens is not None and not daily:  # its limit on input tokens (browserbase/stagehand#1256)
+        value, counted = str(plan.tokens.limit), "input_token_count"
+    metric = f"generativelanguage.googleapis.com/generate_content_free_tier_{counted}"
     message = (
         "You exceeded your current quota, please check your plan and billing details. For more "
         "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. "
@@ -104,7 +107,11 @@ def _gemini_rate_limit(call: Call, plan: Plan, step: Step) -> Reply:
     )
     violation = {
         "quotaMetric": metric,
-        "quotaId": f"GenerateRequestsPer{period}PerProjectPerModel-FreeTier",
+        "quotaId": (
+            f"GenerateContentInputTokensPerModelPer{period}-FreeTier"
+            if counted != "requests"
+            else f"GenerateRequestsPer{period}PerProjectPerModel-FreeTier"
+        ),
         "quotaDimensions": {"location": "global", "model": call.shown_model},
         "quotaValue": value,
     }

@@ -113,6 +113,9 @@ def render_groq(call: Call, plan: Plan, step: Step, label: str) -> Reply:
     if is429:
         if step is Step.RATE_LIMIT_DAILY:
             what, nums, retry = "tokens per day (TPD)", (500000, 499990, 40), 432.5
+        elif plan.tokens is not None:  # a limit on tokens refused it
+            spent = plan.tokens.limit - plan.tokens.remaining
+            what, nums, retry = "tokens per minute (TPM)", (plan.tokens.limit, spent, call.tokens), reset
         else:
             what, nums, retry = "requests per minute (RPM)", (limit, limit, 1), reset
         hint = step is not Step.RATE_LIMIT_NOHINT
@@ -129,7 +132,7 @@ def render_groq(call: Call, plan: Plan, step: Step, label: str) -> Reply:
             requested=nums[2],
             retry=f" Please try again in {go_duration(retry)}." if hint else "",
         )
-        kind = "tokens" if step is Step.RATE_LIMIT_DAILY else "requests"
+        kind = "tokens" if step is Step.RATE_LIMIT_DAILY or plan.tokens is not None else "requests"
         return json_reply(429, {"error": {"message": message, "type": kind, "code": "rate_limit_exceeded"}}, headers)
     if step in OKISH or step in (Step.MID_STREAM_ERROR, Step.EMPTY_ANSWER):
         if call.probe:

@@ -329,6 +329,8 @@ class Simulator:
                         charged = cost if wire is not None and wire.tokens else 0
                 if window is not None:
                     quota = refusal(window, now, cost) if refused else window.quota(now)
+                if refused and wire is not None and wire.tokens:  # its 429 says the limit is on tokens
+                    tokens = quota
                 if charged:  # the tokens on its own headers, the requests far off
                     tokens, quota = quota, Quota(REQUESTS_BESIDE_TOKENS, REQUESTS_BESIDE_TOKENS, 60.0, 60.0)
                 if wire is not None and wire.jitter:

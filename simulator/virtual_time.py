@@ -292,15 +292,16 @@ class _Provider:
             self.refused_first_window += now - self.started < min(shape.span, shape.length)
             step = Step.RATE_LIMIT_NOHINT if shape.hint is HintForm.NONE else Step.RATE_LIMIT
             quota = refusal(limit, now, cost)
+            tokens = quota if shape.window is WindowKind.TOKENS else None  # (its 429 says so)
         provider = PROVIDER_OF[shape.hint]
-        call = Call(provider, False, model, False, "ok", 5, True)
-        plan = Plan(step, status_for(provider, step, False), quota, 0.0, f"org_{subject}", now)
+        call = Call(provider, False, model, False, "ok", 5, True, tokens=int(cost))
+        plan = Plan(step, status_for(provider, step, False), quota, 0.0, f"org_{subject}", now, tokens)
         reply = render_reply(call, plan, "sk-or-v1-...")
         written = now + generation if admitted else now
         headers = {**reply.headers, "Date": formatdate(written, usegmt=True)}  # whole seconds, on its clock
         if shape.hint in (HintForm.RETRY_AFTER, HintForm.NONE):  # this provider reports nothing on an answer
             headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ratelimit")}
-        elif tokens is not None and shape.hint in (HintForm.REMAINING, HintForm.GROQ):
+        elif tokens is not None and admitted and shape.hint in (HintForm.REMAINING, HintForm.GROQ):
             headers |= token_headers(tokens)
         if shape.hint is HintForm.RESET_MS and not admitted:
             headers["Retry-After"] = str(max(1, math.ceil(quota.reset_in)))  # beside the precise epoch ms

@@ -41,7 +41,15 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
         what = "tokens" if code.startswith("token") else "requests"
         if hint is None:
             hint = parse_duration(lowered.get(f"x-ratelimit-reset-{what}-{window}", ""))
-        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=daily, scope=Scope.MODEL)
+        return Outcome(
+            OutcomeKind.RATE_LIMIT,
+            status,
+            message,
+            hint,
+            daily_quota=daily,
+            scope=Scope.MODEL,
+            on_tokens=what == "tokens",
+        )
     if status == 402 or code == "payment_required":
         return Outcome(OutcomeKind.NO_CREDITS, status, message, scope=Scope.ACCOUNT)
     if code == "wrong_api_key" or (status == 403 and "not authenticated" in message.lower()):

@@ -116,7 +116,8 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
                 scope=Scope.MODEL,
             )
         grid = None if hint is None else moment_grid(now + hint)  # (where its minute turns on the clock)
-        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, scope=Scope.MODEL, grid=grid)
+        on_tokens = any("token" in str(v.get("quotaMetric", "")) for v in violations)  # `…_input_token_count`
+        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, scope=Scope.MODEL, grid=grid, on_tokens=on_tokens)
     if reason == "API_KEY_INVALID":
         return Outcome(OutcomeKind.INVALID_KEY, status, message)
     if status == 400 and error.get("status") == "FAILED_PRECONDITION":

@@ -24,6 +24,7 @@ from llms.providers.openai_compat import OpenAICompatAdapter
 from llms.providers.openai_wire import QuotaHeaders, classify_answer
 from llms.types import ChatRequest
 from llms.wire import (
+    TOKEN_LIMIT_WORDS,
     classify_common,
     error_message,
     error_object,
@@ -60,7 +61,17 @@ def classify(status: int, headers: Mapping[str, str], body: Any, now: float) -> 
     if status == 429:
         daily = bool(_DAILY.search(message))
         grid = None if daily or precise is None else moment_grid(now + precise)  # (a whole second is too coarse)
-        return Outcome(OutcomeKind.RATE_LIMIT, status, message, hint, daily_quota=daily, scope=Scope.MODEL, grid=grid)
+        on_tokens = bool(TOKEN_LIMIT_WORDS.search(message))
+        return Outcome(
+            OutcomeKind.RATE_LIMIT,
+            status,
+            message,
+            hint,
+            daily_quota=daily,
+            scope=Scope.MODEL,
+            grid=grid,
+            on_tokens=on_tokens,
+        )
     if code in ("model_decommissioned", "model_not_found"):
         return rejected(message, status, config=True)
     if code == "organization_restricted":
