@@ -285,10 +285,13 @@ class TokenDrip:
         spans, span = self.spans, at - self.refused
         if span < TRIP_SPREAD:  # another sent with the latest 429's: the rate is read from above
             return replace(self, sends=tuple(sends), short=max(self.short, tokens))
-        if self.emptied and span <= TOKENS_WINDOW:
+        rate = self.rate
+        if self.emptied and span <= TOKENS_WINDOW - (self.short / rate if rate else 0.0):  # (else it may have filled)
             spans = (*spans, (sum(t for s, t in sends if s < at), span))
             while sum(s for _, s in spans[1:]) >= DRIP_KEPT:
                 spans = spans[1:]
+        elif spans:  # spans apart: what the latest 429 may have left unspent stays in the sum, as seconds of none
+            spans = (*spans, (self.short, 0.0))
         # (those sent with it may have come before it, or be refused after it: the next span counts them)
         return TokenDrip(at, tuple((s, t) for s, t in sends if s >= at), spans, short=tokens)
 

@@ -21,6 +21,8 @@ from llms.providers.groq import quota as groq_quota
 from llms.providers.openrouter import classify as openrouter_classify
 from llms.types import ChatRequest
 from llms.wire import message_hint, most_precise, parse_duration, retry_after_header, seconds_until_midnight
+from simulator.core import Call, Plan, Quota, Step, wire_example
+from simulator.registry import render_reply
 
 NOW = 1_800_000_000.0
 
@@ -298,3 +300,47 @@ def test_an_openai_compatible_429_rests_the_precise_reset_not_the_rounded_retry_
             client.complete([{"role": "user", "content": "hi"}])
         rest = client.key_manager.statuses("compat")[0].cooldown_remaining
     assert 8.0 < rest <= 8.7  # not the 9 s of `retry-after: 9`
+
+
+#: 429s as users posted them: whether their words name a limit on tokens (`Outcome.on_tokens`).
+TOKEN_LIMIT_429S = [
+    (  # Azure OpenAI, microsoft/sample-app-aoai-chatGPT#406: a whole-second wait and nothing more
+        "Requests to the Creates a completion for the chat message Operation under Azure OpenAI API version "
+        "2023-03-15-preview have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry "
+        "after 9 seconds.",
+        True,
+    ),
+    (  # langchain-ai/langchain#12986: Azure's limit on calls is a limit on requests
+        "Requests to the Embeddings_Create Operation under Azure OpenAI API version 2023-07-01-preview have "
+        "exceeded call rate limit of your current OpenAI S0 pricing tier. Please retry after 3 seconds.",
+        False,
+    ),
+    (  # OpenAI's words, `type: tokens`
+        "Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Used 29500, "
+        "Requested 1000. Please try again in 1s.",
+        True,
+    ),
+    ("Rate limit reached for gpt-4o in organization org-x on requests per min (RPM): Limit 500.", False),
+]
+
+
+@pytest.mark.parametrize(("message", "on_tokens"), TOKEN_LIMIT_429S)
+def test_a_429_says_whether_its_limit_counts_tokens(message: str, on_tokens: bool) -> None:
+    body = {"error": {"message": message, "type": "tokens" if on_tokens else "requests", "code": "429"}}
+    outcome = generic.classify(429, {"retry-after": "9"}, body, NOW)
+    assert (outcome.kind, outcome.on_tokens, outcome.retry_after) == (OutcomeKind.RATE_LIMIT, on_tokens, 9.0)
+
+
+def test_recorded_429s_of_groq_cerebras_and_gemini_say_whether_their_limit_counts_tokens() -> None:
+    def on_tokens(provider: str, name: str) -> bool:
+        status, headers, body = wire_example(provider, name, model="m", org="o", limit=20, delay="36s")
+        return PROVIDERS[provider].classify(status, headers, body, NOW).on_tokens
+
+    assert on_tokens("groq", "rate_limit_tpm") and not on_tokens("groq", "rate_limit_rpm")
+    assert not on_tokens("cerebras", "rate_limit_rpm") and not on_tokens("gemini", "rate_limit_minute")
+    # Gemini's limit on input tokens a minute, as the simulator words it (its metric: browserbase/stagehand#1256)
+    tokens = Quota(250_000, 0, 12.5, 60.0)
+    plan = Plan(Step.RATE_LIMIT, 429, tokens, 0.0, "org", NOW, tokens)
+    reply = render_reply(Call("gemini", False, "gemini-2.5-flash", False, "", 5, True), plan, "label")
+    outcome = PROVIDERS["gemini"].classify(reply.status, reply.headers, json.loads(reply.body), NOW)
+    assert (outcome.kind, outcome.on_tokens, outcome.retry_after) == (OutcomeKind.RATE_LIMIT, True, 12.5)

@@ -7,6 +7,7 @@ property tests draw shapes from the space the client must hold on, with default 
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from dataclasses import replace
@@ -17,12 +18,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bench import shape_cell, shape_sample
-from bench.bench_shapes import GAPS, NAMED, OPENROUTER_FREE, STALE_COUNTS, targets
+from bench.bench_shapes import GAPS, NAMED, OPENROUTER_FREE, STALE_COUNTS, TOKENS_ON_429, targets
 from bench.shape_contender import contend
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
 from llms.learned_closings import Closing, agreed_window
 from llms.learned_limits import _EarlyCounts
 from llms.learned_windows import SlotLog
+from llms.quota import TokenDrip
 from llms.state.base import Document
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
@@ -688,3 +690,40 @@ def test_a_sample_of_random_cells_is_kept_and_two_samples_are_compared_cell_by_c
     assert sum(int(line.split()[-8]) for line in counted if line.startswith("window ")) == sum(
         not all(c["met"]) for c in cells
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(min_value=10.0, max_value=500.0),
+    sizes=st.lists(st.sampled_from([10, 50, 100, 150]), min_size=20, max_size=20),
+    seed=st.integers(0, 2**16),
+)
+def test_a_rate_learned_from_429s_of_a_limit_on_tokens_is_never_read_below_the_limits_own(
+    rate: float, sizes: list[int], seed: int
+) -> None:
+    """`TokenDrip` reads the rate from above (a rate read low is never corrected by a 429): a client that sends as
+    the drip allows, requests of any size up to a quarter of the window, against a bucket of a minute's tokens,
+    never reads it lower."""
+    rng, bucket = random.Random(seed), TokenBucket(int(rate * 60), 60.0)
+    drip, now, measured = None, 0.0, 0
+    for _ in range(1000):
+        tokens = rng.choice(sizes)
+        if drip is not None and (at := drip.fits_at(tokens, now)) > now:
+            now = at if math.isfinite(at) else now + rng.uniform(0.05, 2.0)
+        if bucket.admit(now, tokens):
+            drip = drip.sent(now, tokens) if drip is not None else None
+        else:
+            drip = (drip or TokenDrip(now)).limited(now, tokens)
+            if drip.rate is not None:
+                measured += 1
+                assert drip.rate >= rate * (1 - 1e-6)
+        now += rng.uniform(0.0, 0.05)
+    assert measured  # (the bucket was found empty, again and again)
+
+
+def test_a_limit_on_tokens_that_only_its_429s_speak_of_is_spent_whole_once_its_rate_is_sure() -> None:
+    """The named cell *tokens 3,000 a minute, whole-second Retry-After only* over ten windows: its 429s say the
+    limit is on tokens, and the rate they teach keeps requests of 50–150 tokens to it (learned as a window of
+    requests, 0.94 of the quota at 0.15 429s per answer)."""
+    measured = run(replace(NAMED[TOKENS_ON_429], windows=10, store="memory"))
+    assert measured.share >= 0.98 and all(targets(measured))
