@@ -13,7 +13,7 @@ process's requests out (`Leases.admit`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from config.api_keys import ApiKey
@@ -259,6 +259,23 @@ class TokenDrip:
             return TokenDrip(at - TOKENS_WINDOW, ((at, tokens),), self.spans, emptied=False, short=self.short)
         return replace(self, sends=(*self.sends, (at, tokens)))
 
+    def _may_have_filled(self, at: float, sends: Sequence[tuple[float, int]]) -> bool:
+        """Whether the window may have been full (and dripped nothing) between the latest 429 and `at`: held less
+        than that 429's request, what dripped back by the rate read from above less what was sent since never
+        reached a minute's worth by the rate read from below. A span of a window spent as it refills counts
+        however long (kept to spans shorter than a minute, a key's 429s a few minutes apart measured nothing)."""
+        high, seconds = self.rate, sum(s for _, s in self.spans)
+        if high is None or seconds <= 0:
+            return True
+        low = max(0.0, sum(t for t, _ in self.spans) - self.short) / seconds
+        level, last = float(self.short), self.refused
+        for sent, tokens in sorted((s, t) for s, t in sends if s < at):
+            level += high * (sent - last) - tokens
+            last = sent
+            if level >= low * TOKENS_WINDOW:
+                return True
+        return level + high * (at - last) >= low * TOKENS_WINDOW
+
     @property
     def single_file(self) -> bool:
         """Whether requests go one at a time: its rate unknown, and none admitted since its latest 429 (after the
@@ -286,7 +303,8 @@ class TokenDrip:
         if span < TRIP_SPREAD:  # another sent with the latest 429's: the rate is read from above
             return replace(self, sends=tuple(sends), short=max(self.short, tokens))
         rate = self.rate
-        if self.emptied and span <= TOKENS_WINDOW - (self.short / rate if rate else 0.0):  # (else it may have filled)
+        short = span <= TOKENS_WINDOW - (self.short / rate if rate else 0.0)  # (too short to have filled)
+        if self.emptied and (short or not self._may_have_filled(at, sends)):
             spans = (*spans, (sum(t for s, t in sends if s < at), span))
             while sum(s for _, s in spans[1:]) >= DRIP_KEPT:
                 spans = spans[1:]
