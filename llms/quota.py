@@ -200,6 +200,10 @@ class TokenBudget:
 
 DRIP_KEPT = 5 * TOKENS_WINDOW
 """Seconds of the latest spans between 429s a `TokenDrip` measures its rate over (a limit raised is read anew)."""
+SENDS_LISTED = 256
+"""Requests a `TokenDrip` lists one by one since its latest 429 (the older ones: a sum), however long it goes
+without one (a process serving for days sent a million)."""
+SPANS_LISTED = 64
 DRIP_SURE = 10.0
 """Seconds of spans between 429s before a `TokenDrip`'s rate is read as sure: until then a 429 rests its key for
 its hint, and then requests go one at a time until one is admitted (`single_file`). A rate read from above over
@@ -228,6 +232,7 @@ class TokenDrip:
     emptied: bool = True  # False where `refused` marks a window this reckons full again (an idle spell), not a 429
     short: int = 0  # the tokens the latest 429's request asked: the window had less left (at most that much more)
     answered: bool = False  # whether a request sent since the latest 429 was admitted (`answered_to`)
+    folded: tuple[float, int] = (0.0, 0)  # the latest send and the tokens of those no longer in `sends` one by one
 
     @property
     def rate(self) -> float | None:
@@ -239,7 +244,7 @@ class TokenDrip:
         429 (one read from a second of 0 tokens and a second of 50 kept a refill of 50 a second to 17: 0.58 of
         the quota), where one read high costs a 429 that measures it again."""
         tokens, seconds = sum(t for t, _ in self.spans), sum(s for _, s in self.spans)
-        tokens += self.short + sum(t for s, t in self.sends if s <= self.refused + TRIP_SPREAD)  # (and those sent
+        tokens += self.short + sum(t for s, t in self.sends if s <= self._together)  # (and those sent
         # with the latest 429's, which may have come before it: six went together as a rest ended, one was refused)
         return tokens / seconds if seconds > 0 and tokens > 0 else None
 
@@ -249,15 +254,30 @@ class TokenDrip:
         if rate is None:
             return -math.inf
         rate *= 1 + DRIP_PROBE * max(0.0, now - self.refused) / TOKENS_WINDOW
-        return self.refused + (sum(t for _, t in self.sends) + max(1, tokens)) / rate + SLOT_MARGIN
+        return self.refused + (self.spent + max(1, tokens)) / rate + SLOT_MARGIN
+
+    @property
+    def spent(self) -> int:
+        """The tokens of the requests sent since the latest 429, answered or out."""
+        return self.folded[1] + sum(t for _, t in self.sends)
+
+    @property
+    def _together(self) -> float:
+        """Until when a request left with the latest 429's."""
+        return self.refused + TRIP_SPREAD
 
     def sent(self, at: float, tokens: int) -> TokenDrip:
         """A request of `tokens` sent then. A window idle long enough to be whole again by the rate starts over
         from full (a minute's worth), its next 429 measuring nothing (it did not find the window emptied by one)."""
         rate = self.rate
-        if rate is not None and rate * (at - self.refused) - sum(t for _, t in self.sends) >= rate * TOKENS_WINDOW:
+        if rate is not None and rate * (at - self.refused) - self.spent >= rate * TOKENS_WINDOW:
             return TokenDrip(at - TOKENS_WINDOW, ((at, tokens),), self.spans, emptied=False, short=self.short)
-        return replace(self, sends=(*self.sends, (at, tokens)))
+        sends, folded = [*self.sends, (at, tokens)], self.folded
+        if len(sends) > SENDS_LISTED:  # (the oldest past those sent with the 429's: a sum, and when the last left)
+            first = next((i for i, (s, _) in enumerate(sends) if s > self._together), len(sends) - 1)
+            (sent, cost) = sends.pop(first)
+            folded = (max(folded[0], sent), folded[1] + cost)
+        return replace(self, sends=tuple(sends), folded=folded)
 
     def _may_have_filled(self, at: float, sends: Sequence[tuple[float, int]]) -> bool:
         """Whether the window may have been full (and dripped nothing) between the latest 429 and `at`: held less
@@ -269,7 +289,8 @@ class TokenDrip:
             return True
         low = max(0.0, sum(t for t, _ in self.spans) - self.short) / seconds
         level, last = float(self.short), self.refused
-        for sent, tokens in sorted((s, t) for s, t in sends if s < at):
+        lump = [self.folded] if self.folded[1] else []  # (as though all went when the last of them did)
+        for sent, tokens in sorted([(s, t) for s, t in sends if s < at] + lump):
             level += high * (sent - last) - tokens
             last = sent
             if level >= low * TOKENS_WINDOW:
@@ -305,11 +326,11 @@ class TokenDrip:
         rate = self.rate
         short = span <= TOKENS_WINDOW - (self.short / rate if rate else 0.0)  # (too short to have filled)
         if self.emptied and (short or not self._may_have_filled(at, sends)):
-            spans = (*spans, (sum(t for s, t in sends if s < at), span))
+            spans = (*spans, (self.folded[1] + sum(t for s, t in sends if s < at), span))
             while sum(s for _, s in spans[1:]) >= DRIP_KEPT:
                 spans = spans[1:]
         elif spans:  # spans apart: what the latest 429 may have left unspent stays in the sum, as seconds of none
-            spans = (*spans, (self.short, 0.0))
+            spans = (*spans, (self.short, 0.0))[-SPANS_LISTED:]
         # (those sent with it may have come before it, or be refused after it: the next span counts them)
         return TokenDrip(at, tuple((s, t) for s, t in sends if s >= at), spans, short=tokens)
 

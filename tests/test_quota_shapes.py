@@ -24,7 +24,7 @@ from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
 from llms.learned_closings import Closing, agreed_window
 from llms.learned_limits import _EarlyCounts
 from llms.learned_windows import SlotLog
-from llms.quota import TokenDrip
+from llms.quota import SENDS_LISTED, TokenDrip
 from llms.state.base import Document
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
@@ -729,3 +729,14 @@ def test_a_limit_on_tokens_that_only_its_429s_speak_of_is_spent_whole_once_its_r
     requests, 0.94 of the quota at 0.15 429s per answer)."""
     measured = run(replace(NAMED[TOKENS_ON_429], windows=10, store="memory"))
     assert measured.share >= 0.98 and all(targets(measured))
+
+
+def test_a_drip_lists_a_bounded_number_of_sends_however_long_it_goes_without_a_429() -> None:
+    """A process serving for days sends a million requests between two 429s: the oldest are kept as a sum (and when
+    the last of them left), and what the drip says of the next request is the same."""
+    drip = TokenDrip(0.0, spans=((500.0, 10.0),), short=100)
+    for i in range(10_000):
+        drip = drip.sent(0.5 + i * 0.01, 10)
+    assert len(drip.sends) <= SENDS_LISTED and drip.spent == 100_000
+    assert drip.fits_at(50, 100.0) == pytest.approx(drip.refused + 100_050 / drip.rate + SLOT_MARGIN, rel=0.01)
+    assert drip.limited(120.0, 50).spans[-1] == (100_000, 120.0)
