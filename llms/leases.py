@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from config.api_keys import ApiKey
 from llms.cooldown import TRIP_SPREAD
-from llms.outcomes import Outcome, OutcomeKind, QuotaHint
+from llms.outcomes import Outcome, OutcomeKind, QuotaHint, TokensLeft
 from llms.quota import InFlightLimit, WindowsShown, limit_subject
+from llms.shared_tokens import SharedTokens
 from llms.state import StateError, StateStore
 from llms.state.base import Finish, Lease, RequestRecord
 from llms.token_limits import TokenLimits
@@ -136,6 +137,7 @@ class Leases:
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._sent: dict[str, float] = {}  # subject → when this process last sent a request for it
         self._tokens = TokenLimits()  # each subject's limit on tokens, where answers or 429s speak of one
+        self._shared = SharedTokens(store, clock)  # where other processes use the store, their readings too
         self._sizes: dict[str, int] = {}  # subject → the tokens of the latest request sent for it (`_saturate`)
         self._windows: dict[tuple[str, str], WindowsShown] = {}  # (provider, part) → what its counts showed
         self._freeing: defaultdict[str, dict[str, float]] = defaultdict(dict)  # subject → token → when the slot of
@@ -186,7 +188,10 @@ class Leases:
         answers report their quota paid 5 429s on a SQLite file, the threads late to admit sending past it)."""
         token, part = lease.token, lease.part
         subject = limit_subject(key, part)
+        shared = self._shared.readings(subject, key.provider)
         with self._lock:
+            if shared is not None:
+                self._tokens.merge(subject, shared)
             if self._told_at.get(subject, -1) > seen:
                 return Admission.STALE
             limit = self._limits[subject]
@@ -198,6 +203,7 @@ class Leases:
             self._tokens.sent(subject, tokens, now)
             self._in_flight[subject] += 1
             self._sent[subject], self._sizes[subject] = now, tokens
+            self._shared.sent(tokens)
             self.subjects.add(subject)
             deadline, slot_until = now + self._lease_seconds, self.slot_until(now, key.provider, part)
             self._held[token] = _Held(key.fingerprint, subject, part, min(deadline, slot_until), now, tokens)
@@ -207,8 +213,9 @@ class Leases:
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew, name="llms-leases", daemon=True)
                 self._renewer.start()
-            among_all = self._store.SHARED and limit.learning
-        if among_all and not self._room_among_all(key, replace(lease, sent=now), limit, now):
+            shares_tokens = shared is not None and self._tokens.read(subject)
+            among_all = self._store.SHARED and (limit.learning or shares_tokens)
+        if among_all and not self._room_among_all(key, replace(lease, sent=now), limit, now, tokens, shares_tokens):
             with self._lock:  # as though it never went (not an end: waiters for one would look again at once)
                 self._let_go(token)
                 self._saturate(key, subject, part, now)
@@ -236,20 +243,29 @@ class Leases:
             at, tokens = (held.sent, held.tokens) if held is not None else (sent, 0)  # (as `admit` counted it)
             return self._tokens.refused(subject, at, tokens, self._out(subject), now)
 
-    def _room_among_all(self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float) -> bool:
+    def _room_among_all(
+        self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float, tokens: int, tokens_too: bool
+    ) -> bool:
         """Whether `limit` has room for the lease's request among the requests out that the store kept before it,
         every process's (`StateStore.note_sent`, which keeps this one too): each process keeps its own limit, so
         four processes, one request each, put four at once on an account whose quota none knew (a clock window of
         1 a 2 s shared by 4 keys: 3 429s in its first window, then read as 1 a 3.8 s, 0.75 of the quota). Where
         it has none, the key's account is held elsewhere (`busy_until`) until the spacing would let one more
-        go, or, before any answer, for a look a moment later."""
+        go, or, before any answer, for a look a moment later. Where answers read the subject's tokens left, the
+        other processes' requests out spend them too (`SharedTokens.theirs`)."""
         members = [m.fingerprint for m in self._account(key)]
         try:
             before = self._store.note_sent(key.fingerprint, lease, members, now)
         except StateError as exc:  # the store's own failover has already said so: this process's count holds
             log.debug("could not keep the request's send: %s", exc)
             return True
-        room = limit.room(len(before), now - max(before, default=-math.inf))
+        room = not limit.learning or limit.room(len(before), now - max(before, default=-math.inf))
+        subject = limit_subject(key, lease.part)
+        if room and tokens_too:
+            with self._lock:
+                mine = [(h.sent, h.tokens) for t, h in self._held.items() if h.subject == subject and t != lease.token]
+                out = mine + self._shared.theirs(before, mine, tokens)
+                room = self._tokens.fits_at(subject, tokens, out, now, read=True)[0] <= now
         again = max(before, default=now) + limit.spacing if limit.unknown else now + InFlightLimit.SPACING
         with self._lock:
             held = self._elsewhere[(key.provider, lease.part)]
@@ -285,6 +301,7 @@ class Leases:
         `now`: when the request was sent, when the provider read the count it reports (a `learned` count is this
         process's own, worked out as the answer came, so the latest one is the newest). `trip`: seconds from the
         send to the answer, which bound how soon a 429 comes back (`InFlightLimit.spacing`)."""
+        told: TokensLeft | None = None
         with self._lock:
             held = self._let_go(token) if token is not None else None
             if held is not None:
@@ -297,7 +314,8 @@ class Leases:
                     at_once = quota.remaining if quota is not None and not quota.per_day else None
                     window = quota.limit if at_once is not None and quota is not None else None
                     # (a count of tokens says nothing of requests at once: Groq's minute of requests goes untold)
-                    self._tokens.answered(subject, quota.tokens if quota is not None else None, held.sent)
+                    told = quota.tokens if quota is not None else None
+                    self._tokens.answered(subject, told, held.sent)
                     self._limits[subject].succeeded(at_once, learned=learned, window=window, trip=trip)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._limits[subject].limited()
@@ -310,6 +328,8 @@ class Leases:
         for loop, future in awaiting:
             with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile: nothing waits on it)
                 loop.call_soon_threadsafe(_settle, future)
+        if told is not None:
+            self._shared.answered(key.provider, held.subject, told, held.sent, now)
         return _finish(token, part, quota, now, learned)
 
     def _let_go(self, token: str) -> _Held | None:

@@ -1,0 +1,95 @@
+"""What processes sharing a store tell each other of limits on tokens their answers report.
+
+Each process keeps its own readings of tokens left (`llms.token_limits`), and where it alone uses the store that is
+every reading there is. Where others use it too, each one's newest reading came after requests the others had sent
+and had answered, and their requests out were unseen, so each spent what it read whole (four processes: 0.2–0.4
+429s per answer where one had none). So, once another process is seen (the `processes` document), each answer's
+reading goes to a `tokens/…` document every process takes in before it sends, and its requests out are counted
+from the store's sends (`StateStore.note_sent`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+
+from llms.outcomes import TokensLeft
+from llms.quota import TokenBudget
+from llms.state import StateError, StateStore
+from llms.state.base import Document
+from llms.token_limits import Sends, shared
+
+log = logging.getLogger("llms.keys")
+PRESENCE_EVERY = 1.0
+"""Seconds between a process's notes that it uses a shared store, which tell it whether another does: only then are
+readings and requests out shared, a store round trip or two a request (on Redis, 0.16 → 1.4 ms a call where one
+process alone used it)."""
+PRESENT_FOR = 5.0
+"""Seconds a process's note says it still uses the store."""
+RECENT_SIZES = 32
+"""This process's latest requests whose largest size stands for another process's request out (the store keeps
+when theirs left, not how large they are: taken as large as the one being sent, a 150 out elsewhere counted as 50
+let a request past what was left)."""
+
+
+class SharedTokens:
+    """This process's side of sharing readings of tokens left; thread-safe enough: its counters only go up."""
+
+    def __init__(self, store: StateStore, clock: Callable[[], float]) -> None:
+        self._store, self._clock = store, clock
+        self._process = uuid.uuid4().hex[:12]
+        self._noted_at, self._others = -math.inf, False
+        self._providers: set[str] = set()  # whose answers read tokens left here
+        self._sizes: deque[int] = deque(maxlen=RECENT_SIZES)
+
+    def not_alone(self, now: float) -> bool:
+        """Whether another process uses the store now, as the `processes` document says (this one notes itself
+        there every `PRESENCE_EVERY` seconds)."""
+        if not self._store.SHARED:
+            return False
+        if now >= self._noted_at + PRESENCE_EVERY:
+            self._noted_at, me = now, self._process
+
+            def note(document: Document) -> Document:
+                return {process: at for process, at in document.items() if at > now - PRESENT_FOR} | {me: now}
+
+            try:
+                self._others = len(self._store.change("processes", note)) > 1
+            except StateError as exc:
+                log.debug("could not note this process's use of the store: %s", exc)
+        return self._others
+
+    def readings(self, subject: str, provider: str) -> Document | None:
+        """The subject's readings as every process sharing the store took them (None: no other process uses it, or
+        the provider's answers read none here)."""
+        if provider not in self._providers or not self.not_alone(self._clock()):
+            return None
+        try:
+            return self._store.documents([f"tokens/{subject}"])[0]
+        except StateError as exc:  # (this process's own readings hold)
+            log.debug("could not read the shared readings of tokens: %s", exc)
+            return None
+
+    def sent(self, tokens: int) -> None:
+        self._sizes.append(tokens)
+
+    def answered(self, provider: str, subject: str, told: TokensLeft, sent: float, now: float) -> None:
+        """An answer's reading of tokens left, to a request sent then: for the others, where there are any."""
+        if not self._store.SHARED:
+            return
+        self._providers.add(provider)
+        if not self.not_alone(now):
+            return
+        reading = TokenBudget(told.left, sent, sent + told.whole_in, told.limit)
+        try:
+            self._store.change(f"tokens/{subject}", lambda document: shared(document, reading))
+        except StateError as exc:
+            log.debug("could not share a reading of tokens: %s", exc)
+
+    def theirs(self, sends: Sequence[float], mine: Sends, tokens: int) -> list[tuple[float, int]]:
+        """The other processes' requests out among the store's `sends` (this process's are `mine`; sent at the same
+        moment, one of two is), each taken as large as the largest sent here lately, or `tokens`."""
+        size = max((tokens, *self._sizes))
+        return [(sent, size) for sent in (Counter(sends) - Counter(s for s, _ in mine)).elements()]
