@@ -1,0 +1,42 @@
+"""Processes sharing a store tell each other what their answers read of tokens left (`llms.shared_tokens`), on
+real stores: a SQLite file two connections open, one `redis-server` two clients use."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from pathlib import Path
+
+import pytest
+
+from llms.outcomes import TokensLeft
+from llms.shared_tokens import PRESENCE_EVERY, SharedTokens
+from llms.state import store_from_url
+from tests.conftest import DURABLE, STORE_BACKENDS
+
+
+@pytest.mark.parametrize("backend", DURABLE)
+def test_readings_of_tokens_are_shared_once_another_process_uses_the_store(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url, prefix = STORE_BACKENDS[backend].url(request, tmp_path / "state.db"), f"test-{uuid.uuid4().hex[:10]}"
+    one, two = (store_from_url(url, prefix=prefix, failover=False) for _ in range(2))
+    now = [100.0]
+    first, second = SharedTokens(one, lambda: now[0]), SharedTokens(two, lambda: now[0])
+    told = TokensLeft(900, 30.0, 1000)
+    try:
+        first.answered("groq", "subject", told, 99.0, now[0])  # alone: nothing is written, nothing read
+        assert one.documents(["tokens/subject"])[0] == {} and first.readings("subject", "groq") is None
+        now[0] += PRESENCE_EVERY
+        second.answered("groq", "subject", TokensLeft(950, 30.0, 1000), 100.5, now[0])  # it sees the first
+        first.answered("groq", "subject", told, 101.0, now[0])  # and the first sees it
+        assert second.readings("subject", "groq") == {"readings": [[900, 101.0, 131.0, 1000]]}
+        # (a reading 0.5 s older than the newest is not kept beside it: requests out count against the newest)
+        first.sent(150)
+        assert first.theirs([1.0, 1.0, 2.0], [(1.0, 50)], 50) == [(1.0, 150), (2.0, 150)]
+    finally:
+        for store in (one, two):
+            if STORE_BACKENDS[backend].clear_after:
+                with contextlib.suppress(Exception):
+                    store.clear()  # type: ignore[attr-defined]
+            store.close()
