@@ -204,14 +204,15 @@ SENDS_LISTED = 256
 """Requests a `TokenDrip` lists one by one since its latest 429 (the older ones: a sum), however long it goes
 without one (a process serving for days sent a million)."""
 SPANS_LISTED = 64
+"""Spans a `TokenDrip` keeps at most, however short (the oldest go first: the rate stays read from above)."""
 DRIP_SURE = 10.0
 """Seconds of spans between 429s before a `TokenDrip`'s rate is read as sure: until then a 429 rests its key for
 its hint, and then requests go one at a time until one is admitted (`single_file`). A rate read from above over
 half a second is several times too high: each 429 then about doubled the seconds measured, ten 429s a key."""
 DRIP_PROBE = 0.005
 """The share of its measured rate a `TokenDrip` adds each window that passes without a 429: a rate measured short
-(the first spans are short, and each is off by up to one request) is never corrected by a 429, so it creeps up
-until one comes and measures it again (about one 429 every two windows of ~30 requests once it is right)."""
+(a limit raised since it was measured) is never corrected by a 429, so it creeps up until one comes and measures
+it again."""
 
 
 @dataclass(frozen=True)
@@ -219,8 +220,8 @@ class TokenDrip:
     """A limit on tokens that only its 429s speak of (Azure's "exceeded token rate limit" with a whole-second
     `Retry-After`, Gemini's input tokens a minute; nothing on its answers), kept by the rate it refills at. Each
     429 finds it about empty (less than the refused request left), so the tokens admitted between two 429s are what
-    dripped back meanwhile: their sum over the spans' seconds is the rate (spans longer than a window may have
-    found it full, and count not). After a 429 a request goes when the tokens dripped since pay for it beside those
+    dripped back meanwhile: their sum over the spans' seconds is the rate (a span in which it may have been full
+    counts not: `_may_have_filled`). After a 429 a request goes when the tokens dripped since pay for it beside those
     sent since (`fits_at`). Learned as a window of *requests*, such a limit was read anew at every 429 — requests
     differ in size, 50 to 150 tokens, and 30 of them a window were 26 or 35 — 0.94 of the quota at 0.15 429s per
     answer, where tokens are what the client knows of each request before it sends it (`ChatRequest.tokens`).
@@ -299,8 +300,8 @@ class TokenDrip:
 
     @property
     def single_file(self) -> bool:
-        """Whether requests go one at a time: its rate unknown, and none admitted since its latest 429 (after the
-        first 429's rest, every waiting caller went at once: 0.06 429s per answer where 0.05 is the target)."""
+        """Whether requests go one at a time: its rate not sure yet, and none admitted since its latest 429 (after
+        the first 429's rest, every waiting caller went at once: 0.06 429s per answer where 0.05 is the target)."""
         return not self.sure and not self.answered
 
     @property
@@ -326,7 +327,7 @@ class TokenDrip:
         rate = self.rate
         short = span <= TOKENS_WINDOW - (self.short / rate if rate else 0.0)  # (too short to have filled)
         if self.emptied and (short or not self._may_have_filled(at, sends)):
-            spans = (*spans, (self.folded[1] + sum(t for s, t in sends if s < at), span))
+            spans = (*spans, (self.folded[1] + sum(t for s, t in sends if s < at), span))[-SPANS_LISTED:]
             while sum(s for _, s in spans[1:]) >= DRIP_KEPT:
                 spans = spans[1:]
         elif spans:  # spans apart: what the latest 429 may have left unspent stays in the sum, as seconds of none
