@@ -215,16 +215,18 @@ class Leases:
                 self._renewer.start()
             shares_tokens = shared is not None and self._tokens.read(subject)
             among_all = self._store.SHARED and (limit.learning or shares_tokens)
-        if among_all and not self._room_among_all(key, replace(lease, sent=now), limit, now, tokens, shares_tokens):
+        tokens_too = subject if shares_tokens else None
+        if among_all and not self._room_among_all(key, replace(lease, sent=now), limit, now, tokens, tokens_too):
             with self._lock:  # as though it never went (not an end: waiters for one would look again at once)
                 self._let_go(token)
                 self._saturate(key, subject, part, now)
             return Admission.FULL
         return Admission.ADMITTED
 
-    def _out(self, subject: str) -> list[tuple[float, int]]:
-        """(when, tokens) of this process's requests out for the subject. Called with the lock held."""
-        return [(held.sent, held.tokens) for held in self._held.values() if held.subject == subject]
+    def _out(self, subject: str, but: str | None = None) -> list[tuple[float, int]]:
+        """(when, tokens) of this process's requests out for the subject, but the one of lease `but`. Called with
+        the lock held."""
+        return [(held.sent, held.tokens) for t, held in self._held.items() if held.subject == subject and t != but]
 
     def tokens_back(self, key: ApiKey, part: str, tokens: int) -> float | None:
         """When the key's window of tokens for `part` pays for a request of `tokens`, as its answers said or its
@@ -244,15 +246,15 @@ class Leases:
             return self._tokens.refused(subject, at, tokens, self._out(subject), now)
 
     def _room_among_all(
-        self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float, tokens: int, tokens_too: bool
+        self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float, tokens: int, tokens_too: str | None
     ) -> bool:
         """Whether `limit` has room for the lease's request among the requests out that the store kept before it,
         every process's (`StateStore.note_sent`, which keeps this one too): each process keeps its own limit, so
         four processes, one request each, put four at once on an account whose quota none knew (a clock window of
         1 a 2 s shared by 4 keys: 3 429s in its first window, then read as 1 a 3.8 s, 0.75 of the quota). Where
         it has none, the key's account is held elsewhere (`busy_until`) until the spacing would let one more
-        go, or, before any answer, for a look a moment later. Where answers read the subject's tokens left, the
-        other processes' requests out spend them too (`SharedTokens.theirs`)."""
+        go, or, before any answer, for a look a moment later. `tokens_too`: the subject whose tokens left answers
+        read, which the other processes' requests out spend too (`SharedTokens.theirs`)."""
         members = [m.fingerprint for m in self._account(key)]
         try:
             before = self._store.note_sent(key.fingerprint, lease, members, now)
@@ -260,12 +262,11 @@ class Leases:
             log.debug("could not keep the request's send: %s", exc)
             return True
         room = not limit.learning or limit.room(len(before), now - max(before, default=-math.inf))
-        subject = limit_subject(key, lease.part)
-        if room and tokens_too:
+        if room and tokens_too is not None:
             with self._lock:
-                mine = [(h.sent, h.tokens) for t, h in self._held.items() if h.subject == subject and t != lease.token]
+                mine = self._out(tokens_too, but=lease.token)
                 out = mine + self._shared.theirs(before, mine, tokens)
-                room = self._tokens.fits_at(subject, tokens, out, now, read=True)[0] <= now
+                room = self._tokens.fits_at(tokens_too, tokens, out, now, read=True)[0] <= now
         again = max(before, default=now) + limit.spacing if limit.unknown else now + InFlightLimit.SPACING
         with self._lock:
             held = self._elsewhere[(key.provider, lease.part)]
@@ -329,7 +330,7 @@ class Leases:
             with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile: nothing waits on it)
                 loop.call_soon_threadsafe(_settle, future)
         if told is not None:
-            self._shared.answered(key.provider, held.subject, told, held.sent, now)
+            self._shared.answered(key.provider, held.subject, told, held.sent)
         return _finish(token, part, quota, now, learned)
 
     def _let_go(self, token: str) -> _Held | None:

@@ -280,12 +280,13 @@ class TokenDrip:
             folded = (max(folded[0], sent), folded[1] + cost)
         return replace(self, sends=tuple(sends), folded=folded)
 
-    def _may_have_filled(self, at: float, sends: Sequence[tuple[float, int]]) -> bool:
+    def _may_have_filled(self, at: float, sends: Sequence[tuple[float, int]], high: float | None) -> bool:
         """Whether the window may have been full (and dripped nothing) between the latest 429 and `at`: held less
         than that 429's request, what dripped back by the rate read from above less what was sent since never
         reached a minute's worth by the rate read from below. A span of a window spent as it refills counts
-        however long (kept to spans shorter than a minute, a key's 429s a few minutes apart measured nothing)."""
-        high, seconds = self.rate, sum(s for _, s in self.spans)
+        however long (kept to spans shorter than a minute, a key's 429s a few minutes apart measured nothing).
+        `high`: the rate read from above (`rate`)."""
+        seconds = sum(s for _, s in self.spans)
         if high is None or seconds <= 0:
             return True
         low = max(0.0, sum(t for t, _ in self.spans) - self.short) / seconds
@@ -326,7 +327,7 @@ class TokenDrip:
             return replace(self, sends=tuple(sends), short=max(self.short, tokens))
         rate = self.rate
         short = span <= TOKENS_WINDOW - (self.short / rate if rate else 0.0)  # (too short to have filled)
-        if self.emptied and (short or not self._may_have_filled(at, sends)):
+        if self.emptied and (short or not self._may_have_filled(at, sends, rate)):
             spans = (*spans, (self.folded[1] + sum(t for s, t in sends if s < at), span))[-SPANS_LISTED:]
             while sum(s for _, s in spans[1:]) >= DRIP_KEPT:
                 spans = spans[1:]

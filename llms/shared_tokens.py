@@ -35,7 +35,8 @@ let a request past what was left)."""
 
 
 class SharedTokens:
-    """This process's side of sharing readings of tokens left; thread-safe enough: its counters only go up."""
+    """This process's side of sharing readings of tokens left. Called from many threads without a lock: its state
+    changes by single assignments and appends, and a race costs at most one note of presence more."""
 
     def __init__(self, store: StateStore, clock: Callable[[], float]) -> None:
         self._store, self._clock = store, clock
@@ -75,12 +76,12 @@ class SharedTokens:
     def sent(self, tokens: int) -> None:
         self._sizes.append(tokens)
 
-    def answered(self, provider: str, subject: str, told: TokensLeft, sent: float, now: float) -> None:
+    def answered(self, provider: str, subject: str, told: TokensLeft, sent: float) -> None:
         """An answer's reading of tokens left, to a request sent then: for the others, where there are any."""
         if not self._store.SHARED:
             return
         self._providers.add(provider)
-        if not self.not_alone(now):
+        if not self.not_alone(self._clock()):
             return
         reading = TokenBudget(told.left, sent, sent + told.whole_in, told.limit)
         try:

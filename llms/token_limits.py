@@ -42,9 +42,6 @@ class TokenLimits:
             fits = max(fits, math.inf if drip.single_file and out else drip.fits_at(tokens, now))
         return fits, waits
 
-    def known(self, subject: str) -> bool:
-        return subject in self._budgets or subject in self._drips
-
     def read(self, subject: str) -> bool:
         """Whether answers read the subject's tokens left."""
         return subject in self._budgets
@@ -53,8 +50,8 @@ class TokenLimits:
         """Take in the readings other processes' answers gave (`shared`): where processes share the store, each
         one's newest reading was read after requests the others sent and had answered, which no request out
         shows (four processes each spending their own reading: 0.2–0.4 429s per answer)."""
-        for left, read, resets, limit in document.get("readings", ()):
-            self._keep(subject, TokenBudget(left, read, resets, limit))
+        for fields in document.get("readings", ()):
+            self._keep(subject, TokenBudget(*fields))
 
     def sent(self, subject: str, tokens: int, now: float) -> None:
         if (drip := self._drips.get(subject)) is not None:

@@ -25,11 +25,11 @@ def test_readings_of_tokens_are_shared_once_another_process_uses_the_store(
     first, second = SharedTokens(one, lambda: now[0]), SharedTokens(two, lambda: now[0])
     told = TokensLeft(900, 30.0, 1000)
     try:
-        first.answered("groq", "subject", told, 99.0, now[0])  # alone: nothing is written, nothing read
+        first.answered("groq", "subject", told, 99.0)  # alone: nothing is written, nothing read
         assert one.documents(["tokens/subject"])[0] == {} and first.readings("subject", "groq") is None
         now[0] += PRESENCE_EVERY
-        second.answered("groq", "subject", TokensLeft(950, 30.0, 1000), 100.5, now[0])  # it sees the first
-        first.answered("groq", "subject", told, 101.0, now[0])  # and the first sees it
+        second.answered("groq", "subject", TokensLeft(950, 30.0, 1000), 100.5)  # it sees the first
+        first.answered("groq", "subject", told, 101.0)  # and the first sees it
         assert second.readings("subject", "groq") == {"readings": [[900, 101.0, 131.0, 1000]]}
         # (a reading 0.5 s older than the newest is not kept beside it: requests out count against the newest)
         first.sent(150)
