@@ -116,11 +116,7 @@ NAMED: dict[str, Shape] = {
     SHARED_SLIDING: Shape(S, H.RESET_MS, keys=8, callers=16, store="sqlite", processes=4),
 }
 """The named cells: what docs/benchmarks.md shows, and what the tests check."""
-GAPS: dict[str, str] = {
-    TOKENS_ON_429: "its 429s say the limit is on tokens, and the rate they teach keeps to it (1.00 of the quota), "
-    "but learning the rate costs about 8 429s a key in the first minute: 0.06–0.07 429s per answer over this "
-    "cell's four minutes, 0.04 over ten (tests/test_quota_shapes.py)",
-}
+GAPS: dict[str, str] = {}
 """Named cells that miss a target today (issue 23, open), with what is known of why: shown as missed in
 docs/benchmarks.md and left out of the tests until fixed."""
 

@@ -207,8 +207,9 @@ SPANS_LISTED = 64
 """Spans a `TokenDrip` keeps at most, however short (the oldest go first: the rate stays read from above)."""
 DRIP_SURE = 10.0
 """Seconds of spans between 429s before a `TokenDrip`'s rate is read as sure: until then a 429 rests its key for
-its hint, and then requests go one at a time until one is admitted (`single_file`). A rate read from above over
-half a second is several times too high: each 429 then about doubled the seconds measured, ten 429s a key."""
+its hint, and then requests go one at a time until one is admitted (`TokenDrip.single_file`). A rate read from
+above over half a second is several times too high: each 429 then about doubled the seconds measured, ten 429s a
+key."""
 DRIP_PROBE = 0.005
 """The share of its measured rate a `TokenDrip` adds each window that passes without a 429: a rate measured short
 (a limit raised since it was measured) is never corrected by a 429, so it creeps up until one comes and measures
@@ -301,9 +302,20 @@ class TokenDrip:
 
     @property
     def single_file(self) -> bool:
-        """Whether requests go one at a time: its rate not sure yet, and none admitted since its latest 429 (after
-        the first 429's rest, every waiting caller went at once: 0.06 429s per answer where 0.05 is the target)."""
-        return not self.sure and not self.answered
+        """Whether requests go one at a time (`spacing`): its rate not sure yet, and none admitted since its latest
+        429 or no rate measured at all (after the first 429's rest, every waiting caller went at once, and again as
+        the first answer after it came, a rate not yet measured pacing none: four 429s a key at once, 0.062 429s
+        per answer where 0.05 is the target)."""
+        return not self.sure and (not self.answered or self.rate is None)
+
+    @property
+    def spacing(self) -> float:
+        """Seconds between requests while they go one at a time (`single_file`) and one is out: a 429 comes back
+        sooner (refused before any model runs), so slow answers hold no one back; halved every few admitted, as
+        `InFlightLimit.spacing`, so a rate the first 429s left unmeasured (two together measure nothing) is
+        reached and measured by the next, not kept to answers' pace."""
+        halved = InFlightLimit.SPACING * 0.5 ** (len(self.sends) // InFlightLimit.SPACING_HALVED_AFTER)
+        return max(TRIP_SPREAD, halved)
 
     @property
     def sure(self) -> bool:

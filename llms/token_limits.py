@@ -38,8 +38,10 @@ class TokenLimits:
             spent = sum(cost for sent, cost in out if sent >= budget.read - TRIP_SPREAD)
             fits, waits = max(fits, budget.fits_at(tokens, spent)), waits or spent > 0
         if (drip := self._drips.get(subject)) is not None and not read:
-            waits = waits or (drip.single_file and bool(out))
-            fits = max(fits, math.inf if drip.single_file and out else drip.fits_at(tokens, now))
+            if drip.single_file and out:  # (a 429 comes back sooner than the spacing: slow answers pay no wait)
+                fits, waits = max(fits, max(sent for sent, _ in out) + drip.spacing), True
+            else:
+                fits = max(fits, drip.fits_at(tokens, now))
         return fits, waits
 
     def read(self, subject: str) -> bool:

@@ -26,6 +26,7 @@ from llms.learned_limits import _EarlyCounts
 from llms.learned_windows import SlotLog
 from llms.quota import SENDS_LISTED, TokenDrip
 from llms.state.base import Document
+from llms.token_limits import TokenLimits
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
 from simulator.virtual_time import CallerKind, HintForm, Shape, run
 
@@ -726,9 +727,35 @@ def test_a_rate_learned_from_429s_of_a_limit_on_tokens_is_never_read_below_the_l
 def test_a_limit_on_tokens_that_only_its_429s_speak_of_is_spent_whole_once_its_rate_is_sure() -> None:
     """The named cell *tokens 3,000 a minute, whole-second Retry-After only* over ten windows: its 429s say the
     limit is on tokens, and the rate they teach keeps requests of 50–150 tokens to it (learned as a window of
-    requests, 0.94 of the quota at 0.15 429s per answer)."""
+    requests, 0.94 of the quota at 0.15 429s per answer; over its named four windows it is in the table as any)."""
     measured = run(replace(NAMED[TOKENS_ON_429], windows=10, store="memory"))
     assert measured.share >= 0.98 and all(targets(measured))
+
+
+def test_until_two_429s_measure_a_rate_requests_on_tokens_go_one_at_a_time_spaced_not_all_at_once() -> None:
+    """After a first 429 on tokens nothing measures the rate yet: as the first answer after it came, every waiting
+    caller went at once and all but one were refused (four 429s on a key at once). They go one at a time, one
+    more each `spacing` while one is out (slow answers hold no one back), the spacing halving as they are
+    admitted, until a second 429 measures a rate."""
+    limits, subject = TokenLimits(), "groq:1"
+    assert limits.refused(subject, 10.0, 100, (), 10.0) is None  # (the hint says when to go on)
+    limits.sent(subject, 100, 11.0)
+    limits.answered(subject, None, 11.0)
+    assert limits.fits_at(subject, 100, [], 11.3) == (-math.inf, False)  # none out: one goes
+    spaced = []
+    for i in range(12):
+        at = 11.3 + i
+        limits.sent(subject, 100, at)
+        fits, waits = limits.fits_at(subject, 100, [(at, 100)], at)
+        assert waits and at < fits < math.inf
+        spaced.append(fits - at)
+        limits.answered(subject, None, at)
+    assert spaced[0] == pytest.approx(0.5) and spaced[-1] < spaced[0] / 4
+    back = limits.refused(subject, 30.0, 100, (), 30.0)  # a second 429, 20 s on: a rate, sure, paced by from now
+    assert back is not None and 30.0 < back < 40.0
+    limits.sent(subject, 100, back)
+    fits, waits = limits.fits_at(subject, 100, [(back, 100)], back)
+    assert not waits and back + 1.0 < fits < back + 2.0  # (100 tokens at the 70 a second it measured)
 
 
 def test_a_drip_lists_a_bounded_number_of_sends_however_long_it_goes_without_a_429() -> None:
