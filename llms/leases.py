@@ -216,7 +216,7 @@ class Leases:
             shares_tokens = shared is not None and self._tokens.read(subject)
             among_all = self._store.SHARED and (limit.learning or shares_tokens)
         tokens_too = subject if shares_tokens else None
-        if among_all and not self._room_among_all(key, replace(lease, sent=now), limit, now, tokens, tokens_too):
+        if among_all and not self._room_among_all(key, replace(lease, sent=now, tokens=tokens), limit, now, tokens_too):
             with self._lock:  # as though it never went (not an end: waiters for one would look again at once)
                 self._let_go(token)
                 self._saturate(key, subject, part, now)
@@ -246,7 +246,7 @@ class Leases:
             return self._tokens.refused(subject, at, tokens, self._out(subject), now)
 
     def _room_among_all(
-        self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float, tokens: int, tokens_too: str | None
+        self, key: ApiKey, lease: Lease, limit: InFlightLimit, now: float, tokens_too: str | None
     ) -> bool:
         """Whether `limit` has room for the lease's request among the requests out that the store kept before it,
         every process's (`StateStore.note_sent`, which keeps this one too): each process keeps its own limit, so
@@ -261,13 +261,14 @@ class Leases:
         except StateError as exc:  # the store's own failover has already said so: this process's count holds
             log.debug("could not keep the request's send: %s", exc)
             return True
-        room = not limit.learning or limit.room(len(before), now - max(before, default=-math.inf))
+        latest = max((sent for sent, _ in before), default=now)  # (none before: room, whatever the spacing)
+        room = not limit.learning or limit.room(len(before), now - latest)
         if room and tokens_too is not None:
             with self._lock:
                 mine = self._out(tokens_too, but=lease.token)
-                out = mine + self._shared.theirs(before, mine, tokens)
-                room = self._tokens.fits_at(tokens_too, tokens, out, now, read=True)[0] <= now
-        again = max(before, default=now) + limit.spacing if limit.unknown else now + InFlightLimit.SPACING
+                out = mine + self._shared.theirs(before, mine, lease.tokens)
+                room = self._tokens.fits_at(tokens_too, lease.tokens, out, now, read=True)[0] <= now
+        again = latest + limit.spacing if limit.unknown else now + InFlightLimit.SPACING
         with self._lock:
             held = self._elsewhere[(key.provider, lease.part)]
             for member in members:

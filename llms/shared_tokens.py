@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from llms.outcomes import TokensLeft
 from llms.quota import TokenBudget
 from llms.state import StateError, StateStore
-from llms.state.base import Document
+from llms.state.base import Document, SentOut
 from llms.token_limits import Sends, shared
 
 log = logging.getLogger("llms.keys")
@@ -29,9 +29,9 @@ process alone used it)."""
 PRESENT_FOR = 5.0
 """Seconds a process's note says it still uses the store."""
 RECENT_SIZES = 32
-"""This process's latest requests whose largest size stands for another process's request out (the store keeps
-when theirs left, not how large they are: taken as large as the one being sent, a 150 out elsewhere counted as 50
-let a request past what was left)."""
+"""This process's latest requests whose largest size stands for a request out of another process that did not say
+its size (one of an older version: `SentOut`); taken as large as the one being sent, a 150 out elsewhere counted as
+50 let a request past what was left."""
 
 
 class SharedTokens:
@@ -89,8 +89,11 @@ class SharedTokens:
         except StateError as exc:
             log.debug("could not share a reading of tokens: %s", exc)
 
-    def theirs(self, sends: Sequence[float], mine: Sends, tokens: int) -> list[tuple[float, int]]:
+    def theirs(self, sends: Sequence[SentOut], mine: Sends, tokens: int) -> list[tuple[float, int]]:
         """The other processes' requests out among the store's `sends` (this process's are `mine`; sent at the same
-        moment, one of two is), each taken as large as the largest sent here lately, or `tokens`."""
+        moment with as many tokens, one of two is), each as large as it said, or where it did not, as the largest
+        sent here lately, or `tokens`. (Sized the largest lately every time, requests of 50–150 under 15 s answers
+        held four processes to 0.46 of the quota where one had 0.86.)"""
         size = max((tokens, *self._sizes))
-        return [(sent, size) for sent in (Counter(sends) - Counter(s for s, _ in mine)).elements()]
+        theirs = (Counter(sends) - Counter(mine)).elements()
+        return [(sent, spends or size) for sent, spends in theirs]

@@ -281,7 +281,7 @@ def test_a_state_file_from_the_release_before_layout_2_upgrades_in_place_losing_
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert "rest" in {row[1] for row in db.execute("PRAGMA table_info(keys)")}
         assert "size" in {row[1] for row in db.execute("PRAGMA table_info(gates)")}
-        assert {"sent", "counted"} <= {row[1] for row in db.execute("PRAGMA table_info(leases)")}
+        assert {"sent", "counted", "tokens"} <= {row[1] for row in db.execute("PRAGMA table_info(leases)")}
 
 
 def _cli_env(sim: Simulator, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -774,8 +774,9 @@ def test_processes_sharing_a_sqlite_file_spend_a_limit_on_tokens_its_answers_rep
     """Four processes on one file: each one's newest reading of tokens left came after requests the others had sent
     and had answered, and their requests out were unseen, so each spent what it read whole (Groq's form: 0.20 429s
     per answer where one process had none; OpenAI's under 15 s answers: 0.40). Readings and sends out are shared
-    once a second process uses the store (`Leases._not_alone`)."""
+    once a second process uses the store (`SharedTokens.not_alone`), each request out with its size (sized as the
+    largest sent lately, 0.06–0.08 429s per answer)."""
     shape = Shape(WindowKind.TOKENS, hint, 20, 30.0, keys=2, callers=16, latency=0.5, windows=4, store="sqlite")
     alone, shared = run(shape), run(replace(shape, processes=4))
     assert shared.share >= alone.share - 0.02, (alone.as_dict(), shared.as_dict())
-    assert shared.waste <= 0.1, shared.as_dict()
+    assert shared.waste <= 0.05, shared.as_dict()

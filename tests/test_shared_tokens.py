@@ -32,8 +32,9 @@ def test_readings_of_tokens_are_shared_once_another_process_uses_the_store(
         first.answered("groq", "subject", told, 101.0)  # and the first sees it
         assert second.readings("subject", "groq") == {"readings": [[900, 101.0, 131.0, 1000]]}
         # (a reading 0.5 s older than the newest is not kept beside it: requests out count against the newest)
-        first.sent(150)
-        assert first.theirs([1.0, 1.0, 2.0], [(1.0, 50)], 50) == [(1.0, 150), (2.0, 150)]
+        first.sent(150)  # (another process's request out of a size it did not say: as large as the largest lately)
+        sends = [(1.0, 50), (1.0, 50), (2.0, 0), (3.0, 120)]
+        assert first.theirs(sends, [(1.0, 50)], 50) == [(1.0, 50), (2.0, 150), (3.0, 120)]
     finally:
         for store in (one, two):
             if STORE_BACKENDS[backend].clear_after:

@@ -239,25 +239,26 @@ def test_a_shared_store_keeps_the_sends_of_requests_out_in_the_order_it_was_told
     """`note_sent`: a request out is kept with when it left, whether the key's gate counts it or not, and is told
     the sends kept before it on its account's gates (two sent at one moment are told apart by the order); it never
     counts against a count read later (that count already holds the requests sent before it), and is kept until
-    its lease ends or runs out. A store no other process shares keeps none: its process's own count holds all."""
+    its lease ends or runs out; each is told with the tokens its request may spend. A store no other process shares
+    keeps none: its process's own count holds all."""
     group, members = group_gate("acct", "team"), ["fp-x", "fp-y"]
     store.register("acct", members, {"fp-x": group, "fp-y": group})
     told = []
-    for token, sent in (("late", NOW + 1), ("t2", NOW), ("t1", NOW)):
-        lease = Lease(token, NOW + 30, sent=sent)
+    for token, sent, tokens in (("late", NOW + 1, 150), ("t2", NOW, 0), ("t1", NOW, 50)):
+        lease = Lease(token, NOW + 30, sent=sent, tokens=tokens)
         assert store.acquire("acct", NOW + 1, lease=lease) is not None
         told.append(store.note_sent("fp-x", lease, members, NOW + 1))
     if not store.SHARED:
         assert told == [[], [], []] and store.sends_out(members, "", NOW + 1) == []
         return
-    assert told == [[], [NOW + 1], [NOW, NOW + 1]]
+    assert told == [[], [(NOW + 1, 150)], [(NOW, 0), (NOW + 1, 150)]]
     assert store.sends_out(["fp-y"], "", NOW + 1) == [NOW, NOW, NOW + 1]
     assert store.sends_out(members, "gpt", NOW + 1) == []  # another model's gates
     store.end_lease("fp-y", Finish("t2", remaining=1, window_ends=NOW + 30), NOW + 2)  # the account counts now
     assert store.sends_out(members, "", NOW + 2) == [NOW, NOW + 1]
     counted = Lease("counted", NOW + 20, sent=NOW + 2)
     assert store.acquire("acct", NOW + 2, lease=counted) is not None  # 1 left: the sends kept do not count
-    assert store.note_sent("fp-y", counted, members, NOW + 2) == [NOW, NOW + 1]
+    assert store.note_sent("fp-y", counted, members, NOW + 2) == [(NOW, 50), (NOW + 1, 150)]
     assert store.acquire("acct", NOW + 2, lease=Lease("full", NOW + 20)) is None
     assert store.sends_out(members, "", NOW + 25) == [NOW, NOW + 1]  # "counted" ran out
     store.renew_leases({group: {"late": NOW + 90}}, NOW + 25)

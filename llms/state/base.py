@@ -110,12 +110,18 @@ class Lease:
     """A slot for one request in flight on a key. A process that dies without ending it frees it at `until`.
     `part`: the model, where the provider counts limits per model (the slot is of that model's gate). `sent`: when
     its request left, for the store to keep where processes count each other's requests out (`StateStore.note_sent`;
-    None until then)."""
+    None until then); `tokens`, as many as it may spend (0: not counted), which they count too (`SentOut`)."""
 
     token: str
     until: float
     part: str = ""
     sent: float | None = None
+    tokens: int = 0
+
+
+SentOut = tuple[float, int]
+"""A request out that another process may not see, as the store kept it (`StateStore.note_sent`): when it left, and
+the tokens it may spend (0: its process did not say: one of an older version)."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from llms.state.base import (
     Lease,
     RequestLimits,
     RequestRecord,
+    SentOut,
 )
 from llms.state.store import StateError, StateStore, StoreHealth
 
@@ -185,7 +186,7 @@ class FailoverStore(StateStore):
     def sent_times(self, keys: Collection[str], model: str | None = None) -> list[float]:
         return self._call("sent_times", keys, model)
 
-    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[float]:
+    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[SentOut]:
         return self._call("note_sent", key_id, lease, keys, now)
 
     def sends_out(self, keys: Collection[str], part: str, now: float) -> list[float]:

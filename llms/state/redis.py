@@ -34,6 +34,7 @@ from llms.state.base import (
     Lease,
     RequestLimits,
     RequestRecord,
+    SentOut,
     gate_name,
     hour_of,
     model_pool,
@@ -275,6 +276,7 @@ class RedisStore(StateStore):
                     pipe.zadd(name, dict(ends), xx=True)  # XX: a lease that already ended is not brought back
                     pipe.expire(name, ttl)
                 pipe.expire(f"{self._p}sent:{key_id}", ttl)
+                pipe.expire(f"{self._p}size:{key_id}", ttl)
             pipe.execute()
 
         if any(leases.values()):
@@ -338,15 +340,16 @@ class RedisStore(StateStore):
         args = [self.log_size, model or "", *keys]
         return sorted(float(t) for t in self._run(lambda: self._sent_times(keys=[f"{self._p}requests"], args=args)))
 
-    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[float]:
+    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[SentOut]:
         names = sorted({self.gate(fp, lease.part) for fp in keys})
         name = self.gate(key_id, lease.part)
-        args = [self._p, repr(now), lease.token, repr(lease.until), name, repr(lease.sent), *names]
-        return sorted(float(sent) for sent in self._run(lambda: self._note_sent(args=args)))
+        args = [self._p, repr(now), lease.token, repr(lease.until), name, repr(lease.sent), lease.tokens, *names]
+        return sorted(_sent_out(kept) for kept in self._run(lambda: self._note_sent(args=args)))
 
     def sends_out(self, keys: Collection[str], part: str, now: float) -> list[float]:
         names = sorted({self.gate(fp, part) for fp in keys})
-        return sorted(float(sent) for sent in self._run(lambda: self._sends_out(args=[self._p, repr(now), *names])))
+        kept = self._run(lambda: self._sends_out(args=[self._p, repr(now), *names]))
+        return sorted(_sent_out(one)[0] for one in kept)
 
     def history(self, since: float) -> list[HourOfKey]:
         members = self._run(lambda: self._redis.zrangebyscore(f"{self._p}hist:index", hour_of(since), "+inf"))
@@ -490,3 +493,9 @@ def describe(exc: redis.RedisError) -> str:
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return f"unreachable ({type(exc).__name__})"
     return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _sent_out(kept: str) -> SentOut:
+    """A request out as the scripts return it (`sends`: "sent|tokens")."""
+    sent, _, tokens = kept.partition("|")
+    return float(sent), int(tokens or 0)

@@ -11,7 +11,8 @@ was learned about hidden limits); `{p}:layout` (the layout version, `LAYOUT`). B
 `{p}:hist:index` (sorted set by hour); `{p}:gate:{gate}` (hash: remaining, window_ends, probing, window_began, size) and
 `{p}:lease:{gate}` (sorted set: token → end), with `{p}:gates` (hash: key → its group's gate); `{p}:out:{gate}` (sorted
 set: token → end, every request out whose lease said when it left, counted by the gate or not) with `{p}:sent:{gate}`
-(hash: token → "order|sent", the order from the counter `{p}:outs`); `{p}:limit:{fp}:recent` (sorted set) and `:day`
+(hash: token → "order|sent", the order from the counter `{p}:outs`) and `{p}:size:{gate}` (hash: token → the tokens
+it may spend); `{p}:limit:{fp}:recent` (sorted set) and `:day`
 (hash: ends, used) for configured limits.
 
 A value's format is part of the layout: `LAYOUT` moves on when one changes, and a value of an older layout must
@@ -28,8 +29,9 @@ LAYOUT = 3
 """The layout under a prefix (`{prefix}:layout`). 1: before versions; 2: cooldowns and pauses as
 `until|reason|length` (a value of layout 1, `until|reason`, still reads), per-model rests in `mrest:{fp}` hashes;
 3: a gate's window size (`size`; a gate of layout 2 has none, and reads as a count without one). The requests out
-(`out:`, `sent:`) are new keys beside layout 3's, not a change of its values: a process that keeps none shares the
-store with one that does (its requests read as none out), so the layout stays 3."""
+(`out:`, `sent:`) and their sizes (`size:`) are new keys beside layout 3's, not a change of its values: a process
+that keeps none shares the store with one that does (its requests read as none out, their sizes as 0: unknown), so
+the layout stays 3."""
 
 
 def bounded(until: float, now: float) -> tuple[float, int]:

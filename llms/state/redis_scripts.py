@@ -114,6 +114,7 @@ local function finish(o)
     redis.call('ZREM', prefix .. 'lease:' .. id, token)
     if redis.call('ZREM', prefix .. 'out:' .. id, token) == 1 then
       redis.call('HDEL', prefix .. 'sent:' .. id, token)  -- its send, kept (`note_sent`)
+      redis.call('HDEL', prefix .. 'size:' .. id, token)
     end
   end
   if ARGV[o + 5] == '1' and redis.call('HGET', gate, 'probing') == '1' then redis.call('HSET', gate, 'probing', '0') end
@@ -227,19 +228,21 @@ return out
 """
 
 _SENDS = """
-local function sends(prefix, now, name)  -- the gate's requests out whose sends were kept: {order, sent} by token
-  local out, kept = prefix .. 'out:' .. name, prefix .. 'sent:' .. name
+local function sends(prefix, now, name)  -- the gate's requests out whose sends were kept: {order, "sent|tokens"}
+  local out, kept, sizes = prefix .. 'out:' .. name, prefix .. 'sent:' .. name, prefix .. 'size:' .. name
   local gone = redis.call('ZRANGEBYSCORE', out, '-inf', now)  -- a dead process's
   if #gone > 0 then
     redis.call('ZREMRANGEBYSCORE', out, '-inf', now)
     redis.call('HDEL', kept, unpack(gone))
+    redis.call('HDEL', sizes, unpack(gone))
   end
   local live, found = redis.call('ZRANGE', out, 0, -1), {}
   if #live > 0 then
+    local tokens = redis.call('HMGET', sizes, unpack(live))  -- (none from a process of an older version)
     for i, value in ipairs(redis.call('HMGET', kept, unpack(live))) do
       if value then
         local order, sent = string.match(value, '^(%d+)|(.*)$')
-        found[#found + 1] = {tonumber(order), sent}
+        found[#found + 1] = {tonumber(order), sent .. '|' .. (tokens[i] or '0')}
       end
     end
   end
@@ -250,20 +253,24 @@ end
 NOTE_SENT = (
     _SENDS
     + """
--- `StateStore.note_sent`: keep lease ARGV[3] (until ARGV[4]) on gate ARGV[5] as sent at ARGV[6], in the order taken
--- (the counter `outs`), and return the sends kept before it on the gates ARGV[7..] (prefix ARGV[1], now ARGV[2]).
+-- `StateStore.note_sent`: keep lease ARGV[3] (until ARGV[4]) on gate ARGV[5] as sent at ARGV[6] with ARGV[7] tokens,
+-- in the order taken (the counter `outs`), and return the sends kept before it on the gates ARGV[8..] (prefix
+-- ARGV[1], now ARGV[2]), each as "sent|tokens".
 local prefix, now, token, ends, name = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local order, before = redis.call('INCR', prefix .. 'outs'), {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   for _, kept in ipairs(sends(prefix, now, ARGV[i])) do
     if kept[1] < order then before[#before + 1] = kept[2] end
   end
 end
-local out, kept, ttl = prefix .. 'out:' .. name, prefix .. 'sent:' .. name, math.ceil(ends - now) + 60
+local out, kept, sizes = prefix .. 'out:' .. name, prefix .. 'sent:' .. name, prefix .. 'size:' .. name
+local ttl = math.ceil(ends - now) + 60
 redis.call('ZADD', out, ends, token)
 redis.call('HSET', kept, token, order .. '|' .. ARGV[6])
-if redis.call('TTL', out) < ttl then redis.call('EXPIRE', out, ttl) end
-if redis.call('TTL', kept) < ttl then redis.call('EXPIRE', kept, ttl) end
+redis.call('HSET', sizes, token, ARGV[7])
+for _, held in ipairs({out, kept, sizes}) do
+  if redis.call('TTL', held) < ttl then redis.call('EXPIRE', held, ttl) end
+end
 return before
 """
 )

@@ -32,6 +32,7 @@ from llms.state.base import (
     LimitUsage,
     RequestLimits,
     RequestRecord,
+    SentOut,
     bounded_until,
     hour_of,
     model_pool,
@@ -305,7 +306,7 @@ class SQLiteStore(StateStore):
     def sent_times(self, keys: Collection[str], model: str | None = None) -> list[float]:
         return self._file.run(lambda db: sqlite_history.sent_times(db, keys, model, self.log_size), write=False)
 
-    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[float]:
+    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[SentOut]:
         name, names = self.gate(key_id, lease.part), sorted({self.gate(fp, lease.part) for fp in keys})
         with self._tokens_lock:
             self._tokens.add(lease.token)  # (its row is ended with the lease)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from llms.state.base import Finish, Gate, Lease
+from llms.state.base import Finish, Gate, Lease, SentOut
 
 
 def load(db: sqlite3.Connection, name: str) -> Gate:
@@ -35,7 +35,7 @@ def take(db: sqlite3.Connection, name: str, lease: Lease, now: float) -> bool | 
     return True
 
 
-def note_sent(db: sqlite3.Connection, name: str, lease: Lease, names: Sequence[str], now: float) -> list[float]:
+def note_sent(db: sqlite3.Connection, name: str, lease: Lease, names: Sequence[str], now: float) -> list[SentOut]:
     """`StateStore.note_sent`: the lease's row gets its send (a row the gate does not count, where it took none: a
     count read later already counts the requests sent before it); the rows before it are those of lower id (a new
     row's id is above every live one's). Rows a dead process left go here: a gate that counts nothing never
@@ -43,13 +43,13 @@ def note_sent(db: sqlite3.Connection, name: str, lease: Lease, names: Sequence[s
     marks = ", ".join("?" * len(names))
     db.execute(f"DELETE FROM leases WHERE fp IN ({marks}) AND until <= ? AND NOT counted", (*names, now))
     db.execute(
-        "INSERT INTO leases (token, fp, until, sent, counted) VALUES (?, ?, ?, ?, 0)"
-        " ON CONFLICT (token) DO UPDATE SET sent = excluded.sent",
-        (lease.token, name, lease.until, lease.sent),
+        "INSERT INTO leases (token, fp, until, sent, counted, tokens) VALUES (?, ?, ?, ?, 0, ?)"
+        " ON CONFLICT (token) DO UPDATE SET sent = excluded.sent, tokens = excluded.tokens",
+        (lease.token, name, lease.until, lease.sent, lease.tokens),
     )
     (order,) = db.execute("SELECT rowid FROM leases WHERE token = ?", (lease.token,)).fetchone()
-    query = f"SELECT sent FROM leases WHERE fp IN ({marks}) AND until > ? AND sent IS NOT NULL AND rowid < ?"
-    return sorted(sent for (sent,) in db.execute(query, (*names, now, order)))
+    query = f"SELECT sent, tokens FROM leases WHERE fp IN ({marks}) AND until > ? AND sent IS NOT NULL AND rowid < ?"
+    return sorted(db.execute(query, (*names, now, order)))
 
 
 def sends_out(db: sqlite3.Connection, names: Sequence[str], now: float) -> list[float]:

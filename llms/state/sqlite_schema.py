@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS leases (
     fp TEXT NOT NULL,
     until REAL NOT NULL,
     sent REAL,
-    counted INTEGER NOT NULL DEFAULT 1
+    counted INTEGER NOT NULL DEFAULT 1,
+    tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS leases_by_key ON leases (fp, until);
 CREATE TABLE IF NOT EXISTS limit_usage (
@@ -107,7 +108,7 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """`PRAGMA user_version` of a file this code wrote. 1: the first layout (no version was written); 2: a rest's own
 length beside its end (`keys.rest`, `pools.pause_rest`) and a quota window's start (`gates.window_began`), so that
 neither outlasts its own length whatever the clock does; 3: rests of a key for one model (`model_rests`), and
@@ -125,6 +126,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: (),  # a new table only: made by the schema itself
     4: ("ALTER TABLE gates ADD COLUMN size INTEGER",),
     5: ("ALTER TABLE leases ADD COLUMN sent REAL", "ALTER TABLE leases ADD COLUMN counted INTEGER NOT NULL DEFAULT 1"),
+    6: ("ALTER TABLE leases ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0",),
 }
 """What takes a file from the version before to this one, in place; data is kept (a rest of 0: length unknown; a
 window's size none: what was left stays the count until an answer reports again; a lease's send none: read as

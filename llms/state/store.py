@@ -25,6 +25,7 @@ from llms.state.base import (
     Lease,
     RequestLimits,
     RequestRecord,
+    SentOut,
     gate_name,
 )
 
@@ -202,13 +203,14 @@ class StateStore(ABC):
         answered = (r for r in rows if r.key in keys and r.outcome == "ok" and model in (None, r.model))
         return sorted(r.at - r.latency for r in answered)
 
-    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[float]:
+    def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[SentOut]:
         """Keep that the request of `lease` (on the key's gate for `lease.part`, counted there or not) left at
-        `lease.sent`, until the lease ends or runs out, and return when the requests out on the gates of `keys`
-        (fingerprints: the key's account) that the store kept before it were sent: while a key's quota is
-        unknown, each process's in-flight limit counts every process's requests out (`Leases.admit`; four
-        processes, one request each, put four at once on an account of 1 a window). A store no other process
-        shares keeps none: its process's own count holds every request out."""
+        `lease.sent` with its `lease.tokens`, until the lease ends or runs out, and return the requests out on the
+        gates of `keys` (fingerprints: the key's account) that the store kept before it, when each was sent and its
+        tokens, oldest first: while a key's quota is unknown, each process's in-flight limit counts every process's
+        requests out (`Leases.admit`; four processes, one request each, put four at once on an account of 1 a
+        window), and where answers read the tokens left, every process's requests out spend them. A store no other
+        process shares keeps none: its process's own count holds every request out."""
         return []
 
     def sends_out(self, keys: Collection[str], part: str, now: float) -> list[float]:
