@@ -22,7 +22,8 @@ from config.api_keys import ApiKey
 from config.settings import Settings
 from llms.adapter_calls import aopen_stream, aready, open_stream
 from llms.exceptions import AllKeysExhaustedError, ProviderError, RequestRejectedError, StreamInterruptedError
-from llms.key_manager import KeyLease, KeyManager
+from llms.key_lease import KeyLease
+from llms.key_manager import KeyManager
 from llms.outcomes import Attempt, Outcome, OutcomeKind, QuotaHint, Scope, describe_states, transient
 from llms.providers import ProviderAdapter
 from llms.routing import Route, Target

@@ -1,9 +1,9 @@
 """Which key to use next, and what an outcome does to a key.
 
 The key manager turns outcomes into cooldowns (the policy) and keeps them in a `StateStore` (the memory); beside it
-live this process's leases (`llms.leases`), what 429s taught (`llms.learned_limits`), the status page's read of a
-provider (`llms.provider_state`) and what operators and probes change (`llms.operator_actions`).
-It knows nothing of HTTP: adapters classify answers, the smart client hands the verdicts here.
+live this process's leases (`llms.leases`; a caller holds a `llms.key_lease.KeyLease`), what 429s taught
+(`llms.learned_limits`), the status page's read of a provider (`llms.provider_state`) and what operators and probes
+change (`llms.operator_actions`). It knows nothing of HTTP: the smart client hands it the adapters' verdicts.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.clock import client_time
 from llms.cooldown import SLOT_MARGIN, cooldown_policy
+from llms.key_lease import InFlight, KeyLease
 from llms.key_states import KeyState
 from llms.key_status import KeyStatus
 from llms.learned_limits import DUE_NOW_REST, LearnedLimits
-from llms.leases import LEASE_TTL, Admission, InFlight, KeyLease, Leases
+from llms.leases import LEASE_TTL, Admission, Leases
 from llms.operator_actions import OperatorActions
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, Scope, format_duration
 from llms.provider_state import read_provider_state
@@ -205,8 +206,7 @@ class KeyManager:
         token: str | None,
     ) -> None:
         """Apply the penalty (or the absolution) an outcome earns the key that produced it, asked for `model`, and
-        end the lease `token` (None: none held); `request` goes to the request log and the history in the same
-        store write.
+        end the lease `token` (None: none held); `request` goes to the request log and history in one store write.
 
         What the answer says of the key's quota counts from when the request was sent (`request.latency` ago):
         the provider read its limit when the request arrived, so a rest timed from then ends as the provider's

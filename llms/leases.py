@@ -1,8 +1,8 @@
 """This process's leases on keys and the in-flight limit of each subject, as a `concurrency-limits` limiter.
 
-A request holds a lease on its key from `KeyManager.acquire` until it ends (`KeyLease`): the store counts it
-against the key's in-flight slots, for every process sharing the store, and this process renews it while the
-request runs, so a slot held by a process that died frees itself. What a subject may have in flight at once
+A request holds a lease on its key from `KeyManager.acquire` until it ends (`llms.key_lease.KeyLease`): the store
+counts it against the key's in-flight slots, for every process sharing the store, and this process renews it while
+the request runs, so a slot held by a process that died frees itself. What a subject may have in flight at once
 (`InFlightLimit`) is this process's own, grown by answers and halved by 429s, like a TCP window: it lives here, apart
 from the rotation, because only the requests this process sent move it.
 """
@@ -17,28 +17,22 @@ import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
 
 from config.api_keys import ApiKey
 from llms.cooldown import TRIP_SPREAD
-from llms.outcomes import Outcome, OutcomeKind, QuotaHint, TokensLeft
+from llms.outcomes import OutcomeKind, QuotaHint, TokensLeft
 from llms.quota import InFlightLimit, WindowsShown, limit_subject
 from llms.shared_tokens import SharedTokens
 from llms.state import StateError, StateStore
 from llms.state.base import Finish, Lease, RequestRecord
 from llms.token_limits import TokenLimits
 
-if TYPE_CHECKING:
-    from llms.key_manager import KeyManager
-
 log = logging.getLogger("llms.keys")
 LEASE_TTL = 10.0
 """Seconds an in-flight slot outlives a process that died holding it (at most the request timeout). A store in this
 process's memory keeps a lease until its request's deadline: nothing outlives the process, and nothing renews it."""
-
-_OK = Outcome(OutcomeKind.OK, 200)
 
 
 class Admission(Enum):
@@ -48,38 +42,6 @@ class Admission(Enum):
     FULL = "full"  # the key's slots are held (by this process, or, while its quota is unknown, by others'): pass it
     SPENT = "spent"  # its tokens left cannot pay for the request, and no answer out will say more: rest it
     STALE = "stale"  # an answer told the store the key's count after the lease was taken: take it again
-
-
-@dataclass(eq=False)
-class KeyLease:
-    """One request's hold on a key, from `KeyManager.acquire` until the caller says how it ended — once, by
-    `succeeded`, `failed` or `abandoned` — as a `concurrency-limits` limiter's listener: the in-flight slot it
-    holds frees with the outcome that moves the key's limits, and only this request's slot."""
-
-    key: ApiKey
-    model: str | None
-    token: str
-    _manager: KeyManager = field(repr=False)
-    ended: bool = False
-
-    def succeeded(self, quota: QuotaHint | None = None, request: RequestRecord | None = None) -> None:
-        """The key answered; `quota`: what the answer said of the key's quota."""
-        if self._end():
-            self._manager._record(self.key, _OK, quota, request, self.model, self.token)
-
-    def failed(self, outcome: Outcome, request: RequestRecord | None = None) -> None:
-        """The key's answer was a failure: the penalty (or none) the outcome earns."""
-        if self._end():
-            self._manager._record(self.key, outcome, None, request, self.model, self.token)
-
-    def abandoned(self, request: RequestRecord | None = None) -> None:
-        """The caller went away (cancelled, a stream closed early): the key did nothing wrong."""
-        if self._end():
-            self._manager._abandon(self.key, request, self.token)
-
-    def _end(self) -> bool:
-        ended, self.ended = self.ended, True
-        return not ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +54,6 @@ class _Held:
     renew_until: float  # the latest its lease may be renewed to: the request's deadline, or its window's end
     sent: float  # when its request left
     tokens: int  # what its request may spend of a limit on tokens (`ChatRequest.tokens`; 0: not a chat)
-
-
-class InFlight(Protocol):
-    """This process's requests in flight, as a caller waiting for a slot sees them (`Leases`)."""
-
-    @property
-    def ended(self) -> int:
-        """How many have ended: a waiting caller that sees it move knows a slot may have freed since it looked."""
-        ...
-
-    def busy(self) -> bool: ...
-
-    def wait_for_end(self, seen: int, timeout: float) -> None: ...
-
-    async def await_end(self, seen: int, timeout: float) -> None: ...
 
 
 class Leases:
@@ -136,6 +83,8 @@ class Leases:
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._sent: dict[str, float] = {}  # subject → when this process last sent a request for it
+        self._answered: set[str] = set()  # subjects another process sharing the store had an answer of
+        self._looked: dict[str, float] = {}  # subject → when its answers in the store's request log were last looked at
         self._tokens = TokenLimits()  # each subject's limit on tokens, where answers or 429s speak of one
         self._shared = SharedTokens(store, clock)  # where other processes use the store, their readings too
         self._sizes: dict[str, int] = {}  # subject → the tokens of the latest request sent for it (`_saturate`)
@@ -252,9 +201,10 @@ class Leases:
         every process's (`StateStore.note_sent`, which keeps this one too): each process keeps its own limit, so
         four processes, one request each, put four at once on an account whose quota none knew (a clock window of
         1 a 2 s shared by 4 keys: 3 429s in its first window, then read as 1 a 3.8 s, 0.75 of the quota). Where
-        it has none, the key's account is held elsewhere (`busy_until`) until the spacing would let one more
-        go, or, before any answer, for a look a moment later. `tokens_too`: the subject whose tokens left answers
-        read, which the other processes' requests out spend too (`SharedTokens.theirs`)."""
+        it has none, the key's account is held elsewhere (`busy_until`) until the spacing would let one more go
+        (once an answer came, here or in another process: `_answered_elsewhere`), or, before any, for a look a
+        moment later. `tokens_too`: the subject whose tokens left answers read, which the other processes'
+        requests out spend too (`SharedTokens.theirs`)."""
         members = [m.fingerprint for m in self._account(key)]
         try:
             before = self._store.note_sent(key.fingerprint, lease, members, now)
@@ -263,12 +213,14 @@ class Leases:
             return True
         latest = max((sent for sent, _ in before), default=now)  # (none before: room, whatever the spacing)
         room = not limit.learning or limit.room(len(before), now - latest)
+        spaced = limit.unknown or (not room and not limit.answers and self._answered_elsewhere(key, lease.part, now))
+        room = room or (spaced and now - latest >= limit.spacing)
         if room and tokens_too is not None:
             with self._lock:
                 mine = self._out(tokens_too, but=lease.token)
                 out = mine + self._shared.theirs(before, mine, lease.tokens)
                 room = self._tokens.fits_at(tokens_too, lease.tokens, out, now, read=True)[0] <= now
-        again = latest + limit.spacing if limit.unknown else now + InFlightLimit.SPACING
+        again = latest + limit.spacing if spaced else now + InFlightLimit.SPACING
         with self._lock:
             held = self._elsewhere[(key.provider, lease.part)]
             for member in members:
@@ -277,6 +229,25 @@ class Leases:
                 else:
                     held[member] = again
         return room
+
+    def _answered_elsewhere(self, key: ApiKey, part: str, now: float) -> bool:
+        """Whether a process sharing the store had an answer of the key's account (for `part`), as its request log
+        shows (looked at once a `SPACING` at most, and only until one is found): then a process whose own first
+        answer has not come takes the spacing that one answer earned, where it kept to one request out among
+        all (`_room_among_all`; under 15 s answers three of four processes sent nothing for minutes)."""
+        subject = limit_subject(key, part)
+        if subject in self._answered:
+            return True
+        if now - self._looked.get(subject, -math.inf) < InFlightLimit.SPACING:
+            return False
+        self._looked[subject] = now
+        try:
+            found = self._store.sent_times([m.fingerprint for m in self._account(key)], part or None)
+        except StateError:
+            return False
+        if found:
+            self._answered.add(subject)
+        return bool(found)
 
     def busy_until(self, provider: str, part: str, now: float) -> tuple[str, float] | None:
         """A free key of the provider whose every slot for `part` is held, with when to look again: by the store's

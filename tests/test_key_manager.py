@@ -15,9 +15,10 @@ from conftest import Clock, in_threads
 from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
+from llms.key_lease import KeyLease
 from llms.key_manager import KeyManager
 from llms.key_states import KeyState
-from llms.leases import Admission, KeyLease, Leases
+from llms.leases import Admission, Leases
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint, TokensLeft
 from llms.quota import InFlightLimit, TokenBudget
 from llms.state import EventKind, StateStore

@@ -16,11 +16,11 @@ from config.api_keys import ApiKey
 from config.settings import CooldownSettings
 from llms import AllKeysExhaustedError
 from llms.cooldown import TRIP_SPREAD, TRY_MARGIN, AdaptiveCooldown, Backoff, FixedCooldown
+from llms.key_lease import KeyLease
 from llms.key_manager import KeyManager
 from llms.learned_limits import DUE_NOW_REST, RECOUNT_FOR
 from llms.learned_pacing import Pacing
 from llms.learned_windows import SlotLog
-from llms.leases import KeyLease
 from llms.outcomes import Outcome, OutcomeKind, QuotaHint
 from llms.prober import Prober
 from llms.quota import InFlightLimit

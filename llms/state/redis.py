@@ -341,8 +341,7 @@ class RedisStore(StateStore):
         return sorted(float(t) for t in self._run(lambda: self._sent_times(keys=[f"{self._p}requests"], args=args)))
 
     def note_sent(self, key_id: str, lease: Lease, keys: Collection[str], now: float) -> list[SentOut]:
-        names = sorted({self.gate(fp, lease.part) for fp in keys})
-        name = self.gate(key_id, lease.part)
+        name, names = self.gate(key_id, lease.part), sorted({self.gate(fp, lease.part) for fp in keys})
         args = [self._p, repr(now), lease.token, repr(lease.until), name, repr(lease.sent), lease.tokens, *names]
         return sorted(_sent_out(kept) for kept in self._run(lambda: self._note_sent(args=args)))
 
