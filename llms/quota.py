@@ -226,7 +226,9 @@ class TokenDrip:
     sent since (`fits_at`). Learned as a window of *requests*, such a limit was read anew at every 429 — requests
     differ in size, 50 to 150 tokens, and 30 of them a window were 26 or 35 — 0.94 of the quota at 0.15 429s per
     answer, where tokens are what the client knows of each request before it sends it (`ChatRequest.tokens`).
-    Each process keeps its own, as budgets."""
+    Each process keeps its own; where processes share a store, what they all sent counts (`shared`: a running total
+    of every process's requests sent, less those refused, `llms.shared_tokens`), else each measured only its own
+    share, and learned it on its own (four processes: 0.89 of the quota at 0.13 429s per answer)."""
 
     refused: float  # when the latest 429's request was sent: the window about empty then
     sends: tuple[tuple[float, int], ...] = ()  # (when, tokens) of the requests sent since, answered or out
@@ -235,6 +237,7 @@ class TokenDrip:
     short: int = 0  # the tokens the latest 429's request asked: the window had less left (at most that much more)
     answered: bool = False  # whether a request sent since the latest 429 was admitted (`answered_to`)
     folded: tuple[float, int] = (0.0, 0)  # the latest send and the tokens of those no longer in `sends` one by one
+    shared_at: int | None = None  # every process's total sent (`shared`) as the latest 429 came (None: alone)
 
     @property
     def rate(self) -> float | None:
@@ -250,13 +253,21 @@ class TokenDrip:
         # with the latest 429's, which may have come before it: six went together as a rest ended, one was refused)
         return tokens / seconds if seconds > 0 and tokens > 0 else None
 
-    def fits_at(self, tokens: int, now: float) -> float:
-        """When a request of `tokens` fits beside those sent since the latest 429 (-inf: the rate is unknown)."""
+    def fits_at(self, tokens: int, now: float, shared: int | None = None) -> float:
+        """When a request of `tokens` fits beside those sent since the latest 429 (-inf: the rate is unknown), by
+        every process sharing the store where `shared` (their total sent now) says."""
         rate = self.rate
         if rate is None:
             return -math.inf
         rate *= 1 + DRIP_PROBE * max(0.0, now - self.refused) / TOKENS_WINDOW
-        return self.refused + (self.spent + max(1, tokens)) / rate + SLOT_MARGIN
+        return self.refused + (self._spent_by_all(shared) + max(1, tokens)) / rate + SLOT_MARGIN
+
+    def _spent_by_all(self, shared: int | None) -> int:
+        """The tokens sent since the latest 429: by every process, where their running total is known then and now
+        (never less than this process's own)."""
+        if shared is None or self.shared_at is None:
+            return self.spent
+        return max(self.spent, shared - self.shared_at)
 
     @property
     def spent(self) -> int:
@@ -268,12 +279,15 @@ class TokenDrip:
         """Until when a request left with the latest 429's."""
         return self.refused + TRIP_SPREAD
 
-    def sent(self, at: float, tokens: int) -> TokenDrip:
-        """A request of `tokens` sent then. A window idle long enough to be whole again by the rate starts over
-        from full (a minute's worth), its next 429 measuring nothing (it did not find the window emptied by one)."""
+    def sent(self, at: float, tokens: int, shared: int | None = None) -> TokenDrip:
+        """A request of `tokens` sent then (`shared`: every process's total sent before it, where they share the
+        store). A window idle long enough to be whole again by the rate starts over from full (a minute's worth),
+        its next 429 measuring nothing (it did not find the window emptied by one)."""
         rate = self.rate
-        if rate is not None and rate * (at - self.refused) - self.spent >= rate * TOKENS_WINDOW:
-            return TokenDrip(at - TOKENS_WINDOW, ((at, tokens),), self.spans, emptied=False, short=self.short)
+        if rate is not None and rate * (at - self.refused) - self._spent_by_all(shared) >= rate * TOKENS_WINDOW:
+            return TokenDrip(
+                at - TOKENS_WINDOW, ((at, tokens),), self.spans, emptied=False, short=self.short, shared_at=shared
+            )
         sends, folded = [*self.sends, (at, tokens)], self.folded
         if len(sends) > SENDS_LISTED:  # (the oldest past those sent with the 429's: a sum, and when the last left)
             first = next((i for i, (s, _) in enumerate(sends) if s > self._together), len(sends) - 1)
@@ -327,26 +341,31 @@ class TokenDrip:
         with it: one sent together may have come first)."""
         return replace(self, answered=True) if sent > self.refused + TRIP_SPREAD and not self.answered else self
 
-    def limited(self, at: float, tokens: int) -> TokenDrip:
-        """A 429 to a request of `tokens` sent then, which cost nothing: the window held less as it came."""
+    def limited(self, at: float, tokens: int, shared: int | None = None) -> TokenDrip:
+        """A 429 to a request of `tokens` sent then, which cost nothing: the window held less as it came. `shared`:
+        every process's total sent now, this one taken out (None: alone)."""
         sends = list(self.sends)
         if (at, tokens) in sends:
             sends.remove((at, tokens))
+        # (one sent before the latest 429 came was in the total it read: taken out since, it is not this span's)
+        before = None if shared is None or self.shared_at is None else self.shared_at - tokens
         if at <= self.refused - TRIP_SPREAD:  # sent before the latest 429's: its window is already closed
-            return replace(self, sends=tuple(sends))
+            return replace(self, sends=tuple(sends), shared_at=before)
         spans, span = self.spans, at - self.refused
         if span < TRIP_SPREAD:  # another sent with the latest 429's: the rate is read from above
-            return replace(self, sends=tuple(sends), short=max(self.short, tokens))
+            return replace(self, sends=tuple(sends), short=max(self.short, tokens), shared_at=before)
         rate = self.rate
         short = span <= TOKENS_WINDOW - (self.short / rate if rate else 0.0)  # (too short to have filled)
         if self.emptied and (short or not self._may_have_filled(at, sends, rate)):
-            spans = (*spans, (self.folded[1] + sum(t for s, t in sends if s < at), span))[-SPANS_LISTED:]
+            own = self.folded[1] + sum(t for s, t in sends if s < at)
+            sent = own if shared is None or self.shared_at is None else max(own, shared - self.shared_at)
+            spans = (*spans, (sent, span))[-SPANS_LISTED:]
             while sum(s for _, s in spans[1:]) >= DRIP_KEPT:
                 spans = spans[1:]
         elif spans:  # spans apart: what the latest 429 may have left unspent stays in the sum, as seconds of none
             spans = (*spans, (self.short, 0.0))[-SPANS_LISTED:]
         # (those sent with it may have come before it, or be refused after it: the next span counts them)
-        return TokenDrip(at, tuple((s, t) for s, t in sends if s >= at), spans, short=tokens)
+        return TokenDrip(at, tuple((s, t) for s, t in sends if s >= at), spans, short=tokens, shared_at=shared)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ every reading there is. Where others use it too, each one's newest reading came 
 and had answered, and their requests out were unseen, so each spent what it read whole (four processes: 0.2–0.4
 429s per answer where one had none). So, once another process is seen (the `processes` document), each answer's
 reading goes to a `tokens/…` document every process takes in before it sends, and its requests out are counted
-from the store's sends (`StateStore.note_sent`)."""
+from the store's sends (`StateStore.note_sent`). Where a limit on tokens speaks only through its 429s (`TokenDrip`),
+every process adds what it sends to a running total (`sent/…`, less what was refused), which each one's drip reads
+at its 429s and before it sends: the subjects so kept are listed in the `drips` document, read with the presence."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ readings and requests out shared, a store round trip or two a request (on Redis,
 process alone used it)."""
 PRESENT_FOR = 5.0
 """Seconds a process's note says it still uses the store."""
+REFUSALS_KEPT = 16
+"""429s of a limit on tokens that only 429s speak of kept for every process's drip to learn from (`sent/…`)."""
 RECENT_SIZES = 32
 """This process's latest requests whose largest size stands for a request out of another process that did not say
 its size (one of an older version: `SentOut`); taken as large as the one being sent, a 150 out elsewhere counted as
@@ -44,6 +48,7 @@ class SharedTokens:
         self._noted_at, self._others = -math.inf, False
         self._providers: set[str] = set()  # whose answers read tokens left here
         self._sizes: deque[int] = deque(maxlen=RECENT_SIZES)
+        self._drips: set[str] = set()  # subjects whose sends every process totals (the `drips` document)
 
     def not_alone(self, now: float) -> bool:
         """Whether another process uses the store now, as the `processes` document says (this one notes itself
@@ -58,6 +63,7 @@ class SharedTokens:
 
             try:
                 self._others = len(self._store.change("processes", note)) > 1
+                self._drips |= set(self._store.documents(["drips"])[0].get("subjects", ()))
             except StateError as exc:
                 log.debug("could not note this process's use of the store: %s", exc)
         return self._others
@@ -75,6 +81,50 @@ class SharedTokens:
 
     def sent(self, tokens: int) -> None:
         self._sizes.append(tokens)
+
+    def total_sent(self, subject: str) -> Document | None:
+        """Every process's total sent on a subject whose limit on tokens speaks only through 429s, and their latest
+        429s (`sent/…`: `tokens`, `refused` as [sent, total after, tokens]); None: no other process uses the store,
+        or it is not such a subject."""
+        if subject not in self._drips or not self.not_alone(self._clock()):
+            return None
+        try:
+            return self._store.documents([f"sent/{subject}"])[0]
+        except StateError as exc:
+            log.debug("could not read the tokens sent by every process: %s", exc)
+            return None
+
+    def add_sent(self, subject: str, tokens: int, refused: tuple[float, int] | None = None) -> Document | None:
+        """Add `tokens` to the subject's total sent, where it is kept (less: a request taken out), and list a 429
+        (`refused`: when its request was sent, and its tokens), which every process's drip learns from
+        (`TokenLimits.caught_up`); the document now."""
+        if subject not in self._drips or not self.not_alone(self._clock()):
+            return None
+
+        def add(document: Document) -> Document:
+            total, refusals = document.get("tokens", 0) + tokens, document.get("refused", [])
+            if refused is not None:
+                refusals = [*refusals, [refused[0], total, refused[1]]][-REFUSALS_KEPT:]
+            return {"tokens": total, "refused": refusals}
+
+        try:
+            return self._store.change(f"sent/{subject}", add)
+        except StateError as exc:
+            log.debug("could not add to the tokens sent by every process: %s", exc)
+            return None
+
+    def refused(self, subject: str, tokens: int, sent: float) -> Document | None:
+        """A 429 of a limit on tokens that only 429s speak of, to a request of `tokens` sent then: from now on every
+        process totals the subject's sends; this one is taken out of the total, where it was added, and listed for
+        the others' drips (None: alone, or the store failed)."""
+        if subject not in self._drips and self._store.SHARED:  # (the first here: its send was not added)
+            try:
+                listed = self._store.change("drips", lambda d: {"subjects": sorted({*d.get("subjects", ()), subject})})
+                self._drips |= set(listed["subjects"])
+            except StateError as exc:
+                log.debug("could not list a limit on tokens for every process: %s", exc)
+            return self.add_sent(subject, 0, refused=(sent, tokens))
+        return self.add_sent(subject, -tokens, refused=(sent, tokens))
 
     def answered(self, provider: str, subject: str, told: TokensLeft, sent: float) -> None:
         """An answer's reading of tokens left, to a request sent then: for the others, where there are any."""

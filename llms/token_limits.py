@@ -26,13 +26,16 @@ class TokenLimits:
         self._budgets: dict[str, list[TokenBudget]] = {}  # every reading within a trip's spread of the newest sent
         self._drips: dict[str, TokenDrip] = {}
 
-    def fits_at(self, subject: str, tokens: int, out: Sends, now: float, *, read: bool = False) -> tuple[float, bool]:
+    def fits_at(
+        self, subject: str, tokens: int, out: Sends, now: float, *, read: bool = False, shared: int | None = None
+    ) -> tuple[float, bool]:
         """When a request of `tokens` fits beside the requests `out` (-inf: now), and whether to wait for one of
         their answers rather than rest (an answer out will read the tokens left again; a rate not measured yet
         takes one request at a time: `TokenDrip.single_file`). By every reading kept, the latest moment: a request
         out counts against readings sent up to a trip's spread after it, as it may have reached the provider
         after their requests (over HTTP, one sent 1.5 ms before one whose answer read 320 left came 0.9 ms after
-        it, and 100 tokens went unaccounted for). `read`: by the readings alone (a drip counts its own sends)."""
+        it, and 100 tokens went unaccounted for). `read`: by the readings alone (a drip counts its own sends);
+        `shared`: every process's total sent, where processes share the store (`TokenDrip.limited`)."""
         fits, waits = -math.inf, False
         for budget in self._budgets.get(subject, ()):
             spent = sum(cost for sent, cost in out if sent >= budget.read - TRIP_SPREAD)
@@ -41,7 +44,7 @@ class TokenLimits:
             if drip.single_file and out:  # (a 429 comes back sooner than the spacing: slow answers pay no wait)
                 fits, waits = max(fits, max(sent for sent, _ in out) + drip.spacing), True
             else:
-                fits = max(fits, drip.fits_at(tokens, now))
+                fits = max(fits, drip.fits_at(tokens, now, shared))
         return fits, waits
 
     def read(self, subject: str) -> bool:
@@ -55,9 +58,9 @@ class TokenLimits:
         for fields in document.get("readings", ()):
             self._keep(subject, TokenBudget(*fields))
 
-    def sent(self, subject: str, tokens: int, now: float) -> None:
+    def sent(self, subject: str, tokens: int, now: float, shared: int | None = None) -> None:
         if (drip := self._drips.get(subject)) is not None:
-            self._drips[subject] = drip.sent(now, tokens)
+            self._drips[subject] = drip.sent(now, tokens, shared)
 
     def answered(self, subject: str, told: TokensLeft | None, sent: float) -> None:
         """An answer to a request sent then, with the tokens left it read (None: it read none). Each reading is
@@ -73,19 +76,42 @@ class TokenLimits:
     def _keep(self, subject: str, reading: TokenBudget) -> None:
         self._budgets[subject] = kept(self._budgets.get(subject, ()), reading)
 
-    def refused(self, subject: str, sent: float, tokens: int, out: Sends, now: float) -> float | None:
+    def refused(
+        self, subject: str, sent: float, tokens: int, out: Sends, now: float, shared: int | None = None
+    ) -> float | None:
         """A 429 that named a limit on tokens, to a request of `tokens` sent then: learn the limit's rate, and say
         when a request as large fits again (None: till the rate is sure, the 429's hint says). `out`: this
         process's requests out, which count against what drips back from then. Not where answers read the tokens
         left: they say what the limit holds, where a drip measures only what this process was admitted (four
         processes sharing a store each read a quarter of the rate, and a key rested for minutes: 0.68 of the
-        quota where one process had 0.92)."""
+        quota where one process had 0.92). `shared`: every process's total sent, this request taken out, where
+        processes share the store (`TokenDrip.limited`)."""
         if self.read(subject):
             return None
-        drip = self._drips.get(subject) or TokenDrip(sent, tuple(sorted((s, t) for s, t in out if s > sent)))
-        drip = self._drips[subject] = drip.limited(sent, tokens)
-        back = drip.fits_at(tokens, now)
+        if (drip := self._drips.get(subject)) is None:  # (as though the request were still counted: `limited`)
+            out_after = tuple(sorted((s, t) for s, t in out if s > sent))
+            drip = TokenDrip(sent, out_after, shared_at=None if shared is None else shared + tokens)
+        drip = self._drips[subject] = drip.limited(sent, tokens, shared)
+        back = drip.fits_at(tokens, now, shared)
         return back if drip.sure and math.isfinite(back) else None
+
+    def caught_up(self, subject: str, refusals: Iterable[Sequence[float]], out: Sends) -> None:
+        """Learn from the 429s other processes sharing the store had of a limit on tokens that only 429s speak of
+        (`refusals`: [sent, every process's total after, tokens], oldest first), those after the latest this drip
+        knows: each found the window about empty for every process (learned by each process from its own alone,
+        four processes paid four times a drip's learning, 0.17 429s per answer)."""
+        if self.read(subject):
+            return
+        drip = self._drips.get(subject)
+        for at, total, tokens in sorted(refusals):
+            if drip is not None and at <= drip.refused:  # (this one's own, or caught up already)
+                continue
+            if drip is None:
+                out_after = tuple(sorted((s, t) for s, t in out if s > at))
+                drip = TokenDrip(at, out_after, shared_at=int(total + tokens))
+            drip = drip.limited(at, int(tokens), int(total))
+        if drip is not None:
+            self._drips[subject] = drip
 
 
 def kept(readings: Iterable[TokenBudget], reading: TokenBudget) -> list[TokenBudget]:

@@ -758,6 +758,16 @@ def test_until_two_429s_measure_a_rate_requests_on_tokens_go_one_at_a_time_space
     assert not waits and back + 1.0 < fits < back + 2.0  # (100 tokens at the 70 a second it measured)
 
 
+def test_processes_sharing_a_sqlite_file_spend_a_limit_on_tokens_that_only_its_429s_speak_of_as_one_does() -> None:
+    """The named cell *tokens 3,000 a minute, whole-second Retry-After only* from four processes on one file: each
+    process's drip measured only what it was admitted, and learned on its own (0.89 of the quota where one process
+    has 1.00). Every process adds what it sends to a total in the store and lists its 429s there, and every drip
+    measures the total and learns from every 429 (`SharedTokens.add_sent`, `TokenLimits.caught_up`)."""
+    shape = replace(NAMED[TOKENS_ON_429], store="sqlite")
+    alone, shared = run(shape), run(replace(shape, processes=4))
+    assert shared.share >= alone.share - 0.02, (alone.as_dict(), shared.as_dict())
+
+
 def test_a_drip_lists_a_bounded_number_of_sends_however_long_it_goes_without_a_429() -> None:
     """A process serving for days sends a million requests between two 429s: the oldest are kept as a sum (and when
     the last of them left), and what the drip says of the next request is the same."""

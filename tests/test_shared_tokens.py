@@ -41,3 +41,32 @@ def test_readings_of_tokens_are_shared_once_another_process_uses_the_store(
                 with contextlib.suppress(Exception):
                     store.clear()  # type: ignore[attr-defined]
             store.close()
+
+
+@pytest.mark.parametrize("backend", DURABLE)
+def test_what_every_process_sends_on_a_limit_only_429s_speak_of_is_totalled_with_its_429s(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A 429 of a limit on tokens that only 429s speak of lists the subject (`drips`): from then on every process
+    adds what it sends to one total and lists its 429s beside it, for every process's drip to measure and learn
+    from; alone, nothing is written."""
+    url, prefix = STORE_BACKENDS[backend].url(request, tmp_path / "state.db"), f"test-{uuid.uuid4().hex[:10]}"
+    one, two = (store_from_url(url, prefix=prefix, failover=False) for _ in range(2))
+    now = [100.0]
+    first, second = SharedTokens(one, lambda: now[0]), SharedTokens(two, lambda: now[0])
+    try:
+        assert first.refused("subject", 100, 99.0) is None and first.add_sent("subject", 50) is None  # alone
+        assert one.documents(["sent/subject"])[0] == {}
+        now[0] += PRESENCE_EVERY
+        assert second.not_alone(now[0]) and first.not_alone(now[0])  # each sees the other, and the listed subject
+        assert second.add_sent("subject", 120) == {"tokens": 120, "refused": []}
+        assert first.add_sent("subject", 80) == {"tokens": 200, "refused": []}
+        assert second.refused("subject", 120, 101.0) == {"tokens": 80, "refused": [[101.0, 80, 120]]}
+        assert first.total_sent("subject") == {"tokens": 80, "refused": [[101.0, 80, 120]]}
+        assert first.total_sent("other") is None  # no 429 listed it
+    finally:
+        for store in (one, two):
+            if STORE_BACKENDS[backend].clear_after:
+                with contextlib.suppress(Exception):
+                    store.clear()  # type: ignore[attr-defined]
+            store.close()
