@@ -82,22 +82,11 @@ class SharedTokens:
     def sent(self, tokens: int) -> None:
         self._sizes.append(tokens)
 
-    def total_sent(self, subject: str) -> Document | None:
-        """Every process's total sent on a subject whose limit on tokens speaks only through 429s, and their latest
-        429s (`sent/…`: `tokens`, `refused` as [sent, total after, tokens]); None: no other process uses the store,
-        or it is not such a subject."""
-        if subject not in self._drips or not self.not_alone(self._clock()):
-            return None
-        try:
-            return self._store.documents([f"sent/{subject}"])[0]
-        except StateError as exc:
-            log.debug("could not read the tokens sent by every process: %s", exc)
-            return None
-
     def add_sent(self, subject: str, tokens: int, refused: tuple[float, int] | None = None) -> Document | None:
         """Add `tokens` to the subject's total sent, where it is kept (less: a request taken out), and list a 429
         (`refused`: when its request was sent, and its tokens), which every process's drip learns from
-        (`TokenLimits.caught_up`); the document now."""
+        (`TokenLimits.caught_up`); the document now (`sent/…`: `tokens`, `refused` as [sent, total after, tokens]).
+        None: no other process uses the store, or no 429 listed the subject (`drips`)."""
         if subject not in self._drips or not self.not_alone(self._clock()):
             return None
 
@@ -117,13 +106,13 @@ class SharedTokens:
         """A 429 of a limit on tokens that only 429s speak of, to a request of `tokens` sent then: from now on every
         process totals the subject's sends; this one is taken out of the total, where it was added, and listed for
         the others' drips (None: alone, or the store failed)."""
-        if subject not in self._drips and self._store.SHARED:  # (the first here: its send was not added)
+        if subject not in self._drips and self._store.SHARED:  # (the first here)
             try:
                 listed = self._store.change("drips", lambda d: {"subjects": sorted({*d.get("subjects", ()), subject})})
                 self._drips |= set(listed["subjects"])
             except StateError as exc:
                 log.debug("could not list a limit on tokens for every process: %s", exc)
-            return self.add_sent(subject, 0, refused=(sent, tokens))
+            return self.add_sent(subject, 0, refused=(sent, tokens))  # (its send was not added)
         return self.add_sent(subject, -tokens, refused=(sent, tokens))
 
     def answered(self, provider: str, subject: str, told: TokensLeft, sent: float) -> None:

@@ -62,8 +62,8 @@ def test_what_every_process_sends_on_a_limit_only_429s_speak_of_is_totalled_with
         assert second.add_sent("subject", 120) == {"tokens": 120, "refused": []}
         assert first.add_sent("subject", 80) == {"tokens": 200, "refused": []}
         assert second.refused("subject", 120, 101.0) == {"tokens": 80, "refused": [[101.0, 80, 120]]}
-        assert first.total_sent("subject") == {"tokens": 80, "refused": [[101.0, 80, 120]]}
-        assert first.total_sent("other") is None  # no 429 listed it
+        assert first.add_sent("subject", 0) == {"tokens": 80, "refused": [[101.0, 80, 120]]}
+        assert first.add_sent("other", 50) is None  # no 429 listed it
     finally:
         for store in (one, two):
             if STORE_BACKENDS[backend].clear_after:
