@@ -264,14 +264,14 @@ class TokenDrip:
         if rate is None:
             return -math.inf
         rate *= 1 + DRIP_PROBE * max(0.0, now - self.refused) / TOKENS_WINDOW
-        return self.refused + (self._spent_by_all(shared) + max(1, tokens)) / rate + SLOT_MARGIN
+        return self.refused + (self._spent_by_all(shared, self.spent) + max(1, tokens)) / rate + SLOT_MARGIN
 
-    def _spent_by_all(self, shared: int | None) -> int:
+    def _spent_by_all(self, shared: int | None, own: int) -> int:
         """The tokens sent since the latest 429: by every process, where their running total is known then and now
-        (never less than this process's own)."""
+        (`shared`), never less than this process's `own`."""
         if shared is None or self.shared_at is None:
-            return self.spent
-        return max(self.spent, shared - self.shared_at)
+            return own
+        return max(own, shared - self.shared_at)
 
     @property
     def spent(self) -> int:
@@ -288,7 +288,10 @@ class TokenDrip:
         store). A window idle long enough to be whole again by the rate starts over from full (a minute's worth),
         its next 429 measuring nothing (it did not find the window emptied by one)."""
         rate = self.rate
-        if rate is not None and rate * (at - self.refused) - self._spent_by_all(shared) >= rate * TOKENS_WINDOW:
+        if (
+            rate is not None
+            and rate * (at - self.refused) - self._spent_by_all(shared, self.spent) >= rate * TOKENS_WINDOW
+        ):
             return TokenDrip(
                 at - TOKENS_WINDOW, ((at, tokens),), self.spans, emptied=False, short=self.short, shared_at=shared
             )
@@ -361,8 +364,7 @@ class TokenDrip:
         rate = self.rate
         short = span <= TOKENS_WINDOW - (self.short / rate if rate else 0.0)  # (too short to have filled)
         if self.emptied and (short or not self._may_have_filled(at, sends, rate)):
-            own = self.folded[1] + sum(t for s, t in sends if s < at)
-            sent = own if shared is None or self.shared_at is None else max(own, shared - self.shared_at)
+            sent = self._spent_by_all(shared, self.folded[1] + sum(t for s, t in sends if s < at))
             spans = (*spans, (sent, span))[-SPANS_LISTED:]
             while sum(s for _, s in spans[1:]) >= DRIP_KEPT:
                 spans = spans[1:]

@@ -88,9 +88,7 @@ class TokenLimits:
         processes share the store (`TokenDrip.limited`)."""
         if self.read(subject):
             return None
-        if (drip := self._drips.get(subject)) is None:  # (as though the request were still counted: `limited`)
-            out_after = tuple(sorted((s, t) for s, t in out if s > sent))
-            drip = TokenDrip(sent, out_after, shared_at=None if shared is None else shared + tokens)
+        drip = self._drips.get(subject) or _first_drip(sent, tokens, out, shared)
         drip = self._drips[subject] = drip.limited(sent, tokens, shared)
         back = drip.fits_at(tokens, now, shared)
         return back if drip.sure and math.isfinite(back) else None
@@ -106,12 +104,17 @@ class TokenLimits:
         for at, total, tokens in sorted(refusals):
             if drip is not None and at <= drip.refused:  # (this one's own, or caught up already)
                 continue
-            if drip is None:
-                out_after = tuple(sorted((s, t) for s, t in out if s > at))
-                drip = TokenDrip(at, out_after, shared_at=int(total + tokens))
-            drip = drip.limited(at, int(tokens), int(total))
+            drip = (drip or _first_drip(at, int(tokens), out, int(total))).limited(at, int(tokens), int(total))
         if drip is not None:
             self._drips[subject] = drip
+
+
+def _first_drip(sent: float, tokens: int, out: Sends, shared: int | None) -> TokenDrip:
+    """A subject's drip as its first 429 (to a request of `tokens` sent then) finds it, before it learns from it
+    (`TokenDrip.limited`): the requests out sent after it count against what drips back, and every process's total
+    (`shared`, that request taken out) reads as though the request were still counted."""
+    out_after = tuple(sorted((s, t) for s, t in out if s > sent))
+    return TokenDrip(sent, out_after, shared_at=None if shared is None else shared + tokens)
 
 
 def kept(readings: Iterable[TokenBudget], reading: TokenBudget) -> list[TokenBudget]:
