@@ -169,7 +169,6 @@ class Leases:
             fits, waits = self._tokens.fits_at(subject, tokens, self._out(subject), now, shared=total_sent)
             if fits > now:
                 return Admission.FULL if waits else Admission.SPENT
-            self._tokens.sent(subject, tokens, now, total_sent)
             self._in_flight[subject] += 1
             self._sent[subject], self._sizes[subject] = now, tokens
             self._shared.sent(tokens)
@@ -184,13 +183,18 @@ class Leases:
                 self._renewer.start()
             shares_tokens = shared is not None and self._tokens.read(subject)
             among_all = self._store.SHARED and (limit.learning or shares_tokens)
+            if not among_all:
+                self._tokens.sent(subject, tokens, now, total_sent)
+                return Admission.ADMITTED
         tokens_too = subject if shares_tokens else None
-        if among_all and not self._room_among_all(key, replace(lease, sent=now, tokens=tokens), limit, now, tokens_too):
-            with self._lock:  # as though it never went (not an end: waiters for one would look again at once)
-                self._let_go(token)
-                self._saturate(key, subject, part, now)
-            return Admission.FULL
-        return Admission.ADMITTED
+        room = self._room_among_all(key, replace(lease, sent=now, tokens=tokens), limit, now, tokens_too)
+        with self._lock:
+            if room:  # (a drip counts only what went)
+                self._tokens.sent(subject, tokens, now, total_sent)
+                return Admission.ADMITTED
+            self._let_go(token)  # as though it never went (not an end: waiters for one would look again at once)
+            self._saturate(key, subject, part, now)
+        return Admission.FULL
 
     def _out(self, subject: str, but: str | None = None) -> list[tuple[float, int]]:
         """(when, tokens) of this process's requests out for the subject, but the one of lease `but`. Called with

@@ -763,12 +763,13 @@ def test_processes_sharing_a_sqlite_file_spend_a_limit_on_tokens_that_only_its_4
     process's drip measured only what it was admitted, and learned on its own (0.89 of the quota where one process
     has 1.00). Every process adds what it sends to a total in the store and lists its 429s there, and every drip
     measures the total and learns from every 429 (`SharedTokens.add_sent`, `TokenLimits.caught_up`). Its 429s are
-    still above one process's (0.12 where one pays 0.05: the first minute's learning; issue 23): held within 0.1 of
-    it (each process's own sends counted twice in its rate read them apart, 0.17)."""
+    held within 0.05 of one process's (0.060 where one pays 0.046): each process's own sends counted twice in its
+    rate read them apart (0.17), and a request one process's limit let go but the account's requests out held
+    back (`Leases._room_among_all`) was counted by the drip as sent (0.116)."""
     shape = replace(NAMED[TOKENS_ON_429], store="sqlite")
     alone, shared = run(shape), run(replace(shape, processes=4))
     assert shared.share >= alone.share - 0.02, (alone.as_dict(), shared.as_dict())
-    assert shared.waste <= alone.waste + 0.1, (alone.as_dict(), shared.as_dict())
+    assert shared.waste <= alone.waste + 0.05, (alone.as_dict(), shared.as_dict())
 
 
 def test_a_drip_lists_a_bounded_number_of_sends_however_long_it_goes_without_a_429() -> None:
