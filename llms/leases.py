@@ -161,6 +161,8 @@ class Leases:
                 self._tokens.caught_up(subject, reserved.get("refused", ()), self._out(subject))
             if shared is not None:
                 self._tokens.merge(subject, shared)
+                if (at_once := shared.get("at_once")) and self._limits[subject].learning:
+                    self._limits[subject].told_of(*at_once)
             if self._told_at.get(subject, -1) > seen:
                 return Admission.STALE
             limit = self._limits[subject]
@@ -302,6 +304,8 @@ class Leases:
         process's own, worked out as the answer came, so the latest one is the newest). `trip`: seconds from the
         send to the answer, which bound how soon a 429 comes back (`InFlightLimit.spacing`)."""
         told: TokensLeft | None = None
+        at_once: int | None = None
+        window: int | None = None
         with self._lock:
             held = self._let_go(token) if token is not None else None
             if held is not None:
@@ -329,7 +333,7 @@ class Leases:
             with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile: nothing waits on it)
                 loop.call_soon_threadsafe(_settle, future)
         if told is not None:
-            self._shared.answered(key.provider, held.subject, told, held.sent)
+            self._shared.answered(key.provider, held.subject, told, held.sent, (at_once, window) if at_once else None)
         return _finish(token, part, quota, now, learned)
 
     def _let_go(self, token: str) -> _Held | None:

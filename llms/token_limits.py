@@ -125,7 +125,9 @@ def kept(readings: Iterable[TokenBudget], reading: TokenBudget) -> list[TokenBud
     return [budget for budget in readings[-READINGS_KEPT:] if budget.read >= newest - TRIP_SPREAD]
 
 
-def shared(document: Document, reading: TokenBudget) -> Document:
-    """A subject's readings document with one more, for a store processes share (`TokenLimits.merge`)."""
+def shared(document: Document, reading: TokenBudget, at_once: tuple[int, int | None] | None = None) -> Document:
+    """A subject's readings document with one more, for a store processes share (`TokenLimits.merge`); `at_once`:
+    the requests the same answer said are left, and of how many (`InFlightLimit.told_of`), where it said so."""
     readings = [TokenBudget(*fields) for fields in document.get("readings", ())]
-    return {"readings": [[b.left, b.read, b.resets, b.limit] for b in kept(readings, reading)]}
+    told = {"at_once": list(at_once)} if at_once is not None else {k: v for k, v in document.items() if k == "at_once"}
+    return {"readings": [[b.left, b.read, b.resets, b.limit] for b in kept(readings, reading)]} | told

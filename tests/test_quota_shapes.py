@@ -783,7 +783,10 @@ def test_a_drip_lists_a_bounded_number_of_sends_however_long_it_goes_without_a_4
     assert drip.limited(120.0, 50).spans[-1] == (100_000, 120.0)
 
 
-@pytest.mark.parametrize(("hint", "latency"), [(HintForm.GROQ, 0.5), (HintForm.REMAINING, 0.5), (HintForm.GROQ, 15.0)])
+@pytest.mark.parametrize(
+    ("hint", "latency"),
+    [(HintForm.GROQ, 0.5), (HintForm.REMAINING, 0.5), (HintForm.GROQ, 15.0), (HintForm.REMAINING, 15.0)],
+)
 def test_processes_sharing_a_sqlite_file_spend_a_limit_on_tokens_its_answers_report_as_one_does(
     hint: HintForm, latency: float
 ) -> None:
@@ -793,7 +796,9 @@ def test_processes_sharing_a_sqlite_file_spend_a_limit_on_tokens_its_answers_rep
     once a second process uses the store (`SharedTokens.not_alone`), each request out with its size (sized as the
     largest sent lately, 0.06–0.08 429s per answer). Under 15 s answers, a process whose own first answer has not
     come sends at the spacing once another's has (`Leases._answered_elsewhere`: held to one request out among all
-    until its own came, three of four processes sent nothing for minutes, 0.46 of the quota where one had 0.86)."""
+    until its own came, three of four processes sent nothing for minutes, 0.46 of the quota where one had 0.86),
+    and reads the others' readings, and the requests their answers said are left, as though they were its own
+    (`SharedTokens.READERS`, `InFlightLimit.told_of`: OpenAI's form under 15 s answers, 0.89 where one had 0.92)."""
     shape = Shape(WindowKind.TOKENS, hint, 20, 30.0, keys=2, callers=16, latency=latency, windows=4, store="sqlite")
     alone, shared = run(shape), run(replace(shape, processes=4))
     assert shared.share >= alone.share - 0.02, (alone.as_dict(), shared.as_dict())

@@ -51,6 +51,28 @@ def test_readings_of_tokens_are_shared_once_another_process_uses_the_store(proce
     assert first.theirs(sends, [(1.0, 50)], 50) == [(1.0, 50), (2.0, 150), (3.0, 120)]
 
 
+def test_a_process_with_no_answer_of_its_own_reads_the_others_readings_and_the_requests_they_said_are_left(
+    processes: Processes,
+) -> None:
+    """Which providers' answers read tokens left was known only from a process's own answers: one whose first
+    answer had not come read none of the others' readings, and kept to one request out among all processes (under
+    15 s answers, 0.89 of the quota where one process had 0.92). The providers are listed for every process
+    (`READERS`, looked at once a second at most while a provider is not listed), and the readings carry the
+    requests the same answer said are left, which lift the process's in-flight limit as its own answer would."""
+    _, (first, second), now = processes
+    assert not first.not_alone(now[0])  # (noted there)
+    now[0] += PRESENCE_EVERY
+    assert second.not_alone(now[0]) and first.not_alone(now[0])
+    assert second.readings("subject", "openai") is None  # nothing listed yet (looked at now)
+    first.answered("openai", "subject", TokensLeft(900, 30.0, 1000), 100.5, (499, 500))
+    assert second.readings("subject", "openai") is None  # (not looked at again within the second)
+    now[0] += PRESENCE_EVERY
+    expected = {"readings": [[900, 100.5, 130.5, 1000]], "at_once": [499, 500]}
+    assert second.readings("subject", "openai") == expected
+    first.answered("openai", "subject", TokensLeft(800, 29.0, 1000), 102.0)  # (said no requests left: kept)
+    assert second.readings("subject", "openai") == {"readings": [[800, 102.0, 131.0, 1000]], "at_once": [499, 500]}
+
+
 def test_what_every_process_sends_on_a_limit_only_429s_speak_of_is_totalled_with_its_429s(
     processes: Processes,
 ) -> None:
