@@ -175,6 +175,7 @@ def test_a_first_window_read_long_by_the_request_before_it_turned_goes_on_the_cl
     assert quota is not None and quota.remaining == 10
 
 
+@pytest.mark.slow  # (a few seconds: the full suite runs it)
 def test_a_minute_on_the_clock_whose_first_request_left_just_before_it_turned_is_spent_whole() -> None:
     """Gemini's 10 a minute on the clock, the provider's clock half a second behind this one: each key's first
     request lands in the last 0.13 s of a minute. Kept sliding at 11 a 118 s, 0.69 of the quota over ten minutes;
@@ -494,6 +495,7 @@ def test_a_minute_whose_wait_ends_on_the_minute_costs_only_its_first_windows_429
     assert measured.refused == shape.keys or name.endswith("Groq")  # (Groq's 16 callers race its first window)
 
 
+@pytest.mark.slow  # (a few seconds: the full suite runs it)
 def test_an_answer_that_comes_last_but_was_read_first_does_not_shorten_its_keys_rest() -> None:
     """A clock window of 2 a 30 s whose two requests per key go together as it turns: every count's reset is the
     whole window, so they read as a sliding log. Of each pair, the answer the provider read first (1 left) came
@@ -758,6 +760,7 @@ def test_until_two_429s_measure_a_rate_requests_on_tokens_go_one_at_a_time_space
     assert not waits and back + 1.0 < fits < back + 2.0  # (100 tokens at the 70 a second it measured)
 
 
+@pytest.mark.slow
 def test_processes_sharing_a_sqlite_file_spend_a_limit_on_tokens_that_only_its_429s_speak_of_as_one_does() -> None:
     """The named cell *tokens 3,000 a minute, whole-second Retry-After only* from four processes on one file: each
     process's drip measured only what it was admitted, and learned on its own (0.89 of the quota where one process
@@ -785,7 +788,12 @@ def test_a_drip_lists_a_bounded_number_of_sends_however_long_it_goes_without_a_4
 
 @pytest.mark.parametrize(
     ("hint", "latency"),
-    [(HintForm.GROQ, 0.5), (HintForm.REMAINING, 0.5), (HintForm.GROQ, 15.0), (HintForm.REMAINING, 15.0)],
+    [
+        (HintForm.GROQ, 15.0),
+        (HintForm.REMAINING, 15.0),
+        pytest.param(HintForm.GROQ, 0.5, marks=pytest.mark.slow),  # (four processes on a file: seconds each)
+        pytest.param(HintForm.REMAINING, 0.5, marks=pytest.mark.slow),
+    ],
 )
 def test_processes_sharing_a_sqlite_file_spend_a_limit_on_tokens_its_answers_report_as_one_does(
     hint: HintForm, latency: float
