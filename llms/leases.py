@@ -304,8 +304,7 @@ class Leases:
         process's own, worked out as the answer came, so the latest one is the newest). `trip`: seconds from the
         send to the answer, which bound how soon a 429 comes back (`InFlightLimit.spacing`)."""
         told: TokensLeft | None = None
-        at_once: int | None = None
-        window: int | None = None
+        said: tuple[int, int | None] | None = None  # requests the answer said are left, of how many
         with self._lock:
             held = self._let_go(token) if token is not None else None
             if held is not None:
@@ -321,6 +320,7 @@ class Leases:
                     told = quota.tokens if quota is not None else None
                     self._tokens.answered(subject, told, held.sent)
                     self._limits[subject].succeeded(at_once, learned=learned, window=window, trip=trip)
+                    said = (at_once, window) if at_once is not None and not learned else None  # (as reported)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._limits[subject].limited()
                 self._saturate(key, subject, part, now)
@@ -333,7 +333,7 @@ class Leases:
             with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile: nothing waits on it)
                 loop.call_soon_threadsafe(_settle, future)
         if told is not None:
-            self._shared.answered(key.provider, held.subject, told, held.sent, (at_once, window) if at_once else None)
+            self._shared.answered(key.provider, held.subject, told, held.sent, said)
         return _finish(token, part, quota, now, learned)
 
     def _let_go(self, token: str) -> _Held | None:

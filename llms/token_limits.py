@@ -129,5 +129,7 @@ def shared(document: Document, reading: TokenBudget, at_once: tuple[int, int | N
     """A subject's readings document with one more, for a store processes share (`TokenLimits.merge`); `at_once`:
     the requests the same answer said are left, and of how many (`InFlightLimit.told_of`), where it said so."""
     readings = [TokenBudget(*fields) for fields in document.get("readings", ())]
-    told = {"at_once": list(at_once)} if at_once is not None else {k: v for k, v in document.items() if k == "at_once"}
-    return {"readings": [[b.left, b.read, b.resets, b.limit] for b in kept(readings, reading)]} | told
+    updated: Document = {"readings": [[b.left, b.read, b.resets, b.limit] for b in kept(readings, reading)]}
+    if (told := list(at_once) if at_once is not None else document.get("at_once")) is not None:
+        updated["at_once"] = told
+    return updated
