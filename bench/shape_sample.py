@@ -12,7 +12,12 @@ there, and it is several times faster than SQLite) in parallel, and compares two
     python bench/shape_sample.py classes /tmp/after.json                        # misses by window, hint, speed
 
 The same seed draws the same cells, so two runs differ only by the client. A cell is one `simulator.virtual_time`
-run, deterministic for its shape: a difference is the change's, not noise.
+run, deterministic for its shape: a difference is the change's, not noise. A named cell meets its targets under the
+one draw of sizes and jitter it is named with; `--named 8` runs every named cell (`bench_shapes.NAMED`, on its own
+store) under draws 1–8 instead (`Shape.seed`), and `classes` then counts misses by cell:
+
+    python bench/shape_sample.py run /tmp/named.json --named 8                  # about a minute on 2 cores
+    python bench/shape_sample.py classes /tmp/named.json
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_shapes import random_shape, targets
+from bench.bench_shapes import NAMED, random_shape, targets
 from simulator.virtual_time import Shape, run
 
 Cell = dict[str, Any]
@@ -40,6 +45,7 @@ def measure(numbered: tuple[int, Shape]) -> Cell:
     """One cell run, as plain data."""
     number, shape = numbered
     measured = run(shape)
+    named = [f"named: {name}" for name, cell in NAMED.items() if replace(cell, seed=shape.seed) == shape]
     share_met, waste_met = targets(measured)
     return {
         "cell": number,
@@ -48,7 +54,7 @@ def measure(numbered: tuple[int, Shape]) -> Cell:
         "waste": measured.waste,
         "floor": measured.floor,
         "met": [share_met, waste_met],
-        "classes": classes_of(shape),
+        "classes": classes_of(shape) + named[:1],
     }
 
 
@@ -63,6 +69,12 @@ def classes_of(shape: Shape) -> list[str]:
 def sample(cells: int, seed: int) -> list[tuple[int, Shape]]:
     rng = random.Random(seed)
     return [(number, replace(random_shape(rng), store="memory")) for number in range(cells)]
+
+
+def named_draws(draws: int) -> list[tuple[int, Shape]]:
+    """Every named cell under draws 1 to `draws` of its sizes and jitter, each on the store it is named with."""
+    shapes = [replace(shape, seed=draw) for shape in NAMED.values() for draw in range(1, draws + 1)]
+    return list(enumerate(shapes))
 
 
 def met(cell: Cell) -> bool:
@@ -119,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     running.add_argument("--cells", type=int, default=300)
     running.add_argument("--seed", type=int, default=23)
     running.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
+    running.add_argument("--named", type=int, metavar="DRAWS", help="the named cells under this many draws instead")
     comparing = commands.add_parser("diff", help="what changed between two samples of the same cells")
     comparing.add_argument("before", type=Path)
     comparing.add_argument("after", type=Path)
@@ -127,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "run":
         with ProcessPoolExecutor(args.jobs) as pool:
-            cells = list(pool.map(measure, sample(args.cells, args.seed), chunksize=4))
+            numbered = named_draws(args.named) if args.named else sample(args.cells, args.seed)
+            cells = list(pool.map(measure, numbered, chunksize=4))
         args.out.write_text(json.dumps(cells))
         print(summary(cells))
     elif args.command == "diff":

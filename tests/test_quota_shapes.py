@@ -695,6 +695,20 @@ def test_a_sample_of_random_cells_is_kept_and_two_samples_are_compared_cell_by_c
     )
 
 
+def test_the_named_cells_run_under_other_draws_and_their_misses_are_counted_by_cell() -> None:
+    """`shape_sample.py run --named N`: every named cell under draws 1–N of its sizes and jitter, on its own store
+    (a named cell meets its targets under the draw it is named with; the token cell missed under four of eight),
+    each counted under its name by `classes`."""
+    drawn = shape_sample.named_draws(2)
+    assert len(drawn) == 2 * len(NAMED) and [shape.seed for _, shape in drawn[:2]] == [1, 2]
+    name, shape = next(iter(NAMED.items()))
+    assert drawn[0][1] == replace(shape, seed=1)
+    cell = shape_sample.measure(drawn[0])
+    assert f"named: {name}" in cell["classes"] and cell["label"] == shape.label()
+    counted = list(shape_sample.by_class([cell]))
+    assert any(line.startswith(f"named: {name}") for line in counted)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     rate=st.floats(min_value=10.0, max_value=500.0),
