@@ -24,7 +24,7 @@ from config.api_keys import ApiKey
 from llms.cooldown import TRIP_SPREAD
 from llms.outcomes import OutcomeKind, QuotaHint, TokensLeft
 from llms.quota import InFlightLimit, WindowsShown, limit_subject
-from llms.shared_tokens import SharedTokens
+from llms.shared_tokens import SharedTokens, total_of
 from llms.state import StateError, StateStore
 from llms.state.base import Document, Finish, Lease, RequestRecord
 from llms.token_limits import TokenLimits
@@ -155,7 +155,7 @@ class Leases:
         token, part = lease.token, lease.part
         subject = limit_subject(key, part)
         shared = self._shared.readings(subject, key.provider)
-        total_sent = None if reserved is None else int(reserved.get("tokens", 0)) - tokens
+        total_sent = None if reserved is None else total_of(reserved) - tokens
         with self._lock:
             if reserved is not None:
                 self._tokens.caught_up(subject, reserved.get("refused", ()), self._out(subject))
@@ -219,7 +219,7 @@ class Leases:
             held = self._held.get(token) if token is not None else None
             at, tokens = (held.sent, held.tokens) if held is not None else (sent, 0)  # (as `admit` counted it)
         shared = self._shared.refused(subject, tokens, at)  # (every process's total, where they share the store)
-        total_sent = None if shared is None else int(shared.get("tokens", 0))
+        total_sent = None if shared is None else total_of(shared)
         with self._lock:
             return self._tokens.refused(subject, at, tokens, self._out(subject), now, total_sent)
 

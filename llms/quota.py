@@ -124,18 +124,18 @@ class InFlightLimit:
             grown = self.limit
         else:
             grown = self.limit + (1.0 / self.limit if self.refused else 1.0)
-        if remaining is not None:
-            self.told = True
-            at_once = float(max(remaining, window or 0))
-            grown = max(grown, min(at_once, 2 * self.limit) if learned else at_once)
+        doubled = 2 * self.limit
         self.limit = min(self.CEILING, grown)
+        if remaining is not None:
+            self.told_of(remaining, window, at_most=doubled if learned else math.inf)
 
-    def told_of(self, remaining: int, window: int | None) -> None:
-        """Another process sharing the store had an answer that said how many requests are left (of `window`), as
-        `succeeded` takes one: held to one request out among all until its own answer came, under 15 s answers a
-        process spent a limit on tokens its answers read 0.03 below one process alone."""
+    def told_of(self, remaining: int, window: int | None, *, at_most: float = math.inf) -> None:
+        """An answer said how many requests are left (of `window`): the limit is at least that, `at_most` so much
+        (`succeeded`). Where processes share the store, another process's answer says so too: held to one request
+        out among all until its own answer came, under 15 s answers a process spent a limit on tokens its answers
+        read 0.03 below one process alone."""
         self.told = True
-        self.limit = min(self.CEILING, max(self.limit, float(max(remaining, window or 0))))
+        self.limit = min(self.CEILING, max(self.limit, min(float(max(remaining, window or 0)), at_most)))
 
     def limited(self) -> None:
         self.refused = True

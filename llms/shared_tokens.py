@@ -42,6 +42,11 @@ its size (one of an older version: `SentOut`); taken as large as the one being s
 50 let a request past what was left."""
 
 
+def total_of(document: Document) -> int:
+    """Every process's total sent, as a subject's `sent/…` document (`SharedTokens.add_sent`) holds it."""
+    return int(document.get("tokens", 0))
+
+
 class SharedTokens:
     """This process's side of sharing readings of tokens left. Called from many threads without a lock: its state
     changes by single assignments and appends, and a race costs at most one note of presence more."""
