@@ -11,6 +11,14 @@ from dataclasses import dataclass, replace
 from llms.cooldown import ROUND_LENGTHS, TRIP_SPREAD
 
 CLOSINGS_KEPT = 3
+ROUND_FASTER = 1.5, 2.0
+"""How much faster than the window read from sends a round length must read to be taken instead (`round_reading`):
+read from the first send, and from a gap as long as the hint, a sliding log's sign. A little faster is only the
+ramp's latest pace: Gemini's 5 a 2 s on the clock, read from a gap as 5 a 2.7 s, would be 3 a 1 s, and Groq's 30 a
+6 s, read whole as 26 a 5.6 s, 10 a 2 s; a small window read too fast sheds its size to the 429s that correct it."""
+ROUND_OVER = 0.1
+"""How much longer than a round length (a share of it) a window read from sends may be and still be that length: it is
+read from a request's send to a moment the provider named, its trip out and the answers' spread on top."""
 SENDS_KEPT = 64
 TIE = 0.001
 """Seconds within which two requests left together: which the provider took first is not known."""
@@ -118,3 +126,33 @@ def densest(times: Sequence[float], length: float) -> int:
             first += 1
         most = max(most, last - first + 1)
     return most
+
+
+def round_reading(
+    sent: Sequence[float], now: float, hint: float, read: tuple[int, float], whole: bool
+) -> tuple[int, float, float] | None:
+    """A first 429's window read on a round length, where the window its sends (`sent`, ascending, answered or
+    still out) show — `read`: its size and length, from the latest gap as long as the hint (a sliding log's oldest
+    request follows one: the request before it has left the window), or from the first send, `whole`, where there
+    is none — is not round. A window fixed from its first request or on the clock follows no gap, and read from the
+    whole ramp that filled it is far too slow. Read instead as the shortest round length (`ROUND_LENGTHS`) longer
+    than the hint can be, holding what was sent in it — counted from the earliest moment it can have begun, a
+    whole-second hint being up to a second long — and no span of it more than twice as much (a fixed window's
+    boundary takes one window's end and the next's start), if that is much faster than `read` (`ROUND_FASTER`).
+    Too fast is corrected by the next 429, which stretches it to the pace the provider kept; too slow never is (a
+    fixed 20 a 1 s under a ramping client was read as 51 a 16.1 s and held to 0.19 of its quota over 100 windows;
+    0.48 so read). Its size, length and the moment it is counted from; None where `read` may be round (a
+    whole-second hint reads it up to a second long) or no shorter round length fits faster."""
+    rounding, (held, over) = (1.0 if float(hint).is_integer() else 0.0), read
+    if any(length - TRIP_SPREAD <= over <= length * (1 + ROUND_OVER) + rounding for length in ROUND_LENGTHS):
+        return None
+    for length in ROUND_LENGTHS:
+        if length >= over:
+            return None
+        if length < hint - TIE if not rounding else length <= hint - rounding + TIE:
+            continue  # (a window lasts at least what it had left)
+        opened = now + hint - rounding - length
+        size = sum(1 for t in sent if opened - TIE < t <= now + TIE)
+        if size and densest(sent, length) <= 2 * size:
+            return (size, length, opened) if size / length > held / over * ROUND_FASTER[not whole] else None
+    return None

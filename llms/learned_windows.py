@@ -22,6 +22,7 @@ from llms.learned_closings import (
     agreed_window,
     densest,
     round_length,
+    round_reading,
     trips_spread,
     windows_apart,
 )
@@ -329,6 +330,8 @@ class SlotLog:
                 # Counted again once the answers still out are in, from where the provider's window began as the
                 # hint and the window learned before say (another process's answers of it may not be logged yet).
                 counted = (min(log[first], now + hint - (self.length or length)), now)
+                if (rounder := round_reading(sent, now, hint, (size, length), whole=not first)) is not None:
+                    size, length, counted = *rounder[:2], (rounder[2], now)
                 return replace(self, times=log, size=size, length=length, closed_until=now + hint, uncounted=counted)
         return replace(self, closed_until=now + hint)  # no window fits what was admitted: learn nothing yet
 

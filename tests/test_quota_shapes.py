@@ -101,6 +101,22 @@ def test_a_window_taught_before_its_oldest_answer_was_written_grows_to_it_when_c
     assert (log.size, log.length, log.uncounted) == (5, pytest.approx(frees - 10.000), None)
 
 
+def test_a_first_429_under_a_ramp_with_no_gap_before_its_window_is_read_on_a_round_length() -> None:
+    """A window of 20 a second fixed from its first request, under a client whose quota is unknown ramping from 2
+    requests a second to 48: the 21st of a second is refused until it ends. No gap as long as the hint lies before
+    the window's first request (a fixed window's start follows none), so the gap rule read the whole ramp, 72 a
+    16.4 s, a pace no 429 corrects (so read, a caller got 0.19 of its quota over 100 s). The shortest round length
+    the hint allows holds the 20. Where the round length reads slower than the log itself, the log stands."""
+    ramp = [i / 2 for i in range(24)] + [12 + i / 4 for i in range(4)] + [13 + i / 8 for i in range(8)]
+    ramp += [14 + i / 16 for i in range(16)] + [15 + i / 48 for i in range(20)]
+    refused = 15 + 20 / 48
+    log = SlotLog().limited(refused, 16.0 - refused, seen=ramp)
+    assert (log.size, log.length, log.uncounted) == (20, 1.0, (pytest.approx(15.0), refused))
+    burst = [i * 0.05 for i in range(30)]  # a window's first 30, refused at 1.5: read whole, 30 a 1.6 s
+    log = SlotLog().limited(1.5, 0.1, seen=burst)
+    assert (log.size, log.length) == (30, pytest.approx(1.6))
+
+
 def test_a_429_explained_by_answers_still_out_keeps_the_window_learned() -> None:
     """A learned window of 5 and a 429 while the log holds 4 of it and 1 is in flight (its answer not yet in):
     the window is full, not smaller (read anew from the log, four processes shrank windows of 5 to 4)."""
