@@ -11,11 +11,14 @@ from dataclasses import dataclass, replace
 from llms.cooldown import ROUND_LENGTHS, TRIP_SPREAD
 
 CLOSINGS_KEPT = 3
-ROUND_FASTER = 1.5, 2.0
-"""How much faster than the window read from sends a round length must read to be taken instead (`round_reading`):
-read from the first send, and from a gap as long as the hint, a sliding log's sign. A little faster is only the
-ramp's latest pace: Gemini's 5 a 2 s on the clock, read from a gap as 5 a 2.7 s, would be 3 a 1 s, and Groq's 30 a
-6 s, read whole as 26 a 5.6 s, 10 a 2 s; a small window read too fast sheds its size to the 429s that correct it."""
+FASTER_THAN_RAMP = 1.5
+"""How much faster than the window read from a first 429's sends a round length must read to be taken instead
+(`round_reading`), that window read from the first send: a little faster is only the ramp's latest pace (Groq's
+30 a 6 s, read whole as 26 a 5.6 s, would be 10 a 2 s: a small window read too fast sheds its size to the 429s that
+correct it)."""
+FASTER_THAN_GAP = 2.0
+"""As `FASTER_THAN_RAMP`, that window read from a gap as long as the hint, a sliding log's sign (Gemini's 5 a 2 s
+on the clock, read from a gap as 5 a 2.7 s, would be 3 a 1 s: 0.96 of its quota over 30 windows, 0.83 so read)."""
 ROUND_OVER = 0.1
 """How much longer than a round length (a share of it) a window read from sends may be and still be that length: it is
 read from a request's send to a moment the provider named, its trip out and the answers' spread on top."""
@@ -138,11 +141,12 @@ def round_reading(
     whole ramp that filled it is far too slow. Read instead as the shortest round length (`ROUND_LENGTHS`) longer
     than the hint can be, holding what was sent in it — counted from the earliest moment it can have begun, a
     whole-second hint being up to a second long — and no span of it more than twice as much (a fixed window's
-    boundary takes one window's end and the next's start), if that is much faster than `read` (`ROUND_FASTER`).
-    Too fast is corrected by the next 429, which stretches it to the pace the provider kept; too slow never is (a
-    fixed 20 a 1 s under a ramping client was read as 51 a 16.1 s and held to 0.19 of its quota over 100 windows;
-    0.48 so read). Its size, length and the moment it is counted from; None where `read` may be round (a
-    whole-second hint reads it up to a second long) or no shorter round length fits faster."""
+    boundary takes one window's end and the next's start), if that is much faster than `read`
+    (`FASTER_THAN_RAMP`, `FASTER_THAN_GAP`). Too fast is corrected by the next 429, which stretches it to the pace
+    the provider kept; too slow never is (a fixed 20 a 1 s under a ramping client was read as 51 a 16.1 s and held
+    to 0.19 of its quota over 100 windows; 0.48 so read, 0.86 once the gate heard of its freed slots). Its size,
+    length and the moment it is counted from; None where `read` may be round (a whole-second hint reads it up to a
+    second long) or no shorter round length fits faster."""
     rounding, (held, over) = (1.0 if float(hint).is_integer() else 0.0), read
     if any(length - TRIP_SPREAD <= over <= length * (1 + ROUND_OVER) + rounding for length in ROUND_LENGTHS):
         return None
@@ -154,5 +158,6 @@ def round_reading(
         opened = now + hint - rounding - length
         size = sum(1 for t in sent if opened - TIE < t <= now + TIE)
         if size and densest(sent, length) <= 2 * size:
-            return (size, length, opened) if size / length > held / over * ROUND_FASTER[not whole] else None
+            faster = FASTER_THAN_RAMP if whole else FASTER_THAN_GAP
+            return (size, length, opened) if size / length > faster * held / over else None
     return None

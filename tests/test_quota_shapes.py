@@ -105,7 +105,7 @@ def test_a_first_429_under_a_ramp_with_no_gap_before_its_window_is_read_on_a_rou
     """A window of 20 a second fixed from its first request, under a client whose quota is unknown ramping from 2
     requests a second to 48: the 21st of a second is refused until it ends. No gap as long as the hint lies before
     the window's first request (a fixed window's start follows none), so the gap rule read the whole ramp, 72 a
-    16.4 s, a pace no 429 corrects (so read, a caller got 0.19 of its quota over 100 s). The shortest round length
+    16 s, a pace no 429 corrects (so read, a caller got 0.19 of its quota over 100 s). The shortest round length
     the hint allows holds the 20. Where the round length reads slower than the log itself, the log stands."""
     ramp = [i / 2 for i in range(24)] + [12 + i / 4 for i in range(4)] + [13 + i / 8 for i in range(8)]
     ramp += [14 + i / 16 for i in range(16)] + [15 + i / 48 for i in range(20)]
