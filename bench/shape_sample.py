@@ -11,6 +11,10 @@ there, and it is several times faster than SQLite) in parallel, and compares two
     python bench/shape_sample.py diff /tmp/before.json /tmp/after.json          # cells that moved, fixed, broke
     python bench/shape_sample.py classes /tmp/after.json                        # misses by window, hint, speed
 
+A random cell runs for 4 windows, a key's first seconds where its windows are short: what the client does before
+it knows a key's limit weighs heavily there. `--windows 30` runs each for 30 instead (about four times as long),
+which shows what it does once it has learned.
+
 The same seed draws the same cells, so two runs differ only by the client. A cell is one `simulator.virtual_time`
 run, deterministic for its shape: a difference is the change's, not noise. A named cell meets its targets under the
 one draw of sizes and jitter it is named with; `--named 8` runs every named cell (`bench_shapes.NAMED`, on its own
@@ -66,9 +70,11 @@ def classes_of(shape: Shape) -> list[str]:
     return [f"window {shape.window.value}", f"hint {shape.hint.value}", f"{shape.caller.value} callers", *slow]
 
 
-def sample(cells: int, seed: int) -> list[tuple[int, Shape]]:
+def sample(cells: int, seed: int, windows: int | None = None) -> list[tuple[int, Shape]]:
+    """`cells` random cells drawn from `seed`, each run for its own few windows or, given, for `windows`."""
     rng = random.Random(seed)
-    return [(number, replace(random_shape(rng), store="memory")) for number in range(cells)]
+    shapes = (replace(random_shape(rng), store="memory") for _ in range(cells))
+    return list(enumerate(shape if windows is None else replace(shape, windows=windows) for shape in shapes))
 
 
 def named_draws(draws: int) -> list[tuple[int, Shape]]:
@@ -132,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     running.add_argument("--seed", type=int, default=23)
     running.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     running.add_argument("--named", type=int, metavar="DRAWS", help="the named cells under this many draws instead")
+    running.add_argument("--windows", type=int, help="windows each random cell runs (default: its own, 4)")
     comparing = commands.add_parser("diff", help="what changed between two samples of the same cells")
     comparing.add_argument("before", type=Path)
     comparing.add_argument("after", type=Path)
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "run":
         with ProcessPoolExecutor(args.jobs) as pool:
-            numbered = named_draws(args.named) if args.named else sample(args.cells, args.seed)
+            numbered = named_draws(args.named) if args.named else sample(args.cells, args.seed, args.windows)
             cells = list(pool.map(measure, numbered, chunksize=4))
         args.out.write_text(json.dumps(cells))
         print(summary(cells))

@@ -725,6 +725,13 @@ def test_a_sample_of_random_cells_is_kept_and_two_samples_are_compared_cell_by_c
     )
 
 
+def test_a_sample_runs_its_cells_for_as_many_windows_as_asked_and_is_otherwise_the_same() -> None:
+    """`shape_sample.py run --windows N`: the same cells, each run for N windows (what a key does once learned)."""
+    own, longer = shape_sample.sample(3, 5), shape_sample.sample(3, 5, windows=30)
+    assert [shape.windows for _, shape in longer] == [30] * 3
+    assert [replace(shape, windows=30) for _, shape in own] == [shape for _, shape in longer]
+
+
 def test_the_named_cells_run_under_other_draws_and_their_misses_are_counted_by_cell() -> None:
     """`shape_sample.py run --named N`: every named cell under draws 1–N of its sizes and jitter, on its own store
     (a named cell meets its targets under the draw it is named with; the token cell missed under four of eight),
