@@ -206,6 +206,7 @@ def test_a_minute_on_the_clock_whose_first_request_left_just_before_it_turned_is
     assert [log.length for log in logs] == [pytest.approx(60.0)] * 4
 
 
+@pytest.mark.slow  # (5 s: the full suite runs it)
 def test_an_answer_sent_as_a_window_on_the_clock_turned_does_not_let_another_request_into_it() -> None:
     """A request sent within a trip's spread after the window turned may have come before the turn, so at its
     sending the window it left in reads full until it has surely turned. Read so when its answer came (a second
