@@ -219,8 +219,8 @@ class KeyManager:
             self._answered_at[key.provider] = now
             subject = limit_subject(key, part)
             quota = reported = self._learned.bound_reset(subject, self._sane_quota(quota), sent, now)
-            self._leases.reported(key.provider, part, reported, sent)
             quota = self._learned.counted(subject, key, part, quota, sent, now, self.policy)
+            self._leases.reported(key.provider, part, reported, sent, self._learned.length_of(subject))
             self._rest_for(key, quota, part, sent, now)  # before the slot frees, as a penalty (below)
             learned, trip = quota is not reported, request.latency if request is not None else math.inf
             finish = self._leases.ending(token, quota, sent, learned=learned)  # told the store before the slot frees

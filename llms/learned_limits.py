@@ -76,6 +76,9 @@ class LearnedLimits:
         self._drips: dict[str, _Drip] = {}  # subject → what its counts said of a bucket's drip (`_dripping`)
         self._before_full: dict[str, _EarlyCounts] = {}  # subject → its counts before its first full one
         self._next_growth = math.inf
+        self._lengths: dict[
+            str, float | None
+        ] = {}  # subject → its learned window's length, as its latest answer read it
         self._process = uuid.uuid4().hex[:12] if store.SHARED else ""  # what names this process's answers in a log
 
     def about(self, now: float) -> set[str]:
@@ -143,6 +146,7 @@ class LearnedLimits:
             # On the clock, read as the answer came: a request sent just after the window turned may have come
             # before it, so at `sent` the window it left in reads full until it has surely turned, a moment over by
             # the time the answer comes, which the gate took for the window's end (one more request, a 429).
+            self._lengths[subject] = slots.length
             window = _since_sent(slots.quota(now), now - sent) if slots.clock is not None else slots.quota(sent)
             quota = _sliding_binding(count, window) if count is not None and sliding else _binding_quota(quota, window)
             # (a count of the day, Groq's, says nothing of the window: kept from the gate by it, a learned window's
@@ -176,6 +180,10 @@ class LearnedLimits:
     def grows_at(self) -> float:
         """When a learned window next frees a slot its gate has not been told of (`refresh_gates`; inf: none)."""
         return self._next_growth
+
+    def length_of(self, subject: str) -> float | None:
+        """How long the subject's window learned from 429s lasts, as its latest answer read it (None: none learned)."""
+        return self._lengths.get(subject)
 
     def refresh(self, now: float) -> None:
         """Before a request: read what other processes learned (`about`, every `_PACED_REFRESH` seconds), and tell

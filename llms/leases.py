@@ -89,8 +89,7 @@ class Leases:
         self._shared = SharedTokens(store, clock)  # where other processes use the store, their readings too
         self._sizes: dict[str, int] = {}  # subject → the tokens of the latest request sent for it (`_saturate`)
         self._windows: dict[tuple[str, str], WindowsShown] = {}  # (provider, part) → what its counts showed
-        self._freeing: defaultdict[str, dict[str, float]] = defaultdict(dict)  # subject → token → when the slot of
-        # a request in flight frees before its deadline (`slot_until`)
+        self._freeing: defaultdict[str, dict[str, float]] = defaultdict(dict)  # subject → token → slot's end
         self._elsewhere: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(dict)  # (provider, part) →
         # fingerprints whose accounts other processes' requests out hold → until when (`busy_until`)
         self._saturated: defaultdict[str, dict[str, float]] = defaultdict(dict)  # model part → fingerprints at
@@ -114,10 +113,9 @@ class Leases:
 
     def slot_until(self, sent: float, provider: str, part: str) -> float:
         """Until when a request sent then holds a slot of its key's quota: until the longest window its provider's
-        counts have shown has passed since (and a trip's spread), or, until they have shown one, until it ends. An
-        answer slower than the window (a reasoning model's 15 s under 5 a 10 s) no longer holds a slot once the
-        window that counted it has passed: held until its answer, a key kept to one request at a time got 0.20 of
-        its quota."""
+        counts have shown (or one learned from 429s: `WindowsShown.learned`) has passed since, and a trip's spread;
+        until it ends where none is known. Held until its answer, one slower than the window (a reasoning model's 15
+        s under 5 a 10 s) kept its key to one request at a time: 0.20 of its quota."""
         shown = self._windows.get((provider, part))
         longest = shown.longest if shown is not None else None
         return sent + longest + TRIP_SPREAD if longest is not None else math.inf
@@ -373,14 +371,16 @@ class Leases:
         elif finish is not None:
             self._store.end_lease(key.fingerprint, finish, now)
 
-    def reported(self, provider: str, part: str, quota: QuotaHint | None, sent: float) -> None:
-        """Note the window a provider's own count, read when the request was `sent`, shows (`slot_until`). Not a
-        count worked out from a learned window: its reset is when the next slot frees, however long the window
-        (a hint-less key's slots, freed that soon, let a burst into its window)."""
-        if quota is not None and not quota.per_day and quota.remaining is not None and quota.reset_after is not None:
+    def reported(self, provider: str, part: str, quota: QuotaHint | None, sent: float, learned: float | None) -> None:
+        """Note the window a provider's own count, read when the request was `sent`, shows, and the length of one
+        `learned` from 429s (`slot_until`). Not a count worked out from a learned window: its reset is when the next
+        slot frees, however long the window (a hint-less key's slots, freed so, let in a burst)."""
+        reset = quota.reset_after if quota is not None and not quota.per_day and quota.remaining is not None else None
+        if reset is not None or learned:
             with self._lock:
                 shown = self._windows.get((provider, part), WindowsShown())
-                self._windows[(provider, part)] = shown.counted(sent, quota.reset_after)
+                shown = replace(shown, learned=learned or shown.learned)
+                self._windows[(provider, part)] = shown.counted(sent, reset) if reset is not None else shown
 
     def _holding(self, subject: str, now: float) -> int:
         """This process's requests of the subject in flight that still hold a slot of its quota (`slot_until`)."""

@@ -152,24 +152,29 @@ class WindowsShown:
     between: float = 0.0  # the shortest a window lasted as two counts' ends showed it (0: not yet shown)
     last: tuple[float, float] | None = None  # the latest count's read and end
     ends: int = 0  # windows' ends seen
+    learned: float | None = None
+    """The length of a window learned from 429s, where the provider's counts say nothing of it (`longest` till they
+    show one): answers slower than a learned window held their keys' slots until they came (fixed 1 a second under
+    5 s answers, a hint only on the 429: 0.20 of the quota over 30 s; 0.60 so)."""
 
     def counted(self, read: float, reset: float) -> WindowsShown:
         """One more count, read then, saying the window resets `reset` later."""
         end, between = read + reset, self.between
         if self.last is not None and abs(end - self.last[1]) <= TRIP_SPREAD:  # the same window, read again
-            return WindowsShown(max(self.reset, reset), between, (read, max(end, self.last[1])), self.ends)
+            last = (read, max(end, self.last[1]))
+            return WindowsShown(max(self.reset, reset), between, last, self.ends, self.learned)
         if self.last is not None and read > self.last[0] and end - self.last[1] > read - self.last[0] + TRIP_SPREAD:
             # The window ended further on than time went: a window on the clock, a whole length after the last; or
             # windows apart (idle between, or started at their first request): each such span is at least a window,
             # so the shortest is the nearest (the longest grew with every idle spell: a fixed 5/1 s window under
             # 5 s answers held each request's slot 3.6 s after a minute, and the key to 0.43 of its quota).
             between = min(between or math.inf, end - self.last[1])
-        return WindowsShown(max(self.reset, reset), between, (read, end), self.ends + 1)
+        return WindowsShown(max(self.reset, reset), between, (read, end), self.ends + 1, self.learned)
 
     @property
     def longest(self) -> float | None:
         """The longest a window may last, as far as the counts tell (None until two windows' ends were seen)."""
-        return max(self.reset, self.between) if self.ends >= 2 else None
+        return max(self.reset, self.between) if self.ends >= 2 else self.learned
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,16 @@ def test_answers_that_count_the_day_do_not_keep_a_learned_windows_freed_slots_fr
     assert run(groq).share == pytest.approx(run(openrouter).share, abs=0.02)
 
 
+def test_answers_slower_than_a_window_learned_from_429s_do_not_hold_its_slots_till_they_come() -> None:
+    """A fixed 1 a second whose only hint is a whole-second `Retry-After`, under 5 s answers: once a 429 taught
+    the window, a request holds its key's slot until that window has passed (`WindowsShown.learned`), as where the
+    provider's counts show one, not until its answer comes: held so, the key went one request at a time, 0.20 of its
+    quota over 30 s; 0.60 so (the rest is its first seconds, its quota unknown and its first answer 5 s in)."""
+    shape = Shape(WindowKind.FIXED_FIRST, HintForm.RETRY_AFTER, 1, 1.0, 1, callers=16, caller=CallerKind.WAIT)
+    measured = run(replace(shape, latency=5.0, jitter=0.5, skew=-2.0, windows=30))
+    assert measured.share >= 0.5 and measured.waste <= measured.floor + 0.05, measured.as_dict()
+
+
 def test_a_window_on_the_clock_read_long_goes_on_it_when_three_429s_free_whole_round_windows_apart() -> None:
     """Gemini's 5 a 2 s on the clock under answers of 0.3 to 1 s: the first 429 read a sliding log too long (its
     oldest request sent before the window turned), and the one-window-apart rule finds no whole number of 2.926 s
