@@ -76,9 +76,7 @@ class LearnedLimits:
         self._drips: dict[str, _Drip] = {}  # subject → what its counts said of a bucket's drip (`_dripping`)
         self._before_full: dict[str, _EarlyCounts] = {}  # subject → its counts before its first full one
         self._next_growth = math.inf
-        self._lengths: dict[
-            str, float | None
-        ] = {}  # subject → its learned window's length, as its latest answer read it
+        self._lengths: dict[str, float | None] = {}  # subject → its learned window's length (`length_of`)
         self._process = uuid.uuid4().hex[:12] if store.SHARED else ""  # what names this process's answers in a log
 
     def about(self, now: float) -> set[str]:

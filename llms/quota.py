@@ -161,15 +161,14 @@ class WindowsShown:
         """One more count, read then, saying the window resets `reset` later."""
         end, between = read + reset, self.between
         if self.last is not None and abs(end - self.last[1]) <= TRIP_SPREAD:  # the same window, read again
-            last = (read, max(end, self.last[1]))
-            return WindowsShown(max(self.reset, reset), between, last, self.ends, self.learned)
+            return replace(self, reset=max(self.reset, reset), last=(read, max(end, self.last[1])))
         if self.last is not None and read > self.last[0] and end - self.last[1] > read - self.last[0] + TRIP_SPREAD:
             # The window ended further on than time went: a window on the clock, a whole length after the last; or
             # windows apart (idle between, or started at their first request): each such span is at least a window,
             # so the shortest is the nearest (the longest grew with every idle spell: a fixed 5/1 s window under
             # 5 s answers held each request's slot 3.6 s after a minute, and the key to 0.43 of its quota).
             between = min(between or math.inf, end - self.last[1])
-        return WindowsShown(max(self.reset, reset), between, (read, end), self.ends + 1, self.learned)
+        return replace(self, reset=max(self.reset, reset), between=between, last=(read, end), ends=self.ends + 1)
 
     @property
     def longest(self) -> float | None:
