@@ -454,7 +454,9 @@ def test_the_demo_falls_back_by_the_fifth_message_at_a_human_pace(chromium: str,
                 expect(page.get_by_text(re.compile(rf"reply to: Message {n}$"))).to_be_visible()
                 if n < 5:
                     expect(page.get_by_text(re.compile(r"→"))).to_have_count(0)
-                    page.wait_for_timeout(7_000)  # a person reading the answer and typing the next message
+                    # A person reading the answer and typing the next: the demo's keys hold one request per ten
+                    # minutes, so a pause of seconds or minutes asks the same of them (seconds keep the suite short).
+                    page.wait_for_timeout(3_000)
             expect(page.get_by_text(re.compile(r"OpenRouter → Groq · 4 keys rate-limited"))).to_be_visible()
 
             # On a phone the badge wraps inside the bubble: its cause and countdown were cut off with "…".
