@@ -224,6 +224,7 @@ def test_an_answer_sent_as_a_window_on_the_clock_turned_does_not_let_another_req
         assert measured.share >= 0.98 and measured.waste <= measured.floor + 0.05, measured.as_dict()
 
 
+@pytest.mark.slow
 def test_answers_that_count_the_day_do_not_keep_a_learned_windows_freed_slots_from_the_gate() -> None:
     """Groq's answers count the day's requests, not the window's: its window is learned from 429s, and the store's
     gate must hear of each slot it frees as another form's does. Kept from it by the day's count, the gate held
@@ -361,7 +362,8 @@ def test_a_sliding_log_read_slow_takes_one_request_more_now_and_then() -> None:
     assert refused.probe_every == 20 and not refused.probe_due(32.0 + 39.9)
 
 
-@pytest.mark.parametrize("store", ["memory", pytest.param("sqlite", marks=pytest.mark.slow)])  # (30 windows on a file)
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_a_sliding_window_of_a_few_seconds_under_slow_answers_is_read_right_by_its_second_closing(store: str) -> None:
     """OpenRouter's 20 a minute under 10 s answers, with time scaled by 30 (20 a 2 s, answers of 0.17–0.5 s): each
     key's first 429 came as it ramped up, and read it long (23 a 3.4 s, 20 a 2.4 s), a pace no 429 corrected (0.78
@@ -401,6 +403,7 @@ def test_answers_another_process_counted_before_it_knew_of_the_log_are_caught_up
     assert caught.caught_up((0.0, 0.2, 0.4), "b") == caught
 
 
+@pytest.mark.slow
 def test_four_processes_on_one_sqlite_file_deliver_a_sliding_windows_quota_as_one_does() -> None:
     """Four processes sharing a SQLite file, all their callers at once: each key's first 429 read its window one
     short (the twin of the refused request was out in another process, unseen), and the processes that answered it
@@ -475,6 +478,7 @@ def test_the_share_of_a_limit_on_tokens_is_counted_in_tokens() -> None:
     assert 0.9 <= measured.share <= 1.02
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hint", [HintForm.REMAINING, HintForm.GROQ])
 @pytest.mark.parametrize("caller", list(CallerKind))
 def test_a_limit_on_tokens_reported_on_answers_is_spent_whole_without_a_429(hint: HintForm, caller: CallerKind) -> None:
@@ -516,6 +520,7 @@ def test_a_burst_on_keys_whose_answers_report_their_quota_costs_no_429_over_http
     assert measured["refused_first_window"] == 0 and measured["share"] >= 0.98, measured
 
 
+@pytest.mark.slow
 def test_openrouters_minute_costs_one_429_per_key_not_one_per_key_and_window_learned() -> None:
     """OpenRouter's free tier resets on the minute: the first 429 puts each key's window on the clock, and the
     next window is spent whole as it turns. Read as a sliding log, its second window's requests went as the first
@@ -524,6 +529,7 @@ def test_openrouters_minute_costs_one_429_per_key_not_one_per_key_and_window_lea
     assert measured.share >= 0.98 and measured.refused == NAMED[OPENROUTER_FREE].keys, measured.as_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["clock 10/60 s, Gemini RetryInfo", "clock 30/60 s, Groq"])
 def test_a_minute_whose_wait_ends_on_the_minute_costs_only_its_first_windows_429s(name: str) -> None:
     """Groq and Gemini name a 429's wait as a duration ("try again in 7.66s", RetryInfo): read from when the
@@ -713,6 +719,7 @@ def test_a_cell_shows_how_each_reading_changed_429_by_429(capsys: pytest.Capture
     assert keys == {line.split(":")[0].strip() for line in ended.splitlines()} == {"key 1", "key 2"}
 
 
+@pytest.mark.slow
 def test_a_sample_of_random_cells_is_kept_and_two_samples_are_compared_cell_by_cell(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -757,6 +764,7 @@ def test_the_named_cells_run_under_other_draws_and_their_misses_are_counted_by_c
     assert any(line.startswith(f"named: {name}") for line in counted)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(
     rate=st.floats(min_value=10.0, max_value=500.0),
@@ -788,6 +796,7 @@ def test_a_rate_learned_from_429s_of_a_limit_on_tokens_is_never_read_below_the_l
     assert measured == 20  # (the bucket was found empty, again and again)
 
 
+@pytest.mark.slow
 def test_a_limit_on_tokens_that_only_its_429s_speak_of_is_spent_whole_once_its_rate_is_sure() -> None:
     """The named cell *tokens 3,000 a minute, whole-second Retry-After only* over ten windows: its 429s say the
     limit is on tokens, and the rate they teach keeps requests of 50–150 tokens to it (learned as a window of
@@ -848,13 +857,14 @@ def test_a_drip_lists_a_bounded_number_of_sends_however_long_it_goes_without_a_4
     assert drip.limited(120.0, 50).spans[-1] == (100_000, 120.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("hint", "latency"),
     [
         (HintForm.GROQ, 15.0),
         (HintForm.REMAINING, 15.0),
-        pytest.param(HintForm.GROQ, 0.5, marks=pytest.mark.slow),  # (four processes on a file: seconds each)
-        pytest.param(HintForm.REMAINING, 0.5, marks=pytest.mark.slow),
+        (HintForm.GROQ, 0.5),
+        (HintForm.REMAINING, 0.5),
     ],
 )
 def test_processes_sharing_a_sqlite_file_spend_a_limit_on_tokens_its_answers_report_as_one_does(
