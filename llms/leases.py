@@ -379,7 +379,7 @@ class Leases:
         if reset is not None or learned:
             with self._lock:
                 shown = self._windows.get((provider, part), WindowsShown())
-                shown = replace(shown, learned=learned or shown.learned)
+                shown = replace(shown, learned=learned) if learned and learned != shown.learned else shown
                 self._windows[(provider, part)] = shown.counted(sent, reset) if reset is not None else shown
 
     def _holding(self, subject: str, now: float) -> int:
