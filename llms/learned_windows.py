@@ -49,8 +49,7 @@ process kept."""
 @dataclass(frozen=True)
 class SlotLog:
     """A subject's sliding window, learned from 429s that carry a hint (OpenRouter, Gemini say nothing about quota
-    on a success): at most `size` answers in any `length` seconds, each slot freeing `length` after the answer
-    that took it.
+    on a success): at most `size` answers in any `length` seconds, each slot freeing `length` after its answer.
 
     The hint names when the oldest answer in the provider's window frees its slot. In the log of recent answers,
     that oldest one is the latest that follows a gap of at least the hint (the one before it is already out of
@@ -175,12 +174,11 @@ class SlotLog:
         grid: float | None = None,
         sees_all: bool = True,
     ) -> SlotLog:
-        """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned;
-        `in_flight`: when the subject's other requests still out were sent, their answers not yet in (those sent
-        before this one were admitted before it);
-        `grid`: the longest round length the hint's moment lies on, on the provider's clock (`Outcome.grid`);
-        `sees_all`: whether `in_flight` holds every request out (not so where processes share the store: their
-        closings' sends would miss the others' requests out, and a size read from them would be short)."""
+        """A 429 with a hint. `seen`: answer times the caller logged itself before anything was learned; `in_flight`:
+        when the subject's other requests still out were sent, their answers not yet in (those sent before this one were
+        admitted before it); `grid`: the longest round length the hint's moment lies on, on the provider's clock
+        (`Outcome.grid`); `sees_all`: whether `in_flight` holds every request out (not so where processes share the
+        store: their closings' sends would miss the others' requests out, and a size read from them would be short)."""
         closings = tuple(closing.refused(now) for closing in self.closings)
         if now < self.closed_until:  # another request of the same full window: nothing new
             closed_until, waited = max(self.closed_until, now + hint), max(self.waited, hint)
@@ -300,13 +298,18 @@ class SlotLog:
             # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it,
             # counting the requests still out (from the answers alone, a sliding 10 a 2 s sent every 0.2 s, three
             # answers out, was stretched to 2.6 s); and where the provider reopened lately (the last 429's moment),
-            # to the pace it kept since: `size` slots at the rate it admitted them, answers still out counted (a
-            # token bucket read from its burst refills slower than that); at most twice the length per 429, as a
-            # pace read from a few answers is rough.
+            # to the pace it kept since, answers still out counted (a bucket read from its burst refills slower), at
+            # most twice over per 429 (a pace read from a few answers is rough). Refused after one answer since, at
+            # the rate learned (within a slot), waiting less than that slot (a precise hint): a bucket's drip, the
+            # rate right and the burst in the log not (stretched by it a slot a 429, a bucket of 20 a 30 s paid a 429
+            # an answer until its log forgot the burst: 0.29 429s per answer over 30 windows, 0.04 as a drip).
             length = max(self.length, now + hint - sent[-self.size])
             since = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN) + out
             span = now + hint - self.closed_until
             if self.closed_until and since and 0 < span <= 2 * self.length:
+                drip = since == 1 and hint < span and not float(hint).is_integer()
+                if drip and abs(self.size * span - self.length) <= span + TRIP_SPREAD:
+                    return replace(self, times=log, size=1, length=span, closed_until=now + hint)
                 length = max(length, min(self.size * span / since, 2 * self.length))
             return replace(self, times=log, length=length, closed_until=now + hint)
         if not log or (self.length and hint < 0.1 * self.length):

@@ -649,6 +649,20 @@ def test_a_bucket_read_from_its_counts_sends_no_request_before_its_token_drips_b
     assert measured.waste <= 0.01 and measured.share >= 0.98, measured.as_dict()
 
 
+@pytest.mark.slow  # (2 s: the full suite runs it)
+def test_a_bucket_whose_429s_name_its_drips_is_read_as_its_drip_not_stretched_by_its_burst() -> None:
+    """20 a 30 s (a drip every 1.5 s), OpenRouter's millisecond hint, two keys: its first 429s read a sliding log
+    of its burst and the refills during it. Stretched by that burst a slot per 429, the window kept a request a
+    drip too early, a 429 an answer until the log forgot the burst (0.43 429s per answer over 10 windows); read
+    as the drip, one a 1.5 s, the 429s left are the probes'."""
+    shape = Shape(WindowKind.TOKEN_BUCKET, HintForm.RESET_MS, 20, 30.0, 2, skew=-0.5, latency=0.5, windows=10)
+    learned: dict[str, Document] = {}
+    measured = run(shape, learned=learned)
+    assert measured.share >= 0.98 and measured.waste <= 0.1, measured.as_dict()
+    logs = [SlotLog.of(document) for name, document in learned.items() if name.startswith("slots/")]
+    assert [(log.size, log.length) for log in logs] == [(1, pytest.approx(1.5, abs=TRIP_SPREAD))] * 2
+
+
 @pytest.mark.slow
 @settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(

@@ -190,15 +190,19 @@ def test_a_429_on_a_round_moment_but_within_a_drip_of_it_is_not_read_as_the_cloc
 
 def test_a_token_bucket_read_as_a_window_is_stretched_to_the_pace_it_refills_at() -> None:
     """A bucket of 5 refilling 2.5 a second, first seen as 9 answers in 2 s (its burst and the refills during it).
-    Refused twice though the log said a slot had freed, 0.4 s apart with one answer between: the provider keeps 9
-    slots per 3.6 s, not per 2.2 — one stretch, where one gap per 429 took eight."""
+    Refused though the log said a slot had freed, 0.4 s after it reopened with one answer between: the provider
+    keeps 9 slots per 3.6 s, not per 2 — one stretch, where one gap per 429 took eight. Refused again at that pace
+    (a slot per 0.4 s), waiting less than a slot: the rate holds and the burst the log keeps does not, so the
+    window is the pace alone, 1 a 0.4 s (stretched by its burst instead, a bucket of 20 a 30 s grew by a slot a
+    429, one 429 an answer, until its log forgot the burst)."""
     burst = tuple(round(0.2 * i, 1) for i in range(9))  # answers sent at 0.0 … 1.6
     log = SlotLog().limited(1.8, hint=0.2, seen=burst)
     assert (log.size, log.length) == (9, pytest.approx(2.0))
     log = log.succeeded(2.01).limited(2.21, hint=0.19)  # the window said a slot was free at 2.2: refused
+    assert log.length == pytest.approx(9 * (2.4 - 2.0) / 1, abs=0.05)
     before = log.succeeded(2.41)
     log = before.limited(2.61, hint=0.19)  # again: one answer admitted since it reopened at 2.4
-    assert log.length == pytest.approx(9 * (2.8 - 2.4) / 1, abs=0.05)
+    assert (log.size, log.length) == (1, pytest.approx(2.8 - 2.4))
     # Slow answers: two more sent since it reopened are still out, so it admitted three, not one: no stretch.
     assert before.limited(2.61, hint=0.19, in_flight=(2.45, 2.5)).length == pytest.approx(before.length)
     # A pace read from one answer over a long span (a slow answer may yet come) at most doubles the window.
