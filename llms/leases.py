@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from config.api_keys import ApiKey
-from llms.cooldown import TRIP_SPREAD
 from llms.outcomes import OutcomeKind, QuotaHint, TokensLeft
-from llms.quota import InFlightLimit, WindowsShown, limit_subject
+from llms.quota import InFlightLimit, limit_subject
 from llms.shared_tokens import SharedTokens, total_of
+from llms.slot_ends import SlotEnds
 from llms.state import StateError, StateStore
 from llms.state.base import Document, Finish, Lease, RequestRecord
 from llms.token_limits import TokenLimits
@@ -88,8 +88,7 @@ class Leases:
         self._tokens = TokenLimits()  # each subject's limit on tokens, where answers or 429s speak of one
         self._shared = SharedTokens(store, clock)  # where other processes use the store, their readings too
         self._sizes: dict[str, int] = {}  # subject → the tokens of the latest request sent for it (`_saturate`)
-        self._windows: dict[tuple[str, str], WindowsShown] = {}  # (provider, part) → what its counts showed
-        self._freeing: defaultdict[str, dict[str, float]] = defaultdict(dict)  # subject → token → slot's end
+        self._slots = SlotEnds()  # when each request out frees its slot, by the windows its provider showed
         self._elsewhere: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(dict)  # (provider, part) →
         # fingerprints whose accounts other processes' requests out hold → until when (`busy_until`)
         self._saturated: defaultdict[str, dict[str, float]] = defaultdict(dict)  # model part → fingerprints at
@@ -108,17 +107,8 @@ class Leases:
 
     def lease(self, now: float, provider: str, part: str) -> Lease:
         """A new lease for the store to grant on a key of the provider, `ttl` ahead, or until the window that
-        counts its request has surely passed (`slot_until`), if sooner."""
-        return Lease(uuid.uuid4().hex, min(now + self.ttl, self.slot_until(now, provider, part)), part)
-
-    def slot_until(self, sent: float, provider: str, part: str) -> float:
-        """Until when a request sent then holds a slot of its key's quota: until the longest window its provider's
-        counts have shown (or one learned from 429s: `WindowsShown.learned`) has passed since, and a trip's spread;
-        until it ends where none is known. Held until its answer, one slower than the window (a reasoning model's 15
-        s under 5 a 10 s) kept its key to one request at a time: 0.20 of its quota."""
-        shown = self._windows.get((provider, part))
-        longest = shown.longest if shown is not None else None
-        return sent + longest + TRIP_SPREAD if longest is not None else math.inf
+        counts its request has surely passed (`SlotEnds.until`), if sooner."""
+        return Lease(uuid.uuid4().hex, min(now + self.ttl, self._slots.until(now, provider, part)), part)
 
     def saturated(self, part: str, now: float) -> set[str]:
         """The keys at their in-flight limit for the part (the model, or "") now. Called with the lock held."""
@@ -173,10 +163,8 @@ class Leases:
             self._sent[subject], self._sizes[subject] = now, tokens
             self._shared.sent(tokens)
             self.subjects.add(subject)
-            deadline, slot_until = now + self._lease_seconds, self.slot_until(now, key.provider, part)
-            self._held[token] = _Held(key.fingerprint, subject, part, min(deadline, slot_until), now, tokens)
-            if slot_until < deadline:
-                self._freeing[subject][token] = slot_until
+            until = self._slots.hold(subject, token, key.provider, part, now, now + self._lease_seconds)
+            self._held[token] = _Held(key.fingerprint, subject, part, until, now, tokens)
             self._saturate(key, subject, part, now)
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew, name="llms-leases", daemon=True)
@@ -339,7 +327,7 @@ class Leases:
         with the lock held."""
         held = self._held.pop(token, None)
         if held is not None:
-            self._freeing[held.subject].pop(token, None)
+            self._slots.let_go(held.subject, token)
             self._in_flight[held.subject] -= 1
         return held
 
@@ -372,19 +360,15 @@ class Leases:
             self._store.end_lease(key.fingerprint, finish, now)
 
     def reported(self, provider: str, part: str, quota: QuotaHint | None, sent: float, learned: float | None) -> None:
-        """Note the window a provider's own count, read when the request was `sent`, shows, and the length of one
-        `learned` from 429s (`slot_until`). Not a count worked out from a learned window: its reset is when the next
-        slot frees, however long the window (a hint-less key's slots, freed so, let in a burst)."""
-        reset = quota.reset_after if quota is not None and not quota.per_day and quota.remaining is not None else None
-        if reset is not None or learned:
-            with self._lock:
-                shown = self._windows.get((provider, part), WindowsShown())
-                shown = replace(shown, learned=learned) if learned and learned != shown.learned else shown
-                self._windows[(provider, part)] = shown.counted(sent, reset) if reset is not None else shown
+        """What an answer's count showed of its provider's windows (`SlotEnds.reported`): the requests out whose
+        slots it held longer renew their leases in the store as long."""
+        with self._lock:
+            for token, until in self._slots.reported(provider, part, quota, sent, learned).items():
+                self._held[token] = replace(self._held[token], renew_until=max(self._held[token].renew_until, until))
 
     def _holding(self, subject: str, now: float) -> int:
-        """This process's requests of the subject in flight that still hold a slot of its quota (`slot_until`)."""
-        return self._in_flight[subject] - sum(1 for until in self._freeing[subject].values() if until <= now)
+        """This process's requests of the subject in flight that still hold a slot of its quota (`SlotEnds`)."""
+        return self._in_flight[subject] - self._slots.freed(subject, now)
 
     def others_in_flight(self, key: ApiKey, part: str, sent: float) -> list[float]:
         """When the requests of the key's subject in flight were sent, but the one sent at `sent` (the nearest),
@@ -431,10 +415,10 @@ class Leases:
 
     def frees_at(self, now: float) -> float | None:
         """When a slot this process holds next frees by the clock alone, before its request ends: a request's slot
-        once its window has surely passed (`slot_until`), a key whose quota is unknown after its spacing (None:
+        once its window has surely passed (`SlotEnds.until`), a key whose quota is unknown after its spacing (None:
         none does)."""
         with self._lock:
-            untils = [u for held in self._freeing.values() for u in held.values() if u > now]
+            untils = self._slots.frees(now)
             untils += [u for part in self._saturated.values() for u in part.values() if now < u < math.inf]
         return min(untils, default=None)
 
@@ -473,7 +457,7 @@ class Leases:
             if limit.unknown:
                 until = self._sent.get(subject, now) + limit.spacing
             else:  # until the first of its slots frees, or a request ends
-                until = min((u for u in self._freeing[subject].values() if u > now), default=math.inf)
+                until = self._slots.next_free(subject, now)
         out = self._out(subject)
         fits, waits = self._tokens.fits_at(subject, self._sizes[subject], out, now) if out else (now, False)
         if waits and fits > now:  # (none out: `SPENT` rests it)

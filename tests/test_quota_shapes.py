@@ -24,7 +24,9 @@ from llms.cooldown import SLOT_MARGIN, TRIP_SPREAD
 from llms.learned_closings import Closing, agreed_window
 from llms.learned_limits import _EarlyCounts
 from llms.learned_windows import SlotLog
+from llms.outcomes import QuotaHint
 from llms.quota import SENDS_LISTED, TokenDrip
+from llms.slot_ends import SlotEnds
 from llms.state.base import Document
 from llms.token_limits import TokenLimits
 from simulator.shapes import FixedFromFirst, FixedOnClock, SlidingLog, TokenBucket, WindowKind, capacity, served
@@ -647,6 +649,29 @@ def test_a_bucket_read_from_its_counts_sends_no_request_before_its_token_drips_b
                   caller=CallerKind.WAIT, latency=0.05, windows=4)  # fmt: skip
     measured = run(shape)
     assert measured.waste <= 0.01 and measured.share >= 0.98, measured.as_dict()
+
+
+def test_a_count_that_shows_the_window_longer_holds_the_requests_still_out_as_long() -> None:
+    """Two counts read 0.6 s to a window's end a second apart: a window of 0.6 s, sliding, or of a second on the
+    clock. A request sent then holds its slot 0.7 s; a later count shows a second between the windows' ends, and
+    the request still out holds its slot as long, where it used to free as it was sent."""
+    ends, count = SlotEnds(), QuotaHint(0, 0.6, limit=1)
+    ends.reported("groq", "", count, 0.0, None)
+    ends.reported("groq", "", count, 1.0, None)
+    assert ends.hold("key", "lease", "groq", "", 2.0, deadline=62.0) == pytest.approx(2.0 + 0.6 + TRIP_SPREAD)
+    assert ends.hold("other", "other", "groq", "model", 2.0, deadline=62.0) == 62.0  # none shown: till it ends
+    moved = ends.reported("groq", "", QuotaHint(0, 0.9, limit=1), 1.7, None)  # its window ended at 2.6, not 2.3
+    assert moved == {"lease": pytest.approx(2.0 + 1.0 + TRIP_SPREAD)}
+    assert ends.freed("key", 2.8) == 0 and ends.next_free("key", 2.8) == pytest.approx(3.1)
+
+
+def test_a_window_on_the_clock_its_first_counts_read_short_costs_a_key_one_429_not_one_each_window() -> None:
+    """One a second on the clock under 1 s answers: its first two counts read 0.6 s to the window's end a second
+    apart, as a sliding log of 0.6 s would. Each request sent meanwhile freed its slot 0.7 s after it left, and
+    the count that showed the second came after the next had left: two 429s a key, where one tells the two apart."""
+    shape = Shape(WindowKind.FIXED_CLOCK, HintForm.REMAINING, 1, 1.0, 2, latency=1.0, skew=2.0, windows=10)
+    measured = run(shape)
+    assert measured.share >= 0.99 and measured.refused <= 2, measured.as_dict()
 
 
 @pytest.mark.slow  # (2 s: the full suite runs it)
