@@ -81,7 +81,7 @@ class SlotEnds:
         shown = replace(shown, learned=learned) if learned and learned != shown.learned else shown
         shown = self._windows[(provider, part)] = shown.counted(sent, reset) if reset is not None else shown
         longest, moved = shown.longest or 0.0, {}
-        if reset is not None and longest > (before.longest or math.inf):
+        if reset is not None and before.longest is not None and longest > before.longest:  # (None: none held)
             for outs in self._out.values():
                 for token, out in outs.items():
                     if (out.provider, out.part) == (provider, part):

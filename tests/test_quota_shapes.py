@@ -665,6 +665,18 @@ def test_a_count_that_shows_the_window_longer_holds_the_requests_still_out_as_lo
     assert ends.freed("key", 2.8) == 0 and ends.next_free("key", 2.8) == pytest.approx(3.1)
 
 
+def test_a_window_first_shown_as_no_time_at_all_still_moves_the_requests_out_when_a_count_shows_it_longer() -> None:
+    """Counts that read the window ending as they were read (a reset of 0) show a window of no time: a request sent
+    then holds its slot a trip's spread. A later count showing windows 1.6 s apart holds it as long (a window shown
+    as 0 s long read as none shown, and the request freed its slot 1.5 s early)."""
+    ends, count = SlotEnds(), QuotaHint(0, 0.0, limit=1)
+    ends.reported("groq", "", count, 0.0, None)
+    ends.reported("groq", "", count, 1.0, None)
+    assert ends.hold("key", "lease", "groq", "", 1.2, deadline=61.2) == pytest.approx(1.2 + TRIP_SPREAD)
+    moved = ends.reported("groq", "", QuotaHint(0, 0.9, limit=1), 1.7, None)
+    assert moved == {"lease": pytest.approx(1.2 + 1.6 + TRIP_SPREAD)}
+
+
 def test_a_window_on_the_clock_its_first_counts_read_short_costs_a_key_one_429_not_one_each_window() -> None:
     """One a second on the clock under 1 s answers: its first two counts read 0.6 s to the window's end a second
     apart, as a sliding log of 0.6 s would. Each request sent meanwhile freed its slot 0.7 s after it left, and
