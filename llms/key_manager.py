@@ -347,9 +347,8 @@ class KeyManager:
             seconds = max(0.0, self._rest_from(pacing.closed_until, 0.0, now))
             if self.policy.name == "fixed":  # the original rule, exactly: the hour from the 429
                 seconds = backoff.rest or self._cooldowns.rate_limit
-            if backoff.step or backoff.learned is None:
-                source = f"no hint; {self.policy.name} policy, step {backoff.step}"
-            else:
+            source = f"no hint; {self.policy.name} policy, step {backoff.step}"
+            if not backoff.step and backoff.learned is not None:
                 source = f"no hint; back to the {backoff.learned:.3g} s window that works"
         self.cool(key, seconds, KeyState.RATE_LIMIT, source, model)
         for member in self._account(key)[1:]:
@@ -391,7 +390,8 @@ class KeyManager:
         reset = quota.reset_after
         if reset is not None:  # 0: the window is back to its initial state now (a count of 0 "for 60 s" held a key)
             reset = min(max(0.0, reset), self._cooldowns.maximum) if math.isfinite(reset) else None
-        return replace(quota, remaining=remaining, reset_after=reset)
+        same = remaining == quota.remaining and reset == quota.reset_after  # (most answers: no copy on every answer)
+        return quota if same else replace(quota, remaining=remaining, reset_after=reset)
 
     def cool(self, key: ApiKey, seconds: float, reason: KeyState, why: str = "", model: str | None = None) -> None:
         """Rest the key for `seconds` (only for `model`, when given: it keeps answering other models)."""

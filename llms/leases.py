@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import threading
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -108,7 +108,7 @@ class Leases:
     def lease(self, now: float, provider: str, part: str) -> Lease:
         """A new lease for the store to grant on a key of the provider, `ttl` ahead, or until the window that
         counts its request has surely passed (`SlotEnds.until`), if sooner."""
-        return Lease(uuid.uuid4().hex, min(now + self.ttl, self._slots.until(now, provider, part)), part)
+        return Lease(os.urandom(16).hex(), min(now + self.ttl, self._slots.until(now, provider, part)), part)
 
     def saturated(self, part: str, now: float) -> set[str]:
         """The keys at their in-flight limit for the part (the model, or "") now. Called with the lock held."""
@@ -187,6 +187,8 @@ class Leases:
     def _out(self, subject: str, but: str | None = None) -> list[tuple[float, int]]:
         """(when, tokens) of this process's requests out for the subject, but the one of lease `but`. Called with
         the lock held."""
+        if but is None:  # (on every admit and end)
+            return [(held.sent, held.tokens) for held in self._held.values() if held.subject == subject]
         return [(held.sent, held.tokens) for t, held in self._held.items() if held.subject == subject and t != but]
 
     def tokens_back(self, key: ApiKey, part: str, tokens: int) -> float | None:

@@ -38,7 +38,8 @@ class TokenLimits:
         `shared`: every process's total sent, where processes share the store (`TokenDrip.limited`)."""
         fits, waits = -math.inf, False
         for budget in self._budgets.get(subject, ()):
-            spent = sum(cost for sent, cost in out if sent >= budget.read - TRIP_SPREAD)
+            since = budget.read - TRIP_SPREAD
+            spent = sum([cost for sent, cost in out if sent >= since])  # (a list: on every admit)
             fits, waits = max(fits, budget.fits_at(tokens, spent)), waits or spent > 0
         if (drip := self._drips.get(subject)) is not None and not read and not self.read(subject):
             if drip.single_file and out:  # (a 429 comes back sooner than the spacing: slow answers pay no wait)

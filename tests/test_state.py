@@ -55,6 +55,22 @@ def test_counters_streaks_and_last_error(store: StateStore) -> None:
     assert record.last_error == "429" and record.last_used == NOW + 3
 
 
+def test_a_request_taken_and_answered_changes_its_counters_and_when_the_key_was_used_nothing_else(
+    store: StateStore,
+) -> None:
+    """Every field kept through a success and a key taken (the memory store builds those records field by field,
+    on every request: a field out of place would pass every other test here)."""
+    store.record_failure("fp-a", NOW, "boom", streak=True)
+    store.cool("fp-a", NOW + 30, KeyState.ERRORS, NOW)
+    before = store.records(["fp-a"])[0]
+    store.record_success("fp-a", NOW + 1)
+    answered = store.records(["fp-a"])[0]
+    assert answered == replace(before, successes=1, consecutive_failures=0, last_used=NOW + 1)
+    assert store.acquire("pool", NOW + 31, exclude={"fp-b", "fp-c"}) == "fp-a"
+    taken = replace(store.records(["fp-a"])[0], cooldown_until=0.0, reason=None)  # (a rest over: cleared, or not)
+    assert taken == replace(answered, cooldown_until=0.0, reason=None, last_used=NOW + 31)
+
+
 def test_cooldown_reason_expiry_and_next_free(store: StateStore) -> None:
     store.cool("fp-a", NOW + 30, KeyState.INVALID_KEY, NOW)
     store.cool("fp-c", NOW + 5, KeyState.ERRORS, NOW)
