@@ -156,8 +156,7 @@ class SlotLog:
         return log
 
     def written(self, writer: str, now: float) -> SlotLog:
-        """The log as a first 429 found the answers it reads from the store's request log: all the process
-        `writer`'s, or ("") several processes' up to `now`."""
+        """The log as a first 429 found the store's request log: all process `writer`'s, or ("") several's to `now`."""
         return replace(self, writer=writer, mixed=self.mixed if writer else now)
 
     def written_only_by(self, writer: str) -> bool:
@@ -215,7 +214,7 @@ class SlotLog:
         if not log.refuted:
             learned = learned._on_clock(self.closed_until, now + hint, max(self.waited, hint), self.length)
             if learned.clock is None:
-                learned = learned._on_round_clock(now + hint)
+                learned = learned._on_round_clock(now + hint, held)
             if grid and learned.clock is None:
                 learned = learned._on_grid(grid, now, now + hint, len(in_flight))
             if learned.clock is None and not float(hint).is_integer():
@@ -227,15 +226,12 @@ class SlotLog:
         agreed = agreed_window(self.closings, self.size, self.times) if self.size and self.length else None
         return replace(self, size=agreed[0], length=agreed[1]) if agreed is not None else self
 
-    def _on_round_clock(self, frees: float) -> SlotLog:
+    def _on_round_clock(self, frees: float, sent: Sequence[float]) -> SlotLog:
         """The log on the clock where its closings free on a round grid (`round_length`), sized by what it sent
-        since the window turned."""
-        length = round_length(self.moments, self.length) if self.length else None
-        if length is None:
+        since the window turned, answered or still out (`sent`; by the answers alone Gemini's 5 a 2 s read 4)."""
+        if (length := round_length(self.moments, self.length) if self.length else None) is None:
             return self
-        return replace(
-            self, clock=frees, length=length, size=max(1, counted_between(self.times, frees - length, frees))
-        )
+        return replace(self, clock=frees, length=length, size=max(1, counted_between(sent, frees - length, frees)))
 
     def on_clock_of(self, clock: float, length: float, size: int = 0) -> SlotLog:
         """The log on another subject's clock (`clock`, a moment it turned; `length`), where the latest window a 429
@@ -293,6 +289,10 @@ class SlotLog:
         """What a 429 in a window not yet closed teaches (`limited`)."""
         log, out = self.times or tuple(sorted(seen)), len(in_flight)
         sent = sorted((*log, *(t for t in in_flight if t <= now + TIE)))  # (one sent with this one may be in)
+        if self.size and self.length and len(sent) >= self.size and self.probed > max(0.0, now - self.length):
+            # Refused within a window of an admitted probe: the size it grew was one too many (a fixed window admits
+            # more in a span across its turn); stretched by a 2 s hint, a fixed 10 a 2 s read 11 a 4.1 s: 0.66 of it.
+            return replace(self, times=log, size=self.size - 1, closed_until=now + hint, probe_every=self._rarer_probes)
         if self.size and self.length and len(sent) >= self.size:
             # Refused though the log said a slot had freed: the provider's oldest slot frees later than learned (a
             # window on the clock first seen in part, a length read from a rounded hint). Stretch the window to it,

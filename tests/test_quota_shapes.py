@@ -260,6 +260,8 @@ def test_a_window_on_the_clock_read_long_goes_on_it_when_three_429s_free_whole_r
     log = SlotLog(times=times, size=7, length=2.926, closed_until=3.605, closings=closings, waited=0.149)
     on_clock = log.limited(17.499, 0.106)
     assert (on_clock.clock, on_clock.length, on_clock.size) == (pytest.approx(17.605), 2.0, 5)
+    answered = replace(log, times=times[:4]).limited(17.499, 0.106, in_flight=times[4:])  # the fifth still out
+    assert (answered.clock, answered.size) == (pytest.approx(17.605), 5)  # (sized by the answers alone: 4, for good)
     assert replace(log, closings=closings[1:]).limited(17.499, 0.106).clock is None
     drips = SlotLog(tuple(float(i) for i in range(30)), 30, 30.0, closed_until=31.0, waited=1.0)
     assert replace(drips, closings=(Closing(29.5, 30.0), Closing(30.5, 31.0))).limited(31.5, 0.5).clock is None
@@ -362,6 +364,30 @@ def test_a_sliding_log_read_slow_takes_one_request_more_now_and_then() -> None:
     assert (grown.size, grown.probed, grown.probe_due(46.4), grown.probe_due(46.5)) == (5, 30.5, False, True)
     refused = log.limited(30.5, 1.5)
     assert refused.probe_every == 20 and not refused.probe_due(32.0 + 39.9)
+
+
+def test_a_429_within_a_window_of_an_admitted_probe_takes_the_probe_back() -> None:
+    """A window fixed from its first request admits more than its size in a sliding span across its turn, so a
+    sliding log's probe may be admitted there: the size grows 10 -> 11. A 429 in the same window says the size was
+    one too many, not that the window is longer: stretched by the whole-second hint, it read 11 a 4.1 s and kept the
+    key to 0.66 of its quota."""
+    sends = tuple(round(10.0 + 0.2 * i, 1) for i in range(10))  # 10.0 … 11.8
+    log = SlotLog(sends, 10, 2.0, closed_until=2.0)
+    assert log.probe_due(11.9)
+    grown = log.succeeded(11.9)
+    assert (grown.size, grown.probed) == (11, 11.9)
+    refused = grown.limited(12.4, 2.0, in_flight=(12.2,))
+    assert (refused.size, refused.length, refused.probe_every) == (10, 2.0, 8)
+    assert grown.limited(14.0, 2.0, in_flight=(12.2,)).size == 11  # a window later: not the probe's
+
+
+@pytest.mark.slow
+def test_a_fixed_window_under_whole_second_hints_keeps_its_quota_over_many_windows() -> None:
+    """Fixed 10 a 2 s, `Retry-After` only, 0.5 s answers (the whole-second cell with time ÷30), 30 windows: read as
+    a sliding 10 a 2 s, a probe its turn admitted and a 429 after it read 11 a 4.1 s (0.66 of the quota)."""
+    cell = NAMED["slow answers (15 s ± 20 %), fixed 10/60 s, whole-second Retry-After only"]
+    measured = run(replace(cell.scaled(1 / 30), windows=30))
+    assert measured.share >= 0.9 and measured.waste <= measured.floor + 0.05, measured.as_dict()
 
 
 @pytest.mark.slow
@@ -691,13 +717,14 @@ def test_a_bucket_whose_429s_name_its_drips_is_read_as_its_drip_not_stretched_by
     """20 a 30 s (a drip every 1.5 s), OpenRouter's millisecond hint, two keys: its first 429s read a sliding log
     of its burst and the refills during it. Stretched by that burst a slot per 429, the window kept a request a
     drip too early, a 429 an answer until the log forgot the burst (0.43 429s per answer over 10 windows); read
-    as the drip, one a 1.5 s, the 429s left are the probes'."""
+    at the drip's rate, one a 1.5 s (or seven a 10.5 s, where a probe admitted was taken back), the 429s left are
+    the probes'."""
     shape = Shape(WindowKind.TOKEN_BUCKET, HintForm.RESET_MS, 20, 30.0, 2, skew=-0.5, latency=0.5, windows=10)
     learned: dict[str, Document] = {}
     measured = run(shape, learned=learned)
     assert measured.share >= 0.98 and measured.waste <= 0.1, measured.as_dict()
     logs = [SlotLog.of(document) for name, document in learned.items() if name.startswith("slots/")]
-    assert [(log.size, log.length) for log in logs] == [(1, pytest.approx(1.5, abs=TRIP_SPREAD))] * 2
+    assert [log.length / log.size for log in logs] == [pytest.approx(1.5, abs=TRIP_SPREAD)] * 2, logs
 
 
 @pytest.mark.slow
