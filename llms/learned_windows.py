@@ -42,8 +42,7 @@ SLIDING_AFTER = 3
 """Counts with requests left whose resets all agree it takes to read a window as a sliding log
 (`SlotLog.sliding`), and counts that agree on a bucket's seconds per request (`LearnedLimits._dripping`)."""
 READ_BACK = 0.01
-"""Seconds a send read back from a shared store's request log (answer − latency) may lie from the moment its
-process kept."""
+"""Seconds a send read back from a shared store's request log (answer − latency) may lie from its process's."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,7 @@ class SlotLog:
         if not log.refuted:
             learned = learned._on_clock(self.closed_until, now + hint, max(self.waited, hint), self.length)
             if learned.clock is None:
-                learned = learned._on_round_clock(now + hint, held)
+                learned = learned._on_round_clock(now + hint, in_flight, now)
             if grid and learned.clock is None:
                 learned = learned._on_grid(grid, now, now + hint, len(in_flight))
             if learned.clock is None and not float(hint).is_integer():
@@ -226,11 +225,12 @@ class SlotLog:
         agreed = agreed_window(self.closings, self.size, self.times) if self.size and self.length else None
         return replace(self, size=agreed[0], length=agreed[1]) if agreed is not None else self
 
-    def _on_round_clock(self, frees: float, sent: Sequence[float]) -> SlotLog:
-        """The log on the clock where its closings free on a round grid (`round_length`), sized by what it sent
-        since the window turned, answered or still out (`sent`; by the answers alone Gemini's 5 a 2 s read 4)."""
+    def _on_round_clock(self, frees: float, out: Sequence[float], now: float) -> SlotLog:
+        """The log on the clock where its closings free on a round grid (`round_length`), sized by what it sent since
+        it turned: answered, or out and sent a trip's spread before the 429's (surely admitted; answers alone: 4)."""
         if (length := round_length(self.moments, self.length) if self.length else None) is None:
             return self
+        sent = (*self.times, *(t for t in out if t < now - TRIP_SPREAD))
         return replace(self, clock=frees, length=length, size=max(1, counted_between(sent, frees - length, frees)))
 
     def on_clock_of(self, clock: float, length: float, size: int = 0) -> SlotLog:

@@ -262,6 +262,8 @@ def test_a_window_on_the_clock_read_long_goes_on_it_when_three_429s_free_whole_r
     assert (on_clock.clock, on_clock.length, on_clock.size) == (pytest.approx(17.605), 2.0, 5)
     answered = replace(log, times=times[:4]).limited(17.499, 0.106, in_flight=times[4:])  # the fifth still out
     assert (answered.clock, answered.size) == (pytest.approx(17.605), 5)  # (sized by the answers alone: 4, for good)
+    racing = replace(log, times=times[:4]).limited(17.499, 0.106, in_flight=(17.45,))  # may have come after the 429
+    assert (racing.clock, racing.size) == (pytest.approx(17.605), 4)
     assert replace(log, closings=closings[1:]).limited(17.499, 0.106).clock is None
     drips = SlotLog(tuple(float(i) for i in range(30)), 30, 30.0, closed_until=31.0, waited=1.0)
     assert replace(drips, closings=(Closing(29.5, 30.0), Closing(30.5, 31.0))).limited(31.5, 0.5).clock is None
