@@ -130,19 +130,24 @@ def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0
     raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
 
 
+def bench_secret(provider: str, i: int, prefix: str = "bench") -> str:
+    """The `i`th bench key's secret, shaped like the provider's (`gsk_…`, `sk-or-v1-…`) so key hints look like
+    production."""
+    shape = {"groq": "gsk_", "openrouter": "sk-or-v1-", "gemini": "AIza"}[provider]
+    return f"{shape}{prefix}_{i:06d}_{'0' * 24}"
+
+
 def register_keys(
     sim: Simulator, provider: str, count: int, *, prefix: str = "bench", **add_key: Any
 ) -> tuple[list[str], dict[str, str]]:
     """Register `count` keys in the simulator; return their secrets and the env vars that configure them.
 
     The env also points every provider at the simulator and puts `provider` first, so nothing leaves loopback.
-    Secrets are shaped like the provider's (`gsk_…`, `sk-or-v1-…`) so key hints look like production.
     """
-    shape = {"groq": "gsk_", "openrouter": "sk-or-v1-", "gemini": "AIza"}[provider]
     env = {**sim.env(), "LLM_PROVIDER_ORDER": provider}
     secrets = []
     for i in range(1, count + 1):
-        secret = f"{shape}{prefix}_{i:06d}_{'0' * 24}"
+        secret = bench_secret(provider, i, prefix)
         sim.add_key(provider, secret, name=f"{provider}:{i}", **add_key)
         env[f"{provider.upper()}_API_KEY_{i}"] = secret
         secrets.append(secret)

@@ -37,6 +37,7 @@ from bench._common import (
     ROOT,
     Result,
     Row,
+    bench_secret,
     free_port,
     interleaved,
     litellm_router,
@@ -115,7 +116,7 @@ def _processes() -> Iterator[tuple[_RemoteSimulator, str, str, list[str], dict[s
 
     try:
         sim = _RemoteSimulator(start([sys.executable, "-m", "simulator", "--latency", "0"], {}, "/_sim/requests"))
-        secrets = [f"gsk_bench_{i:06d}_{'0' * 24}" for i in range(1, KEYS + 1)]
+        secrets = [bench_secret("groq", i) for i in range(1, KEYS + 1)]
         gw_env = {"GROQ_BASE_URL": sim.base_urls["groq"], "LLM_PROVIDER_ORDER": "groq", "LLM_STATE_URL": "memory://"}
         for i, secret in enumerate(secrets, 1):
             requests.post(f"{sim.url}/_sim/keys", json={"provider": "groq", "secret": secret, "name": f"groq:{i}"})

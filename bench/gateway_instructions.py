@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, free_port, wait_for_http
+from bench._common import ROOT, bench_secret, free_port, wait_for_http
 
 KEYS = 4
 CONCURRENCY = 64
@@ -34,16 +34,12 @@ COUNTS = (200, 1200)
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def _secret(i: int) -> str:
-    return f"gsk_bench_{i:06d}_{'0' * 24}"
-
-
 async def _drive(requests: int, upstream: str) -> None:
     """`requests` chat requests through the gateway's app, after a warm-up; every answer checked."""
     from gateway.server import build_gateway, settle_heap
 
     env = {"LLM_PROVIDER_ORDER": "groq", "LLM_STATE_URL": "memory://", "GROQ_BASE_URL": upstream}
-    env |= {f"GROQ_API_KEY_{i}": _secret(i) for i in range(1, KEYS + 1)}
+    env |= {f"GROQ_API_KEY_{i}": bench_secret("groq", i) for i in range(1, KEYS + 1)}
     gateway = build_gateway(env, dotenv_path=None)
     app = gateway.app()
     slots = asyncio.Semaphore(CONCURRENCY)
@@ -121,7 +117,8 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/_sim/requests", sim)
         for i in range(1, KEYS + 1):
-            requests.post(f"{url}/_sim/keys", json={"provider": "groq", "secret": _secret(i), "name": f"groq:{i}"})
+            key = {"provider": "groq", "secret": bench_secret("groq", i), "name": f"groq:{i}"}
+            requests.post(f"{url}/_sim/keys", json=key)
         few, many = (_counted(n, f"{url}/groq/openai/v1") for n in COUNTS)
     finally:
         sim.terminate()
