@@ -155,7 +155,7 @@ class SlotLog:
         return log
 
     def written(self, writer: str, now: float) -> SlotLog:
-        """The log as a first 429 found the store's request log: all process `writer`'s, or ("") several's to `now`."""
+        """The log as a first 429 read the store's request log: sent by `writer` alone, or ("") by several to `now`."""
         return replace(self, writer=writer, mixed=self.mixed if writer else now)
 
     def written_only_by(self, writer: str) -> bool:
@@ -225,12 +225,12 @@ class SlotLog:
         agreed = agreed_window(self.closings, self.size, self.times) if self.size and self.length else None
         return replace(self, size=agreed[0], length=agreed[1]) if agreed is not None else self
 
-    def _on_round_clock(self, frees: float, out: Sequence[float], now: float) -> SlotLog:
+    def _on_round_clock(self, frees: float, in_flight: Sequence[float], now: float) -> SlotLog:
         """The log on the clock where its closings free on a round grid (`round_length`), sized by what it sent since
-        it turned: answered, or out and sent a trip's spread before the 429's (surely admitted; answers alone: 4)."""
+        it turned: answered, or still out and sent a trip's spread before the refused request (admitted before it)."""
         if (length := round_length(self.moments, self.length) if self.length else None) is None:
             return self
-        sent = (*self.times, *(t for t in out if t < now - TRIP_SPREAD))
+        sent = (*self.times, *(t for t in in_flight if t < now - TRIP_SPREAD))
         return replace(self, clock=frees, length=length, size=max(1, counted_between(sent, frees - length, frees)))
 
     def on_clock_of(self, clock: float, length: float, size: int = 0) -> SlotLog:
