@@ -130,6 +130,21 @@ def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0
     raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
 
 
+def start_server(command: Sequence[str], env: Mapping[str, str], health: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`command` serving on a free port (`--port`), once `health` answers 200 there: its process, which the caller
+    stops, and the port. A server that exits or stays silent is killed and raises."""
+    port = free_port()
+    out = subprocess.DEVNULL
+    proc = subprocess.Popen([*command, "--port", str(port)], env=dict(env), cwd=ROOT, stdout=out, stderr=out)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}{health}", proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, port
+
+
 def bench_secret(provider: str, i: int, prefix: str = "bench") -> str:
     """The `i`th bench key's secret, shaped like the provider's (`gsk_…`, `sk-or-v1-…`) so key hints look like
     production."""

@@ -38,14 +38,13 @@ from bench._common import (
     Result,
     Row,
     bench_secret,
-    free_port,
     interleaved,
     litellm_router,
     litellm_version,
     main,
     median,
     percentile,
-    wait_for_http,
+    start_server,
 )
 from llms.providers import PROVIDERS
 
@@ -107,11 +106,8 @@ def _processes() -> Iterator[tuple[_RemoteSimulator, str, str, list[str], dict[s
 
     def start(command: list[str], extra: Mapping[str, str], health: str) -> int:
         """A subprocess serving on a free port, once `health` answers there: the port."""
-        port = free_port()
-        command = [*command, "--port", str(port)]
-        out = subprocess.DEVNULL
-        procs.append(subprocess.Popen(command, env={**env, **extra}, cwd=ROOT, stdout=out, stderr=out))
-        wait_for_http(f"http://127.0.0.1:{port}{health}", procs[-1])
+        proc, port = start_server(command, {**env, **extra}, health)
+        procs.append(proc)
         return port
 
     try:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, bench_secret, free_port, wait_for_http
+from bench._common import ROOT, bench_secret, start_server
 
 KEYS = 4
 CONCURRENCY = 64
@@ -104,18 +104,10 @@ def main() -> int:
         return 2
     import requests
 
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--latency", "0", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    simulator = [sys.executable, "-m", "simulator", "--latency", "0"]
+    sim, port = start_server(simulator, {**os.environ, "PYTHONPATH": str(ROOT)}, "/_sim/requests")
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/_sim/requests", sim)
         for i in range(1, KEYS + 1):
             key = {"provider": "groq", "secret": bench_secret("groq", i), "name": f"groq:{i}"}
             requests.post(f"{url}/_sim/keys", json=key)
