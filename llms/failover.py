@@ -252,14 +252,14 @@ class Failover:
 
     @contextmanager
     def _leaving(self, run: Run) -> Iterator[None]:
-        """The attempt's request leaves in the block: its time, and its key's window's, count from then, after
-        any connection made for it (`measured_setup`: a TLS handshake the provider's clock never saw)."""
+        """The attempt's request leaves in the block: its time, and its key's window's, count from when it left
+        (`measured_setup`: its first byte written, after a TLS handshake the provider's clock never saw)."""
         run.started = self._timer()
         with measured_setup() as setup:
             try:
                 yield
             finally:
-                run.started += setup.seconds
+                run.started += setup.delay
 
     async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
         """Store work from the event loop: in the loop's default executor when the store may block (a SQLite

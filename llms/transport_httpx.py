@@ -19,7 +19,7 @@ from typing import Any
 import httpcore2
 import httpx2
 
-from llms.transport import BudgetExceeded, current, setting_up
+from llms.transport import BudgetExceeded, current, leaving, setting_up
 
 _ERRORS: tuple[tuple[type[Exception], type[Exception]], ...] = (
     (httpcore2.ConnectTimeout, httpx2.ConnectTimeout),
@@ -69,6 +69,7 @@ class GuardedStream(httpcore2.NetworkStream):
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         budget = current()
+        leaving()
         try:
             self._inner.write(buffer, budget.timeout(timeout) if budget else timeout)
         except BudgetExceeded as exc:

@@ -279,6 +279,30 @@ def test_a_rest_counts_from_when_the_request_left_after_its_connections_tls_hand
     assert later[-1].status == 200 and len(refused) <= 1 and all(at >= 1.0 - handshake / 2 for at in refused), refused
 
 
+def test_a_requests_time_counts_from_its_first_byte_written_not_from_its_attempts_start(sim: Simulator) -> None:
+    """On a busy machine a request's own building waits for the interpreter: 32 threads on 2 loaded cores left
+    40-60 ms after their attempts began, and keys whose answers counted their quota, rested from the attempts'
+    starts, resumed that early (a 429 each in the burst cell). The request leaves when its first byte is
+    written (`measured_setup`, `Budget.left_at`); a kept-alive connection's next request leaves at once."""
+    from urllib3 import Timeout
+
+    from llms.transport import Budget, HttpPool, measured_setup
+
+    pool, url = HttpPool(sim.url), sim.base_urls["groq"] + "/models"
+    delays, early = [], []
+    for held in (0.2, 0.0):
+        with measured_setup() as setup:
+            budget = Budget(5.0, 1 << 20)
+            time.sleep(held)  # (the interpreter busy with other threads while the request is built)
+            writing = time.time()
+            with budget.active():
+                pool.request("GET", url, None, {}, Timeout(5.0)).read()
+        delays.append(setup.delay)
+        early.append(writing - budget.left_at())
+    pool.close()
+    assert delays[0] >= 0.2 and delays[1] < 0.05 and all(abs(e) < 0.05 for e in early), (delays, early)
+
+
 def test_the_gemini_sdks_connections_count_their_handshake_as_set_up(
     sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
