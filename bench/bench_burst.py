@@ -28,13 +28,15 @@ from bench._common import (
     litellm_version,
     main,
     median,
+    provider_process,
     register_keys,
     smart_client,
 )
 
 TITLE = "Burst: 32 threads, 80 requests, 8 keys of 5 per 30 s (OpenRouter 4, Groq 3, Gemini 1): 429s wasted per key"
 METHOD = (
-    "A fresh simulator per run, zero upstream latency. Keys: 4 OpenRouter and 1 Gemini key with sliding windows "
+    "A fresh simulator per run, in a process of its own, zero upstream latency. Keys: 4 OpenRouter and 1 Gemini "
+    "key with sliding windows "
     "(`limit=(5, 30.0), sliding=True`: a reset hint only on the 429, nothing on a success) and 3 Groq keys with "
     "fixed windows and `x-ratelimit-remaining-requests` on every answer, in the order OpenRouter → Groq → Gemini. "
     "32 threads take requests from a shared count of 80 and send each once: ours `client.complete(messages)` "
@@ -93,10 +95,9 @@ def _burst(call: Callable[[], object], told: Callable[[BaseException], bool]) ->
 
 def _run_once(contender: str) -> Result:
     from llms import AllKeysExhaustedError
-    from simulator import Simulator
 
-    with Simulator(latency=0.0) as sim:
-        env, pairs = _keys(sim)
+    with provider_process(_keys) as sim:
+        env, pairs = sim.registered
         started = time.perf_counter()
         if contender == "ours":
             client = smart_client(env)
@@ -109,8 +110,8 @@ def _run_once(contender: str) -> Result:
             router = litellm_router_over(sim, pairs)
             ended = _burst(lambda: router.completion(model="chat", messages=MESSAGES), lambda _: False)
         seconds = time.perf_counter() - started
-        statuses = Counter(r.status for r in sim.requests)
-        per_key = Counter(r.key_name for r in sim.requests if r.status == 429)
+    statuses = Counter(r.status for r in sim.requests)
+    per_key = Counter(r.key_name for r in sim.requests if r.status == 429)
     return {
         "ended": dict(ended),
         "answers": statuses[200],

@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,6 +37,7 @@ from bench._common import (
     litellm_version,
     main,
     median,
+    provider_process,
     register_keys,
     smart_client,
 )
@@ -43,15 +45,16 @@ from bench._common import (
 TITLE = "Utilisation: share of 7 keys' combined quota delivered by 16 threads over 5 windows, and 429s per answer"
 METHOD = (
     "7 keys, each allowing *n* requests per fixed 2 s window that starts at the key's first request; 16 threads "
-    "call as fast as they can for 10 s (5 windows), with a fresh simulator per contender. *Hinted*: Groq wire "
+    "call as fast as they can for 10 s (5 windows), with a fresh simulator per contender in a process of its own "
+    "(as a provider is: in the client's, it stamps requests when the interpreter lets it). *Hinted*: Groq wire "
     "format, `limit=(5, 2.0)` — every answer carries `x-ratelimit-remaining-requests`/`-reset-requests` and every "
     "429 a `retry-after`. *Hint-less*: OpenRouter wire format, `limit=(4, 2.0), limit_hint=False` — no remaining "
     "headers and 429s without any reset hint. Our threads loop `client.complete(messages, wait=2.0)` (key state "
     "in the default store, a SQLite file, fresh per run); LiteLLM's "
     "loop `Router.completion` (one deployment per key, default Router settings). On an error raised to the "
     "caller, both kinds of thread pause 10 ms before the next call (without it, threads spinning on instant "
-    "errors starve the in-process simulator of the GIL; it changes LiteLLM's results by less than run-to-run "
-    "noise). *Share of quota* = 200 answers the simulator logged for requests each key admitted within 10 s of its "
+    "errors starve the machine; it changes LiteLLM's results by less than run-to-run noise). *Share of quota* = "
+    "200 answers the simulator logged for requests each key admitted within 10 s of its "
     "own first request (the load runs 1.5 s longer, for keys first used late) ÷ "
     "(keys × n × 5); *429 per answer* = 429s logged in the same span ÷ those answers. The hint-less case runs "
     "ours with `LLM_COOLDOWN_POLICY=fixed` (the original rule: an hour's rest after a hint-less 429) and "
@@ -100,18 +103,18 @@ def _fail_fast(call: Callable[[], object], caught: tuple[type[BaseException], ..
 def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> Result:
     """One contender against a fresh simulator; the simulator's log is the judge."""
     from llms import LLMError
-    from simulator import Simulator
 
     storms: set[float] = set()
-    with Simulator(latency=0.0) as sim:
-        secrets, env = register_keys(
-            sim,
-            scenario.provider,
-            KEYS,
-            limit=(scenario.per_window, WINDOW),
-            limit_hint=scenario.hint,
-            sliding=scenario.sliding,
-        )
+    keys = partial(
+        register_keys,
+        provider=scenario.provider,
+        count=KEYS,
+        limit=(scenario.per_window, WINDOW),
+        limit_hint=scenario.hint,
+        sliding=scenario.sliding,
+    )
+    with provider_process(keys) as sim:
+        secrets, env = sim.registered
         if contender == "litellm":
             router = litellm_router(sim, scenario.provider, secrets)
             returned, errors = _fail_fast(lambda: router.completion(model="chat", messages=MESSAGES), (Exception,))
@@ -123,10 +126,10 @@ def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> R
             # diagnostic: provider-wide "storm" rests (one event per key rested, so count distinct moments)
             storms = {round(e.at, 2) for e in client.admin.events(100_000) if "at once" in e.detail}
             client.close()
-        first_use: dict[str, float] = {}
-        for r in sim.requests:
-            first_use.setdefault(r.key_name, r.at)
-        log = [r for r in sim.requests if r.at < first_use[r.key_name] + DURATION]
+    first_use: dict[str, float] = {}
+    for r in sim.requests:
+        first_use.setdefault(r.key_name, r.at)
+    log = [r for r in sim.requests if r.at < first_use[r.key_name] + DURATION]
     statuses = Counter(r.status for r in log)
     answers = statuses[200]
     capacity = KEYS * scenario.per_window * WINDOWS

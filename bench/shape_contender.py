@@ -7,20 +7,25 @@ Kept apart from `bench_shapes_http` (which cells run, how, and the table) so eac
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench._common import LITELLM_MODELS, MESSAGES, Result, import_litellm, smart_client
+from bench._common import (
+    LITELLM_MODELS,
+    MESSAGES,
+    ProviderProcess,
+    Result,
+    import_litellm,
+    provider_process,
+    smart_client,
+)
 from bench.bench_shapes import targets
 from llms.types import ChatRequest
 from simulator.shapes import WindowKind, served
@@ -64,7 +69,7 @@ def _register(sim: Any, shape: Shape) -> list[str]:
     return secrets
 
 
-def _router(sim: _Provider, provider: str, secrets: list[str]) -> Any:
+def _router(sim: ProviderProcess, provider: str, secrets: list[str]) -> Any:
     """LiteLLM's Router, one deployment per key in one model group, default settings (as `_common.litellm_router`,
     plus the generic provider as an OpenAI-compatible deployment)."""
     litellm = import_litellm()
@@ -78,57 +83,8 @@ def _router(sim: _Provider, provider: str, secrets: list[str]) -> Any:
     return litellm.Router(model_list=deployments)
 
 
-@dataclass
-class _Provider:
-    """The parent's view of the simulator process: where it listens, the keys' secrets, when it saw its first
-    request (0: not yet), and, once it stopped, its log."""
-
-    base_urls: dict[str, str]
-    env: dict[str, str]
-    secrets: list[str]
-    first_seen: Any  # a shared double the simulator's process sets
-    log: list[Any] = field(default_factory=list)
-
-    def first(self) -> float | None:
-        return self.first_seen.value or None
-
-
-def _serve(shape: Shape, conn: Connection, first_seen: Any) -> None:
-    """The simulator process: the cell's keys, served until the parent asks for the log."""
-    from simulator import Simulator
-
-    with Simulator(skew=shape.skew) as sim:
-        conn.send((sim.base_urls, sim.env(), _register(sim, shape)))
-        while not first_seen.value and not conn.poll(0.001):
-            if sim.calls():
-                first_seen.value = sim.requests[0].at
-        conn.recv()
-        conn.send(sim.requests)
-
-
-@contextmanager
-def _provider(shape: Shape) -> Iterator[_Provider]:
-    """The cell's simulator in a process of its own, as a provider is, not in the client's: there it stamped each
-    request when the interpreter let it, up to 0.15 s after it left on a loaded machine (32 client threads), and
-    rests counted from those stamps ended early (429s the burst cell never earns from a real provider)."""
-    context = multiprocessing.get_context("spawn")  # (no fork of a process with threads)
-    ours, theirs = context.Pipe()
-    first_seen = context.Value("d", 0.0, lock=False)
-    process = context.Process(target=_serve, args=(shape, theirs, first_seen), name="bench-provider", daemon=True)
-    process.start()
-    try:
-        provider = _Provider(*ours.recv(), first_seen)
-        yield provider
-        ours.send("log")
-        provider.log = ours.recv()
-    finally:
-        process.join(timeout=10)
-        if process.is_alive():
-            process.kill()
-
-
 def _load(
-    shape: Shape, call: Callable[[], object], caught: tuple[type[BaseException], ...], sim: _Provider
+    shape: Shape, call: Callable[[], object], caught: tuple[type[BaseException], ...], sim: ProviderProcess
 ) -> tuple[float, dict[str, int]]:
     """The cell's callers as threads for its span from the first request the simulator saw (what a client does
     before its first request is start-up, not rotation); when that was, and how the calls ended."""
@@ -170,8 +126,11 @@ def contend(shape: Shape, contender: str) -> Result:
     from llms import LLMError
 
     provider = PROVIDER_OF[shape.hint]
-    with tempfile.TemporaryDirectory(prefix="bench-shapes-") as folder, _provider(shape) as sim:
-        secrets = sim.secrets
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-shapes-") as folder,
+        provider_process(partial(_register, shape=shape), skew=shape.skew) as sim,
+    ):
+        secrets = sim.registered
         asks = _asks(shape)
         if contender == "litellm":
             router = _router(sim, provider, secrets)
@@ -183,13 +142,13 @@ def contend(shape: Shape, contender: str) -> Result:
             started, ended = _load(shape, litellm_call, (Exception,), sim)
         else:
             store = f"sqlite:///{Path(folder) / 'state.db'}" if shape.store == "sqlite" else "memory://"
-            client = smart_client({**_env(shape), **sim.env, "LLM_STATE_URL": store})
+            client = smart_client({**_env(shape), **sim.env(), "LLM_STATE_URL": store})
             wait = shape.wait if shape.caller is CallerKind.WAIT else None
             if provider == "gemini":  # the SDK's import (a second, once per process) is not the test
                 import google.genai  # noqa: F401
             started, ended = _load(shape, lambda: client.complete(asks(), wait=wait), (LLMError,), sim)
             client.close()
-    log = sim.log
+    log = sim.requests
     measured = _measure(shape, started, log)
     statuses = Counter(r.status for r in log)
     return {
