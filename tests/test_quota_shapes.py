@@ -383,6 +383,18 @@ def test_a_429_within_a_window_of_an_admitted_probe_takes_the_probe_back() -> No
     assert grown.limited(14.0, 2.0, in_flight=(12.2,)).size == 11  # a window later: not the probe's
 
 
+def test_a_window_read_long_only_by_a_whole_second_hints_rounding_is_read_round() -> None:
+    """A fixed 1 a second, `Retry-After` only: the second request, 0.2 s after the first, is refused with "1" (0.8 s
+    left, rounded up); read as it came, the window is 1 a 1.2 s, a pace no 429 corrects (0.83 of the quota over 30
+    windows). Longer than a round length by more than a tenth, by no more than the second the hint may add, it is
+    that round length; one within a tenth of it is read as it came."""
+    lengths = [SlotLog().limited(now, hint, seen=(0.0,)).length for now, hint in ((0.2, 1.0), (0.5, 2.0), (10.0, 1.0))]
+    assert lengths == [1.0, 2.0, 11.0]
+    shape = Shape(WindowKind.FIXED_FIRST, HintForm.RETRY_AFTER, 1, 1.0, 1, callers=1, latency=0.2, skew=-2.0)
+    measured = run(replace(shape, windows=30))
+    assert measured.share >= 0.98 and measured.waste <= measured.floor + 0.05, measured.as_dict()
+
+
 @pytest.mark.slow
 def test_a_fixed_window_under_whole_second_hints_keeps_its_quota_over_many_windows() -> None:
     """Fixed 10 a 2 s, `Retry-After` only, 0.5 s answers (the whole-second cell with time ÷30), 30 windows: read as
