@@ -253,7 +253,7 @@ class Failover:
     @contextmanager
     def _leaving(self, run: Run) -> Iterator[None]:
         """The attempt's request leaves in the block: its time, and its key's window's, count from when it left
-        (`measured_setup`: its first byte written, after a TLS handshake the provider's clock never saw)."""
+        (`measured_setup`: written to its socket, after a TLS handshake the provider's clock never saw)."""
         run.started = self._timer()
         with measured_setup() as setup:
             try:

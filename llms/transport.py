@@ -50,20 +50,22 @@ class BudgetExceeded(TimeoutError):
 
 
 class ConnectionSetup:
-    """How long the call in a `measured_setup` block took before its request left: until its first byte was
-    written, where its socket is one of this module's (or `llms.transport_httpx`'s), else the seconds spent opening
-    a connection (TCP, a proxy's tunnel, the TLS handshake) or waiting for a free one.
+    """How long the call in a `measured_setup` block took before its request left: until it was last written to its
+    socket (its body's last piece: a provider counts a request it has received; a proxy's CONNECT went before),
+    where the socket is one of this module's (or `llms.transport_httpx`'s), else the seconds spent opening a
+    connection (TCP, a proxy's tunnel, the TLS handshake) or waiting for a free one.
 
     A request's time, and what is learned of its key's window from it, counts from when it left: a new TLS
     connection to a provider takes 50-300 ms, and a rest counted from before it ended that much before the
     provider's window did (the request that resumed the key, on the connection kept alive, went straight in). On
     a busy machine the request's own building waits for the interpreter too: 32 threads on 2 loaded cores left
-    40-60 ms after the attempt began, and keys whose answers counted their quota resumed that early (a 429 each)."""
+    40-150 ms after their attempts began, and keys whose answers counted their quota resumed that early (a 429
+    each)."""
 
     def __init__(self) -> None:
         self.began = time.monotonic()
         self.seconds = 0.0
-        self.left: float | None = None  # (monotonic) when the request's first byte was written
+        self.left: float | None = None  # (monotonic) when the request was last written to its socket
 
     @property
     def delay(self) -> float:
@@ -72,9 +74,10 @@ class ConnectionSetup:
 
 
 def leaving() -> None:
-    """A request's first byte is being written (by a socket of the current `measured_setup` block, if any)."""
+    """A request is being written (by a socket of the current `measured_setup` block, if any): it leaves now, or
+    with a later piece (HTTP/1.1: nothing is written once the answer comes)."""
     setup = _setup.get()
-    if setup is not None and setup.left is None:
+    if setup is not None:
         setup.left = time.monotonic()
 
 
@@ -116,8 +119,8 @@ class Budget:
         self.exceeded: str | None = None
 
     def left_at(self) -> float:
-        """When the request left (wall clock): `sent_at`, and what passed since until its first byte was written
-        (else what making its connection took)."""
+        """When the request left (wall clock): `sent_at`, and what passed since until it was last written (else
+        what making its connection took)."""
         setup = self._setup
         if setup is None:
             return self.sent_at

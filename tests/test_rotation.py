@@ -279,11 +279,11 @@ def test_a_rest_counts_from_when_the_request_left_after_its_connections_tls_hand
     assert later[-1].status == 200 and len(refused) <= 1 and all(at >= 1.0 - handshake / 2 for at in refused), refused
 
 
-def test_a_requests_time_counts_from_its_first_byte_written_not_from_its_attempts_start(sim: Simulator) -> None:
+def test_a_requests_time_counts_from_when_it_was_written_not_from_its_attempts_start(sim: Simulator) -> None:
     """On a busy machine a request's own building waits for the interpreter: 32 threads on 2 loaded cores left
     40-60 ms after their attempts began, and keys whose answers counted their quota, rested from the attempts'
-    starts, resumed that early (a 429 each in the burst cell). The request leaves when its first byte is
-    written (`measured_setup`, `Budget.left_at`); a kept-alive connection's next request leaves at once."""
+    starts, resumed that early (a 429 each in the burst cell). The request leaves when it is written to its
+    socket (`measured_setup`, `Budget.left_at`); a kept-alive connection's next request leaves at once."""
     from urllib3 import Timeout
 
     from llms.transport import Budget, HttpPool, measured_setup
