@@ -215,6 +215,7 @@ def provider_process(set_up: Callable[[Simulator], Any], **options: Any) -> Iter
     first_seen = context.Value("d", 0.0, lock=False)
     process = context.Process(target=_serve, args=(set_up, options, theirs, first_seen), daemon=True)
     process.start()
+    theirs.close()  # (so a simulator that died is an EOFError here, not a wait for ever)
     try:
         provider = ProviderProcess(*ours.recv(), first_seen)
         yield provider
