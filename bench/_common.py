@@ -15,7 +15,6 @@ import gc
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shutil
 import socket
@@ -28,9 +27,8 @@ import time
 import traceback
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +39,7 @@ if str(ROOT) not in sys.path:
 if TYPE_CHECKING:
     from llms.smart_client import SmartClient
     from simulator import Simulator
-    from simulator.core import SimRequest
+    from simulator.remote import SimulatorProcess
 
 Result = dict[str, Any]
 MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Hello"}]
@@ -156,7 +154,7 @@ def bench_secret(provider: str, i: int, prefix: str = "bench") -> str:
 
 
 def register_keys(
-    sim: Simulator, provider: str, count: int, *, prefix: str = "bench", **add_key: Any
+    sim: Simulator | SimulatorProcess, provider: str, count: int, *, prefix: str = "bench", **add_key: Any
 ) -> tuple[list[str], dict[str, str]]:
     """Register `count` keys in the simulator; return their secrets and the env vars that configure them.
 
@@ -170,61 +168,6 @@ def register_keys(
         env[f"{provider.upper()}_API_KEY_{i}"] = secret
         secrets.append(secret)
     return secrets, env
-
-
-@dataclass
-class ProviderProcess:
-    """A simulator served from a process of its own (`provider_process`), as the parent sees it: where it listens,
-    what its set-up returned, when it saw its first request, and, once it stopped, its log."""
-
-    base_urls: dict[str, str]
-    registered: Any
-    first_seen: Any  # a shared double the simulator's process sets (0: no request yet)
-    requests: list[SimRequest] = field(default_factory=list)
-
-    def env(self) -> dict[str, str]:
-        """Base-URL env vars that point a client at the simulator (as `Simulator.env`)."""
-        return {f"{p.upper()}_BASE_URL": u for p, u in self.base_urls.items()}
-
-    def first(self) -> float | None:
-        """When the simulator saw its first request (None: not yet)."""
-        return self.first_seen.value or None
-
-
-def _serve(set_up: Callable[[Simulator], Any], options: dict[str, Any], conn: Connection, first_seen: Any) -> None:
-    """The simulator process: set up, served until the parent asks for the log."""
-    from simulator import Simulator
-
-    with Simulator(**options) as sim:
-        conn.send((sim.base_urls, set_up(sim)))
-        while not first_seen.value and not conn.poll(0.001):
-            if sim.calls():
-                first_seen.value = sim.requests[0].at
-        conn.recv()
-        conn.send(sim.requests)
-
-
-@contextlib.contextmanager
-def provider_process(set_up: Callable[[Simulator], Any], **options: Any) -> Iterator[ProviderProcess]:
-    """A simulator (`Simulator(**options)`, set up by `set_up`, which must pickle: a module's function or a
-    `functools.partial` of one) in a process of its own, as a provider is, not in the client's: there it stamped
-    each request when the interpreter let it, up to 0.15 s after it left on a loaded machine (32 client threads),
-    and rests counted from those stamps ended early (429s a real provider's clock never causes)."""
-    context = multiprocessing.get_context("spawn")  # (no fork of a process with threads)
-    ours, theirs = context.Pipe()
-    first_seen = context.Value("d", 0.0, lock=False)
-    process = context.Process(target=_serve, args=(set_up, options, theirs, first_seen), daemon=True)
-    process.start()
-    theirs.close()  # (so a simulator that died is an EOFError here, not a wait for ever)
-    try:
-        provider = ProviderProcess(*ours.recv(), first_seen)
-        yield provider
-        ours.send("log")
-        provider.requests = ours.recv()
-    finally:
-        process.join(timeout=10)
-        if process.is_alive():
-            process.kill()
 
 
 def smart_client(env: Mapping[str, str]) -> SmartClient:
@@ -254,12 +197,12 @@ def import_litellm() -> Any:
     return litellm
 
 
-def litellm_router(sim: Simulator | ProviderProcess, provider: str, secrets: Sequence[str]) -> Any:
+def litellm_router(sim: Simulator | SimulatorProcess, provider: str, secrets: Sequence[str]) -> Any:
     """A LiteLLM `Router` with one deployment per key, all in one model group, default settings otherwise."""
     return litellm_router_over(sim, [(provider, s) for s in secrets])
 
 
-def litellm_router_over(sim: Simulator | ProviderProcess, keys: Sequence[tuple[str, str]]) -> Any:
+def litellm_router_over(sim: Simulator | SimulatorProcess, keys: Sequence[tuple[str, str]]) -> Any:
     """A LiteLLM `Router` with one deployment per (provider, secret), all in one model group."""
     litellm = import_litellm()
     bases = dict(sim.base_urls)

@@ -28,10 +28,10 @@ from bench._common import (
     litellm_version,
     main,
     median,
-    provider_process,
     register_keys,
     smart_client,
 )
+from simulator.remote import SimulatorProcess
 
 TITLE = "Burst: 32 threads, 80 requests, 8 keys of 5 per 30 s (OpenRouter 4, Groq 3, Gemini 1): 429s wasted per key"
 METHOD = (
@@ -96,8 +96,8 @@ def _burst(call: Callable[[], object], told: Callable[[BaseException], bool]) ->
 def _run_once(contender: str) -> Result:
     from llms import AllKeysExhaustedError
 
-    with provider_process(_keys) as sim:
-        env, pairs = sim.registered
+    with SimulatorProcess.start() as sim:
+        env, pairs = _keys(sim)
         started = time.perf_counter()
         if contender == "ours":
             client = smart_client(env)
@@ -110,8 +110,9 @@ def _run_once(contender: str) -> Result:
             router = litellm_router_over(sim, pairs)
             ended = _burst(lambda: router.completion(model="chat", messages=MESSAGES), lambda _: False)
         seconds = time.perf_counter() - started
-    statuses = Counter(r.status for r in sim.requests)
-    per_key = Counter(r.key_name for r in sim.requests if r.status == 429)
+        log = sim.requests
+    statuses = Counter(r.status for r in log)
+    per_key = Counter(r.key_name for r in log if r.status == 429)
     return {
         "ended": dict(ended),
         "answers": statuses[200],

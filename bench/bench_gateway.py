@@ -37,16 +37,17 @@ from bench._common import (
     ROOT,
     Result,
     Row,
-    bench_secret,
     interleaved,
     litellm_router,
     litellm_version,
     main,
     median,
     percentile,
+    register_keys,
     start_server,
 )
 from llms.providers import PROVIDERS
+from simulator.remote import SimulatorProcess
 
 TITLE = "Gateway: added latency per request and throughput of `python -m llms serve` (Groq wire format, 4 keys)"
 METHOD = (
@@ -86,20 +87,10 @@ FLOOR_COMMAND = (
 LOAD_ENV = "BENCH_GATEWAY_LOAD"
 
 
-class _RemoteSimulator:
-    """The simulator subprocess, addressed like `Simulator` (for `litellm_router`)."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.base_urls = {"groq": f"{self.url}/groq/openai/v1"}
-
-
 @contextlib.contextmanager
-def _processes() -> Iterator[tuple[_RemoteSimulator, str, str, list[str], dict[str, int]]]:
+def _processes() -> Iterator[tuple[SimulatorProcess, str, str, list[str], dict[str, int]]]:
     """The simulator, the gateway and the floor (`gateway_floor.py`) as subprocesses; yields the simulator, the
     gateway's and the floor's URLs, the key secrets and the processes' ids ("simulator", "gateway", "floor")."""
-    import requests
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "GROQ_", "OPENROUTER_", "GEMINI_"))}
     env["PYTHONPATH"] = str(ROOT)
     procs: list[subprocess.Popen[bytes]] = []
@@ -110,31 +101,34 @@ def _processes() -> Iterator[tuple[_RemoteSimulator, str, str, list[str], dict[s
         procs.append(proc)
         return port
 
-    try:
-        sim = _RemoteSimulator(start([sys.executable, "-m", "simulator", "--latency", "0"], {}, "/_sim/requests"))
-        secrets = [bench_secret("groq", i) for i in range(1, KEYS + 1)]
-        gw_env = {"GROQ_BASE_URL": sim.base_urls["groq"], "LLM_PROVIDER_ORDER": "groq", "LLM_STATE_URL": "memory://"}
-        for i, secret in enumerate(secrets, 1):
-            requests.post(f"{sim.url}/_sim/keys", json={"provider": "groq", "secret": secret, "name": f"groq:{i}"})
-            gw_env[f"GROQ_API_KEY_{i}"] = secret
-        gateway = f"http://127.0.0.1:{start([sys.executable, '-m', 'llms', 'serve'], gw_env, '/healthz')}"
-        upstream = {"FLOOR_UPSTREAM": f"{sim.base_urls['groq']}/chat/completions", "FLOOR_KEYS": ",".join(secrets)}
-        floor = f"http://127.0.0.1:{start([*FLOOR_COMMAND], upstream, '/healthz')}"
-        yield sim, gateway, floor, secrets, {"simulator": procs[0].pid, "gateway": procs[1].pid, "floor": procs[2].pid}
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with SimulatorProcess.start() as sim:
+        try:
+            secrets, gw_env = register_keys(sim, "groq", KEYS)
+            gw_env["LLM_STATE_URL"] = "memory://"
+            gateway = f"http://127.0.0.1:{start([sys.executable, '-m', 'llms', 'serve'], gw_env, '/healthz')}"
+            upstream = {"FLOOR_UPSTREAM": f"{sim.base_urls['groq']}/chat/completions", "FLOOR_KEYS": ",".join(secrets)}
+            floor = f"http://127.0.0.1:{start([*FLOOR_COMMAND], upstream, '/healthz')}"
+            yield (
+                sim,
+                gateway,
+                floor,
+                secrets,
+                {"simulator": sim.process.pid, "gateway": procs[0].pid, "floor": procs[1].pid},
+            )
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 # --- latency ----------------------------------------------------------------------------------------------------
 
 
-def _latency(sim: _RemoteSimulator, gateway: str, secrets: list[str], router: Any) -> dict[str, list[float]]:
+def _latency(sim: SimulatorProcess, gateway: str, secrets: list[str], router: Any) -> dict[str, list[float]]:
     import requests
 
     direct_session, gateway_session = requests.Session(), requests.Session()

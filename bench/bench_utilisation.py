@@ -23,7 +23,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,10 +36,10 @@ from bench._common import (
     litellm_version,
     main,
     median,
-    provider_process,
     register_keys,
     smart_client,
 )
+from simulator.remote import SimulatorProcess
 
 TITLE = "Utilisation: share of 7 keys' combined quota delivered by 16 threads over 5 windows, and 429s per answer"
 METHOD = (
@@ -105,16 +104,15 @@ def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> R
     from llms import LLMError
 
     storms: set[float] = set()
-    keys = partial(
-        register_keys,
-        provider=scenario.provider,
-        count=KEYS,
-        limit=(scenario.per_window, WINDOW),
-        limit_hint=scenario.hint,
-        sliding=scenario.sliding,
-    )
-    with provider_process(keys) as sim:
-        secrets, env = sim.registered
+    with SimulatorProcess.start() as sim:
+        secrets, env = register_keys(
+            sim,
+            scenario.provider,
+            KEYS,
+            limit=(scenario.per_window, WINDOW),
+            limit_hint=scenario.hint,
+            sliding=scenario.sliding,
+        )
         if contender == "litellm":
             router = litellm_router(sim, scenario.provider, secrets)
             returned, errors = _fail_fast(lambda: router.completion(model="chat", messages=MESSAGES), (Exception,))
@@ -126,10 +124,11 @@ def _contend(scenario: Scenario, contender: str, policy: str | None = None) -> R
             # diagnostic: provider-wide "storm" rests (one event per key rested, so count distinct moments)
             storms = {round(e.at, 2) for e in client.admin.events(100_000) if "at once" in e.detail}
             client.close()
+        logged = sim.requests
     first_use: dict[str, float] = {}
-    for r in sim.requests:
+    for r in logged:
         first_use.setdefault(r.key_name, r.at)
-    log = [r for r in sim.requests if r.at < first_use[r.key_name] + DURATION]
+    log = [r for r in logged if r.at < first_use[r.key_name] + DURATION]
     statuses = Counter(r.status for r in log)
     answers = statuses[200]
     capacity = KEYS * scenario.per_window * WINDOWS

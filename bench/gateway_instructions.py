@@ -16,7 +16,6 @@ field 1.796 M.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -25,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, bench_secret, start_server
+from bench._common import ROOT, bench_secret, register_keys
+from simulator.remote import SimulatorProcess
 
 KEYS = 4
 CONCURRENCY = 64
@@ -102,19 +102,9 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    import requests
-
-    simulator = [sys.executable, "-m", "simulator", "--latency", "0"]
-    sim, port = start_server(simulator, {**os.environ, "PYTHONPATH": str(ROOT)}, "/_sim/requests")
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for i in range(1, KEYS + 1):
-            key = {"provider": "groq", "secret": bench_secret("groq", i), "name": f"groq:{i}"}
-            requests.post(f"{url}/_sim/keys", json=key)
-        few, many = (_counted(n, f"{url}/groq/openai/v1") for n in COUNTS)
-    finally:
-        sim.terminate()
-        sim.wait(10)
+    with SimulatorProcess.start() as sim:
+        register_keys(sim, "groq", KEYS)
+        few, many = (_counted(n, sim.base_urls["groq"]) for n in COUNTS)
     per_request = (many - few) / (COUNTS[1] - COUNTS[0])
     print(f"{per_request / 1e6:.3f} M instructions a request (memory store, 4 Groq keys, half streamed)")
     return 0

@@ -13,21 +13,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bench._common import (
     LITELLM_MODELS,
     MESSAGES,
-    ProviderProcess,
     Result,
     import_litellm,
-    provider_process,
     smart_client,
 )
 from bench.bench_shapes import targets
 from llms.types import ChatRequest
+from simulator.remote import SimulatorProcess
 from simulator.shapes import WindowKind, served
 from simulator.virtual_time import (
     _SECRETS,
@@ -69,7 +67,7 @@ def _register(sim: Any, shape: Shape) -> list[str]:
     return secrets
 
 
-def _router(sim: ProviderProcess, provider: str, secrets: list[str]) -> Any:
+def _router(sim: SimulatorProcess, provider: str, secrets: list[str]) -> Any:
     """LiteLLM's Router, one deployment per key in one model group, default settings (as `_common.litellm_router`,
     plus the generic provider as an OpenAI-compatible deployment)."""
     litellm = import_litellm()
@@ -84,7 +82,7 @@ def _router(sim: ProviderProcess, provider: str, secrets: list[str]) -> Any:
 
 
 def _load(
-    shape: Shape, call: Callable[[], object], caught: tuple[type[BaseException], ...], sim: ProviderProcess
+    shape: Shape, call: Callable[[], object], caught: tuple[type[BaseException], ...], sim: SimulatorProcess
 ) -> tuple[float, dict[str, int]]:
     """The cell's callers as threads for its span from the first request the simulator saw (what a client does
     before its first request is start-up, not rotation); when that was, and how the calls ended."""
@@ -128,9 +126,9 @@ def contend(shape: Shape, contender: str) -> Result:
     provider = PROVIDER_OF[shape.hint]
     with (
         tempfile.TemporaryDirectory(prefix="bench-shapes-") as folder,
-        provider_process(partial(_register, shape=shape), skew=shape.skew) as sim,
+        SimulatorProcess.start(skew=shape.skew) as sim,
     ):
-        secrets = sim.registered
+        secrets = _register(sim, shape)
         asks = _asks(shape)
         if contender == "litellm":
             router = _router(sim, provider, secrets)
@@ -148,7 +146,7 @@ def contend(shape: Shape, contender: str) -> Result:
                 import google.genai  # noqa: F401
             started, ended = _load(shape, lambda: client.complete(asks(), wait=wait), (LLMError,), sim)
             client.close()
-    log = sim.requests
+        log = sim.requests
     measured = _measure(shape, started, log)
     statuses = Counter(r.status for r in log)
     return {

@@ -373,6 +373,7 @@ class Simulator:
         elif plan.tokens is not None:
             headers |= token_headers(plan.tokens)
         if wire.retry_after and plan.step is Step.RATE_LIMIT and plan.quota is not None and reply.status == 429:
+            headers = {k: v for k, v in headers.items() if k.lower() != "retry-after"}  # (Groq's own: one, not two)
             headers["Retry-After"] = str(max(1, math.ceil(plan.quota.reset_in)))
         return replace(reply, headers=headers)
 
@@ -415,9 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="register the demo keys and print their env vars")
     parser.add_argument("--per-minute", type=int, default=3, help="requests per minute per demo key")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds of simulated latency per answer")
+    parser.add_argument("--skew", type=float, default=0.0, help="seconds the provider's clock runs ahead of this one")
     args = parser.parse_args(argv)
     try:
-        sim = Simulator(latency=args.latency, port=args.port).start()
+        sim = Simulator(latency=args.latency, port=args.port, skew=args.skew).start()
     except OSError as exc:
         print(f"simulator: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ codes, headers, error bodies and SSE framing (see docs in DESIGN.md §3–§4).
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from conftest import ctrl_c_raises
 from simulator import DEMO_KEYS, SimRequest, Simulator, Step
 from simulator.core import go_duration, wire_examples
 from simulator.registry import WIRE_STEPS
+from simulator.remote import SimulatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVIDERS = ("openrouter", "groq", "gemini")
@@ -862,6 +864,24 @@ def test_cli_prints_exports_and_serves() -> None:
         finally:
             proc.kill()  # a no-op once it has exited; if it outlived the SIGINT, it must not outlive the test
             proc.wait()
+
+
+def test_a_simulator_in_a_process_of_its_own_is_scripted_as_one_in_ours() -> None:
+    """`SimulatorProcess` (the quota benchmarks' provider) over the control API: a key's limit shape, the clock skew
+    and the log all reach the other process and come back."""
+    with SimulatorProcess.start(skew=30.0) as sim:
+        assert sim.first() is None
+        name = sim.add_key("groq", "gsk_remote", limit=(2, 60.0), window="sliding", retry_after=True, jitter=0.0)
+        before = time.time()
+        answers = [send(sim, "groq", "gsk_remote") for _ in range(3)]  # type: ignore[arg-type]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert answers[2].headers["retry-after"] == "60"
+        served = email.utils.parsedate_to_datetime(answers[0].headers["Date"]).timestamp()
+        assert served - before > 25  # the provider's clock runs 30 s ahead
+        log = sim.requests
+        assert [(r.key_name, r.status) for r in log] == [(name, 200), (name, 200), (name, 429)]
+        assert isinstance(log[0], SimRequest) and sim.first() == log[0].at
+    assert sim.process.returncode is not None
 
 
 @pytest.mark.parametrize(
