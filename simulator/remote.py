@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -36,7 +36,7 @@ class SimulatorProcess:
 
     url: str
     process: subprocess.Popen[str]
-    _first: float | None = None
+    _first: float | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def start(cls, *, latency: float = 0.0, skew: float = 0.0) -> Self:
@@ -60,6 +60,8 @@ class SimulatorProcess:
         self.stop()
 
     def stop(self) -> None:
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self.process.terminate()
         try:
             self.process.wait(10)
