@@ -27,17 +27,11 @@ from llms.learned_closings import (
     windows_apart,
 )
 from llms.outcomes import QuotaHint
+from llms.probe_schedule import probe_due, rarer, window_probes
 from llms.sent_counts import counted_between, counted_until, sliding_quota
 from llms.state.base import Document
 
 SLOTS_KEPT = 256
-PROBE_EVERY = 4
-"""Windows on the clock (a sliding log's lengths) between probes at first (`SlotLog.probe_every`, at least
-`PROBE_ANSWERS` answers apart); doubled by each refused probe, up to `PROBE_EVERY_MOST`: a size on the clock that
-holds costs a 429 in windows 4, 8, 16, 32, … (four in the first 40)."""
-PROBE_EVERY_MOST = 256
-PROBE_ANSWERS = 40
-"""Answers at least between probes at first: a probe refused costs a 429, which small windows feel most."""
 SLIDING_AFTER = 3
 """Counts with requests left whose resets all agree it takes to read a window as a sliding log
 (`SlotLog.sliding`), and counts that agree on a bucket's seconds per request (`LearnedLimits._dripping`)."""
@@ -80,9 +74,9 @@ class SlotLog:
     its first slot then freed early by their spacing, a 429 a window)."""
     probe_every: int = 0
     """Every how many windows on the clock (a sliding log: lengths after its latest closing or probe) one request
-    more than its size goes (0: from `PROBE_EVERY`): a reading too small or too slow (a window not full when read,
-    read from another key's clock, or from a paced start) is never corrected by a 429, so now and then it takes one
-    more; admitted, the size grows; refused, probes go half as often."""
+    more than its size goes (0: from `probe_schedule.PROBE_EVERY`): a reading too small or too slow is never
+    corrected by a 429, so now and then it takes one more; admitted, the size grows; refused, probes go half as
+    often."""
     probed: float = 0.0
     """When the latest admitted probe went: a sliding log's next one counts from it; on the clock, a 429 with slots
     left after it takes its slot back rather than refute the clock."""
@@ -201,9 +195,12 @@ class SlotLog:
             if left is not None and (left.remaining or 0) <= len(in_flight):  # full where the clock says: nothing new
                 every = self._rarer_probes if self.probing(now + hint - self.length) else self.probe_every  # refused
                 return replace(self, closed_until=now + hint, waited=hint, probe_every=every)
-            if self.probed and self.probed > self.clock - self.length:  # its size grown by a probe since: one too many
-                size = max(1, (self.size or 1) - 1)
-                return replace(self, size=size, closed_until=now + hint, waited=hint, probe_every=self._rarer_probes)
+            grown = self.probed and self.probed > self.clock - self.length  # its size grown by a probe since
+            # One slot left, the hint precise (its moment on the grid): a send at a turn counted in the window after it.
+            edge = (self.size or 1) > 1 >= (left.remaining or 0) - len(in_flight) and not float(hint).is_integer()
+            if grown or edge:  # one too many
+                size, every = max(1, (self.size or 1) - 1), self._rarer_probes if grown else self.probe_every
+                return replace(self, size=size, closed_until=now + hint, waited=hint, probe_every=every)
             # Refused with slots left where the clock says: not on the clock (a bucket's drips on its grid, say).
             log = replace(self, clock=None, refuted=True)
         learned = log._learned(now, hint, seen, in_flight)
@@ -471,8 +468,7 @@ class SlotLog:
         """Whether the window on the clock that turned then takes a probe (`probe_every`)."""
         if self.clock is None or not self.length:
             return False
-        window = round((turned - self.clock) / self.length)
-        return window > 0 and window % self._probe_every == 0
+        return window_probes(self.clock, self.length, turned, self.probe_every, self.size)
 
     @property
     def margin(self) -> float:
@@ -488,13 +484,9 @@ class SlotLog:
         window closed or probe went; not where answers' counts taught it)."""
         if self.clock is not None or not self.length or self.read_from_counts:
             return False
-        return now - max(self.closed_until, self.probed) >= self._probe_every * self.length
+        return probe_due(now - max(self.closed_until, self.probed), self.length, self.probe_every, self.size)
 
     @property
     def _rarer_probes(self) -> int:
-        """`probe_every` after a probe was refused: half as often."""
-        return min(2 * self._probe_every, PROBE_EVERY_MOST)
-
-    @property
-    def _probe_every(self) -> int:
-        return self.probe_every or max(PROBE_EVERY, math.ceil(PROBE_ANSWERS / (self.size or 1)))
+        """`probe_every` after a probe was refused: half as often (`probe_schedule.rarer`)."""
+        return rarer(self.probe_every, self.size)

@@ -290,7 +290,24 @@ def test_a_size_on_the_clock_read_low_grows_by_a_probe_now_and_then() -> None:
     grown = replace(low, times=(20.2, 20.4, 20.6, 20.8), probed=21.0)
     shrunk = grown.limited(21.2, 0.8)
     assert (shrunk.clock, shrunk.refuted, shrunk.size, shrunk.probe_every) == (0.0, False, 4, 16)
-    assert replace(grown, probed=0.0).limited(21.2, 0.8).refuted
+    # No probe since, one slot left: a send at the turn counted in a window, the size one too many (below); two
+    # slots left: not on the clock.
+    assert not replace(grown, probed=0.0).limited(21.2, 0.8).refuted
+    assert replace(grown, probed=0.0, times=(20.2, 20.4, 20.6)).limited(21.2, 0.8).refuted
+
+
+def test_a_window_on_the_clock_refused_with_one_slot_left_is_one_smaller_not_off_the_clock() -> None:
+    """Groq's 30 a minute on the clock under 3 s answers, time scaled by 30 (2 s windows, 0.1 s answers): key 1's
+    size grew to 31 (a request sent at a turn counted in the window after it), and its 31st request, refused with
+    one slot left where the clock said, refuted the clock: re-read as sliding 31 a 3.53 s, the key sent 18 and 14
+    of its 30 in the next two windows (0.843 of the quota). One slot off is the window's edge, not another kind of
+    window: the size is one smaller and the clock stays (0.937, both keys on the clock of 30 a 2 s)."""
+    shape = replace(NAMED["slow answers (3 s ± 50 %), clock 30/60 s, Groq"].scaled(1 / 30), windows=5, seed=1)
+    learned: dict[str, Document] = {}
+    measured = run(shape, learned=learned)
+    assert measured.share >= 0.93, measured.as_dict()
+    logs = [SlotLog.of(document) for name, document in learned.items() if name.startswith("slots/")]
+    assert [(log.clock is not None, log.refuted, log.length, log.size) for log in logs] == [(True, False, 2.0, 30)] * 2
 
 
 def test_a_key_whose_window_turns_with_another_keys_clock_goes_on_it_too() -> None:
