@@ -30,13 +30,14 @@ TITLE = "Scale: cost per call with 30,000 keys (27,000 cooling) vs 8 keys"
 METHOD = (
     "Each measurement is the median of its rounds, 30,000-key cost ÷ 8-key cost from the same run. Both sides "
     "are first warmed until every key they may pick has answered more than `InFlightLimit.PROVEN_AFTER` times, "
-    "so both run the same code per call: 20 warm-up calls left the 3,000 free keys still learning their quota "
-    "(a few answers each, where each of the 8 had hundreds), and the ratio then measured the learning key's "
-    "pacing bookkeeping, not the number of keys. *Key pick + "
+    "so both run the same code per call: without it the 3,000 free keys were still learning their quota (a few "
+    "answers each, where each of the 8 had hundreds) through the full call's rounds and the first pick rounds, "
+    "and the ratio measured the learning key's pacing bookkeeping, not the number of keys. *Key pick + "
     "record*: `KeyManager.acquire` + the lease's `succeeded()` on the memory store, 20,000 calls per round, the "
     "median of 9 rounds in a fresh process, the median of 5 such processes taken in turn with the 8-key manager's "
-    "(in one process the ratio moved with where each manager's objects fell in memory: 1.11 to 1.25 by which was "
-    "built first), 27,000 of the 30,000 keys cooling for an hour. *Full call*: `SmartClient.complete` against "
+    "(in one process, each manager's objects among the other's, the ratio moved with which was built first: "
+    "per model 1.11 to 1.25; a caller's process holds one), 27,000 of the 30,000 keys cooling for an hour. "
+    "*Full call*: `SmartClient.complete` against "
     "the simulator (Groq wire "
     "format, zero latency), 200 calls per round, 9 rounds taken in turn with the 8-key client, "
     "the same 27,000 keys cooling. Both "
@@ -73,9 +74,9 @@ PICKERS: dict[str, tuple[int, int, int]] = {  # a side of a pick measurement: ke
     "30,000 keys, 5 models": (TOTAL, RESTING, 5),
 }
 PROCESSES = 5
-"""Fresh processes per side of a pick measurement, the sides taking turns: in one process the ratio moved with
-where each manager's objects fell in memory (the per-model ratio read 1.11 in one process and 1.15-1.25 in others,
-by which manager was built first), a cost no caller pays by the number of its keys."""
+"""Fresh processes per side of a pick measurement, the sides taking turns: in one process, each manager's objects
+among the other's, the ratio moved with which was built first (per model 1.11 to 1.25), where a caller's process
+holds one manager."""
 
 
 def pick_cost(side: str, calls: int) -> float:
