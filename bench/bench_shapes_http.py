@@ -71,8 +71,8 @@ DIFFERS = 0.05
 """A share over HTTP this far from the harness's for the same cell is a finding."""
 HARNESS_DRAWS = 5
 """Seeds the harness runs each cell under, its median draw (by share, then 429s) beside HTTP: one draw of a cell's
-jitter is as much a sample as one run over HTTP (the ÷30 sliding 20/2 s cell drew 0.65 to 0.77 over five), and
-compared with the first draw alone, HTTP differed where it drew lower."""
+jitter is as much a sample as one run over HTTP (the ÷30 sliding 20/2 s cell drew 0.65 to 0.77 over five): against
+seed 0 alone, HTTP "differed" in cells where that one draw was high."""
 RUNS = 3
 """Runs of each contender on a cell whose first run of ours missed, or differed from the harness: the median
 counts."""
@@ -118,7 +118,7 @@ METHOD = (
     "window, and scaled, the client's own pacing constants are not (its time-scaled run stays in the table as "
     "that cell's variant). *Harness* is `simulator.virtual_time.run` on the same cell as run over HTTP (shortened "
     f"or not), so the two compare like with like, its median draw of {HARNESS_DRAWS} seeds (by share, then 429s: "
-    "one draw of a cell's jitter is a sample as one run over HTTP is; the full cells' numbers are in *Quota on "
+    "one draw of a cell's jitter is as much a sample as one run over HTTP; the full cells' numbers are in *Quota on "
     "every shape*). "
     "Targets are issue "
     "23's, for our client over HTTP, judged by `bench_shapes.targets`: ≥ 0.98 share (hint-less 0.95) and ≤ the "
