@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -200,7 +201,7 @@ def _entry(cell: Cell, first: dict[str, list[Result]]) -> dict[str, Any]:
     """A cell's first run of each contender, beside the harness on the same shape."""
     assert cell.http is not None
     draws = [run(replace(cell.http, seed=cell.http.seed + draw)) for draw in range(HARNESS_DRAWS)]
-    harness = sorted(draws, key=lambda m: (m.share, -m.waste))[len(draws) // 2]
+    harness = _median_run(draws, lambda m: (m.share, m.waste))
     return {
         "name": cell.name,
         "label": cell.label,
@@ -208,6 +209,15 @@ def _entry(cell: Cell, first: dict[str, list[Result]]) -> dict[str, Any]:
         "harness": harness.as_dict() | {"met": list(targets(harness))},
         **{contender: results[0] for contender, results in first.items()},
     }
+
+
+T = TypeVar("T")
+
+
+def _median_run(runs: Sequence[T], measures: Callable[[T], tuple[float, float]]) -> T:
+    """The middle of several runs (or harness draws) of a cell by share, then by fewer 429s (`measures`: a run's
+    share and 429s per answer): what the cell is judged by."""
+    return sorted(runs, key=lambda run: (measures(run)[0], -measures(run)[1]))[len(runs) // 2]
 
 
 def _unsure(entry: Result) -> bool:
@@ -232,7 +242,7 @@ def run_all() -> Result:
             for contender in CONTENDERS:  # one run is noise: both contenders' median of RUNS
                 runs = [entry[contender], *more[contender]]
                 entry[f"{contender}_runs"] = [run["share"] for run in runs]
-                entry[contender] = sorted(runs, key=lambda run: (run["share"], -run["waste"]))[len(runs) // 2]
+                entry[contender] = _median_run(runs, lambda run: (run["share"], run["waste"]))
         for cell, entry in zip(batch, entries, strict=True):
             assert cell.http is not None
             if cell.http.length != cell.named.length and entry["ours"]["share"] < entry["litellm"]["share"]:
