@@ -22,6 +22,12 @@ store) under draws 1–8 instead (`Shape.seed`), and `classes` then counts misse
 
     python bench/shape_sample.py run /tmp/named.json --named 8                  # about a minute on 2 cores
     python bench/shape_sample.py classes /tmp/named.json
+
+The HTTP table's time-scaled cells (`bench_shapes_http`: a minute's windows run as 2 s ones, "÷30") are where the
+client falls below LiteLLM's Router; `--scaled 5` runs each as that table's harness column does, under draws 0–4
+(`classes` counts their misses by cell; the table shows each one's median draw):
+
+    python bench/shape_sample.py run /tmp/scaled.json --scaled 5                # about a minute on 2 cores
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,7 @@ def measure(numbered: tuple[int, Shape]) -> Cell:
     number, shape = numbered
     measured = run(shape)
     named = [f"named: {name}" for name, cell in NAMED.items() if replace(cell, seed=shape.seed) == shape]
+    named += [f"{name} (time-scaled)" for name, cell in _scaled().items() if replace(cell, seed=shape.seed) == shape]
     share_met, waste_met = targets(measured)
     return {
         "cell": number,
@@ -83,6 +91,19 @@ def named_draws(draws: int) -> list[tuple[int, Shape]]:
     return list(enumerate(shapes))
 
 
+@cache
+def _scaled() -> dict[str, Shape]:
+    """The named cells the HTTP table runs with time scaled down, as it runs them, by name."""
+    from bench.bench_shapes_http import cells  # (the HTTP table's own choice of cells and scaling)
+
+    return {c.name: c.http for c in cells() if c.http is not None and c.http.length < c.named.length}
+
+
+def scaled_draws(draws: int) -> list[tuple[int, Shape]]:
+    """The HTTP table's time-scaled cells under draws 0 to `draws` − 1, as its harness column runs them."""
+    return list(enumerate(replace(shape, seed=draw) for shape in _scaled().values() for draw in range(draws)))
+
+
 def met(cell: Cell) -> bool:
     return all(cell["met"])
 
@@ -113,18 +134,21 @@ def diff(before: list[Cell], after: list[Cell]) -> Iterable[str]:
 
 
 def by_class(cells: list[Cell]) -> Iterable[str]:
-    """Misses per kind of cell, most first: which share target and which waste target each kind misses."""
+    """Misses per kind of cell, most first: which share target and which waste target each kind misses, and the
+    kind's mean share."""
     total, missed, share_missed, waste_missed = Counter(), Counter(), Counter(), Counter()
+    shares: Counter[str] = Counter()
     for cell in cells:
         for kind in cell["classes"]:
             total[kind] += 1
             missed[kind] += not met(cell)
             share_missed[kind] += not cell["met"][0]
             waste_missed[kind] += not cell["met"][1]
+            shares[kind] += cell["share"]
     for kind in sorted(total, key=lambda k: (-missed[k], k)):
         yield (
             f"{kind:22s} {missed[kind]:4d} of {total[kind]:4d} miss   share {share_missed[kind]:4d}   "
-            f"429s {waste_missed[kind]:4d}"
+            f"429s {waste_missed[kind]:4d}   mean share {shares[kind] / total[kind]:.3f}"
         )
     yield summary(cells)
 
@@ -139,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     running.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     running.add_argument("--named", type=int, metavar="DRAWS", help="the named cells under this many draws instead")
     running.add_argument("--windows", type=int, help="windows each random cell runs (default: its own, 4)")
+    running.add_argument("--scaled", type=int, metavar="DRAWS", help="the HTTP table's time-scaled cells instead")
     comparing = commands.add_parser("diff", help="what changed between two samples of the same cells")
     comparing.add_argument("before", type=Path)
     comparing.add_argument("after", type=Path)
@@ -147,7 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "run":
         with ProcessPoolExecutor(args.jobs) as pool:
-            numbered = named_draws(args.named) if args.named else sample(args.cells, args.seed, args.windows)
+            if args.scaled:
+                numbered = scaled_draws(args.scaled)
+            elif args.named:
+                numbered = named_draws(args.named)
+            else:
+                numbered = sample(args.cells, args.seed, args.windows)
             cells = list(pool.map(measure, numbered, chunksize=4))
         args.out.write_text(json.dumps(cells))
         print(summary(cells))

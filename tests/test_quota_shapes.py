@@ -847,7 +847,7 @@ def test_a_sample_of_random_cells_is_kept_and_two_samples_are_compared_cell_by_c
     lines = list(shape_sample.diff(before, cells))
     assert len(lines) == 2 and ("broke" if all(before[0]["met"]) else "fixed") in lines[0]
     counted = list(shape_sample.by_class(cells))
-    assert sum(int(line.split()[-8]) for line in counted if line.startswith("window ")) == sum(
+    assert sum(int(line.split()[-11]) for line in counted if line.startswith("window ")) == sum(
         not all(c["met"]) for c in cells
     )
 
@@ -871,6 +871,24 @@ def test_the_named_cells_run_under_other_draws_and_their_misses_are_counted_by_c
     assert f"named: {name}" in cell["classes"] and cell["label"] == shape.label()
     counted = list(shape_sample.by_class([cell]))
     assert any(line.startswith(f"named: {name}") for line in counted)
+
+
+def test_the_time_scaled_cells_of_the_http_table_run_as_its_harness_column_runs_them() -> None:
+    """`shape_sample.py run --scaled N`: the HTTP table's cells of minute windows scaled to 2 s ones, each as that
+    table's harness column runs it, under draws 0 to N − 1, each counted under its name by `classes` with its mean
+    share (the four cells below LiteLLM's Router are among them)."""
+    from bench.bench_shapes_http import cells
+
+    scaled = {c.name: c.http for c in cells() if c.http is not None and c.http.length < c.named.length}
+    assert "slow answers (10 s ± 50 %), sliding 20/60 s, OpenRouter reset ms" in scaled
+    drawn = shape_sample.scaled_draws(2)
+    assert len(drawn) == 2 * len(scaled) and [shape.seed for _, shape in drawn[:2]] == [0, 1]
+    name, shape = next(iter(scaled.items()))
+    assert shape is not None and drawn[1][1] == replace(shape, seed=1) and shape.length == 2.0
+    cell = shape_sample.measure(drawn[0])
+    assert f"{name} (time-scaled)" in cell["classes"]
+    line = next(line for line in shape_sample.by_class([cell]) if line.startswith(name))
+    assert line.endswith(f"mean share {cell['share']:.3f}")
 
 
 @pytest.mark.slow
