@@ -5,7 +5,7 @@ rule that mends one kind of shape often costs another (each session's "tried and
 hundred random cells of the same space (`bench_shapes.random_shape`, on the memory store: the harness's tests run
 there, and it is several times faster than SQLite) in parallel, and compares two runs cell by cell and by class:
 
-    python bench/shape_sample.py run /tmp/before.json --cells 300 --seed 23     # about a minute on 2 cores
+    python bench/shape_sample.py run /tmp/before.json --cells 300 --seed 23     # about three minutes on 2 cores
     (change the client)
     python bench/shape_sample.py run /tmp/after.json --cells 300 --seed 23
     python bench/shape_sample.py diff /tmp/before.json /tmp/after.json          # cells that moved, fixed, broke
@@ -27,7 +27,7 @@ The HTTP table's time-scaled cells (`bench_shapes_http`: a minute's windows run 
 client falls below LiteLLM's Router; `--scaled 5` runs each as that table's harness column does, under draws 0–4
 (`classes` counts their misses by cell; the table shows each one's median draw):
 
-    python bench/shape_sample.py run /tmp/scaled.json --scaled 5                # about a minute on 2 cores
+    python bench/shape_sample.py run /tmp/scaled.json --scaled 5                # about half a minute on 2 cores
 """
 
 from __future__ import annotations
