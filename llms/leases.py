@@ -80,6 +80,7 @@ class Leases:
         self._lease_seconds = lease_seconds
         self.ttl = lease_seconds if store.IN_MEMORY else min(lease_ttl, lease_seconds)  # nothing outlives this process
         self._held: dict[str, _Held] = {}  # token → this process's lease on a key, while its request runs
+        self._held_of: defaultdict[str, dict[str, _Held]] = defaultdict(dict)  # subject → its leases held, by token
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._sent: dict[str, float] = {}  # subject → when this process last sent a request for it
@@ -164,7 +165,9 @@ class Leases:
             self._shared.sent(tokens)
             self.subjects.add(subject)
             until = self._slots.hold(subject, token, key.provider, part, now, now + self._lease_seconds)
-            self._held[token] = _Held(key.fingerprint, subject, part, until, now, tokens)
+            self._held[token] = self._held_of[subject][token] = _Held(
+                key.fingerprint, subject, part, until, now, tokens
+            )
             self._saturate(key, subject, part, now)
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew, name="llms-leases", daemon=True)
@@ -188,8 +191,8 @@ class Leases:
         """(when, tokens) of this process's requests out for the subject, but the one of lease `but`. Called with
         the lock held."""
         if but is None:  # (on every admit and end)
-            return [(held.sent, held.tokens) for held in self._held.values() if held.subject == subject]
-        return [(held.sent, held.tokens) for t, held in self._held.items() if held.subject == subject and t != but]
+            return [(held.sent, held.tokens) for held in self._held_of[subject].values()]
+        return [(held.sent, held.tokens) for t, held in self._held_of[subject].items() if t != but]
 
     def tokens_back(self, key: ApiKey, part: str, tokens: int) -> float | None:
         """When the key's window of tokens for `part` pays for a request of `tokens`, as its answers said or its
@@ -329,6 +332,7 @@ class Leases:
         with the lock held."""
         held = self._held.pop(token, None)
         if held is not None:
+            del self._held_of[held.subject][token]
             self._slots.let_go(held.subject, token)
             self._in_flight[held.subject] -= 1
         return held
@@ -366,7 +370,10 @@ class Leases:
         slots it held longer renew their leases in the store as long."""
         with self._lock:
             for token, until in self._slots.reported(provider, part, quota, sent, learned).items():
-                self._held[token] = replace(self._held[token], renew_until=max(self._held[token].renew_until, until))
+                held = self._held[token]
+                self._held[token] = self._held_of[held.subject][token] = replace(
+                    held, renew_until=max(held.renew_until, until)
+                )
 
     def _holding(self, subject: str, now: float) -> int:
         """This process's requests of the subject in flight that still hold a slot of its quota (`SlotEnds`)."""
@@ -378,7 +385,7 @@ class Leases:
         keeps those sent while the quota was unknown: `StateStore.note_sent`, `sends_out`), else this process's."""
         subject = limit_subject(key, part)
         with self._lock:
-            sends = sorted(held.sent for held in self._held.values() if held.subject == subject)
+            sends = sorted(held.sent for held in self._held_of[subject].values())
         if self._store.SHARED:
             try:
                 everyone = self._store.sends_out([m.fingerprint for m in self._account(key)], part, self._clock())
