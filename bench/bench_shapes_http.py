@@ -150,8 +150,13 @@ class Cell:
         return self.http is not None and self.http.span > SIDE_BY_SIDE_AFTER
 
     @property
+    def scaled(self) -> bool:
+        """Whether the cell runs over HTTP with its time scaled down (a minute's windows as `SCALED` seconds)."""
+        return self.http is not None and self.http.length != self.named.length
+
+    @property
     def label(self) -> str:
-        if self.http is None or self.http.length == self.named.length:
+        if self.http is None or not self.scaled:
             return self.name
         named, http = self.named, self.http
         return (
@@ -247,7 +252,7 @@ def run_all() -> Result:
                 entry[contender] = _median_run(runs, lambda run: (run["share"], run["waste"]))
         for cell, entry in zip(batch, entries, strict=True):
             assert cell.http is not None
-            if cell.http.length != cell.named.length and entry["ours"]["share"] < entry["litellm"]["share"]:
+            if cell.scaled and entry["ours"]["share"] < entry["litellm"]["share"]:
                 sweep = {
                     f"{f:g}": run(replace(cell.named.scaled(1 / f), windows=WINDOWS, store=STORE)).share for f in SWEEP
                 }

@@ -96,7 +96,7 @@ def _scaled() -> dict[str, Shape]:
     """The named cells the HTTP table runs with time scaled down, as it runs them, by name."""
     from bench.bench_shapes_http import cells  # (the HTTP table's own choice of cells and scaling)
 
-    return {c.name: c.http for c in cells() if c.http is not None and c.http.length < c.named.length}
+    return {c.name: c.http for c in cells() if c.http is not None and c.scaled}
 
 
 def scaled_draws(draws: int) -> list[tuple[int, Shape]]:

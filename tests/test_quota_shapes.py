@@ -879,7 +879,7 @@ def test_the_time_scaled_cells_of_the_http_table_run_as_its_harness_column_runs_
     share (the four cells below LiteLLM's Router are among them)."""
     from bench.bench_shapes_http import cells
 
-    scaled = {c.name: c.http for c in cells() if c.http is not None and c.http.length < c.named.length}
+    scaled = {c.name: c.http for c in cells() if c.http is not None and c.scaled}
     assert "slow answers (10 s ± 50 %), sliding 20/60 s, OpenRouter reset ms" in scaled
     drawn = shape_sample.scaled_draws(2)
     assert len(drawn) == 2 * len(scaled) and [shape.seed for _, shape in drawn[:2]] == [0, 1]
