@@ -191,8 +191,8 @@ class Leases:
         """(when, tokens) of this process's requests out for the subject, but the one of lease `but`. Called with
         the lock held."""
         if but is None:  # (on every admit and end)
-            return [(held.sent, held.tokens) for held in self._held_of[subject].values()]
-        return [(held.sent, held.tokens) for t, held in self._held_of[subject].items() if t != but]
+            return [(held.sent, held.tokens) for held in self._held_of.get(subject, {}).values()]
+        return [(held.sent, held.tokens) for t, held in self._held_of.get(subject, {}).items() if t != but]
 
     def tokens_back(self, key: ApiKey, part: str, tokens: int) -> float | None:
         """When the key's window of tokens for `part` pays for a request of `tokens`, as its answers said or its
@@ -332,7 +332,10 @@ class Leases:
         with the lock held."""
         held = self._held.pop(token, None)
         if held is not None:
-            del self._held_of[held.subject][token]
+            of_subject = self._held_of[held.subject]
+            del of_subject[token]
+            if not of_subject:  # (kept only while it holds any: a process's subjects number keys × models)
+                del self._held_of[held.subject]
             self._slots.let_go(held.subject, token)
             self._in_flight[held.subject] -= 1
         return held
@@ -385,7 +388,7 @@ class Leases:
         keeps those sent while the quota was unknown: `StateStore.note_sent`, `sends_out`), else this process's."""
         subject = limit_subject(key, part)
         with self._lock:
-            sends = sorted(held.sent for held in self._held_of[subject].values())
+            sends = sorted(held.sent for held in self._held_of.get(subject, {}).values())
         if self._store.SHARED:
             try:
                 everyone = self._store.sends_out([m.fingerprint for m in self._account(key)], part, self._clock())
