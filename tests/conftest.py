@@ -38,6 +38,18 @@ SECRETS: Mapping[str, tuple[str, ...]] = {
 ALL_SECRETS = tuple(s for group in SECRETS.values() for s in group)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers `-n auto` (pyproject's addopts) starts: twice the cores for the whole suite, which mostly
+    waits on sockets, timers, processes and browsers (three workers kept about 1.3 of 2 cores busy: 4:02–4:42,
+    four took 3:32–3:50, five failed a shared-store timing test under the load); one more than the cores for the
+    fast subset (`-m "not slow"`), which computes (44 s with three workers, 48–59 s with four).
+    `PYTEST_XDIST_AUTO_NUM_WORKERS` still decides where set."""
+    if chosen := os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(chosen)
+    cores = len(os.sched_getaffinity(0))
+    return cores + 1 if "not slow" in (config.option.markexpr or "") else 2 * cores
+
+
 class Clock:
     """A clock the test moves by hand, so cooldown arithmetic needs no sleeping."""
 
