@@ -8,7 +8,9 @@ streamed, 64 at a time) against the simulator in another process (not counted), 
 the start-up that `gateway.server.serve` does (`settle_heap`), as uvicorn runs it; and counts it twice, with 200 and
 1,200 requests: the difference over 1,000 is the cost of a request, start-up and imports cancelled out. Needs
 valgrind (`apt-get install valgrind`); about a minute. At 32f3d72 it read 1.907 M, after the records built field by
-field 1.796 M; at c7b36a0 1.802 M, and 1.786 M once the leases held were indexed by subject.
+field 1.796 M; at c7b36a0 1.802 M, and 1.786 M once the leases held were indexed by subject; at d02a07c 1.785 M,
+and 1.738 M once a request that fits every reading of the tokens left with all that is out counted skipped the
+readings one by one.
 
     python bench/gateway_instructions.py            # "1.796 M instructions a request (…)"
 """

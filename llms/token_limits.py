@@ -36,8 +36,10 @@ class TokenLimits:
         after their requests (over HTTP, one sent 1.5 ms before one whose answer read 320 left came 0.9 ms after
         it, and 100 tokens went unaccounted for). `read`: by the readings alone (a drip counts its own sends);
         `shared`: every process's total sent, where processes share the store (`TokenDrip.limited`)."""
-        fits, waits = -math.inf, False
-        for budget in self._budgets.get(subject, ()):
+        fits, waits, budgets = -math.inf, False, self._budgets.get(subject, ())
+        if budgets and sum([cost for _, cost in out]) + max(1, tokens) <= min(budget.left for budget in budgets):
+            return fits, waits  # by every reading, even were all that is out sent since it (no answer waited for)
+        for budget in budgets:
             since = budget.read - TRIP_SPREAD
             spent = sum([cost for sent, cost in out if sent >= since])  # (a list: on every admit)
             fits, waits = max(fits, budget.fits_at(tokens, spent)), waits or spent > 0
