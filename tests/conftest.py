@@ -44,8 +44,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     four took 3:32–3:50, five failed a shared-store timing test under the load); one more than the cores for the
     fast subset (`-m "not slow"`), which computes (44 s with three workers, 48–59 s with four).
     `PYTEST_XDIST_AUTO_NUM_WORKERS` still decides where set."""
-    if chosen := os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return int(chosen)
+    with contextlib.suppress(ValueError):  # (not a number: pytest-xdist warns of it)
+        return int(os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", ""))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # (not on macOS)
     return cores + 1 if "not slow" in (config.option.markexpr or "") else 2 * cores
 
