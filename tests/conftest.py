@@ -38,16 +38,21 @@ SECRETS: Mapping[str, tuple[str, ...]] = {
 ALL_SECRETS = tuple(s for group in SECRETS.values() for s in group)
 
 
+WORKERS_MOST = 8
+"""Workers at most for the whole suite, whatever the cores: each holds its own `redis-server`, simulators and, for
+the browser tests, a Chromium (a wide machine with little memory per core would run out of it first)."""
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """How many workers `-n auto` (pyproject's addopts) starts: twice the cores for the whole suite, which mostly
-    waits on sockets, timers, processes and browsers (three workers kept about 1.3 of 2 cores busy: 4:02–4:42,
-    four took 3:32–3:50, five failed a shared-store timing test under the load); one more than the cores for the
-    fast subset (`-m "not slow"`), which computes (44 s with three workers, 48–59 s with four).
-    `PYTEST_XDIST_AUTO_NUM_WORKERS` still decides where set."""
+    """How many workers `-n auto` (pyproject's addopts) starts: twice the cores (`WORKERS_MOST` at most) for the
+    whole suite, which mostly waits on sockets, timers, processes and browsers (three workers kept about 1.3 of 2
+    cores busy: 4:02–4:42, four took 3:32–3:50, five failed a shared-store timing test under the load); one more
+    than the cores for the fast subset (`-m "not slow"`), which computes (44 s with three workers, 48–59 s with
+    four). `PYTEST_XDIST_AUTO_NUM_WORKERS` still decides where set."""
     with contextlib.suppress(ValueError):  # (not a number: pytest-xdist warns of it)
         return int(os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", ""))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # (not on macOS)
-    return cores + 1 if "not slow" in (config.option.markexpr or "") else 2 * cores
+    return cores + 1 if "not slow" in (config.option.markexpr or "") else min(2 * cores, WORKERS_MOST)
 
 
 class Clock:
