@@ -80,7 +80,7 @@ class Leases:
         self._lease_seconds = lease_seconds
         self.ttl = lease_seconds if store.IN_MEMORY else min(lease_ttl, lease_seconds)  # nothing outlives this process
         self._held: dict[str, _Held] = {}  # token → this process's lease on a key, while its request runs
-        self._held_of: defaultdict[str, dict[str, _Held]] = defaultdict(dict)  # subject → its leases held, by token
+        self._held_of: defaultdict[str, dict[str, None]] = defaultdict(dict)  # subject → its leases' tokens, in order
         self._in_flight: Counter[str] = Counter()  # this process's requests in flight, per subject
         self._limits: defaultdict[str, InFlightLimit] = defaultdict(InFlightLimit)
         self._sent: dict[str, float] = {}  # subject → when this process last sent a request for it
@@ -165,9 +165,8 @@ class Leases:
             self._shared.sent(tokens)
             self.subjects.add(subject)
             until = self._slots.hold(subject, token, key.provider, part, now, now + self._lease_seconds)
-            self._held[token] = self._held_of[subject][token] = _Held(
-                key.fingerprint, subject, part, until, now, tokens
-            )
+            self._held[token] = _Held(key.fingerprint, subject, part, until, now, tokens)
+            self._held_of[subject][token] = None
             self._saturate(key, subject, part, now)
             if self._renewer is None and not self._store.IN_MEMORY:
                 self._renewer = threading.Thread(target=self._renew, name="llms-leases", daemon=True)
@@ -190,9 +189,8 @@ class Leases:
     def _out(self, subject: str, but: str | None = None) -> list[tuple[float, int]]:
         """(when, tokens) of this process's requests out for the subject, but the one of lease `but`. Called with
         the lock held."""
-        if but is None:  # (on every admit and end)
-            return [(held.sent, held.tokens) for held in self._held_of.get(subject, {}).values()]
-        return [(held.sent, held.tokens) for t, held in self._held_of.get(subject, {}).items() if t != but]
+        held = self._held
+        return [(held[t].sent, held[t].tokens) for t in self._held_of.get(subject, ()) if t != but]
 
     def tokens_back(self, key: ApiKey, part: str, tokens: int) -> float | None:
         """When the key's window of tokens for `part` pays for a request of `tokens`, as its answers said or its
@@ -373,10 +371,7 @@ class Leases:
         slots it held longer renew their leases in the store as long."""
         with self._lock:
             for token, until in self._slots.reported(provider, part, quota, sent, learned).items():
-                held = self._held[token]
-                self._held[token] = self._held_of[held.subject][token] = replace(
-                    held, renew_until=max(held.renew_until, until)
-                )
+                self._held[token] = replace(self._held[token], renew_until=max(self._held[token].renew_until, until))
 
     def _holding(self, subject: str, now: float) -> int:
         """This process's requests of the subject in flight that still hold a slot of its quota (`SlotEnds`)."""
@@ -388,7 +383,7 @@ class Leases:
         keeps those sent while the quota was unknown: `StateStore.note_sent`, `sends_out`), else this process's."""
         subject = limit_subject(key, part)
         with self._lock:
-            sends = sorted(held.sent for held in self._held_of.get(subject, {}).values())
+            sends = sorted(sent for sent, _ in self._out(subject))
         if self._store.SHARED:
             try:
                 everyone = self._store.sends_out([m.fingerprint for m in self._account(key)], part, self._clock())
