@@ -74,9 +74,8 @@ class SlotLog:
     its first slot then freed early by their spacing, a 429 a window)."""
     probe_every: int = 0
     """Every how many windows on the clock (a sliding log: lengths after its latest closing or probe) one request
-    more than its size goes (0: from `probe_schedule.PROBE_EVERY`): a reading too small or too slow is never
-    corrected by a 429, so now and then it takes one more; admitted, the size grows; refused, probes go half as
-    often."""
+    more than its size goes (0: `probe_schedule.PROBE_EVERY`): a reading too small or too slow is never corrected
+    by a 429, so now and then it takes one more; admitted, the size grows; refused, probes go half as often."""
     probed: float = 0.0
     """When the latest admitted probe went: a sliding log's next one counts from it; on the clock, a 429 with slots
     left after it takes its slot back rather than refute the clock."""
@@ -89,6 +88,9 @@ class SlotLog:
     mixed: float = 0.0
     """When the latest answer went that a process wrote after another's: a closing keeps its sends only where no
     other process's requests can be out unseen among them (`written_only_by`)."""
+    counts_margin: float = SLOT_MARGIN
+    """`margin` where answers' counts taught the log: by each 429 it had a slot for, doubled or made the 429's hint
+    (how early it came) and `SLOT_MARGIN`, whichever is more, up to `TRIP_SPREAD`."""
 
     @property
     def moments(self) -> tuple[float, ...]:
@@ -114,6 +116,7 @@ class SlotLog:
             tuple(Closing.of(closing) for closing in document.get("closings", ())),
             document.get("writer", ""),
             document.get("mixed", 0.0),
+            document.get("counts_margin", SLOT_MARGIN),
         )
 
     def document(self) -> Document:
@@ -134,6 +137,7 @@ class SlotLog:
             "closings": [closing.document() for closing in self.closings],
             "writer": self.writer,
             "mixed": self.mixed,
+            "counts_margin": self.counts_margin,
         }
 
     def caught_up(self, sends: Sequence[float], writer: str) -> SlotLog:
@@ -301,14 +305,16 @@ class SlotLog:
             # rate right and the burst in the log not (stretched by it a slot a 429, a bucket of 20 a 30 s paid a 429
             # an answer until its log forgot the burst: 0.29 429s per answer over 30 windows, 0.04 as a drip).
             length = max(self.length, now + hint - sent[-self.size])
+            early = max(2 * self.counts_margin, hint + SLOT_MARGIN)  # (the hint: how early it came)
+            margin = min(TRIP_SPREAD, early) if self.read_from_counts else self.counts_margin
             since = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN) + out
             span = now + hint - self.closed_until
             if self.closed_until and since and 0 < span <= 2 * self.length:
                 drip = since == 1 and hint < span and not float(hint).is_integer()
                 if drip and abs(self.size * span - self.length) <= span + TRIP_SPREAD:
-                    return replace(self, times=log, size=1, length=span, closed_until=now + hint)
+                    return replace(self, times=log, size=1, length=span, closed_until=now + hint, counts_margin=margin)
                 length = max(length, min(self.size * span / since, 2 * self.length))
-            return replace(self, times=log, length=length, closed_until=now + hint)
+            return replace(self, times=log, length=length, closed_until=now + hint, counts_margin=margin)
         if not log or (self.length and hint < 0.1 * self.length):
             # Refused where the log had slots left, one about to free: the provider holds no more than the log's
             # window and those still out (a token bucket read from its burst: each drip's second request refused).
@@ -473,11 +479,13 @@ class SlotLog:
     @property
     def margin(self) -> float:
         """Seconds after a slot frees by the log that it is given back (`LearnedLimits.refresh_gates`): a request's
-        trip out may be shorter than the one whose slot it takes by as much as trips differ — measured where the
-        closings agree on a sliding log (twice their spread, at least `SLOT_MARGIN`), else `TRIP_SPREAD`. A slot
-        given back 0.1 s late turns a sliding 20 a 2 s over every 2.1 s: 0.95 of its quota at most."""
+        trip out may be shorter than the one whose slot it takes by as much as trips differ — twice their spread where
+        closings agree on a sliding log, else `TRIP_SPREAD`; where answers' counts taught it (the provider's length),
+        what its 429s showed (`counts_margin`), at least. 0.1 s late, a sliding 30 a 1 s turns over every 1.1 s: 0.90
+        of its quota (1.00 at 0.01 s, over HTTP too)."""
         spread = trips_spread(self.closings, self.size) if self.clock is None and self.size else None
-        return TRIP_SPREAD if spread is None else max(SLOT_MARGIN, 2 * spread)
+        fallback = self.counts_margin if self.read_from_counts else TRIP_SPREAD
+        return fallback if spread is None else max(self.counts_margin, 2 * spread)
 
     def probe_due(self, now: float) -> bool:
         """Whether a sliding log takes one request beyond it now (`probe_every` of its lengths after its latest

@@ -372,6 +372,30 @@ def test_a_sliding_log_two_closings_agree_on_gives_its_slots_back_as_trips_diffe
     assert replace(agreed, size=27).margin == TRIP_SPREAD  # lengths a size read wrong gives disagree
 
 
+def test_a_sliding_log_read_from_counts_gives_its_slots_back_as_its_429s_show_trips_differ() -> None:
+    """Where answers' counts taught a sliding log, its slots are given back `SLOT_MARGIN` after they free (the
+    counts' length is the provider's own), not a constant trip's spread later: a sliding 30 a 1 s then turned over
+    every 1.1 s, 0.90 of its quota in the harness and 0.87 over HTTP. Each 429 it had a slot for (trips out that
+    differ by more) doubles the margin, or makes it the 429's hint (how early it came) if more, up to `TRIP_SPREAD`,
+    and closings that agree (as here) keep it no smaller: a few 429s a key where trips differ, none where not."""
+    log = SlotLog().reported(30, 1.0, seen=tuple(0.01 * i for i in range(30)))
+    assert log.read_from_counts and log.margin == SLOT_MARGIN
+    margins = []
+    for at in (1.0, 2.4, 3.9, 5.3, 6.8):  # a window's first request refused as its slot freed by the log (no grid)
+        log = log.limited(at + 0.005, 0.01, in_flight=(at,))
+        margins.append(log.margin)
+        log = replace(log, times=tuple(at + 0.01 * i for i in range(30)))
+    assert margins == [2 * SLOT_MARGIN, 4 * SLOT_MARGIN, 8 * SLOT_MARGIN, TRIP_SPREAD, TRIP_SPREAD]
+    late = SlotLog().reported(30, 1.0, seen=tuple(0.01 * i for i in range(30))).limited(1.005, 0.05, in_flight=(1.0,))
+    assert late.margin == pytest.approx(0.05 + SLOT_MARGIN)  # its hint: how early the refused request came
+    assert SlotLog.of(log.document()).margin == TRIP_SPREAD  # kept in the store
+    older = {k: v for k, v in SlotLog().reported(30, 1.0).document().items() if k != "counts_margin"}
+    assert SlotLog.of(older).margin == SLOT_MARGIN  # a log an earlier release stored
+    fast = Shape(WindowKind.SLIDING, HintForm.REMAINING, 30, 1.0, keys=2, callers=64, latency=0.5, windows=15)
+    measured = run(fast)
+    assert measured.share >= 0.98 and measured.waste == 0, measured.as_dict()
+
+
 def test_a_sliding_log_read_slow_takes_one_request_more_now_and_then() -> None:
     """No 429 says a sliding log is read too slow, so now and then (ten of its lengths after its window closed, for a
     size of 4) it takes one request beyond it: admitted, the size grows by one; refused, probes go half as often
@@ -607,13 +631,15 @@ def test_an_answer_that_comes_last_but_was_read_first_does_not_shorten_its_keys_
     whole window, so they read as a sliding log. Of each pair, the answer the provider read first (1 left) came
     back last; through the sliding log it rested the key until its own slot freed, 0.09 s before the window turned,
     shortening the rest the other answer (0 left) had set: 13 429s in a window of 16 keys where none were due.
-    (A random cell of the sample.)"""
+    (A random cell of the sample.) Read as sliding, the window's slots are given back a margin its 429s teach
+    (`SlotLog.counts_margin`): two keys' first sends as the third window turned, 0.06 s early, were refused (3
+    429s in the span, 5 with them), and taught their keys the margin."""
     shape = Shape(
         WindowKind.FIXED_CLOCK, HintForm.REMAINING, size=2, length=30.0, keys=16, callers=64, pause=2.0, latency=0.2,
         jitter=0.2, skew=-0.5, windows=4, seed=997088478,
     )  # fmt: skip
     measured = run(shape)
-    assert measured.refused <= 3 and targets(measured)[1], measured.as_dict()
+    assert measured.refused <= 5 and targets(measured)[1], measured.as_dict()
 
 
 @pytest.mark.slow
