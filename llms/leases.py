@@ -312,6 +312,7 @@ class Leases:
                     said = (at_once, window) if at_once is not None and not learned else None  # (as reported)
                 elif kind is OutcomeKind.RATE_LIMIT:
                     self._limits[subject].limited()
+                    self._slots.refused(subject, key.provider, part, held.sent)
                 self._saturate(key, subject, part, now)
         if held is None or token is None:
             return None

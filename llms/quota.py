@@ -156,6 +156,10 @@ class WindowsShown:
     """The length of a window learned from 429s, where the provider's counts say nothing of it (`longest` till they
     show one): answers slower than a learned window held their keys' slots until they came (fixed 1 a second under
     5 s answers, a hint only on the 429: 0.20 of the quota over 30 s; 0.60 so)."""
+    margin: float = SLOT_MARGIN
+    """Seconds past the window that a request out holds its slot (`SlotEnds.until`): as much as trips out differ,
+    which a 429 on a key whose requests out had freed theirs shows is more (`SlotEnds.refused`: twice, up to
+    `TRIP_SPREAD`). At a constant 0.1 s, a bucket of 1 a second under 5 s answers sent one every 1.1 s."""
 
     def counted(self, read: float, reset: float) -> WindowsShown:
         """One more count, read then, saying the window resets `reset` later."""

@@ -35,12 +35,12 @@ class SlotEnds:
 
     def until(self, sent: float, provider: str, part: str) -> float:
         """Until when a request sent then holds a slot of its key's quota: until the longest window its provider's
-        counts have shown (or one learned from 429s: `WindowsShown.learned`) has passed since, and a trip's spread;
+        counts have shown (or one learned from 429s: `WindowsShown.learned`) has passed since, and a margin;
         until it ends where none is known. Held until its answer, one slower than the window (a reasoning model's 15
         s under 5 a 10 s) kept its key to one request at a time: 0.20 of its quota."""
         shown = self._windows.get((provider, part))
         longest = shown.longest if shown is not None else None
-        return sent + longest + TRIP_SPREAD if longest is not None else math.inf
+        return sent + longest + shown.margin if shown is not None and longest is not None else math.inf
 
     def hold(self, subject: str, token: str, provider: str, part: str, sent: float, deadline: float) -> float:
         """A request sent then, which ends by `deadline` at the latest: until when its slot is held."""
@@ -51,6 +51,13 @@ class SlotEnds:
 
     def let_go(self, subject: str, token: str) -> None:
         self._out[subject].pop(token, None)
+
+    def refused(self, subject: str, provider: str, part: str, sent: float) -> None:
+        """A 429 to a request of the subject sent then: where its requests out had freed their slots by then, their
+        trips out were longer than its own by more than the margin (`WindowsShown.margin`), which doubles."""
+        shown = self._windows.get((provider, part))
+        if shown is not None and any(out.until <= sent for out in self._out[subject].values()):
+            self._windows[(provider, part)] = replace(shown, margin=min(TRIP_SPREAD, 2 * shown.margin))
 
     def freed(self, subject: str, now: float) -> int:
         """How many of the subject's requests out no longer hold their slots."""
@@ -85,6 +92,6 @@ class SlotEnds:
             for outs in self._out.values():
                 for token, out in outs.items():
                     if (out.provider, out.part) == (provider, part):
-                        outs[token] = replace(out, until=min(out.sent + longest + TRIP_SPREAD, out.deadline))
+                        outs[token] = replace(out, until=min(out.sent + longest + shown.margin, out.deadline))
                         moved[token] = outs[token].until
         return moved

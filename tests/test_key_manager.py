@@ -476,7 +476,7 @@ def test_a_caller_waiting_for_a_slot_wakes_as_a_request_ends_and_knows_when_the_
         clock.advance(1.5)
     slow = manager.acquire("groq")
     assert slow is not None and manager.acquire("groq") is None
-    assert manager.next_change([("groq", None)]) == pytest.approx(1.0 + TRIP_SPREAD)
+    assert manager.next_change([("groq", None)]) == pytest.approx(1.0 + SLOT_MARGIN)
     seen = manager.in_flight.ended
     waiter = threading.Thread(target=manager.in_flight.wait_for_end, args=(seen, 600.0))
     waiter.start()

@@ -736,28 +736,48 @@ def test_a_bucket_read_from_its_counts_sends_no_request_before_its_token_drips_b
 
 def test_a_count_that_shows_the_window_longer_holds_the_requests_still_out_as_long() -> None:
     """Two counts read 0.6 s to a window's end a second apart: a window of 0.6 s, sliding, or of a second on the
-    clock. A request sent then holds its slot 0.7 s; a later count shows a second between the windows' ends, and
-    the request still out holds its slot as long, where it used to free as it was sent."""
+    clock. A request sent then holds its slot 0.61 s (a margin past the window: `WindowsShown.margin`); a later
+    count shows a second between the windows' ends, and the request still out holds its slot as long, where it
+    used to free as it was sent."""
     ends, count = SlotEnds(), QuotaHint(0, 0.6, limit=1)
     ends.reported("groq", "", count, 0.0, None)
     ends.reported("groq", "", count, 1.0, None)
-    assert ends.hold("key", "lease", "groq", "", 2.0, deadline=62.0) == pytest.approx(2.0 + 0.6 + TRIP_SPREAD)
+    assert ends.hold("key", "lease", "groq", "", 2.0, deadline=62.0) == pytest.approx(2.0 + 0.6 + SLOT_MARGIN)
     assert ends.hold("other", "other", "groq", "model", 2.0, deadline=62.0) == 62.0  # none shown: till it ends
     moved = ends.reported("groq", "", QuotaHint(0, 0.9, limit=1), 1.7, None)  # its window ended at 2.6, not 2.3
-    assert moved == {"lease": pytest.approx(2.0 + 1.0 + TRIP_SPREAD)}
-    assert ends.freed("key", 2.8) == 0 and ends.next_free("key", 2.8) == pytest.approx(3.1)
+    assert moved == {"lease": pytest.approx(2.0 + 1.0 + SLOT_MARGIN)}
+    assert ends.freed("key", 2.8) == 0 and ends.next_free("key", 2.8) == pytest.approx(3.01)
+
+
+def test_a_429_while_requests_out_had_freed_their_slots_widens_the_margin_they_hold_them_by() -> None:
+    """A request out frees its slot a margin after the window shown (0.01 s): trips out may differ by more, and a
+    429 to a request sent after another's slot freed so says they did. The margin doubles, up to a trip's spread
+    (at a constant 0.1 s, a bucket of 1 a second under 5 s answers sent one every 1.1 s: 0.83 of it over 30 s)."""
+    ends = SlotEnds()
+    ends.reported("groq", "", QuotaHint(0, 1.0, limit=1), 0.0, None)
+    ends.reported("groq", "", QuotaHint(0, 1.0, limit=1), 1.0, None)
+    margins = []
+    for sent in (2.0, 4.0, 6.0, 8.0, 10.0):
+        ends.hold("key", f"out {sent}", "groq", "", sent, deadline=sent + 60)
+        ends.refused("key", "groq", "", sent + 0.5)  # its slot still held: nothing shows trips differ
+        ends.refused("key", "groq", "", sent + 1.5)
+        margins.append(ends.hold("key", "next", "groq", "", sent, deadline=sent + 60) - sent - 1.0)
+        ends.let_go("key", "next"), ends.let_go("key", f"out {sent}")
+    assert margins == pytest.approx([0.02, 0.04, 0.08, TRIP_SPREAD, TRIP_SPREAD])
+    ends.refused("other", "groq", "", 20.0)  # a subject with nothing out: no change
+    assert ends.hold("other", "x", "groq", "", 20.0, deadline=80.0) == pytest.approx(20.0 + 1.0 + TRIP_SPREAD)
 
 
 def test_a_window_first_shown_as_no_time_at_all_still_moves_the_requests_out_when_a_count_shows_it_longer() -> None:
     """Counts that read the window ending as they were read (a reset of 0) show a window of no time: a request sent
-    then holds its slot a trip's spread. A later count showing windows 1.6 s apart holds it as long (a window shown
-    as 0 s long read as none shown, and the request freed its slot 1.5 s early)."""
+    then holds its slot a margin (`SLOT_MARGIN`). A later count showing windows 1.6 s apart holds it as long (a
+    window shown as 0 s long read as none shown, and the request freed its slot 1.5 s early)."""
     ends, count = SlotEnds(), QuotaHint(0, 0.0, limit=1)
     ends.reported("groq", "", count, 0.0, None)
     ends.reported("groq", "", count, 1.0, None)
-    assert ends.hold("key", "lease", "groq", "", 1.2, deadline=61.2) == pytest.approx(1.2 + TRIP_SPREAD)
+    assert ends.hold("key", "lease", "groq", "", 1.2, deadline=61.2) == pytest.approx(1.2 + SLOT_MARGIN)
     moved = ends.reported("groq", "", QuotaHint(0, 0.9, limit=1), 1.7, None)
-    assert moved == {"lease": pytest.approx(1.2 + 1.6 + TRIP_SPREAD)}
+    assert moved == {"lease": pytest.approx(1.2 + 1.6 + SLOT_MARGIN)}
 
 
 def test_a_window_on_the_clock_its_first_counts_read_short_costs_a_key_one_429_not_one_each_window() -> None:
