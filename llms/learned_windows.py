@@ -305,8 +305,8 @@ class SlotLog:
             # rate right and the burst in the log not (stretched by it a slot a 429, a bucket of 20 a 30 s paid a 429
             # an answer until its log forgot the burst: 0.29 429s per answer over 30 windows, 0.04 as a drip).
             length = max(self.length, now + hint - sent[-self.size])
-            early = max(2 * self.counts_margin, hint + SLOT_MARGIN)  # (the hint: how early it came)
-            margin = min(TRIP_SPREAD, early) if self.read_from_counts else self.counts_margin
+            widened = max(2 * self.counts_margin, hint + SLOT_MARGIN)  # (the hint: how early it came)
+            margin = min(TRIP_SPREAD, widened) if self.read_from_counts else self.counts_margin
             since = sum(1 for t in log if t >= self.closed_until - SLOT_MARGIN) + out
             span = now + hint - self.closed_until
             if self.closed_until and since and 0 < span <= 2 * self.length:
