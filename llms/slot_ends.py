@@ -56,7 +56,7 @@ class SlotEnds:
         """A 429 to a request of the subject sent then: where its requests out had freed their slots by then, their
         trips out were longer than its own by more than the margin (`WindowsShown.margin`), which doubles."""
         shown = self._windows.get((provider, part))
-        if shown is not None and any(out.until <= sent for out in self._out.get(subject, {}).values()):
+        if shown is not None and self.freed(subject, sent):
             self._windows[(provider, part)] = replace(shown, margin=min(TRIP_SPREAD, 2 * shown.margin))
 
     def freed(self, subject: str, now: float) -> int:
